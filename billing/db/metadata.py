@@ -1,0 +1,11 @@
+"""Every package's table metadata, for migrations and tests. Each package owns its own tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from billing.db.tables import BillingBase
+from invoices.tables import InvoicesBase
+from meters.tables import MetersBase
+
+ALL_METADATA: tuple[MetaData, ...] = (MetersBase.metadata, InvoicesBase.metadata, BillingBase.metadata)
