@@ -1,9 +1,15 @@
-"""The orchestrator's tables (customers, subscriptions, ...)."""
+"""The orchestrator's tables: customers and subscriptions (and, in later migrations, what billing runs,
+notifications and payments need). Rows stay here; ``billing.db.repository`` maps them to domain records."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from invoices.sqltypes import ExactDecimal
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -14,5 +20,55 @@ NAMING = {
 }
 
 
+# SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT everywhere else.
+ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class BillingBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class CustomerRow(BillingBase):
+    """A customer. ``external_id`` is the id usage events and people use; ``id`` is internal."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(35), default="en_US")
+    address: Mapped[str] = mapped_column(Text, default="")  # lines separated by "\n"
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    tax_rate: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal(0))  # percent, e.g. 19 for 19 %
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SubscriptionRow(BillingBase):
+    """A customer on one version of a plan over ``[start_date, end_date)`` (end exclusive, None: open)."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint("end_date IS NULL OR end_date >= start_date", name="end_after_start"),
+        CheckConstraint("status IN ('active', 'cancelled')", name="status"),
+        CheckConstraint("cancel_reason IS NULL OR cancel_reason IN ('voluntary', 'involuntary')", name="reason"),
+        Index("ix_subscriptions_customer", "customer_id", "start_date"),
+    )
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"))
+    plan_code: Mapped[str] = mapped_column(String(100))
+    plan_version: Mapped[int]
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    cancel_reason: Mapped[str | None] = mapped_column(String(16))
+    previous_subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
