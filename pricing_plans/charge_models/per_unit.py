@@ -1,0 +1,23 @@
+"""The per_unit charge model: amount = q × unit_amount.
+
+Linear in q, so a zero quantity costs nothing and has no breakdown row.
+"""
+
+from __future__ import annotations
+
+from pricing_plans.charge_models._tiers import show, show_amount
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage
+from pricing_plans.models import PerUnitCharge
+from pricing_plans.money import ZERO
+
+__all__ = ["rate"]
+
+
+def rate(charge: PerUnitCharge, usage: MeterUsage) -> ChargeAmount:
+    """q × unit_amount, unrounded."""
+    q = usage.quantity
+    if q == 0:
+        return ChargeAmount(ZERO, (), "no usage: 0")
+    amount = q * charge.unit_amount
+    row = BreakdownRow(1, ZERO, None, q, charge.unit_amount, ZERO, amount)
+    return ChargeAmount(amount, (row,), f"{show(q)} × {show(charge.unit_amount)} = {show_amount(amount)}")
