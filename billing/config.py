@@ -7,6 +7,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import BaseModel
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,10 +22,19 @@ def _config_file() -> Path:
     return Path(os.environ.get("BILLING_CONFIG", "config.toml"))
 
 
+class Seller(BaseModel):
+    """Who issues the invoices, as printed on them."""
+
+    name: str = "Example Billing Co."
+    address: list[str] = []
+    email: str | None = None
+    tax_id: str | None = None
+
+
 class Settings(BaseSettings):
     """Every setting, with its default."""
 
-    model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BILLING_", env_nested_delimiter="__", extra="ignore")
 
     database_url: str = "sqlite:///billing.db"
     catalog: str = "catalog.toml"
@@ -33,6 +43,7 @@ class Settings(BaseSettings):
     credit_note_number_format: str = "CN-{year}-{seq:06d}"
     payment_terms_days: int = 14
     finalize_grace_days: int = 2
+    seller: Seller = Seller()
 
     @classmethod
     def settings_customise_sources(

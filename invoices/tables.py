@@ -1,9 +1,29 @@
-"""The invoices' tables."""
+"""The invoices' tables: invoices (and credit notes), their lines, and the gap-free number sequences.
+
+Once an invoice leaves ``draft``, its amounts, number and lines cannot change: the store refuses it, and so does
+the database (triggers created by migration 0003 on SQLite and PostgreSQL).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from invoices.sqltypes import ExactDecimal
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -13,6 +33,83 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+# SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT everywhere else.
+ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
 
 class InvoicesBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+class InvoiceRow(InvoicesBase):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('draft', 'finalized', 'paid', 'void', 'uncollectible')", name="status"
+        ),
+        CheckConstraint("kind IN ('invoice', 'credit_note')", name="kind"),
+        CheckConstraint("(status = 'draft') = (number IS NULL)", name="number_iff_issued"),
+        Index("ix_invoices_customer_period", "customer_external_id", "period_start"),
+        Index("ix_invoices_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    billing_key: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="invoice")
+    number: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    customer_external_id: Mapped[str] = mapped_column(String(255))
+    customer: Mapped[str] = mapped_column(Text)  # JSON snapshot of the bill-to party
+    seller: Mapped[str] = mapped_column(Text, default="{}")  # JSON snapshot, taken on finalization
+    currency: Mapped[str] = mapped_column(String(3))
+    locale: Mapped[str] = mapped_column(String(35))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    period_start: Mapped[dt.date] = mapped_column(Date)
+    period_end: Mapped[dt.date] = mapped_column(Date)
+    subtotal: Mapped[Decimal] = mapped_column(ExactDecimal)
+    discount: Mapped[Decimal] = mapped_column(ExactDecimal)
+    tax_rate: Mapped[Decimal] = mapped_column(ExactDecimal)
+    tax: Mapped[Decimal] = mapped_column(ExactDecimal)
+    total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    issue_date: Mapped[dt.date | None] = mapped_column(Date)
+    due_date: Mapped[dt.date | None] = mapped_column(Date)
+    refers_to_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the draft's usage was last aggregated: events received after it are late for this invoice.
+    usage_as_of: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    status_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InvoiceLineRow(InvoicesBase):
+    __tablename__ = "invoice_lines"
+    __table_args__ = (Index("ix_invoice_lines_invoice", "invoice_id", "position"),)
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    section: Mapped[str] = mapped_column(String(255), default="")
+    kind: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text)
+    meter: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(32))
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal)
+    unit: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal)
+    service_start: Mapped[dt.date | None] = mapped_column(Date)
+    service_end: Mapped[dt.date | None] = mapped_column(Date)
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    subscription_id: Mapped[int | None] = mapped_column(BigInteger)
+    plan_code: Mapped[str | None] = mapped_column(String(100))
+    plan_version: Mapped[int | None]
+
+
+class NumberSequenceRow(InvoicesBase):
+    """The last number handed out per sequence ("invoice:2026", "credit_note:2026")."""
+
+    __tablename__ = "number_sequences"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_value: Mapped[int] = mapped_column(BigInteger, default=0)

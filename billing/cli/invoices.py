@@ -1,9 +1,175 @@
-"""(commands to be written)"""
+"""``billing invoices …``: list, show, finalize, void, credit, render."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from billing import invoicing
+from billing.cli._common import console, engine_for_cli, fail, finalize_settings
+from billing.errors import BillingError
+from billing.periods import parse_month
+from billing.run import finalize_period
+from invoices.model import Invoice, InvoiceStatus
+from pricing_plans.money import D, format_amount
+
+invoices_app = typer.Typer(help="Invoices and credit notes.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(invoices_app, name="invoices")
+
+
+def _period_start(period: str | None) -> dt.date | None:
+    if period is None:
+        return None
+    try:
+        return parse_month(period).start
+    except ValueError as error:
+        fail(f"--period: {error}")
+
+
+@invoices_app.command("list")
+def list_command(
+    period: str | None = typer.Option(None, "--period", help="YYYY-MM"),
+    status: InvoiceStatus | None = typer.Option(None, "--status"),
+    customer: str | None = typer.Option(None, "--customer"),
+) -> None:
+    """Invoices and credit notes, filtered by period, status and customer."""
+    found = invoicing.list_invoices(
+        engine_for_cli(), period_start=_period_start(period), status=status, customer=customer
+    )
+    table = Table(title=f"{len(found)} invoice(s)")
+    for column in ("Id", "Number", "Kind", "Status", "Customer", "Period", "Total"):
+        table.add_column(column, justify="right" if column in ("Id", "Total") else "left")
+    for invoice in found:
+        table.add_row(
+            str(invoice.id),
+            invoice.number or "—",
+            invoice.kind.value,
+            invoice.status.value,
+            invoice.customer.external_id or "",
+            invoice.period_label,
+            f"{format_amount(invoice.total, invoice.currency)} {invoice.currency}",
+        )
+    console.print(table)
+
+
+@invoices_app.command("show")
+def show(key: str = typer.Argument(..., help="Invoice number or id.")) -> None:
+    """One invoice with its lines and totals."""
+    invoice = _get(key)
+    console.print(_invoice_table(invoice))
+
+
+def _get(key: str) -> Invoice:
+    try:
+        return invoicing.get_invoice(engine_for_cli(), key)
+    except BillingError as error:
+        fail(str(error))
+
+
+def _invoice_table(invoice: Invoice) -> Table:
+    currency = invoice.currency
+    title = f"{invoice.kind.value.replace('_', ' ')} {invoice.number or f'(draft {invoice.id})'} — {invoice.status}"
+    table = Table(title=title, caption=f"{invoice.customer.name} ({invoice.customer.external_id}), "
+                  f"period {invoice.period_label}, {currency}")
+    table.add_column("Section / line")
+    table.add_column("Quantity", justify="right")
+    table.add_column("Amount", justify="right")
+    for section, lines in invoice.sections():
+        if section:
+            table.add_row(f"[bold]{section}[/]", "", "")
+        for line in lines:
+            quantity = f"{line.quantity} {line.unit or ''}".strip()
+            table.add_row(f"  {line.description}", quantity, format_amount(line.amount, currency))
+    table.add_section()
+    table.add_row("Subtotal", "", format_amount(invoice.subtotal, currency))
+    if invoice.discount:
+        table.add_row("Discounts", "", f"-{format_amount(invoice.discount, currency)}")
+    table.add_row(f"Tax ({invoice.tax_rate} %)", "", format_amount(invoice.tax, currency))
+    table.add_row("[bold]Total[/]", "", f"[bold]{format_amount(invoice.total, currency)}[/]")
+    return table
+
+
+@invoices_app.command("finalize")
+def finalize(
+    key: str | None = typer.Argument(None, help="Draft id (or billing key)."),
+    period: str | None = typer.Option(None, "--period", help="Finalize every draft of this period."),
+) -> None:
+    """Finalize one draft, or every draft of a period: each gets the next gap-free number."""
+    if (key is None) == (period is None):
+        fail("give either an invoice id or --period YYYY-MM")
+    engine = engine_for_cli()
+    if period is not None:
+        start = _period_start(period)
+        assert start is not None
+        numbers = finalize_period(engine, parse_month(period), finalize_settings(), dt.date.today())
+        console.print(f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else ""))
+        return
+    try:
+        invoice = invoicing.finalize_invoice(engine, key, finalize_settings(), dt.date.today())  # type: ignore[arg-type]
+    except BillingError as error:
+        fail(str(error))
+    console.print(f"finalized {invoice.number}: {format_amount(invoice.total, invoice.currency)} {invoice.currency}")
+
+
+@invoices_app.command("void")
+def void(number: str = typer.Argument(..., help="Invoice number.")) -> None:
+    """Void an issued invoice; it keeps its number."""
+    try:
+        invoice = invoicing.set_invoice_status(engine_for_cli(), number, InvoiceStatus.VOID)
+    except BillingError as error:
+        fail(str(error))
+    console.print(f"{invoice.number} is void")
+
+
+@invoices_app.command("credit")
+def credit(
+    number: str = typer.Argument(..., help="Invoice number."),
+    amount: str = typer.Option(..., "--amount", help="Amount to credit, tax included."),
+    reason: str = typer.Option(..., "--reason", help="Why the customer is credited."),
+) -> None:
+    """Issue a credit note against an invoice (its own gap-free CN- sequence)."""
+    try:
+        value = D(amount)
+    except ValueError:
+        fail(f"--amount: expected a number, got {amount!r}")
+    try:
+        note = invoicing.create_credit_note(engine_for_cli(), number, value, reason, finalize_settings(),
+                                            dt.date.today())
+    except BillingError as error:
+        fail(str(error))
+    console.print(f"credit note {note.number} for {number}: {format_amount(note.total, note.currency)} {note.currency}")
+
+
+@invoices_app.command("render")
+def render(
+    number: str = typer.Argument(..., help="Invoice number or id."),
+    output_format: str = typer.Option("pdf", "--format", help="json, html or pdf."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="File to write (default: standard output)."),
+) -> None:
+    """Render an invoice as JSON, HTML or PDF."""
+    from invoices.render import invoice_json, render_html, render_pdf
+
+    if output_format not in ("json", "html", "pdf"):
+        fail(f"--format: expected json, html or pdf, got {output_format!r}")
+    invoice = _get(number)
+    if output_format == "json":
+        data: bytes = json.dumps(invoice_json(invoice), indent=2).encode() + b"\n"
+    elif output_format == "html":
+        data = render_html(invoice).encode()
+    else:
+        data = render_pdf(invoice)
+    if output is None:
+        if output_format == "pdf" and sys.stdout.isatty():
+            fail("a PDF goes to a file: add -o FILE.pdf")
+        sys.stdout.buffer.write(data)
+    else:
+        output.write_bytes(data)
+        console.print(f"wrote {output} ({len(data):,} bytes)")

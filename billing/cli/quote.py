@@ -1,9 +1,147 @@
-"""(commands to be written)"""
+"""``billing quote``: rate one customer-period from a catalog and some usage, with no database."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.table import Table
+
+from billing.cli._common import console, fail, load_catalog_for_cli
+from billing.periods import Period, month_of, parse_month
+from billing.rating import RatedPeriod, SubscriptionTerms, rate_period
+from billing.metering import usage_from_event_file
+from pricing_plans.charge_models import MeterUsage
+from pricing_plans.errors import UnknownPlanError
+from pricing_plans.money import D, format_amount
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("quote")(quote)
+
+
+def quote(
+    plan: str = typer.Option(..., "--plan", help="Plan code."),
+    usage: list[str] = typer.Option([], "--usage", help="METER=QUANTITY, repeatable."),
+    events: Path | None = typer.Option(None, "--events", help="Usage events (JSON Lines) to aggregate."),
+    start: str | None = typer.Option(None, "--start", help="Subscription start date (prorates the fee)."),
+    period: str | None = typer.Option(None, "--period", help="Billing period YYYY-MM (default: --start's month)."),
+    catalog: Path | None = typer.Option(None, "--catalog", help="Catalog file (default from config.toml)."),
+    version: int | None = typer.Option(None, "--version", help="Plan version (default: the one in effect)."),
+    timezone: str = typer.Option("UTC", "--timezone", help="Timezone of the period's bounds for --events."),
+    as_json: bool = typer.Option(False, "--json", help="Print the quote as JSON."),
+) -> None:
+    """Rate one customer-period: the fee, each charge with its breakdown, the commitment true-up, the total."""
+    if bool(usage) == bool(events):
+        fail("give the usage either as --usage METER=QUANTITY ... or as --events FILE.jsonl (one of the two)")
+    cat = load_catalog_for_cli(catalog)
+    start_day = _parse_date(start, "--start") if start else None
+    try:
+        billing_period = parse_month(period) if period else month_of(start_day or dt.date.today())
+    except ValueError as error:
+        fail(f"--period: {error}")
+    try:
+        chosen = (
+            cat.plan(plan, version) if version else cat.plan_for_start(plan, start_day or billing_period.start)
+        )
+    except UnknownPlanError as error:
+        fail(str(error))
+    if start_day and start_day >= billing_period.end:
+        fail(f"--start {start_day} is after the period {billing_period.label}")
+
+    if events is not None:
+        try:
+            meter_usage = usage_from_event_file(events, cat, billing_period, timezone)
+        except (OSError, ValueError) as error:
+            fail(str(error))
+    else:
+        meter_usage = _parse_usage(usage, cat)
+    for meter in meter_usage:
+        if chosen.charge_for(meter) is None:
+            fail(f"plan {chosen.code!r} has no charge on meter {meter!r}")
+
+    terms = SubscriptionTerms(start_date=start_day or billing_period.start)
+    rated = rate_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
+    if as_json:
+        print(json.dumps(quote_json(rated), indent=2))
+    else:
+        _print_quote(rated, billing_period)
+
+
+def quote_json(rated: RatedPeriod) -> dict[str, Any]:
+    """The quote's JSON contract: amounts as strings with exactly the currency's minor digits."""
+    currency = rated.currency
+    subtotal = format_amount(rated.subtotal, currency)
+    return {
+        "plan": rated.plan_code,
+        "currency": currency,
+        "lines": [
+            {
+                "kind": line.kind,
+                "meter": line.meter,
+                "model": line.model,
+                "quantity": str(line.quantity),
+                "amount": format_amount(line.amount, currency),
+                "details": line.details,
+            }
+            for line in rated.lines
+        ],
+        "subtotal": subtotal,
+        "total": subtotal,
+    }
+
+
+def _parse_date(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option}: expected a date as YYYY-MM-DD, got {text!r}")
+
+
+def _parse_usage(pairs: list[str], cat: Any) -> dict[str, MeterUsage]:
+    result: dict[str, MeterUsage] = {}
+    for pair in pairs:
+        meter, sep, quantity = pair.partition("=")
+        meter = meter.strip()
+        if not sep:
+            fail(f"--usage {pair!r}: expected METER=QUANTITY")
+        if meter not in cat.meters:
+            fail(f"--usage {pair!r}: unknown meter {meter!r} (known: {', '.join(sorted(cat.meters))})")
+        try:
+            value = D(quantity)
+        except ValueError:
+            fail(f"--usage {pair!r}: the quantity is not a number")
+        if value < 0:
+            fail(f"--usage {pair!r}: the quantity must be ≥ 0")
+        # Without events a percentage charge sees the quantity as one transaction.
+        result[meter] = MeterUsage(quantity=value, events=1 if value else 0, values=(value,) if value else ())
+    return result
+
+
+def _print_quote(rated: RatedPeriod, period: Period) -> None:
+    currency = rated.currency
+    table = Table(title=f"Quote: {rated.plan_code} v{rated.plan_version}, {period.label} ({currency})")
+    table.add_column("Line")
+    table.add_column("Model")
+    table.add_column("Quantity", justify="right")
+    table.add_column("Amount", justify="right")
+    table.add_column("How", overflow="fold")
+    for line in rated.lines:
+        table.add_row(
+            line.description,
+            line.model or line.kind,
+            _plain(line.quantity),
+            format_amount(line.amount, currency),
+            line.details.get("explanation", ""),
+        )
+    table.add_section()
+    table.add_row("[bold]Total[/]", "", "", f"[bold]{format_amount(rated.subtotal, currency)}[/]", "")
+    console.print(table)
+
+
+def _plain(number: Decimal) -> str:
+    return f"{number:,f}" if number == number.to_integral_value() else str(number)

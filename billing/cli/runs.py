@@ -1,9 +1,75 @@
-"""(commands to be written)"""
+"""``billing run``: the monthly billing run."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from billing.cli._common import console, engine_for_cli, fail, finalize_settings, load_catalog_for_cli
+from billing.periods import parse_month
+from billing.run import finalize_period, run_billing
+from pricing_plans.money import format_amount
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("run")(run)
+
+
+def run(
+    period: str = typer.Option(..., "--period", help="The billing period, YYYY-MM."),
+    finalize: bool = typer.Option(False, "--finalize", help="Finalize the period's drafts after writing them."),
+    customer: str | None = typer.Option(None, "--customer", help="Bill only this customer."),
+) -> None:
+    """Write (or refresh) one draft invoice per customer for the period; with --finalize, number them."""
+    try:
+        billing_period = parse_month(period)
+    except ValueError as error:
+        fail(f"--period: {error}")
+    catalog = load_catalog_for_cli()
+    engine = engine_for_cli()
+    with Progress(
+        TextColumn("[bold]billing {task.fields[period]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("invoices"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("run", total=None, period=billing_period.label)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance)
+        progress.update(task, completed=report.invoices, total=report.invoices)
+    numbers: list[str] = []
+    if finalize:
+        numbers = finalize_period(engine, billing_period, finalize_settings(), dt.date.today(), customer=customer)
+
+    table = Table(title=f"Billing run {billing_period.label}")
+    table.add_column("What")
+    table.add_column("Count / amount", justify="right")
+    table.add_row("invoices written (new)", str(report.created))
+    table.add_row("drafts refreshed", str(report.updated))
+    table.add_row("drafts unchanged", str(report.unchanged))
+    table.add_row("issued, left untouched", str(report.issued_untouched))
+    table.add_row("late-usage lines", str(report.late_lines))
+    table.add_row("usage events rated", f"{report.events:,}")
+    if finalize:
+        table.add_row("finalized", str(len(numbers)))
+    for currency, total in sorted(report.totals.items()):
+        table.add_row(f"total {currency}", format_amount(total, currency))
+    table.add_row("seconds (load/aggregate/rate/write)",
+                  " / ".join(f"{report.seconds.get(k, 0):.2f}" for k in ("load", "aggregate", "rate", "write")))
+    console.print(table)
+    if report.skipped:
+        skipped = Table(title="Customers skipped")
+        skipped.add_column("Customer")
+        skipped.add_column("Why")
+        for customer_id, reason in report.skipped:
+            skipped.add_row(customer_id, reason)
+        console.print(skipped)

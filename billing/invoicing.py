@@ -1,0 +1,64 @@
+"""Invoice operations the CLI and the HTTP API share: each its own transaction, errors as BillingInputError."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Engine
+
+from billing.db import session_scope
+from billing.errors import BillingInputError, NotFoundError
+from invoices import store
+from invoices.errors import InvoiceNotFoundError, InvoiceStateError
+from invoices.model import Invoice, InvoiceStatus
+
+__all__ = ["create_credit_note", "finalize_invoice", "get_invoice", "list_invoices", "set_invoice_status"]
+
+
+def get_invoice(engine: Engine, key: str | int) -> Invoice:
+    """An invoice by id, number or billing key."""
+    with session_scope(engine) as session:
+        try:
+            return store.get_invoice(session, key)
+        except InvoiceNotFoundError as error:
+            raise NotFoundError(str(error)) from None
+
+
+def list_invoices(engine: Engine, **filters: object) -> list[Invoice]:
+    with session_scope(engine) as session:
+        return store.list_invoices(session, **filters)  # type: ignore[arg-type]
+
+
+def finalize_invoice(engine: Engine, key: str | int, settings: store.FinalizeSettings, today: dt.date) -> Invoice:
+    with session_scope(engine) as session:
+        try:
+            invoice = store.get_invoice(session, key)
+            return store.finalize(session, invoice.id, settings, today)
+        except InvoiceNotFoundError as error:
+            raise NotFoundError(str(error)) from None
+        except InvoiceStateError as error:
+            raise BillingInputError(str(error)) from None
+
+
+def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) -> Invoice:
+    with session_scope(engine) as session:
+        try:
+            invoice = store.get_invoice(session, key)
+            return store.set_status(session, invoice.id, status)
+        except InvoiceNotFoundError as error:
+            raise NotFoundError(str(error)) from None
+        except InvoiceStateError as error:
+            raise BillingInputError(str(error)) from None
+
+
+def create_credit_note(
+    engine: Engine, number: str, amount: Decimal, reason: str, settings: store.FinalizeSettings, today: dt.date
+) -> Invoice:
+    with session_scope(engine) as session:
+        try:
+            return store.create_credit_note(session, number, amount, reason, settings, today)
+        except InvoiceNotFoundError as error:
+            raise NotFoundError(str(error)) from None
+        except (InvoiceStateError, ValueError) as error:
+            raise BillingInputError(str(error)) from None

@@ -1,0 +1,77 @@
+"""Billing periods: half-open ``[start, end)`` calendar months (or years) in the customer's timezone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+__all__ = ["Period", "month", "parse_month", "year_of"]
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Period:
+    """``[start, end)`` in local dates; ``end`` is the first day after the period."""
+
+    start: dt.date
+    end: dt.date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    @property
+    def label(self) -> str:
+        """``2026-03`` for a month, ``2026`` for a calendar year, ``start..end`` otherwise."""
+        if self.start.day == 1 and self.end == _add_months(self.start, 1):
+            return f"{self.start:%Y-%m}"
+        if self.start.month == 1 and self.start.day == 1 and self.end == dt.date(self.start.year + 1, 1, 1):
+            return f"{self.start:%Y}"
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+    def next(self) -> Period:
+        months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month
+        return Period(self.end, _add_months(self.end, months))
+
+    def previous(self) -> Period:
+        months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month
+        return Period(_add_months(self.start, -months), self.start)
+
+    def contains(self, day: dt.date) -> bool:
+        return self.start <= day < self.end
+
+    def utc_window(self, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+        """The period's bounds as UTC instants: local midnights in ``timezone``."""
+        zone = ZoneInfo(timezone)
+        start = dt.datetime.combine(self.start, dt.time(), zone).astimezone(dt.UTC)
+        end = dt.datetime.combine(self.end, dt.time(), zone).astimezone(dt.UTC)
+        return start, end
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def month(year: int, month_number: int) -> Period:
+    start = dt.date(year, month_number, 1)
+    return Period(start, _add_months(start, 1))
+
+
+def parse_month(text: str) -> Period:
+    """``"2026-03"`` → the period of March 2026; a clear ValueError otherwise."""
+    match = _MONTH.match(text.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise ValueError(f"expected a month as YYYY-MM, got {text!r}")
+    return month(int(match.group(1)), int(match.group(2)))
+
+
+def month_of(day: dt.date) -> Period:
+    return month(day.year, day.month)
+
+
+def year_of(day: dt.date) -> Period:
+    return Period(dt.date(day.year, 1, 1), dt.date(day.year + 1, 1, 1))

@@ -1,0 +1,211 @@
+"""Invoices as immutable records: an invoice (or credit note), its lines, its totals.
+
+Totals follow one rule: each line is already rounded to the currency's minor units; the subtotal is their sum;
+tax is computed on (subtotal − discounts) at the customer's rate and rounded once; total = subtotal − discounts
++ tax. So an invoice always adds up to the cent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pricing_plans.money import ZERO, Rounding, round_money
+
+__all__ = [
+    "DraftInvoice",
+    "Invoice",
+    "InvoiceKind",
+    "InvoiceLine",
+    "InvoiceStatus",
+    "Party",
+    "Totals",
+    "compute_totals",
+]
+
+
+class InvoiceStatus(StrEnum):
+    """``draft → finalized → paid | void | uncollectible``; only a draft can change its lines."""
+
+    DRAFT = "draft"
+    FINALIZED = "finalized"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+ALLOWED_TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
+    InvoiceStatus.DRAFT: frozenset({InvoiceStatus.FINALIZED}),
+    InvoiceStatus.FINALIZED: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE}),
+    InvoiceStatus.UNCOLLECTIBLE: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOID}),
+    InvoiceStatus.PAID: frozenset(),
+    InvoiceStatus.VOID: frozenset(),
+}
+
+
+class InvoiceKind(StrEnum):
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A seller or a customer as printed on the invoice (a snapshot: later edits don't change issued invoices)."""
+
+    name: str
+    address: tuple[str, ...] = ()
+    email: str | None = None
+    tax_id: str | None = None
+    external_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": list(self.address),
+            "email": self.email,
+            "tax_id": self.tax_id,
+            "external_id": self.external_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Party:
+        return cls(
+            name=data["name"],
+            address=tuple(data.get("address") or ()),
+            email=data.get("email"),
+            tax_id=data.get("tax_id"),
+            external_id=data.get("external_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceLine:
+    """One line of an invoice.
+
+    Attributes:
+      section: the group the line belongs to (one per subscription: "Growth (v1), 1–14 March").
+      kind: ``subscription``, ``usage``, ``commitment``, ``late_usage`` or ``credit``.
+      description: what the customer reads.
+      quantity, unit: what was rated.
+      amount: rounded to the currency's minor units.
+      service_start, service_end: the period the line pays for (late usage names its own period).
+      meter, model: for usage lines.
+      details: explanation and tier breakdown, JSON-ready.
+      subscription_id, plan_code, plan_version: where the line came from.
+    """
+
+    kind: str
+    description: str
+    amount: Decimal
+    quantity: Decimal = Decimal(1)
+    unit: str | None = None
+    section: str = ""
+    service_start: dt.date | None = None
+    service_end: dt.date | None = None
+    meter: str | None = None
+    model: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    subscription_id: int | None = None
+    plan_code: str | None = None
+    plan_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    subtotal: Decimal
+    discount: Decimal
+    tax: Decimal
+    total: Decimal
+
+
+def compute_totals(
+    lines: tuple[InvoiceLine, ...] | list[InvoiceLine],
+    currency: str,
+    tax_rate: Decimal = ZERO,
+    discount: Decimal = ZERO,
+    rounding: Rounding = Rounding.HALF_UP,
+) -> Totals:
+    """Subtotal = Σ rounded lines; tax = round((subtotal − discount) × rate %); total = subtotal − discount + tax."""
+    subtotal = sum((line.amount for line in lines), ZERO)
+    taxable = subtotal - discount
+    tax = round_money(taxable * tax_rate / 100, currency, rounding)
+    return Totals(subtotal=subtotal, discount=discount, tax=tax, total=taxable + tax)
+
+
+@dataclass(frozen=True, slots=True)
+class DraftInvoice:
+    """What a billing run hands to the invoice store: everything but the number, status and dates."""
+
+    billing_key: str
+    customer: Party
+    currency: str
+    locale: str
+    period_start: dt.date
+    period_end: dt.date
+    lines: tuple[InvoiceLine, ...]
+    tax_rate: Decimal = ZERO
+    discount: Decimal = ZERO
+    rounding: Rounding = Rounding.HALF_UP
+    timezone: str = "UTC"
+    usage_as_of: dt.datetime | None = None
+
+    @property
+    def totals(self) -> Totals:
+        return compute_totals(self.lines, self.currency, self.tax_rate, self.discount, self.rounding)
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    """An invoice or credit note as stored.
+
+    Attributes:
+      id: internal id. number: the gap-free number (None while draft).
+      kind: invoice or credit note; ``refers_to`` is the credited invoice's number.
+      billing_key: what makes it unique ("period:acme:2026-03", "start:42", "credit:INV-2026-000001:1").
+      customer, seller: snapshots as printed.
+      period_start, period_end: the billing period ``[start, end)``.
+      issue_date, due_date: set on finalization.
+    """
+
+    id: int
+    number: str | None
+    kind: InvoiceKind
+    status: InvoiceStatus
+    billing_key: str
+    customer: Party
+    seller: Party
+    currency: str
+    locale: str
+    period_start: dt.date
+    period_end: dt.date
+    lines: tuple[InvoiceLine, ...]
+    subtotal: Decimal
+    discount: Decimal
+    tax_rate: Decimal
+    tax: Decimal
+    total: Decimal
+    issue_date: dt.date | None = None
+    due_date: dt.date | None = None
+    finalized_at: dt.datetime | None = None
+    refers_to: str | None = None
+    reason: str | None = None
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.customer.external_id
+
+    @property
+    def period_label(self) -> str:
+        if self.period_start.day == 1 and (self.period_end - self.period_start).days in (28, 29, 30, 31):
+            return f"{self.period_start:%Y-%m}"
+        return f"{self.period_start.isoformat()} – {self.period_end.isoformat()}"
+
+    def sections(self) -> list[tuple[str, list[InvoiceLine]]]:
+        """Lines grouped by section, in order."""
+        groups: dict[str, list[InvoiceLine]] = {}
+        for line in self.lines:
+            groups.setdefault(line.section, []).append(line)
+        return list(groups.items())

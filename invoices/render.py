@@ -1,0 +1,214 @@
+"""Invoices rendered for machines and for people: JSON, HTML (Jinja2) and PDF (WeasyPrint, from the same HTML).
+
+JSON keeps every amount exact: money is a string with exactly the currency's minor digits (``"49.00"``,
+``"1500"`` for JPY), quantities and rates are plain decimal strings, dates are ISO. The HTML and the PDF are for
+people: amounts and dates are formatted for the customer's locale with Babel, and a breakdown's unit prices keep
+all their digits (``$0.00025``) because they are prices, not amounts to pay.
+
+Periods are stored half-open, ``[start, end)``; JSON gives them as stored, the documents print the last day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from babel.dates import format_date, format_skeleton
+from babel.numbers import format_currency, format_decimal, format_percent
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus
+from pricing_plans.money import ZERO, format_amount, minor_digits
+
+__all__ = ["invoice_json", "render_html", "render_pdf"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATE = "invoice.html.j2"
+
+# Models whose breakdown rows carry a rate in percent as unit_amount and a value volume as units.
+PERCENTAGE_MODELS = frozenset({"percentage", "graduated_percentage"})
+# Line kinds whose tier breakdown is printed under the line.
+BREAKDOWN_KINDS = frozenset({"usage", "late_usage"})
+
+
+# --------------------------------------------------------------------------------------------------- JSON
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _line_json(line: InvoiceLine, currency: str) -> dict[str, Any]:
+    return {
+        "section": line.section,
+        "kind": line.kind,
+        "description": line.description,
+        "meter": line.meter,
+        "model": line.model,
+        "quantity": str(line.quantity),
+        "unit": line.unit,
+        "amount": format_amount(line.amount, currency),
+        "service_period": {"start": _iso(line.service_start), "end": _iso(line.service_end)},
+        "details": line.details,
+    }
+
+
+def invoice_json(invoice: Invoice) -> dict[str, Any]:
+    """The invoice as a JSON-ready dict: money as exact strings in minor digits, quantities as strings, ISO dates."""
+    currency = invoice.currency
+    return {
+        "id": invoice.id,
+        "number": invoice.number,
+        "kind": invoice.kind.value,
+        "status": invoice.status.value,
+        "billing_key": invoice.billing_key,
+        "customer": invoice.customer.as_dict(),
+        "seller": invoice.seller.as_dict(),
+        "currency": currency,
+        "locale": invoice.locale,
+        "period": {"start": _iso(invoice.period_start), "end": _iso(invoice.period_end)},
+        "issue_date": _iso(invoice.issue_date),
+        "due_date": _iso(invoice.due_date),
+        "refers_to": invoice.refers_to,
+        "reason": invoice.reason,
+        "lines": [_line_json(line, currency) for line in invoice.lines],
+        "subtotal": format_amount(invoice.subtotal, currency),
+        "discount": format_amount(invoice.discount, currency),
+        "tax_rate": str(invoice.tax_rate),
+        "tax": format_amount(invoice.tax, currency),
+        "total": format_amount(invoice.total, currency),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- HTML
+
+
+@dataclass(frozen=True, slots=True)
+class Formatter:
+    """Locale-aware formatting for one document: its currency and its customer's locale."""
+
+    currency: str
+    locale: str
+
+    def money(self, amount: Decimal) -> str:
+        """An amount to pay, in the currency's minor digits ("$1,234.56", "1.234,56 €", "¥1,500")."""
+        return format_currency(amount, self.currency, locale=self.locale)
+
+    def price(self, value: Decimal | str) -> str:
+        """A price or an unrounded amount: never rounded to the currency, trailing zeros beyond it dropped."""
+        return format_currency(
+            _trim(Decimal(value), minor_digits(self.currency)),
+            self.currency,
+            locale=self.locale,
+            decimal_quantization=False,
+        )
+
+    def number(self, value: Decimal | str) -> str:
+        """A quantity with every digit it has ("1,234,567.5")."""
+        return format_decimal(Decimal(value), locale=self.locale, decimal_quantization=False)
+
+    def quantity(self, value: Decimal, unit: str | None) -> str:
+        return f"{self.number(value)} {unit}" if unit else self.number(value)
+
+    def percent(self, rate: Decimal | str) -> str:
+        """A rate given in percent ("19" → "19 %" or "19%" as the locale writes it)."""
+        return format_percent(Decimal(rate) / 100, locale=self.locale, decimal_quantization=False)
+
+    def date(self, day: dt.date | None) -> str:
+        return "—" if day is None else format_date(day, format="long", locale=self.locale)
+
+    def period(self, start: dt.date | None, end: dt.date | None) -> str:
+        """A half-open period as printed: a whole calendar month by its name, else first – last day."""
+        if start is None or end is None:
+            return "—"
+        if start.day == 1 and end == _next_month(start):
+            return format_skeleton("yMMMM", start, locale=self.locale)
+        return f"{self.date(start)} – {self.date(end - dt.timedelta(days=1))}"
+
+    def tier_range(self, row: dict[str, Any]) -> str:
+        low, high = row.get("from"), row.get("to")
+        if high is None:
+            return "all" if low in (None, "") or Decimal(low) == 0 else f"above {self.number(low)}"
+        return f"{self.number(low or ZERO)} – {self.number(high)}"
+
+
+def _trim(value: Decimal, digits: int) -> Decimal:
+    """Drop trailing zeros beyond ``digits`` (560.0000 → 560.00, 0.000250 → 0.00025)."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1).scaleb(-digits))
+    normal = value.normalize()
+    exponent = normal.as_tuple().exponent
+    return value.quantize(Decimal(1).scaleb(-digits)) if isinstance(exponent, int) and -exponent < digits else normal
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return dt.date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class LineView:
+    line: InvoiceLine
+    service_period: str | None  # only when it differs from the billing period
+    breakdown: list[dict[str, Any]]
+    explanation: str
+    percentage: bool
+
+
+def _line_view(line: InvoiceLine, invoice: Invoice, fmt: Formatter) -> LineView:
+    differs = line.service_start is not None and (
+        (line.service_start, line.service_end) != (invoice.period_start, invoice.period_end)
+    )
+    rows = list(line.details.get("breakdown") or ()) if line.kind in BREAKDOWN_KINDS else []
+    return LineView(
+        line=line,
+        service_period=fmt.period(line.service_start, line.service_end) if differs else None,
+        breakdown=rows,
+        explanation="" if rows else str(line.details.get("explanation") or ""),
+        percentage=line.model in PERCENTAGE_MODELS,
+    )
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _context(invoice: Invoice) -> dict[str, Any]:
+    fmt = Formatter(invoice.currency, invoice.locale)
+    credit_note = invoice.kind is InvoiceKind.CREDIT_NOTE
+    settled = invoice.status in (InvoiceStatus.PAID, InvoiceStatus.VOID)
+    terms_days = (invoice.due_date - invoice.issue_date).days if invoice.issue_date and invoice.due_date else None
+    return {
+        "invoice": invoice,
+        "fmt": fmt,
+        "credit_note": credit_note,
+        "title": "Credit note" if credit_note else "Invoice",
+        "watermark": {InvoiceStatus.DRAFT: "DRAFT", InvoiceStatus.VOID: "VOID"}.get(invoice.status),
+        "status": invoice.status.value.capitalize(),
+        "billing_period": fmt.period(invoice.period_start, invoice.period_end),
+        "sections": [(name, [_line_view(line, invoice, fmt) for line in lines]) for name, lines in invoice.sections()],
+        "amount_due": ZERO if settled else invoice.total,
+        "terms_days": terms_days,
+    }
+
+
+def render_html(invoice: Invoice) -> str:
+    """The invoice or credit note as a self-contained HTML page (inline CSS, no network resources)."""
+    return _environment().get_template(TEMPLATE).render(_context(invoice))
+
+
+def render_pdf(invoice: Invoice) -> bytes:
+    """The invoice as an A4 PDF, printed by WeasyPrint from :func:`render_html`."""
+    import weasyprint  # imported late: it loads Pango, which JSON and HTML rendering don't need
+
+    return weasyprint.HTML(string=render_html(invoice), base_url=str(TEMPLATES)).write_pdf()

@@ -1,0 +1,465 @@
+"""Storing invoices: drafts written and refreshed by billing runs, gap-free numbers on finalization, status
+changes, credit notes. Every function works inside the caller's transaction (a Session); the caller commits.
+
+Numbers: finalizing takes the next value of the year's sequence row (``UPDATE … RETURNING``, which locks the row
+until the transaction ends) in the same transaction as the status change, so a rolled-back finalization gives
+its number back and two processes never get the same one: no gaps, no duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from invoices.errors import InvoiceNotFoundError, InvoiceStateError
+from invoices.model import (
+    ALLOWED_TRANSITIONS,
+    DraftInvoice,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceStatus,
+    Party,
+    compute_totals,
+)
+from invoices.tables import InvoiceLineRow, InvoiceRow, NumberSequenceRow
+from pricing_plans.money import ZERO, Rounding, round_money
+
+__all__ = [
+    "DraftOutcome",
+    "FinalizeSettings",
+    "billed_by_period",
+    "create_credit_note",
+    "finalize",
+    "finalize_many",
+    "get_invoice",
+    "list_invoices",
+    "next_numbers",
+    "set_status",
+    "upsert_draft",
+]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _on_conflict_do_nothing(session: Session, table: Any, values: dict[str, Any]) -> None:
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    session.execute(module.insert(table).values(**values).on_conflict_do_nothing())
+
+
+# --- numbers ---------------------------------------------------------------------------------------------
+
+
+def next_numbers(session: Session, sequence: str, count: int = 1) -> range:
+    """Take ``count`` consecutive numbers of ``sequence``; they are the caller's when its transaction commits."""
+    statement = (
+        update(NumberSequenceRow)
+        .where(NumberSequenceRow.name == sequence)
+        .values(last_value=NumberSequenceRow.last_value + count)
+        .returning(NumberSequenceRow.last_value)
+    )
+    last = session.execute(statement).scalar_one_or_none()
+    if last is None:
+        _on_conflict_do_nothing(session, NumberSequenceRow.__table__, {"name": sequence, "last_value": 0})
+        last = session.execute(statement).scalar_one()
+    return range(last - count + 1, last + 1)
+
+
+def _sequence_name(kind: InvoiceKind, number_format: str, year: int) -> str:
+    # A format without {year} numbers on forever; with it, each year starts again at 1.
+    return f"{kind.value}:{year}" if "{year" in number_format else kind.value
+
+
+# --- drafts ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DraftOutcome:
+    """What ``upsert_draft`` did: ``created``, ``updated``, ``unchanged`` or ``issued`` (left alone)."""
+
+    invoice_id: int
+    action: str
+
+
+def upsert_draft(session: Session, draft: DraftInvoice) -> DraftOutcome:
+    """Write the draft for ``draft.billing_key``, replacing the lines of an existing draft; an issued invoice with
+    that key is never touched."""
+    row = session.execute(_for_update(session, select(InvoiceRow).where(InvoiceRow.billing_key == draft.billing_key)))
+    existing = row.scalar_one_or_none()
+    totals = draft.totals
+    now = _now()
+    values = {
+        "customer_external_id": draft.customer.external_id or "",
+        "customer": json.dumps(draft.customer.as_dict(), sort_keys=True),
+        "currency": draft.currency,
+        "locale": draft.locale,
+        "timezone": draft.timezone,
+        "usage_as_of": draft.usage_as_of,
+        "period_start": draft.period_start,
+        "period_end": draft.period_end,
+        "subtotal": totals.subtotal,
+        "discount": totals.discount,
+        "tax_rate": draft.tax_rate,
+        "tax": totals.tax,
+        "total": totals.total,
+        "updated_at": now,
+    }
+    if existing is not None:
+        if existing.status != InvoiceStatus.DRAFT:
+            return DraftOutcome(existing.id, "issued")
+        if _same_draft(session, existing, values, draft.lines):
+            session.execute(
+                update(InvoiceRow).where(InvoiceRow.id == existing.id).values(usage_as_of=draft.usage_as_of)
+            )
+            return DraftOutcome(existing.id, "unchanged")
+        session.execute(delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == existing.id))
+        session.execute(update(InvoiceRow).where(InvoiceRow.id == existing.id).values(**values))
+        invoice_id, action = existing.id, "updated"
+    else:
+        invoice_id = session.execute(
+            insert(InvoiceRow)
+            .values(
+                billing_key=draft.billing_key, kind="invoice", status="draft", seller="{}", created_at=now, **values
+            )
+            .returning(InvoiceRow.id)
+        ).scalar_one()
+        action = "created"
+    _insert_lines(session, invoice_id, draft.lines)
+    return DraftOutcome(invoice_id, action)
+
+
+def _same_draft(session: Session, row: InvoiceRow, values: dict[str, Any], lines: Sequence[InvoiceLine]) -> bool:
+    if any(getattr(row, key) != value for key, value in values.items() if key not in ("updated_at", "usage_as_of")):
+        return False
+    stored = _lines_of(session, [row.id]).get(row.id, ())
+    return tuple(stored) == tuple(lines)
+
+
+def _insert_lines(session: Session, invoice_id: int, lines: Sequence[InvoiceLine]) -> None:
+    if not lines:
+        return
+    session.execute(
+        insert(InvoiceLineRow),
+        [
+            {
+                "invoice_id": invoice_id,
+                "position": position,
+                "section": line.section,
+                "kind": line.kind,
+                "description": line.description,
+                "meter": line.meter,
+                "model": line.model,
+                "quantity": line.quantity,
+                "unit": line.unit,
+                "amount": line.amount,
+                "service_start": line.service_start,
+                "service_end": line.service_end,
+                "details": json.dumps(line.details, sort_keys=True),
+                "subscription_id": line.subscription_id,
+                "plan_code": line.plan_code,
+                "plan_version": line.plan_version,
+            }
+            for position, line in enumerate(lines, start=1)
+        ],
+    )
+
+
+# --- finalization and status ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizeSettings:
+    """How issued documents are numbered and dated."""
+
+    invoice_number_format: str = "INV-{year}-{seq:06d}"
+    credit_note_number_format: str = "CN-{year}-{seq:06d}"
+    payment_terms_days: int = 14
+    seller: Party = field(default_factory=lambda: Party(name=""))
+
+
+def finalize(session: Session, invoice_id: int, settings: FinalizeSettings, today: dt.date) -> Invoice:
+    """Finalize one draft: the next gap-free number, issue and due dates, the seller's snapshot."""
+    finalize_many(session, [invoice_id], settings, today)
+    return get_invoice(session, invoice_id)
+
+
+def finalize_many(
+    session: Session, invoice_ids: Sequence[int], settings: FinalizeSettings, today: dt.date
+) -> list[str]:
+    """Finalize drafts in one transaction, numbered consecutively in the order given; returns their numbers."""
+    if not invoice_ids:
+        return []
+    rows = session.execute(
+        _for_update(session, select(InvoiceRow.id, InvoiceRow.status).where(InvoiceRow.id.in_(invoice_ids)))
+    ).all()
+    status_by_id = {row.id: row.status for row in rows}
+    for invoice_id in invoice_ids:
+        if invoice_id not in status_by_id:
+            raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
+        if status_by_id[invoice_id] != InvoiceStatus.DRAFT:
+            raise InvoiceStateError(f"invoice {invoice_id} is {status_by_id[invoice_id]}, not a draft")
+    kind = InvoiceKind.INVOICE
+    number_format = settings.invoice_number_format
+    numbers = next_numbers(session, _sequence_name(kind, number_format, today.year), len(invoice_ids))
+    now = _now()
+    assigned = [number_format.format(year=today.year, seq=seq) for seq in numbers]
+    session.execute(
+        update(InvoiceRow),
+        [
+            {
+                "id": invoice_id,
+                "number": number,
+                "status": InvoiceStatus.FINALIZED.value,
+                "issue_date": today,
+                "due_date": today + dt.timedelta(days=settings.payment_terms_days),
+                "seller": json.dumps(settings.seller.as_dict(), sort_keys=True),
+                "finalized_at": now,
+                "status_changed_at": now,
+                "updated_at": now,
+            }
+            for invoice_id, number in zip(invoice_ids, assigned, strict=True)
+        ],
+    )
+    return assigned
+
+
+def set_status(session: Session, invoice_id: int, status: InvoiceStatus) -> Invoice:
+    """Move an issued invoice on (finalized → paid | void | uncollectible); anything else is refused."""
+    statement = _for_update(session, select(InvoiceRow).where(InvoiceRow.id == invoice_id))
+    row = session.execute(statement).scalar_one_or_none()
+    if row is None:
+        raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
+    current = InvoiceStatus(row.status)
+    if status == current:
+        return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()))
+    if status not in ALLOWED_TRANSITIONS[current]:
+        raise InvoiceStateError(f"invoice {row.number or row.id} is {current}; it cannot become {status}")
+    now = _now()
+    session.execute(
+        update(InvoiceRow)
+        .where(InvoiceRow.id == invoice_id)
+        .values(status=status.value, status_changed_at=now, updated_at=now)
+    )
+    return get_invoice(session, invoice_id)
+
+
+def create_credit_note(
+    session: Session,
+    invoice_number: str,
+    amount: Decimal,
+    reason: str,
+    settings: FinalizeSettings,
+    today: dt.date,
+    rounding: Rounding = Rounding.HALF_UP,
+) -> Invoice:
+    """Issue a credit note for part or all of an issued invoice (its own gap-free ``CN-`` sequence).
+
+    ``amount`` is what the customer gets back, tax included; it cannot exceed what is left to credit.
+    """
+    invoice = get_invoice(session, invoice_number)
+    if invoice.kind is not InvoiceKind.INVOICE or invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+        raise InvoiceStateError(
+            f"{invoice_number} is a {invoice.status} {invoice.kind}: only issued invoices take credit notes"
+        )
+    if round_money(amount, invoice.currency, rounding) != amount or amount <= 0:
+        raise ValueError(f"--amount must be positive and in whole minor units of {invoice.currency} (got {amount})")
+    if not reason.strip():
+        raise ValueError("a credit note needs a reason")
+    credited = session.execute(
+        select(InvoiceRow.total).where(InvoiceRow.refers_to_id == invoice.id, InvoiceRow.kind == "credit_note")
+    ).scalars().all()
+    left = invoice.total - sum(credited, ZERO)
+    if amount > left:
+        raise ValueError(f"{invoice_number} has {left} {invoice.currency} left to credit; {amount} is too much")
+    # Split the credited total back into net and tax at the invoice's rate, so tax reports stay right.
+    net = round_money(amount * 100 / (100 + invoice.tax_rate), invoice.currency, rounding)
+    line = InvoiceLine(
+        kind="credit",
+        description=f"Credit for invoice {invoice_number}: {reason}",
+        amount=net,
+        service_start=invoice.period_start,
+        service_end=invoice.period_end,
+    )
+    totals = compute_totals([line], invoice.currency, invoice.tax_rate, ZERO, rounding)
+    tax = amount - net  # what makes net + tax exactly the credited amount
+    number_format = settings.credit_note_number_format
+    seq = next_numbers(session, _sequence_name(InvoiceKind.CREDIT_NOTE, number_format, today.year))[0]
+    now = _now()
+    credit_id = session.execute(
+        insert(InvoiceRow)
+        .values(
+            billing_key=f"credit:{invoice_number}:{len(credited) + 1}",
+            kind=InvoiceKind.CREDIT_NOTE.value,
+            number=number_format.format(year=today.year, seq=seq),
+            status=InvoiceStatus.FINALIZED.value,
+            customer_external_id=invoice.customer.external_id or "",
+            customer=json.dumps(invoice.customer.as_dict(), sort_keys=True),
+            seller=json.dumps(settings.seller.as_dict(), sort_keys=True),
+            currency=invoice.currency,
+            locale=invoice.locale,
+            timezone="UTC",
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            subtotal=totals.subtotal,
+            discount=ZERO,
+            tax_rate=invoice.tax_rate,
+            tax=tax,
+            total=amount,
+            issue_date=today,
+            due_date=today,
+            refers_to_id=invoice.id,
+            reason=reason,
+            created_at=now,
+            updated_at=now,
+            finalized_at=now,
+            status_changed_at=now,
+        )
+        .returning(InvoiceRow.id)
+    ).scalar_one()
+    return get_invoice(session, credit_id)
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+def get_invoice(session: Session, key: int | str) -> Invoice:
+    """An invoice by id, number or billing key."""
+    statement = select(InvoiceRow)
+    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        statement = statement.where(InvoiceRow.id == int(key))
+    else:
+        statement = statement.where((InvoiceRow.number == key) | (InvoiceRow.billing_key == key))
+    row = session.execute(statement).scalar_one_or_none()
+    if row is None:
+        raise InvoiceNotFoundError(f"no invoice {key!r}")
+    return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()), _refers_to(session, row))
+
+
+def list_invoices(
+    session: Session,
+    *,
+    period_start: dt.date | None = None,
+    status: InvoiceStatus | str | None = None,
+    customer: str | None = None,
+    kind: InvoiceKind | None = None,
+    with_lines: bool = False,
+) -> list[Invoice]:
+    """Invoices, oldest first, filtered; lines are loaded (in one query) only when asked for."""
+    statement = select(InvoiceRow).order_by(InvoiceRow.period_start, InvoiceRow.customer_external_id, InvoiceRow.id)
+    if period_start is not None:
+        statement = statement.where(InvoiceRow.period_start == period_start)
+    if status is not None:
+        statement = statement.where(InvoiceRow.status == str(status))
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    if kind is not None:
+        statement = statement.where(InvoiceRow.kind == kind.value)
+    rows = session.execute(statement).scalars().all()
+    lines = _lines_of(session, [row.id for row in rows]) if with_lines else {}
+    return [_to_invoice(row, lines.get(row.id, ())) for row in rows]
+
+
+def billed_by_period(
+    session: Session, customers: Iterable[str], period_start: dt.date
+) -> dict[tuple[str, int | None, str | None], Decimal]:
+    """What issued invoices already billed for usage of the period starting ``period_start``: the sum of usage and
+    late-usage lines per (customer, subscription, meter). Late usage is priced against it so tiers stay right."""
+    statement = (
+        select(
+            InvoiceRow.customer_external_id, InvoiceLineRow.subscription_id, InvoiceLineRow.meter, InvoiceLineRow.amount
+        )
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.status.in_(("finalized", "paid", "uncollectible")),
+            InvoiceRow.kind == "invoice",
+            InvoiceLineRow.kind.in_(("usage", "late_usage", "commitment")),
+            InvoiceLineRow.service_start == period_start,
+            InvoiceRow.customer_external_id.in_(list(customers)),
+        )
+    )
+    billed: dict[tuple[str, int | None, str | None], Decimal] = {}
+    for customer, subscription_id, meter, amount in session.execute(statement):
+        key = (customer, subscription_id, meter)
+        billed[key] = billed.get(key, ZERO) + amount
+    return billed
+
+
+def _for_update(session: Session, statement: Select[Any]) -> Select[Any]:
+    # SQLite has no row locks; its transactions begin IMMEDIATE and so already hold the write lock.
+    return statement.with_for_update() if session.get_bind().dialect.name == "postgresql" else statement
+
+
+def _lines_of(session: Session, invoice_ids: list[int]) -> dict[int, tuple[InvoiceLine, ...]]:
+    if not invoice_ids:
+        return {}
+    grouped: dict[int, list[InvoiceLine]] = {}
+    statement = (
+        select(InvoiceLineRow)
+        .where(InvoiceLineRow.invoice_id.in_(invoice_ids))
+        .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
+    )
+    for row in session.execute(statement).scalars():
+        grouped.setdefault(row.invoice_id, []).append(
+            InvoiceLine(
+                kind=row.kind,
+                description=row.description,
+                amount=row.amount,
+                quantity=row.quantity,
+                unit=row.unit,
+                section=row.section,
+                service_start=row.service_start,
+                service_end=row.service_end,
+                meter=row.meter,
+                model=row.model,
+                details=json.loads(row.details),
+                subscription_id=row.subscription_id,
+                plan_code=row.plan_code,
+                plan_version=row.plan_version,
+            )
+        )
+    return {key: tuple(value) for key, value in grouped.items()}
+
+
+def _refers_to(session: Session, row: InvoiceRow) -> str | None:
+    if row.refers_to_id is None:
+        return None
+    return session.execute(select(InvoiceRow.number).where(InvoiceRow.id == row.refers_to_id)).scalar_one_or_none()
+
+
+def _to_invoice(row: InvoiceRow, lines: Sequence[InvoiceLine], refers_to: str | None = None) -> Invoice:
+    seller = json.loads(row.seller or "{}")
+    return Invoice(
+        id=row.id,
+        number=row.number,
+        kind=InvoiceKind(row.kind),
+        status=InvoiceStatus(row.status),
+        billing_key=row.billing_key,
+        customer=Party.from_dict(json.loads(row.customer)),
+        seller=Party.from_dict(seller) if seller else Party(name=""),
+        currency=row.currency,
+        locale=row.locale,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        lines=tuple(lines),
+        subtotal=row.subtotal,
+        discount=row.discount,
+        tax_rate=row.tax_rate,
+        tax=row.tax,
+        total=row.total,
+        issue_date=row.issue_date,
+        due_date=row.due_date,
+        finalized_at=row.finalized_at,
+        refers_to=refers_to,
+        reason=row.reason,
+    )
