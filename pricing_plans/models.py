@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pricing_plans.money import HUNDRED, ZERO, Rounding, is_known_currency
 
 __all__ = [
+    "CHARGE_MODELS",
     "Aggregation",
     "Catalog",
     "Charge",
@@ -25,6 +26,7 @@ __all__ = [
     "GraduatedCharge",
     "GraduatedPercentageCharge",
     "Interval",
+    "LocatedValueError",
     "Meter",
     "PackageCharge",
     "PerUnitCharge",
@@ -38,31 +40,67 @@ __all__ = [
 ]
 
 
+class LocatedValueError(ValueError):
+    """A validator's problems, each at a key path below the field (or record) being validated.
+
+    Pydantic reports a validator's error at the field it validates (``tiers``); the catalog loader appends each
+    item's ``path`` to that location so that the problem reads ``...tiers[2].up_to: tiers must increase``. One
+    validator may report several problems at once.
+
+    Attributes:
+      items: ``(path, message)`` pairs; ``path`` is a tuple of keys and indexes, ``()`` for the field itself.
+    """
+
+    def __init__(self, items: list[tuple[tuple[str | int, ...], str]]):
+        self.items = tuple(items)
+        super().__init__("; ".join(_join(path, message) for path, message in self.items))
+
+
+def _join(path: tuple[str | int, ...], message: str) -> str:
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+    return f"{text}: {message}" if text else message
+
+
+def _located(*path: str | int, message: str) -> LocatedValueError:
+    return LocatedValueError([(path, message)])
+
+
 def _number(value: Any) -> Any:
+    """Numbers are Decimal: an int becomes a Decimal, a float or a boolean is refused."""
     if isinstance(value, float):
         raise ValueError("floats are not accepted; read the TOML with parse_float=Decimal")
     if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
+        raise ValueError(f"expected a number, got {str(value).lower()}")
     if isinstance(value, int):
         return Decimal(value)
     return value
 
 
 def _bound(value: Any) -> Any:
-    """A tier's upper bound: a number, or "inf" for the open last tier (stored as None)."""
-    if value == "inf":
+    """A tier's upper bound: a number, or "inf" for the open last tier (stored as None).
+
+    ``None`` (from Python or JSON) and a bare TOML ``inf`` also mean the open bound. Like the other numbers, a
+    numeric string is read as a Decimal (so a record dumped to JSON loads back).
+    """
+    if value is None or value == "inf":
         return None
-    if value is None:
-        raise ValueError('expected a number or "inf"')
+    if isinstance(value, Decimal) and value.is_infinite() and value > 0:
+        return None
+    number = value
     if isinstance(value, str):
-        raise ValueError(f'expected a number or "inf", got {value!r}')
-    return _number(value)
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            number = None
+    if isinstance(value, str | Decimal) and (number is None or not number.is_finite()):
+        raise ValueError(f'expected a number or "inf", got {value if isinstance(value, Decimal) else repr(value)}')
+    return _number(number)
 
 
 Number = Annotated[Decimal, BeforeValidator(_number), Field(allow_inf_nan=False)]
 NonNegative = Annotated[Decimal, BeforeValidator(_number), Field(ge=0, allow_inf_nan=False)]
 Percent = Annotated[Decimal, BeforeValidator(_number), Field(ge=0, le=100, allow_inf_nan=False)]
-Bound = Annotated[Decimal | None, BeforeValidator(_bound), Field(default=None)]
+Bound = Annotated[Decimal | None, BeforeValidator(_bound)]
 
 
 class _Record(BaseModel):
@@ -108,14 +146,20 @@ class Meter(_Record):
     @model_validator(mode="after")
     def _unique_property_for_unique_count(self) -> Meter:
         if self.aggregation is Aggregation.UNIQUE_COUNT and not self.unique_property:
-            raise ValueError("unique_property is required when aggregation is unique_count")
+            raise _located(
+                "unique_property",
+                message="required when aggregation is unique_count (the event property whose values are counted)",
+            )
         if self.aggregation is not Aggregation.UNIQUE_COUNT and self.unique_property:
-            raise ValueError("unique_property is only meaningful when aggregation is unique_count")
+            raise _located(
+                "unique_property",
+                message=f"only allowed when aggregation is unique_count (got aggregation {self.aggregation.value!r})",
+            )
         return self
 
 
 class Tier(_Record):
-    """A price tier: units up to ``up_to`` (inclusive; None is the open last tier)."""
+    """A price tier: the units up to ``up_to`` (inclusive; None, written "inf", is the open last tier)."""
 
     up_to: Bound
     unit_amount: NonNegative = ZERO
@@ -131,23 +175,30 @@ class PercentTier(_Record):
 
 
 def _check_tiers(tiers: tuple[Tier, ...] | tuple[PercentTier, ...]) -> None:
+    """Tier bounds are positive and strictly increasing; only the last tier, and always the last, is "inf".
+
+    Every problem of the list is reported, each at ``[index].up_to``.
+    """
     if not tiers:
         raise ValueError("at least one tier is required")
+    problems: list[tuple[tuple[str | int, ...], str]] = []
     previous: Decimal | None = None
     for index, tier in enumerate(tiers):
         last = index == len(tiers) - 1
-        if tier.up_to is None and not last:
-            raise ValueError(f'tiers[{index}].up_to: only the last tier may be "inf"')
-        if tier.up_to is not None and last:
-            raise ValueError(f'tiers[{index}].up_to: the last tier must be up_to = "inf" (got {tier.up_to})')
-        if tier.up_to is not None:
-            if tier.up_to <= 0:
-                raise ValueError(f"tiers[{index}].up_to: must be positive (got {tier.up_to})")
-            if previous is not None and tier.up_to <= previous:
-                raise ValueError(
-                    f"tiers[{index}].up_to: tiers must increase (got {tier.up_to} after {previous})"
-                )
-            previous = tier.up_to
+        where = (index, "up_to")
+        if tier.up_to is None:
+            if not last:
+                problems.append((where, 'only the last tier may be up_to = "inf"'))
+            continue
+        if last:
+            problems.append((where, f'the last tier must be up_to = "inf" (got {tier.up_to})'))
+        if tier.up_to <= 0:
+            problems.append((where, f"must be > 0 (got {tier.up_to})"))
+        elif previous is not None and tier.up_to <= previous:
+            problems.append((where, f"tiers must increase (got {tier.up_to} after {previous})"))
+        previous = tier.up_to if previous is None else max(previous, tier.up_to)
+    if problems:
+        raise LocatedValueError(problems)
 
 
 class _ChargeBase(_Record):
@@ -200,7 +251,7 @@ class PackageCharge(_ChargeBase):
     @classmethod
     def _positive_size(cls, size: Decimal) -> Decimal:
         if size <= 0:
-            raise ValueError(f"package_size must be greater than 0 (got {size})")
+            raise ValueError(f"must be > 0 (got {size})")
         return size
 
 
@@ -219,7 +270,10 @@ class PercentageCharge(_ChargeBase):
     def _min_below_max(self) -> PercentageCharge:
         low, high = self.per_transaction_min, self.per_transaction_max
         if low is not None and high is not None and low > high:
-            raise ValueError(f"per_transaction_min ({low}) must not exceed per_transaction_max ({high})")
+            raise _located(
+                "per_transaction_min",
+                message=f"must not exceed per_transaction_max (got {low} > {high})",
+            )
         return self
 
 
@@ -273,14 +327,16 @@ class Threshold(_Record):
 
     @model_validator(mode="after")
     def _one_limit(self) -> Threshold:
-        if (self.allowance is None) == (self.spend_cap is None):
-            raise ValueError("give exactly one of allowance (with meter) or spend_cap")
+        if self.allowance is None and self.spend_cap is None:
+            raise ValueError("give allowance (units of a meter, with meter) or spend_cap (money)")
+        if self.allowance is not None and self.spend_cap is not None:
+            raise _located("spend_cap", message="give either allowance or spend_cap, not both")
         if self.allowance is not None and not self.meter:
-            raise ValueError("an allowance needs the meter it counts")
+            raise _located("meter", message="required with allowance: the meter whose units are counted")
         if self.spend_cap is not None and self.meter:
-            raise ValueError("a spend_cap is on money, not on a meter: remove meter")
+            raise _located("meter", message="not allowed with spend_cap (a spend cap is on money, not a meter)")
         if list(self.levels) != sorted(set(self.levels)):
-            raise ValueError(f"levels must increase without repeats (got {list(self.levels)})")
+            raise _located("levels", message=f"must increase without repeats (got {list(self.levels)})")
         return self
 
     @property
