@@ -1,9 +1,246 @@
-"""(commands to be written)"""
+"""``billing customers ...``, ``billing subscribe`` and ``billing subscriptions ...``: thin wrappers over
+``billing.customers`` that parse arguments, print with rich and turn every error into one message and exit 1."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
 import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from billing import customers as service
+from billing.cli._common import console, err_console, fail, load_catalog_for_cli
+from billing.config import get_settings
+from billing.db import make_engine
+from billing.domain import Subscription
+from billing.errors import BillingError
+from pricing_plans.models import Catalog
+
+customers_app = typer.Typer(help="Customers: add, list, import from CSV.", no_args_is_help=True)
+subscriptions_app = typer.Typer(help="Subscriptions: list, cancel, change plan.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(customers_app, name="customers")
+    app.command("subscribe")(subscribe)
+    app.add_typer(subscriptions_app, name="subscriptions")
+
+
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    """The configured database; any engine error becomes one message and exit 1."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        yield engine
+    except BillingError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None)
+        reason = str(original if original is not None else exc).strip().splitlines()[0]
+        if any(sign in reason for sign in ("no such table", "does not exist", "unable to open")):
+            reason += " (is the database initialized? run `billing init` or `billing db upgrade`)"
+        fail(f"database: {reason}")
+    finally:
+        engine.dispose()
+
+
+def _catalog() -> Catalog:
+    catalog: Catalog = load_catalog_for_cli()
+    return catalog
+
+
+def _date(option: str, text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option}: expected a date YYYY-MM-DD, got {text!r}")
+
+
+def _subscription_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
+        fail(f"ID: expected a subscription id (a number), got {text!r}")
+    return int(text)
+
+
+def _table(*headers: str) -> Table:
+    """A table that never hides part of a value: long cells wrap instead of ending in an ellipsis."""
+    table = Table(box=box.SIMPLE_HEAD)
+    for header in headers:
+        table.add_column(header, overflow="fold", min_width=10 if header in ("Start", "End") else len(header))
+    return table
+
+
+def _print_table(table: Table) -> None:
+    """On a terminal, fit the table to it; piped or captured, print it whole, one line per row."""
+    if console.is_terminal:
+        console.print(table)
+    else:
+        whole = console.measure(table, options=console.options.update_width(10_000)).maximum
+        Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)
+
+
+def _describe(subscription: Subscription) -> str:
+    s = subscription
+    return f"subscription {s.id}: {s.customer_external_id} on {s.plan_code} v{s.plan_version} from {s.start_date}"
+
+
+# -- customers -------------------------------------------------------------------------------------------
+
+
+@customers_app.command("add")
+def customers_add(
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="The id usage events use for this customer.")],
+    name: Annotated[str, typer.Option("--name", help="Name on invoices.")],
+    email: Annotated[str, typer.Option("--email", help="Billing email address.")],
+    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code, e.g. EUR.")],
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="IANA timezone, e.g. Europe/Berlin (default from config).")
+    ] = None,
+    locale: Annotated[str, typer.Option("--locale", help="Locale of invoices, e.g. de_DE.")] = "en_US",
+    address: Annotated[list[str] | None, typer.Option("--address", help="An address line; repeat for more.")] = None,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="Where notifications are posted.")] = None,
+    tax_rate: Annotated[str, typer.Option("--tax-rate", help="Tax rate in percent, e.g. 19.")] = "0",
+) -> None:
+    """Add a customer."""
+    with _engine() as engine:
+        customer = service.create_customer(
+            engine,
+            external_id,
+            name=name,
+            email=email,
+            currency=currency,
+            timezone=timezone,
+            locale=locale,
+            address=tuple(address or ()),
+            webhook_url=webhook_url,
+            tax_rate=tax_rate,
+        )
+    console.print(
+        f"created customer {customer.external_id} ({customer.currency}, {customer.timezone})",
+        highlight=False,
+        markup=False,
+    )
+
+
+@customers_app.command("list")
+def customers_list() -> None:
+    """List the customers."""
+    with _engine() as engine:
+        customers = service.list_customers(engine)
+    if not customers:
+        console.print("no customers")
+        return
+    table = _table("ID", "Name", "Email", "Currency", "Timezone", "Locale", "Tax %", "Webhook")
+    for c in customers:
+        cells = (c.external_id, c.name, c.email or "", c.currency, c.timezone, c.locale, str(c.tax_rate))
+        table.add_row(*map(Text, (*cells, c.webhook_url or "")))
+    _print_table(table)
+
+
+@customers_app.command("import")
+def customers_import(
+    file: Annotated[str, typer.Argument(metavar="FILE.csv", help="CSV with a header row (see the README).")],
+) -> None:
+    """Import customers from CSV: good rows are created, each bad row is reported as FILE:LINE: reason."""
+    with (
+        _engine() as engine,
+        Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as progress,
+    ):
+        task = progress.add_task("import", total=None)
+        report = service.import_customers(
+            engine, file, progress=lambda done, total: progress.update(task, completed=done, total=total)
+        )
+    for problem in report.problems:
+        err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
+    console.print(f"imported {report.accepted}, rejected {report.rejected}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# -- subscriptions ---------------------------------------------------------------------------------------
+
+
+def subscribe(
+    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's id.")],
+    plan: Annotated[str, typer.Argument(metavar="PLAN", help="The plan code.")],
+    start: Annotated[str, typer.Option("--start", metavar="DATE", help="First day, YYYY-MM-DD.")],
+) -> None:
+    """Subscribe a customer to the plan version in effect on the start date."""
+    start_date = _date("--start", start)
+    catalog = _catalog()
+    with _engine() as engine:
+        subscription = service.subscribe(engine, catalog, customer, plan, start_date)
+    console.print(f"created {_describe(subscription)}", highlight=False, markup=False)
+
+
+@subscriptions_app.command("cancel")
+def subscriptions_cancel(
+    subscription_id: Annotated[str, typer.Argument(metavar="ID", help="The subscription id.")],
+    date: Annotated[str, typer.Option("--date", metavar="DATE", help="End date (exclusive), YYYY-MM-DD.")],
+    reason: Annotated[str, typer.Option("--reason", help="voluntary or involuntary.")] = "voluntary",
+) -> None:
+    """Cancel a subscription: it covers days up to, not including, DATE."""
+    sid, end = _subscription_id(subscription_id), _date("--date", date)
+    with _engine() as engine:
+        subscription = service.cancel_subscription(engine, sid, end, reason)
+    console.print(
+        f"cancelled subscription {subscription.id} ({subscription.cancel_reason}), ends {subscription.end_date}",
+        highlight=False,
+    )
+
+
+@subscriptions_app.command("change")
+def subscriptions_change(
+    subscription_id: Annotated[str, typer.Argument(metavar="ID", help="The subscription id.")],
+    plan: Annotated[str, typer.Argument(metavar="PLAN", help="The new plan code.")],
+    date: Annotated[str, typer.Option("--date", metavar="DATE", help="Day of the change, YYYY-MM-DD.")],
+) -> None:
+    """Change a subscription's plan: the old one ends and the new one starts on DATE."""
+    sid, on = _subscription_id(subscription_id), _date("--date", date)
+    catalog = _catalog()
+    with _engine() as engine:
+        subscription = service.change_plan(engine, catalog, sid, plan, on)
+    console.print(f"ended subscription {sid}; created {_describe(subscription)}", highlight=False, markup=False)
+
+
+@subscriptions_app.command("list")
+def subscriptions_list(
+    customer: Annotated[str | None, typer.Option("--customer", metavar="ID", help="Only this customer's.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="active or cancelled.")] = None,
+) -> None:
+    """List subscriptions."""
+    with _engine() as engine:
+        subscriptions = service.list_subscriptions(engine, customer=customer, status=status)
+    if not subscriptions:
+        console.print("no subscriptions")
+        return
+    table = _table("ID", "Customer", "Plan", "Start", "End", "Status", "Replaces")
+    for s in subscriptions:
+        status = f"{s.status.value} ({s.cancel_reason.value})" if s.cancel_reason else s.status.value
+        cells = (
+            str(s.id),
+            s.customer_external_id,
+            f"{s.plan_code} v{s.plan_version}",
+            s.start_date.isoformat(),
+            s.end_date.isoformat() if s.end_date else "",
+            status,
+            str(s.previous_subscription_id or ""),
+        )
+        table.add_row(*map(Text, cells))
+    _print_table(table)

@@ -1,9 +1,112 @@
-"""(commands to be written)"""
+"""``billing db upgrade`` and ``billing init``: apply the migrations, or create a fresh database."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from sqlalchemy import inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from billing.cli._common import console, fail
+from billing.config import get_settings
+from billing.db import current_revision, make_engine, upgrade
+
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(db_app, name="db")
+    app.command("init")(init)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations to the configured database (database_url) and print its revision."""
+    url = get_settings().database_url
+    _migrate(url)
+
+
+def init(
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing SQLite file (its data is lost).")] = False,
+) -> None:
+    """Create a fresh database at database_url and apply the migrations.
+
+    An existing SQLite file with tables is refused unless --force, which deletes it first. A PostgreSQL
+    database must be empty: init never drops tables there (drop and recreate the database yourself).
+    """
+    url = get_settings().database_url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        fail(f"database_url: not a database URL: {url!r}")
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_path(parsed)
+        if path is not None:
+            if path.exists() and not force and not _is_empty_sqlite(url):
+                fail(f"database {path} already exists; use --force to replace it (its data is lost)")
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+    else:
+        if force:
+            fail("--force only replaces SQLite files; to start over on PostgreSQL drop and recreate the database")
+        engine = make_engine(url)
+        try:
+            tables = inspect(engine).get_table_names()
+        except SQLAlchemyError as exc:
+            fail(f"cannot reach the database {shown}: {_reason(exc)}")
+        finally:
+            engine.dispose()
+        if tables:
+            fail(f"database {shown} is not empty; use `billing db upgrade` to migrate it")
+    _migrate(url)
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    """The file of a SQLite URL; None for other databases and in-memory ones."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _is_empty_sqlite(url: str) -> bool:
+    """Whether an existing SQLite file holds no table at all (created by a command run before ``init``)."""
+    engine = make_engine(url)
+    try:
+        return not inspect(engine).get_table_names()
+    except SQLAlchemyError:
+        return False  # not a database we can read: leave it alone unless --force
+    finally:
+        engine.dispose()
+
+
+def _migrate(url: str) -> None:
+    """Upgrade ``url`` to the newest revision and print the revision it is at."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        fail(f"database_url: not a database URL: {url!r}")
+    shown = parsed.render_as_string(hide_password=True)
+    path = _sqlite_path(parsed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            revision = current_revision(engine)
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as exc:
+        fail(f"cannot migrate the database {shown}: {_reason(exc)}")
+    console.print(f"database {shown} at revision {revision}", highlight=False)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The database's own message, without SQLAlchemy's statement dump and background link."""
+    original = getattr(exc, "orig", None)
+    return str(original if original is not None else exc).strip().splitlines()[0]

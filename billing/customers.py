@@ -1,0 +1,585 @@
+"""Customers and subscriptions: the service that the CLI and the HTTP API call.
+
+Each function takes an ``Engine``, checks its input, runs one transaction and returns domain records. Bad input
+raises :class:`~billing.errors.BillingInputError` whose message names the field and what was expected (every
+problem of a customer at once, joined by "; "); a customer or subscription that does not exist raises
+:class:`~billing.errors.NotFoundError`.
+
+Rules:
+  - a subscription covers ``[start, end)``: the end date is exclusive, so a plan change on day D ends the old
+    subscription on D and starts the new one on D, and no day is billed twice;
+  - a new subscription gets the plan version in effect on its start date and keeps it;
+  - a customer may hold subscriptions to several plans at once, but never two overlapping ones to the same plan;
+  - a plan's currency must be the customer's currency;
+  - a cancellation records ``voluntary`` or ``involuntary`` (churn); a plan change ends the old subscription
+    with no reason, since the customer did not leave.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+import zoneinfo
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from decimal import Decimal
+from os import PathLike
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from babel import Locale, UnknownLocaleError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from billing.config import get_settings
+from billing.db import repository, session_scope
+from billing.domain import CancelReason, Customer, Subscription, SubscriptionStatus
+from billing.errors import BillingInputError, NotFoundError
+from pricing_plans.errors import UnknownPlanError
+from pricing_plans.models import Catalog, Plan
+from pricing_plans.money import HUNDRED, ZERO, D, is_known_currency
+
+__all__ = [
+    "CSV_COLUMNS",
+    "ImportProblem",
+    "ImportReport",
+    "cancel_subscription",
+    "change_plan",
+    "create_customer",
+    "get_customer",
+    "get_subscription",
+    "import_customers",
+    "list_customers",
+    "list_subscriptions",
+    "subscribe",
+]
+
+CSV_COLUMNS = ("external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate")
+REQUIRED_CSV_COLUMNS = ("external_id", "name", "currency")
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_NO_SPACE = re.compile(r"[^\s\x00-\x1f\x7f]+")
+
+
+# -- customers -------------------------------------------------------------------------------------------
+
+
+def create_customer(
+    engine: Engine,
+    external_id: str,
+    name: str,
+    email: str | None,
+    currency: str,
+    timezone: str | None = None,
+    locale: str = "en_US",
+    address: Sequence[str] = (),
+    webhook_url: str | None = None,
+    tax_rate: Decimal | int | str = 0,
+) -> Customer:
+    """Create a customer; ``timezone`` None takes the settings' default.
+
+    Raises BillingInputError listing every bad field, or ``customer 'acme' already exists``.
+    """
+    fields, problems = _customer_fields(
+        external_id=external_id,
+        name=name,
+        email=email,
+        currency=currency,
+        timezone=timezone,
+        locale=locale,
+        address=address,
+        webhook_url=webhook_url,
+        tax_rate=tax_rate,
+    )
+    if problems:
+        raise BillingInputError("; ".join(problems))
+    duplicate = BillingInputError(f"customer {fields['external_id']!r} already exists")
+    try:
+        with session_scope(engine) as session:
+            if repository.get_customer(session, fields["external_id"]) is not None:
+                raise duplicate
+            return repository.add_customer(session, **fields)
+    except IntegrityError:  # created by someone else between our check and our insert
+        raise duplicate from None
+
+
+def get_customer(engine: Engine, external_id: str) -> Customer:
+    """The customer with ``external_id``; NotFoundError if there is none."""
+    with _reading(engine) as session:
+        return _customer_or_raise(session, external_id)
+
+
+def list_customers(engine: Engine) -> list[Customer]:
+    """Every customer, by external id."""
+    with _reading(engine) as session:
+        return repository.list_customers(session)
+
+
+def _customer_fields(
+    *,
+    external_id: Any,
+    name: Any,
+    email: Any,
+    currency: Any,
+    timezone: Any,
+    locale: Any,
+    address: Any,
+    webhook_url: Any,
+    tax_rate: Any,
+) -> tuple[dict[str, Any], list[str]]:
+    """The customer's fields, normalized (text stripped, currency upper-cased, locale canonical), and every
+    problem found, each as ``field: what was expected, got what``."""
+    problems: list[str] = []
+    fields: dict[str, Any] = {}
+
+    def text(field: str, value: Any, limit: int, required: bool = True) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                problems.append(f"{field}: required, got nothing")
+            return None
+        if not isinstance(value, str):
+            problems.append(f"{field}: expected text, got {type(value).__name__}")
+            return None
+        value = value.strip()
+        if len(value) > limit:
+            problems.append(f"{field}: at most {limit} characters, got {len(value)}")
+        return value
+
+    external = text("external_id", external_id, 255)
+    if external is not None and not _NO_SPACE.fullmatch(external):
+        problems.append(f"external_id: expected an id without spaces or control characters, got {external!r}")
+    fields["external_id"] = external
+    fields["name"] = text("name", name, 255)
+
+    mail = text("email", email, 320, required=False)
+    if mail is not None and not _EMAIL.fullmatch(mail):
+        problems.append(f"email: expected an address like name@example.com, got {mail!r}")
+    fields["email"] = mail
+
+    code = text("currency", currency, 3)
+    if code is not None:
+        code = code.upper()
+        if not is_known_currency(code):
+            problems.append(f"currency: unknown currency {code!r} (expected an ISO 4217 code such as USD, EUR, JPY)")
+    fields["currency"] = code
+
+    zone = text("timezone", timezone, 64, required=False)
+    default = zone is None
+    if default:
+        zone = get_settings().timezone
+    if not _is_timezone(zone):
+        source = " (the default timezone from the settings)" if default else ""
+        problems.append(f"timezone: unknown timezone {zone!r}{source} (expected an IANA name such as Europe/Berlin)")
+    fields["timezone"] = zone
+
+    fields["locale"] = _locale(text("locale", locale, 35, required=False) or "en_US", problems)
+    fields["address"] = _address_lines(address, problems)
+
+    url = text("webhook_url", webhook_url, 2048, required=False)
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"webhook_url: expected an http:// or https:// URL, got {url!r}")
+    fields["webhook_url"] = url
+
+    fields["tax_rate"] = _tax_rate(tax_rate, problems)
+    return fields, problems
+
+
+def _is_timezone(name: str | None) -> bool:
+    if not name:
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _locale(value: str, problems: list[str]) -> str:
+    try:
+        return str(Locale.parse(value.replace("-", "_")))
+    except (UnknownLocaleError, ValueError):
+        problems.append(f"locale: unknown locale {value!r} (expected a locale such as en_US, de_DE, fr)")
+        return value
+
+
+def _address_lines(address: Any, problems: list[str]) -> tuple[str, ...]:
+    if isinstance(address, str):
+        address = (address,)
+    if not isinstance(address, Sequence) or not all(isinstance(line, str) for line in address):
+        problems.append("address: expected lines of text")
+        return ()
+    # A line given with embedded newlines is several lines; blank lines are dropped.
+    return tuple(part.strip() for line in address for part in line.splitlines() if part.strip())
+
+
+def _tax_rate(value: Any, problems: list[str]) -> Decimal:
+    try:
+        rate = D(value)
+    except (TypeError, ValueError):
+        problems.append(f"tax_rate: expected a percentage between 0 and 100 (19 for 19 %), got {value!r}")
+        return ZERO
+    if not rate.is_finite() or not ZERO <= rate <= HUNDRED:
+        problems.append(f"tax_rate: expected a percentage between 0 and 100 (19 for 19 %), got {rate}")
+    return rate
+
+
+# -- importing customers from CSV -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProblem:
+    """A row that was not imported: the file, the line it starts on, and why."""
+
+    source: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import did: the customers created and every row refused, with its line number."""
+
+    source: str
+    created: tuple[Customer, ...]
+    problems: tuple[ImportProblem, ...]
+
+    @property
+    def accepted(self) -> int:
+        return len(self.created)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.problems)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def import_customers(
+    engine: Engine, path: str | PathLike[str], progress: ProgressCallback | None = None
+) -> ImportReport:
+    """Import customers from a CSV file; the good rows are created, every bad row is reported with its line.
+
+    The header names the columns (any order): ``external_id``, ``name`` and ``currency`` are required;
+    ``email``, ``timezone``, ``locale``, ``address``, ``webhook_url`` and ``tax_rate`` are optional. An address
+    holds its lines separated by newlines (in a quoted cell) or by ``|``. An existing external id, or one that
+    appears again further down the file, is refused. ``progress(done, total)`` is called as rows are stored.
+
+    Raises BillingInputError when the file cannot be read or its header is wrong (nothing is imported then).
+    """
+    source = str(path)
+    rows, problems = _read_csv(Path(path), source)
+    fields, invalid = _validate_rows(rows, source)
+    created, refused = _store_customers(engine, fields, source, progress)
+    problems = sorted([*problems, *invalid, *refused], key=lambda p: p.line)
+    return ImportReport(source=source, created=tuple(created), problems=tuple(problems))
+
+
+Row = tuple[int, dict[str, str]]
+
+
+def _read_csv(path: Path, source: str) -> tuple[list[Row], list[ImportProblem]]:
+    """The data rows, each with the line it starts on, and the rows that are not well-formed."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except OSError as exc:
+        raise BillingInputError(f"{source}: cannot read the file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BillingInputError(f"{source}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise BillingInputError(f"{source}:1: {exc}") from None
+    if header is None:
+        raise BillingInputError(f"{source}: empty file (expected a header: {','.join(CSV_COLUMNS)})")
+    columns = [name.strip() for name in header]
+    _check_header(columns, source)
+    rows: list[Row] = []
+    problems: list[ImportProblem] = []
+    line = reader.line_num + 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the reader cannot find the next row reliably: stop here, and say so
+            problems.append(ImportProblem(source, line, f"malformed CSV ({exc}); this line and the rest were skipped"))
+            break
+        if not any(cell.strip() for cell in cells):
+            pass  # blank line
+        elif len(cells) != len(columns):
+            problems.append(
+                ImportProblem(source, line, f"expected {len(columns)} fields ({','.join(columns)}), got {len(cells)}")
+            )
+        else:
+            rows.append((line, dict(zip(columns, cells, strict=True))))
+        line = reader.line_num + 1
+    return rows, problems
+
+
+def _check_header(columns: list[str], source: str) -> None:
+    problems = []
+    unknown = [c for c in columns if c not in CSV_COLUMNS]
+    if unknown:
+        problems.append(f"unknown column {', '.join(map(repr, unknown))} (allowed: {','.join(CSV_COLUMNS)})")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        problems.append(f"repeated column {', '.join(map(repr, repeated))}")
+    missing = [c for c in REQUIRED_CSV_COLUMNS if c not in columns]
+    if missing:
+        problems.append(f"missing required column {', '.join(map(repr, missing))}")
+    if problems:
+        raise BillingInputError(f"{source}:1: " + "; ".join(problems))
+
+
+def _validate_rows(rows: list[Row], source: str) -> tuple[list[tuple[int, dict[str, Any]]], list[ImportProblem]]:
+    """Each row's customer fields, and each invalid row's problems; a repeated id refers to its first line."""
+    valid: list[tuple[int, dict[str, Any]]] = []
+    problems: list[ImportProblem] = []
+    first_line: dict[str, int] = {}
+    for line, cells in rows:
+        address = cells.get("address", "")
+        fields, row_problems = _customer_fields(
+            external_id=cells.get("external_id"),
+            name=cells.get("name"),
+            email=cells.get("email") or None,
+            currency=cells.get("currency"),
+            timezone=cells.get("timezone") or None,
+            locale=cells.get("locale") or "en_US",
+            address=tuple(address.replace("|", "\n").splitlines()),
+            webhook_url=cells.get("webhook_url") or None,
+            tax_rate=cells.get("tax_rate") or "0",
+        )
+        external_id = fields["external_id"]
+        if external_id is not None and external_id in first_line:
+            row_problems.insert(0, f"customer {external_id!r} already appears on line {first_line[external_id]}")
+        elif external_id is not None:
+            first_line[external_id] = line
+        if row_problems:
+            problems.append(ImportProblem(source, line, "; ".join(row_problems)))
+        else:
+            valid.append((line, fields))
+    return valid, problems
+
+
+def _store_customers(
+    engine: Engine,
+    rows: list[tuple[int, dict[str, Any]]],
+    source: str,
+    progress: ProgressCallback | None,
+) -> tuple[list[Customer], list[ImportProblem]]:
+    """Insert the valid rows in one transaction, each behind a savepoint so that a duplicate refuses one row."""
+    created: list[Customer] = []
+    problems: list[ImportProblem] = []
+    total = len(rows)
+    if progress:
+        progress(0, total)
+    with session_scope(engine) as session:
+        existing = repository.customers_by_external_id(session, (fields["external_id"] for _, fields in rows))
+        for done, (line, fields) in enumerate(rows, start=1):
+            duplicate = ImportProblem(source, line, f"customer {fields['external_id']!r} already exists")
+            if fields["external_id"] in existing:
+                problems.append(duplicate)
+            else:
+                try:
+                    with session.begin_nested():
+                        created.append(repository.add_customer(session, **fields))
+                except IntegrityError:  # created by someone else since we looked
+                    problems.append(duplicate)
+            if progress:
+                progress(done, total)
+    return created, problems
+
+
+# -- subscriptions ---------------------------------------------------------------------------------------
+
+
+def subscribe(
+    engine: Engine, catalog: Catalog, customer_external_id: str, plan_code: str, start: dt.date
+) -> Subscription:
+    """Subscribe a customer to the version of ``plan_code`` in effect on ``start``, open-ended.
+
+    Refused: an unknown customer (NotFoundError), an unknown plan or one not yet in effect, a plan priced in
+    another currency than the customer's, an overlapping subscription to the same plan.
+    """
+    start = _date("start", start)
+    plan = _plan_for_start(catalog, plan_code, start)
+    with session_scope(engine) as session:
+        # Locking the customer serializes concurrent subscribes of one customer, so the overlap check holds.
+        customer = _customer_or_raise(session, customer_external_id, for_update=True)
+        _check_currency(plan, customer)
+        _check_no_overlap(session, customer, plan.code, start)
+        return repository.add_subscription(
+            session, customer=customer, plan_code=plan.code, plan_version=plan.version, start_date=start
+        )
+
+
+def cancel_subscription(
+    engine: Engine, subscription_id: int, end_date: dt.date, reason: CancelReason | str = "voluntary"
+) -> Subscription:
+    """End a subscription on ``end_date`` (exclusive: its last day is the day before) for ``reason``.
+
+    Refused: an unknown subscription (NotFoundError), a reason other than voluntary or involuntary, an end date
+    before the start date, a subscription already cancelled.
+    """
+    end_date = _date("date", end_date)
+    cancel_reason = _reason(reason)
+    with session_scope(engine) as session:
+        subscription = _subscription_or_raise(session, subscription_id)
+        _check_can_end(subscription, end_date, "cancel")
+        return repository.cancel_subscription(
+            session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=_now()
+        )
+
+
+def change_plan(
+    engine: Engine, catalog: Catalog, subscription_id: int, new_plan_code: str, on: dt.date
+) -> Subscription:
+    """Move a subscription to another plan on ``on``, in one transaction; returns the new subscription.
+
+    The old subscription ends on ``on`` (cancelled, with no churn reason); the new one starts on ``on`` with
+    the version of ``new_plan_code`` in effect that day and points back to the old one. Moving to the same
+    plan is allowed when it brings a newer version.
+    """
+    on = _date("date", on)
+    plan = _plan_for_start(catalog, new_plan_code, on)
+    with session_scope(engine) as session:
+        old = _subscription_or_raise(session, subscription_id)
+        _check_can_end(old, on, "change the plan of")
+        if (old.plan_code, old.plan_version) == (plan.code, plan.version):
+            raise BillingInputError(
+                f"plan: subscription {old.id} is already on plan {plan.code!r} version {plan.version}"
+            )
+        customer = _customer_or_raise(session, old.customer_external_id, for_update=True)
+        _check_currency(plan, customer)
+        _check_no_overlap(session, customer, plan.code, on, ignore=old.id)
+        repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=_now())
+        return repository.add_subscription(
+            session,
+            customer=customer,
+            plan_code=plan.code,
+            plan_version=plan.version,
+            start_date=on,
+            previous_subscription_id=old.id,
+        )
+
+
+def get_subscription(engine: Engine, subscription_id: int) -> Subscription:
+    """The subscription with ``subscription_id``; NotFoundError if there is none."""
+    with _reading(engine) as session:
+        subscription = repository.get_subscription(session, subscription_id)
+    if subscription is None:
+        raise NotFoundError(f"unknown subscription {subscription_id}")
+    return subscription
+
+
+def list_subscriptions(
+    engine: Engine, customer: str | None = None, status: SubscriptionStatus | str | None = None
+) -> list[Subscription]:
+    """Subscriptions, optionally of one customer (external id; NotFoundError if unknown) and one status."""
+    if status is not None:
+        try:
+            status = SubscriptionStatus(status)
+        except ValueError:
+            raise BillingInputError(f"status: expected active or cancelled, got {status!r}") from None
+    with _reading(engine) as session:
+        if customer is not None:
+            _customer_or_raise(session, customer)
+        return repository.list_subscriptions(session, customer=customer, status=status)
+
+
+# -- shared checks ---------------------------------------------------------------------------------------
+
+
+def _reading(engine: Engine) -> AbstractContextManager[Session]:
+    """A read-only transaction (on SQLite it does not take the write lock)."""
+    return session_scope(engine.execution_options(sqlite_begin="DEFERRED"))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _date(field: str, value: Any) -> dt.date:
+    if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+        raise BillingInputError(f"{field}: expected a date (YYYY-MM-DD), got {value!r}")
+    return value
+
+
+def _reason(reason: CancelReason | str) -> CancelReason:
+    try:
+        return CancelReason(reason)
+    except ValueError:
+        raise BillingInputError(f"reason: expected voluntary or involuntary, got {reason!r}") from None
+
+
+def _customer_or_raise(session: Session, external_id: str, *, for_update: bool = False) -> Customer:
+    customer = repository.get_customer(session, external_id, for_update=for_update)
+    if customer is None:
+        raise NotFoundError(f"unknown customer {external_id!r}")
+    return customer
+
+
+def _subscription_or_raise(session: Session, subscription_id: int) -> Subscription:
+    subscription = repository.get_subscription(session, subscription_id, for_update=True)
+    if subscription is None:
+        raise NotFoundError(f"unknown subscription {subscription_id}")
+    return subscription
+
+
+def _plan_for_start(catalog: Catalog, plan_code: str, start: dt.date) -> Plan:
+    try:
+        return catalog.plan_for_start(plan_code, start)
+    except UnknownPlanError as exc:
+        raise BillingInputError(f"plan: {exc}") from None
+
+
+def _check_currency(plan: Plan, customer: Customer) -> None:
+    if plan.currency != customer.currency:
+        raise BillingInputError(
+            f"plan: {plan.code!r} is priced in {plan.currency} but customer {customer.external_id!r} is billed "
+            f"in {customer.currency}"
+        )
+
+
+def _check_can_end(subscription: Subscription, end: dt.date, action: str) -> None:
+    if subscription.status is SubscriptionStatus.CANCELLED:
+        ends = subscription.end_date.isoformat() if subscription.end_date else "open"
+        raise BillingInputError(f"subscription {subscription.id} is already cancelled (end date {ends})")
+    if end < subscription.start_date:
+        raise BillingInputError(
+            f"date: cannot {action} subscription {subscription.id} on {end.isoformat()}, before its start date "
+            f"{subscription.start_date.isoformat()}"
+        )
+
+
+def _check_no_overlap(
+    session: Session, customer: Customer, plan_code: str, start: dt.date, ignore: int | None = None
+) -> None:
+    """A new open-ended subscription from ``start`` must not share a day with one to the same plan."""
+    for other in _overlapping(repository.subscriptions_of(session, customer.id, plan_code), start, ignore):
+        until = f"until {other.end_date.isoformat()}" if other.end_date else "open-ended"
+        raise BillingInputError(
+            f"customer {customer.external_id!r} already has subscription {other.id} to plan {plan_code!r} "
+            f"from {other.start_date.isoformat()} ({until}), which overlaps a start on {start.isoformat()}"
+        )
+
+
+def _overlapping(subscriptions: list[Subscription], start: dt.date, ignore: int | None) -> Iterator[Subscription]:
+    return (s for s in subscriptions if s.id != ignore and s.overlaps(start, None))

@@ -1,0 +1,231 @@
+"""Customers and subscriptions in the database: the only place that maps rows to domain records and back.
+
+Every function takes a ``Session`` inside the caller's transaction and neither commits nor validates: the
+service layer (``billing.customers``) checks input, this module reads and writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from billing.db.tables import CustomerRow, SubscriptionRow
+from billing.domain import CancelReason, Customer, Subscription, SubscriptionStatus
+
+__all__ = [
+    "add_customer",
+    "add_subscription",
+    "cancel_subscription",
+    "customers_by_external_id",
+    "get_customer",
+    "get_subscription",
+    "list_customers",
+    "list_subscriptions",
+    "subscriptions_active_between",
+    "subscriptions_of",
+]
+
+# Ids per IN (...) query: far below SQLite's and PostgreSQL's limits on bound parameters.
+_CHUNK = 5_000
+
+
+# -- customers -------------------------------------------------------------------------------------------
+
+
+def _customer(row: CustomerRow) -> Customer:
+    return Customer(
+        id=row.id,
+        external_id=row.external_id,
+        name=row.name,
+        email=row.email,
+        currency=row.currency,
+        timezone=row.timezone,
+        locale=row.locale,
+        address=tuple(row.address.split("\n")) if row.address else (),
+        webhook_url=row.webhook_url,
+        tax_rate=row.tax_rate,
+    )
+
+
+def add_customer(
+    session: Session,
+    *,
+    external_id: str,
+    name: str,
+    email: str | None,
+    currency: str,
+    timezone: str,
+    locale: str,
+    address: Sequence[str] = (),
+    webhook_url: str | None = None,
+    tax_rate: Decimal = Decimal(0),
+) -> Customer:
+    """Insert a customer (flushed, so a duplicate external id raises ``IntegrityError`` here)."""
+    row = CustomerRow(
+        external_id=external_id,
+        name=name,
+        email=email,
+        currency=currency,
+        timezone=timezone,
+        locale=locale,
+        address="\n".join(address),
+        webhook_url=webhook_url,
+        tax_rate=tax_rate,
+    )
+    session.add(row)
+    session.flush()
+    return _customer(row)
+
+
+def _customer_row(session: Session, external_id: str, *, for_update: bool = False) -> CustomerRow | None:
+    query = select(CustomerRow).where(CustomerRow.external_id == external_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def get_customer(session: Session, external_id: str, *, for_update: bool = False) -> Customer | None:
+    """The customer with ``external_id``, or None. ``for_update`` locks its row (PostgreSQL) until commit."""
+    row = _customer_row(session, external_id, for_update=for_update)
+    return None if row is None else _customer(row)
+
+
+def list_customers(session: Session) -> list[Customer]:
+    """Every customer, by external id."""
+    return [_customer(row) for row in session.scalars(select(CustomerRow).order_by(CustomerRow.external_id))]
+
+
+def customers_by_external_id(session: Session, ids: Iterable[str] | None = None) -> dict[str, Customer]:
+    """The customers with the given external ids (all customers when ``ids`` is None), keyed by external id.
+
+    Unknown ids are simply absent from the result.
+    """
+    if ids is None:
+        return {c.external_id: c for c in list_customers(session)}
+    wanted = sorted(set(ids))
+    found: dict[str, Customer] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        query = select(CustomerRow).where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
+        found.update((row.external_id, _customer(row)) for row in session.scalars(query))
+    return found
+
+
+# -- subscriptions ---------------------------------------------------------------------------------------
+
+
+def _subscription(row: SubscriptionRow, customer_external_id: str) -> Subscription:
+    return Subscription(
+        id=row.id,
+        customer_id=row.customer_id,
+        customer_external_id=customer_external_id,
+        plan_code=row.plan_code,
+        plan_version=row.plan_version,
+        start_date=row.start_date,
+        end_date=row.end_date,
+        status=SubscriptionStatus(row.status),
+        cancel_reason=None if row.cancel_reason is None else CancelReason(row.cancel_reason),
+        previous_subscription_id=row.previous_subscription_id,
+    )
+
+
+def _with_customer() -> Select[tuple[SubscriptionRow, str]]:
+    return select(SubscriptionRow, CustomerRow.external_id).join(
+        CustomerRow, CustomerRow.id == SubscriptionRow.customer_id
+    )
+
+
+def add_subscription(
+    session: Session,
+    *,
+    customer: Customer,
+    plan_code: str,
+    plan_version: int,
+    start_date: dt.date,
+    previous_subscription_id: int | None = None,
+) -> Subscription:
+    """Insert an active, open-ended subscription."""
+    row = SubscriptionRow(
+        customer_id=customer.id,
+        plan_code=plan_code,
+        plan_version=plan_version,
+        start_date=start_date,
+        status=SubscriptionStatus.ACTIVE.value,
+        previous_subscription_id=previous_subscription_id,
+    )
+    session.add(row)
+    session.flush()
+    return _subscription(row, customer.external_id)
+
+
+def get_subscription(session: Session, subscription_id: int, *, for_update: bool = False) -> Subscription | None:
+    """The subscription with ``subscription_id``, or None. ``for_update`` locks its row (PostgreSQL)."""
+    query = _with_customer().where(SubscriptionRow.id == subscription_id)
+    if for_update:
+        query = query.with_for_update(of=SubscriptionRow)
+    found = session.execute(query).one_or_none()
+    return None if found is None else _subscription(*found)
+
+
+def list_subscriptions(
+    session: Session, customer: str | None = None, status: SubscriptionStatus | str | None = None
+) -> list[Subscription]:
+    """Subscriptions, optionally of one customer (by external id) and of one status; by customer, start, id."""
+    query = _with_customer()
+    if customer is not None:
+        query = query.where(CustomerRow.external_id == customer)
+    if status is not None:
+        query = query.where(SubscriptionRow.status == str(status))
+    query = query.order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
+    return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+
+
+def subscriptions_of(session: Session, customer_id: int, plan_code: str | None = None) -> list[Subscription]:
+    """One customer's subscriptions (to ``plan_code`` only, if given), by start date."""
+    query = _with_customer().where(SubscriptionRow.customer_id == customer_id)
+    if plan_code is not None:
+        query = query.where(SubscriptionRow.plan_code == plan_code)
+    query = query.order_by(SubscriptionRow.start_date, SubscriptionRow.id)
+    return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+
+
+def subscriptions_active_between(session: Session, start: dt.date, end: dt.date) -> list[Subscription]:
+    """Every subscription covering at least one day of ``[start, end)``, whatever its status, in one query.
+
+    A subscription that ended on its start day covers no day and is left out. Ordered by customer external id,
+    start date, id.
+    """
+    query = (
+        _with_customer()
+        .where(
+            SubscriptionRow.start_date < end,
+            or_(
+                SubscriptionRow.end_date.is_(None),
+                and_(SubscriptionRow.end_date > start, SubscriptionRow.end_date > SubscriptionRow.start_date),
+            ),
+        )
+        .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
+    )
+    return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+
+
+def cancel_subscription(
+    session: Session,
+    subscription_id: int,
+    *,
+    end_date: dt.date,
+    reason: CancelReason | None,
+    cancelled_at: dt.datetime,
+) -> Subscription:
+    """Set a subscription's end date and mark it cancelled (``reason`` None: ended by a plan change)."""
+    row = session.get_one(SubscriptionRow, subscription_id)
+    row.end_date = end_date
+    row.status = SubscriptionStatus.CANCELLED.value
+    row.cancel_reason = None if reason is None else reason.value
+    row.cancelled_at = cancelled_at
+    session.flush()
+    external_id = session.scalars(select(CustomerRow.external_id).where(CustomerRow.id == row.customer_id)).one()
+    return _subscription(row, external_id)

@@ -1,0 +1,249 @@
+"""The ``billing`` commands for customers, subscriptions and the database, run through typer's CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from billing.cli import app
+from billing.config import get_settings
+from billing.db import current_revision, make_engine
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.starter]
+name = "Starter"
+currency = "EUR"
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = "0.001" }]
+
+[plans.starter_2024]
+code = "starter"
+version = 2
+effective_from = 2024-03-01
+name = "Starter"
+currency = "EUR"
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = "0.002" }]
+
+[plans.pro]
+name = "Pro"
+currency = "EUR"
+subscription = { fee = 49 }
+"""
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(cli_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The test database, with a small catalog of our own."""
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(CATALOG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(catalog))
+    get_settings.cache_clear()
+    return cli_env
+
+
+def billing(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def ok(*args: str) -> str:
+    result = billing(*args)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+def refused(*args: str) -> str:
+    """Run a command that must fail with one clear message (no traceback) and exit 1; return its stderr."""
+    result = billing(*args)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result.stderr
+
+
+def add_acme() -> None:
+    ok("customers", "add", "acme", "--name", "Acme", "--email", "ops@acme.example", "--currency", "EUR")
+
+
+# -- customers -------------------------------------------------------------------------------------------
+
+
+def test_add_and_list_customers(env):
+    out = ok(
+        "customers", "add", "acme",
+        "--name", "Acme GmbH",
+        "--email", "ops@acme.example",
+        "--currency", "EUR",
+        "--timezone", "Europe/Berlin",
+        "--locale", "de_DE",
+        "--address", "Hauptstraße 1",
+        "--address", "10115 Berlin",
+        "--webhook-url", "https://acme.example/hook",
+        "--tax-rate", "19",
+    )  # fmt: skip
+    assert out.strip() == "created customer acme (EUR, Europe/Berlin)"
+    ok("customers", "add", "beta", "--name", "Beta", "--email", "b@beta.example", "--currency", "USD")
+
+    listing = ok("customers", "list")
+    assert "acme" in listing and "beta" in listing and "USD" in listing
+    assert listing.index("acme") < listing.index("beta")
+
+
+def test_an_empty_customer_list(env):
+    assert ok("customers", "list").strip() == "no customers"
+
+
+def test_add_refuses_a_duplicate_and_bad_input(env):
+    add_acme()
+    assert (
+        refused("customers", "add", "acme", "--name", "A", "--email", "a@a.example", "--currency", "EUR").strip()
+        == "error: customer 'acme' already exists"
+    )
+    message = refused("customers", "add", "new", "--name", "N", "--email", "n@n.example", "--currency", "EUX")
+    assert "currency: unknown currency 'EUX'" in message
+    message = refused(
+        "customers", "add", "new", "--name", "N", "--email", "n@n.example", "--currency", "EUR", "--tax-rate", "x"
+    )
+    assert "tax_rate: expected a percentage" in message
+
+
+def test_import_reports_each_bad_row_with_its_line_and_exits_1(env, tmp_path):
+    add_acme()
+    path = tmp_path / "customers.csv"
+    path.write_text(
+        "external_id,name,email,currency\n"
+        "alpha,Alpha,a@alpha.example,EUR\n"
+        "beta,Beta,b@beta.example,EUX\n"
+        "acme,Acme again,,EUR\n"
+        "gamma,Gamma,,EUR\n",
+        encoding="utf-8",
+    )
+    result = billing("customers", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:3: currency: unknown currency 'EUX' (expected an ISO 4217 code such as USD, EUR, JPY)",
+        f"{path}:4: customer 'acme' already exists",
+    ]
+    assert result.stdout.strip() == "imported 2, rejected 2"
+    listing = ok("customers", "list")
+    assert "alpha" in listing and "gamma" in listing and "beta" not in listing
+
+
+def test_import_of_a_good_file_exits_0(env, tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("external_id,name,currency\nalpha,Alpha,EUR\n", encoding="utf-8")
+    assert ok("customers", "import", str(path)).strip() == "imported 1, rejected 0"
+
+
+def test_import_of_a_missing_file(env, tmp_path):
+    assert "cannot read the file" in refused("customers", "import", str(tmp_path / "missing.csv"))
+
+
+# -- subscriptions ---------------------------------------------------------------------------------------
+
+
+def test_subscribe_cancel_change_and_list(env):
+    add_acme()
+    assert ok("subscribe", "acme", "starter", "--start", "2024-01-15").strip() == (
+        "created subscription 1: acme on starter v1 from 2024-01-15"
+    )
+    assert ok("subscriptions", "change", "1", "pro", "--date", "2024-02-01").strip() == (
+        "ended subscription 1; created subscription 2: acme on pro v1 from 2024-02-01"
+    )
+    assert ok("subscriptions", "cancel", "2", "--date", "2024-05-01", "--reason", "involuntary").strip() == (
+        "cancelled subscription 2 (involuntary), ends 2024-05-01"
+    )
+    assert ok("subscribe", "acme", "starter", "--start", "2024-05-01").strip() == (
+        "created subscription 3: acme on starter v2 from 2024-05-01"
+    )
+
+    everything = ok("subscriptions", "list")
+    assert "starter v1" in everything and "pro v1" in everything and "starter v2" in everything
+    active = ok("subscriptions", "list", "--customer", "acme", "--status", "active")
+    assert "starter v2" in active and "pro v1" not in active
+    cancelled = ok("subscriptions", "list", "--status", "cancelled")
+    assert "starter v2" not in cancelled and "involuntary" in cancelled
+
+
+def test_subscription_errors_are_one_message_and_exit_1(env):
+    add_acme()
+    ok("subscribe", "acme", "pro", "--start", "2024-01-15")
+    assert "plan: unknown plan 'gold'" in refused("subscribe", "acme", "gold", "--start", "2024-01-01")
+    assert "unknown customer 'ghost'" in refused("subscribe", "ghost", "pro", "--start", "2024-01-01")
+    assert "--start: expected a date YYYY-MM-DD, got '2024-02-30'" in refused(
+        "subscribe", "acme", "starter", "--start", "2024-02-30"
+    )
+    assert "already has subscription 1 to plan 'pro'" in refused("subscribe", "acme", "pro", "--start", "2024-03-01")
+    assert "before its start date 2024-01-15" in refused("subscriptions", "cancel", "1", "--date", "2024-01-01")
+    assert "reason: expected voluntary or involuntary" in refused(
+        "subscriptions", "cancel", "1", "--date", "2024-02-01", "--reason", "bored"
+    )
+    assert "unknown subscription 42" in refused("subscriptions", "cancel", "42", "--date", "2024-02-01")
+    assert "ID: expected a subscription id" in refused("subscriptions", "cancel", "one", "--date", "2024-02-01")
+    assert "status: expected active or cancelled" in refused("subscriptions", "list", "--status", "paused")
+
+
+def test_a_broken_catalog_is_reported(env, tmp_path, monkeypatch):
+    add_acme()
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[plans.x]\nname = 1\n", encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(broken))
+    get_settings.cache_clear()
+    message = refused("subscribe", "acme", "x", "--start", "2024-01-01")
+    assert f"{broken}: plans.x.name" in message and "the catalog has" in message
+
+
+# -- the database ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A database URL pointing at a SQLite file that does not exist yet."""
+    path = tmp_path / "data" / "billing.db"
+    monkeypatch.setenv("BILLING_DATABASE_URL", f"sqlite:///{path}")
+    monkeypatch.setenv("BILLING_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
+def _revision(path: Path) -> str | None:
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        assert {"customers", "subscriptions"} <= set(inspect(engine).get_table_names())
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_init_creates_a_fresh_database_and_refuses_to_overwrite_it(sqlite_file):
+    out = ok("init")
+    revision = _revision(sqlite_file)
+    assert revision is not None and out.strip().endswith(f"at revision {revision}")
+
+    add_acme()
+    assert "already exists; use --force" in refused("init")
+    assert "acme" in ok("customers", "list")
+
+    ok("init", "--force")
+    assert ok("customers", "list").strip() == "no customers"
+
+
+def test_db_upgrade_migrates_and_prints_the_revision(sqlite_file):
+    out = ok("db", "upgrade")
+    revision = _revision(sqlite_file)
+    assert out.strip().endswith(f"at revision {revision}")
+    assert ok("db", "upgrade") == out  # nothing left to do, same revision
+
+
+def test_commands_on_a_database_that_was_never_initialized(sqlite_file):
+    message = refused("customers", "list")
+    assert "run `billing init` or `billing db upgrade`" in message
