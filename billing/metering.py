@@ -1,17 +1,169 @@
-"""Metering as the billing run and quotes need it (to be wired to meters' aggregation)."""
+"""Metering as the billing run, alerts and quotes need it: the catalog's meters handed to ``meters``, usage
+windows aggregated in one batch, late events found, a file of events aggregated for a quote.
+
+``meters`` knows nothing of plans; this module tells it which meters exist and which ones must hand back each
+event's value (those priced by the ``percentage`` model, which prices every transaction on its own).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
-def aggregate_windows(engine: Any, catalog: Any, windows: Any) -> Any:
-    raise NotImplementedError
+from billing.periods import Period
+from invoices.tables import InvoiceRow
+from meters import MeterSpec, aggregate_usage, ingest_file
+from meters.events import to_epoch_us
+from meters.tables import UsageEventRow
+from pricing_plans.charge_models import MeterUsage
+from pricing_plans.models import Catalog
+
+__all__ = [
+    "LATE_MARGIN",
+    "aggregate_windows",
+    "late_event_periods",
+    "meter_specs",
+    "usage_from_event_file",
+]
+
+# An event received this long before a draft's usage was aggregated may still have been committed after it
+# (ingestion stamps a chunk when it starts): such events are checked again as possibly late. Checking too many
+# costs a little time; the late amount is exact either way (rate(all usage) − billed).
+LATE_MARGIN = dt.timedelta(minutes=10)
 
 
-def late_event_periods(session: Any, period: Any, customer: Any, lookback: int) -> Any:
-    raise NotImplementedError
+def meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
+    """The catalog's meters as ``meters`` needs them."""
+    per_event = {
+        charge.meter
+        for plan in catalog.all_plans()
+        for charge in plan.charges
+        if charge.model == "percentage"
+    }
+    return {
+        code: MeterSpec(
+            code=code,
+            aggregation=meter.aggregation.value,
+            unique_property=meter.unique_property,
+            keep_event_values=code in per_event,
+        )
+        for code, meter in catalog.meters.items()
+    }
 
 
-def usage_from_event_file(path: Any, catalog: Any, period: Any, timezone: str) -> Any:
-    raise NotImplementedError
+Windows = Mapping[Any, tuple[str, dt.datetime, dt.datetime]]
+
+
+def aggregate_windows(
+    engine: Engine, catalog: Catalog, windows: Windows, **filters: Any
+) -> dict[Any, dict[str, MeterUsage]]:
+    """Every window's usage per meter, in one batch: ``{key: {meter: MeterUsage}}``."""
+    if not windows:
+        return {}
+    found = aggregate_usage(engine, windows, meter_specs(catalog), **filters)
+    usage: dict[Any, dict[str, MeterUsage]] = {key: {} for key in windows}
+    for (key, meter), aggregate in found.items():
+        usage[key][meter] = MeterUsage(quantity=aggregate.quantity, events=aggregate.events, values=aggregate.values)
+    return usage
+
+
+def late_event_periods(
+    session: Session, period: Period, customer: str | None = None, *, lookback: int = 12
+) -> list[tuple[str, Period]]:
+    """The (customer, earlier period) pairs whose issued invoice may lack events received after its usage was
+    aggregated: those periods are rated again and the difference billed as late usage."""
+    earliest = _months_back(period.start, lookback)
+    statement = select(
+        InvoiceRow.customer_external_id,
+        InvoiceRow.period_start,
+        InvoiceRow.period_end,
+        InvoiceRow.timezone,
+        InvoiceRow.usage_as_of,
+        InvoiceRow.finalized_at,
+    ).where(
+        InvoiceRow.kind == "invoice",
+        InvoiceRow.billing_key.like("period:%"),
+        InvoiceRow.status.in_(("finalized", "paid", "uncollectible")),
+        InvoiceRow.period_start >= earliest,
+        InvoiceRow.period_start < period.start,
+    )
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    issued: dict[str, list[tuple[Period, int, int, int]]] = {}
+    since: int | None = None
+    for customer_id, start, end, timezone, usage_as_of, finalized_at in session.execute(statement):
+        billed_from = _as_utc(usage_as_of or finalized_at) - LATE_MARGIN
+        cutoff = to_epoch_us(billed_from)
+        window = Period(start, end).utc_window(timezone)
+        issued.setdefault(customer_id, []).append(
+            (Period(start, end), to_epoch_us(window[0]), to_epoch_us(window[1]), cutoff)
+        )
+        since = cutoff if since is None else min(since, cutoff)
+    if since is None:
+        return []
+    # Events received since the oldest cutoff that happened before this period (+1 day covers every timezone).
+    before = to_epoch_us(dt.datetime.combine(period.start + dt.timedelta(days=1), dt.time(), dt.UTC))
+    events = select(UsageEventRow.customer, UsageEventRow.occurred_at, UsageEventRow.received_at).where(
+        UsageEventRow.received_at >= since, UsageEventRow.occurred_at < before
+    )
+    if customer is not None:
+        events = events.where(UsageEventRow.customer == customer)
+    late: set[tuple[str, Period]] = set()
+    for customer_id, occurred_at, received_at in session.execute(events):
+        for issued_period, start_us, end_us, cutoff in issued.get(customer_id, ()):
+            if start_us <= occurred_at < end_us and received_at >= cutoff:
+                late.add((customer_id, issued_period))
+    return sorted(late, key=lambda pair: (pair[0], pair[1].start))
+
+
+def _months_back(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 - months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _as_utc(instant: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=dt.UTC)
+
+
+def usage_from_event_file(
+    path: str | os.PathLike[str], catalog: Catalog, period: Period, timezone: str, customer: str | None = None
+) -> dict[str, MeterUsage]:
+    """Aggregate a file of usage events for a quote, with no database of the user's: the events go through the
+    same validation and the same aggregation as ingestion and the billing run, in a private in-memory database."""
+    from billing.db import make_engine, upgrade
+    from meters.events import parse_json_line
+
+    customers: set[str] = set()
+    with Path(path).open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                try:
+                    record = parse_json_line(line)
+                except ValueError:
+                    continue  # ingestion below reports it with its line number
+                if isinstance(record.get("customer"), str):
+                    customers.add(record["customer"])
+    if customer is None:
+        if len(customers) > 1:
+            raise ValueError(f"{path}: events of several customers ({', '.join(sorted(customers))}): add --customer")
+        customer = next(iter(customers), "quote")
+    engine = make_engine("sqlite://")
+    try:
+        upgrade(engine)
+        report = ingest_file(engine, path, meter_specs(catalog), {customer})
+        if report.rejected:
+            first = report.rejected[0]
+            raise ValueError(
+                f"{path}:{first.line}: {first.reason} ({len(report.rejected)} event(s) rejected in all)"
+            )
+        start, end = period.utc_window(timezone)
+        return aggregate_windows(engine, catalog, {"quote": (customer, start, end)})["quote"]
+    finally:
+        engine.dispose()

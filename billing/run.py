@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import Engine, select
 
@@ -38,6 +38,9 @@ from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
 __all__ = ["RunReport", "finalize_period", "run_billing"]
+
+_MICROSECOND = dt.timedelta(microseconds=1)
+_QUANTITY = Decimal("0.000001")
 
 # Late usage is looked for this many periods back.
 LATE_LOOKBACK_PERIODS = 12
@@ -134,7 +137,8 @@ def run_billing(
             if window is not None and owner is not None:
                 windows[("late", subscription.id, late_period)] = (customer_id, *window.utc_window(owner.timezone))
     usage = aggregate_windows(engine, catalog, windows)
-    report.events = sum(u.events for u in usage.values())
+    _spread_weighted_sums(usage, windows, catalog, customers, period, late_periods)
+    report.events = sum(u.events for by_meter in usage.values() for u in by_meter.values())
     with session_scope(engine) as session:
         billed = {
             late_period: store.billed_by_period(session, {c for c, p in late_periods if p == late_period},
@@ -174,20 +178,24 @@ def run_billing(
             for c, late_period in late_periods
             if c == customer_id
             for s in late_subscriptions
-            if s.customer_external_id == customer_id and s.id in plans and s.overlaps(late_period.start, late_period.end)
+            if s.customer_external_id == customer_id
+            and s.id in plans
+            and s.overlaps(late_period.start, late_period.end)
         ]
         if not sections and not late:
             report.skipped.append((customer_id, "no active subscription in the period"))
             continue
+        # A subscription's opening invoice (its first in-advance fee) comes before the period's invoice.
+        for subscription in own:
+            if period.contains(subscription.start_date):
+                opening = compose_opening_invoice(
+                    owner, subscription, plans[subscription.id], catalog, month_of(subscription.start_date)
+                )
+                if opening is not None:
+                    drafts.append(opening)
         draft = compose_period_invoice(owner, period, sections, late, catalog, usage_as_of)
         report.late_lines += sum(1 for line in draft.lines if line.kind == "late_usage")
         drafts.append(draft)
-        for subscription in own:
-            if period.contains(subscription.start_date):
-                opening = compose_opening_invoice(owner, subscription, plans[subscription.id], catalog,
-                                                  month_of(subscription.start_date))
-                if opening is not None:
-                    drafts.append(opening)
     report.customers = len({d.customer.external_id for d in drafts})
     clock.lap("rate")
 
@@ -203,6 +211,29 @@ def run_billing(
     report.invoices = len(drafts)
     clock.lap("write")
     return report
+
+
+def _spread_weighted_sums(
+    usage: dict, windows: Mapping, catalog: Catalog, customers: Mapping[str, object], period: Period,
+    late_periods: Iterable[tuple[str, Period]],
+) -> None:
+    """A weighted sum is the time-weighted average level over its window; a subscription that covers part of
+    the period holds its level for that part only: GB-month = ∫ level dt / the whole period, not the window."""
+    weighted = [code for code, meter in catalog.meters.items() if meter.aggregation.value == "weighted_sum"]
+    if not weighted:
+        return
+    for key, (customer_id, start, end) in windows.items():
+        whole = period if key[0] == "now" else key[2]
+        period_start, period_end = whole.utc_window(customers[customer_id].timezone)  # type: ignore[attr-defined]
+        if (start, end) == (period_start, period_end):
+            continue
+        share = Decimal((end - start) // _MICROSECOND) / Decimal((period_end - period_start) // _MICROSECOND)
+        for code in weighted:
+            found = usage.get(key, {}).get(code)
+            if found is not None:
+                # to the meters' precision (6 decimals), half-even like the aggregation itself
+                quantity = (found.quantity * share).quantize(_QUANTITY, rounding=ROUND_HALF_EVEN)
+                usage[key][code] = replace(found, quantity=quantity)
 
 
 def _meter_usage(usage: Mapping[object, Mapping[str, object]], key: object, plan: Plan) -> dict:
