@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def usage_from_event_file(
     path: str | os.PathLike[str], catalog: Catalog, period: Period, timezone: str, customer: str | None = None
 ) -> dict[str, MeterUsage]:
     """Aggregate a file of usage events for a quote, with no database of the user's: the events go through the
-    same validation and the same aggregation as ingestion and the billing run, in a private in-memory database."""
+    same validation and the same aggregation as ingestion and the billing run, in a scratch database."""
     from billing.db import make_engine, upgrade
     from meters.events import parse_json_line
 
@@ -154,7 +155,8 @@ def usage_from_event_file(
         if len(customers) > 1:
             raise ValueError(f"{path}: events of several customers ({', '.join(sorted(customers))}): add --customer")
         customer = next(iter(customers), "quote")
-    engine = make_engine("sqlite://")
+    scratch = tempfile.TemporaryDirectory(prefix="billing-quote-")
+    engine = make_engine(f"sqlite:///{Path(scratch.name) / 'quote.db'}")
     try:
         upgrade(engine)
         report = ingest_file(engine, path, meter_specs(catalog), {customer})
@@ -167,3 +169,4 @@ def usage_from_event_file(
         return aggregate_windows(engine, catalog, {"quote": (customer, start, end)})["quote"]
     finally:
         engine.dispose()
+        scratch.cleanup()

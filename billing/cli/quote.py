@@ -12,9 +12,9 @@ import typer
 from rich.table import Table
 
 from billing.cli._common import console, fail, load_catalog_for_cli
+from billing.metering import usage_from_event_file
 from billing.periods import Period, month_of, parse_month
 from billing.rating import RatedPeriod, SubscriptionTerms, rate_period
-from billing.metering import usage_from_event_file
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.money import D, format_amount
@@ -33,6 +33,7 @@ def quote(
     catalog: Path | None = typer.Option(None, "--catalog", help="Catalog file (default from config.toml)."),
     version: int | None = typer.Option(None, "--version", help="Plan version (default: the one in effect)."),
     timezone: str = typer.Option("UTC", "--timezone", help="Timezone of the period's bounds for --events."),
+    customer: str | None = typer.Option(None, "--customer", help="With --events: the customer whose events count."),
     as_json: bool = typer.Option(False, "--json", help="Print the quote as JSON."),
 ) -> None:
     """Rate one customer-period: the fee, each charge with its breakdown, the commitment true-up, the total."""
@@ -55,14 +56,14 @@ def quote(
 
     if events is not None:
         try:
-            meter_usage = usage_from_event_file(events, cat, billing_period, timezone)
+            meter_usage = usage_from_event_file(events, cat, billing_period, timezone, customer)
         except (OSError, ValueError) as error:
             fail(str(error))
     else:
         meter_usage = _parse_usage(usage, cat)
-    for meter in meter_usage:
-        if chosen.charge_for(meter) is None:
-            fail(f"plan {chosen.code!r} has no charge on meter {meter!r}")
+        for meter in meter_usage:
+            if chosen.charge_for(meter) is None:
+                fail(f"--usage: plan {chosen.code!r} has no charge on meter {meter!r}")
 
     terms = SubscriptionTerms(start_date=start_day or billing_period.start)
     rated = rate_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
