@@ -1,0 +1,327 @@
+"""``make demo``: a quarter of billing on the embedded database, start to finish.
+
+On a fresh SQLite database in ``out/``: the sample catalog, about 200 customers over the sample plans (several
+currencies and timezones, some starting mid-month, some upgrading, some cancelling), three months of generated
+usage (a fixed seed, so every run gives the same invoices), and for each month: ingestion, the billing run and
+finalization. Late events for the first month arrive after it was invoiced and land on the next invoice. The
+invoices are written as HTML (all) and PDF (the last month's) to ``out/invoices/``, then a summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine
+
+from billing import customers as service
+from billing.db import make_engine, session_scope, upgrade
+from billing.metering import meter_specs
+from billing.periods import Period, month
+from billing.run import RunReport, finalize_period, run_billing
+from invoices import store
+from invoices.model import Party
+from meters import ingest_file
+from pricing_plans.loader import load_catalog_or_raise
+from pricing_plans.models import Catalog
+from pricing_plans.money import ZERO, format_amount
+
+OUT = Path("out")
+SEED = 2026
+MONTHS = (month(2026, 8), month(2026, 9), month(2026, 10))
+CUSTOMERS = 200
+
+console = Console()
+
+# (plan, currency, share of customers)
+PLAN_MIX = (
+    ("api_growth", 0.40),
+    ("seats", 0.20),
+    ("payments", 0.15),
+    ("starter_jp", 0.13),
+    ("enterprise", 0.08),
+    ("enterprise_annual", 0.04),
+)
+PLACES = {
+    "USD": [("America/New_York", "en_US"), ("America/Los_Angeles", "en_US"), ("America/Chicago", "en_US"),
+            ("Europe/London", "en_GB"), ("UTC", "en_US")],
+    "EUR": [("Europe/Berlin", "de_DE"), ("Europe/Paris", "fr_FR"), ("Europe/Madrid", "es_ES"),
+            ("Europe/Dublin", "en_IE")],
+    "JPY": [("Asia/Tokyo", "en_US")],
+}
+TAX = {"USD": Decimal(0), "EUR": Decimal(19), "JPY": Decimal(10)}
+NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne",
+         "Soylent", "Vandelay", "Pied Piper", "Aperture", "Massive Dynamic", "Nakatomi", "Oscorp", "Gringotts",
+         "Monarch", "Dunder")
+SUFFIXES = ("Labs", "Systems", "Analytics", "Cloud", "Works", "Studio", "Logistics", "Health", "Retail", "Media")
+
+
+@dataclass
+class Account:
+    """A generated customer and what happens to it during the quarter."""
+
+    external_id: str
+    plan: str
+    currency: str
+    start: dt.date
+    upgrade_on: dt.date | None = None
+    cancel_on: dt.date | None = None
+    cancel_reason: str = "voluntary"
+    heavy: bool = False
+
+
+def main() -> None:
+    started = time.perf_counter()
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    (OUT / "usage").mkdir(parents=True)
+    (OUT / "invoices").mkdir()
+    url = f"sqlite:///{OUT / 'billing.db'}"
+    os.environ["BILLING_DATABASE_URL"] = url
+    engine = make_engine(url)
+    upgrade(engine)
+    catalog = load_catalog_or_raise("catalog.toml")
+    console.rule("[bold]Billing engine demo: August – October 2026")
+    console.print(f"catalog.toml: {len(catalog.meters)} meters, {len(catalog.plans)} plans; database {url}")
+
+    rng = random.Random(SEED)
+    accounts = _create_accounts(engine, catalog, rng)
+    summaries: list[tuple[Period, RunReport, list[str]]] = []
+    late_file: Path | None = None
+    for index, period in enumerate(MONTHS):
+        console.rule(f"[bold]{period.label}")
+        path = OUT / "usage" / f"{period.label}.jsonl"
+        count = _write_usage(path, accounts, period, rng)
+        _ingest(engine, catalog, path, count)
+        if late_file is not None:
+            _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()))
+        report = run_billing(engine, catalog, period, now=dt.datetime.combine(period.end, dt.time(2), dt.UTC))
+        numbers = finalize_period(engine, period, _finalize_settings(), period.end + dt.timedelta(days=2))
+        summaries.append((period, report, numbers))
+        console.print(
+            f"billing run: {report.created} invoices ({report.customers} customers, {report.events:,} events, "
+            f"{report.late_lines} late-usage lines), {len(numbers)} finalized "
+            f"({numbers[0]} … {numbers[-1]})" if numbers else "no invoices"
+        )
+        if index == 0:
+            late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
+    _render(engine)
+    _summary(engine, summaries)
+    console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
+
+
+def _finalize_settings() -> store.FinalizeSettings:
+    from billing.config import get_settings
+
+    settings = get_settings()
+    seller = settings.seller
+    return store.FinalizeSettings(
+        invoice_number_format=settings.invoice_number_format,
+        credit_note_number_format=settings.credit_note_number_format,
+        payment_terms_days=settings.payment_terms_days,
+        seller=Party(name=seller.name, address=tuple(seller.address), email=seller.email, tax_id=seller.tax_id),
+    )
+
+
+def _pick_plan(rng: random.Random) -> str:
+    roll, total = rng.random(), 0.0
+    for plan, share in PLAN_MIX:
+        total += share
+        if roll < total:
+            return plan
+    return PLAN_MIX[0][0]
+
+
+def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> list[Account]:
+    accounts: list[Account] = []
+    for number in range(1, CUSTOMERS + 1):
+        plan = _pick_plan(rng)
+        currency = catalog.plan(plan).currency
+        timezone, locale = rng.choice(PLACES[currency])
+        external_id = f"cus_{number:04d}"
+        name = f"{rng.choice(NAMES)} {rng.choice(SUFFIXES)}"
+        roll = rng.random()
+        if roll < 0.75:
+            start = dt.date(2026, rng.choice((5, 6, 7)), 1)
+        else:  # a fifth start inside the quarter, most of them mid-month
+            start = dt.date(2026, rng.choice((8, 9, 10)), rng.choice((1, 9, 15, 22)))
+        account = Account(external_id, plan, currency, start, heavy=rng.random() < 0.12)
+        fate = rng.random()
+        if plan in ("api_growth", "seats") and fate < 0.10 and start < dt.date(2026, 9, 1):
+            account.upgrade_on = dt.date(2026, 9, rng.choice((10, 16, 20)))
+        elif fate < 0.16 and start < dt.date(2026, 9, 1):
+            account.cancel_on = dt.date(2026, rng.choice((9, 10)), rng.choice((1, 12, 25)))
+            account.cancel_reason = "involuntary" if fate < 0.12 else "voluntary"
+        service.create_customer(
+            engine, external_id, name, f"billing@{external_id}.example", currency, timezone=timezone,
+            locale=locale, address=(f"{number} Market Street", "Suite 100"), tax_rate=TAX[currency],
+        )
+        subscription = service.subscribe(engine, catalog, external_id, plan, start)
+        if account.upgrade_on:
+            upgrade_to = "enterprise" if plan == "api_growth" else "seats"
+            if upgrade_to == plan:  # a seats customer moves to payments-based pricing? keep it simple: stays
+                account.upgrade_on = None
+            else:
+                service.change_plan(engine, catalog, subscription.id, upgrade_to, account.upgrade_on)
+                account.plan = upgrade_to
+        if account.cancel_on:
+            service.cancel_subscription(engine, subscription.id, account.cancel_on, account.cancel_reason)
+        accounts.append(account)
+    table = Table(title=f"{len(accounts)} customers")
+    for column in ("Plan", "Customers", "Starting in the quarter", "Upgrading", "Cancelling"):
+        table.add_column(column, justify="left" if column == "Plan" else "right")
+    by_plan = Counter(a.plan for a in accounts)
+    for plan in sorted(by_plan):
+        own = [a for a in accounts if a.plan == plan]
+        table.add_row(plan, str(by_plan[plan]), str(sum(a.start >= MONTHS[0].start for a in own)),
+                      str(sum(a.upgrade_on is not None for a in own)), str(sum(a.cancel_on is not None for a in own)))
+    console.print(table)
+    return accounts
+
+
+def _active_days(account: Account, period: Period) -> Iterator[dt.date]:
+    day = max(period.start, account.start)
+    end = min(period.end, account.cancel_on or period.end)
+    while day < end:
+        yield day
+        day += dt.timedelta(days=1)
+
+
+def _events_for(account: Account, period: Period, rng: random.Random) -> Iterator[dict[str, object]]:
+    days = list(_active_days(account, period))
+    if not days:
+        return
+    prefix = f"{account.external_id}-{period.label}"
+
+    def at(day: dt.date) -> str:
+        moment = dt.datetime.combine(day, dt.time(rng.randrange(24), rng.randrange(60), rng.randrange(60)), dt.UTC)
+        return moment.isoformat().replace("+00:00", "Z")
+
+    calls = {"api_growth": (300, 3000), "enterprise": (1000, 3000), "enterprise_annual": (1000, 3000),
+             "starter_jp": (500, 7000)}.get(account.plan)
+    if calls:
+        low, high = calls
+        heavy = account.heavy and account.plan == "api_growth"
+        n = rng.randrange(8500, 12500) if heavy else rng.randrange(low, high)
+        for i in range(n):
+            yield {"id": f"{prefix}-c{i}", "customer": account.external_id, "meter": "api_calls",
+                   "timestamp": at(rng.choice(days))}
+        for i in range(rng.randrange(1, 4)):
+            gigabytes = Decimal(rng.randrange(1, 400)) / 4 * (1 if i == 0 or rng.random() < 0.7 else -1)
+            yield {"id": f"{prefix}-s{i}", "customer": account.external_id, "meter": "storage_gb",
+                   "timestamp": at(rng.choice(days)), "value": str(gigabytes if i == 0 else gigabytes / 4)}
+    if account.plan == "seats":
+        users = rng.randrange(180, 240) if account.heavy else rng.randrange(3, 60)
+        for i in range(users * 2):
+            yield {"id": f"{prefix}-u{i}", "customer": account.external_id, "meter": "active_users",
+                   "timestamp": at(rng.choice(days)), "properties": {"user_id": f"u{i % users}"}}
+    if account.plan in ("payments", "enterprise", "enterprise_annual"):
+        for i in range(rng.randrange(20, 300)):
+            amount = Decimal(rng.randrange(500, 250000)) / 100
+            yield {"id": f"{prefix}-p{i}", "customer": account.external_id, "meter": "payment_volume",
+                   "timestamp": at(rng.choice(days)), "value": str(amount)}
+
+
+def _write_usage(path: Path, accounts: list[Account], period: Period, rng: random.Random) -> int:
+    count = 0
+    with path.open("w") as out:
+        for account in accounts:
+            for event in _events_for(account, period, rng):
+                out.write(json.dumps(event, separators=(",", ":")) + "\n")
+                count += 1
+    return count
+
+
+def _write_late_usage(path: Path, accounts: list[Account], period: Period, rng: random.Random) -> Path:
+    """Calls of ``period`` that reach us only after it was invoiced."""
+    late = [a for a in accounts if a.plan == "api_growth" and a.cancel_on is None][:6]
+    with path.open("w") as out:
+        for account in late:
+            for i in range(rng.randrange(500, 1500)):
+                day = period.end - dt.timedelta(days=1 + i % 3)
+                out.write(json.dumps({"id": f"{account.external_id}-{period.label}-late{i}",
+                                      "customer": account.external_id, "meter": "api_calls",
+                                      "timestamp": f"{day.isoformat()}T18:00:00Z"}) + "\n")
+    return path
+
+
+def _ingest(engine: Engine, catalog: Catalog, path: Path, count: int) -> None:
+    with session_scope(engine) as session:
+        from sqlalchemy import select
+
+        from billing.db.tables import CustomerRow
+
+        known = set(session.execute(select(CustomerRow.external_id)).scalars())
+    with Progress(TextColumn(f"ingest {path.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("bytes"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("ingest", total=path.stat().st_size)
+        report = ingest_file(engine, path, meter_specs(catalog), known,
+                             progress=lambda done: progress.update(task, completed=done))
+    console.print(f"{path.name}: {report.summary()} ({count:,} events generated)")
+
+
+def _render_one(args: tuple[str, int, str]) -> str:
+    from invoices.render import render_pdf
+
+    url, invoice_id, target = args
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        invoice = store.get_invoice(session, invoice_id)
+    Path(target).write_bytes(render_pdf(invoice))
+    engine.dispose()
+    return target
+
+
+def _render(engine: Engine) -> None:
+    from invoices.render import render_html
+
+    with session_scope(engine) as session:
+        issued = store.list_invoices(session, with_lines=True)
+    issued = [invoice for invoice in issued if invoice.number]
+    for invoice in issued:
+        (OUT / "invoices" / f"{invoice.number}.html").write_text(render_html(invoice))
+    last = [i for i in issued if i.period_start >= MONTHS[-1].start]
+    url = str(engine.url)
+    jobs = [(url, i.id, str(OUT / "invoices" / f"{i.number}.pdf")) for i in last]
+    with Progress(TextColumn("PDF invoices"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("pdf", total=len(jobs))
+        with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            for _ in pool.map(_render_one, jobs, chunksize=8):
+                progress.advance(task)
+    console.print(f"wrote {len(issued)} HTML invoices and {len(jobs)} PDFs ({MONTHS[-1].label}) to out/invoices/")
+
+
+def _summary(engine: Engine, summaries: list[tuple[Period, RunReport, list[str]]]) -> None:
+    with session_scope(engine) as session:
+        invoices = [i for i in store.list_invoices(session) if i.number]
+    table = Table(title="Invoices issued")
+    table.add_column("Period")
+    table.add_column("Invoices", justify="right")
+    currencies = sorted({i.currency for i in invoices})
+    for currency in currencies:
+        table.add_column(f"Total {currency}", justify="right")
+    table.add_column("Late-usage lines", justify="right")
+    for period, report, numbers in summaries:
+        own = [i for i in invoices if i.period_start == period.start]
+        totals = {c: sum((i.total for i in own if i.currency == c), ZERO) for c in currencies}
+        table.add_row(period.label, str(len(numbers)), *(format_amount(totals[c], c) for c in currencies),
+                      str(report.late_lines))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
