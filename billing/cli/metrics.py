@@ -1,9 +1,337 @@
-"""(commands to be written)"""
+"""``billing metrics``: revenue and churn figures per month and currency, as tables, JSON, CSV or a chart.
+
+Thin: the figures come from ``billing.metrics_store.figures_from_database`` (which calls the pure
+``billing.metrics.compute_figures``); this module only parses the options and presents the result.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli
+from billing.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate
+from billing.periods import Period, parse_month
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from pricing_plans.models import Catalog
+
+__all__ = ["metrics", "plot_figures", "register"]
+
+MAX_PERIODS = 120
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("metrics")(metrics)
+
+
+def metrics(
+    period: Annotated[str, typer.Option("--period", help="The (first) month, YYYY-MM.")],
+    to: Annotated[str | None, typer.Option("--to", help="The last month of a range, YYYY-MM.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list, one object per month and currency.")
+    ] = False,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the JSON's rows to this CSV file.")] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the MRR bridge and the rates to this PNG file.")
+    ] = None,
+) -> None:
+    """Revenue and churn figures per month and currency: customers, MRR movements, churn, CRR, NRR, GRR, billed
+    revenue, ARPA and CLV."""
+    periods = _periods(period, to)
+    catalog = load_catalog_for_cli()
+    figures = _figures(catalog, periods)
+    rows = [figures_row(f) for f in figures]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _print_tables(figures)
+    notes = err_console if as_json else console
+    if csv_path is not None:
+        _write(csv_path, lambda path: _write_csv(path, rows))
+        notes.print(f"wrote {csv_path}", highlight=False, markup=False)
+    if plot_path is not None:
+        _write(plot_path, lambda path: plot_figures(figures, path))
+        notes.print(f"wrote {plot_path}", highlight=False, markup=False)
+
+
+def _month(option: str, text: str) -> Period:
+    try:
+        return parse_month(text)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+
+
+def _periods(first: str, last: str | None) -> list[Period]:
+    start = _month("--period", first)
+    end = _month("--to", last) if last is not None else start
+    if end < start:
+        fail(f"--to {end.label} is before --period {start.label}")
+    periods = [start]
+    while periods[-1] != end:
+        periods.append(periods[-1].next())
+        if len(periods) > MAX_PERIODS:
+            fail(f"at most {MAX_PERIODS} months at once (got {start.label} to {end.label})")
+    return periods
+
+
+def _figures(catalog: Catalog, periods: list[Period]) -> list[PeriodFigures]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from billing.errors import BillingError
+    from billing.metrics_store import figures_from_database
+
+    engine = engine_for_cli()
+    try:
+        return figures_from_database(engine, catalog, periods)
+    except BillingError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None)
+        reason = str(original if original is not None else exc).strip().splitlines()[0]
+        fail(f"database: {reason} (is it initialized? run `billing init` or `billing db upgrade`)")
+    finally:
+        engine.dispose()
+
+
+def _write(path: Path, writer: Callable[[Path], None]) -> None:
+    try:
+        writer(path)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=JSON_KEYS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# -- tables ------------------------------------------------------------------------------------------------
+
+
+def _percent(value: Decimal | None) -> str:
+    text = format_rate(value)
+    return text if text == "n/a" else f"{text} %"
+
+
+# (label, cell) per row; None starts a new section. Money and rates are shown as in the JSON (rates with " %").
+_Row = tuple[str, Callable[[PeriodFigures], str]]
+
+
+def _rows(currency: str) -> list[_Row | None]:
+    def money(get: Callable[[PeriodFigures], Decimal | None]) -> Callable[[PeriodFigures], str]:
+        return lambda f: format_money(get(f), currency)
+
+    return [
+        ("Customers at start (S)", lambda f: str(f.customers_start)),
+        ("+ new (N)", lambda f: str(f.customers_new)),
+        ("   of which reactivated", lambda f: str(f.customers_reactivated)),
+        ("− churned (C)", lambda f: str(f.customers_churned)),
+        ("   voluntary", lambda f: str(f.customers_churned_voluntary)),
+        ("   involuntary", lambda f: str(f.customers_churned_involuntary)),
+        ("Customers at end (E)", lambda f: str(f.customers_end)),
+        ("Customer churn rate  C / S", lambda f: _percent(f.customer_churn_rate)),
+        ("CRR  (E − N) / S", lambda f: _percent(f.crr)),
+        None,
+        ("MRR at start", money(lambda f: f.mrr_start)),
+        ("+ new", money(lambda f: f.mrr_new)),
+        ("+ reactivation", money(lambda f: f.mrr_reactivation)),
+        ("+ expansion", money(lambda f: f.mrr_expansion)),
+        ("− contraction", money(lambda f: f.mrr_contraction)),
+        ("− churned", money(lambda f: f.mrr_churned)),
+        ("MRR at end", money(lambda f: f.mrr_end)),
+        ("Revenue churn (net)", lambda f: _percent(f.revenue_churn_rate)),
+        ("NRR (MRR)", lambda f: _percent(f.nrr)),
+        ("GRR (MRR)", lambda f: _percent(f.grr)),
+        None,
+        ("Billed revenue (excl. tax)", money(lambda f: f.billed_revenue)),
+        ("   subscription fees", money(lambda f: f.billed.subscription)),
+        ("   usage (incl. late usage)", money(lambda f: f.billed.usage)),
+        ("   commitment true-ups", money(lambda f: f.billed.commitment)),
+        ("   credits & discounts", money(lambda f: f.billed.adjustments)),
+        ("Customers billed", lambda f: str(f.billed_customers)),
+        ("ARPA", money(lambda f: f.arpa)),
+        ("CLV  ARPA / churn rate", money(lambda f: f.clv)),
+        None,
+        ("Existing customers' billed revenue, P−1 → P:", lambda f: ""),
+        ("   customers billed in P−1", lambda f: str(f.billed_base_customers)),
+        ("   billed in P−1", money(lambda f: f.billed_base_previous)),
+        ("   billed in P", money(lambda f: f.billed_base_current)),
+        ("   NRR billed", lambda f: _percent(f.nrr_billed)),
+        ("   GRR billed", lambda f: _percent(f.grr_billed)),
+    ]
+
+
+def _print_tables(figures: Sequence[PeriodFigures]) -> None:
+    currencies = sorted({f.currency for f in figures})
+    if not currencies:
+        console.print("no customers and no invoices: no figures", highlight=False)
+        return
+    for currency in currencies:
+        columns = [f for f in figures if f.currency == currency]
+        table = Table(title=f"Revenue and churn figures, {currency}", box=box.SIMPLE_HEAD, title_justify="left")
+        table.add_column("Figure", no_wrap=True)
+        for f in columns:
+            table.add_column(f.period.label, justify="right", no_wrap=True)
+        for row in _rows(currency):
+            if row is None:
+                table.add_section()
+                continue
+            label, cell = row
+            table.add_row(label, *(cell(f) for f in columns))
+        _print_table(table)
+
+
+def _print_table(table: Table) -> None:
+    """On a terminal, fit the table to it; piped or captured, print it whole."""
+    if console.is_terminal:
+        console.print(table)
+    else:
+        whole = console.measure(table, options=console.options.update_width(10_000)).maximum
+        Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)
+
+
+# -- chart -------------------------------------------------------------------------------------------------
+
+
+_BRIDGE = (
+    ("Start", "mrr_start", "total"),
+    ("+ New", "mrr_new", "up"),
+    ("+ Reactivation", "mrr_reactivation", "up"),
+    ("+ Expansion", "mrr_expansion", "up"),
+    ("− Contraction", "mrr_contraction", "down"),
+    ("− Churned", "mrr_churned", "down"),
+    ("End", "mrr_end", "total"),
+)
+_COLORS = {"total": "#4c72b0", "up": "#55a868", "down": "#c44e52"}
+_RATES = (  # label, figure, color, line style, marker, marker size: equal values stay visible as nested markers
+    ("Customer churn", "customer_churn_rate", "#c44e52", "-", "o", 9),
+    ("CRR", "crr", "#4c72b0", "--", "s", 7.5),
+    ("NRR (MRR)", "nrr", "#55a868", "-", "^", 6.5),
+    ("GRR (MRR)", "grr", "#8172b2", ":", "D", 4.5),
+)
+
+
+def plot_figures(figures: Sequence[PeriodFigures], path: Path) -> None:
+    """Draw, per currency, the MRR bridge of the last period (a waterfall) and the churn and retention rates over
+    the range (lines), and save them as a PNG. Decimals become floats only here, to be drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    currencies = sorted({f.currency for f in figures}) or ["—"]
+    chart = Figure(figsize=(14, 5.2 * len(currencies)), layout="constrained")
+    FigureCanvasAgg(chart)
+    axes = chart.subplots(len(currencies), 2, squeeze=False, width_ratios=(1.25, 1))
+    for row, currency in enumerate(currencies):
+        series = [f for f in figures if f.currency == currency]
+        bridge, rates = axes[row]
+        if not series:
+            for ax in (bridge, rates):
+                ax.text(0.5, 0.5, "no figures", ha="center", va="center", transform=ax.transAxes)
+            continue
+        _draw_bridge(bridge, series[-1], FuncFormatter)
+        _draw_rates(rates, series, FuncFormatter)
+    chart.suptitle("Revenue and churn figures", fontsize=15, fontweight="bold")
+    chart.savefig(path, format="png", dpi=110)
+
+
+def _draw_bridge(ax: Axes, figures: PeriodFigures, formatter: type) -> None:
+    currency = figures.currency
+    labels, bottoms, heights, colors, texts = [], [], [], [], []
+    level = Decimal(0)
+    for label, name, kind in _BRIDGE:
+        value: Decimal = getattr(figures, name)
+        if kind == "total":
+            bottom, level = Decimal(0), value
+            text = format_money(value, currency)
+        elif kind == "up":
+            bottom, level = level, level + value
+            text = f"+{format_money(value, currency)}" if value else format_money(value, currency)
+        else:
+            level = level - value
+            bottom = level
+            text = f"−{format_money(value, currency)}" if value else format_money(value, currency)
+        labels.append(label)
+        bottoms.append(float(bottom))
+        heights.append(float(value))
+        colors.append(_COLORS[kind])
+        texts.append(text)
+    positions = list(range(len(labels)))
+    ax.bar(positions, heights, bottom=bottoms, color=colors, width=0.62, edgecolor="#333333", linewidth=0.6)
+    top = max((b + h for b, h in zip(bottoms, heights, strict=True)), default=0.0) or 1.0
+    for x, bottom, height, text in zip(positions, bottoms, heights, texts, strict=True):
+        ax.annotate(
+            text, (x, bottom + height), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=9
+        )
+    for x in positions[:-1]:  # connectors: each bar starts where the previous one ended
+        level_after = bottoms[x] + heights[x] if _BRIDGE[x][2] != "down" else bottoms[x]
+        ax.plot([x + 0.31, x + 0.69], [level_after, level_after], color="#777777", linewidth=0.8)
+    ax.set_xticks(positions, labels, rotation=20, ha="right")
+    ax.set_ylim(0, top * 1.15)
+    ax.set_ylabel(f"MRR ({currency})")
+    ax.yaxis.set_major_formatter(formatter(lambda y, _pos: f"{y:,.0f}"))
+    ax.set_title(f"MRR bridge {figures.period.label}, {currency}", fontsize=12)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def _draw_rates(ax: Axes, series: Sequence[PeriodFigures], formatter: type) -> None:
+    positions = list(range(len(series)))
+    labels: dict[int, list[tuple[float, str, str]]] = {x: [] for x in positions}
+    drawn: list[float] = []
+    for label, name, color, style, marker, size in _RATES:
+        values: list[Decimal | None] = [getattr(f, name) for f in series]
+        points = [float(v * 100) if v is not None else float("nan") for v in values]
+        ax.plot(
+            positions, points, linestyle=style, marker=marker, markersize=size, color=color, label=label, linewidth=2
+        )
+        for x, value in zip(positions, values, strict=True):
+            if value is not None:
+                labels[x].append((float(value * 100), format_rate(value), color))
+                drawn.append(float(value * 100))
+    low, high = min([0.0, *drawn]), max([100.0, *drawn])
+    if len(series) <= 12:  # the values beside the points, pushed apart so that none hides another
+        gap = (high - low) * 0.06
+        for x, at_x in labels.items():
+            floor = float("-inf")
+            for value, text, color in _merge_equal(at_x):
+                floor = max(value, floor + gap)
+                ax.annotate(
+                    text,
+                    (x, floor),
+                    xytext=(9, -3),
+                    textcoords="offset points",
+                    fontsize=8.5,
+                    color=color,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+                )
+    ax.set_xticks(positions, [f.period.label for f in series])
+    ax.set_xlim(-0.35, len(series) - 0.35)
+    ax.set_ylim(low - (high - low) * 0.06, high + (high - low) * 0.12)
+    ax.set_ylabel("% of the month's starting customers / MRR")
+    ax.yaxis.set_major_formatter(formatter(lambda y, _pos: f"{y:.0f} %"))
+    ax.set_title(f"Churn and retention by month, {series[0].currency}", fontsize=12)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=4, fontsize=9, frameon=False)
+
+
+def _merge_equal(labels: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
+    """The labels at one month, lowest first; series showing the same value share one grey label."""
+    merged: dict[str, tuple[float, str, str]] = {}
+    for value, text, color in labels:
+        merged[text] = (value, text, "#444444") if text in merged else (value, text, color)
+    return sorted(merged.values())

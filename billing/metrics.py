@@ -1,0 +1,602 @@
+"""Revenue and churn figures per period and currency: pure functions over plain records, no database.
+
+:func:`compute_figures` takes the customers, their subscriptions, the catalog's plans and summaries of the issued
+invoices, and returns one frozen :class:`PeriodFigures` per (period, currency). ``billing.metrics_store`` loads
+those records from the database; ``billing metrics`` prints them.
+
+Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the period):
+
+- A customer is **active** on day t if any of their subscriptions has ``start_date <= t < end_date`` (an open
+  end never ends). **S** = customers active on ``P.start``; **E** = active on ``P.end``, so E(P) = S(P + 1) and a
+  subscription ending on ``P.end`` is churn in P.
+- **Churned C** = active on ``P.start`` and not on ``P.end``; **involuntary** if any subscription of the customer
+  that ended in ``(P.start, P.end]`` was cancelled ``involuntary``, else **voluntary**. A plan change
+  (``cancel_reason`` None) is never churn: the new subscription keeps the customer active.
+- **New N** = active on ``P.end`` and not on ``P.start``, so E = S − C + N exactly. **Reactivated** = the new
+  customers who had an earlier subscription (one that started before ``P.start``); they stay in N.
+- **Customer churn rate** = C / S; **CRR** = (E − N) / S.
+- Every figure is per currency: a customer's figures go to the customer's currency; nothing is converted.
+- **MRR** of a customer on day t = Σ over their subscriptions active on t of the plan's fee normalized to a
+  month (``Plan.monthly_fee``: a yearly fee / 12) + the commitment minimum normalized to a month (a yearly
+  plan's minimum / 12), kept to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before
+  the display.
+- **MRR movements** per customer, m0 = MRR on ``P.start``, m1 = MRR on ``P.end``: m0 = 0 < m1 → **new**, or
+  **reactivation** if the customer is a reactivated customer (so a customer already active on a free plan who
+  starts paying is new MRR); m0 > 0 = m1 → **churned** (m0), whether the customer left or moved to a free plan;
+  m1 > m0 > 0 → **expansion**; m0 > m1 > 0 → **contraction**. Then start + new + reactivation + expansion −
+  contraction − churned = end, exactly: sums are taken in a context that traps any rounding.
+- **Revenue churn** (net) = (churned + contraction − expansion) / MRR_start = 1 − NRR; negative is net expansion.
+  (domain.md writes (MRR_start − MRR_end − MRR_new) / MRR_start; since MRR_end includes the new MRR, that would
+  count new revenue twice. The standard net revenue churn, implemented here, removes new and reactivation MRR
+  from MRR_end: (MRR_start − (MRR_end − new − reactivation)) / MRR_start.)
+- **NRR** = (start + expansion − contraction − churned) / start; **GRR** = (start − contraction − churned) / start.
+- **Billed revenue** of P = Σ (subtotal − discount) of the issued invoices (finalized, paid or uncollectible;
+  kind invoice) whose period starts on ``P.start``, minus the subtotals (net of tax) of issued credit notes
+  against those invoices. Split by line kind: subscription, usage (with late usage), commitment, and credits &
+  discounts (everything else), which add up to the billed revenue.
+- **Billed customers** of P = customers whose billed revenue of P is positive. **NRR billed** and **GRR billed**
+  take as base the customers billed in P − 1: NRR billed = Σ billed(P) / Σ billed(P − 1) and GRR billed =
+  Σ min(billed(P), billed(P − 1)) / Σ billed(P − 1), over that base.
+- **ARPA** = billed revenue / billed customers; **CLV** = ARPA / customer churn rate.
+- A ratio with a zero denominator is undefined (None, shown "n/a"), never an error or an infinity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from billing.domain import CancelReason, Customer, Subscription
+from billing.errors import BillingError
+from billing.periods import Period
+from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from pricing_plans.models import Catalog, Interval, Plan
+from pricing_plans.money import HUNDRED, ZERO, format_amount, round_money
+
+__all__ = [
+    "ISSUED",
+    "JSON_KEYS",
+    "MRR_DECIMALS",
+    "BilledAmounts",
+    "InvoiceSummary",
+    "MetricsError",
+    "PeriodFigures",
+    "billed_by_customer",
+    "compute_figures",
+    "figures_row",
+    "format_money",
+    "format_rate",
+    "plan_mrr",
+    "ratio",
+    "summarize_invoice",
+]
+
+JSON_KEYS = (
+    "period",
+    "currency",
+    "customers_start",
+    "customers_end",
+    "customers_new",
+    "customers_churned",
+    "customers_churned_voluntary",
+    "customers_churned_involuntary",
+    "customer_churn_rate",
+    "crr",
+    "mrr_start",
+    "mrr_end",
+    "mrr_new",
+    "mrr_expansion",
+    "mrr_contraction",
+    "mrr_churned",
+    "mrr_reactivation",
+    "revenue_churn_rate",
+    "nrr",
+    "grr",
+    "billed_revenue",
+    "nrr_billed",
+    "grr_billed",
+    "arpa",
+    "clv",
+)
+
+ISSUED = frozenset({InvoiceStatus.FINALIZED, InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
+"""The statuses of an invoice that counts as billed revenue (not draft, not void)."""
+
+USAGE_LINE_KINDS = frozenset({"usage", "late_usage"})
+
+# MRR sums run in this context: precise enough for any real sum, and it raises rather than round, so
+# start + movements = end holds exactly or the computation fails loudly.
+_EXACT = decimal.Context(prec=1000, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+# Divisions (a yearly fee / 12, the ratios) at Python's default precision, whatever the caller's context.
+_DIVIDE = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN)
+_ONE_DECIMAL = Decimal("0.1")
+MRR_DECIMALS = 12
+"""A plan's monthly MRR keeps this many decimal places (1000 / 12 = 83.333333333333): far below any minor unit,
+and few enough that sums of MRR below 10^15 are exact even in Python's default 28-digit context."""
+_MRR_QUANTUM = Decimal(1).scaleb(-MRR_DECIMALS)
+_MONTHS_PER_YEAR = Decimal(12)
+
+
+class MetricsError(BillingError, ValueError):
+    """Raised when the records cannot give figures: a subscription to a plan the catalog lacks, a plan priced in
+    another currency than its customer, a subscription of an unknown customer."""
+
+
+# -- inputs ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceSummary:
+    """What the figures need of one invoice or credit note.
+
+    Attributes:
+      number: the issued number (None while draft).
+      kind: invoice or credit note; ``refers_to`` is the credited invoice's number.
+      status: draft, finalized, paid, void or uncollectible.
+      customer_external_id, currency: whose and in which currency.
+      period_start: the first day of the billing period the invoice is for.
+      subtotal, discount: before tax; the billed amount of an invoice is ``subtotal − discount``.
+      line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs.
+    """
+
+    number: str | None
+    kind: InvoiceKind
+    status: InvoiceStatus
+    customer_external_id: str
+    currency: str
+    period_start: dt.date
+    subtotal: Decimal
+    discount: Decimal = ZERO
+    refers_to: str | None = None
+    line_amounts: tuple[tuple[str, Decimal], ...] = ()
+
+
+def summarize_invoice(invoice: Invoice) -> InvoiceSummary:
+    """The :class:`InvoiceSummary` of a stored invoice (its lines summed per kind)."""
+    amounts: dict[str, Decimal] = {}
+    for line in invoice.lines:
+        amounts[line.kind] = amounts.get(line.kind, ZERO) + line.amount
+    return InvoiceSummary(
+        number=invoice.number,
+        kind=invoice.kind,
+        status=invoice.status,
+        customer_external_id=invoice.customer.external_id or "",
+        currency=invoice.currency,
+        period_start=invoice.period_start,
+        subtotal=invoice.subtotal,
+        discount=invoice.discount,
+        refers_to=invoice.refers_to,
+        line_amounts=tuple(sorted(amounts.items())),
+    )
+
+
+# -- outputs -----------------------------------------------------------------------------------------------
+
+
+def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
+    """``numerator / denominator`` as a Decimal (28 significant digits), or None when the denominator is zero."""
+    if denominator == 0:
+        return None
+    return _DIVIDE.divide(Decimal(numerator), Decimal(denominator))
+
+
+@dataclass(frozen=True, slots=True)
+class BilledAmounts:
+    """One customer's billed revenue of one period, split by line kind; the parts add up to ``total``.
+
+    Attributes:
+      subscription: subscription fee lines.
+      usage: usage and late-usage lines.
+      commitment: commitment true-up lines.
+      adjustments: everything else: credit lines, discounts (negative), credit notes (negative).
+    """
+
+    subscription: Decimal = ZERO
+    usage: Decimal = ZERO
+    commitment: Decimal = ZERO
+    adjustments: Decimal = ZERO
+
+    @property
+    def total(self) -> Decimal:
+        return self.subscription + self.usage + self.commitment + self.adjustments
+
+    def __add__(self, other: BilledAmounts) -> BilledAmounts:
+        return BilledAmounts(
+            self.subscription + other.subscription,
+            self.usage + other.usage,
+            self.commitment + other.commitment,
+            self.adjustments + other.adjustments,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodFigures:
+    """The figures of one period in one currency. Counts are ints, money is Decimal at full precision; the
+    ratios are properties (Decimal fractions, 0.9 for 90 %; None when undefined).
+
+    Attributes:
+      period, currency: which period, which currency.
+      customers_start (S), customers_end (E), customers_new (N), customers_reactivated (part of N),
+      customers_churned (C), customers_churned_voluntary, customers_churned_involuntary: customer counts.
+      mrr_start, mrr_end, mrr_new, mrr_reactivation, mrr_expansion, mrr_contraction, mrr_churned: MRR and its
+        movements; start + new + reactivation + expansion − contraction − churned = end.
+      billed: the period's billed revenue, split by line kind.
+      billed_customers: customers whose billed revenue of the period is positive.
+      billed_base_customers: the customers billed in the previous period (the base of NRR and GRR billed).
+      billed_base_previous, billed_base_current, billed_base_retained: over that base, Σ billed(P − 1),
+        Σ billed(P) and Σ min(billed(P), billed(P − 1)).
+    """
+
+    period: Period
+    currency: str
+    customers_start: int = 0
+    customers_end: int = 0
+    customers_new: int = 0
+    customers_reactivated: int = 0
+    customers_churned: int = 0
+    customers_churned_voluntary: int = 0
+    customers_churned_involuntary: int = 0
+    mrr_start: Decimal = ZERO
+    mrr_end: Decimal = ZERO
+    mrr_new: Decimal = ZERO
+    mrr_reactivation: Decimal = ZERO
+    mrr_expansion: Decimal = ZERO
+    mrr_contraction: Decimal = ZERO
+    mrr_churned: Decimal = ZERO
+    billed: BilledAmounts = field(default_factory=BilledAmounts)
+    billed_customers: int = 0
+    billed_base_customers: int = 0
+    billed_base_previous: Decimal = ZERO
+    billed_base_current: Decimal = ZERO
+    billed_base_retained: Decimal = ZERO
+
+    @property
+    def billed_revenue(self) -> Decimal:
+        return self.billed.total
+
+    @property
+    def customer_churn_rate(self) -> Decimal | None:
+        """C / S."""
+        return ratio(self.customers_churned, self.customers_start)
+
+    @property
+    def crr(self) -> Decimal | None:
+        """Customer retention rate (E − N) / S."""
+        return ratio(self.customers_end - self.customers_new, self.customers_start)
+
+    @property
+    def revenue_churn_rate(self) -> Decimal | None:
+        """Net revenue churn (churned + contraction − expansion) / MRR_start = 1 − NRR."""
+        return ratio(self.mrr_churned + self.mrr_contraction - self.mrr_expansion, self.mrr_start)
+
+    @property
+    def nrr(self) -> Decimal | None:
+        """Net revenue retention on MRR: (start + expansion − contraction − churned) / start."""
+        return ratio(self.mrr_start + self.mrr_expansion - self.mrr_contraction - self.mrr_churned, self.mrr_start)
+
+    @property
+    def grr(self) -> Decimal | None:
+        """Gross revenue retention on MRR: (start − contraction − churned) / start."""
+        return ratio(self.mrr_start - self.mrr_contraction - self.mrr_churned, self.mrr_start)
+
+    @property
+    def nrr_billed(self) -> Decimal | None:
+        """Σ billed(P) / Σ billed(P − 1) over the customers billed in P − 1."""
+        return ratio(self.billed_base_current, self.billed_base_previous)
+
+    @property
+    def grr_billed(self) -> Decimal | None:
+        """Σ min(billed(P), billed(P − 1)) / Σ billed(P − 1) over the customers billed in P − 1."""
+        return ratio(self.billed_base_retained, self.billed_base_previous)
+
+    @property
+    def arpa(self) -> Decimal | None:
+        """Average revenue per account: billed revenue / billed customers."""
+        return ratio(self.billed_revenue, self.billed_customers)
+
+    @property
+    def clv(self) -> Decimal | None:
+        """Customer lifetime value estimate: ARPA / customer churn rate."""
+        arpa, churn = self.arpa, self.customer_churn_rate
+        if arpa is None or churn is None:
+            return None
+        return ratio(arpa, churn)
+
+
+# -- formatting --------------------------------------------------------------------------------------------
+
+
+def format_rate(value: Decimal | None) -> str:
+    """A fraction as a percentage with one decimal (0.9 → "90.0"; half up), or "n/a" when undefined."""
+    if value is None:
+        return "n/a"
+    percent = (value * HUNDRED).quantize(_ONE_DECIMAL, rounding=decimal.ROUND_HALF_UP)
+    return str(percent.copy_abs() if percent == 0 else percent)  # never "-0.0"
+
+
+def format_money(value: Decimal | None, currency: str) -> str:
+    """An amount rounded to the currency's minor units ("12.35", "1500" for JPY), or "n/a"."""
+    if value is None:
+        return "n/a"
+    rounded = round_money(value, currency)
+    return format_amount(rounded.copy_abs() if rounded == 0 else rounded, currency)
+
+
+def figures_row(figures: PeriodFigures) -> dict[str, str]:
+    """The figures as the ``--json`` object (and CSV row): exactly :data:`JSON_KEYS`, every value a string."""
+    f, currency = figures, figures.currency
+
+    def money(value: Decimal | None) -> str:
+        return format_money(value, currency)
+
+    return {
+        "period": f.period.label,
+        "currency": currency,
+        "customers_start": str(f.customers_start),
+        "customers_end": str(f.customers_end),
+        "customers_new": str(f.customers_new),
+        "customers_churned": str(f.customers_churned),
+        "customers_churned_voluntary": str(f.customers_churned_voluntary),
+        "customers_churned_involuntary": str(f.customers_churned_involuntary),
+        "customer_churn_rate": format_rate(f.customer_churn_rate),
+        "crr": format_rate(f.crr),
+        "mrr_start": money(f.mrr_start),
+        "mrr_end": money(f.mrr_end),
+        "mrr_new": money(f.mrr_new),
+        "mrr_expansion": money(f.mrr_expansion),
+        "mrr_contraction": money(f.mrr_contraction),
+        "mrr_churned": money(f.mrr_churned),
+        "mrr_reactivation": money(f.mrr_reactivation),
+        "revenue_churn_rate": format_rate(f.revenue_churn_rate),
+        "nrr": format_rate(f.nrr),
+        "grr": format_rate(f.grr),
+        "billed_revenue": money(f.billed_revenue),
+        "nrr_billed": format_rate(f.nrr_billed),
+        "grr_billed": format_rate(f.grr_billed),
+        "arpa": money(f.arpa),
+        "clv": money(f.clv),
+    }
+
+
+# -- computation -------------------------------------------------------------------------------------------
+
+
+def plan_mrr(plan: Plan) -> Decimal:
+    """A plan's contribution to MRR: its fee normalized to a month plus its commitment minimum normalized to a
+    month (both / 12 on a yearly plan), kept to :data:`MRR_DECIMALS` decimal places."""
+    with decimal.localcontext(_DIVIDE):
+        fee = plan.monthly_fee
+        minimum = plan.commitment.minimum if plan.commitment is not None else ZERO
+        if plan.interval is Interval.YEAR:
+            minimum = minimum / _MONTHS_PER_YEAR
+        return (fee + minimum).quantize(_MRR_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
+
+
+PlanIndex = Mapping[tuple[str, int], Plan]
+
+
+def _plan_index(plans: Catalog | PlanIndex | Iterable[Plan]) -> dict[tuple[str, int], Plan]:
+    if isinstance(plans, Catalog):
+        return {(p.code, p.version): p for p in plans.all_plans()}
+    if isinstance(plans, Mapping):
+        return dict(plans)
+    return {(p.code, p.version): p for p in plans}
+
+
+def _covers_a_day(subscription: Subscription) -> bool:
+    return subscription.end_date is None or subscription.end_date > subscription.start_date
+
+
+class _History:
+    """The subscriptions by customer, with each plan's MRR resolved once."""
+
+    def __init__(
+        self,
+        customers: Iterable[Customer],
+        subscriptions: Iterable[Subscription],
+        plans: Catalog | PlanIndex | Iterable[Plan],
+    ) -> None:
+        self.currency: dict[str, str] = {c.external_id: c.currency for c in customers}
+        index = _plan_index(plans)
+        self.subscriptions: dict[str, list[Subscription]] = defaultdict(list)
+        self.mrr_of: dict[int, Decimal] = {}
+        for sub in subscriptions:
+            currency = self.currency.get(sub.customer_external_id)
+            if currency is None:
+                raise MetricsError(f"subscription {sub.id} belongs to unknown customer {sub.customer_external_id!r}")
+            plan = index.get((sub.plan_code, sub.plan_version))
+            if plan is None:
+                raise MetricsError(
+                    f"subscription {sub.id} is on plan {sub.plan_code!r} version {sub.plan_version}, "
+                    "which the catalog does not have"
+                )
+            if plan.currency != currency:
+                raise MetricsError(
+                    f"subscription {sub.id}: plan {plan.code!r} is priced in {plan.currency}, "
+                    f"customer {sub.customer_external_id!r} pays in {currency}; figures never mix currencies"
+                )
+            self.subscriptions[sub.customer_external_id].append(sub)
+            self.mrr_of[sub.id] = plan_mrr(plan)
+
+    def state_on(self, day: dt.date) -> dict[str, Decimal]:
+        """The customers active on ``day``, each with their MRR that day."""
+        state: dict[str, Decimal] = {}
+        with decimal.localcontext(_EXACT):
+            for customer, subs in self.subscriptions.items():
+                active = [s for s in subs if s.active_on(day)]
+                if active:
+                    state[customer] = sum((self.mrr_of[s.id] for s in active), ZERO)
+        return state
+
+    def had_subscription_before(self, customer: str, day: dt.date) -> bool:
+        return any(s.start_date < day and _covers_a_day(s) for s in self.subscriptions.get(customer, ()))
+
+    def churn_reason(self, customer: str, period: Period) -> CancelReason:
+        """Involuntary if any subscription that ended in ``(P.start, P.end]`` ended involuntarily."""
+        ended = [
+            s.cancel_reason
+            for s in self.subscriptions.get(customer, ())
+            if s.end_date is not None and period.start < s.end_date <= period.end
+        ]
+        return CancelReason.INVOLUNTARY if CancelReason.INVOLUNTARY in ended else CancelReason.VOLUNTARY
+
+
+def billed_by_customer(
+    invoices: Iterable[InvoiceSummary],
+) -> dict[tuple[str, dt.date], dict[str, BilledAmounts]]:
+    """Billed revenue per (currency, period start) and customer: issued invoices' ``subtotal − discount`` split
+    by line kind, less the subtotals of issued credit notes against them."""
+    billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]] = defaultdict(dict)
+    issued: dict[str, InvoiceSummary] = {}
+    credit_notes: list[InvoiceSummary] = []
+    with decimal.localcontext(_EXACT):
+        _sum_invoices(invoices, billed, issued, credit_notes)
+        for note in credit_notes:
+            credited = issued.get(note.refers_to or "")
+            if credited is None:  # against a void, draft or unloaded invoice, which counts for nothing here
+                continue
+            _add_billed(billed, credited, BilledAmounts(adjustments=-note.subtotal))
+    return billed
+
+
+def _sum_invoices(
+    invoices: Iterable[InvoiceSummary],
+    billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]],
+    issued: dict[str, InvoiceSummary],
+    credit_notes: list[InvoiceSummary],
+) -> None:
+    for inv in invoices:
+        if inv.status not in ISSUED:
+            continue
+        if inv.kind is InvoiceKind.CREDIT_NOTE:
+            credit_notes.append(inv)
+            continue
+        if inv.number is not None:
+            issued[inv.number] = inv
+        lines = dict(inv.line_amounts)
+        subscription = lines.get("subscription", ZERO)
+        usage = sum((amount for kind, amount in lines.items() if kind in USAGE_LINE_KINDS), ZERO)
+        commitment = lines.get("commitment", ZERO)
+        total = inv.subtotal - inv.discount
+        amounts = BilledAmounts(subscription, usage, commitment, total - subscription - usage - commitment)
+        _add_billed(billed, inv, amounts)
+
+
+def _add_billed(
+    billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]], invoice: InvoiceSummary, amounts: BilledAmounts
+) -> None:
+    per_customer = billed[(invoice.currency, invoice.period_start)]
+    customer = invoice.customer_external_id
+    per_customer[customer] = per_customer.get(customer, BilledAmounts()) + amounts
+
+
+def compute_figures(
+    customers: Iterable[Customer],
+    subscriptions: Iterable[Subscription],
+    plans: Catalog | PlanIndex | Iterable[Plan],
+    invoices: Iterable[InvoiceSummary],
+    periods: Sequence[Period],
+) -> list[PeriodFigures]:
+    """The figures of each period, per currency: ordered by period, then currency.
+
+    The currencies are those of every customer and of every invoice; a currency with no activity in a period
+    gets zeros and undefined ratios. ``plans`` is the catalog, or its plans by ``(code, version)``.
+
+    Raises MetricsError for a subscription whose plan version the catalog lacks or whose plan is priced in
+    another currency than its customer's.
+    """
+    customers = list(customers)
+    invoices = list(invoices)
+    history = _History(customers, subscriptions, plans)
+    billed = billed_by_customer(invoices)
+    currencies = sorted({c.currency for c in customers} | {inv.currency for inv in invoices})
+    states: dict[dt.date, dict[str, Decimal]] = {}
+
+    def state_on(day: dt.date) -> dict[str, Decimal]:
+        if day not in states:
+            states[day] = history.state_on(day)
+        return states[day]
+
+    figures: list[PeriodFigures] = []
+    for period in periods:
+        start, end = state_on(period.start), state_on(period.end)
+        for currency in currencies:
+            figures.append(
+                _period_figures(
+                    period,
+                    currency,
+                    history,
+                    {c: m for c, m in start.items() if history.currency[c] == currency},
+                    {c: m for c, m in end.items() if history.currency[c] == currency},
+                    billed.get((currency, period.start), {}),
+                    billed.get((currency, period.previous().start), {}),
+                )
+            )
+    return figures
+
+
+def _period_figures(
+    period: Period,
+    currency: str,
+    history: _History,
+    start: Mapping[str, Decimal],
+    end: Mapping[str, Decimal],
+    billed_now: Mapping[str, BilledAmounts],
+    billed_before: Mapping[str, BilledAmounts],
+) -> PeriodFigures:
+    churned = [c for c in start if c not in end]
+    new = [c for c in end if c not in start]
+    reactivated = {c for c in new if history.had_subscription_before(c, period.start)}
+    involuntary = sum(1 for c in churned if history.churn_reason(c, period) is CancelReason.INVOLUNTARY)
+
+    moves = {"new": ZERO, "reactivation": ZERO, "expansion": ZERO, "contraction": ZERO, "churned": ZERO}
+    with decimal.localcontext(_EXACT):
+        for customer in start.keys() | end.keys():
+            m0, m1 = start.get(customer, ZERO), end.get(customer, ZERO)
+            if m0 == 0 < m1:
+                moves["reactivation" if customer in reactivated else "new"] += m1
+            elif m0 > 0 == m1:
+                moves["churned"] += m0
+            elif m1 > m0 > 0:
+                moves["expansion"] += m1 - m0
+            elif m0 > m1 > 0:
+                moves["contraction"] += m0 - m1
+        mrr_start = sum(start.values(), ZERO)
+        mrr_end = sum(end.values(), ZERO)
+
+        total = sum(billed_now.values(), BilledAmounts())
+        base = [c for c, amounts in billed_before.items() if amounts.total > 0]
+        previous = [billed_before[c].total for c in base]
+        current = [billed_now[c].total if c in billed_now else ZERO for c in base]
+        base_previous = sum(previous, ZERO)
+        base_current = sum(current, ZERO)
+        base_retained = sum((min(p, q) for p, q in zip(previous, current, strict=True)), ZERO)
+
+    return PeriodFigures(
+        period=period,
+        currency=currency,
+        customers_start=len(start),
+        customers_end=len(end),
+        customers_new=len(new),
+        customers_reactivated=len(reactivated),
+        customers_churned=len(churned),
+        customers_churned_voluntary=len(churned) - involuntary,
+        customers_churned_involuntary=involuntary,
+        mrr_start=mrr_start,
+        mrr_end=mrr_end,
+        mrr_new=moves["new"],
+        mrr_reactivation=moves["reactivation"],
+        mrr_expansion=moves["expansion"],
+        mrr_contraction=moves["contraction"],
+        mrr_churned=moves["churned"],
+        billed=total,
+        billed_customers=sum(1 for amounts in billed_now.values() if amounts.total > 0),
+        billed_base_customers=len(base),
+        billed_base_previous=base_previous,
+        billed_base_current=base_current,
+        billed_base_retained=base_retained,
+    )
