@@ -120,6 +120,7 @@ def main() -> None:
             late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
     _render(engine)
     _summary(engine, summaries)
+    _metrics(engine, catalog)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
 
 
@@ -321,6 +322,16 @@ def _summary(engine: Engine, summaries: list[tuple[Period, RunReport, list[str]]
         table.add_row(period.label, str(len(numbers)), *(format_amount(totals[c], c) for c in currencies),
                       str(report.late_lines))
     console.print(table)
+
+
+def _metrics(engine: Engine, catalog: Catalog) -> None:
+    from billing.cli.metrics import plot_figures, print_tables
+    from billing.metrics_store import figures_from_database
+
+    figures = figures_from_database(engine, catalog, list(MONTHS))
+    print_tables(figures)
+    plot_figures(figures, OUT / "metrics.png")
+    console.print("wrote out/metrics.png (MRR bridge and churn/retention rates)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from pricing_plans.models import Catalog
 
-__all__ = ["metrics", "plot_figures", "register"]
+__all__ = ["metrics", "plot_figures", "print_tables", "register"]
 
 MAX_PERIODS = 120
 
@@ -56,7 +56,7 @@ def metrics(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        _print_tables(figures)
+        print_tables(figures)
     notes = err_console if as_json else console
     if csv_path is not None:
         _write(csv_path, lambda path: _write_csv(path, rows))
@@ -175,7 +175,7 @@ def _rows(currency: str) -> list[_Row | None]:
     ]
 
 
-def _print_tables(figures: Sequence[PeriodFigures]) -> None:
+def print_tables(figures: Sequence[PeriodFigures]) -> None:
     currencies = sorted({f.currency for f in figures})
     if not currencies:
         console.print("no customers and no invoices: no figures", highlight=False)
