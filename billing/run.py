@@ -128,23 +128,35 @@ def run_billing(
         owner = customers.get(subscription.customer_external_id)
         if window is not None and owner is not None and subscription.id in plans:
             windows[("now", subscription.id)] = (owner.external_id, *window.utc_window(owner.timezone))
+    late_by_customer: dict[str, list[Period]] = {}
     for customer_id, late_period in late_periods:
+        late_by_customer.setdefault(customer_id, []).append(late_period)
+    late_subscriptions_by_customer: dict[str, list[Subscription]] = {}
+    for subscription in late_subscriptions:
+        if subscription.id in plans:
+            late_subscriptions_by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
+    for customer_id, own_late_periods in late_by_customer.items():
         owner = customers.get(customer_id)
-        for subscription in late_subscriptions:
-            if subscription.customer_external_id != customer_id or subscription.id not in plans:
-                continue
-            window = section_window(subscription, late_period)
-            if window is not None and owner is not None:
-                windows[("late", subscription.id, late_period)] = (customer_id, *window.utc_window(owner.timezone))
+        if owner is None:
+            continue
+        for subscription in late_subscriptions_by_customer.get(customer_id, ()):
+            for late_period in own_late_periods:
+                window = section_window(subscription, late_period)
+                if window is not None:
+                    windows[("late", subscription.id, late_period)] = (
+                        customer_id, *window.utc_window(owner.timezone)
+                    )
     usage = aggregate_windows(engine, catalog, windows)
     _spread_weighted_sums(usage, windows, catalog, customers, period, late_periods)
     report.events = sum(u.events for by_meter in usage.values() for u in by_meter.values())
+    # what issued invoices billed for each late period: {(customer, subscription): {meter: amount}}
+    billed: dict[Period, dict[tuple[str, int | None], dict[str | None, Decimal]]] = {}
     with session_scope(engine) as session:
-        billed = {
-            late_period: store.billed_by_period(session, {c for c, p in late_periods if p == late_period},
-                                                late_period.start)
-            for late_period in {p for _, p in late_periods}
-        }
+        for late_period in {p for _, p in late_periods}:
+            owners = {c for c, p in late_periods if p == late_period}
+            by_key = billed.setdefault(late_period, {})
+            for (c, sub_id, meter), amount in store.billed_by_period(session, owners, late_period.start).items():
+                by_key.setdefault((c, sub_id), {})[meter] = amount
     clock.lap("aggregate")
 
     # rate (pure)
@@ -169,18 +181,11 @@ def run_billing(
                 plan=plans[s.id],
                 period=late_period,
                 usage=_meter_usage(usage, ("late", s.id, late_period), plans[s.id]),
-                billed={
-                    meter: amount
-                    for (c, sub_id, meter), amount in billed[late_period].items()
-                    if c == customer_id and sub_id == s.id
-                },
+                billed=billed[late_period].get((customer_id, s.id), {}),
             )
-            for c, late_period in late_periods
-            if c == customer_id
-            for s in late_subscriptions
-            if s.customer_external_id == customer_id
-            and s.id in plans
-            and s.overlaps(late_period.start, late_period.end)
+            for late_period in late_by_customer.get(customer_id, ())
+            for s in late_subscriptions_by_customer.get(customer_id, ())
+            if s.overlaps(late_period.start, late_period.end)
         ]
         if not sections and not late:
             report.skipped.append((customer_id, "no active subscription in the period"))
@@ -199,15 +204,27 @@ def run_billing(
     report.customers = len({d.customer.external_id for d in drafts})
     clock.lap("rate")
 
-    # write: one transaction per invoice
+    # write: one transaction per invoice that is new or changed; issued and unchanged ones are not rewritten
+    with session_scope(engine) as session:
+        stored = store.stored_drafts(session, [draft.billing_key for draft in drafts])
+    unchanged: list[int] = []
     for done, draft in enumerate(drafts, start=1):
-        with session_scope(engine) as session:
-            outcome = store.upsert_draft(session, draft)
-        report.count(outcome.action)
-        if outcome.action != "issued":
+        known = stored.get(draft.billing_key)
+        if known is not None and known.status != InvoiceStatus.DRAFT.value:
+            action = "issued"
+        elif known is not None and known.content_hash == store.draft_row(draft)[0]["content_hash"]:
+            action = "unchanged"
+            unchanged.append(known.invoice_id)
+        else:
+            with session_scope(engine) as session:
+                action = store.upsert_draft(session, draft, known_absent=known is None).action
+        report.count(action)
+        if action != "issued":
             report.totals[draft.currency] = report.totals.get(draft.currency, ZERO) + draft.totals.total
         if progress is not None:
             progress(done, len(drafts))
+    with session_scope(engine) as session:
+        store.touch_drafts(session, unchanged, usage_as_of)
     report.invoices = len(drafts)
     clock.lap("write")
     return report

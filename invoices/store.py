@@ -9,6 +9,7 @@ its number back and two processes never get the same one: no gaps, no duplicates
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,14 +37,18 @@ from pricing_plans.money import ZERO, Rounding, round_money
 __all__ = [
     "DraftOutcome",
     "FinalizeSettings",
+    "StoredDraft",
     "billed_by_period",
     "create_credit_note",
+    "draft_row",
     "finalize",
     "finalize_many",
     "get_invoice",
     "list_invoices",
     "next_numbers",
     "set_status",
+    "stored_drafts",
+    "touch_drafts",
     "upsert_draft",
 ]
 
@@ -92,20 +97,109 @@ class DraftOutcome:
     action: str
 
 
-def upsert_draft(session: Session, draft: DraftInvoice) -> DraftOutcome:
+@dataclass(frozen=True, slots=True)
+class StoredDraft:
+    """What is already stored under a billing key: enough to tell whether a draft must be written."""
+
+    invoice_id: int
+    status: str
+    content_hash: str | None
+
+
+_INVOICES = InvoiceRow.__table__
+_LINES = InvoiceLineRow.__table__
+
+
+def stored_drafts(session: Session, billing_keys: Sequence[str]) -> dict[str, StoredDraft]:
+    """The invoices already stored under these billing keys (read in chunks, one query each)."""
+    found: dict[str, StoredDraft] = {}
+    keys = list(billing_keys)
+    for offset in range(0, len(keys), 5000):
+        chunk = keys[offset : offset + 5000]
+        statement = select(
+            InvoiceRow.billing_key, InvoiceRow.id, InvoiceRow.status, InvoiceRow.content_hash
+        ).where(InvoiceRow.billing_key.in_(chunk))
+        for key, invoice_id, status, content_hash in session.execute(statement):
+            found[key] = StoredDraft(invoice_id, status, content_hash)
+    return found
+
+
+def upsert_draft(session: Session, draft: DraftInvoice, *, known_absent: bool = False) -> DraftOutcome:
     """Write the draft for ``draft.billing_key``, replacing the lines of an existing draft; an issued invoice with
-    that key is never touched."""
-    row = session.execute(_for_update(session, select(InvoiceRow).where(InvoiceRow.billing_key == draft.billing_key)))
-    existing = row.scalar_one_or_none()
+    that key is never touched, and a draft whose content has not changed is not rewritten.
+
+    What is stored under the key is read under a lock (a concurrent finalization wins), unless the caller has just
+    seen that nothing is (``known_absent``; a concurrent insert then fails on the unique billing key).
+    """
+    stored = None if known_absent else _stored_for_update(session, draft.billing_key)
+    values, lines = draft_row(draft)
+    if stored is not None:
+        if stored.status != InvoiceStatus.DRAFT:
+            return DraftOutcome(stored.invoice_id, "issued")
+        if stored.content_hash == values["content_hash"]:
+            session.execute(
+                update(_INVOICES).where(_INVOICES.c.id == stored.invoice_id).values(usage_as_of=draft.usage_as_of)
+            )
+            return DraftOutcome(stored.invoice_id, "unchanged")
+        session.execute(delete(_LINES).where(_LINES.c.invoice_id == stored.invoice_id))
+        session.execute(update(_INVOICES).where(_INVOICES.c.id == stored.invoice_id).values(**values))
+        invoice_id, action = stored.invoice_id, "updated"
+    else:
+        invoice_id = session.execute(
+            insert(_INVOICES)
+            .values(
+                billing_key=draft.billing_key,
+                kind="invoice",
+                status="draft",
+                seller="{}",
+                created_at=values["updated_at"],
+                **values,
+            )
+            .returning(_INVOICES.c.id)
+        ).scalar_one()
+        action = "created"
+    _insert_lines(session, invoice_id, lines)
+    return DraftOutcome(invoice_id, action)
+
+
+def _stored_for_update(session: Session, billing_key: str) -> StoredDraft | None:
+    statement = select(InvoiceRow.id, InvoiceRow.status, InvoiceRow.content_hash).where(
+        InvoiceRow.billing_key == billing_key
+    )
+    row = session.execute(_for_update(session, statement)).first()
+    return None if row is None else StoredDraft(row.id, row.status, row.content_hash)
+
+
+def draft_row(draft: DraftInvoice) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The invoice row's values (with ``content_hash``, a hash of everything a customer would see) and its lines
+    as rows."""
     totals = draft.totals
-    now = _now()
-    values = {
+    lines = [
+        {
+            "position": position,
+            "section": line.section,
+            "kind": line.kind,
+            "description": line.description,
+            "meter": line.meter,
+            "model": line.model,
+            "quantity": line.quantity,
+            "unit": line.unit,
+            "amount": line.amount,
+            "service_start": line.service_start,
+            "service_end": line.service_end,
+            "details": json.dumps(line.details, sort_keys=True),
+            "subscription_id": line.subscription_id,
+            "plan_code": line.plan_code,
+            "plan_version": line.plan_version,
+        }
+        for position, line in enumerate(draft.lines, start=1)
+    ]
+    values: dict[str, Any] = {
         "customer_external_id": draft.customer.external_id or "",
         "customer": json.dumps(draft.customer.as_dict(), sort_keys=True),
         "currency": draft.currency,
         "locale": draft.locale,
         "timezone": draft.timezone,
-        "usage_as_of": draft.usage_as_of,
         "period_start": draft.period_start,
         "period_end": draft.period_end,
         "subtotal": totals.subtotal,
@@ -113,66 +207,29 @@ def upsert_draft(session: Session, draft: DraftInvoice) -> DraftOutcome:
         "tax_rate": draft.tax_rate,
         "tax": totals.tax,
         "total": totals.total,
-        "updated_at": now,
     }
-    if existing is not None:
-        if existing.status != InvoiceStatus.DRAFT:
-            return DraftOutcome(existing.id, "issued")
-        if _same_draft(session, existing, values, draft.lines):
-            session.execute(
-                update(InvoiceRow).where(InvoiceRow.id == existing.id).values(usage_as_of=draft.usage_as_of)
-            )
-            return DraftOutcome(existing.id, "unchanged")
-        session.execute(delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == existing.id))
-        session.execute(update(InvoiceRow).where(InvoiceRow.id == existing.id).values(**values))
-        invoice_id, action = existing.id, "updated"
-    else:
-        invoice_id = session.execute(
-            insert(InvoiceRow)
-            .values(
-                billing_key=draft.billing_key, kind="invoice", status="draft", seller="{}", created_at=now, **values
-            )
-            .returning(InvoiceRow.id)
-        ).scalar_one()
-        action = "created"
-    _insert_lines(session, invoice_id, draft.lines)
-    return DraftOutcome(invoice_id, action)
+    content = json.dumps([values, lines], sort_keys=True, default=str)
+    values["content_hash"] = hashlib.sha256(content.encode()).hexdigest()
+    values["usage_as_of"] = draft.usage_as_of
+    values["updated_at"] = _now()
+    return values, lines
 
 
-def _same_draft(session: Session, row: InvoiceRow, values: dict[str, Any], lines: Sequence[InvoiceLine]) -> bool:
-    if any(getattr(row, key) != value for key, value in values.items() if key not in ("updated_at", "usage_as_of")):
-        return False
-    stored = _lines_of(session, [row.id]).get(row.id, ())
-    return tuple(stored) == tuple(lines)
+def _insert_lines(session: Session, invoice_id: int, lines: list[dict[str, Any]]) -> None:
+    if lines:
+        session.execute(insert(_LINES), [{"invoice_id": invoice_id, **line} for line in lines])
 
 
-def _insert_lines(session: Session, invoice_id: int, lines: Sequence[InvoiceLine]) -> None:
-    if not lines:
-        return
-    session.execute(
-        insert(InvoiceLineRow),
-        [
-            {
-                "invoice_id": invoice_id,
-                "position": position,
-                "section": line.section,
-                "kind": line.kind,
-                "description": line.description,
-                "meter": line.meter,
-                "model": line.model,
-                "quantity": line.quantity,
-                "unit": line.unit,
-                "amount": line.amount,
-                "service_start": line.service_start,
-                "service_end": line.service_end,
-                "details": json.dumps(line.details, sort_keys=True),
-                "subscription_id": line.subscription_id,
-                "plan_code": line.plan_code,
-                "plan_version": line.plan_version,
-            }
-            for position, line in enumerate(lines, start=1)
-        ],
-    )
+def touch_drafts(session: Session, invoice_ids: Sequence[int], usage_as_of: dt.datetime | None) -> None:
+    """Record that unchanged drafts were checked against the usage aggregated at ``usage_as_of`` (an invoice
+    finalized meanwhile is left alone)."""
+    ids = list(invoice_ids)
+    for offset in range(0, len(ids), 5000):
+        session.execute(
+            update(_INVOICES)
+            .where(_INVOICES.c.id.in_(ids[offset : offset + 5000]), _INVOICES.c.status == "draft")
+            .values(usage_as_of=usage_as_of)
+        )
 
 
 # --- finalization and status ----------------------------------------------------------------------------

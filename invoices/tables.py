@@ -78,6 +78,8 @@ class InvoiceRow(InvoicesBase):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # A hash of everything the customer sees: a re-run whose draft has not changed does not rewrite it.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
     # When the draft's usage was last aggregated: events received after it are late for this invoice.
     usage_as_of: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     status_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

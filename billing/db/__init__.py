@@ -7,6 +7,7 @@ through psycopg 3. Every table is created by an Alembic migration (``billing db 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,10 +51,17 @@ def _setup_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+_SESSION_FACTORIES: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
-    with sessionmaker(engine, expire_on_commit=False).begin() as session:
+    factory = _SESSION_FACTORIES.get(engine)
+    if factory is None:
+        # A sessionmaker is a class of its own: made once per engine, not once per transaction.
+        factory = _SESSION_FACTORIES[engine] = sessionmaker(engine, expire_on_commit=False)
+    with factory.begin() as session:
         yield session
 
 

@@ -23,7 +23,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 FROZEN_COLUMNS = (
     "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale",
     "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "issue_date", "due_date",
-    "refers_to_id", "reason", "finalized_at", "usage_as_of",
+    "refers_to_id", "reason", "finalized_at", "usage_as_of", "content_hash",
 )
 MESSAGE = "invoice is issued: its number, amounts and lines cannot change"
 
@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("content_hash", sa.String(64), nullable=True),
         sa.Column("usage_as_of", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_invoices"),
