@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, delete, insert, select, update
+from sqlalchemy import Select, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -142,24 +142,31 @@ def upsert_draft(session: Session, draft: DraftInvoice, *, known_absent: bool = 
             )
             return DraftOutcome(stored.invoice_id, "unchanged")
         session.execute(delete(_LINES).where(_LINES.c.invoice_id == stored.invoice_id))
-        session.execute(update(_INVOICES).where(_INVOICES.c.id == stored.invoice_id).values(**values))
+        session.execute(_UPDATE_DRAFT, {"invoice_id": stored.invoice_id, **values})
         invoice_id, action = stored.invoice_id, "updated"
     else:
-        invoice_id = session.execute(
-            insert(_INVOICES)
-            .values(
-                billing_key=draft.billing_key,
-                kind="invoice",
-                status="draft",
-                seller="{}",
-                created_at=values["updated_at"],
-                **values,
-            )
-            .returning(_INVOICES.c.id)
-        ).scalar_one()
+        params = {
+            "billing_key": draft.billing_key, "kind": "invoice", "status": "draft", "seller": "{}",
+            "created_at": values["updated_at"], **values,
+        }
+        invoice_id = session.execute(_INSERT_DRAFT, params).scalar_one()
         action = "created"
     _insert_lines(session, invoice_id, lines)
     return DraftOutcome(invoice_id, action)
+
+
+# Built once: the statements take their values as parameters, so writing a draft compiles nothing.
+_DRAFT_COLUMNS = (
+    "customer_external_id", "customer", "currency", "locale", "timezone", "period_start", "period_end", "subtotal",
+    "discount", "tax_rate", "tax", "total", "content_hash", "usage_as_of", "updated_at",
+)
+_INSERT_DRAFT = insert(_INVOICES).returning(_INVOICES.c.id)
+_UPDATE_DRAFT = (
+    update(_INVOICES)
+    .where(_INVOICES.c.id == bindparam("invoice_id"))
+    .values({column: bindparam(column) for column in _DRAFT_COLUMNS})
+)
+_INSERT_LINES = insert(_LINES)
 
 
 def _stored_for_update(session: Session, billing_key: str) -> StoredDraft | None:
@@ -217,7 +224,7 @@ def draft_row(draft: DraftInvoice) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 def _insert_lines(session: Session, invoice_id: int, lines: list[dict[str, Any]]) -> None:
     if lines:
-        session.execute(insert(_LINES), [{"invoice_id": invoice_id, **line} for line in lines])
+        session.execute(_INSERT_LINES, [{"invoice_id": invoice_id, **line} for line in lines])
 
 
 def touch_drafts(session: Session, invoice_ids: Sequence[int], usage_as_of: dt.datetime | None) -> None:
