@@ -43,7 +43,25 @@ class Settings(BaseSettings):
     credit_note_number_format: str = "CN-{year}-{seq:06d}"
     payment_terms_days: int = 14
     finalize_grace_days: int = 2
+    # Stripe: where the SDK sends its requests (tests point it at a local server) and how many failed payments
+    # of one invoice end collection (Stripe ending its own retries ends it earlier).
+    stripe_api_base: str = "https://api.stripe.com"
+    dunning_max_attempts: int = 4
     seller: Seller = Seller()
+    # Notifications: the webhook used for customers without their own URL, the one secret every webhook is signed
+    # with, retries (exponential backoff with jitter from the base delay, capped) and the SMTP server for e-mail.
+    notification_webhook_url: str | None = None
+    notification_webhook_secret: str | None = None
+    notification_max_attempts: int = 8
+    notification_backoff_base_seconds: int = 30
+    notification_backoff_max_seconds: int = 21600
+    notification_timeout_seconds: int = 10
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "billing@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
 
     @classmethod
     def settings_customise_sources(

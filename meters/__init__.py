@@ -1,0 +1,61 @@
+"""Usage metering: usage events, idempotent ingestion, storage and exact aggregation.
+
+``meters`` imports nothing from ``billing``, ``invoices`` or ``pricing_plans``: the orchestrator hands in what it
+must know (the meters as :class:`MeterSpec`, the known customers' external ids) and gets back results.
+
+    specs = [MeterSpec("api_calls", "count"), MeterSpec("storage_gb", "weighted_sum")]
+    report = ingest_file(engine, "usage.jsonl", specs, {"acme", "globex"})   # or ingest(engine, records, ...)
+    print(report.summary())                     # accepted 998, duplicates 1, rejected 1
+    usage = aggregate_usage(engine, {"acme": (march_start_utc, april_start_utc)}, specs)
+    usage[("acme", "storage_gb")].quantity      # GB-month, a Decimal
+
+Storage: ``meters.tables.UsageEventRow`` (timestamps as integer microseconds UTC, values as integers × 10^6).
+"""
+
+from __future__ import annotations
+
+from meters.aggregate import MeterAggregate, Window, aggregate_usage
+from meters.errors import EventError, IngestError, IngestInterrupted, MalformedFileError, MeteringError
+from meters.events import (
+    AGGREGATIONS,
+    MAX_FUTURE,
+    VALUE_DIGITS,
+    VALUE_SCALE,
+    Aggregation,
+    EventValidator,
+    MeterSpec,
+    UsageEvent,
+    from_epoch_us,
+    from_scaled,
+    parse_event,
+    to_epoch_us,
+)
+from meters.ingest import FileFormat, IngestReport, Rejection, ingest, ingest_file
+
+__all__ = [
+    "AGGREGATIONS",
+    "MAX_FUTURE",
+    "VALUE_DIGITS",
+    "VALUE_SCALE",
+    "Aggregation",
+    "EventError",
+    "EventValidator",
+    "FileFormat",
+    "IngestError",
+    "IngestInterrupted",
+    "IngestReport",
+    "MalformedFileError",
+    "MeterAggregate",
+    "MeterSpec",
+    "MeteringError",
+    "Rejection",
+    "UsageEvent",
+    "Window",
+    "aggregate_usage",
+    "from_epoch_us",
+    "from_scaled",
+    "ingest",
+    "ingest_file",
+    "parse_event",
+    "to_epoch_us",
+]

@@ -1,9 +1,207 @@
-"""(commands to be written)"""
+"""``billing notifications list|deliver|retry``, ``billing thresholds check`` and ``billing customers set-limit``:
+thin wrappers over ``billing.notifications`` and ``billing.thresholds``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
 import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from billing.cli._common import console, err_console, fail, load_catalog_for_cli
+from billing.cli.customers import customers_app
+from billing.config import get_settings
+from billing.db import make_engine
+from billing.errors import BillingError
+
+notifications_app = typer.Typer(help="Notifications: list, deliver, retry.", no_args_is_help=True)
+thresholds_app = typer.Typer(help="Usage and spend thresholds.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(notifications_app, name="notifications")
+    app.add_typer(thresholds_app, name="thresholds")
+    # `customers` belongs to billing.cli.customers; its limit command lives here, with the thresholds.
+    customers_app.command("set-limit")(customers_set_limit)
+
+
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    """The configured database; any engine error becomes one message and exit 1."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        yield engine
+    except BillingError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None)
+        reason = str(original if original is not None else exc).strip().splitlines()[0]
+        if any(sign in reason for sign in ("no such table", "does not exist", "unable to open")):
+            reason += " (is the database initialized? run `billing init` or `billing db upgrade`)"
+        fail(f"database: {reason}")
+    finally:
+        engine.dispose()
+
+
+def _table(title: str, *headers: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for header in headers:
+        justify = "right" if header in ("Level", "Value", "Limit", "Attempts") else "left"
+        table.add_column(header, overflow="fold", justify=justify)  # type: ignore[arg-type]
+    return table
+
+
+def _print_table(table: Table) -> None:
+    """On a terminal, fit the table to it; piped or captured, print it whole, one line per row."""
+    if console.is_terminal:
+        console.print(table)
+    else:
+        whole = console.measure(table, options=console.options.update_width(10_000)).maximum
+        Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)
+
+
+def _what(kind: str, threshold: str | None, level: int | None, invoice: str | None) -> str:
+    if kind == "invoice.finalized":
+        return f"invoice {invoice}"
+    return f"{threshold} {level} %"
+
+
+# -- notifications ---------------------------------------------------------------------------------------
+
+
+@notifications_app.command("list")
+def notifications_list(
+    status: Annotated[str | None, typer.Option("--status", help="pending, sent or dead.")] = None,
+    customer: Annotated[str | None, typer.Option("--customer", metavar="ID", help="Only this customer's.")] = None,
+) -> None:
+    """List notifications, oldest first."""
+    from billing.notifications import list_notifications
+
+    with _engine() as engine:
+        found = list_notifications(engine, status=status, customer=customer)
+    if not found:
+        console.print("no notifications")
+        return
+    table = _table("Notifications", "ID", "Kind", "Customer", "Period", "What", "Value", "Limit", "Status",
+                   "Attempts", "Last error")
+    for n in found:
+        unit = n.currency or n.payload.get("unit") or ""
+        cells = (
+            n.id,
+            n.kind,
+            n.customer,
+            n.period,
+            _what(n.kind, n.threshold_key, n.level, n.payload.get("invoice_number")),
+            "" if n.value is None else str(n.value),
+            "" if n.limit is None else f"{n.limit} {unit}".strip(),
+            n.status,
+            str(n.attempts),
+            n.last_error or "",
+        )
+        table.add_row(*map(Text, cells))
+    _print_table(table)
+
+
+@notifications_app.command("deliver")
+def notifications_deliver(
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many notifications.")] = None,
+) -> None:
+    """Send the due pending notifications (webhook and e-mail); failures are retried later with backoff."""
+    from billing.notifications import deliver_pending
+
+    settings = get_settings()
+    with (
+        _engine() as engine,
+        Progress(
+            TextColumn("delivering"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as progress,
+    ):
+        task = progress.add_task("deliver", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = deliver_pending(engine, settings, limit=limit, progress=advance)
+    for notification_id, error in report.errors:
+        err_console.print(f"{notification_id}: {error}", highlight=False, soft_wrap=True, markup=False)
+    console.print(
+        f"sent {report.sent}, to retry {report.retrying}, dead {report.dead} ({report.attempts} attempts)",
+        highlight=False,
+    )
+
+
+@notifications_app.command("retry")
+def notifications_retry(
+    notification_id: Annotated[str, typer.Argument(metavar="ID", help="The id of a dead notification.")],
+) -> None:
+    """Put a dead notification back to pending; the next `billing notifications deliver` sends it."""
+    from billing.notifications import retry
+
+    with _engine() as engine:
+        notification = retry(engine, notification_id)
+    console.print(f"notification {notification.id} is pending again", highlight=False, markup=False)
+
+
+# -- thresholds ------------------------------------------------------------------------------------------
+
+
+@thresholds_app.command("check")
+def thresholds_check(
+    customer: Annotated[
+        list[str] | None, typer.Option("--customer", metavar="ID", help="Only this customer; repeat for more.")
+    ] = None,
+) -> None:
+    """Evaluate every active subscription's thresholds for the current month; print the notifications created."""
+    from billing.thresholds import check_thresholds
+
+    catalog = load_catalog_for_cli()
+    with _engine() as engine:
+        report = check_thresholds(engine, catalog, customers=customer or None)
+    for customer_id, reason in report.skipped:
+        err_console.print(f"{customer_id}: skipped: {reason}", highlight=False, soft_wrap=True, markup=False)
+    if report.created:
+        table = _table("Thresholds crossed", "Customer", "Subscription", "Period", "Threshold", "Level", "Value",
+                       "Limit", "Notification")
+        for c in report.created:
+            unit = c.currency or c.unit or ""
+            cells = (c.customer, str(c.subscription_id), c.period, c.threshold_key, f"{c.level} %", str(c.value),
+                     f"{c.limit} {unit}".strip(), c.notification_id)
+            table.add_row(*map(Text, cells))
+        _print_table(table)
+    console.print(
+        f"evaluated {report.evaluations} thresholds of {report.subscriptions} subscriptions; "
+        f"created {len(report.created)} notifications",
+        highlight=False,
+    )
+
+
+def customers_set_limit(
+    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's id.")],
+    meter: Annotated[str | None, typer.Option("--meter", help="The meter of an allowance.")] = None,
+    allowance: Annotated[str | None, typer.Option("--allowance", metavar="N", help="Units of --meter.")] = None,
+    spend_cap: Annotated[
+        str | None, typer.Option("--spend-cap", metavar="X", help="Usage charges per period, in the plan's currency.")
+    ] = None,
+) -> None:
+    """Set the customer's own allowance of a meter (--meter M --allowance N) or spend cap (--spend-cap X),
+    replacing the catalog's in their thresholds."""
+    from billing.thresholds import set_limit
+
+    catalog = load_catalog_for_cli()
+    with _engine() as engine:
+        limit = set_limit(engine, catalog, customer, meter=meter, allowance=allowance, spend_cap=spend_cap)
+    what = f"allowance of {limit.meter}" if limit.kind == "usage" else "spend cap"
+    console.print(f"customer {limit.customer}: {what} set to {limit.limit}", highlight=False, markup=False)

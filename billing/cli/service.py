@@ -1,9 +1,76 @@
-"""(commands to be written)"""
+"""The service's commands: ``billing stripe sync`` (pushes finalized invoices to Stripe for collection).
+
+Thin: it calls :func:`billing.stripe_sync.sync_invoices` and prints what was pushed.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+from rich import box
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
+
+from billing.cli._common import console, engine_for_cli, err_console, fail
+from billing.errors import BillingError
+from pricing_plans.money import format_amount
+
+stripe_app = typer.Typer(help="Stripe: push finalized invoices for collection.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(stripe_app, name="stripe")
+
+
+@stripe_app.command("sync")
+def stripe_sync(
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Push at most this many invoices (oldest first).")
+    ] = None,
+) -> None:
+    """Push each finalized invoice not yet in Stripe: customer, invoice, one item per line, finalize.
+
+    Needs STRIPE_API_KEY. Safe to run again at any time: a push that failed resumes where it stopped, and
+    idempotency keys keep Stripe from creating anything twice. Exits 1 if any invoice could not be pushed.
+    """
+    from billing.stripe_sync import sync_invoices
+
+    engine = engine_for_cli()
+    try:
+        with Progress(
+            TextColumn("pushing to Stripe"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as progress:
+            task = progress.add_task("sync", total=None)
+            report = sync_invoices(
+                engine, limit=limit, progress=lambda done, total: progress.update(task, completed=done, total=total)
+            )
+    except BillingError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None)
+        fail(f"database: {str(original if original is not None else exc).strip().splitlines()[0]}")
+    finally:
+        engine.dispose()
+    if not report.results:
+        console.print("nothing to push: every finalized invoice is in Stripe")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for header in ("Invoice", "Customer", "Total", "Stripe invoice", "Items", "Result"):
+        table.add_column(header, overflow="fold")
+    for result in report.results:
+        outcome = "finalized" if result.ok else f"stopped after {result.step}: {result.error}"
+        total = f"{format_amount(result.total, result.currency)} {result.currency}"
+        cells = (result.invoice_number, result.customer, total, result.stripe_invoice_id or "", str(result.items))
+        table.add_row(*map(Text, (*cells, outcome)))
+    console.print(table)
+    console.print(f"pushed {len(report.synced)}, failed {len(report.failed)}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)

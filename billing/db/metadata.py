@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
+import billing.db.apikey_tables  # its tables live on BillingBase.metadata
+import billing.db.notification_tables  # its tables live on BillingBase.metadata
+import billing.db.stripe_tables  # noqa: F401  (its tables live on BillingBase.metadata)
 from billing.db.tables import BillingBase
 from invoices.tables import InvoicesBase
 from meters.tables import MetersBase

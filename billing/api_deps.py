@@ -1,0 +1,43 @@
+"""Dependencies the HTTP API's routers share (FastAPI ``Depends``).
+
+``get_engine`` hands every request the engine of the configured database (``database_url``), one engine per URL
+for the life of the process, so its connection pool is shared. Tests and embedding applications override it
+with ``app.dependency_overrides[get_engine] = lambda: engine``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import Engine
+
+from billing.config import get_settings
+from billing.db import make_engine
+
+__all__ = ["dispose_engines", "engine_for_url", "get_engine"]
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def engine_for_url(url: str) -> Engine:
+    """The process's engine for ``url``, made on first use."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        return engine
+
+
+def get_engine() -> Engine:
+    """The engine of the configured database (the ``database_url`` setting)."""
+    return engine_for_url(get_settings().database_url)
+
+
+def dispose_engines() -> None:
+    """Close every engine made so far (on shutdown, or between tests)."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose()

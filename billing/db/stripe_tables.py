@@ -1,0 +1,86 @@
+"""Stripe's tables: which Stripe customer is which of ours, how far each invoice got on its way to Stripe, which
+webhook events were already processed, and each invoice's dunning record.
+
+Created by migration 0005. The invoices live in another package's metadata, so ``invoice_id`` columns carry no
+foreign key; an issued invoice is never deleted (the database refuses it), so they cannot dangle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.db.tables import BillingBase, utcnow
+
+__all__ = ["SYNC_STEPS", "DunningRow", "StripeCustomerRow", "StripeInvoiceSyncRow", "StripeWebhookEventRow"]
+
+# The steps of an invoice's push, in order; a sync row records the last one completed.
+SYNC_STEPS = ("pending", "customer", "invoice", "items", "finalized")
+
+
+class StripeCustomerRow(BillingBase):
+    """Our customer (by external id) → the Stripe customer created for it."""
+
+    __tablename__ = "stripe_customers"
+
+    customer_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StripeInvoiceSyncRow(BillingBase):
+    """How far one of our invoices got in Stripe.
+
+    ``step`` is the last step completed (``pending`` → ``customer`` → ``invoice`` → ``items`` → ``finalized``);
+    ``stripe_item_ids`` is a JSON list of the invoice items created so far, in order, so a retry resumes after
+    the last one. ``synced_at`` is set when the Stripe invoice is finalized; ``last_error`` keeps the last
+    failure (cleared on success) and ``attempts`` counts the runs that touched the invoice.
+    """
+
+    __tablename__ = "stripe_invoice_syncs"
+    __table_args__ = (
+        CheckConstraint("step IN ('pending', 'customer', 'invoice', 'items', 'finalized')", name="step"),
+    )
+
+    invoice_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    invoice_number: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_external_id: Mapped[str] = mapped_column(String(255))
+    step: Mapped[str] = mapped_column(String(16), default="pending")
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_item_ids: Mapped[str] = mapped_column(Text, default="[]")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    synced_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StripeWebhookEventRow(BillingBase):
+    """A Stripe webhook event already processed; the primary key makes each event count once."""
+
+    __tablename__ = "stripe_webhook_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    stripe_created_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DunningRow(BillingBase):
+    """Failed payments of one invoice: how many, the last one, and whether collection has failed for good."""
+
+    __tablename__ = "dunning"
+
+    invoice_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    invoice_number: Mapped[str] = mapped_column(String(64))
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    final_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,460 @@
+"""Pushing issued invoices to Stripe, which then collects them.
+
+Every invoice that is ``finalized`` (issued and not yet paid, void or uncollectible), of kind ``invoice``, and not
+yet completely in Stripe is pushed, oldest first, in four steps:
+
+1. ``customer``: the Stripe customer of the invoice's customer, created once (our external id in its metadata as
+   ``billing_customer_id``) and remembered in ``stripe_customers``;
+2. ``invoice``: a draft Stripe invoice in the invoice's currency, ``charge_automatically``, ``auto_advance``
+   false (so Stripe does not finalize it on its own while items are still being added), pending invoice items
+   excluded, our invoice number and id in its metadata;
+3. ``items``: one invoice item per invoice line, attached to that Stripe invoice, in integer minor units of the
+   currency (49.00 USD → 4900, 1500 JPY → 1500), plus one negative item for a discount and one for tax when
+   the invoice has them, so that Stripe's amount due is our total to the cent;
+4. ``finalize``: with ``auto_advance`` true, from which point Stripe collects: it charges the customer's default
+   payment method, retries failed payments on its schedule and reports through webhooks
+   (:mod:`billing.stripe_webhooks`).
+
+The Stripe invoice is created before its items and the items name it, rather than creating "pending" items that
+the next invoice of the customer sweeps up: pending items of two invoices of one customer could otherwise end up
+on the wrong Stripe invoice, and current API versions leave pending items out of new invoices anyway.
+
+An invoice whose total is zero is pushed like any other (the customer sees it in Stripe as well); Stripe asks for
+no payment and marks a zero invoice paid when it is finalized, and its ``invoice.paid`` webhook marks ours paid.
+An invoice already paid, void or uncollectible before its first push is never pushed: Stripe would charge it.
+
+Idempotency: every request carries an idempotency key made of our invoice number and the step —
+``INV-2026-000001:customer``, ``…:invoice``, ``…:item:1`` … ``…:item:N``, ``…:discount``, ``…:tax``,
+``…:finalize`` — and what each step returned is stored before the next step begins. A crash, a refused request
+or a lost answer leaves the invoice at the last stored step; the next run resumes there, and a request that
+Stripe carried out but whose answer never arrived is answered again by Stripe from its key instead of being
+carried out twice. Stripe keeps keys for 24 hours, so a failed push should be retried within that (the scheduler
+retries at each run). Two runs at once are safe for one invoice (same keys, same objects); the customer mapping
+keeps the first Stripe customer stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import stripe
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from billing.config import Settings, get_settings
+from billing.db import session_scope
+from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
+from billing.errors import BillingInputError
+from invoices.model import Invoice
+from invoices.store import get_invoice
+from invoices.tables import InvoiceRow
+from pricing_plans.money import minor_units
+
+__all__ = [
+    "InvoiceSync",
+    "StripeItem",
+    "SyncReport",
+    "SyncStep",
+    "idempotency_key",
+    "stripe_client",
+    "stripe_items",
+    "sync_invoices",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class SyncStep(StrEnum):
+    """The last step of an invoice's push that completed (and was stored)."""
+
+    PENDING = "pending"
+    CUSTOMER = "customer"
+    INVOICE = "invoice"
+    ITEMS = "items"
+    FINALIZED = "finalized"
+
+
+@dataclass(frozen=True, slots=True)
+class StripeItem:
+    """One Stripe invoice item to create.
+
+    Attributes:
+      key: the step's part of the idempotency key (``item:3``, ``discount``, ``tax``).
+      description: what the customer reads on the Stripe invoice.
+      amount: integer minor units of the invoice's currency (negative for a discount).
+      line: the invoice line's position (1-based), None for the discount and tax items.
+    """
+
+    key: str
+    description: str
+    amount: int
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceSync:
+    """Where one invoice's push stands after a run.
+
+    Attributes:
+      invoice_id, invoice_number, customer, currency, total: our invoice.
+      step: the last step completed; ``finalized`` means Stripe now collects it.
+      stripe_customer_id, stripe_invoice_id: the Stripe ids stored so far.
+      items: the number of invoice items created in Stripe so far.
+      error: why this run stopped before ``finalized`` (None when it did not).
+    """
+
+    invoice_id: int
+    invoice_number: str
+    customer: str
+    currency: str
+    total: Decimal
+    step: SyncStep
+    stripe_customer_id: str | None = None
+    stripe_invoice_id: str | None = None
+    items: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.step is SyncStep.FINALIZED
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What a sync run did: one entry per invoice it worked on, in order."""
+
+    results: tuple[InvoiceSync, ...] = ()
+
+    @property
+    def synced(self) -> tuple[InvoiceSync, ...]:
+        return tuple(result for result in self.results if result.ok)
+
+    @property
+    def failed(self) -> tuple[InvoiceSync, ...]:
+        return tuple(result for result in self.results if not result.ok)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def idempotency_key(invoice_number: str, step: str) -> str:
+    """The idempotency key of one step of an invoice's push: ``INV-2026-000001:item:3``."""
+    return f"{invoice_number}:{step}"
+
+
+def stripe_client(settings: Settings | None = None, *, max_network_retries: int = 2) -> stripe.StripeClient:
+    """A Stripe client with the secret key from ``STRIPE_API_KEY`` and the API base from the settings.
+
+    The SDK retries a request that failed on the network or with a server error with the same idempotency key,
+    which is safe; ``max_network_retries=0`` turns that off. Raises BillingInputError if the key is not set.
+    """
+    settings = settings or get_settings()
+    api_key = os.environ.get("STRIPE_API_KEY", "").strip()
+    if not api_key:
+        raise BillingInputError("STRIPE_API_KEY: not set (expected the Stripe secret key, sk_live_… or sk_test_…)")
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": settings.stripe_api_base.rstrip("/")},
+        max_network_retries=max_network_retries,
+    )
+
+
+def stripe_items(invoice: Invoice) -> list[StripeItem]:
+    """The Stripe invoice items of ``invoice``: one per line, then the discount and the tax if not zero.
+
+    Raises ValueError if an amount is not in whole minor units or if the items do not add up to the total.
+    """
+    currency = invoice.currency
+    items = [
+        StripeItem(f"item:{position}", line.description, minor_units(line.amount, currency), position)
+        for position, line in enumerate(invoice.lines, start=1)
+    ]
+    if invoice.discount:
+        items.append(StripeItem("discount", "Discount", -minor_units(invoice.discount, currency)))
+    if invoice.tax:
+        rate = f"{invoice.tax_rate.normalize():f}"
+        items.append(StripeItem("tax", f"Tax ({rate} %)", minor_units(invoice.tax, currency)))
+    pushed = sum(item.amount for item in items)
+    total = minor_units(invoice.total, currency)
+    if pushed != total:
+        raise ValueError(f"{invoice.number}: the items add up to {pushed} minor units, the total is {total}")
+    return items
+
+
+def sync_invoices(
+    engine: Engine,
+    client_or_settings: stripe.StripeClient | Settings | None = None,
+    *,
+    limit: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> SyncReport:
+    """Push every finalized invoice not yet completely in Stripe (at most ``limit``), oldest first.
+
+    ``client_or_settings``: a ready ``StripeClient``, or the settings to build one from (``STRIPE_API_KEY`` and
+    ``stripe_api_base``; None: the configured settings). A Stripe error stops that invoice's push at its last
+    stored step, is recorded as its ``last_error`` and reported; the run goes on with the next invoice.
+    ``progress(done, total)`` is called as invoices are done.
+    """
+    if limit is not None and limit < 1:
+        raise BillingInputError(f"limit: expected a positive number, got {limit}")
+    client = (
+        client_or_settings
+        if isinstance(client_or_settings, stripe.StripeClient)
+        else stripe_client(client_or_settings)
+    )
+    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+        invoice_ids = _invoices_to_push(session, limit)
+    total = len(invoice_ids)
+    if progress:
+        progress(0, total)
+    results = []
+    for done, invoice_id in enumerate(invoice_ids, start=1):
+        results.append(_Push(engine, client, invoice_id).run())
+        if progress:
+            progress(done, total)
+    return SyncReport(tuple(results))
+
+
+def _invoices_to_push(session: Session, limit: int | None) -> list[int]:
+    statement = (
+        select(InvoiceRow.id)
+        .outerjoin(StripeInvoiceSyncRow, StripeInvoiceSyncRow.invoice_id == InvoiceRow.id)
+        .where(
+            InvoiceRow.kind == "invoice",
+            InvoiceRow.status == "finalized",
+            or_(StripeInvoiceSyncRow.invoice_id.is_(None), StripeInvoiceSyncRow.step != SyncStep.FINALIZED.value),
+        )
+        .order_by(InvoiceRow.id)
+    )
+    if limit is not None:
+        statement = statement.limit(limit)
+    return list(session.execute(statement).scalars())
+
+
+def _insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> None:
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(module.insert(table).values(**values).on_conflict_do_nothing())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class _Push:
+    """One invoice's push: loads its stored state, runs the remaining steps, stores each step's result."""
+
+    engine: Engine
+    client: stripe.StripeClient
+    invoice_id: int
+    invoice: Invoice = field(init=False)
+    step: SyncStep = SyncStep.PENDING
+    stripe_customer_id: str | None = None
+    stripe_invoice_id: str | None = None
+    item_ids: list[str] = field(default_factory=list)
+
+    def run(self) -> InvoiceSync:
+        with session_scope(self.engine) as session:
+            self.invoice = get_invoice(session, self.invoice_id)
+            self._load_state(session)
+        try:
+            items = stripe_items(self.invoice)
+            if not self.invoice.customer_id:
+                raise ValueError(f"{self.invoice.number}: the invoice names no customer id")
+        except ValueError as exc:
+            return self._failed(str(exc))
+        try:
+            if self.step is SyncStep.PENDING:
+                self._ensure_customer()
+            if self.step is SyncStep.CUSTOMER:
+                self._create_invoice()
+            if self.step is SyncStep.INVOICE:
+                self._create_items(items)
+            if self.step is SyncStep.ITEMS:
+                self._finalize()
+        except stripe.StripeError as exc:
+            return self._failed(_describe(exc))
+        log.info("pushed %s to Stripe as %s", self.invoice.number, self.stripe_invoice_id)
+        return self._result()
+
+    # -- state -------------------------------------------------------------------------------------------
+
+    @property
+    def number(self) -> str:
+        return self.invoice.number or str(self.invoice.id)
+
+    def _load_state(self, session: Session) -> None:
+        now = _now()
+        _insert_or_ignore(
+            session,
+            StripeInvoiceSyncRow.__table__,
+            {
+                "invoice_id": self.invoice.id,
+                "invoice_number": self.number,
+                "customer_external_id": self.invoice.customer_id or "",
+                "step": SyncStep.PENDING.value,
+                "stripe_item_ids": "[]",
+                "attempts": 0,
+                "started_at": now,
+                "updated_at": now,
+            },
+        )
+        session.execute(
+            update(StripeInvoiceSyncRow)
+            .where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
+            .values(attempts=StripeInvoiceSyncRow.attempts + 1, updated_at=now)
+        )
+        row = session.execute(
+            select(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
+        ).scalar_one()
+        self.step = SyncStep(row.step)
+        self.stripe_customer_id = row.stripe_customer_id
+        self.stripe_invoice_id = row.stripe_invoice_id
+        self.item_ids = list(json.loads(row.stripe_item_ids))
+
+    def _save(self, session: Session, **values: Any) -> None:
+        session.execute(
+            update(StripeInvoiceSyncRow)
+            .where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
+            .values(updated_at=_now(), last_error=None, **values)
+        )
+
+    def _failed(self, message: str) -> InvoiceSync:
+        log.warning("Stripe push of %s stopped after step %s: %s", self.number, self.step, message)
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(StripeInvoiceSyncRow)
+                .where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
+                .values(last_error=message, updated_at=_now())
+            )
+        return self._result(error=message)
+
+    def _result(self, error: str | None = None) -> InvoiceSync:
+        return InvoiceSync(
+            invoice_id=self.invoice.id,
+            invoice_number=self.number,
+            customer=self.invoice.customer_id or "",
+            currency=self.invoice.currency,
+            total=self.invoice.total,
+            step=self.step,
+            stripe_customer_id=self.stripe_customer_id,
+            stripe_invoice_id=self.stripe_invoice_id,
+            items=len(self.item_ids),
+            error=error,
+        )
+
+    def _options(self, step: str) -> Any:
+        return {"idempotency_key": idempotency_key(self.number, step)}
+
+    # -- steps -------------------------------------------------------------------------------------------
+
+    def _ensure_customer(self) -> None:
+        external_id = self.invoice.customer_id or ""
+        with session_scope(self.engine) as session:
+            known = session.execute(
+                select(StripeCustomerRow.stripe_customer_id).where(
+                    StripeCustomerRow.customer_external_id == external_id
+                )
+            ).scalar_one_or_none()
+        if known is None:
+            party = self.invoice.customer
+            params: dict[str, Any] = {"metadata": {"billing_customer_id": external_id}}
+            if party.name:
+                params["name"] = party.name
+            if party.email:
+                params["email"] = party.email
+            created = self.client.v1.customers.create(params=params, options=self._options("customer"))
+        with session_scope(self.engine) as session:
+            if known is None:
+                _insert_or_ignore(
+                    session,
+                    StripeCustomerRow.__table__,
+                    {"customer_external_id": external_id, "stripe_customer_id": created.id, "created_at": _now()},
+                )
+                # The first Stripe customer stored for this customer wins, should two runs have raced.
+                known = session.execute(
+                    select(StripeCustomerRow.stripe_customer_id).where(
+                        StripeCustomerRow.customer_external_id == external_id
+                    )
+                ).scalar_one()
+            self._save(session, step=SyncStep.CUSTOMER.value, stripe_customer_id=known)
+        self.stripe_customer_id, self.step = known, SyncStep.CUSTOMER
+
+    def _create_invoice(self) -> None:
+        invoice = self.invoice
+        created = self.client.v1.invoices.create(
+            params={
+                "customer": self.stripe_customer_id or "",
+                "currency": invoice.currency.lower(),
+                "collection_method": "charge_automatically",
+                "auto_advance": False,
+                "pending_invoice_items_behavior": "exclude",
+                "description": f"Invoice {self.number}, {invoice.period_label}",
+                "metadata": {
+                    "billing_invoice_number": self.number,
+                    "billing_invoice_id": str(invoice.id),
+                    "billing_customer_id": invoice.customer_id or "",
+                },
+            },
+            options=self._options("invoice"),
+        )
+        with session_scope(self.engine) as session:
+            self._save(session, step=SyncStep.INVOICE.value, stripe_invoice_id=created.id)
+        self.stripe_invoice_id, self.step = created.id, SyncStep.INVOICE
+
+    def _create_items(self, items: list[StripeItem]) -> None:
+        currency = self.invoice.currency.lower()
+        for item in items[len(self.item_ids) :]:
+            metadata = {"billing_invoice_number": self.number}
+            if item.line is not None:
+                metadata["billing_invoice_line"] = str(item.line)
+            created = self.client.v1.invoice_items.create(
+                params={
+                    "customer": self.stripe_customer_id or "",
+                    "invoice": self.stripe_invoice_id or "",
+                    "amount": item.amount,
+                    "currency": currency,
+                    "description": item.description,
+                    "metadata": metadata,
+                },
+                options=self._options(item.key),
+            )
+            self.item_ids.append(created.id)
+            with session_scope(self.engine) as session:
+                self._save(session, stripe_item_ids=json.dumps(self.item_ids))
+        with session_scope(self.engine) as session:
+            self._save(session, step=SyncStep.ITEMS.value)
+        self.step = SyncStep.ITEMS
+
+    def _finalize(self) -> None:
+        stripe_invoice_id = self.stripe_invoice_id or ""
+        try:
+            self.client.v1.invoices.finalize_invoice(
+                stripe_invoice_id, params={"auto_advance": True}, options=self._options("finalize")
+            )
+        except stripe.InvalidRequestError:
+            # Finalized by an earlier attempt whose key Stripe no longer remembers? Then the push is done.
+            if self.client.v1.invoices.retrieve(stripe_invoice_id).status in (None, "draft"):
+                raise
+        with session_scope(self.engine) as session:
+            self._save(session, step=SyncStep.FINALIZED.value, synced_at=_now())
+        self.step = SyncStep.FINALIZED
+
+
+def _describe(error: stripe.StripeError) -> str:
+    """A Stripe error in one line: its class and the first line of its message."""
+    message = (error.user_message or str(error) or "").strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else 'no message'}"
+

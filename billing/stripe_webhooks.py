@@ -1,0 +1,389 @@
+"""Stripe's webhooks: what the outcome of a payment does to our invoices and subscriptions.
+
+Events handled (their ``data.object`` is a Stripe invoice, found by the Stripe id stored when it was pushed, or
+else by our invoice number in its metadata):
+
+- ``invoice.paid`` → our invoice becomes ``paid`` (from ``finalized``, or from ``uncollectible`` when a late
+  payment recovers it; subscriptions cancelled meanwhile stay cancelled: the customer subscribes again).
+- ``invoice.payment_failed`` → the invoice's dunning count goes up by one and the customer is notified
+  (:func:`notify_payment_failed`). The failure is final when Stripe will not try again (``next_payment_attempt``
+  is null) or when the count reaches the ``dunning_max_attempts`` setting (default 4).
+- ``invoice.marked_uncollectible``, or a final failure → our invoice becomes ``uncollectible``, and every
+  subscription of the customer that is active on the failure date is cancelled on that date (the end date is
+  exclusive: the day before is the last one covered) with reason ``involuntary``, which is what the churn
+  figures count as involuntary churn. The failure date is the day the Stripe event was created, in the
+  customer's timezone.
+
+Anything else (other event types, invoices that are not ours, a failure reported for an invoice already paid or
+void) is acknowledged and ignored. Each event id is processed once: it is recorded in ``stripe_webhook_events``
+in the same transaction as its effects, so a replay is acknowledged and changes nothing, and an event whose
+processing failed leaves no trace and is processed afresh when Stripe delivers it again.
+
+``router`` serves ``POST /v1/stripe/webhooks``: the body is verified with ``stripe.Webhook.construct_event`` and
+the secret in ``STRIPE_WEBHOOK_SECRET``; a missing or bad signature, a timestamp more than five minutes old or a
+body that is not an event is answered 400 with ``{"error": {"code": …, "message": …}}`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import zoneinfo
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+import stripe
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from billing.api_deps import get_engine
+from billing.config import get_settings
+from billing.db import repository, session_scope
+from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
+from billing.domain import CancelReason, SubscriptionStatus
+from billing.errors import BillingInputError
+from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from invoices.store import get_invoice, set_status
+from invoices.tables import InvoiceRow
+
+__all__ = [
+    "SIGNATURE_TOLERANCE_SECONDS",
+    "Outcome",
+    "handle_event",
+    "notify_payment_failed",
+    "receive_stripe_webhook",
+    "router",
+]
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+class Outcome(StrEnum):
+    """What processing an event did."""
+
+    PAID = "paid"  # our invoice became paid
+    PAYMENT_FAILED = "payment_failed"  # a failure was counted, collection goes on
+    UNCOLLECTIBLE = "uncollectible"  # our invoice became uncollectible, subscriptions cancelled
+    IGNORED = "ignored"  # nothing to do (recorded all the same)
+    DUPLICATE = "duplicate"  # the event id was processed before: nothing done
+
+
+# -- processing ------------------------------------------------------------------------------------------
+
+
+def notify_payment_failed(
+    session: Session, invoice: Invoice, *, attempt: int, final: bool, next_attempt_at: dt.datetime | None
+) -> None:
+    """Tell the customer that a payment of ``invoice`` failed (``attempt``-th failure; ``final`` when collection
+    has ended). Called inside the event's transaction, so whatever it records is recorded exactly once.
+
+    For now it only logs; notification delivery hooks in here.
+    """
+    retry = "no further attempt" if next_attempt_at is None else f"next attempt {next_attempt_at.isoformat()}"
+    log.warning(
+        "payment of invoice %s (customer %s) failed, attempt %d%s; %s",
+        invoice.number,
+        invoice.customer_id,
+        attempt,
+        ", final" if final else "",
+        retry,
+    )
+
+
+def handle_event(engine: Engine, event: Any, *, max_attempts: int | None = None) -> str:
+    """Process one verified Stripe event (a ``stripe.Event`` or its JSON as a mapping) in one transaction.
+
+    Returns the :class:`Outcome`. ``max_attempts`` overrides the ``dunning_max_attempts`` setting. Raises
+    BillingInputError when ``event`` has no id or type.
+    """
+    data = _as_dict(event)
+    event_id, event_type = data.get("id"), data.get("type")
+    if not isinstance(event_id, str) or not isinstance(event_type, str) or not event_id or not event_type:
+        raise BillingInputError("event: expected a Stripe event with an id and a type")
+    if len(event_id) > 255:
+        raise BillingInputError(f"event: id longer than 255 characters ({len(event_id)})")
+    if max_attempts is None:
+        max_attempts = get_settings().dunning_max_attempts
+    if max_attempts < 1:
+        raise BillingInputError(f"dunning_max_attempts: expected at least 1, got {max_attempts}")
+    created = _from_timestamp(data.get("created")) or dt.datetime.now(dt.UTC)
+    with session_scope(engine) as session:
+        if not _claim(session, event_id, event_type, created):
+            log.info("Stripe event %s (%s) was processed before; ignored", event_id, event_type)
+            return Outcome.DUPLICATE
+        envelope = data.get("data")
+        data_object = envelope.get("object") if isinstance(envelope, dict) else None
+        if not isinstance(data_object, dict):
+            data_object = {}
+        outcome = _apply(session, event_type, data_object, created, max_attempts)
+        session.execute(
+            update(StripeWebhookEventRow)
+            .where(StripeWebhookEventRow.event_id == event_id)
+            .values(outcome=outcome.value)
+        )
+    log.info("Stripe event %s (%s): %s", event_id, event_type, outcome)
+    return outcome
+
+
+def _as_dict(event: Any) -> dict[str, Any]:
+    if isinstance(event, stripe.StripeObject):
+        return event.to_dict()
+    if isinstance(event, Mapping):
+        return dict(event)
+    raise BillingInputError(f"event: expected a Stripe event, got {type(event).__name__}")
+
+
+def _from_timestamp(value: Any) -> dt.datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _claim(session: Session, event_id: str, event_type: str, created: dt.datetime) -> bool:
+    """Record the event id; False if it was recorded before (a concurrent delivery waits for the first)."""
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        module.insert(StripeWebhookEventRow)
+        .values(
+            event_id=event_id,
+            type=event_type[:100],
+            stripe_created_at=created,
+            outcome="processing",
+            received_at=dt.datetime.now(dt.UTC),
+        )
+        .on_conflict_do_nothing()
+        .returning(StripeWebhookEventRow.event_id)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
+def _apply(
+    session: Session, event_type: str, data_object: dict[str, Any], created: dt.datetime, max_attempts: int
+) -> Outcome:
+    if event_type not in ("invoice.paid", "invoice.payment_failed", "invoice.marked_uncollectible"):
+        return Outcome.IGNORED
+    invoice = _our_invoice(session, data_object)
+    if invoice is None:
+        log.info("Stripe invoice %s is not one of ours; %s ignored", data_object.get("id"), event_type)
+        return Outcome.IGNORED
+    if event_type == "invoice.paid":
+        return _paid(session, invoice)
+    if event_type == "invoice.payment_failed":
+        next_attempt = _from_timestamp(data_object.get("next_payment_attempt"))
+        return _payment_failed(session, invoice, data_object.get("id"), created, next_attempt, max_attempts)
+    if invoice.status is not InvoiceStatus.FINALIZED:
+        return _ignored(invoice, event_type)
+    _collection_failed(session, invoice, data_object.get("id"), created)
+    return Outcome.UNCOLLECTIBLE
+
+
+def _our_invoice(session: Session, data_object: dict[str, Any]) -> Invoice | None:
+    stripe_id = data_object.get("id")
+    invoice_id = None
+    if isinstance(stripe_id, str) and stripe_id:
+        invoice_id = session.execute(
+            select(StripeInvoiceSyncRow.invoice_id).where(StripeInvoiceSyncRow.stripe_invoice_id == stripe_id)
+        ).scalar_one_or_none()
+    if invoice_id is None:
+        metadata = data_object.get("metadata")
+        number = metadata.get("billing_invoice_number") if isinstance(metadata, dict) else None
+        if not isinstance(number, str) or not number:
+            return None
+        invoice_id = session.execute(
+            select(InvoiceRow.id).where(InvoiceRow.number == number, InvoiceRow.kind == InvoiceKind.INVOICE.value)
+        ).scalar_one_or_none()
+        if invoice_id is None:
+            return None
+    # Lock the invoice first, then its dunning row: every event takes them in that order, so two events about
+    # one invoice wait for each other instead of deadlocking, and each sees the status the other left.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(InvoiceRow.id).where(InvoiceRow.id == invoice_id).with_for_update())
+    return get_invoice(session, invoice_id)
+
+
+def _ignored(invoice: Invoice, event_type: str) -> Outcome:
+    log.warning("%s for invoice %s, which is %s: ignored", event_type, invoice.number, invoice.status)
+    return Outcome.IGNORED
+
+
+def _paid(session: Session, invoice: Invoice) -> Outcome:
+    if invoice.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
+        return _ignored(invoice, "invoice.paid")
+    set_status(session, invoice.id, InvoiceStatus.PAID)
+    return Outcome.PAID
+
+
+def _payment_failed(
+    session: Session,
+    invoice: Invoice,
+    stripe_invoice_id: Any,
+    created: dt.datetime,
+    next_attempt: dt.datetime | None,
+    max_attempts: int,
+) -> Outcome:
+    if invoice.status is not InvoiceStatus.FINALIZED:
+        # Paid (a failure delivered after the success), void, or already given up on.
+        return _ignored(invoice, "invoice.payment_failed")
+    dunning = _dunning_row(session, invoice, stripe_invoice_id)
+    dunning.failed_attempts += 1
+    dunning.last_failure_at = created
+    dunning.next_attempt_at = next_attempt
+    dunning.updated_at = dt.datetime.now(dt.UTC)
+    final = next_attempt is None or dunning.failed_attempts >= max_attempts
+    session.flush()
+    notify_payment_failed(
+        session, invoice, attempt=dunning.failed_attempts, final=final, next_attempt_at=next_attempt
+    )
+    if not final:
+        return Outcome.PAYMENT_FAILED
+    _collection_failed(session, invoice, stripe_invoice_id, created)
+    return Outcome.UNCOLLECTIBLE
+
+
+def _dunning_row(session: Session, invoice: Invoice, stripe_invoice_id: Any) -> DunningRow:
+    """The invoice's dunning row, created if needed and locked until the transaction ends."""
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        module.insert(DunningRow)
+        .values(
+            invoice_id=invoice.id,
+            invoice_number=invoice.number or str(invoice.id),
+            stripe_invoice_id=stripe_invoice_id if isinstance(stripe_invoice_id, str) else None,
+            failed_attempts=0,
+            final=False,
+            updated_at=dt.datetime.now(dt.UTC),
+        )
+        .on_conflict_do_nothing()
+    )
+    statement = select(DunningRow).where(DunningRow.invoice_id == invoice.id)
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    return session.execute(statement).scalar_one()
+
+
+def _collection_failed(session: Session, invoice: Invoice, stripe_invoice_id: Any, when: dt.datetime) -> None:
+    """Collection has failed for good: the invoice is uncollectible and the customer churns involuntarily."""
+    dunning = _dunning_row(session, invoice, stripe_invoice_id)
+    set_status(session, invoice.id, InvoiceStatus.UNCOLLECTIBLE)
+    dunning.final = True
+    dunning.final_at = when
+    dunning.updated_at = dt.datetime.now(dt.UTC)
+    session.flush()
+    _cancel_involuntarily(session, invoice, when)
+
+
+def _cancel_involuntarily(session: Session, invoice: Invoice, when: dt.datetime) -> None:
+    customer = repository.get_customer(session, invoice.customer_id or "", for_update=True)
+    if customer is None:
+        log.warning("invoice %s names customer %r, who does not exist", invoice.number, invoice.customer_id)
+        return
+    day = when.astimezone(zoneinfo.ZoneInfo(customer.timezone)).date()
+    now = dt.datetime.now(dt.UTC)
+    for subscription in repository.subscriptions_of(session, customer.id):
+        if subscription.status is not SubscriptionStatus.ACTIVE or not subscription.active_on(day):
+            continue
+        locked = repository.get_subscription(session, subscription.id, for_update=True)
+        if locked is None or locked.status is not SubscriptionStatus.ACTIVE:
+            continue
+        repository.cancel_subscription(
+            session, subscription.id, end_date=day, reason=CancelReason.INVOLUNTARY, cancelled_at=now
+        )
+        log.warning(
+            "subscription %d of %s cancelled on %s: payment of %s failed (involuntary churn)",
+            subscription.id,
+            customer.external_id,
+            day.isoformat(),
+            invoice.number,
+        )
+
+
+# -- HTTP ------------------------------------------------------------------------------------------------
+
+
+class WebhookReceipt(BaseModel):
+    """The answer to a verified event: acknowledged, with what processing it did."""
+
+    received: bool = True
+    event_id: str
+    outcome: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+router = APIRouter(tags=["stripe"])
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+@router.post(
+    "/v1/stripe/webhooks",
+    summary="Receive a Stripe webhook event",
+    response_model=WebhookReceipt,
+    responses={400: {"model": ErrorResponse}, 500: {"model": ErrorResponse}},
+)
+async def receive_stripe_webhook(
+    request: Request,
+    engine: Annotated[Engine, Depends(get_engine)],
+    stripe_signature: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Verify the ``Stripe-Signature`` of the raw body and process the event once."""
+    if not stripe_signature:
+        return _error(400, "missing_signature", "Stripe-Signature: header required")
+    secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip()
+    if not secret:
+        return _error(500, "webhook_secret_missing", "STRIPE_WEBHOOK_SECRET is not set on the server")
+    body = await request.body()
+    try:
+        payload = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, "invalid_payload", "body: expected a Stripe event as UTF-8 JSON")
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, stripe_signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
+        )
+    except stripe.SignatureVerificationError:
+        if _signature_matches(payload, stripe_signature, secret):
+            return _error(
+                400,
+                "stale_timestamp",
+                f"Stripe-Signature: the timestamp is more than {SIGNATURE_TOLERANCE_SECONDS} seconds old",
+            )
+        return _error(400, "invalid_signature", "Stripe-Signature: does not match the body and the webhook secret")
+    except (ValueError, TypeError, AttributeError):  # signed, but not JSON, or JSON that is not an object
+        return _error(400, "invalid_payload", "body: expected a Stripe event (a JSON object)")
+    try:
+        outcome = await run_in_threadpool(handle_event, engine, event)
+    except BillingInputError as exc:
+        return _error(400, "invalid_payload", f"body: {exc}")
+    receipt = WebhookReceipt(event_id=str(event.to_dict().get("id")), outcome=str(outcome))
+    return JSONResponse(status_code=200, content=receipt.model_dump())
+
+
+def _signature_matches(payload: str, header: str, secret: str) -> bool:
+    """Whether the signature is right, whatever its age (to tell a stale delivery from a forged one)."""
+    try:
+        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+    except stripe.SignatureVerificationError:
+        return False
+    return True

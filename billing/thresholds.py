@@ -1,0 +1,578 @@
+"""Usage and spend thresholds: which levels a subscription has reached in the current period, each crossing
+recorded as exactly one notification.
+
+A threshold comes from the catalog (``[[plans.X.thresholds]]``: ``meter`` + ``allowance`` in the meter's units,
+or ``spend_cap`` in the plan's currency; ``levels`` in percent, default ``[80, 100]``). A customer's own limit
+(``billing customers set-limit``) replaces the catalog's allowance of that meter or the spend cap, in every plan
+the customer is on; a customer limit with no threshold of that key in the plan adds one at the default levels
+(an allowance, only to plans that charge for its meter).
+
+``check_thresholds`` is the whole evaluation:
+
+  load      the subscriptions active today (in each customer's timezone), their customers and limits;
+  aggregate every subscription's part of the current calendar month in ONE batched aggregation;
+  rate      spend = the period's usage charges so far, from the same ``rate_period`` as the invoice (pure);
+  write     one transaction: each evaluation upserted, and each level reached inserted as a notification with
+            ON CONFLICT DO NOTHING on (subscription, period, threshold key, level) — so however many processes,
+            retries and re-runs evaluate the same crossing, one row exists. The period is in the key: a new
+            month starts from zero.
+
+Level ``L`` of limit ``X`` is reached when ``value >= X × L / 100`` (and the value is above zero: no usage
+crosses nothing). One batch that jumps from 50 % to 130 % creates the 80 and the 100 notifications, in level order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from billing.compose import section_window
+from billing.db import repository, session_scope
+from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
+from billing.domain import Subscription
+from billing.errors import BillingInputError, NotFoundError
+from billing.metering import aggregate_windows
+from billing.periods import Period, month_of
+from billing.rating import rate_period
+from pricing_plans.charge_models import MeterUsage
+from pricing_plans.errors import UnknownPlanError
+from pricing_plans.models import Catalog, Plan
+from pricing_plans.money import HUNDRED, ZERO, D
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "CheckReport",
+    "Crossing",
+    "CustomerLimit",
+    "ThresholdSpec",
+    "check_thresholds",
+    "crossed_levels",
+    "level_value",
+    "list_limits",
+    "plan_thresholds",
+    "set_limit",
+    "threshold_key",
+]
+
+DEFAULT_LEVELS: tuple[int, ...] = (80, 100)
+SPEND_KEY = "spend"
+
+_QUANTITY = Decimal("0.000001")
+_MICROSECOND = dt.timedelta(microseconds=1)
+_CHUNK = 5_000
+
+ThresholdKind = Literal["usage", "spend"]
+
+
+# -- pure: thresholds and levels --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdSpec:
+    """One threshold as evaluated for one subscription.
+
+    Attributes:
+      key: ``usage:<meter>`` or ``spend`` (``#2``, ``#3`` … for a plan's further thresholds of the same key).
+      kind: ``usage`` (an allowance of ``meter``, in its units) or ``spend`` (a cap on usage charges, in money).
+      meter: the meter of an allowance; None for spend.
+      limit: the allowance or cap that applies (the customer's own, if set).
+      levels: percentages of ``limit``, increasing.
+      customer_limit: whether ``limit`` is the customer's own rather than the catalog's.
+    """
+
+    key: str
+    kind: ThresholdKind
+    meter: str | None
+    limit: Decimal
+    levels: tuple[int, ...]
+    customer_limit: bool = False
+
+
+def threshold_key(kind: ThresholdKind, meter: str | None) -> str:
+    """``usage:<meter>`` for an allowance, ``spend`` for a spend cap: what a customer limit and a notification name."""
+    return f"usage:{meter}" if kind == "usage" else SPEND_KEY
+
+
+def plan_thresholds(plan: Plan, limits: Mapping[str, Decimal] | None = None) -> list[ThresholdSpec]:
+    """The plan's thresholds with the customer's limits (by threshold key) applied.
+
+    A customer limit replaces the limit of every threshold of its key; one for a key the plan has no threshold of
+    adds a threshold at the default levels (an allowance only if the plan charges for its meter).
+    """
+    limits = limits or {}
+    specs: list[ThresholdSpec] = []
+    seen: dict[str, int] = {}
+    for threshold in plan.thresholds:
+        base = threshold_key(threshold.kind, threshold.meter)
+        seen[base] = seen.get(base, 0) + 1
+        key = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        catalog_limit = threshold.allowance if threshold.kind == "usage" else threshold.spend_cap
+        assert catalog_limit is not None  # the catalog validates one of them
+        own = limits.get(base)
+        specs.append(
+            ThresholdSpec(
+                key=key,
+                kind=threshold.kind,
+                meter=threshold.meter,
+                limit=catalog_limit if own is None else own,
+                levels=tuple(threshold.levels),
+                customer_limit=own is not None,
+            )
+        )
+    for base, own in sorted(limits.items()):
+        if base not in seen:
+            kind: ThresholdKind = "spend" if base == SPEND_KEY else "usage"
+            meter = None if kind == "spend" else base.removeprefix("usage:")
+            if meter is not None and plan.charge_for(meter) is None:
+                continue  # as in the catalog, an allowance is of a meter the plan charges for
+            specs.append(ThresholdSpec(base, kind, meter, own, DEFAULT_LEVELS, customer_limit=True))
+    return specs
+
+
+def level_value(limit: Decimal, level: int) -> Decimal:
+    """The value at which ``level`` percent of ``limit`` is reached: limit × level / 100, exact."""
+    return limit * level / HUNDRED
+
+
+def crossed_levels(value: Decimal, limit: Decimal, levels: Sequence[int]) -> tuple[int, ...]:
+    """The levels reached by ``value``, in increasing order: ``value >= limit × level / 100``.
+
+    Zero (or no) usage reaches nothing, even against a zero limit.
+    """
+    if value <= ZERO:
+        return ()
+    return tuple(level for level in sorted(levels) if value >= level_value(limit, level))
+
+
+# -- customer limits ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerLimit:
+    """A customer's own allowance of a meter or spend cap, replacing the catalog's."""
+
+    customer: str
+    key: str
+    kind: ThresholdKind
+    meter: str | None
+    limit: Decimal
+
+
+def set_limit(
+    engine: Engine,
+    catalog: Catalog,
+    customer: str,
+    *,
+    meter: str | None = None,
+    allowance: Decimal | int | str | None = None,
+    spend_cap: Decimal | int | str | None = None,
+) -> CustomerLimit:
+    """Set a customer's allowance of ``meter`` (units) or spend cap (money); replaces an earlier one of that key.
+
+    Raises BillingInputError for bad input (every problem at once), NotFoundError for an unknown customer.
+    """
+    problems: list[str] = []
+    if (allowance is None) == (spend_cap is None):
+        problems.append("give either an allowance (with --meter) or a spend cap")
+    if allowance is not None and not meter:
+        problems.append("meter: required with an allowance")
+    if spend_cap is not None and meter:
+        problems.append("meter: not allowed with a spend cap (a spend cap is on money, not on a meter)")
+    if meter and meter not in catalog.meters:
+        problems.append(f"meter: unknown meter {meter!r} (known: {', '.join(sorted(catalog.meters)) or 'none'})")
+    number: Decimal | None = None
+    for name, raw in (("allowance", allowance), ("spend cap", spend_cap)):
+        if raw is None:
+            continue
+        try:
+            number = D(raw)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if number < 0:
+            problems.append(f"{name}: must be >= 0 (got {raw})")
+    if problems or number is None:
+        raise BillingInputError("; ".join(problems))
+    kind: ThresholdKind = "usage" if allowance is not None else "spend"
+    key = threshold_key(kind, meter)
+    with session_scope(engine) as session:
+        if repository.get_customer(session, customer) is None:
+            raise NotFoundError(f"unknown customer {customer!r}")
+        values = {
+            "customer_external_id": customer,
+            "threshold_key": key,
+            "kind": kind,
+            "meter": meter if kind == "usage" else None,
+            "limit_value": number,
+            "updated_at": _utcnow(),
+        }
+        statement = _insert(session, CustomerLimitRow).values(**values)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["customer_external_id", "threshold_key"],
+                set_={key: values[key] for key in ("kind", "meter", "limit_value", "updated_at")},
+            )
+        )
+    return CustomerLimit(customer, key, kind, values["meter"], number)
+
+
+def list_limits(engine: Engine, customer: str | None = None) -> list[CustomerLimit]:
+    """Customers' own limits, by customer and key."""
+    statement = select(CustomerLimitRow).order_by(CustomerLimitRow.customer_external_id, CustomerLimitRow.threshold_key)
+    if customer is not None:
+        statement = statement.where(CustomerLimitRow.customer_external_id == customer)
+    with _reading(engine) as session:
+        return [
+            CustomerLimit(row.customer_external_id, row.threshold_key, row.kind, row.meter, row.limit_value)  # type: ignore[arg-type]
+            for row in session.scalars(statement)
+        ]
+
+
+def _limits_of(session: Session, customers: Iterable[str] | None) -> dict[str, dict[str, Decimal]]:
+    found: dict[str, dict[str, Decimal]] = {}
+    row = CustomerLimitRow
+    statement = select(row.customer_external_id, row.threshold_key, row.limit_value)
+    if customers is None:
+        rows = list(session.execute(statement))
+    else:
+        wanted = sorted(set(customers))
+        rows = []
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i : i + _CHUNK]
+            rows += session.execute(statement.where(CustomerLimitRow.customer_external_id.in_(chunk)))
+    for customer, key, limit in rows:
+        found.setdefault(customer, {})[key] = limit
+    return found
+
+
+# -- the check ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A level reached, as recorded in a notification."""
+
+    notification_id: str
+    kind: str
+    customer: str
+    subscription_id: int
+    plan: str
+    period: str
+    threshold_key: str
+    meter: str | None
+    level: int
+    value: Decimal
+    limit: Decimal
+    currency: str | None
+    unit: str | None
+
+
+@dataclass
+class CheckReport:
+    """What ``check_thresholds`` did.
+
+    Attributes:
+      subscriptions: subscriptions evaluated (those with at least one threshold).
+      evaluations: thresholds evaluated.
+      created: the notifications this call created, in order (customer, subscription, threshold, level).
+      skipped: ``(customer, reason)`` for subscriptions that could not be evaluated.
+      events: usage events read.
+    """
+
+    subscriptions: int = 0
+    evaluations: int = 0
+    created: list[Crossing] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    events: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    subscription: Subscription
+    plan: Plan
+    period: Period
+    specs: tuple[ThresholdSpec, ...]
+
+
+def check_thresholds(
+    engine: Engine,
+    catalog: Catalog,
+    *,
+    customers: Iterable[str] | None = None,
+    now: dt.datetime | None = None,
+) -> CheckReport:
+    """Evaluate the thresholds of the subscriptions active now (only those of ``customers``, if given) over the
+    current calendar month in each customer's timezone, and create one notification per level reached.
+
+    ``now`` picks the period (default: the clock). Safe to run from any number of processes at once.
+    """
+    report = CheckReport()
+    instant = _aware(now or _utcnow())
+    wanted = None if customers is None else set(customers)
+    if wanted is not None and not wanted:
+        return report
+    as_of = _utcnow()
+
+    # load: every customer's "today" is within a day of the UTC date
+    utc_day = instant.astimezone(dt.UTC).date()
+    earliest = month_of(utc_day - dt.timedelta(days=1)).start
+    latest = month_of(utc_day + dt.timedelta(days=1)).end
+    with _reading(engine) as session:
+        subscriptions = repository.subscriptions_active_between(session, earliest, latest)
+        if wanted is not None:
+            subscriptions = [s for s in subscriptions if s.customer_external_id in wanted]
+        owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
+        limits = _limits_of(session, None if wanted is None else owners)
+
+    targets: dict[int, _Target] = {}
+    windows: dict[int, tuple[str, dt.datetime, dt.datetime]] = {}
+    for subscription in subscriptions:
+        owner = owners.get(subscription.customer_external_id)
+        if owner is None:
+            continue
+        today = instant.astimezone(ZoneInfo(owner.timezone)).date()
+        if not subscription.active_on(today):
+            continue
+        try:
+            plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+        except UnknownPlanError as error:
+            report.skipped.append((owner.external_id, f"subscription {subscription.id}: {error}"))
+            continue
+        specs = tuple(plan_thresholds(plan, limits.get(owner.external_id)))
+        if not specs:
+            continue
+        period = month_of(today)
+        window = section_window(subscription, period)
+        assert window is not None  # active today, so it covers part of this month
+        targets[subscription.id] = _Target(subscription, plan, period, specs)
+        windows[subscription.id] = (owner.external_id, *window.utc_window(owner.timezone))
+
+    # aggregate: one batch
+    usage = aggregate_windows(engine, catalog, windows)
+    _spread_weighted_sums(usage, windows, targets, catalog, {s: owners[w[0]].timezone for s, w in windows.items()})
+    report.events = sum(u.events for by_meter in usage.values() for u in by_meter.values())
+    report.subscriptions = len(targets)
+
+    # rate and evaluate (pure)
+    evaluations: list[dict[str, Any]] = []
+    crossings: list[tuple[_Target, ThresholdSpec, int, Decimal]] = []
+    for subscription_id in sorted(targets):
+        target = targets[subscription_id]
+        found = usage.get(subscription_id, {})
+        spend: Decimal | None = None
+        for spec in target.specs:
+            if spec.kind == "usage":
+                value = found[spec.meter].quantity if spec.meter in found else ZERO
+            else:
+                if spend is None:
+                    spend = _spend(target, found, catalog)
+                value = spend
+            levels = crossed_levels(value, spec.limit, spec.levels)
+            evaluations.append(
+                {
+                    "subscription_id": subscription_id,
+                    "period": target.period.label,
+                    "threshold_key": spec.key,
+                    "customer_external_id": target.subscription.customer_external_id,
+                    "value": value,
+                    "limit_value": spec.limit,
+                    "highest_level": levels[-1] if levels else None,
+                    "as_of": as_of,
+                    "evaluated_at": as_of,
+                }
+            )
+            crossings.extend((target, spec, level, value) for level in levels)
+    report.evaluations = len(evaluations)
+
+    # write: evaluations and notifications in one transaction
+    if evaluations:
+        with session_scope(engine) as session:
+            _record_evaluations(session, evaluations)
+            report.created = _insert_notifications(session, crossings, catalog)
+    return report
+
+
+def _spend(target: _Target, usage: Mapping[str, MeterUsage], catalog: Catalog) -> Decimal:
+    """The period's usage charges so far, exactly as the invoice will rate them."""
+    rated = rate_period(
+        target.subscription, target.plan, usage, target.period, meters=catalog.meters, rounding=catalog.rounding
+    )
+    return rated.usage_total
+
+
+def _spread_weighted_sums(
+    usage: dict[int, dict[str, MeterUsage]],
+    windows: Mapping[int, tuple[str, dt.datetime, dt.datetime]],
+    targets: Mapping[int, _Target],
+    catalog: Catalog,
+    timezones: Mapping[int, str],
+) -> None:
+    """As the billing run does: a subscription covering part of the month holds its level for that part only, so
+    a weighted sum (GB-month) is ∫ level dt over its window divided by the whole month, not by the window."""
+    weighted = [code for code, meter in catalog.meters.items() if meter.aggregation.value == "weighted_sum"]
+    if not weighted:
+        return
+    for key, (_customer, start, end) in windows.items():
+        period_start, period_end = targets[key].period.utc_window(timezones[key])
+        if (start, end) == (period_start, period_end):
+            continue
+        share = Decimal((end - start) // _MICROSECOND) / Decimal((period_end - period_start) // _MICROSECOND)
+        for code in weighted:
+            found = usage.get(key, {}).get(code)
+            if found is not None:
+                quantity = (found.quantity * share).quantize(_QUANTITY, rounding=ROUND_HALF_EVEN)
+                usage[key][code] = replace(found, quantity=quantity)
+
+
+def _record_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> None:
+    """Upsert each evaluation; a reading older than the one stored (a slower concurrent check) changes nothing."""
+    table = ThresholdEvaluationRow.__table__
+    statement = _insert(session, ThresholdEvaluationRow)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=["subscription_id", "period", "threshold_key"],
+        set_={
+            "customer_external_id": excluded.customer_external_id,
+            "value": excluded.value,
+            "limit_value": excluded.limit_value,
+            "highest_level": excluded.highest_level,
+            "as_of": excluded.as_of,
+            "evaluated_at": excluded.evaluated_at,
+        },
+        where=table.c.as_of <= excluded.as_of,
+    )
+    session.execute(statement, evaluations)
+
+
+def _insert_notifications(
+    session: Session, crossings: list[tuple[_Target, ThresholdSpec, int, Decimal]], catalog: Catalog
+) -> list[Crossing]:
+    """Insert a notification per crossing not yet notified, in (subscription, threshold, level) order; returns the
+    ones this transaction created. The unique key makes a concurrent insert of the same crossing do nothing."""
+    if not crossings:
+        return []
+    existing = _existing_keys(session, {(t.subscription.id, t.period.label) for t, _, _, _ in crossings})
+    created: list[Crossing] = []
+    for target, spec, level, value in crossings:
+        subscription, plan, period = target.subscription, target.plan, target.period
+        if (subscription.id, period.label, spec.key, level) in existing:
+            continue
+        kind = "usage.threshold_crossed" if spec.kind == "usage" else "spend.threshold_crossed"
+        unit = catalog.meters[spec.meter].unit if spec.meter in catalog.meters else None
+        currency = plan.currency if spec.kind == "spend" else None
+        notification_id = str(uuid.uuid4())
+        created_at = _utcnow()
+        payload = {
+            "customer": subscription.customer_external_id,
+            "subscription": subscription.id,
+            "plan": plan.code,
+            "plan_version": plan.version,
+            "period": period.label,
+            "period_start": period.start.isoformat(),
+            "period_end": period.end.isoformat(),
+            "threshold": spec.key,
+            "meter": spec.meter,
+            "meter_name": catalog.meters[spec.meter].name if spec.meter in catalog.meters else None,
+            "level": level,
+            "value": str(value),
+            "limit": str(spec.limit),
+            "level_value": _plain(level_value(spec.limit, level)),
+            "currency": currency,
+            "unit": unit if spec.kind == "usage" else None,
+            "customer_limit": spec.customer_limit,
+            "created_at": created_at.isoformat(),
+        }
+        statement = (
+            _insert(session, NotificationRow)
+            .values(
+                id=notification_id,
+                kind=kind,
+                customer_external_id=subscription.customer_external_id,
+                subscription_id=subscription.id,
+                invoice_id=None,
+                period=period.label,
+                threshold_key=spec.key,
+                level=level,
+                meter=spec.meter,
+                value=value,
+                limit_value=spec.limit,
+                currency=currency,
+                payload=json.dumps(payload, sort_keys=True),
+                status="pending",
+                attempts=0,
+                next_attempt_at=created_at,
+                created_at=created_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(NotificationRow.id)
+        )
+        if session.execute(statement).scalar_one_or_none() is not None:
+            created.append(
+                Crossing(
+                    notification_id=notification_id,
+                    kind=kind,
+                    customer=subscription.customer_external_id,
+                    subscription_id=subscription.id,
+                    plan=plan.code,
+                    period=period.label,
+                    threshold_key=spec.key,
+                    meter=spec.meter,
+                    level=level,
+                    value=value,
+                    limit=spec.limit,
+                    currency=currency,
+                    unit=payload["unit"],
+                )
+            )
+    return created
+
+
+def _existing_keys(session: Session, pairs: set[tuple[int, str]]) -> set[tuple[int, str, str | None, int | None]]:
+    found: set[tuple[int, str, str | None, int | None]] = set()
+    ids = sorted({subscription_id for subscription_id, _ in pairs})
+    periods = sorted({label for _, label in pairs})
+    for i in range(0, len(ids), _CHUNK):
+        n = NotificationRow
+        statement = select(n.subscription_id, n.period, n.threshold_key, n.level).where(
+            n.subscription_id.in_(ids[i : i + _CHUNK]), n.period.in_(periods)
+        )
+        found.update((s, p, k, lv) for s, p, k, lv in session.execute(statement) if s is not None)
+    return found
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+
+
+def _insert(session: Session, model: Any) -> Any:
+    """An INSERT with ON CONFLICT support for the session's database."""
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(model)
+
+
+def _reading(engine: Engine) -> Any:
+    """A read-only transaction (on SQLite it does not take the write lock)."""
+    return session_scope(engine.execution_options(sqlite_begin="DEFERRED"))
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(instant: dt.datetime) -> dt.datetime:
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=dt.UTC)
+
+
+def _plain(number: Decimal) -> str:
+    """A decimal without exponent or trailing zeros after the point: 8000, 400, 0.015."""
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,451 @@
+"""Exact aggregation of usage events into per-(window, meter) quantities.
+
+A billing period is a calendar month in each customer's own timezone, so every customer has its own UTC window
+``[start, end)``. :func:`aggregate_usage` takes all the windows of a run at once and asks the database a few
+questions for all of them together, never one per customer: the windows go into a temporary table and the
+events are read through the aggregation index (meter, customer, occurred_at, value, received_at, unique_value),
+one index range per window and meter.
+
+Who computes what (measured; see ``benchmarks/aggregate.py``):
+
+- the database, exactly and fastest, on the fixed-point integers: ``count``, ``sum``, ``max`` and
+  ``count(DISTINCT unique_value)`` for ``unique_count`` (one grouped query), and, for ``weighted_sum``, the level
+  carried into each window (the sum of every earlier event);
+- numpy, on the events themselves (loaded as int64 arrays and sorted by window, meter, time, id): ``latest``,
+  ``weighted_sum``, the per-event values of meters that ask for them, and the sums of a window whose total
+  would overflow the database's 64-bit ``sum`` (SQLite). Every numpy sum is guarded: it runs in int64 only when
+  a bound proves it cannot overflow, otherwise on Python integers. Nothing is ever summed in floating point.
+
+The kinds:
+
+- ``count``: the number of events; ``sum``: the sum of the values; ``max``: the largest value (0 if none);
+- ``unique_count``: the number of distinct values of the meter's unique property;
+- ``latest``: the value of the newest event in the window (ties: the one stored last); 0 if none;
+- ``weighted_sum``: events are increments (negative: decrements) of a level that carries over from earlier
+  periods: the level at the window's start is the sum of every earlier event; the quantity is the time-weighted
+  average level over the window, ∫ level dt / (end − start) — e.g. GB-month. It is the only quantity that is a
+  ratio; it is rounded half-even to the value scale (6 decimal places).
+
+``received_until`` / ``received_after`` count only the events received up to (inclusive) / after (exclusive) an
+instant: late events are those received after their period's invoice was finalized. ``count``, ``sum`` and
+``weighted_sum`` are linear in the events, so the late part of a quantity is the quantity of the late events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from meters.events import MeterSpec, from_scaled, meters_by_code, to_epoch_us
+
+__all__ = ["MeterAggregate", "Window", "aggregate_usage"]
+
+Window = tuple[dt.datetime, dt.datetime] | tuple[str, dt.datetime, dt.datetime]
+"""``(start, end)`` when the window's key is the customer's external id, else ``(customer, start, end)``."""
+
+_INT64_LIMIT = 2**63
+_SPLIT = 24  # bits of the low half of a duration in the exact weighted-sum product
+
+
+@dataclass(frozen=True, slots=True)
+class MeterAggregate:
+    """One meter's usage in one window.
+
+    Attributes:
+      key: the window's key (the customer's external id when windows map customer → (start, end)).
+      customer: the customer's external id.
+      meter: the meter's code.
+      quantity: the aggregated quantity (see the module docstring), exact.
+      events: the number of events in the window.
+      values: each event's value in time order, for meters with ``keep_event_values``; else None.
+    """
+
+    key: Hashable
+    customer: str
+    meter: str
+    quantity: Decimal
+    events: int
+    values: tuple[Decimal, ...] | None = None
+
+
+def aggregate_usage(
+    engine: Engine,
+    windows: Mapping[Any, Window],
+    meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
+    *,
+    received_until: dt.datetime | None = None,
+    received_after: dt.datetime | None = None,
+) -> dict[tuple[Any, str], MeterAggregate]:
+    """Every meter's quantity in every window: ``{(key, meter code): MeterAggregate}``.
+
+    ``windows`` maps a key to a half-open UTC window: customer → ``(start, end)``, or any key →
+    ``(customer, start, end)`` (several windows per customer: plan changes, late periods). Every (window, meter)
+    pair gets an entry, zero when it had no events.
+    """
+    specs = meters_by_code(meters)
+    keys, customers, starts, ends = _windows(windows)
+    if not keys or not specs:
+        return {}
+    filters = _Filters(received_until, received_after)
+    codes = sorted(specs)
+    by_kind = {kind: [c for c in codes if specs[c].aggregation == kind] for kind in _KINDS}
+    with _snapshot(engine) as connection:
+        _load_windows(connection, customers, starts, ends)
+        totals, overflowed = _totals(connection, codes, bool(by_kind["unique_count"]), filters)
+        summed_in_numpy = set(overflowed) & set(by_kind["sum"])
+        row_meters = sorted(
+            set(by_kind["latest"])
+            | set(by_kind["weighted_sum"])
+            | summed_in_numpy
+            | {c for c in codes if specs[c].keep_event_values}
+        )
+        levels = _levels(connection, by_kind["weighted_sum"], filters) if by_kind["weighted_sum"] else {}
+        events = _EventRows.load(connection, row_meters, filters) if row_meters else _EventRows.empty(row_meters)
+
+    results: dict[tuple[Any, str], MeterAggregate] = {}
+    computed = _compute(events, specs, summed_in_numpy, levels, starts, ends)
+    for index, key in enumerate(keys):
+        customer = customers[index]
+        for code in codes:
+            spec = specs[code]
+            count, total, largest, distinct = totals.get((index, code), (0, 0, 0, 0))
+            kind = spec.aggregation
+            found = computed.get((index, code))
+            if kind == "count":
+                quantity = Decimal(count)
+            elif kind == "sum":
+                quantity = from_scaled(found.total if code in summed_in_numpy and found else total)
+            elif kind == "max":
+                quantity = from_scaled(largest)
+            elif kind == "unique_count":
+                quantity = Decimal(distinct)
+            elif kind == "latest":
+                quantity = from_scaled(found.latest if found else 0)
+            else:  # weighted_sum
+                quantity = found.weighted if found else from_scaled(levels.get((index, code), 0))
+            values = None
+            if spec.keep_event_values:
+                values = found.values if found else ()
+            results[(key, code)] = MeterAggregate(key, customer, code, quantity, count, values)
+    return results
+
+
+_KINDS = ("count", "sum", "max", "unique_count", "latest", "weighted_sum")
+
+
+def _windows(windows: Mapping[Any, Window]) -> tuple[list[Any], list[str], list[int], list[int]]:
+    keys: list[Any] = []
+    customers: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for key, window in windows.items():
+        if len(window) == 2:
+            customer, (start, end) = key, window
+        else:
+            customer, start, end = window
+        start_us, end_us = to_epoch_us(start), to_epoch_us(end)
+        if not isinstance(customer, str) or end_us <= start_us:
+            raise ValueError(f"window {key!r}: expected a customer id and start < end, got {window!r}")
+        keys.append(key)
+        customers.append(customer)
+        starts.append(start_us)
+        ends.append(end_us)
+    return keys, customers, starts, ends
+
+
+@dataclass(frozen=True, slots=True)
+class _Filters:
+    received_until: dt.datetime | None
+    received_after: dt.datetime | None
+
+    def sql(self, dialect: str) -> tuple[str, tuple[int, ...]]:
+        clauses, params = [], []
+        if self.received_until is not None:
+            clauses.append("AND e.received_at <= {}")
+            params.append(to_epoch_us(self.received_until))
+        if self.received_after is not None:
+            clauses.append("AND e.received_at > {}")
+            params.append(to_epoch_us(self.received_after))
+        marker = "%s" if dialect == "postgresql" else "?"
+        return " ".join(clause.format(marker) for clause in clauses), tuple(params)
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction (one snapshot for every query), rolled back at the end, which also drops the
+    temporary windows table. SQLite: a deferred transaction, so ingestion is never blocked."""
+    options: dict[str, Any] = {"sqlite_begin": "DEFERRED"}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    with engine.connect().execution_options(**options) as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            transaction.rollback()
+
+
+def _load_windows(connection: Connection, customers: list[str], starts: list[int], ends: list[int]) -> None:
+    rows = list(zip(range(len(customers)), customers, starts, ends, strict=True))
+    driver: Any = connection.connection.dbapi_connection
+    if connection.dialect.name == "postgresql":
+        with driver.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE usage_windows (idx integer PRIMARY KEY, customer text NOT NULL, "
+                "start_us bigint NOT NULL, end_us bigint NOT NULL) ON COMMIT DROP"
+            )
+            with cursor.copy("COPY usage_windows (idx, customer, start_us, end_us) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute("ANALYZE usage_windows")
+        return
+    cursor = driver.cursor()
+    try:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE usage_windows (idx INTEGER PRIMARY KEY, customer TEXT NOT NULL, "
+            "start_us INTEGER NOT NULL, end_us INTEGER NOT NULL)"
+        )
+        cursor.executemany("INSERT INTO usage_windows VALUES (?, ?, ?, ?)", rows)
+    finally:
+        cursor.close()
+
+
+# The windows drive the join (SQLite: CROSS JOIN keeps them the outer loop): one index range per window & meter.
+_JOIN = (
+    "FROM usage_windows w CROSS JOIN usage_events e "
+    "WHERE e.customer = w.customer AND e.meter IN ({meters}) {window} {filters}"
+)
+_IN_WINDOW = "AND e.occurred_at >= w.start_us AND e.occurred_at < w.end_us"
+_BEFORE_WINDOW = "AND e.occurred_at < w.start_us"
+
+
+def _query(
+    connection: Connection,
+    select: str,
+    meters: Sequence[str],
+    window: str,
+    filters: _Filters,
+    tail: str = "",
+    *,
+    meter_case: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Run ``select`` over the events of ``meters`` in (or before) each window, through the DB-API cursor
+    (plain tuples, no per-row wrapping). ``{meter}`` in ``select`` is the meter's code, or its index in
+    ``meters`` when ``meter_case``."""
+    dialect = connection.dialect.name
+    marker = "%s" if dialect == "postgresql" else "?"
+    filter_sql, filter_params = filters.sql(dialect)
+    where = _JOIN.format(meters=", ".join([marker] * len(meters)), window=window, filters=filter_sql)
+    meter_sql, meter_params = "e.meter", ()
+    if meter_case:
+        meter_sql = "CASE e.meter " + " ".join(f"WHEN {marker} THEN {i}" for i in range(len(meters))) + " END"
+        meter_params = tuple(meters)
+    sql = f"{select.format(meter=meter_sql)} {where} {tail}"
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, (*meter_params, *meters, *filter_params))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _is_overflow(exc: DBAPIError) -> bool:
+    return "overflow" in str(exc.orig).lower()
+
+
+def _totals(
+    connection: Connection, codes: list[str], distinct: bool, filters: _Filters
+) -> tuple[dict[tuple[int, str], tuple[int, int, int, int]], list[str]]:
+    """count, sum, max and distinct unique values per (window, meter), and the meters whose sum overflowed."""
+    distinct_sql = ", count(DISTINCT e.unique_value)" if distinct else ", 0"
+    for with_sum in (True, False):
+        sum_sql = "sum(e.value)" if with_sum else "0"
+        select = f"SELECT w.idx, {{meter}}, count(*), {sum_sql}, max(e.value){distinct_sql}"
+        savepoint = connection.begin_nested()
+        try:
+            rows = _query(connection, select, codes, _IN_WINDOW, filters, "GROUP BY w.idx, e.meter")
+        except DBAPIError as exc:
+            savepoint.rollback()
+            if with_sum and _is_overflow(exc):
+                continue
+            raise
+        savepoint.commit()
+        totals = {
+            (idx, meter): (count, int(total or 0), int(largest or 0), int(unique or 0))
+            for idx, meter, count, total, largest, unique in rows
+        }
+        return totals, ([] if with_sum else list(codes))
+    raise AssertionError("unreachable")
+
+
+def _levels(connection: Connection, codes: list[str], filters: _Filters) -> dict[tuple[int, str], int]:
+    """The level each window of a weighted_sum meter starts from: the sum of every earlier event."""
+    savepoint = connection.begin_nested()
+    try:
+        rows = _query(
+            connection, "SELECT w.idx, {meter}, sum(e.value)", codes, _BEFORE_WINDOW, filters, "GROUP BY w.idx, e.meter"
+        )
+        savepoint.commit()
+        return {(idx, meter): int(total) for idx, meter, total in rows if total}
+    except DBAPIError as exc:
+        savepoint.rollback()
+        if not _is_overflow(exc):
+            raise
+    rows = _query(connection, "SELECT w.idx, {meter}, e.value", codes, _BEFORE_WINDOW, filters)
+    levels: dict[tuple[int, str], int] = {}
+    for idx, meter, value in rows:
+        if value:
+            levels[(idx, meter)] = levels.get((idx, meter), 0) + value
+    return levels
+
+
+@dataclass(frozen=True, slots=True)
+class _EventRows:
+    """The events of the row meters, sorted by (window, meter, time, id), with the bounds of each group."""
+
+    meters: list[str]
+    window: np.ndarray
+    meter: np.ndarray
+    occurred_at: np.ndarray
+    value: np.ndarray
+    starts: np.ndarray
+
+    @classmethod
+    def empty(cls, meters: list[str]) -> _EventRows:
+        nothing = np.zeros(0, dtype=np.int64)
+        return cls(meters, nothing, nothing, nothing, nothing, nothing)
+
+    @classmethod
+    def load(cls, connection: Connection, meters: list[str], filters: _Filters) -> _EventRows:
+        select = "SELECT w.idx, {meter}, e.occurred_at, e.id, coalesce(e.value, 0)"
+        rows = _query(connection, select, meters, _IN_WINDOW, filters, meter_case=True)
+        if not rows:
+            return cls.empty(meters)
+        table = np.array(rows, dtype=np.int64)
+        window, meter, occurred_at, ids, value = table.T
+        order = np.lexsort((ids, occurred_at, meter, window))
+        window, meter, occurred_at, value = window[order], meter[order], occurred_at[order], value[order]
+        boundary = np.empty(len(window), dtype=bool)
+        boundary[0] = True
+        boundary[1:] = (window[1:] != window[:-1]) | (meter[1:] != meter[:-1])
+        return cls(meters, window, meter, occurred_at, value, np.flatnonzero(boundary))
+
+
+@dataclass(slots=True)
+class _Computed:
+    total: int = 0
+    latest: int = 0
+    weighted: Decimal = Decimal(0)
+    values: tuple[Decimal, ...] | None = None
+
+
+def _compute(
+    events: _EventRows,
+    specs: Mapping[str, MeterSpec],
+    summed: set[str],
+    levels: Mapping[tuple[int, str], int],
+    starts: list[int],
+    ends: list[int],
+) -> dict[tuple[int, str], _Computed]:
+    """The numpy kernels, per (window, meter) group of the loaded events."""
+    if len(events.starts) == 0:
+        return {}
+    group_starts = events.starts
+    group_ends = np.append(group_starts[1:], len(events.window))
+    group_window = events.window[group_starts]
+    group_meter = events.meter[group_starts]
+    codes = [events.meters[i] for i in group_meter.tolist()]
+    windows = group_window.tolist()
+    out = {(w, code): _Computed() for w, code in zip(windows, codes, strict=True)}
+
+    kinds = np.array([specs[code].aggregation for code in events.meters])[group_meter]
+
+    latest = kinds == "latest"
+    if latest.any():
+        for w, code, value in zip(
+            group_window[latest].tolist(),
+            [c for c, k in zip(codes, latest.tolist(), strict=True) if k],
+            events.value[group_ends[latest] - 1].tolist(),
+            strict=True,
+        ):
+            out[(w, code)].latest = value
+
+    if summed:
+        for (w, code), total in zip(
+            zip(windows, codes, strict=True), exact_group_sums(events.value, group_starts), strict=True
+        ):
+            if code in summed:
+                out[(w, code)].total = total
+
+    weighted = kinds == "weighted_sum"
+    if weighted.any():
+        end_us = np.asarray(ends, dtype=np.int64)
+        start_us = np.asarray(starts, dtype=np.int64)
+        remaining = end_us[events.window] - events.occurred_at  # how long each increment counts in its window
+        dots = exact_group_dots(events.value, remaining, group_starts)
+        for w, code, dot, is_weighted in zip(windows, codes, dots, weighted.tolist(), strict=True):
+            if is_weighted:
+                length = int(end_us[w] - start_us[w])
+                integral = levels.get((w, code), 0) * length + dot
+                out[(w, code)].weighted = from_scaled(_divide_half_even(integral, length))
+
+    keep = [i for i, code in enumerate(codes) if specs[code].keep_event_values]
+    if keep:
+        values = events.value.tolist()
+        bounds_start, bounds_end = group_starts.tolist(), group_ends.tolist()
+        for i in keep:
+            out[(windows[i], codes[i])].values = tuple(
+                from_scaled(v) for v in values[bounds_start[i] : bounds_end[i]]
+            )
+    return out
+
+
+def exact_group_sums(values: np.ndarray, starts: np.ndarray) -> list[int]:
+    """The exact sum of each group of int64 ``values`` (groups begin at ``starts``), as Python integers.
+
+    int64 when max|value| × largest group < 2^63 proves no partial sum can overflow, else Python integers.
+    """
+    if len(values) == 0:
+        return []
+    sizes = np.diff(np.append(starts, len(values)))
+    bound = int(np.abs(values).max()) * int(sizes.max())
+    if bound < _INT64_LIMIT:
+        return [int(x) for x in np.add.reduceat(values, starts).tolist()]
+    return [int(x) for x in np.add.reduceat(values.astype(object), starts).tolist()]
+
+
+def exact_group_dots(values: np.ndarray, weights: np.ndarray, starts: np.ndarray) -> list[int]:
+    """The exact Σ value × weight of each group (``weights`` ≥ 0), as Python integers.
+
+    The weights (microseconds) are split into a high and a low part of ``_SPLIT`` bits, so the two int64 partial
+    products stay small; the split runs in int64 only when a bound proves that neither partial sum can overflow,
+    otherwise the products are taken on Python integers.
+    """
+    if len(values) == 0:
+        return []
+    sizes = np.diff(np.append(starts, len(values)))
+    high, low = weights >> _SPLIT, weights & ((1 << _SPLIT) - 1)
+    largest_part = max(int(high.max()), (1 << _SPLIT) - 1)
+    if int(np.abs(values).max()) * largest_part * int(sizes.max()) < _INT64_LIMIT:
+        high_sums = np.add.reduceat(values * high, starts).tolist()
+        low_sums = np.add.reduceat(values * low, starts).tolist()
+        return [(int(h) << _SPLIT) + int(lo) for h, lo in zip(high_sums, low_sums, strict=True)]
+    products = values.astype(object) * weights.astype(object)
+    return [int(x) for x in np.add.reduceat(products, starts).tolist()]
+
+
+def _divide_half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) rounded half-even, on integers."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient

@@ -1,0 +1,54 @@
+"""Every exception the meters package raises::
+
+    MeteringError
+    ├── EventError            one event cannot be accepted (ingestion turns it into a Rejection)
+    └── IngestError           a batch or file could not be ingested as a whole
+        ├── MalformedFileError    the file cannot be read at all (a bad CSV header): nothing was stored
+        └── IngestInterrupted     ingestion stopped part-way (database or I/O failure): ``report`` says
+                                  exactly what was stored before it stopped
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meters.ingest import IngestReport
+
+__all__ = ["EventError", "IngestError", "IngestInterrupted", "MalformedFileError", "MeteringError"]
+
+
+class MeteringError(Exception):
+    """The root of the meters package's exceptions."""
+
+
+class EventError(MeteringError, ValueError):
+    """Raised when an event cannot be accepted; the message is the reason given back (and written to rejects)."""
+
+
+class IngestError(MeteringError):
+    """Raised when a batch or a file cannot be ingested as a whole."""
+
+
+class MalformedFileError(IngestError):
+    """Raised before anything is stored when a file cannot be read as events (e.g. a CSV header is wrong)."""
+
+
+class IngestInterrupted(IngestError):
+    """Raised when ingestion stops part-way (the database or the input failed).
+
+    Attributes:
+      report: what was stored (accepted, duplicates, rejected) before it stopped; chunks commit as a whole, so
+        every event of ``report`` is settled and nothing else from the input is.
+      line: the first line (or batch index) whose fate is unknown; ingesting the input again is safe.
+      cause: the underlying exception.
+    """
+
+    def __init__(self, report: IngestReport, line: int, cause: BaseException):
+        self.report = report
+        self.line = line
+        self.cause = cause
+        super().__init__(
+            f"ingestion stopped at line {line} ({type(cause).__name__}: {cause}); before it stopped: "
+            f"{report.summary()} — ingesting the same input again is safe"
+        )

@@ -1,0 +1,421 @@
+"""Usage events: what the meters need to know, and how one event is read and validated.
+
+An event is ``{"id", "customer", "meter", "timestamp", "value", "properties"}``:
+
+- ``id``: the idempotency key, a non-empty string (at most 255 characters), unique across the installation;
+- ``customer``: a known customer's external id; ``meter``: a known meter's code;
+- ``timestamp``: ISO-8601 with a UTC offset (``2024-03-01T12:00:00Z``, ``...+01:00``), not more than a day
+  ahead of the time of ingestion;
+- ``value``: a decimal number (JSON number or string) with at most 6 fractional digits and a magnitude below
+  10^12; optional (and ignored by the aggregation) for ``count`` and ``unique_count`` meters, required
+  otherwise; negative only for ``weighted_sum`` meters, where it is a decrement;
+- ``properties``: optional, a flat map of strings; a ``unique_count`` meter needs its ``unique_property`` there.
+
+A valid event becomes a :class:`UsageEvent`, the row that is stored. A bad one raises :class:`EventError`,
+whose message is the reason given back to the caller (every problem of the event, joined by ``"; "``).
+
+Two events with the same id have the same *content* when their customer, meter, instant (whatever the offset it
+was written with), value (``1.50`` is ``1.5``) and properties (in any key order) are equal; the content hash
+tells the two cases of a repeated id apart: a duplicate (same content) or a conflict (different content).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Context, Decimal, Inexact, InvalidOperation
+from typing import Any, Literal, NamedTuple, get_args
+
+from meters.errors import EventError
+
+__all__ = [
+    "AGGREGATIONS",
+    "EVENT_FIELDS",
+    "MAX_FUTURE",
+    "VALUE_DIGITS",
+    "VALUE_SCALE",
+    "Aggregation",
+    "EventValidator",
+    "MeterSpec",
+    "UsageEvent",
+    "from_epoch_us",
+    "from_scaled",
+    "meters_by_code",
+    "parse_event",
+    "parse_json_line",
+    "to_epoch_us",
+]
+
+Aggregation = Literal["count", "sum", "max", "unique_count", "latest", "weighted_sum"]
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+
+VALUE_DIGITS = 6
+"""Fractional digits a value may carry; values are stored as integers × ``VALUE_SCALE``."""
+VALUE_SCALE = 10**VALUE_DIGITS
+MAX_VALUE_DIGITS = 12
+"""A value's magnitude is below 10^12, so a scaled value stays below 10^18 (int64 holds 9.2 × 10^18)."""
+MAX_FUTURE = dt.timedelta(days=1)
+"""How far ahead of the time of ingestion a timestamp may be."""
+MAX_TEXT = 255
+_VALUE_OPTIONAL = ("count", "unique_count")
+EVENT_FIELDS = ("id", "customer", "meter", "timestamp", "value", "properties")
+_FIELDS = frozenset(EVENT_FIELDS)
+_MAX_INT_VALUE = 10**MAX_VALUE_DIGITS
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+_EXACT = Context(prec=60, traps=[Inexact, InvalidOperation])
+
+
+def to_epoch_us(instant: dt.datetime) -> int:
+    """Microseconds since 1970-01-01T00:00:00Z of an aware datetime (the unit of ``occurred_at``)."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"naive datetime {instant.isoformat()}: give a timezone-aware instant")
+    return (instant - EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(microseconds: int) -> dt.datetime:
+    """The UTC datetime of microseconds since the epoch."""
+    return EPOCH + dt.timedelta(microseconds=microseconds)
+
+
+def from_scaled(scaled: int) -> Decimal:
+    """The Decimal of a fixed-point integer (× ``VALUE_SCALE``), without trailing zeros: 1500000 → 1.5."""
+    if scaled % VALUE_SCALE == 0:
+        return Decimal(scaled // VALUE_SCALE)
+    return Decimal(scaled).scaleb(-VALUE_DIGITS).normalize()
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSpec:
+    """What the meters package must know about one meter (the catalog's meters, handed in by the orchestrator).
+
+    Attributes:
+      code: the meter's code; events name it.
+      aggregation: how a period's events become one quantity (one of ``AGGREGATIONS``).
+      unique_property: for ``unique_count``, the event property whose distinct values are counted.
+      keep_event_values: also hand back each event's value in time order (the ``percentage`` charge model
+        prices every transaction on its own).
+    """
+
+    code: str
+    aggregation: Aggregation
+    unique_property: str | None = None
+    keep_event_values: bool = False
+
+    def __post_init__(self) -> None:
+        aggregation = str(getattr(self.aggregation, "value", self.aggregation))
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"meter {self.code!r}: unknown aggregation {aggregation!r} ({', '.join(AGGREGATIONS)})")
+        object.__setattr__(self, "aggregation", aggregation)
+        if (aggregation == "unique_count") != bool(self.unique_property):
+            raise ValueError(f"meter {self.code!r}: unique_property is required by, and only by, unique_count")
+
+
+def meters_by_code(meters: Iterable[MeterSpec] | Mapping[str, MeterSpec]) -> dict[str, MeterSpec]:
+    """Meters given as specs or as a mapping code → spec, as a mapping code → spec."""
+    specs = meters.values() if isinstance(meters, Mapping) else meters
+    return {spec.code: spec for spec in specs}
+
+
+class UsageEvent(NamedTuple):
+    """One valid usage event, in the order of the stored columns (see ``meters.tables``).
+
+    Attributes:
+      event_id: the idempotency key.
+      customer: the customer's external id.
+      meter: the meter's code.
+      occurred_at: when it happened, microseconds since the epoch (UTC).
+      value: the value × ``VALUE_SCALE``, or None when the event has none.
+      unique_value: the value of the meter's unique property (``unique_count`` meters), else None.
+      properties: the property map as canonical JSON (sorted keys), None when empty.
+      content_hash: a signed 64-bit digest of the content; tells a duplicate from a conflict.
+    """
+
+    event_id: str
+    customer: str
+    meter: str
+    occurred_at: int
+    value: int | None
+    unique_value: str | None
+    properties: str | None
+    content_hash: int
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        return from_epoch_us(self.occurred_at)
+
+    @property
+    def decimal_value(self) -> Decimal | None:
+        return None if self.value is None else from_scaled(self.value)
+
+
+def content_hash(customer: str, meter: str, occurred_at: int, value: int | None, properties: str | None) -> int:
+    """The signed 64-bit BLAKE2b digest of an event's content."""
+    text = f"{customer}\x1f{meter}\x1f{occurred_at}\x1f{value}\x1f{properties or ''}"
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]  # JSON string literal, as json.dumps writes it
+
+
+def parse_json_line(text: str) -> dict[str, Any]:
+    """One JSON Lines line as a mapping (numbers with a fraction as Decimal, never float)."""
+    if text[:1].isspace():
+        text = text.lstrip()
+    try:
+        record, end = _JSON.raw_decode(text)
+        if end != len(text) and not text[end:].isspace():
+            rest = text[end:]
+            raise json.JSONDecodeError("Extra data", text, end + len(rest) - len(rest.lstrip()))
+    except json.JSONDecodeError as exc:
+        raise EventError(f"not JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise EventError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        raise EventError(f"not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise EventError(f"not a JSON object (got {_kind(record)})")
+    return record
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float | Decimal):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _valid_text(text: str) -> bool:
+    """Storable text: no NUL character (PostgreSQL refuses it) and no lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class EventValidator:
+    """Validates events against the known meters and customers, with one clock for the whole batch.
+
+    Made once per batch or file; :meth:`validate` is called once per event and is the hot path of ingestion.
+    """
+
+    __slots__ = ("customers", "max_occurred_at", "meters")
+
+    def __init__(
+        self,
+        meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
+        known_customers: Collection[str],
+        now: dt.datetime,
+    ):
+        self.meters = meters_by_code(meters)
+        self.customers = known_customers if isinstance(known_customers, set | frozenset) else set(known_customers)
+        self.max_occurred_at = to_epoch_us(now + MAX_FUTURE)
+
+    def validate(self, record: Mapping[str, Any]) -> UsageEvent:
+        """The stored form of ``record``, or :class:`EventError` with every problem found."""
+        problems: list[str] = []
+        if not _FIELDS.issuperset(record):
+            problems += [
+                f"unknown field {key!r} (fields: {', '.join(EVENT_FIELDS)})" for key in record if key not in _FIELDS
+            ]
+        event_id = record.get("id")
+        if type(event_id) is not str or not 0 < len(event_id) <= MAX_TEXT or not _valid_text(event_id):
+            problems.append(_text_problem("id", event_id))
+            event_id = None
+        # A known customer or meter is valid text: only an unknown one needs a closer look.
+        customer = record.get("customer")
+        if type(customer) is not str or customer not in self.customers:
+            problems.append(_text_problem("customer", customer) or f"unknown customer {customer!r}")
+            customer = None
+        meter_code = record.get("meter")
+        meter = self.meters.get(meter_code) if type(meter_code) is str else None
+        if meter is None:
+            known = ", ".join(sorted(self.meters)) or "none"
+            problems.append(_text_problem("meter", meter_code) or f"unknown meter {meter_code!r} (known: {known})")
+
+        occurred_at = self._timestamp(record.get("timestamp"), problems)
+        value = record.get("value")
+        if type(value) is int and 0 <= value < _MAX_INT_VALUE:
+            value *= VALUE_SCALE
+        else:
+            value = self._value(value, meter, problems)
+        properties = record.get("properties")
+        if (properties is None or properties == {}) and (meter is None or not meter.unique_property):
+            properties = unique_value = None
+        else:
+            properties, unique_value = self._properties(properties, meter, problems)
+
+        if problems:
+            raise EventError("; ".join(problems))
+        return UsageEvent(
+            event_id,  # type: ignore[arg-type]
+            customer,  # type: ignore[arg-type]
+            meter_code,  # type: ignore[arg-type]
+            occurred_at,  # type: ignore[arg-type]
+            value,
+            unique_value,
+            properties,
+            content_hash(customer, meter_code, occurred_at, value, properties),  # type: ignore[arg-type]
+        )
+
+    def _timestamp(self, value: Any, problems: list[str]) -> int | None:
+        if value is None or value == "":
+            problems.append("missing field 'timestamp'")
+            return None
+        if not isinstance(value, str):
+            problems.append(f"'timestamp' must be an ISO-8601 string (got {_kind(value)})")
+            return None
+        try:
+            instant = dt.datetime.fromisoformat(value)
+        except ValueError:
+            problems.append(f"timestamp {value!r} is not an ISO-8601 date and time")
+            return None
+        if instant.tzinfo is None:
+            problems.append(f"timestamp {value!r} has no UTC offset (end it with Z or +hh:mm)")
+            return None
+        try:
+            occurred_at = (instant - EPOCH) // _MICROSECOND
+        except OverflowError:  # an offset that pushes year 1 or 9999 out of range
+            problems.append(f"timestamp {value!r} is out of range")
+            return None
+        if occurred_at > self.max_occurred_at:
+            problems.append(f"timestamp {value!r} is more than 1 day in the future")
+            return None
+        return occurred_at
+
+    @staticmethod
+    def _value(value: Any, meter: MeterSpec | None, problems: list[str]) -> int | None:
+        if value is None or value == "":
+            if meter is not None and meter.aggregation not in _VALUE_OPTIONAL:
+                problems.append(f"missing field 'value' (meter {meter.code!r} aggregates by {meter.aggregation})")
+            return None
+        scaled = _scaled(value, problems)
+        if scaled is None:
+            return None
+        if scaled < 0 and meter is not None and meter.aggregation != "weighted_sum":
+            problems.append(
+                f"negative value {value}: meter {meter.code!r} aggregates by {meter.aggregation} "
+                "(only weighted_sum meters take negative values, as decrements)"
+            )
+            return None
+        return scaled
+
+    @staticmethod
+    def _properties(value: Any, meter: MeterSpec | None, problems: list[str]) -> tuple[str | None, str | None]:
+        unique_property = meter.unique_property if meter is not None else None
+        if value is None or value == {}:
+            if unique_property:
+                problems.append(_missing_property(meter))
+            return None, None
+        if not isinstance(value, dict):
+            problems.append(f"'properties' must be an object of strings (got {_kind(value)})")
+            return None, None
+        bad = [key for key, item in value.items() if not isinstance(item, str)]
+        if bad:
+            problems.extend(f"property {key!r} must be a string (got {_kind(value[key])})" for key in bad)
+            return None, None
+        text = "{" + ",".join([f"{_quote(key)}:{_quote(item)}" for key, item in sorted(value.items())]) + "}"
+        if not _valid_text(text):
+            problems.append("'properties' hold an invalid unicode escape")
+            return None, None
+        unique_value = None
+        if unique_property:
+            unique_value = value.get(unique_property)
+            if not unique_value:
+                problems.append(_missing_property(meter))
+                return None, None
+            if len(unique_value) > MAX_TEXT or "\x00" in unique_value:
+                problems.append(f"property {unique_property!r} is longer than {MAX_TEXT} characters or holds a NUL")
+                return None, None
+        return text, unique_value
+
+
+def _text_problem(key: str, value: Any) -> str:
+    """What is wrong with a text field, or "" when it is a valid string."""
+    if value is None or value == "":
+        return f"missing field {key!r}"
+    if not isinstance(value, str):
+        return f"{key!r} must be a string (got {_kind(value)})"
+    if len(value) > MAX_TEXT:
+        return f"{key!r} is longer than {MAX_TEXT} characters"
+    if not _valid_text(value):
+        return f"{key!r} holds a NUL character or an invalid unicode escape"
+    return ""
+
+
+def _missing_property(meter: MeterSpec | None) -> str:
+    assert meter is not None
+    return f"missing property {meter.unique_property!r} (meter {meter.code!r} counts its unique values)"
+
+
+def _scaled(value: Any, problems: list[str]) -> int | None:
+    """A value as a fixed-point integer × ``VALUE_SCALE``, exactly, or None and a problem."""
+    if isinstance(value, bool):
+        problems.append(f"value must be a number (got {_kind(value)})")
+        return None
+    if isinstance(value, int):
+        if abs(value) >= 10**MAX_VALUE_DIGITS:
+            problems.append(f"value {value} is out of range (|value| < 10^{MAX_VALUE_DIGITS})")
+            return None
+        return value * VALUE_SCALE
+    if isinstance(value, str):
+        text = value
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            problems.append(f"value {value!r} is not a number")
+            return None
+    elif isinstance(value, Decimal):
+        text, number = str(value), value
+    else:  # a float never comes out of the JSON reader; lists, objects
+        problems.append(f"value must be a number (got {_kind(value)})")
+        return None
+    if not number.is_finite():
+        problems.append(f"value {text} is not a finite number")
+        return None
+    if number and number.adjusted() >= MAX_VALUE_DIGITS:
+        problems.append(f"value {text} is out of range (|value| < 10^{MAX_VALUE_DIGITS})")
+        return None
+    try:
+        scaled = _EXACT.scaleb(number, VALUE_DIGITS)
+        integral = scaled.to_integral_value(context=_EXACT)
+    except (Inexact, InvalidOperation):
+        integral = None
+    if integral is None or integral != scaled:
+        problems.append(f"value {text} has more than {VALUE_DIGITS} decimal places")
+        return None
+    return int(integral)
+
+
+def parse_event(
+    record: Mapping[str, Any],
+    meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
+    known_customers: Collection[str],
+    *,
+    now: dt.datetime | None = None,
+) -> UsageEvent:
+    """Validate one event (a mapping, e.g. a parsed JSON object); raise :class:`EventError` with the reason.
+
+    For many events make one :class:`EventValidator` and call its ``validate``.
+    """
+    return EventValidator(meters, known_customers, now or dt.datetime.now(dt.UTC)).validate(record)

@@ -1,0 +1,997 @@
+"""Stripe: invoices pushed by the real SDK to a local stand-in for api.stripe.com, and payment webhooks signed the
+way Stripe signs them, on SQLite and PostgreSQL.
+
+The stand-in (``FakeStripe``) is an HTTP server on 127.0.0.1 that answers the endpoints the sync calls with
+Stripe-shaped objects, records each request's form body and Idempotency-Key, replays the saved answer when a key
+comes again with the same parameters (and refuses it with other parameters), as Stripe does, and can refuse a
+chosen request with a 500 or carry it out and then drop the connection, to simulate a crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import stripe
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+from typer.testing import CliRunner
+
+from billing import customers
+from billing.api_deps import dispose_engines, get_engine
+from billing.cli import app as cli_app
+from billing.config import Settings, get_settings
+from billing.db import session_scope
+from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoiceSyncRow, StripeWebhookEventRow
+from billing.domain import CancelReason, SubscriptionStatus
+from billing.errors import BillingInputError
+from billing.stripe_sync import SyncStep, stripe_items, sync_invoices
+from billing.stripe_webhooks import handle_event, router
+from invoices import store
+from invoices.model import DraftInvoice, Invoice, InvoiceLine, InvoiceStatus, Party
+from pricing_plans.loader import loads_catalog
+from pricing_plans.models import Catalog
+
+API_KEY = "sk_test_local"
+WEBHOOK_SECRET = "whsec_local_test_secret"
+SETTINGS = store.FinalizeSettings(seller=Party(name="Northwind Cloud Ltd."))
+ISSUED = dt.date(2026, 4, 2)
+FIRST = "INV-2026-000001"
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.growth]
+name = "Growth"
+currency = "USD"
+subscription = { fee = 49 }
+
+[plans.support]
+name = "Support"
+currency = "USD"
+subscription = { fee = 10 }
+
+[plans.legacy]
+name = "Legacy"
+currency = "USD"
+subscription = { fee = 5 }
+
+[plans.storage]
+name = "Storage"
+currency = "USD"
+subscription = { fee = 3 }
+"""
+
+
+# -- the local Stripe ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the server received it: form fields flattened as the SDK sends them
+    (``metadata[billing_customer_id]``)."""
+
+    method: str
+    path: str
+    form: dict[str, str]
+    idempotency_key: str | None
+
+
+@dataclass
+class _Saved:
+    path: str
+    form: list[tuple[str, str]]
+    status: int
+    body: bytes
+
+
+@dataclass
+class FakeStripe:
+    """A local api.stripe.com for the endpoints the sync calls."""
+
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    replayed: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    _saved: dict[str, _Saved] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def start(self) -> FakeStripe:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def fail(self, idempotency_key: str, mode: str) -> None:
+        """Make the next request with this key fail: ``refuse`` (500, nothing done) or ``drop`` (done, saved
+        under the key, then the connection is closed without an answer)."""
+        assert mode in ("refuse", "drop")
+        self.failures[idempotency_key] = mode
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of one kind (``customer``, ``invoice``, ``invoiceitem``), in creation order."""
+        return [obj for obj in self.objects.values() if obj["object"] == kind]
+
+    def posts(self) -> list[tuple[str, str | None]]:
+        return [(r.path, r.idempotency_key) for r in self.requests if r.method == "POST"]
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length).decode("utf-8")
+        url = urlsplit(handler.path)
+        pairs = parse_qsl(body if method == "POST" else url.query, keep_blank_values=True)
+        key = handler.headers.get("Idempotency-Key") if method == "POST" else None
+        extra: dict[str, str] = {}
+        with self._lock:
+            self.requests.append(Recorded(method, url.path, dict(pairs), key))
+            mode = self.failures.pop(key, None) if key else None
+            if handler.headers.get("Authorization") != f"Bearer {API_KEY}":
+                status, payload = 401, _error("invalid_request_error", "Invalid API Key provided")
+            elif mode == "refuse":
+                status, payload = 500, _error("api_error", "Something went wrong on Stripe's end.")
+            elif key is not None and key in self._saved:
+                saved = self._saved[key]
+                if (saved.path, saved.form) != (url.path, pairs):
+                    status, payload = 400, _error(
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters they were first "
+                        "used with.",
+                    )
+                else:
+                    self.replayed.append(key)
+                    self._respond(handler, saved.status, saved.body, {"Idempotent-Replayed": "true"})
+                    return
+            else:
+                status, payload = self._route(method, url.path, dict(pairs))
+            data = json.dumps(payload).encode("utf-8")
+            if key is not None and status == 200:
+                self._saved[key] = _Saved(url.path, pairs, status, data)
+            if key is not None:
+                extra["Original-Request"] = key
+        if mode == "drop":
+            handler.close_connection = True  # carried out, answer lost
+            return
+        self._respond(handler, status, data, extra)
+
+    @staticmethod
+    def _respond(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str]) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Request-Id", f"req_{time.monotonic_ns()}")
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):04d}"
+
+    def _route(self, method: str, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        parts = path.strip("/").split("/")
+        if method == "POST" and path == "/v1/customers":
+            return self._create_customer(form)
+        if method == "POST" and path == "/v1/invoices":
+            return self._create_invoice(form)
+        if method == "POST" and path == "/v1/invoiceitems":
+            return self._create_item(form)
+        if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "invoices"] and parts[3] == "finalize":
+            return self._finalize(parts[2], form)
+        if method == "GET" and len(parts) == 3 and parts[1] in ("customers", "invoices"):
+            obj = self.objects.get(parts[2])
+            if obj is None:
+                return 404, _error("invalid_request_error", f"No such {parts[1][:-1]}: '{parts[2]}'", "resource_missing")
+            return 200, obj
+        return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
+
+    def _create_customer(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        customer = {
+            "id": self._new_id("cus"),
+            "object": "customer",
+            "created": int(time.time()),
+            "livemode": False,
+            "name": form.get("name"),
+            "email": form.get("email"),
+            "description": None,
+            "balance": 0,
+            "currency": None,
+            "delinquent": False,
+            "invoice_settings": {"default_payment_method": None, "footer": None, "custom_fields": None},
+            "metadata": _nested(form, "metadata"),
+        }
+        self.objects[customer["id"]] = customer
+        return 200, customer
+
+    def _create_invoice(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if form.get("customer") not in self.objects:
+            return 400, _error("invalid_request_error", f"No such customer: '{form.get('customer')}'", "resource_missing")
+        invoice_id = self._new_id("in")
+        invoice = {
+            "id": invoice_id,
+            "object": "invoice",
+            "created": int(time.time()),
+            "livemode": False,
+            "customer": form["customer"],
+            "currency": form.get("currency", "usd"),
+            "collection_method": form.get("collection_method", "charge_automatically"),
+            "auto_advance": form.get("auto_advance") == "true",
+            "description": form.get("description"),
+            "status": "draft",
+            "number": None,
+            "amount_due": 0,
+            "amount_paid": 0,
+            "amount_remaining": 0,
+            "subtotal": 0,
+            "total": 0,
+            "attempt_count": 0,
+            "attempted": False,
+            "next_payment_attempt": None,
+            "metadata": _nested(form, "metadata"),
+            "lines": {"object": "list", "data": [], "has_more": False, "total_count": 0,
+                      "url": f"/v1/invoices/{invoice_id}/lines"},
+            "status_transitions": {"finalized_at": None, "paid_at": None, "voided_at": None,
+                                   "marked_uncollectible_at": None},
+        }
+        self.objects[invoice_id] = invoice
+        return 200, invoice
+
+    def _create_item(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        invoice = self.objects.get(form.get("invoice", ""))
+        if form.get("customer") not in self.objects or invoice is None:
+            return 400, _error("invalid_request_error", "No such customer or invoice", "resource_missing")
+        if invoice["status"] != "draft":
+            return 400, _error("invalid_request_error", "You can only add invoice items to draft invoices.")
+        if invoice["customer"] != form["customer"] or invoice["currency"] != form.get("currency"):
+            return 400, _error("invalid_request_error", "The invoice item's customer and currency must match.")
+        now = int(time.time())
+        item = {
+            "id": self._new_id("ii"),
+            "object": "invoiceitem",
+            "amount": int(form["amount"]),
+            "currency": form["currency"],
+            "customer": form["customer"],
+            "invoice": invoice["id"],
+            "description": form.get("description"),
+            "date": now,
+            "discountable": True,
+            "livemode": False,
+            "proration": False,
+            "quantity": 1,
+            "period": {"start": now, "end": now},
+            "metadata": _nested(form, "metadata"),
+        }
+        self.objects[item["id"]] = item
+        invoice["lines"]["data"].append({"id": f"il_{item['id']}", "object": "line_item", "amount": item["amount"],
+                                         "currency": item["currency"], "description": item["description"]})
+        invoice["lines"]["total_count"] += 1
+        for name in ("amount_due", "amount_remaining", "subtotal", "total"):
+            invoice[name] += item["amount"]
+        return 200, item
+
+    def _finalize(self, invoice_id: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        invoice = self.objects.get(invoice_id)
+        if invoice is None:
+            return 404, _error("invalid_request_error", f"No such invoice: '{invoice_id}'", "resource_missing")
+        if invoice["status"] != "draft":
+            return 400, _error(
+                "invalid_request_error", "This invoice is already finalized, you can't re-finalize a non-draft invoice."
+            )
+        now = int(time.time())
+        invoice["number"] = f"FAKE-{next(self._ids):04d}"
+        invoice["auto_advance"] = form.get("auto_advance", "true") == "true"
+        invoice["status_transitions"]["finalized_at"] = now
+        if invoice["amount_due"] == 0:  # Stripe asks nothing of a zero invoice: it is paid at once
+            invoice["status"] = "paid"
+            invoice["status_transitions"]["paid_at"] = now
+        else:
+            invoice["status"] = "open"
+            invoice["next_payment_attempt"] = now + 3600 if invoice["auto_advance"] else None
+        return 200, invoice
+
+
+def _error(kind: str, message: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, "code": code}}
+
+
+def _nested(form: dict[str, str], name: str) -> dict[str, str]:
+    prefix = f"{name}["
+    return {key[len(prefix) : -1]: value for key, value in form.items() if key.startswith(prefix)}
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    fake = FakeStripe().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def client(fake_stripe: FakeStripe) -> stripe.StripeClient:
+    """The real SDK pointed at the local server, without its own retries (so a refusal reaches the sync)."""
+    return stripe.StripeClient(API_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+
+
+def test_the_local_stripe_treats_idempotency_keys_as_stripe_does(fake_stripe, client):
+    first = client.v1.customers.create(params={"name": "A"}, options={"idempotency_key": "k1"})
+    again = client.v1.customers.create(params={"name": "A"}, options={"idempotency_key": "k1"})
+    assert again.id == first.id and fake_stripe.replayed == ["k1"] and len(fake_stripe.of("customer")) == 1
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.customers.create(params={"name": "B"}, options={"idempotency_key": "k1"})
+    with pytest.raises(stripe.AuthenticationError):
+        stripe.StripeClient("sk_test_wrong", base_addresses={"api": fake_stripe.url}).v1.customers.create()
+
+
+# -- our side: customers, subscriptions, invoices ---------------------------------------------------------
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    loaded, problems = loads_catalog(CATALOG, "test.toml")
+    assert problems == [] and loaded is not None
+    return loaded
+
+
+def add_customer(engine: Engine, external_id: str = "acme", currency: str = "USD", timezone: str = "UTC") -> None:
+    customers.create_customer(
+        engine, external_id, f"{external_id.title()} Inc.", f"ap@{external_id}.example", currency, timezone=timezone
+    )
+
+
+def issue(
+    engine: Engine,
+    customer: str = "acme",
+    currency: str = "USD",
+    lines: tuple[tuple[str, str], ...] = (("Growth plan, April", "49.00"), ("API calls: 12,500 × 0.001", "12.50")),
+    *,
+    period: dt.date = dt.date(2026, 3, 1),
+    tax_rate: str = "0",
+    discount: str = "0",
+) -> Invoice:
+    """An issued invoice, written and finalized through the invoice store."""
+    draft = DraftInvoice(
+        billing_key=f"period:{customer}:{period:%Y-%m}",
+        customer=Party(name=f"{customer.title()} Inc.", email=f"ap@{customer}.example", external_id=customer),
+        currency=currency,
+        locale="en_US",
+        period_start=period,
+        period_end=(period + dt.timedelta(days=32)).replace(day=1),
+        lines=tuple(InvoiceLine(kind="usage", description=text, amount=Decimal(amount)) for text, amount in lines),
+        tax_rate=Decimal(tax_rate),
+        discount=Decimal(discount),
+    )
+    with session_scope(engine) as session:
+        outcome = store.upsert_draft(session, draft)
+        return store.finalize(session, outcome.invoice_id, SETTINGS, ISSUED)
+
+
+def sync_row(engine: Engine, number: str = FIRST) -> StripeInvoiceSyncRow:
+    with session_scope(engine) as session:
+        return session.execute(
+            select(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.invoice_number == number)
+        ).scalar_one()
+
+
+def status_of(engine: Engine, number: str = FIRST) -> InvoiceStatus:
+    with session_scope(engine) as session:
+        return store.get_invoice(session, number).status
+
+
+# -- sync ------------------------------------------------------------------------------------------------
+
+
+def test_sync_pushes_the_customer_the_invoice_one_item_per_line_and_finalizes(engine, fake_stripe, client):
+    add_customer(engine)
+    invoice = issue(engine)
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and [r.invoice_number for r in report.synced] == [FIRST]
+    customer, stripe_invoice = fake_stripe.of("customer")[0], fake_stripe.of("invoice")[0]
+    assert fake_stripe.posts() == [
+        ("/v1/customers", f"{FIRST}:customer"),
+        ("/v1/invoices", f"{FIRST}:invoice"),
+        ("/v1/invoiceitems", f"{FIRST}:item:1"),
+        ("/v1/invoiceitems", f"{FIRST}:item:2"),
+        (f"/v1/invoices/{stripe_invoice['id']}/finalize", f"{FIRST}:finalize"),
+    ]
+    customer_form, invoice_form, *item_forms, finalize_form = (r.form for r in fake_stripe.requests)
+    assert customer_form == {"name": "Acme Inc.", "email": "ap@acme.example", "metadata[billing_customer_id]": "acme"}
+    assert invoice_form["customer"] == customer["id"]
+    assert invoice_form["currency"] == "usd"
+    assert invoice_form["collection_method"] == "charge_automatically"
+    assert invoice_form["auto_advance"] == "false"
+    assert invoice_form["pending_invoice_items_behavior"] == "exclude"
+    assert invoice_form["metadata[billing_invoice_number]"] == FIRST
+    assert invoice_form["metadata[billing_invoice_id]"] == str(invoice.id)
+    assert [(f["amount"], f["currency"], f["invoice"], f["description"]) for f in item_forms] == [
+        ("4900", "usd", stripe_invoice["id"], "Growth plan, April"),
+        ("1250", "usd", stripe_invoice["id"], "API calls: 12,500 × 0.001"),
+    ]
+    assert [f["metadata[billing_invoice_line]"] for f in item_forms] == ["1", "2"]
+    assert finalize_form == {"auto_advance": "true"}  # from now on Stripe collects
+    assert stripe_invoice["status"] == "open" and stripe_invoice["amount_due"] == 6150
+
+    row = sync_row(engine)
+    assert row.step == "finalized" and row.synced_at is not None and row.last_error is None
+    assert (row.stripe_customer_id, row.stripe_invoice_id) == (customer["id"], stripe_invoice["id"])
+    assert json.loads(row.stripe_item_ids) == [item["id"] for item in fake_stripe.of("invoiceitem")]
+    with session_scope(engine) as session:
+        assert session.get(StripeCustomerRow, "acme").stripe_customer_id == customer["id"]
+    assert status_of(engine) is InvoiceStatus.FINALIZED  # paid only when Stripe says so
+
+    requests_before = len(fake_stripe.requests)
+    assert sync_invoices(engine, client).results == ()
+    assert len(fake_stripe.requests) == requests_before
+
+
+def test_amounts_are_integer_minor_units_of_the_invoice_currency(engine, fake_stripe, client):
+    add_customer(engine, "tanaka", "JPY")
+    issue(engine, "tanaka", "JPY", (("Storage, 1,500 GB", "1500"), ("Support", "300")))
+    assert sync_invoices(engine, client).ok
+    items = fake_stripe.of("invoiceitem")
+    assert [(r.form["amount"], r.form["currency"]) for r in fake_stripe.requests if r.path == "/v1/invoiceitems"] == [
+        ("1500", "jpy"),
+        ("300", "jpy"),
+    ]
+    assert [item["amount"] for item in items] == [1500, 300]
+    assert fake_stripe.of("invoice")[0]["currency"] == "jpy"
+
+
+def test_discount_and_tax_become_items_so_stripe_asks_for_our_total(engine, fake_stripe, client):
+    add_customer(engine)
+    invoice = issue(engine, lines=(("Growth plan", "100.00"),), discount="10.00", tax_rate="19")
+    assert (str(invoice.tax), str(invoice.total)) == ("17.10", "107.10")
+    assert [(i.key, i.amount) for i in stripe_items(invoice)] == [("item:1", 10000), ("discount", -1000), ("tax", 1710)]
+
+    assert sync_invoices(engine, client).ok
+
+    keys = [key for path, key in fake_stripe.posts() if path == "/v1/invoiceitems"]
+    assert keys == [f"{FIRST}:item:1", f"{FIRST}:discount", f"{FIRST}:tax"]
+    assert [item["description"] for item in fake_stripe.of("invoiceitem")] == ["Growth plan", "Discount", "Tax (19 %)"]
+    assert fake_stripe.of("invoice")[0]["amount_due"] == 10710
+
+
+def test_one_stripe_customer_per_customer_across_invoices(engine, fake_stripe, client):
+    add_customer(engine, "acme")
+    add_customer(engine, "globex")
+    issue(engine, "acme", period=dt.date(2026, 2, 1))
+    issue(engine, "globex", period=dt.date(2026, 2, 1))
+    issue(engine, "acme", period=dt.date(2026, 3, 1))
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and len(report.synced) == 3
+    customer_keys = [key for path, key in fake_stripe.posts() if path == "/v1/customers"]
+    assert customer_keys == ["INV-2026-000001:customer", "INV-2026-000002:customer"]
+    by_customer = {c["metadata"]["billing_customer_id"]: c["id"] for c in fake_stripe.of("customer")}
+    assert [r.stripe_customer_id for r in report.results] == [by_customer["acme"], by_customer["globex"],
+                                                               by_customer["acme"]]
+    assert [i["customer"] for i in fake_stripe.of("invoice")] == [r.stripe_customer_id for r in report.results]
+
+
+def test_a_refused_request_stops_the_push_and_the_next_run_resumes_where_it_stopped(engine, fake_stripe, client):
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(f"{FIRST}:item:2", "refuse")
+
+    first = sync_invoices(engine, client)
+
+    assert not first.ok
+    failed = first.failed[0]
+    assert (failed.step, failed.items) == (SyncStep.INVOICE, 1)
+    assert failed.error is not None and failed.error.startswith("APIError")
+    row = sync_row(engine)
+    assert (row.step, row.attempts, len(json.loads(row.stripe_item_ids))) == ("invoice", 1, 1)
+    assert row.last_error == failed.error
+    already_sent = len(fake_stripe.requests)
+
+    second = sync_invoices(engine, client)
+
+    assert second.ok
+    assert [key for _, key in fake_stripe.posts()[already_sent:]] == [f"{FIRST}:item:2", f"{FIRST}:finalize"]
+    assert (len(fake_stripe.of("customer")), len(fake_stripe.of("invoice")), len(fake_stripe.of("invoiceitem"))) == (
+        1,
+        1,
+        2,
+    )
+    row = sync_row(engine)
+    assert (row.step, row.attempts, row.last_error) == ("finalized", 2, None)
+
+
+@pytest.mark.parametrize("step", ["customer", "invoice", "item:1", "item:2", "finalize"])
+def test_a_request_carried_out_whose_answer_was_lost_is_not_carried_out_twice(engine, fake_stripe, client, step):
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(f"{FIRST}:{step}", "drop")
+
+    first = sync_invoices(engine, client)
+
+    assert not first.ok and first.failed[0].error.startswith("APIConnectionError")
+    already_sent = len(fake_stripe.requests)
+
+    second = sync_invoices(engine, client)
+
+    assert second.ok
+    # The retry starts again with the lost request, under the same key, and Stripe answers it from the key.
+    assert fake_stripe.posts()[already_sent][1] == f"{FIRST}:{step}"
+    assert fake_stripe.replayed == [f"{FIRST}:{step}"]
+    customers_, invoices_, items = (fake_stripe.of(k) for k in ("customer", "invoice", "invoiceitem"))
+    assert (len(customers_), len(invoices_), len(items)) == (1, 1, 2)
+    assert invoices_[0]["status"] == "open" and invoices_[0]["amount_due"] == 6150
+    row = sync_row(engine)
+    assert (row.stripe_customer_id, row.stripe_invoice_id) == (customers_[0]["id"], invoices_[0]["id"])
+    assert json.loads(row.stripe_item_ids) == [item["id"] for item in items]
+    # Every key was used for one object only.
+    posted = [key for _, key in fake_stripe.posts()]
+    assert sorted(set(posted)) == sorted(
+        f"{FIRST}:{s}" for s in ("customer", "invoice", "item:1", "item:2", "finalize")
+    )
+
+
+def test_only_finalized_invoices_are_pushed(engine, fake_stripe, client):
+    add_customer(engine)
+    pushed = issue(engine, period=dt.date(2026, 1, 1))
+    paid = issue(engine, period=dt.date(2026, 2, 1))
+    void = issue(engine, period=dt.date(2026, 3, 1))
+    with session_scope(engine) as session:
+        store.set_status(session, paid.id, InvoiceStatus.PAID)
+        store.set_status(session, void.id, InvoiceStatus.VOID)
+        store.upsert_draft(
+            session,
+            DraftInvoice(
+                billing_key="period:acme:2026-04",
+                customer=Party(name="Acme Inc.", external_id="acme"),
+                currency="USD",
+                locale="en_US",
+                period_start=dt.date(2026, 4, 1),
+                period_end=dt.date(2026, 5, 1),
+                lines=(InvoiceLine(kind="usage", description="draft", amount=Decimal("1.00")),),
+            ),
+        )
+        store.create_credit_note(session, pushed.number or "", Decimal("5.00"), "goodwill", SETTINGS, ISSUED)
+
+    report = sync_invoices(engine, client)
+
+    assert [r.invoice_number for r in report.results] == [pushed.number]
+    assert len(fake_stripe.of("invoice")) == 1
+
+
+def test_a_zero_invoice_is_pushed_and_stripe_asks_for_no_payment(engine, fake_stripe, client):
+    add_customer(engine)
+    issue(engine, lines=(("Free plan", "0.00"),))
+    assert sync_invoices(engine, client).ok
+    assert [r.form["amount"] for r in fake_stripe.requests if r.path == "/v1/invoiceitems"] == ["0"]
+    stripe_invoice = fake_stripe.of("invoice")[0]
+    assert stripe_invoice["status"] == "paid" and stripe_invoice["amount_due"] == 0
+
+
+def test_limit_pushes_the_oldest_first_and_the_rest_next_time(engine, fake_stripe, client):
+    add_customer(engine)
+    for month in (1, 2, 3):
+        issue(engine, period=dt.date(2026, month, 1))
+    assert [r.invoice_number for r in sync_invoices(engine, client, limit=2).results] == [
+        "INV-2026-000001",
+        "INV-2026-000002",
+    ]
+    assert [r.invoice_number for r in sync_invoices(engine, client).results] == ["INV-2026-000003"]
+    with pytest.raises(BillingInputError, match="limit"):
+        sync_invoices(engine, client, limit=0)
+
+
+def test_the_client_comes_from_stripe_api_key_and_the_configured_api_base(engine, fake_stripe, monkeypatch):
+    add_customer(engine)
+    issue(engine)
+    settings = Settings(stripe_api_base=fake_stripe.url)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    with pytest.raises(BillingInputError, match="STRIPE_API_KEY"):
+        sync_invoices(engine, settings)
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    assert sync_invoices(engine, settings).ok
+    assert len(fake_stripe.of("invoice")) == 1
+
+
+def test_billing_stripe_sync_prints_what_was_pushed(cli_env, engine, fake_stripe, monkeypatch):
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    monkeypatch.setenv("BILLING_STRIPE_API_BASE", fake_stripe.url)
+    get_settings.cache_clear()
+    add_customer(engine)
+    issue(engine)
+    runner = CliRunner()
+
+    result = runner.invoke(cli_app, ["stripe", "sync"])
+
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "Stripe invoice" in result.stdout and "finalized" in result.stdout
+    assert "pushed 1, failed 0" in result.stdout
+    assert sync_row(engine).stripe_invoice_id == fake_stripe.of("invoice")[0]["id"]
+    again = runner.invoke(cli_app, ["stripe", "sync"])
+    assert again.exit_code == 0 and "nothing to push" in again.stdout
+
+
+def test_billing_stripe_sync_exits_1_when_a_push_fails(cli_env, engine, fake_stripe, monkeypatch):
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_wrong")
+    monkeypatch.setenv("BILLING_STRIPE_API_BASE", fake_stripe.url)
+    get_settings.cache_clear()
+    add_customer(engine)
+    issue(engine)
+    result = CliRunner().invoke(cli_app, ["stripe", "sync"])
+    assert result.exit_code == 1
+    assert "pushed 0, failed 1" in result.stdout
+    assert "AuthenticationError" in "".join(result.stdout.split())  # the table may fold a long cell
+    assert sync_row(engine).step == "pending"
+
+
+# -- webhooks --------------------------------------------------------------------------------------------
+
+
+def signed(payload: str, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Stripe sends: ``Stripe-Signature: t=…,v1=HMAC_SHA256(secret, "t.payload")``."""
+    t = int(time.time()) if timestamp is None else timestamp
+    signature = hmac.new(secret.encode(), f"{t}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={t},v1={signature}", "Content-Type": "application/json"}
+
+
+def invoice_event(
+    event_id: str,
+    event_type: str,
+    *,
+    stripe_invoice: str = "in_unknown",
+    number: str | None = FIRST,
+    created: dt.datetime = dt.datetime(2026, 4, 20, 12, 0, tzinfo=dt.UTC),
+    next_payment_attempt: dt.datetime | None = None,
+    attempt_count: int = 1,
+) -> str:
+    """A Stripe event about an invoice, as Stripe delivers it."""
+    status = {"invoice.paid": "paid", "invoice.marked_uncollectible": "uncollectible"}.get(event_type, "open")
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "api_version": "2026-10-28.endive",
+            "created": int(created.timestamp()),
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": event_type,
+            "data": {
+                "object": {
+                    "id": stripe_invoice,
+                    "object": "invoice",
+                    "customer": "cus_0001",
+                    "currency": "usd",
+                    "amount_due": 6150,
+                    "status": status,
+                    "collection_method": "charge_automatically",
+                    "attempt_count": attempt_count,
+                    "attempted": True,
+                    "next_payment_attempt": None
+                    if next_payment_attempt is None
+                    else int(next_payment_attempt.timestamp()),
+                    "metadata": {} if number is None else {"billing_invoice_number": number},
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture
+def webhooks(engine, monkeypatch) -> Iterator[TestClient]:
+    """The webhook router in an app of its own, on the test database."""
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    app = FastAPI()
+    app.include_router(router)
+    app.dependency_overrides[get_engine] = lambda: engine
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def post(webhooks: TestClient, payload: str, headers: dict[str, str] | None = None) -> Any:
+    return webhooks.post("/v1/stripe/webhooks", content=payload.encode(), headers=signed(payload) if headers is None else headers)
+
+
+def recorded_events(engine: Engine) -> list[tuple[str, str]]:
+    with session_scope(engine) as session:
+        rows = session.execute(select(StripeWebhookEventRow).order_by(StripeWebhookEventRow.received_at)).scalars()
+        return [(row.event_id, row.outcome) for row in rows]
+
+
+def dunning(engine: Engine, invoice: Invoice) -> DunningRow | None:
+    with session_scope(engine) as session:
+        return session.get(DunningRow, invoice.id)
+
+
+def test_invoice_paid_marks_our_invoice_paid(engine, webhooks):
+    add_customer(engine)
+    issue(engine)
+    response = post(webhooks, invoice_event("evt_paid", "invoice.paid"))
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "event_id": "evt_paid", "outcome": "paid"}
+    assert status_of(engine) is InvoiceStatus.PAID
+    assert recorded_events(engine) == [("evt_paid", "paid")]
+
+
+def test_the_invoice_is_found_by_the_stripe_id_stored_when_it_was_pushed(engine, webhooks, fake_stripe, client):
+    add_customer(engine)
+    issue(engine)
+    assert sync_invoices(engine, client).ok
+    stripe_id = fake_stripe.of("invoice")[0]["id"]
+    payload = invoice_event("evt_paid", "invoice.paid", stripe_invoice=stripe_id, number=None)
+    assert post(webhooks, payload).json()["outcome"] == "paid"
+    assert status_of(engine) is InvoiceStatus.PAID
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        (lambda p: signed(p, secret="whsec_someone_else"), "invalid_signature"),
+        (lambda p: signed(p.replace("invoice.paid", "invoice.paid ")), "invalid_signature"),
+        (lambda p: {"Stripe-Signature": "t=123,v1=abc"}, "invalid_signature"),
+        (lambda p: {"Stripe-Signature": "garbage"}, "invalid_signature"),
+        (lambda p: {}, "missing_signature"),
+        (lambda p: signed(p, timestamp=int(time.time()) - 600), "stale_timestamp"),
+    ],
+    ids=["wrong-secret", "tampered-body", "bad-hmac", "unparsable", "missing", "stale"],
+)
+def test_an_unverified_delivery_is_refused_with_400_and_changes_nothing(engine, webhooks, headers, code):
+    add_customer(engine)
+    issue(engine)
+    payload = invoice_event("evt_forged", "invoice.paid")
+
+    response = post(webhooks, payload, headers(payload))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
+    assert status_of(engine) is InvoiceStatus.FINALIZED
+    assert recorded_events(engine) == []
+
+
+def test_a_signed_body_that_is_not_an_event_is_refused(engine, webhooks):
+    for payload in ("not json", "[1, 2]", json.dumps({"object": "event"})):
+        response = post(webhooks, payload)
+        assert response.status_code == 400, payload
+        assert response.json()["error"]["code"] == "invalid_payload"
+    not_utf8 = webhooks.post("/v1/stripe/webhooks", content=b"\xff\xfe", headers={"Stripe-Signature": "t=1,v1=0"})
+    assert (not_utf8.status_code, not_utf8.json()["error"]["code"]) == (400, "invalid_payload")
+    assert recorded_events(engine) == []
+
+
+def test_the_endpoint_is_described_in_the_openapi_document(webhooks):
+    operation = webhooks.get("/openapi.json").json()["paths"]["/v1/stripe/webhooks"]["post"]
+    assert {"200", "400"} <= set(operation["responses"])
+    assert any(p["name"] == "stripe-signature" and p["in"] == "header" for p in operation["parameters"])
+
+
+def test_without_a_webhook_secret_the_server_answers_500(engine, webhooks, monkeypatch):
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
+    payload = invoice_event("evt_1", "invoice.paid")
+    response = post(webhooks, payload)
+    assert response.status_code == 500 and response.json()["error"]["code"] == "webhook_secret_missing"
+
+
+def test_a_replayed_event_is_acknowledged_and_ignored(engine, webhooks):
+    add_customer(engine)
+    invoice = issue(engine)
+    payload = invoice_event("evt_fail", "invoice.payment_failed", next_payment_attempt=dt.datetime(2026, 4, 23, tzinfo=dt.UTC))
+    assert post(webhooks, payload).json()["outcome"] == "payment_failed"
+
+    for _ in range(2):  # Stripe delivers again, with a fresh signature
+        response = post(webhooks, payload)
+        assert response.status_code == 200 and response.json()["outcome"] == "duplicate"
+
+    assert dunning(engine, invoice).failed_attempts == 1
+    assert recorded_events(engine) == [("evt_fail", "payment_failed")]
+
+
+def test_payment_failures_then_the_final_one_churn_the_customer_involuntarily(engine, webhooks, catalog, caplog):
+    add_customer(engine, "acme", timezone="America/New_York")
+    add_customer(engine, "globex")
+    growth = customers.subscribe(engine, catalog, "acme", "growth", dt.date(2026, 1, 1))
+    support = customers.subscribe(engine, catalog, "acme", "support", dt.date(2026, 3, 15))
+    legacy = customers.subscribe(engine, catalog, "acme", "legacy", dt.date(2025, 6, 1))
+    customers.cancel_subscription(engine, legacy.id, dt.date(2026, 2, 1), reason="voluntary")
+    later = customers.subscribe(engine, catalog, "acme", "storage", dt.date(2026, 6, 1))
+    other = customers.subscribe(engine, catalog, "globex", "growth", dt.date(2026, 1, 1))
+    invoice = issue(engine)
+    retry = dt.datetime(2026, 4, 25, tzinfo=dt.UTC)
+
+    first = post(webhooks, invoice_event("evt_1", "invoice.payment_failed", next_payment_attempt=retry))
+    second = post(webhooks, invoice_event("evt_2", "invoice.payment_failed", next_payment_attempt=retry))
+
+    assert [first.json()["outcome"], second.json()["outcome"]] == ["payment_failed", "payment_failed"]
+    record = dunning(engine, invoice)
+    assert (record.failed_attempts, record.final) == (2, False)
+    assert status_of(engine) is InvoiceStatus.FINALIZED
+    assert all(s.status is SubscriptionStatus.ACTIVE for s in customers.list_subscriptions(engine, "acme")
+               if s.id != legacy.id)
+    assert "attempt 2" in caplog.text  # the customer's notification (logged for now)
+
+    # 03:30 UTC on 10 May is still 9 May in New York: the customer's day is the failure date.
+    final_at = dt.datetime(2026, 5, 10, 3, 30, tzinfo=dt.UTC)
+    final = post(webhooks, invoice_event("evt_3", "invoice.payment_failed", created=final_at, attempt_count=3))
+
+    assert final.json()["outcome"] == "uncollectible"
+    assert status_of(engine) is InvoiceStatus.UNCOLLECTIBLE
+    record = dunning(engine, invoice)
+    assert (record.failed_attempts, record.final, record.next_attempt_at) == (3, True, None)
+    assert record.final_at is not None and record.final_at.replace(tzinfo=dt.UTC) == final_at
+    for subscription in (growth, support):
+        cancelled = customers.get_subscription(engine, subscription.id)
+        assert cancelled.status is SubscriptionStatus.CANCELLED
+        assert (cancelled.end_date, cancelled.cancel_reason) == (dt.date(2026, 5, 9), CancelReason.INVOLUNTARY)
+    untouched = customers.get_subscription(engine, legacy.id)
+    assert (untouched.end_date, untouched.cancel_reason) == (dt.date(2026, 2, 1), CancelReason.VOLUNTARY)
+    assert customers.get_subscription(engine, later.id).status is SubscriptionStatus.ACTIVE  # not yet started
+    assert customers.get_subscription(engine, other.id).status is SubscriptionStatus.ACTIVE  # another customer
+
+    assert post(webhooks, invoice_event("evt_3", "invoice.payment_failed", created=final_at)).json()["outcome"] == (
+        "duplicate"
+    )
+    assert dunning(engine, invoice).failed_attempts == 3
+
+
+def test_reaching_dunning_max_attempts_is_final_even_if_stripe_would_retry(engine, webhooks, catalog, monkeypatch):
+    monkeypatch.setenv("BILLING_DUNNING_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    try:
+        add_customer(engine)
+        growth = customers.subscribe(engine, catalog, "acme", "growth", dt.date(2026, 1, 1))
+        issue(engine)
+        retry = dt.datetime(2026, 4, 30, tzinfo=dt.UTC)
+        outcomes = [
+            post(webhooks, invoice_event(f"evt_{n}", "invoice.payment_failed", next_payment_attempt=retry)).json()[
+                "outcome"
+            ]
+            for n in (1, 2)
+        ]
+    finally:
+        get_settings.cache_clear()
+    assert outcomes == ["payment_failed", "uncollectible"]
+    assert status_of(engine) is InvoiceStatus.UNCOLLECTIBLE
+    cancelled = customers.get_subscription(engine, growth.id)
+    assert (cancelled.end_date, cancelled.cancel_reason) == (dt.date(2026, 4, 20), CancelReason.INVOLUNTARY)
+
+
+def test_marked_uncollectible_churns_and_a_late_payment_still_marks_the_invoice_paid(engine, webhooks, catalog):
+    add_customer(engine)
+    growth = customers.subscribe(engine, catalog, "acme", "growth", dt.date(2026, 1, 1))
+    invoice = issue(engine)
+    when = dt.datetime(2026, 5, 2, 9, 0, tzinfo=dt.UTC)
+
+    response = post(webhooks, invoice_event("evt_u", "invoice.marked_uncollectible", created=when))
+
+    assert response.json()["outcome"] == "uncollectible"
+    assert status_of(engine) is InvoiceStatus.UNCOLLECTIBLE
+    assert dunning(engine, invoice).final is True
+    cancelled = customers.get_subscription(engine, growth.id)
+    assert (cancelled.end_date, cancelled.cancel_reason) == (dt.date(2026, 5, 2), CancelReason.INVOLUNTARY)
+
+    assert post(webhooks, invoice_event("evt_p", "invoice.paid")).json()["outcome"] == "paid"
+    assert status_of(engine) is InvoiceStatus.PAID
+    assert customers.get_subscription(engine, growth.id).status is SubscriptionStatus.CANCELLED
+
+
+def test_a_failure_delivered_after_the_payment_changes_nothing(engine, webhooks, catalog):
+    add_customer(engine)
+    growth = customers.subscribe(engine, catalog, "acme", "growth", dt.date(2026, 1, 1))
+    invoice = issue(engine)
+    assert post(webhooks, invoice_event("evt_paid", "invoice.paid")).json()["outcome"] == "paid"
+    late = post(webhooks, invoice_event("evt_failed", "invoice.payment_failed"))
+    assert late.status_code == 200 and late.json()["outcome"] == "ignored"
+    assert status_of(engine) is InvoiceStatus.PAID
+    assert dunning(engine, invoice) is None
+    assert customers.get_subscription(engine, growth.id).status is SubscriptionStatus.ACTIVE
+
+
+def test_events_about_other_invoices_or_of_other_types_are_acknowledged_and_ignored(engine, webhooks):
+    add_customer(engine)
+    issue(engine)
+    not_ours = invoice_event("evt_a", "invoice.paid", number="INV-1999-000001")
+    no_metadata = invoice_event("evt_b", "invoice.paid", number=None)
+    other_type = invoice_event("evt_c", "invoice.finalized")
+    for payload in (not_ours, no_metadata, other_type):
+        response = post(webhooks, payload)
+        assert response.status_code == 200 and response.json()["outcome"] == "ignored"
+    assert status_of(engine) is InvoiceStatus.FINALIZED
+    assert sorted(recorded_events(engine)) == [("evt_a", "ignored"), ("evt_b", "ignored"), ("evt_c", "ignored")]
+
+
+def test_handle_event_takes_a_verified_event_and_processes_it_once(engine):
+    add_customer(engine)
+    issue(engine)
+    payload = invoice_event("evt_direct", "invoice.paid")
+    event = stripe.Webhook.construct_event(payload, signed(payload)["Stripe-Signature"], WEBHOOK_SECRET)
+    assert handle_event(engine, event) == "paid"
+    assert handle_event(engine, json.loads(payload)) == "duplicate"
+    with pytest.raises(BillingInputError, match="event"):
+        handle_event(engine, {"type": "invoice.paid"})
+    with session_scope(engine) as session:
+        assert session.execute(select(func.count()).select_from(StripeWebhookEventRow)).scalar_one() == 1
+
+
+def test_the_router_reads_the_configured_database_through_get_engine(cli_env, engine, monkeypatch):
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    add_customer(engine)
+    issue(engine)
+    app = FastAPI()
+    app.include_router(router)
+    try:
+        assert get_engine() is get_engine()
+        assert get_engine().url.render_as_string(hide_password=False) == engine.url.render_as_string(
+            hide_password=False
+        )
+        with TestClient(app) as test_client:
+            response = post(test_client, invoice_event("evt_cfg", "invoice.paid"))
+        assert response.status_code == 200 and response.json()["outcome"] == "paid"
+    finally:
+        dispose_engines()
+    assert status_of(engine) is InvoiceStatus.PAID
+
+
+def test_concurrent_deliveries_are_processed_once_and_failures_counted_exactly(engine):
+    add_customer(engine)
+    invoice = issue(engine)
+    retry = dt.datetime(2026, 4, 30, tzinfo=dt.UTC)
+    same = json.loads(invoice_event("evt_same", "invoice.payment_failed", next_payment_attempt=retry))
+    distinct = [
+        json.loads(invoice_event(f"evt_{n}", "invoice.payment_failed", next_payment_attempt=retry)) for n in range(2)
+    ]
+    events = [same] * 4 + distinct
+    barrier = threading.Barrier(len(events))
+    outcomes: list[str] = []
+
+    def deliver(event: dict[str, Any]) -> None:
+        barrier.wait()
+        outcomes.append(handle_event(engine, event, max_attempts=10))
+
+    threads = [threading.Thread(target=deliver, args=(event,)) for event in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(outcomes) == ["duplicate"] * 3 + ["payment_failed"] * 3
+    assert dunning(engine, invoice).failed_attempts == 3
+    assert len(recorded_events(engine)) == 3
