@@ -28,18 +28,20 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from billing import customers as service
+from billing.config import get_settings
 from billing.db import make_engine, session_scope, upgrade
-from billing.metering import meter_specs
+from billing.ingestion import ingest_path
+from billing.notifications import deliver_pending, list_notifications, run_receiver
 from billing.periods import Period, month
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
 from invoices.model import Party
-from meters import ingest_file
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO, format_amount
 
 OUT = Path("out")
+RECEIVER_SECRET = "whsec_demo_receiver"
 SEED = 2026
 MONTHS = (month(2026, 8), month(2026, 9), month(2026, 10))
 CUSTOMERS = 200
@@ -97,6 +99,10 @@ def main() -> None:
     console.rule("[bold]Billing engine demo: August – October 2026")
     console.print(f"catalog.toml: {len(catalog.meters)} meters, {len(catalog.plans)} plans; database {url}")
 
+    server, received = run_receiver("127.0.0.1", 0, RECEIVER_SECRET)
+    os.environ["BILLING_NOTIFICATION_WEBHOOK_URL"] = f"http://127.0.0.1:{server.server_address[1]}/hooks/billing"
+    os.environ["BILLING_NOTIFICATION_WEBHOOK_SECRET"] = RECEIVER_SECRET
+    get_settings.cache_clear()
     rng = random.Random(SEED)
     accounts = _create_accounts(engine, catalog, rng)
     summaries: list[tuple[Period, RunReport, list[str]]] = []
@@ -105,11 +111,15 @@ def main() -> None:
         console.rule(f"[bold]{period.label}")
         path = OUT / "usage" / f"{period.label}.jsonl"
         count = _write_usage(path, accounts, period, rng)
-        _ingest(engine, catalog, path, count)
+        # the month's usage arrives by its last evening (UTC); alerts are checked as it comes in
+        arrival = dt.datetime.combine(period.end - dt.timedelta(days=1), dt.time(20), dt.UTC)
+        _ingest(engine, catalog, path, count, arrival)
         if late_file is not None:
-            _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()))
-        report = run_billing(engine, catalog, period, now=dt.datetime.combine(period.end, dt.time(2), dt.UTC))
+            _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()), arrival)
+        report = run_billing(engine, catalog, period, now=dt.datetime.combine(period.end, dt.time(12), dt.UTC))
         numbers = finalize_period(engine, period, _finalize_settings(), period.end + dt.timedelta(days=2))
+        delivered = deliver_pending(engine, get_settings())
+        console.print(f"notifications: {delivered.sent} delivered to the local receiver, {delivered.dead} dead")
         summaries.append((period, report, numbers))
         console.print(
             f"billing run: {report.created} invoices ({report.customers} customers, {report.events:,} events, "
@@ -120,13 +130,13 @@ def main() -> None:
             late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
     _render(engine)
     _summary(engine, summaries)
+    _notifications(engine, received)
+    server.shutdown()
     _metrics(engine, catalog)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
 
 
 def _finalize_settings() -> store.FinalizeSettings:
-    from billing.config import get_settings
-
     settings = get_settings()
     seller = settings.seller
     return store.FinalizeSettings(
@@ -259,17 +269,12 @@ def _write_late_usage(path: Path, accounts: list[Account], period: Period, rng: 
     return path
 
 
-def _ingest(engine: Engine, catalog: Catalog, path: Path, count: int) -> None:
-    with session_scope(engine) as session:
-        from sqlalchemy import select
-
-        from billing.db.tables import CustomerRow
-
-        known = set(session.execute(select(CustomerRow.external_id)).scalars())
+def _ingest(engine: Engine, catalog: Catalog, path: Path, count: int, now: dt.datetime) -> None:
+    """Ingest a file as it would have arrived at ``now`` (thresholds are checked right after, for that month)."""
     with Progress(TextColumn(f"ingest {path.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("bytes"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("ingest", total=path.stat().st_size)
-        report = ingest_file(engine, path, meter_specs(catalog), known,
+        report = ingest_path(engine, catalog, path, now=now,
                              progress=lambda done: progress.update(task, completed=done))
     console.print(f"{path.name}: {report.summary()} ({count:,} events generated)")
 
@@ -322,6 +327,26 @@ def _summary(engine: Engine, summaries: list[tuple[Period, RunReport, list[str]]
         table.add_row(period.label, str(len(numbers)), *(format_amount(totals[c], c) for c in currencies),
                       str(report.late_lines))
     console.print(table)
+
+
+def _notifications(engine: Engine, received: list) -> None:
+    """The alerts the quarter's usage triggered, and what reached the local receiver."""
+    notifications = list_notifications(engine)
+    alerts = [n for n in notifications if n.kind != "invoice.finalized"]
+    table = Table(title=f"Usage and spend alerts ({len(alerts)}), delivered to the demo's webhook receiver")
+    for column in ("Period", "Customer", "Alert on", "Level", "Value", "Limit", "Status"):
+        table.add_column(column, justify="right" if column in ("Level", "Value", "Limit") else "left", no_wrap=True)
+    for n in alerts:
+        subject = n.meter if n.kind.startswith("usage.") else f"spend ({n.currency})"
+        table.add_row(n.period, n.customer, subject, f"{n.level} %", str(n.value), str(n.limit), n.status)
+    console.print(table)
+    kinds = Counter(n.kind for n in notifications)
+    statuses = Counter(n.status for n in notifications)
+    verified = sum(1 for r in received if r.verified)
+    console.print(
+        f"notifications: {dict(kinds)}; {dict(statuses)}; the receiver got {len(received)} signed requests "
+        f"({verified} with a valid signature)"
+    )
 
 
 def _metrics(engine: Engine, catalog: Catalog) -> None:

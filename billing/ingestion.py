@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 from billing.db import session_scope
 from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
+from billing.thresholds import check_thresholds
 from meters import IngestReport, ingest, ingest_file
 from pricing_plans.models import Catalog
 
@@ -66,9 +67,5 @@ def ingest_path(
 def _after_ingestion(engine: Engine, catalog: Catalog, customers: set[str] | None, now: dt.datetime | None) -> None:
     """Alerts follow usage: check the thresholds of the customers a batch touched (None: everyone)."""
     if customers is not None and not customers:
-        return
-    try:
-        from billing.thresholds import check_thresholds
-    except ImportError:  # thresholds arrive with the notifications
         return
     check_thresholds(engine, catalog, customers=customers, now=now)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from billing.db import session_scope
 from billing.errors import BillingInputError, NotFoundError
+from billing.notifications import queue_invoice_finalized
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
 from invoices.model import Invoice, InvoiceStatus
@@ -34,7 +35,9 @@ def finalize_invoice(engine: Engine, key: str | int, settings: store.FinalizeSet
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, key)
-            return store.finalize(session, invoice.id, settings, today)
+            issued = store.finalize(session, invoice.id, settings, today)
+            queue_invoice_finalized(session, issued)
+            return issued
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
         except InvoiceStateError as error:

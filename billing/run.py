@@ -29,6 +29,7 @@ from billing.compose import (
 from billing.db import repository, session_scope
 from billing.domain import Subscription
 from billing.metering import aggregate_windows, late_event_periods
+from billing.notifications import queue_invoice_finalized
 from billing.periods import Period, month_of
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus
@@ -278,7 +279,7 @@ def finalize_period(
     batch: int = 1000,
 ) -> list[str]:
     """Finalize the period's drafts (period invoices and the opening invoices dated in it), numbered in customer
-    order, ``batch`` per transaction."""
+    order, ``batch`` per transaction, each invoice's ``invoice.finalized`` notification queued with it."""
     statement = (
         select(InvoiceRow.id)
         .where(InvoiceRow.status == InvoiceStatus.DRAFT.value, InvoiceRow.period_start == period.start)
@@ -290,6 +291,10 @@ def finalize_period(
         ids = list(session.execute(statement).scalars())
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
+        chunk = ids[offset : offset + batch]
         with session_scope(engine) as session:
-            numbers += store.finalize_many(session, ids[offset : offset + batch], settings, today)
+            numbers += store.finalize_many(session, chunk, settings, today)
+            # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
+            for invoice in store.get_invoices(session, chunk):
+                queue_invoice_finalized(session, invoice)
     return numbers
