@@ -357,8 +357,10 @@ def test_the_finalized_invoice_is_mailed_with_its_pdf_and_posted_as_json(engine,
     use(engine, catalog, "acme", 250, "a")
     invoice = finalized_invoice(engine, catalog)
     assert invoice.number and str(invoice.total) == "2.50"
-    with session_scope(engine) as session:
-        notification_id = queue_invoice_finalized(session, invoice)
+    # finalizing queued the invoice.finalized notification in the same transaction
+    [queued] = [n for n in list_notifications(engine) if n.kind == "invoice.finalized"]
+    notification_id = queued.id
+    assert queued.invoice_id == invoice.id
     with session_scope(engine) as session:
         assert queue_invoice_finalized(session, invoice) is None  # once per invoice
 
