@@ -37,7 +37,7 @@ import smtplib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -45,7 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -225,37 +225,52 @@ def queue_invoice_finalized(session: Session, invoice: Invoice) -> str | None:
     before. The webhook body carries the invoice as ``invoices.render.invoice_json`` gives it, frozen now so that
     every attempt sends the same body; the e-mail attaches the PDF, rendered when sent.
     """
+    return queue_invoices_finalized(session, [invoice])[0]
+
+
+def queue_invoices_finalized(session: Session, invoices: Sequence[Invoice]) -> list[str | None]:
+    """``queue_invoice_finalized`` for many invoices in one statement per invoice, compiled once."""
     from invoices.render import invoice_json
 
-    notification_id = str(uuid.uuid4())
     now = _utcnow()
-    period = Period(invoice.period_start, invoice.period_end).label
-    payload = {
-        "customer": invoice.customer_id,
-        "period": period,
-        "invoice_number": invoice.number,
-        "invoice": invoice_json(invoice),
-        "created_at": now.isoformat(),
-    }
     statement = (
-        _insert(session, NotificationRow)
-        .values(
-            id=notification_id,
-            kind="invoice.finalized",
-            customer_external_id=invoice.customer_id or "",
-            invoice_id=invoice.id,
-            period=period,
-            currency=invoice.currency,
-            payload=json.dumps(payload, sort_keys=True, default=str),
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
+        _insert(session, NotificationRow).values(
+            {column: bindparam(column) for column in _QUEUE_COLUMNS}
         )
         .on_conflict_do_nothing()
         .returning(NotificationRow.id)
     )
-    return session.execute(statement).scalar_one_or_none()
+    queued: list[str | None] = []
+    for invoice in invoices:
+        period = Period(invoice.period_start, invoice.period_end).label
+        payload = {
+            "customer": invoice.customer_id,
+            "period": period,
+            "invoice_number": invoice.number,
+            "invoice": invoice_json(invoice),
+            "created_at": now.isoformat(),
+        }
+        params = {
+            "id": str(uuid.uuid4()),
+            "kind": "invoice.finalized",
+            "customer_external_id": invoice.customer_id or "",
+            "invoice_id": invoice.id,
+            "period": period,
+            "currency": invoice.currency,
+            "payload": json.dumps(payload, sort_keys=True, default=str),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        queued.append(session.execute(statement, params).scalar_one_or_none())
+    return queued
+
+
+_QUEUE_COLUMNS = (
+    "id", "kind", "customer_external_id", "invoice_id", "period", "currency", "payload", "status", "attempts",
+    "next_attempt_at", "created_at",
+)
 
 
 def retry(engine: Engine, notification_id: str, *, now: dt.datetime | None = None) -> Notification:

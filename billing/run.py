@@ -29,7 +29,7 @@ from billing.compose import (
 from billing.db import repository, session_scope
 from billing.domain import Subscription
 from billing.metering import aggregate_windows, late_event_periods
-from billing.notifications import queue_invoice_finalized
+from billing.notifications import queue_invoices_finalized
 from billing.periods import Period, month_of
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus
@@ -209,21 +209,23 @@ def run_billing(
     with session_scope(engine) as session:
         stored = store.stored_drafts(session, [draft.billing_key for draft in drafts])
     unchanged: list[int] = []
-    for done, draft in enumerate(drafts, start=1):
-        known = stored.get(draft.billing_key)
-        if known is not None and known.status != InvoiceStatus.DRAFT.value:
-            action = "issued"
-        elif known is not None and known.content_hash == store.draft_row(draft)[0]["content_hash"]:
-            action = "unchanged"
-            unchanged.append(known.invoice_id)
-        else:
-            with session_scope(engine) as session:
-                action = store.upsert_draft(session, draft, known_absent=known is None).action
-        report.count(action)
-        if action != "issued":
-            report.totals[draft.currency] = report.totals.get(draft.currency, ZERO) + draft.totals.total
-        if progress is not None:
-            progress(done, len(drafts))
+    with engine.connect() as connection:
+        for done, draft in enumerate(drafts, start=1):
+            known = stored.get(draft.billing_key)
+            row = store.draft_row(draft) if known is None or known.status == InvoiceStatus.DRAFT.value else None
+            if row is None:
+                action = "issued"
+            elif known is not None and known.content_hash == row[0]["content_hash"]:
+                action = "unchanged"
+                unchanged.append(known.invoice_id)
+            else:
+                with connection.begin():  # this invoice's own transaction
+                    action = store.upsert_draft(connection, draft, known_absent=known is None, row=row).action
+            report.count(action)
+            if action != "issued":
+                report.totals[draft.currency] = report.totals.get(draft.currency, ZERO) + draft.totals.total
+            if progress is not None:
+                progress(done, len(drafts))
     with session_scope(engine) as session:
         store.touch_drafts(session, unchanged, usage_as_of)
     report.invoices = len(drafts)
@@ -295,6 +297,5 @@ def finalize_period(
         with session_scope(engine) as session:
             numbers += store.finalize_many(session, chunk, settings, today)
             # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
-            for invoice in store.get_invoices(session, chunk):
-                queue_invoice_finalized(session, invoice)
+            queue_invoices_finalized(session, store.get_invoices(session, chunk))
     return numbers

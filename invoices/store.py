@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -125,15 +125,23 @@ def stored_drafts(session: Session, billing_keys: Sequence[str]) -> dict[str, St
     return found
 
 
-def upsert_draft(session: Session, draft: DraftInvoice, *, known_absent: bool = False) -> DraftOutcome:
+def upsert_draft(
+    session: Session | Connection,
+    draft: DraftInvoice,
+    *,
+    known_absent: bool = False,
+    row: tuple[dict[str, Any], list[dict[str, Any]]] | None = None,
+) -> DraftOutcome:
     """Write the draft for ``draft.billing_key``, replacing the lines of an existing draft; an issued invoice with
-    that key is never touched, and a draft whose content has not changed is not rewritten.
+    that key is never touched, and a draft whose content has not changed is not rewritten. Works on a Session or,
+    faster for a billing run's thousands of invoices, on a Connection inside the caller's transaction.
 
     What is stored under the key is read under a lock (a concurrent finalization wins), unless the caller has just
-    seen that nothing is (``known_absent``; a concurrent insert then fails on the unique billing key).
+    seen that nothing is (``known_absent``; a concurrent insert then fails on the unique billing key). ``row`` is
+    ``draft_row(draft)`` when the caller has it already.
     """
     stored = None if known_absent else _stored_for_update(session, draft.billing_key)
-    values, lines = draft_row(draft)
+    values, lines = row or draft_row(draft)
     if stored is not None:
         if stored.status != InvoiceStatus.DRAFT:
             return DraftOutcome(stored.invoice_id, "issued")
@@ -170,7 +178,7 @@ _UPDATE_DRAFT = (
 _INSERT_LINES = insert(_LINES)
 
 
-def _stored_for_update(session: Session, billing_key: str) -> StoredDraft | None:
+def _stored_for_update(session: Session | Connection, billing_key: str) -> StoredDraft | None:
     statement = select(InvoiceRow.id, InvoiceRow.status, InvoiceRow.content_hash).where(
         InvoiceRow.billing_key == billing_key
     )
@@ -223,7 +231,7 @@ def draft_row(draft: DraftInvoice) -> tuple[dict[str, Any], list[dict[str, Any]]
     return values, lines
 
 
-def _insert_lines(session: Session, invoice_id: int, lines: list[dict[str, Any]]) -> None:
+def _insert_lines(session: Session | Connection, invoice_id: int, lines: list[dict[str, Any]]) -> None:
     if lines:
         session.execute(_INSERT_LINES, [{"invoice_id": invoice_id, **line} for line in lines])
 
@@ -472,9 +480,10 @@ def billed_by_period(
     return billed
 
 
-def _for_update(session: Session, statement: Select[Any]) -> Select[Any]:
+def _for_update(session: Session | Connection, statement: Select[Any]) -> Select[Any]:
     # SQLite has no row locks; its transactions begin IMMEDIATE and so already hold the write lock.
-    return statement.with_for_update() if session.get_bind().dialect.name == "postgresql" else statement
+    dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
+    return statement.with_for_update() if dialect.name == "postgresql" else statement
 
 
 def _lines_of(session: Session, invoice_ids: list[int]) -> dict[int, tuple[InvoiceLine, ...]]:
