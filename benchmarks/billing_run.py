@@ -58,7 +58,9 @@ billing = "in_advance"
 [[plans.bench.charges]]
 meter = "api_calls"
 model = "graduated"
-tiers = [{ up_to = 100, unit_amount = 0 }, { up_to = 1000, unit_amount = 0.002 }, { up_to = "inf", unit_amount = 0.001 }]
+tiers = [
+  { up_to = 100, unit_amount = 0 }, { up_to = 1000, unit_amount = 0.002 }, { up_to = "inf", unit_amount = 0.001 },
+]
 [[plans.bench.charges]]
 meter = "bytes"
 model = "per_unit"

@@ -30,6 +30,8 @@ _COMMAND_MODULES = (
     "notifications",
     "metrics",
     "service",
+    "serve",
+    "apikeys",
 )
 
 for _name in _COMMAND_MODULES:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = ("0004", "0005")  # TEMP while 0005 revises 0003
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

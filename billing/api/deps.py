@@ -1,0 +1,52 @@
+"""What the API's routes take from FastAPI besides the engine (``billing.api_deps.get_engine``): the settings and
+the catalog.
+
+The catalog is loaded from the ``catalog`` setting and kept until its file changes (modification time and size),
+so editing the catalog takes effect on the next request without a restart; a catalog with problems is answered
+500 ``catalog_invalid`` with the first problems, and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends
+
+from billing.api.errors import ApiError
+from billing.config import Settings, get_settings
+from pricing_plans.errors import CatalogError
+from pricing_plans.loader import load_catalog_or_raise
+from pricing_plans.models import Catalog
+
+__all__ = ["get_api_settings", "get_catalog"]
+
+log = logging.getLogger(__name__)
+
+
+def get_api_settings() -> Settings:
+    """The settings the API runs with (``create_app(settings)`` overrides this dependency)."""
+    return get_settings()
+
+
+@lru_cache(maxsize=4)
+def _catalog(path: str, stamp: tuple[int, int]) -> Catalog:
+    return load_catalog_or_raise(path)
+
+
+def get_catalog(settings: Annotated[Settings, Depends(get_api_settings)]) -> Catalog:
+    """The catalog named by the settings, reloaded when its file changes."""
+    path = settings.catalog
+    try:
+        status = os.stat(path)
+    except OSError as exc:
+        log.error("cannot read the catalog %s: %s", path, exc)
+        raise ApiError(500, "catalog_invalid", f"the server cannot read its catalog ({exc.strerror})") from None
+    try:
+        return _catalog(path, (status.st_mtime_ns, status.st_size))
+    except CatalogError as exc:
+        log.error("the catalog %s has problems:\n%s", path, exc)
+        first = "; ".join(str(problem) for problem in exc.problems[:3])
+        raise ApiError(500, "catalog_invalid", f"the server's catalog has problems: {first}") from None

@@ -1,0 +1,303 @@
+"""Customers, subscriptions and a customer's usage: ``/v1/customers``, ``/v1/subscriptions``,
+``/v1/customers/{id}/usage``. Thin: parse, call ``billing.customers`` / ``billing.api.usage``, shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+from sqlalchemy import Engine
+
+from billing import customers as service
+from billing.api.auth import ApiKey, require_key, require_unbound_key
+from billing.api.deps import get_catalog
+from billing.api.errors import ERROR_RESPONSES, ApiError, field_of, not_found
+from billing.api.schemas import (
+    CancelIn,
+    CustomerIn,
+    CustomerOut,
+    MeterUsageOut,
+    PeriodOut,
+    PreviewLineOut,
+    PreviewOut,
+    SubscriptionIn,
+    SubscriptionOut,
+    ThresholdOut,
+    UsageOut,
+    decimal_text,
+)
+from billing.api.usage import customer_usage
+from billing.api_deps import get_engine
+from billing.domain import Customer, Subscription
+from billing.errors import BillingInputError
+from billing.periods import Period, parse_month
+from pricing_plans.models import Catalog
+from pricing_plans.money import format_amount
+
+router = APIRouter(tags=["customers"], responses=ERROR_RESPONSES)
+
+MAX_ID = 2**63 - 1
+MONTH_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"
+"""A month from 1970-01 to 9999-12 (``month_param`` takes 1971 to 9998)."""
+CustomerId = Annotated[str, Path(description="The customer's external id.", max_length=255, examples=["acme"])]
+SubscriptionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The subscription's id.", examples=[1])]
+Month = Annotated[
+    str | None,
+    Query(pattern=MONTH_PATTERN, description="YYYY-MM (default: the current month in the customer's timezone)."),
+]
+
+
+def storable_path(value: str, what: str) -> str:
+    """A path parameter the database can be asked about; anything else cannot exist (404)."""
+    if "\x00" in value or len(value) > 255:
+        raise not_found(f"unknown {what}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise not_found(f"unknown {what}") from None
+    return value
+
+
+def month_param(value: str, field: str = "period") -> Period:
+    """A ``YYYY-MM`` query parameter as a period (years 1971 to 9998)."""
+    try:
+        period = parse_month(value)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", f"{field}: {exc}", field) from None
+    if not 1971 <= period.start.year <= 9998:
+        raise ApiError(422, "invalid_request", f"{field}: expected a year from 1971 to 9998, got {value!r}", field)
+    return period
+
+
+def customer_out(customer: Customer) -> CustomerOut:
+    return CustomerOut(
+        external_id=customer.external_id,
+        name=customer.name,
+        email=customer.email,
+        currency=customer.currency,
+        timezone=customer.timezone,
+        locale=customer.locale,
+        address=list(customer.address),
+        webhook_url=customer.webhook_url,
+        tax_rate=decimal_text(customer.tax_rate),
+    )
+
+
+def subscription_out(subscription: Subscription) -> SubscriptionOut:
+    s = subscription
+    return SubscriptionOut(
+        id=s.id,
+        customer=s.customer_external_id,
+        plan=s.plan_code,
+        plan_version=s.plan_version,
+        start_date=s.start_date,
+        end_date=s.end_date,
+        status=s.status.value,  # type: ignore[arg-type]
+        cancel_reason=None if s.cancel_reason is None else s.cancel_reason.value,  # type: ignore[arg-type]
+        previous_subscription_id=s.previous_subscription_id,
+    )
+
+
+# -- customers ---------------------------------------------------------------------------------------------
+
+_EXTERNAL_ID = "$response.body#/external_id"  # OpenAPI links: a created customer's id feeds the reads
+
+
+@router.post(
+    "/v1/customers",
+    status_code=201,
+    summary="Create a customer",
+    response_model=CustomerOut,
+    operation_id="createCustomer",
+    responses={
+        201: {
+            "description": "The customer",
+            "links": {
+                "GetCustomer": {"operationId": "getCustomer", "parameters": {"customer_id": _EXTERNAL_ID}},
+                "GetUsage": {"operationId": "getUsage", "parameters": {"customer_id": _EXTERNAL_ID}},
+            },
+        }
+    },
+)
+def create_customer(
+    body: CustomerIn,
+    engine: Annotated[Engine, Depends(get_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CustomerOut:
+    """Create a customer. Every invalid field is reported at once (``field`` names the first)."""
+    if body.webhook_url is not None:
+        try:
+            urlsplit(body.webhook_url)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_input", f"webhook_url: {exc}", "webhook_url") from None
+    try:
+        customer = service.create_customer(
+            engine,
+            body.external_id,
+            name=body.name,
+            email=body.email,
+            currency=body.currency,
+            timezone=body.timezone,
+            locale=body.locale,
+            address=body.address,
+            webhook_url=body.webhook_url,
+            tax_rate=body.tax_rate,
+        )
+    except BillingInputError as exc:
+        message = str(exc)
+        code = "already_exists" if message.endswith("already exists") else "invalid_input"
+        raise ApiError(422, code, message, field_of(message, "external_id")) from None
+    return customer_out(customer)
+
+
+@router.get("/v1/customers", summary="List customers", response_model=list[CustomerOut], operation_id="listCustomers")
+def list_customers(
+    engine: Annotated[Engine, Depends(get_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> list[CustomerOut]:
+    """Every customer, by external id."""
+    return [customer_out(customer) for customer in service.list_customers(engine)]
+
+
+@router.get(
+    "/v1/customers/{customer_id}", summary="Get a customer", response_model=CustomerOut, operation_id="getCustomer"
+)
+def get_customer(
+    customer_id: CustomerId,
+    engine: Annotated[Engine, Depends(get_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CustomerOut:
+    return customer_out(service.get_customer(engine, storable_path(customer_id, "customer")))
+
+
+@router.get(
+    "/v1/customers/{customer_id}/usage",
+    summary="A customer's usage, thresholds and upcoming invoice",
+    response_model=UsageOut,
+    operation_id="getUsage",
+)
+def get_usage(
+    customer_id: CustomerId,
+    engine: Annotated[Engine, Depends(get_engine)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
+    key: Annotated[ApiKey, Depends(require_key)],
+    period: Month = None,
+) -> UsageOut:
+    """The period so far (default: the current calendar month in the customer's timezone): usage per meter, each
+    threshold with the levels reached now and those already notified, and a preview of the period's invoice
+    rated by the same functions as the billing run. A key bound to another customer gets 404."""
+    customer_id = storable_path(customer_id, "customer")
+    if key.customer is not None and key.customer != customer_id:
+        raise not_found(f"unknown customer {customer_id!r}")
+    found = customer_usage(engine, catalog, customer_id, month_param(period) if period else None)
+    currency = found.customer.currency
+    preview = found.preview
+    totals = preview.totals
+    return UsageOut(
+        customer=found.customer.external_id,
+        currency=currency,
+        timezone=found.customer.timezone,
+        period=PeriodOut(start=found.period.start, end=found.period.end),
+        label=found.period.label,
+        as_of=found.as_of,
+        meters=[
+            MeterUsageOut(
+                meter=m.code,
+                name=m.name,
+                unit=m.unit,
+                quantity=decimal_text(m.usage.quantity),
+                events=m.usage.events,
+            )
+            for m in found.meters
+        ],
+        thresholds=[
+            ThresholdOut(
+                subscription_id=t.subscription_id,
+                key=t.spec.key,
+                kind=t.spec.kind,
+                meter=t.spec.meter,
+                limit=format_amount(t.spec.limit, currency) if t.spec.kind == "spend" else decimal_text(t.spec.limit),
+                value=format_amount(t.value, currency) if t.spec.kind == "spend" else decimal_text(t.value),
+                percent=None if t.percent is None else decimal_text(t.percent),
+                levels=list(t.spec.levels),
+                reached=list(t.reached),
+                notified=list(t.notified),
+            )
+            for t in found.thresholds
+        ],
+        preview=PreviewOut(
+            currency=currency,
+            lines=[
+                PreviewLineOut(
+                    section=line.section,
+                    kind=line.kind,
+                    description=line.description,
+                    meter=line.meter,
+                    quantity=decimal_text(line.quantity),
+                    unit=line.unit,
+                    amount=format_amount(line.amount, currency),
+                    subscription_id=line.subscription_id,
+                )
+                for line in preview.lines
+            ],
+            subtotal=format_amount(totals.subtotal, currency),
+            tax_rate=decimal_text(preview.tax_rate),
+            tax=format_amount(totals.tax, currency),
+            total=format_amount(totals.total, currency),
+        ),
+    )
+
+
+# -- subscriptions -----------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/subscriptions",
+    status_code=201,
+    summary="Subscribe a customer to a plan",
+    response_model=SubscriptionOut,
+    operation_id="createSubscription",
+    responses={
+        201: {
+            "description": "The subscription",
+            "links": {
+                "Cancel": {"operationId": "cancelSubscription", "parameters": {"subscription_id": "$response.body#/id"}}
+            },
+        }
+    },
+    tags=["subscriptions"],
+)
+def create_subscription(
+    body: SubscriptionIn,
+    engine: Annotated[Engine, Depends(get_engine)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> SubscriptionOut:
+    """Subscribe ``customer`` to the version of ``plan`` in effect on ``start``, open-ended."""
+    return subscription_out(service.subscribe(engine, catalog, body.customer, body.plan, body.start))
+
+
+@router.post(
+    "/v1/subscriptions/{subscription_id}/cancel",
+    summary="Cancel a subscription",
+    response_model=SubscriptionOut,
+    operation_id="cancelSubscription",
+    tags=["subscriptions"],
+)
+def cancel_subscription(
+    subscription_id: SubscriptionId,
+    engine: Annotated[Engine, Depends(get_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+    body: Annotated[CancelIn | None, Body()] = None,
+) -> SubscriptionOut:
+    """End the subscription on ``date`` (exclusive; default today in the customer's timezone)."""
+    body = body or CancelIn()
+    end = body.date
+    if end is None:
+        subscription = service.get_subscription(engine, subscription_id)
+        customer = service.get_customer(engine, subscription.customer_external_id)
+        end = dt.datetime.now(ZoneInfo(customer.timezone)).date()
+    return subscription_out(service.cancel_subscription(engine, subscription_id, end, body.reason))

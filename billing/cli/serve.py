@@ -1,0 +1,110 @@
+"""``billing serve``: the HTTP API (uvicorn) and the scheduler in one process.
+
+Thin: it checks the database, builds the app with ``billing.api.create_app``, starts the scheduler
+(``billing.scheduler.start_scheduler``) and runs uvicorn until SIGINT/SIGTERM, then stops the scheduler (waiting
+for running jobs) and closes the database connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from billing.cli._common import console, fail
+from billing.config import get_settings
+
+__all__ = ["register", "serve"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def _head_revision() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from billing.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def _check_database(url: str) -> None:
+    """A fresh SQLite database is created; any other database must be at the newest revision."""
+    from billing.db import current_revision, make_engine, upgrade
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        fail(f"database_url: not a database URL: {url!r}")
+    shown = parsed.render_as_string(hide_password=True)
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+        head = _head_revision()
+        if revision is None and parsed.get_backend_name() == "sqlite":
+            upgrade(engine)
+            console.print(f"created the database {shown} (revision {head})", highlight=False)
+        elif revision is None:
+            fail(f"database {shown} is not initialized: run `billing init`")
+        elif revision != head:
+            fail(f"database {shown} is at revision {revision}, this version needs {head}: run `billing db upgrade`")
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None)
+        fail(f"cannot reach the database {shown}: {str(original or exc).strip().splitlines()[0]}")
+    finally:
+        engine.dispose()
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
+    no_scheduler: Annotated[
+        bool, typer.Option("--no-scheduler", help="Serve the API only (for further processes on one database).")
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) and run the scheduler: billing runs for closed
+    periods, finalization after the grace period, threshold checks, notification delivery and Stripe sync."""
+    import uvicorn
+
+    from billing.api import create_app
+    from billing.api_deps import dispose_engines, engine_for_url
+    from billing.scheduler import start_scheduler, stop_scheduler
+
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        fail(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    for noisy in ("apscheduler.executors", "alembic", "weasyprint", "fontTools"):  # a line per job run, step, page
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    settings = get_settings()
+    _check_database(settings.database_url)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower()))
+    # uvicorn hands a SIGTERM back to the previous handler once it has stopped serving: make that an exit through
+    # the ``finally`` below (the default handler would kill the process before the scheduler is stopped).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    scheduler = None
+    try:
+        if not no_scheduler:
+            scheduler = start_scheduler(engine_for_url(settings.database_url))
+        server.run()
+    finally:
+        if scheduler is not None:
+            stop_scheduler(scheduler, wait=True)
+            logging.getLogger(__name__).info("scheduler stopped")
+        dispose_engines()

@@ -1,0 +1,338 @@
+"""The scheduler: the engine's recurring work, run by APScheduler 3 inside ``billing serve``.
+
+Jobs (module-level functions: the job store pickles a reference to each, so they must stay importable by name):
+
+==================  ===========  =================================================================================
+job id              every        what
+==================  ===========  =================================================================================
+``billing_cycle``   hour         bills every period that has closed in the customer's timezone and has no issued
+                                 invoice yet (drafts are refreshed at each run, so late usage still gets in), then
+                                 finalizes those drafts ``finalize_grace_days`` after the period's end
+``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` (ingestion also checks after each batch)
+``notifications``   minute       ``billing.notifications.deliver_pending``: sends what is due, retries what failed
+``stripe_sync``     15 minutes   ``billing.stripe_sync.sync_invoices`` when ``STRIPE_API_KEY`` is set
+==================  ===========  =================================================================================
+
+The jobs live in the database (``SQLAlchemyJobStore``, table ``scheduler_jobs``, created by migration 0006), so
+they survive restarts: a run that fell due while the service was down runs once when it comes back (coalesced,
+within each job's misfire grace time). Each job runs one instance at a time (``max_instances=1``). A job that
+fails is logged with its traceback and tried again after ``RETRY_DELAY`` (or at its next run, if sooner); a run
+that could not start in time is logged too: nothing is dropped silently. Every job is safe to run again and at
+the same time as the CLI: billing runs refresh drafts and never touch issued invoices, finalization numbers
+under row locks, notifications are claimed, Stripe pushes carry idempotency keys.
+
+Run one scheduler per database (``billing serve --no-scheduler`` for further API processes): APScheduler 3 does
+not share a job store between schedulers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine, select
+
+from billing.config import Settings, get_settings
+from billing.db import repository, session_scope
+from billing.db.apikey_tables import SCHEDULER_JOBS_TABLE
+from billing.periods import Period, month_of
+from billing.run import finalize_period, run_billing
+from invoices.model import InvoiceStatus, Party
+from invoices.store import FinalizeSettings
+from invoices.tables import InvoiceRow
+from pricing_plans.models import Catalog
+
+__all__ = [
+    "JOBS",
+    "LOOKBACK_PERIODS",
+    "RETRY_DELAY",
+    "CycleReport",
+    "JobSpec",
+    "bill_closed_periods",
+    "billing_cycle_job",
+    "build_scheduler",
+    "install_jobs",
+    "notification_job",
+    "start_scheduler",
+    "stop_scheduler",
+    "stripe_sync_job",
+    "threshold_job",
+]
+
+log = logging.getLogger(__name__)
+
+LOOKBACK_PERIODS = 3
+"""Closed months the billing cycle looks back over (a service down for longer needs ``billing run``)."""
+RETRY_DELAY = dt.timedelta(minutes=5)
+"""A failed job runs again this long after it failed (or at its next run, if that is sooner)."""
+
+
+# -- the billing cycle -------------------------------------------------------------------------------------
+
+
+@dataclass
+class CycleReport:
+    """What one billing cycle did: the periods billed (customers each), and the invoices finalized."""
+
+    billed: dict[str, int] = field(default_factory=dict)
+    finalized: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def finalize_settings(settings: Settings) -> FinalizeSettings:
+    """How the scheduler numbers and dates invoices: the configured formats, terms and seller."""
+    seller = settings.seller
+    return FinalizeSettings(
+        invoice_number_format=settings.invoice_number_format,
+        credit_note_number_format=settings.credit_note_number_format,
+        payment_terms_days=settings.payment_terms_days,
+        seller=Party(name=seller.name, address=tuple(seller.address), email=seller.email, tax_id=seller.tax_id),
+    )
+
+
+def _invoiced_customers(engine: Engine, period: Period, *, drafts: bool) -> set[str]:
+    """Customers with a draft invoice of ``period`` (``drafts``), or with an issued period invoice of it."""
+    statement = select(InvoiceRow.customer_external_id).distinct().where(InvoiceRow.period_start == period.start)
+    if drafts:
+        statement = statement.where(InvoiceRow.status == InvoiceStatus.DRAFT.value)
+    else:
+        statement = statement.where(
+            InvoiceRow.status != InvoiceStatus.DRAFT.value, InvoiceRow.billing_key.like("period:%")
+        )
+    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+        return set(session.scalars(statement))
+
+
+def bill_closed_periods(
+    engine: Engine,
+    catalog: Catalog,
+    settings: FinalizeSettings,
+    grace_days: int,
+    *,
+    now: dt.datetime | None = None,
+    lookback: int = LOOKBACK_PERIODS,
+) -> CycleReport:
+    """Bill each of the last ``lookback`` months for the customers in whose timezone it has closed and who have
+    no issued invoice for it yet; finalize a customer's drafts of a month ``grace_days`` after it closed.
+
+    A month closed for every subscribed customer is billed in one run (which also bills late usage of customers
+    with no subscription in it); before that, customer by customer. Drafts are refreshed at each call until they
+    are finalized.
+    """
+    report = CycleReport()
+    instant = now or dt.datetime.now(dt.UTC)
+    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+        customers = repository.list_customers(session)
+    today = {c.external_id: instant.astimezone(ZoneInfo(c.timezone)).date() for c in customers}
+    if not today:
+        return report
+    latest = month_of(max(today.values())).previous()
+    periods = [latest]
+    while len(periods) < lookback:
+        periods.insert(0, periods[0].previous())
+    grace = dt.timedelta(days=grace_days)
+    for period in periods:
+        with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+            active = repository.subscriptions_active_between(session, period.start, period.end)
+        subscribed = {s.customer_external_id for s in active}
+        issued = _invoiced_customers(engine, period, drafts=False)
+        closed = {c for c in subscribed if c in today and today[c] >= period.end}
+        pending = closed - issued
+        if pending:
+            if closed == subscribed:
+                run = run_billing(engine, catalog, period)
+                report.skipped += run.skipped
+            else:
+                for customer in sorted(pending):
+                    report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
+            report.billed[period.label] = len(pending)
+        drafts = _invoiced_customers(engine, period, drafts=True)
+        for customer in sorted(drafts):
+            if customer in today and today[customer] >= period.end + grace:
+                report.finalized += finalize_period(engine, period, settings, today[customer], customer=customer)
+    return report
+
+
+# -- the jobs (module-level: the job store keeps references to them) -----------------------------------------
+
+
+def _engine(settings: Settings) -> Engine:
+    from billing.api_deps import engine_for_url
+
+    return engine_for_url(settings.database_url)
+
+
+def _catalog(settings: Settings) -> Catalog:
+    from pricing_plans.loader import load_catalog_or_raise
+
+    return load_catalog_or_raise(settings.catalog)
+
+
+def billing_cycle_job() -> None:
+    """Bill the periods that have closed and finalize them after the grace period (``bill_closed_periods``)."""
+    settings = get_settings()
+    report = bill_closed_periods(
+        _engine(settings), _catalog(settings), finalize_settings(settings), settings.finalize_grace_days
+    )
+    for label, count in sorted(report.billed.items()):
+        log.info("billing cycle: period %s billed for %d customer(s)", label, count)
+    if report.finalized:
+        log.info("billing cycle: finalized %d invoice(s): %s", len(report.finalized), ", ".join(report.finalized))
+    for customer, reason in report.skipped:
+        log.warning("billing cycle: customer %s skipped: %s", customer, reason)
+
+
+def threshold_job() -> None:
+    """Check every active subscription's thresholds for the current period."""
+    from billing.thresholds import check_thresholds
+
+    settings = get_settings()
+    report = check_thresholds(_engine(settings), _catalog(settings))
+    if report.created:
+        log.info("thresholds: %d level(s) crossed", len(report.created))
+
+
+def notification_job() -> None:
+    """Deliver the notifications that are due (new ones, and retries of failed ones)."""
+    try:
+        from billing.notifications import deliver_pending
+    except ImportError:
+        log.warning("notifications: billing.notifications is not available; nothing delivered")
+        return
+    settings = get_settings()
+    deliver_pending(_engine(settings), settings)
+
+
+def stripe_sync_job() -> None:
+    """Push finalized invoices to Stripe (only when ``STRIPE_API_KEY`` is set); raises if any push failed, so
+    that the failure is logged and the job retried."""
+    if not os.environ.get("STRIPE_API_KEY", "").strip():
+        log.debug("stripe sync: STRIPE_API_KEY is not set; nothing pushed")
+        return
+    from billing.stripe_sync import sync_invoices
+
+    report = sync_invoices(_engine(get_settings()))
+    if report.synced:
+        log.info("stripe sync: pushed %d invoice(s)", len(report.synced))
+    if not report.ok:
+        failures = "; ".join(f"{r.invoice_number}: {r.error}" for r in report.failed)
+        raise RuntimeError(f"stripe sync: {len(report.failed)} invoice(s) not pushed: {failures}")
+
+
+# -- the scheduler -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A recurring job: its id, function, interval and misfire grace time (how late a run may still start)."""
+
+    id: str
+    func: Callable[[], None]
+    every: dt.timedelta
+    misfire_grace: dt.timedelta
+
+
+JOBS: tuple[JobSpec, ...] = (
+    JobSpec("billing_cycle", billing_cycle_job, dt.timedelta(hours=1), dt.timedelta(days=1)),
+    JobSpec("thresholds", threshold_job, dt.timedelta(minutes=15), dt.timedelta(minutes=15)),
+    JobSpec("notifications", notification_job, dt.timedelta(minutes=1), dt.timedelta(minutes=5)),
+    JobSpec("stripe_sync", stripe_sync_job, dt.timedelta(minutes=15), dt.timedelta(hours=1)),
+)
+
+
+def _on_job_event(scheduler: BackgroundScheduler, event: JobEvent) -> None:
+    """Log every failure and missed run; schedule a failed job again after ``RETRY_DELAY``."""
+    if event.code == EVENT_JOB_MISSED:
+        log.warning("job %s: the run due at %s was missed (too late to start)", event.job_id, event.scheduled_run_time)
+        return
+    if event.code == EVENT_JOB_MAX_INSTANCES:
+        log.warning("job %s: still running, this run was skipped", event.job_id)
+        return
+    exception = getattr(event, "exception", None)
+    log.error(
+        "job %s failed: %s; retrying in %s",
+        event.job_id,
+        exception,
+        RETRY_DELAY,
+        exc_info=(type(exception), exception, exception.__traceback__) if exception is not None else None,
+    )
+    # Not here: this may run inside the scheduler's own pass over the due jobs, which then stores the job's regular
+    # next run over ours. A thread of its own waits for that pass to release the job stores, then moves the run.
+    threading.Thread(target=_retry_soon, args=(scheduler, event.job_id), daemon=True).start()
+
+
+def _retry_soon(scheduler: BackgroundScheduler, job_id: str) -> None:
+    try:
+        job = scheduler.get_job(job_id)
+        retry_at = dt.datetime.now(dt.UTC) + RETRY_DELAY
+        if job is not None and (job.next_run_time is None or job.next_run_time > retry_at):
+            scheduler.modify_job(job_id, next_run_time=retry_at)
+    except Exception:  # the retry is a courtesy: the next regular run comes anyway
+        log.exception("job %s: could not schedule the retry; it runs again at its next regular time", job_id)
+
+
+def build_scheduler(engine: Engine, *, workers: int = 4) -> BackgroundScheduler:
+    """A scheduler (not started) whose jobs are stored in ``engine``'s database, with the job defaults: one
+    instance of each job at a time, missed runs coalesced into one."""
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=SCHEDULER_JOBS_TABLE)},
+        executors={"default": ThreadPoolExecutor(workers)},
+        job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 3600},
+        timezone=dt.UTC,
+    )
+    scheduler.add_listener(
+        lambda event: _on_job_event(scheduler, event), EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+    )
+    return scheduler
+
+
+def install_jobs(scheduler: BackgroundScheduler, jobs: tuple[JobSpec, ...] = JOBS) -> None:
+    """Add the jobs the store does not hold yet (due at once); a stored job keeps its next run time — a run
+    that fell due while the service was down still happens — unless its interval changed."""
+    for spec in jobs:
+        trigger = IntervalTrigger(seconds=int(spec.every.total_seconds()), timezone=dt.UTC)
+        options = {
+            "id": spec.id,
+            "name": spec.id,
+            "max_instances": 1,
+            "coalesce": True,
+            "misfire_grace_time": int(spec.misfire_grace.total_seconds()),
+        }
+        stored = scheduler.get_job(spec.id)
+        if stored is None:
+            scheduler.add_job(spec.func, trigger, next_run_time=dt.datetime.now(dt.UTC), **options)
+        elif getattr(stored.trigger, "interval", None) != spec.every:
+            scheduler.reschedule_job(spec.id, trigger=trigger)
+
+
+def start_scheduler(engine: Engine, jobs: tuple[JobSpec, ...] = JOBS) -> BackgroundScheduler:
+    """Build the scheduler, install the jobs and start running them."""
+    scheduler = build_scheduler(engine)
+    scheduler.start(paused=True)  # the job store is open: look at the stored jobs before anything runs
+    install_jobs(scheduler, jobs)
+    scheduler.resume()
+    names = ", ".join(f"{job.id} (next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z})" for job in scheduler.get_jobs())
+    log.info("scheduler started: %s", names)
+    return scheduler
+
+
+def stop_scheduler(scheduler: BackgroundScheduler, *, wait: bool = True) -> None:
+    """Stop the scheduler, waiting (``wait``) for the jobs that are running; the stored jobs stay as they are.
+
+    The job store is detached first: after ``shutdown`` APScheduler 3's thread looks for due jobs once more and
+    would hand a due one to the stopped executor and move it on to its next run — a lost run.
+    """
+    scheduler.pause()
+    for alias in list(scheduler._jobstores):  # no public listing of the stores; removing them is public
+        scheduler.remove_jobstore(alias, shutdown=True)
+    scheduler.shutdown(wait=wait)
