@@ -11,6 +11,8 @@ import datetime as dt
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from pricing_plans.models import Catalog
 
 __all__ = [
     "LATE_MARGIN",
+    "UsageWindow",
+    "aggregate_periods",
     "aggregate_windows",
     "late_event_periods",
     "meter_specs",
@@ -71,6 +75,50 @@ def aggregate_windows(
     usage: dict[Any, dict[str, MeterUsage]] = {key: {} for key in windows}
     for (key, meter), aggregate in found.items():
         usage[key][meter] = MeterUsage(quantity=aggregate.quantity, events=aggregate.events, values=aggregate.values)
+    return usage
+
+
+@dataclass(frozen=True, slots=True)
+class UsageWindow:
+    """Whose usage, over which billing period, and over which part of it (a subscription's; None: all of it)."""
+
+    customer: str
+    timezone: str
+    period: Period
+    part: Period | None = None
+
+
+_MICROSECOND = dt.timedelta(microseconds=1)
+_QUANTITY = Decimal("0.000001")
+
+
+def aggregate_periods(
+    engine: Engine, catalog: Catalog, windows: Mapping[Any, UsageWindow]
+) -> dict[Any, dict[str, MeterUsage]]:
+    """The usage of every window, in one batch, as the billing run, alerts and previews all count it.
+
+    The part of a period a subscription covers is a window of local midnights in the customer's timezone. A
+    weighted sum is the time-weighted average level over its window; a subscription covering part of the period
+    holds its level for that part only, so its GB-months are ∫ level dt over the part divided by the whole
+    period (rounded half-even to the meters' 6 decimals, like the aggregation itself).
+    """
+    utc = {
+        key: (window.customer, *(window.part or window.period).utc_window(window.timezone))
+        for key, window in windows.items()
+    }
+    usage = aggregate_windows(engine, catalog, utc)
+    weighted = [code for code, meter in catalog.meters.items() if meter.aggregation.value == "weighted_sum"]
+    for key, window in windows.items():
+        if not weighted or window.part is None or window.part == window.period:
+            continue
+        _, start, end = utc[key]
+        period_start, period_end = window.period.utc_window(window.timezone)
+        share = Decimal((end - start) // _MICROSECOND) / Decimal((period_end - period_start) // _MICROSECOND)
+        for code in weighted:
+            found = usage[key].get(code)
+            if found is not None:
+                quantity = (found.quantity * share).quantize(_QUANTITY, rounding=ROUND_HALF_EVEN)
+                usage[key][code] = replace(found, quantity=quantity)
     return usage
 
 

@@ -15,8 +15,8 @@ import datetime as dt
 import gc
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_EVEN, Decimal
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
@@ -29,7 +29,7 @@ from billing.compose import (
 )
 from billing.db import repository, session_scope
 from billing.domain import Subscription
-from billing.metering import aggregate_windows, late_event_periods
+from billing.metering import UsageWindow, aggregate_periods, late_event_periods
 from billing.notifications import queue_invoices_finalized
 from billing.periods import Period, month_of
 from invoices import store
@@ -40,9 +40,6 @@ from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
 __all__ = ["RunReport", "finalize_period", "run_billing"]
-
-_MICROSECOND = dt.timedelta(microseconds=1)
-_QUANTITY = Decimal("0.000001")
 
 # Late usage is looked for this many periods back.
 LATE_LOOKBACK_PERIODS = 12
@@ -143,13 +140,13 @@ def _run(
             report.skipped.append((subscription.customer_external_id, f"subscription {subscription.id}: {error}"))
     clock.lap("load")
 
-    # aggregate: one batch for the period's sections, one per earlier period with late usage
-    windows: dict[object, tuple[str, dt.datetime, dt.datetime]] = {}
+    # aggregate: one batch for the period's sections and the earlier periods with late usage
+    windows: dict[object, UsageWindow] = {}
     for subscription in subscriptions:
         window = section_window(subscription, period)
         owner = customers.get(subscription.customer_external_id)
         if window is not None and owner is not None and subscription.id in plans:
-            windows[("now", subscription.id)] = (owner.external_id, *window.utc_window(owner.timezone))
+            windows[("now", subscription.id)] = UsageWindow(owner.external_id, owner.timezone, period, window)
     late_by_customer: dict[str, list[Period]] = {}
     for customer_id, late_period in late_periods:
         late_by_customer.setdefault(customer_id, []).append(late_period)
@@ -165,11 +162,10 @@ def _run(
             for late_period in own_late_periods:
                 window = section_window(subscription, late_period)
                 if window is not None:
-                    windows[("late", subscription.id, late_period)] = (
-                        customer_id, *window.utc_window(owner.timezone)
+                    windows[("late", subscription.id, late_period)] = UsageWindow(
+                        customer_id, owner.timezone, late_period, window
                     )
-    usage = aggregate_windows(engine, catalog, windows)
-    _spread_weighted_sums(usage, windows, catalog, customers, period, late_periods)
+    usage = aggregate_periods(engine, catalog, windows)
     report.events = sum(u.events for by_meter in usage.values() for u in by_meter.values())
     # what issued invoices billed for each late period: {(customer, subscription): {meter: amount}}
     billed: dict[Period, dict[tuple[str, int | None], dict[str | None, Decimal]]] = {}
@@ -252,29 +248,6 @@ def _run(
     report.invoices = len(drafts)
     clock.lap("write")
     return report
-
-
-def _spread_weighted_sums(
-    usage: dict, windows: Mapping, catalog: Catalog, customers: Mapping[str, object], period: Period,
-    late_periods: Iterable[tuple[str, Period]],
-) -> None:
-    """A weighted sum is the time-weighted average level over its window; a subscription that covers part of
-    the period holds its level for that part only: GB-month = ∫ level dt / the whole period, not the window."""
-    weighted = [code for code, meter in catalog.meters.items() if meter.aggregation.value == "weighted_sum"]
-    if not weighted:
-        return
-    for key, (customer_id, start, end) in windows.items():
-        whole = period if key[0] == "now" else key[2]
-        period_start, period_end = whole.utc_window(customers[customer_id].timezone)  # type: ignore[attr-defined]
-        if (start, end) == (period_start, period_end):
-            continue
-        share = Decimal((end - start) // _MICROSECOND) / Decimal((period_end - period_start) // _MICROSECOND)
-        for code in weighted:
-            found = usage.get(key, {}).get(code)
-            if found is not None:
-                # to the meters' precision (6 decimals), half-even like the aggregation itself
-                quantity = (found.quantity * share).quantize(_QUANTITY, rounding=ROUND_HALF_EVEN)
-                usage[key][code] = replace(found, quantity=quantity)
 
 
 def _meter_usage(usage: Mapping[object, Mapping[str, object]], key: object, plan: Plan) -> dict:

@@ -27,8 +27,8 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_EVEN, Decimal
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -41,7 +41,7 @@ from billing.db import repository, session_scope
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
 from billing.domain import Subscription
 from billing.errors import BillingInputError, NotFoundError
-from billing.metering import aggregate_windows
+from billing.metering import UsageWindow, aggregate_periods
 from billing.periods import Period, month_of
 from billing.rating import rate_period
 from pricing_plans.charge_models import MeterUsage
@@ -67,8 +67,6 @@ __all__ = [
 DEFAULT_LEVELS: tuple[int, ...] = (80, 100)
 SPEND_KEY = "spend"
 
-_QUANTITY = Decimal("0.000001")
-_MICROSECOND = dt.timedelta(microseconds=1)
 _CHUNK = 5_000
 
 ThresholdKind = Literal["usage", "spend"]
@@ -335,7 +333,7 @@ def check_thresholds(
         limits = _limits_of(session, None if wanted is None else owners)
 
     targets: dict[int, _Target] = {}
-    windows: dict[int, tuple[str, dt.datetime, dt.datetime]] = {}
+    windows: dict[int, UsageWindow] = {}
     for subscription in subscriptions:
         owner = owners.get(subscription.customer_external_id)
         if owner is None:
@@ -355,11 +353,10 @@ def check_thresholds(
         window = section_window(subscription, period)
         assert window is not None  # active today, so it covers part of this month
         targets[subscription.id] = _Target(subscription, plan, period, specs)
-        windows[subscription.id] = (owner.external_id, *window.utc_window(owner.timezone))
+        windows[subscription.id] = UsageWindow(owner.external_id, owner.timezone, period, window)
 
     # aggregate: one batch
-    usage = aggregate_windows(engine, catalog, windows)
-    _spread_weighted_sums(usage, windows, targets, catalog, {s: owners[w[0]].timezone for s, w in windows.items()})
+    usage = aggregate_periods(engine, catalog, windows)
     report.events = sum(u.events for by_meter in usage.values() for u in by_meter.values())
     report.subscriptions = len(targets)
 
@@ -408,30 +405,6 @@ def _spend(target: _Target, usage: Mapping[str, MeterUsage], catalog: Catalog) -
         target.subscription, target.plan, usage, target.period, meters=catalog.meters, rounding=catalog.rounding
     )
     return rated.usage_total
-
-
-def _spread_weighted_sums(
-    usage: dict[int, dict[str, MeterUsage]],
-    windows: Mapping[int, tuple[str, dt.datetime, dt.datetime]],
-    targets: Mapping[int, _Target],
-    catalog: Catalog,
-    timezones: Mapping[int, str],
-) -> None:
-    """As the billing run does: a subscription covering part of the month holds its level for that part only, so
-    a weighted sum (GB-month) is ∫ level dt over its window divided by the whole month, not by the window."""
-    weighted = [code for code, meter in catalog.meters.items() if meter.aggregation.value == "weighted_sum"]
-    if not weighted:
-        return
-    for key, (_customer, start, end) in windows.items():
-        period_start, period_end = targets[key].period.utc_window(timezones[key])
-        if (start, end) == (period_start, period_end):
-            continue
-        share = Decimal((end - start) // _MICROSECOND) / Decimal((period_end - period_start) // _MICROSECOND)
-        for code in weighted:
-            found = usage.get(key, {}).get(code)
-            if found is not None:
-                quantity = (found.quantity * share).quantize(_QUANTITY, rounding=ROUND_HALF_EVEN)
-                usage[key][code] = replace(found, quantity=quantity)
 
 
 def _record_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> None:

@@ -1,7 +1,7 @@
 """A customer's usage in a billing period so far, the thresholds it reaches, and the upcoming invoice.
 
 Nothing here prices anything itself: usage is aggregated per subscription window in one batch exactly as the
-billing run does it (``billing.metering.aggregate_windows``, a weighted sum shared out over the part of the
+billing run does it (``billing.metering.aggregate_periods``, a weighted sum shared out over the part of the
 period a subscription covers), and the preview is ``billing.compose.compose_period_invoice``, which rates through
 ``billing.rating.rate_period`` — the same functions that will write the invoice, so the preview and the invoice
 agree line by line for the same usage. Thresholds are the catalog's (or the customer's own limits) evaluated with
@@ -27,9 +27,8 @@ from billing.db import repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.domain import Customer, Subscription
 from billing.errors import NotFoundError
-from billing.metering import aggregate_windows
+from billing.metering import UsageWindow, aggregate_periods
 from billing.periods import Period, month_of
-from billing.run import _spread_weighted_sums
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
 from invoices.model import DraftInvoice
 from pricing_plans.charge_models import MeterUsage
@@ -113,9 +112,7 @@ def customer_usage(
     period = period or current_period(customer, as_of)
 
     plans: dict[int, Plan] = {}
-    windows: dict[object, tuple[str, dt.datetime, dt.datetime]] = {
-        _WHOLE: (customer.external_id, *period.utc_window(customer.timezone))
-    }
+    windows: dict[object, UsageWindow] = {_WHOLE: UsageWindow(customer.external_id, customer.timezone, period)}
     active: list[Subscription] = []
     for subscription in subscriptions:
         window = section_window(subscription, period)
@@ -131,9 +128,8 @@ def customer_usage(
             continue
         plans[subscription.id] = plan
         active.append(subscription)
-        windows[("now", subscription.id)] = (customer.external_id, *window.utc_window(customer.timezone))
-    usage = aggregate_windows(engine, catalog, windows)
-    _spread_weighted_sums(usage, windows, catalog, {customer.external_id: customer}, period, [])
+        windows[("now", subscription.id)] = UsageWindow(customer.external_id, customer.timezone, period, window)
+    usage = aggregate_periods(engine, catalog, windows)
 
     sections = [Section(s, plans[s.id], _charged(usage.get(("now", s.id), {}), plans[s.id])) for s in active]
     preview = compose_period_invoice(customer, period, sections, [], catalog, as_of)
