@@ -182,8 +182,12 @@ def _customer_fields(
 
     url = text("webhook_url", webhook_url, 2048, required=False)
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # e.g. an unclosed IPv6 bracket: "http://["
+            valid = False
+        if not valid:
             problems.append(f"webhook_url: expected an http:// or https:// URL, got {url!r}")
     fields["webhook_url"] = url
 

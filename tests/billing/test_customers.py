@@ -465,3 +465,11 @@ def test_an_open_subscription_is_active_from_its_start_on():
     assert open_ended.active_on(D(2024, 1, 10)) and open_ended.active_on(D(2099, 1, 1))
     assert open_ended.overlaps(D(2030, 1, 1), D(2030, 2, 1))
     assert not _subscription(D(2024, 1, 10), D(2024, 1, 10)).overlaps(D(2024, 1, 1), None)
+
+
+def test_a_malformed_webhook_url_is_an_input_error(engine):
+    from billing.customers import create_customer
+    from billing.errors import BillingInputError
+
+    with pytest.raises(BillingInputError, match=r"webhook_url: expected an http:// or https:// URL, got 'http://\['"):
+        create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", webhook_url="http://[")
