@@ -31,11 +31,11 @@ from billing import customers as service
 from billing.config import get_settings
 from billing.db import make_engine, session_scope, upgrade
 from billing.ingestion import ingest_path
+from billing.invoicing import finalize_settings
 from billing.notifications import deliver_pending, list_notifications, run_receiver
 from billing.periods import Period, month
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
-from invoices.model import Party
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO, format_amount
@@ -117,7 +117,7 @@ def main() -> None:
         if late_file is not None:
             _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()), arrival)
         report = run_billing(engine, catalog, period, now=dt.datetime.combine(period.end, dt.time(12), dt.UTC))
-        numbers = finalize_period(engine, period, _finalize_settings(), period.end + dt.timedelta(days=2))
+        numbers = finalize_period(engine, period, finalize_settings(), period.end + dt.timedelta(days=2))
         delivered = deliver_pending(engine, get_settings())
         console.print(f"notifications: {delivered.sent} delivered to the local receiver, {delivered.dead} dead")
         summaries.append((period, report, numbers))
@@ -134,17 +134,6 @@ def main() -> None:
     server.shutdown()
     _metrics(engine, catalog)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
-
-
-def _finalize_settings() -> store.FinalizeSettings:
-    settings = get_settings()
-    seller = settings.seller
-    return store.FinalizeSettings(
-        invoice_number_format=settings.invoice_number_format,
-        credit_note_number_format=settings.credit_note_number_format,
-        payment_terms_days=settings.payment_terms_days,
-        seller=Party(name=seller.name, address=tuple(seller.address), email=seller.email, tax_id=seller.tax_id),
-    )
 
 
 def _pick_plan(rng: random.Random) -> str:

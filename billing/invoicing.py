@@ -7,14 +7,34 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
+from billing.config import Settings, get_settings
 from billing.db import session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.notifications import queue_invoice_finalized
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
-from invoices.model import Invoice, InvoiceStatus
+from invoices.model import Invoice, InvoiceStatus, Party
 
-__all__ = ["create_credit_note", "finalize_invoice", "get_invoice", "list_invoices", "set_invoice_status"]
+__all__ = [
+    "create_credit_note",
+    "finalize_invoice",
+    "finalize_settings",
+    "get_invoice",
+    "list_invoices",
+    "set_invoice_status",
+]
+
+
+def finalize_settings(settings: Settings | None = None) -> store.FinalizeSettings:
+    """How issued documents are numbered and dated, from the configuration: formats, terms and the seller."""
+    settings = settings or get_settings()
+    seller = settings.seller
+    return store.FinalizeSettings(
+        invoice_number_format=settings.invoice_number_format,
+        credit_note_number_format=settings.credit_note_number_format,
+        payment_terms_days=settings.payment_terms_days,
+        seller=Party(name=seller.name, address=tuple(seller.address), email=seller.email, tax_id=seller.tax_id),
+    )
 
 
 def get_invoice(engine: Engine, key: str | int) -> Invoice:

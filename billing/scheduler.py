@@ -45,9 +45,10 @@ from sqlalchemy import Engine, select
 from billing.config import Settings, get_settings
 from billing.db import repository, session_scope
 from billing.db.apikey_tables import SCHEDULER_JOBS_TABLE
+from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.periods import Period, month_of
 from billing.run import finalize_period, run_billing
-from invoices.model import InvoiceStatus, Party
+from invoices.model import InvoiceStatus
 from invoices.store import FinalizeSettings
 from invoices.tables import InvoiceRow
 from pricing_plans.models import Catalog
@@ -91,13 +92,7 @@ class CycleReport:
 
 def finalize_settings(settings: Settings) -> FinalizeSettings:
     """How the scheduler numbers and dates invoices: the configured formats, terms and seller."""
-    seller = settings.seller
-    return FinalizeSettings(
-        invoice_number_format=settings.invoice_number_format,
-        credit_note_number_format=settings.credit_note_number_format,
-        payment_terms_days=settings.payment_terms_days,
-        seller=Party(name=seller.name, address=tuple(seller.address), email=seller.email, tax_id=seller.tax_id),
-    )
+    return configured_finalize_settings(settings)
 
 
 def _invoiced_customers(engine: Engine, period: Period, *, drafts: bool) -> set[str]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 console = Console()
 err_console = Console(stderr=True)
@@ -41,15 +47,39 @@ def engine_for_cli():  # type: ignore[no-untyped-def]
 
 def finalize_settings():  # type: ignore[no-untyped-def]
     """Numbering and dating settings for issued invoices, from the configuration."""
-    from billing.config import get_settings
-    from invoices.model import Party
-    from invoices.store import FinalizeSettings
+    from billing.invoicing import finalize_settings as configured
 
-    settings = get_settings()
-    seller = settings.seller
-    return FinalizeSettings(
-        invoice_number_format=settings.invoice_number_format,
-        credit_note_number_format=settings.credit_note_number_format,
-        payment_terms_days=settings.payment_terms_days,
-        seller=Party(name=seller.name, address=tuple(seller.address), email=seller.email, tax_id=seller.tax_id),
-    )
+    return configured()
+
+
+@contextmanager
+def database() -> Iterator[Engine]:
+    """The configured database; any engine error becomes one message and exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from billing.config import get_settings
+    from billing.db import make_engine
+    from billing.errors import BillingError
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        yield engine
+    except BillingError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None)
+        reason = str(original if original is not None else exc).strip().splitlines()[0]
+        if any(sign in reason for sign in ("no such table", "does not exist", "unable to open")):
+            reason += " (is the database initialized? run `billing init` or `billing db upgrade`)"
+        fail(f"database: {reason}")
+    finally:
+        engine.dispose()
+
+
+def print_table(table: Table) -> None:
+    """On a terminal, fit the table to it; piped or captured, print it whole, one line per row."""
+    if console.is_terminal:
+        console.print(table)
+    else:
+        whole = console.measure(table, options=console.options.update_width(10_000)).maximum
+        Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)

@@ -4,25 +4,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from billing import customers as service
-from billing.cli._common import console, err_console, fail, load_catalog_for_cli
-from billing.config import get_settings
-from billing.db import make_engine
+from billing.cli._common import console, database, err_console, fail, load_catalog_for_cli, print_table
 from billing.domain import Subscription
-from billing.errors import BillingError
 from pricing_plans.models import Catalog
 
 customers_app = typer.Typer(help="Customers: add, list, import from CSV.", no_args_is_help=True)
@@ -35,22 +27,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(subscriptions_app, name="subscriptions")
 
 
-@contextmanager
-def _engine() -> Iterator[Engine]:
-    """The configured database; any engine error becomes one message and exit 1."""
-    engine = make_engine(get_settings().database_url)
-    try:
-        yield engine
-    except BillingError as exc:
-        fail(str(exc))
-    except SQLAlchemyError as exc:
-        original = getattr(exc, "orig", None)
-        reason = str(original if original is not None else exc).strip().splitlines()[0]
-        if any(sign in reason for sign in ("no such table", "does not exist", "unable to open")):
-            reason += " (is the database initialized? run `billing init` or `billing db upgrade`)"
-        fail(f"database: {reason}")
-    finally:
-        engine.dispose()
 
 
 def _catalog() -> Catalog:
@@ -79,13 +55,6 @@ def _table(*headers: str) -> Table:
     return table
 
 
-def _print_table(table: Table) -> None:
-    """On a terminal, fit the table to it; piped or captured, print it whole, one line per row."""
-    if console.is_terminal:
-        console.print(table)
-    else:
-        whole = console.measure(table, options=console.options.update_width(10_000)).maximum
-        Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)
 
 
 def _describe(subscription: Subscription) -> str:
@@ -111,7 +80,7 @@ def customers_add(
     tax_rate: Annotated[str, typer.Option("--tax-rate", help="Tax rate in percent, e.g. 19.")] = "0",
 ) -> None:
     """Add a customer."""
-    with _engine() as engine:
+    with database() as engine:
         customer = service.create_customer(
             engine,
             external_id,
@@ -134,7 +103,7 @@ def customers_add(
 @customers_app.command("list")
 def customers_list() -> None:
     """List the customers."""
-    with _engine() as engine:
+    with database() as engine:
         customers = service.list_customers(engine)
     if not customers:
         console.print("no customers")
@@ -143,7 +112,7 @@ def customers_list() -> None:
     for c in customers:
         cells = (c.external_id, c.name, c.email or "", c.currency, c.timezone, c.locale, str(c.tax_rate))
         table.add_row(*map(Text, (*cells, c.webhook_url or "")))
-    _print_table(table)
+    print_table(table)
 
 
 @customers_app.command("import")
@@ -152,7 +121,7 @@ def customers_import(
 ) -> None:
     """Import customers from CSV: good rows are created, each bad row is reported as FILE:LINE: reason."""
     with (
-        _engine() as engine,
+        database() as engine,
         Progress(
             TextColumn("importing"),
             BarColumn(),
@@ -184,7 +153,7 @@ def subscribe(
     """Subscribe a customer to the plan version in effect on the start date."""
     start_date = _date("--start", start)
     catalog = _catalog()
-    with _engine() as engine:
+    with database() as engine:
         subscription = service.subscribe(engine, catalog, customer, plan, start_date)
     console.print(f"created {_describe(subscription)}", highlight=False, markup=False)
 
@@ -197,7 +166,7 @@ def subscriptions_cancel(
 ) -> None:
     """Cancel a subscription: it covers days up to, not including, DATE."""
     sid, end = _subscription_id(subscription_id), _date("--date", date)
-    with _engine() as engine:
+    with database() as engine:
         subscription = service.cancel_subscription(engine, sid, end, reason)
     console.print(
         f"cancelled subscription {subscription.id} ({subscription.cancel_reason}), ends {subscription.end_date}",
@@ -214,7 +183,7 @@ def subscriptions_change(
     """Change a subscription's plan: the old one ends and the new one starts on DATE."""
     sid, on = _subscription_id(subscription_id), _date("--date", date)
     catalog = _catalog()
-    with _engine() as engine:
+    with database() as engine:
         subscription = service.change_plan(engine, catalog, sid, plan, on)
     console.print(f"ended subscription {sid}; created {_describe(subscription)}", highlight=False, markup=False)
 
@@ -225,7 +194,7 @@ def subscriptions_list(
     status: Annotated[str | None, typer.Option("--status", help="active or cancelled.")] = None,
 ) -> None:
     """List subscriptions."""
-    with _engine() as engine:
+    with database() as engine:
         subscriptions = service.list_subscriptions(engine, customer=customer, status=status)
     if not subscriptions:
         console.print("no subscriptions")
@@ -243,4 +212,4 @@ def subscriptions_list(
             str(s.previous_subscription_id or ""),
         )
         table.add_row(*map(Text, cells))
-    _print_table(table)
+    print_table(table)

@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli
+from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli, print_table
 from billing.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate
 from billing.periods import Period, parse_month
 
@@ -192,16 +191,9 @@ def print_tables(figures: Sequence[PeriodFigures]) -> None:
                 continue
             label, cell = row
             table.add_row(label, *(cell(f) for f in columns))
-        _print_table(table)
+        print_table(table)
 
 
-def _print_table(table: Table) -> None:
-    """On a terminal, fit the table to it; piped or captured, print it whole."""
-    if console.is_terminal:
-        console.print(table)
-    else:
-        whole = console.measure(table, options=console.options.update_width(10_000)).maximum
-        Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)
 
 
 # -- chart -------------------------------------------------------------------------------------------------

@@ -3,24 +3,17 @@ thin wrappers over ``billing.notifications`` and ``billing.thresholds``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from billing.cli._common import console, err_console, fail, load_catalog_for_cli
+from billing.cli._common import console, database, err_console, load_catalog_for_cli, print_table
 from billing.cli.customers import customers_app
 from billing.config import get_settings
-from billing.db import make_engine
-from billing.errors import BillingError
 
 notifications_app = typer.Typer(help="Notifications: list, deliver, retry.", no_args_is_help=True)
 thresholds_app = typer.Typer(help="Usage and spend thresholds.", no_args_is_help=True)
@@ -33,22 +26,6 @@ def register(app: typer.Typer) -> None:
     customers_app.command("set-limit")(customers_set_limit)
 
 
-@contextmanager
-def _engine() -> Iterator[Engine]:
-    """The configured database; any engine error becomes one message and exit 1."""
-    engine = make_engine(get_settings().database_url)
-    try:
-        yield engine
-    except BillingError as exc:
-        fail(str(exc))
-    except SQLAlchemyError as exc:
-        original = getattr(exc, "orig", None)
-        reason = str(original if original is not None else exc).strip().splitlines()[0]
-        if any(sign in reason for sign in ("no such table", "does not exist", "unable to open")):
-            reason += " (is the database initialized? run `billing init` or `billing db upgrade`)"
-        fail(f"database: {reason}")
-    finally:
-        engine.dispose()
 
 
 def _table(title: str, *headers: str) -> Table:
@@ -59,13 +36,6 @@ def _table(title: str, *headers: str) -> Table:
     return table
 
 
-def _print_table(table: Table) -> None:
-    """On a terminal, fit the table to it; piped or captured, print it whole, one line per row."""
-    if console.is_terminal:
-        console.print(table)
-    else:
-        whole = console.measure(table, options=console.options.update_width(10_000)).maximum
-        Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)
 
 
 def _what(kind: str, threshold: str | None, level: int | None, invoice: str | None) -> str:
@@ -85,7 +55,7 @@ def notifications_list(
     """List notifications, oldest first."""
     from billing.notifications import list_notifications
 
-    with _engine() as engine:
+    with database() as engine:
         found = list_notifications(engine, status=status, customer=customer)
     if not found:
         console.print("no notifications")
@@ -107,7 +77,7 @@ def notifications_list(
             n.last_error or "",
         )
         table.add_row(*map(Text, cells))
-    _print_table(table)
+    print_table(table)
 
 
 @notifications_app.command("deliver")
@@ -119,7 +89,7 @@ def notifications_deliver(
 
     settings = get_settings()
     with (
-        _engine() as engine,
+        database() as engine,
         Progress(
             TextColumn("delivering"),
             BarColumn(),
@@ -150,7 +120,7 @@ def notifications_retry(
     """Put a dead notification back to pending; the next `billing notifications deliver` sends it."""
     from billing.notifications import retry
 
-    with _engine() as engine:
+    with database() as engine:
         notification = retry(engine, notification_id)
     console.print(f"notification {notification.id} is pending again", highlight=False, markup=False)
 
@@ -168,7 +138,7 @@ def thresholds_check(
     from billing.thresholds import check_thresholds
 
     catalog = load_catalog_for_cli()
-    with _engine() as engine:
+    with database() as engine:
         report = check_thresholds(engine, catalog, customers=customer or None)
     for customer_id, reason in report.skipped:
         err_console.print(f"{customer_id}: skipped: {reason}", highlight=False, soft_wrap=True, markup=False)
@@ -180,7 +150,7 @@ def thresholds_check(
             cells = (c.customer, str(c.subscription_id), c.period, c.threshold_key, f"{c.level} %", str(c.value),
                      f"{c.limit} {unit}".strip(), c.notification_id)
             table.add_row(*map(Text, cells))
-        _print_table(table)
+        print_table(table)
     console.print(
         f"evaluated {report.evaluations} thresholds of {report.subscriptions} subscriptions; "
         f"created {len(report.created)} notifications",
@@ -201,7 +171,7 @@ def customers_set_limit(
     from billing.thresholds import set_limit
 
     catalog = load_catalog_for_cli()
-    with _engine() as engine:
+    with database() as engine:
         limit = set_limit(engine, catalog, customer, meter=meter, allowance=allowance, spend_cap=spend_cap)
     what = f"allowance of {limit.meter}" if limit.kind == "usage" else "spend cap"
     console.print(f"customer {limit.customer}: {what} set to {limit.limit}", highlight=False, markup=False)
