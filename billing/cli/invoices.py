@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from billing import invoicing
-from billing.cli._common import console, engine_for_cli, fail, finalize_settings
+from billing.cli._common import console, engine_for_cli, fail, finalize_settings, print_table
 from billing.errors import BillingError
 from billing.periods import parse_month
 from billing.run import finalize_period
@@ -46,7 +46,7 @@ def list_command(
     )
     table = Table(title=f"{len(found)} invoice(s)")
     for column in ("Id", "Number", "Kind", "Status", "Customer", "Period", "Total"):
-        table.add_column(column, justify="right" if column in ("Id", "Total") else "left")
+        table.add_column(column, justify="right" if column in ("Id", "Total") else "left", no_wrap=True)
     for invoice in found:
         table.add_row(
             str(invoice.id),
@@ -57,7 +57,7 @@ def list_command(
             invoice.period_label,
             f"{format_amount(invoice.total, invoice.currency)} {invoice.currency}",
         )
-    console.print(table)
+    print_table(table)
 
 
 @invoices_app.command("show")
