@@ -30,7 +30,7 @@ from meters.events import (
     parse_event,
     to_epoch_us,
 )
-from meters.ingest import FileFormat, IngestReport, Rejection, ingest, ingest_file
+from meters.ingest import FileFormat, IngestReport, Rejection, ingest, ingest_file, ingestion_cutoff
 
 __all__ = [
     "AGGREGATIONS",
@@ -56,6 +56,7 @@ __all__ = [
     "from_scaled",
     "ingest",
     "ingest_file",
+    "ingestion_cutoff",
     "parse_event",
     "to_epoch_us",
 ]

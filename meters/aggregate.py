@@ -9,8 +9,8 @@ one index range per window and meter.
 Who computes what (measured; see ``benchmarks/aggregate.py``):
 
 - the database, exactly and fastest, on the fixed-point integers: ``count``, ``sum``, ``max`` and
-  ``count(DISTINCT unique_value)`` for ``unique_count`` (one grouped query), and, for ``weighted_sum``, the level
-  carried into each window (the sum of every earlier event);
+  ``count(DISTINCT unique_value)`` for ``unique_count`` (one grouped query per kind, each computing only what its
+  kind needs), and, for ``weighted_sum``, the level carried into each window (the sum of every earlier event);
 - numpy, on the events themselves (loaded as int64 arrays and sorted by window, meter, time, id): ``latest``,
   ``weighted_sum``, the per-event values of meters that ask for them, and the sums of a window whose total
   would overflow the database's 64-bit ``sum`` (SQLite). Every numpy sum is guarded: it runs in int64 only when
@@ -96,48 +96,53 @@ def aggregate_usage(
         return {}
     filters = _Filters(received_until, received_after)
     codes = sorted(specs)
-    by_kind = {kind: [c for c in codes if specs[c].aggregation == kind] for kind in _KINDS}
+    # The database computes count, sum, max and unique_count; numpy what it needs the events themselves for.
+    in_numpy = {
+        c
+        for c in codes
+        if specs[c].aggregation in _NUMPY_KINDS
+        or (specs[c].keep_event_values and specs[c].aggregation != "unique_count")
+    }
     with _snapshot(engine) as connection:
         _load_windows(connection, customers, starts, ends)
-        totals, overflowed = _totals(connection, codes, bool(by_kind["unique_count"]), filters)
-        summed_in_numpy = set(overflowed) & set(by_kind["sum"])
-        row_meters = sorted(
-            set(by_kind["latest"])
-            | set(by_kind["weighted_sum"])
-            | summed_in_numpy
-            | {c for c in codes if specs[c].keep_event_values}
-        )
-        levels = _levels(connection, by_kind["weighted_sum"], filters) if by_kind["weighted_sum"] else {}
-        events = _EventRows.load(connection, row_meters, filters) if row_meters else _EventRows.empty(row_meters)
+        totals, overflowed = _totals(connection, [c for c in codes if c not in in_numpy], specs, filters)
+        in_numpy |= overflowed
+        loaded = sorted(in_numpy | {c for c in codes if specs[c].keep_event_values})
+        weighted = [c for c in codes if specs[c].aggregation == "weighted_sum"]
+        levels = _levels(connection, weighted, filters) if weighted else {}
+        events = _EventRows.load(connection, loaded, filters) if loaded else _EventRows.empty(loaded)
+    computed = _compute(events, specs, levels, starts, ends)
 
+    nothing = _Computed()
     results: dict[tuple[Any, str], MeterAggregate] = {}
-    computed = _compute(events, specs, summed_in_numpy, levels, starts, ends)
-    for index, key in enumerate(keys):
-        customer = customers[index]
-        for code in codes:
-            spec = specs[code]
-            count, total, largest, distinct = totals.get((index, code), (0, 0, 0, 0))
-            kind = spec.aggregation
-            found = computed.get((index, code))
-            if kind == "count":
-                quantity = Decimal(count)
-            elif kind == "sum":
-                quantity = from_scaled(found.total if code in summed_in_numpy and found else total)
-            elif kind == "max":
-                quantity = from_scaled(largest)
-            elif kind == "unique_count":
-                quantity = Decimal(distinct)
-            elif kind == "latest":
-                quantity = from_scaled(found.latest if found else 0)
-            else:  # weighted_sum
-                quantity = found.weighted if found else from_scaled(levels.get((index, code), 0))
-            values = None
-            if spec.keep_event_values:
-                values = found.values if found else ()
-            results[(key, code)] = MeterAggregate(key, customer, code, quantity, count, values)
+    for code in codes:
+        spec = specs[code]
+        kind = spec.aggregation
+        from_numpy = code in in_numpy
+        for index, key in enumerate(keys):
+            found = computed.get((index, code), nothing)
+            if from_numpy:
+                count = found.count
+                if kind == "count":
+                    quantity = Decimal(count)
+                elif kind == "sum":
+                    quantity = from_scaled(found.total)
+                elif kind == "max":
+                    quantity = from_scaled(found.largest)
+                elif kind == "latest":
+                    quantity = from_scaled(found.latest)
+                else:  # weighted_sum
+                    quantity = found.weighted if found.count else from_scaled(levels.get((index, code), 0))
+            else:
+                count, number = totals.get((index, code), _NONE)
+                quantity = Decimal(count) if kind == "count" else number
+            values = (found.values or ()) if spec.keep_event_values else None
+            results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count, values)
     return results
 
 
+_NUMPY_KINDS = frozenset({"latest", "weighted_sum"})
+_NONE = (0, Decimal(0))
 _KINDS = ("count", "sum", "max", "unique_count", "latest", "weighted_sum")
 
 
@@ -257,33 +262,48 @@ def _query(
         cursor.close()
 
 
-def _is_overflow(exc: DBAPIError) -> bool:
-    return "overflow" in str(exc.orig).lower()
+def _is_overflow(exc: Exception) -> bool:
+    """SQLite's integer sum() overflowing 64 bits ("integer overflow"); the DB-API error may come unwrapped."""
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    return "integer overflow" in str(original).lower()
+
+
+_SQL_AGGREGATE = {
+    "count": None,
+    "sum": "sum(e.value)",
+    "max": "max(e.value)",
+    "unique_count": "count(DISTINCT e.unique_value)",
+}
 
 
 def _totals(
-    connection: Connection, codes: list[str], distinct: bool, filters: _Filters
-) -> tuple[dict[tuple[int, str], tuple[int, int, int, int]], list[str]]:
-    """count, sum, max and distinct unique values per (window, meter), and the meters whose sum overflowed."""
-    distinct_sql = ", count(DISTINCT e.unique_value)" if distinct else ", 0"
-    for with_sum in (True, False):
-        sum_sql = "sum(e.value)" if with_sum else "0"
-        select = f"SELECT w.idx, {{meter}}, count(*), {sum_sql}, max(e.value){distinct_sql}"
+    connection: Connection, codes: list[str], specs: Mapping[str, MeterSpec], filters: _Filters
+) -> tuple[dict[tuple[int, str], tuple[int, Decimal]], set[str]]:
+    """(events, quantity) per (window, meter) from the database, one grouped query per kind (each computes only
+    what its kind needs: a count alone is much cheaper than a count, a sum and a max); and the sum meters whose
+    total overflowed the database's 64-bit sum (SQLite), left to numpy."""
+    totals: dict[tuple[int, str], tuple[int, Decimal]] = {}
+    overflowed: set[str] = set()
+    for kind, expression in _SQL_AGGREGATE.items():
+        of_kind = [c for c in codes if specs[c].aggregation == kind]
+        if not of_kind:
+            continue
+        select = f"SELECT w.idx, {{meter}}, count(*), {expression or '0'}"
         savepoint = connection.begin_nested()
         try:
-            rows = _query(connection, select, codes, _IN_WINDOW, filters, "GROUP BY w.idx, e.meter")
-        except DBAPIError as exc:
+            rows = _query(connection, select, of_kind, _IN_WINDOW, filters, "GROUP BY w.idx, e.meter")
+        except Exception as exc:
             savepoint.rollback()
-            if with_sum and _is_overflow(exc):
+            if kind == "sum" and _is_overflow(exc):
+                overflowed.update(of_kind)
                 continue
             raise
         savepoint.commit()
-        totals = {
-            (idx, meter): (count, int(total or 0), int(largest or 0), int(unique or 0))
-            for idx, meter, count, total, largest, unique in rows
-        }
-        return totals, ([] if with_sum else list(codes))
-    raise AssertionError("unreachable")
+        if kind == "unique_count":
+            totals.update(((idx, meter), (count, Decimal(number))) for idx, meter, count, number in rows)
+        else:
+            totals.update(((idx, meter), (count, from_scaled(int(number or 0)))) for idx, meter, count, number in rows)
+    return totals, overflowed
 
 
 def _levels(connection: Connection, codes: list[str], filters: _Filters) -> dict[tuple[int, str], int]:
@@ -295,7 +315,7 @@ def _levels(connection: Connection, codes: list[str], filters: _Filters) -> dict
         )
         savepoint.commit()
         return {(idx, meter): int(total) for idx, meter, total in rows if total}
-    except DBAPIError as exc:
+    except Exception as exc:
         savepoint.rollback()
         if not _is_overflow(exc):
             raise
@@ -341,7 +361,9 @@ class _EventRows:
 
 @dataclass(slots=True)
 class _Computed:
+    count: int = 0
     total: int = 0
+    largest: int = 0
     latest: int = 0
     weighted: Decimal = Decimal(0)
     values: tuple[Decimal, ...] | None = None
@@ -350,7 +372,6 @@ class _Computed:
 def _compute(
     events: _EventRows,
     specs: Mapping[str, MeterSpec],
-    summed: set[str],
     levels: Mapping[tuple[int, str], int],
     starts: list[int],
     ends: list[int],
@@ -360,51 +381,45 @@ def _compute(
         return {}
     group_starts = events.starts
     group_ends = np.append(group_starts[1:], len(events.window))
-    group_window = events.window[group_starts]
-    group_meter = events.meter[group_starts]
-    codes = [events.meters[i] for i in group_meter.tolist()]
-    windows = group_window.tolist()
-    out = {(w, code): _Computed() for w, code in zip(windows, codes, strict=True)}
+    windows = events.window[group_starts].tolist()
+    codes = [events.meters[i] for i in events.meter[group_starts].tolist()]
+    out = {
+        (w, code): _Computed(count=n)
+        for w, code, n in zip(windows, codes, (group_ends - group_starts).tolist(), strict=True)
+    }
+    kinds = [specs[code].aggregation for code in codes]
+    values = events.value
 
-    kinds = np.array([specs[code].aggregation for code in events.meters])[group_meter]
+    def each(kind: str) -> list[int]:
+        return [i for i, k in enumerate(kinds) if k == kind]
 
-    latest = kinds == "latest"
-    if latest.any():
-        for w, code, value in zip(
-            group_window[latest].tolist(),
-            [c for c, k in zip(codes, latest.tolist(), strict=True) if k],
-            events.value[group_ends[latest] - 1].tolist(),
-            strict=True,
-        ):
-            out[(w, code)].latest = value
-
-    if summed:
-        for (w, code), total in zip(
-            zip(windows, codes, strict=True), exact_group_sums(events.value, group_starts), strict=True
-        ):
-            if code in summed:
-                out[(w, code)].total = total
-
-    weighted = kinds == "weighted_sum"
-    if weighted.any():
+    if latest := each("latest"):
+        for i, value in zip(latest, values[group_ends[latest] - 1].tolist(), strict=True):
+            out[(windows[i], codes[i])].latest = value
+    if summed := each("sum"):
+        sums = exact_group_sums(values, group_starts)
+        for i in summed:
+            out[(windows[i], codes[i])].total = sums[i]
+    if largest := each("max"):
+        maxima = np.maximum.reduceat(values, group_starts).tolist()
+        for i in largest:
+            out[(windows[i], codes[i])].largest = maxima[i]
+    if weighted := each("weighted_sum"):
         end_us = np.asarray(ends, dtype=np.int64)
         start_us = np.asarray(starts, dtype=np.int64)
         remaining = end_us[events.window] - events.occurred_at  # how long each increment counts in its window
-        dots = exact_group_dots(events.value, remaining, group_starts)
-        for w, code, dot, is_weighted in zip(windows, codes, dots, weighted.tolist(), strict=True):
-            if is_weighted:
-                length = int(end_us[w] - start_us[w])
-                integral = levels.get((w, code), 0) * length + dot
-                out[(w, code)].weighted = from_scaled(_divide_half_even(integral, length))
-
+        dots = exact_group_dots(values, remaining, group_starts)
+        for i in weighted:
+            w, code = windows[i], codes[i]
+            length = int(end_us[w] - start_us[w])
+            integral = levels.get((w, code), 0) * length + dots[i]
+            out[(w, code)].weighted = from_scaled(_divide_half_even(integral, length))
     keep = [i for i, code in enumerate(codes) if specs[code].keep_event_values]
     if keep:
-        values = events.value.tolist()
+        listed = values.tolist()
         bounds_start, bounds_end = group_starts.tolist(), group_ends.tolist()
         for i in keep:
-            out[(windows[i], codes[i])].values = tuple(
-                from_scaled(v) for v in values[bounds_start[i] : bounds_end[i]]
-            )
+            out[(windows[i], codes[i])].values = tuple(from_scaled(v) for v in listed[bounds_start[i] : bounds_end[i]])
     return out
 
 

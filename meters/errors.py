@@ -1,11 +1,11 @@
 """Every exception the meters package raises::
 
-    MeteringError
-    ├── EventError            one event cannot be accepted (ingestion turns it into a Rejection)
-    └── IngestError           a batch or file could not be ingested as a whole
-        ├── MalformedFileError    the file cannot be read at all (a bad CSV header): nothing was stored
-        └── IngestInterrupted     ingestion stopped part-way (database or I/O failure): ``report`` says
-                                  exactly what was stored before it stopped
+MeteringError
+├── EventError            one event cannot be accepted (ingestion turns it into a Rejection)
+└── IngestError           a batch or file could not be ingested as a whole
+    ├── MalformedFileError    the file cannot be read at all (a bad CSV header): nothing was stored
+    └── IngestInterrupted     ingestion stopped part-way (database or I/O failure): ``report`` says
+                              exactly what was stored before it stopped
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ class MeteringError(Exception):
 
 
 class EventError(MeteringError, ValueError):
-    """Raised when an event cannot be accepted; the message is the reason given back (and written to rejects)."""
+    """Raised when an event cannot be accepted; the message is the reason given back (and written to rejects).
+
+    Attributes:
+      event_id: the event's id when it could be read before the problem was found, else None.
+    """
+
+    event_id: str | None = None
 
 
 class IngestError(MeteringError):

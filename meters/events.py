@@ -63,6 +63,7 @@ MAX_TEXT = 255
 _VALUE_OPTIONAL = ("count", "unique_count")
 EVENT_FIELDS = ("id", "customer", "meter", "timestamp", "value", "properties")
 _FIELDS = frozenset(EVENT_FIELDS)
+_TEXTS_CACHED = 4096
 _MAX_INT_VALUE = 10**MAX_VALUE_DIGITS
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -219,7 +220,7 @@ class EventValidator:
     Made once per batch or file; :meth:`validate` is called once per event and is the hot path of ingestion.
     """
 
-    __slots__ = ("customers", "max_occurred_at", "meters")
+    __slots__ = ("customers", "max_occurred_at", "meters", "texts")
 
     def __init__(
         self,
@@ -228,7 +229,10 @@ class EventValidator:
         now: dt.datetime,
     ):
         self.meters = meters_by_code(meters)
-        self.customers = known_customers if isinstance(known_customers, set | frozenset) else set(known_customers)
+        # customer id → the same string: every event of a customer then holds one string object, which keeps
+        # memory down and lets pickle (worker processes) send it once per chunk.
+        self.customers = {customer: customer for customer in known_customers}
+        self.texts: dict[str, str] = {}  # the same for repeated property maps, up to _TEXTS_CACHED of them
         self.max_occurred_at = to_epoch_us(now + MAX_FUTURE)
 
     def validate(self, record: Mapping[str, Any]) -> UsageEvent:
@@ -243,15 +247,17 @@ class EventValidator:
             problems.append(_text_problem("id", event_id))
             event_id = None
         # A known customer or meter is valid text: only an unknown one needs a closer look.
-        customer = record.get("customer")
-        if type(customer) is not str or customer not in self.customers:
-            problems.append(_text_problem("customer", customer) or f"unknown customer {customer!r}")
-            customer = None
+        given = record.get("customer")
+        customer = self.customers.get(given) if type(given) is str else None
+        if customer is None:
+            problems.append(_text_problem("customer", given) or f"unknown customer {given!r}")
         meter_code = record.get("meter")
         meter = self.meters.get(meter_code) if type(meter_code) is str else None
         if meter is None:
             known = ", ".join(sorted(self.meters)) or "none"
             problems.append(_text_problem("meter", meter_code) or f"unknown meter {meter_code!r} (known: {known})")
+        else:
+            meter_code = meter.code
 
         occurred_at = self._timestamp(record.get("timestamp"), problems)
         value = record.get("value")
@@ -264,6 +270,13 @@ class EventValidator:
             properties = unique_value = None
         else:
             properties, unique_value = self._properties(properties, meter, problems)
+            if properties is not None:
+                texts = self.texts
+                cached = texts.get(properties)
+                if cached is not None:
+                    properties = cached
+                elif len(texts) < _TEXTS_CACHED:
+                    texts[properties] = properties
 
         if problems:
             raise EventError("; ".join(problems))

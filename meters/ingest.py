@@ -27,16 +27,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import gc
 import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -44,7 +46,15 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from meters.errors import EventError, IngestInterrupted, MalformedFileError
-from meters.events import EVENT_FIELDS, EventValidator, MeterSpec, meters_by_code, parse_json_line, to_epoch_us
+from meters.events import (
+    EVENT_FIELDS,
+    EventValidator,
+    MeterSpec,
+    from_epoch_us,
+    meters_by_code,
+    parse_json_line,
+    to_epoch_us,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -54,6 +64,7 @@ __all__ = [
     "Rejection",
     "ingest",
     "ingest_file",
+    "ingestion_cutoff",
 ]
 
 CHUNK_SIZE = 50_000
@@ -156,8 +167,9 @@ def ingest_file(
     ``format`` defaults to ``csv`` for a ``.csv`` file and ``jsonl`` otherwise. A CSV file starts with a header
     naming its columns: ``id``, ``customer``, ``meter``, ``timestamp`` (required), ``value``, ``properties`` (a
     JSON object) and ``properties.<name>`` (one property per column). Raises :class:`MalformedFileError`, before
-    storing anything, when the header is wrong. ``workers``: parsing processes for a JSON Lines file of more than
-    one chunk (default: one per CPU but one, at most 4; 0 parses in this process).
+    storing anything, when the header is wrong. ``workers``: parsing processes (forked) for a JSON Lines file of
+    more than one chunk (default: one per CPU but one, at most 4; 0, or a process running several threads,
+    parses in this process).
     """
     name, fmt = _describe(source, format)
     settings = (meters_by_code(meters), known_customers, now or dt.datetime.now(dt.UTC))
@@ -274,6 +286,8 @@ def _csv_entries(lines: _Lines, name: str) -> Iterator[_Entry]:
         try:
             yield number, text, _csv_record(header, row)
         except EventError as error:
+            if "id" in header and len(row) > header.index("id"):
+                error.event_id = row[header.index("id")] or None
             yield number, text, error
 
 
@@ -366,7 +380,7 @@ class _ChunkBuilder:
         chunk.last_line = line
         self.count += 1
         if isinstance(record, EventError):
-            chunk.rejections.append(_rejection(line, None, str(record), raw))
+            chunk.rejections.append(_rejection(line, record.event_id, str(record), raw))
             return
         try:
             event = self.validate(record)
@@ -406,20 +420,41 @@ def _chunks(validator: EventValidator, entries: Iterator[_Entry], size: int, pos
 
 
 def _jsonl_block(validator: EventValidator, first_line: int, block: list[bytes], keep_raw: bool) -> _Chunk:
-    """Parse and validate a stretch of JSON Lines (``block[0]`` is line ``first_line``)."""
+    """Parse and validate a stretch of JSON Lines (``block[0]`` is line ``first_line``).
+
+    The hot loop of a file ingestion: the common case (a valid event whose id is new in the chunk) is inlined;
+    everything else goes through :meth:`_ChunkBuilder.add`, which does the same.
+    """
     builder = _ChunkBuilder(validator, first_line, "line", keep_raw)
-    add = builder.add
-    for number, data in enumerate(block, first_line):
-        text, valid = _decode(data)
-        if not valid:
-            add(number, text, EventError("not valid UTF-8"))
-        elif text and not text.isspace():
-            try:
-                record: Mapping[str, Any] | EventError = parse_json_line(text)
-            except EventError as error:
-                record = error
-            add(number, text, record)
     chunk = builder.chunk
+    add, validate, first = builder.add, validator.validate, builder.first
+    events, lines, raws = chunk.events, chunk.lines, chunk.raws
+    for number, data in enumerate(block, first_line):
+        try:
+            text = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            add(number, data.decode("utf-8", "replace").rstrip("\r\n"), EventError("not valid UTF-8"))
+            continue
+        if not text or text.isspace():
+            continue
+        try:
+            record = parse_json_line(text)
+        except EventError as error:
+            add(number, text, error)
+            continue
+        try:
+            event = validate(record)
+        except EventError:
+            add(number, text, record)  # validates again, to report the problem
+            continue
+        position = first.setdefault(event[_ID], len(events))
+        if position != len(events):
+            chunk.repeats.append((number, text, tuple(event), position))
+            continue
+        events.append(tuple(event))
+        lines.append(number)
+        if raws is not None:
+            raws.append(text)
     chunk.last_line = first_line + len(block) - 1
     return chunk
 
@@ -438,8 +473,17 @@ _Settings = tuple[dict[str, MeterSpec], Collection[str], dt.datetime]
 _worker_validator: EventValidator | None = None
 
 
+def _can_fork() -> bool:
+    """Forking is safe here: the platform has it and this process runs one thread (a lock held by another
+    thread at the fork would stay held for ever in the child)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
 def _start_worker(settings: _Settings) -> None:
     global _worker_validator
+    # The child inherited the parent's objects, database connections among them: never collect them here (a
+    # collected connection would close the parent's socket or file).
+    gc.freeze()
     _worker_validator = EventValidator(*settings)
 
 
@@ -453,9 +497,9 @@ def _jsonl_chunks(stream: IO[bytes], settings: _Settings, size: int, workers: in
     chunk long and ``workers`` > 0, so that the caller stores a chunk while the next ones are parsed."""
     blocks = _jsonl_blocks(stream, size)
     head = list(islice(blocks, 2))
-    if len(head) < 2 or workers <= 0 or "fork" not in multiprocessing.get_all_start_methods():
+    if len(head) < 2 or workers <= 0 or not _can_fork():
         validator = EventValidator(*settings)
-        for first_line, block in [*head, *blocks]:
+        for first_line, block in chain(head, blocks):
             chunk = _jsonl_block(validator, first_line, block, keep_raw=True)
             chunk.size = sum(map(len, block))
             yield chunk
@@ -466,7 +510,7 @@ def _jsonl_chunks(stream: IO[bytes], settings: _Settings, size: int, workers: in
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(settings,)) as pool:
         in_flight: deque[tuple[Future[_Chunk], list[bytes]]] = deque()
         try:
-            for first_line, block in [*head, *blocks]:
+            for first_line, block in chain(head, blocks):
                 in_flight.append((pool.submit(_jsonl_block_in_worker, first_line, block), block))
                 if len(in_flight) > workers:
                     yield _received(*in_flight.popleft())
@@ -532,9 +576,8 @@ class _Ingestion:
             attempt += 1
             try:
                 with self.engine.connect() as connection, connection.begin():
-                    received_at = to_epoch_us(dt.datetime.now(dt.UTC))
-                    return self.write(connection, events, received_at)
-            except DBAPIError as exc:
+                    return self.write(connection, events, _received_now(connection))
+            except Exception as exc:
                 if attempt < _RETRIES and _is_transient(exc):
                     time.sleep(0.05 * attempt)
                     continue
@@ -584,9 +627,47 @@ def _conflict(event_id: str) -> str:
     return f"conflict: id {event_id!r} was already ingested with other content"
 
 
-def _is_transient(exc: DBAPIError) -> bool:
+def _is_transient(exc: Exception) -> bool:
     """Deadlocks and serialization failures (PostgreSQL) are worth another try."""
-    return getattr(exc.orig, "sqlstate", None) in {"40001", "40P01"}
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(original, "sqlstate", None) in {"40001", "40P01"}
+
+
+# The PostgreSQL advisory lock that orders a chunk's received_at with ``ingestion_cutoff``: each chunk holds it
+# shared while it is stored, a cutoff takes it exclusively for the instant it reads the clock.
+_RECEIVING_LOCK = 0x6D65746572730001
+
+
+def _received_now(connection: Connection) -> int:
+    """The chunk's ``received_at``, read once no cutoff is being taken (see :func:`ingestion_cutoff`).
+
+    SQLite: the chunk's ``BEGIN IMMEDIATE`` already holds the database's single write lock. PostgreSQL: a shared
+    advisory lock, and the database's clock (the same clock for every ingesting host).
+    """
+    if connection.dialect.name != "postgresql":
+        return to_epoch_us(dt.datetime.now(dt.UTC))
+    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK})")
+    return int(connection.exec_driver_sql(_DATABASE_CLOCK).scalar_one())
+
+
+_DATABASE_CLOCK = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+
+def ingestion_cutoff(engine: Engine) -> dt.datetime:
+    """An instant F such that every event received at or before F is already committed, and every event stored
+    later is received after F: the cutoff a billing run gives ``aggregate_usage(received_until=F)`` when it
+    finalizes a period, so that the events it did not count are exactly those with ``received_after=F`` (late).
+
+    Waits for the chunks being stored at that moment (a fraction of a second), then reads the clock that
+    ingestion stamps ``received_at`` with.
+    """
+    with engine.connect() as connection, connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_RECEIVING_LOCK})")
+            now = int(connection.exec_driver_sql(_DATABASE_CLOCK).scalar_one())
+        else:  # BEGIN IMMEDIATE (billing.db): no chunk is being stored while this transaction lasts
+            now = to_epoch_us(dt.datetime.now(dt.UTC))
+    return from_epoch_us(now)
 
 
 def _write_sqlite(connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
@@ -642,9 +723,10 @@ class _PostgresWriter:
         if self.optimistic:
             savepoint = connection.begin_nested()
             try:
-                with driver.cursor() as cursor, cursor.copy(
-                    f"COPY usage_events ({_COLUMNS}, received_at) FROM STDIN"
-                ) as copy:
+                with (
+                    driver.cursor() as cursor,
+                    cursor.copy(f"COPY usage_events ({_COLUMNS}, received_at) FROM STDIN") as copy,
+                ):
                     for event in events:
                         copy.write_row((*event, received_at))
             except Exception as exc:

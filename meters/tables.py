@@ -11,7 +11,8 @@ One row per accepted event. Numbers are stored the way the aggregation kernels w
   properties): the same ``event_id`` again with the same hash is a duplicate, with another hash a conflict.
 
 ``event_id`` is the idempotency key, unique across the installation (the database enforces it). The aggregation
-index covers every column an aggregation reads, so a period's totals come from the index alone.
+index covers every column an aggregation reads (``id`` included: it breaks ties of ``latest``), so a period's
+totals come from the index alone.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class UsageEventRow(MetersBase):
             "value",
             "received_at",
             "unique_value",
+            postgresql_include=["id"],  # SQLite's index entries end with the rowid anyway
         ),
     )
 

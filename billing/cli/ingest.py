@@ -1,9 +1,92 @@
-"""(commands to be written)"""
+"""``billing ingest FILE``: usage events from JSON Lines or CSV (``-`` for standard input) into the database,
+through ``billing.ingestion.ingest_path`` (the catalog's meters, the known customers, then the thresholds).
+
+Prints ``accepted N, duplicates N, rejected N``; rejected events go to ``FILE.rejected.jsonl`` (or ``--rejects``),
+one JSON object per line with the ``line``, the ``reason`` and the ``raw`` input. Exit 1 if anything was
+rejected (or ingestion stopped), else 0.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import SQLAlchemyError
+
+from billing.cli._common import engine_for_cli, err_console, fail, load_catalog_for_cli
+from billing.ingestion import ingest_path
+from meters import IngestInterrupted, IngestReport, MalformedFileError
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("ingest")(ingest)
+
+
+def ingest(
+    file: Annotated[str, typer.Argument(help="A JSON Lines or CSV file of usage events; - for standard input.")],
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", help="Where rejected events go (default: FILE.rejected.jsonl).")
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="jsonl or csv (default: from the file name; stdin: jsonl).")
+    ] = None,
+) -> None:
+    """Ingest usage events; each event id is stored once, however often it is sent."""
+    if format is not None and format not in ("jsonl", "csv"):
+        fail(f"--format: expected jsonl or csv, got {format!r}")
+    if file != "-" and not Path(file).is_file():
+        fail(f"{file}: no such file")
+    rejects_path = rejects or Path("stdin.rejected.jsonl" if file == "-" else f"{file}.rejected.jsonl")
+    catalog = load_catalog_for_cli()
+    engine = engine_for_cli()
+    try:
+        with _progress(file) as advance:
+            report = ingest_path(engine, catalog, file, file_format=format, progress=advance)
+    except MalformedFileError as error:
+        fail(str(error))
+    except IngestInterrupted as error:
+        _finish(error.report, rejects_path)
+        fail(str(error))
+    except SQLAlchemyError as error:
+        original = getattr(error, "orig", None)
+        reason = str(original if original is not None else error).strip().splitlines()[0]
+        fail(f"database: {reason} (is it initialized? run `billing init` or `billing db upgrade`)")
+    finally:
+        engine.dispose()
+    _finish(report, rejects_path)
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+def _finish(report: IngestReport, rejects_path: Path) -> None:
+    """Print the three counts; write the rejects file when something was rejected."""
+    typer.echo(report.summary())
+    if report.rejected:
+        with rejects_path.open("w", encoding="utf-8") as out:
+            for rejection in report.rejected:
+                out.write(rejection.as_json() + "\n")
+        err_console.print(f"rejected events written to {rejects_path}", highlight=False)
+
+
+@contextlib.contextmanager
+def _progress(file: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar over the bytes of the file (indeterminate for standard input)."""
+    total = os.path.getsize(file) if file != "-" else None
+    bar = Progress(
+        TextColumn("ingesting"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+        auto_refresh=False,  # no refresh thread: big files are parsed by forked worker processes
+    )
+    task = bar.add_task("ingest", total=total)
+    with bar:
+        yield lambda done: bar.update(task, completed=done, refresh=True)

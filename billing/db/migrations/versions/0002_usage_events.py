@@ -37,6 +37,7 @@ def upgrade() -> None:
         "ix_usage_events_aggregation",
         "usage_events",
         ["meter", "customer", "occurred_at", "value", "received_at", "unique_value"],
+        postgresql_include=["id"],
     )
 
 

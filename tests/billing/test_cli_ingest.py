@@ -1,0 +1,154 @@
+"""``billing ingest``: the three counts, the rejects file with line numbers and reasons, the exit code, and
+ingesting the same file again changes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from billing.cli import app
+from billing.config import get_settings
+from billing.db import make_engine, session_scope
+from billing.db.tables import CustomerRow
+from meters.tables import UsageEventRow
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[meters.storage_gb]
+name = "Storage"
+aggregation = "weighted_sum"
+unit = "GB-month"
+
+[meters.active_users]
+name = "Active users"
+aggregation = "unique_count"
+unique_property = "user_id"
+
+[meters.payment_volume]
+name = "Payment volume"
+aggregation = "sum"
+
+[plans.payments]
+name = "Payments"
+currency = "EUR"
+charges = [
+  { meter = "api_calls", model = "per_unit", unit_amount = "0.001" },
+  { meter = "payment_volume", model = "percentage", rate = "1.4", fixed_amount = "0.25" },
+]
+"""
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The test database with two customers, and a small catalog of our own."""
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(CATALOG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(catalog))
+    get_settings.cache_clear()
+    engine = make_engine(cli_env["BILLING_DATABASE_URL"])
+    with session_scope(engine) as session:
+        for external_id in ("acme", "globex"):
+            session.add(
+                CustomerRow(
+                    external_id=external_id,
+                    name=external_id.title(),
+                    email=None,
+                    currency="EUR",
+                    timezone="UTC",
+                    webhook_url=None,
+                )
+            )
+    engine.dispose()
+    return cli_env
+
+
+def event(event_id: str, meter: str = "api_calls", customer: str = "acme", **extra: object) -> str:
+    return json.dumps(
+        {"id": event_id, "customer": customer, "meter": meter, "timestamp": "2024-03-10T12:00:00Z", **extra}
+    )
+
+
+def stored(env: dict[str, str]) -> list[tuple[object, ...]]:
+    engine = make_engine(env["BILLING_DATABASE_URL"])
+    with engine.connect() as connection:
+        rows = [tuple(r) for r in connection.execute(select(UsageEventRow).order_by(UsageEventRow.event_id))]
+    engine.dispose()
+    return rows
+
+
+def test_good_duplicate_and_bad_lines(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "usage.jsonl"
+    lines = [
+        event("e1"),
+        event("e2", "storage_gb", value="12.5"),
+        event("e3", "active_users", properties={"user_id": "u7"}),
+        event("e1"),  # duplicate
+        event("e4", customer="initech"),  # unknown customer
+        "this is not json",
+        event("e2", "storage_gb", value="13"),  # conflict
+        event("e5", "payment_volume", value="19.99"),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    result = runner.invoke(app, ["ingest", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout.strip() == "accepted 4, duplicates 1, rejected 3"
+    rejects = [json.loads(text) for text in Path(f"{path}.rejected.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"], r["raw"]) for r in rejects] == [
+        (5, "unknown customer 'initech'", lines[4]),
+        (6, "not JSON: Expecting value (column 1)", lines[5]),
+        (7, "conflict: id 'e2' is used by line 2 with other content", lines[6]),
+    ]
+    first = stored(env)
+    assert len(first) == 4
+
+    again = runner.invoke(app, ["ingest", str(path), "--rejects", str(tmp_path / "again.jsonl")])
+    assert again.exit_code == 1
+    assert again.stdout.strip() == "accepted 0, duplicates 5, rejected 3"
+    assert [json.loads(t)["line"] for t in (tmp_path / "again.jsonl").read_text().splitlines()] == [5, 6, 7]
+    assert stored(env) == first  # nothing changed
+
+
+def test_a_clean_file_exits_0_and_writes_no_rejects(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "usage.csv"
+    path.write_text(
+        "id,customer,meter,timestamp,value\nc1,acme,api_calls,2024-03-10T12:00:00Z,\n"
+        "c2,globex,payment_volume,2024-03-10T12:00:00+01:00,5.00\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["ingest", str(path)])
+    assert (result.exit_code, result.stdout.strip()) == (0, "accepted 2, duplicates 0, rejected 0")
+    assert not Path(f"{path}.rejected.jsonl").exists()
+
+
+def test_standard_input_with_a_format(env: dict[str, str], tmp_path: Path) -> None:
+    data = "id,customer,meter,timestamp\ns1,acme,api_calls,2024-03-10T12:00:00Z\ns2,acme,api_calls,nope\n"
+    result = runner.invoke(app, ["ingest", "-", "--format", "csv", "--rejects", str(tmp_path / "r.jsonl")], input=data)
+    assert (result.exit_code, result.stdout.strip()) == (1, "accepted 1, duplicates 0, rejected 1")
+    assert json.loads((tmp_path / "r.jsonl").read_text())["reason"] == (
+        "timestamp 'nope' is not an ISO-8601 date and time"
+    )
+
+
+def test_bad_input_is_one_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 1 and "no such file" in missing.stderr
+    bad_format = runner.invoke(app, ["ingest", "-", "--format", "xml"], input="")
+    assert bad_format.exit_code == 1 and "expected jsonl or csv" in bad_format.stderr
+    header = tmp_path / "bad.csv"
+    header.write_text("id,who\n1,acme\n", encoding="utf-8")
+    bad_header = runner.invoke(app, ["ingest", str(header)])
+    assert bad_header.exit_code == 1 and "bad CSV header" in bad_header.stderr
+    engine = make_engine(env["BILLING_DATABASE_URL"])
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(UsageEventRow)).scalar_one() == 0
+    engine.dispose()
