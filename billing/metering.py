@@ -28,7 +28,6 @@ from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog
 
 __all__ = [
-    "LATE_MARGIN",
     "UsageWindow",
     "aggregate_periods",
     "aggregate_windows",
@@ -36,12 +35,6 @@ __all__ = [
     "meter_specs",
     "usage_from_event_file",
 ]
-
-# An event received this long before a draft's usage was aggregated may still have been committed after it
-# (ingestion stamps a chunk when it starts): such events are checked again as possibly late. Checking too many
-# costs a little time; the late amount is exact either way (rate(all usage) − billed).
-LATE_MARGIN = dt.timedelta(minutes=10)
-
 
 def meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
     """The catalog's meters as ``meters`` needs them."""
@@ -147,8 +140,9 @@ def late_event_periods(
     issued: dict[str, list[tuple[Period, int, int, int]]] = {}
     since: int | None = None
     for customer_id, start, end, timezone, usage_as_of, finalized_at in session.execute(statement):
-        billed_from = _as_utc(usage_as_of or finalized_at) - LATE_MARGIN
-        cutoff = to_epoch_us(billed_from)
+        # usage_as_of is the run's ingestion cutoff: every event received up to it was counted (meters)
+        billed_from = _as_utc(usage_as_of or finalized_at)
+        cutoff = to_epoch_us(billed_from) + 1  # received strictly after it
         window = Period(start, end).utc_window(timezone)
         issued.setdefault(customer_id, []).append(
             (Period(start, end), to_epoch_us(window[0]), to_epoch_us(window[1]), cutoff)

@@ -35,6 +35,7 @@ from billing.periods import Period, month_of
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus
 from invoices.tables import InvoiceRow
+from meters import ingestion_cutoff
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
@@ -118,7 +119,8 @@ def _run(
 ) -> RunReport:
     report = RunReport(period=period)
     clock = _Clock(report)
-    usage_as_of = now or dt.datetime.now(dt.UTC)
+    # Every event received up to this instant is committed and counted below; later ones are late for the drafts.
+    usage_as_of = now or ingestion_cutoff(engine)
 
     # load
     with session_scope(engine) as session:
