@@ -103,6 +103,7 @@ def test_a_failed_finalization_gives_its_number_back(engine):
         "UPDATE invoice_lines SET amount = '0' WHERE invoice_id = :id",
         "DELETE FROM invoice_lines WHERE invoice_id = :id",
         "DELETE FROM invoices WHERE id = :id",
+        "UPDATE invoices SET timezone = 'Asia/Tokyo' WHERE id = :id",
         "INSERT INTO invoice_lines (invoice_id, position, section, kind, description, quantity, amount, details) "
         "VALUES (:id, 9, '', 'usage', 'sneaked in', '1', '5.00', '{}')",
     ],
@@ -116,6 +117,20 @@ def test_the_database_refuses_to_change_an_issued_invoice(engine, statement):
     with session_scope(engine) as session:
         invoice = store.get_invoice(session, invoice_id)
     assert (invoice.number, str(invoice.total), len(invoice.lines)) == ("INV-2026-000001", "61.50", 2)
+
+
+def test_a_line_cannot_be_moved_onto_an_issued_invoice(engine):
+    with session_scope(engine) as session:
+        issued = store.upsert_draft(session, draft("period:a:2026-03")).invoice_id
+        store.finalize(session, issued, SETTINGS, TODAY)
+        open_draft = store.upsert_draft(session, draft("period:b:2026-03", amounts=("7.00",))).invoice_id
+    with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+        connection.execute(
+            text("UPDATE invoice_lines SET invoice_id = :issued WHERE invoice_id = :draft"),
+            {"issued": issued, "draft": open_draft},
+        )
+    with session_scope(engine) as session:
+        assert [str(line.amount) for line in store.get_invoice(session, issued).lines] == ["49.00", "12.50"]
 
 
 def test_status_moves_on_but_never_back(engine):

@@ -21,7 +21,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # What an issued invoice can never change. Its status may still move on (finalized → paid | void |
 # uncollectible), never back to draft, and never away from paid or void.
 FROZEN_COLUMNS = (
-    "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale",
+    "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale", "timezone",
     "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "issue_date", "due_date",
     "refers_to_id", "reason", "finalized_at", "usage_as_of", "content_hash",
 )
@@ -120,10 +120,16 @@ def _sqlite_triggers() -> None:
         f"""CREATE TRIGGER invoices_issued_no_delete BEFORE DELETE ON invoices WHEN OLD.status <> 'draft'
         BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END"""
     )
-    for operation, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD")):
+    issued = "(SELECT status FROM invoices WHERE id = {}.invoice_id) <> 'draft'"
+    for operation, condition in (
+        ("INSERT", issued.format("NEW")),
+        # a line may neither change on an issued invoice nor be moved onto one
+        ("UPDATE", f"{issued.format('OLD')} OR {issued.format('NEW')}"),
+        ("DELETE", issued.format("OLD")),
+    ):
         op.execute(
             f"""CREATE TRIGGER invoice_lines_frozen_{operation.lower()} BEFORE {operation} ON invoice_lines
-            WHEN (SELECT status FROM invoices WHERE id = {row}.invoice_id) <> 'draft'
+            WHEN {condition}
             BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END"""
         )
 
@@ -159,6 +165,12 @@ def _postgresql_triggers() -> None:
           END IF;
           IF parent_status IS NOT NULL AND parent_status <> 'draft' THEN
             RAISE EXCEPTION '{MESSAGE}' USING ERRCODE = 'check_violation';
+          END IF;
+          IF TG_OP = 'UPDATE' THEN  -- nor may a line be moved onto an issued invoice
+            SELECT status INTO parent_status FROM invoices WHERE id = NEW.invoice_id;
+            IF parent_status IS NOT NULL AND parent_status <> 'draft' THEN
+              RAISE EXCEPTION '{MESSAGE}' USING ERRCODE = 'check_violation';
+            END IF;
           END IF;
           IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
           RETURN NEW;
