@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from billing.domain import Customer, Subscription
@@ -46,11 +46,18 @@ def opening_key(subscription_id: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Section:
-    """One subscription's part of a customer-period: its plan version and the usage in its active window."""
+    """One subscription's part of a customer-period: its plan version and the usage in its active window.
+
+    ``billed_fee`` is what earlier invoices billed in advance as the fee of the fee period the subscription ends
+    in (given when it ends in this billing period): the fee is then adjusted to the days it really ran.
+    ``fee_only`` marks a subscription that ended as the period began: it has nothing but that adjustment.
+    """
 
     subscription: Subscription
     plan: Plan
     usage: Mapping[str, MeterUsage]
+    billed_fee: Decimal | None = None
+    fee_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,21 +113,35 @@ def _line(
     )
 
 
+def ends_in(subscription: Subscription, period: Period) -> bool:
+    """Whether the subscription's last day falls in ``period`` (its exclusive end date in (start, end])."""
+    end = subscription.end_date
+    return end is not None and period.start < end <= period.end
+
+
 def section_lines(section: Section, period: Period, catalog: Catalog) -> list[InvoiceLine]:
     """The lines of one subscription for the invoice of ``period``."""
     subscription, plan = section.subscription, section.plan
     title = _section_title(plan, subscription, period)
-    rated = rate_period(subscription, plan, section.usage, period, meters=catalog.meters, rounding=catalog.rounding)
-    lines: list[InvoiceLine] = []
     fee = plan.subscription
+    lines: list[InvoiceLine] = []
+    if section.fee_only:
+        adjustment = _advance_fee_adjustment(section, period, catalog)
+        return [_line(adjustment, title, subscription, plan)] if adjustment else []
+    rated = rate_period(subscription, plan, section.usage, period, meters=catalog.meters, rounding=catalog.rounding)
     if fee is not None and fee.billing is FeeBilling.IN_ARREARS:
+        # the fee period's fee, on the invoice of the period it ends in — or of the period the subscription does
         fee_period = fee_period_for(plan, period)
-        if fee_period.end == period.end and rated.fee_line is not None:
+        ends_here = ends_in(subscription, period) and subscription.end_date < fee_period.end  # type: ignore[operator]
+        if (fee_period.end == period.end or ends_here) and rated.fee_line is not None:
             lines.append(_line(rated.fee_line, title, subscription, plan))
     lines.extend(_line(line, title, subscription, plan) for line in rated.usage_lines)
     if rated.commitment_line is not None:
         lines.append(_line(rated.commitment_line, title, subscription, plan))
     if fee is not None and fee.billing is FeeBilling.IN_ADVANCE:
+        adjustment = _advance_fee_adjustment(section, period, catalog)
+        if adjustment is not None:
+            lines.append(_line(adjustment, title, subscription, plan))
         upcoming = fee_period_for(plan, period.next())
         runs_into_it = subscription.end_date is None or subscription.end_date > upcoming.start
         if upcoming.start == period.end and runs_into_it and subscription.start_date < upcoming.start:
@@ -128,6 +149,35 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
             if advance is not None:
                 lines.append(_line(advance, title, subscription, plan))
     return lines
+
+
+def _advance_fee_adjustment(section: Section, period: Period, catalog: Catalog) -> RatedLine | None:
+    """A fee billed in advance for a fee period the subscription did not run to its end: the fee for the days it
+    really ran minus what was billed (negative: a credit), as domain.md's proration wants."""
+    if section.billed_fee is None:
+        return None
+    subscription, plan = section.subscription, section.plan
+    fee_period = fee_period_for(plan, period)
+    due = rate_fee(subscription, plan, fee_period, catalog.rounding)
+    if due is None:
+        return None
+    difference = due.amount - section.billed_fee
+    if difference == 0:
+        return None
+    end = subscription.end_date
+    details = dict(due.details)
+    details["adjustment"] = {
+        "due": str(due.amount),
+        "billed_in_advance": str(section.billed_fee),
+        "explanation": f"{due.details.get('explanation', '')}; {section.billed_fee} billed in advance; "
+        f"difference {difference}",
+    }
+    return replace(
+        due,
+        amount=difference,
+        description=f"{plan.name} subscription, {fee_period.label}: adjusted to the end on {end}",
+        details=details,
+    )
 
 
 def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:

@@ -25,6 +25,8 @@ from billing.compose import (
     Section,
     compose_opening_invoice,
     compose_period_invoice,
+    opening_key,
+    period_key,
     section_window,
 )
 from billing.db import repository, session_scope
@@ -32,12 +34,13 @@ from billing.domain import Subscription
 from billing.metering import UsageWindow, aggregate_periods, late_event_periods
 from billing.notifications import queue_invoices_finalized
 from billing.periods import Period, month_of
+from billing.rating import fee_period_for
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus
 from invoices.tables import InvoiceRow
 from meters import ingestion_cutoff
 from pricing_plans.errors import UnknownPlanError
-from pricing_plans.models import Catalog, Plan
+from pricing_plans.models import Catalog, FeeBilling, Plan
 from pricing_plans.money import ZERO
 
 __all__ = ["RunReport", "finalize_period", "run_billing"]
@@ -124,18 +127,22 @@ def _run(
 
     # load
     with session_scope(engine) as session:
-        subscriptions = repository.subscriptions_active_between(session, period.start, period.end)
+        # the day before the period too: a subscription that ended as the period began may owe a fee adjustment
+        found = repository.subscriptions_active_between(session, period.start - dt.timedelta(days=1), period.end)
         if customer is not None:
-            subscriptions = [s for s in subscriptions if s.customer_external_id == customer]
+            found = [s for s in found if s.customer_external_id == customer]
+        subscriptions = [s for s in found if s.overlaps(period.start, period.end)]
+        ended_as_it_began = [s for s in found if s.end_date == period.start]
         customer_ids = {s.customer_external_id for s in subscriptions}
         late_periods = late_event_periods(
             session, period, customer, lookback=LATE_LOOKBACK_PERIODS
         )
         customer_ids |= {c for c, _ in late_periods}
+        customer_ids |= {s.customer_external_id for s in ended_as_it_began}
         customers = repository.customers_by_external_id(session, customer_ids)
         late_subscriptions = _subscriptions_for_late(session, late_periods)
     plans: dict[int, Plan] = {}
-    for subscription in [*subscriptions, *late_subscriptions]:
+    for subscription in [*subscriptions, *ended_as_it_began, *late_subscriptions]:
         try:
             plans[subscription.id] = catalog.plan(subscription.plan_code, subscription.plan_version)
         except UnknownPlanError as error:
@@ -175,8 +182,26 @@ def _run(
         for late_period in {p for _, p in late_periods}:
             owners = {c for c, p in late_periods if p == late_period}
             by_key = billed.setdefault(late_period, {})
-            for (c, sub_id, meter), amount in store.billed_by_period(session, owners, late_period.start).items():
+            billing = store.billed_by_period(
+                session, owners, late_period.start, exclude=[period_key(c, period) for c in owners]
+            )
+            for (c, sub_id, meter), amount in billing.items():
                 by_key.setdefault((c, sub_id), {})[meter] = amount
+        # in-advance fees of fee periods a subscription leaves before their end: adjusted to the days it ran
+        adjustable = {
+            s.id: fee_period_for(plans[s.id], period)
+            for s in [*subscriptions, *ended_as_it_began]
+            if s.id in plans
+            and _billed_in_advance(plans[s.id])
+            and s.end_date is not None
+            and period.start <= s.end_date <= period.end
+            and s.end_date < fee_period_for(plans[s.id], period).end
+        }
+        fees_billed = store.billed_fees(
+            session,
+            [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()],
+            exclude=[period_key(c, period) for c in customer_ids],
+        )
     clock.lap("aggregate")
 
     # rate (pure)
@@ -184,6 +209,9 @@ def _run(
     by_customer: dict[str, list[Subscription]] = {}
     for subscription in subscriptions:
         by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
+    ended_by_customer: dict[str, list[Subscription]] = {}
+    for subscription in ended_as_it_began:
+        ended_by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
     for customer_id in sorted(customer_ids):
         owner = customers.get(customer_id)
         if owner is None:
@@ -194,7 +222,18 @@ def _run(
         if mismatched:
             report.skipped.append((customer_id, f"plan currency differs from the customer's {owner.currency}"))
             continue
-        sections = [Section(s, plans[s.id], _meter_usage(usage, ("now", s.id), plans[s.id])) for s in own]
+        sections = [
+            Section(
+                s, plans[s.id], _meter_usage(usage, ("now", s.id), plans[s.id]),
+                billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
+            )
+            for s in own
+        ]
+        sections += [
+            Section(s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True)
+            for s in ended_by_customer.get(customer_id, ())
+            if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start))
+        ]
         late = [
             LateUsage(
                 subscription=s,
@@ -208,7 +247,8 @@ def _run(
             if s.overlaps(late_period.start, late_period.end)
         ]
         if not sections and not late:
-            report.skipped.append((customer_id, "no active subscription in the period"))
+            if customer_id in by_customer:  # (a customer who left as the period began has nothing to settle)
+                report.skipped.append((customer_id, "no active subscription in the period"))
             continue
         # A subscription's opening invoice (its first in-advance fee) comes before the period's invoice.
         for subscription in own:
@@ -252,6 +292,10 @@ def _run(
     return report
 
 
+def _billed_in_advance(plan: Plan) -> bool:
+    return plan.subscription is not None and plan.subscription.billing is FeeBilling.IN_ADVANCE
+
+
 def _meter_usage(usage: Mapping[object, Mapping[str, object]], key: object, plan: Plan) -> dict:
     found = usage.get(key, {})
     return {charge.meter: found[charge.meter] for charge in plan.charges if charge.meter in found}
@@ -276,21 +320,31 @@ def finalize_period(
     customer: str | None = None,
     batch: int = 1000,
 ) -> list[str]:
-    """Finalize the period's drafts (period invoices and the opening invoices dated in it), numbered in customer
-    order, ``batch`` per transaction, each invoice's ``invoice.finalized`` notification queued with it."""
-    statement = (
-        select(InvoiceRow.id)
-        .where(InvoiceRow.status == InvoiceStatus.DRAFT.value, InvoiceRow.period_start == period.start)
-        .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
-    )
-    if customer is not None:
-        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    """Finalize the period's drafts — its period invoices and the opening invoices of the subscriptions that start
+    in it (a yearly plan's is dated by its fee year) — numbered in customer order, ``batch`` per transaction, each
+    invoice's ``invoice.finalized`` notification queued with it. Drafts another process finalized meanwhile are
+    left to it, so two finalizations of one period can run at once."""
     with session_scope(engine) as session:
+        starting = [
+            opening_key(s.id)
+            for s in repository.subscriptions_active_between(session, period.start, period.end)
+            if period.contains(s.start_date) and (customer is None or s.customer_external_id == customer)
+        ]
+        statement = (
+            select(InvoiceRow.id)
+            .where(
+                InvoiceRow.status == InvoiceStatus.DRAFT.value,
+                (InvoiceRow.period_start == period.start) | InvoiceRow.billing_key.in_(starting),
+            )
+            .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
+        )
+        if customer is not None:
+            statement = statement.where(InvoiceRow.customer_external_id == customer)
         ids = list(session.execute(statement).scalars())
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
-        chunk = ids[offset : offset + batch]
         with session_scope(engine) as session:
+            chunk = store.claim_drafts(session, ids[offset : offset + batch])
             numbers += store.finalize_many(session, chunk, settings, today)
             # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
             queue_invoices_finalized(session, store.get_invoices(session, chunk))

@@ -39,6 +39,8 @@ __all__ = [
     "FinalizeSettings",
     "StoredDraft",
     "billed_by_period",
+    "billed_fees",
+    "claim_drafts",
     "create_credit_note",
     "draft_row",
     "finalize",
@@ -270,6 +272,20 @@ def finalize(session: Session, invoice_id: int, settings: FinalizeSettings, toda
     return get_invoice(session, invoice_id)
 
 
+def claim_drafts(session: Session, invoice_ids: Sequence[int]) -> list[int]:
+    """The ids among ``invoice_ids`` that are still drafts, locked for this transaction and in the order given;
+    on PostgreSQL drafts another process is finalizing right now are skipped, not waited for."""
+    if not invoice_ids:
+        return []
+    statement = select(InvoiceRow.id).where(
+        InvoiceRow.id.in_(list(invoice_ids)), InvoiceRow.status == InvoiceStatus.DRAFT.value
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=True)
+    drafts = set(session.execute(statement).scalars())
+    return [invoice_id for invoice_id in invoice_ids if invoice_id in drafts]
+
+
 def finalize_many(
     session: Session, invoice_ids: Sequence[int], settings: FinalizeSettings, today: dt.date
 ) -> list[str]:
@@ -458,28 +474,65 @@ def list_invoices(
     return [_to_invoice(row, lines.get(row.id, ())) for row in rows]
 
 
+_BILLED = ("draft", "finalized", "paid", "uncollectible")  # not void: a void invoice billed nothing
+
+
 def billed_by_period(
-    session: Session, customers: Iterable[str], period_start: dt.date
+    session: Session, customers: Iterable[str], period_start: dt.date, *, exclude: Iterable[str] = ()
 ) -> dict[tuple[str, int | None, str | None], Decimal]:
-    """What issued invoices already billed for usage of the period starting ``period_start``: the sum of usage and
-    late-usage lines per (customer, subscription, meter). Late usage is priced against it so tiers stay right."""
+    """What invoices already bill for usage of the period starting ``period_start``: the sum of usage, late-usage
+    and true-up lines per (customer, subscription, meter; None for the true-up), on every invoice that is not void
+    — drafts too, so usage billed late on one open invoice is not billed again on the next — except the
+    invoices being written now (their billing keys in ``exclude``). Late usage is priced against it."""
     statement = (
         select(
             InvoiceRow.customer_external_id, InvoiceLineRow.subscription_id, InvoiceLineRow.meter, InvoiceLineRow.amount
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(
-            InvoiceRow.status.in_(("finalized", "paid", "uncollectible")),
+            InvoiceRow.status.in_(_BILLED),
             InvoiceRow.kind == "invoice",
             InvoiceLineRow.kind.in_(("usage", "late_usage", "commitment")),
             InvoiceLineRow.service_start == period_start,
             InvoiceRow.customer_external_id.in_(list(customers)),
         )
     )
+    excluded = list(exclude)
+    if excluded:
+        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
     billed: dict[tuple[str, int | None, str | None], Decimal] = {}
     for customer, subscription_id, meter, amount in session.execute(statement):
         key = (customer, subscription_id, meter)
         billed[key] = billed.get(key, ZERO) + amount
+    return billed
+
+
+def billed_fees(
+    session: Session, fees: Iterable[tuple[int, dt.date]], *, exclude: Iterable[str] = ()
+) -> dict[tuple[int, dt.date], Decimal]:
+    """What invoices that are not void bill as the subscription fee of each (subscription, fee period start),
+    except the invoices being written now (billing keys in ``exclude``)."""
+    wanted = set(fees)
+    if not wanted:
+        return {}
+    statement = (
+        select(InvoiceLineRow.subscription_id, InvoiceLineRow.service_start, InvoiceLineRow.amount)
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.status.in_(_BILLED),
+            InvoiceRow.kind == "invoice",
+            InvoiceLineRow.kind == "subscription",
+            InvoiceLineRow.subscription_id.in_(sorted({subscription for subscription, _ in wanted})),
+        )
+    )
+    excluded = list(exclude)
+    if excluded:
+        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
+    billed: dict[tuple[int, dt.date], Decimal] = dict.fromkeys(wanted, ZERO)
+    for subscription_id, service_start, amount in session.execute(statement):
+        key = (subscription_id, service_start)
+        if key in billed:
+            billed[key] += amount
     return billed
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,12 +68,37 @@ unit_amount = 0.01
 """
 
 MARCH, APRIL = month(2026, 3), month(2026, 4)
+
+YEARLY_AND_MORE = """
+[plans.max]
+name = "Max"
+currency = "USD"
+[plans.max.subscription]
+fee = 93.00
+billing = "in_advance"
+
+[plans.annual]
+name = "Annual"
+currency = "USD"
+interval = "year"
+[plans.annual.subscription]
+fee = 1200.00
+billing = "in_arrears"
+
+[plans.annual_upfront]
+name = "Annual upfront"
+currency = "USD"
+interval = "year"
+[plans.annual_upfront.subscription]
+fee = 3650.00
+billing = "in_advance"
+"""
 SETTINGS = store.FinalizeSettings()
 
 
 @pytest.fixture
 def catalog():
-    loaded, problems = loads_catalog(CATALOG, "run.toml")
+    loaded, problems = loads_catalog(CATALOG + YEARLY_AND_MORE, "run.toml")
     assert not problems
     return loaded
 
@@ -176,6 +202,106 @@ def test_mid_month_upgrade_two_sections_and_the_opening_invoice(engine, catalog)
     opening = invoice_of(engine, f"start:{basic.id + 1}")
     # pro's first fee, at its start: 62.00 × 16/31 = 32.00
     assert amounts(opening) == [("subscription", None, "32.00")]
+
+
+def test_late_usage_on_an_open_invoice_is_not_billed_again_on_the_next(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "basic", dt.date(2026, 1, 1))
+    put(engine, catalog, calls("acme", 10, "2026-03-10", "a"))
+    run_billing(engine, catalog, MARCH)
+    finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2))
+    put(engine, catalog, calls("acme", 5, "2026-03-30", "late"))
+    run_billing(engine, catalog, APRIL)  # April, still a draft, bills the 5 late calls: 5 × 0.50 = 2.50
+    may = run_billing(engine, catalog, month(2026, 5))
+    assert may.late_lines == 0
+    run_billing(engine, catalog, APRIL)  # refreshing April keeps its late line once
+    late = [
+        (invoice.billing_key, str(line.amount))
+        for key in ("period:acme:2026-04", "period:acme:2026-05")
+        for invoice in [invoice_of(engine, key)]
+        for line in invoice.lines
+        if line.kind == "late_usage"
+    ]
+    assert late == [("period:acme:2026-04", "2.50")]
+
+
+def test_a_yearly_in_arrears_fee_is_billed_when_the_subscription_ends_mid_year(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", "annual", dt.date(2026, 1, 1))
+    service.cancel_subscription(engine, sub.id, dt.date(2026, 7, 1))
+    fees = []
+    for number in range(1, 8):
+        run_billing(engine, catalog, month(2026, number))
+        finalize_period(engine, month(2026, number), SETTINGS, dt.date(2026, number, 28))
+    for number in range(1, 7):
+        invoice = invoice_of(engine, f"period:acme:2026-{number:02d}")
+        fees += [(number, str(line.amount)) for line in invoice.lines if line.kind == "subscription"]
+    # 1 January to 30 June: 181 of 2026's 365 days: 1,200.00 × 181/365 = 595.068… → 595.07, on June's invoice
+    assert fees == [(6, "595.07")]
+
+
+def test_an_in_advance_fee_is_adjusted_when_the_plan_changes_mid_period(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    pro = service.subscribe(engine, catalog, "acme", "pro", dt.date(2026, 1, 1))
+    run_billing(engine, catalog, month(2026, 2))  # bills March's fee in advance: 62.00
+    finalize_period(engine, month(2026, 2), SETTINGS, dt.date(2026, 3, 2))
+    service.change_plan(engine, catalog, pro.id, "max", dt.date(2026, 3, 16))
+    run_billing(engine, catalog, MARCH)
+    invoice = invoice_of(engine, "period:acme:2026-03")
+    # pro ran 1–15 March: 62.00 × 15/31 = 30.00 due, 62.00 billed → −32.00; max (no usage charges): April's
+    # fee 93.00 in advance
+    assert [(line.kind, line.plan_code, str(line.amount)) for line in invoice.lines] == [
+        ("usage", "pro", "0.00"), ("subscription", "pro", "-32.00"), ("subscription", "max", "93.00"),
+    ]
+    # max's own first fee, 16–31 March, is its opening invoice: 93.00 × 16/31 = 48.00; March costs 30 + 48
+    opening = invoice_of(engine, f"start:{pro.id + 1}")
+    assert [str(line.amount) for line in opening.lines] == ["48.00"]
+
+
+def test_a_subscription_that_ends_as_the_period_begins_gets_its_advance_fee_back(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    pro = service.subscribe(engine, catalog, "acme", "pro", dt.date(2026, 1, 1))
+    run_billing(engine, catalog, MARCH)  # bills April's fee in advance: 62.00
+    finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2))
+    service.cancel_subscription(engine, pro.id, dt.date(2026, 4, 1))  # recorded after March was issued
+    run_billing(engine, catalog, APRIL)
+    invoice = invoice_of(engine, "period:acme:2026-04")
+    assert [(line.kind, str(line.amount)) for line in invoice.lines] == [("subscription", "-62.00")]
+    again = run_billing(engine, catalog, APRIL)
+    assert (again.created, again.unchanged) == (0, 1)
+
+
+def test_a_yearly_opening_invoice_is_finalized_with_its_start_month(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", "annual_upfront", dt.date(2026, 10, 17))
+    run_billing(engine, catalog, month(2026, 10))
+    numbers = finalize_period(engine, month(2026, 10), SETTINGS, dt.date(2026, 11, 2))
+    opening = invoice_of(engine, f"start:{sub.id}")
+    # 17 October to 31 December: 76 of 365 days: 3,650.00 × 76/365 = 760.00
+    assert opening.number in numbers and [str(line.amount) for line in opening.lines] == ["760.00"]
+
+
+def test_two_finalizations_of_one_period_at_once_share_the_work(engine, catalog):
+    for name in ("a", "b", "c", "d"):
+        service.create_customer(engine, name, name, None, "USD", timezone="UTC")
+        service.subscribe(engine, catalog, name, "basic", dt.date(2026, 1, 1))
+    run_billing(engine, catalog, MARCH)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def finalize() -> None:
+        try:
+            results.append(finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2), batch=1))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=finalize) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(n for numbers in results for n in numbers) == [f"INV-2026-{i:06d}" for i in range(1, 5)]
 
 
 def _snapshot(engine):
