@@ -28,14 +28,17 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from billing import customers as service
+from billing.cli._common import print_table
 from billing.config import get_settings
 from billing.db import make_engine, session_scope, upgrade
 from billing.ingestion import ingest_path
 from billing.invoicing import finalize_settings
 from billing.notifications import deliver_pending, list_notifications, run_receiver
 from billing.periods import Period, month
+from billing.rating import SubscriptionTerms, rate_period
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
+from pricing_plans.charge_models import MeterUsage
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO, format_amount
@@ -98,6 +101,7 @@ def main() -> None:
     catalog = load_catalog_or_raise("catalog.toml")
     console.rule("[bold]Billing engine demo: August – October 2026")
     console.print(f"catalog.toml: {len(catalog.meters)} meters, {len(catalog.plans)} plans; database {url}")
+    _quotes(catalog)
 
     server, received = run_receiver("127.0.0.1", 0, RECEIVER_SECRET)
     os.environ["BILLING_NOTIFICATION_WEBHOOK_URL"] = f"http://127.0.0.1:{server.server_address[1]}/hooks/billing"
@@ -134,6 +138,41 @@ def main() -> None:
     server.shutdown()
     _metrics(engine, catalog)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
+
+
+# What each sample plan costs for a month of typical usage (``billing quote`` does the same from the command line):
+# 150,000 calls, 42.5 GB-months, 900 build minutes, 37 active users, 25 payments of 730.00.
+SAMPLE_USAGE = {
+    "api_calls": MeterUsage(quantity=Decimal(150_000), events=150_000),
+    "storage_gb": MeterUsage(quantity=Decimal("42.5"), events=3),
+    "compute_minutes": MeterUsage(quantity=Decimal(900), events=60),
+    "active_users": MeterUsage(quantity=Decimal(37), events=420),
+    "payment_volume": MeterUsage(quantity=Decimal("18250.00"), events=25, values=(Decimal("730.00"),) * 25),
+}
+
+
+def _quotes(catalog: Catalog) -> None:
+    """The catalog validated, and a quote of one month of ``SAMPLE_USAGE`` for each of its plans, as an
+    established subscription (started on 1 January) pays it."""
+    table = Table(
+        title="Quotes: one month of sample usage on each plan (billing quote)",
+        caption="150,000 calls, 42.5 GB-months, 900 build minutes, 37 active users, 25 payments of 730.00",
+    )
+    for column in ("Plan", "Version", "Fee", "Usage charges", "True-up", "Total"):
+        table.add_column(column, justify="left" if column == "Plan" else "right", no_wrap=True)
+    established = SubscriptionTerms(dt.date(2026, 1, 1))
+    for plan in catalog.all_plans():
+        usage = {charge.meter: SAMPLE_USAGE[charge.meter] for charge in plan.charges}
+        rated = rate_period(established, plan, usage, MONTHS[0], meters=catalog.meters, rounding=catalog.rounding)
+        table.add_row(
+            f"{plan.code} ({plan.currency}/{plan.interval.value})",
+            str(plan.version),
+            format_amount(rated.fee_line.amount if rated.fee_line else ZERO, plan.currency),
+            format_amount(rated.usage_total, plan.currency),
+            format_amount(rated.commitment_line.amount if rated.commitment_line else ZERO, plan.currency),
+            format_amount(rated.subtotal, plan.currency),
+        )
+    print_table(table)
 
 
 def _pick_plan(rng: random.Random) -> str:
@@ -328,7 +367,7 @@ def _notifications(engine: Engine, received: list) -> None:
     for n in alerts:
         subject = n.meter if n.kind.startswith("usage.") else f"spend ({n.currency})"
         table.add_row(n.period, n.customer, subject, f"{n.level} %", str(n.value), str(n.limit), n.status)
-    console.print(table)
+    print_table(table)
     kinds = Counter(n.kind for n in notifications)
     statuses = Counter(n.status for n in notifications)
     verified = sum(1 for r in received if r.verified)
