@@ -12,7 +12,12 @@ Rules:
   - a customer may hold subscriptions to several plans at once, but never two overlapping ones to the same plan;
   - a plan's currency must be the customer's currency;
   - a cancellation records ``voluntary`` or ``involuntary`` (churn); a plan change ends the old subscription
-    with no reason, since the customer did not leave.
+    with no reason, since the customer did not leave;
+  - a subscription with an in-advance fee gets its opening invoice (the prorated fee of its first fee period) as a
+    draft in the transaction that creates it, under the billing key the billing run uses (``start:<id>``); the
+    scheduler finalizes it once the subscription has started;
+  - a customer with a ``webhook_url`` gets a webhook secret of its own (``whsec_…``), which signs the webhooks
+    posted to that URL; it is returned once, by the call that creates or rotates it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import csv
 import datetime as dt
 import io
 import re
+import secrets
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -40,6 +46,7 @@ from billing.config import get_settings
 from billing.db import repository, session_scope
 from billing.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.errors import BillingInputError, NotFoundError
+from billing.invoicing import drop_opening_draft, write_opening_invoice
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D, is_known_currency
@@ -56,11 +63,15 @@ __all__ = [
     "import_customers",
     "list_customers",
     "list_subscriptions",
+    "new_webhook_secret",
+    "rotate_webhook_secret",
     "subscribe",
 ]
 
 CSV_COLUMNS = ("external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate")
 REQUIRED_CSV_COLUMNS = ("external_id", "name", "currency")
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _NO_SPACE = re.compile(r"[^\s\x00-\x1f\x7f]+")
@@ -83,6 +94,9 @@ def create_customer(
 ) -> Customer:
     """Create a customer; ``timezone`` None takes the settings' default.
 
+    A customer with a ``webhook_url`` gets a new webhook secret: the returned record carries it, and this is the
+    only time it is handed out (``rotate_webhook_secret`` makes a new one).
+
     Raises BillingInputError listing every bad field, or ``customer 'acme' already exists``.
     """
     fields, problems = _customer_fields(
@@ -98,6 +112,7 @@ def create_customer(
     )
     if problems:
         raise BillingInputError("; ".join(problems))
+    fields["webhook_secret"] = new_webhook_secret() if fields["webhook_url"] else None
     duplicate = BillingInputError(f"customer {fields['external_id']!r} already exists")
     try:
         with session_scope(engine) as session:
@@ -106,6 +121,30 @@ def create_customer(
             return repository.add_customer(session, **fields)
     except IntegrityError:  # created by someone else between our check and our insert
         raise duplicate from None
+
+
+def new_webhook_secret() -> str:
+    """A new webhook secret: ``whsec_`` and 48 hex digits (192 random bits)."""
+    return WEBHOOK_SECRET_PREFIX + secrets.token_hex(24)
+
+
+def rotate_webhook_secret(engine: Engine, external_id: str) -> Customer:
+    """Give a customer a new webhook secret, returned once in the customer's record; the old one stops signing at
+    once (a notification its receiver refuses meanwhile is retried with backoff).
+
+    Refused: an unknown customer (NotFoundError), a customer without a ``webhook_url`` (its notifications go to the
+    global ``notification_webhook_url``, signed with ``notification_webhook_secret``).
+    """
+    with session_scope(engine) as session:
+        customer = _customer_or_raise(session, external_id, for_update=True)
+        if customer.webhook_url is None:
+            raise BillingInputError(
+                f"customer {customer.external_id!r} has no webhook_url: its notifications go to "
+                "notification_webhook_url, signed with notification_webhook_secret"
+            )
+        rotated = repository.set_webhook_secret(session, customer.external_id, new_webhook_secret())
+        assert rotated is not None  # locked above
+        return rotated
 
 
 def get_customer(engine: Engine, external_id: str) -> Customer:
@@ -278,6 +317,8 @@ def import_customers(
 ) -> ImportReport:
     """Import customers from a CSV file; the good rows are created, every bad row is reported with its line.
 
+    Each created customer with a ``webhook_url`` gets a webhook secret, carried (once) by ``report.created``.
+
     The header names the columns (any order): ``external_id``, ``name`` and ``currency`` are required;
     ``email``, ``timezone``, ``locale``, ``address``, ``webhook_url`` and ``tax_rate`` are optional. An address
     holds its lines separated by newlines (in a quoted cell) or by ``|``. An existing external id, or one that
@@ -402,8 +443,9 @@ def _store_customers(
                 problems.append(duplicate)
             else:
                 try:
+                    secret = new_webhook_secret() if fields["webhook_url"] else None
                     with session.begin_nested():
-                        created.append(repository.add_customer(session, **fields))
+                        created.append(repository.add_customer(session, **fields, webhook_secret=secret))
                 except IntegrityError:  # created by someone else since we looked
                     problems.append(duplicate)
             if progress:
@@ -419,6 +461,9 @@ def subscribe(
 ) -> Subscription:
     """Subscribe a customer to the version of ``plan_code`` in effect on ``start``, open-ended.
 
+    A plan with an in-advance fee gets the subscription's opening invoice (its first fee, prorated from
+    ``start``) as a draft, in the same transaction.
+
     Refused: an unknown customer (NotFoundError), an unknown plan or one not yet in effect, a plan priced in
     another currency than the customer's, an overlapping subscription to the same plan.
     """
@@ -429,15 +474,20 @@ def subscribe(
         customer = _customer_or_raise(session, customer_external_id, for_update=True)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, start)
-        return repository.add_subscription(
+        subscription = repository.add_subscription(
             session, customer=customer, plan_code=plan.code, plan_version=plan.version, start_date=start
         )
+        write_opening_invoice(session, catalog, customer, subscription, plan)
+        return subscription
 
 
 def cancel_subscription(
     engine: Engine, subscription_id: int, end_date: dt.date, reason: CancelReason | str = "voluntary"
 ) -> Subscription:
     """End a subscription on ``end_date`` (exclusive: its last day is the day before) for ``reason``.
+
+    An opening invoice still in draft is dropped when the subscription no longer covers any day (cancelled on its
+    start day); otherwise it is refreshed to the days covered when it is finalized (or by the billing run).
 
     Refused: an unknown subscription (NotFoundError), a reason other than voluntary or involuntary, an end date
     before the start date, a subscription already cancelled.
@@ -447,9 +497,11 @@ def cancel_subscription(
     with session_scope(engine) as session:
         subscription = _subscription_or_raise(session, subscription_id)
         _check_can_end(subscription, end_date, "cancel")
-        return repository.cancel_subscription(
+        cancelled = repository.cancel_subscription(
             session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=_now()
         )
+        _settle_opening_draft(session, None, cancelled)
+        return cancelled
 
 
 def change_plan(
@@ -459,7 +511,9 @@ def change_plan(
 
     The old subscription ends on ``on`` (cancelled, with no churn reason); the new one starts on ``on`` with
     the version of ``new_plan_code`` in effect that day and points back to the old one. Moving to the same
-    plan is allowed when it brings a newer version.
+    plan is allowed when it brings a newer version. The new subscription's opening invoice is written as in
+    :func:`subscribe`; the old one's, if still a draft, is written again for the days it now covers (dropped if
+    none).
     """
     on = _date("date", on)
     plan = _plan_for_start(catalog, new_plan_code, on)
@@ -473,8 +527,9 @@ def change_plan(
         customer = _customer_or_raise(session, old.customer_external_id, for_update=True)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, on, ignore=old.id)
-        repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=_now())
-        return repository.add_subscription(
+        ended = repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=_now())
+        _settle_opening_draft(session, catalog, ended, customer)
+        subscription = repository.add_subscription(
             session,
             customer=customer,
             plan_code=plan.code,
@@ -482,6 +537,8 @@ def change_plan(
             start_date=on,
             previous_subscription_id=old.id,
         )
+        write_opening_invoice(session, catalog, customer, subscription, plan)
+        return subscription
 
 
 def get_subscription(engine: Engine, subscription_id: int) -> Subscription:
@@ -506,6 +563,23 @@ def list_subscriptions(
         if customer is not None:
             _customer_or_raise(session, customer)
         return repository.list_subscriptions(session, customer=customer, status=status)
+
+
+def _settle_opening_draft(
+    session: Session, catalog: Catalog | None, subscription: Subscription, customer: Customer | None = None
+) -> None:
+    """An ended subscription's opening invoice, while it is a draft: dropped if the subscription covers no day;
+    else, given the catalog, written again for the days it covers."""
+    if not subscription.overlaps(subscription.start_date, None):
+        drop_opening_draft(session, subscription.id)
+        return
+    if catalog is None or customer is None:
+        return
+    try:
+        plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+    except UnknownPlanError:
+        return  # left as it is; the billing run reports the unknown plan
+    write_opening_invoice(session, catalog, customer, subscription, plan, only_draft=True)
 
 
 # -- shared checks ---------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from billing.cli._common import print_table
 from billing.config import get_settings
 from billing.db import make_engine, session_scope, upgrade
 from billing.ingestion import ingest_path
-from billing.invoicing import finalize_settings
+from billing.invoicing import finalize_opening_invoices, finalize_settings
 from billing.notifications import deliver_pending, list_notifications, run_receiver
 from billing.periods import Period, month
 from billing.rating import SubscriptionTerms, rate_period
@@ -109,6 +109,10 @@ def main() -> None:
     get_settings.cache_clear()
     rng = random.Random(SEED)
     accounts = _create_accounts(engine, catalog, rng)
+    # the first invoices of the subscriptions that started before the quarter (their in-advance fees), as the
+    # scheduler issues them when a subscription starts
+    opened = finalize_opening_invoices(engine, catalog, finalize_settings(), now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
+    console.print(f"opening invoices of the subscriptions started before August: {len(opened.finalized)} issued")
     summaries: list[tuple[Period, RunReport, list[str]]] = []
     late_file: Path | None = None
     for index, period in enumerate(MONTHS):
@@ -126,7 +130,7 @@ def main() -> None:
         console.print(f"notifications: {delivered.sent} delivered to the local receiver, {delivered.dead} dead")
         summaries.append((period, report, numbers))
         console.print(
-            f"billing run: {report.created} invoices ({report.customers} customers, {report.events:,} events, "
+            f"billing run: {report.invoices} invoices ({report.customers} customers, {report.events:,} events, "
             f"{report.late_lines} late-usage lines), {len(numbers)} finalized "
             f"({numbers[0]} … {numbers[-1]})" if numbers else "no invoices"
         )

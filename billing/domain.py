@@ -7,7 +7,7 @@ is the only place that builds them from rows.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
@@ -40,6 +40,9 @@ class Customer:
       address: the postal address, one string per line.
       webhook_url: where notifications are posted, if anywhere.
       tax_rate: percent (19 for 19 %).
+      webhook_secret: the key that signs the webhooks posted to ``webhook_url`` (``whsec_…``); None without a
+        URL, and for customers created before per-endpoint secrets (their webhooks fail until one is rotated in).
+        Shown to people once, when created or rotated; kept out of ``repr`` so that it never reaches a log.
     """
 
     id: int
@@ -52,6 +55,7 @@ class Customer:
     address: tuple[str, ...]
     webhook_url: str | None
     tax_rate: Decimal
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

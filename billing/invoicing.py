@@ -1,27 +1,42 @@
-"""Invoice operations the CLI and the HTTP API share: each its own transaction, errors as BillingInputError."""
+"""Invoice operations the CLI, the HTTP API and the scheduler share: each its own transaction, errors as
+BillingInputError; and a subscription's opening invoice, written when it is created and finalized once it has
+started."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
 
+from billing.compose import compose_opening_invoice, opening_key
 from billing.config import Settings, get_settings
-from billing.db import session_scope
+from billing.db import repository, session_scope
+from billing.domain import Customer, Subscription
 from billing.errors import BillingInputError, NotFoundError
-from billing.notifications import queue_invoice_finalized
+from billing.notifications import queue_invoice_finalized, queue_invoices_finalized
+from billing.periods import month_of
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
 from invoices.model import Invoice, InvoiceStatus, Party
+from invoices.tables import InvoiceLineRow, InvoiceRow
+from pricing_plans.errors import UnknownPlanError
+from pricing_plans.models import Catalog, Plan
 
 __all__ = [
+    "OpeningReport",
     "create_credit_note",
+    "drop_opening_draft",
     "finalize_invoice",
+    "finalize_opening_invoices",
     "finalize_settings",
     "get_invoice",
     "list_invoices",
     "set_invoice_status",
+    "write_opening_invoice",
 ]
 
 
@@ -85,3 +100,139 @@ def create_credit_note(
             raise NotFoundError(str(error)) from None
         except (InvoiceStateError, ValueError) as error:
             raise BillingInputError(str(error)) from None
+
+
+# -- opening invoices ------------------------------------------------------------------------------------------
+
+
+def write_opening_invoice(
+    session: Session,
+    catalog: Catalog,
+    customer: Customer,
+    subscription: Subscription,
+    plan: Plan,
+    *,
+    only_draft: bool = False,
+) -> store.DraftOutcome | None:
+    """Write (or refresh) the subscription's opening invoice — its first in-advance fee, prorated from its start —
+    as a draft under ``start:<subscription id>``, in the caller's transaction: the billing run composes the same
+    invoice under the same key and so finds it unchanged. Nothing for a plan without an in-advance fee; an issued
+    opening invoice is left alone. ``only_draft``: refresh a stored draft, never create one."""
+    draft = compose_opening_invoice(customer, subscription, plan, catalog, month_of(subscription.start_date))
+    if draft is None:
+        return None
+    if only_draft:
+        stored = store.stored_drafts(session, [draft.billing_key]).get(draft.billing_key)
+        if stored is None or stored.status != InvoiceStatus.DRAFT.value:
+            return None
+    return store.upsert_draft(session, draft)
+
+
+def drop_opening_draft(session: Session, subscription_id: int) -> bool:
+    """Delete the subscription's opening invoice if it is still a draft (one without a number: nothing is lost);
+    whether there was one."""
+    statement = select(InvoiceRow.id).where(
+        InvoiceRow.billing_key == opening_key(subscription_id), InvoiceRow.status == InvoiceStatus.DRAFT.value
+    )
+    invoice_id = session.execute(statement).scalar_one_or_none()
+    if invoice_id is None:
+        return False
+    session.execute(delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == invoice_id))
+    session.execute(
+        delete(InvoiceRow).where(InvoiceRow.id == invoice_id, InvoiceRow.status == InvoiceStatus.DRAFT.value)
+    )
+    return True
+
+
+@dataclass
+class OpeningReport:
+    """What ``finalize_opening_invoices`` did: the numbers issued, the drafts dropped (of subscriptions that cover
+    no day) by subscription id, and the drafts left as they are, with why."""
+
+    finalized: list[str] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def finalize_opening_invoices(
+    engine: Engine,
+    catalog: Catalog,
+    settings: store.FinalizeSettings,
+    *,
+    now: dt.datetime | None = None,
+    customer: str | None = None,
+) -> OpeningReport:
+    """Finalize the opening invoices of the subscriptions that have started (start date on or before today in the
+    customer's timezone, which is also the issue date), in customer order, each in its own transaction with its
+    ``invoice.finalized`` notification queued.
+
+    Each draft is composed again first from the subscription as it is now, so that a cancellation or a plan change
+    made since it was written counts; the draft of a subscription that covers no day is dropped. One whose plan
+    version is no longer in the catalog is left as a draft and reported."""
+    report = OpeningReport()
+    instant = now or dt.datetime.now(dt.UTC)
+    statement = (
+        select(InvoiceRow.billing_key)
+        .where(InvoiceRow.status == InvoiceStatus.DRAFT.value, InvoiceRow.billing_key.like("start:%"))
+        .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
+    )
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    due: list[int] = []
+    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+        keys = list(session.scalars(statement))
+        subscriptions = [repository.get_subscription(session, _subscription_id(key)) for key in keys]
+        owners = repository.customers_by_external_id(
+            session, {s.customer_external_id for s in subscriptions if s is not None}
+        )
+        for key, subscription in zip(keys, subscriptions, strict=True):
+            owner = None if subscription is None else owners.get(subscription.customer_external_id)
+            if subscription is None or owner is None:
+                report.skipped.append(("", f"{key}: no such subscription"))
+            elif subscription.start_date <= _local_today(owner, instant):
+                due.append(subscription.id)
+    for subscription_id in due:
+        with session_scope(engine) as session:
+            _finalize_opening(session, catalog, settings, subscription_id, instant, report)
+    return report
+
+
+def _finalize_opening(
+    session: Session,
+    catalog: Catalog,
+    settings: store.FinalizeSettings,
+    subscription_id: int,
+    instant: dt.datetime,
+    report: OpeningReport,
+) -> None:
+    subscription = repository.get_subscription(session, subscription_id, for_update=True)
+    assert subscription is not None  # subscriptions are never deleted
+    owner = repository.get_customer(session, subscription.customer_external_id)
+    assert owner is not None
+    if not subscription.overlaps(subscription.start_date, None):
+        if drop_opening_draft(session, subscription.id):
+            report.dropped.append(subscription.id)
+        return
+    try:
+        plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+    except UnknownPlanError as error:
+        report.skipped.append((owner.external_id, f"subscription {subscription.id}: {error}"))
+        return
+    outcome = write_opening_invoice(session, catalog, owner, subscription, plan, only_draft=True)
+    if outcome is None:  # no fee to bill in advance any more, or issued meanwhile by someone else
+        if drop_opening_draft(session, subscription.id):
+            report.dropped.append(subscription.id)
+        return
+    if outcome.action == "issued":
+        return
+    report.finalized += store.finalize_many(session, [outcome.invoice_id], settings, _local_today(owner, instant))
+    # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
+    queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
+
+
+def _subscription_id(billing_key: str) -> int:
+    return int(billing_key.partition(":")[2])
+
+
+def _local_today(customer: Customer, instant: dt.datetime) -> dt.date:
+    return instant.astimezone(ZoneInfo(customer.timezone)).date()

@@ -7,8 +7,11 @@ A notification row is written before anything is sent (by ``billing.thresholds``
 - **webhook** — ``POST`` to the customer's ``webhook_url``, else the global ``notification_webhook_url``, with the
   JSON body ``{"id", "kind", "customer", "period", ...}`` and the headers ``Idempotency-Key: <id>`` (the same on
   every attempt) and ``Billing-Signature: t=<unix time>,v1=<hex>``, where ``hex`` is the HMAC-SHA256 of
-  ``"<unix time>.<body>"`` keyed with ``notification_webhook_secret`` (one secret for every endpoint), as Stripe
-  signs. :func:`verify_signature` is the receiver's reference check. Any 2xx answer is a delivery.
+  ``"<unix time>.<body>"`` keyed with the endpoint's secret, as Stripe signs: the customer's own
+  ``webhook_secret`` for its ``webhook_url`` (so no customer can forge what another's endpoint accepts), the
+  global ``notification_webhook_secret`` for ``notification_webhook_url``. Nothing is sent unsigned: an endpoint
+  without its secret is a failed attempt saying so. :func:`verify_signature` is the receiver's reference check.
+  Any 2xx answer is a delivery.
 - **e-mail** — over SMTP (``smtp_host``, ``smtp_port``, ``smtp_from``, optional ``smtp_username`` /
   ``smtp_password`` / ``smtp_starttls``) to the customer's address; ``invoice.finalized`` carries the invoice
   PDF. The ``Message-ID`` is derived from the notification id, so a resent message is recognizably the same.
@@ -456,6 +459,22 @@ def _channels(settings: Settings, customer: Customer | None) -> dict[str, str]:
     return channels
 
 
+def _webhook_secret(settings: Settings, customer: Customer | None) -> str:
+    """The secret of the endpoint ``_channels`` chose: the customer's own for its URL, the global one for the
+    global URL. Raises ``_DeliveryError`` (never sent unsigned) when that endpoint has none."""
+    if customer is not None and customer.webhook_url:
+        if not customer.webhook_secret:
+            raise _DeliveryError(
+                f"customer {customer.external_id!r} has no webhook secret (created before per-endpoint secrets): "
+                f"run `billing customers rotate-webhook-secret {customer.external_id}` and give the secret to its "
+                "receiver; webhooks are never sent unsigned"
+            )
+        return customer.webhook_secret
+    if not settings.notification_webhook_secret:
+        raise _DeliveryError("notification_webhook_secret is not set: webhooks are never sent unsigned")
+    return settings.notification_webhook_secret
+
+
 def _deliver_one(
     engine: Engine,
     settings: Settings,
@@ -482,7 +501,7 @@ def _deliver_one(
         error: str | None = None
         try:
             if channel == "webhook":
-                status = _send_webhook(client, settings, notification, target)
+                status = _send_webhook(client, _webhook_secret(settings, item.customer), notification, target)
             else:
                 _send_email(engine, settings, notification, item.customer, target)
         except _DeliveryError as exc:
@@ -541,10 +560,7 @@ def _record_outcome(
             report.retrying += 1
 
 
-def _send_webhook(client: httpx.Client, settings: Settings, notification: Notification, url: str) -> int:
-    secret = settings.notification_webhook_secret
-    if not secret:
-        raise _DeliveryError("notification_webhook_secret is not set: webhooks are never sent unsigned")
+def _send_webhook(client: httpx.Client, secret: str, notification: Notification, url: str) -> int:
     body = webhook_body(notification)
     headers = {
         "Content-Type": "application/json",

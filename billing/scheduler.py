@@ -5,9 +5,11 @@ Jobs (module-level functions: the job store pickles a reference to each, so they
 ==================  ===========  =================================================================================
 job id              every        what
 ==================  ===========  =================================================================================
-``billing_cycle``   hour         bills every period that has closed in the customer's timezone and has no issued
-                                 invoice yet (drafts are refreshed at each run, so late usage still gets in), then
-                                 finalizes those drafts ``finalize_grace_days`` after the period's end
+``billing_cycle``   hour         finalizes the opening invoices of the subscriptions that have started (in the
+                                 customer's timezone); bills every period that has closed in the customer's
+                                 timezone and has no issued invoice yet (drafts are refreshed at each run, so late
+                                 usage still gets in), then finalizes those drafts ``finalize_grace_days`` after
+                                 the period's end
 ``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` (ingestion also checks after each batch)
 ``notifications``   minute       ``billing.notifications.deliver_pending``: sends what is due, retries what failed
 ``stripe_sync``     15 minutes   ``billing.stripe_sync.sync_invoices`` when ``STRIPE_API_KEY`` is set
@@ -45,6 +47,7 @@ from sqlalchemy import Engine, select
 from billing.config import Settings, get_settings
 from billing.db import repository, session_scope
 from billing.db.apikey_tables import SCHEDULER_JOBS_TABLE
+from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.periods import Period, month_of
 from billing.run import finalize_period, run_billing
@@ -83,7 +86,8 @@ RETRY_DELAY = dt.timedelta(minutes=5)
 
 @dataclass
 class CycleReport:
-    """What one billing cycle did: the periods billed (customers each), and the invoices finalized."""
+    """What one billing cycle did: the periods billed (customers each), and the invoices finalized (opening invoices
+    first)."""
 
     billed: dict[str, int] = field(default_factory=dict)
     finalized: list[str] = field(default_factory=list)
@@ -117,8 +121,9 @@ def bill_closed_periods(
     now: dt.datetime | None = None,
     lookback: int = LOOKBACK_PERIODS,
 ) -> CycleReport:
-    """Bill each of the last ``lookback`` months for the customers in whose timezone it has closed and who have
-    no issued invoice for it yet; finalize a customer's drafts of a month ``grace_days`` after it closed.
+    """Finalize the opening invoices of the subscriptions that have started (``finalize_opening_invoices``); bill
+    each of the last ``lookback`` months for the customers in whose timezone it has closed and who have no issued
+    invoice for it yet; finalize a customer's drafts of a month ``grace_days`` after it closed.
 
     A month closed for every subscribed customer is billed in one run (which also bills late usage of customers
     with no subscription in it); before that, customer by customer. Drafts are refreshed at each call until they
@@ -131,6 +136,9 @@ def bill_closed_periods(
     today = {c.external_id: instant.astimezone(ZoneInfo(c.timezone)).date() for c in customers}
     if not today:
         return report
+    opening = finalize_opening_invoices(engine, catalog, settings, now=instant)
+    report.finalized += opening.finalized
+    report.skipped += opening.skipped
     latest = month_of(max(today.values())).previous()
     periods = [latest]
     while len(periods) < lookback:

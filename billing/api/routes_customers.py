@@ -17,6 +17,7 @@ from billing.api.deps import get_catalog
 from billing.api.errors import ERROR_RESPONSES, ApiError, field_of, not_found
 from billing.api.schemas import (
     CancelIn,
+    CustomerCreatedOut,
     CustomerIn,
     CustomerOut,
     MeterUsageOut,
@@ -110,7 +111,7 @@ _EXTERNAL_ID = "$response.body#/external_id"  # OpenAPI links: a created custome
     "/v1/customers",
     status_code=201,
     summary="Create a customer",
-    response_model=CustomerOut,
+    response_model=CustomerCreatedOut,
     operation_id="createCustomer",
     responses={
         201: {
@@ -126,8 +127,9 @@ def create_customer(
     body: CustomerIn,
     engine: Annotated[Engine, Depends(get_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
-) -> CustomerOut:
-    """Create a customer. Every invalid field is reported at once (``field`` names the first)."""
+) -> CustomerCreatedOut:
+    """Create a customer. Every invalid field is reported at once (``field`` names the first). With a
+    ``webhook_url``, the answer carries the endpoint's ``webhook_secret``: this once, never again."""
     if body.webhook_url is not None:
         try:
             urlsplit(body.webhook_url)
@@ -150,7 +152,7 @@ def create_customer(
         message = str(exc)
         code = "already_exists" if message.endswith("already exists") else "invalid_input"
         raise ApiError(422, code, message, field_of(message, "external_id")) from None
-    return customer_out(customer)
+    return CustomerCreatedOut(**customer_out(customer).model_dump(), webhook_secret=customer.webhook_secret)
 
 
 @router.get("/v1/customers", summary="List customers", response_model=list[CustomerOut], operation_id="listCustomers")

@@ -150,6 +150,17 @@ class CustomerOut(_Out):
     tax_rate: str
 
 
+class CustomerCreatedOut(CustomerOut):
+    """The customer just created, with its webhook secret: the only answer that ever carries it."""
+
+    webhook_secret: str | None = Field(
+        description="Signs the webhooks posted to webhook_url (Billing-Signature: HMAC-SHA256 of "
+        "\"<t>.<body>\"). Returned once, here; null without a webhook_url. "
+        "`billing customers rotate-webhook-secret` makes a new one.",
+        examples=["whsec_3f1c0e5a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5"],
+    )
+
+
 class SubscriptionIn(_In):
     """Subscribe ``customer`` to the version of ``plan`` in effect on ``start``."""
 

@@ -14,10 +14,12 @@ from rich.text import Text
 
 from billing import customers as service
 from billing.cli._common import console, database, err_console, fail, load_catalog_for_cli, print_table
-from billing.domain import Subscription
+from billing.domain import Customer, Subscription
 from pricing_plans.models import Catalog
 
-customers_app = typer.Typer(help="Customers: add, list, import from CSV.", no_args_is_help=True)
+customers_app = typer.Typer(
+    help="Customers: add, list, import from CSV, rotate a webhook secret.", no_args_is_help=True
+)
 subscriptions_app = typer.Typer(help="Subscriptions: list, cancel, change plan.", no_args_is_help=True)
 
 
@@ -55,6 +57,18 @@ def _table(*headers: str) -> Table:
     return table
 
 
+
+
+def _print_secret(customer: Customer, heading: str) -> None:
+    """A webhook secret, printed this once: it is not shown again (``rotate-webhook-secret`` makes a new one)."""
+    console.print(f"{heading}: {customer.webhook_secret}", highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"Shown once: store it now. The receiver at {customer.webhook_url} verifies the Billing-Signature header "
+        f"with it; `billing customers rotate-webhook-secret {customer.external_id}` replaces it.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _describe(subscription: Subscription) -> str:
@@ -98,6 +112,18 @@ def customers_add(
         highlight=False,
         markup=False,
     )
+    if customer.webhook_secret:
+        _print_secret(customer, "webhook secret")
+
+
+@customers_app.command("rotate-webhook-secret")
+def customers_rotate_webhook_secret(
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
+) -> None:
+    """Give a customer's webhook endpoint a new secret (printed once); the old one stops signing at once."""
+    with database() as engine:
+        customer = service.rotate_webhook_secret(engine, external_id)
+    _print_secret(customer, f"new webhook secret for {customer.external_id}")
 
 
 @customers_app.command("list")
@@ -138,6 +164,17 @@ def customers_import(
     for problem in report.problems:
         err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
     console.print(f"imported {report.accepted}, rejected {report.rejected}", highlight=False)
+    with_secrets = [c for c in report.created if c.webhook_secret]
+    if with_secrets:
+        console.print(
+            "webhook secrets (shown once: store them now; each customer's receiver verifies the Billing-Signature "
+            "header with its own):",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        for c in with_secrets:
+            console.print(f"{c.external_id} {c.webhook_secret}", highlight=False, markup=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 

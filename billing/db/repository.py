@@ -25,6 +25,7 @@ __all__ = [
     "get_subscription",
     "list_customers",
     "list_subscriptions",
+    "set_webhook_secret",
     "subscriptions_active_between",
     "subscriptions_of",
 ]
@@ -48,6 +49,7 @@ def _customer(row: CustomerRow) -> Customer:
         address=tuple(row.address.split("\n")) if row.address else (),
         webhook_url=row.webhook_url,
         tax_rate=row.tax_rate,
+        webhook_secret=row.webhook_secret,
     )
 
 
@@ -63,6 +65,7 @@ def add_customer(
     address: Sequence[str] = (),
     webhook_url: str | None = None,
     tax_rate: Decimal = Decimal(0),
+    webhook_secret: str | None = None,
 ) -> Customer:
     """Insert a customer (flushed, so a duplicate external id raises ``IntegrityError`` here)."""
     row = CustomerRow(
@@ -75,6 +78,7 @@ def add_customer(
         address="\n".join(address),
         webhook_url=webhook_url,
         tax_rate=tax_rate,
+        webhook_secret=webhook_secret,
     )
     session.add(row)
     session.flush()
@@ -92,6 +96,16 @@ def get_customer(session: Session, external_id: str, *, for_update: bool = False
     """The customer with ``external_id``, or None. ``for_update`` locks its row (PostgreSQL) until commit."""
     row = _customer_row(session, external_id, for_update=for_update)
     return None if row is None else _customer(row)
+
+
+def set_webhook_secret(session: Session, external_id: str, secret: str | None) -> Customer | None:
+    """Replace a customer's webhook secret; the customer as it is now, or None if there is no such customer."""
+    row = _customer_row(session, external_id, for_update=True)
+    if row is None:
+        return None
+    row.webhook_secret = secret
+    session.flush()
+    return _customer(row)
 
 
 def list_customers(session: Session) -> list[Customer]:

@@ -46,6 +46,8 @@ class CustomerRow(BillingBase):
     locale: Mapped[str] = mapped_column(String(35), default="en_US")
     address: Mapped[str] = mapped_column(Text, default="")  # lines separated by "\n"
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    # The key that signs the webhooks posted to webhook_url ("whsec_" + 48 hex digits); NULL without a URL.
+    webhook_secret: Mapped[str | None] = mapped_column(String(255))
     tax_rate: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal(0))  # percent, e.g. 19 for 19 %
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

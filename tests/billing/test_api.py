@@ -242,11 +242,11 @@ def test_customers_are_created_read_and_listed(live_api):
     assert created == {
         "external_id": "acme", "name": "Acme", "email": "ap@acme.example", "currency": "USD",
         "timezone": "Europe/Berlin", "locale": "en_US", "address": ["1 Main St", "Springfield"],
-        "webhook_url": None, "tax_rate": "19",
+        "webhook_url": None, "tax_rate": "19", "webhook_secret": None,
     }
     add_customer(live_api, "globex")
     with live_api.client() as client:
-        assert client.get("/v1/customers/acme").json() == created
+        assert client.get("/v1/customers/acme").json() == {k: v for k, v in created.items() if k != "webhook_secret"}
         assert [c["external_id"] for c in client.get("/v1/customers").json()] == ["acme", "globex"]
         missing = client.get("/v1/customers/nobody")
         duplicate = client.post("/v1/customers", json={"external_id": "acme", "name": "A", "currency": "USD"})
@@ -267,6 +267,21 @@ def test_customers_are_created_read_and_listed(live_api):
     assert "email: expected an address" in problem["message"] and "currency: unknown currency 'EUX'" in problem["message"]
     assert extra.status_code == 422 and error_of(extra)["field"] == "vip"
     assert float_rate.status_code == 422 and error_of(float_rate)["field"].startswith("tax_rate")
+
+
+def test_a_customers_webhook_secret_is_returned_once_when_it_is_created(live_api):
+    created = add_customer(live_api, "acme", webhook_url="https://hooks.acme.example/billing")
+    secret = created["webhook_secret"]
+    assert re.fullmatch(r"whsec_[0-9a-f]{48}", secret)
+    assert add_customer(live_api, "globex", webhook_url="https://hooks.globex.example/b")["webhook_secret"] != secret
+    with live_api.client() as client:
+        read = client.get("/v1/customers/acme")
+        listed = client.get("/v1/customers")
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert read.json()["webhook_url"] == "https://hooks.acme.example/billing"
+    assert "webhook_secret" not in read.json() and "whsec_" not in read.text and "whsec_" not in listed.text
+    assert "webhook_secret" in schema["CustomerCreatedOut"]["properties"]
+    assert "webhook_secret" not in schema["CustomerOut"]["properties"]
 
 
 def test_subscriptions_are_created_and_cancelled(live_api):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
+from billing import customers as service
 from billing.cli import app
 from billing.config import get_settings
 from billing.db import current_revision, make_engine
@@ -88,12 +90,37 @@ def test_add_and_list_customers(env):
         "--webhook-url", "https://acme.example/hook",
         "--tax-rate", "19",
     )  # fmt: skip
-    assert out.strip() == "created customer acme (EUR, Europe/Berlin)"
-    ok("customers", "add", "beta", "--name", "Beta", "--email", "b@beta.example", "--currency", "USD")
+    created, secret_line, note = out.strip().splitlines()
+    assert created == "created customer acme (EUR, Europe/Berlin)"
+    assert re.fullmatch(r"webhook secret: whsec_[0-9a-f]{48}", secret_line)
+    assert note.startswith("Shown once: store it now. The receiver at https://acme.example/hook verifies")
+    out = ok("customers", "add", "beta", "--name", "Beta", "--email", "b@beta.example", "--currency", "USD")
+    assert out.strip() == "created customer beta (USD, UTC)"  # no webhook URL: no secret
 
     listing = ok("customers", "list")
     assert "acme" in listing and "beta" in listing and "USD" in listing
     assert listing.index("acme") < listing.index("beta")
+    assert "whsec_" not in listing  # shown once, when created: never listed
+
+
+def test_rotate_webhook_secret_prints_the_new_secret_once(env):
+    out = ok("customers", "add", "acme", "--name", "Acme", "--email", "ops@acme.example", "--currency", "EUR",
+             "--webhook-url", "https://acme.example/hook")
+    first = re.search(r"whsec_[0-9a-f]{48}", out).group()
+    rotated = ok("customers", "rotate-webhook-secret", "acme").strip().splitlines()
+    match = re.fullmatch(r"new webhook secret for acme: (whsec_[0-9a-f]{48})", rotated[0])
+    assert match and match.group(1) != first
+    assert rotated[1].startswith("Shown once: store it now.") and len(rotated) == 2
+    engine = make_engine(env["BILLING_DATABASE_URL"])
+    try:
+        assert service.get_customer(engine, "acme").webhook_secret == match.group(1)
+    finally:
+        engine.dispose()
+
+    without_url = ok("customers", "add", "beta", "--name", "B", "--email", "b@b.example", "--currency", "EUR")
+    assert "whsec_" not in without_url
+    assert "customer 'beta' has no webhook_url" in refused("customers", "rotate-webhook-secret", "beta")
+    assert "unknown customer 'ghost'" in refused("customers", "rotate-webhook-secret", "ghost")
 
 
 def test_an_empty_customer_list(env):
@@ -134,6 +161,23 @@ def test_import_reports_each_bad_row_with_its_line_and_exits_1(env, tmp_path):
     assert result.stdout.strip() == "imported 2, rejected 2"
     listing = ok("customers", "list")
     assert "alpha" in listing and "gamma" in listing and "beta" not in listing
+
+
+def test_import_prints_the_webhook_secret_of_each_customer_with_a_url_once(env, tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text(
+        "external_id,name,currency,webhook_url\n"
+        "alpha,Alpha,EUR,https://alpha.example/hooks\n"
+        "beta,Beta,EUR,\n"
+        "gamma,Gamma,EUR,https://gamma.example/hooks\n",
+        encoding="utf-8",
+    )
+    lines = ok("customers", "import", str(path)).strip().splitlines()
+    assert lines[0] == "imported 3, rejected 0"
+    assert lines[1].startswith("webhook secrets (shown once: store them now;")
+    assert [line.split()[0] for line in lines[2:]] == ["alpha", "gamma"]
+    assert all(re.fullmatch(r"\S+ whsec_[0-9a-f]{48}", line) for line in lines[2:])
+    assert lines[2].split()[1] != lines[3].split()[1]
 
 
 def test_import_of_a_good_file_exits_0(env, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -96,6 +97,40 @@ def test_create_customer_keeps_every_field(engine):
     assert stored.address == ("Hauptstraße 1", "10115 Berlin")
     assert stored.webhook_url == "https://hooks.acme.example/billing"
     assert stored.tax_rate == Decimal("19.5") and isinstance(stored.tax_rate, Decimal)
+    assert re.fullmatch(r"whsec_[0-9a-f]{48}", stored.webhook_secret)
+
+
+def test_a_customer_with_a_webhook_url_gets_a_secret_of_its_own_kept_out_of_its_repr(engine):
+    acme = add(engine, "acme", webhook_url="https://hooks.acme.example/billing")
+    globex = add(engine, "globex", webhook_url="https://hooks.globex.example/billing")
+    plain = add(engine, "plain")
+    assert acme.webhook_secret.startswith("whsec_") and globex.webhook_secret.startswith("whsec_")
+    assert acme.webhook_secret != globex.webhook_secret
+    assert plain.webhook_secret is None  # no URL, no secret: its notifications go to the global endpoint
+    assert acme.webhook_secret not in repr(acme) and "webhook_secret" not in repr(acme)
+    assert service.get_customer(engine, "acme").webhook_secret == acme.webhook_secret
+
+
+def test_rotating_a_webhook_secret_replaces_it(engine):
+    old = add(engine, "acme", webhook_url="https://hooks.acme.example/billing").webhook_secret
+    rotated = service.rotate_webhook_secret(engine, "acme")
+    assert rotated.webhook_secret != old and re.fullmatch(r"whsec_[0-9a-f]{48}", rotated.webhook_secret)
+    assert service.get_customer(engine, "acme").webhook_secret == rotated.webhook_secret
+    add(engine, "plain")
+    with pytest.raises(BillingInputError, match=r"^customer 'plain' has no webhook_url: its notifications go to "):
+        service.rotate_webhook_secret(engine, "plain")
+    with pytest.raises(NotFoundError, match="unknown customer 'nobody'"):
+        service.rotate_webhook_secret(engine, "nobody")
+
+
+def test_a_customer_from_before_per_endpoint_secrets_gets_one_by_rotation(engine):
+    with session_scope(engine) as session:  # as migration 0007 leaves the customers it finds
+        repository.add_customer(
+            session, external_id="old", name="Old", email=None, currency="EUR", timezone="UTC", locale="en_US",
+            webhook_url="https://hooks.old.example/billing",
+        )
+    assert service.get_customer(engine, "old").webhook_secret is None
+    assert service.rotate_webhook_secret(engine, "old").webhook_secret.startswith("whsec_")
 
 
 def test_a_duplicate_external_id_is_refused(engine):
@@ -210,6 +245,11 @@ def test_import_accepts_the_good_rows_and_reports_each_bad_one_with_its_line(eng
     assert customers["gamma"].address == ("Ring 2", "50667 Köln")
     assert customers["gamma"].locale == "de_DE" and customers["gamma"].timezone == "UTC"
     assert customers["zeta"].currency == "JPY"
+    # the one customer with a webhook URL got a secret, handed out in the report
+    created = {c.external_id: c for c in report.created}
+    assert re.fullmatch(r"whsec_[0-9a-f]{48}", created["gamma"].webhook_secret)
+    assert customers["gamma"].webhook_secret == created["gamma"].webhook_secret
+    assert created["alpha"].webhook_secret is None and created["zeta"].webhook_secret is None
 
 
 def test_importing_the_same_file_again_creates_nothing(engine, tmp_path):

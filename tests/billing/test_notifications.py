@@ -24,11 +24,12 @@ from sqlalchemy import func, select
 
 from billing import customers as service
 from billing.config import Settings
-from billing.db import session_scope
+from billing.db import repository, session_scope
 from billing.db.notification_tables import DeliveryAttemptRow, NotificationRow
 from billing.errors import BillingInputError, NotFoundError
 from billing.metering import meter_specs
 from billing.notifications import (
+    SIGNATURE_HEADER,
     attempts_of,
     backoff_delay,
     deliver_pending,
@@ -254,14 +255,85 @@ def test_a_receiver_with_another_secret_refuses_and_the_notification_stays_pendi
     assert start + dt.timedelta(seconds=15) <= pending.next_attempt_at <= start + dt.timedelta(seconds=30)
 
 
+def own_endpoint(engine, catalog, receiver, who):
+    """A customer with a webhook URL of its own, its receiver verifying with the customer's secret: (secret, the
+    requests received)."""
+    port = free_port()
+    crossing(engine, catalog, who, webhook_url=f"http://127.0.0.1:{port}/hooks")
+    secret = service.get_customer(engine, who).webhook_secret
+    _, received = receiver(secret=secret, port=port)
+    return secret, received
+
+
 def test_the_customers_own_url_wins_over_the_global_one(engine, catalog, receiver):
-    own_url, own = receiver()
+    _, own = own_endpoint(engine, catalog, receiver, "acme")
     global_url, shared = receiver()
-    crossing(engine, catalog, "acme", webhook_url=own_url)
     crossing(engine, catalog, "beta")
     assert deliver_pending(engine, settings(notification_webhook_url=global_url)).sent == 2
-    assert [r.body["customer"] for r in own] == ["acme"]
-    assert [r.body["customer"] for r in shared] == ["beta"]
+    assert [(r.body["customer"], r.verified) for r in own] == [("acme", True)]
+    assert [(r.body["customer"], r.verified) for r in shared] == [("beta", True)]
+
+
+def test_each_endpoint_verifies_with_its_own_secret_only(engine, catalog, receiver):
+    """No customer can forge what another customer's endpoint (or the global one) accepts: each endpoint's
+    webhooks verify with its own secret and with no other."""
+    acme_secret, acme = own_endpoint(engine, catalog, receiver, "acme")
+    globex_secret, globex = own_endpoint(engine, catalog, receiver, "globex")
+    global_url, shared = receiver()  # verifies with the global SECRET
+    crossing(engine, catalog, "beta")  # no URL of its own: the global endpoint
+    assert len({acme_secret, globex_secret, SECRET}) == 3
+    assert deliver_pending(engine, settings(notification_webhook_url=global_url)).sent == 3
+
+    [to_acme], [to_globex], [to_global] = acme, globex, shared
+    assert (to_acme.body["customer"], to_globex.body["customer"], to_global.body["customer"]) == (
+        "acme", "globex", "beta"
+    )
+    secrets = {"acme": acme_secret, "globex": globex_secret, "global": SECRET}
+    for request, own in ((to_acme, "acme"), (to_globex, "globex"), (to_global, "global")):
+        assert request.verified and request.status == 200
+        header = request.headers[SIGNATURE_HEADER]
+        verifies = {name for name, secret in secrets.items() if verify_signature(secret, header, request.raw)}
+        assert verifies == {own}
+    # a request signed with another customer's secret (or the global one) is refused by acme's endpoint
+    forged_body = to_acme.raw
+    for secret in (globex_secret, SECRET):
+        assert not verify_signature(acme_secret, sign(secret, forged_body, int(time.time())), forged_body)
+
+
+def test_a_customer_url_without_a_secret_is_never_sent_unsigned_and_a_rotated_secret_delivers(
+    engine, catalog, receiver
+):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hooks"
+    with session_scope(engine) as session:  # a customer from before per-endpoint secrets: a URL, no secret
+        repository.add_customer(
+            session, external_id="old", name="Old", email=None, currency="USD", timezone="UTC", locale="en_US",
+            webhook_url=url,
+        )
+    service.subscribe(engine, catalog, "old", "calls", dt.date(2026, 1, 1))
+    use(engine, catalog, "old", 800, "old")
+    [created] = check_thresholds(engine, catalog, customers={"old"}, now=MARCH_NOW).created
+    server, received = run_receiver("127.0.0.1", port, "whsec_nobody_knows")  # records whatever it is sent
+    try:
+        t0 = dt.datetime.now(dt.UTC)
+        report = deliver_pending(engine, settings(), now=t0)  # the global secret is set: it is not used here
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (report.sent, report.retrying) == (0, 1) and received == []  # nothing sent, not even unsigned
+    pending = get_notification(engine, created.notification_id)
+    assert pending.status == "pending"
+    assert "customer 'old' has no webhook secret" in pending.last_error
+    assert "billing customers rotate-webhook-secret old" in pending.last_error
+    [attempt] = attempts_of(engine, created.notification_id)
+    assert (attempt.channel, attempt.target, attempt.outcome) == ("webhook", url, "error")
+
+    secret = service.rotate_webhook_secret(engine, "old").webhook_secret
+    _, received = receiver(secret=secret, port=port)  # the receiver now holds the rotated secret
+    assert deliver_pending(engine, settings(), now=t0 + dt.timedelta(hours=1)).sent == 1  # the retry
+    [request] = received
+    assert request.verified and request.idempotency_key == created.notification_id
+    assert not verify_signature(SECRET, request.headers[SIGNATURE_HEADER], request.raw)
 
 
 def test_receiver_down_then_up_delivers_with_the_same_key_on_every_attempt(engine, catalog, receiver):
