@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -83,3 +84,15 @@ def print_table(table: Table) -> None:
     else:
         whole = console.measure(table, options=console.options.update_width(10_000)).maximum
         Console(file=console.file, width=max(console.width, whole), no_color=True).print(table)
+
+
+def progress_bar(label: str) -> Progress:
+    """A progress bar for long work, on standard error and only on a terminal (piped output stays clean)."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )

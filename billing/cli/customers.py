@@ -8,12 +8,19 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from billing import customers as service
-from billing.cli._common import console, database, err_console, fail, load_catalog_for_cli, print_table
+from billing.cli._common import (
+    console,
+    database,
+    err_console,
+    fail,
+    load_catalog_for_cli,
+    print_table,
+    progress_bar,
+)
 from billing.domain import Customer, Subscription
 from pricing_plans.models import Catalog
 
@@ -148,14 +155,7 @@ def customers_import(
     """Import customers from CSV: good rows are created, each bad row is reported as FILE:LINE: reason."""
     with (
         database() as engine,
-        Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
-        ) as progress,
+        progress_bar("importing") as progress,
     ):
         task = progress.add_task("import", total=None)
         report = service.import_customers(

@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from billing.cli._common import console, database, err_console, load_catalog_for_cli, print_table
+from billing.cli._common import console, database, err_console, load_catalog_for_cli, print_table, progress_bar
 from billing.cli.customers import customers_app
 from billing.config import get_settings
 
@@ -90,14 +89,7 @@ def notifications_deliver(
     settings = get_settings()
     with (
         database() as engine,
-        Progress(
-            TextColumn("delivering"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
-        ) as progress,
+        progress_bar("delivering") as progress,
     ):
         task = progress.add_task("deliver", total=None)
 
