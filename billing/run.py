@@ -34,7 +34,7 @@ from billing.domain import Subscription
 from billing.metering import UsageWindow, aggregate_periods, late_event_periods
 from billing.notifications import queue_invoices_finalized
 from billing.periods import Period, month_of
-from billing.rating import fee_period_for
+from billing.rating import fee_period_for, rate_fee
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus
 from invoices.tables import InvoiceRow
@@ -197,11 +197,27 @@ def _run(
             and period.start <= s.end_date <= period.end
             and s.end_date < fee_period_for(plans[s.id], period).end
         }
+        # The opening drafts this run writes count with the amount it composes now, not as stored before.
+        openings = {
+            s.id: s for s in subscriptions if s.id in adjustable and period.contains(s.start_date)
+        }
+        stored_openings = store.stored_drafts(session, [opening_key(i) for i in openings])
+        issued_openings = {
+            key for key, known in stored_openings.items() if known.status != InvoiceStatus.DRAFT.value
+        }
+        rewritten = [opening_key(i) for i in openings if opening_key(i) not in issued_openings]
         fees_billed = store.billed_fees(
             session,
             [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()],
-            exclude=[period_key(c, period) for c in customer_ids],
+            exclude=[period_key(c, period) for c in customer_ids] + rewritten,
         )
+        for sub_id, subscription in openings.items():
+            if opening_key(sub_id) in issued_openings:
+                continue
+            fee = rate_fee(subscription, plans[sub_id], adjustable[sub_id], catalog.rounding)
+            if fee is not None:
+                key = (sub_id, adjustable[sub_id].start)
+                fees_billed[key] = fees_billed.get(key, ZERO) + fee.amount
     clock.lap("aggregate")
 
     # rate (pure)
@@ -334,7 +350,10 @@ def finalize_period(
             select(InvoiceRow.id)
             .where(
                 InvoiceRow.status == InvoiceStatus.DRAFT.value,
-                (InvoiceRow.period_start == period.start) | InvoiceRow.billing_key.in_(starting),
+                # period invoices by their period; opening invoices by their subscription's start (a yearly
+                # plan's is dated by its fee year, which would issue it before the subscription starts)
+                ((InvoiceRow.period_start == period.start) & InvoiceRow.billing_key.like("period:%"))
+                | InvoiceRow.billing_key.in_(starting),
             )
             .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
         )

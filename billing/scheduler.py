@@ -146,7 +146,10 @@ def bill_closed_periods(
     grace = dt.timedelta(days=grace_days)
     for period in periods:
         with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
-            active = repository.subscriptions_active_between(session, period.start, period.end)
+            # the day before too: a subscription that ended as the month began may owe a fee adjustment in it
+            active = repository.subscriptions_active_between(
+                session, period.start - dt.timedelta(days=1), period.end
+            )
         subscribed = {s.customer_external_id for s in active}
         issued = _invoiced_customers(engine, period, drafts=False)
         closed = {c for c in subscribed if c in today and today[c] >= period.end}

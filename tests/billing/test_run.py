@@ -282,6 +282,31 @@ def test_a_yearly_opening_invoice_is_finalized_with_its_start_month(engine, cata
     assert opening.number in numbers and [str(line.amount) for line in opening.lines] == ["760.00"]
 
 
+def test_a_subscription_that_starts_and_ends_in_one_period_pays_its_days_once(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    pro = service.subscribe(engine, catalog, "acme", "pro", dt.date(2026, 3, 10))  # opening draft: 22 days
+    service.cancel_subscription(engine, pro.id, dt.date(2026, 3, 20))
+    run_billing(engine, catalog, MARCH)
+    finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2))
+    fees = [
+        (invoice.billing_key, str(line.amount))
+        for key in (f"start:{pro.id}", "period:acme:2026-03")
+        for invoice in [invoice_of(engine, key)]
+        for line in invoice.lines
+        if line.kind == "subscription"
+    ]
+    # 10–19 March: 62.00 × 10/31 = 20.00, on the opening invoice; nothing to adjust on March's
+    assert fees == [(f"start:{pro.id}", "20.00")]
+
+
+def test_a_yearly_opening_invoice_is_not_issued_before_its_subscription_starts(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", "annual_upfront", dt.date(2026, 3, 10))
+    run_billing(engine, catalog, month(2026, 1))
+    assert finalize_period(engine, month(2026, 1), SETTINGS, dt.date(2026, 2, 3)) == []
+    assert invoice_of(engine, f"start:{sub.id}").number is None
+
+
 def test_two_finalizations_of_one_period_at_once_share_the_work(engine, catalog):
     for name in ("a", "b", "c", "d"):
         service.create_customer(engine, name, name, None, "USD", timezone="UTC")
