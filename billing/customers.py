@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from babel import Locale, UnknownLocaleError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,7 @@ from billing.db import repository, session_scope
 from billing.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.errors import BillingInputError, NotFoundError
 from billing.invoicing import drop_opening_draft, write_opening_invoice
+from invoices.tables import InvoiceRow
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D, is_known_currency
@@ -497,6 +498,7 @@ def cancel_subscription(
     with session_scope(engine) as session:
         subscription = _subscription_or_raise(session, subscription_id)
         _check_can_end(subscription, end_date, "cancel")
+        _check_not_invoiced(session, subscription, end_date, "cancel")
         cancelled = repository.cancel_subscription(
             session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=_now()
         )
@@ -520,6 +522,7 @@ def change_plan(
     with session_scope(engine) as session:
         old = _subscription_or_raise(session, subscription_id)
         _check_can_end(old, on, "change the plan of")
+        _check_not_invoiced(session, old, on, "change the plan of")
         if (old.plan_code, old.plan_version) == (plan.code, plan.version):
             raise BillingInputError(
                 f"plan: subscription {old.id} is already on plan {plan.code!r} version {plan.version}"
@@ -644,6 +647,24 @@ def _check_can_end(subscription: Subscription, end: dt.date, action: str) -> Non
         raise BillingInputError(
             f"date: cannot {action} subscription {subscription.id} on {end.isoformat()}, before its start date "
             f"{subscription.start_date.isoformat()}"
+        )
+
+
+def _check_not_invoiced(session: Session, subscription: Subscription, end: dt.date, action: str) -> None:
+    """An end date inside a period whose invoice is already issued would leave that invoice billing days the
+    subscription no longer has; such a correction is a credit note, so the date is refused with that advice."""
+    statement = select(func.max(InvoiceRow.period_end)).where(
+        InvoiceRow.customer_external_id == subscription.customer_external_id,
+        InvoiceRow.billing_key.like("period:%"),
+        InvoiceRow.status.in_(("finalized", "paid", "uncollectible")),
+    )
+    invoiced_until = session.execute(statement).scalar_one_or_none()
+    if invoiced_until is not None and end < invoiced_until:
+        last_day = (invoiced_until - dt.timedelta(days=1)).isoformat()
+        raise BillingInputError(
+            f"date: cannot {action} subscription {subscription.id} on {end.isoformat()}: it is invoiced through "
+            f"{last_day}; end it on {invoiced_until.isoformat()} or later, and correct issued invoices with a "
+            "credit note (billing invoices credit)"
         )
 
 

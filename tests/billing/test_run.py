@@ -396,3 +396,15 @@ def test_a_run_killed_part_way_and_run_again_gives_the_same_invoices(engine, db_
     assert rerun.returncode == 0, rerun.stderr
     assert _snapshot(engine) == expected
 
+
+
+def test_an_end_date_inside_an_invoiced_period_is_refused_with_advice(engine, catalog):
+    from billing.errors import BillingInputError
+
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    pro = service.subscribe(engine, catalog, "acme", "pro", dt.date(2026, 3, 1))
+    run_billing(engine, catalog, APRIL)
+    finalize_period(engine, APRIL, SETTINGS, dt.date(2026, 5, 2))  # April issued, May's fee billed in advance
+    with pytest.raises(BillingInputError, match=r"invoiced through 2026-04-30; end it on 2026-05-01 or later"):
+        service.cancel_subscription(engine, pro.id, dt.date(2026, 4, 16))
+    assert service.cancel_subscription(engine, pro.id, dt.date(2026, 5, 1)).end_date == dt.date(2026, 5, 1)
