@@ -4,17 +4,25 @@ load → aggregate → rate → write (→ finalize), each stage timed:
 - load: the subscriptions overlapping the period, their customers and plan versions (a few queries);
 - aggregate: one batched aggregation of every section's usage window (not a query per customer), and of the
   earlier periods that received late usage;
-- rate: pure (``billing.compose``);
+- rate: pure (``billing.compose``); a big run is rated by forked worker processes, chunk by chunk, while this
+  process writes the chunks they send back;
 - write: each customer's invoice in its own transaction, so a run killed at any point and run again gives the
   same invoices as an uninterrupted run; an issued invoice is never touched; drafts are refreshed.
+
+``RunReport.seconds`` splits the run's wall time into those phases ("rate" is the time spent waiting for rated
+drafts once rating overlaps writing) and gives ``rating``, the time spent rating, wherever it ran.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gc
+import multiprocessing
+import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -30,7 +38,7 @@ from billing.compose import (
     section_window,
 )
 from billing.db import repository, session_scope
-from billing.domain import Subscription
+from billing.domain import Customer, Subscription
 from billing.metering import UsageWindow, aggregate_periods, late_event_periods
 from billing.notifications import queue_invoices_finalized
 from billing.periods import Period, month_of
@@ -66,6 +74,7 @@ class RunReport:
     late_lines: int = 0
     finalized: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    rating_workers: int = 0  # worker processes that rated the drafts (0: rated in this process)
 
     def count(self, action: str) -> None:
         if action == "created":
@@ -97,6 +106,7 @@ def run_billing(
     customer: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     now: dt.datetime | None = None,
+    workers: int | None = None,
 ) -> RunReport:
     """Write (or refresh) the draft invoices of ``period``: one per customer, plus opening invoices for
     subscriptions with an in-advance fee that start in it."""
@@ -105,7 +115,7 @@ def run_billing(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _run(engine, catalog, period, customer=customer, progress=progress, now=now)
+        return _run(engine, catalog, period, customer=customer, progress=progress, now=now, workers=workers)
     finally:
         if collecting:
             gc.enable()
@@ -119,6 +129,7 @@ def _run(
     customer: str | None,
     progress: Callable[[int, int], None] | None,
     now: dt.datetime | None,
+    workers: int | None,
 ) -> RunReport:
     report = RunReport(period=period)
     clock = _Clock(report)
@@ -220,92 +231,230 @@ def _run(
                 fees_billed[key] = fees_billed.get(key, ZERO) + fee.amount
     clock.lap("aggregate")
 
-    # rate (pure)
-    drafts: list[DraftInvoice] = []
+    # rate (pure, in forked worker processes for a big run) → write (here, one transaction per invoice)
     by_customer: dict[str, list[Subscription]] = {}
     for subscription in subscriptions:
         by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
     ended_by_customer: dict[str, list[Subscription]] = {}
     for subscription in ended_as_it_began:
         ended_by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
-    for customer_id in sorted(customer_ids):
-        owner = customers.get(customer_id)
-        if owner is None:
-            report.skipped.append((customer_id, "customer not found"))
-            continue
-        own = [s for s in by_customer.get(customer_id, []) if s.id in plans]
-        mismatched = [s for s in own if plans[s.id].currency != owner.currency]
-        if mismatched:
-            report.skipped.append((customer_id, f"plan currency differs from the customer's {owner.currency}"))
-            continue
-        sections = [
-            Section(
-                s, plans[s.id], _meter_usage(usage, ("now", s.id), plans[s.id]),
-                billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
-            )
-            for s in own
-        ]
-        sections += [
-            Section(s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True)
-            for s in ended_by_customer.get(customer_id, ())
-            if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start))
-        ]
-        late = [
-            LateUsage(
-                subscription=s,
-                plan=plans[s.id],
-                period=late_period,
-                usage=_meter_usage(usage, ("late", s.id, late_period), plans[s.id]),
-                billed=billed[late_period].get((customer_id, s.id), {}),
-            )
-            for late_period in late_by_customer.get(customer_id, ())
-            for s in late_subscriptions_by_customer.get(customer_id, ())
-            if s.overlaps(late_period.start, late_period.end)
-        ]
-        if not sections and not late:
-            if customer_id in by_customer:  # (a customer who left as the period began has nothing to settle)
-                report.skipped.append((customer_id, "no active subscription in the period"))
-            continue
-        # A subscription's opening invoice (its first in-advance fee) comes before the period's invoice.
-        for subscription in own:
-            if period.contains(subscription.start_date):
-                opening = compose_opening_invoice(
-                    owner, subscription, plans[subscription.id], catalog, month_of(subscription.start_date)
-                )
-                if opening is not None:
-                    drafts.append(opening)
-        draft = compose_period_invoice(owner, period, sections, late, catalog, usage_as_of)
-        report.late_lines += sum(1 for line in draft.lines if line.kind == "late_usage")
-        drafts.append(draft)
-    report.customers = len({d.customer.external_id for d in drafts})
+    inputs = _RatingInputs(
+        period=period,
+        catalog=catalog,
+        customers=customers,
+        plans=plans,
+        usage=usage,
+        by_customer=by_customer,
+        ended_by_customer=ended_by_customer,
+        adjustable=adjustable,
+        fees_billed=fees_billed,
+        late_by_customer=late_by_customer,
+        late_subscriptions_by_customer=late_subscriptions_by_customer,
+        billed=billed,
+        usage_as_of=usage_as_of,
+    )
+    ordered = sorted(customer_ids)
+    # every draft this run can write: each customer's period invoice and the opening invoices of the period
+    keys = [period_key(c, period) for c in ordered]
+    keys += [opening_key(s.id) for s in subscriptions if period.contains(s.start_date)]
+    with session_scope(engine) as session:
+        stored = store.stored_drafts(session, keys)
     clock.lap("rate")
 
-    # write: one transaction per invoice that is new or changed; issued and unchanged ones are not rewritten
-    with session_scope(engine) as session:
-        stored = store.stored_drafts(session, [draft.billing_key for draft in drafts])
     unchanged: list[int] = []
-    with engine.connect() as connection:
-        for done, draft in enumerate(drafts, start=1):
-            known = stored.get(draft.billing_key)
-            row = store.draft_row(draft) if known is None or known.status == InvoiceStatus.DRAFT.value else None
-            if row is None:
-                action = "issued"
-            elif known is not None and known.content_hash == row[0]["content_hash"]:
-                action = "unchanged"
-                unchanged.append(known.invoice_id)
-            else:
-                with connection.begin():  # this invoice's own transaction
-                    action = store.upsert_draft(connection, draft, known_absent=known is None, row=row).action
-            report.count(action)
-            if action != "issued":
-                report.totals[draft.currency] = report.totals.get(draft.currency, ZERO) + draft.totals.total
-            if progress is not None:
-                progress(done, len(drafts))
+    written: set[str] = set()
+    done = 0
+    with store.DraftWriter(engine) as writer:
+        for chunk in _rated_chunks(inputs, ordered, workers, report):
+            clock.lap("rate")
+            report.seconds["rating"] = report.seconds.get("rating", 0.0) + chunk.seconds
+            report.skipped += chunk.skipped
+            for draft in chunk.rated:
+                known = stored.get(draft.billing_key)
+                if known is not None and known.status != InvoiceStatus.DRAFT.value:
+                    action = "issued"
+                elif known is not None and known.content_hash == draft.row[0]["content_hash"]:
+                    action = "unchanged"
+                    unchanged.append(known.invoice_id)
+                else:  # its own transaction
+                    action = writer.write(draft.billing_key, draft.row, known_absent=known is None).action
+                report.count(action)
+                report.invoices += 1
+                report.late_lines += draft.late_lines
+                written.add(draft.customer)
+                if action != "issued":
+                    report.totals[draft.currency] = report.totals.get(draft.currency, ZERO) + draft.total
+            done += chunk.customers
+            if progress is not None and done < len(ordered):
+                progress(done, len(ordered))
+            clock.lap("write")
+    if progress is not None:
+        progress(done, len(ordered))
     with session_scope(engine) as session:
         store.touch_drafts(session, unchanged, usage_as_of)
-    report.invoices = len(drafts)
+    report.customers = len(written)
     clock.lap("write")
     return report
+
+
+# Customers rated per chunk: a worker's unit of work, and how often the progress bar moves.
+_CHUNK = 200
+
+
+@dataclass(frozen=True)
+class _RatingInputs:
+    """Everything rating one customer reads (all of it loaded and aggregated before rating starts)."""
+
+    period: Period
+    catalog: Catalog
+    customers: Mapping[str, Customer]
+    plans: Mapping[int, Plan]
+    usage: Mapping[object, Mapping[str, object]]
+    by_customer: Mapping[str, list[Subscription]]
+    ended_by_customer: Mapping[str, list[Subscription]]
+    adjustable: Mapping[int, Period]
+    fees_billed: Mapping[tuple[int, dt.date], Decimal]
+    late_by_customer: Mapping[str, list[Period]]
+    late_subscriptions_by_customer: Mapping[str, list[Subscription]]
+    billed: Mapping[Period, Mapping[tuple[str, int | None], Mapping[str | None, Decimal]]]
+    usage_as_of: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rated:
+    """A draft rated and ready to store: what a rating worker sends back (the rows, not the draft's objects)."""
+
+    billing_key: str
+    customer: str
+    currency: str
+    total: Decimal
+    late_lines: int
+    row: store.DraftRow
+
+
+@dataclass(frozen=True, slots=True)
+class _RatedChunk:
+    rated: list[_Rated]
+    skipped: list[tuple[str, str]]
+    customers: int
+    seconds: float
+
+
+def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftInvoice], str | None]:
+    """The drafts of one customer (its subscriptions' opening invoices, then its period invoice), or why it is
+    skipped."""
+    period, plans, fees_billed, adjustable = inputs.period, inputs.plans, inputs.fees_billed, inputs.adjustable
+    owner = inputs.customers.get(customer_id)
+    if owner is None:
+        return [], "customer not found"
+    own = [s for s in inputs.by_customer.get(customer_id, []) if s.id in plans]
+    if any(plans[s.id].currency != owner.currency for s in own):
+        return [], f"plan currency differs from the customer's {owner.currency}"
+    sections = [
+        Section(
+            s, plans[s.id], _meter_usage(inputs.usage, ("now", s.id), plans[s.id]),
+            billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
+        )
+        for s in own
+    ]
+    sections += [
+        Section(s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True)
+        for s in inputs.ended_by_customer.get(customer_id, ())
+        if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start))
+    ]
+    late = [
+        LateUsage(
+            subscription=s,
+            plan=plans[s.id],
+            period=late_period,
+            usage=_meter_usage(inputs.usage, ("late", s.id, late_period), plans[s.id]),
+            billed=inputs.billed[late_period].get((customer_id, s.id), {}),
+        )
+        for late_period in inputs.late_by_customer.get(customer_id, ())
+        for s in inputs.late_subscriptions_by_customer.get(customer_id, ())
+        if s.overlaps(late_period.start, late_period.end)
+    ]
+    if not sections and not late:
+        # (a customer who left as the period began has nothing to settle)
+        return [], ("no active subscription in the period" if customer_id in inputs.by_customer else None)
+    drafts: list[DraftInvoice] = []
+    # A subscription's opening invoice (its first in-advance fee) comes before the period's invoice.
+    for subscription in own:
+        if period.contains(subscription.start_date):
+            opening = compose_opening_invoice(
+                owner, subscription, plans[subscription.id], inputs.catalog, month_of(subscription.start_date)
+            )
+            if opening is not None:
+                drafts.append(opening)
+    drafts.append(compose_period_invoice(owner, period, sections, late, inputs.catalog, inputs.usage_as_of))
+    return drafts, None
+
+
+def _rate_chunk(inputs: _RatingInputs, customer_ids: list[str]) -> _RatedChunk:
+    started = time.perf_counter()
+    rated: list[_Rated] = []
+    skipped: list[tuple[str, str]] = []
+    for customer_id in customer_ids:
+        drafts, reason = _rate_customer(inputs, customer_id)
+        if reason is not None:
+            skipped.append((customer_id, reason))
+        rated += [
+            _Rated(
+                billing_key=draft.billing_key,
+                customer=customer_id,
+                currency=draft.currency,
+                total=draft.totals.total,
+                late_lines=sum(1 for line in draft.lines if line.kind == "late_usage"),
+                row=store.draft_row(draft),
+            )
+            for draft in drafts
+        ]
+    return _RatedChunk(rated, skipped, len(customer_ids), time.perf_counter() - started)
+
+
+def _rated_chunks(
+    inputs: _RatingInputs, customer_ids: list[str], workers: int | None, report: RunReport
+) -> Iterator[_RatedChunk]:
+    """The customers' drafts, rated chunk by chunk, in order. A run of more than a few chunks is rated by forked
+    worker processes (``workers``; by default one fewer than the CPUs, at least one) while this process stores
+    what they send back; otherwise, or where forking is not safe, here."""
+    chunks = [customer_ids[i : i + _CHUNK] for i in range(0, len(customer_ids), _CHUNK)]
+    if workers is None:
+        workers = max(1, min(4, (os.cpu_count() or 1) - 1)) if len(chunks) >= 4 else 0
+    if workers <= 0 or not chunks or not _can_fork():
+        for chunk in chunks:
+            yield _rate_chunk(inputs, chunk)
+        return
+    global _worker_inputs
+    _worker_inputs = inputs  # the workers inherit it when they are forked, nothing is pickled
+    report.rating_workers = workers
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze) as pool:
+            futures = [pool.submit(_rate_chunk_in_worker, chunk) for chunk in chunks]
+            try:
+                for future in futures:
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+    finally:
+        _worker_inputs = None
+
+
+_worker_inputs: _RatingInputs | None = None
+
+
+def _rate_chunk_in_worker(customer_ids: list[str]) -> _RatedChunk:
+    assert _worker_inputs is not None
+    return _rate_chunk(_worker_inputs, customer_ids)
+
+
+def _can_fork() -> bool:
+    """Forking is safe: the platform has it and this process runs one thread (a lock held by another thread at
+    the fork would stay held for ever in the child). The workers only rate: they never touch the database
+    connections they inherit, and ``gc.freeze`` keeps them from collecting (and so closing) any of them."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
 def _billed_in_advance(plan: Plan) -> bool:

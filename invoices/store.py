@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
@@ -35,7 +36,10 @@ from invoices.tables import InvoiceLineRow, InvoiceRow, NumberSequenceRow
 from pricing_plans.money import ZERO, Rounding, round_money
 
 __all__ = [
+    "LINE_FIELDS",
     "DraftOutcome",
+    "DraftRow",
+    "DraftWriter",
     "FinalizeSettings",
     "StoredDraft",
     "billed_by_period",
@@ -127,89 +131,209 @@ def stored_drafts(session: Session, billing_keys: Sequence[str]) -> dict[str, St
     return found
 
 
+# A draft as stored: the invoice row's values (by column) and its lines, each a tuple in ``LINE_FIELDS`` order.
+DraftRow = tuple[dict[str, Any], list[tuple[Any, ...]]]
+
+LINE_FIELDS = (
+    "position", "section", "kind", "description", "meter", "model", "quantity", "unit", "amount", "service_start",
+    "service_end", "details", "subscription_id", "plan_code", "plan_version",
+)
+# Columns a draft writes on its invoice row.
+_DRAFT_COLUMNS = (
+    "customer_external_id", "customer", "currency", "locale", "timezone", "period_start", "period_end", "subtotal",
+    "discount", "tax_rate", "tax", "total", "content_hash", "usage_as_of", "updated_at",
+)
+_INSERT_COLUMNS = ("billing_key", "kind", "status", "seller", "created_at", *_DRAFT_COLUMNS)
+
+
 def upsert_draft(
-    session: Session | Connection,
-    draft: DraftInvoice,
-    *,
-    known_absent: bool = False,
-    row: tuple[dict[str, Any], list[dict[str, Any]]] | None = None,
+    session: Session | Connection, draft: DraftInvoice, *, known_absent: bool = False, row: DraftRow | None = None
 ) -> DraftOutcome:
-    """Write the draft for ``draft.billing_key``, replacing the lines of an existing draft; an issued invoice with
-    that key is never touched, and a draft whose content has not changed is not rewritten. Works on a Session or,
-    faster for a billing run's thousands of invoices, on a Connection inside the caller's transaction.
+    """Write the draft for ``draft.billing_key`` inside the caller's transaction, replacing the lines of an existing
+    draft; an issued invoice with that key is never touched, and a draft whose content has not changed is not
+    rewritten.
 
     What is stored under the key is read under a lock (a concurrent finalization wins), unless the caller has just
     seen that nothing is (``known_absent``; a concurrent insert then fails on the unique billing key). ``row`` is
     ``draft_row(draft)`` when the caller has it already.
     """
-    stored = None if known_absent else _stored_for_update(session, draft.billing_key)
-    values, lines = row or draft_row(draft)
+    connection = session.connection() if isinstance(session, Session) else session
+    if not connection.in_transaction():
+        raise RuntimeError("upsert_draft writes inside the caller's transaction; begin one first")
+    statements = _DraftStatements.for_dialect(connection.dialect)
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        return _write_draft(cursor, statements, draft.billing_key, row or draft_row(draft), known_absent)
+    finally:
+        cursor.close()
+
+
+class DraftWriter:
+    """Writes a billing run's drafts on a connection of its own, each draft in its own transaction (committed when
+    ``write`` returns, rolled back if it raises), with the statements of ``upsert_draft``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._connection = engine.raw_connection()
+        self._statements = _DraftStatements.for_dialect(engine.dialect)
+        # SQLite's transactions begin IMMEDIATE (see billing.db); psycopg begins one with the first statement.
+        self._begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else None
+
+    def write(self, billing_key: str, row: DraftRow, *, known_absent: bool = False) -> DraftOutcome:
+        """Store ``row`` (``draft_row`` of a draft) under ``billing_key``, as ``upsert_draft`` does."""
+        dbapi = self._connection.driver_connection
+        cursor = dbapi.cursor()
+        try:
+            if self._begin:
+                cursor.execute(self._begin)
+            outcome = _write_draft(cursor, self._statements, billing_key, row, known_absent)
+        except BaseException:
+            dbapi.rollback()
+            raise
+        else:
+            dbapi.commit()
+        finally:
+            cursor.close()
+        return outcome
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> DraftWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _write_draft(
+    cursor: Any, statements: _DraftStatements, billing_key: str, row: DraftRow, known_absent: bool
+) -> DraftOutcome:
+    values, lines = row
+    stored = None
+    if not known_absent:
+        statements.stored.execute(cursor, (billing_key,))
+        found = cursor.fetchone()
+        stored = None if found is None else StoredDraft(*found)
     if stored is not None:
-        if stored.status != InvoiceStatus.DRAFT:
+        if stored.status != InvoiceStatus.DRAFT.value:
             return DraftOutcome(stored.invoice_id, "issued")
         if stored.content_hash == values["content_hash"]:
-            session.execute(
-                update(_INVOICES).where(_INVOICES.c.id == stored.invoice_id).values(usage_as_of=draft.usage_as_of)
-            )
+            statements.touch.execute(cursor, (stored.invoice_id, values["usage_as_of"]))
             return DraftOutcome(stored.invoice_id, "unchanged")
-        session.execute(delete(_LINES).where(_LINES.c.invoice_id == stored.invoice_id))
-        session.execute(_UPDATE_DRAFT, {"invoice_id": stored.invoice_id, **values})
+        statements.delete_lines.execute(cursor, (stored.invoice_id,))
+        statements.update.execute(cursor, (stored.invoice_id, *(values[c] for c in _DRAFT_COLUMNS)))
         invoice_id, action = stored.invoice_id, "updated"
     else:
-        params = {
-            "billing_key": draft.billing_key, "kind": "invoice", "status": "draft", "seller": "{}",
-            "created_at": values["updated_at"], **values,
-        }
-        invoice_id = session.execute(_INSERT_DRAFT, params).scalar_one()
-        action = "created"
-    _insert_lines(session, invoice_id, lines)
+        fixed = (billing_key, "invoice", "draft", "{}", values["updated_at"])
+        statements.insert.execute(cursor, (*fixed, *(values[c] for c in _DRAFT_COLUMNS)))
+        invoice_id, action = cursor.fetchone()[0], "created"
+    if lines:
+        statements.insert_lines.execute_many(cursor, [(invoice_id, *line) for line in lines])
     return DraftOutcome(invoice_id, action)
 
 
-# Built once: the statements take their values as parameters, so writing a draft compiles nothing.
-_DRAFT_COLUMNS = (
-    "customer_external_id", "customer", "currency", "locale", "timezone", "period_start", "period_end", "subtotal",
-    "discount", "tax_rate", "tax", "total", "content_hash", "usage_as_of", "updated_at",
-)
-_INSERT_DRAFT = insert(_INVOICES).returning(_INVOICES.c.id)
-_UPDATE_DRAFT = (
-    update(_INVOICES)
-    .where(_INVOICES.c.id == bindparam("invoice_id"))
-    .values({column: bindparam(column) for column in _DRAFT_COLUMNS})
-)
-_INSERT_LINES = insert(_LINES)
+class _Prepared:
+    """A statement compiled once for a dialect and executed on the DBAPI cursor, each parameter converted by its
+    column type's own bind processor: the values a Core ``execute`` would send, without its per-call work (which
+    was most of the time a billing run spent writing its invoices). Parameters come as a tuple in ``keys`` order.
+    """
+
+    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str], *, insert: bool = False) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if insert else None)
+        self.sql = compiled.string
+        self.positional = compiled.positional
+        self.names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        self.order = [list(keys).index(name) for name in self.names]
+        self.in_order = self.order == list(range(len(keys)))
+        self.processors = [
+            (i, processor)
+            for i, name in enumerate(self.names)
+            if (processor := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        ]
+
+    def params(self, row: Sequence[Any]) -> Any:
+        values = list(row) if self.in_order else [row[i] for i in self.order]
+        for i, processor in self.processors:
+            values[i] = processor(values[i])
+        return values if self.positional else dict(zip(self.names, values, strict=True))
+
+    def execute(self, cursor: Any, row: Sequence[Any]) -> None:
+        cursor.execute(self.sql, self.params(row))
+
+    def execute_many(self, cursor: Any, rows: list[Sequence[Any]]) -> None:
+        cursor.executemany(self.sql, [self.params(row) for row in rows])
 
 
-def _stored_for_update(session: Session | Connection, billing_key: str) -> StoredDraft | None:
-    statement = select(InvoiceRow.id, InvoiceRow.status, InvoiceRow.content_hash).where(
-        InvoiceRow.billing_key == billing_key
-    )
-    row = session.execute(_for_update(session, statement)).first()
-    return None if row is None else StoredDraft(row.id, row.status, row.content_hash)
+@dataclass(frozen=True)
+class _DraftStatements:
+    stored: _Prepared
+    insert: _Prepared
+    update: _Prepared
+    touch: _Prepared
+    delete_lines: _Prepared
+    insert_lines: _Prepared
+
+    @staticmethod
+    def for_dialect(dialect: Dialect) -> _DraftStatements:
+        statements = _PREPARED.get(dialect.name)
+        if statements is None:
+            by_id = _INVOICES.c.id == bindparam("invoice_id")
+            stored = select(_INVOICES.c.id, _INVOICES.c.status, _INVOICES.c.content_hash).where(
+                _INVOICES.c.billing_key == bindparam("billing_key")
+            )
+            if dialect.name == "postgresql":  # (SQLite has no row locks; its write transaction locks the file)
+                stored = stored.with_for_update()
+            statements = _PREPARED[dialect.name] = _DraftStatements(
+                stored=_Prepared(stored, dialect, ("billing_key",)),
+                insert=_Prepared(
+                    insert(_INVOICES).returning(_INVOICES.c.id), dialect, _INSERT_COLUMNS, insert=True
+                ),
+                update=_Prepared(
+                    update(_INVOICES).where(by_id).values({c: bindparam(c) for c in _DRAFT_COLUMNS}),
+                    dialect,
+                    ("invoice_id", *_DRAFT_COLUMNS),
+                ),
+                touch=_Prepared(
+                    update(_INVOICES).where(by_id).values(usage_as_of=bindparam("usage_as_of")),
+                    dialect,
+                    ("invoice_id", "usage_as_of"),
+                ),
+                delete_lines=_Prepared(
+                    delete(_LINES).where(_LINES.c.invoice_id == bindparam("invoice_id")), dialect, ("invoice_id",)
+                ),
+                insert_lines=_Prepared(insert(_LINES), dialect, ("invoice_id", *LINE_FIELDS), insert=True),
+            )
+        return statements
 
 
-def draft_row(draft: DraftInvoice) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+_PREPARED: dict[str, _DraftStatements] = {}
+
+# One encoder for every line: ``json.dumps`` with options builds a new one per call.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def draft_row(draft: DraftInvoice) -> DraftRow:
     """The invoice row's values (with ``content_hash``, a hash of everything a customer would see) and its lines
-    as rows."""
+    as tuples in ``LINE_FIELDS`` order."""
     totals = draft.totals
     lines = [
-        {
-            "position": position,
-            "section": line.section,
-            "kind": line.kind,
-            "description": line.description,
-            "meter": line.meter,
-            "model": line.model,
-            "quantity": line.quantity,
-            "unit": line.unit,
-            "amount": line.amount,
-            "service_start": line.service_start,
-            "service_end": line.service_end,
-            "details": json.dumps(line.details, separators=(",", ":")),
-            "subscription_id": line.subscription_id,
-            "plan_code": line.plan_code,
-            "plan_version": line.plan_version,
-        }
+        (
+            position,
+            line.section,
+            line.kind,
+            line.description,
+            line.meter,
+            line.model,
+            line.quantity,
+            line.unit,
+            line.amount,
+            line.service_start,
+            line.service_end,
+            _compact_json(line.details),
+            line.subscription_id,
+            line.plan_code,
+            line.plan_version,
+        )
         for position, line in enumerate(draft.lines, start=1)
     ]
     values: dict[str, Any] = {
@@ -228,17 +352,11 @@ def draft_row(draft: DraftInvoice) -> tuple[dict[str, Any], list[dict[str, Any]]
     }
     # The hash reads every stored value once; the lines' details are JSON already, so nothing is encoded twice.
     digest = hashlib.sha256(repr(sorted(values.items())).encode())
-    for line in lines:
-        digest.update(repr(tuple(line.values())).encode())
+    digest.update(repr(lines).encode())
     values["content_hash"] = digest.hexdigest()
     values["usage_as_of"] = draft.usage_as_of
     values["updated_at"] = _now()
     return values, lines
-
-
-def _insert_lines(session: Session | Connection, invoice_id: int, lines: list[dict[str, Any]]) -> None:
-    if lines:
-        session.execute(_INSERT_LINES, [{"invoice_id": invoice_id, **line} for line in lines])
 
 
 def touch_drafts(session: Session, invoice_ids: Sequence[int], usage_as_of: dt.datetime | None) -> None:

@@ -34,18 +34,18 @@ def run(
         TextColumn("[bold]billing {task.fields[period]}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("invoices"),
+        TextColumn("customers"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        auto_refresh=False,  # no refresh thread: a big run is rated by forked worker processes
     ) as progress:
         task = progress.add_task("run", total=None, period=billing_period.label)
 
         def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            progress.update(task, completed=done, total=total, refresh=True)
 
         report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance)
-        progress.update(task, completed=report.invoices, total=report.invoices)
     numbers: list[str] = []
     if finalize:
         numbers = finalize_period(engine, billing_period, finalize_settings(), dt.date.today(), customer=customer)

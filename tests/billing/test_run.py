@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from billing import customers as service
+from billing import run as billing_run
 from billing.db import session_scope
 from billing.metering import meter_specs
 from billing.periods import month
@@ -375,13 +376,13 @@ def test_a_run_killed_part_way_and_run_again_gives_the_same_invoices(engine, db_
         "import os, signal\n"
         "from invoices import store\n"
         "from billing.cli import main\n"
-        "original, calls = store.upsert_draft, []\n"
-        "def upsert_draft(*args, **kwargs):\n"
+        "original, calls = store._write_draft, []\n"
+        "def write_draft(*args, **kwargs):\n"
         "    calls.append(1)\n"
         "    if len(calls) > 50:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return original(*args, **kwargs)\n"
-        "store.upsert_draft = upsert_draft\n"
+        "store._write_draft = write_draft\n"
         "main()\n"
     )
     process = subprocess.run(
@@ -400,6 +401,49 @@ def test_a_run_killed_part_way_and_run_again_gives_the_same_invoices(engine, db_
     assert rerun.returncode == 0, rerun.stderr
     assert _snapshot(engine) == expected
 
+
+
+def test_rating_in_worker_processes_writes_the_invoices_rating_here_writes(engine, catalog, monkeypatch):
+    monkeypatch.setattr(billing_run, "_CHUNK", 2)  # nine customers: five chunks, rated by two workers
+    for n in range(9):
+        service.create_customer(engine, f"c{n}", f"C{n}", None, "USD", timezone="UTC" if n % 2 else "Asia/Tokyo")
+    subscribed = {n: service.subscribe(engine, catalog, f"c{n}", "basic", dt.date(2026, 1, 1)) for n in (0, 1, 2, 5, 7)}
+    service.subscribe(engine, catalog, "c3", "pro", dt.date(2026, 1, 1))
+    service.subscribe(engine, catalog, "c4", "pro", dt.date(2026, 3, 10))  # an opening invoice in March
+    service.change_plan(engine, catalog, subscribed[5].id, "pro", dt.date(2026, 3, 16))  # two sections
+    service.cancel_subscription(engine, subscribed[7].id, dt.date(2026, 3, 20))
+    # c8 has no subscription at all; c6's ended before March
+    sub6 = service.subscribe(engine, catalog, "c6", "basic", dt.date(2026, 1, 1))
+    service.cancel_subscription(engine, sub6.id, dt.date(2026, 2, 1))
+    events = [e for n in range(9) for e in calls(f"c{n}", 10 * n + 5, "2026-03-12", f"m{n}")]
+    events += calls("c1", 20, "2026-02-10", "feb")
+    report = ingest(engine, events, meter_specs(catalog), {f"c{n}" for n in range(9)})
+    assert not report.rejected
+    run_billing(engine, catalog, month(2026, 2))
+    finalize_period(engine, month(2026, 2), SETTINGS, dt.date(2026, 3, 2))
+    late = ingest(engine, calls("c1", 7, "2026-02-27", "late"), meter_specs(catalog), {"c1"})
+    assert not late.rejected
+
+    def march(workers):
+        with session_scope(engine) as session:
+            session.execute(delete(InvoiceRow).where(InvoiceRow.status == "draft"))
+        return run_billing(engine, catalog, MARCH, workers=workers), _snapshot(engine)
+
+    forked, forked_invoices = march(workers=2)
+    here, here_invoices = march(workers=0)
+    assert (forked.rating_workers, here.rating_workers) == (2, 0)
+    assert forked_invoices == here_invoices
+    summary = ("created", "updated", "unchanged", "issued_untouched", "skipped", "totals", "invoices", "customers",
+               "late_lines")
+    assert [getattr(forked, name) for name in summary] == [getattr(here, name) for name in summary]
+    # c1 (basic, UTC): fee 30.00 + 15 calls × 0.50 = 7.50, storage 0.00, and February's 7 late calls: 27 calls
+    # rate to 13.50, 10.00 was billed → 3.50
+    assert forked_invoices["period:c1:2026-03"][0] == "41.00"
+    # March: a period invoice for each customer subscribed in it (not c6, ended in January's last day, nor
+    # c8), and the opening invoices of c4's subscription and of c5's new plan; February's six stay issued
+    march_keys = sorted(k for k in forked_invoices if k.endswith("2026-03") or k.startswith("start:"))
+    assert march_keys == [f"period:c{n}:2026-03" for n in (0, 1, 2, 3, 4, 5, 7)] + ["start:7", "start:8"]
+    assert (forked.created, forked.issued_untouched, forked.late_lines, forked.skipped) == (9, 0, 1, [])
 
 
 def test_an_end_date_inside_an_invoiced_period_is_refused_with_advice(engine, catalog):
