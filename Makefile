@@ -14,13 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# WeasyPrint renders PDFs through Pango and subsets fonts with HarfBuzz (ten times faster than without it);
-# install them from Debian's packages where the machine lacks them.
+# WeasyPrint renders PDFs through Pango and subsets fonts with HarfBuzz (ten times faster than without it); the
+# tests turn PDFs into pictures with poppler's pdftoppm to look at them. Installed from Debian's packages where
+# the machine lacks them.
 system-deps:
 	@missing=""; \
 	ldconfig -p 2>/dev/null | grep -q 'libpango-1.0.so' || missing="$$missing libpango-1.0-0 libpangoft2-1.0-0"; \
 	ldconfig -p 2>/dev/null | grep -q 'libharfbuzz-subset.so' || missing="$$missing libharfbuzz-subset0"; \
 	fc-list 2>/dev/null | grep -qi 'DejaVu Sans' || missing="$$missing fonts-dejavu-core"; \
+	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing from Debian's packages:$$missing"; \
 		(apt-get install -y -qq $$missing >/dev/null 2>&1 || \

@@ -4,20 +4,21 @@ On a fresh SQLite database in ``out/``: the sample catalog, about 200 customers 
 currencies and timezones, some starting mid-month, some upgrading, some cancelling), three months of generated
 usage (a fixed seed, so every run gives the same invoices), and for each month: ingestion, the billing run and
 finalization. Late events for the first month arrive after it was invoiced and land on the next invoice. The
-invoices are written as HTML (all) and PDF (the last month's) to ``out/invoices/``, then a summary.
+invoices are written as HTML and PDF to ``out/invoices/``, then a summary.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 import os
 import random
 import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +39,7 @@ from billing.periods import Period, month
 from billing.rating import SubscriptionTerms, rate_period
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
+from invoices.model import Invoice
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
@@ -107,6 +109,7 @@ def main() -> None:
     os.environ["BILLING_NOTIFICATION_WEBHOOK_URL"] = f"http://127.0.0.1:{server.server_address[1]}/hooks/billing"
     os.environ["BILLING_NOTIFICATION_WEBHOOK_SECRET"] = RECEIVER_SECRET
     get_settings.cache_clear()
+    printer = _Printer()
     rng = random.Random(SEED)
     accounts = _create_accounts(engine, catalog, rng)
     # the first invoices of the subscriptions that started before the quarter (their in-advance fees), as the
@@ -124,8 +127,10 @@ def main() -> None:
         _ingest(engine, catalog, path, count, arrival)
         if late_file is not None:
             _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()), arrival)
-        report = run_billing(engine, catalog, period, now=dt.datetime.combine(period.end, dt.time(12), dt.UTC))
+        # (no simulated clock for the run: late usage is told by when events were received, and they were just now)
+        report = run_billing(engine, catalog, period)
         numbers = finalize_period(engine, period, finalize_settings(), period.end + dt.timedelta(days=2))
+        printer.print_issued(engine)
         delivered = deliver_pending(engine, get_settings())
         console.print(f"notifications: {delivered.sent} delivered to the local receiver, {delivered.dead} dead")
         summaries.append((period, report, numbers))
@@ -136,7 +141,7 @@ def main() -> None:
         )
         if index == 0:
             late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
-    _render(engine)
+    printer.finish(engine)
     _summary(engine, summaries)
     _notifications(engine, received)
     server.shutdown()
@@ -311,36 +316,45 @@ def _ingest(engine: Engine, catalog: Catalog, path: Path, count: int, now: dt.da
     console.print(f"{path.name}: {report.summary()} ({count:,} events generated)")
 
 
-def _render_one(args: tuple[str, int, str]) -> str:
+def _print_pdfs(batch: list[tuple[Invoice, str]]) -> int:
     from invoices.render import render_pdf
 
-    url, invoice_id, target = args
-    engine = make_engine(url)
-    with session_scope(engine) as session:
-        invoice = store.get_invoice(session, invoice_id)
-    Path(target).write_bytes(render_pdf(invoice))
-    engine.dispose()
-    return target
+    for invoice, target in batch:
+        Path(target).write_bytes(render_pdf(invoice))
+    return len(batch)
 
 
-def _render(engine: Engine) -> None:
-    from invoices.render import render_html
+class _Printer:
+    """Writes every issued invoice to ``out/invoices/`` as HTML (here, at once) and PDF (in worker processes, while
+    the demo goes on with the next month: printing a PDF takes a hundred times longer than the HTML)."""
 
-    with session_scope(engine) as session:
-        issued = store.list_invoices(session, with_lines=True)
-    issued = [invoice for invoice in issued if invoice.number]
-    for invoice in issued:
-        (OUT / "invoices" / f"{invoice.number}.html").write_text(render_html(invoice))
-    last = [i for i in issued if i.period_start >= MONTHS[-1].start]
-    url = str(engine.url)
-    jobs = [(url, i.id, str(OUT / "invoices" / f"{i.number}.pdf")) for i in last]
-    with Progress(TextColumn("PDF invoices"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        task = progress.add_task("pdf", total=len(jobs))
-        with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            for _ in pool.map(_render_one, jobs, chunksize=8):
-                progress.advance(task)
-    console.print(f"wrote {len(issued)} HTML invoices and {len(jobs)} PDFs ({MONTHS[-1].label}) to out/invoices/")
+    def __init__(self) -> None:
+        # spawned, not forked: this process runs the webhook receiver's and the progress bars' threads
+        self.pool = ProcessPoolExecutor(os.cpu_count() or 2, mp_context=multiprocessing.get_context("spawn"))
+        self.printing: list[Future[int]] = [self.pool.submit(_print_pdfs, [])]  # the workers start meanwhile
+        self.sent: set[str] = set()
+
+    def print_issued(self, engine: Engine) -> None:
+        from invoices.render import render_html
+
+        with session_scope(engine) as session:
+            stored = store.list_invoices(session, with_lines=True)
+        issued = [invoice for invoice in stored if invoice.number and invoice.number not in self.sent]
+        for invoice in issued:
+            (OUT / "invoices" / f"{invoice.number}.html").write_text(render_html(invoice))
+        self.sent |= {invoice.number for invoice in issued}
+        jobs = [(invoice, str(OUT / "invoices" / f"{invoice.number}.pdf")) for invoice in issued]
+        self.printing += [self.pool.submit(_print_pdfs, jobs[i : i + 8]) for i in range(0, len(jobs), 8)]
+
+    def finish(self, engine: Engine) -> None:
+        self.print_issued(engine)
+        with Progress(TextColumn("PDF invoices"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("pdf", total=len(self.sent))
+            for future in as_completed(self.printing):
+                progress.advance(task, future.result())
+        self.pool.shutdown()
+        console.print(f"wrote {len(self.sent)} invoices as HTML and PDF to out/invoices/")
 
 
 def _summary(engine: Engine, summaries: list[tuple[Period, RunReport, list[str]]]) -> None:

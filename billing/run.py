@@ -386,8 +386,13 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
             )
             if opening is not None:
                 drafts.append(opening)
-    drafts.append(compose_period_invoice(owner, period, sections, late, inputs.catalog, inputs.usage_as_of))
-    return drafts, None
+    draft = compose_period_invoice(owner, period, sections, late, inputs.catalog, inputs.usage_as_of)
+    if draft.lines:
+        drafts.append(draft)
+        return drafts, None
+    # Nothing to invoice (no invoice without a line): a plan with no usage charges whose fee is billed for a
+    # longer period, late usage that re-rates to what was billed, an advance fee already settled to its days.
+    return drafts, ("nothing to invoice in the period" if own else None)
 
 
 def _rate_chunk(inputs: _RatingInputs, customer_ids: list[str]) -> _RatedChunk:

@@ -21,6 +21,7 @@ from billing.metering import meter_specs
 from billing.periods import month
 from billing.run import finalize_period, run_billing
 from invoices import store
+from invoices.errors import InvoiceNotFoundError
 from invoices.tables import InvoiceRow
 from meters import ingest
 from pricing_plans.loader import load_catalog_or_raise, loads_catalog
@@ -234,11 +235,13 @@ def test_a_yearly_in_arrears_fee_is_billed_when_the_subscription_ends_mid_year(e
     for number in range(1, 8):
         run_billing(engine, catalog, month(2026, number))
         finalize_period(engine, month(2026, number), SETTINGS, dt.date(2026, number, 28))
-    for number in range(1, 7):
-        invoice = invoice_of(engine, f"period:acme:2026-{number:02d}")
-        fees += [(number, str(line.amount)) for line in invoice.lines if line.kind == "subscription"]
-    # 1 January to 30 June: 181 of 2026's 365 days: 1,200.00 × 181/365 = 595.068… → 595.07, on June's invoice
-    assert fees == [(6, "595.07")]
+    with session_scope(engine) as session:
+        invoices = store.list_invoices(session, with_lines=True)
+    for invoice in invoices:
+        fees += [(invoice.billing_key, str(line.amount)) for line in invoice.lines if line.kind == "subscription"]
+    # 1 January to 30 June: 181 of 2026's 365 days: 1,200.00 × 181/365 = 595.068… → 595.07, on June's invoice;
+    # the plan has no usage charges, so the months before have nothing to invoice
+    assert fees == [("period:acme:2026-06", "595.07")] and len(invoices) == 1
 
 
 def test_an_in_advance_fee_is_adjusted_when_the_plan_changes_mid_period(engine, catalog):
@@ -444,6 +447,42 @@ def test_rating_in_worker_processes_writes_the_invoices_rating_here_writes(engin
     march_keys = sorted(k for k in forked_invoices if k.endswith("2026-03") or k.startswith("start:"))
     assert march_keys == [f"period:c{n}:2026-03" for n in (0, 1, 2, 3, 4, 5, 7)] + ["start:7", "start:8"]
     assert (forked.created, forked.issued_untouched, forked.late_lines, forked.skipped) == (9, 0, 1, [])
+
+
+def test_late_usage_that_changes_nothing_gives_a_customer_who_left_no_empty_invoice(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    basic = service.subscribe(engine, catalog, "acme", "basic", dt.date(2026, 1, 1))
+    service.cancel_subscription(engine, basic.id, dt.date(2026, 4, 1))
+    put(engine, catalog, calls("acme", 10, "2026-03-10", "a"))
+    run_billing(engine, catalog, MARCH)
+    assert finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2)) == ["INV-2026-000001"]
+    # a storage reading of 0 GB for March arrives after March was invoiced: re-rated, March costs what it did
+    put(engine, catalog, [{"id": "gauge", "customer": "acme", "meter": "storage_gb", "timestamp": "2026-03-30T08:00:00Z",
+                           "value": 0}])
+    april = run_billing(engine, catalog, APRIL)
+    assert (april.created, april.invoices, april.late_lines, april.skipped) == (0, 0, 0, [])
+    with pytest.raises(InvoiceNotFoundError, match="period:acme:2026-04"):
+        invoice_of(engine, "period:acme:2026-04")
+
+
+def test_a_month_with_nothing_to_invoice_gets_no_empty_invoice(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    upfront = service.subscribe(engine, catalog, "acme", "annual_upfront", dt.date(2026, 1, 1))
+    service.cancel_subscription(engine, upfront.id, dt.date(2026, 4, 1))  # known before anything is billed
+    reports = []
+    for number in (1, 2, 3, 4):
+        reports.append(run_billing(engine, catalog, month(2026, number)))
+        finalize_period(engine, month(2026, number), SETTINGS, dt.date(2026, number, 28))
+    # the opening invoice bills the days it runs, 1 January to 31 March: 90/365 × 3,650.00 = 900.00; the plan has
+    # no usage charges, so January to March have nothing more to invoice, and April (it ended as April began) none
+    assert [str(line.amount) for line in invoice_of(engine, f"start:{upfront.id}").lines] == ["900.00"]
+    nothing = [("acme", "nothing to invoice in the period")]
+    # (January's run rewrites the opening invoice, written for the whole year when the subscription was created)
+    assert [(r.created, r.updated, r.skipped) for r in reports] == [
+        (0, 1, nothing), (0, 0, nothing), (0, 0, nothing), (0, 0, []),
+    ]
+    with session_scope(engine) as session:
+        assert [i.billing_key for i in store.list_invoices(session)] == [f"start:{upfront.id}"]
 
 
 def test_an_end_date_inside_an_invoiced_period_is_refused_with_advice(engine, catalog):
