@@ -48,7 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -232,18 +232,12 @@ def queue_invoice_finalized(session: Session, invoice: Invoice) -> str | None:
 
 
 def queue_invoices_finalized(session: Session, invoices: Sequence[Invoice]) -> list[str | None]:
-    """``queue_invoice_finalized`` for many invoices in one statement per invoice, compiled once."""
+    """``queue_invoice_finalized`` for many invoices: one multi-row insert (Core, not the ORM's per-row work);
+    an invoice whose notification is already queued gets None."""
     from invoices.render import invoice_json
 
     now = _utcnow()
-    statement = (
-        _insert(session, NotificationRow).values(
-            {column: bindparam(column) for column in _QUEUE_COLUMNS}
-        )
-        .on_conflict_do_nothing()
-        .returning(NotificationRow.id)
-    )
-    queued: list[str | None] = []
+    rows: list[dict[str, Any]] = []
     for invoice in invoices:
         period = Period(invoice.period_start, invoice.period_end).label
         payload = {
@@ -253,7 +247,7 @@ def queue_invoices_finalized(session: Session, invoices: Sequence[Invoice]) -> l
             "invoice": invoice_json(invoice),
             "created_at": now.isoformat(),
         }
-        params = {
+        rows.append({
             "id": str(uuid.uuid4()),
             "kind": "invoice.finalized",
             "customer_external_id": invoice.customer_id or "",
@@ -265,15 +259,13 @@ def queue_invoices_finalized(session: Session, invoices: Sequence[Invoice]) -> l
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
-        }
-        queued.append(session.execute(statement, params).scalar_one_or_none())
-    return queued
-
-
-_QUEUE_COLUMNS = (
-    "id", "kind", "customer_external_id", "invoice_id", "period", "currency", "payload", "status", "attempts",
-    "next_attempt_at", "created_at",
-)
+        })
+    if not rows:
+        return []
+    table = NotificationRow.__table__
+    statement = _insert(session, table).on_conflict_do_nothing().returning(table.c.id)
+    inserted = set(session.connection().execute(statement, rows).scalars())
+    return [row["id"] if row["id"] in inserted else None for row in rows]
 
 
 def retry(engine: Engine, notification_id: str, *, now: dt.datetime | None = None) -> Notification:
