@@ -75,6 +75,7 @@ class RunReport:
     finalized: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     rating_workers: int = 0  # worker processes that rated the drafts (0: rated in this process)
+    removed: list[str] = field(default_factory=list)  # drafts of the period it deleted: nothing to invoice now
 
     def count(self, action: str) -> None:
         if action == "created":
@@ -263,6 +264,7 @@ def _run(
 
     unchanged: list[int] = []
     written: set[str] = set()
+    produced: set[str] = set()
     done = 0
     with store.DraftWriter(engine) as writer:
         for chunk in _rated_chunks(inputs, ordered, workers, report):
@@ -280,6 +282,7 @@ def _run(
                     action = writer.write(draft.billing_key, draft.row, known_absent=known is None).action
                 report.count(action)
                 report.invoices += 1
+                produced.add(draft.billing_key)
                 report.late_lines += draft.late_lines
                 written.add(draft.customer)
                 if action != "issued":
@@ -292,6 +295,7 @@ def _run(
         progress(done, len(ordered))
     with session_scope(engine) as session:
         store.touch_drafts(session, unchanged, usage_as_of)
+        report.removed = store.remove_stale_drafts(session, period.start, produced, customer)
     report.customers = len(written)
     clock.lap("write")
     return report

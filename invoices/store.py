@@ -53,6 +53,7 @@ __all__ = [
     "get_invoices",
     "list_invoices",
     "next_numbers",
+    "remove_stale_drafts",
     "set_status",
     "stored_drafts",
     "touch_drafts",
@@ -357,6 +358,31 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
     values["usage_as_of"] = draft.usage_as_of
     values["updated_at"] = _now()
     return values, lines
+
+
+def remove_stale_drafts(
+    session: Session, period_start: dt.date, keep: Iterable[str], customer: str | None = None
+) -> list[str]:
+    """Delete the period drafts (billing keys ``period:…``) of the period starting ``period_start`` whose key is
+    not in ``keep`` (what a billing run of that period just wrote or found unchanged): a customer whose
+    subscription was ended before the period, or who has nothing left to invoice in it, must not keep a draft
+    that finalization would issue. Only drafts: an issued invoice is never deleted. Returns the keys deleted."""
+    statement = select(InvoiceRow.id, InvoiceRow.billing_key).where(
+        InvoiceRow.kind == InvoiceKind.INVOICE.value,
+        InvoiceRow.status == InvoiceStatus.DRAFT.value,
+        InvoiceRow.period_start == period_start,
+        InvoiceRow.billing_key.like("period:%"),
+    )
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    kept = set(keep)
+    found = session.execute(_for_update(session, statement))
+    stale = [(invoice_id, key) for invoice_id, key in found if key not in kept]
+    for offset in range(0, len(stale), 5000):
+        ids = [invoice_id for invoice_id, _ in stale[offset : offset + 5000]]
+        session.execute(delete(_LINES).where(_LINES.c.invoice_id.in_(ids)))
+        session.execute(delete(_INVOICES).where(_INVOICES.c.id.in_(ids), _INVOICES.c.status == "draft"))
+    return [key for _, key in stale]
 
 
 def touch_drafts(session: Session, invoice_ids: Sequence[int], usage_as_of: dt.datetime | None) -> None:

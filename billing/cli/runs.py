@@ -56,6 +56,7 @@ def run(
     table.add_row("invoices written (new)", str(report.created))
     table.add_row("drafts refreshed", str(report.updated))
     table.add_row("drafts unchanged", str(report.unchanged))
+    table.add_row("drafts removed (nothing to invoice now)", str(len(report.removed)))
     table.add_row("issued, left untouched", str(report.issued_untouched))
     table.add_row("late-usage lines", str(report.late_lines))
     table.add_row("usage events rated", f"{report.events:,}")

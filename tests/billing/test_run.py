@@ -485,6 +485,24 @@ def test_a_month_with_nothing_to_invoice_gets_no_empty_invoice(engine, catalog):
         assert [i.billing_key for i in store.list_invoices(session)] == [f"start:{upfront.id}"]
 
 
+def test_a_draft_left_with_nothing_to_invoice_is_removed_by_the_next_run(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    service.create_customer(engine, "beta", "Beta", "ap@beta.test", "USD", timezone="UTC")
+    acme = service.subscribe(engine, catalog, "acme", "basic", dt.date(2026, 3, 1))
+    service.subscribe(engine, catalog, "beta", "basic", dt.date(2026, 3, 1))
+    first = run_billing(engine, catalog, APRIL)
+    assert first.created == 2
+    service.cancel_subscription(engine, acme.id, dt.date(2026, 4, 1))  # April is only a draft: allowed
+    again = run_billing(engine, catalog, APRIL, customer="beta")  # a run for beta leaves acme's draft alone
+    assert (again.unchanged, again.removed) == (1, [])
+    again = run_billing(engine, catalog, APRIL)
+    assert (again.unchanged, again.removed) == (1, ["period:acme:2026-04"])
+    assert finalize_period(engine, APRIL, SETTINGS, dt.date(2026, 5, 2)) == ["INV-2026-000001"]
+    assert invoice_of(engine, "INV-2026-000001").customer.external_id == "beta"  # acme owes nothing for April
+    with pytest.raises(InvoiceNotFoundError):
+        invoice_of(engine, "period:acme:2026-04")
+
+
 def test_an_end_date_inside_an_invoiced_period_is_refused_with_advice(engine, catalog):
     from billing.errors import BillingInputError
 
