@@ -23,8 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import chain
+from multiprocessing.connection import wait
 
 from sqlalchemy import Engine, select
 
@@ -75,7 +78,7 @@ class RunReport:
     finalized: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     rating_workers: int = 0  # worker processes that rated the drafts (0: rated in this process)
-    removed: list[str] = field(default_factory=list)  # drafts of the period it deleted: nothing to invoice now
+    removed: list[str] = field(default_factory=list)  # drafts of the period it deleted: nothing to bill now
 
     def count(self, action: str) -> None:
         if action == "created":
@@ -266,8 +269,10 @@ def _run(
     written: set[str] = set()
     produced: set[str] = set()
     done = 0
-    with store.DraftWriter(engine) as writer:
-        for chunk in _rated_chunks(inputs, ordered, workers, report):
+    chunks = _rated_chunks(inputs, ordered, workers, report)
+    first = next(chunks, None)  # (the workers are forked before the writer opens its connection)
+    with closing(chunks), store.DraftWriter(engine) as writer:
+        for chunk in chain([first] if first is not None else [], chunks):
             clock.lap("rate")
             report.seconds["rating"] = report.seconds.get("rating", 0.0) + chunk.seconds
             report.skipped += chunk.skipped
@@ -391,12 +396,12 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
             if opening is not None:
                 drafts.append(opening)
     draft = compose_period_invoice(owner, period, sections, late, inputs.catalog, inputs.usage_as_of)
-    if draft.lines:
+    # A customer with a subscription in the period gets its invoice, even one with nothing on it (it records that
+    # the period was billed); one without gets none when nothing is left to bill: late usage that re-rates to
+    # what was billed, an advance fee already settled to the days it ran.
+    if draft.lines or any(not section.fee_only for section in sections):
         drafts.append(draft)
-        return drafts, None
-    # Nothing to invoice (no invoice without a line): a plan with no usage charges whose fee is billed for a
-    # longer period, late usage that re-rates to what was billed, an advance fee already settled to its days.
-    return drafts, ("nothing to invoice in the period" if own else None)
+    return drafts, None
 
 
 def _rate_chunk(inputs: _RatingInputs, customer_ids: list[str]) -> _RatedChunk:
@@ -439,7 +444,7 @@ def _rated_chunks(
     report.rating_workers = workers
     try:
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
             futures = [pool.submit(_rate_chunk_in_worker, chunk) for chunk in chunks]
             try:
                 for future in futures:
@@ -452,6 +457,18 @@ def _rated_chunks(
 
 
 _worker_inputs: _RatingInputs | None = None
+
+
+def _start_worker() -> None:
+    # Never collect the objects inherited from the parent: a collected database connection would close the
+    # parent's socket or file.
+    gc.freeze()
+    # Die with the parent: a worker left behind by a killed run would keep the parent's database sockets open
+    # (a PostgreSQL session holding the half-written invoice's locks, so the re-run would wait for ever).
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        sentinel = parent.sentinel
+        threading.Thread(target=lambda: (wait([sentinel]), os._exit(1)), daemon=True).start()
 
 
 def _rate_chunk_in_worker(customer_ids: list[str]) -> _RatedChunk:

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -187,11 +188,11 @@ class DraftWriter:
             if self._begin:
                 cursor.execute(self._begin)
             outcome = _write_draft(cursor, self._statements, billing_key, row, known_absent)
-        except BaseException:
-            dbapi.rollback()
-            raise
-        else:
             dbapi.commit()
+        except BaseException:
+            with suppress(Exception):  # (a broken connection cannot roll back: the error that broke it is raised)
+                dbapi.rollback()
+            raise
         finally:
             cursor.close()
         return outcome
@@ -276,7 +277,8 @@ class _DraftStatements:
 
     @staticmethod
     def for_dialect(dialect: Dialect) -> _DraftStatements:
-        statements = _PREPARED.get(dialect.name)
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        statements = _PREPARED.get(key)
         if statements is None:
             by_id = _INVOICES.c.id == bindparam("invoice_id")
             stored = select(_INVOICES.c.id, _INVOICES.c.status, _INVOICES.c.content_hash).where(
@@ -284,7 +286,7 @@ class _DraftStatements:
             )
             if dialect.name == "postgresql":  # (SQLite has no row locks; its write transaction locks the file)
                 stored = stored.with_for_update()
-            statements = _PREPARED[dialect.name] = _DraftStatements(
+            statements = _PREPARED[key] = _DraftStatements(
                 stored=_Prepared(stored, dialect, ("billing_key",)),
                 insert=_Prepared(
                     insert(_INVOICES).returning(_INVOICES.c.id), dialect, _INSERT_COLUMNS, insert=True
@@ -307,7 +309,7 @@ class _DraftStatements:
         return statements
 
 
-_PREPARED: dict[str, _DraftStatements] = {}
+_PREPARED: dict[tuple[str, str, str], _DraftStatements] = {}
 
 # One encoder for every line: ``json.dumps`` with options builds a new one per call.
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode

@@ -64,6 +64,7 @@ def run(
         table.add_row("finalized", str(len(numbers)))
     for currency, total in sorted(report.totals.items()):
         table.add_row(f"total {currency}", format_amount(total, currency))
+    table.add_row("rating worker processes", str(report.rating_workers))
     table.add_row("seconds (load/aggregate/rate/write)",
                   " / ".join(f"{report.seconds.get(k, 0):.2f}" for k in ("load", "aggregate", "rate", "write")))
     console.print(table)
