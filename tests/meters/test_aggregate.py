@@ -296,3 +296,48 @@ def test_exact_group_dots_match_python_integers(magnitude: int) -> None:
     expected = [sum(v * w for v, w in zip(values[a:b], weights[a:b], strict=True)) for a, b in bounds]
     got = exact_group_dots(np.array(values, dtype=np.int64), np.array(weights, dtype=np.int64), np.array(starts))
     assert got == expected
+
+
+def test_postgresql_counts_on_a_second_connection_of_the_same_snapshot(engine: Engine, monkeypatch) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the second connection is PostgreSQL's")
+    from sqlalchemy import event
+
+    import meters.aggregate
+
+    rng = random.Random(7)
+    events = []
+    for customer in sorted(CUSTOMERS):
+        for day in range(1, 31):
+            stamp = f"2024-03-{day:02d}T{rng.randrange(24):02d}:00:00Z"
+            events += [
+                (customer, "api_calls", stamp, None),
+                (customer, "bytes", stamp, str(rng.randrange(1, 10**6))),
+                (customer, "peak", stamp, str(rng.randrange(100))),
+                (customer, "active_users", stamp, None, {"user_id": f"u{rng.randrange(12)}"}),
+                (customer, "payments", stamp, f"{rng.randrange(1, 10**4)}.{rng.randrange(100):02d}"),
+            ]
+    store(engine, *events)
+    cutoff = ingestion_cutoff(engine)
+    store(engine, ("acme", "api_calls", "2024-03-31T12:00:00Z", None))  # received after the cutoff
+    windows = {c: MARCH for c in CUSTOMERS} | {("april", c): (c, *month(2024, 4)) for c in CUSTOMERS}
+    checkouts: list[object] = []
+    event.listen(engine, "checkout", lambda *args: checkouts.append(args))
+
+    def aggregate(min_windows: int, **filters: object) -> tuple[dict, int]:
+        monkeypatch.setattr(meters.aggregate, "PARALLEL_MIN_WINDOWS", min_windows)
+        checkouts.clear()
+        found = aggregate_usage(engine, windows, METERS, **filters)  # type: ignore[arg-type]
+        return found, len(checkouts)
+
+    for filters in ({}, {"received_until": cutoff}):
+        alone, connections_alone = aggregate(10**9, **filters)
+        together, connections_together = aggregate(0, **filters)
+        assert (connections_alone, connections_together) == (1, 2)
+        assert together == alone
+    # 30 calls a customer in March (and acme's late one, when it counts), none in April
+    everything, _ = aggregate(0)
+    timely, _ = aggregate(0, received_until=cutoff)
+    assert [everything[(c, "api_calls")].quantity for c in ("acme", "globex", "initech")] == [31, 30, 30]
+    assert timely[("acme", "api_calls")].quantity == 30
+    assert everything[(("april", "acme"), "api_calls")].quantity == 0
