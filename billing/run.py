@@ -26,7 +26,6 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import chain
 from multiprocessing.connection import wait
 
 from sqlalchemy import Engine, select
@@ -270,9 +269,8 @@ def _run(
     produced: set[str] = set()
     done = 0
     chunks = _rated_chunks(inputs, ordered, workers, report)
-    first = next(chunks, None)  # (the workers are forked before the writer opens its connection)
     with closing(chunks), store.DraftWriter(engine) as writer:
-        for chunk in chain([first] if first is not None else [], chunks):
+        for chunk in chunks:
             clock.lap("rate")
             report.seconds["rating"] = report.seconds.get("rating", 0.0) + chunk.seconds
             report.skipped += chunk.skipped
@@ -300,6 +298,8 @@ def _run(
         progress(done, len(ordered))
     with session_scope(engine) as session:
         store.touch_drafts(session, unchanged, usage_as_of)
+        # (a customer the run could not rate keeps its draft: a catalog or data mistake deletes nothing)
+        produced |= {period_key(c, period) for c, _ in report.skipped}
         report.removed = store.remove_stale_drafts(session, period.start, produced, customer)
     report.customers = len(written)
     clock.lap("write")

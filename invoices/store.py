@@ -366,9 +366,10 @@ def remove_stale_drafts(
     session: Session, period_start: dt.date, keep: Iterable[str], customer: str | None = None
 ) -> list[str]:
     """Delete the period drafts (billing keys ``period:…``) of the period starting ``period_start`` whose key is
-    not in ``keep`` (what a billing run of that period just wrote or found unchanged): a customer whose
-    subscription was ended before the period, or who has nothing left to invoice in it, must not keep a draft
-    that finalization would issue. Only drafts: an issued invoice is never deleted. Returns the keys deleted."""
+    not in ``keep`` (what a billing run of that period just wrote, found unchanged or could not rate): a customer
+    whose subscription was ended before the period, or who has nothing left to invoice in it, must not keep a
+    draft that finalization would issue. Only drafts, and only those: the others are neither deleted nor locked
+    (a concurrent finalization claims them as usual); its lines go with it. Returns the keys deleted."""
     statement = select(InvoiceRow.id, InvoiceRow.billing_key).where(
         InvoiceRow.kind == InvoiceKind.INVOICE.value,
         InvoiceRow.status == InvoiceStatus.DRAFT.value,
@@ -378,13 +379,17 @@ def remove_stale_drafts(
     if customer is not None:
         statement = statement.where(InvoiceRow.customer_external_id == customer)
     kept = set(keep)
-    found = session.execute(_for_update(session, statement))
-    stale = [(invoice_id, key) for invoice_id, key in found if key not in kept]
+    stale = sorted(invoice_id for invoice_id, key in session.execute(statement) if key not in kept)
+    removed: list[str] = []
     for offset in range(0, len(stale), 5000):
-        ids = [invoice_id for invoice_id, _ in stale[offset : offset + 5000]]
-        session.execute(delete(_LINES).where(_LINES.c.invoice_id.in_(ids)))
-        session.execute(delete(_INVOICES).where(_INVOICES.c.id.in_(ids), _INVOICES.c.status == "draft"))
-    return [key for _, key in stale]
+        # still a draft when its row is locked for the delete (one finalized meanwhile stays)
+        deleted = session.execute(
+            delete(_INVOICES)
+            .where(_INVOICES.c.id.in_(stale[offset : offset + 5000]), _INVOICES.c.status == "draft")
+            .returning(_INVOICES.c.billing_key)
+        )
+        removed += deleted.scalars().all()
+    return sorted(removed)
 
 
 def touch_drafts(session: Session, invoice_ids: Sequence[int], usage_as_of: dt.datetime | None) -> None:

@@ -34,6 +34,7 @@ instant: late events are those received after their period's invoice was finaliz
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,8 +43,9 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from meters.events import MeterSpec, from_scaled, meters_by_code, to_epoch_us
 
@@ -119,7 +121,7 @@ def aggregate_usage(
             # The count meters (usually most of the events) on a second connection that sees the same snapshot,
             # while this one computes the rest: PostgreSQL runs no query of a temporary table in parallel itself.
             snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
-            with _snapshot(engine, snapshot) as second, ThreadPoolExecutor(1) as pool:
+            with _snapshot(_side_engine(engine), snapshot) as second, ThreadPoolExecutor(1) as pool:
                 _load_windows(second, customers, starts, ends)
                 counting = pool.submit(_totals, second, counted, specs, filters)
                 totals, overflowed = _totals(connection, [c for c in in_database if c not in counted], specs, filters)
@@ -201,6 +203,18 @@ class _Filters:
             params.append(to_epoch_us(self.received_after))
         marker = "%s" if dialect == "postgresql" else "?"
         return " ".join(clause.format(marker) for clause in clauses), tuple(params)
+
+
+_SIDE_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _side_engine(engine: Engine) -> Engine:
+    """The second connection's engine: a connection of its own each time, never one of ``engine``'s pool (callers
+    that each hold one of the pool's connections and wait for a second could otherwise exhaust it together)."""
+    side = _SIDE_ENGINES.get(engine)
+    if side is None:
+        side = _SIDE_ENGINES[engine] = create_engine(engine.url, poolclass=NullPool)
+    return side
 
 
 @contextmanager

@@ -504,6 +504,20 @@ def test_a_draft_left_with_nothing_to_invoice_is_removed_by_the_next_run(engine,
         invoice_of(engine, "period:acme:2026-04")
 
 
+def test_a_customer_the_run_cannot_rate_keeps_its_draft(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    service.create_customer(engine, "beta", "Beta", "ap@beta.test", "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "basic", dt.date(2026, 3, 1))
+    service.subscribe(engine, catalog, "beta", "pro", dt.date(2026, 3, 1))
+    assert run_billing(engine, catalog, APRIL).created == 2
+    without_pro, problems = loads_catalog(CATALOG.split("[plans.pro]")[0], "run.toml")  # a catalog mistake
+    assert not problems
+    again = run_billing(engine, without_pro, APRIL)
+    assert [c for c, _ in again.skipped] == ["beta", "beta"]  # its plan unknown, then nothing left to rate
+    assert (again.unchanged, again.removed) == (1, [])
+    assert [str(line.amount) for line in invoice_of(engine, "period:beta:2026-04").lines] == ["0.00", "62.00"]
+
+
 def test_an_end_date_inside_an_invoiced_period_is_refused_with_advice(engine, catalog):
     from billing.errors import BillingInputError
 
