@@ -39,8 +39,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# ruff; mypy --strict on the pure packages and the db kit (pyproject's [tool.mypy] names them); the architecture's
+# import contracts (pyproject's [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

@@ -21,8 +21,8 @@ from rich.console import Console
 
 from benchmarks import Figure, timed
 from benchmarks.aggregate import CUSTOMERS, EVENTS, METERS, TIMEZONES, sqlite_database, windows
+from billing.core.periods import month
 from billing.db import make_engine, repository, session_scope, upgrade
-from billing.periods import month
 from billing.run import finalize_period, run_billing
 from invoices.store import FinalizeSettings
 from meters import aggregate_usage

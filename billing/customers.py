@@ -43,8 +43,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing.config import get_settings
+from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.db import repository, session_scope
-from billing.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.errors import BillingInputError, NotFoundError
 from billing.invoicing import drop_opening_draft, write_opening_invoice
 from invoices.tables import InvoiceRow

@@ -31,12 +31,12 @@ from sqlalchemy import Engine
 from billing import customers as service
 from billing.cli._common import print_table
 from billing.config import get_settings
+from billing.core.periods import Period, month
+from billing.core.rating import SubscriptionTerms, rate_period
 from billing.db import make_engine, session_scope, upgrade
 from billing.ingestion import ingest_path
 from billing.invoicing import finalize_opening_invoices, finalize_settings
-from billing.notifications import deliver_pending, list_notifications, run_receiver
-from billing.periods import Period, month
-from billing.rating import SubscriptionTerms, rate_period
+from billing.notify.outbox import deliver_pending, list_notifications, run_receiver
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
 from invoices.model import Invoice

@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from billing.compose import compose_opening_invoice, opening_key
 from billing.config import Settings, get_settings
+from billing.core.compose import compose_opening_invoice, opening_key
+from billing.core.domain import Customer, Subscription
+from billing.core.periods import month_of
 from billing.db import repository, session_scope
-from billing.domain import Customer, Subscription
 from billing.errors import BillingInputError, NotFoundError
-from billing.notifications import queue_invoice_finalized, queue_invoices_finalized
-from billing.periods import month_of
+from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
 from invoices.model import Invoice, InvoiceStatus, Party

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from billing.periods import Period
+from billing.core.periods import Period
 from invoices.tables import InvoiceRow
 from meters import MeterSpec, aggregate_usage, ingest_file
 from meters.events import to_epoch_us

@@ -1,6 +1,6 @@
 """Loading what the revenue and churn figures need from the database, in four queries, and computing them.
 
-The computation itself is :func:`billing.metrics.compute_figures`, which never sees a database. This module reads
+The computation itself is :func:`billing.core.metrics.compute_figures`, which never sees a database. This module reads
 the customers and subscriptions through ``billing.db.repository`` and the invoice amounts straight from the
 invoice tables (only the columns needed, lines summed per kind in Python: SQLite stores exact decimals as text,
 so the database never adds them up).
@@ -16,10 +16,10 @@ from decimal import Decimal
 from sqlalchemy import Engine, and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from billing.core.domain import Customer, Subscription
+from billing.core.metrics import InvoiceSummary, PeriodFigures, compute_figures
+from billing.core.periods import Period
 from billing.db import repository, session_scope
-from billing.domain import Customer, Subscription
-from billing.metrics import InvoiceSummary, PeriodFigures, compute_figures
-from billing.periods import Period
 from invoices.model import InvoiceKind, InvoiceStatus
 from invoices.tables import InvoiceLineRow, InvoiceRow
 from pricing_plans.models import Catalog

@@ -4,7 +4,7 @@ load → aggregate → rate → write (→ finalize), each stage timed:
 - load: the subscriptions overlapping the period, their customers and plan versions (a few queries);
 - aggregate: one batched aggregation of every section's usage window (not a query per customer), and of the
   earlier periods that received late usage;
-- rate: pure (``billing.compose``); a big run is rated by forked worker processes, chunk by chunk, while this
+- rate: pure (``billing.core.compose``); a big run is rated by forked worker processes, chunk by chunk, while this
   process writes the chunks they send back;
 - write: each customer's invoice in its own transaction, so a run killed at any point and run again gives the
   same invoices as an uninterrupted run; an issued invoice is never touched; drafts are refreshed.
@@ -30,7 +30,7 @@ from multiprocessing.connection import wait
 
 from sqlalchemy import Engine, select
 
-from billing.compose import (
+from billing.core.compose import (
     LateUsage,
     Section,
     compose_opening_invoice,
@@ -39,12 +39,12 @@ from billing.compose import (
     period_key,
     section_window,
 )
+from billing.core.domain import Customer, Subscription
+from billing.core.periods import Period, month_of
+from billing.core.rating import fee_period_for, rate_fee
 from billing.db import repository, session_scope
-from billing.domain import Customer, Subscription
 from billing.metering import UsageWindow, aggregate_periods, late_event_periods
-from billing.notifications import queue_invoices_finalized
-from billing.periods import Period, month_of
-from billing.rating import fee_period_for, rate_fee
+from billing.notify.outbox import queue_invoices_finalized
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus
 from invoices.tables import InvoiceRow

@@ -11,8 +11,8 @@ job id              every        what
                                  usage still gets in), then finalizes those drafts ``finalize_grace_days`` after
                                  the period's end
 ``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` (ingestion also checks after each batch)
-``notifications``   minute       ``billing.notifications.deliver_pending``: sends what is due, retries what failed
-``stripe_sync``     15 minutes   ``billing.stripe_sync.sync_invoices`` when ``STRIPE_API_KEY`` is set
+``notifications``   minute       ``billing.notify.outbox.deliver_pending``: sends what is due, retries what failed
+``stripe_sync``     15 minutes   ``billing.stripe.sync.sync_invoices`` when ``STRIPE_API_KEY`` is set
 ==================  ===========  =================================================================================
 
 The jobs live in the database (``SQLAlchemyJobStore``, table ``scheduler_jobs``, created by migration 0006), so
@@ -45,11 +45,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, select
 
 from billing.config import Settings, get_settings
+from billing.core.periods import Period, month_of
 from billing.db import repository, session_scope
-from billing.db.apikey_tables import SCHEDULER_JOBS_TABLE
+from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
-from billing.periods import Period, month_of
 from billing.run import finalize_period, run_billing
 from invoices.model import InvoiceStatus
 from invoices.store import FinalizeSettings
@@ -173,7 +173,7 @@ def bill_closed_periods(
 
 
 def _engine(settings: Settings) -> Engine:
-    from billing.api_deps import engine_for_url
+    from billing.db.engines import engine_for_url
 
     return engine_for_url(settings.database_url)
 
@@ -211,9 +211,9 @@ def threshold_job() -> None:
 def notification_job() -> None:
     """Deliver the notifications that are due (new ones, and retries of failed ones)."""
     try:
-        from billing.notifications import deliver_pending
+        from billing.notify.outbox import deliver_pending
     except ImportError:
-        log.warning("notifications: billing.notifications is not available; nothing delivered")
+        log.warning("notifications: billing.notify.outbox is not available; nothing delivered")
         return
     settings = get_settings()
     deliver_pending(_engine(settings), settings)
@@ -225,7 +225,7 @@ def stripe_sync_job() -> None:
     if not os.environ.get("STRIPE_API_KEY", "").strip():
         log.debug("stripe sync: STRIPE_API_KEY is not set; nothing pushed")
         return
-    from billing.stripe_sync import sync_invoices
+    from billing.stripe.sync import sync_invoices
 
     report = sync_invoices(_engine(get_settings()))
     if report.synced:

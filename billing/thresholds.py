@@ -36,14 +36,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from billing.compose import section_window
+from billing.core.compose import section_window
+from billing.core.domain import Subscription
+from billing.core.periods import Period, month_of
+from billing.core.rating import rate_period
 from billing.db import repository, session_scope
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
-from billing.domain import Subscription
 from billing.errors import BillingInputError, NotFoundError
 from billing.metering import UsageWindow, aggregate_periods
-from billing.periods import Period, month_of
-from billing.rating import rate_period
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan

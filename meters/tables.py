@@ -17,25 +17,15 @@ totals come from the index alone.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dbkit.types import ID_TYPE, new_metadata
 
 __all__ = ["MetersBase", "UsageEventRow"]
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT everywhere else.
-ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
-
-
 class MetersBase(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+    metadata = new_metadata()
 
 
 class UsageEventRow(MetersBase):

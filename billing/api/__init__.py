@@ -1,7 +1,7 @@
 """The HTTP API: FastAPI, OpenAPI published at ``/openapi.json`` (and browsable at ``/docs``).
 
 ``create_app(settings)`` builds the application: the routers below, Stripe's webhook router
-(``billing.stripe_webhooks``), and error handlers that answer every failure as
+(``billing.stripe.webhooks``), and error handlers that answer every failure as
 ``{"error": {"code", "message", "field"}}`` (``billing.api.errors``). Every route but the webhook (which Stripe
 signs) and ``/healthz`` needs ``Authorization: Bearer <API key>`` (``billing.api.auth``).
 
@@ -12,7 +12,7 @@ signs) and ``/healthz`` needs ``Authorization: Bearer <API key>`` (``billing.api
     routes_metrics     GET /v1/metrics?period=YYYY-MM
 
 Routes are thin: they parse, call the service layer (``billing.customers``, ``billing.ingestion``,
-``billing.invoicing``, ``billing.metrics_store``, ``billing.api.usage``) and shape the answer.
+``billing.invoicing``, ``billing.metrics_store``, ``billing.preview``) and shape the answer.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from billing.api import routes_customers, routes_events, routes_invoices, routes
 from billing.api.auth import ApiKey, create_api_key, list_api_keys, revoke_api_key
 from billing.api.deps import get_api_settings
 from billing.api.errors import ApiError, install_error_handlers
-from billing.api_deps import engine_for_url, get_engine
 from billing.config import Settings
+from billing.db.engines import engine_for_url, get_engine
 
 __all__ = ["ApiError", "ApiKey", "create_api_key", "create_app", "list_api_keys", "revoke_api_key"]
 
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (routes_events, routes_customers, routes_invoices, routes_metrics):
         app.include_router(module.router)
-    from billing.stripe_webhooks import router as stripe_router
+    from billing.api.routes_stripe import router as stripe_router
 
     app.include_router(stripe_router)
     return app

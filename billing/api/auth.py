@@ -23,9 +23,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, Select, select
 
 from billing.api.errors import ApiError, not_found
-from billing.api_deps import get_engine
 from billing.db import repository, session_scope
 from billing.db.apikey_tables import ApiKeyRow
+from billing.db.engines import get_engine
 from billing.db.tables import CustomerRow
 from billing.errors import BillingInputError, NotFoundError
 

@@ -1,4 +1,4 @@
-"""What the API's routes take from FastAPI besides the engine (``billing.api_deps.get_engine``): the settings and
+"""What the API's routes take from FastAPI besides the engine (``billing.db.engines.get_engine``): the settings and
 the catalog.
 
 The catalog is loaded from the ``catalog`` setting and kept until its file changes (modification time and size),

@@ -1,5 +1,5 @@
 """Customers, subscriptions and a customer's usage: ``/v1/customers``, ``/v1/subscriptions``,
-``/v1/customers/{id}/usage``. Thin: parse, call ``billing.customers`` / ``billing.api.usage``, shape."""
+``/v1/customers/{id}/usage``. Thin: parse, call ``billing.customers`` / ``billing.preview``, shape."""
 
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ from billing.api.schemas import (
     UsageOut,
     decimal_text,
 )
-from billing.api.usage import customer_usage
-from billing.api_deps import get_engine
-from billing.domain import Customer, Subscription
+from billing.core.domain import Customer, Subscription
+from billing.core.periods import Period, parse_month
+from billing.db.engines import get_engine
 from billing.errors import BillingInputError
-from billing.periods import Period, parse_month
+from billing.preview import customer_usage
 from pricing_plans.models import Catalog
 from pricing_plans.money import format_amount
 

@@ -13,7 +13,7 @@ from billing.api.deps import get_catalog
 from billing.api.errors import ERROR_RESPONSES, ApiError
 from billing.api.events import BatchError, ingest_events, parse_batch
 from billing.api.schemas import EVENT_BATCH_SCHEMA, MAX_BATCH, EventBatchOut, EventResult
-from billing.api_deps import get_engine
+from billing.db.engines import get_engine
 from pricing_plans.models import Catalog
 
 router = APIRouter(tags=["events"])

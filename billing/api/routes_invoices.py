@@ -15,7 +15,7 @@ from billing.api.auth import ApiKey, require_key
 from billing.api.errors import ERROR_RESPONSES, not_found
 from billing.api.routes_customers import MAX_ID, MONTH_PATTERN, month_param, storable_path
 from billing.api.schemas import InvoiceOut, InvoiceSummaryOut, PeriodOut
-from billing.api_deps import get_engine
+from billing.db.engines import get_engine
 from invoices.model import Invoice
 from invoices.render import invoice_json, render_pdf
 from pricing_plans.money import format_amount

@@ -11,8 +11,8 @@ from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import get_catalog
 from billing.api.errors import ERROR_RESPONSES, ApiError
 from billing.api.routes_customers import MONTH_PATTERN, month_param
-from billing.api_deps import get_engine
-from billing.metrics import MetricsError, figures_row
+from billing.core.metrics import MetricsError, figures_row
+from billing.db.engines import get_engine
 from billing.metrics_store import figures_from_database
 from pricing_plans.models import Catalog
 

@@ -21,7 +21,7 @@ from billing.cli._common import (
     print_table,
     progress_bar,
 )
-from billing.domain import Customer, Subscription
+from billing.core.domain import Customer, Subscription
 from pricing_plans.models import Catalog
 
 customers_app = typer.Typer(

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from billing import invoicing
 from billing.cli._common import console, engine_for_cli, fail, finalize_settings, print_table
+from billing.core.periods import parse_month
 from billing.errors import BillingError
-from billing.periods import parse_month
 from billing.run import finalize_period
 from invoices.model import Invoice, InvoiceStatus
 from pricing_plans.money import D, format_amount

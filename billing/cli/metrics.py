@@ -1,7 +1,7 @@
 """``billing metrics``: revenue and churn figures per month and currency, as tables, JSON, CSV or a chart.
 
 Thin: the figures come from ``billing.metrics_store.figures_from_database`` (which calls the pure
-``billing.metrics.compute_figures``); this module only parses the options and presents the result.
+``billing.core.metrics.compute_figures``); this module only parses the options and presents the result.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from rich import box
 from rich.table import Table
 
 from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli, print_table
-from billing.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate
-from billing.periods import Period, parse_month
+from billing.core.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate
+from billing.core.periods import Period, parse_month
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

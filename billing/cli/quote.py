@@ -12,9 +12,9 @@ import typer
 from rich.table import Table
 
 from billing.cli._common import console, fail, load_catalog_for_cli
+from billing.core.periods import Period, month_of, parse_month
+from billing.core.rating import RatedPeriod, SubscriptionTerms, rate_period
 from billing.metering import usage_from_event_file
-from billing.periods import Period, month_of, parse_month
-from billing.rating import RatedPeriod, SubscriptionTerms, rate_period
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.money import D, format_amount

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from billing.cli._common import console, engine_for_cli, fail, finalize_settings, load_catalog_for_cli
-from billing.periods import parse_month
+from billing.core.periods import parse_month
 from billing.run import finalize_period, run_billing
 from pricing_plans.money import format_amount
 

@@ -83,7 +83,7 @@ def serve(
     import uvicorn
 
     from billing.api import create_app
-    from billing.api_deps import dispose_engines, engine_for_url
+    from billing.db.engines import dispose_engines, engine_for_url
     from billing.scheduler import start_scheduler, stop_scheduler
 
     level = log_level.upper()

@@ -1,6 +1,6 @@
 """The service's commands: ``billing stripe sync`` (pushes finalized invoices to Stripe for collection).
 
-Thin: it calls :func:`billing.stripe_sync.sync_invoices` and prints what was pushed.
+Thin: it calls :func:`billing.stripe.sync.sync_invoices` and prints what was pushed.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def stripe_sync(
     Needs STRIPE_API_KEY. Safe to run again at any time: a push that failed resumes where it stopped, and
     idempotency keys keep Stripe from creating anything twice. Exits 1 if any invoice could not be pushed.
     """
-    from billing.stripe_sync import sync_invoices
+    from billing.stripe.sync import sync_invoices
 
     engine = engine_for_cli()
     try:

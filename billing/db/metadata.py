@@ -6,6 +6,7 @@ from sqlalchemy import MetaData
 
 import billing.db.apikey_tables  # its tables live on BillingBase.metadata
 import billing.db.notification_tables  # its tables live on BillingBase.metadata
+import billing.db.scheduler_tables  # its tables live on BillingBase.metadata
 import billing.db.stripe_tables  # noqa: F401  (its tables live on BillingBase.metadata)
 from billing.db.tables import BillingBase
 from invoices.tables import InvoicesBase

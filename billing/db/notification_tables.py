@@ -23,7 +23,7 @@ from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import ID_TYPE, BillingBase, utcnow
-from invoices.sqltypes import ExactDecimal
+from dbkit.types import ExactDecimal
 
 __all__ = [
     "CHANNELS",

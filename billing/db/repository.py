@@ -13,8 +13,8 @@ from decimal import Decimal
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.db.tables import CustomerRow, SubscriptionRow
-from billing.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 
 __all__ = [
     "add_customer",

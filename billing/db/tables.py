@@ -6,30 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from invoices.sqltypes import ExactDecimal
-
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT everywhere else.
-ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+from dbkit.clock import utcnow
+from dbkit.types import ID_TYPE, ExactDecimal, new_metadata
 
 
 class BillingBase(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    metadata = new_metadata()
 
 
 class CustomerRow(BillingBase):

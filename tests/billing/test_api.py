@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 
 from billing.api import create_app
 from billing.api.auth import create_api_key, revoke_api_key
-from billing.api_deps import dispose_engines
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
+from billing.core.metrics import JSON_KEYS
+from billing.core.periods import month, month_of
 from billing.db import make_engine
-from billing.metrics import JSON_KEYS
-from billing.periods import month, month_of
+from billing.db.engines import dispose_engines
 from billing.run import finalize_period, run_billing
 from invoices.store import FinalizeSettings
 from pricing_plans.loader import load_catalog_or_raise

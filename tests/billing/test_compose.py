@@ -8,14 +8,14 @@ from decimal import Decimal
 
 import pytest
 
-from billing.compose import (
+from billing.core.compose import (
     LateUsage,
     Section,
     compose_opening_invoice,
     compose_period_invoice,
 )
-from billing.domain import Customer, Subscription, SubscriptionStatus
-from billing.periods import month
+from billing.core.domain import Customer, Subscription, SubscriptionStatus
+from billing.core.periods import month
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.loader import loads_catalog
 

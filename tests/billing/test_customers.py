@@ -12,8 +12,8 @@ from sqlalchemy import event
 
 from billing import customers as service
 from billing.config import get_settings
+from billing.core.domain import CancelReason, Subscription, SubscriptionStatus
 from billing.db import repository, session_scope
-from billing.domain import CancelReason, Subscription, SubscriptionStatus
 from billing.errors import BillingInputError, NotFoundError
 from pricing_plans.loader import loads_catalog
 from pricing_plans.models import Catalog

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.domain import CancelReason, Customer, Subscription, SubscriptionStatus
-from billing.metrics import (
+from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
+from billing.core.metrics import (
     JSON_KEYS,
     InvoiceSummary,
     MetricsError,
@@ -25,7 +25,7 @@ from billing.metrics import (
     plan_mrr,
     ratio,
 )
-from billing.periods import month
+from billing.core.periods import month
 from invoices.model import InvoiceKind, InvoiceStatus
 from pricing_plans.loader import loads_catalog
 from pricing_plans.models import Catalog

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from billing import customers as service
 from billing.cli import app
 from billing.config import get_settings
+from billing.core.metrics import JSON_KEYS, figures_row
+from billing.core.periods import month
 from billing.db import session_scope
-from billing.metrics import JSON_KEYS, figures_row
 from billing.metrics_store import figures_from_database, load_metric_inputs
-from billing.periods import month
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceLine, InvoiceStatus, Party
 from pricing_plans.loader import loads_catalog

@@ -24,11 +24,12 @@ from sqlalchemy import func, select
 
 from billing import customers as service
 from billing.config import Settings
+from billing.core.periods import month
 from billing.db import repository, session_scope
 from billing.db.notification_tables import DeliveryAttemptRow, NotificationRow
 from billing.errors import BillingInputError, NotFoundError
 from billing.metering import meter_specs
-from billing.notifications import (
+from billing.notify.outbox import (
     SIGNATURE_HEADER,
     attempts_of,
     backoff_delay,
@@ -42,7 +43,6 @@ from billing.notifications import (
     verify_signature,
     webhook_body,
 )
-from billing.periods import month
 from billing.run import finalize_period, run_billing
 from billing.thresholds import check_thresholds
 from invoices import store
@@ -552,7 +552,7 @@ DELIVER_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from billing.config import Settings
     from billing.db import make_engine
-    from billing.notifications import deliver_pending
+    from billing.notify.outbox import deliver_pending
 
     url, hook, secret, go = sys.argv[1:]
     engine = make_engine(url)
@@ -591,7 +591,7 @@ KILL_SCRIPT = textwrap.dedent(
     import datetime as dt, sys, time
     from billing.config import get_settings
     from billing.db import make_engine
-    from billing.notifications import deliver_pending
+    from billing.notify.outbox import deliver_pending
     from billing.thresholds import check_thresholds
     from pricing_plans.loader import load_catalog_or_raise
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from billing import customers as service
-from billing.api_deps import dispose_engines
 from billing.config import get_settings
+from billing.core.periods import month
 from billing.db import session_scope
+from billing.db.engines import dispose_engines
 from billing.invoicing import finalize_opening_invoices
-from billing.notifications import list_notifications
-from billing.periods import month
+from billing.notify.outbox import list_notifications
 from billing.run import finalize_period, run_billing
 from billing.scheduler import bill_closed_periods, billing_cycle_job
 from invoices import store

@@ -17,9 +17,9 @@ from sqlalchemy import delete, func, select
 
 from billing import customers as service
 from billing import run as billing_run
+from billing.core.periods import month
 from billing.db import session_scope
 from billing.metering import meter_specs
-from billing.periods import month
 from billing.run import finalize_period, run_billing
 from invoices import store
 from invoices.errors import InvoiceNotFoundError

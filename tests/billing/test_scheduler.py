@@ -13,14 +13,14 @@ import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from sqlalchemy import Engine, select
 
-from billing.api_deps import dispose_engines
 from billing.config import get_settings
+from billing.core.periods import Period, month, month_of
 from billing.customers import create_customer, subscribe
 from billing.db import make_engine, session_scope
-from billing.db.apikey_tables import SchedulerJobRow
+from billing.db.engines import dispose_engines
+from billing.db.scheduler_tables import SchedulerJobRow
 from billing.ingestion import ingest_batch
 from billing.invoicing import list_invoices
-from billing.periods import Period, month, month_of
 from billing.scheduler import (
     JOBS,
     RETRY_DELAY,

@@ -31,15 +31,16 @@ from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
 from billing import customers
-from billing.api_deps import dispose_engines, get_engine
+from billing.api.routes_stripe import router
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
+from billing.core.domain import CancelReason, SubscriptionStatus
 from billing.db import session_scope
+from billing.db.engines import dispose_engines, get_engine
 from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoiceSyncRow, StripeWebhookEventRow
-from billing.domain import CancelReason, SubscriptionStatus
 from billing.errors import BillingInputError
-from billing.stripe_sync import SyncStep, stripe_items, sync_invoices
-from billing.stripe_webhooks import handle_event, router
+from billing.stripe.sync import SyncStep, stripe_items, sync_invoices
+from billing.stripe.webhooks import handle_event
 from invoices import store
 from invoices.model import DraftInvoice, Invoice, InvoiceLine, InvoiceStatus, Party
 from pricing_plans.loader import loads_catalog

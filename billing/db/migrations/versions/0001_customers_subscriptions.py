@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from invoices.sqltypes import ExactDecimal
+from dbkit.types import ExactDecimal
 
 revision = "0001"
 down_revision = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from invoices.sqltypes import ExactDecimal
+from dbkit.types import ExactDecimal
 
 revision = "0004"
 down_revision = "0003"

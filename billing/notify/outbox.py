@@ -53,11 +53,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from billing.config import Settings
+from billing.core.domain import Customer
+from billing.core.periods import Period
 from billing.db import repository, session_scope
 from billing.db.notification_tables import NOTIFICATION_STATUSES, DeliveryAttemptRow, NotificationRow
-from billing.domain import Customer
 from billing.errors import BillingInputError, NotFoundError
-from billing.periods import Period
 from invoices.model import Invoice
 
 __all__ = [

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from billing.periods import Period, year_of
+from billing.core.periods import Period, year_of
 from pricing_plans.charge_models import MeterUsage, rate_charge
 from pricing_plans.commitment import true_up
 from pricing_plans.models import Interval, Meter, Plan

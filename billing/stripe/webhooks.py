@@ -19,52 +19,40 @@ void) is acknowledged and ignored. Each event id is processed once: it is record
 in the same transaction as its effects, so a replay is acknowledged and changes nothing, and an event whose
 processing failed leaves no trace and is processed afresh when Stripe delivers it again.
 
-``router`` serves ``POST /v1/stripe/webhooks``: the body is verified with ``stripe.Webhook.construct_event`` and
-the secret in ``STRIPE_WEBHOOK_SECRET``; a missing or bad signature, a timestamp more than five minutes old or a
-body that is not an event is answered 400 with ``{"error": {"code": …, "message": …}}`` and changes nothing.
+``billing.api.routes_stripe`` serves ``POST /v1/stripe/webhooks``: it verifies the body's signature and hands
+the event to :func:`handle_event`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import zoneinfo
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
 import stripe
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from billing.api_deps import get_engine
 from billing.config import get_settings
+from billing.core.domain import CancelReason, SubscriptionStatus
 from billing.db import repository, session_scope
 from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
-from billing.domain import CancelReason, SubscriptionStatus
 from billing.errors import BillingInputError
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
 from invoices.store import get_invoice, set_status
 from invoices.tables import InvoiceRow
 
 __all__ = [
-    "SIGNATURE_TOLERANCE_SECONDS",
     "Outcome",
     "handle_event",
     "notify_payment_failed",
-    "receive_stripe_webhook",
-    "router",
 ]
 
 log = logging.getLogger(__name__)
-
-SIGNATURE_TOLERANCE_SECONDS = 300
 
 
 class Outcome(StrEnum):
@@ -307,83 +295,3 @@ def _cancel_involuntarily(session: Session, invoice: Invoice, when: dt.datetime)
             day.isoformat(),
             invoice.number,
         )
-
-
-# -- HTTP ------------------------------------------------------------------------------------------------
-
-
-class WebhookReceipt(BaseModel):
-    """The answer to a verified event: acknowledged, with what processing it did."""
-
-    received: bool = True
-    event_id: str
-    outcome: str
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
-router = APIRouter(tags=["stripe"])
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
-
-
-@router.post(
-    "/v1/stripe/webhooks",
-    summary="Receive a Stripe webhook event",
-    response_model=WebhookReceipt,
-    responses={400: {"model": ErrorResponse}, 500: {"model": ErrorResponse}},
-)
-async def receive_stripe_webhook(
-    request: Request,
-    engine: Annotated[Engine, Depends(get_engine)],
-    stripe_signature: Annotated[str | None, Header()] = None,
-) -> JSONResponse:
-    """Verify the ``Stripe-Signature`` of the raw body and process the event once."""
-    if not stripe_signature:
-        return _error(400, "missing_signature", "Stripe-Signature: header required")
-    secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip()
-    if not secret:
-        return _error(500, "webhook_secret_missing", "STRIPE_WEBHOOK_SECRET is not set on the server")
-    body = await request.body()
-    try:
-        payload = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return _error(400, "invalid_payload", "body: expected a Stripe event as UTF-8 JSON")
-    try:
-        event = stripe.Webhook.construct_event(
-            payload, stripe_signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
-        )
-    except stripe.SignatureVerificationError:
-        if _signature_matches(payload, stripe_signature, secret):
-            return _error(
-                400,
-                "stale_timestamp",
-                f"Stripe-Signature: the timestamp is more than {SIGNATURE_TOLERANCE_SECONDS} seconds old",
-            )
-        return _error(400, "invalid_signature", "Stripe-Signature: does not match the body and the webhook secret")
-    except (ValueError, TypeError, AttributeError):  # signed, but not JSON, or JSON that is not an object
-        return _error(400, "invalid_payload", "body: expected a Stripe event (a JSON object)")
-    try:
-        outcome = await run_in_threadpool(handle_event, engine, event)
-    except BillingInputError as exc:
-        return _error(400, "invalid_payload", f"body: {exc}")
-    receipt = WebhookReceipt(event_id=str(event.to_dict().get("id")), outcome=str(outcome))
-    return JSONResponse(status_code=200, content=receipt.model_dump())
-
-
-def _signature_matches(payload: str, header: str, secret: str) -> bool:
-    """Whether the signature is right, whatever its age (to tell a stale delivery from a forged one)."""
-    try:
-        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
-    except stripe.SignatureVerificationError:
-        return False
-    return True

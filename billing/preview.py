@@ -2,8 +2,8 @@
 
 Nothing here prices anything itself: usage is aggregated per subscription window in one batch exactly as the
 billing run does it (``billing.metering.aggregate_periods``, a weighted sum shared out over the part of the
-period a subscription covers), and the preview is ``billing.compose.compose_period_invoice``, which rates through
-``billing.rating.rate_period`` — the same functions that will write the invoice, so the preview and the invoice
+period a subscription covers), and the preview is ``billing.core.compose.compose_period_invoice``, which rates through
+``billing.core.rating.rate_period`` — the same functions that will write the invoice, so the preview and the invoice
 agree line by line for the same usage. Thresholds are the catalog's (or the customer's own limits) evaluated with
 ``billing.thresholds``; the levels already notified come from the notifications table.
 
@@ -22,13 +22,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
-from billing.compose import Section, compose_period_invoice, section_window
+from billing.core.compose import Section, compose_period_invoice, section_window
+from billing.core.domain import Customer, Subscription
+from billing.core.periods import Period, month_of
 from billing.db import repository, session_scope
 from billing.db.notification_tables import NotificationRow
-from billing.domain import Customer, Subscription
 from billing.errors import NotFoundError
 from billing.metering import UsageWindow, aggregate_periods
-from billing.periods import Period, month_of
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
 from invoices.model import DraftInvoice
 from pricing_plans.charge_models import MeterUsage

@@ -13,7 +13,7 @@ yet completely in Stripe is pushed, oldest first, in four steps:
    the invoice has them, so that Stripe's amount due is our total to the cent;
 4. ``finalize``: with ``auto_advance`` true, from which point Stripe collects: it charges the customer's default
    payment method, retries failed payments on its schedule and reports through webhooks
-   (:mod:`billing.stripe_webhooks`).
+   (:mod:`billing.stripe.webhooks`).
 
 The Stripe invoice is created before its items and the items name it, rather than creating "pending" items that
 the next invoice of the customer sweeps up: pending items of two invoices of one customer could otherwise end up

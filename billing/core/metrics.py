@@ -50,9 +50,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from billing.domain import CancelReason, Customer, Subscription
+from billing.core.domain import CancelReason, Customer, Subscription
+from billing.core.periods import Period
 from billing.errors import BillingError
-from billing.periods import Period
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
 from pricing_plans.models import Catalog, Interval, Plan
 from pricing_plans.money import HUNDRED, ZERO, format_amount, round_money

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from billing.domain import Customer, Subscription
-from billing.periods import Period
-from billing.rating import RatedLine, fee_period_for, rate_fee, rate_period
+from billing.core.domain import Customer, Subscription
+from billing.core.periods import Period
+from billing.core.rating import RatedLine, fee_period_for, rate_fee, rate_period
 from invoices.model import DraftInvoice, InvoiceLine, Party
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, FeeBilling, Plan

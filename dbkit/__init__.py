@@ -1,0 +1,28 @@
+"""The database kit the packages that own tables share (``meters``, ``invoices``, ``billing.db``): column types,
+the naming convention, the handful of SQLite/PostgreSQL differences, the clock, and one fork-worker pool.
+
+It knows no table of anyone's: it is plumbing, and ``pricing_plans`` never needs it.
+"""
+
+from __future__ import annotations
+
+from dbkit.clock import as_utc, utcnow
+from dbkit.dialect import dialect_of, for_update, insert_for, insert_ignoring, is_postgresql, is_sqlite, read_only
+from dbkit.types import ID_TYPE, NAMING, ExactDecimal, UTCDateTime, new_metadata
+
+__all__ = [
+    "ID_TYPE",
+    "NAMING",
+    "ExactDecimal",
+    "UTCDateTime",
+    "as_utc",
+    "dialect_of",
+    "for_update",
+    "insert_for",
+    "insert_ignoring",
+    "is_postgresql",
+    "is_sqlite",
+    "new_metadata",
+    "read_only",
+    "utcnow",
+]
