@@ -23,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from multiprocessing.connection import wait
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from billing.core.compose import (
     LateUsage,
@@ -37,19 +38,27 @@ from billing.core.compose import (
     compose_period_invoice,
     opening_key,
     period_key,
-    section_window,
 )
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, month_of
 from billing.core.rating import fee_period_for, rate_fee
 from billing.db import repository, session_scope
-from billing.metering import UsageWindow, aggregate_periods, late_event_periods
+from billing.metering import late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
+from billing.usage_windows import (
+    ResolvedPlans,
+    UsageKey,
+    aggregate,
+    charged_usage,
+    events_in,
+    resolve_plans,
+    usage_windows,
+)
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus
 from invoices.tables import InvoiceRow
 from meters import ingestion_cutoff
-from pricing_plans.errors import UnknownPlanError
+from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, FeeBilling, Plan
 from pricing_plans.money import ZERO
 
@@ -113,33 +122,74 @@ def run_billing(
 ) -> RunReport:
     """Write (or refresh) the draft invoices of ``period``: one per customer, plus opening invoices for
     subscriptions with an in-advance fee that start in it."""
-    # A run builds many small, short-lived objects and keeps large ones (usage for every customer) alive:
-    # the cyclic collector would rescan those again and again. Nothing here makes reference cycles worth it.
+    with _without_cyclic_collection():
+        report = RunReport(period=period)
+        clock = _Clock(report)
+        # Every event received up to this instant is committed and counted; later ones are late for the drafts.
+        usage_as_of = now or ingestion_cutoff(engine)
+        scope = _load_scope(engine, catalog, period, customer, report)
+        clock.lap("load")
+        usage = _aggregate(engine, catalog, scope, report)
+        billed = _load_billed(engine, catalog, scope)
+        clock.lap("aggregate")
+        inputs = _rating_inputs(catalog, scope, usage, billed, usage_as_of)
+        stored = _stored_drafts(engine, scope)
+        clock.lap("rate")
+        written = _write_drafts(engine, inputs, scope, stored, workers, progress, clock)
+        _settle(engine, scope, written, usage_as_of, report)
+        clock.lap("write")
+        return report
+
+
+@contextmanager
+def _without_cyclic_collection() -> Iterator[None]:
+    """A run builds many small, short-lived objects and keeps large ones (usage for every customer) alive: the
+    cyclic collector would rescan those again and again. Nothing here makes reference cycles worth it."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _run(engine, catalog, period, customer=customer, progress=progress, now=now, workers=workers)
+        yield
     finally:
         if collecting:
             gc.enable()
 
 
-def _run(
-    engine: Engine,
-    catalog: Catalog,
-    period: Period,
-    *,
-    customer: str | None,
-    progress: Callable[[int, int], None] | None,
-    now: dt.datetime | None,
-    workers: int | None,
-) -> RunReport:
-    report = RunReport(period=period)
-    clock = _Clock(report)
-    # Every event received up to this instant is committed and counted below; later ones are late for the drafts.
-    usage_as_of = now or ingestion_cutoff(engine)
+# What issued invoices billed for an earlier period: {(customer, subscription): {meter (None: true-up): amount}}.
+BilledUsage = dict[tuple[str, int | None], dict[str | None, Decimal]]
+# A subscription's fee period, by (subscription id, fee period start).
+FeeKey = tuple[int, dt.date]
 
-    # load
+
+@dataclass(frozen=True)
+class _Scope:
+    """Who the run bills and with which plans: what the load stage found.
+
+    Attributes:
+      subscriptions: the subscriptions overlapping the period (of ``customer``, if the run is limited to one).
+      ended_as_it_began: those that ended the day the period began (an in-advance fee may need adjusting).
+      late_periods: (customer, earlier period) pairs whose issued invoice lacks events received since.
+      late_subscriptions: the subscriptions active in those periods, of those customers.
+      customers: every customer billed, by external id; ``customer_ids`` are their ids, found or not.
+      plans: the plan version of each subscription the catalog knows.
+    """
+
+    period: Period
+    customer: str | None
+    subscriptions: list[Subscription]
+    ended_as_it_began: list[Subscription]
+    late_periods: list[tuple[str, Period]]
+    late_subscriptions: list[Subscription]
+    customers: dict[str, Customer]
+    customer_ids: set[str]
+    plans: ResolvedPlans
+    late_by_customer: dict[str, list[Period]] = field(default_factory=dict)
+    late_subscriptions_by_customer: dict[str, list[Subscription]] = field(default_factory=dict)
+
+
+def _load_scope(
+    engine: Engine, catalog: Catalog, period: Period, customer: str | None, report: RunReport
+) -> _Scope:
+    """load: the subscriptions in the period, the earlier periods with late usage, their customers and plans."""
     with session_scope(engine) as session:
         # the day before the period too: a subscription that ended as the period began may owe a fee adjustment
         found = repository.subscriptions_active_between(session, period.start - dt.timedelta(days=1), period.end)
@@ -147,126 +197,193 @@ def _run(
             found = [s for s in found if s.customer_external_id == customer]
         subscriptions = [s for s in found if s.overlaps(period.start, period.end)]
         ended_as_it_began = [s for s in found if s.end_date == period.start]
+        late_periods = late_event_periods(session, period, customer, lookback=LATE_LOOKBACK_PERIODS)
         customer_ids = {s.customer_external_id for s in subscriptions}
-        late_periods = late_event_periods(
-            session, period, customer, lookback=LATE_LOOKBACK_PERIODS
-        )
         customer_ids |= {c for c, _ in late_periods}
         customer_ids |= {s.customer_external_id for s in ended_as_it_began}
         customers = repository.customers_by_external_id(session, customer_ids)
         late_subscriptions = _subscriptions_for_late(session, late_periods)
-    plans: dict[int, Plan] = {}
-    for subscription in [*subscriptions, *ended_as_it_began, *late_subscriptions]:
-        try:
-            plans[subscription.id] = catalog.plan(subscription.plan_code, subscription.plan_version)
-        except UnknownPlanError as error:
-            report.skipped.append((subscription.customer_external_id, f"subscription {subscription.id}: {error}"))
-    clock.lap("load")
-
-    # aggregate: one batch for the period's sections and the earlier periods with late usage
-    windows: dict[object, UsageWindow] = {}
-    for subscription in subscriptions:
-        window = section_window(subscription, period)
-        owner = customers.get(subscription.customer_external_id)
-        if window is not None and owner is not None and subscription.id in plans:
-            windows[("now", subscription.id)] = UsageWindow(owner.external_id, owner.timezone, period, window)
-    late_by_customer: dict[str, list[Period]] = {}
+    plans = resolve_plans(catalog, [*subscriptions, *ended_as_it_began, *late_subscriptions], customers)
+    report.skipped += [(problem.customer, problem.message) for problem in plans.unknown]
+    scope = _Scope(
+        period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
+        customer_ids, plans,
+    )
     for customer_id, late_period in late_periods:
-        late_by_customer.setdefault(customer_id, []).append(late_period)
-    late_subscriptions_by_customer: dict[str, list[Subscription]] = {}
+        scope.late_by_customer.setdefault(customer_id, []).append(late_period)
     for subscription in late_subscriptions:
-        if subscription.id in plans:
-            late_subscriptions_by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
-    for customer_id, own_late_periods in late_by_customer.items():
-        owner = customers.get(customer_id)
-        if owner is None:
-            continue
-        for subscription in late_subscriptions_by_customer.get(customer_id, ()):
-            for late_period in own_late_periods:
-                window = section_window(subscription, late_period)
-                if window is not None:
-                    windows[("late", subscription.id, late_period)] = UsageWindow(
-                        customer_id, owner.timezone, late_period, window
-                    )
-    usage = aggregate_periods(engine, catalog, windows)
-    report.events = sum(u.events for by_meter in usage.values() for u in by_meter.values())
-    # what issued invoices billed for each late period: {(customer, subscription): {meter: amount}}
-    billed: dict[Period, dict[tuple[str, int | None], dict[str | None, Decimal]]] = {}
-    with session_scope(engine) as session:
-        for late_period in {p for _, p in late_periods}:
-            owners = {c for c, p in late_periods if p == late_period}
-            by_key = billed.setdefault(late_period, {})
-            billing = store.billed_by_period(
-                session, owners, late_period.start, exclude=[period_key(c, period) for c in owners]
+        if subscription.id in plans.plans:
+            scope.late_subscriptions_by_customer.setdefault(subscription.customer_external_id, []).append(
+                subscription
             )
-            for (c, sub_id, meter), amount in billing.items():
-                by_key.setdefault((c, sub_id), {})[meter] = amount
-        # in-advance fees of fee periods a subscription leaves before their end: adjusted to the days it ran
-        adjustable = {
-            s.id: fee_period_for(plans[s.id], period)
-            for s in [*subscriptions, *ended_as_it_began]
-            if s.id in plans
-            and _billed_in_advance(plans[s.id])
-            and s.end_date is not None
-            and period.start <= s.end_date <= period.end
-            and s.end_date < fee_period_for(plans[s.id], period).end
-        }
-        # The opening drafts this run writes count with the amount it composes now, not as stored before.
-        openings = {
-            s.id: s for s in subscriptions if s.id in adjustable and period.contains(s.start_date)
-        }
-        stored_openings = store.stored_drafts(session, [opening_key(i) for i in openings])
-        issued_openings = {
-            key for key, known in stored_openings.items() if known.status != InvoiceStatus.DRAFT.value
-        }
-        rewritten = [opening_key(i) for i in openings if opening_key(i) not in issued_openings]
-        fees_billed = store.billed_fees(
-            session,
-            [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()],
-            exclude=[period_key(c, period) for c in customer_ids] + rewritten,
-        )
-        for sub_id, subscription in openings.items():
-            if opening_key(sub_id) in issued_openings:
-                continue
-            fee = rate_fee(subscription, plans[sub_id], adjustable[sub_id], catalog.rounding)
-            if fee is not None:
-                key = (sub_id, adjustable[sub_id].start)
-                fees_billed[key] = fees_billed.get(key, ZERO) + fee.amount
-    clock.lap("aggregate")
+    return scope
 
-    # rate (pure, in forked worker processes for a big run) → write (here, one transaction per invoice)
+
+def _aggregate(
+    engine: Engine, catalog: Catalog, scope: _Scope, report: RunReport
+) -> dict[UsageKey, dict[str, MeterUsage]]:
+    """aggregate: one batch for the period's subscriptions and the earlier periods with late usage."""
+    plans = scope.plans.plans
+    keys = [UsageKey(s.id, scope.period) for s in scope.subscriptions if s.id in plans]
+    keys += [
+        UsageKey(subscription.id, late_period, late=True)
+        for customer_id, own_late_periods in scope.late_by_customer.items()
+        if customer_id in scope.customers
+        for subscription in scope.late_subscriptions_by_customer.get(customer_id, ())
+        for late_period in own_late_periods
+    ]
+    by_id = {s.id: s for s in [*scope.subscriptions, *scope.late_subscriptions]}
+    usage = aggregate(engine, catalog, usage_windows(keys, by_id, scope.customers))
+    report.events = events_in(usage)
+    return usage
+
+
+@dataclass(frozen=True)
+class _Billed:
+    """What invoices already bill that this run's drafts must take into account.
+
+    Attributes:
+      late: for each earlier period with late usage, what its invoices billed.
+      adjustable: the fee period of each subscription that leaves it before its end, its in-advance fee to be
+        adjusted to the days it ran.
+      fees: what invoices bill as the fee of those fee periods (the opening drafts this run writes counted with
+        the amount it composes now).
+    """
+
+    late: dict[Period, BilledUsage]
+    adjustable: dict[int, Period]
+    fees: dict[FeeKey, Decimal]
+
+
+def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
+    """load what was billed: for the late periods, and the in-advance fees of subscriptions ending early."""
+    with session_scope(engine) as session:
+        late = _billed_late(session, scope)
+        adjustable = _adjustable_fees(scope)
+        fees = _billed_fees(session, catalog, scope, adjustable)
+    return _Billed(late, adjustable, fees)
+
+
+def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:
+    """What issued invoices billed for each late period, except this run's own period invoices."""
+    billed: dict[Period, BilledUsage] = {}
+    late_periods = scope.late_periods
+    for late_period in {p for _, p in late_periods}:
+        owners = {c for c, p in late_periods if p == late_period}
+        by_key = billed.setdefault(late_period, {})
+        billing = store.billed_by_period(
+            session, owners, late_period.start, exclude=[period_key(c, scope.period) for c in owners]
+        )
+        for (c, sub_id, meter), amount in billing.items():
+            by_key.setdefault((c, sub_id), {})[meter] = amount
+    return billed
+
+
+def _adjustable_fees(scope: _Scope) -> dict[int, Period]:
+    """In-advance fees of fee periods a subscription leaves before their end: adjusted to the days it ran."""
+    plans, period = scope.plans.plans, scope.period
+    return {
+        s.id: fee_period_for(plans[s.id], period)
+        for s in [*scope.subscriptions, *scope.ended_as_it_began]
+        if s.id in plans
+        and _billed_in_advance(plans[s.id])
+        and s.end_date is not None
+        and period.start <= s.end_date <= period.end
+        and s.end_date < fee_period_for(plans[s.id], period).end
+    }
+
+
+def _billed_fees(
+    session: Session, catalog: Catalog, scope: _Scope, adjustable: Mapping[int, Period]
+) -> dict[FeeKey, Decimal]:
+    """What invoices bill as the adjustable fees. The opening drafts this run writes count with the amount it
+    composes now, not as stored before (an issued one as it was issued)."""
+    plans, period = scope.plans.plans, scope.period
+    openings = {s.id: s for s in scope.subscriptions if s.id in adjustable and period.contains(s.start_date)}
+    stored_openings = store.stored_drafts(session, [opening_key(i) for i in openings])
+    issued_openings = {key for key, known in stored_openings.items() if known.status != InvoiceStatus.DRAFT.value}
+    rewritten = [opening_key(i) for i in openings if opening_key(i) not in issued_openings]
+    fees_billed = store.billed_fees(
+        session,
+        [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()],
+        exclude=[period_key(c, period) for c in scope.customer_ids] + rewritten,
+    )
+    for sub_id, subscription in openings.items():
+        if opening_key(sub_id) in issued_openings:
+            continue
+        fee = rate_fee(subscription, plans[sub_id], adjustable[sub_id], catalog.rounding)
+        if fee is not None:
+            key = (sub_id, adjustable[sub_id].start)
+            fees_billed[key] = fees_billed.get(key, ZERO) + fee.amount
+    return fees_billed
+
+
+def _rating_inputs(
+    catalog: Catalog,
+    scope: _Scope,
+    usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
+    billed: _Billed,
+    usage_as_of: dt.datetime | None,
+) -> _RatingInputs:
+    """rate, its input: everything rating a customer reads, grouped by customer."""
     by_customer: dict[str, list[Subscription]] = {}
-    for subscription in subscriptions:
+    for subscription in scope.subscriptions:
         by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
     ended_by_customer: dict[str, list[Subscription]] = {}
-    for subscription in ended_as_it_began:
+    for subscription in scope.ended_as_it_began:
         ended_by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
-    inputs = _RatingInputs(
-        period=period,
+    return _RatingInputs(
+        period=scope.period,
         catalog=catalog,
-        customers=customers,
-        plans=plans,
+        customers=scope.customers,
+        plans=scope.plans.plans,
+        foreign_currency=scope.plans.foreign_currency,
         usage=usage,
         by_customer=by_customer,
         ended_by_customer=ended_by_customer,
-        adjustable=adjustable,
-        fees_billed=fees_billed,
-        late_by_customer=late_by_customer,
-        late_subscriptions_by_customer=late_subscriptions_by_customer,
-        billed=billed,
+        adjustable=billed.adjustable,
+        fees_billed=billed.fees,
+        late_by_customer=scope.late_by_customer,
+        late_subscriptions_by_customer=scope.late_subscriptions_by_customer,
+        billed=billed.late,
         usage_as_of=usage_as_of,
     )
-    ordered = sorted(customer_ids)
-    # every draft this run can write: each customer's period invoice and the opening invoices of the period
-    keys = [period_key(c, period) for c in ordered]
-    keys += [opening_key(s.id) for s in subscriptions if period.contains(s.start_date)]
-    with session_scope(engine) as session:
-        stored = store.stored_drafts(session, keys)
-    clock.lap("rate")
 
-    unchanged: list[int] = []
-    written: set[str] = set()
-    produced: set[str] = set()
+
+def _stored_drafts(engine: Engine, scope: _Scope) -> dict[str, store.StoredDraft]:
+    """Every draft this run can write, as stored: each customer's period invoice and the period's opening
+    invoices."""
+    period = scope.period
+    keys = [period_key(c, period) for c in sorted(scope.customer_ids)]
+    keys += [opening_key(s.id) for s in scope.subscriptions if period.contains(s.start_date)]
+    with session_scope(engine) as session:
+        return store.stored_drafts(session, keys)
+
+
+@dataclass
+class _Written:
+    """What the write stage did: the drafts it found unchanged, the billing keys the run produced, the customers
+    it wrote an invoice for."""
+
+    unchanged: list[int] = field(default_factory=list)
+    produced: set[str] = field(default_factory=set)
+    customers: set[str] = field(default_factory=set)
+
+
+def _write_drafts(
+    engine: Engine,
+    inputs: _RatingInputs,
+    scope: _Scope,
+    stored: Mapping[str, store.StoredDraft],
+    workers: int | None,
+    progress: Callable[[int, int], None] | None,
+    clock: _Clock,
+) -> _Written:
+    """rate (pure, in forked worker processes for a big run) → write (here, one transaction per invoice), in
+    customer order."""
+    report = clock.report
+    ordered = sorted(scope.customer_ids)
+    written = _Written()
     done = 0
     chunks = _rated_chunks(inputs, ordered, workers, report)
     with closing(chunks), store.DraftWriter(engine) as writer:
@@ -275,35 +392,47 @@ def _run(
             report.seconds["rating"] = report.seconds.get("rating", 0.0) + chunk.seconds
             report.skipped += chunk.skipped
             for draft in chunk.rated:
-                known = stored.get(draft.billing_key)
-                if known is not None and known.status != InvoiceStatus.DRAFT.value:
-                    action = "issued"
-                elif known is not None and known.content_hash == draft.row[0]["content_hash"]:
-                    action = "unchanged"
-                    unchanged.append(known.invoice_id)
-                else:  # its own transaction
-                    action = writer.write(draft.billing_key, draft.row, known_absent=known is None).action
-                report.count(action)
-                report.invoices += 1
-                produced.add(draft.billing_key)
-                report.late_lines += draft.late_lines
-                written.add(draft.customer)
-                if action != "issued":
-                    report.totals[draft.currency] = report.totals.get(draft.currency, ZERO) + draft.total
+                _write_draft(writer, draft, stored.get(draft.billing_key), written, report)
             done += chunk.customers
             if progress is not None and done < len(ordered):
                 progress(done, len(ordered))
             clock.lap("write")
     if progress is not None:
         progress(done, len(ordered))
+    return written
+
+
+def _write_draft(
+    writer: store.DraftWriter, draft: _Rated, known: store.StoredDraft | None, written: _Written, report: RunReport
+) -> None:
+    """Store one rated draft unless it is issued or unchanged (a stored draft with its content hash)."""
+    if known is not None and known.status != InvoiceStatus.DRAFT.value:
+        action = "issued"
+    elif known is not None and known.content_hash == draft.row[0]["content_hash"]:
+        action = "unchanged"
+        written.unchanged.append(known.invoice_id)
+    else:  # its own transaction
+        action = writer.write(draft.billing_key, draft.row, known_absent=known is None).action
+    report.count(action)
+    report.invoices += 1
+    written.produced.add(draft.billing_key)
+    report.late_lines += draft.late_lines
+    written.customers.add(draft.customer)
+    if action != "issued":
+        report.totals[draft.currency] = report.totals.get(draft.currency, ZERO) + draft.total
+
+
+def _settle(
+    engine: Engine, scope: _Scope, written: _Written, usage_as_of: dt.datetime | None, report: RunReport
+) -> None:
+    """write, the end: unchanged drafts get the new usage cutoff, and the period's drafts the run no longer
+    produces are deleted."""
     with session_scope(engine) as session:
-        store.touch_drafts(session, unchanged, usage_as_of)
+        store.touch_drafts(session, written.unchanged, usage_as_of)
         # (a customer the run could not rate keeps its draft: a catalog or data mistake deletes nothing)
-        produced |= {period_key(c, period) for c, _ in report.skipped}
-        report.removed = store.remove_stale_drafts(session, period.start, produced, customer)
-    report.customers = len(written)
-    clock.lap("write")
-    return report
+        produced = written.produced | {period_key(c, scope.period) for c, _ in report.skipped}
+        report.removed = store.remove_stale_drafts(session, scope.period.start, produced, scope.customer)
+    report.customers = len(written.customers)
 
 
 # Customers rated per chunk: a worker's unit of work, and how often the progress bar moves.
@@ -318,14 +447,15 @@ class _RatingInputs:
     catalog: Catalog
     customers: Mapping[str, Customer]
     plans: Mapping[int, Plan]
-    usage: Mapping[object, Mapping[str, object]]
+    foreign_currency: frozenset[int]  # subscriptions priced in another currency than their customer's
+    usage: Mapping[UsageKey, Mapping[str, MeterUsage]]
     by_customer: Mapping[str, list[Subscription]]
     ended_by_customer: Mapping[str, list[Subscription]]
     adjustable: Mapping[int, Period]
-    fees_billed: Mapping[tuple[int, dt.date], Decimal]
+    fees_billed: Mapping[FeeKey, Decimal]
     late_by_customer: Mapping[str, list[Period]]
     late_subscriptions_by_customer: Mapping[str, list[Subscription]]
-    billed: Mapping[Period, Mapping[tuple[str, int | None], Mapping[str | None, Decimal]]]
+    billed: Mapping[Period, BilledUsage]
     usage_as_of: dt.datetime | None
 
 
@@ -357,11 +487,11 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     if owner is None:
         return [], "customer not found"
     own = [s for s in inputs.by_customer.get(customer_id, []) if s.id in plans]
-    if any(plans[s.id].currency != owner.currency for s in own):
+    if any(s.id in inputs.foreign_currency for s in own):
         return [], f"plan currency differs from the customer's {owner.currency}"
     sections = [
         Section(
-            s, plans[s.id], _meter_usage(inputs.usage, ("now", s.id), plans[s.id]),
+            s, plans[s.id], charged_usage(inputs.usage.get(UsageKey(s.id, period), {}), plans[s.id]),
             billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
         )
         for s in own
@@ -376,7 +506,7 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
             subscription=s,
             plan=plans[s.id],
             period=late_period,
-            usage=_meter_usage(inputs.usage, ("late", s.id, late_period), plans[s.id]),
+            usage=charged_usage(inputs.usage.get(UsageKey(s.id, late_period, late=True), {}), plans[s.id]),
             billed=inputs.billed[late_period].get((customer_id, s.id), {}),
         )
         for late_period in inputs.late_by_customer.get(customer_id, ())
@@ -487,12 +617,7 @@ def _billed_in_advance(plan: Plan) -> bool:
     return plan.subscription is not None and plan.subscription.billing is FeeBilling.IN_ADVANCE
 
 
-def _meter_usage(usage: Mapping[object, Mapping[str, object]], key: object, plan: Plan) -> dict:
-    found = usage.get(key, {})
-    return {charge.meter: found[charge.meter] for charge in plan.charges if charge.meter in found}
-
-
-def _subscriptions_for_late(session, late_periods: Iterable[tuple[str, Period]]) -> list[Subscription]:
+def _subscriptions_for_late(session: Session, late_periods: Iterable[tuple[str, Period]]) -> list[Subscription]:
     found: dict[int, Subscription] = {}
     for late_period in {p for _, p in late_periods}:
         wanted = {c for c, p in late_periods if p == late_period}

@@ -1,0 +1,149 @@
+"""Usage windows: which plan version prices each subscription, and the usage each subscription had in a period.
+
+The billing run, the threshold check and the usage preview all ask the same two questions, so they are answered
+here, once:
+
+- ``resolve_plans``: the catalog's plan version of each subscription; a plan the catalog does not know, or one
+  priced in another currency than its customer is billed in, is a ``PlanProblem`` (each caller decides whether
+  that skips a subscription, a customer, or only a log line);
+- ``usage_windows`` + ``aggregate``: the part of a period each subscription covers, in its customer's timezone,
+  aggregated in one batch by ``billing.metering.aggregate_periods`` (which shares a weighted sum out over the
+  part of the period a subscription covers), so the three count usage identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, TypeVar
+
+from sqlalchemy import Engine
+
+from billing.core.compose import section_window
+from billing.core.domain import Customer, Subscription
+from billing.core.periods import Period
+from billing.metering import UsageWindow, aggregate_periods
+from pricing_plans.charge_models import MeterUsage
+from pricing_plans.errors import UnknownPlanError
+from pricing_plans.models import Catalog, Plan
+
+__all__ = [
+    "K",
+    "PlanProblem",
+    "ResolvedPlans",
+    "Usage",
+    "UsageKey",
+    "aggregate",
+    "charged_usage",
+    "events_in",
+    "resolve_plans",
+    "usage_windows",
+]
+
+K = TypeVar("K")
+
+
+class UsageKey(NamedTuple):
+    """One subscription's usage in one billing period: the period being billed, or (``late``) an earlier,
+    already invoiced one that received events after it was billed."""
+
+    subscription: int
+    period: Period
+    late: bool = False
+
+
+# Each window's usage by meter code.
+Usage = Mapping[K, Mapping[str, MeterUsage]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanProblem:
+    """Why a subscription cannot be priced: its plan version is not in the catalog (``unknown_plan``), or its
+    plan is priced in another currency than the customer is billed in (``currency``)."""
+
+    subscription: Subscription
+    kind: Literal["unknown_plan", "currency"]
+    detail: str
+
+    @property
+    def customer(self) -> str:
+        return self.subscription.customer_external_id
+
+    @property
+    def message(self) -> str:
+        """``subscription 7: <detail>``: how a report or a log names it."""
+        return f"subscription {self.subscription.id}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ResolvedPlans:
+    """The plan version of every subscription the catalog knows (including those priced in another currency than
+    their customer's: ``foreign_currency`` names them), and the problems found, in the order of the
+    subscriptions."""
+
+    plans: dict[int, Plan] = field(default_factory=dict)
+    problems: list[PlanProblem] = field(default_factory=list)
+
+    @property
+    def unknown(self) -> list[PlanProblem]:
+        return [problem for problem in self.problems if problem.kind == "unknown_plan"]
+
+    @property
+    def foreign_currency(self) -> frozenset[int]:
+        return frozenset(p.subscription.id for p in self.problems if p.kind == "currency")
+
+    def priced(self) -> dict[int, Plan]:
+        """The plans of the subscriptions that can be billed to their customer (known and in its currency)."""
+        foreign = self.foreign_currency
+        return {sub_id: plan for sub_id, plan in self.plans.items() if sub_id not in foreign}
+
+
+def resolve_plans(
+    catalog: Catalog, subscriptions: Iterable[Subscription], customers: Mapping[str, Customer] | None = None
+) -> ResolvedPlans:
+    """Each subscription's plan version from ``catalog``. With ``customers`` (by external id), a plan priced in
+    another currency than its customer's is reported too; a subscription listed twice is reported twice."""
+    resolved = ResolvedPlans()
+    for subscription in subscriptions:
+        try:
+            plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+        except UnknownPlanError as error:
+            resolved.problems.append(PlanProblem(subscription, "unknown_plan", str(error)))
+            continue
+        resolved.plans[subscription.id] = plan
+        owner = None if customers is None else customers.get(subscription.customer_external_id)
+        if owner is not None and plan.currency != owner.currency:
+            detail = f"priced in {plan.currency}, the customer is billed in {owner.currency}"
+            resolved.problems.append(PlanProblem(subscription, "currency", detail))
+    return resolved
+
+
+def usage_windows(
+    keys: Iterable[UsageKey], subscriptions: Mapping[int, Subscription], customers: Mapping[str, Customer]
+) -> dict[UsageKey, UsageWindow]:
+    """The window of each key, in the order given: the part of the key's period its subscription covers, in its
+    customer's timezone. A key whose subscription does not cover the period, or whose customer is unknown, has
+    none."""
+    windows: dict[UsageKey, UsageWindow] = {}
+    for key in keys:
+        subscription = subscriptions[key.subscription]
+        owner = customers.get(subscription.customer_external_id)
+        part = section_window(subscription, key.period)
+        if owner is not None and part is not None:
+            windows[key] = UsageWindow(owner.external_id, owner.timezone, key.period, part)
+    return windows
+
+
+def aggregate(engine: Engine, catalog: Catalog, windows: Mapping[K, UsageWindow]) -> dict[K, dict[str, MeterUsage]]:
+    """Every window's usage by meter, in one batch (every key of ``windows`` is in the result)."""
+    return aggregate_periods(engine, catalog, windows)
+
+
+def charged_usage(usage: Mapping[str, MeterUsage], plan: Plan) -> dict[str, MeterUsage]:
+    """The usage of the meters ``plan`` charges for: what rating a subscription reads."""
+    return {charge.meter: usage[charge.meter] for charge in plan.charges if charge.meter in usage}
+
+
+def events_in(usage: Usage[K]) -> int:
+    """How many usage events the windows counted."""
+    return sum(found.events for by_meter in usage.values() for found in by_meter.values())
