@@ -33,19 +33,17 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from billing.core.compose import section_window
-from billing.core.domain import Subscription
+from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, month_of
 from billing.core.rating import rate_period
 from billing.db import repository, session_scope
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
 from billing.errors import BillingInputError, NotFoundError
-from billing.metering import UsageWindow, aggregate_periods
+from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans, usage_windows
+from dbkit import as_utc, insert_for, read_only, utcnow
 from pricing_plans.charge_models import MeterUsage
-from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D
 
@@ -203,6 +201,7 @@ def set_limit(
         raise BillingInputError("; ".join(problems))
     kind: ThresholdKind = "usage" if allowance is not None else "spend"
     key = threshold_key(kind, meter)
+    limit_meter = meter if kind == "usage" else None
     with session_scope(engine) as session:
         if repository.get_customer(session, customer) is None:
             raise NotFoundError(f"unknown customer {customer!r}")
@@ -210,18 +209,18 @@ def set_limit(
             "customer_external_id": customer,
             "threshold_key": key,
             "kind": kind,
-            "meter": meter if kind == "usage" else None,
+            "meter": limit_meter,
             "limit_value": number,
-            "updated_at": _utcnow(),
+            "updated_at": utcnow(),
         }
-        statement = _insert(session, CustomerLimitRow).values(**values)
+        statement = insert_for(session, CustomerLimitRow).values(**values)
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=["customer_external_id", "threshold_key"],
                 set_={key: values[key] for key in ("kind", "meter", "limit_value", "updated_at")},
             )
         )
-    return CustomerLimit(customer, key, kind, values["meter"], number)
+    return CustomerLimit(customer, key, kind, limit_meter, number)
 
 
 def list_limits(engine: Engine, customer: str | None = None) -> list[CustomerLimit]:
@@ -229,7 +228,7 @@ def list_limits(engine: Engine, customer: str | None = None) -> list[CustomerLim
     statement = select(CustomerLimitRow).order_by(CustomerLimitRow.customer_external_id, CustomerLimitRow.threshold_key)
     if customer is not None:
         statement = statement.where(CustomerLimitRow.customer_external_id == customer)
-    with _reading(engine) as session:
+    with session_scope(read_only(engine)) as session:
         return [
             CustomerLimit(row.customer_external_id, row.threshold_key, row.kind, row.meter, row.limit_value)  # type: ignore[arg-type]
             for row in session.scalars(statement)
@@ -296,10 +295,35 @@ class CheckReport:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
+    """A subscription active today with thresholds, over its current period."""
+
     subscription: Subscription
     plan: Plan
     period: Period
     specs: tuple[ThresholdSpec, ...]
+
+    @property
+    def usage_key(self) -> UsageKey:
+        return UsageKey(self.subscription.id, self.period)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What the check evaluates: the subscriptions that may be active today, their customers and limits."""
+
+    subscriptions: list[Subscription]
+    owners: dict[str, Customer]
+    limits: dict[str, dict[str, Decimal]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reached:
+    """A level a threshold's value reaches."""
+
+    target: _Target
+    spec: ThresholdSpec
+    level: int
+    value: Decimal
 
 
 def check_thresholds(
@@ -315,61 +339,87 @@ def check_thresholds(
     ``now`` picks the period (default: the clock). Safe to run from any number of processes at once.
     """
     report = CheckReport()
-    instant = _aware(now or _utcnow())
+    instant = as_utc(now or utcnow())
     wanted = None if customers is None else set(customers)
     if wanted is not None and not wanted:
         return report
-    as_of = _utcnow()
+    as_of = utcnow()
+    scope = _load(engine, instant, wanted)
+    targets = _targets(catalog, scope, instant, report)
+    # aggregate: one batch
+    by_id = {target.subscription.id: target.subscription for target in targets.values()}
+    usage = aggregate(engine, catalog, usage_windows([t.usage_key for t in targets.values()], by_id, scope.owners))
+    report.events = events_in(usage)
+    report.subscriptions = len(targets)
+    evaluations, crossings = _evaluate(targets, usage, catalog, as_of)
+    report.evaluations = len(evaluations)
+    # write: evaluations and notifications in one transaction
+    if evaluations:
+        with session_scope(engine) as session:
+            _record_evaluations(session, evaluations)
+            report.created = _insert_notifications(session, crossings, catalog)
+    return report
 
-    # load: every customer's "today" is within a day of the UTC date
+
+def _load(engine: Engine, instant: dt.datetime, wanted: set[str] | None) -> _Scope:
+    """load: the subscriptions active around ``instant`` (every customer's "today" is within a day of the UTC
+    date), their customers and the customers' limits."""
     utc_day = instant.astimezone(dt.UTC).date()
     earliest = month_of(utc_day - dt.timedelta(days=1)).start
     latest = month_of(utc_day + dt.timedelta(days=1)).end
-    with _reading(engine) as session:
+    with session_scope(read_only(engine)) as session:
         subscriptions = repository.subscriptions_active_between(session, earliest, latest)
         if wanted is not None:
             subscriptions = [s for s in subscriptions if s.customer_external_id in wanted]
         owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
         limits = _limits_of(session, None if wanted is None else owners)
+    return _Scope(subscriptions, owners, limits)
 
+
+def _targets(catalog: Catalog, scope: _Scope, instant: dt.datetime, report: CheckReport) -> dict[int, _Target]:
+    """The subscriptions active today in their customer's timezone that have thresholds, by id; those whose plan
+    the catalog does not know are skipped."""
+    active: list[Subscription] = []
+    for subscription in scope.subscriptions:
+        owner = scope.owners.get(subscription.customer_external_id)
+        if owner is not None and subscription.active_on(_today(instant, owner)):
+            active.append(subscription)
+    resolved = resolve_plans(catalog, active)
+    report.skipped += [(problem.customer, problem.message) for problem in resolved.unknown]
     targets: dict[int, _Target] = {}
-    windows: dict[int, UsageWindow] = {}
-    for subscription in subscriptions:
-        owner = owners.get(subscription.customer_external_id)
-        if owner is None:
+    for subscription in active:
+        plan = resolved.plans.get(subscription.id)
+        if plan is None:
             continue
-        today = instant.astimezone(ZoneInfo(owner.timezone)).date()
-        if not subscription.active_on(today):
-            continue
-        try:
-            plan = catalog.plan(subscription.plan_code, subscription.plan_version)
-        except UnknownPlanError as error:
-            report.skipped.append((owner.external_id, f"subscription {subscription.id}: {error}"))
-            continue
-        specs = tuple(plan_thresholds(plan, limits.get(owner.external_id)))
-        if not specs:
-            continue
-        period = month_of(today)
-        window = section_window(subscription, period)
-        assert window is not None  # active today, so it covers part of this month
-        targets[subscription.id] = _Target(subscription, plan, period, specs)
-        windows[subscription.id] = UsageWindow(owner.external_id, owner.timezone, period, window)
+        owner = scope.owners[subscription.customer_external_id]
+        specs = tuple(plan_thresholds(plan, scope.limits.get(owner.external_id)))
+        if specs:
+            targets[subscription.id] = _Target(subscription, plan, month_of(_today(instant, owner)), specs)
+    return targets
 
-    # aggregate: one batch
-    usage = aggregate_periods(engine, catalog, windows)
-    report.events = sum(u.events for by_meter in usage.values() for u in by_meter.values())
-    report.subscriptions = len(targets)
 
-    # rate and evaluate (pure)
+def _today(instant: dt.datetime, owner: Customer) -> dt.date:
+    return instant.astimezone(ZoneInfo(owner.timezone)).date()
+
+
+def _evaluate(
+    targets: Mapping[int, _Target],
+    usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
+    catalog: Catalog,
+    as_of: dt.datetime,
+) -> tuple[list[dict[str, Any]], list[_Reached]]:
+    """rate and evaluate (pure): each threshold's value against its limit, in subscription order; the
+    evaluations as rows to upsert, and every level reached."""
     evaluations: list[dict[str, Any]] = []
-    crossings: list[tuple[_Target, ThresholdSpec, int, Decimal]] = []
+    crossings: list[_Reached] = []
     for subscription_id in sorted(targets):
         target = targets[subscription_id]
-        found = usage.get(subscription_id, {})
+        found = usage.get(target.usage_key, {})
         spend: Decimal | None = None
         for spec in target.specs:
             if spec.kind == "usage":
-                value = found[spec.meter].quantity if spec.meter in found else ZERO
+                metered = found.get(spec.meter) if spec.meter is not None else None
+                value = metered.quantity if metered is not None else ZERO
             else:
                 if spend is None:
                     spend = _spend(target, found, catalog)
@@ -388,15 +438,8 @@ def check_thresholds(
                     "evaluated_at": as_of,
                 }
             )
-            crossings.extend((target, spec, level, value) for level in levels)
-    report.evaluations = len(evaluations)
-
-    # write: evaluations and notifications in one transaction
-    if evaluations:
-        with session_scope(engine) as session:
-            _record_evaluations(session, evaluations)
-            report.created = _insert_notifications(session, crossings, catalog)
-    return report
+            crossings.extend(_Reached(target, spec, level, value) for level in levels)
+    return evaluations, crossings
 
 
 def _spend(target: _Target, usage: Mapping[str, MeterUsage], catalog: Catalog) -> Decimal:
@@ -410,7 +453,7 @@ def _spend(target: _Target, usage: Mapping[str, MeterUsage], catalog: Catalog) -
 def _record_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> None:
     """Upsert each evaluation; a reading older than the one stored (a slower concurrent check) changes nothing."""
     table = ThresholdEvaluationRow.__table__
-    statement = _insert(session, ThresholdEvaluationRow)
+    statement = insert_for(session, ThresholdEvaluationRow)
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=["subscription_id", "period", "threshold_key"],
@@ -427,87 +470,100 @@ def _record_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> 
     session.execute(statement, evaluations)
 
 
-def _insert_notifications(
-    session: Session, crossings: list[tuple[_Target, ThresholdSpec, int, Decimal]], catalog: Catalog
-) -> list[Crossing]:
+def _insert_notifications(session: Session, crossings: list[_Reached], catalog: Catalog) -> list[Crossing]:
     """Insert a notification per crossing not yet notified, in (subscription, threshold, level) order; returns the
     ones this transaction created. The unique key makes a concurrent insert of the same crossing do nothing."""
     if not crossings:
         return []
-    existing = _existing_keys(session, {(t.subscription.id, t.period.label) for t, _, _, _ in crossings})
+    existing = _existing_keys(session, {(c.target.subscription.id, c.target.period.label) for c in crossings})
     created: list[Crossing] = []
-    for target, spec, level, value in crossings:
-        subscription, plan, period = target.subscription, target.plan, target.period
-        if (subscription.id, period.label, spec.key, level) in existing:
+    for reached in crossings:
+        target = reached.target
+        if (target.subscription.id, target.period.label, reached.spec.key, reached.level) in existing:
             continue
-        kind = "usage.threshold_crossed" if spec.kind == "usage" else "spend.threshold_crossed"
-        unit = catalog.meters[spec.meter].unit if spec.meter in catalog.meters else None
-        currency = plan.currency if spec.kind == "spend" else None
-        notification_id = str(uuid.uuid4())
-        created_at = _utcnow()
-        payload = {
-            "customer": subscription.customer_external_id,
-            "subscription": subscription.id,
-            "plan": plan.code,
-            "plan_version": plan.version,
-            "period": period.label,
-            "period_start": period.start.isoformat(),
-            "period_end": period.end.isoformat(),
-            "threshold": spec.key,
-            "meter": spec.meter,
-            "meter_name": catalog.meters[spec.meter].name if spec.meter in catalog.meters else None,
-            "level": level,
-            "value": str(value),
-            "limit": str(spec.limit),
-            "level_value": _plain(level_value(spec.limit, level)),
-            "currency": currency,
-            "unit": unit if spec.kind == "usage" else None,
-            "customer_limit": spec.customer_limit,
-            "created_at": created_at.isoformat(),
-        }
+        values, crossing = _notification(reached, catalog)
         statement = (
-            _insert(session, NotificationRow)
-            .values(
-                id=notification_id,
-                kind=kind,
-                customer_external_id=subscription.customer_external_id,
-                subscription_id=subscription.id,
-                invoice_id=None,
-                period=period.label,
-                threshold_key=spec.key,
-                level=level,
-                meter=spec.meter,
-                value=value,
-                limit_value=spec.limit,
-                currency=currency,
-                payload=json.dumps(payload, sort_keys=True),
-                status="pending",
-                attempts=0,
-                next_attempt_at=created_at,
-                created_at=created_at,
-            )
+            insert_for(session, NotificationRow)
+            .values(**values)
             .on_conflict_do_nothing()
             .returning(NotificationRow.id)
         )
         if session.execute(statement).scalar_one_or_none() is not None:
-            created.append(
-                Crossing(
-                    notification_id=notification_id,
-                    kind=kind,
-                    customer=subscription.customer_external_id,
-                    subscription_id=subscription.id,
-                    plan=plan.code,
-                    period=period.label,
-                    threshold_key=spec.key,
-                    meter=spec.meter,
-                    level=level,
-                    value=value,
-                    limit=spec.limit,
-                    currency=currency,
-                    unit=payload["unit"],
-                )
-            )
+            created.append(crossing)
     return created
+
+
+def _notification(reached: _Reached, catalog: Catalog) -> tuple[dict[str, Any], Crossing]:
+    """A crossing's notification row (its payload what the webhook and the e-mail say), and the crossing."""
+    subscription, plan, period = reached.target.subscription, reached.target.plan, reached.target.period
+    spec, level, value = reached.spec, reached.level, reached.value
+    kind = "usage.threshold_crossed" if spec.kind == "usage" else "spend.threshold_crossed"
+    currency = plan.currency if spec.kind == "spend" else None
+    notification_id = str(uuid.uuid4())
+    created_at = utcnow()
+    payload = _payload(reached, catalog, currency, created_at)
+    values = {
+        "id": notification_id,
+        "kind": kind,
+        "customer_external_id": subscription.customer_external_id,
+        "subscription_id": subscription.id,
+        "invoice_id": None,
+        "period": period.label,
+        "threshold_key": spec.key,
+        "level": level,
+        "meter": spec.meter,
+        "value": value,
+        "limit_value": spec.limit,
+        "currency": currency,
+        "payload": json.dumps(payload, sort_keys=True),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": created_at,
+        "created_at": created_at,
+    }
+    crossing = Crossing(
+        notification_id=notification_id,
+        kind=kind,
+        customer=subscription.customer_external_id,
+        subscription_id=subscription.id,
+        plan=plan.code,
+        period=period.label,
+        threshold_key=spec.key,
+        meter=spec.meter,
+        level=level,
+        value=value,
+        limit=spec.limit,
+        currency=currency,
+        unit=payload["unit"],
+    )
+    return values, crossing
+
+
+def _payload(reached: _Reached, catalog: Catalog, currency: str | None, created_at: dt.datetime) -> dict[str, Any]:
+    """The notification's payload: the crossing in the words of a webhook receiver."""
+    subscription, plan, period = reached.target.subscription, reached.target.plan, reached.target.period
+    spec, level = reached.spec, reached.level
+    meter = catalog.meters.get(spec.meter) if spec.meter is not None else None
+    return {
+        "customer": subscription.customer_external_id,
+        "subscription": subscription.id,
+        "plan": plan.code,
+        "plan_version": plan.version,
+        "period": period.label,
+        "period_start": period.start.isoformat(),
+        "period_end": period.end.isoformat(),
+        "threshold": spec.key,
+        "meter": spec.meter,
+        "meter_name": meter.name if meter is not None else None,
+        "level": level,
+        "value": str(reached.value),
+        "limit": str(spec.limit),
+        "level_value": _plain(level_value(spec.limit, level)),
+        "currency": currency,
+        "unit": meter.unit if meter is not None and spec.kind == "usage" else None,
+        "customer_limit": spec.customer_limit,
+        "created_at": created_at.isoformat(),
+    }
 
 
 def _existing_keys(session: Session, pairs: set[tuple[int, str]]) -> set[tuple[int, str, str | None, int | None]]:
@@ -524,25 +580,6 @@ def _existing_keys(session: Session, pairs: set[tuple[int, str]]) -> set[tuple[i
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-
-
-def _insert(session: Session, model: Any) -> Any:
-    """An INSERT with ON CONFLICT support for the session's database."""
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return module.insert(model)
-
-
-def _reading(engine: Engine) -> Any:
-    """A read-only transaction (on SQLite it does not take the write lock)."""
-    return session_scope(engine.execution_options(sqlite_begin="DEFERRED"))
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _aware(instant: dt.datetime) -> dt.datetime:
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=dt.UTC)
 
 
 def _plain(number: Decimal) -> str:
