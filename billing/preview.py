@@ -28,11 +28,12 @@ from billing.core.periods import Period, month_of
 from billing.db import repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.errors import NotFoundError
-from billing.metering import UsageWindow, aggregate_periods
+from billing.metering import UsageWindow
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
+from billing.usage_windows import UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
+from dbkit import read_only, utcnow
 from invoices.model import DraftInvoice
 from pricing_plans.charge_models import MeterUsage
-from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO
 
@@ -40,7 +41,7 @@ __all__ = ["CustomerUsage", "MeterTotal", "ThresholdState", "current_period", "c
 
 log = logging.getLogger(__name__)
 
-_WHOLE = ("now", "customer")  # the customer's whole period; "now" keys are shared out like the run's
+_WHOLE = "customer"  # the key of the customer's whole period (each subscription's part is a UsageKey)
 _PERCENT = Decimal("0.1")
 
 
@@ -103,35 +104,18 @@ def customer_usage(
 
     Raises NotFoundError for an unknown customer.
     """
-    as_of = now or dt.datetime.now(dt.UTC)
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    as_of = now or utcnow()
+    with session_scope(read_only(engine)) as session:
         customer = repository.get_customer(session, customer_id)
         if customer is None:
             raise NotFoundError(f"unknown customer {customer_id!r}")
         subscriptions = repository.subscriptions_of(session, customer.id)
     period = period or current_period(customer, as_of)
-
-    plans: dict[int, Plan] = {}
-    windows: dict[object, UsageWindow] = {_WHOLE: UsageWindow(customer.external_id, customer.timezone, period)}
-    active: list[Subscription] = []
-    for subscription in subscriptions:
-        window = section_window(subscription, period)
-        if window is None:
-            continue
-        try:
-            plan = catalog.plan(subscription.plan_code, subscription.plan_version)
-        except UnknownPlanError as error:
-            log.warning("usage of %s: subscription %d skipped: %s", customer_id, subscription.id, error)
-            continue
-        if plan.currency != customer.currency:
-            log.warning("usage of %s: subscription %d is priced in %s", customer_id, subscription.id, plan.currency)
-            continue
-        plans[subscription.id] = plan
-        active.append(subscription)
-        windows[("now", subscription.id)] = UsageWindow(customer.external_id, customer.timezone, period, window)
-    usage = aggregate_periods(engine, catalog, windows)
-
-    sections = [Section(s, plans[s.id], _charged(usage.get(("now", s.id), {}), plans[s.id])) for s in active]
+    active, plans = _priced_subscriptions(catalog, customer, subscriptions, period)
+    usage = _usage(engine, catalog, customer, period, active)
+    sections = [
+        Section(s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id])) for s in active
+    ]
     preview = compose_period_invoice(customer, period, sections, [], catalog, as_of)
     return CustomerUsage(
         customer=customer,
@@ -143,8 +127,30 @@ def customer_usage(
     )
 
 
-def _charged(found: Mapping[str, MeterUsage], plan: Plan) -> dict[str, MeterUsage]:
-    return {charge.meter: found[charge.meter] for charge in plan.charges if charge.meter in found}
+def _priced_subscriptions(
+    catalog: Catalog, customer: Customer, subscriptions: Iterable[Subscription], period: Period
+) -> tuple[list[Subscription], dict[int, Plan]]:
+    """The customer's subscriptions in ``period`` that can be priced, and their plans; one whose plan is unknown
+    or priced in another currency is left out of the preview (and logged), as the run leaves it off the invoice."""
+    in_period = [s for s in subscriptions if section_window(s, period) is not None]
+    resolved = resolve_plans(catalog, in_period, {customer.external_id: customer})
+    for problem in resolved.problems:
+        log.warning("usage of %s: %s (skipped)", customer.external_id, problem.message)
+    plans = resolved.priced()
+    return [s for s in in_period if s.id in plans], plans
+
+
+def _usage(
+    engine: Engine, catalog: Catalog, customer: Customer, period: Period, active: list[Subscription]
+) -> dict[UsageKey | str, dict[str, MeterUsage]]:
+    """In one batch: the customer's usage over the whole period (``_WHOLE``) and each subscription's part."""
+    windows: dict[UsageKey | str, UsageWindow] = {
+        _WHOLE: UsageWindow(customer.external_id, customer.timezone, period)
+    }
+    keys = [UsageKey(s.id, period) for s in active]
+    for key, window in usage_windows(keys, {s.id: s for s in active}, {customer.external_id: customer}).items():
+        windows[key] = window
+    return aggregate(engine, catalog, windows)
 
 
 def _meter_totals(found: Mapping[str, MeterUsage], plans: Iterable[Plan], catalog: Catalog) -> list[MeterTotal]:
@@ -204,8 +210,8 @@ def _notified_levels(engine: Engine, customer: Customer, period: Period) -> dict
         NotificationRow.level.is_not(None),
     )
     found: dict[tuple[int, str], set[int]] = {}
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         for subscription_id, key, level in session.execute(statement):
-            if subscription_id is not None and key is not None:
+            if subscription_id is not None and key is not None and level is not None:
                 found.setdefault((subscription_id, key), set()).add(level)
     return found
