@@ -28,7 +28,6 @@ from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
 __all__ = [
-    "K",
     "PlanProblem",
     "ResolvedPlans",
     "Usage",
