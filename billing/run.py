@@ -1,9 +1,12 @@
 """The billing run: every subscription active in a period → one draft invoice per customer, written once.
 
-load → aggregate → rate → write (→ finalize), each stage timed:
-- load: the subscriptions overlapping the period, their customers and plan versions (a few queries);
-- aggregate: one batched aggregation of every section's usage window (not a query per customer), and of the
-  earlier periods that received late usage;
+load scope → aggregate → load what was billed → rate → write (→ finalize), each stage a function, timed:
+- load (``_load_scope``): the subscriptions overlapping the period, their customers and plan versions (a few
+  queries);
+- aggregate (``_aggregate``): one batched aggregation of every subscription's usage window (not a query per
+  customer), and of the earlier periods that received late usage (``billing.usage_windows``, keyed by
+  ``UsageKey``); then (``_load_billed``) what invoices already billed for those periods and for the in-advance
+  fees being adjusted;
 - rate: pure (``billing.core.compose``); a big run is rated by forked worker processes, chunk by chunk, while this
   process writes the chunks they send back;
 - write: each customer's invoice in its own transaction, so a run killed at any point and run again gives the
@@ -182,8 +185,8 @@ class _Scope:
     customers: dict[str, Customer]
     customer_ids: set[str]
     plans: ResolvedPlans
-    late_by_customer: dict[str, list[Period]] = field(default_factory=dict)
-    late_subscriptions_by_customer: dict[str, list[Subscription]] = field(default_factory=dict)
+    late_by_customer: dict[str, list[Period]]
+    late_subscriptions_by_customer: dict[str, list[Subscription]]  # those whose plan is known
 
 
 def _load_scope(
@@ -205,18 +208,17 @@ def _load_scope(
         late_subscriptions = _subscriptions_for_late(session, late_periods)
     plans = resolve_plans(catalog, [*subscriptions, *ended_as_it_began, *late_subscriptions], customers)
     report.skipped += [(problem.customer, problem.message) for problem in plans.unknown]
-    scope = _Scope(
-        period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
-        customer_ids, plans,
-    )
+    late_by_customer: dict[str, list[Period]] = {}
     for customer_id, late_period in late_periods:
-        scope.late_by_customer.setdefault(customer_id, []).append(late_period)
+        late_by_customer.setdefault(customer_id, []).append(late_period)
+    late_subscriptions_by_customer: dict[str, list[Subscription]] = {}
     for subscription in late_subscriptions:
         if subscription.id in plans.plans:
-            scope.late_subscriptions_by_customer.setdefault(subscription.customer_external_id, []).append(
-                subscription
-            )
-    return scope
+            late_subscriptions_by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
+    return _Scope(
+        period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
+        customer_ids, plans, late_by_customer, late_subscriptions_by_customer,
+    )
 
 
 def _aggregate(
