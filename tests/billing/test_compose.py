@@ -151,7 +151,7 @@ def test_in_advance_fee_for_the_next_period_and_the_opening_invoice(catalog):
     # volume: 1,000 falls in the second tier (bounds inclusive): 1,000 × 0.40 = 400.00; April's fee in advance
     assert amounts(draft) == [("usage", "400.00"), ("subscription", "49.00")]
     assert draft.lines[1].service_start == dt.date(2026, 4, 1)
-    opening = compose_opening_invoice(CUSTOMER, sub, plan, catalog, MARCH)
+    opening = compose_opening_invoice(CUSTOMER, sub, plan, catalog)
     # the first invoice, at the start: 49.00 × 15/31 = 23.709… → 23.71
     assert opening is not None and amounts(opening) == [("subscription", "23.71")]
     assert opening.billing_key == "start:2"

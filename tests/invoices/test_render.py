@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, Party, compute_totals
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, LineDetails, Party, compute_totals
 from invoices.render import invoice_json, render_html, render_pdf
+from pricing_plans.charge_models import BreakdownRow, UnitAmountKind
 
 NBSP = "\xa0"
 
@@ -33,27 +34,36 @@ FEBRUARY = (dt.date(2026, 2, 1), dt.date(2026, 3, 1))
 
 
 def tier(
-    n: int, low: str, high: str | None, units: str, unit: str, flat: str, amount: str, note: str = ""
-) -> dict[str, object]:
-    return {
-        "tier": n,
-        "from": low,
-        "to": high,
-        "units": units,
-        "unit_amount": unit,
-        "flat_amount": flat,
-        "amount": amount,
-        "note": note,
-    }
+    n: int,
+    low: str,
+    high: str | None,
+    units: str,
+    unit: str,
+    flat: str,
+    amount: str,
+    note: str = "",
+    kind: UnitAmountKind = UnitAmountKind.PRICE,
+) -> BreakdownRow:
+    return BreakdownRow(
+        tier=n,
+        from_units=Decimal(low),
+        to_units=None if high is None else Decimal(high),
+        units=Decimal(units),
+        unit_amount=Decimal(unit),
+        flat_amount=Decimal(flat),
+        amount=Decimal(amount),
+        note=note,
+        unit_amount_kind=kind,
+    )
 
 
 # API calls, graduated: 0–100,000 free; 100,000–1,000,000 at 0.00025; above at 0.0002 + 5.00 flat.
 # 1,500,000 calls: 100,000 × 0 + 900,000 × 0.00025 (= 225.00) + 500,000 × 0.0002 + 5 (= 105.00) = 330.00.
-API_BREAKDOWN = [
+API_BREAKDOWN = (
     tier(1, "0", "100000", "100000", "0", "0", "0"),
     tier(2, "100000", "1000000", "900000", "0.00025", "0", "225.00000"),
     tier(3, "1000000", None, "500000", "0.0002", "5.00", "105.0000"),
-]
+)
 
 
 def usd_invoice(**changes: object) -> Invoice:
@@ -69,7 +79,7 @@ def usd_invoice(**changes: object) -> Invoice:
             section="Growth (v1)",
             service_start=MARCH[0],
             service_end=MARCH[1],
-            details={"explanation": "49.00 for the full period (31 days)", "breakdown": []},
+            details=LineDetails("49.00 for the full period (31 days)", ()),
         ),
         InvoiceLine(
             kind="usage",
@@ -82,7 +92,7 @@ def usd_invoice(**changes: object) -> Invoice:
             service_end=MARCH[1],
             meter="api_calls",
             model="graduated",
-            details={"explanation": "…", "breakdown": API_BREAKDOWN},
+            details=LineDetails("…", API_BREAKDOWN),
         ),
         InvoiceLine(
             kind="usage",
@@ -95,7 +105,7 @@ def usd_invoice(**changes: object) -> Invoice:
             service_end=MARCH[1],
             meter="storage",
             model="per_unit",
-            details={"breakdown": [tier(1, "0", None, "120.5", "0.10", "0", "12.050")]},
+            details=LineDetails(breakdown=(tier(1, "0", None, "120.5", "0.10", "0", "12.050"),)),
         ),
         InvoiceLine(
             kind="late_usage",
@@ -108,7 +118,7 @@ def usd_invoice(**changes: object) -> Invoice:
             service_end=FEBRUARY[1],
             meter="storage",
             model="per_unit",
-            details={"breakdown": [tier(1, "0", None, "34", "0.10", "0", "3.40")]},
+            details=LineDetails(breakdown=(tier(1, "0", None, "34", "0.10", "0", "3.40"),)),
         ),
     )
     invoice = Invoice(
@@ -152,7 +162,7 @@ def jpy_invoice() -> Invoice:
             unit="calls",
             meter="api_calls",
             model="per_unit",
-            details={"breakdown": [tier(1, "0", None, "1000", "0.5", "0", "500.0")]},
+            details=LineDetails(breakdown=(tier(1, "0", None, "1000", "0.5", "0", "500.0"),)),
         ),
     )
     return Invoice(
@@ -197,7 +207,7 @@ def eur_invoice() -> Invoice:
             section="Business (v3)",
             meter="events",
             model="volume",
-            details={"breakdown": [tier(2, "10000", "100000", "57980", "0.01", "0", "579.80", "tier 2")]},
+            details=LineDetails(breakdown=(tier(2, "10000", "100000", "57980", "0.01", "0", "579.80", "tier 2"),)),
         ),
     )
     return Invoice(
@@ -262,12 +272,12 @@ def long_invoice(count: int = 30) -> Invoice:
             section="Growth (v1)" if n <= count // 2 else "Scale (v2)",
             meter=f"meter_{n:02d}",
             model="graduated",
-            details={
-                "breakdown": [
+            details=LineDetails(
+                breakdown=(
                     tier(1, "0", "500", "500", "0.01", "0", "5.00"),
                     tier(2, "500", None, "500", "0.01", "0", "5.00"),
-                ]
-            },
+                )
+            ),
         )
         for n in range(1, count + 1)
     )
