@@ -479,3 +479,50 @@ def test_pdf_long_invoice_breaks_across_pages(tmp_path: Path) -> None:
     pdf = render_pdf(long_invoice(30))
     assert pdf.startswith(b"%PDF")
     assert pdf_pages(pdf, tmp_path) >= 2
+
+
+def percentage_invoice(kind: UnitAmountKind) -> Invoice:
+    """Card payments: 2 events free, then 2.9 % of 1,100.00 + 2 × 0.30 = 32.50 (rows of the percentage model)."""
+    line = InvoiceLine(
+        kind="usage",
+        description="Card payments",
+        amount=Decimal("32.50"),
+        quantity=Decimal("1150"),
+        section="Growth (v1)",
+        meter="payments",
+        model="percentage",
+        details=LineDetails(
+            breakdown=(
+                tier(1, "0", "50", "50", "0", "0", "0", "2 events free", kind),
+                tier(2, "50", None, "1100", "2.9", "0.60", "32.500", "2 events", kind),
+            )
+        ),
+    )
+    total = Decimal("32.50")
+    return replace(usd_invoice(), lines=(line,), subtotal=total, tax_rate=Decimal(0), tax=Decimal("0.00"), total=total)
+
+
+def test_html_prints_a_breakdown_as_its_rows_say_rates_in_percent_or_prices() -> None:
+    html = render_html(percentage_invoice(UnitAmountKind.PERCENT))
+    assert '<th class="num">Value</th>' in html and '<th class="num">Rate</th>' in html
+    for cell in ["$1,100.00", "2.9%", "$0.60", "$32.50", "$50.00", "0%"]:
+        assert f">{cell}</td>" in html, cell
+    # the same rows saying their unit amounts are prices: the model's name does not decide
+    html = render_html(percentage_invoice(UnitAmountKind.PRICE))
+    assert '<th class="num">Units</th>' in html and '<th class="num">Unit price</th>' in html
+    for cell in ["1,100", "$2.90", "$0.60", "$32.50"]:
+        assert f">{cell}</td>" in html, cell
+    assert ">2.9%</td>" not in html
+
+
+def test_json_gives_the_breakdown_rows_as_strings_without_their_kind() -> None:
+    (line,) = invoice_json(percentage_invoice(UnitAmountKind.PERCENT))["lines"]
+    assert line["kind"] == "usage" and type(line["kind"]) is str
+    assert line["details"] == {
+        "breakdown": [
+            {"tier": 1, "from": "0", "to": "50", "units": "50", "unit_amount": "0", "flat_amount": "0",
+             "amount": "0", "note": "2 events free"},
+            {"tier": 2, "from": "50", "to": None, "units": "1100", "unit_amount": "2.9", "flat_amount": "0.60",
+             "amount": "32.500", "note": "2 events"},
+        ]
+    }  # fmt: skip
