@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from billing.config import Settings, get_settings
 from billing.core.compose import compose_opening_invoice, opening_key
 from billing.core.domain import Customer, Subscription
-from billing.core.periods import month_of
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
@@ -118,7 +117,7 @@ def write_opening_invoice(
     as a draft under ``start:<subscription id>``, in the caller's transaction: the billing run composes the same
     invoice under the same key and so finds it unchanged. Nothing for a plan without an in-advance fee; an issued
     opening invoice is left alone. ``only_draft``: refresh a stored draft, never create one."""
-    draft = compose_opening_invoice(customer, subscription, plan, catalog, month_of(subscription.start_date))
+    draft = compose_opening_invoice(customer, subscription, plan, catalog)
     if draft is None:
         return None
     if only_draft:

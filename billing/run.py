@@ -43,8 +43,8 @@ from billing.core.compose import (
     period_key,
 )
 from billing.core.domain import Customer, Subscription
-from billing.core.periods import Period, month_of
-from billing.core.rating import fee_period_for, rate_fee
+from billing.core.fees import fee_period_to_adjust, opening_fee
+from billing.core.periods import Period
 from billing.db import repository, session_scope
 from billing.metering import late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
@@ -58,11 +58,11 @@ from billing.usage_windows import (
     usage_windows,
 )
 from invoices import store
-from invoices.model import DraftInvoice, InvoiceStatus
+from invoices.model import DraftInvoice, InvoiceStatus, LineKind
 from invoices.tables import InvoiceRow
 from meters import ingestion_cutoff
 from pricing_plans.charge_models import MeterUsage
-from pricing_plans.models import Catalog, FeeBilling, Plan
+from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
 __all__ = ["RunReport", "finalize_period", "run_billing"]
@@ -285,13 +285,9 @@ def _adjustable_fees(scope: _Scope) -> dict[int, Period]:
     """In-advance fees of fee periods a subscription leaves before their end: adjusted to the days it ran."""
     plans, period = scope.plans.plans, scope.period
     return {
-        s.id: fee_period_for(plans[s.id], period)
+        s.id: fee_period
         for s in [*scope.subscriptions, *scope.ended_as_it_began]
-        if s.id in plans
-        and _billed_in_advance(plans[s.id])
-        and s.end_date is not None
-        and period.start <= s.end_date <= period.end
-        and s.end_date < fee_period_for(plans[s.id], period).end
+        if s.id in plans and (fee_period := fee_period_to_adjust(s, plans[s.id], period)) is not None
     }
 
 
@@ -313,7 +309,7 @@ def _billed_fees(
     for sub_id, subscription in openings.items():
         if opening_key(sub_id) in issued_openings:
             continue
-        fee = rate_fee(subscription, plans[sub_id], adjustable[sub_id], catalog.rounding)
+        fee = opening_fee(subscription, plans[sub_id], catalog.rounding)
         if fee is not None:
             key = (sub_id, adjustable[sub_id].start)
             fees_billed[key] = fees_billed.get(key, ZERO) + fee.amount
@@ -522,9 +518,7 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     # A subscription's opening invoice (its first in-advance fee) comes before the period's invoice.
     for subscription in own:
         if period.contains(subscription.start_date):
-            opening = compose_opening_invoice(
-                owner, subscription, plans[subscription.id], inputs.catalog, month_of(subscription.start_date)
-            )
+            opening = compose_opening_invoice(owner, subscription, plans[subscription.id], inputs.catalog)
             if opening is not None:
                 drafts.append(opening)
     draft = compose_period_invoice(owner, period, sections, late, inputs.catalog, inputs.usage_as_of)
@@ -550,7 +544,7 @@ def _rate_chunk(inputs: _RatingInputs, customer_ids: list[str]) -> _RatedChunk:
                 customer=customer_id,
                 currency=draft.currency,
                 total=draft.totals.total,
-                late_lines=sum(1 for line in draft.lines if line.kind == "late_usage"),
+                late_lines=sum(1 for line in draft.lines if line.kind is LineKind.LATE_USAGE),
                 row=store.draft_row(draft),
             )
             for draft in drafts
@@ -613,10 +607,6 @@ def _can_fork() -> bool:
     the fork would stay held for ever in the child). The workers only rate: they never touch the database
     connections they inherit, and ``gc.freeze`` keeps them from collecting (and so closing) any of them."""
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-
-
-def _billed_in_advance(plan: Plan) -> bool:
-    return plan.subscription is not None and plan.subscription.billing is FeeBilling.IN_ADVANCE
 
 
 def _subscriptions_for_late(session: Session, late_periods: Iterable[tuple[str, Period]]) -> list[Subscription]:

@@ -8,11 +8,14 @@ tax is computed on (subtotal − discounts) at the customer's rate and rounded o
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from pricing_plans.charge_models import BreakdownRow, unit_amount_kind
 from pricing_plans.money import ZERO, Rounding, round_money
 
 __all__ = [
@@ -21,6 +24,8 @@ __all__ = [
     "InvoiceKind",
     "InvoiceLine",
     "InvoiceStatus",
+    "LineDetails",
+    "LineKind",
     "Party",
     "Totals",
     "compute_totals",
@@ -81,23 +86,91 @@ class Party:
         )
 
 
+class LineKind(StrEnum):
+    """What an invoice line bills. Stored, hashed and given out as its plain string value."""
+
+    SUBSCRIPTION = "subscription"  # a subscription fee (or its adjustment to the days a subscription ran)
+    USAGE = "usage"  # a charge's usage in the billing period
+    COMMITMENT = "commitment"  # the minimum-commitment true-up
+    LATE_USAGE = "late_usage"  # usage of an already invoiced period: what it rates to now minus what was billed
+    CREDIT = "credit"  # a credit note's line
+
+
+# One encoder for every line: ``json.dumps`` with options builds a new one per call.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@dataclass(frozen=True, slots=True)
+class LineDetails:
+    """How a line was computed, for the customer who asks: an explanation and, for a charge, its tier breakdown.
+
+    The breakdown stays typed (each row knows whether its unit amount is a price or a percent) until the line
+    is stored or given out as JSON, where it becomes the rows' ``as_dict``.
+
+    Attributes:
+      explanation: one readable sentence; None when the line has none.
+      breakdown: one row per tier or step; None when the line has no breakdown at all (``()``: an empty one).
+      extra: everything else, JSON-ready, in the order it is given out: the service period, the fee's billing,
+        the number of events, a commitment's minimum, an adjustment or late-usage account.
+    """
+
+    explanation: str | None = None
+    breakdown: tuple[BreakdownRow, ...] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The details as JSON-ready values: explanation, breakdown (rows as strings), then the rest."""
+        data: dict[str, Any] = {}
+        if self.explanation is not None:
+            data["explanation"] = self.explanation
+        if self.breakdown is not None:
+            data["breakdown"] = [row.as_dict() for row in self.breakdown]
+        data.update(self.extra)
+        return data
+
+    def to_json(self) -> str:
+        """The details as stored: compact JSON of ``as_dict``."""
+        return _compact_json(self.as_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], model: str | None) -> LineDetails:
+        """Details given by ``as_dict`` for a line of charge model ``model``, whose kind of unit amount (price
+        or percent) the stored rows do not repeat."""
+        extra = dict(data)
+        explanation = extra.pop("explanation", None)
+        rows = extra.pop("breakdown", None)
+        breakdown = None
+        if rows is not None:
+            kind = unit_amount_kind(model)
+            breakdown = tuple(BreakdownRow.from_dict(row, kind) for row in rows)
+        return cls(None if explanation is None else str(explanation), breakdown, extra)
+
+    @classmethod
+    def from_json(cls, text: str, model: str | None) -> LineDetails:
+        """Details as stored by ``to_json``, for a line of charge model ``model``."""
+        return cls.from_dict(json.loads(text), model)
+
+
 @dataclass(frozen=True, slots=True)
 class InvoiceLine:
-    """One line of an invoice.
+    """One line of an invoice, as rating makes it and composition places it.
+
+    Rating gives a line its kind, amount, quantity, service period, meter, model and details; composing an
+    invoice puts it in a section and records the subscription and plan version it came from.
 
     Attributes:
       section: the group the line belongs to (one per subscription: "Growth (v1), 1–14 March").
-      kind: ``subscription``, ``usage``, ``commitment``, ``late_usage`` or ``credit``.
+      kind: what the line bills.
       description: what the customer reads.
-      quantity, unit: what was rated.
-      amount: rounded to the currency's minor units.
-      service_start, service_end: the period the line pays for (late usage names its own period).
-      meter, model: for usage lines.
-      details: explanation and tier breakdown, JSON-ready.
+      quantity, unit: what was rated (days for a prorated fee line: 1 for a whole period).
+      amount: rounded once to the currency's minor units.
+      service_start, service_end: the period the line pays for, ``[start, end)`` (late usage names its own).
+      meter, model: the charge's meter and model (usage lines).
+      details: the explanation and the typed tier breakdown.
       subscription_id, plan_code, plan_version: where the line came from.
     """
 
-    kind: str
+    kind: LineKind
     description: str
     amount: Decimal
     quantity: Decimal = Decimal(1)
@@ -107,7 +180,7 @@ class InvoiceLine:
     service_end: dt.date | None = None
     meter: str | None = None
     model: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: LineDetails = field(default_factory=LineDetails)
     subscription_id: int | None = None
     plan_code: str | None = None
     plan_version: int | None = None

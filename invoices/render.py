@@ -22,7 +22,8 @@ from babel.dates import format_date, format_skeleton
 from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, LineKind
+from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits
 
 __all__ = ["invoice_json", "render_html", "render_pdf"]
@@ -30,10 +31,8 @@ __all__ = ["invoice_json", "render_html", "render_pdf"]
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "invoice.html.j2"
 
-# Models whose breakdown rows carry a rate in percent as unit_amount and a value volume as units.
-PERCENTAGE_MODELS = frozenset({"percentage", "graduated_percentage"})
 # Line kinds whose tier breakdown is printed under the line.
-BREAKDOWN_KINDS = frozenset({"usage", "late_usage"})
+BREAKDOWN_KINDS = frozenset({LineKind.USAGE, LineKind.LATE_USAGE})
 
 
 # --------------------------------------------------------------------------------------------------- JSON
@@ -46,7 +45,7 @@ def _iso(day: dt.date | None) -> str | None:
 def _line_json(line: InvoiceLine, currency: str) -> dict[str, Any]:
     return {
         "section": line.section,
-        "kind": line.kind,
+        "kind": str(line.kind),
         "description": line.description,
         "meter": line.meter,
         "model": line.model,
@@ -54,7 +53,7 @@ def _line_json(line: InvoiceLine, currency: str) -> dict[str, Any]:
         "unit": line.unit,
         "amount": format_amount(line.amount, currency),
         "service_period": {"start": _iso(line.service_start), "end": _iso(line.service_end)},
-        "details": line.details,
+        "details": line.details.as_dict(),
     }
 
 
@@ -99,25 +98,25 @@ class Formatter:
         """An amount to pay, in the currency's minor digits ("$1,234.56", "1.234,56 €", "¥1,500")."""
         return format_currency(amount, self.currency, locale=self.locale)
 
-    def price(self, value: Decimal | str) -> str:
+    def price(self, value: Decimal) -> str:
         """A price or an unrounded amount: never rounded to the currency, trailing zeros beyond it dropped."""
         return format_currency(
-            _trim(Decimal(value), minor_digits(self.currency)),
+            _trim(value, minor_digits(self.currency)),
             self.currency,
             locale=self.locale,
             decimal_quantization=False,
         )
 
-    def number(self, value: Decimal | str) -> str:
+    def number(self, value: Decimal) -> str:
         """A quantity with every digit it has ("1,234,567.5")."""
-        return format_decimal(Decimal(value), locale=self.locale, decimal_quantization=False)
+        return format_decimal(value, locale=self.locale, decimal_quantization=False)
 
     def quantity(self, value: Decimal, unit: str | None) -> str:
         return f"{self.number(value)} {unit}" if unit else self.number(value)
 
-    def percent(self, rate: Decimal | str) -> str:
-        """A rate given in percent ("19" → "19 %" or "19%" as the locale writes it)."""
-        return format_percent(Decimal(rate) / 100, locale=self.locale, decimal_quantization=False)
+    def percent(self, rate: Decimal) -> str:
+        """A rate given in percent (19 → "19 %" or "19%" as the locale writes it)."""
+        return format_percent(rate / 100, locale=self.locale, decimal_quantization=False)
 
     def date(self, day: dt.date | None) -> str:
         return "—" if day is None else format_date(day, format="long", locale=self.locale)
@@ -130,11 +129,11 @@ class Formatter:
             return format_skeleton("yMMMM", start, locale=self.locale)
         return f"{self.date(start)} – {self.date(end - dt.timedelta(days=1))}"
 
-    def tier_range(self, row: dict[str, Any]) -> str:
-        low, high = row.get("from"), row.get("to")
+    def tier_range(self, row: BreakdownRow) -> str:
+        low, high = row.from_units, row.to_units
         if high is None:
-            return "all" if low in (None, "") or Decimal(low) == 0 else f"above {self.number(low)}"
-        return f"{self.number(low or ZERO)} – {self.number(high)}"
+            return "all" if low == 0 else f"above {self.number(low)}"
+        return f"{self.number(low)} – {self.number(high)}"
 
 
 def _trim(value: Decimal, digits: int) -> Decimal:
@@ -152,9 +151,12 @@ def _next_month(day: dt.date) -> dt.date:
 
 @dataclass(frozen=True, slots=True)
 class LineView:
+    """A line as the template prints it. ``percentage``: the breakdown's unit amounts are rates in percent
+    (its header then reads "Value" and "Rate"); each row says so for itself."""
+
     line: InvoiceLine
     service_period: str | None  # only when it differs from the billing period
-    breakdown: list[dict[str, Any]]
+    breakdown: tuple[BreakdownRow, ...]
     explanation: str
     percentage: bool
 
@@ -163,13 +165,13 @@ def _line_view(line: InvoiceLine, invoice: Invoice, fmt: Formatter) -> LineView:
     differs = line.service_start is not None and (
         (line.service_start, line.service_end) != (invoice.period_start, invoice.period_end)
     )
-    rows = list(line.details.get("breakdown") or ()) if line.kind in BREAKDOWN_KINDS else []
+    rows = (line.details.breakdown or ()) if line.kind in BREAKDOWN_KINDS else ()
     return LineView(
         line=line,
         service_period=fmt.period(line.service_start, line.service_end) if differs else None,
         breakdown=rows,
-        explanation="" if rows else str(line.details.get("explanation") or ""),
-        percentage=line.model in PERCENTAGE_MODELS,
+        explanation="" if rows else line.details.explanation or "",
+        percentage=any(row.in_percent for row in rows),
     )
 
 
@@ -214,9 +216,10 @@ def render_pdf(invoice: Invoice) -> bytes:
 
     stylesheet, fonts = _printing()
     html = _environment().get_template(TEMPLATE).render(_context(invoice), inline_css=False)
-    return weasyprint.HTML(string=html, base_url=str(TEMPLATES)).write_pdf(
+    pdf: bytes = weasyprint.HTML(string=html, base_url=str(TEMPLATES)).write_pdf(
         stylesheets=[stylesheet], font_config=fonts
     )
+    return pdf
 
 
 _printer = threading.local()

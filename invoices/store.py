@@ -30,6 +30,8 @@ from invoices.model import (
     InvoiceKind,
     InvoiceLine,
     InvoiceStatus,
+    LineDetails,
+    LineKind,
     Party,
     compute_totals,
 )
@@ -311,9 +313,6 @@ class _DraftStatements:
 
 _PREPARED: dict[tuple[str, str, str], _DraftStatements] = {}
 
-# One encoder for every line: ``json.dumps`` with options builds a new one per call.
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
-
 
 def draft_row(draft: DraftInvoice) -> DraftRow:
     """The invoice row's values (with ``content_hash``, a hash of everything a customer would see) and its lines
@@ -323,7 +322,7 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
         (
             position,
             line.section,
-            line.kind,
+            str(line.kind),
             line.description,
             line.meter,
             line.model,
@@ -332,7 +331,7 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
             line.amount,
             line.service_start,
             line.service_end,
-            _compact_json(line.details),
+            line.details.to_json(),
             line.subscription_id,
             line.plan_code,
             line.plan_version,
@@ -528,7 +527,7 @@ def create_credit_note(
     # Split the credited total back into net and tax at the invoice's rate, so tax reports stay right.
     net = round_money(amount * 100 / (100 + invoice.tax_rate), invoice.currency, rounding)
     line = InvoiceLine(
-        kind="credit",
+        kind=LineKind.CREDIT,
         description=f"Credit for invoice {invoice_number}: {reason}",
         amount=net,
         service_start=invoice.period_start,
@@ -705,7 +704,7 @@ def _lines_of(session: Session, invoice_ids: list[int]) -> dict[int, tuple[Invoi
     for row in session.execute(statement).scalars():
         grouped.setdefault(row.invoice_id, []).append(
             InvoiceLine(
-                kind=row.kind,
+                kind=LineKind(row.kind),
                 description=row.description,
                 amount=row.amount,
                 quantity=row.quantity,
@@ -715,7 +714,7 @@ def _lines_of(session: Session, invoice_ids: list[int]) -> dict[int, tuple[Invoi
                 service_end=row.service_end,
                 meter=row.meter,
                 model=row.model,
-                details=json.loads(row.details),
+                details=LineDetails.from_json(row.details, row.model),
                 subscription_id=row.subscription_id,
                 plan_code=row.plan_code,
                 plan_version=row.plan_version,

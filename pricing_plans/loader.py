@@ -484,7 +484,7 @@ def _tag_of(record: type[BaseModel]) -> str | None:
     field = record.model_fields.get("model")
     if field is None or typing.get_origin(field.annotation) is not typing.Literal:
         return None
-    return typing.get_args(field.annotation)[0]
+    return str(typing.get_args(field.annotation)[0])
 
 
 def _unknown_key(record: type[BaseModel] | None) -> str:
@@ -547,8 +547,9 @@ def _syntax_problem(filename: str, exc: tomllib.TOMLDecodeError, text: str) -> C
     message = str(exc.args[0]) if exc.args else str(exc)
     line: int | None = getattr(exc, "lineno", None)
     column: int | None = getattr(exc, "colno", None)
-    if line is not None and isinstance(getattr(exc, "msg", None), str):
-        message = exc.msg
+    bare_message: object = getattr(exc, "msg", None)
+    if line is not None and isinstance(bare_message, str):
+        message = bare_message
     elif found := _AT_LINE.search(message):
         line, column = int(found.group(1)), int(found.group(2))
         message = message[: found.start()]

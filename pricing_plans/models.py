@@ -8,6 +8,7 @@ floats). A tier bound ``up_to = "inf"`` is stored as ``None``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -174,7 +175,7 @@ class PercentTier(_Record):
     flat_amount: NonNegative = ZERO
 
 
-def _check_tiers(tiers: tuple[Tier, ...] | tuple[PercentTier, ...]) -> None:
+def _check_tiers(tiers: Sequence[Tier | PercentTier]) -> None:
     """Tier bounds are positive and strictly increasing; only the last tier, and always the last, is "inf".
 
     Every problem of the list is reported, each at ``[index].up_to``.

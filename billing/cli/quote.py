@@ -82,12 +82,12 @@ def quote_json(rated: RatedPeriod) -> dict[str, Any]:
         "currency": currency,
         "lines": [
             {
-                "kind": line.kind,
+                "kind": str(line.kind),
                 "meter": line.meter,
                 "model": line.model,
                 "quantity": str(line.quantity),
                 "amount": format_amount(line.amount, currency),
-                "details": line.details,
+                "details": line.details.as_dict(),
             }
             for line in rated.lines
         ],
@@ -137,7 +137,7 @@ def _print_quote(rated: RatedPeriod, period: Period) -> None:
             line.model or line.kind,
             _plain(line.quantity),
             format_amount(line.amount, currency),
-            line.details.get("explanation", ""),
+            line.details.explanation or "",
         )
     table.add_section()
     table.add_row("[bold]Total[/]", "", "", f"[bold]{format_amount(rated.subtotal, currency)}[/]", "")

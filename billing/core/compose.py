@@ -2,9 +2,10 @@
 
 An invoice for customer-period P holds, per subscription active in P (a section each):
 - the usage lines of P and the minimum-commitment true-up of P;
-- an in-arrears fee for the fee period that ends with P;
-- an in-advance fee for the fee period that starts right after P (if the subscription runs into it and started
-  before it; a subscription's first in-advance fee is on its opening invoice, billed at its start);
+- the subscription fees ``billing.core.fees`` puts on P's invoice: an in-arrears fee for the fee period that
+  ends with P, an in-advance fee for the fee period that starts right after it, the adjustment of a fee paid
+  in advance for a fee period the subscription left early (a subscription's first in-advance fee is on its
+  opening invoice, billed at its start);
 - late usage: for each earlier period whose invoice was already issued, rate(all usage of that period) minus what
   was billed for it, as lines that name their period.
 """
@@ -17,11 +18,12 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from billing.core.domain import Customer, Subscription
+from billing.core.fees import fee_adjustment, opening_fee, opening_fee_period, period_fees
 from billing.core.periods import Period
-from billing.core.rating import RatedLine, fee_period_for, rate_fee, rate_period
-from invoices.model import DraftInvoice, InvoiceLine, Party
+from billing.core.rating import rate_period
+from invoices.model import DraftInvoice, InvoiceLine, LineDetails, LineKind, Party
 from pricing_plans.charge_models import MeterUsage
-from pricing_plans.models import Catalog, FeeBilling, Plan
+from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
 __all__ = [
@@ -87,97 +89,52 @@ def _section_title(plan: Plan, subscription: Subscription, period: Period) -> st
     return title
 
 
-def _line(
-    rated: RatedLine,
-    section: str,
-    subscription: Subscription,
-    plan: Plan,
-    kind: str | None = None,
-    description: str | None = None,
-) -> InvoiceLine:
+def _placed(line: InvoiceLine, section: str, subscription: Subscription, plan: Plan) -> InvoiceLine:
+    """A rated line in its section, with the subscription and plan version it came from. (Built field by field:
+    every line of a billing run passes here, and ``dataclasses.replace`` takes half as long again.)"""
     return InvoiceLine(
-        kind=kind or rated.kind,
-        description=description or rated.description,
-        amount=rated.amount,
-        quantity=rated.quantity,
-        unit=rated.unit,
+        kind=line.kind,
+        description=line.description,
+        amount=line.amount,
+        quantity=line.quantity,
+        unit=line.unit,
         section=section,
-        service_start=rated.service_start,
-        service_end=rated.service_end,
-        meter=rated.meter,
-        model=rated.model,
-        details=rated.details,
+        service_start=line.service_start,
+        service_end=line.service_end,
+        meter=line.meter,
+        model=line.model,
+        details=line.details,
         subscription_id=subscription.id,
         plan_code=plan.code,
         plan_version=plan.version,
     )
 
 
-def ends_in(subscription: Subscription, period: Period) -> bool:
-    """Whether the subscription's last day falls in ``period`` (its exclusive end date in (start, end])."""
-    end = subscription.end_date
-    return end is not None and period.start < end <= period.end
-
-
 def section_lines(section: Section, period: Period, catalog: Catalog) -> list[InvoiceLine]:
-    """The lines of one subscription for the invoice of ``period``."""
+    """The lines of one subscription for the invoice of ``period``: its fees (as ``fees.period_fees`` places
+    them) around its usage lines and true-up."""
     subscription, plan = section.subscription, section.plan
     title = _section_title(plan, subscription, period)
-    fee = plan.subscription
-    lines: list[InvoiceLine] = []
     if section.fee_only:
-        adjustment = _advance_fee_adjustment(section, period, catalog)
-        return [_line(adjustment, title, subscription, plan)] if adjustment else []
+        adjustment = fee_adjustment(subscription, plan, period, section.billed_fee, catalog.rounding)
+        return [_placed(adjustment, title, subscription, plan)] if adjustment else []
     rated = rate_period(subscription, plan, section.usage, period, meters=catalog.meters, rounding=catalog.rounding)
-    if fee is not None and fee.billing is FeeBilling.IN_ARREARS:
-        # the fee period's fee, on the invoice of the period it ends in — or of the period the subscription does
-        fee_period = fee_period_for(plan, period)
-        ends_here = ends_in(subscription, period) and subscription.end_date < fee_period.end  # type: ignore[operator]
-        if (fee_period.end == period.end or ends_here) and rated.fee_line is not None:
-            lines.append(_line(rated.fee_line, title, subscription, plan))
-    lines.extend(_line(line, title, subscription, plan) for line in rated.usage_lines)
-    if rated.commitment_line is not None:
-        lines.append(_line(rated.commitment_line, title, subscription, plan))
-    if fee is not None and fee.billing is FeeBilling.IN_ADVANCE:
-        adjustment = _advance_fee_adjustment(section, period, catalog)
-        if adjustment is not None:
-            lines.append(_line(adjustment, title, subscription, plan))
-        upcoming = fee_period_for(plan, period.next())
-        runs_into_it = subscription.end_date is None or subscription.end_date > upcoming.start
-        if upcoming.start == period.end and runs_into_it and subscription.start_date < upcoming.start:
-            advance = rate_fee(subscription, plan, upcoming, catalog.rounding)
-            if advance is not None:
-                lines.append(_line(advance, title, subscription, plan))
-    return lines
-
-
-def _advance_fee_adjustment(section: Section, period: Period, catalog: Catalog) -> RatedLine | None:
-    """A fee billed in advance for a fee period the subscription did not run to its end: the fee for the days it
-    really ran minus what was billed (negative: a credit), as domain.md's proration wants."""
-    if section.billed_fee is None:
-        return None
-    subscription, plan = section.subscription, section.plan
-    fee_period = fee_period_for(plan, period)
-    due = rate_fee(subscription, plan, fee_period, catalog.rounding)
-    if due is None:
-        return None
-    difference = due.amount - section.billed_fee
-    if difference == 0:
-        return None
-    end = subscription.end_date
-    details = dict(due.details)
-    details["adjustment"] = {
-        "due": str(due.amount),
-        "billed_in_advance": str(section.billed_fee),
-        "explanation": f"{due.details.get('explanation', '')}; {section.billed_fee} billed in advance; "
-        f"difference {difference}",
-    }
-    return replace(
-        due,
-        amount=difference,
-        description=f"{plan.name} subscription, {fee_period.label}: adjusted to the end on {end}",
-        details=details,
+    fees = period_fees(
+        subscription,
+        plan,
+        period,
+        covering_fee=rated.fee_line,
+        billed_in_advance_fee=section.billed_fee,
+        rounding=catalog.rounding,
     )
+    lines = [
+        fees.in_arrears,
+        *rated.usage_lines,
+        rated.commitment_line,
+        fees.adjustment,
+        fees.in_advance,
+    ]
+    return [_placed(line, title, subscription, plan) for line in lines if line is not None]
 
 
 def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:
@@ -198,7 +155,7 @@ def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:
         # The usage now covers the minimum: the true-up billed before is given back.
         lines.append(
             InvoiceLine(
-                kind="late_usage",
+                kind=LineKind.LATE_USAGE,
                 description=f"Minimum commitment true-up of {period.label}, adjusted for late usage",
                 amount=difference,
                 section=section,
@@ -207,37 +164,28 @@ def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:
                 subscription_id=subscription.id,
                 plan_code=plan.code,
                 plan_version=plan.version,
-                details={"explanation": f"now 0 − billed {late.billed.get(None, ZERO)}"},
+                details=LineDetails(explanation=f"now 0 − billed {late.billed.get(None, ZERO)}"),
             )
         )
     return lines
 
 
-def _late(line: RatedLine, difference: Decimal, late: LateUsage, section: str) -> InvoiceLine:
+def _late(line: InvoiceLine, difference: Decimal, late: LateUsage, section: str) -> InvoiceLine:
     billed = late.billed.get(line.meter, ZERO)
-    details = dict(line.details)
-    details["late"] = {
+    account = {
         "period": late.period.label,
         "rated_now": str(line.amount),
         "billed_before": str(billed),
         "explanation": f"{late.period.label} now rates to {line.amount}; {billed} was billed; difference {difference}",
     }
-    return InvoiceLine(
-        kind="late_usage",
+    late_line = replace(
+        line,
+        kind=LineKind.LATE_USAGE,
         description=f"{line.description} — late usage of {late.period.label}",
         amount=difference,
-        quantity=line.quantity,
-        unit=line.unit,
-        section=section,
-        service_start=line.service_start,
-        service_end=line.service_end,
-        meter=line.meter,
-        model=line.model,
-        details=details,
-        subscription_id=late.subscription.id,
-        plan_code=late.plan.code,
-        plan_version=late.plan.version,
+        details=replace(line.details, extra={**line.details.extra, "late": account}),
     )
+    return _placed(late_line, section, late.subscription, late.plan)
 
 
 def bill_to(customer: Customer) -> Party:
@@ -274,15 +222,14 @@ def compose_period_invoice(
 
 
 def compose_opening_invoice(
-    customer: Customer, subscription: Subscription, plan: Plan, catalog: Catalog, start_period: Period
+    customer: Customer, subscription: Subscription, plan: Plan, catalog: Catalog
 ) -> DraftInvoice | None:
-    """A new subscription's first invoice, at its start: the in-advance fee of its first fee period, prorated."""
-    if plan.subscription is None or plan.subscription.billing is not FeeBilling.IN_ADVANCE:
-        return None
-    fee_period = fee_period_for(plan, start_period)
-    fee = rate_fee(subscription, plan, fee_period, catalog.rounding)
+    """A new subscription's first invoice, at its start: the in-advance fee of its first fee period, prorated
+    (``fees.opening_fee``); None for a plan without an in-advance fee."""
+    fee = opening_fee(subscription, plan, catalog.rounding)
     if fee is None:
         return None
+    fee_period = opening_fee_period(subscription, plan)
     title = _section_title(plan, subscription, fee_period)
     return DraftInvoice(
         billing_key=opening_key(subscription.id),
@@ -291,7 +238,7 @@ def compose_opening_invoice(
         locale=customer.locale,
         period_start=fee_period.start,
         period_end=fee_period.end,
-        lines=(_line(fee, title, subscription, plan),),
+        lines=(_placed(fee, title, subscription, plan),),
         tax_rate=customer.tax_rate,
         rounding=catalog.rounding,
         timezone=customer.timezone,

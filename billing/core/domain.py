@@ -10,8 +10,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
-__all__ = ["CancelReason", "Customer", "Subscription", "SubscriptionStatus"]
+__all__ = ["CancelReason", "Customer", "Subscription", "SubscriptionStatus", "SubscriptionTerms", "Terms"]
 
 
 class SubscriptionStatus(StrEnum):
@@ -96,3 +97,21 @@ class Subscription:
         if self.end_date is not None and self.end_date <= self.start_date:
             return False
         return (end is None or self.start_date < end) and (self.end_date is None or start < self.end_date)
+
+
+class Terms(Protocol):
+    """What rating needs of a subscription: when it runs (``end_date`` exclusive, None: open)."""
+
+    @property
+    def start_date(self) -> dt.date: ...
+
+    @property
+    def end_date(self) -> dt.date | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionTerms:
+    """A subscription's dates, for quotes and tests."""
+
+    start_date: dt.date
+    end_date: dt.date | None = None

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-__all__ = ["Period", "month", "parse_month", "year_of"]
+__all__ = ["Period", "month", "month_of", "parse_month", "year_of"]
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -42,6 +42,10 @@ class Period:
 
     def contains(self, day: dt.date) -> bool:
         return self.start <= day < self.end
+
+    def as_dict(self) -> dict[str, str]:
+        """The period as an invoice line's details give it: ISO dates, ``end`` exclusive."""
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
 
     def utc_window(self, timezone: str) -> tuple[dt.datetime, dt.datetime]:
         """The period's bounds as UTC instants: local midnights in ``timezone``."""

@@ -6,13 +6,15 @@ A charge model is a pure function ``rate(charge, usage) -> ChargeAmount``: no da
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
+from typing import Any
 
 from pricing_plans.money import ZERO
 
-__all__ = ["BreakdownRow", "ChargeAmount", "MeterUsage"]
+__all__ = ["BreakdownRow", "ChargeAmount", "MeterUsage", "UnitAmountKind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,17 @@ class MeterUsage:
     values: Sequence[Decimal] | None = None
 
 
+class UnitAmountKind(StrEnum):
+    """What a breakdown row's ``unit_amount`` is: a price per unit, or a rate in percent of a value volume.
+
+    A price is printed as money with every digit it has ($0.00025); a rate as a percentage (2.9 %), and the
+    row's units, then a value volume, as money.
+    """
+
+    PRICE = "price"
+    PERCENT = "percent"
+
+
 @dataclass(frozen=True, slots=True)
 class BreakdownRow:
     """How one tier (or step) of a charge was computed.
@@ -40,10 +53,13 @@ class BreakdownRow:
       from_units: the tier's lower bound (exclusive for graduated tiers after the first; 0 for the first).
       to_units: the tier's upper bound (inclusive), None for the open last tier.
       units: the units priced in this row (for percentage models: the value volume).
-      unit_amount: the price per unit (for percentage models: the rate in percent).
+      unit_amount: the price per unit, or the rate in percent for percentage models (``unit_amount_kind``).
       flat_amount: the flat amount the row adds.
       amount: units × unit_amount (or rate % of units) + flat_amount, at full precision.
       note: a short explanation ("ceil(2100 / 1000) = 3 packages", "12 events, 3 free").
+      unit_amount_kind: whether ``unit_amount`` is a price or a rate in percent (then ``units`` is the value
+        volume it applies to). Set by the charge model that made the row; not part of ``as_dict``, which gives
+        the row as invoices store it, and from which ``from_dict`` reads it back with the model's kind.
     """
 
     tier: int
@@ -54,6 +70,12 @@ class BreakdownRow:
     flat_amount: Decimal
     amount: Decimal
     note: str = ""
+    unit_amount_kind: UnitAmountKind = UnitAmountKind.PRICE
+
+    @property
+    def in_percent(self) -> bool:
+        """Whether ``unit_amount`` is a rate in percent (and ``units`` a value volume)."""
+        return self.unit_amount_kind is UnitAmountKind.PERCENT
 
     def as_dict(self) -> dict[str, str | int | None]:
         return {
@@ -66,6 +88,22 @@ class BreakdownRow:
             "amount": str(self.amount),
             "note": self.note,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], unit_amount_kind: UnitAmountKind) -> BreakdownRow:
+        """The row ``as_dict`` gave; ``unit_amount_kind`` is the kind of the charge model that made it."""
+        upper = data.get("to")
+        return cls(
+            tier=int(data["tier"]),
+            from_units=Decimal(data["from"]),
+            to_units=None if upper is None else Decimal(upper),
+            units=Decimal(data["units"]),
+            unit_amount=Decimal(data["unit_amount"]),
+            flat_amount=Decimal(data["flat_amount"]),
+            amount=Decimal(data["amount"]),
+            note=str(data.get("note") or ""),
+            unit_amount_kind=unit_amount_kind,
+        )
 
 
 @dataclass(frozen=True, slots=True)

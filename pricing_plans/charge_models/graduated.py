@@ -8,11 +8,14 @@ Fractional quantities are split exactly: q = 100.5 with a first tier up_to 100 p
 from __future__ import annotations
 
 from pricing_plans.charge_models._tiers import graduated_slices, show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
 from pricing_plans.models import GraduatedCharge
 from pricing_plans.money import ZERO
 
-__all__ = ["rate"]
+__all__ = ["UNIT_AMOUNT_KIND", "rate"]
+
+# The breakdown rows' unit_amount is a price per unit.
+UNIT_AMOUNT_KIND = UnitAmountKind.PRICE
 
 
 def rate(charge: GraduatedCharge, usage: MeterUsage) -> ChargeAmount:

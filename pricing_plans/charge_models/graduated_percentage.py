@@ -8,11 +8,14 @@ any value (> 0). q = 0 (or less) costs nothing.
 from __future__ import annotations
 
 from pricing_plans.charge_models._tiers import graduated_slices, show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
 from pricing_plans.models import GraduatedPercentageCharge, percent
 from pricing_plans.money import ZERO
 
-__all__ = ["rate"]
+__all__ = ["UNIT_AMOUNT_KIND", "rate"]
+
+# The breakdown rows' unit_amount is the rate in percent, and their units the value volume it applies to.
+UNIT_AMOUNT_KIND = UnitAmountKind.PERCENT
 
 
 def rate(charge: GraduatedPercentageCharge, usage: MeterUsage) -> ChargeAmount:
@@ -22,9 +25,11 @@ def rate(charge: GraduatedPercentageCharge, usage: MeterUsage) -> ChargeAmount:
     for part in graduated_slices(charge.tiers, usage.quantity):
         tier = part.tier
         amount = part.units * percent(tier.rate) + tier.flat_amount
-        # unit_amount carries the rate in percent, as BreakdownRow documents for percentage models.
         rows.append(
-            BreakdownRow(part.number, part.from_units, part.to_units, part.units, tier.rate, tier.flat_amount, amount)
+            BreakdownRow(
+                part.number, part.from_units, part.to_units, part.units, tier.rate, tier.flat_amount, amount,
+                unit_amount_kind=UNIT_AMOUNT_KIND,
+            )
         )
         term = f"{show(part.units)} × {show(tier.rate)}%"
         terms.append(f"{term} + {show(tier.flat_amount)}" if tier.flat_amount else term)

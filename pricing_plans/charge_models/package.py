@@ -11,11 +11,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pricing_plans.charge_models._tiers import show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
 from pricing_plans.models import PackageCharge
 from pricing_plans.money import ZERO
 
-__all__ = ["rate"]
+__all__ = ["UNIT_AMOUNT_KIND", "rate"]
+
+# The breakdown rows' unit_amount is a price per unit.
+UNIT_AMOUNT_KIND = UnitAmountKind.PRICE
 
 
 def _ceil_div(numerator: Decimal, denominator: Decimal) -> Decimal:

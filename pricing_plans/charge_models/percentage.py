@@ -16,11 +16,14 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from pricing_plans.charge_models._tiers import show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
 from pricing_plans.models import PercentageCharge, percent
 from pricing_plans.money import ZERO
 
-__all__ = ["rate"]
+__all__ = ["UNIT_AMOUNT_KIND", "rate"]
+
+# The breakdown rows' unit_amount is the rate in percent, and their units the value volume it applies to.
+UNIT_AMOUNT_KIND = UnitAmountKind.PERCENT
 
 
 def _event_values(usage: MeterUsage) -> Sequence[Decimal]:
@@ -81,7 +84,9 @@ def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
     sentences: list[str] = []
     if free_count or straddled:
         note = _plural(free_count, "event") + " free" + (", 1 partly" if straddled else "")
-        rows.append(BreakdownRow(1, ZERO, charge.free_amount or None, free_value, ZERO, ZERO, ZERO, note))
+        rows.append(
+            BreakdownRow(1, ZERO, charge.free_amount or None, free_value, ZERO, ZERO, ZERO, note, UNIT_AMOUNT_KIND)
+        )
         sentences.append(f"{note} ({show(free_value)} of value)")
     if paid_count:
         fixed_total = paid_count * charge.fixed_amount
@@ -92,7 +97,10 @@ def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
         clamped = ", ".join(filter(None, clamps))
         note = _plural(paid_count, "event") + (f" ({clamped})" if clamped else "")
         rows.append(
-            BreakdownRow(len(rows) + 1, free_value, None, chargeable_total, charge.rate, fixed_total, total, note)
+            BreakdownRow(
+                len(rows) + 1, free_value, None, chargeable_total, charge.rate, fixed_total, total, note,
+                UNIT_AMOUNT_KIND,
+            )
         )
         text = f"{note}: {show(charge.rate)}% × {show(chargeable_total)}"
         if charge.fixed_amount:

@@ -7,11 +7,14 @@ that tier). No usage, no charge: q = 0 (or less) costs nothing, not even the fir
 from __future__ import annotations
 
 from pricing_plans.charge_models._tiers import show, show_amount, volume_tier
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
 from pricing_plans.models import VolumeCharge
 from pricing_plans.money import ZERO
 
-__all__ = ["rate"]
+__all__ = ["UNIT_AMOUNT_KIND", "rate"]
+
+# The breakdown rows' unit_amount is a price per unit.
+UNIT_AMOUNT_KIND = UnitAmountKind.PRICE
 
 
 def rate(charge: VolumeCharge, usage: MeterUsage) -> ChargeAmount:

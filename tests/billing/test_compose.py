@@ -16,6 +16,7 @@ from billing.core.compose import (
 )
 from billing.core.domain import Customer, Subscription, SubscriptionStatus
 from billing.core.periods import month
+from invoices.store import draft_row
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.loader import loads_catalog
 
@@ -151,7 +152,7 @@ def test_in_advance_fee_for_the_next_period_and_the_opening_invoice(catalog):
     # volume: 1,000 falls in the second tier (bounds inclusive): 1,000 × 0.40 = 400.00; April's fee in advance
     assert amounts(draft) == [("usage", "400.00"), ("subscription", "49.00")]
     assert draft.lines[1].service_start == dt.date(2026, 4, 1)
-    opening = compose_opening_invoice(CUSTOMER, sub, plan, catalog, MARCH)
+    opening = compose_opening_invoice(CUSTOMER, sub, plan, catalog)
     # the first invoice, at the start: 49.00 × 15/31 = 23.709… → 23.71
     assert opening is not None and amounts(opening) == [("subscription", "23.71")]
     assert opening.billing_key == "start:2"
@@ -232,3 +233,44 @@ def test_late_usage_that_fills_the_commitment_gives_the_true_up_back(catalog):
     )
     draft = compose_period_invoice(CUSTOMER, MARCH, [], [late], catalog)
     assert amounts(draft) == [("late_usage", "300.00"), ("late_usage", "-290.00")]
+
+
+def test_a_composed_invoice_is_stored_and_hashed_as_before(catalog):
+    """Every kind of line — usage of four models, a true-up, an in-arrears fee, an in-advance fee's adjustment,
+    late usage and a late true-up given back — stored as the same values, so drafts keep their content hash."""
+    usage = {
+        "storage_gb": MeterUsage(quantity=Decimal("1234.5"), events=3),
+        "api_calls": count(2600),
+        "payments": MeterUsage(quantity=Decimal("1100"), events=2, values=(Decimal("100"), Decimal("1000"))),
+    }
+    committed = subscription(5, "committed", dt.date(2026, 1, 1))
+    sections = [
+        Section(committed, catalog.plan("committed"), usage),
+        Section(subscription(1, "arrears", dt.date(2026, 3, 17)), catalog.plan("arrears"), {"api_calls": count(1500)}),
+        Section(
+            subscription(2, "advance", dt.date(2026, 1, 1), end=dt.date(2026, 3, 20)),
+            catalog.plan("advance"),
+            {"api_calls": count(10)},
+            billed_fee=Decimal("49.00"),
+        ),
+    ]
+    late = [
+        LateUsage(
+            committed,
+            catalog.plan("committed"),
+            month(2026, 2),
+            {"payments": MeterUsage(quantity=Decimal("50000"), events=1, values=(Decimal("50000"),))},
+            {None: Decimal("138.05"), "payments": Decimal("3.20")},
+        )
+    ]
+    draft = compose_period_invoice(CUSTOMER, MARCH, sections, late, catalog)
+    values, lines = draft_row(draft)
+    assert [line[2] for line in lines] == [
+        "usage", "usage", "usage", "commitment", "subscription", "usage", "usage", "subscription", "late_usage",
+        "late_usage",
+    ]  # fmt: skip
+    assert all(type(line[2]) is str for line in lines)
+    assert values["content_hash"] == "7056630e07b47b1b257425e1e3932f03f2523953f591b913219e81a372b638c2"
+    opening = compose_opening_invoice(CUSTOMER, subscription(9, "advance", dt.date(2026, 3, 17)), catalog.plan("advance"), catalog)
+    assert opening is not None
+    assert draft_row(opening)[0]["content_hash"] == "90656536a2a975586a17edabf0b4d820a83e58e7ab154872650a1f400161cb30"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, Party, compute_totals
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, LineDetails, Party, compute_totals
 from invoices.render import invoice_json, render_html, render_pdf
+from pricing_plans.charge_models import BreakdownRow, UnitAmountKind
 
 NBSP = "\xa0"
 
@@ -33,27 +34,36 @@ FEBRUARY = (dt.date(2026, 2, 1), dt.date(2026, 3, 1))
 
 
 def tier(
-    n: int, low: str, high: str | None, units: str, unit: str, flat: str, amount: str, note: str = ""
-) -> dict[str, object]:
-    return {
-        "tier": n,
-        "from": low,
-        "to": high,
-        "units": units,
-        "unit_amount": unit,
-        "flat_amount": flat,
-        "amount": amount,
-        "note": note,
-    }
+    n: int,
+    low: str,
+    high: str | None,
+    units: str,
+    unit: str,
+    flat: str,
+    amount: str,
+    note: str = "",
+    kind: UnitAmountKind = UnitAmountKind.PRICE,
+) -> BreakdownRow:
+    return BreakdownRow(
+        tier=n,
+        from_units=Decimal(low),
+        to_units=None if high is None else Decimal(high),
+        units=Decimal(units),
+        unit_amount=Decimal(unit),
+        flat_amount=Decimal(flat),
+        amount=Decimal(amount),
+        note=note,
+        unit_amount_kind=kind,
+    )
 
 
 # API calls, graduated: 0–100,000 free; 100,000–1,000,000 at 0.00025; above at 0.0002 + 5.00 flat.
 # 1,500,000 calls: 100,000 × 0 + 900,000 × 0.00025 (= 225.00) + 500,000 × 0.0002 + 5 (= 105.00) = 330.00.
-API_BREAKDOWN = [
+API_BREAKDOWN = (
     tier(1, "0", "100000", "100000", "0", "0", "0"),
     tier(2, "100000", "1000000", "900000", "0.00025", "0", "225.00000"),
     tier(3, "1000000", None, "500000", "0.0002", "5.00", "105.0000"),
-]
+)
 
 
 def usd_invoice(**changes: object) -> Invoice:
@@ -69,7 +79,7 @@ def usd_invoice(**changes: object) -> Invoice:
             section="Growth (v1)",
             service_start=MARCH[0],
             service_end=MARCH[1],
-            details={"explanation": "49.00 for the full period (31 days)", "breakdown": []},
+            details=LineDetails("49.00 for the full period (31 days)", ()),
         ),
         InvoiceLine(
             kind="usage",
@@ -82,7 +92,7 @@ def usd_invoice(**changes: object) -> Invoice:
             service_end=MARCH[1],
             meter="api_calls",
             model="graduated",
-            details={"explanation": "…", "breakdown": API_BREAKDOWN},
+            details=LineDetails("…", API_BREAKDOWN),
         ),
         InvoiceLine(
             kind="usage",
@@ -95,7 +105,7 @@ def usd_invoice(**changes: object) -> Invoice:
             service_end=MARCH[1],
             meter="storage",
             model="per_unit",
-            details={"breakdown": [tier(1, "0", None, "120.5", "0.10", "0", "12.050")]},
+            details=LineDetails(breakdown=(tier(1, "0", None, "120.5", "0.10", "0", "12.050"),)),
         ),
         InvoiceLine(
             kind="late_usage",
@@ -108,7 +118,7 @@ def usd_invoice(**changes: object) -> Invoice:
             service_end=FEBRUARY[1],
             meter="storage",
             model="per_unit",
-            details={"breakdown": [tier(1, "0", None, "34", "0.10", "0", "3.40")]},
+            details=LineDetails(breakdown=(tier(1, "0", None, "34", "0.10", "0", "3.40"),)),
         ),
     )
     invoice = Invoice(
@@ -152,7 +162,7 @@ def jpy_invoice() -> Invoice:
             unit="calls",
             meter="api_calls",
             model="per_unit",
-            details={"breakdown": [tier(1, "0", None, "1000", "0.5", "0", "500.0")]},
+            details=LineDetails(breakdown=(tier(1, "0", None, "1000", "0.5", "0", "500.0"),)),
         ),
     )
     return Invoice(
@@ -197,7 +207,7 @@ def eur_invoice() -> Invoice:
             section="Business (v3)",
             meter="events",
             model="volume",
-            details={"breakdown": [tier(2, "10000", "100000", "57980", "0.01", "0", "579.80", "tier 2")]},
+            details=LineDetails(breakdown=(tier(2, "10000", "100000", "57980", "0.01", "0", "579.80", "tier 2"),)),
         ),
     )
     return Invoice(
@@ -262,12 +272,12 @@ def long_invoice(count: int = 30) -> Invoice:
             section="Growth (v1)" if n <= count // 2 else "Scale (v2)",
             meter=f"meter_{n:02d}",
             model="graduated",
-            details={
-                "breakdown": [
+            details=LineDetails(
+                breakdown=(
                     tier(1, "0", "500", "500", "0.01", "0", "5.00"),
                     tier(2, "500", None, "500", "0.01", "0", "5.00"),
-                ]
-            },
+                )
+            ),
         )
         for n in range(1, count + 1)
     )
@@ -469,3 +479,50 @@ def test_pdf_long_invoice_breaks_across_pages(tmp_path: Path) -> None:
     pdf = render_pdf(long_invoice(30))
     assert pdf.startswith(b"%PDF")
     assert pdf_pages(pdf, tmp_path) >= 2
+
+
+def percentage_invoice(kind: UnitAmountKind) -> Invoice:
+    """Card payments: 2 events free, then 2.9 % of 1,100.00 + 2 × 0.30 = 32.50 (rows of the percentage model)."""
+    line = InvoiceLine(
+        kind="usage",
+        description="Card payments",
+        amount=Decimal("32.50"),
+        quantity=Decimal("1150"),
+        section="Growth (v1)",
+        meter="payments",
+        model="percentage",
+        details=LineDetails(
+            breakdown=(
+                tier(1, "0", "50", "50", "0", "0", "0", "2 events free", kind),
+                tier(2, "50", None, "1100", "2.9", "0.60", "32.500", "2 events", kind),
+            )
+        ),
+    )
+    total = Decimal("32.50")
+    return replace(usd_invoice(), lines=(line,), subtotal=total, tax_rate=Decimal(0), tax=Decimal("0.00"), total=total)
+
+
+def test_html_prints_a_breakdown_as_its_rows_say_rates_in_percent_or_prices() -> None:
+    html = render_html(percentage_invoice(UnitAmountKind.PERCENT))
+    assert '<th class="num">Value</th>' in html and '<th class="num">Rate</th>' in html
+    for cell in ["$1,100.00", "2.9%", "$0.60", "$32.50", "$50.00", "0%"]:
+        assert f">{cell}</td>" in html, cell
+    # the same rows saying their unit amounts are prices: the model's name does not decide
+    html = render_html(percentage_invoice(UnitAmountKind.PRICE))
+    assert '<th class="num">Units</th>' in html and '<th class="num">Unit price</th>' in html
+    for cell in ["1,100", "$2.90", "$0.60", "$32.50"]:
+        assert f">{cell}</td>" in html, cell
+    assert ">2.9%</td>" not in html
+
+
+def test_json_gives_the_breakdown_rows_as_strings_without_their_kind() -> None:
+    (line,) = invoice_json(percentage_invoice(UnitAmountKind.PERCENT))["lines"]
+    assert line["kind"] == "usage" and type(line["kind"]) is str
+    assert line["details"] == {
+        "breakdown": [
+            {"tier": 1, "from": "0", "to": "50", "units": "50", "unit_amount": "0", "flat_amount": "0",
+             "amount": "0", "note": "2 events free"},
+            {"tier": 2, "from": "50", "to": None, "units": "1100", "unit_amount": "2.9", "flat_amount": "0.60",
+             "amount": "32.500", "note": "2 events"},
+        ]
+    }  # fmt: skip

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -18,7 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from billing.db import session_scope
 from invoices import store
 from invoices.errors import InvoiceStateError
-from invoices.model import DraftInvoice, InvoiceLine, InvoiceStatus, Party
+from invoices.model import DraftInvoice, InvoiceLine, InvoiceStatus, LineDetails, LineKind, Party
+from pricing_plans.charge_models import BreakdownRow, UnitAmountKind
 
 SETTINGS = store.FinalizeSettings(seller=Party(name="Seller Ltd."))
 TODAY = dt.date(2026, 4, 2)
@@ -54,6 +56,40 @@ def test_a_draft_is_written_once_and_refreshed_in_place(engine):
     assert invoice.number is None and invoice.status is InvoiceStatus.DRAFT
     assert [str(line.amount) for line in invoice.lines] == ["49.00", "20.00"]
     assert str(invoice.total) == "69.00"
+
+
+def test_lines_are_stored_as_plain_strings_and_read_back_typed(engine):
+    row = BreakdownRow(
+        1, Decimal(0), None, Decimal("1100"), Decimal("2.9"), Decimal("0.60"), Decimal("32.500"), "2 events",
+        UnitAmountKind.PERCENT,
+    )  # fmt: skip
+    line = InvoiceLine(
+        kind=LineKind.USAGE,
+        description="Card payments",
+        amount=Decimal("32.50"),
+        meter="payments",
+        model="percentage",
+        details=LineDetails("2.9% of 1100 + 2 × 0.30", (row,), {"events": 2}),
+    )
+    stored = replace(draft(amounts=()), lines=(line,))
+    _, lines = store.draft_row(stored)
+    assert type(lines[0][2]) is str and lines[0][2] == "usage"  # hashed and stored as the plain string
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, stored).invoice_id
+    with engine.connect() as connection:
+        kind, details = connection.execute(
+            text("SELECT kind, details FROM invoice_lines WHERE invoice_id = :id"), {"id": invoice_id}
+        ).one()
+    assert (kind, details) == (
+        "usage",
+        '{"explanation":"2.9% of 1100 + 2 \\u00d7 0.30","breakdown":[{"tier":1,"from":"0","to":null,"units":"1100",'
+        '"unit_amount":"2.9","flat_amount":"0.60","amount":"32.500","note":"2 events"}],"events":2}',
+    )
+    with session_scope(engine) as session:
+        (read,) = store.get_invoice(session, invoice_id).lines
+    assert read.kind is LineKind.USAGE
+    assert read.details == line.details
+    assert read.details.breakdown is not None and read.details.breakdown[0].in_percent
 
 
 def test_totals_tax_is_rounded_once_on_the_subtotal(engine):
