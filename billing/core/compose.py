@@ -19,7 +19,7 @@ from decimal import Decimal
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
 from billing.core.rating import RatedLine, fee_period_for, rate_fee, rate_period
-from invoices.model import DraftInvoice, InvoiceLine, Party
+from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, Party
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, FeeBilling, Plan
 from pricing_plans.money import ZERO
@@ -260,6 +260,7 @@ def compose_period_invoice(
         lines.extend(late_usage_lines(item, catalog))
     return DraftInvoice(
         billing_key=period_key(customer.external_id, period),
+        scope=InvoiceScope.PERIOD,
         customer=bill_to(customer),
         currency=customer.currency,
         locale=customer.locale,
@@ -286,6 +287,8 @@ def compose_opening_invoice(
     title = _section_title(plan, subscription, fee_period)
     return DraftInvoice(
         billing_key=opening_key(subscription.id),
+        scope=InvoiceScope.OPENING,
+        subscription_id=subscription.id,
         customer=bill_to(customer),
         currency=customer.currency,
         locale=customer.locale,

@@ -1,9 +1,7 @@
-"""Storing invoices: drafts written and refreshed by billing runs, gap-free numbers on finalization, status
-changes, credit notes. Every function works inside the caller's transaction (a Session); the caller commits.
-
-Numbers: finalizing takes the next value of the year's sequence row (``UPDATE … RETURNING``, which locks the row
-until the transaction ends) in the same transaction as the status change, so a rolled-back finalization gives
-its number back and two processes never get the same one: no gaps, no duplicates.
+"""Drafts: the invoices billing runs write and refresh until they are finalized. A draft is stored under its
+billing key (a re-run finds it and rewrites it only when its content changed); an issued invoice under that key is
+never touched. Every function works inside the caller's transaction (a Session), except ``DraftWriter``, which
+commits each draft on a connection of its own.
 """
 
 from __future__ import annotations
@@ -13,89 +11,30 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Select, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from invoices.errors import InvoiceNotFoundError, InvoiceStateError
-from invoices.model import (
-    ALLOWED_TRANSITIONS,
-    DraftInvoice,
-    Invoice,
-    InvoiceKind,
-    InvoiceLine,
-    InvoiceStatus,
-    Party,
-    compute_totals,
-)
-from invoices.tables import InvoiceLineRow, InvoiceRow, NumberSequenceRow
-from pricing_plans.money import ZERO, Rounding, round_money
+from dbkit import for_update, is_sqlite, utcnow
+from invoices.model import DraftInvoice, InvoiceKind, InvoiceScope, InvoiceStatus
+from invoices.tables import InvoiceLineRow, InvoiceRow
 
 __all__ = [
     "LINE_FIELDS",
     "DraftOutcome",
     "DraftRow",
     "DraftWriter",
-    "FinalizeSettings",
     "StoredDraft",
-    "billed_by_period",
-    "billed_fees",
-    "claim_drafts",
-    "create_credit_note",
+    "delete_opening_draft",
     "draft_row",
-    "finalize",
-    "finalize_many",
-    "get_invoice",
-    "get_invoices",
-    "list_invoices",
-    "next_numbers",
     "remove_stale_drafts",
-    "set_status",
     "stored_drafts",
     "touch_drafts",
     "upsert_draft",
 ]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _on_conflict_do_nothing(session: Session, table: Any, values: dict[str, Any]) -> None:
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    session.execute(module.insert(table).values(**values).on_conflict_do_nothing())
-
-
-# --- numbers ---------------------------------------------------------------------------------------------
-
-
-def next_numbers(session: Session, sequence: str, count: int = 1) -> range:
-    """Take ``count`` consecutive numbers of ``sequence``; they are the caller's when its transaction commits."""
-    statement = (
-        update(NumberSequenceRow)
-        .where(NumberSequenceRow.name == sequence)
-        .values(last_value=NumberSequenceRow.last_value + count)
-        .returning(NumberSequenceRow.last_value)
-    )
-    last = session.execute(statement).scalar_one_or_none()
-    if last is None:
-        _on_conflict_do_nothing(session, NumberSequenceRow.__table__, {"name": sequence, "last_value": 0})
-        last = session.execute(statement).scalar_one()
-    return range(last - count + 1, last + 1)
-
-
-def _sequence_name(kind: InvoiceKind, number_format: str, year: int) -> str:
-    # A format without {year} numbers on forever; with it, each year starts again at 1.
-    return f"{kind.value}:{year}" if "{year" in number_format else kind.value
-
-
-# --- drafts ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +54,9 @@ class StoredDraft:
     content_hash: str | None
 
 
-_INVOICES = InvoiceRow.__table__
-_LINES = InvoiceLineRow.__table__
+# The tables themselves: the draft statements are Core statements, compiled once (see ``_Prepared``).
+_INVOICES = cast(Table, InvoiceRow.__table__)
+_LINES = cast(Table, InvoiceLineRow.__table__)
 
 
 def stored_drafts(session: Session, billing_keys: Sequence[str]) -> dict[str, StoredDraft]:
@@ -145,7 +85,7 @@ _DRAFT_COLUMNS = (
     "customer_external_id", "customer", "currency", "locale", "timezone", "period_start", "period_end", "subtotal",
     "discount", "tax_rate", "tax", "total", "content_hash", "usage_as_of", "updated_at",
 )
-_INSERT_COLUMNS = ("billing_key", "kind", "status", "seller", "created_at", *_DRAFT_COLUMNS)
+_INSERT_COLUMNS = ("billing_key", "kind", "status", "seller", "created_at", "scope", "subscription_id", *_DRAFT_COLUMNS)
 
 
 def upsert_draft(
@@ -163,7 +103,7 @@ def upsert_draft(
     if not connection.in_transaction():
         raise RuntimeError("upsert_draft writes inside the caller's transaction; begin one first")
     statements = _DraftStatements.for_dialect(connection.dialect)
-    cursor = connection.connection.dbapi_connection.cursor()
+    cursor = _open(connection.connection.dbapi_connection).cursor()
     try:
         return _write_draft(cursor, statements, draft.billing_key, row or draft_row(draft), known_absent)
     finally:
@@ -178,11 +118,11 @@ class DraftWriter:
         self._connection = engine.raw_connection()
         self._statements = _DraftStatements.for_dialect(engine.dialect)
         # SQLite's transactions begin IMMEDIATE (see billing.db); psycopg begins one with the first statement.
-        self._begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else None
+        self._begin = "BEGIN IMMEDIATE" if is_sqlite(engine) else None
 
     def write(self, billing_key: str, row: DraftRow, *, known_absent: bool = False) -> DraftOutcome:
         """Store ``row`` (``draft_row`` of a draft) under ``billing_key``, as ``upsert_draft`` does."""
-        dbapi = self._connection.driver_connection
+        dbapi = _open(self._connection.driver_connection)
         cursor = dbapi.cursor()
         try:
             if self._begin:
@@ -207,6 +147,13 @@ class DraftWriter:
         self.close()
 
 
+def _open(dbapi_connection: Any) -> Any:
+    """The driver's connection, which a closed pooled connection no longer has."""
+    if dbapi_connection is None:
+        raise RuntimeError("the connection is closed")
+    return dbapi_connection
+
+
 def _write_draft(
     cursor: Any, statements: _DraftStatements, billing_key: str, row: DraftRow, known_absent: bool
 ) -> DraftOutcome:
@@ -226,7 +173,8 @@ def _write_draft(
         statements.update.execute(cursor, (stored.invoice_id, *(values[c] for c in _DRAFT_COLUMNS)))
         invoice_id, action = stored.invoice_id, "updated"
     else:
-        fixed = (billing_key, "invoice", "draft", "{}", values["updated_at"])
+        created = values["updated_at"]
+        fixed = (billing_key, "invoice", "draft", "{}", created, values["scope"], values["subscription_id"])
         statements.insert.execute(cursor, (*fixed, *(values[c] for c in _DRAFT_COLUMNS)))
         invoice_id, action = cursor.fetchone()[0], "created"
     if lines:
@@ -277,15 +225,14 @@ class _DraftStatements:
 
     @staticmethod
     def for_dialect(dialect: Dialect) -> _DraftStatements:
-        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        key = (type(dialect), dialect.driver, dialect.paramstyle)
         statements = _PREPARED.get(key)
         if statements is None:
             by_id = _INVOICES.c.id == bindparam("invoice_id")
             stored = select(_INVOICES.c.id, _INVOICES.c.status, _INVOICES.c.content_hash).where(
                 _INVOICES.c.billing_key == bindparam("billing_key")
             )
-            if dialect.name == "postgresql":  # (SQLite has no row locks; its write transaction locks the file)
-                stored = stored.with_for_update()
+            stored = for_update(dialect, stored)  # (SQLite has no row locks; its write transaction locks the file)
             statements = _PREPARED[key] = _DraftStatements(
                 stored=_Prepared(stored, dialect, ("billing_key",)),
                 insert=_Prepared(
@@ -309,7 +256,7 @@ class _DraftStatements:
         return statements
 
 
-_PREPARED: dict[tuple[str, str, str], _DraftStatements] = {}
+_PREPARED: dict[tuple[type[Dialect], str, str], _DraftStatements] = {}
 
 # One encoder for every line: ``json.dumps`` with options builds a new one per call.
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -358,14 +305,17 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
     digest.update(repr(lines).encode())
     values["content_hash"] = digest.hexdigest()
     values["usage_as_of"] = draft.usage_as_of
-    values["updated_at"] = _now()
+    values["updated_at"] = utcnow()
+    # What the billing key says, in its own columns: not hashed (the key, which says it, is not hashed either).
+    values["scope"] = draft.scope.value
+    values["subscription_id"] = draft.subscription_id
     return values, lines
 
 
 def remove_stale_drafts(
     session: Session, period_start: dt.date, keep: Iterable[str], customer: str | None = None
 ) -> list[str]:
-    """Delete the period drafts (billing keys ``period:…``) of the period starting ``period_start`` whose key is
+    """Delete the period drafts (scope ``period``) of the period starting ``period_start`` whose key is
     not in ``keep`` (what a billing run of that period just wrote, found unchanged or could not rate): a customer
     whose subscription was ended before the period, or who has nothing left to invoice in it, must not keep a
     draft that finalization would issue. Only drafts, and only those: the others are neither deleted nor locked
@@ -374,7 +324,7 @@ def remove_stale_drafts(
         InvoiceRow.kind == InvoiceKind.INVOICE.value,
         InvoiceRow.status == InvoiceStatus.DRAFT.value,
         InvoiceRow.period_start == period_start,
-        InvoiceRow.billing_key.like("period:%"),
+        InvoiceRow.scope == InvoiceScope.PERIOD.value,
     )
     if customer is not None:
         statement = statement.where(InvoiceRow.customer_external_id == customer)
@@ -404,355 +354,19 @@ def touch_drafts(session: Session, invoice_ids: Sequence[int], usage_as_of: dt.d
         )
 
 
-# --- finalization and status ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FinalizeSettings:
-    """How issued documents are numbered and dated."""
-
-    invoice_number_format: str = "INV-{year}-{seq:06d}"
-    credit_note_number_format: str = "CN-{year}-{seq:06d}"
-    payment_terms_days: int = 14
-    seller: Party = field(default_factory=lambda: Party(name=""))
-
-
-def finalize(session: Session, invoice_id: int, settings: FinalizeSettings, today: dt.date) -> Invoice:
-    """Finalize one draft: the next gap-free number, issue and due dates, the seller's snapshot."""
-    finalize_many(session, [invoice_id], settings, today)
-    return get_invoice(session, invoice_id)
-
-
-def claim_drafts(session: Session, invoice_ids: Sequence[int]) -> list[int]:
-    """The ids among ``invoice_ids`` that are still drafts, locked for this transaction and in the order given;
-    on PostgreSQL drafts another process is finalizing right now are skipped, not waited for."""
-    if not invoice_ids:
-        return []
+def delete_opening_draft(session: Session, subscription_id: int) -> bool:
+    """Delete the subscription's opening invoice if it is still a draft (one without a number: nothing is lost),
+    with its lines; whether there was one."""
     statement = select(InvoiceRow.id).where(
-        InvoiceRow.id.in_(list(invoice_ids)), InvoiceRow.status == InvoiceStatus.DRAFT.value
+        InvoiceRow.scope == InvoiceScope.OPENING.value,
+        InvoiceRow.subscription_id == subscription_id,
+        InvoiceRow.status == InvoiceStatus.DRAFT.value,
     )
-    if session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=True)
-    drafts = set(session.execute(statement).scalars())
-    return [invoice_id for invoice_id in invoice_ids if invoice_id in drafts]
-
-
-def finalize_many(
-    session: Session, invoice_ids: Sequence[int], settings: FinalizeSettings, today: dt.date
-) -> list[str]:
-    """Finalize drafts in one transaction, numbered consecutively in the order given; returns their numbers."""
-    if not invoice_ids:
-        return []
-    rows = session.execute(
-        _for_update(session, select(InvoiceRow.id, InvoiceRow.status).where(InvoiceRow.id.in_(invoice_ids)))
-    ).all()
-    status_by_id = {row.id: row.status for row in rows}
-    for invoice_id in invoice_ids:
-        if invoice_id not in status_by_id:
-            raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
-        if status_by_id[invoice_id] != InvoiceStatus.DRAFT:
-            raise InvoiceStateError(f"invoice {invoice_id} is {status_by_id[invoice_id]}, not a draft")
-    kind = InvoiceKind.INVOICE
-    number_format = settings.invoice_number_format
-    numbers = next_numbers(session, _sequence_name(kind, number_format, today.year), len(invoice_ids))
-    now = _now()
-    assigned = [number_format.format(year=today.year, seq=seq) for seq in numbers]
+    invoice_id = session.execute(statement).scalar_one_or_none()
+    if invoice_id is None:
+        return False
+    session.execute(delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == invoice_id))
     session.execute(
-        update(InvoiceRow),
-        [
-            {
-                "id": invoice_id,
-                "number": number,
-                "status": InvoiceStatus.FINALIZED.value,
-                "issue_date": today,
-                "due_date": today + dt.timedelta(days=settings.payment_terms_days),
-                "seller": json.dumps(settings.seller.as_dict(), sort_keys=True),
-                "finalized_at": now,
-                "status_changed_at": now,
-                "updated_at": now,
-            }
-            for invoice_id, number in zip(invoice_ids, assigned, strict=True)
-        ],
+        delete(InvoiceRow).where(InvoiceRow.id == invoice_id, InvoiceRow.status == InvoiceStatus.DRAFT.value)
     )
-    return assigned
-
-
-def set_status(session: Session, invoice_id: int, status: InvoiceStatus) -> Invoice:
-    """Move an issued invoice on (finalized → paid | void | uncollectible); anything else is refused."""
-    statement = _for_update(session, select(InvoiceRow).where(InvoiceRow.id == invoice_id))
-    row = session.execute(statement).scalar_one_or_none()
-    if row is None:
-        raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
-    current = InvoiceStatus(row.status)
-    if status == current:
-        return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()))
-    if status not in ALLOWED_TRANSITIONS[current]:
-        raise InvoiceStateError(f"invoice {row.number or row.id} is {current}; it cannot become {status}")
-    now = _now()
-    session.execute(
-        update(InvoiceRow)
-        .where(InvoiceRow.id == invoice_id)
-        .values(status=status.value, status_changed_at=now, updated_at=now)
-    )
-    return get_invoice(session, invoice_id)
-
-
-def create_credit_note(
-    session: Session,
-    invoice_number: str,
-    amount: Decimal,
-    reason: str,
-    settings: FinalizeSettings,
-    today: dt.date,
-    rounding: Rounding = Rounding.HALF_UP,
-) -> Invoice:
-    """Issue a credit note for part or all of an issued invoice (its own gap-free ``CN-`` sequence).
-
-    ``amount`` is what the customer gets back, tax included; it cannot exceed what is left to credit.
-    """
-    invoice = get_invoice(session, invoice_number)
-    if invoice.kind is not InvoiceKind.INVOICE or invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
-        raise InvoiceStateError(
-            f"{invoice_number} is a {invoice.status} {invoice.kind}: only issued invoices take credit notes"
-        )
-    if round_money(amount, invoice.currency, rounding) != amount or amount <= 0:
-        raise ValueError(f"--amount must be positive and in whole minor units of {invoice.currency} (got {amount})")
-    if not reason.strip():
-        raise ValueError("a credit note needs a reason")
-    credited = session.execute(
-        select(InvoiceRow.total).where(InvoiceRow.refers_to_id == invoice.id, InvoiceRow.kind == "credit_note")
-    ).scalars().all()
-    left = invoice.total - sum(credited, ZERO)
-    if amount > left:
-        raise ValueError(f"{invoice_number} has {left} {invoice.currency} left to credit; {amount} is too much")
-    # Split the credited total back into net and tax at the invoice's rate, so tax reports stay right.
-    net = round_money(amount * 100 / (100 + invoice.tax_rate), invoice.currency, rounding)
-    line = InvoiceLine(
-        kind="credit",
-        description=f"Credit for invoice {invoice_number}: {reason}",
-        amount=net,
-        service_start=invoice.period_start,
-        service_end=invoice.period_end,
-    )
-    totals = compute_totals([line], invoice.currency, invoice.tax_rate, ZERO, rounding)
-    tax = amount - net  # what makes net + tax exactly the credited amount
-    number_format = settings.credit_note_number_format
-    seq = next_numbers(session, _sequence_name(InvoiceKind.CREDIT_NOTE, number_format, today.year))[0]
-    now = _now()
-    credit_id = session.execute(
-        insert(InvoiceRow)
-        .values(
-            billing_key=f"credit:{invoice_number}:{len(credited) + 1}",
-            kind=InvoiceKind.CREDIT_NOTE.value,
-            number=number_format.format(year=today.year, seq=seq),
-            status=InvoiceStatus.FINALIZED.value,
-            customer_external_id=invoice.customer.external_id or "",
-            customer=json.dumps(invoice.customer.as_dict(), sort_keys=True),
-            seller=json.dumps(settings.seller.as_dict(), sort_keys=True),
-            currency=invoice.currency,
-            locale=invoice.locale,
-            timezone="UTC",
-            period_start=invoice.period_start,
-            period_end=invoice.period_end,
-            subtotal=totals.subtotal,
-            discount=ZERO,
-            tax_rate=invoice.tax_rate,
-            tax=tax,
-            total=amount,
-            issue_date=today,
-            due_date=today,
-            refers_to_id=invoice.id,
-            reason=reason,
-            created_at=now,
-            updated_at=now,
-            finalized_at=now,
-            status_changed_at=now,
-        )
-        .returning(InvoiceRow.id)
-    ).scalar_one()
-    return get_invoice(session, credit_id)
-
-
-# --- reading ---------------------------------------------------------------------------------------------
-
-
-def get_invoice(session: Session, key: int | str) -> Invoice:
-    """An invoice by id, number or billing key."""
-    statement = select(InvoiceRow)
-    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-        statement = statement.where(InvoiceRow.id == int(key))
-    else:
-        statement = statement.where((InvoiceRow.number == key) | (InvoiceRow.billing_key == key))
-    row = session.execute(statement).scalar_one_or_none()
-    if row is None:
-        raise InvoiceNotFoundError(f"no invoice {key!r}")
-    return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()), _refers_to(session, row))
-
-
-def get_invoices(session: Session, invoice_ids: Sequence[int]) -> list[Invoice]:
-    """Invoices by id, with their lines (two queries per chunk of ids), in the order of the ids."""
-    found: dict[int, Invoice] = {}
-    ids = list(invoice_ids)
-    for offset in range(0, len(ids), 5000):
-        chunk = ids[offset : offset + 5000]
-        rows = session.execute(select(InvoiceRow).where(InvoiceRow.id.in_(chunk))).scalars().all()
-        lines = _lines_of(session, [row.id for row in rows])
-        found.update({row.id: _to_invoice(row, lines.get(row.id, ())) for row in rows})
-    return [found[invoice_id] for invoice_id in ids if invoice_id in found]
-
-
-def list_invoices(
-    session: Session,
-    *,
-    period_start: dt.date | None = None,
-    status: InvoiceStatus | str | None = None,
-    customer: str | None = None,
-    kind: InvoiceKind | None = None,
-    with_lines: bool = False,
-) -> list[Invoice]:
-    """Invoices, oldest first, filtered; lines are loaded (in one query) only when asked for."""
-    statement = select(InvoiceRow).order_by(InvoiceRow.period_start, InvoiceRow.customer_external_id, InvoiceRow.id)
-    if period_start is not None:
-        statement = statement.where(InvoiceRow.period_start == period_start)
-    if status is not None:
-        statement = statement.where(InvoiceRow.status == str(status))
-    if customer is not None:
-        statement = statement.where(InvoiceRow.customer_external_id == customer)
-    if kind is not None:
-        statement = statement.where(InvoiceRow.kind == kind.value)
-    rows = session.execute(statement).scalars().all()
-    lines = _lines_of(session, [row.id for row in rows]) if with_lines else {}
-    return [_to_invoice(row, lines.get(row.id, ())) for row in rows]
-
-
-_BILLED = ("draft", "finalized", "paid", "uncollectible")  # not void: a void invoice billed nothing
-
-
-def billed_by_period(
-    session: Session, customers: Iterable[str], period_start: dt.date, *, exclude: Iterable[str] = ()
-) -> dict[tuple[str, int | None, str | None], Decimal]:
-    """What invoices already bill for usage of the period starting ``period_start``: the sum of usage, late-usage
-    and true-up lines per (customer, subscription, meter; None for the true-up), on every invoice that is not void
-    — drafts too, so usage billed late on one open invoice is not billed again on the next — except the
-    invoices being written now (their billing keys in ``exclude``). Late usage is priced against it."""
-    statement = (
-        select(
-            InvoiceRow.customer_external_id, InvoiceLineRow.subscription_id, InvoiceLineRow.meter, InvoiceLineRow.amount
-        )
-        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-        .where(
-            InvoiceRow.status.in_(_BILLED),
-            InvoiceRow.kind == "invoice",
-            InvoiceLineRow.kind.in_(("usage", "late_usage", "commitment")),
-            InvoiceLineRow.service_start == period_start,
-            InvoiceRow.customer_external_id.in_(list(customers)),
-        )
-    )
-    excluded = list(exclude)
-    if excluded:
-        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
-    billed: dict[tuple[str, int | None, str | None], Decimal] = {}
-    for customer, subscription_id, meter, amount in session.execute(statement):
-        key = (customer, subscription_id, meter)
-        billed[key] = billed.get(key, ZERO) + amount
-    return billed
-
-
-def billed_fees(
-    session: Session, fees: Iterable[tuple[int, dt.date]], *, exclude: Iterable[str] = ()
-) -> dict[tuple[int, dt.date], Decimal]:
-    """What invoices that are not void bill as the subscription fee of each (subscription, fee period start),
-    except the invoices being written now (billing keys in ``exclude``)."""
-    wanted = set(fees)
-    if not wanted:
-        return {}
-    statement = (
-        select(InvoiceLineRow.subscription_id, InvoiceLineRow.service_start, InvoiceLineRow.amount)
-        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-        .where(
-            InvoiceRow.status.in_(_BILLED),
-            InvoiceRow.kind == "invoice",
-            InvoiceLineRow.kind == "subscription",
-            InvoiceLineRow.subscription_id.in_(sorted({subscription for subscription, _ in wanted})),
-        )
-    )
-    excluded = list(exclude)
-    if excluded:
-        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
-    billed: dict[tuple[int, dt.date], Decimal] = dict.fromkeys(wanted, ZERO)
-    for subscription_id, service_start, amount in session.execute(statement):
-        key = (subscription_id, service_start)
-        if key in billed:
-            billed[key] += amount
-    return billed
-
-
-def _for_update(session: Session | Connection, statement: Select[Any]) -> Select[Any]:
-    # SQLite has no row locks; its transactions begin IMMEDIATE and so already hold the write lock.
-    dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
-    return statement.with_for_update() if dialect.name == "postgresql" else statement
-
-
-def _lines_of(session: Session, invoice_ids: list[int]) -> dict[int, tuple[InvoiceLine, ...]]:
-    if not invoice_ids:
-        return {}
-    grouped: dict[int, list[InvoiceLine]] = {}
-    statement = (
-        select(InvoiceLineRow)
-        .where(InvoiceLineRow.invoice_id.in_(invoice_ids))
-        .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
-    )
-    for row in session.execute(statement).scalars():
-        grouped.setdefault(row.invoice_id, []).append(
-            InvoiceLine(
-                kind=row.kind,
-                description=row.description,
-                amount=row.amount,
-                quantity=row.quantity,
-                unit=row.unit,
-                section=row.section,
-                service_start=row.service_start,
-                service_end=row.service_end,
-                meter=row.meter,
-                model=row.model,
-                details=json.loads(row.details),
-                subscription_id=row.subscription_id,
-                plan_code=row.plan_code,
-                plan_version=row.plan_version,
-            )
-        )
-    return {key: tuple(value) for key, value in grouped.items()}
-
-
-def _refers_to(session: Session, row: InvoiceRow) -> str | None:
-    if row.refers_to_id is None:
-        return None
-    return session.execute(select(InvoiceRow.number).where(InvoiceRow.id == row.refers_to_id)).scalar_one_or_none()
-
-
-def _to_invoice(row: InvoiceRow, lines: Sequence[InvoiceLine], refers_to: str | None = None) -> Invoice:
-    seller = json.loads(row.seller or "{}")
-    return Invoice(
-        id=row.id,
-        number=row.number,
-        kind=InvoiceKind(row.kind),
-        status=InvoiceStatus(row.status),
-        billing_key=row.billing_key,
-        customer=Party.from_dict(json.loads(row.customer)),
-        seller=Party.from_dict(seller) if seller else Party(name=""),
-        currency=row.currency,
-        locale=row.locale,
-        period_start=row.period_start,
-        period_end=row.period_end,
-        lines=tuple(lines),
-        subtotal=row.subtotal,
-        discount=row.discount,
-        tax_rate=row.tax_rate,
-        tax=row.tax,
-        total=row.total,
-        issue_date=row.issue_date,
-        due_date=row.due_date,
-        finalized_at=row.finalized_at,
-        refers_to=refers_to,
-        reason=row.reason,
-    )
+    return True
