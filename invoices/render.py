@@ -214,9 +214,10 @@ def render_pdf(invoice: Invoice) -> bytes:
 
     stylesheet, fonts = _printing()
     html = _environment().get_template(TEMPLATE).render(_context(invoice), inline_css=False)
-    return weasyprint.HTML(string=html, base_url=str(TEMPLATES)).write_pdf(
+    pdf: bytes = weasyprint.HTML(string=html, base_url=str(TEMPLATES)).write_pdf(
         stylesheets=[stylesheet], font_config=fonts
     )
+    return pdf
 
 
 _printer = threading.local()
