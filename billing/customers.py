@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from babel import Locale, UnknownLocaleError
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,7 +47,7 @@ from billing.core.domain import CancelReason, Customer, Subscription, Subscripti
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.invoicing import drop_opening_draft, write_opening_invoice
-from invoices.tables import InvoiceRow
+from invoices import store
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D, is_known_currency
@@ -653,12 +653,7 @@ def _check_can_end(subscription: Subscription, end: dt.date, action: str) -> Non
 def _check_not_invoiced(session: Session, subscription: Subscription, end: dt.date, action: str) -> None:
     """An end date inside a period whose invoice is already issued would leave that invoice billing days the
     subscription no longer has; such a correction is a credit note, so the date is refused with that advice."""
-    statement = select(func.max(InvoiceRow.period_end)).where(
-        InvoiceRow.customer_external_id == subscription.customer_external_id,
-        InvoiceRow.billing_key.like("period:%"),
-        InvoiceRow.status.in_(("finalized", "paid", "uncollectible")),
-    )
-    invoiced_until = session.execute(statement).scalar_one_or_none()
+    invoiced_until = store.invoiced_until(session, subscription.customer_external_id)
     if invoiced_until is not None and end < invoiced_until:
         last_day = (invoiced_until - dt.timedelta(days=1)).isoformat()
         raise BillingInputError(

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing.config import Settings, get_settings
-from billing.core.compose import compose_opening_invoice, opening_key
+from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
@@ -21,7 +21,6 @@ from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finali
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
 from invoices.model import Invoice, InvoiceStatus, Party
-from invoices.tables import InvoiceLineRow, InvoiceRow
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
@@ -130,17 +129,7 @@ def write_opening_invoice(
 def drop_opening_draft(session: Session, subscription_id: int) -> bool:
     """Delete the subscription's opening invoice if it is still a draft (one without a number: nothing is lost);
     whether there was one."""
-    statement = select(InvoiceRow.id).where(
-        InvoiceRow.billing_key == opening_key(subscription_id), InvoiceRow.status == InvoiceStatus.DRAFT.value
-    )
-    invoice_id = session.execute(statement).scalar_one_or_none()
-    if invoice_id is None:
-        return False
-    session.execute(delete(InvoiceLineRow).where(InvoiceLineRow.invoice_id == invoice_id))
-    session.execute(
-        delete(InvoiceRow).where(InvoiceRow.id == invoice_id, InvoiceRow.status == InvoiceStatus.DRAFT.value)
-    )
-    return True
+    return store.delete_opening_draft(session, subscription_id)
 
 
 @dataclass
@@ -170,24 +159,17 @@ def finalize_opening_invoices(
     version is no longer in the catalog is left as a draft and reported."""
     report = OpeningReport()
     instant = now or dt.datetime.now(dt.UTC)
-    statement = (
-        select(InvoiceRow.billing_key)
-        .where(InvoiceRow.status == InvoiceStatus.DRAFT.value, InvoiceRow.billing_key.like("start:%"))
-        .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
-    )
-    if customer is not None:
-        statement = statement.where(InvoiceRow.customer_external_id == customer)
     due: list[int] = []
     with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
-        keys = list(session.scalars(statement))
-        subscriptions = [repository.get_subscription(session, _subscription_id(key)) for key in keys]
+        drafts = store.opening_drafts(session, customer)
+        subscriptions = [repository.get_subscription(session, draft.subscription_id) for draft in drafts]
         owners = repository.customers_by_external_id(
             session, {s.customer_external_id for s in subscriptions if s is not None}
         )
-        for key, subscription in zip(keys, subscriptions, strict=True):
+        for draft, subscription in zip(drafts, subscriptions, strict=True):
             owner = None if subscription is None else owners.get(subscription.customer_external_id)
             if subscription is None or owner is None:
-                report.skipped.append(("", f"{key}: no such subscription"))
+                report.skipped.append(("", f"{draft.billing_key}: no such subscription"))
             elif subscription.start_date <= _local_today(owner, instant):
                 due.append(subscription.id)
     for subscription_id in due:
@@ -227,10 +209,6 @@ def _finalize_opening(
     report.finalized += store.finalize_many(session, [outcome.invoice_id], settings, _local_today(owner, instant))
     # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
     queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
-
-
-def _subscription_id(billing_key: str) -> int:
-    return int(billing_key.partition(":")[2])
 
 
 def _local_today(customer: Customer, instant: dt.datetime) -> dt.date:

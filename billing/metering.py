@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from billing.core.periods import Period
-from invoices.tables import InvoiceRow
+from invoices import store
 from meters import MeterSpec, aggregate_usage, ingest_file
 from meters.events import to_epoch_us
 from meters.tables import UsageEventRow
@@ -121,31 +121,15 @@ def late_event_periods(
     """The (customer, earlier period) pairs whose issued invoice may lack events received after its usage was
     aggregated: those periods are rated again and the difference billed as late usage."""
     earliest = _months_back(period.start, lookback)
-    statement = select(
-        InvoiceRow.customer_external_id,
-        InvoiceRow.period_start,
-        InvoiceRow.period_end,
-        InvoiceRow.timezone,
-        InvoiceRow.usage_as_of,
-        InvoiceRow.finalized_at,
-    ).where(
-        InvoiceRow.kind == "invoice",
-        InvoiceRow.billing_key.like("period:%"),
-        InvoiceRow.status.in_(("finalized", "paid", "uncollectible")),
-        InvoiceRow.period_start >= earliest,
-        InvoiceRow.period_start < period.start,
-    )
-    if customer is not None:
-        statement = statement.where(InvoiceRow.customer_external_id == customer)
     issued: dict[str, list[tuple[Period, int, int, int]]] = {}
     since: int | None = None
-    for customer_id, start, end, timezone, usage_as_of, finalized_at in session.execute(statement):
-        # usage_as_of is the run's ingestion cutoff: every event received up to it was counted (meters)
-        billed_from = _as_utc(usage_as_of or finalized_at)
-        cutoff = to_epoch_us(billed_from) + 1  # received strictly after it
-        window = Period(start, end).utc_window(timezone)
-        issued.setdefault(customer_id, []).append(
-            (Period(start, end), to_epoch_us(window[0]), to_epoch_us(window[1]), cutoff)
+    for invoice in store.issued_period_invoices(session, since=earliest, before=period.start, customer=customer):
+        # the usage cutoff is the run's ingestion cutoff: every event received up to it was counted (meters)
+        cutoff = to_epoch_us(invoice.usage_cutoff) + 1  # received strictly after it
+        issued_period = Period(invoice.period_start, invoice.period_end)
+        window = issued_period.utc_window(invoice.timezone)
+        issued.setdefault(invoice.customer_external_id, []).append(
+            (issued_period, to_epoch_us(window[0]), to_epoch_us(window[1]), cutoff)
         )
         since = cutoff if since is None else min(since, cutoff)
     if since is None:
@@ -168,11 +152,6 @@ def late_event_periods(
 def _months_back(day: dt.date, months: int) -> dt.date:
     index = day.year * 12 + day.month - 1 - months
     return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def _as_utc(instant: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=dt.UTC)
 
 
 def usage_from_event_file(

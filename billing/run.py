@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from multiprocessing.connection import wait
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing.core.compose import (
@@ -59,7 +59,6 @@ from billing.usage_windows import (
 )
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus, LineKind
-from invoices.tables import InvoiceRow
 from meters import ingestion_cutoff
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, Plan
@@ -634,24 +633,13 @@ def finalize_period(
     left to it, so two finalizations of one period can run at once."""
     with session_scope(engine) as session:
         starting = [
-            opening_key(s.id)
+            s.id
             for s in repository.subscriptions_active_between(session, period.start, period.end)
             if period.contains(s.start_date) and (customer is None or s.customer_external_id == customer)
         ]
-        statement = (
-            select(InvoiceRow.id)
-            .where(
-                InvoiceRow.status == InvoiceStatus.DRAFT.value,
-                # period invoices by their period; opening invoices by their subscription's start (a yearly
-                # plan's is dated by its fee year, which would issue it before the subscription starts)
-                ((InvoiceRow.period_start == period.start) & InvoiceRow.billing_key.like("period:%"))
-                | InvoiceRow.billing_key.in_(starting),
-            )
-            .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
-        )
-        if customer is not None:
-            statement = statement.where(InvoiceRow.customer_external_id == customer)
-        ids = list(session.execute(statement).scalars())
+        # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
+        # dated by its fee year, which would issue it before the subscription starts)
+        ids = store.drafts_of_period(session, period.start, starting, customer)
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:

@@ -42,7 +42,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from billing.config import Settings, get_settings
 from billing.core.periods import Period, month_of
@@ -51,9 +51,8 @@ from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.run import finalize_period, run_billing
-from invoices.model import InvoiceStatus
+from invoices import store
 from invoices.store import FinalizeSettings
-from invoices.tables import InvoiceRow
 from pricing_plans.models import Catalog
 
 __all__ = [
@@ -101,15 +100,10 @@ def finalize_settings(settings: Settings) -> FinalizeSettings:
 
 def _invoiced_customers(engine: Engine, period: Period, *, drafts: bool) -> set[str]:
     """Customers with a draft invoice of ``period`` (``drafts``), or with an issued period invoice of it."""
-    statement = select(InvoiceRow.customer_external_id).distinct().where(InvoiceRow.period_start == period.start)
-    if drafts:
-        statement = statement.where(InvoiceRow.status == InvoiceStatus.DRAFT.value)
-    else:
-        statement = statement.where(
-            InvoiceRow.status != InvoiceStatus.DRAFT.value, InvoiceRow.billing_key.like("period:%")
-        )
     with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
-        return set(session.scalars(statement))
+        if drafts:
+            return store.customers_with_drafts(session, period.start)
+        return store.customers_with_issued_invoice(session, period.start)
 
 
 def bill_closed_periods(

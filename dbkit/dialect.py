@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 Bind = Engine | Connection | Session | Dialect
+_Select = TypeVar("_Select", bound=Select[*tuple[Any, ...]])
 
 
 def dialect_of(bind: Bind) -> Dialect:
@@ -58,7 +59,7 @@ def insert_ignoring(session: Session | Connection, table: Any, values: dict[str,
     return session.execute(insert_for(session, table).values(**values).on_conflict_do_nothing())
 
 
-def for_update(bind: Bind, statement: Select[Any]) -> Select[Any]:
+def for_update(bind: Bind, statement: _Select) -> _Select:
     """``statement`` locking the rows it reads until the transaction ends (PostgreSQL; see the module's note)."""
     return statement.with_for_update() if is_postgresql(bind) else statement
 

@@ -1,0 +1,147 @@
+"""Invoices: immutable records (an invoice or credit note, its lines, its totals), their storage (drafts, gap-free
+numbers, finalization, status changes, credit notes, and every read of the invoice tables), and their rendering
+as JSON, HTML and PDF.
+
+``invoices`` imports only ``pricing_plans`` and the database kit: the billing run hands it drafts and gets back
+records, never rows.
+
+    from invoices import store
+    outcome = store.upsert_draft(session, draft)                          # a DraftInvoice
+    invoice = store.finalize(session, outcome.invoice_id, settings, today)  # its gap-free number
+    pdf = render_pdf(invoice)
+
+The records and errors load with the package; the store (SQLAlchemy) and the renderers (Jinja2, WeasyPrint) load
+when one of their names is first used, so code that only needs the records, such as the pure billing core, loads
+no database and no template engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from invoices.errors import InvoiceError, InvoiceNotFoundError, InvoiceStateError
+from invoices.model import (
+    DraftInvoice,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceScope,
+    InvoiceStatus,
+    LineDetails,
+    LineKind,
+    Party,
+    Totals,
+    compute_totals,
+)
+
+if TYPE_CHECKING:
+    from invoices.render import invoice_json, render_html, render_pdf
+    from invoices.store import (
+        LINE_FIELDS,
+        DraftOutcome,
+        DraftRow,
+        DraftWriter,
+        FinalizeSettings,
+        InvoiceAmounts,
+        IssuedPeriod,
+        OpeningDraft,
+        StoredDraft,
+        billed_by_period,
+        billed_fees,
+        claim_drafts,
+        create_credit_note,
+        customers_with_drafts,
+        customers_with_issued_invoice,
+        delete_opening_draft,
+        draft_row,
+        drafts_of_period,
+        finalize,
+        finalize_many,
+        finalized_invoice_ids,
+        get_invoice,
+        get_invoices,
+        invoice_amounts,
+        invoice_id_by_number,
+        invoiced_until,
+        issued_period_invoices,
+        list_invoices,
+        lock_invoice,
+        next_numbers,
+        opening_drafts,
+        remove_stale_drafts,
+        sequence_name,
+        set_status,
+        stored_drafts,
+        touch_drafts,
+        upsert_draft,
+    )
+
+__all__ = [
+    "LINE_FIELDS",
+    "DraftInvoice",
+    "DraftOutcome",
+    "DraftRow",
+    "DraftWriter",
+    "FinalizeSettings",
+    "Invoice",
+    "InvoiceAmounts",
+    "InvoiceError",
+    "InvoiceKind",
+    "InvoiceLine",
+    "InvoiceNotFoundError",
+    "InvoiceScope",
+    "InvoiceStateError",
+    "InvoiceStatus",
+    "IssuedPeriod",
+    "LineDetails",
+    "LineKind",
+    "OpeningDraft",
+    "Party",
+    "StoredDraft",
+    "Totals",
+    "billed_by_period",
+    "billed_fees",
+    "claim_drafts",
+    "compute_totals",
+    "create_credit_note",
+    "customers_with_drafts",
+    "customers_with_issued_invoice",
+    "delete_opening_draft",
+    "draft_row",
+    "drafts_of_period",
+    "finalize",
+    "finalize_many",
+    "finalized_invoice_ids",
+    "get_invoice",
+    "get_invoices",
+    "invoice_amounts",
+    "invoice_id_by_number",
+    "invoice_json",
+    "invoiced_until",
+    "issued_period_invoices",
+    "list_invoices",
+    "lock_invoice",
+    "next_numbers",
+    "opening_drafts",
+    "remove_stale_drafts",
+    "render_html",
+    "render_pdf",
+    "sequence_name",
+    "set_status",
+    "stored_drafts",
+    "touch_drafts",
+    "upsert_draft",
+]
+
+# The names that load their module on first use (see the module's note): the renderers', and the store's.
+_RENDERED = frozenset({"invoice_json", "render_html", "render_pdf"})
+
+
+def __getattr__(name: str) -> object:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module("invoices.render" if name in _RENDERED else "invoices.store")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

@@ -23,6 +23,7 @@ __all__ = [
     "Invoice",
     "InvoiceKind",
     "InvoiceLine",
+    "InvoiceScope",
     "InvoiceStatus",
     "LineDetails",
     "LineKind",
@@ -54,6 +55,19 @@ ALLOWED_TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
 class InvoiceKind(StrEnum):
     INVOICE = "invoice"
     CREDIT_NOTE = "credit_note"
+
+
+class InvoiceScope(StrEnum):
+    """What an invoice bills, which also decides its billing key:
+
+    - ``period``: a customer's billing period (``period:<customer>:<period label>``);
+    - ``opening``: a new subscription's first in-advance fee, at its start (``start:<subscription id>``);
+    - ``credit``: a credit note against an issued invoice (``credit:<invoice number>:<n>``).
+    """
+
+    PERIOD = "period"
+    OPENING = "opening"
+    CREDIT = "credit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +224,11 @@ def compute_totals(
 
 @dataclass(frozen=True, slots=True)
 class DraftInvoice:
-    """What a billing run hands to the invoice store: everything but the number, status and dates."""
+    """What a billing run hands to the invoice store: everything but the number, status and dates.
+
+    ``billing_key`` makes the draft unique (a re-run rewrites the same invoice); ``scope`` says what it bills and
+    is stored beside it, with ``subscription_id`` for an opening invoice, so that no one reads the key's parts.
+    """
 
     billing_key: str
     customer: Party
@@ -224,6 +242,15 @@ class DraftInvoice:
     rounding: Rounding = Rounding.HALF_UP
     timezone: str = "UTC"
     usage_as_of: dt.datetime | None = None
+    scope: InvoiceScope = field(default=InvoiceScope.PERIOD, kw_only=True)
+    subscription_id: int | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        # Only an opening invoice belongs to one subscription; a period invoice covers all of a customer's.
+        if (self.scope is InvoiceScope.OPENING) != (self.subscription_id is not None):
+            raise ValueError(
+                f"{self.billing_key}: an opening invoice names its subscription, and only an opening invoice does"
+            )
 
     @property
     def totals(self) -> Totals:
@@ -238,6 +265,8 @@ class Invoice:
       id: internal id. number: the gap-free number (None while draft).
       kind: invoice or credit note; ``refers_to`` is the credited invoice's number.
       billing_key: what makes it unique ("period:acme:2026-03", "start:42", "credit:INV-2026-000001:1").
+      scope: what it bills (a period, a subscription's opening fee, a credit); ``subscription_id`` is the
+        subscription of an opening invoice (None for the others).
       customer, seller: snapshots as printed.
       period_start, period_end: the billing period ``[start, end)``.
       issue_date, due_date: set on finalization.
@@ -265,6 +294,8 @@ class Invoice:
     finalized_at: dt.datetime | None = None
     refers_to: str | None = None
     reason: str | None = None
+    scope: InvoiceScope = InvoiceScope.PERIOD
+    subscription_id: int | None = None
 
     @property
     def customer_id(self) -> str | None:

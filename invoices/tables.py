@@ -1,7 +1,7 @@
 """The invoices' tables: invoices (and credit notes), their lines, and the gap-free number sequences.
 
 Once an invoice leaves ``draft``, its amounts, number and lines cannot change: the store refuses it, and so does
-the database (triggers created by migration 0003 on SQLite and PostgreSQL).
+the database (triggers created by migrations 0003 and 0008 on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -35,14 +35,23 @@ class InvoiceRow(InvoicesBase):
             "status IN ('draft', 'finalized', 'paid', 'void', 'uncollectible')", name="status"
         ),
         CheckConstraint("kind IN ('invoice', 'credit_note')", name="kind"),
+        CheckConstraint("scope IN ('period', 'opening', 'credit')", name="scope"),
         CheckConstraint("(status = 'draft') = (number IS NULL)", name="number_iff_issued"),
         Index("ix_invoices_customer_period", "customer_external_id", "period_start"),
         Index("ix_invoices_status", "status"),
+        # a period's invoices (drafts to finalize or remove, issued ones late usage is measured against)
+        Index("ix_invoices_scope_period", "scope", "period_start"),
+        # a subscription's opening invoice (the only invoices with a subscription)
+        Index("ix_invoices_subscription", "subscription_id"),
     )
 
     id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
     billing_key: Mapped[str] = mapped_column(String(255), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="invoice")
+    # What the invoice bills (``InvoiceScope``), and the subscription of an opening invoice: what its billing key
+    # says, in columns that queries compare.
+    scope: Mapped[str] = mapped_column(String(16))
+    subscription_id: Mapped[int | None] = mapped_column(BigInteger)
     number: Mapped[str | None] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="draft")
     customer_external_id: Mapped[str] = mapped_column(String(255))

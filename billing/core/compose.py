@@ -21,7 +21,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_adjustment, opening_fee, opening_fee_period, period_fees
 from billing.core.periods import Period
 from billing.core.rating import rate_period
-from invoices.model import DraftInvoice, InvoiceLine, LineDetails, LineKind, Party
+from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, LineDetails, LineKind, Party
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
@@ -208,6 +208,7 @@ def compose_period_invoice(
         lines.extend(late_usage_lines(item, catalog))
     return DraftInvoice(
         billing_key=period_key(customer.external_id, period),
+        scope=InvoiceScope.PERIOD,
         customer=bill_to(customer),
         currency=customer.currency,
         locale=customer.locale,
@@ -233,6 +234,8 @@ def compose_opening_invoice(
     title = _section_title(plan, subscription, fee_period)
     return DraftInvoice(
         billing_key=opening_key(subscription.id),
+        scope=InvoiceScope.OPENING,
+        subscription_id=subscription.id,
         customer=bill_to(customer),
         currency=customer.currency,
         locale=customer.locale,

@@ -46,7 +46,7 @@ from enum import StrEnum
 from typing import Any
 
 import stripe
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -54,9 +54,9 @@ from billing.config import Settings, get_settings
 from billing.db import session_scope
 from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
 from billing.errors import BillingInputError
+from invoices import store
 from invoices.model import Invoice
 from invoices.store import get_invoice
-from invoices.tables import InvoiceRow
 from pricing_plans.money import minor_units
 
 __all__ = [
@@ -228,19 +228,14 @@ def sync_invoices(
 
 
 def _invoices_to_push(session: Session, limit: int | None) -> list[int]:
-    statement = (
-        select(InvoiceRow.id)
-        .outerjoin(StripeInvoiceSyncRow, StripeInvoiceSyncRow.invoice_id == InvoiceRow.id)
-        .where(
-            InvoiceRow.kind == "invoice",
-            InvoiceRow.status == "finalized",
-            or_(StripeInvoiceSyncRow.invoice_id.is_(None), StripeInvoiceSyncRow.step != SyncStep.FINALIZED.value),
+    """The finalized invoices whose push has not reached its last step, oldest first."""
+    pushed = set(
+        session.scalars(
+            select(StripeInvoiceSyncRow.invoice_id).where(StripeInvoiceSyncRow.step == SyncStep.FINALIZED.value)
         )
-        .order_by(InvoiceRow.id)
     )
-    if limit is not None:
-        statement = statement.limit(limit)
-    return list(session.execute(statement).scalars())
+    waiting = [invoice_id for invoice_id in store.finalized_invoice_ids(session) if invoice_id not in pushed]
+    return waiting if limit is None else waiting[:limit]
 
 
 def _insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> None:

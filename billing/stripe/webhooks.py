@@ -43,8 +43,7 @@ from billing.db import repository, session_scope
 from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
-from invoices.store import get_invoice, set_status
-from invoices.tables import InvoiceRow
+from invoices.store import get_invoice, invoice_id_by_number, lock_invoice, set_status
 
 __all__ = [
     "Outcome",
@@ -189,15 +188,12 @@ def _our_invoice(session: Session, data_object: dict[str, Any]) -> Invoice | Non
         number = metadata.get("billing_invoice_number") if isinstance(metadata, dict) else None
         if not isinstance(number, str) or not number:
             return None
-        invoice_id = session.execute(
-            select(InvoiceRow.id).where(InvoiceRow.number == number, InvoiceRow.kind == InvoiceKind.INVOICE.value)
-        ).scalar_one_or_none()
+        invoice_id = invoice_id_by_number(session, number, InvoiceKind.INVOICE)
         if invoice_id is None:
             return None
     # Lock the invoice first, then its dunning row: every event takes them in that order, so two events about
     # one invoice wait for each other instead of deadlocking, and each sees the status the other left.
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(InvoiceRow.id).where(InvoiceRow.id == invoice_id).with_for_update())
+    lock_invoice(session, invoice_id)
     return get_invoice(session, invoice_id)
 
 

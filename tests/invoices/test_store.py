@@ -19,7 +19,16 @@ from sqlalchemy.exc import DBAPIError
 from billing.db import session_scope
 from invoices import store
 from invoices.errors import InvoiceStateError
-from invoices.model import DraftInvoice, InvoiceLine, InvoiceStatus, LineDetails, LineKind, Party
+from invoices.model import (
+    DraftInvoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceScope,
+    InvoiceStatus,
+    LineDetails,
+    LineKind,
+    Party,
+)
 from pricing_plans.charge_models import BreakdownRow, UnitAmountKind
 
 SETTINGS = store.FinalizeSettings(seller=Party(name="Seller Ltd."))
@@ -140,6 +149,7 @@ def test_a_failed_finalization_gives_its_number_back(engine):
         "DELETE FROM invoice_lines WHERE invoice_id = :id",
         "DELETE FROM invoices WHERE id = :id",
         "UPDATE invoices SET timezone = 'Asia/Tokyo' WHERE id = :id",
+        "UPDATE invoices SET scope = 'opening', subscription_id = 1 WHERE id = :id",
         "INSERT INTO invoice_lines (invoice_id, position, section, kind, description, quantity, amount, details) "
         "VALUES (:id, 9, '', 'usage', 'sneaked in', '1', '5.00', '{}')",
     ],
@@ -238,3 +248,52 @@ def test_concurrent_finalization_gives_gap_free_unique_numbers(db_url):
         assert process.returncode == 0, err
         numbers += json.loads(out)
     assert sorted(numbers) == [f"INV-2026-{n:06d}" for n in range(1, workers * each + 1)]
+
+
+def test_an_invoice_records_what_it_bills_in_columns(engine):
+    opening = replace(draft("start:42"), customer=Party(name="Acme", external_id="acme"))
+    opening = replace(opening, scope=InvoiceScope.OPENING, subscription_id=42)
+    with session_scope(engine) as session:
+        period_id = store.upsert_draft(session, draft()).invoice_id
+        opening_id = store.upsert_draft(session, opening).invoice_id
+        store.finalize(session, period_id, SETTINGS, TODAY)
+        note = store.create_credit_note(session, "INV-2026-000001", Decimal("1.00"), "goodwill", SETTINGS, TODAY)
+        stored = {i.billing_key: (i.scope, i.subscription_id) for i in store.get_invoices(session, [period_id, opening_id])}
+        found = store.opening_drafts(session)
+    assert stored == {"period:acme:2026-03": (InvoiceScope.PERIOD, None), "start:42": (InvoiceScope.OPENING, 42)}
+    assert (note.kind, note.scope, note.subscription_id) == (InvoiceKind.CREDIT_NOTE, InvoiceScope.CREDIT, None)
+    assert [(d.invoice_id, d.billing_key, d.subscription_id) for d in found] == [(opening_id, "start:42", 42)]
+    with session_scope(engine) as session:
+        assert store.delete_opening_draft(session, 42) is True
+        assert store.delete_opening_draft(session, 42) is False
+        assert store.opening_drafts(session) == []
+
+
+def test_only_an_opening_invoice_names_a_subscription():
+    with pytest.raises(ValueError, match="opening invoice"):
+        replace(draft("start:42"), scope=InvoiceScope.OPENING)
+    with pytest.raises(ValueError, match="opening invoice"):
+        replace(draft(), subscription_id=42)
+
+
+def test_the_content_hash_reads_what_the_customer_sees_not_the_scope():
+    # The same drafts hash to the same value release after release: a changed hash rewrites every draft.
+    lines = (
+        InvoiceLine(kind="subscription", description="Growth, March", amount=Decimal("49.00"), section="Growth (v1)",
+                    service_start=dt.date(2026, 3, 1), service_end=dt.date(2026, 4, 1), subscription_id=7,
+                    plan_code="growth", plan_version=1),
+        InvoiceLine(kind="usage", description="API calls", amount=Decimal("12.50"), quantity=Decimal("125000"),
+                    unit="call", section="Growth (v1)", meter="api_calls", model="graduated",
+                    details=LineDetails(extra={"tiers": [{"from": "0", "to": "100000", "unit_price": "0.0001"}]}), subscription_id=7),
+    )
+    hashes = {
+        store.draft_row(
+            DraftInvoice(key, Party(name="Acme", address=("1 Road",), external_id="acme"), "EUR", "de_DE",
+                         dt.date(2026, 3, 1), dt.date(2026, 4, 1), lines, tax_rate=Decimal("19"),
+                         timezone="Europe/Berlin", scope=scope, subscription_id=subscription)
+        )[0]["content_hash"]
+        for key, scope, subscription in (
+            ("period:acme:2026-03", InvoiceScope.PERIOD, None), ("start:7", InvoiceScope.OPENING, 7)
+        )
+    }
+    assert hashes == {"cc1692b12cdf57cc091ffac34acedc2daa78697de45dfac15a28c6655c8eb5fd"}

@@ -1,0 +1,218 @@
+"""An invoice's life after its draft: finalization (a gap-free number, issue and due dates, the seller's
+snapshot), status changes, and credit notes. Every function works inside the caller's transaction (a Session);
+the caller commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from dbkit import for_update, is_postgresql, utcnow
+from invoices.errors import InvoiceNotFoundError, InvoiceStateError
+from invoices.model import (
+    ALLOWED_TRANSITIONS,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceScope,
+    InvoiceStatus,
+    LineKind,
+    Party,
+    compute_totals,
+)
+from invoices.store.numbering import next_numbers, sequence_name
+from invoices.store.queries import _lines_of, _to_invoice, get_invoice
+from invoices.tables import InvoiceRow
+from pricing_plans.money import ZERO, Rounding, round_money
+
+__all__ = [
+    "FinalizeSettings",
+    "claim_drafts",
+    "create_credit_note",
+    "finalize",
+    "finalize_many",
+    "lock_invoice",
+    "set_status",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizeSettings:
+    """How issued documents are numbered and dated."""
+
+    invoice_number_format: str = "INV-{year}-{seq:06d}"
+    credit_note_number_format: str = "CN-{year}-{seq:06d}"
+    payment_terms_days: int = 14
+    seller: Party = field(default_factory=lambda: Party(name=""))
+
+
+def finalize(session: Session, invoice_id: int, settings: FinalizeSettings, today: dt.date) -> Invoice:
+    """Finalize one draft: the next gap-free number, issue and due dates, the seller's snapshot."""
+    finalize_many(session, [invoice_id], settings, today)
+    return get_invoice(session, invoice_id)
+
+
+def claim_drafts(session: Session, invoice_ids: Sequence[int]) -> list[int]:
+    """The ids among ``invoice_ids`` that are still drafts, locked for this transaction and in the order given;
+    on PostgreSQL drafts another process is finalizing right now are skipped, not waited for."""
+    if not invoice_ids:
+        return []
+    statement = select(InvoiceRow.id).where(
+        InvoiceRow.id.in_(list(invoice_ids)), InvoiceRow.status == InvoiceStatus.DRAFT.value
+    )
+    if is_postgresql(session):  # (SQLite has no row locks; its write transaction holds the database's lock)
+        statement = statement.with_for_update(skip_locked=True)
+    drafts = set(session.execute(statement).scalars())
+    return [invoice_id for invoice_id in invoice_ids if invoice_id in drafts]
+
+
+def finalize_many(
+    session: Session, invoice_ids: Sequence[int], settings: FinalizeSettings, today: dt.date
+) -> list[str]:
+    """Finalize drafts in one transaction, numbered consecutively in the order given; returns their numbers."""
+    if not invoice_ids:
+        return []
+    rows = session.execute(
+        for_update(session, select(InvoiceRow.id, InvoiceRow.status).where(InvoiceRow.id.in_(invoice_ids)))
+    ).all()
+    status_by_id = {row.id: row.status for row in rows}
+    for invoice_id in invoice_ids:
+        if invoice_id not in status_by_id:
+            raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
+        if status_by_id[invoice_id] != InvoiceStatus.DRAFT:
+            raise InvoiceStateError(f"invoice {invoice_id} is {status_by_id[invoice_id]}, not a draft")
+    kind = InvoiceKind.INVOICE
+    number_format = settings.invoice_number_format
+    numbers = next_numbers(session, sequence_name(kind, number_format, today.year), len(invoice_ids))
+    now = utcnow()
+    assigned = [number_format.format(year=today.year, seq=seq) for seq in numbers]
+    session.execute(
+        update(InvoiceRow),
+        [
+            {
+                "id": invoice_id,
+                "number": number,
+                "status": InvoiceStatus.FINALIZED.value,
+                "issue_date": today,
+                "due_date": today + dt.timedelta(days=settings.payment_terms_days),
+                "seller": json.dumps(settings.seller.as_dict(), sort_keys=True),
+                "finalized_at": now,
+                "status_changed_at": now,
+                "updated_at": now,
+            }
+            for invoice_id, number in zip(invoice_ids, assigned, strict=True)
+        ],
+    )
+    return assigned
+
+
+def lock_invoice(session: Session, invoice_id: int) -> None:
+    """Lock the invoice's row until the transaction ends (PostgreSQL; SQLite's write transaction holds the
+    database's lock already), so that whoever changes it next waits for this transaction and sees its result."""
+    session.execute(for_update(session, select(InvoiceRow.id).where(InvoiceRow.id == invoice_id)))
+
+
+def set_status(session: Session, invoice_id: int, status: InvoiceStatus) -> Invoice:
+    """Move an issued invoice on (finalized → paid | void | uncollectible); anything else is refused."""
+    statement = for_update(session, select(InvoiceRow).where(InvoiceRow.id == invoice_id))
+    row = session.execute(statement).scalar_one_or_none()
+    if row is None:
+        raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
+    current = InvoiceStatus(row.status)
+    if status == current:
+        return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()))
+    if status not in ALLOWED_TRANSITIONS[current]:
+        raise InvoiceStateError(f"invoice {row.number or row.id} is {current}; it cannot become {status}")
+    now = utcnow()
+    session.execute(
+        update(InvoiceRow)
+        .where(InvoiceRow.id == invoice_id)
+        .values(status=status.value, status_changed_at=now, updated_at=now)
+    )
+    return get_invoice(session, invoice_id)
+
+
+def create_credit_note(
+    session: Session,
+    invoice_number: str,
+    amount: Decimal,
+    reason: str,
+    settings: FinalizeSettings,
+    today: dt.date,
+    rounding: Rounding = Rounding.HALF_UP,
+) -> Invoice:
+    """Issue a credit note for part or all of an issued invoice (its own gap-free ``CN-`` sequence).
+
+    ``amount`` is what the customer gets back, tax included; it cannot exceed what is left to credit.
+    """
+    invoice = get_invoice(session, invoice_number)
+    if invoice.kind is not InvoiceKind.INVOICE or invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+        raise InvoiceStateError(
+            f"{invoice_number} is a {invoice.status} {invoice.kind}: only issued invoices take credit notes"
+        )
+    if round_money(amount, invoice.currency, rounding) != amount or amount <= 0:
+        raise ValueError(f"--amount must be positive and in whole minor units of {invoice.currency} (got {amount})")
+    if not reason.strip():
+        raise ValueError("a credit note needs a reason")
+    credited = session.execute(
+        select(InvoiceRow.total).where(
+            InvoiceRow.refers_to_id == invoice.id, InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value
+        )
+    ).scalars().all()
+    left = invoice.total - sum(credited, ZERO)
+    if amount > left:
+        raise ValueError(f"{invoice_number} has {left} {invoice.currency} left to credit; {amount} is too much")
+    # Split the credited total back into net and tax at the invoice's rate, so tax reports stay right.
+    net = round_money(amount * 100 / (100 + invoice.tax_rate), invoice.currency, rounding)
+    line = InvoiceLine(
+        kind=LineKind.CREDIT,
+        description=f"Credit for invoice {invoice_number}: {reason}",
+        amount=net,
+        service_start=invoice.period_start,
+        service_end=invoice.period_end,
+    )
+    totals = compute_totals([line], invoice.currency, invoice.tax_rate, ZERO, rounding)
+    tax = amount - net  # what makes net + tax exactly the credited amount
+    number_format = settings.credit_note_number_format
+    seq = next_numbers(session, sequence_name(InvoiceKind.CREDIT_NOTE, number_format, today.year))[0]
+    now = utcnow()
+    credit_id = session.execute(
+        insert(InvoiceRow)
+        .values(
+            billing_key=f"credit:{invoice_number}:{len(credited) + 1}",
+            kind=InvoiceKind.CREDIT_NOTE.value,
+            scope=InvoiceScope.CREDIT.value,
+            number=number_format.format(year=today.year, seq=seq),
+            status=InvoiceStatus.FINALIZED.value,
+            customer_external_id=invoice.customer.external_id or "",
+            customer=json.dumps(invoice.customer.as_dict(), sort_keys=True),
+            seller=json.dumps(settings.seller.as_dict(), sort_keys=True),
+            currency=invoice.currency,
+            locale=invoice.locale,
+            timezone="UTC",
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            subtotal=totals.subtotal,
+            discount=ZERO,
+            tax_rate=invoice.tax_rate,
+            tax=tax,
+            total=amount,
+            issue_date=today,
+            due_date=today,
+            refers_to_id=invoice.id,
+            reason=reason,
+            created_at=now,
+            updated_at=now,
+            finalized_at=now,
+            status_changed_at=now,
+        )
+        .returning(InvoiceRow.id)
+    ).scalar_one()
+    return get_invoice(session, credit_id)

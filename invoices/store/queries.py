@@ -1,0 +1,463 @@
+"""Reading invoices: whole invoices with their lines, and the few narrow reads the billing run, the scheduler,
+subscriptions, metrics and the Stripe sync need, each returning typed records (never rows). Every function
+works inside the caller's transaction (a Session).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from dbkit import as_utc
+from invoices.errors import InvoiceNotFoundError
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineDetails, LineKind, Party
+from invoices.tables import InvoiceLineRow, InvoiceRow
+from pricing_plans.money import ZERO
+
+__all__ = [
+    "InvoiceAmounts",
+    "IssuedPeriod",
+    "OpeningDraft",
+    "billed_by_period",
+    "billed_fees",
+    "customers_with_drafts",
+    "customers_with_issued_invoice",
+    "drafts_of_period",
+    "finalized_invoice_ids",
+    "get_invoice",
+    "get_invoices",
+    "invoice_amounts",
+    "invoice_id_by_number",
+    "invoiced_until",
+    "issued_period_invoices",
+    "list_invoices",
+    "opening_drafts",
+]
+
+_CHUNK = 5000
+_BILLED = ("draft", "finalized", "paid", "uncollectible")  # not void: a void invoice billed nothing
+_ISSUED = ("finalized", "paid", "uncollectible")  # issued and not void
+
+
+# --- whole invoices --------------------------------------------------------------------------------------
+
+
+def get_invoice(session: Session, key: int | str) -> Invoice:
+    """An invoice by id, number or billing key."""
+    statement = select(InvoiceRow)
+    if isinstance(key, int) or key.isdigit():
+        statement = statement.where(InvoiceRow.id == int(key))
+    else:
+        statement = statement.where((InvoiceRow.number == key) | (InvoiceRow.billing_key == key))
+    row = session.execute(statement).scalar_one_or_none()
+    if row is None:
+        raise InvoiceNotFoundError(f"no invoice {key!r}")
+    return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()), _refers_to(session, row))
+
+
+def get_invoices(session: Session, invoice_ids: Sequence[int]) -> list[Invoice]:
+    """Invoices by id, with their lines (two queries per chunk of ids), in the order of the ids."""
+    found: dict[int, Invoice] = {}
+    ids = list(invoice_ids)
+    for offset in range(0, len(ids), _CHUNK):
+        chunk = ids[offset : offset + _CHUNK]
+        rows = session.execute(select(InvoiceRow).where(InvoiceRow.id.in_(chunk))).scalars().all()
+        lines = _lines_of(session, [row.id for row in rows])
+        found.update({row.id: _to_invoice(row, lines.get(row.id, ())) for row in rows})
+    return [found[invoice_id] for invoice_id in ids if invoice_id in found]
+
+
+def list_invoices(
+    session: Session,
+    *,
+    period_start: dt.date | None = None,
+    status: InvoiceStatus | str | None = None,
+    customer: str | None = None,
+    kind: InvoiceKind | None = None,
+    with_lines: bool = False,
+) -> list[Invoice]:
+    """Invoices, oldest first, filtered; lines are loaded (in one query) only when asked for."""
+    statement = select(InvoiceRow).order_by(InvoiceRow.period_start, InvoiceRow.customer_external_id, InvoiceRow.id)
+    if period_start is not None:
+        statement = statement.where(InvoiceRow.period_start == period_start)
+    if status is not None:
+        statement = statement.where(InvoiceRow.status == str(status))
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    if kind is not None:
+        statement = statement.where(InvoiceRow.kind == kind.value)
+    rows = session.execute(statement).scalars().all()
+    lines = _lines_of(session, [row.id for row in rows]) if with_lines else {}
+    return [_to_invoice(row, lines.get(row.id, ())) for row in rows]
+
+
+# --- what is billed already ------------------------------------------------------------------------------
+
+
+def billed_by_period(
+    session: Session, customers: Iterable[str], period_start: dt.date, *, exclude: Iterable[str] = ()
+) -> dict[tuple[str, int | None, str | None], Decimal]:
+    """What invoices already bill for usage of the period starting ``period_start``: the sum of usage, late-usage
+    and true-up lines per (customer, subscription, meter; None for the true-up), on every invoice that is not void
+    — drafts too, so usage billed late on one open invoice is not billed again on the next — except the
+    invoices being written now (their billing keys in ``exclude``). Late usage is priced against it."""
+    statement = (
+        select(
+            InvoiceRow.customer_external_id, InvoiceLineRow.subscription_id, InvoiceLineRow.meter, InvoiceLineRow.amount
+        )
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.status.in_(_BILLED),
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+            InvoiceLineRow.kind.in_(("usage", "late_usage", "commitment")),
+            InvoiceLineRow.service_start == period_start,
+            InvoiceRow.customer_external_id.in_(list(customers)),
+        )
+    )
+    excluded = list(exclude)
+    if excluded:
+        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
+    billed: dict[tuple[str, int | None, str | None], Decimal] = {}
+    for customer, subscription_id, meter, amount in session.execute(statement):
+        key = (customer, subscription_id, meter)
+        billed[key] = billed.get(key, ZERO) + amount
+    return billed
+
+
+def billed_fees(
+    session: Session, fees: Iterable[tuple[int, dt.date]], *, exclude: Iterable[str] = ()
+) -> dict[tuple[int, dt.date], Decimal]:
+    """What invoices that are not void bill as the subscription fee of each (subscription, fee period start),
+    except the invoices being written now (billing keys in ``exclude``)."""
+    wanted = set(fees)
+    if not wanted:
+        return {}
+    statement = (
+        select(InvoiceLineRow.subscription_id, InvoiceLineRow.service_start, InvoiceLineRow.amount)
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.status.in_(_BILLED),
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+            InvoiceLineRow.kind == "subscription",
+            InvoiceLineRow.subscription_id.in_(sorted({subscription for subscription, _ in wanted})),
+        )
+    )
+    excluded = list(exclude)
+    if excluded:
+        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
+    billed: dict[tuple[int, dt.date], Decimal] = dict.fromkeys(wanted, ZERO)
+    for subscription_id, service_start, amount in session.execute(statement):
+        key = (subscription_id, service_start)
+        if key in billed:
+            billed[key] += amount
+    return billed
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedPeriod:
+    """An issued period invoice, as late usage is measured against it.
+
+    Attributes:
+      customer_external_id: whose invoice it is.
+      period_start, period_end: the billing period ``[start, end)``, in the customer's ``timezone``.
+      usage_cutoff: when its usage was aggregated (UTC): every event received up to it was counted.
+    """
+
+    customer_external_id: str
+    period_start: dt.date
+    period_end: dt.date
+    timezone: str
+    usage_cutoff: dt.datetime
+
+
+def issued_period_invoices(
+    session: Session, *, since: dt.date, before: dt.date, customer: str | None = None
+) -> list[IssuedPeriod]:
+    """The issued (not void) period invoices of the periods starting from ``since`` up to ``before`` (excluded),
+    of every customer or of one."""
+    statement = select(
+        InvoiceRow.customer_external_id,
+        InvoiceRow.period_start,
+        InvoiceRow.period_end,
+        InvoiceRow.timezone,
+        InvoiceRow.usage_as_of,
+        InvoiceRow.finalized_at,
+    ).where(
+        InvoiceRow.kind == InvoiceKind.INVOICE.value,
+        InvoiceRow.scope == InvoiceScope.PERIOD.value,
+        InvoiceRow.status.in_(_ISSUED),
+        InvoiceRow.period_start >= since,
+        InvoiceRow.period_start < before,
+    )
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    issued = []
+    for customer_id, start, end, timezone, usage_as_of, finalized_at in session.execute(statement):
+        # usage_as_of is the run's ingestion cutoff; an invoice written before it was recorded has its
+        # finalization instead (every issued invoice has one)
+        billed_from = usage_as_of or finalized_at
+        assert billed_from is not None
+        issued.append(IssuedPeriod(customer_id, start, end, timezone, as_utc(billed_from)))
+    return issued
+
+
+def invoiced_until(session: Session, customer: str) -> dt.date | None:
+    """The end of the last period for which ``customer`` has an issued (not void) period invoice, if any."""
+    statement = select(func.max(InvoiceRow.period_end)).where(
+        InvoiceRow.customer_external_id == customer,
+        InvoiceRow.scope == InvoiceScope.PERIOD.value,
+        InvoiceRow.status.in_(_ISSUED),
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+# --- drafts and what is issued, for finalization ---------------------------------------------------------
+
+
+def customers_with_drafts(session: Session, period_start: dt.date) -> set[str]:
+    """The customers with a draft invoice (of any scope) dated in the period starting ``period_start``."""
+    statement = (
+        select(InvoiceRow.customer_external_id)
+        .distinct()
+        .where(InvoiceRow.period_start == period_start, InvoiceRow.status == InvoiceStatus.DRAFT.value)
+    )
+    return set(session.scalars(statement))
+
+
+def customers_with_issued_invoice(session: Session, period_start: dt.date) -> set[str]:
+    """The customers whose period invoice of the period starting ``period_start`` is issued (void included)."""
+    statement = (
+        select(InvoiceRow.customer_external_id)
+        .distinct()
+        .where(
+            InvoiceRow.period_start == period_start,
+            InvoiceRow.status != InvoiceStatus.DRAFT.value,
+            InvoiceRow.scope == InvoiceScope.PERIOD.value,
+        )
+    )
+    return set(session.scalars(statement))
+
+
+def drafts_of_period(
+    session: Session, period_start: dt.date, opening_subscriptions: Iterable[int], customer: str | None = None
+) -> list[int]:
+    """The ids of the drafts a period's finalization issues, in customer order: the period invoices of the period
+    starting ``period_start`` and the opening invoices of ``opening_subscriptions`` (those that start in it:
+    an opening invoice is dated by its fee period, which for a yearly plan begins before the subscription)."""
+    statement = (
+        select(InvoiceRow.id)
+        .where(
+            InvoiceRow.status == InvoiceStatus.DRAFT.value,
+            or_(
+                and_(InvoiceRow.scope == InvoiceScope.PERIOD.value, InvoiceRow.period_start == period_start),
+                and_(
+                    InvoiceRow.scope == InvoiceScope.OPENING.value,
+                    InvoiceRow.subscription_id.in_(sorted(set(opening_subscriptions))),
+                ),
+            ),
+        )
+        .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
+    )
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    return list(session.scalars(statement))
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningDraft:
+    """A subscription's opening invoice that is still a draft."""
+
+    invoice_id: int
+    billing_key: str
+    customer_external_id: str
+    subscription_id: int
+
+
+def opening_drafts(session: Session, customer: str | None = None) -> list[OpeningDraft]:
+    """Every opening invoice still a draft, of every customer or of one, in customer order."""
+    statement = (
+        select(InvoiceRow.id, InvoiceRow.billing_key, InvoiceRow.customer_external_id, InvoiceRow.subscription_id)
+        .where(InvoiceRow.status == InvoiceStatus.DRAFT.value, InvoiceRow.scope == InvoiceScope.OPENING.value)
+        .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
+    )
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    drafts = []
+    for invoice_id, billing_key, customer_id, subscription_id in session.execute(statement):
+        assert subscription_id is not None  # every opening invoice names its subscription
+        drafts.append(OpeningDraft(invoice_id, billing_key, customer_id, subscription_id))
+    return drafts
+
+
+# --- lookups for payments and the figures ----------------------------------------------------------------
+
+
+def invoice_id_by_number(session: Session, number: str, kind: InvoiceKind = InvoiceKind.INVOICE) -> int | None:
+    """The id of the document of ``kind`` numbered ``number``, if there is one."""
+    statement = select(InvoiceRow.id).where(InvoiceRow.number == number, InvoiceRow.kind == kind.value)
+    return session.execute(statement).scalar_one_or_none()
+
+
+def finalized_invoice_ids(session: Session) -> list[int]:
+    """The ids of the invoices (not credit notes) that are finalized and not yet paid, void or given up on,
+    oldest first."""
+    statement = (
+        select(InvoiceRow.id)
+        .where(InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.status == InvoiceStatus.FINALIZED.value)
+        .order_by(InvoiceRow.id)
+    )
+    return list(session.scalars(statement))
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceAmounts:
+    """What revenue figures need of one invoice or credit note.
+
+    Attributes:
+      number: the issued number (None while draft); ``refers_to``: the credited invoice's number.
+      kind, status, customer_external_id, currency, period_start: as stored.
+      subtotal, discount: before tax.
+      line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs sorted by kind.
+    """
+
+    number: str | None
+    kind: InvoiceKind
+    status: InvoiceStatus
+    customer_external_id: str
+    currency: str
+    period_start: dt.date
+    subtotal: Decimal
+    discount: Decimal
+    refers_to: str | None
+    line_amounts: tuple[tuple[str, Decimal], ...]
+
+
+def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[InvoiceAmounts]:
+    """The invoices whose period starts from ``first`` to ``last`` (both included) and the credit notes against
+    them, drafts and void ones included, in id order (two queries; the lines are summed here, not by the
+    database: SQLite stores exact decimals as text)."""
+    in_range = select(InvoiceRow.id).where(
+        InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.period_start.between(first, last)
+    )
+    wanted = or_(
+        and_(InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.period_start.between(first, last)),
+        and_(InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value, InvoiceRow.refers_to_id.in_(in_range)),
+    )
+    credited = aliased(InvoiceRow)
+    rows = session.execute(
+        select(
+            InvoiceRow.id,
+            InvoiceRow.number,
+            InvoiceRow.kind,
+            InvoiceRow.status,
+            InvoiceRow.customer_external_id,
+            InvoiceRow.currency,
+            InvoiceRow.period_start,
+            InvoiceRow.subtotal,
+            InvoiceRow.discount,
+            credited.number,
+        )
+        .outerjoin(credited, credited.id == InvoiceRow.refers_to_id)
+        .where(wanted)
+        .order_by(InvoiceRow.id)
+    ).all()
+    amounts: dict[int, dict[str, Decimal]] = {}
+    lines = session.execute(
+        select(InvoiceLineRow.invoice_id, InvoiceLineRow.kind, InvoiceLineRow.amount)
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(wanted)
+    )
+    for invoice_id, line_kind, amount in lines:
+        per_kind = amounts.setdefault(invoice_id, {})
+        per_kind[line_kind] = per_kind.get(line_kind, ZERO) + amount
+    return [
+        InvoiceAmounts(
+            number=number,
+            kind=InvoiceKind(kind),
+            status=InvoiceStatus(status),
+            customer_external_id=customer,
+            currency=currency,
+            period_start=period_start,
+            subtotal=subtotal,
+            discount=discount,
+            refers_to=refers_to,
+            line_amounts=tuple(sorted(amounts.get(invoice_id, {}).items())),
+        )
+        for invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to in rows
+    ]
+
+
+# --- rows to records -------------------------------------------------------------------------------------
+
+
+def _lines_of(session: Session, invoice_ids: list[int]) -> dict[int, tuple[InvoiceLine, ...]]:
+    if not invoice_ids:
+        return {}
+    grouped: dict[int, list[InvoiceLine]] = {}
+    statement = (
+        select(InvoiceLineRow)
+        .where(InvoiceLineRow.invoice_id.in_(invoice_ids))
+        .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
+    )
+    for row in session.execute(statement).scalars():
+        grouped.setdefault(row.invoice_id, []).append(
+            InvoiceLine(
+                kind=LineKind(row.kind),
+                description=row.description,
+                amount=row.amount,
+                quantity=row.quantity,
+                unit=row.unit,
+                section=row.section,
+                service_start=row.service_start,
+                service_end=row.service_end,
+                meter=row.meter,
+                model=row.model,
+                details=LineDetails.from_json(row.details, row.model),
+                subscription_id=row.subscription_id,
+                plan_code=row.plan_code,
+                plan_version=row.plan_version,
+            )
+        )
+    return {key: tuple(value) for key, value in grouped.items()}
+
+
+def _refers_to(session: Session, row: InvoiceRow) -> str | None:
+    if row.refers_to_id is None:
+        return None
+    return session.execute(select(InvoiceRow.number).where(InvoiceRow.id == row.refers_to_id)).scalar_one_or_none()
+
+
+def _to_invoice(row: InvoiceRow, lines: Sequence[InvoiceLine], refers_to: str | None = None) -> Invoice:
+    seller = json.loads(row.seller or "{}")
+    return Invoice(
+        id=row.id,
+        number=row.number,
+        kind=InvoiceKind(row.kind),
+        status=InvoiceStatus(row.status),
+        billing_key=row.billing_key,
+        customer=Party.from_dict(json.loads(row.customer)),
+        seller=Party.from_dict(seller) if seller else Party(name=""),
+        currency=row.currency,
+        locale=row.locale,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        lines=tuple(lines),
+        subtotal=row.subtotal,
+        discount=row.discount,
+        tax_rate=row.tax_rate,
+        tax=row.tax,
+        total=row.total,
+        issue_date=row.issue_date,
+        due_date=row.due_date,
+        finalized_at=row.finalized_at,
+        refers_to=refers_to,
+        reason=row.reason,
+        scope=InvoiceScope(row.scope),
+        subscription_id=row.subscription_id,
+    )

@@ -1,0 +1,143 @@
+"""Migrations that move data: what was stored before them reads the same after them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from billing.db import make_engine, session_scope, upgrade
+from invoices import store
+from invoices.model import InvoiceScope
+from tests.conftest import BACKENDS, PG_URL
+
+INVOICE = (
+    "INSERT INTO invoices (id, billing_key, kind, status, customer_external_id, customer, seller, currency, locale,"
+    " timezone, period_start, period_end, subtotal, discount, tax_rate, tax, total, refers_to_id, created_at,"
+    " updated_at)"
+    " VALUES (:id, :key, :kind, 'draft', 'acme', '{\"name\": \"Acme\", \"external_id\": \"acme\"}', '{}', 'USD',"
+    " 'en_US', 'UTC', '2026-03-01', '2026-04-01', '10.00', '0', '0', '0', '10.00', :refers_to,"
+    " '2026-04-02 10:00:00', '2026-04-02 10:00:00')"
+)
+LINE = (
+    "INSERT INTO invoice_lines (invoice_id, position, section, kind, description, quantity, amount, details)"
+    " VALUES (:id, 1, '', 'usage', 'API calls', '1', '10.00', '{}')"
+)
+ISSUE = (
+    "UPDATE invoices SET status = :status, number = :number, issue_date = '2026-04-02', due_date = '2026-04-16',"
+    " finalized_at = '2026-04-02 10:00:00' WHERE id = :id"
+)
+# What a database at revision 0007 holds: every kind of billing key, issued and draft.
+ROWS = (
+    (1, "period:acme:2026-03", "invoice", "INV-2026-000001", "finalized", None),
+    (2, "start:42", "invoice", "INV-2026-000002", "paid", None),
+    (3, "start:7", "invoice", None, "draft", None),
+    (4, "credit:INV-2026-000001:1", "credit_note", "CN-2026-000001", "finalized", 1),
+    (5, "period:acme:2026-04", "invoice", None, "draft", None),
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (a SQLite file, or a PostgreSQL schema of its own) that no migration has touched."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'billing.db'}"
+        return
+    assert PG_URL
+    schema = f"billing_migration_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _store_0007_rows(engine: Engine, rows: tuple[tuple[object, ...], ...] = ROWS) -> None:
+    """Write ``rows`` as the store did before 0008: a draft with its line, then issued (when it has a number)."""
+    with engine.begin() as connection:
+        for invoice_id, key, kind, number, status, refers_to in rows:
+            connection.execute(text(INVOICE), {"id": invoice_id, "key": key, "kind": kind, "refers_to": refers_to})
+            connection.execute(text(LINE), {"id": invoice_id})
+            if number is not None:
+                connection.execute(text(ISSUE), {"id": invoice_id, "status": status, "number": number})
+
+
+def _scopes(engine: Engine) -> dict[str, tuple[str, int | None]]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT billing_key, scope, subscription_id FROM invoices"))
+        return {key: (scope, subscription_id) for key, scope, subscription_id in rows}
+
+
+def test_0008_fills_scope_and_subscription_of_invoices_stored_before_it(fresh_url):
+    upgrade(fresh_url, "0007")
+    engine = make_engine(fresh_url)
+    try:
+        _store_0007_rows(engine)
+        upgrade(engine)
+        assert _scopes(engine) == {
+            "period:acme:2026-03": ("period", None),
+            "start:42": ("opening", 42),
+            "start:7": ("opening", 7),
+            "credit:INV-2026-000001:1": ("credit", None),
+            "period:acme:2026-04": ("period", None),
+        }
+        with session_scope(engine) as session:
+            invoices = store.get_invoices(session, [1, 2, 3, 4, 5])
+            drafts = store.opening_drafts(session)
+        assert [len(invoice.lines) for invoice in invoices] == [1, 1, 1, 1, 1]  # no line lost on the way
+        assert [invoice.scope for invoice in invoices] == [
+            InvoiceScope.PERIOD, InvoiceScope.OPENING, InvoiceScope.OPENING, InvoiceScope.CREDIT, InvoiceScope.PERIOD
+        ]
+        assert [(draft.invoice_id, draft.subscription_id) for draft in drafts] == [(3, 7)]
+        # what it bills is frozen on an issued invoice from now on; a draft's still moves with its key
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET subscription_id = 43 WHERE id = 2"))
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET total = '0' WHERE id = 1"))
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET subscription_id = 8 WHERE id = 3"))
+    finally:
+        engine.dispose()
+
+
+def test_0008_refuses_a_billing_key_that_says_nothing_of_what_it_bills(fresh_url):
+    upgrade(fresh_url, "0007")
+    engine = make_engine(fresh_url)
+    try:
+        _store_0007_rows(engine, ((1, "by-hand:acme", "invoice", None, "draft", None),))
+        with pytest.raises(RuntimeError, match="by-hand:acme"):
+            upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def test_0008_can_be_undone_and_redone(fresh_url):
+    from alembic import command
+
+    from billing.db import _alembic_config
+
+    upgrade(fresh_url, "0007")
+    engine = make_engine(fresh_url)
+    try:
+        _store_0007_rows(engine)
+        upgrade(engine)
+        command.downgrade(_alembic_config(engine), "0007")
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM invoice_lines")).scalar_one() == len(ROWS)
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET total = '0' WHERE id = 1"))
+        upgrade(engine)
+        assert _scopes(engine)["start:42"] == ("opening", 42)
+    finally:
+        engine.dispose()
