@@ -44,6 +44,7 @@ from billing.notify.outbox import (
     Attempt,
     Claimed,
     Notification,
+    RoundOutcome,
     claim_due,
     count_due,
     record_attempt,
@@ -184,7 +185,8 @@ def _deliver_one(
     _count(report, notification.id, outcome, errors)
 
 
-def _count(report: DeliveryReport, notification_id: str, outcome: str | None, errors: list[str]) -> None:
+def _count(report: DeliveryReport, notification_id: str, outcome: RoundOutcome | None, errors: list[str]) -> None:
+    """Add one settled round to the report; a round that failed reports its errors, whether retried or dead."""
     if outcome is None:  # no longer pending: settled by someone else
         return
     if outcome == "sent":
