@@ -173,54 +173,75 @@ def _customer_fields(
     tax_rate: Any,
 ) -> tuple[dict[str, Any], list[str]]:
     """The customer's fields, normalized (text stripped, currency upper-cased, locale canonical), and every
-    problem found, each as ``field: what was expected, got what``."""
+    problem found, each as ``field: what was expected, got what``, in the order of the fields."""
     problems: list[str] = []
-    fields: dict[str, Any] = {}
 
     def text(field: str, value: Any, limit: int, required: bool = True) -> str | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if required:
-                problems.append(f"{field}: required, got nothing")
-            return None
-        if not isinstance(value, str):
-            problems.append(f"{field}: expected text, got {type(value).__name__}")
-            return None
-        value = value.strip()
-        if len(value) > limit:
-            problems.append(f"{field}: at most {limit} characters, got {len(value)}")
-        return value
+        return _text(problems, field, value, limit, required)
 
-    external = text("external_id", external_id, 255)
+    fields: dict[str, Any] = {
+        "external_id": _external_id(text("external_id", external_id, 255), problems),
+        "name": text("name", name, 255),
+        "email": _email_address(text("email", email, 320, required=False), problems),
+        "currency": _currency_code(text("currency", currency, 3), problems),
+        "timezone": _timezone(text("timezone", timezone, 64, required=False), problems),
+        "locale": _locale(text("locale", locale, 35, required=False) or "en_US", problems),
+        "address": _address_lines(address, problems),
+        "webhook_url": _webhook_url(text("webhook_url", webhook_url, 2048, required=False), problems),
+        "tax_rate": _tax_rate(tax_rate, problems),
+    }
+    return fields, problems
+
+
+def _text(problems: list[str], field: str, value: Any, limit: int, required: bool) -> str | None:
+    """A text field stripped; None when it is missing (a problem if ``required``) or not text."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            problems.append(f"{field}: required, got nothing")
+        return None
+    if not isinstance(value, str):
+        problems.append(f"{field}: expected text, got {type(value).__name__}")
+        return None
+    value = value.strip()
+    if len(value) > limit:
+        problems.append(f"{field}: at most {limit} characters, got {len(value)}")
+    return value
+
+
+def _external_id(external: str | None, problems: list[str]) -> str | None:
     if external is not None and not _NO_SPACE.fullmatch(external):
         problems.append(f"external_id: expected an id without spaces or control characters, got {external!r}")
-    fields["external_id"] = external
-    fields["name"] = text("name", name, 255)
+    return external
 
-    mail = text("email", email, 320, required=False)
+
+def _email_address(mail: str | None, problems: list[str]) -> str | None:
     if mail is not None and not _EMAIL.fullmatch(mail):
         problems.append(f"email: expected an address like name@example.com, got {mail!r}")
-    fields["email"] = mail
+    return mail
 
-    code = text("currency", currency, 3)
+
+def _currency_code(code: str | None, problems: list[str]) -> str | None:
+    """The currency upper-cased; it must be one ISO 4217 knows."""
     if code is not None:
         code = code.upper()
         if not is_known_currency(code):
             problems.append(f"currency: unknown currency {code!r} (expected an ISO 4217 code such as USD, EUR, JPY)")
-    fields["currency"] = code
+    return code
 
-    zone = text("timezone", timezone, 64, required=False)
+
+def _timezone(zone: str | None, problems: list[str]) -> str | None:
+    """The customer's timezone, or the settings' default when none is given; either must be an IANA name."""
     default = zone is None
     if default:
         zone = get_settings().timezone
     if not _is_timezone(zone):
         source = " (the default timezone from the settings)" if default else ""
         problems.append(f"timezone: unknown timezone {zone!r}{source} (expected an IANA name such as Europe/Berlin)")
-    fields["timezone"] = zone
+    return zone
 
-    fields["locale"] = _locale(text("locale", locale, 35, required=False) or "en_US", problems)
-    fields["address"] = _address_lines(address, problems)
 
-    url = text("webhook_url", webhook_url, 2048, required=False)
+def _webhook_url(url: str | None, problems: list[str]) -> str | None:
+    """An http(s) URL with a host: where the customer's own notifications are posted."""
     if url is not None:
         try:
             parts = urlsplit(url)
@@ -229,10 +250,7 @@ def _customer_fields(
             valid = False
         if not valid:
             problems.append(f"webhook_url: expected an http:// or https:// URL, got {url!r}")
-    fields["webhook_url"] = url
-
-    fields["tax_rate"] = _tax_rate(tax_rate, problems)
-    return fields, problems
+    return url
 
 
 def _is_timezone(name: str | None) -> bool:

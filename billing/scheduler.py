@@ -11,7 +11,7 @@ job id              every        what
                                  usage still gets in), then finalizes those drafts ``finalize_grace_days`` after
                                  the period's end
 ``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` (ingestion also checks after each batch)
-``notifications``   minute       ``billing.notify.outbox.deliver_pending``: sends what is due, retries what failed
+``notifications``   minute       ``billing.notify.deliver_pending``: sends what is due, retries what failed
 ``stripe_sync``     15 minutes   ``billing.stripe.sync.sync_invoices`` when ``STRIPE_API_KEY`` is set
 ==================  ===========  =================================================================================
 
@@ -205,9 +205,9 @@ def threshold_job() -> None:
 def notification_job() -> None:
     """Deliver the notifications that are due (new ones, and retries of failed ones)."""
     try:
-        from billing.notify.outbox import deliver_pending
+        from billing.notify import deliver_pending
     except ImportError:
-        log.warning("notifications: billing.notify.outbox is not available; nothing delivered")
+        log.warning("notifications: billing.notify is not available; nothing delivered")
         return
     settings = get_settings()
     deliver_pending(_engine(settings), settings)

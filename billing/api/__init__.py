@@ -3,7 +3,7 @@
 ``create_app(settings)`` builds the application: the routers below, Stripe's webhook router
 (``billing.stripe.webhooks``), and error handlers that answer every failure as
 ``{"error": {"code", "message", "field"}}`` (``billing.api.errors``). Every route but the webhook (which Stripe
-signs) and ``/healthz`` needs ``Authorization: Bearer <API key>`` (``billing.api.auth``).
+signs) and ``/healthz`` needs ``Authorization: Bearer <API key>`` (``billing.apikeys``).
 
     routes_events      POST /v1/events
     routes_customers   POST/GET /v1/customers, GET /v1/customers/{id}, GET /v1/customers/{id}/usage,
@@ -20,9 +20,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from billing.api import routes_customers, routes_events, routes_invoices, routes_metrics
-from billing.api.auth import ApiKey, create_api_key, list_api_keys, revoke_api_key
 from billing.api.deps import get_api_settings
 from billing.api.errors import ApiError, install_error_handlers
+from billing.apikeys import ApiKey, create_api_key, list_api_keys, revoke_api_key
 from billing.config import Settings
 from billing.db.engines import engine_for_url, get_engine
 

@@ -34,7 +34,8 @@ from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, parse_month
 from billing.db.engines import get_engine
 from billing.errors import BillingInputError
-from billing.preview import customer_usage
+from billing.preview import MeterTotal, ThresholdState, customer_usage
+from invoices.model import DraftInvoice
 from pricing_plans.models import Catalog
 from pricing_plans.money import format_amount
 
@@ -196,8 +197,6 @@ def get_usage(
         raise not_found(f"unknown customer {customer_id!r}")
     found = customer_usage(engine, catalog, customer_id, month_param(period) if period else None)
     currency = found.customer.currency
-    preview = found.preview
-    totals = preview.totals
     return UsageOut(
         customer=found.customer.external_id,
         currency=currency,
@@ -205,53 +204,63 @@ def get_usage(
         period=PeriodOut(start=found.period.start, end=found.period.end),
         label=found.period.label,
         as_of=found.as_of,
-        meters=[
-            MeterUsageOut(
-                meter=m.code,
-                name=m.name,
-                unit=m.unit,
-                quantity=decimal_text(m.usage.quantity),
-                events=m.usage.events,
-            )
-            for m in found.meters
-        ],
-        thresholds=[
-            ThresholdOut(
-                subscription_id=t.subscription_id,
-                key=t.spec.key,
-                kind=t.spec.kind,
-                meter=t.spec.meter,
-                limit=format_amount(t.spec.limit, currency) if t.spec.kind == "spend" else decimal_text(t.spec.limit),
-                value=format_amount(t.value, currency) if t.spec.kind == "spend" else decimal_text(t.value),
-                percent=None if t.percent is None else decimal_text(t.percent),
-                levels=list(t.spec.levels),
-                reached=list(t.reached),
-                notified=list(t.notified),
-            )
-            for t in found.thresholds
-        ],
-        preview=PreviewOut(
-            currency=currency,
-            lines=[
-                PreviewLineOut(
-                    section=line.section,
-                    kind=line.kind,
-                    description=line.description,
-                    meter=line.meter,
-                    quantity=decimal_text(line.quantity),
-                    unit=line.unit,
-                    amount=format_amount(line.amount, currency),
-                    subscription_id=line.subscription_id,
-                )
-                for line in preview.lines
-            ],
-            subtotal=format_amount(totals.subtotal, currency),
-            tax_rate=decimal_text(preview.tax_rate),
-            tax=format_amount(totals.tax, currency),
-            total=format_amount(totals.total, currency),
-        ),
+        meters=[_meter_out(m) for m in found.meters],
+        thresholds=[_threshold_out(t, currency) for t in found.thresholds],
+        preview=_preview_out(found.preview, currency),
     )
 
+
+def _meter_out(meter: MeterTotal) -> MeterUsageOut:
+    return MeterUsageOut(
+        meter=meter.code,
+        name=meter.name,
+        unit=meter.unit,
+        quantity=decimal_text(meter.usage.quantity),
+        events=meter.usage.events,
+    )
+
+
+def _threshold_out(state: ThresholdState, currency: str) -> ThresholdOut:
+    """A threshold as the API shows it: a spend limit and value as money, a usage one as a plain number."""
+    spec = state.spec
+    spend = spec.kind == "spend"
+    return ThresholdOut(
+        subscription_id=state.subscription_id,
+        key=spec.key,
+        kind=spec.kind,
+        meter=spec.meter,
+        limit=format_amount(spec.limit, currency) if spend else decimal_text(spec.limit),
+        value=format_amount(state.value, currency) if spend else decimal_text(state.value),
+        percent=None if state.percent is None else decimal_text(state.percent),
+        levels=list(spec.levels),
+        reached=list(state.reached),
+        notified=list(state.notified),
+    )
+
+
+def _preview_out(preview: DraftInvoice, currency: str) -> PreviewOut:
+    """The upcoming invoice's lines and totals, amounts formatted in the customer's currency."""
+    totals = preview.totals
+    return PreviewOut(
+        currency=currency,
+        lines=[
+            PreviewLineOut(
+                section=line.section,
+                kind=line.kind,
+                description=line.description,
+                meter=line.meter,
+                quantity=decimal_text(line.quantity),
+                unit=line.unit,
+                amount=format_amount(line.amount, currency),
+                subscription_id=line.subscription_id,
+            )
+            for line in preview.lines
+        ],
+        subtotal=format_amount(totals.subtotal, currency),
+        tax_rate=decimal_text(preview.tax_rate),
+        tax=format_amount(totals.tax, currency),
+        total=format_amount(totals.total, currency),
+    )
 
 # -- subscriptions -----------------------------------------------------------------------------------------
 

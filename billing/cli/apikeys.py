@@ -1,4 +1,4 @@
-"""``billing apikeys create|list|revoke``: the HTTP API's keys (``billing.api.auth``)."""
+"""``billing apikeys create|list|revoke``: the HTTP API's keys (``billing.apikeys``)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def create(
     ] = None,
 ) -> None:
     """Make an API key and print it. It is shown this once: only its hash is stored."""
-    from billing.api.auth import create_api_key
+    from billing.apikeys import create_api_key
 
     engine = engine_for_cli()
     try:
@@ -59,7 +59,7 @@ def create(
 @apikeys_app.command("list")
 def list_command() -> None:
     """Every key: id, name, prefix, customer, created, revoked."""
-    from billing.api.auth import list_api_keys
+    from billing.apikeys import list_api_keys
 
     engine = engine_for_cli()
     try:
@@ -88,7 +88,7 @@ def revoke(
     key_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=2**63 - 1, help="The key's id (apikeys list).")],
 ) -> None:
     """Revoke a key: it is refused from the next request on."""
-    from billing.api.auth import revoke_api_key
+    from billing.apikeys import revoke_api_key
 
     engine = engine_for_cli()
     try:

@@ -1,5 +1,5 @@
 """``billing notifications list|deliver|retry``, ``billing thresholds check`` and ``billing customers set-limit``:
-thin wrappers over ``billing.notify.outbox`` and ``billing.thresholds``."""
+thin wrappers over ``billing.notify`` and ``billing.thresholds``."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def notifications_list(
     customer: Annotated[str | None, typer.Option("--customer", metavar="ID", help="Only this customer's.")] = None,
 ) -> None:
     """List notifications, oldest first."""
-    from billing.notify.outbox import list_notifications
+    from billing.notify import list_notifications
 
     with database() as engine:
         found = list_notifications(engine, status=status, customer=customer)
@@ -84,7 +84,7 @@ def notifications_deliver(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many notifications.")] = None,
 ) -> None:
     """Send the due pending notifications (webhook and e-mail); failures are retried later with backoff."""
-    from billing.notify.outbox import deliver_pending
+    from billing.notify import deliver_pending
 
     settings = get_settings()
     with (
@@ -110,7 +110,7 @@ def notifications_retry(
     notification_id: Annotated[str, typer.Argument(metavar="ID", help="The id of a dead notification.")],
 ) -> None:
     """Put a dead notification back to pending; the next `billing notifications deliver` sends it."""
-    from billing.notify.outbox import retry
+    from billing.notify import retry
 
     with database() as engine:
         notification = retry(engine, notification_id)

@@ -548,33 +548,18 @@ def _period_figures(
     billed_now: Mapping[str, BilledAmounts],
     billed_before: Mapping[str, BilledAmounts],
 ) -> PeriodFigures:
+    """One currency's figures for one period: customer counts, the MRR bridge, and what was billed, with the
+    previous period's paying customers as the retention base."""
     churned = [c for c in start if c not in end]
     new = [c for c in end if c not in start]
     reactivated = {c for c in new if history.had_subscription_before(c, period.start)}
     involuntary = sum(1 for c in churned if history.churn_reason(c, period) is CancelReason.INVOLUNTARY)
-
-    moves = {"new": ZERO, "reactivation": ZERO, "expansion": ZERO, "contraction": ZERO, "churned": ZERO}
+    moves = _mrr_moves(start, end, reactivated)
+    base = _billed_base(billed_now, billed_before)
     with decimal.localcontext(_EXACT):
-        for customer in start.keys() | end.keys():
-            m0, m1 = start.get(customer, ZERO), end.get(customer, ZERO)
-            if m0 == 0 < m1:
-                moves["reactivation" if customer in reactivated else "new"] += m1
-            elif m0 > 0 == m1:
-                moves["churned"] += m0
-            elif m1 > m0 > 0:
-                moves["expansion"] += m1 - m0
-            elif m0 > m1 > 0:
-                moves["contraction"] += m0 - m1
         mrr_start = sum(start.values(), ZERO)
         mrr_end = sum(end.values(), ZERO)
-
         total = sum(billed_now.values(), BilledAmounts())
-        base = [c for c, amounts in billed_before.items() if amounts.total > 0]
-        previous = [billed_before[c].total for c in base]
-        current = [billed_now[c].total if c in billed_now else ZERO for c in base]
-        base_previous = sum(previous, ZERO)
-        base_current = sum(current, ZERO)
-        base_retained = sum((min(p, q) for p, q in zip(previous, current, strict=True)), ZERO)
 
     return PeriodFigures(
         period=period,
@@ -595,8 +580,55 @@ def _period_figures(
         mrr_churned=moves["churned"],
         billed=total,
         billed_customers=sum(1 for amounts in billed_now.values() if amounts.total > 0),
-        billed_base_customers=len(base),
-        billed_base_previous=base_previous,
-        billed_base_current=base_current,
-        billed_base_retained=base_retained,
+        billed_base_customers=base.customers,
+        billed_base_previous=base.previous,
+        billed_base_current=base.current,
+        billed_base_retained=base.retained,
     )
+
+
+def _mrr_moves(
+    start: Mapping[str, Decimal], end: Mapping[str, Decimal], reactivated: set[str]
+) -> dict[str, Decimal]:
+    """The MRR bridge: each customer's change from the period's start to its end, as new, reactivation,
+    expansion, contraction or churned MRR."""
+    moves = {"new": ZERO, "reactivation": ZERO, "expansion": ZERO, "contraction": ZERO, "churned": ZERO}
+    with decimal.localcontext(_EXACT):
+        for customer in start.keys() | end.keys():
+            m0, m1 = start.get(customer, ZERO), end.get(customer, ZERO)
+            if m0 == 0 < m1:
+                moves["reactivation" if customer in reactivated else "new"] += m1
+            elif m0 > 0 == m1:
+                moves["churned"] += m0
+            elif m1 > m0 > 0:
+                moves["expansion"] += m1 - m0
+            elif m0 > m1 > 0:
+                moves["contraction"] += m0 - m1
+    return moves
+
+
+@dataclass(frozen=True, slots=True)
+class _BilledBase:
+    """The customers billed something in the previous period, and what they were billed then and now."""
+
+    customers: int
+    previous: Decimal
+    current: Decimal
+    retained: Decimal
+
+
+def _billed_base(
+    billed_now: Mapping[str, BilledAmounts], billed_before: Mapping[str, BilledAmounts]
+) -> _BilledBase:
+    """The base for revenue retention: the previous period's paying customers; retained is what each still pays,
+    up to what it paid before."""
+    with decimal.localcontext(_EXACT):
+        base = [c for c, amounts in billed_before.items() if amounts.total > 0]
+        previous = [billed_before[c].total for c in base]
+        current = [billed_now[c].total if c in billed_now else ZERO for c in base]
+        return _BilledBase(
+            customers=len(base),
+            previous=sum(previous, ZERO),
+            current=sum(current, ZERO),
+            retained=sum((min(p, q) for p, q in zip(previous, current, strict=True)), ZERO),
+        )

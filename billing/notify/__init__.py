@@ -1,2 +1,44 @@
 """Notifications: the outbox (queued in the same transaction as what they report), their signing, and their
-delivery by webhook and e-mail with retries and dead letters."""
+delivery by webhook and e-mail with retries and dead letters.
+
+- ``outbox`` — the notification rows: queueing in the caller's transaction, listing, claiming, attempts, dead
+  letters and their retry;
+- ``signing`` — the ``Billing-Signature`` header, its reference check, and which secret signs for an endpoint;
+- ``delivery`` — sending what is due by webhook and e-mail, with backoff.
+"""
+
+from __future__ import annotations
+
+from billing.notify.delivery import DeliveryReport, backoff_delay, deliver_pending, webhook_body
+from billing.notify.outbox import (
+    Attempt,
+    Notification,
+    attempts_of,
+    count_due,
+    get_notification,
+    list_notifications,
+    queue_invoice_finalized,
+    queue_invoices_finalized,
+    retry,
+)
+from billing.notify.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, verify_signature
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "SIGNATURE_HEADER",
+    "Attempt",
+    "DeliveryReport",
+    "Notification",
+    "attempts_of",
+    "backoff_delay",
+    "count_due",
+    "deliver_pending",
+    "get_notification",
+    "list_notifications",
+    "queue_invoice_finalized",
+    "queue_invoices_finalized",
+    "retry",
+    "sign",
+    "verify_signature",
+    "webhook_body",
+]

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from billing.api import create_app
-from billing.api.auth import create_api_key, revoke_api_key
+from billing.apikeys import create_api_key, revoke_api_key
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
 from billing.core.metrics import JSON_KEYS

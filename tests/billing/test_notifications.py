@@ -27,9 +27,10 @@ from billing.config import Settings
 from billing.core.periods import month
 from billing.db import repository, session_scope
 from billing.db.notification_tables import DeliveryAttemptRow, NotificationRow
+from billing.demo.receiver import run_receiver
 from billing.errors import BillingInputError, NotFoundError
 from billing.metering import meter_specs
-from billing.notify.outbox import (
+from billing.notify import (
     SIGNATURE_HEADER,
     attempts_of,
     backoff_delay,
@@ -38,7 +39,6 @@ from billing.notify.outbox import (
     list_notifications,
     queue_invoice_finalized,
     retry,
-    run_receiver,
     sign,
     verify_signature,
     webhook_body,
@@ -552,7 +552,7 @@ DELIVER_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from billing.config import Settings
     from billing.db import make_engine
-    from billing.notify.outbox import deliver_pending
+    from billing.notify import deliver_pending
 
     url, hook, secret, go = sys.argv[1:]
     engine = make_engine(url)
@@ -591,7 +591,7 @@ KILL_SCRIPT = textwrap.dedent(
     import datetime as dt, sys, time
     from billing.config import get_settings
     from billing.db import make_engine
-    from billing.notify.outbox import deliver_pending
+    from billing.notify import deliver_pending
     from billing.thresholds import check_thresholds
     from pricing_plans.loader import load_catalog_or_raise
 

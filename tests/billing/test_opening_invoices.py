@@ -16,7 +16,7 @@ from billing.core.periods import month
 from billing.db import session_scope
 from billing.db.engines import dispose_engines
 from billing.invoicing import finalize_opening_invoices
-from billing.notify.outbox import list_notifications
+from billing.notify import list_notifications
 from billing.run import finalize_period, run_billing
 from billing.scheduler import bill_closed_periods, billing_cycle_job
 from invoices import store

@@ -4,7 +4,8 @@ On a fresh SQLite database in ``out/``: the sample catalog, about 200 customers 
 currencies and timezones, some starting mid-month, some upgrading, some cancelling), three months of generated
 usage (a fixed seed, so every run gives the same invoices), and for each month: ingestion, the billing run and
 finalization. Late events for the first month arrive after it was invoiced and land on the next invoice. The
-invoices are written as HTML and PDF to ``out/invoices/``, then a summary.
+invoices are written as HTML and PDF to ``out/invoices/``, then a summary. Notifications go to a local webhook
+receiver (``billing.demo.receiver``). ``python -m billing.demo`` runs it.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from billing.config import get_settings
 from billing.core.periods import Period, month
 from billing.core.rating import SubscriptionTerms, rate_period
 from billing.db import make_engine, session_scope, upgrade
+from billing.demo.receiver import ReceivedWebhook, run_receiver
 from billing.ingestion import ingest_path
 from billing.invoicing import finalize_opening_invoices, finalize_settings
-from billing.notify.outbox import deliver_pending, list_notifications, run_receiver
+from billing.notify import deliver_pending, list_notifications
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
 from invoices.model import Invoice
@@ -375,7 +377,7 @@ def _summary(engine: Engine, summaries: list[tuple[Period, RunReport, list[str]]
     console.print(table)
 
 
-def _notifications(engine: Engine, received: list) -> None:
+def _notifications(engine: Engine, received: list[ReceivedWebhook]) -> None:
     """The alerts the quarter's usage triggered, and what reached the local receiver."""
     notifications = list_notifications(engine)
     alerts = [n for n in notifications if n.kind != "invoice.finalized"]
@@ -404,6 +406,3 @@ def _metrics(engine: Engine, catalog: Catalog) -> None:
     plot_figures(figures, OUT / "metrics.png")
     console.print("wrote out/metrics.png (MRR bridge and churn/retention rates)")
 
-
-if __name__ == "__main__":
-    main()
