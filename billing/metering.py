@@ -20,10 +20,17 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from billing.core.periods import Period
+from dbkit import as_utc
 from invoices.tables import InvoiceRow
-from meters import MeterSpec, aggregate_usage, ingest_file
-from meters.events import to_epoch_us
-from meters.tables import UsageEventRow
+from meters import (
+    CountedWindow,
+    MeterSpec,
+    aggregate_usage,
+    from_epoch_us,
+    ingest_file,
+    to_epoch_us,
+    windows_with_late_events,
+)
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog
 
@@ -141,7 +148,7 @@ def late_event_periods(
     since: int | None = None
     for customer_id, start, end, timezone, usage_as_of, finalized_at in session.execute(statement):
         # usage_as_of is the run's ingestion cutoff: every event received up to it was counted (meters)
-        billed_from = _as_utc(usage_as_of or finalized_at)
+        billed_from = as_utc(usage_as_of or finalized_at)
         cutoff = to_epoch_us(billed_from) + 1  # received strictly after it
         window = Period(start, end).utc_window(timezone)
         issued.setdefault(customer_id, []).append(
@@ -150,29 +157,20 @@ def late_event_periods(
         since = cutoff if since is None else min(since, cutoff)
     if since is None:
         return []
-    # Events received since the oldest cutoff that happened before this period (+1 day covers every timezone).
-    before = to_epoch_us(dt.datetime.combine(period.start + dt.timedelta(days=1), dt.time(), dt.UTC))
-    events = select(UsageEventRow.customer, UsageEventRow.occurred_at, UsageEventRow.received_at).where(
-        UsageEventRow.received_at >= since, UsageEventRow.occurred_at < before
-    )
-    if customer is not None:
-        events = events.where(UsageEventRow.customer == customer)
-    late: set[tuple[str, Period]] = set()
-    for customer_id, occurred_at, received_at in session.execute(events):
-        for issued_period, start_us, end_us, cutoff in issued.get(customer_id, ()):
-            if start_us <= occurred_at < end_us and received_at >= cutoff:
-                late.add((customer_id, issued_period))
+    counted = {
+        (customer_id, issued_period): CountedWindow(
+            customer_id, from_epoch_us(start_us), from_epoch_us(end_us), from_epoch_us(cutoff - 1)
+        )
+        for customer_id, periods in issued.items()
+        for issued_period, start_us, end_us, cutoff in periods
+    }
+    late = windows_with_late_events(session, counted)
     return sorted(late, key=lambda pair: (pair[0], pair[1].start))
 
 
 def _months_back(day: dt.date, months: int) -> dt.date:
     index = day.year * 12 + day.month - 1 - months
     return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def _as_utc(instant: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=dt.UTC)
 
 
 def usage_from_event_file(
