@@ -19,6 +19,7 @@ from billing.core.periods import month_of
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
+from dbkit import read_only
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
 from invoices.model import Invoice, InvoiceStatus, Party
@@ -179,7 +180,7 @@ def finalize_opening_invoices(
     if customer is not None:
         statement = statement.where(InvoiceRow.customer_external_id == customer)
     due: list[int] = []
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         keys = list(session.scalars(statement))
         subscriptions = [repository.get_subscription(session, _subscription_id(key)) for key in keys]
         owners = repository.customers_by_external_id(

@@ -30,6 +30,7 @@ from billing.db.notification_tables import NotificationRow
 from billing.errors import NotFoundError
 from billing.metering import UsageWindow, aggregate_periods
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
+from dbkit import read_only
 from invoices.model import DraftInvoice
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import UnknownPlanError
@@ -104,7 +105,7 @@ def customer_usage(
     Raises NotFoundError for an unknown customer.
     """
     as_of = now or dt.datetime.now(dt.UTC)
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         customer = repository.get_customer(session, customer_id)
         if customer is None:
             raise NotFoundError(f"unknown customer {customer_id!r}")
@@ -204,7 +205,7 @@ def _notified_levels(engine: Engine, customer: Customer, period: Period) -> dict
         NotificationRow.level.is_not(None),
     )
     found: dict[tuple[int, str], set[int]] = {}
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         for subscription_id, key, level in session.execute(statement):
             if subscription_id is not None and key is not None:
                 found.setdefault((subscription_id, key), set()).add(level)

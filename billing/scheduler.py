@@ -51,6 +51,7 @@ from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.run import finalize_period, run_billing
+from dbkit import read_only
 from invoices.model import InvoiceStatus
 from invoices.store import FinalizeSettings
 from invoices.tables import InvoiceRow
@@ -108,7 +109,7 @@ def _invoiced_customers(engine: Engine, period: Period, *, drafts: bool) -> set[
         statement = statement.where(
             InvoiceRow.status != InvoiceStatus.DRAFT.value, InvoiceRow.billing_key.like("period:%")
         )
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         return set(session.scalars(statement))
 
 
@@ -131,7 +132,7 @@ def bill_closed_periods(
     """
     report = CycleReport()
     instant = now or dt.datetime.now(dt.UTC)
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         customers = repository.list_customers(session)
     today = {c.external_id: instant.astimezone(ZoneInfo(c.timezone)).date() for c in customers}
     if not today:
@@ -145,7 +146,7 @@ def bill_closed_periods(
         periods.insert(0, periods[0].previous())
     grace = dt.timedelta(days=grace_days)
     for period in periods:
-        with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+        with session_scope(read_only(engine)) as session:
             # the day before too: a subscription that ended as the month began may owe a fee adjustment in it
             active = repository.subscriptions_active_between(
                 session, period.start - dt.timedelta(days=1), period.end

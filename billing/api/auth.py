@@ -28,6 +28,7 @@ from billing.db.apikey_tables import ApiKeyRow
 from billing.db.engines import get_engine
 from billing.db.tables import CustomerRow
 from billing.errors import BillingInputError, NotFoundError
+from dbkit import as_utc, read_only, utcnow
 
 __all__ = [
     "KEY_PREFIX",
@@ -75,23 +76,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _aware(instant: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
-    return instant if instant is None or instant.tzinfo is not None else instant.replace(tzinfo=dt.UTC)
-
-
 def _api_key(row: ApiKeyRow, customer: str | None) -> ApiKey:
     return ApiKey(
         id=row.id,
         name=row.name,
         prefix=row.prefix,
         customer=customer,
-        created_at=_aware(row.created_at) or _utcnow(),
-        revoked_at=_aware(row.revoked_at),
+        created_at=utcnow() if row.created_at is None else as_utc(row.created_at),
+        revoked_at=None if row.revoked_at is None else as_utc(row.revoked_at),
     )
 
 
@@ -119,7 +111,7 @@ def create_api_key(engine: Engine, name: str, customer: str | None = None) -> tu
                 raise NotFoundError(f"unknown customer {customer!r}")
             customer_id = found.id
         row = ApiKeyRow(
-            name=name, prefix=key[:_SHOWN], key_hash=hash_key(key), customer_id=customer_id, created_at=_utcnow()
+            name=name, prefix=key[:_SHOWN], key_hash=hash_key(key), customer_id=customer_id, created_at=utcnow()
         )
         session.add(row)
         session.flush()
@@ -128,7 +120,7 @@ def create_api_key(engine: Engine, name: str, customer: str | None = None) -> tu
 
 def list_api_keys(engine: Engine, *, include_revoked: bool = True) -> list[ApiKey]:
     """Every key, oldest first."""
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         statement = _with_customer().order_by(ApiKeyRow.id)
         if not include_revoked:
             statement = statement.where(ApiKeyRow.revoked_at.is_(None))
@@ -146,7 +138,7 @@ def revoke_api_key(engine: Engine, key_id: int) -> ApiKey:
             raise NotFoundError(f"unknown API key {key_id}")
         row, customer = found
         if row.revoked_at is None:
-            row.revoked_at = _utcnow()
+            row.revoked_at = utcnow()
             session.flush()
         return _api_key(row, customer)
 
@@ -156,7 +148,7 @@ def authenticate(engine: Engine, key: str) -> ApiKey | None:
     if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY:
         return None
     digest = hash_key(key)
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         found = session.execute(_with_customer().where(ApiKeyRow.key_hash == digest)).one_or_none()
     if found is None:
         return None
