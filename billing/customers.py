@@ -47,6 +47,7 @@ from billing.core.domain import CancelReason, Customer, Subscription, Subscripti
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.invoicing import drop_opening_draft, write_opening_invoice
+from dbkit import read_only, utcnow
 from invoices import store
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
@@ -518,7 +519,7 @@ def cancel_subscription(
         _check_can_end(subscription, end_date, "cancel")
         _check_not_invoiced(session, subscription, end_date, "cancel")
         cancelled = repository.cancel_subscription(
-            session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=_now()
+            session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=utcnow()
         )
         _settle_opening_draft(session, None, cancelled)
         return cancelled
@@ -548,7 +549,7 @@ def change_plan(
         customer = _customer_or_raise(session, old.customer_external_id, for_update=True)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, on, ignore=old.id)
-        ended = repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=_now())
+        ended = repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=utcnow())
         _settle_opening_draft(session, catalog, ended, customer)
         subscription = repository.add_subscription(
             session,
@@ -608,11 +609,7 @@ def _settle_opening_draft(
 
 def _reading(engine: Engine) -> AbstractContextManager[Session]:
     """A read-only transaction (on SQLite it does not take the write lock)."""
-    return session_scope(engine.execution_options(sqlite_begin="DEFERRED"))
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return session_scope(read_only(engine))
 
 
 def _date(field: str, value: Any) -> dt.date:

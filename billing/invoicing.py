@@ -18,6 +18,7 @@ from billing.core.domain import Customer, Subscription
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
+from dbkit import read_only
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
 from invoices.model import Invoice, InvoiceStatus, Party
@@ -160,7 +161,7 @@ def finalize_opening_invoices(
     report = OpeningReport()
     instant = now or dt.datetime.now(dt.UTC)
     due: list[int] = []
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         drafts = store.opening_drafts(session, customer)
         subscriptions = [repository.get_subscription(session, draft.subscription_id) for draft in drafts]
         owners = repository.customers_by_external_id(

@@ -16,14 +16,18 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing.core.periods import Period
 from invoices import store
-from meters import MeterSpec, aggregate_usage, ingest_file
-from meters.events import to_epoch_us
-from meters.tables import UsageEventRow
+from meters import (
+    CountedWindow,
+    MeterSpec,
+    aggregate_usage,
+    ingest_file,
+    windows_with_late_events,
+)
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog
 
@@ -121,31 +125,15 @@ def late_event_periods(
     """The (customer, earlier period) pairs whose issued invoice may lack events received after its usage was
     aggregated: those periods are rated again and the difference billed as late usage."""
     earliest = _months_back(period.start, lookback)
-    issued: dict[str, list[tuple[Period, int, int, int]]] = {}
-    since: int | None = None
+    counted: dict[tuple[str, Period], CountedWindow] = {}
     for invoice in store.issued_period_invoices(session, since=earliest, before=period.start, customer=customer):
         # the usage cutoff is the run's ingestion cutoff: every event received up to it was counted (meters)
-        cutoff = to_epoch_us(invoice.usage_cutoff) + 1  # received strictly after it
         issued_period = Period(invoice.period_start, invoice.period_end)
-        window = issued_period.utc_window(invoice.timezone)
-        issued.setdefault(invoice.customer_external_id, []).append(
-            (issued_period, to_epoch_us(window[0]), to_epoch_us(window[1]), cutoff)
+        start, end = issued_period.utc_window(invoice.timezone)
+        counted[(invoice.customer_external_id, issued_period)] = CountedWindow(
+            invoice.customer_external_id, start, end, invoice.usage_cutoff
         )
-        since = cutoff if since is None else min(since, cutoff)
-    if since is None:
-        return []
-    # Events received since the oldest cutoff that happened before this period (+1 day covers every timezone).
-    before = to_epoch_us(dt.datetime.combine(period.start + dt.timedelta(days=1), dt.time(), dt.UTC))
-    events = select(UsageEventRow.customer, UsageEventRow.occurred_at, UsageEventRow.received_at).where(
-        UsageEventRow.received_at >= since, UsageEventRow.occurred_at < before
-    )
-    if customer is not None:
-        events = events.where(UsageEventRow.customer == customer)
-    late: set[tuple[str, Period]] = set()
-    for customer_id, occurred_at, received_at in session.execute(events):
-        for issued_period, start_us, end_us, cutoff in issued.get(customer_id, ()):
-            if start_us <= occurred_at < end_us and received_at >= cutoff:
-                late.add((customer_id, issued_period))
+    late = windows_with_late_events(session, counted)
     return sorted(late, key=lambda pair: (pair[0], pair[1].start))
 
 

@@ -19,6 +19,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.metrics import InvoiceSummary, PeriodFigures, compute_figures
 from billing.core.periods import Period
 from billing.db import repository, session_scope
+from dbkit import read_only
 from invoices import store
 from pricing_plans.models import Catalog
 
@@ -74,6 +75,6 @@ def _invoice_summaries(session: Session, first: dt.date, last: dt.date) -> list[
 def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Period]) -> list[PeriodFigures]:
     """The figures of ``periods`` (consecutive months, in order) per currency, read in one read-only
     transaction."""
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         inputs = load_metric_inputs(session, periods)
     return compute_figures(inputs.customers, inputs.subscriptions, catalog, inputs.invoices, periods)

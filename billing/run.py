@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from multiprocessing.connection import wait
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -57,6 +53,7 @@ from billing.usage_windows import (
     resolve_plans,
     usage_windows,
 )
+from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus, LineKind
 from meters import ingestion_cutoff
@@ -564,36 +561,25 @@ def _rated_chunks(
         for chunk in chunks:
             yield _rate_chunk(inputs, chunk)
         return
-    global _worker_inputs
-    _worker_inputs = inputs  # the workers inherit it when they are forked, nothing is pickled
     report.rating_workers = workers
-    try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
-            futures = [pool.submit(_rate_chunk_in_worker, chunk) for chunk in chunks]
-            try:
-                for future in futures:
-                    yield future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
-    finally:
-        _worker_inputs = None
+    # The workers inherit the inputs when they are forked: nothing is pickled.
+    with fork_pool(workers, initializer=_start_worker, initargs=(inputs,)) as pool:
+        futures = [pool.submit(_rate_chunk_in_worker, chunk) for chunk in chunks]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 _worker_inputs: _RatingInputs | None = None
 
 
-def _start_worker() -> None:
-    # Never collect the objects inherited from the parent: a collected database connection would close the
-    # parent's socket or file.
-    gc.freeze()
-    # Die with the parent: a worker left behind by a killed run would keep the parent's database sockets open
-    # (a PostgreSQL session holding the half-written invoice's locks, so the re-run would wait for ever).
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        sentinel = parent.sentinel
-        threading.Thread(target=lambda: (wait([sentinel]), os._exit(1)), daemon=True).start()
+def _start_worker(inputs: _RatingInputs) -> None:
+    """A rating worker keeps the run's inputs it inherited (the pool already froze them and watches the run)."""
+    global _worker_inputs
+    _worker_inputs = inputs
 
 
 def _rate_chunk_in_worker(customer_ids: list[str]) -> _RatedChunk:
@@ -602,10 +588,9 @@ def _rate_chunk_in_worker(customer_ids: list[str]) -> _RatedChunk:
 
 
 def _can_fork() -> bool:
-    """Forking is safe: the platform has it and this process runs one thread (a lock held by another thread at
-    the fork would stay held for ever in the child). The workers only rate: they never touch the database
-    connections they inherit, and ``gc.freeze`` keeps them from collecting (and so closing) any of them."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    """Forking is safe (see ``dbkit.forkpool``). The workers only rate: they never touch the database
+    connections they inherit."""
+    return can_fork()
 
 
 def _subscriptions_for_late(session: Session, late_periods: Iterable[tuple[str, Period]]) -> list[Subscription]:

@@ -51,6 +51,7 @@ from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.run import finalize_period, run_billing
+from dbkit import read_only
 from invoices import store
 from invoices.store import FinalizeSettings
 from pricing_plans.models import Catalog
@@ -100,7 +101,7 @@ def finalize_settings(settings: Settings) -> FinalizeSettings:
 
 def _invoiced_customers(engine: Engine, period: Period, *, drafts: bool) -> set[str]:
     """Customers with a draft invoice of ``period`` (``drafts``), or with an issued period invoice of it."""
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         if drafts:
             return store.customers_with_drafts(session, period.start)
         return store.customers_with_issued_invoice(session, period.start)
@@ -125,7 +126,7 @@ def bill_closed_periods(
     """
     report = CycleReport()
     instant = now or dt.datetime.now(dt.UTC)
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         customers = repository.list_customers(session)
     today = {c.external_id: instant.astimezone(ZoneInfo(c.timezone)).date() for c in customers}
     if not today:
@@ -139,7 +140,7 @@ def bill_closed_periods(
         periods.insert(0, periods[0].previous())
     grace = dt.timedelta(days=grace_days)
     for period in periods:
-        with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+        with session_scope(read_only(engine)) as session:
             # the day before too: a subscription that ended as the month began may owe a fee adjustment in it
             active = repository.subscriptions_active_between(
                 session, period.start - dt.timedelta(days=1), period.end

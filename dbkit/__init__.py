@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dbkit.clock import as_utc, utcnow
 from dbkit.dialect import dialect_of, for_update, insert_for, insert_ignoring, is_postgresql, is_sqlite, read_only
+from dbkit.forkpool import can_fork, fork_pool
 from dbkit.types import ID_TYPE, NAMING, ExactDecimal, UTCDateTime, new_metadata
 
 __all__ = [
@@ -16,8 +17,10 @@ __all__ = [
     "ExactDecimal",
     "UTCDateTime",
     "as_utc",
+    "can_fork",
     "dialect_of",
     "for_update",
+    "fork_pool",
     "insert_for",
     "insert_ignoring",
     "is_postgresql",

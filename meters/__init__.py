@@ -9,6 +9,9 @@ must know (the meters as :class:`MeterSpec`, the known customers' external ids) 
     usage = aggregate_usage(engine, {"acme": (march_start_utc, april_start_utc)}, specs)
     usage[("acme", "storage_gb")].quantity      # GB-month, a Decimal
 
+Only ``meters`` reads the stored events: besides aggregates, ``windows_with_late_events`` (the windows that
+received events after their usage was counted) and ``stored_event_ids`` answer what the orchestrator asks.
+
 Storage: ``meters.tables.UsageEventRow`` (timestamps as integer microseconds UTC, values as integers × 10^6).
 """
 
@@ -31,6 +34,7 @@ from meters.events import (
     to_epoch_us,
 )
 from meters.ingest import FileFormat, IngestReport, Rejection, ingest, ingest_file, ingestion_cutoff
+from meters.queries import CountedWindow, stored_event_ids, windows_with_late_events
 
 __all__ = [
     "AGGREGATIONS",
@@ -38,6 +42,7 @@ __all__ = [
     "VALUE_DIGITS",
     "VALUE_SCALE",
     "Aggregation",
+    "CountedWindow",
     "EventError",
     "EventValidator",
     "FileFormat",
@@ -58,5 +63,7 @@ __all__ = [
     "ingest_file",
     "ingestion_cutoff",
     "parse_event",
+    "stored_event_ids",
     "to_epoch_us",
+    "windows_with_late_events",
 ]

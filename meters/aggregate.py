@@ -40,13 +40,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from dbkit.dialect import is_postgresql, read_only
 from meters.events import MeterSpec, from_scaled, meters_by_code, to_epoch_us
 
 __all__ = ["MeterAggregate", "Window", "aggregate_usage"]
@@ -113,7 +114,7 @@ def aggregate_usage(
         _load_windows(connection, customers, starts, ends)
         counted = [c for c in in_database if specs[c].aggregation == "count"]
         if (
-            connection.dialect.name == "postgresql"
+            is_postgresql(connection)
             and len(keys) >= PARALLEL_MIN_WINDOWS
             and counted
             and len(counted) < len(in_database) + len(in_numpy)
@@ -193,7 +194,8 @@ class _Filters:
     received_until: dt.datetime | None
     received_after: dt.datetime | None
 
-    def sql(self, dialect: str) -> tuple[str, tuple[int, ...]]:
+    def sql(self, marker: str) -> tuple[str, tuple[int, ...]]:
+        """The filters' SQL (with the driver's parameter ``marker``) and their parameters."""
         clauses, params = [], []
         if self.received_until is not None:
             clauses.append("AND e.received_at <= {}")
@@ -201,7 +203,6 @@ class _Filters:
         if self.received_after is not None:
             clauses.append("AND e.received_at > {}")
             params.append(to_epoch_us(self.received_after))
-        marker = "%s" if dialect == "postgresql" else "?"
         return " ".join(clause.format(marker) for clause in clauses), tuple(params)
 
 
@@ -222,15 +223,14 @@ def _snapshot(engine: Engine, snapshot: str | None = None) -> Iterator[Connectio
     """One read-only transaction (one snapshot for every query), rolled back at the end, which also drops the
     temporary windows table. SQLite: a deferred transaction, so ingestion is never blocked. PostgreSQL:
     ``snapshot``, exported by another transaction, makes this one see exactly what that one sees."""
-    options: dict[str, Any] = {"sqlite_begin": "DEFERRED"}
-    if engine.dialect.name == "postgresql":
-        options["isolation_level"] = "REPEATABLE READ"
-    with engine.connect().execution_options(**options) as connection:
+    postgres = is_postgresql(engine)
+    options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"} if postgres else {}
+    with read_only(engine).connect().execution_options(**options) as connection:
         transaction = connection.begin()
         try:
             if snapshot is not None:
                 connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            if engine.dialect.name == "postgresql":
+            if postgres:
                 # Short grouped queries over index ranges: compiling them (JIT) costs more than it saves, and
                 # count(DISTINCT) sorts each group in memory rather than on disk.
                 connection.exec_driver_sql("SET LOCAL jit = off")
@@ -243,7 +243,7 @@ def _snapshot(engine: Engine, snapshot: str | None = None) -> Iterator[Connectio
 def _load_windows(connection: Connection, customers: list[str], starts: list[int], ends: list[int]) -> None:
     rows = list(zip(range(len(customers)), customers, starts, ends, strict=True))
     driver: Any = connection.connection.dbapi_connection
-    if connection.dialect.name == "postgresql":
+    if is_postgresql(connection):
         with driver.cursor() as cursor:
             cursor.execute(
                 "CREATE TEMPORARY TABLE usage_windows (idx integer PRIMARY KEY, customer text NOT NULL, "
@@ -287,11 +287,11 @@ def _query(
     """Run ``select`` over the events of ``meters`` in (or before) each window, through the DB-API cursor
     (plain tuples, no per-row wrapping). ``{meter}`` in ``select`` is the meter's code, or its index in
     ``meters`` when ``meter_case``."""
-    dialect = connection.dialect.name
-    marker = "%s" if dialect == "postgresql" else "?"
-    filter_sql, filter_params = filters.sql(dialect)
+    marker = "%s" if is_postgresql(connection) else "?"
+    filter_sql, filter_params = filters.sql(marker)
     where = _JOIN.format(meters=", ".join([marker] * len(meters)), window=window, filters=filter_sql)
-    meter_sql, meter_params = "e.meter", ()
+    meter_sql = "e.meter"
+    meter_params: tuple[str, ...] = ()
     if meter_case:
         meter_sql = "CASE e.meter " + " ".join(f"WHEN {marker} THEN {i}" for i in range(len(meters))) + " END"
         meter_params = tuple(meters)
@@ -299,7 +299,7 @@ def _query(
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, (*meter_params, *meters, *filter_params))
-        return cursor.fetchall()
+        return cast("list[tuple[Any, ...]]", cursor.fetchall())
     finally:
         cursor.close()
 

@@ -54,7 +54,7 @@ AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 VALUE_DIGITS = 6
 """Fractional digits a value may carry; values are stored as integers × ``VALUE_SCALE``."""
-VALUE_SCALE = 10**VALUE_DIGITS
+VALUE_SCALE: int = 10**VALUE_DIGITS
 MAX_VALUE_DIGITS = 12
 """A value's magnitude is below 10^12, so a scaled value stays below 10^18 (int64 holds 9.2 × 10^18)."""
 MAX_FUTURE = dt.timedelta(days=1)
@@ -162,7 +162,7 @@ def content_hash(customer: str, meter: str, occurred_at: int, value: int | None,
 
 
 _JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)
-_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]  # JSON string literal, as json.dumps writes it
+_quote = json.encoder.encode_basestring  # JSON string literal, as json.dumps writes it
 
 
 def parse_json_line(text: str) -> dict[str, Any]:

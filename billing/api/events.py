@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from billing.api.errors import printable
-from billing.db import session_scope
 from billing.ingestion import ingest_batch
-from meters.tables import UsageEventRow
+from meters import stored_event_ids
 from pricing_plans.models import Catalog
 
 __all__ = ["BatchError", "BatchOutcome", "EventOutcome", "ingest_events", "parse_batch"]
@@ -31,7 +30,6 @@ __all__ = ["BatchError", "BatchOutcome", "EventOutcome", "ingest_events", "parse
 log = logging.getLogger(__name__)
 
 _JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)
-_CHUNK = 1_000
 
 
 class BatchError(ValueError):
@@ -106,20 +104,10 @@ def _storable_id(value: object) -> str | None:
     return value
 
 
-def _stored_ids(engine: Engine, ids: Sequence[str]) -> set[str]:
-    wanted = sorted(set(ids))
-    found: set[str] = set()
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            found.update(session.scalars(select(UsageEventRow.event_id).where(UsageEventRow.event_id.in_(chunk))))
-    return found
-
-
 def ingest_events(engine: Engine, catalog: Catalog, records: list[Mapping[str, Any]]) -> BatchOutcome:
     """Ingest ``records`` and tell each one's fate."""
     ids = [_storable_id(record.get("id")) if isinstance(record, Mapping) else None for record in records]
-    stored_before = _stored_ids(engine, [i for i in ids if i is not None])
+    stored_before = stored_event_ids(engine, [i for i in ids if i is not None])
     report = ingest_batch(engine, catalog, records)
     rejected = {rejection.line: rejection for rejection in report.rejected}
     seen: set[str] = set()

@@ -35,7 +35,6 @@ keeps the first Stripe customer stored.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -47,13 +46,13 @@ from typing import Any
 
 import stripe
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from billing.config import Settings, get_settings
 from billing.db import session_scope
 from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
 from billing.errors import BillingInputError
+from dbkit import insert_ignoring, read_only, utcnow
 from invoices import store
 from invoices.model import Invoice
 from invoices.store import get_invoice
@@ -214,7 +213,7 @@ def sync_invoices(
         if isinstance(client_or_settings, stripe.StripeClient)
         else stripe_client(client_or_settings)
     )
-    with session_scope(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+    with session_scope(read_only(engine)) as session:
         invoice_ids = _invoices_to_push(session, limit)
     total = len(invoice_ids)
     if progress:
@@ -236,15 +235,6 @@ def _invoices_to_push(session: Session, limit: int | None) -> list[int]:
     )
     waiting = [invoice_id for invoice_id in store.finalized_invoice_ids(session) if invoice_id not in pushed]
     return waiting if limit is None else waiting[:limit]
-
-
-def _insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> None:
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(module.insert(table).values(**values).on_conflict_do_nothing())
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -291,8 +281,8 @@ class _Push:
         return self.invoice.number or str(self.invoice.id)
 
     def _load_state(self, session: Session) -> None:
-        now = _now()
-        _insert_or_ignore(
+        now = utcnow()
+        insert_ignoring(
             session,
             StripeInvoiceSyncRow.__table__,
             {
@@ -323,7 +313,7 @@ class _Push:
         session.execute(
             update(StripeInvoiceSyncRow)
             .where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
-            .values(updated_at=_now(), last_error=None, **values)
+            .values(updated_at=utcnow(), last_error=None, **values)
         )
 
     def _failed(self, message: str) -> InvoiceSync:
@@ -332,7 +322,7 @@ class _Push:
             session.execute(
                 update(StripeInvoiceSyncRow)
                 .where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
-                .values(last_error=message, updated_at=_now())
+                .values(last_error=message, updated_at=utcnow())
             )
         return self._result(error=message)
 
@@ -373,10 +363,10 @@ class _Push:
             created = self.client.v1.customers.create(params=params, options=self._options("customer"))
         with session_scope(self.engine) as session:
             if known is None:
-                _insert_or_ignore(
+                insert_ignoring(
                     session,
                     StripeCustomerRow.__table__,
-                    {"customer_external_id": external_id, "stripe_customer_id": created.id, "created_at": _now()},
+                    {"customer_external_id": external_id, "stripe_customer_id": created.id, "created_at": utcnow()},
                 )
                 # The first Stripe customer stored for this customer wins, should two runs have raced.
                 known = session.execute(
@@ -444,7 +434,7 @@ class _Push:
             if self.client.v1.invoices.retrieve(stripe_invoice_id).status in (None, "draft"):
                 raise
         with session_scope(self.engine) as session:
-            self._save(session, step=SyncStep.FINALIZED.value, synced_at=_now())
+            self._save(session, step=SyncStep.FINALIZED.value, synced_at=utcnow())
         self.step = SyncStep.FINALIZED
 
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import stripe
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from billing.config import get_settings
@@ -42,6 +41,7 @@ from billing.core.domain import CancelReason, SubscriptionStatus
 from billing.db import repository, session_scope
 from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
+from dbkit import for_update, insert_for, utcnow
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
 from invoices.store import get_invoice, invoice_id_by_number, lock_invoice, set_status
 
@@ -102,7 +102,7 @@ def handle_event(engine: Engine, event: Any, *, max_attempts: int | None = None)
         max_attempts = get_settings().dunning_max_attempts
     if max_attempts < 1:
         raise BillingInputError(f"dunning_max_attempts: expected at least 1, got {max_attempts}")
-    created = _from_timestamp(data.get("created")) or dt.datetime.now(dt.UTC)
+    created = _from_timestamp(data.get("created")) or utcnow()
     with session_scope(engine) as session:
         if not _claim(session, event_id, event_type, created):
             log.info("Stripe event %s (%s) was processed before; ignored", event_id, event_type)
@@ -140,15 +140,14 @@ def _from_timestamp(value: Any) -> dt.datetime | None:
 
 def _claim(session: Session, event_id: str, event_type: str, created: dt.datetime) -> bool:
     """Record the event id; False if it was recorded before (a concurrent delivery waits for the first)."""
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = (
-        module.insert(StripeWebhookEventRow)
+        insert_for(session, StripeWebhookEventRow)
         .values(
             event_id=event_id,
             type=event_type[:100],
             stripe_created_at=created,
             outcome="processing",
-            received_at=dt.datetime.now(dt.UTC),
+            received_at=utcnow(),
         )
         .on_conflict_do_nothing()
         .returning(StripeWebhookEventRow.event_id)
@@ -224,7 +223,7 @@ def _payment_failed(
     dunning.failed_attempts += 1
     dunning.last_failure_at = created
     dunning.next_attempt_at = next_attempt
-    dunning.updated_at = dt.datetime.now(dt.UTC)
+    dunning.updated_at = utcnow()
     final = next_attempt is None or dunning.failed_attempts >= max_attempts
     session.flush()
     notify_payment_failed(
@@ -238,22 +237,19 @@ def _payment_failed(
 
 def _dunning_row(session: Session, invoice: Invoice, stripe_invoice_id: Any) -> DunningRow:
     """The invoice's dunning row, created if needed and locked until the transaction ends."""
-    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(
-        module.insert(DunningRow)
+        insert_for(session, DunningRow)
         .values(
             invoice_id=invoice.id,
             invoice_number=invoice.number or str(invoice.id),
             stripe_invoice_id=stripe_invoice_id if isinstance(stripe_invoice_id, str) else None,
             failed_attempts=0,
             final=False,
-            updated_at=dt.datetime.now(dt.UTC),
+            updated_at=utcnow(),
         )
         .on_conflict_do_nothing()
     )
-    statement = select(DunningRow).where(DunningRow.invoice_id == invoice.id)
-    if session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update()
+    statement = for_update(session, select(DunningRow).where(DunningRow.invoice_id == invoice.id))
     return session.execute(statement).scalar_one()
 
 
@@ -263,7 +259,7 @@ def _collection_failed(session: Session, invoice: Invoice, stripe_invoice_id: An
     set_status(session, invoice.id, InvoiceStatus.UNCOLLECTIBLE)
     dunning.final = True
     dunning.final_at = when
-    dunning.updated_at = dt.datetime.now(dt.UTC)
+    dunning.updated_at = utcnow()
     session.flush()
     _cancel_involuntarily(session, invoice, when)
 
@@ -274,7 +270,7 @@ def _cancel_involuntarily(session: Session, invoice: Invoice, when: dt.datetime)
         log.warning("invoice %s names customer %r, who does not exist", invoice.number, invoice.customer_id)
         return
     day = when.astimezone(zoneinfo.ZoneInfo(customer.timezone)).date()
-    now = dt.datetime.now(dt.UTC)
+    now = utcnow()
     for subscription in repository.subscriptions_of(session, customer.id):
         if subscription.status is not SubscriptionStatus.ACTIVE or not subscription.active_on(day):
             continue

@@ -4,6 +4,13 @@ ingesting the same file again changes nothing."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +21,7 @@ from billing.cli import app
 from billing.config import get_settings
 from billing.db import make_engine, session_scope
 from billing.db.tables import CustomerRow
+from meters.ingest import CHUNK_SIZE
 from meters.tables import UsageEventRow
 
 CATALOG = """
@@ -152,3 +160,86 @@ def test_bad_input_is_one_clear_error(env: dict[str, str], tmp_path: Path) -> No
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(UsageEventRow)).scalar_one() == 0
     engine.dispose()
+
+
+# -- a killed ingestion leaves no worker behind -----------------------------------------------------------
+
+
+def _process_stat(pid: int) -> tuple[str, int, int] | None:
+    """A process's state, parent and start time (from /proc), or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _children(parent: int) -> dict[int, int]:
+    """The live child processes of ``parent``: pid → start time."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _process_stat(int(entry.name))
+            if stat is not None and stat[1] == parent and stat[0] != "Z":
+                found[int(entry.name)] = stat[2]
+    return found
+
+
+def _alive(pid: int, started: int) -> bool:
+    """Whether that very process (not a later one with its pid) still runs; a zombie has ended."""
+    stat = _process_stat(pid)
+    return stat is not None and stat[2] == started and stat[0] != "Z"
+
+
+def _wait_for(condition: Callable[[], object], seconds: float) -> bool:
+    """Whether ``condition`` came true within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods() or (os.cpu_count() or 1) < 2,
+    reason="ingestion parses in worker processes only where it can fork and has a spare CPU",
+)
+def test_ingest_killed_mid_file_leaves_no_worker_behind(env: dict[str, str], tmp_path: Path) -> None:
+    """``billing ingest -`` is fed two chunks' worth of events, so its parsing workers start, and then nothing
+    more: it stays mid-file, its workers alive, until it is killed with SIGKILL. Its workers must end with it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billing.cli", "ingest", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+    )
+    workers: dict[int, int] = {}
+    try:
+        assert process.stdin is not None
+        lines = "".join(event(f"k{i}", customer=("acme", "globex")[i % 2]) + "\n" for i in range(2 * CHUNK_SIZE))
+        process.stdin.write(lines.encode())
+        process.stdin.flush()  # and kept open: the command waits for the rest of the file
+        assert _wait_for(lambda: _children(process.pid) or process.poll() is not None, 120)
+        workers = _children(process.pid)
+        assert workers, f"no parsing worker started (exit {process.poll()})"
+        assert process.poll() is None
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+        def left() -> list[int]:
+            return sorted(pid for pid, started in workers.items() if _alive(pid, started))
+
+        assert _wait_for(lambda: not left(), 10), f"worker processes left behind: {left()}"
+    finally:
+        for pid, started in workers.items():
+            if _alive(pid, started):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,282 @@
+"""Idempotent ingestion of usage events: an API batch (:func:`ingest`) or a JSON Lines / CSV file
+(:func:`ingest_file`).
+
+read → validate → store, chunk by chunk:
+
+- read and validate (``read``): a record per line (JSONL) or row (CSV), each with its line number (file) or
+  index (batch), validated by :class:`meters.events.EventValidator`; a bad event becomes a :class:`Rejection`
+  with its reason, and the good events of the same input are still stored. A large JSON Lines file is parsed
+  by forked worker processes (``parallel``) while this thread stores the chunks they hand back, in file order;
+- store: up to ``chunk_size`` events per transaction with ``INSERT … ON CONFLICT (event_id) DO NOTHING``; the
+  ids the database refused are looked up and classified by content hash: the same content is a *duplicate*
+  (counted once, reported), another content a *conflict* (rejected). PostgreSQL gets each chunk by ``COPY``
+  (``write_postgres``); SQLite by one ``executemany`` in a ``BEGIN IMMEDIATE`` transaction (``write_sqlite``).
+  The database enforces the unique ``event_id``, so re-ingesting a file, or two processes ingesting it at
+  once, never stores an event twice.
+
+A chunk's outcome (its accepted events, duplicates and rejections) is reported only once its transaction is
+over, so the report always says exactly what is stored. If storing fails part-way, :class:`IngestInterrupted`
+carries the report of every chunk that was settled and the first line that was not; ingesting the same input
+again is safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from dbkit.clock import utcnow
+from dbkit.dialect import is_postgresql
+from meters.errors import EventError, IngestInterrupted, MalformedFileError
+from meters.events import EventValidator, MeterSpec, from_epoch_us, meters_by_code
+from meters.ingest import write_postgres, write_sqlite
+from meters.ingest.parallel import jsonl_chunks
+from meters.ingest.read import (
+    HASH,
+    ID,
+    Chunk,
+    Entry,
+    FileFormat,
+    Lines,
+    Rejection,
+    csv_entries,
+    describe,
+    open_source,
+    rejection,
+    validated_chunks,
+)
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FileFormat",
+    "IngestReport",
+    "Progress",
+    "Rejection",
+    "ingest",
+    "ingest_file",
+    "ingestion_cutoff",
+]
+
+CHUNK_SIZE = 50_000
+"""Events (file: lines) per transaction."""
+
+Progress = Callable[[int], None]
+"""Called now and then with the number of bytes of the input settled so far."""
+
+_RETRIES = 3
+
+
+@dataclass
+class IngestReport:
+    """What an ingestion did.
+
+    Attributes:
+      source: what was ingested (a file name, ``<stdin>``, ``api``).
+      accepted: events stored now.
+      duplicates: events already stored with the same content (not counted again).
+      rejected: the events not stored (invalid, or a conflicting id), in input order.
+    """
+
+    source: str
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"accepted {self.accepted}, duplicates {self.duplicates}, rejected {len(self.rejected)}"
+
+
+def ingest(
+    engine: Engine,
+    records: Iterable[Mapping[str, Any]],
+    meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
+    known_customers: Collection[str],
+    *,
+    source: str = "api",
+    now: dt.datetime | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> IngestReport:
+    """Ingest a batch of events (mappings, e.g. parsed JSON objects); rejections name each event's index."""
+    validator = EventValidator(meters, known_customers, now or utcnow())
+
+    def entries() -> Iterator[Entry]:
+        for index, item in enumerate(records):
+            record: object = item  # a batch parsed from JSON may hold anything
+            if isinstance(record, Mapping):
+                yield index, record, record
+            else:
+                yield index, record, EventError(f"not an object (got {type(record).__name__})")
+
+    chunks = validated_chunks(validator, entries(), chunk_size, "index")
+    return _Ingestion(engine, source).run(chunks)
+
+
+def ingest_file(
+    engine: Engine,
+    source: str | os.PathLike[str] | IO[bytes],
+    meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
+    known_customers: Collection[str],
+    *,
+    format: FileFormat | None = None,
+    now: dt.datetime | None = None,
+    progress: Progress | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    workers: int | None = None,
+) -> IngestReport:
+    """Ingest a JSON Lines or CSV file (a path, ``"-"`` for standard input, or a binary stream).
+
+    ``format`` defaults to ``csv`` for a ``.csv`` file and ``jsonl`` otherwise. A CSV file starts with a header
+    naming its columns: ``id``, ``customer``, ``meter``, ``timestamp`` (required), ``value``, ``properties`` (a
+    JSON object) and ``properties.<name>`` (one property per column). Raises :class:`MalformedFileError`, before
+    storing anything, when the header is wrong. ``workers``: parsing processes (forked) for a JSON Lines file of
+    more than one chunk (default: one per CPU but one, at most 4; 0, or a process running several threads,
+    parses in this process).
+    """
+    name, fmt = describe(source, format)
+    settings = (meters_by_code(meters), known_customers, now or utcnow())
+    with open_source(source) as stream:
+        if fmt == "csv":
+            lines = Lines(stream)
+            chunks = validated_chunks(EventValidator(*settings), csv_entries(lines, name), chunk_size, "line")
+            return _Ingestion(engine, name, progress, lambda: lines.bytes).run(chunks)
+        if workers is None:
+            workers = min(4, (os.cpu_count() or 1) - 1)
+        chunks = jsonl_chunks(stream, settings, chunk_size, workers)
+        return _Ingestion(engine, name, progress).run(chunks)
+
+
+class _ChunkWriter(Protocol):
+    """Stores a chunk of events in the connection's transaction (``write_sqlite``, ``write_postgres``)."""
+
+    def received_now(self, connection: Connection) -> int:
+        """The chunk's ``received_at`` (microseconds since the epoch), ordered with any ingestion cutoff."""
+        ...
+
+    def __call__(self, connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
+        """Store ``events``; the ids that were already stored, with their content hashes."""
+        ...
+
+
+class _Ingestion:
+    """Stores chunks one after the other and keeps the report of the settled ones."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        source: str,
+        progress: Progress | None = None,
+        bytes_read: Callable[[], int] | None = None,
+    ):
+        self.engine = engine
+        self.report = IngestReport(source=source)
+        self.progress = progress
+        self.bytes_read = bytes_read
+        self.bytes_settled = 0
+        self.write: _ChunkWriter = (
+            write_postgres.PostgresWriter() if is_postgresql(engine) else write_sqlite.SqliteWriter()
+        )
+
+    def run(self, chunks: Iterator[Chunk]) -> IngestReport:
+        next_line = 0  # the first line (index) whose fate is not settled
+        try:
+            for chunk in chunks:
+                next_line = chunk.first_line
+                self._settle(chunk, self._store(chunk.events))
+                next_line = chunk.last_line + 1
+        except MalformedFileError:
+            raise
+        except BaseException as exc:
+            cause = exc.__cause__ if isinstance(exc, _WriteFailed) and exc.__cause__ is not None else exc
+            self._sort()
+            raise IngestInterrupted(self.report, next_line, cause) from cause
+        self._sort()
+        return self.report
+
+    def _sort(self) -> None:
+        self.report.rejected.sort(key=lambda rejection: rejection.line)
+
+    def _store(self, events: list[tuple[Any, ...]]) -> dict[str, int]:
+        """Store ``events`` in one transaction; the ids that were already stored, with their content hashes."""
+        if not events:
+            return {}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.engine.connect() as connection, connection.begin():
+                    return self.write(connection, events, self.write.received_now(connection))
+            except Exception as exc:
+                if attempt < _RETRIES and _is_transient(exc):
+                    time.sleep(0.05 * attempt)
+                    continue
+                raise _WriteFailed() from exc
+
+    def _settle(self, chunk: Chunk, stored: dict[str, int]) -> None:
+        """Count the chunk's events as accepted, duplicates or conflicts, now that its transaction is over."""
+        report = self.report
+        report.rejected += chunk.rejections
+        if not stored:
+            report.accepted += len(chunk.events)
+        else:
+            for index, event in enumerate(chunk.events):
+                stored_hash = stored.get(event[ID])
+                if stored_hash is None:
+                    report.accepted += 1
+                elif stored_hash == event[HASH]:
+                    report.duplicates += 1
+                else:
+                    report.rejected.append(
+                        rejection(chunk.lines[index], event[ID], _conflict(event[ID]), chunk.raw(index))
+                    )
+        for line, raw, event, position in chunk.repeats:
+            stored_hash = stored.get(event[ID])
+            if stored_hash is None:  # the chunk's first event with this id was stored now
+                stored_hash = chunk.events[position][HASH]
+                reason = (
+                    f"conflict: id {event[ID]!r} is used by {chunk.position} {chunk.lines[position]} "
+                    "with other content"
+                )
+            else:
+                reason = _conflict(event[ID])
+            if stored_hash == event[HASH]:
+                report.duplicates += 1
+            else:
+                report.rejected.append(rejection(line, event[ID], reason, raw))
+        if self.progress is not None:
+            self.bytes_settled += chunk.size
+            self.progress(self.bytes_read() if self.bytes_read is not None else self.bytes_settled)
+
+
+class _WriteFailed(Exception):
+    """A chunk could not be stored (the database error is its ``__cause__``)."""
+
+
+def _conflict(event_id: str) -> str:
+    return f"conflict: id {event_id!r} was already ingested with other content"
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Deadlocks and serialization failures (PostgreSQL) are worth another try."""
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(original, "sqlstate", None) in {"40001", "40P01"}
+
+
+def ingestion_cutoff(engine: Engine) -> dt.datetime:
+    """An instant F such that every event received at or before F is already committed, and every event stored
+    later is received after F: the cutoff a billing run gives ``aggregate_usage(received_until=F)`` when it
+    finalizes a period, so that the events it did not count are exactly those with ``received_after=F`` (late).
+
+    Waits for the chunks being stored at that moment (a fraction of a second), then reads the clock that
+    ingestion stamps ``received_at`` with.
+    """
+    with engine.connect() as connection, connection.begin():
+        writer = write_postgres if is_postgresql(connection) else write_sqlite
+        now = writer.cutoff_now(connection)
+    return from_epoch_us(now)

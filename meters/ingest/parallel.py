@@ -1,0 +1,65 @@
+"""A large JSON Lines file parsed and validated by forked worker processes (``dbkit.forkpool``: they never
+collect what they inherit and die with the ingesting process), while the calling thread stores the chunks they
+hand back, in file order: parsing and storing each take about one core.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from itertools import chain, islice
+from typing import IO
+
+from dbkit.forkpool import can_fork, fork_pool
+from meters.events import EventValidator
+from meters.ingest.read import Chunk, Settings, jsonl_block, jsonl_blocks
+
+__all__ = ["jsonl_chunks"]
+
+_worker_validator: EventValidator | None = None
+
+
+def _prepare_worker(settings: Settings) -> None:
+    global _worker_validator
+    _worker_validator = EventValidator(*settings)
+
+
+def _jsonl_block_in_worker(first_line: int, block: list[bytes]) -> Chunk:
+    assert _worker_validator is not None
+    return jsonl_block(_worker_validator, first_line, block, keep_raw=False)
+
+
+def jsonl_chunks(stream: IO[bytes], settings: Settings, size: int, workers: int) -> Iterator[Chunk]:
+    """A JSON Lines input, chunk by chunk, in order; validated by worker processes when it is more than one
+    chunk long and ``workers`` > 0, so that the caller stores a chunk while the next ones are parsed."""
+    blocks = jsonl_blocks(stream, size)
+    head = list(islice(blocks, 2))
+    if len(head) < 2 or workers <= 0 or not can_fork():
+        validator = EventValidator(*settings)
+        for first_line, block in chain(head, blocks):
+            chunk = jsonl_block(validator, first_line, block, keep_raw=True)
+            chunk.size = sum(map(len, block))
+            yield chunk
+        return
+    # The workers only parse (every module they need is already imported) and never touch the parent's database
+    # connections.
+    with fork_pool(workers, initializer=_prepare_worker, initargs=(settings,)) as pool:
+        in_flight: deque[tuple[Future[Chunk], list[bytes]]] = deque()
+        try:
+            for first_line, block in chain(head, blocks):
+                in_flight.append((pool.submit(_jsonl_block_in_worker, first_line, block), block))
+                if len(in_flight) > workers:
+                    yield _received(*in_flight.popleft())
+            while in_flight:
+                yield _received(*in_flight.popleft())
+        finally:
+            for future, _ in in_flight:
+                future.cancel()
+
+
+def _received(future: Future[Chunk], block: list[bytes]) -> Chunk:
+    chunk = future.result()
+    chunk.block = block
+    chunk.size = sum(map(len, block))
+    return chunk

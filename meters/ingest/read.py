@@ -1,0 +1,360 @@
+"""Reading an input into validated chunks: the records of a JSON Lines or CSV file (each with its line number)
+or of an API batch (each with its index), validated by :class:`meters.events.EventValidator`, ``size`` at a time.
+
+A bad record becomes a :class:`Rejection` with its reason; the good records of the same input still make their
+chunk. An id met again inside a chunk waits in the chunk's ``repeats`` until the first one's fate is settled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+from meters.errors import EventError, MalformedFileError
+from meters.events import EVENT_FIELDS, EventValidator, MeterSpec, parse_json_line
+
+__all__ = [
+    "COLUMNS",
+    "HASH",
+    "ID",
+    "Chunk",
+    "Entry",
+    "FileFormat",
+    "Rejection",
+    "Settings",
+    "csv_entries",
+    "describe",
+    "jsonl_block",
+    "jsonl_blocks",
+    "open_source",
+    "rejection",
+    "validated_chunks",
+]
+
+FileFormat = Literal["jsonl", "csv"]
+
+COLUMNS = "event_id, customer, meter, occurred_at, value, unique_value, properties, content_hash"
+"""The stored columns of an event tuple (a UsageEvent), in its order."""
+ID: Final = 0  # positions in a UsageEvent
+HASH: Final = 7
+_CSV_REQUIRED = ("id", "customer", "meter", "timestamp")
+_BOM = b"\xef\xbb\xbf"
+
+Settings = tuple[dict[str, MeterSpec], Collection[str], dt.datetime]
+"""What an :class:`EventValidator` is made of: the meters by code, the known customers, now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An event that was not stored, and why.
+
+    Attributes:
+      line: where it came from: the line number in a file (1-based; a CSV record's first line) or the index in
+        an API batch (0-based).
+      event_id: its id when it could be read, else None.
+      reason: why it was rejected (every problem found, joined by "; ").
+      raw: the input as read: the JSONL line, the CSV record's text, or the batch record as JSON.
+    """
+
+    line: int
+    event_id: str | None
+    reason: str
+    raw: str
+
+    def as_json(self) -> str:
+        """One line of a rejects file."""
+        return json.dumps(
+            {"line": self.line, "event_id": self.event_id, "reason": self.reason, "raw": self.raw},
+            ensure_ascii=False,
+        )
+
+
+Entry = tuple[int, object, "Mapping[str, Any] | EventError"]
+"""One record read from the input: its line (or index), its raw form, and the record or why it can't be read."""
+
+
+def describe(source: str | os.PathLike[str] | IO[bytes], fmt: FileFormat | None) -> tuple[str, FileFormat]:
+    """The input's name for reports and rejections, and its format (``.csv`` files are CSV unless told)."""
+    if isinstance(source, str | os.PathLike):
+        name = "<stdin>" if str(source) == "-" else str(source)
+    else:
+        name = str(getattr(source, "name", "<stream>"))
+    if fmt is None:
+        fmt = "csv" if name.lower().endswith(".csv") else "jsonl"
+    if fmt not in ("jsonl", "csv"):
+        raise ValueError(f"unknown format {fmt!r} (jsonl or csv)")
+    return name, fmt
+
+
+@contextlib.contextmanager
+def open_source(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
+    """The input as a binary stream, closed afterwards only if it was opened here."""
+    if isinstance(source, str | os.PathLike):
+        if str(source) == "-":
+            yield sys.stdin.buffer
+            return
+        with Path(source).open("rb") as stream:
+            yield stream
+        return
+    yield source
+
+
+def _decode(data: bytes) -> tuple[str, bool]:
+    """A line's text without its line break, and whether it was valid UTF-8."""
+    try:
+        return data.decode("utf-8").rstrip("\r\n"), True
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").rstrip("\r\n"), False
+
+
+class Lines:
+    """A CSV input's lines, decoded; counts lines and bytes, and keeps the lines of the record being read."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = iter(stream)
+        self.number = 0
+        self.bytes = 0
+        self.pending: list[str] = []
+        self.invalid = False
+
+    def __iter__(self) -> Lines:
+        return self
+
+    def __next__(self) -> str:
+        data = next(self.stream)
+        self.number += 1
+        self.bytes += len(data)
+        if self.number == 1 and data.startswith(_BOM):
+            data = data[len(_BOM) :]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("utf-8", "replace")
+            self.invalid = True
+        self.pending.append(text)
+        return text
+
+    def take(self) -> tuple[int, str, bool]:
+        """The record just read: its first line number, its text (without the final line break), and whether
+        it was valid UTF-8."""
+        first = self.number - len(self.pending) + 1
+        text = "".join(self.pending).rstrip("\r\n")
+        valid = not self.invalid
+        self.pending.clear()
+        self.invalid = False
+        return first, text, valid
+
+
+def csv_entries(lines: Lines, name: str) -> Iterator[Entry]:
+    reader = csv.reader(lines, strict=True)
+    header: list[str] | None = None
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            number, text, _ = lines.take()
+            if header is None:
+                raise MalformedFileError(f"{name}:{number}: the CSV header cannot be read: {exc}") from None
+            yield number, text, EventError(f"not CSV: {exc}")
+            continue
+        number, text, valid = lines.take()
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if header is None:
+            header = _csv_header(row, name, number)
+            continue
+        if not valid:
+            yield number, text, EventError("not valid UTF-8")
+            continue
+        try:
+            yield number, text, _csv_record(header, row)
+        except EventError as error:
+            if "id" in header and len(row) > header.index("id"):
+                error.event_id = row[header.index("id")] or None
+            yield number, text, error
+
+
+def _csv_header(row: list[str], name: str, number: int) -> list[str]:
+    header = [cell.strip() for cell in row]
+    problems = []
+    for column in header:
+        if column not in EVENT_FIELDS and not (column.startswith("properties.") and len(column) > len("properties.")):
+            problems.append(f"unknown column {column!r}")
+    problems += [f"column {column!r} appears twice" for column in sorted(set(header)) if header.count(column) > 1]
+    problems += [f"missing column {column!r}" for column in _CSV_REQUIRED if column not in header]
+    if problems:
+        allowed = ", ".join(EVENT_FIELDS) + ", properties.<name>"
+        raise MalformedFileError(f"{name}:{number}: bad CSV header: {'; '.join(problems)} (columns: {allowed})")
+    return header
+
+
+def _csv_record(header: list[str], row: list[str]) -> dict[str, Any]:
+    if len(row) != len(header):
+        raise EventError(f"expected {len(header)} fields (as in the header), got {len(row)}")
+    record: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    for column, cell in zip(header, row, strict=True):
+        if cell == "":
+            continue
+        if column == "properties":
+            try:
+                parsed = json.loads(cell)
+            except ValueError:
+                raise EventError("'properties' must be a JSON object of strings (not JSON)") from None
+            if not isinstance(parsed, dict):
+                raise EventError("'properties' must be a JSON object of strings")
+            for key, value in parsed.items():
+                if key in properties:
+                    raise EventError(f"property {key!r} given twice")
+                properties[key] = value
+        elif column.startswith("properties."):
+            key = column[len("properties.") :]
+            if key in properties:
+                raise EventError(f"property {key!r} given twice")
+            properties[key] = cell
+        else:
+            record[column] = cell
+    if properties:
+        record["properties"] = properties
+    return record
+
+
+@dataclass
+class Chunk:
+    """The validated events of a stretch of the input, stored together, and the rejections found in it.
+
+    ``events`` are UsageEvents as plain tuples (cheap to hand from a worker process). An id met again in the
+    same stretch waits in ``repeats`` (line, raw, event, position of the first one) until the first is settled.
+    A worker does not send the raw lines back: ``block`` (the stretch's lines, kept by the reader) has them.
+    """
+
+    first_line: int
+    last_line: int = -1
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    raws: list[object] | None = field(default_factory=list)
+    repeats: list[tuple[int, object, tuple[Any, ...], int]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    position: str = "line"
+    block: list[bytes] | None = None
+    size: int = 0  # bytes of input
+
+    def raw(self, index: int) -> object:
+        if self.raws is not None:
+            return self.raws[index]
+        assert self.block is not None
+        return _decode(self.block[self.lines[index] - self.first_line])[0]
+
+
+class _ChunkBuilder:
+    """Validates records one by one into a chunk."""
+
+    def __init__(self, validator: EventValidator, first_line: int, position: str, keep_raw: bool = True):
+        self.validate = validator.validate
+        self.chunk = Chunk(first_line, position=position, raws=[] if keep_raw else None)
+        self.first: dict[str, int] = {}
+        self.count = 0
+
+    def add(self, line: int, raw: object, record: Mapping[str, Any] | EventError) -> None:
+        chunk = self.chunk
+        chunk.last_line = line
+        self.count += 1
+        if isinstance(record, EventError):
+            chunk.rejections.append(rejection(line, record.event_id, str(record), raw))
+            return
+        try:
+            event = self.validate(record)
+        except EventError as error:
+            event_id = record.get("id")
+            chunk.rejections.append(rejection(line, event_id if isinstance(event_id, str) else None, str(error), raw))
+            return
+        events = chunk.events
+        position = self.first.setdefault(event[ID], len(events))
+        if position == len(events):
+            events.append(tuple(event))
+            chunk.lines.append(line)
+            if chunk.raws is not None:
+                chunk.raws.append(raw)
+        else:
+            chunk.repeats.append((line, raw, tuple(event), position))
+
+
+def rejection(line: int, event_id: str | None, reason: str, raw: object) -> Rejection:
+    if not isinstance(raw, str):
+        raw = json.dumps(raw, ensure_ascii=False, default=str)
+    return Rejection(line, event_id, reason, raw)
+
+
+def validated_chunks(validator: EventValidator, entries: Iterator[Entry], size: int, position: str) -> Iterator[Chunk]:
+    """Entries validated in this process, ``size`` at a time."""
+    builder: _ChunkBuilder | None = None
+    for line, raw, record in entries:
+        if builder is None:
+            builder = _ChunkBuilder(validator, line, position)
+        builder.add(line, raw, record)
+        if builder.count >= size:
+            yield builder.chunk
+            builder = None
+    if builder is not None:
+        yield builder.chunk
+
+
+def jsonl_block(validator: EventValidator, first_line: int, block: list[bytes], keep_raw: bool) -> Chunk:
+    """Parse and validate a stretch of JSON Lines (``block[0]`` is line ``first_line``).
+
+    The hot loop of a file ingestion: the common case (a valid event whose id is new in the chunk) is inlined;
+    everything else goes through :meth:`_ChunkBuilder.add`, which does the same.
+    """
+    builder = _ChunkBuilder(validator, first_line, "line", keep_raw)
+    chunk = builder.chunk
+    add, validate, first = builder.add, validator.validate, builder.first
+    events, lines, raws = chunk.events, chunk.lines, chunk.raws
+    for number, data in enumerate(block, first_line):
+        try:
+            text = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            add(number, data.decode("utf-8", "replace").rstrip("\r\n"), EventError("not valid UTF-8"))
+            continue
+        if not text or text.isspace():
+            continue
+        try:
+            record = parse_json_line(text)
+        except EventError as error:
+            add(number, text, error)
+            continue
+        try:
+            event = validate(record)
+        except EventError:
+            add(number, text, record)  # validates again, to report the problem
+            continue
+        position = first.setdefault(event[ID], len(events))
+        if position != len(events):
+            chunk.repeats.append((number, text, tuple(event), position))
+            continue
+        events.append(tuple(event))
+        lines.append(number)
+        if raws is not None:
+            raws.append(text)
+    chunk.last_line = first_line + len(block) - 1
+    return chunk
+
+
+def jsonl_blocks(stream: IO[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
+    number = 1
+    lines = iter(stream)
+    while block := list(islice(lines, size)):
+        if number == 1 and block[0].startswith(_BOM):
+            block[0] = block[0][len(_BOM) :]
+        yield number, block
+        number += len(block)

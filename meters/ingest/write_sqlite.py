@@ -1,0 +1,58 @@
+"""Storing chunks of events on SQLite: one ``executemany`` of ``INSERT … ON CONFLICT (event_id) DO NOTHING`` in
+the chunk's ``BEGIN IMMEDIATE`` transaction (``billing.db`` begins every write transaction so), which holds the
+database's single write lock: no other chunk, and no ingestion cutoff, runs meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from dbkit.clock import utcnow
+from meters.events import to_epoch_us
+from meters.ingest.read import COLUMNS, ID
+
+__all__ = ["SqliteWriter", "cutoff_now"]
+
+_LOOKUP = 10_000  # ids per query when the ids already stored are looked up
+
+
+def cutoff_now(connection: Connection) -> int:
+    """The ingestion cutoff, microseconds since the epoch: the transaction's ``BEGIN IMMEDIATE`` waits for the
+    chunk being stored, and no chunk is stored while it lasts."""
+    return to_epoch_us(utcnow())
+
+
+class SqliteWriter:
+    """Stores a chunk; returns the ids that were already stored, with their content hashes."""
+
+    def received_now(self, connection: Connection) -> int:
+        """The chunk's ``received_at``: the write lock is already held, so no cutoff is being taken."""
+        return to_epoch_us(utcnow())
+
+    def __call__(self, connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
+        # The write lock is held: the rows with an id above ``before`` are this chunk's.
+        before = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM usage_events").scalar_one()
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(
+                f"INSERT INTO usage_events ({COLUMNS}, received_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {int(received_at)}) ON CONFLICT (event_id) DO NOTHING",
+                events,
+            )
+            if cursor.rowcount == len(events):
+                return {}
+            stored: dict[str, int] = {}
+            ids = [event[ID] for event in events]
+            for start in range(0, len(ids), _LOOKUP):
+                batch = ids[start : start + _LOOKUP]
+                cursor.execute(
+                    "SELECT event_id, content_hash FROM usage_events "
+                    f"WHERE id <= ? AND event_id IN ({', '.join('?' * len(batch))})",
+                    (before, *batch),
+                )
+                stored.update(cursor.fetchall())
+            return stored
+        finally:
+            cursor.close()
