@@ -27,6 +27,7 @@ from rich.console import Console
 
 from benchmarks import DATA, Figure, best_of, postgres_schema, postgres_url
 from billing.db import make_engine, upgrade
+from dbkit import is_postgresql
 from meters import MeterSpec, aggregate_usage, to_epoch_us
 
 EVENTS = 10_000_000
@@ -172,7 +173,7 @@ def _group_by(url: str, customers: int) -> None:
     engine = make_engine(url)
     with engine.connect() as connection:
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        marker = "%s" if engine.dialect.name == "postgresql" else "?"
+        marker = "%s" if is_postgresql(engine) else "?"
         cursor.execute(
             "SELECT customer, meter, sum(value) FROM usage_events "
             f"WHERE occurred_at >= {marker} AND occurred_at < {marker} GROUP BY customer, meter",

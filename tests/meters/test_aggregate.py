@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
+from dbkit import is_postgresql
 from meters import MeterAggregate, MeterSpec, aggregate_usage, ingest, ingestion_cutoff
 from meters.aggregate import exact_group_dots, exact_group_sums
 
@@ -299,7 +300,7 @@ def test_exact_group_dots_match_python_integers(magnitude: int) -> None:
 
 
 def test_postgresql_counts_on_a_second_connection_of_the_same_snapshot(engine: Engine, monkeypatch) -> None:
-    if engine.dialect.name != "postgresql":
+    if not is_postgresql(engine):
         pytest.skip("the second connection is PostgreSQL's")
     from sqlalchemy import event
     from sqlalchemy.pool import Pool
