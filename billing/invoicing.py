@@ -18,7 +18,7 @@ from billing.core.domain import Customer, Subscription
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
-from dbkit import read_only
+from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
 from invoices.model import Invoice, InvoiceStatus, Party
@@ -159,7 +159,7 @@ def finalize_opening_invoices(
     made since it was written counts; the draft of a subscription that covers no day is dropped. One whose plan
     version is no longer in the catalog is left as a draft and reported."""
     report = OpeningReport()
-    instant = now or dt.datetime.now(dt.UTC)
+    instant = as_utc(now or utcnow())
     due: list[int] = []
     with session_scope(read_only(engine)) as session:
         drafts = store.opening_drafts(session, customer)

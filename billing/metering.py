@@ -40,6 +40,7 @@ __all__ = [
     "usage_from_event_file",
 ]
 
+
 def meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
     """The catalog's meters as ``meters`` needs them."""
     per_event = {

@@ -32,7 +32,7 @@ from billing.metering import UsageWindow
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
 from billing.usage_windows import UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
 from dbkit import read_only, utcnow
-from invoices.model import DraftInvoice
+from invoices.model import DraftInvoice, LineKind
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO
@@ -180,7 +180,11 @@ def _thresholds(
     for section in sections:
         subscription_id = section.subscription.id
         spend = sum(
-            (line.amount for line in preview.lines if line.kind == "usage" and line.subscription_id == subscription_id),
+            (
+                line.amount
+                for line in preview.lines
+                if line.kind is LineKind.USAGE and line.subscription_id == subscription_id
+            ),
             ZERO,
         )
         for spec in plan_thresholds(section.plan, limits):

@@ -557,7 +557,7 @@ def _rated_chunks(
     chunks = [customer_ids[i : i + _CHUNK] for i in range(0, len(customer_ids), _CHUNK)]
     if workers is None:
         workers = max(1, min(4, (os.cpu_count() or 1) - 1)) if len(chunks) >= 4 else 0
-    if workers <= 0 or not chunks or not _can_fork():
+    if workers <= 0 or not chunks or not can_fork():
         for chunk in chunks:
             yield _rate_chunk(inputs, chunk)
         return
@@ -585,12 +585,6 @@ def _start_worker(inputs: _RatingInputs) -> None:
 def _rate_chunk_in_worker(customer_ids: list[str]) -> _RatedChunk:
     assert _worker_inputs is not None
     return _rate_chunk(_worker_inputs, customer_ids)
-
-
-def _can_fork() -> bool:
-    """Forking is safe (see ``dbkit.forkpool``). The workers only rate: they never touch the database
-    connections they inherit."""
-    return can_fork()
 
 
 def _subscriptions_for_late(session: Session, late_periods: Iterable[tuple[str, Period]]) -> list[Subscription]:

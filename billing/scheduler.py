@@ -51,7 +51,7 @@ from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.run import finalize_period, run_billing
-from dbkit import read_only
+from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.store import FinalizeSettings
 from pricing_plans.models import Catalog
@@ -125,7 +125,7 @@ def bill_closed_periods(
     are finalized.
     """
     report = CycleReport()
-    instant = now or dt.datetime.now(dt.UTC)
+    instant = as_utc(now or utcnow())
     with session_scope(read_only(engine)) as session:
         customers = repository.list_customers(session)
     today = {c.external_id: instant.astimezone(ZoneInfo(c.timezone)).date() for c in customers}
@@ -275,7 +275,7 @@ def _on_job_event(scheduler: BackgroundScheduler, event: JobEvent) -> None:
 def _retry_soon(scheduler: BackgroundScheduler, job_id: str) -> None:
     try:
         job = scheduler.get_job(job_id)
-        retry_at = dt.datetime.now(dt.UTC) + RETRY_DELAY
+        retry_at = utcnow() + RETRY_DELAY
         if job is not None and (job.next_run_time is None or job.next_run_time > retry_at):
             scheduler.modify_job(job_id, next_run_time=retry_at)
     except Exception:  # the retry is a courtesy: the next regular run comes anyway
@@ -311,7 +311,7 @@ def install_jobs(scheduler: BackgroundScheduler, jobs: tuple[JobSpec, ...] = JOB
         }
         stored = scheduler.get_job(spec.id)
         if stored is None:
-            scheduler.add_job(spec.func, trigger, next_run_time=dt.datetime.now(dt.UTC), **options)
+            scheduler.add_job(spec.func, trigger, next_run_time=utcnow(), **options)
         elif getattr(stored.trigger, "interval", None) != spec.every:
             scheduler.reschedule_job(spec.id, trigger=trigger)
 

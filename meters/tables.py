@@ -24,6 +24,7 @@ from dbkit.types import ID_TYPE, new_metadata
 
 __all__ = ["MetersBase", "UsageEventRow"]
 
+
 class MetersBase(DeclarativeBase):
     metadata = new_metadata()
 

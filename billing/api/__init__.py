@@ -1,7 +1,7 @@
 """The HTTP API: FastAPI, OpenAPI published at ``/openapi.json`` (and browsable at ``/docs``).
 
-``create_app(settings)`` builds the application: the routers below, Stripe's webhook router
-(``billing.stripe.webhooks``), and error handlers that answer every failure as
+``create_app(settings)`` builds the application: the routers below, Stripe's webhook router (``routes_stripe``,
+which hands verified events to ``billing.stripe.webhooks``), and error handlers that answer every failure as
 ``{"error": {"code", "message", "field"}}`` (``billing.api.errors``). Every route but the webhook (which Stripe
 signs) and ``/healthz`` needs ``Authorization: Bearer <API key>`` (``billing.apikeys``).
 

@@ -12,8 +12,9 @@ import typer
 from rich.table import Table
 
 from billing.cli._common import console, fail, load_catalog_for_cli
+from billing.core.domain import SubscriptionTerms
 from billing.core.periods import Period, month_of, parse_month
-from billing.core.rating import RatedPeriod, SubscriptionTerms, rate_period
+from billing.core.rating import RatedPeriod, rate_period
 from billing.metering import usage_from_event_file
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import UnknownPlanError

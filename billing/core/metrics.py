@@ -53,7 +53,7 @@ from decimal import Decimal
 from billing.core.domain import CancelReason, Customer, Subscription
 from billing.core.periods import Period
 from billing.errors import BillingError
-from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from invoices.model import Invoice, InvoiceKind, InvoiceStatus, LineKind
 from pricing_plans.models import Catalog, Interval, Plan
 from pricing_plans.money import HUNDRED, ZERO, format_amount, round_money
 
@@ -106,7 +106,7 @@ JSON_KEYS = (
 ISSUED = frozenset({InvoiceStatus.FINALIZED, InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
 """The statuses of an invoice that counts as billed revenue (not draft, not void)."""
 
-USAGE_LINE_KINDS = frozenset({"usage", "late_usage"})
+USAGE_LINE_KINDS = frozenset({LineKind.USAGE, LineKind.LATE_USAGE})
 
 # MRR sums run in this context: precise enough for any real sum, and it raises rather than round, so
 # start + movements = end holds exactly or the computation fails loudly.
@@ -478,9 +478,9 @@ def _sum_invoices(
         if inv.number is not None:
             issued[inv.number] = inv
         lines = dict(inv.line_amounts)
-        subscription = lines.get("subscription", ZERO)
+        subscription = lines.get(LineKind.SUBSCRIPTION, ZERO)
         usage = sum((amount for kind, amount in lines.items() if kind in USAGE_LINE_KINDS), ZERO)
-        commitment = lines.get("commitment", ZERO)
+        commitment = lines.get(LineKind.COMMITMENT, ZERO)
         total = inv.subtotal - inv.discount
         amounts = BilledAmounts(subscription, usage, commitment, total - subscription - usage - commitment)
         _add_billed(billed, inv, amounts)

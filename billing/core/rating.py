@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from billing.core.domain import SubscriptionTerms, Terms
+from billing.core.domain import Terms
 from billing.core.fees import fee_period_for, rate_fee
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
@@ -30,11 +30,7 @@ from pricing_plans.money import ZERO, Rounding, round_money
 
 __all__ = [
     "RatedPeriod",
-    "SubscriptionTerms",
-    "Terms",
     "commitment_minimum",
-    "fee_period_for",
-    "rate_fee",
     "rate_period",
 ]
 

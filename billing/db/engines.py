@@ -1,7 +1,7 @@
-"""Dependencies the HTTP API's routers share (FastAPI ``Depends``).
+"""The process's engines: one per database URL for the life of the process, so its connection pool is shared.
 
-``get_engine`` hands every request the engine of the configured database (``database_url``), one engine per URL
-for the life of the process, so its connection pool is shared. Tests and embedding applications override it
+``get_engine`` is the engine of the configured database (``database_url``); the HTTP API's routes take it as a
+FastAPI dependency and the scheduler's jobs call it. Tests and embedding applications override it
 with ``app.dependency_overrides[get_engine] = lambda: engine``.
 """
 

@@ -32,8 +32,9 @@ from sqlalchemy import Engine
 from billing import customers as service
 from billing.cli._common import print_table
 from billing.config import get_settings
+from billing.core.domain import SubscriptionTerms
 from billing.core.periods import Period, month
-from billing.core.rating import SubscriptionTerms, rate_period
+from billing.core.rating import rate_period
 from billing.db import make_engine, session_scope, upgrade
 from billing.demo.receiver import ReceivedWebhook, run_receiver
 from billing.ingestion import ingest_path

@@ -258,6 +258,7 @@ class _DraftStatements:
 
 _PREPARED: dict[tuple[type[Dialect], str, str], _DraftStatements] = {}
 
+
 def draft_row(draft: DraftInvoice) -> DraftRow:
     """The invoice row's values (with ``content_hash``, a hash of everything a customer would see) and its lines
     as tuples in ``LINE_FIELDS`` order."""

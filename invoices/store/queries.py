@@ -115,7 +115,7 @@ def billed_by_period(
         .where(
             InvoiceRow.status.in_(_BILLED),
             InvoiceRow.kind == InvoiceKind.INVOICE.value,
-            InvoiceLineRow.kind.in_(("usage", "late_usage", "commitment")),
+            InvoiceLineRow.kind.in_((LineKind.USAGE.value, LineKind.LATE_USAGE.value, LineKind.COMMITMENT.value)),
             InvoiceLineRow.service_start == period_start,
             InvoiceRow.customer_external_id.in_(list(customers)),
         )
@@ -144,7 +144,7 @@ def billed_fees(
         .where(
             InvoiceRow.status.in_(_BILLED),
             InvoiceRow.kind == InvoiceKind.INVOICE.value,
-            InvoiceLineRow.kind == "subscription",
+            InvoiceLineRow.kind == LineKind.SUBSCRIPTION.value,
             InvoiceLineRow.subscription_id.in_(sorted({subscription for subscription, _ in wanted})),
         )
     )

@@ -202,6 +202,19 @@ def _wait_for(condition: Callable[[], object], seconds: float) -> bool:
     return bool(condition())
 
 
+def _settled_children(pid: int, *, polls: int = 40) -> dict[int, int]:
+    """The children of ``pid`` once the pool has forked all of them: the same set twice in a row, half a second
+    apart (a worker forked later would otherwise be missed)."""
+    seen = _children(pid)
+    for _ in range(polls):
+        time.sleep(0.5)
+        now = _children(pid)
+        if now == seen:
+            return now
+        seen = now
+    return seen
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
 @pytest.mark.skipif(
@@ -226,7 +239,7 @@ def test_ingest_killed_mid_file_leaves_no_worker_behind(env: dict[str, str], tmp
         process.stdin.write(lines.encode())
         process.stdin.flush()  # and kept open: the command waits for the rest of the file
         assert _wait_for(lambda: _children(process.pid) or process.poll() is not None, 120)
-        workers = _children(process.pid)
+        workers = _settled_children(process.pid)
         assert workers, f"no parsing worker started (exit {process.poll()})"
         assert process.poll() is None
         os.kill(process.pid, signal.SIGKILL)
