@@ -13,7 +13,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     String,
@@ -21,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from dbkit.types import ID_TYPE, ExactDecimal, new_metadata
+from dbkit.types import ID_TYPE, ExactDecimal, UTCDateTime, new_metadata
 
 
 class InvoicesBase(DeclarativeBase):
@@ -71,14 +70,14 @@ class InvoiceRow(InvoicesBase):
     due_date: Mapped[dt.date | None] = mapped_column(Date)
     refers_to_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
     reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    finalized_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finalized_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # A hash of everything the customer sees: a re-run whose draft has not changed does not rewrite it.
     content_hash: Mapped[str | None] = mapped_column(String(64))
     # When the draft's usage was last aggregated: events received after it are late for this invoice.
-    usage_as_of: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    status_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    usage_as_of: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class InvoiceLineRow(InvoicesBase):

@@ -19,11 +19,11 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import ID_TYPE, BillingBase, utcnow
-from dbkit.types import ExactDecimal
+from dbkit.types import ExactDecimal, UTCDateTime
 
 __all__ = [
     "CHANNELS",
@@ -57,7 +57,7 @@ class CustomerLimitRow(BillingBase):
     kind: Mapped[str] = mapped_column(String(8))
     meter: Mapped[str | None] = mapped_column(String(100))
     limit_value: Mapped[Decimal] = mapped_column(ExactDecimal)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ThresholdEvaluationRow(BillingBase):
@@ -76,8 +76,8 @@ class ThresholdEvaluationRow(BillingBase):
     value: Mapped[Decimal] = mapped_column(ExactDecimal)
     limit_value: Mapped[Decimal] = mapped_column(ExactDecimal)
     highest_level: Mapped[int | None] = mapped_column(Integer)
-    as_of: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    evaluated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    as_of: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    evaluated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class NotificationRow(BillingBase):
@@ -122,10 +122,10 @@ class NotificationRow(BillingBase):
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(8), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class DeliveryAttemptRow(BillingBase):
@@ -142,7 +142,7 @@ class DeliveryAttemptRow(BillingBase):
     notification_id: Mapped[str] = mapped_column(String(36), ForeignKey("notifications.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(8))
     target: Mapped[str] = mapped_column(String(2048))
-    attempted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(8))
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)

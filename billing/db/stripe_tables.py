@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import BillingBase, utcnow
+from dbkit.types import UTCDateTime
 
 __all__ = ["SYNC_STEPS", "DunningRow", "StripeCustomerRow", "StripeInvoiceSyncRow", "StripeWebhookEventRow"]
 
@@ -27,7 +28,7 @@ class StripeCustomerRow(BillingBase):
 
     customer_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     stripe_customer_id: Mapped[str] = mapped_column(String(255), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class StripeInvoiceSyncRow(BillingBase):
@@ -53,9 +54,9 @@ class StripeInvoiceSyncRow(BillingBase):
     stripe_item_ids: Mapped[str] = mapped_column(Text, default="[]")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    synced_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class StripeWebhookEventRow(BillingBase):
@@ -65,9 +66,9 @@ class StripeWebhookEventRow(BillingBase):
 
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
-    stripe_created_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    stripe_created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(32))
-    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class DunningRow(BillingBase):
@@ -79,8 +80,8 @@ class DunningRow(BillingBase):
     invoice_number: Mapped[str] = mapped_column(String(64))
     stripe_invoice_id: Mapped[str | None] = mapped_column(String(255))
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_failure_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     final: Mapped[bool] = mapped_column(Boolean, default=False)
-    final_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    final_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

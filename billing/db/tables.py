@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dbkit.clock import utcnow
-from dbkit.types import ID_TYPE, ExactDecimal, new_metadata
+from dbkit.types import ID_TYPE, ExactDecimal, UTCDateTime, new_metadata
 
 
 class BillingBase(DeclarativeBase):
@@ -34,7 +34,7 @@ class CustomerRow(BillingBase):
     # The key that signs the webhooks posted to webhook_url ("whsec_" + 48 hex digits); NULL without a URL.
     webhook_secret: Mapped[str | None] = mapped_column(String(255))
     tax_rate: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal(0))  # percent, e.g. 19 for 19 %
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class SubscriptionRow(BillingBase):
@@ -57,5 +57,5 @@ class SubscriptionRow(BillingBase):
     status: Mapped[str] = mapped_column(String(16), default="active")
     cancel_reason: Mapped[str | None] = mapped_column(String(16))
     previous_subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
