@@ -31,6 +31,7 @@ from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
 from billing import customers
+from billing.api import routes_stripe
 from billing.api.routes_stripe import router
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
@@ -773,8 +774,9 @@ def test_the_invoice_is_found_by_the_stripe_id_stored_when_it_was_pushed(engine,
         (lambda p: {"Stripe-Signature": "garbage"}, "invalid_signature"),
         (lambda p: {}, "missing_signature"),
         (lambda p: signed(p, timestamp=int(time.time()) - 600), "stale_timestamp"),
+        (lambda p: signed(p, timestamp=int(time.time()) + 600), "future_timestamp"),
     ],
-    ids=["wrong-secret", "tampered-body", "bad-hmac", "unparsable", "missing", "stale"],
+    ids=["wrong-secret", "tampered-body", "bad-hmac", "unparsable", "missing", "stale", "from-the-future"],
 )
 def test_an_unverified_delivery_is_refused_with_400_and_changes_nothing(engine, webhooks, headers, code):
     add_customer(engine)
@@ -787,6 +789,25 @@ def test_an_unverified_delivery_is_refused_with_400_and_changes_nothing(engine, 
     assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
     assert status_of(engine) is InvoiceStatus.FINALIZED
     assert recorded_events(engine) == []
+
+
+def test_a_signature_counts_up_to_the_tolerance_either_way_and_not_a_second_past_it(engine, webhooks, monkeypatch):
+    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+    monkeypatch.setattr(routes_stripe, "utcnow", lambda: now)
+    assert routes_stripe.SIGNATURE_TOLERANCE_SECONDS == 300
+    answers = {}
+    for offset in (-301, -300, 300, 301):
+        payload = invoice_event(f"evt_{offset}", "customer.created")
+        response = post(webhooks, payload, signed(payload, timestamp=int(now.timestamp()) + offset))
+        body = response.json()
+        answers[offset] = (response.status_code, body["error"]["code"] if "error" in body else body["outcome"])
+    assert answers == {
+        -301: (400, "stale_timestamp"),
+        -300: (200, "ignored"),
+        300: (200, "ignored"),
+        301: (400, "future_timestamp"),
+    }
+    assert sorted(recorded_events(engine)) == [("evt_-300", "ignored"), ("evt_300", "ignored")]
 
 
 def test_a_signed_body_that_is_not_an_event_is_refused(engine, webhooks):
