@@ -11,6 +11,9 @@ signs) and ``/healthz`` needs ``Authorization: Bearer <API key>`` (``billing.api
     routes_invoices    GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
     routes_metrics     GET /v1/metrics?period=YYYY-MM
 
+Every request body is limited while it is read (``billing.api.limits``): 32 MiB for ``POST /v1/events``,
+1 MiB for every other route, the Stripe webhook included; a larger body is answered 413 ``body_too_large``.
+
 Routes are thin: they parse, call the service layer (``billing.customers``, ``billing.ingestion``,
 ``billing.invoicing``, ``billing.metrics_store``, ``billing.preview``) and shape the answer.
 """
@@ -22,6 +25,7 @@ from fastapi import FastAPI
 from billing.api import routes_customers, routes_events, routes_invoices, routes_metrics
 from billing.api.deps import get_api_settings
 from billing.api.errors import ApiError, install_error_handlers
+from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from billing.apikeys import ApiKey, create_api_key, list_api_keys, revoke_api_key
 from billing.config import Settings
 from billing.db.engines import engine_for_url, get_engine
@@ -54,7 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (routes_events, routes_customers, routes_invoices, routes_metrics):
         app.include_router(module.router)
+    from billing.api.routes_stripe import MAX_BODY as STRIPE_MAX_BODY
     from billing.api.routes_stripe import router as stripe_router
 
     app.include_router(stripe_router)
+    app.add_middleware(
+        BodyLimit,
+        default=DEFAULT_MAX_BODY,
+        limits={"/v1/events": routes_events.MAX_BODY, "/v1/stripe/webhooks": STRIPE_MAX_BODY},
+    )
     return app

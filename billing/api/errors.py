@@ -11,7 +11,9 @@ single field is to blame.
  404   ``not_found``         an unknown customer, subscription, invoice or route — and anything a key
                              bound to a customer may not see (so a key learns nothing of others)
  405   ``method_not_allowed``
- 413   ``too_many_events``   a batch of more than 10,000 events
+ 413   ``body_too_large``    a body larger than its route takes (32 MiB for events, else 1 MiB):
+                             refused while it is read, before any of it is parsed
+ 422   ``too_many_events``   a batch of more than 10,000 events
  422   ``invalid_request``   the request does not match the schema (the field and what was expected)
  422   ``invalid_input``     the engine refused the input (:class:`~billing.errors.BillingInputError`)
  500   ``internal_error``    a bug: logged with its traceback, never shown to the caller
@@ -160,12 +162,13 @@ def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+    codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
     code = codes.get(exc.status_code, "http_error")
+    field = "body" if exc.status_code == 413 else None
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such route: {request.method} {request.url.path}"
-    return ApiError(exc.status_code, code, message, headers=getattr(exc, "headers", None)).response()
+    return ApiError(exc.status_code, code, message, field, headers=getattr(exc, "headers", None)).response()
 
 
 def _internal_error(request: Request, exc: Exception) -> JSONResponse:

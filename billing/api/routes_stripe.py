@@ -1,7 +1,12 @@
-"""``POST /v1/stripe/webhooks``: the body is verified with ``stripe.Webhook.construct_event`` and the secret in
-``STRIPE_WEBHOOK_SECRET``; a missing or bad signature, a timestamp more than five minutes old or a body that is
+"""``POST /v1/stripe/webhooks``: the body is verified against its ``Stripe-Signature`` and the secret in
+``STRIPE_WEBHOOK_SECRET``; a missing or bad signature, a signature timestamp more than five minutes from the
+server's clock (older, as a replayed delivery is, or newer, as no delivery from Stripe can be) or a body that is
 not an event is answered 400 with ``{"error": {"code": …, "message": …}}`` and changes nothing. A verified event
 goes to ``billing.stripe.webhooks.handle_event``.
+
+Anyone can post here, so the body is bounded before anything else is done with it: at most
+:data:`MAX_BODY` bytes (Stripe's events are a few kilobytes) are read, a larger declared or received body is
+answered 413 ``body_too_large`` without being read further, decoded or verified.
 """
 
 from __future__ import annotations
@@ -16,13 +21,20 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
+from billing.api.errors import field_of
+from billing.api.limits import BodyTooLarge, read_body
 from billing.db.engines import get_engine
 from billing.errors import BillingInputError
 from billing.stripe.webhooks import handle_event
+from dbkit import utcnow
 
-__all__ = ["SIGNATURE_TOLERANCE_SECONDS", "receive_stripe_webhook", "router"]
+__all__ = ["MAX_BODY", "SIGNATURE_TOLERANCE_SECONDS", "receive_stripe_webhook", "router"]
 
 SIGNATURE_TOLERANCE_SECONDS = 300
+"""How far a signature's timestamp may be from now, either way, in seconds (Stripe's own default)."""
+
+MAX_BODY = 1024 * 1024
+"""The largest body read, in bytes: Stripe's events are far smaller."""
 
 
 class WebhookReceipt(BaseModel):
@@ -36,6 +48,7 @@ class WebhookReceipt(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    field: str | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -46,14 +59,16 @@ router = APIRouter(tags=["stripe"])
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+    """The API's error shape; ``field`` is what the message starts with (``Stripe-Signature``, ``body``)."""
+    error = {"code": code, "message": message, "field": field_of(message)}
+    return JSONResponse(status_code=status, content={"error": error})
 
 
 @router.post(
     "/v1/stripe/webhooks",
     summary="Receive a Stripe webhook event",
     response_model=WebhookReceipt,
-    responses={400: {"model": ErrorResponse}, 500: {"model": ErrorResponse}},
+    responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 500: {"model": ErrorResponse}},
 )
 async def receive_stripe_webhook(
     request: Request,
@@ -66,23 +81,35 @@ async def receive_stripe_webhook(
     secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip()
     if not secret:
         return _error(500, "webhook_secret_missing", "STRIPE_WEBHOOK_SECRET is not set on the server")
-    body = await request.body()
+    try:
+        body = await read_body(request, MAX_BODY)
+    except BodyTooLarge as exc:
+        return _error(413, "body_too_large", str(exc.detail))
     try:
         payload = body.decode("utf-8")
     except UnicodeDecodeError:
         return _error(400, "invalid_payload", "body: expected a Stripe event as UTF-8 JSON")
     try:
-        event = stripe.Webhook.construct_event(
-            payload, stripe_signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
-        )
+        stripe.WebhookSignature.verify_header(payload, stripe_signature, secret, tolerance=None)
     except stripe.SignatureVerificationError:
-        if _signature_matches(payload, stripe_signature, secret):
-            return _error(
-                400,
-                "stale_timestamp",
-                f"Stripe-Signature: the timestamp is more than {SIGNATURE_TOLERANCE_SECONDS} seconds old",
-            )
         return _error(400, "invalid_signature", "Stripe-Signature: does not match the body and the webhook secret")
+    skew = _signed_at(stripe_signature) - int(utcnow().timestamp())  # whole seconds, as the timestamp is
+    if skew < -SIGNATURE_TOLERANCE_SECONDS:
+        return _error(
+            400,
+            "stale_timestamp",
+            f"Stripe-Signature: the timestamp is more than {SIGNATURE_TOLERANCE_SECONDS} seconds old",
+        )
+    if skew > SIGNATURE_TOLERANCE_SECONDS:
+        return _error(
+            400,
+            "future_timestamp",
+            f"Stripe-Signature: the timestamp is more than {SIGNATURE_TOLERANCE_SECONDS} seconds ahead of the "
+            "server's clock",
+        )
+    try:
+        # Verified above (and again here, without a tolerance): what is left to fail is the body itself.
+        event = stripe.Webhook.construct_event(payload, stripe_signature, secret, tolerance=None)
     except (ValueError, TypeError, AttributeError):  # signed, but not JSON, or JSON that is not an object
         return _error(400, "invalid_payload", "body: expected a Stripe event (a JSON object)")
     try:
@@ -93,10 +120,10 @@ async def receive_stripe_webhook(
     return JSONResponse(status_code=200, content=receipt.model_dump())
 
 
-def _signature_matches(payload: str, header: str, secret: str) -> bool:
-    """Whether the signature is right, whatever its age (to tell a stale delivery from a forged one)."""
-    try:
-        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
-    except stripe.SignatureVerificationError:
-        return False
-    return True
+def _signed_at(header: str) -> int:
+    """The timestamp (``t=``) of a ``Stripe-Signature`` header that verified, so it has one."""
+    for item in header.split(","):
+        name, _, value = item.partition("=")
+        if name == "t":
+            return int(value)
+    raise ValueError("Stripe-Signature: no timestamp")  # unreachable once the signature verified

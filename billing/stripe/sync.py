@@ -23,14 +23,17 @@ An invoice whose total is zero is pushed like any other (the customer sees it in
 no payment and marks a zero invoice paid when it is finalized, and its ``invoice.paid`` webhook marks ours paid.
 An invoice already paid, void or uncollectible before its first push is never pushed: Stripe would charge it.
 
-Idempotency: every request carries an idempotency key made of our invoice number and the step —
-``INV-2026-000001:customer``, ``…:invoice``, ``…:item:1`` … ``…:item:N``, ``…:discount``, ``…:tax``,
-``…:finalize`` — and what each step returned is stored before the next step begins. A crash, a refused request
-or a lost answer leaves the invoice at the last stored step; the next run resumes there, and a request that
-Stripe carried out but whose answer never arrived is answered again by Stripe from its key instead of being
-carried out twice. Stripe keeps keys for 24 hours, so a failed push should be retried within that (the scheduler
-retries at each run). Two runs at once are safe for one invoice (same keys, same objects); the customer mapping
-keeps the first Stripe customer stored.
+Idempotency: every request carries an idempotency key made of this installation's id
+(:func:`billing.db.installation.installation_id`, 32 hexadecimal digits), our invoice number and the step —
+``<id>:INV-2026-000001:customer``, ``…:invoice``, ``…:item:1`` … ``…:item:N``, ``…:discount``, ``…:tax``,
+``…:finalize`` — and what each step returned is stored before the next step begins. The installation id keeps two
+databases that push to one Stripe account (a staging copy, a second business) from ever sending the same key for
+two invoices that merely share a number: Stripe would answer the second with the first one's objects. A crash, a
+refused request or a lost answer leaves the invoice at the last stored step; the next run resumes there, and a
+request that Stripe carried out but whose answer never arrived is answered again by Stripe from its key instead of
+being carried out twice. Stripe keeps keys for 24 hours, so a failed push should be retried within that (the
+scheduler retries at each run). Two runs at once are safe for one invoice (same keys, same objects); the customer
+mapping keeps the first Stripe customer stored.
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ from sqlalchemy.orm import Session
 
 from billing.config import Settings, get_settings
 from billing.db import session_scope
+from billing.db.installation import installation_id
 from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
 from billing.errors import BillingInputError
+from billing.stripe import STRIPE_API_VERSION
 from dbkit import insert_ignoring, read_only, utcnow
 from invoices import store
 from invoices.model import Invoice
@@ -59,6 +64,7 @@ from invoices.store import get_invoice
 from pricing_plans.money import minor_units
 
 __all__ = [
+    "STRIPE_API_VERSION",
     "InvoiceSync",
     "StripeItem",
     "SyncReport",
@@ -148,13 +154,15 @@ class SyncReport:
         return not self.failed
 
 
-def idempotency_key(invoice_number: str, step: str) -> str:
-    """The idempotency key of one step of an invoice's push: ``INV-2026-000001:item:3``."""
-    return f"{invoice_number}:{step}"
+def idempotency_key(installation: str, invoice_number: str, step: str) -> str:
+    """The idempotency key of one step of an invoice's push from one installation:
+    ``0f3c…e9:INV-2026-000001:item:3``."""
+    return f"{installation}:{invoice_number}:{step}"
 
 
 def stripe_client(settings: Settings | None = None, *, max_network_retries: int = 2) -> stripe.StripeClient:
-    """A Stripe client with the secret key from ``STRIPE_API_KEY`` and the API base from the settings.
+    """A Stripe client with the secret key from ``STRIPE_API_KEY``, the API base from the settings and the API
+    version pinned to :data:`STRIPE_API_VERSION`.
 
     The SDK retries a request that failed on the network or with a server error with the same idempotency key,
     which is safe; ``max_network_retries=0`` turns that off. Raises BillingInputError if the key is not set.
@@ -167,6 +175,7 @@ def stripe_client(settings: Settings | None = None, *, max_network_retries: int 
         api_key,
         base_addresses={"api": settings.stripe_api_base.rstrip("/")},
         max_network_retries=max_network_retries,
+        stripe_version=STRIPE_API_VERSION,
     )
 
 
@@ -202,7 +211,8 @@ def sync_invoices(
     """Push every finalized invoice not yet completely in Stripe (at most ``limit``), oldest first.
 
     ``client_or_settings``: a ready ``StripeClient``, or the settings to build one from (``STRIPE_API_KEY`` and
-    ``stripe_api_base``; None: the configured settings). A Stripe error stops that invoice's push at its last
+    ``stripe_api_base``; None: the configured settings); a client handed in is held to
+    :data:`STRIPE_API_VERSION` all the same, request by request. A Stripe error stops that invoice's push at its last
     stored step, is recorded as its ``last_error`` and reported; the run goes on with the next invoice.
     ``progress(done, total)`` is called as invoices are done.
     """
@@ -213,6 +223,7 @@ def sync_invoices(
         if isinstance(client_or_settings, stripe.StripeClient)
         else stripe_client(client_or_settings)
     )
+    installation = installation_id(engine)
     with session_scope(read_only(engine)) as session:
         invoice_ids = _invoices_to_push(session, limit)
     total = len(invoice_ids)
@@ -220,7 +231,7 @@ def sync_invoices(
         progress(0, total)
     results = []
     for done, invoice_id in enumerate(invoice_ids, start=1):
-        results.append(_Push(engine, client, invoice_id).run())
+        results.append(_Push(engine, client, installation, invoice_id).run())
         if progress:
             progress(done, total)
     return SyncReport(tuple(results))
@@ -243,6 +254,7 @@ class _Push:
 
     engine: Engine
     client: stripe.StripeClient
+    installation: str
     invoice_id: int
     invoice: Invoice = field(init=False)
     step: SyncStep = SyncStep.PENDING
@@ -340,8 +352,13 @@ class _Push:
             error=error,
         )
 
-    def _options(self, step: str) -> Any:
-        return {"idempotency_key": idempotency_key(self.number, step)}
+    def _options(self, step: str | None = None) -> Any:
+        """The request options of one step: the pinned API version and, for a step that creates or changes
+        something, its idempotency key."""
+        options: dict[str, str] = {"stripe_version": STRIPE_API_VERSION}
+        if step is not None:
+            options["idempotency_key"] = idempotency_key(self.installation, self.number, step)
+        return options
 
     # -- steps -------------------------------------------------------------------------------------------
 
@@ -431,7 +448,7 @@ class _Push:
             )
         except stripe.InvalidRequestError:
             # Finalized by an earlier attempt whose key Stripe no longer remembers? Then the push is done.
-            if self.client.v1.invoices.retrieve(stripe_invoice_id).status in (None, "draft"):
+            if self.client.v1.invoices.retrieve(stripe_invoice_id, options=self._options()).status in (None, "draft"):
                 raise
         with session_scope(self.engine) as session:
             self._save(session, step=SyncStep.FINALIZED.value, synced_at=utcnow())

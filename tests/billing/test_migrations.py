@@ -141,3 +141,36 @@ def test_0008_can_be_undone_and_redone(fresh_url):
         assert _scopes(engine)["start:42"] == ("opening", 42)
     finally:
         engine.dispose()
+
+
+def test_0009_gives_every_database_an_installation_id_of_its_own(fresh_url, tmp_path):
+    from alembic import command
+
+    from billing.db import _alembic_config
+    from billing.db.installation import installation_id
+
+    upgrade(fresh_url, "0007")
+    engine = make_engine(fresh_url)
+    other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        _store_0007_rows(engine)  # a database with invoices already, upgraded
+        upgrade(engine)
+        upgrade(other)  # a new one
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT singleton, id FROM installation")).all()
+        assert len(rows) == 1 and rows[0][0] == 1
+        ours = rows[0][1]
+        assert len(ours) == 32 and set(ours) <= set("0123456789abcdef")
+        assert installation_id(engine) == ours
+        assert installation_id(other) != ours
+        # one row only
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text("INSERT INTO installation (singleton, id, created_at) VALUES (2, 'x', '2026-01-01')"))
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text("INSERT INTO installation (singleton, id, created_at) VALUES (1, 'x', '2026-01-01')"))
+        command.downgrade(_alembic_config(engine), "0008")
+        upgrade(engine)
+        assert installation_id(engine) != ours  # undone and redone: a new identity, still one row
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -31,15 +31,17 @@ from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
 from billing import customers
+from billing.api import routes_stripe
 from billing.api.routes_stripe import router
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
 from billing.core.domain import CancelReason, SubscriptionStatus
-from billing.db import session_scope
+from billing.db import make_engine, session_scope, upgrade
 from billing.db.engines import dispose_engines, get_engine
+from billing.db.installation import installation_id
 from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
-from billing.stripe.sync import SyncStep, stripe_items, sync_invoices
+from billing.stripe.sync import STRIPE_API_VERSION, SyncStep, stripe_client, stripe_items, sync_invoices
 from billing.stripe.webhooks import handle_event
 from invoices import store
 from invoices.model import DraftInvoice, Invoice, InvoiceLine, InvoiceStatus, Party
@@ -91,6 +93,7 @@ class Recorded:
     path: str
     form: dict[str, str]
     idempotency_key: str | None
+    stripe_version: str | None
 
 
 @dataclass
@@ -150,6 +153,10 @@ class FakeStripe:
         assert mode in ("refuse", "drop")
         self.failures[idempotency_key] = mode
 
+    def forget_keys(self) -> None:
+        """Forget every idempotency key, as Stripe does after 24 hours."""
+        self._saved.clear()
+
     def of(self, kind: str) -> list[dict[str, Any]]:
         """Every object of one kind (``customer``, ``invoice``, ``invoiceitem``), in creation order."""
         return [obj for obj in self.objects.values() if obj["object"] == kind]
@@ -167,7 +174,7 @@ class FakeStripe:
         key = handler.headers.get("Idempotency-Key") if method == "POST" else None
         extra: dict[str, str] = {}
         with self._lock:
-            self.requests.append(Recorded(method, url.path, dict(pairs), key))
+            self.requests.append(Recorded(method, url.path, dict(pairs), key, handler.headers.get("Stripe-Version")))
             mode = self.failures.pop(key, None) if key else None
             if handler.headers.get("Authorization") != f"Bearer {API_KEY}":
                 status, payload = 401, _error("invalid_request_error", "Invalid API Key provided")
@@ -350,9 +357,11 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
 
 @pytest.fixture
-def client(fake_stripe: FakeStripe) -> stripe.StripeClient:
-    """The real SDK pointed at the local server, without its own retries (so a refusal reaches the sync)."""
-    return stripe.StripeClient(API_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+def client(fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch) -> stripe.StripeClient:
+    """The real SDK as the sync makes it, pointed at the local server, without its own retries (so a refusal
+    reaches the sync)."""
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    return stripe_client(Settings(stripe_api_base=fake_stripe.url), max_network_retries=0)
 
 
 def test_the_local_stripe_treats_idempotency_keys_as_stripe_does(fake_stripe, client):
@@ -408,6 +417,11 @@ def issue(
         return store.finalize(session, outcome.invoice_id, SETTINGS, ISSUED)
 
 
+def stripe_key(engine: Engine, step: str, number: str = FIRST) -> str:
+    """The idempotency key of one step of an invoice's push from the test database."""
+    return f"{installation_id(engine)}:{number}:{step}"
+
+
 def sync_row(engine: Engine, number: str = FIRST) -> StripeInvoiceSyncRow:
     with session_scope(engine) as session:
         return session.execute(
@@ -432,11 +446,11 @@ def test_sync_pushes_the_customer_the_invoice_one_item_per_line_and_finalizes(en
     assert report.ok and [r.invoice_number for r in report.synced] == [FIRST]
     customer, stripe_invoice = fake_stripe.of("customer")[0], fake_stripe.of("invoice")[0]
     assert fake_stripe.posts() == [
-        ("/v1/customers", f"{FIRST}:customer"),
-        ("/v1/invoices", f"{FIRST}:invoice"),
-        ("/v1/invoiceitems", f"{FIRST}:item:1"),
-        ("/v1/invoiceitems", f"{FIRST}:item:2"),
-        (f"/v1/invoices/{stripe_invoice['id']}/finalize", f"{FIRST}:finalize"),
+        ("/v1/customers", stripe_key(engine, "customer")),
+        ("/v1/invoices", stripe_key(engine, "invoice")),
+        ("/v1/invoiceitems", stripe_key(engine, "item:1")),
+        ("/v1/invoiceitems", stripe_key(engine, "item:2")),
+        (f"/v1/invoices/{stripe_invoice['id']}/finalize", stripe_key(engine, "finalize")),
     ]
     customer_form, invoice_form, *item_forms, finalize_form = (r.form for r in fake_stripe.requests)
     assert customer_form == {"name": "Acme Inc.", "email": "ap@acme.example", "metadata[billing_customer_id]": "acme"}
@@ -490,7 +504,7 @@ def test_discount_and_tax_become_items_so_stripe_asks_for_our_total(engine, fake
     assert sync_invoices(engine, client).ok
 
     keys = [key for path, key in fake_stripe.posts() if path == "/v1/invoiceitems"]
-    assert keys == [f"{FIRST}:item:1", f"{FIRST}:discount", f"{FIRST}:tax"]
+    assert keys == [stripe_key(engine, "item:1"), stripe_key(engine, "discount"), stripe_key(engine, "tax")]
     assert [item["description"] for item in fake_stripe.of("invoiceitem")] == ["Growth plan", "Discount", "Tax (19 %)"]
     assert fake_stripe.of("invoice")[0]["amount_due"] == 10710
 
@@ -506,7 +520,7 @@ def test_one_stripe_customer_per_customer_across_invoices(engine, fake_stripe, c
 
     assert report.ok and len(report.synced) == 3
     customer_keys = [key for path, key in fake_stripe.posts() if path == "/v1/customers"]
-    assert customer_keys == ["INV-2026-000001:customer", "INV-2026-000002:customer"]
+    assert customer_keys == [stripe_key(engine, "customer"), stripe_key(engine, "customer", "INV-2026-000002")]
     by_customer = {c["metadata"]["billing_customer_id"]: c["id"] for c in fake_stripe.of("customer")}
     assert [r.stripe_customer_id for r in report.results] == [by_customer["acme"], by_customer["globex"],
                                                                by_customer["acme"]]
@@ -516,7 +530,7 @@ def test_one_stripe_customer_per_customer_across_invoices(engine, fake_stripe, c
 def test_a_refused_request_stops_the_push_and_the_next_run_resumes_where_it_stopped(engine, fake_stripe, client):
     add_customer(engine)
     issue(engine)
-    fake_stripe.fail(f"{FIRST}:item:2", "refuse")
+    fake_stripe.fail(stripe_key(engine, "item:2"), "refuse")
 
     first = sync_invoices(engine, client)
 
@@ -532,7 +546,7 @@ def test_a_refused_request_stops_the_push_and_the_next_run_resumes_where_it_stop
     second = sync_invoices(engine, client)
 
     assert second.ok
-    assert [key for _, key in fake_stripe.posts()[already_sent:]] == [f"{FIRST}:item:2", f"{FIRST}:finalize"]
+    assert [key for _, key in fake_stripe.posts()[already_sent:]] == [stripe_key(engine, "item:2"), stripe_key(engine, "finalize")]
     assert (len(fake_stripe.of("customer")), len(fake_stripe.of("invoice")), len(fake_stripe.of("invoiceitem"))) == (
         1,
         1,
@@ -546,7 +560,7 @@ def test_a_refused_request_stops_the_push_and_the_next_run_resumes_where_it_stop
 def test_a_request_carried_out_whose_answer_was_lost_is_not_carried_out_twice(engine, fake_stripe, client, step):
     add_customer(engine)
     issue(engine)
-    fake_stripe.fail(f"{FIRST}:{step}", "drop")
+    fake_stripe.fail(stripe_key(engine, step), "drop")
 
     first = sync_invoices(engine, client)
 
@@ -557,8 +571,8 @@ def test_a_request_carried_out_whose_answer_was_lost_is_not_carried_out_twice(en
 
     assert second.ok
     # The retry starts again with the lost request, under the same key, and Stripe answers it from the key.
-    assert fake_stripe.posts()[already_sent][1] == f"{FIRST}:{step}"
-    assert fake_stripe.replayed == [f"{FIRST}:{step}"]
+    assert fake_stripe.posts()[already_sent][1] == stripe_key(engine, step)
+    assert fake_stripe.replayed == [stripe_key(engine, step)]
     customers_, invoices_, items = (fake_stripe.of(k) for k in ("customer", "invoice", "invoiceitem"))
     assert (len(customers_), len(invoices_), len(items)) == (1, 1, 2)
     assert invoices_[0]["status"] == "open" and invoices_[0]["amount_due"] == 6150
@@ -568,8 +582,51 @@ def test_a_request_carried_out_whose_answer_was_lost_is_not_carried_out_twice(en
     # Every key was used for one object only.
     posted = [key for _, key in fake_stripe.posts()]
     assert sorted(set(posted)) == sorted(
-        f"{FIRST}:{s}" for s in ("customer", "invoice", "item:1", "item:2", "finalize")
+        stripe_key(engine, s) for s in ("customer", "invoice", "item:1", "item:2", "finalize")
     )
+
+
+def test_every_request_names_the_pinned_api_version(engine, fake_stripe, client):
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(stripe_key(engine, "finalize"), "drop")  # finalized, the answer lost…
+    sync_invoices(engine, client)
+    fake_stripe.forget_keys()  # …and the key forgotten: the next run looks the invoice up (a GET)
+    # even a client made elsewhere, without a version, is held to it
+    bare = stripe.StripeClient(API_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    assert sync_invoices(engine, bare).ok
+
+    assert STRIPE_API_VERSION == "2026-10-28.endive"
+    assert [(r.method, r.path.split("/")[2]) for r in fake_stripe.requests] == [
+        ("POST", "customers"), ("POST", "invoices"), ("POST", "invoiceitems"), ("POST", "invoiceitems"),
+        ("POST", "invoices"), ("POST", "invoices"), ("GET", "invoices"),
+    ]
+    assert {r.stripe_version for r in fake_stripe.requests} == {STRIPE_API_VERSION}
+
+
+def test_two_databases_pushing_to_one_stripe_account_never_share_a_key(engine, fake_stripe, client, tmp_path):
+    other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        upgrade(other)
+        for database in (engine, other):  # both issue INV-2026-000001, to different customers
+            add_customer(database, "acme" if database is engine else "globex")
+            issue(database, "acme" if database is engine else "globex")
+            assert sync_invoices(database, client).ok
+
+        ours, theirs = installation_id(engine), installation_id(other)
+        assert ours != theirs and len(ours) == len(theirs) == 32
+        assert int(ours, 16) >= 0 and int(theirs, 16) >= 0  # hexadecimal digits
+        keys = [key for _, key in fake_stripe.posts()]
+        assert keys == [f"{ours}:{FIRST}:{step}" for step in ("customer", "invoice", "item:1", "item:2", "finalize")] + [
+            f"{theirs}:{FIRST}:{step}" for step in ("customer", "invoice", "item:1", "item:2", "finalize")
+        ]
+        # Stripe replayed nothing: each database got its own customer and invoice
+        assert fake_stripe.replayed == []
+        assert [c["metadata"]["billing_customer_id"] for c in fake_stripe.of("customer")] == ["acme", "globex"]
+        assert len(fake_stripe.of("invoice")) == 2 and len(fake_stripe.of("invoiceitem")) == 4
+        assert installation_id(engine) == ours  # kept, not made anew
+    finally:
+        other.dispose()
 
 
 def test_only_finalized_invoices_are_pushed(engine, fake_stripe, client):
@@ -773,8 +830,9 @@ def test_the_invoice_is_found_by_the_stripe_id_stored_when_it_was_pushed(engine,
         (lambda p: {"Stripe-Signature": "garbage"}, "invalid_signature"),
         (lambda p: {}, "missing_signature"),
         (lambda p: signed(p, timestamp=int(time.time()) - 600), "stale_timestamp"),
+        (lambda p: signed(p, timestamp=int(time.time()) + 600), "future_timestamp"),
     ],
-    ids=["wrong-secret", "tampered-body", "bad-hmac", "unparsable", "missing", "stale"],
+    ids=["wrong-secret", "tampered-body", "bad-hmac", "unparsable", "missing", "stale", "from-the-future"],
 )
 def test_an_unverified_delivery_is_refused_with_400_and_changes_nothing(engine, webhooks, headers, code):
     add_customer(engine)
@@ -787,6 +845,25 @@ def test_an_unverified_delivery_is_refused_with_400_and_changes_nothing(engine, 
     assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
     assert status_of(engine) is InvoiceStatus.FINALIZED
     assert recorded_events(engine) == []
+
+
+def test_a_signature_counts_up_to_the_tolerance_either_way_and_not_a_second_past_it(engine, webhooks, monkeypatch):
+    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+    monkeypatch.setattr(routes_stripe, "utcnow", lambda: now)
+    assert routes_stripe.SIGNATURE_TOLERANCE_SECONDS == 300
+    answers = {}
+    for offset in (-301, -300, 300, 301):
+        payload = invoice_event(f"evt_{offset}", "customer.created")
+        response = post(webhooks, payload, signed(payload, timestamp=int(now.timestamp()) + offset))
+        body = response.json()
+        answers[offset] = (response.status_code, body["error"]["code"] if "error" in body else body["outcome"])
+    assert answers == {
+        -301: (400, "stale_timestamp"),
+        -300: (200, "ignored"),
+        300: (200, "ignored"),
+        301: (400, "future_timestamp"),
+    }
+    assert sorted(recorded_events(engine)) == [("evt_-300", "ignored"), ("evt_300", "ignored")]
 
 
 def test_a_signed_body_that_is_not_an_event_is_refused(engine, webhooks):
