@@ -21,12 +21,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from billing import customers as service
 from billing.cli import plans as plans_cli
 from billing.cli.quote import quote_json
 from billing.core.domain import SubscriptionTerms
 from billing.core.periods import parse_month
 from billing.core.rating import rate_period
+from billing.db import session_scope
+from billing.metering import meter_specs
+from billing.run import run_billing
+from invoices import store
 from invoices.model import compute_totals
+from meters import ingest
 from pricing_plans import CatalogProblem, MeterUsage, loads_catalog, round_money
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.money import MAX_AMOUNT, format_amount, number_problem
@@ -362,3 +368,24 @@ def test_quote_reports_usage_it_cannot_bill_without_a_traceback(tmp_path):
     assert "plan 'api_growth' version 1, charges[1] (storage_gb, per_unit): a quantity of 1E+40 costs more" in (
         " ".join(result.stderr.split())
     )
+
+
+def test_the_billing_run_skips_a_customer_whose_usage_costs_more_than_an_invoice_holds(engine):
+    catalog, problems = loads_catalog(_catalog(unit_amount="10000"), "c.toml")
+    assert not problems
+    for customer in ("big", "small"):
+        service.create_customer(engine, customer, customer.title(), f"ap@{customer}.test", "USD", timezone="UTC")
+        service.subscribe(engine, catalog, customer, "p", dt.date(2026, 1, 1))
+    events = [
+        {"id": "e-big", "customer": "big", "meter": "storage", "timestamp": "2026-03-10T12:00:00Z",
+         "value": 100_000_000_000},  # 10^11 × 10,000 = 10^15: one cent too much
+        {"id": "e-small", "customer": "small", "meter": "storage", "timestamp": "2026-03-10T12:00:00Z", "value": 2},
+    ]
+    assert not ingest(engine, events, meter_specs(catalog), {"big", "small"}).rejected
+    report = run_billing(engine, catalog, PERIOD)
+    assert report.skipped == [
+        ("big", "plan 'p' version 1, charges[0] (storage, per_unit): a quantity of 100000000000 costs more than an "
+                "invoice line may hold (amounts must stay below 1,000,000,000,000,000 USD)")
+    ]
+    with session_scope(engine) as session:
+        assert str(store.get_invoice(session, "period:small:2026-03").total) == "20049.00"  # 2 × 10,000 + 49
