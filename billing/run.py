@@ -58,6 +58,7 @@ from invoices import store
 from invoices.model import DraftInvoice, InvoiceStatus, LineKind
 from meters import ingestion_cutoff
 from pricing_plans.charge_models import MeterUsage
+from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
@@ -531,7 +532,10 @@ def _rate_chunk(inputs: _RatingInputs, customer_ids: list[str]) -> _RatedChunk:
     rated: list[_Rated] = []
     skipped: list[tuple[str, str]] = []
     for customer_id in customer_ids:
-        drafts, reason = _rate_customer(inputs, customer_id)
+        try:
+            drafts, reason = _rate_customer(inputs, customer_id)
+        except AmountOutOfRangeError as error:  # usage priced beyond what an invoice holds: keep its draft, say so
+            drafts, reason = [], str(error)
         if reason is not None:
             skipped.append((customer_id, reason))
         rated += [

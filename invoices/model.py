@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from pricing_plans.charge_models import BreakdownRow, unit_amount_kind
-from pricing_plans.money import ZERO, Rounding, round_money
+from pricing_plans.money import ZERO, Rounding, check_amount, round_money
 
 __all__ = [
     "DraftInvoice",
@@ -216,10 +216,10 @@ def compute_totals(
     rounding: Rounding = Rounding.HALF_UP,
 ) -> Totals:
     """Subtotal = Σ rounded lines; tax = round((subtotal − discount) × rate %); total = subtotal − discount + tax."""
-    subtotal = sum((line.amount for line in lines), ZERO)
+    subtotal = check_amount(sum((line.amount for line in lines), ZERO), currency)
     taxable = subtotal - discount
     tax = round_money(taxable * tax_rate / 100, currency, rounding)
-    return Totals(subtotal=subtotal, discount=discount, tax=tax, total=taxable + tax)
+    return Totals(subtotal=subtotal, discount=discount, tax=tax, total=check_amount(taxable + tax, currency))
 
 
 @dataclass(frozen=True, slots=True)

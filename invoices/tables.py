@@ -1,7 +1,8 @@
 """The invoices' tables: invoices (and credit notes), their lines, and the gap-free number sequences.
 
 Once an invoice leaves ``draft``, its amounts, number and lines cannot change: the store refuses it, and so does
-the database (triggers created by migrations 0003 and 0008 on SQLite and PostgreSQL).
+the database (triggers created by migrations 0003, 0008 and 0010 on SQLite and PostgreSQL), which also keep an
+invoice's id and its status on the lifecycle's paths.
 """
 
 from __future__ import annotations

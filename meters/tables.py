@@ -10,7 +10,9 @@ One row per accepted event. Numbers are stored the way the aggregation kernels w
 - ``content_hash`` is a 64-bit BLAKE2b digest of the event's content (customer, meter, instant, value,
   properties): the same ``event_id`` again with the same hash is a duplicate, with another hash a conflict.
 
-``event_id`` is the idempotency key, unique across the installation (the database enforces it). The aggregation
+``event_id`` is the idempotency key, unique across the installation (the database enforces it). An event that an
+issued invoice counted (its instant within 14 hours of an issued period invoice's period, of its customer) cannot
+be deleted or changed: triggers of migration 0010 refuse it. The aggregation
 index covers every column an aggregation reads (``id`` included: it breaks ties of ``latest``), so a period's
 totals come from the index alone.
 """

@@ -4,6 +4,7 @@ Exception tree::
 
     CatalogError            raised by load_catalog_or_raise() when a catalog has any problem; holds them all
     UnknownPlanError        a plan code (or version) that the catalog does not have
+    AmountOutOfRangeError   an amount too large to be kept exactly (a huge quantity × a price), never rounded away
 
 A single problem is a :class:`CatalogProblem` (``source`` + ``message``) and prints as
 ``FILE: KEY.PATH: message`` (or ``FILE:LINE: message`` for TOML syntax errors).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CatalogError", "CatalogProblem", "UnknownPlanError"]
+__all__ = ["AmountOutOfRangeError", "CatalogError", "CatalogProblem", "UnknownPlanError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +51,9 @@ class CatalogError(Exception):
 
 class UnknownPlanError(LookupError):
     """Raised when a plan code or plan version is not in the catalog."""
+
+
+class AmountOutOfRangeError(ValueError):
+    """Raised when an amount reaches :data:`pricing_plans.money.MAX_AMOUNT`: a computed line (a huge quantity ×
+    a price) that the engine could no longer round, add up and tax exactly. The message names the amount; callers
+    that know the plan and charge say which."""

@@ -68,7 +68,9 @@ def load_catalog(path: str | PathLike[str]) -> tuple[Catalog | None, list[Catalo
         with open(path, "rb") as f:
             try:
                 document = tomllib.load(f, parse_float=Decimal)
-            except tomllib.TOMLDecodeError as exc:
+            except UnicodeDecodeError:
+                raise  # (below)
+            except ValueError as exc:  # a TOMLDecodeError, or an integer too long for Python to read
                 f.seek(0)
                 return None, [_syntax_problem(filename, exc, f.read().decode("utf-8", errors="replace"))]
     except OSError as exc:
@@ -82,7 +84,7 @@ def loads_catalog(text: str, filename: str = "<string>") -> tuple[Catalog | None
     """Like :func:`load_catalog`, from TOML text; ``filename`` is what the problems name."""
     try:
         document = tomllib.loads(text, parse_float=Decimal)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # a TOMLDecodeError, or an integer too long for Python to read
         return None, [_syntax_problem(filename, exc, text)]
     return _load(document, filename)
 
@@ -538,12 +540,22 @@ _AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _AT_END = re.compile(r"\s*\(at end of document\)$")
 
 
-def _syntax_problem(filename: str, exc: tomllib.TOMLDecodeError, text: str) -> CatalogProblem:
+_LONG_DIGITS = re.compile(r"[0-9_]{4000,}")
+
+
+def _syntax_problem(filename: str, exc: ValueError, text: str) -> CatalogProblem:
     """A TOML syntax error as ``FILE:LINE: invalid TOML: message (column N)``.
 
     Python 3.14 gives ``msg``, ``lineno`` and ``colno``; earlier versions only put them in the message. An
-    error at the end of the document (an unclosed array or string) is reported on the file's last line.
+    error at the end of the document (an unclosed array or string) is reported on the file's last line. An
+    integer of thousands of digits, which Python refuses to read, is reported on its line.
     """
+    if not isinstance(exc, tomllib.TOMLDecodeError):
+        found = _LONG_DIGITS.search(text)
+        if found is None:
+            return CatalogProblem(filename, "", f"invalid TOML: {exc}")
+        message = "a number with thousands of digits (numbers must be below 10^15)"
+        return CatalogProblem(filename, "", message, line=text.count("\n", 0, found.start()) + 1)
     message = str(exc.args[0]) if exc.args else str(exc)
     line: int | None = getattr(exc, "lineno", None)
     column: int | None = getattr(exc, "colno", None)

@@ -13,9 +13,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from pricing_plans.money import HUNDRED, ZERO, Rounding, is_known_currency
+from pricing_plans.money import HUNDRED, MAX_AMOUNT, ZERO, Rounding, is_known_currency, number_problem
 
 __all__ = [
     "CHARGE_MODELS",
@@ -98,10 +98,27 @@ def _bound(value: Any) -> Any:
     return _number(number)
 
 
-Number = Annotated[Decimal, BeforeValidator(_number), Field(allow_inf_nan=False)]
-NonNegative = Annotated[Decimal, BeforeValidator(_number), Field(ge=0, allow_inf_nan=False)]
-Percent = Annotated[Decimal, BeforeValidator(_number), Field(ge=0, le=100, allow_inf_nan=False)]
-Bound = Annotated[Decimal | None, BeforeValidator(_bound)]
+def _in_range(value: Decimal | None) -> Decimal | None:
+    """Every number of the catalog is one the engine keeps exactly: below 10^15, at most 12 decimal places
+    (``pricing_plans.money.MAX_AMOUNT``), so no amount computed from it is ever rounded away or overflows."""
+    if value is not None and (problem := number_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+Number = Annotated[Decimal, BeforeValidator(_number), Field(allow_inf_nan=False), AfterValidator(_in_range)]
+NonNegative = Annotated[
+    Decimal, BeforeValidator(_number), Field(ge=0, allow_inf_nan=False), AfterValidator(_in_range)
+]
+Percent = Annotated[
+    Decimal, BeforeValidator(_number), Field(ge=0, le=100, allow_inf_nan=False), AfterValidator(_in_range)
+]
+Bound = Annotated[Decimal | None, BeforeValidator(_bound), AfterValidator(_in_range)]
+# Whole numbers: a count of events below 10^15 like every quantity; a version that the subscriptions' column (a
+# 32-bit integer) holds; trial days within ten years, so that a trial's end is always a date.
+Count = Annotated[int, Field(ge=0, lt=int(MAX_AMOUNT), strict=True)]
+VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
+TrialDays = Annotated[int, Field(ge=0, le=3660, strict=True)]
 
 
 class _Record(BaseModel):
@@ -262,7 +279,7 @@ class PercentageCharge(_ChargeBase):
     model: Literal["percentage"]
     rate: Percent
     fixed_amount: NonNegative = ZERO
-    free_events: Annotated[int, Field(ge=0, strict=True)] = 0
+    free_events: Count = 0
     free_amount: NonNegative = ZERO
     per_transaction_min: NonNegative | None = None
     per_transaction_max: NonNegative | None = None
@@ -309,7 +326,7 @@ class SubscriptionFee(_Record):
 
     fee: NonNegative
     billing: FeeBilling = FeeBilling.IN_ADVANCE
-    trial_days: Annotated[int, Field(ge=0, strict=True)] = 0
+    trial_days: TrialDays = 0
 
 
 class Commitment(_Record):
@@ -362,7 +379,7 @@ class Plan(_Record):
 
     key: str
     code: str
-    version: Annotated[int, Field(ge=1, strict=True)] = 1
+    version: VersionNumber = 1
     effective_from: dt.date | None = None
     name: str
     description: str | None = None

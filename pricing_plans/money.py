@@ -14,21 +14,37 @@ from functools import cache
 
 from babel.numbers import get_currency_precision, list_currencies
 
+from pricing_plans.errors import AmountOutOfRangeError
+
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_FRACTION_DIGITS",
     "ONE",
     "ZERO",
     "D",
     "Rounding",
+    "check_amount",
     "format_amount",
     "is_known_currency",
     "minor_digits",
     "minor_units",
+    "number_problem",
     "round_money",
 ]
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
 HUNDRED = Decimal(100)
+
+# The engine computes in Python's default decimal context, 28 significant digits, and a database column holds
+# what it is given (ExactDecimal: NUMERIC without a precision on PostgreSQL, text on SQLite), so the limit on
+# amounts is the arithmetic's, not the column's. An amount below 10^15 has at most 15 digits before the decimal
+# point; with the currency's minor digits (at most 4) it takes at most 19 of the 28, which leaves room to add up
+# a thousand million such lines and to multiply by a tax rate without a digit being rounded away. Catalog numbers
+# also have at most 12 digits after the point, so that each one (at most 27 digits) is exact in that context.
+MAX_AMOUNT = Decimal(10) ** 15
+MAX_FRACTION_DIGITS = 12
+_MAX_SHOWN = f"{MAX_AMOUNT:,}"
 
 
 class Rounding(StrEnum):
@@ -65,6 +81,30 @@ def D(value: Decimal | int | str | None = None) -> Decimal:
     raise TypeError(f"cannot make a number from {type(value).__name__}")
 
 
+def number_problem(value: Decimal) -> str | None:
+    """Why a catalog number cannot be kept exactly, or None: at least :data:`MAX_AMOUNT`, or more than
+    :data:`MAX_FRACTION_DIGITS` digits after the decimal point (trailing zeros do not count)."""
+    if not value.is_finite():
+        return "must be a finite number"
+    if abs(value) >= MAX_AMOUNT:
+        return f"too large: must be below {_MAX_SHOWN} (at most 15 digits before the decimal point; got {value})"
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if digits and any(digits) and -(exponent + trailing_zeros) > MAX_FRACTION_DIGITS:
+        return f"too many decimal places: at most {MAX_FRACTION_DIGITS} digits after the decimal point (got {value})"
+    return None
+
+
+def check_amount(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` itself when it is below :data:`MAX_AMOUNT`; else :class:`AmountOutOfRangeError`."""
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        raise AmountOutOfRangeError(
+            f"the amount {amount} {currency} is too large: amounts must stay below {_MAX_SHOWN} {currency}"
+        )
+    return amount
+
+
 @cache
 def _known_currencies() -> frozenset[str]:
     return frozenset(list_currencies())
@@ -89,8 +129,11 @@ def _quantum(currency: str) -> Decimal:
 
 
 def round_money(amount: Decimal, currency: str, rounding: Rounding = Rounding.HALF_UP) -> Decimal:
-    """Round ``amount`` once to the minor units of ``currency`` ("12.345" USD half_up → "12.35")."""
-    return amount.quantize(_quantum(currency), rounding=rounding.decimal_mode)
+    """Round ``amount`` once to the minor units of ``currency`` ("12.345" USD half_up → "12.35").
+
+    An amount of :data:`MAX_AMOUNT` or more raises :class:`AmountOutOfRangeError` (never a rounded guess).
+    """
+    return check_amount(amount, currency).quantize(_quantum(currency), rounding=rounding.decimal_mode)
 
 
 def minor_units(amount: Decimal, currency: str) -> int:
@@ -103,4 +146,4 @@ def minor_units(amount: Decimal, currency: str) -> int:
 
 def format_amount(amount: Decimal, currency: str) -> str:
     """The canonical string of an amount: exactly the currency's minor digits ("49.00", "1500" for JPY)."""
-    return str(amount.quantize(_quantum(currency)))
+    return str(check_amount(amount, currency).quantize(_quantum(currency)))

@@ -1,4 +1,5 @@
-"""``billing db upgrade`` and ``billing init``: apply the migrations, or create a fresh database."""
+"""``billing db upgrade`` and ``billing init``: apply the migrations, or create a fresh database; ``billing db
+create-role``: the application's least-privilege PostgreSQL role."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from billing.cli._common import console, fail
 from billing.config import get_settings
 from billing.db import current_revision, make_engine, upgrade
 
-db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations, the application's role.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +28,55 @@ def db_upgrade() -> None:
     """Apply the migrations to the configured database (database_url) and print its revision."""
     url = get_settings().database_url
     _migrate(url)
+
+
+@db_app.command("create-role")
+def db_create_role(
+    name: Annotated[str, typer.Argument(help="The role's name (a lower-case identifier).")],
+    password: Annotated[
+        str | None, typer.Option("--password", help="Its login password (default: none; set one before use).")
+    ] = None,
+) -> None:
+    """Create the application's PostgreSQL role: it owns nothing and may only read and write rows.
+
+    Run as the tables' owner (the database_url that ran the migrations); point the application's database_url at
+    the new role. TRUNCATE, ALTER, DROP and DISABLE TRIGGER are refused to it. Run it again after an upgrade to
+    bring an existing role's privileges up to date.
+    """
+    from billing.db.roles import create_app_role
+    from billing.errors import BillingError
+
+    url = get_settings().database_url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        fail(f"database_url: not a database URL: {url!r}")
+    shown = parsed.render_as_string(hide_password=True)
+    engine = make_engine(url)
+    try:
+        role = create_app_role(engine, name, password)
+    except BillingError as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        fail(f"cannot create the role in {shown}: {_reason(exc)}")
+    finally:
+        engine.dispose()
+    verb = "created" if role.created else "exists; privileges brought up to date"
+    console.print(f"role {role.name} {verb}", highlight=False)
+    console.print(
+        f"  may read and write the rows of the {role.tables} tables in schema {role.schema} of database "
+        f"{role.database} (alembic_version: read only); owns nothing; TRUNCATE, ALTER, DROP and DISABLE TRIGGER "
+        "are refused",
+        highlight=False,
+        soft_wrap=True,
+    )
+    example = parsed.set(username=role.name, password="PASSWORD" if password else None)
+    console.print(
+        f"  run the application with database_url = {example.render_as_string(hide_password=False)}; "
+        f"keep running `billing db upgrade` as {role.owner}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def init(

@@ -43,7 +43,9 @@ from pricing_plans import (
     rate_charge,
     round_money,
 )
+from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import Charge
+from pricing_plans.money import MAX_AMOUNT
 
 __all__ = ["register"]
 
@@ -253,8 +255,11 @@ def _examples_table(catalog: Catalog, plan: Plan, charge: Charge, unit: str) -> 
         else:
             usage = MeterUsage(quantity=quantity, events=int(quantity))
         rated = rate_charge(charge, usage)
-        amount = round_money(rated.amount, plan.currency, catalog.rounding)
-        table.add_row(_number(quantity), format_amount(amount, plan.currency), escape(rated.explanation))
+        try:
+            amount = format_amount(round_money(rated.amount, plan.currency, catalog.rounding), plan.currency)
+        except AmountOutOfRangeError:
+            amount = f"too large (≥ {MAX_AMOUNT:,})"  # a line the billing run would refuse to bill
+        table.add_row(_number(quantity), amount, escape(rated.explanation))
     return table
 
 

@@ -17,7 +17,7 @@ from billing.core.periods import Period, month_of, parse_month
 from billing.core.rating import RatedPeriod, rate_period
 from billing.metering import usage_from_event_file
 from pricing_plans.charge_models import MeterUsage
-from pricing_plans.errors import UnknownPlanError
+from pricing_plans.errors import AmountOutOfRangeError, UnknownPlanError
 from pricing_plans.money import D, format_amount
 
 
@@ -67,7 +67,10 @@ def quote(
                 fail(f"--usage: plan {chosen.code!r} has no charge on meter {meter!r}")
 
     terms = SubscriptionTerms(start_date=start_day or billing_period.start)
-    rated = rate_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
+    try:
+        rated = rate_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
+    except AmountOutOfRangeError as error:
+        fail(str(error))
     if as_json:
         print(json.dumps(quote_json(rated), indent=2))
     else:

@@ -23,10 +23,11 @@ from billing.core.domain import Terms
 from billing.core.fees import fee_period_for, rate_fee
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
-from pricing_plans.charge_models import BreakdownRow, MeterUsage, rate_charge
+from pricing_plans.charge_models import BreakdownRow, ChargeAmount, MeterUsage, rate_charge
 from pricing_plans.commitment import true_up
-from pricing_plans.models import Interval, Meter, Plan
-from pricing_plans.money import ZERO, Rounding, round_money
+from pricing_plans.errors import AmountOutOfRangeError
+from pricing_plans.models import Charge, Interval, Meter, Plan
+from pricing_plans.money import MAX_AMOUNT, ZERO, Rounding, round_money
 
 __all__ = [
     "RatedPeriod",
@@ -98,15 +99,15 @@ def rate_period(
     included) and the minimum-commitment true-up."""
     meters = meters or {}
     usage_lines = []
-    for charge in plan.charges:
+    for index, charge in enumerate(plan.charges):
         meter_usage = usage.get(charge.meter) or MeterUsage()
-        rated = rate_charge(charge, meter_usage)
+        rated, amount = _rate_charge(plan, index, charge, meter_usage, rounding)
         meter = meters.get(charge.meter)
         usage_lines.append(
             InvoiceLine(
                 kind=LineKind.USAGE,
                 description=charge.description or (meter.name if meter else charge.meter),
-                amount=round_money(rated.amount, plan.currency, rounding),
+                amount=amount,
                 quantity=meter_usage.quantity,
                 service_start=period.start,
                 service_end=period.end,
@@ -117,7 +118,7 @@ def rate_period(
             )
         )
     usage_total = sum((line.amount for line in usage_lines), ZERO)
-    return RatedPeriod(
+    period_rated = RatedPeriod(
         plan_code=plan.code,
         plan_version=plan.version,
         currency=plan.currency,
@@ -126,6 +127,28 @@ def rate_period(
         usage_lines=tuple(usage_lines),
         commitment_line=_commitment_line(terms, plan, period, usage_total, rounding),
     )
+    if abs(period_rated.subtotal) >= MAX_AMOUNT:
+        raise AmountOutOfRangeError(
+            f"plan {plan.code!r} version {plan.version}: its lines add up to {period_rated.subtotal} {plan.currency}, "
+            f"more than an invoice may hold (amounts must stay below {MAX_AMOUNT:,} {plan.currency})"
+        )
+    return period_rated
+
+
+def _rate_charge(
+    plan: Plan, index: int, charge: Charge, usage: MeterUsage, rounding: Rounding
+) -> tuple[ChargeAmount, Decimal]:
+    """One charge rated and its line's amount rounded; an amount too large to keep exactly (a huge quantity × a
+    price) raises :class:`AmountOutOfRangeError` naming the plan, the charge and the quantity."""
+    try:
+        rated = rate_charge(charge, usage)
+        return rated, round_money(rated.amount, plan.currency, rounding)
+    except (AmountOutOfRangeError, ArithmeticError) as exc:  # (decimal's Overflow, on an absurd quantity)
+        raise AmountOutOfRangeError(
+            f"plan {plan.code!r} version {plan.version}, charges[{index}] ({charge.meter}, {charge.model}): "
+            f"a quantity of {usage.quantity} costs more than an invoice line may hold "
+            f"(amounts must stay below {MAX_AMOUNT:,} {plan.currency})"
+        ) from exc
 
 
 def _commitment_line(

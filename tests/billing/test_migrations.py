@@ -174,3 +174,51 @@ def test_0009_gives_every_database_an_installation_id_of_its_own(fresh_url, tmp_
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_0010_guards_come_and_go_with_their_migration(fresh_url):
+    """Upgraded over issued invoices, the lifecycle and the counted events are guarded; undone, the triggers are
+    as they were (uncollectible → finalized gets through again); redone, guarded again. No row is lost."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from billing.db import _alembic_config
+    from tests.invoices.test_store import SETTINGS, TODAY, draft
+
+    before = ScriptDirectory.from_config(_alembic_config(fresh_url)).get_revision("0010").down_revision
+    assert isinstance(before, str)
+    upgrade(fresh_url, before)
+    engine = make_engine(fresh_url)
+    try:
+        with session_scope(engine) as session:  # (the store writes the schema of the revision before 0010)
+            store.upsert_draft(session, draft())
+            store.finalize(session, 1, SETTINGS, TODAY)
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO usage_events (event_id, customer, meter, occurred_at, content_hash, received_at)"
+                    " VALUES ('e1', 'acme', 'api_calls', 1773144000000000, 1, 1773144000000000)"  # 2026-03-10
+                )
+            )
+            connection.execute(text("UPDATE invoices SET status = 'uncollectible' WHERE id = 1"))
+        upgrade(engine)
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'finalized' WHERE id = 1"))
+        with pytest.raises(DBAPIError, match="counted by an issued invoice"), engine.begin() as connection:
+            connection.execute(text("DELETE FROM usage_events WHERE event_id = 'e1'"))
+        command.downgrade(_alembic_config(engine), before)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'finalized' WHERE id = 1"))  # the old hole
+            connection.execute(text("UPDATE invoices SET status = 'uncollectible' WHERE id = 1"))
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET total = '0' WHERE id = 1"))  # 0003's guard is still there
+        upgrade(engine)
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'finalized' WHERE id = 1"))
+        with engine.connect() as connection:
+            counts = connection.execute(
+                text("SELECT (SELECT count(*) FROM invoice_lines), (SELECT count(*) FROM usage_events)")
+            ).one()
+        assert tuple(counts) == (2, 1)
+    finally:
+        engine.dispose()
