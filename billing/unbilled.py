@@ -164,9 +164,11 @@ def account_usage(
         by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
     counted = counted or {}
 
+    meters = sorted(present)
+    strangers = [m for m in meters if m not in catalog.meters]  # meters the catalog does not have (any more)
     segments: dict[_Key, _Segment] = {}
     everything: dict[_Key, tuple[str, dt.datetime, dt.datetime]] = {}  # counted here, every meter
-    uncatalogued: dict[_Key, tuple[str, dt.datetime, dt.datetime]] = {}  # counted here, meters not in the catalog
+    uncatalogued: dict[_Key, tuple[str, dt.datetime, dt.datetime]] = {}  # counted here, the strangers only
     events: dict[tuple[_Key, str], int] = {}
     for customer_id in sorted(with_events):
         owner = owners.get(customer_id)
@@ -175,16 +177,15 @@ def account_usage(
         for index, (part, covering) in enumerate(_cut(period, own)):
             key = (customer_id, index)
             segments[key] = _Segment(customer_id, part, covering)
-            window = (customer_id, *part.utc_window(timezone))
             single = covering[0] if len(covering) == 1 else None
             if single is not None and single.id in counted and part == section_window(single, period):
                 events.update(((key, meter), usage.events) for meter, usage in counted[single.id].items())
-                uncatalogued[key] = window
+                if strangers:
+                    uncatalogued[key] = (customer_id, *part.utc_window(timezone))
             else:
-                everything[key] = window
-    meters = sorted(present)
+                everything[key] = (customer_id, *part.utc_window(timezone))
     events.update(count_events(engine, everything, meters))
-    events.update(count_events(engine, uncatalogued, [m for m in meters if m not in catalog.meters]))
+    events.update(count_events(engine, uncatalogued, strangers))
 
     skipped = _skipped_customers(by_customer, plans, owners)
     gaps = {key[0] for (key, _), n in events.items() if n and not segments[key].covering and key[0] in owners}
@@ -194,9 +195,10 @@ def account_usage(
             for subscription in repository.subscriptions_of_customers(session, gaps):
                 history.setdefault(subscription.customer_external_id, []).append(subscription)
 
+    charged = {sub_id: frozenset(charge.meter for charge in plan.charges) for sub_id, plan in plans.plans.items()}
     account = UsageAccount(period)
     groups: dict[tuple[str, str, Reason, str], int] = {}
-    for (key, meter), n in sorted(events.items()):
+    for (key, meter), n in events.items():
         if not n:
             continue
         segment = segments[key]
@@ -204,6 +206,8 @@ def account_usage(
             why: tuple[Reason, str] | None = (Reason.UNKNOWN_CUSTOMER, "of which billing has no customer record")
         elif not segment.covering:
             why = _gap(segment, history.get(segment.customer, []))
+        elif segment.customer not in skipped and any(meter in charged.get(s.id, ()) for s in segment.covering):
+            why = None  # rated
         else:
             why = _covered(segment, meter, plans, skipped, catalog)
         if why is None:
