@@ -1,10 +1,21 @@
 """Invoice operations the CLI, the HTTP API and the scheduler share: each its own transaction, errors as
-BillingInputError; and a subscription's opening invoice, written when it is created and finalized once it has
-started."""
+BillingInputError; a subscription's opening invoice, written when it is created and finalized once it has
+started; and the rules of when a period may be billed and issued.
+
+When (one rule for the CLI, the API and the scheduler; the clock is read here, ``now`` overrides it):
+
+- a billing run bills a period that has begun (somewhere on earth): a past one, or the current one as drafts (a
+  preview); never one to come (``check_period_begun``);
+- an issued invoice cannot be changed, so a period invoice is issued once its period has ended in its
+  customer's timezone; ``allow_open_period`` issues the current period (begun, not ended) early, never a period
+  that has not begun (``check_period_can_close``); an opening invoice bills in advance and is issued once its
+  subscription has started.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -15,18 +26,25 @@ from sqlalchemy.orm import Session
 from billing.config import Settings, get_settings
 from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
+from billing.core.periods import Period, PeriodState, has_begun_anywhere, period_state
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
-from invoices.model import Invoice, InvoiceStatus, Party
+from invoices.model import Invoice, InvoiceScope, InvoiceStatus, Party
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
 __all__ = [
+    "OpenPeriodError",
     "OpeningReport",
+    "PeriodNotBegunError",
+    "check_period_begun",
+    "check_period_can_close",
+    "check_period_finalizable",
+    "clock",
     "create_credit_note",
     "drop_opening_draft",
     "finalize_invoice",
@@ -65,10 +83,23 @@ def list_invoices(engine: Engine, **filters: object) -> list[Invoice]:
         return store.list_invoices(session, **filters)  # type: ignore[arg-type]
 
 
-def finalize_invoice(engine: Engine, key: str | int, settings: store.FinalizeSettings, today: dt.date) -> Invoice:
+def finalize_invoice(
+    engine: Engine,
+    key: str | int,
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    *,
+    now: dt.datetime | None = None,
+    allow_open_period: bool = False,
+) -> Invoice:
+    """Finalize one draft: a period invoice once its period has ended in its customer's timezone (or, with
+    ``allow_open_period``, during it), an opening invoice once its subscription has started."""
+    instant = clock(now)
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, key)
+            if invoice.status == InvoiceStatus.DRAFT:
+                _check_can_issue(session, invoice, instant, allow_open_period)
             issued = store.finalize(session, invoice.id, settings, today)
             queue_invoice_finalized(session, issued)
             return issued
@@ -99,6 +130,122 @@ def create_credit_note(
             raise NotFoundError(str(error)) from None
         except (InvoiceStateError, ValueError) as error:
             raise BillingInputError(str(error)) from None
+
+
+# -- when a period may be billed and issued --------------------------------------------------------------------
+
+
+class PeriodNotBegunError(BillingInputError):
+    """A billing run or a finalization of a period whose first day has not begun anywhere."""
+
+
+class OpenPeriodError(BillingInputError):
+    """A finalization of invoices whose period has not ended in their customer's timezone (or, for an opening
+    invoice, whose subscription has not started); nothing was finalized. ``allowable``: the period is the current
+    one for every customer named, which ``allow_open_period`` would let through."""
+
+    def __init__(self, message: str, *, allowable: bool) -> None:
+        super().__init__(message)
+        self.allowable = allowable
+
+
+def clock(now: dt.datetime | None = None) -> dt.datetime:
+    """``now`` as an aware UTC instant; the clock's when None (the one place the rules below read it)."""
+    return as_utc(now) if now is not None else utcnow()
+
+
+def check_period_begun(period: Period, now: dt.datetime | None = None, *, action: str = "a billing run") -> None:
+    """Refuse ``period`` if its first day has not begun anywhere yet: nothing is billed for a period to come."""
+    if not has_begun_anywhere(period, clock(now)):
+        raise PeriodNotBegunError(
+            f"period {period.label} has not begun: its first day is {period.start.isoformat()}; {action} takes a "
+            "past period, or the current one, never a period to come"
+        )
+
+
+def check_period_can_close(
+    period: Period,
+    timezones: Mapping[str, str],
+    *,
+    now: dt.datetime | None = None,
+    allow_open_period: bool = False,
+) -> None:
+    """Refuse to issue the period invoices of ``period`` of these customers (external id → timezone) unless the
+    period has ended for each in its timezone. ``allow_open_period`` lets the current period through (begun, not
+    ended); a period that has not begun for one of them never is."""
+    instant = clock(now)
+    check_period_begun(period, instant, action="finalizing")
+    states = {customer: period_state(period, zone, instant) for customer, zone in timezones.items()}
+    future = sorted(c for c, state in states.items() if state is PeriodState.FUTURE)
+    if future:
+        raise OpenPeriodError(
+            f"period {period.label} has not begun for {_named(future, timezones)} (it begins on "
+            f"{period.start.isoformat()} in the customer's timezone): an invoice is never issued for a period to "
+            "come; nothing was finalized",
+            allowable=False,
+        )
+    still_open = sorted(c for c, state in states.items() if state is PeriodState.OPEN)
+    if still_open and not allow_open_period:
+        last_day = period.end - dt.timedelta(days=1)
+        raise OpenPeriodError(
+            f"period {period.label} has not ended for {_named(still_open, timezones)} (its last day is "
+            f"{last_day.isoformat()} in the customer's timezone): an issued invoice cannot be changed, so it is "
+            f"issued once its period has ended, from {period.end.isoformat()}; nothing was finalized",
+            allowable=True,
+        )
+
+
+def check_period_finalizable(
+    engine: Engine,
+    period: Period,
+    *,
+    customer: str | None = None,
+    now: dt.datetime | None = None,
+    allow_open_period: bool = False,
+) -> None:
+    """``check_period_can_close`` for the customers a billing run of ``period`` bills (those with a subscription
+    in it, or a draft of it; only ``customer``, if given): a run asked to finalize is refused before it writes
+    anything."""
+    instant = clock(now)
+    check_period_begun(period, instant, action="finalizing")
+    with session_scope(read_only(engine)) as session:
+        billed = {
+            s.customer_external_id for s in repository.subscriptions_active_between(session, period.start, period.end)
+        }
+        billed |= store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD)
+        if customer is not None:
+            billed &= {customer}
+        owners = repository.customers_by_external_id(session, billed)
+    zones = {c: owners[c].timezone if c in owners else "UTC" for c in billed}
+    check_period_can_close(period, zones, now=instant, allow_open_period=allow_open_period)
+
+
+def _named(customers: list[str], timezones: Mapping[str, str], shown: int = 5) -> str:
+    """``customer acme (Europe/Berlin)``, or ``3 customers: a (UTC), b (UTC), c (Asia/Tokyo)`` (the first few)."""
+    listed = ", ".join(f"{c} ({timezones[c]})" for c in customers[:shown])
+    if len(customers) > shown:
+        listed += f" and {len(customers) - shown} more"
+    return f"customer {listed}" if len(customers) == 1 else f"{len(customers)} customers: {listed}"
+
+
+def _check_can_issue(session: Session, invoice: Invoice, instant: dt.datetime, allow_open_period: bool) -> None:
+    """The rules above for one draft: its period (a period invoice), its subscription's start (an opening one)."""
+    owner = repository.get_customer(session, invoice.customer_id or "")
+    zone = owner.timezone if owner is not None else "UTC"
+    if invoice.scope is InvoiceScope.OPENING and invoice.subscription_id is not None:
+        subscription = repository.get_subscription(session, invoice.subscription_id)
+        if subscription is not None and owner is not None and subscription.start_date > _local_today(owner, instant):
+            raise OpenPeriodError(
+                f"invoice {invoice.id} is the opening invoice of subscription {subscription.id}, which starts on "
+                f"{subscription.start_date.isoformat()} ({zone}): it is issued once the subscription has started; "
+                "nothing was finalized",
+                allowable=False,
+            )
+    elif invoice.scope is InvoiceScope.PERIOD:
+        period = Period(invoice.period_start, invoice.period_end)
+        check_period_can_close(
+            period, {invoice.customer_id or "": zone}, now=instant, allow_open_period=allow_open_period
+        )
 
 
 # -- opening invoices ------------------------------------------------------------------------------------------

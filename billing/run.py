@@ -5,8 +5,10 @@ load scope → aggregate → load what was billed → rate → write (→ finali
   queries);
 - aggregate (``_aggregate``): one batched aggregation of every subscription's usage window (not a query per
   customer), and of the earlier periods that received late usage (``billing.usage_windows``, keyed by
-  ``UsageKey``); then (``_load_billed``) what invoices already billed for those periods and for the in-advance
-  fees being adjusted;
+  ``UsageKey``); and (``_account``) how many of the period's events that rates, and the ones no invoice will carry
+  (no subscription covering them, a meter the plan does not charge, …: ``billing.unbilled``), each named in the
+  report; then (``_load_billed``) what invoices already billed for those periods and for the in-advance fees
+  being adjusted;
 - rate: pure (``billing.core.compose``); a big run is rated by forked worker processes, chunk by chunk, while this
   process writes the chunks they send back;
 - write: each customer's invoice in its own transaction, so a run killed at any point and run again gives the
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -42,20 +45,21 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee
 from billing.core.periods import Period
 from billing.db import repository, session_scope
+from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
+from billing.unbilled import UnbilledUsage, account_usage
 from billing.usage_windows import (
     ResolvedPlans,
     UsageKey,
     aggregate,
     charged_usage,
-    events_in,
     resolve_plans,
     usage_windows,
 )
 from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
-from invoices.model import DraftInvoice, InvoiceStatus, LineKind
+from invoices.model import DraftInvoice, InvoiceScope, InvoiceStatus, LineKind
 from meters import ingestion_cutoff
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError
@@ -81,12 +85,22 @@ class RunReport:
     totals: dict[str, Decimal] = field(default_factory=dict)
     invoices: int = 0
     customers: int = 0
-    events: int = 0
+    events: int = 0  # the period's usage events it rated (late events of earlier periods aside)
+    unbilled: list[UnbilledUsage] = field(default_factory=list)  # the period's events no invoice carries, and why
     late_lines: int = 0
     finalized: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     rating_workers: int = 0  # worker processes that rated the drafts (0: rated in this process)
     removed: list[str] = field(default_factory=list)  # drafts of the period it deleted: nothing to bill now
+
+    @property
+    def unbilled_events(self) -> int:
+        return sum(group.events for group in self.unbilled)
+
+    @property
+    def accepted(self) -> int:
+        """Every stored usage event of the period (in each customer's timezone): rated or unbilled."""
+        return self.events + self.unbilled_events
 
     def count(self, action: str) -> None:
         if action == "created":
@@ -121,7 +135,11 @@ def run_billing(
     workers: int | None = None,
 ) -> RunReport:
     """Write (or refresh) the draft invoices of ``period``: one per customer, plus opening invoices for
-    subscriptions with an in-advance fee that start in it."""
+    subscriptions with an in-advance fee that start in it. A period that has not begun is refused
+    (``PeriodNotBegunError``): the current one is billed as drafts (a preview), a period to come never.
+
+    ``now``: the instant of the run (default: the clock), up to which received usage counts."""
+    check_period_begun(period, now)
     with _without_cyclic_collection():
         report = RunReport(period=period)
         clock = _Clock(report)
@@ -130,6 +148,7 @@ def run_billing(
         scope = _load_scope(engine, catalog, period, customer, report)
         clock.lap("load")
         usage = _aggregate(engine, catalog, scope, report)
+        _account(engine, catalog, scope, usage, report)
         billed = _load_billed(engine, catalog, scope)
         clock.lap("aggregate")
         inputs = _rating_inputs(catalog, scope, usage, billed, usage_as_of)
@@ -232,9 +251,22 @@ def _aggregate(
         for late_period in own_late_periods
     ]
     by_id = {s.id: s for s in [*scope.subscriptions, *scope.late_subscriptions]}
-    usage = aggregate(engine, catalog, usage_windows(keys, by_id, scope.customers))
-    report.events = events_in(usage)
-    return usage
+    return aggregate(engine, catalog, usage_windows(keys, by_id, scope.customers))
+
+
+def _account(
+    engine: Engine, catalog: Catalog, scope: _Scope, usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
+    report: RunReport,
+) -> None:
+    """aggregate, the end: how many of the period's events the run rates, and which it leaves unbilled, with why
+    (``billing.unbilled``; the windows just aggregated are not counted again)."""
+    counted = {key.subscription: found for key, found in usage.items() if not key.late and key.period == scope.period}
+    account = account_usage(
+        engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
+        customer=scope.customer, counted=counted,
+    )
+    report.events = account.rated
+    report.unbilled = account.unbilled
 
 
 @dataclass(frozen=True)
@@ -609,20 +641,42 @@ def finalize_period(
     *,
     customer: str | None = None,
     batch: int = 1000,
+    now: dt.datetime | None = None,
+    allow_open_period: bool = False,
 ) -> list[str]:
     """Finalize the period's drafts — its period invoices and the opening invoices of the subscriptions that start
     in it (a yearly plan's is dated by its fee year) — numbered in customer order, ``batch`` per transaction, each
     invoice's ``invoice.finalized`` notification queued with it. Drafts another process finalized meanwhile are
-    left to it, so two finalizations of one period can run at once."""
+    left to it, so two finalizations of one period can run at once.
+
+    An issued invoice cannot be changed: if the period has not ended at ``now`` (default: the clock) in the
+    timezone of a customer with a period draft, nothing is finalized (``OpenPeriodError``); with
+    ``allow_open_period`` the current period is, a period that has not begun never. An opening invoice waits for
+    its subscription to start. ``today`` is the issue date."""
+    instant = clock(now)
     with session_scope(engine) as session:
         starting = [
-            s.id
+            s
             for s in repository.subscriptions_active_between(session, period.start, period.end)
             if period.contains(s.start_date) and (customer is None or s.customer_external_id == customer)
         ]
+        closing = store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD)
+        if customer is not None:
+            closing &= {customer}
+        owners = repository.customers_by_external_id(
+            session, closing | {s.customer_external_id for s in starting}
+        )
+        zones = {c: owners[c].timezone if c in owners else "UTC" for c in closing}
+        check_period_can_close(period, zones, now=instant, allow_open_period=allow_open_period)
+        started = [
+            s.id
+            for s in starting
+            if s.customer_external_id in owners
+            and s.start_date <= instant.astimezone(ZoneInfo(owners[s.customer_external_id].timezone)).date()
+        ]
         # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
         # dated by its fee year, which would issue it before the subscription starts)
-        ids = store.drafts_of_period(session, period.start, starting, customer)
+        ids = store.drafts_of_period(session, period.start, started, customer)
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:

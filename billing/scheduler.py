@@ -159,8 +159,12 @@ def bill_closed_periods(
             report.billed[period.label] = len(pending)
         drafts = _invoiced_customers(engine, period, drafts=True)
         for customer in sorted(drafts):
-            if customer in today and today[customer] >= period.end + grace:
-                report.finalized += finalize_period(engine, period, settings, today[customer], customer=customer)
+            # never before the period has ended in the customer's timezone, whatever the grace (an issued invoice
+            # cannot be changed); a preview draft of the current period stays a draft
+            if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
+                report.finalized += finalize_period(
+                    engine, period, settings, today[customer], customer=customer, now=instant
+                )
     return report
 
 

@@ -10,7 +10,8 @@ must know (the meters as :class:`MeterSpec`, the known customers' external ids) 
     usage[("acme", "storage_gb")].quantity      # GB-month, a Decimal
 
 Only ``meters`` reads the stored events: besides aggregates, ``windows_with_late_events`` (the windows that
-received events after their usage was counted) and ``stored_event_ids`` answer what the orchestrator asks.
+received events after their usage was counted), ``stored_event_ids``, ``customers_by_meter`` (who has events of
+which meter) and ``count_events`` answer what the orchestrator asks.
 
 Storage: ``meters.tables.UsageEventRow`` (timestamps as integer microseconds UTC, values as integers × 10^6).
 """
@@ -34,7 +35,13 @@ from meters.events import (
     to_epoch_us,
 )
 from meters.ingest import FileFormat, IngestReport, Rejection, ingest, ingest_file, ingestion_cutoff
-from meters.queries import CountedWindow, stored_event_ids, windows_with_late_events
+from meters.queries import (
+    CountedWindow,
+    count_events,
+    customers_by_meter,
+    stored_event_ids,
+    windows_with_late_events,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -57,6 +64,8 @@ __all__ = [
     "UsageEvent",
     "Window",
     "aggregate_usage",
+    "count_events",
+    "customers_by_meter",
     "from_epoch_us",
     "from_scaled",
     "ingest",

@@ -1,5 +1,6 @@
 """What the orchestrator asks of the stored events besides their aggregates: which windows received events after
-their usage was counted (late usage), and which event ids are stored already.
+their usage was counted (late usage), which event ids are stored already, which (meter, customer) pairs have
+events at all, and how many events windows hold by meter (unbilled usage).
 
 Only ``meters`` reads ``usage_events``: callers hand in customers, instants and ids, and get answers back, never
 rows.
@@ -12,14 +13,15 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
 from dbkit.dialect import read_only
-from meters.events import to_epoch_us
+from meters.aggregate import aggregate_usage
+from meters.events import MeterSpec, to_epoch_us
 from meters.tables import UsageEventRow
 
-__all__ = ["CountedWindow", "stored_event_ids", "windows_with_late_events"]
+__all__ = ["CountedWindow", "count_events", "customers_by_meter", "stored_event_ids", "windows_with_late_events"]
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -78,3 +80,54 @@ def stored_event_ids(engine: Engine, event_ids: Iterable[str]) -> set[str]:
                 connection.scalars(select(UsageEventRow.event_id).where(UsageEventRow.event_id.in_(chunk)))
             )
     return found
+
+
+# A loose scan of the aggregation index (meter, customer, …): each step seeks the next distinct value, so the
+# queries cost one index seek per distinct meter, or per customer of a meter, never a read of every event.
+_METERS = text(
+    "WITH RECURSIVE m(meter) AS ("
+    " SELECT min(meter) FROM usage_events"
+    " UNION ALL"
+    " SELECT (SELECT min(e.meter) FROM usage_events e WHERE e.meter > m.meter) FROM m WHERE m.meter IS NOT NULL"
+    ") SELECT meter FROM m WHERE meter IS NOT NULL"
+)
+_CUSTOMERS_OF_METER = text(
+    "WITH RECURSIVE c(customer) AS ("
+    " SELECT min(customer) FROM usage_events WHERE meter = :meter"
+    " UNION ALL"
+    " SELECT (SELECT min(e.customer) FROM usage_events e WHERE e.meter = :meter AND e.customer > c.customer)"
+    " FROM c WHERE c.customer IS NOT NULL"
+    ") SELECT customer FROM c WHERE customer IS NOT NULL"
+)
+
+
+def customers_by_meter(engine: Engine, customer: str | None = None) -> dict[str, set[str]]:
+    """Every meter code with stored events (whether a catalog still has it or not) and the customers with events
+    of it (``customer`` only, if given), in one read-only transaction that skips along the aggregation index."""
+    found: dict[str, set[str]] = {}
+    with read_only(engine).connect() as connection, connection.begin():
+        for meter in connection.scalars(_METERS).all():
+            if customer is None:
+                customers = set(connection.scalars(_CUSTOMERS_OF_METER, {"meter": meter}))
+            else:
+                hit = connection.scalar(
+                    select(UsageEventRow.id)
+                    .where(UsageEventRow.meter == meter, UsageEventRow.customer == customer)
+                    .limit(1)
+                )
+                customers = set() if hit is None else {customer}
+            if customers:
+                found[meter] = customers
+    return found
+
+
+def count_events(
+    engine: Engine, windows: Mapping[Key, tuple[str, dt.datetime, dt.datetime]], meters: Iterable[str]
+) -> dict[tuple[Key, str], int]:
+    """How many events of each of ``meters`` each window ``(customer, start, end)`` (half-open, UTC) holds, in one
+    batch (``aggregate_usage``'s count); the pairs without events are left out."""
+    codes = sorted(set(meters))
+    if not windows or not codes:
+        return {}
+    found = aggregate_usage(engine, windows, [MeterSpec(code, "count") for code in codes])
+    return {pair: aggregate.events for pair, aggregate in found.items() if aggregate.events}

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "database",
     "customers",
     "ingest",
+    "usage",
     "runs",
     "invoices",
     "notifications",

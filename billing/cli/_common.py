@@ -24,6 +24,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def open_period_message(error: Exception) -> str:
+    """An error's message; for a period that has not ended, with the option that finalizes the current period."""
+    from billing.invoicing import OpenPeriodError
+
+    if isinstance(error, OpenPeriodError) and error.allowable:
+        return f"{error} (--allow-open-period finalizes the current period now)"
+    return str(error)
+
+
 def load_catalog_for_cli(path: object = None):  # type: ignore[no-untyped-def]
     """The catalog at ``path`` (default: the ``catalog`` setting), or every problem printed and exit 1."""
     from billing.config import get_settings

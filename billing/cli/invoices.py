@@ -11,7 +11,14 @@ import typer
 from rich.table import Table
 
 from billing import invoicing
-from billing.cli._common import console, engine_for_cli, fail, finalize_settings, print_table
+from billing.cli._common import (
+    console,
+    engine_for_cli,
+    fail,
+    finalize_settings,
+    open_period_message,
+    print_table,
+)
 from billing.core.periods import parse_month
 from billing.errors import BillingError
 from billing.run import finalize_period
@@ -101,21 +108,34 @@ def _invoice_table(invoice: Invoice) -> Table:
 def finalize(
     key: str | None = typer.Argument(None, help="Draft id (or billing key)."),
     period: str | None = typer.Option(None, "--period", help="Finalize every draft of this period."),
+    allow_open_period: bool = typer.Option(
+        False, "--allow-open-period", help="Also finalize the current period before it has ended."
+    ),
 ) -> None:
-    """Finalize one draft, or every draft of a period: each gets the next gap-free number."""
+    """Finalize one draft, or every draft of a period: each gets the next gap-free number. A period invoice is
+    finalized once its period has ended in its customer's timezone (--allow-open-period: the current period
+    too, never one to come)."""
     if (key is None) == (period is None):
         fail("give either an invoice id or --period YYYY-MM")
     engine = engine_for_cli()
     if period is not None:
         start = _period_start(period)
         assert start is not None
-        numbers = finalize_period(engine, parse_month(period), finalize_settings(), dt.date.today())
+        try:
+            numbers = finalize_period(
+                engine, parse_month(period), finalize_settings(), dt.date.today(),
+                allow_open_period=allow_open_period,
+            )
+        except BillingError as error:
+            fail(open_period_message(error))
         console.print(f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else ""))
         return
     try:
-        invoice = invoicing.finalize_invoice(engine, key, finalize_settings(), dt.date.today())  # type: ignore[arg-type]
+        invoice = invoicing.finalize_invoice(
+            engine, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period  # type: ignore[arg-type]
+        )
     except BillingError as error:
-        fail(str(error))
+        fail(open_period_message(error))
     console.print(f"finalized {invoice.number}: {format_amount(invoice.total, invoice.currency)} {invoice.currency}")
 
 

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from billing.cli._common import console, engine_for_cli, fail, finalize_settings, load_catalog_for_cli
+from billing.cli._common import (
+    console,
+    engine_for_cli,
+    err_console,
+    fail,
+    finalize_settings,
+    load_catalog_for_cli,
+    open_period_message,
+)
 from billing.core.periods import parse_month
-from billing.run import finalize_period, run_billing
+from billing.errors import BillingError
+from billing.invoicing import check_period_finalizable
+from billing.run import RunReport, finalize_period, run_billing
 from pricing_plans.money import format_amount
 
 
@@ -21,36 +34,84 @@ def register(app: typer.Typer) -> None:
 def run(
     period: str = typer.Option(..., "--period", help="The billing period, YYYY-MM."),
     finalize: bool = typer.Option(False, "--finalize", help="Finalize the period's drafts after writing them."),
+    allow_open_period: bool = typer.Option(
+        False, "--allow-open-period", help="With --finalize: finalize the current period before it has ended."
+    ),
     customer: str | None = typer.Option(None, "--customer", help="Bill only this customer."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
 ) -> None:
-    """Write (or refresh) one draft invoice per customer for the period; with --finalize, number them."""
+    """Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.
+
+    A period that has not begun is refused; the current one is billed as drafts (a preview) and finalized only
+    with --allow-open-period. Usage events the run does not bill are counted and named, with why."""
     try:
         billing_period = parse_month(period)
     except ValueError as error:
         fail(f"--period: {error}")
+    if allow_open_period and not finalize:
+        fail("--allow-open-period goes with --finalize")
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
-    with Progress(
-        TextColumn("[bold]billing {task.fields[period]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("customers"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-        auto_refresh=False,  # no refresh thread: a big run is rated by forked worker processes
-    ) as progress:
-        task = progress.add_task("run", total=None, period=billing_period.label)
+    try:
+        if finalize:  # refused before anything is written
+            check_period_finalizable(
+                engine, billing_period, customer=customer, allow_open_period=allow_open_period
+            )
+        with Progress(
+            TextColumn("[bold]billing {task.fields[period]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("customers"),
+            TimeElapsedColumn(),
+            console=err_console if as_json else console,
+            transient=as_json,
+            disable=as_json and not err_console.is_terminal,
+            auto_refresh=False,  # no refresh thread: a big run is rated by forked worker processes
+        ) as progress:
+            task = progress.add_task("run", total=None, period=billing_period.label)
 
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, refresh=True)
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total, refresh=True)
 
-        report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance)
-    numbers: list[str] = []
-    if finalize:
-        numbers = finalize_period(engine, billing_period, finalize_settings(), dt.date.today(), customer=customer)
+            report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance)
+        numbers: list[str] = []
+        if finalize:
+            numbers = finalize_period(
+                engine, billing_period, finalize_settings(), dt.date.today(), customer=customer,
+                allow_open_period=allow_open_period,
+            )
+    except BillingError as error:
+        fail(open_period_message(error))
+    if as_json:
+        typer.echo(json.dumps(run_json(report, numbers if finalize else None), indent=2))
+        return
+    _print_report(report, numbers if finalize else None)
 
-    table = Table(title=f"Billing run {billing_period.label}")
+
+def run_json(report: RunReport, finalized: list[str] | None) -> dict[str, Any]:
+    """The run's report as JSON: what it wrote, the period's usage events (accepted = rated + unbilled) with each
+    unbilled group named, the totals as strings in the currency's minor digits."""
+    return {
+        "period": report.period.label,
+        "invoices": {
+            "written": report.created,
+            "refreshed": report.updated,
+            "unchanged": report.unchanged,
+            "removed": len(report.removed),
+            "issued_untouched": report.issued_untouched,
+        },
+        "customers": report.customers,
+        "late_usage_lines": report.late_lines,
+        "events": {"accepted": report.accepted, "rated": report.events, "unbilled": report.unbilled_events},
+        "unbilled": [group.as_dict() for group in report.unbilled],
+        "totals": {currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},
+        "skipped": [{"customer": customer, "reason": reason} for customer, reason in report.skipped],
+        "finalized": finalized,
+    }
+
+
+def _print_report(report: RunReport, finalized: list[str] | None) -> None:
+    table = Table(title=f"Billing run {report.period.label}")
     table.add_column("What")
     table.add_column("Count / amount", justify="right")
     table.add_row("invoices written (new)", str(report.created))
@@ -59,9 +120,11 @@ def run(
     table.add_row("drafts removed (nothing to invoice now)", str(len(report.removed)))
     table.add_row("issued, left untouched", str(report.issued_untouched))
     table.add_row("late-usage lines", str(report.late_lines))
+    table.add_row("usage events in the period", f"{report.accepted:,}")
     table.add_row("usage events rated", f"{report.events:,}")
-    if finalize:
-        table.add_row("finalized", str(len(numbers)))
+    table.add_row("usage events unbilled", f"{report.unbilled_events:,}")
+    if finalized is not None:
+        table.add_row("finalized", str(len(finalized)))
     for currency, total in sorted(report.totals.items()):
         table.add_row(f"total {currency}", format_amount(total, currency))
     table.add_row("rating worker processes", str(report.rating_workers))
@@ -75,3 +138,5 @@ def run(
         for customer_id, reason in report.skipped:
             skipped.add_row(customer_id, reason)
         console.print(skipped)
+    for group in report.unbilled:
+        console.print(f"[yellow]unbilled:[/] {escape(group.message)}", highlight=False, soft_wrap=True)

@@ -1,13 +1,25 @@
-"""Billing periods: half-open ``[start, end)`` calendar months (or years) in the customer's timezone."""
+"""Billing periods: half-open ``[start, end)`` calendar months (or years) in the customer's timezone, and where a
+period stands at an instant (to come, open, ended), which decides what may be billed and issued."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-__all__ = ["Period", "month", "month_of", "parse_month", "year_of"]
+__all__ = [
+    "EARLIEST_UTC_OFFSET",
+    "Period",
+    "PeriodState",
+    "has_begun_anywhere",
+    "month",
+    "month_of",
+    "parse_month",
+    "period_state",
+    "year_of",
+]
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -79,3 +91,33 @@ def month_of(day: dt.date) -> Period:
 
 def year_of(day: dt.date) -> Period:
     return Period(dt.date(day.year, 1, 1), dt.date(day.year + 1, 1, 1))
+
+
+class PeriodState(StrEnum):
+    """Where a period stands at an instant, in one timezone: ``future`` (its first day has not begun), ``open``
+    (it has begun and not ended: the current period) or ``ended``."""
+
+    FUTURE = "future"
+    OPEN = "open"
+    ENDED = "ended"
+
+
+def period_state(period: Period, timezone: str, now: dt.datetime) -> PeriodState:
+    """Where ``period`` stands at ``now`` (an aware instant) in ``timezone``: a period ends at the local midnight
+    that begins its ``end`` day."""
+    start, end = period.utc_window(timezone)
+    if now < start:
+        return PeriodState.FUTURE
+    if now < end:
+        return PeriodState.OPEN
+    return PeriodState.ENDED
+
+
+EARLIEST_UTC_OFFSET = dt.timedelta(hours=14)
+"""The timezone where each day begins first (UTC+14, the Line Islands)."""
+
+
+def has_begun_anywhere(period: Period, now: dt.datetime) -> bool:
+    """Whether the first day of ``period`` has begun somewhere on earth at ``now`` (an aware instant): from then
+    on it is the current period of some customer."""
+    return (now.astimezone(dt.UTC) + EARLIEST_UTC_OFFSET).date() >= period.start

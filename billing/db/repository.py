@@ -28,6 +28,7 @@ __all__ = [
     "set_webhook_secret",
     "subscriptions_active_between",
     "subscriptions_of",
+    "subscriptions_of_customers",
 ]
 
 # Ids per IN (...) query: far below SQLite's and PostgreSQL's limits on bound parameters.
@@ -204,6 +205,20 @@ def subscriptions_of(session: Session, customer_id: int, plan_code: str | None =
         query = query.where(SubscriptionRow.plan_code == plan_code)
     query = query.order_by(SubscriptionRow.start_date, SubscriptionRow.id)
     return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+
+
+def subscriptions_of_customers(session: Session, external_ids: Iterable[str]) -> list[Subscription]:
+    """Every subscription of these customers (by external id), whatever its dates, by customer, start date, id."""
+    wanted = sorted(set(external_ids))
+    found: list[Subscription] = []
+    for i in range(0, len(wanted), _CHUNK):
+        query = (
+            _with_customer()
+            .where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
+            .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
+        )
+        found += [_subscription(row, external_id) for row, external_id in session.execute(query)]
+    return found
 
 
 def subscriptions_active_between(session: Session, start: dt.date, end: dt.date) -> list[Subscription]:

@@ -138,9 +138,15 @@ def main() -> None:
         console.print(f"notifications: {delivered.sent} delivered to the local receiver, {delivered.dead} dead")
         summaries.append((period, report, numbers))
         console.print(
-            f"billing run: {report.invoices} invoices ({report.customers} customers, {report.events:,} events, "
-            f"{report.late_lines} late-usage lines), {len(numbers)} finalized "
+            f"billing run: {report.invoices} invoices ({report.customers} customers, {report.events:,} events "
+            f"rated, {report.late_lines} late-usage lines), {len(numbers)} finalized "
             f"({numbers[0]} … {numbers[-1]})" if numbers else "no invoices"
+        )
+        # usage no invoice will carry: events outside a subscription (local days vs UTC timestamps), payments sent
+        # after an upgrade to a plan that does not charge them (`billing usage unbilled --period` lists them)
+        console.print(
+            f"unbilled: {report.unbilled_events:,} of the period's {report.accepted:,} events, "
+            f"{len({g.customer for g in report.unbilled})} customers (billing usage unbilled --period {period.label})"
         )
         if index == 0:
             late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
@@ -297,8 +303,8 @@ def _write_usage(path: Path, accounts: list[Account], period: Period, rng: rando
 
 
 def _write_late_usage(path: Path, accounts: list[Account], period: Period, rng: random.Random) -> Path:
-    """Calls of ``period`` that reach us only after it was invoiced."""
-    late = [a for a in accounts if a.plan == "api_growth" and a.cancel_on is None][:6]
+    """Calls of ``period`` that reach us only after it was invoiced (of customers subscribed all through it)."""
+    late = [a for a in accounts if a.plan == "api_growth" and a.cancel_on is None and a.start <= period.start][:6]
     with path.open("w") as out:
         for account in late:
             for i in range(rng.randrange(500, 1500)):

@@ -220,13 +220,18 @@ def invoiced_until(session: Session, customer: str) -> dt.date | None:
 # --- drafts and what is issued, for finalization ---------------------------------------------------------
 
 
-def customers_with_drafts(session: Session, period_start: dt.date) -> set[str]:
-    """The customers with a draft invoice (of any scope) dated in the period starting ``period_start``."""
+def customers_with_drafts(
+    session: Session, period_start: dt.date, scope: InvoiceScope | None = None
+) -> set[str]:
+    """The customers with a draft invoice (of any scope, or of ``scope``) dated in the period starting
+    ``period_start``."""
     statement = (
         select(InvoiceRow.customer_external_id)
         .distinct()
         .where(InvoiceRow.period_start == period_start, InvoiceRow.status == InvoiceStatus.DRAFT.value)
     )
+    if scope is not None:
+        statement = statement.where(InvoiceRow.scope == scope.value)
     return set(session.scalars(statement))
 
 
