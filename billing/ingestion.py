@@ -70,7 +70,18 @@ def periods_touched(report: IngestReport, customers: Mapping[str, str]) -> dict[
 
 
 def _touched(records: Iterable[Mapping[str, Any]]) -> set[str]:
-    return {r["customer"] for r in records if isinstance(r, Mapping) and isinstance(r.get("customer"), str)}
+    """The customers a batch names that the database can be asked about (text it can store: no NUL character,
+    no lone surrogate); any other is unknown, and validation says so."""
+    named = {r["customer"] for r in records if isinstance(r, Mapping) and isinstance(r.get("customer"), str)}
+    return {customer for customer in named if "\x00" not in customer and _encodable(customer)}
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ingest_batch(

@@ -314,7 +314,7 @@ class _Target:
         return UsageKey(self.subscription.id, self.period)
 
 
-TargetKey = tuple[int, dt.date]  # (subscription id, period start)
+_TargetKey = tuple[int, dt.date]  # (subscription id, period start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +422,7 @@ def _targets(
     instant: dt.datetime,
     periods_of: Callable[[Customer], Iterable[Period]],
     report: CheckReport,
-) -> dict[TargetKey, _Target]:
+) -> dict[_TargetKey, _Target]:
     """Each subscription with thresholds over each of its customer's periods that it covers up to today, by
     (subscription, period start); subscriptions whose plan the catalog does not know are skipped."""
     covering: list[tuple[Subscription, Period]] = []
@@ -437,7 +437,7 @@ def _targets(
                 covering.append((subscription, period))
     resolved = resolve_plans(catalog, list({s.id: s for s, _ in covering}.values()))
     report.skipped += [(problem.customer, problem.message) for problem in resolved.unknown]
-    targets: dict[TargetKey, _Target] = {}
+    targets: dict[_TargetKey, _Target] = {}
     for subscription, period in covering:
         plan = resolved.plans.get(subscription.id)
         if plan is None:
@@ -448,7 +448,7 @@ def _targets(
     return targets
 
 
-def _leave_out_issued(engine: Engine, targets: dict[TargetKey, _Target], report: CheckReport) -> None:
+def _leave_out_issued(engine: Engine, targets: dict[_TargetKey, _Target], report: CheckReport) -> None:
     """Remove the targets whose customer's invoice of the period is issued (finalized, paid, void or
     uncollectible): the usage of that period is billed, and what arrives now is late usage of a later invoice."""
     starts = {target.period.start for target in targets.values()}
@@ -470,7 +470,7 @@ def _today(instant: dt.datetime, owner: Customer) -> dt.date:
 
 
 def _evaluate(
-    targets: Mapping[TargetKey, _Target],
+    targets: Mapping[_TargetKey, _Target],
     usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
     catalog: Catalog,
     as_of: dt.datetime,

@@ -250,6 +250,7 @@ def test_lenient_numbers_repeated_keys_and_events_older_than_the_late_usage_wind
         f'{{"id": "ok", {head}, "value": 1.5e3}}',
         '{"id": "y1", "customer": "acme", "meter": "api_calls", "timestamp": "0001-01-01T00:00:00Z"}',
         f'{{"id": "y2", "customer": "acme", "meter": "api_calls", "timestamp": "{too_old}"}}',
+        f'{{"id": "z1", "customer": "ac\\u0000me", "meter": "api_calls", "timestamp": "{when}"}}',  # never sent to the database
     ]
     body = '{"events": [\n' + ",\n".join(lines) + "\n]}"
     with live_api.client() as client:
@@ -269,6 +270,7 @@ def test_lenient_numbers_repeated_keys_and_events_older_than_the_late_usage_wind
         (5, "y1", "rejected", "timestamp '0001-01-01T00:00:00Z' is out of range (before 1970-01-01T00:00:00+00:00)"),
         (6, "y2", "rejected", f"timestamp '{too_old}' is older than the late-usage window of customer 'acme', which "
          f"begins at {window_start.isoformat()}T00:00:00+00:00: usage that old is never billed"),
+        (7, "z1", "rejected", "'customer' holds a NUL character or an invalid unicode escape"),
     ]
     assert twice.status_code == 422 and error_of(twice) == {
         "code": "invalid_request", "field": "events",
