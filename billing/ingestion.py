@@ -1,5 +1,13 @@
-"""Ingestion as the orchestrator runs it: the catalog's meters and the known customers handed to ``meters``,
-then the thresholds of the customers a batch touched checked at once (alerts follow usage, not a schedule)."""
+"""Ingestion as the orchestrator runs it: the catalog's meters, the known customers and each customer's
+late-usage window handed to ``meters``, then the thresholds of the periods the stored events fall in checked at
+once (alerts follow usage, not a schedule, and late usage too: events of last month ingested today are alerted
+on in last month, as long as its invoice is not issued).
+
+The late-usage window (``billing.core.periods.LATE_USAGE_MONTHS``): a billing run bills late usage of the
+periods up to 12 months before its own, so an event older than the first day of the month 12 months before the
+current one (in its customer's timezone) would be stored and never billed. Ingestion rejects it instead, with
+that reason.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +15,86 @@ import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
+from billing.core.periods import Period, late_usage_start, months_between
 from billing.db import session_scope
 from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
 from billing.thresholds import check_thresholds
+from dbkit import as_utc, utcnow
 from meters import IngestReport, ingest, ingest_file
 from pricing_plans.models import Catalog
 
-__all__ = ["ingest_batch", "ingest_path", "known_customers"]
+__all__ = ["ingest_batch", "ingest_path", "known_customers", "late_usage_windows", "periods_touched"]
 
 
-def known_customers(engine: Engine, only: Iterable[str] | None = None) -> set[str]:
-    """The external ids of the customers events may name (all, or those among ``only``)."""
-    statement = select(CustomerRow.external_id)
+def known_customers(engine: Engine, only: Iterable[str] | None = None) -> dict[str, str]:
+    """The customers events may name (all, or those among ``only``): external id → timezone."""
+    statement = select(CustomerRow.external_id, CustomerRow.timezone)
     if only is not None:
         wanted = sorted(set(only))
         if not wanted:
-            return set()
+            return {}
         statement = statement.where(CustomerRow.external_id.in_(wanted))
     with session_scope(engine) as session:
-        return set(session.execute(statement).scalars())
+        return {external_id: timezone for external_id, timezone in session.execute(statement)}
+
+
+def late_usage_windows(customers: Mapping[str, str], now: dt.datetime) -> dict[str, dt.datetime]:
+    """Where each customer's late-usage window begins at ``now``: local midnight of its first day, in the
+    customer's timezone (``customers``: external id → timezone)."""
+    by_zone: dict[str, dt.datetime] = {}
+    windows: dict[str, dt.datetime] = {}
+    for customer, timezone in customers.items():
+        start = by_zone.get(timezone)
+        if start is None:
+            zone = ZoneInfo(timezone)
+            start = dt.datetime.combine(late_usage_start(now.astimezone(zone).date()), dt.time(), zone)
+            by_zone[timezone] = start
+        windows[customer] = start
+    return windows
+
+
+def periods_touched(report: IngestReport, customers: Mapping[str, str]) -> dict[str, list[Period]]:
+    """The calendar months (in each customer's timezone) that the events an ingestion stored fall in."""
+    touched: dict[str, list[Period]] = {}
+    for customer, (earliest, latest) in report.spans.items():
+        timezone = customers.get(customer)
+        if timezone is not None:
+            zone = ZoneInfo(timezone)
+            touched[customer] = months_between(earliest.astimezone(zone).date(), latest.astimezone(zone).date())
+    return touched
 
 
 def _touched(records: Iterable[Mapping[str, Any]]) -> set[str]:
-    return {r["customer"] for r in records if isinstance(r, Mapping) and isinstance(r.get("customer"), str)}
+    """The customers a batch names that the database can be asked about (text it can store: no NUL character,
+    no lone surrogate); any other is unknown, and validation says so."""
+    named = {r["customer"] for r in records if isinstance(r, Mapping) and isinstance(r.get("customer"), str)}
+    return {customer for customer in named if "\x00" not in customer and _encodable(customer)}
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ingest_batch(
     engine: Engine, catalog: Catalog, records: list[Mapping[str, Any]], *, now: dt.datetime | None = None
 ) -> IngestReport:
-    """Ingest an API batch (rejections name each event's index), then check the touched customers' thresholds."""
+    """Ingest an API batch (rejections name each event's index), then check the thresholds of the periods its
+    stored events fall in."""
+    instant = as_utc(now or utcnow())
     customers = known_customers(engine, _touched(records))
-    report = ingest(engine, records, meter_specs(catalog), customers, now=now)
-    _after_ingestion(engine, catalog, customers if report.accepted else set(), now)
+    report = ingest(
+        engine, records, meter_specs(catalog), customers, now=instant, earliest=late_usage_windows(customers, instant)
+    )
+    _after_ingestion(engine, catalog, report, customers, instant)
     return report
 
 
@@ -55,17 +107,29 @@ def ingest_path(
     progress: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
 ) -> IngestReport:
-    """Ingest a JSON Lines or CSV file (``-`` for standard input), then check every customer's thresholds."""
+    """Ingest a JSON Lines or CSV file (``-`` for standard input), then check the thresholds of the periods its
+    stored events fall in."""
+    instant = as_utc(now or utcnow())
     customers = known_customers(engine)
     report = ingest_file(
-        engine, source, meter_specs(catalog), customers, format=file_format, progress=progress, now=now
+        engine,
+        source,
+        meter_specs(catalog),
+        customers,
+        format=file_format,
+        progress=progress,
+        now=instant,
+        earliest=late_usage_windows(customers, instant),
     )
-    _after_ingestion(engine, catalog, None if report.accepted else set(), now)
+    _after_ingestion(engine, catalog, report, customers, instant)
     return report
 
 
-def _after_ingestion(engine: Engine, catalog: Catalog, customers: set[str] | None, now: dt.datetime | None) -> None:
-    """Alerts follow usage: check the thresholds of the customers a batch touched (None: everyone)."""
-    if customers is not None and not customers:
-        return
-    check_thresholds(engine, catalog, customers=customers, now=now)
+def _after_ingestion(
+    engine: Engine, catalog: Catalog, report: IngestReport, customers: Mapping[str, str], now: dt.datetime
+) -> None:
+    """Alerts follow usage: check the thresholds of every period the stored events fall in (those whose invoice
+    is not issued yet)."""
+    periods = periods_touched(report, customers)
+    if periods:
+        check_thresholds(engine, catalog, periods=periods, now=now)

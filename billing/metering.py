@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from billing.core.periods import Period
+from billing.core.periods import LATE_USAGE_MONTHS, Period
 from invoices import store
 from meters import (
     CountedWindow,
@@ -121,10 +121,11 @@ def aggregate_periods(
 
 
 def late_event_periods(
-    session: Session, period: Period, customer: str | None = None, *, lookback: int = 12
+    session: Session, period: Period, customer: str | None = None, *, lookback: int = LATE_USAGE_MONTHS
 ) -> list[tuple[str, Period]]:
     """The (customer, earlier period) pairs whose issued invoice may lack events received after its usage was
-    aggregated: those periods are rated again and the difference billed as late usage."""
+    aggregated: those periods are rated again and the difference billed as late usage. Periods are looked for
+    ``lookback`` months back: the late-usage window, which ingestion enforces too."""
     earliest = _months_back(period.start, lookback)
     counted: dict[tuple[str, Period], CountedWindow] = {}
     for invoice in store.issued_period_invoices(session, since=earliest, before=period.start, customer=customer):

@@ -43,7 +43,7 @@ from billing.core.compose import (
 )
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee
-from billing.core.periods import Period
+from billing.core.periods import LATE_USAGE_MONTHS, Period
 from billing.db import repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import late_event_periods
@@ -67,10 +67,6 @@ from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
 __all__ = ["RunReport", "finalize_period", "run_billing"]
-
-# Late usage is looked for this many periods back.
-LATE_LOOKBACK_PERIODS = 12
-
 
 @dataclass
 class RunReport:
@@ -216,7 +212,7 @@ def _load_scope(
             found = [s for s in found if s.customer_external_id == customer]
         subscriptions = [s for s in found if s.overlaps(period.start, period.end)]
         ended_as_it_began = [s for s in found if s.end_date == period.start]
-        late_periods = late_event_periods(session, period, customer, lookback=LATE_LOOKBACK_PERIODS)
+        late_periods = late_event_periods(session, period, customer, lookback=LATE_USAGE_MONTHS)
         customer_ids = {s.customer_external_id for s in subscriptions}
         customer_ids |= {c for c, _ in late_periods}
         customer_ids |= {s.customer_external_id for s in ended_as_it_began}

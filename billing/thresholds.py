@@ -1,4 +1,4 @@
-"""Usage and spend thresholds: which levels a subscription has reached in the current period, each crossing
+"""Usage and spend thresholds: which levels a subscription has reached in a billing period, each crossing
 recorded as exactly one notification.
 
 A threshold comes from the catalog (``[[plans.X.thresholds]]``: ``meter`` + ``allowance`` in the meter's units,
@@ -7,10 +7,14 @@ or ``spend_cap`` in the plan's currency; ``levels`` in percent, default ``[80, 1
 the customer is on; a customer limit with no threshold of that key in the plan adds one at the default levels
 (an allowance, only to plans that charge for its meter).
 
-``check_thresholds`` is the whole evaluation:
+``check_thresholds`` is the whole evaluation, of each customer's current calendar month (the scheduler's check),
+of a given month (``billing thresholds check --period``), or of the months an ingestion put events in (usage
+that arrives late: events of last month ingested today are alerted on in last month):
 
-  load      the subscriptions active today (in each customer's timezone), their customers and limits;
-  aggregate every subscription's part of the current calendar month in ONE batched aggregation;
+  load      the subscriptions covering a day of each period up to today (in each customer's timezone), their
+            customers and limits; a period whose invoice the customer was already issued is left out (its
+            usage is billed: an alert would come too late, and late usage is billed by a later invoice);
+  aggregate every subscription's part of its periods in ONE batched aggregation;
   rate      spend = the period's usage charges so far, from the same ``rate_period`` as the invoice (pure);
   write     one transaction: each evaluation upserted, and each level reached inserted as a notification with
             ON CONFLICT DO NOTHING on (subscription, period, threshold key, level) — so however many processes,
@@ -26,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -43,6 +47,7 @@ from billing.db.notification_tables import CustomerLimitRow, NotificationRow, Th
 from billing.errors import BillingInputError, NotFoundError
 from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans, usage_windows
 from dbkit import as_utc, insert_for, read_only, utcnow
+from invoices import store
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D
@@ -279,11 +284,12 @@ class CheckReport:
     """What ``check_thresholds`` did.
 
     Attributes:
-      subscriptions: subscriptions evaluated (those with at least one threshold).
+      subscriptions: subscriptions evaluated (those with at least one threshold), once per period.
       evaluations: thresholds evaluated.
       created: the notifications this call created, in order (customer, subscription, threshold, level).
       skipped: ``(customer, reason)`` for subscriptions that could not be evaluated.
       events: usage events read.
+      issued: ``(customer, period label)`` not evaluated because the customer's invoice of the period is issued.
     """
 
     subscriptions: int = 0
@@ -291,11 +297,12 @@ class CheckReport:
     created: list[Crossing] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     events: int = 0
+    issued: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """A subscription active today with thresholds, over its current period."""
+    """A subscription with thresholds, over one billing period it covers."""
 
     subscription: Subscription
     plan: Plan
@@ -307,9 +314,12 @@ class _Target:
         return UsageKey(self.subscription.id, self.period)
 
 
+_TargetKey = tuple[int, dt.date]  # (subscription id, period start)
+
+
 @dataclass(frozen=True, slots=True)
 class _Scope:
-    """What the check evaluates: the subscriptions that may be active today, their customers and limits."""
+    """What the check evaluates: the subscriptions that may cover its periods, their customers and limits."""
 
     subscriptions: list[Subscription]
     owners: dict[str, Customer]
@@ -332,20 +342,53 @@ def check_thresholds(
     *,
     customers: Iterable[str] | None = None,
     now: dt.datetime | None = None,
+    period: Period | None = None,
+    periods: Mapping[str, Iterable[Period]] | None = None,
 ) -> CheckReport:
-    """Evaluate the thresholds of the subscriptions active now (only those of ``customers``, if given) over the
-    current calendar month in each customer's timezone, and create one notification per level reached.
+    """Evaluate thresholds and create one notification per level reached.
 
-    ``now`` picks the period (default: the clock). Safe to run from any number of processes at once.
+    The periods evaluated: each customer's current calendar month in its timezone (the default); ``period``, one
+    calendar month for every customer; or ``periods``, the months of each customer it names (those an
+    ingestion put events in). In each period, the subscriptions covering at least one of its days up to today
+    are evaluated, over the part of the period they cover. A customer's period whose invoice is issued is left
+    out (``CheckReport.issued``). ``customers``: only those customers. ``now`` is when "today" is (default:
+    the clock). Safe to run from any number of processes at once.
+
+    Raises BillingInputError when ``period`` has not begun anywhere yet.
     """
     report = CheckReport()
     instant = as_utc(now or utcnow())
+    utc_day = instant.date()
     wanted = None if customers is None else set(customers)
+    asked: dict[str, set[Period]] | None = None
+    if periods is not None:
+        asked = {c: set(found) for c, found in periods.items() if wanted is None or c in wanted}
+        asked = {c: found for c, found in asked.items() if found}
+        wanted = set(asked)
     if wanted is not None and not wanted:
         return report
+    if period is not None and period.start > utc_day + dt.timedelta(days=1):
+        raise BillingInputError(f"period {period.label} has not begun (it starts on {period.start.isoformat()})")
+
+    def periods_of(owner: Customer) -> Iterable[Period]:
+        if asked is not None:
+            return sorted(asked[owner.external_id])
+        if period is not None:
+            return (period,)
+        return (month_of(_today(instant, owner)),)
+
+    if asked is not None:
+        earliest = min(p.start for found in asked.values() for p in found)
+        latest = max(p.end for found in asked.values() for p in found)
+    elif period is not None:
+        earliest, latest = period.start, period.end
+    else:  # every customer's "today" is within a day of the UTC date
+        earliest = month_of(utc_day - dt.timedelta(days=1)).start
+        latest = month_of(utc_day + dt.timedelta(days=1)).end
     as_of = utcnow()
-    scope = _load(engine, instant, wanted)
-    targets = _targets(catalog, scope, instant, report)
+    scope = _load(engine, earliest, latest, wanted)
+    targets = _targets(catalog, scope, instant, periods_of, report)
+    _leave_out_issued(engine, targets, report)
     # aggregate: one batch
     by_id = {target.subscription.id: target.subscription for target in targets.values()}
     usage = aggregate(engine, catalog, usage_windows([t.usage_key for t in targets.values()], by_id, scope.owners))
@@ -361,12 +404,9 @@ def check_thresholds(
     return report
 
 
-def _load(engine: Engine, instant: dt.datetime, wanted: set[str] | None) -> _Scope:
-    """load: the subscriptions active around ``instant`` (every customer's "today" is within a day of the UTC
-    date), their customers and the customers' limits."""
-    utc_day = instant.astimezone(dt.UTC).date()
-    earliest = month_of(utc_day - dt.timedelta(days=1)).start
-    latest = month_of(utc_day + dt.timedelta(days=1)).end
+def _load(engine: Engine, earliest: dt.date, latest: dt.date, wanted: set[str] | None) -> _Scope:
+    """load: the subscriptions covering a day of ``[earliest, latest)``, their customers and the customers'
+    limits."""
     with session_scope(read_only(engine)) as session:
         subscriptions = repository.subscriptions_active_between(session, earliest, latest)
         if wanted is not None:
@@ -376,26 +416,53 @@ def _load(engine: Engine, instant: dt.datetime, wanted: set[str] | None) -> _Sco
     return _Scope(subscriptions, owners, limits)
 
 
-def _targets(catalog: Catalog, scope: _Scope, instant: dt.datetime, report: CheckReport) -> dict[int, _Target]:
-    """The subscriptions active today in their customer's timezone that have thresholds, by id; those whose plan
-    the catalog does not know are skipped."""
-    active: list[Subscription] = []
+def _targets(
+    catalog: Catalog,
+    scope: _Scope,
+    instant: dt.datetime,
+    periods_of: Callable[[Customer], Iterable[Period]],
+    report: CheckReport,
+) -> dict[_TargetKey, _Target]:
+    """Each subscription with thresholds over each of its customer's periods that it covers up to today, by
+    (subscription, period start); subscriptions whose plan the catalog does not know are skipped."""
+    covering: list[tuple[Subscription, Period]] = []
     for subscription in scope.subscriptions:
         owner = scope.owners.get(subscription.customer_external_id)
-        if owner is not None and subscription.active_on(_today(instant, owner)):
-            active.append(subscription)
-    resolved = resolve_plans(catalog, active)
+        if owner is None:
+            continue
+        tomorrow = _today(instant, owner) + dt.timedelta(days=1)
+        for period in periods_of(owner):
+            until = min(period.end, tomorrow)  # a period that has not begun yet covers no day so far
+            if period.start < until and subscription.overlaps(period.start, until):
+                covering.append((subscription, period))
+    resolved = resolve_plans(catalog, list({s.id: s for s, _ in covering}.values()))
     report.skipped += [(problem.customer, problem.message) for problem in resolved.unknown]
-    targets: dict[int, _Target] = {}
-    for subscription in active:
+    targets: dict[_TargetKey, _Target] = {}
+    for subscription, period in covering:
         plan = resolved.plans.get(subscription.id)
         if plan is None:
             continue
-        owner = scope.owners[subscription.customer_external_id]
-        specs = tuple(plan_thresholds(plan, scope.limits.get(owner.external_id)))
+        specs = tuple(plan_thresholds(plan, scope.limits.get(subscription.customer_external_id)))
         if specs:
-            targets[subscription.id] = _Target(subscription, plan, month_of(_today(instant, owner)), specs)
+            targets[(subscription.id, period.start)] = _Target(subscription, plan, period, specs)
     return targets
+
+
+def _leave_out_issued(engine: Engine, targets: dict[_TargetKey, _Target], report: CheckReport) -> None:
+    """Remove the targets whose customer's invoice of the period is issued (finalized, paid, void or
+    uncollectible): the usage of that period is billed, and what arrives now is late usage of a later invoice."""
+    starts = {target.period.start for target in targets.values()}
+    if not starts:
+        return
+    with session_scope(read_only(engine)) as session:
+        issued = {start: store.customers_with_issued_invoice(session, start) for start in sorted(starts)}
+    left_out: set[tuple[str, str]] = set()
+    for key, target in list(targets.items()):
+        customer = target.subscription.customer_external_id
+        if customer in issued[target.period.start]:
+            del targets[key]
+            left_out.add((customer, target.period.label))
+    report.issued = sorted(left_out)
 
 
 def _today(instant: dt.datetime, owner: Customer) -> dt.date:
@@ -403,7 +470,7 @@ def _today(instant: dt.datetime, owner: Customer) -> dt.date:
 
 
 def _evaluate(
-    targets: Mapping[int, _Target],
+    targets: Mapping[_TargetKey, _Target],
     usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
     catalog: Catalog,
     as_of: dt.datetime,
@@ -412,8 +479,9 @@ def _evaluate(
     evaluations as rows to upsert, and every level reached."""
     evaluations: list[dict[str, Any]] = []
     crossings: list[_Reached] = []
-    for subscription_id in sorted(targets):
-        target = targets[subscription_id]
+    for key in sorted(targets):
+        target = targets[key]
+        subscription_id = target.subscription.id
         found = usage.get(target.usage_key, {})
         spend: Decimal | None = None
         for spec in target.specs:

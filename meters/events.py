@@ -4,12 +4,18 @@ An event is ``{"id", "customer", "meter", "timestamp", "value", "properties"}``:
 
 - ``id``: the idempotency key, a non-empty string (at most 255 characters), unique across the installation;
 - ``customer``: a known customer's external id; ``meter``: a known meter's code;
-- ``timestamp``: ISO-8601 with a UTC offset (``2024-03-01T12:00:00Z``, ``...+01:00``), not more than a day
-  ahead of the time of ingestion;
-- ``value``: a decimal number (JSON number or string) with at most 6 fractional digits and a magnitude below
-  10^12; optional (and ignored by the aggregation) for ``count`` and ``unique_count`` meters, required
-  otherwise; negative only for ``weighted_sum`` meters, where it is a decrement;
+- ``timestamp``: ISO-8601 with a UTC offset (``2024-03-01T12:00:00Z``, ``...+01:00``), not before 1970, not
+  more than a day ahead of the time of ingestion and, when the caller gives each customer's late-usage window
+  (``earliest``), not before the start of that window: usage older than it would never be billed;
+- ``value``: a decimal number with at most 6 fractional digits and a magnitude below 10^12: a JSON number
+  (exponents allowed: ``1.5e3``) or a string of plain ASCII decimal notation (``"1500"``, ``"-2.5"``; no
+  exponent, sign ``+``, digit separator, surrounding space or non-ASCII digit); optional (and ignored by the
+  aggregation) for ``count`` and ``unique_count`` meters, required otherwise; negative only for
+  ``weighted_sum`` meters, where it is a decrement;
 - ``properties``: optional, a flat map of strings; a ``unique_count`` meter needs its ``unique_property`` there.
+
+A JSON object that names a key twice (``{"id": "a", "id": "b"}``) is an error, not "the last one wins": the
+JSON reader here (:data:`JSON_DECODER`) makes it a :class:`RepeatedKeys`, which validation rejects.
 
 A valid event becomes a :class:`UsageEvent`, the row that is stored. A bad one raises :class:`EventError`,
 whose message is the reason given back to the caller (every problem of the event, joined by ``"; "``).
@@ -24,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation
@@ -34,15 +41,19 @@ from meters.errors import EventError
 __all__ = [
     "AGGREGATIONS",
     "EVENT_FIELDS",
+    "JSON_DECODER",
     "MAX_FUTURE",
+    "MIN_TIMESTAMP",
     "VALUE_DIGITS",
     "VALUE_SCALE",
     "Aggregation",
     "EventValidator",
     "MeterSpec",
+    "RepeatedKeys",
     "UsageEvent",
     "from_epoch_us",
     "from_scaled",
+    "keys_once",
     "meters_by_code",
     "parse_event",
     "parse_json_line",
@@ -67,6 +78,10 @@ _TEXTS_CACHED = 4096
 _MAX_INT_VALUE = 10**MAX_VALUE_DIGITS
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MIN_TIMESTAMP = EPOCH
+"""The earliest timestamp an event may have, whatever window the caller gives (year 1 is a bug, not usage)."""
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+"""A value given as a string: ASCII digits, an optional minus sign and decimal point, nothing else."""
 _MICROSECOND = dt.timedelta(microseconds=1)
 _EXACT = Context(prec=60, traps=[Inexact, InvalidOperation])
 
@@ -161,16 +176,49 @@ def content_hash(customer: str, meter: str, occurred_at: int, value: int | None,
     return int.from_bytes(digest, "big", signed=True)
 
 
-_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)
+class RepeatedKeys(dict[str, Any]):
+    """A JSON object that names one or more keys more than once, as :data:`JSON_DECODER` reads it.
+
+    It holds the last value of each key (what a plain dict would silently keep) and ``repeated`` names the keys
+    given more than once, in order; validation rejects an event, or a ``properties`` object, of this type.
+    """
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        seen: set[str] = set()
+        repeated: list[str] = []
+        for key, _ in pairs:
+            if key in seen and key not in repeated:
+                repeated.append(key)
+            seen.add(key)
+        self.repeated = tuple(repeated)
+
+
+def _object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    return record if len(record) == len(pairs) else RepeatedKeys(pairs)
+
+
+JSON_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=_object_from_pairs)
+"""The JSON reader of events (files and API bodies): numbers with a fraction or an exponent as Decimal (never
+float), and an object that repeats a key as a :class:`RepeatedKeys`."""
+_FAST_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)  # repeated keys: the last one wins
 _quote = json.encoder.encode_basestring  # JSON string literal, as json.dumps writes it
 
 
-def parse_json_line(text: str) -> dict[str, Any]:
-    """One JSON Lines line as a mapping (numbers with a fraction as Decimal, never float)."""
+def parse_json_line(text: str, *, strict: bool = True) -> dict[str, Any]:
+    """One JSON Lines line as a mapping (numbers with a fraction as Decimal, never float; an object that
+    repeats a key as a :class:`RepeatedKeys`).
+
+    ``strict=False`` reads faster (a plain dict, built by the JSON module's C code) but keeps the last of
+    repeated keys without a word: trust the record only once it is a valid event and :func:`keys_once` says so.
+    """
     if text[:1].isspace():
         text = text.lstrip()
     try:
-        record, end = _JSON.raw_decode(text)
+        record, end = (JSON_DECODER if strict else _FAST_JSON).raw_decode(text)
         if end != len(text) and not text[end:].isspace():
             rest = text[end:]
             raise json.JSONDecodeError("Extra data", text, end + len(rest) - len(rest.lstrip()))
@@ -183,6 +231,21 @@ def parse_json_line(text: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise EventError(f"not a JSON object (got {_kind(record)})")
     return record
+
+
+def keys_once(text: str, record: Mapping[str, Any]) -> bool:
+    """Whether ``text``, read (not strictly) as ``record``, a valid event, certainly names no key twice.
+
+    In JSON without a backslash, every string is written between two quote characters and no other quote
+    character occurs. A valid event's strings are its keys, the id, customer, meter and timestamp, its value if
+    written as a string, and its properties' keys and values; a repeated key would be one string more in the
+    text than in the record. A line with a backslash is not looked at (False): read it strictly.
+    """
+    if "\\" in text:
+        return False
+    properties = record.get("properties")
+    strings = len(record) + 4 + (type(record.get("value")) is str) + (2 * len(properties) if properties else 0)
+    return text.count('"') == 2 * strings
 
 
 def _kind(value: object) -> str:
@@ -220,24 +283,36 @@ class EventValidator:
     Made once per batch or file; :meth:`validate` is called once per event and is the hot path of ingestion.
     """
 
-    __slots__ = ("customers", "max_occurred_at", "meters", "texts")
+    __slots__ = ("customers", "earliest", "max_occurred_at", "meters", "recent", "texts")
 
     def __init__(
         self,
         meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
         known_customers: Collection[str],
         now: dt.datetime,
+        earliest: Mapping[str, dt.datetime] | None = None,
     ):
+        """``earliest``: the start of each customer's late-usage window (an aware instant; its offset is how a
+        rejection shows it); an older event is rejected, since no billing run would ever bill it. None, or a
+        customer it does not name: only the fixed bounds apply (1970, a day ahead of ``now``)."""
         self.meters = meters_by_code(meters)
         # customer id → the same string: every event of a customer then holds one string object, which keeps
         # memory down and lets pickle (worker processes) send it once per chunk.
         self.customers = {customer: customer for customer in known_customers}
         self.texts: dict[str, str] = {}  # the same for repeated property maps, up to _TEXTS_CACHED of them
         self.max_occurred_at = to_epoch_us(now + MAX_FUTURE)
+        # customer → (window start in µs, as shown); an event at or after ``recent`` is inside every window,
+        # so the hot path compares one integer and looks nothing up.
+        self.earliest = {
+            customer: (to_epoch_us(start), start.isoformat()) for customer, start in (earliest or {}).items()
+        }
+        self.recent = max((start for start, _ in self.earliest.values()), default=0)
 
     def validate(self, record: Mapping[str, Any]) -> UsageEvent:
         """The stored form of ``record``, or :class:`EventError` with every problem found."""
         problems: list[str] = []
+        if type(record) is RepeatedKeys:
+            problems += [f"duplicate key {key!r}" for key in record.repeated]
         if not _FIELDS.issuperset(record):
             problems += [
                 f"unknown field {key!r} (fields: {', '.join(EVENT_FIELDS)})" for key in record if key not in _FIELDS
@@ -260,6 +335,8 @@ class EventValidator:
             meter_code = meter.code
 
         occurred_at = self._timestamp(record.get("timestamp"), problems)
+        if occurred_at is not None and occurred_at < self.recent and customer is not None:
+            self._window(occurred_at, customer, record.get("timestamp"), problems)
         value = record.get("value")
         if type(value) is int and 0 <= value < _MAX_INT_VALUE:
             value *= VALUE_SCALE
@@ -314,7 +391,18 @@ class EventValidator:
         if occurred_at > self.max_occurred_at:
             problems.append(f"timestamp {value!r} is more than 1 day in the future")
             return None
+        if occurred_at < 0:
+            problems.append(f"timestamp {value!r} is out of range (before {MIN_TIMESTAMP.isoformat()})")
+            return None
         return occurred_at
+
+    def _window(self, occurred_at: int, customer: str, value: Any, problems: list[str]) -> None:
+        window = self.earliest.get(customer)
+        if window is not None and occurred_at < window[0]:
+            problems.append(
+                f"timestamp {value!r} is older than the late-usage window of customer {customer!r}, which begins "
+                f"at {window[1]}: usage that old is never billed"
+            )
 
     @staticmethod
     def _value(value: Any, meter: MeterSpec | None, problems: list[str]) -> int | None:
@@ -342,6 +430,9 @@ class EventValidator:
             return None, None
         if not isinstance(value, dict):
             problems.append(f"'properties' must be an object of strings (got {_kind(value)})")
+            return None, None
+        if isinstance(value, RepeatedKeys):
+            problems.extend(f"duplicate key {key!r} in 'properties'" for key in value.repeated)
             return None, None
         bad = [key for key, item in value.items() if not isinstance(item, str)]
         if bad:
@@ -392,12 +483,12 @@ def _scaled(value: Any, problems: list[str]) -> int | None:
             return None
         return value * VALUE_SCALE
     if isinstance(value, str):
-        text = value
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            problems.append(f"value {value!r} is not a number")
+        # Decimal() alone would take "1_000", " 5 ", "٥" (an Arabic-Indic five), "1e3" and "Infinity"
+        if _PLAIN_DECIMAL.fullmatch(value) is None:
+            problems.append(f"value {value!r} is not a number in plain decimal notation (like 1500 or -2.5)")
             return None
+        text = value
+        number = Decimal(value)
     elif isinstance(value, Decimal):
         text, number = str(value), value
     else:  # a float never comes out of the JSON reader; lists, objects
@@ -426,9 +517,10 @@ def parse_event(
     known_customers: Collection[str],
     *,
     now: dt.datetime | None = None,
+    earliest: Mapping[str, dt.datetime] | None = None,
 ) -> UsageEvent:
     """Validate one event (a mapping, e.g. a parsed JSON object); raise :class:`EventError` with the reason.
 
     For many events make one :class:`EventValidator` and call its ``validate``.
     """
-    return EventValidator(meters, known_customers, now or dt.datetime.now(dt.UTC)).validate(record)
+    return EventValidator(meters, known_customers, now or dt.datetime.now(dt.UTC), earliest).validate(record)

@@ -1,5 +1,7 @@
-"""A batch of usage events from ``POST /v1/events``: parsed with exact decimals, ingested through
-``billing.ingestion.ingest_batch``, and each event's fate told apart.
+"""A batch of usage events from ``POST /v1/events``: parsed with exact decimals by the events' own JSON reader
+(``meters.events.JSON_DECODER``: an object that repeats a key is kept as such, so that the event is rejected at
+its index rather than read as "the last one wins"), ingested through ``billing.ingestion.ingest_batch``, and each
+event's fate told apart.
 
 ``meters.IngestReport`` counts what was stored and what was a duplicate, and lists the rejections by index. An
 event that was not rejected is a *duplicate* when its id was already stored before the batch (ingestion rejects
@@ -15,7 +17,6 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,14 +24,12 @@ from sqlalchemy import Engine
 from billing.api.errors import printable
 from billing.ingestion import ingest_batch
 from meters import stored_event_ids
+from meters.events import JSON_DECODER, RepeatedKeys
 from pricing_plans.models import Catalog
 
 __all__ = ["BatchError", "BatchOutcome", "EventOutcome", "ingest_events", "parse_batch"]
 
 log = logging.getLogger(__name__)
-
-_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)
-
 
 class BatchError(ValueError):
     """Raised when a body is not a batch of events; ``field`` names what is wrong."""
@@ -62,16 +61,17 @@ class BatchOutcome:
 
 
 def parse_batch(body: bytes, max_events: int) -> list[Any]:
-    """The ``events`` list of a request body (numbers as Decimal, never float).
+    """The ``events`` list of a request body (numbers as Decimal, never float; an event that repeats a key as a
+    ``meters.events.RepeatedKeys``, which ingestion rejects).
 
     Raises BatchError when the body is not ``{"events": [...]}`` of at most
-    ``max_events`` items.
+    ``max_events`` items, or names ``events`` twice.
     """
     if not body.strip():
         raise BatchError("body", "required: a JSON object {\"events\": [...]}")
     try:
         text = body.decode("utf-8")
-        document, end = _JSON.raw_decode(text.strip())
+        document, end = JSON_DECODER.raw_decode(text.strip())
         if end != len(text.strip()):
             raise json.JSONDecodeError("Extra data", text, end)
     except UnicodeDecodeError:
@@ -82,6 +82,8 @@ def parse_batch(body: bytes, max_events: int) -> list[Any]:
         raise BatchError("body", f"not valid JSON ({exc})") from None
     if not isinstance(document, dict):
         raise BatchError("body", "expected a JSON object {\"events\": [...]}")
+    if isinstance(document, RepeatedKeys):
+        raise BatchError(document.repeated[0], "duplicate key (a key may appear once in an object)")
     unknown = sorted(key for key in document if key != "events")
     if unknown:
         raise BatchError(unknown[0], "unknown field (the body holds only \"events\")")

@@ -72,11 +72,13 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "timestamp": {
             "type": "string",
             "format": "date-time",
-            "description": "ISO-8601 with a UTC offset, at most a day ahead.",
+            "description": "ISO-8601 with a UTC offset, at most a day ahead, within the customer's late-usage window "
+            "(the current month and the 12 before it).",
         },
         "value": {
-            "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}],
-            "description": "A decimal (number or string), at most 6 decimal places; optional for count meters.",
+            "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}, {"type": "null"}],
+            "description": "A decimal (a JSON number, or a string in plain ASCII decimal notation), at most 6 "
+            "decimal places; optional for count meters.",
         },
         "properties": {"type": "object", "additionalProperties": {"type": "string"}},
     },

@@ -125,15 +125,39 @@ def thresholds_check(
     customer: Annotated[
         list[str] | None, typer.Option("--customer", metavar="ID", help="Only this customer; repeat for more.")
     ] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            "--period", metavar="YYYY-MM", help="This month instead of the current one (e.g. usage that came late)."
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate every active subscription's thresholds for the current month; print the notifications created."""
+    """Evaluate the thresholds of every subscription in the current month (or --period); print the notifications
+    created. A customer whose invoice of the period is already issued is not evaluated."""
+    from billing.cli._common import fail
+    from billing.core.periods import parse_month
     from billing.thresholds import check_thresholds
 
+    month = None
+    if period is not None:
+        try:
+            month = parse_month(period)
+        except ValueError as error:
+            fail(f"--period: {error}")
     catalog = load_catalog_for_cli()
     with database() as engine:
-        report = check_thresholds(engine, catalog, customers=customer or None)
+        report = check_thresholds(engine, catalog, customers=customer or None, period=month)
     for customer_id, reason in report.skipped:
         err_console.print(f"{customer_id}: skipped: {reason}", highlight=False, soft_wrap=True, markup=False)
+    if report.issued:
+        labels = sorted({label for _, label in report.issued})
+        err_console.print(
+            f"not evaluated: {len(report.issued)} customer period(s) whose invoice is already issued "
+            f"({', '.join(labels)})",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
     if report.created:
         table = _table("Thresholds crossed", "Customer", "Subscription", "Period", "Threshold", "Level", "Value",
                        "Limit", "Notification")

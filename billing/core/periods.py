@@ -11,17 +11,25 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "EARLIEST_UTC_OFFSET",
+    "LATE_USAGE_MONTHS",
     "Period",
     "PeriodState",
     "has_begun_anywhere",
+    "late_usage_start",
     "month",
     "month_of",
+    "months_between",
     "parse_month",
     "period_state",
     "year_of",
 ]
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+LATE_USAGE_MONTHS = 12
+"""The late-usage window: a billing run bills the usage of its period and, as late usage, events that arrived
+since of the periods up to this many months before it. Events older than the window of the current month are
+never billed, so ingestion refuses them."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -87,6 +95,23 @@ def parse_month(text: str) -> Period:
 
 def month_of(day: dt.date) -> Period:
     return month(day.year, day.month)
+
+
+def late_usage_start(today: dt.date) -> dt.date:
+    """The first day of the late-usage window on ``today``: the first of the month ``LATE_USAGE_MONTHS`` months
+    before today's (on 2026-11-28, 2025-11-01). The run of today's month bills late usage back to it."""
+    return _add_months(month_of(today).start, -LATE_USAGE_MONTHS)
+
+
+def months_between(first: dt.date, last: dt.date) -> list[Period]:
+    """The calendar months from ``first``'s to ``last``'s, both included, in order (none if ``last`` is before
+    ``first``'s month)."""
+    months = []
+    period = month_of(first)
+    while period.start <= last:
+        months.append(period)
+        period = period.next()
+    return months
 
 
 def year_of(day: dt.date) -> Period:

@@ -4,8 +4,9 @@
 read → validate → store, chunk by chunk:
 
 - read and validate (``read``): a record per line (JSONL) or row (CSV), each with its line number (file) or
-  index (batch), validated by :class:`meters.events.EventValidator`; a bad event becomes a :class:`Rejection`
-  with its reason, and the good events of the same input are still stored. A large JSON Lines file is parsed
+  index (batch), validated by :class:`meters.events.EventValidator` (with each customer's late-usage window,
+  when the caller gives it: ``earliest``); a bad event becomes a :class:`Rejection` with its reason, and the
+  good events of the same input are still stored. A large JSON Lines file is parsed
   by forked worker processes (``parallel``) while this thread stores the chunks they hand back, in file order;
 - store: up to ``chunk_size`` events per transaction with ``INSERT … ON CONFLICT (event_id) DO NOTHING``; the
   ids the database refused are looked up and classified by content hash: the same content is a *duplicate*
@@ -39,8 +40,10 @@ from meters.events import EventValidator, MeterSpec, from_epoch_us, meters_by_co
 from meters.ingest import write_postgres, write_sqlite
 from meters.ingest.parallel import jsonl_chunks
 from meters.ingest.read import (
+    CUSTOMER,
     HASH,
     ID,
+    OCCURRED_AT,
     Chunk,
     Entry,
     FileFormat,
@@ -51,6 +54,7 @@ from meters.ingest.read import (
     open_source,
     rejection,
     validated_chunks,
+    widen,
 )
 
 __all__ = [
@@ -82,12 +86,16 @@ class IngestReport:
       accepted: events stored now.
       duplicates: events already stored with the same content (not counted again).
       rejected: the events not stored (invalid, or a conflicting id), in input order.
+      spans: for each customer with events stored now, an interval (UTC) that covers their timestamps: the
+        billing periods the ingestion changed lie in it. It may be wider than the customer's own events (a
+        large input is bounded stretch by stretch), never narrower.
     """
 
     source: str
     accepted: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    spans: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)
 
     def summary(self) -> str:
         return f"accepted {self.accepted}, duplicates {self.duplicates}, rejected {len(self.rejected)}"
@@ -101,10 +109,14 @@ def ingest(
     *,
     source: str = "api",
     now: dt.datetime | None = None,
+    earliest: Mapping[str, dt.datetime] | None = None,
     chunk_size: int = CHUNK_SIZE,
 ) -> IngestReport:
-    """Ingest a batch of events (mappings, e.g. parsed JSON objects); rejections name each event's index."""
-    validator = EventValidator(meters, known_customers, now or utcnow())
+    """Ingest a batch of events (mappings, e.g. parsed JSON objects); rejections name each event's index.
+
+    ``earliest``: where each customer's late-usage window begins; an older event is rejected (see
+    :class:`EventValidator`)."""
+    validator = EventValidator(meters, known_customers, now or utcnow(), earliest)
 
     def entries() -> Iterator[Entry]:
         for index, item in enumerate(records):
@@ -126,6 +138,7 @@ def ingest_file(
     *,
     format: FileFormat | None = None,
     now: dt.datetime | None = None,
+    earliest: Mapping[str, dt.datetime] | None = None,
     progress: Progress | None = None,
     chunk_size: int = CHUNK_SIZE,
     workers: int | None = None,
@@ -137,10 +150,11 @@ def ingest_file(
     JSON object) and ``properties.<name>`` (one property per column). Raises :class:`MalformedFileError`, before
     storing anything, when the header is wrong. ``workers``: parsing processes (forked) for a JSON Lines file of
     more than one chunk (default: one per CPU but one, at most 4; 0, or a process running several threads,
-    parses in this process).
+    parses in this process). ``earliest``: where each customer's late-usage window begins; an older event is
+    rejected (see :class:`EventValidator`).
     """
     name, fmt = describe(source, format)
-    settings = (meters_by_code(meters), known_customers, now or utcnow())
+    settings = (meters_by_code(meters), known_customers, now or utcnow(), earliest)
     with open_source(source) as stream:
         if fmt == "csv":
             lines = Lines(stream)
@@ -176,6 +190,7 @@ class _Ingestion:
     ):
         self.engine = engine
         self.report = IngestReport(source=source)
+        self.spans: dict[str, list[int]] = {}  # of the events stored now, in µs
         self.progress = progress
         self.bytes_read = bytes_read
         self.bytes_settled = 0
@@ -194,13 +209,17 @@ class _Ingestion:
             raise
         except BaseException as exc:
             cause = exc.__cause__ if isinstance(exc, _WriteFailed) and exc.__cause__ is not None else exc
-            self._sort()
+            self._finish()
             raise IngestInterrupted(self.report, next_line, cause) from cause
-        self._sort()
+        self._finish()
         return self.report
 
-    def _sort(self) -> None:
+    def _finish(self) -> None:
         self.report.rejected.sort(key=lambda rejection: rejection.line)
+        self.report.spans = {
+            customer: (from_epoch_us(earliest), from_epoch_us(latest))
+            for customer, (earliest, latest) in sorted(self.spans.items())
+        }
 
     def _store(self, events: list[tuple[Any, ...]]) -> dict[str, int]:
         """Store ``events`` in one transaction; the ids that were already stored, with their content hashes."""
@@ -224,11 +243,14 @@ class _Ingestion:
         report.rejected += chunk.rejections
         if not stored:
             report.accepted += len(chunk.events)
+            for customer, (earliest, latest) in chunk.spans.items():
+                widen(self.spans, customer, earliest, latest)
         else:
             for index, event in enumerate(chunk.events):
                 stored_hash = stored.get(event[ID])
                 if stored_hash is None:
                     report.accepted += 1
+                    widen(self.spans, event[CUSTOMER], event[OCCURRED_AT], event[OCCURRED_AT])
                 elif stored_hash == event[HASH]:
                     report.duplicates += 1
                 else:

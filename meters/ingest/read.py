@@ -16,16 +16,27 @@ import sys
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 from meters.errors import EventError, MalformedFileError
-from meters.events import EVENT_FIELDS, EventValidator, MeterSpec, parse_json_line
+from meters.events import (
+    EVENT_FIELDS,
+    JSON_DECODER,
+    EventValidator,
+    MeterSpec,
+    RepeatedKeys,
+    keys_once,
+    parse_json_line,
+)
 
 __all__ = [
     "COLUMNS",
+    "CUSTOMER",
     "HASH",
     "ID",
+    "OCCURRED_AT",
     "Chunk",
     "Entry",
     "FileFormat",
@@ -45,12 +56,15 @@ FileFormat = Literal["jsonl", "csv"]
 COLUMNS = "event_id, customer, meter, occurred_at, value, unique_value, properties, content_hash"
 """The stored columns of an event tuple (a UsageEvent), in its order."""
 ID: Final = 0  # positions in a UsageEvent
+CUSTOMER: Final = 1
+OCCURRED_AT: Final = 3
 HASH: Final = 7
 _CSV_REQUIRED = ("id", "customer", "meter", "timestamp")
 _BOM = b"\xef\xbb\xbf"
 
-Settings = tuple[dict[str, MeterSpec], Collection[str], dt.datetime]
-"""What an :class:`EventValidator` is made of: the meters by code, the known customers, now."""
+Settings = tuple[dict[str, MeterSpec], Collection[str], dt.datetime, Mapping[str, dt.datetime] | None]
+"""What an :class:`EventValidator` is made of: the meters by code, the known customers, now, and where each
+customer's late-usage window begins."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +223,13 @@ def _csv_record(header: list[str], row: list[str]) -> dict[str, Any]:
             continue
         if column == "properties":
             try:
-                parsed = json.loads(cell)
-            except ValueError:
+                parsed = JSON_DECODER.decode(cell)
+            except (ValueError, RecursionError):
                 raise EventError("'properties' must be a JSON object of strings (not JSON)") from None
             if not isinstance(parsed, dict):
                 raise EventError("'properties' must be a JSON object of strings")
+            if isinstance(parsed, RepeatedKeys):
+                raise EventError("; ".join(f"duplicate key {key!r} in 'properties'" for key in parsed.repeated))
             for key, value in parsed.items():
                 if key in properties:
                     raise EventError(f"property {key!r} given twice")
@@ -237,6 +253,8 @@ class Chunk:
     ``events`` are UsageEvents as plain tuples (cheap to hand from a worker process). An id met again in the
     same stretch waits in ``repeats`` (line, raw, event, position of the first one) until the first is settled.
     A worker does not send the raw lines back: ``block`` (the stretch's lines, kept by the reader) has them.
+    ``spans``: for each customer of ``events``, an interval of ``occurred_at`` that covers its events
+    (:func:`spans_of`).
     """
 
     first_line: int
@@ -246,6 +264,7 @@ class Chunk:
     raws: list[object] | None = field(default_factory=list)
     repeats: list[tuple[int, object, tuple[Any, ...], int]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
     position: str = "line"
     block: list[bytes] | None = None
     size: int = 0  # bytes of input
@@ -290,6 +309,29 @@ class _ChunkBuilder:
             chunk.repeats.append((line, raw, tuple(event), position))
 
 
+def spans_of(events: list[tuple[Any, ...]]) -> dict[str, tuple[int, int]]:
+    """Each customer of ``events`` with the earliest and latest ``occurred_at`` of them all: an interval that
+    covers the customer's events. Not each customer's own (that would cost a Python step per event on the hot
+    path); a chunk is a stretch of the input, whose events are usually close in time."""
+    if not events:
+        return {}
+    times = list(map(itemgetter(OCCURRED_AT), events))
+    span = (min(times), max(times))
+    return dict.fromkeys(set(map(itemgetter(CUSTOMER), events)), span)
+
+
+def widen(spans: dict[str, list[int]], customer: str, earliest: int, latest: int) -> None:
+    """Make ``spans[customer]`` (earliest, latest) cover ``[earliest, latest]``."""
+    span = spans.get(customer)
+    if span is None:
+        spans[customer] = [earliest, latest]
+        return
+    if earliest < span[0]:
+        span[0] = earliest
+    if latest > span[1]:
+        span[1] = latest
+
+
 def rejection(line: int, event_id: str | None, reason: str, raw: object) -> Rejection:
     if not isinstance(raw, str):
         raw = json.dumps(raw, ensure_ascii=False, default=str)
@@ -304,9 +346,11 @@ def validated_chunks(validator: EventValidator, entries: Iterator[Entry], size: 
             builder = _ChunkBuilder(validator, line, position)
         builder.add(line, raw, record)
         if builder.count >= size:
+            builder.chunk.spans = spans_of(builder.chunk.events)
             yield builder.chunk
             builder = None
     if builder is not None:
+        builder.chunk.spans = spans_of(builder.chunk.events)
         yield builder.chunk
 
 
@@ -314,7 +358,9 @@ def jsonl_block(validator: EventValidator, first_line: int, block: list[bytes], 
     """Parse and validate a stretch of JSON Lines (``block[0]`` is line ``first_line``).
 
     The hot loop of a file ingestion: the common case (a valid event whose id is new in the chunk) is inlined;
-    everything else goes through :meth:`_ChunkBuilder.add`, which does the same.
+    everything else goes through :meth:`_ChunkBuilder.add`, which does the same. A line is read with the fast
+    JSON reader, and again with the strict one (which tells repeated keys) only when it is not a valid event or
+    :func:`meters.events.keys_once` cannot vouch for it.
     """
     builder = _ChunkBuilder(validator, first_line, "line", keep_raw)
     chunk = builder.chunk
@@ -329,14 +375,17 @@ def jsonl_block(validator: EventValidator, first_line: int, block: list[bytes], 
         if not text or text.isspace():
             continue
         try:
-            record = parse_json_line(text)
+            record = parse_json_line(text, strict=False)
         except EventError as error:
             add(number, text, error)
             continue
         try:
             event = validate(record)
         except EventError:
-            add(number, text, record)  # validates again, to report the problem
+            add(number, text, parse_json_line(text))  # validates again, to report every problem
+            continue
+        if not keys_once(text, record):
+            add(number, text, parse_json_line(text))  # read strictly, then validated (and kept) as any other
             continue
         position = first.setdefault(event[ID], len(events))
         if position != len(events):
@@ -347,6 +396,7 @@ def jsonl_block(validator: EventValidator, first_line: int, block: list[bytes], 
         if raws is not None:
             raws.append(text)
     chunk.last_line = first_line + len(block) - 1
+    chunk.spans = spans_of(events)
     return chunk
 
 

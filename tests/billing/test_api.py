@@ -234,6 +234,76 @@ def test_a_batch_that_is_not_a_batch_is_refused_with_the_field(live_api):
     assert not_a_list.status_code == 422 and error_of(not_a_list)["field"] == "events"
 
 
+def test_lenient_numbers_repeated_keys_and_events_older_than_the_late_usage_window_are_rejected(live_api):
+    """Each event of the body on its own line, written by hand: the duplicate key is in the text, not in a dict."""
+    add_customer(live_api)
+    now = dt.datetime.now(dt.UTC)
+    when = now.replace(day=1, hour=12, minute=0, second=0, microsecond=0).isoformat()
+    window_start = month_of(now.date()).start.replace(year=now.year - 1)  # the month 12 months back
+    too_old = f"{(window_start - dt.timedelta(days=1)).isoformat()}T23:59:59Z"
+    head = f'"customer": "acme", "meter": "compute_minutes", "timestamp": "{when}"'
+    lines = [
+        f'{{"id": "n1", {head}, "value": "1_000"}}',
+        f'{{"id": "n2", {head}, "value": "\u0665"}}',
+        f'{{"id": "n3", {head}, "value": " 5 "}}',
+        f'{{"id": "d1", {head}, "value": 1, "id": "d2"}}',
+        f'{{"id": "ok", {head}, "value": 1.5e3}}',
+        '{"id": "y1", "customer": "acme", "meter": "api_calls", "timestamp": "0001-01-01T00:00:00Z"}',
+        f'{{"id": "y2", "customer": "acme", "meter": "api_calls", "timestamp": "{too_old}"}}',
+        f'{{"id": "z1", "customer": "ac\\u0000me", "meter": "api_calls", "timestamp": "{when}"}}',  # never sent to the database
+    ]
+    body = '{"events": [\n' + ",\n".join(lines) + "\n]}"
+    with live_api.client() as client:
+        response = client.post("/v1/events", content=body.encode(), headers={"content-type": "application/json"})
+        twice = client.post(
+            "/v1/events", content=b'{"events": [], "events": []}', headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 200, response.text
+    outcome = [(e["index"], e["id"], e["status"], e["reason"]) for e in response.json()["events"]]
+    plain = "is not a number in plain decimal notation (like 1500 or -2.5)"
+    assert outcome == [
+        (0, "n1", "rejected", f"value '1_000' {plain}"),
+        (1, "n2", "rejected", f"value '\u0665' {plain}"),
+        (2, "n3", "rejected", f"value ' 5 ' {plain}"),
+        (3, "d2", "rejected", "duplicate key 'id'"),
+        (4, "ok", "accepted", None),
+        (5, "y1", "rejected", "timestamp '0001-01-01T00:00:00Z' is out of range (before 1970-01-01T00:00:00+00:00)"),
+        (6, "y2", "rejected", f"timestamp '{too_old}' is older than the late-usage window of customer 'acme', which "
+         f"begins at {window_start.isoformat()}T00:00:00+00:00: usage that old is never billed"),
+        (7, "z1", "rejected", "'customer' holds a NUL character or an invalid unicode escape"),
+    ]
+    assert twice.status_code == 422 and error_of(twice) == {
+        "code": "invalid_request", "field": "events",
+        "message": "events: duplicate key (a key may appear once in an object)",
+    }
+
+
+def test_usage_posted_today_for_last_month_is_alerted_in_last_month(live_api):
+    """13 API calls of last month, posted today, against an allowance of 5 (260 %): the 80 % and 100 % alerts
+    are last month's. A customer whose invoice of last month is issued gets none."""
+    from billing.notify import list_notifications
+
+    today = dt.datetime.now(dt.UTC)
+    last = month_of(today.date()).previous()
+    for who in ("acme", "beta"):
+        add_customer(live_api, who)
+        subscribe(live_api, who, start=(last.start - dt.timedelta(days=40)).isoformat())
+    run_billing(live_api.engine, live_api.catalog, last, customer="beta")
+    assert len(finalize_period(live_api.engine, last, FinalizeSettings(), today.date(), customer="beta")) == 1
+
+    when = f"{(last.start + dt.timedelta(days=9)).isoformat()}T12:00:00Z"
+    events = [{"id": f"{who}-{i}", "customer": who, "meter": "api_calls", "timestamp": when}
+              for who in ("acme", "beta") for i in range(13)]
+    response = post_events(live_api, events)
+    assert response.status_code == 200 and response.json()["accepted"] == 26, response.text
+    alerts = [
+        (n.customer, n.period, n.threshold_key, n.level, str(n.value))
+        for n in list_notifications(live_api.engine)
+        if n.kind == "usage.threshold_crossed"
+    ]
+    assert alerts == [("acme", last.label, "usage:api_calls", 80, "13"), ("acme", last.label, "usage:api_calls", 100, "13")]
+
+
 # -- customers and subscriptions ------------------------------------------------------------------------------
 
 

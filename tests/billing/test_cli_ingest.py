@@ -3,6 +3,7 @@ ingesting the same file again changes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -54,6 +55,10 @@ charges = [
 
 runner = CliRunner()
 
+# Noon on the first of the current month: inside the late-usage window and not in the future, whenever it runs.
+NOON = dt.datetime.now(dt.UTC).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+WHEN = NOON.isoformat().replace("+00:00", "Z")
+
 
 @pytest.fixture
 def env(cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -81,7 +86,7 @@ def env(cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def event(event_id: str, meter: str = "api_calls", customer: str = "acme", **extra: object) -> str:
     return json.dumps(
-        {"id": event_id, "customer": customer, "meter": meter, "timestamp": "2024-03-10T12:00:00Z", **extra}
+        {"id": event_id, "customer": customer, "meter": meter, "timestamp": WHEN, **extra}
     )
 
 
@@ -129,8 +134,8 @@ def test_good_duplicate_and_bad_lines(env: dict[str, str], tmp_path: Path) -> No
 def test_a_clean_file_exits_0_and_writes_no_rejects(env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "usage.csv"
     path.write_text(
-        "id,customer,meter,timestamp,value\nc1,acme,api_calls,2024-03-10T12:00:00Z,\n"
-        "c2,globex,payment_volume,2024-03-10T12:00:00+01:00,5.00\n",
+        f"id,customer,meter,timestamp,value\nc1,acme,api_calls,{WHEN},\n"
+        f"c2,globex,payment_volume,{WHEN.replace('Z', '+01:00')},5.00\n",
         encoding="utf-8",
     )
     result = runner.invoke(app, ["ingest", str(path)])
@@ -139,7 +144,7 @@ def test_a_clean_file_exits_0_and_writes_no_rejects(env: dict[str, str], tmp_pat
 
 
 def test_standard_input_with_a_format(env: dict[str, str], tmp_path: Path) -> None:
-    data = "id,customer,meter,timestamp\ns1,acme,api_calls,2024-03-10T12:00:00Z\ns2,acme,api_calls,nope\n"
+    data = f"id,customer,meter,timestamp\ns1,acme,api_calls,{WHEN}\ns2,acme,api_calls,nope\n"
     result = runner.invoke(app, ["ingest", "-", "--format", "csv", "--rejects", str(tmp_path / "r.jsonl")], input=data)
     assert (result.exit_code, result.stdout.strip()) == (1, "accepted 1, duplicates 0, rejected 1")
     assert json.loads((tmp_path / "r.jsonl").read_text())["reason"] == (
@@ -160,6 +165,45 @@ def test_bad_input_is_one_clear_error(env: dict[str, str], tmp_path: Path) -> No
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(UsageEventRow)).scalar_one() == 0
     engine.dispose()
+
+
+def test_lenient_numbers_repeated_keys_and_usage_older_than_the_late_usage_window_are_rejected(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """What was once stored as 1000, 5 and 5, an id given twice (the last one won), and events no run would
+    ever bill: each rejected with its line and why, the rest stored."""
+    window_start = NOON.replace(hour=0).replace(year=NOON.year - 1)  # the month 12 months back, its first day
+    old = (window_start - dt.timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    oldest_billed = window_start.isoformat().replace("+00:00", "Z")
+    lines = [
+        event("v1", "payment_volume", value="1_000"),
+        event("v2", "payment_volume", value="\u0665"),
+        event("v3", "payment_volume", value=" 5 "),
+        event("v4", "payment_volume", value="12.50"),
+        event("v5", "payment_volume", value=1.5e3),
+        event("d1")[:-1] + ', "id": "d2"}',
+        event("o1", timestamp=old),
+        event("o2", timestamp=oldest_billed),
+        event("o3", timestamp="0001-01-01T00:00:00Z"),
+    ]
+    path = tmp_path / "usage.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["ingest", str(path)])
+    assert (result.exit_code, result.stdout.strip()) == (1, "accepted 3, duplicates 0, rejected 6")
+    rejects = [json.loads(text) for text in Path(f"{path}.rejected.jsonl").read_text().splitlines()]
+    plain = "is not a number in plain decimal notation (like 1500 or -2.5)"
+    assert [(r["line"], r["event_id"], r["reason"]) for r in rejects] == [
+        (1, "v1", f"value '1_000' {plain}"),
+        (2, "v2", f"value '\u0665' {plain}"),
+        (3, "v3", f"value ' 5 ' {plain}"),
+        (6, "d2", "duplicate key 'id'"),
+        (7, "o1", f"timestamp '{old}' is older than the late-usage window of customer 'acme', which begins at "
+         f"{window_start.isoformat()}: usage that old is never billed"),
+        (9, "o3", "timestamp '0001-01-01T00:00:00Z' is out of range (before 1970-01-01T00:00:00+00:00)"),
+    ]
+    assert sorted((row[1], row[5]) for row in stored(env)) == [  # event_id, value (× 10^6)
+        ("o2", None), ("v4", 12_500_000), ("v5", 1_500_000_000),
+    ]
 
 
 # -- a killed ingestion leaves no worker behind -----------------------------------------------------------

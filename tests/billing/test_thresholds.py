@@ -5,6 +5,7 @@ month starts from zero; customer limits; a spend cap crossed on a graduated plan
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
@@ -14,10 +15,13 @@ from typer.testing import CliRunner
 from billing import customers as service
 from billing.cli import app
 from billing.config import get_settings
+from billing.core.periods import month, month_of
 from billing.db import session_scope
 from billing.db.notification_tables import NotificationRow, ThresholdEvaluationRow
 from billing.errors import BillingInputError, NotFoundError
+from billing.ingestion import ingest_batch, ingest_path
 from billing.metering import meter_specs
+from billing.run import finalize_period, run_billing
 from billing.thresholds import (
     ThresholdSpec,
     check_thresholds,
@@ -27,6 +31,7 @@ from billing.thresholds import (
     plan_thresholds,
     set_limit,
 )
+from invoices.store import FinalizeSettings
 from meters import ingest
 from pricing_plans.loader import loads_catalog
 
@@ -309,6 +314,68 @@ def test_a_subscription_started_mid_month_counts_from_its_start(engine, catalog)
     assert [c.level for c in check_thresholds(engine, catalog, now=MARCH_NOW).created] == [80]
 
 
+# -- usage that arrives late ---------------------------------------------------------------------------------
+
+NOV_28 = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
+OCTOBER, NOVEMBER = month(2026, 10), month(2026, 11)
+
+
+def batch(who, n, when, prefix):
+    return [{"id": f"{prefix}-{i}", "customer": who, "meter": "api_calls", "timestamp": when} for i in range(n)]
+
+
+def issue_october(engine, catalog, who):
+    """The customer's October invoice, issued on 3 November (before any of its usage arrived)."""
+    run_billing(engine, catalog, OCTOBER, customer=who)
+    assert len(finalize_period(engine, OCTOBER, FinalizeSettings(), dt.date(2026, 11, 3), customer=who)) == 1
+
+
+def test_usage_ingested_today_for_last_month_is_alerted_in_last_month_unless_its_invoice_is_issued(engine, catalog):
+    """On 28 November, 26 calls of October arrive for two customers with an allowance of 10 (260 %): acme's
+    October invoice is not issued yet, so October's 80 % and 100 % alerts are created; beta's October invoice is
+    issued (the calls will be billed as late usage on a later invoice), so it gets none. November has no usage."""
+    for who in ("acme", "beta"):
+        customer(engine, catalog, who, "calls")
+        set_limit(engine, catalog, who, meter="api_calls", allowance="10")
+    issue_october(engine, catalog, "beta")
+
+    events = batch("acme", 26, "2026-10-20T09:00:00Z", "a") + batch("beta", 26, "2026-10-20T09:00:00Z", "b")
+    report = ingest_batch(engine, catalog, events, now=NOV_28)
+    assert (report.accepted, report.rejected) == (52, [])
+    alerts = [row for row in rows(engine) if row[2] is not None]  # beta's invoice.finalized is there too
+    assert alerts == [
+        ("acme", "2026-10", "usage:api_calls", 80, "26", "10"),
+        ("acme", "2026-10", "usage:api_calls", 100, "26", "10"),
+    ]
+    # the scheduler's check of the current month finds nothing in November; October, asked for, is done already
+    assert check_thresholds(engine, catalog, now=NOV_28).created == []
+    again = check_thresholds(engine, catalog, now=NOV_28, period=OCTOBER)
+    assert (again.created, again.issued) == ([], [("beta", "2026-10")])
+
+
+def test_a_file_alerts_in_every_month_its_events_fall_in_in_the_customers_timezone(engine, catalog, tmp_path):
+    """A file of October and November events for a customer in Auckland (UTC+13): 31 October 12:00 UTC is
+    1 November there, so October has 9 calls (80 % of 10) and November 10 (80 % and 100 %)."""
+    customer(engine, catalog, "kiwi", "calls", timezone="Pacific/Auckland")
+    set_limit(engine, catalog, "kiwi", meter="api_calls", allowance="10")
+    lines = batch("kiwi", 9, "2026-10-15T00:00:00Z", "oct")
+    lines += batch("kiwi", 1, "2026-10-31T12:00:00Z", "nov-1") + batch("kiwi", 9, "2026-11-15T00:00:00Z", "nov")
+    path = tmp_path / "usage.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    report = ingest_path(engine, catalog, path, now=NOV_28)
+    assert report.accepted == 19
+    assert sorted(rows(engine)) == [
+        ("kiwi", "2026-10", "usage:api_calls", 80, "9", "10"),
+        ("kiwi", "2026-11", "usage:api_calls", 80, "10", "10"),
+        ("kiwi", "2026-11", "usage:api_calls", 100, "10", "10"),
+    ]
+
+
+def test_a_period_that_has_not_begun_cannot_be_checked(engine, catalog):
+    with pytest.raises(BillingInputError, match=r"period 2027-01 has not begun \(it starts on 2027-01-01\)"):
+        check_thresholds(engine, catalog, now=NOV_28, period=month(2027, 1))
+
+
 # -- the commands -------------------------------------------------------------------------------------------
 
 
@@ -341,6 +408,37 @@ def test_set_limit_and_thresholds_check_commands(cli_env, engine, catalog, tmp_p
     assert "no notifications" in runner.invoke(app, ["notifications", "list", "--status", "sent"]).stdout
     result = runner.invoke(app, ["notifications", "list", "--status", "lost"])
     assert result.exit_code == 1 and "expected one of pending, sent, dead" in result.stderr
+
+
+def test_thresholds_check_of_a_given_period(cli_env, engine, catalog, tmp_path, monkeypatch):
+    path = tmp_path / "catalog.toml"
+    path.write_text(CATALOG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(path))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    today = dt.datetime.now(dt.UTC)
+    last = month_of(today.date()).previous()
+    customer(engine, catalog, "acme", "calls", start=dt.date(2020, 1, 1))
+    set_limit(engine, catalog, "acme", meter="api_calls", allowance="10")
+    calls(engine, catalog, "acme", 26, f"{last.start.isoformat()}T12:00:00Z", "late", now=today)  # no check yet
+
+    current = runner.invoke(app, ["thresholds", "check"])
+    assert current.exit_code == 0 and "created 0 notifications" in current.stdout
+    result = runner.invoke(app, ["thresholds", "check", "--period", last.label])
+    assert result.exit_code == 0, result.output
+    assert last.label in result.stdout and "100 %" in result.stdout and "created 2 notifications" in result.stdout
+
+    run_billing(engine, catalog, last)
+    finalize_period(engine, last, FinalizeSettings(), today.date())
+    issued = runner.invoke(app, ["thresholds", "check", "--period", last.label])
+    assert issued.exit_code == 0 and "created 0 notifications" in issued.stdout
+    assert f"not evaluated: 1 customer period(s) whose invoice is already issued ({last.label})" in issued.stderr
+
+    bad = runner.invoke(app, ["thresholds", "check", "--period", "2026-13"])
+    assert bad.exit_code == 1 and "--period: expected a month as YYYY-MM, got '2026-13'" in bad.stderr
+    ahead = month_of(today.date()).next().next()
+    future = runner.invoke(app, ["thresholds", "check", "--period", ahead.label])
+    assert future.exit_code == 1 and f"period {ahead.label} has not begun" in future.stderr
 
 
 def test_the_unique_key_alone_keeps_a_crossing_to_one_row(engine, catalog, monkeypatch):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meters import EventError, MeterSpec, UsageEvent, from_epoch_us, from_scaled, parse_event, to_epoch_us
-from meters.events import parse_json_line
+from meters.events import RepeatedKeys, keys_once, parse_json_line
 
 NOW = dt.datetime(2024, 4, 1, 12, 0, tzinfo=dt.UTC)
 METERS = [
@@ -66,11 +69,13 @@ def test_a_valid_event_becomes_the_stored_row() -> None:
         ("0.1", 100_000),
         ("0.000001", 1),
         ("1.500000000", 1_500_000),  # trailing zeros beyond the scale are fine
-        ("1e3", 1_000_000_000),
+        (Decimal("1E+3"), 1_000_000_000),  # a JSON number with an exponent: 1e3
+        (Decimal("2.5E-3"), 2_500),
         (Decimal("2.25"), 2_250_000),  # a JSON number with a fraction
         (7, 7_000_000),
         ("999999999999.999999", 999_999_999_999_999_999),
         ("-0", 0),
+        ("007", 7_000_000),
     ],
 )
 def test_values_are_exact_fixed_point_integers(written: object, scaled: int) -> None:
@@ -185,18 +190,159 @@ def test_timestamp_too_far_in_the_future() -> None:
     assert "in the future" in reason(timestamp="9999-12-31T00:00:00Z")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": "a", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", "value": 1, "value": 2}',
+        '{"id" : "a", "customer":"acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z", "id" :"a"}',
+        '{"id": "a", "customer": {"x": "y"}, "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z"}',
+        '{"id": "a\\u0041", "id": "b", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z"}',
+        '{"id": "a", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z", "properties": {"k": "1", "k": "1"}}',
+    ],
+)
+def test_the_fast_reader_never_vouches_for_a_line_that_repeats_a_key(text: str) -> None:
+    fast = parse_json_line(text, strict=False)
+    assert type(fast) is dict  # the plain reader kept the last of each key, without a word
+    assert not keys_once(text, fast)
+    assert repeats_a_key(parse_json_line(text))
+
+
+def repeats_a_key(record: dict[str, object]) -> bool:
+    return type(record) is RepeatedKeys or type(record.get("properties")) is RepeatedKeys
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
+
+
+@settings(max_examples=300)
+@given(
+    extra=st.dictionaries(_TEXT, _TEXT, max_size=3),
+    repeat=st.lists(st.sampled_from(["id", "customer", "meter", "timestamp", "value", "properties", "p"]), max_size=2),
+    value=st.one_of(st.none(), st.integers(0, 99), st.sampled_from(["1.5", "2"])),
+    spacing=st.sampled_from([(", ", ": "), (",", ":"), (" ,", " : ")]),
+)
+def test_keys_once_is_true_only_for_a_line_that_names_each_key_once(extra, repeat, value, spacing) -> None:
+    """Whatever the spacing, escapes and strings in the properties, a line for which ``keys_once`` holds reads
+    the same strictly (no key repeated); one that repeats a key is never vouched for."""
+    comma, colon = spacing
+    pairs = [("id", "e1"), ("customer", "acme"), ("meter", "payments"), ("timestamp", "2024-03-10T12:00:00Z")]
+    pairs += [("value", value if value is not None else 1)]
+    if extra:
+        pairs.append(("properties", extra))
+    for key in repeat:  # the same key again, with another value of its kind
+        if key == "p" and extra:
+            pairs[-1] = ("properties", {**extra, "__raw__": True})
+        elif key != "p":
+            pairs.append((key, dict(pairs)[key] if key != "properties" else {"a": "b"}))
+
+    def dump(item: object) -> str:
+        if isinstance(item, dict) and item.pop("__raw__", False):
+            items = [*item.items(), next(iter(item.items()))]  # the first property again
+            return "{" + comma.join(f"{json.dumps(k)}{colon}{json.dumps(v)}" for k, v in items) + "}"
+        if isinstance(item, dict):
+            return "{" + comma.join(f"{json.dumps(k)}{colon}{json.dumps(v)}" for k, v in item.items()) + "}"
+        return json.dumps(item)
+
+    text = "{" + comma.join(f"{json.dumps(k)}{colon}{dump(v)}" for k, v in pairs) + "}"
+    strict = parse_json_line(text)
+    fast = parse_json_line(text, strict=False)
+    try:
+        parse_event(fast, METERS, CUSTOMERS, now=NOW)
+    except EventError:
+        return  # keys_once speaks of valid events only
+    if repeats_a_key(strict):
+        assert not keys_once(text, fast)
+    elif "\\" not in text:
+        assert keys_once(text, fast)
+
+
+def test_a_timestamp_before_1970_is_out_of_range() -> None:
+    assert reason(timestamp="0001-01-01T00:00:00Z") == (
+        "timestamp '0001-01-01T00:00:00Z' is out of range (before 1970-01-01T00:00:00+00:00)"
+    )
+    assert "out of range" in reason(timestamp="1969-12-31T23:59:59.999999Z")
+    assert valid(timestamp="1970-01-01T00:00:00Z").occurred_at == 0
+
+
+def test_a_timestamp_older_than_the_customers_late_usage_window_is_rejected() -> None:
+    kiwi = dt.datetime(2023, 4, 1, tzinfo=dt.timezone(dt.timedelta(hours=13)))  # 2023-03-31T11:00:00Z
+    earliest = {"acme": dt.datetime(2023, 4, 1, tzinfo=dt.UTC), "globex": kiwi}
+
+    def check(customer: str, timestamp: str) -> UsageEvent:
+        return parse_event(event(customer=customer, timestamp=timestamp), METERS, CUSTOMERS, now=NOW, earliest=earliest)
+
+    assert check("acme", "2023-04-01T00:00:00Z").occurred_at == to_epoch_us(earliest["acme"])
+    with pytest.raises(EventError) as error:
+        check("acme", "2023-03-31T23:59:59.999999Z")
+    assert str(error.value) == (
+        "timestamp '2023-03-31T23:59:59.999999Z' is older than the late-usage window of customer 'acme', which "
+        "begins at 2023-04-01T00:00:00+00:00: usage that old is never billed"
+    )
+    # each customer's own window, in its own timezone
+    assert check("globex", "2023-03-31T11:00:00Z").customer == "globex"
+    with pytest.raises(EventError, match="window of customer 'globex', which begins at 2023-04-01T00:00:00\\+13:00"):
+        check("globex", "2023-03-31T10:59:59Z")
+    # year 1: out of range, whatever the window
+    with pytest.raises(EventError, match=r"^timestamp '0001-01-01T00:00:00Z' is out of range"):
+        check("acme", "0001-01-01T00:00:00Z")
+
+
 def test_non_numeric_values() -> None:
-    assert reason(value="12,5") == "value '12,5' is not a number"
+    assert reason(value="12,5") == "value '12,5' is not a number in plain decimal notation (like 1500 or -2.5)"
     assert reason(value=True) == "value must be a number (got a boolean)"
     assert reason(value={"amount": 1}) == "value must be a number (got an object)"
-    assert reason(value="NaN") == "value NaN is not a finite number"
+    assert reason(value=Decimal("NaN")) == "value NaN is not a finite number"
     assert reason(value=Decimal("Infinity")) == "value Infinity is not a finite number"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "1_000",  # Decimal("1_000") is 1000
+        "\u0665",  # an Arabic-Indic five: Decimal() reads it as 5
+        "\uff15",  # a fullwidth five
+        " 5 ",
+        "5\n",
+        "+5",
+        "1e3",  # exponents are for JSON numbers, not for strings
+        ".5",
+        "5.",
+        "NaN",
+        "Infinity",
+        "0x10",
+        "",
+    ],
+)
+def test_a_value_string_is_plain_ascii_decimal_notation(written: str) -> None:
+    if written == "":
+        assert reason(value=written) == "missing field 'value' (meter 'payments' aggregates by sum)"
+        return
+    assert reason(value=written) == f"value {written!r} is not a number in plain decimal notation (like 1500 or -2.5)"
+
+
+def test_an_object_that_repeats_a_key_is_rejected_not_last_one_wins() -> None:
+    line = '{"id": "a", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", "value": 1, "id": "b"}'
+    record = parse_json_line(line)
+    assert record["id"] == "b"  # what a plain dict would have kept, silently
+    with pytest.raises(EventError, match=r"^duplicate key 'id'$") as error:
+        parse_event(record, METERS, CUSTOMERS, now=NOW)
+    assert error.value.event_id is None
+    props = parse_json_line(
+        '{"id": "a", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z",'
+        ' "properties": {"region": "eu", "region": "us", "tier": "1", "tier": "2"}}'
+    )
+    with pytest.raises(EventError) as error:
+        parse_event(props, METERS, CUSTOMERS, now=NOW)
+    assert str(error.value) == "duplicate key 'region' in 'properties'; duplicate key 'tier' in 'properties'"
+    # the same keys once each: fine
+    assert parse_event(parse_json_line(line.replace(', "id": "b"', "")), METERS, CUSTOMERS, now=NOW).event_id == "a"
 
 
 def test_values_beyond_the_scale_or_the_range() -> None:
     assert reason(value="0.0000001") == "value 0.0000001 has more than 6 decimal places"
     assert reason(value="1." + "0" * 70 + "1") == f"value 1.{'0' * 70}1 has more than 6 decimal places"
-    assert reason(value="1e12") == "value 1e12 is out of range (|value| < 10^12)"
+    assert reason(value=Decimal("1E+12")) == "value 1E+12 is out of range (|value| < 10^12)"
+    assert reason(value="1000000000000") == "value 1000000000000 is out of range (|value| < 10^12)"
     assert reason(value=10**12) == f"value {10**12} is out of range (|value| < 10^12)"
 
 
@@ -232,7 +378,7 @@ def test_text_the_database_cannot_store() -> None:
 def test_every_problem_of_an_event_is_reported_at_once() -> None:
     assert reason(customer="initech", timestamp="2024-03-10", value="x") == (
         "unknown customer 'initech'; timestamp '2024-03-10' has no UTC offset (end it with Z or +hh:mm); "
-        "value 'x' is not a number"
+        "value 'x' is not a number in plain decimal notation (like 1500 or -2.5)"
     )
 
 

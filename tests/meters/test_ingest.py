@@ -164,7 +164,7 @@ def test_every_rejection_reason_names_its_line(engine: Engine, tmp_path: Path) -
         6: "timestamp 'yesterday' is not an ISO-8601 date and time",
         7: "negative value -3: meter 'payments' aggregates by sum "
         "(only weighted_sum meters take negative values, as decrements)",
-        8: "value 'three' is not a number",
+        8: "value 'three' is not a number in plain decimal notation (like 1500 or -2.5)",
         9: "value 0.0000001 has more than 6 decimal places",
         10: "missing property 'user_id' (meter 'active_users' counts its unique values)",
         11: "not JSON: Expecting value (column 1)",
@@ -200,6 +200,129 @@ def test_a_file_of_nothing_but_garbage_stores_nothing_and_says_so(engine: Engine
     assert stored(engine) == 0
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_lenient_numbers_and_repeated_keys_are_rejected_by_line(engine: Engine, tmp_path: Path, workers: int) -> None:
+    head = '{"id": "d1", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", "value": 1'
+    lines = [
+        line("n1", "payments", value="1_000"),
+        line("n2", "payments", value="\u0665").replace("\\u0665", "\u0665"),  # an Arabic-Indic five, in UTF-8
+        line("n3", "payments", value=" 5 "),
+        head + ', "id": "d2"}',
+        line("p1", "api_calls", properties={"region": "eu"}).replace("}}", ', "region": "us"}}'),
+        line("ok1", "payments", value="1000"),
+        head.replace('"value": 1', '"value": 1.5e3').replace('"d1"', '"ok2"') + "}",  # a JSON number's exponent
+    ]
+    # enough lines for several chunks, so that worker processes parse them
+    path = write(tmp_path / "strict.jsonl", *lines, *(line(f"f{i}") for i in range(20)))
+    report = ingest_path(engine, path, chunk_size=4, workers=workers)
+    plain = "is not a number in plain decimal notation (like 1500 or -2.5)"
+    assert reasons(report) == {
+        1: f"value '1_000' {plain}",
+        2: f"value '\u0665' {plain}",
+        3: f"value ' 5 ' {plain}",
+        4: "duplicate key 'id'",
+        5: "duplicate key 'region' in 'properties'",
+    }
+    assert [rejection.event_id for rejection in report.rejected] == ["n1", "n2", "n3", "d2", "p1"]
+    assert report.accepted == 22
+    with engine.connect() as connection:
+        values = dict(connection.execute(select(UsageEventRow.event_id, UsageEventRow.value)).all())
+    assert (values["ok1"], values["ok2"]) == (1_000_000_000, 1_500_000_000)
+
+    csv_path = tmp_path / "strict.csv"
+    csv_path.write_text(
+        "id,customer,meter,timestamp,value,properties\n"
+        "c1,acme,payments,2024-03-10T12:00:00Z,1_000,\n"
+        "c2,acme,payments,2024-03-10T12:00:00Z, 5 ,\n"
+        "c3,acme,payments,2024-03-10T12:00:00Z,1e3,\n"
+        'c4,acme,payments,2024-03-10T12:00:00Z,1,"{""a"": ""1"", ""a"": ""2""}"\n'
+        "c5,acme,payments,2024-03-10T12:00:00Z,-0.5,\n"
+        "c6,acme,payments,2024-03-10T12:00:00Z,2.25,\n",
+        encoding="utf-8",
+    )
+    report = ingest_path(engine, csv_path)
+    assert reasons(report) == {
+        2: f"value '1_000' {plain}",
+        3: f"value ' 5 ' {plain}",
+        4: f"value '1e3' {plain}",
+        5: "duplicate key 'a' in 'properties'",
+        6: "negative value -0.5: meter 'payments' aggregates by sum "
+        "(only weighted_sum meters take negative values, as decrements)",
+    }
+    assert report.accepted == 1
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_events_older_than_their_customers_late_usage_window_are_rejected(
+    engine: Engine, tmp_path: Path, workers: int
+) -> None:
+    earliest = {"acme": dt.datetime(2023, 4, 1, tzinfo=dt.UTC)}  # globex: no window given, the fixed bounds only
+    path = write(
+        tmp_path / "old.jsonl",
+        line("o1", timestamp="2023-03-31T23:59:59Z"),
+        line("o2", timestamp="2023-04-01T00:00:00Z"),
+        line("o3", timestamp="0001-01-01T00:00:00Z"),
+        line("o4", customer="globex", timestamp="2020-01-01T00:00:00Z"),
+        line("o5", customer="globex", timestamp="0001-01-01T00:00:00Z"),
+        *(line(f"f{i}") for i in range(10)),
+    )
+    report = ingest_file(engine, path, METERS, CUSTOMERS, now=NOW, earliest=earliest, chunk_size=4, workers=workers)
+    assert reasons(report) == {
+        1: "timestamp '2023-03-31T23:59:59Z' is older than the late-usage window of customer 'acme', which begins "
+        "at 2023-04-01T00:00:00+00:00: usage that old is never billed",
+        3: "timestamp '0001-01-01T00:00:00Z' is out of range (before 1970-01-01T00:00:00+00:00)",
+        5: "timestamp '0001-01-01T00:00:00Z' is out of range (before 1970-01-01T00:00:00+00:00)",
+    }
+    assert report.accepted == 12 == stored(engine)
+    batch = [json.loads(line("b1", timestamp="2023-01-15T00:00:00Z")), json.loads(line("b2"))]
+    report = ingest(engine, batch, METERS, CUSTOMERS, now=NOW, earliest=earliest)
+    assert (report.accepted, [(r.line, r.event_id) for r in report.rejected]) == (1, [(0, "b1")])
+    assert "older than the late-usage window" in report.rejected[0].reason
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_report_bounds_the_timestamps_of_each_customers_stored_events(
+    engine: Engine, tmp_path: Path, workers: int
+) -> None:
+    """What alerts need to know: an interval per customer that covers every event stored now, chunk by chunk (a
+    chunk's interval is that of all its events)."""
+    def at(day: int, hour: int = 12) -> str:
+        return f"2024-03-{day:02d}T{hour:02d}:00:00Z"
+
+    first = write(tmp_path / "a.jsonl", *(line(f"a{day}", timestamp=at(day)) for day in (5, 2, 9, 3)))
+    report = ingest_path(engine, first, chunk_size=2, workers=workers)
+    utc = dt.UTC
+    assert report.spans == {"acme": (dt.datetime(2024, 3, 2, 12, tzinfo=utc), dt.datetime(2024, 3, 9, 12, tzinfo=utc))}
+    # only what is stored now counts: duplicates, conflicts and rejections do not
+    second = write(
+        tmp_path / "b.jsonl",
+        line("a5", timestamp=at(5)),  # a duplicate
+        line("a2", timestamp=at(1)),  # a conflict
+        line("g1", customer="globex", timestamp=at(20, 8)),
+        line("g2", customer="globex", timestamp=at(21)),
+        line("g3", customer="globex", timestamp="2024-05-01T00:00:00Z"),  # too far ahead
+        line("a10", timestamp=at(10)),
+    )
+    report = ingest_path(engine, second, chunk_size=2, workers=workers)
+    assert (report.accepted, report.duplicates, len(report.rejected)) == (3, 1, 2)
+    assert report.spans == {
+        "acme": (dt.datetime(2024, 3, 10, 12, tzinfo=utc),) * 2,
+        "globex": (dt.datetime(2024, 3, 20, 8, tzinfo=utc), dt.datetime(2024, 3, 21, 12, tzinfo=utc)),
+    }
+    assert ingest_path(engine, second, workers=workers).spans == {}  # nothing stored now
+    third = write(
+        tmp_path / "c.jsonl",
+        line("x1", timestamp=at(1)),
+        line("x2", customer="globex", timestamp=at(30)),  # same chunk: both get the chunk's interval
+        line("x3", customer="globex", timestamp=at(15)),
+    )
+    report = ingest_path(engine, third, chunk_size=2, workers=workers)
+    assert report.spans == {
+        "acme": (dt.datetime(2024, 3, 1, 12, tzinfo=utc), dt.datetime(2024, 3, 30, 12, tzinfo=utc)),
+        "globex": (dt.datetime(2024, 3, 1, 12, tzinfo=utc), dt.datetime(2024, 3, 30, 12, tzinfo=utc)),
+    }
+
+
 # -- CSV -------------------------------------------------------------------------------------------------
 
 
@@ -220,7 +343,7 @@ def test_csv_with_property_columns_and_a_properties_object(engine: Engine, tmp_p
     assert (report.accepted, report.duplicates) == (4, 0)
     assert [rejection.event_id for rejection in report.rejected] == ["c4", "c5", "c7"]
     assert reasons(report) == {
-        5: "value '1,5' is not a number",
+        5: "value '1,5' is not a number in plain decimal notation (like 1500 or -2.5)",
         6: "expected 7 fields (as in the header), got 3",
         9: "'properties' must be a JSON object of strings (not JSON)",  # c6 spans lines 7 and 8
     }
