@@ -175,10 +175,8 @@ class LazyGroup(TyperGroup):
 def _short_help(name: str, limit: int) -> str:
     if name not in COMMANDS:
         return str(load_command(name).get_short_help_str(limit))
-    try:
-        from typer._click.utils import make_default_short_help
-    except ImportError:  # a Typer that still uses click itself
-        from click.utils import make_default_short_help
+    from typer._click.utils import make_default_short_help  # what click shortens a command's own help with
+
     return make_default_short_help(COMMANDS[name][1], limit)
 
 

@@ -112,3 +112,20 @@ def test_init_writes_into_the_config_files_folder_whatever_the_working_directory
     assert result.exit_code == 0, result.output
     assert (project / "data" / "billing.db").is_file()
     assert not (tmp_path / "elsewhere" / "data").exists()
+
+
+def test_settings_are_read_from_the_environment_only_by_the_settings_model():
+    """No module reads a setting (STRIPE_*, BILLING_*) from os.environ itself: it asks billing.config, whose
+    model reads the environment, the configuration file and the defaults in one place. The CLI's top level
+    checks and sets BILLING_CONFIG (the name of the file) only; the demo sets variables for its own run."""
+    allowed = {"billing/config.py", "billing/cli/__init__.py", "billing/demo/__init__.py"}
+    readers = sorted(
+        str(path.relative_to(ROOT))
+        for package in ("pricing_plans", "meters", "invoices", "dbkit", "billing")
+        for path in (ROOT / package).rglob("*.py")
+        if ("os.environ" in (text := path.read_text(encoding="utf-8")) or "getenv(" in text)
+        and str(path.relative_to(ROOT)) not in allowed
+    )
+    assert readers == []
+    cli_reads = (ROOT / "billing" / "cli" / "__init__.py").read_text(encoding="utf-8")
+    assert "STRIPE_" not in cli_reads and "os.environ.get(\"BILLING_CONFIG\"" in cli_reads
