@@ -90,36 +90,38 @@ def test_an_installed_wheel_gives_a_working_billing_outside_the_repository(tmp_p
     environment's dependencies (but not the repository), and start a project with it."""
     sources = tmp_path / "src"
     _copy_sources(sources)
+    # nothing from the repository on the path (PYTHONPATH, or the working directory of `python -m`): pip would
+    # take its metadata for an installed billing-engine
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "PYTHON"))}
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
          "-w", str(tmp_path / "dist"), str(sources)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     assert wheel.name == f"billing_engine-{billing.__version__}-py3-none-any.whl"
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120, env=env)
     python = venv / "bin" / "python"
     site = Path(
         subprocess.run(
             [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, env=env,
         ).stdout.strip()
     )  # fmt: skip
-    # the dependencies from this environment, as plain path entries: its .pth files (among them the editable
-    # install of the repository) are not read from there
-    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
+    assert installed.returncode == 0 and "Successfully installed billing-engine" in installed.stdout, installed
+    # then the dependencies from this environment, after the venv's own packages and as a plain path entry: its
+    # .pth files (among them an editable install of the repository) are not read from there
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
 
     work = tmp_path / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "PYTHON"))}
     billing_command = venv / "bin" / "billing"
 
     def run(*args: str, cwd: Path = work) -> subprocess.CompletedProcess[str]:
