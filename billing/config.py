@@ -1,25 +1,83 @@
-"""The engine's settings: ``config.toml`` (or the file named by ``BILLING_CONFIG``), overridden key by key by
-environment variables ``BILLING_<KEY>``."""
+"""The engine's settings: a TOML configuration file, overridden key by key by environment variables
+``BILLING_<KEY>`` (and Stripe's own ``STRIPE_API_KEY`` and ``STRIPE_WEBHOOK_SECRET``).
+
+The configuration file is the one named by ``BILLING_CONFIG`` (``billing --config FILE`` sets it), else
+``config.toml`` in the working directory if there is one, else none (every setting at its default). A file named
+by ``BILLING_CONFIG`` that does not exist is an error, not a silent fall-back to the defaults: a typo there would
+otherwise bill against the wrong database.
+
+Relative paths in the file (``catalog``, a SQLite ``database_url``) are relative to the file's folder, so the
+same file works from any working directory; relative paths from environment variables stay relative to the
+working directory, as a shell user expects.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+from billing.errors import BillingInputError
+
+__all__ = ["ConfigError", "Settings", "config_file", "get_settings"]
+
+DEFAULT_CONFIG = "config.toml"
+
+# sqlite:///relative/path.db (three slashes, then no fourth): a file relative to the working directory.
+_RELATIVE_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)(?!file:)([^?]+)(\?.*)?$")
 
 
-def _config_file() -> Path:
-    return Path(os.environ.get("BILLING_CONFIG", "config.toml"))
+class ConfigError(BillingInputError):
+    """The configuration file is missing (when named) or is not valid TOML."""
+
+
+def config_file() -> Path | None:
+    """The configuration file in force: ``BILLING_CONFIG`` (which must exist), else ``./config.toml`` if present.
+
+    Raises ConfigError if ``BILLING_CONFIG`` names a file that does not exist.
+    """
+    named = os.environ.get("BILLING_CONFIG", "").strip()
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"BILLING_CONFIG: {path}: no such file (unset it to use ./{DEFAULT_CONFIG})")
+        return path
+    default = Path(DEFAULT_CONFIG)
+    return default if default.is_file() else None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The file's settings, with its relative paths made relative to its folder."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from None
+    folder = path.resolve().parent
+    catalog = data.get("catalog")
+    if isinstance(catalog, str) and catalog and not Path(catalog).is_absolute():
+        data["catalog"] = str(folder / catalog)
+    url = data.get("database_url")
+    if isinstance(url, str) and (match := _RELATIVE_SQLITE.match(url)):
+        scheme, database, query = match.groups()
+        data["database_url"] = f"{scheme}{folder / database}{query or ''}"
+    return data
+
+
+class _ConfigFileSource(InitSettingsSource):
+    """The configuration file as a settings source (below the environment variables)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        path = config_file()
+        super().__init__(settings_cls, _read_config(path) if path is not None else {})
 
 
 class Seller(BaseModel):
@@ -34,7 +92,9 @@ class Seller(BaseModel):
 class Settings(BaseSettings):
     """Every setting, with its default."""
 
-    model_config = SettingsConfigDict(env_prefix="BILLING_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BILLING_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+    )
 
     database_url: str = "sqlite:///billing.db"
     catalog: str = "catalog.toml"
@@ -43,8 +103,16 @@ class Settings(BaseSettings):
     credit_note_number_format: str = "CN-{year}-{seq:06d}"
     payment_terms_days: int = 14
     finalize_grace_days: int = 2
-    # Stripe: where the SDK sends its requests (tests point it at a local server) and how many failed payments
-    # of one invoice end collection (Stripe ending its own retries ends it earlier).
+    # Stripe: the secret key (Stripe's own variable STRIPE_API_KEY; without it nothing is pushed), the secret its
+    # webhooks are signed with (STRIPE_WEBHOOK_SECRET), where the SDK sends its requests (tests point it at a
+    # local server) and how many failed payments of one invoice end collection (Stripe ending its own retries
+    # ends it earlier).
+    stripe_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("stripe_api_key", "STRIPE_API_KEY")
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET")
+    )
     stripe_api_base: str = "https://api.stripe.com"
     dunning_max_attempts: int = 4
     seller: Seller = Seller()
@@ -72,7 +140,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file()))
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    def secret(self, name: str) -> str:
+        """The value of the secret setting ``name`` (``stripe_api_key``…), stripped; "" when not set."""
+        value: SecretStr | None = getattr(self, name)
+        return value.get_secret_value().strip() if value is not None else ""
 
 
 @lru_cache(maxsize=1)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,7 +220,7 @@ def notification_job() -> None:
 def stripe_sync_job() -> None:
     """Push finalized invoices to Stripe (only when ``STRIPE_API_KEY`` is set); raises if any push failed, so
     that the failure is logged and the job retried."""
-    if not os.environ.get("STRIPE_API_KEY", "").strip():
+    if not get_settings().secret("stripe_api_key"):
         log.debug("stripe sync: STRIPE_API_KEY is not set; nothing pushed")
         return
     from billing.stripe.sync import sync_invoices

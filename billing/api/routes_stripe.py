@@ -1,8 +1,8 @@
-"""``POST /v1/stripe/webhooks``: the body is verified against its ``Stripe-Signature`` and the secret in
-``STRIPE_WEBHOOK_SECRET``; a missing or bad signature, a signature timestamp more than five minutes from the
-server's clock (older, as a replayed delivery is, or newer, as no delivery from Stripe can be) or a body that is
-not an event is answered 400 with ``{"error": {"code": …, "message": …}}`` and changes nothing. A verified event
-goes to ``billing.stripe.webhooks.handle_event``.
+"""``POST /v1/stripe/webhooks``: the body is verified against its ``Stripe-Signature`` and the secret in the
+``stripe_webhook_secret`` setting (``STRIPE_WEBHOOK_SECRET``); a missing or bad signature, a signature timestamp
+more than five minutes from the server's clock (older, as a replayed delivery is, or newer, as no delivery from
+Stripe can be) or a body that is not an event is answered 400 with ``{"error": {"code": …, "message": …}}`` and
+changes nothing. A verified event goes to ``billing.stripe.webhooks.handle_event``.
 
 Anyone can post here, so the body is bounded before anything else is done with it: at most
 :data:`MAX_BODY` bytes (Stripe's events are a few kilobytes) are read, a larger declared or received body is
@@ -11,7 +11,6 @@ answered 413 ``body_too_large`` without being read further, decoded or verified.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import stripe
@@ -21,8 +20,10 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
+from billing.api.deps import get_api_settings
 from billing.api.errors import field_of
 from billing.api.limits import BodyTooLarge, read_body
+from billing.config import Settings
 from billing.db.engines import get_engine
 from billing.errors import BillingInputError
 from billing.stripe.webhooks import handle_event
@@ -73,12 +74,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 async def receive_stripe_webhook(
     request: Request,
     engine: Annotated[Engine, Depends(get_engine)],
+    settings: Annotated[Settings, Depends(get_api_settings)],
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Verify the ``Stripe-Signature`` of the raw body and process the event once."""
     if not stripe_signature:
         return _error(400, "missing_signature", "Stripe-Signature: header required")
-    secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip()
+    secret = settings.secret("stripe_webhook_secret")
     if not secret:
         return _error(500, "webhook_secret_missing", "STRIPE_WEBHOOK_SECRET is not set on the server")
     try:

@@ -18,9 +18,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` on standard error and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def fail(message: str, code: int | None = None) -> NoReturn:
+    """Print ``message`` on standard error and exit with ``code``.
+
+    Without a ``code``: 2 when the message is about an option's value (it starts with the option, as in
+    ``--period: expected YYYY-MM``), the exit status of every usage error; else 1.
+    """
+    if code is None:
+        code = 2 if message.startswith("--") else 1
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 

@@ -52,7 +52,7 @@ def _date(option: str, text: str) -> dt.date:
 
 def _subscription_id(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
-        fail(f"ID: expected a subscription id (a number), got {text!r}")
+        fail(f"ID: expected a subscription id (a number), got {text!r}", code=2)
     return int(text)
 
 

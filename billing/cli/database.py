@@ -80,13 +80,30 @@ def db_create_role(
 
 
 def init(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing SQLite file (its data is lost).")] = False,
+    example: Annotated[
+        Path | None,
+        typer.Option(
+            "--example",
+            metavar="DIR",
+            help="First write the sample catalog.toml and config.toml into DIR, then create the database its "
+            "config names (DIR/billing.db).",
+        ),
+    ] = None,
 ) -> None:
     """Create a fresh database at database_url and apply the migrations.
 
     An existing SQLite file with tables is refused unless --force, which deletes it first. A PostgreSQL
     database must be empty: init never drops tables there (drop and recreate the database yourself).
+    With --example DIR the sample catalog and configuration are written into DIR first (existing ones only with
+    --force) and become this command's configuration.
     """
+    if example is not None:
+        from billing.cli import use_config_file
+        from billing.cli.examples import write_example
+
+        use_config_file(ctx, write_example(example, force=force).resolve())
     url = get_settings().database_url
     try:
         parsed = make_url(url)

@@ -81,7 +81,7 @@ def _periods(first: str, last: str | None) -> list[Period]:
     while periods[-1] != end:
         periods.append(periods[-1].next())
         if len(periods) > MAX_PERIODS:
-            fail(f"at most {MAX_PERIODS} months at once (got {start.label} to {end.label})")
+            fail(f"at most {MAX_PERIODS} months at once (got {start.label} to {end.label})", code=2)
     return periods
 
 

@@ -39,7 +39,7 @@ def quote(
 ) -> None:
     """Rate one customer-period: the fee, each charge with its breakdown, the commitment true-up, the total."""
     if bool(usage) == bool(events):
-        fail("give the usage either as --usage METER=QUANTITY ... or as --events FILE.jsonl (one of the two)")
+        fail("give the usage either as --usage METER=QUANTITY ... or as --events FILE.jsonl (one of the two)", code=2)
     cat = load_catalog_for_cli(catalog)
     start_day = _parse_date(start, "--start") if start else None
     try:

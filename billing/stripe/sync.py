@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -161,14 +160,14 @@ def idempotency_key(installation: str, invoice_number: str, step: str) -> str:
 
 
 def stripe_client(settings: Settings | None = None, *, max_network_retries: int = 2) -> stripe.StripeClient:
-    """A Stripe client with the secret key from ``STRIPE_API_KEY``, the API base from the settings and the API
-    version pinned to :data:`STRIPE_API_VERSION`.
+    """A Stripe client with the secret key and the API base from the settings (``stripe_api_key``, read from
+    ``STRIPE_API_KEY``; ``stripe_api_base``) and the API version pinned to :data:`STRIPE_API_VERSION`.
 
     The SDK retries a request that failed on the network or with a server error with the same idempotency key,
     which is safe; ``max_network_retries=0`` turns that off. Raises BillingInputError if the key is not set.
     """
     settings = settings or get_settings()
-    api_key = os.environ.get("STRIPE_API_KEY", "").strip()
+    api_key = settings.secret("stripe_api_key")
     if not api_key:
         raise BillingInputError("STRIPE_API_KEY: not set (expected the Stripe secret key, sk_live_… or sk_test_…)")
     return stripe.StripeClient(

@@ -239,7 +239,7 @@ def client(db_url: str) -> Iterator[TestClient]:
     engine = make_engine(db_url)
     _, key = create_api_key(engine, "limits")
     engine.dispose()
-    app = create_app(Settings(database_url=db_url, catalog=str(CATALOG)))
+    app = create_app(Settings(database_url=db_url, catalog=str(CATALOG), stripe_webhook_secret=WEBHOOK_SECRET))
     with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as test_client:
         yield test_client
     dispose_engines()
@@ -279,8 +279,7 @@ def test_an_event_batch_may_be_32_mib_and_not_a_byte_more(client):
     assert at_limit.status_code == 422 and at_limit.json()["error"]["field"] == "body"  # read, then parsed
 
 
-def test_the_webhook_checks_the_size_before_reading_the_body(client, monkeypatch):
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+def test_the_webhook_checks_the_size_before_reading_the_body(client):
     headers = {"Stripe-Signature": FORGED, "Content-Type": "application/json"}
     declared = client.post(WEBHOOK, content=b" " * (MiB + 1), headers=headers)
     streamed = client.post(WEBHOOK, content=_streamed(MiB + 1), headers=headers)

@@ -61,10 +61,11 @@ def ok(*args: str) -> str:
     return result.stdout
 
 
-def refused(*args: str) -> str:
-    """Run a command that must fail with one clear message (no traceback) and exit 1; return its stderr."""
+def refused(*args: str, code: int = 1) -> str:
+    """Run a command that must fail with one clear message (no traceback) and exit 1 (2 for a usage error, a bad
+    option or argument); return its stderr."""
     result = billing(*args)
-    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.exit_code == code, (result.stdout, result.stderr)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
     return result.stderr
@@ -216,13 +217,13 @@ def test_subscribe_cancel_change_and_list(env):
     assert "starter v2" not in cancelled and "involuntary" in cancelled
 
 
-def test_subscription_errors_are_one_message_and_exit_1(env):
+def test_subscription_errors_are_one_message_and_exit_1_or_2_for_usage(env):
     add_acme()
     ok("subscribe", "acme", "pro", "--start", "2024-01-15")
     assert "plan: unknown plan 'gold'" in refused("subscribe", "acme", "gold", "--start", "2024-01-01")
     assert "unknown customer 'ghost'" in refused("subscribe", "ghost", "pro", "--start", "2024-01-01")
     assert "--start: expected a date YYYY-MM-DD, got '2024-02-30'" in refused(
-        "subscribe", "acme", "starter", "--start", "2024-02-30"
+        "subscribe", "acme", "starter", "--start", "2024-02-30", code=2
     )
     assert "already has subscription 1 to plan 'pro'" in refused("subscribe", "acme", "pro", "--start", "2024-03-01")
     assert "before its start date 2024-01-15" in refused("subscriptions", "cancel", "1", "--date", "2024-01-01")
@@ -230,7 +231,7 @@ def test_subscription_errors_are_one_message_and_exit_1(env):
         "subscriptions", "cancel", "1", "--date", "2024-02-01", "--reason", "bored"
     )
     assert "unknown subscription 42" in refused("subscriptions", "cancel", "42", "--date", "2024-02-01")
-    assert "ID: expected a subscription id" in refused("subscriptions", "cancel", "one", "--date", "2024-02-01")
+    assert "ID: expected a subscription id" in refused("subscriptions", "cancel", "one", "--date", "2024-02-01", code=2)
     assert "status: expected active or cancelled" in refused("subscriptions", "list", "--status", "paused")
 
 
@@ -252,7 +253,8 @@ def sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A database URL pointing at a SQLite file that does not exist yet."""
     path = tmp_path / "data" / "billing.db"
     monkeypatch.setenv("BILLING_DATABASE_URL", f"sqlite:///{path}")
-    monkeypatch.setenv("BILLING_CONFIG", str(tmp_path / "no-config.toml"))
+    (tmp_path / "empty-config.toml").write_text("", encoding="utf-8")
+    monkeypatch.setenv("BILLING_CONFIG", str(tmp_path / "empty-config.toml"))
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
     yield path

@@ -156,7 +156,7 @@ def test_bad_input_is_one_clear_error(env: dict[str, str], tmp_path: Path) -> No
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 1 and "no such file" in missing.stderr
     bad_format = runner.invoke(app, ["ingest", "-", "--format", "xml"], input="")
-    assert bad_format.exit_code == 1 and "expected jsonl or csv" in bad_format.stderr
+    assert bad_format.exit_code == 2 and "expected jsonl or csv" in bad_format.stderr  # a usage error
     header = tmp_path / "bad.csv"
     header.write_text("id,who\n1,acme\n", encoding="utf-8")
     bad_header = runner.invoke(app, ["ingest", str(header)])

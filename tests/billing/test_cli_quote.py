@@ -70,8 +70,8 @@ def test_bad_input_names_what_is_wrong():
     result = quote("--plan", "nope", "--usage", "api_calls=1")
     assert result.exit_code == 1 and "unknown plan 'nope'" in result.output
     result = quote("--plan", "api_growth", "--usage", "api_calls=-5")
-    assert result.exit_code == 1 and "must be ≥ 0" in result.output
+    assert result.exit_code == 2 and "must be ≥ 0" in result.output  # a bad option value: a usage error
     result = quote("--plan", "api_growth", "--usage", "bogus=5")
-    assert result.exit_code == 1 and "unknown meter 'bogus'" in result.output
+    assert result.exit_code == 2 and "unknown meter 'bogus'" in result.output
     result = quote("--plan", "api_growth", "--period", "2026-13", "--usage", "api_calls=1")
-    assert result.exit_code == 1 and "YYYY-MM" in result.output
+    assert result.exit_code == 2 and "YYYY-MM" in result.output

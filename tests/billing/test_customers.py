@@ -57,9 +57,12 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch):
-    """Lets a test change settings through BILLING_* variables; the cached settings are reset around it."""
-    monkeypatch.setenv("BILLING_CONFIG", str(Path(__file__).parent / "no-such-config.toml"))
+def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Lets a test change settings through BILLING_* variables, with no configuration file (a working directory
+    without a config.toml); the cached settings are reset around it."""
+    monkeypatch.delenv("BILLING_CONFIG", raising=False)
+    monkeypatch.delenv("BILLING_TIMEZONE", raising=False)
+    monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
     yield monkeypatch
     get_settings.cache_clear()

@@ -288,5 +288,5 @@ def test_the_command_prints_a_table_per_currency_and_writes_csv_and_png(env, tmp
 )
 def test_bad_periods_are_one_clear_error(cli_env, args, message):
     result = billing("metrics", *args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad option value: a usage error
     assert message in result.stderr

@@ -222,7 +222,7 @@ def test_the_commands_refuse_future_and_open_periods_and_allow_the_current_one_w
 
     never = invoke("run", "--period", "2026-12", "--finalize", "--allow-open-period")
     assert never.exit_code == 1 and "2026-12-01" in never.output
-    assert invoke("run", "--period", "2026-11", "--allow-open-period").exit_code == 1  # only with --finalize
+    assert invoke("run", "--period", "2026-11", "--allow-open-period").exit_code == 2  # only with --finalize
 
     allowed = invoke("run", "--period", "2026-11", "--finalize", "--allow-open-period")
     assert allowed.exit_code == 0, allowed.output

@@ -682,13 +682,28 @@ def test_limit_pushes_the_oldest_first_and_the_rest_next_time(engine, fake_strip
 def test_the_client_comes_from_stripe_api_key_and_the_configured_api_base(engine, fake_stripe, monkeypatch):
     add_customer(engine)
     issue(engine)
-    settings = Settings(stripe_api_base=fake_stripe.url)
     monkeypatch.delenv("STRIPE_API_KEY", raising=False)
     with pytest.raises(BillingInputError, match="STRIPE_API_KEY"):
-        sync_invoices(engine, settings)
-    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+        sync_invoices(engine, Settings(stripe_api_base=fake_stripe.url))
+    monkeypatch.setenv("STRIPE_API_KEY", f"  {API_KEY}\n")
+    settings = Settings(stripe_api_base=fake_stripe.url)
+    assert settings.secret("stripe_api_key") == API_KEY and API_KEY not in repr(settings)
     assert sync_invoices(engine, settings).ok
     assert len(fake_stripe.of("invoice")) == 1
+
+
+def test_the_stripe_secrets_come_from_stripe_variables_or_the_config_file(tmp_path, monkeypatch):
+    config = tmp_path / "billing.toml"
+    config.write_text('stripe_api_key = "sk_test_file"\nstripe_webhook_secret = "whsec_file"\n', encoding="utf-8")
+    monkeypatch.setenv("BILLING_CONFIG", str(config))
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    from_file = Settings()
+    assert (from_file.secret("stripe_api_key"), from_file.secret("stripe_webhook_secret")) == ("sk_test_file", "whsec_file")
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_env")
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_env")
+    from_env = Settings()
+    assert (from_env.secret("stripe_api_key"), from_env.secret("stripe_webhook_secret")) == ("sk_test_env", "whsec_env")
 
 
 def test_billing_stripe_sync_prints_what_was_pushed(cli_env, engine, fake_stripe, monkeypatch):
@@ -779,11 +794,13 @@ def invoice_event(
 def webhooks(engine, monkeypatch) -> Iterator[TestClient]:
     """The webhook router in an app of its own, on the test database."""
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    get_settings.cache_clear()
     app = FastAPI()
     app.include_router(router)
     app.dependency_overrides[get_engine] = lambda: engine
     with TestClient(app) as test_client:
         yield test_client
+    get_settings.cache_clear()
 
 
 def post(webhooks: TestClient, payload: str, headers: dict[str, str] | None = None) -> Any:
@@ -884,6 +901,7 @@ def test_the_endpoint_is_described_in_the_openapi_document(webhooks):
 
 def test_without_a_webhook_secret_the_server_answers_500(engine, webhooks, monkeypatch):
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
+    get_settings.cache_clear()
     payload = invoice_event("evt_1", "invoice.paid")
     response = post(webhooks, payload)
     assert response.status_code == 500 and response.json()["error"]["code"] == "webhook_secret_missing"
@@ -1031,6 +1049,7 @@ def test_handle_event_takes_a_verified_event_and_processes_it_once(engine):
 
 def test_the_router_reads_the_configured_database_through_get_engine(cli_env, engine, monkeypatch):
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    get_settings.cache_clear()
     add_customer(engine)
     issue(engine)
     app = FastAPI()

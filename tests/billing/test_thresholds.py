@@ -435,7 +435,7 @@ def test_thresholds_check_of_a_given_period(cli_env, engine, catalog, tmp_path, 
     assert f"not evaluated: 1 customer period(s) whose invoice is already issued ({last.label})" in issued.stderr
 
     bad = runner.invoke(app, ["thresholds", "check", "--period", "2026-13"])
-    assert bad.exit_code == 1 and "--period: expected a month as YYYY-MM, got '2026-13'" in bad.stderr
+    assert bad.exit_code == 2 and "--period: expected a month as YYYY-MM, got '2026-13'" in bad.stderr
     ahead = month_of(today.date()).next().next()
     future = runner.invoke(app, ["thresholds", "check", "--period", ahead.label])
     assert future.exit_code == 1 and f"period {ahead.label} has not begun" in future.stderr

@@ -234,4 +234,4 @@ def test_the_run_and_the_usage_command_print_and_give_as_json_what_is_unbilled(c
     lines = [" ".join(line.split()) for line in table.output.splitlines()]
     assert "│ leaver │ api_calls │ after_end │ 12 │ after its subscription ended on 2026-10-10 │" in lines
     assert "24 events in the period: 12 rated, 12 unbilled" in " ".join(table.output.split())
-    assert runner.invoke(app, ["usage", "unbilled", "--period", "October"]).exit_code == 1
+    assert runner.invoke(app, ["usage", "unbilled", "--period", "October"]).exit_code == 2
