@@ -24,7 +24,12 @@ T = TypeVar("T")
 
 
 def keyset_page(
-    statement: Select[Any], column: ColumnElement[Any] | QueryableAttribute[Any], *, limit: int, after: Any = None, before: Any = None
+    statement: Select[Any],
+    column: ColumnElement[Any] | QueryableAttribute[Any],
+    *,
+    limit: int,
+    after: Any = None,
+    before: Any = None,
 ) -> Select[Any]:
     """``statement`` (with no ``ORDER BY`` of its own) limited to the ``limit`` rows after ``after`` (or from the
     first), or the ``limit`` rows right before ``before`` — plus one, which :func:`page_of` drops."""

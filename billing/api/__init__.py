@@ -33,11 +33,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from billing.api import (
+    errors,
     routes_customers,
     routes_events,
     routes_invoice_actions,
@@ -45,6 +48,7 @@ from billing.api import (
     routes_metrics,
     routes_plans,
     routes_runs,
+    schemas,
 )
 from billing.api.deps import get_api_settings
 from billing.api.errors import PROBLEMS, ApiError, install_error_handlers, not_found, problem_openapi
@@ -69,6 +73,24 @@ upcoming and issued invoices, run billing, finalize, void and credit invoices, a
   get the first answer again (`Idempotent-Replayed: true`), the same key with another request a 409.
 - **Creates** answer 201 with the new resource's `Location`.
 - **Money** is a string with the currency's minor digits (`"49.00"`, `"1500"` for JPY)."""
+
+
+def _with_examples(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with each schema's examples exactly as its model states them: FastAPI leaves out every null
+    when it writes the document, which would drop the null fields of an example (``"end_date": null``)."""
+    from billing.api import routes_stripe
+
+    models = {
+        name: value
+        for module in (schemas, errors, routes_stripe)
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, BaseModel)
+    }
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        extra = models[name].model_config.get("json_schema_extra") if name in models else None
+        if isinstance(extra, dict) and "examples" in extra:
+            schema["examples"] = jsonable_encoder(extra["examples"])
+    return document
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -121,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             document = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
-            app.openapi_schema = problem_openapi(document)
+            app.openapi_schema = _with_examples(problem_openapi(document))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -37,7 +37,7 @@ from billing.api.limits import BodyTooLarge
 from billing.db import idempotency
 from dbkit import utcnow
 
-__all__ = ["HEADER", "REPLAYED_HEADER", "Idempotency"]
+__all__ = ["HEADER", "REPLAYED_HEADER", "Idempotency", "credential_scope", "request_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,19 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 def _valid_key(raw: bytes) -> str | None:
     """The key, if it is 1 to 255 printable ASCII characters."""
-    if not 0 < len(raw) <= MAX_KEY or not all(0x20 < byte < 0x7F for byte in raw):
+    if not 0 < len(raw) <= MAX_KEY or not all(0x20 <= byte < 0x7F for byte in raw):
         return None
     return raw.decode("ascii")
+
+
+def credential_scope(authorization: bytes | None) -> str:
+    """Whose keys these are: the SHA-256 (hex) of the request's ``Authorization`` header."""
+    return hashlib.sha256(authorization or b"").hexdigest()
+
+
+def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+    """What a key was first sent with: the SHA-256 (hex) of the method, path, query string and body."""
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), query, body])).hexdigest()
 
 
 def _kept(status: int, body: bytes) -> bool:
@@ -108,11 +118,8 @@ class Idempotency:
             )
             return
 
-        owner = hashlib.sha256(_header(scope, b"authorization") or b"").hexdigest()
-        request = b"\n".join(
-            [scope.get("method", "").encode(), scope.get("path", "").encode(), scope.get("query_string", b""), body]
-        )
-        fingerprint = hashlib.sha256(request).hexdigest()
+        owner = credential_scope(_header(scope, b"authorization"))
+        fingerprint = request_fingerprint(scope["method"], scope.get("path", ""), scope.get("query_string", b""), body)
         engine = self.engine()
         found = await run_in_threadpool(idempotency.claim, engine, owner, key, fingerprint)
         if found.outcome == "replay":

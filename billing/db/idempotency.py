@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db import session_scope
 from billing.db.tables import BillingBase
-from dbkit import for_update, insert_ignoring, utcnow
+from dbkit import for_update, insert_for, utcnow
 from dbkit.types import UTCDateTime
 
 __all__ = [
@@ -92,7 +92,13 @@ def claim(engine: Engine, scope: str, key: str, fingerprint: str, *, now: dt.dat
     with session_scope(engine) as session:
         session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < now - RETENTION))
         fresh = {"scope": scope, "key": key, "fingerprint": fingerprint, "created_at": now, "started_at": now}
-        if insert_ignoring(session, IdempotencyKeyRow.__table__, fresh).rowcount:
+        inserted = session.execute(
+            insert_for(session, IdempotencyKeyRow.__table__)
+            .values(**fresh)
+            .on_conflict_do_nothing()
+            .returning(IdempotencyKeyRow.__table__.c.key)
+        ).first()
+        if inserted is not None:
             return Claim("run")
         statement = select(IdempotencyKeyRow).where(IdempotencyKeyRow.scope == scope, IdempotencyKeyRow.key == key)
         row = session.execute(for_update(session, statement)).scalar_one()
