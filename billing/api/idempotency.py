@@ -117,6 +117,8 @@ class Idempotency:
                 scope, receive, send
             )
             return
+        if body is None:  # nobody to answer, and no whole request to run
+            return
 
         owner = credential_scope(_header(scope, b"authorization"))
         fingerprint = request_fingerprint(scope["method"], scope.get("path", ""), scope.get("query_string", b""), body)
@@ -147,16 +149,18 @@ class Idempotency:
                 {"Retry-After": str(retry)},
             ).response()(scope, receive, send)
             return
-        await self._run(scope, body, send, engine, owner, key)
+        await self._run(scope, body, receive, send, engine, owner, key)
 
-    async def _run(self, scope: Scope, body: bytes, send: Send, engine: Engine, owner: str, key: str) -> None:
+    async def _run(
+        self, scope: Scope, body: bytes, receive: Receive, send: Send, engine: Engine, owner: str, key: str
+    ) -> None:
         """Run the request with its body, pass its answer on, and keep it or release the key."""
         delivered = False
 
         async def replay_body() -> Message:
             nonlocal delivered
-            if delivered:
-                return {"type": "http.disconnect"}
+            if delivered:  # the body was read: what comes next is the client's disconnection
+                return await receive()
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
@@ -164,8 +168,10 @@ class Idempotency:
         headers: dict[str, str] = {}
         chunks: list[bytes] = []
 
+        client_gone = False
+
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, client_gone
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 for name, value in message.get("headers", []):
@@ -173,7 +179,12 @@ class Idempotency:
                         headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode("latin-1")
             elif message["type"] == "http.response.body":
                 chunks.append(bytes(message.get("body", b"")))
-            await send(message)
+            if client_gone:
+                return
+            try:
+                await send(message)
+            except OSError:  # the client left before its answer: keep the answer for its retry all the same
+                client_gone = True
 
         try:
             await self.app(scope, replay_body, capture)
@@ -198,13 +209,14 @@ def _forget(engine: Engine, owner: str, key: str) -> None:
         log.exception("could not release Idempotency-Key %r", key)
 
 
-async def _read_all(receive: Receive) -> bytes:
-    """The whole request body (BodyLimit, outside, bounds it: BodyTooLarge past the route's limit)."""
+async def _read_all(receive: Receive) -> bytes | None:
+    """The whole request body (BodyLimit, outside, bounds it: BodyTooLarge past the route's limit); None when the
+    client left before sending all of it."""
     chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunks.append(bytes(message.get("body", b"")))
         if not message.get("more_body", False):
             break

@@ -14,10 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from billing.api import create_app
 from billing.api.idempotency import credential_scope, request_fingerprint
 from billing.apikeys import create_api_key
+from billing.config import Settings
 from billing.db import idempotency, make_engine
+from billing.db.engines import dispose_engines
 from tests.billing.test_api import CATALOG, add_customer, live_api, subscribe
 
 __all__ = ["live_api"]
@@ -233,3 +237,26 @@ def test_a_retry_after_the_server_restarted_gets_the_first_answer(db_url, tmp_pa
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry_subscription.json() == subscribed.json() and len(subscriptions) == 1
     assert changed.status_code == 409 and changed.json()["code"] == "idempotency_key_reused"
+
+
+
+def test_a_body_too_large_keeps_nothing(db_url):
+    engine = make_engine(db_url)
+    try:
+        _, key = create_api_key(engine, "uploads")
+    finally:
+        engine.dispose()
+    app = create_app(Settings(database_url=db_url, catalog=str(ROOT / "catalog.toml")))
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "big", "Content-Type": "application/json"}
+    chunked = iter([b" " * (512 * 1024)] * 3)  # no Content-Length: refused once 1 MiB has been read
+    try:
+        with TestClient(app, headers=headers) as client:
+            streamed = client.post("/v1/customers", content=chunked)
+            declared = client.post("/v1/customers", content=b" " * (1024 * 1024 + 1))
+            fine = client.post("/v1/customers", content=json.dumps(ACME).encode())
+    finally:
+        dispose_engines()
+    for refused in (streamed, declared):
+        assert refused.status_code == 413 and refused.json()["code"] == "body_too_large"
+        assert refused.headers["content-type"] == "application/problem+json"
+    assert fine.status_code == 201
