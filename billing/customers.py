@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from billing.config import get_settings
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.db import repository, session_scope
-from billing.errors import BillingInputError, NotFoundError
+from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.invoicing import drop_opening_draft, write_opening_invoice
 from dbkit import read_only, utcnow
 from invoices import store
@@ -60,6 +60,7 @@ __all__ = [
     "cancel_subscription",
     "change_plan",
     "create_customer",
+    "customers_page",
     "get_customer",
     "get_subscription",
     "import_customers",
@@ -68,6 +69,7 @@ __all__ = [
     "new_webhook_secret",
     "rotate_webhook_secret",
     "subscribe",
+    "subscriptions_page",
 ]
 
 CSV_COLUMNS = ("external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate")
@@ -99,7 +101,7 @@ def create_customer(
     A customer with a ``webhook_url`` gets a new webhook secret: the returned record carries it, and this is the
     only time it is handed out (``rotate_webhook_secret`` makes a new one).
 
-    Raises BillingInputError listing every bad field, or ``customer 'acme' already exists``.
+    Raises BillingInputError listing every bad field, or ConflictError ``customer 'acme' already exists``.
     """
     fields, problems = _customer_fields(
         external_id=external_id,
@@ -113,9 +115,9 @@ def create_customer(
         tax_rate=tax_rate,
     )
     if problems:
-        raise BillingInputError("; ".join(problems))
+        raise BillingInputError.of(problems)
     fields["webhook_secret"] = new_webhook_secret() if fields["webhook_url"] else None
-    duplicate = BillingInputError(f"customer {fields['external_id']!r} already exists")
+    duplicate = ConflictError(f"customer {fields['external_id']!r} already exists")
     try:
         with session_scope(engine) as session:
             if repository.get_customer(session, fields["external_id"]) is not None:
@@ -159,6 +161,15 @@ def list_customers(engine: Engine) -> list[Customer]:
     """Every customer, by external id."""
     with _reading(engine) as session:
         return repository.list_customers(session)
+
+
+def customers_page(
+    engine: Engine, *, limit: int, after: str | None = None, before: str | None = None
+) -> tuple[list[Customer], bool]:
+    """At most ``limit`` customers by external id, after ``after`` or right before ``before``; and whether more
+    lie that way."""
+    with _reading(engine) as session:
+        return repository.customers_page(session, limit=limit, after=after, before=before)
 
 
 def _customer_fields(
@@ -587,6 +598,30 @@ def list_subscriptions(
         return repository.list_subscriptions(session, customer=customer, status=status)
 
 
+def subscriptions_page(
+    engine: Engine,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    customer: str | None = None,
+    status: SubscriptionStatus | str | None = None,
+) -> tuple[list[Subscription], bool]:
+    """At most ``limit`` subscriptions by id, after ``after`` or right before ``before``, optionally of one
+    customer (external id; NotFoundError if unknown) and one status; and whether more lie that way."""
+    if status is not None:
+        try:
+            status = SubscriptionStatus(status)
+        except ValueError:
+            raise BillingInputError(f"status: expected active or cancelled, got {status!r}") from None
+    with _reading(engine) as session:
+        if customer is not None:
+            _customer_or_raise(session, customer)
+        return repository.subscriptions_page(
+            session, limit=limit, after=after, before=before, customer=customer, status=status
+        )
+
+
 def _settle_opening_draft(
     session: Session, catalog: Catalog | None, subscription: Subscription, customer: Customer | None = None
 ) -> None:
@@ -657,7 +692,7 @@ def _check_currency(plan: Plan, customer: Customer) -> None:
 def _check_can_end(subscription: Subscription, end: dt.date, action: str) -> None:
     if subscription.status is SubscriptionStatus.CANCELLED:
         ends = subscription.end_date.isoformat() if subscription.end_date else "open"
-        raise BillingInputError(f"subscription {subscription.id} is already cancelled (end date {ends})")
+        raise ConflictError(f"subscription {subscription.id} is already cancelled (end date {ends})")
     if end < subscription.start_date:
         raise BillingInputError(
             f"date: cannot {action} subscription {subscription.id} on {end.isoformat()}, before its start date "
@@ -684,7 +719,7 @@ def _check_no_overlap(
     """A new open-ended subscription from ``start`` must not share a day with one to the same plan."""
     for other in _overlapping(repository.subscriptions_of(session, customer.id, plan_code), start, ignore):
         until = f"until {other.end_date.isoformat()}" if other.end_date else "open-ended"
-        raise BillingInputError(
+        raise ConflictError(
             f"customer {customer.external_id!r} already has subscription {other.id} to plan {plan_code!r} "
             f"from {other.start_date.isoformat()} ({until}), which overlaps a start on {start.isoformat()}"
         )

@@ -1,6 +1,7 @@
 """Invoice operations the CLI, the HTTP API and the scheduler share: each its own transaction, errors as
-BillingInputError; a subscription's opening invoice, written when it is created and finalized once it has
-started; and the rules of when a period may be billed and issued.
+BillingInputError (ConflictError when the invoice's status does not allow the change); a subscription's
+opening invoice, written when it is created and finalized once it has started; and the rules of when a period
+may be billed and issued.
 
 When (one rule for the CLI, the API and the scheduler; the clock is read here, ``now`` overrides it):
 
@@ -28,7 +29,7 @@ from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, PeriodState, has_begun_anywhere, period_state
 from billing.db import repository, session_scope
-from billing.errors import BillingInputError, NotFoundError
+from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
@@ -51,6 +52,7 @@ __all__ = [
     "finalize_opening_invoices",
     "finalize_settings",
     "get_invoice",
+    "invoices_page",
     "list_invoices",
     "set_invoice_status",
     "write_opening_invoice",
@@ -83,6 +85,25 @@ def list_invoices(engine: Engine, **filters: object) -> list[Invoice]:
         return store.list_invoices(session, **filters)  # type: ignore[arg-type]
 
 
+def invoices_page(
+    engine: Engine,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    customer: str | None = None,
+    period_start: dt.date | None = None,
+    status: InvoiceStatus | str | None = None,
+) -> tuple[list[Invoice], bool]:
+    """At most ``limit`` invoices and credit notes by id (without their lines), after ``after`` or right before
+    ``before``, filtered by customer, period and status; and whether more lie that way."""
+    with session_scope(read_only(engine)) as session:
+        return store.invoices_page(
+            session, limit=limit, after=after, before=before, customer=customer, period_start=period_start,
+            status=status,
+        )
+
+
 def finalize_invoice(
     engine: Engine,
     key: str | int,
@@ -106,7 +127,7 @@ def finalize_invoice(
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
         except InvoiceStateError as error:
-            raise BillingInputError(str(error)) from None
+            raise ConflictError(str(error)) from None
 
 
 def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) -> Invoice:
@@ -117,7 +138,7 @@ def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) ->
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
         except InvoiceStateError as error:
-            raise BillingInputError(str(error)) from None
+            raise ConflictError(str(error)) from None
 
 
 def create_credit_note(
@@ -128,7 +149,9 @@ def create_credit_note(
             return store.create_credit_note(session, number, amount, reason, settings, today)
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
-        except (InvoiceStateError, ValueError) as error:
+        except InvoiceStateError as error:
+            raise ConflictError(str(error)) from None
+        except ValueError as error:
             raise BillingInputError(str(error)) from None
 
 

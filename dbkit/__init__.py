@@ -1,5 +1,6 @@
 """The database kit the packages that own tables share (``meters``, ``invoices``, ``billing.db``): column types,
-the naming convention, the handful of SQLite/PostgreSQL differences, the clock, and one fork-worker pool.
+the naming convention, the handful of SQLite/PostgreSQL differences, the clock, one fork-worker pool, and keyset
+pagination.
 
 It knows no table of anyone's: it is plumbing, and ``pricing_plans`` never needs it.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dbkit.clock import as_utc, utcnow
 from dbkit.dialect import dialect_of, for_update, insert_for, insert_ignoring, is_postgresql, is_sqlite, read_only
 from dbkit.forkpool import can_fork, fork_pool
+from dbkit.pagination import keyset_page, page_of
 from dbkit.types import ID_TYPE, NAMING, ExactDecimal, UTCDateTime, new_metadata
 
 __all__ = [
@@ -25,7 +27,9 @@ __all__ = [
     "insert_ignoring",
     "is_postgresql",
     "is_sqlite",
+    "keyset_page",
     "new_metadata",
+    "page_of",
     "read_only",
     "utcnow",
 ]

@@ -1,41 +1,96 @@
 """The HTTP API: FastAPI, OpenAPI published at ``/openapi.json`` (and browsable at ``/docs``).
 
 ``create_app(settings)`` builds the application: the routers below, Stripe's webhook router (``routes_stripe``,
-which hands verified events to ``billing.stripe.webhooks``), and error handlers that answer every failure as
-``{"error": {"code", "message", "field"}}`` (``billing.api.errors``). Every route but the webhook (which Stripe
-signs) and ``/healthz`` needs ``Authorization: Bearer <API key>`` (``billing.apikeys``).
+which hands verified events to ``billing.stripe.webhooks``), and error handlers that answer every failure as an
+RFC 9457 problem, ``application/problem+json`` (``billing.api.errors``). Every route but the webhook (which
+Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bearer <API key>``
+(``billing.apikeys``).
 
-    routes_events      POST /v1/events
-    routes_customers   POST/GET /v1/customers, GET /v1/customers/{id}, GET /v1/customers/{id}/usage,
-                       POST /v1/subscriptions, POST /v1/subscriptions/{id}/cancel
-    routes_invoices    GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
-    routes_metrics     GET /v1/metrics?period=YYYY-MM
+    routes_events           POST /v1/events
+    routes_customers        POST/GET /v1/customers, GET /v1/customers/{id}, GET /v1/customers/{id}/usage,
+                            POST/GET /v1/subscriptions, GET /v1/subscriptions/{id}, POST /v1/subscriptions/{id}/cancel
+    routes_plans            GET /v1/plans, GET /v1/plans/{code}
+    routes_invoices         GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
+    routes_invoice_actions  POST /v1/invoices/{id}/finalize, …/void, …/credit-notes
+    routes_runs             POST /v1/billing-runs
+    routes_metrics          GET /v1/metrics?period=YYYY-MM
 
-Every request body is limited while it is read (``billing.api.limits``): 32 MiB for ``POST /v1/events``,
-1 MiB for every other route, the Stripe webhook included; a larger body is answered 413 ``body_too_large``.
+The conventions every route keeps:
+
+- lists are ``{"data": [...], "has_more": ...}`` with ``limit``, ``starting_after`` and ``ending_before``
+  (``billing.api.pagination``); a query parameter a route does not take is a 400;
+- a ``POST`` with an ``Idempotency-Key`` runs once; a retry gets the first answer (``billing.api.idempotency``);
+- a create answers 201 with the new resource's ``Location``;
+- every request body is limited while it is read (``billing.api.limits``): 32 MiB for ``POST /v1/events``,
+  1 MiB for every other route, the Stripe webhook included; a larger body is answered 413 ``body_too_large``.
 
 Routes are thin: they parse, call the service layer (``billing.customers``, ``billing.ingestion``,
-``billing.invoicing``, ``billing.metrics_store``, ``billing.preview``) and shape the answer.
+``billing.invoicing``, ``billing.run``, ``billing.metrics_store``, ``billing.preview``) and shape the answer.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
-from billing.api import routes_customers, routes_events, routes_invoices, routes_metrics
+from fastapi import Depends, FastAPI
+from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from billing.api import (
+    errors,
+    routes_customers,
+    routes_events,
+    routes_invoice_actions,
+    routes_invoices,
+    routes_metrics,
+    routes_plans,
+    routes_runs,
+    schemas,
+)
 from billing.api.deps import get_api_settings
-from billing.api.errors import ApiError, install_error_handlers
+from billing.api.errors import PROBLEMS, ApiError, install_error_handlers, not_found, problem_openapi
+from billing.api.idempotency import Idempotency
 from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit
+from billing.api.pagination import reject_unknown_query
 from billing.apikeys import ApiKey, create_api_key, list_api_keys, revoke_api_key
 from billing.config import Settings
 from billing.db.engines import engine_for_url, get_engine
 
 __all__ = ["ApiError", "ApiKey", "create_api_key", "create_app", "list_api_keys", "revoke_api_key"]
 
-DESCRIPTION = """Usage-based billing: ingest usage events, manage customers and subscriptions, read usage, upcoming
-and issued invoices, and revenue figures. Authenticate with `Authorization: Bearer <API key>`
-(`billing apikeys create`). Errors are `{"error": {"code", "message", "field"}}`; money is a string with the
-currency's minor digits."""
+DESCRIPTION = """Usage-based billing: ingest usage events, manage customers and subscriptions, read plans, usage,
+upcoming and issued invoices, run billing, finalize, void and credit invoices, and read revenue figures.
+
+- **Authentication**: `Authorization: Bearer <API key>` (`billing apikeys create`).
+- **Errors**: RFC 9457 problems, `application/problem+json`: `type`, `title`, `status`, `detail`, a stable `code`,
+  and `errors`, every invalid field with its message.
+- **Lists**: `{"data": [...], "has_more": bool}`; `limit` (default 100, at most 1000), `starting_after`,
+  `ending_before` (ids of the list's items). A query parameter a route does not take is a 400.
+- **Idempotency**: a `POST` with `Idempotency-Key: <key>` runs once; the same key and request within 24 hours
+  get the first answer again (`Idempotent-Replayed: true`), the same key with another request a 409.
+- **Creates** answer 201 with the new resource's `Location`.
+- **Money** is a string with the currency's minor digits (`"49.00"`, `"1500"` for JPY)."""
+
+
+def _with_examples(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with each schema's examples exactly as its model states them: FastAPI leaves out every null
+    when it writes the document, which would drop the null fields of an example (``"end_date": null``)."""
+    from billing.api import routes_stripe
+
+    models = {
+        name: value
+        for module in (schemas, errors, routes_stripe)
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, BaseModel)
+    }
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        extra = models[name].model_config.get("json_schema_extra") if name in models else None
+        if isinstance(extra, dict) and "examples" in extra:
+            schema["examples"] = jsonable_encoder(extra["examples"])
+    return document
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         openapi_url="/openapi.json",
+        dependencies=[Depends(reject_unknown_query)],
     )
     if settings is not None:
         fixed = settings
@@ -56,12 +112,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (routes_events, routes_customers, routes_invoices, routes_metrics):
+    @app.get("/problems/{code}", include_in_schema=False)
+    def problem_type(code: str) -> JSONResponse:
+        """What a problem's ``type`` names: its status, title and when it happens."""
+        kind = PROBLEMS.get(code)
+        if kind is None:
+            raise not_found(f"no problem type {code!r}")
+        return JSONResponse(
+            {"type": f"/problems/{code}", "code": code, "status": kind.status, "title": kind.title,
+             "description": kind.description}
+        )
+
+    for module in (
+        routes_events,
+        routes_customers,
+        routes_plans,
+        routes_invoices,
+        routes_invoice_actions,
+        routes_runs,
+        routes_metrics,
+    ):
         app.include_router(module.router)
     from billing.api.routes_stripe import MAX_BODY as STRIPE_MAX_BODY
     from billing.api.routes_stripe import router as stripe_router
 
     app.include_router(stripe_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            app.openapi_schema = _with_examples(problem_openapi(document))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    def engine() -> Engine:
+        return (app.dependency_overrides.get(get_engine) or get_engine)()  # type: ignore[no-any-return]
+
+    # Outermost last: the body is bounded before the idempotency keys read it.
+    app.add_middleware(Idempotency, engine=engine)
     app.add_middleware(
         BodyLimit,
         default=DEFAULT_MAX_BODY,

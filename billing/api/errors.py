@@ -1,79 +1,213 @@
-"""The HTTP API's errors: every failure is answered with one JSON shape.
+"""The HTTP API's errors: every failure is answered as an RFC 9457 problem, ``application/problem+json``::
 
-    {"error": {"code": "invalid_input", "message": "currency: unknown currency 'EUX' …", "field": "currency"}}
+    HTTP/1.1 422 Unprocessable Content
+    Content-Type: application/problem+json
 
-``code`` is machine-readable, ``message`` is for a person and names the field, ``field`` is the field's name (a
-dotted path into the body such as ``events[3].value``, a query or path parameter, or a header), or null when no
-single field is to blame.
+    {"type": "/problems/invalid_input", "title": "Invalid input", "status": 422,
+     "detail": "email: expected an address like name@example.com, got 'x'; currency: unknown currency 'EUX' …",
+     "code": "invalid_input",
+     "errors": [{"field": "email", "message": "expected an address like name@example.com, got 'x'"},
+                {"field": "currency", "message": "unknown currency 'EUX' (expected an ISO 4217 code …)"}]}
 
-=====  ====================  ======================================================================
- 401   ``unauthorized``      no ``Authorization: Bearer <key>`` header, or a key unknown or revoked
- 404   ``not_found``         an unknown customer, subscription, invoice or route — and anything a key
-                             bound to a customer may not see (so a key learns nothing of others)
- 405   ``method_not_allowed``
- 413   ``body_too_large``    a body larger than its route takes (32 MiB for events, else 1 MiB):
-                             refused while it is read, before any of it is parsed
- 422   ``too_many_events``   a batch of more than 10,000 events
- 422   ``invalid_request``   the request does not match the schema (the field and what was expected)
- 422   ``invalid_input``     the engine refused the input (:class:`~billing.errors.BillingInputError`)
- 500   ``internal_error``    a bug: logged with its traceback, never shown to the caller
-=====  ====================  ======================================================================
+``type`` identifies the kind of problem; it is a path on the API itself (``GET /problems/<code>`` describes it),
+resolved against the URL that was called. ``code`` is the same kind as a short stable name, for clients that
+switch on it (it is what ``type`` ends with). ``title`` is the kind for a person, ``detail`` this occurrence,
+``status`` the HTTP status. ``errors`` names every invalid field, each with its own message — a dotted path into
+the body (``events[3].value``), a query or path parameter, or a header (``Authorization``, ``Idempotency-Key``);
+it is empty when no field is to blame.
+
+The kinds are :data:`PROBLEMS` (the README's table is this one). One schema, :class:`Problem`, describes every
+error in the OpenAPI document, under ``application/problem+json``; :func:`problem_openapi` makes it so.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from billing.errors import BillingInputError, NotFoundError
+from billing.errors import BillingInputError, ConflictError, NotFoundError
 
 __all__ = [
     "ERROR_RESPONSES",
+    "POST_ERROR_RESPONSES",
+    "PROBLEMS",
+    "PROBLEM_MEDIA_TYPE",
     "ApiError",
-    "ErrorBody",
-    "ErrorDetail",
+    "FieldError",
+    "Problem",
+    "ProblemKind",
     "field_of",
+    "input_error",
     "install_error_handlers",
     "not_found",
     "printable",
+    "problem_openapi",
 ]
 
 log = logging.getLogger(__name__)
 
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "/problems/"
+
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]-]*): ")
 
 
-class ErrorDetail(BaseModel):
-    """What went wrong: a machine-readable ``code``, a ``message`` naming the field, and the ``field``."""
+@dataclass(frozen=True, slots=True)
+class ProblemKind:
+    """One kind of problem: its HTTP status, a title, and when it happens."""
 
-    code: str
-    message: str
-    field: str | None = None
+    status: int
+    title: str
+    description: str
 
 
-class ErrorBody(BaseModel):
-    """The body of every error response."""
+PROBLEMS: dict[str, ProblemKind] = {
+    "invalid_query": ProblemKind(
+        400, "Invalid query", "a query parameter the route does not take, or starting_after with ending_before"
+    ),
+    "invalid_idempotency_key": ProblemKind(
+        400, "Invalid Idempotency-Key", "an Idempotency-Key that is empty, longer than 255 characters or not ASCII"
+    ),
+    "unauthorized": ProblemKind(
+        401, "Unauthorized", "no Authorization: Bearer <key> header, or a key unknown or revoked"
+    ),
+    "not_found": ProblemKind(
+        404,
+        "Not found",
+        "an unknown customer, subscription, plan, invoice or route — and anything a key bound to a customer may "
+        "not see (so a key learns nothing of others)",
+    ),
+    "method_not_allowed": ProblemKind(405, "Method not allowed", "the route does not take this method"),
+    "already_exists": ProblemKind(409, "Already exists", "a customer with this external_id exists already"),
+    "conflict": ProblemKind(
+        409,
+        "Conflict",
+        "well-formed input that clashes with what is stored: an overlapping subscription, a subscription already "
+        "cancelled, an invoice whose status does not allow the change",
+    ),
+    "idempotency_key_reused": ProblemKind(
+        409, "Idempotency-Key reused", "an Idempotency-Key sent before with another method, path or body"
+    ),
+    "idempotency_key_in_progress": ProblemKind(
+        409,
+        "Idempotency-Key in progress",
+        "a request with this Idempotency-Key is still running; retry after it (Retry-After says when)",
+    ),
+    "body_too_large": ProblemKind(
+        413,
+        "Body too large",
+        "a body larger than its route takes (32 MiB for events, else 1 MiB): refused while it is read, before any "
+        "of it is parsed",
+    ),
+    "invalid_request": ProblemKind(
+        422,
+        "Invalid request",
+        "the request does not match the schema: every field that does not, with what was expected",
+    ),
+    "invalid_input": ProblemKind(
+        422, "Invalid input", "the engine refused the input: every bad field of a customer at once, an unknown plan"
+    ),
+    "too_many_events": ProblemKind(422, "Too many events", "a batch of more than 10,000 events"),
+    "missing_signature": ProblemKind(400, "Missing signature", "a Stripe webhook without its Stripe-Signature header"),
+    "invalid_signature": ProblemKind(
+        400, "Invalid signature", "a Stripe-Signature that does not match the body and the webhook secret"
+    ),
+    "stale_timestamp": ProblemKind(400, "Stale timestamp", "a Stripe-Signature more than 300 seconds old"),
+    "future_timestamp": ProblemKind(
+        400, "Future timestamp", "a Stripe-Signature more than 300 seconds ahead of the server's clock"
+    ),
+    "invalid_payload": ProblemKind(400, "Invalid payload", "a signed Stripe webhook whose body is not an event"),
+    "internal_error": ProblemKind(500, "Internal error", "a bug: logged with its traceback, never shown to the caller"),
+    "webhook_secret_missing": ProblemKind(
+        500, "Webhook secret missing", "STRIPE_WEBHOOK_SECRET is not set on the server"
+    ),
+    "catalog_invalid": ProblemKind(500, "Catalog invalid", "the server's catalog file cannot be read or has problems"),
+    "metrics_unavailable": ProblemKind(500, "Metrics unavailable", "the month's figures cannot be computed"),
+}
+"""Every kind of problem the API answers with, by ``code``."""
 
-    error: ErrorDetail
 
+class FieldError(BaseModel):
+    """One invalid field and what was expected of it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"field": "currency", "message": "unknown currency 'EUX' (expected an ISO 4217 "
+                                                                       "code such as USD, EUR, JPY)"}]}
+    )
+
+    field: str = Field(description="A dotted path into the body (`events[3].value`), a query or path parameter, "
+                       "or a header (`Authorization`).")
+    message: str = Field(description="What is wrong with it, for a person.")
+
+
+class Problem(BaseModel):
+    """Every error the API answers (RFC 9457, `application/problem+json`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/invalid_input",
+                    "title": "Invalid input",
+                    "status": 422,
+                    "detail": "email: expected an address like name@example.com, got 'x'; currency: unknown "
+                    "currency 'EUX' (expected an ISO 4217 code such as USD, EUR, JPY)",
+                    "code": "invalid_input",
+                    "errors": [
+                        {"field": "email", "message": "expected an address like name@example.com, got 'x'"},
+                        {"field": "currency",
+                         "message": "unknown currency 'EUX' (expected an ISO 4217 code such as USD, EUR, JPY)"},
+                    ],
+                }
+            ]
+        }
+    )
+
+    type: str = Field(description="The kind of problem, a path on this API: `GET /problems/<code>` describes it.")
+    title: str = Field(description="The kind of problem, for a person; the same for every occurrence.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="This occurrence, for a person: every problem found, each naming its field.")
+    code: str = Field(description="The kind of problem as a stable machine-readable name (the end of `type`).")
+    errors: list[FieldError] = Field(description="Every invalid field with its message; empty when no field is to "
+                                     "blame.")
+
+
+_STATUS_TEXT = {
+    400: "A query parameter the route does not take, or an invalid Idempotency-Key",
+    401: "No valid API key",
+    404: "Not found (or not visible to this key)",
+    409: "Conflict with what is stored, or an Idempotency-Key reused or in progress",
+    413: "Body too large",
+    422: "Invalid input; `errors` names every invalid field",
+    500: "Internal error",
+}
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "No valid API key"},
-    404: {"model": ErrorBody, "description": "Not found (or not visible to this key)"},
-    422: {"model": ErrorBody, "description": "Invalid input; `field` names the culprit"},
+    status: {"model": Problem, "description": _STATUS_TEXT[status]} for status in (400, 401, 404, 422, 500)
 }
+"""The error answers every route may give, for the OpenAPI document (all :class:`Problem`)."""
+
+POST_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": _STATUS_TEXT[status]} for status in (409, 413)
+}
+"""The further error answers of a ``POST`` (a conflict, a reused Idempotency-Key, a body too large)."""
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": {...}}`` with ``status``; raised by the routes and dependencies."""
+    """An error answered as a :class:`Problem` with ``status``; raised by the routes and dependencies.
+
+    ``field`` names the one field to blame (its message is ``message`` without a leading ``"field: "``);
+    ``errors`` lists several as (field, message) pairs.
+    """
 
     def __init__(
         self,
@@ -82,6 +216,8 @@ class ApiError(Exception):
         message: str,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        errors: Iterable[tuple[str, str]] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -89,10 +225,31 @@ class ApiError(Exception):
         self.message = printable(message)
         self.field = None if field is None else printable(field)
         self.headers = headers
+        if errors is not None:
+            self.errors = [(printable(name), printable(text)) for name, text in errors]
+        elif self.field is not None:
+            self.errors = [(self.field, _without_field(self.message, self.field))]
+        else:
+            self.errors = []
+
+    def problem(self) -> Problem:
+        kind = PROBLEMS.get(self.code)
+        return Problem(
+            type=PROBLEM_TYPE_PREFIX + self.code,
+            title=kind.title if kind else self.code.replace("_", " ").capitalize(),
+            status=self.status,
+            detail=self.message,
+            code=self.code,
+            errors=[FieldError(field=name, message=text) for name, text in self.errors],
+        )
 
     def response(self) -> JSONResponse:
-        detail = ErrorDetail(code=self.code, message=self.message, field=self.field)
-        return JSONResponse(status_code=self.status, content={"error": detail.model_dump()}, headers=self.headers)
+        return JSONResponse(
+            status_code=self.status,
+            content=self.problem().model_dump(),
+            headers=self.headers,
+            media_type=PROBLEM_MEDIA_TYPE,
+        )
 
 
 def printable(text: str) -> str:
@@ -104,6 +261,12 @@ def printable(text: str) -> str:
     return text
 
 
+def _without_field(message: str, field: str) -> str:
+    """``"currency: unknown currency"`` → ``unknown currency`` when ``field`` is ``currency``."""
+    prefix = f"{field}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
 def not_found(message: str, field: str | None = None) -> ApiError:
     """A 404 ``not_found``."""
     return ApiError(404, "not_found", message, field)
@@ -113,6 +276,19 @@ def field_of(message: str, default: str | None = None) -> str | None:
     """The field a service message starts with (``"currency: unknown currency"`` → ``currency``)."""
     match = _FIELD.match(message)
     return match.group(1) if match else default
+
+
+def input_error(exc: BillingInputError, default_field: str | None = None, code: str | None = None) -> ApiError:
+    """The engine's refusal as a problem: 409 for a :class:`ConflictError`, else 422; every problem it lists as
+    an entry of ``errors`` (those that name no field under ``default_field``, or left out without one)."""
+    errors: list[tuple[str, str]] = []
+    for text in exc.problems:
+        field = field_of(text, default_field)
+        if field is not None:
+            errors.append((field, _without_field(text, field)))
+    if isinstance(exc, ConflictError):
+        return ApiError(409, code or "conflict", str(exc), errors=errors)
+    return ApiError(422, code or "invalid_input", str(exc), errors=errors)
 
 
 def _location(loc: Sequence[int | str]) -> str:
@@ -133,17 +309,19 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems: list[tuple[str, str]] = []
     for error in exc.errors():
-        field = _location(error.get("loc", ()))
+        field = _location(error.get("loc", ())) or "body"
         message = str(error.get("msg", "invalid"))
         if error.get("type") == "json_invalid":
             field, message = "body", f"not valid JSON ({error.get('ctx', {}).get('error', message)})"
         elif error.get("type") == "missing":
             message = "required"
+        elif error.get("type") == "extra_forbidden":
+            message = "unknown field"
         problems.append((field, message))
     if not problems:
         return ApiError(422, "invalid_request", "the request is invalid").response()
-    message = "; ".join(f"{field}: {text}" if field else text for field, text in problems)
-    return ApiError(422, "invalid_request", message, problems[0][0] or None).response()
+    detail = "; ".join(f"{field}: {text}" for field, text in problems)
+    return ApiError(422, "invalid_request", detail, errors=problems).response()
 
 
 def _api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -152,8 +330,8 @@ def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _input_error(request: Request, exc: Exception) -> JSONResponse:
-    message = str(exc)
-    return ApiError(422, "invalid_input", message, field_of(message)).response()
+    assert isinstance(exc, BillingInputError)
+    return input_error(exc).response()
 
 
 def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -168,6 +346,8 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such route: {request.method} {request.url.path}"
+    elif exc.status_code == 405 and message == "Method Not Allowed":
+        message = f"{request.url.path} does not take {request.method}"
     return ApiError(exc.status_code, code, message, field, headers=getattr(exc, "headers", None)).response()
 
 
@@ -177,10 +357,28 @@ def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer every error of ``app`` as ``{"error": {...}}``."""
+    """Answer every error of ``app`` as a :class:`Problem`."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(BillingInputError, _input_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
+
+
+def problem_openapi(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI ``document`` with every error answer (4xx, 5xx) described once, as it is sent: the
+    :class:`Problem` schema under ``application/problem+json``; FastAPI's own validation-error schemas, which the
+    server never sends, are left out."""
+    reference = {"$ref": "#/components/schemas/Problem"}
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, answer in operation.get("responses", {}).items():
+                if str(status)[:1] in ("4", "5"):
+                    answer["content"] = {PROBLEM_MEDIA_TYPE: {"schema": reference}}
+    schemas = document.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return document

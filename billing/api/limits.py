@@ -13,7 +13,8 @@ most :data:`DEFAULT_MAX_BODY`) and then:
   ``Connection: close``: the server closes the connection instead of waiting for the rest of an upload
   nobody will read.
 
-The 413 is the API's usual error, ``{"error": {"code": "body_too_large", "message": …, "field": "body"}}``.
+The 413 is the API's usual error, a problem (``billing.api.errors``): ``application/problem+json`` with
+``"code": "body_too_large"`` and the field ``body`` in ``errors``.
 """
 
 from __future__ import annotations

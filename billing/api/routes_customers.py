@@ -1,30 +1,34 @@
 """Customers, subscriptions and a customer's usage: ``/v1/customers``, ``/v1/subscriptions``,
-``/v1/customers/{id}/usage``. Thin: parse, call ``billing.customers`` / ``billing.preview``, shape."""
+``/v1/customers/{id}/usage``. Thin: parse, call ``billing.customers`` / ``billing.preview``, shape. A create
+answers 201 with the new resource's ``Location``."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from sqlalchemy import Engine
 
 from billing import customers as service
 from billing.api.auth import ApiKey, require_key, require_unbound_key
 from billing.api.deps import get_catalog
-from billing.api.errors import ERROR_RESPONSES, ApiError, field_of, not_found
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, input_error, not_found
+from billing.api.pagination import Page, page_params
 from billing.api.schemas import (
     CancelIn,
     CustomerCreatedOut,
     CustomerIn,
+    CustomerListOut,
     CustomerOut,
     MeterUsageOut,
     PeriodOut,
     PreviewLineOut,
     PreviewOut,
     SubscriptionIn,
+    SubscriptionListOut,
     SubscriptionOut,
     ThresholdOut,
     UsageOut,
@@ -33,7 +37,7 @@ from billing.api.schemas import (
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, parse_month
 from billing.db.engines import get_engine
-from billing.errors import BillingInputError
+from billing.errors import BillingInputError, ConflictError
 from billing.preview import MeterTotal, ThresholdState, customer_usage
 from invoices.model import DraftInvoice
 from pricing_plans.models import Catalog
@@ -108,6 +112,13 @@ def subscription_out(subscription: Subscription) -> SubscriptionOut:
 _EXTERNAL_ID = "$response.body#/external_id"  # OpenAPI links: a created customer's id feeds the reads
 
 
+_LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
+
+
+def customer_location(external_id: str) -> str:
+    return "/v1/customers/" + quote(external_id, safe="")
+
+
 @router.post(
     "/v1/customers",
     status_code=201,
@@ -115,22 +126,26 @@ _EXTERNAL_ID = "$response.body#/external_id"  # OpenAPI links: a created custome
     response_model=CustomerCreatedOut,
     operation_id="createCustomer",
     responses={
+        **POST_ERROR_RESPONSES,
         201: {
             "description": "The customer",
+            "headers": _LOCATION,
             "links": {
                 "GetCustomer": {"operationId": "getCustomer", "parameters": {"customer_id": _EXTERNAL_ID}},
-                "GetUsage": {"operationId": "getUsage", "parameters": {"customer_id": _EXTERNAL_ID}},
+                "GetCustomerUsage": {"operationId": "getCustomerUsage", "parameters": {"customer_id": _EXTERNAL_ID}},
             },
-        }
+        },
     },
 )
 def create_customer(
     body: CustomerIn,
+    response: Response,
     engine: Annotated[Engine, Depends(get_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> CustomerCreatedOut:
-    """Create a customer. Every invalid field is reported at once (``field`` names the first). With a
-    ``webhook_url``, the answer carries the endpoint's ``webhook_secret``: this once, never again."""
+    """Create a customer. Every invalid field is reported at once, each in ``errors``; an ``external_id`` that
+    exists already is a 409 ``already_exists``. With a ``webhook_url``, the answer carries the endpoint's
+    ``webhook_secret``: this once, never again."""
     if body.webhook_url is not None:
         try:
             urlsplit(body.webhook_url)
@@ -149,20 +164,27 @@ def create_customer(
             webhook_url=body.webhook_url,
             tax_rate=body.tax_rate,
         )
+    except ConflictError as exc:
+        raise input_error(exc, "external_id", "already_exists") from None
     except BillingInputError as exc:
-        message = str(exc)
-        code = "already_exists" if message.endswith("already exists") else "invalid_input"
-        raise ApiError(422, code, message, field_of(message, "external_id")) from None
+        raise input_error(exc) from None
+    response.headers["Location"] = customer_location(customer.external_id)
     return CustomerCreatedOut(**customer_out(customer).model_dump(), webhook_secret=customer.webhook_secret)
 
 
-@router.get("/v1/customers", summary="List customers", response_model=list[CustomerOut], operation_id="listCustomers")
+@router.get(
+    "/v1/customers", summary="List customers", response_model=CustomerListOut, operation_id="listCustomers"
+)
 def list_customers(
     engine: Annotated[Engine, Depends(get_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
-) -> list[CustomerOut]:
-    """Every customer, by external id."""
-    return [customer_out(customer) for customer in service.list_customers(engine)]
+    page: Annotated[Page, Depends(page_params)],
+) -> CustomerListOut:
+    """The customers, by external id, a page at a time (the cursors are external ids)."""
+    found, more = service.customers_page(
+        engine, limit=page.limit, after=page.starting_after, before=page.ending_before
+    )
+    return CustomerListOut(data=[customer_out(customer) for customer in found], has_more=more)
 
 
 @router.get(
@@ -180,7 +202,7 @@ def get_customer(
     "/v1/customers/{customer_id}/usage",
     summary="A customer's usage, thresholds and upcoming invoice",
     response_model=UsageOut,
-    operation_id="getUsage",
+    operation_id="getCustomerUsage",
 )
 def get_usage(
     customer_id: CustomerId,
@@ -265,6 +287,9 @@ def _preview_out(preview: DraftInvoice, currency: str) -> PreviewOut:
 # -- subscriptions -----------------------------------------------------------------------------------------
 
 
+_SUBSCRIPTION_ID = "$response.body#/id"
+
+
 @router.post(
     "/v1/subscriptions",
     status_code=201,
@@ -272,23 +297,77 @@ def _preview_out(preview: DraftInvoice, currency: str) -> PreviewOut:
     response_model=SubscriptionOut,
     operation_id="createSubscription",
     responses={
+        **POST_ERROR_RESPONSES,
         201: {
             "description": "The subscription",
+            "headers": _LOCATION,
             "links": {
-                "Cancel": {"operationId": "cancelSubscription", "parameters": {"subscription_id": "$response.body#/id"}}
+                "GetSubscription": {
+                    "operationId": "getSubscription", "parameters": {"subscription_id": _SUBSCRIPTION_ID}
+                },
+                "CancelSubscription": {
+                    "operationId": "cancelSubscription", "parameters": {"subscription_id": _SUBSCRIPTION_ID}
+                },
             },
-        }
+        },
     },
     tags=["subscriptions"],
 )
 def create_subscription(
     body: SubscriptionIn,
+    response: Response,
     engine: Annotated[Engine, Depends(get_engine)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> SubscriptionOut:
-    """Subscribe ``customer`` to the version of ``plan`` in effect on ``start``, open-ended."""
-    return subscription_out(service.subscribe(engine, catalog, body.customer, body.plan, body.start))
+    """Subscribe ``customer`` to the version of ``plan`` in effect on ``start``, open-ended. One overlapping
+    a subscription of the customer to the same plan is a 409 ``conflict``."""
+    subscription = service.subscribe(engine, catalog, body.customer, body.plan, body.start)
+    response.headers["Location"] = f"/v1/subscriptions/{subscription.id}"
+    return subscription_out(subscription)
+
+
+@router.get(
+    "/v1/subscriptions",
+    summary="List subscriptions",
+    response_model=SubscriptionListOut,
+    operation_id="listSubscriptions",
+    tags=["subscriptions"],
+)
+def list_subscriptions(
+    engine: Annotated[Engine, Depends(get_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+    page: Annotated[Page, Depends(page_params)],
+    customer: Annotated[str | None, Query(max_length=255, description="A customer's external id.")] = None,
+    status: Annotated[Literal["active", "cancelled"] | None, Query(description="Only this status.")] = None,
+) -> SubscriptionListOut:
+    """The subscriptions, by id, a page at a time (the cursors are ids), of one customer and one status if
+    asked."""
+    after, before = page.ids()
+    found, more = service.subscriptions_page(
+        engine,
+        limit=page.limit,
+        after=after,
+        before=before,
+        customer=None if customer is None else storable_path(customer, "customer"),
+        status=status,
+    )
+    return SubscriptionListOut(data=[subscription_out(s) for s in found], has_more=more)
+
+
+@router.get(
+    "/v1/subscriptions/{subscription_id}",
+    summary="Get a subscription",
+    response_model=SubscriptionOut,
+    operation_id="getSubscription",
+    tags=["subscriptions"],
+)
+def get_subscription(
+    subscription_id: SubscriptionId,
+    engine: Annotated[Engine, Depends(get_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> SubscriptionOut:
+    return subscription_out(service.get_subscription(engine, subscription_id))
 
 
 @router.post(
@@ -296,6 +375,7 @@ def create_subscription(
     summary="Cancel a subscription",
     response_model=SubscriptionOut,
     operation_id="cancelSubscription",
+    responses=POST_ERROR_RESPONSES,
     tags=["subscriptions"],
 )
 def cancel_subscription(

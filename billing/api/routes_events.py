@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import get_catalog
-from billing.api.errors import ERROR_RESPONSES, ApiError
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
 from billing.api.events import BatchError, ingest_events, parse_batch
 from billing.api.schemas import EVENT_BATCH_SCHEMA, MAX_BATCH, EventBatchOut, EventResult
 from billing.db.engines import get_engine
@@ -25,8 +25,8 @@ MAX_BODY = 32 * 1024 * 1024
     "/v1/events",
     summary="Ingest a batch of usage events",
     response_model=EventBatchOut,
-    operation_id="postEvents",
-    responses=ERROR_RESPONSES,
+    operation_id="createEvents",
+    responses={**ERROR_RESPONSES, **POST_ERROR_RESPONSES},
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": EVENT_BATCH_SCHEMA}}}
     },

@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 from billing import invoicing
 from billing.api.auth import ApiKey, require_key
 from billing.api.errors import ERROR_RESPONSES, not_found
+from billing.api.pagination import Page, page_params
 from billing.api.routes_customers import MAX_ID, MONTH_PATTERN, month_param, storable_path
-from billing.api.schemas import InvoiceOut, InvoiceSummaryOut, PeriodOut
+from billing.api.schemas import InvoiceListOut, InvoiceOut, InvoiceSummaryOut, PeriodOut
 from billing.db.engines import get_engine
 from invoices.model import Invoice
 from invoices.render import invoice_json, render_pdf
@@ -64,31 +65,34 @@ def _summary(invoice: Invoice) -> InvoiceSummaryOut:
     )
 
 
-@router.get(
-    "/v1/invoices", summary="List invoices", response_model=list[InvoiceSummaryOut], operation_id="listInvoices"
-)
+@router.get("/v1/invoices", summary="List invoices", response_model=InvoiceListOut, operation_id="listInvoices")
 def list_invoices(
     engine: Annotated[Engine, Depends(get_engine)],
     key: Annotated[ApiKey, Depends(require_key)],
+    page: Annotated[Page, Depends(page_params)],
     customer: Annotated[str | None, Query(max_length=255, description="A customer's external id.")] = None,
     period: Annotated[str | None, Query(pattern=MONTH_PATTERN, description="YYYY-MM")] = None,
     status: Literal["draft", "finalized", "paid", "void", "uncollectible"] | None = None,
-) -> list[InvoiceSummaryOut]:
-    """Invoices and credit notes, oldest period first, filtered by customer, period and status. A key bound to a
-    customer lists that customer's only."""
+) -> InvoiceListOut:
+    """Invoices and credit notes by id — the order they were first written in — a page at a time (the cursors
+    are ids), filtered by customer, period and status. A key bound to a customer lists that customer's only."""
     if customer is not None:
         customer = storable_path(customer, "customer")
     if key.customer is not None:
         if customer is not None and customer != key.customer:
             raise not_found(f"unknown customer {customer!r}")
         customer = key.customer
-    found = invoicing.list_invoices(
+    after, before = page.ids()
+    found, more = invoicing.invoices_page(
         engine,
+        limit=page.limit,
+        after=after,
+        before=before,
         customer=customer,
         period_start=month_param(period).start if period else None,
         status=status,
     )
-    return [_summary(invoice) for invoice in found]
+    return InvoiceListOut(data=[_summary(invoice) for invoice in found], has_more=more)
 
 
 @router.get("/v1/invoices/{invoice_id}", summary="Get an invoice", response_model=InvoiceOut, operation_id="getInvoice")

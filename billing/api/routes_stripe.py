@@ -1,8 +1,8 @@
 """``POST /v1/stripe/webhooks``: the body is verified against its ``Stripe-Signature`` and the secret in the
 ``stripe_webhook_secret`` setting (``STRIPE_WEBHOOK_SECRET``); a missing or bad signature, a signature timestamp
 more than five minutes from the server's clock (older, as a replayed delivery is, or newer, as no delivery from
-Stripe can be) or a body that is not an event is answered 400 with ``{"error": {"code": …, "message": …}}`` and
-changes nothing. A verified event goes to ``billing.stripe.webhooks.handle_event``.
+Stripe can be) or a body that is not an event is answered 400 with a problem (``billing.api.errors.Problem``:
+``code`` says which) and changes nothing. A verified event goes to ``billing.stripe.webhooks.handle_event``.
 
 Anyone can post here, so the body is bounded before anything else is done with it: at most
 :data:`MAX_BODY` bytes (Stripe's events are a few kilobytes) are read, a larger declared or received body is
@@ -16,12 +16,12 @@ from typing import Annotated
 import stripe
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from billing.api.deps import get_api_settings
-from billing.api.errors import field_of
+from billing.api.errors import ApiError, Problem, field_of
 from billing.api.limits import BodyTooLarge, read_body
 from billing.config import Settings
 from billing.db.engines import get_engine
@@ -41,35 +41,34 @@ MAX_BODY = 1024 * 1024
 class WebhookReceipt(BaseModel):
     """The answer to a verified event: acknowledged, with what processing it did."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"received": True, "event_id": "evt_1Q2w3E4r", "outcome": "invoice_paid"}]}
+    )
+
     received: bool = True
     event_id: str
     outcome: str
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    field: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
 
 
 router = APIRouter(tags=["stripe"])
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
-    """The API's error shape; ``field`` is what the message starts with (``Stripe-Signature``, ``body``)."""
-    error = {"code": code, "message": message, "field": field_of(message)}
-    return JSONResponse(status_code=status, content={"error": error})
+    """A problem, as the API answers every error; the field is what the message starts with
+    (``Stripe-Signature``, ``body``)."""
+    return ApiError(status, code, message, field_of(message)).response()
 
 
 @router.post(
     "/v1/stripe/webhooks",
     summary="Receive a Stripe webhook event",
     response_model=WebhookReceipt,
-    responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 500: {"model": ErrorResponse}},
+    operation_id="receiveStripeWebhook",
+    responses={
+        400: {"model": Problem, "description": "A missing or bad signature, or a body that is not an event"},
+        413: {"model": Problem, "description": "Body too large"},
+        500: {"model": Problem, "description": "The webhook secret is not set on the server"},
+    },
 )
 async def receive_stripe_webhook(
     request: Request,

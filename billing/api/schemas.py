@@ -17,17 +17,26 @@ __all__ = [
     "EVENT_BATCH_SCHEMA",
     "MAX_BATCH",
     "ApiText",
+    "BillingRunIn",
+    "BillingRunOut",
     "CancelIn",
+    "CreditNoteIn",
     "CustomerIn",
+    "CustomerListOut",
     "CustomerOut",
     "EventBatchOut",
     "EventResult",
+    "InvoiceListOut",
     "InvoiceOut",
     "InvoiceSummaryOut",
     "MeterUsageOut",
+    "MetricsListOut",
     "PeriodOut",
+    "PlanListOut",
+    "PlanOut",
     "PreviewOut",
     "SubscriptionIn",
+    "SubscriptionListOut",
     "SubscriptionOut",
     "ThresholdOut",
     "UsageOut",
@@ -51,12 +60,57 @@ ApiText = Annotated[StrictStr, AfterValidator(_storable)]
 """Text a database can store."""
 
 
+def examples(*values: dict[str, Any]) -> ConfigDict:
+    """A model's configuration: unknown fields refused, and ``values`` as its examples in the OpenAPI document."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(values)})
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_PERIOD = {"start": "2026-10-01", "end": "2026-11-01"}
+_CUSTOMER = {
+    "external_id": "acme", "name": "Acme Corp", "email": "ap@acme.example", "currency": "USD",
+    "timezone": "America/New_York", "locale": "en_US", "address": ["1 Main St", "Springfield"],
+    "webhook_url": "https://hooks.acme.example/billing", "tax_rate": "10",
+}
+_SUBSCRIPTION = {
+    "id": 1, "customer": "acme", "plan": "api_growth", "plan_version": 1, "start_date": "2026-10-01",
+    "end_date": None, "status": "active", "cancel_reason": None, "previous_subscription_id": None,
+}
+_INVOICE_SUMMARY = {
+    "id": 7, "number": "INV-2026-000007", "kind": "invoice", "status": "finalized", "customer": "acme",
+    "currency": "USD", "period": _PERIOD, "issue_date": "2026-11-03", "due_date": "2026-11-17",
+    "subtotal": "52.75", "tax": "5.28", "total": "58.03",
+}
+_INVOICE_LINE = {
+    "section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls", "model": "graduated",
+    "quantity": "12000", "unit": "call", "amount": "4.00", "service_period": _PERIOD,
+    "details": {"tiers": [{"up_to": "10000", "quantity": "10000", "amount": "0.00"},
+                          {"up_to": "250000", "quantity": "2000", "amount": "4.00"}]},
+}
+_PLAN = {
+    "code": "api_growth", "version": 1, "versions": [1, 2], "key": "api_growth", "effective_from": "2025-01-01",
+    "name": "API Growth", "description": "Self-serve API access with 10,000 calls a month included",
+    "currency": "USD", "interval": "month", "subscription": {"fee": "49.00", "billing": "in_advance", "trial_days": 0},
+    "charges": [
+        {"meter": "api_calls", "description": None, "model": "graduated",
+         "tiers": [{"up_to": "10000", "unit_amount": "0", "flat_amount": "0"},
+                   {"up_to": None, "unit_amount": "0.002", "flat_amount": "0"}]},
+        {"meter": "storage_gb", "description": None, "model": "per_unit", "unit_amount": "0.25"},
+    ],
+    "commitment": None,
+    "thresholds": [{"meter": "api_calls", "allowance": "10000", "spend_cap": None, "levels": [80, 100]}],
+}
+_METRICS_ROW = {
+    "period": "2026-10", "currency": "USD", "customers_start": "40", "customers_end": "42", "mrr_end": "2450.00",
+    "billed_revenue": "3120.55",
+}
 
 
 # -- events ------------------------------------------------------------------------------------------------
@@ -98,6 +152,11 @@ class EventResult(_Out):
     """What became of one event of a batch: ``accepted`` (stored now), ``duplicate`` (already stored with the
     same content; not counted again) or ``rejected`` (with the reason)."""
 
+    model_config = examples(
+        {"index": 0, "id": "evt-1", "status": "accepted", "reason": None},
+        {"index": 4, "id": "evt-4", "status": "rejected", "reason": "unknown customer 'globex'"},
+    )
+
     index: int
     id: str | None
     status: Literal["accepted", "duplicate", "rejected"]
@@ -106,6 +165,12 @@ class EventResult(_Out):
 
 class EventBatchOut(_Out):
     """The outcome of a batch: the counts, and each event's status in input order."""
+
+    model_config = examples(
+        {"accepted": 1, "duplicates": 1, "rejected": 0, "events": [
+            {"index": 0, "id": "evt-1", "status": "accepted", "reason": None},
+            {"index": 1, "id": "evt-1", "status": "duplicate", "reason": None}]}
+    )
 
     accepted: int
     duplicates: int
@@ -141,6 +206,10 @@ class CustomerIn(_In):
 
 
 class CustomerOut(_Out):
+    """A customer (its webhook secret is never shown again after its creation)."""
+
+    model_config = examples(_CUSTOMER)
+
     external_id: str
     name: str
     email: str | None
@@ -155,11 +224,13 @@ class CustomerOut(_Out):
 class CustomerCreatedOut(CustomerOut):
     """The customer just created, with its webhook secret: the only answer that ever carries it."""
 
+    model_config = examples(_CUSTOMER | {"webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+
     webhook_secret: str | None = Field(
-        description="Signs the webhooks posted to webhook_url (Billing-Signature: HMAC-SHA256 of "
-        "\"<t>.<body>\"). Returned once, here; null without a webhook_url. "
-        "`billing customers rotate-webhook-secret` makes a new one.",
-        examples=["whsec_3f1c0e5a9b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5"],
+        description="Signs the webhooks posted to webhook_url, as the Standard Webhooks specification says "
+        "(webhook-id, webhook-timestamp, webhook-signature: verify with any standardwebhooks library). Returned "
+        "once, here; null without a webhook_url. `billing customers rotate-webhook-secret` makes a new one.",
+        examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
     )
 
 
@@ -179,11 +250,17 @@ class CancelIn(_In):
     """End a subscription on ``date`` (exclusive: its last day is the day before; default: today in the
     customer's timezone) for ``reason``."""
 
+    model_config = examples({"date": "2026-12-01", "reason": "voluntary"})
+
     date: dt.date | None = None
     reason: Literal["voluntary", "involuntary"] = "voluntary"
 
 
 class SubscriptionOut(_Out):
+    """A subscription: ``[start_date, end_date)``, the plan version it keeps."""
+
+    model_config = examples(_SUBSCRIPTION)
+
     id: int
     customer: str
     plan: str
@@ -199,11 +276,19 @@ class SubscriptionOut(_Out):
 
 
 class PeriodOut(_Out):
+    """A period, half-open: ``[start, end)``."""
+
+    model_config = examples(_PERIOD)
+
     start: dt.date
     end: dt.date
 
 
 class InvoiceSummaryOut(_Out):
+    """An invoice or credit note without its lines, as lists show it."""
+
+    model_config = examples(_INVOICE_SUMMARY)
+
     id: int
     number: str | None
     kind: Literal["invoice", "credit_note"]
@@ -218,12 +303,18 @@ class InvoiceSummaryOut(_Out):
     total: str
 
 
-class _ServicePeriod(_Out):
+class ServicePeriodOut(_Out):
+    model_config = examples(_PERIOD)
+
     start: dt.date | None
     end: dt.date | None
 
 
 class InvoiceLineOut(_Out):
+    """One line of an invoice; ``details`` shows how it was rated (tiers, packages, proration)."""
+
+    model_config = examples(_INVOICE_LINE)
+
     section: str
     kind: str
     description: str
@@ -232,12 +323,25 @@ class InvoiceLineOut(_Out):
     quantity: str
     unit: str | None
     amount: str
-    service_period: _ServicePeriod
+    service_period: ServicePeriodOut
     details: dict[str, Any]
 
 
 class InvoiceOut(_Out):
     """An invoice as ``billing invoices show --json`` prints it (``invoices.render.invoice_json``)."""
+
+    model_config = examples(
+        {
+            "id": 7, "number": "INV-2026-000007", "kind": "invoice", "status": "finalized",
+            "billing_key": "period:acme:2026-10",
+            "customer": {"external_id": "acme", "name": "Acme Corp", "address": ["1 Main St"], "email": None,
+                         "tax_id": None},
+            "seller": {"name": "Example Billing GmbH", "address": [], "email": None, "tax_id": None},
+            "currency": "USD", "locale": "en_US", "period": _PERIOD, "issue_date": "2026-11-03",
+            "due_date": "2026-11-17", "refers_to": None, "reason": None, "lines": [_INVOICE_LINE],
+            "subtotal": "4.00", "discount": "0.00", "tax_rate": "10", "tax": "0.40", "total": "4.40",
+        }
+    )
 
     id: int
     number: str | None
@@ -267,6 +371,9 @@ class InvoiceOut(_Out):
 class MeterUsageOut(_Out):
     """A meter's usage in the period so far (a weighted sum: the period's average level)."""
 
+    model_config = examples({"meter": "api_calls", "name": "API calls", "unit": "call", "quantity": "12000",
+                             "events": 12000})
+
     meter: str
     name: str
     unit: str
@@ -277,6 +384,11 @@ class MeterUsageOut(_Out):
 class ThresholdOut(_Out):
     """One threshold of one subscription: its limit, the value so far, the levels reached now, and the levels
     already notified (from the notifications)."""
+
+    model_config = examples(
+        {"subscription_id": 1, "key": "usage:api_calls", "kind": "usage", "meter": "api_calls", "limit": "10000",
+         "value": "12000", "percent": "120.0", "levels": [80, 100], "reached": [80, 100], "notified": [80, 100]}
+    )
 
     subscription_id: int
     key: str
@@ -291,6 +403,13 @@ class ThresholdOut(_Out):
 
 
 class PreviewLineOut(_Out):
+    """One line of the upcoming invoice."""
+
+    model_config = examples(
+        {"section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls",
+         "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}
+    )
+
     section: str
     kind: str
     description: str
@@ -304,6 +423,15 @@ class PreviewLineOut(_Out):
 class PreviewOut(_Out):
     """The upcoming invoice of the period as it stands, rated exactly as the billing run will rate it."""
 
+    model_config = examples(
+        {"currency": "USD", "lines": [
+            {"section": "API Growth", "kind": "subscription", "description": "API Growth", "meter": None,
+             "quantity": "1", "unit": None, "amount": "49.00", "subscription_id": 1},
+            {"section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls",
+             "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}],
+         "subtotal": "53.00", "tax_rate": "10", "tax": "5.30", "total": "58.30"}
+    )
+
     currency: str
     lines: list[PreviewLineOut]
     subtotal: str
@@ -313,6 +441,17 @@ class PreviewOut(_Out):
 
 
 class UsageOut(_Out):
+    """A customer's period so far: usage per meter, thresholds, and the upcoming invoice."""
+
+    model_config = examples(
+        {"customer": "acme", "currency": "USD", "timezone": "America/New_York", "period": _PERIOD,
+         "label": "2026-10", "as_of": "2026-10-20T08:32:18.182270Z",
+         "meters": [{"meter": "api_calls", "name": "API calls", "unit": "call", "quantity": "12000",
+                     "events": 12000}],
+         "thresholds": [], "preview": {"currency": "USD", "lines": [], "subtotal": "0.00", "tax_rate": "10",
+                                       "tax": "0.00", "total": "0.00"}}
+    )
+
     customer: str
     currency: str
     timezone: str
@@ -322,6 +461,175 @@ class UsageOut(_Out):
     meters: list[MeterUsageOut]
     thresholds: list[ThresholdOut]
     preview: PreviewOut
+
+
+# -- plans -----------------------------------------------------------------------------------------------------
+
+
+class PlanOut(_Out):
+    """One version of a price plan, as the catalog states it (amounts and quantities as decimal strings; a last
+    tier's ``up_to`` is null: no bound), with every version of its code."""
+
+    model_config = examples(_PLAN)
+
+    code: str
+    version: int
+    versions: list[int] = Field(description="Every version of the plan, oldest first.")
+    key: str = Field(description="The plan's table in the catalog (plans.<key>).")
+    effective_from: dt.date | None = Field(description="The first day new subscriptions get this version.")
+    name: str
+    description: str | None
+    currency: str
+    interval: Literal["month", "year"]
+    subscription: dict[str, Any] | None = Field(description="The recurring fee: fee, billing, trial_days.")
+    charges: list[dict[str, Any]] = Field(description="The usage charges, one per meter, with the model's fields.")
+    commitment: dict[str, Any] | None = Field(description="The minimum commitment, if any.")
+    thresholds: list[dict[str, Any]] = Field(description="Alert levels of allowances and spend caps.")
+
+
+# -- billing runs --------------------------------------------------------------------------------------------
+
+
+class BillingRunIn(_In):
+    """Bill ``period``: write (or refresh) one draft invoice per customer, of ``customer`` only if given; with
+    ``finalize``, number the period's drafts too."""
+
+    model_config = examples({"period": "2026-10"}, {"period": "2026-10", "customer": "acme", "finalize": True})
+
+    period: ApiText = Field(pattern=r"^[0-9]{4}-[0-9]{2}$", description="The billing period, YYYY-MM.")
+    customer: ApiText | None = Field(default=None, max_length=255, description="Bill this customer only.")
+    finalize: bool = Field(default=False, description="Finalize the period's drafts after writing them.")
+    allow_open_period: bool = Field(
+        default=False,
+        description="With finalize: issue the current period before it has ended (never a period to come).",
+    )
+
+
+class SkippedOut(_Out):
+    """A customer the run did not bill, and why."""
+
+    model_config = examples({"customer": "globex", "reason": "its usage costs more than an invoice holds"})
+
+    customer: str
+    reason: str
+
+
+class RunEventsOut(_Out):
+    """The period's stored usage events: ``accepted`` = ``rated`` + ``unbilled``."""
+
+    model_config = examples({"accepted": 125100, "rated": 125000, "unbilled": 100})
+
+    accepted: int = Field(description="Every stored usage event of the period (in each customer's timezone).")
+    rated: int = Field(description="Events the run rated.")
+    unbilled: int = Field(description="Events no invoice will carry (listed by group in ``unbilled``).")
+
+
+class UnbilledOut(_Out):
+    """Events of one customer and meter that the run does not bill, and why (``reason``: before_start, after_end,
+    no_subscription, meter_not_charged, unknown_plan, customer_skipped, unknown_customer)."""
+
+    model_config = examples(
+        {"customer": "latecomer", "meter": "api_calls", "reason": "before_start",
+         "detail": "before its subscription started on 2026-10-15", "events": 100,
+         "message": "100 events of customer latecomer (api_calls) before its subscription started on 2026-10-15"}
+    )
+
+    customer: str
+    meter: str
+    reason: str
+    detail: str = Field(description="The reason in words (\"before its subscription started on 2026-10-15\").")
+    events: int
+    message: str
+
+
+class BillingRunOut(_Out):
+    """What a billing run did: drafts written, refreshed, unchanged and removed, issued invoices left alone, the
+    customers skipped, the totals per currency, and the numbers finalized."""
+
+    model_config = examples(
+        {"period": _PERIOD, "label": "2026-10", "created": 40, "updated": 2, "unchanged": 0, "removed": 1,
+         "issued_untouched": 0, "late_lines": 3, "events": {"accepted": 125100, "rated": 125000, "unbilled": 100},
+         "unbilled": [{"customer": "latecomer", "meter": "api_calls", "reason": "before_start",
+                       "detail": "before its subscription started on 2026-10-15", "events": 100,
+                       "message": "100 events of customer latecomer (api_calls) before its subscription started on "
+                       "2026-10-15"}],
+         "totals": {"USD": "3120.55", "EUR": "980.00"}, "skipped": [],
+         "finalized": ["INV-2026-000101", "INV-2026-000102"]}
+    )
+
+    period: PeriodOut
+    label: str
+    created: int = Field(description="Draft invoices written for the first time.")
+    updated: int = Field(description="Drafts rewritten with new amounts.")
+    unchanged: int = Field(description="Drafts that were already right.")
+    removed: int = Field(description="Drafts deleted: nothing to invoice now.")
+    issued_untouched: int = Field(description="Invoices already issued, left as they are.")
+    late_lines: int = Field(description="Lines billing usage that arrived after its period was invoiced.")
+    events: RunEventsOut
+    unbilled: list[UnbilledOut] = Field(description="The period's events no invoice will carry, and why.")
+    totals: dict[str, str] = Field(description="The drafts' totals per currency (money strings).")
+    skipped: list[SkippedOut]
+    finalized: list[str] = Field(description="The numbers given, when the run was asked to finalize.")
+
+
+# -- invoice actions -----------------------------------------------------------------------------------------
+
+
+class CreditNoteIn(_In):
+    """Credit ``amount`` (tax included, in the invoice's currency) of an issued invoice, for ``reason``."""
+
+    model_config = examples({"amount": "10.00", "reason": "Service outage on 14 October"})
+
+    amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
+    reason: ApiText = Field(min_length=1, max_length=1000)
+
+
+# -- lists ---------------------------------------------------------------------------------------------------
+
+
+class CustomerListOut(_Out):
+    """A page of customers, by external id."""
+
+    model_config = examples({"data": [_CUSTOMER], "has_more": False})
+
+    data: list[CustomerOut]
+    has_more: bool = Field(description="Whether more customers lie beyond this page (in the direction walked).")
+
+
+class SubscriptionListOut(_Out):
+    """A page of subscriptions, by id."""
+
+    model_config = examples({"data": [_SUBSCRIPTION], "has_more": False})
+
+    data: list[SubscriptionOut]
+    has_more: bool = Field(description="Whether more subscriptions lie beyond this page (in the direction walked).")
+
+
+class InvoiceListOut(_Out):
+    """A page of invoices and credit notes, by id (the order they were first written in)."""
+
+    model_config = examples({"data": [_INVOICE_SUMMARY], "has_more": True})
+
+    data: list[InvoiceSummaryOut]
+    has_more: bool = Field(description="Whether more invoices lie beyond this page (in the direction walked).")
+
+
+class PlanListOut(_Out):
+    """A page of plans, by code: each plan's latest version."""
+
+    model_config = examples({"data": [_PLAN], "has_more": False})
+
+    data: list[PlanOut]
+    has_more: bool = Field(description="Whether more plans lie beyond this page (in the direction walked).")
+
+
+class MetricsListOut(_Out):
+    """A month's revenue and churn figures, one object per currency (by currency), every value a string."""
+
+    model_config = examples({"data": [_METRICS_ROW], "has_more": False})
+
+    data: list[dict[str, str]]
+    has_more: bool = Field(description="Whether more currencies lie beyond this page (in the direction walked).")
 
 
 def decimal_text(value: Decimal) -> str:

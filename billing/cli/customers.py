@@ -70,7 +70,7 @@ def _print_secret(customer: Customer, heading: str) -> None:
     """A webhook secret, printed this once: it is not shown again (``rotate-webhook-secret`` makes a new one)."""
     console.print(f"{heading}: {customer.webhook_secret}", highlight=False, markup=False, soft_wrap=True)
     console.print(
-        f"Shown once: store it now. The receiver at {customer.webhook_url} verifies the Billing-Signature header "
+        f"Shown once: store it now. The receiver at {customer.webhook_url} verifies the webhook-signature header "
         f"with it; `billing customers rotate-webhook-secret {customer.external_id}` replaces it.",
         highlight=False,
         markup=False,
@@ -167,7 +167,7 @@ def customers_import(
     with_secrets = [c for c in report.created if c.webhook_secret]
     if with_secrets:
         console.print(
-            "webhook secrets (shown once: store them now; each customer's receiver verifies the Billing-Signature "
+            "webhook secrets (shown once: store them now; each customer's receiver verifies the webhook-signature "
             "header with its own):",
             highlight=False,
             markup=False,

@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session
 
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.db.tables import CustomerRow, SubscriptionRow
+from dbkit import keyset_page, page_of
 
 __all__ = [
     "add_customer",
     "add_subscription",
     "cancel_subscription",
     "customers_by_external_id",
+    "customers_page",
     "get_customer",
     "get_subscription",
     "list_customers",
@@ -29,6 +31,7 @@ __all__ = [
     "subscriptions_active_between",
     "subscriptions_of",
     "subscriptions_of_customers",
+    "subscriptions_page",
 ]
 
 # Ids per IN (...) query: far below SQLite's and PostgreSQL's limits on bound parameters.
@@ -114,6 +117,15 @@ def list_customers(session: Session) -> list[Customer]:
     return [_customer(row) for row in session.scalars(select(CustomerRow).order_by(CustomerRow.external_id))]
 
 
+def customers_page(
+    session: Session, *, limit: int, after: str | None = None, before: str | None = None
+) -> tuple[list[Customer], bool]:
+    """One page of the customers by external id (``dbkit.keyset_page``), and whether more lie beyond it."""
+    statement = keyset_page(select(CustomerRow), CustomerRow.external_id, limit=limit, after=after, before=before)
+    rows, more = page_of(session.scalars(statement).all(), limit=limit, before=before)
+    return [_customer(row) for row in rows], more
+
+
 def customers_by_external_id(session: Session, ids: Iterable[str] | None = None) -> dict[str, Customer]:
     """The customers with the given external ids (all customers when ``ids`` is None), keyed by external id.
 
@@ -196,6 +208,27 @@ def list_subscriptions(
         query = query.where(SubscriptionRow.status == str(status))
     query = query.order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
     return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+
+
+def subscriptions_page(
+    session: Session,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    customer: str | None = None,
+    status: SubscriptionStatus | str | None = None,
+) -> tuple[list[Subscription], bool]:
+    """One page of the subscriptions by id (``dbkit.keyset_page``), optionally of one customer (by external id)
+    and of one status, and whether more lie beyond it."""
+    query = _with_customer()
+    if customer is not None:
+        query = query.where(CustomerRow.external_id == customer)
+    if status is not None:
+        query = query.where(SubscriptionRow.status == str(status))
+    statement = keyset_page(query, SubscriptionRow.id, limit=limit, after=after, before=before)
+    rows, more = page_of(session.execute(statement).all(), limit=limit, before=before)
+    return [_subscription(row, external_id) for row, external_id in rows], more
 
 
 def subscriptions_of(session: Session, customer_id: int, plan_code: str | None = None) -> list[Subscription]:

@@ -49,7 +49,7 @@ from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO, format_amount
 
 OUT = Path("out")
-RECEIVER_SECRET = "whsec_demo_receiver"
+RECEIVER_SECRET = "whsec_ZGVtby1yZWNlaXZlci1zZWNyZXQtMjAyNg=="  # Standard Webhooks: whsec_ and base64
 SEED = 2026
 MONTHS = (month(2026, 8), month(2026, 9), month(2026, 10))
 CUSTOMERS = 200

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from billing.notify.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
+from billing.notify.signing import WEBHOOK_ID_HEADER, verify_webhook
 
 __all__ = ["ReceivedWebhook", "run_receiver"]
 
@@ -20,8 +20,8 @@ class ReceivedWebhook:
     """One request a :func:`run_receiver` server got.
 
     Attributes:
-      idempotency_key: the ``Idempotency-Key`` header.
-      verified: whether the signature verified with the receiver's secret.
+      idempotency_key: the ``webhook-id`` header (the notification's id, the same on every attempt).
+      verified: whether the Standard Webhooks signature verified with the receiver's secret.
       duplicate: whether a request with this key was already accepted (a retry the receiver ignores).
       status: the HTTP status answered.
       body: the parsed JSON body (None if it was not JSON).
@@ -64,8 +64,8 @@ def _handler(inbox: _Inbox) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            key = self.headers.get(IDEMPOTENCY_HEADER)
-            verified = verify_signature(inbox.secret, self.headers.get(SIGNATURE_HEADER), raw)
+            key = self.headers.get(WEBHOOK_ID_HEADER)
+            verified = verify_webhook(inbox.secret, dict(self.headers), raw)
             try:
                 body = json.loads(raw)
             except ValueError:
@@ -91,7 +91,7 @@ def run_receiver(
     """Start a webhook receiver on ``host:port`` (0: any free port) in a background thread; returns the server
     (``server.server_address[1]`` is its port; ``server.shutdown()`` stops it) and the list it appends every
     request to. It answers 400 to a bad signature, 503 to the first ``fail_first`` good ones, then 200 — a repeat
-    of an accepted Idempotency-Key is answered 200 and marked ``duplicate``: one logical notification per id."""
+    of an accepted webhook-id is answered 200 and marked ``duplicate``: one logical notification per id."""
     inbox = _Inbox(secret, fail_first)
     server = ThreadingHTTPServer((host, port), _handler(inbox))
     server.daemon_threads = True

@@ -3,7 +3,8 @@ delivery by webhook and e-mail with retries and dead letters.
 
 - ``outbox`` — the notification rows: queueing in the caller's transaction, listing, claiming, attempts, dead
   letters and their retry;
-- ``signing`` — the ``Billing-Signature`` header, its reference check, and which secret signs for an endpoint;
+- ``signing`` — the Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), their
+  reference check, and which secret signs for an endpoint;
 - ``delivery`` — sending what is due by webhook and e-mail, with backoff.
 """
 
@@ -21,11 +22,24 @@ from billing.notify.outbox import (
     queue_invoices_finalized,
     retry,
 )
-from billing.notify.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, verify_signature
+from billing.notify.signing import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER,
+    sign,
+    sign_webhook,
+    verify_signature,
+    verify_webhook,
+)
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "SIGNATURE_HEADER",
+    "WEBHOOK_ID_HEADER",
+    "WEBHOOK_SIGNATURE_HEADER",
+    "WEBHOOK_TIMESTAMP_HEADER",
     "Attempt",
     "DeliveryReport",
     "Notification",
@@ -39,6 +53,8 @@ __all__ = [
     "queue_invoices_finalized",
     "retry",
     "sign",
+    "sign_webhook",
     "verify_signature",
+    "verify_webhook",
     "webhook_body",
 ]

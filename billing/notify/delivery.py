@@ -4,9 +4,9 @@
 outside any transaction:
 
 - **webhook** — ``POST`` to the customer's ``webhook_url``, else the global ``notification_webhook_url``, with the
-  JSON body ``{"id", "kind", "customer", "period", ...}`` and the headers ``Idempotency-Key: <id>`` (the same on
-  every attempt) and ``Billing-Signature`` (``billing.notify.signing``: signed with that endpoint's secret, never
-  sent unsigned). Any 2xx answer is a delivery.
+  JSON body ``{"id", "kind", "customer", "period", ...}`` and the Standard Webhooks headers ``webhook-id: <id>``
+  (the same on every attempt), ``webhook-timestamp`` and ``webhook-signature`` (``billing.notify.signing``:
+  signed with that endpoint's secret, never sent unsigned). Any 2xx answer is a delivery.
 - **e-mail** — over SMTP (``smtp_host``, ``smtp_port``, ``smtp_from``, optional ``smtp_username`` /
   ``smtp_password`` / ``smtp_starttls``) to the customer's address; ``invoice.finalized`` carries the invoice
   PDF. The ``Message-ID`` is derived from the notification id, so a resent message is recognizably the same.
@@ -18,7 +18,7 @@ point in its upper half); channels that already succeeded are not sent again. Af
 ``notification_max_attempts`` failed rounds the notification is ``dead`` with its last error
 (``billing.notify.outbox.retry`` puts it back). A notification with no channel at all (no URL, no address or no
 SMTP server) is dead at once, saying so. A deliverer killed mid-send leaves the row pending, sent again when its
-lease ends — the receiver sees the same Idempotency-Key.
+lease ends — the receiver sees the same webhook-id.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from billing.notify.outbox import (
     record_attempt,
     settle_round,
 )
-from billing.notify.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, MissingWebhookSecret, endpoint_secret, sign
+from billing.notify.signing import MissingWebhookSecret, endpoint_secret, signed_headers
 
 __all__ = ["DeliveryReport", "backoff_delay", "deliver_pending", "webhook_body"]
 
@@ -234,8 +234,7 @@ def _send_webhook(client: httpx.Client, secret: str, notification: Notification,
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "billing-engine-notifications",
-        IDEMPOTENCY_HEADER: notification.id,
-        SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+        **signed_headers(secret, notification.id, body, int(time.time())),
     }
     try:
         response = client.post(url, content=body, headers=headers)

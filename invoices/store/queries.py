@@ -14,7 +14,7 @@ from decimal import Decimal
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from dbkit import as_utc
+from dbkit import as_utc, keyset_page, page_of
 from invoices.errors import InvoiceNotFoundError
 from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineDetails, LineKind, Party
 from invoices.tables import InvoiceLineRow, InvoiceRow
@@ -35,6 +35,7 @@ __all__ = [
     "invoice_amounts",
     "invoice_id_by_number",
     "invoiced_until",
+    "invoices_page",
     "issued_period_invoices",
     "list_invoices",
     "opening_drafts",
@@ -95,6 +96,31 @@ def list_invoices(
     rows = session.execute(statement).scalars().all()
     lines = _lines_of(session, [row.id for row in rows]) if with_lines else {}
     return [_to_invoice(row, lines.get(row.id, ())) for row in rows]
+
+
+def invoices_page(
+    session: Session,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    period_start: dt.date | None = None,
+    status: InvoiceStatus | str | None = None,
+    customer: str | None = None,
+) -> tuple[list[Invoice], bool]:
+    """One page of the invoices and credit notes by id — the order they were first written in
+    (``dbkit.keyset_page``) — filtered as :func:`list_invoices` filters, without their lines; and whether more
+    lie beyond it."""
+    statement = select(InvoiceRow)
+    if period_start is not None:
+        statement = statement.where(InvoiceRow.period_start == period_start)
+    if status is not None:
+        statement = statement.where(InvoiceRow.status == str(status))
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    statement = keyset_page(statement, InvoiceRow.id, limit=limit, after=after, before=before)
+    rows, more = page_of(session.execute(statement).scalars().all(), limit=limit, before=before)
+    return [_to_invoice(row, ()) for row in rows], more
 
 
 # --- what is billed already ------------------------------------------------------------------------------

@@ -172,10 +172,13 @@ def bill_october(api: LiveApi) -> list[str]:
 
 
 def error_of(response: httpx.Response) -> dict:
+    """The problem (RFC 9457) of an error response, checked for its shape; ``field`` is the first invalid field."""
+    assert response.headers["content-type"] == "application/problem+json", response.headers
     body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "field"}, body
-    return body["error"]
+    assert set(body) == {"type", "title", "status", "detail", "code", "errors"}, body
+    assert body["status"] == response.status_code and body["type"] == f"/problems/{body['code']}", body
+    assert all(set(error) == {"field", "message"} for error in body["errors"]), body
+    return {"code": body["code"], "message": body["detail"], "field": body["errors"][0]["field"] if body["errors"] else None}
 
 
 # -- events ------------------------------------------------------------------------------------------------
@@ -317,7 +320,7 @@ def test_customers_are_created_read_and_listed(live_api):
     add_customer(live_api, "globex")
     with live_api.client() as client:
         assert client.get("/v1/customers/acme").json() == {k: v for k, v in created.items() if k != "webhook_secret"}
-        assert [c["external_id"] for c in client.get("/v1/customers").json()] == ["acme", "globex"]
+        assert [c["external_id"] for c in client.get("/v1/customers").json()["data"]] == ["acme", "globex"]
         missing = client.get("/v1/customers/nobody")
         duplicate = client.post("/v1/customers", json={"external_id": "acme", "name": "A", "currency": "USD"})
         invalid = client.post(
@@ -327,7 +330,7 @@ def test_customers_are_created_read_and_listed(live_api):
         float_rate = client.post("/v1/customers", json={"external_id": "z", "name": "Z", "currency": "USD",
                                                         "tax_rate": 19.5})
     assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
-    assert duplicate.status_code == 422
+    assert duplicate.status_code == 409
     assert error_of(duplicate) == {
         "code": "already_exists", "message": "customer 'acme' already exists", "field": "external_id"
     }
@@ -335,6 +338,7 @@ def test_customers_are_created_read_and_listed(live_api):
     problem = error_of(invalid)
     assert problem["code"] == "invalid_input" and problem["field"] == "email"
     assert "email: expected an address" in problem["message"] and "currency: unknown currency 'EUX'" in problem["message"]
+    assert [e["field"] for e in invalid.json()["errors"]] == ["email", "currency"]
     assert extra.status_code == 422 and error_of(extra)["field"] == "vip"
     assert float_rate.status_code == 422 and error_of(float_rate)["field"].startswith("tax_rate")
 
@@ -371,7 +375,7 @@ def test_subscriptions_are_created_and_cancelled(live_api):
         cancelled = client.post(f"/v1/subscriptions/{sid}/cancel", json={"date": "2026-12-01", "reason": "voluntary"})
         again = client.post(f"/v1/subscriptions/{sid}/cancel", json={"date": "2026-12-01"})
         unknown = client.post("/v1/subscriptions/999999/cancel", json={"date": "2026-12-01"})
-    assert overlapping.status_code == 422 and "overlaps" in error_of(overlapping)["message"]
+    assert overlapping.status_code == 409 and "overlaps" in error_of(overlapping)["message"]
     assert other_currency.status_code == 422 and error_of(other_currency)["field"] == "plan"
     assert unknown_plan.status_code == 422 and error_of(unknown_plan)["field"] == "plan"
     assert unknown_customer.status_code == 404
@@ -380,7 +384,7 @@ def test_subscriptions_are_created_and_cancelled(live_api):
     assert (cancelled.json()["status"], cancelled.json()["end_date"], cancelled.json()["cancel_reason"]) == (
         "cancelled", "2026-12-01", "voluntary"
     )
-    assert again.status_code == 422 and "already cancelled" in error_of(again)["message"]
+    assert again.status_code == 409 and "already cancelled" in error_of(again)["message"]
     assert unknown.status_code == 404
 
 
@@ -427,7 +431,7 @@ def test_usage_preview_is_the_invoice_the_run_writes(live_api):
 
     bill_october(live_api)
     with live_api.client() as client:
-        invoices = client.get("/v1/invoices", params={"customer": "acme", "period": "2026-10"}).json()
+        invoices = client.get("/v1/invoices", params={"customer": "acme", "period": "2026-10"}).json()["data"]
         invoice = client.get(f"/v1/invoices/{invoices[0]['id']}").json()
     assert [(line["kind"], line["amount"]) for line in invoice["lines"]] == [
         (line["kind"], line["amount"]) for line in preview["lines"]
@@ -459,11 +463,11 @@ def test_invoices_are_listed_read_as_json_and_as_pdf(live_api):
     october_usage(live_api)
     [number] = bill_october(live_api)
     with live_api.client() as client:
-        listed = client.get("/v1/invoices").json()
+        listed = client.get("/v1/invoices").json()["data"]
         by_number = client.get(f"/v1/invoices/{number}")
         pdf = client.get(f"/v1/invoices/{number}/pdf")
-        finalized = client.get("/v1/invoices", params={"status": "finalized"}).json()
-        drafts = client.get("/v1/invoices", params={"status": "draft"}).json()
+        finalized = client.get("/v1/invoices", params={"status": "finalized"}).json()["data"]
+        drafts = client.get("/v1/invoices", params={"status": "draft"}).json()["data"]
         missing = client.get("/v1/invoices/INV-1999-000001")
         missing_pdf = client.get("/v1/invoices/123456789/pdf")
         bad_status = client.get("/v1/invoices", params={"status": "open"})
@@ -492,7 +496,8 @@ def test_metrics_of_a_month(live_api):
         missing = client.get("/v1/metrics")
         bad = client.get("/v1/metrics", params={"period": "0000-01"})
     assert figures.status_code == 200, figures.text
-    [row] = figures.json()
+    assert figures.json()["has_more"] is False
+    [row] = figures.json()["data"]
     assert tuple(row) == JSON_KEYS
     assert (row["period"], row["currency"], row["billed_revenue"], row["mrr_end"]) == ("2026-10", "USD", "11.05", "10.00")
     assert missing.status_code == 422 and error_of(missing)["field"] == "period"
@@ -530,7 +535,7 @@ def test_a_key_bound_to_a_customer_sees_only_that_customers_usage_and_invoices(l
     _, acme_key = create_api_key(live_api.engine, "acme portal", customer="acme")
     with live_api.client(acme_key) as client:
         own_usage = client.get("/v1/customers/acme/usage", params={"period": "2026-10"})
-        own_invoices = client.get("/v1/invoices").json()
+        own_invoices = client.get("/v1/invoices").json()["data"]
         own_invoice = client.get(f"/v1/invoices/{acme_number}")
         own_pdf = client.get(f"/v1/invoices/{acme_number}/pdf")
         hidden = [
@@ -551,7 +556,7 @@ def test_a_key_bound_to_a_customer_sees_only_that_customers_usage_and_invoices(l
         assert response.status_code == 404, response.request.url
         assert error_of(response)["code"] == "not_found"
     with live_api.client() as client:  # the unbound key still sees both, and the sneaky event was not stored
-        assert [i["number"] for i in client.get("/v1/invoices").json()] == [acme_number, globex_number]
+        assert [i["number"] for i in client.get("/v1/invoices").json()["data"]] == [acme_number, globex_number]
         assert client.get("/v1/customers/acme/usage", params={"period": "2026-10"}).json()["meters"][0]["events"] == 6
 
 

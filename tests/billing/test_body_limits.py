@@ -100,7 +100,10 @@ class Answer:
 
     @property
     def error(self) -> dict[str, object]:
-        return json.loads(self.body)["error"]
+        """The problem (RFC 9457) answered, as ``code``, ``message`` (its detail) and ``field`` (the first)."""
+        problem = json.loads(self.body)
+        errors = problem["errors"]
+        return {"code": problem["code"], "message": problem["detail"], "field": errors[0]["field"] if errors else None}
 
 
 def upload(
@@ -259,24 +262,26 @@ def test_every_json_route_takes_at_most_1_mib(client):
         client.post("/v1/customers", content=_streamed(MiB + 1), headers={"Content-Type": "application/json"}),
     ):
         assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
         assert response.json() == {
-            "error": {
-                "code": "body_too_large",
-                "message": "body: at most 1 MiB (1,048,576 bytes) on POST /v1/customers",
-                "field": "body",
-            }
+            "type": "/problems/body_too_large",
+            "title": "Body too large",
+            "status": 413,
+            "detail": "body: at most 1 MiB (1,048,576 bytes) on POST /v1/customers",
+            "code": "body_too_large",
+            "errors": [{"field": "body", "message": "at most 1 MiB (1,048,576 bytes) on POST /v1/customers"}],
         }
     # exactly at the limit the body is read and judged on its content
     at_limit = client.post("/v1/customers", content=_streamed(MiB), headers={"Content-Type": "application/json"})
-    assert at_limit.status_code == 422 and at_limit.json()["error"]["code"] == "invalid_request"
+    assert at_limit.status_code == 422 and at_limit.json()["code"] == "invalid_request"
 
 
 def test_an_event_batch_may_be_32_mib_and_not_a_byte_more(client):
     too_big = client.post(EVENTS, content=_streamed(32 * MiB + 1), headers={"Content-Type": "application/json"})
     assert too_big.status_code == 413
-    assert too_big.json()["error"]["message"] == "body: at most 32 MiB (33,554,432 bytes) on POST /v1/events"
+    assert too_big.json()["detail"] == "body: at most 32 MiB (33,554,432 bytes) on POST /v1/events"
     at_limit = client.post(EVENTS, content=_streamed(32 * MiB), headers={"Content-Type": "application/json"})
-    assert at_limit.status_code == 422 and at_limit.json()["error"]["field"] == "body"  # read, then parsed
+    assert at_limit.status_code == 422 and at_limit.json()["errors"][0]["field"] == "body"  # read, then parsed
 
 
 def test_the_webhook_checks_the_size_before_reading_the_body(client):
@@ -285,6 +290,6 @@ def test_the_webhook_checks_the_size_before_reading_the_body(client):
     streamed = client.post(WEBHOOK, content=_streamed(MiB + 1), headers=headers)
     for response in (declared, streamed):
         assert response.status_code == 413
-        assert response.json()["error"]["code"] == "body_too_large"
+        assert response.json()["code"] == "body_too_large"
     at_limit = client.post(WEBHOOK, content=_streamed(MiB), headers=headers)
-    assert (at_limit.status_code, at_limit.json()["error"]["code"]) == (400, "invalid_signature")
+    assert (at_limit.status_code, at_limit.json()["code"]) == (400, "invalid_signature")

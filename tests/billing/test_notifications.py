@@ -50,7 +50,7 @@ from meters import ingest
 from pricing_plans.loader import loads_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "whsec_test_0123456789"
+SECRET = "whsec_dGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="  # Standard Webhooks: whsec_ and base64
 MARCH_NOW = dt.datetime(2026, 3, 20, 12, tzinfo=dt.UTC)
 
 CATALOG = """

@@ -1,5 +1,6 @@
 """Schemathesis against the live API's ``/openapi.json``: generated requests (valid and invalid) never get a server
-error (500). Bounded: a few examples per operation, a fixed seed, a time budget.
+error (500), and every answer is what the document says — its status, content type (``application/problem+json``
+for every error), headers and body schema. Bounded: a few examples per operation, a fixed seed, a time budget.
 
 Runs the ``schemathesis`` command of this environment against the real uvicorn of ``test_api``; a customer, a
 subscription, usage and an issued invoice exist beforehand, so the generated requests also meet real data.
@@ -30,7 +31,9 @@ def test_generated_requests_never_get_a_server_error(live_api, tmp_path):
         str(SCHEMATHESIS),
         "run",
         f"{live_api.url}/openapi.json",
-        "--checks", "not_a_server_error",
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
+        "response_schema_conformance",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", "15",
         "--max-time", "30",

@@ -1,0 +1,236 @@
+"""``Idempotency-Key`` on every ``POST``: a retry gets the first answer instead of doing the work twice.
+
+A ``POST`` that carries ``Idempotency-Key: <key>`` (1 to 255 printable ASCII characters; a UUID does) is run
+once per key and credential (``Authorization``) for 24 hours; keys live in the database
+(``billing.db.idempotency``), so this holds across restarts and across API processes on one database:
+
+- the same key with the same request (method, path, query and body, byte for byte) gets the first answer again,
+  status, body, ``Content-Type`` and ``Location``, with ``Idempotent-Replayed: true``;
+- the same key with another request is refused, 409 ``idempotency_key_reused``;
+- the same key while its first request is still running is refused, 409 ``idempotency_key_in_progress`` with
+  ``Retry-After``: of two requests with one key at once, one runs and the other is told to come back. A request
+  whose server died mid-way holds its key for ``LEASE`` (10 minutes) at most.
+
+An answer is kept when the request ran: a success, and a refusal by the engine (404, 409, 422 ``invalid_input``).
+A request refused before it ran — malformed (400, 405, 413, 415, 422 ``invalid_request`` or ``too_many_events``),
+unauthenticated (401) — or a server error (5xx, whose transaction was rolled back) keeps nothing: the key can
+carry the corrected request. Without the header, or on any other method, nothing changes.
+
+``Idempotency`` is a plain ASGI middleware inside ``BodyLimit`` (so the body it reads is already bounded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billing.api.errors import ApiError
+from billing.api.limits import BodyTooLarge
+from billing.db import idempotency
+from dbkit import utcnow
+
+__all__ = ["HEADER", "REPLAYED_HEADER", "Idempotency", "credential_scope", "request_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY = 255
+
+_KEPT_HEADERS = (b"content-type", b"location")
+_NOT_KEPT_STATUS = frozenset({400, 401, 405, 413, 415})
+_NOT_KEPT_CODES = frozenset({"invalid_request", "too_many_events"})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if bytes(key).lower() == name:
+            return bytes(value)
+    return None
+
+
+def _valid_key(raw: bytes) -> str | None:
+    """The key, if it is 1 to 255 printable ASCII characters."""
+    if not 0 < len(raw) <= MAX_KEY or not all(0x20 <= byte < 0x7F for byte in raw):
+        return None
+    return raw.decode("ascii")
+
+
+def credential_scope(authorization: bytes | None) -> str:
+    """Whose keys these are: the SHA-256 (hex) of the request's ``Authorization`` header."""
+    return hashlib.sha256(authorization or b"").hexdigest()
+
+
+def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+    """What a key was first sent with: the SHA-256 (hex) of the method, path, query string and body."""
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), query, body])).hexdigest()
+
+
+def _kept(status: int, body: bytes) -> bool:
+    """Whether an answer is the request's outcome (kept for retries), not a refusal before it ran."""
+    if status >= 500 or status in _NOT_KEPT_STATUS:
+        return False
+    if status == 422:
+        try:
+            code = json.loads(body).get("code")
+        except (ValueError, AttributeError):
+            return True
+        return code not in _NOT_KEPT_CODES
+    return True
+
+
+class Idempotency:
+    """Run each ``POST`` with an ``Idempotency-Key`` once (see the module docstring); ``engine`` gives the
+    database the keys are kept in."""
+
+    def __init__(self, app: ASGIApp, *, engine: Callable[[], Engine]):
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
+        if raw is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        key = _valid_key(raw)
+        if key is None:
+            refusal = ApiError(
+                400,
+                "invalid_idempotency_key",
+                f"{HEADER}: expected 1 to {MAX_KEY} printable ASCII characters (a UUID, say)",
+                HEADER,
+            )
+            await refusal.response()(scope, receive, send)
+            return
+        try:
+            body = await _read_all(receive)
+        except BodyTooLarge as exc:
+            await ApiError(413, "body_too_large", str(exc.detail), "body", exc.headers).response()(
+                scope, receive, send
+            )
+            return
+        if body is None:  # nobody to answer, and no whole request to run
+            return
+
+        owner = credential_scope(_header(scope, b"authorization"))
+        fingerprint = request_fingerprint(scope["method"], scope.get("path", ""), scope.get("query_string", b""), body)
+        engine = self.engine()
+        found = await run_in_threadpool(idempotency.claim, engine, owner, key, fingerprint)
+        if found.outcome == "replay":
+            assert found.answer is not None
+            await _replay(found.answer, send)
+            return
+        if found.outcome == "reused":
+            await ApiError(
+                409,
+                "idempotency_key_reused",
+                f"{HEADER}: {key!r} was sent with another request (method, path or body); use a new key for a new "
+                "request",
+                HEADER,
+            ).response()(scope, receive, send)
+            return
+        if found.outcome == "running":
+            assert found.started_at is not None
+            left = found.started_at + idempotency.LEASE - utcnow()
+            retry = max(1, min(math.ceil(left.total_seconds()), 5))
+            await ApiError(
+                409,
+                "idempotency_key_in_progress",
+                f"{HEADER}: a request with {key!r} is still running; retry once it is answered",
+                HEADER,
+                {"Retry-After": str(retry)},
+            ).response()(scope, receive, send)
+            return
+        await self._run(scope, body, receive, send, engine, owner, key)
+
+    async def _run(
+        self, scope: Scope, body: bytes, receive: Receive, send: Send, engine: Engine, owner: str, key: str
+    ) -> None:
+        """Run the request with its body, pass its answer on, and keep it or release the key."""
+        delivered = False
+
+        async def replay_body() -> Message:
+            nonlocal delivered
+            if delivered:  # the body was read: what comes next is the client's disconnection
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status = 500
+        headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+
+        client_gone = False
+
+        async def capture(message: Message) -> None:
+            nonlocal status, client_gone
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", []):
+                    if bytes(name).lower() in _KEPT_HEADERS:
+                        headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+            if client_gone:
+                return
+            try:
+                await send(message)
+            except OSError:  # the client left before its answer: keep the answer for its retry all the same
+                client_gone = True
+
+        try:
+            await self.app(scope, replay_body, capture)
+        except BaseException:
+            await run_in_threadpool(_forget, engine, owner, key)
+            raise
+        answer = b"".join(chunks)
+        if _kept(status, answer):
+            stored = idempotency.StoredAnswer(status, headers, answer)
+            try:
+                await run_in_threadpool(idempotency.complete, engine, owner, key, stored)
+            except Exception:  # the answer was sent; the key stays running until its lease ends
+                log.exception("could not keep the answer of Idempotency-Key %r", key)
+        else:
+            await run_in_threadpool(_forget, engine, owner, key)
+
+
+def _forget(engine: Engine, owner: str, key: str) -> None:
+    try:
+        idempotency.release(engine, owner, key)
+    except Exception:  # the key stays running until its lease ends
+        log.exception("could not release Idempotency-Key %r", key)
+
+
+async def _read_all(receive: Receive) -> bytes | None:
+    """The whole request body (BodyLimit, outside, bounds it: BodyTooLarge past the route's limit); None when the
+    client left before sending all of it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(bytes(message.get("body", b"")))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _replay(answer: idempotency.StoredAnswer, send: Send) -> None:
+    headers: list[tuple[bytes, bytes]] = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()
+    ]
+    headers += [
+        (b"content-length", str(len(answer.body)).encode()),
+        (REPLAYED_HEADER.lower().encode(), b"true"),
+    ]
+    start: dict[str, Any] = {"type": "http.response.start", "status": answer.status, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": answer.body})
