@@ -14,6 +14,7 @@ from billing.db import session_scope
 from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
 from billing.thresholds import check_thresholds
+from dbkit import read_only
 from meters import IngestReport, ingest, ingest_file
 from pricing_plans.models import Catalog
 
@@ -28,7 +29,7 @@ def known_customers(engine: Engine, only: Iterable[str] | None = None) -> set[st
         if not wanted:
             return set()
         statement = statement.where(CustomerRow.external_id.in_(wanted))
-    with session_scope(engine) as session:
+    with session_scope(read_only(engine)) as session:  # a read: never waits for the write lock
         return set(session.execute(statement).scalars())
 
 
