@@ -2,7 +2,8 @@
 
 SQLite is embedded by default (WAL journal, foreign keys on; writers take the write lock when their transaction
 begins, so two writers never deadlock on a lock upgrade, and a writer that finds it taken waits up to 30 s, then
-tries again a few times: ``dbkit.writelock``). PostgreSQL runs through psycopg 3. Every table is created by an Alembic migration (``billing db upgrade``).
+tries again a few times: ``dbkit.writelock``). PostgreSQL runs through psycopg 3. Every table is created by an
+Alembic migration (``billing db upgrade``).
 """
 
 from __future__ import annotations

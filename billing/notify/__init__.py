@@ -4,13 +4,15 @@ delivery by webhook and e-mail with retries and dead letters.
 - ``outbox`` — the notification rows: queueing in the caller's transaction, listing, claiming, attempts, dead
   letters and their retry;
 - ``signing`` — the ``Billing-Signature`` header, its reference check, and which secret signs for an endpoint;
-- ``delivery`` — sending what is due by webhook and e-mail, with backoff.
+- ``delivery`` — sending what is due by webhook and e-mail, with backoff; a notification with nowhere to go
+  waits, pending, until a destination is configured.
 """
 
 from __future__ import annotations
 
-from billing.notify.delivery import DeliveryReport, backoff_delay, deliver_pending, webhook_body
+from billing.notify.delivery import DeliveryReport, backoff_delay, deliver_pending, destination_warning, webhook_body
 from billing.notify.outbox import (
+    NO_DESTINATION,
     Attempt,
     Notification,
     attempts_of,
@@ -25,6 +27,7 @@ from billing.notify.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, v
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
+    "NO_DESTINATION",
     "SIGNATURE_HEADER",
     "Attempt",
     "DeliveryReport",
@@ -33,6 +36,7 @@ __all__ = [
     "backoff_delay",
     "count_due",
     "deliver_pending",
+    "destination_warning",
     "get_notification",
     "list_notifications",
     "queue_invoice_finalized",
