@@ -218,8 +218,19 @@ def notification_job() -> None:
     except ImportError:
         log.warning("notifications: billing.notify is not available; nothing delivered")
         return
+    global _waiting_reported
     settings = get_settings()
-    deliver_pending(_engine(settings), settings)
+    report = deliver_pending(_engine(settings), settings)
+    if report.waiting != _waiting_reported:  # told when it changes, not every minute
+        if report.waiting:
+            log.warning(
+                "notifications: %d due with no destination configured (no webhook URL, no e-mail); left pending",
+                report.waiting,
+            )
+        _waiting_reported = report.waiting
+
+
+_waiting_reported = 0  # the notifications waiting for a destination, as last logged
 
 
 def stripe_sync_job() -> None:
