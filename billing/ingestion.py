@@ -24,7 +24,7 @@ from billing.db import session_scope
 from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
 from billing.thresholds import check_thresholds
-from dbkit import as_utc, utcnow
+from dbkit import as_utc, read_only, utcnow
 from meters import IngestReport, ingest, ingest_file
 from pricing_plans.models import Catalog
 
@@ -39,7 +39,7 @@ def known_customers(engine: Engine, only: Iterable[str] | None = None) -> dict[s
         if not wanted:
             return {}
         statement = statement.where(CustomerRow.external_id.in_(wanted))
-    with session_scope(engine) as session:
+    with session_scope(read_only(engine)) as session:  # a read: never waits for the write lock
         return {external_id: timezone for external_id, timezone in session.execute(statement)}
 
 

@@ -24,7 +24,7 @@ import datetime as dt
 import gc
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -57,6 +57,7 @@ from billing.usage_windows import (
     resolve_plans,
     usage_windows,
 )
+from dbkit.dialect import read_only
 from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceScope, InvoiceStatus, LineKind
@@ -205,7 +206,7 @@ def _load_scope(
     engine: Engine, catalog: Catalog, period: Period, customer: str | None, report: RunReport
 ) -> _Scope:
     """load: the subscriptions in the period, the earlier periods with late usage, their customers and plans."""
-    with session_scope(engine) as session:
+    with session_scope(read_only(engine)) as session:
         # the day before the period too: a subscription that ended as the period began may owe a fee adjustment
         found = repository.subscriptions_active_between(session, period.start - dt.timedelta(days=1), period.end)
         if customer is not None:
@@ -284,7 +285,7 @@ class _Billed:
 
 def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
     """load what was billed: for the late periods, and the in-advance fees of subscriptions ending early."""
-    with session_scope(engine) as session:
+    with session_scope(read_only(engine)) as session:
         late = _billed_late(session, scope)
         adjustable = _adjustable_fees(scope)
         fees = _billed_fees(session, catalog, scope, adjustable)
@@ -379,7 +380,7 @@ def _stored_drafts(engine: Engine, scope: _Scope) -> dict[str, store.StoredDraft
     period = scope.period
     keys = [period_key(c, period) for c in sorted(scope.customer_ids)]
     keys += [opening_key(s.id) for s in scope.subscriptions if period.contains(s.start_date)]
-    with session_scope(engine) as session:
+    with session_scope(read_only(engine)) as session:
         return store.stored_drafts(session, keys)
 
 
@@ -636,29 +637,35 @@ def finalize_period(
     today: dt.date,
     *,
     customer: str | None = None,
+    customers: Collection[str] | None = None,
     batch: int = 1000,
     now: dt.datetime | None = None,
     allow_open_period: bool = False,
 ) -> list[str]:
     """Finalize the period's drafts — its period invoices and the opening invoices of the subscriptions that start
     in it (a yearly plan's is dated by its fee year) — numbered in customer order, ``batch`` per transaction, each
-    invoice's ``invoice.finalized`` notification queued with it. Drafts another process finalized meanwhile are
-    left to it, so two finalizations of one period can run at once.
+    invoice's ``invoice.finalized`` notification queued with it; only ``customer``'s, or those of ``customers``,
+    if given. Drafts another process finalized meanwhile are left to it, so two finalizations of one period can
+    run at once.
 
     An issued invoice cannot be changed: if the period has not ended at ``now`` (default: the clock) in the
     timezone of a customer with a period draft, nothing is finalized (``OpenPeriodError``); with
     ``allow_open_period`` the current period is, a period that has not begun never. An opening invoice waits for
-    its subscription to start. ``today`` is the issue date."""
+    its subscription to start. ``today`` is the issue date.
+
+    Finding the drafts only reads (it never holds SQLite's write lock); each batch claims its drafts again in its
+    own write transaction."""
     instant = clock(now)
-    with session_scope(engine) as session:
+    wanted = {customer} if customer is not None else None if customers is None else set(customers)
+    with session_scope(read_only(engine)) as session:
         starting = [
             s
             for s in repository.subscriptions_active_between(session, period.start, period.end)
-            if period.contains(s.start_date) and (customer is None or s.customer_external_id == customer)
+            if period.contains(s.start_date) and (wanted is None or s.customer_external_id in wanted)
         ]
         closing = store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD)
-        if customer is not None:
-            closing &= {customer}
+        if wanted is not None:
+            closing &= wanted
         owners = repository.customers_by_external_id(
             session, closing | {s.customer_external_id for s in starting}
         )
@@ -672,7 +679,7 @@ def finalize_period(
         ]
         # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
         # dated by its fee year, which would issue it before the subscription starts)
-        ids = store.drafts_of_period(session, period.start, started, customer)
+        ids = store.drafts_of_period(session, period.start, started, customers=wanted)
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:

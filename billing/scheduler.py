@@ -157,13 +157,17 @@ def bill_closed_periods(
                     report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
             report.billed[period.label] = len(pending)
         drafts = _invoiced_customers(engine, period, drafts=True)
+        due: dict[dt.date, list[str]] = {}
         for customer in sorted(drafts):
             # never before the period has ended in the customer's timezone, whatever the grace (an issued invoice
             # cannot be changed); a preview draft of the current period stays a draft
             if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
-                report.finalized += finalize_period(
-                    engine, period, settings, today[customer], customer=customer, now=instant
-                )
+                due.setdefault(today[customer], []).append(customer)
+        # One finalization per issue date ("today" in the customers' timezones), not one per customer: each reads
+        # the period's drafts and subscriptions once (per customer, that reading grew with the square of the
+        # customers, and so did the time other writers waited).
+        for day, customers in sorted(due.items(), key=lambda item: item[1][0]):
+            report.finalized += finalize_period(engine, period, settings, day, customers=customers, now=instant)
     return report
 
 
@@ -213,8 +217,19 @@ def notification_job() -> None:
     except ImportError:
         log.warning("notifications: billing.notify is not available; nothing delivered")
         return
+    global _waiting_reported
     settings = get_settings()
-    deliver_pending(_engine(settings), settings)
+    report = deliver_pending(_engine(settings), settings)
+    if report.waiting != _waiting_reported:  # told when it changes, not every minute
+        if report.waiting:
+            log.warning(
+                "notifications: %d due with no destination configured (no webhook URL, no e-mail); left pending",
+                report.waiting,
+            )
+        _waiting_reported = report.waiting
+
+
+_waiting_reported = 0  # the notifications waiting for a destination, as last logged
 
 
 def stripe_sync_job() -> None:

@@ -1,6 +1,6 @@
 """The database kit the packages that own tables share (``meters``, ``invoices``, ``billing.db``): column types,
-the naming convention, the handful of SQLite/PostgreSQL differences, the clock, one fork-worker pool, and keyset
-pagination.
+the naming convention, the handful of SQLite/PostgreSQL differences, SQLite's write lock (``writelock``), the
+clock, one fork-worker pool, and keyset pagination.
 
 It knows no table of anyone's: it is plumbing, and ``pricing_plans`` never needs it.
 """

@@ -130,6 +130,9 @@ def init(
         if tables:
             fail(f"database {shown} is not empty; use `billing db upgrade` to migrate it")
     _migrate(url)
+    from billing.cli.notifications import warn_without_destination
+
+    warn_without_destination(get_settings())
 
 
 def _sqlite_path(url: URL) -> Path | None:

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from billing.cli._common import console, database, err_console, load_catalog_for_cli, print_table, progress_bar
 from billing.cli.customers import customers_app
-from billing.config import get_settings
+from billing.config import Settings, get_settings
 
 notifications_app = typer.Typer(help="Notifications: list, deliver, retry.", no_args_is_help=True)
 thresholds_app = typer.Typer(help="Usage and spend thresholds.", no_args_is_help=True)
@@ -35,6 +36,15 @@ def _table(title: str, *headers: str) -> Table:
     return table
 
 
+
+
+def warn_without_destination(settings: Settings) -> None:
+    """On standard error, while no notification destination is configured: where notifications go meanwhile."""
+    from billing.notify import destination_warning
+
+    warning = destination_warning(settings)
+    if warning is not None:
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _what(kind: str, threshold: str | None, level: int | None, invoice: str | None) -> str:
@@ -83,10 +93,12 @@ def notifications_list(
 def notifications_deliver(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many notifications.")] = None,
 ) -> None:
-    """Send the due pending notifications (webhook and e-mail); failures are retried later with backoff."""
+    """Send the due pending notifications (webhook and e-mail); failures are retried later with backoff. One with
+    nowhere to go (no webhook URL and no e-mail configured for it) stays pending until a destination is."""
     from billing.notify import deliver_pending
 
     settings = get_settings()
+    warn_without_destination(settings)
     with (
         database() as engine,
         progress_bar("delivering") as progress,
@@ -99,8 +111,9 @@ def notifications_deliver(
         report = deliver_pending(engine, settings, limit=limit, progress=advance)
     for notification_id, error in report.errors:
         err_console.print(f"{notification_id}: {error}", highlight=False, soft_wrap=True, markup=False)
+    waiting = f"; {report.waiting} waiting for a destination (pending)" if report.waiting else ""
     console.print(
-        f"sent {report.sent}, to retry {report.retrying}, dead {report.dead} ({report.attempts} attempts)",
+        f"sent {report.sent}, to retry {report.retrying}, dead {report.dead} ({report.attempts} attempts){waiting}",
         highlight=False,
     )
 

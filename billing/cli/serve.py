@@ -1,16 +1,22 @@
 """``billing serve``: the HTTP API (uvicorn) and the scheduler in one process.
 
-Thin: it checks the database, builds the app with ``billing.api.create_app``, starts the scheduler
-(``billing.scheduler.start_scheduler``) and runs uvicorn until SIGINT/SIGTERM, then stops the scheduler (waiting
-for running jobs) and closes the database connections.
+Thin: it checks the database, builds the app with ``billing.api.create_app`` and runs uvicorn until
+SIGINT/SIGTERM, then stops the scheduler (waiting for running jobs) and closes the database connections.
+
+The scheduler (``billing.scheduler.start_scheduler``) starts only once uvicorn listens on its socket: a server
+that cannot start (its port taken, say) exits 1 before any job has run or been stored, so a second ``billing
+serve`` started by mistake next to a running one bills nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import socket
+from collections.abc import Callable
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy.engine import make_url
@@ -18,6 +24,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from billing.cli._common import console, fail
 from billing.config import get_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["register", "serve"]
 
@@ -70,6 +79,20 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _server(config: uvicorn.Config, on_started: Callable[[], Any]) -> uvicorn.Server:
+    """A uvicorn server that calls ``on_started`` (in a worker thread) once it listens, before serving; if that
+    raises, the server stops and the error goes on."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit:
+                await asyncio.to_thread(on_started)
+
+    return Server(config)
+
+
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
@@ -81,8 +104,10 @@ def serve(
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) and run the scheduler: billing runs for closed
     periods, finalization after the grace period, threshold checks, notification delivery and Stripe sync."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from billing.api import create_app
+    from billing.cli.notifications import warn_without_destination
     from billing.db.engines import dispose_engines, engine_for_url
     from billing.scheduler import start_scheduler, stop_scheduler
 
@@ -94,17 +119,26 @@ def serve(
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     settings = get_settings()
     _check_database(settings.database_url)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower()))
+    warn_without_destination(settings)
+    schedulers = []
+
+    def start_jobs() -> None:  # once the socket is bound and listening
+        if not no_scheduler:
+            schedulers.append(start_scheduler(engine_for_url(settings.database_url)))
+
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower())
+    server = _server(config, start_jobs)
     # uvicorn hands a SIGTERM back to the previous handler once it has stopped serving: make that an exit through
     # the ``finally`` below (the default handler would kill the process before the scheduler is stopped).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    scheduler = None
     try:
-        if not no_scheduler:
-            scheduler = start_scheduler(engine_for_url(settings.database_url))
         server.run()
+    except SystemExit as exc:
+        if server.started or exc.code != STARTUP_FAILURE:
+            raise
+        fail(f"could not serve on {host}:{port} (the reason is above); the scheduler was not started")
     finally:
-        if scheduler is not None:
+        for scheduler in schedulers:
             stop_scheduler(scheduler, wait=True)
             logging.getLogger(__name__).info("scheduler stopped")
         dispose_engines()

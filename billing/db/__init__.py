@@ -1,8 +1,9 @@
 """The database: engines, sessions and migrations. The only place that knows which database it talks to.
 
-SQLite is embedded by default (WAL journal, foreign keys on, writers wait for each other up to 30 s and take
-the write lock when their transaction begins, so two writers never deadlock on a lock upgrade). PostgreSQL runs
-through psycopg 3. Every table is created by an Alembic migration (``billing db upgrade``).
+SQLite is embedded by default (WAL journal, foreign keys on; writers take the write lock when their transaction
+begins, so two writers never deadlock on a lock upgrade, and a writer that finds it taken waits up to 30 s, then
+tries again a few times: ``dbkit.writelock``). PostgreSQL runs through psycopg 3. Every table is created by an
+Alembic migration (``billing db upgrade``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from dbkit import writelock
+
 __all__ = ["MIGRATIONS", "current_revision", "make_engine", "session_scope", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -24,7 +27,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``, set up for the engine's needs on SQLite and PostgreSQL."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": writelock.BUSY_TIMEOUT_SECONDS}, **kwargs)
         _setup_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -36,19 +39,32 @@ def _setup_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy (not the sqlite3 module) decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={writelock.BUSY_TIMEOUT_SECONDS * 1000}")  # (first: WAL may wait)
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA cache_size=-262144")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that later writes can fail at once
-        # with "database is locked" instead of waiting; read-only paths may ask for DEFERRED.
+        # with "database is locked" instead of waiting; read-only paths ask for DEFERRED (dbkit.read_only).
+        # Still locked after the busy timeout: begun again, a few times (nothing has happened in it yet).
+        # A writer that has been writing back to back for a while first lets the others have a turn.
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        writelock.begin(connection.exec_driver_sql, mode)
+        if mode != "DEFERRED":
+            connection.info[_WRITING] = True
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(connection: Any) -> None:
+        if connection.info.pop(_WRITING, False):
+            writelock.ended()
+
+
+_WRITING = "billing.db.writing"  # set on a connection while its transaction holds SQLite's write lock
 
 
 _SESSION_FACTORIES: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()

@@ -5,13 +5,15 @@ delivery by webhook and e-mail with retries and dead letters.
   letters and their retry;
 - ``signing`` — the Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), their
   reference check, and which secret signs for an endpoint;
-- ``delivery`` — sending what is due by webhook and e-mail, with backoff.
+- ``delivery`` — sending what is due by webhook and e-mail, with backoff; a notification with nowhere to go
+  waits, pending, until a destination is configured.
 """
 
 from __future__ import annotations
 
-from billing.notify.delivery import DeliveryReport, backoff_delay, deliver_pending, webhook_body
+from billing.notify.delivery import DeliveryReport, backoff_delay, deliver_pending, destination_warning, webhook_body
 from billing.notify.outbox import (
+    NO_DESTINATION,
     Attempt,
     Notification,
     attempts_of,
@@ -36,6 +38,7 @@ from billing.notify.signing import (
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
+    "NO_DESTINATION",
     "SIGNATURE_HEADER",
     "WEBHOOK_ID_HEADER",
     "WEBHOOK_SIGNATURE_HEADER",
@@ -47,6 +50,7 @@ __all__ = [
     "backoff_delay",
     "count_due",
     "deliver_pending",
+    "destination_warning",
     "get_notification",
     "list_notifications",
     "queue_invoice_finalized",

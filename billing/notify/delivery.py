@@ -16,9 +16,13 @@ and is tried again after an exponential backoff with jitter (:func:`backoff_dela
 ``notification_backoff_base_seconds``, doubling, capped at ``notification_backoff_max_seconds``, then a random
 point in its upper half); channels that already succeeded are not sent again. After
 ``notification_max_attempts`` failed rounds the notification is ``dead`` with its last error
-(``billing.notify.outbox.retry`` puts it back). A notification with no channel at all (no URL, no address or no
-SMTP server) is dead at once, saying so. A deliverer killed mid-send leaves the row pending, sent again when its
-lease ends — the receiver sees the same webhook-id.
+(``billing.notify.outbox.retry`` puts it back). A deliverer killed mid-send leaves the row pending, sent again when
+its lease ends — the receiver sees the same webhook-id.
+
+A notification with nowhere to go (no webhook URL, the customer's or ``notification_webhook_url``, and no e-mail:
+the customer's address and ``smtp_host``) is not attempted and not counted as a failure: it stays ``pending`` with
+the reason "no destination configured" and is delivered by the first run that has a destination for it (a fresh
+install has none until one is configured; :func:`destination_warning` says so).
 """
 
 from __future__ import annotations
@@ -43,35 +47,42 @@ from billing.db import session_scope
 from billing.notify.outbox import (
     Attempt,
     Claimed,
+    Destinations,
     Notification,
     RoundOutcome,
     claim_due,
     count_due,
+    mark_waiting,
     record_attempt,
     settle_round,
 )
 from billing.notify.signing import MissingWebhookSecret, endpoint_secret, signed_headers
 
-__all__ = ["DeliveryReport", "backoff_delay", "deliver_pending", "webhook_body"]
+__all__ = [
+    "DeliveryReport",
+    "backoff_delay",
+    "deliver_pending",
+    "destination_warning",
+    "destinations",
+    "webhook_body",
+]
 
 # Rows claimed per transaction, and how long a claim holds before another deliverer may take the row again.
 _BATCH = 10
 _MIN_LEASE = dt.timedelta(minutes=10)
 
-_NO_CHANNEL = (
-    "no delivery channel: no webhook URL (the customer's or notification_webhook_url) and no e-mail "
-    "(the customer's address and smtp_host)"
-)
 
 
 @dataclass
 class DeliveryReport:
-    """What ``deliver_pending`` did: notifications sent, to be retried, dead; channel attempts made."""
+    """What ``deliver_pending`` did: notifications sent, to be retried, dead; channel attempts made; and how many
+    due notifications wait, pending, for a destination (none attempted)."""
 
     sent: int = 0
     retrying: int = 0
     dead: int = 0
     attempts: int = 0
+    waiting: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -93,6 +104,22 @@ def backoff_delay(attempt: int, base_seconds: int, max_seconds: int, rng: random
     ceiling_ms = min(max_seconds * 1000, base_seconds * 1000 * 2 ** max(0, attempt - 1))
     chosen = (rng or random).randint(ceiling_ms // 2, ceiling_ms) if ceiling_ms > 0 else 0
     return dt.timedelta(milliseconds=chosen)
+
+
+def destinations(settings: Settings) -> Destinations:
+    """Where notifications can go besides the customers' own webhook URLs, as configured."""
+    return Destinations(webhook=bool(settings.notification_webhook_url), email=bool(settings.smtp_host))
+
+
+def destination_warning(settings: Settings) -> str | None:
+    """What to tell the operator while no notification destination is configured (None once one is)."""
+    if settings.notification_webhook_url or settings.smtp_host:
+        return None
+    return (
+        "no notification destination is configured (notification_webhook_url, smtp_host): notifications stay "
+        "pending, marked \"no destination configured\", and are delivered once one is; only customers with a "
+        "webhook_url of their own get theirs meanwhile"
+    )
 
 
 def webhook_body(notification: Notification) -> bytes:
@@ -120,7 +147,9 @@ def deliver_pending(
     def clock() -> dt.datetime:
         return fixed or dbkit.utcnow()
 
-    total = count_due(engine, now=clock())
+    where = destinations(settings)
+    report.waiting = mark_waiting(engine, clock(), where)
+    total = count_due(engine, now=clock(), destinations=where)
     if limit is not None:
         total = min(total, limit)
     lease = max(_MIN_LEASE, dt.timedelta(seconds=2 * _BATCH * settings.notification_timeout_seconds + 60))
@@ -128,7 +157,7 @@ def deliver_pending(
     with httpx.Client(timeout=settings.notification_timeout_seconds, follow_redirects=False) as client:
         while limit is None or report.processed < limit:
             size = _BATCH if limit is None else min(_BATCH, limit - report.processed)
-            claimed = claim_due(engine, clock(), size, lease)
+            claimed = claim_due(engine, clock(), size, lease, where)
             if not claimed:
                 break
             for item in claimed:
@@ -161,8 +190,8 @@ def _deliver_one(
     """One round for one notification: every channel not yet delivered on, each attempt recorded, then the
     round's outcome (sent, retried after a backoff, or dead)."""
     notification = item.notification
-    channels = _channels(settings, item.customer)
-    errors: list[str] = [] if channels else [_NO_CHANNEL]
+    channels = _channels(settings, item.customer)  # (claimed: it has one, unless its customer changed since)
+    errors: list[str] = []
     for channel, target in channels.items():
         if channel in item.done:
             continue
@@ -188,6 +217,9 @@ def _deliver_one(
 def _count(report: DeliveryReport, notification_id: str, outcome: RoundOutcome | None, errors: list[str]) -> None:
     """Add one settled round to the report; a round that failed reports its errors, whether retried or dead."""
     if outcome is None:  # no longer pending: settled by someone else
+        return
+    if outcome == "waiting":
+        report.waiting += 1
         return
     if outcome == "sent":
         report.sent += 1

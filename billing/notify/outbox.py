@@ -8,12 +8,16 @@ state for it:
 - **claiming** — :func:`claim_due` takes a batch of due rows and pushes their ``next_attempt_at`` a lease ahead in
   one short transaction (PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED``; SQLite: the transaction's write lock
   serializes deliverers), so two deliverers never send the same row at once; one killed mid-send leaves the row
-  pending, sent again when the lease ends.
+  pending, sent again when the lease ends. It takes only rows that have somewhere to go (:class:`Destinations`).
+- **nowhere to go** — a due row with no destination at all (no webhook URL, the customer's or the global one, and
+  no e-mail: the customer's address with an SMTP server) is not attempted: :func:`mark_waiting` leaves it
+  ``pending``, due, its attempts untouched, with the reason ``no destination configured``; the first deliverer
+  that has a destination for it sends it.
 - **attempts** — every attempt on every channel is recorded (:func:`record_attempt`), whatever happens; a channel
   that already succeeded is not sent again.
 - **rounds and dead letters** — :func:`settle_round` marks a row ``sent``, or counts a failed round and schedules
-  the next one, or, after the last allowed round (or at once when it has no channel at all), makes it ``dead``
-  with its last error. :func:`retry` puts a dead one back.
+  the next one, or, after the last allowed round, makes it ``dead`` with its last error. :func:`retry` puts a
+  dead one back.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 import dbkit
@@ -33,12 +37,15 @@ from billing.core.domain import Customer
 from billing.core.periods import Period
 from billing.db import repository, session_scope
 from billing.db.notification_tables import NOTIFICATION_STATUSES, DeliveryAttemptRow, NotificationRow
+from billing.db.tables import CustomerRow
 from billing.errors import BillingInputError, NotFoundError
 from invoices.model import Invoice
 
 __all__ = [
+    "NO_DESTINATION",
     "Attempt",
     "Claimed",
+    "Destinations",
     "Notification",
     "RoundOutcome",
     "attempts_of",
@@ -46,6 +53,7 @@ __all__ = [
     "count_due",
     "get_notification",
     "list_notifications",
+    "mark_waiting",
     "queue_invoice_finalized",
     "queue_invoices_finalized",
     "record_attempt",
@@ -53,7 +61,10 @@ __all__ = [
     "settle_round",
 ]
 
-RoundOutcome = Literal["sent", "pending", "dead"]
+RoundOutcome = Literal["sent", "pending", "dead", "waiting"]
+
+NO_DESTINATION = "no destination configured"
+"""The reason a pending notification gives while it has nowhere to go (it is not a failure: nothing was tried)."""
 
 
 # -- records -----------------------------------------------------------------------------------------------
@@ -95,6 +106,25 @@ class Attempt:
     http_status: int | None
     error: str | None
     duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Destinations:
+    """Where notifications can go besides the customers' own webhook URLs: a global webhook URL
+    (``notification_webhook_url``), an SMTP server for the customers' addresses (``smtp_host``)."""
+
+    webhook: bool
+    email: bool
+
+    def condition(self) -> ColumnElement[bool]:
+        """Whether a notification row has a destination: the global webhook, else its customer's own webhook URL
+        or, with an SMTP server, its customer's e-mail address."""
+        if self.webhook:
+            return true()
+        own = and_(CustomerRow.webhook_url.is_not(None), CustomerRow.webhook_url != "")
+        if self.email:
+            own = or_(own, and_(CustomerRow.email.is_not(None), CustomerRow.email != ""))
+        return exists().where(CustomerRow.external_id == NotificationRow.customer_external_id, own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +215,18 @@ def attempts_of(engine: Engine, notification_id: str) -> list[Attempt]:
         ]
 
 
-def count_due(engine: Engine, *, now: dt.datetime | None = None) -> int:
-    """How many pending notifications are due."""
+def count_due(engine: Engine, *, now: dt.datetime | None = None, destinations: Destinations | None = None) -> int:
+    """How many pending notifications are due (only those with a destination, if ``destinations`` is given)."""
     moment = dbkit.as_utc(now) if now is not None else dbkit.utcnow()
-    statement = select(func.count()).where(
-        NotificationRow.status == "pending", NotificationRow.next_attempt_at <= moment
-    )
+    statement = select(func.count()).where(_due(moment))
+    if destinations is not None:
+        statement = statement.where(destinations.condition())
     with _reading(engine) as session:
         return session.scalar(statement) or 0
+
+
+def _due(moment: dt.datetime) -> ColumnElement[bool]:
+    return and_(NotificationRow.status == "pending", NotificationRow.next_attempt_at <= moment)
 
 
 # -- queueing ----------------------------------------------------------------------------------------------
@@ -248,12 +282,29 @@ def queue_invoices_finalized(session: Session, invoices: Sequence[Invoice]) -> l
 # -- delivery bookkeeping ----------------------------------------------------------------------------------
 
 
-def claim_due(engine: Engine, now: dt.datetime, size: int, lease: dt.timedelta) -> list[Claimed]:
-    """Take up to ``size`` due rows: lock them (skipping rows another deliverer holds), push their due time a lease
-    ahead and commit, so nobody else sends them while this deliverer does."""
+def mark_waiting(engine: Engine, now: dt.datetime, destinations: Destinations) -> int:
+    """How many due notifications have no destination; those not saying so yet get the reason
+    :data:`NO_DESTINATION` (their attempts and due time stay as they are: nothing was tried)."""
+    waiting = and_(_due(now), ~destinations.condition())
+    unmarked = and_(waiting, or_(NotificationRow.last_error.is_(None), NotificationRow.last_error != NO_DESTINATION))
+    with _reading(engine) as session:  # (most of the time there is nothing to mark: no write lock for that)
+        count: int = session.scalar(select(func.count()).where(waiting)) or 0
+        stale: int = session.scalar(select(func.count()).where(unmarked)) or 0 if count else 0
+    if stale:
+        with session_scope(engine) as session:
+            session.execute(update(NotificationRow).where(unmarked).values(last_error=NO_DESTINATION))
+    return count
+
+
+def claim_due(
+    engine: Engine, now: dt.datetime, size: int, lease: dt.timedelta, destinations: Destinations | None = None
+) -> list[Claimed]:
+    """Take up to ``size`` due rows (only rows with a destination, if ``destinations`` is given): lock them
+    (skipping rows another deliverer holds), push their due time a lease ahead and commit, so nobody else sends
+    them while this deliverer does."""
     statement = (
         select(NotificationRow)
-        .where(NotificationRow.status == "pending", NotificationRow.next_attempt_at <= now)
+        .where(_due(now), true() if destinations is None else destinations.condition())
         .order_by(
             NotificationRow.next_attempt_at, NotificationRow.created_at, NotificationRow.level, NotificationRow.id
         )
@@ -318,20 +369,26 @@ def settle_round(
     deliverable: bool = True,
 ) -> RoundOutcome | None:
     """Record how a delivery round ended: ``sent`` without errors; otherwise one more failed round, due again
-    after ``retry_delay(failed rounds)`` (``pending``), or ``dead`` after ``max_attempts`` failed rounds, or at
-    once when it is not ``deliverable`` (no channel at all). None when the row is no longer pending: another
-    deliverer finished it after this one's lease ran out, or it was retried by hand."""
+    after ``retry_delay(failed rounds)`` (``pending``), or ``dead`` after ``max_attempts`` failed rounds. A row
+    that was not ``deliverable`` (it had no channel at all: nothing was tried) is ``waiting``: pending with the
+    reason :data:`NO_DESTINATION`, no round counted, due again when its claim's lease ends. None when the row is
+    no longer pending: another deliverer finished it after this one's lease ran out, or it was retried by hand."""
     pending = (NotificationRow.id == notification_id) & (NotificationRow.status == "pending")
     with session_scope(engine) as session:
         row = session.execute(dbkit.for_update(session, select(NotificationRow).where(pending))).scalar_one_or_none()
         if row is None:
             return None
+        if not deliverable:
+            row.last_error = NO_DESTINATION
+            return "waiting"
         if not errors:
             row.status, row.sent_at = "sent", now
+            if row.last_error == NO_DESTINATION:  # (a wait, not a failure: nothing to keep)
+                row.last_error = None
             return "sent"
         row.attempts += 1
         row.last_error = "; ".join(errors)
-        if not deliverable or row.attempts >= max_attempts:
+        if row.attempts >= max_attempts:
             row.status = "dead"
             return "dead"
         row.next_attempt_at = now + retry_delay(row.attempts)

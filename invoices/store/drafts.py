@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, sel
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from dbkit import for_update, is_sqlite, utcnow
+from dbkit import for_update, is_sqlite, utcnow, writelock
 from invoices.model import DraftInvoice, InvoiceKind, InvoiceScope, InvoiceStatus
 from invoices.tables import InvoiceLineRow, InvoiceRow
 
@@ -117,16 +117,17 @@ class DraftWriter:
     def __init__(self, engine: Engine) -> None:
         self._connection = engine.raw_connection()
         self._statements = _DraftStatements.for_dialect(engine.dialect)
-        # SQLite's transactions begin IMMEDIATE (see billing.db); psycopg begins one with the first statement.
-        self._begin = "BEGIN IMMEDIATE" if is_sqlite(engine) else None
+        # SQLite's transactions begin IMMEDIATE, retried while the database stays locked (dbkit.writelock);
+        # psycopg begins one with the first statement.
+        self._sqlite = is_sqlite(engine)
 
     def write(self, billing_key: str, row: DraftRow, *, known_absent: bool = False) -> DraftOutcome:
         """Store ``row`` (``draft_row`` of a draft) under ``billing_key``, as ``upsert_draft`` does."""
         dbapi = _open(self._connection.driver_connection)
         cursor = dbapi.cursor()
         try:
-            if self._begin:
-                cursor.execute(self._begin)
+            if self._sqlite:
+                writelock.begin(cursor.execute)
             outcome = _write_draft(cursor, self._statements, billing_key, row, known_absent)
             dbapi.commit()
         except BaseException:
@@ -135,6 +136,8 @@ class DraftWriter:
             raise
         finally:
             cursor.close()
+            if self._sqlite:
+                writelock.ended()
         return outcome
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -276,11 +276,17 @@ def customers_with_issued_invoice(session: Session, period_start: dt.date) -> se
 
 
 def drafts_of_period(
-    session: Session, period_start: dt.date, opening_subscriptions: Iterable[int], customer: str | None = None
+    session: Session,
+    period_start: dt.date,
+    opening_subscriptions: Iterable[int],
+    customer: str | None = None,
+    *,
+    customers: Collection[str] | None = None,
 ) -> list[int]:
     """The ids of the drafts a period's finalization issues, in customer order: the period invoices of the period
     starting ``period_start`` and the opening invoices of ``opening_subscriptions`` (those that start in it:
-    an opening invoice is dated by its fee period, which for a yearly plan begins before the subscription)."""
+    an opening invoice is dated by its fee period, which for a yearly plan begins before the subscription); only
+    ``customer``'s, or those of ``customers``, if given."""
     statement = (
         select(InvoiceRow.id)
         .where(
@@ -297,6 +303,10 @@ def drafts_of_period(
     )
     if customer is not None:
         statement = statement.where(InvoiceRow.customer_external_id == customer)
+    if customers is not None:  # (any number of them: filtered here, not in an IN list of bound parameters)
+        wanted = set(customers)
+        rows = session.execute(statement.add_columns(InvoiceRow.customer_external_id))
+        return [invoice_id for invoice_id, owner in rows if owner in wanted]
     return list(session.scalars(statement))
 
 

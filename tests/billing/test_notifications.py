@@ -31,6 +31,7 @@ from billing.demo.receiver import run_receiver
 from billing.errors import BillingInputError, NotFoundError
 from billing.metering import meter_specs
 from billing.notify import (
+    NO_DESTINATION,
     SIGNATURE_HEADER,
     attempts_of,
     backoff_delay,
@@ -396,12 +397,52 @@ def test_after_max_attempts_it_is_dead_with_its_last_error_and_retry_delivers_it
         retry(engine, "no-such-id")
 
 
-def test_without_any_channel_a_notification_is_dead_at_once_saying_why(engine, catalog):
-    [notification_id] = crossing(engine, catalog)
-    report = deliver_pending(engine, settings())
-    assert report.dead == 1
-    dead = get_notification(engine, notification_id)
-    assert dead.status == "dead" and "no delivery channel" in dead.last_error
+def test_without_a_destination_a_notification_waits_pending_and_is_delivered_once_one_is_configured(
+    engine, catalog, receiver
+):
+    """No webhook URL and no e-mail for it: not attempted, not a failure, never dead; pending with the reason, as
+    long as it takes; a customer with its own URL gets its notification meanwhile; the first delivery with a
+    destination sends it."""
+    waiting = crossing(engine, catalog, "acme", levels=2)
+    _, own = own_endpoint(engine, catalog, receiver, "beta")
+    t0 = dt.datetime.now(dt.UTC)
+    for hours in (0, 1, 24, 24 * 30):  # far beyond every retry and the maximum of attempts
+        report = deliver_pending(engine, settings(notification_max_attempts=1), now=t0 + dt.timedelta(hours=hours))
+        assert (report.sent, report.retrying, report.dead, report.attempts, report.waiting, report.errors) == (
+            1 if hours == 0 else 0, 0, 0, 1 if hours == 0 else 0, 2, []
+        )
+    # an SMTP server is no destination for a customer without an e-mail address
+    report = deliver_pending(engine, settings(smtp_host="127.0.0.1", smtp_port=free_port()), now=t0)
+    assert (report.processed, report.attempts, report.waiting) == (0, 0, 2)
+    assert [(r.body["customer"], r.verified) for r in own] == [("beta", True)]
+    for notification_id in waiting:
+        pending = get_notification(engine, notification_id)
+        assert (pending.status, pending.attempts, pending.last_error) == ("pending", 0, NO_DESTINATION)
+        assert pending.next_attempt_at <= t0 and attempts_of(engine, notification_id) == []
+    assert [(n.customer, n.status, n.last_error) for n in list_notifications(engine, status="pending")] == [
+        ("acme", "pending", "no destination configured"), ("acme", "pending", "no destination configured")
+    ]
+
+    url, received = receiver()
+    report = deliver_pending(engine, settings(notification_webhook_url=url, notification_max_attempts=1))
+    assert (report.sent, report.retrying, report.dead, report.attempts, report.waiting) == (2, 0, 0, 2, 0)
+    assert sorted((r.idempotency_key, r.body["level"], r.verified) for r in received) == sorted(
+        zip(waiting, (80, 100), (True, True), strict=True)
+    )
+    for notification_id in waiting:
+        sent = get_notification(engine, notification_id)
+        assert (sent.status, sent.attempts, sent.last_error) == ("sent", 0, None)
+
+
+def test_a_customers_e_mail_address_is_a_destination_once_smtp_is_configured(engine, catalog, smtp_server):
+    [notification_id] = crossing(engine, catalog, "acme", email="ap@acme.test")
+    assert deliver_pending(engine, settings()).waiting == 1
+    port, mailbox = smtp_server()
+    report = deliver_pending(engine, settings(smtp_host="127.0.0.1", smtp_port=port))
+    assert (report.sent, report.waiting) == (1, 0)
+    [message] = mailbox.messages
+    assert message["To"] == "ap@acme.test" and message["Message-ID"] == f"<{notification_id}@billing-engine>"
+    assert get_notification(engine, notification_id).status == "sent"
 
 
 def test_a_webhook_is_never_sent_unsigned(engine, catalog, receiver):
@@ -630,6 +671,60 @@ def test_a_process_killed_between_creating_and_delivering_loses_nothing(
     assert "sent 2, to retry 0, dead 0" in deliver.stdout
     assert [n.status for n in list_notifications(engine)] == ["sent", "sent"]
     assert sorted(r.body["level"] for r in received) == [80, 100] and all(r.verified for r in received)
+
+
+def billing_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "billing.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+NO_DESTINATION_WARNING = "warning: no notification destination is configured (notification_webhook_url, smtp_host)"
+
+
+def test_with_nowhere_to_send_deliver_warns_and_the_invoices_notifications_wait_for_a_destination(
+    engine, catalog, db_url, catalog_path, receiver, tmp_path
+):
+    """A fresh install (config.toml: no webhook URL, no SMTP) with two issued invoices: `notifications deliver`
+    warns, exits 0, attempts nothing and kills nothing; `notifications list` gives the reason; once a webhook URL
+    is configured, the next `deliver` sends both, without a warning."""
+    add_customer(engine, catalog, "acme")
+    add_customer(engine, catalog, "beta")
+    use(engine, catalog, "acme", 250, "a")
+    run_billing(engine, catalog, month(2026, 3))
+    assert len(finalize_period(engine, month(2026, 3), store.FinalizeSettings(), dt.date(2026, 4, 1))) == 2
+    env = env_for(db_url, catalog_path)
+    for _ in range(2):
+        deliver = billing_cli(env, tmp_path, "notifications", "deliver")
+        assert deliver.returncode == 0, deliver.stderr
+        assert NO_DESTINATION_WARNING in deliver.stderr
+        assert "sent 0, to retry 0, dead 0 (0 attempts); 2 waiting for a destination (pending)" in deliver.stdout
+    assert [(n.kind, n.status, n.attempts) for n in list_notifications(engine)] == [
+        ("invoice.finalized", "pending", 0), ("invoice.finalized", "pending", 0)
+    ]
+    listing = billing_cli(env, tmp_path, "notifications", "list", "--status", "pending")
+    assert listing.returncode == 0, listing.stderr
+    rows = [line for line in listing.stdout.splitlines() if "invoice.finalized" in line]
+    assert len(rows) == 2 and all("pending" in row and "no destination configured" in row for row in rows)
+
+    url, received = receiver()
+    configured = {**env, "BILLING_NOTIFICATION_WEBHOOK_URL": url, "BILLING_NOTIFICATION_WEBHOOK_SECRET": SECRET}
+    deliver = billing_cli(configured, tmp_path, "notifications", "deliver")
+    assert deliver.returncode == 0, deliver.stderr
+    assert "sent 2, to retry 0, dead 0 (2 attempts)\n" in deliver.stdout and "warning" not in deliver.stderr
+    assert sorted((r.body["customer"], r.body["invoice"]["total"], r.verified) for r in received) == [
+        ("acme", "2.50", True), ("beta", "0.00", True)  # 250 calls × 0.01; none
+    ]
+
+
+def test_init_warns_while_no_notification_destination_is_configured(tmp_path):
+    env = {**os.environ, "BILLING_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
+           "BILLING_CONFIG": str(ROOT / "config.toml")}
+    init = billing_cli(env, tmp_path, "init")
+    assert init.returncode == 0, init.stderr
+    assert NO_DESTINATION_WARNING in init.stderr
+    for configured in ({"BILLING_SMTP_HOST": "mail.example"}, {"BILLING_NOTIFICATION_WEBHOOK_URL": "https://x.test/h"}):
+        init = billing_cli({**env, **configured}, tmp_path, "init", "--force")
+        assert init.returncode == 0 and "warning" not in init.stderr, init.stderr
 
 
 def test_a_process_killed_while_sending_leaves_the_notification_to_the_next_deliverer(

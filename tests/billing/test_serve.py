@@ -1,0 +1,115 @@
+"""``billing serve`` as a real process: the scheduler starts only once the server listens (a server that cannot
+bind its port exits 1 and has run no job), and it warns while notifications have nowhere to go. On SQLite and,
+when configured, PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from billing.core.periods import month_of
+from billing.customers import create_customer, subscribe
+from billing.db import session_scope
+from billing.db.scheduler_tables import SchedulerJobRow
+from billing.ingestion import ingest_batch
+from billing.invoicing import list_invoices
+from pricing_plans.loader import load_catalog_or_raise
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.starter]
+name = "Starter"
+currency = "USD"
+effective_from = 2025-01-01
+subscription = { fee = 10.00, billing = "in_arrears" }
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = 0.5 }]
+"""
+
+NO_DESTINATION_WARNING = "warning: no notification destination is configured (notification_webhook_url, smtp_host)"
+
+
+@pytest.fixture
+def env(db_url: str, engine, tmp_path: Path) -> dict[str, str]:
+    """A customer billed by the first billing cycle (last month has closed, 4 calls in it: 12.00), and the
+    environment of a `billing serve` on the test database."""
+    path = tmp_path / "catalog.toml"
+    path.write_text(CATALOG, encoding="utf-8")
+    catalog = load_catalog_or_raise(path)
+    last_month = month_of(dt.datetime.now(dt.UTC).date()).previous()
+    create_customer(engine, "acme", "Acme Inc.", None, "USD", "UTC")
+    subscribe(engine, catalog, "acme", "starter", last_month.start)
+    middle = dt.datetime.combine(last_month.start + dt.timedelta(days=14), dt.time(12), dt.UTC)
+    events = [{"id": f"acme-{i}", "customer": "acme", "meter": "api_calls",
+               "timestamp": (middle + dt.timedelta(minutes=i)).isoformat()} for i in range(4)]
+    assert ingest_batch(engine, catalog, events).accepted == 4
+    return {
+        **os.environ,
+        "BILLING_DATABASE_URL": db_url,
+        "BILLING_CATALOG": str(path),
+        "BILLING_CONFIG": str(ROOT / "config.toml"),
+        "BILLING_FINALIZE_GRACE_DAYS": "0",
+    }
+
+
+def scheduler_rows(engine) -> int:
+    with session_scope(engine) as session:
+        return session.scalar(select(func.count()).select_from(SchedulerJobRow)) or 0
+
+
+def serve(env: dict[str, str], cwd: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "billing.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_a_server_whose_port_is_taken_exits_1_and_runs_no_job(engine, env, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = serve(env, tmp_path, port)
+        _, stderr = process.communicate(timeout=120)
+    assert scheduler_rows(engine) == 0  # no job was stored
+    assert list_invoices(engine) == []  # nor did the billing cycle run
+    assert process.returncode == 1, stderr
+    assert f"could not serve on 127.0.0.1:{port}" in stderr and "the scheduler was not started" in stderr
+    assert "address already in use" in stderr.lower()
+
+
+def test_a_server_that_listens_runs_the_billing_cycle_and_warns_without_a_notification_destination(
+    engine, env, tmp_path
+):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = serve(env, tmp_path, port)
+    try:
+        deadline = time.monotonic() + 120  # (a guard against a hang, not a measurement)
+        while time.monotonic() < deadline and process.poll() is None:
+            if [i.status.value for i in list_invoices(engine)] == ["finalized"]:
+                break
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
+        [invoice] = list_invoices(engine)
+        assert (invoice.customer_id, invoice.status.value, str(invoice.total)) == ("acme", "finalized", "12.00")
+        assert scheduler_rows(engine) == 4  # billing_cycle, thresholds, notifications, stripe_sync
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    assert NO_DESTINATION_WARNING in stderr
