@@ -75,7 +75,9 @@ PROBLEMS: dict[str, ProblemKind] = {
         400, "Invalid query", "a query parameter the route does not take, or starting_after with ending_before"
     ),
     "invalid_idempotency_key": ProblemKind(
-        400, "Invalid Idempotency-Key", "an Idempotency-Key that is empty, longer than 255 characters or not printable ASCII"
+        400,
+        "Invalid Idempotency-Key",
+        "an Idempotency-Key that is empty, longer than 255 characters or not printable ASCII",
     ),
     "unauthorized": ProblemKind(
         401, "Unauthorized", "no Authorization: Bearer <key> header, or a key unknown or revoked"
