@@ -42,7 +42,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "subscribe": (("customers",), "Subscribe a customer to the plan version in effect on the start date."),
     "subscriptions": (("customers",), "Subscriptions: list, cancel, change plan."),
     "ingest": (("ingest",), "Ingest usage events; each event id is stored once, however often it is sent."),
-    "usage": (("usage",), "Usage events: what billing does with them."),
+    "usage": (
+        ("usage",),
+        "Usage: a customer's usage and upcoming invoice, and the usage events no invoice will carry.",
+    ),
     "run": (
         ("runs",),
         "Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.",

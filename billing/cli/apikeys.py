@@ -9,6 +9,7 @@ from rich import box
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from billing.cli import _json
 from billing.cli._common import console, engine_for_cli, fail
 from billing.errors import BillingError
 
@@ -35,6 +36,9 @@ def create(
     customer: Annotated[
         str | None, typer.Option("--customer", help="Bind the key to this customer: it sees only their data.")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the key's record with the key itself (secret) as JSON.")
+    ] = False,
 ) -> None:
     """Make an API key and print it. It is shown this once: only its hash is stored."""
     from billing.apikeys import create_api_key
@@ -49,7 +53,10 @@ def create(
     finally:
         engine.dispose()
     scope = f"customer {key.customer}" if key.customer else "all customers"
-    typer.echo(secret)
+    if as_json:
+        _json.emit(_json.api_key_json(key, secret))
+    else:
+        typer.echo(secret)
     typer.echo(
         f"API key {key.id} ({key.name}, {scope}): send it as 'Authorization: Bearer <key>'; it is not shown again.",
         err=True,
@@ -57,7 +64,9 @@ def create(
 
 
 @apikeys_app.command("list")
-def list_command() -> None:
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
     """Every key: id, name, prefix, customer, created, revoked."""
     from billing.apikeys import list_api_keys
 
@@ -68,6 +77,9 @@ def list_command() -> None:
         fail(_database_error(exc))
     finally:
         engine.dispose()
+    if as_json:
+        _json.emit(_json.listing(_json.api_key_json(key) for key in keys))
+        return
     table = Table(box=box.SIMPLE_HEAD, title=f"{len(keys)} API key(s)")
     for column in ("Id", "Name", "Key", "Customer", "Created", "Revoked"):
         table.add_column(column, overflow="fold")

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from billing import customers as service
+from billing.cli import _json
 from billing.cli._common import (
     console,
     database,
@@ -23,6 +24,8 @@ from billing.cli._common import (
 )
 from billing.core.domain import Customer, Subscription
 from pricing_plans.models import Catalog
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (the API's fields) instead of text.")]
 
 customers_app = typer.Typer(
     help="Customers: add, list, import from CSV, rotate a webhook secret.", no_args_is_help=True
@@ -99,6 +102,7 @@ def customers_add(
     address: Annotated[list[str] | None, typer.Option("--address", help="An address line; repeat for more.")] = None,
     webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="Where notifications are posted.")] = None,
     tax_rate: Annotated[str, typer.Option("--tax-rate", help="Tax rate in percent, e.g. 19.")] = "0",
+    as_json: JsonOption = False,
 ) -> None:
     """Add a customer."""
     with database() as engine:
@@ -114,6 +118,9 @@ def customers_add(
             webhook_url=webhook_url,
             tax_rate=tax_rate,
         )
+    if as_json:
+        _json.emit(_json.customer_json(customer, with_secret=True))
+        return
     console.print(
         f"created customer {customer.external_id} ({customer.currency}, {customer.timezone})",
         highlight=False,
@@ -126,18 +133,25 @@ def customers_add(
 @customers_app.command("rotate-webhook-secret")
 def customers_rotate_webhook_secret(
     external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Give a customer's webhook endpoint a new secret (printed once); the old one stops signing at once."""
     with database() as engine:
         customer = service.rotate_webhook_secret(engine, external_id)
+    if as_json:
+        _json.emit(_json.customer_json(customer, with_secret=True))
+        return
     _print_secret(customer, f"new webhook secret for {customer.external_id}")
 
 
 @customers_app.command("list")
-def customers_list() -> None:
+def customers_list(as_json: JsonOption = False) -> None:
     """List the customers."""
     with database() as engine:
         customers = service.list_customers(engine)
+    if as_json:
+        _json.emit(_json.listing(_json.customer_json(c) for c in customers))
+        return
     if not customers:
         console.print("no customers")
         return
@@ -151,6 +165,7 @@ def customers_list() -> None:
 @customers_app.command("import")
 def customers_import(
     file: Annotated[str, typer.Argument(metavar="FILE.csv", help="CSV with a header row (see the README).")],
+    as_json: JsonOption = False,
 ) -> None:
     """Import customers from CSV: good rows are created, each bad row is reported as FILE:LINE: reason."""
     with (
@@ -163,6 +178,18 @@ def customers_import(
         )
     for problem in report.problems:
         err_console.print(str(problem), highlight=False, soft_wrap=True, markup=False)
+    if as_json:
+        _json.emit(
+            {
+                "accepted": report.accepted,
+                "rejected": report.rejected,
+                "created": [_json.customer_json(c, with_secret=True) for c in report.created],
+                "problems": [{"line": p.line, "message": p.message} for p in report.problems],
+            }
+        )
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     console.print(f"imported {report.accepted}, rejected {report.rejected}", highlight=False)
     with_secrets = [c for c in report.created if c.webhook_secret]
     if with_secrets:
@@ -186,12 +213,16 @@ def subscribe(
     customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's id.")],
     plan: Annotated[str, typer.Argument(metavar="PLAN", help="The plan code.")],
     start: Annotated[str, typer.Option("--start", metavar="DATE", help="First day, YYYY-MM-DD.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Subscribe a customer to the plan version in effect on the start date."""
     start_date = _date("--start", start)
     catalog = _catalog()
     with database() as engine:
         subscription = service.subscribe(engine, catalog, customer, plan, start_date)
+    if as_json:
+        _json.emit(_json.subscription_json(subscription))
+        return
     console.print(f"created {_describe(subscription)}", highlight=False, markup=False)
 
 
@@ -200,11 +231,15 @@ def subscriptions_cancel(
     subscription_id: Annotated[str, typer.Argument(metavar="ID", help="The subscription id.")],
     date: Annotated[str, typer.Option("--date", metavar="DATE", help="End date (exclusive), YYYY-MM-DD.")],
     reason: Annotated[str, typer.Option("--reason", help="voluntary or involuntary.")] = "voluntary",
+    as_json: JsonOption = False,
 ) -> None:
     """Cancel a subscription: it covers days up to, not including, DATE."""
     sid, end = _subscription_id(subscription_id), _date("--date", date)
     with database() as engine:
         subscription = service.cancel_subscription(engine, sid, end, reason)
+    if as_json:
+        _json.emit(_json.subscription_json(subscription))
+        return
     console.print(
         f"cancelled subscription {subscription.id} ({subscription.cancel_reason}), ends {subscription.end_date}",
         highlight=False,
@@ -216,12 +251,16 @@ def subscriptions_change(
     subscription_id: Annotated[str, typer.Argument(metavar="ID", help="The subscription id.")],
     plan: Annotated[str, typer.Argument(metavar="PLAN", help="The new plan code.")],
     date: Annotated[str, typer.Option("--date", metavar="DATE", help="Day of the change, YYYY-MM-DD.")],
+    as_json: JsonOption = False,
 ) -> None:
-    """Change a subscription's plan: the old one ends and the new one starts on DATE."""
+    """Change a subscription's plan: the old one ends and the new one starts on DATE (--json: the new one)."""
     sid, on = _subscription_id(subscription_id), _date("--date", date)
     catalog = _catalog()
     with database() as engine:
         subscription = service.change_plan(engine, catalog, sid, plan, on)
+    if as_json:
+        _json.emit(_json.subscription_json(subscription))
+        return
     console.print(f"ended subscription {sid}; created {_describe(subscription)}", highlight=False, markup=False)
 
 
@@ -229,10 +268,14 @@ def subscriptions_change(
 def subscriptions_list(
     customer: Annotated[str | None, typer.Option("--customer", metavar="ID", help="Only this customer's.")] = None,
     status: Annotated[str | None, typer.Option("--status", help="active or cancelled.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List subscriptions."""
     with database() as engine:
         subscriptions = service.list_subscriptions(engine, customer=customer, status=status)
+    if as_json:
+        _json.emit(_json.listing(_json.subscription_json(s) for s in subscriptions))
+        return
     if not subscriptions:
         console.print("no subscriptions")
         return

@@ -1,7 +1,8 @@
 """``billing ingest FILE``: usage events from JSON Lines or CSV (``-`` for standard input) into the database,
 through ``billing.ingestion.ingest_path`` (the catalog's meters, the known customers, then the thresholds).
 
-Prints ``accepted N, duplicates N, rejected N``; rejected events go to ``FILE.rejected.jsonl`` (or ``--rejects``),
+Prints ``accepted N, duplicates N, rejected N`` (``--json``: ``{"accepted": N, "duplicates": N, "rejected": N,
+"rejects": FILE}``); rejected events go to ``FILE.rejected.jsonl`` (or ``--rejects``),
 one JSON object per line with the ``line``, the ``reason`` and the ``raw`` input. Exit 1 if anything was
 rejected (or ingestion stopped), else 0.
 """
@@ -18,6 +19,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import SQLAlchemyError
 
+from billing.cli import _json
 from billing.cli._common import engine_for_cli, err_console, fail, load_catalog_for_cli
 from billing.ingestion import ingest_path
 from meters import IngestInterrupted, IngestReport, MalformedFileError
@@ -35,6 +37,9 @@ def ingest(
     format: Annotated[
         str | None, typer.Option("--format", help="jsonl or csv (default: from the file name; stdin: jsonl).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the counts (and the rejects file) as a JSON object.")
+    ] = False,
 ) -> None:
     """Ingest usage events; each event id is stored once, however often it is sent."""
     if format is not None and format not in ("jsonl", "csv"):
@@ -50,7 +55,7 @@ def ingest(
     except MalformedFileError as error:
         fail(str(error))
     except IngestInterrupted as error:
-        _finish(error.report, rejects_path)
+        _finish(error.report, rejects_path, as_json)
         fail(str(error))
     except SQLAlchemyError as error:
         original = getattr(error, "orig", None)
@@ -58,14 +63,26 @@ def ingest(
         fail(f"database: {reason} (is it initialized? run `billing init` or `billing db upgrade`)")
     finally:
         engine.dispose()
-    _finish(report, rejects_path)
+    _finish(report, rejects_path, as_json)
     if report.rejected:
         raise typer.Exit(1)
 
 
-def _finish(report: IngestReport, rejects_path: Path) -> None:
-    """Print the three counts; write the rejects file when something was rejected."""
-    typer.echo(report.summary())
+def _finish(report: IngestReport, rejects_path: Path, as_json: bool) -> None:
+    """Print the three counts (as the API's ``POST /v1/events`` names them, with ``--json``); write the rejects
+    file when something was rejected."""
+    if as_json:
+        rejects = str(rejects_path) if report.rejected else None
+        _json.emit(
+            {
+                "accepted": report.accepted,
+                "duplicates": report.duplicates,
+                "rejected": len(report.rejected),
+                "rejects": rejects,
+            }
+        )
+    else:
+        typer.echo(report.summary())
     if report.rejected:
         with rejects_path.open("w", encoding="utf-8") as out:
             for rejection in report.rejected:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from billing import invoicing
+from billing.cli import _json
 from billing.cli._common import (
     console,
     engine_for_cli,
@@ -26,6 +27,8 @@ from invoices.model import Invoice, InvoiceStatus
 from pricing_plans.money import D, format_amount
 
 invoices_app = typer.Typer(help="Invoices and credit notes.", no_args_is_help=True)
+
+JsonOption = typer.Option(False, "--json", help="Print JSON (the API's fields) instead of text.")
 
 
 def register(app: typer.Typer) -> None:
@@ -46,11 +49,15 @@ def list_command(
     period: str | None = typer.Option(None, "--period", help="YYYY-MM"),
     status: InvoiceStatus | None = typer.Option(None, "--status"),
     customer: str | None = typer.Option(None, "--customer"),
+    as_json: bool = JsonOption,
 ) -> None:
     """Invoices and credit notes, filtered by period, status and customer."""
     found = invoicing.list_invoices(
         engine_for_cli(), period_start=_period_start(period), status=status, customer=customer
     )
+    if as_json:
+        _json.emit(_json.listing(_json.invoice_summary_json(invoice) for invoice in found))
+        return
     table = Table(title=f"{len(found)} invoice(s)")
     for column in ("Id", "Number", "Kind", "Status", "Customer", "Period", "Total"):
         table.add_column(column, justify="right" if column in ("Id", "Total") else "left", no_wrap=True)
@@ -68,10 +75,20 @@ def list_command(
 
 
 @invoices_app.command("show")
-def show(key: str = typer.Argument(..., help="Invoice number or id.")) -> None:
+def show(key: str = typer.Argument(..., help="Invoice number or id."), as_json: bool = JsonOption) -> None:
     """One invoice with its lines and totals."""
     invoice = _get(key)
+    if as_json:
+        _print_invoice_json(invoice)
+        return
     console.print(_invoice_table(invoice))
+
+
+def _print_invoice_json(invoice: Invoice) -> None:
+    """The invoice as the API gives it (``InvoiceOut``), read back as stored."""
+    from invoices.render import invoice_json
+
+    _json.emit(invoice_json(invoice))
 
 
 def _get(key: str) -> Invoice:
@@ -111,6 +128,9 @@ def finalize(
     allow_open_period: bool = typer.Option(
         False, "--allow-open-period", help="Also finalize the current period before it has ended."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON: the invoice (the API's fields), or with --period the numbers given."
+    ),
 ) -> None:
     """Finalize one draft, or every draft of a period: each gets the next gap-free number. A period invoice is
     finalized once its period has ended in its customer's timezone (--allow-open-period: the current period
@@ -128,6 +148,9 @@ def finalize(
             )
         except BillingError as error:
             fail(open_period_message(error))
+        if as_json:
+            _json.emit({"finalized": numbers})
+            return
         console.print(f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else ""))
         return
     try:
@@ -136,16 +159,22 @@ def finalize(
         )
     except BillingError as error:
         fail(open_period_message(error))
+    if as_json:
+        _print_invoice_json(invoicing.get_invoice(engine, invoice.id))
+        return
     console.print(f"finalized {invoice.number}: {format_amount(invoice.total, invoice.currency)} {invoice.currency}")
 
 
 @invoices_app.command("void")
-def void(number: str = typer.Argument(..., help="Invoice number.")) -> None:
+def void(number: str = typer.Argument(..., help="Invoice number."), as_json: bool = JsonOption) -> None:
     """Void an issued invoice; it keeps its number."""
     try:
         invoice = invoicing.set_invoice_status(engine_for_cli(), number, InvoiceStatus.VOID)
     except BillingError as error:
         fail(str(error))
+    if as_json:
+        _print_invoice_json(invoicing.get_invoice(engine_for_cli(), invoice.id))
+        return
     console.print(f"{invoice.number} is void")
 
 
@@ -154,6 +183,7 @@ def credit(
     number: str = typer.Argument(..., help="Invoice number."),
     amount: str = typer.Option(..., "--amount", help="Amount to credit, tax included."),
     reason: str = typer.Option(..., "--reason", help="Why the customer is credited."),
+    as_json: bool = typer.Option(False, "--json", help="Print the credit note as JSON (the API's fields)."),
 ) -> None:
     """Issue a credit note against an invoice (its own gap-free CN- sequence)."""
     try:
@@ -165,6 +195,9 @@ def credit(
                                             dt.date.today())
     except BillingError as error:
         fail(str(error))
+    if as_json:
+        _print_invoice_json(invoicing.get_invoice(engine_for_cli(), note.id))
+        return
     console.print(f"credit note {note.number} for {number}: {format_amount(note.total, note.currency)} {note.currency}")
 
 

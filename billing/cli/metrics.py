@@ -7,7 +7,6 @@ Thin: the figures come from ``billing.metrics_store.figures_from_database`` (whi
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from billing.cli import _json
 from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli, print_table
 from billing.core.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate
 from billing.core.periods import Period, parse_month
@@ -39,7 +39,7 @@ def metrics(
     period: Annotated[str, typer.Option("--period", help="The (first) month, YYYY-MM.")],
     to: Annotated[str | None, typer.Option("--to", help="The last month of a range, YYYY-MM.")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list, one object per month and currency.")
+        bool, typer.Option("--json", help='Print JSON: {"data": [...]}, one object per month and currency.')
     ] = False,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the JSON's rows to this CSV file.")] = None,
     plot_path: Annotated[
@@ -53,7 +53,7 @@ def metrics(
     figures = _figures(catalog, periods)
     rows = [figures_row(f) for f in figures]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        _json.emit(_json.listing(rows))
     else:
         print_tables(figures)
     notes = err_console if as_json else console

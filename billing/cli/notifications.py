@@ -11,12 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from billing.cli import _json
 from billing.cli._common import console, database, err_console, load_catalog_for_cli, print_table, progress_bar
 from billing.cli.customers import customers_app
 from billing.config import Settings, get_settings
 
 notifications_app = typer.Typer(help="Notifications: list, deliver, retry.", no_args_is_help=True)
 thresholds_app = typer.Typer(help="Usage and spend thresholds.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -60,12 +63,16 @@ def _what(kind: str, threshold: str | None, level: int | None, invoice: str | No
 def notifications_list(
     status: Annotated[str | None, typer.Option("--status", help="pending, sent or dead.")] = None,
     customer: Annotated[str | None, typer.Option("--customer", metavar="ID", help="Only this customer's.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List notifications, oldest first."""
     from billing.notify import list_notifications
 
     with database() as engine:
         found = list_notifications(engine, status=status, customer=customer)
+    if as_json:
+        _json.emit(_json.listing(_json.notification_json(n) for n in found))
+        return
     if not found:
         console.print("no notifications")
         return
@@ -92,6 +99,7 @@ def notifications_list(
 @notifications_app.command("deliver")
 def notifications_deliver(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many notifications.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Send the due pending notifications (webhook and e-mail); failures are retried later with backoff. One with
     nowhere to go (no webhook URL and no e-mail configured for it) stays pending until a destination is."""
@@ -111,6 +119,18 @@ def notifications_deliver(
         report = deliver_pending(engine, settings, limit=limit, progress=advance)
     for notification_id, error in report.errors:
         err_console.print(f"{notification_id}: {error}", highlight=False, soft_wrap=True, markup=False)
+    if as_json:
+        _json.emit(
+            {
+                "sent": report.sent,
+                "retrying": report.retrying,
+                "dead": report.dead,
+                "attempts": report.attempts,
+                "waiting": report.waiting,
+                "errors": [{"id": notification_id, "error": error} for notification_id, error in report.errors],
+            }
+        )
+        return
     waiting = f"; {report.waiting} waiting for a destination (pending)" if report.waiting else ""
     console.print(
         f"sent {report.sent}, to retry {report.retrying}, dead {report.dead} ({report.attempts} attempts){waiting}",
@@ -144,6 +164,7 @@ def thresholds_check(
             "--period", metavar="YYYY-MM", help="This month instead of the current one (e.g. usage that came late)."
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Evaluate the thresholds of every subscription in the current month (or --period); print the notifications
     created. A customer whose invoice of the period is already issued is not evaluated."""
@@ -171,6 +192,18 @@ def thresholds_check(
             soft_wrap=True,
             markup=False,
         )
+    if as_json:
+        _json.emit(
+            {
+                "subscriptions": report.subscriptions,
+                "evaluations": report.evaluations,
+                "events": report.events,
+                "created": [_json.record_json(crossing) for crossing in report.created],
+                "skipped": [{"customer": who, "reason": why} for who, why in report.skipped],
+                "issued": [{"customer": who, "period": label} for who, label in report.issued],
+            }
+        )
+        return
     if report.created:
         table = _table("Thresholds crossed", "Customer", "Subscription", "Period", "Threshold", "Level", "Value",
                        "Limit", "Notification")

@@ -21,6 +21,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from billing.cli import _json
 from billing.cli._common import console, err_console, fail
 from billing.config import get_settings
 from pricing_plans import (
@@ -63,6 +64,7 @@ plans_app = typer.Typer(
 CatalogArgument = typer.Argument(
     None, help="The catalog file (default: `catalog` from config.toml or BILLING_CATALOG).", show_default=False
 )
+JsonOption = typer.Option(False, "--json", help="Print JSON (the API's fields) instead of text.")
 CatalogOption = typer.Option(
     None, "--catalog", help="The catalog file (default: `catalog` from config.toml).", show_default=False
 )
@@ -74,10 +76,13 @@ def register(app: typer.Typer) -> None:
 
 
 @plans_app.command("validate")
-def validate(catalog: Path | None = CatalogArgument) -> None:
+def validate(catalog: Path | None = CatalogArgument, as_json: bool = JsonOption) -> None:
     """Validate the catalog: a table of its plans, or every problem (one per line) and exit 1."""
     path = catalog or Path(get_settings().catalog)
     loaded = _load_or_exit(path)
+    if as_json:  # every plan version, as the API shows a plan
+        _json.emit(_json.listing(_json.plan_json(loaded, plan) for plan in loaded.all_plans()))
+        return
     console.print(_plans_table(loaded))
     versions = sum(len(v) for v in loaded.plans.values())
     console.print(
@@ -93,6 +98,7 @@ def show(
     plan: str = typer.Argument(..., help="The plan code."),
     catalog: Path | None = CatalogOption,
     version: int | None = typer.Option(None, "--version", help="The plan version (default: the latest)."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Show one plan: fee, charges with their tiers, and what 1, 1,000 and 1,000,000 units would cost."""
     path = catalog or Path(get_settings().catalog)
@@ -101,6 +107,9 @@ def show(
         chosen = loaded.plan(plan, version)
     except UnknownPlanError as exc:
         fail(str(exc))
+    if as_json:
+        _json.emit(_json.plan_json(loaded, chosen))
+        return
     _print_plan(loaded, chosen)
 
 

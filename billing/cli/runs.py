@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from billing.cli import _json
 from billing.cli._common import (
     console,
     engine_for_cli,
@@ -38,7 +37,7 @@ def run(
         False, "--allow-open-period", help="With --finalize: finalize the current period before it has ended."
     ),
     customer: str | None = typer.Option(None, "--customer", help="Bill only this customer."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON (the API's fields)."),
 ) -> None:
     """Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.
 
@@ -83,31 +82,9 @@ def run(
     except BillingError as error:
         fail(open_period_message(error))
     if as_json:
-        typer.echo(json.dumps(run_json(report, numbers if finalize else None), indent=2))
+        _json.emit(_json.run_json(report, numbers))
         return
     _print_report(report, numbers if finalize else None)
-
-
-def run_json(report: RunReport, finalized: list[str] | None) -> dict[str, Any]:
-    """The run's report as JSON: what it wrote, the period's usage events (accepted = rated + unbilled) with each
-    unbilled group named, the totals as strings in the currency's minor digits."""
-    return {
-        "period": report.period.label,
-        "invoices": {
-            "written": report.created,
-            "refreshed": report.updated,
-            "unchanged": report.unchanged,
-            "removed": len(report.removed),
-            "issued_untouched": report.issued_untouched,
-        },
-        "customers": report.customers,
-        "late_usage_lines": report.late_lines,
-        "events": {"accepted": report.accepted, "rated": report.events, "unbilled": report.unbilled_events},
-        "unbilled": [group.as_dict() for group in report.unbilled],
-        "totals": {currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},
-        "skipped": [{"customer": customer, "reason": reason} for customer, reason in report.skipped],
-        "finalized": finalized,
-    }
 
 
 def _print_report(report: RunReport, finalized: list[str] | None) -> None:

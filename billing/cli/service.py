@@ -5,7 +5,7 @@ Thin: it calls :func:`billing.stripe.sync.sync_invoices` and prints what was pus
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -14,9 +14,13 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
+from billing.cli import _json
 from billing.cli._common import console, engine_for_cli, err_console, fail
 from billing.errors import BillingError
 from pricing_plans.money import format_amount
+
+if TYPE_CHECKING:
+    from billing.stripe.sync import InvoiceSync
 
 stripe_app = typer.Typer(help="Stripe: push finalized invoices for collection.", no_args_is_help=True)
 
@@ -30,6 +34,7 @@ def stripe_sync(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Push at most this many invoices (oldest first).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: the counts and each invoice pushed.")] = False,
 ) -> None:
     """Push each finalized invoice not yet in Stripe: customer, invoice, one item per line, finalize.
 
@@ -59,6 +64,17 @@ def stripe_sync(
         fail(f"database: {str(original if original is not None else exc).strip().splitlines()[0]}")
     finally:
         engine.dispose()
+    if as_json:
+        _json.emit(
+            {
+                "synced": len(report.synced),
+                "failed": len(report.failed),
+                "invoices": [_sync_json(result) for result in report.results],
+            }
+        )
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     if not report.results:
         console.print("nothing to push: every finalized invoice is in Stripe")
         return
@@ -74,3 +90,11 @@ def stripe_sync(
     console.print(f"pushed {len(report.synced)}, failed {len(report.failed)}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _sync_json(result: InvoiceSync) -> dict[str, object]:
+    """One invoice's push: our invoice (total in the currency's minor digits), its last step, Stripe's ids."""
+    shown = _json.record_json(result)
+    shown["total"] = format_amount(result.total, result.currency)
+    shown["ok"] = result.ok
+    return shown

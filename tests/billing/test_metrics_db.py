@@ -242,7 +242,7 @@ def billing(*args: str):
 def test_the_command_prints_json_with_exactly_the_contract_keys(env):
     result = billing("metrics", "--period", "2026-02", "--to", "2026-03", "--json")
     assert result.exit_code == 0, (result.stdout, result.stderr)
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["data"]
     assert [(r["period"], r["currency"]) for r in rows] == [
         ("2026-02", "EUR"),
         ("2026-02", "USD"),

@@ -1,0 +1,609 @@
+"""``--json`` on every command that prints data: one JSON document on standard output, the HTTP API's field names,
+lists as ``{"data": [...]}``; and ``billing usage CUSTOMER``, the usage preview in the terminal. On SQLite and
+PostgreSQL.
+
+The world below is small enough to work out by hand. The catalog's plan ``starter`` (USD) has a fee of 10.00 a
+month in arrears, API calls graduated (the first 3 free, then 0.25 each) and compute minutes at 0.015, and an
+allowance of 5 API calls with alerts at 80 % and 100 %. In October 2026:
+
+- acme (UTC, tax 20 %): 6 calls → 3 × 0.25 = 0.75; 12.5 + 7.5 = 20 minutes → 20 × 0.015 = 0.30; with the fee,
+  subtotal 11.05, tax 2.21, total 13.26. 6 calls cross 4 (80 %) and 5 (100 %): two notifications. Its invoice is
+  finalized: INV-2026-000001.
+- beta (Europe/Berlin, no tax): 2 calls, all free → 10.00; its invoice stays a draft.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from billing import customers
+from billing.apikeys import create_api_key, list_api_keys
+from billing.cli import COMMANDS, app, load_command
+from billing.config import get_settings
+from billing.core.periods import month, month_of
+from billing.ingestion import ingest_batch
+from billing.run import finalize_period, run_billing
+from invoices.store import FinalizeSettings
+from pricing_plans.loader import load_catalog_or_raise
+from pricing_plans.models import Catalog
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+unit = "call"
+
+[meters.compute_minutes]
+name = "Compute minutes"
+aggregation = "sum"
+unit = "minute"
+
+[plans.starter]
+name = "Starter"
+currency = "USD"
+effective_from = 2025-01-01
+subscription = { fee = 10.00, billing = "in_arrears" }
+charges = [
+  { meter = "api_calls", model = "graduated", tiers = [{ up_to = 3, unit_amount = 0 }, { up_to = "inf", unit_amount = 0.25 }] },
+  { meter = "compute_minutes", model = "per_unit", unit_amount = 0.015 },
+]
+thresholds = [{ meter = "api_calls", allowance = 5, levels = [80, 100] }]
+
+[plans.pro]
+name = "Pro"
+currency = "USD"
+effective_from = 2025-01-01
+subscription = { fee = 30.00, billing = "in_arrears" }
+"""
+
+OCTOBER = month(2026, 10)
+INGESTED = dt.datetime(2026, 10, 25, 12, tzinfo=dt.UTC)  # the events' arrival: inside October's window
+runner = CliRunner()
+
+
+@dataclass
+class World:
+    engine: Engine
+    catalog: Catalog
+    catalog_path: Path
+    tmp: Path
+    acme_subscription: int
+    beta_subscription: int
+    notes: dict[str, Any] = field(default_factory=dict)  # what a case prepared, for its check
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _event(event_id: str, customer: str, meter: str, day: int, value: object = None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "id": event_id, "customer": customer, "meter": meter, "timestamp": f"2026-10-{day:02d}T12:00:00Z"
+    }
+    if value is not None:
+        event["value"] = value
+    return event
+
+
+@pytest.fixture
+def world(cli_env, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    path = tmp_path / "catalog.toml"
+    path.write_text(CATALOG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(path))
+    for name in ("STRIPE_API_KEY", "BILLING_NOTIFICATION_WEBHOOK_URL", "BILLING_SMTP_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    catalog = load_catalog_or_raise(path)
+    customers.create_customer(
+        engine, "acme", "Acme Corp", "ap@acme.example", "USD", timezone="UTC", address=("1 Main St",), tax_rate="20"
+    )
+    customers.create_customer(engine, "beta", "Beta Ltd", None, "USD", timezone="Europe/Berlin")
+    acme = customers.subscribe(engine, catalog, "acme", "starter", dt.date(2026, 10, 1))
+    beta = customers.subscribe(engine, catalog, "beta", "starter", dt.date(2026, 10, 1))
+    events = [_event(f"acme-call-{i}", "acme", "api_calls", i + 1) for i in range(6)]
+    events += [_event("acme-min-1", "acme", "compute_minutes", 3, "12.5"), _event("acme-min-2", "acme", "compute_minutes", 20, "7.5")]
+    events += [_event(f"beta-call-{i}", "beta", "api_calls", i + 10) for i in range(2)]
+    report = ingest_batch(engine, catalog, events, now=INGESTED)  # checks the thresholds too: acme crosses two
+    assert (report.accepted, report.rejected) == (10, [])
+    run_billing(engine, catalog, OCTOBER)
+    assert finalize_period(engine, OCTOBER, FinalizeSettings(), dt.date(2026, 11, 3), customer="acme") == [
+        "INV-2026-000001"
+    ]
+    create_api_key(engine, "ci")
+    world = World(engine, catalog, path, tmp_path, acme.id, beta.id)
+    yield world
+    for cleanup in world.cleanups:
+        cleanup()
+
+
+# -- every data command, parsed ---------------------------------------------------------------------------------
+
+NOON = dt.datetime.now(dt.UTC).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+"""Noon on the first of the current month: inside the late-usage window and not in the future, whenever it runs."""
+
+# The commands that print no data: what they print is a confirmation, a document or a server's log.
+NO_DATA = {
+    ("init",): "creates the database and says so",
+    ("db", "upgrade"): "applies migrations and says so",
+    ("db", "create-role"): "creates a database role and says so",
+    ("serve",): "serves the API; it prints a log",
+    ("invoices", "render"): "writes a document; --format json is the invoice's JSON",
+    ("notifications", "retry"): "confirms that a notification is pending again",
+    ("apikeys", "revoke"): "confirms that a key is revoked",
+    ("customers", "set-limit"): "confirms the limit set",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A data command: its path in the command tree, how it is called (``args(world, monkeypatch)`` may prepare
+    what it needs), its exit status, and what its JSON must say."""
+
+    path: tuple[str, ...]
+    args: Any
+    check: Any
+    exit_code: int = 0
+
+
+def _fixed(*args: str) -> Any:
+    return lambda world, monkeypatch: list(args)
+
+
+def _ids(documents: list[dict[str, Any]], key: str = "id") -> list[Any]:
+    return [document[key] for document in documents]
+
+
+def _check_customers(doc: dict[str, Any], world: World) -> None:
+    acme, beta = doc["data"]
+    assert (acme["external_id"], acme["tax_rate"], acme["timezone"], acme["address"]) == ("acme", "20", "UTC", ["1 Main St"])
+    assert (beta["external_id"], beta["email"], beta["tax_rate"], beta["timezone"]) == ("beta", None, "0", "Europe/Berlin")
+    assert "webhook_secret" not in acme
+
+
+def _check_added(doc: dict[str, Any], world: World) -> None:
+    assert (doc["external_id"], doc["currency"], doc["webhook_url"]) == ("gamma", "EUR", "https://hooks.example/gamma")
+    assert doc["webhook_secret"].startswith("whsec_")
+
+
+def _rotate(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    created = customers.create_customer(
+        world.engine, "hooked", "Hooked", None, "USD", webhook_url="https://hooks.example/hooked"
+    )
+    world.notes["old secret"] = created.webhook_secret
+    return ["customers", "rotate-webhook-secret", "hooked", "--json"]
+
+
+def _check_rotated(doc: dict[str, Any], world: World) -> None:
+    assert doc["external_id"] == "hooked" and doc["webhook_secret"].startswith("whsec_")
+    assert doc["webhook_secret"] != world.notes["old secret"]
+
+
+def _import(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    path = world.tmp / "customers.csv"
+    path.write_text(
+        "external_id,name,currency,webhook_url\n"
+        "delta,Delta,EUR,https://hooks.example/delta\n"
+        "epsilon,Epsilon,XXQ,\n",
+        encoding="utf-8",
+    )
+    return ["customers", "import", str(path), "--json"]
+
+
+def _check_imported(doc: dict[str, Any], world: World) -> None:
+    assert (doc["accepted"], doc["rejected"]) == (1, 1)
+    assert doc["created"][0]["external_id"] == "delta" and doc["created"][0]["webhook_secret"].startswith("whsec_")
+    assert doc["problems"][0]["line"] == 3 and "XXQ" in doc["problems"][0]["message"]
+
+
+def _check_subscribed(doc: dict[str, Any], world: World) -> None:
+    assert (doc["id"], doc["customer"], doc["plan"], doc["plan_version"]) == (3, "beta", "pro", 1)
+    assert (doc["start_date"], doc["end_date"], doc["status"]) == ("2026-11-01", None, "active")
+
+
+def _check_cancelled(doc: dict[str, Any], world: World) -> None:
+    assert (doc["id"], doc["end_date"], doc["cancel_reason"]) == (world.beta_subscription, "2026-12-01", "voluntary")
+
+
+def _check_changed(doc: dict[str, Any], world: World) -> None:
+    assert (doc["plan"], doc["start_date"], doc["previous_subscription_id"]) == ("pro", "2026-12-01", world.beta_subscription)
+
+
+def _check_subscriptions(doc: dict[str, Any], world: World) -> None:
+    assert _ids(doc["data"]) == [world.acme_subscription, world.beta_subscription]
+    assert [(s["customer"], s["plan"], s["start_date"], s["status"]) for s in doc["data"]] == [
+        ("acme", "starter", "2026-10-01", "active"),
+        ("beta", "starter", "2026-10-01", "active"),
+    ]
+
+
+def _check_invoices(doc: dict[str, Any], world: World) -> None:
+    assert [(i["number"], i["customer"], i["status"], i["subtotal"], i["tax"], i["total"]) for i in doc["data"]] == [
+        ("INV-2026-000001", "acme", "finalized", "11.05", "2.21", "13.26"),
+        (None, "beta", "draft", "10.00", "0.00", "10.00"),
+    ]
+    assert doc["data"][0]["period"] == {"start": "2026-10-01", "end": "2026-11-01"}
+
+
+def _check_invoice(doc: dict[str, Any], world: World) -> None:
+    assert [(line["kind"], line["quantity"], line["amount"]) for line in doc["lines"]] == [
+        ("subscription", "1", "10.00"),
+        ("usage", "6", "0.75"),
+        ("usage", "20", "0.30"),
+    ]
+    assert (doc["subtotal"], doc["tax_rate"], doc["tax"], doc["total"]) == ("11.05", "20", "2.21", "13.26")
+
+
+def _check_finalized_one(doc: dict[str, Any], world: World) -> None:
+    assert (doc["number"], doc["status"], doc["customer"]["external_id"], doc["total"]) == (
+        "INV-2026-000002", "finalized", "beta", "10.00"
+    )
+
+
+def _check_voided(doc: dict[str, Any], world: World) -> None:
+    assert (doc["number"], doc["status"], doc["total"]) == ("INV-2026-000001", "void", "13.26")
+
+
+def _check_credited(doc: dict[str, Any], world: World) -> None:
+    assert (doc["kind"], doc["refers_to"], doc["reason"], doc["total"]) == (
+        "credit_note", "INV-2026-000001", "outage", "2.00"
+    )
+
+
+def _check_validated(doc: dict[str, Any], world: World) -> None:
+    assert [(p["code"], p["version"], p["subscription"]["fee"]) for p in doc["data"]] == [
+        ("pro", 1, "30.00"),
+        ("starter", 1, "10.00"),
+    ]
+
+
+def _check_plan(doc: dict[str, Any], world: World) -> None:
+    assert (doc["code"], doc["versions"], doc["currency"]) == ("starter", [1], "USD")
+    assert doc["charges"][0]["tiers"] == [
+        {"up_to": "3", "unit_amount": "0", "flat_amount": "0"},
+        {"up_to": None, "unit_amount": "0.25", "flat_amount": "0"},
+    ]
+    assert doc["thresholds"] == [{"meter": "api_calls", "allowance": "5", "spend_cap": None, "levels": [80, 100]}]
+
+
+def _check_quote(doc: dict[str, Any], world: World) -> None:
+    assert [line["amount"] for line in doc["lines"]] == ["10.00", "0.75", "0.30"]
+    assert doc["total"] == "11.05"
+
+
+def _check_run(doc: dict[str, Any], world: World) -> None:
+    # acme's invoice is issued: left alone; beta's draft is already right
+    assert (doc["label"], doc["created"], doc["unchanged"], doc["issued_untouched"]) == ("2026-10", 0, 1, 1)
+    assert doc["events"] == {"accepted": 10, "rated": 10, "unbilled": 0}
+    assert (doc["totals"], doc["finalized"]) == ({"USD": "10.00"}, [])
+
+
+def _ingest(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    when = NOON.isoformat().replace("+00:00", "Z")
+    lines = [
+        {"id": "now-1", "customer": "acme", "meter": "api_calls", "timestamp": when},
+        {"id": "now-1", "customer": "acme", "meter": "api_calls", "timestamp": when},
+        {"id": "now-2", "customer": "acme", "meter": "compute_minutes", "timestamp": when, "value": "1.5"},
+        {"id": "now-3", "customer": "nobody", "meter": "api_calls", "timestamp": when},
+    ]
+    path = world.tmp / "events.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return ["ingest", str(path), "--json"]
+
+
+def _check_ingested(doc: dict[str, Any], world: World) -> None:
+    rejects = world.tmp / "events.jsonl.rejected.jsonl"
+    assert doc == {"accepted": 2, "duplicates": 1, "rejected": 1, "rejects": str(rejects)}
+    assert json.loads(rejects.read_text(encoding="utf-8"))["line"] == 4
+
+
+def _check_notifications(doc: dict[str, Any], world: World) -> None:
+    assert [(n["kind"], n["level"], n["status"]) for n in doc["data"]] == [
+        ("usage.threshold_crossed", 80, "pending"),
+        ("usage.threshold_crossed", 100, "pending"),
+        ("invoice.finalized", None, "pending"),
+    ]
+    crossing = doc["data"][0]
+    assert (crossing["threshold"], crossing["subscription_id"]) == ("usage:api_calls", world.acme_subscription)
+    assert (crossing["payload"]["value"], crossing["payload"]["limit"], crossing["payload"]["level_value"]) == ("6", "5", "4")
+
+
+def _check_delivered(doc: dict[str, Any], world: World) -> None:
+    # nowhere to send them: no webhook URL, no SMTP server
+    assert doc == {"sent": 0, "retrying": 0, "dead": 0, "attempts": 0, "waiting": 3, "errors": []}
+
+
+def _lower_limit(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from billing.thresholds import set_limit
+
+    set_limit(world.engine, world.catalog, "beta", meter="api_calls", allowance="2")
+    return ["thresholds", "check", "--period", "2026-10", "--json"]
+
+
+def _check_thresholds(doc: dict[str, Any], world: World) -> None:
+    # acme's invoice of October is issued: not evaluated; beta's 2 calls reach 80 % and 100 % of its own 2
+    assert (doc["subscriptions"], doc["evaluations"]) == (1, 1)
+    assert doc["issued"] == [{"customer": "acme", "period": "2026-10"}]
+    assert [(c["customer"], c["level"], c["value"], c["limit"], c["unit"]) for c in doc["created"]] == [
+        ("beta", 80, "2", "2", "call"),
+        ("beta", 100, "2", "2", "call"),
+    ]
+
+
+def _check_keys(doc: dict[str, Any], world: World) -> None:
+    (key,) = doc["data"]
+    assert (key["id"], key["name"], key["customer"], key["revoked_at"]) == (1, "ci", None, None)
+    assert key["prefix"] == list_api_keys(world.engine)[0].prefix and "secret" not in key
+
+
+def _check_new_key(doc: dict[str, Any], world: World) -> None:
+    assert (doc["id"], doc["name"], doc["customer"]) == (2, "deploy", "acme")
+    assert doc["secret"].startswith(doc["prefix"])
+
+
+def _check_metrics(doc: dict[str, Any], world: World) -> None:
+    (usd,) = doc["data"]
+    # two subscriptions at 10.00; October billed: acme's finalized invoice, 11.05 before tax
+    assert (usd["period"], usd["currency"], usd["customers_end"], usd["mrr_end"]) == ("2026-10", "USD", "2", "20.00")
+    assert usd["billed_revenue"] == "11.05"
+
+
+def _check_unbilled(doc: dict[str, Any], world: World) -> None:
+    assert (doc["accepted"], doc["rated"], doc["unbilled_events"], doc["unbilled"]) == (10, 10, 0, [])
+
+
+def _check_acme_usage(doc: dict[str, Any], world: World) -> None:
+    assert (doc["customer"], doc["label"], doc["timezone"]) == ("acme", "2026-10", "UTC")
+    assert [(m["meter"], m["quantity"], m["events"]) for m in doc["meters"]] == [
+        ("api_calls", "6", 6),
+        ("compute_minutes", "20", 2),
+    ]
+    (threshold,) = doc["thresholds"]
+    assert (threshold["value"], threshold["limit"], threshold["percent"]) == ("6", "5", "120.0")
+    assert threshold["reached"] == threshold["notified"] == [80, 100]
+    preview = doc["preview"]
+    assert [line["amount"] for line in preview["lines"]] == ["10.00", "0.75", "0.30"]
+    assert (preview["subtotal"], preview["tax"], preview["total"]) == ("11.05", "2.21", "13.26")
+
+
+def _check_beta_usage(doc: dict[str, Any], world: World) -> None:
+    assert (doc["customer"], doc["timezone"], doc["period"]) == (
+        "beta", "Europe/Berlin", {"start": "2026-10-01", "end": "2026-11-01"}
+    )
+    assert [line["amount"] for line in doc["preview"]["lines"]] == ["10.00", "0.00", "0.00"]
+    assert doc["preview"]["total"] == "10.00"
+
+
+def _stripe(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from tests.billing.test_stripe import API_KEY, FakeStripe
+
+    fake = FakeStripe().start()
+    world.cleanups.append(fake.stop)
+    world.notes["stripe"] = fake
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    monkeypatch.setenv("BILLING_STRIPE_API_BASE", fake.url)
+    get_settings.cache_clear()
+    return ["stripe", "sync", "--json"]
+
+
+def _check_synced(doc: dict[str, Any], world: World) -> None:
+    fake = world.notes["stripe"]
+    assert (doc["synced"], doc["failed"]) == (1, 0)
+    (pushed,) = doc["invoices"]
+    assert (pushed["invoice_number"], pushed["customer"], pushed["total"], pushed["step"]) == (
+        "INV-2026-000001", "acme", "13.26", "finalized"
+    )
+    assert pushed["ok"] is True and pushed["stripe_invoice_id"] == fake.of("invoice")[0]["id"]
+
+
+CASES = [
+    Case(("customers", "list"), _fixed("customers", "list", "--json"), _check_customers),
+    Case(
+        ("customers", "add"),
+        _fixed("customers", "add", "gamma", "--name", "Gamma", "--email", "ap@gamma.example", "--currency", "EUR",
+               "--webhook-url", "https://hooks.example/gamma", "--json"),
+        _check_added,
+    ),
+    Case(("customers", "rotate-webhook-secret"), _rotate, _check_rotated),
+    Case(("customers", "import"), _import, _check_imported, exit_code=1),
+    Case(("subscribe",), _fixed("subscribe", "beta", "pro", "--start", "2026-11-01", "--json"), _check_subscribed),
+    Case(
+        ("subscriptions", "cancel"),
+        lambda world, mp: ["subscriptions", "cancel", str(world.beta_subscription), "--date", "2026-12-01", "--json"],
+        _check_cancelled,
+    ),
+    Case(
+        ("subscriptions", "change"),
+        lambda world, mp: ["subscriptions", "change", str(world.beta_subscription), "pro", "--date", "2026-12-01",
+                           "--json"],
+        _check_changed,
+    ),
+    Case(("subscriptions", "list"), _fixed("subscriptions", "list", "--json"), _check_subscriptions),
+    Case(("invoices", "list"), _fixed("invoices", "list", "--json"), _check_invoices),
+    Case(("invoices", "show"), _fixed("invoices", "show", "INV-2026-000001", "--json"), _check_invoice),
+    Case(("invoices", "finalize"), _fixed("invoices", "finalize", "2", "--json"), _check_finalized_one),
+    Case(
+        ("invoices", "finalize"),
+        _fixed("invoices", "finalize", "--period", "2026-10", "--json"),
+        lambda doc, world: doc == {"finalized": ["INV-2026-000002"]} or pytest.fail(str(doc)),
+    ),
+    Case(("invoices", "void"), _fixed("invoices", "void", "INV-2026-000001", "--json"), _check_voided),
+    Case(
+        ("invoices", "credit"),
+        _fixed("invoices", "credit", "INV-2026-000001", "--amount", "2", "--reason", "outage", "--json"),
+        _check_credited,
+    ),
+    Case(("plans", "validate"), lambda world, mp: ["plans", "validate", str(world.catalog_path), "--json"], _check_validated),
+    Case(("plans", "show"), _fixed("plans", "show", "starter", "--json"), _check_plan),
+    Case(
+        ("quote",),
+        _fixed("quote", "--plan", "starter", "--usage", "api_calls=6", "--usage", "compute_minutes=20", "--period",
+               "2026-10", "--json"),
+        _check_quote,
+    ),
+    Case(("run",), _fixed("run", "--period", "2026-10", "--json"), _check_run),
+    Case(("ingest",), _ingest, _check_ingested, exit_code=1),
+    Case(("notifications", "list"), _fixed("notifications", "list", "--json"), _check_notifications),
+    Case(("notifications", "deliver"), _fixed("notifications", "deliver", "--json"), _check_delivered),
+    Case(("thresholds", "check"), _lower_limit, _check_thresholds),
+    Case(("apikeys", "list"), _fixed("apikeys", "list", "--json"), _check_keys),
+    Case(
+        ("apikeys", "create"), _fixed("apikeys", "create", "--name", "deploy", "--customer", "acme", "--json"), _check_new_key
+    ),
+    Case(("metrics",), _fixed("metrics", "--period", "2026-10", "--json"), _check_metrics),
+    Case(("usage", "unbilled"), _fixed("usage", "unbilled", "--period", "2026-10", "--json"), _check_unbilled),
+    Case(("usage", "show"), _fixed("usage", "acme", "--period", "2026-10", "--json"), _check_acme_usage),
+    Case(("usage", "show"), _fixed("usage", "show", "beta", "--period", "2026-10", "--json"), _check_beta_usage),
+    Case(("stripe", "sync"), _stripe, _check_synced),
+]
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("case", CASES, ids=[" ".join(case.path) for case in CASES])
+def test_every_data_command_prints_one_json_document(case: Case, world: World, monkeypatch: pytest.MonkeyPatch):
+    args = case.args(world, monkeypatch)
+    result = runner.invoke(app, args)
+    assert result.exit_code == case.exit_code, (args, result.stdout, result.stderr)
+    document = json.loads(result.stdout)  # all of standard output: one document, nothing else
+    case.check(document, world)
+
+
+def _leaves(command: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    subcommands = getattr(command, "commands", None)
+    if subcommands is None:
+        return [(path, command)]
+    return [leaf for name, sub in sorted(subcommands.items()) for leaf in _leaves(sub, (*path, name))]
+
+
+def test_every_command_that_prints_data_has_json_and_is_parsed_above():
+    leaves = dict(leaf for name in COMMANDS for leaf in _leaves(load_command(name), (name,)))
+    assert set(NO_DATA) <= set(leaves), "a command of NO_DATA is gone"
+    without = sorted(path for path, command in leaves.items() if path not in NO_DATA and not any(
+        "--json" in param.opts for param in command.params if param.param_type_name == "option"
+    ))
+    assert without == [], f"add --json to these commands, or list them in NO_DATA with why: {without}"
+    assert {case.path for case in CASES} == set(leaves) - set(NO_DATA), "parse each data command's --json above"
+
+
+# -- the API's names and values -------------------------------------------------------------------------------
+
+
+def _api_key() -> Any:
+    from billing.apikeys import ApiKey
+
+    return ApiKey(id=1, name="tests", prefix="bk_test", customer=None, created_at=INGESTED, revoked_at=None)
+
+
+def _cli_json(*args: str) -> Any:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.db
+def test_the_json_is_what_the_api_answers(world: World):
+    from billing.api import routes_customers, routes_invoices, routes_plans, routes_runs
+    from billing.api.schemas import BillingRunIn, InvoiceOut
+    from billing.config import Settings
+    from billing.invoicing import get_invoice, list_invoices
+    from invoices.render import invoice_json
+
+    engine, catalog = world.engine, world.catalog
+
+    def dumped(model: Any) -> Any:
+        return model.model_dump(mode="json")
+
+    assert _cli_json("customers", "list")["data"] == [
+        dumped(routes_customers.customer_out(c)) for c in customers.list_customers(engine)
+    ]
+    assert _cli_json("subscriptions", "list")["data"] == [
+        dumped(routes_customers.subscription_out(s)) for s in customers.list_subscriptions(engine)
+    ]
+    assert _cli_json("invoices", "list")["data"] == [
+        dumped(routes_invoices._summary(invoice)) for invoice in list_invoices(engine)
+    ]
+    assert _cli_json("invoices", "show", "1") == dumped(InvoiceOut.model_validate(invoice_json(get_invoice(engine, 1))))
+    assert _cli_json("plans", "show", "starter") == dumped(routes_plans.plan_out(catalog, catalog.plan("starter")))
+
+    cli_usage = _cli_json("usage", "acme", "--period", "2026-10")
+    api_usage = dumped(routes_customers.get_usage("acme", engine, catalog, _api_key(), period="2026-10"))
+    assert cli_usage.pop("as_of").endswith("Z") and api_usage.pop("as_of").endswith("Z")
+    assert cli_usage == api_usage
+
+    cli_run = _cli_json("run", "--period", "2026-10")
+    settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), catalog=str(world.catalog_path))
+    api_run = routes_runs.create_billing_run(BillingRunIn(period="2026-10"), engine, catalog, settings, _api_key())
+    assert cli_run == dumped(api_run)
+
+
+# -- billing usage CUSTOMER -----------------------------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    return [" ".join(line.split()) for line in text.splitlines()]
+
+
+@pytest.mark.db
+def test_usage_shows_each_meter_the_thresholds_and_the_upcoming_invoice(world: World):
+    result = runner.invoke(app, ["usage", "acme", "--period", "2026-10"])
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    lines = _words(result.stdout)
+    assert lines[0].startswith("acme: usage of 2026-10 so far (as of ") and lines[0].endswith("USD, timezone UTC")
+    for expected in (
+        "API calls 6 call 6",
+        "Compute minutes 20 minute 2",
+        "usage:api_calls 6 5 120.0 80 %, 100 % 80 %, 100 %",
+        "Starter subscription, 2026-10 (in arrears) 1 10.00",
+        "API calls 6 call 0.75",
+        "Compute minutes 20 minute 0.30",
+        "Subtotal 11.05",
+        "Tax (20 %) 2.21",
+        "Total 13.26",
+    ):
+        assert expected in lines, (expected, result.stdout)
+    assert runner.invoke(app, ["usage", "show", "acme", "--period", "2026-10"]).stdout.splitlines()[1:] == (
+        result.stdout.splitlines()[1:]
+    )
+
+
+@pytest.mark.db
+def test_usage_defaults_to_the_current_period_in_the_customers_timezone(world: World):
+    # this month so far: 4 calls (3 free, 1 × 0.25) and the fee: 10.25, tax 20 % 2.05, total 12.30
+    calls = [
+        {"id": f"this-month-{i}", "customer": "acme", "meter": "api_calls", "timestamp": NOON.isoformat()}
+        for i in range(4)
+    ]
+    assert ingest_batch(world.engine, world.catalog, calls).accepted == 4
+
+    def current(timezone: str) -> str:
+        return month_of(dt.datetime.now(ZoneInfo(timezone)).date()).label
+
+    before = {"acme": current("UTC"), "beta": current("Europe/Berlin")}
+    acme, beta = _cli_json("usage", "acme"), _cli_json("usage", "beta")
+    after = {"acme": current("UTC"), "beta": current("Europe/Berlin")}
+    assert acme["label"] in (before["acme"], after["acme"]) and beta["label"] in (before["beta"], after["beta"])
+    assert [(m["meter"], m["quantity"]) for m in acme["meters"]] == [("api_calls", "4"), ("compute_minutes", "0")]
+    preview = acme["preview"]
+    assert [line["amount"] for line in preview["lines"]] == ["10.00", "0.25", "0.00"]
+    assert (preview["subtotal"], preview["tax"], preview["total"]) == ("10.25", "2.05", "12.30")
+    assert acme["thresholds"][0]["reached"] == [80]  # 4 of 5 calls
+
+
+@pytest.mark.db
+def test_usage_refuses_a_bad_period_and_an_unknown_customer_and_keeps_its_subcommands(world: World):
+    bad = runner.invoke(app, ["usage", "acme", "--period", "2026-13"])
+    assert bad.exit_code == 2 and "--period: expected a month as YYYY-MM, got '2026-13'" in bad.stderr
+    unknown = runner.invoke(app, ["usage", "nobody"])
+    assert unknown.exit_code == 1 and "unknown customer 'nobody'" in unknown.stderr
+    # `unbilled` is the subcommand; a customer of that name is shown with `usage show`
+    assert runner.invoke(app, ["usage", "unbilled", "--period", "2026-10", "--json"]).exit_code == 0
+    customers.create_customer(world.engine, "unbilled", "Unbilled Inc", None, "USD", timezone="UTC")
+    shown = _cli_json("usage", "show", "unbilled", "--period", "2026-10")
+    assert (shown["customer"], shown["meters"], shown["preview"]["total"]) == ("unbilled", [], "0.00")
+    assert "CUSTOMER [--period P]" in runner.invoke(app, ["usage", "--help"]).stdout
