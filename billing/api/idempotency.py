@@ -154,7 +154,9 @@ class Idempotency:
     async def _run(
         self, scope: Scope, body: bytes, receive: Receive, send: Send, engine: Engine, owner: str, key: str
     ) -> None:
-        """Run the request with its body, pass its answer on, and keep it or release the key."""
+        """Run the request with its body, keep its answer (or release the key), then pass the answer on: kept
+        before the client sees it, so a retry sent the moment the answer arrives is replayed, never refused as
+        still running."""
         delivered = False
 
         async def replay_body() -> Message:
@@ -167,11 +169,10 @@ class Idempotency:
         status = 500
         headers: dict[str, str] = {}
         chunks: list[bytes] = []
-
-        client_gone = False
+        messages: list[Message] = []
 
         async def capture(message: Message) -> None:
-            nonlocal status, client_gone
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 for name, value in message.get("headers", []):
@@ -179,12 +180,7 @@ class Idempotency:
                         headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode("latin-1")
             elif message["type"] == "http.response.body":
                 chunks.append(bytes(message.get("body", b"")))
-            if client_gone:
-                return
-            try:
-                await send(message)
-            except OSError:  # the client left before its answer: keep the answer for its retry all the same
-                client_gone = True
+            messages.append(message)  # (the API's answers are small JSON documents: held until kept)
 
         try:
             await self.app(scope, replay_body, capture)
@@ -196,10 +192,15 @@ class Idempotency:
             stored = idempotency.StoredAnswer(status, headers, answer)
             try:
                 await run_in_threadpool(idempotency.complete, engine, owner, key, stored)
-            except Exception:  # the answer was sent; the key stays running until its lease ends
+            except Exception:  # the answer is sent all the same; the key stays running until its lease ends
                 log.exception("could not keep the answer of Idempotency-Key %r", key)
         else:
             await run_in_threadpool(_forget, engine, owner, key)
+        try:
+            for message in messages:
+                await send(message)
+        except OSError:  # the client left before its answer: it is kept for its retry all the same
+            pass
 
 
 def _forget(engine: Engine, owner: str, key: str) -> None:
