@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from benchmarks import DATA, Figure, postgres_schema, postgres_url, timed
 from benchmarks.ingest import _COLUMNS, customers, events_file, parsed_rows
@@ -128,7 +128,7 @@ def _populate(url: str, names: list[str], plan: str, start: dt.date) -> None:
             text(
                 "INSERT INTO subscriptions (customer_id, plan_code, plan_version, start_date, status, created_at) "
                 "SELECT id, :plan, 1, :start, 'active', :now FROM customers WHERE external_id IN :names"
-            ).bindparams(__import__("sqlalchemy").bindparam("names", expanding=True)),
+            ).bindparams(bindparam("names", expanding=True)),
             {"plan": plan, "start": start, "now": now, "names": names},
         )
     engine.dispose()
@@ -224,7 +224,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _paced(base: str, key: str, names: list[str], alert_names: list[str], count: int) -> tuple[list[float], dict[str, float]]:
+def _paced(
+    base: str, key: str, names: list[str], alert_names: list[str], count: int
+) -> tuple[list[float], dict[str, float]]:
     """Single-event POSTs from CLIENTS threads, ``RATE`` events/s in all; the latencies (s) and, for the alert
     customers, when each one's event was answered (epoch seconds)."""
     latencies: list[float] = []
