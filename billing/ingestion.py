@@ -1,7 +1,9 @@
 """Ingestion as the orchestrator runs it: the catalog's meters, the known customers and each customer's
-late-usage window handed to ``meters``, then the thresholds of the periods the stored events fall in checked at
-once (alerts follow usage, not a schedule, and late usage too: events of last month ingested today are alerted
-on in last month, as long as its invoice is not issued).
+late-usage window handed to ``meters``. What reacts to the stored usage (thresholds: alerts follow usage, not a
+schedule, and late usage too — events of last month ingested today are alerted on in last month, as long as its
+invoice is not issued) runs behind it (``billing.reactions``): an API batch is answered as soon as its events are
+stored, and the serving process's reactor evaluates them within a bounded delay; a file (``billing ingest``, a
+batch command) evaluates everything pending in one batched pass at its end.
 
 The late-usage window (``billing.core.periods.LATE_USAGE_MONTHS``): a billing run bills late usage of the
 periods up to 12 months before its own, so an event older than the first day of the month 12 months before the
@@ -23,7 +25,7 @@ from billing.core.periods import Period, late_usage_start, months_between
 from billing.db import session_scope
 from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
-from billing.thresholds import check_thresholds
+from billing.reactions import react_to_usage, wake
 from dbkit import as_utc, read_only, utcnow
 from meters import IngestReport, ingest, ingest_file
 from pricing_plans.models import Catalog
@@ -87,14 +89,15 @@ def _encodable(text: str) -> bool:
 def ingest_batch(
     engine: Engine, catalog: Catalog, records: list[Mapping[str, Any]], *, now: dt.datetime | None = None
 ) -> IngestReport:
-    """Ingest an API batch (rejections name each event's index), then check the thresholds of the periods its
-    stored events fall in."""
+    """Ingest an API batch (rejections name each event's index). The thresholds of the periods its stored events
+    fall in are evaluated behind it (``billing.reactions``): this process's reactor, if it runs one, is woken."""
     instant = as_utc(now or utcnow())
     customers = known_customers(engine, _touched(records))
     report = ingest(
         engine, records, meter_specs(catalog), customers, now=instant, earliest=late_usage_windows(customers, instant)
     )
-    _after_ingestion(engine, catalog, report, customers, instant)
+    if report.accepted:
+        wake()
     return report
 
 
@@ -107,8 +110,9 @@ def ingest_path(
     progress: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
 ) -> IngestReport:
-    """Ingest a JSON Lines or CSV file (``-`` for standard input), then check the thresholds of the periods its
-    stored events fall in."""
+    """Ingest a JSON Lines or CSV file (``-`` for standard input), then react to the usage stored: one batched
+    evaluation of the thresholds of every customer month with events received since the last reaction (this
+    file's, and any other still pending)."""
     instant = as_utc(now or utcnow())
     customers = known_customers(engine)
     report = ingest_file(
@@ -121,15 +125,6 @@ def ingest_path(
         now=instant,
         earliest=late_usage_windows(customers, instant),
     )
-    _after_ingestion(engine, catalog, report, customers, instant)
+    if report.accepted:
+        react_to_usage(engine, catalog, now=instant)
     return report
-
-
-def _after_ingestion(
-    engine: Engine, catalog: Catalog, report: IngestReport, customers: Mapping[str, str], now: dt.datetime
-) -> None:
-    """Alerts follow usage: check the thresholds of every period the stored events fall in (those whose invoice
-    is not issued yet)."""
-    periods = periods_touched(report, customers)
-    if periods:
-        check_thresholds(engine, catalog, periods=periods, now=now)

@@ -10,7 +10,8 @@ job id              every        what
                                  timezone and has no issued invoice yet (drafts are refreshed at each run, so late
                                  usage still gets in), then finalizes those drafts ``finalize_grace_days`` after
                                  the period's end
-``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` (ingestion also checks after each batch)
+``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` of every customer's current month (the
+                                 usage stored is evaluated by the reactor, below, within seconds)
 ``notifications``   minute       ``billing.notify.deliver_pending``: sends what is due, retries what failed
 ``stripe_sync``     15 minutes   ``billing.stripe.sync.sync_invoices`` when ``STRIPE_API_KEY`` is set
 ==================  ===========  =================================================================================
@@ -23,6 +24,11 @@ that could not start in time is logged too: nothing is dropped silently. Every j
 the same time as the CLI: billing runs refresh drafts and never touch issued invoices, finalization numbers
 under row locks, notifications are claimed, Stripe pushes carry idempotency keys.
 
+Next to the jobs, the scheduler runs the usage reactor (``billing.reactions.Reactor``, a thread of its own, not a
+stored job: it looks every second): the thresholds of the customer months that newly stored events fall in are
+evaluated within a couple of seconds of the events' acceptance, and a pass that creates notifications moves the
+``notifications`` job's next run to now, so alerts go out without waiting for its minute.
+
 Run one scheduler per database (``billing serve --no-scheduler`` for further API processes): APScheduler 3 does
 not share a job store between schedulers.
 """
@@ -31,7 +37,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -49,6 +57,7 @@ from billing.db import repository, session_scope
 from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
+from billing.reactions import Reactor
 from billing.run import finalize_period, run_billing
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
@@ -334,12 +343,47 @@ def install_jobs(scheduler: BackgroundScheduler, jobs: tuple[JobSpec, ...] = JOB
             scheduler.reschedule_job(spec.id, trigger=trigger)
 
 
-def start_scheduler(engine: Engine, jobs: tuple[JobSpec, ...] = JOBS) -> BackgroundScheduler:
-    """Build the scheduler, install the jobs and start running them."""
+_REACTORS: weakref.WeakKeyDictionary[BackgroundScheduler, Reactor] = weakref.WeakKeyDictionary()
+
+
+def _cached_catalog(settings: Settings) -> Callable[[], Catalog]:
+    """The configured catalog, loaded again only when its file changes (the reactor asks every second)."""
+    cache: dict[str, tuple[float, Catalog]] = {}
+
+    def catalog() -> Catalog:
+        path = str(settings.catalog)
+        stamp = os.stat(path).st_mtime
+        cached = cache.get(path)
+        if cached is None or cached[0] != stamp:
+            cache[path] = (stamp, _catalog(settings))
+        return cache[path][1]
+
+    return catalog
+
+
+def _deliver_soon(scheduler: BackgroundScheduler) -> None:
+    """Move the notification job's next run to now (alerts just created go out at once)."""
+    try:
+        scheduler.modify_job("notifications", next_run_time=utcnow())
+    except Exception:  # a courtesy: the job runs every minute anyway
+        log.debug("could not move the notification job's next run", exc_info=True)
+
+
+def start_scheduler(
+    engine: Engine, jobs: tuple[JobSpec, ...] = JOBS, *, reactor: bool = True
+) -> BackgroundScheduler:
+    """Build the scheduler, install the jobs and start running them; with ``reactor``, start the usage reactor
+    too (``billing.reactions``)."""
     scheduler = build_scheduler(engine)
     scheduler.start(paused=True)  # the job store is open: look at the stored jobs before anything runs
     install_jobs(scheduler, jobs)
     scheduler.resume()
+    if reactor:
+        _REACTORS[scheduler] = Reactor(
+            engine,
+            _cached_catalog(get_settings()),
+            on_created=lambda: _deliver_soon(scheduler) if scheduler.get_job("notifications") else None,
+        ).start()
     names = ", ".join(f"{job.id} (next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z})" for job in scheduler.get_jobs())
     log.info("scheduler started: %s", names)
     return scheduler
@@ -351,6 +395,9 @@ def stop_scheduler(scheduler: BackgroundScheduler, *, wait: bool = True) -> None
     The job store is detached first: after ``shutdown`` APScheduler 3's thread looks for due jobs once more and
     would hand a due one to the stopped executor and move it on to its next run — a lost run.
     """
+    reactor = _REACTORS.pop(scheduler, None)
+    if reactor is not None:
+        reactor.stop()
     scheduler.pause()
     for alias in list(scheduler._jobstores):  # no public listing of the stores; removing them is public
         scheduler.remove_jobstore(alias, shutdown=True)

@@ -344,6 +344,7 @@ def check_thresholds(
     now: dt.datetime | None = None,
     period: Period | None = None,
     periods: Mapping[str, Iterable[Period]] | None = None,
+    in_transaction: Callable[[Session], None] | None = None,
 ) -> CheckReport:
     """Evaluate thresholds and create one notification per level reached.
 
@@ -352,7 +353,9 @@ def check_thresholds(
     ingestion put events in). In each period, the subscriptions covering at least one of its days up to today
     are evaluated, over the part of the period they cover. A customer's period whose invoice is issued is left
     out (``CheckReport.issued``). ``customers``: only those customers. ``now`` is when "today" is (default:
-    the clock). Safe to run from any number of processes at once.
+    the clock). Safe to run from any number of processes at once. ``in_transaction`` is called in the
+    transaction that records the evaluations and notifications (in one of its own when there is nothing to record):
+    whatever it writes is committed with them, or not at all.
 
     Raises BillingInputError when ``period`` has not begun anywhere yet.
     """
@@ -366,6 +369,7 @@ def check_thresholds(
         asked = {c: found for c, found in asked.items() if found}
         wanted = set(asked)
     if wanted is not None and not wanted:
+        _finish(engine, in_transaction)
         return report
     if period is not None and period.start > utc_day + dt.timedelta(days=1):
         raise BillingInputError(f"period {period.label} has not begun (it starts on {period.start.isoformat()})")
@@ -401,7 +405,18 @@ def check_thresholds(
         with session_scope(engine) as session:
             _record_evaluations(session, evaluations)
             report.created = _insert_notifications(session, crossings, catalog)
+            if in_transaction is not None:
+                in_transaction(session)
+    else:
+        _finish(engine, in_transaction)
     return report
+
+
+def _finish(engine: Engine, in_transaction: Callable[[Session], None] | None) -> None:
+    """``in_transaction`` when the check records nothing: in a transaction of its own."""
+    if in_transaction is not None:
+        with session_scope(engine) as session:
+            in_transaction(session)
 
 
 def _load(engine: Engine, earliest: dt.date, latest: dt.date, wanted: set[str] | None) -> _Scope:
@@ -544,21 +559,24 @@ def _insert_notifications(session: Session, crossings: list[_Reached], catalog: 
     if not crossings:
         return []
     existing = _existing_keys(session, {(c.target.subscription.id, c.target.period.label) for c in crossings})
-    created: list[Crossing] = []
+    rows: list[dict[str, Any]] = []
+    made: list[Crossing] = []
     for reached in crossings:
         target = reached.target
         if (target.subscription.id, target.period.label, reached.spec.key, reached.level) in existing:
             continue
         values, crossing = _notification(reached, catalog)
-        statement = (
-            insert_for(session, NotificationRow)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(NotificationRow.id)
-        )
-        if session.execute(statement).scalar_one_or_none() is not None:
-            created.append(crossing)
-    return created
+        rows.append(values)
+        made.append(crossing)
+    if not rows:
+        return []
+    # One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id (not an ORM insert per notification): the ids are
+    # those this transaction created.
+    inserted: set[str] = set()
+    statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing().returning(NotificationRow.id)
+    for i in range(0, len(rows), _CHUNK):
+        inserted.update(session.execute(statement, rows[i : i + _CHUNK]).scalars())
+    return [crossing for crossing in made if crossing.notification_id in inserted]
 
 
 def _notification(reached: _Reached, catalog: Catalog) -> tuple[dict[str, Any], Crossing]:

@@ -39,6 +39,7 @@ from meters.queries import (
     CountedWindow,
     count_events,
     customers_by_meter,
+    received_spans,
     stored_event_ids,
     windows_with_late_events,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "ingest_file",
     "ingestion_cutoff",
     "parse_event",
+    "received_spans",
     "stored_event_ids",
     "to_epoch_us",
     "windows_with_late_events",

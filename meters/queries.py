@@ -13,15 +13,22 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from dbkit.dialect import read_only
 from meters.aggregate import aggregate_usage
-from meters.events import MeterSpec, to_epoch_us
+from meters.events import MeterSpec, from_epoch_us, to_epoch_us
 from meters.tables import UsageEventRow
 
-__all__ = ["CountedWindow", "count_events", "customers_by_meter", "stored_event_ids", "windows_with_late_events"]
+__all__ = [
+    "CountedWindow",
+    "count_events",
+    "customers_by_meter",
+    "received_spans",
+    "stored_event_ids",
+    "windows_with_late_events",
+]
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -131,3 +138,21 @@ def count_events(
         return {}
     found = aggregate_usage(engine, windows, [MeterSpec(code, "count") for code in codes])
     return {pair: aggregate.events for pair, aggregate in found.items() if aggregate.events}
+
+
+def received_spans(
+    bind: Session | Connection, after: int, through: int
+) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+    """For each customer with events received in ``(after, through]`` (``received_at``, microseconds since the
+    epoch), the earliest and latest instant those events occurred at (UTC): what arrived since a reader last
+    looked. Read through the index on ``received_at``."""
+    e = UsageEventRow
+    statement = (
+        select(e.customer, func.min(e.occurred_at), func.max(e.occurred_at))
+        .where(e.received_at > after, e.received_at <= through)
+        .group_by(e.customer)
+    )
+    return {
+        customer: (from_epoch_us(earliest), from_epoch_us(latest))
+        for customer, earliest, latest in bind.execute(statement)
+    }

@@ -46,6 +46,8 @@ class UsageEventRow(MetersBase):
             "unique_value",
             postgresql_include=["id"],  # SQLite's index entries end with the rowid anyway
         ),
+        # the events in the order they were received: what reacts to usage reads what arrived since it last looked
+        Index("ix_usage_events_received_at", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)

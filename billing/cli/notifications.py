@@ -166,10 +166,12 @@ def thresholds_check(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Evaluate the thresholds of every subscription in the current month (or --period); print the notifications
-    created. A customer whose invoice of the period is already issued is not evaluated."""
+    """Evaluate the thresholds of every subscription in the current month (or --period), and of the months of any
+    usage stored but not yet evaluated; print the notifications created. A customer whose invoice of the period
+    is already issued is not evaluated."""
     from billing.cli._common import fail
     from billing.core.periods import parse_month
+    from billing.reactions import react_to_usage
     from billing.thresholds import check_thresholds
 
     month = None
@@ -180,7 +182,9 @@ def thresholds_check(
             fail(f"--period: {error}")
     catalog = load_catalog_for_cli()
     with database() as engine:
+        pending = react_to_usage(engine, catalog)  # usage stored but not evaluated yet (a server stopped)
         report = check_thresholds(engine, catalog, customers=customer or None, period=month)
+        report.created[:0] = pending.created
     for customer_id, reason in report.skipped:
         err_console.print(f"{customer_id}: skipped: {reason}", highlight=False, soft_wrap=True, markup=False)
     if report.issued:

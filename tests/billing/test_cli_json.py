@@ -32,6 +32,7 @@ from billing.cli import COMMANDS, app, load_command
 from billing.config import get_settings
 from billing.core.periods import month, month_of
 from billing.ingestion import ingest_batch
+from billing.reactions import react_to_usage
 from billing.run import finalize_period, run_billing
 from invoices.store import FinalizeSettings
 from pricing_plans.loader import load_catalog_or_raise
@@ -110,8 +111,9 @@ def world(cli_env, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     events = [_event(f"acme-call-{i}", "acme", "api_calls", i + 1) for i in range(6)]
     events += [_event("acme-min-1", "acme", "compute_minutes", 3, "12.5"), _event("acme-min-2", "acme", "compute_minutes", 20, "7.5")]
     events += [_event(f"beta-call-{i}", "beta", "api_calls", i + 10) for i in range(2)]
-    report = ingest_batch(engine, catalog, events, now=INGESTED)  # checks the thresholds too: acme crosses two
+    report = ingest_batch(engine, catalog, events, now=INGESTED)
     assert (report.accepted, report.rejected) == (10, [])
+    react_to_usage(engine, catalog, now=INGESTED)  # the thresholds, behind the ingestion: acme crosses two
     run_billing(engine, catalog, OCTOBER)
     assert finalize_period(engine, OCTOBER, FinalizeSettings(), dt.date(2026, 11, 3), customer="acme") == [
         "INV-2026-000001"

@@ -21,6 +21,7 @@ from billing.db.notification_tables import NotificationRow, ThresholdEvaluationR
 from billing.errors import BillingInputError, NotFoundError
 from billing.ingestion import ingest_batch, ingest_path
 from billing.metering import meter_specs
+from billing.reactions import react_to_usage
 from billing.run import finalize_period, run_billing
 from billing.thresholds import (
     ThresholdSpec,
@@ -331,7 +332,8 @@ def issue_october(engine, catalog, who):
 
 
 def test_usage_ingested_today_for_last_month_is_alerted_in_last_month_unless_its_invoice_is_issued(engine, catalog):
-    """On 28 November, 26 calls of October arrive for two customers with an allowance of 10 (260 %): acme's
+    """On 28 November, 26 calls of October arrive for two customers with an allowance of 10 (260 %); the
+    reaction to that usage evaluates October for both: acme's
     October invoice is not issued yet, so October's 80 % and 100 % alerts are created; beta's October invoice is
     issued (the calls will be billed as late usage on a later invoice), so it gets none. November has no usage."""
     for who in ("acme", "beta"):
@@ -342,6 +344,8 @@ def test_usage_ingested_today_for_last_month_is_alerted_in_last_month_unless_its
     events = batch("acme", 26, "2026-10-20T09:00:00Z", "a") + batch("beta", 26, "2026-10-20T09:00:00Z", "b")
     report = ingest_batch(engine, catalog, events, now=NOV_28)
     assert (report.accepted, report.rejected) == (52, [])
+    assert [row for row in rows(engine) if row[2] is not None] == []  # evaluated behind the request, not in it
+    assert react_to_usage(engine, catalog, now=NOV_28).customers == 2
     alerts = [row for row in rows(engine) if row[2] is not None]  # beta's invoice.finalized is there too
     assert alerts == [
         ("acme", "2026-10", "usage:api_calls", 80, "26", "10"),
@@ -422,11 +426,12 @@ def test_thresholds_check_of_a_given_period(cli_env, engine, catalog, tmp_path, 
     set_limit(engine, catalog, "acme", meter="api_calls", allowance="10")
     calls(engine, catalog, "acme", 26, f"{last.start.isoformat()}T12:00:00Z", "late", now=today)  # no check yet
 
+    # the usage stored but not reacted to yet is evaluated in its own month (last month), whatever is asked
     current = runner.invoke(app, ["thresholds", "check"])
-    assert current.exit_code == 0 and "created 0 notifications" in current.stdout
+    assert current.exit_code == 0, current.output
+    assert last.label in current.stdout and "100 %" in current.stdout and "created 2 notifications" in current.stdout
     result = runner.invoke(app, ["thresholds", "check", "--period", last.label])
-    assert result.exit_code == 0, result.output
-    assert last.label in result.stdout and "100 %" in result.stdout and "created 2 notifications" in result.stdout
+    assert result.exit_code == 0 and "created 0 notifications" in result.stdout
 
     run_billing(engine, catalog, last)
     finalize_period(engine, last, FinalizeSettings(), today.date())

@@ -1,0 +1,386 @@
+"""Ingestion in the product's request path, on SQLite and (when configured) PostgreSQL, each beside its raw
+baseline from the same run:
+
+- ``POST /v1/events`` in batches of 1,000 through ``billing serve`` (a real uvicorn on 127.0.0.1, reactor and
+  scheduler running) with a real HTTP client (httpx, keep-alive), events/s; beside raw ``executemany`` (SQLite) /
+  ``COPY`` (PostgreSQL) of the same rows, already parsed, in transactions of 1,000. Target ≥ 0.5× raw.
+- single-event POSTs from 8 concurrent clients paced at 500 events/s in all: p50 and p99 latency (ms), beside the
+  p50 of ``GET /healthz`` on the same server. Target p99 ≤ 10 ms.
+- the delay from an event's acceptance (its answer received) to its alert (the notification row's
+  ``created_at``), p99, for customers whose first event crosses their allowance, sent among the paced events.
+  Target ≤ 2 s (the reactor's bound).
+- ``billing ingest`` of a JSON Lines file on a catalog with thresholds (``billing.ingestion.ingest_path``: the
+  command's work without its start-up: ingestion, then the one batched threshold evaluation of everything it
+  touched), beside raw ``executemany`` / ``COPY`` of the same rows in the same chunks. Target ≥ 0.7× raw.
+
+``BENCH_SCALE`` scales the numbers of events (the paced run lasts 10 s at scale 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from sqlalchemy import bindparam, text
+
+from benchmarks import DATA, Figure, postgres_schema, postgres_url, timed
+from benchmarks.ingest import _COLUMNS, customers, events_file, parsed_rows
+from billing.apikeys import create_api_key
+from billing.db import make_engine, upgrade
+from meters.ingest import CHUNK_SIZE
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 1_000
+BATCH_EVENTS = 200_000
+FILE_EVENTS = 1_000_000
+RATE = 500
+CLIENTS = 8
+PACED_SECONDS = 10.0
+ALERT_EVERY = 10  # one event in this many of the paced run crosses an alert customer's allowance
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+unit = "call"
+
+[meters.payload_bytes]
+name = "Payload"
+aggregation = "sum"
+unit = "byte"
+
+[meters.active_users]
+name = "Active users"
+aggregation = "unique_count"
+unique_property = "user_id"
+unit = "user"
+
+[meters.storage_gb]
+name = "Storage"
+aggregation = "weighted_sum"
+unit = "GB"
+
+[plans.pro]
+name = "Pro"
+currency = "USD"
+[[plans.pro.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.001
+[[plans.pro.charges]]
+meter = "payload_bytes"
+model = "per_unit"
+unit_amount = 0.0000001
+[[plans.pro.thresholds]]
+meter = "api_calls"
+allowance = 50
+[[plans.pro.thresholds]]
+spend_cap = 5.00
+levels = [50, 80, 100]
+
+[plans.tiny]
+name = "Tiny"
+currency = "USD"
+[[plans.tiny.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.01
+[[plans.tiny.thresholds]]
+meter = "api_calls"
+allowance = 1
+levels = [100]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _populate(url: str, names: list[str], plan: str, start: dt.date) -> None:
+    """Customers (UTC) each on ``plan`` from ``start``, inserted in bulk."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        now = dt.datetime.now(dt.UTC)
+        connection.execute(
+            text(
+                "INSERT INTO customers (external_id, name, currency, timezone, locale, address, tax_rate, created_at) "
+                "VALUES (:e, :e, 'USD', 'UTC', 'en_US', '', 0, :now)"
+            ),
+            [{"e": name, "now": now} for name in names],
+        )
+        connection.execute(
+            text(
+                "INSERT INTO subscriptions (customer_id, plan_code, plan_version, start_date, status, created_at) "
+                "SELECT id, :plan, 1, :start, 'active', :now FROM customers WHERE external_id IN :names"
+            ).bindparams(bindparam("names", expanding=True)),
+            {"plan": plan, "start": start, "now": now, "names": names},
+        )
+    engine.dispose()
+
+
+@contextmanager
+def _server(url: str, catalog: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "BILLING_DATABASE_URL": url,
+        "BILLING_CATALOG": str(catalog),
+        "BILLING_CONFIG": str(ROOT / "config.toml"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billing.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"billing serve exited {process.returncode}: {process.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("billing serve did not answer /healthz within 120 s")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+
+
+def _events(prefix: str, names: list[str], count: int, when: dt.datetime) -> list[dict[str, object]]:
+    stamp = when.isoformat().replace("+00:00", "Z")
+    return [
+        {"id": f"{prefix}-{i:09d}", "customer": names[i % len(names)], "meter": "api_calls", "timestamp": stamp,
+         "properties": {"region": "eu-west-1"}}
+        for i in range(count)
+    ]
+
+
+def _raw_rows(events: list[dict[str, object]], names: list[str]) -> list[tuple[object, ...]]:
+    from meters import EventValidator, MeterSpec, to_epoch_us
+
+    validator = EventValidator([MeterSpec("api_calls", "count")], set(names), dt.datetime.now(dt.UTC))
+    received = to_epoch_us(dt.datetime.now(dt.UTC))
+    return [(*validator.validate(event), received) for event in events]
+
+
+def _raw(url: str, rows: list[tuple[object, ...]], chunk: int) -> float:
+    """Seconds to store ``rows`` raw (executemany / COPY), ``chunk`` rows per transaction."""
+    if url.startswith("sqlite"):
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        sql = f"INSERT INTO usage_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+        def go() -> None:
+            for start in range(0, len(rows), chunk):
+                connection.execute("BEGIN IMMEDIATE")
+                connection.executemany(sql, rows[start : start + chunk])
+                connection.execute("COMMIT")
+
+        seconds = timed(go)
+        connection.close()
+        return seconds
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
+
+        def copy_all() -> None:
+            for start in range(0, len(rows), chunk):
+                with driver.cursor() as cursor, cursor.copy(f"COPY usage_events ({_COLUMNS}) FROM STDIN") as copy:
+                    for row in rows[start : start + chunk]:
+                        copy.write_row(row)
+                driver.commit()
+
+        seconds = timed(copy_all)
+    engine.dispose()
+    return seconds
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _paced(
+    base: str, key: str, names: list[str], alert_names: list[str], count: int
+) -> tuple[list[float], dict[str, float]]:
+    """Single-event POSTs from CLIENTS threads, ``RATE`` events/s in all; the latencies (s) and, for the alert
+    customers, when each one's event was answered (epoch seconds)."""
+    latencies: list[float] = []
+    answered: dict[str, float] = {}
+    lock = threading.Lock()
+    when = dt.datetime.now(dt.UTC).isoformat()
+    start = time.perf_counter() + 0.5
+
+    def client(worker: int) -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            for n in range(worker, count, CLIENTS):
+                due = start + n / RATE
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                alert = n % ALERT_EVERY == 0 and n // ALERT_EVERY < len(alert_names)
+                who = alert_names[n // ALERT_EVERY] if alert else names[n % len(names)]
+                body = {"events": [{"id": f"one-{n}", "customer": who, "meter": "api_calls", "timestamp": when}]}
+                sent = time.perf_counter()
+                response = http.post("/v1/events", json=body)
+                took = time.perf_counter() - sent
+                assert response.status_code == 200 and response.json()["accepted"] == 1, response.text
+                with lock:
+                    latencies.append(took)
+                    if alert:
+                        answered[who] = time.time()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, answered
+
+
+def _alert_delays(url: str, answered: dict[str, float]) -> list[float]:
+    engine = make_engine(url)
+    from billing.notify import list_notifications
+
+    deadline = time.monotonic() + 30
+    while True:
+        created = {n.customer: n.created_at.timestamp() for n in list_notifications(engine) if n.customer in answered}
+        if len(created) == len(answered) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    engine.dispose()
+    missing = set(answered) - set(created)
+    if missing:
+        raise RuntimeError(f"no alert within 30 s for {len(missing)} customer(s)")
+    return [max(0.0, created[who] - answered[who]) for who in answered]
+
+
+def _backend(label: str, url: str, raw_url: str, scale: float, file_path: Path, file_rows: list[tuple[object, ...]],
+             file_raw_url: str, file_url: str) -> list[Figure]:
+    figures: list[Figure] = []
+    catalog = DATA / "api-ingest-catalog.toml"
+    catalog.write_text(CATALOG, encoding="utf-8")
+    names = [f"api-{i:04d}" for i in range(200)]
+    paced_count = max(500, int(RATE * PACED_SECONDS * scale))
+    alert_names = [f"alert-{i:04d}" for i in range(paced_count // ALERT_EVERY)]
+    first_of_month = dt.date.today().replace(day=1)
+    for target in (url, raw_url, file_url, file_raw_url):
+        upgrade(target)
+    _populate(url, names, "pro", first_of_month)
+    _populate(url, alert_names, "tiny", first_of_month)
+    engine = make_engine(url)
+    _, key = create_api_key(engine, "bench")
+    engine.dispose()
+
+    count = max(10 * BATCH, int(BATCH_EVENTS * scale)) // BATCH * BATCH
+    events = _events("batch", names, count, dt.datetime.now(dt.UTC))
+    bodies = [json.dumps({"events": events[i : i + BATCH]}).encode() for i in range(0, count, BATCH)]
+    with _server(url, catalog) as base:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}",
+                                                  "Content-Type": "application/json"}, timeout=120) as http:
+            def post_all() -> None:
+                for body in bodies:
+                    response = http.post("/v1/events", content=body)
+                    assert response.status_code == 200 and response.json()["accepted"] == BATCH, response.text[:300]
+
+            ours = timed(post_all)
+            health = []
+            for _ in range(200):
+                sent = time.perf_counter()
+                http.get("/healthz")
+                health.append(time.perf_counter() - sent)
+        baseline = _raw(raw_url, _raw_rows(events, names), BATCH)
+        figures.append(Figure(f"POST /v1/events, {count:,} in batches of 1,000 → {label}", count / ours, "events/s",
+                              count / baseline, f"raw {'executemany' if label == 'SQLite' else 'COPY'}, 1,000/txn",
+                              "≥ 0.5× raw", ours <= 2 * baseline))
+        time.sleep(2)  # the reactor takes in the batches first
+        latencies, answered = _paced(base, key, names, alert_names, paced_count)
+        p50, p99 = _percentile(latencies, 0.5) * 1000, _percentile(latencies, 0.99) * 1000
+        h50 = statistics.median(health) * 1000
+        figures.append(Figure(f"single-event POST, 8 clients at {RATE}/s, p50 → {label}", p50, "ms", h50,
+                              "GET /healthz p50"))
+        figures.append(Figure(f"single-event POST, 8 clients at {RATE}/s, p99 → {label}", p99, "ms", h50,
+                              "GET /healthz p50", "≤ 10 ms", p99 <= 10))
+        delays = _alert_delays(url, answered)
+    d99 = _percentile(delays, 0.99)
+    figures.append(Figure(f"acceptance → alert, p99 of {len(delays)} → {label}", d99, "s",
+                          statistics.median(delays), "p50", "≤ 2 s", d99 <= 2))
+
+    # billing ingest of a file on a catalog with thresholds (every customer subscribed to a plan with two)
+    from billing.ingestion import ingest_path
+    from pricing_plans.loader import load_catalog_or_raise
+
+    _populate(file_url, customers(), "pro", dt.date(2024, 1, 1))
+    file_engine = make_engine(file_url)
+    file_catalog = load_catalog_or_raise(catalog)
+    report = None
+
+    def ingest() -> None:
+        nonlocal report
+        report = ingest_path(file_engine, file_catalog, file_path, now=dt.datetime(2024, 4, 1, tzinfo=dt.UTC))
+
+    seconds = timed(ingest)
+    file_engine.dispose()
+    assert report is not None and not report.rejected, report.rejected[:3]  # type: ignore[union-attr]
+    accepted = report.accepted  # type: ignore[union-attr]
+    raw = _raw(file_raw_url, file_rows, CHUNK_SIZE)
+    figures.append(Figure(f"billing ingest {accepted:,} JSONL events, thresholds on → {label}", accepted / seconds,
+                          "events/s", len(file_rows) / raw,
+                          f"raw {'executemany' if label == 'SQLite' else 'COPY'}", "≥ 0.7× raw",
+                          seconds <= raw / 0.7))
+    return figures
+
+
+def run(scale: float, console: Console) -> list[Figure]:
+    DATA.mkdir(exist_ok=True)
+    file_count = max(1000, int(FILE_EVENTS * scale))
+    file_path = events_file(file_count)
+    file_rows = parsed_rows(file_path)
+    gc.freeze()
+    figures: list[Figure] = []
+    try:
+        paths = [DATA / f"api-{name}.db" for name in ("ours", "raw", "file", "file-raw")]
+        for path in paths:
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+        urls = [f"sqlite:///{path}" for path in paths]
+        figures += _backend("SQLite", urls[0], urls[1], scale, file_path, file_rows, urls[3], urls[2])
+        for path in paths:
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+        pg = postgres_url()
+        if pg:
+            with (
+                postgres_schema(pg, "api") as ours,
+                postgres_schema(pg, "apiraw") as raw,
+                postgres_schema(pg, "file") as file_url,
+                postgres_schema(pg, "fileraw") as file_raw,
+            ):
+                figures += _backend("PostgreSQL", ours, raw, scale, file_path, file_rows, file_raw, file_url)
+    finally:
+        gc.unfreeze()
+    return figures

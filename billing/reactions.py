@@ -1,0 +1,219 @@
+"""What reacts to usage, behind the request path: threshold evaluation runs after the events are stored and
+answered for, batched, exactly once, within a bounded delay.
+
+Ingestion (``POST /v1/events``) only validates, stores (idempotently, by event id) and answers. The reaction reads
+what was stored since it last looked, through a cursor over the order in which events were received:
+
+  pending   the events whose ``received_at`` is after the reaction's ``received_through``
+            (``billing.db.reaction_tables``); they are in the database already, so a server killed between storing
+            events and reacting to them loses nothing: the next pass (or ``billing thresholds check``) reacts;
+  cutoff    ``meters.ingestion_cutoff``: an instant F such that every event received at or before F is committed
+            and every later one is received after F. A pass reacts to the events received in
+            ``(received_through, F]`` — none skipped, however many ingestions commit concurrently;
+  react     the customers of those events and the calendar months (in each customer's timezone) their events fall
+            in: ``check_thresholds`` of exactly those, in one batched evaluation;
+  advance   ``received_through`` set to F in the very transaction that records the evaluations and notifications.
+
+Exactly once: a crash before that transaction commits leaves the cursor where it was, and the next pass evaluates
+the same events again; a threshold notification is unique per crossing (subscription, period, threshold, level),
+so the second evaluation creates nothing the first did. The cursor only moves forward (two passes racing each set
+it to their own F; the later F wins), so any number of processes may react at once.
+
+Delay: ``billing serve`` runs a :class:`Reactor` next to the scheduler. An ingestion in the same process wakes it;
+a pass then starts at once unless one ran less than :data:`MIN_GAP` ago (under a steady stream of events, passes
+are at most that frequent and take in everything received meanwhile); without a wake-up (events stored by another
+process) it looks every :data:`POLL`. An event is evaluated within ``MIN_GAP`` + one pass of its acceptance
+(``POLL`` + one pass when another process stored it): well under 2 s unless a pass itself is slow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from billing.core.periods import Period, months_between
+from billing.db import session_scope
+from billing.db.reaction_tables import UsageReactionRow
+from billing.db.tables import CustomerRow
+from billing.thresholds import Crossing, check_thresholds
+from dbkit import as_utc, insert_for, read_only, utcnow
+from meters import from_epoch_us, ingestion_cutoff, received_spans, to_epoch_us
+from pricing_plans.models import Catalog
+
+__all__ = ["MIN_GAP", "POLL", "THRESHOLDS", "ReactionReport", "Reactor", "pending_since", "react_to_usage", "wake"]
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = "thresholds"
+"""The reaction that evaluates thresholds (its row in ``usage_reactions``)."""
+POLL = 1.0
+"""Seconds between two looks for events stored by other processes."""
+MIN_GAP = 0.2
+"""Seconds at least between the end of a pass and the start of the next one."""
+
+_PASS = threading.Lock()  # one pass at a time in a process: two would only evaluate the same events twice
+
+
+@dataclass
+class ReactionReport:
+    """What one pass did: the customers whose usage it evaluated, the notifications it created, and the
+    ``received_at`` through which every stored event has now been reacted to."""
+
+    customers: int = 0
+    created: list[Crossing] = field(default_factory=list)
+    received_through: dt.datetime | None = None
+
+
+def pending_since(engine: Engine, reaction: str = THRESHOLDS) -> dt.datetime:
+    """The ``received_at`` after which stored events are still to be reacted to (the epoch when the reaction has
+    no row: everything is)."""
+    with session_scope(read_only(engine)) as session:
+        through = session.scalar(
+            select(UsageReactionRow.received_through).where(UsageReactionRow.name == reaction)
+        )
+    return from_epoch_us(through or 0)
+
+
+def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None = None) -> ReactionReport:
+    """One pass: evaluate the thresholds of the customer months that the events received since the last pass
+    fall in, and move the cursor past them in the same transaction. Safe to run from any number of threads and
+    processes at once; ``now`` is "today" for the evaluation (default: the clock)."""
+    report = ReactionReport()
+    with _PASS:
+        after = to_epoch_us(pending_since(engine))
+        through = to_epoch_us(ingestion_cutoff(engine))
+        report.received_through = from_epoch_us(max(after, through))
+        if through <= after:
+            return report
+        with session_scope(read_only(engine)) as session:
+            spans = received_spans(session, after, through)
+            zones = _timezones(session, spans)
+        periods: dict[str, list[Period]] = {}
+        for customer, (earliest, latest) in spans.items():
+            zone = zones.get(customer)
+            if zone is not None:
+                periods[customer] = months_between(earliest.astimezone(zone).date(), latest.astimezone(zone).date())
+        report.customers = len(periods)
+        checked = check_thresholds(
+            engine,
+            catalog,
+            periods=periods,
+            now=as_utc(now or utcnow()),
+            in_transaction=lambda session: _advance(session, THRESHOLDS, through),
+        )
+        report.created = checked.created
+    return report
+
+
+def _timezones(session: Session, customers: Iterable[str]) -> dict[str, ZoneInfo]:
+    """Each customer's timezone (customers since deleted are left out: nothing of theirs is evaluated)."""
+    wanted = sorted(customers)
+    found: dict[str, ZoneInfo] = {}
+    for i in range(0, len(wanted), 5_000):
+        statement = select(CustomerRow.external_id, CustomerRow.timezone).where(
+            CustomerRow.external_id.in_(wanted[i : i + 5_000])
+        )
+        found.update((external_id, ZoneInfo(timezone)) for external_id, timezone in session.execute(statement))
+    return found
+
+
+def _advance(session: Session, reaction: str, through: int) -> None:
+    """Move the reaction's cursor forward to ``through`` (never back: a slower pass that read less changes
+    nothing)."""
+    table = UsageReactionRow.__table__
+    statement = insert_for(session, UsageReactionRow).values(
+        name=reaction, received_through=through, updated_at=utcnow()
+    )
+    excluded = statement.excluded
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"received_through": excluded.received_through, "updated_at": excluded.updated_at},
+            where=table.c.received_through < excluded.received_through,
+        )
+    )
+
+
+# -- the reactor in a serving process ---------------------------------------------------------------------
+
+_REACTORS: weakref.WeakSet[Reactor] = weakref.WeakSet()
+
+
+def wake() -> None:
+    """Tell this process's reactors that events were stored (a pass starts soon, not at the next look)."""
+    for reactor in list(_REACTORS):
+        reactor.wake()
+
+
+class Reactor:
+    """A thread that reacts to usage: a pass when woken (at most every ``gap`` seconds) and every ``poll``
+    seconds anyway; ``on_created`` is called after a pass that created notifications. A failed pass is logged
+    and tried again at the next look; its events stay pending."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        catalog: Callable[[], Catalog],
+        *,
+        poll: float = POLL,
+        gap: float = MIN_GAP,
+        on_created: Callable[[], object] | None = None,
+    ):
+        self.engine = engine
+        self.on_created = on_created
+        self.catalog = catalog
+        self.poll = poll
+        self.gap = gap
+        self._woken = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Reactor:
+        self._thread = threading.Thread(target=self._run, name="usage-reactor", daemon=True)
+        self._thread.start()
+        _REACTORS.add(self)
+        return self
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop after the pass under way, if any."""
+        _REACTORS.discard(self)
+        self._stopping.set()
+        self._woken.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._woken.wait(self.poll)
+            self._woken.clear()
+            if self._stopping.is_set():
+                break
+            started = time.monotonic()
+            try:
+                report = react_to_usage(self.engine, self.catalog())
+            except Exception:
+                log.exception("usage reactions: the pass failed; its events stay pending and are tried again")
+                self._stopping.wait(self.poll)
+                continue
+            if report.created:
+                if self.on_created is not None:
+                    self.on_created()
+                log.info(
+                    "thresholds: %d level(s) crossed by the usage of %d customer(s) (%.0f ms)",
+                    len(report.created),
+                    report.customers,
+                    (time.monotonic() - started) * 1000,
+                )
+            self._stopping.wait(self.gap)
