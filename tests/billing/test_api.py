@@ -26,13 +26,14 @@ from billing.apikeys import create_api_key, revoke_api_key
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
 from billing.core.metrics import JSON_KEYS
-from billing.core.periods import month, month_of
+from billing.core.periods import month_of
 from billing.db import make_engine
 from billing.db.engines import dispose_engines
 from billing.run import finalize_period, run_billing
 from invoices.store import FinalizeSettings
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
+from tests.dates import ended_month
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +66,10 @@ effective_from = 2025-01-01
 subscription = { fee = 5.00, billing = "in_arrears" }
 """
 
-OCTOBER = month(2026, 10)
+MONTH = ended_month()
+"""The month the usage below falls in and is billed: two months back, so that the API accepts its events and the run
+bills and finalizes it whatever today is. The amounts do not depend on which month it is (the fee is billed in
+arrears for the whole month, the events fall on days 1 to 6 and 20)."""
 
 
 @dataclass
@@ -138,7 +142,9 @@ def add_customer(api: LiveApi, external_id: str = "acme", **fields: object) -> d
     return response.json()
 
 
-def subscribe(api: LiveApi, customer: str = "acme", plan: str = "starter", start: str = "2026-10-01") -> dict:
+def subscribe(
+    api: LiveApi, customer: str = "acme", plan: str = "starter", start: str = MONTH.start.isoformat()
+) -> dict:
     with api.client() as client:
         response = client.post("/v1/subscriptions", json={"customer": customer, "plan": plan, "start": start})
     assert response.status_code == 201, response.text
@@ -146,7 +152,8 @@ def subscribe(api: LiveApi, customer: str = "acme", plan: str = "starter", start
 
 
 def event(event_id: str, customer: str = "acme", meter: str = "api_calls", day: int = 5, **extra: object) -> dict:
-    return {"id": event_id, "customer": customer, "meter": meter, "timestamp": f"2026-10-{day:02d}T12:00:00Z", **extra}
+    timestamp = f"{MONTH.start:%Y-%m}-{day:02d}T12:00:00Z"
+    return {"id": event_id, "customer": customer, "meter": meter, "timestamp": timestamp, **extra}
 
 
 def post_events(api: LiveApi, events: list) -> httpx.Response:
@@ -154,7 +161,7 @@ def post_events(api: LiveApi, events: list) -> httpx.Response:
         return client.post("/v1/events", json={"events": events})
 
 
-def october_usage(api: LiveApi, customer: str = "acme") -> None:
+def month_usage(api: LiveApi, customer: str = "acme") -> None:
     """6 API calls (3 free, 3 × 0.25 = 0.75) and 12.5 + 7.5 = 20 compute minutes (× 0.015 = 0.30)."""
     events = [event(f"{customer}-call-{i}", customer, day=i + 1) for i in range(6)]
     events += [
@@ -166,9 +173,9 @@ def october_usage(api: LiveApi, customer: str = "acme") -> None:
     assert response.json()["accepted"] == 8
 
 
-def bill_october(api: LiveApi) -> list[str]:
-    run_billing(api.engine, api.catalog, OCTOBER)
-    return finalize_period(api.engine, OCTOBER, FinalizeSettings(), dt.date(2026, 11, 3))
+def bill_month(api: LiveApi) -> list[str]:
+    run_billing(api.engine, api.catalog, MONTH)
+    return finalize_period(api.engine, MONTH, FinalizeSettings(), MONTH.end + dt.timedelta(days=2))
 
 
 def error_of(response: httpx.Response) -> dict:
@@ -366,7 +373,7 @@ def test_a_customers_webhook_secret_is_returned_once_when_it_is_created(live_api
 
 def test_subscriptions_are_created_and_cancelled(live_api):
     add_customer(live_api)
-    subscription = subscribe(live_api)
+    subscription = subscribe(live_api, start="2026-10-01")
     assert subscription | {"id": 0} == {
         "id": 0, "customer": "acme", "plan": "starter", "plan_version": 1, "start_date": "2026-10-01",
         "end_date": None, "status": "active", "cancel_reason": None, "previous_subscription_id": None,
@@ -409,13 +416,13 @@ def test_cancelling_without_a_date_ends_the_subscription_today_in_the_customers_
 def test_usage_preview_is_the_invoice_the_run_writes(live_api):
     add_customer(live_api)
     sid = subscribe(live_api)["id"]
-    october_usage(live_api)
+    month_usage(live_api)
     with live_api.client() as client:
-        response = client.get("/v1/customers/acme/usage", params={"period": "2026-10"})
+        response = client.get("/v1/customers/acme/usage", params={"period": MONTH.label})
     assert response.status_code == 200, response.text
     usage = response.json()
     assert (usage["label"], usage["period"], usage["currency"]) == (
-        "2026-10", {"start": "2026-10-01", "end": "2026-11-01"}, "USD"
+        MONTH.label, {"start": MONTH.start.isoformat(), "end": MONTH.end.isoformat()}, "USD"
     )
     assert [(m["meter"], m["quantity"], m["events"]) for m in usage["meters"]] == [
         ("api_calls", "6", 6),
@@ -435,9 +442,9 @@ def test_usage_preview_is_the_invoice_the_run_writes(live_api):
         "11.05", "19", "2.10", "13.15"
     )
 
-    bill_october(live_api)
+    bill_month(live_api)
     with live_api.client() as client:
-        invoices = client.get("/v1/invoices", params={"customer": "acme", "period": "2026-10"}).json()["data"]
+        invoices = client.get("/v1/invoices", params={"customer": "acme", "period": MONTH.label}).json()["data"]
         invoice = client.get(f"/v1/invoices/{invoices[0]['id']}").json()
     assert [(line["kind"], line["amount"]) for line in invoice["lines"]] == [
         (line["kind"], line["amount"]) for line in preview["lines"]
@@ -466,8 +473,8 @@ def test_usage_defaults_to_the_current_period_in_the_customers_timezone(live_api
 def test_invoices_are_listed_read_as_json_and_as_pdf(live_api):
     add_customer(live_api)
     subscribe(live_api)
-    october_usage(live_api)
-    [number] = bill_october(live_api)
+    month_usage(live_api)
+    [number] = bill_month(live_api)
     with live_api.client() as client:
         listed = client.get("/v1/invoices").json()["data"]
         by_number = client.get(f"/v1/invoices/{number}")
@@ -484,7 +491,7 @@ def test_invoices_are_listed_read_as_json_and_as_pdf(live_api):
     assert by_number.status_code == 200
     invoice = by_number.json()
     assert (invoice["number"], invoice["currency"], invoice["period"]) == (
-        number, "USD", {"start": "2026-10-01", "end": "2026-11-01"}
+        number, "USD", {"start": MONTH.start.isoformat(), "end": MONTH.end.isoformat()}
     )
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
     assert pdf.content.startswith(b"%PDF")
@@ -495,17 +502,19 @@ def test_invoices_are_listed_read_as_json_and_as_pdf(live_api):
 def test_metrics_of_a_month(live_api):
     add_customer(live_api)
     subscribe(live_api)
-    october_usage(live_api)
-    bill_october(live_api)
+    month_usage(live_api)
+    bill_month(live_api)
     with live_api.client() as client:
-        figures = client.get("/v1/metrics", params={"period": "2026-10"})
+        figures = client.get("/v1/metrics", params={"period": MONTH.label})
         missing = client.get("/v1/metrics")
         bad = client.get("/v1/metrics", params={"period": "0000-01"})
     assert figures.status_code == 200, figures.text
     assert figures.json()["has_more"] is False
     [row] = figures.json()["data"]
     assert tuple(row) == JSON_KEYS
-    assert (row["period"], row["currency"], row["billed_revenue"], row["mrr_end"]) == ("2026-10", "USD", "11.05", "10.00")
+    assert (row["period"], row["currency"], row["billed_revenue"], row["mrr_end"]) == (
+        MONTH.label, "USD", "11.05", "10.00"
+    )
     assert missing.status_code == 422 and error_of(missing)["field"] == "period"
     assert bad.status_code == 422 and error_of(bad)["field"] == "period"
 
@@ -536,11 +545,11 @@ def test_a_key_bound_to_a_customer_sees_only_that_customers_usage_and_invoices(l
     for customer in ("acme", "globex"):
         add_customer(live_api, customer)
         subscribe(live_api, customer)
-        october_usage(live_api, customer)
-    acme_number, globex_number = bill_october(live_api)
+        month_usage(live_api, customer)
+    acme_number, globex_number = bill_month(live_api)
     _, acme_key = create_api_key(live_api.engine, "acme portal", customer="acme")
     with live_api.client(acme_key) as client:
-        own_usage = client.get("/v1/customers/acme/usage", params={"period": "2026-10"})
+        own_usage = client.get("/v1/customers/acme/usage", params={"period": MONTH.label})
         own_invoices = client.get("/v1/invoices").json()["data"]
         own_invoice = client.get(f"/v1/invoices/{acme_number}")
         own_pdf = client.get(f"/v1/invoices/{acme_number}/pdf")
@@ -553,7 +562,7 @@ def test_a_key_bound_to_a_customer_sees_only_that_customers_usage_and_invoices(l
             client.get("/v1/customers/acme"),
             client.post("/v1/customers", json={"external_id": "x", "name": "X", "currency": "USD"}),
             client.post("/v1/events", json={"events": [event("sneaky", "acme")]}),
-            client.get("/v1/metrics", params={"period": "2026-10"}),
+            client.get("/v1/metrics", params={"period": MONTH.label}),
         ]
     assert own_usage.status_code == 200 and own_usage.json()["customer"] == "acme"
     assert [i["number"] for i in own_invoices] == [acme_number]
@@ -563,7 +572,7 @@ def test_a_key_bound_to_a_customer_sees_only_that_customers_usage_and_invoices(l
         assert error_of(response)["code"] == "not_found"
     with live_api.client() as client:  # the unbound key still sees both, and the sneaky event was not stored
         assert [i["number"] for i in client.get("/v1/invoices").json()["data"]] == [acme_number, globex_number]
-        assert client.get("/v1/customers/acme/usage", params={"period": "2026-10"}).json()["meters"][0]["events"] == 6
+        assert client.get("/v1/customers/acme/usage", params={"period": MONTH.label}).json()["meters"][0]["events"] == 6
 
 
 def test_apikeys_commands_create_list_and_revoke(live_api):

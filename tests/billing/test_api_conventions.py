@@ -18,13 +18,13 @@ from billing.api import schemas
 from billing.api.errors import FieldError, Problem
 from billing.apikeys import create_api_key
 from tests.billing.test_api import (
-    OCTOBER,
+    MONTH,
     add_customer,
-    bill_october,
+    bill_month,
     error_of,
     event,
     live_api,
-    october_usage,
+    month_usage,
     subscribe,
 )
 
@@ -68,11 +68,11 @@ def walk(client: httpx.Client, path: str, key: str, limit: int, **params: str) -
 
 
 def many_customers(api, count: int = ROWS) -> list[str]:
-    """``count`` customers subscribed to the starter plan on 2026-10-01 (through the service: quicker than HTTP)."""
+    """``count`` customers subscribed to the starter plan on MONTH's first day (through the service: quicker than HTTP)."""
     ids = [f"cust-{n:03d}" for n in range(count)]
     for external_id in ids:
         service.create_customer(api.engine, external_id, external_id.title(), None, "USD", timezone="UTC")
-        service.subscribe(api.engine, api.catalog, external_id, "starter", dt.date(2026, 10, 1))
+        service.subscribe(api.engine, api.catalog, external_id, "starter", MONTH.start)
     return ids
 
 
@@ -98,10 +98,10 @@ def test_a_250_row_list_is_walked_forward_and_backward_page_by_page(live_api):
 
 def test_subscriptions_and_invoices_are_walked_by_id(live_api):
     many_customers(live_api)
-    bill_october(live_api)
+    bill_month(live_api)
     with live_api.client() as client:
         subscriptions, back_subscriptions, _ = walk(client, "/v1/subscriptions", "id", 100)
-        invoices, back_invoices, invoice_pages = walk(client, "/v1/invoices", "id", 100, period="2026-10")
+        invoices, back_invoices, invoice_pages = walk(client, "/v1/invoices", "id", 100, period=MONTH.label)
         active = client.get("/v1/subscriptions", params={"status": "active", "customer": "cust-007"}).json()
         first = client.get("/v1/invoices", params={"limit": "1"}).json()["data"][0]
     assert len(subscriptions) == ROWS and subscriptions == sorted(subscriptions) == back_subscriptions
@@ -131,10 +131,10 @@ def test_the_page_parameters_are_checked(live_api):
 def test_a_query_parameter_the_route_does_not_take_is_a_400_naming_it(live_api):
     add_customer(live_api)
     with live_api.client() as client:
-        misspelt = client.get("/v1/invoices", params={"customr": "acme", "period": "2026-10", "limt": "5"})
+        misspelt = client.get("/v1/invoices", params={"customr": "acme", "period": MONTH.label, "limt": "5"})
         on_a_read = client.get("/v1/customers/acme", params={"expand": "subscriptions"})
         on_a_post = client.post("/v1/customers?dry_run=1", json={"external_id": "x", "name": "X", "currency": "USD"})
-        known = client.get("/v1/invoices", params={"customer": "acme", "period": "2026-10", "limit": "5"})
+        known = client.get("/v1/invoices", params={"customer": "acme", "period": MONTH.label, "limit": "5"})
     assert misspelt.status_code == 400 and error_of(misspelt)["code"] == "invalid_query"
     assert [e["field"] for e in misspelt.json()["errors"]] == ["customr", "limt"]
     assert "ending_before, limit, period, starting_after, status" in misspelt.json()["errors"][0]["message"]
@@ -298,12 +298,12 @@ def test_plans_are_listed_and_read_from_the_catalog(live_api):
 def test_a_billing_run_finalize_void_and_credit_over_http(live_api):
     add_customer(live_api)
     subscribe(live_api)
-    october_usage(live_api)
+    month_usage(live_api)
     add_customer(live_api, "globex")
     subscribe(live_api, "globex")
     with live_api.client() as client:
-        run = client.post("/v1/billing-runs", json={"period": "2026-10"})
-        again = client.post("/v1/billing-runs", json={"period": "2026-10"})
+        run = client.post("/v1/billing-runs", json={"period": MONTH.label})
+        again = client.post("/v1/billing-runs", json={"period": MONTH.label})
         drafts = client.get("/v1/invoices", params={"status": "draft"}).json()["data"]
         acme_draft = next(i for i in drafts if i["customer"] == "acme")
         finalized = client.post(f"/v1/invoices/{acme_draft['id']}/finalize")
@@ -316,13 +316,13 @@ def test_a_billing_run_finalize_void_and_credit_over_http(live_api):
         void_draft = client.post(f"/v1/invoices/{globex_draft['id']}/void")
         credit_draft = client.post(f"/v1/invoices/{globex_draft['id']}/credit-notes",
                                    json={"amount": "1.00", "reason": "x"})
-        rest = client.post("/v1/billing-runs", json={"period": "2026-10", "customer": "globex", "finalize": True})
+        rest = client.post("/v1/billing-runs", json={"period": MONTH.label, "customer": "globex", "finalize": True})
         voided = client.post(f"/v1/invoices/{number}/void")
         bad_period = client.post("/v1/billing-runs", json={"period": "2026-13"})
-        unknown_customer = client.post("/v1/billing-runs", json={"period": "2026-10", "customer": "nobody"})
+        unknown_customer = client.post("/v1/billing-runs", json={"period": MONTH.label, "customer": "nobody"})
     assert run.status_code == 200, run.text
     report = run.json()
-    assert (report["label"], report["created"], report["updated"]) == ("2026-10", 2, 0)
+    assert (report["label"], report["created"], report["updated"]) == (MONTH.label, 2, 0)
     assert report["events"] == {"accepted": 8, "rated": 8, "unbilled": 0} and report["unbilled"] == []
     # acme: 10.00 + 0.75 + 0.30 = 11.05, with 19 % tax 13.15; globex: the fee, 10.00, with tax 11.90
     assert report["totals"] == {"USD": "25.05"} and report["finalized"] == [] and report["skipped"] == []
@@ -347,8 +347,8 @@ def test_a_billing_run_finalize_void_and_credit_over_http(live_api):
 def test_a_key_bound_to_a_customer_sees_none_of_the_new_routes(live_api):
     add_customer(live_api)
     sid = subscribe(live_api)["id"]
-    october_usage(live_api)
-    [number] = bill_october(live_api)
+    month_usage(live_api)
+    [number] = bill_month(live_api)
     _, bound = create_api_key(live_api.engine, "acme portal", customer="acme")
     with live_api.client(bound) as client:
         answers = [
@@ -356,12 +356,12 @@ def test_a_key_bound_to_a_customer_sees_none_of_the_new_routes(live_api):
             client.get(f"/v1/subscriptions/{sid}"),
             client.get("/v1/plans"),
             client.get("/v1/plans/starter"),
-            client.post("/v1/billing-runs", json={"period": "2026-10"}),
+            client.post("/v1/billing-runs", json={"period": MONTH.label}),
             client.post(f"/v1/invoices/{number}/void"),
             client.post(f"/v1/invoices/{number}/finalize"),
             client.post(f"/v1/invoices/{number}/credit-notes", json={"amount": "1.00", "reason": "x"}),
         ]
-        own = client.get("/v1/invoices", params={"period": OCTOBER.label})
+        own = client.get("/v1/invoices", params={"period": MONTH.label})
     assert [a.status_code for a in answers] == [404] * len(answers)
     assert own.status_code == 200 and [i["number"] for i in own.json()["data"]] == [number]
 

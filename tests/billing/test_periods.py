@@ -2,7 +2,7 @@
 ``billing invoices finalize``, the service, the scheduler) refuses an invoice whose period has not ended in its
 customer's timezone, unless the current period is explicitly allowed; never one to come. A draft of the current
 period (a preview) stays allowed. The clock is fixed: ``now`` for the services, ``billing.invoicing.utcnow`` for
-the commands. SQLite and PostgreSQL."""
+the commands (which issue, and number, the invoices they finalize on today's date). SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from billing.run import finalize_period, run_billing
 from billing.scheduler import bill_closed_periods
 from invoices.store import FinalizeSettings
 from pricing_plans.loader import loads_catalog
+from tests.dates import this_year
 
 CATALOG = """
 [meters.api_calls]
@@ -226,10 +227,13 @@ def test_the_commands_refuse_future_and_open_periods_and_allow_the_current_one_w
 
     allowed = invoke("run", "--period", "2026-11", "--finalize", "--allow-open-period")
     assert allowed.exit_code == 0, allowed.output
-    assert statuses(engine) == [("acme", "2026-11-01", "finalized", "INV-2026-000001")]
+    year = this_year()  # the commands issue (and number) invoices today
+    assert statuses(engine) == [("acme", "2026-11-01", "finalized", f"INV-{year}-000001")]
     october = invoke("run", "--period", "2026-10", "--finalize")  # ended: nothing to allow
     assert october.exit_code == 0, october.output
-    assert [s[2:] for s in statuses(engine)] == [("finalized", "INV-2026-000002"), ("finalized", "INV-2026-000001")]
+    assert [s[2:] for s in statuses(engine)] == [
+        ("finalized", f"INV-{year}-000002"), ("finalized", f"INV-{year}-000001")
+    ]
 
 
 def test_finalizing_one_invoice_or_a_period_with_the_option(cli):
@@ -237,4 +241,4 @@ def test_finalizing_one_invoice_or_a_period_with_the_option(cli):
     assert invoke("run", "--period", "2026-11").exit_code == 0
     draft = list_invoices(engine)[0].id
     assert invoke("invoices", "finalize", str(draft), "--allow-open-period").exit_code == 0
-    assert statuses(engine) == [("acme", "2026-11-01", "finalized", "INV-2026-000001")]
+    assert statuses(engine) == [("acme", "2026-11-01", "finalized", f"INV-{this_year()}-000001")]

@@ -70,7 +70,9 @@ def catalog(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cat
 
 
 def customer_with_usage(engine: Engine, catalog: Catalog, external_id: str, timezone: str, period: Period) -> None:
-    """A customer on ``starter`` from the period's start, with 4 API calls in it: 10.00 + 4 × 0.50 = 12.00."""
+    """A customer on ``starter`` from the period's start, with 4 API calls in it: 10.00 + 4 × 0.50 = 12.00. The calls
+    are ingested as they happen (``now``: the last of them), so that a period long past is still within the
+    late-usage window."""
     create_customer(engine, external_id, f"{external_id} Inc.", None, "USD", timezone)
     subscribe(engine, catalog, external_id, "starter", period.start)
     middle = dt.datetime.combine(period.start + dt.timedelta(days=14), dt.time(12), dt.UTC)
@@ -79,7 +81,7 @@ def customer_with_usage(engine: Engine, catalog: Catalog, external_id: str, time
          "timestamp": (middle + dt.timedelta(minutes=i)).isoformat()}
         for i in range(4)
     ]
-    assert ingest_batch(engine, catalog, events).accepted == 4
+    assert ingest_batch(engine, catalog, events, now=middle + dt.timedelta(minutes=3)).accepted == 4
 
 
 def stored_jobs(engine: Engine) -> dict[str, float | None]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.billing.test_api import add_customer, bill_october, live_api, october_usage, subscribe
+from tests.billing.test_api import add_customer, bill_month, live_api, month_usage, subscribe
 
 __all__ = ["live_api"]
 
@@ -25,8 +25,8 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 def test_generated_requests_never_get_a_server_error(live_api, tmp_path):
     add_customer(live_api)
     subscribe(live_api)
-    october_usage(live_api)
-    bill_october(live_api)
+    month_usage(live_api)
+    bill_month(live_api)
     command = [
         str(SCHEMATHESIS),
         "run",
