@@ -13,6 +13,8 @@ working directory, as a shell user expects.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tomllib
@@ -20,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from billing.errors import BillingInputError
@@ -34,7 +36,8 @@ _RELATIVE_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)(?!file:
 
 
 class ConfigError(BillingInputError):
-    """The configuration file is missing (when named) or is not valid TOML."""
+    """The configuration file is missing (when named) or is not valid TOML, or a setting has a value it cannot
+    take (named with where it came from)."""
 
 
 def config_file() -> Path | None:
@@ -131,6 +134,25 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
 
+    @field_validator("notification_webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: str | None) -> str | None:
+        """Webhooks are signed the Standard Webhooks way, whose secret is ``whsec_`` and base64: a secret that is
+        not is refused here, when the settings are read, instead of failing every delivery later."""
+        if value is None or not value.strip():
+            return None
+        text = value.strip().removeprefix("whsec_")
+        try:
+            key = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not key:
+            raise ValueError(
+                "expected whsec_ followed by base64 (a Standard Webhooks secret); make one with python -c "
+                "\"import base64, secrets; print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
+            )
+        return value.strip()
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -150,4 +172,14 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings in force; a value a setting cannot take is a :class:`ConfigError` naming each such setting
+    and where the settings come from (the configuration file, or the environment)."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        source = config_file()
+        where = f"{source}" if source is not None else "settings (environment)"
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None

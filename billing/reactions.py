@@ -46,7 +46,7 @@ from billing.db.reaction_tables import UsageReactionRow
 from billing.db.tables import CustomerRow
 from billing.thresholds import Crossing, check_thresholds
 from dbkit import as_utc, insert_for, read_only, utcnow
-from meters import from_epoch_us, ingestion_cutoff, received_spans, to_epoch_us
+from meters import from_epoch_us, ingestion_cutoff, received_since, received_spans, to_epoch_us
 from pricing_plans.models import Catalog
 
 __all__ = ["MIN_GAP", "POLL", "THRESHOLDS", "ReactionReport", "Reactor", "pending_since", "react_to_usage", "wake"]
@@ -90,6 +90,11 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
     report = ReactionReport()
     with _PASS:
         after = to_epoch_us(pending_since(engine))
+        with session_scope(read_only(engine)) as session:
+            pending = received_since(session, after)
+        if not pending:  # nothing new: no ingestion cutoff to take (on PostgreSQL it waits for writers)
+            report.received_through = from_epoch_us(after)
+            return report
         through = to_epoch_us(ingestion_cutoff(engine))
         report.received_through = from_epoch_us(max(after, through))
         if through <= after:

@@ -49,6 +49,7 @@ from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans,
 from dbkit import as_utc, insert_for, read_only, utcnow
 from invoices import store
 from pricing_plans.charge_models import MeterUsage
+from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D
 
@@ -398,7 +399,7 @@ def check_thresholds(
     usage = aggregate(engine, catalog, usage_windows([t.usage_key for t in targets.values()], by_id, scope.owners))
     report.events = events_in(usage)
     report.subscriptions = len(targets)
-    evaluations, crossings = _evaluate(targets, usage, catalog, as_of)
+    evaluations, crossings = _evaluate(targets, usage, catalog, as_of, report.skipped)
     report.evaluations = len(evaluations)
     # write: evaluations and notifications in one transaction
     if evaluations:
@@ -489,9 +490,12 @@ def _evaluate(
     usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
     catalog: Catalog,
     as_of: dt.datetime,
+    skipped: list[tuple[str, str]],
 ) -> tuple[list[dict[str, Any]], list[_Reached]]:
     """rate and evaluate (pure): each threshold's value against its limit, in subscription order; the
-    evaluations as rows to upsert, and every level reached."""
+    evaluations as rows to upsert, and every level reached. A spend too large to be an amount (a huge quantity ×
+    a price: the billing run skips such a customer too) leaves that subscription's spend caps unevaluated and is
+    added to ``skipped``; its usage allowances, and every other customer, are evaluated as usual."""
     evaluations: list[dict[str, Any]] = []
     crossings: list[_Reached] = []
     for key in sorted(targets):
@@ -499,13 +503,20 @@ def _evaluate(
         subscription_id = target.subscription.id
         found = usage.get(target.usage_key, {})
         spend: Decimal | None = None
+        spend_failed = False
         for spec in target.specs:
             if spec.kind == "usage":
                 metered = found.get(spec.meter) if spec.meter is not None else None
                 value = metered.quantity if metered is not None else ZERO
             else:
-                if spend is None:
-                    spend = _spend(target, found, catalog)
+                if spend is None and not spend_failed:
+                    try:
+                        spend = _spend(target, found, catalog)
+                    except AmountOutOfRangeError as error:
+                        skipped.append((target.subscription.customer_external_id, str(error)))
+                        spend_failed = True
+                if spend is None:  # could not be computed: its caps are left out, never compared
+                    continue
                 value = spend
             levels = crossed_levels(value, spec.limit, spec.levels)
             evaluations.append(

@@ -25,6 +25,7 @@ __all__ = [
     "CountedWindow",
     "count_events",
     "customers_by_meter",
+    "received_since",
     "received_spans",
     "stored_event_ids",
     "windows_with_late_events",
@@ -138,6 +139,13 @@ def count_events(
         return {}
     found = aggregate_usage(engine, windows, [MeterSpec(code, "count") for code in codes])
     return {pair: aggregate.events for pair, aggregate in found.items() if aggregate.events}
+
+
+def received_since(bind: Session | Connection, after: int) -> bool:
+    """Whether any event was received after ``after`` (``received_at``, microseconds since the epoch): one
+    index probe, so that a reader with nothing new to read takes no lock to find the ingestion cutoff."""
+    e = UsageEventRow
+    return bind.execute(select(e.received_at).where(e.received_at > after).limit(1)).first() is not None
 
 
 def received_spans(

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from billing.cli._common import console, fail
+from billing.cli._common import console, err_console, fail
 from billing.config import get_settings
 from billing.db import current_revision, make_engine, upgrade
 
@@ -70,6 +70,14 @@ def db_create_role(
         highlight=False,
         soft_wrap=True,
     )
+    if role.public_can_create:
+        err_console.print(
+            f"warning: every role (PUBLIC) may create tables in schema {role.schema} (PostgreSQL 14 and older "
+            f"make it so), and so may {role.name}; revoke it as the owner: REVOKE CREATE ON SCHEMA {role.schema} "
+            "FROM PUBLIC",
+            highlight=False,
+            soft_wrap=True,
+        )
     example = parsed.set(username=role.name, password="PASSWORD" if password else None)
     console.print(
         f"  run the application with database_url = {example.render_as_string(hide_password=False)}; "

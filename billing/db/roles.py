@@ -5,7 +5,9 @@ them, or alter them away. The application needs none of that: it reads and write
 nothing and may only ``SELECT``, ``INSERT``, ``UPDATE`` and ``DELETE`` the rows of the schema's tables (the
 migrations' bookkeeping table ``alembic_version`` only ``SELECT``), use their sequences, connect, and make the
 temporary tables ingestion and aggregation work in. ``TRUNCATE``, ``ALTER``, ``DROP``, ``CREATE`` in the schema,
-``DISABLE TRIGGER`` and ``SET session_replication_role`` are refused to it. Migrations (``billing db upgrade``)
+``DISABLE TRIGGER`` and ``SET session_replication_role`` are refused to it (``CREATE`` only where PUBLIC may not
+create in the schema, PostgreSQL 15's default: on 14 and older the command warns, and the owner revokes it).
+Migrations (``billing db upgrade``)
 keep running as the tables' owner; the privileges on tables later migrations create come with them (default
 privileges of the owner in the schema). Running the command again brings an existing role's privileges up to date
 (and sets its password when one is given); a role that is a superuser, may create roles or databases, bypasses row
@@ -46,6 +48,7 @@ class AppRole:
     owner: str
     tables: int
     created: bool
+    public_can_create: bool = False  # every role (PUBLIC) may create in the schema: PostgreSQL 14 and older's default
 
 
 def create_app_role(engine: Engine, name: str, password: str | None = None) -> AppRole:
@@ -78,7 +81,17 @@ def create_app_role(engine: Engine, name: str, password: str | None = None) -> A
             raise BillingInputError(f"role {name!r} owns the tables; the application's role must own nothing")
         created = _create_or_check(connection, name, password)
         tables = _grant(connection, name, str(database), str(schema), str(owner))
-    return AppRole(name, str(database), str(schema), str(owner), tables, created)
+        public_can_create = bool(
+            connection.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_namespace n,"
+                    " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
+                    " WHERE n.nspname = :schema AND a.grantee = 0 AND a.privilege_type = 'CREATE')"
+                ),
+                {"schema": schema},
+            ).scalar_one()
+        )
+    return AppRole(name, str(database), str(schema), str(owner), tables, created, public_can_create)
 
 
 def _ddl(connection: Connection, template: str, *identifiers: str, literal: str | None = None) -> None:

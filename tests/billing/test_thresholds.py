@@ -459,3 +459,48 @@ def test_the_unique_key_alone_keeps_a_crossing_to_one_row(engine, catalog, monke
     with session_scope(engine) as session:
         ids = session.scalars(select(NotificationRow.id).order_by(NotificationRow.level)).all()
     assert ids == [c.notification_id for c in first]
+
+
+HUGE_CATALOG = """
+[meters.storage_gb]
+name = "Storage"
+aggregation = "sum"
+unit = "GB"
+
+[plans.storage]
+name = "Storage"
+currency = "USD"
+[[plans.storage.charges]]
+meter = "storage_gb"
+model = "per_unit"
+unit_amount = 100000
+[[plans.storage.thresholds]]
+meter = "storage_gb"
+allowance = 10
+[[plans.storage.thresholds]]
+spend_cap = 100.00
+levels = [100]
+"""
+
+
+def test_a_spend_too_large_for_an_invoice_is_skipped_and_every_other_alert_still_goes_out(engine):
+    """20 × 999,999,999,999 GB at 100,000.00 a GB is about 2 × 10^18: no invoice can hold it (the run skips that
+    customer). Its spend cap is left out and said so; its allowance and the other customer's cap are evaluated."""
+    catalog, problems = loads_catalog(HUGE_CATALOG, "huge.toml")
+    assert not problems, problems
+    customer(engine, catalog, "big", "storage")
+    customer(engine, catalog, "small", "storage")
+    events = [{"id": f"big-{i}", "customer": "big", "meter": "storage_gb", "timestamp": "2026-03-05T10:00:00Z",
+               "value": "999999999999"} for i in range(20)]
+    events.append({"id": "small-1", "customer": "small", "meter": "storage_gb", "timestamp": "2026-03-05T10:00:00Z",
+                   "value": "0.002"})  # 0.002 × 100,000.00 = 200.00: twice the cap
+    report = ingest(engine, events, meter_specs(catalog), {"big", "small"}, now=MARCH_NOW)
+    assert report.accepted == 21 and not report.rejected
+    checked = check_thresholds(engine, catalog, now=MARCH_NOW)
+    assert [(c.customer, c.threshold_key, c.level, str(c.value)) for c in checked.created] == [
+        ("big", "usage:storage_gb", 80, "19999999999980"),
+        ("big", "usage:storage_gb", 100, "19999999999980"),
+        ("small", "spend", 100, "200.00"),
+    ]
+    assert [who for who, _ in checked.skipped] == ["big"]
+    assert "costs more than an invoice line may hold" in checked.skipped[0][1]

@@ -10,10 +10,12 @@ import base64
 import datetime as dt
 import time
 
+import pydantic
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from billing import customers as service
+from billing.config import ConfigError, get_settings
 from billing.notify import deliver_pending, get_notification, webhook_body
 from billing.notify.signing import (
     InvalidWebhookSecret,
@@ -85,12 +87,18 @@ def test_the_reference_check_and_the_library_agree_both_ways():
     assert not verify_webhook(SECRET, {k: v for k, v in ours.items() if k != "webhook-id"}, body)
 
 
-def test_a_global_secret_that_is_not_base64_is_never_used(engine, catalog, receiver):
-    url, received = receiver()
-    [notification_id] = crossing(engine, catalog)
-    report = deliver_pending(engine, settings(notification_webhook_url=url, notification_webhook_secret="whsec_a_b!"))
-    assert (report.sent, received) == (0, [])
-    error = get_notification(engine, notification_id).last_error
-    assert "notification_webhook_secret: the webhook secret is not whsec_ followed by base64" in error
+def test_a_global_secret_that_is_not_base64_is_refused_when_the_settings_are_read(tmp_path, monkeypatch):
+    """Refused up front, naming the setting and the file, rather than failing every delivery to the global URL."""
+    with pytest.raises(pydantic.ValidationError, match="notification_webhook_secret"):
+        settings(notification_webhook_secret="whsec_a_b!")
+    config = tmp_path / "config.toml"
+    config.write_text('notification_webhook_secret = "supersecret"\n', encoding="utf-8")
+    monkeypatch.setenv("BILLING_CONFIG", str(config))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"config.toml: notification_webhook_secret: .*expected whsec_"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
     with pytest.raises(InvalidWebhookSecret):
         signing_key("whsec_")
