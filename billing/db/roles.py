@@ -7,8 +7,8 @@ migrations' bookkeeping table ``alembic_version`` only ``SELECT``), use their se
 temporary tables ingestion and aggregation work in. ``TRUNCATE``, ``ALTER``, ``DROP``, ``CREATE`` in the schema,
 ``DISABLE TRIGGER`` and ``SET session_replication_role`` are refused to it (``CREATE`` only where PUBLIC may not
 create in the schema, PostgreSQL 15's default: on 14 and older the command warns, and the owner revokes it).
-Migrations (``billing db upgrade``)
-keep running as the tables' owner; the privileges on tables later migrations create come with them (default
+Migrations (``billing db upgrade``) keep
+running as the tables' owner; the privileges on tables later migrations create come with them (default
 privileges of the owner in the schema). Running the command again brings an existing role's privileges up to date
 (and sets its password when one is given); a role that is a superuser, may create roles or databases, bypasses row
 security or owns anything is refused.

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import tomllib
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from pricing_plans.money import MAX_AMOUNT, format_amount, number_problem
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TEXT = (ROOT / "catalog.toml").read_text(encoding="utf-8")
 SAMPLE = tomllib.loads(SAMPLE_TEXT, parse_float=Decimal)
+WIDE = Context(Emax=MAX_EMAX, Emin=MIN_EMIN)  # the mutations scale numbers far past what the default context holds
 FILENAME = "mutated.toml"
 PERIOD = parse_month("2026-03")
 MINIMUM_LINE = SAMPLE_TEXT.splitlines().index("minimum = 2000.00") + 1
@@ -144,7 +145,8 @@ def mutated_catalogs(draw: st.DrawFn) -> dict[str, Any]:
         operation = draw(st.sampled_from(["scale", "negate", "replace", "replace", "delete", "rename", "add"]))
         number = isinstance(current, int | Decimal) and not isinstance(current, bool | Raw)
         if operation == "scale" and number and Decimal(current).is_finite():
-            parent[key] = Decimal(current).scaleb(draw(st.integers(-40, 40)))
+            # (a context wide enough for 1E+999999 × 10^40: the default one would overflow here, not in the loader)
+            parent[key] = WIDE.scaleb(Decimal(current), draw(st.integers(-40, 40)))
         elif operation == "negate" and number:
             parent[key] = Decimal(current).copy_negate()
         elif operation == "delete":
