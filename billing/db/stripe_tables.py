@@ -1,15 +1,16 @@
 """Stripe's tables: which Stripe customer is which of ours, how far each invoice got on its way to Stripe, which
 webhook events were already processed, and each invoice's dunning record.
 
-Created by migration 0005. The invoices live in another package's metadata, so ``invoice_id`` columns carry no
-foreign key; an issued invoice is never deleted (the database refuses it), so they cannot dangle.
+Created by migration 0005 (``stripe_invoice_syncs.key_prefix`` by 0009). The invoices live in another package's
+metadata, so ``invoice_id`` columns carry no foreign key; an issued invoice is never deleted (the database refuses
+it), so they cannot dangle.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import BillingBase, utcnow
@@ -38,6 +39,10 @@ class StripeInvoiceSyncRow(BillingBase):
     ``stripe_item_ids`` is a JSON list of the invoice items created so far, in order, so a retry resumes after
     the last one. ``synced_at`` is set when the Stripe invoice is finalized; ``last_error`` keeps the last
     failure (cleared on success) and ``attempts`` counts the runs that touched the invoice.
+
+    ``key_prefix`` starts every idempotency key of the push (``<prefix>:<number>:<step>``): the installation id
+    when the push began (so a push resumes under the keys it started with, whatever the id is by then), or empty
+    for a push begun before migration 0009, whose keys had no prefix and are ``<number>:<step>``.
     """
 
     __tablename__ = "stripe_invoice_syncs"
@@ -57,6 +62,7 @@ class StripeInvoiceSyncRow(BillingBase):
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    key_prefix: Mapped[str] = mapped_column(String(32), server_default=text("''"))
 
 
 class StripeWebhookEventRow(BillingBase):

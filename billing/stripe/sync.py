@@ -28,7 +28,11 @@ Idempotency: every request carries an idempotency key made of this installation'
 ``<id>:INV-2026-000001:customer``, ``…:invoice``, ``…:item:1`` … ``…:item:N``, ``…:discount``, ``…:tax``,
 ``…:finalize`` — and what each step returned is stored before the next step begins. The installation id keeps two
 databases that push to one Stripe account (a staging copy, a second business) from ever sending the same key for
-two invoices that merely share a number: Stripe would answer the second with the first one's objects. A crash, a
+two invoices that merely share a number: Stripe would answer the second with the first one's objects. The prefix
+is fixed when an invoice's push begins and stored on its sync row (``key_prefix``), and every key of that push is
+built from the stored prefix: a push begun before the installation id existed (migration 0009 leaves its prefix
+empty) resumes with the unprefixed keys it started with, ``INV-2026-000001:item:2``, so a request Stripe carried
+out whose answer was lost is answered again from its key rather than carried out a second time. A crash, a
 refused request or a lost answer leaves the invoice at the last stored step; the next run resumes there, and a
 request that Stripe carried out but whose answer never arrived is answered again by Stripe from its key instead of
 being carried out twice. Stripe keeps keys for 24 hours, so a failed push should be retried within that (the
@@ -153,10 +157,11 @@ class SyncReport:
         return not self.failed
 
 
-def idempotency_key(installation: str, invoice_number: str, step: str) -> str:
-    """The idempotency key of one step of an invoice's push from one installation:
-    ``0f3c…e9:INV-2026-000001:item:3``."""
-    return f"{installation}:{invoice_number}:{step}"
+def idempotency_key(prefix: str, invoice_number: str, step: str) -> str:
+    """The idempotency key of one step of an invoice's push, from the push's stored key prefix:
+    ``0f3c…e9:INV-2026-000001:item:3`` (the installation id), or ``INV-2026-000001:item:3`` for the empty prefix
+    of a push begun before there was one."""
+    return f"{prefix}:{invoice_number}:{step}" if prefix else f"{invoice_number}:{step}"
 
 
 def stripe_client(settings: Settings | None = None, *, max_network_retries: int = 2) -> stripe.StripeClient:
@@ -256,6 +261,7 @@ class _Push:
     installation: str
     invoice_id: int
     invoice: Invoice = field(init=False)
+    key_prefix: str = field(init=False)
     step: SyncStep = SyncStep.PENDING
     stripe_customer_id: str | None = None
     stripe_invoice_id: str | None = None
@@ -305,6 +311,9 @@ class _Push:
                 "attempts": 0,
                 "started_at": now,
                 "updated_at": now,
+                # A push starting now keys its requests with the installation id; one already under way keeps
+                # the prefix it began with (its row exists, this insert is ignored).
+                "key_prefix": self.installation,
             },
         )
         session.execute(
@@ -316,6 +325,7 @@ class _Push:
             select(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
         ).scalar_one()
         self.step = SyncStep(row.step)
+        self.key_prefix = row.key_prefix
         self.stripe_customer_id = row.stripe_customer_id
         self.stripe_invoice_id = row.stripe_invoice_id
         self.item_ids = list(json.loads(row.stripe_item_ids))
@@ -356,7 +366,7 @@ class _Push:
         something, its idempotency key."""
         options: dict[str, str] = {"stripe_version": STRIPE_API_VERSION}
         if step is not None:
-            options["idempotency_key"] = idempotency_key(self.installation, self.number, step)
+            options["idempotency_key"] = idempotency_key(self.key_prefix, self.number, step)
         return options
 
     # -- steps -------------------------------------------------------------------------------------------

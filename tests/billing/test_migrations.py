@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import stripe
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -174,6 +175,51 @@ def test_0009_gives_every_database_an_installation_id_of_its_own(fresh_url, tmp_
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_0009_a_push_half_done_before_it_resumes_with_the_keys_it_began_with(fresh_url):
+    """A push begun before the installation id existed sent keys without it (``<number>:<step>``); after the upgrade
+    it goes on with those keys, so a request Stripe carried out whose answer was lost is answered from its key."""
+    from billing.config import Settings
+    from billing.stripe.sync import stripe_client, sync_invoices
+    from tests.billing.test_stripe import API_KEY, FakeStripe
+
+    upgrade(fresh_url, "0007")
+    engine = make_engine(fresh_url)
+    fake = FakeStripe().start()
+    try:
+        _store_0007_rows(engine)
+        upgrade(engine, "0008")
+        with engine.begin() as connection:  # the push of INV-2026-000001 had begun: its row, at the first step
+            connection.execute(
+                text(
+                    "INSERT INTO stripe_invoice_syncs (invoice_id, invoice_number, customer_external_id, step,"
+                    " stripe_item_ids, attempts, started_at, updated_at)"
+                    " VALUES (1, 'INV-2026-000001', 'acme', 'pending', '[]', 1, '2026-04-02 11:00:00',"
+                    " '2026-04-02 11:00:00')"
+                )
+            )
+        client = stripe.StripeClient(API_KEY, base_addresses={"api": fake.url}, max_network_retries=0)
+        # …and Stripe created its customer under the key of that time, but the answer never arrived
+        client.v1.customers.create(
+            params={"metadata": {"billing_customer_id": "acme"}, "name": "Acme"},
+            options={"idempotency_key": "INV-2026-000001:customer"},
+        )
+        upgrade(engine)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT key_prefix FROM stripe_invoice_syncs")).scalar_one() == ""
+
+        report = sync_invoices(engine, stripe_client(Settings(stripe_api_base=fake.url, stripe_api_key=API_KEY)))
+
+        assert report.ok and [r.invoice_number for r in report.synced] == ["INV-2026-000001"]
+        assert [key for _, key in fake.posts()] == [
+            f"INV-2026-000001:{step}" for step in ("customer", "customer", "invoice", "item:1", "finalize")
+        ]
+        assert fake.replayed == ["INV-2026-000001:customer"]
+        assert len(fake.of("customer")) == 1 and len(fake.of("invoice")) == 1
+    finally:
+        fake.stop()
+        engine.dispose()
 
 
 def test_0010_guards_come_and_go_with_their_migration(fresh_url):

@@ -27,7 +27,7 @@ import pytest
 import stripe
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from typer.testing import CliRunner
 
 from billing import customers
@@ -43,6 +43,7 @@ from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoic
 from billing.errors import BillingInputError
 from billing.stripe.sync import STRIPE_API_VERSION, SyncStep, stripe_client, stripe_items, sync_invoices
 from billing.stripe.webhooks import handle_event
+from dbkit import utcnow
 from invoices import store
 from invoices.model import DraftInvoice, Invoice, InvoiceLine, InvoiceStatus, Party
 from pricing_plans.loader import loads_catalog
@@ -627,6 +628,45 @@ def test_two_databases_pushing_to_one_stripe_account_never_share_a_key(engine, f
         assert installation_id(engine) == ours  # kept, not made anew
     finally:
         other.dispose()
+
+
+def test_a_push_begun_before_keys_had_an_installation_id_keeps_its_keys_and_a_new_push_uses_the_id(
+    engine, fake_stripe, client
+):
+    add_customer(engine)
+    first = issue(engine, period=dt.date(2026, 2, 1))
+    with session_scope(engine) as session:  # the row a push begun before migration 0009 stored: no key prefix
+        session.execute(
+            insert(StripeInvoiceSyncRow.__table__).values(
+                invoice_id=first.id, invoice_number=FIRST, customer_external_id="acme", step="pending",
+                stripe_item_ids="[]", attempts=0, started_at=utcnow(), updated_at=utcnow(),
+            )
+        )
+    assert sync_row(engine).key_prefix == ""
+    fake_stripe.fail(f"{FIRST}:item:2", "drop")  # carried out by Stripe, the answer lost
+
+    assert not sync_invoices(engine, client).ok
+    assert sync_invoices(engine, client).ok
+
+    old_keys = [f"{FIRST}:{step}" for step in ("customer", "invoice", "item:1", "item:2", "item:2", "finalize")]
+    assert [key for _, key in fake_stripe.posts()] == old_keys
+    assert fake_stripe.replayed == [f"{FIRST}:item:2"]  # answered from its key, not created twice
+    assert (len(fake_stripe.of("customer")), len(fake_stripe.of("invoice")), len(fake_stripe.of("invoiceitem"))) == (
+        1,
+        1,
+        2,
+    )
+    assert sync_row(engine).key_prefix == ""
+
+    second = "INV-2026-000002"
+    issue(engine, period=dt.date(2026, 3, 1))
+    already_sent = len(fake_stripe.posts())
+    assert sync_invoices(engine, client).ok
+    ours = installation_id(engine)
+    assert [key for _, key in fake_stripe.posts()[already_sent:]] == [
+        f"{ours}:{second}:{step}" for step in ("invoice", "item:1", "item:2", "finalize")
+    ]
+    assert sync_row(engine, second).key_prefix == ours
 
 
 def test_only_finalized_invoices_are_pushed(engine, fake_stripe, client):

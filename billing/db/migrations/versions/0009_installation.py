@@ -2,6 +2,11 @@
 upgraded. Stripe idempotency keys start with it, so that two databases pushing to one Stripe account cannot
 collide.
 
+Each push to Stripe stores the prefix of its keys on its sync row (``stripe_invoice_syncs.key_prefix``), fixed when
+the push begins: a push begun before this revision has the empty prefix and resumes with the unprefixed keys it
+started with (``<number>:<step>``), since a request Stripe carried out whose answer was lost is only answered again
+under its own key — a new key would create the customer or invoice item a second time.
+
 Revision ID: 0009
 Revises: 0008
 """
@@ -33,7 +38,13 @@ def upgrade() -> None:
     op.bulk_insert(
         installation, [{"singleton": 1, "id": uuid.uuid4().hex, "created_at": dt.datetime.now(dt.UTC)}]
     )
+    op.add_column(
+        "stripe_invoice_syncs",
+        sa.Column("key_prefix", sa.String(32), nullable=False, server_default=sa.text("''")),
+    )
 
 
 def downgrade() -> None:
+    # SQLite (3.35 on) drops a column in place: the table is not rebuilt under the tables that refer to it.
+    op.drop_column("stripe_invoice_syncs", "key_prefix")
     op.drop_table("installation")
