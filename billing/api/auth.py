@@ -11,13 +11,14 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import Engine
 
 from billing.api.errors import ApiError, not_found
 from billing.apikeys import ApiKey, authenticate
 from billing.db.engines import get_engine
 
-__all__ = ["ApiKey", "require_key", "require_unbound_key"]
+__all__ = ["ApiKey", "bearer_key", "require_key", "require_unbound_key"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made by `billing apikeys create`.")
 
@@ -36,6 +37,15 @@ def require_key(
     if key is None:
         raise ApiError(401, "unauthorized", "Authorization: unknown or revoked API key", "Authorization", challenge)
     return key
+
+
+def bearer_key(engine: Engine, authorization: str | None) -> ApiKey | None:
+    """The valid API key an ``Authorization`` header value names (``Bearer <API key>``, read as ``require_key``
+    reads it), or None: for what must check a credential before the routes do (the idempotency keys)."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    return authenticate(engine, credentials)
 
 
 def require_unbound_key(key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:

@@ -9,18 +9,26 @@ once per key and credential (``Authorization``) for 24 hours; keys live in the d
 - the same key with another request is refused, 409 ``idempotency_key_reused``;
 - the same key while its first request is still running is refused, 409 ``idempotency_key_in_progress`` with
   ``Retry-After``: of two requests with one key at once, one runs and the other is told to come back. A request
-  whose server died mid-way holds its key for ``LEASE`` (10 minutes) at most.
+  whose server died mid-way holds its key for ``LEASE`` (10 minutes) after its last renewal at most.
 
 An answer is kept when the request ran: a success, and a refusal by the engine (404, 409, 422 ``invalid_input``).
 A request refused before it ran — malformed (400, 405, 413, 415, 422 ``invalid_request`` or ``too_many_events``),
 unauthenticated (401) — or a server error (5xx, whose transaction was rolled back) keeps nothing: the key can
 carry the corrected request. Without the header, or on any other method, nothing changes.
 
+The credential is checked first, as the routes check it (``billing.api.auth.bearer_key``): a request without a
+valid, unrevoked API key goes to the routes untouched (401) and never reaches the key store, so a revoked key
+gets no stored answer (a customer's webhook secret, say) back. While a request runs its key's lease is renewed
+every third of ``LEASE``, so a retry of a request that takes longer (a billing run) is told it is still running
+rather than run a second time.
+
 ``Idempotency`` is a plain ASGI middleware inside ``BodyLimit`` (so the body it reads is already bounded).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +40,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from billing.api.auth import bearer_key
 from billing.api.errors import ApiError
 from billing.api.limits import BodyTooLarge
 from billing.db import idempotency
@@ -48,6 +57,8 @@ MAX_KEY = 255
 _KEPT_HEADERS = (b"content-type", b"location")
 _NOT_KEPT_STATUS = frozenset({400, 401, 405, 413, 415})
 _NOT_KEPT_CODES = frozenset({"invalid_request", "too_many_events"})
+_COMPLETE_ATTEMPTS = 3
+_COMPLETE_BACKOFF = 0.2  # seconds before the second attempt, doubled before each further one
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -100,6 +111,13 @@ class Idempotency:
         if raw is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
+        engine = self.engine()
+        authorization = _header(scope, b"authorization")
+        credential = None if authorization is None else authorization.decode("latin-1")
+        known = await run_in_threadpool(bearer_key, engine, credential)
+        if known is None:  # no answer is kept for, or replayed to, an unknown or revoked key: the routes refuse it
+            await self.app(scope, receive, send)
+            return
         key = _valid_key(raw)
         if key is None:
             refusal = ApiError(
@@ -120,9 +138,8 @@ class Idempotency:
         if body is None:  # nobody to answer, and no whole request to run
             return
 
-        owner = credential_scope(_header(scope, b"authorization"))
+        owner = credential_scope(authorization)
         fingerprint = request_fingerprint(scope["method"], scope.get("path", ""), scope.get("query_string", b""), body)
-        engine = self.engine()
         found = await run_in_threadpool(idempotency.claim, engine, owner, key, fingerprint)
         if found.outcome == "replay":
             assert found.answer is not None
@@ -182,18 +199,17 @@ class Idempotency:
                 chunks.append(bytes(message.get("body", b"")))
             messages.append(message)  # (the API's answers are small JSON documents: held until kept)
 
+        heartbeat = asyncio.create_task(_hold(engine, owner, key))
         try:
             await self.app(scope, replay_body, capture)
         except BaseException:
+            await _stop(heartbeat)
             await run_in_threadpool(_forget, engine, owner, key)
             raise
+        await _stop(heartbeat)
         answer = b"".join(chunks)
         if _kept(status, answer):
-            stored = idempotency.StoredAnswer(status, headers, answer)
-            try:
-                await run_in_threadpool(idempotency.complete, engine, owner, key, stored)
-            except Exception:  # the answer is sent all the same; the key stays running until its lease ends
-                log.exception("could not keep the answer of Idempotency-Key %r", key)
+            await _keep(engine, owner, key, idempotency.StoredAnswer(status, headers, answer))
         else:
             await run_in_threadpool(_forget, engine, owner, key)
         try:
@@ -201,6 +217,38 @@ class Idempotency:
                 await send(message)
         except OSError:  # the client left before its answer: it is kept for its retry all the same
             pass
+
+
+async def _hold(engine: Engine, owner: str, key: str) -> None:
+    """Renew the key's lease every third of ``LEASE`` while its request runs (until cancelled): a long request (a
+    billing run) holds its key however long it takes, and a retry is told it is running instead of running it
+    again. Only a request whose server died lets its key go, ``LEASE`` after the last renewal."""
+    while True:
+        await asyncio.sleep(idempotency.LEASE.total_seconds() / 3)
+        try:
+            await run_in_threadpool(idempotency.renew, engine, owner, key)
+        except Exception:  # tried again at the next beat; the lease has two more thirds to run
+            log.exception("could not renew the lease of Idempotency-Key %r", key)
+
+
+async def _stop(heartbeat: asyncio.Task[None]) -> None:
+    heartbeat.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await heartbeat
+
+
+async def _keep(engine: Engine, owner: str, key: str, answer: idempotency.StoredAnswer) -> None:
+    """Store the answer, trying again a few times (a dropped connection, a lock timeout) before giving up."""
+    for attempt in range(_COMPLETE_ATTEMPTS):
+        try:
+            await run_in_threadpool(idempotency.complete, engine, owner, key, answer)
+            return
+        except Exception:
+            if attempt + 1 == _COMPLETE_ATTEMPTS:  # the answer is sent all the same; the key stays running until
+                log.exception("could not keep the answer of Idempotency-Key %r", key)  # its lease ends
+                return
+            log.warning("could not keep the answer of Idempotency-Key %r; trying again", key, exc_info=True)
+            await asyncio.sleep(_COMPLETE_BACKOFF * 2**attempt)
 
 
 def _forget(engine: Engine, owner: str, key: str) -> None:

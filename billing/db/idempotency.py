@@ -8,8 +8,9 @@ query and body: the same key with another request is refused, never answered wit
 
 A row is *running* (``status`` NULL) from the moment a request claims the key until its answer is stored
 (:func:`complete`) or dropped (:func:`release`: an answer that is not kept, so the key may carry the request
-again). A running row whose request has held it longer than :data:`LEASE` (its server was killed mid-request)
-can be claimed again. A row older than :data:`RETENTION` is forgotten: the key is free, and such rows are
+again). While its request runs, the API renews the row's lease (:func:`renew`, every third of
+:data:`LEASE`); a running row not renewed for :data:`LEASE` (its server was killed mid-request) can be claimed
+again. A row older than :data:`RETENTION` is forgotten: the key is free, and such rows are
 deleted whenever a key is claimed.
 """
 
@@ -37,13 +38,15 @@ __all__ = [
     "claim",
     "complete",
     "release",
+    "renew",
 ]
 
 RETENTION = dt.timedelta(hours=24)
 """How long a key's answer is kept (and the key stays taken)."""
 
 LEASE = dt.timedelta(minutes=10)
-"""How long a running request holds its key before a retry may run it again (its server died mid-request)."""
+"""How long a running request holds its key since it was claimed or last renewed (:func:`renew`) before a retry
+may run it again (its server died mid-request)."""
 
 
 class IdempotencyKeyRow(BillingBase):
@@ -85,23 +88,38 @@ class Claim:
     started_at: dt.datetime | None = None
 
 
+_CLAIM_ATTEMPTS = 5
+"""How often :func:`claim` inserts again when the row it collided with was deleted before it could read it."""
+
+
 def claim(engine: Engine, scope: str, key: str, fingerprint: str, *, now: dt.datetime | None = None) -> Claim:
     """Claim ``key`` of ``scope`` for a request with ``fingerprint``, in one transaction (two requests with one key
-    at once: one runs, the other is told it is running)."""
+    at once: one runs, the other is told it is running).
+
+    The row the insert collided with can be gone by the time it is read (on PostgreSQL, a :func:`release` of
+    another request committed in between): the key is free again, so the insert is tried again.
+    """
     now = now or utcnow()
     with session_scope(engine) as session:
         session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < now - RETENTION))
         fresh = {"scope": scope, "key": key, "fingerprint": fingerprint, "created_at": now, "started_at": now}
-        inserted = session.execute(
-            insert_for(session, IdempotencyKeyRow.__table__)
-            .values(**fresh)
-            .on_conflict_do_nothing()
-            .returning(IdempotencyKeyRow.__table__.c.key)
-        ).first()
-        if inserted is not None:
-            return Claim("run")
         statement = select(IdempotencyKeyRow).where(IdempotencyKeyRow.scope == scope, IdempotencyKeyRow.key == key)
-        row = session.execute(for_update(session, statement)).scalar_one()
+        for _ in range(_CLAIM_ATTEMPTS):
+            inserted = session.execute(
+                insert_for(session, IdempotencyKeyRow.__table__)
+                .values(**fresh)
+                .on_conflict_do_nothing()
+                .returning(IdempotencyKeyRow.__table__.c.key)
+            ).first()
+            if inserted is not None:
+                return Claim("run")
+            row = session.execute(for_update(session, statement)).scalar_one_or_none()
+            if row is not None:
+                break
+        else:
+            raise RuntimeError(
+                f"Idempotency-Key {key!r}: released and taken again {_CLAIM_ATTEMPTS} times while being claimed"
+            )
         if row.fingerprint != fingerprint:
             return Claim("reused", started_at=row.created_at)
         if row.status is None:
@@ -111,6 +129,19 @@ def claim(engine: Engine, scope: str, key: str, fingerprint: str, *, now: dt.dat
             return Claim("run")
         headers = json.loads(row.headers or "{}")
         return Claim("replay", StoredAnswer(row.status, headers, row.body or b""))
+
+
+def renew(engine: Engine, scope: str, key: str, *, now: dt.datetime | None = None) -> bool:
+    """Hold running ``key`` of ``scope`` for another :data:`LEASE` from ``now``: its request is still running (a
+    long billing run), so a retry is told so instead of running it again. False when the key is no longer running
+    (answered or released)."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(IdempotencyKeyRow)
+            .where(IdempotencyKeyRow.scope == scope, IdempotencyKeyRow.key == key, IdempotencyKeyRow.status.is_(None))
+            .values(started_at=now or utcnow())
+        )
+        return bool(getattr(result, "rowcount", 0))
 
 
 def complete(engine: Engine, scope: str, key: str, answer: StoredAnswer) -> None:

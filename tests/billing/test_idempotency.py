@@ -4,6 +4,7 @@ request refused before it ran keeps nothing; and the key store's life cycle (run
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -15,13 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event, select
 
 from billing.api import create_app
-from billing.api.idempotency import credential_scope, request_fingerprint
-from billing.apikeys import create_api_key
+from billing.api.idempotency import Idempotency, credential_scope, request_fingerprint
+from billing.apikeys import create_api_key, revoke_api_key
 from billing.config import Settings
-from billing.db import idempotency, make_engine
+from billing.db import idempotency, make_engine, session_scope
 from billing.db.engines import dispose_engines
+from dbkit.dialect import is_postgresql
 from tests.billing.test_api import CATALOG, add_customer, live_api, subscribe
 
 __all__ = ["live_api"]
@@ -78,6 +81,25 @@ def test_an_action_is_done_once_however_often_it_is_sent(live_api):
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert answers[1].json() == answers[2].json() == answers[0].json()
     assert unkeyed.status_code == 409 and unkeyed.json()["code"] == "conflict"  # already cancelled
+
+
+def test_a_revoked_key_gets_no_stored_answer_back(live_api):
+    api_key, secret = create_api_key(live_api.engine, "revoked soon")
+    owner = credential_scope(f"Bearer {secret}".encode())
+    with live_api.client(secret) as client:
+        first = post(client, "/v1/customers", ACME, "create-acme")
+        revoke_api_key(live_api.engine, api_key.id)
+        retry = post(client, "/v1/customers", ACME, "create-acme")
+        other = post(client, "/v1/customers", ACME | {"external_id": "globex"}, "create-acme")
+        busy = post(client, "/v1/customers", ACME | {"external_id": "initech"}, "another-key")
+    assert first.status_code == 201 and "webhook_secret" in first.json()
+    for refused in (retry, other, busy):  # the routes' 401, not the stored answer, a 409 or a claim
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+        assert "idempotent-replayed" not in refused.headers and "webhook_secret" not in refused.text
+    with session_scope(live_api.engine) as session:  # the key store was not touched by the revoked key
+        rows = session.execute(select(idempotency.IdempotencyKeyRow).where(
+            idempotency.IdempotencyKeyRow.scope == owner)).scalars().all()
+        assert [(row.key, row.status) for row in rows] == [("create-acme", 201)]
 
 
 def test_a_request_refused_before_it_ran_keeps_nothing_but_a_refusal_of_the_engine_is_kept(live_api):
@@ -170,6 +192,74 @@ def test_the_life_of_a_key(engine):
     assert claim(dt.timedelta(hours=24, seconds=2), "f3").outcome == "running"
     idempotency.release(engine, "s1", "key")
     assert claim(dt.timedelta(hours=24, seconds=3), "f4").outcome == "run"
+
+
+def test_a_claim_whose_row_is_released_before_it_is_read_runs(engine):
+    """On PostgreSQL, the row the insert collided with can be deleted (a release() of its running request,
+    committed) before the claim reads it: the key is free, and the claim takes it."""
+    assert idempotency.claim(engine, "s1", "key", "f1").outcome == "run"
+    released: list[bool] = []
+
+    def release_first(conn, cursor, statement, parameters, context, executemany):
+        if released or not statement.lstrip().upper().startswith("SELECT") or "idempotency_keys" not in statement:
+            return
+        released.append(True)
+        if is_postgresql(engine):  # another transaction, committed between the insert and the select
+            idempotency.release(engine, "s1", "key")
+        else:  # SQLite runs one writer at a time: the same effect, in the claim's transaction
+            conn.connection.cursor().execute("DELETE FROM idempotency_keys WHERE scope = 's1' AND key = 'key'")
+
+    event.listen(engine, "before_cursor_execute", release_first)
+    try:
+        claimed = idempotency.claim(engine, "s1", "key", "f2")
+    finally:
+        event.remove(engine, "before_cursor_execute", release_first)
+    assert released == [True] and claimed.outcome == "run"
+    assert idempotency.claim(engine, "s1", "key", "f2").outcome == "running"  # held by the new request
+    assert idempotency.claim(engine, "s1", "key", "f1").outcome == "reused"
+
+
+def test_a_long_request_keeps_renewing_its_lease_until_it_is_answered(engine, monkeypatch):
+    """A request running longer than the lease (a billing run) is not run a second time by a retry: while it runs,
+    its key's lease is renewed (every third of it); here a lease of 0.3 s and a request that waits until the lease
+    was renewed past twice its length."""
+    lease = dt.timedelta(seconds=0.3)
+    monkeypatch.setattr(idempotency, "LEASE", lease)
+    _, secret = create_api_key(engine, "slow")
+    owner = credential_scope(f"Bearer {secret}".encode())
+    fingerprint = request_fingerprint("POST", "/slow", b"", b"{}")
+    row = select(idempotency.IdempotencyKeyRow.started_at).where(idempotency.IdempotencyKeyRow.scope == owner)
+
+    def started_at() -> dt.datetime:
+        with session_scope(engine) as session:
+            return session.execute(row).scalar_one()
+
+    seen: list[object] = []
+
+    async def slow(scope, receive, send) -> None:
+        await receive()
+        claimed = await asyncio.to_thread(started_at)
+        renewed = claimed
+        for _ in range(1200):  # 60 s at most: without renewals it never ends, and the test fails below
+            if renewed > claimed + 2 * lease:
+                break
+            await asyncio.sleep(0.05)
+            renewed = await asyncio.to_thread(started_at)
+        seen.extend([claimed, renewed])
+        # a retry now (within the lease of the last renewal) is told the request is running
+        seen.append(await asyncio.to_thread(idempotency.claim, engine, owner, "long", fingerprint, now=renewed))
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": "long"}
+    client = TestClient(Idempotency(slow, engine=lambda: engine), headers=headers)  # (no lifespan: not a `with`)
+    first = client.post("/slow", content=b"{}")
+    retry = client.post("/slow", content=b"{}")
+    claimed, renewed, during = seen
+    assert renewed > claimed + 2 * lease, "the lease was never renewed while the request ran"
+    assert during == idempotency.Claim("running", started_at=renewed)
+    assert (first.status_code, first.text) == (201, "done") and "idempotent-replayed" not in first.headers
+    assert (retry.status_code, retry.text, retry.headers["idempotent-replayed"]) == (201, "done", "true")
 
 
 SERVER = """
