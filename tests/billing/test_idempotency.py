@@ -25,7 +25,7 @@ from billing.config import Settings
 from billing.db import idempotency, make_engine, session_scope
 from billing.db.engines import dispose_engines
 from dbkit.dialect import is_postgresql
-from tests.billing.test_api import CATALOG, add_customer, live_api, subscribe
+from tests.billing.test_api import CATALOG, MONTH, add_customer, live_api, subscribe
 
 __all__ = ["live_api"]
 
@@ -76,8 +76,9 @@ def test_an_action_is_done_once_however_often_it_is_sent(live_api):
     add_customer(live_api)
     sid = subscribe(live_api)["id"]
     with live_api.client() as client:
-        answers = [post(client, f"/v1/subscriptions/{sid}/cancel", {"date": "2026-12-01"}, "cancel-7") for _ in "abc"]
-        unkeyed = post(client, f"/v1/subscriptions/{sid}/cancel", {"date": "2026-12-01"}, None)
+        end = {"date": MONTH.end.isoformat()}  # the day after the month it started in
+        answers = [post(client, f"/v1/subscriptions/{sid}/cancel", end, "cancel-7") for _ in "abc"]
+        unkeyed = post(client, f"/v1/subscriptions/{sid}/cancel", end, None)
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert answers[1].json() == answers[2].json() == answers[0].json()
     assert unkeyed.status_code == 409 and unkeyed.json()["code"] == "conflict"  # already cancelled

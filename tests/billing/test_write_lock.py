@@ -35,6 +35,7 @@ from invoices.model import InvoiceStatus
 from invoices.store import FinalizeSettings
 from meters.tables import UsageEventRow
 from pricing_plans.loader import load_catalog_or_raise
+from tests.dates import ended_month
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = 2_000
@@ -201,14 +202,15 @@ def test_four_ingest_processes_at_once_all_succeed(db_url, catalog_path, tmp_pat
     chunks, each its own write transaction), at once: all exit 0 and every event is stored once."""
     engine = engine_for_url(db_url)
     try:
-        _customers(engine, 100, dt.date(2026, 1, 1))
+        month = ended_month()  # inside the late-usage window whatever today is
+        _customers(engine, 100, month.start)
         files = []
         for n in range(4):
             path = tmp_path / f"events-{n}.jsonl"
             with path.open("w", encoding="utf-8") as out:
                 for i in range(EVENTS_PER_FILE):
                     record = {"id": f"f{n}-{i}", "customer": f"c{i % 100:05d}", "meter": "api_calls",
-                              "timestamp": f"2026-03-{1 + i % 28:02d}T{i % 24:02d}:00:00Z"}
+                              "timestamp": f"{month.start:%Y-%m}-{1 + i % 28:02d}T{i % 24:02d}:00:00Z"}
                     out.write(json.dumps(record) + "\n")
             files.append(path)
         env = {
