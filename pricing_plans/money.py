@@ -86,7 +86,7 @@ def number_problem(value: Decimal) -> str | None:
     :data:`MAX_FRACTION_DIGITS` digits after the decimal point (trailing zeros do not count)."""
     if not value.is_finite():
         return "must be a finite number"
-    if abs(value) >= MAX_AMOUNT:
+    if value.copy_abs() >= MAX_AMOUNT:  # (copy_abs: no context, so 1E+1000000 is compared, never overflows)
         return f"too large: must be below {_MAX_SHOWN} (at most 15 digits before the decimal point; got {value})"
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
@@ -98,7 +98,7 @@ def number_problem(value: Decimal) -> str | None:
 
 def check_amount(amount: Decimal, currency: str) -> Decimal:
     """``amount`` itself when it is below :data:`MAX_AMOUNT`; else :class:`AmountOutOfRangeError`."""
-    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+    if not amount.is_finite() or amount.copy_abs() >= MAX_AMOUNT:
         raise AmountOutOfRangeError(
             f"the amount {amount} {currency} is too large: amounts must stay below {_MAX_SHOWN} {currency}"
         )

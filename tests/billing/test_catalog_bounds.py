@@ -296,6 +296,27 @@ def test_a_number_with_thousands_of_digits_is_located_on_its_line():
     ]
 
 
+def test_an_exponent_past_what_decimal_arithmetic_holds_is_located_too():
+    """A tier bound of 1E+1000039 (exponent past the arithmetic's 999,999): compared without arithmetic, so it is
+    "too large" where it is written, not an Overflow traceback."""
+    catalog = """
+[meters.a]
+name = "A"
+aggregation = "count"
+
+[plans.x]
+name = "X"
+currency = "USD"
+[[plans.x.charges]]
+meter = "a"
+model = "graduated"
+tiers = [{ up_to = 1E+1000039, unit_amount = 1 }, { up_to = "inf", unit_amount = 0 }]
+"""
+    _, problems = loads_catalog(catalog, "c.toml")
+    assert [problem.path for problem in problems] == ["plans.x.charges[0].tiers[0].up_to"]
+    assert problems[0].message.startswith("too large: must be below 1,000,000,000,000,000")
+
+
 def test_rounding_refuses_an_amount_it_cannot_keep():
     assert str(round_money(Decimal("999999999999999.994"), "USD")) == "999999999999999.99"
     with pytest.raises(AmountOutOfRangeError, match=r"1E\+26 USD is too large"):
