@@ -35,6 +35,21 @@ DEFAULT_CONFIG = "config.toml"
 _RELATIVE_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)(?!file:)([^?]+)(\?.*)?$")
 
 
+MAKE_SECRET = (
+    "python -c \"import base64, secrets; print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
+)
+"""A command that prints a new Standard Webhooks secret."""
+
+
+def webhook_key(secret: str) -> bytes:
+    """The key of a Standard Webhooks secret, ``whsec_`` and base64 (the prefix optional, as the specification's
+    libraries take it); empty when the secret is not base64 or is empty."""
+    try:
+        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 class ConfigError(BillingInputError):
     """The configuration file is missing (when named) or is not valid TOML, or a setting has a value it cannot
     take (named with where it came from)."""
@@ -141,15 +156,9 @@ class Settings(BaseSettings):
         not is refused here, when the settings are read, instead of failing every delivery later."""
         if value is None or not value.strip():
             return None
-        text = value.strip().removeprefix("whsec_")
-        try:
-            key = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not key:
+        if not webhook_key(value.strip()):
             raise ValueError(
-                "expected whsec_ followed by base64 (a Standard Webhooks secret); make one with python -c "
-                "\"import base64, secrets; print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
+                f"expected whsec_ followed by base64 (a Standard Webhooks secret); make one with {MAKE_SECRET}"
             )
         return value.strip()
 

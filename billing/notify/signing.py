@@ -30,13 +30,12 @@ are deprecated: verify ``webhook-signature``.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import time
 from collections.abc import Mapping
 
-from billing.config import Settings
+from billing.config import MAKE_SECRET, Settings, webhook_key
 from billing.core.domain import Customer
 
 __all__ = [
@@ -78,15 +77,10 @@ class InvalidWebhookSecret(MissingWebhookSecret):
 def signing_key(secret: str) -> bytes:
     """The key of a ``whsec_<base64>`` secret (the prefix is optional, as the specification's libraries take it).
     Raises :class:`InvalidWebhookSecret` for a secret that is not base64, or that is empty."""
-    text = secret.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
+    key = webhook_key(secret)
     if not key:
         raise InvalidWebhookSecret(
-            "the webhook secret is not whsec_ followed by base64 (Standard Webhooks); make one with "
-            "python -c \"import base64, secrets; print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
+            f"the webhook secret is not whsec_ followed by base64 (Standard Webhooks); make one with {MAKE_SECRET}"
         )
     return key
 
