@@ -148,36 +148,59 @@ def bill_closed_periods(
         periods.insert(0, periods[0].previous())
     grace = dt.timedelta(days=grace_days)
     for period in periods:
-        with session_scope(read_only(engine)) as session:
-            # the day before too: a subscription that ended as the month began may owe a fee adjustment in it
-            active = repository.subscriptions_active_between(
-                session, period.start - dt.timedelta(days=1), period.end
-            )
-        subscribed = {s.customer_external_id for s in active}
-        issued = _invoiced_customers(engine, period, drafts=False)
-        closed = {c for c in subscribed if c in today and today[c] >= period.end}
-        pending = closed - issued
-        if pending:
-            if closed == subscribed:
-                run = run_billing(engine, catalog, period)
-                report.skipped += run.skipped
-            else:
-                for customer in sorted(pending):
-                    report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
-            report.billed[period.label] = len(pending)
-        drafts = _invoiced_customers(engine, period, drafts=True)
-        due: dict[dt.date, list[str]] = {}
-        for customer in sorted(drafts):
-            # never before the period has ended in the customer's timezone, whatever the grace (an issued invoice
-            # cannot be changed); a preview draft of the current period stays a draft
-            if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
-                due.setdefault(today[customer], []).append(customer)
-        # One finalization per issue date ("today" in the customers' timezones), not one per customer: each reads
-        # the period's drafts and subscriptions once (per customer, that reading grew with the square of the
-        # customers, and so did the time other writers waited).
-        for day, customers in sorted(due.items(), key=lambda item: item[1][0]):
-            report.finalized += finalize_period(engine, period, settings, day, customers=customers, now=instant)
+        _bill_period(engine, catalog, period, today, report)
+        _finalize_due(engine, period, settings, today, grace, instant, report)
     return report
+
+
+def _bill_period(
+    engine: Engine, catalog: Catalog, period: Period, today: dict[str, dt.date], report: CycleReport
+) -> None:
+    """Bill ``period`` for the subscribed customers in whose timezone (``today``) it has closed and who have no
+    issued invoice for it yet: in one run when it has closed for every subscribed customer, else customer by
+    customer."""
+    with session_scope(read_only(engine)) as session:
+        # the day before too: a subscription that ended as the month began may owe a fee adjustment in it
+        active = repository.subscriptions_active_between(
+            session, period.start - dt.timedelta(days=1), period.end
+        )
+    subscribed = {s.customer_external_id for s in active}
+    issued = _invoiced_customers(engine, period, drafts=False)
+    closed = {c for c in subscribed if c in today and today[c] >= period.end}
+    pending = closed - issued
+    if pending:
+        if closed == subscribed:
+            run = run_billing(engine, catalog, period)
+            report.skipped += run.skipped
+        else:
+            for customer in sorted(pending):
+                report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
+        report.billed[period.label] = len(pending)
+
+
+def _finalize_due(
+    engine: Engine,
+    period: Period,
+    settings: FinalizeSettings,
+    today: dict[str, dt.date],
+    grace: dt.timedelta,
+    instant: dt.datetime,
+    report: CycleReport,
+) -> None:
+    """Finalize the customers' drafts of ``period`` once ``grace`` has passed since it closed in their timezone
+    (``today``)."""
+    drafts = _invoiced_customers(engine, period, drafts=True)
+    due: dict[dt.date, list[str]] = {}
+    for customer in sorted(drafts):
+        # never before the period has ended in the customer's timezone, whatever the grace (an issued invoice
+        # cannot be changed); a preview draft of the current period stays a draft
+        if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
+            due.setdefault(today[customer], []).append(customer)
+    # One finalization per issue date ("today" in the customers' timezones), not one per customer: each reads
+    # the period's drafts and subscriptions once (per customer, that reading grew with the square of the
+    # customers, and so did the time other writers waited).
+    for day, customers in sorted(due.items(), key=lambda item: item[1][0]):
+        report.finalized += finalize_period(engine, period, settings, day, customers=customers, now=instant)
 
 
 # -- the jobs (module-level: the job store keeps references to them) -----------------------------------------

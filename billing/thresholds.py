@@ -382,14 +382,7 @@ def check_thresholds(
             return (period,)
         return (month_of(_today(instant, owner)),)
 
-    if asked is not None:
-        earliest = min(p.start for found in asked.values() for p in found)
-        latest = max(p.end for found in asked.values() for p in found)
-    elif period is not None:
-        earliest, latest = period.start, period.end
-    else:  # every customer's "today" is within a day of the UTC date
-        earliest = month_of(utc_day - dt.timedelta(days=1)).start
-        latest = month_of(utc_day + dt.timedelta(days=1)).end
+    earliest, latest = _span(asked, period, utc_day)
     as_of = utcnow()
     scope = _load(engine, earliest, latest, wanted)
     targets = _targets(catalog, scope, instant, periods_of, report)
@@ -401,7 +394,36 @@ def check_thresholds(
     report.subscriptions = len(targets)
     evaluations, crossings = _evaluate(targets, usage, catalog, as_of, report.skipped)
     report.evaluations = len(evaluations)
-    # write: evaluations and notifications in one transaction
+    _write(engine, catalog, evaluations, crossings, report, in_transaction)
+    return report
+
+
+def _span(
+    asked: Mapping[str, set[Period]] | None, period: Period | None, utc_day: dt.date
+) -> tuple[dt.date, dt.date]:
+    """The days ``[earliest, latest)`` the evaluated periods can fall in: those of the periods ``asked`` (by
+    customer), of ``period``, or else of every customer's current month."""
+    if asked is not None:
+        earliest = min(p.start for found in asked.values() for p in found)
+        latest = max(p.end for found in asked.values() for p in found)
+    elif period is not None:
+        earliest, latest = period.start, period.end
+    else:  # every customer's "today" is within a day of the UTC date
+        earliest = month_of(utc_day - dt.timedelta(days=1)).start
+        latest = month_of(utc_day + dt.timedelta(days=1)).end
+    return earliest, latest
+
+
+def _write(
+    engine: Engine,
+    catalog: Catalog,
+    evaluations: list[dict[str, Any]],
+    crossings: list[_Reached],
+    report: CheckReport,
+    in_transaction: Callable[[Session], None] | None,
+) -> None:
+    """write: the evaluations and the notifications of the levels reached in one transaction, with whatever
+    ``in_transaction`` writes (in a transaction of its own when there are no evaluations)."""
     if evaluations:
         with session_scope(engine) as session:
             _record_evaluations(session, evaluations)
@@ -410,7 +432,6 @@ def check_thresholds(
                 in_transaction(session)
     else:
         _finish(engine, in_transaction)
-    return report
 
 
 def _finish(engine: Engine, in_transaction: Callable[[Session], None] | None) -> None:

@@ -162,15 +162,33 @@ def account_usage(
     by_customer: dict[str, list[Subscription]] = {}
     for subscription in subscriptions:
         by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
-    counted = counted or {}
+    segments, events = _count_segments(
+        engine, catalog, period, sorted(present), sorted(with_events), owners, by_customer, counted or {}
+    )
+    skipped = _skipped_customers(by_customer, plans, owners)
+    history = _gap_history(engine, segments, events, owners)
+    return _account(period, catalog, plans, segments, events, owners, skipped, history)
 
-    meters = sorted(present)
+
+def _count_segments(
+    engine: Engine,
+    catalog: Catalog,
+    period: Period,
+    meters: list[str],
+    with_events: list[str],
+    owners: Mapping[str, Customer],
+    by_customer: Mapping[str, list[Subscription]],
+    counted: Mapping[int, Mapping[str, MeterUsage]],
+) -> tuple[dict[_Key, _Segment], dict[tuple[_Key, str], int]]:
+    """Cut each customer's period into segments by the subscriptions covering them, and count each segment's
+    events by meter: a segment the run aggregated whole for a single subscription takes the run's counts (only
+    the meters the catalog does not have are counted here); the others are counted here, every meter."""
     strangers = [m for m in meters if m not in catalog.meters]  # meters the catalog does not have (any more)
     segments: dict[_Key, _Segment] = {}
     everything: dict[_Key, tuple[str, dt.datetime, dt.datetime]] = {}  # counted here, every meter
     uncatalogued: dict[_Key, tuple[str, dt.datetime, dt.datetime]] = {}  # counted here, the strangers only
     events: dict[tuple[_Key, str], int] = {}
-    for customer_id in sorted(with_events):
+    for customer_id in with_events:
         owner = owners.get(customer_id)
         timezone = owner.timezone if owner is not None else "UTC"
         own = by_customer.get(customer_id, []) if owner is not None else []
@@ -186,15 +204,38 @@ def account_usage(
                 everything[key] = (customer_id, *part.utc_window(timezone))
     events.update(count_events(engine, everything, meters))
     events.update(count_events(engine, uncatalogued, strangers))
+    return segments, events
 
-    skipped = _skipped_customers(by_customer, plans, owners)
+
+def _gap_history(
+    engine: Engine,
+    segments: Mapping[_Key, _Segment],
+    events: Mapping[tuple[_Key, str], int],
+    owners: Mapping[str, Customer],
+) -> dict[str, list[Subscription]]:
+    """Every subscription, past or future, of the known customers with events in a gap (a segment no subscription
+    covers), by customer: what tells why the gap is not covered."""
     gaps = {key[0] for (key, _), n in events.items() if n and not segments[key].covering and key[0] in owners}
     history: dict[str, list[Subscription]] = {}
     if gaps:
         with session_scope(read_only(engine)) as session:
             for subscription in repository.subscriptions_of_customers(session, gaps):
                 history.setdefault(subscription.customer_external_id, []).append(subscription)
+    return history
 
+
+def _account(
+    period: Period,
+    catalog: Catalog,
+    plans: ResolvedPlans,
+    segments: Mapping[_Key, _Segment],
+    events: Mapping[tuple[_Key, str], int],
+    owners: Mapping[str, Customer],
+    skipped: Mapping[str, str],
+    history: Mapping[str, list[Subscription]],
+) -> UsageAccount:
+    """Sort the counted events into those the run rates and those it does not, the latter grouped by customer,
+    meter and why."""
     charged = {sub_id: frozenset(charge.meter for charge in plan.charges) for sub_id, plan in plans.plans.items()}
     account = UsageAccount(period)
     groups: dict[tuple[str, str, Reason, str], int] = {}

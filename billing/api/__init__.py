@@ -107,6 +107,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.dependency_overrides[get_api_settings] = lambda: fixed
         app.dependency_overrides[get_engine] = lambda: engine_for_url(fixed.database_url)
     install_error_handlers(app)
+    _add_service_routes(app)
+    _add_routers(app)
+    _install_openapi(app)
+    _add_middleware(app)
+    return app
+
+
+def _add_service_routes(app: FastAPI) -> None:
+    """The routes outside the documented API: liveness, and what each problem ``type`` names."""
 
     @app.get("/healthz", tags=["service"], summary="Liveness", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -123,6 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              "description": kind.description}
         )
 
+
+def _add_routers(app: FastAPI) -> None:
+    """The API's routes, resource by resource, the Stripe webhooks last."""
     for module in (
         routes_events,
         routes_customers,
@@ -133,10 +145,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes_metrics,
     ):
         app.include_router(module.router)
-    from billing.api.routes_stripe import MAX_BODY as STRIPE_MAX_BODY
     from billing.api.routes_stripe import router as stripe_router
 
     app.include_router(stripe_router)
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document, built once on first request: the problem responses and the examples added."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -148,6 +163,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+
+def _add_middleware(app: FastAPI) -> None:
+    """The idempotency keys, and the body limits outside them, on the engine the app's dependencies name."""
+    from billing.api.routes_stripe import MAX_BODY as STRIPE_MAX_BODY
+
     def engine() -> Engine:
         return (app.dependency_overrides.get(get_engine) or get_engine)()  # type: ignore[no-any-return]
 
@@ -158,4 +178,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default=DEFAULT_MAX_BODY,
         limits={"/v1/events": routes_events.MAX_BODY, "/v1/stripe/webhooks": STRIPE_MAX_BODY},
     )
-    return app

@@ -145,26 +145,9 @@ class Idempotency:
             assert found.answer is not None
             await _replay(found.answer, send)
             return
-        if found.outcome == "reused":
-            await ApiError(
-                409,
-                "idempotency_key_reused",
-                f"{HEADER}: {key!r} was sent with another request (method, path or body); use a new key for a new "
-                "request",
-                HEADER,
-            ).response()(scope, receive, send)
-            return
-        if found.outcome == "running":
-            assert found.started_at is not None
-            left = found.started_at + idempotency.LEASE - utcnow()
-            retry = max(1, min(math.ceil(left.total_seconds()), 5))
-            await ApiError(
-                409,
-                "idempotency_key_in_progress",
-                f"{HEADER}: a request with {key!r} is still running; retry once it is answered",
-                HEADER,
-                {"Retry-After": str(retry)},
-            ).response()(scope, receive, send)
+        conflict = _conflict(found, key)
+        if conflict is not None:
+            await conflict.response()(scope, receive, send)
             return
         await self._run(scope, body, receive, send, engine, owner, key)
 
@@ -217,6 +200,31 @@ class Idempotency:
                 await send(message)
         except OSError:  # the client left before its answer: it is kept for its retry all the same
             pass
+
+
+def _conflict(found: idempotency.Claim, key: str) -> ApiError | None:
+    """The refusal of a claim on ``key`` that may not run: the key was sent with another request, or its request
+    is still running (retried within the lease's remaining time, 1 to 5 seconds); None when it may."""
+    if found.outcome == "reused":
+        return ApiError(
+            409,
+            "idempotency_key_reused",
+            f"{HEADER}: {key!r} was sent with another request (method, path or body); use a new key for a new "
+            "request",
+            HEADER,
+        )
+    if found.outcome == "running":
+        assert found.started_at is not None
+        left = found.started_at + idempotency.LEASE - utcnow()
+        retry = max(1, min(math.ceil(left.total_seconds()), 5))
+        return ApiError(
+            409,
+            "idempotency_key_in_progress",
+            f"{HEADER}: a request with {key!r} is still running; retry once it is answered",
+            HEADER,
+            {"Retry-After": str(retry)},
+        )
+    return None
 
 
 async def _hold(engine: Engine, owner: str, key: str) -> None:

@@ -3,7 +3,7 @@ thin wrappers over ``billing.notify`` and ``billing.thresholds``."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -15,6 +15,9 @@ from billing.cli import _json
 from billing.cli._common import console, database, err_console, load_catalog_for_cli, print_table, progress_bar
 from billing.cli.customers import customers_app
 from billing.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from billing.thresholds import CheckReport
 
 notifications_app = typer.Typer(help="Notifications: list, deliver, retry.", no_args_is_help=True)
 thresholds_app = typer.Typer(help="Usage and spend thresholds.", no_args_is_help=True)
@@ -185,6 +188,13 @@ def thresholds_check(
         pending = react_to_usage(engine, catalog)  # usage stored but not evaluated yet (a server stopped)
         report = check_thresholds(engine, catalog, customers=customer or None, period=month)
         report.created[:0] = pending.created
+    _print_check_notes(report)
+    _print_check_report(report, as_json)
+
+
+def _print_check_notes(report: CheckReport) -> None:
+    """On stderr: the customers skipped, with why, and the customer periods left out because their invoice is
+    already issued."""
     for customer_id, reason in report.skipped:
         err_console.print(f"{customer_id}: skipped: {reason}", highlight=False, soft_wrap=True, markup=False)
     if report.issued:
@@ -196,6 +206,10 @@ def thresholds_check(
             soft_wrap=True,
             markup=False,
         )
+
+
+def _print_check_report(report: CheckReport, as_json: bool) -> None:
+    """On stdout: the notifications created and the counts evaluated, as JSON or as a table and a summary line."""
     if as_json:
         _json.emit(
             {

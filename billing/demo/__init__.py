@@ -93,6 +93,21 @@ class Account:
     heavy: bool = False
 
 
+def _print_run(period: Period, report: RunReport, numbers: list[str]) -> None:
+    """The month's billing run in two lines: what it invoiced and finalized, and the usage no invoice carries."""
+    console.print(
+        f"billing run: {report.invoices} invoices ({report.customers} customers, {report.events:,} events "
+        f"rated, {report.late_lines} late-usage lines), {len(numbers)} finalized "
+        f"({numbers[0]} … {numbers[-1]})" if numbers else "no invoices"
+    )
+    # usage no invoice will carry: events outside a subscription (local days vs UTC timestamps), payments sent
+    # after an upgrade to a plan that does not charge them (`billing usage unbilled --period` lists them)
+    console.print(
+        f"unbilled: {report.unbilled_events:,} of the period's {report.accepted:,} events, "
+        f"{len({g.customer for g in report.unbilled})} customers (billing usage unbilled --period {period.label})"
+    )
+
+
 def main() -> None:
     started = time.perf_counter()
     if OUT.exists():
@@ -137,17 +152,7 @@ def main() -> None:
         delivered = deliver_pending(engine, get_settings())
         console.print(f"notifications: {delivered.sent} delivered to the local receiver, {delivered.dead} dead")
         summaries.append((period, report, numbers))
-        console.print(
-            f"billing run: {report.invoices} invoices ({report.customers} customers, {report.events:,} events "
-            f"rated, {report.late_lines} late-usage lines), {len(numbers)} finalized "
-            f"({numbers[0]} … {numbers[-1]})" if numbers else "no invoices"
-        )
-        # usage no invoice will carry: events outside a subscription (local days vs UTC timestamps), payments sent
-        # after an upgrade to a plan that does not charge them (`billing usage unbilled --period` lists them)
-        console.print(
-            f"unbilled: {report.unbilled_events:,} of the period's {report.accepted:,} events, "
-            f"{len({g.customer for g in report.unbilled})} customers (billing usage unbilled --period {period.label})"
-        )
+        _print_run(period, report, numbers)
         if index == 0:
             late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
     printer.finish(engine)
