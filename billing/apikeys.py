@@ -2,8 +2,10 @@
 
 A key is ``bk_`` followed by 32 random bytes (``secrets.token_urlsafe``). It is shown once, when it is created;
 the database keeps only its SHA-256 (looked up by the hash, then compared in constant time) and its first
-characters, so that ``billing apikeys list`` can tell keys apart. A revoked key is refused from the next request
-on.
+characters, so that ``billing apikeys list`` can tell keys apart. A key revoked through this process (the API)
+is refused from the next request on; one revoked by another process (``billing apikeys revoke`` while the server
+runs) within :data:`RECHECK` seconds: a serving process keeps the keys it has just found valid that long, so that
+a stream of requests does not read the same key once per request.
 
 A key bound to a customer (``--customer``) sees that customer's usage and invoices and nothing else (the API
 answers 404 to everything else, as if it did not exist).
@@ -15,9 +17,11 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Engine, Select, bindparam, select
 
 import dbkit
 from billing.db import repository, session_scope
@@ -27,17 +31,24 @@ from billing.errors import BillingInputError, NotFoundError
 
 __all__ = [
     "KEY_PREFIX",
+    "RECHECK",
     "ApiKey",
     "authenticate",
     "create_api_key",
     "hash_key",
     "list_api_keys",
+    "recently_valid",
     "revoke_api_key",
 ]
 
 KEY_PREFIX = "bk_"
 _SHOWN = 12  # characters of a key kept in clear, to recognize it (the prefix and 9 random ones)
 _MAX_KEY = 512
+RECHECK = 1.0
+"""Seconds a serving process trusts a key it found valid before it reads it again."""
+_VALID: dict[tuple[int, str], tuple[float, ApiKey]] = {}  # (engine, key hash) → (read at, key), at most RECHECK old
+_VALID_LOCK = threading.Lock()
+_VALID_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +144,20 @@ def revoke_api_key(engine: Engine, key_id: int) -> ApiKey:
         if row.revoked_at is None:
             row.revoked_at = dbkit.utcnow()
             session.flush()
+        with _VALID_LOCK:
+            _VALID.clear()
         return _api_key(row, customer)
+
+
+def recently_valid(engine: Engine, key: str) -> ApiKey | None:
+    """``key``, if this process found it valid less than :data:`RECHECK` seconds ago (no database read); else
+    None (:func:`authenticate` tells)."""
+    if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY:
+        return None
+    cached = _VALID.get((id(engine), hash_key(key)))
+    if cached is not None and time.monotonic() - cached[0] < RECHECK:
+        return cached[1]
+    return None
 
 
 def authenticate(engine: Engine, key: str) -> ApiKey | None:
@@ -141,11 +165,36 @@ def authenticate(engine: Engine, key: str) -> ApiKey | None:
     if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY:
         return None
     digest = hash_key(key)
-    with session_scope(dbkit.read_only(engine)) as session:
-        found = session.execute(_with_customer().where(ApiKeyRow.key_hash == digest)).one_or_none()
+    cached = _VALID.get((id(engine), digest))
+    if cached is not None and time.monotonic() - cached[0] < RECHECK:
+        return cached[1]
+    read_at = time.monotonic()
+    with dbkit.read_only(engine).connect() as connection, connection.begin():
+        found = connection.execute(_BY_HASH, {"digest": digest}).one_or_none()
     if found is None:
         return None
-    row, customer = found
-    if not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
+    if not hmac.compare_digest(found.key_hash, digest) or found.revoked_at is not None:
         return None
-    return _api_key(row, customer)
+    valid = ApiKey(
+        id=found.id,
+        name=found.name,
+        prefix=found.prefix,
+        customer=found.external_id,
+        created_at=dbkit.as_utc(found.created_at),
+        revoked_at=None,
+    )
+    with _VALID_LOCK:
+        if len(_VALID) >= _VALID_MAX:
+            _VALID.clear()
+        _VALID[(id(engine), digest)] = (read_at, valid)
+    return valid
+
+
+_BY_HASH = (
+    select(
+        ApiKeyRow.id, ApiKeyRow.name, ApiKeyRow.prefix, ApiKeyRow.key_hash, ApiKeyRow.created_at,
+        ApiKeyRow.revoked_at, CustomerRow.external_id,
+    )
+    .outerjoin(CustomerRow, CustomerRow.id == ApiKeyRow.customer_id)
+    .where(ApiKeyRow.key_hash == bindparam("digest"))
+)

@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 
 from billing.core.periods import Period, late_usage_start, months_between
-from billing.db import session_scope
 from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
 from billing.reactions import react_to_usage, wake
@@ -35,14 +34,25 @@ __all__ = ["ingest_batch", "ingest_path", "known_customers", "late_usage_windows
 
 def known_customers(engine: Engine, only: Iterable[str] | None = None) -> dict[str, str]:
     """The customers events may name (all, or those among ``only``): external id → timezone."""
-    statement = select(CustomerRow.external_id, CustomerRow.timezone)
-    if only is not None:
+    if only is None:
+        statement, chunks = _ALL_CUSTOMERS, [None]
+    else:
         wanted = sorted(set(only))
-        if not wanted:
-            return {}
-        statement = statement.where(CustomerRow.external_id.in_(wanted))
-    with session_scope(read_only(engine)) as session:  # a read: never waits for the write lock
-        return {external_id: timezone for external_id, timezone in session.execute(statement)}
+        statement = _SOME_CUSTOMERS
+        chunks = [wanted[i : i + _NAMES_PER_QUERY] for i in range(0, len(wanted), _NAMES_PER_QUERY)]
+    found: dict[str, str] = {}
+    if not chunks:
+        return found
+    with read_only(engine).connect() as connection, connection.begin():  # a read: never waits for the write lock
+        for chunk in chunks:
+            rows = connection.execute(statement, {} if chunk is None else {"names": chunk})
+            found.update((external_id, timezone) for external_id, timezone in rows)
+    return found
+
+
+_ALL_CUSTOMERS = select(CustomerRow.external_id, CustomerRow.timezone)
+_SOME_CUSTOMERS = _ALL_CUSTOMERS.where(CustomerRow.external_id.in_(bindparam("names", expanding=True)))
+_NAMES_PER_QUERY = 900  # bound parameters per statement stay well within every database's limit
 
 
 def late_usage_windows(customers: Mapping[str, str], now: dt.datetime) -> dict[str, dt.datetime]:

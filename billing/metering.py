@@ -42,7 +42,21 @@ __all__ = [
 
 
 def meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
-    """The catalog's meters as ``meters`` needs them."""
+    """The catalog's meters as ``meters`` needs them (worked out once per catalog: every ingested batch asks)."""
+    known = _SPECS.get(id(catalog))
+    if known is not None and known[0] is catalog:
+        return known[1]
+    specs = _meter_specs(catalog)
+    if len(_SPECS) >= 8:
+        _SPECS.clear()
+    _SPECS[id(catalog)] = (catalog, specs)
+    return specs
+
+
+_SPECS: dict[int, tuple[Catalog, dict[str, MeterSpec]]] = {}  # the last catalogs' (kept alive while here)
+
+
+def _meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
     per_event = {
         charge.meter
         for plan in catalog.all_plans()

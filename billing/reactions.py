@@ -19,11 +19,13 @@ the same events again; a threshold notification is unique per crossing (subscrip
 so the second evaluation creates nothing the first did. The cursor only moves forward (two passes racing each set
 it to their own F; the later F wins), so any number of processes may react at once.
 
-Delay: ``billing serve`` runs a :class:`Reactor` next to the scheduler. An ingestion in the same process wakes it;
-a pass then starts at once unless one ran less than :data:`MIN_GAP` ago (under a steady stream of events, passes
-are at most that frequent and take in everything received meanwhile); without a wake-up (events stored by another
-process) it looks every :data:`POLL`. An event is evaluated within ``MIN_GAP`` + one pass of its acceptance
-(``POLL`` + one pass when another process stored it): well under 2 s unless a pass itself is slow.
+Delay: a :class:`Reactor` runs next to the scheduler (``billing serve`` runs both in a process of its own, beside
+the API's). An ingestion in the reactor's own process wakes it; a pass then starts at once unless one ran less than
+:data:`MIN_GAP` ago (under a steady stream of events, passes are at most that frequent and take in everything
+received meanwhile); events stored by another process (the API's, for ``billing serve``) it finds by looking every
+``poll`` seconds (:data:`POLL` by default, a quarter of a second in ``billing serve``: a look is one indexed read).
+An event is evaluated within ``MIN_GAP`` + one pass of its acceptance (``poll`` + one pass when another process
+stored it): well under 2 s unless a pass itself is slow.
 """
 
 from __future__ import annotations

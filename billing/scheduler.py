@@ -25,9 +25,10 @@ the same time as the CLI: billing runs refresh drafts and never touch issued inv
 under row locks, notifications are claimed, Stripe pushes carry idempotency keys.
 
 Next to the jobs, the scheduler runs the usage reactor (``billing.reactions.Reactor``, a thread of its own, not a
-stored job: it looks every second): the thresholds of the customer months that newly stored events fall in are
-evaluated within a couple of seconds of the events' acceptance, and a pass that creates notifications moves the
-``notifications`` job's next run to now, so alerts go out without waiting for its minute.
+stored job: it looks every second, every quarter of a second in ``billing serve``'s scheduler process): the
+thresholds of the customer months that newly stored events fall in are evaluated within a couple of seconds of
+the events' acceptance, and a pass that creates notifications moves the ``notifications`` job's next run to now,
+so alerts go out without waiting for its minute.
 
 Run one scheduler per database (``billing serve --no-scheduler`` for further API processes): APScheduler 3 does
 not share a job store between schedulers.
@@ -57,7 +58,7 @@ from billing.db import repository, session_scope
 from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
-from billing.reactions import Reactor
+from billing.reactions import POLL, Reactor
 from billing.run import finalize_period, run_billing
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
@@ -393,10 +394,10 @@ def _deliver_soon(scheduler: BackgroundScheduler) -> None:
 
 
 def start_scheduler(
-    engine: Engine, jobs: tuple[JobSpec, ...] = JOBS, *, reactor: bool = True
+    engine: Engine, jobs: tuple[JobSpec, ...] = JOBS, *, reactor: bool = True, reactor_poll: float = POLL
 ) -> BackgroundScheduler:
     """Build the scheduler, install the jobs and start running them; with ``reactor``, start the usage reactor
-    too (``billing.reactions``)."""
+    too (``billing.reactions``), looking for new events every ``reactor_poll`` seconds."""
     scheduler = build_scheduler(engine)
     scheduler.start(paused=True)  # the job store is open: look at the stored jobs before anything runs
     install_jobs(scheduler, jobs)
@@ -405,6 +406,7 @@ def start_scheduler(
         _REACTORS[scheduler] = Reactor(
             engine,
             _cached_catalog(get_settings()),
+            poll=reactor_poll,
             on_created=lambda: _deliver_soon(scheduler) if scheduler.get_job("notifications") else None,
         ).start()
     names = ", ".join(f"{job.id} (next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z})" for job in scheduler.get_jobs())

@@ -64,8 +64,18 @@ def for_update(bind: Bind, statement: _Select) -> _Select:
     return statement.with_for_update() if is_postgresql(bind) else statement
 
 
+_READ_ONLY = "_dbkit_read_only"  # the read-only twin, kept on the engine: made once, not once per transaction
+
+
 def read_only(engine: Engine) -> Engine:
-    """``engine`` for transactions that only read: on SQLite they begin DEFERRED, not IMMEDIATE."""
-    return engine.execution_options(sqlite_begin="DEFERRED")
+    """``engine`` for transactions that only read: on SQLite they begin DEFERRED, not IMMEDIATE. The same
+    object each time for one engine (so that what is cached per engine, such as a session factory, is too)."""
+    if engine.get_execution_options().get("sqlite_begin") == "DEFERRED":
+        return engine
+    twin: Engine | None = engine.__dict__.get(_READ_ONLY)
+    if twin is None:
+        twin = engine.execution_options(sqlite_begin="DEFERRED")
+        setattr(engine, _READ_ONLY, twin)
+    return twin
 
 

@@ -17,12 +17,19 @@ chunk of events, a batch of finalized invoices). Two more rules, both here:
   waits until the whole series is over. So a thread that has been writing back to back for ``STRETCH`` seconds
   (``SHARED_STRETCH`` when another thread of this process is waiting to write) pauses ``PAUSE`` before its next
   ``BEGIN`` — longer than a waiter's sleep, so a waiter gets its turn.
+- **queueing in the process** — SQLite's busy handler polls: a waiting writer sleeps up to 100 ms between two
+  looks, so a short write that finds the lock taken waits far longer than the transaction that holds it. Writers
+  of one process (the API's request threads, its usage reactor, a billing run's workers) therefore queue on a
+  lock of the process for the database file first (``database=`` of :func:`begin`), and the next one begins the
+  moment the previous one ends; only writers of other processes meet SQLite's busy handler. A writer that waits
+  on it longer than the busy timeout goes on without it (SQLite's own lock still keeps one writer at a time).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import sqlite3
 import threading
@@ -38,6 +45,7 @@ __all__ = [
     "begin",
     "ended",
     "is_locked",
+    "process_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,11 +72,30 @@ class _Streak(threading.local):
 
     started: float | None = None
     last_end: float = -math.inf
+    held: list[threading.Lock | None]
+
+    def __init__(self) -> None:
+        self.held = []  # the process locks of this thread's open write transactions (None: went on without)
 
 
 _streak = _Streak()
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
 _waiting = 0  # threads of this process in BEGIN right now
 _waiting_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no writer of its own: locks another thread of the parent held stay behind."""
+    global _process_locks_guard, _waiting_lock, _waiting
+    _process_locks.clear()
+    _process_locks_guard = threading.Lock()
+    _waiting_lock = threading.Lock()
+    _waiting = 0
+    _streak.held = []
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_locked(exc: BaseException) -> bool:
@@ -82,10 +109,24 @@ def is_locked(exc: BaseException) -> bool:
     return "locked" in str(original)
 
 
+def process_lock(database: str | None) -> threading.Lock | None:
+    """The lock the writers of this process take before SQLite's, for the database file ``database`` (None for
+    an in-memory database: no other connection shares it)."""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    key = os.path.realpath(database)
+    with _process_locks_guard:
+        lock = _process_locks.get(key)
+        if lock is None:
+            lock = _process_locks[key] = threading.Lock()
+        return lock
+
+
 def begin(
     execute: Callable[[str], object],
     mode: str = "IMMEDIATE",
     *,
+    database: str | None = None,
     attempts: int = BEGIN_ATTEMPTS,
     base_delay: float = 0.05,
     sleep: Callable[[float], None] = time.sleep,
@@ -94,10 +135,47 @@ def begin(
     DEFERRED) first pauses if this thread has been writing back to back for too long; when the database stays
     locked for the whole busy timeout, ``BEGIN`` is tried again after 0.05 s, 0.1 s, 0.2 s, … (each a random
     point in the upper half of that), ``attempts`` times in all. Returns the attempt that succeeded; the last
-    "database is locked" is raised. Call :func:`ended` when a write transaction begun here ends."""
+    "database is locked" is raised. ``database``: the database file, whose process lock a write transaction
+    takes first (see the module docstring). Call :func:`ended` when a write transaction begun here ends."""
     writing = mode.upper() != "DEFERRED"
     if writing:
         _take_turns(sleep)
+    held = _acquire(database) if writing else None
+    try:
+        attempt = _begin(execute, mode, writing, attempts, base_delay, sleep)
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    if writing:
+        _streak.held.append(held)
+    return attempt
+
+
+def _acquire(database: str | None) -> threading.Lock | None:
+    """This process's lock of ``database``, taken (None: there is none, or it stayed taken for the busy timeout)."""
+    lock = process_lock(database)
+    if lock is None:
+        return None
+    _enter_waiting(True)
+    try:
+        if lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+            return lock
+    finally:
+        _leave_waiting(True)
+    log.warning("a writer of this process held the database for %d s; beginning without waiting for it",
+                BUSY_TIMEOUT_SECONDS)
+    return None
+
+
+def _begin(
+    execute: Callable[[str], object],
+    mode: str,
+    writing: bool,
+    attempts: int,
+    base_delay: float,
+    sleep: Callable[[float], None],
+) -> int:
     attempt = 0
     while True:
         attempt += 1
@@ -126,6 +204,10 @@ def begin(
 def ended() -> None:
     """The write transaction this thread began with :func:`begin` has ended (committed or rolled back)."""
     _streak.last_end = time.monotonic()
+    if _streak.held:
+        held = _streak.held.pop()
+        if held is not None:
+            held.release()
 
 
 def _take_turns(sleep: Callable[[float], None]) -> None:

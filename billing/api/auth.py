@@ -13,18 +13,19 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
+from billing.api.deps import api_engine
 from billing.api.errors import ApiError, not_found
-from billing.apikeys import ApiKey, authenticate
-from billing.db.engines import get_engine
+from billing.apikeys import ApiKey, authenticate, recently_valid
 
 __all__ = ["ApiKey", "bearer_key", "require_key", "require_unbound_key"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key made by `billing apikeys create`.")
 
 
-def require_key(
-    engine: Annotated[Engine, Depends(get_engine)],
+async def require_key(
+    engine: Annotated[Engine, Depends(api_engine)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     """The request's valid API key; 401 without one."""
@@ -33,7 +34,9 @@ def require_key(
         raise ApiError(
             401, "unauthorized", "Authorization: expected 'Bearer <API key>'", "Authorization", challenge
         )
-    key = authenticate(engine, credentials.credentials)
+    key = recently_valid(engine, credentials.credentials) or await run_in_threadpool(
+        authenticate, engine, credentials.credentials
+    )
     if key is None:
         raise ApiError(401, "unauthorized", "Authorization: unknown or revoked API key", "Authorization", challenge)
     return key
@@ -48,7 +51,7 @@ def bearer_key(engine: Engine, authorization: str | None) -> ApiKey | None:
     return authenticate(engine, credentials)
 
 
-def require_unbound_key(key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:
+async def require_unbound_key(key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:
     """A key that is not bound to a customer; a bound key gets 404, as if the route did not exist."""
     if key.bound:
         raise not_found("not found")

@@ -3,19 +3,23 @@
 its index rather than read as "the last one wins"), ingested through ``billing.ingestion.ingest_batch``, and each
 event's fate told apart.
 
-``meters.IngestReport`` counts what was stored and what was a duplicate, and lists the rejections by index. An
-event that was not rejected is a *duplicate* when its id was already stored before the batch (ingestion rejects
-a stored id with other content as a conflict, so a stored id that was not rejected has the same content) or
-when an earlier event of the batch has it; otherwise it was stored now, *accepted*. The ids already stored are
-read just before ingesting; an event that another client stores in between is reported accepted here and counted
-as a duplicate in the totals, which always come from the ingestion itself.
+Batches that arrive together are stored together (:class:`BatchWriter`, group commit): one thread of the process
+ingests what the requests handed it since its last transaction in one transaction, then answers each request with
+its own events' fates. A single-event request never waits behind a queue of one-event transactions, and the
+database sees one writer of the API instead of one per request thread.
+
+``meters.IngestReport`` counts what was stored, lists the duplicates by index (an id already stored, or met
+earlier in the batch, with the same content: the database's unique event id decided it, in the transaction that
+stored the others) and the rejections by index; every other event was stored now, *accepted*.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import queue
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +27,10 @@ from sqlalchemy import Engine
 
 from billing.api.errors import printable
 from billing.ingestion import ingest_batch
-from meters import stored_event_ids
 from meters.events import JSON_DECODER, RepeatedKeys
 from pricing_plans.models import Catalog
 
-__all__ = ["BatchError", "BatchOutcome", "EventOutcome", "ingest_events", "parse_batch"]
-
-log = logging.getLogger(__name__)
+__all__ = ["BatchError", "BatchOutcome", "BatchWriter", "EventOutcome", "ingest_events", "outcome_json", "parse_batch"]
 
 class BatchError(ValueError):
     """Raised when a body is not a batch of events; ``field`` names what is wrong."""
@@ -95,40 +96,121 @@ def parse_batch(body: bytes, max_events: int) -> list[Any]:
     return events
 
 
-def _storable_id(value: object) -> str | None:
-    """An id the database can be asked about (others are rejected by validation anyway)."""
-    if not isinstance(value, str) or not 0 < len(value) <= 255 or "\x00" in value:
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
-
-
 def ingest_events(engine: Engine, catalog: Catalog, records: list[Mapping[str, Any]]) -> BatchOutcome:
-    """Ingest ``records`` and tell each one's fate."""
-    ids = [_storable_id(record.get("id")) if isinstance(record, Mapping) else None for record in records]
-    stored_before = stored_event_ids(engine, [i for i in ids if i is not None])
+    """Ingest ``records`` and tell each one's fate, as the ingestion itself settled it."""
     report = ingest_batch(engine, catalog, records)
     rejected = {rejection.line: rejection for rejection in report.rejected}
-    seen: set[str] = set()
+    duplicates = set(report.duplicate_lines)
     outcomes = []
-    for index, event_id in enumerate(ids):
+    for index, record in enumerate(records):
         rejection = rejected.get(index)
         if rejection is not None:
             shown = None if rejection.event_id is None else printable(rejection.event_id)
             outcomes.append(EventOutcome(index, shown, "rejected", printable(rejection.reason)))
             continue
-        assert event_id is not None  # a valid event has a storable id
-        status = "duplicate" if event_id in stored_before or event_id in seen else "accepted"
-        seen.add(event_id)
-        outcomes.append(EventOutcome(index, event_id, status))
-    accepted = sum(1 for outcome in outcomes if outcome.status == "accepted")
-    if accepted != report.accepted:
-        log.warning(
-            "events batch: %d accepted by ingestion, %d told apart (another client stored some of its ids meanwhile)",
-            report.accepted,
-            accepted,
-        )
+        status = "duplicate" if index in duplicates else "accepted"
+        outcomes.append(EventOutcome(index, record["id"], status))
     return BatchOutcome(report.accepted, report.duplicates, len(report.rejected), tuple(outcomes))
+
+
+def outcome_json(outcome: BatchOutcome) -> bytes:
+    """The answer to a batch (``schemas.EventBatchOut``), written directly: a batch of 10,000 events answers
+    10,000 results, and building a model of each costs more than storing them."""
+    document = {
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+        "rejected": outcome.rejected,
+        "events": [{"index": e.index, "id": e.id, "status": e.status, "reason": e.reason} for e in outcome.events],
+    }
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
+
+
+def _part(outcome: BatchOutcome, start: int, count: int) -> BatchOutcome:
+    """The outcome of the events ``[start, start + count)`` of a group, indexed from 0 again."""
+    events = tuple(
+        EventOutcome(e.index - start, e.id, e.status, e.reason) for e in outcome.events[start : start + count]
+    )
+    totals = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for event in events:
+        totals[event.status] += 1
+    return BatchOutcome(totals["accepted"], totals["duplicate"], totals["rejected"], events)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A request's batch, waiting for the writer."""
+
+    engine: Engine
+    catalog: Catalog
+    records: list[Any]
+    future: Future[BatchOutcome]
+
+
+class BatchWriter:
+    """The thread that stores the batches of concurrent requests together: it takes every batch handed to it
+    since its last transaction (up to ``max_events`` events, all for the same database and catalog), ingests
+    them in one, and settles each request's future with its own part of the outcome. A failure fails the
+    requests of that group only (nothing of theirs is stored, or what is stored is stored once: sending them
+    again is safe)."""
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def submit(self, engine: Engine, catalog: Catalog, records: list[Any]) -> Future[BatchOutcome]:
+        """Hand ``records`` to the writer; the future is settled once they are stored (or failed)."""
+        future: Future[BatchOutcome] = Future()
+        self._queue.put(_Pending(engine, catalog, records, future))
+        if self._thread is None:
+            with self._start:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="events-writer", daemon=True)
+                    self._thread.start()
+        return future
+
+    def _run(self) -> None:
+        held: _Pending | None = None
+        while True:
+            first = held if held is not None else self._queue.get()
+            group, held = self._gather(first)
+            self._store(group)
+
+    def _gather(self, first: _Pending) -> tuple[list[_Pending], _Pending | None]:
+        """``first`` and the batches queued behind it that can share its transaction; the first one that cannot."""
+        group = [first]
+        size = len(first.records)
+        while size < self.max_events:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return group, None
+            if item.engine is not first.engine or item.catalog is not first.catalog:
+                return group, item
+            if size + len(item.records) > self.max_events:
+                return group, item
+            group.append(item)
+            size += len(item.records)
+        return group, None
+
+    def _store(self, group: list[_Pending]) -> None:
+        live = [item for item in group if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        records = [record for item in live for record in item.records]
+        try:
+            outcome = ingest_events(live[0].engine, live[0].catalog, records)
+        except BaseException as exc:  # each request answers with the error; the writer goes on
+            for item in live:
+                item.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if len(live) == 1:
+            live[0].future.set_result(outcome)
+            return
+        start = 0
+        for item in live:
+            item.future.set_result(_part(outcome, start, len(item.records)))
+            start += len(item.records)

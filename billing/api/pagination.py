@@ -125,6 +125,11 @@ async def reject_unknown_query(request: Request) -> None:
     if allowed is None:
         allowed = frozenset(_query_names(route.dependant))
         setattr(route, _ALLOWED, allowed)
+    refuse_unknown_query(request, route.path, allowed)
+
+
+def refuse_unknown_query(request: Request, path: str, allowed: frozenset[str]) -> None:
+    """400 ``invalid_query`` naming each query parameter of ``request`` outside ``allowed``."""
     unknown = sorted({name for name in request.query_params if name not in allowed})
     if unknown:
         takes = ", ".join(sorted(allowed)) or "no query parameters"
@@ -132,6 +137,6 @@ async def reject_unknown_query(request: Request) -> None:
             400,
             "invalid_query",
             f"{', '.join(unknown)}: unknown query parameter{'s' if len(unknown) > 1 else ''} "
-            f"({request.method} {route.path} takes {takes})",
+            f"({request.method} {path} takes {takes})",
             errors=[(name, f"unknown query parameter; this route takes {takes}") for name in unknown],
         )

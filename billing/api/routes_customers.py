@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from billing import customers as service
 from billing.api.auth import ApiKey, require_key, require_unbound_key
-from billing.api.deps import get_catalog
+from billing.api.deps import api_engine, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, input_error, not_found
 from billing.api.pagination import Page, page_params
 from billing.api.schemas import (
@@ -36,7 +36,6 @@ from billing.api.schemas import (
 )
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, parse_month
-from billing.db.engines import get_engine
 from billing.errors import BillingInputError, ConflictError
 from billing.preview import MeterTotal, ThresholdState, customer_usage
 from invoices.model import DraftInvoice
@@ -140,7 +139,7 @@ def customer_location(external_id: str) -> str:
 def create_customer(
     body: CustomerIn,
     response: Response,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> CustomerCreatedOut:
     """Create a customer. Every invalid field is reported at once, each in ``errors``; an ``external_id`` that
@@ -176,7 +175,7 @@ def create_customer(
     "/v1/customers", summary="List customers", response_model=CustomerListOut, operation_id="listCustomers"
 )
 def list_customers(
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     page: Annotated[Page, Depends(page_params)],
 ) -> CustomerListOut:
@@ -192,7 +191,7 @@ def list_customers(
 )
 def get_customer(
     customer_id: CustomerId,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> CustomerOut:
     return customer_out(service.get_customer(engine, storable_path(customer_id, "customer")))
@@ -206,7 +205,7 @@ def get_customer(
 )
 def get_usage(
     customer_id: CustomerId,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_key)],
     period: Month = None,
@@ -316,7 +315,7 @@ _SUBSCRIPTION_ID = "$response.body#/id"
 def create_subscription(
     body: SubscriptionIn,
     response: Response,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> SubscriptionOut:
@@ -335,7 +334,7 @@ def create_subscription(
     tags=["subscriptions"],
 )
 def list_subscriptions(
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     page: Annotated[Page, Depends(page_params)],
     customer: Annotated[str | None, Query(max_length=255, description="A customer's external id.")] = None,
@@ -364,7 +363,7 @@ def list_subscriptions(
 )
 def get_subscription(
     subscription_id: SubscriptionId,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> SubscriptionOut:
     return subscription_out(service.get_subscription(engine, subscription_id))
@@ -380,7 +379,7 @@ def get_subscription(
 )
 def cancel_subscription(
     subscription_id: SubscriptionId,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     body: Annotated[CancelIn | None, Body()] = None,
 ) -> SubscriptionOut:

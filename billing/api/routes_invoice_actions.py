@@ -15,12 +15,11 @@ from sqlalchemy import Engine
 
 from billing import invoicing
 from billing.api.auth import ApiKey, require_unbound_key
-from billing.api.deps import get_api_settings
+from billing.api.deps import api_engine, get_api_settings
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
 from billing.api.routes_invoices import InvoiceKey, _visible_invoice
 from billing.api.schemas import CreditNoteIn, InvoiceOut
 from billing.config import Settings
-from billing.db.engines import get_engine
 from billing.errors import BillingInputError, ConflictError
 from invoices.model import Invoice, InvoiceStatus
 from invoices.render import invoice_json
@@ -43,7 +42,7 @@ def _out(engine: Engine, invoice: Invoice) -> InvoiceOut:
 )
 def finalize_invoice(
     invoice_id: InvoiceKey,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     settings: Annotated[Settings, Depends(get_api_settings)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     allow_open_period: Annotated[
@@ -76,7 +75,7 @@ def finalize_invoice(
 )
 def void_invoice(
     invoice_id: InvoiceKey,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> InvoiceOut:
     """Void an issued invoice; it keeps its number. A draft, or an invoice already void, is a 409."""
@@ -104,7 +103,7 @@ def create_credit_note(
     invoice_id: InvoiceKey,
     body: CreditNoteIn,
     response: Response,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     settings: Annotated[Settings, Depends(get_api_settings)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> InvoiceOut:

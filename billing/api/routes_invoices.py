@@ -12,11 +12,11 @@ from sqlalchemy import Engine
 
 from billing import invoicing
 from billing.api.auth import ApiKey, require_key
+from billing.api.deps import api_engine
 from billing.api.errors import ERROR_RESPONSES, not_found
 from billing.api.pagination import Page, page_params
 from billing.api.routes_customers import MAX_ID, MONTH_PATTERN, month_param, storable_path
 from billing.api.schemas import InvoiceListOut, InvoiceOut, InvoiceSummaryOut, PeriodOut
-from billing.db.engines import get_engine
 from invoices.model import Invoice
 from invoices.render import invoice_json, render_pdf
 from pricing_plans.money import format_amount
@@ -67,7 +67,7 @@ def _summary(invoice: Invoice) -> InvoiceSummaryOut:
 
 @router.get("/v1/invoices", summary="List invoices", response_model=InvoiceListOut, operation_id="listInvoices")
 def list_invoices(
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_key)],
     page: Annotated[Page, Depends(page_params)],
     customer: Annotated[str | None, Query(max_length=255, description="A customer's external id.")] = None,
@@ -98,7 +98,7 @@ def list_invoices(
 @router.get("/v1/invoices/{invoice_id}", summary="Get an invoice", response_model=InvoiceOut, operation_id="getInvoice")
 def get_invoice(
     invoice_id: InvoiceKey,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_key)],
 ) -> InvoiceOut:
     """The invoice with its lines and totals (money as strings in the currency's minor digits)."""
@@ -114,7 +114,7 @@ def get_invoice(
 )
 def get_invoice_pdf(
     invoice_id: InvoiceKey,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_key)],
 ) -> Response:
     """The invoice as the customer receives it, a PDF in the customer's locale."""

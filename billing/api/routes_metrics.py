@@ -9,13 +9,12 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Engine
 
 from billing.api.auth import ApiKey, require_unbound_key
-from billing.api.deps import get_catalog
+from billing.api.deps import api_engine, get_catalog
 from billing.api.errors import ERROR_RESPONSES, ApiError
 from billing.api.pagination import Page, page_params, paginate
 from billing.api.routes_customers import MONTH_PATTERN, month_param
 from billing.api.schemas import MetricsListOut
 from billing.core.metrics import MetricsError, figures_row
-from billing.db.engines import get_engine
 from billing.metrics_store import figures_from_database
 from pricing_plans.models import Catalog
 
@@ -30,7 +29,7 @@ router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
 )
 def list_metrics(
     period: Annotated[str, Query(pattern=MONTH_PATTERN, description="The month, YYYY-MM.", examples=["2026-10"])],
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     page: Annotated[Page, Depends(page_params)],

@@ -15,12 +15,11 @@ from sqlalchemy import Engine
 
 from billing import customers, invoicing
 from billing.api.auth import ApiKey, require_unbound_key
-from billing.api.deps import get_api_settings, get_catalog
+from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES
 from billing.api.routes_customers import month_param, storable_path
 from billing.api.schemas import BillingRunIn, BillingRunOut, PeriodOut, RunEventsOut, SkippedOut, UnbilledOut
 from billing.config import Settings
-from billing.db.engines import get_engine
 from billing.errors import BillingInputError
 from billing.run import finalize_period, run_billing
 from pricing_plans.models import Catalog
@@ -39,7 +38,7 @@ router = APIRouter(tags=["billing runs"], responses={**ERROR_RESPONSES, **POST_E
 )
 def create_billing_run(
     body: BillingRunIn,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
     settings: Annotated[Settings, Depends(get_api_settings)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],

@@ -20,11 +20,10 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from billing.api.deps import get_api_settings
+from billing.api.deps import api_engine, get_api_settings
 from billing.api.errors import ApiError, Problem, field_of
 from billing.api.limits import BodyTooLarge, read_body
 from billing.config import Settings
-from billing.db.engines import get_engine
 from billing.errors import BillingInputError
 from billing.stripe.webhooks import handle_event
 from dbkit import utcnow
@@ -72,7 +71,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 )
 async def receive_stripe_webhook(
     request: Request,
-    engine: Annotated[Engine, Depends(get_engine)],
+    engine: Annotated[Engine, Depends(api_engine)],
     settings: Annotated[Settings, Depends(get_api_settings)],
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:

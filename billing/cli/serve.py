@@ -1,19 +1,27 @@
-"""``billing serve``: the HTTP API (uvicorn) and the scheduler in one process.
+"""``billing serve``: the HTTP API (uvicorn), with the scheduler and the usage reactor in a process of its own.
 
 Thin: it checks the database, builds the app with ``billing.api.create_app`` and runs uvicorn until
-SIGINT/SIGTERM, then stops the scheduler (waiting for running jobs) and closes the database connections.
+SIGINT/SIGTERM, then stops the scheduler's process (which waits for its running jobs) and closes the database
+connections.
 
 The scheduler (``billing.scheduler.start_scheduler``) starts only once uvicorn listens on its socket: a server
 that cannot start (its port taken, say) exits 1 before any job has run or been stored, so a second ``billing
-serve`` started by mistake next to a running one bills nothing.
+serve`` started by mistake next to a running one bills nothing. It runs in a child process (:func:`background`):
+a billing run, a threshold evaluation or a PDF never holds the interpreter lock the requests need, so the request
+path stays as fast at month end as on a quiet day. The child stops when asked (SIGTERM, SIGINT) and when the
+server's process is gone; its reactor looks for newly stored events every :data:`REACTOR_POLL` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["register", "serve"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+REACTOR_POLL = 0.25
+"""Seconds between two looks of the scheduler process's reactor for events the server stored."""
+_NOISY = ("apscheduler.executors", "alembic", "weasyprint", "fontTools")  # a line per job run, step, page
 
 
 def register(app: typer.Typer) -> None:
@@ -108,25 +119,23 @@ def serve(
 
     from billing.api import create_app
     from billing.cli.notifications import warn_without_destination
-    from billing.db.engines import dispose_engines, engine_for_url
-    from billing.scheduler import start_scheduler, stop_scheduler
+    from billing.db.engines import dispose_engines
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         fail(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    for noisy in ("apscheduler.executors", "alembic", "weasyprint", "fontTools"):  # a line per job run, step, page
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    _logging(level)
     settings = get_settings()
     _check_database(settings.database_url)
     warn_without_destination(settings)
-    schedulers = []
+    schedulers: list[subprocess.Popen[bytes]] = []
 
     def start_jobs() -> None:  # once the socket is bound and listening
         if not no_scheduler:
-            schedulers.append(start_scheduler(engine_for_url(settings.database_url)))
+            schedulers.append(_start_background(level))
 
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower())
+    # h11: it answers a request before reading a body it will refuse, and refuses oversized bodies 413
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower(), http="h11")
     server = _server(config, start_jobs)
     # uvicorn hands a SIGTERM back to the previous handler once it has stopped serving: make that an exit through
     # the ``finally`` below (the default handler would kill the process before the scheduler is stopped).
@@ -138,7 +147,41 @@ def serve(
             raise
         fail(f"could not serve on {host}:{port} (the reason is above); the scheduler was not started")
     finally:
-        for scheduler in schedulers:
-            stop_scheduler(scheduler, wait=True)
-            logging.getLogger(__name__).info("scheduler stopped")
+        for child in schedulers:
+            child.terminate()
+            child.wait()  # (it waits for its running jobs)
+        dispose_engines()
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _start_background(level: str) -> subprocess.Popen[bytes]:
+    """The scheduler's process (:func:`background`): the same interpreter and settings (the environment, with
+    ``BILLING_CONFIG``), its log lines on the same streams."""
+    code = "from billing.cli.serve import background; background()"
+    return subprocess.Popen([sys.executable, "-c", code, level, str(os.getpid())])
+
+
+def background() -> None:
+    """The scheduler's process: the jobs and the usage reactor until SIGTERM or SIGINT, or until the server's
+    process (``argv[2]``) is gone; then the scheduler stops, waiting for its running jobs."""
+    from billing.db.engines import dispose_engines, engine_for_url
+    from billing.scheduler import start_scheduler, stop_scheduler
+
+    level, server = sys.argv[1], int(sys.argv[2])
+    _logging(level)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    scheduler = start_scheduler(engine_for_url(get_settings().database_url), reactor_poll=REACTOR_POLL)
+    try:
+        while not stopping.wait(1.0) and os.getppid() == server:
+            pass
+    finally:
+        stop_scheduler(scheduler, wait=True)
+        logging.getLogger(__name__).info("scheduler stopped")
         dispose_engines()

@@ -34,6 +34,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _setup_sqlite(engine: Engine) -> None:
+    database = engine.url.database
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy (not the sqlite3 module) decide when transactions begin.
@@ -53,7 +55,7 @@ def _setup_sqlite(engine: Engine) -> None:
         # Still locked after the busy timeout: begun again, a few times (nothing has happened in it yet).
         # A writer that has been writing back to back for a while first lets the others have a turn.
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        writelock.begin(connection.exec_driver_sql, mode)
+        writelock.begin(connection.exec_driver_sql, mode, database=database)
         if mode != "DEFERRED":
             connection.info[_WRITING] = True
 

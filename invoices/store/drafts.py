@@ -120,6 +120,7 @@ class DraftWriter:
         # SQLite's transactions begin IMMEDIATE, retried while the database stays locked (dbkit.writelock);
         # psycopg begins one with the first statement.
         self._sqlite = is_sqlite(engine)
+        self._database = engine.url.database
 
     def write(self, billing_key: str, row: DraftRow, *, known_absent: bool = False) -> DraftOutcome:
         """Store ``row`` (``draft_row`` of a draft) under ``billing_key``, as ``upsert_draft`` does."""
@@ -127,7 +128,7 @@ class DraftWriter:
         cursor = dbapi.cursor()
         try:
             if self._sqlite:
-                writelock.begin(cursor.execute)
+                writelock.begin(cursor.execute, database=self._database)
             outcome = _write_draft(cursor, self._statements, billing_key, row, known_absent)
             dbapi.commit()
         except BaseException:

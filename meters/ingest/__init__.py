@@ -86,6 +86,8 @@ class IngestReport:
       accepted: events stored now.
       duplicates: events already stored with the same content (not counted again).
       rejected: the events not stored (invalid, or a conflicting id), in input order.
+      duplicate_lines: which events were duplicates, by index (API batches only, :func:`ingest`; a file's
+        duplicates are counted, not listed).
       spans: for each customer with events stored now, an interval (UTC) that covers their timestamps: the
         billing periods the ingestion changed lie in it. It may be wider than the customer's own events (a
         large input is bounded stretch by stretch), never narrower.
@@ -96,6 +98,7 @@ class IngestReport:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     spans: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)
+    duplicate_lines: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
         return f"accepted {self.accepted}, duplicates {self.duplicates}, rejected {len(self.rejected)}"
@@ -127,7 +130,7 @@ def ingest(
                 yield index, record, EventError(f"not an object (got {type(record).__name__})")
 
     chunks = validated_chunks(validator, entries(), chunk_size, "index")
-    return _Ingestion(engine, source).run(chunks)
+    return _Ingestion(engine, source, list_duplicates=True).run(chunks)
 
 
 def ingest_file(
@@ -187,8 +190,11 @@ class _Ingestion:
         source: str,
         progress: Progress | None = None,
         bytes_read: Callable[[], int] | None = None,
+        *,
+        list_duplicates: bool = False,
     ):
         self.engine = engine
+        self.list_duplicates = list_duplicates
         self.report = IngestReport(source=source)
         self.spans: dict[str, list[int]] = {}  # of the events stored now, in µs
         self.progress = progress
@@ -216,6 +222,7 @@ class _Ingestion:
 
     def _finish(self) -> None:
         self.report.rejected.sort(key=lambda rejection: rejection.line)
+        self.report.duplicate_lines.sort()
         self.report.spans = {
             customer: (from_epoch_us(earliest), from_epoch_us(latest))
             for customer, (earliest, latest) in sorted(self.spans.items())
@@ -252,7 +259,7 @@ class _Ingestion:
                     report.accepted += 1
                     widen(self.spans, event[CUSTOMER], event[OCCURRED_AT], event[OCCURRED_AT])
                 elif stored_hash == event[HASH]:
-                    report.duplicates += 1
+                    self._duplicate(chunk.lines[index])
                 else:
                     report.rejected.append(
                         rejection(chunk.lines[index], event[ID], _conflict(event[ID]), chunk.raw(index))
@@ -268,12 +275,18 @@ class _Ingestion:
             else:
                 reason = _conflict(event[ID])
             if stored_hash == event[HASH]:
-                report.duplicates += 1
+                self._duplicate(line)
             else:
                 report.rejected.append(rejection(line, event[ID], reason, raw))
         if self.progress is not None:
             self.bytes_settled += chunk.size
             self.progress(self.bytes_read() if self.bytes_read is not None else self.bytes_settled)
+
+
+    def _duplicate(self, line: int) -> None:
+        self.report.duplicates += 1
+        if self.list_duplicates:
+            self.report.duplicate_lines.append(line)
 
 
 class _WriteFailed(Exception):

@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 
 from billing import customers
 from billing.api import routes_stripe
+from billing.api.deps import api_engine
 from billing.api.routes_stripe import router
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
@@ -837,7 +838,7 @@ def webhooks(engine, monkeypatch) -> Iterator[TestClient]:
     get_settings.cache_clear()
     app = FastAPI()
     app.include_router(router)
-    app.dependency_overrides[get_engine] = lambda: engine
+    app.dependency_overrides[api_engine] = lambda: engine
     with TestClient(app) as test_client:
         yield test_client
     get_settings.cache_clear()
