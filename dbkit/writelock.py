@@ -72,15 +72,14 @@ class _Streak(threading.local):
 
     started: float | None = None
     last_end: float = -math.inf
-    held: list[threading.Lock | None]
-
-    def __init__(self) -> None:
-        self.held = []  # the process locks of this thread's open write transactions (None: went on without)
 
 
 _streak = _Streak()
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
+# the process locks held by open write transactions, by owner (a connection: a transaction may end in another
+# thread than the one it began in); None: one that went on without
+_held: dict[object, threading.Lock | None] = {}
 _waiting = 0  # threads of this process in BEGIN right now
 _waiting_lock = threading.Lock()
 
@@ -92,7 +91,7 @@ def _after_fork_in_child() -> None:
     _process_locks_guard = threading.Lock()
     _waiting_lock = threading.Lock()
     _waiting = 0
-    _streak.held = []
+    _held.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -127,6 +126,7 @@ def begin(
     mode: str = "IMMEDIATE",
     *,
     database: str | None = None,
+    owner: object = None,
     attempts: int = BEGIN_ATTEMPTS,
     base_delay: float = 0.05,
     sleep: Callable[[float], None] = time.sleep,
@@ -136,7 +136,8 @@ def begin(
     locked for the whole busy timeout, ``BEGIN`` is tried again after 0.05 s, 0.1 s, 0.2 s, … (each a random
     point in the upper half of that), ``attempts`` times in all. Returns the attempt that succeeded; the last
     "database is locked" is raised. ``database``: the database file, whose process lock a write transaction
-    takes first (see the module docstring). Call :func:`ended` when a write transaction begun here ends."""
+    takes first (see the module docstring), held until :func:`ended` is called with the same ``owner`` (the
+    connection; by default the thread). Call :func:`ended` when a write transaction begun here ends."""
     writing = mode.upper() != "DEFERRED"
     if writing:
         _take_turns(sleep)
@@ -148,8 +149,12 @@ def begin(
             held.release()
         raise
     if writing:
-        _streak.held.append(held)
+        _held[_owner(owner)] = held
     return attempt
+
+
+def _owner(owner: object) -> object:
+    return ("thread", threading.get_ident()) if owner is None else ("object", id(owner))
 
 
 def _acquire(database: str | None) -> threading.Lock | None:
@@ -201,13 +206,13 @@ def _begin(
         return attempt
 
 
-def ended() -> None:
-    """The write transaction this thread began with :func:`begin` has ended (committed or rolled back)."""
+def ended(owner: object = None) -> None:
+    """The write transaction begun with :func:`begin` (by this thread, or for ``owner``) has ended (committed or
+    rolled back): the process lock it held is released."""
     _streak.last_end = time.monotonic()
-    if _streak.held:
-        held = _streak.held.pop()
-        if held is not None:
-            held.release()
+    held = _held.pop(_owner(owner), None)
+    if held is not None:
+        held.release()
 
 
 def _take_turns(sleep: Callable[[float], None]) -> None:

@@ -55,7 +55,7 @@ def _setup_sqlite(engine: Engine) -> None:
         # Still locked after the busy timeout: begun again, a few times (nothing has happened in it yet).
         # A writer that has been writing back to back for a while first lets the others have a turn.
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        writelock.begin(connection.exec_driver_sql, mode, database=database)
+        writelock.begin(connection.exec_driver_sql, mode, database=database, owner=connection.connection)
         if mode != "DEFERRED":
             connection.info[_WRITING] = True
 
@@ -63,7 +63,7 @@ def _setup_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "rollback")
     def _on_end(connection: Any) -> None:
         if connection.info.pop(_WRITING, False):
-            writelock.ended()
+            writelock.ended(connection.connection)
 
 
 _WRITING = "billing.db.writing"  # set on a connection while its transaction holds SQLite's write lock

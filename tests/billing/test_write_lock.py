@@ -237,9 +237,10 @@ def test_four_ingest_processes_at_once_all_succeed(db_url, catalog_path, tmp_pat
 # -- SQLite's write lock -------------------------------------------------------------------------------------
 
 
-def test_a_writer_that_stays_locked_out_begins_again_instead_of_failing(tmp_path):
+def test_a_writer_that_stays_locked_out_begins_again_instead_of_failing(tmp_path, monkeypatch):
     """A BEGIN that is still locked out when its busy timeout runs out is tried again, and succeeds once the
     other writer is done; one that stays locked out for every attempt fails with "database is locked"."""
+    monkeypatch.setattr(writelock._streak, "started", None)  # (no pause for turns: this thread has not been writing)
     path = tmp_path / "lock.db"
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("PRAGMA journal_mode=WAL")
@@ -307,3 +308,41 @@ def test_a_writer_writing_back_to_back_pauses_for_the_others(monkeypatch):
     assert pauses == [writelock.PAUSE]
     write(0.1)
     assert pauses == [writelock.PAUSE, writelock.PAUSE]
+
+
+def test_writers_of_one_process_queue_on_its_lock_and_the_next_begins_when_the_holder_ends(tmp_path):
+    """Two threads of one process: the second writer waits on the process's lock of the database file (not in
+    SQLite's busy handler, which polls), begins once the first commits, and leaves the lock free when it ends."""
+    from billing.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'queue.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    lock = writelock.process_lock(str(tmp_path / "queue.db"))
+    assert lock is not None and not lock.locked()
+    order: list[str] = []
+    holder = engine.connect()
+    holder.begin()
+    holder.exec_driver_sql("INSERT INTO t VALUES (1)")
+    assert lock.locked()
+
+    def second() -> None:
+        with engine.begin() as connection:
+            order.append("second began")
+            connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while writelock._waiting == 0 and time.monotonic() < deadline:  # the second writer is queued
+        time.sleep(0.01)
+    assert writelock._waiting == 1 and order == []
+    order.append("first commits")
+    holder.commit()
+    holder.close()
+    thread.join(10)
+    assert order == ["first commits", "second began"]
+    assert not lock.locked() and writelock._waiting == 0
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 2
+    engine.dispose()
