@@ -15,7 +15,8 @@ that arrives late: events of last month ingested today are alerted on in last mo
             customers and limits; a period whose invoice the customer was already issued is left out (its
             usage is billed: an alert would come too late, and late usage is billed by a later invoice);
   aggregate every subscription's part of its periods in ONE batched aggregation;
-  rate      spend = the period's usage charges so far, from the same ``rate_period`` as the invoice (pure);
+  rate      spend = the period's usage charges so far, rated as the invoice rates them (``usage_charges``: the
+            usage total of ``rate_period`` without its lines; pure);
   write     one transaction: each evaluation upserted, and each level reached inserted as a notification with
             ON CONFLICT DO NOTHING on (subscription, period, threshold key, level) — so however many processes,
             retries and re-runs evaluate the same crossing, one row exists. The period is in the key: a new
@@ -41,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, month_of
-from billing.core.rating import rate_period
+from billing.core.rating import usage_charges
 from billing.db import repository, session_scope
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
 from billing.errors import BillingInputError, NotFoundError
@@ -445,9 +446,7 @@ def _load(engine: Engine, earliest: dt.date, latest: dt.date, wanted: set[str] |
     """load: the subscriptions covering a day of ``[earliest, latest)``, their customers and the customers'
     limits."""
     with session_scope(read_only(engine)) as session:
-        subscriptions = repository.subscriptions_active_between(session, earliest, latest)
-        if wanted is not None:
-            subscriptions = [s for s in subscriptions if s.customer_external_id in wanted]
+        subscriptions = repository.subscriptions_active_between(session, earliest, latest, wanted)
         owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
         limits = _limits_of(session, None if wanted is None else owners)
     return _Scope(subscriptions, owners, limits)
@@ -475,11 +474,18 @@ def _targets(
     resolved = resolve_plans(catalog, list({s.id: s for s, _ in covering}.values()))
     report.skipped += [(problem.customer, problem.message) for problem in resolved.unknown]
     targets: dict[_TargetKey, _Target] = {}
+    of_plan: dict[int, tuple[ThresholdSpec, ...]] = {}  # by id(plan): the thresholds of a customer without limits
     for subscription, period in covering:
         plan = resolved.plans.get(subscription.id)
         if plan is None:
             continue
-        specs = tuple(plan_thresholds(plan, scope.limits.get(subscription.customer_external_id)))
+        limits = scope.limits.get(subscription.customer_external_id)
+        if limits:
+            specs = tuple(plan_thresholds(plan, limits))
+        else:
+            specs = of_plan.get(id(plan))  # type: ignore[assignment]
+            if specs is None:
+                specs = of_plan[id(plan)] = tuple(plan_thresholds(plan))
         if specs:
             targets[(subscription.id, period.start)] = _Target(subscription, plan, period, specs)
     return targets
@@ -559,16 +565,14 @@ def _evaluate(
 
 def _spend(target: _Target, usage: Mapping[str, MeterUsage], catalog: Catalog) -> Decimal:
     """The period's usage charges so far, exactly as the invoice will rate them."""
-    rated = rate_period(
-        target.subscription, target.plan, usage, target.period, meters=catalog.meters, rounding=catalog.rounding
-    )
-    return rated.usage_total
+    return usage_charges(target.subscription, target.plan, usage, target.period, rounding=catalog.rounding)
 
 
 def _record_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> None:
-    """Upsert each evaluation; a reading older than the one stored (a slower concurrent check) changes nothing."""
+    """Upsert each evaluation; a reading older than the one stored (a slower concurrent check) changes nothing.
+    A Core executemany on the table (not the ORM's bulk insert, which builds a state per row)."""
     table = ThresholdEvaluationRow.__table__
-    statement = insert_for(session, ThresholdEvaluationRow)
+    statement = insert_for(session, table)
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=["subscription_id", "period", "threshold_key"],

@@ -33,6 +33,7 @@ __all__ = [
     "RatedPeriod",
     "commitment_minimum",
     "rate_period",
+    "usage_charges",
 ]
 
 
@@ -127,12 +128,42 @@ def rate_period(
         usage_lines=tuple(usage_lines),
         commitment_line=_commitment_line(terms, plan, period, usage_total, rounding),
     )
-    if abs(period_rated.subtotal) >= MAX_AMOUNT:
+    _check_subtotal(plan, period_rated.subtotal)
+    return period_rated
+
+
+def usage_charges(
+    terms: Terms,
+    plan: Plan,
+    usage: Mapping[str, MeterUsage],
+    period: Period,
+    *,
+    rounding: Rounding = Rounding.HALF_UP,
+) -> Decimal:
+    """``rate_period(...).usage_total`` without making the invoice lines: each charge rated and rounded as its line
+    is, the rounded amounts summed. Raises :class:`AmountOutOfRangeError` exactly when ``rate_period`` does (a
+    charge too large to keep, or lines that add up to more than an invoice may hold)."""
+    amounts = [
+        _rate_charge(plan, index, charge, usage.get(charge.meter) or MeterUsage(), rounding)[1]
+        for index, charge in enumerate(plan.charges)
+    ]
+    usage_total = sum(amounts, ZERO)
+    fee_line = rate_fee(terms, plan, fee_period_for(plan, period), rounding)
+    commitment_line = _commitment_line(terms, plan, period, usage_total, rounding)
+    # the lines' amounts in the order RatedPeriod.subtotal adds them: fee, each usage line, commitment
+    head = [] if fee_line is None else [fee_line.amount]
+    tail = [] if commitment_line is None else [commitment_line.amount]
+    subtotal = sum([*head, *amounts, *tail], ZERO)
+    _check_subtotal(plan, subtotal)
+    return usage_total
+
+
+def _check_subtotal(plan: Plan, subtotal: Decimal) -> None:
+    if abs(subtotal) >= MAX_AMOUNT:
         raise AmountOutOfRangeError(
-            f"plan {plan.code!r} version {plan.version}: its lines add up to {period_rated.subtotal} {plan.currency}, "
+            f"plan {plan.code!r} version {plan.version}: its lines add up to {subtotal} {plan.currency}, "
             f"more than an invoice may hold (amounts must stay below {MAX_AMOUNT:,} {plan.currency})"
         )
-    return period_rated
 
 
 def _rate_charge(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
@@ -39,6 +40,22 @@ _CHUNK = 5_000
 
 
 # -- customers -------------------------------------------------------------------------------------------
+
+
+_CUSTOMER_COLUMNS = tuple(
+    getattr(CustomerRow, name)
+    for name in (
+        "id", "external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate",
+        "webhook_secret",
+    )
+)
+
+
+def _customer_of(values: Sequence[Any]) -> Customer:
+    """A customer from the values of ``_CUSTOMER_COLUMNS``, in their order (a Customer's own)."""
+    (id_, external_id, name, email, currency, timezone, locale, address, webhook_url, tax_rate, secret) = values
+    lines = tuple(address.split("\n")) if address else ()
+    return Customer(id_, external_id, name, email, currency, timezone, locale, lines, webhook_url, tax_rate, secret)
 
 
 def _customer(row: CustomerRow) -> Customer:
@@ -136,8 +153,9 @@ def customers_by_external_id(session: Session, ids: Iterable[str] | None = None)
     wanted = sorted(set(ids))
     found: dict[str, Customer] = {}
     for i in range(0, len(wanted), _CHUNK):
-        query = select(CustomerRow).where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
-        found.update((row.external_id, _customer(row)) for row in session.scalars(query))
+        # Plain rows, not mapped objects: their fields are all a Customer needs, and nothing is kept to flush.
+        query = select(*_CUSTOMER_COLUMNS).where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
+        found.update((values[1], _customer_of(values)) for values in session.execute(query))
     return found
 
 
@@ -156,6 +174,27 @@ def _subscription(row: SubscriptionRow, customer_external_id: str) -> Subscripti
         status=SubscriptionStatus(row.status),
         cancel_reason=None if row.cancel_reason is None else CancelReason(row.cancel_reason),
         previous_subscription_id=row.previous_subscription_id,
+    )
+
+
+_STATUSES = {status.value: status for status in SubscriptionStatus}
+_REASONS = {reason.value: reason for reason in CancelReason}
+
+
+def _subscription_of(values: Sequence[Any]) -> Subscription:
+    """A subscription from the values of ``_SUBSCRIPTION_COLUMNS`` and its customer's external id, in order."""
+    (id_, customer_id, plan_code, plan_version, start_date, end_date, status, reason, previous, external_id) = values
+    return Subscription(
+        id=id_,
+        customer_id=customer_id,
+        customer_external_id=external_id,
+        plan_code=plan_code,
+        plan_version=plan_version,
+        start_date=start_date,
+        end_date=end_date,
+        status=_STATUSES[status],
+        cancel_reason=None if reason is None else _REASONS[reason],
+        previous_subscription_id=previous,
     )
 
 
@@ -254,14 +293,27 @@ def subscriptions_of_customers(session: Session, external_ids: Iterable[str]) ->
     return found
 
 
-def subscriptions_active_between(session: Session, start: dt.date, end: dt.date) -> list[Subscription]:
-    """Every subscription covering at least one day of ``[start, end)``, whatever its status, in one query.
+_SUBSCRIPTION_COLUMNS = tuple(
+    getattr(SubscriptionRow, name)
+    for name in (
+        "id", "customer_id", "plan_code", "plan_version", "start_date", "end_date", "status", "cancel_reason",
+        "previous_subscription_id",
+    )
+)
+
+
+def subscriptions_active_between(
+    session: Session, start: dt.date, end: dt.date, customers: Iterable[str] | None = None
+) -> list[Subscription]:
+    """Every subscription covering at least one day of ``[start, end)``, whatever its status: of every customer
+    in one query, or of ``customers`` only (external ids), a query per few thousand of them.
 
     A subscription that ended on its start day covers no day and is left out. Ordered by customer external id,
     start date, id.
     """
     query = (
-        _with_customer()
+        select(*_SUBSCRIPTION_COLUMNS, CustomerRow.external_id)
+        .join(CustomerRow, CustomerRow.id == SubscriptionRow.customer_id)
         .where(
             SubscriptionRow.start_date < end,
             or_(
@@ -271,7 +323,14 @@ def subscriptions_active_between(session: Session, start: dt.date, end: dt.date)
         )
         .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
     )
-    return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+    if customers is None:
+        return [_subscription_of(values) for values in session.execute(query)]
+    wanted = sorted(set(customers))
+    found: list[Subscription] = []
+    for i in range(0, len(wanted), _CHUNK):  # chunks in customer order, each ordered: the whole list is
+        chunk = query.where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
+        found += [_subscription_of(values) for values in session.execute(chunk)]
+    return found
 
 
 def cancel_subscription(

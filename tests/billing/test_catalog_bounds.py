@@ -26,7 +26,7 @@ from billing.cli import plans as plans_cli
 from billing.cli.quote import quote_json
 from billing.core.domain import SubscriptionTerms
 from billing.core.periods import parse_month
-from billing.core.rating import rate_period
+from billing.core.rating import rate_period, usage_charges
 from billing.db import session_scope
 from billing.metering import meter_specs
 from billing.run import run_billing
@@ -194,10 +194,16 @@ def _exercise(catalog: Any) -> None:
                 for charge in plan.charges
             }
             try:
+                spend: Decimal | str = usage_charges(terms, plan, usage, PERIOD, rounding=catalog.rounding)
+            except AmountOutOfRangeError as error:
+                spend = str(error)
+            try:
                 rated = rate_period(terms, plan, usage, PERIOD, meters=catalog.meters, rounding=catalog.rounding)
             except AmountOutOfRangeError as error:
                 assert str(error).startswith(f"plan {plan.code!r} version {plan.version}")
+                assert spend == str(error)  # the threshold check's spend fails exactly as the invoice does
                 continue
+            assert spend == rated.usage_total
             quote_json(rated)
             try:
                 compute_totals(rated.lines, rated.currency, Decimal("19"))
