@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, select
 
 from billing.core.periods import Period, late_usage_start, months_between
 from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
 from billing.reactions import react_to_usage, wake
-from dbkit import as_utc, read_only, utcnow
+from dbkit import as_utc, is_sqlite, read_only, utcnow
 from meters import IngestReport, ingest, ingest_file
 from pricing_plans.models import Catalog
 
@@ -35,23 +35,33 @@ __all__ = ["ingest_batch", "ingest_path", "known_customers", "late_usage_windows
 def known_customers(engine: Engine, only: Iterable[str] | None = None) -> dict[str, str]:
     """The customers events may name (all, or those among ``only``): external id → timezone."""
     if only is None:
-        statement, chunks = _ALL_CUSTOMERS, [None]
-    else:
-        wanted = sorted(set(only))
-        statement = _SOME_CUSTOMERS
-        chunks = [wanted[i : i + _NAMES_PER_QUERY] for i in range(0, len(wanted), _NAMES_PER_QUERY)]
+        with read_only(engine).connect() as connection, connection.begin():  # a read: never waits for writers
+            return {external_id: timezone for external_id, timezone in connection.execute(_ALL_CUSTOMERS)}
+    wanted = sorted(set(only))
     found: dict[str, str] = {}
-    if not chunks:
+    if not wanted:
         return found
-    with read_only(engine).connect() as connection, connection.begin():  # a read: never waits for the write lock
-        for chunk in chunks:
-            rows = connection.execute(statement, {} if chunk is None else {"names": chunk})
-            found.update((external_id, timezone) for external_id, timezone in rows)
+    # Asked on every API batch: one statement per chunk through the driver, in its own read (SQLite's connections
+    # run statements outside an explicit transaction in a snapshot of their own; PostgreSQL's transaction is
+    # rolled back when the connection goes back to the pool).
+    mark = "?" if is_sqlite(engine) else "%s"
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        for start in range(0, len(wanted), _NAMES_PER_QUERY):
+            chunk = wanted[start : start + _NAMES_PER_QUERY]
+            cursor.execute(
+                f"SELECT external_id, timezone FROM customers WHERE external_id IN ({', '.join([mark] * len(chunk))})",
+                chunk,
+            )
+            found.update((external_id, timezone) for external_id, timezone in cursor.fetchall())
+        cursor.close()
+    finally:
+        connection.close()
     return found
 
 
 _ALL_CUSTOMERS = select(CustomerRow.external_id, CustomerRow.timezone)
-_SOME_CUSTOMERS = _ALL_CUSTOMERS.where(CustomerRow.external_id.in_(bindparam("names", expanding=True)))
 _NAMES_PER_QUERY = 900  # bound parameters per statement stay well within every database's limit
 
 

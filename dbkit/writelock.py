@@ -15,8 +15,10 @@ chunk of events, a batch of finalized invoices). Two more rules, both here:
   run storing invoice after invoice, a finalization batch after batch, an ingestion chunk after chunk) leaves the
   lock free for microseconds, and a waiting writer, which looks only every 100 ms, almost never sees it free: it
   waits until the whole series is over. So a thread that has been writing back to back for ``STRETCH`` seconds
-  (``SHARED_STRETCH`` when another thread of this process is waiting to write) pauses ``PAUSE`` before its next
-  ``BEGIN`` — longer than a waiter's sleep, so a waiter gets its turn.
+  (``SHARED_STRETCH`` when another thread of this process is waiting to write), holding the lock for at least
+  ``BUSY_SHARE`` of that time, pauses ``PAUSE`` before its next ``BEGIN`` — longer than a waiter's sleep, so a
+  waiter gets its turn. A writer of many short transactions that leaves the lock free most of the time (the API's
+  event writer under a steady stream) never pauses: a waiter finds the lock free at most of its looks.
 - **queueing in the process** — SQLite's busy handler polls: a waiting writer sleeps up to 100 ms between two
   looks, so a short write that finds the lock taken waits far longer than the transaction that holds it. Writers
   of one process (the API's request threads, its usage reactor, a billing run's workers) therefore queue on a
@@ -38,6 +40,7 @@ from collections.abc import Callable
 
 __all__ = [
     "BEGIN_ATTEMPTS",
+    "BUSY_SHARE",
     "BUSY_TIMEOUT_SECONDS",
     "PAUSE",
     "SHARED_STRETCH",
@@ -60,6 +63,8 @@ SHARED_STRETCH = 0.25
 """The same, while another thread of this process waits for the lock."""
 PAUSE = 0.15
 """The pause: longer than the longest sleep of SQLite's busy handler (100 ms), so a waiter tries within it."""
+BUSY_SHARE = 0.5
+"""The share of a stretch a writer must have held the lock for to pause after it."""
 
 # SQLite's primary result codes: SQLITE_BUSY (another connection holds the lock), SQLITE_LOCKED (a table is
 # locked by this connection's own shared cache).
@@ -72,6 +77,8 @@ class _Streak(threading.local):
 
     started: float | None = None
     last_end: float = -math.inf
+    busy: float = 0.0  # seconds of the series spent holding the lock
+    began: float | None = None  # when the open write transaction began
 
 
 _streak = _Streak()
@@ -113,11 +120,15 @@ def process_lock(database: str | None) -> threading.Lock | None:
     an in-memory database: no other connection shares it)."""
     if not database or database == ":memory:" or database.startswith("file::memory:"):
         return None
+    known = _process_locks.get(database)
+    if known is not None:
+        return known
     key = os.path.realpath(database)
     with _process_locks_guard:
         lock = _process_locks.get(key)
         if lock is None:
             lock = _process_locks[key] = threading.Lock()
+        _process_locks[database] = lock  # (as named, too: found without resolving the path again)
         return lock
 
 
@@ -203,13 +214,18 @@ def _begin(
             now = time.monotonic()
             if _streak.started is None or now - _streak.last_end >= PAUSE:
                 _streak.started = now
+                _streak.busy = 0.0
+            _streak.began = now
         return attempt
 
 
 def ended(owner: object = None) -> None:
     """The write transaction begun with :func:`begin` (by this thread, or for ``owner``) has ended (committed or
     rolled back): the process lock it held is released."""
-    _streak.last_end = time.monotonic()
+    now = _streak.last_end = time.monotonic()
+    if _streak.began is not None:
+        _streak.busy += now - _streak.began
+        _streak.began = None
     held = _held.pop(_owner(owner), None)
     if held is not None:
         held.release()
@@ -226,7 +242,8 @@ def _take_turns(sleep: Callable[[float], None]) -> None:
         return
     stretch = SHARED_STRETCH if _waiting > 0 else STRETCH
     if now - started >= stretch:
-        sleep(PAUSE)
+        if _streak.busy >= BUSY_SHARE * (now - started):
+            sleep(PAUSE)
         _streak.started = None
 
 
