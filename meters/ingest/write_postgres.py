@@ -26,6 +26,9 @@ def cutoff_now(connection: Connection) -> int:
     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_RECEIVING_LOCK})")
     return int(connection.exec_driver_sql(_DATABASE_CLOCK).scalar_one())
 
+SMALL = 100
+"""Chunks of at most this many events are inserted with one statement rather than copied."""
+
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS usage_events_staging ("
     "event_id text, customer text, meter text, occurred_at bigint, value bigint, unique_value text, "
@@ -54,6 +57,8 @@ class PostgresWriter:
 
     def __call__(self, connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
         driver: Any = connection.connection.dbapi_connection
+        if len(events) <= SMALL:
+            return self._inserted(driver, events, received_at)
         if self.optimistic:
             savepoint = connection.begin_nested()
             try:
@@ -72,6 +77,25 @@ class PostgresWriter:
                 savepoint.commit()
                 return {}
         return self._classified(driver, events, received_at)
+
+    @staticmethod
+    def _inserted(driver: Any, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
+        """A few events (an API request's): one ``INSERT … ON CONFLICT DO NOTHING RETURNING``, fewer round trips
+        than a savepoint and a ``COPY``."""
+        row = f"({', '.join(['%s'] * (len(COLUMNS.split(',')) + 1))})"
+        ordered = sorted(events, key=lambda event: event[0])  # one lock order on the unique index (no deadlock)
+        with driver.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO usage_events ({COLUMNS}, received_at) VALUES {', '.join([row] * len(ordered))} "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                [value for event in ordered for value in (*event, received_at)],
+            )
+            inserted = {found[0] for found in cursor.fetchall()}
+            refused = [event[0] for event in ordered if event[0] not in inserted]
+            if not refused:
+                return {}
+            cursor.execute("SELECT event_id, content_hash FROM usage_events WHERE event_id = ANY(%s)", (refused,))
+            return dict(cursor.fetchall())
 
     @staticmethod
     def _classified(driver: Any, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
