@@ -140,7 +140,6 @@ def serve(
     # uvicorn hands a SIGTERM back to the previous handler once it has stopped serving: make that an exit through
     # the ``finally`` below (the default handler would kill the process before the scheduler is stopped).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    sys.setswitchinterval(float(os.environ.get("SWI", "0.005")))
     try:
         server.run()
     except SystemExit as exc:
