@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Select, bindparam, select
+from sqlalchemy import URL, Engine, Select, bindparam, select
 
 import dbkit
 from billing.db import repository, session_scope
@@ -46,7 +46,7 @@ _SHOWN = 12  # characters of a key kept in clear, to recognize it (the prefix an
 _MAX_KEY = 512
 RECHECK = 1.0
 """Seconds a serving process trusts a key it found valid before it reads it again."""
-_VALID: dict[tuple[int, str], tuple[float, ApiKey]] = {}  # (engine, key hash) → (read at, key), at most RECHECK old
+_VALID: dict[tuple[URL, str], tuple[float, ApiKey]] = {}  # (database, key hash) → (read at, key), ≤ RECHECK old
 _VALID_LOCK = threading.Lock()
 _VALID_MAX = 10_000
 
@@ -144,9 +144,10 @@ def revoke_api_key(engine: Engine, key_id: int) -> ApiKey:
         if row.revoked_at is None:
             row.revoked_at = dbkit.utcnow()
             session.flush()
-        with _VALID_LOCK:
-            _VALID.clear()
-        return _api_key(row, customer)
+        revoked = _api_key(row, customer)
+    with _VALID_LOCK:  # once committed: a key found valid before now is read again
+        _VALID.clear()
+    return revoked
 
 
 def recently_valid(engine: Engine, key: str) -> ApiKey | None:
@@ -154,7 +155,7 @@ def recently_valid(engine: Engine, key: str) -> ApiKey | None:
     None (:func:`authenticate` tells)."""
     if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY:
         return None
-    cached = _VALID.get((id(engine), hash_key(key)))
+    cached = _VALID.get((engine.url, hash_key(key)))
     if cached is not None and time.monotonic() - cached[0] < RECHECK:
         return cached[1]
     return None
@@ -165,7 +166,7 @@ def authenticate(engine: Engine, key: str) -> ApiKey | None:
     if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY:
         return None
     digest = hash_key(key)
-    cached = _VALID.get((id(engine), digest))
+    cached = _VALID.get((engine.url, digest))
     if cached is not None and time.monotonic() - cached[0] < RECHECK:
         return cached[1]
     read_at = time.monotonic()
@@ -186,7 +187,7 @@ def authenticate(engine: Engine, key: str) -> ApiKey | None:
     with _VALID_LOCK:
         if len(_VALID) >= _VALID_MAX:
             _VALID.clear()
-        _VALID[(id(engine), digest)] = (read_at, valid)
+        _VALID[(engine.url, digest)] = (read_at, valid)
     return valid
 
 

@@ -219,14 +219,18 @@ def _begin(
         return attempt
 
 
-def ended(owner: object = None) -> None:
+def ended(owner: object = None, *, only_if_held: bool = False) -> None:
     """The write transaction begun with :func:`begin` (by this thread, or for ``owner``) has ended (committed or
-    rolled back): the process lock it held is released."""
+    rolled back): the process lock it held is released. ``only_if_held``: nothing to do unless ``owner`` has a
+    write transaction open (the end of a read, or a second call for the same transaction)."""
+    key = _owner(owner)
+    if only_if_held and key not in _held:
+        return
     now = _streak.last_end = time.monotonic()
     if _streak.began is not None:
         _streak.busy += now - _streak.began
         _streak.began = None
-    held = _held.pop(_owner(owner), None)
+    held = _held.pop(key, None)
     if held is not None:
         held.release()
 

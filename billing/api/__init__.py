@@ -50,6 +50,7 @@ from billing.api import (
     routes_runs,
     schemas,
 )
+from billing.api.deps import api_engine
 from billing.api.errors import PROBLEMS, ApiError, install_error_handlers, not_found, problem_openapi
 from billing.api.idempotency import Idempotency
 from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit
@@ -167,6 +168,9 @@ def _add_middleware(app: FastAPI) -> None:
     from billing.api.routes_stripe import MAX_BODY as STRIPE_MAX_BODY
 
     def engine() -> Engine:
+        override = app.dependency_overrides.get(api_engine)  # (an app that overrides the routes' engine)
+        if override is not None:
+            return override()  # type: ignore[no-any-return]
         settings: Settings | None = app.state.settings
         return engine_for_url(settings.database_url) if settings is not None else get_engine()
 

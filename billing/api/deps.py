@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from billing.api.errors import ApiError
 from billing.config import Settings, get_settings
@@ -42,22 +42,34 @@ async def api_engine(settings: Annotated[Settings, Depends(get_api_settings)]) -
     return engine_for_url(settings.database_url)
 
 
-@lru_cache(maxsize=4)
-def _catalog(path: str, stamp: tuple[int, int]) -> Catalog:
-    return load_catalog_or_raise(path)
+_CATALOGS: dict[tuple[str, int, int], Catalog | CatalogError] = {}  # by path and file stamp: the last few
+
+
+def _catalog(path: str, stamp: tuple[int, int]) -> Catalog | CatalogError:
+    try:
+        return load_catalog_or_raise(path)
+    except CatalogError as exc:  # kept too: a broken catalog is not parsed again on every request
+        return exc
 
 
 async def get_catalog(settings: Annotated[Settings, Depends(get_api_settings)]) -> Catalog:
-    """The catalog named by the settings, reloaded when its file changes."""
-    path = settings.catalog
+    """The catalog named by the settings, reloaded when its file changes (off the event loop)."""
+    path = str(settings.catalog)
     try:
         status = os.stat(path)
     except OSError as exc:
         log.error("cannot read the catalog %s: %s", path, exc)
         raise ApiError(500, "catalog_invalid", f"the server cannot read its catalog ({exc.strerror})") from None
-    try:
-        return _catalog(path, (status.st_mtime_ns, status.st_size))
-    except CatalogError as exc:
-        log.error("the catalog %s has problems:\n%s", path, exc)
-        first = "; ".join(str(problem) for problem in exc.problems[:3])
-        raise ApiError(500, "catalog_invalid", f"the server's catalog has problems: {first}") from None
+    key = (path, status.st_mtime_ns, status.st_size)
+    found = _CATALOGS.get(key)
+    if found is None:
+        found = await run_in_threadpool(_catalog, path, (status.st_mtime_ns, status.st_size))
+        if len(_CATALOGS) >= 4:
+            _CATALOGS.clear()
+        _CATALOGS[key] = found
+        if isinstance(found, CatalogError):
+            log.error("the catalog %s has problems:\n%s", path, found)
+    if isinstance(found, CatalogError):
+        first = "; ".join(str(problem) for problem in found.problems[:3])
+        raise ApiError(500, "catalog_invalid", f"the server's catalog has problems: {first}")
+    return found

@@ -16,7 +16,10 @@ stored the others) and the rejections by index; every other event was stored now
 from __future__ import annotations
 
 import json
+import logging
+import os
 import queue
+import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -30,7 +33,10 @@ from billing.ingestion import ingest_batch
 from meters.events import JSON_DECODER, RepeatedKeys
 from pricing_plans.models import Catalog
 
+log = logging.getLogger(__name__)
+
 __all__ = ["BatchError", "BatchOutcome", "BatchWriter", "EventOutcome", "ingest_events", "outcome_json", "parse_batch"]
+
 
 class BatchError(ValueError):
     """Raised when a body is not a batch of events; ``field`` names what is wrong."""
@@ -126,14 +132,32 @@ def outcome_json(outcome: BatchOutcome) -> bytes:
 
 
 def _part(outcome: BatchOutcome, start: int, count: int) -> BatchOutcome:
-    """The outcome of the events ``[start, start + count)`` of a group, indexed from 0 again."""
+    """The outcome of the events ``[start, start + count)`` of a group, indexed from 0 again (a conflict with an
+    event of the same request names its index in the request; one with another request's event, stored in the
+    same transaction just before, reads as a conflict with a stored event)."""
     events = tuple(
-        EventOutcome(e.index - start, e.id, e.status, e.reason) for e in outcome.events[start : start + count]
+        EventOutcome(e.index - start, e.id, e.status, _reindexed(e.reason, start))
+        for e in outcome.events[start : start + count]
     )
     totals = {"accepted": 0, "duplicate": 0, "rejected": 0}
     for event in events:
         totals[event.status] += 1
     return BatchOutcome(totals["accepted"], totals["duplicate"], totals["rejected"], events)
+
+
+IDLE = 1.0
+"""Seconds without a batch after which the writer's thread ends (the next batch starts another)."""
+_USED_BY = re.compile(r"^conflict: id (.*) is used by index (\d+) with other content$", re.DOTALL)
+
+
+def _reindexed(reason: str | None, start: int) -> str | None:
+    found = _USED_BY.match(reason) if reason is not None and start else None
+    if found is None:
+        return reason
+    first = int(found.group(2))
+    if first >= start:
+        return f"conflict: id {found.group(1)} is used by index {first - start} with other content"
+    return f"conflict: id {found.group(1)} was already ingested with other content"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +179,10 @@ class BatchWriter:
 
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child has no writer thread of its own
+
+    def _reset(self) -> None:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
@@ -162,20 +190,32 @@ class BatchWriter:
     def submit(self, engine: Engine, catalog: Catalog, records: list[Any]) -> Future[BatchOutcome]:
         """Hand ``records`` to the writer; the future is settled once they are stored (or failed)."""
         future: Future[BatchOutcome] = Future()
-        self._queue.put(_Pending(engine, catalog, records, future))
-        if self._thread is None:
-            with self._start:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="events-writer", daemon=True)
-                    self._thread.start()
+        with self._start:  # (the thread ends when idle, under this lock, only if nothing is queued)
+            self._queue.put(_Pending(engine, catalog, records, future))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="events-writer", daemon=True)
+                self._thread.start()
         return future
 
     def _run(self) -> None:
         held: _Pending | None = None
         while True:
-            first = held if held is not None else self._queue.get()
+            if held is not None:
+                first = held
+            else:
+                try:
+                    first = self._queue.get(timeout=IDLE)
+                except queue.Empty:  # idle: the thread ends (a process that forks wants no idle threads)
+                    with self._start:
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+                    continue
             group, held = self._gather(first)
-            self._store(group)
+            try:
+                self._store(group)
+            except Exception:  # (settling a future cannot fail; should anything else, the writer goes on)
+                log.exception("the event writer failed to answer a group of %d requests", len(group))
 
     def _gather(self, first: _Pending) -> tuple[list[_Pending], _Pending | None]:
         """``first`` and the batches queued behind it that can share its transaction; the first one that cannot."""
@@ -202,10 +242,9 @@ class BatchWriter:
         try:
             outcome = ingest_events(live[0].engine, live[0].catalog, records)
         except BaseException as exc:  # each request answers with the error; the writer goes on
+            failure = exc if isinstance(exc, Exception) else RuntimeError(f"the event writer was interrupted: {exc!r}")
             for item in live:
-                item.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+                item.future.set_exception(failure)
             return
         if len(live) == 1:
             live[0].future.set_result(outcome)

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,6 +42,9 @@ __all__ = ["register", "serve"]
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 REACTOR_POLL = 0.25
 """Seconds between two looks of the scheduler process's reactor for events the server stored."""
+RESTART_DELAY = 5
+"""Seconds before a scheduler process that exited while the server runs is started again."""
+log = logging.getLogger(__name__)
 _NOISY = ("apscheduler.executors", "alembic", "weasyprint", "fontTools")  # a line per job run, step, page
 
 
@@ -128,11 +132,11 @@ def serve(
     settings = get_settings()
     _check_database(settings.database_url)
     warn_without_destination(settings)
-    schedulers: list[subprocess.Popen[bytes]] = []
+    schedulers: list[_Background] = []
 
     def start_jobs() -> None:  # once the socket is bound and listening
         if not no_scheduler:
-            schedulers.append(_start_background(level))
+            schedulers.append(_Background(level).start())
 
     # h11: it answers a request before reading a body it will refuse, and refuses oversized bodies 413
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower(), http="h11")
@@ -148,8 +152,7 @@ def serve(
         fail(f"could not serve on {host}:{port} (the reason is above); the scheduler was not started")
     finally:
         for child in schedulers:
-            child.terminate()
-            child.wait()  # (it waits for its running jobs)
+            child.stop()
         dispose_engines()
 
 
@@ -159,11 +162,48 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def _start_background(level: str) -> subprocess.Popen[bytes]:
+class _Background:
     """The scheduler's process (:func:`background`): the same interpreter and settings (the environment, with
-    ``BILLING_CONFIG``), its log lines on the same streams."""
-    code = "from billing.cli.serve import background; background()"
-    return subprocess.Popen([sys.executable, "-c", code, level, str(os.getpid())])
+    ``BILLING_CONFIG``), its log lines on the same streams. One that exits while the server runs is logged as
+    an error and started again after :data:`RESTART_DELAY` seconds."""
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+
+    def start(self) -> _Background:
+        self._spawn()
+        threading.Thread(target=self._watch, name="scheduler-watch", daemon=True).start()
+        return self
+
+    def _spawn(self) -> None:
+        code = "from billing.cli.serve import background; background()"
+        with self.lock:
+            if not self.stopping.is_set():
+                self.process = subprocess.Popen([sys.executable, "-c", code, self.level, str(os.getpid())])
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            process = self.process
+            if process is None:
+                return
+            code = process.wait()
+            if self.stopping.wait(0):
+                return
+            log.error("the scheduler's process exited (%s); starting it again in %d s", code, RESTART_DELAY)
+            if not self.stopping.wait(RESTART_DELAY):
+                self._spawn()
+
+    def stop(self) -> None:
+        """Stop the process (it waits for its running jobs) and let it finish."""
+        with self.lock:
+            self.stopping.set()
+            process = self.process
+        if process is not None:
+            process.terminate()
+            process.wait()
 
 
 def background() -> None:
@@ -174,13 +214,13 @@ def background() -> None:
 
     level, server = sys.argv[1], int(sys.argv[2])
     _logging(level)
-    stopping = threading.Event()
+    stopping: list[int] = []  # (a signal handler only appends: nothing it could wait for)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signum, lambda received, _frame: stopping.append(received))
     scheduler = start_scheduler(engine_for_url(get_settings().database_url), reactor_poll=REACTOR_POLL)
     try:
-        while not stopping.wait(1.0) and os.getppid() == server:
-            pass
+        while not stopping and os.getppid() == server:
+            time.sleep(0.2)
     finally:
         stop_scheduler(scheduler, wait=True)
         logging.getLogger(__name__).info("scheduler stopped")

@@ -54,19 +54,26 @@ def _setup_sqlite(engine: Engine) -> None:
         # with "database is locked" instead of waiting; read-only paths ask for DEFERRED (dbkit.read_only).
         # Still locked after the busy timeout: begun again, a few times (nothing has happened in it yet).
         # A writer that has been writing back to back for a while first lets the others have a turn.
+        # The process's lock of the file is held for the driver's connection (the transaction may end in
+        # another thread), released when the transaction ends, and at the latest when the connection goes back
+        # to the pool or is invalidated.
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        writelock.begin(connection.exec_driver_sql, mode, database=database, owner=connection.connection)
-        if mode != "DEFERRED":
-            connection.info[_WRITING] = True
+        owner = connection.connection.dbapi_connection
+        writelock.begin(connection.exec_driver_sql, mode, database=database, owner=owner)
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def _on_end(connection: Any) -> None:
-        if connection.info.pop(_WRITING, False):
-            writelock.ended(connection.connection)
+        try:
+            owner = connection.connection.dbapi_connection
+        except Exception:  # an invalidated connection: released by the pool's event below
+            return
+        writelock.ended(owner, only_if_held=True)
 
-
-_WRITING = "billing.db.writing"  # set on a connection while its transaction holds SQLite's write lock
+    @event.listens_for(engine, "checkin")
+    @event.listens_for(engine, "invalidate")
+    def _on_return(dbapi_connection: Any, *_: Any) -> None:
+        writelock.ended(dbapi_connection, only_if_held=True)
 
 
 _SESSION_FACTORIES: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()

@@ -1,8 +1,8 @@
 """The process's engines: one per database URL for the life of the process, so its connection pool is shared.
 
-``get_engine`` is the engine of the configured database (``database_url``); the HTTP API's routes take it as a
-FastAPI dependency and the scheduler's jobs call it. Tests and embedding applications override it
-with ``app.dependency_overrides[get_engine] = lambda: engine``.
+``get_engine`` is the engine of the configured database (``database_url``); the scheduler's jobs call it. The
+HTTP API takes the engine of its own settings (``billing.api.deps.api_engine``): an embedding application picks
+the database with ``create_app(settings)``.
 """
 
 from __future__ import annotations

@@ -282,7 +282,6 @@ class _Ingestion:
             self.bytes_settled += chunk.size
             self.progress(self.bytes_read() if self.bytes_read is not None else self.bytes_settled)
 
-
     def _duplicate(self, line: int) -> None:
         self.report.duplicates += 1
         if self.list_duplicates:

@@ -26,6 +26,7 @@ def cutoff_now(connection: Connection) -> int:
     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_RECEIVING_LOCK})")
     return int(connection.exec_driver_sql(_DATABASE_CLOCK).scalar_one())
 
+
 SMALL = 100
 """Chunks of at most this many events are inserted with one statement rather than copied."""
 

@@ -113,3 +113,36 @@ def test_a_server_that_listens_runs_the_billing_cycle_and_warns_without_a_notifi
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     assert NO_DESTINATION_WARNING in stderr
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            found |= {int(child) for child in children.read_text().split()}
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
+def test_a_scheduler_process_that_dies_is_started_again_and_stops_with_the_server(engine, env, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = serve(env, tmp_path, port)
+    try:
+        deadline = time.monotonic() + 120  # (guards against a hang, not measurements)
+        while not _children(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [first] = _children(process.pid)
+        os.kill(first, signal.SIGKILL)
+        while _children(process.pid) in (set(), {first}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [second] = _children(process.pid)
+        assert second != first
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    assert "the scheduler's process exited (-9); starting it again in 5 s" in stderr
+    assert not Path(f"/proc/{second}").exists() or "zombie" in Path(f"/proc/{second}/status").read_text().lower()
