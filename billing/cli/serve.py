@@ -7,9 +7,10 @@ connections.
 The scheduler (``billing.scheduler.start_scheduler``) starts only once uvicorn listens on its socket: a server
 that cannot start (its port taken, say) exits 1 before any job has run or been stored, so a second ``billing
 serve`` started by mistake next to a running one bills nothing. It runs in a child process (:func:`background`):
-a billing run, a threshold evaluation or a PDF never holds the interpreter lock the requests need, so the request
-path stays as fast at month end as on a quiet day. The child stops when asked (SIGTERM, SIGINT) and when the
-server's process is gone; its reactor looks for newly stored events every :data:`REACTOR_POLL` seconds.
+a billing run, a threshold evaluation or a PDF never holds the interpreter lock the requests need (on SQLite their
+writes still share the database's one write lock with the requests': ``dbkit.writelock``). The child stops when
+asked (SIGTERM, SIGINT) and when the server's process is gone; it is started again, after an error in the log,
+if it exits while the server runs. Its reactor looks for newly stored events every :data:`REACTOR_POLL` seconds.
 """
 
 from __future__ import annotations
