@@ -116,12 +116,22 @@ def test_a_server_that_listens_runs_the_billing_cycle_and_warns_without_a_notifi
 
 
 def _children(pid: int) -> set[int]:
+    """The server's scheduler processes that are alive (not other children, nor one killed and not yet reaped)."""
     found = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         children = task / "children"
         if children.exists():
             found |= {int(child) for child in children.read_text().split()}
-    return found
+    return {child for child in found if _is_scheduler(child)}
+
+
+def _is_scheduler(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"background()" in command and "State:\tZ" not in status
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
