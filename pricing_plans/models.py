@@ -20,6 +20,7 @@ from pricing_plans.money import HUNDRED, MAX_AMOUNT, ZERO, Rounding, is_known_cu
 __all__ = [
     "CHARGE_MODELS",
     "Aggregation",
+    "BillingAnchor",
     "Catalog",
     "Charge",
     "Commitment",
@@ -38,6 +39,7 @@ __all__ = [
     "Threshold",
     "Tier",
     "VolumeCharge",
+    "per_month",
 ]
 
 
@@ -135,8 +137,22 @@ class Aggregation(StrEnum):
 
 
 class Interval(StrEnum):
+    """How often a plan's fee is billed (its fee period). Usage is billed weekly on weekly plans and monthly on
+    the others."""
+
+    WEEK = "week"
     MONTH = "month"
+    QUARTER = "quarter"
     YEAR = "year"
+
+
+class BillingAnchor(StrEnum):
+    """Where a plan's periods begin: on calendar boundaries (ISO weeks from Monday, months from the 1st, quarters
+    from January, April, July and October 1st, years from January 1st), or on the subscription's start day each
+    interval (``subscription_start``: anniversary billing)."""
+
+    CALENDAR = "calendar"
+    SUBSCRIPTION_START = "subscription_start"
 
 
 class FeeBilling(StrEnum):
@@ -370,7 +386,7 @@ class Plan(_Record):
       code: the plan's code; defaults to ``key``. Several versions share a code.
       version: the version number; a subscription stays on the version it started with.
       effective_from: the first day new subscriptions get this version (None: always).
-      name, currency, interval: as in the catalog.
+      name, currency, interval, billing_anchor: as in the catalog.
       subscription: the recurring fee, if any.
       charges: the usage charges, at most one per meter.
       commitment: the minimum commitment, if any.
@@ -385,6 +401,7 @@ class Plan(_Record):
     description: str | None = None
     currency: str
     interval: Interval = Interval.MONTH
+    billing_anchor: BillingAnchor = BillingAnchor.CALENDAR
     subscription: SubscriptionFee | None = None
     charges: tuple[Charge, ...] = ()
     commitment: Commitment | None = None
@@ -402,11 +419,22 @@ class Plan(_Record):
 
     @property
     def monthly_fee(self) -> Decimal:
-        """The subscription fee normalized to one month (a yearly fee / 12), at full precision."""
+        """The subscription fee normalized to one month, at full precision (``per_month``)."""
         if self.subscription is None:
             return ZERO
-        fee = self.subscription.fee
-        return fee / 12 if self.interval is Interval.YEAR else fee
+        return per_month(self.subscription.fee, self.interval)
+
+
+def per_month(amount: Decimal, interval: Interval) -> Decimal:
+    """An amount billed once per ``interval`` normalized to one month, at full precision: a week's × 52 / 12
+    (52 weeks in a year of 12 months), a quarter's / 3, a year's / 12, a month's as it is."""
+    if interval is Interval.WEEK:
+        return amount * 52 / 12
+    if interval is Interval.QUARTER:
+        return amount / 3
+    if interval is Interval.YEAR:
+        return amount / 12
+    return amount
 
 
 class Catalog(_Record):

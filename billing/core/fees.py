@@ -1,7 +1,8 @@
 """When a plan's subscription fee is billed, and on which invoice. Pure: no database, no clock.
 
-A fee is charged per fee period — the calendar month, or the calendar year for a yearly plan
-(``fee_period_for``) — prorated by the days the subscription is active in it, trial days free (``rate_fee``).
+A fee is charged per fee period — the plan's interval: a week, month, quarter or year, on calendar boundaries or
+from the subscription's start day (``schedule_of``, ``fee_period_for``) — prorated by the days the subscription is
+active in it, trial days free (``rate_fee``).
 Which invoice carries the fee of a fee period depends on how the plan bills it:
 
 - in arrears: the invoice of the billing period the fee period ends in, or of the period the subscription ends
@@ -23,9 +24,9 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from billing.core.domain import Terms
-from billing.core.periods import Period, month_of, year_of
+from billing.core.periods import Period, Schedule
 from invoices.model import InvoiceLine, LineDetails, LineKind
-from pricing_plans.models import FeeBilling, Interval, Plan
+from pricing_plans.models import BillingAnchor, FeeBilling, Interval, Plan
 from pricing_plans.money import Rounding, round_money
 from pricing_plans.proration import fee_for_period
 
@@ -43,6 +44,8 @@ __all__ = [
     "opening_fee_period",
     "period_fees",
     "rate_fee",
+    "schedule_of",
+    "usage_periods_per_fee_period",
 ]
 
 
@@ -56,9 +59,22 @@ def billed_in_arrears(plan: Plan) -> bool:
     return plan.subscription is not None and plan.subscription.billing is FeeBilling.IN_ARREARS
 
 
-def fee_period_for(plan: Plan, period: Period) -> Period:
-    """The fee period that covers a billing period: the month itself, or the calendar year for yearly plans."""
-    return year_of(period.start) if plan.interval is Interval.YEAR else period
+def schedule_of(terms: Terms, plan: Plan) -> Schedule:
+    """A subscription's periods: its plan's interval, on calendar boundaries or from its start date."""
+    anniversary = plan.billing_anchor is BillingAnchor.SUBSCRIPTION_START
+    return Schedule(plan.interval, terms.start_date if anniversary else None)
+
+
+def usage_periods_per_fee_period(plan: Plan) -> int:
+    """How many billing periods one fee period holds: 3 on a quarterly plan, 12 on a yearly one (usage is billed
+    monthly), 1 otherwise (a weekly plan bills its usage weekly, a monthly one monthly)."""
+    return {Interval.QUARTER: 3, Interval.YEAR: 12}.get(plan.interval, 1)
+
+
+def fee_period_for(terms: Terms, plan: Plan, period: Period) -> Period:
+    """The fee period that covers a billing period: the one ``period`` starts in (the period itself on weekly
+    and monthly plans)."""
+    return schedule_of(terms, plan).fee_period(period.start)
 
 
 def ends_in(terms: Terms, period: Period) -> bool:
@@ -94,7 +110,7 @@ def arrears_fee_due(terms: Terms, plan: Plan, period: Period) -> bool:
     that fee period ends with ``period``, or the subscription ends in ``period`` before the fee period does."""
     if not billed_in_arrears(plan):
         return False
-    fee_period = fee_period_for(plan, period)
+    fee_period = fee_period_for(terms, plan, period)
     if fee_period.end == period.end:
         return True
     return ends_in(terms, period) and terms.end_date is not None and terms.end_date < fee_period.end
@@ -106,7 +122,7 @@ def advance_fee_period(terms: Terms, plan: Plan, period: Period) -> Period | Non
     on it gets its fee on its opening invoice); None otherwise."""
     if not billed_in_advance(plan):
         return None
-    upcoming = fee_period_for(plan, period.next())
+    upcoming = schedule_of(terms, plan).fee_period(period.end)
     runs_into_it = terms.end_date is None or terms.end_date > upcoming.start
     if upcoming.start == period.end and runs_into_it and terms.start_date < upcoming.start:
         return upcoming
@@ -115,7 +131,7 @@ def advance_fee_period(terms: Terms, plan: Plan, period: Period) -> Period | Non
 
 def opening_fee_period(terms: Terms, plan: Plan) -> Period:
     """The fee period of a subscription's opening invoice: the one it starts in."""
-    return fee_period_for(plan, month_of(terms.start_date))
+    return schedule_of(terms, plan).fee_period(terms.start_date)
 
 
 def opening_fee(terms: Terms, plan: Plan, rounding: Rounding = Rounding.HALF_UP) -> InvoiceLine | None:
@@ -133,7 +149,7 @@ def fee_period_to_adjust(terms: Terms, plan: Plan, period: Period) -> Period | N
     end = terms.end_date
     if not billed_in_advance(plan) or end is None or not period.start <= end <= period.end:
         return None
-    fee_period = fee_period_for(plan, period)
+    fee_period = fee_period_for(terms, plan, period)
     return fee_period if end < fee_period.end else None
 
 
@@ -145,7 +161,7 @@ def fee_adjustment(
     nothing was billed in advance, or when the difference is zero."""
     if billed is None:
         return None
-    fee_period = fee_period_for(plan, period)
+    fee_period = fee_period_for(terms, plan, period)
     due = rate_fee(terms, plan, fee_period, rounding)
     if due is None:
         return None

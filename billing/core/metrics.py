@@ -17,8 +17,8 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
 - **Customer churn rate** = C / S; **CRR** = (E − N) / S.
 - Every figure is per currency: a customer's figures go to the customer's currency; nothing is converted.
 - **MRR** of a customer on day t = Σ over their subscriptions active on t of the plan's fee normalized to a
-  month (``Plan.monthly_fee``: a yearly fee / 12) + the commitment minimum normalized to a month (a yearly
-  plan's minimum / 12), kept to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before
+  month (``Plan.monthly_fee``: a weekly fee × 52 / 12, a quarterly fee / 3, a yearly fee / 12) + the commitment
+  minimum normalized to a month the same way (``per_month``), kept to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before
   the display.
 - **MRR movements** per customer, m0 = MRR on ``P.start``, m1 = MRR on ``P.end``: m0 = 0 < m1 → **new**, or
   **reactivation** if the customer is a reactivated customer (so a customer already active on a free plan who
@@ -54,7 +54,7 @@ from billing.core.domain import CancelReason, Customer, Subscription
 from billing.core.periods import Period
 from billing.errors import BillingError
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus, LineKind
-from pricing_plans.models import Catalog, Interval, Plan
+from pricing_plans.models import Catalog, Plan, per_month
 from pricing_plans.money import HUNDRED, ZERO, format_amount, round_money
 
 __all__ = [
@@ -118,7 +118,6 @@ MRR_DECIMALS = 12
 """A plan's monthly MRR keeps this many decimal places (1000 / 12 = 83.333333333333): far below any minor unit,
 and few enough that sums of MRR below 10^15 are exact even in Python's default 28-digit context."""
 _MRR_QUANTUM = Decimal(1).scaleb(-MRR_DECIMALS)
-_MONTHS_PER_YEAR = Decimal(12)
 
 
 class MetricsError(BillingError, ValueError):
@@ -367,12 +366,11 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
 
 def plan_mrr(plan: Plan) -> Decimal:
     """A plan's contribution to MRR: its fee normalized to a month plus its commitment minimum normalized to a
-    month (both / 12 on a yearly plan), kept to :data:`MRR_DECIMALS` decimal places."""
+    month (both × 52 / 12 on a weekly plan, / 3 on a quarterly one, / 12 on a yearly one), kept to :data:`MRR_DECIMALS` decimal places."""
     with decimal.localcontext(_DIVIDE):
         fee = plan.monthly_fee
         minimum = plan.commitment.minimum if plan.commitment is not None else ZERO
-        if plan.interval is Interval.YEAR:
-            minimum = minimum / _MONTHS_PER_YEAR
+        minimum = per_month(minimum, plan.interval)
         return (fee + minimum).quantize(_MRR_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
 
 

@@ -1,19 +1,29 @@
-"""Billing periods: half-open ``[start, end)`` calendar months (or years) in the customer's timezone, and where a
-period stands at an instant (to come, open, ended), which decides what may be billed and issued."""
+"""Billing periods: half-open ``[start, end)`` ranges of local dates in the customer's timezone — calendar months
+(or weeks, quarters, years), or anniversary periods from a subscription's start day (``Schedule``) — and where a
+period stands at an instant (to come, open, ended), which decides what may be billed and issued.
+
+A calendar week is an ISO week: Monday to Sunday, in the customer's timezone. An anniversary month runs from the
+start day to the same day of the next month, or to its last day when it is shorter (a start on Jan 31: Jan 31 →
+Feb 28 (29 in a leap year) → Mar 31 → Apr 30 → May 31: each boundary is counted from the start, never from the
+previous boundary, so it never drifts to the 28th)."""
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from pricing_plans.models import Interval
+
 __all__ = [
     "EARLIEST_UTC_OFFSET",
     "LATE_USAGE_MONTHS",
     "Period",
     "PeriodState",
+    "Schedule",
     "has_begun_anywhere",
     "late_usage_start",
     "month",
@@ -21,6 +31,8 @@ __all__ = [
     "months_between",
     "parse_month",
     "period_state",
+    "quarter_of",
+    "week_of",
     "year_of",
 ]
 
@@ -45,18 +57,34 @@ class Period:
 
     @property
     def label(self) -> str:
-        """``2026-03`` for a month, ``2026`` for a calendar year, ``start..end`` otherwise."""
+        """``2026-03`` for a calendar month, ``2026`` for a calendar year, ``2026-Q1`` for a calendar quarter,
+        ``2026-W09`` for an ISO week, ``start..end`` (ISO dates, ``end`` exclusive) otherwise."""
         if self.start.day == 1 and self.end == _add_months(self.start, 1):
             return f"{self.start:%Y-%m}"
         if self.start.month == 1 and self.start.day == 1 and self.end == dt.date(self.start.year + 1, 1, 1):
             return f"{self.start:%Y}"
+        if self.start.day == 1 and self.start.month % 3 == 1 and self.end == _add_months(self.start, 3):
+            return f"{self.start.year}-Q{self.start.month // 3 + 1}"
+        if self.start.isoweekday() == 1 and self.days == 7:
+            year, week, _ = self.start.isocalendar()
+            return f"{year}-W{week:02d}"
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
 
+    @property
+    def last_day(self) -> dt.date:
+        return self.end - dt.timedelta(days=1)
+
     def next(self) -> Period:
+        """The period of the same length right after this one: a week (7 days), or as many calendar months.
+        (Anniversary periods follow their ``Schedule``.)"""
+        if self.days == 7:
+            return Period(self.end, self.end + dt.timedelta(days=7))
         months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month
         return Period(self.end, _add_months(self.end, months))
 
     def previous(self) -> Period:
+        if self.days == 7:
+            return Period(self.start - dt.timedelta(days=7), self.start)
         months = (self.end.year - self.start.year) * 12 + self.end.month - self.start.month
         return Period(_add_months(self.start, -months), self.start)
 
@@ -78,6 +106,13 @@ class Period:
 def _add_months(day: dt.date, months: int) -> dt.date:
     index = day.year * 12 + day.month - 1 + months
     return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _shift_months(anchor: dt.date, months: int) -> dt.date:
+    """``anchor`` moved by ``months`` months, on its own day of the month or the last day of a shorter month."""
+    index = anchor.year * 12 + anchor.month - 1 + months
+    year, month_number = index // 12, index % 12 + 1
+    return dt.date(year, month_number, min(anchor.day, calendar.monthrange(year, month_number)[1]))
 
 
 def month(year: int, month_number: int) -> Period:
@@ -116,6 +151,82 @@ def months_between(first: dt.date, last: dt.date) -> list[Period]:
 
 def year_of(day: dt.date) -> Period:
     return Period(dt.date(day.year, 1, 1), dt.date(day.year + 1, 1, 1))
+
+
+def quarter_of(day: dt.date) -> Period:
+    """The calendar quarter of ``day``: January–March, April–June, July–September or October–December."""
+    start = dt.date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+    return Period(start, _add_months(start, 3))
+
+
+def week_of(day: dt.date) -> Period:
+    """The ISO week of ``day``: Monday to Sunday."""
+    start = day - dt.timedelta(days=day.weekday())
+    return Period(start, start + dt.timedelta(days=7))
+
+
+_MONTHS = {Interval.MONTH: 1, Interval.QUARTER: 3, Interval.YEAR: 12}
+_ONE_WEEK = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A subscription's periods: its plan's ``interval`` and where they begin, ``anchor`` — None for calendar
+    boundaries, or the subscription's start date for anniversary billing.
+
+    The fee period is the interval. The billing period — what one invoice bills usage for — is the week on a
+    weekly plan and the month (calendar or anniversary) on the others: a quarterly or yearly plan bills its usage
+    monthly and its fee once per quarter or year."""
+
+    interval: Interval = Interval.MONTH
+    anchor: dt.date | None = None
+
+    def fee_period(self, day: dt.date) -> Period:
+        """The fee period containing ``day``."""
+        if self.interval is Interval.WEEK:
+            return self._weeks(day)
+        if self.anchor is None:
+            by_interval = {Interval.MONTH: month_of, Interval.QUARTER: quarter_of, Interval.YEAR: year_of}
+            return by_interval[self.interval](day)
+        return self._months(day, _MONTHS[self.interval])
+
+    def billing_period(self, day: dt.date) -> Period:
+        """The billing period containing ``day``: the week on a weekly plan, the month otherwise."""
+        if self.interval is Interval.WEEK:
+            return self._weeks(day)
+        return month_of(day) if self.anchor is None else self._months(day, 1)
+
+    def next_billing_period(self, period: Period) -> Period:
+        return self.billing_period(period.end)
+
+    def previous_billing_period(self, period: Period) -> Period:
+        return self.billing_period(period.start - dt.timedelta(days=1))
+
+    def billing_periods_ending_in(self, month_period: Period) -> list[Period]:
+        """The billing periods whose last day falls in ``month_period`` (a calendar month), in order."""
+        periods: list[Period] = []
+        period = self.billing_period(month_period.start)
+        while period.last_day < month_period.end:
+            if period.last_day >= month_period.start:
+                periods.append(period)
+            period = self.next_billing_period(period)
+        return periods
+
+    def _weeks(self, day: dt.date) -> Period:
+        if self.anchor is None:
+            return week_of(day)
+        start = self.anchor + _ONE_WEEK * ((day - self.anchor).days // 7)
+        return Period(start, start + _ONE_WEEK)
+
+    def _months(self, day: dt.date, months: int) -> Period:
+        assert self.anchor is not None
+        anchor = self.anchor
+        steps = ((day.year - anchor.year) * 12 + day.month - anchor.month) // months
+        while _shift_months(anchor, steps * months) > day:
+            steps -= 1
+        while _shift_months(anchor, (steps + 1) * months) <= day:
+            steps += 1
+        return Period(_shift_months(anchor, steps * months), _shift_months(anchor, (steps + 1) * months))
 
 
 class PeriodState(StrEnum):

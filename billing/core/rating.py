@@ -20,13 +20,13 @@ from decimal import Decimal
 from typing import Any
 
 from billing.core.domain import Terms
-from billing.core.fees import fee_period_for, rate_fee
+from billing.core.fees import fee_period_for, rate_fee, usage_periods_per_fee_period
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
 from pricing_plans.charge_models import BreakdownRow, ChargeAmount, MeterUsage, rate_charge
 from pricing_plans.commitment import true_up
 from pricing_plans.errors import AmountOutOfRangeError
-from pricing_plans.models import Charge, Interval, Meter, Plan
+from pricing_plans.models import Charge, Meter, Plan
 from pricing_plans.money import MAX_AMOUNT, ZERO, Rounding, round_money
 
 __all__ = [
@@ -73,14 +73,15 @@ def _active_days(terms: Terms, period: Period) -> int:
 def commitment_minimum(terms: Terms, plan: Plan, period: Period) -> Decimal:
     """The minimum commitment owed for a billing period, at full precision.
 
-    A yearly plan's commitment is trued up ratably each month (minimum / 12); a subscription active for part of
-    the period owes the minimum prorated by its active days.
+    The minimum is per fee period; a quarterly or yearly plan's is trued up ratably each monthly billing period
+    (minimum / 3, minimum / 12); a subscription active for part of the period owes the minimum prorated by its
+    active days.
     """
     if plan.commitment is None:
         return ZERO
     minimum = plan.commitment.minimum
-    if plan.interval is Interval.YEAR:
-        minimum = minimum / 12
+    if (periods := usage_periods_per_fee_period(plan)) != 1:
+        minimum = minimum / periods
     active = _active_days(terms, period)
     if active != period.days:
         minimum = minimum * active / period.days
@@ -124,7 +125,7 @@ def rate_period(
         plan_version=plan.version,
         currency=plan.currency,
         period=period,
-        fee_line=rate_fee(terms, plan, fee_period_for(plan, period), rounding),
+        fee_line=rate_fee(terms, plan, fee_period_for(terms, plan, period), rounding),
         usage_lines=tuple(usage_lines),
         commitment_line=_commitment_line(terms, plan, period, usage_total, rounding),
     )
@@ -148,7 +149,7 @@ def usage_charges(
         for index, charge in enumerate(plan.charges)
     ]
     usage_total = sum(amounts, ZERO)
-    fee_line = rate_fee(terms, plan, fee_period_for(plan, period), rounding)
+    fee_line = rate_fee(terms, plan, fee_period_for(terms, plan, period), rounding)
     commitment_line = _commitment_line(terms, plan, period, usage_total, rounding)
     # the lines' amounts in the order RatedPeriod.subtotal adds them: fee, each usage line, commitment
     head = [] if fee_line is None else [fee_line.amount]

@@ -70,8 +70,8 @@ def test_billing_kind_and_fee_period(catalog):
     assert fees.billed_in_arrears(catalog.plan("arrears")) and not fees.billed_in_advance(catalog.plan("arrears"))
     assert fees.billed_in_advance(catalog.plan("advance")) and not fees.billed_in_arrears(catalog.plan("advance"))
     assert not fees.billed_in_advance(catalog.plan("free")) and not fees.billed_in_arrears(catalog.plan("free"))
-    assert fees.fee_period_for(catalog.plan("advance"), MARCH) == MARCH
-    assert fees.fee_period_for(catalog.plan("yearly"), MARCH) == YEAR_2026
+    assert fees.fee_period_for(SubscriptionTerms(dt.date(2026, 1, 1)), catalog.plan("advance"), MARCH) == MARCH
+    assert fees.fee_period_for(SubscriptionTerms(dt.date(2026, 1, 1)), catalog.plan("yearly"), MARCH) == YEAR_2026
 
 
 def test_rate_fee_prorates_by_active_days(catalog):
