@@ -252,7 +252,8 @@ rounding = "half_down"
 [plans.growth]
 name = "Growth"
 currency = "USD"
-interval = "week"
+interval = "fortnight"
+billing_anchor = "start_date"
 
 [plans.growth.subscription]
 fee = 49.00
@@ -260,7 +261,10 @@ billing = "upfront"
 """
     ) == [
         "catalog.toml: catalog.rounding: unknown rounding 'half_down' (expected one of: half_up, half_even)",
-        "catalog.toml: plans.growth.interval: unknown interval 'week' (expected one of: month, year)",
+        "catalog.toml: plans.growth.interval: unknown interval 'fortnight' (expected one of: week, month, quarter, "
+        "year)",
+        "catalog.toml: plans.growth.billing_anchor: unknown billing_anchor 'start_date' "
+        "(expected one of: calendar, subscription_start)",
         "catalog.toml: plans.growth.subscription.billing: unknown billing 'upfront' "
         "(expected one of: in_advance, in_arrears)",
     ]
@@ -880,7 +884,7 @@ interval = "weekly"
         load_catalog_or_raise(path)
     assert str(caught.value) == (
         f"{path}: plans.a.currency: unknown currency 'XXY' (expected an ISO 4217 code such as USD, EUR, JPY)\n"
-        f"{path}: plans.b.interval: unknown interval 'weekly' (expected one of: month, year)"
+        f"{path}: plans.b.interval: unknown interval 'weekly' (expected one of: week, month, quarter, year)"
     )
     assert len(caught.value.problems) == 2
 
