@@ -42,8 +42,8 @@ from billing.core.compose import (
     period_key,
 )
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import fee_period_to_adjust, opening_fee
-from billing.core.periods import LATE_USAGE_MONTHS, Period
+from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
+from billing.core.periods import LATE_USAGE_MONTHS, Period, has_begun_anywhere
 from billing.db import repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import late_event_periods
@@ -54,6 +54,7 @@ from billing.usage_windows import (
     UsageKey,
     aggregate,
     charged_usage,
+    events_in,
     resolve_plans,
     usage_windows,
 )
@@ -89,6 +90,7 @@ class RunReport:
     seconds: dict[str, float] = field(default_factory=dict)
     rating_workers: int = 0  # worker processes that rated the drafts (0: rated in this process)
     removed: list[str] = field(default_factory=list)  # drafts of the period it deleted: nothing to bill now
+    periods: list[Period] = field(default_factory=list)  # the weeks and anniversary months billed beside the month
 
     @property
     def unbilled_events(self) -> int:
@@ -131,21 +133,128 @@ def run_billing(
     now: dt.datetime | None = None,
     workers: int | None = None,
 ) -> RunReport:
-    """Write (or refresh) the draft invoices of ``period``: one per customer, plus opening invoices for
-    subscriptions with an in-advance fee that start in it. A period that has not begun is refused
-    (``PeriodNotBegunError``): the current one is billed as drafts (a preview), a period to come never.
+    """Write (or refresh) the draft invoices of every billing period whose last day falls in ``period`` (a
+    calendar month): one per customer and billing period — the month itself for plans billed on calendar months,
+    and each anniversary month or week that ends in it — plus opening invoices for subscriptions with an
+    in-advance fee that start in them. A period that has not begun is refused (``PeriodNotBegunError``): the
+    current one is billed as drafts (a preview), a period to come never (a week that has not begun is left for a
+    later run).
 
     ``now``: the instant of the run (default: the clock), up to which received usage counts."""
     check_period_begun(period, now)
+    billing_periods = _billing_periods(engine, catalog, period, customer, now)
+    report = RunReport(period=period)
+    customers: set[str] = set()
+    for billing_period in billing_periods.periods:
+        main = billing_period == period
+        part, billed = _run_period(
+            engine, catalog, billing_period, billing_periods, customer,
+            progress=progress if main else None, now=now, workers=workers,
+        )
+        customers |= billed
+        _merge(report, part, main=main)
+    report.customers = len(customers)
+    return report
+
+
+@dataclass(frozen=True)
+class _BillingPeriods:
+    """The billing periods a run of a month bills (in order of their ends, the month itself among them) and who
+    is billed in each.
+
+    Attributes:
+      month: the run's period.
+      members: the subscriptions billed in each billing period other than ``month`` (those whose plan bills
+        weekly, or from their start day); every other subscription is billed in ``month``.
+      late_owner: the billing period whose invoice carries a customer's late usage of earlier periods (its last
+        one in the run); ``month`` for a customer not listed.
+    """
+
+    month: Period
+    members: dict[Period, set[int]]
+    late_owner: dict[str, Period]
+
+    @property
+    def periods(self) -> list[Period]:
+        return sorted({self.month, *self.members}, key=lambda p: (p.end, p.start))
+
+    @property
+    def elsewhere(self) -> set[int]:
+        """The subscriptions billed in a billing period other than the month."""
+        return set().union(*self.members.values()) if self.members else set()
+
+    def bills(self, period: Period, subscription: Subscription) -> bool:
+        if period == self.month:
+            return subscription.id not in self.elsewhere
+        return subscription.id in self.members.get(period, set())
+
+
+def _billing_periods(
+    engine: Engine, catalog: Catalog, month: Period, customer: str | None, now: dt.datetime | None
+) -> _BillingPeriods:
+    """The billing periods whose last day falls in ``month``: of each subscription whose plan does not bill it on
+    calendar months (a week or an anniversary month), when the subscription covers a day of it or ended as it
+    began, and it has begun somewhere."""
+    instant = clock(now)
+    with session_scope(read_only(engine)) as session:
+        # a billing period ending in the month began at most 31 days before the month
+        found = repository.subscriptions_active_between(session, month.start - dt.timedelta(days=31), month.end)
+    if customer is not None:
+        found = [s for s in found if s.customer_external_id == customer]
+    plans = resolve_plans(catalog, found).plans
+    members: dict[Period, set[int]] = {}
+    last: dict[str, Period] = {}
+    for subscription in found:
+        plan = plans.get(subscription.id)
+        if plan is None:
+            continue
+        for period in schedule_of(subscription, plan).billing_periods_ending_in(month):
+            covers = subscription.overlaps(period.start, period.end) or subscription.end_date == period.start
+            if period != month and covers and has_begun_anywhere(period, instant):
+                members.setdefault(period, set()).add(subscription.id)
+                owner = subscription.customer_external_id
+                last[owner] = max(last.get(owner, month), period, key=lambda p: (p.end, p.start))
+    return _BillingPeriods(month, members, last)
+
+
+def _merge(report: RunReport, part: RunReport, *, main: bool) -> None:
+    """Add what the run of one billing period did to the run's report."""
+    for name in ("created", "updated", "unchanged", "issued_untouched", "invoices", "events", "late_lines"):
+        setattr(report, name, getattr(report, name) + getattr(part, name))
+    report.skipped += part.skipped
+    report.unbilled += part.unbilled
+    report.finalized += part.finalized
+    report.removed += part.removed
+    for currency, total in part.totals.items():
+        report.totals[currency] = report.totals.get(currency, ZERO) + total
+    for phase, seconds in part.seconds.items():
+        report.seconds[phase] = report.seconds.get(phase, 0.0) + seconds
+    report.rating_workers = max(report.rating_workers, part.rating_workers)
+    if not main:
+        report.periods.append(part.period)
+
+
+def _run_period(
+    engine: Engine,
+    catalog: Catalog,
+    period: Period,
+    billing_periods: _BillingPeriods,
+    customer: str | None,
+    *,
+    progress: Callable[[int, int], None] | None,
+    now: dt.datetime | None,
+    workers: int | None,
+) -> tuple[RunReport, set[str]]:
+    """Bill one billing period: its report, and the customers it wrote an invoice for."""
     with _without_cyclic_collection():
         report = RunReport(period=period)
         clock = _Clock(report)
         # Every event received up to this instant is committed and counted; later ones are late for the drafts.
         usage_as_of = now or ingestion_cutoff(engine)
-        scope = _load_scope(engine, catalog, period, customer, report)
+        scope = _load_scope(engine, catalog, period, billing_periods, customer, report)
         clock.lap("load")
         usage = _aggregate(engine, catalog, scope, report)
-        _account(engine, catalog, scope, usage, report)
+        _account(engine, catalog, scope, usage, report, billing_periods)
         billed = _load_billed(engine, catalog, scope)
         clock.lap("aggregate")
         inputs = _rating_inputs(catalog, scope, usage, billed, usage_as_of)
@@ -154,7 +263,7 @@ def run_billing(
         written = _write_drafts(engine, inputs, scope, stored, workers, progress, clock)
         _settle(engine, scope, written, usage_as_of, report)
         clock.lap("write")
-        return report
+        return report, written.customers
 
 
 @contextmanager
@@ -203,17 +312,27 @@ class _Scope:
 
 
 def _load_scope(
-    engine: Engine, catalog: Catalog, period: Period, customer: str | None, report: RunReport
+    engine: Engine,
+    catalog: Catalog,
+    period: Period,
+    billing_periods: _BillingPeriods,
+    customer: str | None,
+    report: RunReport,
 ) -> _Scope:
     """load: the subscriptions in the period, the earlier periods with late usage, their customers and plans."""
     with session_scope(read_only(engine)) as session:
         # the day before the period too: a subscription that ended as the period began may owe a fee adjustment
         found = repository.subscriptions_active_between(session, period.start - dt.timedelta(days=1), period.end)
+        found = [s for s in found if billing_periods.bills(period, s)]
         if customer is not None:
             found = [s for s in found if s.customer_external_id == customer]
         subscriptions = [s for s in found if s.overlaps(period.start, period.end)]
         ended_as_it_began = [s for s in found if s.end_date == period.start]
-        late_periods = late_event_periods(session, period, customer, lookback=LATE_USAGE_MONTHS)
+        late_periods = [
+            (c, late)
+            for c, late in late_event_periods(session, period, customer, lookback=LATE_USAGE_MONTHS)
+            if billing_periods.late_owner.get(c, billing_periods.month) == period
+        ]
         customer_ids = {s.customer_external_id for s in subscriptions}
         customer_ids |= {c for c, _ in late_periods}
         customer_ids |= {s.customer_external_id for s in ended_as_it_began}
@@ -228,6 +347,11 @@ def _load_scope(
     for subscription in late_subscriptions:
         if subscription.id in plans.plans:
             late_subscriptions_by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
+    late_periods = [  # each late period is re-rated with the subscriptions billed in periods like it
+        (c, late)
+        for c, late in late_periods
+        if any(_bills(s, plans.plans[s.id], late) for s in late_subscriptions_by_customer.get(c, ()))
+    ]
     return _Scope(
         period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
         customer_ids, plans, late_by_customer, late_subscriptions_by_customer,
@@ -246,6 +370,7 @@ def _aggregate(
         if customer_id in scope.customers
         for subscription in scope.late_subscriptions_by_customer.get(customer_id, ())
         for late_period in own_late_periods
+        if _bills(subscription, plans[subscription.id], late_period)
     ]
     by_id = {s.id: s for s in [*scope.subscriptions, *scope.late_subscriptions]}
     return aggregate(engine, catalog, usage_windows(keys, by_id, scope.customers))
@@ -253,16 +378,23 @@ def _aggregate(
 
 def _account(
     engine: Engine, catalog: Catalog, scope: _Scope, usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
-    report: RunReport,
+    report: RunReport, billing_periods: _BillingPeriods,
 ) -> None:
     """aggregate, the end: how many of the period's events the run rates, and which it leaves unbilled, with why
-    (``billing.unbilled``; the windows just aggregated are not counted again)."""
+    (``billing.unbilled``; the windows just aggregated are not counted again). The month accounts for every
+    customer billed on calendar months; a week or an anniversary month (and the month, for a customer that has
+    such periods) counts the events it rates."""
     counted = {key.subscription: found for key, found in usage.items() if not key.late and key.period == scope.period}
+    if scope.period != billing_periods.month:
+        report.events = events_in(counted)
+        return
+    others = set(billing_periods.late_owner)  # the customers with a week or an anniversary month in the run
     account = account_usage(
         engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
-        customer=scope.customer, counted=counted,
+        customer=scope.customer, counted=counted, exclude=others,
     )
-    report.events = account.rated
+    own = {s.id for s in scope.subscriptions if s.customer_external_id in others}
+    report.events = account.rated + events_in({i: found for i, found in counted.items() if i in own})
     report.unbilled = account.unbilled
 
 
@@ -455,7 +587,9 @@ def _settle(
         store.touch_drafts(session, written.unchanged, usage_as_of)
         # (a customer the run could not rate keeps its draft: a catalog or data mistake deletes nothing)
         produced = written.produced | {period_key(c, scope.period) for c, _ in report.skipped}
-        report.removed = store.remove_stale_drafts(session, scope.period.start, produced, scope.customer)
+        report.removed = store.remove_stale_drafts(
+            session, scope.period.start, produced, scope.customer, period_end=scope.period.end
+        )
     report.customers = len(written.customers)
 
 
@@ -535,7 +669,7 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
         )
         for late_period in inputs.late_by_customer.get(customer_id, ())
         for s in inputs.late_subscriptions_by_customer.get(customer_id, ())
-        if s.overlaps(late_period.start, late_period.end)
+        if s.overlaps(late_period.start, late_period.end) and _bills(s, plans[s.id], late_period)
     ]
     if not sections and not late:
         # (a customer who left as the period began has nothing to settle)
@@ -620,6 +754,12 @@ def _rate_chunk_in_worker(customer_ids: list[str]) -> _RatedChunk:
     return _rate_chunk(_worker_inputs, customer_ids)
 
 
+def _bills(subscription: Subscription, plan: Plan, period: Period) -> bool:
+    """Whether ``period`` is one of the subscription's billing periods (a calendar month, an anniversary month or
+    a week, as its plan bills)."""
+    return schedule_of(subscription, plan).billing_period(period.start) == period
+
+
 def _subscriptions_for_late(session: Session, late_periods: Iterable[tuple[str, Period]]) -> list[Subscription]:
     found: dict[int, Subscription] = {}
     for late_period in {p for _, p in late_periods}:
@@ -642,11 +782,11 @@ def finalize_period(
     now: dt.datetime | None = None,
     allow_open_period: bool = False,
 ) -> list[str]:
-    """Finalize the period's drafts — its period invoices and the opening invoices of the subscriptions that start
-    in it (a yearly plan's is dated by its fee year) — numbered in customer order, ``batch`` per transaction, each
-    invoice's ``invoice.finalized`` notification queued with it; only ``customer``'s, or those of ``customers``,
-    if given. Drafts another process finalized meanwhile are left to it, so two finalizations of one period can
-    run at once.
+    """Finalize the period's drafts — its period invoices (of every billing period whose last day falls in it)
+    and the opening invoices of the subscriptions that start in it (a yearly plan's is dated by its fee year) —
+    numbered in customer order, ``batch`` per transaction, each invoice's ``invoice.finalized`` notification
+    queued with it; only ``customer``'s, or those of ``customers``, if given. Drafts another process finalized
+    meanwhile are left to it, so two finalizations of one period can run at once.
 
     An issued invoice cannot be changed: if the period has not ended at ``now`` (default: the clock) in the
     timezone of a customer with a period draft, nothing is finalized (``OpenPeriodError``); with
@@ -663,7 +803,8 @@ def finalize_period(
             for s in repository.subscriptions_active_between(session, period.start, period.end)
             if period.contains(s.start_date) and (wanted is None or s.customer_external_id in wanted)
         ]
-        closing = store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD)
+        # the period invoices of every billing period ending in it: the month's, weeks', anniversary months'
+        closing = store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD, ending_by=period.end)
         if wanted is not None:
             closing &= wanted
         owners = repository.customers_by_external_id(
@@ -679,7 +820,7 @@ def finalize_period(
         ]
         # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
         # dated by its fee year, which would issue it before the subscription starts)
-        ids = store.drafts_of_period(session, period.start, started, customers=wanted)
+        ids = store.drafts_of_period(session, period.start, started, customers=wanted, ending_by=period.end)
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:

@@ -23,7 +23,7 @@ counted in one batch by ``meters.count_events``. Which customers have events at 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
@@ -147,12 +147,16 @@ def account_usage(
     *,
     customer: str | None = None,
     counted: Mapping[int, Mapping[str, MeterUsage]] | None = None,
+    exclude: Collection[str] = (),
 ) -> UsageAccount:
     """Count the events of ``period`` (of ``customer`` only, if given) a billing run rates, and name those it does
     not, given what the run bills: ``subscriptions`` (those covering a day of the period), their ``customers`` by
     external id (the others are looked up), their ``plans``; ``counted``: the usage the run aggregated for each
-    subscription's window of the period, by subscription id."""
+    subscription's window of the period, by subscription id. The customers of ``exclude`` are not accounted
+    (billed in other billing periods than ``period``: weeks or anniversary months)."""
     present = customers_by_meter(engine, customer)
+    if exclude:
+        present = {meter: found - set(exclude) for meter, found in present.items()}
     with_events = set().union(*present.values()) if present else set()
     owners = dict(customers)
     missing = with_events - owners.keys()

@@ -96,6 +96,8 @@ def _print_report(report: RunReport, finalized: list[str] | None) -> None:
     table.add_row("drafts unchanged", str(report.unchanged))
     table.add_row("drafts removed (nothing to invoice now)", str(len(report.removed)))
     table.add_row("issued, left untouched", str(report.issued_untouched))
+    if report.periods:  # weeks and anniversary months ending in the month, beside the month itself
+        table.add_row("billing periods besides the month", ", ".join(p.label for p in report.periods))
     table.add_row("late-usage lines", str(report.late_lines))
     table.add_row("usage events in the period", f"{report.accepted:,}")
     table.add_row("usage events rated", f"{report.events:,}")

@@ -18,8 +18,8 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
 - Every figure is per currency: a customer's figures go to the customer's currency; nothing is converted.
 - **MRR** of a customer on day t = Σ over their subscriptions active on t of the plan's fee normalized to a
   month (``Plan.monthly_fee``: a weekly fee × 52 / 12, a quarterly fee / 3, a yearly fee / 12) + the commitment
-  minimum normalized to a month the same way (``per_month``), kept to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before
-  the display.
+  minimum normalized to a month the same way (``per_month``), kept to 12 decimal places (``MRR_DECIMALS``),
+  never rounded to minor units before the display.
 - **MRR movements** per customer, m0 = MRR on ``P.start``, m1 = MRR on ``P.end``: m0 = 0 < m1 → **new**, or
   **reactivation** if the customer is a reactivated customer (so a customer already active on a free plan who
   starts paying is new MRR); m0 > 0 = m1 → **churned** (m0), whether the customer left or moved to a free plan;
@@ -366,7 +366,8 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
 
 def plan_mrr(plan: Plan) -> Decimal:
     """A plan's contribution to MRR: its fee normalized to a month plus its commitment minimum normalized to a
-    month (both × 52 / 12 on a weekly plan, / 3 on a quarterly one, / 12 on a yearly one), kept to :data:`MRR_DECIMALS` decimal places."""
+    month (both × 52 / 12 on a weekly plan, / 3 on a quarterly one, / 12 on a yearly one), kept to
+    :data:`MRR_DECIMALS` decimal places."""
     with decimal.localcontext(_DIVIDE):
         fee = plan.monthly_fee
         minimum = plan.commitment.minimum if plan.commitment is not None else ZERO

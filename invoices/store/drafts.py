@@ -314,9 +314,15 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
 
 
 def remove_stale_drafts(
-    session: Session, period_start: dt.date, keep: Iterable[str], customer: str | None = None
+    session: Session,
+    period_start: dt.date,
+    keep: Iterable[str],
+    customer: str | None = None,
+    *,
+    period_end: dt.date | None = None,
 ) -> list[str]:
-    """Delete the period drafts (scope ``period``) of the period starting ``period_start`` whose key is
+    """Delete the period drafts (scope ``period``) of the period starting ``period_start`` (and ending on
+    ``period_end``, if given) whose key is
     not in ``keep`` (what a billing run of that period just wrote, found unchanged or could not rate): a customer
     whose subscription was ended before the period, or who has nothing left to invoice in it, must not keep a
     draft that finalization would issue. Only drafts, and only those: the others are neither deleted nor locked
@@ -329,6 +335,8 @@ def remove_stale_drafts(
     )
     if customer is not None:
         statement = statement.where(InvoiceRow.customer_external_id == customer)
+    if period_end is not None:  # (a week and a month may start on the same day)
+        statement = statement.where(InvoiceRow.period_end == period_end)
     kept = set(keep)
     stale = sorted(invoice_id for invoice_id, key in session.execute(statement) if key not in kept)
     removed: list[str] = []

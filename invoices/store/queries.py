@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from dbkit import as_utc, keyset_page, page_of
@@ -247,18 +247,32 @@ def invoiced_until(session: Session, customer: str) -> dt.date | None:
 
 
 def customers_with_drafts(
-    session: Session, period_start: dt.date, scope: InvoiceScope | None = None
+    session: Session, period_start: dt.date, scope: InvoiceScope | None = None, *, ending_by: dt.date | None = None
 ) -> set[str]:
     """The customers with a draft invoice (of any scope, or of ``scope``) dated in the period starting
-    ``period_start``."""
+    ``period_start``; with ``ending_by``, of a period whose last day falls in ``[period_start, ending_by)``."""
     statement = (
         select(InvoiceRow.customer_external_id)
         .distinct()
-        .where(InvoiceRow.period_start == period_start, InvoiceRow.status == InvoiceStatus.DRAFT.value)
+        .where(_dated(period_start, ending_by), InvoiceRow.status == InvoiceStatus.DRAFT.value)
     )
     if scope is not None:
         statement = statement.where(InvoiceRow.scope == scope.value)
     return set(session.scalars(statement))
+
+
+def _dated(period_start: dt.date, ending_by: dt.date | None) -> ColumnElement[bool]:
+    """Invoices of the period starting ``period_start``, or (``ending_by``) of every period whose last day falls
+    in ``[period_start, ending_by)``: its exclusive end in ``(period_start, ending_by]``."""
+    if ending_by is None:
+        return InvoiceRow.period_start == period_start
+    # a billing period is a week or a month: it began at most 31 days before its last day (the index's range)
+    return and_(
+        InvoiceRow.period_start >= period_start - dt.timedelta(days=31),
+        InvoiceRow.period_start < ending_by,
+        InvoiceRow.period_end > period_start,
+        InvoiceRow.period_end <= ending_by,
+    )
 
 
 def customers_with_issued_invoice(session: Session, period_start: dt.date) -> set[str]:
@@ -282,6 +296,7 @@ def drafts_of_period(
     customer: str | None = None,
     *,
     customers: Collection[str] | None = None,
+    ending_by: dt.date | None = None,
 ) -> list[int]:
     """The ids of the drafts a period's finalization issues, in customer order: the period invoices of the period
     starting ``period_start`` and the opening invoices of ``opening_subscriptions`` (those that start in it:
@@ -292,7 +307,7 @@ def drafts_of_period(
         .where(
             InvoiceRow.status == InvoiceStatus.DRAFT.value,
             or_(
-                and_(InvoiceRow.scope == InvoiceScope.PERIOD.value, InvoiceRow.period_start == period_start),
+                and_(InvoiceRow.scope == InvoiceScope.PERIOD.value, _dated(period_start, ending_by)),
                 and_(
                     InvoiceRow.scope == InvoiceScope.OPENING.value,
                     InvoiceRow.subscription_id.in_(sorted(set(opening_subscriptions))),
