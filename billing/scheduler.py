@@ -62,6 +62,7 @@ from billing.reactions import POLL, Reactor
 from billing.run import finalize_period, run_billing
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
+from invoices.model import InvoiceScope
 from invoices.store import FinalizeSettings
 from pricing_plans.models import Catalog
 
@@ -109,11 +110,15 @@ def finalize_settings(settings: Settings) -> FinalizeSettings:
 
 
 def _invoiced_customers(engine: Engine, period: Period, *, drafts: bool) -> set[str]:
-    """Customers with a draft invoice of ``period`` (``drafts``), or with an issued period invoice of it."""
+    """Customers with a draft invoice of ``period`` (``drafts``: an opening invoice dated in it, or the invoice of a
+    billing period ending in it — the month, a week, an anniversary month), or with an issued period invoice of a
+    billing period ending in it."""
     with session_scope(read_only(engine)) as session:
         if drafts:
-            return store.customers_with_drafts(session, period.start)
-        return store.customers_with_issued_invoice(session, period.start)
+            return store.customers_with_drafts(session, period.start) | store.customers_with_drafts(
+                session, period.start, InvoiceScope.PERIOD, ending_by=period.end
+            )
+        return store.customers_with_issued_invoice(session, period.start, ending_by=period.end)
 
 
 def bill_closed_periods(

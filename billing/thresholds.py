@@ -41,7 +41,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from billing.core.domain import Customer, Subscription
-from billing.core.periods import Period, month_of
+from billing.core.fees import schedule_of
+from billing.core.periods import Period, Schedule, month_of
 from billing.core.rating import usage_charges
 from billing.db import repository, session_scope
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
@@ -461,7 +462,7 @@ def _targets(
 ) -> dict[_TargetKey, _Target]:
     """Each subscription with thresholds over each of its customer's periods that it covers up to today, by
     (subscription, period start); subscriptions whose plan the catalog does not know are skipped."""
-    covering: list[tuple[Subscription, Period]] = []
+    covering: list[tuple[Subscription, Period, dt.date]] = []
     for subscription in scope.subscriptions:
         owner = scope.owners.get(subscription.customer_external_id)
         if owner is None:
@@ -470,12 +471,12 @@ def _targets(
         for period in periods_of(owner):
             until = min(period.end, tomorrow)  # a period that has not begun yet covers no day so far
             if period.start < until and subscription.overlaps(period.start, until):
-                covering.append((subscription, period))
-    resolved = resolve_plans(catalog, list({s.id: s for s, _ in covering}.values()))
+                covering.append((subscription, period, tomorrow))
+    resolved = resolve_plans(catalog, list({s.id: s for s, _, _ in covering}.values()))
     report.skipped += [(problem.customer, problem.message) for problem in resolved.unknown]
     targets: dict[_TargetKey, _Target] = {}
     of_plan: dict[int, tuple[ThresholdSpec, ...]] = {}  # by id(plan): the thresholds of a customer without limits
-    for subscription, period in covering:
+    for subscription, days, tomorrow in covering:
         plan = resolved.plans.get(subscription.id)
         if plan is None:
             continue
@@ -486,9 +487,19 @@ def _targets(
             specs = of_plan.get(id(plan))  # type: ignore[assignment]
             if specs is None:
                 specs = of_plan[id(plan)] = tuple(plan_thresholds(plan))
-        if specs:
-            targets[(subscription.id, period.start)] = _Target(subscription, plan, period, specs)
+        # the subscription's own billing periods over those days: the month itself, or weeks, anniversary months
+        for period in _billing_periods_over(schedule_of(subscription, plan), days, min(days.end, tomorrow)):
+            if specs and subscription.overlaps(period.start, min(period.end, tomorrow)):
+                targets[(subscription.id, period.start)] = _Target(subscription, plan, period, specs)
     return targets
+
+
+def _billing_periods_over(schedule: Schedule, days: Period, until: dt.date) -> list[Period]:
+    """The billing periods of ``schedule`` with a day in ``[days.start, until)``, in order."""
+    found = [schedule.billing_period(days.start)]
+    while found[-1].end < until:
+        found.append(schedule.next_billing_period(found[-1]))
+    return found
 
 
 def _leave_out_issued(engine: Engine, targets: dict[_TargetKey, _Target], report: CheckReport) -> None:

@@ -275,13 +275,16 @@ def _dated(period_start: dt.date, ending_by: dt.date | None) -> ColumnElement[bo
     )
 
 
-def customers_with_issued_invoice(session: Session, period_start: dt.date) -> set[str]:
-    """The customers whose period invoice of the period starting ``period_start`` is issued (void included)."""
+def customers_with_issued_invoice(
+    session: Session, period_start: dt.date, *, ending_by: dt.date | None = None
+) -> set[str]:
+    """The customers whose period invoice of the period starting ``period_start`` is issued (void included); with
+    ``ending_by``, an invoice of a period whose last day falls in ``[period_start, ending_by)``."""
     statement = (
         select(InvoiceRow.customer_external_id)
         .distinct()
         .where(
-            InvoiceRow.period_start == period_start,
+            _dated(period_start, ending_by),
             InvoiceRow.status != InvoiceStatus.DRAFT.value,
             InvoiceRow.scope == InvoiceScope.PERIOD.value,
         )
