@@ -83,10 +83,12 @@ def list_invoices(
     kind: InvoiceKind | None = None,
     with_lines: bool = False,
 ) -> list[Invoice]:
-    """Invoices, oldest first, filtered; lines are loaded (in one query) only when asked for."""
+    """Invoices, oldest first, filtered; lines are loaded (in one query) only when asked for. ``period_start``, the
+    first of a month: the invoices dated in that month, and the invoices of the weeks and anniversary months that
+    end in it."""
     statement = select(InvoiceRow).order_by(InvoiceRow.period_start, InvoiceRow.customer_external_id, InvoiceRow.id)
     if period_start is not None:
-        statement = statement.where(InvoiceRow.period_start == period_start)
+        statement = statement.where(_listed_in(period_start))
     if status is not None:
         statement = statement.where(InvoiceRow.status == str(status))
     if customer is not None:
@@ -96,6 +98,18 @@ def list_invoices(
     rows = session.execute(statement).scalars().all()
     lines = _lines_of(session, [row.id for row in rows]) if with_lines else {}
     return [_to_invoice(row, lines.get(row.id, ())) for row in rows]
+
+
+def _listed_in(period_start: dt.date) -> ColumnElement[bool]:
+    """The invoices of the period starting ``period_start``; when it is the first of a month, also the period
+    invoices of every billing period ending in that month (weeks, anniversary months)."""
+    if period_start.day != 1:
+        return InvoiceRow.period_start == period_start
+    month_end = (period_start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return or_(
+        InvoiceRow.period_start == period_start,
+        and_(InvoiceRow.scope == InvoiceScope.PERIOD.value, _dated(period_start, month_end)),
+    )
 
 
 def invoices_page(
@@ -113,7 +127,7 @@ def invoices_page(
     lie beyond it."""
     statement = select(InvoiceRow)
     if period_start is not None:
-        statement = statement.where(InvoiceRow.period_start == period_start)
+        statement = statement.where(_listed_in(period_start))
     if status is not None:
         statement = statement.where(InvoiceRow.status == str(status))
     if customer is not None:
