@@ -67,6 +67,8 @@ def _invoice_summaries(session: Session, first: dt.date, last: dt.date) -> list[
             discount=invoice.discount,
             refers_to=invoice.refers_to,
             line_amounts=invoice.line_amounts,
+            period_end=invoice.period_end,
+            scope=invoice.scope,
         )
         for invoice in store.invoice_amounts(session, first, last)
     ]

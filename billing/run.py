@@ -213,7 +213,7 @@ def _billing_periods(
             if period != month and covers and has_begun_anywhere(period, instant):
                 members.setdefault(period, set()).add(subscription.id)
                 owner = subscription.customer_external_id
-                last[owner] = max(last.get(owner, month), period, key=lambda p: (p.end, p.start))
+                last[owner] = max(last.get(owner, period), period, key=lambda p: (p.end, p.start))
     return _BillingPeriods(month, members, last)
 
 

@@ -305,7 +305,8 @@ class Invoice:
     def period_label(self) -> str:
         if self.period_start.day == 1 and (self.period_end - self.period_start).days in (28, 29, 30, 31):
             return f"{self.period_start:%Y-%m}"
-        return f"{self.period_start.isoformat()} – {self.period_end.isoformat()}"
+        # its first and last days (a week, an anniversary month, a fee year)
+        return f"{self.period_start.isoformat()} – {(self.period_end - dt.timedelta(days=1)).isoformat()}"
 
     def sections(self) -> list[tuple[str, list[InvoiceLine]]]:
         """Lines grouped by section, in order."""

@@ -53,7 +53,7 @@ from decimal import Decimal
 from billing.core.domain import CancelReason, Customer, Subscription
 from billing.core.periods import Period
 from billing.errors import BillingError
-from invoices.model import Invoice, InvoiceKind, InvoiceStatus, LineKind
+from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus, LineKind
 from pricing_plans.models import Catalog, Plan, per_month
 from pricing_plans.money import HUNDRED, ZERO, format_amount, round_money
 
@@ -140,6 +140,9 @@ class InvoiceSummary:
       period_start: the first day of the billing period the invoice is for.
       subtotal, discount: before tax; the billed amount of an invoice is ``subtotal − discount``.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs.
+      period_end, scope: the end of the billing period (exclusive) and what the invoice bills: a period invoice
+        counts in the month its period's last day falls in (``billed_month``), an opening invoice in the month it
+        starts.
     """
 
     number: str | None
@@ -152,6 +155,17 @@ class InvoiceSummary:
     discount: Decimal = ZERO
     refers_to: str | None = None
     line_amounts: tuple[tuple[str, Decimal], ...] = ()
+    period_end: dt.date | None = None
+    scope: InvoiceScope = InvoiceScope.PERIOD
+
+    @property
+    def billed_month(self) -> dt.date:
+        """The first day of the month whose billed revenue the invoice counts in: the month its billing period's
+        last day falls in (as the run of that month bills it: a week or an anniversary month ending in it), or,
+        for an opening invoice, the month it starts in."""
+        if self.period_end is None or self.scope is not InvoiceScope.PERIOD:
+            return self.period_start.replace(day=1)
+        return (self.period_end - dt.timedelta(days=1)).replace(day=1)
 
 
 def summarize_invoice(invoice: Invoice) -> InvoiceSummary:
@@ -170,6 +184,8 @@ def summarize_invoice(invoice: Invoice) -> InvoiceSummary:
         discount=invoice.discount,
         refers_to=invoice.refers_to,
         line_amounts=tuple(sorted(amounts.items())),
+        period_end=invoice.period_end,
+        scope=invoice.scope,
     )
 
 
@@ -488,7 +504,7 @@ def _sum_invoices(
 def _add_billed(
     billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]], invoice: InvoiceSummary, amounts: BilledAmounts
 ) -> None:
-    per_customer = billed[(invoice.currency, invoice.period_start)]
+    per_customer = billed[(invoice.currency, invoice.billed_month)]
     customer = invoice.customer_external_id
     per_customer[customer] = per_customer.get(customer, BilledAmounts()) + amounts
 

@@ -394,7 +394,7 @@ class InvoiceAmounts:
 
     Attributes:
       number: the issued number (None while draft); ``refers_to``: the credited invoice's number.
-      kind, status, customer_external_id, currency, period_start: as stored.
+      kind, status, customer_external_id, currency, period_start, period_end, scope: as stored.
       subtotal, discount: before tax.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs sorted by kind.
     """
@@ -409,17 +409,27 @@ class InvoiceAmounts:
     discount: Decimal
     refers_to: str | None
     line_amounts: tuple[tuple[str, Decimal], ...]
+    period_end: dt.date | None = None
+    scope: InvoiceScope = InvoiceScope.PERIOD
 
 
 def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[InvoiceAmounts]:
-    """The invoices whose period starts from ``first`` to ``last`` (both included) and the credit notes against
-    them, drafts and void ones included, in id order (two queries; the lines are summed here, not by the
-    database: SQLite stores exact decimals as text)."""
-    in_range = select(InvoiceRow.id).where(
-        InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.period_start.between(first, last)
+    """The invoices whose period starts from ``first`` to ``last`` (both included) — and the period invoices of
+    the weeks and anniversary months that began before ``first`` and end after it — and the credit notes against them,
+    drafts and void ones included, in id order (two queries; the lines are summed here, not by the database:
+    SQLite stores exact decimals as text)."""
+    dated = or_(
+        InvoiceRow.period_start.between(first, last),
+        and_(
+            InvoiceRow.period_start >= first - dt.timedelta(days=31),
+            InvoiceRow.period_start < first,
+            InvoiceRow.period_end > first,
+            InvoiceRow.scope == InvoiceScope.PERIOD.value,
+        ),
     )
+    in_range = select(InvoiceRow.id).where(InvoiceRow.kind == InvoiceKind.INVOICE.value, dated)
     wanted = or_(
-        and_(InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.period_start.between(first, last)),
+        and_(InvoiceRow.kind == InvoiceKind.INVOICE.value, dated),
         and_(InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value, InvoiceRow.refers_to_id.in_(in_range)),
     )
     credited = aliased(InvoiceRow)
@@ -435,6 +445,8 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             InvoiceRow.subtotal,
             InvoiceRow.discount,
             credited.number,
+            InvoiceRow.period_end,
+            InvoiceRow.scope,
         )
         .outerjoin(credited, credited.id == InvoiceRow.refers_to_id)
         .where(wanted)
@@ -461,8 +473,13 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             discount=discount,
             refers_to=refers_to,
             line_amounts=tuple(sorted(amounts.get(invoice_id, {}).items())),
+            period_end=period_end,
+            scope=InvoiceScope(scope),
         )
-        for invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to in rows
+        for (
+            invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to,
+            period_end, scope,
+        ) in rows
     ]
 
 

@@ -335,3 +335,71 @@ def test_a_weekly_plan_billed_over_a_month_boundary(engine, catalog) -> None:
     week = invoice(engine, "period:wes:2026-W14")
     assert amounts(week) == [("subscription", "7.00"), ("usage", "0.60")]
     assert (week.period_start, week.period_end) == (D(2026, 3, 30), D(2026, 4, 6))
+
+
+@pytest.mark.db
+def test_late_usage_listing_and_revenue_of_anniversary_periods(engine, catalog) -> None:
+    customer(engine, catalog, "cal", "monthly", D(2026, 1, 1))
+    customer(engine, catalog, "anna", "anniversary", D(2026, 1, 31))
+    put(engine, catalog, calls("anna", 6, "2026-03-10", "a1"))
+    run_billing(engine, catalog, month(2026, 3))
+    finalize_period(engine, month(2026, 3), store.FinalizeSettings(), D(2026, 4, 2))
+    with session_scope(engine) as session:
+        listed = store.list_invoices(session, period_start=D(2026, 3, 1))
+        # the month's invoices: cal's March and anna's 28 Feb – 30 Mar, which ends in March
+        assert sorted(i.billing_key for i in listed) == ["period:anna:2026-02-28..2026-03-31", "period:cal:2026-03"]
+        assert [i.period_label for i in listed if i.customer_id == "anna"] == ["2026-02-28 – 2026-03-30"]
+    # billed revenue of March: cal 30.00 + anna 31.00 + 6 × 0.10 = 61.60, anna's invoice counted in March,
+    # the month its period's last day falls in
+    from billing.metrics_store import figures_from_database
+
+    (usd,) = figures_from_database(engine, catalog, [month(2026, 3)])
+    assert str(usd.billed_revenue) == "61.60"
+
+    # 4 calls of 20 March arrive after anna's invoice was issued: late usage of 28 Feb – 30 Mar, on her invoice of
+    # 31 Mar – 29 Apr (April's run): 10 calls × 0.10 = 1.00, 0.60 was billed → 0.40
+    put(engine, catalog, calls("anna", 4, "2026-03-20", "late"))
+    april = run_billing(engine, catalog, month(2026, 4))
+    assert april.late_lines == 1
+    lines = invoice(engine, "period:anna:2026-03-31..2026-04-30").lines
+    late = lines[-1]
+    assert (late.kind, str(late.amount), late.service_start, late.service_end) == (
+        "late_usage", "0.40", D(2026, 2, 28), D(2026, 3, 31),
+    )
+    # cal's April invoice has no late line: the late events were anna's
+    assert [line.kind for line in invoice(engine, "period:cal:2026-04").lines] == ["subscription", "usage"]
+
+
+THRESHOLDS = CATALOG + """
+[plans.anniversary_alerts]
+name = "Anniversary with an allowance"
+currency = "USD"
+billing_anchor = "subscription_start"
+[[plans.anniversary_alerts.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.10
+[[plans.anniversary_alerts.thresholds]]
+meter = "api_calls"
+allowance = 10
+"""
+
+
+@pytest.mark.db
+def test_a_threshold_measures_the_subscriptions_own_anniversary_period(engine) -> None:
+    from billing.thresholds import check_thresholds
+
+    loaded, problems = loads_catalog(THRESHOLDS, "periods.toml")
+    assert not problems
+    customer(engine, loaded, "anna", "anniversary_alerts", D(2026, 1, 15))
+    now = dt.datetime(2026, 3, 20, 12, tzinfo=dt.UTC)
+    # 6 calls on 10 March (period 15 Feb – 14 Mar), 5 on 16 March (15 Mar – 14 Apr): neither period reaches 80 %
+    # of 10, although the calendar month of March holds 11
+    events = calls("anna", 6, "2026-03-10", "a") + calls("anna", 5, "2026-03-16", "b")
+    assert not ingest(engine, events, meter_specs(loaded), {"anna"}, now=now).rejected
+    report = check_thresholds(engine, loaded, now=now)
+    assert report.created == []
+    # 3 more on 17 March: 8 of 10 in the current period, 15 March – 14 April → the 80 % level
+    assert not ingest(engine, calls("anna", 3, "2026-03-17", "c"), meter_specs(loaded), {"anna"}, now=now).rejected
+    report = check_thresholds(engine, loaded, now=now)
+    assert [(c.level, str(c.value), c.period) for c in report.created] == [(80, "8", "2026-03-15..2026-04-15")]
