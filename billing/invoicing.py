@@ -235,7 +235,7 @@ def check_period_finalizable(
         billed = {
             s.customer_external_id for s in repository.subscriptions_active_between(session, period.start, period.end)
         }
-        billed |= store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD)
+        billed |= store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD, ending_by=period.end)
         if customer is not None:
             billed &= {customer}
         owners = repository.customers_by_external_id(session, billed)

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, select
 
 from billing.core.compose import Section, compose_period_invoice, section_window
 from billing.core.domain import Customer, Subscription
+from billing.core.fees import schedule_of
 from billing.core.periods import Period, month_of
 from billing.db import repository, session_scope
 from billing.db.notification_tables import NotificationRow
@@ -92,6 +93,18 @@ def current_period(customer: Customer, now: dt.datetime) -> Period:
     return month_of(now.astimezone(ZoneInfo(customer.timezone)).date())
 
 
+def _own_period(
+    catalog: Catalog, customer: Customer, subscriptions: Iterable[Subscription], now: dt.datetime
+) -> Period:
+    """The customer's current billing period: the one its subscriptions active today share (a week, an
+    anniversary month), or else the calendar month (``current_period``)."""
+    today = now.astimezone(ZoneInfo(customer.timezone)).date()
+    active = [s for s in subscriptions if s.overlaps(today, today + dt.timedelta(days=1))]
+    plans = resolve_plans(catalog, active).plans
+    own = {schedule_of(s, plans[s.id]).billing_period(today) for s in active if s.id in plans}
+    return own.pop() if len(own) == 1 else current_period(customer, now)
+
+
 def customer_usage(
     engine: Engine,
     catalog: Catalog,
@@ -100,7 +113,8 @@ def customer_usage(
     *,
     now: dt.datetime | None = None,
 ) -> CustomerUsage:
-    """The usage of ``customer_id`` in ``period`` (default: the current one in the customer's timezone).
+    """The usage of ``customer_id`` in ``period`` (default: the current one in the customer's timezone: its
+    subscriptions' week or anniversary month, or the calendar month).
 
     Raises NotFoundError for an unknown customer.
     """
@@ -110,7 +124,7 @@ def customer_usage(
         if customer is None:
             raise NotFoundError(f"unknown customer {customer_id!r}")
         subscriptions = repository.subscriptions_of(session, customer.id)
-    period = period or current_period(customer, as_of)
+    period = period or _own_period(catalog, customer, subscriptions, as_of)
     active, plans = _priced_subscriptions(catalog, customer, subscriptions, period)
     usage = _usage(engine, catalog, customer, period, active)
     sections = [

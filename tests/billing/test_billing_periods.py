@@ -403,3 +403,34 @@ def test_a_threshold_measures_the_subscriptions_own_anniversary_period(engine) -
     assert not ingest(engine, calls("anna", 3, "2026-03-17", "c"), meter_specs(loaded), {"anna"}, now=now).rejected
     report = check_thresholds(engine, loaded, now=now)
     assert [(c.level, str(c.value), c.period) for c in report.created] == [(80, "8", "2026-03-15..2026-04-15")]
+    # `billing usage` shows the same period: the subscription's own, not the calendar month
+    from billing.preview import customer_usage
+
+    usage = customer_usage(engine, loaded, "anna", now=now)
+    assert (usage.period, str(usage.meters[0].usage.quantity)) == (Period(D(2026, 3, 15), D(2026, 4, 15)), "8")
+
+
+@pytest.mark.db
+def test_billing_run_period_names_the_month_and_lists_the_periods_it_billed(
+    engine, catalog, cli_env, tmp_path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from billing.cli import app
+    from billing.config import get_settings
+
+    path = tmp_path / "periods.toml"
+    path.write_text(CATALOG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(path))
+    get_settings.cache_clear()
+    customer(engine, catalog, "anna", "anniversary", D(2026, 1, 31))
+    customer(engine, catalog, "wes", "weekly", D(2026, 3, 18))
+    result = CliRunner().invoke(app, ["run", "--period", "2026-03"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    # in the order they end; anna 31.00 + wes 5.00 (18–22 March: 7.00 × 5/7) + 7.00 = 43.00
+    text = " ".join(result.output.split())
+    assert "billing periods besides the month │ 2026-W12, 2026-W13, 2026-02-28..2026-03-31" in text
+    assert "total USD │ 43.00" in text
+    with session_scope(engine) as session:
+        keys = sorted(i.billing_key for i in store.list_invoices(session, period_start=D(2026, 3, 1)))
+    assert keys == ["period:anna:2026-02-28..2026-03-31", "period:wes:2026-W12", "period:wes:2026-W13"]
