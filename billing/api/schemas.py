@@ -97,7 +97,8 @@ _INVOICE_LINE = {
 _PLAN = {
     "code": "api_growth", "version": 1, "versions": [1, 2], "key": "api_growth", "effective_from": "2025-01-01",
     "name": "API Growth", "description": "Self-serve API access with 10,000 calls a month included",
-    "currency": "USD", "interval": "month", "subscription": {"fee": "49.00", "billing": "in_advance", "trial_days": 0},
+    "currency": "USD", "interval": "month", "billing_anchor": "calendar",
+    "subscription": {"fee": "49.00", "billing": "in_advance", "trial_days": 0},
     "charges": [
         {"meter": "api_calls", "description": None, "model": "graduated",
          "tiers": [{"up_to": "10000", "unit_amount": "0", "flat_amount": "0"},
@@ -480,7 +481,10 @@ class PlanOut(_Out):
     name: str
     description: str | None
     currency: str
-    interval: Literal["month", "year"]
+    interval: Literal["week", "month", "quarter", "year"]
+    billing_anchor: Literal["calendar", "subscription_start"] = Field(
+        description="Where periods begin: calendar boundaries, or the subscription's start day (anniversary)."
+    )
     subscription: dict[str, Any] | None = Field(description="The recurring fee: fee, billing, trial_days.")
     charges: list[dict[str, Any]] = Field(description="The usage charges, one per meter, with the model's fields.")
     commitment: dict[str, Any] | None = Field(description="The minimum commitment, if any.")

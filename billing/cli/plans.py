@@ -192,6 +192,7 @@ def _print_plan(catalog: Catalog, plan: Plan) -> None:
     facts.add_column()
     facts.add_row("currency", plan.currency)
     facts.add_row("interval", plan.interval.value)
+    facts.add_row("billing anchor", plan.billing_anchor.value)
     facts.add_row("effective from", plan.effective_from.isoformat() if plan.effective_from else "always")
     facts.add_row("subscription fee", _fee(plan, per=plan.interval.value))
     if plan.commitment is not None:
