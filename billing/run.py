@@ -65,7 +65,7 @@ from invoices.model import DraftInvoice, InvoiceScope, InvoiceStatus, LineKind
 from meters import ingestion_cutoff
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError
-from pricing_plans.models import Catalog, Plan
+from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
 from pricing_plans.money import ZERO
 
 __all__ = ["RunReport", "finalize_period", "run_billing"]
@@ -154,7 +154,23 @@ def run_billing(
         customers |= billed
         _merge(report, part, main=main)
     report.customers = len(customers)
+    report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer)
     return report
+
+
+def _remove_drafts_of_unbilled_periods(
+    engine: Engine, billing_periods: _BillingPeriods, customer: str | None
+) -> list[str]:
+    """Delete the period drafts of the weeks and anniversary months ending in the month that the run no longer
+    bills (no subscription is billed in them now: ended before, or moved to another plan): each billed period's
+    own run removed its stale drafts already."""
+    month, billed = billing_periods.month, set(billing_periods.periods)
+    removed: list[str] = []
+    with session_scope(engine) as session:
+        for start, end in sorted(store.draft_periods(session, month.start, month.end, customer)):
+            if Period(start, end) not in billed:
+                removed += store.remove_stale_drafts(session, start, (), customer, period_end=end)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -173,15 +189,14 @@ class _BillingPeriods:
     month: Period
     members: dict[Period, set[int]]
     late_owner: dict[str, Period]
+    elsewhere: frozenset[int] = field(init=False)  # the subscriptions billed in a period other than the month
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "elsewhere", frozenset().union(*self.members.values()))
 
     @property
     def periods(self) -> list[Period]:
         return sorted({self.month, *self.members}, key=lambda p: (p.end, p.start))
-
-    @property
-    def elsewhere(self) -> set[int]:
-        """The subscriptions billed in a billing period other than the month."""
-        return set().union(*self.members.values()) if self.members else set()
 
     def bills(self, period: Period, subscription: Subscription) -> bool:
         if period == self.month:
@@ -206,8 +221,8 @@ def _billing_periods(
     last: dict[str, Period] = {}
     for subscription in found:
         plan = plans.get(subscription.id)
-        if plan is None:
-            continue
+        if plan is None or (plan.interval is not Interval.WEEK and plan.billing_anchor is BillingAnchor.CALENDAR):
+            continue  # billed on calendar months: in the month
         for period in schedule_of(subscription, plan).billing_periods_ending_in(month):
             covers = subscription.overlaps(period.start, period.end) or subscription.end_date == period.start
             if period != month and covers and has_begun_anywhere(period, instant):

@@ -28,6 +28,7 @@ __all__ = [
     "billed_fees",
     "customers_with_drafts",
     "customers_with_issued_invoice",
+    "draft_periods",
     "drafts_of_period",
     "finalized_invoice_ids",
     "get_invoice",
@@ -287,6 +288,26 @@ def _dated(period_start: dt.date, ending_by: dt.date | None) -> ColumnElement[bo
         InvoiceRow.period_end > period_start,
         InvoiceRow.period_end <= ending_by,
     )
+
+
+def draft_periods(
+    session: Session, period_start: dt.date, ending_by: dt.date, customer: str | None = None
+) -> set[tuple[dt.date, dt.date]]:
+    """The ``(start, end)`` of every period with a period draft (of ``customer``, if given) whose last day falls
+    in ``[period_start, ending_by)``."""
+    statement = (
+        select(InvoiceRow.period_start, InvoiceRow.period_end)
+        .distinct()
+        .where(
+            _dated(period_start, ending_by),
+            InvoiceRow.status == InvoiceStatus.DRAFT.value,
+            InvoiceRow.scope == InvoiceScope.PERIOD.value,
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+        )
+    )
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    return {(start, end) for start, end in session.execute(statement)}
 
 
 def customers_with_issued_invoice(
