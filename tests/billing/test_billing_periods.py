@@ -150,7 +150,9 @@ def test_anniversary_months_from_the_31st_across_a_leap_february() -> None:
 
 
 def test_anniversary_quarters_and_years_and_calendar_ones() -> None:
-    assert Schedule(Interval.QUARTER, D(2026, 1, 31)).fee_period(D(2026, 5, 3)) == Period(D(2026, 4, 30), D(2026, 7, 31))
+    assert Schedule(Interval.QUARTER, D(2026, 1, 31)).fee_period(D(2026, 5, 3)) == Period(
+        D(2026, 4, 30), D(2026, 7, 31)
+    )
     assert Schedule(Interval.YEAR, D(2024, 2, 29)).fee_period(D(2025, 3, 1)) == Period(D(2025, 2, 28), D(2026, 2, 28))
     quarter = Schedule(Interval.QUARTER).fee_period(D(2026, 5, 3))
     assert (quarter, quarter.label) == (Period(D(2026, 4, 1), D(2026, 7, 1)), "2026-Q2")
@@ -165,10 +167,16 @@ def test_calendar_weeks_are_iso_weeks_from_monday() -> None:
     assert (week, week.label) == (Period(D(2026, 3, 30), D(2026, 4, 6)), "2026-W14")
     # the weeks whose Sunday falls in March 2026: 1, 8, 15, 22 and 29 March
     assert [p.label for p in schedule.billing_periods_ending_in(month(2026, 3))] == [
-        "2026-W09", "2026-W10", "2026-W11", "2026-W12", "2026-W13",
+        "2026-W09",
+        "2026-W10",
+        "2026-W11",
+        "2026-W12",
+        "2026-W13",
     ]
     # anniversary weeks run from the start's weekday: a Thursday start bills Thursday to Wednesday
-    assert Schedule(Interval.WEEK, D(2026, 3, 5)).billing_period(D(2026, 3, 18)) == Period(D(2026, 3, 12), D(2026, 3, 19))
+    assert Schedule(Interval.WEEK, D(2026, 3, 5)).billing_period(D(2026, 3, 18)) == Period(
+        D(2026, 3, 12), D(2026, 3, 19)
+    )
 
 
 # -- fees, commitments, MRR -------------------------------------------------------------------------------------
@@ -183,11 +191,14 @@ def test_a_quarterly_fee_prorated_from_mid_quarter_in_advance(catalog) -> None:
     assert opening is not None
     assert (str(opening.amount), opening.service_start, opening.service_end) == ("166.67", D(2026, 1, 1), D(2026, 4, 1))
     # February's and March's invoices: no fee of their own; March's (the quarter's last month) bills Q2 in advance
-    assert fees.period_fees(terms, plan, month(2026, 2), covering_fee=None, billed_in_advance_fee=None).in_advance is None
+    assert (
+        fees.period_fees(terms, plan, month(2026, 2), covering_fee=None, billed_in_advance_fee=None).in_advance is None
+    )
     march = fees.period_fees(terms, plan, month(2026, 3), covering_fee=None, billed_in_advance_fee=None)
     assert march.in_advance is not None
     assert (str(march.in_advance.amount), march.in_advance.description) == (
-        "300.00", "Quarterly subscription, 2026-Q2 (in advance)",
+        "300.00",
+        "Quarterly subscription, 2026-Q2 (in advance)",
     )
     # ending on 15 May: Q2 is 91 days (30 + 31 + 30), active 1 April – 14 May = 30 + 14 = 44 days
     # 300.00 × 44/91 = 145.054… → 145.05, minus the 300.00 billed in advance: a credit of −154.95
@@ -297,16 +308,25 @@ def test_a_run_of_a_month_bills_the_anniversary_periods_ending_in_it(engine, cat
     assert amounts(anna) == [("subscription", "31.00"), ("usage", "0.60")]
     assert (anna.period_start, anna.period_end) == (D(2026, 2, 28), D(2026, 3, 31))
     # mid, 15 Feb – 14 Mar: 31.00 + 5 × 0.10 = 0.50
-    assert amounts(invoice(engine, "period:mid:2026-02-15..2026-03-15")) == [("subscription", "31.00"), ("usage", "0.50")]
+    assert amounts(invoice(engine, "period:mid:2026-02-15..2026-03-15")) == [
+        ("subscription", "31.00"),
+        ("usage", "0.50"),
+    ]
 
     # the run of April bills anna's 31 Mar – 29 Apr (30 days, the whole fee) and mid's 15 Mar – 14 Apr;
     # February's, the first periods of both
     april = run_billing(engine, catalog, month(2026, 4))
     assert [p.label for p in april.periods] == ["2026-03-15..2026-04-15", "2026-03-31..2026-04-30"]
-    assert amounts(invoice(engine, "period:anna:2026-03-31..2026-04-30")) == [("subscription", "31.00"), ("usage", "0.80")]
+    assert amounts(invoice(engine, "period:anna:2026-03-31..2026-04-30")) == [
+        ("subscription", "31.00"),
+        ("usage", "0.80"),
+    ]
     february = run_billing(engine, catalog, month(2026, 2))
     assert [p.label for p in february.periods] == ["2026-01-15..2026-02-15", "2026-01-31..2026-02-28"]
-    assert amounts(invoice(engine, "period:anna:2026-01-31..2026-02-28")) == [("subscription", "31.00"), ("usage", "0.40")]
+    assert amounts(invoice(engine, "period:anna:2026-01-31..2026-02-28")) == [
+        ("subscription", "31.00"),
+        ("usage", "0.40"),
+    ]
 
     # a re-run changes nothing; finalizing March issues the three invoices ending in March
     again = run_billing(engine, catalog, month(2026, 3))
@@ -364,13 +384,18 @@ def test_late_usage_listing_and_revenue_of_anniversary_periods(engine, catalog) 
     lines = invoice(engine, "period:anna:2026-03-31..2026-04-30").lines
     late = lines[-1]
     assert (late.kind, str(late.amount), late.service_start, late.service_end) == (
-        "late_usage", "0.40", D(2026, 2, 28), D(2026, 3, 31),
+        "late_usage",
+        "0.40",
+        D(2026, 2, 28),
+        D(2026, 3, 31),
     )
     # cal's April invoice has no late line: the late events were anna's
     assert [line.kind for line in invoice(engine, "period:cal:2026-04").lines] == ["subscription", "usage"]
 
 
-THRESHOLDS = CATALOG + """
+THRESHOLDS = (
+    CATALOG
+    + """
 [plans.anniversary_alerts]
 name = "Anniversary with an allowance"
 currency = "USD"
@@ -383,6 +408,7 @@ unit_amount = 0.10
 meter = "api_calls"
 allowance = 10
 """
+)
 
 
 @pytest.mark.db
