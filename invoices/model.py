@@ -182,6 +182,8 @@ class InvoiceLine:
       meter, model: the charge's meter and model (usage lines).
       details: the explanation and the typed tier breakdown.
       subscription_id, plan_code, plan_version: where the line came from.
+      dimension: for a charge priced by event dimension, the part of its events the line bills (its filter's
+        properties and its group's values, as canonical JSON); None otherwise.
     """
 
     kind: LineKind
@@ -198,6 +200,7 @@ class InvoiceLine:
     subscription_id: int | None = None
     plan_code: str | None = None
     plan_version: int | None = None
+    dimension: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

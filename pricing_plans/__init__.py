@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from pricing_plans.charge_models import rate_charge
 from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage
+from pricing_plans.dimensions import DimensionedUsage, Part, dimension_key, part_of
 from pricing_plans.errors import CatalogError, CatalogProblem, UnknownPlanError
 from pricing_plans.loader import load_catalog, load_catalog_or_raise, loads_catalog
 from pricing_plans.models import (
     Aggregation,
     Catalog,
     Charge,
+    ChargeFilter,
     Commitment,
     FeeBilling,
     GraduatedCharge,
@@ -46,8 +48,10 @@ __all__ = [
     "CatalogProblem",
     "Charge",
     "ChargeAmount",
+    "ChargeFilter",
     "Commitment",
     "D",
+    "DimensionedUsage",
     "FeeBilling",
     "GraduatedCharge",
     "GraduatedPercentageCharge",
@@ -55,6 +59,7 @@ __all__ = [
     "Meter",
     "MeterUsage",
     "PackageCharge",
+    "Part",
     "PerUnitCharge",
     "PercentTier",
     "PercentageCharge",
@@ -65,11 +70,13 @@ __all__ = [
     "Tier",
     "UnknownPlanError",
     "VolumeCharge",
+    "dimension_key",
     "format_amount",
     "load_catalog",
     "load_catalog_or_raise",
     "loads_catalog",
     "minor_digits",
+    "part_of",
     "rate_charge",
     "round_money",
 ]

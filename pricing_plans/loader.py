@@ -37,6 +37,7 @@ from pricing_plans.models import (
     CHARGE_MODELS,
     Aggregation,
     Catalog,
+    ChargeFilter,
     Interval,
     LocatedValueError,
     Meter,
@@ -56,6 +57,8 @@ CATALOG_KEYS = ("rounding",)
 _FILLED_KEYS: dict[type[BaseModel], str] = {Plan: "key", Meter: "code"}
 # Models whose charges read event values, so their meter must add values up.
 _VALUE_MODELS = ("percentage", "graduated_percentage")
+# A charge's keys that price its events by dimension.
+_DIMENSION_KEYS = ("filters", "group_by")
 
 
 def load_catalog(path: str | PathLike[str]) -> tuple[Catalog | None, list[CatalogProblem]]:
@@ -403,7 +406,7 @@ _COMPARISONS = {
 def _translate(model: type[BaseModel], error: Any) -> list[tuple[Loc, str]]:
     """One pydantic error as ``(key path, message)`` pairs: union tags dropped, the message in plain words."""
     kind: str = error["type"]
-    loc, annotation, holder = _walk(model, error["loc"])
+    loc, annotation, holder, charge = _walk(model, error["loc"])
     value = error.get("input")
     ctx = error.get("ctx") or {}
     field = loc[-1] if loc and isinstance(loc[-1], str) else "value"
@@ -413,7 +416,7 @@ def _translate(model: type[BaseModel], error: Any) -> list[tuple[Loc, str]]:
             return [((*loc, *path), message) for path, message in exc.items]
         return [(loc, str(exc))]
     if kind == "extra_forbidden":
-        return [(loc, _unknown_key(holder))]
+        return [(loc, _unknown_key(holder, charge))]
     if kind == "missing":
         return [(loc, "required key is missing")]
     if kind == "union_tag_invalid":
@@ -434,16 +437,19 @@ def _translate(model: type[BaseModel], error: Any) -> list[tuple[Loc, str]]:
     return [(loc, str(error["msg"]))]
 
 
-def _walk(model: type[BaseModel], raw_loc: Loc) -> tuple[Loc, Any, type[BaseModel] | None]:
+def _walk(model: type[BaseModel], raw_loc: Loc) -> tuple[Loc, Any, type[BaseModel] | None, type[BaseModel] | None]:
     """Follow pydantic's error location through the records.
 
     Returns the key path without the discriminator tags pydantic inserts for charges (``charges, 0,
-    graduated, tiers`` → ``charges[0].tiers``), the annotation found there, and the record class that holds
-    the last key (for listing the allowed keys).
+    graduated, tiers`` → ``charges[0].tiers``) and without a filter's ``price`` (its price keys sit in the
+    filter's own table: ``filters[1].price.unit_amount`` → ``filters[1].unit_amount``), the annotation found
+    there, the record class that holds the last key (for listing the allowed keys), and the charge class last
+    passed through (whose price keys a filter allows).
     """
     loc: list[str | int] = []
     annotation: Any = model
     holder: type[BaseModel] | None = None
+    charge: type[BaseModel] | None = None
     for segment in raw_loc:
         annotation = _unwrap(annotation)
         if isinstance(segment, int) and typing.get_origin(annotation) in (tuple, list):
@@ -453,13 +459,16 @@ def _walk(model: type[BaseModel], raw_loc: Loc) -> tuple[Loc, Any, type[BaseMode
         records = _records_in(annotation)
         tagged = [r for r in records if _tag_of(r) == segment] if len(records) > 1 else []
         if tagged:
-            annotation = tagged[0]
+            annotation = charge = tagged[0]
+            continue
+        if records == [ChargeFilter] and segment == "price":
+            annotation = ChargeFilter.model_fields["price"].annotation
             continue
         loc.append(segment)
         holder = records[0] if len(records) == 1 else None
         field = holder.model_fields.get(str(segment)) if holder is not None else None
         annotation = field.annotation if field is not None else None
-    return tuple(loc), _unwrap(annotation), holder
+    return tuple(loc), _unwrap(annotation), holder, charge
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -489,11 +498,17 @@ def _tag_of(record: type[BaseModel]) -> str | None:
     return str(typing.get_args(field.annotation)[0])
 
 
-def _unknown_key(record: type[BaseModel] | None) -> str:
-    """``unknown key (allowed: ...)``, the allowed keys in the record's field order."""
+def _unknown_key(record: type[BaseModel] | None, charge: type[BaseModel] | None = None) -> str:
+    """``unknown key (allowed: ...)``, the allowed keys in the record's field order; a filter's are its own keys
+    and the price keys of its charge's model."""
     if record is None:
         return "unknown key"
     allowed = [name for name in record.model_fields if name != _FILLED_KEYS.get(record)]
+    if record is ChargeFilter:
+        prices = getattr(charge, "price_fields", None)
+        allowed = [name for name in allowed if name != "price"] + (list(prices()) if callable(prices) else [])
+    elif "filters" in allowed:  # a charge: its price keys first, then the keys that price by dimension
+        allowed = [name for name in allowed if name not in _DIMENSION_KEYS] + list(_DIMENSION_KEYS)
     return f"unknown key (allowed: {', '.join(allowed)})"
 
 

@@ -3,17 +3,31 @@
 Every record is immutable (``frozen=True``) and refuses unknown keys (``extra="forbid"``). Numbers are
 ``Decimal``; a float never gets in (TOML is read with ``parse_float=Decimal`` and the ``Money`` type refuses
 floats). A tier bound ``up_to = "inf"`` is stored as ``None``.
+
+A charge may price its events by dimension: ``filters`` (each a :class:`ChargeFilter` with its own price keys of
+the charge's model) and ``group_by``. The charge's own price keys are then the default for the events that
+match no filter, and may be left out (the charge then has no default).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pricing_plans.money import HUNDRED, MAX_AMOUNT, ZERO, Rounding, is_known_currency, number_problem
 
@@ -23,6 +37,7 @@ __all__ = [
     "BillingAnchor",
     "Catalog",
     "Charge",
+    "ChargeFilter",
     "Commitment",
     "FeeBilling",
     "GraduatedCharge",
@@ -235,56 +250,298 @@ def _check_tiers(tiers: Sequence[Tier | PercentTier]) -> None:
         raise LocatedValueError(problems)
 
 
+def _price_key(value: Any, info: ValidationInfo) -> Any:
+    """A charge's own price key: required unless the charge has filters (then the charge may have no default).
+
+    Checked field by field (not once the record is built) so that a missing price key is reported together with
+    the charge's other problems. When the filters themselves are invalid, they are what is reported.
+    """
+    if value is None and "filters" in info.data and not info.data["filters"]:
+        raise ValueError("required key is missing")
+    return value
+
+
+def _distinct_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """Property names (of ``group_by``): non-empty, each named once."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, key in enumerate(keys):
+        if not key:
+            problems.append(((index,), "must not be empty (an event property's name)"))
+        elif key in keys[:index]:
+            problems.append(((index,), f"{key!r} is listed twice"))
+    if problems:
+        raise LocatedValueError(problems)
+    return keys
+
+
+def _filter_properties(properties: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """At least one property; each a non-empty list of distinct values."""
+    if not properties:
+        raise ValueError('at least one property is required (properties = { country = ["US"] })')
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for name, values in properties.items():
+        if not name:
+            problems.append(((name,), "a property's name must not be empty"))
+        if not values:
+            problems.append(((name,), "at least one value is required (an empty list matches no event)"))
+        for index, value in enumerate(values):
+            if value in values[:index]:
+                problems.append(((name, index), f"{value!r} is listed twice"))
+    if problems:
+        raise LocatedValueError(problems)
+    return properties
+
+
+PriceNumber = Annotated[NonNegative | None, AfterValidator(_price_key), Field(validate_default=True)]
+GroupBy = Annotated[tuple[str, ...], AfterValidator(_distinct_keys)]
+Properties = Annotated[dict[str, tuple[str, ...]], AfterValidator(_filter_properties)]
+
+
+class ChargeFilter(_Record):
+    """Events priced apart within a charge: those whose properties hold one of the listed values.
+
+    In the catalog a filter is a ``[[plans.X.charges.filters]]`` table holding ``name``, ``properties``,
+    ``group_by`` and the price keys of its charge's model, which the charge reads into ``price``.
+
+    Attributes:
+      name: printed on the invoice; None to print the values (see ``label``).
+      properties: for each property the filter names, the values an event's property must be one of.
+      group_by: the properties whose distinct values the filter's usage is rated separately by (one invoice line
+        each); None: the charge's ``group_by`` applies; ``()``: not grouped.
+      price: the filter's price keys, as a charge record of its charge's model and meter (without filters).
+    """
+
+    name: Annotated[str, Field(min_length=1)] | None = None
+    properties: Properties
+    group_by: GroupBy | None = None
+    price: Charge
+
+    @property
+    def label(self) -> str:
+        """The filter's name, or its property values joined ("US, CA")."""
+        if self.name is not None:
+            return self.name
+        return ", ".join(value for values in self.properties.values() for value in values)
+
+
 class _ChargeBase(_Record):
+    """What every charge has besides its model's price keys.
+
+    Attributes:
+      meter: the meter whose usage the charge prices.
+      description: what the invoice line says (default: the meter's name).
+      filters: prices by event dimension; an event is priced by the matching filter naming the most properties.
+      group_by: the properties whose distinct values the charge is rated separately by (one line each).
+      PRICE_KEYS: the model's required price keys (all present, or, on a charge with filters, all absent).
+    """
+
     meter: str
     description: str | None = None
+    filters: tuple[ChargeFilter, ...] = ()
+    group_by: GroupBy = ()
+
+    PRICE_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def price_fields(cls) -> tuple[str, ...]:
+        """Every price key of the model (required and optional), in catalog order."""
+        return tuple(name for name in cls.model_fields if name not in _ChargeBase.model_fields and name != "model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _filter_tables(cls, data: Any) -> Any:
+        """A filter's table holds its price keys beside its own; they become its ``price``, a record of this
+        charge's model and meter (a table that already has ``price``, as a dumped record does, is kept)."""
+        if not isinstance(data, dict) or not isinstance(data.get("filters"), list | tuple):
+            return data
+        prices = cls.price_fields()
+        meter = data.get("meter")
+        filters = []
+        for table in data["filters"]:
+            if isinstance(table, dict) and "price" not in table:
+                own = {key: value for key, value in table.items() if key not in prices}
+                price = {key: value for key, value in table.items() if key in prices}
+                meter_code = meter if isinstance(meter, str) else ""
+                table = {**own, "price": {"meter": meter_code, "model": data.get("model"), **price}}
+            filters.append(table)
+        return {**data, "filters": filters}
+
+    @model_validator(mode="after")
+    def _dimensions(self) -> _ChargeBase:
+        problems = self._default_problems() + _overlap_problems(self.filters)
+        if problems:
+            raise LocatedValueError(problems)
+        return self
+
+    def _default_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """A charge's own price keys come all together or (with filters) not at all."""
+        given = [key for key in self.PRICE_KEYS if getattr(self, key) is not None]
+        if not given:
+            keys = ", ".join(self.PRICE_KEYS)
+            return [
+                ((key,), f"only allowed with the charge's own price keys ({keys}); this charge has no default")
+                for key in self.price_fields()
+                if key in self.model_fields_set and key not in self.PRICE_KEYS
+            ]
+        return [
+            ((key,), f"required key is missing (the charge's own price keys come together: {', '.join(given)} given)")
+            for key in self.PRICE_KEYS
+            if getattr(self, key) is None
+        ]
+
+    @property
+    def has_default(self) -> bool:
+        """Whether the charge has price keys of its own (the price of events matching no filter)."""
+        return all(getattr(self, key) is not None for key in self.PRICE_KEYS)
+
+    @property
+    def is_dimensioned(self) -> bool:
+        """Whether the charge prices its events by dimension (filters or group_by)."""
+        return bool(self.filters or self.group_by)
+
+    @property
+    def match_order(self) -> tuple[int, ...]:
+        """Filter indexes in the order an event is tried against them: most properties first, catalog order on
+        ties (which validation makes harmless: two filters of one size never both match an event)."""
+        return tuple(sorted(range(len(self.filters)), key=lambda index: -len(self.filters[index].properties)))
+
+    def group_by_of(self, filter_index: int | None) -> tuple[str, ...]:
+        """The group_by that applies to a filter's events (None: events matching no filter)."""
+        if filter_index is None:
+            return self.group_by
+        own = self.filters[filter_index].group_by
+        return self.group_by if own is None else own
+
+
+# A filter's events, as a box: for each property the filter names, the values it allows (others: any value).
+_Box = dict[str, frozenset[str]]
+
+
+def _box(charge_filter: ChargeFilter) -> _Box:
+    return {name: frozenset(values) for name, values in charge_filter.properties.items()}
+
+
+def _intersection(a: _Box, b: _Box) -> _Box | None:
+    """The events both boxes hold, or None when no event is in both."""
+    both = dict(a)
+    for name, values in b.items():
+        common = both[name] & values if name in both else values
+        if not common:
+            return None
+        both[name] = common
+    return both
+
+
+def _uncovered(box: _Box, covers: list[_Box]) -> _Box | None:
+    """A part of ``box`` that no box of ``covers`` holds, or None when their union holds all of it.
+
+    Every cover names only properties of ``box``. ``box`` minus the first cover is cut into disjoint boxes (the
+    values outside the cover on its first property, then within it and outside on its second, ...), and each is
+    checked against the other covers.
+    """
+    if not covers:
+        return box
+    first, rest = covers[0], covers[1:]
+    if _intersection(box, first) is None:
+        return _uncovered(box, rest)
+    inside = dict(box)
+    for name, values in first.items():
+        outside = inside[name] - values
+        if outside and (found := _uncovered({**inside, name: outside}, rest)) is not None:
+            return found
+        inside[name] = inside[name] & values
+    return None
+
+
+def _overlap_problems(filters: tuple[ChargeFilter, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Two filters naming as many properties conflict when some event matches both and no filter naming more
+    properties matches it.
+
+    The events matching both filters are the intersection of their boxes. A filter naming a property that the
+    intersection leaves free (any value, or none) never holds all of it (an event may lack that property), so
+    the union of the more specific filters naming only the intersection's properties must hold the whole of
+    it; this is exact, not a conservative approximation.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    boxes = [_box(f) for f in filters]
+    for later, b in enumerate(boxes):
+        for earlier, a in enumerate(boxes[:later]):
+            if len(a) != len(b) or (both := _intersection(a, b)) is None:
+                continue
+            covers = [c for c in boxes if len(c) > len(a) and set(c) <= set(both)]
+            if (part := _uncovered(both, covers)) is None:
+                continue
+            event = ", ".join(f"{name} = {json.dumps(min(values))}" for name, values in sorted(part.items()))
+            count = f"{len(a)} propert{'y' if len(a) == 1 else 'ies'}"
+            problems.append(
+                (
+                    ("filters", later, "properties"),
+                    f"overlaps filters[{earlier}]: both name {count} and both match an event with {event}, which "
+                    "no filter naming more properties matches (make the lists disjoint, or add a more specific "
+                    "filter for such events)",
+                )
+            )
+    return problems
 
 
 class PerUnitCharge(_ChargeBase):
     """Quantity × unit_amount."""
 
+    PRICE_KEYS = ("unit_amount",)
+
     model: Literal["per_unit"]
-    unit_amount: NonNegative
+    unit_amount: PriceNumber = None
+
+
+def _check_tiers_given(tiers: Sequence[Tier | PercentTier] | None) -> None:
+    if tiers is not None:
+        _check_tiers(tiers)
 
 
 class GraduatedCharge(_ChargeBase):
     """Each tier prices the units that fall in it; each touched tier adds its flat amount once."""
 
+    PRICE_KEYS = ("tiers",)
+
     model: Literal["graduated"]
-    tiers: tuple[Tier, ...]
+    tiers: Annotated[tuple[Tier, ...] | None, AfterValidator(_price_key), Field(validate_default=True)] = None
 
     @field_validator("tiers")
     @classmethod
-    def _tiers(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
-        _check_tiers(tiers)
+    def _tiers(cls, tiers: tuple[Tier, ...] | None) -> tuple[Tier, ...] | None:
+        _check_tiers_given(tiers)
         return tiers
 
 
 class VolumeCharge(_ChargeBase):
     """The whole quantity is priced at the one tier it falls in, plus that tier's flat amount."""
 
+    PRICE_KEYS = ("tiers",)
+
     model: Literal["volume"]
-    tiers: tuple[Tier, ...]
+    tiers: Annotated[tuple[Tier, ...] | None, AfterValidator(_price_key), Field(validate_default=True)] = None
 
     @field_validator("tiers")
     @classmethod
-    def _tiers(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
-        _check_tiers(tiers)
+    def _tiers(cls, tiers: tuple[Tier, ...] | None) -> tuple[Tier, ...] | None:
+        _check_tiers_given(tiers)
         return tiers
 
 
 class PackageCharge(_ChargeBase):
     """ceil(max(0, q − free_units) / package_size) × package_amount."""
 
+    PRICE_KEYS = ("package_size", "package_amount")
+
     model: Literal["package"]
-    package_size: Number
-    package_amount: NonNegative
+    package_size: Annotated[Number | None, AfterValidator(_price_key), Field(validate_default=True)] = None
+    package_amount: PriceNumber = None
     free_units: NonNegative = ZERO
 
     @field_validator("package_size")
     @classmethod
-    def _positive_size(cls, size: Decimal) -> Decimal:
-        if size <= 0:
+    def _positive_size(cls, size: Decimal | None) -> Decimal | None:
+        if size is not None and size <= 0:
             raise ValueError(f"must be > 0 (got {size})")
         return size
 
@@ -292,8 +549,10 @@ class PackageCharge(_ChargeBase):
 class PercentageCharge(_ChargeBase):
     """Per event: rate % × value + fixed_amount, clamped to the per-transaction min/max, after the free part."""
 
+    PRICE_KEYS = ("rate",)
+
     model: Literal["percentage"]
-    rate: Percent
+    rate: Annotated[Percent | None, AfterValidator(_price_key), Field(validate_default=True)] = None
     fixed_amount: NonNegative = ZERO
     free_events: Count = 0
     free_amount: NonNegative = ZERO
@@ -314,13 +573,15 @@ class PercentageCharge(_ChargeBase):
 class GraduatedPercentageCharge(_ChargeBase):
     """Graduated tiers over the value volume, each priced at a rate % with a flat amount."""
 
+    PRICE_KEYS = ("tiers",)
+
     model: Literal["graduated_percentage"]
-    tiers: tuple[PercentTier, ...]
+    tiers: Annotated[tuple[PercentTier, ...] | None, AfterValidator(_price_key), Field(validate_default=True)] = None
 
     @field_validator("tiers")
     @classmethod
-    def _tiers(cls, tiers: tuple[PercentTier, ...]) -> tuple[PercentTier, ...]:
-        _check_tiers(tiers)
+    def _tiers(cls, tiers: tuple[PercentTier, ...] | None) -> tuple[PercentTier, ...] | None:
+        _check_tiers_given(tiers)
         return tiers
 
 
@@ -333,6 +594,18 @@ Charge = Annotated[
     | GraduatedPercentageCharge,
     Field(discriminator="model"),
 ]
+
+ChargeFilter.model_rebuild()
+for _charge_class in (
+    PerUnitCharge,
+    GraduatedCharge,
+    VolumeCharge,
+    PackageCharge,
+    PercentageCharge,
+    GraduatedPercentageCharge,
+):
+    _charge_class.model_rebuild()
+
 
 CHARGE_MODELS = ("per_unit", "graduated", "volume", "package", "percentage", "graduated_percentage")
 

@@ -10,11 +10,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pricing_plans.money import ZERO
 
-__all__ = ["BreakdownRow", "ChargeAmount", "MeterUsage", "UnitAmountKind"]
+__all__ = ["BreakdownRow", "ChargeAmount", "MeterUsage", "UnitAmountKind", "price_key"]
+
+_T = TypeVar("_T")
+
+
+def price_key(value: _T | None, key: str) -> _T:
+    """A charge's own price key, which a charge with filters may lack (it then has no default price)."""
+    if value is None:
+        raise ValueError(f"the charge has no {key} of its own: it prices only the events its filters match")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

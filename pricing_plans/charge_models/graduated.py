@@ -8,7 +8,7 @@ Fractional quantities are split exactly: q = 100.5 with a first tier up_to 100 p
 from __future__ import annotations
 
 from pricing_plans.charge_models._tiers import graduated_slices, show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind, price_key
 from pricing_plans.models import GraduatedCharge
 from pricing_plans.money import ZERO
 
@@ -22,7 +22,7 @@ def rate(charge: GraduatedCharge, usage: MeterUsage) -> ChargeAmount:
     """Sum over the tiers holding units of units × unit_amount + flat_amount, unrounded."""
     rows: list[BreakdownRow] = []
     terms: list[str] = []
-    for part in graduated_slices(charge.tiers, usage.quantity):
+    for part in graduated_slices(price_key(charge.tiers, "tiers"), usage.quantity):
         tier = part.tier
         amount = part.units * tier.unit_amount + tier.flat_amount
         rows.append(

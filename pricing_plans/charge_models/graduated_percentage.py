@@ -8,7 +8,7 @@ any value (> 0). q = 0 (or less) costs nothing.
 from __future__ import annotations
 
 from pricing_plans.charge_models._tiers import graduated_slices, show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind, price_key
 from pricing_plans.models import GraduatedPercentageCharge, percent
 from pricing_plans.money import ZERO
 
@@ -22,7 +22,7 @@ def rate(charge: GraduatedPercentageCharge, usage: MeterUsage) -> ChargeAmount:
     """Sum over the tiers holding value of value × rate / 100 + flat_amount, unrounded."""
     rows: list[BreakdownRow] = []
     terms: list[str] = []
-    for part in graduated_slices(charge.tiers, usage.quantity):
+    for part in graduated_slices(price_key(charge.tiers, "tiers"), usage.quantity):
         tier = part.tier
         amount = part.units * percent(tier.rate) + tier.flat_amount
         rows.append(

@@ -6,7 +6,7 @@ Linear in q, so a zero quantity costs nothing and has no breakdown row.
 from __future__ import annotations
 
 from pricing_plans.charge_models._tiers import show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind, price_key
 from pricing_plans.models import PerUnitCharge
 from pricing_plans.money import ZERO
 
@@ -21,6 +21,7 @@ def rate(charge: PerUnitCharge, usage: MeterUsage) -> ChargeAmount:
     q = usage.quantity
     if q == 0:
         return ChargeAmount(ZERO, (), "no usage: 0")
-    amount = q * charge.unit_amount
-    row = BreakdownRow(1, ZERO, None, q, charge.unit_amount, ZERO, amount)
-    return ChargeAmount(amount, (row,), f"{show(q)} × {show(charge.unit_amount)} = {show_amount(amount)}")
+    unit_amount = price_key(charge.unit_amount, "unit_amount")
+    amount = q * unit_amount
+    row = BreakdownRow(1, ZERO, None, q, unit_amount, ZERO, amount)
+    return ChargeAmount(amount, (row,), f"{show(q)} × {show(unit_amount)} = {show_amount(amount)}")

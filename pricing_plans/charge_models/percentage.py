@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from pricing_plans.charge_models._tiers import show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind, price_key
 from pricing_plans.models import PercentageCharge, percent
 from pricing_plans.money import ZERO
 
@@ -46,6 +46,7 @@ def _plural(count: int, word: str) -> str:
 def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
     """Sum of the paid events' clamped fees, unrounded."""
     values = _event_values(usage)
+    percent_rate = price_key(charge.rate, "rate")
     low, high = charge.per_transaction_min, charge.per_transaction_max
     in_free = charge.free_events > 0 or charge.free_amount > 0
     free_count = paid_count = raised = cut = 0
@@ -71,7 +72,7 @@ def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
             chargeable = value - room
             straddled = True
             in_free = False
-        fee = chargeable * percent(charge.rate) + charge.fixed_amount
+        fee = chargeable * percent(percent_rate) + charge.fixed_amount
         if low is not None and fee < low:
             fee, raised = low, raised + 1
         if high is not None and fee > high:
@@ -98,15 +99,15 @@ def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
         note = _plural(paid_count, "event") + (f" ({clamped})" if clamped else "")
         rows.append(
             BreakdownRow(
-                len(rows) + 1, free_value, None, chargeable_total, charge.rate, fixed_total, total, note,
+                len(rows) + 1, free_value, None, chargeable_total, percent_rate, fixed_total, total, note,
                 UNIT_AMOUNT_KIND,
             )
         )
-        text = f"{note}: {show(charge.rate)}% × {show(chargeable_total)}"
+        text = f"{note}: {show(percent_rate)}% × {show(chargeable_total)}"
         if charge.fixed_amount:
             text += f" + {paid_count} × {show(charge.fixed_amount)}"
         if clamped:
-            unclamped = chargeable_total * percent(charge.rate) + fixed_total
+            unclamped = chargeable_total * percent(percent_rate) + fixed_total
             text += f" = {show_amount(unclamped)} before clamping"
         sentences.append(text)
     if not rows:

@@ -7,7 +7,7 @@ that tier). No usage, no charge: q = 0 (or less) costs nothing, not even the fir
 from __future__ import annotations
 
 from pricing_plans.charge_models._tiers import show, show_amount, volume_tier
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind
+from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind, price_key
 from pricing_plans.models import VolumeCharge
 from pricing_plans.money import ZERO
 
@@ -22,7 +22,7 @@ def rate(charge: VolumeCharge, usage: MeterUsage) -> ChargeAmount:
     q = usage.quantity
     if q <= 0:
         return ChargeAmount(ZERO, (), "no usage: 0")
-    number, tier, lower = volume_tier(charge.tiers, q)
+    number, tier, lower = volume_tier(price_key(charge.tiers, "tiers"), q)
     amount = q * tier.unit_amount + tier.flat_amount
     row = BreakdownRow(number, lower, tier.up_to, q, tier.unit_amount, tier.flat_amount, amount, f"tier {number}")
     term = f"{show(q)} × {show(tier.unit_amount)}"

@@ -85,7 +85,7 @@ unit_amount = 0.01
 """
     ) == [
         "catalog.toml: plans.growth.charges[0].unit_price: unknown key "
-        "(allowed: meter, description, model, unit_amount)"
+        "(allowed: meter, description, model, unit_amount, filters, group_by)"
     ]
 
 
