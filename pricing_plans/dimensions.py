@@ -85,8 +85,8 @@ def dimension_key(charge: Charge, part: Part) -> str:
     if part.filter is not None:
         properties = charge.filters[part.filter].properties
         filter_properties = {name: sorted(values) for name, values in properties.items()}
-    keys = charge.group_by_of(part.filter)
-    group = dict(zip(keys, part.group, strict=True))
+    # A part of no group (``()``) on a grouped charge is usage given without its split: ungrouped.
+    group = dict(zip(charge.group_by_of(part.filter), part.group, strict=True)) if part.group else {}
     return json.dumps(
         {"filter": filter_properties, "group": group}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )

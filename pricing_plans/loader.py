@@ -430,6 +430,8 @@ def _translate(model: type[BaseModel], error: Any) -> list[tuple[Loc, str]]:
             return [(loc, f"must be a percent between 0 and 100 (got {_show(value)})")]
         sign, bound = _COMPARISONS[kind]
         return [(loc, f"must be {sign} {ctx.get(bound)} (got {_show(value)})")]
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return [(loc, "must not be empty")]
     if kind == "finite_number":
         return [(loc, "must be a finite number")]
     if kind in _EXPECTED_TYPES:

@@ -24,8 +24,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -315,6 +317,14 @@ class ChargeFilter(_Record):
     properties: Properties
     group_by: GroupBy | None = None
     price: Charge
+
+    @model_serializer(mode="wrap")
+    def _as_table(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumped as the catalog writes it: the price keys in the filter's own table (which loads back)."""
+        fields: dict[str, Any] = handler(self)
+        price = fields.pop("price", None) or {}
+        shared = ("meter", "model", "description", "filters", "group_by")
+        return fields | {key: value for key, value in price.items() if key not in shared}
 
     @property
     def label(self) -> str:

@@ -6,7 +6,8 @@ problem, one per line as ``FILE: KEY.PATH: message``, on standard error (exit 1)
 ``billing plans show PLAN [--catalog FILE] [--version N]`` prints one plan version: its fee, commitment,
 thresholds, each charge with its tiers, and what 1, 1,000 and 1,000,000 units of each charge would cost
 (each amount rounded once to the currency's minor units). For the percentage models N is one payment of
-value N.
+value N. A charge priced by event dimension shows its group_by, its default price (or that it has none) and
+each filter with its properties, group_by and prices.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _plans_table(catalog: Catalog) -> Table:
         ]
         if plan.effective_from is not None:
             about.append(f"from {plan.effective_from.isoformat()}")
-        charges = "\n".join(f"{c.meter}: {c.model}" for c in plan.charges) or "—"
+        charges = "\n".join(f"{c.meter}: {c.model}{_dimensions_note(c)}" for c in plan.charges) or "—"
         minimum = format_amount(plan.commitment.minimum, plan.currency) if plan.commitment else "—"
         table.add_row(
             "\n".join(about),
@@ -163,6 +164,16 @@ def _plans_table(catalog: Catalog) -> Table:
             end_section=True,
         )
     return table
+
+
+def _dimensions_note(charge: Charge) -> str:
+    """`` (2 filters, by region)`` for a charge priced by event dimension, else nothing."""
+    notes = []
+    if charge.filters:
+        notes.append(f"{len(charge.filters)} filter{'' if len(charge.filters) == 1 else 's'}")
+    if charge.group_by:
+        notes.append("by " + ", ".join(charge.group_by))
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def _fee(plan: Plan, per: str = "") -> str:
@@ -219,28 +230,55 @@ def _print_plan(catalog: Catalog, plan: Plan) -> None:
         )
         if charge.description:
             console.print(escape(charge.description), highlight=False)
+        _print_charge_prices(catalog, plan, charge, meter.unit)
+
+
+def _print_charge_prices(catalog: Catalog, plan: Plan, charge: Charge, unit: str) -> None:
+    """A charge's prices: its own (the default of a filtered charge) with examples, then each filter's."""
+    if charge.group_by:
+        console.print(escape(f"group_by: {', '.join(charge.group_by)} (one line per distinct value)"), highlight=False)
+    if charge.filters:
+        heading = "default (events matching no filter)"
+        if not charge.has_default:
+            heading += ": none, such events are not billed (the billing run reports them)"
+        console.print(escape(heading), highlight=False)
+    if charge.has_default:
         console.print(_terms_table(charge, plan.currency))
-        console.print(_examples_table(catalog, plan, charge, meter.unit))
+        console.print(_examples_table(catalog, plan, charge, unit))
+    for number in range(len(charge.filters)):
+        console.print(escape(_filter_heading(charge, number)), highlight=False)
+        console.print(_terms_table(charge.filters[number].price, plan.currency))
+
+
+def _filter_heading(charge: Charge, number: int) -> str:
+    """``filters[0] "US & Canada": country in US, CA; group_by region``."""
+    found = charge.filters[number]
+    where = "; ".join(f"{name} in {', '.join(values)}" for name, values in found.properties.items())
+    text = f"filters[{number}]" + (f' "{found.name}"' if found.name else "") + f": {where}"
+    group_by = charge.group_by_of(number)
+    if group_by != charge.group_by or found.group_by is not None:
+        text += f"; group_by {', '.join(group_by) or 'none'}"
+    return text
 
 
 def _terms_table(charge: Charge, currency: str) -> Table:
-    """The charge's prices: its tiers, or its parameters."""
+    """The charge's prices: its tiers, or its parameters (of a charge that has them: see ``has_default``)."""
     if isinstance(charge, GraduatedCharge | VolumeCharge):
         table = Table("Tier", "From", "Up to", f"Unit amount ({currency})", f"Flat amount ({currency})")
-        for number, (low, tier) in enumerate(_lower_bounds(charge.tiers), start=1):
+        for number, (low, tier) in enumerate(_lower_bounds(charge.tiers or ()), start=1):
             table.add_row(str(number), low, _bound(tier.up_to), _number(tier.unit_amount), _number(tier.flat_amount))
         return table
     if isinstance(charge, GraduatedPercentageCharge):
         table = Table("Tier", "From", "Up to", "Rate", f"Flat amount ({currency})")
-        for number, (low, tier) in enumerate(_lower_bounds(charge.tiers), start=1):
+        for number, (low, tier) in enumerate(_lower_bounds(charge.tiers or ()), start=1):
             table.add_row(str(number), low, _bound(tier.up_to), f"{tier.rate} %", _number(tier.flat_amount))
         return table
     table = Table("Key", "Value")
     if isinstance(charge, PerUnitCharge):
-        table.add_row("unit_amount", f"{_number(charge.unit_amount)} {currency}")
+        table.add_row("unit_amount", f"{_number(charge.unit_amount or D(0))} {currency}")
     elif isinstance(charge, PackageCharge):
-        table.add_row("package_size", _number(charge.package_size))
-        table.add_row("package_amount", f"{_number(charge.package_amount)} {currency}")
+        table.add_row("package_size", _number(charge.package_size or D(0)))
+        table.add_row("package_amount", f"{_number(charge.package_amount or D(0))} {currency}")
         table.add_row("free_units", _number(charge.free_units))
     elif isinstance(charge, PercentageCharge):
         table.add_row("rate", f"{charge.rate} %")

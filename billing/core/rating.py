@@ -10,6 +10,15 @@ that covers the billing period, as ``fees.rate_fee`` rates it.
 
 Rating makes invoice lines without a place: composing an invoice puts them in their section and records the
 subscription and plan version they came from.
+
+A charge priced by event dimension (``filters``, ``group_by``) gets its usage as a
+:class:`~pricing_plans.dimensions.DimensionedUsage` and makes one line per part that has usage (a filter, or the
+events matching none, and within each a group), in :func:`~pricing_plans.dimensions.ordered_parts` order, each
+rated on its own quantity with its filter's price keys (the charge's own for the events matching no filter). A
+part without a price (no filter matched and the charge has no default) is not billed: it is listed in
+``RatedPeriod.unpriced``. A dimensioned charge with nothing billed (no usage, or only unpriced usage) shows one
+zero line named after the charge, as a plain charge without usage does. A plain ``MeterUsage`` for a
+dimensioned charge is its unmatched, ungrouped usage.
 """
 
 from __future__ import annotations
@@ -25,21 +34,45 @@ from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
 from pricing_plans.charge_models import BreakdownRow, ChargeAmount, MeterUsage, rate_charge
 from pricing_plans.commitment import true_up
+from pricing_plans.dimensions import NONE_LABEL, DimensionedUsage, Part, dimension_key, ordered_parts
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import Charge, Meter, Plan
 from pricing_plans.money import MAX_AMOUNT, ZERO, Rounding, round_money
 
 __all__ = [
     "RatedPeriod",
+    "UnpricedUsage",
     "commitment_minimum",
     "rate_period",
     "usage_charges",
 ]
 
 
+Usage = MeterUsage | DimensionedUsage
+
+
+@dataclass(frozen=True, slots=True)
+class UnpricedUsage:
+    """Usage of a charge with filters and no default price that matched no filter: not billed.
+
+    Attributes:
+      meter: the charge's meter.
+      events, quantity: the unmatched usage (of one group when the charge is grouped).
+      dimension: the part's ``dimension_key`` (filter null, and the group's values).
+    """
+
+    meter: str
+    events: int
+    quantity: Decimal
+    dimension: str
+
+
 @dataclass(frozen=True, slots=True)
 class RatedPeriod:
-    """One subscription rated for one billing period."""
+    """One subscription rated for one billing period.
+
+    ``unpriced`` lists the usage no price applies to (see :class:`UnpricedUsage`), which the run reports.
+    """
 
     plan_code: str
     plan_version: int
@@ -48,6 +81,7 @@ class RatedPeriod:
     fee_line: InvoiceLine | None
     usage_lines: tuple[InvoiceLine, ...]
     commitment_line: InvoiceLine | None
+    unpriced: tuple[UnpricedUsage, ...] = ()
 
     @property
     def lines(self) -> tuple[InvoiceLine, ...]:
@@ -91,34 +125,29 @@ def commitment_minimum(terms: Terms, plan: Plan, period: Period) -> Decimal:
 def rate_period(
     terms: Terms,
     plan: Plan,
-    usage: Mapping[str, MeterUsage],
+    usage: Mapping[str, Usage],
     period: Period,
     *,
     meters: Mapping[str, Meter] | None = None,
     rounding: Rounding = Rounding.HALF_UP,
 ) -> RatedPeriod:
-    """Rate one subscription for one billing period: the fee for its fee period, one line per charge (zero usage
-    included) and the minimum-commitment true-up."""
+    """Rate one subscription for one billing period: the fee for its fee period, the lines of each charge (one,
+    zero usage included; one per part with usage for a charge priced by event dimension) and the
+    minimum-commitment true-up."""
     meters = meters or {}
-    usage_lines = []
+    usage_lines: list[InvoiceLine] = []
+    unpriced: list[UnpricedUsage] = []
     for index, charge in enumerate(plan.charges):
-        meter_usage = usage.get(charge.meter) or MeterUsage()
-        rated, amount = _rate_charge(plan, index, charge, meter_usage, rounding)
         meter = meters.get(charge.meter)
-        usage_lines.append(
-            InvoiceLine(
-                kind=LineKind.USAGE,
-                description=charge.description or (meter.name if meter else charge.meter),
-                amount=amount,
-                quantity=meter_usage.quantity,
-                service_start=period.start,
-                service_end=period.end,
-                meter=charge.meter,
-                model=charge.model,
-                unit=meter.unit if meter else None,
-                details=_details(rated.explanation, rated.breakdown, period, events=meter_usage.events),
-            )
-        )
+        for rated_part in _rate_parts(plan, index, charge, usage.get(charge.meter), rounding):
+            if rated_part.rated is None:
+                unpriced.append(
+                    UnpricedUsage(
+                        charge.meter, rated_part.usage.events, rated_part.usage.quantity, rated_part.dimension or ""
+                    )
+                )
+            else:
+                usage_lines.append(_usage_line(charge, meter, rated_part, period))
     usage_total = sum((line.amount for line in usage_lines), ZERO)
     period_rated = RatedPeriod(
         plan_code=plan.code,
@@ -128,6 +157,7 @@ def rate_period(
         fee_line=rate_fee(terms, plan, fee_period_for(terms, plan, period), rounding),
         usage_lines=tuple(usage_lines),
         commitment_line=_commitment_line(terms, plan, period, usage_total, rounding),
+        unpriced=tuple(unpriced),
     )
     _check_subtotal(plan, period_rated.subtotal)
     return period_rated
@@ -136,17 +166,20 @@ def rate_period(
 def usage_charges(
     terms: Terms,
     plan: Plan,
-    usage: Mapping[str, MeterUsage],
+    usage: Mapping[str, Usage],
     period: Period,
     *,
     rounding: Rounding = Rounding.HALF_UP,
 ) -> Decimal:
-    """``rate_period(...).usage_total`` without making the invoice lines: each charge rated and rounded as its line
-    is, the rounded amounts summed. Raises :class:`AmountOutOfRangeError` exactly when ``rate_period`` does (a
-    charge too large to keep, or lines that add up to more than an invoice may hold)."""
+    """``rate_period(...).usage_total`` without making the invoice lines: each charge (each part of a dimensioned
+    one) rated and rounded as its line is, the rounded amounts summed. Raises :class:`AmountOutOfRangeError`
+    exactly when ``rate_period`` does (a charge too large to keep, or lines that add up to more than an invoice
+    may hold)."""
     amounts = [
-        _rate_charge(plan, index, charge, usage.get(charge.meter) or MeterUsage(), rounding)[1]
+        rated_part.amount
         for index, charge in enumerate(plan.charges)
+        for rated_part in _rate_parts(plan, index, charge, usage.get(charge.meter), rounding)
+        if rated_part.rated is not None
     ]
     usage_total = sum(amounts, ZERO)
     fee_line = rate_fee(terms, plan, fee_period_for(terms, plan, period), rounding)
@@ -159,6 +192,79 @@ def usage_charges(
     return usage_total
 
 
+@dataclass(frozen=True, slots=True)
+class _RatedPart:
+    """One line's worth of a charge: the usage, how it was rated (None: no price applies) and the rounded amount.
+
+    ``part`` and ``dimension`` are None for a charge not priced by dimension, and for the zero line of a
+    dimensioned charge without usage.
+    """
+
+    part: Part | None
+    dimension: str | None
+    usage: MeterUsage
+    rated: ChargeAmount | None
+    amount: Decimal
+
+
+def _rate_parts(
+    plan: Plan, index: int, charge: Charge, usage: Usage | None, rounding: Rounding
+) -> list[_RatedPart]:
+    """A charge's lines' worth: one for a plain charge; one per part with usage for a dimensioned one."""
+    if not charge.is_dimensioned:
+        plain = usage.total if isinstance(usage, DimensionedUsage) else usage or MeterUsage()
+        return [_RatedPart(None, None, plain, *_rate_charge(plan, index, charge, plain, rounding))]
+    if isinstance(usage, DimensionedUsage):
+        parts = {part: used for part, used in usage.parts.items() if used.events > 0 or used.quantity != 0}
+    elif usage is not None and (usage.events > 0 or usage.quantity != 0):
+        parts = {Part(None): usage}
+    else:
+        parts = {}
+    rated_parts = []
+    for part in ordered_parts(charge, parts):
+        used = parts[part]
+        dimension = dimension_key(charge, part)
+        if part.filter is None and not charge.has_default:
+            rated_parts.append(_RatedPart(part, dimension, used, None, ZERO))
+            continue
+        price = charge if part.filter is None else charge.filters[part.filter].price
+        where = _part_label(charge, part) or "events matching no filter"
+        rated_parts.append(_RatedPart(part, dimension, used, *_rate_charge(plan, index, price, used, rounding, where)))
+    if all(rated_part.rated is None for rated_part in rated_parts):  # nothing billed: one zero line, as a plain
+        nothing = ChargeAmount(ZERO, (), "no usage: 0")  # charge without usage shows
+        rated_parts.insert(0, _RatedPart(None, None, MeterUsage(), nothing, ZERO))
+    return rated_parts
+
+
+def _part_label(charge: Charge, part: Part) -> str:
+    """What a part's line adds to the charge's name: its filter's label, then its group's values."""
+    labels = [] if part.filter is None else [charge.filters[part.filter].label]
+    labels += [NONE_LABEL if value is None else value for value in part.group]
+    return " — ".join(labels)
+
+
+def _usage_line(charge: Charge, meter: Meter | None, rated_part: _RatedPart, period: Period) -> InvoiceLine:
+    assert rated_part.rated is not None
+    description = charge.description or (meter.name if meter else charge.meter)
+    if rated_part.part is not None and (label := _part_label(charge, rated_part.part)):
+        description = f"{description} — {label}"
+    return InvoiceLine(
+        kind=LineKind.USAGE,
+        description=description,
+        amount=rated_part.amount,
+        quantity=rated_part.usage.quantity,
+        service_start=period.start,
+        service_end=period.end,
+        meter=charge.meter,
+        model=charge.model,
+        unit=meter.unit if meter else None,
+        details=_details(
+            rated_part.rated.explanation, rated_part.rated.breakdown, period, events=rated_part.usage.events
+        ),
+        dimension=rated_part.dimension,
+    )
+
+
 def _check_subtotal(plan: Plan, subtotal: Decimal) -> None:
     if abs(subtotal) >= MAX_AMOUNT:
         raise AmountOutOfRangeError(
@@ -168,16 +274,19 @@ def _check_subtotal(plan: Plan, subtotal: Decimal) -> None:
 
 
 def _rate_charge(
-    plan: Plan, index: int, charge: Charge, usage: MeterUsage, rounding: Rounding
+    plan: Plan, index: int, charge: Charge, usage: MeterUsage, rounding: Rounding, part: str | None = None
 ) -> tuple[ChargeAmount, Decimal]:
-    """One charge rated and its line's amount rounded; an amount too large to keep exactly (a huge quantity × a
-    price) raises :class:`AmountOutOfRangeError` naming the plan, the charge and the quantity."""
+    """One charge (or one part of a dimensioned charge, named by ``part``, priced by ``charge``: its filter's
+    price record or the charge itself) rated and its line's amount rounded; an amount too large to keep exactly
+    (a huge quantity × a price) raises :class:`AmountOutOfRangeError` naming the plan, the charge and the
+    quantity."""
     try:
         rated = rate_charge(charge, usage)
         return rated, round_money(rated.amount, plan.currency, rounding)
     except (AmountOutOfRangeError, ArithmeticError) as exc:  # (decimal's Overflow, on an absurd quantity)
+        where = f", {part}" if part else ""
         raise AmountOutOfRangeError(
-            f"plan {plan.code!r} version {plan.version}, charges[{index}] ({charge.meter}, {charge.model}): "
+            f"plan {plan.code!r} version {plan.version}, charges[{index}] ({charge.meter}, {charge.model}{where}): "
             f"a quantity of {usage.quantity} costs more than an invoice line may hold "
             f"(amounts must stay below {MAX_AMOUNT:,} {plan.currency})"
         ) from exc
