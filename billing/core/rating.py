@@ -232,7 +232,7 @@ def _rate_parts(
         rated_parts.append(_RatedPart(part, dimension, used, *_rate_charge(plan, index, price, used, rounding, where)))
     if all(rated_part.rated is None for rated_part in rated_parts):  # nothing billed: one zero line, as a plain
         nothing = ChargeAmount(ZERO, (), "no usage: 0")  # charge without usage shows
-        rated_parts.insert(0, _RatedPart(None, None, MeterUsage(), nothing, ZERO))
+        rated_parts.insert(0, _RatedPart(None, None, MeterUsage(), nothing, round_money(ZERO, plan.currency, rounding)))
     return rated_parts
 
 
