@@ -376,9 +376,15 @@ class _ChargeBase(_Record):
             filters.append(table)
         return {**data, "filters": filters}
 
+    @model_serializer(mode="wrap")
+    def _without_empty_dimensions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumped without ``filters`` and ``group_by`` when it has none, as a charge priced as a whole always was."""
+        fields: dict[str, Any] = handler(self)
+        return {key: value for key, value in fields.items() if key not in ("filters", "group_by") or value}
+
     @model_validator(mode="after")
     def _dimensions(self) -> _ChargeBase:
-        problems = self._default_problems() + _overlap_problems(self.filters)
+        problems = self._default_problems() + self._price_problems() + _overlap_problems(self.filters)
         if problems:
             raise LocatedValueError(problems)
         return self
@@ -397,6 +403,16 @@ class _ChargeBase(_Record):
             ((key,), f"required key is missing (the charge's own price keys come together: {', '.join(given)} given)")
             for key in self.PRICE_KEYS
             if getattr(self, key) is None
+        ]
+
+    def _price_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """A filter's price is of its charge's model and meter (the catalog makes it so; a record built in code
+        might not)."""
+        model = getattr(self, "model", None)
+        return [
+            (("filters", index), f"the filter's price must be a {model} charge on meter {self.meter!r}")
+            for index, found in enumerate(self.filters)
+            if (found.price.model, found.price.meter) != (model, self.meter) or found.price.filters
         ]
 
     @property

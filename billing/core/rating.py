@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 
+# A meter's usage for a period as rating takes it: split by part for a charge priced by event dimension.
 Usage = MeterUsage | DimensionedUsage
 
 

@@ -196,6 +196,14 @@ def test_a_charge_dumps_as_the_catalog_writes_it_and_loads_back() -> None:
         "unit_amount": "0.0079",
     }
     assert PerUnitCharge.model_validate(dumped) == charge
+    plain = charge_of('[[plans.sms.charges]]\nmeter = "sms"\nmodel = "per_unit"\nunit_amount = 0.01\n')
+    # a charge priced as a whole dumps as it always did
+    assert plain.model_dump(mode="json") == {
+        "meter": "sms",
+        "description": None,
+        "model": "per_unit",
+        "unit_amount": "0.01",
+    }
     assert PerUnitCharge.model_validate_json(charge.model_dump_json()) == charge
 
 
@@ -418,3 +426,11 @@ def test_every_problem_at_once() -> None:
         "list matches no event)",
         "catalog.toml: plans.sms.charges[0].filters[2].unit_amount: required key is missing",
     ]
+
+
+def test_a_filter_built_in_code_must_be_priced_by_its_charges_model() -> None:
+    us = charge_of(SMS).filters[0]
+    with pytest.raises(ValidationError, match=r"the filter's price must be a graduated charge on meter 'sms'"):
+        GraduatedCharge(meter="sms", model="graduated", filters=(us,))
+    with pytest.raises(ValidationError, match=r"the filter's price must be a per_unit charge on meter 'calls'"):
+        PerUnitCharge(meter="calls", model="per_unit", filters=(us,))
