@@ -208,9 +208,7 @@ class _RatedPart:
     amount: Decimal
 
 
-def _rate_parts(
-    plan: Plan, index: int, charge: Charge, usage: Usage | None, rounding: Rounding
-) -> list[_RatedPart]:
+def _rate_parts(plan: Plan, index: int, charge: Charge, usage: Usage | None, rounding: Rounding) -> list[_RatedPart]:
     """A charge's lines' worth: one for a plain charge; one per part with usage for a dimensioned one."""
     if not charge.is_dimensioned:
         plain = usage.total if isinstance(usage, DimensionedUsage) else usage or MeterUsage()
