@@ -9,7 +9,11 @@ Rules:
   - a subscription covers ``[start, end)``: the end date is exclusive, so a plan change on day D ends the old
     subscription on D and starts the new one on D, and no day is billed twice;
   - a new subscription gets the plan version in effect on its start date and keeps it;
-  - a customer may hold subscriptions to several plans at once, but never two overlapping ones to the same plan;
+  - a customer may hold subscriptions to several plans at once (a base plan and add-ons), but never two
+    overlapping ones to the same plan: more of the same plan is more seats (``quantity``) on one subscription;
+  - a subscription has a quantity (seats, default 1), versioned by effective date (``change_quantity``); more
+    than 1 only on a plan priced per seat (``seats = true``); a plan change keeps the seats when the new plan is
+    priced per seat too;
   - a plan's currency must be the customer's currency;
   - a cancellation records ``voluntary`` or ``involuntary`` (churn); a plan change ends the old subscription
     with no reason, since the customer did not leave;
@@ -43,12 +47,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing.config import get_settings
+from billing.core.compose import opening_key
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.invoicing import drop_opening_draft, write_opening_invoice
 from dbkit import read_only, utcnow
 from invoices import store
+from invoices.model import InvoiceStatus
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D, is_known_currency
@@ -59,6 +65,7 @@ __all__ = [
     "ImportReport",
     "cancel_subscription",
     "change_plan",
+    "change_quantity",
     "create_customer",
     "customers_page",
     "get_customer",
@@ -488,25 +495,32 @@ def _store_customers(
 
 
 def subscribe(
-    engine: Engine, catalog: Catalog, customer_external_id: str, plan_code: str, start: dt.date
+    engine: Engine, catalog: Catalog, customer_external_id: str, plan_code: str, start: dt.date, quantity: int = 1
 ) -> Subscription:
-    """Subscribe a customer to the version of ``plan_code`` in effect on ``start``, open-ended.
+    """Subscribe a customer to the version of ``plan_code`` in effect on ``start``, open-ended, with ``quantity``
+    seats (more than 1 only on a plan priced per seat).
 
     A plan with an in-advance fee gets the subscription's opening invoice (its first fee, prorated from
     ``start``) as a draft, in the same transaction.
 
     Refused: an unknown customer (NotFoundError), an unknown plan or one not yet in effect, a plan priced in
-    another currency than the customer's, an overlapping subscription to the same plan.
+    another currency than the customer's, an overlapping subscription to the same plan, a bad quantity.
     """
     start = _date("start", start)
     plan = _plan_for_start(catalog, plan_code, start)
+    quantity = _quantity(quantity, plan)
     with session_scope(engine) as session:
         # Locking the customer serializes concurrent subscribes of one customer, so the overlap check holds.
         customer = _customer_or_raise(session, customer_external_id, for_update=True)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, start)
         subscription = repository.add_subscription(
-            session, customer=customer, plan_code=plan.code, plan_version=plan.version, start_date=start
+            session,
+            customer=customer,
+            plan_code=plan.code,
+            plan_version=plan.version,
+            start_date=start,
+            quantity=quantity,
         )
         write_opening_invoice(session, catalog, customer, subscription, plan)
         return subscription
@@ -569,9 +583,43 @@ def change_plan(
             plan_version=plan.version,
             start_date=on,
             previous_subscription_id=old.id,
+            quantity=old.quantity_on(on) if _per_seat(plan) else 1,
         )
         write_opening_invoice(session, catalog, customer, subscription, plan)
         return subscription
+
+
+def change_quantity(engine: Engine, catalog: Catalog, subscription_id: int, quantity: int, on: dt.date) -> Subscription:
+    """Give a subscription ``quantity`` seats from ``on`` on (until a later change), in one transaction; returns
+    the subscription with its quantities. A change on a day that already has one replaces it.
+
+    The billing run settles it: in arrears each seat is billed for the days it is held; in advance the added
+    seats are charged for the rest of the fee period, or the removed ones credited, on the invoice of the billing
+    period ``on`` falls in. On the start date it is the quantity at the start (its opening invoice, while a
+    draft, is written again).
+
+    Refused: an unknown subscription (NotFoundError), a plan not priced per seat, a quantity below 1, a date
+    before the start or from the end on, a date inside a period already invoiced.
+    """
+    on = _date("date", on)
+    with session_scope(engine) as session:
+        subscription = _subscription_or_raise(session, subscription_id)
+        plan = _subscription_plan(catalog, subscription)
+        quantity = _quantity(quantity, plan)
+        if on < subscription.start_date or (subscription.end_date is not None and on >= subscription.end_date):
+            last = subscription.end_date.isoformat() if subscription.end_date else "open-ended"
+            raise BillingInputError(
+                f"date: {on.isoformat()} is outside subscription {subscription.id} "
+                f"(from {subscription.start_date.isoformat()}, until {last})"
+            )
+        _check_not_invoiced(session, subscription, on, "change the quantity of", "change it from")
+        if on == subscription.start_date:
+            _check_opening_not_issued(session, subscription)
+        customer = _customer_or_raise(session, subscription.customer_external_id)
+        changed = repository.set_quantity(session, subscription, quantity, on)
+        if on == subscription.start_date:
+            _settle_opening_draft(session, catalog, changed, customer)
+        return changed
 
 
 def get_subscription(engine: Engine, subscription_id: int) -> Subscription:
@@ -681,6 +729,42 @@ def _plan_for_start(catalog: Catalog, plan_code: str, start: dt.date) -> Plan:
         raise BillingInputError(f"plan: {exc}") from None
 
 
+MAX_QUANTITY = 1_000_000
+
+
+def _per_seat(plan: Plan) -> bool:
+    return plan.subscription is not None and plan.subscription.seats
+
+
+def _quantity(value: Any, plan: Plan) -> int:
+    """A quantity of seats: a whole number from 1 to ``MAX_QUANTITY``, above 1 only on a plan priced per seat."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_QUANTITY:
+        raise BillingInputError(f"quantity: expected a whole number of seats from 1 to {MAX_QUANTITY:,}, got {value!r}")
+    if value != 1 and not _per_seat(plan):
+        raise BillingInputError(
+            f"quantity: plan {plan.code!r} is not priced per seat (its [subscription] has no seats = true), so its "
+            f"quantity is 1, got {value}"
+        )
+    return value
+
+
+def _subscription_plan(catalog: Catalog, subscription: Subscription) -> Plan:
+    try:
+        return catalog.plan(subscription.plan_code, subscription.plan_version)
+    except UnknownPlanError as exc:
+        raise BillingInputError(f"plan: {exc}") from None
+
+
+def _check_opening_not_issued(session: Session, subscription: Subscription) -> None:
+    """The quantity at the start is what the opening invoice bills: once that invoice is issued, it stays."""
+    known = store.stored_drafts(session, [opening_key(subscription.id)]).get(opening_key(subscription.id))
+    if known is not None and known.status != InvoiceStatus.DRAFT.value:
+        raise BillingInputError(
+            f"date: subscription {subscription.id}'s opening invoice, which bills its seats from "
+            f"{subscription.start_date.isoformat()}, is issued; change the quantity from a later day"
+        )
+
+
 def _check_currency(plan: Plan, customer: Customer) -> None:
     if plan.currency != customer.currency:
         raise BillingInputError(
@@ -700,7 +784,9 @@ def _check_can_end(subscription: Subscription, end: dt.date, action: str) -> Non
         )
 
 
-def _check_not_invoiced(session: Session, subscription: Subscription, end: dt.date, action: str) -> None:
+def _check_not_invoiced(
+    session: Session, subscription: Subscription, end: dt.date, action: str, advice: str = "end it on"
+) -> None:
     """An end date inside a period whose invoice is already issued would leave that invoice billing days the
     subscription no longer has; such a correction is a credit note, so the date is refused with that advice."""
     invoiced_until = store.invoiced_until(session, subscription.customer_external_id)
@@ -708,7 +794,7 @@ def _check_not_invoiced(session: Session, subscription: Subscription, end: dt.da
         last_day = (invoiced_until - dt.timedelta(days=1)).isoformat()
         raise BillingInputError(
             f"date: cannot {action} subscription {subscription.id} on {end.isoformat()}: it is invoiced through "
-            f"{last_day}; end it on {invoiced_until.isoformat()} or later, and correct issued invoices with a "
+            f"{last_day}; {advice} {invoiced_until.isoformat()} or later, and correct issued invoices with a "
             "credit note (billing invoices credit)"
         )
 

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
-from billing.core.compose import Section, compose_period_invoice, section_window
+from billing.core.compose import Section, compose_period_invoice, period_key, section_window
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import schedule_of
+from billing.core.fees import fee_period_to_adjust, schedule_of
 from billing.core.periods import Period, month_of
 from billing.db import repository, session_scope
 from billing.db.notification_tables import NotificationRow
@@ -33,6 +33,7 @@ from billing.metering import UsageWindow
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
 from billing.usage_windows import UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
 from dbkit import read_only, utcnow
+from invoices import store
 from invoices.model import DraftInvoice, LineKind
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.models import Catalog, Plan
@@ -127,8 +128,10 @@ def customer_usage(
     period = period or _own_period(catalog, customer, subscriptions, as_of)
     active, plans = _priced_subscriptions(catalog, customer, subscriptions, period)
     usage = _usage(engine, catalog, customer, period, active)
+    billed = _billed_in_advance(engine, customer, period, active, plans)
     sections = [
-        Section(s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id])) for s in active
+        Section(s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id))
+        for s in active
     ]
     preview = compose_period_invoice(customer, period, sections, [], catalog, as_of)
     return CustomerUsage(
@@ -139,6 +142,21 @@ def customer_usage(
         thresholds=tuple(_thresholds(engine, customer, period, sections, preview)),
         preview=preview,
     )
+
+
+def _billed_in_advance(
+    engine: Engine, customer: Customer, period: Period, active: Iterable[Subscription], plans: Mapping[int, Plan]
+) -> dict[int, Decimal]:
+    """What invoices billed in advance for the fee periods the period's invoice adjusts (a subscription ending in
+    it, seats changing in it), by subscription: the preview settles them as the run will."""
+    adjusted = {s.id: f for s in active if (f := fee_period_to_adjust(s, plans[s.id], period)) is not None}
+    if not adjusted:
+        return {}
+    with session_scope(read_only(engine)) as session:
+        billed = store.billed_fees(
+            session, [(i, f.start) for i, f in adjusted.items()], exclude=[period_key(customer.external_id, period)]
+        )
+    return {i: billed[(i, f.start)] for i, f in adjusted.items()}
 
 
 def _priced_subscriptions(

@@ -637,11 +637,21 @@ CHARGE_MODELS = ("per_unit", "graduated", "volume", "package", "percentage", "gr
 
 
 class SubscriptionFee(_Record):
-    """The recurring fixed fee of a plan, billed in advance or in arrears, prorated by days."""
+    """The recurring fixed fee of a plan, billed in advance or in arrears, prorated by days.
+
+    ``seats``: the fee is per seat, times the subscription's quantity on each day (a fee of 0 is refused then).
+    """
 
     fee: NonNegative
     billing: FeeBilling = FeeBilling.IN_ADVANCE
     trial_days: TrialDays = 0
+    seats: Annotated[bool, Field(strict=True)] = False
+
+    @model_validator(mode="after")
+    def _seats_need_a_fee(self) -> SubscriptionFee:
+        if self.seats and self.fee == 0:
+            raise _located("seats", message="a per-seat price needs a fee above 0 (fee is 0)")
+        return self
 
 
 class Commitment(_Record):

@@ -27,6 +27,8 @@ from billing.api.schemas import (
     PeriodOut,
     PreviewLineOut,
     PreviewOut,
+    QuantityIn,
+    QuantityOut,
     SubscriptionIn,
     SubscriptionListOut,
     SubscriptionOut,
@@ -103,6 +105,10 @@ def subscription_out(subscription: Subscription) -> SubscriptionOut:
         status=s.status.value,  # type: ignore[arg-type]
         cancel_reason=None if s.cancel_reason is None else s.cancel_reason.value,  # type: ignore[arg-type]
         previous_subscription_id=s.previous_subscription_id,
+        quantity=s.latest_quantity,
+        quantities=[
+            QuantityOut(effective_from=day, quantity=quantity) for day, quantity in s.quantity_schedule
+        ],
     )
 
 
@@ -319,9 +325,11 @@ def create_subscription(
     catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> SubscriptionOut:
-    """Subscribe ``customer`` to the version of ``plan`` in effect on ``start``, open-ended. One overlapping
-    a subscription of the customer to the same plan is a 409 ``conflict``."""
-    subscription = service.subscribe(engine, catalog, body.customer, body.plan, body.start)
+    """Subscribe ``customer`` to the version of ``plan`` in effect on ``start``, open-ended, with ``quantity``
+    seats (above 1 only on a plan priced per seat). A customer may hold several plans at once (add-ons); one
+    overlapping a subscription of the customer to the same plan is a 409 ``conflict`` (more of it is more seats).
+    """
+    subscription = service.subscribe(engine, catalog, body.customer, body.plan, body.start, body.quantity)
     response.headers["Location"] = f"/v1/subscriptions/{subscription.id}"
     return subscription_out(subscription)
 
@@ -391,3 +399,30 @@ def cancel_subscription(
         customer = service.get_customer(engine, subscription.customer_external_id)
         end = dt.datetime.now(ZoneInfo(customer.timezone)).date()
     return subscription_out(service.cancel_subscription(engine, subscription_id, end, body.reason))
+
+
+@router.post(
+    "/v1/subscriptions/{subscription_id}/quantity",
+    summary="Change a subscription's seats",
+    response_model=SubscriptionOut,
+    operation_id="changeSubscriptionQuantity",
+    responses=POST_ERROR_RESPONSES,
+    tags=["subscriptions"],
+)
+def change_subscription_quantity(
+    subscription_id: SubscriptionId,
+    body: QuantityIn,
+    engine: Annotated[Engine, Depends(api_engine)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> SubscriptionOut:
+    """Give the subscription ``quantity`` seats from ``effective_from`` on (default: today in the customer's
+    timezone), as ``billing subscriptions quantity`` does: a date inside an invoiced period is a 422; in advance
+    the added seats are charged (removed ones credited) for the rest of the period on the next invoice; in arrears
+    each seat is billed for the days it is held."""
+    on = body.effective_from
+    if on is None:
+        subscription = service.get_subscription(engine, subscription_id)
+        customer = service.get_customer(engine, subscription.customer_external_id)
+        on = dt.datetime.now(ZoneInfo(customer.timezone)).date()
+    return subscription_out(service.change_quantity(engine, catalog, subscription_id, body.quantity, on))

@@ -82,6 +82,7 @@ _CUSTOMER = {
 _SUBSCRIPTION = {
     "id": 1, "customer": "acme", "plan": "api_growth", "plan_version": 1, "start_date": "2026-10-01",
     "end_date": None, "status": "active", "cancel_reason": None, "previous_subscription_id": None,
+    "quantity": 1, "quantities": [{"effective_from": "2026-10-01", "quantity": 1}],
 }
 _INVOICE_SUMMARY = {
     "id": 7, "number": "INV-2026-000007", "kind": "invoice", "status": "finalized", "customer": "acme",
@@ -98,7 +99,7 @@ _PLAN = {
     "code": "api_growth", "version": 1, "versions": [1, 2], "key": "api_growth", "effective_from": "2025-01-01",
     "name": "API Growth", "description": "Self-serve API access with 10,000 calls a month included",
     "currency": "USD", "interval": "month", "billing_anchor": "calendar",
-    "subscription": {"fee": "49.00", "billing": "in_advance", "trial_days": 0},
+    "subscription": {"fee": "49.00", "billing": "in_advance", "trial_days": 0, "seats": False},
     "charges": [
         {"meter": "api_calls", "description": None, "model": "graduated",
          "tiers": [{"up_to": "10000", "unit_amount": "0", "flat_amount": "0"},
@@ -245,6 +246,19 @@ class SubscriptionIn(_In):
     customer: ApiText = Field(max_length=255)
     plan: ApiText = Field(max_length=100)
     start: dt.date
+    quantity: StrictInt = Field(
+        default=1, ge=1, le=1_000_000, description="Seats from the start; above 1 only on a plan priced per seat."
+    )
+
+
+class QuantityIn(_In):
+    """Give a subscription ``quantity`` seats from ``effective_from`` on (default: today in the customer's
+    timezone)."""
+
+    model_config = examples({"quantity": 8, "effective_from": "2026-04-11"})
+
+    quantity: StrictInt = Field(ge=1, le=1_000_000, description="The number of seats.")
+    effective_from: dt.date | None = Field(default=None, description="The first day with them.")
 
 
 class CancelIn(_In):
@@ -255,6 +269,15 @@ class CancelIn(_In):
 
     date: dt.date | None = None
     reason: Literal["voluntary", "involuntary"] = "voluntary"
+
+
+class QuantityOut(_Out):
+    """A subscription's seats from ``effective_from`` on, until the next change."""
+
+    model_config = examples({"effective_from": "2026-10-01", "quantity": 5})
+
+    effective_from: dt.date
+    quantity: int
 
 
 class SubscriptionOut(_Out):
@@ -271,6 +294,8 @@ class SubscriptionOut(_Out):
     status: Literal["active", "cancelled"]
     cancel_reason: Literal["voluntary", "involuntary"] | None
     previous_subscription_id: int | None
+    quantity: int = Field(description="The seats from the latest change on (1 unless the plan is priced per seat).")
+    quantities: list[QuantityOut] = Field(description="The quantity schedule: the seats from each date on.")
 
 
 # -- invoices ------------------------------------------------------------------------------------------------
@@ -485,7 +510,9 @@ class PlanOut(_Out):
     billing_anchor: Literal["calendar", "subscription_start"] = Field(
         description="Where periods begin: calendar boundaries, or the subscription's start day (anniversary)."
     )
-    subscription: dict[str, Any] | None = Field(description="The recurring fee: fee, billing, trial_days.")
+    subscription: dict[str, Any] | None = Field(
+        description="The recurring fee: fee, billing, trial_days, seats (true: the fee is per seat)."
+    )
     charges: list[dict[str, Any]] = Field(description="The usage charges, one per meter, with the model's fields.")
     commitment: dict[str, Any] | None = Field(description="The minimum commitment, if any.")
     thresholds: list[dict[str, Any]] = Field(description="Alert levels of allowances and spend caps.")

@@ -124,6 +124,10 @@ def subscription_json(subscription: Subscription) -> dict[str, Any]:
         "status": s.status.value,
         "cancel_reason": None if s.cancel_reason is None else s.cancel_reason.value,
         "previous_subscription_id": s.previous_subscription_id,
+        "quantity": s.latest_quantity,
+        "quantities": [
+            {"effective_from": day.isoformat(), "quantity": quantity} for day, quantity in s.quantity_schedule
+        ],
     }
 
 

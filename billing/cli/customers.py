@@ -30,7 +30,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (the API's 
 customers_app = typer.Typer(
     help="Customers: add, list, import from CSV, rotate a webhook secret.", no_args_is_help=True
 )
-subscriptions_app = typer.Typer(help="Subscriptions: list, cancel, change plan.", no_args_is_help=True)
+subscriptions_app = typer.Typer(help="Subscriptions: list, cancel, change plan, change seats.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -213,13 +213,16 @@ def subscribe(
     customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's id.")],
     plan: Annotated[str, typer.Argument(metavar="PLAN", help="The plan code.")],
     start: Annotated[str, typer.Option("--start", metavar="DATE", help="First day, YYYY-MM-DD.")],
+    quantity: Annotated[
+        int, typer.Option("--quantity", metavar="N", help="Seats (a plan priced per seat; default 1).")
+    ] = 1,
     as_json: JsonOption = False,
 ) -> None:
     """Subscribe a customer to the plan version in effect on the start date."""
     start_date = _date("--start", start)
     catalog = _catalog()
     with database() as engine:
-        subscription = service.subscribe(engine, catalog, customer, plan, start_date)
+        subscription = service.subscribe(engine, catalog, customer, plan, start_date, quantity)
     if as_json:
         _json.emit(_json.subscription_json(subscription))
         return
@@ -264,6 +267,24 @@ def subscriptions_change(
     console.print(f"ended subscription {sid}; created {_describe(subscription)}", highlight=False, markup=False)
 
 
+@subscriptions_app.command("quantity")
+def subscriptions_quantity(
+    subscription_id: Annotated[str, typer.Argument(metavar="ID", help="The subscription id.")],
+    quantity: Annotated[int, typer.Argument(metavar="N", help="The number of seats.")],
+    effective_from: Annotated[str, typer.Option("--from", metavar="DATE", help="First day with N seats.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Give a subscription N seats from DATE on (a plan priced per seat); the next invoice settles the change."""
+    sid, on = _subscription_id(subscription_id), _date("--from", effective_from)
+    catalog = _catalog()
+    with database() as engine:
+        subscription = service.change_quantity(engine, catalog, sid, quantity, on)
+    if as_json:
+        _json.emit(_json.subscription_json(subscription))
+        return
+    console.print(f"subscription {sid}: {quantity} seats from {on.isoformat()}", highlight=False, markup=False)
+
+
 @subscriptions_app.command("list")
 def subscriptions_list(
     customer: Annotated[str | None, typer.Option("--customer", metavar="ID", help="Only this customer's.")] = None,
@@ -279,7 +300,7 @@ def subscriptions_list(
     if not subscriptions:
         console.print("no subscriptions")
         return
-    table = _table("ID", "Customer", "Plan", "Start", "End", "Status", "Replaces")
+    table = _table("ID", "Customer", "Plan", "Start", "End", "Status", "Seats", "Replaces")
     for s in subscriptions:
         status = f"{s.status.value} ({s.cancel_reason.value})" if s.cancel_reason else s.status.value
         cells = (
@@ -289,6 +310,7 @@ def subscriptions_list(
             s.start_date.isoformat(),
             s.end_date.isoformat() if s.end_date else "",
             status,
+            str(s.latest_quantity),
             str(s.previous_subscription_id or ""),
         )
         table.add_row(*map(Text, cells))

@@ -181,7 +181,8 @@ def _fee(plan: Plan, per: str = "") -> str:
     if plan.subscription is None:
         return "—" if not per else "none"
     fee = plan.subscription
-    amount = format_amount(fee.fee, plan.currency) + (f" per {per}," if per else "")
+    seat = " per seat" if fee.seats else ""
+    amount = format_amount(fee.fee, plan.currency) + seat + (f" per {per}," if per else "")
     text = f"{amount} {fee.billing.value.replace('_', ' ')}"
     return f"{text}, {fee.trial_days}-day trial" if fee.trial_days else text
 

@@ -35,6 +35,7 @@ def quote(
     version: int | None = typer.Option(None, "--version", help="Plan version (default: the one in effect)."),
     timezone: str = typer.Option("UTC", "--timezone", help="Timezone of the period's bounds for --events."),
     customer: str | None = typer.Option(None, "--customer", help="With --events: the customer whose events count."),
+    quantity: int = typer.Option(1, "--quantity", min=1, help="Seats, on a plan priced per seat (default 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the quote as JSON."),
 ) -> None:
     """Rate one customer-period: the fee, each charge with its breakdown, the commitment true-up, the total."""
@@ -66,7 +67,9 @@ def quote(
             if chosen.charge_for(meter) is None:
                 fail(f"--usage: plan {chosen.code!r} has no charge on meter {meter!r}")
 
-    terms = SubscriptionTerms(start_date=start_day or billing_period.start)
+    if quantity != 1 and not (chosen.subscription is not None and chosen.subscription.seats):
+        fail(f"--quantity: plan {chosen.code!r} is not priced per seat, so its quantity is 1")
+    terms = SubscriptionTerms(start_date=start_day or billing_period.start, quantity=quantity)
     try:
         rated = rate_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
     except AmountOutOfRangeError as error:

@@ -12,7 +12,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
-__all__ = ["CancelReason", "Customer", "Subscription", "SubscriptionStatus", "SubscriptionTerms", "Terms"]
+__all__ = [
+    "CancelReason",
+    "Customer",
+    "QuantityChange",
+    "Subscription",
+    "SubscriptionStatus",
+    "SubscriptionTerms",
+    "Terms",
+    "quantity_on",
+]
 
 
 class SubscriptionStatus(StrEnum):
@@ -60,6 +69,22 @@ class Customer:
 
 
 @dataclass(frozen=True, slots=True)
+class QuantityChange:
+    """A subscription's quantity (seats) from ``effective_from`` on, until its next change."""
+
+    effective_from: dt.date
+    quantity: int
+
+
+def quantity_on(quantity: int, changes: tuple[QuantityChange, ...], day: dt.date) -> int:
+    """The quantity in force on ``day``: the latest change on or before it, else the quantity at the start."""
+    for change in reversed(changes):
+        if change.effective_from <= day:
+            return change.quantity
+    return quantity
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """A customer on one version of a plan over ``[start_date, end_date)``.
 
@@ -72,6 +97,8 @@ class Subscription:
       status: ``cancelled`` once an end date has been set (which may lie in the future), else ``active``.
       cancel_reason: ``voluntary`` or ``involuntary`` for churn; None while active and for a plan change.
       previous_subscription_id: the subscription this one replaced by a plan change, if any.
+      quantity: the number of seats at the start (1 unless the plan is priced per seat).
+      quantity_changes: later quantities, each from its effective date, in date order.
     """
 
     id: int
@@ -84,6 +111,22 @@ class Subscription:
     status: SubscriptionStatus
     cancel_reason: CancelReason | None
     previous_subscription_id: int | None
+    quantity: int = 1
+    quantity_changes: tuple[QuantityChange, ...] = ()
+
+    def quantity_on(self, day: dt.date) -> int:
+        """The number of seats on ``day``."""
+        return quantity_on(self.quantity, self.quantity_changes, day)
+
+    @property
+    def latest_quantity(self) -> int:
+        """The quantity from the latest change on (the quantity at the start if it never changed)."""
+        return self.quantity_changes[-1].quantity if self.quantity_changes else self.quantity
+
+    @property
+    def quantity_schedule(self) -> list[tuple[dt.date, int]]:
+        """The seats by date: from the start, then each change."""
+        return [(self.start_date, self.quantity), *((c.effective_from, c.quantity) for c in self.quantity_changes)]
 
     def active_on(self, day: dt.date) -> bool:
         """Whether ``day`` falls in ``[start_date, end_date)``."""
@@ -100,13 +143,19 @@ class Subscription:
 
 
 class Terms(Protocol):
-    """What rating needs of a subscription: when it runs (``end_date`` exclusive, None: open)."""
+    """What rating needs of a subscription: when it runs (``end_date`` exclusive, None: open), and its seats."""
 
     @property
     def start_date(self) -> dt.date: ...
 
     @property
     def end_date(self) -> dt.date | None: ...
+
+    @property
+    def quantity(self) -> int: ...
+
+    @property
+    def quantity_changes(self) -> tuple[QuantityChange, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +164,5 @@ class SubscriptionTerms:
 
     start_date: dt.date
     end_date: dt.date | None = None
+    quantity: int = 1
+    quantity_changes: tuple[QuantityChange, ...] = ()

@@ -16,10 +16,17 @@ Which invoice carries the fee of a fee period depends on how the plan bills it:
   (``fee_period_to_adjust``, ``fee_adjustment``).
 
 ``period_fees`` puts these together for one subscription on the invoice of one billing period.
+
+A plan priced per seat (``seats = true``) bills fee × seats for the days each number of seats was held. In arrears
+the fee of a fee period follows every quantity change in it. In advance a fee period is billed with the seats on
+its first day (the subscription's start on an opening invoice); a change inside it is settled on the invoice of the
+billing period the change falls in, as the fee for the days with the new seats minus what was billed: added seats
+charged for the rest of the fee period, removed seats credited (``fee_period_to_adjust``, ``fee_adjustment``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -28,10 +35,11 @@ from billing.core.periods import Period, Schedule
 from invoices.model import InvoiceLine, LineDetails, LineKind
 from pricing_plans.models import BillingAnchor, FeeBilling, Interval, Plan
 from pricing_plans.money import Rounding, round_money
-from pricing_plans.proration import fee_for_period
+from pricing_plans.proration import fee_for_period, seat_fee_for_period
 
 __all__ = [
     "PeriodFees",
+    "advance_fee",
     "advance_fee_period",
     "arrears_fee_due",
     "billed_in_advance",
@@ -45,6 +53,7 @@ __all__ = [
     "period_fees",
     "rate_fee",
     "schedule_of",
+    "seat_changes_in",
     "usage_periods_per_fee_period",
 ]
 
@@ -83,18 +92,35 @@ def ends_in(terms: Terms, period: Period) -> bool:
     return end is not None and period.start < end <= period.end
 
 
-def rate_fee(terms: Terms, plan: Plan, fee_period: Period, rounding: Rounding = Rounding.HALF_UP) -> InvoiceLine | None:
-    """The subscription fee for ``fee_period``, prorated by active days (trial days free); None without a fee."""
+def rate_fee(
+    terms: Terms,
+    plan: Plan,
+    fee_period: Period,
+    rounding: Rounding = Rounding.HALF_UP,
+    *,
+    seats_as_of: dt.date | None = None,
+) -> InvoiceLine | None:
+    """The subscription fee for ``fee_period``, prorated by active days (trial days free); None without a fee.
+
+    A fee per seat counts the quantity changes effective up to ``seats_as_of`` (None: all of them)."""
     if plan.subscription is None:
         return None
     billing = plan.subscription.billing
-    charge = fee_for_period(plan.subscription, fee_period.start, fee_period.end, terms.start_date, terms.end_date)
+    quantity = Decimal(1)
+    if plan.subscription.seats:
+        schedule = _seat_schedule(terms, seats_as_of)
+        charge = seat_fee_for_period(
+            plan.subscription, fee_period.start, fee_period.end, terms.start_date, terms.end_date, schedule
+        )
+        quantity = Decimal(_seats_held(schedule, fee_period)[-1])
+    else:
+        charge = fee_for_period(plan.subscription, fee_period.start, fee_period.end, terms.start_date, terms.end_date)
     timing = "in advance" if billing is FeeBilling.IN_ADVANCE else "in arrears"
     return InvoiceLine(
         kind=LineKind.SUBSCRIPTION,
         description=f"{plan.name} subscription, {fee_period.label} ({timing})",
         amount=round_money(charge.amount, plan.currency, rounding),
-        quantity=Decimal(1),
+        quantity=quantity,
         service_start=fee_period.start,
         service_end=fee_period.end,
         details=LineDetails(
@@ -103,6 +129,40 @@ def rate_fee(terms: Terms, plan: Plan, fee_period: Period, rounding: Rounding = 
             {"service_period": fee_period.as_dict(), "billing": billing.value},
         ),
     )
+
+
+def _seat_schedule(terms: Terms, as_of: dt.date | None) -> list[tuple[dt.date, int]]:
+    """The quantity schedule (from, seats) by date, with the changes effective up to ``as_of`` (None: all)."""
+    schedule = [(terms.start_date, terms.quantity)]
+    schedule += [
+        (change.effective_from, change.quantity)
+        for change in terms.quantity_changes
+        if as_of is None or change.effective_from <= as_of
+    ]
+    return schedule
+
+
+def _seats_held(schedule: list[tuple[dt.date, int]], fee_period: Period) -> list[int]:
+    """The numbers of seats in force on some day of ``fee_period``, in date order (at least the first)."""
+    held = [
+        count
+        for index, (since, count) in enumerate(schedule)
+        if (index == 0 or since < fee_period.end)
+        and (index + 1 == len(schedule) or schedule[index + 1][0] > fee_period.start)
+    ]
+    return held or [schedule[-1][1]]
+
+
+def seat_changes_in(terms: Terms, period: Period) -> list[tuple[dt.date, int, int]]:
+    """The quantity changes effective in ``period`` while the subscription runs: (date, seats before, after)."""
+    changes = []
+    before = terms.quantity
+    for change in terms.quantity_changes:
+        runs = change.effective_from < (terms.end_date or period.end) and change.effective_from > terms.start_date
+        if period.contains(change.effective_from) and runs and change.quantity != before:
+            changes.append((change.effective_from, before, change.quantity))
+        before = change.quantity
+    return changes
 
 
 def arrears_fee_due(terms: Terms, plan: Plan, period: Period) -> bool:
@@ -139,18 +199,33 @@ def opening_fee(terms: Terms, plan: Plan, rounding: Rounding = Rounding.HALF_UP)
     from its start (and to its end, if it ends in that fee period); None for a plan without an in-advance fee."""
     if not billed_in_advance(plan):
         return None
-    return rate_fee(terms, plan, opening_fee_period(terms, plan), rounding)
+    return advance_fee(terms, plan, opening_fee_period(terms, plan), rounding)
+
+
+def advance_fee(
+    terms: Terms, plan: Plan, fee_period: Period, rounding: Rounding = Rounding.HALF_UP
+) -> InvoiceLine | None:
+    """The in-advance fee of ``fee_period``, billed with the seats on its first day (or the subscription's)."""
+    return rate_fee(terms, plan, fee_period, rounding, seats_as_of=max(fee_period.start, terms.start_date))
 
 
 def fee_period_to_adjust(terms: Terms, plan: Plan, period: Period) -> Period | None:
     """The fee period whose in-advance fee the invoice of billing period ``period`` adjusts to the days the
     subscription ran: the subscription ends in ``period`` (its end date in [start, end]: on ``period.start``
-    it ended as the period began) before that fee period ends. None otherwise."""
-    end = terms.end_date
-    if not billed_in_advance(plan) or end is None or not period.start <= end <= period.end:
+    it ended as the period began) before that fee period ends, or its seats change in ``period``. None otherwise."""
+    if not billed_in_advance(plan):
         return None
     fee_period = fee_period_for(terms, plan, period)
+    if _seats_priced(plan) and seat_changes_in(terms, period):
+        return fee_period
+    end = terms.end_date
+    if end is None or not period.start <= end <= period.end:
+        return None
     return fee_period if end < fee_period.end else None
+
+
+def _seats_priced(plan: Plan) -> bool:
+    return plan.subscription is not None and plan.subscription.seats
 
 
 def fee_adjustment(
@@ -162,23 +237,51 @@ def fee_adjustment(
     if billed is None:
         return None
     fee_period = fee_period_for(terms, plan, period)
-    due = rate_fee(terms, plan, fee_period, rounding)
+    # seat changes count once their day has come in this billing period; later ones wait for their own invoice
+    due = rate_fee(terms, plan, fee_period, rounding, seats_as_of=period.end - dt.timedelta(days=1))
     if due is None:
         return None
     difference = due.amount - billed
     if difference == 0:
         return None
-    adjustment = {
-        "due": str(due.amount),
-        "billed_in_advance": str(billed),
-        "explanation": f"{due.details.explanation or ''}; {billed} billed in advance; difference {difference}",
-    }
+    explanation = f"{due.details.explanation or ''}; {billed} billed in advance; difference {difference}"
+    adjustment = {"due": str(due.amount), "billed_in_advance": str(billed), "explanation": explanation}
+    description = f"{plan.name} subscription, {fee_period.label}: adjusted to the end on {terms.end_date}"
+    quantity, details_explanation = due.quantity, due.details.explanation
+    ended = terms.end_date is not None and terms.end_date <= period.end and terms.end_date < fee_period.end
+    changes = seat_changes_in(terms, period) if _seats_priced(plan) else []
+    if changes and not ended:
+        moves = ", ".join(f"{before} → {after} from {day.isoformat()}" for day, before, after in changes)
+        description = f"{plan.name} seats, {fee_period.label}: {moves}"
+        quantity = Decimal(changes[-1][2] - changes[0][1])
+        details_explanation = f"{_seat_change_terms(terms, plan, fee_period, changes)}; due {explanation}"
+        adjustment["explanation"] = details_explanation
     return replace(
         due,
         amount=difference,
-        description=f"{plan.name} subscription, {fee_period.label}: adjusted to the end on {terms.end_date}",
-        details=replace(due.details, extra={**due.details.extra, "adjustment": adjustment}),
+        quantity=quantity,
+        description=description,
+        details=replace(
+            due.details, explanation=details_explanation, extra={**due.details.extra, "adjustment": adjustment}
+        ),
     )
+
+
+def _seat_change_terms(terms: Terms, plan: Plan, fee_period: Period, changes: list[tuple[dt.date, int, int]]) -> str:
+    """Each seat change's share of the fee: seats added (or removed) × fee × its days to the end of the fee period
+    (or of the subscription) / the fee period's days; these add up to what the changes cost."""
+    assert plan.subscription is not None
+    fee = plan.subscription.fee
+    until = min(fee_period.end, terms.end_date or fee_period.end)
+    paid_from = terms.start_date + dt.timedelta(days=plan.subscription.trial_days)
+    parts = []
+    for day, before, after in changes:
+        days = max(0, (until - max(day, paid_from)).days)
+        delta = after - before
+        share = round_money(fee * delta * days / fee_period.days, plan.currency)
+        verb = "added" if delta > 0 else "removed"
+        parts.append(f"{abs(delta)} seats {verb} × {fee} × {days}/{fee_period.days} days = {share}")
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,5 +317,5 @@ def period_fees(
     upcoming = advance_fee_period(terms, plan, period)
     return PeriodFees(
         adjustment=fee_adjustment(terms, plan, period, billed_in_advance_fee, rounding),
-        in_advance=None if upcoming is None else rate_fee(terms, plan, upcoming, rounding),
+        in_advance=None if upcoming is None else advance_fee(terms, plan, upcoming, rounding),
     )

@@ -17,9 +17,9 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
 - **Customer churn rate** = C / S; **CRR** = (E − N) / S.
 - Every figure is per currency: a customer's figures go to the customer's currency; nothing is converted.
 - **MRR** of a customer on day t = Σ over their subscriptions active on t of the plan's fee normalized to a
-  month (``Plan.monthly_fee``: a weekly fee × 52 / 12, a quarterly fee / 3, a yearly fee / 12) + the commitment
-  minimum normalized to a month the same way (``per_month``), kept to 12 decimal places (``MRR_DECIMALS``),
-  never rounded to minor units before the display.
+  month (``Plan.monthly_fee``: a weekly fee × 52 / 12, a quarterly fee / 3, a yearly fee / 12; times the seats
+  held on t on a plan priced per seat) + the commitment minimum normalized to a month the same way
+  (``per_month``), kept to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before the display.
 - **MRR movements** per customer, m0 = MRR on ``P.start``, m1 = MRR on ``P.end``: m0 = 0 < m1 → **new**, or
   **reactivation** if the customer is a reactivated customer (so a customer already active on a free plan who
   starts paying is new MRR); m0 > 0 = m1 → **churned** (m0), whether the customer left or moved to a free plan;
@@ -380,12 +380,14 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
 # -- computation -------------------------------------------------------------------------------------------
 
 
-def plan_mrr(plan: Plan) -> Decimal:
-    """A plan's contribution to MRR: its fee normalized to a month plus its commitment minimum normalized to a
-    month (both × 52 / 12 on a weekly plan, / 3 on a quarterly one, / 12 on a yearly one), kept to
-    :data:`MRR_DECIMALS` decimal places."""
+def plan_mrr(plan: Plan, quantity: int = 1) -> Decimal:
+    """A plan's contribution to MRR: its fee normalized to a month (times ``quantity`` seats on a plan priced per
+    seat) plus its commitment minimum normalized to a month (both × 52 / 12 on a weekly plan, / 3 on a quarterly
+    one, / 12 on a yearly one), kept to :data:`MRR_DECIMALS` decimal places."""
     with decimal.localcontext(_DIVIDE):
         fee = plan.monthly_fee
+        if plan.subscription is not None and plan.subscription.seats:
+            fee = fee * quantity
         minimum = plan.commitment.minimum if plan.commitment is not None else ZERO
         minimum = per_month(minimum, plan.interval)
         return (fee + minimum).quantize(_MRR_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
@@ -419,6 +421,7 @@ class _History:
         index = _plan_index(plans)
         self.subscriptions: dict[str, list[Subscription]] = defaultdict(list)
         self.mrr_of: dict[int, Decimal] = {}
+        self.per_seat: dict[int, Plan] = {}  # subscriptions priced per seat whose seats change: MRR by day
         for sub in subscriptions:
             currency = self.currency.get(sub.customer_external_id)
             if currency is None:
@@ -435,7 +438,9 @@ class _History:
                     f"customer {sub.customer_external_id!r} pays in {currency}; figures never mix currencies"
                 )
             self.subscriptions[sub.customer_external_id].append(sub)
-            self.mrr_of[sub.id] = plan_mrr(plan)
+            self.mrr_of[sub.id] = plan_mrr(plan, sub.quantity)
+            if sub.quantity_changes and plan.subscription is not None and plan.subscription.seats:
+                self.per_seat[sub.id] = plan
 
     def state_on(self, day: dt.date) -> dict[str, Decimal]:
         """The customers active on ``day``, each with their MRR that day."""
@@ -444,8 +449,12 @@ class _History:
             for customer, subs in self.subscriptions.items():
                 active = [s for s in subs if s.active_on(day)]
                 if active:
-                    state[customer] = sum((self.mrr_of[s.id] for s in active), ZERO)
+                    state[customer] = sum((self._mrr(s, day) for s in active), ZERO)
         return state
+
+    def _mrr(self, subscription: Subscription, day: dt.date) -> Decimal:
+        plan = self.per_seat.get(subscription.id)
+        return self.mrr_of[subscription.id] if plan is None else plan_mrr(plan, subscription.quantity_on(day))
 
     def had_subscription_before(self, customer: str, day: dt.date) -> bool:
         return any(s.start_date < day and _covers_a_day(s) for s in self.subscriptions.get(customer, ()))

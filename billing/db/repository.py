@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
-from billing.db.tables import CustomerRow, SubscriptionRow
-from dbkit import keyset_page, page_of
+from billing.core.domain import CancelReason, Customer, QuantityChange, Subscription, SubscriptionStatus
+from billing.db.tables import CustomerRow, SubscriptionQuantityRow, SubscriptionRow
+from dbkit import keyset_page, page_of, utcnow
 
 __all__ = [
     "add_customer",
@@ -28,6 +29,7 @@ __all__ = [
     "get_subscription",
     "list_customers",
     "list_subscriptions",
+    "set_quantity",
     "set_webhook_secret",
     "subscriptions_active_between",
     "subscriptions_of",
@@ -212,8 +214,9 @@ def add_subscription(
     plan_version: int,
     start_date: dt.date,
     previous_subscription_id: int | None = None,
+    quantity: int = 1,
 ) -> Subscription:
-    """Insert an active, open-ended subscription."""
+    """Insert an active, open-ended subscription with ``quantity`` seats from its start."""
     row = SubscriptionRow(
         customer_id=customer.id,
         plan_code=plan_code,
@@ -224,7 +227,10 @@ def add_subscription(
     )
     session.add(row)
     session.flush()
-    return _subscription(row, customer.external_id)
+    if quantity != 1:
+        session.add(SubscriptionQuantityRow(subscription_id=row.id, effective_from=start_date, quantity=quantity))
+        session.flush()
+    return _with_quantities(session, [_subscription(row, customer.external_id)])[0]
 
 
 def get_subscription(session: Session, subscription_id: int, *, for_update: bool = False) -> Subscription | None:
@@ -233,7 +239,7 @@ def get_subscription(session: Session, subscription_id: int, *, for_update: bool
     if for_update:
         query = query.with_for_update(of=SubscriptionRow)
     found = session.execute(query).one_or_none()
-    return None if found is None else _subscription(*found)
+    return None if found is None else _with_quantities(session, [_subscription(*found)])[0]
 
 
 def list_subscriptions(
@@ -246,7 +252,7 @@ def list_subscriptions(
     if status is not None:
         query = query.where(SubscriptionRow.status == str(status))
     query = query.order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
-    return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+    return _with_quantities(session, [_subscription(row, external_id) for row, external_id in session.execute(query)])
 
 
 def subscriptions_page(
@@ -267,7 +273,7 @@ def subscriptions_page(
         query = query.where(SubscriptionRow.status == str(status))
     statement = keyset_page(query, SubscriptionRow.id, limit=limit, after=after, before=before)
     rows, more = page_of(session.execute(statement).all(), limit=limit, before=before)
-    return [_subscription(row, external_id) for row, external_id in rows], more
+    return _with_quantities(session, [_subscription(row, external_id) for row, external_id in rows]), more
 
 
 def subscriptions_of(session: Session, customer_id: int, plan_code: str | None = None) -> list[Subscription]:
@@ -276,7 +282,7 @@ def subscriptions_of(session: Session, customer_id: int, plan_code: str | None =
     if plan_code is not None:
         query = query.where(SubscriptionRow.plan_code == plan_code)
     query = query.order_by(SubscriptionRow.start_date, SubscriptionRow.id)
-    return [_subscription(row, external_id) for row, external_id in session.execute(query)]
+    return _with_quantities(session, [_subscription(row, external_id) for row, external_id in session.execute(query)])
 
 
 def subscriptions_of_customers(session: Session, external_ids: Iterable[str]) -> list[Subscription]:
@@ -290,7 +296,7 @@ def subscriptions_of_customers(session: Session, external_ids: Iterable[str]) ->
             .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
         )
         found += [_subscription(row, external_id) for row, external_id in session.execute(query)]
-    return found
+    return _with_quantities(session, found)
 
 
 _SUBSCRIPTION_COLUMNS = tuple(
@@ -311,9 +317,11 @@ def subscriptions_active_between(
     A subscription that ended on its start day covers no day and is left out. Ordered by customer external id,
     start date, id.
     """
+    quantities = SubscriptionQuantityRow
     query = (
-        select(*_SUBSCRIPTION_COLUMNS, CustomerRow.external_id)
+        select(*_SUBSCRIPTION_COLUMNS, CustomerRow.external_id, quantities.effective_from, quantities.quantity)
         .join(CustomerRow, CustomerRow.id == SubscriptionRow.customer_id)
+        .outerjoin(quantities, quantities.subscription_id == SubscriptionRow.id)
         .where(
             SubscriptionRow.start_date < end,
             or_(
@@ -321,16 +329,32 @@ def subscriptions_active_between(
                 and_(SubscriptionRow.end_date > start, SubscriptionRow.end_date > SubscriptionRow.start_date),
             ),
         )
-        .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id)
+        .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id, quantities.effective_from)
     )
     if customers is None:
-        return [_subscription_of(values) for values in session.execute(query)]
+        return _subscriptions_with_quantities(session.execute(query))
     wanted = sorted(set(customers))
     found: list[Subscription] = []
     for i in range(0, len(wanted), _CHUNK):  # chunks in customer order, each ordered: the whole list is
         chunk = query.where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
-        found += [_subscription_of(values) for values in session.execute(chunk)]
+        found += _subscriptions_with_quantities(session.execute(chunk))
     return found
+
+
+def _subscriptions_with_quantities(rows: Iterable[Sequence[Any]]) -> list[Subscription]:
+    """Subscriptions from rows of ``_SUBSCRIPTION_COLUMNS``, the customer's external id and one quantity row each
+    (None, None without one), a subscription's rows together and by date."""
+    found: list[Subscription] = []
+    quantities: dict[int, list[tuple[dt.date, int]]] = {}
+    for values in rows:
+        *columns, effective_from, quantity = values
+        if not found or found[-1].id != columns[0]:
+            found.append(_subscription_of(columns))
+        if effective_from is not None:
+            quantities.setdefault(columns[0], []).append((effective_from, quantity))
+    if not quantities:
+        return found
+    return [_quantities(s, quantities[s.id]) if s.id in quantities else s for s in found]
 
 
 def cancel_subscription(
@@ -349,4 +373,47 @@ def cancel_subscription(
     row.cancelled_at = cancelled_at
     session.flush()
     external_id = session.scalars(select(CustomerRow.external_id).where(CustomerRow.id == row.customer_id)).one()
-    return _subscription(row, external_id)
+    return _with_quantities(session, [_subscription(row, external_id)])[0]
+
+
+def set_quantity(session: Session, subscription: Subscription, quantity: int, effective_from: dt.date) -> Subscription:
+    """Record ``quantity`` seats from ``effective_from`` on (replacing a change of the same day; on the start date,
+    the quantity at the start); a change that repeats the quantity before it is stored all the same."""
+    row = session.get(SubscriptionQuantityRow, (subscription.id, effective_from))
+    if row is None:
+        session.add(
+            SubscriptionQuantityRow(subscription_id=subscription.id, effective_from=effective_from, quantity=quantity)
+        )
+    else:
+        row.quantity = quantity
+        row.recorded_at = utcnow()
+    session.flush()
+    return _with_quantities(session, [replace(subscription, quantity=1, quantity_changes=())])[0]
+
+
+def _with_quantities(session: Session, subscriptions: list[Subscription]) -> list[Subscription]:
+    """The subscriptions with their quantities: the quantity at the start and the later changes, by date. (Few
+    subscriptions have rows: a big list reads the whole table once rather than a query per few thousand ids.)"""
+    if not subscriptions:
+        return subscriptions
+    ids = sorted({s.id for s in subscriptions})
+    columns = (
+        SubscriptionQuantityRow.subscription_id,
+        SubscriptionQuantityRow.effective_from,
+        SubscriptionQuantityRow.quantity,
+    )
+    query = select(*columns).order_by(SubscriptionQuantityRow.subscription_id, SubscriptionQuantityRow.effective_from)
+    rows: dict[int, list[tuple[dt.date, int]]] = {}
+    statement = query if len(ids) > _CHUNK else query.where(SubscriptionQuantityRow.subscription_id.in_(ids))
+    for subscription_id, effective_from, quantity in session.execute(statement):
+        rows.setdefault(subscription_id, []).append((effective_from, quantity))
+    if not rows:
+        return subscriptions
+    return [_quantities(s, rows[s.id]) if s.id in rows else s for s in subscriptions]
+
+
+def _quantities(subscription: Subscription, rows: list[tuple[dt.date, int]]) -> Subscription:
+    start = subscription.start_date
+    initial = [quantity for effective_from, quantity in rows if effective_from <= start]
+    changes = tuple(QuantityChange(day, quantity) for day, quantity in rows if day > start)
+    return replace(subscription, quantity=initial[-1] if initial else 1, quantity_changes=changes)

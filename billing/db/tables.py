@@ -59,3 +59,18 @@ class SubscriptionRow(BillingBase):
     previous_subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SubscriptionQuantityRow(BillingBase):
+    """A subscription's quantity (seats) from ``effective_from`` on, until its next row. A subscription without a
+    row on or before its start date starts with 1."""
+
+    __tablename__ = "subscription_quantities"
+    __table_args__ = (CheckConstraint("quantity > 0", name="positive"),)
+
+    subscription_id: Mapped[int] = mapped_column(
+        ID_TYPE, ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
+    )
+    effective_from: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    quantity: Mapped[int]
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -64,6 +64,12 @@ name = "Euro"
 currency = "EUR"
 effective_from = 2025-01-01
 subscription = { fee = 5.00, billing = "in_arrears" }
+
+[plans.team]
+name = "Team"
+currency = "USD"
+effective_from = 2025-01-01
+subscription = { fee = 10.00, billing = "in_advance", seats = true }
 """
 
 MONTH = ended_month()
@@ -377,6 +383,7 @@ def test_subscriptions_are_created_and_cancelled(live_api):
     assert subscription | {"id": 0} == {
         "id": 0, "customer": "acme", "plan": "starter", "plan_version": 1, "start_date": "2026-10-01",
         "end_date": None, "status": "active", "cancel_reason": None, "previous_subscription_id": None,
+        "quantity": 1, "quantities": [{"effective_from": "2026-10-01", "quantity": 1}],
     }
     sid = subscription["id"]
     with live_api.client() as client:
@@ -398,6 +405,45 @@ def test_subscriptions_are_created_and_cancelled(live_api):
         "cancelled", "2026-12-01", "voluntary"
     )
     assert again.status_code == 409 and "already cancelled" in error_of(again)["message"]
+    assert unknown.status_code == 404
+
+
+def test_seats_are_given_on_create_and_changed_by_date(live_api):
+    add_customer(live_api)
+    with live_api.client() as client:
+        created = client.post(
+            "/v1/subscriptions", json={"customer": "acme", "plan": "team", "start": "2026-10-01", "quantity": 5}
+        )
+        sid = created.json()["id"]
+        not_per_seat = client.post(
+            "/v1/subscriptions", json={"customer": "acme", "plan": "starter", "start": "2026-10-01", "quantity": 2}
+        )
+        zero = client.post(
+            "/v1/subscriptions", json={"customer": "acme", "plan": "starter", "start": "2026-10-01", "quantity": 0}
+        )
+        headers = {"Idempotency-Key": "seats-8"}
+        body = {"quantity": 8, "effective_from": "2026-10-11"}
+        changed = client.post(f"/v1/subscriptions/{sid}/quantity", json=body, headers=headers)
+        retried = client.post(f"/v1/subscriptions/{sid}/quantity", json=body, headers=headers)
+        early = {"quantity": 3, "effective_from": "2026-09-30"}
+        before_start = client.post(f"/v1/subscriptions/{sid}/quantity", json=early)
+        unknown = client.post("/v1/subscriptions/999999/quantity", json={"quantity": 3})
+        read = client.get(f"/v1/subscriptions/{sid}")
+    assert created.status_code == 201 and created.headers["location"] == f"/v1/subscriptions/{sid}"
+    assert (created.json()["quantity"], created.json()["quantities"]) == (
+        5, [{"effective_from": "2026-10-01", "quantity": 5}]
+    )
+    assert not_per_seat.status_code == 422 and error_of(not_per_seat)["field"] == "quantity"
+    assert "not priced per seat" in error_of(not_per_seat)["message"]
+    assert zero.status_code == 422 and error_of(zero)["field"] == "quantity"
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["quantity"] == 8
+    assert changed.json()["quantities"] == [
+        {"effective_from": "2026-10-01", "quantity": 5}, {"effective_from": "2026-10-11", "quantity": 8}
+    ]
+    assert retried.status_code == 200 and retried.json() == changed.json()
+    assert read.json() == changed.json()
+    assert before_start.status_code == 422 and error_of(before_start)["field"] == "date"
     assert unknown.status_code == 404
 
 

@@ -239,7 +239,7 @@ def test_every_schema_has_examples_that_fit_it_and_operation_ids_are_consistent(
             models[name].model_validate(example)
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
-    verbs = "list|get|create|cancel|finalize|void|receive"
+    verbs = "list|get|create|cancel|change|finalize|void|receive"
     assert [i for i in ids if not re.fullmatch(rf"({verbs})[A-Z][A-Za-z]+", i)] == []
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -277,13 +277,13 @@ def test_plans_are_listed_and_read_from_the_catalog(live_api):
         no_version = client.get("/v1/plans/starter", params={"version": "2"})
     assert listed.status_code == 200
     assert [(p["code"], p["version"], p["currency"]) for p in listed.json()["data"]] == [
-        ("euro", 1, "EUR"), ("starter", 1, "USD")
+        ("euro", 1, "EUR"), ("starter", 1, "USD"), ("team", 1, "USD")
     ]
-    assert [p["code"] for p in page.json()["data"]] == ["starter"] and page.json()["has_more"] is False
+    assert [p["code"] for p in page.json()["data"]] == ["starter"] and page.json()["has_more"] is True
     plan = starter.json()
     assert plan == first_version.json()
     assert (plan["name"], plan["versions"], plan["subscription"]) == (
-        "Starter", [1], {"fee": "10.00", "billing": "in_arrears", "trial_days": 0}
+        "Starter", [1], {"fee": "10.00", "billing": "in_arrears", "trial_days": 0, "seats": False}
     )
     assert plan["charges"][0]["tiers"] == [
         {"up_to": "3", "unit_amount": "0", "flat_amount": "0"},

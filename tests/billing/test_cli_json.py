@@ -66,6 +66,12 @@ name = "Pro"
 currency = "USD"
 effective_from = 2025-01-01
 subscription = { fee = 30.00, billing = "in_arrears" }
+
+[plans.team]
+name = "Team"
+currency = "USD"
+effective_from = 2025-01-01
+subscription = { fee = 10.00, billing = "in_advance", seats = true }
 """
 
 OCTOBER = month(2026, 10)
@@ -210,6 +216,23 @@ def _check_subscribed(doc: dict[str, Any], world: World) -> None:
     assert (doc["start_date"], doc["end_date"], doc["status"]) == ("2026-11-01", None, "active")
 
 
+def _check_subscribed_seats(doc: dict[str, Any], world: World) -> None:
+    assert (doc["customer"], doc["plan"], doc["quantity"]) == ("beta", "team", 3)
+    assert doc["quantities"] == [{"effective_from": "2026-11-01", "quantity": 3}]
+
+
+def _seats(world: World, mp: pytest.MonkeyPatch) -> list[str]:
+    team = customers.subscribe(world.engine, world.catalog, "acme", "team", dt.date(2026, 11, 1), quantity=5)
+    world.notes["team"] = team.id
+    return ["subscriptions", "quantity", str(team.id), "8", "--from", "2026-11-11", "--json"]
+
+
+def _check_seats(doc: dict[str, Any], world: World) -> None:
+    assert (doc["id"], doc["plan"], doc["quantity"]) == (world.notes["team"], "team", 8)
+    assert doc["quantities"] == [{"effective_from": "2026-11-01", "quantity": 5}, {"effective_from": "2026-11-11", "quantity": 8}]
+    assert customers.get_subscription(world.engine, world.notes["team"]).quantity_on(dt.date(2026, 11, 10)) == 5
+
+
 def _check_cancelled(doc: dict[str, Any], world: World) -> None:
     assert (doc["id"], doc["end_date"], doc["cancel_reason"]) == (world.beta_subscription, "2026-12-01", "voluntary")
 
@@ -270,7 +293,9 @@ def _check_validated(doc: dict[str, Any], world: World) -> None:
     assert [(p["code"], p["version"], p["subscription"]["fee"]) for p in doc["data"]] == [
         ("pro", 1, "30.00"),
         ("starter", 1, "10.00"),
+        ("team", 1, "10.00"),
     ]
+    assert [p["subscription"]["seats"] for p in doc["data"]] == [False, False, True]
 
 
 def _check_plan(doc: dict[str, Any], world: World) -> None:
@@ -423,6 +448,12 @@ CASES = [
     Case(("customers", "rotate-webhook-secret"), _rotate, _check_rotated),
     Case(("customers", "import"), _import, _check_imported, exit_code=1),
     Case(("subscribe",), _fixed("subscribe", "beta", "pro", "--start", "2026-11-01", "--json"), _check_subscribed),
+    Case(
+        ("subscribe",),
+        _fixed("subscribe", "beta", "team", "--start", "2026-11-01", "--quantity", "3", "--json"),
+        _check_subscribed_seats,
+    ),
+    Case(("subscriptions", "quantity"), _seats, _check_seats),
     Case(
         ("subscriptions", "cancel"),
         lambda world, mp: ["subscriptions", "cancel", str(world.beta_subscription), "--date", "2026-12-01", "--json"],
