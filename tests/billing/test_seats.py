@@ -17,9 +17,9 @@ from billing.core.domain import (
     SubscriptionStatus,
     SubscriptionTerms,
 )
-from billing.core.fees import advance_fee, fee_adjustment, fee_period_to_adjust, opening_fee, rate_fee
+from billing.core.fees import advance_fee, fee_adjustment, fee_period_for, fee_period_to_adjust, opening_fee, rate_fee
 from billing.core.metrics import compute_figures, plan_mrr
-from billing.core.periods import month
+from billing.core.periods import Period, month
 from billing.db import session_scope
 from billing.errors import BillingInputError, ConflictError
 from billing.preview import customer_usage
@@ -50,6 +50,18 @@ name = "Team annual"
 currency = "USD"
 interval = "year"
 subscription = { fee = 120.00, billing = "in_advance", seats = true }
+
+[plans.team_quarterly]       # 30.00 per seat a quarter, in advance
+name = "Team quarterly"
+currency = "USD"
+interval = "quarter"
+subscription = { fee = 30.00, billing = "in_advance", seats = true }
+
+[plans.team_anniversary]     # 10.00 per seat a month from the subscription's start day, in arrears
+name = "Team anniversary"
+currency = "USD"
+billing_anchor = "subscription_start"
+subscription = { fee = 10.00, billing = "in_arrears", seats = true }
 
 [plans.basic]                # a base plan: 30.00 a month in arrears and API calls at 0.01
 name = "Basic"
@@ -183,6 +195,29 @@ def test_seats_added_to_a_yearly_plan_are_charged_for_the_rest_of_the_year_on_th
     adjustment = fee_adjustment(terms, plan, july, Decimal("360.00"))
     assert adjustment is not None and str(adjustment.amount) == "120.33"
     assert fee_period_to_adjust(terms, plan, month(2026, 8)) is None
+
+
+def test_seats_added_in_a_quarter_paid_in_advance_are_settled_on_the_months_invoice():
+    plan = _catalog().plan("team_quarterly")
+    terms = SubscriptionTerms(D(2026, 1, 1), quantity=5, quantity_changes=(QuantityChange(D(2026, 5, 11), 8),))
+    quarter = fee_period_to_adjust(terms, plan, MAY)
+    assert quarter is not None and (quarter.start, quarter.end) == (D(2026, 4, 1), D(2026, 7, 1))
+    # billed in advance for April–June (91 days): 5 × 30.00 = 150.00; 3 seats added on 11 May, 51 days left
+    # (21 in May + 30 in June): 3 × 30.00 × 51/91 = 4590/91 = 50.439… → 50.44, on May's invoice
+    adjustment = fee_adjustment(terms, plan, MAY, Decimal("150.00"))
+    assert adjustment is not None and str(adjustment.amount) == "50.44"
+    assert fee_period_to_adjust(terms, plan, APRIL) is None and fee_period_to_adjust(terms, plan, JUNE) is None
+
+
+def test_seats_on_anniversary_periods_are_billed_for_the_days_each_was_held():
+    plan = _catalog().plan("team_anniversary")
+    terms = SubscriptionTerms(D(2026, 1, 15), quantity=5, quantity_changes=(QuantityChange(D(2026, 4, 1), 8),))
+    period = fee_period_for(terms, plan, Period(D(2026, 3, 15), D(2026, 4, 15)))
+    assert (period.start, period.end) == (D(2026, 3, 15), D(2026, 4, 15))
+    fee = rate_fee(terms, plan, period)
+    # 15 March to 14 April, 31 days: 5 seats for 17 days (15–31 March), 8 seats for 14 days (1–14 April):
+    # 10.00 × 5 × 17/31 + 10.00 × 8 × 14/31 = (850 + 1120)/31 = 1970/31 = 63.548… → 63.55
+    assert fee is not None and str(fee.amount) == "63.55"
 
 
 def test_a_change_dated_later_waits_for_the_invoice_of_its_period():
