@@ -8,6 +8,9 @@ must know (the meters as :class:`MeterSpec`, the known customers' external ids) 
     print(report.summary())                     # accepted 998, duplicates 1, rejected 1
     usage = aggregate_usage(engine, {"acme": (march_start_utc, april_start_utc)}, specs)
     usage[("acme", "storage_gb")].quantity      # GB-month, a Decimal
+    split = Split.of([{"country": ["US", "CA"]}], group_by=[[], ["region"]])
+    parts = aggregate_split_usage(engine, {"acme": (march_start_utc, april_start_utc)}, specs, {"sms": split})
+    parts[PartKey("acme", "sms", 0, ())].quantity   # the US & Canada part; (…, None, ("eu",)): the rest in eu
 
 Only ``meters`` reads the stored events: besides aggregates, ``windows_with_late_events`` (the windows that
 received events after their usage was counted), ``stored_event_ids``, ``customers_by_meter`` (who has events of
@@ -44,6 +47,7 @@ from meters.queries import (
     stored_event_ids,
     windows_with_late_events,
 )
+from meters.split import PartKey, Split, aggregate_split_usage
 
 __all__ = [
     "AGGREGATIONS",
@@ -62,9 +66,12 @@ __all__ = [
     "MeterAggregate",
     "MeterSpec",
     "MeteringError",
+    "PartKey",
     "Rejection",
+    "Split",
     "UsageEvent",
     "Window",
+    "aggregate_split_usage",
     "aggregate_usage",
     "count_events",
     "customers_by_meter",

@@ -391,8 +391,22 @@ class _EventRows:
         rows = _query(connection, select, meters, _IN_WINDOW, filters, meter_case=True)
         if not rows:
             return cls.empty(meters)
-        table = np.array(rows, dtype=np.int64)
-        window, meter, occurred_at, ids, value = table.T
+        window, meter, occurred_at, ids, value = np.array(rows, dtype=np.int64).T
+        return cls.sorted(meters, window, meter, occurred_at, ids, value)
+
+    @classmethod
+    def sorted(
+        cls,
+        meters: list[str],
+        window: np.ndarray,
+        meter: np.ndarray,
+        occurred_at: np.ndarray,
+        ids: np.ndarray,
+        value: np.ndarray,
+    ) -> _EventRows:
+        """The events given column by column (``meter``: an index into ``meters``), sorted and grouped."""
+        if len(window) == 0:
+            return cls.empty(meters)
         order = np.lexsort((ids, occurred_at, meter, window))
         window, meter, occurred_at, value = window[order], meter[order], occurred_at[order], value[order]
         boundary = np.empty(len(window), dtype=bool)

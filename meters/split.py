@@ -1,0 +1,370 @@
+"""Usage split by event properties: each meter's quantity per part of its events, computed by the database.
+
+A :class:`Split` tells how a meter's events fall into parts: ``filters`` are tried in the order given and the
+first whose every property has one of its listed values takes the event (its position; None when none matched);
+the event's group is the values of its filter's ``group_by`` properties (None for a property the event lacks).
+:func:`aggregate_split_usage` aggregates every part of every window exactly as :mod:`meters.aggregate` does a
+whole meter, with the same division of work:
+
+- ``count``, ``sum``, ``max`` and ``unique_count`` (distinct values *per part*) are one grouped query per meter:
+  the part is a ``CASE`` over the event's properties (SQLite ``json_extract(properties, '$."country"')``,
+  PostgreSQL ``properties::jsonb ->> 'country'``; property names and values are bound as parameters, never
+  spliced into the SQL) and the query groups by window, part and the group's property values;
+- ``latest``, ``weighted_sum`` (the level carried into a window is per part too), the per-event values of meters
+  that keep them and the sums SQLite's 64-bit ``sum`` cannot hold: the events are loaded with their part, ranked
+  by the database (``DENSE_RANK``), and the numpy kernels of :mod:`meters.aggregate` run per (window, part).
+
+Nothing loops over events in Python. A part with no events in a window is absent from the result (a
+``weighted_sum`` part whose level carried into the window is not zero is present).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple, cast
+
+import numpy as np
+from sqlalchemy import Connection, Engine
+
+from dbkit.dialect import is_postgresql
+from meters.aggregate import (
+    _BEFORE_WINDOW,
+    _IN_WINDOW,
+    _NUMPY_KINDS,
+    MeterAggregate,
+    Window,
+    _compute,
+    _Computed,
+    _EventRows,
+    _Filters,
+    _is_overflow,
+    _load_windows,
+    _snapshot,
+    _windows,
+)
+from meters.events import MeterSpec, from_scaled, meters_by_code
+
+__all__ = ["PartKey", "Split", "aggregate_split_usage"]
+
+Group = tuple[str | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """How a meter's events are split into parts (hashable: equal splits can share one query).
+
+    Attributes:
+      filters: in the order they are tried, each as sorted ``(property, allowed values)`` pairs.
+      group_by: the properties grouping each filter's events, one tuple per filter, then one for the events that
+        match no filter.
+    """
+
+    filters: tuple[tuple[tuple[str, tuple[str, ...]], ...], ...]
+    group_by: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.group_by) != len(self.filters) + 1:
+            raise ValueError(
+                f"a split of {len(self.filters)} filter(s) needs {len(self.filters) + 1} group_by tuples "
+                f"(one per filter, then the unmatched events'), got {len(self.group_by)}"
+            )
+        for position, pairs in enumerate(self.filters):
+            if not pairs or any(not values for _, values in pairs):
+                raise ValueError(f"filter {position}: expected properties each with at least one value")
+
+    @classmethod
+    def of(
+        cls,
+        filters: Sequence[Mapping[str, Iterable[str]]] = (),
+        group_by: Sequence[Sequence[str]] | None = None,
+    ) -> Split:
+        """A split from plain mappings; ``group_by`` defaults to no grouping at all."""
+        pairs = tuple(tuple(sorted((key, tuple(values)) for key, values in f.items())) for f in filters)
+        groups = tuple(tuple(g) for g in group_by) if group_by is not None else ((),) * (len(pairs) + 1)
+        return cls(pairs, groups)
+
+    def part_of(self, properties: Mapping[str, str] | None) -> tuple[int | None, Group]:
+        """The reference rule, in Python: an event's (filter position or None, group values)."""
+        found = properties or {}
+        position = next(
+            (i for i, pairs in enumerate(self.filters) if all(found.get(k) in values for k, values in pairs)), None
+        )
+        keys = self.group_by[-1 if position is None else position]
+        return position, tuple(found.get(key) for key in keys)
+
+
+class PartKey(NamedTuple):
+    """One part of one meter's usage in one window."""
+
+    key: Any
+    meter: str
+    filter: int | None
+    group: Group
+
+
+def aggregate_split_usage(
+    engine: Engine,
+    windows: Mapping[Any, Window],
+    meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
+    splits: Mapping[str, Split],
+    *,
+    received_until: dt.datetime | None = None,
+    received_after: dt.datetime | None = None,
+) -> dict[PartKey, MeterAggregate]:
+    """Every split meter's usage in every window, part by part: ``{PartKey: MeterAggregate}``.
+
+    ``windows`` as for :func:`meters.aggregate_usage`; ``splits`` maps a meter's code to its split. Only parts
+    with events (or, for ``weighted_sum``, a level carried into the window) are present.
+    """
+    specs = meters_by_code(meters)
+    unknown = sorted(set(splits) - set(specs))
+    if unknown:
+        raise ValueError(f"split of unknown meter(s): {', '.join(unknown)}")
+    keys, customers, starts, ends = _windows(windows)
+    if not keys or not splits:
+        return {}
+    received = _Filters(received_until, received_after)
+    results: dict[PartKey, MeterAggregate] = {}
+    with _snapshot(engine) as connection:
+        _load_windows(connection, customers, starts, ends)
+        for code in sorted(splits):
+            spec = specs[code]
+            found = _split_meter(connection, spec, _SplitSql(splits[code], connection), received, starts, ends)
+            for (index, position, group), (count, quantity, values) in found.items():
+                key = keys[index]
+                results[PartKey(key, code, position, group)] = MeterAggregate(
+                    key, customers[index], code, quantity, count, values
+                )
+    return results
+
+
+_Part = tuple[int, int | None, Group]  # (window index, filter position, group values)
+_SQL_AGGREGATE = {
+    "count": "0",
+    "sum": "sum(s.value)",
+    "max": "max(s.value)",
+    "unique_count": "count(DISTINCT s.unique_value)",
+}
+
+
+class _SplitSql:
+    """A split's SQL for one connection: the part ``CASE`` and the group expressions, with their parameters in
+    the order they appear in the text."""
+
+    def __init__(self, split: Split, connection: Connection) -> None:
+        self.postgres = is_postgresql(connection)
+        self.marker = "%s" if self.postgres else "?"
+        self.width = max(len(keys) for keys in split.group_by)
+        self.group_by = split.group_by
+        params: list[Any] = []
+        cases = []
+        for position, pairs in enumerate(split.filters):
+            tests = []
+            for key, values in pairs:
+                markers = ", ".join([self.marker] * len(values))
+                tests.append(f"{self.extract('e.properties', key, params)} IN ({markers})")
+                params.extend(values)
+            cases.append(f"WHEN {' AND '.join(tests)} THEN {position}")
+        self.part = f"CASE {' '.join(cases)} END" if cases else "CAST(NULL AS INTEGER)"
+        self.part_params = tuple(params)
+
+    def extract(self, column: str, key: str, params: list[Any]) -> str:
+        """The SQL of property ``key`` of the JSON text ``column`` (NULL when absent), its parameter appended."""
+        if self.postgres:
+            params.append(key)
+            return f"({column}::jsonb ->> {self.marker})"
+        if json.encoder.encode_basestring(key) == f'"{key}"':
+            params.append(f'$."{key}"')
+            return f"json_extract({column}, {self.marker})"
+        # a name JSON escapes (a quote, a backslash, a control character): SQLite's paths cannot name it
+        params.append(key)
+        return f"(SELECT j.value FROM json_each({column}) j WHERE j.key = {self.marker})"
+
+    def groups(self) -> tuple[list[str], tuple[Any, ...]]:
+        """One expression per group column (of the subquery ``s``, whose ``part`` is the filter position)."""
+        expressions: list[str] = []
+        params: list[Any] = []
+        for slot in range(self.width):
+            slot_keys = [keys[slot] if slot < len(keys) else None for keys in self.group_by]
+            if len(set(slot_keys)) == 1 and slot_keys[0] is not None:
+                expressions.append(self.extract("s.properties", slot_keys[0], params))
+                continue
+            whens = []
+            for position, key in enumerate(slot_keys):
+                value = "NULL" if key is None else self.extract("s.properties", key, params)
+                whens.append(f"WHEN {position if position < len(slot_keys) - 1 else -1} THEN {value}")
+            expressions.append(f"CASE coalesce(s.part, -1) {' '.join(whens)} END")
+        return expressions, tuple(params)
+
+    def inner(self, columns: str, window: str, received: _Filters) -> tuple[str, tuple[Any, ...]]:
+        """The subquery ``s``: the events of the meter in (or before) each window, with their part."""
+        filter_sql, filter_params = received.sql(self.marker)
+        sql = (
+            f"SELECT w.idx AS idx, {columns}, e.properties AS properties, {self.part} AS part "
+            f"FROM usage_windows w CROSS JOIN usage_events e "
+            f"WHERE e.customer = w.customer AND e.meter = {self.marker} {window} {filter_sql}"
+        )
+        return sql, (*self.part_params, *filter_params)
+
+    def grouped(self, aggregate: str, window: str, received: _Filters, meter: str) -> tuple[str, tuple[Any, ...]]:
+        """(idx, part, group columns…, count, ``aggregate``) per window and part."""
+        inner, inner_params = self.inner("e.value AS value, e.unique_value AS unique_value", window, received)
+        groups, group_params = self.groups()
+        columns = "".join(f"{g}, " for g in groups)
+        positions = ", ".join(str(i) for i in range(1, 3 + self.width))
+        sql = f"SELECT s.idx, s.part, {columns}count(*), {aggregate} FROM ({inner}) s GROUP BY {positions}"
+        return sql, self._meter_param(group_params, inner_params, meter)
+
+    def ranked(self, received: _Filters, meter: str) -> tuple[str, tuple[Any, ...]]:
+        """Each event of the windows: (idx, part, group columns…, occurred_at, id, value, rank of its part)."""
+        columns = "e.occurred_at AS occurred_at, e.id AS id, coalesce(e.value, 0) AS value"
+        inner, inner_params = self.inner(columns, _IN_WINDOW, received)
+        groups, group_params = self.groups()
+        named = "".join(f"{g} AS g{i}, " for i, g in enumerate(groups))
+        order = ", ".join(["t.part", *(f"t.g{i}" for i in range(self.width))])
+        listed = "".join(f"t.g{i}, " for i in range(self.width))
+        sql = (
+            f"SELECT t.idx, t.part, {listed}t.occurred_at, t.id, t.value, DENSE_RANK() OVER (ORDER BY {order}) "
+            f"FROM (SELECT s.idx, s.part, {named}s.occurred_at, s.id, s.value FROM ({inner}) s) t"
+        )
+        return sql, self._meter_param(group_params, inner_params, meter)
+
+    def _meter_param(self, group_params: tuple[Any, ...], inner_params: tuple[Any, ...], meter: str) -> tuple[Any, ...]:
+        # the inner query's parameters: the part's, then the meter, then the received filters
+        part = len(self.part_params)
+        return (*group_params, *inner_params[:part], meter, *inner_params[part:])
+
+
+def _run(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cast("list[tuple[Any, ...]]", cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _part(row: Sequence[Any], width: int) -> _Part:
+    """(window index, filter position, group) of a row starting idx, part, group columns…."""
+    return row[0], row[1], tuple(row[2 : 2 + width])
+
+
+def _trim(found: Mapping[_Part, Any], group_by: tuple[tuple[str, ...], ...]) -> dict[_Part, Any]:
+    """Each part's group cut to its own filter's group_by (the columns past it are NULL)."""
+    return {
+        (index, position, group[: len(group_by[-1 if position is None else position])]): value
+        for (index, position, group), value in found.items()
+    }
+
+
+def _split_meter(
+    connection: Connection,
+    spec: MeterSpec,
+    sql: _SplitSql,
+    received: _Filters,
+    starts: list[int],
+    ends: list[int],
+) -> dict[_Part, tuple[int, Decimal, tuple[Decimal, ...] | None]]:
+    """(events, quantity, values) per (window, part) of one split meter."""
+    kind = spec.aggregation
+    in_numpy = kind in _NUMPY_KINDS or (spec.keep_event_values and kind != "unique_count")
+    totals: dict[_Part, tuple[int, Decimal]] = {}
+    if not in_numpy:
+        savepoint = connection.begin_nested()
+        try:
+            rows = _run(connection, *sql.grouped(_SQL_AGGREGATE[kind], _IN_WINDOW, received, spec.code))
+            savepoint.commit()
+        except Exception as exc:
+            savepoint.rollback()
+            if not (kind == "sum" and _is_overflow(exc)):
+                raise
+            in_numpy = True
+        else:
+            for row in rows:
+                count, number = row[-2], row[-1]
+                quantity = Decimal(number) if kind == "unique_count" else from_scaled(int(number or 0))
+                totals[_part(row, sql.width)] = (count, Decimal(count) if kind == "count" else quantity)
+    computed: dict[_Part, _Computed] = {}
+    levels: dict[_Part, int] = {}
+    if in_numpy or spec.keep_event_values:
+        computed, levels = _numpy_parts(connection, spec, sql, received, starts, ends)
+    results: dict[_Part, tuple[int, Decimal, tuple[Decimal, ...] | None]] = {}
+    nothing = _Computed()
+    for part in totals.keys() | computed.keys() | levels.keys():
+        found = computed.get(part, nothing)
+        values = (found.values or ()) if spec.keep_event_values else None
+        if not in_numpy:
+            count, quantity = totals[part]
+        else:
+            count, quantity = found.count, _numpy_quantity(kind, found, levels.get(part, 0))
+        results[part] = (count, quantity, values)
+    return _trim(results, sql.group_by)
+
+
+def _numpy_quantity(kind: str, found: _Computed, level: int) -> Decimal:
+    if kind == "count":
+        return Decimal(found.count)
+    if kind == "sum":
+        return from_scaled(found.total)
+    if kind == "max":
+        return from_scaled(found.largest)
+    if kind == "latest":
+        return from_scaled(found.latest)
+    return found.weighted if found.count else from_scaled(level)  # weighted_sum
+
+
+def _numpy_parts(
+    connection: Connection,
+    spec: MeterSpec,
+    sql: _SplitSql,
+    received: _Filters,
+    starts: list[int],
+    ends: list[int],
+) -> tuple[dict[_Part, _Computed], dict[_Part, int]]:
+    """The numpy kernels per (window, part): the events loaded with the rank of their part as their "meter"."""
+    width = sql.width
+    rows = _run(connection, *sql.ranked(received, spec.code))
+    parts: dict[tuple[int | None, Group], int] = {}
+    events = _EventRows.empty([])
+    if rows:
+        table = np.array(rows, dtype=object)
+        rank = table[:, -1].astype(np.int64) - 1
+        _, first = np.unique(rank, return_index=True)
+        for row_index in first.tolist():  # one per part, not per event
+            _, position, group = _part(rows[row_index], width)
+            parts[(position, group)] = len(parts)
+        numbers = table[:, [0, 2 + width, 3 + width, 4 + width]].astype(np.int64)
+        events = _EventRows.sorted([str(i) for i in range(len(parts))], numbers[:, 0], rank, *numbers[:, 1:].T)
+    levels: dict[_Part, int] = {}
+    if spec.aggregation == "weighted_sum":
+        for row in _levels(connection, sql, received, spec.code):
+            index, position, group = _part(row, width)
+            if row[-1]:
+                levels[(index, position, group)] = int(row[-1])
+                parts.setdefault((position, group), len(parts))
+    labels = {str(label): part for part, label in parts.items()}
+    label_specs = {label: spec for label in labels}
+    label_levels = {(index, str(parts[(p, g)])): level for (index, p, g), level in levels.items()}
+    computed = _compute(events, label_specs, label_levels, starts, ends)
+    by_part = {(index, *labels[label]): found for (index, label), found in computed.items()}
+    return by_part, levels
+
+
+def _levels(connection: Connection, sql: _SplitSql, received: _Filters, meter: str) -> list[tuple[Any, ...]]:
+    """The level each window's part of a weighted_sum meter starts from: the sum of its earlier events."""
+    savepoint = connection.begin_nested()
+    try:
+        rows = _run(connection, *sql.grouped("sum(s.value)", _BEFORE_WINDOW, received, meter))
+        savepoint.commit()
+        return rows
+    except Exception as exc:
+        savepoint.rollback()
+        if not _is_overflow(exc):
+            raise
+    # SQLite's 64-bit sum overflowed: the sums on Python integers, per window and part
+    rows = _run(connection, *sql.grouped("group_concat(s.value)", _BEFORE_WINDOW, received, meter))
+    return [(*row[:-1], sum(int(v) for v in row[-1].split(",")) if row[-1] else 0) for row in rows]
