@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -24,19 +24,26 @@ from invoices import store
 from meters import (
     CountedWindow,
     MeterSpec,
+    Split,
+    aggregate_split_usage,
     aggregate_usage,
     ingest_file,
     windows_with_late_events,
 )
 from pricing_plans.charge_models import MeterUsage
-from pricing_plans.models import Catalog
+from pricing_plans.dimensions import DimensionedUsage, Part
+from pricing_plans.models import Catalog, Charge, Plan
 
 __all__ = [
+    "AnyUsage",
     "UsageWindow",
     "aggregate_periods",
     "aggregate_windows",
+    "charge_split",
+    "events_of",
     "late_event_periods",
     "meter_specs",
+    "total_of",
     "usage_from_event_file",
 ]
 
@@ -75,19 +82,74 @@ def _meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
 
 
 Windows = Mapping[Any, tuple[str, dt.datetime, dt.datetime]]
+# A meter's usage in a window: a plain aggregate, or, for a charge priced by dimension, its parts and total.
+AnyUsage = MeterUsage | DimensionedUsage
+
+
+def total_of(usage: AnyUsage) -> MeterUsage:
+    """The meter's own aggregate over all of the window's events (what a threshold on the meter measures)."""
+    return usage.total if isinstance(usage, DimensionedUsage) else usage
+
+
+def charge_split(charge: Charge) -> Split:
+    """How ``meters`` splits a dimensioned charge's events: its filters in match order (most properties first),
+    each with the group_by that applies to it, then the group_by of the events matching none."""
+    order = charge.match_order
+    return Split.of(
+        [charge.filters[index].properties for index in order],
+        [*(charge.group_by_of(index) for index in order), charge.group_by_of(None)],
+    )
 
 
 def aggregate_windows(
-    engine: Engine, catalog: Catalog, windows: Windows, **filters: Any
-) -> dict[Any, dict[str, MeterUsage]]:
-    """Every window's usage per meter, in one batch: ``{key: {meter: MeterUsage}}``."""
+    engine: Engine,
+    catalog: Catalog,
+    windows: Windows,
+    plans: Mapping[Any, Plan] | None = None,
+    **filters: Any,
+) -> dict[Any, dict[str, AnyUsage]]:
+    """Every window's usage per meter, in one batch: ``{key: {meter: MeterUsage}}``; for a window whose plan (in
+    ``plans``, by key) has a charge priced by dimension, that meter's usage is a ``DimensionedUsage``: its parts
+    as the database splits them, and the plain aggregate as its total."""
     if not windows:
         return {}
-    found = aggregate_usage(engine, windows, meter_specs(catalog), **filters)
-    usage: dict[Any, dict[str, MeterUsage]] = {key: {} for key in windows}
+    specs = meter_specs(catalog)
+    found = aggregate_usage(engine, windows, specs, **filters)
+    usage: dict[Any, dict[str, AnyUsage]] = {key: {} for key in windows}
     for (key, meter), aggregate in found.items():
         usage[key][meter] = MeterUsage(quantity=aggregate.quantity, events=aggregate.events, values=aggregate.values)
+    # windows whose plans split the meters alike share one query; few distinct splits however many windows
+    charges = _dimensioned(windows, plans or {}, specs)
+    by_split: dict[tuple[tuple[str, Split], ...], list[Any]] = {}
+    for key, by_meter in charges.items():
+        signature = tuple(sorted((meter, charge_split(charge)) for meter, charge in by_meter.items()))
+        by_split.setdefault(signature, []).append(key)
+    for signature, keys in by_split.items():
+        parts = aggregate_split_usage(engine, {key: windows[key] for key in keys}, specs, dict(signature), **filters)
+        split: dict[tuple[Any, str], dict[Part, MeterUsage]] = {(key, m): {} for key in keys for m, _ in signature}
+        for part, aggregate in parts.items():
+            charge = charges[part.key][part.meter]
+            index = None if part.filter is None else charge.match_order[part.filter]
+            split[(part.key, part.meter)][Part(index, part.group)] = MeterUsage(
+                quantity=aggregate.quantity, events=aggregate.events, values=aggregate.values
+            )
+        for (key, meter), by_part in split.items():
+            usage[key][meter] = DimensionedUsage(parts=by_part, total=total_of(usage[key][meter]))
     return usage
+
+
+def _dimensioned(
+    windows: Windows, plans: Mapping[Any, Plan], specs: Mapping[str, MeterSpec]
+) -> dict[Any, dict[str, Charge]]:
+    """The charges priced by dimension of each window's plan, by meter."""
+    found: dict[Any, dict[str, Charge]] = {}
+    for key in windows:
+        plan = plans.get(key)
+        if plan is not None:
+            by_meter = {c.meter: c for c in plan.charges if c.is_dimensioned and c.meter in specs}
+            if by_meter:
+                found[key] = by_meter
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,20 +167,21 @@ _QUANTITY = Decimal("0.000001")
 
 
 def aggregate_periods(
-    engine: Engine, catalog: Catalog, windows: Mapping[Any, UsageWindow]
-) -> dict[Any, dict[str, MeterUsage]]:
-    """The usage of every window, in one batch, as the billing run, alerts and previews all count it.
+    engine: Engine, catalog: Catalog, windows: Mapping[Any, UsageWindow], plans: Mapping[Any, Plan] | None = None
+) -> dict[Any, dict[str, AnyUsage]]:
+    """The usage of every window, in one batch, as the billing run, alerts and previews all count it (split by
+    dimension for the charges of ``plans`` priced so, see :func:`aggregate_windows`).
 
     The part of a period a subscription covers is a window of local midnights in the customer's timezone. A
     weighted sum is the time-weighted average level over its window; a subscription covering part of the period
     holds its level for that part only, so its GB-months are ∫ level dt over the part divided by the whole
-    period (rounded half-even to the meters' 6 decimals, like the aggregation itself).
+    period (rounded half-even to the meters' 6 decimals, like the aggregation itself; each part alike).
     """
     utc = {
         key: (window.customer, *(window.part or window.period).utc_window(window.timezone))
         for key, window in windows.items()
     }
-    usage = aggregate_windows(engine, catalog, utc)
+    usage = aggregate_windows(engine, catalog, utc, plans)
     weighted = [code for code, meter in catalog.meters.items() if meter.aggregation.value == "weighted_sum"]
     for key, window in windows.items():
         if not weighted or window.part is None or window.part == window.period:
@@ -128,10 +191,21 @@ def aggregate_periods(
         share = Decimal((end - start) // _MICROSECOND) / Decimal((period_end - period_start) // _MICROSECOND)
         for code in weighted:
             found = usage[key].get(code)
-            if found is not None:
-                quantity = (found.quantity * share).quantize(_QUANTITY, rounding=ROUND_HALF_EVEN)
-                usage[key][code] = replace(found, quantity=quantity)
+            if isinstance(found, DimensionedUsage):
+                parts = {part: _shared(used, share) for part, used in found.parts.items()}
+                usage[key][code] = DimensionedUsage(parts=parts, total=_shared(found.total, share))
+            elif found is not None:
+                usage[key][code] = _shared(found, share)
     return usage
+
+
+def _shared(usage: MeterUsage, share: Decimal) -> MeterUsage:
+    return replace(usage, quantity=(usage.quantity * share).quantize(_QUANTITY, rounding=ROUND_HALF_EVEN))
+
+
+def events_of(usage: Iterable[AnyUsage]) -> int:
+    """How many events the usages counted (each event once: a dimensioned usage's total)."""
+    return sum(total_of(found).events for found in usage)
 
 
 def late_event_periods(
@@ -159,10 +233,16 @@ def _months_back(day: dt.date, months: int) -> dt.date:
 
 
 def usage_from_event_file(
-    path: str | os.PathLike[str], catalog: Catalog, period: Period, timezone: str, customer: str | None = None
-) -> dict[str, MeterUsage]:
+    path: str | os.PathLike[str],
+    catalog: Catalog,
+    period: Period,
+    timezone: str,
+    customer: str | None = None,
+    plan: Plan | None = None,
+) -> dict[str, AnyUsage]:
     """Aggregate a file of usage events for a quote, with no database of the user's: the events go through the
-    same validation and the same aggregation as ingestion and the billing run, in a scratch database."""
+    same validation and the same aggregation as ingestion and the billing run (split by dimension for ``plan``'s
+    charges priced so), in a scratch database."""
     from billing.db import make_engine, upgrade
     from meters.events import parse_json_line
 
@@ -191,7 +271,8 @@ def usage_from_event_file(
                 f"{path}:{first.line}: {first.reason} ({len(report.rejected)} event(s) rejected in all)"
             )
         start, end = period.utc_window(timezone)
-        return aggregate_windows(engine, catalog, {"quote": (customer, start, end)})["quote"]
+        plans = {"quote": plan} if plan is not None else None
+        return aggregate_windows(engine, catalog, {"quote": (customer, start, end)}, plans)["quote"]
     finally:
         engine.dispose()
         scratch.cleanup()

@@ -29,7 +29,7 @@ from billing.core.periods import Period, month_of
 from billing.db import repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.errors import NotFoundError
-from billing.metering import UsageWindow
+from billing.metering import AnyUsage, UsageWindow, total_of
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
 from billing.usage_windows import UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
 from dbkit import read_only, utcnow
@@ -127,7 +127,7 @@ def customer_usage(
         subscriptions = repository.subscriptions_of(session, customer.id)
     period = period or _own_period(catalog, customer, subscriptions, as_of)
     active, plans = _priced_subscriptions(catalog, customer, subscriptions, period)
-    usage = _usage(engine, catalog, customer, period, active)
+    usage = _usage(engine, catalog, customer, period, active, plans)
     billed = _billed_in_advance(engine, customer, period, active, plans)
     sections = [
         Section(s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id))
@@ -173,21 +173,28 @@ def _priced_subscriptions(
 
 
 def _usage(
-    engine: Engine, catalog: Catalog, customer: Customer, period: Period, active: list[Subscription]
-) -> dict[UsageKey | str, dict[str, MeterUsage]]:
-    """In one batch: the customer's usage over the whole period (``_WHOLE``) and each subscription's part."""
+    engine: Engine,
+    catalog: Catalog,
+    customer: Customer,
+    period: Period,
+    active: list[Subscription],
+    plans: Mapping[int, Plan],
+) -> dict[UsageKey | str, dict[str, AnyUsage]]:
+    """In one batch: the customer's usage over the whole period (``_WHOLE``) and each subscription's part (split
+    by dimension for its plan's charges priced so)."""
     windows: dict[UsageKey | str, UsageWindow] = {
         _WHOLE: UsageWindow(customer.external_id, customer.timezone, period)
     }
     keys = [UsageKey(s.id, period) for s in active]
     for key, window in usage_windows(keys, {s.id: s for s in active}, {customer.external_id: customer}).items():
         windows[key] = window
-    return aggregate(engine, catalog, windows)
+    return aggregate(engine, catalog, windows, {key: plans[key.subscription] for key in keys})
 
 
-def _meter_totals(found: Mapping[str, MeterUsage], plans: Iterable[Plan], catalog: Catalog) -> list[MeterTotal]:
+def _meter_totals(found: Mapping[str, AnyUsage], plans: Iterable[Plan], catalog: Catalog) -> list[MeterTotal]:
     """Every meter with usage, and every meter a subscribed plan charges for (zero if unused)."""
-    used = {code for code, usage in found.items() if usage.events or usage.quantity}
+    totals_by_code = {code: total_of(usage) for code, usage in found.items()}
+    used = {code for code, usage in totals_by_code.items() if usage.events or usage.quantity}
     codes = used | {charge.meter for plan in plans for charge in plan.charges}
     totals = []
     for code in sorted(codes):
@@ -197,7 +204,7 @@ def _meter_totals(found: Mapping[str, MeterUsage], plans: Iterable[Plan], catalo
                 code=code,
                 name=meter.name if meter else code,
                 unit=meter.unit if meter else "unit",
-                usage=found.get(code) or MeterUsage(),
+                usage=totals_by_code.get(code) or MeterUsage(),
             )
         )
     return totals
@@ -222,7 +229,7 @@ def _thresholds(
         for spec in plan_thresholds(section.plan, limits):
             if spec.kind == "usage":
                 found = section.usage.get(spec.meter or "")
-                value = found.quantity if found is not None else ZERO
+                value = total_of(found).quantity if found is not None else ZERO
             else:
                 value = spend
             percent = (value * HUNDRED / spec.limit).quantize(_PERCENT) if spec.limit else None

@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing.core.compose import (
+    BilledKey,
     LateUsage,
     Section,
     compose_opening_invoice,
@@ -46,7 +47,7 @@ from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.periods import LATE_USAGE_MONTHS, Period, has_begun_anywhere
 from billing.db import repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
-from billing.metering import late_event_periods
+from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
 from billing.unbilled import UnbilledUsage, account_usage
 from billing.usage_windows import (
@@ -63,7 +64,6 @@ from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceScope, InvoiceStatus, LineKind
 from meters import ingestion_cutoff
-from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
 from pricing_plans.money import ZERO
@@ -294,8 +294,9 @@ def _without_cyclic_collection() -> Iterator[None]:
             gc.enable()
 
 
-# What issued invoices billed for an earlier period: {(customer, subscription): {meter (None: true-up): amount}}.
-BilledUsage = dict[tuple[str, int | None], dict[str | None, Decimal]]
+# What issued invoices billed for an earlier period: {(customer, subscription): {(meter, dimension) (None: the
+# true-up): amount}}.
+BilledUsage = dict[tuple[str, int | None], dict[BilledKey, Decimal]]
 # A subscription's fee period, by (subscription id, fee period start).
 FeeKey = tuple[int, dt.date]
 
@@ -375,7 +376,7 @@ def _load_scope(
 
 def _aggregate(
     engine: Engine, catalog: Catalog, scope: _Scope, report: RunReport
-) -> dict[UsageKey, dict[str, MeterUsage]]:
+) -> dict[UsageKey, dict[str, AnyUsage]]:
     """aggregate: one batch for the period's subscriptions and the earlier periods with late usage."""
     plans = scope.plans.plans
     keys = [UsageKey(s.id, scope.period) for s in scope.subscriptions if s.id in plans]
@@ -388,11 +389,12 @@ def _aggregate(
         if _bills(subscription, plans[subscription.id], late_period)
     ]
     by_id = {s.id: s for s in [*scope.subscriptions, *scope.late_subscriptions]}
-    return aggregate(engine, catalog, usage_windows(keys, by_id, scope.customers))
+    by_key = {key: plans[key.subscription] for key in keys}  # a charge priced by dimension: split by its plan
+    return aggregate(engine, catalog, usage_windows(keys, by_id, scope.customers), by_key)
 
 
 def _account(
-    engine: Engine, catalog: Catalog, scope: _Scope, usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
+    engine: Engine, catalog: Catalog, scope: _Scope, usage: Mapping[UsageKey, Mapping[str, AnyUsage]],
     report: RunReport, billing_periods: _BillingPeriods,
 ) -> None:
     """aggregate, the end: how many of the period's events the run rates, and which it leaves unbilled, with why
@@ -449,8 +451,8 @@ def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:
         billing = store.billed_by_period(
             session, owners, late_period.start, exclude=[period_key(c, scope.period) for c in owners]
         )
-        for (c, sub_id, meter), amount in billing.items():
-            by_key.setdefault((c, sub_id), {})[meter] = amount
+        for (c, sub_id, meter, dimension), amount in billing.items():
+            by_key.setdefault((c, sub_id), {})[None if meter is None else (meter, dimension)] = amount
     return billed
 
 
@@ -492,7 +494,7 @@ def _billed_fees(
 def _rating_inputs(
     catalog: Catalog,
     scope: _Scope,
-    usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
+    usage: Mapping[UsageKey, Mapping[str, AnyUsage]],
     billed: _Billed,
     usage_as_of: dt.datetime | None,
 ) -> _RatingInputs:
@@ -621,7 +623,7 @@ class _RatingInputs:
     customers: Mapping[str, Customer]
     plans: Mapping[int, Plan]
     foreign_currency: frozenset[int]  # subscriptions priced in another currency than their customer's
-    usage: Mapping[UsageKey, Mapping[str, MeterUsage]]
+    usage: Mapping[UsageKey, Mapping[str, AnyUsage]]
     by_customer: Mapping[str, list[Subscription]]
     ended_by_customer: Mapping[str, list[Subscription]]
     adjustable: Mapping[int, Period]

@@ -47,10 +47,10 @@ from billing.core.rating import usage_charges
 from billing.db import repository, session_scope
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
 from billing.errors import BillingInputError, NotFoundError
+from billing.metering import AnyUsage, total_of
 from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans, usage_windows
 from dbkit import as_utc, insert_for, read_only, utcnow
 from invoices import store
-from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import HUNDRED, ZERO, D
@@ -391,7 +391,8 @@ def check_thresholds(
     _leave_out_issued(engine, targets, report)
     # aggregate: one batch
     by_id = {target.subscription.id: target.subscription for target in targets.values()}
-    usage = aggregate(engine, catalog, usage_windows([t.usage_key for t in targets.values()], by_id, scope.owners))
+    windows = usage_windows([t.usage_key for t in targets.values()], by_id, scope.owners)
+    usage = aggregate(engine, catalog, windows, {t.usage_key: t.plan for t in targets.values()})
     report.events = events_in(usage)
     report.subscriptions = len(targets)
     evaluations, crossings = _evaluate(targets, usage, catalog, as_of, report.skipped)
@@ -525,7 +526,7 @@ def _today(instant: dt.datetime, owner: Customer) -> dt.date:
 
 def _evaluate(
     targets: Mapping[_TargetKey, _Target],
-    usage: Mapping[UsageKey, Mapping[str, MeterUsage]],
+    usage: Mapping[UsageKey, Mapping[str, AnyUsage]],
     catalog: Catalog,
     as_of: dt.datetime,
     skipped: list[tuple[str, str]],
@@ -545,7 +546,8 @@ def _evaluate(
         for spec in target.specs:
             if spec.kind == "usage":
                 metered = found.get(spec.meter) if spec.meter is not None else None
-                value = metered.quantity if metered is not None else ZERO
+                # the meter across all filters, with its own aggregation (a dimensioned usage's total)
+                value = total_of(metered).quantity if metered is not None else ZERO
             else:
                 if spend is None and not spend_failed:
                     try:
@@ -574,7 +576,7 @@ def _evaluate(
     return evaluations, crossings
 
 
-def _spend(target: _Target, usage: Mapping[str, MeterUsage], catalog: Catalog) -> Decimal:
+def _spend(target: _Target, usage: Mapping[str, AnyUsage], catalog: Catalog) -> Decimal:
     """The period's usage charges so far, exactly as the invoice will rate them."""
     return usage_charges(target.subscription, target.plan, usage, target.period, rounding=catalog.rounding)
 

@@ -10,12 +10,15 @@ it is unbilled, for one of these reasons (``Reason``):
   started, after its last one ended, or C has none at all);
 - ``unknown_plan``: the subscriptions covering t are on a plan version the catalog does not have;
 - ``customer_skipped``: the run skips C (a plan priced in another currency than the customer's);
-- ``meter_not_charged``: the plans covering t do not charge M (or M is not in the catalog at all).
+- ``meter_not_charged``: the plans covering t do not charge M (or M is not in the catalog at all);
+- ``unpriced``: M's charge prices its events by dimension, has no default price, and the event matches none of
+  its filters (the rating engine leaves it off the invoice: ``RatedPeriod.unpriced``).
 
 How it counts: each customer's period is cut at its subscriptions' bounds into segments, each covered by a set of
 subscriptions (maybe none), and each segment's events are counted by meter. A segment that is one subscription's
 whole window takes the counts the run's aggregation already made (``counted``), so a run whose subscriptions cover
-the period reads no event twice; the others (gaps, overlapping subscriptions, meters the catalog lacks) are
+the period reads no event twice (and its parts, for a charge priced by dimension: those matching no filter of a
+charge without default are unpriced); the others (gaps, overlapping subscriptions, meters the catalog lacks) are
 counted in one batch by ``meters.count_events``. Which customers have events at all comes from
 ``meters.customers_by_meter``, a skip along the aggregation index.
 """
@@ -35,11 +38,12 @@ from billing.core.compose import section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
 from billing.db import repository, session_scope
+from billing.metering import AnyUsage, total_of
 from billing.usage_windows import ResolvedPlans, resolve_plans
 from dbkit import read_only
 from meters import count_events, customers_by_meter
-from pricing_plans.charge_models import MeterUsage
-from pricing_plans.models import Catalog
+from pricing_plans.dimensions import DimensionedUsage
+from pricing_plans.models import Catalog, Plan
 
 __all__ = ["Reason", "UnbilledUsage", "UsageAccount", "account_usage", "unbilled_usage"]
 
@@ -54,6 +58,7 @@ class Reason(StrEnum):
     UNKNOWN_PLAN = "unknown_plan"
     CUSTOMER_SKIPPED = "customer_skipped"
     METER_NOT_CHARGED = "meter_not_charged"
+    UNPRICED = "unpriced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,7 @@ def account_usage(
     plans: ResolvedPlans,
     *,
     customer: str | None = None,
-    counted: Mapping[int, Mapping[str, MeterUsage]] | None = None,
+    counted: Mapping[int, Mapping[str, AnyUsage]] | None = None,
     exclude: Collection[str] = (),
 ) -> UsageAccount:
     """Count the events of ``period`` (of ``customer`` only, if given) a billing run rates, and name those it does
@@ -171,7 +176,39 @@ def account_usage(
     )
     skipped = _skipped_customers(by_customer, plans, owners)
     history = _gap_history(engine, segments, events, owners)
-    return _account(period, catalog, plans, segments, events, owners, skipped, history)
+    account = _account(period, catalog, plans, segments, events, owners, skipped, history)
+    _unpriced(account, segments, counted or {}, plans.plans, skipped)
+    return account
+
+
+def _unpriced(
+    account: UsageAccount,
+    segments: Mapping[_Key, _Segment],
+    counted: Mapping[int, Mapping[str, AnyUsage]],
+    plans: Mapping[int, Plan],
+    skipped: Mapping[str, str],
+) -> None:
+    """Move the events the run rates but prices at nothing (matching no filter of a charge without default)
+    from ``rated`` to ``unbilled``: read off the parts the run aggregated for each subscription."""
+    found: dict[tuple[str, str], int] = {}
+    for segment in segments.values():
+        single = segment.covering[0] if len(segment.covering) == 1 else None
+        if single is None or single.id not in counted or single.id not in plans or segment.customer in skipped:
+            continue
+        if segment.part != section_window(single, account.period):
+            continue  # counted here, not by the run
+        for charge in plans[single.id].charges:
+            usage = counted[single.id].get(charge.meter)
+            if isinstance(usage, DimensionedUsage) and not charge.has_default:
+                n = sum(used.events for part, used in usage.parts.items() if part.filter is None)
+                if n:
+                    found[(segment.customer, charge.meter)] = found.get((segment.customer, charge.meter), 0) + n
+    if not found:
+        return
+    detail = "matching no filter of its charge, which has no default price"
+    account.rated -= sum(found.values())
+    groups = [UnbilledUsage(c, meter, Reason.UNPRICED, detail, n) for (c, meter), n in found.items()]
+    account.unbilled = sorted([*account.unbilled, *groups], key=lambda g: (g.customer, g.meter, g.reason, g.detail))
 
 
 def _count_segments(
@@ -182,7 +219,7 @@ def _count_segments(
     with_events: list[str],
     owners: Mapping[str, Customer],
     by_customer: Mapping[str, list[Subscription]],
-    counted: Mapping[int, Mapping[str, MeterUsage]],
+    counted: Mapping[int, Mapping[str, AnyUsage]],
 ) -> tuple[dict[_Key, _Segment], dict[tuple[_Key, str], int]]:
     """Cut each customer's period into segments by the subscriptions covering them, and count each segment's
     events by meter: a segment the run aggregated whole for a single subscription takes the run's counts (only
@@ -201,7 +238,7 @@ def _count_segments(
             segments[key] = _Segment(customer_id, part, covering)
             single = covering[0] if len(covering) == 1 else None
             if single is not None and single.id in counted and part == section_window(single, period):
-                events.update(((key, meter), usage.events) for meter, usage in counted[single.id].items())
+                events.update(((key, meter), total_of(usage).events) for meter, usage in counted[single.id].items())
                 if strangers:
                     uncatalogued[key] = (customer_id, *part.utc_window(timezone))
             else:

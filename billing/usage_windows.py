@@ -22,8 +22,7 @@ from sqlalchemy import Engine
 from billing.core.compose import section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
-from billing.metering import UsageWindow, aggregate_periods
-from pricing_plans.charge_models import MeterUsage
+from billing.metering import AnyUsage, UsageWindow, aggregate_periods, events_of
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
@@ -51,8 +50,8 @@ class UsageKey(NamedTuple):
     late: bool = False
 
 
-# Each window's usage by meter code.
-Usage = Mapping[K, Mapping[str, MeterUsage]]
+# Each window's usage by meter code (a DimensionedUsage for a charge priced by dimension).
+Usage = Mapping[K, Mapping[str, AnyUsage]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +132,19 @@ def usage_windows(
     return windows
 
 
-def aggregate(engine: Engine, catalog: Catalog, windows: Mapping[K, UsageWindow]) -> dict[K, dict[str, MeterUsage]]:
-    """Every window's usage by meter, in one batch (every key of ``windows`` is in the result)."""
-    return aggregate_periods(engine, catalog, windows)
+def aggregate(
+    engine: Engine, catalog: Catalog, windows: Mapping[K, UsageWindow], plans: Mapping[K, Plan] | None = None
+) -> dict[K, dict[str, AnyUsage]]:
+    """Every window's usage by meter, in one batch (every key of ``windows`` is in the result); the meters of
+    the charges of a window's plan (``plans``, by key) priced by dimension are split into their parts."""
+    return aggregate_periods(engine, catalog, windows, plans)
 
 
-def charged_usage(usage: Mapping[str, MeterUsage], plan: Plan) -> dict[str, MeterUsage]:
+def charged_usage(usage: Mapping[str, AnyUsage], plan: Plan) -> dict[str, AnyUsage]:
     """The usage of the meters ``plan`` charges for: what rating a subscription reads."""
     return {charge.meter: usage[charge.meter] for charge in plan.charges if charge.meter in usage}
 
 
 def events_in(usage: Usage[K]) -> int:
     """How many usage events the windows counted."""
-    return sum(found.events for by_meter in usage.values() for found in by_meter.values())
+    return sum(events_of(by_meter.values()) for by_meter in usage.values())

@@ -102,6 +102,8 @@ class InvoiceLineRow(InvoicesBase):
     subscription_id: Mapped[int | None] = mapped_column(BigInteger)
     plan_code: Mapped[str | None] = mapped_column(String(100))
     plan_version: Mapped[int | None]
+    # the part of a charge priced by event dimension the line bills (canonical JSON), NULL for every other line
+    dimension: Mapped[str | None] = mapped_column(Text)
 
 
 class NumberSequenceRow(InvoicesBase):

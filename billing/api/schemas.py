@@ -557,7 +557,7 @@ class RunEventsOut(_Out):
 
 class UnbilledOut(_Out):
     """Events of one customer and meter that the run does not bill, and why (``reason``: before_start, after_end,
-    no_subscription, meter_not_charged, unknown_plan, customer_skipped, unknown_customer)."""
+    no_subscription, meter_not_charged, unknown_plan, customer_skipped, unknown_customer, unpriced)."""
 
     model_config = examples(
         {"customer": "latecomer", "meter": "api_calls", "reason": "before_start",

@@ -15,7 +15,7 @@ from billing.cli._common import console, fail, load_catalog_for_cli
 from billing.core.domain import SubscriptionTerms
 from billing.core.periods import Period, month_of, parse_month
 from billing.core.rating import RatedPeriod, rate_period
-from billing.metering import usage_from_event_file
+from billing.metering import AnyUsage, usage_from_event_file
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError, UnknownPlanError
 from pricing_plans.money import D, format_amount
@@ -56,13 +56,14 @@ def quote(
     if start_day and start_day >= billing_period.end:
         fail(f"--start {start_day} is after the period {billing_period.label}")
 
+    meter_usage: dict[str, AnyUsage]
     if events is not None:
         try:
-            meter_usage = usage_from_event_file(events, cat, billing_period, timezone, customer)
+            meter_usage = usage_from_event_file(events, cat, billing_period, timezone, customer, chosen)
         except (OSError, ValueError) as error:
             fail(str(error))
     else:
-        meter_usage = _parse_usage(usage, cat)
+        meter_usage = dict(_parse_usage(usage, cat))
         for meter in meter_usage:
             if chosen.charge_for(meter) is None:
                 fail(f"--usage: plan {chosen.code!r} has no charge on meter {meter!r}")

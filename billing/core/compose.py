@@ -23,10 +23,12 @@ from billing.core.periods import Period
 from billing.core.rating import rate_period
 from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, LineDetails, LineKind, Party
 from pricing_plans.charge_models import MeterUsage
+from pricing_plans.dimensions import DimensionedUsage
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
 __all__ = [
+    "BilledKey",
     "LateUsage",
     "Section",
     "compose_opening_invoice",
@@ -57,9 +59,14 @@ class Section:
 
     subscription: Subscription
     plan: Plan
-    usage: Mapping[str, MeterUsage]
+    usage: Mapping[str, MeterUsage | DimensionedUsage]
     billed_fee: Decimal | None = None
     fee_only: bool = False
+
+
+# What was billed for a period, by (meter, dimension: the part of a charge priced by dimension, else None); None:
+# the commitment true-up.
+BilledKey = tuple[str, str | None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +76,8 @@ class LateUsage:
     subscription: Subscription
     plan: Plan
     period: Period
-    usage: Mapping[str, MeterUsage]
-    billed: Mapping[str | None, Decimal]  # by meter (None: the commitment true-up)
+    usage: Mapping[str, MeterUsage | DimensionedUsage]
+    billed: Mapping[BilledKey, Decimal]
 
 
 def section_window(subscription: Subscription, period: Period) -> Period | None:
@@ -107,6 +114,7 @@ def _placed(line: InvoiceLine, section: str, subscription: Subscription, plan: P
         subscription_id=subscription.id,
         plan_code=plan.code,
         plan_version=plan.version,
+        dimension=line.dimension,
     )
 
 
@@ -138,13 +146,14 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
 
 
 def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:
-    """Lines for usage of an issued period: rate(all usage of it) − billed, per charge, so tiers stay right."""
+    """Lines for usage of an issued period: rate(all usage of it) − billed, per charge (and per part of a charge
+    priced by dimension: each filter and group has its own tiers), so tiers stay right."""
     subscription, plan, period = late.subscription, late.plan, late.period
     rated = rate_period(subscription, plan, late.usage, period, meters=catalog.meters, rounding=catalog.rounding)
     section = f"Late usage of {period.label}: {plan.name} (subscription {subscription.id})"
     lines = []
     for line in rated.usage_lines:
-        difference = line.amount - late.billed.get(line.meter, ZERO)
+        difference = line.amount - late.billed.get(_billed_key(line), ZERO)
         if difference != 0:
             lines.append(_late(line, difference, late, section))
     commitment = rated.commitment_line.amount if rated.commitment_line else ZERO
@@ -170,8 +179,12 @@ def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:
     return lines
 
 
+def _billed_key(line: InvoiceLine) -> BilledKey:
+    return None if line.meter is None else (line.meter, line.dimension)
+
+
 def _late(line: InvoiceLine, difference: Decimal, late: LateUsage, section: str) -> InvoiceLine:
-    billed = late.billed.get(line.meter, ZERO)
+    billed = late.billed.get(_billed_key(line), ZERO)
     account = {
         "period": late.period.label,
         "rated_now": str(line.amount),

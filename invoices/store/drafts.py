@@ -78,7 +78,7 @@ DraftRow = tuple[dict[str, Any], list[tuple[Any, ...]]]
 
 LINE_FIELDS = (
     "position", "section", "kind", "description", "meter", "model", "quantity", "unit", "amount", "service_start",
-    "service_end", "details", "subscription_id", "plan_code", "plan_version",
+    "service_end", "details", "subscription_id", "plan_code", "plan_version", "dimension",
 )
 # Columns a draft writes on its invoice row.
 _DRAFT_COLUMNS = (
@@ -284,6 +284,7 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
             line.subscription_id,
             line.plan_code,
             line.plan_version,
+            line.dimension,
         )
         for position, line in enumerate(draft.lines, start=1)
     ]
@@ -303,7 +304,8 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
     }
     # The hash reads every stored value once; the lines' details are JSON already, so nothing is encoded twice.
     digest = hashlib.sha256(repr(sorted(values.items())).encode())
-    digest.update(repr(lines).encode())
+    # (a line's dimension is hashed only when it has one: a draft stored before lines had one hashes as before)
+    digest.update(repr([line if line[-1] is not None else line[:-1] for line in lines]).encode())
     values["content_hash"] = digest.hexdigest()
     values["usage_as_of"] = draft.usage_as_of
     values["updated_at"] = utcnow()

@@ -143,14 +143,19 @@ def invoices_page(
 
 def billed_by_period(
     session: Session, customers: Iterable[str], period_start: dt.date, *, exclude: Iterable[str] = ()
-) -> dict[tuple[str, int | None, str | None], Decimal]:
+) -> dict[tuple[str, int | None, str | None, str | None], Decimal]:
     """What invoices already bill for usage of the period starting ``period_start``: the sum of usage, late-usage
-    and true-up lines per (customer, subscription, meter; None for the true-up), on every invoice that is not void
-    — drafts too, so usage billed late on one open invoice is not billed again on the next — except the
-    invoices being written now (their billing keys in ``exclude``). Late usage is priced against it."""
+    and true-up lines per (customer, subscription, meter, dimension; meter and dimension None for the true-up,
+    dimension None for a charge not priced by dimension), on every invoice that is not void — drafts too, so
+    usage billed late on one open invoice is not billed again on the next — except the invoices being written
+    now (their billing keys in ``exclude``). Late usage is priced against it, part by part."""
     statement = (
         select(
-            InvoiceRow.customer_external_id, InvoiceLineRow.subscription_id, InvoiceLineRow.meter, InvoiceLineRow.amount
+            InvoiceRow.customer_external_id,
+            InvoiceLineRow.subscription_id,
+            InvoiceLineRow.meter,
+            InvoiceLineRow.dimension,
+            InvoiceLineRow.amount,
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(
@@ -164,9 +169,9 @@ def billed_by_period(
     excluded = list(exclude)
     if excluded:
         statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
-    billed: dict[tuple[str, int | None, str | None], Decimal] = {}
-    for customer, subscription_id, meter, amount in session.execute(statement):
-        key = (customer, subscription_id, meter)
+    billed: dict[tuple[str, int | None, str | None, str | None], Decimal] = {}
+    for customer, subscription_id, meter, dimension, amount in session.execute(statement):
+        key = (customer, subscription_id, meter, dimension)
         billed[key] = billed.get(key, ZERO) + amount
     return billed
 
@@ -533,6 +538,7 @@ def _lines_of(session: Session, invoice_ids: list[int]) -> dict[int, tuple[Invoi
                 subscription_id=row.subscription_id,
                 plan_code=row.plan_code,
                 plan_version=row.plan_version,
+                dimension=row.dimension,
             )
         )
     return {key: tuple(value) for key, value in grouped.items()}

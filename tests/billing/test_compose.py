@@ -213,7 +213,7 @@ def test_late_usage_is_priced_against_what_was_billed(catalog):
     february = month(2026, 2)
     # February was billed for 100 calls (100 × 0.50 = 50.00); 50 more arrived late: 150 calls now rate to
     # 100 × 0.50 + 50 × 0.40 = 70.00, so the late line is 70.00 − 50.00 = 20.00 (the second tier's price).
-    late = LateUsage(sub, catalog.plan("arrears"), february, {"api_calls": count(150)}, {"api_calls": Decimal("50.00")})
+    late = LateUsage(sub, catalog.plan("arrears"), february, {"api_calls": count(150)}, {("api_calls", None): Decimal("50.00")})
     draft = compose_period_invoice(CUSTOMER, MARCH, [Section(sub, catalog.plan("arrears"), {})], [late], catalog)
     assert amounts(draft) == [("subscription", "30.00"), ("usage", "0.00"), ("late_usage", "20.00")]
     late_line = draft.lines[-1]
@@ -229,7 +229,7 @@ def test_late_usage_that_fills_the_commitment_gives_the_true_up_back(catalog):
     late = LateUsage(
         sub, catalog.plan("committed"), february,
         {"storage_gb": MeterUsage(quantity=Decimal(3100), events=2)},
-        {"storage_gb": Decimal("10.00"), None: Decimal("290.00")},
+        {("storage_gb", None): Decimal("10.00"), None: Decimal("290.00")},
     )
     draft = compose_period_invoice(CUSTOMER, MARCH, [], [late], catalog)
     assert amounts(draft) == [("late_usage", "300.00"), ("late_usage", "-290.00")]
@@ -260,7 +260,7 @@ def test_a_composed_invoice_is_stored_and_hashed_as_before(catalog):
             catalog.plan("committed"),
             month(2026, 2),
             {"payments": MeterUsage(quantity=Decimal("50000"), events=1, values=(Decimal("50000"),))},
-            {None: Decimal("138.05"), "payments": Decimal("3.20")},
+            {None: Decimal("138.05"), ("payments", None): Decimal("3.20")},
         )
     ]
     draft = compose_period_invoice(CUSTOMER, MARCH, sections, late, catalog)

@@ -30,6 +30,10 @@ LINE = (
     "INSERT INTO invoice_lines (invoice_id, position, section, kind, description, quantity, amount, details)"
     " VALUES (:id, 1, '', 'usage', 'API calls', '1', '10.00', '{}')"
 )
+# An invoice as stored from 0008 on (it has a scope).
+PERIOD_INVOICE = INVOICE.replace("(id, ", "(scope, id, ").replace("VALUES (", "VALUES ('period', ").replace(
+    ":refers_to", "NULL"
+)
 ISSUE = (
     "UPDATE invoices SET status = :status, number = :number, issue_date = '2026-04-02', due_date = '2026-04-16',"
     " finalized_at = '2026-04-02 10:00:00' WHERE id = :id"
@@ -229,16 +233,17 @@ def test_0010_guards_come_and_go_with_their_migration(fresh_url):
     from alembic.script import ScriptDirectory
 
     from billing.db import _alembic_config
-    from tests.invoices.test_store import SETTINGS, TODAY, draft
 
     before = ScriptDirectory.from_config(_alembic_config(fresh_url)).get_revision("0010").down_revision
     assert isinstance(before, str)
     upgrade(fresh_url, before)
     engine = make_engine(fresh_url)
     try:
-        with session_scope(engine) as session:  # (the store writes the schema of the revision before 0010)
-            store.upsert_draft(session, draft())
-            store.finalize(session, 1, SETTINGS, TODAY)
+        with engine.begin() as connection:  # an issued period invoice of two lines, as the store wrote it then
+            connection.execute(text(PERIOD_INVOICE), {"id": 1, "key": "period:acme:2026-03", "kind": "invoice"})
+            connection.execute(text(LINE), {"id": 1})
+            connection.execute(text(LINE), {"id": 1})
+            connection.execute(text(ISSUE), {"id": 1, "status": "finalized", "number": "INV-2026-000001"})
         with engine.begin() as connection:
             connection.execute(
                 text(
@@ -266,5 +271,38 @@ def test_0010_guards_come_and_go_with_their_migration(fresh_url):
                 text("SELECT (SELECT count(*) FROM invoice_lines), (SELECT count(*) FROM usage_events)")
             ).one()
         assert tuple(counts) == (2, 1)
+    finally:
+        engine.dispose()
+
+
+def test_0013_gives_invoice_lines_a_dimension_and_leaves_issued_lines_as_they_were(fresh_url):
+    """Upgraded over an issued invoice, its line reads the same with no dimension; undone and redone, no row is
+    lost, and the column is gone and back."""
+    from alembic import command
+
+    from billing.db import _alembic_config
+
+    upgrade(fresh_url, "0012")
+    engine = make_engine(fresh_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(PERIOD_INVOICE), {"id": 1, "key": "period:acme:2026-03", "kind": "invoice"})
+            connection.execute(text(LINE), {"id": 1})
+            connection.execute(text(ISSUE), {"id": 1, "status": "finalized", "number": "INV-2026-000001"})
+        upgrade(engine)
+        with session_scope(engine) as session:
+            invoice = store.get_invoice(session, "INV-2026-000001")
+            assert [(line.description, str(line.amount), line.dimension) for line in invoice.lines] == [
+                ("API calls", "10.00", None)
+            ]
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoice_lines SET dimension = '{}' WHERE invoice_id = 1"))  # still frozen
+        command.downgrade(_alembic_config(engine), "0012")
+        with engine.connect() as connection:
+            columns = [row[1] for row in connection.exec_driver_sql("SELECT * FROM invoice_lines").cursor.description]
+            assert "dimension" not in columns
+        upgrade(engine)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*), max(dimension) FROM invoice_lines")).one() == (1, None)
     finally:
         engine.dispose()
