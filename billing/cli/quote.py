@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from billing.cli._common import console, fail, load_catalog_for_cli
@@ -96,11 +97,18 @@ def quote_json(rated: RatedPeriod) -> dict[str, Any]:
                 "quantity": str(line.quantity),
                 "amount": format_amount(line.amount, currency),
                 "details": line.details.as_dict(),
+                "description": line.description,
+                "dimension": line.dimension,
             }
             for line in rated.lines
         ],
         "subtotal": subtotal,
         "total": subtotal,
+        # usage matching no filter of a charge without default: left off the lines, as the billing run does
+        "unpriced": [
+            {"meter": u.meter, "events": u.events, "quantity": str(u.quantity), "dimension": u.dimension}
+            for u in rated.unpriced
+        ],
     }
 
 
@@ -150,6 +158,14 @@ def _print_quote(rated: RatedPeriod, period: Period) -> None:
     table.add_section()
     table.add_row("[bold]Total[/]", "", "", f"[bold]{format_amount(rated.subtotal, currency)}[/]", "")
     console.print(table)
+    for unpriced in rated.unpriced:
+        noun = "event" if unpriced.events == 1 else "events"
+        console.print(
+            f"[yellow]unpriced:[/] {unpriced.events:,} {noun} of {escape(unpriced.meter)} "
+            f"({escape(unpriced.dimension)}) match no filter of a charge without default price: not billed",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _plain(number: Decimal) -> str:

@@ -23,8 +23,11 @@ def test_json_contract_and_graduated_amounts():
                    "--period", "2026-03", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert list(data) == ["plan", "currency", "lines", "subtotal", "total"]
-    assert all(list(line) == ["kind", "meter", "model", "quantity", "amount", "details"] for line in data["lines"])
+    assert list(data) == ["plan", "currency", "lines", "subtotal", "total", "unpriced"]
+    assert all(
+        list(line) == ["kind", "meter", "model", "quantity", "amount", "details", "description", "dimension"]
+        for line in data["lines"]
+    )
     lines = [(line["kind"], line["meter"], line["model"], line["quantity"], line["amount"]) for line in data["lines"]]
     # calls: 10,000 free + 240,000 × 0.002 = 480 + 50,000 × 0.0015 = 75 → 555.00;
     # storage 12.5 × 0.25 = 3.125 → 3.13 (half up); compute 0 → 0.00; fee 49.00 for the whole month
