@@ -121,21 +121,30 @@ def aggregate_windows(
     # windows whose plans split the meters alike share one query; few distinct splits however many windows
     charges = _dimensioned(windows, plans or {}, specs)
     by_split: dict[tuple[tuple[str, Split], ...], list[Any]] = {}
+    known: dict[int, tuple[Split, tuple[int, ...]]] = {}  # by charge (the windows of one plan share its charges)
+    orders: dict[Any, dict[str, tuple[int, ...]]] = {}
     for key, by_meter in charges.items():
-        signature = tuple(sorted((meter, charge_split(charge)) for meter, charge in by_meter.items()))
+        for charge in by_meter.values():
+            if id(charge) not in known:
+                known[id(charge)] = (charge_split(charge), charge.match_order)
+        signature = tuple(sorted((meter, known[id(charge)][0]) for meter, charge in by_meter.items()))
         by_split.setdefault(signature, []).append(key)
+        orders[key] = {meter: known[id(charge)][1] for meter, charge in by_meter.items()}
     for signature, keys in by_split.items():
         parts = aggregate_split_usage(engine, {key: windows[key] for key in keys}, specs, dict(signature), **filters)
         split: dict[tuple[Any, str], dict[Part, MeterUsage]] = {(key, m): {} for key in keys for m, _ in signature}
-        for part, aggregate in parts.items():
-            charge = charges[part.key][part.meter]
-            index = None if part.filter is None else charge.match_order[part.filter]
-            split[(part.key, part.meter)][Part(index, part.group)] = MeterUsage(
-                quantity=aggregate.quantity, events=aggregate.events, values=aggregate.values
+        for (key, meter, position, group), aggregate in parts.items():
+            index = None if position is None else orders[key][meter][position]
+            # (a Part built as a tuple: a window may have many parts, and a NamedTuple's constructor is slow)
+            split[(key, meter)][_new_tuple(Part, (index, group))] = MeterUsage(
+                aggregate.quantity, aggregate.events, aggregate.values
             )
         for (key, meter), by_part in split.items():
             usage[key][meter] = DimensionedUsage(parts=by_part, total=total_of(usage[key][meter]))
     return usage
+
+
+_new_tuple = tuple.__new__
 
 
 def _dimensioned(

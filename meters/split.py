@@ -136,13 +136,14 @@ def aggregate_split_usage(
             found = _split_meter(connection, spec, _SplitSql(splits[code], connection), received, starts, ends)
             for (index, position, group), (count, quantity, values) in found.items():
                 key = keys[index]
-                results[PartKey(key, code, position, group)] = MeterAggregate(
-                    key, customers[index], code, quantity, count, values
-                )
+                # (built as a tuple: a window may have many parts, and a NamedTuple's own constructor is slow)
+                part = _new_tuple(PartKey, (key, code, position, group))
+                results[part] = MeterAggregate(key, customers[index], code, quantity, count, values)
     return results
 
 
 _Part = tuple[int, int | None, Group]  # (window index, filter position, group values)
+_new_tuple = tuple.__new__
 _SQL_AGGREGATE = {
     "count": "0",
     "sum": "sum(s.value)",
@@ -152,91 +153,90 @@ _SQL_AGGREGATE = {
 
 
 class _SplitSql:
-    """A split's SQL for one connection: the part ``CASE`` and the group expressions, with their parameters in
-    the order they appear in the text."""
+    """A split's SQL for one connection. The events' properties the split reads are extracted once per event, in a
+    subquery the planner keeps apart (``LIMIT -1`` on SQLite, ``OFFSET 0`` on PostgreSQL: otherwise it would
+    substitute each extraction into every expression that reads it); the part ``CASE`` and the group columns
+    compare those columns. Parameters are listed in the order they appear in the text."""
 
     def __init__(self, split: Split, connection: Connection) -> None:
         self.postgres = is_postgresql(connection)
         self.marker = "%s" if self.postgres else "?"
+        self.fence = "OFFSET 0" if self.postgres else "LIMIT -1"
         self.width = max(len(keys) for keys in split.group_by)
         self.group_by = split.group_by
-        params: list[Any] = []
-        cases = []
-        for position, pairs in enumerate(split.filters):
-            tests = []
-            for key, values in pairs:
-                markers = ", ".join([self.marker] * len(values))
-                tests.append(f"{self.extract('e.properties', key, params)} IN ({markers})")
-                params.extend(values)
-            cases.append(f"WHEN {' AND '.join(tests)} THEN {position}")
-        self.part = f"CASE {' '.join(cases)} END" if cases else "CAST(NULL AS INTEGER)"
-        self.part_params = tuple(params)
+        self.filters = split.filters
+        names = [key for pairs in split.filters for key, _ in pairs] + [k for keys in split.group_by for k in keys]
+        self.columns = {name: f"p{i}" for i, name in enumerate(dict.fromkeys(names))}
 
-    def extract(self, column: str, key: str, params: list[Any]) -> str:
-        """The SQL of property ``key`` of the JSON text ``column`` (NULL when absent), its parameter appended."""
+    def extract(self, key: str, params: list[Any]) -> str:
+        """The SQL of property ``key`` of the event (NULL when absent), its parameter appended."""
         if self.postgres:
             params.append(key)
-            return f"({column}::jsonb ->> {self.marker})"
+            return f"(e.properties::jsonb ->> {self.marker})"
         if json.encoder.encode_basestring(key) == f'"{key}"':
             params.append(f'$."{key}"')
-            return f"json_extract({column}, {self.marker})"
+            return f"json_extract(e.properties, {self.marker})"
         # a name JSON escapes (a quote, a backslash, a control character): SQLite's paths cannot name it
         params.append(key)
-        return f"(SELECT j.value FROM json_each({column}) j WHERE j.key = {self.marker})"
+        return f"(SELECT j.value FROM json_each(e.properties) j WHERE j.key = {self.marker})"
 
-    def groups(self) -> tuple[list[str], tuple[Any, ...]]:
-        """One expression per group column (of the subquery ``s``, whose ``part`` is the filter position)."""
-        expressions: list[str] = []
+    def _case(self, then: list[str], otherwise: str, params: list[Any]) -> str:
+        """``CASE`` over the filters in order: ``then[i]`` for the first filter ``i`` matched, else ``otherwise``."""
+        whens = []
+        for position, pairs in enumerate(self.filters):
+            tests = []
+            for key, values in pairs:
+                tests.append(f"s.{self.columns[key]} IN ({', '.join([self.marker] * len(values))})")
+                params.extend(values)
+            whens.append(f"WHEN {' AND '.join(tests)} THEN {then[position]}")
+        return f"CASE {' '.join(whens)} ELSE {otherwise} END" if whens else otherwise
+
+    def parts(self) -> tuple[list[str], list[Any]]:
+        """The part (the filter's position, NULL: none) and one expression per group column, over ``s``."""
         params: list[Any] = []
+        expressions = [self._case([str(i) for i in range(len(self.filters))], "CAST(NULL AS INTEGER)", params)]
         for slot in range(self.width):
             slot_keys = [keys[slot] if slot < len(keys) else None for keys in self.group_by]
-            if len(set(slot_keys)) == 1 and slot_keys[0] is not None:
-                expressions.append(self.extract("s.properties", slot_keys[0], params))
-                continue
-            whens = []
-            for position, key in enumerate(slot_keys):
-                value = "NULL" if key is None else self.extract("s.properties", key, params)
-                whens.append(f"WHEN {position if position < len(slot_keys) - 1 else -1} THEN {value}")
-            expressions.append(f"CASE coalesce(s.part, -1) {' '.join(whens)} END")
-        return expressions, tuple(params)
+            values = ["NULL" if key is None else f"s.{self.columns[key]}" for key in slot_keys]
+            if len(set(values)) == 1:
+                expressions.append(values[0])
+            else:
+                expressions.append(self._case(values[:-1], values[-1], params))
+        return expressions, params
 
-    def inner(self, columns: str, window: str, received: _Filters) -> tuple[str, tuple[Any, ...]]:
-        """The subquery ``s``: the events of the meter in (or before) each window, with their part."""
+    def inner(self, columns: str, window: str, received: _Filters, meter: str) -> tuple[str, list[Any]]:
+        """The subquery ``s``: the events of the meter in (or before) each window, with their properties."""
+        params: list[Any] = []
+        extracted = "".join(f", {self.extract(key, params)} AS {name}" for key, name in self.columns.items())
         filter_sql, filter_params = received.sql(self.marker)
         sql = (
-            f"SELECT w.idx AS idx, {columns}, e.properties AS properties, {self.part} AS part "
+            f"SELECT w.idx AS idx, {columns}{extracted} "
             f"FROM usage_windows w CROSS JOIN usage_events e "
-            f"WHERE e.customer = w.customer AND e.meter = {self.marker} {window} {filter_sql}"
+            f"WHERE e.customer = w.customer AND e.meter = {self.marker} {window} {filter_sql} {self.fence}"
         )
-        return sql, (*self.part_params, *filter_params)
+        return sql, [*params, meter, *filter_params]
 
     def grouped(self, aggregate: str, window: str, received: _Filters, meter: str) -> tuple[str, tuple[Any, ...]]:
         """(idx, part, group columns…, count, ``aggregate``) per window and part."""
-        inner, inner_params = self.inner("e.value AS value, e.unique_value AS unique_value", window, received)
-        groups, group_params = self.groups()
-        columns = "".join(f"{g}, " for g in groups)
+        expressions, params = self.parts()
+        inner, inner_params = self.inner("e.value AS value, e.unique_value AS unique_value", window, received, meter)
         positions = ", ".join(str(i) for i in range(1, 3 + self.width))
-        sql = f"SELECT s.idx, s.part, {columns}count(*), {aggregate} FROM ({inner}) s GROUP BY {positions}"
-        return sql, self._meter_param(group_params, inner_params, meter)
+        sql = f"SELECT s.idx, {', '.join(expressions)}, count(*), {aggregate} FROM ({inner}) s GROUP BY {positions}"
+        return sql, (*params, *inner_params)
 
     def ranked(self, received: _Filters, meter: str) -> tuple[str, tuple[Any, ...]]:
         """Each event of the windows: (idx, part, group columns…, occurred_at, id, value, rank of its part)."""
+        expressions, params = self.parts()
         columns = "e.occurred_at AS occurred_at, e.id AS id, coalesce(e.value, 0) AS value"
-        inner, inner_params = self.inner(columns, _IN_WINDOW, received)
-        groups, group_params = self.groups()
-        named = "".join(f"{g} AS g{i}, " for i, g in enumerate(groups))
-        order = ", ".join(["t.part", *(f"t.g{i}" for i in range(self.width))])
-        listed = "".join(f"t.g{i}, " for i in range(self.width))
+        inner, inner_params = self.inner(columns, _IN_WINDOW, received, meter)
+        named = "".join(f"{g} AS g{i}, " for i, g in enumerate(expressions))  # g0: the part
+        groups = [f"t.g{i}" for i in range(1 + self.width)]
         sql = (
-            f"SELECT t.idx, t.part, {listed}t.occurred_at, t.id, t.value, DENSE_RANK() OVER (ORDER BY {order}) "
-            f"FROM (SELECT s.idx, s.part, {named}s.occurred_at, s.id, s.value FROM ({inner}) s) t"
+            f"SELECT t.idx, {', '.join(groups)}, t.occurred_at, t.id, t.value, "
+            f"DENSE_RANK() OVER (ORDER BY {', '.join(groups)}) "
+            f"FROM (SELECT s.idx, {named}s.occurred_at, s.id, s.value FROM ({inner}) s) t"
         )
-        return sql, self._meter_param(group_params, inner_params, meter)
-
-    def _meter_param(self, group_params: tuple[Any, ...], inner_params: tuple[Any, ...], meter: str) -> tuple[Any, ...]:
-        # the inner query's parameters: the part's, then the meter, then the received filters
-        part = len(self.part_params)
-        return (*group_params, *inner_params[:part], meter, *inner_params[part:])
+        return sql, (*params, *inner_params)
 
 
 def _run(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -259,6 +259,24 @@ def _trim(found: Mapping[_Part, Any], group_by: tuple[tuple[str, ...], ...]) -> 
         (index, position, group[: len(group_by[-1 if position is None else position])]): value
         for (index, position, group), value in found.items()
     }
+
+
+def _grouped_parts(rows: list[tuple[Any, ...]], kind: str, group_by: tuple[tuple[str, ...], ...]) -> dict[_Part, Any]:
+    """(events, quantity, None) per (window, part) of the grouped query's rows, each group cut to its filter's
+    group_by."""
+    lengths = {position: len(keys) for position, keys in enumerate(group_by[:-1])}
+    lengths[None] = len(group_by[-1])  # type: ignore[index]
+    found: dict[_Part, Any] = {}
+    for row in rows:
+        position, count, number = row[1], row[-2], row[-1]
+        if kind == "count":
+            quantity = Decimal(count)
+        elif kind == "unique_count":
+            quantity = Decimal(number)
+        else:
+            quantity = from_scaled(int(number or 0))
+        found[(row[0], position, row[2 : 2 + lengths[position]])] = (count, quantity, None)
+    return found
 
 
 def _split_meter(
@@ -284,14 +302,15 @@ def _split_meter(
                 raise
             in_numpy = True
         else:
-            for row in rows:
-                count, number = row[-2], row[-1]
-                quantity = Decimal(number) if kind == "unique_count" else from_scaled(int(number or 0))
-                totals[_part(row, sql.width)] = (count, Decimal(count) if kind == "count" else quantity)
+            parts = _grouped_parts(rows, kind, sql.group_by)
+            if not spec.keep_event_values:
+                return parts
+            totals = {part: (count, quantity) for part, (count, quantity, _) in parts.items()}
     computed: dict[_Part, _Computed] = {}
     levels: dict[_Part, int] = {}
     if in_numpy or spec.keep_event_values:
         computed, levels = _numpy_parts(connection, spec, sql, received, starts, ends)
+        computed, levels = _trim(computed, sql.group_by), _trim(levels, sql.group_by)
     results: dict[_Part, tuple[int, Decimal, tuple[Decimal, ...] | None]] = {}
     nothing = _Computed()
     for part in totals.keys() | computed.keys() | levels.keys():
@@ -302,7 +321,7 @@ def _split_meter(
         else:
             count, quantity = found.count, _numpy_quantity(kind, found, levels.get(part, 0))
         results[part] = (count, quantity, values)
-    return _trim(results, sql.group_by)
+    return results
 
 
 def _numpy_quantity(kind: str, found: _Computed, level: int) -> Decimal:
