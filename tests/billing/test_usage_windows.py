@@ -116,3 +116,90 @@ def test_windows_are_aggregated_in_one_batch_each_over_its_own_part(engine, cata
     assert usage[UsageKey(1, MARCH)]["api_calls"].quantity == 2  # the 12th and the 20th
     assert usage["whole"]["api_calls"].quantity == 4
     assert events_in(usage) == 6
+
+
+DIMENSIONED = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+[meters.disk]
+name = "Disk"
+aggregation = "weighted_sum"
+
+[plans.by_region]
+name = "By region"
+currency = "USD"
+[[plans.by_region.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.01
+group_by = ["region"]
+[[plans.by_region.charges]]
+meter = "disk"
+model = "per_unit"
+[[plans.by_region.charges.filters]]
+properties = { tier = ["ssd"] }
+unit_amount = 0.10
+
+[plans.by_tier]
+name = "By tier"
+currency = "USD"
+[[plans.by_tier.charges]]
+meter = "api_calls"
+model = "per_unit"
+[[plans.by_tier.charges.filters]]
+properties = { tier = ["gold"] }
+unit_amount = 0.02
+[[plans.by_tier.charges.filters]]
+properties = { tier = ["gold"], region = ["eu"] }
+unit_amount = 0.03
+"""
+
+
+def test_windows_of_plans_that_split_a_meter_differently(engine):
+    from pricing_plans.dimensions import DimensionedUsage, Part
+
+    catalog, problems = loads_catalog(DIMENSIONED, "dimensioned.toml")
+    assert catalog is not None, problems
+    props = [{"region": "eu", "tier": "gold"}, {"region": "us", "tier": "gold"}, {"region": "eu"}, {}]
+    events = [
+        {"id": f"{who}{n}", "customer": who, "meter": "api_calls", "timestamp": f"2026-03-{n + 2:02d}T12:00:00Z",
+         "properties": p}
+        for who in ("acme", "beta") for n, p in enumerate(props)
+    ]  # fmt: skip
+    # 20 GB of ssd from 1 March and 10 GB of hdd from 1 March, for acme; its subscription covers 17–31 March
+    events += [
+        {"id": "d1", "customer": "acme", "meter": "disk", "timestamp": "2026-03-01T00:00:00Z", "value": "20",
+         "properties": {"tier": "ssd"}},
+        {"id": "d2", "customer": "acme", "meter": "disk", "timestamp": "2026-03-01T00:00:00Z", "value": "10",
+         "properties": {"tier": "hdd"}},
+    ]  # fmt: skip
+    report = ingest(engine, events, meter_specs(catalog), {"acme", "beta"}, now=dt.datetime(2026, 4, 2, tzinfo=dt.UTC))
+    assert not report.rejected
+    part = Period(dt.date(2026, 3, 17), MARCH.end)
+    windows = {
+        "a": UsageWindow("acme", "UTC", MARCH),
+        "a-part": UsageWindow("acme", "UTC", MARCH, part),
+        "b": UsageWindow("beta", "UTC", MARCH),
+        "plain": UsageWindow("beta", "UTC", MARCH),
+    }
+    plans = {"a": catalog.plan("by_region"), "a-part": catalog.plan("by_region"), "b": catalog.plan("by_tier")}
+    usage = aggregate(engine, catalog, windows, plans)
+
+    def parts(found: object) -> dict[Part, tuple[str, int]]:
+        assert isinstance(found, DimensionedUsage)
+        return {p: (str(u.quantity), u.events) for p, u in found.parts.items()}
+
+    # by region (no filters): eu ×2, us ×1, none ×1
+    assert parts(usage["a"]["api_calls"]) == {
+        Part(None, ("eu",)): ("2", 2), Part(None, ("us",)): ("1", 1), Part(None, (None,)): ("1", 1),
+    }  # fmt: skip
+    # by tier: gold in eu → the filter naming both (index 1), gold elsewhere → index 0, the rest unmatched
+    assert parts(usage["b"]["api_calls"]) == {Part(1): ("1", 1), Part(0): ("1", 1), Part(None): ("2", 2)}
+    assert usage["plain"]["api_calls"] == MeterUsage(quantity=Decimal(4), events=4)
+    # a weighted sum shared out over the part of March the subscription covers, part by part: 15 of 31 days
+    # → ssd 20 × 15/31 = 9.677419…, hdd 10 × 15/31 = 4.838709…, the total 30 × 15/31 = 14.516129…
+    disk = usage["a-part"]["disk"]
+    assert parts(disk) == {Part(0): ("9.677419", 0), Part(None): ("4.838710", 0)}
+    assert isinstance(disk, DimensionedUsage) and str(disk.total.quantity) == "14.516129"
+    assert parts(usage["a"]["disk"]) == {Part(0): ("20", 1), Part(None): ("10", 1)}  # the whole month
