@@ -39,7 +39,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
 from billing.db import repository, session_scope
 from billing.metering import AnyUsage, total_of
-from billing.usage_windows import ResolvedPlans, resolve_plans
+from billing.usage_windows import ResolvedPlans, UsageKey, aggregate, resolve_plans, usage_windows
 from dbkit import read_only
 from meters import count_events, customers_by_meter
 from pricing_plans.dimensions import DimensionedUsage
@@ -126,7 +126,34 @@ def unbilled_usage(engine: Engine, catalog: Catalog, period: Period, *, customer
         ]
         owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
     plans = resolve_plans(catalog, subscriptions, owners)
-    return account_usage(engine, catalog, period, subscriptions, owners, plans, customer=customer)
+    return account_usage(
+        engine, catalog, period, subscriptions, owners, plans, customer=customer,
+        counted=_split_usage(engine, catalog, period, subscriptions, owners, plans),
+    )  # fmt: skip
+
+
+def _split_usage(
+    engine: Engine,
+    catalog: Catalog,
+    period: Period,
+    subscriptions: Sequence[Subscription],
+    owners: Mapping[str, Customer],
+    plans: ResolvedPlans,
+) -> dict[int, dict[str, AnyUsage]]:
+    """The usage of the subscriptions whose plan has a charge priced by dimension without default, aggregated as
+    the run does (by part): what tells the events it leaves unpriced."""
+    unpriced = {
+        sub_id
+        for sub_id, plan in plans.priced().items()
+        if any(charge.is_dimensioned and not charge.has_default for charge in plan.charges)
+    }
+    keys = [UsageKey(s.id, period) for s in subscriptions if s.id in unpriced]
+    if not keys:
+        return {}
+    by_id = {s.id: s for s in subscriptions}
+    windows = usage_windows(keys, by_id, owners)
+    usage = aggregate(engine, catalog, windows, {key: plans.plans[key.subscription] for key in windows})
+    return {key.subscription: found for key, found in usage.items()}
 
 
 # A window of events to count: (customer, index of its segment).

@@ -20,6 +20,7 @@ from billing.db.notification_tables import ThresholdEvaluationRow
 from billing.metering import aggregate_windows, meter_specs
 from billing.run import finalize_period, run_billing
 from billing.thresholds import check_thresholds
+from billing.unbilled import unbilled_usage
 from invoices import store
 from meters import ingest
 from pricing_plans.dimensions import DimensionedUsage, Part
@@ -156,6 +157,9 @@ def test_a_run_bills_each_filter_and_group_on_its_own_tiers(engine, catalog):
     assert [(g.customer, g.meter, g.reason.value, g.events) for g in report.unbilled] == [
         ("acme", "users", "unpriced", 2)
     ]
+    # ``billing usage unbilled`` tells the same, without a run
+    account = unbilled_usage(engine, catalog, MARCH)
+    assert (account.rated, account.unbilled) == (16, report.unbilled)
 
 
 def test_the_total_of_a_split_meter_is_the_meter_overall(engine, catalog):
