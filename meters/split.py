@@ -134,7 +134,7 @@ def aggregate_split_usage(
         for code in sorted(splits):
             spec = specs[code]
             found = _split_meter(connection, spec, _SplitSql(splits[code], connection), received, starts, ends)
-            for (index, position, group), (count, quantity, values) in found.items():
+            for index, position, group, count, quantity, values in found:
                 key = keys[index]
                 # (built as a tuple: a window may have many parts, and a NamedTuple's own constructor is slow)
                 part = _new_tuple(PartKey, (key, code, position, group))
@@ -143,6 +143,8 @@ def aggregate_split_usage(
 
 
 _Part = tuple[int, int | None, Group]  # (window index, filter position, group values)
+# what a part of a window found: (window index, filter position, group values, events, quantity, values)
+_Found = tuple[int, int | None, Group, int, Decimal, tuple[Decimal, ...] | None]
 _new_tuple = tuple.__new__
 _SQL_AGGREGATE = {
     "count": "0",
@@ -261,22 +263,16 @@ def _trim(found: Mapping[_Part, Any], group_by: tuple[tuple[str, ...], ...]) -> 
     }
 
 
-def _grouped_parts(rows: list[tuple[Any, ...]], kind: str, group_by: tuple[tuple[str, ...], ...]) -> dict[_Part, Any]:
-    """(events, quantity, None) per (window, part) of the grouped query's rows, each group cut to its filter's
-    group_by."""
-    lengths = {position: len(keys) for position, keys in enumerate(group_by[:-1])}
-    lengths[None] = len(group_by[-1])  # type: ignore[index]
-    found: dict[_Part, Any] = {}
-    for row in rows:
-        position, count, number = row[1], row[-2], row[-1]
-        if kind == "count":
-            quantity = Decimal(count)
-        elif kind == "unique_count":
-            quantity = Decimal(number)
-        else:
-            quantity = from_scaled(int(number or 0))
-        found[(row[0], position, row[2 : 2 + lengths[position]])] = (count, quantity, None)
-    return found
+def _grouped_parts(rows: list[tuple[Any, ...]], kind: str, group_by: tuple[tuple[str, ...], ...]) -> list[_Found]:
+    """(window, position, group, events, quantity, None) of each row of the grouped query, each group cut to its
+    filter's group_by."""
+    lengths: dict[int | None, int] = {position: len(keys) for position, keys in enumerate(group_by[:-1])}
+    lengths[None] = len(group_by[-1])
+    if kind == "count":
+        return [(r[0], r[1], r[2 : 2 + lengths[r[1]]], r[-2], Decimal(r[-2]), None) for r in rows]
+    if kind == "unique_count":
+        return [(r[0], r[1], r[2 : 2 + lengths[r[1]]], r[-2], Decimal(r[-1]), None) for r in rows]
+    return [(r[0], r[1], r[2 : 2 + lengths[r[1]]], r[-2], from_scaled(int(r[-1] or 0)), None) for r in rows]
 
 
 def _split_meter(
@@ -286,8 +282,8 @@ def _split_meter(
     received: _Filters,
     starts: list[int],
     ends: list[int],
-) -> dict[_Part, tuple[int, Decimal, tuple[Decimal, ...] | None]]:
-    """(events, quantity, values) per (window, part) of one split meter."""
+) -> list[_Found]:
+    """(window, position, group, events, quantity, values) per part of each window of one split meter."""
     kind = spec.aggregation
     in_numpy = kind in _NUMPY_KINDS or (spec.keep_event_values and kind != "unique_count")
     totals: dict[_Part, tuple[int, Decimal]] = {}
@@ -305,13 +301,13 @@ def _split_meter(
             parts = _grouped_parts(rows, kind, sql.group_by)
             if not spec.keep_event_values:
                 return parts
-            totals = {part: (count, quantity) for part, (count, quantity, _) in parts.items()}
+            totals = {(index, position, group): (n, quantity) for index, position, group, n, quantity, _ in parts}
     computed: dict[_Part, _Computed] = {}
     levels: dict[_Part, int] = {}
     if in_numpy or spec.keep_event_values:
         computed, levels = _numpy_parts(connection, spec, sql, received, starts, ends)
         computed, levels = _trim(computed, sql.group_by), _trim(levels, sql.group_by)
-    results: dict[_Part, tuple[int, Decimal, tuple[Decimal, ...] | None]] = {}
+    results: list[_Found] = []
     nothing = _Computed()
     for part in totals.keys() | computed.keys() | levels.keys():
         found = computed.get(part, nothing)
@@ -320,7 +316,7 @@ def _split_meter(
             count, quantity = totals[part]
         else:
             count, quantity = found.count, _numpy_quantity(kind, found, levels.get(part, 0))
-        results[part] = (count, quantity, values)
+        results.append((*part, count, quantity, values))
     return results
 
 
