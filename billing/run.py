@@ -49,7 +49,7 @@ from billing.db import repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
-from billing.unbilled import UnbilledUsage, account_usage
+from billing.unbilled import UnbilledUsage, account_usage, unpriced_usage
 from billing.usage_windows import (
     ResolvedPlans,
     UsageKey,
@@ -403,16 +403,20 @@ def _account(
     such periods) counts the events it rates."""
     counted = {key.subscription: found for key, found in usage.items() if not key.late and key.period == scope.period}
     if scope.period != billing_periods.month:
-        report.events = events_in(counted)
+        unpriced = unpriced_usage(counted, scope.subscriptions, scope.plans.plans)
+        report.events = events_in(counted) - sum(group.events for group in unpriced)
+        report.unbilled = unpriced
         return
     others = set(billing_periods.late_owner)  # the customers with a week or an anniversary month in the run
     account = account_usage(
         engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
         customer=scope.customer, counted=counted, exclude=others,
     )
-    own = {s.id for s in scope.subscriptions if s.customer_external_id in others}
-    report.events = account.rated + events_in({i: found for i, found in counted.items() if i in own})
-    report.unbilled = account.unbilled
+    theirs = {s.id for s in scope.subscriptions if s.customer_external_id in others}
+    own = {i: found for i, found in counted.items() if i in theirs}
+    unpriced = unpriced_usage(own, scope.subscriptions, scope.plans.plans)
+    report.events = account.rated + events_in(own) - sum(group.events for group in unpriced)
+    report.unbilled = [*account.unbilled, *unpriced]
 
 
 @dataclass(frozen=True)

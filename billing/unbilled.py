@@ -45,7 +45,7 @@ from meters import count_events, customers_by_meter
 from pricing_plans.dimensions import DimensionedUsage
 from pricing_plans.models import Catalog, Plan
 
-__all__ = ["Reason", "UnbilledUsage", "UsageAccount", "account_usage", "unbilled_usage"]
+__all__ = ["Reason", "UnbilledUsage", "UsageAccount", "account_usage", "unbilled_usage", "unpriced_usage"]
 
 
 class Reason(StrEnum):
@@ -224,18 +224,47 @@ def _unpriced(
             continue
         if segment.part != section_window(single, account.period):
             continue  # counted here, not by the run
-        for charge in plans[single.id].charges:
-            usage = counted[single.id].get(charge.meter)
-            if isinstance(usage, DimensionedUsage) and not charge.has_default:
-                n = sum(used.events for part, used in usage.parts.items() if part.filter is None)
-                if n:
-                    found[(segment.customer, charge.meter)] = found.get((segment.customer, charge.meter), 0) + n
-    if not found:
-        return
+        for meter, n in _unpriced_events(counted[single.id], plans[single.id]).items():
+            found[(segment.customer, meter)] = found.get((segment.customer, meter), 0) + n
+    groups = _unpriced_groups(found)
+    account.rated -= sum(group.events for group in groups)
+    account.unbilled = sorted([*account.unbilled, *groups], key=_group_order)
+
+
+def unpriced_usage(
+    counted: Mapping[int, Mapping[str, AnyUsage]], subscriptions: Sequence[Subscription], plans: Mapping[int, Plan]
+) -> list[UnbilledUsage]:
+    """The events of the subscriptions' usage (``counted``, by subscription id) that match no filter of a charge
+    without default price: rated at nothing, so unbilled (the billing periods the account leaves out: weeks and
+    anniversary months)."""
+    found: dict[tuple[str, str], int] = {}
+    for subscription in subscriptions:
+        if subscription.id in counted and subscription.id in plans:
+            for meter, n in _unpriced_events(counted[subscription.id], plans[subscription.id]).items():
+                key = (subscription.customer_external_id, meter)
+                found[key] = found.get(key, 0) + n
+    return _unpriced_groups(found)
+
+
+def _unpriced_events(usage: Mapping[str, AnyUsage], plan: Plan) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for charge in plan.charges:
+        used = usage.get(charge.meter)
+        if isinstance(used, DimensionedUsage) and not charge.has_default:
+            n = sum(part_usage.events for part, part_usage in used.parts.items() if part.filter is None)
+            if n:
+                found[charge.meter] = n
+    return found
+
+
+def _unpriced_groups(found: Mapping[tuple[str, str], int]) -> list[UnbilledUsage]:
     detail = "matching no filter of its charge, which has no default price"
-    account.rated -= sum(found.values())
     groups = [UnbilledUsage(c, meter, Reason.UNPRICED, detail, n) for (c, meter), n in found.items()]
-    account.unbilled = sorted([*account.unbilled, *groups], key=lambda g: (g.customer, g.meter, g.reason, g.detail))
+    return sorted(groups, key=_group_order)
+
+
+def _group_order(group: UnbilledUsage) -> tuple[str, str, str, str]:
+    return group.customer, group.meter, group.reason.value, group.detail
 
 
 def _count_segments(
