@@ -271,3 +271,39 @@ def test_a_window_without_dimensioned_charges_keeps_plain_usage(engine, catalog)
         "sms": ("13", 13),
         "users": ("3", 5),
     }
+
+
+WEEKLY = """
+[plans.weekly_sms]
+name = "Weekly SMS"
+currency = "USD"
+interval = "week"
+[plans.weekly_sms.subscription]
+fee = 7.00
+billing = "in_arrears"
+[[plans.weekly_sms.charges]]
+meter = "sms"
+model = "per_unit"
+[[plans.weekly_sms.charges.filters]]
+properties = { country = ["US"] }
+unit_amount = 0.10
+"""
+
+
+def test_a_weekly_period_names_its_unpriced_events_too(engine):
+    catalog, problems = loads_catalog(CATALOG + WEEKLY, "weekly.toml")
+    assert catalog is not None, problems
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "weekly_sms", dt.date(2026, 3, 2))  # a Monday
+    events = [
+        {"id": f"w{n}", "customer": "acme", "meter": "sms", "timestamp": "2026-03-03T12:00:00Z",
+         "properties": {"country": country}}
+        for n, country in enumerate(["US", "US", "FR"])
+    ]  # fmt: skip
+    put(engine, catalog, events)
+    report = run_billing(engine, catalog, MARCH)
+    # the weeks ending in March: 2–8 (fee 7.00 + 2 US messages × 0.10 = 7.20), 9–15, 16–22, 23–29 (7.00 each):
+    # 7.20 + 3 × 7.00 = 28.20; the French message matches no filter of a charge without default: unbilled, named
+    assert report.totals == {"USD": Decimal("28.20")}
+    assert (report.events, report.unbilled_events) == (2, 1)
+    assert [(g.meter, g.reason.value, g.events) for g in report.unbilled] == [("sms", "unpriced", 1)]
