@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from billing.core.compose import section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
-from billing.db import repository, session_scope
+from billing.db import override_tables, repository, session_scope
 from billing.usage_windows import ResolvedPlans, resolve_plans
 from dbkit import read_only
 from meters import count_events, customers_by_meter
@@ -120,7 +120,8 @@ def unbilled_usage(engine: Engine, catalog: Catalog, period: Period, *, customer
             if customer is None or s.customer_external_id == customer
         ]
         owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
-    plans = resolve_plans(catalog, subscriptions, owners)
+        overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
+    plans = resolve_plans(catalog, subscriptions, owners, overrides=overrides, period=period)
     return account_usage(engine, catalog, period, subscriptions, owners, plans, customer=customer)
 
 
