@@ -51,7 +51,7 @@ from billing.core.compose import opening_key
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
-from billing.invoicing import drop_opening_draft, write_opening_invoice
+from billing.invoicing import drop_opening_draft, opening_plan, write_opening_invoice
 from dbkit import read_only, utcnow
 from invoices import store
 from invoices.model import InvoiceStatus
@@ -681,7 +681,7 @@ def _settle_opening_draft(
     if catalog is None or customer is None:
         return
     try:
-        plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+        plan = opening_plan(session, catalog, subscription)
     except UnknownPlanError:
         return  # left as it is; the billing run reports the unknown plan
     write_opening_invoice(session, catalog, customer, subscription, plan, only_draft=True)

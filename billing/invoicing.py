@@ -27,8 +27,10 @@ from sqlalchemy.orm import Session
 from billing.config import Settings, get_settings
 from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
+from billing.core.fees import opening_fee_period
+from billing.core.overrides import fee_anchor, negotiate
 from billing.core.periods import Period, PeriodState, has_begun_anywhere, period_state
-from billing.db import repository, session_scope
+from billing.db import override_tables, repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
 from dbkit import as_utc, read_only, utcnow
@@ -297,6 +299,21 @@ def write_opening_invoice(
     return store.upsert_draft(session, draft)
 
 
+def opening_plan(session: Session, catalog: Catalog, subscription: Subscription) -> Plan:
+    """The plan pricing a subscription's opening invoice: its plan version with the negotiated price in force for
+    its first fee period, if any. UnknownPlanError for a plan the catalog lacks or an override that no longer
+    applies to it."""
+    plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+    versions = override_tables.overrides_of(session, [subscription.id]).get(subscription.id)
+    if not versions:
+        return plan
+    negotiated, problems = negotiate(plan, versions, catalog)
+    if problems:
+        detail = "; ".join(map(str, problems))
+        raise UnknownPlanError(f"its negotiated price no longer applies to the catalog: {detail}")
+    return negotiated.plan_on(fee_anchor(subscription, plan, opening_fee_period(subscription, plan)))
+
+
 def drop_opening_draft(session: Session, subscription_id: int) -> bool:
     """Delete the subscription's opening invoice if it is still a draft (one without a number: nothing is lost);
     whether there was one."""
@@ -366,7 +383,7 @@ def _finalize_opening(
             report.dropped.append(subscription.id)
         return
     try:
-        plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+        plan = opening_plan(session, catalog, subscription)
     except UnknownPlanError as error:
         report.skipped.append((owner.external_id, f"subscription {subscription.id}: {error}"))
         return

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -25,13 +25,14 @@ from sqlalchemy import Engine, select
 from billing.core.compose import Section, compose_period_invoice, period_key, section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, schedule_of
+from billing.core.overrides import SubscriptionOverride, fee_period_repriced
 from billing.core.periods import Period, month_of
-from billing.db import repository, session_scope
+from billing.db import override_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.errors import NotFoundError
 from billing.metering import AnyUsage, UsageWindow, total_of
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
-from billing.usage_windows import UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
+from billing.usage_windows import ResolvedPlans, UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
 from dbkit import read_only, utcnow
 from invoices import store
 from invoices.model import DraftInvoice, LineKind
@@ -125,12 +126,17 @@ def customer_usage(
         if customer is None:
             raise NotFoundError(f"unknown customer {customer_id!r}")
         subscriptions = repository.subscriptions_of(session, customer.id)
+        overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
     period = period or _own_period(catalog, customer, subscriptions, as_of)
-    active, plans = _priced_subscriptions(catalog, customer, subscriptions, period)
+    active, resolved = _priced_subscriptions(catalog, customer, subscriptions, period, overrides)
+    plans = resolved.priced()
     usage = _usage(engine, catalog, customer, period, active, plans)
-    billed = _billed_in_advance(engine, customer, period, active, plans)
+    billed = _billed_in_advance(engine, customer, period, active, resolved)
     sections = [
-        Section(s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id))
+        Section(
+            s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id),
+            advance_plan=_advance_plan(resolved, s, period),
+        )
         for s in active
     ]
     preview = compose_period_invoice(customer, period, sections, [], catalog, as_of)
@@ -144,12 +150,27 @@ def customer_usage(
     )
 
 
+def _advance_plan(resolved: ResolvedPlans, subscription: Subscription, period: Period) -> Plan | None:
+    """The plan of the next fee period's in-advance fee, when a negotiated price is recorded (as the run has it)."""
+    if subscription.id not in resolved.negotiated:
+        return None
+    upcoming = schedule_of(subscription, resolved.plans[subscription.id]).fee_period(period.end)
+    return resolved.for_fee(subscription, upcoming)
+
+
 def _billed_in_advance(
-    engine: Engine, customer: Customer, period: Period, active: Iterable[Subscription], plans: Mapping[int, Plan]
+    engine: Engine, customer: Customer, period: Period, active: Iterable[Subscription], resolved: ResolvedPlans
 ) -> dict[int, Decimal]:
     """What invoices billed in advance for the fee periods the period's invoice adjusts (a subscription ending in
-    it, seats changing in it), by subscription: the preview settles them as the run will."""
+    it, seats changing in it, a negotiated price starting with it), by subscription: the preview settles them as
+    the run will."""
+    plans = resolved.plans
     adjusted = {s.id: f for s in active if (f := fee_period_to_adjust(s, plans[s.id], period)) is not None}
+    for s in active:
+        negotiated = resolved.negotiated.get(s.id)
+        repriced = None if negotiated is None else fee_period_repriced(s, negotiated, period)
+        if s.id not in adjusted and repriced is not None:
+            adjusted[s.id] = repriced
     if not adjusted:
         return {}
     with session_scope(read_only(engine)) as session:
@@ -160,16 +181,21 @@ def _billed_in_advance(
 
 
 def _priced_subscriptions(
-    catalog: Catalog, customer: Customer, subscriptions: Iterable[Subscription], period: Period
-) -> tuple[list[Subscription], dict[int, Plan]]:
-    """The customer's subscriptions in ``period`` that can be priced, and their plans; one whose plan is unknown
-    or priced in another currency is left out of the preview (and logged), as the run leaves it off the invoice."""
+    catalog: Catalog,
+    customer: Customer,
+    subscriptions: Iterable[Subscription],
+    period: Period,
+    overrides: Mapping[int, Sequence[SubscriptionOverride]],
+) -> tuple[list[Subscription], ResolvedPlans]:
+    """The customer's subscriptions in ``period`` that can be priced, and their plans (negotiated prices in force
+    included); one whose plan is unknown or priced in another currency is left out of the preview (and logged), as
+    the run leaves it off the invoice."""
     in_period = [s for s in subscriptions if section_window(s, period) is not None]
-    resolved = resolve_plans(catalog, in_period, {customer.external_id: customer})
+    resolved = resolve_plans(catalog, in_period, {customer.external_id: customer}, overrides=overrides, period=period)
     for problem in resolved.problems:
         log.warning("usage of %s: %s (skipped)", customer.external_id, problem.message)
     plans = resolved.priced()
-    return [s for s in in_period if s.id in plans], plans
+    return [s for s in in_period if s.id in plans], resolved
 
 
 def _usage(

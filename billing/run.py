@@ -44,8 +44,9 @@ from billing.core.compose import (
 )
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
+from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, has_begun_anywhere
-from billing.db import repository, session_scope
+from billing.db import override_tables, repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
@@ -354,7 +355,9 @@ def _load_scope(
         customer_ids |= {s.customer_external_id for s in ended_as_it_began}
         customers = repository.customers_by_external_id(session, customer_ids)
         late_subscriptions = _subscriptions_for_late(session, late_periods)
-    plans = resolve_plans(catalog, [*subscriptions, *ended_as_it_began, *late_subscriptions], customers)
+        everyone = [*subscriptions, *ended_as_it_began, *late_subscriptions]
+        overrides = override_tables.overrides_of(session, {s.id for s in everyone})
+    plans = resolve_plans(catalog, everyone, customers, overrides=overrides, period=period)
     report.skipped += [(problem.customer, problem.message) for problem in plans.unknown]
     late_by_customer: dict[str, list[Period]] = {}
     for customer_id, late_period in late_periods:
@@ -389,7 +392,8 @@ def _aggregate(
         if _bills(subscription, plans[subscription.id], late_period)
     ]
     by_id = {s.id: s for s in [*scope.subscriptions, *scope.late_subscriptions]}
-    by_key = {key: plans[key.subscription] for key in keys}  # a charge priced by dimension: split by its plan
+    # a charge priced by dimension is split by the plan pricing that period (a negotiated price then, if any)
+    by_key = {key: scope.plans.for_period(key.subscription, key.period) for key in keys}
     return aggregate(engine, catalog, usage_windows(keys, by_id, scope.customers), by_key)
 
 
@@ -461,13 +465,20 @@ def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:
 
 
 def _adjustable_fees(scope: _Scope) -> dict[int, Period]:
-    """In-advance fees of fee periods a subscription leaves before their end: adjusted to the days it ran."""
+    """In-advance fees of fee periods a subscription leaves before their end: adjusted to the days it ran; and
+    of fee periods a negotiated price starts: adjusted to the fee in force."""
     plans, period = scope.plans.plans, scope.period
-    return {
+    adjustable = {
         s.id: fee_period
         for s in [*scope.subscriptions, *scope.ended_as_it_began]
         if s.id in plans and (fee_period := fee_period_to_adjust(s, plans[s.id], period)) is not None
     }
+    for s in scope.subscriptions:
+        negotiated = scope.plans.negotiated.get(s.id)
+        repriced = None if negotiated is None else fee_period_repriced(s, negotiated, period)
+        if s.id not in adjustable and repriced is not None:
+            adjustable[s.id] = repriced
+    return adjustable
 
 
 def _billed_fees(
@@ -514,6 +525,7 @@ def _rating_inputs(
         catalog=catalog,
         customers=scope.customers,
         plans=scope.plans.plans,
+        negotiated=scope.plans.negotiated,
         foreign_currency=scope.plans.foreign_currency,
         usage=usage,
         by_customer=by_customer,
@@ -625,7 +637,8 @@ class _RatingInputs:
     period: Period
     catalog: Catalog
     customers: Mapping[str, Customer]
-    plans: Mapping[int, Plan]
+    plans: Mapping[int, Plan]  # in force for the period (negotiated prices included)
+    negotiated: Mapping[int, Negotiated]  # the plans of subscriptions with negotiated prices, for other periods
     foreign_currency: frozenset[int]  # subscriptions priced in another currency than their customer's
     usage: Mapping[UsageKey, Mapping[str, AnyUsage]]
     by_customer: Mapping[str, list[Subscription]]
@@ -672,6 +685,7 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
         Section(
             s, plans[s.id], charged_usage(inputs.usage.get(UsageKey(s.id, period), {}), plans[s.id]),
             billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
+            advance_plan=_advance_plan(inputs, s),
         )
         for s in own
     ]
@@ -683,9 +697,9 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     late = [
         LateUsage(
             subscription=s,
-            plan=plans[s.id],
+            plan=(plan := _plan_of_period(inputs, s, late_period)),
             period=late_period,
-            usage=charged_usage(inputs.usage.get(UsageKey(s.id, late_period, late=True), {}), plans[s.id]),
+            usage=charged_usage(inputs.usage.get(UsageKey(s.id, late_period, late=True), {}), plan),
             billed=inputs.billed[late_period].get((customer_id, s.id), {}),
         )
         for late_period in inputs.late_by_customer.get(customer_id, ())
@@ -709,6 +723,22 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     if draft.lines or any(not section.fee_only for section in sections):
         drafts.append(draft)
     return drafts, None
+
+
+def _plan_of_period(inputs: _RatingInputs, subscription: Subscription, period: Period) -> Plan:
+    """The plan pricing a subscription's usage of an earlier period: its negotiated price then, if any."""
+    negotiated = inputs.negotiated.get(subscription.id)
+    return inputs.plans[subscription.id] if negotiated is None else negotiated.for_period(period)
+
+
+def _advance_plan(inputs: _RatingInputs, subscription: Subscription) -> Plan | None:
+    """The plan pricing the next fee period's in-advance fee, when a negotiated price gives it another one."""
+    negotiated = inputs.negotiated.get(subscription.id)
+    if negotiated is None:
+        return None
+    plan = inputs.plans[subscription.id]
+    upcoming = schedule_of(subscription, plan).fee_period(inputs.period.end)  # as fees.advance_fee_period has it
+    return negotiated.plan_on(fee_anchor(subscription, plan, upcoming))
 
 
 def _rate_chunk(inputs: _RatingInputs, customer_ids: list[str]) -> _RatedChunk:

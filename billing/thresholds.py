@@ -42,9 +42,10 @@ from sqlalchemy.orm import Session
 
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import schedule_of
+from billing.core.overrides import SubscriptionOverride
 from billing.core.periods import Period, Schedule, month_of
 from billing.core.rating import usage_charges
-from billing.db import repository, session_scope
+from billing.db import override_tables, repository, session_scope
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
 from billing.errors import BillingInputError, NotFoundError
 from billing.metering import AnyUsage, total_of
@@ -327,6 +328,7 @@ class _Scope:
     subscriptions: list[Subscription]
     owners: dict[str, Customer]
     limits: dict[str, dict[str, Decimal]]
+    overrides: dict[int, tuple[SubscriptionOverride, ...]]  # negotiated prices, by subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,7 +453,8 @@ def _load(engine: Engine, earliest: dt.date, latest: dt.date, wanted: set[str] |
         subscriptions = repository.subscriptions_active_between(session, earliest, latest, wanted)
         owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
         limits = _limits_of(session, None if wanted is None else owners)
-    return _Scope(subscriptions, owners, limits)
+        overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
+    return _Scope(subscriptions, owners, limits, overrides)
 
 
 def _targets(
@@ -473,23 +476,25 @@ def _targets(
             until = min(period.end, tomorrow)  # a period that has not begun yet covers no day so far
             if period.start < until and subscription.overlaps(period.start, until):
                 covering.append((subscription, period, tomorrow))
-    resolved = resolve_plans(catalog, list({s.id: s for s, _, _ in covering}.values()))
+    resolved = resolve_plans(catalog, list({s.id: s for s, _, _ in covering}.values()), overrides=scope.overrides)
     report.skipped += [(problem.customer, problem.message) for problem in resolved.unknown]
     targets: dict[_TargetKey, _Target] = {}
     of_plan: dict[int, tuple[ThresholdSpec, ...]] = {}  # by id(plan): the thresholds of a customer without limits
     for subscription, days, tomorrow in covering:
-        plan = resolved.plans.get(subscription.id)
-        if plan is None:
+        base = resolved.plans.get(subscription.id)
+        if base is None:
             continue
         limits = scope.limits.get(subscription.customer_external_id)
-        if limits:
-            specs = tuple(plan_thresholds(plan, limits))
-        else:
-            specs = of_plan.get(id(plan))  # type: ignore[assignment]
-            if specs is None:
-                specs = of_plan[id(plan)] = tuple(plan_thresholds(plan))
-        # the subscription's own billing periods over those days: the month itself, or weeks, anniversary months
-        for period in _billing_periods_over(schedule_of(subscription, plan), days, min(days.end, tomorrow)):
+        # the subscription's own billing periods over those days: the month itself, or weeks, anniversary months;
+        # each with its plan then (a negotiated price in force for it)
+        for period in _billing_periods_over(schedule_of(subscription, base), days, min(days.end, tomorrow)):
+            plan = resolved.for_period(subscription.id, period)
+            if limits:
+                specs = tuple(plan_thresholds(plan, limits))
+            else:
+                specs = of_plan.get(id(plan))  # type: ignore[assignment]
+                if specs is None:
+                    specs = of_plan[id(plan)] = tuple(plan_thresholds(plan))
             if specs and subscription.overlaps(period.start, min(period.end, tomorrow)):
                 targets[(subscription.id, period.start)] = _Target(subscription, plan, period, specs)
     return targets

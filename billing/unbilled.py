@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 from billing.core.compose import section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
-from billing.db import repository, session_scope
+from billing.db import override_tables, repository, session_scope
 from billing.metering import AnyUsage, total_of
 from billing.usage_windows import ResolvedPlans, UsageKey, aggregate, resolve_plans, usage_windows
 from dbkit import read_only
@@ -125,7 +125,8 @@ def unbilled_usage(engine: Engine, catalog: Catalog, period: Period, *, customer
             if customer is None or s.customer_external_id == customer
         ]
         owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
-    plans = resolve_plans(catalog, subscriptions, owners)
+        overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
+    plans = resolve_plans(catalog, subscriptions, owners, overrides=overrides, period=period)
     return account_usage(
         engine, catalog, period, subscriptions, owners, plans, customer=customer,
         counted=_split_usage(engine, catalog, period, subscriptions, owners, plans),

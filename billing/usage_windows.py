@@ -3,9 +3,10 @@
 The billing run, the threshold check and the usage preview all ask the same two questions, so they are answered
 here, once:
 
-- ``resolve_plans``: the catalog's plan version of each subscription; a plan the catalog does not know, or one
-  priced in another currency than its customer is billed in, is a ``PlanProblem`` (each caller decides whether
-  that skips a subscription, a customer, or only a log line);
+- ``resolve_plans``: the catalog's plan version of each subscription, with the subscription's negotiated prices
+  (``billing.core.overrides``) in force for the period asked; a plan the catalog does not know, one priced in
+  another currency than its customer is billed in, or an override that no longer applies to the catalog is a
+  ``PlanProblem`` (each caller decides whether that skips a subscription, a customer, or only a log line);
 - ``usage_windows`` + ``aggregate``: the part of a period each subscription covers, in its customer's timezone,
   aggregated in one batch by ``billing.metering.aggregate_periods`` (which shares a weighted sum out over the
   part of the period a subscription covers), so the three count usage identically.
@@ -13,7 +14,7 @@ here, once:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, TypeVar
 
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 
 from billing.core.compose import section_window
 from billing.core.domain import Customer, Subscription
+from billing.core.overrides import Negotiated, SubscriptionOverride, fee_anchor, negotiate
 from billing.core.periods import Period
 from billing.metering import AnyUsage, UsageWindow, aggregate_periods, events_of
 from pricing_plans.errors import UnknownPlanError
@@ -56,11 +58,12 @@ Usage = Mapping[K, Mapping[str, AnyUsage]]
 
 @dataclass(frozen=True, slots=True)
 class PlanProblem:
-    """Why a subscription cannot be priced: its plan version is not in the catalog (``unknown_plan``), or its
-    plan is priced in another currency than the customer is billed in (``currency``)."""
+    """Why a subscription cannot be priced: its plan version is not in the catalog (``unknown_plan``), its
+    plan is priced in another currency than the customer is billed in (``currency``), or one of its overrides no
+    longer applies to the catalog (``override``: the catalog changed since it was recorded)."""
 
     subscription: Subscription
-    kind: Literal["unknown_plan", "currency"]
+    kind: Literal["unknown_plan", "currency", "override"]
     detail: str
 
     @property
@@ -75,16 +78,31 @@ class PlanProblem:
 
 @dataclass(frozen=True)
 class ResolvedPlans:
-    """The plan version of every subscription the catalog knows (including those priced in another currency than
+    """The plan of every subscription the catalog knows (including those priced in another currency than
     their customer's: ``foreign_currency`` names them), and the problems found, in the order of the
-    subscriptions."""
+    subscriptions. ``plans`` holds the plan in force for the period asked (negotiated prices included);
+    ``negotiated`` the plans of the subscriptions with overrides, for other periods (``for_period``)."""
 
     plans: dict[int, Plan] = field(default_factory=dict)
     problems: list[PlanProblem] = field(default_factory=list)
+    negotiated: dict[int, Negotiated] = field(default_factory=dict)
 
     @property
     def unknown(self) -> list[PlanProblem]:
-        return [problem for problem in self.problems if problem.kind == "unknown_plan"]
+        """The subscriptions that cannot be priced at all: unknown plan, or an override that no longer applies."""
+        return [problem for problem in self.problems if problem.kind != "currency"]
+
+    def for_period(self, subscription_id: int, period: Period) -> Plan:
+        """The plan pricing the subscription's usage (and in-arrears fee) of ``period``."""
+        negotiated = self.negotiated.get(subscription_id)
+        return self.plans[subscription_id] if negotiated is None else negotiated.for_period(period)
+
+    def for_fee(self, subscription: Subscription, fee_period: Period) -> Plan:
+        """The plan pricing the subscription's fee of ``fee_period``."""
+        negotiated = self.negotiated.get(subscription.id)
+        if negotiated is None:
+            return self.plans[subscription.id]
+        return negotiated.plan_on(fee_anchor(subscription, negotiated.plan, fee_period))
 
     @property
     def foreign_currency(self) -> frozenset[int]:
@@ -97,9 +115,15 @@ class ResolvedPlans:
 
 
 def resolve_plans(
-    catalog: Catalog, subscriptions: Iterable[Subscription], customers: Mapping[str, Customer] | None = None
+    catalog: Catalog,
+    subscriptions: Iterable[Subscription],
+    customers: Mapping[str, Customer] | None = None,
+    *,
+    overrides: Mapping[int, Sequence[SubscriptionOverride]] | None = None,
+    period: Period | None = None,
 ) -> ResolvedPlans:
-    """Each subscription's plan version from ``catalog``. With ``customers`` (by external id), a plan priced in
+    """Each subscription's plan version from ``catalog``, with its ``overrides`` (by subscription id) in force for
+    ``period`` (without a period: the plan version itself). With ``customers`` (by external id), a plan priced in
     another currency than its customer's is reported too; a subscription listed twice is reported twice."""
     resolved = ResolvedPlans()
     for subscription in subscriptions:
@@ -108,6 +132,15 @@ def resolve_plans(
         except UnknownPlanError as error:
             resolved.problems.append(PlanProblem(subscription, "unknown_plan", str(error)))
             continue
+        versions = (overrides or {}).get(subscription.id)
+        if versions:
+            negotiated, broken = negotiate(plan, versions, catalog)
+            if broken:
+                detail = "its negotiated price no longer applies to the catalog: " + "; ".join(map(str, broken))
+                resolved.problems.append(PlanProblem(subscription, "override", detail))
+                continue
+            resolved.negotiated[subscription.id] = negotiated
+            plan = plan if period is None else negotiated.for_period(period)
         resolved.plans[subscription.id] = plan
         owner = None if customers is None else customers.get(subscription.customer_external_id)
         if owner is not None and plan.currency != owner.currency:

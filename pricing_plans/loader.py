@@ -45,7 +45,14 @@ from pricing_plans.models import (
 )
 from pricing_plans.money import Rounding, is_known_currency
 
-__all__ = ["load_catalog", "load_catalog_or_raise", "loads_catalog"]
+__all__ = [
+    "OVERRIDE_KEYS",
+    "apply_override",
+    "load_catalog",
+    "load_catalog_or_raise",
+    "loads_catalog",
+    "loads_override",
+]
 
 Loc = tuple[str | int, ...]
 Problems = list[CatalogProblem]
@@ -326,6 +333,94 @@ def _by_code(plans: list[Plan]) -> dict[str, tuple[Plan, ...]]:
     for plan in plans:
         grouped.setdefault(plan.code, []).append(plan)
     return {code: tuple(sorted(grouped[code], key=lambda p: p.version)) for code in sorted(grouped)}
+
+
+# -- a subscription's negotiated prices ------------------------------------------------------------------
+
+# The tables an override may hold: each one present replaces the plan's (charges one meter at a time).
+OVERRIDE_KEYS = ("subscription", "charges", "commitment", "thresholds")
+
+
+def loads_override(text: str, filename: str = "override.toml") -> tuple[dict[str, Any] | None, Problems]:
+    """An override file's TOML text as a table (numbers as Decimal), or None and the syntax problem."""
+    try:
+        return tomllib.loads(text, parse_float=Decimal), []
+    except ValueError as exc:  # a TOMLDecodeError, or an integer too long for Python to read
+        return None, [_syntax_problem(filename, exc, text)]
+
+
+def apply_override(
+    plan: Plan, override: Mapping[str, Any], catalog: Catalog, filename: str = "override.toml"
+) -> tuple[Plan | None, Problems]:
+    """The plan a subscription is priced with under ``override``: each of ``[subscription]``, ``[commitment]``,
+    ``[[thresholds]]`` present replaces the plan's; each ``[[charges]]`` entry replaces the plan's charge on its
+    ``meter``, or adds one for a meter of the catalog the plan does not charge.
+
+    The override's tables are validated by the same records as a plan's (so every key and rule of a plan's
+    charge holds in an override), with problems located in the override's own terms
+    (``override.toml: charges[0].tiers[1].up_to: …``); then the effective plan is cross-checked as a plan is
+    (known meters, one charge per meter, thresholds on charged meters). None and every problem, or the plan.
+    """
+    problems: Problems = []
+    for key in override:
+        if key not in OVERRIDE_KEYS:
+            problems.append(
+                CatalogProblem(filename, _path((key,)), f"unknown key (allowed: {', '.join(OVERRIDE_KEYS)})")
+            )
+    tables = {key: override[key] for key in OVERRIDE_KEYS if key in override}
+    own = {name: getattr(plan, name) for name in ("key", "code", "version", "name", "currency", "interval")}
+    # Validated as a plan holding only the override's tables: a problem's path is the override's own.
+    record, validation_problems = _validate(Plan, tables, (), filename, fill={}, defaults=own)
+    problems += validation_problems
+    outline = _Outline.of(plan.key, {**tables, "currency": plan.currency})
+    charged = {charge.meter for charge in plan.charges} | {meter for meter, _ in outline.charges if meter}
+    problems += _cross_check_override(outline, catalog, charged, filename)
+    if problems or record is None:
+        return None, problems
+    return _overridden(plan, record, tables), []
+
+
+def _overridden(plan: Plan, record: Plan, tables: Mapping[str, Any]) -> Plan:
+    """``plan`` with the tables of a validated override (``record``) in place of its own."""
+    replaced = {charge.meter: charge for charge in record.charges}
+    charges = [replaced.pop(charge.meter, charge) for charge in plan.charges]
+    charges += [charge for charge in record.charges if charge.meter in replaced]
+    update: dict[str, Any] = {"charges": tuple(charges)}
+    for key in ("subscription", "commitment", "thresholds"):
+        if key in tables:
+            update[key] = getattr(record, key)
+    return plan.model_copy(update=update)
+
+
+def _cross_check_override(outline: _Outline, catalog: Catalog, charged: set[str], filename: str) -> Problems:
+    """An override's charges on known meters, one each, value models on summed meters; its thresholds on meters
+    the effective plan charges."""
+    problems: Problems = []
+    known = ", ".join(catalog.meters) or "none"
+    seen: dict[str, int] = {}
+    for index, (meter_code, model) in enumerate(outline.charges):
+        where = _path(("charges", index, "meter"))
+        if meter_code is None:
+            continue
+        meter = catalog.meters.get(meter_code)
+        if meter_code in seen:
+            message = f"meter {meter_code!r} already has a charge in this override (charges[{seen[meter_code]}])"
+            problems.append(CatalogProblem(filename, where, message))
+        elif meter is None:
+            problems.append(CatalogProblem(filename, where, f"unknown meter {meter_code!r} (known: {known})"))
+        elif model in _VALUE_MODELS and meter.aggregation is not Aggregation.SUM:
+            message = f"{model} needs a meter aggregated by sum (meter {meter_code!r} is {meter.aggregation.value})"
+            problems.append(CatalogProblem(filename, _path(("charges", index, "model")), message))
+        seen.setdefault(meter_code, index)
+    for index, meter_code in enumerate(outline.threshold_meters):
+        where = _path(("thresholds", index, "meter"))
+        if meter_code is None:
+            continue
+        if meter_code not in catalog.meters:
+            problems.append(CatalogProblem(filename, where, f"unknown meter {meter_code!r} (known: {known})"))
+        elif meter_code not in charged:
+            problems.append(CatalogProblem(filename, where, f"meter {meter_code!r} has no charge in this plan"))
+    return problems
 
 
 # -- from raw tables to records --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bear
     routes_events           POST /v1/events
     routes_customers        POST/GET /v1/customers, GET /v1/customers/{id}, GET /v1/customers/{id}/usage,
                             POST/GET /v1/subscriptions, GET /v1/subscriptions/{id}, POST /v1/subscriptions/{id}/cancel
+    routes_overrides        GET/PUT /v1/subscriptions/{id}/overrides
     routes_plans            GET /v1/plans, GET /v1/plans/{code}
     routes_invoices         GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
     routes_invoice_actions  POST /v1/invoices/{id}/finalize, …/void, …/credit-notes
@@ -19,7 +20,8 @@ The conventions every route keeps:
 
 - lists are ``{"data": [...], "has_more": ...}`` with ``limit``, ``starting_after`` and ``ending_before``
   (``billing.api.pagination``); a query parameter a route does not take is a 400;
-- a ``POST`` with an ``Idempotency-Key`` runs once; a retry gets the first answer (``billing.api.idempotency``);
+- a ``POST`` or ``PUT`` with an ``Idempotency-Key`` runs once; a retry gets the first answer
+  (``billing.api.idempotency``);
 - a create answers 201 with the new resource's ``Location``;
 - every request body is limited while it is read (``billing.api.limits``): 32 MiB for ``POST /v1/events``,
   1 MiB for every other route, the Stripe webhook included; a larger body is answered 413 ``body_too_large``.
@@ -46,6 +48,7 @@ from billing.api import (
     routes_invoice_actions,
     routes_invoices,
     routes_metrics,
+    routes_overrides,
     routes_plans,
     routes_runs,
     schemas,
@@ -140,6 +143,7 @@ def _add_routers(app: FastAPI) -> None:
         routes_plans,
         routes_invoices,
         routes_invoice_actions,
+        routes_overrides,
         routes_runs,
         routes_metrics,
     ):

@@ -1,7 +1,8 @@
-"""``Idempotency-Key`` on every ``POST``: a retry gets the first answer instead of doing the work twice.
+"""``Idempotency-Key`` on every ``POST`` and ``PUT``: a retry gets the first answer instead of doing the work
+twice.
 
-A ``POST`` that carries ``Idempotency-Key: <key>`` (1 to 255 printable ASCII characters; a UUID does) is run
-once per key and credential (``Authorization``) for 24 hours; keys live in the database
+A ``POST`` (or ``PUT``) that carries ``Idempotency-Key: <key>`` (1 to 255 printable ASCII characters; a UUID
+does) is run once per key and credential (``Authorization``) for 24 hours; keys live in the database
 (``billing.db.idempotency``), so this holds across restarts and across API processes on one database:
 
 - the same key with the same request (method, path, query and body, byte for byte) gets the first answer again,
@@ -108,7 +109,7 @@ class Idempotency:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
-        if raw is None or scope.get("method") != "POST":
+        if raw is None or scope.get("method") not in ("POST", "PUT"):
             await self.app(scope, receive, send)
             return
         engine = self.engine()

@@ -666,3 +666,59 @@ class MetricsListOut(_Out):
 def decimal_text(value: Decimal) -> str:
     """A quantity or rate as a plain decimal string (no exponent)."""
     return f"{value:f}"
+
+
+# -- negotiated prices -------------------------------------------------------------------------------------
+
+_OVERRIDE_TABLES = {
+    "subscription": {"fee": "39.00", "billing": "in_advance"},
+    "charges": [{"meter": "api_calls", "model": "graduated", "tiers": [
+        {"up_to": "100000", "unit_amount": "0"}, {"up_to": "inf", "unit_amount": "0.0010"}]}],
+}
+_OVERRIDE = {
+    "id": 3, "subscription_id": 1, "effective_from": "2026-12-01", "created_at": "2026-11-20T09:30:00Z",
+    "subscription": _OVERRIDE_TABLES["subscription"], "charges": _OVERRIDE_TABLES["charges"], "commitment": None,
+    "thresholds": None,
+}
+
+OVERRIDE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "effective_from": {"type": "string", "format": "date", "description": "A billing-period boundary "
+                           "(default: the first period not yet invoiced)."},
+        "subscription": {"type": "object", "description": "Replaces the plan's [subscription] (the fee)."},
+        "charges": {"type": "array", "items": {"type": "object", "required": ["meter"]},
+                    "description": "Each replaces the plan's charge on its meter, or adds one."},
+        "commitment": {"type": "object", "description": "Replaces the plan's [commitment]."},
+        "thresholds": {"type": "array", "items": {"type": "object"}, "description": "Replace the plan's."},
+    },
+    "additionalProperties": False,
+    "examples": [{"effective_from": "2026-12-01", **_OVERRIDE_TABLES}],
+}
+"""The body of ``PUT /v1/subscriptions/{id}/overrides``: the override file's tables as JSON, plus
+``effective_from`` (read by the route itself, numbers as Decimal: never a float)."""
+
+
+class OverrideOut(_Out):
+    """One version of a subscription's negotiated prices: the tables it replaces (null: the plan's own), from
+    ``effective_from``. Decimal numbers are strings; whole numbers stay numbers."""
+
+    model_config = examples(_OVERRIDE)
+
+    id: int
+    subscription_id: int
+    effective_from: dt.date
+    created_at: dt.datetime
+    subscription: dict[str, Any] | None = None
+    charges: list[dict[str, Any]] | None = None
+    commitment: dict[str, Any] | None = None
+    thresholds: list[dict[str, Any]] | None = None
+
+
+class OverrideListOut(_Out):
+    """A page of a subscription's override versions, by id (the order they were recorded in)."""
+
+    model_config = examples({"data": [_OVERRIDE], "has_more": False})
+
+    data: list[OverrideOut]
+    has_more: bool = Field(description="Whether more versions lie beyond this page (in the direction walked).")

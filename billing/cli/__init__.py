@@ -40,7 +40,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Customers: add, list, import from CSV, rotate a webhook secret.",
     ),
     "subscribe": (("customers",), "Subscribe a customer to the plan version in effect on the start date."),
-    "subscriptions": (("customers",), "Subscriptions: list, cancel, change plan, change seats."),
+    "subscriptions": (
+        ("customers", "overrides"),
+        "Subscriptions: list, cancel, change plan, change seats, negotiate prices.",
+    ),
     "ingest": (("ingest",), "Ingest usage events; each event id is stored once, however often it is sent."),
     "usage": (
         ("usage",),

@@ -30,7 +30,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (the API's 
 customers_app = typer.Typer(
     help="Customers: add, list, import from CSV, rotate a webhook secret.", no_args_is_help=True
 )
-subscriptions_app = typer.Typer(help="Subscriptions: list, cancel, change plan, change seats.", no_args_is_help=True)
+subscriptions_app = typer.Typer(
+    help="Subscriptions: list, cancel, change plan, change seats, negotiate prices.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

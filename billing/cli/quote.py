@@ -14,11 +14,14 @@ from rich.table import Table
 
 from billing.cli._common import console, fail, load_catalog_for_cli
 from billing.core.domain import SubscriptionTerms
+from billing.core.overrides import NEGOTIATED
 from billing.core.periods import Period, month_of, parse_month
 from billing.core.rating import RatedPeriod, rate_period
 from billing.metering import AnyUsage, usage_from_event_file
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError, UnknownPlanError
+from pricing_plans.loader import apply_override, loads_override
+from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import D, format_amount
 
 
@@ -37,6 +40,9 @@ def quote(
     timezone: str = typer.Option("UTC", "--timezone", help="Timezone of the period's bounds for --events."),
     customer: str | None = typer.Option(None, "--customer", help="With --events: the customer whose events count."),
     quantity: int = typer.Option(1, "--quantity", min=1, help="Seats, on a plan priced per seat (default 1)."),
+    override: Path | None = typer.Option(
+        None, "--override", help="A negotiated price (the file of `billing subscriptions override`) on the plan."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the quote as JSON."),
 ) -> None:
     """Rate one customer-period: the fee, each charge with its breakdown, the commitment true-up, the total."""
@@ -54,6 +60,8 @@ def quote(
         )
     except UnknownPlanError as error:
         fail(str(error))
+    if override is not None:
+        chosen = _negotiated(chosen, override, cat)
     if start_day and start_day >= billing_period.end:
         fail(f"--start {start_day} is after the period {billing_period.label}")
 
@@ -110,6 +118,21 @@ def quote_json(rated: RatedPeriod) -> dict[str, Any]:
             for u in rated.unpriced
         ],
     }
+
+
+def _negotiated(plan: Plan, path: Path, cat: Catalog) -> Plan:
+    """``plan`` with the override file at ``path`` applied; every problem printed, located in the file, exit 1."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"--override: cannot read {path}: {error}")
+    document, problems = loads_override(text, str(path))
+    effective = None
+    if document is not None:
+        effective, problems = apply_override(plan, document, cat, str(path))
+    if effective is None:
+        fail("\n".join(str(problem) for problem in problems))
+    return effective.model_copy(update={"name": f"{plan.name} ({NEGOTIATED})"})
 
 
 def _parse_date(text: str, option: str) -> dt.date:

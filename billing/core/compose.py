@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_adjustment, opening_fee, opening_fee_period, period_fees
+from billing.core.overrides import NEGOTIATED
 from billing.core.periods import Period
 from billing.core.rating import rate_period
 from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, LineDetails, LineKind, Party
@@ -55,6 +56,7 @@ class Section:
     ``billed_fee`` is what earlier invoices billed in advance as the fee of the fee period the subscription ends
     in (given when it ends in this billing period): the fee is then adjusted to the days it really ran.
     ``fee_only`` marks a subscription that ended as the period began: it has nothing but that adjustment.
+    ``advance_plan`` prices the in-advance fee of the next fee period, when a negotiated price changes it.
     """
 
     subscription: Subscription
@@ -62,6 +64,7 @@ class Section:
     usage: Mapping[str, MeterUsage | DimensionedUsage]
     billed_fee: Decimal | None = None
     fee_only: bool = False
+    advance_plan: Plan | None = None
 
 
 # What was billed for a period, by (meter, dimension: the part of a charge priced by dimension, else None); None:
@@ -89,11 +92,19 @@ def section_window(subscription: Subscription, period: Period) -> Period | None:
 
 def _section_title(plan: Plan, subscription: Subscription, period: Period) -> str:
     window = section_window(subscription, period)
-    title = f"{plan.name} (plan {plan.code} v{plan.version}, subscription {subscription.id})"
+    title = _named(plan, f"plan {plan.code} v{plan.version}, subscription {subscription.id}")
     if window is not None and window != period:
         last_day = window.end - dt.timedelta(days=1)
         title += f", {window.start.isoformat()} to {last_day.isoformat()}"
     return title
+
+
+def _named(plan: Plan, what: str) -> str:
+    """``Growth (what)``; for a negotiated price ``Growth (negotiated price; what)``."""
+    negotiated = f" ({NEGOTIATED})"
+    if plan.name.endswith(negotiated):
+        return f"{plan.name.removesuffix(negotiated)} ({NEGOTIATED}; {what})"
+    return f"{plan.name} ({what})"
 
 
 def _placed(line: InvoiceLine, section: str, subscription: Subscription, plan: Plan) -> InvoiceLine:
@@ -134,6 +145,7 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
         covering_fee=rated.fee_line,
         billed_in_advance_fee=section.billed_fee,
         rounding=catalog.rounding,
+        advance_plan=section.advance_plan,
     )
     lines = [
         fees.in_arrears,
@@ -150,7 +162,7 @@ def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:
     priced by dimension: each filter and group has its own tiers), so tiers stay right."""
     subscription, plan, period = late.subscription, late.plan, late.period
     rated = rate_period(subscription, plan, late.usage, period, meters=catalog.meters, rounding=catalog.rounding)
-    section = f"Late usage of {period.label}: {plan.name} (subscription {subscription.id})"
+    section = f"Late usage of {period.label}: {_named(plan, f'subscription {subscription.id}')}"
     lines = []
     for line in rated.usage_lines:
         difference = line.amount - late.billed.get(_billed_key(line), ZERO)

@@ -246,9 +246,10 @@ def fee_adjustment(
         return None
     explanation = f"{due.details.explanation or ''}; {billed} billed in advance; difference {difference}"
     adjustment = {"due": str(due.amount), "billed_in_advance": str(billed), "explanation": explanation}
-    description = f"{plan.name} subscription, {fee_period.label}: adjusted to the end on {terms.end_date}"
     quantity, details_explanation = due.quantity, due.details.explanation
     ended = terms.end_date is not None and terms.end_date <= period.end and terms.end_date < fee_period.end
+    reason = f"adjusted to the end on {terms.end_date}" if ended else "adjusted to the fee now in force"
+    description = f"{plan.name} subscription, {fee_period.label}: {reason}"
     changes = seat_changes_in(terms, period) if _seats_priced(plan) else []
     if changes and not ended:
         moves = ", ".join(f"{before} → {after} from {day.isoformat()}" for day, before, after in changes)
@@ -303,19 +304,23 @@ def period_fees(
     covering_fee: InvoiceLine | None,
     billed_in_advance_fee: Decimal | None,
     rounding: Rounding = Rounding.HALF_UP,
+    advance_plan: Plan | None = None,
 ) -> PeriodFees:
     """The fees the invoice of billing period ``period`` carries for one subscription.
 
     ``covering_fee`` is the fee of the fee period covering ``period`` (``rate_fee``, as rating gives it);
     ``billed_in_advance_fee`` what earlier invoices billed in advance for it, when the subscription ends in
-    ``period`` before that fee period does (see ``fee_period_to_adjust``).
+    ``period`` before that fee period does (see ``fee_period_to_adjust``) or a negotiated price takes effect with
+    it. ``advance_plan`` prices the next fee period's in-advance fee when it differs from ``plan`` (a negotiated
+    price in force from then, which may give a plan without a fee one).
     """
     if billed_in_arrears(plan):
         return PeriodFees(in_arrears=covering_fee if arrears_fee_due(terms, plan, period) else None)
-    if not billed_in_advance(plan):
+    ahead = advance_plan or plan
+    if not billed_in_advance(plan) and not billed_in_advance(ahead):
         return PeriodFees()
-    upcoming = advance_fee_period(terms, plan, period)
+    upcoming = advance_fee_period(terms, ahead, period)
     return PeriodFees(
         adjustment=fee_adjustment(terms, plan, period, billed_in_advance_fee, rounding),
-        in_advance=None if upcoming is None else advance_fee(terms, plan, upcoming, rounding),
+        in_advance=None if upcoming is None else advance_fee(terms, ahead, upcoming, rounding),
     )

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +27,7 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from billing import customers
+from billing import customers, overrides
 from billing.apikeys import create_api_key, list_api_keys
 from billing.cli import COMMANDS, app, load_command
 from billing.config import get_settings
@@ -437,6 +438,31 @@ def _check_synced(doc: dict[str, Any], world: World) -> None:
     assert pushed["ok"] is True and pushed["stripe_invoice_id"] == fake.of("invoice")[0]["id"]
 
 
+
+def _override(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    deal = world.tmp / "deal.toml"
+    deal.write_text('[[charges]]\nmeter = "api_calls"\nmodel = "per_unit"\nunit_amount = 0.05\n', encoding="utf-8")
+    return ["subscriptions", "override", str(world.acme_subscription), str(deal), "--json"]
+
+
+def _check_override(doc: dict[str, Any], world: World) -> None:
+    keys = {"id", "subscription_id", "effective_from", "created_at", "subscription", "charges", "commitment", "thresholds"}
+    assert set(doc) == keys
+    # acme is invoiced through October: the first period not yet invoiced begins 1 November
+    assert (doc["subscription_id"], doc["effective_from"]) == (world.acme_subscription, "2026-11-01")
+    assert doc["charges"] == [{"meter": "api_calls", "model": "per_unit", "unit_amount": "0.05"}]
+    assert (doc["subscription"], doc["commitment"], doc["thresholds"]) == (None, None, None)
+
+
+def _overrides(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    overrides.set_override(world.engine, world.catalog, world.acme_subscription, {"commitment": {"minimum": Decimal(5)}})
+    return ["subscriptions", "overrides", str(world.acme_subscription), "--json"]
+
+
+def _check_overrides(doc: dict[str, Any], world: World) -> None:
+    assert [(v["effective_from"], v["commitment"]) for v in doc["data"]] == [("2026-11-01", {"minimum": "5"})]
+
+
 CASES = [
     Case(("customers", "list"), _fixed("customers", "list", "--json"), _check_customers),
     Case(
@@ -466,6 +492,8 @@ CASES = [
         _check_changed,
     ),
     Case(("subscriptions", "list"), _fixed("subscriptions", "list", "--json"), _check_subscriptions),
+    Case(("subscriptions", "override"), _override, _check_override),
+    Case(("subscriptions", "overrides"), _overrides, _check_overrides),
     Case(("invoices", "list"), _fixed("invoices", "list", "--json"), _check_invoices),
     Case(("invoices", "show"), _fixed("invoices", "show", "INV-2026-000001", "--json"), _check_invoice),
     Case(("invoices", "finalize"), _fixed("invoices", "finalize", "2", "--json"), _check_finalized_one),
