@@ -139,6 +139,6 @@ def test_an_installed_wheel_gives_a_working_billing_outside_the_repository(tmp_p
     assert f"database sqlite:///{work / 'acme' / 'billing.db'} at revision" in started.stdout.replace("\n", "")
     validated = run("plans", "validate", cwd=work / "acme")
     assert validated.returncode == 0, validated.stderr
-    assert "catalog.toml: OK — 5 meters, 6 plans" in " ".join(validated.stdout.split())
+    assert "catalog.toml: OK — 13 meters, 13 plans" in " ".join(validated.stdout.split())
     from_elsewhere = run("--config", "acme/config.toml", "plans", "show", "api_growth")
     assert from_elsewhere.returncode == 0 and "API Growth" in from_elsewhere.stdout, from_elsewhere.stderr

@@ -158,7 +158,7 @@ def _plans_table(catalog: Catalog) -> Table:
         minimum = format_amount(plan.commitment.minimum, plan.currency) if plan.commitment else "—"
         table.add_row(
             "\n".join(about),
-            _fee(plan).replace(" ", "\n", 1).replace(", ", "\n"),
+            _fee(plan).replace(" ", "\n", 1).replace(", ", "\n").replace("per seat ", "per seat\n"),
             escape(charges),
             minimum,
             end_section=True,

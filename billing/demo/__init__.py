@@ -44,6 +44,7 @@ from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
 from invoices.model import Invoice
 from pricing_plans.charge_models import MeterUsage
+from pricing_plans.dimensions import DimensionedUsage, Part
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO, format_amount
@@ -58,12 +59,19 @@ console = Console()
 
 # (plan, currency, share of customers)
 PLAN_MIX = (
-    ("api_growth", 0.40),
-    ("seats", 0.20),
-    ("payments", 0.15),
-    ("starter_jp", 0.13),
-    ("enterprise", 0.08),
-    ("enterprise_annual", 0.04),
+    ("api_growth", 0.30),
+    ("seats", 0.14),
+    ("payments", 0.10),
+    ("starter_jp", 0.09),
+    ("enterprise", 0.06),
+    ("enterprise_annual", 0.03),
+    # the plans priced by event dimension, per seat and with an add-on (README, "The sample catalog")
+    ("sms", 0.06),
+    ("cloud", 0.05),
+    ("warehouse", 0.04),
+    ("meetings", 0.05),
+    ("call_analytics", 0.04),
+    ("ai_tokens", 0.04),
 )
 PLACES = {
     "USD": [("America/New_York", "en_US"), ("America/Los_Angeles", "en_US"), ("America/Chicago", "en_US"),
@@ -71,8 +79,9 @@ PLACES = {
     "EUR": [("Europe/Berlin", "de_DE"), ("Europe/Paris", "fr_FR"), ("Europe/Madrid", "es_ES"),
             ("Europe/Dublin", "en_IE")],
     "JPY": [("Asia/Tokyo", "en_US")],
+    "RUB": [("Europe/Moscow", "ru_RU"), ("Asia/Yekaterinburg", "ru_RU")],
 }
-TAX = {"USD": Decimal(0), "EUR": Decimal(19), "JPY": Decimal(10)}
+TAX = {"USD": Decimal(0), "EUR": Decimal(19), "JPY": Decimal(10), "RUB": Decimal(20)}
 NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne",
          "Soylent", "Vandelay", "Pied Piper", "Aperture", "Massive Dynamic", "Nakatomi", "Oscorp", "Gringotts",
          "Monarch", "Dunder")
@@ -91,6 +100,8 @@ class Account:
     cancel_on: dt.date | None = None
     cancel_reason: str = "voluntary"
     heavy: bool = False
+    seats: int = 1
+    add_on: bool = False
 
 
 def _print_run(period: Period, report: RunReport, numbers: list[str]) -> None:
@@ -163,14 +174,34 @@ def main() -> None:
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
 
 
+def _parts(total: int | str, events: int, parts: dict[Part, int | str]) -> DimensionedUsage:
+    """Sample usage of a charge priced by dimension: each part's quantity (one event per unit, or ``events``)."""
+    def usage(quantity: int | str, count: int) -> MeterUsage:
+        return MeterUsage(quantity=Decimal(quantity), events=count)
+    return DimensionedUsage({p: usage(q, min(events, int(Decimal(q)))) for p, q in parts.items()}, usage(total, events))
+
+
 # What each sample plan costs for a month of typical usage (``billing quote`` does the same from the command line):
-# 150,000 calls, 42.5 GB-months, 900 build minutes, 37 active users, 25 payments of 730.00.
-SAMPLE_USAGE = {
+# 150,000 calls, 42.5 GB-months, 900 build minutes, 37 active users, 25 payments of 730.00; and for the plans
+# priced by dimension, the usage of the README's worked examples ("The sample catalog"), part by part.
+SAMPLE_USAGE: dict[str, MeterUsage | DimensionedUsage] = {
     "api_calls": MeterUsage(quantity=Decimal(150_000), events=150_000),
     "storage_gb": MeterUsage(quantity=Decimal("42.5"), events=3),
     "compute_minutes": MeterUsage(quantity=Decimal(900), events=60),
     "active_users": MeterUsage(quantity=Decimal(37), events=420),
     "payment_volume": MeterUsage(quantity=Decimal("18250.00"), events=25, values=(Decimal("730.00"),) * 25),
+    # US & Canada 12,000; Germany 1,500 outbound and 300 inbound; 200 to other countries
+    "sms": _parts(14_000, 14_000, {Part(0): 12_000, Part(1): 1_500, Part(2): 300, Part(None): 200}),
+    # vCPU-hours: Frankfurt 1,000 standard and 120 GPU, Stockholm 2,000 standard, another region 500 standard
+    "vm_hours": _parts(3_620, 120, {Part(0, ("standard-v3",)): 1_000, Part(0, ("gpu-a100",)): 120,
+                                    Part(1, ("standard-v3",)): 2_000, Part(None, ("standard-v3",)): 500}),
+    "object_storage": _parts(120, 2, {Part(0): 80, Part(1): 40}),  # GB-months in Frankfurt and Stockholm
+    "warehouse_storage": MeterUsage(quantity=Decimal(2 * 10**12), events=2),  # 2 TB held all month
+    "compute_credits": _parts(140, 31, {Part(0): 100, Part(1): 40}),  # standard and enterprise editions
+    "cloud_recordings": MeterUsage(quantity=Decimal(250), events=4),
+    "analysed_minutes": MeterUsage(quantity=Decimal("12345.5"), events=900),
+    # large 1,500,000 tokens, small 12,000,000; 50,000 of a model without a price (not billed)
+    "ai_tokens": _parts(13_550_000, 5_000, {Part(0): 1_500_000, Part(1): 12_000_000, Part(None): 50_000}),
 }
 
 
@@ -179,16 +210,19 @@ def _quotes(catalog: Catalog) -> None:
     established subscription (started on 1 January) pays it."""
     table = Table(
         title="Quotes: one month of sample usage on each plan (billing quote)",
-        caption="150,000 calls, 42.5 GB-months, 900 build minutes, 37 active users, 25 payments of 730.00",
+        caption="150,000 calls, 42.5 GB-months, 900 build minutes, 37 active users, 25 payments of 730.00; "
+        "the plans priced by dimension: the README's examples",
     )
     for column in ("Plan", "Version", "Fee", "Usage charges", "True-up", "Total"):
         table.add_column(column, justify="left" if column == "Plan" else "right", no_wrap=True)
     established = SubscriptionTerms(dt.date(2026, 1, 1))
     for plan in catalog.all_plans():
         usage = {charge.meter: SAMPLE_USAGE[charge.meter] for charge in plan.charges}
-        rated = rate_period(established, plan, usage, MONTHS[0], meters=catalog.meters, rounding=catalog.rounding)
+        per_seat = plan.subscription is not None and plan.subscription.seats
+        terms = SubscriptionTerms(established.start_date, quantity=12) if per_seat else established
+        rated = rate_period(terms, plan, usage, MONTHS[0], meters=catalog.meters, rounding=catalog.rounding)
         table.add_row(
-            f"{plan.code} ({plan.currency}/{plan.interval.value})",
+            f"{plan.code} ({plan.currency}/{plan.interval.value}{', 12 seats' if per_seat else ''})",
             str(plan.version),
             format_amount(rated.fee_line.amount if rated.fee_line else ZERO, plan.currency),
             format_amount(rated.usage_total, plan.currency),
@@ -231,7 +265,12 @@ def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> li
             engine, external_id, name, f"billing@{external_id}.example", currency, timezone=timezone,
             locale=locale, address=(f"{number} Market Street", "Suite 100"), tax_rate=TAX[currency],
         )
-        subscription = service.subscribe(engine, catalog, external_id, plan, start)
+        if plan == "meetings":  # licences, and for half of them the recording-storage add-on beside the plan
+            account.seats, account.add_on = rng.randrange(3, 40), rng.random() < 0.5
+        subscription = service.subscribe(engine, catalog, external_id, plan, start, quantity=account.seats)
+        add_on = service.subscribe(engine, catalog, external_id, "meetings_storage", start) if account.add_on else None
+        if plan == "meetings" and start < dt.date(2026, 9, 1) and fate > 0.8:  # a team grows mid-September
+            service.change_quantity(engine, catalog, subscription.id, account.seats + 5, dt.date(2026, 9, 16))
         if account.upgrade_on:
             upgrade_to = "enterprise" if plan == "api_growth" else "seats"
             if upgrade_to == plan:  # a seats customer moves to payments-based pricing? keep it simple: stays
@@ -241,6 +280,8 @@ def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> li
                 account.plan = upgrade_to
         if account.cancel_on:
             service.cancel_subscription(engine, subscription.id, account.cancel_on, account.cancel_reason)
+            if add_on is not None:
+                service.cancel_subscription(engine, add_on.id, account.cancel_on, account.cancel_reason)
         accounts.append(account)
     table = Table(title=f"{len(accounts)} customers")
     for column in ("Plan", "Customers", "Starting in the quarter", "Upgrading", "Cancelling"):
@@ -295,6 +336,76 @@ def _events_for(account: Account, period: Period, rng: random.Random) -> Iterato
             amount = Decimal(rng.randrange(500, 250000)) / 100
             yield {"id": f"{prefix}-p{i}", "customer": account.external_id, "meter": "payment_volume",
                    "timestamp": at(rng.choice(days)), "value": str(amount)}
+    maker = _DIMENSIONED_EVENTS.get(account.plan)
+    if maker is not None:
+        for i, (meter, value, properties) in enumerate(maker(account, days, rng)):
+            event: dict[str, object] = {"id": f"{prefix}-d{i}", "customer": account.external_id, "meter": meter,
+                                        "timestamp": at(rng.choice(days))}
+            if value is not None:
+                event["value"] = value
+            if properties:
+                event["properties"] = properties
+            yield event
+
+
+# The events of the plans priced by dimension: (meter, value or None, properties). A few fall outside every
+# filter of a charge without default (an unlisted region, edition or model): the run reports them unpriced.
+_Made = Iterator[tuple[str, str | None, dict[str, str]]]
+
+
+def _sms_events(account: Account, days: list[dt.date], rng: random.Random) -> _Made:
+    countries = ("US",) * 9 + ("CA",) * 2 + ("DE",) * 4 + ("FR", "FR", "GB", "GB", "BR")
+    for _ in range(rng.randrange(800, 9000) * len(days) // 31):
+        country = rng.choice(countries)
+        direction = "inbound" if country == "DE" and rng.random() < 0.3 else "outbound"
+        yield "sms", None, {"country": country, "direction": direction}
+
+
+def _cloud_events(account: Account, days: list[dt.date], rng: random.Random) -> _Made:
+    machines = rng.sample([("eu-central-1", "standard-v3"), ("eu-central-1", "gpu-a100"),
+                           ("eu-north-1", "standard-v3"), ("us-east-1", "standard-v3")], k=rng.randrange(1, 4))
+    for region, platform in machines:
+        vcpus = rng.choice((2, 4, 8, 16)) if platform == "standard-v3" else 1
+        for _ in days:  # one event a day: the vCPU-hours the machines ran
+            yield "vm_hours", str(vcpus * 24), {"region": region, "platform": platform}
+    for region in {region for region, _ in machines}:
+        yield "object_storage", str(rng.randrange(20, 400)), {"region": region}
+
+
+def _warehouse_events(account: Account, days: list[dt.date], rng: random.Random) -> _Made:
+    for _ in range(rng.randrange(1, 4)):  # bytes loaded into the warehouse
+        yield "warehouse_storage", str(rng.randrange(50, 900) * 10**9), {}  # an event's value is < 10^12
+    editions = ("standard",) * 6 + ("enterprise",) * 3 + ("business_critical",) * (1 if account.heavy else 0)
+    for _ in days:
+        edition = "trial" if rng.random() < 0.02 else rng.choice(editions)
+        yield "compute_credits", str(Decimal(rng.randrange(5, 400)) / 10), {"edition": edition}
+
+
+def _meetings_events(account: Account, days: list[dt.date], rng: random.Random) -> _Made:
+    if account.add_on:  # recordings kept in the cloud-storage add-on
+        for _ in range(rng.randrange(1, 5)):
+            yield "cloud_recordings", str(rng.randrange(5, 90)), {}
+
+
+def _call_analytics_events(account: Account, days: list[dt.date], rng: random.Random) -> _Made:
+    for _ in range(rng.randrange(50, 600)):
+        yield "analysed_minutes", str(Decimal(rng.randrange(5, 300)) / 10), {}
+
+
+def _ai_token_events(account: Account, days: list[dt.date], rng: random.Random) -> _Made:
+    models = ("large",) * 6 + ("small",) * 11 + ("small-2",) * 2 + ("experimental",)
+    for _ in range(rng.randrange(200, 2000)):
+        yield "ai_tokens", str(rng.randrange(100, 8000)), {"model": rng.choice(models)}
+
+
+_DIMENSIONED_EVENTS = {
+    "sms": _sms_events,
+    "cloud": _cloud_events,
+    "warehouse": _warehouse_events,
+    "meetings": _meetings_events,
+    "call_analytics": _call_analytics_events,
+    "ai_tokens": _ai_token_events,
+}
 
 
 def _write_usage(path: Path, accounts: list[Account], period: Period, rng: random.Random) -> int:

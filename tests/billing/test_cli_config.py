@@ -80,7 +80,7 @@ def test_config_option_names_the_file_for_one_command(project, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["--config", str(project / "config.toml"), "plans", "validate"])
     assert result.exit_code == 0, result.output
-    assert f"{project.resolve() / 'prices' / 'catalog.toml'}: OK — 5 meters, 6 plans" in " ".join(result.stdout.split())
+    assert f"{project.resolve() / 'prices' / 'catalog.toml'}: OK — 13 meters, 13 plans" in " ".join(result.stdout.split())
     assert "BILLING_CONFIG" not in os.environ  # set for the command only
     # it wins over BILLING_CONFIG
     other = tmp_path / "other.toml"

@@ -93,7 +93,7 @@ def test_validate_the_sample_catalog(runner: CliRunner) -> None:
         assert plan in result.output
     assert "api_calls: graduated" in result.output
     assert "payment_volume: percentage" in result.output
-    assert result.output.splitlines()[-1] == f"{SAMPLE}: OK — 5 meters, 6 plans (7 plan versions), rounding half_up"
+    assert result.output.splitlines()[-1] == f"{SAMPLE}: OK — 13 meters, 13 plans (14 plan versions), rounding half_up"
 
 
 def test_validate_uses_the_configured_catalog(
@@ -180,8 +180,8 @@ def test_show_an_unknown_plan_or_version(runner: CliRunner) -> None:
     result = runner.invoke(app, ["plans", "show", "growth", "--catalog", str(SAMPLE)])
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        "error: unknown plan 'growth' (known plans: api_growth, enterprise, enterprise_annual, payments, seats, "
-        "starter_jp)"
+        "error: unknown plan 'growth' (known plans: ai_tokens, api_growth, call_analytics, cloud, enterprise, "
+        "enterprise_annual, meetings, meetings_storage, payments, seats, sms, starter_jp, warehouse)"
     )
     result = runner.invoke(app, ["plans", "show", "seats", "--catalog", str(SAMPLE), "--version", "3"])
     assert result.exit_code == 1

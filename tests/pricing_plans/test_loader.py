@@ -912,7 +912,10 @@ def test_the_sample_catalog_loads_without_problems() -> None:
     catalog, found = load_catalog(SAMPLE)
     assert [str(p) for p in found] == []
     assert catalog is not None
-    assert set(catalog.meters) == {"api_calls", "storage_gb", "active_users", "payment_volume", "compute_minutes"}
+    assert set(catalog.meters) == {
+        "api_calls", "storage_gb", "active_users", "payment_volume", "compute_minutes", "sms", "vm_hours",
+        "object_storage", "warehouse_storage", "compute_credits", "cloud_recordings", "analysed_minutes", "ai_tokens",
+    }
     assert catalog.meters["storage_gb"].aggregation == "weighted_sum"
     assert catalog.meters["active_users"].unique_property == "user_id"
     assert {(p.code, p.version, p.currency, p.interval.value) for p in catalog.all_plans()} == {
@@ -923,6 +926,13 @@ def test_the_sample_catalog_loads_without_problems() -> None:
         ("enterprise", 1, "USD", "month"),
         ("enterprise_annual", 1, "USD", "year"),
         ("starter_jp", 1, "JPY", "month"),
+        ("sms", 1, "USD", "month"),
+        ("cloud", 1, "EUR", "month"),
+        ("warehouse", 1, "USD", "month"),
+        ("meetings", 1, "USD", "month"),
+        ("meetings_storage", 1, "USD", "month"),
+        ("call_analytics", 1, "RUB", "month"),
+        ("ai_tokens", 1, "USD", "month"),
     }
     growth = catalog.plan("api_growth", 1)
     assert growth.subscription is not None and str(growth.subscription.fee) == "49.00"
