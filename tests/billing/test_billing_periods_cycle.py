@@ -1,0 +1,229 @@
+"""Weeks and anniversary months beyond the month's run: the scheduler bills each as it ends and issues it after the
+grace (exactly once, gap-free), the run accounts their unbilled events, the JSON report lists them, and `--period`
+names them (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from billing import customers as service
+from billing.core.periods import month
+from billing.db import session_scope
+from billing.metering import meter_specs
+from billing.run import run_billing
+from billing.scheduler import bill_closed_periods
+from invoices import store
+from meters import ingest
+from pricing_plans.loader import loads_catalog
+
+D = dt.date
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+unit = "call"
+
+[meters.exports]
+name = "Exports"
+aggregation = "count"
+unit = "export"
+
+[plans.monthly]
+name = "Monthly"
+currency = "USD"
+[plans.monthly.subscription]
+fee = 30.00
+billing = "in_arrears"
+[[plans.monthly.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.10
+
+[plans.weekly]
+name = "Weekly"
+currency = "USD"
+interval = "week"
+[plans.weekly.subscription]
+fee = 7.00
+billing = "in_arrears"
+[[plans.weekly.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.10
+
+[plans.anniversary]
+name = "Anniversary"
+currency = "USD"
+billing_anchor = "subscription_start"
+[plans.anniversary.subscription]
+fee = 31.00
+billing = "in_arrears"
+[[plans.anniversary.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.10
+"""
+
+CUSTOMERS = {"cal", "wes", "kiri", "anna"}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    loaded, problems = loads_catalog(CATALOG, "cycle.toml")
+    assert not problems
+    return loaded
+
+
+def events(customer: str, n: int, day: str, prefix: str, meter: str = "api_calls") -> list[dict]:
+    return [
+        {"id": f"{prefix}-{i}", "customer": customer, "meter": meter, "timestamp": f"{day}T12:00:00Z"} for i in range(n)
+    ]
+
+
+def put(engine, catalog, batch) -> None:
+    report = ingest(engine, batch, meter_specs(catalog), CUSTOMERS)
+    assert not report.rejected, report.rejected
+
+
+def customer(engine, catalog, external_id: str, plan: str, start: dt.date, timezone: str = "UTC") -> None:
+    service.create_customer(engine, external_id, external_id.title(), f"{external_id}@example.test", "USD", timezone)
+    service.subscribe(engine, catalog, external_id, plan, start)
+
+
+def stored(engine) -> list[tuple[str, str, str | None, str]]:
+    """Every invoice: billing key, status, number, total."""
+    with session_scope(engine) as session:
+        found = store.list_invoices(session)
+    return sorted((i.billing_key, i.status.value, i.number, str(i.total)) for i in found)
+
+
+def lines(engine, key: str) -> list[tuple[str, str]]:
+    with session_scope(engine) as session:
+        return [(line.kind, str(line.amount)) for line in store.get_invoice(session, key).lines]
+
+
+def at(day: int, hour: int = 12, month_number: int = 3) -> dt.datetime:
+    return dt.datetime(2026, month_number, day, hour, tzinfo=dt.UTC)
+
+
+# -- the scheduler ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_the_cycle_bills_each_week_as_it_ends_and_issues_it_after_the_grace(engine, catalog) -> None:
+    settings = store.FinalizeSettings()
+    # both weekly from Wednesday 18 March 2026: wes in Los Angeles (UTC-7), kiri in Kiritimati (UTC+14)
+    customer(engine, catalog, "wes", "weekly", D(2026, 3, 18), "America/Los_Angeles")
+    customer(engine, catalog, "kiri", "weekly", D(2026, 3, 18), "Pacific/Kiritimati")
+    customer(engine, catalog, "cal", "monthly", D(2026, 3, 1))
+    put(engine, catalog, events("wes", 3, "2026-03-20", "w1"))  # 05:00 on the 20th in Los Angeles: week 12
+    put(engine, catalog, events("kiri", 2, "2026-03-20", "k1"))  # 02:00 on the 21st in Kiritimati: week 12
+    put(engine, catalog, events("cal", 10, "2026-03-05", "c1"))
+
+    # Sunday 22 March 12:00 UTC: Monday 02:00 in Kiritimati (week 12, 16–22 March, has ended), Sunday 05:00 in
+    # Los Angeles (not yet). Only kiri's week is billed, as a draft; March is still open for cal.
+    first = bill_closed_periods(engine, catalog, settings, 1, now=at(22))
+    assert (first.billed, first.finalized) == ({"2026-W12": 1}, [])
+    # 7.00 × 5/7 (18–22 March) = 5.00; 2 calls × 0.10 = 0.20; 5.20
+    assert stored(engine) == [("period:kiri:2026-W12", "draft", None, "5.20")]
+    # a cycle run again (after a crash, say) refreshes the same draft, nothing more
+    again = bill_closed_periods(engine, catalog, settings, 1, now=at(22))
+    assert again.billed == {"2026-W12": 1} and stored(engine) == [("period:kiri:2026-W12", "draft", None, "5.20")]
+
+    # Monday 23 March 12:00 UTC: week 12 has ended in Los Angeles too (one run for both); in Kiritimati it is
+    # Tuesday 24th, a day (the grace) after the week's end: kiri's invoice is issued, wes's waits for its grace
+    second = bill_closed_periods(engine, catalog, settings, 1, now=at(23))
+    assert (second.billed, second.finalized) == ({"2026-W12": 2}, ["INV-2026-000001"])
+    third = bill_closed_periods(engine, catalog, settings, 1, now=at(24))
+    assert (third.billed, third.finalized) == ({"2026-W12": 1}, ["INV-2026-000002"])
+    # wes: 5.00 + 3 × 0.10 = 5.30
+    assert stored(engine) == [
+        ("period:kiri:2026-W12", "finalized", "INV-2026-000001", "5.20"),
+        ("period:wes:2026-W12", "finalized", "INV-2026-000002", "5.30"),
+    ]
+    assert bill_closed_periods(engine, catalog, settings, 1, now=at(24, 13)).billed == {}
+
+    # a call of 21 March arrives after wes's week 12 was issued: late usage, on the last week ending in March
+    put(engine, catalog, events("wes", 1, "2026-03-21", "late"))
+    put(engine, catalog, events("wes", 2, "2026-03-25", "w2"))  # week 13: 23–29 March
+    # Monday 30 March 12:00 UTC: week 13 has ended everywhere; in Kiritimati it is the 31st, past the grace
+    fourth = bill_closed_periods(engine, catalog, settings, 1, now=at(30))
+    assert (fourth.billed, fourth.finalized) == ({"2026-W13": 2}, ["INV-2026-000003"])
+    # wes's week 13: 7.00 + 2 × 0.10 = 0.20, and week 12 re-rated: 4 calls × 0.10 = 0.40 − 0.30 billed = 0.10
+    assert lines(engine, "period:wes:2026-W13") == [("subscription", "7.00"), ("usage", "0.20"), ("late_usage", "0.10")]
+
+    # Wednesday 1 April 12:00 UTC: March has closed for cal (one run of the month); wes's week 13 is issued (1
+    # April in Los Angeles, a day after its end)
+    fifth = bill_closed_periods(engine, catalog, settings, 1, now=at(1, month_number=4))
+    assert (fifth.billed, fifth.finalized) == ({"2026-03": 1, "2026-W13": 1}, ["INV-2026-000004"])
+    sixth = bill_closed_periods(engine, catalog, settings, 1, now=at(2, month_number=4))
+    assert (sixth.billed, sixth.finalized) == ({"2026-03": 1}, ["INV-2026-000005"])
+    last = bill_closed_periods(engine, catalog, settings, 1, now=at(2, 13, month_number=4))
+    assert (last.billed, last.finalized) == ({}, [])
+    # each period billed once, numbered without a gap; cal's March: 30.00 + 10 × 0.10 = 31.00
+    assert stored(engine) == [
+        ("period:cal:2026-03", "finalized", "INV-2026-000005", "31.00"),
+        ("period:kiri:2026-W12", "finalized", "INV-2026-000001", "5.20"),
+        ("period:kiri:2026-W13", "finalized", "INV-2026-000003", "7.00"),
+        ("period:wes:2026-W12", "finalized", "INV-2026-000002", "5.30"),
+        ("period:wes:2026-W13", "finalized", "INV-2026-000004", "7.30"),
+    ]
+
+
+@pytest.mark.db
+def test_the_cycle_bills_an_anniversary_month_as_it_ends(engine, catalog) -> None:
+    settings = store.FinalizeSettings()
+    customer(engine, catalog, "anna", "anniversary", D(2026, 1, 15))
+    put(engine, catalog, events("anna", 5, "2026-03-14", "a1"))  # 15 Feb – 14 Mar
+    put(engine, catalog, events("anna", 7, "2026-03-15", "a2"))  # 15 Mar – 14 Apr
+    # 15 March: the period 15 Feb – 14 Mar has ended (no calendar month has: March is open); so has the first, 15
+    # Jan – 14 Feb (February's, within the cycle's look-back, past its grace: issued at once, 31.00 and no usage)
+    first = bill_closed_periods(engine, catalog, settings, 2, now=at(15))
+    assert first.billed == {"2026-01-15..2026-02-15": 1, "2026-02-15..2026-03-15": 1}
+    assert first.finalized == ["INV-2026-000001"]
+    # 31.00 (the whole period) + 5 × 0.10 = 31.50; issued two days after its end
+    assert bill_closed_periods(engine, catalog, settings, 2, now=at(17)).finalized == ["INV-2026-000002"]
+    assert stored(engine) == [
+        ("period:anna:2026-01-15..2026-02-15", "finalized", "INV-2026-000001", "31.00"),
+        ("period:anna:2026-02-15..2026-03-15", "finalized", "INV-2026-000002", "31.50"),
+    ]
+    # no invoice of a calendar month for her, ever: January's and February's runs bill her periods only
+    assert bill_closed_periods(engine, catalog, settings, 2, now=at(18)).billed == {}
+    assert run_billing(engine, catalog, month(2026, 1)).invoices == 0
+
+
+# -- unbilled events of weeks and anniversary months ----------------------------------------------------------
+
+
+@pytest.mark.db
+def test_the_run_names_the_unbilled_events_of_weekly_and_anniversary_customers(engine, catalog) -> None:
+    customer(engine, catalog, "cal", "monthly", D(2026, 3, 1))
+    customer(engine, catalog, "wes", "weekly", D(2026, 3, 18))  # week 12 (16–22 March) from Wednesday
+    customer(engine, catalog, "anna", "anniversary", D(2026, 1, 31))  # 28 Feb – 30 Mar ends in March
+    put(engine, catalog, events("cal", 10, "2026-03-05", "c1"))
+    put(engine, catalog, events("wes", 4, "2026-03-05", "w0"))  # in no week of wes: before its start, in March
+    put(engine, catalog, events("wes", 3, "2026-03-16", "w1"))  # week 12, before its start
+    put(engine, catalog, events("wes", 3, "2026-03-20", "w2"))  # rated
+    put(engine, catalog, events("wes", 2, "2026-03-20", "w3", meter="exports"))  # a meter its plan does not charge
+    put(engine, catalog, events("wes", 2, "2026-03-31", "w4"))  # week 14: April's run
+    put(engine, catalog, events("anna", 6, "2026-03-01", "a1"))  # rated
+    put(engine, catalog, events("anna", 1, "2026-03-10", "a2", meter="exports"))
+    put(engine, catalog, events("anna", 8, "2026-03-31", "a3"))  # 31 Mar – 29 Apr: April's run
+
+    march = run_billing(engine, catalog, month(2026, 3))
+    assert [p.label for p in march.periods] == ["2026-W12", "2026-W13", "2026-02-28..2026-03-31"]
+    assert [(g.customer, g.meter, g.reason.value, g.detail, g.events) for g in march.unbilled] == [
+        ("anna", "exports", "meter_not_charged", "on a meter its plan anniversary v1 does not charge", 1),
+        # 4 on 5 March (the month's days outside wes's weeks) + 3 on 16 March (week 12): one group
+        ("wes", "api_calls", "before_start", "before its subscription started on 2026-03-18", 7),
+        ("wes", "exports", "meter_not_charged", "on a meter its plan weekly v1 does not charge", 2),
+    ]
+    # rated: cal 10 + wes 3 + anna 6 = 19; unbilled 1 + 7 + 2 = 10; the calls of 31 March are April's
+    assert (march.events, march.unbilled_events, march.accepted) == (19, 10, 29)
+
+    april = run_billing(engine, catalog, month(2026, 4))
+    # wes's week 14 (2 calls) and anna's 31 Mar – 29 Apr (8 calls), nothing unbilled
+    assert (april.events, april.unbilled_events) == (10, 0)
