@@ -227,3 +227,160 @@ def test_the_run_names_the_unbilled_events_of_weekly_and_anniversary_customers(e
     april = run_billing(engine, catalog, month(2026, 4))
     # wes's week 14 (2 calls) and anna's 31 Mar – 29 Apr (8 calls), nothing unbilled
     assert (april.events, april.unbilled_events) == (10, 0)
+
+
+# -- the run's JSON report ------------------------------------------------------------------------------------
+
+
+def use_catalog(tmp_path, monkeypatch) -> str:
+    from billing.config import get_settings
+
+    path = tmp_path / "cycle.toml"
+    path.write_text(CATALOG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(path))
+    get_settings.cache_clear()
+    return str(path)
+
+
+def api_key():
+    from billing.apikeys import ApiKey
+
+    return ApiKey(id=1, name="tests", prefix="bk_test", customer=None, created_at=at(1), revoked_at=None)
+
+
+@pytest.mark.db
+def test_the_json_report_lists_the_weeks_and_anniversary_months_as_the_api_does(
+    engine, catalog, cli_env, tmp_path, monkeypatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from billing.api import routes_runs
+    from billing.api.schemas import BillingRunIn, BillingRunOut
+    from billing.cli import app
+    from billing.config import Settings
+
+    path = use_catalog(tmp_path, monkeypatch)
+    customer(engine, catalog, "anna", "anniversary", D(2026, 1, 31))
+    customer(engine, catalog, "wes", "weekly", D(2026, 3, 18))
+    settings = Settings(database_url=cli_env["BILLING_DATABASE_URL"], catalog=path)
+    api = routes_runs.create_billing_run(BillingRunIn(period="2026-03"), engine, catalog, settings, api_key())
+    result = CliRunner().invoke(app, ["run", "--period", "2026-03", "--json"])
+    assert result.exit_code == 0, result.output
+    cli = json.loads(result.stdout)
+    # in the order they end: weeks 12 (16–22 March) and 13, then anna's 28 February – 30 March
+    expected = [
+        {"period": {"start": "2026-03-16", "end": "2026-03-23"}, "label": "2026-W12"},
+        {"period": {"start": "2026-03-23", "end": "2026-03-30"}, "label": "2026-W13"},
+        {"period": {"start": "2026-02-28", "end": "2026-03-31"}, "label": "2026-02-28..2026-03-31"},
+    ]
+    assert cli["billing_periods"] == api.model_dump(mode="json")["billing_periods"] == expected
+    # the CLI's JSON is the API's object: the first run created the three drafts, the CLI's found them unchanged
+    assert (api.created, cli["created"], cli["unchanged"]) == (3, 0, 3)
+    assert BillingRunOut.model_validate(cli).billing_periods[0].label == "2026-W12"
+
+
+# -- --period on weeks and anniversary months -------------------------------------------------------------------
+
+
+def test_quote_names_a_week_or_an_anniversary_month(tmp_path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from billing.cli import app
+
+    path = use_catalog(tmp_path, monkeypatch)
+    runner = CliRunner()
+
+    def quote(*args: str):
+        return runner.invoke(app, ["quote", "--catalog", path, *args], env={"COLUMNS": "200"})
+
+    week = quote(
+        "--plan", "weekly", "--start", "2026-03-18", "--period", "2026-W12", "--usage", "api_calls=3", "--json"
+    )
+    assert week.exit_code == 0, week.output
+    # 7.00 × 5/7 (Wednesday 18 to Sunday 22 March) = 5.00; 3 × 0.10 = 0.30
+    data = json.loads(week.stdout)
+    assert ([line["amount"] for line in data["lines"]], data["total"]) == (["5.00", "0.30"], "5.30")
+    # by its dates too, and by default the week of --start
+    same = quote(
+        "--plan",
+        "weekly",
+        "--start",
+        "2026-03-18",
+        "--period",
+        "2026-03-16..2026-03-23",
+        "--usage",
+        "api_calls=3",
+        "--json",
+    )
+    default = quote("--plan", "weekly", "--start", "2026-03-18", "--usage", "api_calls=3", "--json")
+    assert json.loads(same.stdout) == json.loads(default.stdout) == data
+
+    # a month names the anniversary month ending in it: from 31 January, 28 February – 30 March, whole: 31.00
+    anniversary = quote(
+        "--plan", "anniversary", "--start", "2026-01-31", "--period", "2026-03", "--usage", "api_calls=6"
+    )
+    assert anniversary.exit_code == 0, anniversary.output
+    text = " ".join(anniversary.output.split())
+    assert "2026-02-28..2026-03-31" in text and "31.00" in text and "31.60" in text  # 31.00 + 6 × 0.10
+
+    # a month of a weekly plan is not one period: refused, with the weeks that would do
+    month_of_weeks = quote("--plan", "weekly", "--period", "2026-03", "--usage", "api_calls=3")
+    assert month_of_weeks.exit_code != 0
+    assert (
+        "--period: plan weekly: 2026-03 is not one billing period of a weekly plan: name a week ending in it "
+        "(2026-W09, 2026-W10, 2026-W11, 2026-W12, 2026-W13)" in " ".join(month_of_weeks.output.split())
+    )
+    bad = quote("--plan", "weekly", "--period", "2026-W60", "--usage", "api_calls=3")
+    assert bad.exit_code != 0 and "--period: no ISO week '2026-W60'" in " ".join(bad.output.split())
+
+
+@pytest.mark.db
+def test_usage_of_a_named_week_or_anniversary_month(engine, catalog) -> None:
+    from billing.api import routes_customers
+    from billing.core.periods import Period, parse_period
+    from billing.errors import BillingInputError
+    from billing.preview import customer_usage
+
+    customer(engine, catalog, "wes", "weekly", D(2026, 3, 18))
+    customer(engine, catalog, "anna", "anniversary", D(2026, 1, 31))
+    put(engine, catalog, events("wes", 3, "2026-03-20", "w1"))
+    put(engine, catalog, events("wes", 2, "2026-03-24", "w2"))  # week 13
+    put(engine, catalog, events("anna", 6, "2026-03-01", "a1"))
+    now = at(28)
+
+    week = customer_usage(engine, catalog, "wes", parse_period("2026-W12"), now=now)
+    # week 12 only: 3 calls; 7.00 × 5/7 = 5.00 + 0.30
+    assert (week.period.label, str(week.meters[0].usage.quantity), str(week.preview.totals.total)) == (
+        "2026-W12",
+        "3",
+        "5.30",
+    )
+    with pytest.raises(
+        BillingInputError,
+        match=r"period: customer wes: 2026-03 is not one billing period of a "
+        r"weekly plan: name a week ending in it \(2026-W09, 2026-W10, 2026-W11, 2026-W12, 2026-W13\)",
+    ):
+        customer_usage(engine, catalog, "wes", parse_period("2026-03"), now=now)
+
+    # the API: a month names anna's anniversary month ending in it, as its label does
+    by_month = routes_customers.get_usage("anna", engine, catalog, api_key(), period="2026-03")
+    by_label = routes_customers.get_usage("anna", engine, catalog, api_key(), period="2026-02-28..2026-03-31")
+    assert by_month.label == by_label.label == "2026-02-28..2026-03-31"
+    assert (by_month.period.start, by_month.period.end) == (D(2026, 2, 28), D(2026, 3, 31))
+    # 31.00 + 6 × 0.10 = 31.60
+    assert by_month.preview.total == by_label.preview.total == "31.60"
+    # a week is not one of anna's periods: refused, naming the one its first day falls in
+    with pytest.raises(
+        BillingInputError,
+        match=r"2026-W09 is not one of the subscription's billing periods \(that "
+        r"of its first day is 2026-01-31..2026-02-28\)",
+    ):
+        customer_usage(engine, catalog, "anna", parse_period("2026-W09"), now=now)
+    # with no subscription in it, a period is taken as given
+    assert customer_usage(engine, catalog, "anna", parse_period("2025-W09"), now=now).period == Period(
+        D(2025, 2, 24), D(2025, 3, 3)
+    )
