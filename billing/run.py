@@ -50,7 +50,7 @@ from billing.db import override_tables, repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
-from billing.unbilled import UnbilledUsage, account_usage
+from billing.unbilled import UnbilledUsage, UsageAccount, account_usage
 from billing.usage_windows import (
     ResolvedPlans,
     UsageKey,
@@ -68,7 +68,15 @@ from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
 from pricing_plans.money import ZERO
 
-__all__ = ["PeriodsApart", "RunReport", "finalize_billing_period", "finalize_period", "periods_apart", "run_billing"]
+__all__ = [
+    "PeriodsApart",
+    "RunReport",
+    "finalize_billing_period",
+    "finalize_period",
+    "periods_apart",
+    "run_billing",
+    "usage_account",
+]
 
 
 @dataclass
@@ -163,6 +171,22 @@ def run_billing(
     if only is None:
         report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer)
     return report
+
+
+def usage_account(engine: Engine, catalog: Catalog, month: Period, *, customer: str | None = None) -> UsageAccount:
+    """The events of the billing periods ``run_billing`` of ``month`` bills (of ``customer`` only, if given) —
+    the month's and those of its weeks and anniversary months, each accounted as the run accounts them — rated
+    or left unbilled, with why: what ``billing usage unbilled`` shows, without billing anything."""
+    billing_periods = _billing_periods(engine, catalog, month, customer, None)
+    account = UsageAccount(month)
+    for period in billing_periods.periods:
+        report = RunReport(period=period)
+        scope = _load_scope(engine, catalog, period, billing_periods, customer, report)
+        _account(engine, catalog, scope, {}, report, billing_periods)
+        account.rated += report.events
+        account.unbilled += report.unbilled
+    account.unbilled = _merged(account.unbilled)
+    return account
 
 
 def _merged(groups: list[UnbilledUsage]) -> list[UnbilledUsage]:

@@ -20,7 +20,7 @@ from billing.cli import _json
 from billing.cli._common import console, database, engine_for_cli, fail, load_catalog_for_cli, print_table
 from billing.core.periods import Period, parse_month, parse_period
 from billing.preview import customer_usage
-from billing.unbilled import unbilled_usage
+from billing.run import usage_account
 
 DEFAULT_COMMAND = "show"
 
@@ -145,10 +145,11 @@ def unbilled(
 ) -> None:
     """The period's accepted usage events that a billing run does not bill, by customer, meter and reason (no
     subscription covering them, a meter the plan does not charge, a customer unknown to billing, …), with the
-    count of those it rates: rated + unbilled = every event of the period."""
+    count of those it rates: rated + unbilled = every event of the period. The events of a week or an anniversary
+    month count in the month it ends in, as its run bills them."""
     billing_period = _period(period)
     assert billing_period is not None
-    account = unbilled_usage(engine_for_cli(), load_catalog_for_cli(), billing_period, customer=customer)
+    account = usage_account(engine_for_cli(), load_catalog_for_cli(), billing_period, customer=customer)
     if as_json:
         _json.emit(account.as_dict())
         return

@@ -213,7 +213,12 @@ def test_the_run_names_the_unbilled_events_of_weekly_and_anniversary_customers(e
     put(engine, catalog, events("anna", 1, "2026-03-10", "a2", meter="exports"))
     put(engine, catalog, events("anna", 8, "2026-03-31", "a3"))  # 31 Mar – 29 Apr: April's run
 
+    # `billing usage unbilled` counts as the run will, before any run
+    from billing.run import usage_account
+
+    ahead = usage_account(engine, catalog, month(2026, 3))
     march = run_billing(engine, catalog, month(2026, 3))
+    assert (ahead.rated, ahead.unbilled) == (march.events, march.unbilled)
     assert [p.label for p in march.periods] == ["2026-W12", "2026-W13", "2026-02-28..2026-03-31"]
     assert [(g.customer, g.meter, g.reason.value, g.detail, g.events) for g in march.unbilled] == [
         ("anna", "exports", "meter_not_charged", "on a meter its plan anniversary v1 does not charge", 1),
