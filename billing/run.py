@@ -239,6 +239,7 @@ class _BillingPeriods:
     customers: dict[Period, set[str]] = field(default_factory=dict)
     cells: dict[str, set[Period]] = field(default_factory=dict)
     apart: set[int] = field(default_factory=set)  # billed on weeks or anniversary months: never in the month
+    month_customers: set[str] = field(default_factory=set)  # with a subscription billed in the month
     elsewhere: frozenset[int] = field(init=False)  # the subscriptions billed in a period other than the month
 
     def __post_init__(self) -> None:
@@ -280,9 +281,16 @@ def _billing_periods(
             if period != month and covers and has_begun_anywhere(period, instant):
                 _add_member(found_periods, subscription, period)
         _add_cells(found_periods, subscription, schedule)
+    elsewhere = found_periods.apart.union(*found_periods.members.values())
+    # (the day before the month too: a subscription that ended as the month began may owe a fee adjustment in it)
+    month_customers = {
+        s.customer_external_id
+        for s in found
+        if s.id not in elsewhere and s.overlaps(month.start - dt.timedelta(days=1), month.end)
+    }
     return _BillingPeriods(
         month, found_periods.members, found_periods.late_owner, found_periods.customers, found_periods.cells,
-        found_periods.apart,
+        found_periods.apart, month_customers,
     )
 
 
@@ -313,14 +321,15 @@ class PeriodsApart:
     month: Period
     customers: dict[Period, frozenset[str]]
     subscriptions: frozenset[int]
+    month_customers: frozenset[str]  # those with a subscription billed in the month (or ended as it began)
 
 
 def periods_apart(engine: Engine, catalog: Catalog, month: Period, *, now: dt.datetime | None = None) -> PeriodsApart:
     """What ``run_billing`` of ``month`` would bill besides the month: its weeks and anniversary months (those that
-    have begun somewhere at ``now``), and who is billed in each."""
+    have begun somewhere at ``now``), and who is billed in each; and who is billed in the month itself."""
     found = _billing_periods(engine, catalog, month, None, now)
     customers = {period: frozenset(owners) for period, owners in found.customers.items()}
-    return PeriodsApart(month, customers, found.elsewhere)
+    return PeriodsApart(month, customers, found.elsewhere, frozenset(found.month_customers))
 
 
 def _merge(report: RunReport, part: RunReport, *, main: bool) -> None:

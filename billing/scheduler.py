@@ -120,7 +120,8 @@ def _draft_customers(engine: Engine, period: Period) -> set[str]:
 
 
 def _period_invoices(engine: Engine, month: Period) -> dict[tuple[str, dt.date, dt.date], bool]:
-    """The period invoices of every billing period ending in ``month``: (customer, start, end) → issued."""
+    """The period invoices of the weeks and anniversary months ending in ``month``: (customer, start, end) →
+    issued."""
     with session_scope(read_only(engine)) as session:
         return store.period_invoice_states(session, month.start, month.end)
 
@@ -162,11 +163,14 @@ def bill_closed_periods(
     grace = dt.timedelta(days=grace_days)
     for period in [*periods, latest.next()]:
         apart = periods_apart(engine, catalog, period, now=instant)
+        whole = False  # whether a run of the whole month billed its weeks and anniversary months too
         if period != latest.next():  # the current month is billed when it has closed
-            _bill_period(engine, catalog, period, apart, today, report)
+            whole = _bill_period(engine, catalog, period, apart, today, report)
             _finalize_due(engine, period, settings, today, grace, instant, report)
-        _bill_apart(engine, catalog, apart, today, report)
-        _finalize_apart(engine, apart, settings, today, grace, instant, report)
+        if apart.customers:
+            if not whole:
+                _bill_apart(engine, catalog, apart, today, report)
+            _finalize_apart(engine, apart, settings, today, grace, instant, report)
     return report
 
 
@@ -177,27 +181,25 @@ def _bill_period(
     apart: PeriodsApart,
     today: dict[str, dt.date],
     report: CycleReport,
-) -> None:
+) -> bool:
     """Bill ``period`` for the customers billed on it (a subscription billed on calendar months: not only weeks
     or anniversary months, ``apart``) in whose timezone (``today``) it has closed and who have no issued invoice
-    of the month yet: in one run when it has closed for every such customer, else customer by customer."""
+    of the month yet: in one run when it has closed for every such customer (True: that run billed the month's
+    weeks and anniversary months too), else customer by customer."""
+    subscribed = apart.month_customers
     with session_scope(read_only(engine)) as session:
-        # the day before too: a subscription that ended as the month began may owe a fee adjustment in it
-        active = repository.subscriptions_active_between(
-            session, period.start - dt.timedelta(days=1), period.end
-        )
-    subscribed = {s.customer_external_id for s in active if s.id not in apart.subscriptions}
-    invoices = _period_invoices(engine, period)
+        issued = store.customers_with_issued_invoice(session, period.start, period_end=period.end)
     closed = {c for c in subscribed if c in today and today[c] >= period.end}
-    pending = {c for c in closed if not invoices.get((c, period.start, period.end), False)}
-    if pending:
-        if closed == subscribed:
-            run = run_billing(engine, catalog, period)
-            report.skipped += run.skipped
-        else:
-            for customer in sorted(pending):
-                report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
-        report.billed[period.label] = len(pending)
+    pending = closed - issued
+    if not pending:
+        return False
+    report.billed[period.label] = len(pending)
+    if closed == subscribed:
+        report.skipped += run_billing(engine, catalog, period).skipped
+        return True
+    for customer in sorted(pending):
+        report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
+    return False
 
 
 def _bill_apart(

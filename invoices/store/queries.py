@@ -318,10 +318,11 @@ def draft_periods(
 
 
 def customers_with_issued_invoice(
-    session: Session, period_start: dt.date, *, ending_by: dt.date | None = None
+    session: Session, period_start: dt.date, *, ending_by: dt.date | None = None, period_end: dt.date | None = None
 ) -> set[str]:
-    """The customers whose period invoice of the period starting ``period_start`` is issued (void included); with
-    ``ending_by``, an invoice of a period whose last day falls in ``[period_start, ending_by)``."""
+    """The customers whose period invoice of the period starting ``period_start`` (and ending ``period_end``, if
+    given) is issued (void included); with ``ending_by``, an invoice of a period whose last day falls in
+    ``[period_start, ending_by)``."""
     statement = (
         select(InvoiceRow.customer_external_id)
         .distinct()
@@ -331,20 +332,24 @@ def customers_with_issued_invoice(
             InvoiceRow.scope == InvoiceScope.PERIOD.value,
         )
     )
+    if period_end is not None:
+        statement = statement.where(InvoiceRow.period_end == period_end)
     return set(session.scalars(statement))
 
 
 def period_invoice_states(
     session: Session, period_start: dt.date, ending_by: dt.date
 ) -> dict[tuple[str, dt.date, dt.date], bool]:
-    """The period invoices of every period whose last day falls in ``[period_start, ending_by)``: for each
-    ``(customer, start, end)``, whether it is issued (void included) or still a draft."""
+    """The period invoices of every period other than ``[period_start, ending_by)`` itself (weeks, anniversary
+    months) whose last day falls in it: for each ``(customer, start, end)``, whether it is issued (void included)
+    or still a draft."""
     statement = select(
         InvoiceRow.customer_external_id, InvoiceRow.period_start, InvoiceRow.period_end, InvoiceRow.status
     ).where(
         _dated(period_start, ending_by),
         InvoiceRow.scope == InvoiceScope.PERIOD.value,
         InvoiceRow.kind == InvoiceKind.INVOICE.value,
+        or_(InvoiceRow.period_start != period_start, InvoiceRow.period_end != ending_by),
     )
     states: dict[tuple[str, dt.date, dt.date], bool] = {}
     for customer, start, end, status in session.execute(statement):
