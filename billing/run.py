@@ -529,8 +529,10 @@ def _covering(
     on calendar months beside them, which rate the usage of these days too), with their plans."""
     billed = {s.id for s in scope.subscriptions}
     with session_scope(read_only(engine)) as session:
-        found = repository.subscriptions_active_between(session, scope.period.start, scope.period.end)
-    others = [s for s in found if s.customer_external_id in owners and s.id not in billed]
+        found = repository.subscriptions_active_between(
+            session, scope.period.start, scope.period.end, customers=sorted(owners)
+        )
+    others = [s for s in found if s.id not in billed]
     if not others:
         return scope.subscriptions, scope.plans
     subscriptions = [*scope.subscriptions, *others]
