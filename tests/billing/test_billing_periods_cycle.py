@@ -67,7 +67,7 @@ model = "per_unit"
 unit_amount = 0.10
 """
 
-CUSTOMERS = {"cal", "wes", "kiri", "anna"}
+CUSTOMERS = {"cal", "wes", "kiri", "anna", "mix"}
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +193,27 @@ def test_the_cycle_bills_an_anniversary_month_as_it_ends(engine, catalog) -> Non
     # no invoice of a calendar month for her, ever: January's and February's runs bill her periods only
     assert bill_closed_periods(engine, catalog, settings, 2, now=at(18)).billed == {}
     assert run_billing(engine, catalog, month(2026, 1)).invoices == 0
+
+
+@pytest.mark.db
+def test_the_cycle_bills_a_calendar_month_beside_weeks_already_issued(engine, catalog) -> None:
+    settings = store.FinalizeSettings()
+    # one customer, a calendar plan and a weekly add-on from Monday 16 March: an invoice for March and one per week
+    customer(engine, catalog, "mix", "monthly", D(2026, 3, 1))
+    service.subscribe(engine, catalog, "mix", "weekly", D(2026, 3, 16))
+    assert bill_closed_periods(engine, catalog, settings, 1, now=at(23)).billed == {"2026-W12": 1}
+    assert bill_closed_periods(engine, catalog, settings, 1, now=at(24)).finalized == ["INV-2026-000001"]
+    assert bill_closed_periods(engine, catalog, settings, 1, now=at(31)).finalized == ["INV-2026-000002"]
+    # its weeks of March are issued; its March invoice is still due when March closes, and issued after the grace
+    closed = bill_closed_periods(engine, catalog, settings, 1, now=at(1, month_number=4))
+    assert (closed.billed, closed.finalized) == ({"2026-03": 1}, [])
+    assert bill_closed_periods(engine, catalog, settings, 1, now=at(2, month_number=4)).finalized == ["INV-2026-000003"]
+    # 30.00 for March (no usage); 7.00 for each whole week
+    assert stored(engine) == [
+        ("period:mix:2026-03", "finalized", "INV-2026-000003", "30.00"),
+        ("period:mix:2026-W12", "finalized", "INV-2026-000001", "7.00"),
+        ("period:mix:2026-W13", "finalized", "INV-2026-000002", "7.00"),
+    ]
 
 
 # -- unbilled events of weeks and anniversary months ----------------------------------------------------------
@@ -389,3 +410,18 @@ def test_usage_of_a_named_week_or_anniversary_month(engine, catalog) -> None:
     assert customer_usage(engine, catalog, "anna", parse_period("2025-W09"), now=now).period == Period(
         D(2025, 2, 24), D(2025, 3, 3)
     )
+
+
+@pytest.mark.db
+def test_the_days_of_a_week_are_accounted_with_every_subscription_covering_them(engine, catalog) -> None:
+    customer(engine, catalog, "mix", "monthly", D(2026, 3, 1))
+    service.subscribe(engine, catalog, "mix", "weekly", D(2026, 3, 16))
+    put(engine, catalog, events("mix", 2, "2026-03-05", "m1"))  # the month's days outside its weeks
+    put(engine, catalog, events("mix", 3, "2026-03-20", "m2"))  # week 12, which both plans cover
+    put(engine, catalog, events("mix", 1, "2026-03-20", "m3", meter="exports"))  # charged by neither
+    march = run_billing(engine, catalog, month(2026, 3))
+    # each event counted once: 2 + 3 rated, the export unbilled, named with both plans covering its day
+    assert (march.events, march.unbilled_events) == (5, 1)
+    assert [(g.customer, g.meter, g.reason.value, g.detail) for g in march.unbilled] == [
+        ("mix", "exports", "meter_not_charged", "on a meter its plan monthly v1, weekly v1 does not charge")
+    ]
