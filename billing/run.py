@@ -182,11 +182,28 @@ def usage_account(engine: Engine, catalog: Catalog, month: Period, *, customer: 
     for period in billing_periods.periods:
         report = RunReport(period=period)
         scope = _load_scope(engine, catalog, period, billing_periods, customer, report)
-        _account(engine, catalog, scope, {}, report, billing_periods)
+        _account(engine, catalog, scope, _unpriced_usage(engine, catalog, scope), report, billing_periods)
         account.rated += report.events
         account.unbilled += report.unbilled
     account.unbilled = _merged(account.unbilled)
     return account
+
+
+def _unpriced_usage(engine: Engine, catalog: Catalog, scope: _Scope) -> dict[UsageKey, dict[str, AnyUsage]]:
+    """The usage of the scope's subscriptions whose plan has a charge priced by dimension without default,
+    aggregated as the run does (by part): what tells the events it leaves unpriced (the others need no
+    aggregation to be accounted)."""
+    plans = scope.plans.plans
+    keys = [
+        UsageKey(s.id, scope.period)
+        for s in scope.subscriptions
+        if s.id in plans and any(c.is_dimensioned and not c.has_default for c in plans[s.id].charges)
+    ]
+    if not keys:
+        return {}
+    by_key = {key: scope.plans.for_period(key.subscription, key.period) for key in keys}
+    windows = usage_windows(keys, {s.id: s for s in scope.subscriptions}, scope.customers)
+    return aggregate(engine, catalog, windows, by_key)
 
 
 def _merged(groups: list[UnbilledUsage]) -> list[UnbilledUsage]:
@@ -532,11 +549,14 @@ def _covering(
         found = repository.subscriptions_active_between(
             session, scope.period.start, scope.period.end, customers=sorted(owners)
         )
-    others = [s for s in found if s.id not in billed]
-    if not others:
-        return scope.subscriptions, scope.plans
-    subscriptions = [*scope.subscriptions, *others]
-    return subscriptions, resolve_plans(catalog, subscriptions, scope.customers)
+        others = [s for s in found if s.id not in billed]
+        if not others:
+            return scope.subscriptions, scope.plans
+        subscriptions = [*scope.subscriptions, *others]
+        overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
+    return subscriptions, resolve_plans(
+        catalog, subscriptions, scope.customers, overrides=overrides, period=scope.period
+    )
 
 
 @dataclass(frozen=True)

@@ -425,3 +425,42 @@ def test_the_days_of_a_week_are_accounted_with_every_subscription_covering_them(
     assert [(g.customer, g.meter, g.reason.value, g.detail) for g in march.unbilled] == [
         ("mix", "exports", "meter_not_charged", "on a meter its plan monthly v1, weekly v1 does not charge")
     ]
+
+
+FILTERED = """
+[meters.sms]
+name = "SMS"
+aggregation = "count"
+unit = "message"
+
+[plans.weekly_sms]
+name = "Weekly SMS"
+currency = "USD"
+interval = "week"
+[[plans.weekly_sms.charges]]
+meter = "sms"
+model = "per_unit"
+[[plans.weekly_sms.charges.filters]]
+properties = { country = ["US"] }
+unit_amount = 0.10
+"""
+
+
+@pytest.mark.db
+def test_usage_unbilled_names_the_unpriced_events_of_a_week_as_the_run_does(engine) -> None:
+    from billing.run import usage_account
+
+    loaded, problems = loads_catalog(FILTERED, "filtered.toml")
+    assert loaded is not None, problems
+    customer(engine, loaded, "wes", "weekly_sms", D(2026, 3, 2))  # a Monday
+    batch = [
+        {"id": f"s{n}", "customer": "wes", "meter": "sms", "timestamp": "2026-03-03T12:00:00Z",
+         "properties": {"country": country}}
+        for n, country in enumerate(["US", "US", "FR"])
+    ]  # fmt: skip
+    assert not ingest(engine, batch, meter_specs(loaded), {"wes"}).rejected
+    # week 10 (2–8 March): 2 US messages rated; the French one matches no filter of a charge without default
+    ahead = usage_account(engine, loaded, month(2026, 3))
+    assert (ahead.rated, [(g.meter, g.reason.value, g.events) for g in ahead.unbilled]) == (2, [("sms", "unpriced", 1)])
+    march = run_billing(engine, loaded, month(2026, 3))
+    assert (march.events, march.unbilled) == (ahead.rated, ahead.unbilled)
