@@ -26,10 +26,10 @@ from billing.core.compose import Section, compose_period_invoice, period_key, se
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, schedule_of
 from billing.core.overrides import SubscriptionOverride, fee_period_repriced
-from billing.core.periods import Period, month_of
+from billing.core.periods import Period, billing_period_named, month_of
 from billing.db import override_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
-from billing.errors import NotFoundError
+from billing.errors import BillingInputError, NotFoundError
 from billing.metering import AnyUsage, UsageWindow, total_of
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
 from billing.usage_windows import ResolvedPlans, UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
@@ -107,6 +107,31 @@ def _own_period(
     return own.pop() if len(own) == 1 else current_period(customer, now)
 
 
+def _named_period(
+    catalog: Catalog, customer: Customer, subscriptions: Iterable[Subscription], named: Period
+) -> Period:
+    """The billing period ``named`` designates for the customer's subscriptions that share a day with it: itself
+    (a calendar month, a week, ``START..END``) when it is theirs; a calendar month names the anniversary month
+    ending in it. A month of a weekly plan, or a period that is not theirs, is refused (BillingInputError) with
+    the periods that would do; with no subscription in it, ``named`` as given."""
+    in_period = [s for s in subscriptions if s.overlaps(named.start, named.end)]
+    plans = resolve_plans(catalog, in_period).plans
+    found: set[Period] = set()
+    for subscription in in_period:
+        if subscription.id in plans:
+            try:
+                found.add(billing_period_named(schedule_of(subscription, plans[subscription.id]), named))
+            except ValueError as error:
+                raise BillingInputError(f"period: customer {customer.external_id}: {error}") from None
+    if len(found) > 1:
+        labels = ", ".join(p.label for p in sorted(found))
+        raise BillingInputError(
+            f"period: {named.label} names several billing periods of customer {customer.external_id} ({labels}): "
+            "name one"
+        )
+    return found.pop() if found else named
+
+
 def customer_usage(
     engine: Engine,
     catalog: Catalog,
@@ -116,9 +141,10 @@ def customer_usage(
     now: dt.datetime | None = None,
 ) -> CustomerUsage:
     """The usage of ``customer_id`` in ``period`` (default: the current one in the customer's timezone: its
-    subscriptions' week or anniversary month, or the calendar month).
+    subscriptions' week or anniversary month, or the calendar month). A ``period`` given names one of the
+    subscriptions' billing periods (``_named_period``).
 
-    Raises NotFoundError for an unknown customer.
+    Raises NotFoundError for an unknown customer, BillingInputError for a period that names none.
     """
     as_of = now or utcnow()
     with session_scope(read_only(engine)) as session:
@@ -127,6 +153,7 @@ def customer_usage(
             raise NotFoundError(f"unknown customer {customer_id!r}")
         subscriptions = repository.subscriptions_of(session, customer.id)
         overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
+    period = _named_period(catalog, customer, subscriptions, period) if period else None
     period = period or _own_period(catalog, customer, subscriptions, as_of)
     active, resolved = _priced_subscriptions(catalog, customer, subscriptions, period, overrides)
     plans = resolved.priced()

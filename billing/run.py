@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -45,18 +45,17 @@ from billing.core.compose import (
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
-from billing.core.periods import LATE_USAGE_MONTHS, Period, has_begun_anywhere
+from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
 from billing.db import override_tables, repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
-from billing.unbilled import UnbilledUsage, account_usage, unpriced_usage
+from billing.unbilled import UnbilledUsage, UsageAccount, account_usage
 from billing.usage_windows import (
     ResolvedPlans,
     UsageKey,
     aggregate,
     charged_usage,
-    events_in,
     resolve_plans,
     usage_windows,
 )
@@ -69,7 +68,16 @@ from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
 from pricing_plans.money import ZERO
 
-__all__ = ["RunReport", "finalize_period", "run_billing"]
+__all__ = [
+    "PeriodsApart",
+    "RunReport",
+    "finalize_billing_period",
+    "finalize_period",
+    "periods_apart",
+    "run_billing",
+    "usage_account",
+]
+
 
 @dataclass
 class RunReport:
@@ -133,6 +141,7 @@ def run_billing(
     progress: Callable[[int, int], None] | None = None,
     now: dt.datetime | None = None,
     workers: int | None = None,
+    only: Collection[Period] | None = None,
 ) -> RunReport:
     """Write (or refresh) the draft invoices of every billing period whose last day falls in ``period`` (a
     calendar month): one per customer and billing period — the month itself for plans billed on calendar months,
@@ -141,12 +150,15 @@ def run_billing(
     current one is billed as drafts (a preview), a period to come never (a week that has not begun is left for a
     later run).
 
-    ``now``: the instant of the run (default: the clock), up to which received usage counts."""
+    ``now``: the instant of the run (default: the clock), up to which received usage counts. ``only``: bill just
+    these of those billing periods (the scheduler bills a week as it ends, before its month has)."""
     check_period_begun(period, now)
     billing_periods = _billing_periods(engine, catalog, period, customer, now)
     report = RunReport(period=period)
     customers: set[str] = set()
     for billing_period in billing_periods.periods:
+        if only is not None and billing_period not in only:
+            continue
         main = billing_period == period
         part, billed = _run_period(
             engine, catalog, billing_period, billing_periods, customer,
@@ -155,8 +167,54 @@ def run_billing(
         customers |= billed
         _merge(report, part, main=main)
     report.customers = len(customers)
-    report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer)
+    report.unbilled = _merged(report.unbilled)
+    if only is None:
+        report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer)
     return report
+
+
+def usage_account(engine: Engine, catalog: Catalog, month: Period, *, customer: str | None = None) -> UsageAccount:
+    """The events of the billing periods ``run_billing`` of ``month`` bills (of ``customer`` only, if given) —
+    the month's and those of its weeks and anniversary months, each accounted as the run accounts them — rated
+    or left unbilled, with why: what ``billing usage unbilled`` shows, without billing anything."""
+    billing_periods = _billing_periods(engine, catalog, month, customer, None)
+    account = UsageAccount(month)
+    for period in billing_periods.periods:
+        report = RunReport(period=period)
+        scope = _load_scope(engine, catalog, period, billing_periods, customer, report)
+        _account(engine, catalog, scope, _unpriced_usage(engine, catalog, scope), report, billing_periods)
+        account.rated += report.events
+        account.unbilled += report.unbilled
+    account.unbilled = _merged(account.unbilled)
+    return account
+
+
+def _unpriced_usage(engine: Engine, catalog: Catalog, scope: _Scope) -> dict[UsageKey, dict[str, AnyUsage]]:
+    """The usage of the scope's subscriptions whose plan has a charge priced by dimension without default,
+    aggregated as the run does (by part): what tells the events it leaves unpriced (the others need no
+    aggregation to be accounted)."""
+    plans = scope.plans.plans
+    keys = [
+        UsageKey(s.id, scope.period)
+        for s in scope.subscriptions
+        if s.id in plans and any(c.is_dimensioned and not c.has_default for c in plans[s.id].charges)
+    ]
+    if not keys:
+        return {}
+    by_key = {key: scope.plans.for_period(key.subscription, key.period) for key in keys}
+    windows = usage_windows(keys, {s.id: s for s in scope.subscriptions}, scope.customers)
+    return aggregate(engine, catalog, windows, by_key)
+
+
+def _merged(groups: list[UnbilledUsage]) -> list[UnbilledUsage]:
+    """The unbilled groups of the run's periods as one list: a customer's events left unbilled for one reason in
+    two of its periods (before its start, in the month and in its first week) are one group."""
+    events: dict[tuple[str, str, str, str], int] = {}
+    for group in groups:
+        key = (group.customer, group.meter, group.reason.value, group.detail)
+        events[key] = events.get(key, 0) + group.events
+    by_key = {(g.customer, g.meter, g.reason.value, g.detail): g for g in groups}
+    return [replace(by_key[key], events=n) for key, n in sorted(events.items())]
 
 
 def _remove_drafts_of_unbilled_periods(
@@ -182,18 +240,27 @@ class _BillingPeriods:
     Attributes:
       month: the run's period.
       members: the subscriptions billed in each billing period other than ``month`` (those whose plan bills
-        weekly, or from their start day); every other subscription is billed in ``month``.
+        weekly, or from their start day); every other subscription is billed in ``month``, except those of
+        ``apart``.
       late_owner: the billing period whose invoice carries a customer's late usage of earlier periods (its last
         one in the run); ``month`` for a customer not listed.
+      customers: the customers billed in each billing period of ``members``.
+      cells: each customer's billing periods other than calendar months that share a day with ``month`` (those
+        ending in it and the one running on past its end): the usage of their days is accounted with them, not
+        with the month.
     """
 
     month: Period
     members: dict[Period, set[int]]
     late_owner: dict[str, Period]
+    customers: dict[Period, set[str]] = field(default_factory=dict)
+    cells: dict[str, set[Period]] = field(default_factory=dict)
+    apart: set[int] = field(default_factory=set)  # billed on weeks or anniversary months: never in the month
+    month_customers: set[str] = field(default_factory=set)  # with a subscription billed in the month
     elsewhere: frozenset[int] = field(init=False)  # the subscriptions billed in a period other than the month
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "elsewhere", frozenset().union(*self.members.values()))
+        object.__setattr__(self, "elsewhere", frozenset(self.apart).union(*self.members.values()))
 
     @property
     def periods(self) -> list[Period]:
@@ -218,19 +285,68 @@ def _billing_periods(
     if customer is not None:
         found = [s for s in found if s.customer_external_id == customer]
     plans = resolve_plans(catalog, found).plans
-    members: dict[Period, set[int]] = {}
-    last: dict[str, Period] = {}
+    found_periods = _BillingPeriods(month, {}, {})
     for subscription in found:
         plan = plans.get(subscription.id)
         if plan is None or (plan.interval is not Interval.WEEK and plan.billing_anchor is BillingAnchor.CALENDAR):
             continue  # billed on calendar months: in the month
-        for period in schedule_of(subscription, plan).billing_periods_ending_in(month):
+        schedule = schedule_of(subscription, plan)
+        if schedule.billing_period(month.start) != month:  # (an anniversary month from the 1st is the month)
+            found_periods.apart.add(subscription.id)
+        for period in schedule.billing_periods_ending_in(month):
             covers = subscription.overlaps(period.start, period.end) or subscription.end_date == period.start
             if period != month and covers and has_begun_anywhere(period, instant):
-                members.setdefault(period, set()).add(subscription.id)
-                owner = subscription.customer_external_id
-                last[owner] = max(last.get(owner, period), period, key=lambda p: (p.end, p.start))
-    return _BillingPeriods(month, members, last)
+                _add_member(found_periods, subscription, period)
+        _add_cells(found_periods, subscription, schedule)
+    elsewhere = found_periods.apart.union(*found_periods.members.values())
+    # (the day before the month too: a subscription that ended as the month began may owe a fee adjustment in it)
+    month_customers = {
+        s.customer_external_id
+        for s in found
+        if s.id not in elsewhere and s.overlaps(month.start - dt.timedelta(days=1), month.end)
+    }
+    return _BillingPeriods(
+        month, found_periods.members, found_periods.late_owner, found_periods.customers, found_periods.cells,
+        found_periods.apart, month_customers,
+    )
+
+
+def _add_member(found: _BillingPeriods, subscription: Subscription, period: Period) -> None:
+    owner = subscription.customer_external_id
+    found.members.setdefault(period, set()).add(subscription.id)
+    found.customers.setdefault(period, set()).add(owner)
+    last = found.late_owner.get(owner, period)
+    found.late_owner[owner] = max(last, period, key=lambda p: (p.end, p.start))
+
+
+def _add_cells(found: _BillingPeriods, subscription: Subscription, schedule: Schedule) -> None:
+    """The subscription's billing periods that share a day with the month and that it covers a day of."""
+    month = found.month
+    period = schedule.billing_period(month.start)
+    while period.start < month.end:
+        if period != month and subscription.overlaps(period.start, period.end):
+            found.cells.setdefault(subscription.customer_external_id, set()).add(period)
+        period = schedule.next_billing_period(period)
+
+
+@dataclass(frozen=True)
+class PeriodsApart:
+    """The billing periods other than the month itself whose last day falls in ``month`` (weeks, anniversary
+    months), with the customers billed in each (``customers``), and the subscriptions billed in them rather than
+    in the month (``subscriptions``)."""
+
+    month: Period
+    customers: dict[Period, frozenset[str]]
+    subscriptions: frozenset[int]
+    month_customers: frozenset[str]  # those with a subscription billed in the month (or ended as it began)
+
+
+def periods_apart(engine: Engine, catalog: Catalog, month: Period, *, now: dt.datetime | None = None) -> PeriodsApart:
+    """What ``run_billing`` of ``month`` would bill besides the month: its weeks and anniversary months (those that
+    have begun somewhere at ``now``), and who is billed in each; and who is billed in the month itself."""
+    found = _billing_periods(engine, catalog, month, None, now)
+    customers = {period: frozenset(owners) for period, owners in found.customers.items()}
+    return PeriodsApart(month, customers, found.elsewhere, frozenset(found.month_customers))
 
 
 def _merge(report: RunReport, part: RunReport, *, main: bool) -> None:
@@ -402,25 +518,45 @@ def _account(
     report: RunReport, billing_periods: _BillingPeriods,
 ) -> None:
     """aggregate, the end: how many of the period's events the run rates, and which it leaves unbilled, with why
-    (``billing.unbilled``; the windows just aggregated are not counted again). The month accounts for every
-    customer billed on calendar months; a week or an anniversary month (and the month, for a customer that has
-    such periods) counts the events it rates."""
+    (``billing.unbilled``; the windows just aggregated are not counted again). Each customer's time is accounted
+    once: a week or an anniversary month with the run that bills it, whole, for the customers billed in it; the
+    month for everyone else, and for those customers the month's days outside their weeks and anniversary months
+    (``cells``: those running on past the month's end are accounted by the run of the month they end in)."""
     counted = {key.subscription: found for key, found in usage.items() if not key.late and key.period == scope.period}
-    if scope.period != billing_periods.month:
-        unpriced = unpriced_usage(counted, scope.subscriptions, scope.plans.plans)
-        report.events = events_in(counted) - sum(group.events for group in unpriced)
-        report.unbilled = unpriced
-        return
-    others = set(billing_periods.late_owner)  # the customers with a week or an anniversary month in the run
-    account = account_usage(
-        engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
-        customer=scope.customer, counted=counted, exclude=others,
+    if scope.period == billing_periods.month:
+        account = account_usage(
+            engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
+            customer=scope.customer, counted=counted, holes=billing_periods.cells,
+        )
+    else:
+        owners = billing_periods.customers.get(scope.period, set())
+        subscriptions, plans = _covering(engine, catalog, scope, owners)
+        account = account_usage(
+            engine, catalog, scope.period, subscriptions, scope.customers, plans,
+            customer=scope.customer, counted=counted, only=owners,
+        )
+    report.events = account.rated
+    report.unbilled = account.unbilled
+
+
+def _covering(
+    engine: Engine, catalog: Catalog, scope: _Scope, owners: Collection[str]
+) -> tuple[list[Subscription], ResolvedPlans]:
+    """Every subscription of ``owners`` covering a day of the scope's period (those billed in it, and any billed
+    on calendar months beside them, which rate the usage of these days too), with their plans."""
+    billed = {s.id for s in scope.subscriptions}
+    with session_scope(read_only(engine)) as session:
+        found = repository.subscriptions_active_between(
+            session, scope.period.start, scope.period.end, customers=sorted(owners)
+        )
+        others = [s for s in found if s.id not in billed]
+        if not others:
+            return scope.subscriptions, scope.plans
+        subscriptions = [*scope.subscriptions, *others]
+        overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
+    return subscriptions, resolve_plans(
+        catalog, subscriptions, scope.customers, overrides=overrides, period=scope.period
     )
-    theirs = {s.id for s in scope.subscriptions if s.customer_external_id in others}
-    own = {i: found for i, found in counted.items() if i in theirs}
-    unpriced = unpriced_usage(own, scope.subscriptions, scope.plans.plans)
-    report.events = account.rated + events_in(own) - sum(group.events for group in unpriced)
-    report.unbilled = [*account.unbilled, *unpriced]
 
 
 @dataclass(frozen=True)
@@ -872,6 +1008,38 @@ def finalize_period(
         # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
         # dated by its fee year, which would issue it before the subscription starts)
         ids = store.drafts_of_period(session, period.start, started, customers=wanted, ending_by=period.end)
+    return _issue(engine, ids, settings, today, batch)
+
+
+def finalize_billing_period(
+    engine: Engine,
+    period: Period,
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    *,
+    customers: Collection[str],
+    batch: int = 1000,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """Finalize the period drafts of exactly ``period`` (a week, an anniversary month: any billing period) of
+    ``customers``, as ``finalize_period`` does for a month: numbered in customer order, each with its
+    ``invoice.finalized`` notification, never before the period has ended in the customer's timezone
+    (``OpenPeriodError``). The scheduler issues a week's invoices this way once the week (and the grace) is
+    over, without waiting for the month."""
+    instant = clock(now)
+    with session_scope(read_only(engine)) as session:
+        ids = store.period_drafts(session, period.start, period.end, customers)
+        owners = repository.customers_by_external_id(session, set(customers))
+    zones = {c: owners[c].timezone if c in owners else "UTC" for c in customers}
+    check_period_can_close(period, zones, now=instant)
+    return _issue(engine, ids, settings, today, batch)
+
+
+def _issue(
+    engine: Engine, ids: list[int], settings: store.FinalizeSettings, today: dt.date, batch: int
+) -> list[str]:
+    """Number the drafts ``ids``, ``batch`` per transaction; drafts another process finalized meanwhile are left
+    to it."""
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:

@@ -9,7 +9,8 @@ job id              every        what
                                  customer's timezone); bills every period that has closed in the customer's
                                  timezone and has no issued invoice yet (drafts are refreshed at each run, so late
                                  usage still gets in), then finalizes those drafts ``finalize_grace_days`` after
-                                 the period's end
+                                 the period's end; a week or an anniversary month as soon as it has ended (and
+                                 its grace passed), not when its calendar month closes
 ``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` of every customer's current month (the
                                  usage stored is evaluated by the reactor, below, within seconds)
 ``notifications``   minute       ``billing.notify.deliver_pending``: sends what is due, retries what failed
@@ -59,7 +60,7 @@ from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.reactions import POLL, Reactor
-from billing.run import finalize_period, run_billing
+from billing.run import PeriodsApart, finalize_billing_period, finalize_period, periods_apart, run_billing
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.model import InvoiceScope
@@ -109,16 +110,20 @@ def finalize_settings(settings: Settings) -> FinalizeSettings:
     return configured_finalize_settings(settings)
 
 
-def _invoiced_customers(engine: Engine, period: Period, *, drafts: bool) -> set[str]:
-    """Customers with a draft invoice of ``period`` (``drafts``: an opening invoice dated in it, or the invoice of a
-    billing period ending in it — the month, a week, an anniversary month), or with an issued period invoice of a
-    billing period ending in it."""
+def _draft_customers(engine: Engine, period: Period) -> set[str]:
+    """Customers with a draft invoice of ``period``: an opening invoice dated in it, or the invoice of a billing
+    period ending in it — the month, a week, an anniversary month."""
     with session_scope(read_only(engine)) as session:
-        if drafts:
-            return store.customers_with_drafts(session, period.start) | store.customers_with_drafts(
-                session, period.start, InvoiceScope.PERIOD, ending_by=period.end
-            )
-        return store.customers_with_issued_invoice(session, period.start, ending_by=period.end)
+        return store.customers_with_drafts(session, period.start) | store.customers_with_drafts(
+            session, period.start, InvoiceScope.PERIOD, ending_by=period.end
+        )
+
+
+def _period_invoices(engine: Engine, month: Period) -> dict[tuple[str, dt.date, dt.date], bool]:
+    """The period invoices of the weeks and anniversary months ending in ``month``: (customer, start, end) →
+    issued."""
+    with session_scope(read_only(engine)) as session:
+        return store.period_invoice_states(session, month.start, month.end)
 
 
 def bill_closed_periods(
@@ -132,11 +137,14 @@ def bill_closed_periods(
 ) -> CycleReport:
     """Finalize the opening invoices of the subscriptions that have started (``finalize_opening_invoices``); bill
     each of the last ``lookback`` months for the customers in whose timezone it has closed and who have no issued
-    invoice for it yet; finalize a customer's drafts of a month ``grace_days`` after it closed.
+    invoice for it yet; finalize a customer's drafts of a month ``grace_days`` after it closed. Weeks and
+    anniversary months do not wait for their calendar month: each is billed once it has ended in the customer's
+    timezone and finalized ``grace_days`` after (those ending in the current month and in the ``lookback``
+    months).
 
     A month closed for every subscribed customer is billed in one run (which also bills late usage of customers
-    with no subscription in it); before that, customer by customer. Drafts are refreshed at each call until they
-    are finalized.
+    with no subscription in it); before that, customer by customer; a week or anniversary month likewise. Drafts
+    are refreshed at each call until they are finalized.
     """
     report = CycleReport()
     instant = as_utc(now or utcnow())
@@ -153,35 +161,90 @@ def bill_closed_periods(
     while len(periods) < lookback:
         periods.insert(0, periods[0].previous())
     grace = dt.timedelta(days=grace_days)
-    for period in periods:
-        _bill_period(engine, catalog, period, today, report)
-        _finalize_due(engine, period, settings, today, grace, instant, report)
+    for period in [*periods, latest.next()]:
+        apart = periods_apart(engine, catalog, period, now=instant)
+        whole = False  # whether a run of the whole month billed its weeks and anniversary months too
+        if period != latest.next():  # the current month is billed when it has closed
+            whole = _bill_period(engine, catalog, period, apart, today, report)
+            _finalize_due(engine, period, settings, today, grace, instant, report)
+        if apart.customers:
+            if not whole:
+                _bill_apart(engine, catalog, apart, today, report)
+            _finalize_apart(engine, apart, settings, today, grace, instant, report)
     return report
 
 
 def _bill_period(
-    engine: Engine, catalog: Catalog, period: Period, today: dict[str, dt.date], report: CycleReport
-) -> None:
-    """Bill ``period`` for the subscribed customers in whose timezone (``today``) it has closed and who have no
-    issued invoice for it yet: in one run when it has closed for every subscribed customer, else customer by
-    customer."""
+    engine: Engine,
+    catalog: Catalog,
+    period: Period,
+    apart: PeriodsApart,
+    today: dict[str, dt.date],
+    report: CycleReport,
+) -> bool:
+    """Bill ``period`` for the customers billed on it (a subscription billed on calendar months: not only weeks
+    or anniversary months, ``apart``) in whose timezone (``today``) it has closed and who have no issued invoice
+    of the month yet: in one run when it has closed for every such customer (True: that run billed the month's
+    weeks and anniversary months too), else customer by customer."""
+    subscribed = apart.month_customers
     with session_scope(read_only(engine)) as session:
-        # the day before too: a subscription that ended as the month began may owe a fee adjustment in it
-        active = repository.subscriptions_active_between(
-            session, period.start - dt.timedelta(days=1), period.end
-        )
-    subscribed = {s.customer_external_id for s in active}
-    issued = _invoiced_customers(engine, period, drafts=False)
+        issued = store.customers_with_issued_invoice(session, period.start, period_end=period.end)
     closed = {c for c in subscribed if c in today and today[c] >= period.end}
     pending = closed - issued
-    if pending:
-        if closed == subscribed:
-            run = run_billing(engine, catalog, period)
-            report.skipped += run.skipped
+    if not pending:
+        return False
+    report.billed[period.label] = len(pending)
+    if closed == subscribed:
+        report.skipped += run_billing(engine, catalog, period).skipped
+        return True
+    for customer in sorted(pending):
+        report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
+    return False
+
+
+def _bill_apart(
+    engine: Engine, catalog: Catalog, apart: PeriodsApart, today: dict[str, dt.date], report: CycleReport
+) -> None:
+    """Bill each week and anniversary month ending in ``apart.month`` once it has ended in the timezone of a
+    customer billed in it who has no issued invoice of it yet: in one run of that period when it has ended for
+    all of them, else customer by customer. Other periods are left as they are."""
+    invoices = _period_invoices(engine, apart.month)
+    for period, owners in sorted(apart.customers.items(), key=lambda item: (item[0].end, item[0].start)):
+        ended = {c for c in owners if c in today and today[c] >= period.end}
+        pending = {c for c in ended if not invoices.get((c, period.start, period.end), False)}
+        if not pending:
+            continue
+        if ended == owners:
+            report.skipped += run_billing(engine, catalog, apart.month, only=[period]).skipped
         else:
             for customer in sorted(pending):
-                report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
-        report.billed[period.label] = len(pending)
+                run = run_billing(engine, catalog, apart.month, customer=customer, only=[period])
+                report.skipped += run.skipped
+        report.billed[period.label] = report.billed.get(period.label, 0) + len(pending)
+
+
+def _finalize_apart(
+    engine: Engine,
+    apart: PeriodsApart,
+    settings: FinalizeSettings,
+    today: dict[str, dt.date],
+    grace: dt.timedelta,
+    instant: dt.datetime,
+    report: CycleReport,
+) -> None:
+    """Finalize each customer's draft of a week or anniversary month ending in ``apart.month`` once ``grace``
+    has passed since the period ended in its timezone, one finalization per period and issue date."""
+    invoices = _period_invoices(engine, apart.month)
+    for period, owners in sorted(apart.customers.items(), key=lambda item: (item[0].end, item[0].start)):
+        due: dict[dt.date, list[str]] = {}
+        for customer in sorted(owners):
+            draft = invoices.get((customer, period.start, period.end)) is False
+            if draft and customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
+                due.setdefault(today[customer], []).append(customer)
+        for day, customers in sorted(due.items()):
+            report.finalized += finalize_billing_period(
+                engine, period, settings, day, customers=customers, now=instant
+            )
 
 
 def _finalize_due(
@@ -195,7 +258,7 @@ def _finalize_due(
 ) -> None:
     """Finalize the customers' drafts of ``period`` once ``grace`` has passed since it closed in their timezone
     (``today``)."""
-    drafts = _invoiced_customers(engine, period, drafts=True)
+    drafts = _draft_customers(engine, period)
     due: dict[dt.date, list[str]] = {}
     for customer in sorted(drafts):
         # never before the period has ended in the customer's timezone, whatever the grace (an issued invoice

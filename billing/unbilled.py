@@ -180,16 +180,18 @@ def account_usage(
     *,
     customer: str | None = None,
     counted: Mapping[int, Mapping[str, AnyUsage]] | None = None,
-    exclude: Collection[str] = (),
+    only: Collection[str] | None = None,
+    holes: Mapping[str, Collection[Period]] | None = None,
 ) -> UsageAccount:
     """Count the events of ``period`` (of ``customer`` only, if given) a billing run rates, and name those it does
     not, given what the run bills: ``subscriptions`` (those covering a day of the period), their ``customers`` by
     external id (the others are looked up), their ``plans``; ``counted``: the usage the run aggregated for each
-    subscription's window of the period, by subscription id. The customers of ``exclude`` are not accounted
-    (billed in other billing periods than ``period``: weeks or anniversary months)."""
+    subscription's window of the period, by subscription id. ``only``: account these customers only (those billed
+    in a week or an anniversary month, when ``period`` is one); ``holes``: parts of each customer's period not to
+    account here (its weeks and anniversary months, when ``period`` is a calendar month: accounted with them)."""
     present = customers_by_meter(engine, customer)
-    if exclude:
-        present = {meter: found - set(exclude) for meter, found in present.items()}
+    if only is not None:
+        present = {meter: found & set(only) for meter, found in present.items()}
     with_events = set().union(*present.values()) if present else set()
     owners = dict(customers)
     missing = with_events - owners.keys()
@@ -200,7 +202,7 @@ def account_usage(
     for subscription in subscriptions:
         by_customer.setdefault(subscription.customer_external_id, []).append(subscription)
     segments, events = _count_segments(
-        engine, catalog, period, sorted(present), sorted(with_events), owners, by_customer, counted or {}
+        engine, catalog, period, sorted(present), sorted(with_events), owners, by_customer, counted or {}, holes or {}
     )
     skipped = _skipped_customers(by_customer, plans, owners)
     history = _gap_history(engine, segments, events, owners)
@@ -277,6 +279,7 @@ def _count_segments(
     owners: Mapping[str, Customer],
     by_customer: Mapping[str, list[Subscription]],
     counted: Mapping[int, Mapping[str, AnyUsage]],
+    holes: Mapping[str, Collection[Period]],
 ) -> tuple[dict[_Key, _Segment], dict[tuple[_Key, str], int]]:
     """Cut each customer's period into segments by the subscriptions covering them, and count each segment's
     events by meter: a segment the run aggregated whole for a single subscription takes the run's counts (only
@@ -290,7 +293,7 @@ def _count_segments(
         owner = owners.get(customer_id)
         timezone = owner.timezone if owner is not None else "UTC"
         own = by_customer.get(customer_id, []) if owner is not None else []
-        for index, (part, covering) in enumerate(_cut(period, own)):
+        for index, (part, covering) in enumerate(_cut(period, own, holes.get(customer_id, ()))):
             key = (customer_id, index)
             segments[key] = _Segment(customer_id, part, covering)
             single = covering[0] if len(covering) == 1 else None
@@ -361,14 +364,25 @@ def _account(
     return account
 
 
-def _cut(period: Period, subscriptions: Sequence[Subscription]) -> list[tuple[Period, tuple[Subscription, ...]]]:
+def _cut(
+    period: Period, subscriptions: Sequence[Subscription], holes: Collection[Period] = ()
+) -> list[tuple[Period, tuple[Subscription, ...]]]:
     """``period`` cut at the bounds of the parts the subscriptions cover: each piece with the subscriptions that
-    cover it (none: a gap)."""
+    cover it (none: a gap); the pieces inside ``holes`` left out."""
     windows = [(s, part) for s in subscriptions if (part := section_window(s, period)) is not None]
-    bounds = sorted({period.start, period.end, *(p.start for _, p in windows), *(p.end for _, p in windows)})
+    inside = [
+        Period(max(h.start, period.start), min(h.end, period.end))
+        for h in holes
+        if h.start < period.end and period.start < h.end
+    ]
+    bounds = sorted(
+        {period.start, period.end, *(p.start for _, p in windows), *(p.end for _, p in windows)}
+        | {day for hole in inside for day in (hole.start, hole.end)}
+    )
     return [
         (Period(start, end), tuple(s for s, part in windows if part.start <= start and end <= part.end))
         for start, end in pairwise(bounds)
+        if not any(hole.start <= start and end <= hole.end for hole in inside)
     ]
 
 

@@ -37,7 +37,7 @@ from billing.api.schemas import (
     decimal_text,
 )
 from billing.core.domain import Customer, Subscription
-from billing.core.periods import Period, parse_month
+from billing.core.periods import Period, parse_month, parse_period
 from billing.errors import BillingInputError, ConflictError
 from billing.preview import MeterTotal, ThresholdState, customer_usage
 from invoices.model import DraftInvoice
@@ -51,10 +51,28 @@ MONTH_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"
 """A month from 1970-01 to 9999-12 (``month_param`` takes 1971 to 9998)."""
 CustomerId = Annotated[str, Path(description="The customer's external id.", max_length=255, examples=["acme"])]
 SubscriptionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The subscription's id.", examples=[1])]
-Month = Annotated[
+
+
+BillingPeriodParam = Annotated[
     str | None,
-    Query(pattern=MONTH_PATTERN, description="YYYY-MM (default: the current month in the customer's timezone)."),
+    Query(
+        pattern=r"^([0-9]{4}-[0-9]{2}|[0-9]{4}-W[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})$",
+        description="A billing period: YYYY-MM, an ISO week YYYY-Www, or START..END (ISO dates, END exclusive); a "
+        "month names a subscription's anniversary month ending in it (default: the current period in the "
+        "customer's timezone).",
+    ),
 ]
+
+
+def period_param(value: str, field: str = "period") -> Period:
+    """A billing period query parameter (``parse_period``; years 1971 to 9998)."""
+    try:
+        period = parse_period(value)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", f"{field}: {exc}", field) from None
+    if not (period.start.year >= 1971 and period.end.year <= 9998):
+        raise ApiError(422, "invalid_request", f"{field}: expected a year from 1971 to 9998, got {value!r}", field)
+    return period
 
 
 def storable_path(value: str, what: str) -> str:
@@ -214,7 +232,7 @@ def get_usage(
     engine: Annotated[Engine, Depends(api_engine)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_key)],
-    period: Month = None,
+    period: BillingPeriodParam = None,
 ) -> UsageOut:
     """The period so far (default: the current calendar month in the customer's timezone): usage per meter, each
     threshold with the levels reached now and those already notified, and a preview of the period's invoice
@@ -222,7 +240,7 @@ def get_usage(
     customer_id = storable_path(customer_id, "customer")
     if key.customer is not None and key.customer != customer_id:
         raise not_found(f"unknown customer {customer_id!r}")
-    found = customer_usage(engine, catalog, customer_id, month_param(period) if period else None)
+    found = customer_usage(engine, catalog, customer_id, period_param(period) if period else None)
     currency = found.customer.currency
     return UsageOut(
         customer=found.customer.external_id,

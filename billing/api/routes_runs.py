@@ -18,7 +18,15 @@ from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES
 from billing.api.routes_customers import month_param, storable_path
-from billing.api.schemas import BillingRunIn, BillingRunOut, PeriodOut, RunEventsOut, SkippedOut, UnbilledOut
+from billing.api.schemas import (
+    BilledPeriodOut,
+    BillingRunIn,
+    BillingRunOut,
+    PeriodOut,
+    RunEventsOut,
+    SkippedOut,
+    UnbilledOut,
+)
 from billing.config import Settings
 from billing.errors import BillingInputError
 from billing.run import finalize_period, run_billing
@@ -76,6 +84,9 @@ def create_billing_run(
         removed=len(report.removed),
         issued_untouched=report.issued_untouched,
         late_lines=report.late_lines,
+        billing_periods=[
+            BilledPeriodOut(period=PeriodOut(start=p.start, end=p.end), label=p.label) for p in report.periods
+        ],
         events=RunEventsOut(accepted=report.accepted, rated=report.events, unbilled=report.unbilled_events),
         unbilled=[UnbilledOut(**group.as_dict()) for group in report.unbilled],
         totals={currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},

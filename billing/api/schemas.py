@@ -17,6 +17,7 @@ __all__ = [
     "EVENT_BATCH_SCHEMA",
     "MAX_BATCH",
     "ApiText",
+    "BilledPeriodOut",
     "BillingRunIn",
     "BillingRunOut",
     "CancelIn",
@@ -573,13 +574,25 @@ class UnbilledOut(_Out):
     message: str
 
 
+class BilledPeriodOut(_Out):
+    """A billing period a run of a month billed besides the month itself: a week or an anniversary month whose last
+    day falls in it, with its label (``2026-W43``, ``2026-10-15..2026-11-15``)."""
+
+    model_config = examples({"period": {"start": "2026-10-19", "end": "2026-10-26"}, "label": "2026-W43"})
+
+    period: PeriodOut
+    label: str
+
+
 class BillingRunOut(_Out):
     """What a billing run did: drafts written, refreshed, unchanged and removed, issued invoices left alone, the
     customers skipped, the totals per currency, and the numbers finalized."""
 
     model_config = examples(
         {"period": _PERIOD, "label": "2026-10", "created": 40, "updated": 2, "unchanged": 0, "removed": 1,
-         "issued_untouched": 0, "late_lines": 3, "events": {"accepted": 125100, "rated": 125000, "unbilled": 100},
+         "issued_untouched": 0, "late_lines": 3,
+         "billing_periods": [{"period": {"start": "2026-10-19", "end": "2026-10-26"}, "label": "2026-W43"}],
+         "events": {"accepted": 125100, "rated": 125000, "unbilled": 100},
          "unbilled": [{"customer": "latecomer", "meter": "api_calls", "reason": "before_start",
                        "detail": "before its subscription started on 2026-10-15", "events": 100,
                        "message": "100 events of customer latecomer (api_calls) before its subscription started on "
@@ -596,6 +609,10 @@ class BillingRunOut(_Out):
     removed: int = Field(description="Drafts deleted: nothing to invoice now.")
     issued_untouched: int = Field(description="Invoices already issued, left as they are.")
     late_lines: int = Field(description="Lines billing usage that arrived after its period was invoiced.")
+    billing_periods: list[BilledPeriodOut] = Field(
+        description="The weeks and anniversary months whose last day falls in the month, billed beside it, in the "
+        "order they end (each customer-period on its own invoice)."
+    )
     events: RunEventsOut
     unbilled: list[UnbilledOut] = Field(description="The period's events no invoice will carry, and why.")
     totals: dict[str, str] = Field(description="The drafts' totals per currency (money strings).")

@@ -168,9 +168,9 @@ def plan_json(catalog: Catalog, plan: Plan) -> dict[str, Any]:
 
 
 def run_json(report: RunReport, finalized: list[str]) -> dict[str, Any]:
-    """What a billing run did (``BillingRunOut``): the drafts written, refreshed, unchanged and removed, the
-    period's usage events (accepted = rated + unbilled) with each unbilled group named, the totals per currency,
-    the customers skipped and the numbers finalized."""
+    """What a billing run did (``BillingRunOut``): the drafts written, refreshed, unchanged and removed, the weeks
+    and anniversary months billed beside the month, the period's usage events (accepted = rated + unbilled) with
+    each unbilled group named, the totals per currency, the customers skipped and the numbers finalized."""
     return {
         "period": period_json(report.period),
         "label": report.period.label,
@@ -180,6 +180,7 @@ def run_json(report: RunReport, finalized: list[str]) -> dict[str, Any]:
         "removed": len(report.removed),
         "issued_untouched": report.issued_untouched,
         "late_lines": report.late_lines,
+        "billing_periods": [{"period": period_json(p), "label": p.label} for p in report.periods],
         "events": {"accepted": report.accepted, "rated": report.events, "unbilled": report.unbilled_events},
         "unbilled": [group.as_dict() for group in report.unbilled],
         "totals": {currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},

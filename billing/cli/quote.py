@@ -14,8 +14,9 @@ from rich.table import Table
 
 from billing.cli._common import console, fail, load_catalog_for_cli
 from billing.core.domain import SubscriptionTerms
+from billing.core.fees import schedule_of
 from billing.core.overrides import NEGOTIATED
-from billing.core.periods import Period, month_of, parse_month
+from billing.core.periods import Period, billing_period_named, parse_period
 from billing.core.rating import RatedPeriod, rate_period
 from billing.metering import AnyUsage, usage_from_event_file
 from pricing_plans.charge_models import MeterUsage
@@ -34,7 +35,12 @@ def quote(
     usage: list[str] = typer.Option([], "--usage", help="METER=QUANTITY, repeatable."),
     events: Path | None = typer.Option(None, "--events", help="Usage events (JSON Lines) to aggregate."),
     start: str | None = typer.Option(None, "--start", help="Subscription start date (prorates the fee)."),
-    period: str | None = typer.Option(None, "--period", help="Billing period YYYY-MM (default: --start's month)."),
+    period: str | None = typer.Option(
+        None,
+        "--period",
+        help="Billing period: YYYY-MM, an ISO week YYYY-Www or START..END (default: the period of --start). A month "
+        "names an anniversary month ending in it.",
+    ),
     catalog: Path | None = typer.Option(None, "--catalog", help="Catalog file (default from config.toml)."),
     version: int | None = typer.Option(None, "--version", help="Plan version (default: the one in effect)."),
     timezone: str = typer.Option("UTC", "--timezone", help="Timezone of the period's bounds for --events."),
@@ -51,17 +57,17 @@ def quote(
     cat = load_catalog_for_cli(catalog)
     start_day = _parse_date(start, "--start") if start else None
     try:
-        billing_period = parse_month(period) if period else month_of(start_day or dt.date.today())
+        named = parse_period(period) if period else None
     except ValueError as error:
         fail(f"--period: {error}")
+    first_day = start_day or (named.start if named else dt.date.today())
     try:
-        chosen = (
-            cat.plan(plan, version) if version else cat.plan_for_start(plan, start_day or billing_period.start)
-        )
+        chosen = cat.plan(plan, version) if version else cat.plan_for_start(plan, first_day)
     except UnknownPlanError as error:
         fail(str(error))
     if override is not None:
         chosen = _negotiated(chosen, override, cat)
+    billing_period = _billing_period(chosen, first_day, named)
     if start_day and start_day >= billing_period.end:
         fail(f"--start {start_day} is after the period {billing_period.label}")
 
@@ -79,7 +85,7 @@ def quote(
 
     if quantity != 1 and not (chosen.subscription is not None and chosen.subscription.seats):
         fail(f"--quantity: plan {chosen.code!r} is not priced per seat, so its quantity is 1")
-    terms = SubscriptionTerms(start_date=start_day or billing_period.start, quantity=quantity)
+    terms = SubscriptionTerms(start_date=first_day, quantity=quantity)
     try:
         rated = rate_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
     except AmountOutOfRangeError as error:
@@ -88,6 +94,19 @@ def quote(
         print(json.dumps(quote_json(rated), indent=2))
     else:
         _print_quote(rated, billing_period)
+
+
+def _billing_period(plan: Plan, first_day: dt.date, named: Period | None) -> Period:
+    """The period quoted: the one ``--period`` names (``billing_period_named``: a month names an anniversary
+    month ending in it; a weekly plan wants a week), or the plan's billing period of the subscription's first
+    day (its week, anniversary month or calendar month)."""
+    schedule = schedule_of(SubscriptionTerms(start_date=first_day), plan)
+    if named is None:
+        return schedule.billing_period(first_day)
+    try:
+        return billing_period_named(schedule, named)
+    except ValueError as error:
+        fail(f"--period: plan {plan.code}: {error}")
 
 
 def quote_json(rated: RatedPeriod) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from typer.core import TyperGroup
 
 from billing.cli import _json
 from billing.cli._common import console, database, engine_for_cli, fail, load_catalog_for_cli, print_table
-from billing.core.periods import Period, parse_month
+from billing.core.periods import Period, parse_month, parse_period
 from billing.preview import customer_usage
-from billing.unbilled import unbilled_usage
+from billing.run import usage_account
 
 DEFAULT_COMMAND = "show"
 
@@ -46,11 +46,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(usage_app, name="usage")
 
 
-def _period(text: str | None) -> Period | None:
+def _period(text: str | None, *, labels: bool = False) -> Period | None:
+    """``--period``: a month, or (``labels``) any billing period's label: ``2026-W09``, ``START..END``."""
     if text is None:
         return None
     try:
-        return parse_month(text)
+        return parse_period(text) if labels else parse_month(text)
     except ValueError as error:
         fail(f"--period: {error}")
 
@@ -61,7 +62,9 @@ def show(
     period: Annotated[
         str | None,
         typer.Option(
-            "--period", help="The billing period, YYYY-MM (default: the current one in the customer's timezone)."
+            "--period",
+            help="The billing period: YYYY-MM, an ISO week YYYY-Www or START..END (default: the current one in the "
+            "customer's timezone). A month names a subscription's anniversary month ending in it.",
         ),
     ] = None,
     as_json: Annotated[
@@ -73,7 +76,7 @@ def show(
 
     The same figures as GET /v1/customers/{id}/usage. The upcoming invoice leaves out late usage of earlier
     periods and a new subscription's opening invoice, which the run bills on their own."""
-    billing_period = _period(period)
+    billing_period = _period(period, labels=True)
     catalog = load_catalog_for_cli()
     with database() as engine:
         found = customer_usage(engine, catalog, customer, billing_period)
@@ -142,10 +145,11 @@ def unbilled(
 ) -> None:
     """The period's accepted usage events that a billing run does not bill, by customer, meter and reason (no
     subscription covering them, a meter the plan does not charge, a customer unknown to billing, …), with the
-    count of those it rates: rated + unbilled = every event of the period."""
+    count of those it rates: rated + unbilled = every event of the period. The events of a week or an anniversary
+    month count in the month it ends in, as its run bills them."""
     billing_period = _period(period)
     assert billing_period is not None
-    account = unbilled_usage(engine_for_cli(), load_catalog_for_cli(), billing_period, customer=customer)
+    account = usage_account(engine_for_cli(), load_catalog_for_cli(), billing_period, customer=customer)
     if as_json:
         _json.emit(account.as_dict())
         return

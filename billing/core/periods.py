@@ -24,12 +24,14 @@ __all__ = [
     "Period",
     "PeriodState",
     "Schedule",
+    "billing_period_named",
     "has_begun_anywhere",
     "late_usage_start",
     "month",
     "month_of",
     "months_between",
     "parse_month",
+    "parse_period",
     "period_state",
     "quarter_of",
     "week_of",
@@ -37,6 +39,8 @@ __all__ = [
 ]
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")
 
 LATE_USAGE_MONTHS = 12
 """The late-usage window: a billing run bills the usage of its period and, as late usage, events that arrived
@@ -126,6 +130,33 @@ def parse_month(text: str) -> Period:
     if not match or not 1 <= int(match.group(2)) <= 12:
         raise ValueError(f"expected a month as YYYY-MM, got {text!r}")
     return month(int(match.group(1)), int(match.group(2)))
+
+
+def parse_period(text: str) -> Period:
+    """A billing period named as its label names it: ``2026-03`` (a calendar month), ``2026-W09`` (an ISO week)
+    or ``2026-02-28..2026-03-31`` (ISO dates, the end exclusive); a clear ValueError otherwise."""
+    text = text.strip()
+    week = _WEEK.match(text)
+    if week:
+        try:
+            start = dt.date.fromisocalendar(int(week.group(1)), int(week.group(2)), 1)
+        except ValueError:
+            raise ValueError(f"no ISO week {text!r}: a year has weeks 01 to 52 (or 53)") from None
+        return Period(start, start + _ONE_WEEK)
+    bounds = _RANGE.match(text)
+    if bounds:
+        try:
+            start, end = (dt.date.fromisoformat(bounds.group(i)) for i in (1, 2))
+        except ValueError:
+            raise ValueError(f"expected START..END with valid ISO dates, got {text!r}") from None
+        if not start < end:
+            raise ValueError(f"expected START..END with START before END (exclusive), got {text!r}")
+        return Period(start, end)
+    if _MONTH.match(text):
+        return parse_month(text)
+    raise ValueError(
+        f"expected a month as YYYY-MM, an ISO week as YYYY-Www or START..END (ISO dates), got {text!r}"
+    )
 
 
 def month_of(day: dt.date) -> Period:
@@ -227,6 +258,26 @@ class Schedule:
         while _shift_months(anchor, (steps + 1) * months) <= day:
             steps += 1
         return Period(_shift_months(anchor, steps * months), _shift_months(anchor, (steps + 1) * months))
+
+
+def billing_period_named(schedule: Schedule, named: Period) -> Period:
+    """The billing period of ``schedule`` that ``named`` (a period as ``--period`` names it) designates: ``named``
+    itself when it is one of the schedule's billing periods; for a calendar month, the one billing period of the
+    schedule that ends in it (an anniversary month). Otherwise a ValueError naming the periods that would do."""
+    own = schedule.billing_period(named.start)
+    if own == named:
+        return named
+    if named == month_of(named.start):
+        ending = schedule.billing_periods_ending_in(named)
+        if len(ending) == 1:
+            return ending[0]
+        labels = ", ".join(p.label for p in ending)
+        raise ValueError(
+            f"{named.label} is not one billing period of a weekly plan: name a week ending in it ({labels})"
+        )
+    raise ValueError(
+        f"{named.label} is not one of the subscription's billing periods (that of its first day is {own.label})"
+    )
 
 
 class PeriodState(StrEnum):

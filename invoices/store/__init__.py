@@ -52,6 +52,8 @@ from invoices.store.queries import (
     issued_period_invoices,
     list_invoices,
     opening_drafts,
+    period_drafts,
+    period_invoice_states,
 )
 
 __all__ = [
@@ -88,6 +90,8 @@ __all__ = [
     "lock_invoice",
     "next_numbers",
     "opening_drafts",
+    "period_drafts",
+    "period_invoice_states",
     "remove_stale_drafts",
     "sequence_name",
     "set_status",

@@ -40,6 +40,8 @@ __all__ = [
     "issued_period_invoices",
     "list_invoices",
     "opening_drafts",
+    "period_drafts",
+    "period_invoice_states",
 ]
 
 _CHUNK = 5000
@@ -316,10 +318,11 @@ def draft_periods(
 
 
 def customers_with_issued_invoice(
-    session: Session, period_start: dt.date, *, ending_by: dt.date | None = None
+    session: Session, period_start: dt.date, *, ending_by: dt.date | None = None, period_end: dt.date | None = None
 ) -> set[str]:
-    """The customers whose period invoice of the period starting ``period_start`` is issued (void included); with
-    ``ending_by``, an invoice of a period whose last day falls in ``[period_start, ending_by)``."""
+    """The customers whose period invoice of the period starting ``period_start`` (and ending ``period_end``, if
+    given) is issued (void included); with ``ending_by``, an invoice of a period whose last day falls in
+    ``[period_start, ending_by)``."""
     statement = (
         select(InvoiceRow.customer_external_id)
         .distinct()
@@ -329,7 +332,49 @@ def customers_with_issued_invoice(
             InvoiceRow.scope == InvoiceScope.PERIOD.value,
         )
     )
+    if period_end is not None:
+        statement = statement.where(InvoiceRow.period_end == period_end)
     return set(session.scalars(statement))
+
+
+def period_invoice_states(
+    session: Session, period_start: dt.date, ending_by: dt.date
+) -> dict[tuple[str, dt.date, dt.date], bool]:
+    """The period invoices of every period other than ``[period_start, ending_by)`` itself (weeks, anniversary
+    months) whose last day falls in it: for each ``(customer, start, end)``, whether it is issued (void included)
+    or still a draft."""
+    statement = select(
+        InvoiceRow.customer_external_id, InvoiceRow.period_start, InvoiceRow.period_end, InvoiceRow.status
+    ).where(
+        _dated(period_start, ending_by),
+        InvoiceRow.scope == InvoiceScope.PERIOD.value,
+        InvoiceRow.kind == InvoiceKind.INVOICE.value,
+        or_(InvoiceRow.period_start != period_start, InvoiceRow.period_end != ending_by),
+    )
+    states: dict[tuple[str, dt.date, dt.date], bool] = {}
+    for customer, start, end, status in session.execute(statement):
+        key = (customer, start, end)
+        states[key] = states.get(key, False) or status != InvoiceStatus.DRAFT.value
+    return states
+
+
+def period_drafts(
+    session: Session, period_start: dt.date, period_end: dt.date, customers: Collection[str]
+) -> list[int]:
+    """The ids of the period drafts of exactly ``[period_start, period_end)`` of ``customers``, in customer
+    order."""
+    statement = (
+        select(InvoiceRow.id, InvoiceRow.customer_external_id)
+        .where(
+            InvoiceRow.status == InvoiceStatus.DRAFT.value,
+            InvoiceRow.scope == InvoiceScope.PERIOD.value,
+            InvoiceRow.period_start == period_start,
+            InvoiceRow.period_end == period_end,
+        )
+        .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
+    )
+    wanted = set(customers)
+    return [invoice_id for invoice_id, owner in session.execute(statement) if owner in wanted]
 
 
 def drafts_of_period(
