@@ -1,4 +1,4 @@
-"""Loading what the revenue and churn figures need from the database, in four queries, and computing them.
+"""Loading what the revenue and churn figures need from the database, in five queries, and computing them.
 
 The computation itself is :func:`billing.core.metrics.compute_figures`, which never sees a database. This module reads
 the customers and subscriptions through ``billing.db.repository`` and the invoice amounts through the invoice
@@ -9,21 +9,23 @@ database never adds them up).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing.core.domain import Customer, Subscription
-from billing.core.metrics import InvoiceSummary, PeriodFigures, compute_figures
+from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, compute_figures
+from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
-from billing.db import repository, session_scope
+from billing.db import override_tables, repository, session_scope
 from dbkit import read_only
 from invoices import store
+from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog
 
-__all__ = ["MetricInputs", "figures_from_database", "load_metric_inputs"]
+__all__ = ["MetricInputs", "figures_from_database", "load_metric_inputs", "negotiated_plans"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,23 +37,49 @@ class MetricInputs:
       subscriptions: every subscription (earlier ones tell a reactivation from a new customer).
       invoices: the invoices whose period starts from the period before the range to the range's last period,
         and the credit notes against them, draft and void included (the computation filters by status).
+      overrides: every version of the subscriptions' negotiated prices, by subscription id.
     """
 
     customers: tuple[Customer, ...]
     subscriptions: tuple[Subscription, ...]
     invoices: tuple[InvoiceSummary, ...]
+    overrides: Mapping[int, tuple[SubscriptionOverride, ...]] = field(default_factory=dict)
 
 
 def load_metric_inputs(session: Session, periods: Sequence[Period]) -> MetricInputs:
-    """Read the records for ``periods`` (consecutive, in order) in four queries."""
+    """Read the records for ``periods`` (consecutive, in order) in five queries."""
     if not periods:
         return MetricInputs((), (), ())
     first, last = periods[0].previous().start, periods[-1].start
+    subscriptions = tuple(repository.list_subscriptions(session))
     return MetricInputs(
         customers=tuple(repository.list_customers(session)),
-        subscriptions=tuple(repository.list_subscriptions(session)),
+        subscriptions=subscriptions,
         invoices=tuple(_invoice_summaries(session, first, last)),
+        overrides=override_tables.overrides_of(session, [s.id for s in subscriptions]),
     )
+
+
+def negotiated_plans(catalog: Catalog, inputs: MetricInputs) -> dict[int, Negotiated]:
+    """The plans of the subscriptions with negotiated prices, by subscription id. MetricsError for an override
+    that no longer applies to the catalog (as for a plan version the catalog lacks: the figures would be
+    wrong)."""
+    found: dict[int, Negotiated] = {}
+    for subscription in inputs.subscriptions:
+        versions = inputs.overrides.get(subscription.id)
+        if not versions:
+            continue
+        try:
+            plan = catalog.plan(subscription.plan_code, subscription.plan_version)
+        except UnknownPlanError:
+            continue  # compute_figures names it
+        found[subscription.id], problems = negotiate(plan, versions, catalog)
+        if problems:
+            detail = "; ".join(map(str, problems))
+            raise MetricsError(
+                f"subscription {subscription.id}: its negotiated price no longer applies to the catalog: {detail}"
+            )
+    return found
 
 
 def _invoice_summaries(session: Session, first: dt.date, last: dt.date) -> list[InvoiceSummary]:
@@ -79,4 +107,7 @@ def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
     transaction."""
     with session_scope(read_only(engine)) as session:
         inputs = load_metric_inputs(session, periods)
-    return compute_figures(inputs.customers, inputs.subscriptions, catalog, inputs.invoices, periods)
+    return compute_figures(
+        inputs.customers, inputs.subscriptions, catalog, inputs.invoices, periods,
+        negotiated=negotiated_plans(catalog, inputs),
+    )  # fmt: skip

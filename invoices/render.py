@@ -49,6 +49,7 @@ def _line_json(line: InvoiceLine, currency: str) -> dict[str, Any]:
         "description": line.description,
         "meter": line.meter,
         "model": line.model,
+        "dimension": line.dimension,
         "quantity": str(line.quantity),
         "unit": line.unit,
         "amount": format_amount(line.amount, currency),

@@ -92,7 +92,7 @@ _INVOICE_SUMMARY = {
 }
 _INVOICE_LINE = {
     "section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls", "model": "graduated",
-    "quantity": "12000", "unit": "call", "amount": "4.00", "service_period": _PERIOD,
+    "dimension": None, "quantity": "12000", "unit": "call", "amount": "4.00", "service_period": _PERIOD,
     "details": {"tiers": [{"up_to": "10000", "quantity": "10000", "amount": "0.00"},
                           {"up_to": "250000", "quantity": "2000", "amount": "4.00"}]},
 }
@@ -347,6 +347,11 @@ class InvoiceLineOut(_Out):
     description: str
     meter: str | None
     model: str | None
+    dimension: str | None = Field(
+        description="For a charge priced by event dimension, the part of its events the line bills: canonical JSON "
+        'of the filter\'s properties and the group\'s values, e.g. {"filter":{"country":["CA","US"]},"group":{}}; '
+        "null for every other line."
+    )
     quantity: str
     unit: str | None
     amount: str

@@ -20,6 +20,7 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
   month (``Plan.monthly_fee``: a weekly fee × 52 / 12, a quarterly fee / 3, a yearly fee / 12; times the seats
   held on t on a plan priced per seat) + the commitment minimum normalized to a month the same way
   (``per_month``), kept to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before the display.
+  A subscription with negotiated prices counts the fee and minimum of the plan in force on t (its override then).
 - **MRR movements** per customer, m0 = MRR on ``P.start``, m1 = MRR on ``P.end``: m0 = 0 < m1 → **new**, or
   **reactivation** if the customer is a reactivated customer (so a customer already active on a free plan who
   starts paying is new MRR); m0 > 0 = m1 → **churned** (m0), whether the customer left or moved to a free plan;
@@ -51,6 +52,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from billing.core.domain import CancelReason, Customer, Subscription
+from billing.core.overrides import Negotiated
 from billing.core.periods import Period
 from billing.errors import BillingError
 from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus, LineKind
@@ -416,12 +418,15 @@ class _History:
         customers: Iterable[Customer],
         subscriptions: Iterable[Subscription],
         plans: Catalog | PlanIndex | Iterable[Plan],
+        negotiated: Mapping[int, Negotiated] | None = None,
     ) -> None:
         self.currency: dict[str, str] = {c.external_id: c.currency for c in customers}
         index = _plan_index(plans)
         self.subscriptions: dict[str, list[Subscription]] = defaultdict(list)
         self.mrr_of: dict[int, Decimal] = {}
         self.per_seat: dict[int, Plan] = {}  # subscriptions priced per seat whose seats change: MRR by day
+        # subscriptions with negotiated prices: MRR by day, with the plan in force that day
+        self.negotiated = {sub_id: found for sub_id, found in (negotiated or {}).items() if found.versions}
         for sub in subscriptions:
             currency = self.currency.get(sub.customer_external_id)
             if currency is None:
@@ -453,6 +458,9 @@ class _History:
         return state
 
     def _mrr(self, subscription: Subscription, day: dt.date) -> Decimal:
+        negotiated = self.negotiated.get(subscription.id)
+        if negotiated is not None:
+            return plan_mrr(negotiated.plan_on(day), subscription.quantity_on(day))
         plan = self.per_seat.get(subscription.id)
         return self.mrr_of[subscription.id] if plan is None else plan_mrr(plan, subscription.quantity_on(day))
 
@@ -524,18 +532,22 @@ def compute_figures(
     plans: Catalog | PlanIndex | Iterable[Plan],
     invoices: Iterable[InvoiceSummary],
     periods: Sequence[Period],
+    *,
+    negotiated: Mapping[int, Negotiated] | None = None,
 ) -> list[PeriodFigures]:
     """The figures of each period, per currency: ordered by period, then currency.
 
     The currencies are those of every customer and of every invoice; a currency with no activity in a period
-    gets zeros and undefined ratios. ``plans`` is the catalog, or its plans by ``(code, version)``.
+    gets zeros and undefined ratios. ``plans`` is the catalog, or its plans by ``(code, version)``;
+    ``negotiated`` the plans of the subscriptions with negotiated prices, by subscription id (their MRR on a day
+    is that of the plan in force then).
 
     Raises MetricsError for a subscription whose plan version the catalog lacks or whose plan is priced in
     another currency than its customer's.
     """
     customers = list(customers)
     invoices = list(invoices)
-    history = _History(customers, subscriptions, plans)
+    history = _History(customers, subscriptions, plans, negotiated)
     billed = billed_by_customer(invoices)
     currencies = sorted({c.currency for c in customers} | {inv.currency for inv in invoices})
     states: dict[dt.date, dict[str, Decimal]] = {}

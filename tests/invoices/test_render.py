@@ -321,10 +321,20 @@ def test_json_keys_dates_and_parties() -> None:
     assert data["seller"]["tax_id"] == "US 12-3456789"
     late = data["lines"][3]
     assert list(late) == [
-        "section", "kind", "description", "meter", "model", "quantity", "unit", "amount", "service_period", "details",
+        "section", "kind", "description", "meter", "model", "dimension", "quantity", "unit", "amount",
+        "service_period", "details",
     ]  # fmt: skip
+    assert late["dimension"] is None
     assert late["service_period"] == {"start": "2026-02-01", "end": "2026-03-01"}
     assert late["section"] == "Storage add-on (v2)"
+
+
+def test_json_lines_name_the_part_of_a_charge_priced_by_dimension() -> None:
+    invoice = usd_invoice()
+    part = '{"filter":{"country":["CA","US"]},"group":{"region":"eu"}}'
+    lines = (invoice.lines[0], replace(invoice.lines[1], dimension=part), *invoice.lines[2:])
+    data = invoice_json(replace(invoice, lines=lines))
+    assert [line["dimension"] for line in data["lines"]] == [None, part, None, None]
 
 
 def test_json_jpy_has_no_minor_digits() -> None:
