@@ -255,4 +255,109 @@ def test_mrr_counts_the_negotiated_fee(engine, catalog):
     assert (str(february.mrr_start), str(february.mrr_end)) == ("6.000000000000", "6.000000000000")
 
 
-_ = Period
+def test_mrr_counts_the_negotiated_fee_per_seat(engine, catalog):
+    from billing.metrics_store import figures_from_database
+
+    acme(engine)
+    subscription = service.subscribe(engine, catalog, "acme", "team", dt.date(2026, 1, 1), quantity=2)
+    overrides.set_override(engine, catalog, subscription.id, document(TEAM_DEAL), dt.date(2026, 2, 1))
+    service.change_quantity(engine, catalog, subscription.id, 3, dt.date(2026, 2, 15))
+    (january, february) = figures_from_database(engine, catalog, [month(2026, 1), month(2026, 2)])
+    # 1 January: 2 seats × 10.00 = 20.00; 1 February: 2 seats × 8.00 = 16.00; 1 March: 3 seats × 8.00 = 24.00
+    assert (str(january.mrr_start), str(january.mrr_end)) == ("20.000000000000", "16.000000000000")
+    assert (str(february.mrr_end), str(february.mrr_expansion)) == ("24.000000000000", "8.000000000000")
+
+
+CHANGE = """
+[plans.sms_a]
+name = "SMS A"
+currency = "USD"
+[[plans.sms_a.charges]]
+meter = "sms"
+model = "per_unit"
+unit_amount = 0.10
+[[plans.sms_a.charges.filters]]
+properties = { country = ["US"] }
+unit_amount = 0.50
+
+[plans.sms_b]
+name = "SMS B"
+currency = "USD"
+[[plans.sms_b.charges]]
+meter = "sms"
+model = "per_unit"
+[[plans.sms_b.charges.filters]]
+properties = { country = ["US"] }
+unit_amount = 0.40
+"""
+
+
+def test_a_plan_change_splits_each_subscriptions_usage_by_its_own_filters(engine):
+    catalog, problems = loads_catalog(CATALOG + CHANGE, "catalog.toml")
+    assert catalog is not None, problems
+    acme(engine)
+    old = service.subscribe(engine, catalog, "acme", "sms_a", dt.date(2026, 1, 1))
+    service.change_plan(engine, catalog, old.id, "sms_b", dt.date(2026, 3, 16))
+    put(engine, catalog, sms(2, "2026-03-10", "US", "a-us") + sms(1, "2026-03-10", "FR", "a-fr"))
+    put(engine, catalog, sms(3, "2026-03-20", "US", "b-us") + sms(1, "2026-03-20", "FR", "b-fr"))
+    report = run_billing(engine, catalog, month(2026, 3))
+    # SMS A to 15 March: US 2 × 0.50 = 1.00, the rest 1 × 0.10 = 0.10; SMS B from 16 March: US 3 × 0.40 = 1.20,
+    # the FR one unpriced (no default)
+    assert lines_of(invoice_of(engine, "period:acme:2026-03")) == [
+        ("usage", "sms", "2", "1.00"),
+        ("usage", "sms", "1", "0.10"),
+        ("usage", "sms", "3", "1.20"),
+    ]
+    assert (report.events, report.unbilled_events) == (6, 1)
+    finalize_period(engine, month(2026, 3), SETTINGS, dt.date(2026, 4, 1))
+    put(engine, catalog, sms(1, "2026-03-12", "US", "late-a") + sms(1, "2026-03-25", "US", "late-b"))
+    run_billing(engine, catalog, month(2026, 4))
+    # late: SMS A US now 3 × 0.50 = 1.50, 1.00 billed → 0.50; SMS B US now 4 × 0.40 = 1.60, 1.20 billed → 0.40
+    april = invoice_of(engine, "period:acme:2026-04")
+    assert [line for line in lines_of(april) if line[0] == "late_usage"] == [
+        ("late_usage", "sms", "3", "0.50"),
+        ("late_usage", "sms", "4", "0.40"),
+    ]
+
+
+ANNIVERSARY_DEAL = """
+[subscription]
+fee = 25.00
+billing = "in_advance"
+"""
+
+
+def test_a_negotiated_fee_on_an_anniversary_plan_adjusts_the_fee_billed_in_advance(engine, catalog):
+    acme(engine)
+    subscription = service.subscribe(engine, catalog, "acme", "anniversary", dt.date(2026, 1, 15))
+    run_billing(engine, catalog, month(2026, 2))  # 15 January to 14 February: 15 February's fee, 31.00
+    finalize_period(engine, month(2026, 2), SETTINGS, dt.date(2026, 2, 16))
+    recorded = overrides.set_override(engine, catalog, subscription.id, document(ANNIVERSARY_DEAL))
+    assert recorded.effective_from == dt.date(2026, 2, 15)  # the first anniversary month not invoiced
+    run_billing(engine, catalog, month(2026, 3))
+    # 15 February to 14 March: its fee now 25.00, 31.00 billed → -6.00; 15 March's fee at 25.00
+    assert lines_of(invoice_of(engine, "period:acme:2026-02-15..2026-03-15")) == [
+        ("usage", "sms", "0", "0.00"),
+        ("subscription", None, "1", "-6.00"),
+        ("subscription", None, "1", "25.00"),
+    ]
+
+
+def test_a_negotiated_fee_on_a_weekly_plan_after_a_week_is_issued(engine, catalog):
+    acme(engine)
+    subscription = service.subscribe(engine, catalog, "acme", "weekly", dt.date(2026, 3, 2))
+    run_billing(engine, catalog, month(2026, 3), now=dt.datetime(2026, 3, 31, tzinfo=dt.UTC))
+    week10 = Period(dt.date(2026, 3, 2), dt.date(2026, 3, 9))
+    finalize_period(engine, month(2026, 3), SETTINGS, dt.date(2026, 4, 1), now=dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+    assert lines_of(invoice_of(engine, "period:acme:2026-W10"))[-1] == ("subscription", None, "1", "7.00")
+    recorded = overrides.set_override(engine, catalog, subscription.id, document(WEEKLY_DEAL))
+    # March's weeks are all issued (the last, 23 to 29 March, billed the week of 30 March in advance)
+    assert recorded.effective_from == dt.date(2026, 3, 30)
+    run_billing(engine, catalog, month(2026, 4), now=dt.datetime(2026, 4, 30, tzinfo=dt.UTC))
+    # week of 30 March: its fee now 5.00, 7.00 billed → -2.00; the week of 6 April at 5.00
+    assert lines_of(invoice_of(engine, "period:acme:2026-W14")) == [
+        ("usage", "sms", "0", "0.00"),
+        ("subscription", None, "1", "-2.00"),
+        ("subscription", None, "1", "5.00"),
+    ]
+    assert week10.label == "2026-W10"
