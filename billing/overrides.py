@@ -234,6 +234,12 @@ def _check_fee_change(subscription: Subscription, negotiated: Negotiated, effect
     if own is not None and new is not None and own.seats != new.seats:
         per = "per seat (seats = true)" if own.seats else "not per seat (seats = false)"
         raise BillingInputError(f"subscription.seats: a negotiated fee is {per}, as the plan's is")
+    if own is None and new is not None and new.seats:
+        # a subscription's seats follow its plan: without a fee it holds one seat and cannot be given more
+        raise BillingInputError(
+            f"subscription.seats: plan {subscription.plan_code!r} has no fee, so its subscriptions hold one seat; a "
+            "negotiated fee on it cannot be per seat (seats = true)"
+        )
     fee_period = schedule_of(subscription, effective).fee_period(start)
     if fee_anchor(subscription, effective, fee_period) == start:
         return

@@ -14,6 +14,7 @@ from billing import overrides
 from billing.core.periods import Period, month
 from billing.db import session_scope
 from billing.db.notification_tables import ThresholdEvaluationRow
+from billing.errors import BillingInputError
 from billing.metering import meter_specs
 from billing.preview import customer_usage
 from billing.run import finalize_period, run_billing
@@ -361,3 +362,30 @@ def test_a_negotiated_fee_on_a_weekly_plan_after_a_week_is_issued(engine, catalo
         ("subscription", None, "1", "5.00"),
     ]
     assert week10.label == "2026-W10"
+
+
+FREE = """
+[plans.free]
+name = "Free"
+currency = "USD"
+charges = [{ meter = "sms", model = "per_unit", unit_amount = 0.10 }]
+"""
+
+
+def test_a_negotiated_fee_per_seat_on_a_plan_without_a_fee_is_refused(engine):
+    """The subscription's seats follow its plan: on a plan without a fee it holds 1 seat and cannot be given
+    more, so a negotiated fee per seat there would bill one seat forever."""
+    catalog, problems = loads_catalog(CATALOG + FREE, "catalog.toml")
+    assert catalog is not None, problems
+    acme(engine)
+    subscription = service.subscribe(engine, catalog, "acme", "free", dt.date(2026, 1, 1))
+    with pytest.raises(BillingInputError) as refused:
+        overrides.set_override(engine, catalog, subscription.id, document(TEAM_DEAL), dt.date(2026, 2, 1))
+    assert str(refused.value) == (
+        "subscription.seats: plan 'free' has no fee, so its subscriptions hold one seat; a negotiated fee on it "
+        "cannot be per seat (seats = true)"
+    )
+    assert overrides.list_overrides(engine, subscription.id) == []
+    # a fee that is not per seat is given as before: 8.00 a month in advance from February
+    per_month = TEAM_DEAL.replace("seats = true\n", "")
+    assert overrides.set_override(engine, catalog, subscription.id, document(per_month), dt.date(2026, 2, 1))
