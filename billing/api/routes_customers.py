@@ -294,6 +294,7 @@ def _preview_out(preview: DraftInvoice, currency: str) -> PreviewOut:
                 kind=line.kind,
                 description=line.description,
                 meter=line.meter,
+                dimension=line.dimension,
                 quantity=decimal_text(line.quantity),
                 unit=line.unit,
                 amount=format_amount(line.amount, currency),

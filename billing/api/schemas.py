@@ -439,13 +439,16 @@ class PreviewLineOut(_Out):
 
     model_config = examples(
         {"section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls",
-         "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}
+         "dimension": None, "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}
     )
 
     section: str
     kind: str
     description: str
     meter: str | None
+    dimension: str | None = Field(
+        description="The part of a charge priced by event dimension the line bills (as on invoices), or null."
+    )
     quantity: str
     unit: str | None
     amount: str
@@ -458,9 +461,9 @@ class PreviewOut(_Out):
     model_config = examples(
         {"currency": "USD", "lines": [
             {"section": "API Growth", "kind": "subscription", "description": "API Growth", "meter": None,
-             "quantity": "1", "unit": None, "amount": "49.00", "subscription_id": 1},
+             "dimension": None, "quantity": "1", "unit": None, "amount": "49.00", "subscription_id": 1},
             {"section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls",
-             "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}],
+             "dimension": None, "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}],
          "subtotal": "53.00", "tax_rate": "10", "tax": "5.30", "total": "58.30"}
     )
 

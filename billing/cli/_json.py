@@ -224,6 +224,7 @@ def usage_json(found: CustomerUsage) -> dict[str, Any]:
                     "kind": str(line.kind),
                     "description": line.description,
                     "meter": line.meter,
+                    "dimension": line.dimension,
                     "quantity": decimal_text(line.quantity),
                     "unit": line.unit,
                     "amount": format_amount(line.amount, currency),

@@ -389,3 +389,34 @@ def test_a_negotiated_fee_per_seat_on_a_plan_without_a_fee_is_refused(engine):
     # a fee that is not per seat is given as before: 8.00 a month in advance from February
     per_month = TEAM_DEAL.replace("seats = true\n", "")
     assert overrides.set_override(engine, catalog, subscription.id, document(per_month), dt.date(2026, 2, 1))
+
+
+def test_the_invoice_and_usage_json_name_each_lines_dimension(engine, catalog, cli_env):
+    import json
+
+    from typer.testing import CliRunner
+
+    from billing.api.schemas import InvoiceOut, UsageOut
+    from billing.cli import app
+    from billing.cli._json import usage_json
+
+    acme(engine)
+    subscription = service.subscribe(engine, catalog, "acme", "sms", dt.date(2026, 1, 1))
+    overrides.set_override(engine, catalog, subscription.id, document(US_ONLY), dt.date(2026, 2, 1))
+    put(engine, catalog, sms(3, "2026-02-10", "US", "us"))
+    run_billing(engine, catalog, month(2026, 1))  # February's fee in advance: 10.00
+    run_billing(engine, catalog, month(2026, 2))
+    invoice = invoice_of(engine, "period:acme:2026-02")
+    shown = CliRunner().invoke(app, ["invoices", "show", str(invoice.id), "--json"])
+    assert shown.exit_code == 0, shown.output
+    lines = json.loads(shown.stdout)["lines"]
+    us = '{"filter":{"country":["US"]},"group":{}}'
+    # the US filter's line (3 × 0.50 = 1.50), then March's fee in advance
+    assert [(line["kind"], line["amount"], line["dimension"]) for line in lines] == [
+        ("usage", "1.50", us),
+        ("subscription", "10.00", None),
+    ]
+    assert InvoiceOut.model_validate(json.loads(shown.stdout)).lines[0].dimension == us
+    found = customer_usage(engine, catalog, "acme", month(2026, 2), now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
+    preview = UsageOut.model_validate(usage_json(found)).preview
+    assert [(line.amount, line.dimension) for line in preview.lines] == [("1.50", us), ("10.00", None)]
