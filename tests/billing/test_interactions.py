@@ -420,3 +420,29 @@ def test_the_invoice_and_usage_json_name_each_lines_dimension(engine, catalog, c
     found = customer_usage(engine, catalog, "acme", month(2026, 2), now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
     preview = UsageOut.model_validate(usage_json(found)).preview
     assert [(line.amount, line.dimension) for line in preview.lines] == [("1.50", us), ("10.00", None)]
+
+
+TEAM_FROM_START = """
+[plans.team_from_start]
+name = "Team from the start day"
+currency = "USD"
+billing_anchor = "subscription_start"
+subscription = { fee = 31.00, billing = "in_advance", seats = true }
+"""
+
+
+def test_a_seat_added_in_an_anniversary_month_from_the_31st(engine):
+    catalog, problems = loads_catalog(CATALOG + TEAM_FROM_START, "catalog.toml")
+    assert catalog is not None, problems
+    acme(engine)
+    subscription = service.subscribe(engine, catalog, "acme", "team_from_start", dt.date(2026, 1, 31))
+    run_billing(engine, catalog, month(2026, 2))  # 31 January to 27 February: the next month's fee, 31.00
+    finalize_period(engine, month(2026, 2), SETTINGS, dt.date(2026, 3, 1))
+    service.change_quantity(engine, catalog, subscription.id, 2, dt.date(2026, 3, 10))
+    run_billing(engine, catalog, month(2026, 3))
+    # 28 February to 30 March (31 days): one seat added on 10 March for its last 21 days, 31.00 × 21/31 = 21.00;
+    # then the month from 31 March at 2 seats × 31.00 = 62.00
+    assert lines_of(invoice_of(engine, "period:acme:2026-02-28..2026-03-31")) == [
+        ("subscription", None, "1", "21.00"),
+        ("subscription", None, "2", "62.00"),
+    ]
