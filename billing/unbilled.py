@@ -219,16 +219,27 @@ def _unpriced(
     skipped: Mapping[str, str],
 ) -> None:
     """Move the events the run rates but prices at nothing (matching no filter of a charge without default)
-    from ``rated`` to ``unbilled``: read off the parts the run aggregated for each subscription."""
-    found: dict[tuple[str, str], int] = {}
+    from ``rated`` to ``unbilled``: read off the parts the run aggregated for each subscription whose whole window
+    is accounted here, on the meters no other subscription covering those days charges (an add-on beside it)."""
+    by_customer: dict[str, list[_Segment]] = {}
     for segment in segments.values():
-        single = segment.covering[0] if len(segment.covering) == 1 else None
-        if single is None or single.id not in counted or single.id not in plans or segment.customer in skipped:
+        by_customer.setdefault(segment.customer, []).append(segment)
+    found: dict[tuple[str, str], int] = {}
+    for customer, own in by_customer.items():
+        if customer in skipped:
             continue
-        if segment.part != section_window(single, account.period):
-            continue  # counted here, not by the run
-        for meter, n in _unpriced_events(counted[single.id], plans[single.id]).items():
-            found[(segment.customer, meter)] = found.get((segment.customer, meter), 0) + n
+        for subscription in {s.id: s for segment in own for s in segment.covering}.values():
+            window = section_window(subscription, account.period)
+            if subscription.id not in counted or subscription.id not in plans or window is None:
+                continue
+            mine = [segment for segment in own if any(s.id == subscription.id for s in segment.covering)]
+            if sum(segment.part.days for segment in mine) != window.days:
+                continue  # part of its window is accounted elsewhere (a week, an anniversary month)
+            beside = {s.id for segment in mine for s in segment.covering if s.id != subscription.id}
+            for meter, n in _unpriced_events(counted[subscription.id], plans[subscription.id]).items():
+                if any(other in plans and plans[other].charge_for(meter) is not None for other in beside):
+                    continue  # (the other subscription's charge may price them)
+                found[(customer, meter)] = found.get((customer, meter), 0) + n
     groups = _unpriced_groups(found)
     account.rated -= sum(group.events for group in groups)
     account.unbilled = sorted([*account.unbilled, *groups], key=_group_order)

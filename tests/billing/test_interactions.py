@@ -446,3 +446,23 @@ def test_a_seat_added_in_an_anniversary_month_from_the_31st(engine):
         ("subscription", None, "1", "21.00"),
         ("subscription", None, "2", "62.00"),
     ]
+
+
+def test_events_left_unpriced_are_reported_beside_an_add_on(engine):
+    """A customer on a plan whose SMS charge has no default, with an add-on covering the same days: the SMS
+    matching no filter are still named unbilled, not counted as rated."""
+    catalog, problems = loads_catalog(CATALOG + CHANGE, "catalog.toml")
+    assert catalog is not None, problems
+    acme(engine)
+    service.subscribe(engine, catalog, "acme", "sms_b", dt.date(2026, 1, 1))
+    service.subscribe(engine, catalog, "acme", "team", dt.date(2026, 1, 1))
+    put(engine, catalog, sms(3, "2026-03-10", "US", "us") + sms(2, "2026-03-10", "FR", "fr"))
+    report = run_billing(engine, catalog, month(2026, 3))
+    # SMS B: 3 US × 0.40 = 1.20; the 2 FR SMS match no filter of its charge (no default): unbilled
+    assert [line for line in lines_of(invoice_of(engine, "period:acme:2026-03")) if line[0] == "usage"] == [
+        ("usage", "sms", "3", "1.20")
+    ]
+    assert (report.events, report.unbilled_events) == (3, 2)
+    assert [(g.meter, g.reason.value, g.events) for g in report.unbilled] == [("sms", "unpriced", 2)]
+    account = unbilled_usage(engine, catalog, month(2026, 3))
+    assert (account.rated, account.unbilled) == (3, report.unbilled)
