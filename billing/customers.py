@@ -51,7 +51,7 @@ from billing.core.compose import opening_key
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
-from billing.invoicing import drop_opening_draft, opening_plan, write_opening_invoice
+from billing.invoicing import check_meters_charged_once, drop_opening_draft, opening_plan, write_opening_invoice
 from dbkit import read_only, utcnow
 from invoices import store
 from invoices.model import InvoiceStatus
@@ -522,6 +522,7 @@ def subscribe(
             start_date=start,
             quantity=quantity,
         )
+        check_meters_charged_once(session, catalog, subscription, {charge.meter for charge in plan.charges})
         write_opening_invoice(session, catalog, customer, subscription, plan)
         return subscription
 
@@ -585,6 +586,8 @@ def change_plan(
             previous_subscription_id=old.id,
             quantity=old.quantity_on(on) if _per_seat(plan) else 1,
         )
+        meters = {charge.meter for charge in plan.charges}
+        check_meters_charged_once(session, catalog, subscription, meters, ignore=old.id)
         write_opening_invoice(session, catalog, customer, subscription, plan)
         return subscription
 

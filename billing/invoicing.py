@@ -44,6 +44,7 @@ __all__ = [
     "OpenPeriodError",
     "OpeningReport",
     "PeriodNotBegunError",
+    "check_meters_charged_once",
     "check_period_begun",
     "check_period_can_close",
     "check_period_finalizable",
@@ -312,6 +313,43 @@ def opening_plan(session: Session, catalog: Catalog, subscription: Subscription)
         detail = "; ".join(map(str, problems))
         raise UnknownPlanError(f"its negotiated price no longer applies to the catalog: {detail}")
     return negotiated.plan_on(fee_anchor(subscription, plan, opening_fee_period(subscription, plan)))
+
+
+def check_meters_charged_once(
+    session: Session,
+    catalog: Catalog,
+    subscription: Subscription,
+    meters: set[str],
+    *,
+    ignore: int | None = None,
+) -> None:
+    """Every usage event of a customer is billed by each of its subscriptions whose plan charges the event's meter:
+    two subscriptions sharing a day must not charge one meter, or its events would be billed twice. ConflictError
+    when another subscription of ``subscription``'s customer (``ignore`` aside) covering one of its days charges
+    one of ``meters`` — with its plan version or any of its negotiated prices."""
+    if not meters:
+        return
+    others = [
+        other
+        for other in repository.subscriptions_of_customers(session, [subscription.customer_external_id])
+        if other.id not in (subscription.id, ignore) and other.overlaps(subscription.start_date, subscription.end_date)
+    ]
+    versions = override_tables.overrides_of(session, [other.id for other in others])
+    for other in others:
+        try:
+            plan = catalog.plan(other.plan_code, other.plan_version)
+        except UnknownPlanError:
+            continue  # (the run reports the unknown plan; it bills nothing of it)
+        negotiated, _ = negotiate(plan, versions.get(other.id, ()), catalog)
+        charged = {charge.meter for own in (plan, *(p for _, p in negotiated.versions)) for charge in own.charges}
+        shared = sorted(meters & charged)
+        if shared:
+            until = f"until {other.end_date.isoformat()}" if other.end_date else "open-ended"
+            raise ConflictError(
+                f"meter: subscription {other.id} of customer {subscription.customer_external_id!r} (plan "
+                f"{other.plan_code!r}, from {other.start_date.isoformat()}, {until}) charges {', '.join(shared)} on "
+                "the same days: each event would be billed twice (a meter is charged by one subscription at a time)"
+            )
 
 
 def drop_opening_draft(session: Session, subscription_id: int) -> bool:

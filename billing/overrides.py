@@ -36,7 +36,7 @@ from billing.core.overrides import (
 from billing.core.periods import Schedule
 from billing.db import override_tables, repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
-from billing.invoicing import write_opening_invoice
+from billing.invoicing import check_meters_charged_once, write_opening_invoice
 from dbkit import read_only
 from invoices import store
 from pricing_plans.errors import CatalogProblem, UnknownPlanError
@@ -98,6 +98,8 @@ def set_override(
             return same_day[-1]  # recorded already: sending it again records nothing new
         negotiated, _ = negotiate(plan, existing, catalog)
         _check_fee_change(subscription, negotiated, effective, start)
+        added = {charge.meter for charge in effective.charges} - {charge.meter for charge in plan.charges}
+        check_meters_charged_once(session, catalog, subscription, added)
         override = override_tables.add_override(session, subscription.id, start, document)
         _refresh_opening(session, catalog, subscription, negotiated, override, effective)
         return override

@@ -14,7 +14,7 @@ from billing import overrides
 from billing.core.periods import Period, month
 from billing.db import session_scope
 from billing.db.notification_tables import ThresholdEvaluationRow
-from billing.errors import BillingInputError
+from billing.errors import BillingInputError, ConflictError
 from billing.metering import meter_specs
 from billing.preview import customer_usage
 from billing.run import finalize_period, run_billing
@@ -466,3 +466,48 @@ def test_events_left_unpriced_are_reported_beside_an_add_on(engine):
     assert [(g.meter, g.reason.value, g.events) for g in report.unbilled] == [("sms", "unpriced", 2)]
     account = unbilled_usage(engine, catalog, month(2026, 3))
     assert (account.rated, account.unbilled) == (3, report.unbilled)
+
+
+ADD_ON = """
+[plans.sms_add_on]
+name = "SMS add-on"
+currency = "USD"
+charges = [{ meter = "sms", model = "per_unit", unit_amount = 0.05 }]
+
+[meters.mms]
+name = "MMS"
+aggregation = "count"
+"""
+
+
+def test_two_subscriptions_never_charge_one_meter_on_the_same_days(engine):
+    """Every event of a meter is billed by each subscription whose plan charges it: an add-on charging the base
+    plan's meter would bill each SMS twice (0.10 on the base and 0.05 on the add-on), so it is refused, as is an
+    override giving one a charge on the other's meter."""
+    catalog, problems = loads_catalog(CATALOG + ADD_ON, "catalog.toml")
+    assert catalog is not None, problems
+    acme(engine)
+    base = service.subscribe(engine, catalog, "acme", "sms", dt.date(2026, 1, 1))
+    with pytest.raises(ConflictError) as twice:
+        service.subscribe(engine, catalog, "acme", "sms_add_on", dt.date(2026, 2, 1))
+    assert str(twice.value) == (
+        f"meter: subscription {base.id} of customer 'acme' (plan 'sms', from 2026-01-01, open-ended) charges sms on "
+        "the same days: each event would be billed twice (a meter is charged by one subscription at a time)"
+    )
+    team = service.subscribe(engine, catalog, "acme", "team", dt.date(2026, 1, 1))  # no usage charge: fine
+    with pytest.raises(ConflictError, match="charges sms on the same days"):
+        overrides.set_override(
+            engine, catalog, team.id, document('[[charges]]\nmeter = "sms"\nmodel = "per_unit"\nunit_amount = 0.01\n')
+        )
+    mms = '[[charges]]\nmeter = "mms"\nmodel = "per_unit"\nunit_amount = 0.20\n'
+    assert overrides.set_override(engine, catalog, team.id, document(mms), dt.date(2026, 2, 1))
+    # a plan change ends the old subscription as the new one starts: no day shared
+    service.cancel_subscription(engine, team.id, dt.date(2026, 3, 1))
+    moved = service.change_plan(engine, catalog, base.id, "sms_add_on", dt.date(2026, 3, 1))
+    assert moved.plan_code == "sms_add_on"
+    put(engine, catalog, sms(10, "2026-03-10", "US", "x"))
+    run_billing(engine, catalog, month(2026, 3))
+    # 10 SMS × 0.05 = 0.50, once
+    assert [line for line in lines_of(invoice_of(engine, "period:acme:2026-03")) if line[0] == "usage"] == [
+        ("usage", "sms", "10", "0.50")
+    ]
