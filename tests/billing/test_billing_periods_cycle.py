@@ -54,6 +54,15 @@ meter = "api_calls"
 model = "per_unit"
 unit_amount = 0.10
 
+# a weekly add-on beside a calendar plan: a fee only (a meter is charged by one subscription at a time)
+[plans.weekly_add_on]
+name = "Weekly add-on"
+currency = "USD"
+interval = "week"
+[plans.weekly_add_on.subscription]
+fee = 7.00
+billing = "in_arrears"
+
 [plans.anniversary]
 name = "Anniversary"
 currency = "USD"
@@ -200,7 +209,7 @@ def test_the_cycle_bills_a_calendar_month_beside_weeks_already_issued(engine, ca
     settings = store.FinalizeSettings()
     # one customer, a calendar plan and a weekly add-on from Monday 16 March: an invoice for March and one per week
     customer(engine, catalog, "mix", "monthly", D(2026, 3, 1))
-    service.subscribe(engine, catalog, "mix", "weekly", D(2026, 3, 16))
+    service.subscribe(engine, catalog, "mix", "weekly_add_on", D(2026, 3, 16))
     assert bill_closed_periods(engine, catalog, settings, 1, now=at(23)).billed == {"2026-W12": 1}
     assert bill_closed_periods(engine, catalog, settings, 1, now=at(24)).finalized == ["INV-2026-000001"]
     assert bill_closed_periods(engine, catalog, settings, 1, now=at(31)).finalized == ["INV-2026-000002"]
@@ -415,15 +424,15 @@ def test_usage_of_a_named_week_or_anniversary_month(engine, catalog) -> None:
 @pytest.mark.db
 def test_the_days_of_a_week_are_accounted_with_every_subscription_covering_them(engine, catalog) -> None:
     customer(engine, catalog, "mix", "monthly", D(2026, 3, 1))
-    service.subscribe(engine, catalog, "mix", "weekly", D(2026, 3, 16))
+    service.subscribe(engine, catalog, "mix", "weekly_add_on", D(2026, 3, 16))
     put(engine, catalog, events("mix", 2, "2026-03-05", "m1"))  # the month's days outside its weeks
-    put(engine, catalog, events("mix", 3, "2026-03-20", "m2"))  # week 12, which both plans cover
+    put(engine, catalog, events("mix", 3, "2026-03-20", "m2"))  # week 12, which both plans cover (monthly rates)
     put(engine, catalog, events("mix", 1, "2026-03-20", "m3", meter="exports"))  # charged by neither
     march = run_billing(engine, catalog, month(2026, 3))
     # each event counted once: 2 + 3 rated, the export unbilled, named with both plans covering its day
     assert (march.events, march.unbilled_events) == (5, 1)
     assert [(g.customer, g.meter, g.reason.value, g.detail) for g in march.unbilled] == [
-        ("mix", "exports", "meter_not_charged", "on a meter its plan monthly v1, weekly v1 does not charge")
+        ("mix", "exports", "meter_not_charged", "on a meter its plan monthly v1, weekly_add_on v1 does not charge")
     ]
 
 
