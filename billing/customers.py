@@ -504,7 +504,8 @@ def subscribe(
     ``start``) as a draft, in the same transaction.
 
     Refused: an unknown customer (NotFoundError), an unknown plan or one not yet in effect, a plan priced in
-    another currency than the customer's, an overlapping subscription to the same plan, a bad quantity.
+    another currency than the customer's, an overlapping subscription to the same plan or to a plan charging one of
+    its meters (each event would be billed twice), a bad quantity.
     """
     start = _date("start", start)
     plan = _plan_for_start(catalog, plan_code, start)
