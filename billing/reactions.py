@@ -46,6 +46,7 @@ from billing.core.periods import Period, months_between
 from billing.db import session_scope
 from billing.db.reaction_tables import UsageReactionRow
 from billing.db.tables import CustomerRow
+from billing.progressive import issue_progressive_invoices
 from billing.thresholds import Crossing, check_thresholds
 from dbkit import as_utc, insert_for, read_only, utcnow
 from meters import from_epoch_us, ingestion_cutoff, received_since, received_spans, to_epoch_us
@@ -73,6 +74,7 @@ class ReactionReport:
     customers: int = 0
     created: list[Crossing] = field(default_factory=list)
     received_through: dt.datetime | None = None
+    progressive: list[str] = field(default_factory=list)  # the numbers of the progressive invoices it issued
 
 
 def pending_since(engine: Engine, reaction: str = THRESHOLDS) -> dt.datetime:
@@ -110,6 +112,10 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
             if zone is not None:
                 periods[customer] = months_between(earliest.astimezone(zone).date(), latest.astimezone(zone).date())
         report.customers = len(periods)
+        # Progressive invoices first, each in its own transaction: one issued before a crash is found issued by
+        # the next pass, which evaluates the same events again (the cursor moves with the thresholds below).
+        issued = issue_progressive_invoices(engine, catalog, periods=periods, now=now)
+        report.progressive = issued.issued
         checked = check_thresholds(
             engine,
             catalog,

@@ -569,11 +569,14 @@ class _Billed:
         adjusted to the days it ran.
       fees: what invoices bill as the fee of those fee periods (the opening drafts this run writes counted with
         the amount it composes now).
+      progressive: what the progressive invoices of the period billed, by subscription (plans with progressive
+        billing only): the period's invoice bills the rest.
     """
 
     late: dict[Period, BilledUsage]
     adjustable: dict[int, Period]
     fees: dict[FeeKey, Decimal]
+    progressive: dict[int, dict[BilledKey, Decimal]] = field(default_factory=dict)
 
 
 def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
@@ -582,7 +585,27 @@ def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
         late = _billed_late(session, scope)
         adjustable = _adjustable_fees(scope)
         fees = _billed_fees(session, catalog, scope, adjustable)
-    return _Billed(late, adjustable, fees)
+        progressive = _billed_progressively(session, scope)
+    return _Billed(late, adjustable, fees, progressive)
+
+
+def _billed_progressively(session: Session, scope: _Scope) -> dict[int, dict[BilledKey, Decimal]]:
+    """What the progressive invoices of the period billed, by subscription (only for plans with progressive
+    billing: nothing is read for the others): every invoice but the period's own that bills its usage."""
+    plans, period = scope.plans.plans, scope.period
+    owners = {
+        s.customer_external_id
+        for s in scope.subscriptions
+        if s.id in plans and plans[s.id].progressive_billing is not None
+    }
+    if not owners:
+        return {}
+    billed = store.billed_by_period(session, owners, period.start, exclude=[period_key(c, period) for c in owners])
+    by_subscription: dict[int, dict[BilledKey, Decimal]] = {}
+    for (_, sub_id, meter, dimension), amount in billed.items():
+        if sub_id is not None:
+            by_subscription.setdefault(sub_id, {})[None if meter is None else (meter, dimension)] = amount
+    return by_subscription
 
 
 def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:
@@ -672,6 +695,7 @@ def _rating_inputs(
         late_subscriptions_by_customer=scope.late_subscriptions_by_customer,
         billed=billed.late,
         usage_as_of=usage_as_of,
+        progressive=billed.progressive,
     )
 
 
@@ -785,6 +809,7 @@ class _RatingInputs:
     late_subscriptions_by_customer: Mapping[str, list[Subscription]]
     billed: Mapping[Period, BilledUsage]
     usage_as_of: dt.datetime | None
+    progressive: Mapping[int, Mapping[BilledKey, Decimal]]  # what progressive invoices of the period billed
 
 
 @dataclass(frozen=True, slots=True)
@@ -821,7 +846,7 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
         Section(
             s, plans[s.id], charged_usage(inputs.usage.get(UsageKey(s.id, period), {}), plans[s.id]),
             billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
-            advance_plan=_advance_plan(inputs, s),
+            advance_plan=_advance_plan(inputs, s), billed=inputs.progressive.get(s.id),
         )
         for s in own
     ]

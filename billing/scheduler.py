@@ -309,6 +309,20 @@ def threshold_job() -> None:
     report = check_thresholds(_engine(settings), _catalog(settings))
     if report.created:
         log.info("thresholds: %d level(s) crossed", len(report.created))
+    progressive_job()
+
+
+def progressive_job() -> None:
+    """Issue the progressive invoices due in every subscription's current period (those the usage reactions
+    have not issued yet: a reaction that failed, a plan given progressive billing since)."""
+    from billing.progressive import issue_progressive_invoices
+
+    settings = get_settings()
+    report = issue_progressive_invoices(
+        _engine(settings), _catalog(settings), finalize_settings(settings)
+    )
+    if report.issued:
+        log.info("progressive billing: issued %s", ", ".join(report.issued))
 
 
 def notification_job() -> None:

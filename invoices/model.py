@@ -62,12 +62,15 @@ class InvoiceScope(StrEnum):
 
     - ``period``: a customer's billing period (``period:<customer>:<period label>``);
     - ``opening``: a new subscription's first in-advance fee, at its start (``start:<subscription id>``);
-    - ``credit``: a credit note against an issued invoice (``credit:<invoice number>:<n>``).
+    - ``credit``: a credit note against an issued invoice (``credit:<invoice number>:<n>``);
+    - ``progressive``: a subscription's usage so far in its period, issued before the period ends when its usage
+      charges reach an amount (``progressive:<subscription id>:<period label>:<amount>``).
     """
 
     PERIOD = "period"
     OPENING = "opening"
     CREDIT = "credit"
+    PROGRESSIVE = "progressive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,10 +252,12 @@ class DraftInvoice:
     subscription_id: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        # Only an opening invoice belongs to one subscription; a period invoice covers all of a customer's.
-        if (self.scope is InvoiceScope.OPENING) != (self.subscription_id is not None):
+        # Only an opening or a progressive invoice belongs to one subscription; a period invoice covers all of a
+        # customer's.
+        own = self.scope in (InvoiceScope.OPENING, InvoiceScope.PROGRESSIVE)
+        if own != (self.subscription_id is not None):
             raise ValueError(
-                f"{self.billing_key}: an opening invoice names its subscription, and only an opening invoice does"
+                f"{self.billing_key}: an opening or progressive invoice names its subscription, and only they do"
             )
 
     @property

@@ -22,7 +22,7 @@ from babel.dates import format_date, format_skeleton
 from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, LineKind
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits
 
@@ -196,14 +196,30 @@ def _context(invoice: Invoice) -> dict[str, Any]:
         "invoice": invoice,
         "fmt": fmt,
         "credit_note": credit_note,
-        "title": "Credit note" if credit_note else "Invoice",
+        "title": "Credit note" if credit_note else "Invoice" if not _progressive(invoice) else "Progressive invoice",
         "watermark": {InvoiceStatus.DRAFT: "DRAFT", InvoiceStatus.VOID: "VOID"}.get(invoice.status),
         "status": invoice.status.value.capitalize(),
-        "billing_period": fmt.period(invoice.period_start, invoice.period_end),
+        "billing_period": _progress(invoice, fmt) if _progressive(invoice) else fmt.period(
+            invoice.period_start, invoice.period_end
+        ),
         "sections": [(name, [_line_view(line, invoice, fmt) for line in lines]) for name, lines in invoice.sections()],
         "amount_due": ZERO if settled else invoice.total,
         "terms_days": terms_days,
     }
+
+
+def _progressive(invoice: Invoice) -> bool:
+    return invoice.scope is InvoiceScope.PROGRESSIVE
+
+
+def _progress(invoice: Invoice, fmt: Formatter) -> str:
+    """What a progressive invoice bills: ``usage to date, March 1, 2026 – March 14, 2026, reached $500.00`` (from
+    the period's start through its issue date; the amount reached ends its billing key)."""
+    level = Decimal(invoice.billing_key.rsplit(":", 1)[1])
+    through = invoice.period_end
+    if invoice.issue_date is not None:
+        through = min(invoice.issue_date + dt.timedelta(days=1), invoice.period_end)
+    return f"usage to date, {fmt.period(invoice.period_start, through)}, reached {fmt.money(level)}"
 
 
 def render_html(invoice: Invoice) -> str:

@@ -35,7 +35,7 @@ class InvoiceRow(InvoicesBase):
             "status IN ('draft', 'finalized', 'paid', 'void', 'uncollectible')", name="status"
         ),
         CheckConstraint("kind IN ('invoice', 'credit_note')", name="kind"),
-        CheckConstraint("scope IN ('period', 'opening', 'credit')", name="scope"),
+        CheckConstraint("scope IN ('period', 'opening', 'credit', 'progressive')", name="scope"),
         CheckConstraint("(status = 'draft') = (number IS NULL)", name="number_iff_issued"),
         Index("ix_invoices_customer_period", "customer_external_id", "period_start"),
         Index("ix_invoices_status", "status"),

@@ -338,7 +338,7 @@ def _by_code(plans: list[Plan]) -> dict[str, tuple[Plan, ...]]:
 # -- a subscription's negotiated prices ------------------------------------------------------------------
 
 # The tables an override may hold: each one present replaces the plan's (charges one meter at a time).
-OVERRIDE_KEYS = ("subscription", "charges", "commitment", "thresholds")
+OVERRIDE_KEYS = ("subscription", "charges", "commitment", "thresholds", "progressive_billing")
 
 
 def loads_override(text: str, filename: str = "override.toml") -> tuple[dict[str, Any] | None, Problems]:
@@ -386,7 +386,7 @@ def _overridden(plan: Plan, record: Plan, tables: Mapping[str, Any]) -> Plan:
     charges = [replaced.pop(charge.meter, charge) for charge in plan.charges]
     charges += [charge for charge in record.charges if charge.meter in replaced]
     update: dict[str, Any] = {"charges": tuple(charges)}
-    for key in ("subscription", "commitment", "thresholds"):
+    for key in ("subscription", "commitment", "thresholds", "progressive_billing"):
         if key in tables:
             update[key] = getattr(record, key)
     return plan.model_copy(update=update)

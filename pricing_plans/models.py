@@ -52,6 +52,7 @@ __all__ = [
     "PercentTier",
     "PercentageCharge",
     "Plan",
+    "ProgressiveBilling",
     "SubscriptionFee",
     "Threshold",
     "Tier",
@@ -687,6 +688,23 @@ class Threshold(_Record):
         return "usage" if self.allowance is not None else "spend"
 
 
+class ProgressiveBilling(_Record):
+    """Invoices issued during a period: when the period's usage charges first reach one of ``amounts`` (in the
+    plan's currency, increasing, above 0), the usage so far is invoiced at once; the period's invoice bills the
+    rest."""
+
+    amounts: tuple[Annotated[Number, Field(gt=0)], ...]
+
+    @field_validator("amounts")
+    @classmethod
+    def _increasing(cls, amounts: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
+        if not amounts:
+            raise ValueError("give at least one amount (the usage charges at which an invoice is issued)")
+        if list(amounts) != sorted(set(amounts)):
+            raise ValueError(f"must increase without repeats (got {', '.join(map(str, amounts))})")
+        return amounts
+
+
 class Plan(_Record):
     """One version of a price plan.
 
@@ -700,6 +718,7 @@ class Plan(_Record):
       charges: the usage charges, at most one per meter.
       commitment: the minimum commitment, if any.
       thresholds: alert levels for allowances and spend caps.
+      progressive_billing: the usage charges at which an invoice is issued before the period ends, if any.
     """
 
     key: str
@@ -715,6 +734,7 @@ class Plan(_Record):
     charges: tuple[Charge, ...] = ()
     commitment: Commitment | None = None
     thresholds: tuple[Threshold, ...] = ()
+    progressive_billing: ProgressiveBilling | None = None
 
     @field_validator("currency")
     @classmethod

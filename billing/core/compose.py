@@ -32,11 +32,14 @@ __all__ = [
     "BilledKey",
     "LateUsage",
     "Section",
+    "bill_to",
     "compose_opening_invoice",
     "compose_period_invoice",
     "late_usage_lines",
     "opening_key",
     "period_key",
+    "rest_to_bill",
+    "section_lines",
     "section_window",
 ]
 
@@ -49,6 +52,11 @@ def opening_key(subscription_id: int) -> str:
     return f"start:{subscription_id}"
 
 
+# What was billed for a period, by (meter, dimension: the part of a charge priced by dimension, else None); None:
+# the commitment true-up.
+BilledKey = tuple[str, str | None] | None
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """One subscription's part of a customer-period: its plan version and the usage in its active window.
@@ -57,6 +65,8 @@ class Section:
     in (given when it ends in this billing period): the fee is then adjusted to the days it really ran.
     ``fee_only`` marks a subscription that ended as the period began: it has nothing but that adjustment.
     ``advance_plan`` prices the in-advance fee of the next fee period, when a negotiated price changes it.
+    ``billed`` is what progressive invoices issued during the period billed for its usage, by (meter,
+    dimension): each usage line bills the rest, rate(all usage of the period) − billed, so tiers stay right.
     """
 
     subscription: Subscription
@@ -65,11 +75,7 @@ class Section:
     billed_fee: Decimal | None = None
     fee_only: bool = False
     advance_plan: Plan | None = None
-
-
-# What was billed for a period, by (meter, dimension: the part of a charge priced by dimension, else None); None:
-# the commitment true-up.
-BilledKey = tuple[str, str | None] | None
+    billed: Mapping[BilledKey, Decimal] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +153,40 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
         rounding=catalog.rounding,
         advance_plan=section.advance_plan,
     )
+    usage_lines = rated.usage_lines if not section.billed else rest_to_bill(rated.usage_lines, section.billed)
     lines = [
         fees.in_arrears,
-        *rated.usage_lines,
+        *usage_lines,
         rated.commitment_line,
         fees.adjustment,
         fees.in_advance,
     ]
     return [_placed(line, title, subscription, plan) for line in lines if line is not None]
+
+
+def rest_to_bill(
+    lines: Sequence[InvoiceLine], billed: Mapping[BilledKey, Decimal], note: str = "rest of the period"
+) -> list[InvoiceLine]:
+    """Usage lines less what was billed of them before in the same period (by progressive invoices): each line's
+    amount becomes rated − billed, its account in ``details.extra["billed_to_date"]``; a line billed in full
+    before is left out."""
+    rest = []
+    for line in lines:
+        before = billed.get(_billed_key(line))
+        if before is None:
+            rest.append(line)
+            continue
+        difference = line.amount - before
+        if difference == 0:
+            continue
+        account = {
+            "rated": str(line.amount),
+            "billed_before": str(before),
+            "explanation": f"the period rates to {line.amount}; {before} was billed on progressive invoices",
+        }
+        details = replace(line.details, extra={**line.details.extra, "billed_to_date": account})
+        rest.append(replace(line, description=f"{line.description} ({note})", amount=difference, details=details))
+    return rest
 
 
 def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:

@@ -54,6 +54,7 @@ from invoices.store.queries import (
     opening_drafts,
     period_drafts,
     period_invoice_states,
+    progressive_keys,
 )
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "opening_drafts",
     "period_drafts",
     "period_invoice_states",
+    "progressive_keys",
     "remove_stale_drafts",
     "sequence_name",
     "set_status",

@@ -42,6 +42,7 @@ __all__ = [
     "opening_drafts",
     "period_drafts",
     "period_invoice_states",
+    "progressive_keys",
 ]
 
 _CHUNK = 5000
@@ -176,6 +177,23 @@ def billed_by_period(
         key = (customer, subscription_id, meter, dimension)
         billed[key] = billed.get(key, ZERO) + amount
     return billed
+
+
+def progressive_keys(session: Session, subscription_ids: Iterable[int], period_start: dt.date) -> dict[int, list[str]]:
+    """The billing keys of the progressive invoices (void ones too) of each subscription in the period starting
+    ``period_start``."""
+    wanted = sorted(set(subscription_ids))
+    found: dict[int, list[str]] = {}
+    for offset in range(0, len(wanted), 5000):
+        statement = select(InvoiceRow.subscription_id, InvoiceRow.billing_key).where(
+            InvoiceRow.scope == InvoiceScope.PROGRESSIVE.value,
+            InvoiceRow.subscription_id.in_(wanted[offset : offset + 5000]),
+            InvoiceRow.period_start == period_start,
+        )
+        for subscription_id, key in session.execute(statement):
+            if subscription_id is not None:
+                found.setdefault(subscription_id, []).append(key)
+    return found
 
 
 def billed_fees(
