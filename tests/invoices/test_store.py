@@ -269,10 +269,12 @@ def test_an_invoice_records_what_it_bills_in_columns(engine):
         assert store.opening_drafts(session) == []
 
 
-def test_only_an_opening_invoice_names_a_subscription():
-    with pytest.raises(ValueError, match="opening invoice"):
+def test_only_an_opening_or_progressive_invoice_names_a_subscription():
+    with pytest.raises(ValueError, match="opening or progressive invoice"):
         replace(draft("start:42"), scope=InvoiceScope.OPENING)
-    with pytest.raises(ValueError, match="opening invoice"):
+    with pytest.raises(ValueError, match="opening or progressive invoice"):
+        replace(draft("progressive:42:2026-03:500.00"), scope=InvoiceScope.PROGRESSIVE)
+    with pytest.raises(ValueError, match="opening or progressive invoice"):
         replace(draft(), subscription_id=42)
 
 

@@ -143,7 +143,7 @@ def test_every_problem_is_located_in_the_override_file(catalog):
     assert unknown_charge_key[0].startswith("override.toml: charges[2].unit_price: unknown key (allowed: meter, ")
     assert sorted(m for m in messages(problems) if m not in unknown_charge_key) == sorted(
         [
-            "override.toml: currency: unknown key (allowed: subscription, charges, commitment, thresholds)",
+            "override.toml: currency: unknown key (allowed: subscription, charges, commitment, thresholds, progressive_billing)",
             "override.toml: subscription.fee: must be ≥ 0 (got -1)",
             "override.toml: charges[0].tiers[1].up_to: tiers must increase (got 50 after 100)",
             "override.toml: charges[1].meter: unknown meter 'sms' (known: api_calls, storage_gb, payments)",
