@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
-from billing.core.compose import Section, compose_period_invoice, period_key, section_window
+from billing.core.compose import BilledKey, Section, compose_period_invoice, period_key, section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, schedule_of
 from billing.core.overrides import SubscriptionOverride, fee_period_repriced
@@ -31,6 +31,7 @@ from billing.db import override_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.errors import BillingInputError, NotFoundError
 from billing.metering import AnyUsage, UsageWindow, total_of
+from billing.progressive import billed_progressively
 from billing.thresholds import ThresholdSpec, crossed_levels, list_limits, plan_thresholds
 from billing.usage_windows import ResolvedPlans, UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
 from dbkit import read_only, utcnow
@@ -159,10 +160,11 @@ def customer_usage(
     plans = resolved.priced()
     usage = _usage(engine, catalog, customer, period, active, plans)
     billed = _billed_in_advance(engine, customer, period, active, resolved)
+    progressive = _billed_progressively(engine, customer, period, [plans[s.id] for s in active if s.id in plans])
     sections = [
         Section(
             s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id),
-            advance_plan=_advance_plan(resolved, s, period),
+            advance_plan=_advance_plan(resolved, s, period), billed=progressive.get(s.id),
         )
         for s in active
     ]
@@ -175,6 +177,16 @@ def customer_usage(
         thresholds=tuple(_thresholds(engine, customer, period, sections, preview)),
         preview=preview,
     )
+
+
+def _billed_progressively(
+    engine: Engine, customer: Customer, period: Period, plans: Sequence[Plan]
+) -> dict[int, dict[BilledKey, Decimal]]:
+    """What progressive invoices of the period billed already (the upcoming invoice bills the rest)."""
+    if all(plan.progressive_billing is None for plan in plans):
+        return {}
+    with session_scope(read_only(engine)) as session:
+        return billed_progressively(session, [customer.external_id], period)
 
 
 def _advance_plan(resolved: ResolvedPlans, subscription: Subscription, period: Period) -> Plan | None:

@@ -46,7 +46,7 @@ from meters import ingestion_cutoff
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import Catalog, Plan
 
-__all__ = ["ProgressiveReport", "issue_progressive_invoices"]
+__all__ = ["ProgressiveReport", "billed_progressively", "issue_progressive_invoices"]
 
 
 @dataclass
@@ -221,14 +221,7 @@ def _issue(
 ) -> list[str]:
     """Write and finalize the progressive invoice at ``level``, in the caller's transaction."""
     subscription, owner, period = target.subscription, target.owner, target.period
-    billed = store.billed_by_period(
-        session, [owner.external_id], period.start, exclude=[period_key(owner.external_id, period)]
-    )
-    own: dict[BilledKey, Decimal] = {
-        (None if meter is None else (meter, dimension)): amount
-        for (_, subscription_id, meter, dimension), amount in billed.items()
-        if subscription_id == subscription.id
-    }
+    own = billed_progressively(session, [owner.external_id], period).get(subscription.id, {})
     today = instant.astimezone(ZoneInfo(owner.timezone)).date()
     through = min(today, period.end - dt.timedelta(days=1))
     draft = compose_progressive_invoice(
@@ -242,3 +235,20 @@ def _issue(
     # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
     queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
     return numbers
+
+
+def billed_progressively(
+    session: Session, customers: Iterable[str], period: Period
+) -> dict[int, dict[BilledKey, Decimal]]:
+    """What the progressive invoices of ``period`` billed for the usage of each subscription of ``customers``, by
+    (meter, dimension): every invoice but the period's own that bills usage of the period (drafts of the period's
+    invoice are left out; nothing else bills a period's usage before it is issued)."""
+    owners = set(customers)
+    if not owners:
+        return {}
+    billed = store.billed_by_period(session, owners, period.start, exclude=[period_key(c, period) for c in owners])
+    by_subscription: dict[int, dict[BilledKey, Decimal]] = {}
+    for (_, subscription_id, meter, dimension), amount in billed.items():
+        if subscription_id is not None:
+            by_subscription.setdefault(subscription_id, {})[None if meter is None else (meter, dimension)] = amount
+    return by_subscription

@@ -50,6 +50,7 @@ from billing.db import override_tables, repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
+from billing.progressive import billed_progressively
 from billing.unbilled import UnbilledUsage, UsageAccount, account_usage
 from billing.usage_windows import (
     ResolvedPlans,
@@ -590,22 +591,15 @@ def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
 
 
 def _billed_progressively(session: Session, scope: _Scope) -> dict[int, dict[BilledKey, Decimal]]:
-    """What the progressive invoices of the period billed, by subscription (only for plans with progressive
-    billing: nothing is read for the others): every invoice but the period's own that bills its usage."""
-    plans, period = scope.plans.plans, scope.period
+    """What the progressive invoices of the period billed, by subscription (read only for customers with a plan
+    that has progressive billing)."""
+    plans = scope.plans.plans
     owners = {
         s.customer_external_id
         for s in scope.subscriptions
         if s.id in plans and plans[s.id].progressive_billing is not None
     }
-    if not owners:
-        return {}
-    billed = store.billed_by_period(session, owners, period.start, exclude=[period_key(c, period) for c in owners])
-    by_subscription: dict[int, dict[BilledKey, Decimal]] = {}
-    for (_, sub_id, meter, dimension), amount in billed.items():
-        if sub_id is not None:
-            by_subscription.setdefault(sub_id, {})[None if meter is None else (meter, dimension)] = amount
-    return by_subscription
+    return billed_progressively(session, owners, scope.period)
 
 
 def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:

@@ -16,6 +16,7 @@ from billing.core.progressive import amounts_reached, level_of, progressive_key
 from billing.ingestion import ingest_batch
 from billing.invoicing import list_invoices
 from billing.metering import meter_specs
+from billing.preview import customer_usage
 from billing.progressive import issue_progressive_invoices
 from billing.reactions import react_to_usage
 from billing.run import finalize_period, run_billing
@@ -183,6 +184,11 @@ def test_progressive_invoices_at_a_graduated_tier_boundary_add_up_to_the_single_
     for who in ("acme", "solo"):
         _calls(engine, catalog, who, 50, "2026-03-25T10:00:00Z", f"{who}-c", _at(26))
     assert _progressive(engine, catalog, _at(26)) == []  # 620.00: no amount left to reach
+    # the upcoming invoice bills the rest: 620.00 − 600.00 = 20.00 of usage
+    preview = customer_usage(engine, catalog, "acme", now=_at(26)).preview
+    assert [(line.kind, str(line.amount)) for line in preview.lines if line.kind is LineKind.USAGE] == [
+        (LineKind.USAGE, "20.00")
+    ]
     run_billing(engine, catalog, MARCH, now=_at(2, month_number=4))
     finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2))
     acme = _invoices(engine, "acme")[-1]
