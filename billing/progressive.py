@@ -144,7 +144,9 @@ def _targets(
 def _billing_periods(
     subscription: Subscription, plan: Plan, months: Iterable[Period], today: dt.date
 ) -> list[Period]:
-    """The subscription's billing periods with a day in ``months`` up to ``today`` that it covers a day of."""
+    """The subscription's billing periods with a day in ``months`` up to ``today`` that it covers a day of, and
+    that have not ended (a progressive invoice is issued during its period: once it has ended, its own invoice
+    bills it all)."""
     schedule = schedule_of(subscription, plan)
     found: list[Period] = []
     for month in months:
@@ -153,7 +155,8 @@ def _billing_periods(
             continue
         period = schedule.billing_period(month.start)
         while period.start < until:
-            if period not in found and subscription.overlaps(period.start, min(period.end, until)):
+            covers = subscription.overlaps(period.start, min(period.end, until))
+            if period not in found and covers and period.end > today:
                 found.append(period)
             period = schedule.next_billing_period(period)
     return found
@@ -170,8 +173,8 @@ def _open_targets(
     starts = sorted({period.start for _, _, period in covering})
     issued = {start: store.customers_with_issued_invoice(session, start) for start in starts}
     for start in starts:
-        here = [(s, o, p) for s, o, p in covering if p.start == start and o.external_id not in issued[start]]
-        here = [(s, o, p, plan) for s, o, p in here if (plan := plan_for(s.id, p)).progressive_billing is not None]
+        open_ = [(s, o, p) for s, o, p in covering if p.start == start and o.external_id not in issued[start]]
+        here = [(s, o, p, plan) for s, o, p in open_ if (plan := plan_for(s.id, p)).progressive_billing is not None]
         keys = store.progressive_keys(session, [s.id for s, _, _, _ in here], start)
         for subscription, owner, period, plan in here:
             invoiced = max((level_of(key) for key in keys.get(subscription.id, ())), default=None)

@@ -42,7 +42,7 @@ from billing.invoicing import finalize_opening_invoices, finalize_settings
 from billing.notify import deliver_pending, list_notifications
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
-from invoices.model import Invoice
+from invoices.model import Invoice, InvoiceScope
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.dimensions import DimensionedUsage, Part
 from pricing_plans.loader import load_catalog_or_raise
@@ -151,9 +151,14 @@ def main() -> None:
         console.rule(f"[bold]{period.label}")
         path = OUT / "usage" / f"{period.label}.jsonl"
         count = _write_usage(path, accounts, period, rng)
-        # the month's usage arrives by its last evening (UTC); alerts are checked as it comes in
+        # the month's first two weeks arrive on the 15th, the rest by its last evening (UTC); alerts are checked,
+        # and progressive invoices issued, as it comes in
+        first_half, counts = _split(path, period.start + dt.timedelta(days=14), count)
+        mid_month = dt.datetime.combine(period.start.replace(day=15), dt.time(20), dt.UTC)
+        _ingest(engine, catalog, first_half, counts[0], mid_month)
+        _print_progressive(engine, period)
         arrival = dt.datetime.combine(period.end - dt.timedelta(days=1), dt.time(20), dt.UTC)
-        _ingest(engine, catalog, path, count, arrival)
+        _ingest(engine, catalog, path, counts[1], arrival)
         if late_file is not None:
             _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()), arrival)
         # (no simulated clock for the run: late usage is told by when events were received, and they were just now)
@@ -416,6 +421,34 @@ def _write_usage(path: Path, accounts: list[Account], period: Period, rng: rando
                 out.write(json.dumps(event, separators=(",", ":")) + "\n")
                 count += 1
     return count
+
+
+def _split(path: Path, day: dt.date, count: int) -> tuple[Path, tuple[int, int]]:
+    """Move the events of ``path`` before ``day`` to a file of their own (``<name>-first.jsonl``); that file, and
+    how many events each file now holds."""
+    first = path.with_name(f"{path.stem}-first.jsonl")
+    before = day.isoformat()
+    lines = path.read_text().splitlines(keepends=True)
+    early = [line for line in lines if json.loads(line)["timestamp"][:10] < before]
+    first.write_text("".join(early))
+    path.write_text("".join(line for line in lines if json.loads(line)["timestamp"][:10] >= before))
+    return first, (len(early), count - len(early))
+
+
+def _print_progressive(engine: Engine, period: Period) -> None:
+    """The progressive invoices the month's first weeks of usage issued (plans with ``progressive_billing``)."""
+    with session_scope(engine) as session:
+        found = [
+            i for i in store.list_invoices(session, period_start=period.start)
+            if i.scope is InvoiceScope.PROGRESSIVE and i.number
+        ]
+    if found:
+        example = found[0]
+        console.print(
+            f"progressive billing: {len(found)} invoice(s) issued mid-month as usage charges reached an amount, "
+            f"e.g. {example.number} for {example.customer_id}: {example.total} {example.currency} "
+            f"({example.billing_key})"
+        )
 
 
 def _write_late_usage(path: Path, accounts: list[Account], period: Period, rng: random.Random) -> Path:
