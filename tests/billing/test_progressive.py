@@ -6,6 +6,7 @@ invoice; a re-run (after a crash) issues nothing twice; late usage after them is
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -257,3 +258,17 @@ def test_late_usage_after_a_progressive_invoice_is_billed_exactly(engine, catalo
     late = [line for line in _invoices(engine, "acme")[-1].lines if line.kind is LineKind.LATE_USAGE]
     assert [str(line.amount) for line in late] == ["120.00", "-100.00"]
     # March in all: 600.00 + 120.00 + 120.00 − 100.00 = 740.00 = one invoice of 1550 calls: 20.00 + 720.00
+
+
+@pytest.mark.db
+def test_concurrent_evaluations_issue_one_invoice(engine, catalog):
+    """Four threads evaluate the same crossing at once: the subscription's row lock (PostgreSQL) or the write lock
+    (SQLite) lets one issue it; the others re-read the amounts invoiced and issue nothing."""
+    _customer(engine, catalog, "acme", "steps")
+    _calls(engine, catalog, "acme", 300, "2026-03-05T10:00:00Z", "a", _at(10))  # 150.00 ≥ 100.00
+    with ThreadPoolExecutor(4) as pool:
+        issued = list(pool.map(lambda _: _progressive(engine, catalog, _at(10)), range(4)))
+    assert sorted(number for numbers in issued for number in numbers) == ["INV-2026-000001"]
+    assert [(i.billing_key, str(i.total)) for i in _invoices(engine, "acme")] == [
+        ("progressive:1:2026-03:100.00", "150.00")
+    ]
