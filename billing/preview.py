@@ -160,7 +160,7 @@ def customer_usage(
     plans = resolved.priced()
     usage = _usage(engine, catalog, customer, period, active, plans)
     billed = _billed_in_advance(engine, customer, period, active, resolved)
-    progressive = _billed_progressively(engine, customer, period, [plans[s.id] for s in active if s.id in plans])
+    progressive = _billed_progressively(engine, customer, period)
     sections = [
         Section(
             s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id),
@@ -179,13 +179,11 @@ def customer_usage(
     )
 
 
-def _billed_progressively(
-    engine: Engine, customer: Customer, period: Period, plans: Sequence[Plan]
-) -> dict[int, dict[BilledKey, Decimal]]:
+def _billed_progressively(engine: Engine, customer: Customer, period: Period) -> dict[int, dict[BilledKey, Decimal]]:
     """What progressive invoices of the period billed already (the upcoming invoice bills the rest)."""
-    if all(plan.progressive_billing is None for plan in plans):
-        return {}
     with session_scope(read_only(engine)) as session:
+        if customer.external_id not in store.customers_with_progressive_invoices(session, period.start):
+            return {}
         return billed_progressively(session, [customer.external_id], period)
 
 

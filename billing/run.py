@@ -591,14 +591,9 @@ def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
 
 
 def _billed_progressively(session: Session, scope: _Scope) -> dict[int, dict[BilledKey, Decimal]]:
-    """What the progressive invoices of the period billed, by subscription (read only for customers with a plan
-    that has progressive billing)."""
-    plans = scope.plans.plans
-    owners = {
-        s.customer_external_id
-        for s in scope.subscriptions
-        if s.id in plans and plans[s.id].progressive_billing is not None
-    }
+    """What the progressive invoices of the period billed, by subscription (one indexed query finds whether any
+    customer of the run has one)."""
+    owners = store.customers_with_progressive_invoices(session, scope.period.start) & scope.customer_ids
     return billed_progressively(session, owners, scope.period)
 
 

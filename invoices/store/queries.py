@@ -28,6 +28,7 @@ __all__ = [
     "billed_fees",
     "customers_with_drafts",
     "customers_with_issued_invoice",
+    "customers_with_progressive_invoices",
     "draft_periods",
     "drafts_of_period",
     "finalized_invoice_ids",
@@ -194,6 +195,16 @@ def progressive_keys(session: Session, subscription_ids: Iterable[int], period_s
             if subscription_id is not None:
                 found.setdefault(subscription_id, []).append(key)
     return found
+
+
+def customers_with_progressive_invoices(session: Session, period_start: dt.date) -> set[str]:
+    """The customers with a progressive invoice (void ones too) in a period starting ``period_start``."""
+    statement = (
+        select(InvoiceRow.customer_external_id)
+        .distinct()
+        .where(InvoiceRow.scope == InvoiceScope.PROGRESSIVE.value, InvoiceRow.period_start == period_start)
+    )
+    return {customer for customer in session.scalars(statement) if customer is not None}
 
 
 def billed_fees(
