@@ -109,6 +109,7 @@ _PLAN = {
     ],
     "commitment": None,
     "thresholds": [{"meter": "api_calls", "allowance": "10000", "spend_cap": None, "levels": [80, 100]}],
+    "progressive_billing": None,
 }
 _METRICS_ROW = {
     "period": "2026-10", "currency": "USD", "customers_start": "40", "customers_end": "42", "mrr_end": "2450.00",
@@ -525,6 +526,10 @@ class PlanOut(_Out):
     charges: list[dict[str, Any]] = Field(description="The usage charges, one per meter, with the model's fields.")
     commitment: dict[str, Any] | None = Field(description="The minimum commitment, if any.")
     thresholds: list[dict[str, Any]] = Field(description="Alert levels of allowances and spend caps.")
+    progressive_billing: dict[str, Any] | None = Field(
+        default=None,
+        description="The usage charges (amounts) at which an invoice of the usage so far is issued during a period.",
+    )
 
 
 # -- billing runs --------------------------------------------------------------------------------------------
@@ -703,7 +708,7 @@ _OVERRIDE_TABLES = {
 _OVERRIDE = {
     "id": 3, "subscription_id": 1, "effective_from": "2026-12-01", "created_at": "2026-11-20T09:30:00Z",
     "subscription": _OVERRIDE_TABLES["subscription"], "charges": _OVERRIDE_TABLES["charges"], "commitment": None,
-    "thresholds": None,
+    "thresholds": None, "progressive_billing": None,
 }
 
 OVERRIDE_SCHEMA: dict[str, Any] = {
@@ -716,6 +721,7 @@ OVERRIDE_SCHEMA: dict[str, Any] = {
                     "description": "Each replaces the plan's charge on its meter, or adds one."},
         "commitment": {"type": "object", "description": "Replaces the plan's [commitment]."},
         "thresholds": {"type": "array", "items": {"type": "object"}, "description": "Replace the plan's."},
+        "progressive_billing": {"type": "object", "description": "Replaces the plan's [progressive_billing]."},
     },
     "additionalProperties": False,
     "examples": [{"effective_from": "2026-12-01", **_OVERRIDE_TABLES}],
@@ -738,6 +744,7 @@ class OverrideOut(_Out):
     charges: list[dict[str, Any]] | None = None
     commitment: dict[str, Any] | None = None
     thresholds: list[dict[str, Any]] | None = None
+    progressive_billing: dict[str, Any] | None = None
 
 
 class OverrideListOut(_Out):
