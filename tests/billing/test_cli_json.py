@@ -447,6 +447,7 @@ def _override(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _check_override(doc: dict[str, Any], world: World) -> None:
     keys = {"id", "subscription_id", "effective_from", "created_at", "subscription", "charges", "commitment", "thresholds"}
+    keys.add("progressive_billing")
     assert set(doc) == keys
     # acme is invoiced through October: the first period not yet invoiced begins 1 November
     assert (doc["subscription_id"], doc["effective_from"]) == (world.acme_subscription, "2026-11-01")
