@@ -163,9 +163,9 @@ class InvoiceSummary:
     @property
     def billed_month(self) -> dt.date:
         """The first day of the month whose billed revenue the invoice counts in: the month its billing period's
-        last day falls in (as the run of that month bills it: a week or an anniversary month ending in it), or,
-        for an opening invoice, the month it starts in."""
-        if self.period_end is None or self.scope is not InvoiceScope.PERIOD:
+        last day falls in (as the run of that month bills it: a week or an anniversary month ending in it; a
+        progressive invoice of the period with it), or, for an opening invoice, the month it starts in."""
+        if self.period_end is None or self.scope not in (InvoiceScope.PERIOD, InvoiceScope.PROGRESSIVE):
             return self.period_start.replace(day=1)
         return (self.period_end - dt.timedelta(days=1)).replace(day=1)
 

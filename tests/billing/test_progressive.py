@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from billing import customers as service
+from billing.core.metrics import InvoiceSummary
 from billing.core.periods import month
 from billing.core.progressive import amounts_reached, level_of, progressive_key
 from billing.ingestion import ingest_batch
@@ -21,7 +22,7 @@ from billing.preview import customer_usage
 from billing.progressive import issue_progressive_invoices
 from billing.reactions import react_to_usage
 from billing.run import finalize_period, run_billing
-from invoices.model import InvoiceScope, LineKind
+from invoices.model import InvoiceKind, InvoiceScope, InvoiceStatus, LineKind
 from invoices.render import render_html
 from invoices.store import FinalizeSettings
 from meters import ingest
@@ -129,6 +130,17 @@ def test_amounts_reached_above_the_highest_invoiced():
     key = progressive_key(7, MARCH, Decimal("200.00"))
     assert key == "progressive:7:2026-03:200.00"
     assert level_of(key) == Decimal("200.00")
+
+
+def test_a_progressive_invoice_counts_in_the_billed_month_of_its_period():
+    """A week from Monday 28 September to Sunday 4 October is billed in October (its last day's month): its
+    progressive invoices too, so the week's revenue is not split across two months."""
+    summary = InvoiceSummary(
+        number="INV-2026-000001", kind=InvoiceKind.INVOICE, status=InvoiceStatus.FINALIZED,
+        customer_external_id="acme", currency="USD", period_start=dt.date(2026, 9, 28),
+        subtotal=Decimal("450.00"), period_end=dt.date(2026, 10, 5), scope=InvoiceScope.PROGRESSIVE,
+    )
+    assert summary.billed_month == dt.date(2026, 10, 1)
 
 
 # -- against the database -------------------------------------------------------------------------------------
