@@ -220,6 +220,10 @@ def _print_plan(catalog: Catalog, plan: Plan) -> None:
         else:
             what = f"spend cap {format_amount(threshold.spend_cap or D(0), plan.currency)}"
         facts.add_row("threshold", f"{escape(what)} at {levels}")
+    if plan.progressive_billing is not None:
+        amounts = ", ".join(format_amount(amount, plan.currency) for amount in plan.progressive_billing.amounts)
+        reach = f"usage invoiced when the period's usage charges reach {amounts} {plan.currency}"
+        facts.add_row("progressive billing", reach)
     console.print(facts)
     for index, charge in enumerate(plan.charges):
         meter = catalog.meters[charge.meter]

@@ -158,6 +158,13 @@ def test_show_the_latest_version_by_default(runner: CliRunner) -> None:
     assert result.output.splitlines()[0] == "API Growth — api_growth version 2 of 2, [plans.api_growth_2027]"
 
 
+def test_show_names_the_amounts_of_progressive_billing(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["plans", "show", "ai_tokens", "--catalog", str(SAMPLE)])
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())  # (the row wraps at the terminal's width)
+    assert "progressive billing usage invoiced when the period's usage charges reach 5.00, 15.00 USD" in words
+
+
 def test_show_rounds_to_the_currencys_minor_units(runner: CliRunner) -> None:
     result = runner.invoke(app, ["plans", "show", "starter_jp", "--catalog", str(SAMPLE)])
     assert result.exit_code == 0, result.output
