@@ -65,6 +65,7 @@ __all__ = [
     "check_thresholds",
     "crossed_levels",
     "level_value",
+    "limits_of",
     "list_limits",
     "plan_thresholds",
     "set_limit",
@@ -93,6 +94,8 @@ class ThresholdSpec:
       limit: the allowance or cap that applies (the customer's own, if set).
       levels: percentages of ``limit``, increasing.
       customer_limit: whether ``limit`` is the customer's own rather than the catalog's.
+      hard_limit: whether the plan's threshold is a hard limit (enforced through the entitlements: a customer's
+        own allowance replaces its limit and keeps it hard).
     """
 
     key: str
@@ -101,6 +104,7 @@ class ThresholdSpec:
     limit: Decimal
     levels: tuple[int, ...]
     customer_limit: bool = False
+    hard_limit: bool = False
 
 
 def threshold_key(kind: ThresholdKind, meter: str | None) -> str:
@@ -132,6 +136,7 @@ def plan_thresholds(plan: Plan, limits: Mapping[str, Decimal] | None = None) -> 
                 limit=catalog_limit if own is None else own,
                 levels=tuple(threshold.levels),
                 customer_limit=own is not None,
+                hard_limit=threshold.hard_limit,
             )
         )
     for base, own in sorted(limits.items()):
@@ -244,7 +249,8 @@ def list_limits(engine: Engine, customer: str | None = None) -> list[CustomerLim
         ]
 
 
-def _limits_of(session: Session, customers: Iterable[str] | None) -> dict[str, dict[str, Decimal]]:
+def limits_of(session: Session, customers: Iterable[str] | None) -> dict[str, dict[str, Decimal]]:
+    """The customers' own limits (all customers' when None), by customer and threshold key."""
     found: dict[str, dict[str, Decimal]] = {}
     row = CustomerLimitRow
     statement = select(row.customer_external_id, row.threshold_key, row.limit_value)
@@ -452,7 +458,7 @@ def _load(engine: Engine, earliest: dt.date, latest: dt.date, wanted: set[str] |
     with session_scope(read_only(engine)) as session:
         subscriptions = repository.subscriptions_active_between(session, earliest, latest, wanted)
         owners = repository.customers_by_external_id(session, {s.customer_external_id for s in subscriptions})
-        limits = _limits_of(session, None if wanted is None else owners)
+        limits = limits_of(session, None if wanted is None else owners)
         overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
     return _Scope(subscriptions, owners, limits, overrides)
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dbkit.dialect import read_only
-from meters.aggregate import aggregate_usage
-from meters.events import MeterSpec, from_epoch_us, to_epoch_us
+from meters.aggregate import MeterAggregate, aggregate_usage
+from meters.events import MeterSpec, from_epoch_us, from_scaled, to_epoch_us
 from meters.tables import UsageEventRow
 
 __all__ = [
     "CountedWindow",
     "count_events",
     "customers_by_meter",
+    "meter_totals",
     "received_since",
     "received_spans",
     "stored_event_ids",
@@ -164,3 +167,48 @@ def received_spans(
         customer: (from_epoch_us(earliest), from_epoch_us(latest))
         for customer, earliest, latest in bind.execute(statement)
     }
+
+
+_ONE_QUERY_KINDS = frozenset({"count", "sum", "max"})
+
+
+def meter_totals(
+    engine: Engine, customer: str, meters: Iterable[MeterSpec], start: dt.datetime, end: dt.datetime
+) -> dict[str, MeterAggregate]:
+    """One customer's quantity of each meter in the UTC window ``[start, end)``, exactly as ``aggregate_usage``
+    computes it, for a request path: ``count``, ``sum`` and ``max`` in one grouped query on the aggregation
+    index (no temporary table); any other kind, or a sum too large for the database's 64-bit ``sum``, through
+    ``aggregate_usage``. Every meter gets an entry, zero when it had no events."""
+    specs = {spec.code: spec for spec in meters}
+    simple = sorted(code for code, spec in specs.items() if spec.aggregation in _ONE_QUERY_KINDS)
+    found: dict[str, MeterAggregate] = {}
+    if simple:
+        e = UsageEventRow
+        statement = (
+            select(e.meter, func.count(), func.sum(e.value), func.max(e.value))
+            .where(
+                e.meter.in_(simple),
+                e.customer == customer,
+                e.occurred_at >= to_epoch_us(start),
+                e.occurred_at < to_epoch_us(end),
+            )
+            .group_by(e.meter)
+        )
+        try:
+            with read_only(engine).connect() as connection:
+                rows = list(connection.execute(statement))
+        except DBAPIError:  # SQLite's integer overflow in sum(): the aggregation sums on Python integers
+            rows = None
+        if rows is not None:
+            counted = {meter: (events, total, largest) for meter, events, total, largest in rows}
+            for code in simple:
+                events, total, largest = counted.get(code, (0, None, None))
+                kind = specs[code].aggregation
+                scaled = {"sum": total, "max": largest}.get(kind)
+                quantity = Decimal(events) if kind == "count" else from_scaled(int(scaled or 0))
+                found[code] = MeterAggregate(customer, customer, code, quantity, int(events))
+    rest = [spec for code, spec in specs.items() if code not in found]
+    if rest:
+        aggregated = aggregate_usage(engine, {customer: (start, end)}, rest)
+        found.update({meter: aggregate for (_, meter), aggregate in aggregated.items()})
+    return found

@@ -662,12 +662,19 @@ class Commitment(_Record):
 
 
 class Threshold(_Record):
-    """An alert level set: ``allowance`` units of ``meter``, or a ``spend_cap`` on the period's usage charges."""
+    """An alert level set: ``allowance`` units of ``meter``, or a ``spend_cap`` on the period's usage charges.
+
+    ``hard_limit``: the allowance is a limit the product enforces: once the period's usage reaches it, the
+    customer's entitlement to the meter is ``blocked`` until the period ends. Only an allowance can be one (a meter
+    counted per request; a spend cap is rated money, alerted on but not enforced), and a plan has at most one per
+    meter.
+    """
 
     meter: str | None = None
     allowance: NonNegative | None = None
     spend_cap: NonNegative | None = None
     levels: tuple[Annotated[int, Field(gt=0, le=1000, strict=True)], ...] = (80, 100)
+    hard_limit: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
     def _one_limit(self) -> Threshold:
@@ -681,6 +688,12 @@ class Threshold(_Record):
             raise _located("meter", message="not allowed with spend_cap (a spend cap is on money, not a meter)")
         if list(self.levels) != sorted(set(self.levels)):
             raise _located("levels", message=f"must increase without repeats (got {list(self.levels)})")
+        if self.hard_limit and self.allowance is None:
+            raise _located(
+                "hard_limit",
+                message="only an allowance (meter + allowance) can be a hard limit; a spend cap alerts but is not "
+                "enforced",
+            )
         return self
 
     @property
@@ -742,6 +755,22 @@ class Plan(_Record):
         if not is_known_currency(currency):
             raise ValueError(f"unknown currency {currency!r} (expected an ISO 4217 code such as USD, EUR, JPY)")
         return currency
+
+    @model_validator(mode="after")
+    def _one_hard_limit_per_meter(self) -> Plan:
+        first: dict[str, int] = {}
+        for index, threshold in enumerate(self.thresholds):
+            if threshold.hard_limit and threshold.meter is not None:
+                if threshold.meter in first:
+                    raise _located(
+                        "thresholds",
+                        index,
+                        "hard_limit",
+                        message=f"a plan has one hard limit per meter (thresholds[{first[threshold.meter]}] is "
+                        f"already the hard limit of {threshold.meter!r})",
+                    )
+                first[threshold.meter] = index
+        return self
 
     def charge_for(self, meter: str) -> Charge | None:
         return next((c for c in self.charges if c.meter == meter), None)

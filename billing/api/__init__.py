@@ -9,6 +9,7 @@ Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bear
     routes_events           POST /v1/events
     routes_customers        POST/GET /v1/customers, GET /v1/customers/{id}, GET /v1/customers/{id}/usage,
                             POST/GET /v1/subscriptions, GET /v1/subscriptions/{id}, POST /v1/subscriptions/{id}/cancel
+    routes_entitlements     GET /v1/customers/{id}/entitlements, GET /v1/customers/{id}/entitlements/{meter}
     routes_overrides        GET/PUT /v1/subscriptions/{id}/overrides
     routes_plans            GET /v1/plans, GET /v1/plans/{code}
     routes_invoices         GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
@@ -44,6 +45,7 @@ from sqlalchemy import Engine
 from billing.api import (
     errors,
     routes_customers,
+    routes_entitlements,
     routes_events,
     routes_invoice_actions,
     routes_invoices,
@@ -140,6 +142,7 @@ def _add_routers(app: FastAPI) -> None:
     for module in (
         routes_events,
         routes_customers,
+        routes_entitlements,
         routes_plans,
         routes_invoices,
         routes_invoice_actions,

@@ -25,6 +25,8 @@ __all__ = [
     "CustomerIn",
     "CustomerListOut",
     "CustomerOut",
+    "EntitlementOut",
+    "EntitlementsOut",
     "EventBatchOut",
     "EventResult",
     "InvoiceListOut",
@@ -497,6 +499,54 @@ class UsageOut(_Out):
     meters: list[MeterUsageOut]
     thresholds: list[ThresholdOut]
     preview: PreviewOut
+
+
+# -- entitlements ----------------------------------------------------------------------------------------------
+
+_ENTITLEMENT = {
+    "meter": "api_calls", "used": "10000", "limit": "10000", "remaining": "0", "blocked": True, "hard_limit": True,
+    "resets_at": "2026-11-01T04:00:00Z", "period": {"start": "2026-10-01", "end": "2026-11-01"},
+    "subscription_id": 1, "credit_balance": None,
+}
+
+
+class EntitlementOut(_Out):
+    """What a customer may still use of one meter in its current billing period: ``used`` so far (every event
+    stored), its allowance ``limit`` (null: none) and ``remaining`` (never negative); ``blocked`` once a hard limit
+    is reached (``used >= limit``); ``resets_at``, the instant the period ends. ``credit_balance`` is the prepaid
+    credit that can pay for the meter's charges: null while the engine keeps no credits."""
+
+    model_config = examples(
+        _ENTITLEMENT,
+        {"meter": "storage_gb", "used": "12.5", "limit": None, "remaining": None, "blocked": False,
+         "hard_limit": False, "resets_at": "2026-11-01T04:00:00Z",
+         "period": {"start": "2026-10-01", "end": "2026-11-01"}, "subscription_id": 1, "credit_balance": None},
+    )
+
+    meter: str
+    used: str
+    limit: str | None
+    remaining: str | None
+    blocked: bool
+    hard_limit: bool
+    resets_at: dt.datetime
+    period: PeriodOut
+    subscription_id: int
+    credit_balance: str | None
+
+
+class EntitlementsOut(_Out):
+    """A customer's entitlement to each meter its current subscriptions charge for or give an allowance of."""
+
+    model_config = examples(
+        {"customer": "acme", "timezone": "America/New_York", "as_of": "2026-10-20T08:32:18.182270Z",
+         "entitlements": [_ENTITLEMENT]}
+    )
+
+    customer: str
+    timezone: str
+    as_of: dt.datetime
+    entitlements: list[EntitlementOut]
 
 
 # -- plans -----------------------------------------------------------------------------------------------------

@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("usage",),
         "Usage: a customer's usage and upcoming invoice, and the usage events no invoice will carry.",
     ),
+    "entitlements": (
+        ("entitlements",),
+        "A customer's entitlements: each meter's usage this period, its limit, what remains, whether it is blocked.",
+    ),
     "run": (
         ("runs",),
         "Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.",

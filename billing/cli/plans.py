@@ -219,7 +219,8 @@ def _print_plan(catalog: Catalog, plan: Plan) -> None:
             what = f"allowance {_number(threshold.allowance)} {threshold.meter}"
         else:
             what = f"spend cap {format_amount(threshold.spend_cap or D(0), plan.currency)}"
-        facts.add_row("threshold", f"{escape(what)} at {levels}")
+        hard = " (hard limit)" if threshold.hard_limit else ""
+        facts.add_row("threshold", f"{escape(what)} at {levels}{hard}")
     if plan.progressive_billing is not None:
         amounts = ", ".join(format_amount(amount, plan.currency) for amount in plan.progressive_billing.amounts)
         reach = f"usage invoiced when the period's usage charges reach {amounts} {plan.currency}"
