@@ -19,40 +19,59 @@ Where several current subscriptions give the meter an allowance (add-ons), the s
 (else the smallest allowance). ``credit_balance`` is where the customer's prepaid credit that can pay for the
 meter's charges will be answered; it is None while the engine keeps no credits (``_credit_balance``).
 
-What a request reads, so that it stays fast: the customer by its unique external id, its subscriptions, their
-negotiated prices and the customer's own limits (each one indexed read), then one grouped query per usage window
-over the events' aggregation index (meter, customer, occurred_at, …) for ``count``, ``sum`` and ``max`` meters
-(``meters.meter_totals``: no temporary table, the index alone); ``unique_count``, ``latest`` and
-``weighted_sum`` meters go through the billing run's own aggregation. The catalog is in memory.
+What a request reads, so that it stays fast (it never walks the period's events):
+
+  rows       the customer by its unique external id, its subscriptions, their negotiated prices, the customer's
+             own limits, the usage reaction's cursor and the customer's usage counters: each an indexed read;
+  counters   ``count``, ``sum`` and ``max`` meters are added up behind the request path: the usage reaction
+             (``billing.reactions``), in the transaction that moves its cursor past the events it reacted to,
+             writes each reacted-to customer's counters of its current windows — the exact aggregate of the
+             window's events received up to the cursor (``usage_counters``). So a counter has counted every event
+             of its window received up to the cursor; the request adds the events received since (the pending
+             ones, a fraction of a second's worth: one query through the index of the order events were received
+             in). The answer is exact whether or not the reaction is behind;
+  otherwise  a window without a counter (a new period or subscription that no event has touched since) is
+             aggregated from its events in one grouped query on the aggregation index (``meters.meter_totals``),
+             and ``unique_count``, ``latest`` and ``weighted_sum`` meters, which do not add up, through the
+             billing run's own aggregation.
+
+The catalog is in memory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from billing.core.compose import section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import schedule_of
+from billing.core.overrides import SubscriptionOverride
 from billing.core.periods import Period
 from billing.db import override_tables, repository, session_scope
+from billing.db.entitlement_tables import UsageCounterRow
+from billing.db.reaction_tables import UsageReactionRow
 from billing.errors import NotFoundError
 from billing.metering import UsageWindow, aggregate_periods, meter_specs, total_of
 from billing.thresholds import ThresholdSpec, limits_of, plan_thresholds
 from billing.usage_windows import resolve_plans
-from dbkit import read_only, utcnow
-from meters import meter_totals
+from dbkit import insert_for, read_only, utcnow
+from meters import MeterAggregate, aggregate_usage, from_epoch_us, meter_totals, to_epoch_us
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
-__all__ = ["Entitlement", "Entitlements", "customer_entitlements"]
+__all__ = ["Entitlement", "Entitlements", "customer_entitlements", "usage_counters", "write_counters"]
 
-_QUERY_KINDS = frozenset({"count", "sum", "max"})  # answered by one grouped query on the aggregation index
+_QUERY_KINDS = frozenset({"count", "sum", "max"})  # counted behind the request path; one grouped query otherwise
+_REACTION = "thresholds"  # the usage reaction that writes the counters (``billing.reactions.THRESHOLDS``)
+
+_CounterKey = tuple[str, int, int]  # (meter, window start, window end): microseconds UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +144,7 @@ def customer_entitlements(
         subscriptions = repository.subscriptions_of(session, customer.id)
         overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
         limits = limits_of(session, [customer.external_id]).get(customer.external_id, {})
+        counted = _Counted(_counters_of(session, customer.external_id), _cursor(session))
     today = as_of.astimezone(ZoneInfo(customer.timezone)).date()
     active = [s for s in subscriptions if s.overlaps(today, today + dt.timedelta(days=1))]
     chosen = _chosen(_candidates(catalog, active, overrides, limits, today))
@@ -135,7 +155,7 @@ def customer_entitlements(
                 f"customer {customer.external_id!r} has no current subscription with meter {meter!r}{known}"
             )
         chosen = {meter: chosen[meter]}
-    used = _used(engine, catalog, customer, chosen)
+    used = _used(engine, catalog, customer, chosen, counted)
     entitlements = tuple(_entitlement(code, chosen[code], used[code], customer) for code in sorted(chosen))
     return Entitlements(customer, as_of, entitlements)
 
@@ -143,13 +163,13 @@ def customer_entitlements(
 def _candidates(
     catalog: Catalog,
     active: Sequence[Subscription],
-    overrides: Mapping[int, Sequence[object]],
+    overrides: Mapping[int, Sequence[SubscriptionOverride]],
     limits: Mapping[str, Decimal],
     today: dt.date,
 ) -> dict[str, list[_Candidate]]:
     """For each meter, every current subscription charging for it or giving an allowance of it, in its own
     current billing period, with the allowance that applies (the customer's own replacing the plan's)."""
-    resolved = resolve_plans(catalog, active, overrides=overrides)  # type: ignore[arg-type]
+    resolved = resolve_plans(catalog, active, overrides=overrides)
     found: dict[str, list[_Candidate]] = {}
     for subscription in active:
         base = resolved.plans.get(subscription.id)
@@ -179,34 +199,159 @@ def _chosen(candidates: Mapping[str, list[_Candidate]]) -> dict[str, _Candidate]
     return {code: min(found, key=_Candidate.strictness) for code, found in candidates.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """The customer's usage counters (events, quantity by key) and the reaction's cursor (None: no reaction yet)."""
+
+    counters: dict[_CounterKey, tuple[int, Decimal]]
+    cursor: int | None
+
+
 def _used(
-    engine: Engine, catalog: Catalog, customer: Customer, chosen: Mapping[str, _Candidate]
+    engine: Engine, catalog: Catalog, customer: Customer, chosen: Mapping[str, _Candidate], counted: _Counted
 ) -> dict[str, Decimal]:
-    """Each meter's quantity over its candidate's part of the period: one query per distinct window for the
-    meters a grouped query answers, the billing run's aggregation for the others."""
+    """Each meter's quantity over its candidate's part of the period: its counter and the events received since,
+    or one grouped query per distinct window; the billing run's aggregation for the meters that do not add up."""
     specs = meter_specs(catalog)
     by_window: dict[tuple[Period, Period], list[str]] = {}
     for code, candidate in chosen.items():
-        part = section_window(candidate.subscription, candidate.period) or candidate.period
-        by_window.setdefault((candidate.period, part), []).append(code)
+        by_window.setdefault((candidate.period, _part(candidate)), []).append(code)
     used: dict[str, Decimal] = {}
     others: dict[tuple[Period, Period], UsageWindow] = {}
     for (period, part), codes in by_window.items():
         simple = [specs[c] for c in codes if specs[c].aggregation in _QUERY_KINDS]
         if simple:
             start, end = part.utc_window(customer.timezone)
-            totals = meter_totals(engine, customer.external_id, simple, start, end)
-            used.update({code: found.quantity for code, found in totals.items()})
+            window = (to_epoch_us(start), to_epoch_us(end))
+            found = [counted.counters.get((spec.code, *window)) for spec in simple]
+            if counted.cursor is not None and all(counter is not None for counter in found):
+                since = meter_totals(engine, customer.external_id, simple, start, end, received_after=counted.cursor)
+                for spec, counter in zip(simple, found, strict=True):
+                    assert counter is not None
+                    used[spec.code] = _added(spec.aggregation, counter, since[spec.code])
+            else:
+                totals = meter_totals(engine, customer.external_id, simple, start, end)
+                used.update({code: aggregate.quantity for code, aggregate in totals.items()})
         if len(simple) < len(codes):
             others[(period, part)] = UsageWindow(customer.external_id, customer.timezone, period, part)
     if others:
         aggregated = aggregate_periods(engine, catalog, others)
-        for window, codes in by_window.items():
+        for window_key, codes in by_window.items():
             for code in codes:
                 if code not in used:
-                    found = aggregated[window].get(code)
-                    used[code] = total_of(found).quantity if found is not None else ZERO
+                    usage = aggregated[window_key].get(code)
+                    used[code] = total_of(usage).quantity if usage is not None else ZERO
     return used
+
+
+def _part(candidate: _Candidate) -> Period:
+    """The part of the candidate's period its subscription covers (usage counts over it)."""
+    return section_window(candidate.subscription, candidate.period) or candidate.period
+
+
+def _added(kind: str, counter: tuple[int, Decimal], since: MeterAggregate) -> Decimal:
+    """A counter's quantity with the events received since it was counted, as the aggregation would give it."""
+    events, quantity = counter
+    if kind == "count":
+        return Decimal(events + since.events)
+    if kind == "sum":
+        return _as_meters_give(quantity + since.quantity)
+    if not since.events:  # max
+        return quantity
+    return since.quantity if not events else max(quantity, since.quantity)
+
+
+def _as_meters_give(quantity: Decimal) -> Decimal:
+    """A quantity written as ``meters`` writes it: a whole number without a point, else without trailing zeros."""
+    return Decimal(int(quantity)) if quantity == quantity.to_integral_value() else quantity.normalize()
+
+
+def _counters_of(session: Session, customer: str) -> dict[_CounterKey, tuple[int, Decimal]]:
+    c = UsageCounterRow
+    statement = select(c.meter, c.window_start, c.window_end, c.events, c.quantity).where(
+        c.customer_external_id == customer
+    )
+    rows = session.execute(statement)
+    return {(meter, start, end): (events, quantity) for meter, start, end, events, quantity in rows}
+
+
+def _cursor(session: Session) -> int | None:
+    return session.scalar(select(UsageReactionRow.received_through).where(UsageReactionRow.name == _REACTION))
+
+
+# -- the counters, behind the request path ----------------------------------------------------------------
+
+
+def usage_counters(
+    engine: Engine, catalog: Catalog, customers: Iterable[str], through: int, now: dt.datetime
+) -> list[dict[str, object]]:
+    """The counters of ``customers``' current windows (at ``now``) of their ``count``, ``sum`` and ``max``
+    meters: each window's exact aggregate of the events received up to ``through`` (``received_at``
+    microseconds), as rows for :func:`write_counters`. One batched aggregation for all of them."""
+    wanted = set(customers)
+    if not wanted:
+        return []
+    with session_scope(read_only(engine)) as session:
+        owners = repository.customers_by_external_id(session, wanted)
+        subscriptions = repository.subscriptions_of_customers(session, owners)
+        overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
+        limits = limits_of(session, owners)
+    specs = meter_specs(catalog)
+    windows: dict[tuple[str, int, int], tuple[str, dt.datetime, dt.datetime]] = {}
+    codes: dict[tuple[str, int, int], set[str]] = {}
+    for owner in owners.values():
+        today = now.astimezone(ZoneInfo(owner.timezone)).date()
+        active = [
+            s
+            for s in subscriptions
+            if s.customer_external_id == owner.external_id and s.overlaps(today, today + dt.timedelta(days=1))
+        ]
+        chosen = _chosen(_candidates(catalog, active, overrides, limits.get(owner.external_id, {}), today))
+        for code, candidate in chosen.items():
+            if specs[code].aggregation in _QUERY_KINDS:
+                start, end = _part(candidate).utc_window(owner.timezone)
+                key = (owner.external_id, to_epoch_us(start), to_epoch_us(end))
+                windows[key] = (owner.external_id, start, end)
+                codes.setdefault(key, set()).add(code)
+    if not windows:
+        return []
+    needed = [specs[code] for code in sorted(set().union(*codes.values()))]
+    aggregated = aggregate_usage(engine, windows, needed, received_until=from_epoch_us(through))
+    written = utcnow()
+    return [
+        {
+            "customer_external_id": key[0],
+            "meter": code,
+            "window_start": key[1],
+            "window_end": key[2],
+            "events": aggregated[(key, code)].events,
+            "quantity": aggregated[(key, code)].quantity,
+            "counted_through": through,
+            "updated_at": written,
+        }
+        for key in sorted(codes)
+        for code in sorted(codes[key])
+    ]
+
+
+def write_counters(session: Session, rows: list[dict[str, object]]) -> None:
+    """Upsert the counters; one counted through an earlier instant than the one stored changes nothing."""
+    if not rows:
+        return
+    table = UsageCounterRow.__table__
+    statement = insert_for(session, table)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=["customer_external_id", "meter", "window_start", "window_end"],
+        set_={
+            "events": excluded.events,
+            "quantity": excluded.quantity,
+            "counted_through": excluded.counted_through,
+            "updated_at": excluded.updated_at,
+        },
+        where=table.c.counted_through < excluded.counted_through,
+    )
+    session.execute(statement, rows)
 
 
 def _entitlement(meter: str, candidate: _Candidate, used: Decimal, customer: Customer) -> Entitlement:

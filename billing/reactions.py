@@ -11,8 +11,10 @@ what was stored since it last looked, through a cursor over the order in which e
             and every later one is received after F. A pass reacts to the events received in
             ``(received_through, F]`` — none skipped, however many ingestions commit concurrently;
   react     the customers of those events and the calendar months (in each customer's timezone) their events fall
-            in: ``check_thresholds`` of exactly those, in one batched evaluation;
-  advance   ``received_through`` set to F in the very transaction that records the evaluations and notifications.
+            in: ``check_thresholds`` of exactly those, in one batched evaluation; and those customers' usage
+            counters of their current windows (``billing.entitlements``), counted through F;
+  advance   ``received_through`` set to F in the very transaction that records the evaluations, notifications and
+            counters.
 
 Exactly once: a crash before that transaction commits leaves the cursor where it was, and the next pass evaluates
 the same events again; a threshold notification is unique per crossing (subscription, period, threshold, level),
@@ -46,6 +48,7 @@ from billing.core.periods import Period, months_between
 from billing.db import session_scope
 from billing.db.reaction_tables import UsageReactionRow
 from billing.db.tables import CustomerRow
+from billing.entitlements import usage_counters, write_counters
 from billing.progressive import issue_progressive_invoices
 from billing.thresholds import Crossing, check_thresholds
 from dbkit import as_utc, insert_for, read_only, utcnow
@@ -116,13 +119,15 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
         # the next pass, which evaluates the same events again (the cursor moves with the thresholds below).
         issued = issue_progressive_invoices(engine, catalog, periods=periods, now=now)
         report.progressive = issued.issued
-        checked = check_thresholds(
-            engine,
-            catalog,
-            periods=periods,
-            now=as_utc(now or utcnow()),
-            in_transaction=lambda session: _advance(session, THRESHOLDS, through),
-        )
+        instant = as_utc(now or utcnow())
+        # the entitlements' usage counters of the customers reacted to, counted through the cursor's new place
+        counters = usage_counters(engine, catalog, periods, through, instant)
+
+        def in_transaction(session: Session) -> None:
+            write_counters(session, counters)
+            _advance(session, THRESHOLDS, through)
+
+        checked = check_thresholds(engine, catalog, periods=periods, now=instant, in_transaction=in_transaction)
         report.created = checked.created
     return report
 

@@ -9,15 +9,19 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from billing import customers as service
 from billing.cli import app
 from billing.entitlements import customer_entitlements
 from billing.errors import NotFoundError
+from billing.db import session_scope
+from billing.db.entitlement_tables import UsageCounterRow
 from billing.metering import meter_specs
+from billing.reactions import pending_since, react_to_usage
 from billing.thresholds import set_limit
-from meters import aggregate_usage, ingest, meter_totals
+from meters import aggregate_usage, ingest, meter_totals, to_epoch_us
 from pricing_plans.loader import loads_catalog
 from tests.billing.test_api import add_customer, error_of, live_api, post_events
 
@@ -169,6 +173,43 @@ def test_a_hard_limit_blocks_at_exactly_100_percent_and_nothing_remains_below_ze
         "60", "50", "0", False, False
     )
     assert tokens.credit_balance is None  # no prepaid credits in the engine yet
+
+
+def counters(engine):
+    with session_scope(engine) as session:
+        return sorted(
+            (r.customer_external_id, r.meter, str(r.quantity), r.events, r.counted_through)
+            for r in session.scalars(select(UsageCounterRow))
+        )
+
+
+def test_the_reactions_counters_and_the_events_received_since_answer_exactly_as_the_events_do(engine, catalog):
+    customer(engine, catalog, "acme", "monthly", "America/New_York")
+    send(engine, catalog, "acme", 600, "2026-03-10T12:00:00Z", "a")
+    send(engine, catalog, "acme", 2, "2026-03-10T12:00:00Z", "t", meter="tokens", value="1.5")
+    assert counters(engine) == []  # nothing reacted to yet: the entitlement reads the window's events
+    assert str(api_calls(engine, catalog).used) == "600"
+    react_to_usage(engine, catalog, now=NOW)
+    through = to_epoch_us(pending_since(engine))
+    # the reaction counted the customer's current windows through its cursor: 600 calls, 2 × 1.5 = 3 tokens
+    assert counters(engine) == [("acme", "api_calls", "600", 600, through), ("acme", "tokens", "3", 2, through)]
+    send(engine, catalog, "acme", 399, "2026-03-11T12:00:00Z", "b")  # not reacted to: counter + events since
+    send(engine, catalog, "acme", 1, "2026-03-11T12:00:00Z", "t2", meter="tokens", value="0.5")
+    pending = api_calls(engine, catalog)
+    assert (str(pending.used), str(pending.remaining), pending.blocked) == ("999", "1", False)  # 600 + 399
+    tokens = customer_entitlements(engine, catalog, "acme", meter="tokens", now=NOW).meters[0]
+    assert str(tokens.used) == "3.5"  # 3 counted + 0.5 since
+    react_to_usage(engine, catalog, now=NOW)
+    assert [row[:4] for row in counters(engine)] == [("acme", "api_calls", "999", 999), ("acme", "tokens", "3.5", 3)]
+    send(engine, catalog, "acme", 1, "2026-03-12T12:00:00Z", "c")  # the 1,000th: 100 % of the hard limit
+    at = api_calls(engine, catalog)
+    assert (str(at.used), str(at.remaining), at.blocked) == ("1000", "0", True)
+    react_to_usage(engine, catalog, now=NOW)
+    assert api_calls(engine, catalog) == at  # the same answer from the counter alone
+    with session_scope(engine) as session:  # the answer is the counter's: a counter made wrong shows through
+        session.get(UsageCounterRow, ("acme", "api_calls", *[to_epoch_us(x) for x in at.period.utc_window(
+            "America/New_York")])).events = 7
+    assert str(api_calls(engine, catalog).used) == "7"
 
 
 def test_a_unique_count_hard_limit_counts_distinct_values_through_the_runs_aggregation(engine, catalog):
