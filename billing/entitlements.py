@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from billing.core.compose import section_window
@@ -62,7 +62,7 @@ from billing.metering import UsageWindow, aggregate_periods, meter_specs, total_
 from billing.thresholds import ThresholdSpec, limits_of, plan_thresholds
 from billing.usage_windows import resolve_plans
 from dbkit import insert_for, read_only, utcnow
-from meters import MeterAggregate, aggregate_usage, from_epoch_us, meter_totals, to_epoch_us
+from meters import MeterAggregate, MeterSpec, aggregate_usage, from_epoch_us, meter_totals, to_epoch_us
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
@@ -144,18 +144,20 @@ def customer_entitlements(
         subscriptions = repository.subscriptions_of(session, customer.id)
         overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
         limits = limits_of(session, [customer.external_id]).get(customer.external_id, {})
-        counted = _Counted(_counters_of(session, customer.external_id), _cursor(session))
-    today = as_of.astimezone(ZoneInfo(customer.timezone)).date()
-    active = [s for s in subscriptions if s.overlaps(today, today + dt.timedelta(days=1))]
-    chosen = _chosen(_candidates(catalog, active, overrides, limits, today))
-    if meter is not None:
-        if meter not in chosen:
-            known = "" if meter in catalog.meters else " (the catalog has no such meter)"
-            raise NotFoundError(
-                f"customer {customer.external_id!r} has no current subscription with meter {meter!r}{known}"
-            )
-        chosen = {meter: chosen[meter]}
-    used = _used(engine, catalog, customer, chosen, counted)
+        # the cursor before the counters: a counter written meanwhile has counted further than the cursor read
+        cursor = _cursor(session)
+        counted = _Counted(_counters_of(session, customer.external_id), cursor)
+        today = as_of.astimezone(ZoneInfo(customer.timezone)).date()
+        active = [s for s in subscriptions if s.overlaps(today, today + dt.timedelta(days=1))]
+        chosen = _chosen(_candidates(catalog, active, overrides, limits, today))
+        if meter is not None:
+            if meter not in chosen:
+                known = "" if meter in catalog.meters else " (the catalog has no such meter)"
+                raise NotFoundError(
+                    f"customer {customer.external_id!r} has no current subscription with meter {meter!r}{known}"
+                )
+            chosen = {meter: chosen[meter]}
+        used = _used(engine, session.connection(), catalog, customer, chosen, counted)
     entitlements = tuple(_entitlement(code, chosen[code], used[code], customer) for code in sorted(chosen))
     return Entitlements(customer, as_of, entitlements)
 
@@ -201,14 +203,30 @@ def _chosen(candidates: Mapping[str, list[_Candidate]]) -> dict[str, _Candidate]
 
 @dataclass(frozen=True, slots=True)
 class _Counted:
-    """The customer's usage counters (events, quantity by key) and the reaction's cursor (None: no reaction yet)."""
+    """The customer's usage counters (events, quantity, counted through, by key) and the reaction's cursor read
+    before them (None: no reaction yet)."""
 
-    counters: dict[_CounterKey, tuple[int, Decimal]]
+    counters: dict[_CounterKey, tuple[int, Decimal, int]]
     cursor: int | None
+
+    def since(self, found: Sequence[tuple[int, Decimal, int] | None]) -> int | None:
+        """From which ``received_at`` on the events of a window whose counters are ``found`` are still to be
+        added: the later of the cursor and the instant they were counted through (every event of a counter's
+        window received in between was counted by the pass that moved the cursor there). None: no counter (or
+        counters of different instants) to start from."""
+        if self.cursor is None or not found or any(counter is None for counter in found):
+            return None
+        throughs = {counter[2] for counter in found if counter is not None}
+        return max(self.cursor, throughs.pop()) if len(throughs) == 1 else None
 
 
 def _used(
-    engine: Engine, catalog: Catalog, customer: Customer, chosen: Mapping[str, _Candidate], counted: _Counted
+    engine: Engine,
+    connection: Connection,
+    catalog: Catalog,
+    customer: Customer,
+    chosen: Mapping[str, _Candidate],
+    counted: _Counted,
 ) -> dict[str, Decimal]:
     """Each meter's quantity over its candidate's part of the period: its counter and the events received since,
     or one grouped query per distinct window; the billing run's aggregation for the meters that do not add up."""
@@ -224,13 +242,16 @@ def _used(
             start, end = part.utc_window(customer.timezone)
             window = (to_epoch_us(start), to_epoch_us(end))
             found = [counted.counters.get((spec.code, *window)) for spec in simple]
-            if counted.cursor is not None and all(counter is not None for counter in found):
-                since = meter_totals(engine, customer.external_id, simple, start, end, received_after=counted.cursor)
+            after = counted.since(found)
+            if after is not None:
+                since = meter_totals(
+                    engine, customer.external_id, simple, start, end, received_after=after, connection=connection
+                )
                 for spec, counter in zip(simple, found, strict=True):
                     assert counter is not None
-                    used[spec.code] = _added(spec.aggregation, counter, since[spec.code])
+                    used[spec.code] = _added(spec.aggregation, counter[:2], since[spec.code])
             else:
-                totals = meter_totals(engine, customer.external_id, simple, start, end)
+                totals = meter_totals(engine, customer.external_id, simple, start, end, connection=connection)
                 used.update({code: aggregate.quantity for code, aggregate in totals.items()})
         if len(simple) < len(codes):
             others[(period, part)] = UsageWindow(customer.external_id, customer.timezone, period, part)
@@ -266,13 +287,13 @@ def _as_meters_give(quantity: Decimal) -> Decimal:
     return Decimal(int(quantity)) if quantity == quantity.to_integral_value() else quantity.normalize()
 
 
-def _counters_of(session: Session, customer: str) -> dict[_CounterKey, tuple[int, Decimal]]:
+def _counters_of(session: Session, customer: str) -> dict[_CounterKey, tuple[int, Decimal, int]]:
     c = UsageCounterRow
-    statement = select(c.meter, c.window_start, c.window_end, c.events, c.quantity).where(
+    statement = select(c.meter, c.window_start, c.window_end, c.events, c.quantity, c.counted_through).where(
         c.customer_external_id == customer
     )
     rows = session.execute(statement)
-    return {(meter, start, end): (events, quantity) for meter, start, end, events, quantity in rows}
+    return {(meter, start, end): (events, quantity, through) for meter, start, end, events, quantity, through in rows}
 
 
 def _cursor(session: Session) -> int | None:
@@ -313,6 +334,7 @@ def usage_counters(
                 key = (owner.external_id, to_epoch_us(start), to_epoch_us(end))
                 windows[key] = (owner.external_id, start, end)
                 codes.setdefault(key, set()).add(code)
+    _live_counters(engine, set(owners), now, specs, windows, codes)
     if not windows:
         return []
     needed = [specs[code] for code in sorted(set().union(*codes.values()))]
@@ -332,6 +354,38 @@ def usage_counters(
         for key in sorted(codes)
         for code in sorted(codes[key])
     ]
+
+
+_LIVE_MARGIN = dt.timedelta(hours=1)
+
+
+def _live_counters(
+    engine: Engine,
+    customers: set[str],
+    now: dt.datetime,
+    specs: Mapping[str, MeterSpec],
+    windows: dict[tuple[str, int, int], tuple[str, dt.datetime, dt.datetime]],
+    codes: dict[tuple[str, int, int], set[str]],
+) -> None:
+    """Add the customers' counters that may still be read (their window ends after ``now``, less a margin for the
+    clocks of other processes) to those to count: a counter a request may read has counted every event of its
+    window that any later pass reacted to, even when that pass saw other current windows (a subscription that
+    started or ended, a limit changed) than the request."""
+    c = UsageCounterRow
+    wanted = sorted(customers)
+    rows = []
+    with session_scope(read_only(engine)) as session:
+        for i in range(0, len(wanted), 5_000):
+            statement = select(c.customer_external_id, c.meter, c.window_start, c.window_end).where(
+                c.customer_external_id.in_(wanted[i : i + 5_000]), c.window_end > to_epoch_us(now - _LIVE_MARGIN)
+            )
+            rows += list(session.execute(statement))
+    for customer, meter, start, end in rows:
+        spec = specs.get(meter)
+        if spec is not None and spec.aggregation in _QUERY_KINDS:
+            key = (customer, start, end)
+            windows[key] = (customer, from_epoch_us(start), from_epoch_us(end))
+            codes.setdefault(key, set()).add(meter)
 
 
 def write_counters(session: Session, rows: list[dict[str, object]]) -> None:

@@ -12,13 +12,13 @@ import datetime as dt
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from dbkit.dialect import read_only
+from dbkit.dialect import is_postgresql, read_only
 from meters.aggregate import MeterAggregate, aggregate_usage
 from meters.events import MeterSpec, from_epoch_us, from_scaled, to_epoch_us
 from meters.tables import UsageEventRow
@@ -181,6 +181,7 @@ def meter_totals(
     end: dt.datetime,
     *,
     received_after: int | None = None,
+    connection: Connection | None = None,
 ) -> dict[str, MeterAggregate]:
     """One customer's quantity of each meter in the UTC window ``[start, end)``, exactly as ``aggregate_usage``
     computes it, for a request path: ``count``, ``sum`` and ``max`` in one grouped query on the aggregation
@@ -189,7 +190,7 @@ def meter_totals(
 
     ``received_after`` (``received_at`` microseconds): only the events received after it, read through the index
     of the order events were received in (a few: those a usage counter has not counted yet); ``count``, ``sum``
-    and ``max`` meters only.
+    and ``max`` meters only. ``connection``: ask on it (in its transaction) rather than on one of ``engine``'s.
     """
     specs = {spec.code: spec for spec in meters}
     simple = sorted(code for code, spec in specs.items() if spec.aggregation in _ONE_QUERY_KINDS)
@@ -197,7 +198,12 @@ def meter_totals(
         raise ValueError("received_after: only count, sum and max meters can be counted from an instant on")
     found: dict[str, MeterAggregate] = {}
     if simple:
-        rows = _grouped_totals(engine, customer, simple, to_epoch_us(start), to_epoch_us(end), received_after)
+        window = (to_epoch_us(start), to_epoch_us(end))
+        if connection is None:
+            with read_only(engine).connect() as own:
+                rows = _grouped_totals(own, customer, simple, *window, received_after)
+        else:
+            rows = _grouped_totals(connection, customer, simple, *window, received_after)
         if rows is not None:
             counted = {meter: (events, total, largest) for meter, events, total, largest in rows}
             for code in simple:
@@ -215,7 +221,7 @@ def meter_totals(
 
 
 def _grouped_totals(
-    engine: Engine, customer: str, codes: list[str], start: int, end: int, received_after: int | None
+    connection: Connection, customer: str, codes: list[str], start: int, end: int, received_after: int | None
 ) -> list[tuple[str, int, int | None, int | None]] | None:
     """``(meter, count, sum, max)`` of the window's events (received after ``received_after``, when given), or
     None when the database's ``sum`` overflows (SQLite)."""
@@ -223,19 +229,33 @@ def _grouped_totals(
     statement = select(e.meter, func.count(), func.sum(e.value), func.max(e.value)).where(
         e.meter.in_(codes), e.customer == customer, e.occurred_at >= start, e.occurred_at < end
     )
+    if received_after is None:
+        query: Any = statement.group_by(e.meter)
+        values: dict[str, Any] = {}
+    else:
+        # Both databases would take the aggregation index (meter and customer equal) and walk the whole window:
+        # the events received since a recent instant are few, and the index of the order events were received in
+        # finds them (SQLite: INDEXED BY; PostgreSQL: a materialized CTE, whose only usable index is that one).
+        if is_postgresql(connection):
+            recent = (
+                "WITH recent AS MATERIALIZED (SELECT meter, customer, occurred_at, value FROM usage_events "
+                "WHERE received_at > :after) SELECT meter, count(*), sum(value), max(value) FROM recent"
+            )
+        else:
+            recent = (
+                "SELECT meter, count(*), sum(value), max(value) FROM usage_events "
+                "INDEXED BY ix_usage_events_received_at"
+            )
+        where = " AND ".join(
+            (*(("received_at > :after",) if not is_postgresql(connection) else ()),
+             "customer = :customer", "meter IN :codes", "occurred_at >= :start", "occurred_at < :end")
+        )
+        query = text(f"{recent} WHERE {where} GROUP BY meter").bindparams(bindparam("codes", expanding=True))
+        values = {"after": received_after, "customer": customer, "codes": codes, "start": start, "end": end}
+    if is_postgresql(connection):  # its sum() of bigints is a numeric: it never overflows
+        return [tuple(row) for row in connection.execute(query, values)]
     try:
-        with read_only(engine).connect() as connection:
-            if received_after is None:
-                return [tuple(row) for row in connection.execute(statement.group_by(e.meter))]  # type: ignore[misc]
-            # SQLite would take the aggregation index (two equalities) and walk the whole window: the events
-            # received since a recent instant are few, and the index of the order they were received in finds them
-            hint = "" if connection.dialect.name == "postgresql" else " INDEXED BY ix_usage_events_received_at"
-            recent = text(
-                f"SELECT meter, count(*), sum(value), max(value) FROM usage_events{hint} WHERE received_at > :after "
-                "AND customer = :customer AND meter IN :codes AND occurred_at >= :start AND occurred_at < :end "
-                "GROUP BY meter"
-            ).bindparams(bindparam("codes", expanding=True))
-            values = {"after": received_after, "customer": customer, "codes": codes, "start": start, "end": end}
-            return [tuple(row) for row in connection.execute(recent, values)]
+        with connection.begin_nested():  # a savepoint: the transaction it is asked in goes on after an overflow
+            return [tuple(row) for row in connection.execute(query, values)]
     except DBAPIError:  # SQLite's integer overflow in sum(): the aggregation sums on Python integers
         return None

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from billing import customers as service
 from billing.cli import app
-from billing.entitlements import customer_entitlements
-from billing.errors import NotFoundError
 from billing.db import session_scope
 from billing.db.entitlement_tables import UsageCounterRow
+from billing.entitlements import customer_entitlements
+from billing.errors import NotFoundError
 from billing.metering import meter_specs
 from billing.reactions import pending_since, react_to_usage
 from billing.thresholds import set_limit
