@@ -7,9 +7,10 @@ same server, routing, authentication and serialization) on the same database.
 The data: 100 customers on a plan with a hard limit on a ``count`` meter and an allowance of a ``sum`` meter, and
 this month's usage of each (1,000,000 events at scale 1, 10,000 a customer, half of each meter); one heavy
 customer with 200,000 more, stored through ingestion and the table analyzed (as PostgreSQL's autovacuum does after
-a bulk load). The server's usage reaction counts them before the requests start. The requests: 2,000 of each kind at scale 1 (at least 300), in turns, for customers
-picked at random, then the same for the heavy customer alone: p50 and p99 (ms). Target: a p99 within 3× the
-lookup's, whatever the number of events (the answer reads counters, not the period's events).
+a bulk load). The server's usage reaction counts them before the requests start. The requests: 2,000 of each kind
+at scale 1 (at least 300), in turns, for customers picked at random, then the same for the heavy customer alone:
+p50 and p99 (ms). Target: a p99 within 3× the lookup's, whatever the number of events (the answer reads counters,
+not the period's events).
 
 ``BENCH_SCALE`` scales the numbers of events and requests.
 """
@@ -175,7 +176,8 @@ def _measure(label: str, url: str, scale: float, console: Console) -> list[Figur
             figures.append(Figure(f"{name}, p50 → {label}", p50, "ms", l50, "GET /v1/customers/{id} p50"))
             figures.append(
                 Figure(
-                    f"{name}, p99 → {label}", p99, "ms", l99, "GET /v1/customers/{id} p99", "≤ 3× lookup", p99 <= 3 * l99
+                    f"{name}, p99 → {label}", p99, "ms", l99, "GET /v1/customers/{id} p99", "≤ 3× lookup",
+                    p99 <= 3 * l99,
                 )
             )
     return figures
