@@ -110,7 +110,8 @@ _PLAN = {
         {"meter": "storage_gb", "description": None, "model": "per_unit", "unit_amount": "0.25"},
     ],
     "commitment": None,
-    "thresholds": [{"meter": "api_calls", "allowance": "10000", "spend_cap": None, "levels": [80, 100]}],
+    "thresholds": [{"meter": "api_calls", "allowance": "10000", "spend_cap": None, "levels": [80, 100],
+                    "hard_limit": True}],
     "progressive_billing": None,
 }
 _METRICS_ROW = {

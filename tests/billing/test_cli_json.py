@@ -305,7 +305,8 @@ def _check_plan(doc: dict[str, Any], world: World) -> None:
         {"up_to": "3", "unit_amount": "0", "flat_amount": "0"},
         {"up_to": None, "unit_amount": "0.25", "flat_amount": "0"},
     ]
-    assert doc["thresholds"] == [{"meter": "api_calls", "allowance": "5", "spend_cap": None, "levels": [80, 100]}]
+    assert doc["thresholds"] == [{"meter": "api_calls", "allowance": "5", "spend_cap": None, "levels": [80, 100],
+                                  "hard_limit": False}]
 
 
 def _check_quote(doc: dict[str, Any], world: World) -> None:
