@@ -417,6 +417,16 @@ def _check_beta_usage(doc: dict[str, Any], world: World) -> None:
     assert doc["preview"]["total"] == "10.00"
 
 
+def _check_entitlements(doc: dict[str, Any], world: World) -> None:
+    """acme's current period (whichever it is today): its allowance of 5 calls only alerts, so nothing blocks."""
+    assert (doc["customer"], doc["timezone"]) == ("acme", "UTC")
+    calls, minutes = doc["entitlements"]
+    assert (calls["meter"], calls["limit"], calls["hard_limit"], calls["blocked"]) == ("api_calls", "5", False, False)
+    assert Decimal(calls["remaining"]) == max(Decimal(5) - Decimal(calls["used"]), Decimal(0))
+    assert (minutes["meter"], minutes["limit"], minutes["remaining"]) == ("compute_minutes", None, None)
+    assert calls["resets_at"].endswith("T00:00:00Z") and calls["credit_balance"] is None
+
+
 def _stripe(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from tests.billing.test_stripe import API_KEY, FakeStripe
 
@@ -532,6 +542,7 @@ CASES = [
     Case(("usage", "show"), _fixed("usage", "acme", "--period", "2026-10", "--json"), _check_acme_usage),
     Case(("usage", "show"), _fixed("usage", "show", "beta", "--period", "2026-10", "--json"), _check_beta_usage),
     Case(("stripe", "sync"), _stripe, _check_synced),
+    Case(("entitlements",), _fixed("entitlements", "acme", "--json"), _check_entitlements),
 ]
 
 
