@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.orm import Session
 
 from billing.core.compose import section_window
@@ -66,7 +66,14 @@ from meters import MeterAggregate, MeterSpec, aggregate_usage, from_epoch_us, me
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
-__all__ = ["Entitlement", "Entitlements", "customer_entitlements", "usage_counters", "write_counters"]
+__all__ = [
+    "CounterUpdate",
+    "Entitlement",
+    "Entitlements",
+    "customer_entitlements",
+    "usage_counters",
+    "write_counters",
+]
 
 _QUERY_KINDS = frozenset({"count", "sum", "max"})  # counted behind the request path; one grouped query otherwise
 _REACTION = "thresholds"  # the usage reaction that writes the counters (``billing.reactions.THRESHOLDS``)
@@ -303,15 +310,27 @@ def _cursor(session: Session) -> int | None:
 # -- the counters, behind the request path ----------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CounterUpdate:
+    """What a pass writes: the counters of ``customers`` counted through ``through`` (``rows``); every other
+    counter of theirs counted through less goes (it could no longer be kept exact)."""
+
+    customers: frozenset[str]
+    through: int
+    rows: list[dict[str, object]]
+
+
 def usage_counters(
     engine: Engine, catalog: Catalog, customers: Iterable[str], through: int, now: dt.datetime
-) -> list[dict[str, object]]:
+) -> CounterUpdate:
     """The counters of ``customers``' current windows (at ``now``) of their ``count``, ``sum`` and ``max``
     meters: each window's exact aggregate of the events received up to ``through`` (``received_at``
-    microseconds), as rows for :func:`write_counters`. One batched aggregation for all of them."""
-    wanted = set(customers)
-    if not wanted:
-        return []
+    microseconds), for :func:`write_counters`. One batched aggregation for all of them; none when no plan of the
+    catalog has a hard limit (entitlements are then answered from the events)."""
+    wanted = frozenset(customers)
+    update = CounterUpdate(wanted, through, [])
+    if not wanted or not any(t.hard_limit for plan in catalog.all_plans() for t in plan.thresholds):
+        return update  # a catalog without hard limits: nothing is enforced per request, no pass pays for counters
     with session_scope(read_only(engine)) as session:
         owners = repository.customers_by_external_id(session, wanted)
         subscriptions = repository.subscriptions_of_customers(session, owners)
@@ -336,11 +355,11 @@ def usage_counters(
                 codes.setdefault(key, set()).add(code)
     _live_counters(engine, set(owners), now, specs, windows, codes)
     if not windows:
-        return []
+        return update
     needed = [specs[code] for code in sorted(set().union(*codes.values()))]
     aggregated = aggregate_usage(engine, windows, needed, received_until=from_epoch_us(through))
     written = utcnow()
-    return [
+    rows: list[dict[str, object]] = [
         {
             "customer_external_id": key[0],
             "meter": code,
@@ -354,6 +373,7 @@ def usage_counters(
         for key in sorted(codes)
         for code in sorted(codes[key])
     ]
+    return CounterUpdate(wanted, through, rows)
 
 
 _LIVE_MARGIN = dt.timedelta(hours=1)
@@ -388,24 +408,31 @@ def _live_counters(
             codes.setdefault(key, set()).add(meter)
 
 
-def write_counters(session: Session, rows: list[dict[str, object]]) -> None:
-    """Upsert the counters; one counted through an earlier instant than the one stored changes nothing."""
-    if not rows:
-        return
+def write_counters(session: Session, update: CounterUpdate) -> None:
+    """Upsert the counters (one counted through an earlier instant than the one stored changes nothing), then
+    delete the customers' counters that neither this pass nor a later one counted: a counter the pass did not
+    recount (a window no longer current, a meter no longer counted) would miss the customer's newer events."""
     table = UsageCounterRow.__table__
-    statement = insert_for(session, table)
-    excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=["customer_external_id", "meter", "window_start", "window_end"],
-        set_={
-            "events": excluded.events,
-            "quantity": excluded.quantity,
-            "counted_through": excluded.counted_through,
-            "updated_at": excluded.updated_at,
-        },
-        where=table.c.counted_through < excluded.counted_through,
-    )
-    session.execute(statement, rows)
+    if update.rows:
+        statement = insert_for(session, table)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=["customer_external_id", "meter", "window_start", "window_end"],
+            set_={
+                "events": excluded.events,
+                "quantity": excluded.quantity,
+                "counted_through": excluded.counted_through,
+                "updated_at": excluded.updated_at,
+            },
+            where=table.c.counted_through < excluded.counted_through,
+        )
+        session.execute(statement, update.rows)
+    wanted = sorted(update.customers)
+    for i in range(0, len(wanted), 5_000):
+        c = UsageCounterRow
+        session.execute(
+            delete(c).where(c.customer_external_id.in_(wanted[i : i + 5_000]), c.counted_through < update.through)
+        )
 
 
 def _entitlement(meter: str, candidate: _Candidate, used: Decimal, customer: Customer) -> Entitlement:

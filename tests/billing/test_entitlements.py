@@ -210,6 +210,13 @@ def test_the_reactions_counters_and_the_events_received_since_answer_exactly_as_
         session.get(UsageCounterRow, ("acme", "api_calls", *[to_epoch_us(x) for x in at.period.utc_window(
             "America/New_York")])).events = 7
     assert str(api_calls(engine, catalog).used) == "7"
+    # April: the pass over the customer's first April events counts April's windows and drops March's counters,
+    # which no request reads any more
+    april = dt.datetime(2026, 4, 2, 12, tzinfo=dt.UTC)
+    send(engine, catalog, "acme", 2, "2026-04-02T11:00:00Z", "apr", now=april)
+    react_to_usage(engine, catalog, now=april)
+    assert [row[:4] for row in counters(engine)] == [("acme", "api_calls", "2", 2), ("acme", "tokens", "0", 0)]
+    assert str(api_calls(engine, catalog, now=april).used) == "2"
 
 
 def test_a_unique_count_hard_limit_counts_distinct_values_through_the_runs_aggregation(engine, catalog):
