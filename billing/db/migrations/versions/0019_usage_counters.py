@@ -3,7 +3,7 @@ entitlements are answered without reading the window's events (``billing.db.enti
 first: a window without a counter is aggregated from its events.
 
 Revision ID: 0019
-Revises: 0015
+Revises: 0018
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 from dbkit.types import ExactDecimal
 
 revision = "0019"
-down_revision = "0015"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
