@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from billing import credits
 from billing.config import Settings, get_settings
 from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
@@ -78,14 +79,14 @@ def get_invoice(engine: Engine, key: str | int) -> Invoice:
     """An invoice by id, number or billing key."""
     with session_scope(engine) as session:
         try:
-            return store.get_invoice(session, key)
+            return credits.with_credits(session, [store.get_invoice(session, key)])[0]
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
 
 
 def list_invoices(engine: Engine, **filters: object) -> list[Invoice]:
     with session_scope(engine) as session:
-        return store.list_invoices(session, **filters)  # type: ignore[arg-type]
+        return credits.with_credits(session, store.list_invoices(session, **filters))  # type: ignore[arg-type]
 
 
 def invoices_page(
@@ -124,7 +125,8 @@ def finalize_invoice(
             invoice = store.get_invoice(session, key)
             if invoice.status == InvoiceStatus.DRAFT:
                 _check_can_issue(session, invoice, instant, allow_open_period)
-            issued = store.finalize(session, invoice.id, settings, today)
+            credits.finalize_with_credits(session, [invoice.id], settings, today, instant)
+            issued = credits.with_credits(session, [store.get_invoice(session, invoice.id)])[0]
             queue_invoice_finalized(session, issued)
             return issued
         except InvoiceNotFoundError as error:
@@ -145,11 +147,23 @@ def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) ->
 
 
 def create_credit_note(
-    engine: Engine, number: str, amount: Decimal, reason: str, settings: store.FinalizeSettings, today: dt.date
+    engine: Engine,
+    number: str,
+    amount: Decimal,
+    reason: str,
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    *,
+    to_balance: bool = False,
 ) -> Invoice:
+    """A credit note against an issued invoice; ``to_balance``: its amount goes to the customer's balance (a
+    ledger entry the next invoices use)."""
     with session_scope(engine) as session:
         try:
-            return store.create_credit_note(session, number, amount, reason, settings, today)
+            note = store.create_credit_note(session, number, amount, reason, settings, today)
+            if to_balance:
+                credits.refund_to_balance(session, note, note.total, clock())
+            return note
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
         except InvoiceStateError as error:
@@ -432,7 +446,9 @@ def _finalize_opening(
         return
     if outcome.action == "issued":
         return
-    report.finalized += store.finalize_many(session, [outcome.invoice_id], settings, _local_today(owner, instant))
+    report.finalized += credits.finalize_with_credits(
+        session, [outcome.invoice_id], settings, _local_today(owner, instant), instant
+    )
     # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
     queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
 

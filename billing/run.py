@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from billing import credits
 from billing.core.compose import (
     BilledKey,
     LateUsage,
@@ -1058,7 +1059,7 @@ def _issue(
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:
             chunk = store.claim_drafts(session, ids[offset : offset + batch])
-            numbers += store.finalize_many(session, chunk, settings, today)
+            numbers += credits.finalize_with_credits(session, chunk, settings, today)
             # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
             queue_invoices_finalized(session, store.get_invoices(session, chunk))
     return numbers

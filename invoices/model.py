@@ -19,6 +19,7 @@ from pricing_plans.charge_models import BreakdownRow, unit_amount_kind
 from pricing_plans.money import ZERO, Rounding, check_amount, round_money
 
 __all__ = [
+    "AppliedCredit",
     "DraftInvoice",
     "Invoice",
     "InvoiceKind",
@@ -62,7 +63,8 @@ class InvoiceScope(StrEnum):
 
     - ``period``: a customer's billing period (``period:<customer>:<period label>``);
     - ``opening``: a new subscription's first in-advance fee, at its start (``start:<subscription id>``);
-    - ``credit``: a credit note against an issued invoice (``credit:<invoice number>:<n>``);
+    - ``credit``: a credit note against an issued invoice (``credit:<invoice number>:<n>``), or an invoice selling
+      prepaid credit (a top-up, ``topup:<credit grant id>``);
     - ``progressive``: a subscription's usage so far in its period, issued before the period ends when its usage
       charges reach an amount (``progressive:<subscription id>:<period label>:<amount>``).
     """
@@ -229,6 +231,19 @@ def compute_totals(
 
 
 @dataclass(frozen=True, slots=True)
+class AppliedCredit:
+    """Prepaid credit or the customer's balance paying part of an issued invoice, after its total (a row below it).
+
+    ``kind``: ``free``, ``paid`` (prepaid credit) or ``balance`` (the customer's cash balance); ``grant_id``: the
+    credit grant it came from."""
+
+    kind: str
+    description: str
+    amount: Decimal
+    grant_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class DraftInvoice:
     """What a billing run hands to the invoice store: everything but the number, status and dates.
 
@@ -304,6 +319,16 @@ class Invoice:
     reason: str | None = None
     scope: InvoiceScope = InvoiceScope.PERIOD
     subscription_id: int | None = None
+    credits_applied: tuple[AppliedCredit, ...] = ()
+
+    @property
+    def amount_due(self) -> Decimal:
+        """What is left to pay: the total less the credits and balance applied, never below zero (a negative
+        total's amount goes to the customer's balance). Zero for a credit note."""
+        if self.kind is InvoiceKind.CREDIT_NOTE:
+            return round_money(ZERO, self.currency)
+        due = self.total - sum((c.amount for c in self.credits_applied), ZERO)
+        return round_money(max(due, ZERO), self.currency)
 
     @property
     def customer_id(self) -> str | None:

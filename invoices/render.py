@@ -82,6 +82,12 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
         "tax_rate": str(invoice.tax_rate),
         "tax": format_amount(invoice.tax, currency),
         "total": format_amount(invoice.total, currency),
+        "credits_applied": [
+            {"kind": c.kind, "description": c.description, "amount": format_amount(c.amount, currency),
+             "grant": c.grant_id}
+            for c in invoice.credits_applied
+        ],
+        "amount_due": format_amount(invoice.amount_due, currency),
     }
 
 
@@ -203,7 +209,7 @@ def _context(invoice: Invoice) -> dict[str, Any]:
             invoice.period_start, invoice.period_end
         ),
         "sections": [(name, [_line_view(line, invoice, fmt) for line in lines]) for name, lines in invoice.sections()],
-        "amount_due": ZERO if settled else invoice.total,
+        "amount_due": ZERO if settled else invoice.amount_due,
         "terms_days": terms_days,
     }
 

@@ -363,6 +363,17 @@ class InvoiceLineOut(_Out):
     details: dict[str, Any]
 
 
+class AppliedCreditOut(_Out):
+    """Credit paying part of an issued invoice: ``free`` or ``paid`` prepaid credit, or the customer's ``balance``."""
+
+    model_config = examples({"kind": "free", "description": "Free credit: Welcome offer", "amount": "4.40", "grant": 3})
+
+    kind: str
+    description: str
+    amount: str
+    grant: int
+
+
 class InvoiceOut(_Out):
     """An invoice as ``billing invoices show --json`` prints it (``invoices.render.invoice_json``)."""
 
@@ -376,6 +387,7 @@ class InvoiceOut(_Out):
             "currency": "USD", "locale": "en_US", "period": _PERIOD, "issue_date": "2026-11-03",
             "due_date": "2026-11-17", "refers_to": None, "reason": None, "lines": [_INVOICE_LINE],
             "subtotal": "4.00", "discount": "0.00", "tax_rate": "10", "tax": "0.40", "total": "4.40",
+            "credits_applied": [], "amount_due": "4.40",
         }
     )
 
@@ -399,6 +411,10 @@ class InvoiceOut(_Out):
     tax_rate: str
     tax: str
     total: str
+    credits_applied: list[AppliedCreditOut] = Field(
+        default_factory=list, description="Prepaid credits, then the customer's balance, paying the invoice."
+    )
+    amount_due: str = Field(description="total − credits applied, never below 0.00.")
 
 
 # -- usage ---------------------------------------------------------------------------------------------------
@@ -805,3 +821,105 @@ class OverrideListOut(_Out):
 
     data: list[OverrideOut]
     has_more: bool = Field(description="Whether more versions lie beyond this page (in the direction walked).")
+
+
+# -- prepaid credits -------------------------------------------------------------------------------------------
+
+
+class CreditGrantIn(_In):
+    """Grant ``amount`` of credit: free (usable now) or ``paid`` (sold on a top-up invoice, usable once it is
+    paid); it expires at the start of ``expires`` in the customer's timezone."""
+
+    model_config = examples(
+        {"amount": "50.00", "currency": "USD", "paid": False, "expires": "2027-01-01", "priority": 0,
+         "reason": "Welcome offer"}
+    )
+
+    amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
+    currency: ApiText = Field(min_length=3, max_length=3, description="ISO 4217 code.")
+    paid: bool = False
+    expires: dt.date | None = None
+    priority: int = Field(default=0, ge=0, le=1_000_000, description="Lower numbers are used first.")
+    reason: ApiText | None = Field(default=None, max_length=1000)
+
+
+_GRANT: dict[str, Any] = {
+    "id": 3, "customer": "acme", "kind": "free", "currency": "USD", "amount": "50.00", "remaining": "50.00",
+    "usable": True, "priority": 0, "expires": "2027-01-01", "expires_at": "2027-01-01T05:00:00+00:00",
+    "reason": "Welcome offer", "invoice": None, "created_at": "2026-11-03T10:00:00+00:00",
+}
+
+
+class CreditGrantOut(_Out):
+    """A grant of credit and what is left of it (the sum of its ledger entries)."""
+
+    model_config = examples(_GRANT)
+
+    id: int
+    customer: str
+    kind: str = Field(description="free, paid, or balance (money owed back to the customer).")
+    currency: str
+    amount: str
+    remaining: str
+    usable: bool = Field(description="False for a paid grant whose top-up invoice is not paid yet.")
+    priority: int
+    expires: dt.date | None
+    expires_at: str | None
+    reason: str | None
+    invoice: str | None = Field(description="A paid grant's top-up invoice number.")
+    created_at: str
+
+
+class CreditBalanceOut(_Out):
+    """A customer's credit in one currency."""
+
+    model_config = examples(
+        {"currency": "USD", "free": "50.00", "paid": "0.00", "balance": "20.32", "total": "70.32",
+         "pending": "0.00", "grants": [_GRANT]}
+    )
+
+    currency: str
+    free: str
+    paid: str
+    balance: str
+    total: str
+    pending: str = Field(description="Paid credit whose top-up invoice is not paid yet.")
+    grants: list[CreditGrantOut]
+
+
+class CreditBalancesOut(_Out):
+    """A customer's credit per currency."""
+
+    model_config = examples({"customer": "acme", "balances": []})
+
+    customer: str
+    balances: list[CreditBalanceOut]
+
+
+class CreditEntryOut(_Out):
+    """One leg of a movement of credit; the legs of a movement sum to zero."""
+
+    model_config = examples(
+        {"id": 5, "movement": "apply:7:3", "kind": "application", "account": "customer", "grant": 3, "invoice": 7,
+         "amount": "-12.00", "effective_at": "2026-11-03T10:00:00+00:00",
+         "recorded_at": "2026-11-03T10:00:00+00:00"}
+    )
+
+    id: int
+    movement: str
+    kind: str
+    account: str
+    grant: int
+    invoice: int | None
+    amount: str
+    effective_at: str
+    recorded_at: str
+
+
+class CreditEntryListOut(_Out):
+    """A page of a customer's credit ledger, by entry id."""
+
+    model_config = examples({"data": [], "has_more": False})
+
+    data: list[CreditEntryOut]
+    has_more: bool = Field(description="Whether more entries lie beyond this page (in the direction walked).")

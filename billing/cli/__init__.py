@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.",
     ),
     "invoices": (("invoices",), "Invoices and credit notes."),
+    "credits": (("credits",), "Prepaid credits and the customer's balance: grant, balance, ledger."),
     "notifications": (("notifications",), "Notifications: list, deliver, retry."),
     "thresholds": (("notifications",), "Usage and spend thresholds."),
     "metrics": (

@@ -118,6 +118,10 @@ def _invoice_table(invoice: Invoice) -> Table:
         table.add_row("Discounts", "", f"-{format_amount(invoice.discount, currency)}")
     table.add_row(f"Tax ({invoice.tax_rate} %)", "", format_amount(invoice.tax, currency))
     table.add_row("[bold]Total[/]", "", f"[bold]{format_amount(invoice.total, currency)}[/]")
+    for credit in invoice.credits_applied:
+        table.add_row(credit.description, "", f"-{format_amount(credit.amount, currency)}")
+    if invoice.credits_applied or invoice.total < 0:
+        table.add_row("Amount due", "", format_amount(invoice.amount_due, currency))
     return table
 
 

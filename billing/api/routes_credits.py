@@ -1,0 +1,135 @@
+"""Prepaid credits and the customer's balance, as ``billing credits grant|balance|ledger`` does it:
+``POST /v1/customers/{customer}/credits/grants``, ``GET …/credits/grants/{grant}``, ``GET …/credits/balance``,
+``GET …/credits/ledger``. Thin: parse (amounts as Decimal, never a float), call ``billing.credits``, shape."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from billing import credits as service
+from billing.api.auth import ApiKey, require_unbound_key
+from billing.api.deps import api_engine, get_api_settings
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, not_found
+from billing.api.pagination import Page, page_params
+from billing.api.routes_customers import CustomerId, customer_location, storable_path
+from billing.api.schemas import (
+    CreditBalancesOut,
+    CreditEntryListOut,
+    CreditEntryOut,
+    CreditGrantIn,
+    CreditGrantOut,
+)
+from billing.config import Settings
+from billing.invoicing import finalize_settings
+
+router = APIRouter(tags=["credits"], responses=ERROR_RESPONSES)
+
+GrantId = Annotated[int, Path(description="The grant's id.", ge=1, examples=[3])]
+
+
+def grant_location(customer: str, grant_id: int) -> str:
+    return f"{customer_location(customer)}/credits/grants/{grant_id}"
+
+
+@router.post(
+    "/v1/customers/{customer_id}/credits/grants",
+    status_code=201,
+    summary="Grant prepaid credit to a customer",
+    response_model=CreditGrantOut,
+    operation_id="createCreditGrant",
+    responses={
+        **POST_ERROR_RESPONSES,
+        201: {
+            "description": "The grant",
+            "headers": {"Location": {"description": "The grant's URL.", "schema": {"type": "string"}}},
+        },
+    },
+)
+async def create_grant(
+    customer_id: CustomerId,
+    body: CreditGrantIn,
+    response: Response,
+    engine: Annotated[Engine, Depends(api_engine)],
+    settings: Annotated[Settings, Depends(get_api_settings)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CreditGrantOut:
+    """Grant ``amount`` of credit in ``currency``: free, usable at once, or ``paid``: sold on a top-up invoice of
+    its own, issued now, and usable once that invoice is paid. Credits pay invoices at finalization, after tax:
+    free before paid, then the lower ``priority``, the earliest expiry, the oldest."""
+    customer = storable_path(customer_id, "customer")
+    grant = await run_in_threadpool(
+        service.grant_credit,
+        engine,
+        customer,
+        Decimal(body.amount),
+        body.currency,
+        paid=body.paid,
+        expires=body.expires,
+        priority=body.priority,
+        reason=body.reason,
+        settings=finalize_settings(settings),
+    )
+    response.headers["Location"] = grant_location(customer, grant.id)
+    return CreditGrantOut.model_validate(service.grant_json(grant))
+
+
+@router.get(
+    "/v1/customers/{customer_id}/credits/grants/{grant_id}",
+    summary="Get a credit grant",
+    response_model=CreditGrantOut,
+    operation_id="getCreditGrant",
+)
+def get_grant(
+    customer_id: CustomerId,
+    grant_id: GrantId,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CreditGrantOut:
+    customer = storable_path(customer_id, "customer")
+    for balance in service.balance(engine, customer):
+        for grant in balance.grants:
+            if grant.id == grant_id:
+                return CreditGrantOut.model_validate(service.grant_json(grant))
+    raise not_found(f"customer {customer!r} has no credit grant {grant_id}")
+
+
+@router.get(
+    "/v1/customers/{customer_id}/credits/balance",
+    summary="A customer's credit balance",
+    response_model=CreditBalancesOut,
+    operation_id="getCreditBalance",
+)
+def get_balance(
+    customer_id: CustomerId,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CreditBalancesOut:
+    """Per currency: free and paid credit, the cash balance, their total, and paid credit waiting for its top-up
+    invoice to be paid; each grant with what is left of it."""
+    customer = storable_path(customer_id, "customer")
+    return CreditBalancesOut.model_validate(service.balance_json(customer, service.balance(engine, customer)))
+
+
+@router.get(
+    "/v1/customers/{customer_id}/credits/ledger",
+    summary="A customer's credit ledger",
+    response_model=CreditEntryListOut,
+    operation_id="listCreditEntries",
+)
+def list_entries(
+    customer_id: CustomerId,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+    page: Annotated[Page, Depends(page_params)],
+) -> CreditEntryListOut:
+    """Every leg of every movement of the customer's credit (grant, application, expiry, reinstatement, void,
+    refund), by id, a page at a time (the cursors are entry ids)."""
+    customer = storable_path(customer_id, "customer")
+    after, before = page.ids()
+    found, more = service.entries_page(engine, customer, limit=page.limit, after=after, before=before)
+    return CreditEntryListOut(data=[CreditEntryOut.model_validate(service.entry_json(e)) for e in found], has_more=more)

@@ -1,0 +1,666 @@
+"""Prepaid credits and the customer's balance: grants, their movements on the double-entry ledger
+(``billing.db.credit_tables``), and their application to invoices at finalization.
+
+Every movement is written as two legs that sum to zero; the ``customer`` account's legs of a grant sum to what is
+left of it. Nothing is a stored balance. The rules of order and expiry are pure (``billing.core.credits``).
+
+- A **free** grant is usable at once. A **paid** grant is sold on a top-up invoice of its own (untaxed: the credit
+  is the customer's money, taxed on the invoice it pays) and becomes usable when that invoice is paid.
+- At **finalization** (in the finalization's own transaction, so a finalization killed half-way applies nothing and
+  its re-run applies each credit once) the customer's credits pay the invoice's total after tax, free before paid
+  before the cash balance. The customer's row is locked first (PostgreSQL; SQLite's write transaction holds the
+  database), so concurrent finalizations of one customer take turns and never spend a credit twice.
+- An invoice finalized with a **negative total** keeps it; its amount due is 0.00 and the amount becomes a
+  ``balance`` grant the next invoices use. A credit note may refund to the balance the same way.
+- **Expiry**: at the start of its expiry day in the customer's timezone what is left of a grant is written off
+  (an ``expiry`` movement dated then). An invoice of a period that began before that instant, finalized later,
+  takes back what it needs from the write-off (a ``reinstatement``, then the application).
+- A **void** invoice gives back the credits applied to it (a ``void`` movement).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session
+
+from billing.core.credits import GrantView, allocate, day_start, usable_for
+from billing.core.domain import Customer
+from billing.db import repository, session_scope
+from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
+from billing.errors import BillingInputError, NotFoundError
+from billing.notify.outbox import queue_invoices_finalized
+from dbkit import keyset_page, page_of, read_only, utcnow
+from invoices import store
+from invoices.model import (
+    AppliedCredit,
+    DraftInvoice,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceScope,
+    InvoiceStatus,
+    LineKind,
+    Party,
+)
+from invoices.tables import InvoiceRow
+from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
+
+__all__ = [
+    "Balance",
+    "Entry",
+    "Grant",
+    "apply_credits",
+    "balance_json",
+    "credits_of",
+    "entries_page",
+    "entry_json",
+    "finalize_with_credits",
+    "grant_credit",
+    "grant_json",
+    "ledger",
+    "ledger_problems",
+    "refund_to_balance",
+    "with_credits",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A grant and where it stands: ``remaining`` (the sum of its customer legs), ``usable`` (a paid grant whose
+    top-up invoice is not paid yet is not), its top-up invoice's number for a paid grant."""
+
+    id: int
+    customer: str
+    currency: str
+    kind: str
+    amount: Decimal
+    priority: int
+    expires_on: dt.date | None
+    expires_at: dt.datetime | None
+    reason: str | None
+    invoice_id: int | None
+    created_at: dt.datetime
+    remaining: Decimal = ZERO
+    usable: bool = False
+    invoice_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One leg of a movement."""
+
+    id: int
+    movement: str
+    kind: str
+    account: str
+    grant_id: int
+    invoice_id: int | None
+    amount: Decimal
+    effective_at: dt.datetime
+    recorded_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A customer's credit in one currency: what free and paid credit and the cash balance hold now, and what paid
+    grants wait for their top-up invoice to be paid."""
+
+    currency: str
+    free: Decimal
+    paid: Decimal
+    balance: Decimal
+    pending: Decimal
+    grants: tuple[Grant, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return self.free + self.paid + self.balance
+
+
+# -- granting --------------------------------------------------------------------------------------------------
+
+
+def grant_credit(
+    engine: Engine,
+    customer: str,
+    amount: Decimal,
+    currency: str,
+    *,
+    paid: bool = False,
+    expires: dt.date | None = None,
+    priority: int = 0,
+    reason: str | None = None,
+    settings: store.FinalizeSettings | None = None,
+    now: dt.datetime | None = None,
+) -> Grant:
+    """Grant ``amount`` of credit in ``currency`` to ``customer``: free (usable now) or paid (sold on a top-up
+    invoice, finalized now, usable once it is paid)."""
+    instant = now or utcnow()
+    currency = _currency(currency)
+    amount = _amount(amount, currency)
+    if priority < 0:
+        raise BillingInputError(f"--priority: expected a whole number ≥ 0, got {priority}")
+    with session_scope(engine) as session:
+        owner = _customer(session, customer, lock=True)
+        if expires is not None and expires <= instant.astimezone(_zone(owner)).date():
+            raise BillingInputError(f"--expires: {expires.isoformat()} is not after today in {owner.timezone}")
+        grant_id = _insert_grant(
+            session, owner, currency, "paid" if paid else "free", amount, priority, expires, reason, instant
+        )
+        if paid:
+            _sell_topup(session, owner, grant_id, amount, currency, settings or store.FinalizeSettings(), instant)
+        else:
+            _move(session, f"grant:{grant_id}", "grant", grant_id, amount, "promotion", None, instant)
+        return _grants(session, owner.external_id, ids=[grant_id])[0]
+
+
+def refund_to_balance(session: Session, invoice: Invoice, amount: Decimal, now: dt.datetime) -> int | None:
+    """Put ``amount`` owed to the customer (a negative invoice's, a credit note's) on its balance, once per
+    ``invoice``: a ``balance`` grant and its ``refund`` movement. The grant's id (None if there was one already)."""
+    exists = session.execute(
+        select(CreditGrantRow.id).where(CreditGrantRow.invoice_id == invoice.id, CreditGrantRow.kind == "balance")
+    ).first()
+    if exists is not None or amount <= 0:
+        return None
+    owner = _customer(session, invoice.customer_id or "", lock=True)
+    what = "credit note" if invoice.kind is InvoiceKind.CREDIT_NOTE else "invoice"
+    reason = f"refund of {what} {invoice.number}"
+    grant_id = _insert_grant(session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id)
+    _move(session, f"refund:{invoice.id}", "refund", grant_id, amount, "refund", invoice.id, now)
+    return grant_id
+
+
+def _insert_grant(
+    session: Session,
+    owner: Customer,
+    currency: str,
+    kind: str,
+    amount: Decimal,
+    priority: int,
+    expires: dt.date | None,
+    reason: str | None,
+    now: dt.datetime,
+    invoice_id: int | None = None,
+) -> int:
+    return session.execute(
+        insert(CreditGrantRow)
+        .values(
+            customer_external_id=owner.external_id,
+            currency=currency,
+            kind=kind,
+            amount=amount,
+            priority=priority,
+            expires_on=expires,
+            expires_at=None if expires is None else day_start(expires, owner.timezone),
+            reason=reason,
+            invoice_id=invoice_id,
+            created_at=now,
+        )
+        .returning(CreditGrantRow.id)
+    ).scalar_one()
+
+
+def _sell_topup(
+    session: Session,
+    owner: Customer,
+    grant_id: int,
+    amount: Decimal,
+    currency: str,
+    settings: store.FinalizeSettings,
+    now: dt.datetime,
+) -> None:
+    """The top-up invoice of a paid grant, issued at once: one untaxed line, the credit sold."""
+    today = now.astimezone(_zone(owner)).date()
+    line = InvoiceLine(kind=LineKind.CREDIT, description=f"Prepaid credit ({currency})", amount=amount)
+    draft = DraftInvoice(
+        billing_key=f"topup:{grant_id}",
+        customer=Party(name=owner.name, address=owner.address, email=owner.email, external_id=owner.external_id),
+        currency=currency,
+        locale=owner.locale,
+        period_start=today,
+        period_end=today + dt.timedelta(days=1),
+        lines=(line,),
+        timezone=owner.timezone,
+        scope=InvoiceScope.CREDIT,
+    )
+    outcome = store.upsert_draft(session, draft)
+    store.finalize_many(session, [outcome.invoice_id], settings, today)
+    session.execute(
+        CreditGrantRow.__table__.update()  # type: ignore[attr-defined]
+        .where(CreditGrantRow.id == grant_id)
+        .values(invoice_id=outcome.invoice_id)
+    )
+    queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
+
+
+# -- applying at finalization ----------------------------------------------------------------------------------
+
+
+def finalize_with_credits(
+    session: Session,
+    invoice_ids: Sequence[int],
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """``store.finalize_many``, then the customers' credits applied to each invoice, in the same transaction."""
+    numbers = store.finalize_many(session, invoice_ids, settings, today)
+    apply_credits(session, invoice_ids, now or utcnow())
+    return numbers
+
+
+def apply_credits(session: Session, invoice_ids: Sequence[int], now: dt.datetime) -> None:
+    """Apply the customers' credits to these just-finalized invoices (customers locked in id order, so that
+    concurrent finalizations never wait for each other in a circle); a negative total goes to the balance."""
+    invoices = [i for i in store.get_invoices(session, list(invoice_ids)) if _takes_credit(i)]
+    by_customer: dict[str, list[Invoice]] = defaultdict(list)
+    for invoice in invoices:
+        by_customer[invoice.customer_id or ""].append(invoice)
+    for customer in sorted(by_customer):
+        owner = _customer(session, customer, lock=True)
+        _settle(session, owner, now)
+        for invoice in sorted(by_customer[customer], key=lambda i: (i.period_start, i.id)):
+            if invoice.total < 0:
+                refund_to_balance(session, invoice, -invoice.total, now)
+            else:
+                _apply_one(session, owner, invoice, now)
+
+
+def _takes_credit(invoice: Invoice) -> bool:
+    return (
+        invoice.kind is InvoiceKind.INVOICE
+        and invoice.scope is not InvoiceScope.CREDIT
+        and invoice.status is InvoiceStatus.FINALIZED
+    )
+
+
+def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.datetime) -> None:
+    """Pay ``invoice`` from its customer's usable credits in its currency, after tax."""
+    done = session.execute(
+        select(CreditEntryRow.id).where(CreditEntryRow.invoice_id == invoice.id, CreditEntryRow.kind == "application")
+    ).first()
+    if done is not None or invoice.total <= 0:
+        return
+    began = day_start(invoice.period_start, owner.timezone)
+    grants = [g for g in _grants(session, owner.external_id) if g.currency == invoice.currency and g.usable]
+    written_off = _written_off(session, [g.id for g in grants])
+    views = [
+        GrantView(
+            g.id,
+            g.kind,
+            g.priority,
+            g.expires_at,
+            g.created_at,
+            g.remaining + written_off.get(g.id, ZERO) if usable_for(g.expires_at, began) else ZERO,
+        )
+        for g in grants
+    ]
+    remaining = {g.id: g.remaining for g in grants}
+    for part in allocate(views, invoice.total):
+        back = part.amount - min(remaining[part.grant_id], part.amount)
+        if back > 0:  # the period began before the credit expired: take back from its write-off
+            _move(
+                session,
+                f"reinstate:{invoice.id}:{part.grant_id}",
+                "reinstatement",
+                part.grant_id,
+                back,
+                "expired",
+                invoice.id,
+                now,
+            )
+        _move(
+            session,
+            f"apply:{invoice.id}:{part.grant_id}",
+            "application",
+            part.grant_id,
+            -part.amount,
+            "invoice",
+            invoice.id,
+            now,
+        )
+
+
+def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
+    """Bring the customer's ledger up to ``now``: paid grants whose top-up invoice is paid become usable; credits
+    applied to invoices voided since go back; what is left of grants expired by now is written off."""
+    grants = _grants(session, owner.external_id)
+    paid_topups = _topups_paid(session, [g.invoice_id for g in grants if g.kind == "paid" and not g.usable])
+    for g in grants:
+        if g.kind == "paid" and not g.usable and g.invoice_id in paid_topups:
+            _move(session, f"grant:{g.id}", "grant", g.id, g.amount, "topup", g.invoice_id, paid_topups[g.invoice_id])
+    _give_back_voided(session, [g.id for g in grants], now)
+    for g in _grants(session, owner.external_id):
+        if g.expires_at is not None and g.expires_at <= now and g.remaining > 0:
+            count = _count(session, g.id, "expiry")
+            _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, g.expires_at)
+
+
+def _give_back_voided(session: Session, grant_ids: list[int], now: dt.datetime) -> None:
+    """A ``void`` movement per grant for what it paid of an invoice that has since been voided."""
+    if not grant_ids:
+        return
+    rows = session.execute(
+        select(CreditEntryRow.invoice_id, CreditEntryRow.grant_id, CreditEntryRow.amount)
+        .join(InvoiceRow, InvoiceRow.id == CreditEntryRow.invoice_id)
+        .where(
+            CreditEntryRow.grant_id.in_(grant_ids),
+            CreditEntryRow.account == "invoice",
+            InvoiceRow.status == InvoiceStatus.VOID.value,
+        )
+    ).all()
+    paid: dict[tuple[int, int], Decimal] = defaultdict(lambda: ZERO)
+    for invoice_id, grant_id, amount in rows:
+        paid[(invoice_id, grant_id)] += amount
+    for (invoice_id, grant_id), amount in sorted(paid.items()):
+        if amount > 0:
+            _move(session, f"void:{invoice_id}:{grant_id}", "void", grant_id, amount, "invoice", invoice_id, now)
+
+
+def _topups_paid(session: Session, invoice_ids: Iterable[int | None]) -> dict[int, dt.datetime]:
+    """The paid ones among these top-up invoices, with when they became paid."""
+    ids = [i for i in invoice_ids if i is not None]
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(InvoiceRow.id, InvoiceRow.status_changed_at, InvoiceRow.finalized_at).where(
+            InvoiceRow.id.in_(ids), InvoiceRow.status == InvoiceStatus.PAID.value
+        )
+    ).all()
+    return {row.id: row.status_changed_at or row.finalized_at or utcnow() for row in rows}
+
+
+def _move(
+    session: Session,
+    movement: str,
+    kind: str,
+    grant_id: int,
+    amount: Decimal,
+    account: str,
+    invoice_id: int | None,
+    effective_at: dt.datetime,
+) -> None:
+    """One movement: ``amount`` on the grant's customer account and its opposite on ``account``."""
+    now = utcnow()
+    common = {"movement": movement, "kind": kind, "grant_id": grant_id, "invoice_id": invoice_id}
+    common |= {"effective_at": effective_at, "recorded_at": now}
+    session.execute(
+        insert(CreditEntryRow),
+        [common | {"account": "customer", "amount": amount}, common | {"account": account, "amount": -amount}],
+    )
+
+
+def _count(session: Session, grant_id: int, kind: str) -> int:
+    rows = session.execute(
+        select(CreditEntryRow.movement).where(CreditEntryRow.grant_id == grant_id, CreditEntryRow.kind == kind)
+    ).scalars()
+    return len(set(rows))
+
+
+def _written_off(session: Session, grant_ids: list[int]) -> dict[int, Decimal]:
+    """What the expiries of these grants wrote off and no reinstatement took back (the ``expired`` account)."""
+    totals: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    if grant_ids:
+        rows = session.execute(
+            select(CreditEntryRow.grant_id, CreditEntryRow.amount).where(
+                CreditEntryRow.grant_id.in_(grant_ids), CreditEntryRow.account == "expired"
+            )
+        ).all()
+        for grant_id, amount in rows:
+            totals[grant_id] += amount
+    return dict(totals)
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+
+
+def balance(engine: Engine, customer: str, now: dt.datetime | None = None) -> list[Balance]:
+    """The customer's credit per currency, its ledger first brought up to ``now`` (expiries, paid top-ups)."""
+    with session_scope(engine) as session:
+        owner = _customer(session, customer, lock=True)
+        _settle(session, owner, now or utcnow())
+        grants = _grants(session, owner.external_id)
+    currencies = sorted({g.currency for g in grants} | {owner.currency})
+    return [_balance_of(currency, [g for g in grants if g.currency == currency]) for currency in currencies]
+
+
+def _balance_of(currency: str, grants: list[Grant]) -> Balance:
+    def held(kind: str) -> Decimal:
+        return round_money(sum((g.remaining for g in grants if g.kind == kind and g.usable), ZERO), currency)
+
+    pending = round_money(sum((g.amount for g in grants if g.kind == "paid" and not g.usable), ZERO), currency)
+    return Balance(currency, held("free"), held("paid"), held("balance"), pending, tuple(grants))
+
+
+def ledger(engine: Engine, customer: str) -> list[Entry]:
+    """Every leg of every movement of the customer's grants, in the order written."""
+    with session_scope(read_only(engine)) as session:
+        _customer(session, customer)
+        return _entries(session, customer)
+
+
+def entries_page(
+    engine: Engine, customer: str, *, limit: int, after: int | None = None, before: int | None = None
+) -> tuple[list[Entry], bool]:
+    """At most ``limit`` legs of the customer's ledger by id, after ``after`` or right before ``before``."""
+    with session_scope(read_only(engine)) as session:
+        _customer(session, customer)
+        grant_ids = select(CreditGrantRow.id).where(CreditGrantRow.customer_external_id == customer)
+        statement = select(CreditEntryRow).where(CreditEntryRow.grant_id.in_(grant_ids))
+        rows = session.scalars(keyset_page(statement, CreditEntryRow.id, limit=limit, after=after, before=before)).all()
+        page, more = page_of(rows, limit=limit, before=before)
+        return [_entry(row) for row in page], more
+
+
+def credits_of(session: Session, invoice_ids: Sequence[int]) -> dict[int, tuple[AppliedCredit, ...]]:
+    """What credits paid of each invoice (net of what went back when it was voided), in application order."""
+    if not invoice_ids:
+        return {}
+    rows = session.execute(
+        select(CreditEntryRow, CreditGrantRow.kind, CreditGrantRow.reason)
+        .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+        .where(CreditEntryRow.invoice_id.in_(list(invoice_ids)), CreditEntryRow.account == "invoice")
+        .where(CreditEntryRow.kind == "application")
+        .order_by(CreditEntryRow.id)
+    ).all()
+    found: dict[int, list[AppliedCredit]] = defaultdict(list)
+    for entry, kind, reason in rows:
+        found[entry.invoice_id].append(AppliedCredit(kind, _describe(kind, reason), entry.amount, entry.grant_id))
+    return {invoice_id: tuple(credits) for invoice_id, credits in found.items()}
+
+
+def with_credits(session: Session, invoices: Sequence[Invoice]) -> list[Invoice]:
+    """The invoices with the credits applied to them (``Invoice.credits_applied``, ``amount_due``)."""
+    from dataclasses import replace
+
+    applied = credits_of(session, [i.id for i in invoices])
+    return [replace(i, credits_applied=applied[i.id]) if i.id in applied else i for i in invoices]
+
+
+def _describe(kind: str, reason: str | None) -> str:
+    if kind == "balance":
+        return "Customer balance"
+    label = "Free credit" if kind == "free" else "Prepaid credit"
+    return f"{label}: {reason}" if reason else label
+
+
+def ledger_problems(session: Session) -> list[str]:
+    """What breaks the ledger's invariants (empty when it holds): a movement whose legs do not sum to zero; a
+    grant whose customer account is negative or above its amount; an invoice paid more than its total."""
+    problems: list[str] = []
+    movements: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    held: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for row in session.execute(select(CreditEntryRow)).scalars():
+        movements[row.movement] += row.amount
+        if row.account == "customer":
+            held[row.grant_id] += row.amount
+        elif row.account == "invoice" and row.invoice_id is not None:
+            paid[row.invoice_id] += row.amount
+    problems += [f"movement {m}: legs sum to {s}" for m, s in movements.items() if s != 0]
+    amounts = {row.id: row.amount for row in session.execute(select(CreditGrantRow.id, CreditGrantRow.amount))}
+    problems += [f"grant {g}: {h} held of {amounts[g]}" for g, h in held.items() if not ZERO <= h <= amounts[g]]
+    statement = select(InvoiceRow.id, InvoiceRow.total).where(InvoiceRow.id.in_(list(paid)))
+    totals = {row.id: row.total for row in session.execute(statement)}
+    problems += [f"invoice {i}: credits paid {p} of {totals[i]}" for i, p in paid.items() if p > max(totals[i], ZERO)]
+    return problems
+
+
+def _grants(session: Session, customer: str, ids: Sequence[int] | None = None) -> list[Grant]:
+    """The customer's grants (only ``ids``, if given) with their remaining amount and whether they are usable."""
+    statement = select(CreditGrantRow).where(CreditGrantRow.customer_external_id == customer)
+    if ids is not None:
+        statement = statement.where(CreditGrantRow.id.in_(list(ids)))
+    rows = list(session.execute(statement.order_by(CreditGrantRow.id)).scalars())
+    held: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    granted: set[int] = set()
+    if rows:
+        legs = session.execute(
+            select(CreditEntryRow.grant_id, CreditEntryRow.kind, CreditEntryRow.amount).where(
+                CreditEntryRow.grant_id.in_([r.id for r in rows]), CreditEntryRow.account == "customer"
+            )
+        ).all()
+        for grant_id, kind, amount in legs:
+            held[grant_id] += amount
+            granted |= {grant_id} if kind in ("grant", "refund") else set()
+    numbers = _numbers(session, [r.invoice_id for r in rows if r.kind == "paid"])
+    return [
+        Grant(
+            r.id,
+            r.customer_external_id,
+            r.currency,
+            r.kind,
+            r.amount,
+            r.priority,
+            r.expires_on,
+            r.expires_at,
+            r.reason,
+            r.invoice_id,
+            r.created_at,
+            round_money(held[r.id], r.currency),
+            r.id in granted,
+            numbers.get(r.invoice_id or 0),
+        )
+        for r in rows
+    ]
+
+
+def _entries(session: Session, customer: str) -> list[Entry]:
+    grant_ids = select(CreditGrantRow.id).where(CreditGrantRow.customer_external_id == customer)
+    rows = session.execute(
+        select(CreditEntryRow).where(CreditEntryRow.grant_id.in_(grant_ids)).order_by(CreditEntryRow.id)
+    ).scalars()
+    return [_entry(row) for row in rows]
+
+
+def _entry(row: CreditEntryRow) -> Entry:
+    return Entry(
+        row.id,
+        row.movement,
+        row.kind,
+        row.account,
+        row.grant_id,
+        row.invoice_id,
+        row.amount,
+        row.effective_at,
+        row.recorded_at,
+    )
+
+
+def _numbers(session: Session, invoice_ids: Iterable[int | None]) -> dict[int, str | None]:
+    ids = [i for i in invoice_ids if i is not None]
+    if not ids:
+        return {}
+    rows = session.execute(select(InvoiceRow.id, InvoiceRow.number).where(InvoiceRow.id.in_(ids))).all()
+    return {row.id: row.number for row in rows}
+
+
+def _customer(session: Session, external_id: str, *, lock: bool = False) -> Customer:
+    owner = repository.get_customer(session, external_id, for_update=lock)
+    if owner is None:
+        raise NotFoundError(f"no customer {external_id!r}")
+    return owner
+
+
+def _zone(owner: Customer) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(owner.timezone)
+
+
+def _currency(code: str) -> str:
+    code = code.strip().upper()
+    try:
+        minor_digits(code)
+    except ValueError as error:
+        raise BillingInputError(f"--currency: {error}") from None
+    return code
+
+
+def _amount(amount: Decimal, currency: str) -> Decimal:
+    if not amount.is_finite() or amount <= 0 or round_money(amount, currency) != amount:
+        raise BillingInputError(f"AMOUNT: expected a positive amount in whole minor units of {currency} (got {amount})")
+    return round_money(amount, currency)
+
+
+# -- JSON ------------------------------------------------------------------------------------------------------
+
+
+def grant_json(grant: Grant) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "customer": grant.customer,
+        "kind": grant.kind,
+        "currency": grant.currency,
+        "amount": format_amount(grant.amount, grant.currency),
+        "remaining": format_amount(grant.remaining, grant.currency),
+        "usable": grant.usable,
+        "priority": grant.priority,
+        "expires": None if grant.expires_on is None else grant.expires_on.isoformat(),
+        "expires_at": None if grant.expires_at is None else grant.expires_at.isoformat(),
+        "reason": grant.reason,
+        "invoice": grant.invoice_number,
+        "created_at": grant.created_at.isoformat(),
+    }
+
+
+def balance_json(customer: str, balances: Sequence[Balance]) -> dict[str, Any]:
+    def money(b: Balance, amount: Decimal) -> str:
+        return format_amount(amount, b.currency)
+
+    return {
+        "customer": customer,
+        "balances": [
+            {
+                "currency": b.currency,
+                "free": money(b, b.free),
+                "paid": money(b, b.paid),
+                "balance": money(b, b.balance),
+                "total": money(b, b.total),
+                "pending": money(b, b.pending),
+                "grants": [grant_json(g) for g in b.grants],
+            }
+            for b in balances
+        ],
+    }
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "movement": entry.movement,
+        "kind": entry.kind,
+        "account": entry.account,
+        "grant": entry.grant_id,
+        "invoice": entry.invoice_id,
+        "amount": str(entry.amount),
+        "effective_at": entry.effective_at.isoformat(),
+        "recorded_at": entry.recorded_at.isoformat(),
+    }

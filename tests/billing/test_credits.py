@@ -1,0 +1,225 @@
+"""Prepaid credits and the customer's balance on their double-entry ledger (SQLite and PostgreSQL): the order
+credits pay in, expiry at the boundary, a paid grant usable only once its top-up invoice is paid, a negative
+invoice's amount on the balance used by the next invoice, a void giving credits back, a failed finalization
+applying nothing; and the ledger's invariants after each."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from billing import credits, invoicing
+from billing import customers as service
+from billing.db import session_scope
+from billing.errors import BillingInputError
+from invoices import store
+from invoices.model import DraftInvoice, InvoiceLine, InvoiceStatus, LineKind, Party
+
+pytestmark = pytest.mark.db
+
+SETTINGS = store.FinalizeSettings()
+D = Decimal
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def customer(engine, name: str = "acme", timezone: str = "UTC", tax_rate: str = "0") -> str:
+    service.create_customer(engine, name, name.title(), None, "USD", timezone=timezone, tax_rate=tax_rate)
+    return name
+
+
+def draft(engine, who: str, start: dt.date, *amounts: str, tax_rate: str = "0", timezone: str = "UTC") -> int:
+    """A period draft of ``who`` for the month starting ``start``, one line per amount."""
+    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    lines = tuple(
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description=f"line {i}", amount=D(a)) for i, a in enumerate(amounts)
+    )
+    invoice = DraftInvoice(
+        billing_key=f"period:{who}:{start:%Y-%m}", customer=Party(name=who, external_id=who), currency="USD",
+        locale="en_US", period_start=start, period_end=end, lines=lines, tax_rate=D(tax_rate), timezone=timezone,
+    )
+    with session_scope(engine) as session:
+        return store.upsert_draft(session, invoice).invoice_id
+
+
+def finalize(engine, invoice_id: int, now: str):
+    instant = at(now)
+    return invoicing.finalize_invoice(engine, invoice_id, SETTINGS, instant.date(), now=instant)
+
+
+def applied(invoice) -> list[tuple[str, str]]:
+    return [(c.kind, str(c.amount)) for c in invoice.credits_applied]
+
+
+def holds(engine) -> None:
+    with session_scope(engine) as session:
+        assert credits.ledger_problems(session) == []
+
+
+def test_free_before_paid_then_earliest_expiry_then_oldest(engine):
+    who = customer(engine)
+    now = at("2026-02-10T12:00:00")
+    paid = credits.grant_credit(engine, who, D("20.00"), "USD", paid=True, now=now)
+    credits.grant_credit(engine, who, D("10.00"), "USD", expires=dt.date(2026, 6, 1), reason="late", now=now)
+    credits.grant_credit(engine, who, D("5.00"), "USD", expires=dt.date(2026, 5, 1), reason="soon", now=now)
+    credits.grant_credit(engine, who, D("4.00"), "USD", reason="forever", now=now)
+    invoicing.set_invoice_status(engine, paid.invoice_number or "", InvoiceStatus.PAID)
+    # March 12.00 (tax 10 % on 10.00 + 0.91 → 10.91 + 1.09 = 12.00): the free grant expiring first pays 5.00,
+    # then the one expiring on 1 June 7.00; the paid one is untouched
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "10.91", tax_rate="10"), "2026-04-02T00:00:00")
+    assert (str(march.tax), str(march.total)) == ("1.09", "12.00")
+    assert applied(march) == [("free", "5.00"), ("free", "7.00")]
+    assert str(march.amount_due) == "0.00"
+    # April 30.00: the 3.00 left of "late", then "forever" 4.00 (no expiry comes after any expiry), then the paid
+    # 20.00 → 27.00 of credit, 30.00 − 27.00 = 3.00 due
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "30.00"), "2026-05-02T00:00:00")
+    assert [c.description for c in april.credits_applied] == ["Free credit: late", "Free credit: forever",
+                                                             "Prepaid credit"]
+    assert applied(april) == [("free", "3.00"), ("free", "4.00"), ("paid", "20.00")]
+    assert str(april.amount_due) == "3.00"
+    [usd] = credits.balance(engine, who, now=at("2026-05-02T00:00:00"))
+    assert (str(usd.free), str(usd.paid), str(usd.total)) == ("0.00", "0.00", "0.00")
+    holds(engine)
+
+
+def test_a_lower_priority_number_is_used_first_within_a_kind(engine):
+    who = customer(engine)
+    now = at("2026-02-10T12:00:00")
+    credits.grant_credit(engine, who, D("10.00"), "USD", expires=dt.date(2026, 5, 1), priority=5, now=now)
+    first = credits.grant_credit(engine, who, D("10.00"), "USD", priority=1, now=now)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "4.00"), "2026-04-02T00:00:00")
+    assert [(c.grant_id, str(c.amount)) for c in march.credits_applied] == [(first.id, "4.00")]
+
+
+def test_a_paid_grant_is_usable_only_once_its_top_up_invoice_is_paid(engine):
+    who = customer(engine)
+    grant = credits.grant_credit(engine, who, D("50.00"), "USD", paid=True, now=at("2026-02-10T12:00:00"))
+    assert (grant.kind, grant.usable, str(grant.remaining)) == ("paid", False, "0.00")
+    topup = invoicing.get_invoice(engine, grant.invoice_number or "")
+    # the top-up invoice: one untaxed line, issued at once, not paid by credit itself
+    assert (topup.status, str(topup.total), str(topup.amount_due)) == (InvoiceStatus.FINALIZED, "50.00", "50.00")
+    assert topup.billing_key == f"topup:{grant.id}"
+    [usd] = credits.balance(engine, who)
+    assert (str(usd.paid), str(usd.pending)) == ("0.00", "50.00")
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "30.00"), "2026-04-02T00:00:00")
+    assert applied(march) == [] and str(march.amount_due) == "30.00"
+    invoicing.set_invoice_status(engine, grant.invoice_number or "", InvoiceStatus.PAID)
+    [usd] = credits.balance(engine, who)
+    assert (str(usd.paid), str(usd.pending)) == ("50.00", "0.00")
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "30.00"), "2026-05-02T00:00:00")
+    # 50.00 − 30.00 = 20.00 left
+    assert applied(april) == [("paid", "30.00")] and str(april.amount_due) == "0.00"
+    [usd] = credits.balance(engine, who)
+    assert str(usd.paid) == "20.00"
+    holds(engine)
+
+
+def test_a_credit_pays_a_period_that_began_before_it_expired_never_one_that_began_after(engine):
+    # New York: 2026-04-01 begins at 04:00 UTC (EDT, UTC−4)
+    who = customer(engine, timezone="America/New_York")
+    grant = credits.grant_credit(engine, who, D("25.00"), "USD", expires=dt.date(2026, 4, 1),
+                                 now=at("2026-02-10T12:00:00"))
+    assert grant.expires_at == at("2026-04-01T04:00:00")
+    # a second before its expiry, nothing is written off; at it, all 25.00 is
+    [usd] = credits.balance(engine, who, now=at("2026-04-01T03:59:59"))
+    assert str(usd.free) == "25.00"
+    [usd] = credits.balance(engine, who, now=at("2026-04-01T04:00:00"))
+    assert str(usd.free) == "0.00"
+    expiry = [e for e in credits.ledger(engine, who) if e.kind == "expiry"]
+    assert [(e.account, str(e.amount), e.effective_at) for e in expiry] == [
+        ("customer", "-25.00", at("2026-04-01T04:00:00")), ("expired", "25.00", at("2026-04-01T04:00:00")),
+    ]
+    # March began before the expiry: its invoice, finalized days after (grace), still takes 10.00 of it back
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "10.00"), "2026-04-05T12:00:00")
+    assert applied(march) == [("free", "10.00")]
+    # April began at the very instant it expired: nothing
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "10.00"), "2026-05-05T12:00:00")
+    assert applied(april) == [] and str(april.amount_due) == "10.00"
+    # the grant: 25.00 granted, 25.00 written off, 10.00 reinstated and applied → remaining 0.00
+    [usd] = credits.balance(engine, who, now=at("2026-05-05T12:00:00"))
+    assert str(usd.grants[0].remaining) == "0.00"
+    holds(engine)
+
+
+def test_a_negative_invoice_keeps_its_total_and_its_amount_pays_the_next_invoice(engine):
+    who = customer(engine)
+    # a refund of −50.32 against a fee of 30.00: total −20.32
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "30.00", "-50.32"), "2026-04-02T00:00:00")
+    assert (str(march.total), str(march.amount_due), applied(march)) == ("-20.32", "0.00", [])
+    [usd] = credits.balance(engine, who)
+    assert (str(usd.balance), str(usd.total)) == ("20.32", "20.32")
+    # April 30.00: free credit 5.00 first, then the balance 20.32 → 30.00 − 25.32 = 4.68 due
+    credits.grant_credit(engine, who, D("5.00"), "USD", now=at("2026-04-10T00:00:00"))
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "30.00"), "2026-05-02T00:00:00")
+    assert applied(april) == [("free", "5.00"), ("balance", "20.32")]
+    assert [c.description for c in april.credits_applied][1] == "Customer balance"
+    assert str(april.amount_due) == "4.68"
+    refunds = [(e.kind, e.account, str(e.amount)) for e in credits.ledger(engine, who) if e.kind == "refund"]
+    assert refunds == [("refund", "customer", "20.32"), ("refund", "refund", "-20.32")]
+    holds(engine)
+
+
+def test_a_credit_note_refunded_to_the_balance_uses_the_same_ledger(engine):
+    who = customer(engine)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "40.00"), "2026-04-02T00:00:00")
+    note = invoicing.create_credit_note(
+        engine, march.number or "", D("12.50"), "outage", SETTINGS, dt.date(2026, 4, 3), to_balance=True
+    )
+    assert str(note.total) == "12.50"
+    [usd] = credits.balance(engine, who)
+    assert str(usd.balance) == "12.50"
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "20.00"), "2026-05-02T00:00:00")
+    # 20.00 − 12.50 = 7.50
+    assert applied(april) == [("balance", "12.50")] and str(april.amount_due) == "7.50"
+    holds(engine)
+
+
+def test_a_voided_invoice_gives_its_credits_back(engine):
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("10.00"), "USD", now=at("2026-02-10T00:00:00"))
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "6.00"), "2026-04-02T00:00:00")
+    assert applied(march) == [("free", "6.00")]
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)
+    [usd] = credits.balance(engine, who)
+    assert str(usd.free) == "10.00"
+    # the void invoice still shows what was applied and given back: its ledger has both
+    kinds = [e.kind for e in credits.ledger(engine, who) if e.invoice_id == march.id]
+    assert kinds == ["application", "application", "void", "void"]
+    holds(engine)
+
+
+def test_a_finalization_that_fails_applies_nothing_and_its_rerun_applies_once(engine, monkeypatch):
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("10.00"), "USD", now=at("2026-02-10T00:00:00"))
+    invoice_id = draft(engine, who, dt.date(2026, 3, 1), "6.00")
+
+    def crash(session, invoice):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(invoicing, "queue_invoice_finalized", crash)
+    with pytest.raises(RuntimeError):
+        finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    assert [e for e in credits.ledger(engine, who) if e.kind == "application"] == []
+    monkeypatch.undo()
+    march = finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    assert applied(march) == [("free", "6.00")]
+    [usd] = credits.balance(engine, who)
+    assert str(usd.free) == "4.00"
+    holds(engine)
+
+
+def test_bad_grants_are_refused_naming_the_field(engine):
+    who = customer(engine)
+    now = at("2026-02-10T00:00:00")
+    with pytest.raises(BillingInputError, match="AMOUNT"):
+        credits.grant_credit(engine, who, D("1.001"), "USD", now=now)
+    with pytest.raises(BillingInputError, match="AMOUNT"):
+        credits.grant_credit(engine, who, D("-5"), "USD", now=now)
+    with pytest.raises(BillingInputError, match="--currency"):
+        credits.grant_credit(engine, who, D("5"), "XXY", now=now)
+    with pytest.raises(BillingInputError, match="--expires"):
+        credits.grant_credit(engine, who, D("5"), "USD", expires=dt.date(2026, 2, 10), now=now)
