@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from invoices.errors import InvoiceError, InvoiceNotFoundError, InvoiceStateError
 from invoices.model import (
+    AppliedCredit,
     DraftInvoice,
     Invoice,
     InvoiceKind,
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LINE_FIELDS",
+    "AppliedCredit",
     "DraftInvoice",
     "DraftOutcome",
     "DraftRow",

@@ -710,6 +710,9 @@ class CreditNoteIn(_In):
 
     amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
     reason: ApiText = Field(min_length=1, max_length=1000)
+    to_balance: bool = Field(
+        default=False, description="Refund the credited amount to the customer's balance (the next invoices use it)."
+    )
 
 
 # -- lists ---------------------------------------------------------------------------------------------------

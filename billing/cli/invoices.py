@@ -187,16 +187,20 @@ def credit(
     number: str = typer.Argument(..., help="Invoice number."),
     amount: str = typer.Option(..., "--amount", help="Amount to credit, tax included."),
     reason: str = typer.Option(..., "--reason", help="Why the customer is credited."),
+    to_balance: bool = typer.Option(
+        False, "--to-balance", help="Refund it to the customer's balance, which the next invoices use."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the credit note as JSON (the API's fields)."),
 ) -> None:
-    """Issue a credit note against an invoice (its own gap-free CN- sequence)."""
+    """Issue a credit note against an invoice (its own gap-free CN- sequence); --to-balance puts its amount on
+    the customer's balance."""
     try:
         value = D(amount)
     except ValueError:
         fail(f"--amount: expected a number, got {amount!r}")
     try:
         note = invoicing.create_credit_note(engine_for_cli(), number, value, reason, finalize_settings(),
-                                            dt.date.today())
+                                            dt.date.today(), to_balance=to_balance)
     except BillingError as error:
         fail(str(error))
     if as_json:

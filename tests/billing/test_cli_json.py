@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from billing import customers, overrides
+from billing import credits, customers, overrides
 from billing.apikeys import create_api_key, list_api_keys
 from billing.cli import COMMANDS, app, load_command
 from billing.config import get_settings
@@ -475,7 +475,39 @@ def _check_overrides(doc: dict[str, Any], world: World) -> None:
     assert [(v["effective_from"], v["commitment"]) for v in doc["data"]] == [("2026-11-01", {"minimum": "5"})]
 
 
+def _granted(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    credits.grant_credit(world.engine, "acme", Decimal("10.00"), "USD", reason="welcome")
+    return []
+
+
+def _check_grant(doc: dict[str, Any], world: World) -> None:
+    assert (doc["kind"], doc["amount"], doc["remaining"], doc["usable"], doc["expires"], doc["reason"]) == (
+        "free", "25.00", "25.00", True, "2099-01-01", "welcome"
+    )
+
+
+def _check_balance(doc: dict[str, Any], world: World) -> None:
+    [usd] = doc["balances"]
+    assert (doc["customer"], usd["currency"], usd["free"], usd["paid"], usd["balance"], usd["total"]) == (
+        "acme", "USD", "10.00", "0.00", "0.00", "10.00"
+    )
+
+
+def _check_ledger(doc: dict[str, Any], world: World) -> None:
+    assert [(e["kind"], e["account"], e["amount"]) for e in doc["data"]] == [
+        ("grant", "customer", "10.00"), ("grant", "promotion", "-10.00")
+    ]
+
+
 CASES = [
+    Case(
+        ("credits", "grant"),
+        _fixed("credits", "grant", "acme", "25.00", "--currency", "USD", "--expires", "2099-01-01", "--reason",
+               "welcome", "--json"),
+        _check_grant,
+    ),
+    Case(("credits", "balance"), lambda w, mp: _granted(w, mp) + ["credits", "balance", "acme", "--json"], _check_balance),
+    Case(("credits", "ledger"), lambda w, mp: _granted(w, mp) + ["credits", "ledger", "acme", "--json"], _check_ledger),
     Case(("customers", "list"), _fixed("customers", "list", "--json"), _check_customers),
     Case(
         ("customers", "add"),

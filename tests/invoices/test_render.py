@@ -313,7 +313,9 @@ def test_json_keys_dates_and_parties() -> None:
     assert list(data) == [
         "id", "number", "kind", "status", "billing_key", "customer", "seller", "currency", "locale", "period",
         "issue_date", "due_date", "refers_to", "reason", "lines", "subtotal", "discount", "tax_rate", "tax", "total",
+        "credits_applied", "amount_due",
     ]  # fmt: skip
+    assert (data["credits_applied"], data["amount_due"]) == ([], "469.40")
     assert (data["number"], data["kind"], data["status"]) == ("INV-2026-000042", "invoice", "finalized")
     assert data["period"] == {"start": "2026-03-01", "end": "2026-04-01"}
     assert (data["issue_date"], data["due_date"]) == ("2026-04-01", "2026-05-01")
@@ -536,3 +538,30 @@ def test_json_gives_the_breakdown_rows_as_strings_without_their_kind() -> None:
              "amount": "32.500", "note": "2 events"},
         ]
     }  # fmt: skip
+
+
+def test_credits_applied_are_rows_below_the_total_and_reduce_the_amount_due() -> None:
+    from invoices.model import AppliedCredit
+
+    invoice = usd_invoice(
+        credits_applied=(
+            AppliedCredit("free", "Free credit: welcome", Decimal("50.00"), 1),
+            AppliedCredit("balance", "Customer balance", Decimal("20.32"), 2),
+        )
+    )
+    # total 469.40 − 50.00 − 20.32 = 399.08
+    data = invoice_json(invoice)
+    assert data["credits_applied"] == [
+        {"kind": "free", "description": "Free credit: welcome", "amount": "50.00", "grant": 1},
+        {"kind": "balance", "description": "Customer balance", "amount": "20.32", "grant": 2},
+    ]
+    assert data["amount_due"] == "399.08"
+    html = render_html(invoice)
+    assert "Free credit: welcome" in html and "Customer balance" in html
+    assert "-$50.00" in html and "$399.08" in html
+
+
+def test_a_negative_total_is_kept_and_nothing_is_due() -> None:
+    invoice = usd_invoice(total=Decimal("-20.32"))
+    assert invoice_json(invoice)["amount_due"] == "0.00"
+    assert "To the customer&#39;s balance" in render_html(invoice) or "To the customer's balance" in render_html(invoice)
