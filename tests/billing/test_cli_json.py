@@ -506,8 +506,8 @@ CASES = [
                "welcome", "--json"),
         _check_grant,
     ),
-    Case(("credits", "balance"), lambda w, mp: _granted(w, mp) + ["credits", "balance", "acme", "--json"], _check_balance),
-    Case(("credits", "ledger"), lambda w, mp: _granted(w, mp) + ["credits", "ledger", "acme", "--json"], _check_ledger),
+    Case(("credits", "balance"), lambda w, mp: [*_granted(w, mp), "credits", "balance", "acme", "--json"], _check_balance),
+    Case(("credits", "ledger"), lambda w, mp: [*_granted(w, mp), "credits", "ledger", "acme", "--json"], _check_ledger),
     Case(("customers", "list"), _fixed("customers", "list", "--json"), _check_customers),
     Case(
         ("customers", "add"),
