@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from billing import credits as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings
-from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, not_found
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, not_found
 from billing.api.pagination import Page, page_params
 from billing.api.routes_customers import CustomerId, customer_location, storable_path
 from billing.api.schemas import (
@@ -25,9 +25,12 @@ from billing.api.schemas import (
     CreditGrantOut,
 )
 from billing.config import Settings
+from billing.errors import BillingInputError, ConflictError
 from billing.invoicing import finalize_settings
 
 router = APIRouter(tags=["credits"], responses=ERROR_RESPONSES)
+
+_FIELDS = {"AMOUNT": "amount", "--currency": "currency", "--expires": "expires", "--priority": "priority"}
 
 GrantId = Annotated[int, Path(description="The grant's id.", ge=1, examples=[3])]
 
@@ -62,18 +65,19 @@ async def create_grant(
     its own, issued now, and usable once that invoice is paid. Credits pay invoices at finalization, after tax:
     free before paid, then the lower ``priority``, the earliest expiry, the oldest."""
     customer = storable_path(customer_id, "customer")
-    grant = await run_in_threadpool(
-        service.grant_credit,
-        engine,
-        customer,
-        Decimal(body.amount),
-        body.currency,
-        paid=body.paid,
-        expires=body.expires,
-        priority=body.priority,
-        reason=body.reason,
-        settings=finalize_settings(settings),
-    )
+    try:
+        grant = await run_in_threadpool(
+            service.grant_credit, engine, customer, Decimal(body.amount), body.currency, paid=body.paid,
+            expires=body.expires, priority=body.priority, reason=body.reason, settings=finalize_settings(settings),
+        )
+    except ConflictError:
+        raise
+    except BillingInputError as exc:
+        # the service names the command's arguments (AMOUNT, --currency): over HTTP they are the body's fields
+        message = str(exc)
+        for argument, field in _FIELDS.items():
+            message = message.replace(argument, field)
+        raise ApiError(422, "invalid_input", message, message.partition(":")[0]) from None
     response.headers["Location"] = grant_location(customer, grant.id)
     return CreditGrantOut.model_validate(service.grant_json(grant))
 
