@@ -67,6 +67,7 @@ __all__ = [
     "ledger",
     "ledger_problems",
     "refund_to_balance",
+    "settle_due",
     "with_credits",
 ]
 
@@ -343,6 +344,28 @@ def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
             _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, g.expires_at)
 
 
+def settle_due(engine: Engine, now: dt.datetime | None = None) -> int:
+    """Bring the ledgers up to ``now`` of the customers with a grant that has expired or is paid on a top-up
+    invoice (expiries written on their date, paid top-ups made usable, credits of voided invoices given back),
+    each customer in its own transaction; how many customers were looked at. Run by the scheduler's billing
+    cycle; reads and finalizations do the same for their customer."""
+    instant = now or utcnow()
+    with session_scope(read_only(engine)) as session:
+        customers = sorted(
+            set(
+                session.execute(
+                    select(CreditGrantRow.customer_external_id).where(
+                        (CreditGrantRow.expires_at <= instant) | (CreditGrantRow.kind == "paid")
+                    )
+                ).scalars()
+            )
+        )
+    for customer in customers:
+        with session_scope(engine) as session:
+            _settle(session, _customer(session, customer, lock=True), instant)
+    return len(customers)
+
+
 def _give_back_voided(session: Session, grant_ids: list[int], now: dt.datetime) -> None:
     """A ``void`` movement per grant for what it paid of an invoice that has since been voided."""
     if not grant_ids:
@@ -356,10 +379,10 @@ def _give_back_voided(session: Session, grant_ids: list[int], now: dt.datetime) 
             InvoiceRow.status == InvoiceStatus.VOID.value,
         )
     ).all()
-    paid: dict[tuple[int, int], Decimal] = defaultdict(lambda: ZERO)
+    paid: dict[tuple[int | None, int], Decimal] = defaultdict(lambda: ZERO)
     for invoice_id, grant_id, amount in rows:
         paid[(invoice_id, grant_id)] += amount
-    for (invoice_id, grant_id), amount in sorted(paid.items()):
+    for (invoice_id, grant_id), amount in sorted(paid.items(), key=lambda item: (item[0][0] or 0, item[0][1])):
         if amount > 0:
             _move(session, f"void:{invoice_id}:{grant_id}", "void", grant_id, amount, "invoice", invoice_id, now)
 
@@ -472,7 +495,7 @@ def credits_of(session: Session, invoice_ids: Sequence[int]) -> dict[int, tuple[
     ).all()
     found: dict[int, list[AppliedCredit]] = defaultdict(list)
     for entry, kind, reason in rows:
-        found[entry.invoice_id].append(AppliedCredit(kind, _describe(kind, reason), entry.amount, entry.grant_id))
+        found[entry.invoice_id or 0].append(AppliedCredit(kind, _describe(kind, reason), entry.amount, entry.grant_id))
     return {invoice_id: tuple(credits) for invoice_id, credits in found.items()}
 
 

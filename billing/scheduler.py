@@ -10,7 +10,8 @@ job id              every        what
                                  timezone and has no issued invoice yet (drafts are refreshed at each run, so late
                                  usage still gets in), then finalizes those drafts ``finalize_grace_days`` after
                                  the period's end; a week or an anniversary month as soon as it has ended (and
-                                 its grace passed), not when its calendar month closes
+                                 its grace passed), not when its calendar month closes; then writes off the
+                                 prepaid credits expired by now and makes paid top-ups usable
 ``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` of every customer's current month (the
                                  usage stored is evaluated by the reactor, below, within seconds)
 ``notifications``   minute       ``billing.notify.deliver_pending``: sends what is due, retries what failed
@@ -289,10 +290,13 @@ def _catalog(settings: Settings) -> Catalog:
 
 def billing_cycle_job() -> None:
     """Bill the periods that have closed and finalize them after the grace period (``bill_closed_periods``)."""
+    from billing.credits import settle_due
+
     settings = get_settings()
     report = bill_closed_periods(
         _engine(settings), _catalog(settings), finalize_settings(settings), settings.finalize_grace_days
     )
+    settle_due(_engine(settings))  # credits expired by now written off on their date, paid top-ups made usable
     for label, count in sorted(report.billed.items()):
         log.info("billing cycle: period %s billed for %d customer(s)", label, count)
     if report.finalized:

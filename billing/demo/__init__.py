@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 
+from billing import credits
 from billing import customers as service
 from billing.cli._common import print_table
 from billing.config import get_settings
@@ -145,6 +146,7 @@ def main() -> None:
     # scheduler issues them when a subscription starts
     opened = finalize_opening_invoices(engine, catalog, finalize_settings(), now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
     console.print(f"opening invoices of the subscriptions started before August: {len(opened.finalized)} issued")
+    _grant_credit(engine, accounts[0])
     summaries: list[tuple[Period, RunReport, list[str]]] = []
     late_file: Path | None = None
     for index, period in enumerate(MONTHS):
@@ -172,6 +174,7 @@ def main() -> None:
         if index == 0:
             late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
     printer.finish(engine)
+    _credit_ledger(engine, accounts[0])
     _summary(engine, summaries)
     _notifications(engine, received)
     server.shutdown()
@@ -244,6 +247,29 @@ def _pick_plan(rng: random.Random) -> str:
         if roll < total:
             return plan
     return PLAN_MIX[0][0]
+
+
+def _grant_credit(engine: Engine, account: Account) -> None:
+    """A free welcome credit for the first customer, granted on 1 August and expiring on 1 October in its timezone:
+    it pays August's and September's invoices (their periods began before it expired), never October's."""
+    grant = credits.grant_credit(
+        engine, account.external_id, Decimal(40), account.currency, expires=dt.date(2026, 10, 1),
+        reason="welcome offer", now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
+    )
+    console.print(
+        f"credit: {grant.amount} {grant.currency} of free credit to {account.external_id} (\"welcome offer\"), "
+        "expiring on 2026-10-01; it pays the invoices at finalization, after tax"
+    )
+
+
+def _credit_ledger(engine: Engine, account: Account) -> None:
+    """What the welcome credit paid, movement by movement (`billing credits ledger`)."""
+    table = Table(title=f"credit ledger of {account.external_id}")
+    for column in ("Movement", "Kind", "Account", "Amount"):
+        table.add_column(column, justify="right" if column == "Amount" else "left")
+    for entry in credits.ledger(engine, account.external_id):
+        table.add_row(entry.movement, entry.kind, entry.account, str(entry.amount))
+    print_table(table)
 
 
 def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> list[Account]:
@@ -496,7 +522,7 @@ class _Printer:
         from invoices.render import render_html
 
         with session_scope(engine) as session:
-            stored = store.list_invoices(session, with_lines=True)
+            stored = credits.with_credits(session, store.list_invoices(session, with_lines=True))
         issued = [invoice for invoice in stored if invoice.number and invoice.number not in self.sent]
         for invoice in issued:
             (OUT / "invoices" / f"{invoice.number}.html").write_text(render_html(invoice))

@@ -223,3 +223,24 @@ def test_bad_grants_are_refused_naming_the_field(engine):
         credits.grant_credit(engine, who, D("5"), "XXY", now=now)
     with pytest.raises(BillingInputError, match="--expires"):
         credits.grant_credit(engine, who, D("5"), "USD", expires=dt.date(2026, 2, 10), now=now)
+
+
+def test_the_scheduler_writes_expiries_off_on_their_date_and_makes_paid_top_ups_usable(engine):
+    who = customer(engine, timezone="Europe/Berlin")
+    credits.grant_credit(engine, who, D("7.00"), "USD", expires=dt.date(2026, 3, 1), now=at("2026-02-10T00:00:00"))
+    paid = credits.grant_credit(engine, who, D("3.00"), "USD", paid=True, now=at("2026-02-10T00:00:00"))
+    invoicing.set_invoice_status(engine, paid.invoice_number or "", InvoiceStatus.PAID)
+    # Berlin: 1 March begins at 2026-02-28T23:00Z (CET, UTC+1)
+    assert credits.settle_due(engine, at("2026-02-28T22:59:59")) == 1
+    kinds = [(e.kind, e.account, str(e.amount)) for e in credits.ledger(engine, who) if e.kind != "grant"]
+    assert kinds == []
+    credits.settle_due(engine, at("2026-02-28T23:00:00"))
+    entries = credits.ledger(engine, who)
+    assert [(e.kind, e.account, str(e.amount)) for e in entries if e.grant_id == paid.id] == [
+        ("grant", "customer", "3.00"), ("grant", "topup", "-3.00")
+    ]
+    assert [(e.kind, e.account, str(e.amount), e.effective_at) for e in entries if e.kind == "expiry"] == [
+        ("expiry", "customer", "-7.00", at("2026-02-28T23:00:00")),
+        ("expiry", "expired", "7.00", at("2026-02-28T23:00:00")),
+    ]
+    holds(engine)
