@@ -15,7 +15,9 @@ from billing.cli._common import console, database, fail, finalize_settings, prin
 from billing.errors import BillingError
 from pricing_plans.money import format_amount
 
-credits_app = typer.Typer(help="Prepaid credits and the customer's balance: grant, balance, ledger.", no_args_is_help=True)
+credits_app = typer.Typer(
+    help="Prepaid credits and the customer's balance: grant, balance, ledger.", no_args_is_help=True
+)
 
 JsonOption = typer.Option(False, "--json", help="Print JSON (the API's fields) instead of text.")
 

@@ -10,7 +10,9 @@ yet completely in Stripe is pushed, oldest first, in four steps:
    excluded, our invoice number and id in its metadata;
 3. ``items``: one invoice item per invoice line, attached to that Stripe invoice, in integer minor units of the
    currency (49.00 USD → 4900, 1500 JPY → 1500), plus one negative item for a discount and one for tax when
-   the invoice has them, so that Stripe's amount due is our total to the cent;
+   the invoice has them, then one negative item per prepaid credit (or cash balance) applied to it and, for a
+   negative total, one item putting it on the customer's balance, so that Stripe's amount due is our amount
+   due to the cent;
 4. ``finalize``: with ``auto_advance`` true, from which point Stripe collects: it charges the customer's default
    payment method, retries failed payments on its schedule and reports through webhooks
    (:mod:`billing.stripe.webhooks`).
@@ -55,6 +57,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from billing.config import Settings, get_settings
+from billing.credits import with_credits
 from billing.db import session_scope
 from billing.db.installation import installation_id
 from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
@@ -184,9 +187,10 @@ def stripe_client(settings: Settings | None = None, *, max_network_retries: int 
 
 
 def stripe_items(invoice: Invoice) -> list[StripeItem]:
-    """The Stripe invoice items of ``invoice``: one per line, then the discount and the tax if not zero.
+    """The Stripe invoice items of ``invoice``: one per line, then the discount and the tax if not zero, then the
+    credits applied (negative) and, for a negative total, what goes to the customer's balance.
 
-    Raises ValueError if an amount is not in whole minor units or if the items do not add up to the total.
+    Raises ValueError if an amount is not in whole minor units or if the items do not add up to the amount due.
     """
     currency = invoice.currency
     items = [
@@ -198,10 +202,14 @@ def stripe_items(invoice: Invoice) -> list[StripeItem]:
     if invoice.tax:
         rate = f"{invoice.tax_rate.normalize():f}"
         items.append(StripeItem("tax", f"Tax ({rate} %)", minor_units(invoice.tax, currency)))
+    for credit in invoice.credits_applied:  # paid already: the credits are taken off what Stripe collects
+        items.append(StripeItem(f"credit:{credit.grant_id}", credit.description, -minor_units(credit.amount, currency)))
+    if invoice.total < 0:  # the customer's balance holds it: nothing is refunded through Stripe
+        items.append(StripeItem("balance", "To the customer's balance", -minor_units(invoice.total, currency)))
     pushed = sum(item.amount for item in items)
-    total = minor_units(invoice.total, currency)
-    if pushed != total:
-        raise ValueError(f"{invoice.number}: the items add up to {pushed} minor units, the total is {total}")
+    due = minor_units(invoice.amount_due, currency)
+    if pushed != due:
+        raise ValueError(f"{invoice.number}: the items add up to {pushed} minor units, the amount due is {due}")
     return items
 
 
@@ -269,7 +277,7 @@ class _Push:
 
     def run(self) -> InvoiceSync:
         with session_scope(self.engine) as session:
-            self.invoice = get_invoice(session, self.invoice_id)
+            self.invoice = with_credits(session, [get_invoice(session, self.invoice_id)])[0]
             self._load_state(session)
         try:
             items = stripe_items(self.invoice)

@@ -244,3 +244,18 @@ def test_the_scheduler_writes_expiries_off_on_their_date_and_makes_paid_top_ups_
         ("expiry", "expired", "7.00", at("2026-02-28T23:00:00")),
     ]
     holds(engine)
+
+
+def test_stripe_collects_the_amount_due_not_the_total(engine):
+    from billing.stripe.sync import stripe_items
+
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("5.00"), "USD", reason="welcome", now=at("2026-02-10T00:00:00"))
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "12.00"), "2026-04-02T00:00:00")
+    # 12.00 − 5.00 = 7.00: Stripe is asked for 700 cents
+    assert [(i.key, i.description, i.amount) for i in stripe_items(march)] == [
+        ("item:1", "line 0", 1200), (f"credit:{march.credits_applied[0].grant_id}", "Free credit: welcome", -500),
+    ]
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "30.00", "-50.32"), "2026-05-02T00:00:00")
+    # −20.32 goes to the balance: Stripe is asked for nothing
+    assert [(i.key, i.amount) for i in stripe_items(april)] == [("item:1", 3000), ("item:2", -5032), ("balance", 2032)]
