@@ -62,7 +62,7 @@ class CreditEntryRow(BillingBase):
 
     __tablename__ = "credit_entries"
     __table_args__ = (
-        UniqueConstraint("movement", "account", name="movement_account"),
+        UniqueConstraint("movement", "account"),
         CheckConstraint("kind IN ('grant', 'application', 'expiry', 'reinstatement', 'void', 'refund')", name="kind"),
         CheckConstraint(
             "account IN ('customer', 'promotion', 'topup', 'refund', 'invoice', 'expired')", name="account"
