@@ -289,7 +289,7 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
     ).first()
     if done is not None or invoice.total <= 0:
         return
-    began = day_start(invoice.period_start, owner.timezone)
+    began = day_start(_began(invoice), owner.timezone)
     grants = [g for g in _grants(session, owner.external_id) if g.currency == invoice.currency and g.usable]
     written_off = _written_off(session, [g.id for g in grants])
     views = [
@@ -327,6 +327,15 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
             invoice.id,
             now,
         )
+
+
+def _began(invoice: Invoice) -> dt.date:
+    """The first day of what the invoice bills: its billing period; for an opening invoice, its subscription's
+    first fee period (the earliest service day of its lines)."""
+    if invoice.scope is InvoiceScope.OPENING:
+        starts = [line.service_start for line in invoice.lines if line.service_start is not None]
+        return min(starts, default=invoice.period_start)
+    return invoice.period_start
 
 
 def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:

@@ -146,7 +146,8 @@ def main() -> None:
     # scheduler issues them when a subscription starts
     opened = finalize_opening_invoices(engine, catalog, finalize_settings(), now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
     console.print(f"opening invoices of the subscriptions started before August: {len(opened.finalized)} issued")
-    _grant_credit(engine, accounts[0])
+    welcomed = next(a for a in accounts if a.start < dt.date(2026, 8, 1))
+    _grant_credit(engine, welcomed)
     summaries: list[tuple[Period, RunReport, list[str]]] = []
     late_file: Path | None = None
     for index, period in enumerate(MONTHS):
@@ -174,7 +175,7 @@ def main() -> None:
         if index == 0:
             late_file = _write_late_usage(OUT / "usage" / f"{period.label}-late.jsonl", accounts, period, rng)
     printer.finish(engine)
-    _credit_ledger(engine, accounts[0])
+    _credit_ledger(engine, welcomed)
     _summary(engine, summaries)
     _notifications(engine, received)
     server.shutdown()
@@ -250,7 +251,7 @@ def _pick_plan(rng: random.Random) -> str:
 
 
 def _grant_credit(engine: Engine, account: Account) -> None:
-    """A free welcome credit for the first customer, granted on 1 August and expiring on 1 October in its timezone:
+    """A free welcome credit for a customer subscribed before the quarter, granted on 1 August and expiring on 1 October in its timezone:
     it pays August's and September's invoices (their periods began before it expired), never October's."""
     grant = credits.grant_credit(
         engine, account.external_id, Decimal(40), account.currency, expires=dt.date(2026, 10, 1),

@@ -259,3 +259,28 @@ def test_stripe_collects_the_amount_due_not_the_total(engine):
     april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "30.00", "-50.32"), "2026-05-02T00:00:00")
     # −20.32 goes to the balance: Stripe is asked for nothing
     assert [(i.key, i.amount) for i in stripe_items(april)] == [("item:1", 3000), ("item:2", -5032), ("balance", 2032)]
+
+
+def test_an_opening_invoice_is_paid_by_a_credit_only_if_its_fee_period_began_before_the_expiry(engine):
+    from invoices.model import InvoiceScope
+
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("50.00"), "USD", expires=dt.date(2026, 3, 20), now=at("2026-02-10T00:00:00"))
+
+    def opening(subscription_id: int, day: int) -> int:
+        line = InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=D("10.00"),
+                           service_start=dt.date(2026, 3, day), service_end=dt.date(2026, 4, 1))
+        invoice = DraftInvoice(
+            billing_key=f"start:{subscription_id}", customer=Party(name=who, external_id=who), currency="USD",
+            locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=(line,),
+            scope=InvoiceScope.OPENING, subscription_id=subscription_id,
+        )
+        with session_scope(engine) as session:
+            return store.upsert_draft(session, invoice).invoice_id
+
+    # both bill March; one fee period begins on the 10th (before the expiry on the 20th), one on the 22nd (after)
+    early = finalize(engine, opening(98, 10), "2026-03-25T00:00:00")
+    late = finalize(engine, opening(99, 22), "2026-03-25T00:00:00")
+    assert (applied(early), str(early.amount_due)) == ([("free", "10.00")], "0.00")
+    assert (applied(late), str(late.amount_due)) == ([], "10.00")
+    holds(engine)
