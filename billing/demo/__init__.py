@@ -251,8 +251,9 @@ def _pick_plan(rng: random.Random) -> str:
 
 
 def _grant_credit(engine: Engine, account: Account) -> None:
-    """A free welcome credit for a customer subscribed before the quarter, granted on 1 August and expiring on 1 October in its timezone:
-    it pays August's and September's invoices (their periods began before it expired), never October's."""
+    """A free welcome credit for a customer subscribed before the quarter, granted on 1 August and expiring on
+    1 October in its timezone: it pays August's and September's invoices (their periods began before it expired),
+    never October's."""
     grant = credits.grant_credit(
         engine, account.external_id, Decimal(40), account.currency, expires=dt.date(2026, 10, 1),
         reason="welcome offer", now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
