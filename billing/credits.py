@@ -264,7 +264,10 @@ def apply_credits(session: Session, invoice_ids: Sequence[int], now: dt.datetime
     by_customer: dict[str, list[Invoice]] = defaultdict(list)
     for invoice in invoices:
         by_customer[invoice.customer_id or ""].append(invoice)
+    holders = _with_grants(session, list(by_customer))
     for customer in sorted(by_customer):
+        if customer not in holders and all(i.total >= 0 for i in by_customer[customer]):
+            continue  # no credit to apply, nothing for the balance: no lock, no ledger read
         owner = _customer(session, customer, lock=True)
         _settle(session, owner, now)
         for invoice in sorted(by_customer[customer], key=lambda i: (i.period_start, i.id)):
@@ -272,6 +275,21 @@ def apply_credits(session: Session, invoice_ids: Sequence[int], now: dt.datetime
                 refund_to_balance(session, invoice, -invoice.total, now)
             else:
                 _apply_one(session, owner, invoice, now)
+
+
+def _with_grants(session: Session, customers: list[str]) -> set[str]:
+    """Which of these customers have a grant at all (one query for a whole batch of invoices)."""
+    found: set[str] = set()
+    for offset in range(0, len(customers), 5_000):
+        chunk = customers[offset : offset + 5_000]
+        found |= set(
+            session.execute(
+                select(CreditGrantRow.customer_external_id)
+                .where(CreditGrantRow.customer_external_id.in_(chunk))
+                .distinct()
+            ).scalars()
+        )
+    return found
 
 
 def _takes_credit(invoice: Invoice) -> bool:
