@@ -450,7 +450,7 @@ def _finalize_opening(
         session, [outcome.invoice_id], settings, _local_today(owner, instant), instant
     )
     # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
-    queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
+    queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, [outcome.invoice_id])))
 
 
 def _local_today(customer: Customer, instant: dt.datetime) -> dt.date:

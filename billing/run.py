@@ -1061,5 +1061,5 @@ def _issue(
             chunk = store.claim_drafts(session, ids[offset : offset + batch])
             numbers += credits.finalize_with_credits(session, chunk, settings, today)
             # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
-            queue_invoices_finalized(session, store.get_invoices(session, chunk))
+            queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, chunk)))
     return numbers

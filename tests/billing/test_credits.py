@@ -284,3 +284,21 @@ def test_an_opening_invoice_is_paid_by_a_credit_only_if_its_fee_period_began_bef
     assert (applied(early), str(early.amount_due)) == ([("free", "10.00")], "0.00")
     assert (applied(late), str(late.amount_due)) == ([], "10.00")
     holds(engine)
+
+
+def test_the_invoice_finalized_webhook_carries_the_credits_and_the_amount_due(engine):
+    import json
+
+    from billing.core.periods import month
+    from billing.db.notification_tables import NotificationRow
+    from billing.run import finalize_period
+
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("5.00"), "USD", reason="welcome", now=at("2026-02-10T00:00:00"))
+    draft(engine, who, dt.date(2026, 3, 1), "12.00")
+    finalize_period(engine, month(2026, 3), SETTINGS, dt.date(2026, 4, 2), now=at("2026-04-02T00:00:00"))
+    with session_scope(engine) as session:
+        [payload] = [json.loads(row.payload) for row in session.query(NotificationRow).all()]
+    # 12.00 − 5.00 = 7.00
+    assert (payload["invoice"]["total"], payload["invoice"]["amount_due"]) == ("12.00", "7.00")
+    assert [c["amount"] for c in payload["invoice"]["credits_applied"]] == ["5.00"]
