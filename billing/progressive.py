@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from billing import credits
 from billing.core.compose import BilledKey, period_key
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import schedule_of
@@ -234,9 +235,11 @@ def _issue(
     outcome = store.upsert_draft(session, draft)
     if outcome.action == "issued":
         return []
-    numbers = store.finalize_many(session, [outcome.invoice_id], settings or finalize_settings(), today)
+    numbers = credits.finalize_with_credits(
+        session, [outcome.invoice_id], settings or finalize_settings(), today, instant
+    )
     # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
-    queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
+    queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, [outcome.invoice_id])))
     return numbers
 
 
