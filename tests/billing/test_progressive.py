@@ -284,3 +284,17 @@ def test_concurrent_evaluations_issue_one_invoice(engine, catalog):
     assert [(i.billing_key, str(i.total)) for i in _invoices(engine, "acme")] == [
         ("progressive:1:2026-03:100.00", "150.00")
     ]
+
+
+@pytest.mark.db
+def test_prepaid_credit_pays_a_progressive_invoice_as_it_is_finalized(engine, catalog):
+    from billing import credits
+
+    _customer(engine, catalog, "acme", "steps")
+    credits.grant_credit(engine, "acme", Decimal("30.00"), "USD", reason="welcome", now=_at(1))
+    _calls(engine, catalog, "acme", 220, "2026-03-05T10:00:00Z", "a", _at(10))
+    # 220 × 0.50 = 110.00 ≥ 100.00: the progressive invoice of 110.00 takes the 30.00 of credit → 80.00 due
+    assert _progressive(engine, catalog, _at(10)) == ["INV-2026-000001"]
+    [invoice] = _invoices(engine, "acme")
+    assert (str(invoice.total), str(invoice.amount_due)) == ("110.00", "80.00")
+    assert [(c.kind, str(c.amount)) for c in invoice.credits_applied] == [("free", "30.00")]
