@@ -2,7 +2,7 @@
 (``billing.db.credit_tables``).
 
 Revision ID: 0016
-Revises: 0018
+Revises: 0019
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 from dbkit.types import ExactDecimal
 
 revision = "0016"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
