@@ -101,14 +101,14 @@ def parse_coupon(
         problems.append(
             f"code: expected 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit, got {code!r}"
         )
-    if (percent is None) == (amount is None):
-        problems.append(
-            "percent, amount: give exactly one of them (a percentage off, or an amount off with its currency)"
-        )
-    percent_off = _decimal("percent", percent, problems)
+    if percent is None and amount is None:
+        problems.append("percent_off: give a percentage off, or an amount off with its currency")
+    elif percent is not None and amount is not None:
+        problems.append("amount_off: give a percentage off or an amount off, not both")
+    percent_off = _decimal("percent_off", percent, problems)
     if percent_off is not None and not Decimal(0) < percent_off <= 100:
-        problems.append(f"percent: expected a number above 0 and at most 100, got {percent}")
-    amount_off = _decimal("amount", amount, problems)
+        problems.append(f"percent_off: expected a number above 0 and at most 100, got {percent}")
+    amount_off = _decimal("amount_off", amount, problems)
     amount_off = _amount(amount_off, currency, problems)
     if amount_off is None and currency is not None and amount is None:
         problems.append("currency: only a coupon with an amount off has a currency")
@@ -150,7 +150,7 @@ def _amount(amount: Decimal | None, currency: str | None, problems: list[str]) -
         problems.append(f"currency: an amount off needs its ISO 4217 currency code, got {currency!r}")
         return None
     if amount <= 0 or round_money(amount, currency) != amount:
-        problems.append(f"amount: expected a positive amount in whole minor units of {currency}, got {amount}")
+        problems.append(f"amount_off: expected a positive amount in whole minor units of {currency}, got {amount}")
         return None
     return amount
 

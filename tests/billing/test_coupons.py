@@ -182,12 +182,12 @@ def test_a_coupon_is_checked_as_it_is_created():
     with pytest.raises(BillingInputError) as error:
         coupons.parse_coupon("X", percent="150", amount="5", currency=None, duration="repeating")
     assert error.value.problems == (
-        "percent, amount: give exactly one of them (a percentage off, or an amount off with its currency)",
-        "percent: expected a number above 0 and at most 100, got 150",
+        "amount_off: give a percentage off or an amount off, not both",
+        "percent_off: expected a number above 0 and at most 100, got 150",
         "currency: an amount off needs its ISO 4217 currency code, got None",
         "months: a repeating coupon needs the number of billing periods it reduces (at least 1)",
     )
-    with pytest.raises(BillingInputError, match=r"amount: expected a positive amount in whole minor units of USD"):
+    with pytest.raises(BillingInputError, match=r"amount_off: expected a positive amount in whole minor units of USD"):
         coupons.parse_coupon("X", percent=None, amount="1.005", currency="USD", duration="once")
     with pytest.raises(BillingInputError, match="months: only a repeating coupon"):
         coupons.parse_coupon("X", percent="5", amount=None, currency=None, duration="forever", months=2)
