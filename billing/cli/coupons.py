@@ -3,6 +3,7 @@ over ``billing.coupons``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import typer
@@ -10,9 +11,11 @@ from rich.text import Text
 
 from billing import coupons as service
 from billing.cli import _json
-from billing.cli._common import console, database, print_table
+from billing.cli._common import console, database, err_console, print_table
 from billing.cli.customers import JsonOption, _catalog, _date, _table
 from billing.core.coupons import Coupon
+from billing.core.metrics import format_rate, ratio
+from billing.errors import BillingInputError
 
 HELP = "Coupons: create, issue to a customer, apply from the next billing period, list, show."
 
@@ -60,22 +63,41 @@ def coupons_create(
     plan_codes = [p.strip() for p in (plans or "").split(",") if p.strip()]
     catalog = _catalog()
     with database() as engine:
-        coupon = service.parse_coupon(
-            code,
-            percent=percent,
-            amount=amount,
-            currency=currency,
-            duration=duration,
-            months=months,
-            plans=plan_codes,
-            max_redemptions=max_redemptions,
-            expires_on=expires_on,
-        )
+        try:
+            coupon = _parsed(code, percent, amount, currency, duration, months, plan_codes, max_redemptions, expires_on)
+        except BillingInputError as exc:
+            for problem in exc.problems:  # each on its own line
+                err_console.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         created = service.create_coupon(engine, catalog, coupon)
     if as_json:
         _json.emit(service.coupon_json(created, service.CouponStats(created)))
         return
     console.print(f"coupon {created.code}: {created.terms}{_restrictions(created)}", highlight=False, markup=False)
+
+
+def _parsed(
+    code: str,
+    percent: str | None,
+    amount: str | None,
+    currency: str | None,
+    duration: str,
+    months: int | None,
+    plans: list[str],
+    max_redemptions: int | None,
+    expires_on: dt.date | None,
+) -> Coupon:
+    return service.parse_coupon(
+        code,
+        percent=percent,
+        amount=amount,
+        currency=currency,
+        duration=duration,
+        months=months,
+        plans=plans,
+        max_redemptions=max_redemptions,
+        expires_on=expires_on,
+    )
 
 
 def _restrictions(coupon: Coupon) -> str:
@@ -127,7 +149,7 @@ def coupons_list(as_json: JsonOption = False) -> None:
         return
     table = _table("Code", "Terms", "Issued", "Applied", "Redeemed", "Rate")
     for s in found:
-        rate = service.coupon_json(s.coupon, s)["redemption_rate"] or "—"
+        rate = "n/a" if s.issued == 0 else f"{format_rate(ratio(s.redeemed, s.issued))} %"
         cells = (s.coupon.code, s.coupon.terms + _restrictions(s.coupon), str(s.issued), str(s.applied))
         table.add_row(*map(Text, (*cells, str(s.redeemed), rate)))
     print_table(table)

@@ -404,3 +404,26 @@ def test_a_coupon_is_redeemed_when_it_first_reduces_a_finalized_invoice(engine, 
     # February's billed revenue: acme 30.00 − 3.00 = 27.00, the discount in "credits & discounts"
     february = next(f for f in figures_from_database(engine, catalog, [FEB]))
     assert (str(february.billed.subscription), str(february.billed.adjustments)) == ("30.00", "-3.00")
+
+
+@pytest.mark.db
+def test_the_cli_names_each_problem_on_its_own_line_and_lists_the_redemption_rate(cli_env):
+    from typer.testing import CliRunner
+
+    from billing.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["coupons", "create", "BAD", "--percent", "120", "--duration", "repeating"])
+    assert bad.exit_code == 1
+    assert bad.stderr.splitlines() == [
+        "error: percent_off: expected a number above 0 and at most 100, got 120",
+        "error: months: a repeating coupon needs the number of billing periods it reduces (at least 1)",
+    ]
+    made = runner.invoke(app, ["coupons", "create", "TEN", "--amount", "10", "--currency", "USD", "--duration", "once"])
+    assert made.exit_code == 0 and made.stdout == "coupon TEN: 10.00 USD off, once\n"
+    runner.invoke(app, ["customers", "add", "acme", "--name", "Acme", "--email", "a@acme.test", "--currency", "USD"])
+    assert runner.invoke(app, ["coupons", "issue", "TEN", "--customer", "acme"]).stdout == "coupon TEN issued to acme\n"
+    listed = runner.invoke(app, ["coupons", "list"])
+    assert listed.exit_code == 0 and "0.0 %" in listed.stdout  # issued to 1, redeemed by none
+    twice = runner.invoke(app, ["coupons", "issue", "TEN", "--customer", "acme"])
+    assert twice.exit_code == 1 and "customer 'acme' holds coupon 'TEN' already" in twice.stderr
