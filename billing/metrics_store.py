@@ -1,4 +1,5 @@
-"""Loading what the revenue and churn figures need from the database, in five queries, and computing them.
+"""Loading what the revenue and churn figures need from the database, in five queries (two more for the coupons),
+and computing them.
 
 The computation itself is :func:`billing.core.metrics.compute_figures`, which never sees a database. This module reads
 the customers and subscriptions through ``billing.db.repository`` and the invoice amounts through the invoice
@@ -49,7 +50,7 @@ class MetricInputs:
 
 
 def load_metric_inputs(session: Session, periods: Sequence[Period]) -> MetricInputs:
-    """Read the records for ``periods`` (consecutive, in order) in seven queries."""
+    """Read the records for ``periods`` (consecutive, in order) in five queries, and two for the coupons."""
     if not periods:
         return MetricInputs((), (), ())
     first, last = periods[0].previous().start, periods[-1].start
