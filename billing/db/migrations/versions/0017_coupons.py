@@ -1,7 +1,7 @@
 """Coupons and the customers they are issued to (``billing.db.coupon_tables``).
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0019
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from dbkit.types import ExactDecimal
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
