@@ -1,4 +1,5 @@
-"""Loading what the revenue and churn figures need from the database, in five queries, and computing them.
+"""Loading what the revenue and churn figures need from the database, in five queries (two more for the coupons),
+and computing them.
 
 The computation itself is :func:`billing.core.metrics.compute_figures`, which never sees a database. This module reads
 the customers and subscriptions through ``billing.db.repository`` and the invoice amounts through the invoice
@@ -15,17 +16,18 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from billing.core.coupons import CouponIssue
 from billing.core.domain import Customer, Subscription
 from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, compute_figures
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
-from billing.db import override_tables, repository, session_scope
-from dbkit import read_only
+from billing.db import coupon_tables, override_tables, repository, session_scope
+from dbkit import read_only, utcnow
 from invoices import store
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog
 
-__all__ = ["MetricInputs", "figures_from_database", "load_metric_inputs", "negotiated_plans"]
+__all__ = ["MetricInputs", "coupon_issues", "figures_from_database", "load_metric_inputs", "negotiated_plans"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +46,38 @@ class MetricInputs:
     subscriptions: tuple[Subscription, ...]
     invoices: tuple[InvoiceSummary, ...]
     overrides: Mapping[int, tuple[SubscriptionOverride, ...]] = field(default_factory=dict)
+    coupons: tuple[CouponIssue, ...] = ()
 
 
 def load_metric_inputs(session: Session, periods: Sequence[Period]) -> MetricInputs:
-    """Read the records for ``periods`` (consecutive, in order) in five queries."""
+    """Read the records for ``periods`` (consecutive, in order) in five queries, and two for the coupons."""
     if not periods:
         return MetricInputs((), (), ())
     first, last = periods[0].previous().start, periods[-1].start
     subscriptions = tuple(repository.list_subscriptions(session))
+    customers = tuple(repository.list_customers(session))
     return MetricInputs(
-        customers=tuple(repository.list_customers(session)),
+        customers=customers,
         subscriptions=subscriptions,
         invoices=tuple(_invoice_summaries(session, first, last)),
         overrides=override_tables.overrides_of(session, [s.id for s in subscriptions]),
+        coupons=tuple(coupon_issues(session, {c.external_id: c.currency for c in customers})),
     )
+
+
+def coupon_issues(session: Session, currencies: dict[str, str]) -> list[CouponIssue]:
+    """Every coupon issued to a customer, with the customer's currency and when it was redeemed."""
+    redeemed = coupon_tables.redemptions(session)
+    return [
+        CouponIssue(
+            held.coupon.code,
+            held.customer,
+            currencies.get(held.customer, ""),
+            held.issued_at,
+            redeemed.get((held.customer, held.coupon.code)),
+        )
+        for held in coupon_tables.customer_coupons(session)
+    ]
 
 
 def negotiated_plans(catalog: Catalog, inputs: MetricInputs) -> dict[int, Negotiated]:
@@ -107,7 +127,8 @@ def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
     transaction."""
     with session_scope(read_only(engine)) as session:
         inputs = load_metric_inputs(session, periods)
+        as_of = utcnow()  # the report's date: redemptions after it do not count
     return compute_figures(
         inputs.customers, inputs.subscriptions, catalog, inputs.invoices, periods,
-        negotiated=negotiated_plans(catalog, inputs),
+        negotiated=negotiated_plans(catalog, inputs), coupons=inputs.coupons, as_of=as_of,
     )  # fmt: skip

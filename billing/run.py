@@ -43,10 +43,12 @@ from billing.core.compose import (
     opening_key,
     period_key,
 )
+from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
+from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import AnyUsage, late_event_periods
@@ -444,6 +446,7 @@ class _Scope:
     plans: ResolvedPlans
     late_by_customer: dict[str, list[Period]]
     late_subscriptions_by_customer: dict[str, list[Subscription]]  # those whose plan is known
+    coupons: dict[str, list[AppliedCoupon]]  # the coupons applied to each customer, as of the period
 
 
 def _load_scope(
@@ -475,6 +478,7 @@ def _load_scope(
         late_subscriptions = _subscriptions_for_late(session, late_periods)
         everyone = [*subscriptions, *ended_as_it_began, *late_subscriptions]
         overrides = override_tables.overrides_of(session, {s.id for s in everyone})
+        coupons = applied_coupons(session, customer_ids, period.start)
     plans = resolve_plans(catalog, everyone, customers, overrides=overrides, period=period)
     report.skipped += [(problem.customer, problem.message) for problem in plans.unknown]
     late_by_customer: dict[str, list[Period]] = {}
@@ -491,7 +495,7 @@ def _load_scope(
     ]
     return _Scope(
         period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
-        customer_ids, plans, late_by_customer, late_subscriptions_by_customer,
+        customer_ids, plans, late_by_customer, late_subscriptions_by_customer, coupons,
     )
 
 
@@ -686,6 +690,7 @@ def _rating_inputs(
         billed=billed.late,
         usage_as_of=usage_as_of,
         progressive=billed.progressive,
+        coupons=scope.coupons,
     )
 
 
@@ -800,6 +805,7 @@ class _RatingInputs:
     billed: Mapping[Period, BilledUsage]
     usage_as_of: dt.datetime | None
     progressive: Mapping[int, Mapping[BilledKey, Decimal]]  # what progressive invoices of the period billed
+    coupons: Mapping[str, list[AppliedCoupon]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -867,7 +873,9 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
             opening = compose_opening_invoice(owner, subscription, plans[subscription.id], inputs.catalog)
             if opening is not None:
                 drafts.append(opening)
-    draft = compose_period_invoice(owner, period, sections, late, inputs.catalog, inputs.usage_as_of)
+    draft = compose_period_invoice(
+        owner, period, sections, late, inputs.catalog, inputs.usage_as_of, inputs.coupons.get(customer_id, ())
+    )
     # A customer with a subscription in the period gets its invoice, even one with nothing on it (it records that
     # the period was billed); one without gets none when nothing is left to bill: late usage that re-rates to
     # what was billed, an advance fee already settled to the days it ran.

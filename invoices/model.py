@@ -113,6 +113,7 @@ class LineKind(StrEnum):
     COMMITMENT = "commitment"  # the minimum-commitment true-up
     LATE_USAGE = "late_usage"  # usage of an already invoiced period: what it rates to now minus what was billed
     CREDIT = "credit"  # a credit note's line
+    DISCOUNT = "discount"  # a coupon's reduction (negative), before tax; counted in ``discount``, not the subtotal
 
 
 # One encoder for every line: ``json.dumps`` with options builds a new one per call.
@@ -223,8 +224,10 @@ def compute_totals(
     discount: Decimal = ZERO,
     rounding: Rounding = Rounding.HALF_UP,
 ) -> Totals:
-    """Subtotal = Σ rounded lines; tax = round((subtotal − discount) × rate %); total = subtotal − discount + tax."""
-    subtotal = check_amount(sum((line.amount for line in lines), ZERO), currency)
+    """Subtotal = Σ rounded lines but the discount lines; discount = ``discount`` + −Σ discount lines; tax =
+    round((subtotal − discount) × rate %); total = subtotal − discount + tax."""
+    subtotal = check_amount(sum((line.amount for line in lines if line.kind is not LineKind.DISCOUNT), ZERO), currency)
+    discount -= sum((line.amount for line in lines if line.kind is LineKind.DISCOUNT), ZERO)
     taxable = subtotal - discount
     tax = round_money(taxable * tax_rate / 100, currency, rounding)
     return Totals(subtotal=subtotal, discount=discount, tax=tax, total=check_amount(taxable + tax, currency))

@@ -11,6 +11,7 @@ Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bear
                             POST/GET /v1/subscriptions, GET /v1/subscriptions/{id}, POST /v1/subscriptions/{id}/cancel
     routes_entitlements     GET /v1/customers/{id}/entitlements, GET /v1/customers/{id}/entitlements/{meter}
     routes_overrides        GET/PUT /v1/subscriptions/{id}/overrides
+    routes_coupons          POST/GET /v1/coupons, GET /v1/coupons/{code}, POST /v1/coupons/{code}/issue, …/apply
     routes_credits          POST /v1/customers/{id}/credits/grants, GET …/credits/balance, …/credits/ledger
     routes_plans            GET /v1/plans, GET /v1/plans/{code}
     routes_invoices         GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
@@ -45,6 +46,7 @@ from sqlalchemy import Engine
 
 from billing.api import (
     errors,
+    routes_coupons,
     routes_credits,
     routes_customers,
     routes_entitlements,
@@ -149,6 +151,7 @@ def _add_routers(app: FastAPI) -> None:
         routes_invoices,
         routes_invoice_actions,
         routes_overrides,
+        routes_coupons,
         routes_credits,
         routes_runs,
         routes_metrics,

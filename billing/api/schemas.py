@@ -21,6 +21,11 @@ __all__ = [
     "BillingRunIn",
     "BillingRunOut",
     "CancelIn",
+    "CouponCustomerIn",
+    "CouponHolderOut",
+    "CouponIn",
+    "CouponListOut",
+    "CouponOut",
     "CreditNoteIn",
     "CustomerIn",
     "CustomerListOut",
@@ -926,3 +931,89 @@ class CreditEntryListOut(_Out):
 
     data: list[CreditEntryOut]
     has_more: bool = Field(description="Whether more entries lie beyond this page (in the direction walked).")
+
+
+# -- coupons -----------------------------------------------------------------------------------------------
+
+_COUPON = {
+    "code": "SPRING", "percent_off": "20", "amount_off": None, "currency": None, "duration": "repeating",
+    "months": 3, "plans": ["starter"], "max_redemptions": 100, "expires_on": "2026-12-01",
+    "created_at": "2026-10-01T09:00:00Z", "issued": 3, "applied": 2, "redeemed": 1, "redemption_rate": "0.3333",
+}
+_COUPON_HOLDER = {
+    "coupon": "SPRING", "customer": "acme", "issued_at": "2026-10-01T09:00:00Z", "applied_on": "2026-10-01",
+    "redeemed_at": None,
+}
+
+
+class CouponIn(_In):
+    """A new coupon: ``percent_off`` (above 0, at most 100) or ``amount_off`` with its ``currency``; ``months`` for
+    a repeating one (the billing periods it reduces); ``plans`` restricts it to those plans' sections."""
+
+    model_config = examples(
+        {"code": "SPRING", "percent_off": "20", "duration": "repeating", "months": 3, "plans": ["starter"]},
+        {"code": "WELCOME10", "amount_off": "10.00", "currency": "USD", "duration": "once"},
+    )
+
+    code: ApiText = Field(max_length=64)
+    percent_off: Annotated[ApiText, Field(max_length=32)] | StrictInt | None = None
+    amount_off: Annotated[ApiText, Field(max_length=32)] | StrictInt | None = None
+    currency: ApiText | None = Field(default=None, max_length=3)
+    duration: ApiText = Field(max_length=16, description="once, repeating or forever")
+    months: StrictInt | None = Field(default=None, ge=1, le=1200)
+    plans: list[Annotated[ApiText, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
+    max_redemptions: StrictInt | None = Field(default=None, ge=1)
+    expires_on: dt.date | None = Field(default=None, description="From this day on it can no longer be issued.")
+
+
+class CouponCustomerIn(_In):
+    """The customer a coupon is issued or applied to."""
+
+    model_config = examples({"customer": "acme"})
+
+    customer: ApiText = Field(max_length=255)
+
+
+class CouponHolderOut(_Out):
+    """A coupon as one customer holds it: issued, applied from the billing periods after ``applied_on``, and
+    redeemed when it first reduced a finalized invoice."""
+
+    model_config = examples(_COUPON_HOLDER)
+
+    coupon: str
+    customer: str
+    issued_at: dt.datetime
+    applied_on: dt.date | None
+    redeemed_at: dt.datetime | None
+
+
+class CouponOut(_Out):
+    """A coupon, with the customers it was issued to, applied to and redeemed by (``redemption_rate`` = redeemed
+    / issued, null when none was issued); ``customers`` when read one at a time."""
+
+    model_config = examples({**_COUPON, "customers": [_COUPON_HOLDER]})
+
+    code: str
+    percent_off: str | None
+    amount_off: str | None
+    currency: str | None
+    duration: str
+    months: int | None
+    plans: list[str]
+    max_redemptions: int | None
+    expires_on: dt.date | None
+    created_at: dt.datetime | None
+    issued: int
+    applied: int
+    redeemed: int
+    redemption_rate: str | None
+    customers: list[CouponHolderOut] | None = None
+
+
+class CouponListOut(_Out):
+    """A page of the coupons, by code."""
+
+    model_config = examples({"data": [_COUPON], "has_more": False})
+
+    data: list[CouponOut]
+    has_more: bool = Field(description="Whether more coupons lie beyond this page (in the direction walked).")

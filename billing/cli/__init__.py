@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("customers", "overrides"),
         "Subscriptions: list, cancel, change plan, change seats, negotiate prices.",
     ),
+    "coupons": (("coupons",), "Coupons: create, issue to a customer, apply from the next billing period, list, show."),
     "ingest": (("ingest",), "Ingest usage events; each event id is stored once, however often it is sent."),
     "usage": (
         ("usage",),

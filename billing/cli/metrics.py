@@ -18,15 +18,16 @@ from rich.table import Table
 
 from billing.cli import _json
 from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli, print_table
-from billing.core.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate
+from billing.core.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate, ratio
 from billing.core.periods import Period, parse_month
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from billing.coupons import CouponStats
     from pricing_plans.models import Catalog
 
-__all__ = ["metrics", "plot_figures", "print_tables", "register"]
+__all__ = ["metrics", "plot_figures", "print_coupons", "print_tables", "register"]
 
 MAX_PERIODS = 120
 
@@ -50,12 +51,13 @@ def metrics(
     revenue, ARPA and CLV."""
     periods = _periods(period, to)
     catalog = load_catalog_for_cli()
-    figures = _figures(catalog, periods)
+    figures, coupons = _figures(catalog, periods)
     rows = [figures_row(f) for f in figures]
     if as_json:
         _json.emit(_json.listing(rows))
     else:
         print_tables(figures)
+        print_coupons(coupons)
     notes = err_console if as_json else console
     if csv_path is not None:
         _write(csv_path, lambda path: _write_csv(path, rows))
@@ -85,15 +87,17 @@ def _periods(first: str, last: str | None) -> list[Period]:
     return periods
 
 
-def _figures(catalog: Catalog, periods: list[Period]) -> list[PeriodFigures]:
+def _figures(catalog: Catalog, periods: list[Period]) -> tuple[list[PeriodFigures], list[CouponStats]]:
+    """The figures of the periods, and every coupon with its redemptions over all time."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from billing.coupons import list_coupons
     from billing.errors import BillingError
     from billing.metrics_store import figures_from_database
 
     engine = engine_for_cli()
     try:
-        return figures_from_database(engine, catalog, periods)
+        return figures_from_database(engine, catalog, periods), list_coupons(engine)
     except BillingError as exc:
         fail(str(exc))
     except SQLAlchemyError as exc:
@@ -171,6 +175,10 @@ def _rows(currency: str) -> list[_Row | None]:
         ("   billed in P", money(lambda f: f.billed_base_current)),
         ("   NRR billed", lambda f: _percent(f.nrr_billed)),
         ("   GRR billed", lambda f: _percent(f.grr_billed)),
+        None,
+        ("Coupons issued in P", lambda f: str(f.coupons_issued)),
+        ("   redeemed by now", lambda f: str(f.coupons_redeemed)),
+        ("Coupon redemption rate", lambda f: _percent(f.coupon_redemption_rate)),
     ]
 
 
@@ -194,6 +202,19 @@ def print_tables(figures: Sequence[PeriodFigures]) -> None:
         print_table(table)
 
 
+
+
+def print_coupons(coupons: Sequence[CouponStats]) -> None:
+    """Each coupon's redemption rate over all time: redeemed / issued."""
+    if not coupons:
+        return
+    table = Table(title="Coupon redemption, all time", box=box.SIMPLE_HEAD, title_justify="left")
+    for header in ("Coupon", "Issued", "Redeemed", "Redemption rate"):
+        table.add_column(header, justify="left" if header == "Coupon" else "right", no_wrap=True)
+    for stats in coupons:
+        rate = ratio(stats.redeemed, stats.issued)
+        table.add_row(stats.coupon.code, str(stats.issued), str(stats.redeemed), _percent(rate))
+    print_table(table)
 
 
 # -- chart -------------------------------------------------------------------------------------------------

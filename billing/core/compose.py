@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from billing.core.coupons import AppliedCoupon, discount_lines
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_adjustment, opening_fee, opening_fee_period, period_fees
 from billing.core.overrides import NEGOTIATED
@@ -256,13 +257,17 @@ def compose_period_invoice(
     late: Sequence[LateUsage],
     catalog: Catalog,
     usage_as_of: dt.datetime | None = None,
+    coupons: Sequence[AppliedCoupon] = (),
 ) -> DraftInvoice:
-    """The draft invoice of one customer for one period."""
+    """The draft invoice of one customer for one period; the coupons applied to the customer add their discount
+    lines (``billing.core.coupons``) after the others, before tax."""
     lines: list[InvoiceLine] = []
     for section in sections:
         lines.extend(section_lines(section, period, catalog))
     for item in late:
         lines.extend(late_usage_lines(item, catalog))
+    if coupons:
+        lines.extend(discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding))
     return DraftInvoice(
         billing_key=period_key(customer.external_id, period),
         scope=InvoiceScope.PERIOD,

@@ -39,6 +39,9 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
   take as base the customers billed in P − 1: NRR billed = Σ billed(P) / Σ billed(P − 1) and GRR billed =
   Σ min(billed(P), billed(P − 1)) / Σ billed(P − 1), over that base.
 - **ARPA** = billed revenue / billed customers; **CLV** = ARPA / customer churn rate.
+- **Coupon redemption rate** of P = coupons redeemed / coupons issued, over the coupons issued in P (by the UTC
+  day of issue) to the customers billed in the currency, redeemed by the report's date: a coupon is redeemed when
+  it first reduces one of the customer's finalized invoices (``billing.core.coupons.CouponIssue``).
 - A ratio with a zero denominator is undefined (None, shown "n/a"), never an error or an infinity.
 """
 
@@ -48,9 +51,10 @@ import datetime as dt
 import decimal
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from billing.core.coupons import CouponIssue, coupon_counts
 from billing.core.domain import CancelReason, Customer, Subscription
 from billing.core.overrides import Negotiated
 from billing.core.periods import Period
@@ -103,6 +107,9 @@ JSON_KEYS = (
     "grr_billed",
     "arpa",
     "clv",
+    "coupons_issued",
+    "coupons_redeemed",
+    "coupon_redemption_rate",
 )
 
 ISSUED = frozenset({InvoiceStatus.FINALIZED, InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
@@ -270,10 +277,17 @@ class PeriodFigures:
     billed_base_previous: Decimal = ZERO
     billed_base_current: Decimal = ZERO
     billed_base_retained: Decimal = ZERO
+    coupons_issued: int = 0
+    coupons_redeemed: int = 0
 
     @property
     def billed_revenue(self) -> Decimal:
         return self.billed.total
+
+    @property
+    def coupon_redemption_rate(self) -> Decimal | None:
+        """Coupons redeemed / coupons issued in the period."""
+        return ratio(self.coupons_redeemed, self.coupons_issued)
 
     @property
     def customer_churn_rate(self) -> Decimal | None:
@@ -376,6 +390,9 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
         "grr_billed": format_rate(f.grr_billed),
         "arpa": money(f.arpa),
         "clv": money(f.clv),
+        "coupons_issued": str(f.coupons_issued),
+        "coupons_redeemed": str(f.coupons_redeemed),
+        "coupon_redemption_rate": format_rate(f.coupon_redemption_rate),
     }
 
 
@@ -534,8 +551,13 @@ def compute_figures(
     periods: Sequence[Period],
     *,
     negotiated: Mapping[int, Negotiated] | None = None,
+    coupons: Iterable[CouponIssue] = (),
+    as_of: dt.datetime | None = None,
 ) -> list[PeriodFigures]:
     """The figures of each period, per currency: ordered by period, then currency.
+
+    ``coupons``: the coupons issued to customers, for the redemption rate; a redemption after ``as_of`` (the
+    report's date; None: whenever) does not count.
 
     The currencies are those of every customer and of every invoice; a currency with no activity in a period
     gets zeros and undefined ratios. ``plans`` is the catalog, or its plans by ``(code, version)``;
@@ -557,6 +579,7 @@ def compute_figures(
             states[day] = history.state_on(day)
         return states[day]
 
+    issued = coupon_counts(coupons, periods, as_of)
     figures: list[PeriodFigures] = []
     for period in periods:
         start, end = state_on(period.start), state_on(period.end)
@@ -572,6 +595,9 @@ def compute_figures(
                     billed.get((currency, period.previous().start), {}),
                 )
             )
+            counted = issued.get((period.start, currency))
+            if counted is not None:
+                figures[-1] = replace(figures[-1], coupons_issued=counted[0], coupons_redeemed=counted[1])
     return figures
 
 

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 
-from billing import credits
+from billing import coupons, credits
 from billing import customers as service
 from billing.cli._common import print_table
 from billing.config import get_settings
@@ -142,6 +142,7 @@ def main() -> None:
     printer = _Printer()
     rng = random.Random(SEED)
     accounts = _create_accounts(engine, catalog, rng)
+    _coupons(engine, catalog, accounts)
     # the first invoices of the subscriptions that started before the quarter (their in-advance fees), as the
     # scheduler issues them when a subscription starts
     opened = finalize_opening_invoices(engine, catalog, finalize_settings(), now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
@@ -326,6 +327,28 @@ def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> li
                       str(sum(a.upgrade_on is not None for a in own)), str(sum(a.cancel_on is not None for a in own)))
     console.print(table)
     return accounts
+
+
+def _coupons(engine: Engine, catalog: Catalog, accounts: list[Account]) -> None:
+    """A coupon: 20 % off for three billing periods of the meetings storage add-on (its section only), applied to
+    the first customers with the add-on (in July for three, in August for three more), and issued in August to
+    as many others who never use it: the metrics show its redemption rate."""
+    coupon = coupons.parse_coupon(
+        "STORAGE20", percent="20", amount=None, currency=None, duration="repeating", months=3,
+        plans=["meetings_storage"],
+    )
+    coupons.create_coupon(engine, catalog, coupon)
+    july, august = dt.datetime(2026, 7, 20, 12, tzinfo=dt.UTC), dt.datetime(2026, 8, 5, 12, tzinfo=dt.UTC)
+    with_add_on = [a for a in accounts if a.add_on][:6]
+    others = [a for a in accounts if not a.add_on][:6]
+    for index, account in enumerate(with_add_on):  # half from August, half from September
+        coupons.apply_coupon(engine, "STORAGE20", account.external_id, now=july if index < 3 else august)
+    for account in others:
+        coupons.issue_coupon(engine, "STORAGE20", account.external_id, now=august)
+    console.print(
+        f"coupon STORAGE20 ({coupon.terms}, on meetings_storage): applied to {len(with_add_on)} customers, "
+        f"issued to {len(others)} more"
+    )
 
 
 def _active_days(account: Account, period: Period) -> Iterator[dt.date]:
@@ -582,11 +605,12 @@ def _notifications(engine: Engine, received: list[ReceivedWebhook]) -> None:
 
 
 def _metrics(engine: Engine, catalog: Catalog) -> None:
-    from billing.cli.metrics import plot_figures, print_tables
+    from billing.cli.metrics import plot_figures, print_coupons, print_tables
     from billing.metrics_store import figures_from_database
 
     figures = figures_from_database(engine, catalog, list(MONTHS))
     print_tables(figures)
+    print_coupons(coupons.list_coupons(engine))
     plot_figures(figures, OUT / "metrics.png")
     console.print("wrote out/metrics.png (MRR bridge and churn/retention rates)")
 

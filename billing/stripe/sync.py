@@ -65,7 +65,7 @@ from billing.errors import BillingInputError
 from billing.stripe import STRIPE_API_VERSION
 from dbkit import insert_ignoring, read_only, utcnow
 from invoices import store
-from invoices.model import Invoice
+from invoices.model import Invoice, LineKind
 from invoices.store import get_invoice
 from pricing_plans.money import minor_units
 
@@ -187,8 +187,9 @@ def stripe_client(settings: Settings | None = None, *, max_network_retries: int 
 
 
 def stripe_items(invoice: Invoice) -> list[StripeItem]:
-    """The Stripe invoice items of ``invoice``: one per line, then the discount and the tax if not zero, then the
-    credits applied (negative) and, for a negative total, what goes to the customer's balance.
+    """The Stripe invoice items of ``invoice``: one per line (but the discount lines), then the discount (their
+    sum) and the tax if not zero, then the credits applied (negative) and, for a negative total, what goes to the
+    customer's balance.
 
     Raises ValueError if an amount is not in whole minor units or if the items do not add up to the amount due.
     """
@@ -196,6 +197,7 @@ def stripe_items(invoice: Invoice) -> list[StripeItem]:
     items = [
         StripeItem(f"item:{position}", line.description, minor_units(line.amount, currency), position)
         for position, line in enumerate(invoice.lines, start=1)
+        if line.kind is not LineKind.DISCOUNT
     ]
     if invoice.discount:
         items.append(StripeItem("discount", "Discount", -minor_units(invoice.discount, currency)))

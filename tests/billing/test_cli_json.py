@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from billing import credits, customers, overrides
+from billing import coupons, credits, customers, overrides
 from billing.apikeys import create_api_key, list_api_keys
 from billing.cli import COMMANDS, app, load_command
 from billing.config import get_settings
@@ -499,6 +499,65 @@ def _check_ledger(doc: dict[str, Any], world: World) -> None:
     ]
 
 
+def _coupon(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    coupons.create_coupon(
+        world.engine, world.catalog, coupons.parse_coupon("WELCOME", percent="20", amount=None, currency=None, duration="once")
+    )
+
+
+def _create_coupon(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return ["coupons", "create", "TENOFF", "--amount", "10", "--currency", "USD", "--duration", "repeating",
+            "--months", "3", "--plans", "starter", "--max-redemptions", "5", "--expires", "2030-01-01", "--json"]
+
+
+def _check_created_coupon(doc: dict[str, Any], world: World) -> None:
+    assert doc == {
+        "code": "TENOFF", "percent_off": None, "amount_off": "10.00", "currency": "USD", "duration": "repeating",
+        "months": 3, "plans": ["starter"], "max_redemptions": 5, "expires_on": "2030-01-01",
+        "created_at": doc["created_at"], "issued": 0, "applied": 0, "redeemed": 0, "redemption_rate": None,
+    }
+
+
+def _hand_coupon(action: str) -> Any:
+    def args(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        _coupon(world, monkeypatch)
+        return ["coupons", action, "WELCOME", "--customer", "acme", "--json"]
+
+    return args
+
+
+def _check_held_coupon(applied: bool) -> Any:
+    def check(doc: dict[str, Any], world: World) -> None:
+        assert set(doc) == {"coupon", "customer", "issued_at", "applied_on", "redeemed_at"}
+        assert (doc["coupon"], doc["customer"], doc["redeemed_at"]) == ("WELCOME", "acme", None)
+        assert (doc["applied_on"] is not None) == applied
+
+    return check
+
+
+def _list_coupons(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    _coupon(world, monkeypatch)
+    coupons.issue_coupon(world.engine, "WELCOME", "beta")
+    return ["coupons", "list", "--json"]
+
+
+def _check_coupons(doc: dict[str, Any], world: World) -> None:
+    assert [(c["code"], c["percent_off"], c["issued"], c["redemption_rate"]) for c in doc["data"]] == [
+        ("WELCOME", "20", 1, "0.0000")  # issued to beta, not redeemed: 0 / 1
+    ]
+
+
+def _show_coupon(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    _coupon(world, monkeypatch)
+    coupons.apply_coupon(world.engine, "WELCOME", "beta")
+    return ["coupons", "show", "WELCOME", "--json"]
+
+
+def _check_coupon(doc: dict[str, Any], world: World) -> None:
+    assert (doc["code"], doc["issued"], doc["applied"], doc["redeemed"]) == ("WELCOME", 1, 1, 0)
+    assert [(c["customer"], c["redeemed_at"]) for c in doc["customers"]] == [("beta", None)]
+
+
 CASES = [
     Case(
         ("credits", "grant"),
@@ -508,6 +567,11 @@ CASES = [
     ),
     Case(("credits", "balance"), lambda w, mp: [*_granted(w, mp), "credits", "balance", "acme", "--json"], _check_balance),
     Case(("credits", "ledger"), lambda w, mp: [*_granted(w, mp), "credits", "ledger", "acme", "--json"], _check_ledger),
+    Case(("coupons", "create"), _create_coupon, _check_created_coupon),
+    Case(("coupons", "issue"), _hand_coupon("issue"), _check_held_coupon(applied=False)),
+    Case(("coupons", "apply"), _hand_coupon("apply"), _check_held_coupon(applied=True)),
+    Case(("coupons", "list"), _list_coupons, _check_coupons),
+    Case(("coupons", "show"), _show_coupon, _check_coupon),
     Case(("customers", "list"), _fixed("customers", "list", "--json"), _check_customers),
     Case(
         ("customers", "add"),

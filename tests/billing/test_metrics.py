@@ -272,6 +272,9 @@ def test_the_scenario_gives_every_figure_worked_out_by_hand():
         "grr_billed": "53.7",  # (10 + 25 + 16 + 0) / 95 = 51 / 95
         "arpa": "87.60",  # 438 / 5 billed customers (a b c f g)
         "clv": "262.80",  # 87.60 / (2 / 6)
+        "coupons_issued": "0",
+        "coupons_redeemed": "0",
+        "coupon_redemption_rate": "n/a",  # no coupon issued
     }
     assert usd.customers_reactivated == 1  # g
     # 110 + 300 + 83.333333333333 + 40 − 20 − 50 = 463.333333333333, exactly at full precision
@@ -379,6 +382,9 @@ def test_an_empty_period_is_all_zeros_and_undefined_ratios():
         "grr_billed": "n/a",
         "arpa": "n/a",
         "clv": "n/a",
+        "coupons_issued": "0",
+        "coupons_redeemed": "0",
+        "coupon_redemption_rate": "n/a",  # no coupon issued
     }
     assert figures_row(eur)["mrr_start"] == "0.00"
     assert compute_figures([], [], CATALOG, [], [empty]) == []  # no customer, no invoice: no currency at all

@@ -166,6 +166,9 @@ EXPECTED_USD_MARCH = {
     "grr_billed": "40.0",  # (10 + 10 + 0) / 50
     "arpa": "45.17",  # 135.50 / 3 (a b d)
     "clv": "135.50",  # 45.1666… / (1 / 3)
+    "coupons_issued": "0",
+    "coupons_redeemed": "0",
+    "coupon_redemption_rate": "n/a",  # no coupon issued
 }
 
 EXPECTED_EUR_MARCH = {
@@ -194,6 +197,9 @@ EXPECTED_EUR_MARCH = {
     "grr_billed": "100.0",
     "arpa": "50.00",
     "clv": "50.00",  # 50 / 100 %
+    "coupons_issued": "0",
+    "coupons_redeemed": "0",
+    "coupon_redemption_rate": "n/a",  # no coupon issued
 }
 
 

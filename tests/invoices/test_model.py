@@ -24,7 +24,7 @@ ROW = BreakdownRow(
 
 
 def test_line_kinds_are_their_plain_strings() -> None:
-    assert [kind.value for kind in LineKind] == ["subscription", "usage", "commitment", "late_usage", "credit"]
+    assert [kind.value for kind in LineKind] == ["subscription", "usage", "commitment", "late_usage", "credit", "discount"]
     assert str(LineKind.LATE_USAGE) == "late_usage" and LineKind("late_usage") is LineKind.LATE_USAGE
     assert repr(str(LineKind.USAGE)) == "'usage'"
 

@@ -1,0 +1,194 @@
+"""Coupons: what a coupon takes off a period invoice. Pure: no database, no clock.
+
+A coupon applied to a customer reduces the customer's period invoices from the first billing period that starts
+after the day it was applied:
+- by a percentage of the lines it covers, or by a fixed amount in the invoice's currency (once per invoice: what
+  the invoice cannot use is lost);
+- ``once`` reduces one billing period, ``repeating`` the first N it reduces, ``forever`` every one;
+- restricted to plans, it covers only the lines of those plans' sections (late usage of them included);
+- never more than what is left of the invoice: a discount never takes an invoice below zero.
+
+Each reduction is its own line (kind ``discount``, negative) in the section "Discounts", before tax. The caller
+says how many billing periods before this one each coupon already reduced (counted from the invoices that carry
+its discount lines), so composing an invoice again gives the same lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from billing.core.periods import Period
+from invoices.model import InvoiceLine, LineDetails, LineKind
+from pricing_plans.money import ZERO, Rounding, format_amount, round_money
+
+__all__ = [
+    "DISCOUNT_SECTION",
+    "AppliedCoupon",
+    "Coupon",
+    "CouponIssue",
+    "Duration",
+    "coupon_counts",
+    "coupon_of_line",
+    "discount_lines",
+]
+
+DISCOUNT_SECTION = "Discounts"
+
+
+class Duration(StrEnum):
+    ONCE = "once"
+    REPEATING = "repeating"
+    FOREVER = "forever"
+
+
+@dataclass(frozen=True, slots=True)
+class Coupon:
+    """A coupon as created: exactly one of ``percent_off`` and ``amount_off`` (with its ``currency``).
+
+    ``months`` is the number of billing periods a repeating coupon reduces; ``plans`` the plan codes it is
+    restricted to (empty: every plan); ``expires_on``: it cannot be issued nor applied from that day on.
+    """
+
+    code: str
+    duration: Duration
+    percent_off: Decimal | None = None
+    amount_off: Decimal | None = None
+    currency: str | None = None
+    months: int | None = None
+    plans: tuple[str, ...] = ()
+    max_redemptions: int | None = None
+    expires_on: dt.date | None = None
+    created_at: dt.datetime | None = None
+
+    @property
+    def periods(self) -> int | None:
+        """How many billing periods it reduces; None: no limit."""
+        if self.duration is Duration.ONCE:
+            return 1
+        if self.duration is Duration.REPEATING:
+            return self.months
+        return None
+
+    @property
+    def terms(self) -> str:
+        """``20 % off`` or ``10.00 USD off``, then its duration."""
+        if self.percent_off is not None:
+            off = f"{self.percent_off.normalize():f} % off"
+        else:
+            assert self.amount_off is not None and self.currency is not None
+            off = f"{format_amount(self.amount_off, self.currency)} {self.currency} off"
+        if self.duration is Duration.REPEATING:
+            return f"{off} for {self.months} billing period{'s' if self.months != 1 else ''}"
+        return f"{off}, {self.duration.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedCoupon:
+    """A coupon applied to a customer on ``applied_on``: it reduces the billing periods that start after that
+    day. ``periods_used``: how many billing periods before the one being invoiced it already reduced."""
+
+    coupon: Coupon
+    applied_on: dt.date
+    periods_used: int = 0
+
+    def covers(self, period_start: dt.date) -> bool:
+        limit = self.coupon.periods
+        return period_start > self.applied_on and (limit is None or self.periods_used < limit)
+
+
+def coupon_of_line(line: InvoiceLine) -> str | None:
+    """The code of the coupon a discount line comes from."""
+    if line.kind is not LineKind.DISCOUNT:
+        return None
+    code = line.details.extra.get("coupon")
+    return None if code is None else str(code)
+
+
+def discount_lines(
+    lines: Sequence[InvoiceLine],
+    coupons: Sequence[AppliedCoupon],
+    period_start: dt.date,
+    currency: str,
+    rounding: Rounding = Rounding.HALF_UP,
+) -> list[InvoiceLine]:
+    """The discount lines of an invoice of the billing period starting ``period_start`` with ``lines``: one per
+    coupon that covers the period and takes something off, in the order given."""
+    left = max(ZERO, sum((line.amount for line in lines if line.kind is not LineKind.DISCOUNT), ZERO))
+    discounts: list[InvoiceLine] = []
+    for applied in coupons:
+        coupon = applied.coupon
+        if not applied.covers(period_start) or (coupon.amount_off is not None and coupon.currency != currency):
+            continue
+        eligible = sum((line.amount for line in lines if _covered(coupon, line)), ZERO)
+        base = min(max(ZERO, eligible), left)
+        if coupon.percent_off is not None:
+            amount = min(round_money(base * coupon.percent_off / 100, currency, rounding), base)
+            explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(base, currency)}"
+        else:
+            assert coupon.amount_off is not None
+            amount = min(coupon.amount_off, base)
+            lost = coupon.amount_off - amount
+            explanation = f"{format_amount(coupon.amount_off, currency)} off {format_amount(base, currency)}"
+            if lost:
+                explanation += f"; {format_amount(lost, currency)} unused, lost"
+        if amount <= 0:
+            continue
+        left -= amount
+        discounts.append(_line(applied, amount, base, explanation))
+    return discounts
+
+
+def _covered(coupon: Coupon, line: InvoiceLine) -> bool:
+    if line.kind is LineKind.DISCOUNT:
+        return False
+    return not coupon.plans or line.plan_code in coupon.plans
+
+
+def _line(applied: AppliedCoupon, amount: Decimal, base: Decimal, explanation: str) -> InvoiceLine:
+    coupon = applied.coupon
+    extra: dict[str, object] = {"coupon": coupon.code, "discounted": str(base)}
+    limit = coupon.periods
+    if limit is not None:
+        extra["billing_period"] = f"{applied.periods_used + 1} of {limit}"
+    if coupon.plans:
+        extra["plans"] = list(coupon.plans)
+    return InvoiceLine(
+        kind=LineKind.DISCOUNT,
+        description=f"Coupon {coupon.code}: {coupon.terms}",
+        amount=-amount,
+        section=DISCOUNT_SECTION,
+        details=LineDetails(explanation=explanation, extra=extra),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CouponIssue:
+    """A coupon issued to a customer (billed in ``currency``), and when it was redeemed: when the first finalized
+    invoice it reduced was finalized (None: not yet)."""
+
+    code: str
+    customer: str
+    currency: str
+    issued_at: dt.datetime
+    redeemed_at: dt.datetime | None = None
+
+
+def coupon_counts(
+    issues: Iterable[CouponIssue], periods: Sequence[Period], as_of: dt.datetime | None = None
+) -> dict[tuple[dt.date, str], tuple[int, int]]:
+    """(issued, redeemed) per (period start, currency): the coupons issued in each period (by the UTC day of
+    issue), and how many of them were redeemed by ``as_of`` (None: at any time)."""
+    counts: dict[tuple[dt.date, str], tuple[int, int]] = {}
+    for issue in issues:
+        day = issue.issued_at.astimezone(dt.UTC).date()
+        period = next((p for p in periods if p.contains(day)), None)
+        if period is None:
+            continue
+        redeemed = issue.redeemed_at is not None and (as_of is None or issue.redeemed_at <= as_of)
+        issued_before, redeemed_before = counts.get((period.start, issue.currency), (0, 0))
+        counts[(period.start, issue.currency)] = (issued_before + 1, redeemed_before + int(redeemed))
+    return counts
