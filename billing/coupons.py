@@ -34,7 +34,7 @@ from billing.db.tables import CustomerRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from dbkit import for_update, read_only, utcnow
 from pricing_plans.models import Catalog
-from pricing_plans.money import format_amount, is_known_currency, round_money
+from pricing_plans.money import MAX_AMOUNT, format_amount, is_known_currency, round_money
 
 __all__ = [
     "CouponHolder",
@@ -149,8 +149,11 @@ def _amount(amount: Decimal | None, currency: str | None, problems: list[str]) -
     if currency is None or not is_known_currency(currency):
         problems.append(f"currency: an amount off needs its ISO 4217 currency code, got {currency!r}")
         return None
-    if amount <= 0 or round_money(amount, currency) != amount:
-        problems.append(f"amount_off: expected a positive amount in whole minor units of {currency}, got {amount}")
+    if amount <= 0 or amount >= MAX_AMOUNT or round_money(amount, currency) != amount:
+        problems.append(
+            f"amount_off: expected a positive amount in whole minor units of {currency} below {MAX_AMOUNT:,}, "
+            f"got {amount}"
+        )
         return None
     return amount
 

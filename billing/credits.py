@@ -50,7 +50,7 @@ from invoices.model import (
     Party,
 )
 from invoices.tables import InvoiceRow
-from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
+from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, minor_digits, round_money
 
 __all__ = [
     "Balance",
@@ -655,8 +655,10 @@ def _currency(code: str) -> str:
 
 
 def _amount(amount: Decimal, currency: str) -> Decimal:
-    if not amount.is_finite() or amount <= 0 or round_money(amount, currency) != amount:
-        raise BillingInputError(f"AMOUNT: expected a positive amount in whole minor units of {currency} (got {amount})")
+    if not amount.is_finite() or amount <= 0 or amount >= MAX_AMOUNT or round_money(amount, currency) != amount:
+        raise BillingInputError(
+            f"AMOUNT: expected a positive amount below {MAX_AMOUNT:,} in whole minor units of {currency} (got {amount})"
+        )
     return round_money(amount, currency)
 
 

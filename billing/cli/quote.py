@@ -71,18 +71,7 @@ def quote(
     if start_day and start_day >= billing_period.end:
         fail(f"--start {start_day} is after the period {billing_period.label}")
 
-    meter_usage: dict[str, AnyUsage]
-    if events is not None:
-        try:
-            meter_usage = usage_from_event_file(events, cat, billing_period, timezone, customer, chosen)
-        except (OSError, ValueError) as error:
-            fail(str(error))
-    else:
-        meter_usage = dict(_parse_usage(usage, cat))
-        for meter in meter_usage:
-            if chosen.charge_for(meter) is None:
-                fail(f"--usage: plan {chosen.code!r} has no charge on meter {meter!r}")
-
+    meter_usage = _usage_to_quote(cat, chosen, billing_period, usage, events, timezone, customer)
     if quantity != 1 and not (chosen.subscription is not None and chosen.subscription.seats):
         fail(f"--quantity: plan {chosen.code!r} is not priced per seat, so its quantity is 1")
     terms = SubscriptionTerms(start_date=first_day, quantity=quantity)
@@ -94,6 +83,29 @@ def quote(
         print(json.dumps(quote_json(rated), indent=2))
     else:
         _print_quote(rated, billing_period)
+
+
+def _usage_to_quote(
+    cat: Catalog,
+    plan: Plan,
+    period: Period,
+    usage: list[str],
+    events: Path | None,
+    timezone: str,
+    customer: str | None,
+) -> dict[str, AnyUsage]:
+    """The usage quoted: ``--events`` aggregated as the billing run does, or the ``--usage`` quantities (each on a
+    meter the plan charges)."""
+    if events is not None:
+        try:
+            return usage_from_event_file(events, cat, period, timezone, customer, plan)
+        except (OSError, ValueError) as error:
+            fail(str(error))
+    meter_usage: dict[str, AnyUsage] = dict(_parse_usage(usage, cat))
+    for meter in meter_usage:
+        if plan.charge_for(meter) is None:
+            fail(f"--usage: plan {plan.code!r} has no charge on meter {meter!r}")
+    return meter_usage
 
 
 def _billing_period(plan: Plan, first_day: dt.date, named: Period | None) -> Period:

@@ -153,18 +153,7 @@ def main() -> None:
     late_file: Path | None = None
     for index, period in enumerate(MONTHS):
         console.rule(f"[bold]{period.label}")
-        path = OUT / "usage" / f"{period.label}.jsonl"
-        count = _write_usage(path, accounts, period, rng)
-        # the month's first two weeks arrive on the 15th, the rest by its last evening (UTC); alerts are checked,
-        # and progressive invoices issued, as it comes in
-        first_half, counts = _split(path, period.start + dt.timedelta(days=14), count)
-        mid_month = dt.datetime.combine(period.start.replace(day=15), dt.time(20), dt.UTC)
-        _ingest(engine, catalog, first_half, counts[0], mid_month)
-        _print_progressive(engine, period)
-        arrival = dt.datetime.combine(period.end - dt.timedelta(days=1), dt.time(20), dt.UTC)
-        _ingest(engine, catalog, path, counts[1], arrival)
-        if late_file is not None:
-            _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()), arrival)
+        _month_of_usage(engine, catalog, accounts, period, rng, late_file)
         # (no simulated clock for the run: late usage is told by when events were received, and they were just now)
         report = run_billing(engine, catalog, period)
         numbers = finalize_period(engine, period, finalize_settings(), period.end + dt.timedelta(days=2))
@@ -182,6 +171,25 @@ def main() -> None:
     server.shutdown()
     _metrics(engine, catalog)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
+
+
+def _month_of_usage(
+    engine: Engine, catalog: Catalog, accounts: list[Account], period: Period, rng: random.Random,
+    late_file: Path | None,
+) -> None:
+    """The month's usage generated and ingested as it would arrive: its first two weeks on the 15th, the rest by
+    its last evening (UTC), with the late events of the month before; alerts are checked, and progressive
+    invoices issued, as it comes in."""
+    path = OUT / "usage" / f"{period.label}.jsonl"
+    count = _write_usage(path, accounts, period, rng)
+    first_half, counts = _split(path, period.start + dt.timedelta(days=14), count)
+    mid_month = dt.datetime.combine(period.start.replace(day=15), dt.time(20), dt.UTC)
+    _ingest(engine, catalog, first_half, counts[0], mid_month)
+    _print_progressive(engine, period)
+    arrival = dt.datetime.combine(period.end - dt.timedelta(days=1), dt.time(20), dt.UTC)
+    _ingest(engine, catalog, path, counts[1], arrival)
+    if late_file is not None:
+        _ingest(engine, catalog, late_file, sum(1 for _ in late_file.open()), arrival)
 
 
 def _parts(total: int | str, events: int, parts: dict[Part, int | str]) -> DimensionedUsage:

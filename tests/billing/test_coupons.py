@@ -189,6 +189,8 @@ def test_a_coupon_is_checked_as_it_is_created():
     )
     with pytest.raises(BillingInputError, match=r"amount_off: expected a positive amount in whole minor units of USD"):
         coupons.parse_coupon("X", percent=None, amount="1.005", currency="USD", duration="once")
+    with pytest.raises(BillingInputError, match=r"amount_off: .* below 1,000,000,000,000,000, got 1E\+20"):
+        coupons.parse_coupon("X", percent=None, amount="1E+20", currency="USD", duration="once")
     with pytest.raises(BillingInputError, match="months: only a repeating coupon"):
         coupons.parse_coupon("X", percent="5", amount=None, currency=None, duration="forever", months=2)
     with pytest.raises(BillingInputError, match="duration: expected once, repeating or forever, got 'weekly'"):

@@ -219,6 +219,9 @@ def test_bad_grants_are_refused_naming_the_field(engine):
         credits.grant_credit(engine, who, D("1.001"), "USD", now=now)
     with pytest.raises(BillingInputError, match="AMOUNT"):
         credits.grant_credit(engine, who, D("-5"), "USD", now=now)
+    # an amount no invoice could hold is refused as bad input, not an error of the server
+    with pytest.raises(BillingInputError, match="AMOUNT: expected a positive amount below 1,000,000,000,000,000"):
+        credits.grant_credit(engine, who, D("49845795137792882548397615671423"), "USD", now=now)
     with pytest.raises(BillingInputError, match="--currency"):
         credits.grant_credit(engine, who, D("5"), "XXY", now=now)
     with pytest.raises(BillingInputError, match="--expires"):
