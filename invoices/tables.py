@@ -46,7 +46,7 @@ class InvoiceRow(InvoicesBase):
     )
 
     id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
-    billing_key: Mapped[str] = mapped_column(String(255), unique=True)
+    billing_key: Mapped[str] = mapped_column(String(512), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="invoice")
     # What the invoice bills (``InvoiceScope``), and the subscription of an opening invoice: what its billing key
     # says, in columns that queries compare.

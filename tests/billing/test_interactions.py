@@ -511,3 +511,18 @@ def test_two_subscriptions_never_charge_one_meter_on_the_same_days(engine):
     assert [line for line in lines_of(invoice_of(engine, "period:acme:2026-03")) if line[0] == "usage"] == [
         ("usage", "sms", "10", "0.50")
     ]
+
+
+def test_a_customer_with_the_longest_external_id_is_billed(engine, catalog):
+    """A customer id may take all 255 characters of its column; its period invoice's key, ``period:<id>:<label>``,
+    is longer and must still be stored (PostgreSQL enforces the column's length)."""
+    longest = "c" * 255
+    service.create_customer(engine, longest, "Long", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, longest, "sms", dt.date(2026, 3, 1))
+    events = [{**event, "customer": longest} for event in sms(3, "2026-03-05", "US", "long")]
+    report = ingest(engine, events, meter_specs(catalog), {longest})
+    assert report.accepted == 3
+    run_billing(engine, catalog, month(2026, 3))
+    invoice = invoice_of(engine, f"period:{longest}:2026-03")
+    # usage 3 × 0.10 = 0.30; April's fee in advance 10.00
+    assert invoice is not None and str(invoice.subtotal) == "10.30"
