@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint system-deps clean
+.PHONY: demo test test-py312 print-py312 bench lint system-deps clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -35,6 +35,25 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The suite on Python 3.12 too, in a venv of its own (.venv312): the first python3.12 found on the PATH or in
+# pyenv's versions. `.ci/run` runs it on SQLite when the machine has a 3.12.
+PY312 ?= $(firstword $(foreach p,python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12),$(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 12); print("$(p)")' 2>/dev/null)))
+VENV312 := .venv312
+
+$(VENV312)/.installed: pyproject.toml
+	@test -n "$(PY312)" || { echo "no Python 3.12 found (python3.12 on the PATH or in ~/.pyenv/versions)"; exit 1; }
+	@$(MAKE) --no-print-directory system-deps
+	$(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/pip install --quiet --upgrade pip
+	$(VENV312)/bin/pip install --quiet -e '.[dev]'
+	@touch $@
+
+print-py312:
+	@echo $(PY312)
+
+test-py312: $(VENV312)/.installed
+	$(VENV312)/bin/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
