@@ -66,8 +66,10 @@ __all__ = [
     "grant_json",
     "ledger",
     "ledger_problems",
+    "overpayment_to_balance",
     "refund_to_balance",
     "settle_due",
+    "take_back_overpayment",
     "with_credits",
 ]
 
@@ -165,9 +167,7 @@ def grant_credit(
 def refund_to_balance(session: Session, invoice: Invoice, amount: Decimal, now: dt.datetime) -> int | None:
     """Put ``amount`` owed to the customer (a negative invoice's, a credit note's) on its balance, once per
     ``invoice``: a ``balance`` grant and its ``refund`` movement. The grant's id (None if there was one already)."""
-    exists = session.execute(
-        select(CreditGrantRow.id).where(CreditGrantRow.invoice_id == invoice.id, CreditGrantRow.kind == "balance")
-    ).first()
+    exists = session.execute(select(CreditEntryRow.id).where(CreditEntryRow.movement == f"refund:{invoice.id}")).first()
     if exists is not None or amount <= 0:
         return None
     owner = _customer(session, invoice.customer_id or "", lock=True)
@@ -176,6 +176,32 @@ def refund_to_balance(session: Session, invoice: Invoice, amount: Decimal, now: 
     grant_id = _insert_grant(session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id)
     _move(session, f"refund:{invoice.id}", "refund", grant_id, amount, "refund", invoice.id, now)
     return grant_id
+
+
+def overpayment_to_balance(
+    session: Session, invoice: Invoice, payment_id: int, amount: Decimal, now: dt.datetime
+) -> int:
+    """Put the excess of payment ``payment_id`` on ``invoice`` (what it paid beyond what the invoice was owed) on
+    the customer's balance: a ``balance`` grant and its ``overpayment`` movement, which the next invoices use as
+    any balance. The grant's id."""
+    owner = _customer(session, invoice.customer_id or "", lock=True)
+    reason = f"overpayment of invoice {invoice.number} (payment {payment_id})"
+    grant_id = _insert_grant(session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id)
+    _move(session, f"overpayment:{payment_id}", "overpayment", grant_id, amount, "payment", invoice.id, now)
+    return grant_id
+
+
+def take_back_overpayment(
+    session: Session, customer: str, grant_id: int, payment_id: int, now: dt.datetime
+) -> Decimal:
+    """A reversed payment's excess taken back from the customer's balance: what is left of its grant (a
+    ``reversal`` movement); what the customer already spent of it stays spent. The amount taken back."""
+    owner = _customer(session, customer, lock=True)
+    _settle(session, owner, now)  # credits of invoices voided since come back to the grant first
+    grant = _grants(session, owner.external_id, ids=[grant_id])[0]
+    if grant.remaining > 0:
+        _move(session, f"reversal:{payment_id}", "reversal", grant_id, -grant.remaining, "payment", None, now)
+    return grant.remaining
 
 
 def _insert_grant(
@@ -527,11 +553,20 @@ def credits_of(session: Session, invoice_ids: Sequence[int]) -> dict[int, tuple[
 
 
 def with_credits(session: Session, invoices: Sequence[Invoice]) -> list[Invoice]:
-    """The invoices with the credits applied to them (``Invoice.credits_applied``, ``amount_due``)."""
+    """The invoices with the credits applied to them and the payments they received (``Invoice.credits_applied``,
+    ``amount_paid``, hence ``amount_due``)."""
     from dataclasses import replace
 
-    applied = credits_of(session, [i.id for i in invoices])
-    return [replace(i, credits_applied=applied[i.id]) if i.id in applied else i for i in invoices]
+    from billing.payments import amounts_paid  # (payments build on the credits: imported when used)
+
+    ids = [i.id for i in invoices]
+    applied, paid = credits_of(session, ids), amounts_paid(session, ids)
+    return [
+        replace(i, credits_applied=applied.get(i.id, i.credits_applied), amount_paid=paid.get(i.id, i.amount_paid))
+        if i.id in applied or i.id in paid
+        else i
+        for i in invoices
+    ]
 
 
 def _describe(kind: str, reason: str | None) -> str:

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from billing import credits
+from billing import credits, payments
 from billing.config import Settings, get_settings
 from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
@@ -85,8 +85,11 @@ def get_invoice(engine: Engine, key: str | int) -> Invoice:
 
 
 def list_invoices(engine: Engine, **filters: object) -> list[Invoice]:
+    """Invoices, oldest first, filtered as ``store.list_invoices`` filters, with their credits and payments;
+    ``unpaid=True``: the finalized invoices with an amount due."""
     with session_scope(engine) as session:
-        return credits.with_credits(session, store.list_invoices(session, **filters))  # type: ignore[arg-type]
+        found = credits.with_credits(session, store.list_invoices(session, **filters))  # type: ignore[arg-type]
+    return [i for i in found if i.amount_due > 0] if filters.get("unpaid") else found
 
 
 def invoices_page(
@@ -98,14 +101,27 @@ def invoices_page(
     customer: str | None = None,
     period_start: dt.date | None = None,
     status: InvoiceStatus | str | None = None,
+    unpaid: bool = False,
 ) -> tuple[list[Invoice], bool]:
-    """At most ``limit`` invoices and credit notes by id (without their lines), after ``after`` or right before
-    ``before``, filtered by customer, period and status; and whether more lie that way."""
+    """At most ``limit`` invoices and credit notes by id (without their lines, with their credits and payments),
+    after ``after`` or right before ``before``, filtered by customer, period and status (``unpaid``: finalized
+    invoices with an amount due); and whether more lie that way."""
+    found: list[Invoice] = []
     with session_scope(read_only(engine)) as session:
-        return store.invoices_page(
-            session, limit=limit, after=after, before=before, customer=customer, period_start=period_start,
-            status=status,
-        )
+        while True:  # finalized invoices that credits paid in full are not unpaid: pages are read until one is full
+            page, more = store.invoices_page(
+                session, limit=limit, after=after, before=before, customer=customer, period_start=period_start,
+                status=status, unpaid=unpaid,
+            )
+            page = credits.with_credits(session, page)
+            kept = [i for i in page if i.amount_due > 0] if unpaid else page
+            found = found + kept if before is None else kept + found
+            if len(found) >= limit or not more or not page:
+                break
+            after, before = (page[-1].id, None) if before is None else (None, page[0].id)
+    if len(found) > limit:
+        found, more = (found[:limit], True) if before is None else (found[-limit:], True)
+    return found, more
 
 
 def finalize_invoice(
@@ -139,6 +155,9 @@ def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) ->
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, key)
+            if status is InvoiceStatus.VOID:
+                store.lock_invoice(session, invoice.id)
+                payments.check_can_void(session, invoice.id)
             return store.set_status(session, invoice.id, status)
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None

@@ -296,6 +296,8 @@ class Invoice:
       customer, seller: snapshots as printed.
       period_start, period_end: the billing period ``[start, end)``.
       issue_date, due_date: set on finalization.
+      credits_applied, amount_paid: what credits and payments paid of it (attached by the billing services, which
+        own them; the invoice rows do not store them).
     """
 
     id: int
@@ -323,14 +325,17 @@ class Invoice:
     scope: InvoiceScope = InvoiceScope.PERIOD
     subscription_id: int | None = None
     credits_applied: tuple[AppliedCredit, ...] = ()
+    amount_paid: Decimal = ZERO
 
     @property
     def amount_due(self) -> Decimal:
-        """What is left to pay: the total less the credits and balance applied, never below zero (a negative
-        total's amount goes to the customer's balance). Zero for a credit note."""
-        if self.kind is InvoiceKind.CREDIT_NOTE:
+        """What is left to pay: the total less the credits and balance applied, less the payments received
+        (``amount_paid``: what payments gave the invoice, never more than it was owed), never below zero (a negative
+        total's amount goes to the customer's balance). Zero for a credit note, and for a paid or void invoice
+        (nothing is owed on it, whatever was recorded against it)."""
+        if self.kind is InvoiceKind.CREDIT_NOTE or self.status in (InvoiceStatus.PAID, InvoiceStatus.VOID):
             return round_money(ZERO, self.currency)
-        due = self.total - sum((c.amount for c in self.credits_applied), ZERO)
+        due = self.total - sum((c.amount for c in self.credits_applied), ZERO) - self.amount_paid
         return round_money(max(due, ZERO), self.currency)
 
     @property

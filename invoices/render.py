@@ -87,6 +87,7 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
              "grant": c.grant_id}
             for c in invoice.credits_applied
         ],
+        "amount_paid": format_amount(invoice.amount_paid, currency),
         "amount_due": format_amount(invoice.amount_due, currency),
     }
 

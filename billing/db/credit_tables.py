@@ -6,8 +6,9 @@
   its priority and its expiry instant.
 - ``credit_entries``: every movement of credit, as two legs that sum to zero (one row per leg, grouped by
   ``movement``). The ``customer`` account holds what the customer may still spend of each grant; the other legs
-  say where the credit came from or went: ``promotion``, ``topup`` or ``refund`` (its source), ``invoice`` (an
-  invoice it paid), ``expired`` (written off). A grant's remaining amount is the sum of its ``customer`` legs,
+  say where the credit came from or went: ``promotion``, ``topup`` or ``refund`` (its source), ``payment`` (the
+  excess of an overpayment, an ``overpayment`` movement, and what a ``reversal`` of that payment took back;
+  migration 0022), ``invoice`` (an invoice it paid), ``expired`` (written off). A grant's remaining amount is the sum of its ``customer`` legs,
   never a stored number. ``(movement, account)`` is unique, so a movement is written once however often it is
   tried (an application is ``apply:<invoice id>:<grant id>``).
 
@@ -29,8 +30,8 @@ from dbkit.types import ID_TYPE, ExactDecimal, UTCDateTime
 __all__ = ["ACCOUNTS", "GRANT_KINDS", "MOVEMENT_KINDS", "CreditEntryRow", "CreditGrantRow"]
 
 GRANT_KINDS = ("free", "paid", "balance")
-MOVEMENT_KINDS = ("grant", "application", "expiry", "reinstatement", "void", "refund")
-ACCOUNTS = ("customer", "promotion", "topup", "refund", "invoice", "expired")
+MOVEMENT_KINDS = ("grant", "application", "expiry", "reinstatement", "void", "refund", "overpayment", "reversal")
+ACCOUNTS = ("customer", "promotion", "topup", "refund", "invoice", "expired", "payment")
 
 
 class CreditGrantRow(BillingBase):
@@ -63,9 +64,12 @@ class CreditEntryRow(BillingBase):
     __tablename__ = "credit_entries"
     __table_args__ = (
         UniqueConstraint("movement", "account"),
-        CheckConstraint("kind IN ('grant', 'application', 'expiry', 'reinstatement', 'void', 'refund')", name="kind"),
         CheckConstraint(
-            "account IN ('customer', 'promotion', 'topup', 'refund', 'invoice', 'expired')", name="account"
+            "kind IN ('grant', 'application', 'expiry', 'reinstatement', 'void', 'refund', 'overpayment', 'reversal')",
+            name="kind",
+        ),
+        CheckConstraint(
+            "account IN ('customer', 'promotion', 'topup', 'refund', 'invoice', 'expired', 'payment')", name="account"
         ),
         CheckConstraint("CAST(amount AS NUMERIC) <> 0", name="amount_not_zero"),
         Index("ix_credit_entries_grant", "grant_id"),

@@ -206,6 +206,8 @@ def stripe_items(invoice: Invoice) -> list[StripeItem]:
         items.append(StripeItem("tax", f"Tax ({rate} %)", minor_units(invoice.tax, currency)))
     for credit in invoice.credits_applied:  # paid already: the credits are taken off what Stripe collects
         items.append(StripeItem(f"credit:{credit.grant_id}", credit.description, -minor_units(credit.amount, currency)))
+    if invoice.amount_paid:  # received already (a bank transfer): Stripe collects the rest
+        items.append(StripeItem("payments", "Payments received", -minor_units(invoice.amount_paid, currency)))
     if invoice.total < 0:  # the customer's balance holds it: nothing is refunded through Stripe
         items.append(StripeItem("balance", "To the customer's balance", -minor_units(invoice.total, currency)))
     pushed = sum(item.amount for item in items)

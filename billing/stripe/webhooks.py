@@ -3,8 +3,10 @@
 Events handled (their ``data.object`` is a Stripe invoice, found by the Stripe id stored when it was pushed, or
 else by our invoice number in its metadata):
 
-- ``invoice.paid`` → our invoice becomes ``paid`` (from ``finalized``, or from ``uncollectible`` when a late
-  payment recovers it; subscriptions cancelled meanwhile stay cancelled: the customer subscribes again).
+- ``invoice.paid`` → what Stripe collected (its ``amount_paid``; what is due now if absent) is recorded as a card
+  payment whose reference is the Stripe invoice id (``billing.payments``: once per Stripe invoice, an excess goes
+  to the customer's balance), and our invoice becomes ``paid`` (from ``finalized``, or from ``uncollectible`` when
+  a late payment recovers it; subscriptions cancelled meanwhile stay cancelled: the customer subscribes again).
 - ``invoice.payment_failed`` → the invoice's dunning count goes up by one and the customer is notified
   (:func:`notify_payment_failed`). The failure is final when Stripe will not try again (``next_payment_attempt``
   is null) or when the count reaches the ``dunning_max_attempts`` setting (default 4).
@@ -30,6 +32,7 @@ import logging
 import zoneinfo
 from collections.abc import Mapping
 from enum import StrEnum
+from decimal import Decimal
 from typing import Any
 
 import stripe
@@ -41,9 +44,11 @@ from billing.core.domain import CancelReason, SubscriptionStatus
 from billing.db import repository, session_scope
 from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
+from billing.payments import record_stripe_payment
 from dbkit import for_update, insert_for, utcnow
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
 from invoices.store import get_invoice, invoice_id_by_number, lock_invoice, set_status
+from pricing_plans.money import minor_digits
 
 __all__ = [
     "Outcome",
@@ -165,7 +170,7 @@ def _apply(
         log.info("Stripe invoice %s is not one of ours; %s ignored", data_object.get("id"), event_type)
         return Outcome.IGNORED
     if event_type == "invoice.paid":
-        return _paid(session, invoice)
+        return _paid(session, invoice, data_object, created)
     if event_type == "invoice.payment_failed":
         next_attempt = _from_timestamp(data_object.get("next_payment_attempt"))
         return _payment_failed(session, invoice, data_object.get("id"), created, next_attempt, max_attempts)
@@ -201,11 +206,27 @@ def _ignored(invoice: Invoice, event_type: str) -> Outcome:
     return Outcome.IGNORED
 
 
-def _paid(session: Session, invoice: Invoice) -> Outcome:
-    if invoice.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
+def _paid(session: Session, invoice: Invoice, data_object: dict[str, Any], created: dt.datetime) -> Outcome:
+    if invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
         return _ignored(invoice, "invoice.paid")
-    set_status(session, invoice.id, InvoiceStatus.PAID)
+    stripe_id = data_object.get("id")
+    recorded = record_stripe_payment(
+        session, invoice, _collected(data_object, invoice), stripe_id if isinstance(stripe_id, str) else None, created
+    )
+    if invoice.status is InvoiceStatus.PAID and recorded is None:
+        return _ignored(invoice, "invoice.paid")  # paid before, and nothing more collected (or recorded already)
     return Outcome.PAID
+
+
+def _collected(data_object: dict[str, Any], invoice: Invoice) -> Decimal | None:
+    """What Stripe says it collected (``amount_paid``, in minor units of the invoice's currency); None when it
+    does not say, or says it in another currency."""
+    amount, currency = data_object.get("amount_paid"), data_object.get("currency")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        return None
+    if not isinstance(currency, str) or currency.upper() != invoice.currency:
+        return None
+    return Decimal(amount).scaleb(-minor_digits(invoice.currency))
 
 
 def _payment_failed(

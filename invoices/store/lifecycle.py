@@ -39,6 +39,7 @@ __all__ = [
     "finalize",
     "finalize_many",
     "lock_invoice",
+    "reopen_paid",
     "set_status",
 ]
 
@@ -135,6 +136,25 @@ def set_status(session: Session, invoice_id: int, status: InvoiceStatus) -> Invo
         update(InvoiceRow)
         .where(InvoiceRow.id == invoice_id)
         .values(status=status.value, status_changed_at=now, updated_at=now)
+    )
+    return get_invoice(session, invoice_id)
+
+
+def reopen_paid(session: Session, invoice_id: int) -> Invoice:
+    """A paid invoice back to ``finalized``: a payment it was paid with was reversed (a bounced transfer), so it is
+    owed again. The only way back from ``paid`` (the database allows it too, since migration 0022); an invoice that
+    is not paid is refused."""
+    statement = for_update(session, select(InvoiceRow.status, InvoiceRow.number).where(InvoiceRow.id == invoice_id))
+    row = session.execute(statement).one_or_none()
+    if row is None:
+        raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
+    if row.status != InvoiceStatus.PAID.value:
+        raise InvoiceStateError(f"invoice {row.number or invoice_id} is {row.status}, not paid: it cannot be reopened")
+    now = utcnow()
+    session.execute(
+        update(InvoiceRow)
+        .where(InvoiceRow.id == invoice_id)
+        .values(status=InvoiceStatus.FINALIZED.value, status_changed_at=now, updated_at=now)
     )
     return get_invoice(session, invoice_id)
 

@@ -24,6 +24,7 @@ __all__ = [
     "InvoiceAmounts",
     "IssuedPeriod",
     "OpeningDraft",
+    "Receivable",
     "billed_by_period",
     "billed_fees",
     "customers_with_drafts",
@@ -36,6 +37,7 @@ __all__ = [
     "get_invoices",
     "invoice_amounts",
     "invoice_id_by_number",
+    "invoice_numbers",
     "invoiced_until",
     "invoices_page",
     "issued_period_invoices",
@@ -44,11 +46,14 @@ __all__ = [
     "period_drafts",
     "period_invoice_states",
     "progressive_keys",
+    "receivables",
 ]
 
 _CHUNK = 5000
 _BILLED = ("draft", "finalized", "paid", "uncollectible")  # not void: a void invoice billed nothing
 _ISSUED = ("finalized", "paid", "uncollectible")  # issued and not void
+# issued invoices waiting for payment (an uncollectible one was given up on: it is listed by its status)
+_UNPAID = and_(InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.status == InvoiceStatus.FINALIZED.value)
 
 
 # --- whole invoices --------------------------------------------------------------------------------------
@@ -87,11 +92,14 @@ def list_invoices(
     customer: str | None = None,
     kind: InvoiceKind | None = None,
     with_lines: bool = False,
+    unpaid: bool = False,
 ) -> list[Invoice]:
     """Invoices, oldest first, filtered; lines are loaded (in one query) only when asked for. ``period_start``, the
     first of a month: the invoices dated in that month, and the invoices of the weeks and anniversary months that
-    end in it."""
+    end in it. ``unpaid``: only invoices (not credit notes) issued and waiting for payment (``finalized``)."""
     statement = select(InvoiceRow).order_by(InvoiceRow.period_start, InvoiceRow.customer_external_id, InvoiceRow.id)
+    if unpaid:
+        statement = statement.where(_UNPAID)
     if period_start is not None:
         statement = statement.where(_listed_in(period_start))
     if status is not None:
@@ -126,11 +134,14 @@ def invoices_page(
     period_start: dt.date | None = None,
     status: InvoiceStatus | str | None = None,
     customer: str | None = None,
+    unpaid: bool = False,
 ) -> tuple[list[Invoice], bool]:
     """One page of the invoices and credit notes by id — the order they were first written in
     (``dbkit.keyset_page``) — filtered as :func:`list_invoices` filters, without their lines; and whether more
     lie beyond it."""
     statement = select(InvoiceRow)
+    if unpaid:
+        statement = statement.where(_UNPAID)
     if period_start is not None:
         statement = statement.where(_listed_in(period_start))
     if status is not None:
@@ -477,6 +488,15 @@ def invoice_id_by_number(session: Session, number: str, kind: InvoiceKind = Invo
     return session.execute(statement).scalar_one_or_none()
 
 
+def invoice_numbers(session: Session, invoice_ids: Collection[int]) -> dict[int, str | None]:
+    """The numbers of these invoices (None for a draft), by id."""
+    ids, found = list(invoice_ids), {}
+    for offset in range(0, len(ids), _CHUNK):
+        statement = select(InvoiceRow.id, InvoiceRow.number).where(InvoiceRow.id.in_(ids[offset : offset + _CHUNK]))
+        found.update({row.id: row.number for row in session.execute(statement)})
+    return found
+
+
 def finalized_invoice_ids(session: Session) -> list[int]:
     """The ids of the invoices (not credit notes) that are finalized and not yet paid, void or given up on,
     oldest first."""
@@ -486,6 +506,56 @@ def finalized_invoice_ids(session: Session) -> list[int]:
         .order_by(InvoiceRow.id)
     )
     return list(session.scalars(statement))
+
+
+@dataclass(frozen=True, slots=True)
+class Receivable:
+    """An issued invoice as receivables see it: who owes what, since when, by when.
+
+    Attributes:
+      id, number, status, currency, total, issue_date, due_date: as stored.
+      customer_external_id, customer_name: the bill-to party (its snapshot's name).
+    """
+
+    id: int
+    number: str
+    status: InvoiceStatus
+    customer_external_id: str
+    customer_name: str
+    currency: str
+    total: Decimal
+    issue_date: dt.date
+    due_date: dt.date
+
+
+def receivables(
+    session: Session, *, customer: str | None = None, issued_by: dt.date | None = None, also: Collection[int] = ()
+) -> list[Receivable]:
+    """The invoices (not credit notes) waiting for payment (``finalized``), issued on or before ``issued_by`` if
+    given, plus the issued invoices among ``also`` (ids: paid ones that were still owed on a past day), of one
+    customer or all, by customer and id."""
+    wanted = _UNPAID if not also else or_(
+        _UNPAID,
+        and_(InvoiceRow.id.in_(list(also)), InvoiceRow.kind == InvoiceKind.INVOICE.value,
+             InvoiceRow.status.in_(_ISSUED)),
+    )
+    statement = select(
+        InvoiceRow.id, InvoiceRow.number, InvoiceRow.status, InvoiceRow.customer_external_id, InvoiceRow.customer,
+        InvoiceRow.currency, InvoiceRow.total, InvoiceRow.issue_date, InvoiceRow.due_date,
+    ).where(wanted)
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    if issued_by is not None:
+        statement = statement.where(InvoiceRow.issue_date <= issued_by)
+    rows = session.execute(statement.order_by(InvoiceRow.customer_external_id, InvoiceRow.id)).all()
+    return [
+        Receivable(
+            row.id, row.number or "", InvoiceStatus(row.status), row.customer_external_id,
+            str(json.loads(row.customer).get("name") or ""), row.currency, row.total,
+            row.issue_date or dt.date.min, row.due_date or row.issue_date or dt.date.min,
+        )
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

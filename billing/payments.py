@@ -1,0 +1,508 @@
+"""Payments received against invoices (``billing.db.payment_tables``) and the receivables they leave.
+
+The rules (the README's "Payments and receivables" shows them with examples):
+
+- A payment is recorded against one issued invoice (``finalized``, ``uncollectible``, or ``paid`` — then all of it
+  is excess); a draft, a void invoice or a credit note is refused. Its amount is positive, in the invoice's
+  currency and in whole minor units of it; its day is not in the future.
+- **Partial payments.** The invoice takes ``min(amount, amount due)``; its ``amount_paid`` is the sum of what the
+  payments not reversed gave it, and ``amount_due = total − credits applied − amount_paid`` (credits first, at
+  finalization; payments after). The invoice stays ``finalized`` until nothing is due, then becomes ``paid``
+  (an ``uncollectible`` one too: a late payment recovers it).
+- **Overpayment.** What the payment brings beyond what was due goes to the customer's cash balance (a ``balance``
+  credit grant and its ``overpayment`` movement on the credit ledger), which the next invoices in that currency use
+  at finalization, after the prepaid credits.
+- **Reversal** (a bounced transfer, a charge-back): written once on the payment. What it gave the invoice is owed
+  again: a paid invoice goes back to ``finalized`` with its amount due restored. Its excess is taken back from the
+  balance as far as it is still there (a ``reversal`` movement); what the customer already spent of it on later
+  invoices stays spent, and the payment shows it as ``unrecovered``: money the customer owes outside any invoice
+  (collect it, or bill it).
+- **Stripe.** ``invoice.paid`` records Stripe's ``amount_paid`` as a card payment whose reference is the Stripe
+  invoice id, once per Stripe invoice (``source_key``), however often the webhook is delivered.
+- **Concurrency.** Every change locks the invoice's row first (PostgreSQL ``SELECT … FOR UPDATE``; SQLite's
+  ``BEGIN IMMEDIATE`` write transaction holds the database), then the customer's (when the balance moves), in the
+  order finalization takes them: two payments of one invoice take turns, and the second sees what the first left
+  due, so an invoice never takes more than it was owed.
+- An invoice with payments not reversed cannot be voided (reverse them, or issue a credit note).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from billing import credits
+from billing.core.aging import BUCKETS, AgingRow, OpenAmount, age_receivables
+from billing.db import session_scope
+from billing.db.payment_tables import PAYMENT_METHODS, PaymentRow
+from billing.errors import BillingInputError, ConflictError, NotFoundError
+from dbkit import for_update, keyset_page, page_of, read_only, utcnow
+from invoices import store
+from invoices.errors import InvoiceNotFoundError
+from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, round_money
+
+__all__ = [
+    "PAYMENT_METHODS",
+    "Aging",
+    "Payment",
+    "aged_receivables",
+    "aging_json",
+    "amounts_paid",
+    "check_can_void",
+    "list_payments",
+    "parse_amount",
+    "payment_json",
+    "payments_between",
+    "payments_page",
+    "record_payment",
+    "record_stripe_payment",
+    "reverse_payment",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A payment received, as recorded.
+
+    Attributes:
+      invoice_id, invoice_number, customer, currency: the invoice it paid.
+      amount: what the customer paid; applied: what the invoice took of it; excess: the rest, put on the
+        customer's balance (grant ``balance_grant_id``).
+      method, reference, received_on: as recorded (a Stripe payment: ``card``, the Stripe invoice id).
+      reversed_on, reversed_at, reversal_reason: set once, when the payment was reversed; recovered: how much of
+        the excess the reversal took back from the balance (``unrecovered``: the rest, already spent).
+    """
+
+    id: int
+    invoice_id: int
+    invoice_number: str
+    customer: str
+    currency: str
+    amount: Decimal
+    applied: Decimal
+    excess: Decimal
+    method: str
+    reference: str | None
+    received_on: dt.date
+    recorded_at: dt.datetime
+    balance_grant_id: int | None = None
+    reversed_on: dt.date | None = None
+    reversed_at: dt.datetime | None = None
+    reversal_reason: str | None = None
+    recovered: Decimal | None = None
+
+    @property
+    def reversed(self) -> bool:
+        return self.reversed_at is not None
+
+    @property
+    def unrecovered(self) -> Decimal:
+        """The part of a reversed payment's excess the customer had spent already (zero otherwise)."""
+        return self.excess - (self.recovered or ZERO) if self.reversed else round_money(ZERO, self.currency)
+
+
+# -- recording -------------------------------------------------------------------------------------------------
+
+
+def parse_amount(text: str, name: str = "--amount") -> Decimal:
+    """A decimal amount as typed ("30.00"), never through a float."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise BillingInputError(f"{name}: expected a decimal amount such as 30.00, got {text!r}") from None
+    if not value.is_finite():
+        raise BillingInputError(f"{name}: expected a decimal amount such as 30.00, got {text!r}")
+    return value
+
+
+def record_payment(
+    engine: Engine,
+    invoice_key: str | int,
+    amount: Decimal,
+    *,
+    method: str,
+    received_on: dt.date | None = None,
+    reference: str | None = None,
+    currency: str | None = None,
+    now: dt.datetime | None = None,
+) -> Payment:
+    """Record a payment of ``amount`` received on ``received_on`` (default: today, UTC) against the invoice
+    numbered (or with id) ``invoice_key``, in one transaction: the invoice takes what it is owed, the excess goes to
+    the customer's balance, and the invoice becomes paid once nothing is due."""
+    instant = now or utcnow()
+    day = received_on or instant.date()
+    if method not in PAYMENT_METHODS:
+        raise BillingInputError(f"--method: expected one of {', '.join(PAYMENT_METHODS)}, got {method!r}")
+    if day > (instant + dt.timedelta(hours=14)).date():  # today somewhere on earth at the latest
+        raise BillingInputError(f"--date: {day.isoformat()} is in the future")
+    if reference is not None and (not reference.strip() or len(reference) > 255):
+        raise BillingInputError("--reference: expected 1 to 255 characters")
+    with session_scope(engine) as session:
+        invoice = _locked_invoice(session, invoice_key)
+        _check_payable(invoice, amount, currency)
+        return _record(session, invoice, amount, method, reference, day, instant, None)
+
+
+def record_stripe_payment(
+    session: Session, invoice: Invoice, amount: Decimal | None, stripe_invoice_id: str | None, when: dt.datetime
+) -> Payment | None:
+    """In the webhook's transaction (``invoice`` locked by the caller): record what Stripe collected for
+    ``invoice`` (``amount``; None: what is due now) as a card payment referenced by the Stripe invoice id, once per
+    Stripe invoice; then the invoice is paid, as Stripe says. None when nothing was recorded (recorded before, or
+    nothing to record)."""
+    key = f"stripe:{stripe_invoice_id}" if stripe_invoice_id else None
+    if key is not None and session.execute(select(PaymentRow.id).where(PaymentRow.source_key == key)).first():
+        return None
+    current = credits.with_credits(session, [store.get_invoice(session, invoice.id)])[0]
+    value = current.amount_due if amount is None else round_money(amount, current.currency)
+    payment = None
+    if value > 0:
+        payment = _record(session, current, value, "card", stripe_invoice_id, when.date(), utcnow(), key)
+    if store.get_invoice(session, invoice.id).status in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
+        store.set_status(session, invoice.id, InvoiceStatus.PAID)
+    return payment
+
+
+def _locked_invoice(session: Session, key: str | int) -> Invoice:
+    """The invoice, its row locked for this transaction, with its credits and payments."""
+    try:
+        invoice_id = store.get_invoice(session, key).id
+        store.lock_invoice(session, invoice_id)
+        return credits.with_credits(session, [store.get_invoice(session, invoice_id)])[0]
+    except InvoiceNotFoundError as error:
+        raise NotFoundError(str(error)) from None
+
+
+def _check_payable(invoice: Invoice, amount: Decimal, currency: str | None) -> None:
+    name = invoice.number or f"draft {invoice.id}"
+    if invoice.kind is not InvoiceKind.INVOICE:
+        raise ConflictError(f"{name} is a credit note: payments are recorded against invoices")
+    if invoice.status is InvoiceStatus.DRAFT:
+        raise ConflictError(f"{name} is a draft: finalize it before recording a payment")
+    if invoice.status is InvoiceStatus.VOID:
+        raise ConflictError(f"{name} is void: nothing can be paid on it")
+    if currency is not None and currency.strip().upper() != invoice.currency:
+        raise BillingInputError(f"--currency: {name} is in {invoice.currency}, not {currency.strip().upper()}")
+    if (
+        not amount.is_finite()
+        or amount <= 0
+        or amount >= MAX_AMOUNT
+        or round_money(amount, invoice.currency) != amount
+    ):
+        raise BillingInputError(
+            f"--amount: expected a positive amount below {MAX_AMOUNT:,} in whole minor units of {invoice.currency} "
+            f"(got {amount})"
+        )
+
+
+def _record(
+    session: Session,
+    invoice: Invoice,
+    amount: Decimal,
+    method: str,
+    reference: str | None,
+    day: dt.date,
+    now: dt.datetime,
+    source_key: str | None,
+) -> Payment:
+    """Write the payment against ``invoice`` (locked, with its credits and payments), its excess to the balance,
+    and the invoice paid if nothing is due any more."""
+    currency = invoice.currency
+    amount = round_money(amount, currency)
+    applied = min(amount, invoice.amount_due)
+    excess = amount - applied
+    payment_id = session.execute(
+        insert(PaymentRow)
+        .values(
+            invoice_id=invoice.id,
+            customer_external_id=invoice.customer_id or "",
+            currency=currency,
+            amount=amount,
+            applied=applied,
+            excess=excess,
+            method=method,
+            reference=reference,
+            received_on=day,
+            recorded_at=now,
+            source_key=source_key,
+        )
+        .returning(PaymentRow.id)
+    ).scalar_one()
+    if excess > 0:
+        grant_id = credits.overpayment_to_balance(session, invoice, payment_id, excess, now)
+        session.execute(update(PaymentRow).where(PaymentRow.id == payment_id).values(balance_grant_id=grant_id))
+    open_statuses = (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE)
+    if invoice.status in open_statuses and applied == invoice.amount_due:
+        store.set_status(session, invoice.id, InvoiceStatus.PAID)
+    return _payments(session, ids=[payment_id])[0]
+
+
+# -- reversal --------------------------------------------------------------------------------------------------
+
+
+def reverse_payment(
+    engine: Engine,
+    payment_id: int,
+    *,
+    reason: str | None = None,
+    on: dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> Payment:
+    """Reverse a payment (a bounced transfer): what it gave the invoice is owed again (a paid invoice goes back to
+    finalized), its excess is taken back from the customer's balance as far as it is left. Once: reversing a
+    reversed payment is a conflict."""
+    instant = now or utcnow()
+    day = on or instant.date()
+    with session_scope(engine) as session:
+        found = session.execute(select(PaymentRow.invoice_id).where(PaymentRow.id == payment_id)).scalar_one_or_none()
+        if found is None:
+            raise NotFoundError(f"no payment {payment_id}")
+        store.lock_invoice(session, found)  # the invoice first, as recording does
+        row = session.execute(for_update(session, select(PaymentRow).where(PaymentRow.id == payment_id))).scalar_one()
+        if row.reversed_at is not None:
+            raise ConflictError(f"payment {payment_id} was reversed on {row.reversed_on}")
+        if day < row.received_on:
+            raise BillingInputError(f"--date: a payment received on {row.received_on} cannot be reversed before it")
+        recovered = ZERO
+        if row.balance_grant_id is not None:
+            recovered = credits.take_back_overpayment(
+                session, row.customer_external_id, row.balance_grant_id, payment_id, instant
+            )
+        session.execute(
+            update(PaymentRow)
+            .where(PaymentRow.id == payment_id)
+            .values(reversed_on=day, reversed_at=instant, reversal_reason=reason, recovered=recovered)
+        )
+        invoice = credits.with_credits(session, [store.get_invoice(session, row.invoice_id)])[0]
+        owed_again = invoice.total - sum((c.amount for c in invoice.credits_applied), ZERO) - invoice.amount_paid
+        if invoice.status is InvoiceStatus.PAID and row.applied > 0 and owed_again > 0:
+            store.reopen_paid(session, invoice.id)
+        return _payments(session, ids=[payment_id])[0]
+
+
+def check_can_void(session: Session, invoice_id: int) -> None:
+    """Refuse to void an invoice that holds payments not reversed (ConflictError)."""
+    held = session.execute(
+        select(PaymentRow.id).where(PaymentRow.invoice_id == invoice_id, PaymentRow.reversed_at.is_(None))
+    ).first()
+    if held is not None:
+        raise ConflictError(
+            "the invoice has payments recorded: reverse them first (billing payments reverse), or issue a credit note"
+        )
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+
+
+def amounts_paid(session: Session, invoice_ids: Sequence[int]) -> dict[int, Decimal]:
+    """What the payments not reversed gave each of these invoices (only invoices with payments appear)."""
+    paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    ids = list(invoice_ids)
+    for offset in range(0, len(ids), 5_000):
+        rows = session.execute(
+            select(PaymentRow.invoice_id, PaymentRow.applied).where(
+                PaymentRow.invoice_id.in_(ids[offset : offset + 5_000]), PaymentRow.reversed_at.is_(None)
+            )
+        ).all()
+        for invoice_id, applied in rows:
+            paid[invoice_id] += applied
+    return dict(paid)
+
+
+def list_payments(engine: Engine, *, invoice: str | None = None, customer: str | None = None) -> list[Payment]:
+    """Every payment, oldest first, of one invoice (by number or id) or one customer, or all."""
+    with session_scope(read_only(engine)) as session:
+        invoice_id = _invoice_id(session, invoice)
+        return _payments(session, invoice_id=invoice_id, customer=customer)
+
+
+def payments_page(
+    engine: Engine,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    invoice: str | None = None,
+    customer: str | None = None,
+) -> tuple[list[Payment], bool]:
+    """At most ``limit`` payments by id, after ``after`` or right before ``before``, of one invoice or customer."""
+    with session_scope(read_only(engine)) as session:
+        invoice_id = _invoice_id(session, invoice)
+        statement = _filtered(select(PaymentRow), invoice_id, customer)
+        rows = session.scalars(keyset_page(statement, PaymentRow.id, limit=limit, after=after, before=before)).all()
+        page, more = page_of(rows, limit=limit, before=before)
+        numbers = _numbers(session, [row.invoice_id for row in page])
+        return [_payment(row, numbers) for row in page], more
+
+
+def payments_between(engine: Engine, start: dt.date, end: dt.date) -> list[Payment]:
+    """The payments received in ``[start, end)`` and those reversed in it (a payment received before and reversed
+    in the period is listed too: its ``reversed_on`` says so), oldest first — what an export of the period holds."""
+    with session_scope(read_only(engine)) as session:
+        statement = select(PaymentRow).where(
+            or_(
+                (PaymentRow.received_on >= start) & (PaymentRow.received_on < end),
+                (PaymentRow.reversed_on >= start) & (PaymentRow.reversed_on < end),
+            )
+        )
+        rows = session.scalars(statement.order_by(PaymentRow.received_on, PaymentRow.id)).all()
+        numbers = _numbers(session, [row.invoice_id for row in rows])
+        return [_payment(row, numbers) for row in rows]
+
+
+def _invoice_id(session: Session, invoice: str | None) -> int | None:
+    if invoice is None:
+        return None
+    try:
+        return store.get_invoice(session, int(invoice) if invoice.isascii() and invoice.isdigit() else invoice).id
+    except InvoiceNotFoundError as error:
+        raise NotFoundError(str(error)) from None
+
+
+def _filtered(statement: Any, invoice_id: int | None, customer: str | None) -> Any:
+    if invoice_id is not None:
+        statement = statement.where(PaymentRow.invoice_id == invoice_id)
+    if customer is not None:
+        statement = statement.where(PaymentRow.customer_external_id == customer)
+    return statement
+
+
+def _payments(
+    session: Session,
+    *,
+    ids: Sequence[int] | None = None,
+    invoice_id: int | None = None,
+    customer: str | None = None,
+) -> list[Payment]:
+    statement = _filtered(select(PaymentRow), invoice_id, customer)
+    if ids is not None:
+        statement = statement.where(PaymentRow.id.in_(list(ids)))
+    rows = session.scalars(statement.order_by(PaymentRow.id)).all()
+    numbers = _numbers(session, [row.invoice_id for row in rows])
+    return [_payment(row, numbers) for row in rows]
+
+
+def _numbers(session: Session, invoice_ids: Sequence[int]) -> dict[int, str]:
+    return {i: n or "" for i, n in store.invoice_numbers(session, set(invoice_ids)).items()}
+
+
+def _payment(row: PaymentRow, numbers: dict[int, str]) -> Payment:
+    return Payment(
+        row.id,
+        row.invoice_id,
+        numbers.get(row.invoice_id, ""),
+        row.customer_external_id,
+        row.currency,
+        row.amount,
+        row.applied,
+        row.excess,
+        row.method,
+        row.reference,
+        row.received_on,
+        row.recorded_at,
+        row.balance_grant_id,
+        row.reversed_on,
+        row.reversed_at,
+        row.reversal_reason,
+        row.recovered,
+    )
+
+
+# -- aged receivables ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Aging:
+    """Aged receivables on ``as_of``: a row per customer and currency, and the totals per currency."""
+
+    as_of: dt.date
+    rows: tuple[AgingRow, ...]
+    totals: tuple[AgingRow, ...]
+
+
+def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: str | None = None) -> Aging:
+    """What was owed at the end of ``as_of`` (default: today, UTC), by how long it was overdue: the invoices issued
+    by then and not paid by then — credits applied, payments received by then and not reversed by then."""
+    day = as_of or utcnow().date()
+    with session_scope(read_only(engine)) as session:
+        later = session.scalars(
+            select(PaymentRow.invoice_id).where(
+                or_(PaymentRow.received_on > day, PaymentRow.reversed_on > day)
+            )
+        ).all()
+        open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later))
+        ids = [r.id for r in open_invoices]
+        applied = credits.credits_of(session, ids)
+        paid = _paid_as_of(session, ids, day)
+    amounts = []
+    for r in open_invoices:
+        due = r.total - sum((c.amount for c in applied.get(r.id, ())), ZERO) - paid.get(r.id, ZERO)
+        if due > 0:
+            amounts.append(OpenAmount(r.customer_external_id, r.customer_name, r.currency, due, r.due_date))
+    rows, totals = age_receivables(amounts, day)
+    return Aging(day, tuple(rows), tuple(totals))
+
+
+def _paid_as_of(session: Session, invoice_ids: list[int], day: dt.date) -> dict[int, Decimal]:
+    paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for offset in range(0, len(invoice_ids), 5_000):
+        rows = session.execute(
+            select(PaymentRow.invoice_id, PaymentRow.applied).where(
+                PaymentRow.invoice_id.in_(invoice_ids[offset : offset + 5_000]),
+                PaymentRow.received_on <= day,
+                or_(PaymentRow.reversed_on.is_(None), PaymentRow.reversed_on > day),
+            )
+        ).all()
+        for invoice_id, applied in rows:
+            paid[invoice_id] += applied
+    return dict(paid)
+
+
+# -- JSON ------------------------------------------------------------------------------------------------------
+
+
+def payment_json(payment: Payment) -> dict[str, Any]:
+    def money(amount: Decimal | None) -> str | None:
+        return None if amount is None else format_amount(amount, payment.currency)
+
+    return {
+        "id": payment.id,
+        "invoice": payment.invoice_number,
+        "customer": payment.customer,
+        "currency": payment.currency,
+        "amount": money(payment.amount),
+        "applied": money(payment.applied),
+        "to_balance": money(payment.excess),
+        "method": payment.method,
+        "reference": payment.reference,
+        "received_on": payment.received_on.isoformat(),
+        "recorded_at": payment.recorded_at.isoformat(),
+        "status": "reversed" if payment.reversed else "succeeded",
+        "reversed_on": None if payment.reversed_on is None else payment.reversed_on.isoformat(),
+        "reversal_reason": payment.reversal_reason,
+        "balance_recovered": money(payment.recovered),
+        "balance_unrecovered": money(payment.unrecovered) if payment.reversed else None,
+    }
+
+
+def aging_json(aging: Aging) -> dict[str, Any]:
+    def row(r: AgingRow) -> dict[str, Any]:
+        shown: dict[str, Any] = {"customer": r.customer, "name": r.customer_name} if r.customer is not None else {}
+        shown |= {"currency": r.currency, "invoices": r.invoices}
+        shown |= {bucket: format_amount(amount, r.currency) for bucket, amount in zip(BUCKETS, r.buckets, strict=True)}
+        return shown | {"total": format_amount(r.total, r.currency)}
+
+    return {
+        "as_of": aging.as_of.isoformat(),
+        "buckets": list(BUCKETS),
+        "data": [row(r) for r in aging.rows],
+        "totals": [row(r) for r in aging.totals],
+    }

@@ -1,0 +1,298 @@
+"""Payments received against invoices (SQLite and PostgreSQL): partial payments up to paid, an overpayment's
+excess on the balance used by the next invoice, a reversal reopening the invoice and taking back what is left of
+the excess, the refusals, two payments at once never over-applying, and the aged receivables on fixed dates.
+The amounts are worked by hand in the comments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+
+from billing import credits, invoicing, payments
+from billing.core.aging import bucket_of
+from billing.db import session_scope
+from billing.errors import BillingInputError, ConflictError, NotFoundError
+from invoices.model import InvoiceStatus
+from tests.billing.test_credits import at, customer, draft, finalize, holds
+
+pytestmark = pytest.mark.db
+
+D = Decimal
+NOW = at("2026-04-20T12:00:00")
+
+
+def issued(engine, who: str, month: int, *amounts: str, on: str | None = None):
+    """The invoice of ``who`` for 2026-``month``, finalized on the 2nd of the next month (due 14 days later)."""
+    start = dt.date(2026, month, 1)
+    when = on or f"2026-{month + 1:02d}-02T00:00:00"
+    return finalize(engine, draft(engine, who, start, *amounts), when)
+
+
+def pay(engine, number: str, amount: str, day: str = "2026-04-10", method: str = "bank_transfer", **extra):
+    return payments.record_payment(
+        engine, number, D(amount), method=method, received_on=dt.date.fromisoformat(day), now=NOW, **extra
+    )
+
+
+def test_partial_payments_leave_it_finalized_until_the_last_one_makes_it_paid(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    first = pay(engine, invoice.number, "30.00", reference="TRX-1")
+    assert (str(first.applied), str(first.excess), first.reference) == ("30.00", "0.00", "TRX-1")
+    after_first = invoicing.get_invoice(engine, invoice.number)
+    # 100.00 − 30.00 = 70.00 due, still finalized
+    assert after_first.status is InvoiceStatus.FINALIZED
+    assert (str(after_first.amount_paid), str(after_first.amount_due)) == ("30.00", "70.00")
+    second = pay(engine, invoice.number, "70.00", method="card")
+    assert (str(second.applied), str(second.excess)) == ("70.00", "0.00")
+    paid = invoicing.get_invoice(engine, invoice.number)
+    assert paid.status is InvoiceStatus.PAID
+    assert (str(paid.amount_paid), str(paid.amount_due)) == ("100.00", "0.00")
+    assert [(p.id, str(p.amount), p.method) for p in payments.list_payments(engine, invoice=invoice.number)] == [
+        (first.id, "30.00", "bank_transfer"), (second.id, "70.00", "card")
+    ]
+    [usd] = credits.balance(engine, who)
+    assert str(usd.balance) == "0.00"  # nothing paid beyond the invoice
+
+
+def test_credits_come_first_and_payments_pay_what_they_left(engine):
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("25.00"), "USD", now=at("2026-03-05T00:00:00"))
+    invoice = issued(engine, who, 3, "100.00")
+    assert str(invoice.amount_due) == "75.00"  # 100.00 − 25.00 of free credit
+    payment = pay(engine, invoice.number, "75.00")
+    shown = invoicing.get_invoice(engine, invoice.number)
+    assert (str(payment.applied), shown.status, str(shown.amount_paid), str(shown.amount_due)) == (
+        "75.00", InvoiceStatus.PAID, "75.00", "0.00"
+    )
+
+
+def test_an_overpayment_goes_to_the_balance_and_pays_the_next_invoice(engine):
+    who = customer(engine)
+    march = issued(engine, who, 3, "100.00")
+    payment = pay(engine, march.number, "120.00")
+    # the invoice takes the 100.00 it was owed; 120.00 − 100.00 = 20.00 to the balance
+    assert (str(payment.applied), str(payment.excess), payment.balance_grant_id is not None) == (
+        "100.00", "20.00", True
+    )
+    assert invoicing.get_invoice(engine, march.number).status is InvoiceStatus.PAID
+    [usd] = credits.balance(engine, who)
+    assert str(usd.balance) == "20.00"
+    april = issued(engine, who, 4, "50.00")
+    # the balance pays 20.00 of April's 50.00: 30.00 due
+    assert [(c.kind, str(c.amount)) for c in april.credits_applied] == [("balance", "20.00")]
+    assert str(april.amount_due) == "30.00"
+    [usd] = credits.balance(engine, who)
+    assert str(usd.balance) == "0.00"
+    holds(engine)
+
+
+def test_a_reversal_reopens_the_invoice_and_takes_back_the_unused_excess(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    bounced = pay(engine, invoice.number, "120.00")
+    reversed_ = payments.reverse_payment(engine, bounced.id, reason="bounced", on=dt.date(2026, 4, 15), now=NOW)
+    assert (reversed_.reversed, reversed_.reversal_reason, str(reversed_.recovered), str(reversed_.unrecovered)) == (
+        True, "bounced", "20.00", "0.00"
+    )
+    shown = invoicing.get_invoice(engine, invoice.number)
+    # back to finalized, the 100.00 due again; the 20.00 left the balance
+    assert (shown.status, str(shown.amount_paid), str(shown.amount_due)) == (InvoiceStatus.FINALIZED, "0.00", "100.00")
+    [usd] = credits.balance(engine, who)
+    assert str(usd.balance) == "0.00"
+    with pytest.raises(ConflictError, match="was reversed on 2026-04-15"):
+        payments.reverse_payment(engine, bounced.id, now=NOW)
+    # paid again, properly this time
+    pay(engine, invoice.number, "100.00", day="2026-04-16")
+    assert invoicing.get_invoice(engine, invoice.number).status is InvoiceStatus.PAID
+    holds(engine)
+
+
+def test_a_reversal_after_the_excess_was_spent_takes_back_only_what_is_left(engine):
+    who = customer(engine)
+    march = issued(engine, who, 3, "100.00")
+    bounced = pay(engine, march.number, "120.00")
+    issued(engine, who, 4, "15.00")  # the balance pays April's 15.00 in full: 5.00 left on it
+    reversed_ = payments.reverse_payment(engine, bounced.id, now=at("2026-05-03T00:00:00"))
+    # 5.00 taken back; 15.00 spent already: unrecovered
+    assert (str(reversed_.recovered), str(reversed_.unrecovered)) == ("5.00", "15.00")
+    [usd] = credits.balance(engine, who, now=at("2026-05-03T00:00:00"))
+    assert str(usd.balance) == "0.00"
+    assert str(invoicing.get_invoice(engine, march.number).amount_due) == "100.00"
+    holds(engine)
+
+
+def test_a_partial_payment_reversed_restores_the_amount_due(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    partial = pay(engine, invoice.number, "30.00")
+    payments.reverse_payment(engine, partial.id, now=NOW)
+    shown = invoicing.get_invoice(engine, invoice.number)
+    assert (shown.status, str(shown.amount_paid), str(shown.amount_due)) == (InvoiceStatus.FINALIZED, "0.00", "100.00")
+
+
+def test_drafts_void_invoices_and_bad_amounts_are_refused(engine):
+    who = customer(engine)
+    draft_id = draft(engine, who, dt.date(2026, 3, 1), "100.00")
+    with pytest.raises(ConflictError, match="is a draft: finalize it"):
+        payments.record_payment(engine, draft_id, D("10.00"), method="cash", now=NOW)
+    invoice = issued(engine, who, 4, "100.00")
+    for amount, message in (("0", "positive"), ("-5.00", "positive"), ("10.001", "whole minor units of USD")):
+        with pytest.raises(BillingInputError, match=message):
+            pay(engine, invoice.number, amount)
+    with pytest.raises(BillingInputError, match="--currency: INV-2026-000001 is in USD, not EUR"):
+        pay(engine, invoice.number, "10.00", currency="eur")
+    with pytest.raises(BillingInputError, match="--method"):
+        pay(engine, invoice.number, "10.00", method="cheque")
+    with pytest.raises(BillingInputError, match="in the future"):
+        pay(engine, invoice.number, "10.00", day="2026-04-22")
+    with pytest.raises(NotFoundError):
+        pay(engine, "INV-1999-000001", "10.00")
+    partial = pay(engine, invoice.number, "10.00")
+    with pytest.raises(ConflictError, match="reverse them first"):
+        invoicing.set_invoice_status(engine, invoice.number, InvoiceStatus.VOID)
+    payments.reverse_payment(engine, partial.id, now=NOW)
+    invoicing.set_invoice_status(engine, invoice.number, InvoiceStatus.VOID)
+    with pytest.raises(ConflictError, match="is void"):
+        pay(engine, invoice.number, "10.00")
+    assert payments.list_payments(engine) == [payments.list_payments(engine, invoice=invoice.number)[0]]
+
+
+def test_a_paid_invoice_paid_again_puts_it_all_on_the_balance(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "40.00")
+    pay(engine, invoice.number, "40.00")
+    again = pay(engine, invoice.number, "40.00")
+    assert (str(again.applied), str(again.excess)) == ("0.00", "40.00")
+    [usd] = credits.balance(engine, who)
+    assert str(usd.balance) == "40.00"
+
+
+def test_two_payments_at_once_never_over_apply(engine):
+    """Two threads pay 70.00 each on a 100.00 invoice at the same moment: one takes 70.00, the other the 30.00
+    left and puts 40.00 on the balance; never 140.00 applied."""
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            barrier.wait()
+            pay(engine, invoice.number, "70.00")
+        except BaseException as error:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    found = payments.list_payments(engine, invoice=invoice.number)
+    assert sorted((str(p.applied), str(p.excess)) for p in found) == [("30.00", "40.00"), ("70.00", "0.00")]
+    shown = invoicing.get_invoice(engine, invoice.number)
+    assert (shown.status, str(shown.amount_paid)) == (InvoiceStatus.PAID, "100.00")
+    [usd] = credits.balance(engine, who)
+    assert str(usd.balance) == "40.00"
+
+
+def test_unpaid_lists_the_invoices_with_an_amount_due(engine):
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("10.00"), "USD", now=at("2026-01-05T00:00:00"))
+    covered = issued(engine, who, 1, "10.00")  # credit pays it all: finalized, nothing due
+    partly = issued(engine, who, 2, "100.00")
+    settled = issued(engine, who, 3, "100.00")
+    pay(engine, partly.number, "30.00")
+    pay(engine, settled.number, "100.00")
+    assert covered.status is InvoiceStatus.FINALIZED and str(covered.amount_due) == "0.00"
+    unpaid = invoicing.list_invoices(engine, unpaid=True)
+    assert [(i.number, str(i.amount_due)) for i in unpaid] == [(partly.number, "70.00")]
+    page, more = invoicing.invoices_page(engine, limit=1, unpaid=True)
+    assert ([i.number for i in page], more) == ([partly.number], False)
+
+
+@pytest.mark.parametrize(
+    ("due", "as_of", "bucket"),
+    [
+        ("2026-04-16", "2026-04-16", "current"),  # due today: not overdue
+        ("2026-04-16", "2026-04-17", "1-30"),  # 1 day
+        ("2026-04-16", "2026-05-16", "1-30"),  # 30 days
+        ("2026-04-16", "2026-05-17", "31-60"),  # 31 days
+        ("2026-04-16", "2026-06-15", "31-60"),  # 60 days
+        ("2026-04-16", "2026-06-16", "61-90"),  # 61 days
+        ("2026-04-16", "2026-07-15", "61-90"),  # 90 days
+        ("2026-04-16", "2026-07-16", "90+"),  # 91 days
+    ],
+)
+def test_aging_buckets_at_their_bounds(due, as_of, bucket):
+    assert bucket_of(dt.date.fromisoformat(due), dt.date.fromisoformat(as_of)) == bucket
+
+
+def test_aged_receivables_per_customer_and_currency_on_fixed_dates(engine):
+    acme, beta = customer(engine, "acme"), customer(engine, "beta")
+    # finalized on the 2nd of the next month, due 14 days later: Jan → due 16 Feb, Feb → 16 Mar, Mar → 16 Apr
+    jan = issued(engine, acme, 1, "100.00")
+    feb = issued(engine, acme, 2, "200.00")
+    issued(engine, beta, 3, "50.00")
+    pay(engine, jan.number, "40.00", day="2026-04-10")
+    pay(engine, feb.number, "200.00", day="2026-04-18")
+    aging = payments.aged_receivables(engine, dt.date(2026, 4, 16))
+    rows = {(r.customer, r.currency): tuple(str(b) for b in r.buckets) for r in aging.rows}
+    # on 16 April: acme's January 60.00 left (100.00 − 40.00), 59 days overdue → 31-60; February's 200.00 not paid
+    # yet (paid on the 18th), 31 days overdue → 31-60: 260.00; beta's March 50.00 is due that day → current
+    assert rows == {
+        ("acme", "USD"): ("0.00", "0.00", "260.00", "0.00", "0.00"),
+        ("beta", "USD"): ("50.00", "0.00", "0.00", "0.00", "0.00"),
+    }
+    [total] = aging.totals
+    assert (str(total.total), total.invoices) == ("310.00", 3)
+    # on 20 May: February paid; January 60.00, 93 days → 90+; beta 34 days → 31-60
+    later = payments.aged_receivables(engine, dt.date(2026, 5, 20))
+    assert {r.customer: tuple(str(b) for b in r.buckets) for r in later.rows} == {
+        "acme": ("0.00", "0.00", "0.00", "0.00", "60.00"),
+        "beta": ("0.00", "0.00", "50.00", "0.00", "0.00"),
+    }
+    # before anything was issued to beta (2 April 00:00 is its issue day: 1 April sees none of it)
+    assert [r.customer for r in payments.aged_receivables(engine, dt.date(2026, 4, 1)).rows] == ["acme"]
+    assert payments.aging_json(later)["totals"] == [
+        {"currency": "USD", "invoices": 2, "current": "0.00", "1-30": "0.00", "31-60": "50.00", "61-90": "0.00",
+         "90+": "60.00", "total": "110.00"}
+    ]
+
+
+def test_payments_between_lists_received_and_reversed_in_the_period(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    kept = pay(engine, invoice.number, "30.00", day="2026-04-10")
+    bounced = pay(engine, invoice.number, "20.00", day="2026-03-31")
+    payments.reverse_payment(engine, bounced.id, on=dt.date(2026, 4, 12), now=NOW)
+    april = payments.payments_between(engine, dt.date(2026, 4, 1), dt.date(2026, 5, 1))
+    assert [(p.id, p.received_on.isoformat(), p.reversed_on and p.reversed_on.isoformat()) for p in april] == [
+        (bounced.id, "2026-03-31", "2026-04-12"), (kept.id, "2026-04-10", None)
+    ]
+    assert payments.payment_json(april[0]) | {"recorded_at": ""} == {
+        "id": bounced.id, "invoice": invoice.number, "customer": who, "currency": "USD", "amount": "20.00",
+        "applied": "20.00", "to_balance": "0.00", "method": "bank_transfer", "reference": None,
+        "received_on": "2026-03-31", "recorded_at": "", "status": "reversed", "reversed_on": "2026-04-12",
+        "reversal_reason": None, "balance_recovered": "0.00", "balance_unrecovered": "0.00",
+    }
+
+
+def test_the_ledger_records_the_overpayment_and_its_reversal_as_movements(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    payment = pay(engine, invoice.number, "120.00")
+    payments.reverse_payment(engine, payment.id, now=NOW)
+    legs = [(e.movement, e.account, str(e.amount)) for e in credits.ledger(engine, who)]
+    assert legs == [
+        (f"overpayment:{payment.id}", "customer", "20.00"),
+        (f"overpayment:{payment.id}", "payment", "-20.00"),
+        (f"reversal:{payment.id}", "customer", "-20.00"),
+        (f"reversal:{payment.id}", "payment", "20.00"),
+    ]
+    with session_scope(engine) as session:
+        assert credits.ledger_problems(session) == []
