@@ -562,9 +562,11 @@ def with_credits(session: Session, invoices: Sequence[Invoice]) -> list[Invoice]
     ids = [i.id for i in invoices]
     applied, paid = credits_of(session, ids), amounts_paid(session, ids)
     return [
-        replace(i, credits_applied=applied.get(i.id, i.credits_applied), amount_paid=paid.get(i.id, i.amount_paid))
-        if i.id in applied or i.id in paid
-        else i
+        replace(
+            i,
+            credits_applied=applied.get(i.id, i.credits_applied),
+            amount_paid=round_money(paid.get(i.id, i.amount_paid), i.currency),
+        )
         for i in invoices
     ]
 
@@ -614,7 +616,7 @@ def _grants(session: Session, customer: str, ids: Sequence[int] | None = None) -
         ).all()
         for grant_id, kind, amount in legs:
             held[grant_id] += amount
-            granted |= {grant_id} if kind in ("grant", "refund") else set()
+            granted |= {grant_id} if kind in ("grant", "refund", "overpayment") else set()
     numbers = _numbers(session, [r.invoice_id for r in rows if r.kind == "paid"])
     return [
         Grant(

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from pricing_plans.money import ZERO
+from pricing_plans.money import ZERO, round_money
 
 __all__ = ["BUCKETS", "AgingRow", "OpenAmount", "age_receivables", "bucket_of"]
 
@@ -75,11 +75,15 @@ def age_receivables(amounts: Iterable[OpenAmount], as_of: dt.date) -> tuple[list
         counts[(None, item.currency)] += 1
         names[item.customer] = item.customer_name
     rows = [
-        AgingRow(customer, names[customer], currency, tuple(buckets), counts[(customer, currency)])
+        AgingRow(customer, names[customer], currency, _rounded(buckets, currency), counts[(customer, currency)])
         for (customer, currency), buckets in sorted(per_customer.items())
     ]
     totals = [
-        AgingRow(None, "", currency, tuple(buckets), counts[(None, currency)])
+        AgingRow(None, "", currency, _rounded(buckets, currency), counts[(None, currency)])
         for currency, buckets in sorted(per_currency.items())
     ]
     return rows, totals
+
+
+def _rounded(buckets: list[Decimal], currency: str) -> tuple[Decimal, ...]:
+    return tuple(round_money(amount, currency) for amount in buckets)  # (the amounts are exact already)
