@@ -60,6 +60,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "invoices": (("invoices",), "Invoices and credit notes."),
     "credits": (("credits",), "Prepaid credits and the customer's balance: grant, balance, ledger."),
+    "payments": (("payments",), "Payments received against invoices: record, list, reverse."),
     "notifications": (("notifications",), "Notifications: list, deliver, retry."),
     "thresholds": (("notifications",), "Usage and spend thresholds."),
     "metrics": (

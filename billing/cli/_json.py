@@ -150,6 +150,8 @@ def invoice_summary_json(invoice: Invoice) -> dict[str, Any]:
         "subtotal": format_amount(invoice.subtotal, currency),
         "tax": format_amount(invoice.tax, currency),
         "total": format_amount(invoice.total, currency),
+        "amount_paid": format_amount(invoice.amount_paid, currency),
+        "amount_due": format_amount(invoice.amount_due, currency),
     }
 
 

@@ -1,4 +1,4 @@
-"""``billing invoices …``: list, show, finalize, void, credit, render."""
+"""``billing invoices …``: list, aging, show, finalize, void, credit, render."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from billing import invoicing
+from billing import invoicing, payments
 from billing.cli import _json
 from billing.cli._common import (
     console,
@@ -20,6 +20,7 @@ from billing.cli._common import (
     open_period_message,
     print_table,
 )
+from billing.core.aging import BUCKETS
 from billing.core.periods import parse_month
 from billing.errors import BillingError
 from billing.run import finalize_period
@@ -49,18 +50,21 @@ def list_command(
     period: str | None = typer.Option(None, "--period", help="YYYY-MM"),
     status: InvoiceStatus | None = typer.Option(None, "--status"),
     customer: str | None = typer.Option(None, "--customer"),
+    unpaid: bool = typer.Option(False, "--unpaid", help="Only finalized invoices with an amount due."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Invoices and credit notes, filtered by period, status and customer."""
+    """Invoices and credit notes, filtered by period, status and customer; --unpaid: what is still owed."""
     found = invoicing.list_invoices(
-        engine_for_cli(), period_start=_period_start(period), status=status, customer=customer
+        engine_for_cli(), period_start=_period_start(period), status=status, customer=customer, unpaid=unpaid
     )
     if as_json:
         _json.emit(_json.listing(_json.invoice_summary_json(invoice) for invoice in found))
         return
     table = Table(title=f"{len(found)} invoice(s)")
-    for column in ("Id", "Number", "Kind", "Status", "Customer", "Period", "Total"):
-        table.add_column(column, justify="right" if column in ("Id", "Total") else "left", no_wrap=True)
+    columns = ("Id", "Number", "Kind", "Status", "Customer", "Period", "Due date", "Total", "Paid", "Amount due")
+    for column in columns:
+        right = column in ("Id", "Total", "Paid", "Amount due")
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for invoice in found:
         table.add_row(
             str(invoice.id),
@@ -69,9 +73,49 @@ def list_command(
             invoice.status.value,
             invoice.customer.external_id or "",
             invoice.period_label,
+            "" if invoice.due_date is None else invoice.due_date.isoformat(),
             f"{format_amount(invoice.total, invoice.currency)} {invoice.currency}",
+            format_amount(invoice.amount_paid, invoice.currency),
+            format_amount(invoice.amount_due, invoice.currency),
         )
     print_table(table)
+
+
+@invoices_app.command("aging")
+def aging(
+    as_of: str | None = typer.Option(None, "--as-of", metavar="DATE", help="The day to age on (default today)."),
+    customer: str | None = typer.Option(None, "--customer"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Aged receivables: what each customer owes per currency, by days overdue (current, 1-30, 31-60, 61-90,
+    90+), as of the end of --as-of, with totals per currency."""
+    day = None
+    if as_of is not None:
+        try:
+            day = dt.date.fromisoformat(as_of)
+        except ValueError:
+            fail(f"--as-of: expected a date YYYY-MM-DD, got {as_of!r}")
+    report = payments.aged_receivables(engine_for_cli(), day, customer=customer)
+    if as_json:
+        _json.emit(payments.aging_json(report))
+        return
+    print_table(aging_table(report))
+
+
+def aging_table(report: payments.Aging) -> Table:
+    """The aged receivables as a table: a row per customer and currency, then the totals per currency."""
+    table = Table(title=f"aged receivables as of {report.as_of.isoformat()} (days overdue)")
+    for column in ("Customer", "Currency", "Invoices", *BUCKETS, "Total"):
+        table.add_column(column, justify="left" if column in ("Customer", "Currency") else "right", no_wrap=True)
+    for row in report.rows:
+        cells = [format_amount(amount, row.currency) for amount in (*row.buckets, row.total)]
+        table.add_row(row.customer or "", row.currency, str(row.invoices), *cells)
+    if report.totals:
+        table.add_section()
+    for row in report.totals:
+        cells = [format_amount(amount, row.currency) for amount in (*row.buckets, row.total)]
+        table.add_row("[bold]Total[/]", row.currency, str(row.invoices), *cells)
+    return table
 
 
 @invoices_app.command("show")
@@ -120,7 +164,9 @@ def _invoice_table(invoice: Invoice) -> Table:
     table.add_row("[bold]Total[/]", "", f"[bold]{format_amount(invoice.total, currency)}[/]")
     for credit in invoice.credits_applied:
         table.add_row(credit.description, "", f"-{format_amount(credit.amount, currency)}")
-    if invoice.credits_applied or invoice.total < 0:
+    if invoice.amount_paid:
+        table.add_row("Payments received", "", f"-{format_amount(invoice.amount_paid, currency)}")
+    if invoice.credits_applied or invoice.amount_paid or invoice.total < 0:
         table.add_row("Amount due", "", format_amount(invoice.amount_due, currency))
     return table
 

@@ -8,9 +8,9 @@
   ``movement``). The ``customer`` account holds what the customer may still spend of each grant; the other legs
   say where the credit came from or went: ``promotion``, ``topup`` or ``refund`` (its source), ``payment`` (the
   excess of an overpayment, an ``overpayment`` movement, and what a ``reversal`` of that payment took back;
-  migration 0022), ``invoice`` (an invoice it paid), ``expired`` (written off). A grant's remaining amount is the sum of its ``customer`` legs,
-  never a stored number. ``(movement, account)`` is unique, so a movement is written once however often it is
-  tried (an application is ``apply:<invoice id>:<grant id>``).
+  migration 0022), ``invoice`` (an invoice it paid), ``expired`` (written off). A grant's remaining amount is the
+  sum of its ``customer`` legs, never a stored number. ``(movement, account)`` is unique, so a movement is written
+  once however often it is tried (an application is ``apply:<invoice id>:<grant id>``).
 
 The invoices live in another package's metadata, so ``invoice_id`` columns carry no foreign key here (an issued
 invoice is never deleted: the database refuses it).

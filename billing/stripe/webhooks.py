@@ -31,8 +31,8 @@ import datetime as dt
 import logging
 import zoneinfo
 from collections.abc import Mapping
-from enum import StrEnum
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import stripe

@@ -37,6 +37,7 @@ from invoices.store.queries import (
     InvoiceAmounts,
     IssuedPeriod,
     OpeningDraft,
+    Receivable,
     billed_by_period,
     billed_fees,
     customers_with_drafts,
@@ -50,16 +51,15 @@ from invoices.store.queries import (
     invoice_amounts,
     invoice_id_by_number,
     invoice_numbers,
-    Receivable,
     invoiced_until,
     invoices_page,
-    receivables,
     issued_period_invoices,
     list_invoices,
     opening_drafts,
     period_drafts,
     period_invoice_states,
     progressive_keys,
+    receivables,
 )
 
 __all__ = [

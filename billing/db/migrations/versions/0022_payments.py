@@ -121,7 +121,8 @@ def _ledger_checks(kinds_old: str, kinds_new: str, accounts_old: str, accounts_n
                      (f"account IN ({accounts_old})", f"account IN ({accounts_new})")):
         bind.execute(
             sa.text(
-                "UPDATE sqlite_master SET sql = replace(sql, :old, :new) WHERE type = 'table' AND name = 'credit_entries'"
+                "UPDATE sqlite_master SET sql = replace(sql, :old, :new) "
+                "WHERE type = 'table' AND name = 'credit_entries'"
             ),
             {"old": old, "new": new},
         )
