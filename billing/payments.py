@@ -57,6 +57,7 @@ __all__ = [
     "aging_json",
     "amounts_paid",
     "check_can_void",
+    "get_payment",
     "list_payments",
     "parse_amount",
     "payment_json",
@@ -315,6 +316,15 @@ def amounts_paid(session: Session, invoice_ids: Sequence[int]) -> dict[int, Deci
         for invoice_id, applied in rows:
             paid[invoice_id] += applied
     return dict(paid)
+
+
+def get_payment(engine: Engine, payment_id: int) -> Payment:
+    """One payment by id (NotFoundError if there is none)."""
+    with session_scope(read_only(engine)) as session:
+        found = _payments(session, ids=[payment_id])
+    if not found:
+        raise NotFoundError(f"no payment {payment_id}")
+    return found[0]
 
 
 def list_payments(engine: Engine, *, invoice: str | None = None, customer: str | None = None) -> list[Payment]:

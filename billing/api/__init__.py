@@ -13,6 +13,8 @@ Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bear
     routes_overrides        GET/PUT /v1/subscriptions/{id}/overrides
     routes_coupons          POST/GET /v1/coupons, GET /v1/coupons/{code}, POST /v1/coupons/{code}/issue, …/apply
     routes_credits          POST /v1/customers/{id}/credits/grants, GET …/credits/balance, …/credits/ledger
+    routes_payments         POST /v1/invoices/{id}/payments, GET /v1/payments, POST /v1/payments/{id}/reverse,
+                            GET /v1/receivables/aging
     routes_plans            GET /v1/plans, GET /v1/plans/{code}
     routes_invoices         GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
     routes_invoice_actions  POST /v1/invoices/{id}/finalize, …/void, …/credit-notes
@@ -55,6 +57,7 @@ from billing.api import (
     routes_invoices,
     routes_metrics,
     routes_overrides,
+    routes_payments,
     routes_plans,
     routes_runs,
     schemas,
@@ -153,6 +156,7 @@ def _add_routers(app: FastAPI) -> None:
         routes_overrides,
         routes_coupons,
         routes_credits,
+        routes_payments,
         routes_runs,
         routes_metrics,
     ):

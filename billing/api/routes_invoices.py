@@ -62,6 +62,8 @@ def _summary(invoice: Invoice) -> InvoiceSummaryOut:
         subtotal=format_amount(invoice.subtotal, currency),
         tax=format_amount(invoice.tax, currency),
         total=format_amount(invoice.total, currency),
+        amount_paid=format_amount(invoice.amount_paid, currency),
+        amount_due=format_amount(invoice.amount_due, currency),
     )
 
 
@@ -73,9 +75,13 @@ def list_invoices(
     customer: Annotated[str | None, Query(max_length=255, description="A customer's external id.")] = None,
     period: Annotated[str | None, Query(pattern=MONTH_PATTERN, description="YYYY-MM")] = None,
     status: Literal["draft", "finalized", "paid", "void", "uncollectible"] | None = None,
+    unpaid: Annotated[
+        bool, Query(description="Only finalized invoices with an amount due (what customers still owe).")
+    ] = False,
 ) -> InvoiceListOut:
     """Invoices and credit notes by id — the order they were first written in — a page at a time (the cursors
-    are ids), filtered by customer, period and status. A key bound to a customer lists that customer's only."""
+    are ids), filtered by customer, period and status, or ``unpaid``. A key bound to a customer lists that
+    customer's only."""
     if customer is not None:
         customer = storable_path(customer, "customer")
     if key.customer is not None:
@@ -91,6 +97,7 @@ def list_invoices(
         customer=customer,
         period_start=month_param(period).start if period else None,
         status=status,
+        unpaid=unpaid,
     )
     return InvoiceListOut(data=[_summary(invoice) for invoice in found], has_more=more)
 

@@ -95,7 +95,7 @@ _SUBSCRIPTION = {
 _INVOICE_SUMMARY = {
     "id": 7, "number": "INV-2026-000007", "kind": "invoice", "status": "finalized", "customer": "acme",
     "currency": "USD", "period": _PERIOD, "issue_date": "2026-11-03", "due_date": "2026-11-17",
-    "subtotal": "52.75", "tax": "5.28", "total": "58.03",
+    "subtotal": "52.75", "tax": "5.28", "total": "58.03", "amount_paid": "20.00", "amount_due": "38.03",
 }
 _INVOICE_LINE = {
     "section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls", "model": "graduated",
@@ -337,6 +337,10 @@ class InvoiceSummaryOut(_Out):
     subtotal: str
     tax: str
     total: str
+    amount_paid: str = Field(description="What payments not reversed gave the invoice.")
+    amount_due: str = Field(
+        description="total − credits applied − amount_paid, never below 0.00 (0.00 once paid or void)."
+    )
 
 
 class ServicePeriodOut(_Out):
@@ -392,7 +396,7 @@ class InvoiceOut(_Out):
             "currency": "USD", "locale": "en_US", "period": _PERIOD, "issue_date": "2026-11-03",
             "due_date": "2026-11-17", "refers_to": None, "reason": None, "lines": [_INVOICE_LINE],
             "subtotal": "4.00", "discount": "0.00", "tax_rate": "10", "tax": "0.40", "total": "4.40",
-            "credits_applied": [], "amount_due": "4.40",
+            "credits_applied": [], "amount_paid": "0.00", "amount_due": "4.40",
         }
     )
 
@@ -419,7 +423,10 @@ class InvoiceOut(_Out):
     credits_applied: list[AppliedCreditOut] = Field(
         default_factory=list, description="Prepaid credits, then the customer's balance, paying the invoice."
     )
-    amount_due: str = Field(description="total − credits applied, never below 0.00.")
+    amount_paid: str = Field(description="What payments not reversed gave the invoice (billing payments).")
+    amount_due: str = Field(
+        description="total − credits applied − amount_paid, never below 0.00 (0.00 once paid or void)."
+    )
 
 
 # -- usage ---------------------------------------------------------------------------------------------------
@@ -1017,3 +1024,115 @@ class CouponListOut(_Out):
 
     data: list[CouponOut]
     has_more: bool = Field(description="Whether more coupons lie beyond this page (in the direction walked).")
+
+
+# -- payments and receivables -----------------------------------------------------------------------------------
+
+
+class PaymentIn(_In):
+    """A payment received against the invoice: ``amount`` in its currency and minor units, the day it was received
+    (default today, UTC), how, and the bank's or processor's reference."""
+
+    model_config = examples(
+        {"amount": "30.00", "currency": "USD", "date": "2026-11-10", "method": "bank_transfer",
+         "reference": "TRX-2026-1110-4471"}
+    )
+
+    amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
+    currency: ApiText | None = Field(
+        default=None, min_length=3, max_length=3, description="ISO 4217 code; if given, the invoice's."
+    )
+    date: dt.date | None = Field(default=None, description="The day received (default today, UTC).")
+    method: Literal["bank_transfer", "card", "cash", "other"]
+    reference: ApiText | None = Field(default=None, min_length=1, max_length=255)
+
+
+class PaymentReversalIn(_In):
+    """Why and when a payment was reversed (a bounced transfer, a charge-back)."""
+
+    model_config = examples({"reason": "transfer returned by the bank", "date": "2026-11-14"})
+
+    reason: ApiText | None = Field(default=None, max_length=1000)
+    date: dt.date | None = Field(default=None, description="The day reversed (default today, UTC).")
+
+
+_PAYMENT: dict[str, Any] = {
+    "id": 4, "invoice": "INV-2026-000007", "customer": "acme", "currency": "USD", "amount": "30.00",
+    "applied": "30.00", "to_balance": "0.00", "method": "bank_transfer", "reference": "TRX-2026-1110-4471",
+    "received_on": "2026-11-10", "recorded_at": "2026-11-10T09:12:00+00:00", "status": "succeeded",
+    "reversed_on": None, "reversal_reason": None, "balance_recovered": None, "balance_unrecovered": None,
+}
+
+
+class PaymentOut(_Out):
+    """A payment received: what the invoice took of it (``applied``), what went to the customer's balance
+    (``to_balance``), and its reversal if it bounced."""
+
+    model_config = examples(_PAYMENT)
+
+    id: int
+    invoice: str
+    customer: str
+    currency: str
+    amount: str
+    applied: str = Field(description="What the invoice took: never more than it was owed.")
+    to_balance: str = Field(description="The excess, put on the customer's cash balance.")
+    method: str
+    reference: str | None
+    received_on: dt.date
+    recorded_at: str
+    status: Literal["succeeded", "reversed"]
+    reversed_on: dt.date | None
+    reversal_reason: str | None
+    balance_recovered: str | None = Field(description="Of a reversed payment: the excess taken back from the balance.")
+    balance_unrecovered: str | None = Field(
+        description="Of a reversed payment: the excess the customer had spent already (owed outside any invoice)."
+    )
+
+
+class PaymentListOut(_Out):
+    """A page of payments, by id."""
+
+    model_config = examples({"data": [_PAYMENT], "has_more": False})
+
+    data: list[PaymentOut]
+    has_more: bool = Field(description="Whether more payments lie beyond this page (in the direction walked).")
+
+
+_AGING_ROW: dict[str, Any] = {
+    "customer": "acme", "name": "Acme Corp", "currency": "USD", "invoices": 2, "current": "0.00", "1-30": "38.03",
+    "31-60": "0.00", "61-90": "0.00", "90+": "120.00", "total": "158.03",
+}
+
+
+class AgingRowOut(_Out):
+    """What one customer (a total row: every customer) owes in one currency, by days overdue."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra={"examples": [_AGING_ROW]}
+    )
+
+    customer: str | None = None
+    name: str | None = None
+    currency: str
+    invoices: int
+    current: str = Field(description="Not yet due.")
+    d1_30: str = Field(alias="1-30")
+    d31_60: str = Field(alias="31-60")
+    d61_90: str = Field(alias="61-90")
+    d90_plus: str = Field(alias="90+")
+    total: str
+
+
+class AgingOut(_Out):
+    """Aged receivables on ``as_of``: a row per customer and currency, the totals per currency."""
+
+    model_config = examples(
+        {"as_of": "2026-11-30", "buckets": ["current", "1-30", "31-60", "61-90", "90+"], "data": [_AGING_ROW],
+         "totals": [{k: v for k, v in _AGING_ROW.items() if k not in ("customer", "name")}]}
+    )
+
+    as_of: dt.date
+    buckets: list[str]
+    data: list[AgingRowOut]
+    totals: list[AgingRowOut]

@@ -86,6 +86,8 @@ MOVE = "UPDATE invoices SET status = :status WHERE id = :id"
         ("void",),
         ("uncollectible", "paid"),
         ("uncollectible", "void"),
+        ("paid", "finalized"),  # a payment reversed (migration 0022)
+        ("paid", "finalized", "void"),
     ],
 )
 def test_an_issued_invoice_moves_on_as_the_lifecycle_allows(engine, path):
