@@ -499,6 +499,43 @@ def _check_ledger(doc: dict[str, Any], world: World) -> None:
     ]
 
 
+def _paid(world: World, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A 5.00 transfer against acme's 13.26."""
+    from billing import payments
+
+    return payments.record_payment(
+        world.engine, "INV-2026-000001", Decimal("5.00"), method="bank_transfer", received_on=dt.date(2026, 11, 10)
+    ).id
+
+
+def _check_recorded(doc: dict[str, Any], world: World) -> None:
+    assert (doc["invoice"], doc["amount"], doc["applied"], doc["to_balance"], doc["method"], doc["reference"]) == (
+        "INV-2026-000001", "20.00", "13.26", "6.74", "card", "T-1"
+    )
+    assert (doc["received_on"], doc["status"], doc["reversed_on"]) == ("2026-11-10", "succeeded", None)
+
+
+def _check_payments(doc: dict[str, Any], world: World) -> None:
+    assert [(p["invoice"], p["amount"], p["status"]) for p in doc["data"]] == [("INV-2026-000001", "5.00", "succeeded")]
+
+
+def _reverse(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return ["payments", "reverse", str(_paid(world, monkeypatch)), "--reason", "bounced", "--date", "2026-11-12", "--json"]
+
+
+def _check_reversed(doc: dict[str, Any], world: World) -> None:
+    assert (doc["status"], doc["reversed_on"], doc["reversal_reason"], doc["balance_recovered"]) == (
+        "reversed", "2026-11-12", "bounced", "0.00"
+    )
+
+
+def _check_aging(doc: dict[str, Any], world: World) -> None:
+    # acme's 13.26, due 2026-11-17, is 14 days overdue on 1 December; beta's invoice is a draft
+    assert doc["as_of"] == "2026-12-01" and doc["buckets"] == ["current", "1-30", "31-60", "61-90", "90+"]
+    assert [(r["customer"], r["1-30"], r["total"]) for r in doc["data"]] == [("acme", "13.26", "13.26")]
+    assert [(r["currency"], r["invoices"], r["total"]) for r in doc["totals"]] == [("USD", 1, "13.26")]
+
+
 def _coupon(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     coupons.create_coupon(
         world.engine, world.catalog, coupons.parse_coupon("WELCOME", percent="20", amount=None, currency=None, duration="once")
@@ -567,6 +604,15 @@ CASES = [
     ),
     Case(("credits", "balance"), lambda w, mp: [*_granted(w, mp), "credits", "balance", "acme", "--json"], _check_balance),
     Case(("credits", "ledger"), lambda w, mp: [*_granted(w, mp), "credits", "ledger", "acme", "--json"], _check_ledger),
+    Case(
+        ("payments", "record"),
+        _fixed("payments", "record", "INV-2026-000001", "--amount", "20.00", "--date", "2026-11-10", "--method", "card",
+               "--reference", "T-1", "--json"),
+        _check_recorded,
+    ),
+    Case(("payments", "list"), lambda w, mp: [_paid(w, mp) and "payments", "list", "--json"], _check_payments),
+    Case(("payments", "reverse"), _reverse, _check_reversed),
+    Case(("invoices", "aging"), _fixed("invoices", "aging", "--as-of", "2026-12-01", "--json"), _check_aging),
     Case(("coupons", "create"), _create_coupon, _check_created_coupon),
     Case(("coupons", "issue"), _hand_coupon("issue"), _check_held_coupon(applied=False)),
     Case(("coupons", "apply"), _hand_coupon("apply"), _check_held_coupon(applied=True)),
