@@ -313,7 +313,7 @@ def test_json_keys_dates_and_parties() -> None:
     assert list(data) == [
         "id", "number", "kind", "status", "billing_key", "customer", "seller", "currency", "locale", "period",
         "issue_date", "due_date", "refers_to", "reason", "lines", "subtotal", "discount", "tax_rate", "tax", "total",
-        "credits_applied", "amount_due",
+        "credits_applied", "amount_paid", "amount_due",
     ]  # fmt: skip
     assert (data["credits_applied"], data["amount_due"]) == ([], "469.40")
     assert (data["number"], data["kind"], data["status"]) == ("INV-2026-000042", "invoice", "finalized")
