@@ -4,7 +4,8 @@ On a fresh SQLite database in ``out/``: the sample catalog, about 200 customers 
 currencies and timezones, some starting mid-month, some upgrading, some cancelling), three months of generated
 usage (a fixed seed, so every run gives the same invoices), and for each month: ingestion, the billing run and
 finalization. Late events for the first month arrive after it was invoiced and land on the next invoice. The
-invoices are written as HTML and PDF to ``out/invoices/``, then a summary. Notifications go to a local webhook
+invoices are written as HTML and PDF to ``out/invoices/``, then a summary, the payments received (in full, in part,
+not at all) and the aged receivables. Notifications go to a local webhook
 receiver (``billing.demo.receiver``). ``python -m billing.demo`` runs it.
 """
 
@@ -167,6 +168,7 @@ def main() -> None:
     printer.finish(engine)
     _credit_ledger(engine, welcomed)
     _summary(engine, summaries)
+    _payments(engine)
     _notifications(engine, received)
     server.shutdown()
     _metrics(engine, catalog)
@@ -590,6 +592,14 @@ def _summary(engine: Engine, summaries: list[tuple[Period, RunReport, list[str]]
         table.add_row(period.label, str(len(numbers)), *(format_amount(totals[c], c) for c in currencies),
                       str(report.late_lines))
     console.print(table)
+
+
+def _payments(engine: Engine) -> None:
+    """Payments received for the quarter's invoices (in full, in part, not at all) and the aged receivables."""
+    from billing.demo.payments import record_payments_and_age
+
+    console.rule("[bold]Payments and receivables")
+    record_payments_and_age(engine, console)
 
 
 def _notifications(engine: Engine, received: list[ReceivedWebhook]) -> None:
