@@ -561,6 +561,20 @@ def test_credits_applied_are_rows_below_the_total_and_reduce_the_amount_due() ->
     assert "-$50.00" in html and "$399.08" in html
 
 
+def test_payments_received_are_a_row_below_the_credits_and_reduce_the_amount_due() -> None:
+    from invoices.model import AppliedCredit
+
+    invoice = usd_invoice(
+        credits_applied=(AppliedCredit("free", "Free credit: welcome", Decimal("50.00"), 1),),
+        amount_paid=Decimal("100.00"),
+    )
+    # total 469.40 − 50.00 of credit − 100.00 paid = 319.40
+    data = invoice_json(invoice)
+    assert (data["amount_paid"], data["amount_due"]) == ("100.00", "319.40")
+    html = render_html(invoice)
+    assert "Payments received" in html and "-$100.00" in html and "$319.40" in html
+
+
 def test_a_negative_total_is_kept_and_nothing_is_due() -> None:
     invoice = usd_invoice(total=Decimal("-20.32"))
     assert invoice_json(invoice)["amount_due"] == "0.00"
