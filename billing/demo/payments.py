@@ -44,7 +44,10 @@ def record_payments_and_age(engine: Engine, console: Console) -> None:
         f"unpaid (billing payments list; billing invoices list --unpaid)"
     )
     report = payments.aged_receivables(engine, AS_OF)
-    worst = sorted(report.rows, key=lambda r: (tuple(-b for b in reversed(r.buckets)), r.customer or ""))[:SHOWN]
+    # the most overdue: the oldest bucket holding something, then the most invoices (amounts of several currencies
+    # do not compare)
+    oldest = {id(r): max(i for i, amount in enumerate(r.buckets) if amount > 0) for r in report.rows}
+    worst = sorted(report.rows, key=lambda r: (-oldest[id(r)], -r.invoices, r.customer or ""))[:SHOWN]
     shown = payments.Aging(report.as_of, tuple(sorted(worst, key=lambda r: (r.customer or "", r.currency))),
                            report.totals)
     print_table(aging_table(shown))
