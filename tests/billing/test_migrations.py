@@ -306,3 +306,55 @@ def test_0013_gives_invoice_lines_a_dimension_and_leaves_issued_lines_as_they_we
             assert connection.execute(text("SELECT count(*), max(dimension) FROM invoice_lines")).one() == (1, None)
     finally:
         engine.dispose()
+
+
+def test_0022_lets_a_paid_invoice_reopen_and_the_ledger_hold_overpayments_and_undoes_both(fresh_url):
+    """Upgraded over a paid invoice, it may go back to finalized (a payment reversed) and the credit ledger takes
+    the overpayment movements; undone, both are refused again, and the payments table is gone; redone, allowed."""
+    from alembic import command
+
+    from billing.db import _alembic_config
+
+    upgrade(fresh_url, "0020")
+    engine = make_engine(fresh_url)
+    grant = (
+        "INSERT INTO credit_grants (id, customer_external_id, currency, kind, amount, priority, created_at)"
+        " VALUES (1, 'acme', 'USD', 'balance', '20.00', 0, '2026-04-02 10:00:00')"
+    )
+    leg = (
+        "INSERT INTO credit_entries (movement, kind, account, grant_id, amount, effective_at, recorded_at)"
+        " VALUES ('overpayment:1', 'overpayment', :account, 1, :amount, '2026-04-02 10:00:00', '2026-04-02 10:00:00')"
+    )
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(PERIOD_INVOICE), {"id": 1, "key": "period:acme:2026-03", "kind": "invoice"})
+            connection.execute(text(ISSUE), {"id": 1, "status": "finalized", "number": "INV-2026-000001"})
+            connection.execute(text("UPDATE invoices SET status = 'paid' WHERE id = 1"))
+            connection.execute(text(grant))
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'finalized' WHERE id = 1"))
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text(leg), {"account": "customer", "amount": "20.00"})
+        upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'finalized' WHERE id = 1"))
+            connection.execute(text("UPDATE invoices SET status = 'paid' WHERE id = 1"))
+            connection.execute(text(leg), {"account": "customer", "amount": "20.00"})
+            connection.execute(text(leg), {"account": "payment", "amount": "-20.00"})
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'void' WHERE id = 1"))  # paid → void still not
+        with pytest.raises(Exception, match=r"narrower definition refuses|violated by some row"):
+            command.downgrade(_alembic_config(engine), "0020")  # the ledger holds an overpayment
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM credit_entries"))
+        command.downgrade(_alembic_config(engine), "0020")
+        with pytest.raises(DBAPIError, match="cannot change"), engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'finalized' WHERE id = 1"))
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text("SELECT count(*) FROM payments"))
+        upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE invoices SET status = 'finalized' WHERE id = 1"))
+            assert connection.execute(text("SELECT count(*) FROM payments")).scalar_one() == 0
+    finally:
+        engine.dispose()

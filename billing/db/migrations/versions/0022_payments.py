@@ -93,8 +93,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _ledger_checks(KINDS_AFTER, KINDS_BEFORE, ACCOUNTS_AFTER, ACCOUNTS_BEFORE)  # first: it refuses a ledger in use
     _status_guard(ALLOWED_BEFORE, TRANSITION_BEFORE)
-    _ledger_checks(KINDS_AFTER, KINDS_BEFORE, ACCOUNTS_AFTER, ACCOUNTS_BEFORE)
     op.drop_index("ix_payments_customer", table_name="payments")
     op.drop_index("ix_payments_received_on", table_name="payments")
     op.drop_index("ix_payments_invoice", table_name="payments")
