@@ -24,6 +24,9 @@ The rules (the README's "Payments and receivables" shows them with examples):
   order finalization takes them: two payments of one invoice take turns, and the second sees what the first left
   due, so an invoice never takes more than it was owed.
 - An invoice with payments not reversed cannot be voided (reverse them, or issue a credit note).
+- A reference is recorded once per invoice (a payment not reversed): the same bank reference again is the same
+  transfer told twice (a command re-run after a crash), refused. Without a reference nothing tells two equal
+  payments apart: give one, or use the API's ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -149,6 +152,8 @@ def record_payment(
     with session_scope(engine) as session:
         invoice = _locked_invoice(session, invoice_key)
         _check_payable(invoice, amount, currency)
+        if reference is not None:
+            _check_new_reference(session, invoice, reference)
         return _record(session, invoice, amount, method, reference, day, instant, None)
 
 
@@ -202,6 +207,18 @@ def _check_payable(invoice: Invoice, amount: Decimal, currency: str | None) -> N
             f"--amount: expected a positive amount below {MAX_AMOUNT:,} in whole minor units of {invoice.currency} "
             f"(got {amount})"
         )
+
+
+def _check_new_reference(session: Session, invoice: Invoice, reference: str) -> None:
+    """A reference recorded already on the invoice (and not reversed) is the same payment told twice — a command
+    run again after a crash, a statement imported twice: refused (ConflictError)."""
+    found = session.execute(
+        select(PaymentRow.id).where(
+            PaymentRow.invoice_id == invoice.id, PaymentRow.reference == reference, PaymentRow.reversed_at.is_(None)
+        )
+    ).scalar()
+    if found is not None:
+        raise ConflictError(f"payment {found} already records reference {reference!r} against {invoice.number}")
 
 
 def _record(

@@ -161,6 +161,17 @@ def test_drafts_void_invoices_and_bad_amounts_are_refused(engine):
     assert payments.list_payments(engine) == [payments.list_payments(engine, invoice=invoice.number)[0]]
 
 
+def test_a_reference_is_recorded_once_per_invoice(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    first = pay(engine, invoice.number, "30.00", reference="TRX-1")
+    with pytest.raises(ConflictError, match=f"payment {first.id} already records reference 'TRX-1'"):
+        pay(engine, invoice.number, "30.00", reference="TRX-1")  # the same transfer told twice
+    payments.reverse_payment(engine, first.id, now=NOW)
+    pay(engine, invoice.number, "30.00", reference="TRX-1")  # presented again after it bounced
+    assert str(invoicing.get_invoice(engine, invoice.number).amount_due) == "70.00"
+
+
 def test_a_paid_invoice_paid_again_puts_it_all_on_the_balance(engine):
     who = customer(engine)
     invoice = issued(engine, who, 3, "40.00")
