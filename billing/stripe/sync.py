@@ -188,8 +188,8 @@ def stripe_client(settings: Settings | None = None, *, max_network_retries: int 
 
 def stripe_items(invoice: Invoice) -> list[StripeItem]:
     """The Stripe invoice items of ``invoice``: one per line (but the discount lines), then the discount (their
-    sum) and the tax if not zero, then the credits applied (negative) and, for a negative total, what goes to the
-    customer's balance.
+    sum) and the tax if not zero, then the credits applied and the payments received already (negative) and, for a
+    negative total, what goes to the customer's balance.
 
     Raises ValueError if an amount is not in whole minor units or if the items do not add up to the amount due.
     """
