@@ -106,14 +106,20 @@ def aggregate_windows(
     catalog: Catalog,
     windows: Windows,
     plans: Mapping[Any, Plan] | None = None,
+    *,
+    meters: Iterable[str] | None = None,
     **filters: Any,
 ) -> dict[Any, dict[str, AnyUsage]]:
     """Every window's usage per meter, in one batch: ``{key: {meter: MeterUsage}}``; for a window whose plan (in
     ``plans``, by key) has a charge priced by dimension, that meter's usage is a ``DimensionedUsage``: its parts
-    as the database splits them, and the plain aggregate as its total."""
+    as the database splits them, and the plain aggregate as its total. ``meters``: only those of the catalog's
+    meters (default: all of them)."""
     if not windows:
         return {}
     specs = meter_specs(catalog)
+    if meters is not None:
+        wanted = set(meters)
+        specs = {code: spec for code, spec in specs.items() if code in wanted}
     found = aggregate_usage(engine, windows, specs, **filters)
     usage: dict[Any, dict[str, AnyUsage]] = {key: {} for key in windows}
     for (key, meter), aggregate in found.items():
@@ -176,7 +182,12 @@ _QUANTITY = Decimal("0.000001")
 
 
 def aggregate_periods(
-    engine: Engine, catalog: Catalog, windows: Mapping[Any, UsageWindow], plans: Mapping[Any, Plan] | None = None
+    engine: Engine,
+    catalog: Catalog,
+    windows: Mapping[Any, UsageWindow],
+    plans: Mapping[Any, Plan] | None = None,
+    *,
+    meters: Iterable[str] | None = None,
 ) -> dict[Any, dict[str, AnyUsage]]:
     """The usage of every window, in one batch, as the billing run, alerts and previews all count it (split by
     dimension for the charges of ``plans`` priced so, see :func:`aggregate_windows`).
@@ -185,12 +196,13 @@ def aggregate_periods(
     weighted sum is the time-weighted average level over its window; a subscription covering part of the period
     holds its level for that part only, so its GB-months are ∫ level dt over the part divided by the whole
     period (rounded half-even to the meters' 6 decimals, like the aggregation itself; each part alike).
+    ``meters``: only those of the catalog's meters (default: all of them).
     """
     utc = {
         key: (window.customer, *(window.part or window.period).utc_window(window.timezone))
         for key, window in windows.items()
     }
-    usage = aggregate_windows(engine, catalog, utc, plans)
+    usage = aggregate_windows(engine, catalog, utc, plans, meters=meters)
     weighted = [code for code, meter in catalog.meters.items() if meter.aggregation.value == "weighted_sum"]
     for key, window in windows.items():
         if not weighted or window.part is None or window.part == window.period:

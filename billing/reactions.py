@@ -117,8 +117,9 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
         report.customers = len(periods)
         # Progressive invoices first, each in its own transaction: one issued before a crash is found issued by
         # the next pass, which evaluates the same events again (the cursor moves with the thresholds below).
-        issued = issue_progressive_invoices(engine, catalog, periods=periods, now=now)
-        report.progressive = issued.issued
+        if any(plan.progressive_billing is not None for plan in catalog.all_plans()):
+            issued = issue_progressive_invoices(engine, catalog, periods=periods, now=now)
+            report.progressive = issued.issued
         instant = as_utc(now or utcnow())
         # the entitlements' usage counters of the customers reacted to, counted through the cursor's new place
         counters = usage_counters(engine, catalog, periods, through, instant)

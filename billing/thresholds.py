@@ -298,7 +298,7 @@ class CheckReport:
       evaluations: thresholds evaluated.
       created: the notifications this call created, in order (customer, subscription, threshold, level).
       skipped: ``(customer, reason)`` for subscriptions that could not be evaluated.
-      events: usage events read.
+      events: usage events read (of the meters the thresholds read: an allowance's, a spend cap's charged ones).
       issued: ``(customer, period label)`` not evaluated because the customer's invoice of the period is issued.
     """
 
@@ -400,13 +400,27 @@ def check_thresholds(
     # aggregate: one batch
     by_id = {target.subscription.id: target.subscription for target in targets.values()}
     windows = usage_windows([t.usage_key for t in targets.values()], by_id, scope.owners)
-    usage = aggregate(engine, catalog, windows, {t.usage_key: t.plan for t in targets.values()})
+    plans = {t.usage_key: t.plan for t in targets.values()}
+    usage = aggregate(engine, catalog, windows, plans, meters=_meters_needed(targets.values()))
     report.events = events_in(usage)
     report.subscriptions = len(targets)
     evaluations, crossings = _evaluate(targets, usage, catalog, as_of, report.skipped)
     report.evaluations = len(evaluations)
     _write(engine, catalog, evaluations, crossings, report, in_transaction)
     return report
+
+
+def _meters_needed(targets: Iterable[_Target]) -> set[str]:
+    """The meters the thresholds of ``targets`` read: an allowance's meter; for a spend cap, every meter its plan
+    charges for (the usage charges are rated from them). No other meter is aggregated."""
+    needed: set[str] = set()
+    for target in targets:
+        for spec in target.specs:
+            if spec.meter is not None:
+                needed.add(spec.meter)
+            elif spec.kind == "spend":
+                needed.update(charge.meter for charge in target.plan.charges)
+    return needed
 
 
 def _span(

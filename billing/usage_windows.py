@@ -166,11 +166,17 @@ def usage_windows(
 
 
 def aggregate(
-    engine: Engine, catalog: Catalog, windows: Mapping[K, UsageWindow], plans: Mapping[K, Plan] | None = None
+    engine: Engine,
+    catalog: Catalog,
+    windows: Mapping[K, UsageWindow],
+    plans: Mapping[K, Plan] | None = None,
+    *,
+    meters: Iterable[str] | None = None,
 ) -> dict[K, dict[str, AnyUsage]]:
     """Every window's usage by meter, in one batch (every key of ``windows`` is in the result); the meters of
-    the charges of a window's plan (``plans``, by key) priced by dimension are split into their parts."""
-    return aggregate_periods(engine, catalog, windows, plans)
+    the charges of a window's plan (``plans``, by key) priced by dimension are split into their parts.
+    ``meters``: only those (default: every meter of the catalog)."""
+    return aggregate_periods(engine, catalog, windows, plans, meters=meters)
 
 
 def charged_usage(usage: Mapping[str, AnyUsage], plan: Plan) -> dict[str, AnyUsage]:
