@@ -57,9 +57,15 @@ def _setup_sqlite(engine: Engine) -> None:
         # The process's lock of the file is held for the driver's connection (the transaction may end in
         # another thread), released when the transaction ends, and at the latest when the connection goes back
         # to the pool or is invalidated.
-        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        # ``sqlite_poll`` (seconds): a writer that keeps a caller waiting looks for the lock that often first.
+        options = connection.get_execution_options()
+        mode = options.get("sqlite_begin", "IMMEDIATE")
         owner = connection.connection.dbapi_connection
-        writelock.begin(connection.exec_driver_sql, mode, database=database, owner=owner)
+        poll = options.get("sqlite_poll")
+        # (a polling writer's tries go straight to the driver: a refused BEGIN costs microseconds, not an error
+        # handled by SQLAlchemy)
+        execute = connection.exec_driver_sql if poll is None else owner.execute
+        writelock.begin(execute, mode, database=database, owner=owner, poll=poll)
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
