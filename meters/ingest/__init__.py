@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dbkit.clock import utcnow
 from dbkit.dialect import is_postgresql
-from meters.errors import EventError, IngestInterrupted, MalformedFileError
+from meters.errors import IngestInterrupted, MalformedFileError
 from meters.events import EventValidator, MeterSpec, from_epoch_us, meters_by_code
 from meters.ingest import write_postgres, write_sqlite
 from meters.ingest.parallel import jsonl_chunks
@@ -45,10 +45,10 @@ from meters.ingest.read import (
     ID,
     OCCURRED_AT,
     Chunk,
-    Entry,
     FileFormat,
     Lines,
     Rejection,
+    batch_chunks,
     csv_entries,
     describe,
     open_source,
@@ -120,16 +120,7 @@ def ingest(
     ``earliest``: where each customer's late-usage window begins; an older event is rejected (see
     :class:`EventValidator`)."""
     validator = EventValidator(meters, known_customers, now or utcnow(), earliest)
-
-    def entries() -> Iterator[Entry]:
-        for index, item in enumerate(records):
-            record: object = item  # a batch parsed from JSON may hold anything
-            if isinstance(record, Mapping):
-                yield index, record, record
-            else:
-                yield index, record, EventError(f"not an object (got {type(record).__name__})")
-
-    chunks = validated_chunks(validator, entries(), chunk_size, "index")
+    chunks = batch_chunks(validator, records if isinstance(records, list) else list(records), chunk_size)
     return _Ingestion(engine, source, list_duplicates=True).run(chunks)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "FileFormat",
     "Rejection",
     "Settings",
+    "batch_chunks",
     "csv_entries",
     "describe",
     "jsonl_block",
@@ -352,6 +353,42 @@ def validated_chunks(validator: EventValidator, entries: Iterator[Entry], size: 
     if builder is not None:
         builder.chunk.spans = spans_of(builder.chunk.events)
         yield builder.chunk
+
+
+def batch_chunks(validator: EventValidator, records: list[Any], size: int) -> Iterator[Chunk]:
+    """An API batch's records (each positioned by its index) validated in this process, ``size`` at a time.
+
+    The hot loop of a request: the common case (a valid event whose id is new in the chunk) is inlined; anything
+    else (not an object, invalid, an id met again) goes through :meth:`_ChunkBuilder.add`, which does the same.
+    """
+    for start in range(0, len(records), size):
+        builder = _ChunkBuilder(validator, start, "index")
+        chunk = builder.chunk
+        add, validate, first = builder.add, validator.validate, builder.first
+        events, lines, raws = chunk.events, chunk.lines, chunk.raws
+        assert raws is not None
+        stop = min(start + size, len(records))
+        for index in range(start, stop):
+            record = records[index]
+            if not isinstance(record, Mapping):
+                add(index, record, EventError(f"not an object (got {type(record).__name__})"))
+                continue
+            try:
+                event = validate(record)
+            except EventError:
+                add(index, record, record)  # validates again, to report the problems
+                continue
+            if event[ID] in first:
+                add(index, record, record)
+                continue
+            first[event[ID]] = len(events)
+            events.append(tuple(event))
+            lines.append(index)
+            raws.append(record)
+        chunk.last_line = stop - 1
+        builder.count = stop - start
+        chunk.spans = spans_of(events)
+        yield chunk
 
 
 def jsonl_block(validator: EventValidator, first_line: int, block: list[bytes], keep_raw: bool) -> Chunk:
