@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -63,16 +64,7 @@ class Period:
     def label(self) -> str:
         """``2026-03`` for a calendar month, ``2026`` for a calendar year, ``2026-Q1`` for a calendar quarter,
         ``2026-W09`` for an ISO week, ``start..end`` (ISO dates, ``end`` exclusive) otherwise."""
-        if self.start.day == 1 and self.end == _add_months(self.start, 1):
-            return f"{self.start:%Y-%m}"
-        if self.start.month == 1 and self.start.day == 1 and self.end == dt.date(self.start.year + 1, 1, 1):
-            return f"{self.start:%Y}"
-        if self.start.day == 1 and self.start.month % 3 == 1 and self.end == _add_months(self.start, 3):
-            return f"{self.start.year}-Q{self.start.month // 3 + 1}"
-        if self.start.isoweekday() == 1 and self.days == 7:
-            year, week, _ = self.start.isocalendar()
-            return f"{year}-W{week:02d}"
-        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+        return _label(self.start, self.end)
 
     @property
     def last_day(self) -> dt.date:
@@ -119,7 +111,24 @@ def _shift_months(anchor: dt.date, months: int) -> dt.date:
     return dt.date(year, month_number, min(anchor.day, calendar.monthrange(year, month_number)[1]))
 
 
+@functools.lru_cache(maxsize=4096)
+def _label(start: dt.date, end: dt.date) -> str:
+    """:attr:`Period.label` (remembered: a threshold pass or a billing run asks it of thousands of periods)."""
+    if start.day == 1 and end == _add_months(start, 1):
+        return f"{start:%Y-%m}"
+    if start.month == 1 and start.day == 1 and end == dt.date(start.year + 1, 1, 1):
+        return f"{start:%Y}"
+    if start.day == 1 and start.month % 3 == 1 and end == _add_months(start, 3):
+        return f"{start.year}-Q{start.month // 3 + 1}"
+    if start.isoweekday() == 1 and (end - start).days == 7:
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{start.isoformat()}..{end.isoformat()}"
+
+
+@functools.lru_cache(maxsize=1024)
 def month(year: int, month_number: int) -> Period:
+    """The calendar month (the same immutable Period for the same month: asked of every customer's day)."""
     start = dt.date(year, month_number, 1)
     return Period(start, _add_months(start, 1))
 
