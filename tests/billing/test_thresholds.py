@@ -215,6 +215,62 @@ def test_one_batch_from_50_to_130_percent_creates_80_then_100_once(engine, catal
         assert (evaluation.value, evaluation.limit_value, evaluation.highest_level) == (Decimal(1350), 1000, 100)
 
 
+def test_only_the_meters_the_thresholds_read_are_aggregated(engine):
+    """An allowance reads its meter; a spend cap, every meter its plan charges for; no other meter is aggregated
+    (the report counts the events read). The spend is still rated from all the charged meters: 4 calls × 0.50 +
+    3 GB × 2.00 = 8.00 of a 10.00 cap reaches 80 %."""
+    loaded, problems = loads_catalog(
+        """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+[meters.storage]
+name = "Storage"
+aggregation = "sum"
+[meters.uploads]
+name = "Uploads"
+aggregation = "count"
+
+[plans.allowance]
+name = "Allowance"
+currency = "USD"
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = 0.50 },
+           { meter = "storage", model = "per_unit", unit_amount = 2.00 }]
+[[plans.allowance.thresholds]]
+meter = "api_calls"
+allowance = 5
+
+[plans.capped]
+name = "Capped"
+currency = "USD"
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = 0.50 },
+           { meter = "storage", model = "per_unit", unit_amount = 2.00 }]
+[[plans.capped.thresholds]]
+spend_cap = 10.00
+""",
+        "meters.toml",
+    )
+    assert not problems, problems
+    customer(engine, loaded, "acme", "allowance")
+    customer(engine, loaded, "beta", "capped")
+    events = []
+    for who in ("acme", "beta"):
+        events += [{"id": f"{who}-call-{i}", "customer": who, "meter": "api_calls", "timestamp": "2026-03-05T10:00:00Z"}
+                   for i in range(4)]
+        events += [{"id": f"{who}-gb", "customer": who, "meter": "storage", "value": 3,
+                    "timestamp": "2026-03-05T11:00:00Z"}]
+        events += [{"id": f"{who}-up-{i}", "customer": who, "meter": "uploads", "timestamp": "2026-03-05T12:00:00Z"}
+                   for i in range(2)]
+    assert ingest(engine, events, meter_specs(loaded), {"acme", "beta"}, now=MARCH_NOW).accepted == 14
+
+    acme = check_thresholds(engine, loaded, customers={"acme"}, now=MARCH_NOW)
+    assert acme.events == 4  # its 4 calls; neither its storage nor its uploads
+    assert [(c.level, str(c.value)) for c in acme.created] == [(80, "4")]
+    beta = check_thresholds(engine, loaded, customers={"beta"}, now=MARCH_NOW)
+    assert beta.events == 5  # its 4 calls and its storage event; not its uploads
+    assert [(c.kind, c.level, str(c.value)) for c in beta.created] == [("spend.threshold_crossed", 80, "8.00")]
+
+
 def test_only_the_given_customers_are_checked(engine, catalog):
     customer(engine, catalog, "acme", "calls")
     customer(engine, catalog, "beta", "calls")

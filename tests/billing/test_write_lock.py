@@ -272,6 +272,61 @@ def test_a_writer_that_stays_locked_out_begins_again_instead_of_failing(tmp_path
     waiter.close()
 
 
+def test_a_polling_writer_tries_begin_itself_then_waits_as_every_writer(tmp_path, monkeypatch):
+    """A writer that polls (the API's event writer) tries BEGIN with SQLite's busy handler off, every ``poll``
+    seconds, and begins at the first try after the other writer commits; past ``POLL_FOR`` it waits in SQLite's
+    busy handler as every writer does. Either way the connection's busy timeout is set back."""
+    monkeypatch.setattr(writelock._streak, "started", None)
+    monkeypatch.setattr(writelock, "POLL_FOR", 3600.0)
+    path = tmp_path / "poll.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=30)
+    statements: list[str] = []
+
+    def execute(sql: str) -> object:
+        statements.append(sql)
+        return waiter.execute(sql)
+
+    holder.execute("BEGIN IMMEDIATE")
+    tries: list[float] = []
+
+    def between_tries(seconds: float) -> None:
+        tries.append(seconds)
+        if len(tries) == 3:
+            holder.execute("COMMIT")  # the other writer is done after the third refused try
+
+    assert writelock.begin(execute, poll=0.0005, sleep=between_tries) == 1
+    assert tries == [0.0005] * 3
+    assert statements == ["PRAGMA busy_timeout=0", *["BEGIN IMMEDIATE"] * 4, "PRAGMA busy_timeout=30000"]
+    assert waiter.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    waiter.execute("INSERT INTO t VALUES (1)")
+    waiter.execute("COMMIT")
+    writelock.ended()
+
+    # Locked out for longer than it polls: the busy handler waits, and the BEGIN after it succeeds.
+    monkeypatch.setattr(writelock, "POLL_FOR", 0.0)
+    holder.execute("BEGIN IMMEDIATE")
+    statements.clear()
+    release = threading.Timer(0.2, holder.execute, ["COMMIT"])
+
+    def execute_then_release(sql: str) -> object:
+        if sql == "PRAGMA busy_timeout=30000":  # the polling is over: the other writer commits a moment later
+            release.start()
+        return execute(sql)
+
+    assert writelock.begin(execute_then_release, poll=0.0005, sleep=lambda seconds: None) == 1
+    release.join()
+    assert statements == ["PRAGMA busy_timeout=0", "BEGIN IMMEDIATE", "PRAGMA busy_timeout=30000", "BEGIN IMMEDIATE"]
+    waiter.execute("INSERT INTO t VALUES (2)")
+    waiter.execute("COMMIT")
+    writelock.ended()
+    assert holder.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    holder.close()
+    waiter.close()
+
+
 def test_a_writer_writing_back_to_back_pauses_for_the_others(monkeypatch):
     """A thread that has been beginning write transactions back to back for longer than its stretch pauses before
     the next (long enough for a waiting writer's next try); reads and writers with gaps never pause."""
