@@ -400,14 +400,18 @@ def check_thresholds(
     # aggregate: one batch
     by_id = {target.subscription.id: target.subscription for target in targets.values()}
     windows = usage_windows([t.usage_key for t in targets.values()], by_id, scope.owners)
-    plans = {t.usage_key: t.plan for t in targets.values()}
-    usage = aggregate(engine, catalog, windows, plans, meters=_meters_needed(targets.values()))
+    usage = aggregate(engine, catalog, windows, _plans(targets.values()), meters=_meters_needed(targets.values()))
     report.events = events_in(usage)
     report.subscriptions = len(targets)
     evaluations, crossings = _evaluate(targets, usage, catalog, as_of, report.skipped)
     report.evaluations = len(evaluations)
     _write(engine, catalog, evaluations, crossings, report, in_transaction)
     return report
+
+
+def _plans(targets: Iterable[_Target]) -> dict[UsageKey, Plan]:
+    """Each target's plan, by its usage key (a charge priced by dimension is aggregated by its parts)."""
+    return {target.usage_key: target.plan for target in targets}
 
 
 def _meters_needed(targets: Iterable[_Target]) -> set[str]:
