@@ -18,14 +18,18 @@ import binascii
 import os
 import re
 import tomllib
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from billing.errors import BillingInputError
+
+if TYPE_CHECKING:
+    from billing.core.tax import TaxRules
 
 __all__ = ["ConfigError", "Settings", "config_file", "get_settings"]
 
@@ -99,12 +103,79 @@ class _ConfigFileSource(InitSettingsSource):
 
 
 class Seller(BaseModel):
-    """Who issues the invoices, as printed on them."""
+    """Who issues the invoices, as printed on them; ``country`` (ISO 3166-1 alpha-2) is where it is established
+    for tax (an EU country makes EU business buyers of other member states reverse-charged)."""
 
     name: str = "Example Billing Co."
     address: list[str] = []
     email: str | None = None
     tax_id: str | None = None
+    country: str | None = None
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not _COUNTRY.fullmatch(value.strip().upper()):
+            raise ValueError(f"expected an ISO 3166-1 alpha-2 country code such as IE, got {value!r}")
+        return value.strip().upper()
+
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_RATE_KEY = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+
+
+class Tax(BaseModel):
+    """Tax rates by buyer country (``DE``) or region (``US-NY``): a percentage (``19``: the standard rate), or a
+    table ``{ standard = 19, reduced = 7, name = "MwSt." }`` whose other keys are the rates of plans' tax
+    categories. ``name`` (default "VAT") is what the tax is called on invoices."""
+
+    name: str = "VAT"
+    rates: dict[str, Any] = {}
+
+    @property
+    def _tables(self) -> dict[str, dict[str, Decimal | str]]:
+        return {k: dict(v) if isinstance(v, dict) else {"standard": v} for k, v in self.rates.items()}
+
+    @field_validator("rates", mode="before")
+    @classmethod
+    def _rates(cls, rates: Any) -> dict[str, Any]:
+        """Every rate as a Decimal percentage between 0 and 100; every problem named by its key."""
+        if not isinstance(rates, dict):
+            raise ValueError("expected a table of rates by country (DE = 19)")
+        problems, checked = [], {}
+        for key, value in rates.items():
+            if not _RATE_KEY.fullmatch(key):
+                problems.append(f"{key}: expected a country code (DE) or a country and region (US-NY)")
+            table = dict(value) if isinstance(value, dict) else {"standard": value}
+            if "standard" not in table:
+                problems.append(f"{key}: a table of rates needs its standard rate")
+            for name, rate in table.items():
+                if name == "name":
+                    continue
+                try:
+                    table[name] = Decimal(str(rate))
+                    valid = table[name].is_finite() and 0 <= table[name] <= 100
+                except (ArithmeticError, ValueError):
+                    valid = False
+                if not valid:
+                    problems.append(f"{key}.{name}: expected a percentage between 0 and 100, got {rate!r}")
+            checked[key] = table
+        if problems:
+            raise ValueError("; ".join(problems))
+        return checked
+
+    def rules(self, seller_country: str | None) -> TaxRules:
+        """The rules ``billing.core.tax`` applies."""
+        from billing.core.tax import CountryRates, TaxRules
+
+        found: dict[str, CountryRates] = {}
+        for key, table in self._tables.items():
+            name = str(table.get("name") or self.name)
+            rates = {k: Decimal(v) for k, v in table.items() if k != "name"}
+            found[key] = CountryRates(standard=rates.pop("standard"), categories=rates, name=name)
+        return TaxRules(seller_country=seller_country, rates=found)
 
 
 class Settings(BaseSettings):
@@ -134,6 +205,7 @@ class Settings(BaseSettings):
     stripe_api_base: str = "https://api.stripe.com"
     dunning_max_attempts: int = 4
     seller: Seller = Seller()
+    tax: Tax = Tax()
     # Notifications: the webhook used for customers without their own URL, the one secret every webhook is signed
     # with, retries (exponential backoff with jitter from the base delay, capped) and the SMTP server for e-mail.
     notification_webhook_url: str | None = None
@@ -172,6 +244,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    def tax_rules(self) -> TaxRules:
+        """The tax rules of ``[tax]`` and the seller's country."""
+        return self.tax.rules(self.seller.country)
 
     def secret(self, name: str) -> str:
         """The value of the secret setting ``name`` (``stripe_api_key``…), stripped; "" when not set."""

@@ -323,7 +323,7 @@ def write_opening_invoice(
     as a draft under ``start:<subscription id>``, in the caller's transaction: the billing run composes the same
     invoice under the same key and so finds it unchanged. Nothing for a plan without an in-advance fee; an issued
     opening invoice is left alone. ``only_draft``: refresh a stored draft, never create one."""
-    draft = compose_opening_invoice(customer, subscription, plan, catalog)
+    draft = compose_opening_invoice(customer, subscription, plan, catalog, get_settings().tax_rules())
     if draft is None:
         return None
     if only_draft:

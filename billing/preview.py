@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
+from billing.config import get_settings
 from billing.core.compose import BilledKey, Section, compose_period_invoice, period_key, section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, schedule_of
@@ -168,7 +169,8 @@ def customer_usage(
         )
         for s in active
     ]
-    preview = compose_period_invoice(customer, period, sections, [], catalog, as_of)
+    rules = get_settings().tax_rules()
+    preview = compose_period_invoice(customer, period, sections, [], catalog, as_of, tax_rules=rules)
     return CustomerUsage(
         customer=customer,
         period=period,

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing import credits
+from billing.config import get_settings
 from billing.core.compose import BilledKey, period_key
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import schedule_of
@@ -230,7 +231,7 @@ def _issue(
     through = min(today, period.end - dt.timedelta(days=1))
     draft = compose_progressive_invoice(
         owner, subscription, target.plan, period, usage, own, level,
-        through=through, catalog=catalog, usage_as_of=usage_as_of,
+        through=through, catalog=catalog, usage_as_of=usage_as_of, tax_rules=get_settings().tax_rules(),
     )
     outcome = store.upsert_draft(session, draft)
     if outcome.action == "issued":

@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing import credits
+from billing.config import get_settings
 from billing.core.compose import (
     BilledKey,
     LateUsage,
@@ -48,6 +49,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
+from billing.core.tax import TaxRules
 from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
 from billing.invoicing import check_period_begun, check_period_can_close, clock
@@ -691,6 +693,7 @@ def _rating_inputs(
         usage_as_of=usage_as_of,
         progressive=billed.progressive,
         coupons=scope.coupons,
+        tax_rules=get_settings().tax_rules(),
     )
 
 
@@ -806,6 +809,7 @@ class _RatingInputs:
     usage_as_of: dt.datetime | None
     progressive: Mapping[int, Mapping[BilledKey, Decimal]]  # what progressive invoices of the period billed
     coupons: Mapping[str, list[AppliedCoupon]]
+    tax_rules: TaxRules | None = None  # the configuration's (``billing.core.tax``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -870,11 +874,14 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     # A subscription's opening invoice (its first in-advance fee) comes before the period's invoice.
     for subscription in own:
         if period.contains(subscription.start_date):
-            opening = compose_opening_invoice(owner, subscription, plans[subscription.id], inputs.catalog)
+            opening = compose_opening_invoice(
+                owner, subscription, plans[subscription.id], inputs.catalog, inputs.tax_rules
+            )
             if opening is not None:
                 drafts.append(opening)
     draft = compose_period_invoice(
-        owner, period, sections, late, inputs.catalog, inputs.usage_as_of, inputs.coupons.get(customer_id, ())
+        owner, period, sections, late, inputs.catalog, inputs.usage_as_of, inputs.coupons.get(customer_id, ()),
+        inputs.tax_rules,
     )
     # A customer with a subscription in the period gets its invoice, even one with nothing on it (it records that
     # the period was billed); one without gets none when nothing is left to bill: late usage that re-rates to

@@ -32,8 +32,11 @@ from invoices.model import (
     LineDetails,
     LineKind,
     Party,
+    TaxLine,
     Totals,
     compute_totals,
+    taxes_from_json,
+    taxes_to_json,
 )
 
 if TYPE_CHECKING:
@@ -112,6 +115,7 @@ __all__ = [
     "Party",
     "Receivable",
     "StoredDraft",
+    "TaxLine",
     "Totals",
     "billed_by_period",
     "billed_fees",
@@ -152,6 +156,8 @@ __all__ = [
     "sequence_name",
     "set_status",
     "stored_drafts",
+    "taxes_from_json",
+    "taxes_to_json",
     "touch_drafts",
     "upsert_draft",
 ]

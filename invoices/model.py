@@ -1,8 +1,10 @@
 """Invoices as immutable records: an invoice (or credit note), its lines, its totals.
 
 Totals follow one rule: each line is already rounded to the currency's minor units; the subtotal is their sum;
-tax is computed on (subtotal − discounts) at the customer's rate and rounded once; total = subtotal − discounts
-+ tax. So an invoice always adds up to the cent.
+tax is computed on (subtotal − discounts), per rate, each rate's tax rounded once (``billing.core.tax`` makes the
+invoice's ``taxes``; without them, at the one rate ``tax_rate``); total = subtotal − discounts + tax − the tax
+already included in tax-inclusive prices. So an invoice always adds up to the cent, and total = Σ (taxable +
+tax) over its taxes.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ __all__ = [
     "LineDetails",
     "LineKind",
     "Party",
+    "TaxLine",
     "Totals",
     "compute_totals",
+    "taxes_from_json",
+    "taxes_to_json",
 ]
 
 
@@ -84,15 +89,19 @@ class Party:
     email: str | None = None
     tax_id: str | None = None
     external_id: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "address": list(self.address),
             "email": self.email,
             "tax_id": self.tax_id,
             "external_id": self.external_id,
         }
+        if self.country is not None:  # (a snapshot taken before parties had a country reads as it was written)
+            data["country"] = self.country
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Party:
@@ -102,6 +111,7 @@ class Party:
             email=data.get("email"),
             tax_id=data.get("tax_id"),
             external_id=data.get("external_id"),
+            country=data.get("country"),
         )
 
 
@@ -210,11 +220,84 @@ class InvoiceLine:
 
 
 @dataclass(frozen=True, slots=True)
+class TaxLine:
+    """One rate's tax on an invoice (its ``taxes``: one per rate), as printed and exported.
+
+    Attributes:
+      rate: percent (19 for 19 %); 0 for a reverse charge or an exemption.
+      taxable: the net amount taxed at ``rate``, after discounts (for tax-inclusive prices: gross − tax).
+      amount: the tax, rounded once per rate and kind of price (``billing.core.tax``).
+      included: the part of ``amount`` already inside tax-inclusive prices (not added to the total).
+      name: what the tax is called on the invoice ("VAT", "Sales tax").
+      country, region: where the rate comes from (the buyer's country, ISO 3166-1; a region of it), if known.
+      reverse_charge: an EU business-to-business sale the buyer accounts the VAT for; ``note`` holds the wording.
+      exempt_reason: why the buyer pays no tax, for an exempt buyer.
+      note: the legal wording printed with the tax, if any.
+    """
+
+    rate: Decimal
+    taxable: Decimal
+    amount: Decimal
+    included: Decimal = ZERO
+    name: str = "Tax"
+    country: str | None = None
+    region: str | None = None
+    reverse_charge: bool = False
+    exempt_reason: str | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """As stored (amounts as strings)."""
+        return {
+            "name": self.name,
+            "country": self.country,
+            "region": self.region,
+            "rate": f"{self.rate.normalize():f}",
+            "taxable_amount": str(self.taxable),
+            "tax_amount": str(self.amount),
+            "tax_included": str(self.included),
+            "reverse_charge": self.reverse_charge,
+            "exempt_reason": self.exempt_reason,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaxLine:
+        return cls(
+            rate=Decimal(data["rate"]),
+            taxable=Decimal(data["taxable_amount"]),
+            amount=Decimal(data["tax_amount"]),
+            included=Decimal(data.get("tax_included") or "0"),
+            name=str(data.get("name") or "Tax"),
+            country=data.get("country"),
+            region=data.get("region"),
+            reverse_charge=bool(data.get("reverse_charge")),
+            exempt_reason=data.get("exempt_reason"),
+            note=data.get("note"),
+        )
+
+
+def taxes_to_json(taxes: tuple[TaxLine, ...]) -> str:
+    return _compact_json([tax.as_dict() for tax in taxes])
+
+
+def taxes_from_json(text: str | None) -> tuple[TaxLine, ...] | None:
+    """The stored taxes; None for an invoice stored before invoices kept them."""
+    if not text:
+        return None
+    return tuple(TaxLine.from_dict(item) for item in json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
 class Totals:
+    """``total = subtotal − discount + tax − tax_included``: ``tax_included`` is the tax already inside
+    tax-inclusive prices."""
+
     subtotal: Decimal
     discount: Decimal
     tax: Decimal
     total: Decimal
+    tax_included: Decimal = ZERO
 
 
 def compute_totals(
@@ -223,14 +306,22 @@ def compute_totals(
     tax_rate: Decimal = ZERO,
     discount: Decimal = ZERO,
     rounding: Rounding = Rounding.HALF_UP,
+    taxes: tuple[TaxLine, ...] | None = None,
 ) -> Totals:
-    """Subtotal = Σ rounded lines but the discount lines; discount = ``discount`` + −Σ discount lines; tax =
-    round((subtotal − discount) × rate %); total = subtotal − discount + tax."""
+    """Subtotal = Σ rounded lines but the discount lines; discount = ``discount`` + −Σ discount lines; tax = Σ
+    the ``taxes`` (each rounded already), or without them round((subtotal − discount) × rate %); total = subtotal −
+    discount + tax − the tax included in prices."""
     subtotal = check_amount(sum((line.amount for line in lines if line.kind is not LineKind.DISCOUNT), ZERO), currency)
     discount -= sum((line.amount for line in lines if line.kind is LineKind.DISCOUNT), ZERO)
     taxable = subtotal - discount
-    tax = round_money(taxable * tax_rate / 100, currency, rounding)
-    return Totals(subtotal=subtotal, discount=discount, tax=tax, total=check_amount(taxable + tax, currency))
+    if taxes is None:
+        tax = round_money(taxable * tax_rate / 100, currency, rounding)
+        included = ZERO
+    else:
+        tax = sum((t.amount for t in taxes), ZERO)
+        included = sum((t.included for t in taxes), ZERO)
+    total = check_amount(taxable + tax - included, currency)
+    return Totals(subtotal=subtotal, discount=discount, tax=tax, total=total, tax_included=included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +359,8 @@ class DraftInvoice:
     usage_as_of: dt.datetime | None = None
     scope: InvoiceScope = field(default=InvoiceScope.PERIOD, kw_only=True)
     subscription_id: int | None = field(default=None, kw_only=True)
+    # The tax per rate (``billing.core.tax``); None: the one rate ``tax_rate`` on everything.
+    taxes: tuple[TaxLine, ...] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         # Only an opening or a progressive invoice belongs to one subscription; a period invoice covers all of a
@@ -280,7 +373,15 @@ class DraftInvoice:
 
     @property
     def totals(self) -> Totals:
-        return compute_totals(self.lines, self.currency, self.tax_rate, self.discount, self.rounding)
+        return compute_totals(self.lines, self.currency, self.tax_rate, self.discount, self.rounding, self.taxes)
+
+    @property
+    def tax_lines(self) -> tuple[TaxLine, ...]:
+        """The taxes as stored: ``taxes``, else one line at ``tax_rate``."""
+        if self.taxes is not None:
+            return self.taxes
+        totals = self.totals
+        return (TaxLine(rate=self.tax_rate, taxable=totals.subtotal - totals.discount, amount=totals.tax),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +394,10 @@ class Invoice:
       billing_key: what makes it unique ("period:acme:2026-03", "start:42", "credit:INV-2026-000001:1").
       scope: what it bills (a period, a subscription's opening fee, a credit); ``subscription_id`` is the
         subscription of an opening invoice (None for the others).
-      customer, seller: snapshots as printed.
+      customer, seller: snapshots as printed (the buyer as it was when the draft was last written: an issued
+        invoice keeps it whatever later happens to the customer).
+      tax_rate: the invoice's main rate (its only one, usually); ``taxes`` lists every rate.
+      taxes: the tax per rate; ``tax`` is their sum, ``tax_included`` the part already inside the prices.
       period_start, period_end: the billing period ``[start, end)``.
       issue_date, due_date: set on finalization.
       credits_applied, amount_paid: what credits and payments paid of it (attached by the billing services, which
@@ -326,6 +430,17 @@ class Invoice:
     subscription_id: int | None = None
     credits_applied: tuple[AppliedCredit, ...] = ()
     amount_paid: Decimal = ZERO
+    taxes: tuple[TaxLine, ...] = ()
+
+    @property
+    def tax_included(self) -> Decimal:
+        """The part of ``tax`` already inside tax-inclusive prices: total = subtotal − discount + tax − it."""
+        return sum((tax.included for tax in self.taxes), ZERO)
+
+    @property
+    def reverse_charge(self) -> bool:
+        """Whether the buyer accounts for the VAT (an EU reverse charge); the wording is the tax line's note."""
+        return any(tax.reverse_charge for tax in self.taxes)
 
     @property
     def amount_due(self) -> Decimal:

@@ -67,6 +67,8 @@ class InvoiceRow(InvoicesBase):
     tax_rate: Mapped[Decimal] = mapped_column(ExactDecimal)
     tax: Mapped[Decimal] = mapped_column(ExactDecimal)
     total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    # The tax per rate, JSON (``invoices.model.TaxLine.as_dict`` each); NULL before invoices kept it (one rate).
+    taxes: Mapped[str | None] = mapped_column(Text)
     issue_date: Mapped[dt.date | None] = mapped_column(Date)
     due_date: Mapped[dt.date | None] = mapped_column(Date)
     refers_to_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))

@@ -25,6 +25,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -732,6 +734,10 @@ class Plan(_Record):
       commitment: the minimum commitment, if any.
       thresholds: alert levels for allowances and spend caps.
       progressive_billing: the usage charges at which an invoice is issued before the period ends, if any.
+      tax_inclusive: whether the plan's prices include tax (the tax is taken out of them: gross × rate / (100 +
+        rate)); default false: tax is added on top.
+      tax_category: which of a country's rates taxes the plan (``standard``, or a category the configuration's
+        rates name, such as ``reduced``; a country without it uses its standard rate).
     """
 
     key: str
@@ -748,6 +754,8 @@ class Plan(_Record):
     commitment: Commitment | None = None
     thresholds: tuple[Threshold, ...] = ()
     progressive_billing: ProgressiveBilling | None = None
+    tax_inclusive: StrictBool = False
+    tax_category: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = "standard"
 
     @field_validator("currency")
     @classmethod

@@ -23,6 +23,7 @@ from billing.core.fees import fee_adjustment, opening_fee, opening_fee_period, p
 from billing.core.overrides import NEGOTIATED
 from billing.core.periods import Period
 from billing.core.rating import rate_period
+from billing.core.tax import TaxRules, customer_taxes
 from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, LineDetails, LineKind, Party
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.dimensions import DimensionedUsage
@@ -247,7 +248,16 @@ def _late(line: InvoiceLine, difference: Decimal, late: LateUsage, section: str)
 
 
 def bill_to(customer: Customer) -> Party:
-    return Party(name=customer.name, address=customer.address, email=customer.email, external_id=customer.external_id)
+    """The buyer as printed on its invoice: a snapshot, which later edits of the customer do not change once the
+    invoice is issued."""
+    return Party(
+        name=customer.name,
+        address=customer.address,
+        email=customer.email,
+        tax_id=customer.tax_id,
+        external_id=customer.external_id,
+        country=customer.country,
+    )
 
 
 def compose_period_invoice(
@@ -258,9 +268,11 @@ def compose_period_invoice(
     catalog: Catalog,
     usage_as_of: dt.datetime | None = None,
     coupons: Sequence[AppliedCoupon] = (),
+    tax_rules: TaxRules | None = None,
 ) -> DraftInvoice:
     """The draft invoice of one customer for one period; the coupons applied to the customer add their discount
-    lines (``billing.core.coupons``) after the others, before tax."""
+    lines (``billing.core.coupons``) after the others, before tax; then the tax per rate (``billing.core.tax``,
+    under ``tax_rules``; None: the customer's own rate)."""
     lines: list[InvoiceLine] = []
     for section in sections:
         lines.extend(section_lines(section, period, catalog))
@@ -268,6 +280,8 @@ def compose_period_invoice(
         lines.extend(late_usage_lines(item, catalog))
     if coupons:
         lines.extend(discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding))
+    plans = [p for s in sections for p in (s.plan, s.advance_plan)] + [item.plan for item in late]
+    rate, taxes = customer_taxes(customer, tax_rules, lines, plans, catalog.rounding)
     return DraftInvoice(
         billing_key=period_key(customer.external_id, period),
         scope=InvoiceScope.PERIOD,
@@ -277,7 +291,8 @@ def compose_period_invoice(
         period_start=period.start,
         period_end=period.end,
         lines=tuple(lines),
-        tax_rate=customer.tax_rate,
+        tax_rate=rate,
+        taxes=taxes,
         rounding=catalog.rounding,
         timezone=customer.timezone,
         usage_as_of=usage_as_of,
@@ -285,7 +300,7 @@ def compose_period_invoice(
 
 
 def compose_opening_invoice(
-    customer: Customer, subscription: Subscription, plan: Plan, catalog: Catalog
+    customer: Customer, subscription: Subscription, plan: Plan, catalog: Catalog, tax_rules: TaxRules | None = None
 ) -> DraftInvoice | None:
     """A new subscription's first invoice, at its start: the in-advance fee of its first fee period, prorated
     (``fees.opening_fee``); None for a plan without an in-advance fee."""
@@ -294,6 +309,8 @@ def compose_opening_invoice(
         return None
     fee_period = opening_fee_period(subscription, plan)
     title = _section_title(plan, subscription, fee_period)
+    lines = (_placed(fee, title, subscription, plan),)
+    rate, taxes = customer_taxes(customer, tax_rules, lines, [plan], catalog.rounding)
     return DraftInvoice(
         billing_key=opening_key(subscription.id),
         scope=InvoiceScope.OPENING,
@@ -303,8 +320,9 @@ def compose_opening_invoice(
         locale=customer.locale,
         period_start=fee_period.start,
         period_end=fee_period.end,
-        lines=(_placed(fee, title, subscription, plan),),
-        tax_rate=customer.tax_rate,
+        lines=lines,
+        tax_rate=rate,
+        taxes=taxes,
         rounding=catalog.rounding,
         timezone=customer.timezone,
     )

@@ -53,6 +53,12 @@ class Customer:
       webhook_secret: the key that signs the webhooks posted to ``webhook_url`` (``whsec_…``); None without a
         URL, and for customers created before per-endpoint secrets (their webhooks fail until one is rotated in).
         Shown to people once, when created or rotated; kept out of ``repr`` so that it never reaches a log.
+      country: ISO 3166-1 alpha-2 (``DE``), which picks the tax rate; region: a subdivision of it (ISO 3166-2's
+        part after the dash: ``NY``) where rates differ by region.
+      tax_id: the buyer's tax id (VAT number), checked offline and stored compact (``DE136695976``).
+      tax_exempt_reason: set for a customer that pays no tax: why (printed on its invoices).
+      archived_at: when the customer was archived (None: active); an archived customer takes no new
+        subscription, and its history is kept.
     """
 
     id: int
@@ -66,6 +72,11 @@ class Customer:
     webhook_url: str | None
     tax_rate: Decimal
     webhook_secret: str | None = field(default=None, repr=False)
+    country: str | None = None
+    region: str | None = None
+    tax_id: str | None = None
+    tax_exempt_reason: str | None = None
+    archived_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from billing.core.compose import BilledKey, bill_to, rest_to_bill
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
 from billing.core.rating import rate_period
+from billing.core.tax import TaxRules, customer_taxes
 from invoices.model import DraftInvoice, InvoiceScope
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.dimensions import DimensionedUsage
@@ -60,6 +61,7 @@ def compose_progressive_invoice(
     through: dt.date,
     catalog: Catalog,
     usage_as_of: dt.datetime | None = None,
+    tax_rules: TaxRules | None = None,
 ) -> DraftInvoice:
     """The invoice of the subscription's usage from the period's start through ``through`` (its usage so far),
     less ``billed`` (what earlier progressive invoices of the period billed), issued as the usage charges
@@ -73,6 +75,7 @@ def compose_progressive_invoice(
         replace(line, section=title, subscription_id=subscription.id, plan_code=plan.code, plan_version=plan.version)
         for line in rest_to_bill(rated.usage_lines, billed, note="since the last invoice")
     ]
+    rate, taxes = customer_taxes(customer, tax_rules, lines, [plan], catalog.rounding)
     return DraftInvoice(
         billing_key=progressive_key(subscription.id, period, level),
         scope=InvoiceScope.PROGRESSIVE,
@@ -83,7 +86,8 @@ def compose_progressive_invoice(
         period_start=period.start,
         period_end=period.end,
         lines=tuple(lines),
-        tax_rate=customer.tax_rate,
+        tax_rate=rate,
+        taxes=taxes,
         rounding=catalog.rounding,
         timezone=customer.timezone,
         usage_as_of=usage_as_of,

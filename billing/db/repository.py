@@ -48,16 +48,18 @@ _CUSTOMER_COLUMNS = tuple(
     getattr(CustomerRow, name)
     for name in (
         "id", "external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate",
-        "webhook_secret",
+        "webhook_secret", "country", "region", "tax_id", "tax_exempt_reason", "archived_at",
     )
 )
 
 
 def _customer_of(values: Sequence[Any]) -> Customer:
     """A customer from the values of ``_CUSTOMER_COLUMNS``, in their order (a Customer's own)."""
-    (id_, external_id, name, email, currency, timezone, locale, address, webhook_url, tax_rate, secret) = values
+    (id_, external_id, name, email, currency, timezone, locale, address, webhook_url, tax_rate, secret, *tax) = values
     lines = tuple(address.split("\n")) if address else ()
-    return Customer(id_, external_id, name, email, currency, timezone, locale, lines, webhook_url, tax_rate, secret)
+    return Customer(
+        id_, external_id, name, email, currency, timezone, locale, lines, webhook_url, tax_rate, secret, *tax
+    )
 
 
 def _customer(row: CustomerRow) -> Customer:
@@ -73,6 +75,11 @@ def _customer(row: CustomerRow) -> Customer:
         webhook_url=row.webhook_url,
         tax_rate=row.tax_rate,
         webhook_secret=row.webhook_secret,
+        country=row.country,
+        region=row.region,
+        tax_id=row.tax_id,
+        tax_exempt_reason=row.tax_exempt_reason,
+        archived_at=row.archived_at,
     )
 
 
@@ -89,6 +96,10 @@ def add_customer(
     webhook_url: str | None = None,
     tax_rate: Decimal = Decimal(0),
     webhook_secret: str | None = None,
+    country: str | None = None,
+    region: str | None = None,
+    tax_id: str | None = None,
+    tax_exempt_reason: str | None = None,
 ) -> Customer:
     """Insert a customer (flushed, so a duplicate external id raises ``IntegrityError`` here)."""
     row = CustomerRow(
@@ -102,6 +113,10 @@ def add_customer(
         webhook_url=webhook_url,
         tax_rate=tax_rate,
         webhook_secret=webhook_secret,
+        country=country,
+        region=region,
+        tax_id=tax_id,
+        tax_exempt_reason=tax_exempt_reason,
     )
     session.add(row)
     session.flush()
@@ -119,6 +134,27 @@ def get_customer(session: Session, external_id: str, *, for_update: bool = False
     """The customer with ``external_id``, or None. ``for_update`` locks its row (PostgreSQL) until commit."""
     row = _customer_row(session, external_id, for_update=for_update)
     return None if row is None else _customer(row)
+
+
+# What ``update_customer`` may change (the currency and the external id never change).
+UPDATABLE = (
+    "name", "email", "address", "country", "region", "tax_id", "tax_exempt_reason", "tax_rate", "locale", "timezone",
+    "webhook_url", "webhook_secret", "archived_at",
+)
+
+
+def update_customer(session: Session, external_id: str, changes: dict[str, Any]) -> Customer | None:
+    """Set the ``changes`` (names from ``UPDATABLE``; an address as lines) on a customer; the customer as it is now,
+    or None if there is no such customer."""
+    row = _customer_row(session, external_id, for_update=True)
+    if row is None:
+        return None
+    for name, value in changes.items():
+        if name not in UPDATABLE:
+            raise ValueError(f"{name}: a customer's {name} cannot be changed")
+        setattr(row, name, "\n".join(value) if name == "address" else value)
+    session.flush()
+    return _customer(row)
 
 
 def set_webhook_secret(session: Session, external_id: str, secret: str | None) -> Customer | None:

@@ -34,6 +34,11 @@ class CustomerRow(BillingBase):
     # The key that signs the webhooks posted to webhook_url ("whsec_" + 48 hex digits); NULL without a URL.
     webhook_secret: Mapped[str | None] = mapped_column(String(255))
     tax_rate: Mapped[Decimal] = mapped_column(ExactDecimal, default=Decimal(0))  # percent, e.g. 19 for 19 %
+    country: Mapped[str | None] = mapped_column(String(2))  # ISO 3166-1 alpha-2
+    region: Mapped[str | None] = mapped_column(String(3))  # a subdivision of the country (ISO 3166-2's suffix)
+    tax_id: Mapped[str | None] = mapped_column(String(64))  # checked offline, stored compact ("DE136695976")
+    tax_exempt_reason: Mapped[str | None] = mapped_column(Text)  # set: the customer pays no tax, for this reason
+    archived_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # archived: no new subscription
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

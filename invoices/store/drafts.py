@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from dbkit import for_update, is_sqlite, utcnow, writelock
-from invoices.model import DraftInvoice, InvoiceKind, InvoiceScope, InvoiceStatus
+from invoices.model import DraftInvoice, InvoiceKind, InvoiceScope, InvoiceStatus, TaxLine, taxes_to_json
 from invoices.tables import InvoiceLineRow, InvoiceRow
 
 __all__ = [
@@ -83,7 +83,7 @@ LINE_FIELDS = (
 # Columns a draft writes on its invoice row.
 _DRAFT_COLUMNS = (
     "customer_external_id", "customer", "currency", "locale", "timezone", "period_start", "period_end", "subtotal",
-    "discount", "tax_rate", "tax", "total", "content_hash", "usage_as_of", "updated_at",
+    "discount", "tax_rate", "tax", "total", "taxes", "content_hash", "usage_as_of", "updated_at",
 )
 _INSERT_COLUMNS = ("billing_key", "kind", "status", "seller", "created_at", "scope", "subscription_id", *_DRAFT_COLUMNS)
 
@@ -302,11 +302,18 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
         "tax": totals.tax,
         "total": totals.total,
     }
+    # Taxes that say no more than the one rate (the buyer's rate on everything, nothing reverse-charged, exempt or
+    # included in prices) are not stored: such an invoice reads back the same, and hashes as before taxes were kept.
+    taxes = draft.tax_lines
+    one_rate = (TaxLine(rate=draft.tax_rate, taxable=totals.subtotal - totals.discount, amount=totals.tax),)
+    if taxes != one_rate:
+        values["taxes"] = taxes_to_json(taxes)
     # The hash reads every stored value once; the lines' details are JSON already, so nothing is encoded twice.
     digest = hashlib.sha256(repr(sorted(values.items())).encode())
     # (a line's dimension is hashed only when it has one: a draft stored before lines had one hashes as before)
     digest.update(repr([line if line[-1] is not None else line[:-1] for line in lines]).encode())
     values["content_hash"] = digest.hexdigest()
+    values.setdefault("taxes", None)
     values["usage_as_of"] = draft.usage_as_of
     values["updated_at"] = utcnow()
     # What the billing key says, in its own columns: not hashed (the key, which says it, is not hashed either).

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from sqlalchemy import insert, select, update
@@ -25,7 +25,9 @@ from invoices.model import (
     InvoiceStatus,
     LineKind,
     Party,
+    TaxLine,
     compute_totals,
+    taxes_to_json,
 )
 from invoices.store.numbering import next_numbers, sequence_name
 from invoices.store.queries import _lines_of, _to_invoice, get_invoice
@@ -189,8 +191,9 @@ def create_credit_note(
     left = invoice.total - sum(credited, ZERO)
     if amount > left:
         raise ValueError(f"{invoice_number} has {left} {invoice.currency} left to credit; {amount} is too much")
-    # Split the credited total back into net and tax at the invoice's rate, so tax reports stay right.
-    net = round_money(amount * 100 / (100 + invoice.tax_rate), invoice.currency, rounding)
+    # Split the credited total back into net and tax per rate of the invoice, so tax reports stay right.
+    taxes = credited_taxes(amount, invoice, rounding)
+    net = sum((tax.taxable for tax in taxes), ZERO)
     line = InvoiceLine(
         kind=LineKind.CREDIT,
         description=f"Credit for invoice {invoice_number}: {reason}",
@@ -198,7 +201,7 @@ def create_credit_note(
         service_start=invoice.period_start,
         service_end=invoice.period_end,
     )
-    totals = compute_totals([line], invoice.currency, invoice.tax_rate, ZERO, rounding)
+    totals = compute_totals([line], invoice.currency, invoice.tax_rate, ZERO, rounding, taxes)
     tax = amount - net  # what makes net + tax exactly the credited amount
     number_format = settings.credit_note_number_format
     seq = next_numbers(session, sequence_name(InvoiceKind.CREDIT_NOTE, number_format, today.year))[0]
@@ -223,6 +226,7 @@ def create_credit_note(
             discount=ZERO,
             tax_rate=invoice.tax_rate,
             tax=tax,
+            taxes=taxes_to_json(taxes),
             total=amount,
             issue_date=today,
             due_date=today,
@@ -235,4 +239,25 @@ def create_credit_note(
         )
         .returning(InvoiceRow.id)
     ).scalar_one()
+    assert totals.total == amount
     return get_invoice(session, credit_id)
+
+
+def credited_taxes(amount: Decimal, invoice: Invoice, rounding: Rounding = Rounding.HALF_UP) -> tuple[TaxLine, ...]:
+    """``amount`` (tax included) of ``invoice`` split over its rates in proportion to what each rate adds to its
+    total (taxable + tax), the last rate taking what rounding leaves; each part's net = round(part × 100 / (100 +
+    rate)), its tax = part − net. One rate: net = round(amount × 100 / (100 + rate))."""
+    sources = [tax for tax in invoice.taxes if tax.taxable + tax.amount - tax.included != 0] or [
+        TaxLine(rate=invoice.tax_rate, taxable=ZERO, amount=ZERO)
+    ]
+    weights = [tax.taxable + tax.amount - tax.included for tax in sources]
+    whole = sum(weights, ZERO)
+    parts: list[TaxLine] = []
+    left = amount
+    for index, (source, weight) in enumerate(zip(sources, weights, strict=True)):
+        last = index == len(sources) - 1
+        part = left if last or whole == 0 else round_money(amount * weight / whole, invoice.currency, rounding)
+        left -= part
+        net = round_money(part * 100 / (100 + source.rate), invoice.currency, rounding)
+        parts.append(replace(source, taxable=net, amount=part - net, included=ZERO))
+    return tuple(parts)

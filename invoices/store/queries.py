@@ -16,7 +16,18 @@ from sqlalchemy.orm import Session, aliased
 
 from dbkit import as_utc, keyset_page, page_of
 from invoices.errors import InvoiceNotFoundError
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineDetails, LineKind, Party
+from invoices.model import (
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceScope,
+    InvoiceStatus,
+    LineDetails,
+    LineKind,
+    Party,
+    TaxLine,
+    taxes_from_json,
+)
 from invoices.tables import InvoiceLineRow, InvoiceRow
 from pricing_plans.money import ZERO
 
@@ -721,4 +732,13 @@ def _to_invoice(row: InvoiceRow, lines: Sequence[InvoiceLine], refers_to: str | 
         reason=row.reason,
         scope=InvoiceScope(row.scope),
         subscription_id=row.subscription_id,
+        taxes=stored_taxes(row),
     )
+
+
+def stored_taxes(row: InvoiceRow) -> tuple[TaxLine, ...]:
+    """The invoice's taxes per rate; for one stored before invoices kept them, one line at its ``tax_rate``."""
+    taxes = taxes_from_json(row.taxes)
+    if taxes is not None:
+        return taxes
+    return (TaxLine(rate=row.tax_rate, taxable=row.subtotal - row.discount, amount=row.tax),)

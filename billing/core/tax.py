@@ -1,0 +1,357 @@
+"""Taxes: which rate a buyer pays, and an invoice's tax per rate. Pure: no database, no clock, no network.
+
+Which rate (``treatment``), in this order:
+
+1. an **exempt** customer (``tax_exempt_reason`` set) pays 0 %, the reason printed with it;
+2. **reverse charge**: the seller is established in an EU member state and the buyer in another one, with a VAT
+   number (checked when it was set): 0 %, with the legal wording :data:`REVERSE_CHARGE_NOTE`;
+3. a customer's own ``tax_rate`` (not 0) — the one rate per customer of old — is its rate;
+4. the rates of the configuration for the buyer's region (``"US-NY"``), else its country (``"DE"``): the plan's
+   ``tax_category`` rate if the country names one, else its standard rate;
+5. otherwise 0 %.
+
+How much (``invoice_taxes``), per invoice: each line's plan says whether its prices include tax
+(``tax_inclusive``) and which category it is taxed in; a coupon's discount line is shared among the lines it
+reduced (the plans it is restricted to, else all), in proportion to their amounts. Per rate and kind of price, the
+amounts are summed and the tax is rounded **once** to the currency's minor units with the catalog's rounding
+(``half_up`` unless the catalog says ``half_even``):
+
+- tax-exclusive prices: tax = round(Σ net × rate / 100); taxable = Σ net;
+- tax-inclusive prices: tax = round(Σ gross × rate / (100 + rate)); taxable = Σ gross − tax.
+
+The invoice lists one tax line per rate (both kinds of price merged), and its total is Σ (taxable + tax).
+
+Tax ids are checked offline with python-stdnum (``check_tax_id``): format and check digits of EU VAT numbers
+(the country prefix added when missing), GB VAT and every other scheme python-stdnum knows for the customer's
+country; a number of a country python-stdnum has no scheme for is kept as given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from billing.core.domain import Customer
+from invoices.model import InvoiceLine, LineKind, TaxLine
+from pricing_plans.models import Plan
+from pricing_plans.money import ZERO, Rounding, round_money
+
+__all__ = [
+    "EU_COUNTRIES",
+    "REVERSE_CHARGE_NOTE",
+    "STANDARD",
+    "Buyer",
+    "CountryRates",
+    "PlanTax",
+    "TaxRules",
+    "Treatment",
+    "buyer",
+    "check_tax_id",
+    "customer_taxes",
+    "invoice_taxes",
+    "plan_terms",
+    "treatment",
+]
+
+STANDARD = "standard"
+
+REVERSE_CHARGE_NOTE = (
+    "Reverse charge: VAT to be accounted for by the recipient (Article 196, Council Directive 2006/112/EC)"
+)
+
+# The EU member states by ISO 3166-1 code (Greece is GR; its VAT numbers start with EL). Northern Ireland's XI
+# prefix covers goods only, so it is not a member state for services.
+EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()  # noqa: SIM905
+)
+_VAT_PREFIX = {"GR": "EL"}
+_PREFIX_COUNTRY = {"EL": "GR", "XI": "GB"}
+_SEPARATORS = re.compile(r"[\s.\-/]")
+
+
+@dataclass(frozen=True, slots=True)
+class CountryRates:
+    """The rates of one country or region (percent): ``standard``, and by category (``reduced``…)."""
+
+    standard: Decimal
+    categories: Mapping[str, Decimal] = field(default_factory=dict)
+    name: str = "VAT"
+
+    def rate(self, category: str) -> Decimal:
+        return self.categories.get(category, self.standard) if category != STANDARD else self.standard
+
+
+@dataclass(frozen=True, slots=True)
+class TaxRules:
+    """The configuration's tax rules: where the seller is established, and the rates by buyer country or region
+    (keys ``"DE"``, ``"US-NY"``)."""
+
+    seller_country: str | None = None
+    rates: Mapping[str, CountryRates] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Buyer:
+    """What taxes need of a customer."""
+
+    country: str | None = None
+    region: str | None = None
+    tax_id: str | None = None
+    exempt_reason: str | None = None
+    tax_rate: Decimal = ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTax:
+    """What a plan says of its taxes: whether its prices include tax, and its tax category."""
+
+    inclusive: bool = False
+    category: str = STANDARD
+
+
+@dataclass(frozen=True, slots=True)
+class Treatment:
+    """How one buyer's invoices are taxed: the rates (``rates`` None: ``flat`` on everything), and why."""
+
+    flat: Decimal = ZERO
+    rates: CountryRates | None = None
+    name: str = "Tax"
+    country: str | None = None
+    region: str | None = None
+    reverse_charge: bool = False
+    exempt_reason: str | None = None
+
+    def rate(self, category: str) -> Decimal:
+        return self.flat if self.rates is None else self.rates.rate(category)
+
+    @property
+    def note(self) -> str | None:
+        if self.reverse_charge:
+            return REVERSE_CHARGE_NOTE
+        if self.exempt_reason is not None:
+            return f"Exempt from tax: {self.exempt_reason}"
+        return None
+
+
+def treatment(rules: TaxRules, buyer: Buyer) -> Treatment:
+    """The rate rule of ``buyer`` under ``rules`` (the order in the module's docstring)."""
+    country, region = buyer.country, buyer.region
+    if buyer.exempt_reason:
+        return Treatment(country=country, region=region, exempt_reason=buyer.exempt_reason)
+    seller = rules.seller_country
+    if (
+        seller in EU_COUNTRIES
+        and country in EU_COUNTRIES
+        and country != seller
+        and buyer.tax_id
+    ):
+        return Treatment(name="VAT", country=country, region=region, reverse_charge=True)
+    if buyer.tax_rate:
+        return Treatment(flat=buyer.tax_rate, country=country, region=region)
+    found = None
+    if country is not None and region is not None:
+        found = rules.rates.get(f"{country}-{region}")
+    if found is None and country is not None:
+        found = rules.rates.get(country)
+    if found is None:
+        return Treatment(country=country, region=region)
+    return Treatment(rates=found, name=found.name, country=country, region=region)
+
+
+# -- an invoice's taxes ----------------------------------------------------------------------------------------
+
+
+def invoice_taxes(
+    lines: Sequence[InvoiceLine],
+    rule: Treatment,
+    plans: Mapping[tuple[str, int], PlanTax],
+    currency: str,
+    rounding: Rounding = Rounding.HALF_UP,
+) -> tuple[TaxLine, ...]:
+    """The invoice's taxes, one line per rate (in the order the rates first appear), by the rules of the module's
+    docstring; ``plans`` gives the tax terms of each plan version, by (code, version) (absent: exclusive,
+    standard). An invoice without lines has one tax line of nothing at its standard rate."""
+    groups: dict[tuple[Decimal, bool], Decimal] = {}
+    for key, amount in _grouped(lines, rule, plans).items():
+        groups[key] = groups.get(key, ZERO) + amount
+    if not groups:
+        groups[(rule.rate(STANDARD), False)] = ZERO
+    merged: dict[Decimal, tuple[Decimal, Decimal, Decimal]] = {}
+    for (rate, inclusive), base in groups.items():
+        if inclusive:
+            tax = round_money(base * rate / (100 + rate), currency, rounding)
+            taxable, included = base - tax, tax
+        else:
+            tax = round_money(base * rate / 100, currency, rounding)
+            taxable, included = base, ZERO
+        before = merged.get(rate, (ZERO, ZERO, ZERO))
+        merged[rate] = (before[0] + taxable, before[1] + tax, before[2] + included)
+    return tuple(
+        TaxLine(
+            rate=rate,
+            taxable=taxable,
+            amount=tax,
+            included=included,
+            name=rule.name,
+            country=rule.country,
+            region=rule.region,
+            reverse_charge=rule.reverse_charge,
+            exempt_reason=rule.exempt_reason,
+            note=rule.note,
+        )
+        for rate, (taxable, tax, included) in merged.items()
+    )
+
+
+Group = tuple[Decimal, bool]  # (rate, prices include tax)
+
+
+def _grouped(
+    lines: Sequence[InvoiceLine], rule: Treatment, plans: Mapping[tuple[str, int], PlanTax]
+) -> dict[Group, Decimal]:
+    """Σ amounts per (rate, inclusive): the lines', then each discount line shared among the lines it reduced."""
+    groups: dict[Group, Decimal] = {}
+    group_of: list[tuple[InvoiceLine, Group]] = []
+    for line in lines:
+        if line.kind is LineKind.DISCOUNT:
+            continue
+        terms = PlanTax()
+        if line.plan_code is not None and line.plan_version is not None:
+            terms = plans.get((line.plan_code, line.plan_version), terms)
+        key = (rule.rate(terms.category), terms.inclusive)
+        group_of.append((line, key))
+        groups[key] = groups.get(key, ZERO) + line.amount
+    for line in lines:
+        if line.kind is not LineKind.DISCOUNT:
+            continue
+        restricted = line.details.extra.get("plans")
+        covered: dict[Group, Decimal] = {}
+        for other, key in group_of:
+            if not restricted or other.plan_code in restricted:
+                covered[key] = covered.get(key, ZERO) + other.amount
+        for key, share in _shares(line.amount, covered, (rule.rate(STANDARD), False)).items():
+            groups[key] = groups.get(key, ZERO) + share
+    return groups
+
+
+def _shares(amount: Decimal, weights: Mapping[Group, Decimal], fallback: Group) -> dict[Group, Decimal]:
+    """``amount`` in parts proportional to the positive ``weights``, in the amount's own precision; the largest
+    part takes what rounding leaves, so the parts add up to ``amount``."""
+    positive = {key: weight for key, weight in weights.items() if weight > 0}
+    whole = sum(positive.values(), ZERO)
+    if whole == 0:
+        return {fallback: amount}
+    exponent = amount.as_tuple().exponent
+    quantum = Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)
+    largest = max(positive, key=lambda key: positive[key])
+    shares = {key: (amount * weight / whole).quantize(quantum) for key, weight in positive.items() if key != largest}
+    shares[largest] = amount - sum(shares.values(), ZERO)
+    return shares
+
+
+# -- tax ids ---------------------------------------------------------------------------------------------------
+
+
+def check_tax_id(value: str, country: str | None) -> tuple[str, str | None]:
+    """``value`` in its compact form (``"DE 136 695 976"`` → ``"DE136695976"``) and the problem with it, if any:
+    ``"not a valid VAT number of Germany (wrong check digit)"``.
+
+    An EU member state's number is an EU VAT number (its country prefix added when missing, and it must be the
+    customer's country); without a country, the number's own EU or GB prefix says it.
+    """
+    # (python-stdnum loads a module per country: imported here, where a number is checked, not at start-up)
+    from stdnum import get_cc_module
+    from stdnum.eu import vat as eu_vat
+    from stdnum.exceptions import ValidationError
+
+    compact = _SEPARATORS.sub("", value).upper()
+    if not compact:
+        return compact, "expected a tax id, got nothing"
+    prefix = compact[:2]
+    if country is None:
+        country = _PREFIX_COUNTRY.get(prefix, prefix)
+        if country not in EU_COUNTRIES and country != "GB":
+            return compact, "give the customer's country (ISO 3166 code such as DE) so that the number can be checked"
+    module: Any
+    if country in EU_COUNTRIES:
+        vat_prefix = _VAT_PREFIX.get(country, country)
+        if prefix.isalpha() and prefix != vat_prefix:
+            return compact, f"a number starting {prefix} is not one of {_country_name(country)} ({country})"
+        if not prefix.isalpha():
+            compact = vat_prefix + compact
+        module, scheme = eu_vat, "VAT"
+    else:
+        module = get_cc_module(country.lower(), "vat")
+        if module is None:
+            return compact, None  # a scheme python-stdnum does not know: kept as given
+        scheme = _scheme(module)
+    try:
+        module.validate(compact)
+    except ValidationError as error:
+        return compact, f"not a valid {scheme} number of {_country_name(country)} ({_reason(error)})"
+    return compact, None
+
+
+def _scheme(module: Any) -> str:
+    """``VAT``, ``ABN``…: the short name python-stdnum's module gives its numbers."""
+    doc = (module.__doc__ or "").strip().splitlines()
+    name = doc[0].split("(")[0].strip().rstrip(".") if doc else ""
+    return name or "tax"
+
+
+def _reason(error: Exception) -> str:
+    from stdnum.exceptions import InvalidChecksum, InvalidComponent, InvalidFormat, InvalidLength
+
+    if isinstance(error, InvalidChecksum):
+        return "wrong check digit"
+    if isinstance(error, InvalidLength):
+        return "wrong length"
+    if isinstance(error, InvalidFormat):
+        return "wrong format"
+    if isinstance(error, InvalidComponent):
+        return "a part of it is not valid"
+    return str(error)
+
+
+def _country_name(country: str) -> str:
+    from babel import Locale
+
+    return str(Locale("en").territories.get(country, country))
+
+
+# -- a customer's draft ----------------------------------------------------------------------------------------
+
+
+def buyer(customer: Customer) -> Buyer:
+    return Buyer(
+        country=customer.country,
+        region=customer.region,
+        tax_id=customer.tax_id,
+        exempt_reason=customer.tax_exempt_reason,
+        tax_rate=customer.tax_rate,
+    )
+
+
+def plan_terms(plans: Iterable[Plan | None]) -> dict[tuple[str, int], PlanTax]:
+    """The tax terms of each plan version, by (code, version)."""
+    return {
+        (plan.code, plan.version): PlanTax(plan.tax_inclusive, plan.tax_category) for plan in plans if plan is not None
+    }
+
+
+def customer_taxes(
+    customer: Customer,
+    rules: TaxRules | None,
+    lines: Sequence[InvoiceLine],
+    plans: Iterable[Plan | None],
+    rounding: Rounding = Rounding.HALF_UP,
+) -> tuple[Decimal, tuple[TaxLine, ...]]:
+    """The main rate (the rate of the largest taxable amount) and the taxes of a draft of ``customer`` with
+    ``lines`` from ``plans``, under ``rules`` (None: no configured rules, the customer's own rate)."""
+    rule = treatment(rules or TaxRules(), buyer(customer))
+    taxes = invoice_taxes(lines, rule, plan_terms(plans), customer.currency, rounding)
+    main = max(taxes, key=lambda tax: abs(tax.taxable)).rate if taxes else rule.rate(STANDARD)
+    return main, taxes
