@@ -21,7 +21,13 @@ Rules:
     draft in the transaction that creates it, under the billing key the billing run uses (``start:<id>``); the
     scheduler finalizes it once the subscription has started;
   - a customer with a ``webhook_url`` gets a webhook secret of its own (``whsec_…``), which signs the webhooks
-    posted to that URL; it is returned once, by the call that creates or rotates it.
+    posted to that URL; it is returned once, by the call that creates or rotates it;
+  - a customer's tax id is checked offline (``billing.core.tax.check_tax_id``: format and check digits) against
+    its country, and stored compact; a region needs a country;
+  - updating a customer changes its future invoices (and its drafts, when they are next written), never an issued
+    invoice: each keeps the buyer as it was printed; the external id and the currency never change;
+  - an archived customer takes no new subscription (nor a plan change); its subscriptions, invoices and usage
+    stay; it can be unarchived. A customer with a subscription still running cannot be archived.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import io
 import re
 import secrets
 import zoneinfo
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -49,6 +55,7 @@ from sqlalchemy.orm import Session
 from billing.config import get_settings
 from billing.core.compose import opening_key
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
+from billing.core.tax import check_tax_id
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.invoicing import check_meters_charged_once, drop_opening_draft, opening_plan, write_opening_invoice
@@ -61,8 +68,10 @@ from pricing_plans.money import HUNDRED, ZERO, D, is_known_currency
 
 __all__ = [
     "CSV_COLUMNS",
+    "UPDATABLE_FIELDS",
     "ImportProblem",
     "ImportReport",
+    "archive_customer",
     "cancel_subscription",
     "change_plan",
     "change_quantity",
@@ -77,9 +86,18 @@ __all__ = [
     "rotate_webhook_secret",
     "subscribe",
     "subscriptions_page",
+    "unarchive_customer",
+    "update_customer",
 ]
 
-CSV_COLUMNS = ("external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate")
+CSV_COLUMNS = (
+    "external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate", "country",
+    "region", "tax_id", "tax_exempt_reason",
+)
+UPDATABLE_FIELDS = (
+    "name", "email", "address", "country", "region", "tax_id", "tax_exempt_reason", "locale", "timezone", "tax_rate",
+    "webhook_url",
+)
 REQUIRED_CSV_COLUMNS = ("external_id", "name", "currency")
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -102,6 +120,11 @@ def create_customer(
     address: Sequence[str] = (),
     webhook_url: str | None = None,
     tax_rate: Decimal | int | str = 0,
+    *,
+    country: str | None = None,
+    region: str | None = None,
+    tax_id: str | None = None,
+    tax_exempt_reason: str | None = None,
 ) -> Customer:
     """Create a customer; ``timezone`` None takes the settings' default.
 
@@ -120,6 +143,10 @@ def create_customer(
         address=address,
         webhook_url=webhook_url,
         tax_rate=tax_rate,
+        country=country,
+        region=region,
+        tax_id=tax_id,
+        tax_exempt_reason=tax_exempt_reason,
     )
     if problems:
         raise BillingInputError.of(problems)
@@ -158,6 +185,80 @@ def rotate_webhook_secret(engine: Engine, external_id: str) -> Customer:
         return rotated
 
 
+def update_customer(engine: Engine, external_id: str, changes: Mapping[str, Any]) -> Customer:
+    """Change some of a customer's fields (names from ``UPDATABLE_FIELDS``; None clears an optional one); the
+    customer as it is now. Issued invoices keep the buyer as it was.
+
+    The customer's fields, changed, are checked together as a new customer's are (a tax id against the country
+    it now has). A new ``webhook_url`` gets a new webhook secret, carried by the returned record this once.
+
+    Raises NotFoundError for an unknown customer; BillingInputError ``customer 'acme': tax_id: …`` listing every
+    bad field (a field that cannot change, such as the currency, among them).
+    """
+    fixed = [f"{name}: cannot be changed (changeable: {', '.join(UPDATABLE_FIELDS)})" for name in changes
+             if name not in UPDATABLE_FIELDS]
+    with session_scope(engine) as session:
+        current = _customer_or_raise(session, external_id, for_update=True)
+        merged = {name: getattr(current, name) for name in UPDATABLE_FIELDS} | dict(changes)
+        fields, problems = _customer_fields(external_id=current.external_id, currency=current.currency, **merged)
+        problems = fixed + problems
+        if problems:
+            raise BillingInputError(f"customer {external_id!r}: " + "; ".join(problems), problems)
+        updates = {name: fields[name] for name in changes if fields[name] != getattr(current, name)}
+        if "webhook_url" in updates:
+            updates["webhook_secret"] = new_webhook_secret() if updates["webhook_url"] else None
+        if not updates:
+            return current
+        updated = repository.update_customer(session, current.external_id, updates)
+        assert updated is not None  # locked above
+        return updated
+
+
+def archive_customer(engine: Engine, external_id: str, *, today: dt.date | None = None) -> Customer:
+    """Archive a customer: it takes no new subscription; its subscriptions, invoices and usage are kept. Archiving
+    an archived customer changes nothing.
+
+    Refused (ConflictError) while one of its subscriptions is still running: open-ended, or ending after ``today``
+    (UTC's today by default): cancel it first.
+    """
+    day = today or utcnow().date()
+    with session_scope(engine) as session:
+        customer = _customer_or_raise(session, external_id, for_update=True)
+        if customer.archived_at is not None:
+            return customer
+        subscriptions = repository.subscriptions_of(session, customer.id)
+        running = [s for s in subscriptions if s.end_date is None or s.end_date > day]
+        if running:
+            first = running[0]
+            until = f"until {first.end_date.isoformat()}" if first.end_date else "open-ended"
+            raise ConflictError(
+                f"customer {external_id!r} has a subscription still running: subscription {first.id} to plan "
+                f"{first.plan_code!r} ({until}); cancel it before archiving the customer"
+            )
+        updated = repository.update_customer(session, external_id, {"archived_at": utcnow()})
+        assert updated is not None
+        return updated
+
+
+def unarchive_customer(engine: Engine, external_id: str) -> Customer:
+    """Make an archived customer active again (it may take subscriptions)."""
+    with session_scope(engine) as session:
+        customer = _customer_or_raise(session, external_id, for_update=True)
+        if customer.archived_at is None:
+            return customer
+        updated = repository.update_customer(session, external_id, {"archived_at": None})
+        assert updated is not None
+        return updated
+
+
+def _check_not_archived(customer: Customer) -> None:
+    if customer.archived_at is not None:
+        raise ConflictError(
+            f"customer {customer.external_id!r} is archived (since {customer.archived_at:%Y-%m-%d}): it takes no new "
+            "subscription; unarchive it first"
+        )
+
+
 def get_customer(engine: Engine, external_id: str) -> Customer:
     """The customer with ``external_id``; NotFoundError if there is none."""
     with _reading(engine) as session:
@@ -190,6 +291,10 @@ def _customer_fields(
     address: Any,
     webhook_url: Any,
     tax_rate: Any,
+    country: Any = None,
+    region: Any = None,
+    tax_id: Any = None,
+    tax_exempt_reason: Any = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The customer's fields, normalized (text stripped, currency upper-cased, locale canonical), and every
     problem found, each as ``field: what was expected, got what``, in the order of the fields."""
@@ -209,6 +314,10 @@ def _customer_fields(
         "webhook_url": _webhook_url(text("webhook_url", webhook_url, 2048, required=False), problems),
         "tax_rate": _tax_rate(tax_rate, problems),
     }
+    fields["country"] = _country(text("country", country, 2, required=False), problems)
+    fields["region"] = _region(text("region", region, 3, required=False), fields["country"], problems)
+    fields["tax_id"] = _tax_id(text("tax_id", tax_id, 64, required=False), fields["country"], problems)
+    fields["tax_exempt_reason"] = text("tax_exempt_reason", tax_exempt_reason, 500, required=False)
     return fields, problems
 
 
@@ -298,6 +407,41 @@ def _address_lines(address: Any, problems: list[str]) -> tuple[str, ...]:
         return ()
     # A line given with embedded newlines is several lines; blank lines are dropped.
     return tuple(part.strip() for line in address for part in line.splitlines() if part.strip())
+
+
+_REGION = re.compile(r"[A-Z0-9]{1,3}")
+
+
+def _country(code: str | None, problems: list[str]) -> str | None:
+    """The country upper-cased; an ISO 3166-1 alpha-2 code Babel knows."""
+    if code is None:
+        return None
+    code = code.upper()
+    if not (len(code) == 2 and code.isalpha() and code in Locale("en").territories):
+        problems.append(f"country: expected an ISO 3166-1 alpha-2 country code such as DE, got {code!r}")
+    return code
+
+
+def _region(code: str | None, country: str | None, problems: list[str]) -> str | None:
+    """A subdivision of the country: ISO 3166-2's part after the dash (``NY`` of ``US-NY``)."""
+    if code is None:
+        return None
+    code = code.upper().removeprefix(f"{country}-")
+    if not _REGION.fullmatch(code):
+        problems.append(f"region: expected a subdivision code such as NY (ISO 3166-2, no country), got {code!r}")
+    elif country is None:
+        problems.append("region: a region needs the customer's country")
+    return code
+
+
+def _tax_id(value: str | None, country: str | None, problems: list[str]) -> str | None:
+    """The tax id checked offline against the country (format and check digits) and made compact."""
+    if value is None:
+        return None
+    compact, problem = check_tax_id(value, country)
+    if problem is not None:
+        problems.append(f"tax_id: {value!r}: {problem}")
+    return compact
 
 
 def _tax_rate(value: Any, problems: list[str]) -> Decimal:
@@ -448,6 +592,10 @@ def _validate_rows(rows: list[Row], source: str) -> tuple[list[tuple[int, dict[s
             address=tuple(address.replace("|", "\n").splitlines()),
             webhook_url=cells.get("webhook_url") or None,
             tax_rate=cells.get("tax_rate") or "0",
+            country=cells.get("country") or None,
+            region=cells.get("region") or None,
+            tax_id=cells.get("tax_id") or None,
+            tax_exempt_reason=cells.get("tax_exempt_reason") or None,
         )
         external_id = fields["external_id"]
         if external_id is not None and external_id in first_line:
@@ -513,6 +661,7 @@ def subscribe(
     with session_scope(engine) as session:
         # Locking the customer serializes concurrent subscribes of one customer, so the overlap check holds.
         customer = _customer_or_raise(session, customer_external_id, for_update=True)
+        _check_not_archived(customer)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, start)
         subscription = repository.add_subscription(
@@ -574,6 +723,7 @@ def change_plan(
                 f"plan: subscription {old.id} is already on plan {plan.code!r} version {plan.version}"
             )
         customer = _customer_or_raise(session, old.customer_external_id, for_update=True)
+        _check_not_archived(customer)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, on, ignore=old.id)
         ended = repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=utcnow())

@@ -22,7 +22,7 @@ from babel.dates import format_date, format_skeleton
 from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind, TaxLine
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits
 
@@ -58,6 +58,22 @@ def _line_json(line: InvoiceLine, currency: str) -> dict[str, Any]:
     }
 
 
+def _tax_json(tax: TaxLine, currency: str) -> dict[str, Any]:
+    """One rate's tax: amounts in the currency's minor digits, the rate as a plain percentage."""
+    return {
+        "name": tax.name,
+        "country": tax.country,
+        "region": tax.region,
+        "rate": f"{tax.rate.normalize():f}",
+        "taxable_amount": format_amount(tax.taxable, currency),
+        "tax_amount": format_amount(tax.amount, currency),
+        "tax_included": format_amount(tax.included, currency),
+        "reverse_charge": tax.reverse_charge,
+        "exempt_reason": tax.exempt_reason,
+        "note": tax.note,
+    }
+
+
 def invoice_json(invoice: Invoice) -> dict[str, Any]:
     """The invoice as a JSON-ready dict: money as exact strings in minor digits, quantities as strings, ISO dates."""
     currency = invoice.currency
@@ -81,6 +97,10 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
         "discount": format_amount(invoice.discount, currency),
         "tax_rate": str(invoice.tax_rate),
         "tax": format_amount(invoice.tax, currency),
+        "tax_included": format_amount(invoice.tax_included, currency),
+        "taxes": [_tax_json(tax, currency) for tax in invoice.taxes],
+        "reverse_charge": invoice.reverse_charge,
+        "tax_notes": list(dict.fromkeys(tax.note for tax in invoice.taxes if tax.note)),
         "total": format_amount(invoice.total, currency),
         "credits_applied": [
             {"kind": c.kind, "description": c.description, "amount": format_amount(c.amount, currency),

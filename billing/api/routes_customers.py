@@ -23,6 +23,7 @@ from billing.api.schemas import (
     CustomerIn,
     CustomerListOut,
     CustomerOut,
+    CustomerPatchIn,
     MeterUsageOut,
     PeriodOut,
     PreviewLineOut,
@@ -108,6 +109,11 @@ def customer_out(customer: Customer) -> CustomerOut:
         address=list(customer.address),
         webhook_url=customer.webhook_url,
         tax_rate=decimal_text(customer.tax_rate),
+        country=customer.country,
+        region=customer.region,
+        tax_id=customer.tax_id,
+        tax_exempt_reason=customer.tax_exempt_reason,
+        archived_at=customer.archived_at,
     )
 
 
@@ -186,6 +192,10 @@ def create_customer(
             address=body.address,
             webhook_url=body.webhook_url,
             tax_rate=body.tax_rate,
+            country=body.country,
+            region=body.region,
+            tax_id=body.tax_id,
+            tax_exempt_reason=body.tax_exempt_reason,
         )
     except ConflictError as exc:
         raise input_error(exc, "external_id", "already_exists") from None
@@ -219,6 +229,40 @@ def get_customer(
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> CustomerOut:
     return customer_out(service.get_customer(engine, storable_path(customer_id, "customer")))
+
+
+@router.patch(
+    "/v1/customers/{customer_id}",
+    summary="Update a customer",
+    response_model=CustomerCreatedOut,
+    operation_id="updateCustomer",
+    responses=POST_ERROR_RESPONSES,
+)
+def update_customer(
+    customer_id: CustomerId,
+    body: CustomerPatchIn,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CustomerCreatedOut:
+    """Change the fields given (``null`` clears an optional one); every invalid field is reported at once, each
+    in ``errors`` (a tax id that fails its check digits: ``tax_id``). ``archived`` archives the customer (409 while
+    a subscription of it is still running) or makes it active again. Issued invoices keep the buyer as it was.
+    A new ``webhook_url`` gets a new ``webhook_secret``, in this answer only."""
+    customer_id = storable_path(customer_id, "customer")
+    changes = body.model_dump(exclude_unset=True)
+    archived = changes.pop("archived", None)
+    try:
+        customer = service.update_customer(engine, customer_id, changes) if changes else None
+        if archived is True:
+            customer = service.archive_customer(engine, customer_id)
+        elif archived is False:
+            customer = service.unarchive_customer(engine, customer_id)
+    except BillingInputError as exc:
+        raise input_error(exc) from None
+    if customer is None:
+        customer = service.get_customer(engine, customer_id)
+    secret = customer.webhook_secret if "webhook_url" in changes else None
+    return CustomerCreatedOut(**customer_out(customer).model_dump(), webhook_secret=secret)
 
 
 @router.get(

@@ -91,7 +91,8 @@ _PERIOD = {"start": "2026-10-01", "end": "2026-11-01"}
 _CUSTOMER = {
     "external_id": "acme", "name": "Acme Corp", "email": "ap@acme.example", "currency": "USD",
     "timezone": "America/New_York", "locale": "en_US", "address": ["1 Main St", "Springfield"],
-    "webhook_url": "https://hooks.acme.example/billing", "tax_rate": "10",
+    "webhook_url": "https://hooks.acme.example/billing", "tax_rate": "10", "country": "US", "region": "NY",
+    "tax_id": None, "tax_exempt_reason": None, "archived_at": None,
 }
 _SUBSCRIPTION = {
     "id": 1, "customer": "acme", "plan": "api_growth", "plan_version": 1, "start_date": "2026-10-01",
@@ -221,6 +222,38 @@ class CustomerIn(_In):
     address: list[Annotated[ApiText, Field(max_length=255)]] = Field(default_factory=list, max_length=10)
     webhook_url: ApiText | None = Field(default=None, max_length=2048)
     tax_rate: Annotated[ApiText, Field(max_length=32)] | StrictInt = "0"
+    country: ApiText | None = Field(default=None, max_length=2, description="ISO 3166-1 alpha-2 code, e.g. DE.")
+    region: ApiText | None = Field(default=None, max_length=3, description="A region of the country, e.g. NY.")
+    tax_id: ApiText | None = Field(
+        default=None, max_length=64, description="Tax id (VAT number), checked offline: format and check digits."
+    )
+    tax_exempt_reason: ApiText | None = Field(
+        default=None, max_length=500, description="Set: the customer is exempt from tax, for this reason."
+    )
+
+
+class CustomerPatchIn(_In):
+    """Changes to a customer: only the fields given change; ``null`` clears an optional one (``tax_id``,
+    ``email``…). ``archived``: true archives the customer (no new subscriptions), false makes it active again.
+    The external id and the currency never change; issued invoices keep the buyer as they printed it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"country": "DE", "tax_id": "DE136695976"}, {"archived": True}]},
+    )
+
+    name: ApiText | None = Field(default=None, max_length=255)
+    email: ApiText | None = Field(default=None, max_length=320)
+    address: list[Annotated[ApiText, Field(max_length=255)]] | None = Field(default=None, max_length=10)
+    country: ApiText | None = Field(default=None, max_length=2)
+    region: ApiText | None = Field(default=None, max_length=3)
+    tax_id: ApiText | None = Field(default=None, max_length=64)
+    tax_exempt_reason: ApiText | None = Field(default=None, max_length=500)
+    tax_rate: Annotated[ApiText, Field(max_length=32)] | StrictInt | None = None
+    locale: ApiText | None = Field(default=None, max_length=35)
+    timezone: ApiText | None = Field(default=None, max_length=64)
+    webhook_url: ApiText | None = Field(default=None, max_length=2048)
+    archived: bool | None = None
 
 
 class CustomerOut(_Out):
@@ -237,6 +270,11 @@ class CustomerOut(_Out):
     address: list[str]
     webhook_url: str | None
     tax_rate: str
+    country: str | None = None
+    region: str | None = None
+    tax_id: str | None = None
+    tax_exempt_reason: str | None = None
+    archived_at: dt.datetime | None = None
 
 
 class CustomerCreatedOut(CustomerOut):
@@ -389,6 +427,27 @@ class AppliedCreditOut(_Out):
     grant: int
 
 
+class TaxOut(_Out):
+    """One rate's tax on an invoice: the net amount taxed and the tax (for tax-inclusive prices, ``tax_included``
+    is the part inside the prices); a reverse charge or an exemption is 0 % with its ``note``."""
+
+    model_config = examples(
+        {"name": "VAT", "country": "DE", "region": None, "rate": "19", "taxable_amount": "100.00",
+         "tax_amount": "19.00", "tax_included": "0.00", "reverse_charge": False, "exempt_reason": None, "note": None}
+    )
+
+    name: str
+    country: str | None
+    region: str | None
+    rate: str
+    taxable_amount: str
+    tax_amount: str
+    tax_included: str
+    reverse_charge: bool
+    exempt_reason: str | None
+    note: str | None
+
+
 class InvoiceOut(_Out):
     """An invoice as ``billing invoices show --json`` prints it (``invoices.render.invoice_json``)."""
 
@@ -401,8 +460,12 @@ class InvoiceOut(_Out):
             "seller": {"name": "Example Billing GmbH", "address": [], "email": None, "tax_id": None},
             "currency": "USD", "locale": "en_US", "period": _PERIOD, "issue_date": "2026-11-03",
             "due_date": "2026-11-17", "refers_to": None, "reason": None, "lines": [_INVOICE_LINE],
-            "subtotal": "4.00", "discount": "0.00", "tax_rate": "10", "tax": "0.40", "total": "4.40",
-            "credits_applied": [], "amount_paid": "0.00", "amount_due": "4.40",
+            "subtotal": "4.00", "discount": "0.00", "tax_rate": "10", "tax": "0.40", "tax_included": "0.00",
+            "taxes": [{"name": "Tax", "country": None, "region": None, "rate": "10", "taxable_amount": "4.00",
+                       "tax_amount": "0.40", "tax_included": "0.00", "reverse_charge": False, "exempt_reason": None,
+                       "note": None}],
+            "reverse_charge": False, "tax_notes": [], "total": "4.40", "credits_applied": [], "amount_paid": "0.00",
+            "amount_due": "4.40",
         }
     )
 
@@ -423,8 +486,12 @@ class InvoiceOut(_Out):
     lines: list[InvoiceLineOut]
     subtotal: str
     discount: str
-    tax_rate: str
+    tax_rate: str = Field(description="The main rate (the only one, usually); ``taxes`` lists every rate.")
     tax: str
+    tax_included: str = Field(description="The part of ``tax`` already inside tax-inclusive prices.")
+    taxes: list[TaxOut] = Field(description="The tax per rate; total = Σ (taxable_amount + tax_amount).")
+    reverse_charge: bool = Field(description="The buyer accounts for the VAT (EU reverse charge).")
+    tax_notes: list[str] = Field(description="Legal wording to print: a reverse charge's, an exemption's reason.")
     total: str
     credits_applied: list[AppliedCreditOut] = Field(
         default_factory=list, description="Prepaid credits, then the customer's balance, paying the invoice."

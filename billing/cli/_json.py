@@ -105,6 +105,11 @@ def customer_json(customer: Customer, *, with_secret: bool = False) -> dict[str,
         "address": list(customer.address),
         "webhook_url": customer.webhook_url,
         "tax_rate": decimal_text(customer.tax_rate),
+        "country": customer.country,
+        "region": customer.region,
+        "tax_id": customer.tax_id,
+        "tax_exempt_reason": customer.tax_exempt_reason,
+        "archived_at": None if customer.archived_at is None else timestamp(customer.archived_at),
     }
     if with_secret:
         shown["webhook_secret"] = customer.webhook_secret

@@ -28,7 +28,7 @@ from pricing_plans.models import Catalog
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (the API's fields) instead of text.")]
 
 customers_app = typer.Typer(
-    help="Customers: add, list, import from CSV, rotate a webhook secret.", no_args_is_help=True
+    help="Customers: add, update, archive, list, import from CSV, rotate a webhook secret.", no_args_is_help=True
 )
 subscriptions_app = typer.Typer(
     help="Subscriptions: list, cancel, change plan, change seats, negotiate prices.", no_args_is_help=True
@@ -104,6 +104,12 @@ def customers_add(
     address: Annotated[list[str] | None, typer.Option("--address", help="An address line; repeat for more.")] = None,
     webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="Where notifications are posted.")] = None,
     tax_rate: Annotated[str, typer.Option("--tax-rate", help="Tax rate in percent, e.g. 19.")] = "0",
+    country: Annotated[str | None, typer.Option("--country", help="ISO 3166 country code, e.g. DE.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="Region of the country, e.g. NY.")] = None,
+    tax_id: Annotated[str | None, typer.Option("--tax-id", help="Tax id (VAT number), e.g. DE136695976.")] = None,
+    tax_exempt: Annotated[
+        str | None, typer.Option("--tax-exempt", metavar="REASON", help="Exempt from tax, for this reason.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add a customer."""
@@ -119,6 +125,10 @@ def customers_add(
             address=tuple(address or ()),
             webhook_url=webhook_url,
             tax_rate=tax_rate,
+            country=country,
+            region=region,
+            tax_id=tax_id,
+            tax_exempt_reason=tax_exempt,
         )
     if as_json:
         _json.emit(_json.customer_json(customer, with_secret=True))
@@ -130,6 +140,85 @@ def customers_add(
     )
     if customer.webhook_secret:
         _print_secret(customer, "webhook secret")
+
+
+_CLEAR = "Give an empty value to clear it."
+
+
+@customers_app.command("update")
+def customers_update(
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
+    name: Annotated[str | None, typer.Option("--name", help="Name on invoices.")] = None,
+    email: Annotated[str | None, typer.Option("--email", help=f"Billing email address. {_CLEAR}")] = None,
+    address: Annotated[
+        list[str] | None, typer.Option("--address", help="An address line; repeat for more (replaces the address).")
+    ] = None,
+    country: Annotated[str | None, typer.Option("--country", help=f"ISO 3166 country code. {_CLEAR}")] = None,
+    region: Annotated[str | None, typer.Option("--region", help=f"Region of the country. {_CLEAR}")] = None,
+    tax_id: Annotated[str | None, typer.Option("--tax-id", help=f"Tax id (VAT number). {_CLEAR}")] = None,
+    tax_exempt: Annotated[
+        str | None, typer.Option("--tax-exempt", metavar="REASON", help=f"Exempt from tax, for this reason. {_CLEAR}")
+    ] = None,
+    tax_rate: Annotated[str | None, typer.Option("--tax-rate", help="The customer's own tax rate in percent.")] = None,
+    locale: Annotated[str | None, typer.Option("--locale", help="Locale of invoices, e.g. de_DE.")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="IANA timezone, e.g. Europe/Berlin.")] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option("--webhook-url", help=f"Where notifications are posted. {_CLEAR}")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a customer's details; issued invoices keep the buyer as they printed it."""
+    given = {
+        "name": name, "email": email, "address": address, "country": country, "region": region, "tax_id": tax_id,
+        "tax_exempt_reason": tax_exempt, "tax_rate": tax_rate, "locale": locale, "timezone": timezone,
+        "webhook_url": webhook_url,
+    }  # fmt: skip
+    changes = {field: _cleared(value) for field, value in given.items() if value is not None}
+    if not changes:
+        fail("nothing to change: give at least one option (see --help)", code=2)
+    with database() as engine:
+        customer = service.update_customer(engine, external_id, changes)
+    if as_json:
+        _json.emit(_json.customer_json(customer, with_secret="webhook_url" in changes))
+        return
+    console.print(f"updated customer {customer.external_id}: {', '.join(changes)}", highlight=False, markup=False)
+    if "webhook_url" in changes and customer.webhook_secret:
+        _print_secret(customer, "new webhook secret")
+
+
+def _cleared(value: str | list[str]) -> str | list[str] | None:
+    """An option's value; an empty one clears the field (an address of empty lines too)."""
+    if isinstance(value, list):
+        return [line for line in value if line.strip()]
+    return value if value.strip() else None
+
+
+@customers_app.command("archive")
+def customers_archive(
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Archive a customer: no new subscriptions; its invoices, subscriptions and usage are kept."""
+    with database() as engine:
+        customer = service.archive_customer(engine, external_id)
+    if as_json:
+        _json.emit(_json.customer_json(customer))
+        return
+    console.print(f"archived customer {customer.external_id}", highlight=False, markup=False)
+
+
+@customers_app.command("unarchive")
+def customers_unarchive(
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Make an archived customer active again."""
+    with database() as engine:
+        customer = service.unarchive_customer(engine, external_id)
+    if as_json:
+        _json.emit(_json.customer_json(customer))
+        return
+    console.print(f"unarchived customer {customer.external_id}", highlight=False, markup=False)
 
 
 @customers_app.command("rotate-webhook-secret")
@@ -157,10 +246,12 @@ def customers_list(as_json: JsonOption = False) -> None:
     if not customers:
         console.print("no customers")
         return
-    table = _table("ID", "Name", "Email", "Currency", "Timezone", "Locale", "Tax %", "Webhook")
+    table = _table("ID", "Name", "Email", "Currency", "Timezone", "Locale", "Tax %", "Country", "Tax ID", "Webhook")
     for c in customers:
         cells = (c.external_id, c.name, c.email or "", c.currency, c.timezone, c.locale, str(c.tax_rate))
-        table.add_row(*map(Text, (*cells, c.webhook_url or "")))
+        tax = (c.country or "", c.tax_id or "")
+        name = c.name + (" (archived)" if c.archived_at is not None else "")
+        table.add_row(*map(Text, (c.external_id, name, *cells[2:], *tax, c.webhook_url or "")))
     print_table(table)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from billing import invoicing, payments
@@ -160,7 +161,13 @@ def _invoice_table(invoice: Invoice) -> Table:
     table.add_row("Subtotal", "", format_amount(invoice.subtotal, currency))
     if invoice.discount:
         table.add_row("Discounts", "", f"-{format_amount(invoice.discount, currency)}")
-    table.add_row(f"Tax ({invoice.tax_rate} %)", "", format_amount(invoice.tax, currency))
+    for tax in invoice.taxes:
+        label = f"{tax.name} {tax.rate.normalize():f} % of {format_amount(tax.taxable, currency)}"
+        if tax.included:
+            label += " (included in the prices)"
+        table.add_row(escape(label), "", format_amount(tax.amount, currency))
+        if tax.note:
+            table.add_row(f"  [italic]{escape(tax.note)}[/]", "", "")
     table.add_row("[bold]Total[/]", "", f"[bold]{format_amount(invoice.total, currency)}[/]")
     for credit in invoice.credits_applied:
         table.add_row(credit.description, "", f"-{format_amount(credit.amount, currency)}")

@@ -201,9 +201,13 @@ def stripe_items(invoice: Invoice) -> list[StripeItem]:
     ]
     if invoice.discount:
         items.append(StripeItem("discount", "Discount", -minor_units(invoice.discount, currency)))
-    if invoice.tax:
-        rate = f"{invoice.tax_rate.normalize():f}"
-        items.append(StripeItem("tax", f"Tax ({rate} %)", minor_units(invoice.tax, currency)))
+    # The tax added on top, per rate (the tax included in tax-inclusive prices is inside their lines already); one
+    # rate keeps the step key ``tax``, several are ``tax:1``, ``tax:2``…
+    added = [tax for tax in invoice.taxes if tax.amount - tax.included]
+    for index, tax in enumerate(added, start=1):
+        key = "tax" if len(added) == 1 else f"tax:{index}"
+        label = f"{tax.name} ({tax.rate.normalize():f} %)"
+        items.append(StripeItem(key, label, minor_units(tax.amount - tax.included, currency)))
     for credit in invoice.credits_applied:  # paid already: the credits are taken off what Stripe collects
         items.append(StripeItem(f"credit:{credit.grant_id}", credit.description, -minor_units(credit.amount, currency)))
     if invoice.amount_paid:  # received already (a bank transfer): Stripe collects the rest
