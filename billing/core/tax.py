@@ -186,7 +186,7 @@ def invoice_taxes(
             taxable, included = base - tax, tax
         else:
             tax = round_money(base * rate / 100, currency, rounding)
-            taxable, included = base, ZERO
+            taxable, included = base, round_money(ZERO, currency)
         before = merged.get(rate, (ZERO, ZERO, ZERO))
         merged[rate] = (before[0] + taxable, before[1] + tax, before[2] + included)
     return tuple(

@@ -1,0 +1,277 @@
+"""Hand-checked taxes from the pure composition (``billing.core.tax``): rates by buyer country and region, EU
+reverse charge, exempt buyers, tax-inclusive plans, two rates on one invoice, the rounding rule. No database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from billing.config import Settings
+from billing.core.compose import Section, compose_opening_invoice, compose_period_invoice
+from billing.core.coupons import AppliedCoupon, Coupon, Duration
+from billing.core.domain import Customer, Subscription, SubscriptionStatus
+from billing.core.periods import month
+from billing.core.tax import REVERSE_CHARGE_NOTE, Buyer, TaxRules, check_tax_id, treatment
+from invoices.model import TaxLine
+from pricing_plans.loader import loads_catalog
+from pricing_plans.money import Rounding
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.standard]
+name = "Standard"
+currency = "EUR"
+[plans.standard.subscription]
+fee = 100.00
+billing = "in_arrears"
+
+[plans.books]
+name = "E-books"
+currency = "EUR"
+tax_category = "reduced"
+[plans.books.subscription]
+fee = 50.00
+billing = "in_arrears"
+
+[plans.gross]
+name = "Gross"
+currency = "EUR"
+tax_inclusive = true
+[plans.gross.subscription]
+fee = 119.00
+billing = "in_advance"
+
+[plans.cents]
+name = "Cents"
+currency = "EUR"
+[plans.cents.subscription]
+fee = 0.50
+billing = "in_arrears"
+"""
+
+# The configuration of a seller established in France, as config.toml states it.
+SETTINGS = Settings(
+    seller={"name": "Vendeur SAS", "country": "FR", "tax_id": "FR40303265045"},
+    tax={"rates": {"DE": {"standard": 19, "reduced": 7}, "FR": 20, "US-NY": "8.875", "CA-QC": "14.975"}},
+)
+RULES = SETTINGS.tax_rules()
+MARCH = month(2026, 3)
+VALID_DE_VAT = "DE136695976"  # a well-known valid test number (check digit 6)
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    loaded, problems = loads_catalog(CATALOG, "test.toml")
+    assert problems == []
+    return loaded
+
+
+def customer(**fields) -> Customer:
+    base = dict(
+        id=1, external_id="kunde", name="Kunde GmbH", email=None, currency="EUR", timezone="UTC", locale="de_DE",
+        address=("Hauptstr. 1", "10115 Berlin"), webhook_url=None, tax_rate=Decimal(0),
+    )
+    return Customer(**(base | fields))
+
+
+def subscription(id_: int, plan: str) -> Subscription:
+    return Subscription(
+        id=id_, customer_id=1, customer_external_id="kunde", plan_code=plan, plan_version=1,
+        start_date=dt.date(2026, 1, 1), end_date=None, status=SubscriptionStatus.ACTIVE, cancel_reason=None,
+        previous_subscription_id=None,
+    )
+
+
+def invoice(catalog, buyer: Customer, *plans: str, rules: TaxRules | None = RULES, coupons=()):
+    sections = [Section(subscription(i, plan), catalog.plan(plan), {}) for i, plan in enumerate(plans, start=1)]
+    return compose_period_invoice(buyer, MARCH, sections, [], catalog, coupons=coupons, tax_rules=rules)
+
+
+def taxes(draft) -> list[tuple[str, str, str, str]]:
+    """(rate, taxable, tax, included) per tax line."""
+    return [(f"{t.rate:f}", str(t.taxable), str(t.amount), str(t.included)) for t in draft.taxes]
+
+
+# -- which rate ------------------------------------------------------------------------------------------------
+
+
+def test_a_german_consumer_pays_germanys_19_percent(catalog):
+    draft = invoice(catalog, customer(country="DE"), "standard")
+    # 100.00 × 19 % = 19.00; total 119.00
+    assert taxes(draft) == [("19", "100.00", "19.00", "0.00")]
+    assert draft.taxes[0].name == "VAT" and draft.taxes[0].country == "DE" and not draft.taxes[0].reverse_charge
+    assert (str(draft.totals.tax), str(draft.totals.total)) == ("19.00", "119.00")
+    assert draft.tax_rate == 19
+
+
+def test_a_german_business_with_a_valid_vat_id_is_reverse_charged_by_a_french_seller(catalog):
+    draft = invoice(catalog, customer(country="DE", tax_id=VALID_DE_VAT), "standard")
+    assert taxes(draft) == [("0", "100.00", "0.00", "0.00")]
+    tax = draft.taxes[0]
+    assert tax.reverse_charge and tax.note == REVERSE_CHARGE_NOTE
+    assert tax.note == (
+        "Reverse charge: VAT to be accounted for by the recipient (Article 196, Council Directive 2006/112/EC)"
+    )
+    assert str(draft.totals.total) == "100.00"
+    # the buyer's tax id and country are on the invoice's snapshot of the buyer
+    assert (draft.customer.tax_id, draft.customer.country) == (VALID_DE_VAT, "DE")
+
+
+def test_a_french_business_buying_from_a_french_seller_pays_french_vat(catalog):
+    draft = invoice(catalog, customer(country="FR", tax_id="FR40303265045"), "standard")
+    assert taxes(draft) == [("20", "100.00", "20.00", "0.00")]
+    assert not draft.taxes[0].reverse_charge
+
+
+def test_no_reverse_charge_outside_the_eu_nor_from_a_seller_outside_it():
+    assert not treatment(TaxRules(seller_country="FR"), Buyer(country="GB", tax_id="GB980780684")).reverse_charge
+    uk_seller = TaxRules(seller_country="GB")
+    assert not treatment(uk_seller, Buyer(country="DE", tax_id=VALID_DE_VAT)).reverse_charge
+
+
+def test_an_exempt_customer_pays_nothing_and_the_reason_is_printed(catalog):
+    reason = "Charity registered under § 5 KStG"
+    draft = invoice(catalog, customer(country="DE", tax_exempt_reason=reason), "standard")
+    assert taxes(draft) == [("0", "100.00", "0.00", "0.00")]
+    assert draft.taxes[0].exempt_reason == reason
+    assert draft.taxes[0].note == f"Exempt from tax: {reason}"
+
+
+def test_a_region_has_its_own_rate(catalog):
+    buyer = customer(country="US", region="NY", currency="EUR")
+    draft = invoice(catalog, buyer, "standard")
+    # 100.00 × 8.875 % = 8.875 → 8.88 (half up)
+    assert taxes(draft) == [("8.875", "100.00", "8.88", "0.00")]
+    assert (draft.taxes[0].country, draft.taxes[0].region) == ("US", "NY")
+    # a region without a rate of its own takes nothing of another region; a country without a rate pays 0 %
+    assert taxes(invoice(catalog, customer(country="US", region="CA"), "standard")) == [("0", "100.00", "0.00", "0.00")]
+
+
+def test_the_customers_own_rate_still_works_without_rules(catalog):
+    """The one rate per customer of old: 10 % of 100.00 = 10.00, with or without configured rules."""
+    for rules in (None, TaxRules()):
+        draft = invoice(catalog, customer(tax_rate=Decimal(10)), "standard", rules=rules)
+        assert taxes(draft) == [("10", "100.00", "10.00", "0.00")]
+        assert draft.taxes[0].name == "Tax"
+
+
+# -- how much --------------------------------------------------------------------------------------------------
+
+
+def test_a_tax_inclusive_price_of_119_at_19_percent_is_100_net_and_19_tax(catalog):
+    sub = subscription(1, "gross")
+    draft = compose_opening_invoice(customer(country="DE"), sub, catalog.plan("gross"), catalog, RULES)
+    assert draft is not None
+    # tax = 119.00 × 19 / 119 = 19.00; net = 119.00 − 19.00 = 100.00; the customer pays the price, 119.00
+    assert [str(line.amount) for line in draft.lines] == ["119.00"]
+    assert taxes(draft) == [("19", "100.00", "19.00", "19.00")]
+    totals = draft.totals
+    assert (str(totals.subtotal), str(totals.tax), str(totals.tax_included), str(totals.total)) == (
+        "119.00", "19.00", "19.00", "119.00"
+    )
+
+
+def test_a_tax_inclusive_price_for_a_reverse_charged_buyer_is_all_net(catalog):
+    sub = subscription(1, "gross")
+    buyer = customer(country="DE", tax_id=VALID_DE_VAT)
+    draft = compose_opening_invoice(buyer, sub, catalog.plan("gross"), catalog, RULES)
+    assert draft is not None
+    assert taxes(draft) == [("0", "119.00", "0.00", "0.00")]
+    assert str(draft.totals.total) == "119.00"
+
+
+def test_two_rates_on_one_invoice(catalog):
+    draft = invoice(catalog, customer(country="DE"), "standard", "books")
+    # standard: 100.00 × 19 % = 19.00; e-books (reduced): 50.00 × 7 % = 3.50; total 150.00 + 22.50 = 172.50
+    assert taxes(draft) == [("19", "100.00", "19.00", "0.00"), ("7", "50.00", "3.50", "0.00")]
+    assert (str(draft.totals.tax), str(draft.totals.total)) == ("22.50", "172.50")
+    assert draft.tax_rate == 19  # the rate of the largest taxable amount
+    # France names no reduced rate: both plans at its standard 20 %, one tax line of 150.00
+    assert taxes(invoice(catalog, customer(country="FR"), "standard", "books")) == [("20", "150.00", "30.00", "0.00")]
+
+
+def test_a_discount_is_shared_among_the_rates_of_the_lines_it_reduces(catalog):
+    coupon = AppliedCoupon(Coupon("TEN", Duration.FOREVER, percent_off=Decimal(10)), dt.date(2026, 1, 1), 0)
+    draft = invoice(catalog, customer(country="DE"), "standard", "books", coupons=[coupon])
+    # 10 % of 150.00 = 15.00, shared 100 : 50 → 10.00 and 5.00; 90.00 × 19 % = 17.10; 45.00 × 7 % = 3.15
+    assert taxes(draft) == [("19", "90.00", "17.10", "0.00"), ("7", "45.00", "3.15", "0.00")]
+    assert (str(draft.totals.discount), str(draft.totals.total)) == ("15.00", "155.25")
+
+
+def test_tax_is_rounded_once_per_rate_on_the_sum_not_per_line(catalog):
+    """Three lines of 0.50 at 5 %: rounded per line each would be 0.025 → 0.03, 0.09 in all; the rule rounds the
+    sum once: 1.50 × 5 % = 0.075 → 0.08 (half up)."""
+    rules = TaxRules(rates={"DE": RULES.rates["DE"].__class__(standard=Decimal(5))})
+    sections = [Section(subscription(i, "cents"), catalog.plan("cents"), {}) for i in (1, 2, 3)]
+    draft = compose_period_invoice(customer(country="DE"), MARCH, sections, [], catalog, tax_rules=rules)
+    assert [str(line.amount) for line in draft.lines] == ["0.50", "0.50", "0.50"]
+    assert taxes(draft) == [("5", "1.50", "0.08", "0.00")]
+
+
+def test_the_catalogs_half_even_rounding_rounds_tax_too():
+    catalog, problems = loads_catalog('[catalog]\nrounding = "half_even"\n' + CATALOG, "test.toml")
+    assert problems == []
+    rules = TaxRules(rates={"DE": RULES.rates["DE"].__class__(standard=Decimal(5))})
+    draft = invoice(catalog, customer(country="DE"), "cents", rules=rules)
+    # 0.50 × 5 % = 0.025 → 0.02 half even (0.03 half up)
+    assert taxes(draft) == [("5", "0.50", "0.02", "0.00")]
+    assert draft.rounding is Rounding.HALF_EVEN
+
+
+def test_tax_lines_keep_their_terms_through_storage():
+    line = TaxLine(
+        rate=Decimal("0"), taxable=Decimal("100.00"), amount=Decimal("0.00"), name="VAT", country="DE",
+        reverse_charge=True, note=REVERSE_CHARGE_NOTE,
+    )
+    assert TaxLine.from_dict(line.as_dict()) == line
+
+
+# -- tax ids ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "country", "stored"),
+    [
+        ("DE 136 695 976", "DE", "DE136695976"),
+        ("136695976", "DE", "DE136695976"),  # the prefix added
+        ("FR40303265045", None, "FR40303265045"),  # the prefix says the country
+        ("EL094259216", "GR", "EL094259216"),  # Greece's VAT numbers start with EL
+        ("GB980780684", "GB", "GB980780684"),
+        ("51 824 753 556", "AU", "51824753556"),  # an Australian ABN
+        ("12-3456789", "US", "123456789"),  # no scheme known: kept as given (compact)
+    ],
+)
+def test_valid_tax_ids_are_stored_compact(given, country, stored):
+    assert check_tax_id(given, country) == (stored, None)
+
+
+@pytest.mark.parametrize(
+    ("given", "country", "problem"),
+    [
+        ("DE123", "DE", "not a valid VAT number of Germany (wrong length)"),
+        ("DE136695977", "DE", "not a valid VAT number of Germany (wrong check digit)"),
+        ("FR40303265045", "DE", "a number starting FR is not one of Germany (DE)"),
+        ("GB980780685", "GB", "not a valid VAT number of United Kingdom (wrong check digit)"),
+        ("12345", None, "give the customer's country (ISO 3166 code such as DE) so that the number can be checked"),
+    ],
+)
+def test_invalid_tax_ids_are_refused_with_the_reason(given, country, problem):
+    assert check_tax_id(given, country)[1] == problem
+
+
+def test_the_configurations_rates_are_checked():
+    from billing.config import ConfigError  # noqa: F401  (the settings' own errors are pydantic's here)
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as raised:
+        Settings(seller={"country": "France"}, tax={"rates": {"DEU": 19, "FR": {"reduced": 5.5}, "IT": "x"}})
+    text = str(raised.value)
+    assert "expected an ISO 3166-1 alpha-2 country code such as IE, got 'France'" in text
+    assert "DEU: expected a country code (DE) or a country and region (US-NY)" in text
+    assert "FR: a table of rates needs its standard rate" in text
+    assert "IT.standard: expected a percentage between 0 and 100, got 'x'" in text
