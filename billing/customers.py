@@ -199,12 +199,13 @@ def update_customer(engine: Engine, external_id: str, changes: Mapping[str, Any]
              if name not in UPDATABLE_FIELDS]
     with session_scope(engine) as session:
         current = _customer_or_raise(session, external_id, for_update=True)
-        merged = {name: getattr(current, name) for name in UPDATABLE_FIELDS} | dict(changes)
+        merged = {name: changes.get(name, getattr(current, name)) for name in UPDATABLE_FIELDS}
         fields, problems = _customer_fields(external_id=current.external_id, currency=current.currency, **merged)
         problems = fixed + problems
         if problems:
             raise BillingInputError(f"customer {external_id!r}: " + "; ".join(problems), problems)
-        updates = {name: fields[name] for name in changes if fields[name] != getattr(current, name)}
+        given = [name for name in UPDATABLE_FIELDS if name in changes]
+        updates = {name: fields[name] for name in given if fields[name] != getattr(current, name)}
         if "webhook_url" in updates:
             updates["webhook_secret"] = new_webhook_secret() if updates["webhook_url"] else None
         if not updates:

@@ -259,5 +259,5 @@ def credited_taxes(amount: Decimal, invoice: Invoice, rounding: Rounding = Round
         part = left if last or whole == 0 else round_money(amount * weight / whole, invoice.currency, rounding)
         left -= part
         net = round_money(part * 100 / (100 + source.rate), invoice.currency, rounding)
-        parts.append(replace(source, taxable=net, amount=part - net, included=ZERO))
+        parts.append(replace(source, taxable=net, amount=part - net, included=round_money(ZERO, invoice.currency)))
     return tuple(parts)

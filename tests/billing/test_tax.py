@@ -265,7 +265,6 @@ def test_invalid_tax_ids_are_refused_with_the_reason(given, country, problem):
 
 
 def test_the_configurations_rates_are_checked():
-    from billing.config import ConfigError  # noqa: F401  (the settings' own errors are pydantic's here)
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError) as raised:

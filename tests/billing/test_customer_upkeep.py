@@ -1,0 +1,225 @@
+"""Customer upkeep and taxes through the database, on every backend: updating and archiving customers, tax ids
+checked offline, issued invoices keeping the buyer as it was, taxes per rate stored, read back and frozen."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from billing import customers as service
+from billing import invoicing
+from billing.config import get_settings
+from billing.core.periods import month
+from billing.errors import BillingInputError, ConflictError
+from billing.run import finalize_period, run_billing
+from invoices import invoice_json
+from invoices.store import FinalizeSettings
+from pricing_plans.loader import loads_catalog
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.standard]
+name = "Standard"
+currency = "EUR"
+subscription = { fee = 100, billing = "in_arrears" }
+
+[plans.books]
+name = "E-books"
+currency = "EUR"
+tax_category = "reduced"
+subscription = { fee = 50, billing = "in_arrears" }
+
+[plans.gross]
+name = "Gross"
+currency = "EUR"
+tax_inclusive = true
+subscription = { fee = 119, billing = "in_arrears" }
+"""
+
+CONFIG = """
+[seller]
+name = "Vendeur SAS"
+country = "FR"
+tax_id = "FR40303265045"
+
+[tax]
+rates = { DE = { standard = 19, reduced = 7 }, FR = 20 }
+"""
+
+MARCH = month(2026, 3)
+VALID_DE_VAT = "DE136695976"
+
+
+@pytest.fixture
+def catalog():
+    loaded, problems = loads_catalog(CATALOG, "test.toml")
+    assert problems == []
+    return loaded
+
+
+@pytest.fixture
+def tax_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The configuration of a seller established in France, with German and French rates."""
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CONFIG", str(path))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def add(engine, external_id: str, **fields):
+    fields.setdefault("name", external_id.title())
+    return service.create_customer(engine, external_id, email=None, currency="EUR", timezone="UTC", **fields)
+
+
+def bill_march(engine, catalog) -> list[str]:
+    run_billing(engine, catalog, MARCH)
+    return finalize_period(engine, MARCH, FinalizeSettings(), MARCH.end + dt.timedelta(days=2))
+
+
+def taxes(invoice) -> list[tuple[str, str, str, str]]:
+    return [(f"{t.rate:f}", str(t.taxable), str(t.amount), str(t.included)) for t in invoice.taxes]
+
+
+# -- updating --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_an_update_changes_the_fields_given_and_checks_them_together(engine):
+    add(engine, "cus_1", address=("Old Street 1",))
+    updated = service.update_customer(
+        engine, "cus_1", {"name": "Kunde GmbH", "country": "de", "tax_id": "DE 136 695 976", "address": ["A", "B"]}
+    )
+    assert (updated.name, updated.country, updated.tax_id, updated.address) == (
+        "Kunde GmbH", "DE", VALID_DE_VAT, ("A", "B")
+    )
+    assert updated.currency == "EUR" and updated.email is None  # untouched
+    assert service.get_customer(engine, "cus_1") == updated
+    # a tax id is checked against the country the customer now has
+    with pytest.raises(BillingInputError) as refused:
+        service.update_customer(engine, "cus_1", {"country": "FR"})
+    assert str(refused.value) == "customer 'cus_1': tax_id: 'DE136695976': a number starting DE is not one of France (FR)"
+    # clearing an optional field
+    assert service.update_customer(engine, "cus_1", {"tax_id": None}).tax_id is None
+
+
+@pytest.mark.db
+def test_an_invalid_vat_id_is_refused_with_its_field_and_reason(engine):
+    add(engine, "cus_1", country="DE")
+    with pytest.raises(BillingInputError) as refused:
+        service.update_customer(engine, "cus_1", {"tax_id": "DE123"})
+    assert str(refused.value) == "customer 'cus_1': tax_id: 'DE123': not a valid VAT number of Germany (wrong length)"
+    assert refused.value.problems == ("tax_id: 'DE123': not a valid VAT number of Germany (wrong length)",)
+    with pytest.raises(BillingInputError, match=r"tax_id: 'DE136695977': .* \(wrong check digit\)"):
+        add(engine, "cus_2", country="DE", tax_id="DE136695977")
+    with pytest.raises(BillingInputError, match=r"currency: cannot be changed"):
+        service.update_customer(engine, "cus_1", {"currency": "USD"})
+    assert service.get_customer(engine, "cus_1").tax_id is None
+
+
+@pytest.mark.db
+def test_an_archived_customer_takes_no_new_subscription_and_keeps_its_history(engine, catalog):
+    add(engine, "cus_1")
+    subscription = service.subscribe(engine, catalog, "cus_1", "standard", dt.date(2026, 3, 1))
+    with pytest.raises(ConflictError, match=r"subscription still running: subscription .* cancel it"):
+        service.archive_customer(engine, "cus_1", today=dt.date(2026, 3, 15))
+    service.cancel_subscription(engine, subscription.id, dt.date(2026, 4, 1))
+    archived = service.archive_customer(engine, "cus_1", today=dt.date(2026, 4, 2))
+    assert archived.archived_at is not None
+    with pytest.raises(ConflictError, match=r"customer 'cus_1' is archived .* unarchive it first"):
+        service.subscribe(engine, catalog, "cus_1", "standard", dt.date(2026, 5, 1))
+    assert [s.id for s in service.list_subscriptions(engine, customer="cus_1")] == [subscription.id]
+    assert service.unarchive_customer(engine, "cus_1").archived_at is None
+    assert service.subscribe(engine, catalog, "cus_1", "standard", dt.date(2026, 5, 1)).plan_code == "standard"
+
+
+# -- taxes through a billing run -------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_a_billing_run_taxes_each_buyer_by_the_rules_and_stores_the_taxes(engine, catalog, tax_config):
+    add(engine, "b2b", country="DE", tax_id=VALID_DE_VAT)
+    add(engine, "consumer", country="DE")
+    add(engine, "charity", country="DE", tax_exempt_reason="Charity (§ 5 KStG)")
+    for customer in ("b2b", "consumer", "charity"):
+        service.subscribe(engine, catalog, customer, "standard", MARCH.start)
+    service.subscribe(engine, catalog, "consumer", "books", MARCH.start)
+    service.subscribe(engine, catalog, "charity", "gross", MARCH.start)
+    assert len(bill_march(engine, catalog)) == 3
+    b2b, consumer, charity = (invoicing.get_invoice(engine, f"period:{c}:2026-03") for c in ("b2b", "consumer", "charity"))
+
+    # reverse charge: 0 % of 100.00, the legal wording on the invoice
+    assert taxes(b2b) == [("0", "100.00", "0.00", "0.00")] and b2b.reverse_charge
+    shown = invoice_json(b2b)
+    assert shown["tax_notes"] == [
+        "Reverse charge: VAT to be accounted for by the recipient (Article 196, Council Directive 2006/112/EC)"
+    ]
+    assert shown["customer"]["tax_id"] == VALID_DE_VAT and shown["customer"]["country"] == "DE"
+    assert shown["total"] == "100.00"
+    # a consumer: 19 % of 100.00 = 19.00 and 7 % of 50.00 = 3.50; 150.00 + 22.50 = 172.50
+    assert taxes(consumer) == [("19", "100.00", "19.00", "0.00"), ("7", "50.00", "3.50", "0.00")]
+    assert (str(consumer.tax), str(consumer.total)) == ("22.50", "172.50")
+    assert [t["tax_amount"] for t in invoice_json(consumer)["taxes"]] == ["19.00", "3.50"]
+    # exempt, with a tax-inclusive price too: nothing is taken out of 119.00 either
+    assert taxes(charity) == [("0", "219.00", "0.00", "0.00")]
+    assert charity.taxes[0].exempt_reason == "Charity (§ 5 KStG)" and str(charity.total) == "219.00"
+
+    # the taxes of an issued invoice are frozen like its amounts
+    with pytest.raises(Exception, match="invoice is issued"), engine.begin() as connection:
+        connection.execute(text("UPDATE invoices SET taxes = '[]' WHERE id = :id"), {"id": consumer.id})
+
+
+@pytest.mark.db
+def test_a_tax_inclusive_price_of_119_is_100_net_and_19_tax_on_the_stored_invoice(engine, catalog, tax_config):
+    add(engine, "consumer", country="DE")
+    service.subscribe(engine, catalog, "consumer", "gross", MARCH.start)
+    bill_march(engine, catalog)
+    invoice = invoicing.get_invoice(engine, "period:consumer:2026-03")
+    assert taxes(invoice) == [("19", "100.00", "19.00", "19.00")]
+    assert (str(invoice.subtotal), str(invoice.tax), str(invoice.tax_included), str(invoice.total)) == (
+        "119.00", "19.00", "19.00", "119.00"
+    )
+
+
+@pytest.mark.db
+def test_issued_invoices_keep_the_buyer_as_it_was(engine, catalog, tax_config):
+    add(engine, "consumer", name="Kunde", country="DE", address=("Hauptstr. 1",))
+    service.subscribe(engine, catalog, "consumer", "standard", MARCH.start)
+    (number,) = bill_march(engine, catalog)
+    service.update_customer(
+        engine, "consumer", {"name": "Kunde GmbH", "address": ["Neue Str. 2"], "tax_id": VALID_DE_VAT}
+    )
+    issued = invoicing.get_invoice(engine, number)
+    assert (issued.customer.name, issued.customer.address, issued.customer.tax_id) == ("Kunde", ("Hauptstr. 1",), None)
+    assert taxes(issued) == [("19", "100.00", "19.00", "0.00")]
+    # the next period's invoice has the buyer as it is now: a business with a VAT id, reverse-charged
+    april = month(2026, 4)
+    run_billing(engine, catalog, april)
+    draft = invoicing.get_invoice(engine, "period:consumer:2026-04")
+    assert (draft.customer.name, draft.customer.tax_id) == ("Kunde GmbH", VALID_DE_VAT)
+    assert draft.reverse_charge
+
+
+@pytest.mark.db
+def test_a_credit_note_splits_its_amount_over_the_invoices_rates(engine, catalog, tax_config):
+    add(engine, "consumer", country="DE")
+    service.subscribe(engine, catalog, "consumer", "standard", MARCH.start)
+    service.subscribe(engine, catalog, "consumer", "books", MARCH.start)
+    (number,) = bill_march(engine, catalog)
+    note = invoicing.create_credit_note(
+        engine, number, Decimal("86.25"), "half of it", FinalizeSettings(), dt.date(2026, 4, 10)
+    )
+    # half of 172.50: 119.00 : 53.50 of it → 59.50 and 26.75; 59.50 × 100/119 = 50.00 (+ 9.50 tax),
+    # 26.75 × 100/107 = 25.00 (+ 1.75 tax)
+    assert taxes(note) == [("19", "50.00", "9.50", "0.00"), ("7", "25.00", "1.75", "0.00")]
+    assert (str(note.subtotal), str(note.tax), str(note.total)) == ("75.00", "11.25", "86.25")
+    assert json.loads(json.dumps(invoice_json(note)))["taxes"][1]["rate"] == "7"
