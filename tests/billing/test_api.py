@@ -334,7 +334,8 @@ def test_customers_are_created_read_and_listed(live_api):
     assert created == {
         "external_id": "acme", "name": "Acme", "email": "ap@acme.example", "currency": "USD",
         "timezone": "Europe/Berlin", "locale": "en_US", "address": ["1 Main St", "Springfield"],
-        "webhook_url": None, "tax_rate": "19", "webhook_secret": None,
+        "webhook_url": None, "tax_rate": "19", "country": None, "region": None, "tax_id": None,
+        "tax_exempt_reason": None, "archived_at": None, "webhook_secret": None,
     }
     add_customer(live_api, "globex")
     with live_api.client() as client:

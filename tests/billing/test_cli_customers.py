@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -293,3 +294,36 @@ def test_db_upgrade_migrates_and_prints_the_revision(sqlite_file):
 def test_commands_on_a_database_that_was_never_initialized(sqlite_file):
     message = refused("customers", "list")
     assert "run `billing init` or `billing db upgrade`" in message
+
+
+# -- updating and archiving -------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_customers_update_changes_the_options_given_and_refuses_a_bad_vat_id(env):
+    ok("customers", "add", "cus_1", "--name", "Kunde", "--email", "ap@kunde.example", "--currency", "EUR")
+    out = ok("customers", "update", "cus_1", "--name", "Kunde GmbH", "--country", "de", "--tax-id", "DE136695976",
+             "--address", "Hauptstr. 1", "--address", "10115 Berlin", "--locale", "de_DE")
+    assert "updated customer cus_1: name, address, country, tax_id, locale" in out
+    shown = json.loads(ok("customers", "update", "cus_1", "--timezone", "Europe/Berlin", "--json"))
+    assert {k: shown[k] for k in ("name", "country", "tax_id", "address", "locale", "timezone", "archived_at")} == {
+        "name": "Kunde GmbH", "country": "DE", "tax_id": "DE136695976", "address": ["Hauptstr. 1", "10115 Berlin"],
+        "locale": "de_DE", "timezone": "Europe/Berlin", "archived_at": None,
+    }
+    refused = billing("customers", "update", "cus_1", "--tax-id", "DE123")
+    assert refused.exit_code == 1
+    assert "customer 'cus_1': tax_id: 'DE123': not a valid VAT number of Germany (wrong length)" in refused.stderr
+    # an empty value clears an optional field
+    assert json.loads(ok("customers", "update", "cus_1", "--tax-id", "", "--json"))["tax_id"] is None
+    assert billing("customers", "update", "cus_1").exit_code == 2  # nothing to change
+
+
+@pytest.mark.db
+def test_customers_archive_and_unarchive(env):
+    ok("customers", "add", "cus_1", "--name", "Kunde", "--email", "ap@kunde.example", "--currency", "EUR")
+    assert "archived customer cus_1" in ok("customers", "archive", "cus_1")
+    assert "(archived)" in ok("customers", "list")
+    refused = billing("subscribe", "cus_1", "pro", "--start", "2026-03-01")
+    assert refused.exit_code == 1 and "is archived" in refused.stderr
+    assert "unarchived customer cus_1" in ok("customers", "unarchive", "cus_1")
+    ok("subscribe", "cus_1", "pro", "--start", "2026-03-01")
