@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.billing.test_api import add_customer, error_of, live_api, subscribe  # noqa: F401  (live_api: a fixture)
+from tests.billing.test_api import add_customer, error_of, live_api, subscribe
+
+__all__ = ["live_api"]
 
 
 def test_a_patch_changes_the_fields_given_and_null_clears_one(live_api):
