@@ -200,6 +200,8 @@ def update_customer(engine: Engine, external_id: str, changes: Mapping[str, Any]
     with session_scope(engine) as session:
         current = _customer_or_raise(session, external_id, for_update=True)
         merged = {name: changes.get(name, getattr(current, name)) for name in UPDATABLE_FIELDS}
+        if merged["address"] is None:  # cleared
+            merged["address"] = ()
         fields, problems = _customer_fields(external_id=current.external_id, currency=current.currency, **merged)
         problems = fixed + problems
         if problems:

@@ -235,7 +235,7 @@ def get_customer(
     "/v1/customers/{customer_id}",
     summary="Update a customer",
     response_model=CustomerCreatedOut,
-    operation_id="updateCustomer",
+    operation_id="changeCustomer",
     responses=POST_ERROR_RESPONSES,
 )
 def update_customer(

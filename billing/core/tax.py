@@ -70,6 +70,7 @@ EU_COUNTRIES = frozenset(
 _VAT_PREFIX = {"GR": "EL"}
 _PREFIX_COUNTRY = {"EL": "GR", "XI": "GB"}
 _SEPARATORS = re.compile(r"[\s.\-/]")
+_ALPHANUMERIC = re.compile(r"[A-Z0-9]{1,40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +269,8 @@ def check_tax_id(value: str, country: str | None) -> tuple[str, str | None]:
     from stdnum.exceptions import ValidationError
 
     compact = _SEPARATORS.sub("", value).upper()
-    if not compact:
-        return compact, "expected a tax id, got nothing"
+    if not _ALPHANUMERIC.fullmatch(compact):
+        return compact, "expected letters A–Z and digits (at most 40, spaces, dots, dashes and slashes aside)"
     prefix = compact[:2]
     if country is None:
         country = _PREFIX_COUNTRY.get(prefix, prefix)
