@@ -682,6 +682,8 @@ class PlanOut(_Out):
         default=None,
         description="The usage charges (amounts) at which an invoice of the usage so far is issued during a period.",
     )
+    tax_inclusive: bool = Field(default=False, description="The plan's prices include tax.")
+    tax_category: str = Field(default="standard", description="Which of a country's rates taxes the plan.")
 
 
 # -- billing runs --------------------------------------------------------------------------------------------

@@ -178,8 +178,11 @@ def customers_update(
         fail("nothing to change: give at least one option (see --help)", code=2)
     with database() as engine:
         customer = service.update_customer(engine, external_id, changes)
-    if as_json:
-        _json.emit(_json.customer_json(customer, with_secret="webhook_url" in changes))
+    if as_json:  # (as the API answers: the secret only when a new webhook URL made one)
+        shown = _json.customer_json(customer, with_secret=True)
+        if "webhook_url" not in changes:
+            shown["webhook_secret"] = None
+        _json.emit(shown)
         return
     console.print(f"updated customer {customer.external_id}: {', '.join(changes)}", highlight=False, markup=False)
     if "webhook_url" in changes and customer.webhook_secret:

@@ -195,6 +195,28 @@ def _check_rotated(doc: dict[str, Any], world: World) -> None:
     assert doc["webhook_secret"] != world.notes["old secret"]
 
 
+def _check_updated(doc: dict[str, Any], world: World) -> None:
+    assert (doc["external_id"], doc["country"], doc["tax_id"], doc["name"]) == ("beta", "DE", "DE136695976", "Beta AG")
+    assert doc["webhook_secret"] is None  # (no new webhook URL: no secret to show)
+
+
+def _check_archived(archived: bool):
+    def check(doc: dict[str, Any], world: World) -> None:
+        assert doc["external_id"] == "gone" and (doc["archived_at"] is not None) is archived
+
+    return check
+
+
+def _archive(*commands: str):
+    def prepare(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        customers.create_customer(world.engine, "gone", "Gone", None, "USD")
+        if "unarchive" in commands:
+            customers.archive_customer(world.engine, "gone")
+        return ["customers", *commands, "gone", "--json"]
+
+    return prepare
+
+
 def _import(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     path = world.tmp / "customers.csv"
     path.write_text(
@@ -626,6 +648,14 @@ CASES = [
         _check_added,
     ),
     Case(("customers", "rotate-webhook-secret"), _rotate, _check_rotated),
+    Case(
+        ("customers", "update"),
+        _fixed("customers", "update", "beta", "--name", "Beta AG", "--country", "DE", "--tax-id", "DE136695976",
+               "--json"),
+        _check_updated,
+    ),
+    Case(("customers", "archive"), _archive("archive"), _check_archived(True)),
+    Case(("customers", "unarchive"), _archive("unarchive"), _check_archived(False)),
     Case(("customers", "import"), _import, _check_imported, exit_code=1),
     Case(("subscribe",), _fixed("subscribe", "beta", "pro", "--start", "2026-11-01", "--json"), _check_subscribed),
     Case(
