@@ -117,6 +117,7 @@ def _invoice_summaries(session: Session, first: dt.date, last: dt.date) -> list[
             line_amounts=invoice.line_amounts,
             period_end=invoice.period_end,
             scope=invoice.scope,
+            tax_included=invoice.tax_included,
         )
         for invoice in store.invoice_amounts(session, first, last)
     ]

@@ -31,10 +31,11 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
   count new revenue twice. The standard net revenue churn, implemented here, removes new and reactivation MRR
   from MRR_end: (MRR_start − (MRR_end − new − reactivation)) / MRR_start.)
 - **NRR** = (start + expansion − contraction − churned) / start; **GRR** = (start − contraction − churned) / start.
-- **Billed revenue** of P = Σ (subtotal − discount) of the issued invoices (finalized, paid or uncollectible;
-  kind invoice) whose period starts on ``P.start``, minus the subtotals (net of tax) of issued credit notes
-  against those invoices. Split by line kind: subscription, usage (with late usage), commitment, and credits &
-  discounts (everything else), which add up to the billed revenue.
+- **Billed revenue** of P = Σ (subtotal − discount − tax included in tax-inclusive prices) of the issued invoices
+  (finalized, paid or uncollectible; kind invoice) whose period starts on ``P.start``, minus the subtotals (net of
+  tax) of issued credit notes against those invoices. Split by line kind: subscription, usage (with late usage),
+  commitment, and credits & discounts (everything else, the tax inside tax-inclusive prices taken off there),
+  which add up to the billed revenue.
 - **Billed customers** of P = customers whose billed revenue of P is positive. **NRR billed** and **GRR billed**
   take as base the customers billed in P − 1: NRR billed = Σ billed(P) / Σ billed(P − 1) and GRR billed =
   Σ min(billed(P), billed(P − 1)) / Σ billed(P − 1), over that base.
@@ -147,8 +148,9 @@ class InvoiceSummary:
       status: draft, finalized, paid, void or uncollectible.
       customer_external_id, currency: whose and in which currency.
       period_start: the first day of the billing period the invoice is for.
-      subtotal, discount: before tax; the billed amount of an invoice is ``subtotal − discount``.
+      subtotal, discount: before tax; the billed amount of an invoice is ``subtotal − discount − tax_included``.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs.
+      tax_included: the tax inside tax-inclusive prices (part of the lines and the subtotal, not revenue).
       period_end, scope: the end of the billing period (exclusive) and what the invoice bills: a period invoice
         counts in the month its period's last day falls in (``billed_month``), an opening invoice in the month it
         starts.
@@ -166,6 +168,7 @@ class InvoiceSummary:
     line_amounts: tuple[tuple[str, Decimal], ...] = ()
     period_end: dt.date | None = None
     scope: InvoiceScope = InvoiceScope.PERIOD
+    tax_included: Decimal = ZERO
 
     @property
     def billed_month(self) -> dt.date:
@@ -195,6 +198,7 @@ def summarize_invoice(invoice: Invoice) -> InvoiceSummary:
         line_amounts=tuple(sorted(amounts.items())),
         period_end=invoice.period_end,
         scope=invoice.scope,
+        tax_included=invoice.tax_included,
     )
 
 
@@ -530,7 +534,7 @@ def _sum_invoices(
         subscription = lines.get(LineKind.SUBSCRIPTION, ZERO)
         usage = sum((amount for kind, amount in lines.items() if kind in USAGE_LINE_KINDS), ZERO)
         commitment = lines.get(LineKind.COMMITMENT, ZERO)
-        total = inv.subtotal - inv.discount
+        total = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
         amounts = BilledAmounts(subscription, usage, commitment, total - subscription - usage - commitment)
         _add_billed(billed, inv, amounts)
 

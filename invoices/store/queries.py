@@ -578,6 +578,7 @@ class InvoiceAmounts:
       kind, status, customer_external_id, currency, period_start, period_end, scope: as stored.
       subtotal, discount: before tax.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs sorted by kind.
+      tax_included: the tax inside tax-inclusive prices (in the lines and the subtotal, not revenue).
     """
 
     number: str | None
@@ -592,6 +593,7 @@ class InvoiceAmounts:
     line_amounts: tuple[tuple[str, Decimal], ...]
     period_end: dt.date | None = None
     scope: InvoiceScope = InvoiceScope.PERIOD
+    tax_included: Decimal = ZERO
 
 
 def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[InvoiceAmounts]:
@@ -628,6 +630,7 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             credited.number,
             InvoiceRow.period_end,
             InvoiceRow.scope,
+            InvoiceRow.taxes,
         )
         .outerjoin(credited, credited.id == InvoiceRow.refers_to_id)
         .where(wanted)
@@ -656,10 +659,11 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             line_amounts=tuple(sorted(amounts.get(invoice_id, {}).items())),
             period_end=period_end,
             scope=InvoiceScope(scope),
+            tax_included=sum((tax.included for tax in taxes_from_json(taxes) or ()), ZERO),
         )
         for (
             invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to,
-            period_end, scope,
+            period_end, scope, taxes,
         ) in rows
     ]
 

@@ -188,6 +188,11 @@ def test_a_tax_inclusive_price_of_119_is_100_net_and_19_tax_on_the_stored_invoic
     assert (str(invoice.subtotal), str(invoice.tax), str(invoice.tax_included), str(invoice.total)) == (
         "119.00", "19.00", "19.00", "119.00"
     )
+    # revenue is net of tax: 100.00 billed, not the 119.00 the customer pays
+    from billing.metrics_store import figures_from_database
+
+    (figures,) = figures_from_database(engine, catalog, [MARCH])
+    assert str(figures.billed_revenue) == "100.00"
 
 
 @pytest.mark.db
