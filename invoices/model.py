@@ -432,6 +432,11 @@ class Invoice:
     amount_paid: Decimal = ZERO
     taxes: tuple[TaxLine, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not self.taxes:  # an invoice that names no taxes has one rate: its tax_rate on subtotal − discount
+            line = TaxLine(rate=self.tax_rate, taxable=self.subtotal - self.discount, amount=self.tax)
+            object.__setattr__(self, "taxes", (line,))
+
     @property
     def tax_included(self) -> Decimal:
         """The part of ``tax`` already inside tax-inclusive prices: total = subtotal − discount + tax − it."""

@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "customers": (
         ("customers", "notifications"),  # notifications adds `customers set-limit`
-        "Customers: add, list, import from CSV, rotate a webhook secret.",
+        "Customers: add, update, archive, list, import from CSV, rotate a webhook secret.",
     ),
     "subscribe": (("customers",), "Subscribe a customer to the plan version in effect on the start date."),
     "subscriptions": (

@@ -270,7 +270,7 @@ def test_import_refuses_a_bad_header_and_imports_nothing(engine, tmp_path):
         service.import_customers(engine, path)
     assert errors_of(excinfo) == (
         f"{path}:1: unknown column 'id', 'colour' (allowed: external_id,name,email,currency,timezone,locale,"
-        "address,webhook_url,tax_rate); missing required column 'external_id'"
+        "address,webhook_url,tax_rate,country,region,tax_id,tax_exempt_reason); missing required column 'external_id'"
     )
     assert service.list_customers(engine) == []
 

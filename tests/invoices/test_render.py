@@ -312,10 +312,17 @@ def test_json_keys_dates_and_parties() -> None:
     data = invoice_json(usd_invoice())
     assert list(data) == [
         "id", "number", "kind", "status", "billing_key", "customer", "seller", "currency", "locale", "period",
-        "issue_date", "due_date", "refers_to", "reason", "lines", "subtotal", "discount", "tax_rate", "tax", "total",
-        "credits_applied", "amount_paid", "amount_due",
+        "issue_date", "due_date", "refers_to", "reason", "lines", "subtotal", "discount", "tax_rate", "tax",
+        "tax_included", "taxes", "reverse_charge", "tax_notes", "total", "credits_applied", "amount_paid",
+        "amount_due",
     ]  # fmt: skip
     assert (data["credits_applied"], data["amount_due"]) == ([], "469.40")
+    # one rate: 394.45 × 19 % = 74.9455 → 74.95
+    assert data["taxes"] == [
+        {"name": "Tax", "country": None, "region": None, "rate": "19", "taxable_amount": "394.45",
+         "tax_amount": "74.95", "tax_included": "0.00", "reverse_charge": False, "exempt_reason": None, "note": None}
+    ]
+    assert (data["tax_included"], data["reverse_charge"], data["tax_notes"]) == ("0.00", False, [])
     assert (data["number"], data["kind"], data["status"]) == ("INV-2026-000042", "invoice", "finalized")
     assert data["period"] == {"start": "2026-03-01", "end": "2026-04-01"}
     assert (data["issue_date"], data["due_date"]) == ("2026-04-01", "2026-05-01")
