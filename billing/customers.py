@@ -55,7 +55,7 @@ from sqlalchemy.orm import Session
 from billing.config import get_settings
 from billing.core.compose import opening_key
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
-from billing.core.tax import check_tax_id
+from billing.core.tax import check_tax_id, tax_id_country
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.invoicing import check_meters_charged_once, drop_opening_draft, opening_plan, write_opening_invoice
@@ -320,6 +320,8 @@ def _customer_fields(
     fields["country"] = _country(text("country", country, 2, required=False), problems)
     fields["region"] = _region(text("region", region, 3, required=False), fields["country"], problems)
     fields["tax_id"] = _tax_id(text("tax_id", tax_id, 64, required=False), fields["country"], problems)
+    if fields["country"] is None and fields["tax_id"] is not None:  # a VAT number's prefix says the country
+        fields["country"] = tax_id_country(fields["tax_id"])
     fields["tax_exempt_reason"] = text("tax_exempt_reason", tax_exempt_reason, 500, required=False)
     return fields, problems
 

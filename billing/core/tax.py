@@ -53,6 +53,7 @@ __all__ = [
     "customer_taxes",
     "invoice_taxes",
     "plan_terms",
+    "tax_id_country",
     "treatment",
 ]
 
@@ -294,6 +295,12 @@ def check_tax_id(value: str, country: str | None) -> tuple[str, str | None]:
     except ValidationError as error:
         return compact, f"not a valid {scheme} number of {_country_name(country)} ({_reason(error)})"
     return compact, None
+
+
+def tax_id_country(compact: str) -> str | None:
+    """The country an EU or GB VAT number's prefix names (``EL`` → ``GR``), if it names one."""
+    country = _PREFIX_COUNTRY.get(compact[:2], compact[:2])
+    return country if country in EU_COUNTRIES or country == "GB" else None
 
 
 def _scheme(module: Any) -> str:

@@ -228,3 +228,11 @@ def test_a_credit_note_splits_its_amount_over_the_invoices_rates(engine, catalog
     assert taxes(note) == [("19", "50.00", "9.50", "0.00"), ("7", "25.00", "1.75", "0.00")]
     assert (str(note.subtotal), str(note.tax), str(note.total)) == ("75.00", "11.25", "86.25")
     assert json.loads(json.dumps(invoice_json(note)))["taxes"][1]["rate"] == "7"
+
+
+@pytest.mark.db
+def test_a_vat_number_without_a_country_gives_the_customer_its_country(engine):
+    assert add(engine, "cus_1", tax_id="FR40303265045").country == "FR"
+    assert add(engine, "cus_2", tax_id="EL094259216").country == "GR"
+    with pytest.raises(BillingInputError, match=r"tax_id: '12345': give the customer's country"):
+        add(engine, "cus_3", tax_id="12345")
