@@ -6,10 +6,11 @@
   customers have none of them.
 - ``invoices.taxes``: the tax per rate as JSON (``invoices.model.TaxLine``); NULL for invoices stored before, which
   read as one line at their ``tax_rate``. Frozen once the invoice is issued, like its other amounts: the guards of
-  migration 0010 are made again with it in their list of columns.
+  migration 0010 are made again with it in their list of columns (on PostgreSQL with the status rule as
+  migration 0022 left it: a reversed payment takes a paid invoice back to finalized).
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0022
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from alembic import op
 from dbkit.types import UTCDateTime
 
 revision = "0023"
-down_revision = "0020"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
@@ -33,13 +34,17 @@ FROZEN_BEFORE = (
 FROZEN_AFTER = (*FROZEN_BEFORE, "taxes")
 MESSAGE = "invoice is issued: its number, amounts and lines cannot change"
 ID_MESSAGE = "invoice id cannot change: its lines and credit notes refer to it"
+# the status rule as migration 0022 wrote it
 TRANSITION_MESSAGE = (
     "invoice status cannot change that way: draft → finalized → paid | void | uncollectible, "
-    "uncollectible → paid | void"
+    "uncollectible → paid | void, paid → finalized (a payment reversed)"
 )
 INSERT_MESSAGE = "a new invoice is a draft (a credit note: finalized); its status moves on from there"
-ALLOWED = "(OLD.status = 'draft' AND NEW.status = 'finalized') OR (OLD.status = 'finalized' AND NEW.status IN " \
+ALLOWED = (
+    "(OLD.status = 'draft' AND NEW.status = 'finalized') OR (OLD.status = 'finalized' AND NEW.status IN "
     "('paid', 'void', 'uncollectible')) OR (OLD.status = 'uncollectible' AND NEW.status IN ('paid', 'void'))"
+    " OR (OLD.status = 'paid' AND NEW.status = 'finalized')"
+)
 
 CUSTOMER_COLUMNS = (
     ("country", lambda: sa.String(2)),
