@@ -16,27 +16,37 @@ left of it. Nothing is a stored balance. The rules of order and expiry are pure 
   (an ``expiry`` movement dated then). An invoice of a period that began before that instant, finalized later,
   takes back what it needs from the write-off (a ``reinstatement``, then the application).
 - A **void** invoice gives back the credits applied to it (a ``void`` movement).
+- **Alerts and automatic top-ups** (``credit_accounts``): at the end of every operation that moves a customer's
+  credit (a grant, a finalization, a refund to the balance, bringing the ledger up to date), in its transaction
+  and under the customer's lock, each currency's balance is looked at: a ``credit.balance_low`` notification when
+  the total falls below the customer's low-balance level, ``credit.balance_depleted`` when it reaches 0.00 (each
+  once per crossing: its id derives from the customer, the currency and the alert's number); and when the paid
+  balance is below the automatic top-up's level, a top-up invoice (a paid grant, as ``grant_credit`` sells it),
+  unless one is still unpaid. The rules are pure (``billing.core.credits.alerts_due``, ``topup_due``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
-from billing.core.credits import GrantView, allocate, day_start, usable_for
+from billing.core.credits import AlertState, GrantView, alerts_due, allocate, day_start, topup_due, usable_for
 from billing.core.domain import Customer
 from billing.db import repository, session_scope
-from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
+from billing.db.credit_tables import CreditAccountRow, CreditEntryRow, CreditGrantRow
+from billing.db.notification_tables import NotificationRow
 from billing.errors import BillingInputError, NotFoundError
 from billing.notify.outbox import queue_invoices_finalized
-from dbkit import keyset_page, page_of, read_only, utcnow
+from dbkit import insert_for, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.model import (
     AppliedCredit,
@@ -53,11 +63,14 @@ from invoices.tables import InvoiceRow
 from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, minor_digits, round_money
 
 __all__ = [
+    "KEEP",
     "Balance",
     "Entry",
     "Grant",
     "apply_credits",
+    "balance_in",
     "balance_json",
+    "configure",
     "credits_of",
     "entries_page",
     "entry_json",
@@ -69,6 +82,7 @@ __all__ = [
     "overpayment_to_balance",
     "refund_to_balance",
     "settle_due",
+    "spendable",
     "take_back_overpayment",
     "with_credits",
 ]
@@ -112,8 +126,9 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Balance:
-    """A customer's credit in one currency: what free and paid credit and the cash balance hold now, and what paid
-    grants wait for their top-up invoice to be paid."""
+    """A customer's credit in one currency: what free and paid credit and the cash balance hold now, what paid
+    grants wait for their top-up invoice to be paid; and what is set for it: the low-balance alert's level, the
+    automatic top-up's level and amount (None: not set)."""
 
     currency: str
     free: Decimal
@@ -121,6 +136,9 @@ class Balance:
     balance: Decimal
     pending: Decimal
     grants: tuple[Grant, ...]
+    low_balance: Decimal | None = None
+    topup_below: Decimal | None = None
+    topup_amount: Decimal | None = None
 
     @property
     def total(self) -> Decimal:
@@ -150,27 +168,44 @@ def grant_credit(
     amount = _amount(amount, currency)
     if priority < 0:
         raise BillingInputError(f"--priority: expected a whole number ≥ 0, got {priority}")
+    finalize = settings or store.FinalizeSettings()
     with session_scope(engine) as session:
         owner = _customer(session, customer, lock=True)
         if expires is not None and expires <= instant.astimezone(_zone(owner)).date():
             raise BillingInputError(f"--expires: {expires.isoformat()} is not after today in {owner.timezone}")
+        _settle(session, owner, instant)
         grant_id = _insert_grant(
             session, owner, currency, "paid" if paid else "free", amount, priority, expires, reason, instant
         )
         if paid:
-            _sell_topup(session, owner, grant_id, amount, currency, settings or store.FinalizeSettings(), instant)
+            _sell_topup(session, owner, grant_id, amount, currency, finalize, instant)
         else:
             _move(session, f"grant:{grant_id}", "grant", grant_id, amount, "promotion", None, instant)
+        _watch(session, owner, instant, finalize)
         return _grants(session, owner.external_id, ids=[grant_id])[0]
 
 
-def refund_to_balance(session: Session, invoice: Invoice, amount: Decimal, now: dt.datetime) -> int | None:
+def refund_to_balance(
+    session: Session,
+    invoice: Invoice,
+    amount: Decimal,
+    now: dt.datetime,
+    settings: store.FinalizeSettings | None = None,
+) -> int | None:
     """Put ``amount`` owed to the customer (a negative invoice's, a credit note's) on its balance, once per
-    ``invoice``: a ``balance`` grant and its ``refund`` movement. The grant's id (None if there was one already)."""
+    ``invoice``: a ``balance`` grant and its ``refund`` movement (then the customer's alerts and automatic top-ups
+    looked at). The grant's id (None if there was one already)."""
+    owner = _customer(session, invoice.customer_id or "", lock=True)
+    grant_id = _refund(session, owner, invoice, amount, now)
+    if grant_id is not None:
+        _watch(session, owner, now, settings or store.FinalizeSettings())
+    return grant_id
+
+
+def _refund(session: Session, owner: Customer, invoice: Invoice, amount: Decimal, now: dt.datetime) -> int | None:
     exists = session.execute(select(CreditEntryRow.id).where(CreditEntryRow.movement == f"refund:{invoice.id}")).first()
     if exists is not None or amount <= 0:
         return None
-    owner = _customer(session, invoice.customer_id or "", lock=True)
     what = "credit note" if invoice.kind is InvoiceKind.CREDIT_NOTE else "invoice"
     reason = f"refund of {what} {invoice.number}"
     grant_id = _insert_grant(session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id)
@@ -279,13 +314,19 @@ def finalize_with_credits(
 ) -> list[str]:
     """``store.finalize_many``, then the customers' credits applied to each invoice, in the same transaction."""
     numbers = store.finalize_many(session, invoice_ids, settings, today)
-    apply_credits(session, invoice_ids, now or utcnow())
+    apply_credits(session, invoice_ids, now or utcnow(), settings)
     return numbers
 
 
-def apply_credits(session: Session, invoice_ids: Sequence[int], now: dt.datetime) -> None:
+def apply_credits(
+    session: Session,
+    invoice_ids: Sequence[int],
+    now: dt.datetime,
+    settings: store.FinalizeSettings | None = None,
+) -> None:
     """Apply the customers' credits to these just-finalized invoices (customers locked in id order, so that
-    concurrent finalizations never wait for each other in a circle); a negative total goes to the balance."""
+    concurrent finalizations never wait for each other in a circle); a negative total goes to the balance. Then
+    each customer's alerts and automatic top-ups (an automatic top-up is issued with ``settings``)."""
     invoices = [i for i in store.get_invoices(session, list(invoice_ids)) if _takes_credit(i)]
     by_customer: dict[str, list[Invoice]] = defaultdict(list)
     for invoice in invoices:
@@ -298,9 +339,10 @@ def apply_credits(session: Session, invoice_ids: Sequence[int], now: dt.datetime
         _settle(session, owner, now)
         for invoice in sorted(by_customer[customer], key=lambda i: (i.period_start, i.id)):
             if invoice.total < 0:
-                refund_to_balance(session, invoice, -invoice.total, now)
+                _refund(session, owner, invoice, -invoice.total, now)
             else:
                 _apply_one(session, owner, invoice, now)
+        _watch(session, owner, now, settings or store.FinalizeSettings())
 
 
 def _with_grants(session: Session, customers: list[str]) -> set[str]:
@@ -397,11 +439,13 @@ def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
             _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, g.expires_at)
 
 
-def settle_due(engine: Engine, now: dt.datetime | None = None) -> int:
+def settle_due(
+    engine: Engine, now: dt.datetime | None = None, settings: store.FinalizeSettings | None = None
+) -> int:
     """Bring the ledgers up to ``now`` of the customers with a grant that has expired or is paid on a top-up
     invoice (expiries written on their date, paid top-ups made usable, credits of voided invoices given back),
-    each customer in its own transaction; how many customers were looked at. Run by the scheduler's billing
-    cycle; reads and finalizations do the same for their customer."""
+    each customer in its own transaction, then their alerts and automatic top-ups; how many customers were
+    looked at. Run by the scheduler's billing cycle; reads and finalizations do the same for their customer."""
     instant = now or utcnow()
     with session_scope(read_only(engine)) as session:
         customers = sorted(
@@ -415,7 +459,9 @@ def settle_due(engine: Engine, now: dt.datetime | None = None) -> int:
         )
     for customer in customers:
         with session_scope(engine) as session:
-            _settle(session, _customer(session, customer, lock=True), instant)
+            owner = _customer(session, customer, lock=True)
+            _settle(session, owner, instant)
+            _watch(session, owner, instant, settings or store.FinalizeSettings())
     return len(customers)
 
 
@@ -494,25 +540,231 @@ def _written_off(session: Session, grant_ids: list[int]) -> dict[int, Decimal]:
     return dict(totals)
 
 
+# -- alerts and automatic top-ups ------------------------------------------------------------------------------
+
+
+class _Keep:
+    """A setting left as it is (:func:`configure`)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+_ALERTS = uuid.UUID("5f0c6a52-8d4e-4a3b-9a51-2c7d0e6b1f93")
+"""The namespace of the credit alerts' ids: ``uuid5(_ALERTS, "<kind>:<customer>:<currency>:<number>")``."""
+
+_ALERT_KINDS = {"low": "credit.balance_low", "depleted": "credit.balance_depleted"}
+
+
+def configure(
+    engine: Engine,
+    customer: str,
+    currency: str,
+    *,
+    low_balance: Decimal | None = KEEP,
+    auto_topup: tuple[Decimal, Decimal] | None = KEEP,
+    settings: store.FinalizeSettings | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[Balance, list[Grant]]:
+    """Set (or, with None, turn off) the customer's low-balance alert level and its automatic top-up
+    ``(below, amount)`` in ``currency``; a setting given as :data:`KEEP` stays as it is. Bad input names
+    ``currency``, ``low_balance``, ``auto_topup.below`` or ``auto_topup.amount``. Setting a level sends no
+    alert (the balance is recorded against it: the next fall below it alerts); an automatic top-up that is due
+    is issued at once. The currency's credit afterwards, and the automatic top-ups this issued."""
+    instant = now or utcnow()
+    currency = _currency(currency, "currency")
+    if low_balance is not KEEP and low_balance is not None:
+        low_balance = _amount(low_balance, currency, "low_balance")
+    if auto_topup is not KEEP and auto_topup is not None:
+        below, amount = auto_topup
+        auto_topup = (_amount(below, currency, "auto_topup.below"), _amount(amount, currency, "auto_topup.amount"))
+    with session_scope(engine) as session:
+        owner = _customer(session, customer, lock=True)
+        _settle(session, owner, instant)
+        row = _accounts(session, owner.external_id).get(currency) or _new_account(session, owner, currency, instant)
+        if low_balance is not KEEP:
+            total = _balance_of(currency, _grants_in(session, owner, currency)).total
+            row.low_balance, row.below_low = low_balance, low_balance is not None and total < low_balance
+        if auto_topup is not KEEP:
+            row.topup_below, row.topup_amount = auto_topup if auto_topup is not None else (None, None)
+            row.topup_grant_id = None  # saved again: automatic top-ups paused by a void one resume
+        row.updated_at = instant
+        issued = _watch(session, owner, instant, settings or store.FinalizeSettings())
+        found = _balance_of(currency, _grants_in(session, owner, currency), row)
+        return found, [g for g in found.grants if g.id in issued]
+
+
+def _watch(session: Session, owner: Customer, now: dt.datetime, settings: store.FinalizeSettings) -> list[int]:
+    """After the customer's credit moved, in the same transaction, its row locked: each currency's alerts, and
+    its automatic top-up if one is due (the ids of the paid grants issued)."""
+    grants = _grants(session, owner.external_id)
+    accounts = _accounts(session, owner.external_id)
+    waiting = [g.invoice_id for g in grants if g.kind == "paid" and not g.usable and g.invoice_id is not None]
+    statuses = _statuses(session, waiting)
+    issued: list[int] = []
+    for currency in sorted({g.currency for g in grants} | set(accounts)):
+        mine = [g for g in grants if g.currency == currency]
+        held = _balance_of(currency, mine)
+        row = accounts.get(currency) or _new_account(session, owner, currency, now)
+        _alert(session, owner, row, held, now)
+        unpaid = any(statuses.get(g.invoice_id or 0) == InvoiceStatus.FINALIZED.value for g in mine
+                     if g.kind == "paid" and not g.usable)
+        last = next((g for g in mine if g.id == row.topup_grant_id), None)
+        ended = (InvoiceStatus.VOID.value, InvoiceStatus.UNCOLLECTIBLE.value)
+        paused = last is not None and not last.usable and statuses.get(last.invoice_id or 0) in ended
+        if row.topup_amount is not None and topup_due(held.paid, row.topup_below, unpaid=unpaid, paused=paused):
+            reason = f"automatic top-up (paid credit below {format_amount(row.topup_below or ZERO, currency)})"
+            grant_id = _insert_grant(session, owner, currency, "paid", row.topup_amount, 0, None, reason, now)
+            _sell_topup(session, owner, grant_id, row.topup_amount, currency, settings, now)
+            row.topup_grant_id, row.updated_at = grant_id, now
+            issued.append(grant_id)
+    return issued
+
+
+def _alert(session: Session, owner: Customer, row: CreditAccountRow, held: Balance, now: dt.datetime) -> None:
+    """The alerts the balance calls for, each queued once (its id derived from its number), and the new state."""
+    state = AlertState(row.below_low, row.depleted, row.low_alerts, row.depleted_alerts)
+    after, alerts = alerts_due(state, held.total, row.low_balance)
+    if after == state:
+        return
+    row.below_low, row.depleted = after.below_low, after.depleted
+    row.low_alerts, row.depleted_alerts, row.updated_at = after.low_alerts, after.depleted_alerts, now
+    currency = held.currency
+    for name in alerts:
+        kind = _ALERT_KINDS[name]
+        number = after.low_alerts if name == "low" else after.depleted_alerts
+        level = (row.low_balance or ZERO) if name == "low" else ZERO
+        day = now.astimezone(_zone(owner)).date().isoformat()
+        payload = {
+            "customer": owner.external_id,
+            "currency": currency,
+            "period": day,
+            "alert": number,
+            "balance": format_amount(held.total, currency),
+            "level": format_amount(level, currency),
+            "free": format_amount(held.free, currency),
+            "paid": format_amount(held.paid, currency),
+            "cash_balance": format_amount(held.balance, currency),
+            "pending": format_amount(held.pending, currency),
+            "created_at": now.isoformat(),
+        }
+        values = {
+            "id": str(uuid.uuid5(_ALERTS, f"{kind}:{owner.external_id}:{currency}:{number}")),
+            "kind": kind,
+            "customer_external_id": owner.external_id,
+            "period": day,
+            "value": held.total,
+            "limit_value": level,
+            "currency": currency,
+            "payload": json.dumps(payload, sort_keys=True),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        session.execute(insert_for(session, NotificationRow.__table__).values(**values).on_conflict_do_nothing())
+
+
+def _new_account(session: Session, owner: Customer, currency: str, now: dt.datetime) -> CreditAccountRow:
+    """A currency's account as it stands before any credit: at 0.00, below every level, depleted."""
+    start = AlertState()
+    row = CreditAccountRow(
+        customer_external_id=owner.external_id,
+        currency=currency,
+        below_low=start.below_low,
+        depleted=start.depleted,
+        low_alerts=start.low_alerts,
+        depleted_alerts=start.depleted_alerts,
+        updated_at=now,
+    )
+    session.add(row)
+    return row
+
+
+def _accounts(session: Session, customer: str) -> dict[str, CreditAccountRow]:
+    rows = session.scalars(select(CreditAccountRow).where(CreditAccountRow.customer_external_id == customer))
+    return {row.currency: row for row in rows}
+
+
+def _grants_in(session: Session, owner: Customer, currency: str) -> list[Grant]:
+    return [g for g in _grants(session, owner.external_id) if g.currency == currency]
+
+
+def _statuses(session: Session, invoice_ids: Sequence[int]) -> dict[int, str]:
+    if not invoice_ids:
+        return {}
+    rows = session.execute(select(InvoiceRow.id, InvoiceRow.status).where(InvoiceRow.id.in_(list(invoice_ids))))
+    return {row.id: row.status for row in rows}
+
+
+def spendable(session: Session, customer: str, currency: str, now: dt.datetime) -> Decimal:
+    """What the customer's credit in ``currency`` can pay now, read without writing: the sum of the ``customer``
+    legs of its grants that have not expired by ``now`` (free, paid once usable, and the cash balance). As of the
+    ledger's last settling: a top-up invoice paid since counts from the next (see :func:`settle_due`)."""
+    statement = (
+        select(CreditEntryRow.amount)
+        .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+        .where(
+            CreditGrantRow.customer_external_id == customer,
+            CreditGrantRow.currency == currency,
+            CreditEntryRow.account == "customer",
+            (CreditGrantRow.expires_at.is_(None)) | (CreditGrantRow.expires_at > now),
+        )
+    )
+    return round_money(sum(session.scalars(statement), ZERO), currency)
+
+
 # -- reading ---------------------------------------------------------------------------------------------------
 
 
-def balance(engine: Engine, customer: str, now: dt.datetime | None = None) -> list[Balance]:
-    """The customer's credit per currency, its ledger first brought up to ``now`` (expiries, paid top-ups)."""
+def balance(
+    engine: Engine,
+    customer: str,
+    now: dt.datetime | None = None,
+    settings: store.FinalizeSettings | None = None,
+) -> list[Balance]:
+    """The customer's credit per currency, its ledger first brought up to ``now`` (expiries, paid top-ups; then
+    its alerts and automatic top-ups, issued with ``settings``)."""
+    instant = now or utcnow()
     with session_scope(engine) as session:
         owner = _customer(session, customer, lock=True)
-        _settle(session, owner, now or utcnow())
+        _settle(session, owner, instant)
+        _watch(session, owner, instant, settings or store.FinalizeSettings())
         grants = _grants(session, owner.external_id)
-    currencies = sorted({g.currency for g in grants} | {owner.currency})
-    return [_balance_of(currency, [g for g in grants if g.currency == currency]) for currency in currencies]
+        accounts = _accounts(session, owner.external_id)
+    currencies = sorted({g.currency for g in grants} | {owner.currency} | set(accounts))
+    return [
+        _balance_of(currency, [g for g in grants if g.currency == currency], accounts.get(currency))
+        for currency in currencies
+    ]
 
 
-def _balance_of(currency: str, grants: list[Grant]) -> Balance:
+def balance_in(
+    engine: Engine,
+    customer: str,
+    currency: str,
+    now: dt.datetime | None = None,
+    settings: store.FinalizeSettings | None = None,
+) -> Balance:
+    """The customer's credit in one ``currency`` (all 0.00 if it has none there), as :func:`balance` gives it."""
+    code = _currency(currency, "currency")
+    found = {b.currency: b for b in balance(engine, customer, now, settings)}
+    return found.get(code) or Balance(code, ZERO, ZERO, ZERO, ZERO, ())
+
+
+def _balance_of(currency: str, grants: list[Grant], account: CreditAccountRow | None = None) -> Balance:
     def held(kind: str) -> Decimal:
         return round_money(sum((g.remaining for g in grants if g.kind == kind and g.usable), ZERO), currency)
 
     pending = round_money(sum((g.amount for g in grants if g.kind == "paid" and not g.usable), ZERO), currency)
-    return Balance(currency, held("free"), held("paid"), held("balance"), pending, tuple(grants))
+    found = Balance(currency, held("free"), held("paid"), held("balance"), pending, tuple(grants))
+    if account is None:
+        return found
+    return replace(
+        found, low_balance=account.low_balance, topup_below=account.topup_below, topup_amount=account.topup_amount
+    )
 
 
 def ledger(engine: Engine, customer: str) -> list[Entry]:
@@ -555,8 +807,6 @@ def credits_of(session: Session, invoice_ids: Sequence[int]) -> dict[int, tuple[
 def with_credits(session: Session, invoices: Sequence[Invoice]) -> list[Invoice]:
     """The invoices with the credits applied to them and the payments they received (``Invoice.credits_applied``,
     ``amount_paid``, hence ``amount_due``)."""
-    from dataclasses import replace
-
     from billing.payments import amounts_paid  # (payments build on the credits: imported when used)
 
     ids = [i.id for i in invoices]
@@ -682,19 +932,19 @@ def _zone(owner: Customer) -> Any:
     return ZoneInfo(owner.timezone)
 
 
-def _currency(code: str) -> str:
+def _currency(code: str, name: str = "--currency") -> str:
     code = code.strip().upper()
     try:
         minor_digits(code)
     except ValueError as error:
-        raise BillingInputError(f"--currency: {error}") from None
+        raise BillingInputError(f"{name}: {error}") from None
     return code
 
 
-def _amount(amount: Decimal, currency: str) -> Decimal:
+def _amount(amount: Decimal, currency: str, name: str = "AMOUNT") -> Decimal:
     if not amount.is_finite() or amount <= 0 or amount >= MAX_AMOUNT or round_money(amount, currency) != amount:
         raise BillingInputError(
-            f"AMOUNT: expected a positive amount below {MAX_AMOUNT:,} in whole minor units of {currency} (got {amount})"
+            f"{name}: expected a positive amount below {MAX_AMOUNT:,} in whole minor units of {currency} (got {amount})"
         )
     return round_money(amount, currency)
 
@@ -734,6 +984,10 @@ def balance_json(customer: str, balances: Sequence[Balance]) -> dict[str, Any]:
                 "balance": money(b, b.balance),
                 "total": money(b, b.total),
                 "pending": money(b, b.pending),
+                "low_balance": None if b.low_balance is None else money(b, b.low_balance),
+                "auto_topup": None
+                if b.topup_below is None or b.topup_amount is None
+                else {"below": money(b, b.topup_below), "amount": money(b, b.topup_amount)},
                 "grants": [grant_json(g) for g in b.grants],
             }
             for b in balances

@@ -181,7 +181,7 @@ def create_credit_note(
         try:
             note = store.create_credit_note(session, number, amount, reason, settings, today)
             if to_balance:
-                credits.refund_to_balance(session, note, note.total, clock())
+                credits.refund_to_balance(session, note, note.total, clock(), settings)
             return note
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None

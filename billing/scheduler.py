@@ -296,7 +296,8 @@ def billing_cycle_job() -> None:
     report = bill_closed_periods(
         _engine(settings), _catalog(settings), finalize_settings(settings), settings.finalize_grace_days
     )
-    settle_due(_engine(settings))  # credits expired by now written off on their date, paid top-ups made usable
+    # credits expired by now written off on their date, paid top-ups made usable; then alerts and automatic top-ups
+    settle_due(_engine(settings), settings=finalize_settings(settings))
     for label, count in sorted(report.billed.items()):
         log.info("billing cycle: period %s billed for %d customer(s)", label, count)
     if report.finalized:

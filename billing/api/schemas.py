@@ -19,6 +19,8 @@ __all__ = [
     "AgingOut",
     "AgingRowOut",
     "ApiText",
+    "AutoTopupIn",
+    "AutoTopupOut",
     "BilledPeriodOut",
     "BillingRunIn",
     "BillingRunOut",
@@ -29,6 +31,7 @@ __all__ = [
     "CouponListOut",
     "CouponOut",
     "CreditNoteIn",
+    "CreditSettingsIn",
     "CustomerIn",
     "CustomerListOut",
     "CustomerOut",
@@ -960,12 +963,22 @@ class CreditGrantOut(_Out):
     created_at: str
 
 
+class AutoTopupOut(_Out):
+    """An automatic top-up: a top-up invoice of ``amount`` when the paid credit is below ``below``."""
+
+    model_config = examples({"below": "10.00", "amount": "50.00"})
+
+    below: str
+    amount: str
+
+
 class CreditBalanceOut(_Out):
-    """A customer's credit in one currency."""
+    """A customer's credit in one currency, and what is set for it."""
 
     model_config = examples(
         {"currency": "USD", "free": "50.00", "paid": "0.00", "balance": "20.32", "total": "70.32",
-         "pending": "0.00", "grants": [_GRANT]}
+         "pending": "0.00", "low_balance": "20.00", "auto_topup": {"below": "10.00", "amount": "50.00"},
+         "grants": [_GRANT]}
     )
 
     currency: str
@@ -974,7 +987,36 @@ class CreditBalanceOut(_Out):
     balance: str
     total: str
     pending: str = Field(description="Paid credit whose top-up invoice is not paid yet.")
+    low_balance: str | None = Field(
+        default=None, description="The level below which the total alerts (credit.balance_low); null: no alert."
+    )
+    auto_topup: AutoTopupOut | None = Field(default=None, description="The automatic top-up; null: none.")
     grants: list[CreditGrantOut]
+
+
+class AutoTopupIn(_In):
+    """Issue a top-up invoice of ``amount`` whenever the paid credit is below ``below`` (and none is unpaid)."""
+
+    model_config = examples({"below": "10.00", "amount": "50.00"})
+
+    below: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
+    amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
+
+
+class CreditSettingsIn(_In):
+    """What is set for a customer's credit in one currency; a field left out or null turns it off."""
+
+    model_config = examples(
+        {"low_balance": "20.00", "auto_topup": {"below": "10.00", "amount": "50.00"}}, {"low_balance": None}
+    )
+
+    low_balance: ApiText | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[0-9]+(\.[0-9]+)?$",
+        description="Alert (credit.balance_low) when the total falls below this; null: no low-balance alert.",
+    )
+    auto_topup: AutoTopupIn | None = None
 
 
 class CreditBalancesOut(_Out):

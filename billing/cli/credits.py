@@ -1,5 +1,5 @@
-"""``billing credits grant|balance|ledger``: prepaid credits and the customer's balance, thin wrappers over
-``billing.credits``."""
+"""``billing credits grant|balance|ledger|low-balance|auto-topup``: prepaid credits and the customer's balance,
+thin wrappers over ``billing.credits``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from billing.errors import BillingError
 from pricing_plans.money import format_amount
 
 credits_app = typer.Typer(
-    help="Prepaid credits and the customer's balance: grant, balance, ledger.", no_args_is_help=True
+    help="Prepaid credits and the customer's balance: grant, balance, ledger, low-balance alert, auto top-up.",
+    no_args_is_help=True,
 )
 
 JsonOption = typer.Option(False, "--json", help="Print JSON (the API's fields) instead of text.")
@@ -77,19 +78,84 @@ def balance(
     """A customer's credit per currency: free, paid, the cash balance, and paid credit awaiting its payment."""
     with database() as engine:
         try:
-            found = service.balance(engine, customer)
+            found = service.balance(engine, customer, settings=finalize_settings())
         except BillingError as error:
             fail(str(error))
     if as_json:
         _json.emit(service.balance_json(customer, found))
         return
+    _balance_table(customer, found)
+
+
+def _balance_table(customer: str, found: list[service.Balance]) -> None:
     table = Table(title=f"credit of {customer}")
-    for column in ("Currency", "Free", "Paid", "Balance", "Total", "Pending"):
-        table.add_column(column, justify="left" if column == "Currency" else "right")
+    for column in ("Currency", "Free", "Paid", "Balance", "Total", "Pending", "Low balance", "Auto top-up"):
+        table.add_column(column, justify="left" if column in ("Currency", "Auto top-up") else "right")
     for b in found:
         cells = (b.free, b.paid, b.balance, b.total, b.pending)
-        table.add_row(b.currency, *(format_amount(c, b.currency) for c in cells))
+        low = "" if b.low_balance is None else format_amount(b.low_balance, b.currency)
+        topup = ""
+        if b.topup_below is not None and b.topup_amount is not None:
+            topup = f"{format_amount(b.topup_amount, b.currency)} below {format_amount(b.topup_below, b.currency)}"
+        table.add_row(b.currency, *(format_amount(c, b.currency) for c in cells), low, topup)
     print_table(table)
+
+
+@credits_app.command("low-balance")
+def low_balance(
+    customer: str = typer.Argument(..., metavar="CUSTOMER", help="The customer's external id."),
+    currency: str = typer.Option(..., "--currency", help="ISO 4217 code (USD)."),
+    below: str | None = typer.Option(None, "--below", metavar="LEVEL", help="Alert when the total falls below."),
+    off: bool = typer.Option(False, "--off", help="No low-balance alert any more."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Alert (a credit.balance_low notification) each time the customer's credit in --currency falls below
+    --below. Setting the level sends nothing; the next fall below it does. (Reaching 0.00 always sends a
+    credit.balance_depleted notification.)"""
+    if (below is None) == (not off):
+        fail("--below: give a level, or --off (not both)", 2)
+    level = None if below is None else _decimal(below, "--below")
+    _configure(customer, currency, as_json, low_balance=level)
+
+
+@credits_app.command("auto-topup")
+def auto_topup(
+    customer: str = typer.Argument(..., metavar="CUSTOMER", help="The customer's external id."),
+    currency: str = typer.Option(..., "--currency", help="ISO 4217 code (USD)."),
+    below: str | None = typer.Option(None, "--below", metavar="LEVEL", help="Top up when paid credit is below."),
+    amount: str | None = typer.Option(None, "--amount", metavar="AMOUNT", help="The paid credit each top-up buys."),
+    off: bool = typer.Option(False, "--off", help="No automatic top-up any more."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Issue a top-up invoice of --amount (paid credit, usable once that invoice is paid) whenever the customer's
+    paid credit in --currency is below --below and no top-up invoice is unpaid; at once if that is so now."""
+    if off and (below is not None or amount is not None):
+        fail("--off: give --below and --amount, or --off alone", 2)
+    if not off and (below is None or amount is None):
+        fail("--below: give --below and --amount (or --off)", 2)
+    topup = None if off else (_decimal(below or "", "--below"), _decimal(amount or "", "--amount"))
+    _configure(customer, currency, as_json, auto_topup=topup)
+
+
+def _configure(customer: str, currency: str, as_json: bool, **changes: object) -> None:
+    names = {"currency": "--currency", "low_balance": "--below", "auto_topup.below": "--below",
+             "auto_topup.amount": "--amount"}
+    with database() as engine:
+        try:
+            found, issued = service.configure(engine, customer, currency, settings=finalize_settings(), **changes)
+        except BillingError as error:
+            message = str(error)
+            name = message.partition(":")[0]
+            fail(names[name] + message[len(name):] if name in names else message)
+    if as_json:
+        _json.emit(service.balance_json(customer, [found])["balances"][0])
+        return
+    _balance_table(customer, [found])
+    for grant in issued:
+        console.print(
+            f"issued top-up invoice {grant.invoice_number} for {format_amount(grant.amount, grant.currency)} "
+            f"{grant.currency}: the paid credit is below {format_amount(found.topup_below or 0, found.currency)}"
+        )
 
 
 @credits_app.command("ledger")
@@ -123,11 +189,11 @@ def ledger(
     print_table(table)
 
 
-def _decimal(text: str) -> Decimal:
+def _decimal(text: str, name: str = "AMOUNT") -> Decimal:
     try:
         return Decimal(text)
     except InvalidOperation:
-        fail(f"AMOUNT: expected a decimal amount such as 50.00, got {text!r}")
+        fail(f"{name}: expected a decimal amount such as 50.00, got {text!r}")
 
 
 def _day(text: str) -> dt.date:

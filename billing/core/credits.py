@@ -9,6 +9,12 @@ and until when. No database, no clock.
   never make a credit lapse); it never pays for a period that began at or after it.
 - **Amount**: credits pay at most the invoice's total, after tax (like a payment); an invoice of zero or less
   takes none.
+- **Alerts** (:func:`alerts_due`): a ``low`` alert when the balance is found below the low-balance level after it
+  was last found at or above it, a ``depleted`` alert when it is found at 0.00 after it was last found above; a
+  customer without any credit yet counts as at 0.00 (below every level, depleted), so a first grant sends
+  nothing, and its spending does.
+- **Automatic top-up** (:func:`topup_due`): when the paid balance is below the level, unless a top-up invoice of
+  that currency is still unpaid, or the last automatic top-up ended void or uncollectible.
 """
 
 from __future__ import annotations
@@ -19,7 +25,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-__all__ = ["KIND_ORDER", "Allocation", "GrantView", "allocate", "application_order", "day_start", "usable_for"]
+__all__ = [
+    "KIND_ORDER",
+    "AlertState",
+    "Allocation",
+    "GrantView",
+    "alerts_due",
+    "allocate",
+    "application_order",
+    "day_start",
+    "topup_due",
+    "usable_for",
+]
 
 ZERO = Decimal(0)
 KIND_ORDER = {"free": 0, "paid": 1, "balance": 2}
@@ -80,3 +97,37 @@ def allocate(grants: Sequence[GrantView], amount: Decimal) -> list[Allocation]:
             allocations.append(Allocation(grant.id, take))
             left -= take
     return allocations
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """Where a customer's credit in one currency stood when last looked at: below its low-balance level, at 0.00;
+    and how many alerts of each kind were sent (the next one's number is one more)."""
+
+    below_low: bool = True
+    depleted: bool = True
+    low_alerts: int = 0
+    depleted_alerts: int = 0
+
+
+def alerts_due(state: AlertState, balance: Decimal, level: Decimal | None) -> tuple[AlertState, list[str]]:
+    """The state after finding ``balance`` against the low-balance ``level`` (None: no low-balance alert), and
+    the alerts to send: ``low`` on going below the level, ``depleted`` on reaching 0.00 (both, in that order,
+    when one movement does both)."""
+    below = level is not None and balance < level
+    depleted = balance <= 0
+    alerts = [name for name, now, before in (("low", below, state.below_low), ("depleted", depleted, state.depleted))
+              if now and not before]
+    after = AlertState(
+        below,
+        depleted,
+        state.low_alerts + ("low" in alerts),
+        state.depleted_alerts + ("depleted" in alerts),
+    )
+    return after, alerts
+
+
+def topup_due(paid: Decimal, below: Decimal | None, *, unpaid: bool, paused: bool) -> bool:
+    """Whether an automatic top-up is to be issued: the paid balance is below the level (strictly), no top-up
+    invoice of the currency is unpaid, and automatic top-ups are not paused."""
+    return below is not None and paid < below and not unpaid and not paused

@@ -21,13 +21,24 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import BillingBase
 from dbkit.types import ID_TYPE, ExactDecimal, UTCDateTime
 
-__all__ = ["ACCOUNTS", "GRANT_KINDS", "MOVEMENT_KINDS", "CreditEntryRow", "CreditGrantRow"]
+__all__ = ["ACCOUNTS", "GRANT_KINDS", "MOVEMENT_KINDS", "CreditAccountRow", "CreditEntryRow", "CreditGrantRow"]
 
 GRANT_KINDS = ("free", "paid", "balance")
 MOVEMENT_KINDS = ("grant", "application", "expiry", "reinstatement", "void", "refund", "overpayment", "reversal")
@@ -85,3 +96,36 @@ class CreditEntryRow(BillingBase):
     amount: Mapped[Decimal] = mapped_column(ExactDecimal)
     effective_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class CreditAccountRow(BillingBase):
+    """A customer's credit in one currency (created by migration 0021): what is set for it — the low-balance
+    alert's level, the automatic top-up's level and amount — and where its alerts stand.
+
+    ``below_low`` and ``depleted`` say whether the balance was below the level (at 0.00) when it was last looked
+    at; an alert is sent when the balance is found below after it was not (``low_alerts`` and ``depleted_alerts``
+    count them, and number each alert's idempotency key). ``topup_grant_id`` is the paid grant of the last
+    automatic top-up issued since the setting was saved (its invoice voided or uncollectible pauses them).
+    """
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (
+        CheckConstraint("CAST(low_balance AS NUMERIC) > 0", name="low_balance_positive"),
+        CheckConstraint("CAST(topup_below AS NUMERIC) > 0", name="topup_below_positive"),
+        CheckConstraint("CAST(topup_amount AS NUMERIC) > 0", name="topup_amount_positive"),
+        CheckConstraint("(topup_below IS NULL) = (topup_amount IS NULL)", name="topup_whole"),
+    )
+
+    customer_external_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("customers.external_id", ondelete="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    low_balance: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    topup_below: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    topup_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    topup_grant_id: Mapped[int | None] = mapped_column(BigInteger)
+    below_low: Mapped[bool] = mapped_column(Boolean)
+    depleted: Mapped[bool] = mapped_column(Boolean)
+    low_alerts: Mapped[int] = mapped_column(Integer, default=0)
+    depleted_alerts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

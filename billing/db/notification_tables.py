@@ -1,12 +1,13 @@
 """Thresholds and notifications: per-customer limit overrides, threshold evaluations, the notification outbox and
 every delivery attempt.
 
-Created by migration 0004.
+Created by migration 0004; the credit alerts' kinds added by 0021.
 
 Exactly once, by construction:
   - a threshold notification is unique on (subscription, period, threshold key, level), an invoice notification
-    on (invoice, kind); rows are inserted with ON CONFLICT DO NOTHING in the transaction that records the
-    evaluation, so processes, retries and re-runs can only ever create one row per crossing;
+    on (invoice, kind), a credit alert by its id (``billing.credits``); rows are inserted with ON CONFLICT DO
+    NOTHING in the transaction that records the evaluation, so processes, retries and re-runs can only ever create
+    one row per crossing;
   - the outbox row is written before anything is sent, so a crash loses nothing: a ``pending`` row is sent by the
     next deliverer. Its ``id`` (a UUID) is the ``Idempotency-Key`` of every attempt.
 
@@ -35,7 +36,13 @@ __all__ = [
     "ThresholdEvaluationRow",
 ]
 
-NOTIFICATION_KINDS = ("usage.threshold_crossed", "spend.threshold_crossed", "invoice.finalized")
+NOTIFICATION_KINDS = (
+    "usage.threshold_crossed",
+    "spend.threshold_crossed",
+    "invoice.finalized",
+    "credit.balance_low",
+    "credit.balance_depleted",
+)
 NOTIFICATION_STATUSES = ("pending", "sent", "dead")
 CHANNELS = ("webhook", "email")
 
@@ -85,7 +92,10 @@ class NotificationRow(BillingBase):
 
     Attributes:
       id: a UUID, the ``Idempotency-Key`` of every delivery attempt.
-      kind: ``usage.threshold_crossed``, ``spend.threshold_crossed`` or ``invoice.finalized``.
+      kind: ``usage.threshold_crossed``, ``spend.threshold_crossed``, ``invoice.finalized``, or
+        ``credit.balance_low`` / ``credit.balance_depleted`` (a customer's credit fell below its low-balance level
+        or to 0.00: ``value`` the balance, ``limit_value`` the level, ``currency``; its id is derived from the
+        customer, the currency and the alert's number, so it is written once however often it is decided).
       customer_external_id, subscription_id, period: whom and which period it is about.
       threshold_key, level, meter, value, limit_value, currency: the crossing (threshold kinds).
       invoice_id: the invoice (``invoice.finalized``).
@@ -100,7 +110,9 @@ class NotificationRow(BillingBase):
         UniqueConstraint("subscription_id", "period", "threshold_key", "level"),
         UniqueConstraint("invoice_id", "kind"),
         CheckConstraint(
-            "kind IN ('usage.threshold_crossed', 'spend.threshold_crossed', 'invoice.finalized')", name="kind"
+            "kind IN ('usage.threshold_crossed', 'spend.threshold_crossed', 'invoice.finalized',"
+            " 'credit.balance_low', 'credit.balance_depleted')",
+            name="kind",
         ),
         CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
         Index("ix_notifications_due", "status", "next_attempt_at"),

@@ -301,7 +301,10 @@ def test_the_invoice_finalized_webhook_carries_the_credits_and_the_amount_due(en
     draft(engine, who, dt.date(2026, 3, 1), "12.00")
     finalize_period(engine, month(2026, 3), SETTINGS, dt.date(2026, 4, 2), now=at("2026-04-02T00:00:00"))
     with session_scope(engine) as session:
-        [payload] = [json.loads(row.payload) for row in session.query(NotificationRow).all()]
+        rows = session.query(NotificationRow).order_by(NotificationRow.kind).all()
+        # the invoice's, and the alert that the 5.00 of credit is used up
+        assert [row.kind for row in rows] == ["credit.balance_depleted", "invoice.finalized"]
+        payload = json.loads(rows[1].payload)
     # 12.00 − 5.00 = 7.00
     assert (payload["invoice"]["total"], payload["invoice"]["amount_due"]) == ("12.00", "7.00")
     assert [c["amount"] for c in payload["invoice"]["credits_applied"]] == ["5.00"]

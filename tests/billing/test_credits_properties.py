@@ -183,8 +183,8 @@ KILLED = textwrap.dedent(
     engine = make_engine(url)
     apply = credits.apply_credits
 
-    def apply_then_die(session, ids, now):
-        apply(session, ids, now)
+    def apply_then_die(session, ids, now, settings=None):
+        apply(session, ids, now, settings)
         session.flush()
         print("applied", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
