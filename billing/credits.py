@@ -635,7 +635,7 @@ def _alert(session: Session, owner: Customer, row: CreditAccountRow, held: Balan
     for name in alerts:
         kind = _ALERT_KINDS[name]
         number = after.low_alerts if name == "low" else after.depleted_alerts
-        level = (row.low_balance or ZERO) if name == "low" else ZERO
+        level = round_money((row.low_balance or ZERO) if name == "low" else ZERO, currency)
         day = now.astimezone(_zone(owner)).date().isoformat()
         payload = {
             "customer": owner.external_id,

@@ -558,6 +558,17 @@ def _check_aging(doc: dict[str, Any], world: World) -> None:
     assert [(r["currency"], r["invoices"], r["total"]) for r in doc["totals"]] == [("USD", 1, "13.26")]
 
 
+def _check_low_balance(doc: dict[str, Any], world: World) -> None:
+    assert (doc["currency"], doc["total"], doc["low_balance"], doc["auto_topup"]) == ("USD", "10.00", "20.00", None)
+
+
+def _check_auto_topup(doc: dict[str, Any], world: World) -> None:
+    # no paid credit, below 5.00: a top-up of 50.00 is issued at once, pending until its invoice is paid
+    assert (doc["paid"], doc["pending"], doc["auto_topup"]) == ("0.00", "50.00", {"below": "5.00", "amount": "50.00"})
+    [grant] = [g for g in doc["grants"] if g["kind"] == "paid"]
+    assert (grant["amount"], grant["usable"], grant["invoice"][:4]) == ("50.00", False, "INV-")
+
+
 def _coupon(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     coupons.create_coupon(
         world.engine, world.catalog, coupons.parse_coupon("WELCOME", percent="20", amount=None, currency=None, duration="once")
@@ -626,6 +637,17 @@ CASES = [
     ),
     Case(("credits", "balance"), lambda w, mp: [*_granted(w, mp), "credits", "balance", "acme", "--json"], _check_balance),
     Case(("credits", "ledger"), lambda w, mp: [*_granted(w, mp), "credits", "ledger", "acme", "--json"], _check_ledger),
+    Case(
+        ("credits", "low-balance"),
+        lambda w, mp: [*_granted(w, mp), "credits", "low-balance", "acme", "--currency", "USD", "--below", "20.00",
+                       "--json"],
+        _check_low_balance,
+    ),
+    Case(
+        ("credits", "auto-topup"),
+        _fixed("credits", "auto-topup", "acme", "--currency", "USD", "--below", "5.00", "--amount", "50.00", "--json"),
+        _check_auto_topup,
+    ),
     Case(
         ("payments", "record"),
         _fixed("payments", "record", "INV-2026-000001", "--amount", "20.00", "--date", "2026-11-10", "--method", "card",
