@@ -16,13 +16,16 @@ is answered as:
              counts from zero again.
 
 Where several current subscriptions give the meter an allowance (add-ons), the strictest hard limit answers
-(else the smallest allowance). ``credit_balance`` is where the customer's prepaid credit that can pay for the
-meter's charges will be answered; it is None while the engine keeps no credits (``_credit_balance``).
+(else the smallest allowance). ``credit_balance`` is the credit that will pay for the meter's charges: the
+customer's credit in its currency (the invoices' currency) that has not expired, free, paid (once its top-up
+invoice is paid) and the cash balance, summed from the ledger without writing to it
+(``billing.credits.spendable``); the same for every meter, since credits pay an invoice's total.
 
 What a request reads, so that it stays fast (it never walks the period's events):
 
   rows       the customer by its unique external id, its subscriptions, their negotiated prices, the customer's
-             own limits, the usage reaction's cursor and the customer's usage counters: each an indexed read;
+             own limits, the usage reaction's cursor, the customer's usage counters and its credit's ledger legs:
+             each an indexed read;
   counters   ``count``, ``sum`` and ``max`` meters are added up behind the request path: the usage reaction
              (``billing.reactions``), in the transaction that moves its cursor past the events it reacted to,
              writes each reacted-to customer's counters of its current windows — the exact aggregate of the
@@ -54,6 +57,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import schedule_of
 from billing.core.overrides import SubscriptionOverride
 from billing.core.periods import Period
+from billing.credits import spendable
 from billing.db import override_tables, repository, session_scope
 from billing.db.entitlement_tables import UsageCounterRow
 from billing.db.reaction_tables import UsageReactionRow
@@ -95,7 +99,8 @@ class Entitlement:
       resets_at: the end of the billing period (an aware UTC instant), when usage counts from zero again.
       period: that billing period (local dates, end exclusive).
       subscription_id: the subscription whose period and allowance answer.
-      credit_balance: the prepaid credit that can pay for the meter's charges; None while there are no credits.
+      credit_balance: the credit that will pay for the meter's charges (the customer's, in its currency, not
+        expired), in the currency's minor units.
     """
 
     meter: str
@@ -165,7 +170,8 @@ def customer_entitlements(
                 )
             chosen = {meter: chosen[meter]}
         used = _used(engine, session.connection(), catalog, customer, chosen, counted)
-    entitlements = tuple(_entitlement(code, chosen[code], used[code], customer) for code in sorted(chosen))
+        credit = spendable(session, customer.external_id, customer.currency, as_of) if chosen else None
+    entitlements = tuple(_entitlement(code, chosen[code], used[code], customer, credit) for code in sorted(chosen))
     return Entitlements(customer, as_of, entitlements)
 
 
@@ -435,7 +441,9 @@ def write_counters(session: Session, update: CounterUpdate) -> None:
         )
 
 
-def _entitlement(meter: str, candidate: _Candidate, used: Decimal, customer: Customer) -> Entitlement:
+def _entitlement(
+    meter: str, candidate: _Candidate, used: Decimal, customer: Customer, credit: Decimal | None
+) -> Entitlement:
     spec = candidate.spec
     limit = spec.limit if spec is not None else None
     hard = spec is not None and spec.hard_limit
@@ -449,11 +457,5 @@ def _entitlement(meter: str, candidate: _Candidate, used: Decimal, customer: Cus
         resets_at=candidate.period.utc_window(customer.timezone)[1],
         period=candidate.period,
         subscription_id=candidate.subscription.id,
-        credit_balance=_credit_balance(customer, meter),
+        credit_balance=credit,
     )
-
-
-def _credit_balance(customer: Customer, meter: str) -> Decimal | None:
-    """The hook for prepaid credits: the customer's credit that can pay for ``meter``'s charges. None: the
-    engine keeps no credits yet, so nothing pays for usage in advance."""
-    return None

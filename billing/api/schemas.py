@@ -611,21 +611,22 @@ class UsageOut(_Out):
 _ENTITLEMENT = {
     "meter": "api_calls", "used": "10000", "limit": "10000", "remaining": "0", "blocked": True, "hard_limit": True,
     "resets_at": "2026-11-01T04:00:00Z", "period": {"start": "2026-10-01", "end": "2026-11-01"},
-    "subscription_id": 1, "credit_balance": None,
+    "subscription_id": 1, "credit_balance": "25.00",
 }
 
 
 class EntitlementOut(_Out):
     """What a customer may still use of one meter in its current billing period: ``used`` so far (every event
     stored), its allowance ``limit`` (null: none) and ``remaining`` (never negative); ``blocked`` once a hard limit
-    is reached (``used >= limit``); ``resets_at``, the instant the period ends. ``credit_balance`` is the prepaid
-    credit that can pay for the meter's charges: null while the engine keeps no credits."""
+    is reached (``used >= limit``); ``resets_at``, the instant the period ends. ``credit_balance`` is the credit
+    that will pay for the meter's charges: the customer's, in its currency, not expired (free, paid, the cash
+    balance), in the currency's minor units ("0.00" without any)."""
 
     model_config = examples(
         _ENTITLEMENT,
         {"meter": "storage_gb", "used": "12.5", "limit": None, "remaining": None, "blocked": False,
          "hard_limit": False, "resets_at": "2026-11-01T04:00:00Z",
-         "period": {"start": "2026-10-01", "end": "2026-11-01"}, "subscription_id": 1, "credit_balance": None},
+         "period": {"start": "2026-10-01", "end": "2026-11-01"}, "subscription_id": 1, "credit_balance": "25.00"},
     )
 
     meter: str

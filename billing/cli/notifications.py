@@ -56,6 +56,10 @@ def warn_without_destination(settings: Settings) -> None:
 def _what(kind: str, threshold: str | None, level: int | None, invoice: str | None) -> str:
     if kind == "invoice.finalized":
         return f"invoice {invoice}"
+    if kind == "credit.balance_low":
+        return "credit below its level"
+    if kind == "credit.balance_depleted":
+        return "credit used up"
     return f"{threshold} {level} %"
 
 

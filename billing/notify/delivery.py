@@ -9,7 +9,8 @@ outside any transaction:
   signed with that endpoint's secret, never sent unsigned). Any 2xx answer is a delivery.
 - **e-mail** — over SMTP (``smtp_host``, ``smtp_port``, ``smtp_from``, optional ``smtp_username`` /
   ``smtp_password`` / ``smtp_starttls``) to the customer's address; ``invoice.finalized`` carries the invoice
-  PDF. The ``Message-ID`` is derived from the notification id, so a resent message is recognizably the same.
+  PDF, a credit alert (``credit.balance_low``, ``credit.balance_depleted``) says the balance and the level. The
+  ``Message-ID`` is derived from the notification id, so a resent message is recognizably the same.
 
 Every attempt on every channel is recorded, whatever happens. A round in which a channel fails counts one attempt
 and is tried again after an exponential backoff with jitter (:func:`backoff_delay`: base
@@ -308,9 +309,24 @@ def _email(
     name = customer.name if customer else notification.customer
     if notification.kind == "invoice.finalized":
         _invoice_email(engine, message, notification, name)
+    elif notification.kind.startswith("credit."):
+        _credit_email(message, notification, name)
     else:
         _alert_email(message, notification, name)
     return message
+
+
+def _credit_email(message: EmailMessage, notification: Notification, name: str) -> None:
+    """A credit alert's e-mail: the credit fell below its low-balance level, or is used up."""
+    payload = notification.payload
+    currency, balance = payload["currency"], payload["balance"]
+    if notification.kind == "credit.balance_low":
+        message["Subject"] = f"Your credit balance is below {payload['level']} {currency}"
+        text = f"your credit balance is {balance} {currency}, below {payload['level']} {currency}."
+    else:
+        message["Subject"] = f"Your credit balance ({currency}) is used up"
+        text = f"your credit balance is {balance} {currency}: the next invoices are charged in full."
+    message.set_content(f"Hello {name},\n\n{text}\n")
 
 
 def _invoice_email(engine: Engine, message: EmailMessage, notification: Notification, name: str) -> None:

@@ -446,7 +446,7 @@ def _check_entitlements(doc: dict[str, Any], world: World) -> None:
     assert (calls["meter"], calls["limit"], calls["hard_limit"], calls["blocked"]) == ("api_calls", "5", False, False)
     assert Decimal(calls["remaining"]) == max(Decimal(5) - Decimal(calls["used"]), Decimal(0))
     assert (minutes["meter"], minutes["limit"], minutes["remaining"]) == ("compute_minutes", None, None)
-    assert calls["resets_at"].endswith("T00:00:00Z") and calls["credit_balance"] is None
+    assert calls["resets_at"].endswith("T00:00:00Z") and calls["credit_balance"] == "0.00"
 
 
 def _stripe(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -26,6 +26,9 @@ from billing.db.notification_tables import NotificationRow
 from billing.errors import BillingInputError
 from invoices.model import InvoiceStatus
 from tests.billing.test_credits import at, customer, draft, finalize, holds
+from tests.billing.test_notifications import receiver, smtp_server
+
+__all__ = ["receiver", "smtp_server"]
 
 pytestmark = pytest.mark.db
 
@@ -133,7 +136,7 @@ def test_a_low_balance_level_set_while_below_sends_nothing_until_the_next_fall(e
     assert usd.low_balance is None
     with pytest.raises(BillingInputError, match="low_balance: expected a positive amount"):
         credits.configure(engine, who, "USD", low_balance=D("0"))
-    with pytest.raises(BillingInputError, match="auto_topup.amount"):
+    with pytest.raises(BillingInputError, match=r"auto_topup\.amount"):
         credits.configure(engine, who, "USD", auto_topup=(D("10.00"), D("1.001")))
     with pytest.raises(BillingInputError, match="currency"):
         credits.configure(engine, who, "XXY", low_balance=D("5"))
@@ -232,3 +235,33 @@ def test_a_finalization_killed_after_deciding_a_top_up_issues_it_once_when_run_a
     assert [(t[0], t[3]) for t in topups(engine)] == [("30.00", "paid"), ("40.00", "finalized")]
     assert alerts(engine) == [("credit.balance_low", "5.00", "15.00", 1)]
     holds(engine)
+
+
+def test_a_credit_alert_is_posted_signed_and_mailed(engine, receiver, smtp_server):
+    from billing import customers as service
+    from billing.notify import deliver_pending
+    from tests.billing.test_notifications import settings
+
+    url, received = receiver()
+    port, mailbox = smtp_server()
+    service.create_customer(engine, "acme", "Acme", "ap@acme.test", "USD", timezone="Europe/Berlin")
+    credits.grant_credit(engine, "acme", D("50.00"), "USD", now=at("2026-02-10T00:00:00"))
+    credits.configure(engine, "acme", "USD", low_balance=D("20.00"), now=at("2026-02-11T00:00:00"))
+    # 23:30 UTC on 1 April is 2 April in Berlin: the alert's period is the customer's day
+    finalize(engine, draft(engine, "acme", dt.date(2026, 3, 1), "35.00"), "2026-04-01T23:30:00")
+    [alert] = credits_notifications(engine)
+    report = deliver_pending(engine, settings(notification_webhook_url=url, smtp_host="127.0.0.1", smtp_port=port))
+    assert report.sent >= 1
+    [request] = [r for r in received if r.body["kind"] == "credit.balance_low"]
+    assert request.verified and request.idempotency_key == alert
+    assert {k: request.body[k] for k in ("customer", "currency", "period", "balance", "level", "alert")} == {
+        "customer": "acme", "currency": "USD", "period": "2026-04-02", "balance": "15.00", "level": "20.00", "alert": 1,
+    }
+    [message] = [m for m in mailbox.messages if m["Message-ID"] == f"<{alert}@billing-engine>"]
+    assert message["Subject"] == "Your credit balance is below 20.00 USD"
+    assert "your credit balance is 15.00 USD, below 20.00 USD." in message.get_body(("plain",)).get_content()
+
+
+def credits_notifications(engine) -> list[str]:
+    with session_scope(engine) as session:
+        return list(session.scalars(select(NotificationRow.id).where(NotificationRow.kind.like("credit.%"))))

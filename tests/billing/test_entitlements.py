@@ -172,7 +172,27 @@ def test_a_hard_limit_blocks_at_exactly_100_percent_and_nothing_remains_below_ze
     assert (str(tokens.used), str(tokens.limit), str(tokens.remaining), tokens.blocked, tokens.hard_limit) == (
         "60", "50", "0", False, False
     )
-    assert tokens.credit_balance is None  # no prepaid credits in the engine yet
+    assert str(tokens.credit_balance) == "0.00"  # no credit
+
+
+def test_the_credit_balance_is_what_the_customers_credit_can_pay_now(engine, catalog):
+    from billing import credits
+
+    customer(engine, catalog, "acme", "monthly", "America/New_York")
+    earlier = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    credits.grant_credit(engine, "acme", Decimal("25.00"), "USD", now=earlier)
+    # expired at the start of 15 March in New York (04:00 UTC), before NOW, and not written off yet: not counted
+    credits.grant_credit(engine, "acme", Decimal("10.00"), "USD", expires=dt.date(2026, 3, 15), now=earlier)
+    # paid credit whose top-up invoice is not paid: not counted; credit in another currency: not counted
+    credits.grant_credit(engine, "acme", Decimal("40.00"), "USD", paid=True, now=earlier)
+    credits.grant_credit(engine, "acme", Decimal("7.00"), "EUR", now=earlier)
+    found = customer_entitlements(engine, catalog, "acme", now=NOW).meters
+    assert [str(e.credit_balance) for e in found] == ["25.00"] * len(found) and len(found) >= 1
+    # a second before the expiry the 10.00 still counts: 25.00 + 10.00
+    before = customer_entitlements(engine, catalog, "acme", now=dt.datetime(2026, 3, 15, 3, 59, 59, tzinfo=dt.UTC))
+    assert str(before.meters[0].credit_balance) == "35.00"
+    # the read wrote nothing: no expiry movement yet
+    assert [e.kind for e in credits.ledger(engine, "acme") if e.kind == "expiry"] == []
 
 
 def counters(engine):
@@ -346,7 +366,7 @@ def test_entitlements_over_http_and_unknowns_as_404_problems(live_api):
     assert (calls["used"], calls["limit"], calls["remaining"], calls["blocked"], calls["hard_limit"]) == (
         "6", "5", "0", False, False
     )
-    assert calls["credit_balance"] is None and calls == body["entitlements"][0]
+    assert calls["credit_balance"] == "0.00" and calls == body["entitlements"][0]
     assert (no_customer.status_code, error_of(no_customer)["code"]) == (404, "not_found")
     assert "unknown customer 'nobody'" in error_of(no_customer)["message"]
     assert (no_meter.status_code, error_of(no_meter)["code"]) == (404, "not_found")
