@@ -70,3 +70,48 @@ def test_bad_grants_are_problems_naming_the_field(live_api):
     assert currency.status_code == 422 and error_of(currency)["field"] == "currency"
     assert expired.status_code == 422 and error_of(expired)["field"] == "expires"
     assert unknown.status_code == 404 and missing.status_code == 404
+
+
+SETTINGS = "/v1/customers/acme/credits/settings/USD"
+
+
+def test_the_low_balance_level_and_the_automatic_top_up_are_set_and_read_per_currency(live_api):
+    add_customer(live_api)
+    body = {"low_balance": "20.00", "auto_topup": {"below": "10.00", "amount": "50.00"}}
+    with live_api.client() as client:
+        first = client.put(SETTINGS, json=body)
+        again = client.put(SETTINGS, json=body)
+        read = client.get(SETTINGS)
+        balance = client.get("/v1/customers/acme/credits/balance").json()
+        euros = client.get("/v1/customers/acme/credits/settings/eur")
+        off = client.put(SETTINGS, json={})
+    assert first.status_code == 200, first.text
+    usd = first.json()
+    assert (usd["low_balance"], usd["auto_topup"]) == ("20.00", {"below": "10.00", "amount": "50.00"})
+    # no paid credit (0.00 < 10.00): one top-up of 50.00 issued at once, and none more while it is unpaid
+    [topup] = usd["grants"]
+    assert (topup["kind"], topup["amount"], topup["usable"], usd["pending"]) == ("paid", "50.00", False, "50.00")
+    assert topup["reason"] == "automatic top-up (paid credit below 10.00)"
+    assert again.json() == usd and read.json() == usd and balance["balances"] == [usd]
+    assert euros.json() == {"currency": "EUR", "free": "0.00", "paid": "0.00", "balance": "0.00", "total": "0.00",
+                            "pending": "0.00", "low_balance": None, "auto_topup": None, "grants": []}
+    assert (off.json()["low_balance"], off.json()["auto_topup"], len(off.json()["grants"])) == (None, None, 1)
+
+
+def test_bad_credit_settings_are_problems_naming_the_field(live_api):
+    add_customer(live_api)
+    with live_api.client() as client:
+        zero = client.put(SETTINGS, json={"low_balance": "0"})
+        fraction = client.put(SETTINGS, json={"auto_topup": {"below": "1.001", "amount": "5.00"}})
+        amount = client.put(SETTINGS, json={"auto_topup": {"below": "1.00", "amount": "0"}})
+        half = client.put(SETTINGS, json={"auto_topup": {"below": "1.00"}})
+        currency = client.put("/v1/customers/acme/credits/settings/XXY", json={"low_balance": "5.00"})
+        read_currency = client.get("/v1/customers/acme/credits/settings/XXY")
+        unknown = client.put("/v1/customers/nobody/credits/settings/USD", json={"low_balance": "5.00"})
+    assert zero.status_code == 422 and error_of(zero)["field"] == "low_balance"
+    assert fraction.status_code == 422 and error_of(fraction)["field"] == "auto_topup.below"
+    assert amount.status_code == 422 and error_of(amount)["field"] == "auto_topup.amount"
+    assert half.status_code == 422 and "amount" in error_of(half)["field"]
+    assert currency.status_code == 422 and error_of(currency)["field"] == "currency"
+    assert read_currency.status_code == 422 and error_of(read_currency)["field"] == "currency"
+    assert unknown.status_code == 404

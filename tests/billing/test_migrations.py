@@ -358,3 +358,53 @@ def test_0022_lets_a_paid_invoice_reopen_and_the_ledger_hold_overpayments_and_un
             assert connection.execute(text("SELECT count(*) FROM payments")).scalar_one() == 0
     finally:
         engine.dispose()
+
+
+NOTIFICATION = (
+    "INSERT INTO notifications (id, kind, customer_external_id, period, payload, status, attempts, next_attempt_at,"
+    " created_at) VALUES (:id, :kind, 'acme', '2026-04-02', '{}', 'pending', 0, '2026-04-02 10:00:00',"
+    " '2026-04-02 10:00:00')"
+)
+
+
+def test_0021_widens_the_notification_kinds_and_keeps_every_delivery_attempt(fresh_url):
+    """Upgraded over a notification with a delivery attempt, a credit alert can be stored and the attempt is
+    still there; undone, it is refused while a credit alert exists, then done and a credit kind is refused again."""
+    from alembic import command
+
+    from billing.db import _alembic_config
+
+    upgrade(fresh_url, "0022")
+    engine = make_engine(fresh_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(NOTIFICATION), {"id": "n1", "kind": "invoice.finalized"})
+            connection.execute(
+                text(
+                    "INSERT INTO notification_attempts (notification_id, channel, target, attempted_at, outcome,"
+                    " duration_ms) VALUES ('n1', 'webhook', 'http://x', '2026-04-02 10:00:00', 'error', 5)"
+                )
+            )
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text(NOTIFICATION), {"id": "n2", "kind": "credit.balance_low"})
+        upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(text(NOTIFICATION), {"id": "n2", "kind": "credit.balance_low"})
+            connection.execute(text(NOTIFICATION), {"id": "n3", "kind": "credit.balance_depleted"})
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text(NOTIFICATION), {"id": "n4", "kind": "credit.something_else"})
+        with pytest.raises(RuntimeError, match="credit alerts exist"):
+            command.downgrade(_alembic_config(engine), "0022")
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM notifications WHERE id IN ('n2', 'n3')"))
+        command.downgrade(_alembic_config(engine), "0022")
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text(NOTIFICATION), {"id": "n5", "kind": "credit.balance_low"})
+        upgrade(engine)
+        with engine.connect() as connection:
+            counts = connection.execute(
+                text("SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM notification_attempts)")
+            ).one()
+        assert tuple(counts) == (1, 1)
+    finally:
+        engine.dispose()
