@@ -7,8 +7,10 @@ period a subscription covers), and the preview is ``billing.core.compose.compose
 agree line by line for the same usage. Thresholds are the catalog's (or the customer's own limits) evaluated with
 ``billing.thresholds``; the levels already notified come from the notifications table.
 
-The preview leaves out late usage of earlier, already issued periods (which the run adds to this period's
-invoice) and a new subscription's opening invoice (a separate document).
+The preview carries the discount lines of the coupons applied to the customer that cover the period, as the
+invoice will (the billing periods a repeating coupon already reduced are counted from the issued and draft
+invoices before it). It leaves out late usage of earlier, already issued periods (which the run adds to this
+period's invoice) and a new subscription's opening invoice (a separate document).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, schedule_of
 from billing.core.overrides import SubscriptionOverride, fee_period_repriced
 from billing.core.periods import Period, billing_period_named, month_of
+from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.errors import BillingInputError, NotFoundError
@@ -170,7 +173,9 @@ def customer_usage(
         for s in active
     ]
     rules = get_settings().tax_rules()
-    preview = compose_period_invoice(customer, period, sections, [], catalog, as_of, tax_rules=rules)
+    with session_scope(read_only(engine)) as session:
+        coupons = applied_coupons(session, [customer.external_id], period.start).get(customer.external_id, [])
+    preview = compose_period_invoice(customer, period, sections, [], catalog, as_of, coupons, tax_rules=rules)
     return CustomerUsage(
         customer=customer,
         period=period,

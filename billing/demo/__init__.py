@@ -269,9 +269,12 @@ def _grant_credit(engine: Engine, account: Account) -> None:
         engine, account.external_id, Decimal(40), account.currency, expires=dt.date(2026, 10, 1),
         reason="welcome offer", now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
     )
+    credits.configure(engine, account.external_id, account.currency, low_balance=Decimal(15),
+                      now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
     console.print(
         f"credit: {grant.amount} {grant.currency} of free credit to {account.external_id} (\"welcome offer\"), "
-        "expiring on 2026-10-01; it pays the invoices at finalization, after tax"
+        "expiring on 2026-10-01; it pays the invoices at finalization, after tax; an alert when it falls below "
+        f"15.00 {grant.currency}, another when it is used up"
     )
 
 
@@ -606,12 +609,16 @@ def _notifications(engine: Engine, received: list[ReceivedWebhook]) -> None:
     """The alerts the quarter's usage triggered, and what reached the local receiver."""
     notifications = list_notifications(engine)
     alerts = [n for n in notifications if n.kind != "invoice.finalized"]
-    table = Table(title=f"Usage and spend alerts ({len(alerts)}), delivered to the demo's webhook receiver")
+    table = Table(title=f"Usage, spend and credit alerts ({len(alerts)}), delivered to the demo's webhook receiver")
     for column in ("Period", "Customer", "Alert on", "Level", "Value", "Limit", "Status"):
         table.add_column(column, justify="right" if column in ("Level", "Value", "Limit") else "left", no_wrap=True)
     for n in alerts:
-        subject = n.meter if n.kind.startswith("usage.") else f"spend ({n.currency})"
-        table.add_row(n.period, n.customer, subject, f"{n.level} %", str(n.value), str(n.limit), n.status)
+        if n.kind.startswith("credit."):
+            subject, level = f"credit ({n.currency})", "below" if n.kind == "credit.balance_low" else "used up"
+        else:
+            subject = n.meter if n.kind.startswith("usage.") else f"spend ({n.currency})"
+            level = f"{n.level} %"
+        table.add_row(n.period, n.customer, subject, level, str(n.value), str(n.limit), n.status)
     print_table(table)
     kinds = Counter(n.kind for n in notifications)
     statuses = Counter(n.status for n in notifications)

@@ -18,6 +18,7 @@ from billing.core.periods import Period, month
 from billing.db import session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.metrics_store import figures_from_database
+from billing.preview import customer_usage
 from billing.run import finalize_period, run_billing
 from billing.stripe.sync import stripe_items
 from invoices import store
@@ -326,7 +327,12 @@ def test_a_plan_restricted_coupon_on_a_base_plan_and_an_add_on_with_tax(engine, 
         for i in range(300)
     ]
     ingest_batch(engine, catalog, events, now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
-    _bill(engine, catalog, JAN, FEB)
+    _bill(engine, catalog, JAN)
+    # the upcoming invoice's preview (`billing usage`) on 20 February carries the discount as the invoice will
+    preview = customer_usage(engine, catalog, "acme", now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC)).preview
+    assert [(line.kind.value, str(line.amount)) for line in preview.lines][-1] == ("discount", "-10.00")
+    assert str(compute_totals(preview.lines, "USD", Decimal(10)).total) == "47.30"
+    _bill(engine, catalog, FEB)
     february = _invoice(engine, "period:acme:2026-02")
     # basic 30.00 + 300 calls × 0.01 = 3.00; support 20.00: subtotal 53.00; 50 % of support's 20.00 = 10.00 off;
     # tax 10 % of (53.00 − 10.00 = 43.00) = 4.30; total 43.00 + 4.30 = 47.30
