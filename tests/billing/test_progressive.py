@@ -298,3 +298,32 @@ def test_prepaid_credit_pays_a_progressive_invoice_as_it_is_finalized(engine, ca
     [invoice] = _invoices(engine, "acme")
     assert (str(invoice.total), str(invoice.amount_due)) == ("110.00", "80.00")
     assert [(c.kind, str(c.amount)) for c in invoice.credits_applied] == [("free", "30.00")]
+
+
+@pytest.mark.db
+def test_a_percentage_coupon_reduces_the_period_end_invoice_only_not_the_progressive_ones(engine, catalog):
+    """What happens today (documented in the README): progressive invoices carry no discount line; the coupon
+    reduces the period-end invoice's own lines, the rest of the usage."""
+    from billing import coupons
+
+    _customer(engine, catalog, "acme", "steps")
+    twenty = coupons.parse_coupon("TWENTY", percent="20", amount=None, currency=None, duration="forever")
+    coupons.create_coupon(engine, catalog, twenty)
+    coupons.apply_coupon(engine, "TWENTY", "acme", now=_at(15, month_number=2))
+    _calls(engine, catalog, "acme", 220, "2026-03-05T10:00:00Z", "a", _at(10))
+    assert _progressive(engine, catalog, _at(10)) == ["INV-2026-000001"]  # 220 × 0.50 = 110.00 ≥ 100.00
+    _calls(engine, catalog, "acme", 300, "2026-03-12T10:00:00Z", "b", _at(15))
+    assert _progressive(engine, catalog, _at(15)) == ["INV-2026-000002"]  # 520 × 0.50 = 260.00: 260.00 − 110.00
+    _calls(engine, catalog, "acme", 100, "2026-03-20T10:00:00Z", "c", _at(25))
+    run_billing(engine, catalog, MARCH, now=_at(2, month_number=4))
+    finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2))
+    first, second, period_end = _invoices(engine, "acme")
+    assert [line.kind for line in (*first.lines, *second.lines)] == [LineKind.USAGE, LineKind.USAGE]  # no discount
+    assert (str(first.total), str(second.total)) == ("110.00", "150.00")
+    # 620 × 0.50 = 310.00; the rest 310.00 − 260.00 = 50.00; 20 % of 50.00 = 10.00 off → 40.00
+    assert [(line.kind, str(line.amount)) for line in period_end.lines] == [
+        (LineKind.USAGE, "50.00"), (LineKind.DISCOUNT, "-10.00")
+    ]
+    assert str(period_end.total) == "40.00"
+    # 110.00 + 150.00 + 40.00 = 300.00, where one invoice would bill 310.00 − 20 % = 248.00
+    assert str(first.total + second.total + period_end.total) == "300.00"
