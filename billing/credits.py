@@ -609,8 +609,9 @@ def _watch(session: Session, owner: Customer, now: dt.datetime, settings: store.
         held = _balance_of(currency, mine)
         row = accounts.get(currency) or _new_account(session, owner, currency, now)
         _alert(session, owner, row, held, now)
-        unpaid = any(statuses.get(g.invoice_id or 0) == InvoiceStatus.FINALIZED.value for g in mine
-                     if g.kind == "paid" and not g.usable)
+        # a top-up on its way: its invoice unpaid, or paid and not yet made usable (the next settling does that)
+        coming = (InvoiceStatus.FINALIZED.value, InvoiceStatus.PAID.value)
+        unpaid = any(statuses.get(g.invoice_id or 0) in coming for g in mine if g.kind == "paid" and not g.usable)
         last = next((g for g in mine if g.id == row.topup_grant_id), None)
         ended = (InvoiceStatus.VOID.value, InvoiceStatus.UNCOLLECTIBLE.value)
         paused = last is not None and not last.usable and statuses.get(last.invoice_id or 0) in ended

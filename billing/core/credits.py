@@ -13,8 +13,9 @@ and until when. No database, no clock.
   was last found at or above it, a ``depleted`` alert when it is found at 0.00 after it was last found above; a
   customer without any credit yet counts as at 0.00 (below every level, depleted), so a first grant sends
   nothing, and its spending does.
-- **Automatic top-up** (:func:`topup_due`): when the paid balance is below the level, unless a top-up invoice of
-  that currency is still unpaid, or the last automatic top-up ended void or uncollectible.
+- **Automatic top-up** (:func:`topup_due`): when the paid balance is below the level, unless a top-up of that
+  currency is on its way (its invoice unpaid, or paid and its credit not yet usable), or the last automatic
+  top-up ended void or uncollectible.
 """
 
 from __future__ import annotations

@@ -265,3 +265,19 @@ def test_a_credit_alert_is_posted_signed_and_mailed(engine, receiver, smtp_serve
 def credits_notifications(engine) -> list[str]:
     with session_scope(engine) as session:
         return list(session.scalars(select(NotificationRow.id).where(NotificationRow.kind.like("credit.%"))))
+
+
+def test_a_top_up_paid_but_not_yet_made_usable_is_not_bought_again(engine):
+    who = customer(engine)
+    _, [first] = credits.configure(engine, who, "USD", auto_topup=(D("10.00"), D("50.00")),
+                                   now=at("2026-02-10T00:00:00"))
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "5.00"), "2026-04-02T00:00:00")
+    assert str(march.amount_due) == "5.00"  # the top-up is not paid: nothing pays March, and no second top-up
+    invoicing.set_invoice_status(engine, first.invoice_number or "", InvoiceStatus.PAID)
+    # a credit note refunded to the balance moves the credit without settling the ledger: the paid top-up is on
+    # its way, so none is bought again
+    invoicing.create_credit_note(engine, march.number or "", D("2.00"), "outage", invoicing.store.FinalizeSettings(),
+                                 dt.date(2026, 4, 3), to_balance=True)
+    assert [t[3] for t in topups(engine)] == ["paid"]
+    [usd] = credits.balance(engine, who, now=at("2026-04-04T00:00:00"))
+    assert (str(usd.paid), str(usd.balance), len(topups(engine))) == ("50.00", "2.00", 1)
