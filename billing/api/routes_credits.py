@@ -153,7 +153,7 @@ def get_settings(
     "/v1/customers/{customer_id}/credits/settings/{currency}",
     summary="Set a customer's low-balance alert and automatic top-up in one currency",
     response_model=CreditBalanceOut,
-    operation_id="putCreditSettings",
+    operation_id="changeCreditSettings",
     responses=POST_ERROR_RESPONSES,
 )
 async def put_settings(
