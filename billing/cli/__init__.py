@@ -59,7 +59,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.",
     ),
     "invoices": (("invoices",), "Invoices and credit notes."),
-    "credits": (("credits",), "Prepaid credits and the customer's balance: grant, balance, ledger."),
+    "credits": (
+        ("credits",),
+        "Prepaid credits and the customer's balance: grant, balance, ledger, low-balance alert, auto top-up.",
+    ),
     "payments": (("payments",), "Payments received against invoices: record, list, reverse."),
     "notifications": (("notifications",), "Notifications: list, deliver, retry."),
     "thresholds": (("notifications",), "Usage and spend thresholds."),
