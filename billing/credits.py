@@ -223,6 +223,7 @@ def overpayment_to_balance(
     reason = f"overpayment of invoice {invoice.number} (payment {payment_id})"
     grant_id = _insert_grant(session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id)
     _move(session, f"overpayment:{payment_id}", "overpayment", grant_id, amount, "payment", invoice.id, now)
+    _watch(session, owner, now, None)
     return grant_id
 
 
@@ -236,6 +237,7 @@ def take_back_overpayment(
     grant = _grants(session, owner.external_id, ids=[grant_id])[0]
     if grant.remaining > 0:
         _move(session, f"reversal:{payment_id}", "reversal", grant_id, -grant.remaining, "payment", None, now)
+    _watch(session, owner, now, None)
     return grant.remaining
 
 
@@ -596,9 +598,12 @@ def configure(
         return found, [g for g in found.grants if g.id in issued]
 
 
-def _watch(session: Session, owner: Customer, now: dt.datetime, settings: store.FinalizeSettings) -> list[int]:
+def _watch(
+    session: Session, owner: Customer, now: dt.datetime, settings: store.FinalizeSettings | None
+) -> list[int]:
     """After the customer's credit moved, in the same transaction, its row locked: each currency's alerts, and
-    its automatic top-up if one is due (the ids of the paid grants issued)."""
+    its automatic top-up if one is due (the ids of the paid grants issued). Without ``settings`` (a payment's
+    movement, which knows no invoice numbering), the alerts only: a top-up due waits for the next settling."""
     grants = _grants(session, owner.external_id)
     accounts = _accounts(session, owner.external_id)
     waiting = [g.invoice_id for g in grants if g.kind == "paid" and not g.usable and g.invoice_id is not None]
@@ -615,7 +620,8 @@ def _watch(session: Session, owner: Customer, now: dt.datetime, settings: store.
         last = next((g for g in mine if g.id == row.topup_grant_id), None)
         ended = (InvoiceStatus.VOID.value, InvoiceStatus.UNCOLLECTIBLE.value)
         paused = last is not None and not last.usable and statuses.get(last.invoice_id or 0) in ended
-        if row.topup_amount is not None and topup_due(held.paid, row.topup_below, unpaid=unpaid, paused=paused):
+        due = topup_due(held.paid, row.topup_below, unpaid=unpaid, paused=paused)
+        if settings is not None and row.topup_amount is not None and due:
             reason = f"automatic top-up (paid credit below {format_amount(row.topup_below or ZERO, currency)})"
             grant_id = _insert_grant(session, owner, currency, "paid", row.topup_amount, 0, None, reason, now)
             _sell_topup(session, owner, grant_id, row.topup_amount, currency, settings, now)

@@ -281,3 +281,18 @@ def test_a_top_up_paid_but_not_yet_made_usable_is_not_bought_again(engine):
     assert [t[3] for t in topups(engine)] == ["paid"]
     [usd] = credits.balance(engine, who, now=at("2026-04-04T00:00:00"))
     assert (str(usd.paid), str(usd.balance), len(topups(engine))) == ("50.00", "2.00", 1)
+
+
+def test_a_reversed_overpayment_taking_the_balance_to_zero_alerts(engine):
+    from billing import payments
+
+    who = customer(engine)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00"), "2026-04-02T00:00:00")
+    # 120.00 paid against 100.00: the excess 20.00 goes to the balance (up: nothing)
+    paid = payments.record_payment(engine, march.number or "", D("120.00"), method="bank_transfer",
+                                   received_on=dt.date(2026, 4, 10), now=at("2026-04-10T00:00:00"))
+    assert (str(paid.excess), alerts(engine)) == ("20.00", [])
+    # the transfer bounces: the 20.00 is taken back, the balance is 0.00 → depleted
+    payments.reverse_payment(engine, paid.id, reason="bounced", on=dt.date(2026, 4, 12), now=at("2026-04-12T00:00:00"))
+    assert alerts(engine) == [("credit.balance_depleted", "0.00", "0.00", 1)]
+    holds(engine)
