@@ -374,7 +374,7 @@ def test_0021_widens_the_notification_kinds_and_keeps_every_delivery_attempt(fre
 
     from billing.db import _alembic_config
 
-    upgrade(fresh_url, "0022")
+    upgrade(fresh_url, "0023")
     engine = make_engine(fresh_url)
     try:
         with engine.begin() as connection:
@@ -394,10 +394,10 @@ def test_0021_widens_the_notification_kinds_and_keeps_every_delivery_attempt(fre
         with pytest.raises(DBAPIError), engine.begin() as connection:
             connection.execute(text(NOTIFICATION), {"id": "n4", "kind": "credit.something_else"})
         with pytest.raises(RuntimeError, match="credit alerts exist"):
-            command.downgrade(_alembic_config(engine), "0022")
+            command.downgrade(_alembic_config(engine), "0023")
         with engine.begin() as connection:
             connection.execute(text("DELETE FROM notifications WHERE id IN ('n2', 'n3')"))
-        command.downgrade(_alembic_config(engine), "0022")
+        command.downgrade(_alembic_config(engine), "0023")
         with pytest.raises(DBAPIError), engine.begin() as connection:
             connection.execute(text(NOTIFICATION), {"id": "n5", "kind": "credit.balance_low"})
         upgrade(engine)

@@ -8,7 +8,7 @@ table's stored definition, so the definition is edited in place, as migration 00
 (every stored row satisfies the new, wider check).
 
 Revision ID: 0021
-Revises: 0022
+Revises: 0023
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from alembic import op
 from dbkit.types import ExactDecimal
 
 revision = "0021"
-down_revision = "0022"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
