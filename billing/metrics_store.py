@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from billing.core.coupons import CouponIssue
@@ -22,12 +23,26 @@ from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, co
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
 from billing.db import coupon_tables, override_tables, repository, session_scope
+from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
 from dbkit import read_only, utcnow
 from invoices import store
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog
 
-__all__ = ["MetricInputs", "coupon_issues", "figures_from_database", "load_metric_inputs", "negotiated_plans"]
+__all__ = [
+    "TRAILING_MONTHS",
+    "MetricInputs",
+    "coupon_issues",
+    "figures_from_database",
+    "free_credits_applied",
+    "load_metric_inputs",
+    "months_before",
+    "negotiated_plans",
+]
+
+TRAILING_MONTHS = 23
+"""How many months before the first period the invoices are read: the 12-month trailing revenue retention of a
+month compares the 12 months up to it with the 12 months before those."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +52,7 @@ class MetricInputs:
     Attributes:
       customers: every customer.
       subscriptions: every subscription (earlier ones tell a reactivation from a new customer).
-      invoices: the invoices whose period starts from the period before the range to the range's last period,
+      invoices: the invoices whose period starts from 23 months before the range to the range's last period,
         and the credit notes against them, draft and void included (the computation filters by status).
       overrides: every version of the subscriptions' negotiated prices, by subscription id.
     """
@@ -53,13 +68,13 @@ def load_metric_inputs(session: Session, periods: Sequence[Period]) -> MetricInp
     """Read the records for ``periods`` (consecutive, in order) in five queries, and two for the coupons."""
     if not periods:
         return MetricInputs((), (), ())
-    first, last = periods[0].previous().start, periods[-1].start
+    first, last = months_before(periods[0], TRAILING_MONTHS).start, periods[-1].start
     subscriptions = tuple(repository.list_subscriptions(session))
     customers = tuple(repository.list_customers(session))
     return MetricInputs(
         customers=customers,
         subscriptions=subscriptions,
-        invoices=tuple(_invoice_summaries(session, first, last)),
+        invoices=tuple(_invoice_summaries(session, first, last, subscriptions)),
         overrides=override_tables.overrides_of(session, [s.id for s in subscriptions]),
         coupons=tuple(coupon_issues(session, {c.external_id: c.currency for c in customers})),
     )
@@ -102,7 +117,35 @@ def negotiated_plans(catalog: Catalog, inputs: MetricInputs) -> dict[int, Negoti
     return found
 
 
-def _invoice_summaries(session: Session, first: dt.date, last: dt.date) -> list[InvoiceSummary]:
+def months_before(period: Period, months: int) -> Period:
+    """The period ``months`` periods before ``period``."""
+    for _ in range(months):
+        period = period.previous()
+    return period
+
+
+def free_credits_applied(session: Session, invoice_ids: Sequence[int]) -> dict[int, Decimal]:
+    """The free credit each invoice was paid with, net of what went back when it was voided."""
+    found: dict[int, Decimal] = {}
+    ids = list(invoice_ids)
+    for chunk in (ids[i : i + 5000] for i in range(0, len(ids), 5000)):
+        rows = session.execute(
+            select(CreditEntryRow.invoice_id, CreditEntryRow.amount)
+            .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+            .where(CreditEntryRow.account == "invoice", CreditGrantRow.kind == "free")
+            .where(CreditEntryRow.invoice_id.in_(chunk))
+        )
+        for invoice_id, amount in rows:
+            found[invoice_id] = found.get(invoice_id, Decimal(0)) + amount
+    return found
+
+
+def _invoice_summaries(
+    session: Session, first: dt.date, last: dt.date, subscriptions: Sequence[Subscription]
+) -> list[InvoiceSummary]:
+    starts = {s.id: s.start_date for s in subscriptions}
+    invoices = store.invoice_amounts(session, first, last)
+    free = free_credits_applied(session, [i.invoice_id for i in invoices])
     return [
         InvoiceSummary(
             number=invoice.number,
@@ -118,8 +161,10 @@ def _invoice_summaries(session: Session, first: dt.date, last: dt.date) -> list[
             period_end=invoice.period_end,
             scope=invoice.scope,
             tax_included=invoice.tax_included,
+            free_credits=free.get(invoice.invoice_id, Decimal(0)),
+            service_start=starts.get(invoice.subscription_id or 0),
         )
-        for invoice in store.invoice_amounts(session, first, last)
+        for invoice in invoices
     ]
 
 

@@ -139,15 +139,19 @@ def _rows(currency: str) -> list[_Row | None]:
         return lambda f: format_money(get(f), currency)
 
     return [
-        ("Customers at start (S)", lambda f: str(f.customers_start)),
+        ("Paying customers at start (S)", lambda f: str(f.customers_start)),
         ("+ new (N)", lambda f: str(f.customers_new)),
         ("   of which reactivated", lambda f: str(f.customers_reactivated)),
+        ("   of which converted from free", lambda f: str(f.conversions)),
         ("− churned (C)", lambda f: str(f.customers_churned)),
         ("   voluntary", lambda f: str(f.customers_churned_voluntary)),
         ("   involuntary", lambda f: str(f.customers_churned_involuntary)),
-        ("Customers at end (E)", lambda f: str(f.customers_end)),
+        ("Paying customers at end (E)", lambda f: str(f.customers_end)),
         ("Customer churn rate  C / S", lambda f: _percent(f.customer_churn_rate)),
         ("CRR  (E − N) / S", lambda f: _percent(f.crr)),
+        ("Free customers at start", lambda f: str(f.free_customers_start)),
+        ("Free customers at end", lambda f: str(f.free_customers_end)),
+        ("Free → paid conversion rate", lambda f: _percent(f.conversion_rate)),
         None,
         ("MRR at start", money(lambda f: f.mrr_start)),
         ("+ new", money(lambda f: f.mrr_new)),
@@ -170,11 +174,19 @@ def _rows(currency: str) -> list[_Row | None]:
         ("CLV  ARPA / churn rate", money(lambda f: f.clv)),
         None,
         ("Existing customers' billed revenue, P−1 → P:", lambda f: ""),
-        ("   customers billed in P−1", lambda f: str(f.billed_base_customers)),
-        ("   billed in P−1", money(lambda f: f.billed_base_previous)),
-        ("   billed in P", money(lambda f: f.billed_base_current)),
+        ("   customers billed in P−1", lambda f: str(f.billed_base.customers)),
+        ("   billed in P−1", money(lambda f: f.billed_base.previous)),
+        ("   billed in P", money(lambda f: f.billed_base.current)),
         ("   NRR billed", lambda f: _percent(f.nrr_billed)),
         ("   GRR billed", lambda f: _percent(f.grr_billed)),
+        ("Trailing 3 months (cohort billed in the 3 before):", lambda f: ""),
+        ("   customers in the cohort", lambda f: str(f.trailing_3.customers)),
+        ("   NRR billed 3m", lambda f: _percent(f.nrr_trailing(3))),
+        ("   GRR billed 3m", lambda f: _percent(f.grr_trailing(3))),
+        ("Trailing 12 months (cohort billed in the 12 before):", lambda f: ""),
+        ("   customers in the cohort", lambda f: str(f.trailing_12.customers)),
+        ("   NRR billed 12m", lambda f: _percent(f.nrr_trailing(12))),
+        ("   GRR billed 12m", lambda f: _percent(f.grr_trailing(12))),
         None,
         ("Coupons issued in P", lambda f: str(f.coupons_issued)),
         ("   redeemed by now", lambda f: str(f.coupons_redeemed)),
@@ -192,7 +204,8 @@ def print_tables(figures: Sequence[PeriodFigures]) -> None:
         table = Table(title=f"Revenue and churn figures, {currency}", box=box.SIMPLE_HEAD, title_justify="left")
         table.add_column("Figure", no_wrap=True)
         for f in columns:
-            table.add_column(f.period.label, justify="right", no_wrap=True)
+            label = f.period.label if f.closed else f"{f.period.label} (open)"
+            table.add_column(label, justify="right", no_wrap=True)
         for row in _rows(currency):
             if row is None:
                 table.add_section()

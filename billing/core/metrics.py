@@ -7,14 +7,19 @@ those records from the database; ``billing metrics`` prints them.
 Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the period):
 
 - A customer is **active** on day t if any of their subscriptions has ``start_date <= t < end_date`` (an open
-  end never ends). **S** = customers active on ``P.start``; **E** = active on ``P.end``, so E(P) = S(P + 1) and a
-  subscription ending on ``P.end`` is churn in P.
-- **Churned C** = active on ``P.start`` and not on ``P.end``; **involuntary** if any subscription of the customer
-  that ended in ``(P.start, P.end]`` was cancelled ``involuntary``, else **voluntary**. A plan change
-  (``cancel_reason`` None) is never churn: the new subscription keeps the customer active.
-- **New N** = active on ``P.end`` and not on ``P.start``, so E = S − C + N exactly. **Reactivated** = the new
-  customers who had an earlier subscription (one that started before ``P.start``); they stay in N.
-- **Customer churn rate** = C / S; **CRR** = (E − N) / S.
+  end never ends). A customer is **paying** on the first day t of a month if active on t and either their MRR on
+  t is positive (a paid plan) or their billed revenue of the month that ends on t is positive (pay as you go);
+  the other active customers are **free**. **S** = customers paying on ``P.start``; **E** = paying on ``P.end``,
+  so E(P) = S(P + 1) and a subscription ending on ``P.end`` is churn in P.
+- **Churned C** = paying on ``P.start`` and not on ``P.end`` (left, or moved to a free plan); **involuntary** if
+  any subscription of the customer that ended in ``(P.start, P.end]`` was cancelled ``involuntary``, else
+  **voluntary**. A plan change (``cancel_reason`` None) between paid plans is never churn.
+- **New N** = paying on ``P.end`` and not on ``P.start``, so E = S − C + N exactly. **Reactivated** = the new
+  customers not active on ``P.start`` who had an earlier subscription; **converted** = the new customers who were
+  free on ``P.start``. Both stay in N.
+- **Customer churn rate** = C / S; **CRR** = (E − N) / S; **free → paid conversion rate** = converted / free
+  customers on ``P.start``.
+- An **open** period (its end has not passed in every timezone at the report's instant) has every ratio n/a.
 - Every figure is per currency: a customer's figures go to the customer's currency; nothing is converted.
 - **MRR** of a customer on day t = Σ over their subscriptions active on t of the plan's fee normalized to a
   month (``Plan.monthly_fee``: a weekly fee × 52 / 12, a quarterly fee / 3, a yearly fee / 12; times the seats
@@ -31,14 +36,19 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
   count new revenue twice. The standard net revenue churn, implemented here, removes new and reactivation MRR
   from MRR_end: (MRR_start − (MRR_end − new − reactivation)) / MRR_start.)
 - **NRR** = (start + expansion − contraction − churned) / start; **GRR** = (start − contraction − churned) / start.
-- **Billed revenue** of P = Σ (subtotal − discount − tax included in tax-inclusive prices) of the issued invoices
-  (finalized, paid or uncollectible; kind invoice) whose period starts on ``P.start``, minus the subtotals (net of
-  tax) of issued credit notes against those invoices. Split by line kind: subscription, usage (with late usage),
-  commitment, and credits & discounts (everything else, the tax inside tax-inclusive prices taken off there),
-  which add up to the billed revenue.
+- **Billed revenue** of P = Σ (subtotal − discount − tax included in tax-inclusive prices − free credits
+  applied) of the issued invoices (finalized, paid or uncollectible; kind invoice; not a top-up selling prepaid
+  credit, which is a liability until used) that count in P (``InvoiceSummary.billed_month``), minus the subtotals
+  (net of tax) of issued credit notes against those invoices. Free credits are subtracted at the amount applied,
+  up to the invoice's net amount; paid credits are revenue when used, so an invoice they pay counts in full. Split
+  by line kind: subscription, usage (with late usage), commitment, and credits & discounts (everything else, the
+  tax inside tax-inclusive prices and the free credits taken off there), which add up to the billed revenue.
 - **Billed customers** of P = customers whose billed revenue of P is positive. **NRR billed** and **GRR billed**
   take as base the customers billed in P − 1: NRR billed = Σ billed(P) / Σ billed(P − 1) and GRR billed =
   Σ min(billed(P), billed(P − 1)) / Σ billed(P − 1), over that base.
+- **Trailing NRR / GRR billed** over n = 3 or 12 months, cohort-based: the base is the customers billed in the n
+  months before the window ``[P − n + 1, P]``; NRR = Σ their billed revenue in the window / Σ their billed revenue
+  in the n months before; GRR caps each customer's window revenue at its base revenue.
 - **ARPA** = billed revenue / billed customers; **CLV** = ARPA / customer churn rate.
 - **Coupon redemption rate** of P = coupons redeemed / coupons issued, over the coupons issued in P (by the UTC
   day of issue) to the customers billed in the currency, redeemed by the report's date: a coupon is redeemed when
@@ -72,19 +82,24 @@ __all__ = [
     "InvoiceSummary",
     "MetricsError",
     "PeriodFigures",
+    "RevenueBase",
     "billed_by_customer",
     "compute_figures",
     "figures_row",
+    "first_billed_periods",
     "format_money",
     "format_rate",
+    "has_ended_everywhere",
     "plan_mrr",
     "ratio",
+    "revenue_base",
     "summarize_invoice",
 ]
 
 JSON_KEYS = (
     "period",
     "currency",
+    "period_open",
     "customers_start",
     "customers_end",
     "customers_new",
@@ -93,6 +108,10 @@ JSON_KEYS = (
     "customers_churned_involuntary",
     "customer_churn_rate",
     "crr",
+    "free_customers_start",
+    "free_customers_end",
+    "free_to_paid_conversions",
+    "free_to_paid_conversion_rate",
     "mrr_start",
     "mrr_end",
     "mrr_new",
@@ -106,6 +125,10 @@ JSON_KEYS = (
     "billed_revenue",
     "nrr_billed",
     "grr_billed",
+    "nrr_billed_3m",
+    "grr_billed_3m",
+    "nrr_billed_12m",
+    "grr_billed_12m",
     "arpa",
     "clv",
     "coupons_issued",
@@ -153,7 +176,10 @@ class InvoiceSummary:
       tax_included: the tax inside tax-inclusive prices (part of the lines and the subtotal, not revenue).
       period_end, scope: the end of the billing period (exclusive) and what the invoice bills: a period invoice
         counts in the month its period's last day falls in (``billed_month``), an opening invoice in the month it
-        starts.
+        starts; an invoice of scope ``credit`` sells prepaid credit and is not revenue.
+      free_credits: the free (promotional) credit applied to the invoice, tax included.
+      service_start: an opening invoice's subscription's start (its fee is billed from then, not from the start
+        of the fee's calendar period).
     """
 
     number: str | None
@@ -169,12 +195,17 @@ class InvoiceSummary:
     period_end: dt.date | None = None
     scope: InvoiceScope = InvoiceScope.PERIOD
     tax_included: Decimal = ZERO
+    free_credits: Decimal = ZERO
+    service_start: dt.date | None = None
 
     @property
     def billed_month(self) -> dt.date:
         """The first day of the month whose billed revenue the invoice counts in: the month its billing period's
         last day falls in (as the run of that month bills it: a week or an anniversary month ending in it; a
-        progressive invoice of the period with it), or, for an opening invoice, the month it starts in."""
+        progressive invoice of the period with it), or, for an opening invoice, the month its service starts in
+        (the subscription's start: a yearly fee opened on 10 March counts in March, not in January)."""
+        if self.scope is InvoiceScope.OPENING and self.service_start is not None:
+            return max(self.service_start, self.period_start).replace(day=1)
         if self.period_end is None or self.scope not in (InvoiceScope.PERIOD, InvoiceScope.PROGRESSIVE):
             return self.period_start.replace(day=1)
         return (self.period_end - dt.timedelta(days=1)).replace(day=1)
@@ -242,25 +273,41 @@ class BilledAmounts:
 
 
 @dataclass(frozen=True, slots=True)
+class RevenueBase:
+    """A cohort's billed revenue then and now: the customers billed something in the base months, what they were
+    billed then (``previous``), what they are billed in the window (``current``) and, each capped at its base,
+    ``retained``."""
+
+    customers: int = 0
+    previous: Decimal = ZERO
+    current: Decimal = ZERO
+    retained: Decimal = ZERO
+
+
+@dataclass(frozen=True, slots=True)
 class PeriodFigures:
     """The figures of one period in one currency. Counts are ints, money is Decimal at full precision; the
-    ratios are properties (Decimal fractions, 0.9 for 90 %; None when undefined).
+    ratios are properties (Decimal fractions, 0.9 for 90 %; None when undefined, and every one of them None while
+    the period is open).
 
     Attributes:
-      period, currency: which period, which currency.
+      period, currency: which period, which currency; ``closed``: whether the period had ended everywhere at the
+        report's instant.
       customers_start (S), customers_end (E), customers_new (N), customers_reactivated (part of N),
-      customers_churned (C), customers_churned_voluntary, customers_churned_involuntary: customer counts.
+      customers_churned (C), customers_churned_voluntary, customers_churned_involuntary: paying customer counts.
+      free_customers_start, free_customers_end: active customers who are not paying, on ``P.start`` and ``P.end``;
+      conversions: customers free on ``P.start`` and paying on ``P.end`` (part of N).
       mrr_start, mrr_end, mrr_new, mrr_reactivation, mrr_expansion, mrr_contraction, mrr_churned: MRR and its
         movements; start + new + reactivation + expansion − contraction − churned = end.
       billed: the period's billed revenue, split by line kind.
       billed_customers: customers whose billed revenue of the period is positive.
-      billed_base_customers: the customers billed in the previous period (the base of NRR and GRR billed).
-      billed_base_previous, billed_base_current, billed_base_retained: over that base, Σ billed(P − 1),
-        Σ billed(P) and Σ min(billed(P), billed(P − 1)).
+      billed_base: the customers billed in the previous period and their revenue then and now (NRR and GRR
+        billed, month on month); trailing_3, trailing_12: the same over 3 and 12 months (cohort-based).
     """
 
     period: Period
     currency: str
+    closed: bool = True
     customers_start: int = 0
     customers_end: int = 0
     customers_new: int = 0
@@ -268,6 +315,9 @@ class PeriodFigures:
     customers_churned: int = 0
     customers_churned_voluntary: int = 0
     customers_churned_involuntary: int = 0
+    free_customers_start: int = 0
+    free_customers_end: int = 0
+    conversions: int = 0
     mrr_start: Decimal = ZERO
     mrr_end: Decimal = ZERO
     mrr_new: Decimal = ZERO
@@ -277,12 +327,14 @@ class PeriodFigures:
     mrr_churned: Decimal = ZERO
     billed: BilledAmounts = field(default_factory=BilledAmounts)
     billed_customers: int = 0
-    billed_base_customers: int = 0
-    billed_base_previous: Decimal = ZERO
-    billed_base_current: Decimal = ZERO
-    billed_base_retained: Decimal = ZERO
+    billed_base: RevenueBase = field(default_factory=RevenueBase)
+    trailing_3: RevenueBase = field(default_factory=RevenueBase)
+    trailing_12: RevenueBase = field(default_factory=RevenueBase)
     coupons_issued: int = 0
     coupons_redeemed: int = 0
+
+    def _rate(self, numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
+        return ratio(numerator, denominator) if self.closed else None
 
     @property
     def billed_revenue(self) -> Decimal:
@@ -291,47 +343,62 @@ class PeriodFigures:
     @property
     def coupon_redemption_rate(self) -> Decimal | None:
         """Coupons redeemed / coupons issued in the period."""
-        return ratio(self.coupons_redeemed, self.coupons_issued)
+        return self._rate(self.coupons_redeemed, self.coupons_issued)
 
     @property
     def customer_churn_rate(self) -> Decimal | None:
         """C / S."""
-        return ratio(self.customers_churned, self.customers_start)
+        return self._rate(self.customers_churned, self.customers_start)
 
     @property
     def crr(self) -> Decimal | None:
         """Customer retention rate (E − N) / S."""
-        return ratio(self.customers_end - self.customers_new, self.customers_start)
+        return self._rate(self.customers_end - self.customers_new, self.customers_start)
+
+    @property
+    def conversion_rate(self) -> Decimal | None:
+        """Free → paid conversion rate: conversions / free customers on ``P.start``."""
+        return self._rate(self.conversions, self.free_customers_start)
 
     @property
     def revenue_churn_rate(self) -> Decimal | None:
         """Net revenue churn (churned + contraction − expansion) / MRR_start = 1 − NRR."""
-        return ratio(self.mrr_churned + self.mrr_contraction - self.mrr_expansion, self.mrr_start)
+        return self._rate(self.mrr_churned + self.mrr_contraction - self.mrr_expansion, self.mrr_start)
 
     @property
     def nrr(self) -> Decimal | None:
         """Net revenue retention on MRR: (start + expansion − contraction − churned) / start."""
-        return ratio(self.mrr_start + self.mrr_expansion - self.mrr_contraction - self.mrr_churned, self.mrr_start)
+        return self._rate(self.mrr_start + self.mrr_expansion - self.mrr_contraction - self.mrr_churned, self.mrr_start)
 
     @property
     def grr(self) -> Decimal | None:
         """Gross revenue retention on MRR: (start − contraction − churned) / start."""
-        return ratio(self.mrr_start - self.mrr_contraction - self.mrr_churned, self.mrr_start)
+        return self._rate(self.mrr_start - self.mrr_contraction - self.mrr_churned, self.mrr_start)
 
     @property
     def nrr_billed(self) -> Decimal | None:
         """Σ billed(P) / Σ billed(P − 1) over the customers billed in P − 1."""
-        return ratio(self.billed_base_current, self.billed_base_previous)
+        return self._rate(self.billed_base.current, self.billed_base.previous)
 
     @property
     def grr_billed(self) -> Decimal | None:
         """Σ min(billed(P), billed(P − 1)) / Σ billed(P − 1) over the customers billed in P − 1."""
-        return ratio(self.billed_base_retained, self.billed_base_previous)
+        return self._rate(self.billed_base.retained, self.billed_base.previous)
+
+    def nrr_trailing(self, months: int) -> Decimal | None:
+        """Trailing NRR billed over 3 or 12 months."""
+        base = self.trailing_3 if months == 3 else self.trailing_12
+        return self._rate(base.current, base.previous)
+
+    def grr_trailing(self, months: int) -> Decimal | None:
+        """Trailing GRR billed over 3 or 12 months."""
+        base = self.trailing_3 if months == 3 else self.trailing_12
+        return self._rate(base.retained, base.previous)
 
     @property
     def arpa(self) -> Decimal | None:
         """Average revenue per account: billed revenue / billed customers."""
-        return ratio(self.billed_revenue, self.billed_customers)
+        return self._rate(self.billed_revenue, self.billed_customers)
 
     @property
     def clv(self) -> Decimal | None:
@@ -371,6 +438,7 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
     return {
         "period": f.period.label,
         "currency": currency,
+        "period_open": "false" if f.closed else "true",
         "customers_start": str(f.customers_start),
         "customers_end": str(f.customers_end),
         "customers_new": str(f.customers_new),
@@ -379,6 +447,10 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
         "customers_churned_involuntary": str(f.customers_churned_involuntary),
         "customer_churn_rate": format_rate(f.customer_churn_rate),
         "crr": format_rate(f.crr),
+        "free_customers_start": str(f.free_customers_start),
+        "free_customers_end": str(f.free_customers_end),
+        "free_to_paid_conversions": str(f.conversions),
+        "free_to_paid_conversion_rate": format_rate(f.conversion_rate),
         "mrr_start": money(f.mrr_start),
         "mrr_end": money(f.mrr_end),
         "mrr_new": money(f.mrr_new),
@@ -392,6 +464,10 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
         "billed_revenue": money(f.billed_revenue),
         "nrr_billed": format_rate(f.nrr_billed),
         "grr_billed": format_rate(f.grr_billed),
+        "nrr_billed_3m": format_rate(f.nrr_trailing(3)),
+        "grr_billed_3m": format_rate(f.grr_trailing(3)),
+        "nrr_billed_12m": format_rate(f.nrr_trailing(12)),
+        "grr_billed_12m": format_rate(f.grr_trailing(12)),
         "arpa": money(f.arpa),
         "clv": money(f.clv),
         "coupons_issued": str(f.coupons_issued),
@@ -528,13 +604,16 @@ def _sum_invoices(
         if inv.kind is InvoiceKind.CREDIT_NOTE:
             credit_notes.append(inv)
             continue
+        if inv.scope is InvoiceScope.CREDIT:  # a top-up: prepaid credit is revenue when used, not when sold
+            continue
         if inv.number is not None:
             issued[inv.number] = inv
         lines = dict(inv.line_amounts)
         subscription = lines.get(LineKind.SUBSCRIPTION, ZERO)
         usage = sum((amount for kind, amount in lines.items() if kind in USAGE_LINE_KINDS), ZERO)
         commitment = lines.get(LineKind.COMMITMENT, ZERO)
-        total = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
+        net = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
+        total = net - min(inv.free_credits, max(net, ZERO))  # free credit given away is no revenue
         amounts = BilledAmounts(subscription, usage, commitment, total - subscription - usage - commitment)
         _add_billed(billed, inv, amounts)
 
@@ -561,7 +640,9 @@ def compute_figures(
     """The figures of each period, per currency: ordered by period, then currency.
 
     ``coupons``: the coupons issued to customers, for the redemption rate; a redemption after ``as_of`` (the
-    report's date; None: whenever) does not count.
+    report's date; None: whenever) does not count. A period that has not ended everywhere at ``as_of`` is open:
+    its ratios are all undefined. The trailing 12-month figures need the invoices of the 23 months before each
+    period.
 
     The currencies are those of every customer and of every invoice; a currency with no activity in a period
     gets zeros and undefined ratios. ``plans`` is the catalog, or its plans by ``(code, version)``;
@@ -575,6 +656,7 @@ def compute_figures(
     invoices = list(invoices)
     history = _History(customers, subscriptions, plans, negotiated)
     billed = billed_by_customer(invoices)
+    first_runs = first_billed_periods(invoices)
     currencies = sorted({c.currency for c in customers} | {inv.currency for inv in invoices})
     states: dict[dt.date, dict[str, Decimal]] = {}
 
@@ -588,55 +670,130 @@ def compute_figures(
     for period in periods:
         start, end = state_on(period.start), state_on(period.end)
         for currency in currencies:
+            months = _Months(billed, currency, period, first_runs.get(currency))
+            found = _period_figures(
+                _Instant({c: m for c, m in start.items() if history.currency[c] == currency}, months.billed(-1)),
+                _Instant({c: m for c, m in end.items() if history.currency[c] == currency}, months.billed(0)),
+                history,
+                period,
+            )
+            counted = issued.get((period.start, currency), (0, 0))
             figures.append(
-                _period_figures(
-                    period,
-                    currency,
-                    history,
-                    {c: m for c, m in start.items() if history.currency[c] == currency},
-                    {c: m for c, m in end.items() if history.currency[c] == currency},
-                    billed.get((currency, period.start), {}),
-                    billed.get((currency, period.previous().start), {}),
+                replace(
+                    found,
+                    currency=currency,
+                    closed=as_of is None or has_ended_everywhere(period, as_of),
+                    billed_base=months.retention(1),
+                    trailing_3=months.retention(3),
+                    trailing_12=months.retention(12),
+                    coupons_issued=counted[0],
+                    coupons_redeemed=counted[1],
                 )
             )
-            counted = issued.get((period.start, currency))
-            if counted is not None:
-                figures[-1] = replace(figures[-1], coupons_issued=counted[0], coupons_redeemed=counted[1])
     return figures
 
 
-def _period_figures(
-    period: Period,
-    currency: str,
-    history: _History,
-    start: Mapping[str, Decimal],
-    end: Mapping[str, Decimal],
-    billed_now: Mapping[str, BilledAmounts],
-    billed_before: Mapping[str, BilledAmounts],
-) -> PeriodFigures:
-    """One currency's figures for one period: customer counts, the MRR bridge, and what was billed, with the
-    previous period's paying customers as the retention base."""
-    churned = [c for c in start if c not in end]
-    new = [c for c in end if c not in start]
-    reactivated = {c for c in new if history.had_subscription_before(c, period.start)}
-    involuntary = sum(1 for c in churned if history.churn_reason(c, period) is CancelReason.INVOLUNTARY)
-    moves = _mrr_moves(start, end, reactivated)
-    base = _billed_base(billed_now, billed_before)
-    with decimal.localcontext(_EXACT):
-        mrr_start = sum(start.values(), ZERO)
-        mrr_end = sum(end.values(), ZERO)
-        total = sum(billed_now.values(), BilledAmounts())
+LATEST_UTC_OFFSET = dt.timedelta(hours=-12)
+"""The timezone where each day ends last (UTC−12)."""
 
+
+def has_ended_everywhere(period: Period, now: dt.datetime) -> bool:
+    """Whether ``period`` has ended in every timezone at ``now`` (an aware instant): its figures are final."""
+    return (now.astimezone(dt.UTC) + LATEST_UTC_OFFSET).date() >= period.end
+
+
+def first_billed_periods(invoices: Iterable[InvoiceSummary]) -> dict[str, dt.date]:
+    """Per currency, the first month with an issued period invoice: where the billing history starts (before it,
+    at most opening fees were billed, so no revenue cohort can be based there)."""
+    first: dict[str, dt.date] = {}
+    for inv in invoices:
+        if inv.kind is InvoiceKind.INVOICE and inv.status in ISSUED and inv.scope is InvoiceScope.PERIOD:
+            month = inv.billed_month
+            if inv.currency not in first or month < first[inv.currency]:
+                first[inv.currency] = month
+    return first
+
+
+class _Months:
+    """One currency's billed revenue by month and customer, seen from one period."""
+
+    def __init__(
+        self,
+        billed: Mapping[tuple[str, dt.date], Mapping[str, BilledAmounts]],
+        currency: str,
+        period: Period,
+        history_start: dt.date | None,
+    ) -> None:
+        self._billed, self._currency, self._period = billed, currency, period
+        self._history_start = history_start
+
+    def retention(self, months: int) -> RevenueBase:
+        """Revenue retention over ``months`` months up to this period, of the customers billed in the ``months``
+        before; an empty base when those reach before the billing history's start."""
+        if self._history_start is None or self._month(-2 * months + 1) < self._history_start:
+            return RevenueBase()
+        return revenue_base(self.window(-months, months), self.window(0, months))
+
+    def _month(self, offset: int) -> dt.date:
+        period = self._period
+        for _ in range(-offset):
+            period = period.previous()
+        return period.start
+
+    def billed(self, offset: int) -> Mapping[str, BilledAmounts]:
+        """Each customer's billed revenue of the period ``offset`` months from this one (0: this one)."""
+        return self._billed.get((self._currency, self._month(offset)), {})
+
+    def window(self, last: int, months: int) -> dict[str, Decimal]:
+        """Each customer's billed revenue over ``months`` months ending ``last`` months from this one."""
+        totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        with decimal.localcontext(_EXACT):
+            for offset in range(last - months + 1, last + 1):
+                for customer, amounts in self.billed(offset).items():
+                    totals[customer] += amounts.total
+        return dict(totals)
+
+
+@dataclass(frozen=True, slots=True)
+class _Instant:
+    """The customers active on the first day of a month with their MRR, and what each was billed in the month
+    that ends then."""
+
+    active: Mapping[str, Decimal]
+    billed: Mapping[str, BilledAmounts]
+
+    def paying(self) -> set[str]:
+        """Active customers with MRR > 0 (a paid plan) or billed revenue > 0 in the month that just ended."""
+        return {c for c, mrr in self.active.items() if mrr > 0 or (c in self.billed and self.billed[c].total > 0)}
+
+
+def _period_figures(start: _Instant, end: _Instant, history: _History, period: Period) -> PeriodFigures:
+    """One currency's figures for one period: paying and free customer counts, the MRR bridge and what was
+    billed (the retention bases are added by the caller)."""
+    paying_start, paying_end = start.paying(), end.paying()
+    churned = paying_start - paying_end
+    new = paying_end - paying_start
+    converted = {c for c in new if c in start.active}
+    reactivated = {c for c in new - converted if history.had_subscription_before(c, period.start)}
+    involuntary = sum(1 for c in churned if history.churn_reason(c, period) is CancelReason.INVOLUNTARY)
+    moves = _mrr_moves(start.active, end.active, reactivated)
+    with decimal.localcontext(_EXACT):
+        mrr_start = sum(start.active.values(), ZERO)
+        mrr_end = sum(end.active.values(), ZERO)
+        total = sum(end.billed.values(), BilledAmounts())
     return PeriodFigures(
         period=period,
-        currency=currency,
-        customers_start=len(start),
-        customers_end=len(end),
+        currency="",
+        customers_start=len(paying_start),
+        customers_end=len(paying_end),
         customers_new=len(new),
         customers_reactivated=len(reactivated),
         customers_churned=len(churned),
         customers_churned_voluntary=len(churned) - involuntary,
         customers_churned_involuntary=involuntary,
+        free_customers_start=len(start.active) - len(paying_start),
+        free_customers_end=len(end.active) - len(paying_end),
+        conversions=len(converted),
         mrr_start=mrr_start,
         mrr_end=mrr_end,
         mrr_new=moves["new"],
@@ -645,11 +802,7 @@ def _period_figures(
         mrr_contraction=moves["contraction"],
         mrr_churned=moves["churned"],
         billed=total,
-        billed_customers=sum(1 for amounts in billed_now.values() if amounts.total > 0),
-        billed_base_customers=base.customers,
-        billed_base_previous=base.previous,
-        billed_base_current=base.current,
-        billed_base_retained=base.retained,
+        billed_customers=sum(1 for amounts in end.billed.values() if amounts.total > 0),
     )
 
 
@@ -673,26 +826,15 @@ def _mrr_moves(
     return moves
 
 
-@dataclass(frozen=True, slots=True)
-class _BilledBase:
-    """The customers billed something in the previous period, and what they were billed then and now."""
-
-    customers: int
-    previous: Decimal
-    current: Decimal
-    retained: Decimal
-
-
-def _billed_base(
-    billed_now: Mapping[str, BilledAmounts], billed_before: Mapping[str, BilledAmounts]
-) -> _BilledBase:
-    """The base for revenue retention: the previous period's paying customers; retained is what each still pays,
-    up to what it paid before."""
+def revenue_base(before: Mapping[str, Decimal], now: Mapping[str, Decimal]) -> RevenueBase:
+    """Revenue retention of a cohort: the customers billed something ``before`` (each customer's billed revenue
+    over the base months), with what they were billed then and ``now`` (over the window); retained is what each
+    still pays, up to what it paid before."""
     with decimal.localcontext(_EXACT):
-        base = [c for c, amounts in billed_before.items() if amounts.total > 0]
-        previous = [billed_before[c].total for c in base]
-        current = [billed_now[c].total if c in billed_now else ZERO for c in base]
-        return _BilledBase(
+        base = [c for c, amount in before.items() if amount > 0]
+        previous = [before[c] for c in base]
+        current = [now.get(c, ZERO) for c in base]
+        return RevenueBase(
             customers=len(base),
             previous=sum(previous, ZERO),
             current=sum(current, ZERO),

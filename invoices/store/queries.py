@@ -576,7 +576,8 @@ class InvoiceAmounts:
     Attributes:
       number: the issued number (None while draft); ``refers_to``: the credited invoice's number.
       kind, status, customer_external_id, currency, period_start, period_end, scope: as stored.
-      subtotal, discount: before tax.
+      subtotal, discount: before tax; invoice_id: the internal id; subscription_id: an opening invoice's
+        subscription.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs sorted by kind.
       tax_included: the tax inside tax-inclusive prices (in the lines and the subtotal, not revenue).
     """
@@ -594,6 +595,8 @@ class InvoiceAmounts:
     period_end: dt.date | None = None
     scope: InvoiceScope = InvoiceScope.PERIOD
     tax_included: Decimal = ZERO
+    invoice_id: int = 0
+    subscription_id: int | None = None
 
 
 def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[InvoiceAmounts]:
@@ -631,6 +634,7 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             InvoiceRow.period_end,
             InvoiceRow.scope,
             InvoiceRow.taxes,
+            InvoiceRow.subscription_id,
         )
         .outerjoin(credited, credited.id == InvoiceRow.refers_to_id)
         .where(wanted)
@@ -660,10 +664,12 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             period_end=period_end,
             scope=InvoiceScope(scope),
             tax_included=sum((tax.included for tax in taxes_from_json(taxes) or ()), ZERO),
+            invoice_id=invoice_id,
+            subscription_id=subscription_id,
         )
         for (
             invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to,
-            period_end, scope, taxes,
+            period_end, scope, taxes, subscription_id,
         ) in rows
     ]
 

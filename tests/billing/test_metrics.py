@@ -249,6 +249,7 @@ def test_the_scenario_gives_every_figure_worked_out_by_hand():
     assert figures_row(usd) == {
         "period": "2026-03",
         "currency": "USD",
+        "period_open": "false",
         "customers_start": "6",  # a b c d e h
         "customers_end": "6",  # a b c f g h
         "customers_new": "2",  # f, g
@@ -257,6 +258,10 @@ def test_the_scenario_gives_every_figure_worked_out_by_hand():
         "customers_churned_involuntary": "1",  # e: one of its two subscriptions ended involuntary
         "customer_churn_rate": "33.3",  # 2 / 6
         "crr": "66.7",  # (6 − 2) / 6
+        "free_customers_start": "0",  # every plan has a fee
+        "free_customers_end": "0",
+        "free_to_paid_conversions": "0",
+        "free_to_paid_conversion_rate": "n/a",  # no free customer at the start
         "mrr_start": "110.00",  # 10 + 10 + 30 + 10 + 40 + 10
         "mrr_end": "463.33",  # 10 + 30 + 10 + 300 + 83.33… + 30
         "mrr_new": "300.00",  # f: 100 fee + 200 commitment minimum
@@ -270,6 +275,10 @@ def test_the_scenario_gives_every_figure_worked_out_by_hand():
         "billed_revenue": "438.00",  # 12 + 30 + 16 + 300 + 80
         "nrr_billed": "61.1",  # base a b c e (d void): (12 + 30 + 16 + 0) / (10 + 25 + 20 + 40) = 58 / 95
         "grr_billed": "53.7",  # (10 + 25 + 16 + 0) / 95 = 51 / 95
+        "nrr_billed_3m": "n/a",  # nobody billed from December back to October: no cohort
+        "grr_billed_3m": "n/a",
+        "nrr_billed_12m": "n/a",
+        "grr_billed_12m": "n/a",
         "arpa": "87.60",  # 438 / 5 billed customers (a b c f g)
         "clv": "262.80",  # 87.60 / (2 / 6)
         "coupons_issued": "0",
@@ -291,7 +300,7 @@ def test_the_scenario_gives_every_figure_worked_out_by_hand():
         Decimal("150.00"),
         Decimal("-3.33"),
     )
-    assert (usd.billed_customers, usd.billed_base_customers) == (5, 4)
+    assert (usd.billed_customers, usd.billed_base.customers) == (5, 4)
 
     row = figures_row(eur)
     # k and l at start and end, nothing moves: churn 0 / 2, CRR 2 / 2, MRR 100 → 100
@@ -359,6 +368,7 @@ def test_an_empty_period_is_all_zeros_and_undefined_ratios():
     eur, usd = compute_figures(h.customers, h.subscriptions, CATALOG, invoices, [empty])
     row = figures_row(usd)
     assert {k: v for k, v in row.items() if k not in ("period", "currency")} == {
+        "period_open": "false",
         "customers_start": "0",
         "customers_end": "0",
         "customers_new": "0",
@@ -367,6 +377,10 @@ def test_an_empty_period_is_all_zeros_and_undefined_ratios():
         "customers_churned_involuntary": "0",
         "customer_churn_rate": "n/a",
         "crr": "n/a",
+        "free_customers_start": "0",
+        "free_customers_end": "0",
+        "free_to_paid_conversions": "0",
+        "free_to_paid_conversion_rate": "n/a",
         "mrr_start": "0.00",
         "mrr_end": "0.00",
         "mrr_new": "0.00",
@@ -380,6 +394,10 @@ def test_an_empty_period_is_all_zeros_and_undefined_ratios():
         "billed_revenue": "0.00",
         "nrr_billed": "n/a",
         "grr_billed": "n/a",
+        "nrr_billed_3m": "n/a",
+        "grr_billed_3m": "n/a",
+        "nrr_billed_12m": "n/a",
+        "grr_billed_12m": "n/a",
         "arpa": "n/a",
         "clv": "n/a",
         "coupons_issued": "0",

@@ -143,6 +143,7 @@ def populate(engine: Engine, catalog: Catalog) -> None:
 EXPECTED_USD_MARCH = {
     "period": "2026-03",
     "currency": "USD",
+    "period_open": "false",
     "customers_start": "3",  # a b c
     "customers_end": "3",  # a b d
     "customers_new": "1",  # d
@@ -151,6 +152,10 @@ EXPECTED_USD_MARCH = {
     "customers_churned_involuntary": "1",
     "customer_churn_rate": "33.3",  # 1 / 3
     "crr": "66.7",  # (3 − 1) / 3
+    "free_customers_start": "0",
+    "free_customers_end": "0",
+    "free_to_paid_conversions": "0",
+    "free_to_paid_conversion_rate": "n/a",
     "mrr_start": "50.00",  # 10 + 10 + 30
     "mrr_end": "140.00",  # 10 + 30 + 1200 / 12
     "mrr_new": "100.00",  # d
@@ -164,6 +169,10 @@ EXPECTED_USD_MARCH = {
     "billed_revenue": "135.50",  # a 15.50 (tax excluded) + b 25 − 5 credit note + d 100; c void, d's draft not
     "nrr_billed": "71.0",  # base a b c (billed in February): (15.50 + 20 + 0) / (10 + 10 + 30) = 35.50 / 50
     "grr_billed": "40.0",  # (10 + 10 + 0) / 50
+    "nrr_billed_3m": "n/a",  # nobody billed from October to December
+    "grr_billed_3m": "n/a",
+    "nrr_billed_12m": "n/a",
+    "grr_billed_12m": "n/a",
     "arpa": "45.17",  # 135.50 / 3 (a b d)
     "clv": "135.50",  # 45.1666… / (1 / 3)
     "coupons_issued": "0",
@@ -174,6 +183,7 @@ EXPECTED_USD_MARCH = {
 EXPECTED_EUR_MARCH = {
     "period": "2026-03",
     "currency": "EUR",
+    "period_open": "false",
     "customers_start": "1",
     "customers_end": "0",  # e's subscription ends on 04-01, March's end
     "customers_new": "0",
@@ -182,6 +192,10 @@ EXPECTED_EUR_MARCH = {
     "customers_churned_involuntary": "0",
     "customer_churn_rate": "100.0",
     "crr": "0.0",
+    "free_customers_start": "0",
+    "free_customers_end": "0",
+    "free_to_paid_conversions": "0",
+    "free_to_paid_conversion_rate": "n/a",
     "mrr_start": "50.00",  # 20 fee + 30 commitment minimum
     "mrr_end": "0.00",
     "mrr_new": "0.00",
@@ -195,6 +209,10 @@ EXPECTED_EUR_MARCH = {
     "billed_revenue": "50.00",  # paid counts
     "nrr_billed": "100.0",  # 50 / 50
     "grr_billed": "100.0",
+    "nrr_billed_3m": "n/a",  # nobody billed from October to December
+    "grr_billed_3m": "n/a",
+    "nrr_billed_12m": "n/a",
+    "grr_billed_12m": "n/a",
     "arpa": "50.00",
     "clv": "50.00",  # 50 / 100 %
     "coupons_issued": "0",
@@ -216,18 +234,26 @@ def test_figures_from_the_database(engine, catalog):
     )
 
 
-def test_loading_reads_the_invoices_of_the_range_and_the_month_before(engine, catalog):
+def test_loading_reads_the_invoices_of_the_range_and_the_23_months_before(engine, catalog):
     populate(engine, catalog)
     with session_scope(engine) as session:
         inputs = load_metric_inputs(session, [MARCH])
-        april = load_metric_inputs(session, [month(2026, 5)])
+        later = load_metric_inputs(session, [month(2028, 3)])
     assert len(inputs.customers) == 5 and len(inputs.subscriptions) == 6  # b's plan change made two
-    # February and March: 4 + 5 invoices, the draft, the credit note against b's March invoice, and the opening
-    # drafts that subscribing wrote (e's euro from 02-01, b's pro from 03-15; drafts never count in the figures)
-    assert len(inputs.invoices) == 13
+    # April 2024 to March 2026: February's 4 and March's 5 invoices, the draft, the credit note against b's March
+    # invoice, and the opening drafts that subscribing wrote: a, b, c (01-01), d (its annual fee's year starts on
+    # 01-01), e (02-01), b's pro (03-15); drafts never count in the figures
+    assert len(inputs.invoices) == 17
     (note,) = [i for i in inputs.invoices if i.refers_to is not None]
     assert (note.subtotal, note.refers_to) == (Decimal("5.00"), "INV-2026-000006")  # b's March invoice
-    assert april.invoices == ()  # April and May: nothing invoiced
+    (opening_d,) = [i for i in inputs.invoices if i.customer_external_id == "d" and i.scope.value == "opening"]
+    # d's yearly fee is for 2026 but its service starts on 03-10: it counts in March
+    assert (opening_d.period_start, opening_d.service_start, opening_d.billed_month) == (
+        dt.date(2026, 1, 1),
+        dt.date(2026, 3, 10),
+        dt.date(2026, 3, 1),
+    )
+    assert later.invoices == ()  # April 2026 to March 2028: nothing invoiced
 
 
 @pytest.fixture
@@ -296,3 +322,35 @@ def test_bad_periods_are_one_clear_error(cli_env, args, message):
     result = billing("metrics", *args)
     assert result.exit_code == 2  # a bad option value: a usage error
     assert message in result.stderr
+
+
+def test_free_credit_is_no_revenue_and_a_top_up_is_none_until_used(engine, catalog):
+    """a (basic, 10 a month) gets 4.00 of free credit and buys 20.00 of prepaid credit on 03-02 (a top-up invoice,
+    unpaid, so the paid credit is not usable yet); its March invoice of 10.00 is paid 4.00 by the free credit.
+    March's billed revenue: 10 − 4 = 6.00; the top-up's 20.00 is a liability, not revenue."""
+    from billing import credits
+
+    service.create_customer(engine, "a", name="A", email=None, currency="USD", timezone="UTC")
+    service.subscribe(engine, catalog, "a", "basic", dt.date(2026, 1, 1))
+    granted = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    credits.grant_credit(engine, "a", Decimal("4.00"), "USD", now=granted)
+    credits.grant_credit(engine, "a", Decimal("20.00"), "USD", paid=True, settings=SETTINGS, now=granted)
+    draft = DraftInvoice(
+        billing_key="period:a:2026-03",
+        customer=Party(name="A", external_id="a"),
+        currency="USD",
+        locale="en_US",
+        period_start=MARCH.start,
+        period_end=MARCH.end,
+        lines=(InvoiceLine(kind="subscription", description="fee", amount=Decimal("10.00")),),
+        tax_rate=Decimal(0),
+    )
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, draft).invoice_id
+        credits.finalize_with_credits(session, [invoice_id], SETTINGS, MARCH.end, now=dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+    (usd,) = figures_from_database(engine, catalog, [MARCH])
+    assert (figures_row(usd)["billed_revenue"], usd.billed.subscription, usd.billed.adjustments) == (
+        "6.00",
+        Decimal("10.00"),
+        Decimal("-4.00"),
+    )
