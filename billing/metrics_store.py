@@ -17,9 +17,10 @@ from decimal import Decimal
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from billing.core.cohorts import Cohort, Grain, compute_cohorts
 from billing.core.coupons import CouponIssue
 from billing.core.domain import Customer, Subscription
-from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, compute_figures
+from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, billed_by_customer, compute_figures
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
 from billing.db import coupon_tables, override_tables, repository, session_scope
@@ -32,6 +33,7 @@ from pricing_plans.models import Catalog
 __all__ = [
     "TRAILING_MONTHS",
     "MetricInputs",
+    "cohorts_from_database",
     "coupon_issues",
     "figures_from_database",
     "free_credits_applied",
@@ -178,3 +180,15 @@ def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
         inputs.customers, inputs.subscriptions, catalog, inputs.invoices, periods,
         negotiated=negotiated_plans(catalog, inputs), coupons=inputs.coupons, as_of=as_of,
     )  # fmt: skip
+
+
+def cohorts_from_database(
+    engine: Engine, grain: Grain, currency: str | None = None, as_of: dt.datetime | None = None
+) -> list[Cohort]:
+    """The revenue cohorts of the whole billing history (the periods ended by ``as_of``, default now), read in one
+    read-only transaction."""
+    instant = as_of or utcnow()
+    with session_scope(read_only(engine)) as session:
+        subscriptions = repository.list_subscriptions(session)
+        invoices = _invoice_summaries(session, dt.date(1900, 1, 1), instant.date(), subscriptions)
+    return compute_cohorts(billed_by_customer(invoices), grain, as_of=instant, currency=currency)

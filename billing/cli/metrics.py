@@ -10,7 +10,7 @@ import csv
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -18,6 +18,7 @@ from rich.table import Table
 
 from billing.cli import _json
 from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli, print_table
+from billing.core.cohorts import Cohort, Grain
 from billing.core.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate, ratio
 from billing.core.periods import Period, parse_month
 
@@ -27,17 +28,32 @@ if TYPE_CHECKING:
     from billing.coupons import CouponStats
     from pricing_plans.models import Catalog
 
-__all__ = ["metrics", "plot_figures", "print_coupons", "print_tables", "register"]
+__all__ = [
+    "cohorts",
+    "metrics",
+    "plot_cohorts",
+    "plot_figures",
+    "print_cohorts",
+    "print_coupons",
+    "print_tables",
+    "register",
+]
 
 MAX_PERIODS = 120
 
 
+metrics_app = typer.Typer(invoke_without_command=True)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("metrics")(metrics)
+    metrics_app.callback()(metrics)
+    metrics_app.command("cohorts")(cohorts)
+    app.add_typer(metrics_app, name="metrics")
 
 
 def metrics(
-    period: Annotated[str, typer.Option("--period", help="The (first) month, YYYY-MM.")],
+    ctx: typer.Context,
+    period: Annotated[str | None, typer.Option("--period", help="The (first) month, YYYY-MM.")] = None,
     to: Annotated[str | None, typer.Option("--to", help="The last month of a range, YYYY-MM.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print JSON: {"data": [...]}, one object per month and currency.')
@@ -48,7 +64,13 @@ def metrics(
     ] = None,
 ) -> None:
     """Revenue and churn figures per month and currency: customers, MRR movements, churn, CRR, NRR, GRR, billed
-    revenue, ARPA and CLV."""
+    revenue, ARPA and CLV.
+
+    `billing metrics --period P [--to Q]` prints the figures; the sub-commands print cohorts."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if period is None:
+        fail("--period is required (or a sub-command: cohorts)", code=2)
     periods = _periods(period, to)
     catalog = load_catalog_for_cli()
     figures, coupons = _figures(catalog, periods)
@@ -361,3 +383,145 @@ def _merge_equal(labels: list[tuple[float, str, str]]) -> list[tuple[float, str,
     for value, text, color in labels:
         merged[text] = (value, text, "#444444") if text in merged else (value, text, color)
     return sorted(merged.values())
+
+
+# -- cohorts -----------------------------------------------------------------------------------------------
+
+
+def cohorts(
+    by: Annotated[Grain, typer.Option("--by", help="Group by calendar month or quarter.")] = Grain.MONTH,
+    currency: Annotated[str | None, typer.Option("--currency", help="Only this currency (ISO 4217).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print JSON: {"data": [...]}, a cohort per object.')] = False,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write one row per cohort and period to this CSV file.")
+    ] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the logo and revenue retention heatmaps to this PNG.")
+    ] = None,
+) -> None:
+    """Revenue cohorts: customers grouped by the period of their first billed revenue, with the logo retention
+    (% still billed) and revenue retention (billed / the cohort's first-period revenue) of every later period."""
+    from billing.core.cohorts import cohort_rows
+
+    code = currency.upper() if currency is not None else None
+    found = _cohorts(by, code)
+    rows = cohort_rows(found)
+    if as_json:
+        _json.emit(_json.listing(rows))
+    else:
+        print_cohorts(found, by)
+    notes = err_console if as_json else console
+    if csv_path is not None:
+        _write(csv_path, lambda path: _write_cohort_csv(path, rows))
+        notes.print(f"wrote {csv_path}", highlight=False, markup=False)
+    if plot_path is not None:
+        _write(plot_path, lambda path: plot_cohorts(found, path))
+        notes.print(f"wrote {plot_path}", highlight=False, markup=False)
+
+
+def _cohorts(grain: Grain, currency: str | None) -> list[Cohort]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from billing.metrics_store import cohorts_from_database
+
+    engine = engine_for_cli()
+    try:
+        return cohorts_from_database(engine, grain, currency)
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None)
+        reason = str(original if original is not None else exc).strip().splitlines()[0]
+        fail(f"database: {reason} (is it initialized? run `billing init` or `billing db upgrade`)")
+    finally:
+        engine.dispose()
+
+
+_COHORT_CSV = (
+    "cohort", "currency", "customers", "revenue", "period", "offset", "customers_retained", "logo_retention",
+    "period_revenue", "revenue_retention",
+)  # fmt: skip
+
+
+def _write_cohort_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_COHORT_CSV)
+        for row in rows:
+            head = [row["cohort"], row["currency"], row["customers"], row["revenue"]]
+            for cell in row["periods"]:  # type: ignore[attr-defined]
+                writer.writerow([*head, cell["period"], cell["offset"], cell["customers_retained"],
+                                 cell["logo_retention"], cell["revenue"], cell["revenue_retention"]])  # fmt: skip
+
+
+def print_cohorts(found: Sequence[Cohort], grain: Grain) -> None:
+    """Per currency, one table: a row per cohort, a column per period since (0 = the cohort's own), each cell
+    "logo % / revenue %"."""
+    if not found:
+        console.print("no billed revenue in a closed period: no cohorts", highlight=False)
+        return
+    for currency in sorted({c.currency for c in found}):
+        group = [c for c in found if c.currency == currency]
+        width = max(len(c.cells) for c in group)
+        unit = "month" if grain is Grain.MONTH else "quarter"
+        table = Table(
+            title=f"Cohorts by first billed {unit}, {currency}: customers still billed % / revenue retained %",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )
+        for header in ("Cohort", "Customers", "First revenue"):
+            table.add_column(header, justify="left" if header == "Cohort" else "right", no_wrap=True)
+        for offset in range(width):
+            table.add_column(f"+{offset}", justify="right", no_wrap=True)
+        for c in group:
+            cells = [f"{format_rate(x.logo_retention)} / {format_rate(x.revenue_retention)}" for x in c.cells]
+            table.add_row(c.period.label, str(c.customers), format_money(c.revenue, currency), *cells)
+        print_table(table)
+
+
+def plot_cohorts(found: Sequence[Cohort], path: Path) -> None:
+    """Draw, per currency, two heatmaps (logo retention, revenue retention): a row per cohort, a column per period
+    since its first; the value written in each cell. Decimals become floats only here, to be drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    currencies = sorted({c.currency for c in found}) or ["—"]
+    rows = max((len([c for c in found if c.currency == cur]) for cur in currencies), default=1)
+    chart = Figure(figsize=(14, max(3.5, 0.45 * rows + 2.2) * len(currencies)), layout="constrained")
+    FigureCanvasAgg(chart)
+    axes = chart.subplots(len(currencies), 2, squeeze=False)
+    for row, currency in enumerate(currencies):
+        group = [c for c in found if c.currency == currency]
+        for ax, (title, attr) in zip(axes[row], (("Logo retention", "logo_retention"),
+                                                 ("Revenue retention", "revenue_retention")), strict=True):  # fmt: skip
+            if not group:
+                ax.text(0.5, 0.5, "no cohorts", ha="center", va="center", transform=ax.transAxes)
+                continue
+            _draw_heatmap(ax, chart, group, attr, f"{title}, {currency}")
+    chart.suptitle("Cohorts by first billed period", fontsize=15, fontweight="bold")
+    chart.savefig(path, format="png", dpi=110)
+
+
+def _draw_heatmap(ax: Axes, chart: Any, group: Sequence[Cohort], attr: str, title: str) -> None:
+    import numpy as np
+
+    width = max(len(c.cells) for c in group)
+    values = np.full((len(group), width), np.nan)
+    for i, c in enumerate(group):
+        for cell in c.cells:
+            rate = getattr(cell, attr)
+            if rate is not None:
+                values[i, cell.offset] = float(rate * 100)
+    top = max(100.0, float(np.nanmax(values)) if not np.all(np.isnan(values)) else 100.0)
+    image = ax.imshow(values, cmap="YlGnBu", vmin=0, vmax=top, aspect="auto")
+    for i, c in enumerate(group):
+        for cell in c.cells:
+            rate = getattr(cell, attr)
+            text = format_rate(rate)
+            shade = "white" if rate is not None and float(rate * 100) > top * 0.6 else "black"
+            ax.text(cell.offset, i, text if text == "n/a" else f"{text} %", ha="center", va="center",
+                    fontsize=8, color=shade)  # fmt: skip
+    ax.set_xticks(range(width), [f"+{k}" for k in range(width)])
+    ax.set_yticks(range(len(group)), [f"{c.period.label} ({c.customers})" for c in group])
+    ax.set_xlabel("periods since the cohort's first billed period")
+    ax.set_ylabel("cohort (customers)")
+    ax.set_title(title, fontsize=12)
+    chart.colorbar(image, ax=ax, format="%.0f %%", shrink=0.9)

@@ -413,6 +413,20 @@ def _check_metrics(doc: dict[str, Any], world: World) -> None:
     assert usd["billed_revenue"] == "11.05"
 
 
+def _check_cohorts(doc: dict[str, Any], world: World) -> None:
+    (october,) = doc["data"]
+    # acme, first billed in October (11.05 before tax): one cohort of one, its own month only
+    assert (october["cohort"], october["currency"], october["customers"], october["revenue"]) == (
+        "2026-10",
+        "USD",
+        "1",
+        "11.05",
+    )
+    assert [(p["period"], p["logo_retention"], p["revenue_retention"]) for p in october["periods"]] == [
+        ("2026-10", "100.0", "100.0")
+    ]
+
+
 def _check_unbilled(doc: dict[str, Any], world: World) -> None:
     assert (doc["accepted"], doc["rated"], doc["unbilled_events"], doc["unbilled"]) == (10, 10, 0, [])
 
@@ -732,6 +746,7 @@ CASES = [
         ("apikeys", "create"), _fixed("apikeys", "create", "--name", "deploy", "--customer", "acme", "--json"), _check_new_key
     ),
     Case(("metrics",), _fixed("metrics", "--period", "2026-10", "--json"), _check_metrics),
+    Case(("metrics", "cohorts"), _fixed("metrics", "cohorts", "--json"), _check_cohorts),
     Case(("usage", "unbilled"), _fixed("usage", "unbilled", "--period", "2026-10", "--json"), _check_unbilled),
     Case(("usage", "show"), _fixed("usage", "acme", "--period", "2026-10", "--json"), _check_acme_usage),
     Case(("usage", "show"), _fixed("usage", "show", "beta", "--period", "2026-10", "--json"), _check_beta_usage),
@@ -754,7 +769,9 @@ def _leaves(command: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], 
     subcommands = getattr(command, "commands", None)
     if subcommands is None:
         return [(path, command)]
-    return [leaf for name, sub in sorted(subcommands.items()) for leaf in _leaves(sub, (*path, name))]
+    # a group that runs on its own (`billing metrics --period …`) is a command too
+    own = [(path, command)] if getattr(command, "invoke_without_command", False) else []
+    return own + [leaf for name, sub in sorted(subcommands.items()) for leaf in _leaves(sub, (*path, name))]
 
 
 def test_every_command_that_prints_data_has_json_and_is_parsed_above():
