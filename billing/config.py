@@ -178,6 +178,32 @@ class Tax(BaseModel):
         return TaxRules(seller_country=seller_country, rates=found)
 
 
+class Risk(BaseModel):
+    """The churn-risk rules' parameters (``billing metrics risk``; the README's *Warning signs of churn*): each
+    rule's threshold, the points it adds to a customer's score when it fires, and the score at which a customer is
+    at risk (a ``customer.at_risk`` notification, once per customer and period)."""
+
+    usage_drop_share: Decimal = Field(default=Decimal("0.5"), ge=0)
+    """usage_drop fires when a meter's usage in the period ≤ this share × its average over the 3 periods before."""
+    inactive_days: int = Field(default=14, ge=1)
+    """inactive fires when no event arrived for ≥ this many whole days up to the period's end."""
+    adoption_share: Decimal = Field(default=Decimal("0.1"), ge=0)
+    """low_adoption fires when a meter's usage / its allowance (the plan's threshold) ≤ this share."""
+    coupon_ending_periods: int = Field(default=1, ge=1)
+    """coupon_ending fires when a coupon's last discounted period is the period or one of the next N − 1."""
+    level: int = Field(default=3, ge=1)
+    """A customer whose score (the points of the rules that fired) reaches this level is at risk."""
+    points: dict[str, int] = {
+        "usage_drop": 2,
+        "inactive": 3,
+        "low_adoption": 1,
+        "failed_payment": 3,
+        "downgrade_scheduled": 2,
+        "cancellation_scheduled": 4,
+        "coupon_ending": 1,
+    }
+
+
 class Settings(BaseSettings):
     """Every setting, with its default."""
 
@@ -206,6 +232,7 @@ class Settings(BaseSettings):
     dunning_max_attempts: int = 4
     seller: Seller = Seller()
     tax: Tax = Tax()
+    risk: Risk = Risk()
     # Notifications: the webhook used for customers without their own URL, the one secret every webhook is signed
     # with, retries (exponential backoff with jitter from the base delay, capped) and the SMTP server for e-mail.
     notification_webhook_url: str | None = None

@@ -27,6 +27,7 @@ __all__ = [
     "CountedWindow",
     "count_events",
     "customers_by_meter",
+    "last_events",
     "meter_totals",
     "received_since",
     "received_spans",
@@ -129,6 +130,26 @@ def customers_by_meter(engine: Engine, customer: str | None = None) -> dict[str,
                 customers = set() if hit is None else {customer}
             if customers:
                 found[meter] = customers
+    return found
+
+
+def last_events(engine: Engine, before: Mapping[str, dt.datetime]) -> dict[str, dt.datetime]:
+    """Each customer's last event instant before its instant in ``before`` (customers without one are left out),
+    in one read-only transaction: one grouped query per distinct instant, by chunks of customers."""
+    by_instant: dict[dt.datetime, list[str]] = {}
+    for customer, instant in before.items():
+        by_instant.setdefault(instant, []).append(customer)
+    found: dict[str, dt.datetime] = {}
+    with read_only(engine).connect() as connection, connection.begin():
+        for instant, customers in by_instant.items():
+            for i in range(0, len(customers), _IDS_PER_QUERY):
+                chunk = sorted(customers[i : i + _IDS_PER_QUERY])
+                rows = connection.execute(
+                    select(UsageEventRow.customer, func.max(UsageEventRow.occurred_at))
+                    .where(UsageEventRow.customer.in_(chunk), UsageEventRow.occurred_at < to_epoch_us(instant))
+                    .group_by(UsageEventRow.customer)
+                )
+                found.update({customer: from_epoch_us(last) for customer, last in rows if last is not None})
     return found
 
 

@@ -25,18 +25,23 @@ from billing.core.periods import Period, parse_month
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from billing.core.risk import Assessment
     from billing.coupons import CouponStats
     from pricing_plans.models import Catalog
 
 __all__ = [
+    "assessment_row",
     "cohorts",
     "metrics",
     "plot_cohorts",
     "plot_figures",
+    "plot_risk",
     "print_cohorts",
     "print_coupons",
+    "print_risk",
     "print_tables",
     "register",
+    "risk",
 ]
 
 MAX_PERIODS = 120
@@ -48,6 +53,7 @@ metrics_app = typer.Typer(invoke_without_command=True)
 def register(app: typer.Typer) -> None:
     metrics_app.callback()(metrics)
     metrics_app.command("cohorts")(cohorts)
+    metrics_app.command("risk")(risk)
     app.add_typer(metrics_app, name="metrics")
 
 
@@ -70,7 +76,7 @@ def metrics(
     if ctx.invoked_subcommand is not None:
         return
     if period is None:
-        fail("--period is required (or a sub-command: cohorts)", code=2)
+        fail("--period is required (or a sub-command: cohorts, risk)", code=2)
     periods = _periods(period, to)
     catalog = load_catalog_for_cli()
     figures, coupons = _figures(catalog, periods)
@@ -525,3 +531,120 @@ def _draw_heatmap(ax: Axes, chart: Any, group: Sequence[Cohort], attr: str, titl
     ax.set_ylabel("cohort (customers)")
     ax.set_title(title, fontsize=12)
     chart.colorbar(image, ax=ax, format="%.0f %%", shrink=0.9)
+
+
+# -- risk --------------------------------------------------------------------------------------------------
+
+
+def risk(
+    period: Annotated[str, typer.Option("--period", help="The month assessed, YYYY-MM.")],
+    as_json: Annotated[bool, typer.Option("--json", help='Print JSON: {"data": [...]}, a customer each.')] = False,
+    notify: Annotated[
+        bool, typer.Option("--notify", help="Queue a customer.at_risk notification for each customer at risk.")
+    ] = False,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="Also draw the scores to this PNG file.")] = None,
+) -> None:
+    """Churn-risk warnings from usage: the month's active customers ranked by risk, with the rules that fired
+    (usage drop, inactivity, low adoption, failed payments, a scheduled downgrade or cancellation, a coupon
+    ending) and the expansion signals (a limit reached)."""
+    from billing.config import get_settings
+    from billing.risk import assess_period, queue_at_risk, rules_from_settings
+
+    month = _month("--period", period)
+    catalog = load_catalog_for_cli()
+    engine = engine_for_cli()
+    try:
+        found = assess_period(engine, catalog, month, rules_from_settings(get_settings()))
+        queued = queue_at_risk(engine, found) if notify else []
+    finally:
+        engine.dispose()
+    if as_json:
+        _json.emit(_json.listing([assessment_row(a) for a in found]))
+    else:
+        print_risk(found)
+    notes = err_console if as_json else console
+    if notify:
+        notes.print(f"customer.at_risk notifications queued: {len(queued)} new", highlight=False, markup=False)
+    if plot_path is not None:
+        _write(plot_path, lambda path: plot_risk(found, path))
+        notes.print(f"wrote {plot_path}", highlight=False, markup=False)
+
+
+def assessment_row(a: Assessment) -> dict[str, object]:
+    return {
+        "customer": a.customer,
+        "period": a.period.label,
+        "score": a.score,
+        "at_risk": a.at_risk,
+        "reasons": [{"rule": r.rule.value, "detail": r.detail, "points": r.points} for r in a.reasons],
+        "expansion_signals": list(a.expansion),
+    }
+
+
+def print_risk(found: Sequence[Assessment]) -> None:
+    """The customers with a reason or an expansion signal, highest score first; the count of the others."""
+    shown = [a for a in found if a.reasons or a.expansion]
+    if not found:
+        console.print("no active customer in the period", highlight=False)
+        return
+    period = found[0].period.label
+    level = found[0].level
+    table = Table(title=f"Churn risk {period} (at risk: score ≥ {level})", box=box.SIMPLE_HEAD, title_justify="left")
+    for header in ("Customer", "Score", "At risk", "Reasons", "Expansion signals"):
+        table.add_column(header, justify="right" if header == "Score" else "left")
+    for a in shown:
+        reasons = "; ".join(f"{r.rule.value} (+{r.points}): {r.detail}" for r in a.reasons)
+        table.add_row(a.customer, str(a.score), "yes" if a.at_risk else "", reasons, ", ".join(a.expansion))
+    print_table(table)
+    at_risk = sum(1 for a in found if a.at_risk)
+    console.print(
+        f"{len(found)} active customers: {at_risk} at risk, {len(shown) - at_risk} with a lesser sign or an "
+        f"expansion signal, {len(found) - len(shown)} with none",
+        highlight=False,
+    )
+
+
+_RULE_COLORS = {
+    "usage_drop": "#c44e52", "inactive": "#8c1c13", "low_adoption": "#dd8452", "failed_payment": "#8172b2",
+    "downgrade_scheduled": "#937860", "cancellation_scheduled": "#333333", "coupon_ending": "#da8bc3",
+}  # fmt: skip
+
+
+def plot_risk(found: Sequence[Assessment], path: Path) -> None:
+    """A horizontal bar per customer with a reason (the 30 highest scores), stacked by rule, with the risk level
+    as a dashed line and the expansion signals named beside the bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [a for a in found if a.reasons][:30]
+    chart = Figure(figsize=(11, max(3.0, 0.38 * len(shown) + 1.8)), layout="constrained")
+    FigureCanvasAgg(chart)
+    ax = chart.subplots()
+    if not shown:
+        ax.text(0.5, 0.5, "no customer with a warning sign", ha="center", va="center", transform=ax.transAxes)
+    drawn: set[str] = set()
+    for y, a in enumerate(reversed(shown)):
+        left = 0
+        for reason in a.reasons:
+            if reason.points == 0:
+                continue
+            rule = reason.rule.value
+            ax.barh(y, reason.points, left=left, color=_RULE_COLORS.get(rule, "#999999"), edgecolor="white",
+                    label=rule if rule not in drawn else None)  # fmt: skip
+            drawn.add(rule)
+            left += reason.points
+        if a.expansion:
+            ax.text(left + 0.1, y, "expansion: " + ", ".join(a.expansion), va="center", fontsize=8, color="#2a7f3f")
+    if shown:
+        level = shown[0].level
+        ax.axvline(level, color="#444444", linestyle="--", linewidth=1)
+        ax.text(level, len(shown) - 0.4, f" at risk ≥ {level}", fontsize=9, va="bottom")
+        ax.set_yticks(range(len(shown)), [a.customer for a in reversed(shown)])
+        ax.set_ylim(-0.6, len(shown) + 0.2)
+        ax.legend(loc="lower right", fontsize=8)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("risk score (points of the rules that fired)")
+    period = found[0].period.label if found else ""
+    ax.set_title(f"Churn risk by customer, {period}", fontsize=13, fontweight="bold")
+    ax.grid(axis="x", alpha=0.3)
+    chart.savefig(path, format="png", dpi=110)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import ID_TYPE, BillingBase, utcnow
@@ -28,6 +28,7 @@ from dbkit.types import ExactDecimal, UTCDateTime
 
 __all__ = [
     "CHANNELS",
+    "INTERNAL_KINDS",
     "NOTIFICATION_KINDS",
     "NOTIFICATION_STATUSES",
     "CustomerLimitRow",
@@ -42,7 +43,10 @@ NOTIFICATION_KINDS = (
     "invoice.finalized",
     "credit.balance_low",
     "credit.balance_depleted",
+    "customer.at_risk",
 )
+INTERNAL_KINDS = ("customer.at_risk",)
+"""Kinds told to the business (the global webhook), never to the customer."""
 NOTIFICATION_STATUSES = ("pending", "sent", "dead")
 CHANNELS = ("webhook", "email")
 
@@ -92,10 +96,11 @@ class NotificationRow(BillingBase):
 
     Attributes:
       id: a UUID, the ``Idempotency-Key`` of every delivery attempt.
-      kind: ``usage.threshold_crossed``, ``spend.threshold_crossed``, ``invoice.finalized``, or
+      kind: ``usage.threshold_crossed``, ``spend.threshold_crossed``, ``invoice.finalized``,
         ``credit.balance_low`` / ``credit.balance_depleted`` (a customer's credit fell below its low-balance level
         or to 0.00: ``value`` the balance, ``limit_value`` the level, ``currency``; its id is derived from the
         customer, the currency and the alert's number, so it is written once however often it is decided).
+        ``customer.at_risk`` (told to the business only: the global webhook).
       customer_external_id, subscription_id, period: whom and which period it is about.
       threshold_key, level, meter, value, limit_value, currency: the crossing (threshold kinds).
       invoice_id: the invoice (``invoice.finalized``).
@@ -111,12 +116,21 @@ class NotificationRow(BillingBase):
         UniqueConstraint("invoice_id", "kind"),
         CheckConstraint(
             "kind IN ('usage.threshold_crossed', 'spend.threshold_crossed', 'invoice.finalized',"
-            " 'credit.balance_low', 'credit.balance_depleted')",
+            " 'credit.balance_low', 'credit.balance_depleted', 'customer.at_risk')",
             name="kind",
         ),
         CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
         Index("ix_notifications_due", "status", "next_attempt_at"),
         Index("ix_notifications_customer", "customer_external_id", "created_at"),
+        # a churn-risk notification once per customer and period (migration 0025)
+        Index(
+            "ux_notifications_at_risk",
+            "customer_external_id",
+            "period",
+            unique=True,
+            sqlite_where=text("kind = 'customer.at_risk'"),
+            postgresql_where=text("kind = 'customer.at_risk'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

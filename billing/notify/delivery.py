@@ -45,6 +45,7 @@ import dbkit
 from billing.config import Settings
 from billing.core.domain import Customer
 from billing.db import session_scope
+from billing.db.notification_tables import INTERNAL_KINDS
 from billing.notify.outbox import (
     Attempt,
     Claimed,
@@ -168,8 +169,11 @@ def deliver_pending(
     return report
 
 
-def _channels(settings: Settings, customer: Customer | None) -> dict[str, str]:
-    """Where a notification goes: channel → target (URL or address)."""
+def _channels(settings: Settings, customer: Customer | None, kind: str = "") -> dict[str, str]:
+    """Where a notification goes: channel → target (URL or address). A kind told to the business only (a
+    customer at risk) goes to the global webhook, never to the customer."""
+    if kind in INTERNAL_KINDS:
+        return {"webhook": settings.notification_webhook_url} if settings.notification_webhook_url else {}
     channels: dict[str, str] = {}
     url = (customer.webhook_url if customer else None) or settings.notification_webhook_url
     if url:
@@ -191,7 +195,7 @@ def _deliver_one(
     """One round for one notification: every channel not yet delivered on, each attempt recorded, then the
     round's outcome (sent, retried after a backoff, or dead)."""
     notification = item.notification
-    channels = _channels(settings, item.customer)  # (claimed: it has one, unless its customer changed since)
+    channels = _channels(settings, item.customer, notification.kind)  # (claimed: it has one, unless changed since)
     errors: list[str] = []
     for channel, target in channels.items():
         if channel in item.done:

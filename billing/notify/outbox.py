@@ -36,7 +36,12 @@ import dbkit
 from billing.core.domain import Customer
 from billing.core.periods import Period
 from billing.db import repository, session_scope
-from billing.db.notification_tables import NOTIFICATION_STATUSES, DeliveryAttemptRow, NotificationRow
+from billing.db.notification_tables import (
+    INTERNAL_KINDS,
+    NOTIFICATION_STATUSES,
+    DeliveryAttemptRow,
+    NotificationRow,
+)
 from billing.db.tables import CustomerRow
 from billing.errors import BillingInputError, NotFoundError
 from invoices.model import Invoice
@@ -124,7 +129,9 @@ class Destinations:
         own = and_(CustomerRow.webhook_url.is_not(None), CustomerRow.webhook_url != "")
         if self.email:
             own = or_(own, and_(CustomerRow.email.is_not(None), CustomerRow.email != ""))
-        return exists().where(CustomerRow.external_id == NotificationRow.customer_external_id, own)
+        # a kind told to the business only has no destination without the global webhook
+        told = exists().where(CustomerRow.external_id == NotificationRow.customer_external_id, own)
+        return and_(NotificationRow.kind.not_in(INTERNAL_KINDS), told)
 
 
 @dataclass(frozen=True, slots=True)

@@ -427,6 +427,19 @@ def _check_cohorts(doc: dict[str, Any], world: World) -> None:
     ]
 
 
+def _check_risk(doc: dict[str, Any], world: World) -> None:
+    beta, acme = doc["data"]
+    # beta's last event is on 10-11 (Berlin): 11-01 − 10-12 = 20 idle days ≥ 14: inactive, 3 points, at risk (≥ 3);
+    # its 2 calls of 5 included are 40 %, above the 10 % of low adoption
+    assert (beta["customer"], beta["score"], beta["at_risk"]) == ("beta", 3, True)
+    assert [(r["rule"], r["detail"], r["points"]) for r in beta["reasons"]] == [
+        ("inactive", "no event for 20 days", 3)
+    ]
+    # acme: last event 10-20, 11 idle days; 6 calls of 5 included reached 100 %: an expansion signal, no risk
+    assert (acme["customer"], acme["score"], acme["at_risk"], acme["reasons"]) == ("acme", 0, False, [])
+    assert acme["expansion_signals"] == ["usage:api_calls"]
+
+
 def _check_unbilled(doc: dict[str, Any], world: World) -> None:
     assert (doc["accepted"], doc["rated"], doc["unbilled_events"], doc["unbilled"]) == (10, 10, 0, [])
 
@@ -747,6 +760,7 @@ CASES = [
     ),
     Case(("metrics",), _fixed("metrics", "--period", "2026-10", "--json"), _check_metrics),
     Case(("metrics", "cohorts"), _fixed("metrics", "cohorts", "--json"), _check_cohorts),
+    Case(("metrics", "risk"), _fixed("metrics", "risk", "--period", "2026-10", "--json"), _check_risk),
     Case(("usage", "unbilled"), _fixed("usage", "unbilled", "--period", "2026-10", "--json"), _check_unbilled),
     Case(("usage", "show"), _fixed("usage", "acme", "--period", "2026-10", "--json"), _check_acme_usage),
     Case(("usage", "show"), _fixed("usage", "show", "beta", "--period", "2026-10", "--json"), _check_beta_usage),
