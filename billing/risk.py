@@ -58,10 +58,9 @@ def rules_from_settings(settings: Settings) -> RiskRules:
 
 @dataclass(frozen=True, slots=True)
 class Known:
-    """What the database knew at the period's end, besides usage: subscriptions with when each was recorded and
-    cancelled, failed payments and the coupons applied."""
+    """What the database knew at the period's end, besides usage: when each subscription was cancelled (a plan
+    change included), failed payments, the limits reached and the coupons applied."""
 
-    recorded: Mapping[int, dt.datetime]
     cancelled: Mapping[int, dt.datetime | None]
     failed_payments: Mapping[str, int]
     limits_reached: Mapping[str, tuple[str, ...]]
@@ -90,10 +89,7 @@ def _plan(catalog: Catalog, sub: Subscription) -> Plan | None:
 
 
 def _known(session: Session, period: Period, customers: Sequence[str], as_of: dt.datetime) -> Known:
-    rows = session.execute(select(SubscriptionRow.id, SubscriptionRow.created_at, SubscriptionRow.cancelled_at))
-    recorded, cancelled = {}, {}
-    for sub_id, created_at, cancelled_at in rows:
-        recorded[sub_id], cancelled[sub_id] = created_at, cancelled_at
+    cancelled = dict(session.execute(select(SubscriptionRow.id, SubscriptionRow.cancelled_at)).tuples().all())
     start = dt.datetime.combine(period.start, dt.time(), dt.UTC)
     failures = session.execute(
         select(DunningRow.invoice_id).where(DunningRow.last_failure_at >= start, DunningRow.last_failure_at < as_of)
@@ -115,7 +111,7 @@ def _known(session: Session, period: Period, customers: Sequence[str], as_of: dt
         if held.applied_on is not None and held.applied_at is not None and held.applied_at < as_of:
             coupons[held.customer].append(held)
     limits = {c: tuple(sorted(keys)) for c, keys in reached.items()}
-    return Known(recorded, cancelled, dict(failed), limits, dict(coupons))
+    return Known(cancelled, dict(failed), limits, dict(coupons))
 
 
 def _coupons_ending(held: Iterable[coupon_tables.CustomerCoupon], period: Period, window: int) -> tuple[str, ...]:
@@ -161,7 +157,7 @@ def gather_signals(
     last = last_events(engine, {c: min(_end_instant(period, customers[c]), known_at) for c in active})
     signals = []
     for c in active:
-        subs = [s for s in by_customer[c] if known.recorded.get(s.id, known_at) <= known_at]
+        subs = by_customer[c]
         last_day = last[c].astimezone(ZoneInfo(customers[c].timezone)).date() if c in last else None
         signals.append(_signals_of(c, subs, catalog, period, usage.get(c, {}), known, known_at, rules, last_day))
     return signals
