@@ -25,7 +25,7 @@ from billing.config import Settings
 from billing.core.domain import Customer, Subscription
 from billing.core.metrics import plan_mrr
 from billing.core.periods import Period
-from billing.core.risk import Assessment, RiskRules, Signals, assess, rank
+from billing.core.risk import Assessment, Backtest, RiskRules, Signals, assess, backtest, rank
 from billing.db import coupon_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.db.stripe_tables import DunningRow
@@ -37,7 +37,15 @@ from meters.queries import last_events
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
-__all__ = ["Known", "assess_period", "gather_signals", "queue_at_risk", "rules_from_settings"]
+__all__ = [
+    "Known",
+    "assess_period",
+    "backtest_periods",
+    "churned_by_period",
+    "gather_signals",
+    "queue_at_risk",
+    "rules_from_settings",
+]
 
 HISTORY = 3
 """Periods before the assessed one whose usage makes the trailing average."""
@@ -238,6 +246,7 @@ def _signals_of(
         downgrade_scheduled=downgrade,
         cancellation_scheduled=cancellation,
         coupons_ending=_coupons_ending(known.coupons.get(customer, ()), period, rules.coupon_ending_periods),
+        metered=any(plan.charges for plan in (_plan(catalog, s) for s in current) if plan is not None),
     )
 
 
@@ -285,3 +294,25 @@ def queue_at_risk(engine: Engine, assessments: Iterable[Assessment]) -> list[str
         table = NotificationRow.__table__
         statement = dbkit.insert_for(session, table).on_conflict_do_nothing().returning(table.c.id)
         return list(session.connection().execute(statement, rows).scalars())
+
+
+def churned_by_period(engine: Engine, periods: Sequence[Period]) -> dict[Period, set[str]]:
+    """The customers who churned in each period: active (any subscription) on its first day, not on its end."""
+    with session_scope(read_only(engine)) as session:
+        by_customer: dict[str, list[Subscription]] = defaultdict(list)
+        for sub in repository.list_subscriptions(session):
+            by_customer[sub.customer_external_id].append(sub)
+    return {
+        p: {c for c, subs in by_customer.items() if _active(subs, p.start) and not _active(subs, p.end)}
+        for p in periods
+    }
+
+
+def backtest_periods(
+    engine: Engine, catalog: Catalog, assessed: Sequence[Period], observed: Sequence[Period], rules: RiskRules
+) -> tuple[Backtest, dict[Period, list[Assessment]]]:
+    """Assess each of ``assessed`` as it stood at its end, and compare the customers flagged at risk with those
+    who churned in ``observed`` (``billing.core.risk.backtest``)."""
+    found = {p: assess_period(engine, catalog, p, rules) for p in assessed}
+    flags = {p: {a.customer for a in found[p] if a.at_risk} for p in assessed}
+    return backtest(flags, churned_by_period(engine, observed)), found

@@ -581,9 +581,11 @@ def assessment_row(a: Assessment) -> dict[str, object]:
     }
 
 
-def print_risk(found: Sequence[Assessment]) -> None:
-    """The customers with a reason or an expansion signal, highest score first; the count of the others."""
-    shown = [a for a in found if a.reasons or a.expansion]
+def print_risk(found: Sequence[Assessment], limit: int | None = None) -> None:
+    """The customers with a reason or an expansion signal (the first ``limit``), highest score first; the count of
+    the others."""
+    signs = [a for a in found if a.reasons or a.expansion]
+    shown = signs[:limit] if limit is not None else signs
     if not found:
         console.print("no active customer in the period", highlight=False)
         return
@@ -598,8 +600,9 @@ def print_risk(found: Sequence[Assessment]) -> None:
     print_table(table)
     at_risk = sum(1 for a in found if a.at_risk)
     console.print(
-        f"{len(found)} active customers: {at_risk} at risk, {len(shown) - at_risk} with a lesser sign or an "
-        f"expansion signal, {len(found) - len(shown)} with none",
+        f"{len(found)} active customers: {at_risk} at risk, {len(signs) - at_risk} with a lesser sign or an "
+        f"expansion signal{f' ({len(signs) - len(shown)} not shown)' if len(shown) < len(signs) else ''}, "
+        f"{len(found) - len(signs)} with none",
         highlight=False,
     )
 

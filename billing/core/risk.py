@@ -6,7 +6,7 @@ Rules (each fires at its threshold, boundary included; the parameters are ``bill
 - ``usage_drop``: for a meter, usage in P ≤ ``usage_drop_share`` × the average usage of the 3 periods before
   (only when the customer was subscribed through those 3 periods and their average is > 0).
 - ``inactive``: no usage event for ≥ ``inactive_days`` whole days up to P's end (counted from the last event's
-  day, or from when the customer became active when there was none).
+  day, or from when the customer became active when there was none); only for a plan that charges usage.
 - ``low_adoption``: for a meter with an allowance (a threshold of the plan), usage in P / allowance ≤
   ``adoption_share``.
 - ``failed_payment``: a payment failed in P.
@@ -80,6 +80,7 @@ class Signals:
       failed_payments: payments that failed in P.
       downgrade_scheduled, cancellation_scheduled: known by P's end, taking effect after it.
       coupons_ending: the coupons whose last discounted period starts within the window (P and the next ones).
+      metered: whether the customer's plan charges any usage (a plan of fees only sends no events: never inactive).
     """
 
     customer: str
@@ -92,6 +93,7 @@ class Signals:
     downgrade_scheduled: bool = False
     cancellation_scheduled: bool = False
     coupons_ending: tuple[str, ...] = ()
+    metered: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ def assess(signals: Signals, period: Period, rules: RiskRules = RiskRules()) -> 
     """The rules that fire on ``signals`` at the end of ``period``."""
     fired: list[tuple[Rule, str]] = [(Rule.USAGE_DROP, d) for d in _usage_drop(signals, rules)]
     idle = _idle_days(signals, period)
-    if idle is not None and idle >= rules.inactive_days:
+    if signals.metered and idle is not None and idle >= rules.inactive_days:
         fired.append((Rule.INACTIVE, f"no event for {idle} days"))
     fired.extend((Rule.LOW_ADOPTION, d) for d in _low_adoption(signals, rules))
     if signals.failed_payments > 0:

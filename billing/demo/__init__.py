@@ -172,6 +172,7 @@ def main() -> None:
     _notifications(engine, received)
     server.shutdown()
     _metrics(engine, catalog)
+    _risk_backtest(engine, catalog)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
 
 
@@ -630,12 +631,42 @@ def _notifications(engine: Engine, received: list[ReceivedWebhook]) -> None:
 
 
 def _metrics(engine: Engine, catalog: Catalog) -> None:
-    from billing.cli.metrics import plot_figures, print_coupons, print_tables
-    from billing.metrics_store import figures_from_database
+    from billing.cli.metrics import plot_cohorts, plot_figures, print_cohorts, print_coupons, print_tables
+    from billing.core.cohorts import Grain
+    from billing.metrics_store import cohorts_from_database, figures_from_database
 
     figures = figures_from_database(engine, catalog, list(MONTHS))
     print_tables(figures)
     print_coupons(coupons.list_coupons(engine))
     plot_figures(figures, OUT / "metrics.png")
     console.print("wrote out/metrics.png (MRR bridge and churn/retention rates)")
+    found = cohorts_from_database(engine, Grain.MONTH, as_of=dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    print_cohorts(found, Grain.MONTH)
+    plot_cohorts(found, OUT / "cohorts.png")
+    console.print("wrote out/cohorts.png (logo and revenue retention by cohort)")
+
+
+def _risk_backtest(engine: Engine, catalog: Catalog) -> None:
+    """The churn-risk rules backtested on the quarter: August and September assessed as they stood at their ends,
+    against the customers who churned from September to November (after a flag could have warned); precision and
+    recall printed whatever they are. October's risks are queued as customer.at_risk notifications and drawn."""
+    from billing.cli.metrics import plot_risk, print_risk
+    from billing.core.metrics import format_rate
+    from billing.risk import backtest_periods, queue_at_risk, rules_from_settings
+
+    rules = rules_from_settings(get_settings())
+    observed = [*MONTHS, MONTHS[-1].next()]
+    result, found = backtest_periods(engine, catalog, MONTHS[:2], observed, rules)
+    october = backtest_periods(engine, catalog, MONTHS[2:], [], rules)[1][MONTHS[2]]
+    print_risk(october, limit=12)
+    queued = queue_at_risk(engine, [a for period in found.values() for a in period] + october)
+    plot_risk(october, OUT / "risk.png")
+    console.print(f"wrote out/risk.png; customer.at_risk notifications queued: {len(queued)}")
+    console.print(
+        f"[bold]risk backtest[/] (flags of {MONTHS[0].label} and {MONTHS[1].label}, churn up to "
+        f"{observed[-1].label}): {len(result.flagged)} flagged, {len(result.churned)} churned later, "
+        f"{len(result.caught)} of them flagged at least a month before; precision {format_rate(result.precision)} %, "
+        f"recall {format_rate(result.recall)} %; flagged and did not churn: {len(result.false_alarms)}; "
+        f"churned unflagged: {', '.join(sorted(result.churned - result.caught)) or 'none'}"
+    )
 

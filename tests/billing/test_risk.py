@@ -200,3 +200,8 @@ def test_risk_from_the_database_and_one_notification_per_customer_and_period(eng
 
     kinds = sorted((n.customer, n.period) for n in list_notifications(engine) if n.kind == "customer.at_risk")
     assert kinds == [("a", "2026-10"), ("b", "2026-10")]
+
+
+def test_a_plan_of_fees_only_is_never_inactive():
+    # no event for 30 days, but the plan charges no usage: nothing to send, no warning
+    assert _rules(Signals("c", active_since=D(2026, 10, 1), metered=False)) == []
