@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from billing.core.cohorts import Cohort, Grain, compute_cohorts
 from billing.core.coupons import CouponIssue
 from billing.core.domain import Customer, Subscription
+from billing.core.margin import LineRecord, Margin, Purchase, RepeatPurchases, margins, repeat_purchases
 from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, billed_by_customer, compute_figures
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
@@ -38,8 +39,10 @@ __all__ = [
     "figures_from_database",
     "free_credits_applied",
     "load_metric_inputs",
+    "margins_from_database",
     "months_before",
     "negotiated_plans",
+    "repeat_purchases_from_database",
 ]
 
 TRAILING_MONTHS = 23
@@ -192,3 +195,33 @@ def cohorts_from_database(
         subscriptions = repository.list_subscriptions(session)
         invoices = _invoice_summaries(session, dt.date(1900, 1, 1), instant.date(), subscriptions)
     return compute_cohorts(billed_by_customer(invoices), grain, as_of=instant, currency=currency)
+
+
+def margins_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Period]) -> list[Margin]:
+    """Gross margin and markup per meter and per plan of ``periods`` (consecutive months), per currency."""
+    if not periods:
+        return []
+    with session_scope(read_only(engine)) as session:
+        lines = store.issued_lines(
+            session, periods[0].start, periods[-1].end, ("subscription", "usage", "commitment")
+        )
+    records = [
+        LineRecord(
+            (line.period_end - dt.timedelta(days=1)).replace(day=1), line.currency, line.kind, line.meter,
+            line.plan_code, line.plan_version, line.subscription_id, line.quantity, line.amount,
+        )
+        for line in lines
+    ]  # fmt: skip
+    return margins(records, catalog)
+
+
+def repeat_purchases_from_database(engine: Engine, periods: Sequence[Period]) -> list[RepeatPurchases]:
+    """The repeat purchase rate of top-ups (paid credit grants) in each of ``periods``, per currency."""
+    with session_scope(read_only(engine)) as session:
+        rows = session.execute(
+            select(CreditGrantRow.customer_external_id, CreditGrantRow.currency, CreditGrantRow.created_at).where(
+                CreditGrantRow.kind == "paid"
+            )
+        )
+        purchases = [Purchase(customer, currency, created.date()) for customer, currency, created in rows]
+    return repeat_purchases(purchases, periods)

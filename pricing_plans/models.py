@@ -189,6 +189,8 @@ class Meter(_Record):
       aggregation: how the period's events become one quantity.
       unit: the unit's name ("call", "GB-month").
       unique_property: for ``unique_count``, the event property whose distinct values are counted.
+      unit_cost: what one unit costs the seller, per currency (``{ USD = 0.0002 }``): the cost side of the margin
+        and markup figures (every unit costs, free ones included); a currency without one has no cost figures.
     """
 
     code: str
@@ -196,6 +198,15 @@ class Meter(_Record):
     aggregation: Aggregation
     unit: str = "unit"
     unique_property: str | None = None
+    unit_cost: dict[str, NonNegative] = {}
+
+    @field_validator("unit_cost")
+    @classmethod
+    def _cost_currencies(cls, costs: dict[str, Decimal]) -> dict[str, Decimal]:
+        unknown = sorted(code for code in costs if not is_known_currency(code))
+        if unknown:
+            raise ValueError(f"unknown currency code(s) {', '.join(unknown)}: give ISO 4217 codes (USD = 0.0002)")
+        return costs
 
     @model_validator(mode="after")
     def _unique_property_for_unique_count(self) -> Meter:
@@ -738,6 +749,8 @@ class Plan(_Record):
         rate)); default false: tax is added on top.
       tax_category: which of a country's rates taxes the plan (``standard``, or a category the configuration's
         rates name, such as ``reduced``; a country without it uses its standard rate).
+      subscription_cost: what serving one subscription costs the seller per billing period, in the plan's
+        currency (the cost side of the plan's margin), if declared.
     """
 
     key: str
@@ -756,6 +769,7 @@ class Plan(_Record):
     progressive_billing: ProgressiveBilling | None = None
     tax_inclusive: StrictBool = False
     tax_category: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = "standard"
+    subscription_cost: NonNegative | None = None
 
     @field_validator("currency")
     @classmethod

@@ -688,6 +688,10 @@ class PlanOut(_Out):
     )
     tax_inclusive: bool = Field(default=False, description="The plan's prices include tax.")
     tax_category: str = Field(default="standard", description="Which of a country's rates taxes the plan.")
+    subscription_cost: str | None = Field(
+        default=None,
+        description="What serving one subscription costs the seller per billing period (the plan's margin), if declared.",
+    )
 
 
 # -- billing runs --------------------------------------------------------------------------------------------

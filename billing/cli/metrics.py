@@ -25,6 +25,7 @@ from billing.core.periods import Period, parse_month
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from billing.core.margin import Margin, RepeatPurchases
     from billing.core.risk import Assessment
     from billing.coupons import CouponStats
     from pricing_plans.models import Catalog
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = [
     "assessment_row",
     "cohorts",
+    "margin",
+    "margin_row",
     "metrics",
     "plot_cohorts",
     "plot_figures",
@@ -54,6 +57,7 @@ def register(app: typer.Typer) -> None:
     metrics_app.callback()(metrics)
     metrics_app.command("cohorts")(cohorts)
     metrics_app.command("risk")(risk)
+    metrics_app.command("margin")(margin)
     app.add_typer(metrics_app, name="metrics")
 
 
@@ -76,7 +80,7 @@ def metrics(
     if ctx.invoked_subcommand is not None:
         return
     if period is None:
-        fail("--period is required (or a sub-command: cohorts, risk)", code=2)
+        fail("--period is required (or a sub-command: cohorts, risk, margin)", code=2)
     periods = _periods(period, to)
     catalog = load_catalog_for_cli()
     figures, coupons = _figures(catalog, periods)
@@ -651,3 +655,72 @@ def plot_risk(found: Sequence[Assessment], path: Path) -> None:
     ax.set_title(f"Churn risk by customer, {period}", fontsize=13, fontweight="bold")
     ax.grid(axis="x", alpha=0.3)
     chart.savefig(path, format="png", dpi=110)
+
+
+# -- margin ------------------------------------------------------------------------------------------------
+
+
+def margin(
+    period: Annotated[str, typer.Option("--period", help="The (first) month, YYYY-MM.")],
+    to: Annotated[str | None, typer.Option("--to", help="The last month of a range, YYYY-MM.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print JSON: {"data": [...]}, a meter or plan each.')] = False,
+) -> None:
+    """Gross margin and markup per meter and per plan (from the meters' unit_cost and the plans'
+    subscription_cost), and the repeat purchase rate of top-ups, per month and currency."""
+    from billing.metrics_store import margins_from_database, repeat_purchases_from_database
+
+    periods = _periods(period, to)
+    catalog = load_catalog_for_cli()
+    engine = engine_for_cli()
+    try:
+        found = margins_from_database(engine, catalog, periods)
+        repeats = repeat_purchases_from_database(engine, periods)
+    finally:
+        engine.dispose()
+    if as_json:
+        rows = [margin_row(m) for m in found]
+        rows += [
+            {"scope": "repeat_purchases", "period": r.period.label, "currency": r.currency, "buyers": str(r.buyers),
+             "returning_buyers": str(r.returning), "repeat_purchase_rate": format_rate(r.rate)}
+            for r in repeats
+        ]  # fmt: skip
+        _json.emit(_json.listing(rows))
+        return
+    print_margins(found, repeats)
+
+
+def margin_row(m: Margin) -> dict[str, str]:
+    return {
+        "scope": m.scope,
+        "key": m.key,
+        "period": m.period.label,
+        "currency": m.currency,
+        "units": f"{m.units.normalize():f}" if m.scope == "meter" else "",
+        "revenue": format_money(m.revenue, m.currency),
+        "cost": format_money(m.cost, m.currency),
+        "gross_margin": format_money(m.gross_margin, m.currency),
+        "gross_margin_rate": format_rate(m.gross_margin_rate),
+        "markup": format_rate(m.markup),
+    }
+
+
+def print_margins(found: Sequence[Margin], repeats: Sequence[RepeatPurchases]) -> None:
+    if not found and not repeats:
+        console.print("nothing billed in the range: no margins", highlight=False)
+    for (label, currency) in sorted({(m.period.label, m.currency) for m in found}):
+        table = Table(title=f"Margin and markup {label}, {currency}", box=box.SIMPLE_HEAD, title_justify="left")
+        for header in ("", "Units", "Revenue", "Cost", "Gross margin", "Margin rate", "Markup"):
+            table.add_column(header, justify="left" if not header else "right", no_wrap=True)
+        for m in (m for m in found if (m.period.label, m.currency) == (label, currency)):
+            row = margin_row(m)
+            table.add_row(
+                f"{m.scope} {m.key}", row["units"], row["revenue"], row["cost"], row["gross_margin"],
+                _percent(m.gross_margin_rate), _percent(m.markup),
+            )  # fmt: skip
+        print_table(table)
+    for r in repeats:
+        console.print(
+            f"repeat purchases {r.period.label} {r.currency}: {r.returning} of {r.buyers} top-up buyers had bought "
+            f"before: {_percent(r.rate)}",
+            highlight=False,
+        )

@@ -35,6 +35,7 @@ from invoices.store.lifecycle import (
 from invoices.store.numbering import next_numbers, sequence_name
 from invoices.store.queries import (
     InvoiceAmounts,
+    IssuedLine,
     IssuedPeriod,
     OpeningDraft,
     Receivable,
@@ -53,6 +54,7 @@ from invoices.store.queries import (
     invoice_numbers,
     invoiced_until,
     invoices_page,
+    issued_lines,
     issued_period_invoices,
     list_invoices,
     opening_drafts,
@@ -69,6 +71,7 @@ __all__ = [
     "DraftWriter",
     "FinalizeSettings",
     "InvoiceAmounts",
+    "IssuedLine",
     "IssuedPeriod",
     "OpeningDraft",
     "Receivable",
@@ -94,6 +97,7 @@ __all__ = [
     "invoice_numbers",
     "invoiced_until",
     "invoices_page",
+    "issued_lines",
     "issued_period_invoices",
     "list_invoices",
     "lock_invoice",

@@ -33,6 +33,7 @@ from pricing_plans.money import ZERO
 
 __all__ = [
     "InvoiceAmounts",
+    "IssuedLine",
     "IssuedPeriod",
     "OpeningDraft",
     "Receivable",
@@ -51,6 +52,7 @@ __all__ = [
     "invoice_numbers",
     "invoiced_until",
     "invoices_page",
+    "issued_lines",
     "issued_period_invoices",
     "list_invoices",
     "opening_drafts",
@@ -671,6 +673,50 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to,
             period_end, scope, taxes, subscription_id,
         ) in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLine:
+    """A line of an issued invoice (finalized, paid or uncollectible; not a credit note), with what margin figures
+    need of its invoice: whose, which currency, its billing period (the month its last day falls in is the line's
+    month), and the line's kind, meter, plan, subscription, quantity and amount."""
+
+    customer_external_id: str
+    currency: str
+    period_end: dt.date
+    kind: str
+    meter: str | None
+    plan_code: str | None
+    plan_version: int | None
+    subscription_id: int | None
+    quantity: Decimal
+    amount: Decimal
+
+
+def issued_lines(session: Session, first: dt.date, last: dt.date, kinds: Collection[str]) -> list[IssuedLine]:
+    """The lines of ``kinds`` of the issued period and progressive invoices whose billing period ends from
+    ``first`` (exclusive) to ``last`` (inclusive): the lines of the months whose last days lie in that range."""
+    rows = session.execute(
+        select(
+            InvoiceRow.customer_external_id, InvoiceRow.currency, InvoiceRow.period_end, InvoiceLineRow.kind,
+            InvoiceLineRow.meter, InvoiceLineRow.plan_code, InvoiceLineRow.plan_version, InvoiceLineRow.subscription_id,
+            InvoiceLineRow.quantity, InvoiceLineRow.amount,
+        )
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+            InvoiceRow.status.in_(_ISSUED),
+            InvoiceRow.scope.in_((InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value)),
+            InvoiceRow.period_end > first,
+            InvoiceRow.period_end <= last,
+            InvoiceLineRow.kind.in_(list(kinds)),
+        )
+        .order_by(InvoiceLineRow.id)
+    )
+    return [
+        IssuedLine(customer, currency, end, kind, meter, code, version, subscription, quantity, amount)
+        for customer, currency, end, kind, meter, code, version, subscription, quantity, amount in rows
     ]
 
 

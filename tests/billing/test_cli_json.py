@@ -427,6 +427,17 @@ def _check_cohorts(doc: dict[str, Any], world: World) -> None:
     ]
 
 
+def _check_margin(doc: dict[str, Any], world: World) -> None:
+    # acme's issued October invoice (beta's is a draft): api_calls 6 units 0.75, compute_minutes 20 units 0.30,
+    # plan starter 10.00 + 0.75 + 0.30 = 11.05; the catalog declares no cost: no cost figures
+    rows = [(r["scope"], r["key"], r["units"], r["revenue"], r["cost"], r["markup"]) for r in doc["data"]]
+    assert rows == [
+        ("meter", "api_calls", "6", "0.75", "n/a", "n/a"),
+        ("meter", "compute_minutes", "20", "0.30", "n/a", "n/a"),
+        ("plan", "starter", "", "11.05", "n/a", "n/a"),
+    ]
+
+
 def _check_risk(doc: dict[str, Any], world: World) -> None:
     beta, acme = doc["data"]
     # beta's last event is on 10-11 (Berlin): 11-01 − 10-12 = 20 idle days ≥ 14: inactive, 3 points, at risk (≥ 3);
@@ -760,6 +771,7 @@ CASES = [
     ),
     Case(("metrics",), _fixed("metrics", "--period", "2026-10", "--json"), _check_metrics),
     Case(("metrics", "cohorts"), _fixed("metrics", "cohorts", "--json"), _check_cohorts),
+    Case(("metrics", "margin"), _fixed("metrics", "margin", "--period", "2026-10", "--json"), _check_margin),
     Case(("metrics", "risk"), _fixed("metrics", "risk", "--period", "2026-10", "--json"), _check_risk),
     Case(("usage", "unbilled"), _fixed("usage", "unbilled", "--period", "2026-10", "--json"), _check_unbilled),
     Case(("usage", "show"), _fixed("usage", "acme", "--period", "2026-10", "--json"), _check_acme_usage),

@@ -66,7 +66,7 @@ colour = "green"
 """
     ) == [
         "catalog.toml: plans.growth.colour: unknown key (allowed: code, version, effective_from, name, "
-        "description, currency, interval, billing_anchor, subscription, charges, commitment, thresholds, progressive_billing, tax_inclusive, tax_category)"
+        "description, currency, interval, billing_anchor, subscription, charges, commitment, thresholds, progressive_billing, tax_inclusive, tax_category, subscription_cost)"
     ]
 
 
@@ -135,7 +135,7 @@ currency = "USD"
 """
     assert problems(text) == [
         "catalog.toml: plans.growth.key: unknown key (allowed: code, version, effective_from, name, description, "
-        "currency, interval, billing_anchor, subscription, charges, commitment, thresholds, progressive_billing, tax_inclusive, tax_category)"
+        "currency, interval, billing_anchor, subscription, charges, commitment, thresholds, progressive_billing, tax_inclusive, tax_category, subscription_cost)"
     ]
 
 
@@ -858,7 +858,7 @@ rate = 101
         "catalog.toml: plans.seats.charges[0].package_amount: must be ≥ 0 (got -2)",
         "catalog.toml: plans.payments.charges[0].rate: must be a percent between 0 and 100 (got 101)",
         "catalog.toml: plans.payments.fee: unknown key (allowed: code, version, effective_from, name, description, "
-        "currency, interval, billing_anchor, subscription, charges, commitment, thresholds, progressive_billing, tax_inclusive, tax_category)",
+        "currency, interval, billing_anchor, subscription, charges, commitment, thresholds, progressive_billing, tax_inclusive, tax_category, subscription_cost)",
         "catalog.toml: plans.growth.charges[1].meter: unknown meter 'storage' "
         "(known: api_calls, storage_gb, payment_volume, users)",
     ]

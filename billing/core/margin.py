@@ -1,0 +1,162 @@
+"""Gross margin and markup per meter and per plan, and the repeat purchase rate of one-off purchases. Pure: the
+lines and purchases come from ``billing.metrics_store``.
+
+- **Per meter** (currency c, month P): revenue = Σ amount of the meter's usage lines billed in P (before
+  invoice-level discounts and tax); units = Σ their quantities (every unit rated, free ones included); cost =
+  ``unit_cost[c]`` × units. Late-usage lines (differences of an earlier month re-rated) are left out: their
+  quantity is the whole month's, not the late part.
+- **Per plan**: revenue = Σ amount of the plan's fee, usage and commitment lines billed in P; cost = the cost of its
+  usage lines (as above, meters without a unit cost in c cost nothing) + ``subscription_cost`` × the plan's
+  subscriptions with a fee line in P. Only a plan that declares ``subscription_cost`` has cost figures (a plan
+  without one would show the cost of a few meters as its whole cost, and an absurd markup).
+- **Gross margin** = revenue − cost; **gross margin rate** = (revenue − cost) / revenue; **markup** = (revenue −
+  cost) / cost (cost 300, price 450 → 50 %). Undefined (n/a) when the denominator is 0 or no cost is declared.
+- **Repeat purchase rate** of P = returning buyers / buyers in P, where a buyer bought a one-off purchase (a
+  top-up of prepaid credit) in P, and a returning buyer had bought one in an earlier month too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from billing.core.metrics import ratio
+from billing.core.periods import Period, month_of
+from pricing_plans.models import Catalog
+from pricing_plans.money import ZERO
+
+__all__ = ["LineRecord", "Margin", "Purchase", "RepeatPurchases", "margins", "repeat_purchases"]
+
+_EXACT = decimal.Context(prec=1000, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+_PLAN_KINDS = frozenset({"subscription", "usage", "commitment"})
+
+
+@dataclass(frozen=True, slots=True)
+class LineRecord:
+    """An issued line: its month (the month its billing period's last day falls in), currency, kind, meter, plan
+    and subscription, quantity and amount."""
+
+    month: dt.date
+    currency: str
+    kind: str
+    meter: str | None
+    plan_code: str | None
+    plan_version: int | None
+    subscription_id: int | None
+    quantity: decimal.Decimal
+    amount: decimal.Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Margin:
+    """Revenue and cost of one meter or plan (``scope``: ``meter`` or ``plan``) in one month and currency; cost
+    None when nothing in it declares a cost."""
+
+    scope: str
+    key: str
+    period: Period
+    currency: str
+    revenue: decimal.Decimal
+    cost: decimal.Decimal | None
+    units: decimal.Decimal = ZERO
+
+    @property
+    def gross_margin(self) -> decimal.Decimal | None:
+        return None if self.cost is None else self.revenue - self.cost
+
+    @property
+    def gross_margin_rate(self) -> decimal.Decimal | None:
+        margin = self.gross_margin
+        return None if margin is None else ratio(margin, self.revenue)
+
+    @property
+    def markup(self) -> decimal.Decimal | None:
+        margin = self.gross_margin
+        return None if margin is None or self.cost is None else ratio(margin, self.cost)
+
+
+def _meter_cost(catalog: Catalog, meter: str | None, currency: str, units: decimal.Decimal) -> decimal.Decimal | None:
+    found = catalog.meters.get(meter or "")
+    unit_cost = found.unit_cost.get(currency) if found is not None else None
+    return None if unit_cost is None else unit_cost * units
+
+
+def margins(lines: Iterable[LineRecord], catalog: Catalog) -> list[Margin]:
+    """Per month and currency, a margin per meter (its usage lines) and per plan, by scope then key."""
+    meters: dict[tuple[dt.date, str, str], list[decimal.Decimal]] = defaultdict(lambda: [ZERO, ZERO])
+    plans: dict[tuple[dt.date, str, str], list[decimal.Decimal]] = defaultdict(lambda: [ZERO, ZERO])
+    plan_costs: dict[tuple[dt.date, str, str], decimal.Decimal | None] = {}
+    subscriptions: dict[tuple[dt.date, str, str], set[tuple[int | None, decimal.Decimal | None]]] = defaultdict(set)
+    with decimal.localcontext(_EXACT):
+        for line in lines:
+            plan_key = (line.month, line.currency, line.plan_code or "")
+            if line.kind == "usage" and line.meter:
+                totals = meters[(line.month, line.currency, line.meter)]
+                totals[0] += line.amount
+                totals[1] += line.quantity
+                cost = _meter_cost(catalog, line.meter, line.currency, line.quantity)
+                if cost is not None:
+                    plan_costs[plan_key] = (plan_costs.get(plan_key) or ZERO) + cost
+            if line.kind in _PLAN_KINDS and line.plan_code:
+                plans[plan_key][0] += line.amount
+                if line.kind == "subscription":
+                    subscriptions[plan_key].add((line.subscription_id, _subscription_cost(catalog, line)))
+        found = [
+            Margin("meter", meter, month_of(m), c, revenue, _meter_cost(catalog, meter, c, units), units)
+            for (m, c, meter), (revenue, units) in meters.items()
+        ]
+        for key, (revenue, _) in plans.items():
+            declared = [c for _, c in subscriptions.get(key, ()) if c is not None]
+            cost = (plan_costs.get(key) or ZERO) + sum(declared, ZERO) if declared else None
+            found.append(Margin("plan", key[2], month_of(key[0]), key[1], revenue, cost))
+    return sorted(found, key=lambda x: (x.period, x.currency, x.scope, x.key))
+
+
+def _subscription_cost(catalog: Catalog, line: LineRecord) -> decimal.Decimal | None:
+    for plan in catalog.plans.get(line.plan_code or "", ()):
+        if plan.code == line.plan_code and (line.plan_version is None or plan.version == line.plan_version):
+            return plan.subscription_cost
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """A one-off purchase: whose, in which currency, on which day."""
+
+    customer: str
+    currency: str
+    day: dt.date
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatPurchases:
+    period: Period
+    currency: str
+    buyers: int
+    returning: int
+
+    @property
+    def rate(self) -> decimal.Decimal | None:
+        """Returning buyers / buyers in the period."""
+        return ratio(self.returning, self.buyers)
+
+
+def repeat_purchases(purchases: Iterable[Purchase], periods: Iterable[Period]) -> list[RepeatPurchases]:
+    """Per period and currency with a buyer: buyers, and those of them who had bought before the period."""
+    bought = list(purchases)
+    found: list[RepeatPurchases] = []
+    for period in periods:
+        by_currency: dict[str, set[str]] = defaultdict(set)
+        before: dict[str, set[str]] = defaultdict(set)
+        for p in bought:
+            if period.contains(p.day):
+                by_currency[p.currency].add(p.customer)
+            elif p.day < period.start:
+                before[p.currency].add(p.customer)
+        for currency in sorted(by_currency):
+            buyers = by_currency[currency]
+            found.append(RepeatPurchases(period, currency, len(buyers), len(buyers & before[currency])))
+    return found
