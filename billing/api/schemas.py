@@ -690,7 +690,7 @@ class PlanOut(_Out):
     tax_category: str = Field(default="standard", description="Which of a country's rates taxes the plan.")
     subscription_cost: str | None = Field(
         default=None,
-        description="What serving one subscription costs the seller per billing period (the plan's margin), if declared.",
+        description="What serving one subscription costs the seller per billing period (for margins), if declared.",
     )
 
 
