@@ -24,10 +24,12 @@ from billing.core.margin import LineRecord, Margin, Purchase, RepeatPurchases, m
 from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, billed_by_customer, compute_figures
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
+from billing.core.recognition import Recognition, RecognizedLine, recognize
 from billing.db import coupon_tables, override_tables, repository, session_scope
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
 from dbkit import read_only, utcnow
 from invoices import store
+from invoices.model import InvoiceScope, LineKind
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog
 
@@ -42,6 +44,7 @@ __all__ = [
     "margins_from_database",
     "months_before",
     "negotiated_plans",
+    "recognition_from_database",
     "repeat_purchases_from_database",
 ]
 
@@ -225,3 +228,22 @@ def repeat_purchases_from_database(engine: Engine, periods: Sequence[Period]) ->
         )
         purchases = [Purchase(customer, currency, created.date()) for customer, currency, created in rows]
     return repeat_purchases(purchases, periods)
+
+
+def recognition_from_database(engine: Engine, periods: Sequence[Period]) -> list[Recognition]:
+    """Billed, recognized and deferred revenue of ``periods`` (months), per currency, from every issued period,
+    progressive and opening invoice's lines (the whole history: the opening deferred revenue needs it)."""
+    if not periods:
+        return []
+    kinds = [kind.value for kind in LineKind]
+    scopes = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value, InvoiceScope.OPENING.value)
+    with session_scope(read_only(engine)) as session:
+        lines = store.issued_lines(session, dt.date(1900, 1, 1), dt.date(9999, 1, 1), kinds, scopes)
+    records = [
+        RecognizedLine(line.currency, line.amount, line.service_start, line.service_end, line.period_start or OPEN_END)
+        for line in lines
+    ]
+    return recognize(records, periods)
+
+
+OPEN_END = dt.date(9999, 12, 31)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from billing.core.margin import Margin, RepeatPurchases
+    from billing.core.recognition import Recognition
     from billing.core.risk import Assessment
     from billing.coupons import CouponStats
     from pricing_plans.models import Catalog
@@ -43,7 +44,9 @@ __all__ = [
     "print_coupons",
     "print_risk",
     "print_tables",
+    "recognition_row",
     "register",
+    "revenue",
     "risk",
 ]
 
@@ -58,6 +61,7 @@ def register(app: typer.Typer) -> None:
     metrics_app.command("cohorts")(cohorts)
     metrics_app.command("risk")(risk)
     metrics_app.command("margin")(margin)
+    metrics_app.command("revenue")(revenue)
     app.add_typer(metrics_app, name="metrics")
 
 
@@ -80,7 +84,7 @@ def metrics(
     if ctx.invoked_subcommand is not None:
         return
     if period is None:
-        fail("--period is required (or a sub-command: cohorts, risk, margin)", code=2)
+        fail("--period is required (or a sub-command: cohorts, risk, margin, revenue)", code=2)
     periods = _periods(period, to)
     catalog = load_catalog_for_cli()
     figures, coupons = _figures(catalog, periods)
@@ -724,3 +728,60 @@ def print_margins(found: Sequence[Margin], repeats: Sequence[RepeatPurchases]) -
             f"before: {_percent(r.rate)}",
             highlight=False,
         )
+
+
+# -- recognized revenue ------------------------------------------------------------------------------------
+
+
+def revenue(
+    period: Annotated[str, typer.Option("--period", help="The (first) month, YYYY-MM.")],
+    to: Annotated[str | None, typer.Option("--to", help="The last month of a range, YYYY-MM.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print JSON: {"data": [...]}, a month each.')] = False,
+) -> None:
+    """Recognized revenue: billed, recognized (a fee over the days it covers) and deferred revenue (opening,
+    added, recognized, closing) per month and currency."""
+    from billing.metrics_store import recognition_from_database
+
+    periods = _periods(period, to)
+    engine = engine_for_cli()
+    try:
+        found = recognition_from_database(engine, periods)
+    finally:
+        engine.dispose()
+    rows = [recognition_row(r) for r in found]
+    if as_json:
+        _json.emit(_json.listing(rows))
+        return
+    if not rows:
+        console.print("nothing billed: no revenue", highlight=False)
+    for currency in sorted({r.currency for r in found}):
+        table = Table(title=f"Recognized revenue, {currency}", box=box.SIMPLE_HEAD, title_justify="left")
+        table.add_column("Figure", no_wrap=True)
+        columns = [row for row in rows if row["currency"] == currency]
+        for row in columns:
+            table.add_column(row["period"], justify="right", no_wrap=True)
+        for label, key in _RECOGNITION_ROWS:
+            table.add_row(label, *(row[key] for row in columns))
+        print_table(table)
+
+
+_RECOGNITION_ROWS = (
+    ("Billed (excl. tax)", "billed"),
+    ("Recognized", "recognized"),
+    ("Deferred revenue at start", "deferred_opening"),
+    ("+ added (billed)", "deferred_added"),
+    ("− recognized", "recognized"),
+    ("Deferred revenue at end", "deferred_closing"),
+)
+
+
+def recognition_row(r: Recognition) -> dict[str, str]:
+    return {
+        "period": r.period.label,
+        "currency": r.currency,
+        "billed": format_money(r.billed, r.currency),
+        "recognized": format_money(r.recognized, r.currency),
+        "deferred_opening": format_money(r.deferred_opening, r.currency),
+        "deferred_added": format_money(r.deferred_added, r.currency),
+        "deferred_closing": format_money(r.deferred_closing, r.currency),
+    }

@@ -692,22 +692,34 @@ class IssuedLine:
     subscription_id: int | None
     quantity: Decimal
     amount: Decimal
+    service_start: dt.date | None = None
+    service_end: dt.date | None = None
+    scope: str = InvoiceScope.PERIOD.value
+    period_start: dt.date | None = None
 
 
-def issued_lines(session: Session, first: dt.date, last: dt.date, kinds: Collection[str]) -> list[IssuedLine]:
-    """The lines of ``kinds`` of the issued period and progressive invoices whose billing period ends from
-    ``first`` (exclusive) to ``last`` (inclusive): the lines of the months whose last days lie in that range."""
+def issued_lines(
+    session: Session,
+    first: dt.date,
+    last: dt.date,
+    kinds: Collection[str],
+    scopes: Collection[str] = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value),
+) -> list[IssuedLine]:
+    """The lines of ``kinds`` of the issued invoices of ``scopes`` (period and progressive ones by default) whose
+    billing period ends from ``first`` (exclusive) to ``last`` (inclusive): the lines of the months whose last
+    days lie in that range."""
     rows = session.execute(
         select(
             InvoiceRow.customer_external_id, InvoiceRow.currency, InvoiceRow.period_end, InvoiceLineRow.kind,
             InvoiceLineRow.meter, InvoiceLineRow.plan_code, InvoiceLineRow.plan_version, InvoiceLineRow.subscription_id,
-            InvoiceLineRow.quantity, InvoiceLineRow.amount,
+            InvoiceLineRow.quantity, InvoiceLineRow.amount, InvoiceLineRow.service_start, InvoiceLineRow.service_end,
+            InvoiceRow.scope, InvoiceRow.period_start,
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(
             InvoiceRow.kind == InvoiceKind.INVOICE.value,
             InvoiceRow.status.in_(_ISSUED),
-            InvoiceRow.scope.in_((InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value)),
+            InvoiceRow.scope.in_(list(scopes)),
             InvoiceRow.period_end > first,
             InvoiceRow.period_end <= last,
             InvoiceLineRow.kind.in_(list(kinds)),
@@ -715,8 +727,8 @@ def issued_lines(session: Session, first: dt.date, last: dt.date, kinds: Collect
         .order_by(InvoiceLineRow.id)
     )
     return [
-        IssuedLine(customer, currency, end, kind, meter, code, version, subscription, quantity, amount)
-        for customer, currency, end, kind, meter, code, version, subscription, quantity, amount in rows
+        IssuedLine(customer, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins)
+        for customer, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins in rows
     ]
 
 

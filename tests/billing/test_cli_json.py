@@ -438,6 +438,18 @@ def _check_margin(doc: dict[str, Any], world: World) -> None:
     ]
 
 
+def _check_revenue(doc: dict[str, Any], world: World) -> None:
+    (usd,) = doc["data"]
+    # acme's issued October invoice: the fee (in arrears) and the usage all serve October: 11.05 billed and
+    # recognized, nothing deferred (beta's invoice is a draft)
+    assert (usd["period"], usd["billed"], usd["recognized"], usd["deferred_closing"]) == (
+        "2026-10",
+        "11.05",
+        "11.05",
+        "0.00",
+    )
+
+
 def _check_risk(doc: dict[str, Any], world: World) -> None:
     beta, acme = doc["data"]
     # beta's last event is on 10-11 (Berlin): 11-01 − 10-12 = 20 idle days ≥ 14: inactive, 3 points, at risk (≥ 3);
@@ -772,6 +784,7 @@ CASES = [
     Case(("metrics",), _fixed("metrics", "--period", "2026-10", "--json"), _check_metrics),
     Case(("metrics", "cohorts"), _fixed("metrics", "cohorts", "--json"), _check_cohorts),
     Case(("metrics", "margin"), _fixed("metrics", "margin", "--period", "2026-10", "--json"), _check_margin),
+    Case(("metrics", "revenue"), _fixed("metrics", "revenue", "--period", "2026-10", "--json"), _check_revenue),
     Case(("metrics", "risk"), _fixed("metrics", "risk", "--period", "2026-10", "--json"), _check_risk),
     Case(("usage", "unbilled"), _fixed("usage", "unbilled", "--period", "2026-10", "--json"), _check_unbilled),
     Case(("usage", "show"), _fixed("usage", "acme", "--period", "2026-10", "--json"), _check_acme_usage),
