@@ -727,8 +727,8 @@ def issued_lines(
         .order_by(InvoiceLineRow.id)
     )
     return [
-        IssuedLine(customer, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins)
-        for customer, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins in rows
+        IssuedLine(who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins)
+        for who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins in rows
     ]
 
 
