@@ -97,7 +97,8 @@ def _plan(catalog: Catalog, sub: Subscription) -> Plan | None:
 
 
 def _known(session: Session, period: Period, customers: Sequence[str], as_of: dt.datetime) -> Known:
-    cancelled = dict(session.execute(select(SubscriptionRow.id, SubscriptionRow.cancelled_at)).tuples().all())
+    rows = session.execute(select(SubscriptionRow.id, SubscriptionRow.cancelled_at))
+    cancelled = {sub_id: at for sub_id, at in rows}
     start = dt.datetime.combine(period.start, dt.time(), dt.UTC)
     failures = session.execute(
         select(DunningRow.invoice_id).where(DunningRow.last_failure_at >= start, DunningRow.last_failure_at < as_of)
