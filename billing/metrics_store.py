@@ -21,7 +21,14 @@ from billing.core.cohorts import Cohort, Grain, compute_cohorts
 from billing.core.coupons import CouponIssue
 from billing.core.domain import Customer, Subscription
 from billing.core.margin import LineRecord, Margin, Purchase, RepeatPurchases, margins, repeat_purchases
-from billing.core.metrics import InvoiceSummary, MetricsError, PeriodFigures, billed_by_customer, compute_figures
+from billing.core.metrics import (
+    BilledHistory,
+    InvoiceSummary,
+    MetricsError,
+    PeriodFigures,
+    billed_by_customer,
+    compute_figures,
+)
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
 from billing.core.recognition import Recognition, RecognizedLine, recognize
@@ -29,7 +36,7 @@ from billing.db import coupon_tables, override_tables, repository, session_scope
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
 from dbkit import read_only, utcnow
 from invoices import store
-from invoices.model import InvoiceScope, LineKind
+from invoices.model import InvoiceKind, InvoiceScope, LineKind
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog
 
@@ -70,22 +77,55 @@ class MetricInputs:
     invoices: tuple[InvoiceSummary, ...]
     overrides: Mapping[int, tuple[SubscriptionOverride, ...]] = field(default_factory=dict)
     coupons: tuple[CouponIssue, ...] = ()
+    billed: BilledHistory | None = None
 
 
-def load_metric_inputs(session: Session, periods: Sequence[Period]) -> MetricInputs:
-    """Read the records for ``periods`` (consecutive, in order) in five queries, and two for the coupons."""
+def load_metric_inputs(session: Session, periods: Sequence[Period], *, summed: bool = False) -> MetricInputs:
+    """Read the records for ``periods`` (consecutive, in order); with ``summed``, the invoices are read
+    :data:`CHUNK_MONTHS` months at a time and kept only as their billed revenue per customer and month
+    (``MetricInputs.billed``), so that memory grows with customers × months, not with invoices."""
     if not periods:
         return MetricInputs((), (), ())
     first, last = months_before(periods[0], TRAILING_MONTHS).start, periods[-1].start
     subscriptions = tuple(repository.list_subscriptions(session))
     customers = tuple(repository.list_customers(session))
+    billed = _billed_history(session, first, last, subscriptions) if summed else None
     return MetricInputs(
         customers=customers,
         subscriptions=subscriptions,
-        invoices=tuple(_invoice_summaries(session, first, last, subscriptions)),
+        invoices=() if summed else tuple(_invoice_summaries(session, first, last, subscriptions)),
         overrides=override_tables.overrides_of(session, [s.id for s in subscriptions]),
         coupons=tuple(coupon_issues(session, {c.external_id: c.currency for c in customers})),
+        billed=billed,
     )
+
+
+CHUNK_MONTHS = 3
+"""How many months of invoices are read at once when only their sums are kept."""
+
+
+def _billed_history(
+    session: Session, first: dt.date, last: dt.date, subscriptions: Sequence[Subscription]
+) -> BilledHistory:
+    """The billed revenue from ``first`` to ``last`` (month starts), read a few months at a time. The invoice query
+    also returns the weeks and anniversary months that began before its first day; those were read with the
+    chunk before, so they are dropped from every chunk but the first."""
+    history = BilledHistory()
+    start = first
+    while start <= last:
+        end = start
+        for _ in range(CHUNK_MONTHS - 1):
+            end = min(_next_month(end), last)
+        chunk = _invoice_summaries(session, start, end, subscriptions)
+        if start != first:
+            chunk = [i for i in chunk if i.period_start >= start or i.kind is InvoiceKind.CREDIT_NOTE]
+        history.add(chunk)
+        start = _next_month(end)
+    return history
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 
 
 def coupon_issues(session: Session, currencies: dict[str, str]) -> list[CouponIssue]:
@@ -180,10 +220,10 @@ def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
     """The figures of ``periods`` (consecutive months, in order) per currency, read in one read-only
     transaction."""
     with session_scope(read_only(engine)) as session:
-        inputs = load_metric_inputs(session, periods)
+        inputs = load_metric_inputs(session, periods, summed=True)
         as_of = utcnow()  # the report's date: redemptions after it do not count
     return compute_figures(
-        inputs.customers, inputs.subscriptions, catalog, inputs.invoices, periods,
+        inputs.customers, inputs.subscriptions, catalog, inputs.billed or inputs.invoices, periods,
         negotiated=negotiated_plans(catalog, inputs), coupons=inputs.coupons, as_of=as_of,
     )  # fmt: skip
 

@@ -79,6 +79,7 @@ __all__ = [
     "JSON_KEYS",
     "MRR_DECIMALS",
     "BilledAmounts",
+    "BilledHistory",
     "InvoiceSummary",
     "MetricsError",
     "PeriodFigures",
@@ -630,7 +631,7 @@ def compute_figures(
     customers: Iterable[Customer],
     subscriptions: Iterable[Subscription],
     plans: Catalog | PlanIndex | Iterable[Plan],
-    invoices: Iterable[InvoiceSummary],
+    invoices: Iterable[InvoiceSummary] | BilledHistory,
     periods: Sequence[Period],
     *,
     negotiated: Mapping[int, Negotiated] | None = None,
@@ -653,11 +654,10 @@ def compute_figures(
     another currency than its customer's.
     """
     customers = list(customers)
-    invoices = list(invoices)
     history = _History(customers, subscriptions, plans, negotiated)
-    billed = billed_by_customer(invoices)
-    first_runs = first_billed_periods(invoices)
-    currencies = sorted({c.currency for c in customers} | {inv.currency for inv in invoices})
+    summed = invoices if isinstance(invoices, BilledHistory) else BilledHistory.of(invoices)
+    billed, first_runs = summed.billed, summed.first_runs
+    currencies = sorted({c.currency for c in customers} | summed.currencies)
     states: dict[dt.date, dict[str, Decimal]] = {}
 
     def state_on(day: dt.date) -> dict[str, Decimal]:
@@ -700,6 +700,37 @@ LATEST_UTC_OFFSET = dt.timedelta(hours=-12)
 def has_ended_everywhere(period: Period, now: dt.datetime) -> bool:
     """Whether ``period`` has ended in every timezone at ``now`` (an aware instant): its figures are final."""
     return (now.astimezone(dt.UTC) + LATEST_UTC_OFFSET).date() >= period.end
+
+
+@dataclass(slots=True)
+class BilledHistory:
+    """The invoices as the figures use them: billed revenue per (currency, month) and customer, where each
+    currency's billing history starts, and the currencies invoiced. Built a chunk of invoices at a time
+    (:meth:`add`), so that memory grows with customers × months, not with invoices."""
+
+    billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]] = field(default_factory=dict)
+    first_runs: dict[str, dt.date] = field(default_factory=dict)
+    currencies: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, invoices: Iterable[InvoiceSummary]) -> BilledHistory:
+        history = cls()
+        history.add(invoices)
+        return history
+
+    def add(self, invoices: Iterable[InvoiceSummary]) -> None:
+        """Add a chunk of invoices with the credit notes against them (a note whose invoice is in another chunk
+        counts with that chunk)."""
+        chunk = list(invoices)
+        with decimal.localcontext(_EXACT):
+            for key, customers in billed_by_customer(chunk).items():
+                into = self.billed.setdefault(key, {})
+                for customer, amounts in customers.items():
+                    into[customer] = into[customer] + amounts if customer in into else amounts
+        for currency, first in first_billed_periods(chunk).items():
+            if currency not in self.first_runs or first < self.first_runs[currency]:
+                self.first_runs[currency] = first
+        self.currencies.update(inv.currency for inv in chunk)
 
 
 def first_billed_periods(invoices: Iterable[InvoiceSummary]) -> dict[str, dt.date]:

@@ -354,3 +354,23 @@ def test_free_credit_is_no_revenue_and_a_top_up_is_none_until_used(engine, catal
         Decimal("10.00"),
         Decimal("-4.00"),
     )
+
+
+def test_the_figures_read_in_chunks_equal_those_read_at_once(engine, catalog):
+    """The figures keep only the invoices' sums, read three months at a time (memory grows with customers ×
+    months, not with invoices): the same figures as from every invoice at once."""
+    from billing.core.metrics import compute_figures
+
+    populate(engine, catalog)
+    periods = [FEBRUARY, MARCH, month(2026, 4)]
+    with session_scope(engine) as session:
+        whole = load_metric_inputs(session, periods)
+        summed = load_metric_inputs(session, periods, summed=True)
+    assert summed.invoices == () and summed.billed is not None
+    at_once = compute_figures(whole.customers, whole.subscriptions, catalog, whole.invoices, periods)
+    chunked = compute_figures(summed.customers, summed.subscriptions, catalog, summed.billed, periods)
+    assert [figures_row(f) for f in chunked] == [figures_row(f) for f in at_once]
+    rows = {(f.period.label, f.currency): figures_row(f) for f in chunked}
+    assert len(rows) == 6  # February to April, EUR and USD
+    assert rows[("2026-03", "USD")] == EXPECTED_USD_MARCH
+    assert rows[("2026-04", "USD")]["billed_revenue"] == "0.00"  # April: nothing invoiced
