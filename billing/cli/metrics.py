@@ -80,7 +80,8 @@ def metrics(
     """Revenue and churn figures per month and currency: customers, MRR movements, churn, CRR, NRR, GRR, billed
     revenue, ARPA and CLV.
 
-    `billing metrics --period P [--to Q]` prints the figures; the sub-commands print cohorts."""
+    `billing metrics --period P [--to Q]` prints the figures; the sub-commands print cohorts, churn-risk
+    warnings, margins and recognized revenue."""
     if ctx.invoked_subcommand is not None:
         return
     if period is None:
