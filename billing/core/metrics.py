@@ -678,19 +678,26 @@ def compute_figures(
                 period,
             )
             counted = issued.get((period.start, currency), (0, 0))
-            figures.append(
-                replace(
-                    found,
-                    currency=currency,
-                    closed=as_of is None or has_ended_everywhere(period, as_of),
-                    billed_base=months.retention(1),
-                    trailing_3=months.retention(3),
-                    trailing_12=months.retention(12),
-                    coupons_issued=counted[0],
-                    coupons_redeemed=counted[1],
-                )
-            )
+            closed = as_of is None or has_ended_everywhere(period, as_of)
+            figures.append(_with_retention(found, currency, closed, months, counted))
     return figures
+
+
+def _with_retention(
+    found: PeriodFigures, currency: str, closed: bool, months: _Months, coupons: tuple[int, int]
+) -> PeriodFigures:
+    """A period's figures with their currency, whether the period is closed, the revenue retention bases (month
+    on month, trailing 3 and 12 months) and the coupons issued and redeemed."""
+    return replace(
+        found,
+        currency=currency,
+        closed=closed,
+        billed_base=months.retention(1),
+        trailing_3=months.retention(3),
+        trailing_12=months.retention(12),
+        coupons_issued=coupons[0],
+        coupons_redeemed=coupons[1],
+    )
 
 
 LATEST_UTC_OFFSET = dt.timedelta(hours=-12)
