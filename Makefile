@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py312 print-py312 bench lint system-deps clean
+.PHONY: demo test test-py312 print-py312 bench lint system-deps translations clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # WeasyPrint renders PDFs through Pango and subsets fonts with HarfBuzz (ten times faster than without it); the
-# tests turn PDFs into pictures with poppler's pdftoppm to look at them. Installed from Debian's packages where
-# the machine lacks them.
+# tests turn PDFs into pictures with poppler's pdftoppm to look at them; Noto Sans CJK draws Japanese (and
+# Chinese, Korean) invoices, which DejaVu has no glyphs for. Installed from Debian's packages where the machine
+# lacks them.
 system-deps:
 	@missing=""; \
 	ldconfig -p 2>/dev/null | grep -q 'libpango-1.0.so' || missing="$$missing libpango-1.0-0 libpangoft2-1.0-0"; \
 	ldconfig -p 2>/dev/null | grep -q 'libharfbuzz-subset.so' || missing="$$missing libharfbuzz-subset0"; \
 	fc-list 2>/dev/null | grep -qi 'DejaVu Sans' || missing="$$missing fonts-dejavu-core"; \
+	fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' || missing="$$missing fonts-noto-cjk"; \
 	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing from Debian's packages:$$missing"; \
@@ -64,6 +66,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+
+# The invoice's words: extract them from invoices/ (babel.cfg) into the template invoices/locale/invoices.pot and
+# merge it into each language's catalog (invoices/locale/<language>/LC_MESSAGES/invoices.po), for translators
+# to fill in; then check that every catalog compiles. The catalogs are compiled when first used (invoices/i18n.py),
+# so no compiled file is kept. A new language: make translations NEW_LANGUAGE=pt (then translate its .po).
+LOCALES := invoices/locale
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _unit_forms:1,2 --no-location --sort-output \
+		--project billing --copyright-holder "" -o $(LOCALES)/invoices.pot .
+	@if [ -n "$(NEW_LANGUAGE)" ]; then \
+		$(BIN)/pybabel init -D invoices -i $(LOCALES)/invoices.pot -d $(LOCALES) -l $(NEW_LANGUAGE); fi
+	$(BIN)/pybabel update -D invoices -i $(LOCALES)/invoices.pot -d $(LOCALES) --no-fuzzy-matching
+	$(BIN)/python -m invoices.i18n
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

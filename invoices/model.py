@@ -31,6 +31,7 @@ __all__ = [
     "LineDetails",
     "LineKind",
     "Party",
+    "PaymentInstructions",
     "TaxLine",
     "Totals",
     "compute_totals",
@@ -113,6 +114,27 @@ class Party:
             external_id=data.get("external_id"),
             country=data.get("country"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentInstructions:
+    """How the customer pays an invoice, as printed under its totals: the seller's bank account (any of its
+    fields may be missing; a block without bank fields prints none), the reference to quote with the
+    transfer, and the page where the invoice can be paid online (Stripe's hosted invoice page) when there is
+    one. Not stored with the invoice: the billing service gives it at printing time (the configuration's
+    ``[payment_instructions]``, the Stripe push's record).
+    """
+
+    bank_name: str | None = None
+    account_holder: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    reference: str | None = None
+    pay_online_url: str | None = None
+
+    @property
+    def has_bank_account(self) -> bool:
+        return bool(self.iban or self.bank_name)
 
 
 class LineKind(StrEnum):
@@ -402,6 +424,7 @@ class Invoice:
       issue_date, due_date: set on finalization.
       credits_applied, amount_paid: what credits and payments paid of it (attached by the billing services, which
         own them; the invoice rows do not store them).
+      payment: how to pay it, given by the billing service when it prints the invoice (None: not given).
     """
 
     id: int
@@ -430,6 +453,7 @@ class Invoice:
     subscription_id: int | None = None
     credits_applied: tuple[AppliedCredit, ...] = ()
     amount_paid: Decimal = ZERO
+    payment: PaymentInstructions | None = None
     taxes: tuple[TaxLine, ...] = ()
 
     def __post_init__(self) -> None:

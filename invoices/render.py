@@ -11,8 +11,9 @@ Periods are stored half-open, ``[start, end)``; JSON gives them as stored, the d
 from __future__ import annotations
 
 import datetime as dt
+import gettext
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -21,7 +22,9 @@ from typing import Any
 from babel.dates import format_date, format_skeleton
 from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
+from invoices.i18n import N_, translations, unit_name
 from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind, TaxLine
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits
@@ -117,17 +120,23 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Formatter:
-    """Locale-aware formatting for one document: its currency and its customer's locale."""
+    """Locale-aware formatting for one document: its currency, its customer's locale and language."""
 
     currency: str
     locale: str
+    words: gettext.NullTranslations = field(default_factory=gettext.NullTranslations)
+
+    def _(self, message: str, **values: object) -> str:
+        """``message`` in the document's language, its ``%(name)s`` placeholders filled from ``values``."""
+        text = self.words.gettext(message)
+        return text % values if values else text
 
     def money(self, amount: Decimal) -> str:
         """An amount to pay, in the currency's minor digits ("$1,234.56", "1.234,56 €", "¥1,500")."""
         return format_currency(amount, self.currency, locale=self.locale)
 
     def price(self, value: Decimal) -> str:
-        """A price or an unrounded amount: never rounded to the currency, trailing zeros beyond it dropped."""
+        """A price: never rounded to the currency, trailing zeros beyond it dropped ("$0.00025")."""
         return format_currency(
             _trim(value, minor_digits(self.currency)),
             self.currency,
@@ -139,8 +148,11 @@ class Formatter:
         """A quantity with every digit it has ("1,234,567.5")."""
         return format_decimal(value, locale=self.locale, decimal_quantization=False)
 
-    def quantity(self, value: Decimal, unit: str | None) -> str:
-        return f"{self.number(value)} {unit}" if unit else self.number(value)
+    def quantity(self, value: Decimal, unit: str | None, unit_plural: str | None = None) -> str:
+        """A quantity and its unit in the form the quantity takes ("1 call", "260,000 calls", "3 Aufrufe")."""
+        if not unit:
+            return self.number(value)
+        return f"{self.number(value)}\xa0{unit_name(unit, value, self.locale, unit_plural)}"
 
     def percent(self, rate: Decimal) -> str:
         """A rate given in percent (19 → "19 %" or "19%" as the locale writes it)."""
@@ -160,7 +172,7 @@ class Formatter:
     def tier_range(self, row: BreakdownRow) -> str:
         low, high = row.from_units, row.to_units
         if high is None:
-            return "all" if low == 0 else f"above {self.number(low)}"
+            return self._("all") if low == 0 else self._("above %(units)s", units=self.number(low))
         return f"{self.number(low)} – {self.number(high)}"
 
 
@@ -179,28 +191,130 @@ def _next_month(day: dt.date) -> dt.date:
 
 @dataclass(frozen=True, slots=True)
 class LineView:
-    """A line as the template prints it. ``percentage``: the breakdown's unit amounts are rates in percent
-    (its header then reads "Value" and "Rate"); each row says so for itself."""
+    """A line as the template prints it, every word in the document's language.
+
+    ``description``: the line's own, or its words in the document's language for the lines the engine names
+    (a subscription fee, a true-up, late usage, a credit note's line). ``account``: how a late-usage or
+    rest-of-period line's amount came about ("re-rated October 2026: …; billed before: …; difference …").
+    ``explanation`` and ``engine_notes``: the engine's own sentences (English), printed on English documents
+    only. ``percentage``: the breakdown's unit amounts are rates in percent (its header then reads "Value" and
+    "Rate"); each row says so for itself."""
 
     line: InvoiceLine
+    description: str
+    quantity: str
     service_period: str | None  # only when it differs from the billing period
+    account: str | None
     breakdown: tuple[BreakdownRow, ...]
     explanation: str
+    engine_notes: bool
     percentage: bool
 
 
 def _line_view(line: InvoiceLine, invoice: Invoice, fmt: Formatter) -> LineView:
-    differs = line.service_start is not None and (
+    extra = line.details.extra
+    late = extra.get("late") if line.kind == LineKind.LATE_USAGE else None
+    differs = late is None and line.service_start is not None and (
         (line.service_start, line.service_end) != (invoice.period_start, invoice.period_end)
     )
     rows = (line.details.breakdown or ()) if line.kind in BREAKDOWN_KINDS else ()
+    english = not isinstance(fmt.words, gettext.GNUTranslations)  # no catalog: the labels are English
+    unit_plural = extra.get("unit_plural")
     return LineView(
         line=line,
+        description=_description(line, invoice, fmt),
+        quantity=fmt.quantity(line.quantity, line.unit, unit_plural if isinstance(unit_plural, str) else None),
         service_period=fmt.period(line.service_start, line.service_end) if differs else None,
+        account=_account(line, fmt),
         breakdown=rows,
-        explanation="" if rows else line.details.explanation or "",
+        explanation="" if rows or not english else line.details.explanation or "",
+        engine_notes=english,
         percentage=any(row.in_percent for row in rows),
     )
+
+
+def _description(line: InvoiceLine, invoice: Invoice, fmt: Formatter) -> str:
+    """What the customer reads for a line: the engine's phrases in the document's language, the catalog's names
+    (meters, plans, coupons) as the catalog writes them."""
+    extra = line.details.extra
+    period = fmt.period(line.service_start, line.service_end)
+    late = extra.get("late")
+    if line.kind == LineKind.LATE_USAGE and isinstance(late, dict) and "charge" in late:
+        late_usage = fmt._("late usage of %(period)s", period=period)
+        return f"{late['charge']} — {late_usage}"
+    to_date = extra.get("billed_to_date")
+    if isinstance(to_date, dict) and "charge" in to_date:
+        return str(to_date["charge"])
+    if line.kind == LineKind.SUBSCRIPTION and "adjustment" not in extra and extra.get("billing") in _FEE_TIMING:
+        return fmt._(_FEE_TIMING[extra["billing"]], period=period)
+    if line.kind == LineKind.COMMITMENT:
+        return fmt._("Minimum commitment true-up")
+    if line.kind == LineKind.CREDIT and invoice.kind is InvoiceKind.CREDIT_NOTE and invoice.refers_to:
+        return fmt._("Credit on invoice %(number)s", number=invoice.refers_to)
+    return line.description
+
+
+_FEE_TIMING = {
+    "in_advance": N_("Subscription fee, %(period)s (billed in advance)"),
+    "in_arrears": N_("Subscription fee, %(period)s (billed in arrears)"),
+}
+
+
+def _account(line: InvoiceLine, fmt: Formatter) -> str | None:
+    """How a late-usage line (or a line less what progressive invoices billed) came to its amount, from the
+    account the engine keeps in its details."""
+    extra = line.details.extra
+    late, to_date = extra.get("late"), extra.get("billed_to_date")
+    if isinstance(late, dict) and "rated_now" in late:
+        return fmt._(
+            "re-rated %(period)s: %(rated)s; billed before: %(billed)s; difference %(difference)s",
+            period=fmt.period(line.service_start, line.service_end),
+            rated=fmt.money(Decimal(late["rated_now"])),
+            billed=fmt.money(Decimal(late["billed_before"])),
+            difference=fmt.money(line.amount),
+        )
+    if isinstance(to_date, dict) and "rated" in to_date:
+        return fmt._(
+            "the period rates to %(rated)s; billed on progressive invoices: %(billed)s; difference %(difference)s",
+            rated=fmt.money(Decimal(to_date["rated"])),
+            billed=fmt.money(Decimal(to_date["billed_before"])),
+            difference=fmt.money(line.amount),
+        )
+    return None
+
+
+def _sections(invoice: Invoice, fmt: Formatter) -> list[tuple[str, list[LineView]]]:
+    """The lines grouped by section and subscription (two subscriptions of one plan stay apart), in order."""
+    groups: dict[tuple[str, int | None], list[InvoiceLine]] = {}
+    for line in invoice.lines:
+        groups.setdefault((line.section, line.subscription_id), []).append(line)
+    return [
+        (_heading(section, lines, fmt), [_line_view(line, invoice, fmt) for line in lines])
+        for (section, _subscription), lines in groups.items()
+    ]
+
+
+def _heading(section: str, lines: list[InvoiceLine], fmt: Formatter) -> str:
+    """A section's heading: the plan's name as the catalog writes it (with the days it covers when it covers
+    part of the period), the mark of a negotiated price (which the engine appends to the plan's name) in the
+    document's language; a section of late usage says so, and of which period."""
+    late = lines[0].details.extra.get("late")
+    if isinstance(late, dict) and "plan" in late and all(line.kind == LineKind.LATE_USAGE for line in lines):
+        first = lines[0]
+        section = fmt._(
+            "Late usage of %(period)s: %(plan)s",
+            period=fmt.period(first.service_start, first.service_end),
+            plan=late["plan"],
+        )
+    mark = f"({NEGOTIATED_PRICE})"
+    if mark in section:
+        negotiated = fmt._("negotiated price")
+        return section.replace(mark, f"({negotiated})")
+    return section
+
+
+# The mark the engine appends to the name of a plan whose prices were negotiated for one subscription.
+NEGOTIATED_PRICE = "negotiated price"
 
 
 @cache
@@ -214,24 +328,91 @@ def _environment() -> Environment:
     )
 
 
+def _tax_rows(invoice: Invoice, fmt: Formatter) -> list[tuple[str, Decimal]]:
+    """One row per rate (``invoice.taxes``): its name in the document's language when the catalogs know it
+    ("Tax", "VAT"), and its rate."""
+    rows = []
+    for tax in invoice.taxes:
+        rate = fmt.percent(tax.rate)
+        if tax.name == "Tax":
+            label = fmt._("Tax (%(rate)s)", rate=rate)
+        else:
+            label = f"{fmt._(tax.name)} ({rate})"
+        rows.append((label, tax.amount))
+    return rows
+
+
+# Tax names the catalogs translate (a tax's name comes from the configuration).
+TAX_NAMES = (N_("VAT"), N_("Sales tax"), N_("GST"))
+
+
+def _reverse_charge(invoice: Invoice, fmt: Formatter) -> list[str]:
+    """What is printed under the totals about tax: the reverse-charge wording in the document's language when a
+    tax is reverse-charged, an exempt buyer's reason, and the other taxes' notes as configured."""
+    notes = []
+    if invoice.reverse_charge:
+        notes.append(
+            fmt._("Reverse charge: VAT to be accounted for by the recipient (Article 196, Directive 2006/112/EC).")
+        )
+    for tax in invoice.taxes:
+        if tax.exempt_reason:
+            notes.append(fmt._("Exempt from tax: %(reason)s", reason=tax.exempt_reason))
+        if tax.note and not tax.reverse_charge:
+            notes.append(tax.note)
+    return list(dict.fromkeys(notes))
+
+
+def _reference(invoice: Invoice) -> str:
+    payment = invoice.payment
+    return (payment.reference if payment is not None and payment.reference else None) or invoice.number or ""
+
+
+def _page_label(fmt: Formatter) -> str:
+    """The page counter as CSS ``content``: "Page " counter(page) " of " counter(pages), in the document's
+    language."""
+    text = fmt._("Page %(page)s of %(pages)s", page="\0page\0", pages="\0pages\0")
+    parts = []
+    for n, piece in enumerate(text.split("\0")):
+        if n % 2:
+            parts.append(f"counter({piece})")
+        elif piece:
+            parts.append('"' + piece.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return " ".join(parts)
+
+
 def _context(invoice: Invoice) -> dict[str, Any]:
-    fmt = Formatter(invoice.currency, invoice.locale)
+    fmt = Formatter(invoice.currency, invoice.locale, translations(invoice.locale))
+    _ = fmt._
     credit_note = invoice.kind is InvoiceKind.CREDIT_NOTE
     settled = invoice.status in (InvoiceStatus.PAID, InvoiceStatus.VOID)
     terms_days = (invoice.due_date - invoice.issue_date).days if invoice.issue_date and invoice.due_date else None
+    title = _("Credit note") if credit_note else _("Progressive invoice") if _progressive(invoice) else _("Invoice")
+    statuses = {
+        InvoiceStatus.DRAFT: _("Draft"),
+        InvoiceStatus.FINALIZED: _("Issued"),
+        InvoiceStatus.PAID: _("Paid"),
+        InvoiceStatus.VOID: _("Void"),
+        InvoiceStatus.UNCOLLECTIBLE: _("Uncollectible"),
+    }
     return {
         "invoice": invoice,
         "fmt": fmt,
+        "_": _,
         "credit_note": credit_note,
-        "title": "Credit note" if credit_note else "Invoice" if not _progressive(invoice) else "Progressive invoice",
-        "watermark": {InvoiceStatus.DRAFT: "DRAFT", InvoiceStatus.VOID: "VOID"}.get(invoice.status),
-        "status": invoice.status.value.capitalize(),
+        "title": title,
+        "watermark": {InvoiceStatus.DRAFT: _("DRAFT"), InvoiceStatus.VOID: _("VOID")}.get(invoice.status),
+        "status": statuses[invoice.status],
         "billing_period": _progress(invoice, fmt) if _progressive(invoice) else fmt.period(
             invoice.period_start, invoice.period_end
         ),
-        "sections": [(name, [_line_view(line, invoice, fmt) for line in lines]) for name, lines in invoice.sections()],
+        "sections": _sections(invoice, fmt),
+        "tax_rows": _tax_rows(invoice, fmt),
+        "reverse_charge": _reverse_charge(invoice, fmt),
         "amount_due": ZERO if settled else invoice.amount_due,
         "terms_days": terms_days,
+        "reference": _reference(invoice),
+        "payment": invoice.payment,
+        "page_label": Markup(_page_label(fmt)),
     }
 
 
@@ -246,7 +427,11 @@ def _progress(invoice: Invoice, fmt: Formatter) -> str:
     through = invoice.period_end
     if invoice.issue_date is not None:
         through = min(invoice.issue_date + dt.timedelta(days=1), invoice.period_end)
-    return f"usage to date, {fmt.period(invoice.period_start, through)}, reached {fmt.money(level)}"
+    return fmt._(
+        "usage to date, %(period)s, reached %(amount)s",
+        period=fmt.period(invoice.period_start, through),
+        amount=fmt.money(level),
+    )
 
 
 def render_html(invoice: Invoice) -> str:

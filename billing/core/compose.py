@@ -20,7 +20,6 @@ from decimal import Decimal
 from billing.core.coupons import AppliedCoupon, discount_lines
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_adjustment, opening_fee, opening_fee_period, period_fees
-from billing.core.overrides import NEGOTIATED
 from billing.core.periods import Period
 from billing.core.rating import rate_period
 from billing.core.tax import TaxRules, customer_taxes
@@ -99,20 +98,15 @@ def section_window(subscription: Subscription, period: Period) -> Period | None:
 
 
 def _section_title(plan: Plan, subscription: Subscription, period: Period) -> str:
+    """What the customer reads above a subscription's lines: the plan's name (marked when its prices were
+    negotiated), and the days it covers when it covers part of the period. No internal id: two subscriptions
+    of one plan are told apart by the lines' ``subscription_id``, not by their section's text."""
     window = section_window(subscription, period)
-    title = _named(plan, f"plan {plan.code} v{plan.version}, subscription {subscription.id}")
+    title = plan.name
     if window is not None and window != period:
         last_day = window.end - dt.timedelta(days=1)
-        title += f", {window.start.isoformat()} to {last_day.isoformat()}"
+        title += f", {window.start.isoformat()} – {last_day.isoformat()}"
     return title
-
-
-def _named(plan: Plan, what: str) -> str:
-    """``Growth (what)``; for a negotiated price ``Growth (negotiated price; what)``."""
-    negotiated = f" ({NEGOTIATED})"
-    if plan.name.endswith(negotiated):
-        return f"{plan.name.removesuffix(negotiated)} ({NEGOTIATED}; {what})"
-    return f"{plan.name} ({what})"
 
 
 def _placed(line: InvoiceLine, section: str, subscription: Subscription, plan: Plan) -> InvoiceLine:
@@ -182,6 +176,7 @@ def rest_to_bill(
         if difference == 0:
             continue
         account = {
+            "charge": line.description,
             "rated": str(line.amount),
             "billed_before": str(before),
             "explanation": f"the period rates to {line.amount}; {before} was billed on progressive invoices",
@@ -196,7 +191,7 @@ def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:
     priced by dimension: each filter and group has its own tiers), so tiers stay right."""
     subscription, plan, period = late.subscription, late.plan, late.period
     rated = rate_period(subscription, plan, late.usage, period, meters=catalog.meters, rounding=catalog.rounding)
-    section = f"Late usage of {period.label}: {_named(plan, f'subscription {subscription.id}')}"
+    section = f"Late usage of {period.label}: {plan.name}"
     lines = []
     for line in rated.usage_lines:
         difference = line.amount - late.billed.get(_billed_key(line), ZERO)
@@ -233,6 +228,8 @@ def _late(line: InvoiceLine, difference: Decimal, late: LateUsage, section: str)
     billed = late.billed.get(_billed_key(line), ZERO)
     account = {
         "period": late.period.label,
+        "charge": line.description,
+        "plan": late.plan.name,
         "rated_now": str(line.amount),
         "billed_before": str(billed),
         "explanation": f"{late.period.label} now rates to {line.amount}; {billed} was billed; difference {difference}",

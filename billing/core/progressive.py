@@ -67,10 +67,7 @@ def compose_progressive_invoice(
     less ``billed`` (what earlier progressive invoices of the period billed), issued as the usage charges
     reached ``level``. No fee and no commitment true-up: they stay on the period's invoice."""
     rated = rate_period(subscription, plan, usage, period, meters=catalog.meters, rounding=catalog.rounding)
-    title = (
-        f"{plan.name} (subscription {subscription.id}): usage to date, {period.start.isoformat()} to "
-        f"{through.isoformat()}, reached {level}"
-    )
+    title = plan.name  # the invoice's billing period says "usage to date …, reached …"
     lines = [
         replace(line, section=title, subscription_id=subscription.id, plan_code=plan.code, plan_version=plan.version)
         for line in rest_to_bill(rated.usage_lines, billed, note="since the last invoice")

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, LineDetails, Party, compute_totals
+from invoices.model import (
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceStatus,
+    LineDetails,
+    LineKind,
+    Party,
+    PaymentInstructions,
+    compute_totals,
+)
 from invoices.render import invoice_json, render_html, render_pdf
 from pricing_plans.charge_models import BreakdownRow, UnitAmountKind
 
@@ -67,58 +77,80 @@ API_BREAKDOWN = (
 
 
 def usd_invoice(**changes: object) -> Invoice:
-    """Two subscriptions (two sections), a 3-tier usage line, late usage for February, 19 % tax.
+    """Two subscriptions (two sections), a 3-tier usage line, late usage for February, 19 % tax; the lines as the
+    billing run writes them (sections named by plan, late usage with its account).
 
     Subtotal 49.00 + 330.00 + 12.05 + 3.40 = 394.45; tax 394.45 × 19 % = 74.9455 → 74.95; total 469.40.
+    February's storage re-rated with its late usage: 154 GB-month × 0.10 = 15.40; 12.00 billed; difference 3.40.
     """
     lines = (
         InvoiceLine(
-            kind="subscription",
+            kind=LineKind.SUBSCRIPTION,
             description="Growth subscription, 2026-03 (in advance)",
             amount=Decimal("49.00"),
-            section="Growth (v1)",
+            section="Growth",
             service_start=MARCH[0],
             service_end=MARCH[1],
-            details=LineDetails("49.00 for the full period (31 days)", ()),
+            details=LineDetails(
+                "49.00 for the full period (31 days)",
+                (),
+                {"service_period": {"start": "2026-03-01", "end": "2026-04-01"}, "billing": "in_advance"},
+            ),
+            subscription_id=1,
         ),
         InvoiceLine(
-            kind="usage",
+            kind=LineKind.USAGE,
             description="API calls",
             amount=Decimal("330.00"),
             quantity=Decimal("1500000"),
-            unit="calls",
-            section="Growth (v1)",
+            unit="call",
+            section="Growth",
             service_start=MARCH[0],
             service_end=MARCH[1],
             meter="api_calls",
             model="graduated",
             details=LineDetails("…", API_BREAKDOWN),
+            subscription_id=1,
         ),
         InvoiceLine(
-            kind="usage",
+            kind=LineKind.USAGE,
             description="Storage",
             amount=Decimal("12.05"),
             quantity=Decimal("120.5"),
             unit="GB-month",
-            section="Storage add-on (v2)",
+            section="Storage add-on",
             service_start=MARCH[0],
             service_end=MARCH[1],
             meter="storage",
             model="per_unit",
             details=LineDetails(breakdown=(tier(1, "0", None, "120.5", "0.10", "0", "12.050"),)),
+            subscription_id=2,
         ),
         InvoiceLine(
-            kind="late_usage",
-            description="Storage, late usage of 2026-02",
+            kind=LineKind.LATE_USAGE,
+            description="Storage — late usage of 2026-02",
             amount=Decimal("3.40"),
-            quantity=Decimal("34"),
+            quantity=Decimal("154"),
             unit="GB-month",
-            section="Storage add-on (v2)",
+            section="Late usage of 2026-02: Storage add-on",
             service_start=FEBRUARY[0],
             service_end=FEBRUARY[1],
             meter="storage",
             model="per_unit",
-            details=LineDetails(breakdown=(tier(1, "0", None, "34", "0.10", "0", "3.40"),)),
+            details=LineDetails(
+                breakdown=(tier(1, "0", None, "154", "0.10", "0", "15.40"),),
+                extra={
+                    "late": {
+                        "period": "2026-02",
+                        "charge": "Storage",
+                        "plan": "Storage add-on",
+                        "rated_now": "15.40",
+                        "billed_before": "12.00",
+                        "explanation": "2026-02 now rates to 15.40; 12.00 was billed; difference 3.40",
+                    }
+                },
+            ),
+            subscription_id=2,
         ),
     )
     invoice = Invoice(
@@ -159,7 +191,7 @@ def jpy_invoice() -> Invoice:
             description="API calls",
             amount=Decimal("500"),
             quantity=Decimal("1000"),
-            unit="calls",
+            unit="call",
             meter="api_calls",
             model="per_unit",
             details=LineDetails(breakdown=(tier(1, "0", None, "1000", "0.5", "0", "500.0"),)),
