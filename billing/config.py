@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from billing.errors import BillingInputError
@@ -31,7 +31,7 @@ from billing.errors import BillingInputError
 if TYPE_CHECKING:
     from billing.core.tax import TaxRules
 
-__all__ = ["ConfigError", "Settings", "config_file", "get_settings"]
+__all__ = ["ConfigError", "PaymentInstructions", "Settings", "config_file", "get_settings"]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -204,6 +204,69 @@ class Risk(BaseModel):
     }
 
 
+_REFERENCE_FIELDS = {"number": "INV-2026-000001", "customer": "acme"}
+
+
+def _iban_checks(iban: str) -> bool:
+    """An IBAN's check digits hold (ISO 13616: the country and check digits moved to the end, letters as
+    numbers A=10 … Z=35, the whole mod 97 is 1)."""
+    compact = iban.replace(" ", "").upper()
+    if not (15 <= len(compact) <= 34 and compact[:2].isalpha() and compact[2:4].isdigit() and compact.isalnum()):
+        return False
+    moved = compact[4:] + compact[:4]
+    return int("".join(str(int(char, 36)) for char in moved)) % 97 == 1
+
+
+class PaymentInstructions(BaseModel):
+    """How customers pay by bank transfer, printed under the totals of every invoice with something to pay.
+
+    ``reference`` is what the customer quotes with the transfer, a format of ``{number}`` (the invoice's
+    number, the default) and ``{customer}`` (the customer's id). Every field may be left out: without a bank
+    name or an IBAN the invoice prints the reference to quote and no account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bank_name: str | None = None
+    account_holder: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    reference: str = "{number}"
+
+    @field_validator("iban")
+    @classmethod
+    def _iban(cls, value: str | None) -> str | None:
+        """An IBAN printed in groups of four (as people copy it), refused when its check digits are wrong: a
+        typo here would send every payment astray."""
+        if value is None or not value.strip():
+            return None
+        if not _iban_checks(value):
+            raise ValueError(f"{value!r} is not a valid IBAN (its length, country or check digits are wrong)")
+        compact = value.replace(" ", "").upper()
+        return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+
+    @field_validator("bic")
+    @classmethod
+    def _bic(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.fullmatch(r"[A-Z]{6}[A-Z0-9]{2}([A-Z0-9]{3})?", value.strip().upper()):
+            raise ValueError(f"{value!r} is not a BIC (8 or 11 letters and digits, e.g. AIBKIE2D)")
+        return value.strip().upper()
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        try:
+            value.format(**_REFERENCE_FIELDS)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"{value!r}: only {{number}} and {{customer}} can be used ({error})") from None
+        return value
+
+    def reference_for(self, number: str, customer: str) -> str:
+        """The reference to quote for invoice ``number`` of ``customer``."""
+        return self.reference.format(number=number, customer=customer)
+
+
 class Settings(BaseSettings):
     """Every setting, with its default."""
 
@@ -233,6 +296,8 @@ class Settings(BaseSettings):
     seller: Seller = Seller()
     tax: Tax = Tax()
     risk: Risk = Risk()
+    # Bank transfer details and the reference to quote, printed on invoices ([payment_instructions]).
+    payment_instructions: PaymentInstructions = PaymentInstructions()
     # Notifications: the webhook used for customers without their own URL, the one secret every webhook is signed
     # with, retries (exponential backoff with jitter from the base delay, capped) and the SMTP server for e-mail.
     notification_webhook_url: str | None = None

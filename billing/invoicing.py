@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finali
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
-from invoices.model import Invoice, InvoiceScope, InvoiceStatus, Party
+from invoices.model import Invoice, InvoiceScope, InvoiceStatus, Party, PaymentInstructions
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
@@ -58,6 +58,7 @@ __all__ = [
     "get_invoice",
     "invoices_page",
     "list_invoices",
+    "printable",
     "set_invoice_status",
     "write_opening_invoice",
 ]
@@ -73,6 +74,31 @@ def finalize_settings(settings: Settings | None = None) -> store.FinalizeSetting
         payment_terms_days=settings.payment_terms_days,
         seller=Party(name=seller.name, address=tuple(seller.address), email=seller.email, tax_id=seller.tax_id),
     )
+
+
+def printable(engine: Engine, invoice: Invoice, settings: Settings | None = None) -> Invoice:
+    """The invoice as it is printed for its customer, with how to pay it: the bank account and the reference
+    to quote from ``[payment_instructions]`` (read when printing, so a reprint shows the account in force), and
+    the page where it can be paid online once it was pushed to Stripe."""
+    settings = settings or get_settings()
+    config = settings.payment_instructions
+    number = invoice.number or ""
+    payment = PaymentInstructions(
+        bank_name=config.bank_name,
+        account_holder=config.account_holder or (settings.seller.name if config.iban else None),
+        iban=config.iban,
+        bic=config.bic,
+        reference=config.reference_for(number, invoice.customer_id or "") if number else None,
+        pay_online_url=_pay_online_url(engine, invoice),
+    )
+    return replace(invoice, payment=payment)
+
+
+def _pay_online_url(engine: Engine, invoice: Invoice) -> str | None:
+    """Stripe's hosted page of a pushed invoice. The push does not record it yet (``stripe_invoice_syncs`` has
+    no column for it), so there is none to print."""
+    del engine, invoice
+    return None
 
 
 def get_invoice(engine: Engine, key: str | int) -> Invoice:

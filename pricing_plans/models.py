@@ -187,7 +187,9 @@ class Meter(_Record):
       code: the meter's key in the catalog (``api_calls``); events name it.
       name: what people read on an invoice.
       aggregation: how the period's events become one quantity.
-      unit: the unit's name ("call", "GB-month").
+      unit: the unit's name, singular ("call", "GB-month").
+      unit_plural: the unit's English plural, for a unit the invoice documents' catalogs do not know ("calls");
+        None: the documents print the unit as written, or its translation when they know it.
       unique_property: for ``unique_count``, the event property whose distinct values are counted.
       unit_cost: what one unit costs the seller, per currency (``{ USD = 0.0002 }``): the cost side of the margin
         and markup figures (every unit costs, free ones included); a currency without one has no cost figures.
@@ -197,6 +199,7 @@ class Meter(_Record):
     name: str
     aggregation: Aggregation
     unit: str = "unit"
+    unit_plural: str | None = None
     unique_property: str | None = None
     unit_cost: dict[str, NonNegative] = {}
 

@@ -125,7 +125,7 @@ def get_invoice_pdf(
     key: Annotated[ApiKey, Depends(require_key)],
 ) -> Response:
     """The invoice as the customer receives it, a PDF in the customer's locale."""
-    invoice = _visible_invoice(engine, key, invoice_id)
+    invoice = invoicing.printable(engine, _visible_invoice(engine, key, invoice_id))
     name = _UNSAFE.sub("-", invoice.number or f"draft-{invoice.id}")
     return Response(
         render_pdf(invoice),

@@ -274,6 +274,8 @@ def render(
     if output_format not in ("json", "html", "pdf"):
         fail(f"--format: expected json, html or pdf, got {output_format!r}")
     invoice = _get(number)
+    if output_format != "json":
+        invoice = invoicing.printable(engine_for_cli(), invoice)
     if output_format == "json":
         data: bytes = json.dumps(invoice_json(invoice), indent=2).encode() + b"\n"
     elif output_format == "html":

@@ -258,7 +258,12 @@ def _usage_line(charge: Charge, meter: Meter | None, rated_part: _RatedPart, per
         model=charge.model,
         unit=meter.unit if meter else None,
         details=_details(
-            rated_part.rated.explanation, rated_part.rated.breakdown, period, events=rated_part.usage.events
+            rated_part.rated.explanation,
+            rated_part.rated.breakdown,
+            period,
+            events=rated_part.usage.events,
+            # the unit's English plural for the invoice document, when the catalog gives one
+            **({"unit_plural": meter.unit_plural} if meter is not None and meter.unit_plural else {}),
         ),
         dimension=rated_part.dimension,
     )

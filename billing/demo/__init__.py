@@ -40,7 +40,7 @@ from billing.core.rating import rate_period
 from billing.db import make_engine, session_scope, upgrade
 from billing.demo.receiver import ReceivedWebhook, run_receiver
 from billing.ingestion import ingest_path
-from billing.invoicing import finalize_opening_invoices, finalize_settings
+from billing.invoicing import finalize_opening_invoices, finalize_settings, printable
 from billing.notify import deliver_pending, list_notifications
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
@@ -562,7 +562,7 @@ class _Printer:
 
         with session_scope(engine) as session:
             stored = credits.with_credits(session, store.list_invoices(session, with_lines=True))
-        issued = [invoice for invoice in stored if invoice.number and invoice.number not in self.sent]
+        issued = [printable(engine, invoice) for invoice in stored if invoice.number and invoice.number not in self.sent]
         for invoice in issued:
             (OUT / "invoices" / f"{invoice.number}.html").write_text(render_html(invoice))
         self.sent |= {invoice.number for invoice in issued}

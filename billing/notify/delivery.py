@@ -335,12 +335,14 @@ def _credit_email(message: EmailMessage, notification: Notification, name: str) 
 
 def _invoice_email(engine: Engine, message: EmailMessage, notification: Notification, name: str) -> None:
     """An issued invoice's e-mail, with its PDF (rendered now, from the stored invoice)."""
+    from billing.invoicing import printable  # imported late: invoicing queues notifications
     from invoices import store
     from invoices.render import render_pdf
 
     assert notification.invoice_id is not None
     with session_scope(dbkit.read_only(engine)) as session:
         invoice = store.get_invoice(session, notification.invoice_id)
+    invoice = printable(engine, invoice)
     number = invoice.number or str(invoice.id)
     message["Subject"] = f"Invoice {number} for {notification.period}"
     due = f", due {invoice.due_date.isoformat()}" if invoice.due_date else ""

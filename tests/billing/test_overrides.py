@@ -19,8 +19,10 @@ from billing.preview import customer_usage
 from billing.run import finalize_period, run_billing
 from billing.thresholds import check_thresholds
 from invoices import store
+from invoices.render import render_pdf
 from meters import ingest
 from pricing_plans.loader import loads_catalog, loads_override
+from tests.pdf import pdf_text
 
 pytestmark = pytest.mark.db
 
@@ -151,14 +153,19 @@ def test_an_override_from_a_period_boundary_prices_the_period_after_and_leaves_t
     ]
     assert str(february.total) == "34.50"  # 4.00 − 10.00 + 40.00 + 0.50
     negotiated = [line for line in february.lines if line.kind != "late_usage"]
-    assert {line.section for line in negotiated} == {
-        f"Growth (negotiated price; plan growth v1, subscription {subscription.id})"
-    }
+    assert {line.section for line in negotiated} == {"Growth (negotiated price)"}  # no internal id
     assert (
         negotiated[1].description == "Growth (negotiated price) subscription, 2026-02: adjusted to the fee now in force"
     )
     assert negotiated[1].details.extra["adjustment"]["billed_in_advance"] == "50.00"
-    assert february.lines[3].section == f"Late usage of 2026-01: Growth (subscription {subscription.id})"
+    assert february.lines[3].section == "Late usage of 2026-01: Growth"
+    assert february.lines[3].subscription_id == subscription.id  # the id stays with the line, off the page
+    # the document, read as the customer reads it: the plan, the negotiated price, late usage explaining itself
+    text = pdf_text(render_pdf(february))
+    assert f"subscription {subscription.id}" not in text and "plan growth" not in text and " v1" not in text
+    assert "Growth (negotiated price)" in text
+    assert "API calls — late usage of January 2026" in text
+    assert "re-rated January 2026: $13.00; billed before: $12.50; difference $0.50" in text
 
     # run again: nothing changes; March has no adjustment (its fee was billed at 40.00)
     assert run_billing(engine, catalog, FEBRUARY).unchanged == 1
@@ -273,7 +280,7 @@ def test_versions_are_kept_and_each_period_is_rated_with_the_one_in_force(engine
     run_billing(engine, catalog, MARCH)
     late = invoice_of(engine, "period:acme:2026-03").lines[-1]
     assert (late.kind, str(late.amount)) == ("late_usage", "2.00")
-    assert late.section == f"Late usage of 2026-02: Growth (negotiated price; subscription {subscription.id})"
+    assert late.section == "Late usage of 2026-02: Growth (negotiated price)"
 
 
 def test_a_subscriptions_opening_draft_is_repriced_and_the_preview_uses_the_negotiated_price(engine, catalog):
@@ -289,7 +296,7 @@ def test_a_subscriptions_opening_draft_is_repriced_and_the_preview_uses_the_nego
     usage = customer_usage(engine, catalog, "acme", MARCH, now=dt.datetime(2026, 3, 25, tzinfo=dt.UTC))
     # the plan's calls (the override has no charge): 100 × 0.10 + 20 × 0.05 = 11.00; April's fee at 31.00
     assert amounts(usage.preview) == [("usage", "api_calls", "11.00"), ("subscription", None, "31.00")]
-    assert usage.preview.lines[0].section.startswith("Growth (negotiated price; ")
+    assert usage.preview.lines[0].section == "Growth (negotiated price), 2026-03-17 – 2026-03-31"
 
 
 def test_a_new_fee_inside_a_yearly_fee_period_is_refused(engine, catalog):
@@ -375,7 +382,8 @@ def test_an_empty_override_returns_the_subscription_to_the_plans_prices(engine, 
     assert amounts(february) == [("usage", "api_calls", "4.00"), ("subscription", None, "50.00")]
     # March at the plan's tiers: 100 × 0.10 + 200 × 0.05 = 20.00; April's fee 50.00
     assert amounts(march) == [("usage", "api_calls", "20.00"), ("subscription", None, "50.00")]
-    assert march.lines[0].section == f"Growth (plan growth v1, subscription {subscription.id})"
+    assert march.lines[0].section == "Growth"
+    assert march.lines[0].subscription_id == subscription.id
 
 
 def test_a_negotiated_fee_keeps_the_plans_timing(engine, catalog):

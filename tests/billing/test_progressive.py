@@ -188,7 +188,7 @@ def test_progressive_invoices_at_a_graduated_tier_boundary_add_up_to_the_single_
     assert (first.scope, first.billing_key, str(first.total)) == (
         InvoiceScope.PROGRESSIVE, "progressive:1:2026-03:400.00", "450.00"
     )
-    assert first.lines[0].section == "API Growth"  # the plan's name: no subscription id on the document
+    assert first.lines[0].section == "Metered"  # the plan's name: no subscription id on the document
     assert [(line.kind, str(line.quantity), str(line.amount)) for line in second.lines] == [
         (LineKind.USAGE, "1250", "150.00")
     ]

@@ -235,7 +235,7 @@ def eur_invoice() -> Invoice:
             description="Ereignisse",
             amount=Decimal("579.80"),
             quantity=Decimal("57980"),
-            unit="Ereignisse",
+            unit="event",
             section="Business (v3)",
             meter="events",
             model="volume",
@@ -336,7 +336,7 @@ def test_json_amounts_are_exact_strings() -> None:
     assert (data["subtotal"], data["discount"], data["tax"], data["total"]) == ("394.45", "0.00", "74.95", "469.40")
     assert data["tax_rate"] == "19"
     assert [line["amount"] for line in data["lines"]] == ["49.00", "330.00", "12.05", "3.40"]
-    assert [line["quantity"] for line in data["lines"]] == ["1", "1500000", "120.5", "34"]
+    assert [line["quantity"] for line in data["lines"]] == ["1", "1500000", "120.5", "154"]
     assert data["lines"][1]["details"]["breakdown"][1]["unit_amount"] == "0.00025"
 
 
@@ -367,7 +367,8 @@ def test_json_keys_dates_and_parties() -> None:
     ]  # fmt: skip
     assert late["dimension"] is None
     assert late["service_period"] == {"start": "2026-02-01", "end": "2026-03-01"}
-    assert late["section"] == "Storage add-on (v2)"
+    assert late["section"] == "Late usage of 2026-02: Storage add-on"
+    assert late["details"]["late"]["rated_now"] == "15.40"  # the exact account stays in the JSON
 
 
 def test_json_lines_name_the_part_of_a_charge_priced_by_dimension() -> None:
@@ -407,10 +408,13 @@ def test_html_usd_invoice() -> None:
         "April 1, 2026",  # issue date
         "May 1, 2026",  # due date
         "March 2026",  # billing period
-        "Growth (v1)",
-        "Storage add-on (v2)",
-        "1,500,000 calls",
-        "120.5 GB-month",
+        ">Growth<",
+        ">Storage add-on<",
+        "Late usage of February 2026: Storage add-on",
+        "Subscription fee, March 2026 (billed in advance)",
+        f"1,500,000{NBSP}calls",
+        f"120.5{NBSP}GB-months",
+        f"154{NBSP}GB-months",
         "$394.45",  # subtotal
         "Tax (19%)",
         "$74.95",
@@ -438,8 +442,11 @@ def test_html_breakdown_rows_keep_unit_price_digits() -> None:
 
 def test_html_service_period_only_when_it_differs() -> None:
     html = render_html(usd_invoice())
+    assert "Service period:" not in html  # late usage names its period in its account instead
+    lines = (replace(usd_invoice().lines[2], service_start=dt.date(2026, 3, 10)),)
+    html = render_html(usd_invoice(lines=lines))
     assert html.count("Service period:") == 1
-    assert "Service period: February 2026" in html
+    assert "Service period: March 10, 2026 – March 31, 2026" in html
 
 
 def test_html_jpy_invoice() -> None:
@@ -455,12 +462,12 @@ def test_html_eur_invoice_in_german() -> None:
     assert f"1.234,56{NBSP}€" in html  # total
     assert f"1.078,80{NBSP}€" in html  # subtotal
     assert f"-50,00{NBSP}€" in html  # discounts row
-    assert "Discounts" in html
+    assert "Rabatte" in html
     assert f"205,76{NBSP}€" in html
-    assert f"Tax (20{NBSP}%)" in html
+    assert f"USt. (20{NBSP}%)" in html
     assert "1. April 2026" in html
     assert "März 2026" in html
-    assert "57.980 Ereignisse" in html
+    assert f"57.980{NBSP}Ereignisse" in html
     assert f">0,01{NBSP}€</td>" in html
     assert "10.000 – 100.000" in html
     assert 'lang="de-DE"' in html
