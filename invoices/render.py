@@ -27,7 +27,7 @@ from markupsafe import Markup
 from invoices.i18n import N_, translations, unit_name
 from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind, TaxLine
 from pricing_plans.charge_models import BreakdownRow
-from pricing_plans.money import ZERO, format_amount, minor_digits
+from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
 
 __all__ = ["invoice_json", "render_html", "render_pdf"]
 
@@ -134,6 +134,11 @@ class Formatter:
     def money(self, amount: Decimal) -> str:
         """An amount to pay, in the currency's minor digits ("$1,234.56", "1.234,56 €", "¥1,500")."""
         return format_currency(amount, self.currency, locale=self.locale)
+
+    def amount(self, value: Decimal) -> str:
+        """An unrounded amount (a tier's), rounded half up to the currency's minor digits for people; the exact
+        value stays in the JSON."""
+        return self.money(round_money(value, self.currency))
 
     def price(self, value: Decimal) -> str:
         """A price: never rounded to the currency, trailing zeros beyond it dropped ("$0.00025")."""

@@ -37,6 +37,12 @@ def pdf_text(pdf: bytes, page: int | None = None) -> str:
     return _SPACES.sub(" ", _run("pdftotext", pdf, *pages)).strip()
 
 
+def pdf_rows(pdf: bytes) -> list[str]:
+    """The document's text as laid out on its pages, one string per printed row (its cells one space apart)."""
+    rows = (_SPACES.sub(" ", row).strip() for row in _run("pdftotext", pdf, "-layout").splitlines())
+    return [row for row in rows if row]
+
+
 def pdf_fonts(pdf: bytes) -> str:
     """pdffonts' table of the fonts the document embeds."""
     with tempfile.TemporaryDirectory() as folder:
