@@ -26,7 +26,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
-__all__ = ["DOMAIN", "N_", "LOCALE_DIR", "SOURCE_LANGUAGE", "UNITS", "catalog_languages", "translations", "unit_name"]
+__all__ = ["DOMAIN", "LOCALE_DIR", "N_", "SOURCE_LANGUAGE", "UNITS", "catalog_languages", "translations", "unit_name"]
 
 DOMAIN = "invoices"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -136,11 +136,13 @@ def catalog_problems() -> list[str]:
             if message.id:
                 have[message.id if isinstance(message.id, str) else message.id[0]] = message
         for key in sorted(wanted):
-            message = have.get(key)
-            strings = [] if message is None else (
-                list(message.string) if isinstance(message.string, (list, tuple)) else [message.string]
-            )
-            if message is None or message.fuzzy or not all(strings):
+            found = have.get(key)
+            if found is None:
+                problems.append(f"{source}: {key!r} is not translated")
+                continue
+            message = found
+            strings = list(message.string) if isinstance(message.string, (list, tuple)) else [message.string]
+            if message.fuzzy or not all(strings):
                 problems.append(f"{source}: {key!r} is not translated")
                 continue
             try:

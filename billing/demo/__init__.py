@@ -562,7 +562,9 @@ class _Printer:
 
         with session_scope(engine) as session:
             stored = credits.with_credits(session, store.list_invoices(session, with_lines=True))
-        issued = [printable(engine, invoice) for invoice in stored if invoice.number and invoice.number not in self.sent]
+        issued = [
+            printable(engine, invoice) for invoice in stored if invoice.number and invoice.number not in self.sent
+        ]
         for invoice in issued:
             (OUT / "invoices" / f"{invoice.number}.html").write_text(render_html(invoice))
         self.sent |= {invoice.number for invoice in issued}

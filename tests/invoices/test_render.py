@@ -24,7 +24,6 @@ from invoices.model import (
     LineDetails,
     LineKind,
     Party,
-    PaymentInstructions,
     compute_totals,
 )
 from invoices.render import invoice_json, render_html, render_pdf
