@@ -80,7 +80,7 @@ PLACES = {
             ("Europe/London", "en_GB"), ("UTC", "en_US")],
     "EUR": [("Europe/Berlin", "de_DE"), ("Europe/Paris", "fr_FR"), ("Europe/Madrid", "es_ES"),
             ("Europe/Dublin", "en_IE")],
-    "JPY": [("Asia/Tokyo", "en_US")],
+    "JPY": [("Asia/Tokyo", "ja_JP")],
     "RUB": [("Europe/Moscow", "ru_RU"), ("Asia/Yekaterinburg", "ru_RU")],
 }
 TAX = {"USD": Decimal(0), "EUR": Decimal(19), "JPY": Decimal(10), "RUB": Decimal(20)}
