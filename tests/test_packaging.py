@@ -10,6 +10,7 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,11 @@ def test_an_installed_wheel_gives_a_working_billing_outside_the_repository(tmp_p
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     assert wheel.name == f"billing_engine-{billing.__version__}-py3-none-any.whl"
+    # the invoice documents' template and catalogs, compiled when first used (nothing compiled is shipped)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for language in ("de", "fr", "es", "ru", "ja"):
+        assert f"invoices/locale/{language}/LC_MESSAGES/invoices.po" in names, language
+    assert {"invoices/templates/invoice.html.j2", "invoices/templates/invoice.css"} <= names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120, env=env)
