@@ -1,9 +1,12 @@
 """Invoices rendered for machines and for people: JSON, HTML (Jinja2) and PDF (WeasyPrint, from the same HTML).
 
 JSON keeps every amount exact: money is a string with exactly the currency's minor digits (``"49.00"``,
-``"1500"`` for JPY), quantities and rates are plain decimal strings, dates are ISO. The HTML and the PDF are for
-people: amounts and dates are formatted for the customer's locale with Babel, and a breakdown's unit prices keep
-all their digits (``$0.00025``) because they are prices, not amounts to pay.
+``"1500"`` for JPY), quantities and rates are plain decimal strings, dates are ISO, a breakdown's tier amounts
+unrounded. The HTML and the PDF are for people, in the customer's language (the labels from the gettext catalogs
+of :mod:`invoices.i18n`, amounts, numbers and dates formatted for the customer's locale with Babel): every
+amount to the currency's minor digits, a tier's too, while a breakdown's unit prices keep all their digits
+(``$0.00025``) because they are prices, not amounts to pay; no internal id (sections are headed by the plan's
+name); how to pay, when the billing service gives it (``Invoice.payment``).
 
 Periods are stored half-open, ``[start, end)``; JSON gives them as stored, the documents print the last day.
 """
