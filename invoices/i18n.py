@@ -60,6 +60,9 @@ UNITS: dict[str, tuple[str, str]] = {
         _unit_forms("GB-month", "GB-months"),
         _unit_forms("GB", "GB"),
         _unit_forms("token", "tokens"),
+        _unit_forms("credit", "credits"),
+        _unit_forms("byte-month", "byte-months"),
+        _unit_forms("vCPU-hour", "vCPU-hours"),
     )
 }
 

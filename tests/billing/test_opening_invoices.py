@@ -92,7 +92,7 @@ def test_subscribing_writes_the_opening_draft_with_the_prorated_fee(engine, cata
     [line] = invoice.lines
     # 49.00 in advance for 17–31 March: 49 × 15/31 = 23.709… → 23.71
     assert (line.kind, line.amount, line.subscription_id) == ("subscription", Decimal("23.71"), subscription.id)
-    assert "2026-03-17 to 2026-03-31" in line.section
+    assert line.section == "Pro, 2026-03-17 – 2026-03-31"  # the plan and the days it covers, no internal id
     assert invoice.total == Decimal("23.71") and invoice.customer.external_id == "acme"
 
 
