@@ -294,12 +294,28 @@ def _account(line: InvoiceLine, fmt: Formatter) -> str | None:
 def _sections(invoice: Invoice, fmt: Formatter) -> list[tuple[str, list[LineView]]]:
     """The lines grouped by section and subscription (two subscriptions of one plan stay apart), in order."""
     groups: dict[tuple[str, int | None], list[InvoiceLine]] = {}
-    for line in invoice.lines:
+    for line in invoice.lines or _credited(invoice):
         groups.setdefault((line.section, line.subscription_id), []).append(line)
     return [
         (_heading(section, lines, fmt), [_line_view(line, invoice, fmt) for line in lines])
         for (section, _subscription), lines in groups.items()
     ]
+
+
+def _credited(invoice: Invoice) -> tuple[InvoiceLine, ...]:
+    """A credit note issued without a stored line (before credit notes stored theirs) prints the one line every
+    credit note has: the credited net amount, for the credited invoice's period."""
+    if invoice.kind is not InvoiceKind.CREDIT_NOTE:
+        return ()
+    return (
+        InvoiceLine(
+            kind=LineKind.CREDIT,
+            description=f"Credit for invoice {invoice.refers_to}",
+            amount=invoice.subtotal,
+            service_start=invoice.period_start,
+            service_end=invoice.period_end,
+        ),
+    )
 
 
 def _heading(section: str, lines: list[InvoiceLine], fmt: Formatter) -> str:

@@ -31,7 +31,7 @@ from invoices.model import (
 )
 from invoices.store.numbering import next_numbers, sequence_name
 from invoices.store.queries import _lines_of, _to_invoice, get_invoice
-from invoices.tables import InvoiceRow
+from invoices.tables import InvoiceLineRow, InvoiceRow
 from pricing_plans.money import ZERO, Rounding, round_money
 
 __all__ = [
@@ -161,6 +161,28 @@ def reopen_paid(session: Session, invoice_id: int) -> Invoice:
     return get_invoice(session, invoice_id)
 
 
+def _line_values(invoice_id: int, position: int, line: InvoiceLine) -> dict[str, object]:
+    return {
+        "invoice_id": invoice_id,
+        "position": position,
+        "section": line.section,
+        "kind": str(line.kind),
+        "description": line.description,
+        "meter": line.meter,
+        "model": line.model,
+        "quantity": line.quantity,
+        "unit": line.unit,
+        "amount": line.amount,
+        "service_start": line.service_start,
+        "service_end": line.service_end,
+        "details": line.details.to_json(),
+        "subscription_id": line.subscription_id,
+        "plan_code": line.plan_code,
+        "plan_version": line.plan_version,
+        "dimension": line.dimension,
+    }
+
+
 def create_credit_note(
     session: Session,
     invoice_number: str,
@@ -206,14 +228,15 @@ def create_credit_note(
     number_format = settings.credit_note_number_format
     seq = next_numbers(session, sequence_name(InvoiceKind.CREDIT_NOTE, number_format, today.year))[0]
     now = utcnow()
+    # Written as a draft with its line, then issued: the database takes lines only on a draft.
     credit_id = session.execute(
         insert(InvoiceRow)
         .values(
             billing_key=f"credit:{invoice_number}:{len(credited) + 1}",
             kind=InvoiceKind.CREDIT_NOTE.value,
             scope=InvoiceScope.CREDIT.value,
-            number=number_format.format(year=today.year, seq=seq),
-            status=InvoiceStatus.FINALIZED.value,
+            number=None,
+            status=InvoiceStatus.DRAFT.value,
             customer_external_id=invoice.customer.external_id or "",
             customer=json.dumps(invoice.customer.as_dict(), sort_keys=True),
             seller=json.dumps(settings.seller.as_dict(), sort_keys=True),
@@ -234,12 +257,21 @@ def create_credit_note(
             reason=reason,
             created_at=now,
             updated_at=now,
-            finalized_at=now,
-            status_changed_at=now,
         )
         .returning(InvoiceRow.id)
     ).scalar_one()
     assert totals.total == amount
+    session.execute(insert(InvoiceLineRow).values(_line_values(credit_id, 1, line)))
+    session.execute(
+        update(InvoiceRow)
+        .where(InvoiceRow.id == credit_id)
+        .values(
+            number=number_format.format(year=today.year, seq=seq),
+            status=InvoiceStatus.FINALIZED.value,
+            finalized_at=now,
+            status_changed_at=now,
+        )
+    )
     return get_invoice(session, credit_id)
 
 

@@ -213,6 +213,8 @@ def test_a_credit_note_shows_its_lines(tmp_path: Path) -> None:
     assert "HOW TO PAY" not in text and "Amount due".casefold() not in text.casefold()
     german = pdf_text(render_pdf(replace(credit_note(), locale="de_DE")))
     assert "Gutschrift zur Rechnung INV-2026-000042" in german and "Gutgeschrieben" in german
+    # a credit note stored without its line (before credit notes stored theirs) prints it from its net amount
+    assert "Credit on invoice INV-2026-000042 1 $50.00" in pdf_rows(render_pdf(replace(credit_note(), lines=())))
 
 
 # --------------------------------------------------------------------------------------------------- how to pay

@@ -203,6 +203,12 @@ def test_void_keeps_the_number_and_a_credit_note_has_its_own_sequence(engine):
         note = store.create_credit_note(session, "INV-2026-000001", Decimal("12.00"), "overcharged", SETTINGS, TODAY)
     assert (note.number, note.refers_to, note.kind.value) == ("CN-2026-000001", "INV-2026-000001", "credit_note")
     assert (str(note.subtotal), str(note.tax), str(note.total)) == ("10.00", "2.00", "12.00")
+    # its line is stored with it (the credited net), and stays as issued
+    assert [(line.kind, line.description, str(line.amount)) for line in note.lines] == [
+        ("credit", "Credit for invoice INV-2026-000001: overcharged", "10.00")
+    ]
+    with session_scope(engine) as session:
+        assert [str(line.amount) for line in store.get_invoice(session, "CN-2026-000001").lines] == ["10.00"]
     with session_scope(engine) as session, pytest.raises(ValueError, match=r"61\.80 USD left"):
         store.create_credit_note(session, "INV-2026-000001", Decimal("70.00"), "too much", SETTINGS, TODAY)
     with session_scope(engine) as session, pytest.raises(InvoiceStateError):
