@@ -79,7 +79,7 @@ def finalize_settings(settings: Settings | None = None) -> store.FinalizeSetting
 def printable(engine: Engine, invoice: Invoice, settings: Settings | None = None) -> Invoice:
     """The invoice as it is printed for its customer, with how to pay it: the bank account and the reference
     to quote from ``[payment_instructions]`` (read when printing, so a reprint shows the account in force), and
-    the page where it can be paid online once it was pushed to Stripe."""
+    the page where it can be paid online (Stripe's hosted invoice page, once the push records it)."""
     settings = settings or get_settings()
     config = settings.payment_instructions
     number = invoice.number or ""
