@@ -87,7 +87,7 @@ def test_a_negotiated_price_is_put_listed_and_prices_the_next_period(live_api):
         ("usage", "0.00"),
         ("commitment", "4.60"),
     ]
-    assert lines[0]["section"].startswith("Starter (negotiated price; plan starter v1")
+    assert lines[0]["section"] == "Starter (negotiated price)"  # the plan, marked; no internal id
 
 
 def test_every_invalid_field_is_named_and_a_finalized_period_is_refused(live_api):
