@@ -308,3 +308,14 @@ def test_fee_lines_read_in_the_documents_language() -> None:
     assert "Growth subscription" not in html
     assert "49.00 for the full period" not in html  # the engine's English explanation: English documents only
     assert "49.00 for the full period (31 days)" in render_html(usd_invoice(lines=(fee,)))
+
+
+def test_a_partly_paid_invoice_shows_the_payments_and_asks_for_the_rest() -> None:
+    # total 469.40 − 200.00 received = 269.40 due
+    invoice = usd_invoice(amount_paid=Decimal("200.00"), payment=replace(PAYMENT, reference="INV-2026-000042"))
+    rows = pdf_rows(render_pdf(invoice))
+    assert any(row.endswith("Payments received -$200.00") for row in rows)
+    assert any(row.endswith("Amount due $269.40") for row in rows)
+    assert "please pay $269.40 by May 1, 2026" in pdf_text(render_pdf(invoice))
+    german = pdf_rows(render_pdf(replace(invoice, locale="de_DE")))
+    assert any(row.endswith("Erhaltene Zahlungen -200,00 $") for row in german)
