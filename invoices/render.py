@@ -381,7 +381,7 @@ def _reverse_charge(invoice: Invoice, fmt: Formatter) -> list[str]:
     for tax in invoice.taxes:
         if tax.exempt_reason:
             notes.append(fmt._("Exempt from tax: %(reason)s", reason=tax.exempt_reason))
-        if tax.note and not tax.reverse_charge:
+        if tax.note and not tax.reverse_charge and not tax.exempt_reason:  # those two are worded above
             notes.append(tax.note)
     return list(dict.fromkeys(notes))
 

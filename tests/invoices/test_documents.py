@@ -319,3 +319,34 @@ def test_a_partly_paid_invoice_shows_the_payments_and_asks_for_the_rest() -> Non
     assert "please pay $269.40 by May 1, 2026" in pdf_text(render_pdf(invoice))
     german = pdf_rows(render_pdf(replace(invoice, locale="de_DE")))
     assert any(row.endswith("Erhaltene Zahlungen -200,00 $") for row in german)
+
+
+def test_taxes_print_per_rate_with_the_reverse_charge_wording_in_the_documents_language() -> None:
+    from invoices.model import TaxLine
+
+    # 394.45 net: 300.00 at 19 % = 57.00 and 94.45 reverse-charged at 0 %; total 451.45
+    taxes = (
+        TaxLine(rate=Decimal(19), taxable=Decimal("300.00"), amount=Decimal("57.00"), name="VAT"),
+        TaxLine(rate=Decimal(0), taxable=Decimal("94.45"), amount=Decimal("0.00"), name="VAT", reverse_charge=True,
+                note="Reverse charge: the customer accounts for the VAT (Article 196 of Directive 2006/112/EC)"),
+    )  # fmt: skip
+    invoice = usd_invoice(taxes=taxes, tax=Decimal("57.00"), total=Decimal("451.45"))
+    rows = pdf_rows(render_pdf(invoice))
+    assert any(row.endswith("VAT (19%) $57.00") for row in rows) and any(row.endswith("VAT (0%) $0.00") for row in rows)
+    text = pdf_text(render_pdf(invoice))
+    assert "Reverse charge: VAT to be accounted for by the recipient (Article 196, Directive 2006/112/EC)." in text
+    german = pdf_text(render_pdf(replace(invoice, locale="de_DE")))
+    assert "USt. (19 %) 57,00 $" in german
+    assert "Steuerschuldnerschaft des Leistungsempfängers (Reverse Charge, Art. 196 Richtlinie 2006/112/EG)." in german
+    assert "Reverse charge" not in german.replace("(Reverse Charge", "")
+
+
+def test_an_exempt_buyers_reason_is_printed_once_in_the_documents_language() -> None:
+    from invoices.model import TaxLine
+
+    exempt = TaxLine(rate=Decimal(0), taxable=Decimal("394.45"), amount=Decimal("0.00"), exempt_reason="charity",
+                     note="Exempt from tax: charity")  # fmt: skip
+    invoice = usd_invoice(taxes=(exempt,), tax=Decimal("0.00"), total=Decimal("394.45"))
+    assert pdf_text(render_pdf(invoice)).count("Exempt from tax: charity") == 1
+    german = pdf_text(render_pdf(replace(invoice, locale="de_DE")))
+    assert "Steuerbefreit: charity" in german and "Exempt from tax" not in german
