@@ -30,7 +30,7 @@ from invoices.model import (
     taxes_to_json,
 )
 from invoices.store.numbering import next_numbers, sequence_name
-from invoices.store.queries import _lines_of, _to_invoice, get_invoice
+from invoices.store.queries import _lines_of, _to_invoice, get_invoice, stored_taxes
 from invoices.tables import InvoiceLineRow, InvoiceRow
 from pricing_plans.money import ZERO, Rounding, round_money
 
@@ -206,15 +206,16 @@ def create_credit_note(
     if not reason.strip():
         raise ValueError("a credit note needs a reason")
     credited = session.execute(
-        select(InvoiceRow.total).where(
+        select(InvoiceRow).where(
             InvoiceRow.refers_to_id == invoice.id, InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value
         )
     ).scalars().all()
-    left = invoice.total - sum(credited, ZERO)
+    left = invoice.total - sum((row.total for row in credited), ZERO)
     if amount > left:
         raise ValueError(f"{invoice_number} has {left} {invoice.currency} left to credit; {amount} is too much")
-    # Split the credited total back into net and tax per rate of the invoice, so tax reports stay right.
-    taxes = credited_taxes(amount, invoice, rounding)
+    # Split the credited total back into net and tax per rate of the invoice (what earlier credit notes left of
+    # each), so tax reports stay right.
+    taxes = credited_taxes(amount, invoice, rounding, [tax for row in credited for tax in stored_taxes(row)])
     net = sum((tax.taxable for tax in taxes), ZERO)
     line = InvoiceLine(
         kind=LineKind.CREDIT,
@@ -275,21 +276,36 @@ def create_credit_note(
     return get_invoice(session, credit_id)
 
 
-def credited_taxes(amount: Decimal, invoice: Invoice, rounding: Rounding = Rounding.HALF_UP) -> tuple[TaxLine, ...]:
-    """``amount`` (tax included) of ``invoice`` split over its rates in proportion to what each rate adds to its
-    total (taxable + tax), the last rate taking what rounding leaves; each part's net = round(part × 100 / (100 +
-    rate)), its tax = part − net. One rate: net = round(amount × 100 / (100 + rate))."""
-    sources = [tax for tax in invoice.taxes if tax.taxable + tax.amount - tax.included != 0] or [
+def credited_taxes(
+    amount: Decimal, invoice: Invoice, rounding: Rounding = Rounding.HALF_UP, before: Sequence[TaxLine] = ()
+) -> tuple[TaxLine, ...]:
+    """``amount`` (tax included) of ``invoice`` split over its rates in proportion to what is left to credit of
+    each (what the rate adds to the total, taxable + tax, less what the credit notes ``before`` gave back of it),
+    the last rate taking what rounding leaves; each part's net = round(part × 100 / (100 + rate)), its tax = part −
+    net, except a part that is all that is left of its rate: it gives back the rest of its net and tax exactly. So
+    credit notes that credit the whole invoice give back each rate's net and tax as billed."""
+    given: dict[Decimal, tuple[Decimal, Decimal]] = {}
+    for tax in before:
+        net, amount_of = given.get(tax.rate, (ZERO, ZERO))
+        given[tax.rate] = (net + tax.taxable, amount_of + tax.amount)
+    sources = [tax for tax in invoice.taxes if tax.taxable + tax.amount != 0] or [
         TaxLine(rate=invoice.tax_rate, taxable=ZERO, amount=ZERO)
     ]
-    weights = [tax.taxable + tax.amount - tax.included for tax in sources]
+    rests = [
+        (tax.taxable - given.get(tax.rate, (ZERO, ZERO))[0], tax.amount - given.get(tax.rate, (ZERO, ZERO))[1])
+        for tax in sources
+    ]
+    weights = [max(net + tax, ZERO) for net, tax in rests]
     whole = sum(weights, ZERO)
     parts: list[TaxLine] = []
     left = amount
-    for index, (source, weight) in enumerate(zip(sources, weights, strict=True)):
+    for index, (source, weight, rest) in enumerate(zip(sources, weights, rests, strict=True)):
         last = index == len(sources) - 1
         part = left if last or whole == 0 else round_money(amount * weight / whole, invoice.currency, rounding)
         left -= part
-        net = round_money(part * 100 / (100 + source.rate), invoice.currency, rounding)
+        if part == weight and weight != 0:
+            net = rest[0]
+        else:
+            net = round_money(part * 100 / (100 + source.rate), invoice.currency, rounding)
         parts.append(replace(source, taxable=net, amount=part - net, included=round_money(ZERO, invoice.currency)))
     return tuple(parts)

@@ -236,3 +236,45 @@ def test_a_vat_number_without_a_country_gives_the_customer_its_country(engine):
     assert add(engine, "cus_2", tax_id="EL094259216").country == "GR"
     with pytest.raises(BillingInputError, match=r"tax_id: '12345': give the customer's country"):
         add(engine, "cus_3", tax_id="12345")
+
+
+@pytest.mark.db
+def test_a_full_credit_note_of_a_tax_inclusive_and_an_exclusive_rate_gives_back_each_rate_exactly(
+    engine, catalog, tax_config
+):
+    add(engine, "consumer", country="DE")
+    service.subscribe(engine, catalog, "consumer", "gross", MARCH.start)
+    service.subscribe(engine, catalog, "consumer", "books", MARCH.start)
+    (number,) = bill_march(engine, catalog)
+    invoice = invoicing.get_invoice(engine, number)
+    # 119.00 tax included at 19 % (100.00 + 19.00) and 50.00 at 7 % (+ 3.50): 172.50
+    assert taxes(invoice) == [("19", "100.00", "19.00", "19.00"), ("7", "50.00", "3.50", "0.00")]
+    assert str(invoice.total) == "172.50"
+    note = invoicing.create_credit_note(
+        engine, number, Decimal("172.50"), "all of it", FinalizeSettings(), dt.date(2026, 4, 10)
+    )
+    # each rate weighs what it adds to the total (119.00 and 53.50), so all of it gives back each rate as billed
+    assert taxes(note) == [("19", "100.00", "19.00", "0.00"), ("7", "50.00", "3.50", "0.00")]
+    assert (str(note.subtotal), str(note.tax), str(note.total)) == ("150.00", "22.50", "172.50")
+
+
+@pytest.mark.db
+def test_credit_notes_that_credit_an_invoice_in_thirds_give_back_each_rate_exactly(engine, catalog, tax_config):
+    add(engine, "consumer", country="DE")
+    service.subscribe(engine, catalog, "consumer", "standard", MARCH.start)
+    service.subscribe(engine, catalog, "consumer", "books", MARCH.start)
+    (number,) = bill_march(engine, catalog)  # 119.00 at 19 % (100.00 + 19.00) and 53.50 at 7 % (50.00 + 3.50)
+    notes = [
+        invoicing.create_credit_note(
+            engine, number, Decimal("57.50"), f"a third ({n})", FinalizeSettings(), dt.date(2026, 4, 10 + n)
+        )
+        for n in range(3)
+    ]
+    # 1st: 57.50 × 119.00/172.50 = 39.6667 → 39.67 (net 33.34, tax 6.33); 7 %: 17.83 (net 16.66, tax 1.17)
+    assert taxes(notes[0]) == [("19", "33.34", "6.33", "0.00"), ("7", "16.66", "1.17", "0.00")]
+    # 2nd, of what is left (79.33 and 35.67 of 115.00): 57.50 × 79.33/115.00 = 39.665 → 39.67; 17.83
+    assert taxes(notes[1]) == [("19", "33.34", "6.33", "0.00"), ("7", "16.66", "1.17", "0.00")]
+    # 3rd: all that is left of each rate, 39.66 (33.32 + 6.34) and 17.84 (16.68 + 1.16), so that the three
+    # give back 100.00 + 19.00 and 50.00 + 3.50 as billed (not 100.02 + 18.99 and 49.98 + 3.51)
+    assert taxes(notes[2]) == [("19", "33.32", "6.34", "0.00"), ("7", "16.68", "1.16", "0.00")]
+    assert [str(note.total) for note in notes] == ["57.50", "57.50", "57.50"]
