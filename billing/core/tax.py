@@ -12,9 +12,9 @@ Which rate (``treatment``), in this order:
 
 How much (``invoice_taxes``), per invoice: each line's plan says whether its prices include tax
 (``tax_inclusive``) and which category it is taxed in; a coupon's discount line is shared among the lines it
-reduced (the plans it is restricted to, else all), in proportion to their amounts. Per rate and kind of price, the
-amounts are summed and the tax is rounded **once** to the currency's minor units with the catalog's rounding
-(``half_up`` unless the catalog says ``half_even``):
+reduced (the plans it is restricted to, else all), in proportion to what the discounts before it left of them.
+Per rate and kind of price, the amounts are summed and the tax is rounded **once** to the currency's minor units
+with the catalog's rounding (``half_up`` unless the catalog says ``half_even``):
 
 - tax-exclusive prices: tax = round(Σ net × rate / 100); taxable = Σ net;
 - tax-inclusive prices: tax = round(Σ gross × rate / (100 + rate)); taxable = Σ gross − tax.
@@ -214,9 +214,10 @@ Group = tuple[Decimal, bool]  # (rate, prices include tax)
 def _grouped(
     lines: Sequence[InvoiceLine], rule: Treatment, plans: Mapping[tuple[str, int], PlanTax]
 ) -> dict[Group, Decimal]:
-    """Σ amounts per (rate, inclusive): the lines', then each discount line shared among the lines it reduced."""
+    """Σ amounts per (rate, inclusive): the lines', then each discount line (in order) shared among what the
+    earlier discounts left of the lines it reduced."""
     groups: dict[Group, Decimal] = {}
-    group_of: list[tuple[InvoiceLine, Group]] = []
+    left: list[tuple[InvoiceLine, Group, Decimal]] = []  # each line, its group, what discounts left of it
     for line in lines:
         if line.kind is LineKind.DISCOUNT:
             continue
@@ -224,18 +225,26 @@ def _grouped(
         if line.plan_code is not None and line.plan_version is not None:
             terms = plans.get((line.plan_code, line.plan_version), terms)
         key = (rule.rate(terms.category), terms.inclusive)
-        group_of.append((line, key))
+        left.append((line, key, line.amount))
         groups[key] = groups.get(key, ZERO) + line.amount
     for line in lines:
         if line.kind is not LineKind.DISCOUNT:
             continue
         restricted = line.details.extra.get("plans")
         covered: dict[Group, Decimal] = {}
-        for other, key in group_of:
-            if not restricted or other.plan_code in restricted:
-                covered[key] = covered.get(key, ZERO) + other.amount
-        for key, share in _shares(line.amount, covered, (rule.rate(STANDARD), False)).items():
+        for other, key, rest in left:
+            if (not restricted or other.plan_code in restricted) and rest > 0:
+                covered[key] = covered.get(key, ZERO) + rest
+        shares = _shares(line.amount, covered, (rule.rate(STANDARD), False))
+        for key, share in shares.items():
             groups[key] = groups.get(key, ZERO) + share
+        # each covered line keeps its part of what is left of its group (exact fractions: weights only)
+        left = [
+            (other, key, rest + shares[key] * rest / covered[key])
+            if key in covered and key in shares and rest > 0 and (not restricted or other.plan_code in restricted)
+            else (other, key, rest)
+            for other, key, rest in left
+        ]
     return groups
 
 

@@ -203,6 +203,19 @@ def test_a_discount_is_shared_among_the_rates_of_the_lines_it_reduces(catalog):
     assert (str(draft.totals.discount), str(draft.totals.total)) == ("15.00", "155.25")
 
 
+def test_a_second_coupon_is_shared_among_what_the_first_left_of_each_rate(catalog):
+    """100 % off the e-books (7 %), then 10.00 off everything: the 10.00 comes off what is left, the 100.00 at
+    19 % — not 6.67 and 3.33 by the lines' amounts before the first coupon, which would leave −3.33 taxed at 7 %."""
+    books = AppliedCoupon(Coupon("BOOKS", Duration.FOREVER, percent_off=Decimal(100), plans=("books",)),
+                          dt.date(2026, 1, 1), 0)
+    ten = AppliedCoupon(Coupon("TEN", Duration.FOREVER, amount_off=Decimal("10.00"), currency="EUR"),
+                        dt.date(2026, 1, 1), 0)
+    draft = invoice(catalog, customer(country="DE"), "standard", "books", coupons=[books, ten])
+    # 19 %: 100.00 − 10.00 = 90.00 → 17.10; 7 %: 50.00 − 50.00 = 0.00 → 0.00
+    assert taxes(draft) == [("19", "90.00", "17.10", "0.00"), ("7", "0.00", "0.00", "0.00")]
+    assert (str(draft.totals.discount), str(draft.totals.tax), str(draft.totals.total)) == ("60.00", "17.10", "107.10")
+
+
 def test_tax_is_rounded_once_per_rate_on_the_sum_not_per_line(catalog):
     """Three lines of 0.50 at 5 %: rounded per line each would be 0.025 → 0.03, 0.09 in all; the rule rounds the
     sum once: 1.50 × 5 % = 0.075 → 0.08 (half up)."""
