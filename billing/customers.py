@@ -185,15 +185,19 @@ def rotate_webhook_secret(engine: Engine, external_id: str) -> Customer:
         return rotated
 
 
-def update_customer(engine: Engine, external_id: str, changes: Mapping[str, Any]) -> Customer:
-    """Change some of a customer's fields (names from ``UPDATABLE_FIELDS``; None clears an optional one); the
-    customer as it is now. Issued invoices keep the buyer as it was.
+def update_customer(
+    engine: Engine, external_id: str, changes: Mapping[str, Any], *, archived: bool | None = None
+) -> Customer:
+    """Change some of a customer's fields (names from ``UPDATABLE_FIELDS``; None clears an optional one) and, with
+    ``archived``, archive it (True) or make it active again (False), all in one transaction: a change refused
+    changes nothing. The customer as it is now. Issued invoices keep the buyer as it was.
 
     The customer's fields, changed, are checked together as a new customer's are (a tax id against the country
     it now has). A new ``webhook_url`` gets a new webhook secret, carried by the returned record this once.
 
     Raises NotFoundError for an unknown customer; BillingInputError ``customer 'acme': tax_id: …`` listing every
-    bad field (a field that cannot change, such as the currency, among them).
+    bad field (a field that cannot change, such as the currency, among them); ConflictError for archiving a
+    customer with a subscription still running (``archive_customer``).
     """
     fixed = [f"{name}: cannot be changed (changeable: {', '.join(UPDATABLE_FIELDS)})" for name in changes
              if name not in UPDATABLE_FIELDS]
@@ -210,6 +214,11 @@ def update_customer(engine: Engine, external_id: str, changes: Mapping[str, Any]
         updates = {name: fields[name] for name in given if fields[name] != getattr(current, name)}
         if "webhook_url" in updates:
             updates["webhook_secret"] = new_webhook_secret() if updates["webhook_url"] else None
+        if archived is True and current.archived_at is None:
+            _check_can_archive(session, current, utcnow().date())
+            updates["archived_at"] = utcnow()
+        elif archived is False and current.archived_at is not None:
+            updates["archived_at"] = None
         if not updates:
             return current
         updated = repository.update_customer(session, current.external_id, updates)
@@ -229,18 +238,23 @@ def archive_customer(engine: Engine, external_id: str, *, today: dt.date | None 
         customer = _customer_or_raise(session, external_id, for_update=True)
         if customer.archived_at is not None:
             return customer
-        subscriptions = repository.subscriptions_of(session, customer.id)
-        running = [s for s in subscriptions if s.end_date is None or s.end_date > day]
-        if running:
-            first = running[0]
-            until = f"until {first.end_date.isoformat()}" if first.end_date else "open-ended"
-            raise ConflictError(
-                f"customer {external_id!r} has a subscription still running: subscription {first.id} to plan "
-                f"{first.plan_code!r} ({until}); cancel it before archiving the customer"
-            )
+        _check_can_archive(session, customer, day)
         updated = repository.update_customer(session, external_id, {"archived_at": utcnow()})
         assert updated is not None
         return updated
+
+
+def _check_can_archive(session: Session, customer: Customer, day: dt.date) -> None:
+    """ConflictError while one of the customer's subscriptions is still running on ``day``."""
+    subscriptions = repository.subscriptions_of(session, customer.id)
+    running = [s for s in subscriptions if s.end_date is None or s.end_date > day]
+    if running:
+        first = running[0]
+        until = f"until {first.end_date.isoformat()}" if first.end_date else "open-ended"
+        raise ConflictError(
+            f"customer {customer.external_id!r} has a subscription still running: subscription {first.id} to plan "
+            f"{first.plan_code!r} ({until}); cancel it before archiving the customer"
+        )
 
 
 def unarchive_customer(engine: Engine, external_id: str) -> Customer:

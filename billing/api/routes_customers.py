@@ -251,16 +251,10 @@ def update_customer(
     customer_id = storable_path(customer_id, "customer")
     changes = body.model_dump(exclude_unset=True)
     archived = changes.pop("archived", None)
-    try:
-        customer = service.update_customer(engine, customer_id, changes) if changes else None
-        if archived is True:
-            customer = service.archive_customer(engine, customer_id)
-        elif archived is False:
-            customer = service.unarchive_customer(engine, customer_id)
+    try:  # the changes and the archiving together: a refused request changes nothing
+        customer = service.update_customer(engine, customer_id, changes, archived=archived)
     except BillingInputError as exc:
         raise input_error(exc) from None
-    if customer is None:
-        customer = service.get_customer(engine, customer_id)
     secret = customer.webhook_secret if "webhook_url" in changes else None
     return CustomerCreatedOut(**customer_out(customer).model_dump(), webhook_secret=secret)
 

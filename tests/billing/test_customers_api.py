@@ -58,3 +58,29 @@ def test_archiving_through_a_patch(live_api):
     assert archived.status_code == 200 and archived.json()["archived_at"] is not None
     assert refused.status_code == 409 and "is archived" in error_of(refused)["message"]
     assert back.status_code == 200 and back.json()["archived_at"] is None
+
+
+def test_a_patch_refused_changes_nothing_even_when_it_also_archives(live_api):
+    add_customer(live_api, "acme")
+    subscribe(live_api, "acme")
+    with live_api.client() as client:
+        refused = client.patch("/v1/customers/acme", json={"name": "Renamed", "archived": True})
+        after = client.get("/v1/customers/acme").json()
+    assert refused.status_code == 409 and "still running" in error_of(refused)["message"]
+    # the name was not changed by a request that was refused
+    assert (after["name"], after["archived_at"]) == ("Acme", None)
+
+
+def test_a_patch_names_every_invalid_field(live_api):
+    add_customer(live_api, "acme")
+    with live_api.client() as client:
+        refused = client.patch("/v1/customers/acme", json={
+            "name": None, "email": "nope", "country": "XX", "region": "N!Y", "timezone": "Mars/Base",
+            "tax_rate": "101",
+        })
+        unknown = client.patch("/v1/customers/nobody", json={"name": None})
+    assert refused.status_code == 422, refused.text
+    assert [error["field"] for error in refused.json()["errors"]] == [
+        "name", "email", "timezone", "tax_rate", "country", "region"
+    ]
+    assert unknown.status_code == 404
