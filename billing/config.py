@@ -117,12 +117,16 @@ class Seller(BaseModel):
     def _country(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        if not _COUNTRY.fullmatch(value.strip().upper()):
-            raise ValueError(f"expected an ISO 3166-1 alpha-2 country code such as IE, got {value!r}")
-        return value.strip().upper()
+        code = value.strip().upper()
+        if not _COUNTRY.fullmatch(code) or code in _COUNTRY_HINTS:
+            hint = f" ({_COUNTRY_HINTS[code]})" if code in _COUNTRY_HINTS else ""
+            raise ValueError(f"expected an ISO 3166-1 alpha-2 country code such as IE, got {value!r}{hint}")
+        return code
 
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
+# (as billing.core.tax.COUNTRY_HINTS: not imported here, where settings are read)
+_COUNTRY_HINTS = {"EL": "Greece is GR; EL is only its VAT prefix", "UK": "the United Kingdom is GB"}
 _RATE_KEY = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 
 
@@ -148,6 +152,8 @@ class Tax(BaseModel):
         for key, value in rates.items():
             if not _RATE_KEY.fullmatch(key):
                 problems.append(f"{key}: expected a country code (DE) or a country and region (US-NY)")
+            elif key[:2] in _COUNTRY_HINTS:
+                problems.append(f"{key}: not a country code ({_COUNTRY_HINTS[key[:2]]})")
             table = dict(value) if isinstance(value, dict) else {"standard": value}
             if "standard" not in table:
                 problems.append(f"{key}: a table of rates needs its standard rate")

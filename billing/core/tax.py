@@ -40,7 +40,9 @@ from pricing_plans.models import Plan
 from pricing_plans.money import ZERO, Rounding, round_money
 
 __all__ = [
+    "COUNTRY_HINTS",
     "EU_COUNTRIES",
+    "NOT_COUNTRIES",
     "REVERSE_CHARGE_NOTE",
     "STANDARD",
     "Buyer",
@@ -68,6 +70,13 @@ REVERSE_CHARGE_NOTE = (
 EU_COUNTRIES = frozenset(
     "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()  # noqa: SIM905
 )
+# Codes that look like a country's but are not one: what to write instead.
+COUNTRY_HINTS = {
+    "EL": "Greece is GR (EL is only the prefix of its VAT numbers)",
+    "UK": "the United Kingdom is GB",
+}
+# Codes Babel names that are groups of countries or placeholders, not a country a buyer is in.
+NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "ZZ"})
 _VAT_PREFIX = {"GR": "EL"}
 _PREFIX_COUNTRY = {"EL": "GR", "XI": "GB"}
 _SEPARATORS = re.compile(r"[\s.\-/]")

@@ -278,3 +278,21 @@ def test_credit_notes_that_credit_an_invoice_in_thirds_give_back_each_rate_exact
     # give back 100.00 + 19.00 and 50.00 + 3.50 as billed (not 100.02 + 18.99 and 49.98 + 3.51)
     assert taxes(notes[2]) == [("19", "33.32", "6.34", "0.00"), ("7", "16.68", "1.16", "0.00")]
     assert [str(note.total) for note in notes] == ["57.50", "57.50", "57.50"]
+
+
+@pytest.mark.db
+def test_a_customers_country_is_a_country(engine):
+    """Babel also names groups (EU) and placeholders (ZZ); EL and UK are not ISO codes (Greece is GR, the United
+    Kingdom GB): each is refused with what to write instead."""
+    add(engine, "cus_1")
+    for code, problem in [
+        ("EL", "country: 'EL' is not an ISO 3166-1 country code: Greece is GR (EL is only the prefix of its VAT "
+               "numbers)"),
+        ("uk", "country: 'UK' is not an ISO 3166-1 country code: the United Kingdom is GB"),
+        ("EU", "country: expected an ISO 3166-1 alpha-2 country code such as DE, got 'EU'"),
+        ("ZZ", "country: expected an ISO 3166-1 alpha-2 country code such as DE, got 'ZZ'"),
+    ]:
+        with pytest.raises(BillingInputError) as refused:
+            service.update_customer(engine, "cus_1", {"country": code})
+        assert refused.value.problems == (problem,)
+    assert service.update_customer(engine, "cus_1", {"country": "gr", "tax_id": "094259216"}).tax_id == "EL094259216"

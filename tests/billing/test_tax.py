@@ -287,3 +287,19 @@ def test_the_configurations_rates_are_checked():
     assert "DEU: expected a country code (DE) or a country and region (US-NY)" in text
     assert "FR: a table of rates needs its standard rate" in text
     assert "IT.standard: expected a percentage between 0 and 100, got 'x'" in text
+
+
+def test_greece_is_gr_and_the_united_kingdom_gb_in_the_configuration():
+    """EL is Greece's VAT prefix, not its country code: a Greek seller configured as EL would never be in the EU
+    (no reverse charge), and rates keyed EL would never match a customer (customers are GR)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as raised:
+        Settings(seller={"country": "EL"}, tax={"rates": {"EL": 24, "UK": 20, "GR": 24}})
+    text = str(raised.value)
+    assert "got 'EL' (Greece is GR; EL is only its VAT prefix)" in text
+    assert "EL: not a country code (Greece is GR; EL is only its VAT prefix)" in text
+    assert "UK: not a country code (the United Kingdom is GB)" in text
+    assert "GR:" not in text
+    greek = Settings(seller={"country": "GR"}, tax={"rates": {"GR": 24}}).tax_rules()
+    assert treatment(greek, Buyer(country="DE", tax_id=VALID_DE_VAT)).reverse_charge
