@@ -125,6 +125,7 @@ class Seller(BaseModel):
 
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
+_RATE_PLACES = 4  # (billing.core.tax.MAX_RATE_PLACES)
 # (as billing.core.tax.COUNTRY_HINTS: not imported here, where settings are read)
 _COUNTRY_HINTS = {"EL": "Greece is GR; EL is only its VAT prefix", "UK": "the United Kingdom is GB"}
 _RATE_KEY = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
@@ -167,6 +168,10 @@ class Tax(BaseModel):
                     valid = False
                 if not valid:
                     problems.append(f"{key}.{name}: expected a percentage between 0 and 100, got {rate!r}")
+                elif -int(table[name].as_tuple().exponent) > _RATE_PLACES:
+                    problems.append(f"{key}.{name}: at most {_RATE_PLACES} decimal places, got {rate!r}")
+                elif int(table[name].as_tuple().exponent) > 0 or table[name].is_signed():  # 1E+1 → 10, -0 → 0
+                    table[name] = abs(table[name]).quantize(Decimal(1))
             checked[key] = table
         if problems:
             raise ValueError("; ".join(problems))

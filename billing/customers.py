@@ -55,7 +55,7 @@ from sqlalchemy.orm import Session
 from billing.config import get_settings
 from billing.core.compose import opening_key
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
-from billing.core.tax import COUNTRY_HINTS, NOT_COUNTRIES, check_tax_id, tax_id_country
+from billing.core.tax import COUNTRY_HINTS, MAX_RATE_PLACES, NOT_COUNTRIES, check_tax_id, tax_id_country
 from billing.db import repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.invoicing import check_meters_charged_once, drop_opening_draft, opening_plan, write_opening_invoice
@@ -473,6 +473,10 @@ def _tax_rate(value: Any, problems: list[str]) -> Decimal:
         return ZERO
     if not rate.is_finite() or not ZERO <= rate <= HUNDRED:
         problems.append(f"tax_rate: expected a percentage between 0 and 100 (19 for 19 %), got {rate}")
+    elif -int(rate.as_tuple().exponent) > MAX_RATE_PLACES:
+        problems.append(f"tax_rate: at most {MAX_RATE_PLACES} decimal places (8.875 for 8.875 %), got {rate}")
+    elif int(rate.as_tuple().exponent) > 0 or rate.is_signed():  # 1E+1 → 10, -0 → 0: stored as written plainly
+        rate = abs(rate).quantize(Decimal(1))
     return rate
 
 

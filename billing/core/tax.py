@@ -42,6 +42,7 @@ from pricing_plans.money import ZERO, Rounding, round_money
 __all__ = [
     "COUNTRY_HINTS",
     "EU_COUNTRIES",
+    "MAX_RATE_PLACES",
     "NOT_COUNTRIES",
     "REVERSE_CHARGE_NOTE",
     "STANDARD",
@@ -70,6 +71,9 @@ REVERSE_CHARGE_NOTE = (
 EU_COUNTRIES = frozenset(
     "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()  # noqa: SIM905
 )
+# A tax rate (percent) has at most this many decimal places (8.875, 14.975, 7.7).
+MAX_RATE_PLACES = 4
+
 # Codes that look like a country's but are not one: what to write instead.
 COUNTRY_HINTS = {
     "EL": "Greece is GR (EL is only the prefix of its VAT numbers)",

@@ -296,3 +296,17 @@ def test_a_customers_country_is_a_country(engine):
             service.update_customer(engine, "cus_1", {"country": code})
         assert refused.value.problems == (problem,)
     assert service.update_customer(engine, "cus_1", {"country": "gr", "tax_id": "094259216"}).tax_id == "EL094259216"
+
+
+@pytest.mark.db
+def test_a_tax_rate_has_at_most_four_decimal_places_and_is_stored_plainly(engine):
+    """1E-20000 is between 0 and 100, but PostgreSQL's NUMERIC cannot hold it (a 500 before); 1E+1 was stored as
+    written on SQLite and as 10 on PostgreSQL."""
+    with pytest.raises(BillingInputError) as refused:
+        add(engine, "cus_1", tax_rate="1E-20000")
+    assert refused.value.problems == ("tax_rate: at most 4 decimal places (8.875 for 8.875 %), got 1E-20000",)
+    assert str(add(engine, "cus_2", tax_rate="8.875").tax_rate) == "8.875"
+    assert str(service.get_customer(engine, "cus_2").tax_rate) == "8.875"
+    assert str(add(engine, "cus_3", tax_rate="1E+1").tax_rate) == "10"
+    assert str(service.get_customer(engine, "cus_3").tax_rate) == "10"
+    assert str(service.update_customer(engine, "cus_3", {"tax_rate": "-0"}).tax_rate) == "0"

@@ -303,3 +303,13 @@ def test_greece_is_gr_and_the_united_kingdom_gb_in_the_configuration():
     assert "GR:" not in text
     greek = Settings(seller={"country": "GR"}, tax={"rates": {"GR": 24}}).tax_rules()
     assert treatment(greek, Buyer(country="DE", tax_id=VALID_DE_VAT)).reverse_charge
+
+
+def test_configured_rates_have_at_most_four_decimal_places():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as raised:
+        Settings(tax={"rates": {"DE": "1E-20000"}})
+    assert "DE.standard: at most 4 decimal places, got '1E-20000'" in str(raised.value)
+    rates = Settings(tax={"rates": {"DE": "1E+1", "US-NY": "8.875"}}).tax_rules().rates
+    assert (str(rates["DE"].standard), str(rates["US-NY"].standard)) == ("10", "8.875")
