@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
+from billing.core.compose import bill_to
 from billing.core.credits import AlertState, GrantView, alerts_due, allocate, day_start, topup_due, usable_for
 from billing.core.domain import Customer
 from billing.db import repository, session_scope
@@ -57,7 +58,6 @@ from invoices.model import (
     InvoiceScope,
     InvoiceStatus,
     LineKind,
-    Party,
 )
 from invoices.tables import InvoiceRow
 from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, minor_digits, round_money
@@ -285,7 +285,7 @@ def _sell_topup(
     line = InvoiceLine(kind=LineKind.CREDIT, description=f"Prepaid credit ({currency})", amount=amount)
     draft = DraftInvoice(
         billing_key=f"topup:{grant_id}",
-        customer=Party(name=owner.name, address=owner.address, email=owner.email, external_id=owner.external_id),
+        customer=bill_to(owner),  # the buyer as on its other invoices: tax id and country too
         currency=currency,
         locale=owner.locale,
         period_start=today,

@@ -310,3 +310,14 @@ def test_a_tax_rate_has_at_most_four_decimal_places_and_is_stored_plainly(engine
     assert str(add(engine, "cus_3", tax_rate="1E+1").tax_rate) == "10"
     assert str(service.get_customer(engine, "cus_3").tax_rate) == "10"
     assert str(service.update_customer(engine, "cus_3", {"tax_rate": "-0"}).tax_rate) == "0"
+
+
+@pytest.mark.db
+def test_a_top_up_invoice_names_the_buyer_with_its_tax_id_and_country(engine):
+    from billing import credits
+
+    add(engine, "b2b", country="DE", tax_id=VALID_DE_VAT)
+    grant = credits.grant_credit(engine, "b2b", Decimal("50.00"), "EUR", paid=True,
+                                 now=dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC))
+    (invoice,) = [i for i in invoicing.list_invoices(engine, customer="b2b") if i.id == grant.invoice_id]
+    assert (invoice.customer.tax_id, invoice.customer.country, str(invoice.total)) == (VALID_DE_VAT, "DE", "50.00")
