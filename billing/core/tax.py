@@ -302,6 +302,8 @@ def check_tax_id(value: str, country: str | None) -> tuple[str, str | None]:
     module: Any
     if country in EU_COUNTRIES:
         vat_prefix = _VAT_PREFIX.get(country, country)
+        if prefix == country and prefix != vat_prefix:  # GR094259216: Greece's numbers start EL
+            return compact, f"VAT numbers of {_country_name(country)} start with {vat_prefix}, not {prefix}"
         if prefix.isalpha() and prefix != vat_prefix:
             return compact, f"a number starting {prefix} is not one of {_country_name(country)} ({country})"
         if not prefix.isalpha():

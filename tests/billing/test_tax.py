@@ -271,6 +271,10 @@ def test_valid_tax_ids_are_stored_compact(given, country, stored):
         ("FR40303265045", "DE", "a number starting FR is not one of Germany (DE)"),
         ("GB980780685", "GB", "not a valid VAT number of United Kingdom (wrong check digit)"),
         ("12345", None, "give the customer's country (ISO 3166 code such as DE) so that the number can be checked"),
+        # Greece is GR, but its VAT numbers start with EL: say so rather than "a number starting GR is not one of
+        # Greece (GR)"
+        ("GR094259216", "GR", "VAT numbers of Greece start with EL, not GR"),
+        ("GR094259216", None, "VAT numbers of Greece start with EL, not GR"),
     ],
 )
 def test_invalid_tax_ids_are_refused_with_the_reason(given, country, problem):
