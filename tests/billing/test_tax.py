@@ -317,3 +317,38 @@ def test_configured_rates_have_at_most_four_decimal_places():
     assert "DE.standard: at most 4 decimal places, got '1E-20000'" in str(raised.value)
     rates = Settings(tax={"rates": {"DE": "1E+1", "US-NY": "8.875"}}).tax_rules().rates
     assert (str(rates["DE"].standard), str(rates["US-NY"].standard)) == ("10", "8.875")
+
+
+def _fee(amount: str, plan: str):
+    from invoices.model import InvoiceLine, LineKind
+
+    return InvoiceLine(kind=LineKind.SUBSCRIPTION, description=plan, amount=Decimal(amount), plan_code=plan, plan_version=1)
+
+
+@pytest.mark.parametrize(
+    ("gross", "rate", "rounding", "expected"),
+    [
+        ("10.00", "19", Rounding.HALF_UP, ("8.40", "1.60")),  # 10 × 19/119 = 1.5966 → 1.60; net 8.40
+        ("119.00", "19", Rounding.HALF_UP, ("100.00", "19.00")),
+        ("0.03", "20", Rounding.HALF_UP, ("0.02", "0.01")),  # 0.03 × 20/120 = 0.005 → 0.01 (half up)
+        ("0.03", "20", Rounding.HALF_EVEN, ("0.03", "0.00")),  # → 0.00 (half even)
+        ("-10.00", "19", Rounding.HALF_UP, ("-8.40", "-1.60")),  # a negative line mirrors a positive one
+    ],
+)
+def test_tax_inside_a_tax_inclusive_price(gross, rate, rounding, expected):
+    from billing.core.tax import CountryRates, PlanTax, Treatment, invoice_taxes
+
+    rule = Treatment(rates=CountryRates(standard=Decimal(rate)), name="VAT", country="DE")
+    (tax,) = invoice_taxes([_fee(gross, "gross")], rule, {("gross", 1): PlanTax(inclusive=True)}, "EUR", rounding)
+    assert (str(tax.taxable), str(tax.amount), str(tax.included)) == (*expected, expected[1])
+    assert tax.taxable + tax.amount == Decimal(gross)
+
+
+def test_inclusive_and_exclusive_prices_at_one_rate_make_one_line():
+    from billing.core.tax import CountryRates, PlanTax, Treatment, invoice_taxes
+
+    rule = Treatment(rates=CountryRates(standard=Decimal(19)), name="VAT", country="DE")
+    plans = {("gross", 1): PlanTax(inclusive=True), ("net", 1): PlanTax()}
+    (tax,) = invoice_taxes([_fee("10.00", "gross"), _fee("10.00", "net")], rule, plans, "EUR")
+    # inclusive 10.00 → 8.40 + 1.60; exclusive 10.00 → 10.00 + 1.90: 18.40 taxable, 3.50 tax, 1.60 of it included
+    assert (str(tax.taxable), str(tax.amount), str(tax.included)) == ("18.40", "3.50", "1.60")
