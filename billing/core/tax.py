@@ -29,9 +29,9 @@ country; a number of a country python-stdnum has no scheme for is kept as given.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from billing.core.domain import Customer
@@ -222,6 +222,7 @@ def invoice_taxes(
 
 
 Group = tuple[Decimal, bool]  # (rate, prices include tax)
+Left = list[tuple[InvoiceLine, Group, Decimal]]  # each line, its group, what discounts left of it
 
 
 def _grouped(
@@ -230,7 +231,7 @@ def _grouped(
     """Σ amounts per (rate, inclusive): the lines', then each discount line (in order) shared among what the
     earlier discounts left of the lines it reduced."""
     groups: dict[Group, Decimal] = {}
-    left: list[tuple[InvoiceLine, Group, Decimal]] = []  # each line, its group, what discounts left of it
+    left: Left = []
     for line in lines:
         if line.kind is LineKind.DISCOUNT:
             continue
@@ -244,21 +245,46 @@ def _grouped(
         if line.kind is not LineKind.DISCOUNT:
             continue
         restricted = line.details.extra.get("plans")
-        covered: dict[Group, Decimal] = {}
-        for other, key, rest in left:
-            if (not restricted or other.plan_code in restricted) and rest > 0:
-                covered[key] = covered.get(key, ZERO) + rest
-        shares = _shares(line.amount, covered, (rule.rate(STANDARD), False))
+        fallback = (rule.rate(STANDARD), False)
+        shares, left, rest = _take(line.amount, left, restricted or None)
+        if rest:  # more than is left of the plans it reduced (a coupon's base is their amount before the others)
+            more, left, rest = _take(rest, left, None)
+            shares = {k: shares.get(k, ZERO) + more.get(k, ZERO) for k in shares.keys() | more.keys()}
+            shares[fallback] = shares.get(fallback, ZERO) + rest
         for key, share in shares.items():
             groups[key] = groups.get(key, ZERO) + share
-        # each covered line keeps its part of what is left of its group (exact fractions: weights only)
-        left = [
-            (other, key, rest + shares[key] * rest / covered[key])
-            if key in covered and key in shares and rest > 0 and (not restricted or other.plan_code in restricted)
-            else (other, key, rest)
-            for other, key, rest in left
-        ]
     return groups
+
+
+def _take(
+    amount: Decimal, left: Left, plans: Container[str] | None
+) -> tuple[dict[Group, Decimal], Left, Decimal]:
+    """``amount`` (a discount: negative) shared among the groups of the lines of ``plans`` (None: all lines), in
+    proportion to what is left of them, no group's part beyond what is left of it; the parts, what is left of each
+    line after, and what could not be placed."""
+
+    def covers(line: InvoiceLine) -> bool:
+        return plans is None or line.plan_code in plans
+
+    covered: dict[Group, Decimal] = {}
+    for other, key, rest in left:
+        if covers(other) and rest > 0:
+            covered[key] = covered.get(key, ZERO) + rest
+    if not covered:
+        return {}, left, amount
+    exponent = amount.as_tuple().exponent
+    quantum = Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)
+    whole = sum(covered.values(), ZERO)
+    placed = max(amount, -whole.quantize(quantum, rounding=ROUND_DOWN))
+    shares = _shares(placed, covered, next(iter(covered)))
+    # each covered line keeps its part of what is left of its group (exact fractions: weights only)
+    after = [
+        (other, key, rest + shares.get(key, ZERO) * rest / covered[key])
+        if covers(other) and rest > 0 and key in covered
+        else (other, key, rest)
+        for other, key, rest in left
+    ]
+    return shares, after, amount - placed
 
 
 def _shares(amount: Decimal, weights: Mapping[Group, Decimal], fallback: Group) -> dict[Group, Decimal]:

@@ -216,6 +216,20 @@ def test_a_second_coupon_is_shared_among_what_the_first_left_of_each_rate(catalo
     assert (str(draft.totals.discount), str(draft.totals.tax), str(draft.totals.total)) == ("60.00", "17.10", "107.10")
 
 
+def test_a_coupon_never_takes_a_rate_below_zero(catalog):
+    """40.00 off everything, then 100 % off the e-books (7 %): the second coupon's base is the e-books' 50.00, but
+    only 36.67 of them is left after the first; the 13.33 more comes off the 19 % rate, not below zero at 7 %."""
+    forty = AppliedCoupon(Coupon("FORTY", Duration.FOREVER, amount_off=Decimal("40.00"), currency="EUR"),
+                          dt.date(2026, 1, 1), 0)
+    books = AppliedCoupon(Coupon("BOOKS", Duration.FOREVER, percent_off=Decimal(100), plans=("books",)),
+                          dt.date(2026, 1, 1), 0)
+    draft = invoice(catalog, customer(country="DE"), "standard", "books", coupons=[forty, books])
+    # 40.00 → 26.67 and 13.33 (100 : 50); then 50.00 → 36.67 (all that is left at 7 %) and 13.33 at 19 %:
+    # 19 %: 100.00 − 26.67 − 13.33 = 60.00 → 11.40; 7 %: 50.00 − 13.33 − 36.67 = 0.00
+    assert taxes(draft) == [("19", "60.00", "11.40", "0.00"), ("7", "0.00", "0.00", "0.00")]
+    assert (str(draft.totals.discount), str(draft.totals.total)) == ("90.00", "71.40")
+
+
 def test_tax_is_rounded_once_per_rate_on_the_sum_not_per_line(catalog):
     """Three lines of 0.50 at 5 %: rounded per line each would be 0.025 → 0.03, 0.09 in all; the rule rounds the
     sum once: 1.50 × 5 % = 0.075 → 0.08 (half up)."""
