@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from billing import credits, payments
@@ -32,6 +32,7 @@ from billing.core.fees import opening_fee_period
 from billing.core.overrides import fee_anchor, negotiate
 from billing.core.periods import Period, PeriodState, has_begun_anywhere, period_state
 from billing.db import override_tables, repository, session_scope
+from billing.db.stripe_tables import StripeInvoiceSyncRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
 from dbkit import as_utc, read_only, utcnow
@@ -95,10 +96,14 @@ def printable(engine: Engine, invoice: Invoice, settings: Settings | None = None
 
 
 def _pay_online_url(engine: Engine, invoice: Invoice) -> str | None:
-    """Stripe's hosted page of a pushed invoice. The push does not record it yet (``stripe_invoice_syncs`` has
-    no column for it), so there is none to print."""
-    del engine, invoice
-    return None
+    """Stripe's hosted page of a pushed invoice (recorded when the push finalized it there), while something is
+    still to pay; none for an invoice never pushed, paid or void."""
+    if invoice.id is None or invoice.status is not InvoiceStatus.FINALIZED:
+        return None
+    with read_only(engine).connect() as connection:
+        return connection.execute(
+            select(StripeInvoiceSyncRow.hosted_invoice_url).where(StripeInvoiceSyncRow.invoice_id == invoice.id)
+        ).scalar_one_or_none()
 
 
 def get_invoice(engine: Engine, key: str | int) -> Invoice:

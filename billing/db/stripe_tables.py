@@ -43,6 +43,9 @@ class StripeInvoiceSyncRow(BillingBase):
     ``key_prefix`` starts every idempotency key of the push (``<prefix>:<number>:<step>``): the installation id
     when the push began (so a push resumes under the keys it started with, whatever the id is by then), or empty
     for a push begun before migration 0009, whose keys had no prefix and are ``<number>:<step>``.
+
+    ``hosted_invoice_url`` is Stripe's page where the customer pays the invoice online, recorded when the push
+    finalizes it (migration 0029) and printed on the invoice.
     """
 
     __tablename__ = "stripe_invoice_syncs"
@@ -63,6 +66,7 @@ class StripeInvoiceSyncRow(BillingBase):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     key_prefix: Mapped[str] = mapped_column(String(32), server_default=text("''"))
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
 
 
 class StripeWebhookEventRow(BillingBase):

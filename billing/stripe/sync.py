@@ -468,15 +468,19 @@ class _Push:
     def _finalize(self) -> None:
         stripe_invoice_id = self.stripe_invoice_id or ""
         try:
-            self.client.v1.invoices.finalize_invoice(
+            finalized = self.client.v1.invoices.finalize_invoice(
                 stripe_invoice_id, params={"auto_advance": True}, options=self._options("finalize")
             )
         except stripe.InvalidRequestError:
             # Finalized by an earlier attempt whose key Stripe no longer remembers? Then the push is done.
-            if self.client.v1.invoices.retrieve(stripe_invoice_id, options=self._options()).status in (None, "draft"):
+            finalized = self.client.v1.invoices.retrieve(stripe_invoice_id, options=self._options())
+            if finalized.status in (None, "draft"):
                 raise
+        hosted = getattr(finalized, "hosted_invoice_url", None)
         with session_scope(self.engine) as session:
-            self._save(session, step=SyncStep.FINALIZED.value, synced_at=utcnow())
+            self._save(
+                session, step=SyncStep.FINALIZED.value, synced_at=utcnow(), hosted_invoice_url=hosted or None
+            )
         self.step = SyncStep.FINALIZED
 
 

@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, insert, select
 from typer.testing import CliRunner
 
-from billing import customers
+from billing import customers, invoicing
 from billing.api import routes_stripe
 from billing.api.deps import api_engine
 from billing.api.routes_stripe import router
@@ -47,6 +47,7 @@ from billing.stripe.webhooks import handle_event
 from dbkit import utcnow
 from invoices import store
 from invoices.model import DraftInvoice, Invoice, InvoiceLine, InvoiceStatus, Party
+from invoices.render import render_html
 from pricing_plans.loader import loads_catalog
 from pricing_plans.models import Catalog
 
@@ -331,6 +332,7 @@ class FakeStripe:
             )
         now = int(time.time())
         invoice["number"] = f"FAKE-{next(self._ids):04d}"
+        invoice["hosted_invoice_url"] = f"https://invoice.stripe.test/i/{invoice_id}"
         invoice["auto_advance"] = form.get("auto_advance", "true") == "true"
         invoice["status_transitions"]["finalized_at"] = now
         if invoice["amount_due"] == 0:  # Stripe asks nothing of a zero invoice: it is paid at once
@@ -473,6 +475,7 @@ def test_sync_pushes_the_customer_the_invoice_one_item_per_line_and_finalizes(en
 
     row = sync_row(engine)
     assert row.step == "finalized" and row.synced_at is not None and row.last_error is None
+    assert row.hosted_invoice_url == f"https://invoice.stripe.test/i/{stripe_invoice['id']}"
     assert (row.stripe_customer_id, row.stripe_invoice_id) == (customer["id"], stripe_invoice["id"])
     assert json.loads(row.stripe_item_ids) == [item["id"] for item in fake_stripe.of("invoiceitem")]
     with session_scope(engine) as session:
@@ -1134,3 +1137,21 @@ def test_concurrent_deliveries_are_processed_once_and_failures_counted_exactly(e
     assert sorted(outcomes) == ["duplicate"] * 3 + ["payment_failed"] * 3
     assert dunning(engine, invoice).failed_attempts == 3
     assert len(recorded_events(engine)) == 3
+
+
+def test_the_printed_invoice_links_stripes_hosted_page_while_something_is_due(engine, fake_stripe, client):
+    add_customer(engine)
+    issue(engine)
+    before = invoicing.printable(engine, invoicing.get_invoice(engine, FIRST), Settings())
+    assert before.payment is not None and before.payment.pay_online_url is None  # not pushed yet
+
+    sync_invoices(engine, client)
+    url = f"https://invoice.stripe.test/i/{fake_stripe.of('invoice')[0]['id']}"
+    pushed = invoicing.printable(engine, invoicing.get_invoice(engine, FIRST), Settings())
+    assert pushed.payment is not None and pushed.payment.pay_online_url == url
+    html = render_html(pushed)
+    assert "Pay online:" in html and f'href="{url}"' in html
+
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.PAID)
+    paid = invoicing.printable(engine, invoicing.get_invoice(engine, FIRST), Settings())
+    assert paid.payment is not None and paid.payment.pay_online_url is None  # nothing left to pay there
