@@ -21,7 +21,7 @@ import tomllib
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -31,7 +31,7 @@ from billing.errors import BillingInputError
 if TYPE_CHECKING:
     from billing.core.tax import TaxRules
 
-__all__ = ["ConfigError", "PaymentInstructions", "Settings", "config_file", "get_settings"]
+__all__ = ["Approval", "ConfigError", "PaymentInstructions", "Settings", "config_file", "get_settings"]
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -278,6 +278,28 @@ class PaymentInstructions(BaseModel):
         return self.reference.format(number=number, customer=customer)
 
 
+class Approval(BaseModel):
+    """When a draft waits for ``billing invoices approve`` before it is issued (``[approval]``): its total is above
+    the limit of its currency (``limits``, e.g. ``{ USD = "10000.00" }``; a currency without a limit never waits
+    for its amount), it holds late usage (``late_usage``), or its customer is flagged for review."""
+
+    limits: dict[str, Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]] = {}
+    late_usage: bool = True
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _exact_limits(cls, value: Any) -> Any:
+        """Limits are exact decimals, written as strings (or integers) in TOML, never floats."""
+        if not isinstance(value, dict):
+            return value
+        for currency, limit in value.items():
+            if isinstance(limit, float) or not isinstance(limit, (str, int)):
+                raise ValueError(f"{currency}: expected the limit as a string such as \"10000.00\", got {limit!r}")
+            if not (isinstance(currency, str) and len(currency) == 3 and currency.isupper()):
+                raise ValueError(f"{currency!r}: expected a currency code such as USD")
+        return {currency: str(limit) for currency, limit in value.items()}
+
+
 class Settings(BaseSettings):
     """Every setting, with its default."""
 
@@ -309,6 +331,7 @@ class Settings(BaseSettings):
     risk: Risk = Risk()
     # Bank transfer details and the reference to quote, printed on invoices ([payment_instructions]).
     payment_instructions: PaymentInstructions = PaymentInstructions()
+    approval: Approval = Approval()
     # Notifications: the webhook used for customers without their own URL, the one secret every webhook is signed
     # with, retries (exponential backoff with jitter from the base delay, capped) and the SMTP server for e-mail.
     notification_webhook_url: str | None = None

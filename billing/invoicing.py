@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from billing import credits, payments
+from billing.approval import ApprovalPolicy, check_approved, issuable
 from billing.config import Settings, get_settings
 from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
@@ -163,15 +164,20 @@ def finalize_invoice(
     *,
     now: dt.datetime | None = None,
     allow_open_period: bool = False,
+    approval: ApprovalPolicy | None = None,
 ) -> Invoice:
     """Finalize one draft: a period invoice once its period has ended in its customer's timezone (or, with
-    ``allow_open_period``, during it), an opening invoice once its subscription has started."""
+    ``allow_open_period``, during it), an opening invoice once its subscription has started. With an
+    ``approval`` policy, a draft that waits for approval is refused (``ApprovalRequiredError``)."""
     instant = clock(now)
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, key)
             if invoice.status == InvoiceStatus.DRAFT:
                 _check_can_issue(session, invoice, instant, allow_open_period)
+                if approval is not None:
+                    store.lock_invoice(session, invoice.id)
+                    check_approved(session, invoice.id, approval)
             credits.finalize_with_credits(session, [invoice.id], settings, today, instant)
             issued = credits.with_credits(session, [store.get_invoice(session, invoice.id)])[0]
             queue_invoice_finalized(session, issued)
@@ -425,11 +431,12 @@ def drop_opening_draft(session: Session, subscription_id: int) -> bool:
 @dataclass
 class OpeningReport:
     """What ``finalize_opening_invoices`` did: the numbers issued, the drafts dropped (of subscriptions that cover
-    no day) by subscription id, and the drafts left as they are, with why."""
+    no day) by subscription id, the drafts left as they are, with why, and those waiting for approval."""
 
     finalized: list[str] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)  # drafts (by id) waiting for approval
 
 
 def finalize_opening_invoices(
@@ -439,6 +446,7 @@ def finalize_opening_invoices(
     *,
     now: dt.datetime | None = None,
     customer: str | None = None,
+    approval: ApprovalPolicy | None = None,
 ) -> OpeningReport:
     """Finalize the opening invoices of the subscriptions that have started (start date on or before today in the
     customer's timezone, which is also the issue date), in customer order, each in its own transaction with its
@@ -446,7 +454,8 @@ def finalize_opening_invoices(
 
     Each draft is composed again first from the subscription as it is now, so that a cancellation or a plan change
     made since it was written counts; the draft of a subscription that covers no day is dropped. One whose plan
-    version is no longer in the catalog is left as a draft and reported."""
+    version is no longer in the catalog is left as a draft and reported; with an ``approval`` policy, one that
+    waits for approval (after that refresh) stays a draft."""
     report = OpeningReport()
     instant = as_utc(now or utcnow())
     due: list[int] = []
@@ -464,7 +473,7 @@ def finalize_opening_invoices(
                 due.append(subscription.id)
     for subscription_id in due:
         with session_scope(engine) as session:
-            _finalize_opening(session, catalog, settings, subscription_id, instant, report)
+            _finalize_opening(session, catalog, settings, subscription_id, instant, report, approval)
     return report
 
 
@@ -475,6 +484,7 @@ def _finalize_opening(
     subscription_id: int,
     instant: dt.datetime,
     report: OpeningReport,
+    approval: ApprovalPolicy | None = None,
 ) -> None:
     subscription = repository.get_subscription(session, subscription_id, for_update=True)
     assert subscription is not None  # subscriptions are never deleted
@@ -495,6 +505,9 @@ def _finalize_opening(
             report.dropped.append(subscription.id)
         return
     if outcome.action == "issued":
+        return
+    if approval is not None and not issuable(session, [outcome.invoice_id], approval):
+        report.held.append(outcome.invoice_id)
         return
     report.finalized += credits.finalize_with_credits(
         session, [outcome.invoice_id], settings, _local_today(owner, instant), instant

@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing import credits
+from billing.approval import ApprovalPolicy, issuable
 from billing.config import get_settings
 from billing.core.compose import (
     BilledKey,
@@ -998,6 +999,7 @@ def finalize_period(
     batch: int = 1000,
     now: dt.datetime | None = None,
     allow_open_period: bool = False,
+    approval: ApprovalPolicy | None = None,
 ) -> list[str]:
     """Finalize the period's drafts — its period invoices (of every billing period whose last day falls in it)
     and the opening invoices of the subscriptions that start in it (a yearly plan's is dated by its fee year) —
@@ -1008,7 +1010,8 @@ def finalize_period(
     An issued invoice cannot be changed: if the period has not ended at ``now`` (default: the clock) in the
     timezone of a customer with a period draft, nothing is finalized (``OpenPeriodError``); with
     ``allow_open_period`` the current period is, a period that has not begun never. An opening invoice waits for
-    its subscription to start. ``today`` is the issue date.
+    its subscription to start. ``today`` is the issue date. With an ``approval`` policy, the drafts that wait for
+    approval (``billing.approval``) stay drafts; the others are issued.
 
     Finding the drafts only reads (it never holds SQLite's write lock); each batch claims its drafts again in its
     own write transaction."""
@@ -1038,7 +1041,7 @@ def finalize_period(
         # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
         # dated by its fee year, which would issue it before the subscription starts)
         ids = store.drafts_of_period(session, period.start, started, customers=wanted, ending_by=period.end)
-    return _issue(engine, ids, settings, today, batch)
+    return _issue(engine, ids, settings, today, batch, approval)
 
 
 def finalize_billing_period(
@@ -1050,30 +1053,40 @@ def finalize_billing_period(
     customers: Collection[str],
     batch: int = 1000,
     now: dt.datetime | None = None,
+    approval: ApprovalPolicy | None = None,
 ) -> list[str]:
     """Finalize the period drafts of exactly ``period`` (a week, an anniversary month: any billing period) of
     ``customers``, as ``finalize_period`` does for a month: numbered in customer order, each with its
     ``invoice.finalized`` notification, never before the period has ended in the customer's timezone
     (``OpenPeriodError``). The scheduler issues a week's invoices this way once the week (and the grace) is
-    over, without waiting for the month."""
+    over, without waiting for the month. With an ``approval`` policy, the drafts that wait for approval stay
+    drafts."""
     instant = clock(now)
     with session_scope(read_only(engine)) as session:
         ids = store.period_drafts(session, period.start, period.end, customers)
         owners = repository.customers_by_external_id(session, set(customers))
     zones = {c: owners[c].timezone if c in owners else "UTC" for c in customers}
     check_period_can_close(period, zones, now=instant)
-    return _issue(engine, ids, settings, today, batch)
+    return _issue(engine, ids, settings, today, batch, approval)
 
 
 def _issue(
-    engine: Engine, ids: list[int], settings: store.FinalizeSettings, today: dt.date, batch: int
+    engine: Engine,
+    ids: list[int],
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    batch: int,
+    approval: ApprovalPolicy | None = None,
 ) -> list[str]:
     """Number the drafts ``ids``, ``batch`` per transaction; drafts another process finalized meanwhile are left
-    to it."""
+    to it, and (with ``approval``) those that wait for approval stay drafts — decided on the claimed rows, in the
+    transaction that issues them, so a draft rewritten meanwhile is judged as it now is."""
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:
             chunk = store.claim_drafts(session, ids[offset : offset + batch])
+            if approval is not None:
+                chunk = issuable(session, chunk, approval)
             numbers += credits.finalize_with_credits(session, chunk, settings, today)
             # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
             queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, chunk)))

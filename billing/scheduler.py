@@ -54,6 +54,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
+from billing.approval import ApprovalPolicy
 from billing.config import Settings, get_settings
 from billing.core.periods import Period, month_of
 from billing.db import repository, session_scope
@@ -135,6 +136,7 @@ def bill_closed_periods(
     *,
     now: dt.datetime | None = None,
     lookback: int = LOOKBACK_PERIODS,
+    approval: ApprovalPolicy | None = None,
 ) -> CycleReport:
     """Finalize the opening invoices of the subscriptions that have started (``finalize_opening_invoices``); bill
     each of the last ``lookback`` months for the customers in whose timezone it has closed and who have no issued
@@ -145,7 +147,9 @@ def bill_closed_periods(
 
     A month closed for every subscribed customer is billed in one run (which also bills late usage of customers
     with no subscription in it); before that, customer by customer; a week or anniversary month likewise. Drafts
-    are refreshed at each call until they are finalized.
+    are refreshed at each call until they are finalized. With an ``approval`` policy, a draft that waits for
+    approval (``billing.approval``) stays a draft, refreshed at each call, until it is approved: the next call
+    after its approval issues it (if its content has not changed since).
     """
     report = CycleReport()
     instant = as_utc(now or utcnow())
@@ -154,7 +158,7 @@ def bill_closed_periods(
     today = {c.external_id: instant.astimezone(ZoneInfo(c.timezone)).date() for c in customers}
     if not today:
         return report
-    opening = finalize_opening_invoices(engine, catalog, settings, now=instant)
+    opening = finalize_opening_invoices(engine, catalog, settings, now=instant, approval=approval)
     report.finalized += opening.finalized
     report.skipped += opening.skipped
     latest = month_of(max(today.values())).previous()
@@ -167,11 +171,11 @@ def bill_closed_periods(
         whole = False  # whether a run of the whole month billed its weeks and anniversary months too
         if period != latest.next():  # the current month is billed when it has closed
             whole = _bill_period(engine, catalog, period, apart, today, report)
-            _finalize_due(engine, period, settings, today, grace, instant, report)
+            _finalize_due(engine, period, settings, today, grace, instant, report, approval)
         if apart.customers:
             if not whole:
                 _bill_apart(engine, catalog, apart, today, report)
-            _finalize_apart(engine, apart, settings, today, grace, instant, report)
+            _finalize_apart(engine, apart, settings, today, grace, instant, report, approval)
     return report
 
 
@@ -232,6 +236,7 @@ def _finalize_apart(
     grace: dt.timedelta,
     instant: dt.datetime,
     report: CycleReport,
+    approval: ApprovalPolicy | None = None,
 ) -> None:
     """Finalize each customer's draft of a week or anniversary month ending in ``apart.month`` once ``grace``
     has passed since the period ended in its timezone, one finalization per period and issue date."""
@@ -244,7 +249,7 @@ def _finalize_apart(
                 due.setdefault(today[customer], []).append(customer)
         for day, customers in sorted(due.items()):
             report.finalized += finalize_billing_period(
-                engine, period, settings, day, customers=customers, now=instant
+                engine, period, settings, day, customers=customers, now=instant, approval=approval
             )
 
 
@@ -256,6 +261,7 @@ def _finalize_due(
     grace: dt.timedelta,
     instant: dt.datetime,
     report: CycleReport,
+    approval: ApprovalPolicy | None = None,
 ) -> None:
     """Finalize the customers' drafts of ``period`` once ``grace`` has passed since it closed in their timezone
     (``today``)."""
@@ -270,7 +276,9 @@ def _finalize_due(
     # the period's drafts and subscriptions once (per customer, that reading grew with the square of the
     # customers, and so did the time other writers waited).
     for day, customers in sorted(due.items(), key=lambda item: item[1][0]):
-        report.finalized += finalize_period(engine, period, settings, day, customers=customers, now=instant)
+        report.finalized += finalize_period(
+            engine, period, settings, day, customers=customers, now=instant, approval=approval
+        )
 
 
 # -- the jobs (module-level: the job store keeps references to them) -----------------------------------------
@@ -289,12 +297,16 @@ def _catalog(settings: Settings) -> Catalog:
 
 
 def billing_cycle_job() -> None:
-    """Bill the periods that have closed and finalize them after the grace period (``bill_closed_periods``)."""
+    """Bill the periods that have closed and finalize them after the grace period (``bill_closed_periods``), the
+    drafts that wait for approval left as drafts (``[approval]``)."""
+    from billing.approval import awaiting_approval
     from billing.credits import settle_due
 
     settings = get_settings()
+    policy = ApprovalPolicy.configured(settings)
     report = bill_closed_periods(
-        _engine(settings), _catalog(settings), finalize_settings(settings), settings.finalize_grace_days
+        _engine(settings), _catalog(settings), finalize_settings(settings), settings.finalize_grace_days,
+        approval=policy,
     )
     # credits expired by now written off on their date, paid top-ups made usable; then alerts and automatic top-ups
     settle_due(_engine(settings), settings=finalize_settings(settings))
@@ -304,6 +316,9 @@ def billing_cycle_job() -> None:
         log.info("billing cycle: finalized %d invoice(s): %s", len(report.finalized), ", ".join(report.finalized))
     for customer, reason in report.skipped:
         log.warning("billing cycle: customer %s skipped: %s", customer, reason)
+    waiting = awaiting_approval(_engine(settings), policy)
+    if waiting:
+        log.info("billing cycle: %d draft(s) wait for approval (billing invoices pending-approval)", len(waiting))
 
 
 def threshold_job() -> None:

@@ -18,6 +18,7 @@ Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bear
     routes_plans            GET /v1/plans, GET /v1/plans/{code}
     routes_invoices         GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
     routes_invoice_actions  POST /v1/invoices/{id}/finalize, …/void, …/credit-notes
+    routes_approvals        GET /v1/invoices/pending-approval, POST /v1/invoices/{id}/approve
     routes_runs             POST /v1/billing-runs
     routes_metrics          GET /v1/metrics?period=YYYY-MM
 
@@ -48,6 +49,7 @@ from sqlalchemy import Engine
 
 from billing.api import (
     errors,
+    routes_approvals,
     routes_coupons,
     routes_credits,
     routes_customers,
@@ -151,6 +153,7 @@ def _add_routers(app: FastAPI) -> None:
         routes_customers,
         routes_entitlements,
         routes_plans,
+        routes_approvals,  # before routes_invoices: /v1/invoices/pending-approval is not an invoice's id
         routes_invoices,
         routes_invoice_actions,
         routes_overrides,

@@ -19,6 +19,7 @@ from billing.api.deps import api_engine, get_api_settings
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
 from billing.api.routes_invoices import InvoiceKey, _visible_invoice
 from billing.api.schemas import CreditNoteIn, InvoiceOut
+from billing.approval import ApprovalPolicy
 from billing.config import Settings
 from billing.errors import BillingInputError, ConflictError
 from invoices.model import Invoice, InvoiceStatus
@@ -55,7 +56,8 @@ def finalize_invoice(
 ) -> InvoiceOut:
     """Give a draft the next gap-free number, dated today; its ``invoice.finalized`` notification is queued with
     it. An invoice that is not a draft is a 409; a period invoice whose period has not ended in its customer's
-    timezone is a 422 (``allow_open_period`` issues the current period early), and nothing is finalized."""
+    timezone is a 422 (``allow_open_period`` issues the current period early), and nothing is finalized. A draft
+    that waits for approval is a 409 (``POST /v1/invoices/{id}/approve`` first)."""
     draft = _visible_invoice(engine, key, invoice_id)
     issued = invoicing.finalize_invoice(
         engine,
@@ -63,6 +65,7 @@ def finalize_invoice(
         invoicing.finalize_settings(settings),
         dt.date.today(),
         allow_open_period=allow_open_period,
+        approval=ApprovalPolicy.configured(settings),
     )
     return _out(engine, issued)
 

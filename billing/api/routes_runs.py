@@ -27,6 +27,7 @@ from billing.api.schemas import (
     SkippedOut,
     UnbilledOut,
 )
+from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.config import Settings
 from billing.errors import BillingInputError
 from billing.run import finalize_period, run_billing
@@ -66,7 +67,9 @@ def create_billing_run(
         )
     report = run_billing(engine, catalog, period, customer=customer)
     numbers: list[str] = []
+    awaiting: list[int] = []
     if body.finalize:
+        policy = ApprovalPolicy.configured(settings)
         numbers = finalize_period(
             engine,
             period,
@@ -74,7 +77,10 @@ def create_billing_run(
             dt.date.today(),
             customer=customer,
             allow_open_period=body.allow_open_period,
+            approval=policy,
         )
+        waiting = awaiting_approval(engine, policy, period_start=period.start, customer=customer)
+        awaiting = [item.draft.invoice_id for item in waiting]
     return BillingRunOut(
         period=PeriodOut(start=period.start, end=period.end),
         label=period.label,
@@ -92,4 +98,5 @@ def create_billing_run(
         totals={currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},
         skipped=[SkippedOut(customer=who, reason=why) for who, why in report.skipped],
         finalized=numbers,
+        awaiting_approval=awaiting,
     )

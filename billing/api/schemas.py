@@ -773,7 +773,7 @@ class BillingRunOut(_Out):
                        "message": "100 events of customer latecomer (api_calls) before its subscription started on "
                        "2026-10-15"}],
          "totals": {"USD": "3120.55", "EUR": "980.00"}, "skipped": [],
-         "finalized": ["INV-2026-000101", "INV-2026-000102"]}
+         "finalized": ["INV-2026-000101", "INV-2026-000102"], "awaiting_approval": [4711]}
     )
 
     period: PeriodOut
@@ -793,6 +793,11 @@ class BillingRunOut(_Out):
     totals: dict[str, str] = Field(description="The drafts' totals per currency (money strings).")
     skipped: list[SkippedOut]
     finalized: list[str] = Field(description="The numbers given, when the run was asked to finalize.")
+    awaiting_approval: list[int] = Field(
+        default_factory=list,
+        description="When the run was asked to finalize: the ids of the period's drafts left as drafts because they "
+        "wait for approval (GET /v1/invoices/pending-approval says why).",
+    )
 
 
 # -- invoice actions -----------------------------------------------------------------------------------------
@@ -1258,3 +1263,62 @@ class AgingOut(_Out):
     buckets: list[str]
     data: list[AgingRowOut]
     totals: list[AgingRowOut]
+
+
+# -- approval before issuing ---------------------------------------------------------------------------------
+
+_WAITING = {
+    "invoice_id": 4711, "billing_key": "period:acme:2026-10", "scope": "period", "customer": "acme",
+    "currency": "USD", "period_start": "2026-10-01", "period_end": "2026-11-01", "total": "12400.00",
+    "content_hash": "9f2c…", "awaiting_approval": True,
+    "reasons": [{"code": "above_limit", "message": "total 12400.00 USD is above the approval limit 10000.00 USD"}],
+    "approved": False, "approval_outdated": False, "approved_by": None, "approved_at": None, "approval_note": None,
+}
+
+
+class WaitReasonOut(_Out):
+    """Why a draft waits for approval: ``above_limit`` (its total is above the approval limit of its currency),
+    ``late_usage`` (it bills usage of an earlier, issued period), ``customer_review`` (its customer is flagged)."""
+
+    code: Literal["above_limit", "late_usage", "customer_review"]
+    message: str
+
+
+class DraftApprovalOut(_Out):
+    """A draft invoice, why it waits for approval (if it does), and its approval."""
+
+    model_config = examples(_WAITING)
+
+    invoice_id: int
+    billing_key: str
+    scope: Literal["period", "opening"]
+    customer: str
+    currency: str
+    period_start: dt.date
+    period_end: dt.date
+    total: str = Field(description="The draft's total (money string).")
+    content_hash: str = Field(description="The hash of the draft's content: an approval is given for this content.")
+    awaiting_approval: bool = Field(description="It is left a draft by the automatic and period finalizations.")
+    reasons: list[WaitReasonOut] = Field(description="Why it waits (empty: it never waits).")
+    approved: bool = Field(description="Approved as its content is now.")
+    approval_outdated: bool = Field(description="Approved once, but its content has changed since.")
+    approved_by: str | None
+    approved_at: dt.datetime | None
+    approval_note: str | None
+
+
+class DraftApprovalListOut(_Out):
+    """A page of the drafts that wait for approval, by invoice id."""
+
+    model_config = examples({"data": [_WAITING], "has_more": False})
+
+    data: list[DraftApprovalOut]
+    has_more: bool = Field(description="Whether more drafts lie beyond this page (in the direction walked).")
+
+
+class ApproveIn(_In):
+    """Approve a draft as its content is now, with a note for the record."""
+
+    model_config = examples({"note": "checked with the account manager"})
+
+    note: ApiText | None = Field(default=None, max_length=1000)

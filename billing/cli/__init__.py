@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Rate one customer-period: the fee, each charge with its breakdown, the commitment true-up, the total.",
     ),
     "customers": (
-        ("customers", "notifications"),  # notifications adds `customers set-limit`
+        ("customers", "notifications", "reviews"),  # `customers set-limit`, `customers review`
         "Customers: add, update, archive, list, import from CSV, rotate a webhook secret.",
     ),
     "subscribe": (("customers",), "Subscribe a customer to the plan version in effect on the start date."),

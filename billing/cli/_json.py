@@ -174,10 +174,11 @@ def plan_json(catalog: Catalog, plan: Plan) -> dict[str, Any]:
 # -- billing runs (BillingRunOut) ------------------------------------------------------------------------------
 
 
-def run_json(report: RunReport, finalized: list[str]) -> dict[str, Any]:
+def run_json(report: RunReport, finalized: list[str], awaiting: list[int] | None = None) -> dict[str, Any]:
     """What a billing run did (``BillingRunOut``): the drafts written, refreshed, unchanged and removed, the weeks
     and anniversary months billed beside the month, the period's usage events (accepted = rated + unbilled) with
-    each unbilled group named, the totals per currency, the customers skipped and the numbers finalized."""
+    each unbilled group named, the totals per currency, the customers skipped, the numbers finalized and the
+    drafts left waiting for approval."""
     return {
         "period": period_json(report.period),
         "label": report.period.label,
@@ -193,6 +194,7 @@ def run_json(report: RunReport, finalized: list[str]) -> dict[str, Any]:
         "totals": {currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},
         "skipped": [{"customer": customer, "reason": reason} for customer, reason in report.skipped],
         "finalized": list(finalized),
+        "awaiting_approval": list(awaiting or []),
     }
 
 

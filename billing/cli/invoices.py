@@ -1,4 +1,4 @@
-"""``billing invoices …``: list, aging, show, finalize, void, credit, render."""
+"""``billing invoices …``: list, aging, show, finalize, pending-approval, approve, void, credit, render."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy import Engine
 
-from billing import invoicing, payments
+from billing import approval, invoicing, payments
+from billing.approval import ApprovalPolicy, DraftApproval, awaiting_approval, draft_approval_json
 from billing.cli import _json
 from billing.cli._common import (
     console,
@@ -191,28 +193,20 @@ def finalize(
 ) -> None:
     """Finalize one draft, or every draft of a period: each gets the next gap-free number. A period invoice is
     finalized once its period has ended in its customer's timezone (--allow-open-period: the current period
-    too, never one to come)."""
+    too, never one to come). A draft that waits for approval is refused (by id) or left a draft (--period):
+    `billing invoices approve` first."""
     if (key is None) == (period is None):
         fail("give either an invoice id or --period YYYY-MM")
     engine = engine_for_cli()
     if period is not None:
         start = _period_start(period)
         assert start is not None
-        try:
-            numbers = finalize_period(
-                engine, parse_month(period), finalize_settings(), dt.date.today(),
-                allow_open_period=allow_open_period,
-            )
-        except BillingError as error:
-            fail(open_period_message(error))
-        if as_json:
-            _json.emit({"finalized": numbers})
-            return
-        console.print(f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else ""))
+        _finalize_period(engine, period, allow_open_period, as_json)
         return
     try:
         invoice = invoicing.finalize_invoice(
-            engine, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period  # type: ignore[arg-type]
+            engine, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
+            approval=ApprovalPolicy.configured(),
         )
     except BillingError as error:
         fail(open_period_message(error))
@@ -220,6 +214,98 @@ def finalize(
         _print_invoice_json(invoicing.get_invoice(engine, invoice.id))
         return
     console.print(f"finalized {invoice.number}: {format_amount(invoice.total, invoice.currency)} {invoice.currency}")
+
+
+def _finalize_period(engine: Engine, period: str, allow_open_period: bool, as_json: bool) -> None:
+    """Every draft of the period but those waiting for approval, which are listed."""
+    month = parse_month(period)
+    policy = ApprovalPolicy.configured()
+    try:
+        numbers = finalize_period(
+            engine, month, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,
+            approval=policy,
+        )
+    except BillingError as error:
+        fail(open_period_message(error))
+    waiting = awaiting_approval(engine, policy, period_start=month.start)
+    if as_json:
+        _json.emit({"finalized": numbers, "awaiting_approval": [item.draft.invoice_id for item in waiting]})
+        return
+    console.print(f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else ""))
+    if waiting:
+        console.print(f"{len(waiting)} draft(s) wait for approval and were not finalized:")
+        _print_pending(waiting)
+
+
+@invoices_app.command("pending-approval")
+def pending_approval(
+    period: str | None = typer.Option(None, "--period", help="YYYY-MM"),
+    customer: str | None = typer.Option(None, "--customer"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: {\"data\": [...]} as the API answers."),
+) -> None:
+    """The drafts that wait for approval before they are issued, each with why (above the approval limit of its
+    currency, late usage, customer flagged for review)."""
+    waiting = awaiting_approval(engine_for_cli(), ApprovalPolicy.configured(), period_start=_period_start(period),
+                                customer=customer)
+    if as_json:
+        _json.emit({"data": [draft_approval_json(item) for item in waiting], "has_more": False})
+        return
+    _print_pending(waiting)
+
+
+def _print_pending(waiting: list[DraftApproval]) -> None:
+    table = Table(title=f"{len(waiting)} draft(s) waiting for approval")
+    for column in ("Id", "Customer", "Period", "Total", "Why"):
+        table.add_column(column, justify="right" if column in ("Id", "Total") else "left", no_wrap=column != "Why")
+    for item in waiting:
+        draft = item.draft
+        why = "; ".join(reason.message for reason in item.reasons)
+        if item.outdated:
+            why += f" (approved by {item.approval.approved_by} before its content changed)"  # type: ignore[union-attr]
+        label = f"{draft.period_start:%Y-%m}" if draft.period_start.day == 1 else draft.period_start.isoformat()
+        table.add_row(str(draft.invoice_id), draft.customer_external_id, label,
+                      f"{format_amount(draft.total, draft.currency)} {draft.currency}", why)
+    print_table(table)
+
+
+@invoices_app.command("approve")
+def approve(
+    key: str | None = typer.Argument(None, help="Draft id (or billing key)."),
+    period: str | None = typer.Option(None, "--period", help="Approve every draft of this period that waits."),
+    customer: str | None = typer.Option(None, "--customer", help="With --period: only this customer's drafts."),
+    by: str | None = typer.Option(None, "--by", help="Who approves (default: the login name)."),
+    note: str | None = typer.Option(None, "--note", help="Why, for the record."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: the draft(s) approved, with their approval."),
+) -> None:
+    """Approve a draft (or every draft of a period that waits) as its content is now: the scheduler's automatic
+    finalization, or `billing invoices finalize`, then issues it. A billing run that changes the draft's content
+    afterwards takes the approval back."""
+    import getpass
+
+    if (key is None) == (period is None):
+        fail("give either a draft id or --period YYYY-MM")
+    if customer is not None and period is None:
+        fail("--customer: only with --period")
+    engine, policy, who = engine_for_cli(), ApprovalPolicy.configured(), by or getpass.getuser()
+    try:
+        if key is not None:
+            approved = [approval.approve(engine, key, policy, by=who, note=note)]
+        else:
+            start = _period_start(period)
+            assert start is not None
+            approved = approval.approve_period(engine, start, policy, by=who, note=note, customer=customer)
+    except BillingError as error:
+        fail(str(error))
+    if as_json:
+        _json.emit({"data": [draft_approval_json(item) for item in approved], "has_more": False})
+        return
+    for item in approved:
+        draft = item.draft
+        needed = "" if item.reasons else " (it did not need approval)"
+        console.print(f"approved draft {draft.invoice_id} of {draft.customer_external_id}: "
+                      f"{format_amount(draft.total, draft.currency)} {draft.currency}{needed}")
+    if not approved:
+        console.print("no draft of the period waits for approval")
 
 
 @invoices_app.command("void")

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.cli import _json
 from billing.cli._common import (
     console,
@@ -74,17 +75,26 @@ def run(
 
             report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance)
         numbers: list[str] = []
+        awaiting: list[int] = []
         if finalize:
+            policy = ApprovalPolicy.configured()
             numbers = finalize_period(
                 engine, billing_period, finalize_settings(), dt.date.today(), customer=customer,
-                allow_open_period=allow_open_period,
+                allow_open_period=allow_open_period, approval=policy,
             )
+            waiting = awaiting_approval(engine, policy, period_start=billing_period.start, customer=customer)
+            awaiting = [item.draft.invoice_id for item in waiting]
     except BillingError as error:
         fail(open_period_message(error))
     if as_json:
-        _json.emit(_json.run_json(report, numbers))
+        _json.emit(_json.run_json(report, numbers, awaiting))
         return
     _print_report(report, numbers if finalize else None)
+    if awaiting:
+        console.print(
+            f"{len(awaiting)} draft(s) wait for approval and were not finalized: `billing invoices pending-approval "
+            f"--period {billing_period.label}` says why, `billing invoices approve` approves"
+        )
 
 
 def _print_report(report: RunReport, finalized: list[str] | None) -> None:

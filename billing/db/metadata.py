@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 import billing.db.apikey_tables  # its tables live on BillingBase.metadata
+import billing.db.approval_tables  # its tables live on BillingBase.metadata
 import billing.db.coupon_tables  # its tables live on BillingBase.metadata
 import billing.db.credit_tables  # its tables live on BillingBase.metadata
 import billing.db.entitlement_tables  # its table lives on BillingBase.metadata

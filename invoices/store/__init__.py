@@ -34,6 +34,7 @@ from invoices.store.lifecycle import (
 )
 from invoices.store.numbering import next_numbers, sequence_name
 from invoices.store.queries import (
+    DraftForReview,
     InvoiceAmounts,
     IssuedLine,
     IssuedPeriod,
@@ -45,6 +46,7 @@ from invoices.store.queries import (
     customers_with_issued_invoice,
     customers_with_progressive_invoices,
     draft_periods,
+    drafts_for_review,
     drafts_of_period,
     finalized_invoice_ids,
     get_invoice,
@@ -66,6 +68,7 @@ from invoices.store.queries import (
 
 __all__ = [
     "LINE_FIELDS",
+    "DraftForReview",
     "DraftOutcome",
     "DraftRow",
     "DraftWriter",
@@ -86,6 +89,7 @@ __all__ = [
     "delete_opening_draft",
     "draft_periods",
     "draft_row",
+    "drafts_for_review",
     "drafts_of_period",
     "finalize",
     "finalize_many",

@@ -32,6 +32,7 @@ from invoices.tables import InvoiceLineRow, InvoiceRow
 from pricing_plans.money import ZERO
 
 __all__ = [
+    "DraftForReview",
     "InvoiceAmounts",
     "IssuedLine",
     "IssuedPeriod",
@@ -43,6 +44,7 @@ __all__ = [
     "customers_with_issued_invoice",
     "customers_with_progressive_invoices",
     "draft_periods",
+    "drafts_for_review",
     "drafts_of_period",
     "finalized_invoice_ids",
     "get_invoice",
@@ -490,6 +492,79 @@ def opening_drafts(session: Session, customer: str | None = None) -> list[Openin
         assert subscription_id is not None  # every opening invoice names its subscription
         drafts.append(OpeningDraft(invoice_id, billing_key, customer_id, subscription_id))
     return drafts
+
+
+@dataclass(frozen=True, slots=True)
+class DraftForReview:
+    """What deciding whether a draft may be issued needs: its total, its content hash (what an approval is
+    given for) and the periods of its late-usage lines.
+
+    Attributes:
+      invoice_id, billing_key, scope, customer_external_id, currency, period_start, period_end, total: as stored.
+      content_hash: the hash of everything the customer sees (``draft_row``); it changes with the content.
+      late_periods: the first days of the earlier periods its late-usage lines bill, sorted, each once.
+    """
+
+    invoice_id: int
+    billing_key: str
+    scope: InvoiceScope
+    customer_external_id: str
+    currency: str
+    period_start: dt.date
+    period_end: dt.date
+    total: Decimal
+    content_hash: str
+    late_periods: tuple[dt.date, ...]
+
+
+def drafts_for_review(
+    session: Session,
+    *,
+    invoice_ids: Sequence[int] | None = None,
+    period_start: dt.date | None = None,
+    customer: str | None = None,
+) -> list[DraftForReview]:
+    """The draft invoices that a finalization would issue (period and opening invoices), in customer order:
+    those of ``invoice_ids``, of the period starting ``period_start`` (listed as ``list_invoices`` lists it), of
+    ``customer``; every draft when no filter is given. Two queries per chunk of ids."""
+    statement = (
+        select(
+            InvoiceRow.id, InvoiceRow.billing_key, InvoiceRow.scope, InvoiceRow.customer_external_id,
+            InvoiceRow.currency, InvoiceRow.period_start, InvoiceRow.period_end, InvoiceRow.total,
+            InvoiceRow.content_hash,
+        )
+        .where(
+            InvoiceRow.status == InvoiceStatus.DRAFT.value,
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+            InvoiceRow.scope.in_([InvoiceScope.PERIOD.value, InvoiceScope.OPENING.value]),
+        )
+        .order_by(InvoiceRow.customer_external_id, InvoiceRow.id)
+    )
+    if period_start is not None:
+        statement = statement.where(_listed_in(period_start))
+    if customer is not None:
+        statement = statement.where(InvoiceRow.customer_external_id == customer)
+    chunks = [None] if invoice_ids is None else [
+        list(invoice_ids)[offset : offset + _CHUNK] for offset in range(0, len(invoice_ids), _CHUNK)
+    ]
+    found: list[DraftForReview] = []
+    for chunk in chunks:
+        rows = session.execute(statement if chunk is None else statement.where(InvoiceRow.id.in_(chunk))).all()
+        late: dict[int, set[dt.date | None]] = {}
+        lines = select(InvoiceLineRow.invoice_id, InvoiceLineRow.service_start).where(
+            InvoiceLineRow.kind == LineKind.LATE_USAGE.value,
+            InvoiceLineRow.invoice_id.in_([row[0] for row in rows]),
+        )
+        for invoice_id, start in session.execute(lines):
+            late.setdefault(invoice_id, set()).add(start)
+        found += [
+            DraftForReview(
+                invoice_id, key, InvoiceScope(scope), owner, currency, start, end, total, content_hash or "",
+                tuple(sorted(d for d in late.get(invoice_id, ()) if d is not None)),
+            )
+            for invoice_id, key, scope, owner, currency, start, end, total, content_hash in rows
+        ]
+    return found
 
 
 # --- lookups for payments and the figures ----------------------------------------------------------------
