@@ -678,7 +678,35 @@ def _check_coupon(doc: dict[str, Any], world: World) -> None:
     assert [(c["customer"], c["redeemed_at"]) for c in doc["customers"]] == [("beta", None)]
 
 
+def _flag_beta(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from billing import approval
+
+    approval.set_customer_review(world.engine, "beta", True, by="ops", note="new contract")
+    return ["invoices", "pending-approval", "--period", "2026-10", "--json"]
+
+
+def _check_pending(doc: dict[str, Any], world: World) -> None:
+    assert [(d["invoice_id"], d["customer"], d["awaiting_approval"], [r["code"] for r in d["reasons"]])
+            for d in doc["data"]] == [(2, "beta", True, ["customer_review"])]
+
+
+def _check_approved(doc: dict[str, Any], world: World) -> None:
+    [draft] = doc["data"]
+    assert (draft["invoice_id"], draft["approved"], draft["approved_by"], draft["reasons"]) == (2, True, "controller", [])
+
+
+def _check_review(doc: dict[str, Any], world: World) -> None:
+    assert (doc["customer"], doc["review"], doc["note"], doc["flagged_by"]) == ("beta", True, "new contract", "ops")
+
+
 CASES = [
+    Case(("invoices", "pending-approval"), _flag_beta, _check_pending),
+    Case(("invoices", "approve"), _fixed("invoices", "approve", "2", "--by", "controller", "--json"), _check_approved),
+    Case(
+        ("customers", "review"),
+        _fixed("customers", "review", "beta", "--on", "--note", "new contract", "--by", "ops", "--json"),
+        _check_review,
+    ),
     Case(
         ("credits", "grant"),
         _fixed("credits", "grant", "acme", "25.00", "--currency", "USD", "--expires", "2099-01-01", "--reason",
@@ -756,7 +784,7 @@ CASES = [
     Case(
         ("invoices", "finalize"),
         _fixed("invoices", "finalize", "--period", "2026-10", "--json"),
-        lambda doc, world: doc == {"finalized": [_next_number()]} or pytest.fail(str(doc)),
+        lambda doc, world: doc == {"finalized": [_next_number()], "awaiting_approval": []} or pytest.fail(str(doc)),
     ),
     Case(("invoices", "void"), _fixed("invoices", "void", "INV-2026-000001", "--json"), _check_voided),
     Case(
