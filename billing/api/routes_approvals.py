@@ -65,7 +65,7 @@ def pending_approval(
     "/v1/invoices/{invoice_id}/approve",
     summary="Approve a draft invoice",
     response_model=DraftApprovalOut,
-    operation_id="approveInvoice",
+    operation_id="createInvoiceApproval",
     responses=POST_ERROR_RESPONSES,
 )
 def approve_invoice(

@@ -1280,6 +1280,8 @@ class WaitReasonOut(_Out):
     """Why a draft waits for approval: ``above_limit`` (its total is above the approval limit of its currency),
     ``late_usage`` (it bills usage of an earlier, issued period), ``customer_review`` (its customer is flagged)."""
 
+    model_config = examples(_WAITING["reasons"][0])
+
     code: Literal["above_limit", "late_usage", "customer_review"]
     message: str
 
