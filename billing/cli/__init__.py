@@ -59,6 +59,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.",
     ),
     "invoices": (("invoices",), "Invoices and credit notes."),
+    "export": (
+        ("export",),
+        "Write a month's accounting export: invoices, lines, credit notes, payments, taxes, credit movements, journal.",
+    ),
     "credits": (
         ("credits",),
         "Prepaid credits and the customer's balance: grant, balance, ledger, low-balance alert, auto top-up.",

@@ -38,11 +38,13 @@ __all__ = [
     "IssuedPeriod",
     "OpeningDraft",
     "Receivable",
+    "StatusChange",
     "billed_by_period",
     "billed_fees",
     "customers_with_drafts",
     "customers_with_issued_invoice",
     "customers_with_progressive_invoices",
+    "document_numbers",
     "draft_periods",
     "drafts_for_review",
     "drafts_of_period",
@@ -54,6 +56,7 @@ __all__ = [
     "invoice_numbers",
     "invoiced_until",
     "invoices_page",
+    "issued_between",
     "issued_lines",
     "issued_period_invoices",
     "list_invoices",
@@ -62,6 +65,7 @@ __all__ = [
     "period_invoice_states",
     "progressive_keys",
     "receivables",
+    "status_changes_between",
 ]
 
 _CHUNK = 5000
@@ -805,6 +809,72 @@ def issued_lines(
         IssuedLine(who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins)
         for who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins in rows
     ]
+
+
+
+
+# --- accounting exports ----------------------------------------------------------------------------------
+
+
+def issued_between(session: Session, first: dt.date, last: dt.date) -> list[Invoice]:
+    """The invoices and credit notes issued from ``first`` to ``last`` (both included; void ones too), with their
+    lines, invoices first, then in number order."""
+    statement = (
+        select(InvoiceRow)
+        .where(InvoiceRow.status != InvoiceStatus.DRAFT.value, InvoiceRow.issue_date.between(first, last))
+        .order_by(InvoiceRow.kind.desc(), InvoiceRow.number)  # 'invoice' before 'credit_note'
+    )
+    rows = session.execute(statement).scalars().all()
+    lines = _lines_of(session, [row.id for row in rows])
+    numbers = document_numbers(session, [row.refers_to_id for row in rows if row.refers_to_id is not None])
+    return [
+        _to_invoice(row, lines.get(row.id, ()), numbers.get(row.refers_to_id) if row.refers_to_id else None)
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """An issued invoice's last status change: to ``status`` at ``changed_at``."""
+
+    invoice_id: int
+    number: str
+    customer_external_id: str
+    status: InvoiceStatus
+    changed_at: dt.datetime
+
+
+def status_changes_between(
+    session: Session, start: dt.datetime, end: dt.datetime, statuses: Collection[InvoiceStatus]
+) -> list[StatusChange]:
+    """The invoices (not credit notes) that moved to one of ``statuses`` in ``[start, end)`` (their last move), in
+    number order."""
+    statement = (
+        select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.customer_external_id, InvoiceRow.status,
+               InvoiceRow.status_changed_at)
+        .where(
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+            InvoiceRow.status.in_([s.value for s in statuses]),
+            InvoiceRow.status_changed_at >= start,
+            InvoiceRow.status_changed_at < end,
+        )
+        .order_by(InvoiceRow.number)
+    )
+    return [
+        StatusChange(invoice_id, number or "", customer, InvoiceStatus(status), as_utc(changed_at))
+        for invoice_id, number, customer, status, changed_at in session.execute(statement)
+        if changed_at is not None
+    ]
+
+
+def document_numbers(session: Session, invoice_ids: Iterable[int]) -> dict[int, str | None]:
+    """The numbers of these invoices and credit notes (None for a draft)."""
+    ids = sorted(set(invoice_ids))
+    found: dict[int, str | None] = {}
+    for offset in range(0, len(ids), _CHUNK):
+        statement = select(InvoiceRow.id, InvoiceRow.number).where(InvoiceRow.id.in_(ids[offset : offset + _CHUNK]))
+        found.update({invoice_id: number for invoice_id, number in session.execute(statement)})
+    return found
 
 
 # --- rows to records -------------------------------------------------------------------------------------

@@ -699,7 +699,19 @@ def _check_review(doc: dict[str, Any], world: World) -> None:
     assert (doc["customer"], doc["review"], doc["note"], doc["flagged_by"]) == ("beta", True, "new contract", "ops")
 
 
+def _export(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return ["export", "--period", "2026-11", "--to", str(world.tmp / "export"), "--json"]
+
+
+def _check_export(doc: dict[str, Any], world: World) -> None:
+    # INV-2026-000001 (acme's October, issued on 3 November): Dr receivable 13.26; Cr revenue 11.05 and tax 2.21
+    assert doc["period"] == "2026-11" and doc["balanced"] is True
+    assert [(f["name"], f["rows"]) for f in doc["files"]][::6] == [("invoices.csv", 1), ("journal.csv", 5)]
+    assert doc["journal"] == {"USD": {"debit": "13.26", "credit": "13.26"}}
+
+
 CASES = [
+    Case(("export",), _export, _check_export),
     Case(("invoices", "pending-approval"), _flag_beta, _check_pending),
     Case(("invoices", "approve"), _fixed("invoices", "approve", "2", "--by", "controller", "--json"), _check_approved),
     Case(

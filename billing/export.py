@@ -1,0 +1,388 @@
+"""Accounting exports: a month's invoices, their lines, credit notes, payments, taxes and credit movements as
+files an accounting system imports, and the journal of the month — one balanced entry per movement of money or
+credit (``billing.core.journal``).
+
+What belongs to month P (dated in each customer's timezone, as its invoices are): the invoices and credit notes
+issued in P (``issue_date``), the invoices voided in P, the payments received in P, the credit ledger's movements
+effective in P. Money is a decimal string with the currency's digits ("12.50", "1500" for JPY), never a float;
+every file lists its rows in a fixed order, so two exports of the same data are identical.
+
+collect (``collect_export``: documents → voided → payments → credit movements → journal) → write
+(``write_export``: CSV with a header, or JSON). The columns of each file are ``COLUMNS``.
+
+Payments: until payments are recorded as such, an invoice marked ``paid`` (Stripe's ``invoice.paid``, a top-up
+paid) counts as one payment of its amount due on the day it was marked (``_payments``: the one place to read a
+payments ledger instead).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from billing import credits
+from billing.core.journal import (
+    CreditMovement,
+    JournalEntry,
+    Payment,
+    credit_entry,
+    document_entry,
+    line_account,
+    payment_entry,
+    taxes_of,
+    unbalanced,
+    void_entry,
+)
+from billing.core.periods import Period
+from billing.db import repository, session_scope
+from billing.db.approval_tables import InvoiceApprovalRow
+from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
+from billing.errors import BillingInputError
+from dbkit import as_utc, read_only
+from invoices import store
+from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from pricing_plans.money import format_amount
+
+__all__ = ["COLUMNS", "FORMATS", "AccountingExport", "collect_export", "export_period", "write_export"]
+
+FORMATS = ("csv", "json")
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "invoices": (
+        "number", "status", "scope", "customer", "customer_name", "currency", "issue_date", "due_date",
+        "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "credits_applied",
+        "amount_due", "approved_by", "approved_at",
+    ),
+    "invoice_lines": (
+        "document", "position", "section", "kind", "description", "meter", "quantity", "unit", "amount",
+        "service_start", "service_end", "plan_code", "plan_version", "account",
+    ),
+    "credit_notes": (
+        "number", "refers_to", "status", "customer", "customer_name", "currency", "issue_date", "net", "tax_rate",
+        "tax", "total", "reason",
+    ),
+    "payments": ("payment", "date", "invoice_number", "customer", "currency", "amount", "method", "reference"),
+    "taxes": ("document", "kind", "customer", "currency", "issue_date", "tax_rate", "taxable", "tax"),
+    "credit_movements": (
+        "movement", "kind", "date", "effective_at", "grant_id", "grant_kind", "customer", "currency", "account",
+        "amount", "document",
+    ),
+    "journal": ("entry", "line", "date", "account", "debit", "credit", "currency", "customer", "document", "memo"),
+}
+
+# Instants are dated in the customer's timezone; offsets run from −12 to +14 hours.
+_WIDEN = dt.timedelta(hours=14)
+
+Row = dict[str, str | None]
+
+
+@dataclass
+class AccountingExport:
+    """A month's export: each file's rows (``COLUMNS`` order), the journal's entries, and the files written."""
+
+    period: Period
+    tables: dict[str, list[Row]] = field(default_factory=dict)
+    entries: list[JournalEntry] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def totals(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Per currency: the journal's debits and credits (equal when it balances)."""
+        sums: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        for entry in self.entries:
+            for _, amount in entry.legs:
+                sums[entry.currency][0 if amount > 0 else 1] += abs(amount)
+        return {currency: (debit, credit) for currency, (debit, credit) in sorted(sums.items())}
+
+    def problems(self) -> list[str]:
+        return unbalanced(self.entries)
+
+
+def export_period(engine: Engine, period: Period, folder: Path, output_format: str = "csv") -> AccountingExport:
+    """Collect month ``period``'s export and write its files into ``folder`` (made if missing)."""
+    if output_format not in FORMATS:
+        raise BillingInputError(f"--format: expected csv or json, got {output_format!r}")
+    export = collect_export(engine, period)
+    write_export(export, folder, output_format)
+    return export
+
+
+def collect_export(engine: Engine, period: Period) -> AccountingExport:
+    """The rows of every file and the journal of ``period``, read in one read-only transaction."""
+    export = AccountingExport(period)
+    with session_scope(read_only(engine)) as session:
+        documents = credits.with_credits(
+            session, store.issued_between(session, period.start, period.end - dt.timedelta(days=1))
+        )
+        customers = {d.customer_id or "" for d in documents}
+        changes = store.status_changes_between(
+            session, _instant(period.start) - _WIDEN, _instant(period.end) + _WIDEN,
+            [InvoiceStatus.VOID, InvoiceStatus.PAID],
+        )
+        movements = _movements(session, period)
+        zones = _zones(session, customers | {c.customer_external_id for c in changes} | {m.customer for m in movements})
+        changed = {d.id: d for d in credits.with_credits(session, store.get_invoices(session, [c.invoice_id
+                                                                                                 for c in changes]))}
+        dated = [(c, _local(c.changed_at, zones, c.customer_external_id)) for c in changes]
+        dated = [(c, day) for c, day in dated if period.contains(day)]
+        voided = [(changed[c.invoice_id], day) for c, day in dated if c.status is InvoiceStatus.VOID]
+        payments = _payments([(changed[c.invoice_id], day) for c, day in dated if c.status is InvoiceStatus.PAID])
+        approvals = _approvals(session, [d.id for d in documents])
+    movements = [m for m in movements if period.contains(_local(m.effective_at, zones, m.customer))]
+    export.entries = _journal(documents, voided, payments, movements, zones)
+    export.tables = {
+        "invoices": [_invoice_row(d, approvals.get(d.id)) for d in documents if d.kind is InvoiceKind.INVOICE],
+        "invoice_lines": [row for d in documents for row in _line_rows(d)],
+        "credit_notes": [_credit_note_row(d) for d in documents if d.kind is InvoiceKind.CREDIT_NOTE],
+        "payments": [_payment_row(p) for p in payments],
+        "taxes": [row for d in documents for row in _tax_rows(d)],
+        "credit_movements": [row for m in movements for row in _movement_rows(m, zones)],
+        "journal": [row for entry in export.entries for row in _journal_rows(entry)],
+    }
+    return export
+
+
+def write_export(export: AccountingExport, folder: Path, output_format: str = "csv") -> list[Path]:
+    """One file per table: ``<table>.csv`` (a header, then the rows) or ``<table>.json`` (an array of objects with
+    the columns as keys, empty values as null)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, columns in COLUMNS.items():
+        rows = export.tables.get(name, [])
+        path = folder / f"{name}.{output_format}"
+        if output_format == "csv":
+            with path.open("w", newline="", encoding="utf-8") as file:
+                writer = csv.writer(file, lineterminator="\n")
+                writer.writerow(columns)
+                writer.writerows([[row.get(c) or "" for c in columns] for row in rows])
+        else:
+            data = [{c: row.get(c) for c in columns} for row in rows]
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        export.files.append(path)
+    return export.files
+
+
+# -- reading -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    movement: str
+    kind: str
+    account: str
+    amount: Decimal
+    grant_id: int
+    effective_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Movement:
+    """A movement of the credit ledger with its legs, its grant and the document it concerns."""
+
+    movement: str
+    kind: str
+    grant_id: int
+    grant_kind: str
+    customer: str
+    currency: str
+    effective_at: dt.datetime
+    document: str
+    legs: tuple[_Leg, ...]
+
+    @property
+    def customer_amount(self) -> Decimal:
+        return sum((leg.amount for leg in self.legs if leg.account == "customer"), Decimal(0))
+
+
+def _movements(session: Session, period: Period) -> list[_Movement]:
+    """The ledger's movements effective around ``period`` (widened by the timezones' offsets), in
+    (effective_at, movement) order."""
+    rows = session.execute(
+        select(CreditEntryRow, CreditGrantRow.kind, CreditGrantRow.customer_external_id, CreditGrantRow.currency)
+        .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+        .where(
+            CreditEntryRow.effective_at >= _instant(period.start) - _WIDEN,
+            CreditEntryRow.effective_at < _instant(period.end) + _WIDEN,
+        )
+        .order_by(CreditEntryRow.effective_at, CreditEntryRow.movement, CreditEntryRow.account)
+    ).all()
+    numbers = store.document_numbers(session, [r[0].invoice_id for r in rows if r[0].invoice_id is not None])
+    grouped: dict[str, list[tuple[CreditEntryRow, str, str, str]]] = {}
+    for entry, grant_kind, customer, currency in rows:
+        grouped.setdefault(entry.movement, []).append((entry, grant_kind, customer, currency))
+    found = []
+    for movement, legs in grouped.items():
+        entry, grant_kind, customer, currency = legs[0]
+        document = numbers.get(entry.invoice_id) or "" if entry.invoice_id is not None else ""
+        found.append(_Movement(
+            movement, entry.kind, entry.grant_id, grant_kind, customer, currency, as_utc(entry.effective_at),
+            document,
+            tuple(_Leg(e.movement, e.kind, e.account, e.amount, e.grant_id, as_utc(e.effective_at)) for e, *_ in legs),
+        ))
+    return sorted(found, key=lambda m: (m.effective_at, m.movement))
+
+
+def _payments(paid: Sequence[tuple[Invoice, dt.date]]) -> list[Payment]:
+    """The payments received in the period. Today: each invoice marked paid in it, for its amount due (what the
+    credits applied left), on the day it was marked. A payments ledger, once kept, is read here instead."""
+    return [
+        Payment(
+            id=invoice.number or str(invoice.id), date=day, invoice_number=invoice.number or "",
+            customer=invoice.customer_id or "", currency=invoice.currency, amount=invoice.amount_due,
+            method="marked_paid", reference=None,
+        )
+        for invoice, day in sorted(paid, key=lambda item: (item[1], item[0].number or ""))
+        if invoice.amount_due != 0
+    ]
+
+
+def _approvals(session: Session, invoice_ids: Sequence[int]) -> dict[int, InvoiceApprovalRow]:
+    found: dict[int, InvoiceApprovalRow] = {}
+    ids = sorted(set(invoice_ids))
+    for offset in range(0, len(ids), 5000):
+        statement = select(InvoiceApprovalRow).where(InvoiceApprovalRow.invoice_id.in_(ids[offset : offset + 5000]))
+        found.update({row.invoice_id: row for row in session.execute(statement).scalars()})
+    return found
+
+
+def _zones(session: Session, customers: Iterable[str]) -> dict[str, ZoneInfo]:
+    owners = repository.customers_by_external_id(session, set(customers))
+    return {external_id: ZoneInfo(owner.timezone) for external_id, owner in owners.items()}
+
+
+def _instant(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def _local(instant: dt.datetime, zones: Mapping[str, ZoneInfo], customer: str) -> dt.date:
+    return instant.astimezone(zones.get(customer, ZoneInfo("UTC"))).date()
+
+
+# -- the journal ---------------------------------------------------------------------------------------------------
+
+
+def _journal(
+    documents: Sequence[Invoice],
+    voided: Sequence[tuple[Invoice, dt.date]],
+    payments: Sequence[Payment],
+    movements: Sequence[_Movement],
+    zones: Mapping[str, ZoneInfo],
+) -> list[JournalEntry]:
+    """Every entry of the period, by date, then documents, voids, credit, payments, each by its id."""
+    entries = [(0, document_entry(d)) for d in documents]
+    entries += [(1, void_entry(invoice, day)) for invoice, day in voided]
+    for m in movements:
+        booked = credit_entry(CreditMovement(
+            m.movement, m.kind, m.grant_kind, _local(m.effective_at, zones, m.customer), m.customer, m.currency,
+            m.customer_amount, m.document,
+        ))
+        if booked is not None:
+            entries.append((2, booked))
+    entries += [(3, payment_entry(p)) for p in payments]
+    return [entry for _, entry in sorted(entries, key=lambda item: (item[1].date, item[0], item[1].entry))]
+
+
+# -- rows ----------------------------------------------------------------------------------------------------------
+
+
+def _money(amount: Decimal | None, currency: str) -> str | None:
+    return None if amount is None else format_amount(amount, currency)
+
+
+def _day(day: dt.date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _invoice_row(invoice: Invoice, approval: InvoiceApprovalRow | None) -> Row:
+    currency = invoice.currency
+    applied = sum((c.amount for c in invoice.credits_applied), Decimal(0))
+    return {
+        "number": invoice.number, "status": invoice.status.value, "scope": invoice.scope.value,
+        "customer": invoice.customer_id, "customer_name": invoice.customer.name, "currency": currency,
+        "issue_date": _day(invoice.issue_date), "due_date": _day(invoice.due_date),
+        "period_start": _day(invoice.period_start), "period_end": _day(invoice.period_end),
+        "subtotal": _money(invoice.subtotal, currency), "discount": _money(invoice.discount, currency),
+        "tax_rate": str(invoice.tax_rate), "tax": _money(invoice.tax, currency),
+        "total": _money(invoice.total, currency), "credits_applied": _money(applied, currency),
+        "amount_due": _money(invoice.amount_due, currency),
+        "approved_by": approval.approved_by if approval else None,
+        "approved_at": as_utc(approval.approved_at).isoformat() if approval else None,
+    }
+
+
+def _line_rows(document: Invoice) -> list[Row]:
+    return [
+        {
+            "document": document.number, "position": str(position), "section": line.section,
+            "kind": line.kind.value, "description": line.description, "meter": line.meter,
+            "quantity": str(line.quantity), "unit": line.unit, "amount": _money(line.amount, document.currency),
+            "service_start": _day(line.service_start), "service_end": _day(line.service_end),
+            "plan_code": line.plan_code, "plan_version": None if line.plan_version is None else str(line.plan_version),
+            "account": line_account(line, document),
+        }
+        for position, line in enumerate(document.lines, start=1)
+    ]
+
+
+def _credit_note_row(note: Invoice) -> Row:
+    currency = note.currency
+    return {
+        "number": note.number, "refers_to": note.refers_to, "status": note.status.value,
+        "customer": note.customer_id, "customer_name": note.customer.name, "currency": currency,
+        "issue_date": _day(note.issue_date), "net": _money(note.subtotal, currency), "tax_rate": str(note.tax_rate),
+        "tax": _money(note.tax, currency), "total": _money(note.total, currency), "reason": note.reason,
+    }
+
+
+def _payment_row(payment: Payment) -> Row:
+    return {
+        "payment": payment.id, "date": payment.date.isoformat(), "invoice_number": payment.invoice_number,
+        "customer": payment.customer, "currency": payment.currency,
+        "amount": _money(payment.amount, payment.currency), "method": payment.method, "reference": payment.reference,
+    }
+
+
+def _tax_rows(document: Invoice) -> list[Row]:
+    """One row per rate; a credit note's taxable amount and tax are negative (it gives tax back)."""
+    sign = -1 if document.kind is InvoiceKind.CREDIT_NOTE else 1
+    return [
+        {
+            "document": document.number, "kind": document.kind.value, "customer": document.customer_id,
+            "currency": document.currency, "issue_date": _day(document.issue_date), "tax_rate": str(tax.rate),
+            "taxable": _money(sign * tax.taxable, document.currency), "tax": _money(sign * tax.tax, document.currency),
+        }
+        for tax in taxes_of(document)
+    ]
+
+
+def _movement_rows(movement: _Movement, zones: Mapping[str, ZoneInfo]) -> list[Row]:
+    day = _local(movement.effective_at, zones, movement.customer).isoformat()
+    return [
+        {
+            "movement": movement.movement, "kind": movement.kind, "date": day,
+            "effective_at": movement.effective_at.isoformat(), "grant_id": str(movement.grant_id),
+            "grant_kind": movement.grant_kind, "customer": movement.customer, "currency": movement.currency,
+            "account": leg.account, "amount": _money(leg.amount, movement.currency), "document": movement.document,
+        }
+        for leg in sorted(movement.legs, key=lambda leg: leg.account)
+    ]
+
+
+def _journal_rows(entry: JournalEntry) -> list[Row]:
+    return [
+        {
+            "entry": entry.entry, "line": str(number), "date": entry.date.isoformat(), "account": account,
+            "debit": _money(max(amount, Decimal(0)), entry.currency),
+            "credit": _money(max(-amount, Decimal(0)), entry.currency), "currency": entry.currency,
+            "customer": entry.customer, "document": entry.document, "memo": entry.memo,
+        }
+        for number, (account, amount) in enumerate(entry.legs, start=1)
+    ]

@@ -1,0 +1,245 @@
+"""Accounting exports: a month with a top-up, an invoice paid partly by free and paid credit, a credit note refunded
+to the balance and two payments, exported and checked by hand — the journal's legs, its debits equal to its
+credits, the receivable back to zero, the CSV columns; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from billing import credits
+from billing.cli import app as cli_app
+from billing.config import get_settings
+from billing.core.periods import month
+from billing.customers import create_customer, subscribe
+from billing.db import session_scope
+from billing.db.engines import dispose_engines
+from billing.export import COLUMNS, collect_export, export_period
+from billing.ingestion import ingest_batch
+from billing.invoicing import create_credit_note, finalize_invoice, get_invoice, list_invoices
+from billing.run import run_billing
+from invoices import store
+from invoices.model import InvoiceStatus
+from invoices.store import FinalizeSettings
+from pricing_plans.loader import load_catalog_or_raise
+from pricing_plans.models import Catalog
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.starter]
+name = "Starter"
+currency = "USD"
+effective_from = 2025-01-01
+subscription = { fee = 10.00, billing = "in_arrears" }
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = 0.5 }]
+"""
+
+OCTOBER = month(2026, 10)
+NOVEMBER = month(2026, 11)
+SETTINGS = FinalizeSettings()
+
+
+def at(day: int, hour: int = 12) -> dt.datetime:
+    """An instant of November 2026 (UTC)."""
+    return dt.datetime(2026, 11, day, hour, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    path = tmp_path / "catalog.toml"
+    path.write_text(CATALOG, encoding="utf-8")
+    return load_catalog_or_raise(path)
+
+
+def mark(engine: Engine, number: str, status: InvoiceStatus, when: dt.datetime, monkeypatch) -> None:
+    """Move an issued invoice on (paid, void) at ``when``, as Stripe's webhook would."""
+    monkeypatch.setattr("invoices.store.lifecycle.utcnow", lambda: when)
+    with session_scope(engine) as session:
+        store.set_status(session, store.get_invoice(session, number).id, status)
+    monkeypatch.undo()
+
+
+@pytest.fixture
+def november(engine: Engine, catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """Acme (UTC, USD, tax 20 %) in November 2026:
+
+    1 Nov  free credit 5.00 granted; paid credit 6.00 sold on top-up INV-2026-000001 (6.00, untaxed)
+    2 Nov  the top-up is paid (6.00)
+    3 Nov  October's INV-2026-000002: fee 10.00 + 4 calls × 0.50 = 12.00, tax 2.40, total 14.40; credits applied:
+           free 5.00, then paid 6.00; amount due 14.40 − 11.00 = 3.40
+    10 Nov credit note CN-2026-000001 of 1.20 (net 1.00 = 1.20 × 100 / 120, tax 0.20), refunded to the balance
+    12 Nov INV-2026-000002 is paid (its amount due, 3.40)
+    """
+    create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC", tax_rate="20")
+    subscribe(engine, catalog, "acme", "starter", OCTOBER.start)
+    events = [
+        {"id": f"call-{i}", "customer": "acme", "meter": "api_calls", "timestamp": f"2026-10-15T12:0{i}:00Z"}
+        for i in range(4)
+    ]
+    assert ingest_batch(engine, catalog, events, now=dt.datetime(2026, 10, 15, 13, tzinfo=dt.UTC)).accepted == 4
+    credits.grant_credit(engine, "acme", Decimal("5.00"), "USD", reason="welcome", now=at(1, 9))
+    credits.grant_credit(engine, "acme", Decimal("6.00"), "USD", paid=True, settings=SETTINGS, now=at(1, 10))
+    mark(engine, "INV-2026-000001", InvoiceStatus.PAID, at(2), monkeypatch)
+    run_billing(engine, catalog, OCTOBER, now=at(1, 0))
+    [draft] = [i for i in list_invoices(engine) if i.number is None]
+    issued = finalize_invoice(engine, draft.id, SETTINGS, dt.date(2026, 11, 3), now=at(3))
+    assert (issued.number, issued.total, issued.amount_due) == ("INV-2026-000002", Decimal("14.40"), Decimal("3.40"))
+    note = create_credit_note(engine, "INV-2026-000002", Decimal("1.20"), "outage", SETTINGS, dt.date(2026, 11, 10))
+    with session_scope(engine) as session:
+        credits.refund_to_balance(session, note, note.total, at(10))
+    mark(engine, "INV-2026-000002", InvoiceStatus.PAID, at(12), monkeypatch)
+    return engine
+
+
+def test_the_journal_of_a_month_balances_and_says_what_happened(november):
+    export = collect_export(november, NOVEMBER)
+    assert export.problems() == []
+    assert export.totals() == {"USD": (Decimal("43.20"), Decimal("43.20"))}
+    legs = [(e.date.day, e.entry, account, str(amount)) for e in export.entries for account, amount in e.legs]
+    assert legs == [
+        (1, "invoice:INV-2026-000001", "accounts_receivable", "6.00"),
+        (1, "invoice:INV-2026-000001", "deferred_revenue", "-6.00"),
+        (2, "payment:INV-2026-000001", "accounts_receivable", "-6.00"),
+        (2, "payment:INV-2026-000001", "cash", "6.00"),
+        (3, "invoice:INV-2026-000002", "accounts_receivable", "14.40"),
+        (3, "invoice:INV-2026-000002", "revenue:subscription_fees", "-10.00"),
+        (3, "invoice:INV-2026-000002", "revenue:usage:api_calls", "-2.00"),
+        (3, "invoice:INV-2026-000002", "tax_payable", "-2.40"),
+        (3, f"credit:apply:{_id(november, 'INV-2026-000002')}:1", "accounts_receivable", "-5.00"),
+        (3, f"credit:apply:{_id(november, 'INV-2026-000002')}:1", "promotional_credits", "5.00"),
+        (3, f"credit:apply:{_id(november, 'INV-2026-000002')}:2", "accounts_receivable", "-6.00"),
+        (3, f"credit:apply:{_id(november, 'INV-2026-000002')}:2", "deferred_revenue", "6.00"),
+        (10, "credit_note:CN-2026-000001", "accounts_receivable", "-1.20"),
+        (10, "credit_note:CN-2026-000001", "revenue:credit_notes", "1.00"),
+        (10, "credit_note:CN-2026-000001", "tax_payable", "0.20"),
+        (10, f"credit:refund:{_id(november, 'CN-2026-000001')}", "accounts_receivable", "1.20"),
+        (10, f"credit:refund:{_id(november, 'CN-2026-000001')}", "credit_liability", "-1.20"),
+        (12, "payment:INV-2026-000002", "accounts_receivable", "-3.40"),
+        (12, "payment:INV-2026-000002", "cash", "3.40"),
+    ]
+    by_account: dict[str, Decimal] = {}
+    for entry in export.entries:
+        for account, amount in entry.legs:
+            by_account[account] = by_account.get(account, Decimal(0)) + amount
+    # the receivable is settled; the deferred revenue sold was used; the balance owes 1.20; tax due 2.40 − 0.20
+    assert {k: str(v) for k, v in by_account.items()} == {
+        "accounts_receivable": "0.00", "deferred_revenue": "0.00", "cash": "9.40", "revenue:subscription_fees":
+        "-10.00", "revenue:usage:api_calls": "-2.00", "tax_payable": "-2.20", "promotional_credits": "5.00",
+        "revenue:credit_notes": "1.00", "credit_liability": "-1.20",
+    }
+    # October's export holds none of it: everything was issued, paid or moved in November
+    assert collect_export(november, OCTOBER).entries == []
+
+
+def _id(engine: Engine, number: str) -> int:
+    return get_invoice(engine, number).id
+
+
+def test_the_csv_files_have_their_columns_and_rows(november, tmp_path):
+    export_period(november, NOVEMBER, tmp_path / "out")
+    files = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert files == sorted(f"{name}.csv" for name in COLUMNS)
+    for name, columns in COLUMNS.items():
+        with (tmp_path / "out" / f"{name}.csv").open(newline="", encoding="utf-8") as file:
+            assert next(csv.reader(file)) == list(columns), name
+    journal = (tmp_path / "out" / "journal.csv").read_text(encoding="utf-8").splitlines()
+    assert journal[0] == "entry,line,date,account,debit,credit,currency,customer,document,memo"
+    assert journal[1] == (
+        "invoice:INV-2026-000001,1,2026-11-01,accounts_receivable,6.00,0.00,USD,acme,INV-2026-000001,"
+        "top-up invoice INV-2026-000001 issued"
+    )
+    rows = _rows(tmp_path / "out" / "invoices.csv")
+    assert [(r["number"], r["scope"], r["status"], r["total"], r["credits_applied"], r["amount_due"]) for r in rows] == [
+        ("INV-2026-000001", "credit", "paid", "6.00", "0.00", "6.00"),
+        ("INV-2026-000002", "period", "paid", "14.40", "11.00", "3.40"),
+    ]
+    assert [(r["number"], r["refers_to"], r["net"], r["tax"], r["total"]) for r in _rows(
+        tmp_path / "out" / "credit_notes.csv")] == [("CN-2026-000001", "INV-2026-000002", "1.00", "0.20", "1.20")]
+    assert [(r["document"], r["tax_rate"], r["taxable"], r["tax"]) for r in _rows(tmp_path / "out" / "taxes.csv")] == [
+        ("INV-2026-000002", "20", "12.00", "2.40"), ("CN-2026-000001", "20", "-1.00", "-0.20")
+    ]
+    assert [(r["payment"], r["date"], r["amount"]) for r in _rows(tmp_path / "out" / "payments.csv")] == [
+        ("INV-2026-000001", "2026-11-02", "6.00"), ("INV-2026-000002", "2026-11-12", "3.40")
+    ]
+    lines = _rows(tmp_path / "out" / "invoice_lines.csv")
+    assert [(r["document"], r["kind"], r["amount"], r["account"]) for r in lines if r["document"].startswith("INV")] == [
+        ("INV-2026-000001", "credit", "6.00", "deferred_revenue"),
+        ("INV-2026-000002", "subscription", "10.00", "revenue:subscription_fees"),
+        ("INV-2026-000002", "usage", "2.00", "revenue:usage:api_calls"),
+    ]
+    # a credit note's lines (when it stores them) go to revenue:credit_notes
+    assert {r["account"] for r in lines if r["document"].startswith("CN")} <= {"revenue:credit_notes"}
+    movements = _rows(tmp_path / "out" / "credit_movements.csv")
+    # every movement's two legs sum to zero; 5 movements: free grant, paid grant usable, 2 applications, refund
+    assert len(movements) == 10
+    assert sum(Decimal(r["amount"]) for r in movements) == 0
+    # written again, the files are the same bytes
+    first = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    export_period(november, NOVEMBER, tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == first
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def test_a_voided_invoice_is_reversed_and_its_credit_given_back(november, catalog, monkeypatch):
+    """Beta: October's invoice 10.00 (no tax), 3.00 of free credit applied on 3 November, voided on 20 November;
+    the credit comes back when the ledger is next brought up to date (20 November, 13:00)."""
+    create_customer(november, "beta", "Beta Ltd", None, "USD", "UTC")
+    subscribe(november, catalog, "beta", "starter", OCTOBER.start)
+    credits.grant_credit(november, "beta", Decimal("3.00"), "USD", now=at(1, 9))
+    run_billing(november, catalog, OCTOBER, customer="beta", now=at(1, 0))
+    [draft] = [i for i in list_invoices(november, customer="beta")]
+    issued = finalize_invoice(november, draft.id, SETTINGS, dt.date(2026, 11, 3), now=at(3))
+    assert (issued.number, issued.total, issued.amount_due) == ("INV-2026-000003", Decimal("10.00"), Decimal("7.00"))
+    mark(november, "INV-2026-000003", InvoiceStatus.VOID, at(20), monkeypatch)
+    credits.balance(november, "beta", now=at(20, 13))
+    export = collect_export(november, NOVEMBER)
+    assert export.problems() == []
+    beta = [(e.date.day, e.entry, account, str(amount)) for e in export.entries if e.customer == "beta"
+            for account, amount in e.legs]
+    assert beta == [
+        (3, "invoice:INV-2026-000003", "accounts_receivable", "10.00"),
+        (3, "invoice:INV-2026-000003", "revenue:subscription_fees", "-10.00"),
+        (3, f"credit:apply:{issued.id}:4", "accounts_receivable", "-3.00"),
+        (3, f"credit:apply:{issued.id}:4", "promotional_credits", "3.00"),
+        (20, "void:INV-2026-000003", "accounts_receivable", "-10.00"),
+        (20, "void:INV-2026-000003", "revenue:subscription_fees", "10.00"),
+        (20, f"credit:void:{issued.id}:4", "accounts_receivable", "3.00"),
+        (20, f"credit:void:{issued.id}:4", "promotional_credits", "-3.00"),
+    ]
+    assert export.totals() == {"USD": (Decimal("69.20"), Decimal("69.20"))}  # 43.20 + 10 + 3 + 10 + 3
+
+
+def test_the_command_writes_json(november, db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("BILLING_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, ["export", "--period", "2026-11", "--to", str(tmp_path / "j"),
+                                              "--format", "json", "--json"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output)
+        assert summary["journal"] == {"USD": {"debit": "43.20", "credit": "43.20"}} and summary["balanced"] is True
+        journal = json.loads((tmp_path / "j" / "journal.json").read_text(encoding="utf-8"))
+        assert journal[0] == {
+            "entry": "invoice:INV-2026-000001", "line": "1", "date": "2026-11-01", "account": "accounts_receivable",
+            "debit": "6.00", "credit": "0.00", "currency": "USD", "customer": "acme", "document": "INV-2026-000001",
+            "memo": "top-up invoice INV-2026-000001 issued",
+        }
+        bad = CliRunner().invoke(cli_app, ["export", "--period", "2026-11", "--to", str(tmp_path), "--format", "xls"])
+        assert bad.exit_code == 2 and "--format: expected csv or json" in bad.output
+    finally:
+        dispose_engines()
+        get_settings.cache_clear()
