@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.cli import _json
@@ -20,7 +21,7 @@ from billing.cli._common import (
     load_catalog_for_cli,
     open_period_message,
 )
-from billing.core.periods import parse_month
+from billing.core.periods import Period, parse_month
 from billing.errors import BillingError
 from billing.invoicing import check_period_finalizable
 from billing.run import RunReport, finalize_period, run_billing
@@ -74,16 +75,9 @@ def run(
                 progress.update(task, completed=done, total=total, refresh=True)
 
             report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance)
-        numbers: list[str] = []
-        awaiting: list[int] = []
-        if finalize:
-            policy = ApprovalPolicy.configured()
-            numbers = finalize_period(
-                engine, billing_period, finalize_settings(), dt.date.today(), customer=customer,
-                allow_open_period=allow_open_period, approval=policy,
-            )
-            waiting = awaiting_approval(engine, policy, period_start=billing_period.start, customer=customer)
-            awaiting = [item.draft.invoice_id for item in waiting]
+        numbers, awaiting = (
+            _finalize(engine, billing_period, customer, allow_open_period) if finalize else ([], [])
+        )
     except BillingError as error:
         fail(open_period_message(error))
     if as_json:
@@ -95,6 +89,19 @@ def run(
             f"{len(awaiting)} draft(s) wait for approval and were not finalized: `billing invoices pending-approval "
             f"--period {billing_period.label}` says why, `billing invoices approve` approves"
         )
+
+
+def _finalize(
+    engine: Engine, billing_period: Period, customer: str | None, allow_open_period: bool
+) -> tuple[list[str], list[int]]:
+    """The period's drafts finalized but those waiting for approval: the numbers given, the ids left waiting."""
+    policy = ApprovalPolicy.configured()
+    numbers = finalize_period(
+        engine, billing_period, finalize_settings(), dt.date.today(), customer=customer,
+        allow_open_period=allow_open_period, approval=policy,
+    )
+    waiting = awaiting_approval(engine, policy, period_start=billing_period.start, customer=customer)
+    return numbers, [item.draft.invoice_id for item in waiting]
 
 
 def _print_report(report: RunReport, finalized: list[str] | None) -> None:
