@@ -173,6 +173,7 @@ def main() -> None:
     server.shutdown()
     _metrics(engine, catalog)
     _risk_backtest(engine, catalog)
+    _accounting_export(engine)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
 
 
@@ -672,3 +673,23 @@ def _risk_backtest(engine: Engine, catalog: Catalog) -> None:
         f"churned unflagged: {', '.join(sorted(result.churned - result.caught)) or 'none'}"
     )
 
+
+def _accounting_export(engine: Engine) -> None:
+    """The accounting export of each month in which the demo issued documents (as `billing export --period P
+    --to out/export/P` writes it), and its journal's debits and credits per currency."""
+    from billing.export import export_period
+
+    table = Table(title="Accounting exports (out/export/): journal debits = credits")
+    for column in ("Month", "Invoices", "Credit notes", "Journal legs", "Debits / credits"):
+        table.add_column(column, justify="left" if column == "Month" else "right")
+    for period in (*MONTHS, MONTHS[-1].next()):
+        done = export_period(engine, period, OUT / "export" / period.label)
+        totals = ", ".join(
+            f"{format_amount(debit, currency)} / {format_amount(credit, currency)} {currency}"
+            for currency, (debit, credit) in done.totals().items()
+        )
+        table.add_row(period.label, str(len(done.tables["invoices"])), str(len(done.tables["credit_notes"])),
+                      str(len(done.tables["journal"])), totals or "—")
+        if done.problems():
+            raise RuntimeError(f"the journal of {period.label} does not balance: {done.problems()}")
+    print_table(table)
