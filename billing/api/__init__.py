@@ -18,7 +18,8 @@ Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bear
     routes_plans            GET /v1/plans, GET /v1/plans/{code}
     routes_invoices         GET /v1/invoices, GET /v1/invoices/{id}, GET /v1/invoices/{id}/pdf
     routes_invoice_actions  POST /v1/invoices/{id}/finalize, …/void, …/credit-notes
-    routes_approvals        GET /v1/invoices/pending-approval, POST /v1/invoices/{id}/approve
+    routes_approvals        GET /v1/invoices/pending-approval, POST /v1/invoices/{id}/approve,
+                            GET/PUT /v1/customers/{id}/review
     routes_runs             POST /v1/billing-runs
     routes_metrics          GET /v1/metrics?period=YYYY-MM
 

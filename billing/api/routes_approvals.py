@@ -1,5 +1,6 @@
 """Approval before issuing, as ``billing invoices pending-approval`` and ``billing invoices approve`` do it:
-``GET /v1/invoices/pending-approval`` (the drafts that wait, each with why) and ``POST /v1/invoices/{id}/approve``.
+``GET /v1/invoices/pending-approval`` (the drafts that wait, each with why) and ``POST /v1/invoices/{id}/approve``;
+and ``billing customers review``: ``GET/PUT /v1/customers/{id}/review``.
 Thin: call ``billing.approval`` with the configured ``[approval]`` rules. Keys bound to a customer see none of this
 (404). Included before ``routes_invoices``, whose ``/v1/invoices/{id}`` would otherwise take the list's path."""
 
@@ -10,14 +11,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Engine
 
-from billing import approval
+from billing import approval, customers
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES
 from billing.api.pagination import Page, page_params
-from billing.api.routes_customers import MONTH_PATTERN, month_param, storable_path
+from billing.api.routes_customers import MONTH_PATTERN, CustomerId, month_param, storable_path
 from billing.api.routes_invoices import InvoiceKey, _visible_invoice
-from billing.api.schemas import ApproveIn, DraftApprovalListOut, DraftApprovalOut
+from billing.api.schemas import (
+    ApproveIn,
+    CustomerReviewIn,
+    CustomerReviewOut,
+    DraftApprovalListOut,
+    DraftApprovalOut,
+)
 from billing.config import Settings
 
 __all__ = ["router"]
@@ -87,3 +94,38 @@ def approve_invoice(
         note=body.note if body is not None else None,
     )
     return DraftApprovalOut.model_validate(approval.draft_approval_json(approved))
+
+
+@router.get(
+    "/v1/customers/{customer_id}/review",
+    summary="Get a customer's review flag",
+    response_model=CustomerReviewOut,
+    operation_id="getCustomerReview",
+)
+def get_customer_review(
+    customer_id: CustomerId,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CustomerReviewOut:
+    """Whether the customer is flagged for review (each of its drafts then waits for an approval), by whom, why."""
+    customer = customers.get_customer(engine, storable_path(customer_id, "customer")).external_id
+    return CustomerReviewOut.model_validate(approval.review_json(approval.customer_review(engine, customer), customer))
+
+
+@router.put(
+    "/v1/customers/{customer_id}/review",
+    summary="Flag a customer for review, or clear the flag",
+    response_model=CustomerReviewOut,
+    operation_id="changeCustomerReview",
+)
+def change_customer_review(
+    customer_id: CustomerId,
+    body: CustomerReviewIn,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CustomerReviewOut:
+    """``"review": true`` flags the customer (recorded as by the API key's name, with the note): each of its drafts
+    waits for an approval before it is issued; ``false`` clears the flag. An unknown customer is a 404."""
+    customer = storable_path(customer_id, "customer")
+    review = approval.set_customer_review(engine, customer, body.review, by=f"api key {key.name}", note=body.note)
+    return CustomerReviewOut.model_validate(approval.review_json(review, customer))

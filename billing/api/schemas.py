@@ -1324,3 +1324,28 @@ class ApproveIn(_In):
     model_config = examples({"note": "checked with the account manager"})
 
     note: ApiText | None = Field(default=None, max_length=1000)
+
+
+_REVIEW = {"customer": "acme", "review": True, "note": "disputed usage", "flagged_by": "api key finance",
+           "flagged_at": "2026-11-02T09:30:00+00:00"}
+
+
+class CustomerReviewIn(_In):
+    """Flag a customer for review (each of its drafts waits for an approval) or clear the flag."""
+
+    model_config = examples({"review": True, "note": "disputed usage"})
+
+    review: bool
+    note: ApiText | None = Field(default=None, max_length=1000)
+
+
+class CustomerReviewOut(_Out):
+    """A customer's review flag: while ``review`` is true, each of its drafts waits for an approval."""
+
+    model_config = examples(_REVIEW)
+
+    customer: str
+    review: bool
+    note: str | None
+    flagged_by: str | None
+    flagged_at: dt.datetime | None

@@ -315,6 +315,18 @@ def test_the_api_lists_the_waiting_drafts_and_approves_one(engine, catalog, db_u
             assert client.get("/v1/invoices/pending-approval").json()["data"] == []
             issued = client.post(f"/v1/invoices/{row['invoice_id']}/finalize")
             assert issued.status_code == 200 and issued.json()["number"] == "INV-2026-000001"
+
+            flagged = client.put("/v1/customers/acme/review", json={"review": True, "note": "disputed usage"})
+            assert flagged.status_code == 200, flagged.text
+            assert {k: flagged.json()[k] for k in ("review", "note", "flagged_by")} == {
+                "review": True, "note": "disputed usage", "flagged_by": "api key finance"
+            }
+            assert client.get("/v1/customers/acme/review").json()["review"] is True
+            assert approval.customer_review(engine, "acme").note == "disputed usage"
+            cleared = client.put("/v1/customers/acme/review", json={"review": False})
+            assert cleared.json() == {"customer": "acme", "review": False, "note": None, "flagged_by": None,
+                                      "flagged_at": None}
+            assert client.put("/v1/customers/nobody/review", json={"review": True}).status_code == 404
     finally:
         server.should_exit = True
         thread.join(timeout=15)
