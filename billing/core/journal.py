@@ -24,11 +24,13 @@ Entries:
   top-up invoice (a paid grant's): Dr receivable, Cr deferred revenue.
 - **a credit note**: Dr credit notes (net), Dr tax payable (its tax), Cr receivable (total).
 - **an invoice voided**: the invoice's entry reversed, on the day it was voided.
-- **a payment**: Dr cash, Cr receivable.
+- **a payment**: Dr cash, Cr receivable (its whole amount: an overpayment's excess is moved on to the balance by
+  the ledger's ``overpayment`` movement). A payment reversed: the same with a negative amount.
 - **credit** (the ledger's movements): an ``application`` of credit to an invoice: Dr the grant's account (free:
   promotional credits; paid: deferred revenue; balance: credit liability), Cr receivable; a ``void`` (the credit
   given back from a voided invoice) reverses it; a ``refund`` (an amount put on the customer's balance by a
-  negative invoice or a credit note): Dr receivable, Cr credit liability; an ``expiry`` of paid credit or balance:
+  negative invoice or a credit note), or an ``overpayment`` (the excess of a payment): Dr receivable, Cr credit
+  liability, and a ``reversal`` (such an amount taken back): the reverse; an ``expiry`` of paid credit or balance:
   Dr its account, Cr breakage; a ``reinstatement`` reverses an expiry. A free grant, its expiry and its
   reinstatement move no money (nothing was booked for it): no entry. A paid grant made usable when its top-up
   invoice is paid: no entry either (the top-up invoice booked the deferred revenue, its payment the cash).
@@ -70,6 +72,13 @@ BREAKAGE = "revenue:breakage"
 DISCOUNTS = "revenue:discounts"
 CREDIT_NOTES = "revenue:credit_notes"
 GRANT_ACCOUNTS = {"free": PROMOTIONAL, "paid": DEFERRED, "balance": LIABILITY}
+# Movements between the receivable and the customer's balance (the memo's words): a refund of a negative invoice or
+# a credit note, the excess of an overpayment, and the reversal that takes such an amount back.
+_TO_BALANCE = {
+    "refund": "refund to the customer's balance of",
+    "overpayment": "overpayment put on the customer's balance for",
+    "reversal": "taken back from the customer's balance for",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,14 +233,18 @@ def credit_entry(movement: CreditMovement) -> JournalEntry | None:
         postings = [(account, -amount), (RECEIVABLE, amount)]
         what = "applied to" if movement.kind == "application" else "given back from voided"
         memo = f"{movement.grant_kind} credit {what} {movement.document}"
-    elif movement.kind == "refund":
+    elif movement.kind in _TO_BALANCE:  # customer leg: +put on the balance / −taken back from it
         postings = [(RECEIVABLE, amount), (LIABILITY, -amount)]
-        memo = f"refund of {movement.document} to the customer's balance"
-    elif movement.kind in ("expiry", "reinstatement") and movement.grant_kind != "free":
+        memo = f"{_TO_BALANCE[movement.kind]} {movement.document}"
+    elif movement.kind in ("expiry", "reinstatement"):
+        if movement.grant_kind == "free":
+            return None
         postings = [(account, -amount), (BREAKAGE, amount)]
         memo = f"{movement.grant_kind} credit {'expired' if movement.kind == 'expiry' else 'reinstated'}"
-    else:
+    elif movement.kind == "grant":
         return None
+    else:  # a kind of movement this journal does not know: refused, never left out silently
+        raise ValueError(f"{movement.movement}: no journal entry for a credit movement of kind {movement.kind!r}")
     return _entry(f"credit:{movement.movement}", movement.date, movement.currency, movement.customer,
                   movement.document, memo, postings)
 

@@ -83,7 +83,7 @@ def test_a_credit_note_balances(amount, rate):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.sampled_from(["grant", "application", "expiry", "reinstatement", "void", "refund"]),
+    st.sampled_from(["grant", "application", "expiry", "reinstatement", "void", "refund", "overpayment", "reversal"]),
     st.sampled_from(["free", "paid", "balance"]),
     CENTS.filter(lambda a: a != 0),
 )
@@ -111,3 +111,10 @@ def test_a_payment_and_a_negative_invoice_refunded_to_the_balance():
     paid = payment_entry(Payment("p1", DAY, "INV-2026-000002", "acme", "USD", Decimal("4.68"), "bank_transfer"))
     assert [(a, str(v)) for a, v in paid.legs] == [("accounts_receivable", "-4.68"), ("cash", "4.68")]
     assert unbalanced([entry, refund, paid]) == []
+
+
+def test_a_movement_of_an_unknown_kind_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="no journal entry for a credit movement of kind 'gift'"):
+        credit_entry(CreditMovement("gift:1", "gift", "free", DAY, "acme", "USD", Decimal("1.00")))
