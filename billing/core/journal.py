@@ -11,6 +11,7 @@ Accounts (a leg's amount is positive on the debit side, negative on the credit s
 ``revenue:discounts``          coupons' discounts (a contra-revenue account: debited)
 ``revenue:credit_notes``       what credit notes give back, net of tax (contra-revenue: debited)
 ``revenue:breakage``           paid credit or balance that expired unused
+``revenue:tax_included``       the tax inside tax-inclusive prices, taken back out of revenue (debited)
 ``promotional_credits``        free (promotional) credit spent on invoices (debited: a cost of sales)
 ``tax_payable``                tax charged on invoices (credited), given back by credit notes (debited)
 ``deferred_revenue``           paid credit sold on top-up invoices and not used yet
@@ -71,6 +72,7 @@ PROMOTIONAL = "promotional_credits"
 BREAKAGE = "revenue:breakage"
 DISCOUNTS = "revenue:discounts"
 CREDIT_NOTES = "revenue:credit_notes"
+TAX_INCLUDED = "revenue:tax_included"
 GRANT_ACCOUNTS = {"free": PROMOTIONAL, "paid": DEFERRED, "balance": LIABILITY}
 # Movements between the receivable and the customer's balance (the memo's words): a refund of a negative invoice or
 # a credit note, the excess of an overpayment, and the reversal that takes such an amount back.
@@ -139,12 +141,13 @@ class CreditMovement:
 
 @dataclass(frozen=True, slots=True)
 class TaxLine:
-    """The tax of a document at one rate: the taxable amount and the tax (negative on a credit note's row of the
-    journal, positive here)."""
+    """The tax of a document at one rate: the taxable amount, the tax, and the part of the tax already inside
+    tax-inclusive prices (``included``: the lines' amounts hold it, the total does not add it again)."""
 
     rate: Decimal
     taxable: Decimal
     tax: Decimal
+    included: Decimal = ZERO
 
 
 def _entry(entry: str, date: dt.date, currency: str, customer: str, document: str, memo: str,
@@ -180,8 +183,16 @@ def line_account(line: InvoiceLine, document: Invoice | None = None) -> str:
 
 
 def taxes_of(document: Invoice) -> list[TaxLine]:
-    """The document's tax per rate. One rate per document today (the customer's); the extension point for
-    documents taxed at several rates."""
+    """The document's tax per rate: its tax lines when the invoice records taxes per rate (``tax_lines``, each
+    with ``rate``, ``taxable``, ``amount`` and ``included``, the part inside tax-inclusive prices), else one line
+    at its ``tax_rate``; none for a document without tax."""
+    recorded = getattr(document, "tax_lines", None)
+    if recorded is not None:
+        return [
+            TaxLine(line.rate, line.taxable, line.amount, getattr(line, "included", ZERO))
+            for line in recorded
+            if line.amount != 0 or line.rate != 0 or getattr(line, "reverse_charge", False)
+        ]
     if document.tax == 0 and document.tax_rate == 0:
         return []
     return [TaxLine(document.tax_rate, document.subtotal - document.discount, document.tax)]
@@ -201,7 +212,9 @@ def document_entry(document: Invoice) -> JournalEntry:
     postings += [(line_account(line, document), -line.amount) for line in document.lines
                  if line.kind is not LineKind.DISCOUNT]
     postings.append((DISCOUNTS, document.discount))
-    postings += [(TAX, -tax.tax) for tax in taxes_of(document)]
+    for tax in taxes_of(document):
+        # tax inside tax-inclusive prices is credited to the lines' revenue with them: moved out to tax payable
+        postings += [(TAX, -tax.tax), (TAX_INCLUDED, tax.included)]
     what = "top-up invoice" if document.scope is InvoiceScope.CREDIT else "invoice"
     return _entry(f"invoice:{document.number}", document.issue_date, document.currency, customer, document.number,
                   f"{what} {document.number} issued", postings)

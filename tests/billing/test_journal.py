@@ -118,3 +118,37 @@ def test_a_movement_of_an_unknown_kind_is_refused():
 
     with pytest.raises(ValueError, match="no journal entry for a credit movement of kind 'gift'"):
         credit_entry(CreditMovement("gift:1", "gift", "free", DAY, "acme", "USD", Decimal("1.00")))
+
+
+def test_taxes_recorded_per_rate_and_a_tax_inclusive_price():
+    """An invoice that records its taxes per rate: a price of 119.00 tax included at 19 % (taxable 100.00, tax
+    19.00 inside the price) and 50.00 at 7 % added on top (3.50): total 119.00 + 50.00 + 3.50 = 172.50."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class RecordedTax:
+        rate: Decimal
+        taxable: Decimal
+        amount: Decimal
+        included: Decimal
+
+    class PerRate(Invoice):
+        @property
+        def tax_lines(self) -> tuple[RecordedTax, ...]:
+            return (RecordedTax(Decimal(19), Decimal("100.00"), Decimal("19.00"), Decimal("19.00")),
+                    RecordedTax(Decimal(7), Decimal("50.00"), Decimal("3.50"), Decimal(0)))
+
+    lines = [InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal("119.00")),
+             InvoiceLine(kind=LineKind.USAGE, description="calls", amount=Decimal("50.00"), meter="api_calls")]
+    base = invoice(lines, Decimal(0))
+    taxed = PerRate(**{name: getattr(base, name) for name in Invoice.__dataclass_fields__} | {
+        "tax": Decimal("22.50"), "total": Decimal("172.50")})
+    entry = document_entry(taxed)
+    assert [(a, str(v)) for a, v in entry.legs] == [
+        ("accounts_receivable", "172.50"),
+        ("revenue:subscription_fees", "-119.00"),
+        ("revenue:tax_included", "19.00"),
+        ("revenue:usage:api_calls", "-50.00"),
+        ("tax_payable", "-22.50"),
+    ]
+    assert unbalanced([entry]) == []
