@@ -233,15 +233,16 @@ def _movements(session: Session, period: Period) -> list[_Movement]:
 def _payments(paid: Sequence[tuple[Invoice, dt.date]]) -> list[Payment]:
     """The payments received in the period. Today: each invoice marked paid in it, for its amount due (what the
     credits applied left), on the day it was marked. A payments ledger, once kept, is read here instead."""
-    return [
-        Payment(
-            id=invoice.number or str(invoice.id), date=day, invoice_number=invoice.number or "",
-            customer=invoice.customer_id or "", currency=invoice.currency, amount=invoice.amount_due,
-            method="marked_paid", reference=None,
-        )
-        for invoice, day in sorted(paid, key=lambda item: (item[1], item[0].number or ""))
-        if invoice.amount_due != 0
-    ]
+    found = []
+    for invoice, day in sorted(paid, key=lambda item: (item[1], item[0].number or "")):
+        # what the credits applied left of the total (not ``amount_due``, which payments recorded may lower)
+        left = max(invoice.total - sum((c.amount for c in invoice.credits_applied), Decimal(0)), Decimal(0))
+        if left:
+            found.append(Payment(
+                id=invoice.number or str(invoice.id), date=day, invoice_number=invoice.number or "",
+                customer=invoice.customer_id or "", currency=invoice.currency, amount=left, method="marked_paid",
+            ))
+    return found
 
 
 def _approvals(session: Session, invoice_ids: Sequence[int]) -> dict[int, InvoiceApprovalRow]:
