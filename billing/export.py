@@ -10,9 +10,8 @@ every file lists its rows in a fixed order, so two exports of the same data are 
 collect (``collect_export``: documents → voided → payments → credit movements → journal) → write
 (``write_export``: CSV with a header, or JSON). The columns of each file are ``COLUMNS``.
 
-Payments: until payments are recorded as such, an invoice marked ``paid`` (Stripe's ``invoice.paid``, a top-up
-paid) counts as one payment of its amount due on the day it was marked (``_payments``: the one place to read a
-payments ledger instead).
+Payments come from the payments ledger (``billing.payments``): each payment received in P (its whole amount:
+the ledger's ``overpayment`` movement moves its excess on to the balance) and each reversal made in P.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from billing import credits
+from billing import credits, payments
 from billing.core.journal import (
     CreditMovement,
     JournalEntry,
@@ -61,7 +60,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "invoices": (
         "number", "status", "scope", "customer", "customer_name", "currency", "issue_date", "due_date",
         "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "credits_applied",
-        "amount_due", "approved_by", "approved_at",
+        "amount_paid", "amount_due", "approved_by", "approved_at",
     ),
     "invoice_lines": (
         "document", "position", "section", "kind", "description", "meter", "quantity", "unit", "amount",
@@ -71,7 +70,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "number", "refers_to", "status", "customer", "customer_name", "currency", "issue_date", "net", "tax_rate",
         "tax", "total", "reason",
     ),
-    "payments": ("payment", "date", "invoice_number", "customer", "currency", "amount", "method", "reference"),
+    "payments": (
+        "payment", "kind", "date", "invoice_number", "customer", "currency", "amount", "applied", "to_balance",
+        "method", "reference",
+    ),
     "taxes": ("document", "kind", "customer", "currency", "issue_date", "tax_rate", "taxable", "tax"),
     "credit_movements": (
         "movement", "kind", "date", "effective_at", "grant_id", "grant_kind", "customer", "currency", "account",
@@ -125,8 +127,7 @@ def collect_export(engine: Engine, period: Period) -> AccountingExport:
         )
         customers = {d.customer_id or "" for d in documents}
         changes = store.status_changes_between(
-            session, _instant(period.start) - _WIDEN, _instant(period.end) + _WIDEN,
-            [InvoiceStatus.VOID, InvoiceStatus.PAID],
+            session, _instant(period.start) - _WIDEN, _instant(period.end) + _WIDEN, [InvoiceStatus.VOID]
         )
         movements = _movements(session, period)
         zones = _zones(session, customers | {c.customer_external_id for c in changes} | {m.customer for m in movements})
@@ -134,16 +135,16 @@ def collect_export(engine: Engine, period: Period) -> AccountingExport:
                                                                                                  for c in changes]))}
         dated = [(c, _local(c.changed_at, zones, c.customer_external_id)) for c in changes]
         dated = [(c, day) for c, day in dated if period.contains(day)]
-        voided = [(changed[c.invoice_id], day) for c, day in dated if c.status is InvoiceStatus.VOID]
-        payments = _payments([(changed[c.invoice_id], day) for c, day in dated if c.status is InvoiceStatus.PAID])
+        voided = [(changed[c.invoice_id], day) for c, day in dated]
         approvals = _approvals(session, [d.id for d in documents])
+    received = _payment_events(period, payments.payments_between(engine, period.start, period.end))
     movements = [m for m in movements if period.contains(_local(m.effective_at, zones, m.customer))]
-    export.entries = _journal(documents, voided, payments, movements, zones)
+    export.entries = _journal(documents, voided, [event.booked for event in received], movements, zones)
     export.tables = {
         "invoices": [_invoice_row(d, approvals.get(d.id)) for d in documents if d.kind is InvoiceKind.INVOICE],
         "invoice_lines": [row for d in documents for row in _line_rows(d)],
         "credit_notes": [_credit_note_row(d) for d in documents if d.kind is InvoiceKind.CREDIT_NOTE],
-        "payments": [_payment_row(p) for p in payments],
+        "payments": [_payment_row(event) for event in received],
         "taxes": [row for d in documents for row in _tax_rows(d)],
         "credit_movements": [row for m in movements for row in _movement_rows(m, zones)],
         "journal": [row for entry in export.entries for row in _journal_rows(entry)],
@@ -214,7 +215,7 @@ def _movements(session: Session, period: Period) -> list[_Movement]:
         )
         .order_by(CreditEntryRow.effective_at, CreditEntryRow.movement, CreditEntryRow.account)
     ).all()
-    numbers = store.document_numbers(session, [r[0].invoice_id for r in rows if r[0].invoice_id is not None])
+    numbers = store.invoice_numbers(session, {r[0].invoice_id for r in rows if r[0].invoice_id is not None})
     grouped: dict[str, list[tuple[CreditEntryRow, str, str, str]]] = {}
     for entry, grant_kind, customer, currency in rows:
         grouped.setdefault(entry.movement, []).append((entry, grant_kind, customer, currency))
@@ -230,19 +231,29 @@ def _movements(session: Session, period: Period) -> list[_Movement]:
     return sorted(found, key=lambda m: (m.effective_at, m.movement))
 
 
-def _payments(paid: Sequence[tuple[Invoice, dt.date]]) -> list[Payment]:
-    """The payments received in the period. Today: each invoice marked paid in it, for its amount due (what the
-    credits applied left), on the day it was marked. A payments ledger, once kept, is read here instead."""
-    found = []
-    for invoice, day in sorted(paid, key=lambda item: (item[1], item[0].number or "")):
-        # what the credits applied left of the total (not ``amount_due``, which payments recorded may lower)
-        left = max(invoice.total - sum((c.amount for c in invoice.credits_applied), Decimal(0)), Decimal(0))
-        if left:
-            found.append(Payment(
-                id=invoice.number or str(invoice.id), date=day, invoice_number=invoice.number or "",
-                customer=invoice.customer_id or "", currency=invoice.currency, amount=left, method="marked_paid",
-            ))
-    return found
+@dataclass(frozen=True, slots=True)
+class _PaymentEvent:
+    """A payment received in the period, or one reversed in it (``kind``: ``received``, ``reversal``), as the
+    journal books it (``booked``: a reversal with negative amounts) and as recorded."""
+
+    kind: str
+    booked: Payment
+    recorded: payments.Payment
+
+
+def _payment_events(period: Period, recorded: Sequence[payments.Payment]) -> list[_PaymentEvent]:
+    """The payments received in ``period`` and the reversals made in it, by day, then payment."""
+    events = []
+    for p in recorded:
+        if period.contains(p.received_on):
+            booked = Payment(str(p.id), p.received_on, p.invoice_number, p.customer, p.currency, p.amount, p.method,
+                             p.reference)
+            events.append(_PaymentEvent("received", booked, p))
+        if p.reversed_on is not None and period.contains(p.reversed_on):
+            booked = Payment(f"{p.id}:reversal", p.reversed_on, p.invoice_number, p.customer, p.currency, -p.amount,
+                             p.method, p.reference)
+            events.append(_PaymentEvent("reversal", booked, p))
+    return sorted(events, key=lambda e: (e.booked.date, e.recorded.id, e.kind))
 
 
 def _approvals(session: Session, invoice_ids: Sequence[int]) -> dict[int, InvoiceApprovalRow]:
@@ -313,7 +324,7 @@ def _invoice_row(invoice: Invoice, approval: InvoiceApprovalRow | None) -> Row:
         "subtotal": _money(invoice.subtotal, currency), "discount": _money(invoice.discount, currency),
         "tax_rate": str(invoice.tax_rate), "tax": _money(invoice.tax, currency),
         "total": _money(invoice.total, currency), "credits_applied": _money(applied, currency),
-        "amount_due": _money(invoice.amount_due, currency),
+        "amount_paid": _money(invoice.amount_paid, currency), "amount_due": _money(invoice.amount_due, currency),
         "approved_by": approval.approved_by if approval else None,
         "approved_at": as_utc(approval.approved_at).isoformat() if approval else None,
     }
@@ -343,11 +354,17 @@ def _credit_note_row(note: Invoice) -> Row:
     }
 
 
-def _payment_row(payment: Payment) -> Row:
+def _payment_row(event: _PaymentEvent) -> Row:
+    """A payment received, or its reversal (amounts negative: what the invoice gave back, what came back off the
+    balance)."""
+    p, currency = event.recorded, event.recorded.currency
+    sign = -1 if event.kind == "reversal" else 1
+    to_balance = p.excess if event.kind == "received" else -(p.recovered or Decimal(0))
     return {
-        "payment": payment.id, "date": payment.date.isoformat(), "invoice_number": payment.invoice_number,
-        "customer": payment.customer, "currency": payment.currency,
-        "amount": _money(payment.amount, payment.currency), "method": payment.method, "reference": payment.reference,
+        "payment": str(p.id), "kind": event.kind, "date": event.booked.date.isoformat(),
+        "invoice_number": p.invoice_number, "customer": p.customer, "currency": currency,
+        "amount": _money(sign * p.amount, currency), "applied": _money(sign * p.applied, currency),
+        "to_balance": _money(to_balance, currency), "method": p.method, "reference": p.reference,
     }
 
 

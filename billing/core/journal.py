@@ -248,7 +248,7 @@ def credit_entry(movement: CreditMovement) -> JournalEntry | None:
         memo = f"{movement.grant_kind} credit {what} {movement.document}"
     elif movement.kind in _TO_BALANCE:  # customer leg: +put on the balance / −taken back from it
         postings = [(RECEIVABLE, amount), (LIABILITY, -amount)]
-        memo = f"{_TO_BALANCE[movement.kind]} {movement.document}"
+        memo = f"{_TO_BALANCE[movement.kind]} {movement.document or movement.movement}"
     elif movement.kind in ("expiry", "reinstatement"):
         if movement.grant_kind == "free":
             return None

@@ -44,7 +44,6 @@ __all__ = [
     "customers_with_drafts",
     "customers_with_issued_invoice",
     "customers_with_progressive_invoices",
-    "document_numbers",
     "draft_periods",
     "drafts_for_review",
     "drafts_of_period",
@@ -826,7 +825,7 @@ def issued_between(session: Session, first: dt.date, last: dt.date) -> list[Invo
     )
     rows = session.execute(statement).scalars().all()
     lines = _lines_of(session, [row.id for row in rows])
-    numbers = document_numbers(session, [row.refers_to_id for row in rows if row.refers_to_id is not None])
+    numbers = invoice_numbers(session, {row.refers_to_id for row in rows if row.refers_to_id is not None})
     return [
         _to_invoice(row, lines.get(row.id, ()), numbers.get(row.refers_to_id) if row.refers_to_id else None)
         for row in rows
@@ -865,16 +864,6 @@ def status_changes_between(
         for invoice_id, number, customer, status, changed_at in session.execute(statement)
         if changed_at is not None
     ]
-
-
-def document_numbers(session: Session, invoice_ids: Iterable[int]) -> dict[int, str | None]:
-    """The numbers of these invoices and credit notes (None for a draft)."""
-    ids = sorted(set(invoice_ids))
-    found: dict[int, str | None] = {}
-    for offset in range(0, len(ids), _CHUNK):
-        statement = select(InvoiceRow.id, InvoiceRow.number).where(InvoiceRow.id.in_(ids[offset : offset + _CHUNK]))
-        found.update({invoice_id: number for invoice_id, number in session.execute(statement)})
-    return found
 
 
 # --- rows to records -------------------------------------------------------------------------------------
