@@ -74,7 +74,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "payment", "kind", "date", "invoice_number", "customer", "currency", "amount", "applied", "to_balance",
         "method", "reference",
     ),
-    "taxes": ("document", "kind", "customer", "currency", "issue_date", "tax_rate", "taxable", "tax"),
+    "taxes": (
+        "document", "kind", "customer", "currency", "issue_date", "tax_name", "country", "region", "tax_rate",
+        "taxable", "tax", "tax_included", "reverse_charge", "exempt_reason",
+    ),
     "credit_movements": (
         "movement", "kind", "date", "effective_at", "grant_id", "grant_kind", "customer", "currency", "account",
         "amount", "document",
@@ -371,11 +374,15 @@ def _payment_row(event: _PaymentEvent) -> Row:
 def _tax_rows(document: Invoice) -> list[Row]:
     """One row per rate; a credit note's taxable amount and tax are negative (it gives tax back)."""
     sign = -1 if document.kind is InvoiceKind.CREDIT_NOTE else 1
+    currency = document.currency
     return [
         {
             "document": document.number, "kind": document.kind.value, "customer": document.customer_id,
-            "currency": document.currency, "issue_date": _day(document.issue_date), "tax_rate": str(tax.rate),
-            "taxable": _money(sign * tax.taxable, document.currency), "tax": _money(sign * tax.tax, document.currency),
+            "currency": currency, "issue_date": _day(document.issue_date), "tax_name": tax.name,
+            "country": tax.country, "region": tax.region, "tax_rate": str(tax.rate),
+            "taxable": _money(sign * tax.taxable, currency), "tax": _money(sign * tax.amount, currency),
+            "tax_included": _money(sign * tax.included, currency),
+            "reverse_charge": "true" if tax.reverse_charge else "false", "exempt_reason": tax.exempt_reason,
         }
         for tax in taxes_of(document)
     ]

@@ -45,14 +45,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, LineKind
+from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, LineKind, TaxLine
 
 __all__ = [
     "RECEIVABLE",
     "CreditMovement",
     "JournalEntry",
     "Payment",
-    "TaxLine",
     "credit_entry",
     "document_entry",
     "line_account",
@@ -139,17 +138,6 @@ class CreditMovement:
     document: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class TaxLine:
-    """The tax of a document at one rate: the taxable amount, the tax, and the part of the tax already inside
-    tax-inclusive prices (``included``: the lines' amounts hold it, the total does not add it again)."""
-
-    rate: Decimal
-    taxable: Decimal
-    tax: Decimal
-    included: Decimal = ZERO
-
-
 def _entry(entry: str, date: dt.date, currency: str, customer: str, document: str, memo: str,
            postings: Iterable[tuple[str, Decimal]]) -> JournalEntry:
     """The postings summed per account, receivable and cash first, then the accounts by name; zero legs left out."""
@@ -183,19 +171,12 @@ def line_account(line: InvoiceLine, document: Invoice | None = None) -> str:
 
 
 def taxes_of(document: Invoice) -> list[TaxLine]:
-    """The document's tax per rate: its tax lines when the invoice records taxes per rate (``tax_lines``, each
-    with ``rate``, ``taxable``, ``amount`` and ``included``, the part inside tax-inclusive prices), else one line
-    at its ``tax_rate``; none for a document without tax."""
-    recorded = getattr(document, "tax_lines", None)
-    if recorded is not None:
-        return [
-            TaxLine(line.rate, line.taxable, line.amount, getattr(line, "included", ZERO))
-            for line in recorded
-            if line.amount != 0 or line.rate != 0 or getattr(line, "reverse_charge", False)
-        ]
-    if document.tax == 0 and document.tax_rate == 0:
-        return []
-    return [TaxLine(document.tax_rate, document.subtotal - document.discount, document.tax)]
+    """The document's taxes, one per rate (``Invoice.taxes``: an invoice that records none has one at its
+    ``tax_rate``); a rate of 0 without tax is left out unless it is a reverse charge or an exemption, which tax
+    reports list."""
+    return [
+        tax for tax in document.taxes if tax.amount != 0 or tax.rate != 0 or tax.reverse_charge or tax.exempt_reason
+    ]
 
 
 def document_entry(document: Invoice) -> JournalEntry:
@@ -204,7 +185,7 @@ def document_entry(document: Invoice) -> JournalEntry:
     customer = document.customer_id or ""
     if document.kind is InvoiceKind.CREDIT_NOTE:
         postings = [(RECEIVABLE, -document.total), (CREDIT_NOTES, document.subtotal)]
-        postings += [(TAX, tax.tax) for tax in taxes_of(document)]
+        postings += [(TAX, tax.amount) for tax in taxes_of(document)]
         memo = f"credit note {document.number} for {document.refers_to}"
         return _entry(f"credit_note:{document.number}", document.issue_date, document.currency, customer,
                       document.number, memo, postings)
@@ -214,7 +195,7 @@ def document_entry(document: Invoice) -> JournalEntry:
     postings.append((DISCOUNTS, document.discount))
     for tax in taxes_of(document):
         # tax inside tax-inclusive prices is credited to the lines' revenue with them: moved out to tax payable
-        postings += [(TAX, -tax.tax), (TAX_INCLUDED, tax.included)]
+        postings += [(TAX, -tax.amount), (TAX_INCLUDED, tax.included)]
     what = "top-up invoice" if document.scope is InvoiceScope.CREDIT else "invoice"
     return _entry(f"invoice:{document.number}", document.issue_date, document.currency, customer, document.number,
                   f"{what} {document.number} issued", postings)

@@ -28,6 +28,7 @@ from invoices.model import (
     InvoiceStatus,
     LineKind,
     Party,
+    TaxLine,
     compute_totals,
 )
 
@@ -75,7 +76,7 @@ def test_a_credit_note_balances(amount, rate):
     net = (amount * 100 / (100 + rate)).quantize(Decimal("0.01"))
     note = invoice([InvoiceLine(kind=LineKind.CREDIT, description="credit", amount=net)], rate,
                    kind=InvoiceKind.CREDIT_NOTE, scope=InvoiceScope.CREDIT, number="CN-2026-000001")
-    note = replace(note, tax=amount - net, total=amount)  # as create_credit_note splits it
+    note = replace(note, tax=amount - net, total=amount, taxes=())  # as create_credit_note splits it
     entry = document_entry(note)
     assert unbalanced([entry]) == []
     assert dict(entry.legs)["accounts_receivable"] == -amount
@@ -121,28 +122,13 @@ def test_a_movement_of_an_unknown_kind_is_refused():
 
 
 def test_taxes_recorded_per_rate_and_a_tax_inclusive_price():
-    """An invoice that records its taxes per rate: a price of 119.00 tax included at 19 % (taxable 100.00, tax
-    19.00 inside the price) and 50.00 at 7 % added on top (3.50): total 119.00 + 50.00 + 3.50 = 172.50."""
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class RecordedTax:
-        rate: Decimal
-        taxable: Decimal
-        amount: Decimal
-        included: Decimal
-
-    class PerRate(Invoice):
-        @property
-        def tax_lines(self) -> tuple[RecordedTax, ...]:
-            return (RecordedTax(Decimal(19), Decimal("100.00"), Decimal("19.00"), Decimal("19.00")),
-                    RecordedTax(Decimal(7), Decimal("50.00"), Decimal("3.50"), Decimal(0)))
-
+    """An invoice with its taxes per rate: a price of 119.00 tax included at 19 % (taxable 100.00, tax 19.00
+    inside the price) and 50.00 at 7 % added on top (3.50): total 100.00 + 50.00 + 22.50 = 172.50."""
     lines = [InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal("119.00")),
              InvoiceLine(kind=LineKind.USAGE, description="calls", amount=Decimal("50.00"), meter="api_calls")]
-    base = invoice(lines, Decimal(0))
-    taxed = PerRate(**{name: getattr(base, name) for name in Invoice.__dataclass_fields__} | {
-        "tax": Decimal("22.50"), "total": Decimal("172.50")})
+    taxes = (TaxLine(Decimal(19), Decimal("100.00"), Decimal("19.00"), Decimal("19.00")),
+             TaxLine(Decimal(7), Decimal("50.00"), Decimal("3.50")))
+    taxed = replace(invoice(lines, Decimal(0)), taxes=taxes, tax=Decimal("22.50"), total=Decimal("172.50"))
     entry = document_entry(taxed)
     assert [(a, str(v)) for a, v in entry.legs] == [
         ("accounts_receivable", "172.50"),
@@ -152,3 +138,17 @@ def test_taxes_recorded_per_rate_and_a_tax_inclusive_price():
         ("tax_payable", "-22.50"),
     ]
     assert unbalanced([entry]) == []
+
+
+def test_a_reverse_charge_is_listed_with_no_tax():
+    from billing.core.journal import taxes_of
+
+    reverse = TaxLine(Decimal(0), Decimal("100.00"), Decimal("0.00"), reverse_charge=True, country="DE")
+    sale = replace(invoice([InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal("100.00"))],
+                           Decimal(0)), taxes=(reverse,))
+    assert taxes_of(sale) == [reverse]
+    assert taxes_of(invoice([InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal("1.00"))],
+                            Decimal(0))) == []  # no tax, no reverse charge, no exemption: nothing to report
+    assert [(a, str(v)) for a, v in document_entry(sale).legs] == [
+        ("accounts_receivable", "100.00"), ("revenue:subscription_fees", "-100.00")
+    ]
