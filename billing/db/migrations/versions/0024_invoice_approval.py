@@ -2,7 +2,7 @@
 flagged for review (``billing.db.approval_tables``).
 
 Revision ID: 0024
-Revises: 0025
+Revises: 0029
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0024"
-down_revision = "0025"
+down_revision = "0029"
 branch_labels = None
 depends_on = None
 
