@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from billing.core.coupons import AppliedCoupon, Coupon, Duration
 from billing.core.domain import Customer
+from billing.core.periods import Period
 from billing.db import coupon_tables, repository, session_scope
 from billing.db.coupon_tables import CouponRow, CustomerCoupon, CustomerCouponRow
 from billing.db.tables import CustomerRow
@@ -279,15 +280,13 @@ def _held(engine: Engine, code: str, customer: str) -> CustomerCoupon:
         return coupon_tables.customer_coupons(session, [customer], code=code)[0]
 
 
-def applied_coupons(
-    session: Session, customers: Collection[str], period_start: dt.date
-) -> dict[str, list[AppliedCoupon]]:
+def applied_coupons(session: Session, customers: Collection[str], period: Period) -> dict[str, list[AppliedCoupon]]:
     """The coupons applied to ``customers``, in the order they apply, each with the number of billing periods
-    before the one starting ``period_start`` it already reduced (read from the invoices' discount lines)."""
+    before ``period`` it already reduced (read from the invoices' discount lines, ``periods_reduced``)."""
     held = [c for c in coupon_tables.customer_coupons(session, customers) if c.applied_on is not None]
     if not held:
         return {}
-    used = coupon_tables.periods_reduced(session, {c.customer for c in held}, period_start)
+    used = coupon_tables.periods_reduced(session, {c.customer for c in held}, period)
     found: dict[str, list[AppliedCoupon]] = {}
     for c in held:
         assert c.applied_on is not None

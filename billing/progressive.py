@@ -10,8 +10,9 @@ ingestion, and the scheduler's regular check), never for a period whose period i
   issue     for each subscription that reached amounts above the highest invoiced, in a transaction of its own:
             the subscription's row locked, the amounts invoiced read again, what earlier progressive invoices of
             the period billed read (``store.billed_by_period``), the invoice composed
-            (``billing.core.progressive``), written and finalized with the next gap-free number, its
-            ``invoice.finalized`` notification queued with it.
+            (``billing.core.progressive``; the customer's coupons reduce it as they would the period's
+            invoice, less what its earlier invoices took off), written and finalized with the next gap-free
+            number, its ``invoice.finalized`` notification queued with it.
 
 Exactly once: the billing key ``progressive:<subscription>:<period>:<amount>`` is unique, and the highest amount
 reached is re-read under the lock, so a re-run (after a crash, or by another process at the same time) finds the
@@ -37,6 +38,7 @@ from billing.core.fees import schedule_of
 from billing.core.periods import Period, month_of
 from billing.core.progressive import amounts_reached, compose_progressive_invoice, level_of
 from billing.core.rating import usage_charges
+from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
 from billing.invoicing import finalize_settings
 from billing.metering import AnyUsage
@@ -229,9 +231,12 @@ def _issue(
     own = billed_progressively(session, [owner.external_id], period).get(subscription.id, {})
     today = instant.astimezone(ZoneInfo(owner.timezone)).date()
     through = min(today, period.end - dt.timedelta(days=1))
+    coupons = applied_coupons(session, [owner.external_id], period).get(owner.external_id, [])
+    earlier = store.progressive_lines(session, [owner.external_id], period.start, period.end) if coupons else {}
     draft = compose_progressive_invoice(
         owner, subscription, target.plan, period, usage, own, level,
         through=through, catalog=catalog, usage_as_of=usage_as_of, tax_rules=get_settings().tax_rules(),
+        coupons=coupons, earlier=earlier.get(owner.external_id, ()),
     )
     outcome = store.upsert_draft(session, draft)
     if outcome.action == "issued":

@@ -69,7 +69,7 @@ from billing.usage_windows import (
 from dbkit.dialect import read_only
 from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
-from invoices.model import DraftInvoice, InvoiceScope, InvoiceStatus, LineKind
+from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind
 from meters import ingestion_cutoff
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
@@ -481,7 +481,7 @@ def _load_scope(
         late_subscriptions = _subscriptions_for_late(session, late_periods)
         everyone = [*subscriptions, *ended_as_it_began, *late_subscriptions]
         overrides = override_tables.overrides_of(session, {s.id for s in everyone})
-        coupons = applied_coupons(session, customer_ids, period.start)
+        coupons = applied_coupons(session, customer_ids, period)
     plans = resolve_plans(catalog, everyone, customers, overrides=overrides, period=period)
     report.skipped += [(problem.customer, problem.message) for problem in plans.unknown]
     late_by_customer: dict[str, list[Period]] = {}
@@ -580,12 +580,15 @@ class _Billed:
         the amount it composes now).
       progressive: what the progressive invoices of the period billed, by subscription (plans with progressive
         billing only): the period's invoice bills the rest.
+      earlier: the lines of the period's progressive invoices of each customer holding a coupon (their discounts
+        count in the period's).
     """
 
     late: dict[Period, BilledUsage]
     adjustable: dict[int, Period]
     fees: dict[FeeKey, Decimal]
     progressive: dict[int, dict[BilledKey, Decimal]] = field(default_factory=dict)
+    earlier: dict[str, list[InvoiceLine]] = field(default_factory=dict)
 
 
 def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
@@ -594,15 +597,11 @@ def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
         late = _billed_late(session, scope)
         adjustable = _adjustable_fees(scope)
         fees = _billed_fees(session, catalog, scope, adjustable)
-        progressive = _billed_progressively(session, scope)
-    return _Billed(late, adjustable, fees, progressive)
-
-
-def _billed_progressively(session: Session, scope: _Scope) -> dict[int, dict[BilledKey, Decimal]]:
-    """What the progressive invoices of the period billed, by subscription (one indexed query finds whether any
-    customer of the run has one)."""
-    owners = store.customers_with_progressive_invoices(session, scope.period.start) & scope.customer_ids
-    return billed_progressively(session, owners, scope.period)
+        owners = store.customers_with_progressive_invoices(session, scope.period.start) & scope.customer_ids
+        progressive = billed_progressively(session, owners, scope.period)
+        # (one indexed query found whether any customer of the run has a progressive invoice in the period)
+        earlier = store.progressive_lines(session, owners & set(scope.coupons), scope.period.start, scope.period.end)
+    return _Billed(late, adjustable, fees, progressive, earlier)
 
 
 def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:
@@ -695,6 +694,7 @@ def _rating_inputs(
         progressive=billed.progressive,
         coupons=scope.coupons,
         tax_rules=get_settings().tax_rules(),
+        earlier=billed.earlier,
     )
 
 
@@ -811,6 +811,7 @@ class _RatingInputs:
     progressive: Mapping[int, Mapping[BilledKey, Decimal]]  # what progressive invoices of the period billed
     coupons: Mapping[str, list[AppliedCoupon]]
     tax_rules: TaxRules | None = None  # the configuration's (``billing.core.tax``)
+    earlier: Mapping[str, list[InvoiceLine]] = field(default_factory=dict)  # the period's progressive invoices' lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -882,7 +883,7 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
                 drafts.append(opening)
     draft = compose_period_invoice(
         owner, period, sections, late, inputs.catalog, inputs.usage_as_of, inputs.coupons.get(customer_id, ()),
-        inputs.tax_rules,
+        inputs.tax_rules, inputs.earlier.get(customer_id, ()),
     )
     # A customer with a subscription in the period gets its invoice, even one with nothing on it (it records that
     # the period was billed); one without gets none when nothing is left to bill: late usage that re-rates to

@@ -266,17 +266,19 @@ def compose_period_invoice(
     usage_as_of: dt.datetime | None = None,
     coupons: Sequence[AppliedCoupon] = (),
     tax_rules: TaxRules | None = None,
+    earlier: Sequence[InvoiceLine] = (),
 ) -> DraftInvoice:
     """The draft invoice of one customer for one period; the coupons applied to the customer add their discount
     lines (``billing.core.coupons``) after the others, before tax; then the tax per rate (``billing.core.tax``,
-    under ``tax_rules``; None: the customer's own rate)."""
+    under ``tax_rules``; None: the customer's own rate). ``earlier``: the lines of the period's progressive
+    invoices, so that the period's discounts add up to what one invoice would have taken off."""
     lines: list[InvoiceLine] = []
     for section in sections:
         lines.extend(section_lines(section, period, catalog))
     for item in late:
         lines.extend(late_usage_lines(item, catalog))
     if coupons:
-        lines.extend(discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding))
+        lines.extend(discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding, earlier))
     plans = [p for s in sections for p in (s.plan, s.advance_plan)] + [item.plan for item in late]
     rate, taxes = customer_taxes(customer, tax_rules, lines, plans, catalog.rounding)
     return DraftInvoice(

@@ -114,17 +114,50 @@ def discount_lines(
     period_start: dt.date,
     currency: str,
     rounding: Rounding = Rounding.HALF_UP,
+    earlier: Sequence[InvoiceLine] = (),
 ) -> list[InvoiceLine]:
     """The discount lines of an invoice of the billing period starting ``period_start`` with ``lines``: one per
-    coupon that covers the period and takes something off, in the order given."""
-    left = max(ZERO, sum((line.amount for line in lines if line.kind is not LineKind.DISCOUNT), ZERO))
+    coupon that covers the period and takes something off, in the order given.
+
+    ``earlier``: the lines of the invoices of the same billing period issued before this one (its progressive
+    invoices), discount lines included. The period's discounts are then computed on everything the period billed
+    so far (``earlier`` and ``lines``), less what the earlier invoices already took off, coupon by coupon: the
+    period's invoices together take off exactly what one invoice of the period would have."""
+    taken: dict[str, Decimal] = {}
+    for line in earlier:
+        code = coupon_of_line(line)
+        if code is not None:
+            taken[code] = taken.get(code, ZERO) - line.amount
+    billed = [*(line for line in earlier if line.kind is not LineKind.DISCOUNT), *lines]
     discounts: list[InvoiceLine] = []
+    for applied, amount, base, explanation in _reductions(billed, coupons, period_start, currency, rounding):
+        before = taken.get(applied.coupon.code, ZERO)
+        if amount - before == 0:
+            continue
+        if before:
+            explanation += f"; less {format_amount(before, currency)} taken off by earlier invoices of the period"
+        discounts.append(_line(applied, amount - before, base, explanation))
+    return discounts
+
+
+def _reductions(
+    lines: Sequence[InvoiceLine],
+    coupons: Sequence[AppliedCoupon],
+    period_start: dt.date,
+    currency: str,
+    rounding: Rounding,
+) -> list[tuple[AppliedCoupon, Decimal, Decimal, str]]:
+    """(coupon, amount off, the amount it was taken from, how) for each coupon that reduces ``lines``."""
+    billed = [line for line in lines if line.kind is not LineKind.DISCOUNT]
+    remaining = [line.amount for line in billed]  # what each line has left once earlier coupons took their part
+    found: list[tuple[AppliedCoupon, Decimal, Decimal, str]] = []
     for applied in coupons:
         coupon = applied.coupon
         if not applied.covers(period_start) or (coupon.amount_off is not None and coupon.currency != currency):
             continue
-        eligible = sum((line.amount for line in lines if _covered(coupon, line)), ZERO)
-        base = min(max(ZERO, eligible), left)
+        covered = [i for i, line in enumerate(billed) if _covered(coupon, line)]
+        eligible = sum((remaining[i] for i in covered), ZERO)
+        base = min(max(ZERO, eligible), max(ZERO, sum(remaining, ZERO)))
         if coupon.percent_off is not None:
             amount = min(round_money(base * coupon.percent_off / 100, currency, rounding), base)
             explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(base, currency)}"
@@ -137,9 +170,20 @@ def discount_lines(
                 explanation += f"; {format_amount(lost, currency)} unused, lost"
         if amount <= 0:
             continue
-        left -= amount
-        discounts.append(_line(applied, amount, base, explanation))
-    return discounts
+        _take(remaining, covered, amount)
+        found.append((applied, amount, base, explanation))
+    return found
+
+
+def _take(remaining: list[Decimal], covered: list[int], amount: Decimal) -> None:
+    """Take ``amount`` off the covered lines' remaining amounts, line by line: a later coupon covering the same
+    lines reduces only what is left of them."""
+    for i in covered:
+        take = min(max(remaining[i], ZERO), amount)
+        remaining[i] -= take
+        amount -= take
+        if amount <= 0:
+            return
 
 
 def _covered(coupon: Coupon, line: InvoiceLine) -> bool:

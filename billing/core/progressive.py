@@ -7,7 +7,9 @@ highest one already invoiced, one invoice is issued for the usage so far, less w
 invoices of the period billed, line by line (each charge, each part of a charge priced by dimension):
 rate(usage so far) − billed, the re-rating difference late usage is billed by, so graduated tiers stay right.
 The period's own invoice bills the rest the same way (``compose.rest_to_bill``), with the fees and the
-commitment true-up; the period's invoices add up to what one invoice would have billed.
+commitment true-up; the period's invoices add up to what one invoice would have billed. Coupons reduce each of
+them by what they take off the period so far less what its earlier invoices took off, so the period's discounts
+also add up to one invoice's.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from dataclasses import replace
 from decimal import Decimal
 
 from billing.core.compose import BilledKey, bill_to, rest_to_bill
+from billing.core.coupons import AppliedCoupon, discount_lines
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
 from billing.core.rating import rate_period
 from billing.core.tax import TaxRules, customer_taxes
-from invoices.model import DraftInvoice, InvoiceScope
+from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.dimensions import DimensionedUsage
 from pricing_plans.models import Catalog, Plan
@@ -62,16 +65,24 @@ def compose_progressive_invoice(
     catalog: Catalog,
     usage_as_of: dt.datetime | None = None,
     tax_rules: TaxRules | None = None,
+    coupons: Sequence[AppliedCoupon] = (),
+    earlier: Sequence[InvoiceLine] = (),
 ) -> DraftInvoice:
     """The invoice of the subscription's usage from the period's start through ``through`` (its usage so far),
     less ``billed`` (what earlier progressive invoices of the period billed), issued as the usage charges
-    reached ``level``. No fee and no commitment true-up: they stay on the period's invoice."""
+    reached ``level``. No fee and no commitment true-up: they stay on the period's invoice.
+
+    The coupons applied to the customer reduce it as the period's invoice would (``coupons.discount_lines``):
+    what they take off the period so far (``earlier``: the lines of the customer's earlier progressive invoices
+    of the period, and this one's), less what the earlier invoices took off."""
     rated = rate_period(subscription, plan, usage, period, meters=catalog.meters, rounding=catalog.rounding)
     title = plan.name  # the invoice's billing period says "usage to date …, reached …"
     lines = [
         replace(line, section=title, subscription_id=subscription.id, plan_code=plan.code, plan_version=plan.version)
         for line in rest_to_bill(rated.usage_lines, billed, note="since the last invoice")
     ]
+    if coupons:
+        lines += discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding, earlier)
     rate, taxes = customer_taxes(customer, tax_rules, lines, [plan], catalog.rounding)
     return DraftInvoice(
         billing_key=progressive_key(subscription.id, period, level),

@@ -19,6 +19,7 @@ from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, U
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from billing.core.coupons import Coupon, Duration
+from billing.core.periods import Period
 from billing.db.tables import BillingBase, CustomerRow
 from dbkit.clock import utcnow
 from dbkit.types import ID_TYPE, ExactDecimal, UTCDateTime
@@ -134,17 +135,23 @@ def customer_coupons(
 
 def _discount_lines(
     session: Session, customers: Collection[str] | None, *statuses_out: str
-) -> Iterable[tuple[str, dt.date, dt.datetime | None, str]]:
-    """(customer, period start, finalized at, details) of the period invoices' discount lines."""
+) -> Iterable[tuple[str, dt.date, dt.date, dt.datetime | None, str, str]]:
+    """(customer, period start, period end, finalized at, status, details) of the discount lines of the period
+    invoices and progressive invoices (which bill a period's usage before it ends)."""
     statement = (
         select(
-            InvoiceRow.customer_external_id, InvoiceRow.period_start, InvoiceRow.finalized_at, InvoiceLineRow.details
+            InvoiceRow.customer_external_id,
+            InvoiceRow.period_start,
+            InvoiceRow.period_end,
+            InvoiceRow.finalized_at,
+            InvoiceRow.status,
+            InvoiceLineRow.details,
         )
         .join(InvoiceLineRow, InvoiceLineRow.invoice_id == InvoiceRow.id)
         .where(
             InvoiceLineRow.kind == LineKind.DISCOUNT.value,
             InvoiceRow.kind == InvoiceKind.INVOICE.value,
-            InvoiceRow.scope == InvoiceScope.PERIOD.value,
+            InvoiceRow.scope.in_((InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value)),
             InvoiceRow.status.not_in(statuses_out),
         )
     )
@@ -162,16 +169,21 @@ def _code(details: str) -> str | None:
     return None if code is None else str(code)
 
 
-def periods_reduced(session: Session, customers: Collection[str], before: dt.date) -> dict[tuple[str, str], int]:
-    """How many billing periods that start before ``before`` each (customer, coupon code) reduced: the distinct
-    period starts of the customer's period invoices (drafts and issued ones, not void) with its discount line."""
-    seen: set[tuple[str, str, dt.date]] = set()
-    for customer, start, _, details in _discount_lines(session, customers, InvoiceStatus.VOID.value):
+def periods_reduced(session: Session, customers: Collection[str], period: Period) -> dict[tuple[str, str], int]:
+    """How many billing periods other than ``period`` each (customer, coupon code) reduced before it: the
+    distinct billing periods (start and end) of the customer's period and progressive invoices (not void) with
+    its discount line that are issued, or end before ``period`` (a draft; by start for equal ends). A customer
+    with billing periods of different lengths (a weekly and a monthly plan) has them counted in the order a
+    billing run writes them (by their ends), so a ``once`` coupon reduces one of them, never two."""
+    seen: set[tuple[str, str, dt.date, dt.date]] = set()
+    for customer, start, end, _, status, details in _discount_lines(session, customers, InvoiceStatus.VOID.value):
         code = _code(details)
-        if code is not None and start < before:
-            seen.add((customer, code, start))
+        if code is None or (start, end) == (period.start, period.end):
+            continue
+        if status != InvoiceStatus.DRAFT.value or (end, start) < (period.end, period.start):
+            seen.add((customer, code, start, end))
     counts: dict[tuple[str, str], int] = {}
-    for customer, code, _ in seen:
+    for customer, code, _, _ in seen:
         counts[(customer, code)] = counts.get((customer, code), 0) + 1
     return counts
 
@@ -180,7 +192,7 @@ def redemptions(session: Session, customers: Collection[str] | None = None) -> d
     """When each (customer, coupon code) was redeemed: the finalization of the first issued invoice its discount
     line reduced (a redemption stays one even if that invoice is later voided)."""
     first: dict[tuple[str, str], dt.datetime] = {}
-    for customer, _, finalized_at, details in _discount_lines(session, customers, InvoiceStatus.DRAFT.value):
+    for customer, _, _, finalized_at, _, details in _discount_lines(session, customers, InvoiceStatus.DRAFT.value):
         code = _code(details)
         if code is None or finalized_at is None:
             continue

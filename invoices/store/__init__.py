@@ -65,6 +65,7 @@ from invoices.store.queries import (
     period_drafts,
     period_invoice_states,
     progressive_keys,
+    progressive_lines,
     receivables,
     status_changes_between,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "period_drafts",
     "period_invoice_states",
     "progressive_keys",
+    "progressive_lines",
     "receivables",
     "remove_stale_drafts",
     "reopen_paid",

@@ -63,6 +63,7 @@ __all__ = [
     "period_drafts",
     "period_invoice_states",
     "progressive_keys",
+    "progressive_lines",
     "receivables",
     "status_changes_between",
 ]
@@ -223,6 +224,32 @@ def progressive_keys(session: Session, subscription_ids: Iterable[int], period_s
         for subscription_id, key in session.execute(statement):
             if subscription_id is not None:
                 found.setdefault(subscription_id, []).append(key)
+    return found
+
+
+def progressive_lines(
+    session: Session, customers: Iterable[str], period_start: dt.date, period_end: dt.date
+) -> dict[str, list[InvoiceLine]]:
+    """The lines of the progressive invoices (not void) of each of ``customers`` for the billing period
+    ``[period_start, period_end)``, invoice by invoice in the order they were issued."""
+    wanted = sorted(set(customers))
+    found: dict[str, list[InvoiceLine]] = {}
+    for offset in range(0, len(wanted), _CHUNK):
+        statement = (
+            select(InvoiceRow.id, InvoiceRow.customer_external_id)
+            .where(
+                InvoiceRow.scope == InvoiceScope.PROGRESSIVE.value,
+                InvoiceRow.status.in_(_BILLED),
+                InvoiceRow.period_start == period_start,
+                InvoiceRow.period_end == period_end,
+                InvoiceRow.customer_external_id.in_(wanted[offset : offset + _CHUNK]),
+            )
+            .order_by(InvoiceRow.id)
+        )
+        rows = session.execute(statement).all()
+        lines = _lines_of(session, [row.id for row in rows])
+        for invoice_id, customer in rows:
+            found.setdefault(customer, []).extend(lines.get(invoice_id, ()))
     return found
 
 

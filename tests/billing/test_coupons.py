@@ -435,3 +435,50 @@ def test_the_cli_names_each_problem_on_its_own_line_and_lists_the_redemption_rat
     assert listed.exit_code == 0 and "0.0 %" in listed.stdout  # issued to 1, redeemed by none
     twice = runner.invoke(app, ["coupons", "issue", "TEN", "--customer", "acme"])
     assert twice.exit_code == 1 and "customer 'acme' holds coupon 'TEN' already" in twice.stderr
+
+
+def test_stacked_plan_restricted_coupons_never_take_more_than_their_plans_lines():
+    half_support = _applied(_coupon(code="HALF_SUPPORT", percent_off=Decimal(50), plans=("support",)))
+    fixed_support = _applied(_coupon(code="SUPPORT15", amount_off=Decimal("15.00"), currency="USD", plans=("support",)))
+    found = discount_lines(LINES, [half_support, fixed_support], FEB.start, "USD")
+    # support's section is 20.00: 50 % = 10.00; then 15.00 off the 10.00 left of it: 10.00, 5.00 lost; 20.00 in all
+    assert _amounts(found) == ["-10.00", "-10.00"]
+    assert found[1].details.explanation == "15.00 off 10.00; 5.00 unused, lost"
+    # a coupon for every plan after them takes from what is left: 53.00 − 20.00 = 33.00, 10 % = 3.30
+    tenth = _applied(_coupon(code="TENTH", percent_off=Decimal(10)))
+    assert _amounts(discount_lines(LINES, [half_support, fixed_support, tenth], FEB.start, "USD")) == [
+        "-10.00", "-10.00", "-3.30"
+    ]
+
+
+WEEKLY = """
+[plans.weekly]
+name = "Weekly"
+currency = "USD"
+interval = "week"
+subscription = { fee = 7.00, billing = "in_arrears" }
+"""
+
+
+@pytest.mark.db
+def test_a_once_coupon_reduces_one_billing_period_of_a_customer_billed_weekly_and_monthly(engine):
+    mixed, problems = loads_catalog(CATALOG + WEEKLY, "coupons.toml")
+    assert not problems and mixed is not None
+    _customer(engine)
+    service.subscribe(engine, mixed, "acme", "basic", D(2026, 1, 1))
+    service.subscribe(engine, mixed, "acme", "weekly", D(2026, 1, 5))  # weeks from Mondays
+    _create(engine, mixed, "ONCE", percent="50", duration="once")
+    coupons.apply_coupon(engine, "ONCE", "acme", now=dt.datetime(2026, 2, 25, 12, tzinfo=dt.UTC))
+    run_billing(engine, mixed, MAR, now=dt.datetime(2026, 4, 2, tzinfo=dt.UTC))
+    run_billing(engine, mixed, MAR, now=dt.datetime(2026, 4, 2, tzinfo=dt.UTC))  # a re-run moves nothing
+    with session_scope(engine) as session:
+        invoices = store.list_invoices(session, customer="acme", with_lines=True)
+    reduced = [
+        (i.period_start.isoformat(), i.period_end.isoformat(), str(line.amount))
+        for i in invoices
+        for line in i.lines
+        if line.kind is LineKind.DISCOUNT
+    ]
+    # the periods after 25 February, in the order a run writes them (by their ends): the week from 2 March (ends
+    # 9 March) comes before March (ends 1 April): 50 % of its 7.00 fee; March's 30.00 is not reduced
+    assert reduced == [("2026-03-02", "2026-03-09", "-3.50")]

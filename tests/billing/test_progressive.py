@@ -300,30 +300,59 @@ def test_prepaid_credit_pays_a_progressive_invoice_as_it_is_finalized(engine, ca
     assert [(c.kind, str(c.amount)) for c in invoice.credits_applied] == [("free", "30.00")]
 
 
-@pytest.mark.db
-def test_a_percentage_coupon_reduces_the_period_end_invoice_only_not_the_progressive_ones(engine, catalog):
-    """What happens today (documented in the README): progressive invoices carry no discount line; the coupon
-    reduces the period-end invoice's own lines, the rest of the usage."""
+def _coupon(engine, catalog, code, who, **terms):
     from billing import coupons
 
-    _customer(engine, catalog, "acme", "steps")
-    twenty = coupons.parse_coupon("TWENTY", percent="20", amount=None, currency=None, duration="forever")
-    coupons.create_coupon(engine, catalog, twenty)
-    coupons.apply_coupon(engine, "TWENTY", "acme", now=_at(15, month_number=2))
-    _calls(engine, catalog, "acme", 220, "2026-03-05T10:00:00Z", "a", _at(10))
-    assert _progressive(engine, catalog, _at(10)) == ["INV-2026-000001"]  # 220 × 0.50 = 110.00 ≥ 100.00
-    _calls(engine, catalog, "acme", 300, "2026-03-12T10:00:00Z", "b", _at(15))
-    assert _progressive(engine, catalog, _at(15)) == ["INV-2026-000002"]  # 520 × 0.50 = 260.00: 260.00 − 110.00
-    _calls(engine, catalog, "acme", 100, "2026-03-20T10:00:00Z", "c", _at(25))
+    terms.setdefault("percent", None)
+    terms.setdefault("amount", None)
+    terms.setdefault("currency", None)
+    if code not in {c.coupon.code for c in coupons.list_coupons(engine)}:
+        coupons.create_coupon(engine, catalog, coupons.parse_coupon(code, **terms))
+    coupons.apply_coupon(engine, code, who, now=_at(15, month_number=2))  # reduces March on
+
+
+def _billed(invoice):
+    return [(line.kind.value, str(line.amount)) for line in invoice.lines]
+
+
+@pytest.mark.db
+def test_coupons_reduce_the_progressive_invoices_and_the_period_adds_up_to_one_invoice(engine, catalog):
+    """steps: 0.50 a call, progressive at 100.00, 200.00 and 5000.00. acme holds 50 % off forever and 10.00 off
+    forever; bob a 20 % off once. Each: 500 calls on 5 March, 100 more on 20 March."""
+    for who in ("acme", "bob"):
+        _customer(engine, catalog, who, "steps")
+    _coupon(engine, catalog, "HALF", "acme", percent="50", duration="forever")
+    _coupon(engine, catalog, "FLAT10", "acme", amount="10.00", currency="USD", duration="forever")
+    _coupon(engine, catalog, "ONCE20", "bob", percent="20", duration="once")
+    for who in ("acme", "bob"):
+        _calls(engine, catalog, who, 500, "2026-03-05T10:00:00Z", f"{who}-a", _at(10))
+    assert _progressive(engine, catalog, _at(10)) == ["INV-2026-000001", "INV-2026-000002"]
+    [acme_first] = _invoices(engine, "acme")
+    # (applied the same day: in code order) 500 × 0.50 = 250.00; FLAT10 10.00; HALF 50 % of the 240.00 left =
+    # 120.00 → 120.00
+    assert _billed(acme_first) == [("usage", "250.00"), ("discount", "-10.00"), ("discount", "-120.00")]
+    assert str(acme_first.total) == "120.00"
+    [bob_first] = _invoices(engine, "bob")
+    assert _billed(bob_first) == [("usage", "250.00"), ("discount", "-50.00")]  # 20 % of 250.00
+    for who in ("acme", "bob"):
+        _calls(engine, catalog, who, 100, "2026-03-20T10:00:00Z", f"{who}-b", _at(20))
     run_billing(engine, catalog, MARCH, now=_at(2, month_number=4))
     finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2))
-    first, second, period_end = _invoices(engine, "acme")
-    assert [line.kind for line in (*first.lines, *second.lines)] == [LineKind.USAGE, LineKind.USAGE]  # no discount
-    assert (str(first.total), str(second.total)) == ("110.00", "150.00")
-    # 620 × 0.50 = 310.00; the rest 310.00 − 260.00 = 50.00; 20 % of 50.00 = 10.00 off → 40.00
-    assert [(line.kind, str(line.amount)) for line in period_end.lines] == [
-        (LineKind.USAGE, "50.00"), (LineKind.DISCOUNT, "-10.00")
-    ]
-    assert str(period_end.total) == "40.00"
-    # 110.00 + 150.00 + 40.00 = 300.00, where one invoice would bill 310.00 − 20 % = 248.00
-    assert str(first.total + second.total + period_end.total) == "300.00"
+    acme_rest = _invoices(engine, "acme")[-1]
+    # the period: 600 × 0.50 = 300.00; FLAT10 10.00 − 10.00 taken = nothing more; HALF 50 % of 290.00 = 145.00 −
+    # 120.00 taken = 25.00
+    assert _billed(acme_rest) == [("usage", "50.00"), ("discount", "-25.00")]
+    assert acme_rest.lines[-1].details.explanation == (
+        "50 % of 290.00; less 120.00 taken off by earlier invoices of the period"
+    )
+    # one invoice: 300.00 − 10.00 − 145.00 = 145.00 = 120.00 + 25.00
+    assert str(sum((i.total for i in _invoices(engine, "acme")), Decimal(0))) == "145.00"
+    bob_rest = _invoices(engine, "bob")[-1]
+    # once: March is one billing period: 20 % of 300.00 = 60.00 − 50.00 = 10.00; 50.00 − 10.00 = 40.00
+    assert _billed(bob_rest) == [("usage", "50.00"), ("discount", "-10.00")]
+    assert str(sum((i.total for i in _invoices(engine, "bob")), Decimal(0))) == "240.00"
+    # April: the once coupon has reduced its billing period (March, on two invoices): 100 calls = 50.00, no discount
+    _calls(engine, catalog, "bob", 100, "2026-04-10T10:00:00Z", "bob-c", _at(10, month_number=4))
+    run_billing(engine, catalog, month(2026, 4), now=_at(2, month_number=5))
+    april = [i for i in list_invoices(engine, customer="bob", with_lines=True) if i.period_start == dt.date(2026, 4, 1)]
+    assert [_billed(i) for i in april] == [[("usage", "50.00")]]
