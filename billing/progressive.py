@@ -9,7 +9,8 @@ ingestion, and the scheduler's regular check), never for a period whose period i
   aggregate their usage so far in one batch, and rate it (``rating.usage_charges``, as the invoice rates it);
   issue     for each subscription that reached amounts above the highest invoiced, in a transaction of its own:
             the subscription's row locked, the amounts invoiced read again, what earlier progressive invoices of
-            the period billed read (``store.billed_by_period``), the invoice composed
+            the period billed read (``store.billed_by_period``), a draft of the period's invoice written
+            before removed (it would bill the same usage again), the invoice composed
             (``billing.core.progressive``; the customer's coupons reduce it as they would the period's
             invoice, less what its earlier invoices took off), written and finalized with the next gap-free
             number, its ``invoice.finalized`` notification queued with it.
@@ -231,6 +232,9 @@ def _issue(
     own = billed_progressively(session, [owner.external_id], period).get(subscription.id, {})
     today = instant.astimezone(ZoneInfo(owner.timezone)).date()
     through = min(today, period.end - dt.timedelta(days=1))
+    # A draft of the period's invoice written before now bills this usage too: it goes (nothing is lost: a draft
+    # has no number), and the next billing run writes the period's invoice again, for the rest.
+    store.remove_stale_drafts(session, period.start, (), owner.external_id, period_end=period.end)
     coupons = applied_coupons(session, [owner.external_id], period).get(owner.external_id, [])
     earlier = store.progressive_lines(session, [owner.external_id], period.start, period.end) if coupons else {}
     draft = compose_progressive_invoice(

@@ -356,3 +356,23 @@ def test_coupons_reduce_the_progressive_invoices_and_the_period_adds_up_to_one_i
     run_billing(engine, catalog, month(2026, 4), now=_at(2, month_number=5))
     april = [i for i in list_invoices(engine, customer="bob", with_lines=True) if i.period_start == dt.date(2026, 4, 1)]
     assert [_billed(i) for i in april] == [[("usage", "50.00")]]
+
+
+@pytest.mark.db
+def test_a_draft_of_the_period_written_before_a_progressive_invoice_is_not_issued(engine, catalog):
+    _customer(engine, catalog, "acme", "steps")
+    _calls(engine, catalog, "acme", 150, "2026-03-05T10:00:00Z", "a", _at(10))  # 75.00: below 100.00
+    run_billing(engine, catalog, MARCH, now=_at(15))  # a preview: the period's draft bills 75.00
+    assert [str(i.total) for i in list_invoices(engine, customer="acme")] == ["75.00"]
+    _calls(engine, catalog, "acme", 100, "2026-03-16T10:00:00Z", "b", _at(16))  # 250 calls: 125.00
+    assert _progressive(engine, catalog, _at(16)) == ["INV-2026-000001"]
+    # the draft billed the 150 calls the progressive invoice bills now: it is gone, nothing is left to finalize
+    assert [(i.scope, str(i.total)) for i in list_invoices(engine, customer="acme")] == [
+        (InvoiceScope.PROGRESSIVE, "125.00")
+    ]
+    assert finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2), now=_at(2, month_number=4)) == []
+    _calls(engine, catalog, "acme", 10, "2026-03-30T10:00:00Z", "c", _at(30))  # 260 calls: 130.00
+    run_billing(engine, catalog, MARCH, now=_at(2, month_number=4))
+    finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2), now=_at(2, month_number=4))
+    # the period's invoice bills the rest: 130.00 − 125.00 = 5.00; one invoice would have billed 130.00
+    assert [str(i.total) for i in _invoices(engine, "acme")] == ["125.00", "5.00"]
