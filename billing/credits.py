@@ -314,7 +314,14 @@ def finalize_with_credits(
     today: dt.date,
     now: dt.datetime | None = None,
 ) -> list[str]:
-    """``store.finalize_many``, then the customers' credits applied to each invoice, in the same transaction."""
+    """``store.finalize_many``, then the customers' credits applied to each invoice, in the same transaction.
+    The invoices' customers are locked first, before the number sequence (the order every other writer of both
+    takes them in: a paid grant, a credit note to the balance), so that two transactions never deadlock."""
+    if invoice_ids:
+        owners = session.execute(
+            select(InvoiceRow.customer_external_id).where(InvoiceRow.id.in_(list(invoice_ids))).distinct()
+        ).scalars()
+        repository.lock_customers(session, [owner for owner in owners if owner is not None])
     numbers = store.finalize_many(session, invoice_ids, settings, today)
     apply_credits(session, invoice_ids, now or utcnow(), settings)
     return numbers

@@ -6,6 +6,7 @@ applying nothing; and the ledger's invariants after each."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from decimal import Decimal
 
 import pytest
@@ -15,7 +16,7 @@ from billing import customers as service
 from billing.db import session_scope
 from billing.errors import BillingInputError
 from invoices import store
-from invoices.model import DraftInvoice, InvoiceLine, InvoiceStatus, LineKind, Party
+from invoices.model import DraftInvoice, InvoiceKind, InvoiceLine, InvoiceStatus, LineKind, Party
 
 pytestmark = pytest.mark.db
 
@@ -308,3 +309,51 @@ def test_the_invoice_finalized_webhook_carries_the_credits_and_the_amount_due(en
     # 12.00 − 5.00 = 7.00
     assert (payload["invoice"]["total"], payload["invoice"]["amount_due"]) == ("12.00", "7.00")
     assert [c["amount"] for c in payload["invoice"]["credits_applied"]] == ["5.00"]
+
+
+def _wait_for_a_lock_wait(engine) -> None:
+    """Until another connection waits for a row lock (PostgreSQL)."""
+    from sqlalchemy import text
+
+    for _ in range(600):
+        with engine.connect() as connection:
+            waiting = connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+            ).scalar_one()
+        if waiting:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the finalization never waited for the customer's row")
+
+
+def test_a_finalization_takes_the_customer_before_the_number_sequence(engine, db_url):
+    """A paid grant holds its customer's row, then takes the invoice number sequence; a finalization must take
+    them in the same order, or each waits for the other (PostgreSQL stops one: a deadlock)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL (SQLite's write transaction holds the whole database)")
+    from billing.db import repository
+
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("5.00"), "USD", now=at("2026-02-10T00:00:00"))
+    invoice_id = draft(engine, who, dt.date(2026, 3, 1), "30.00")
+    failures: list[BaseException] = []
+
+    def finalization() -> None:
+        try:
+            with session_scope(engine) as session:
+                credits.finalize_with_credits(
+                    session, [invoice_id], SETTINGS, dt.date(2026, 4, 2), at("2026-04-02T00:00:00")
+                )
+        except BaseException as error:  # noqa: BLE001 — reported below
+            failures.append(error)
+
+    with session_scope(engine) as session:  # as a paid grant does: the customer first...
+        repository.get_customer(session, who, for_update=True)
+        worker = threading.Thread(target=finalization)
+        worker.start()
+        _wait_for_a_lock_wait(engine)  # the finalization waits for the customer, holding nothing else
+        store.next_numbers(session, store.sequence_name(InvoiceKind.INVOICE, "INV-{year}-{seq:06d}", 2026))
+        session.rollback()  # ...then the sequence: free, the finalization did not take it first
+    worker.join(60)
+    assert failures == []
+    assert applied(invoicing.get_invoice(engine, invoice_id)) == [("free", "5.00")]
