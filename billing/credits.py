@@ -40,12 +40,22 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
 from billing.core.compose import bill_to
-from billing.core.credits import AlertState, GrantView, alerts_due, allocate, day_start, topup_due, usable_for
+from billing.core.credits import (
+    KIND_ORDER,
+    AlertState,
+    GrantView,
+    alerts_due,
+    allocate,
+    day_start,
+    payable_before,
+    topup_due,
+    usable_for,
+)
 from billing.core.domain import Customer
 from billing.db import repository, session_scope
 from billing.db.credit_tables import CreditAccountRow, CreditEntryRow, CreditGrantRow
 from billing.db.notification_tables import NotificationRow
-from billing.errors import BillingInputError, NotFoundError
+from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.notify.outbox import queue_invoices_finalized
 from dbkit import insert_for, keyset_page, page_of, read_only, utcnow
 from invoices import store
@@ -71,12 +81,14 @@ __all__ = [
     "balance_in",
     "balance_json",
     "configure",
+    "credit_note_issued",
     "credits_of",
     "entries_page",
     "entry_json",
     "finalize_with_credits",
     "grant_credit",
     "grant_json",
+    "invoice_voided",
     "ledger",
     "ledger_problems",
     "overpayment_to_balance",
@@ -304,6 +316,170 @@ def _sell_topup(
     queue_invoices_finalized(session, store.get_invoices(session, [outcome.invoice_id]))
 
 
+# -- credit notes and voids ------------------------------------------------------------------------------------
+
+
+def credit_note_issued(
+    session: Session,
+    invoice: Invoice,
+    note: Invoice,
+    *,
+    to_balance: bool,
+    now: dt.datetime,
+    settings: store.FinalizeSettings | None = None,
+) -> None:
+    """What credit note ``note`` of ``invoice`` does to the ledger, in the caller's transaction (the customer's row
+    locked first, before the note took its number):
+
+    1. what the invoice still has to be paid (an unpaid invoice's amount due) is reduced first, as Stripe does:
+       a ``balance`` grant from the note, applied to the invoice at once (shown on it as "Credit note …");
+    2. then what was paid in cash (a paid invoice's amount due, less what earlier notes refunded) goes to the
+       customer's balance with ``to_balance`` (else it is refunded outside the engine);
+    3. then the credits that paid the invoice are given back to their grants (customer balance, then prepaid,
+       then free credit): free credit never becomes cash.
+
+    A top-up invoice's note takes its prepaid credit back instead (``_credit_topup``)."""
+    owner = _customer(session, invoice.customer_id or "", lock=True)
+    _settle(session, owner, now)
+    if invoice.scope is InvoiceScope.CREDIT:
+        _credit_topup(session, owner, invoice, note, to_balance, now)
+    else:
+        rest = note.total - _reduce_due(session, owner, invoice, note, now)
+        cash = min(rest, _cash_refundable(session, invoice, note)) if rest > 0 else ZERO
+        if to_balance and cash > 0:
+            reason = f"refund of credit note {note.number}"
+            grant_id = _insert_grant(session, owner, invoice.currency, "balance", cash, 0, None, reason, now, note.id)
+            _move(session, f"refund:{note.id}", "refund", grant_id, cash, "refund", note.id, now)
+        _give_credits_back(session, invoice, note, rest - cash, now)
+    _watch(session, owner, now, settings or store.FinalizeSettings())  # the customer's alerts and top-ups
+
+
+def _reduce_due(session: Session, owner: Customer, invoice: Invoice, note: Invoice, now: dt.datetime) -> Decimal:
+    """Reduce the amount due of an unpaid invoice by the note (up to what is due); how much."""
+    if invoice.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
+        return ZERO
+    due = with_credits(session, [invoice])[0].amount_due
+    take = min(note.total, due)
+    if take <= 0:
+        return ZERO
+    reason = f"credit note {note.number}"
+    grant_id = _insert_grant(session, owner, invoice.currency, "balance", take, 0, None, reason, now, note.id)
+    _move(session, f"reduce:{note.id}", "refund", grant_id, take, "refund", note.id, now)
+    _move(session, f"apply:{invoice.id}:{grant_id}", "application", grant_id, -take, "invoice", invoice.id, now)
+    return take
+
+
+def _notes_of(session: Session, invoice_id: int) -> dict[int, Decimal]:
+    """The credit notes of an invoice: id → total."""
+    rows = session.execute(
+        select(InvoiceRow.id, InvoiceRow.total).where(
+            InvoiceRow.refers_to_id == invoice_id, InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value
+        )
+    ).all()
+    return {row.id: row.total for row in rows}
+
+
+def _invoice_legs(session: Session, invoice_id: int) -> list[tuple[int, str, str, Decimal, int | None]]:
+    """(grant, movement, movement kind, amount, the grant's source invoice) of the invoice's ``invoice`` legs."""
+    rows = session.execute(
+        select(
+            CreditEntryRow.grant_id,
+            CreditEntryRow.movement,
+            CreditEntryRow.kind,
+            CreditEntryRow.amount,
+            CreditGrantRow.invoice_id,
+        )
+        .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+        .where(CreditEntryRow.invoice_id == invoice_id, CreditEntryRow.account == "invoice")
+    ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def _reduced(session: Session, invoice_id: int) -> Decimal:
+    """What credit notes took off a top-up invoice's amount due (the only credit a top-up invoice takes)."""
+    return sum((amount for _, _, _, amount, _ in _invoice_legs(session, invoice_id)), ZERO)
+
+
+def _cash_refundable(session: Session, invoice: Invoice, note: Invoice) -> Decimal:
+    """What of a paid invoice was paid in cash and no earlier note gave back: its amount due when paid (its
+    total less the credits applied) less what earlier notes did not take off the amount due nor give back in
+    credits."""
+    if invoice.status is not InvoiceStatus.PAID:
+        return ZERO
+    notes = _notes_of(session, invoice.id)
+    earlier = [i for i in notes if i != note.id]
+    legs = _invoice_legs(session, invoice.id)
+    applied = sum((amount for _, _, kind, amount, _ in legs if kind == "application"), ZERO)
+    reduced = sum((a for _, _, kind, a, source in legs if kind == "application" and source in earlier), ZERO)
+    given_back = -sum((a for _, movement, _, a, _ in legs if movement.startswith("credit:")), ZERO)
+    refunded = max(ZERO, sum((notes[i] for i in earlier), ZERO) - reduced - given_back)
+    return max(ZERO, invoice.total - applied - refunded)
+
+
+def _give_credits_back(session: Session, invoice: Invoice, note: Invoice, amount: Decimal, now: dt.datetime) -> None:
+    """Give ``amount`` back to the grants that paid the invoice (net of what was given back before), the
+    customer's balance first, then prepaid, then free credit, the latest grant first."""
+    if amount <= 0:
+        return
+    notes = set(_notes_of(session, invoice.id))
+    paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for grant_id, _, _, leg, source in _invoice_legs(session, invoice.id):
+        if source not in notes:  # (an amount due reduced by a note is no credit of the customer's)
+            paid[grant_id] += leg
+    kinds = {g.id: g.kind for g in _grants(session, invoice.customer_id or "", ids=list(paid))}
+    for grant_id in sorted(paid, key=lambda g: (-KIND_ORDER[kinds[g]], -g)):
+        take = min(amount, paid[grant_id])
+        if take > 0:
+            _move(session, f"credit:{note.id}:{grant_id}", "void", grant_id, take, "invoice", invoice.id, now)
+            amount -= take
+
+
+def _credit_topup(
+    session: Session, owner: Customer, invoice: Invoice, note: Invoice, to_balance: bool, now: dt.datetime
+) -> None:
+    """A credit note of a top-up invoice. Paid: it takes back that much of the prepaid credit (never more than is
+    left unspent: ConflictError) and, with ``to_balance``, puts the money paid for it on the balance. Unpaid: it
+    reduces the amount due, and the credit becomes usable, once paid, less what the notes took off."""
+    [grant] = [g for g in _grants(session, owner.external_id) if g.kind == "paid" and g.invoice_id == invoice.id]
+    if invoice.status is not InvoiceStatus.PAID:
+        _reduce_due(session, owner, invoice, note, now)
+        return
+    if note.total > grant.remaining:
+        raise ConflictError(
+            f"{invoice.number} sold {format_amount(grant.amount, grant.currency)} {grant.currency} of prepaid credit, "
+            f"of which {format_amount(grant.remaining, grant.currency)} is left unspent: a credit note of it can "
+            "take back at most that"
+        )
+    _move(session, f"credit:{note.id}:{grant.id}", "void", grant.id, -note.total, "topup", note.id, now)
+    if to_balance:
+        reason = f"refund of credit note {note.number}"
+        grant_id = _insert_grant(session, owner, invoice.currency, "balance", note.total, 0, None, reason, now, note.id)
+        _move(session, f"refund:{note.id}", "refund", grant_id, note.total, "refund", note.id, now)
+
+
+def invoice_voided(session: Session, invoice: Invoice, now: dt.datetime) -> None:
+    """After ``invoice`` became void, in the same transaction: the credits applied to it go back (``_settle``),
+    and the balance it put on the customer's account (a negative invoice's amount, its credit notes' refunds) is
+    taken back. If some of that balance has already paid other invoices, the void is refused (ConflictError):
+    the customer has used money the void says was never owed."""
+    owner = _customer(session, invoice.customer_id or "", lock=True)
+    _settle(session, owner, now)
+    sources = [invoice.id, *_notes_of(session, invoice.id)]
+    ids = session.execute(
+        select(CreditGrantRow.id).where(CreditGrantRow.invoice_id.in_(sources), CreditGrantRow.kind == "balance")
+    ).scalars()
+    grants = _grants(session, owner.external_id, ids=list(ids))
+    spent = sum((g.amount - g.remaining for g in grants), ZERO)
+    if spent > 0:
+        raise ConflictError(
+            f"{invoice.number}: {format_amount(spent, invoice.currency)} {invoice.currency} of the balance it gave "
+            "the customer has already paid other invoices; it cannot be voided"
+        )
+    for g in grants:
+        if g.remaining > 0:
+            _move(session, f"void:balance:{g.id}", "void", g.id, -g.remaining, "refund", invoice.id, now)
+
+
 # -- applying at finalization ----------------------------------------------------------------------------------
 
 
@@ -440,7 +616,10 @@ def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
     paid_topups = _topups_paid(session, [g.invoice_id for g in grants if g.kind == "paid" and not g.usable])
     for g in grants:
         if g.kind == "paid" and not g.usable and g.invoice_id in paid_topups:
-            _move(session, f"grant:{g.id}", "grant", g.id, g.amount, "topup", g.invoice_id, paid_topups[g.invoice_id])
+            # (less what credit notes of the top-up took off its amount due before it was paid)
+            amount = g.amount - _reduced(session, g.invoice_id)
+            if amount > 0:
+                _move(session, f"grant:{g.id}", "grant", g.id, amount, "topup", g.invoice_id, paid_topups[g.invoice_id])
     _give_back_voided(session, [g.id for g in grants], now)
     for g in _grants(session, owner.external_id):
         if g.expires_at is not None and g.expires_at <= now and g.remaining > 0:
@@ -748,9 +927,10 @@ def balance(
         _watch(session, owner, instant, settings or store.FinalizeSettings())
         grants = _grants(session, owner.external_id)
         accounts = _accounts(session, owner.external_id)
+        awaited = _awaited(session, [g for g in grants if g.kind == "paid" and not g.usable])
     currencies = sorted({g.currency for g in grants} | {owner.currency} | set(accounts))
     return [
-        _balance_of(currency, [g for g in grants if g.currency == currency], accounts.get(currency))
+        _balance_of(currency, [g for g in grants if g.currency == currency], accounts.get(currency), awaited)
         for currency in currencies
     ]
 
@@ -768,11 +948,34 @@ def balance_in(
     return found.get(code) or Balance(code, ZERO, ZERO, ZERO, ZERO, ())
 
 
-def _balance_of(currency: str, grants: list[Grant], account: CreditAccountRow | None = None) -> Balance:
+def _awaited(session: Session, grants: list[Grant]) -> dict[int, Decimal]:
+    """What each paid grant not usable yet waits for: its amount less its top-up's credit notes, while the top-up
+    invoice is open (finalized, not paid); nothing once it is void or uncollectible."""
+    ids = [g.invoice_id for g in grants if g.invoice_id is not None]
+    open_ = set(
+        session.execute(
+            select(InvoiceRow.id).where(InvoiceRow.id.in_(ids), InvoiceRow.status == InvoiceStatus.FINALIZED.value)
+        ).scalars()
+    ) if ids else set()
+    return {
+        g.id: max(ZERO, g.amount - _reduced(session, g.invoice_id))
+        for g in grants
+        if g.invoice_id in open_ and g.invoice_id is not None
+    }
+
+
+def _balance_of(
+    currency: str,
+    grants: list[Grant],
+    account: CreditAccountRow | None = None,
+    awaited: dict[int, Decimal] | None = None,
+) -> Balance:
     def held(kind: str) -> Decimal:
         return round_money(sum((g.remaining for g in grants if g.kind == kind and g.usable), ZERO), currency)
 
-    pending = round_money(sum((g.amount for g in grants if g.kind == "paid" and not g.usable), ZERO), currency)
+    if awaited is None:
+        awaited = {g.id: g.amount for g in grants if g.kind == "paid" and not g.usable}
+    pending = round_money(sum((awaited.get(g.id, ZERO) for g in grants), ZERO), currency)
     found = Balance(currency, held("free"), held("paid"), held("balance"), pending, tuple(grants))
     if account is None:
         return found
@@ -837,7 +1040,7 @@ def with_credits(session: Session, invoices: Sequence[Invoice]) -> list[Invoice]
 
 def _describe(kind: str, reason: str | None) -> str:
     if kind == "balance":
-        return "Customer balance"
+        return f"C{reason[1:]}" if reason and reason.startswith("credit note ") else "Customer balance"
     label = "Free credit" if kind == "free" else "Prepaid credit"
     return f"{label}: {reason}" if reason else label
 

@@ -189,13 +189,19 @@ def finalize_invoice(
 
 
 def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) -> Invoice:
+    """Move an issued invoice on (paid, void, uncollectible). A void gives back the credits applied to it and
+    takes back the balance it or its credit notes put on the customer's account (refused, ConflictError, if that
+    balance has already paid other invoices: ``credits.invoice_voided``)."""
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, key)
             if status is InvoiceStatus.VOID:
                 store.lock_invoice(session, invoice.id)
                 payments.check_can_void(session, invoice.id)
-            return store.set_status(session, invoice.id, status)
+            changed = store.set_status(session, invoice.id, status)
+            if status is InvoiceStatus.VOID and invoice.status is not InvoiceStatus.VOID:
+                credits.invoice_voided(session, changed, clock())
+            return changed
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
         except InvoiceStateError as error:
@@ -212,14 +218,19 @@ def create_credit_note(
     *,
     to_balance: bool = False,
 ) -> Invoice:
-    """A credit note against an issued invoice; ``to_balance``: its amount goes to the customer's balance (a
-    ledger entry the next invoices use)."""
+    """A credit note against an issued invoice. It reduces first what the invoice still has to be paid; then,
+    with ``to_balance``, what was paid in cash goes to the customer's balance (a ledger entry the next invoices
+    use); the credits that paid the invoice go back to their grants (``credits.credit_note_issued``)."""
     with session_scope(engine) as session:
         try:
+            invoice = store.get_invoice(session, number)
+            # the customer's row before the note's number sequence, as every writer of both takes them
+            repository.get_customer(session, invoice.customer_id or "", for_update=True)
             note = store.create_credit_note(session, number, amount, reason, settings, today)
-            if to_balance:
-                credits.refund_to_balance(session, note, note.total, clock(), settings)
+            credits.credit_note_issued(session, invoice, note, to_balance=to_balance, now=clock(), settings=settings)
             return note
+        except ConflictError:
+            raise
         except InvoiceNotFoundError as error:
             raise NotFoundError(str(error)) from None
         except InvoiceStateError as error:

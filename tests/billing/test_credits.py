@@ -167,6 +167,7 @@ def test_a_negative_invoice_keeps_its_total_and_its_amount_pays_the_next_invoice
 def test_a_credit_note_refunded_to_the_balance_uses_the_same_ledger(engine):
     who = customer(engine)
     march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "40.00"), "2026-04-02T00:00:00")
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.PAID)  # 40.00 paid in cash
     note = invoicing.create_credit_note(
         engine, march.number or "", D("12.50"), "outage", SETTINGS, dt.date(2026, 4, 3), to_balance=True
     )
@@ -357,3 +358,100 @@ def test_a_finalization_takes_the_customer_before_the_number_sequence(engine, db
     worker.join(60)
     assert failures == []
     assert applied(invoicing.get_invoice(engine, invoice_id)) == [("free", "5.00")]
+
+
+def bal(engine, who, now="2026-06-01T00:00:00") -> tuple[str, str, str, str]:
+    """(free, paid, balance, pending) in USD."""
+    [usd] = credits.balance(engine, who, now=at(now))
+    return (str(usd.free), str(usd.paid), str(usd.balance), str(usd.pending))
+
+
+def test_voiding_a_negative_invoice_takes_its_balance_back_or_is_refused_once_it_was_spent(engine):
+    from billing.errors import ConflictError
+
+    for who in ("acme", "bob"):
+        customer(engine, who)
+        march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "30.00", "-50.32"), "2026-04-02T00:00:00")
+        assert str(march.total) == "-20.32" and bal(engine, who)[2] == "20.32"
+    acme_march = invoicing.get_invoice(engine, "period:acme:2026-03")
+    invoicing.set_invoice_status(engine, acme_march.number or "", InvoiceStatus.VOID)
+    assert bal(engine, "acme") == ("0.00", "0.00", "0.00", "0.00")  # the void took the 20.32 back
+    # bob spent 15.00 of it on April before March was voided: the void is refused, nothing changes
+    april = finalize(engine, draft(engine, "bob", dt.date(2026, 4, 1), "15.00"), "2026-05-02T00:00:00")
+    assert applied(april) == [("balance", "15.00")]
+    bob_march = invoicing.get_invoice(engine, "period:bob:2026-03")
+    with pytest.raises(ConflictError, match=r"15\.00 USD of the balance it gave the customer has already paid"):
+        invoicing.set_invoice_status(engine, bob_march.number or "", InvoiceStatus.VOID)
+    assert invoicing.get_invoice(engine, bob_march.id).status is InvoiceStatus.FINALIZED
+    assert bal(engine, "bob") == ("0.00", "0.00", "5.32", "0.00")  # 20.32 − 15.00
+    holds(engine)
+
+
+def test_a_credit_note_gives_back_free_credit_as_free_credit_and_only_cash_paid_as_balance(engine):
+    who = customer(engine)
+    credits.grant_credit(engine, who, D("100.00"), "USD", reason="promo", now=at("2026-02-10T00:00:00"))
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00"), "2026-04-02T00:00:00")
+    assert applied(march) == [("free", "100.00")] and str(march.amount_due) == "0.00"
+    invoicing.create_credit_note(engine, march.number or "", D("100.00"), "goodwill", SETTINGS, dt.date(2026, 4, 3),
+                                 to_balance=True)
+    # paid by free credit: the free credit comes back, no cash balance is made of it
+    assert bal(engine, who) == ("100.00", "0.00", "0.00", "0.00")
+    # April 130.00: the 100.00 of free credit, then 30.00 paid in cash
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "130.00"), "2026-05-02T00:00:00")
+    assert applied(april) == [("free", "100.00")] and str(april.amount_due) == "30.00"
+    invoicing.set_invoice_status(engine, april.number or "", InvoiceStatus.PAID)
+    # a note of 110.00 to the balance: the 30.00 paid in cash goes to the balance, then 80.00 of free credit back
+    invoicing.create_credit_note(engine, april.number or "", D("110.00"), "outage", SETTINGS, dt.date(2026, 5, 3),
+                                 to_balance=True)
+    assert bal(engine, who) == ("80.00", "0.00", "30.00", "0.00")
+    # the last 20.00: no cash left to refund: the rest of the free credit
+    invoicing.create_credit_note(engine, april.number or "", D("20.00"), "outage", SETTINGS, dt.date(2026, 5, 3),
+                                 to_balance=True)
+    assert bal(engine, who) == ("100.00", "0.00", "30.00", "0.00")
+    holds(engine)
+
+
+def test_a_credit_note_of_an_unpaid_invoice_reduces_its_amount_due_and_a_void_takes_it_back(engine):
+    who = customer(engine)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00"), "2026-04-02T00:00:00")
+    note = invoicing.create_credit_note(engine, march.number or "", D("40.00"), "outage", SETTINGS,
+                                        dt.date(2026, 4, 3), to_balance=True)
+    again = invoicing.get_invoice(engine, march.id)
+    # as Stripe does: the customer owes 100.00 − 40.00 = 60.00, and holds no balance
+    assert str(again.amount_due) == "60.00"
+    assert [(c.description, str(c.amount)) for c in again.credits_applied] == [(f"Credit note {note.number}", "40.00")]
+    assert bal(engine, who) == ("0.00", "0.00", "0.00", "0.00")
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)
+    assert bal(engine, who) == ("0.00", "0.00", "0.00", "0.00")  # the 40.00 came back from the void: taken back
+    holds(engine)
+
+
+def test_credit_notes_of_top_ups_take_the_prepaid_credit_back(engine):
+    from billing.errors import ConflictError
+
+    who = customer(engine)
+    unpaid = credits.grant_credit(engine, who, D("200.00"), "USD", paid=True, now=at("2026-02-10T00:00:00"))
+    invoicing.create_credit_note(engine, unpaid.invoice_number or "", D("50.00"), "x", SETTINGS, dt.date(2026, 2, 11),
+                                 to_balance=True)
+    # unpaid: no balance; 150.00 left to pay, and awaited
+    assert str(invoicing.get_invoice(engine, unpaid.invoice_number or "").amount_due) == "150.00"
+    assert bal(engine, who) == ("0.00", "0.00", "0.00", "150.00")
+    invoicing.set_invoice_status(engine, unpaid.invoice_number or "", InvoiceStatus.PAID)
+    assert bal(engine, who) == ("0.00", "150.00", "0.00", "0.00")
+    # paid, then spent 100.00 of; a note of 30.00 to the balance takes 30.00 of the credit back
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00"), "2026-04-02T00:00:00")
+    assert applied(march) == [("paid", "100.00")]
+    invoicing.create_credit_note(engine, unpaid.invoice_number or "", D("30.00"), "x", SETTINGS, dt.date(2026, 4, 3),
+                                 to_balance=True)
+    assert bal(engine, who) == ("0.00", "20.00", "30.00", "0.00")
+    # 20.00 is left unspent: a note of 50.00 would refund credit already spent
+    with pytest.raises(ConflictError, match=r"of which 20\.00 is left unspent"):
+        invoicing.create_credit_note(engine, unpaid.invoice_number or "", D("50.00"), "x", SETTINGS,
+                                     dt.date(2026, 4, 3))
+    # a top-up void or uncollectible awaits nothing any more
+    for status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE):
+        grant = credits.grant_credit(engine, who, D("70.00"), "USD", paid=True, now=at("2026-04-10T00:00:00"))
+        assert bal(engine, who)[3] == "70.00"
+        invoicing.set_invoice_status(engine, grant.invoice_number or "", status)
+        assert bal(engine, who)[3] == "0.00"
+    holds(engine)
