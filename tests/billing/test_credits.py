@@ -345,7 +345,7 @@ def test_a_finalization_takes_the_customer_before_the_number_sequence(engine, db
                 credits.finalize_with_credits(
                     session, [invoice_id], SETTINGS, dt.date(2026, 4, 2), at("2026-04-02T00:00:00")
                 )
-        except BaseException as error:  # noqa: BLE001 — reported below
+        except BaseException as error:  # (reported below)
             failures.append(error)
 
     with session_scope(engine) as session:  # as a paid grant does: the customer first...
