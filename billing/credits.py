@@ -575,7 +575,7 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
         for g in grants
     ]
     remaining = {g.id: g.remaining for g in grants}
-    for part in allocate(views, invoice.total):
+    for part in allocate(views, invoice.total, _caps(invoice, grants, owner.timezone)):
         back = part.amount - min(remaining[part.grant_id], part.amount)
         if back > 0:  # the period began before the credit expired: take back from its write-off
             _move(
@@ -598,6 +598,18 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
             invoice.id,
             now,
         )
+
+
+def _caps(invoice: Invoice, grants: list[Grant], timezone: str) -> dict[int, Decimal]:
+    """The most each expiring grant pays of the invoice: its lines whose service began before the grant expired
+    (a line without service dates began with the invoice's period)."""
+    began = _began(invoice)
+    services = [(day_start(line.service_start or began, timezone), line.amount) for line in invoice.lines]
+    return {
+        g.id: payable_before(services, g.expires_at, invoice.tax_rate, invoice.currency)
+        for g in grants
+        if g.expires_at is not None
+    }
 
 
 def _began(invoice: Invoice) -> dt.date:

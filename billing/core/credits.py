@@ -21,10 +21,12 @@ and until when. No database, no clock.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
+
+from pricing_plans.money import round_money
 
 __all__ = [
     "KIND_ORDER",
@@ -35,6 +37,7 @@ __all__ = [
     "allocate",
     "application_order",
     "day_start",
+    "payable_before",
     "topup_due",
     "usable_for",
 ]
@@ -72,6 +75,15 @@ def day_start(day: dt.date, timezone: str) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), ZoneInfo(timezone)).astimezone(dt.UTC)
 
 
+def payable_before(
+    services: Iterable[tuple[dt.datetime, Decimal]], expires_at: dt.datetime, tax_rate: Decimal, currency: str
+) -> Decimal:
+    """The most a credit expiring at ``expires_at`` pays of an invoice whose lines are ``services`` (when each
+    line's service began, its amount before tax): the lines that began before it expired, with their tax."""
+    before = sum((amount for began, amount in services if began < expires_at), ZERO)
+    return round_money(before * (100 + tax_rate) / 100, currency)
+
+
 def usable_for(expires_at: dt.datetime | None, period_began: dt.datetime) -> bool:
     """Whether a credit expiring at ``expires_at`` pays for a period that began at ``period_began``."""
     return expires_at is None or period_began < expires_at
@@ -86,14 +98,20 @@ def application_order(grants: Iterable[GrantView]) -> list[GrantView]:
     )
 
 
-def allocate(grants: Sequence[GrantView], amount: Decimal) -> list[Allocation]:
-    """What each grant pays of ``amount`` (an invoice's total), in application order, never more than it has."""
+def allocate(
+    grants: Sequence[GrantView], amount: Decimal, caps: Mapping[int, Decimal] | None = None
+) -> list[Allocation]:
+    """What each grant pays of ``amount`` (an invoice's total), in application order, never more than it has.
+    ``caps``: the most of the invoice a grant may pay (the part billed for service that began before it expired,
+    ``payable_before``), counting what the grants before it paid."""
     left = max(amount, ZERO)
     allocations: list[Allocation] = []
     for grant in application_order(grants):
         if left <= 0:
             break
         take = min(grant.available, left)
+        if caps is not None and grant.id in caps:
+            take = min(take, caps[grant.id] - (max(amount, ZERO) - left))
         if take > 0:
             allocations.append(Allocation(grant.id, take))
             left -= take

@@ -455,3 +455,27 @@ def test_credit_notes_of_top_ups_take_the_prepaid_credit_back(engine):
         invoicing.set_invoice_status(engine, grant.invoice_number or "", status)
         assert bal(engine, who)[3] == "0.00"
     holds(engine)
+
+
+def test_a_credit_never_pays_an_in_advance_fee_of_a_period_that_begins_after_it_expired(engine):
+    who = customer(engine, tax_rate="10")
+    credits.grant_credit(engine, who, D("100.00"), "USD", expires=dt.date(2026, 4, 1), now=at("2026-02-10T00:00:00"))
+    lines = (
+        InvoiceLine(kind=LineKind.USAGE, description="March usage", amount=D("5.00"),
+                    service_start=dt.date(2026, 3, 1), service_end=dt.date(2026, 4, 1)),
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="Fee, April (in advance)", amount=D("30.00"),
+                    service_start=dt.date(2026, 4, 1), service_end=dt.date(2026, 5, 1)),
+    )
+    march = DraftInvoice(
+        billing_key=f"period:{who}:2026-03", customer=Party(name=who, external_id=who), currency="USD",
+        locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=lines,
+        tax_rate=D("10"), timezone="UTC",
+    )
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, march).invoice_id
+    issued = finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    # (5.00 + 30.00) × 1.10 = 38.50; the credit expired as April began: it pays the March usage with its tax,
+    # 5.00 × 1.10 = 5.50, not the April fee
+    assert str(issued.total) == "38.50"
+    assert applied(issued) == [("free", "5.50")] and str(issued.amount_due) == "33.00"
+    holds(engine)
