@@ -51,6 +51,8 @@ __all__ = [
     "parse_coupon",
 ]
 
+MAX_REDEMPTIONS = 1_000_000_000  # (the database's whole numbers hold up to 2,147,483,647)
+MAX_MONTHS = 1200
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -95,8 +97,10 @@ def parse_coupon(
     plans: Collection[str] = (),
     max_redemptions: int | None = None,
     expires_on: dt.date | None = None,
+    today: dt.date | None = None,
 ) -> Coupon:
-    """A coupon from its fields as given; BillingInputError naming every field that is wrong."""
+    """A coupon from its fields as given (a currency in any case; ``today``: the day it is created, by default
+    the clock's); BillingInputError naming every field that is wrong."""
     problems: list[str] = []
     if not _CODE.fullmatch(code):
         problems.append(
@@ -110,12 +114,18 @@ def parse_coupon(
     if percent_off is not None and not Decimal(0) < percent_off <= 100:
         problems.append(f"percent_off: expected a number above 0 and at most 100, got {percent}")
     amount_off = _decimal("amount_off", amount, problems)
+    currency = None if currency is None else currency.strip().upper()
     amount_off = _amount(amount_off, currency, problems)
     if amount_off is None and currency is not None and amount is None:
         problems.append("currency: only a coupon with an amount off has a currency")
     kind = _duration(duration, months, problems)
-    if max_redemptions is not None and max_redemptions < 1:
-        problems.append(f"max_redemptions: expected a whole number of at least 1, got {max_redemptions}")
+    if max_redemptions is not None and not 1 <= max_redemptions <= MAX_REDEMPTIONS:
+        problems.append(
+            f"max_redemptions: expected a whole number from 1 to {MAX_REDEMPTIONS:,}, got {max_redemptions}"
+        )
+    # (today where the day is earliest on earth: a coupon expiring today there has expired everywhere)
+    if expires_on is not None and expires_on <= (today or (utcnow() - dt.timedelta(hours=12)).date()):
+        problems.append(f"expires_on: {expires_on.isoformat()} has passed: the coupon could never be issued")
     if problems:
         raise BillingInputError.of(problems)
     return Coupon(
@@ -165,8 +175,10 @@ def _duration(duration: str, months: int | None, problems: list[str]) -> Duratio
     except ValueError:
         problems.append(f"duration: expected once, repeating or forever, got {duration!r}")
         return Duration.ONCE
-    if kind is Duration.REPEATING and (months is None or months < 1):
-        problems.append("months: a repeating coupon needs the number of billing periods it reduces (at least 1)")
+    if kind is Duration.REPEATING and (months is None or not 1 <= months <= MAX_MONTHS):
+        problems.append(
+            f"months: a repeating coupon needs the number of billing periods it reduces (1 to {MAX_MONTHS})"
+        )
     elif kind is not Duration.REPEATING and months is not None:
         problems.append(f"months: only a repeating coupon has a number of billing periods, not a {kind.value} one")
     return kind

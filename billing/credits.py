@@ -100,6 +100,9 @@ __all__ = [
 ]
 
 
+MAX_PRIORITY = 1_000_000  # (the database's whole numbers hold up to 2,147,483,647)
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """A grant and where it stands: ``remaining`` (the sum of its customer legs), ``usable`` (a paid grant whose
@@ -178,8 +181,8 @@ def grant_credit(
     instant = now or utcnow()
     currency = _currency(currency)
     amount = _amount(amount, currency)
-    if priority < 0:
-        raise BillingInputError(f"--priority: expected a whole number ≥ 0, got {priority}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise BillingInputError(f"--priority: expected a whole number from 0 to {MAX_PRIORITY:,}, got {priority}")
     finalize = settings or store.FinalizeSettings()
     with session_scope(engine) as session:
         owner = _customer(session, customer, lock=True)

@@ -1096,7 +1096,7 @@ class CouponIn(_In):
     duration: ApiText = Field(max_length=16, description="once, repeating or forever")
     months: StrictInt | None = Field(default=None, ge=1, le=1200)
     plans: list[Annotated[ApiText, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
-    max_redemptions: StrictInt | None = Field(default=None, ge=1)
+    max_redemptions: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)
     expires_on: dt.date | None = Field(default=None, description="From this day on it can no longer be issued.")
 
 

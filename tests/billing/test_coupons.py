@@ -186,8 +186,20 @@ def test_a_coupon_is_checked_as_it_is_created():
         "amount_off: give a percentage off or an amount off, not both",
         "percent_off: expected a number above 0 and at most 100, got 150",
         "currency: an amount off needs its ISO 4217 currency code, got None",
-        "months: a repeating coupon needs the number of billing periods it reduces (at least 1)",
+        "months: a repeating coupon needs the number of billing periods it reduces (1 to 1200)",
     )
+    # whole numbers the database could not hold, a coupon expired before it exists: refused, naming the field
+    with pytest.raises(BillingInputError) as error:
+        coupons.parse_coupon("X", percent="5", amount=None, currency=None, duration="repeating", months=2**31,
+                             max_redemptions=2**31, expires_on=D(2026, 3, 1), today=D(2026, 3, 1))
+    assert error.value.problems == (
+        "months: a repeating coupon needs the number of billing periods it reduces (1 to 1200)",
+        "max_redemptions: expected a whole number from 1 to 1,000,000,000, got 2147483648",
+        "expires_on: 2026-03-01 has passed: the coupon could never be issued",
+    )
+    # a currency in any case, as credits take it
+    euros = coupons.parse_coupon("X", percent=None, amount="5", currency="eur", duration="once")
+    assert (euros.currency, euros.terms) == ("EUR", "5.00 EUR off, once")
     with pytest.raises(BillingInputError, match=r"amount_off: expected a positive amount in whole minor units of USD"):
         coupons.parse_coupon("X", percent=None, amount="1.005", currency="USD", duration="once")
     with pytest.raises(BillingInputError, match=r"amount_off: .* below 1,000,000,000,000,000, got 1E\+20"):
@@ -355,7 +367,8 @@ def test_issue_apply_expiry_and_max_redemptions_are_enforced_with_clear_errors(e
     for name in ("acme", "beta", "gamma"):
         _customer(engine, name)
     service.create_customer(engine, "euro", "Euro", None, "EUR", timezone="UTC")
-    _create(engine, catalog, "ONE", percent="10", duration="once", max_redemptions=1, expires_on=D(2026, 2, 1))
+    _create(engine, catalog, "ONE", percent="10", duration="once", max_redemptions=1, expires_on=D(2026, 2, 1),
+            today=D(2026, 1, 10))
     _create(engine, catalog, "EUROS", amount="5", currency="EUR", duration="once")
     with pytest.raises(ConflictError, match="a coupon 'ONE' exists already"):
         _create(engine, catalog, "ONE", percent="10", duration="once")
@@ -425,7 +438,7 @@ def test_the_cli_names_each_problem_on_its_own_line_and_lists_the_redemption_rat
     assert bad.exit_code == 1
     assert bad.stderr.splitlines() == [
         "error: percent_off: expected a number above 0 and at most 100, got 120",
-        "error: months: a repeating coupon needs the number of billing periods it reduces (at least 1)",
+        "error: months: a repeating coupon needs the number of billing periods it reduces (1 to 1200)",
     ]
     made = runner.invoke(app, ["coupons", "create", "TEN", "--amount", "10", "--currency", "USD", "--duration", "once"])
     assert made.exit_code == 0 and made.stdout == "coupon TEN: 10.00 USD off, once\n"

@@ -228,6 +228,9 @@ def test_bad_grants_are_refused_naming_the_field(engine):
         credits.grant_credit(engine, who, D("5"), "XXY", now=now)
     with pytest.raises(BillingInputError, match="--expires"):
         credits.grant_credit(engine, who, D("5"), "USD", expires=dt.date(2026, 2, 10), now=now)
+    with pytest.raises(BillingInputError, match="--priority: expected a whole number from 0 to 1,000,000, got 2147483648"):
+        credits.grant_credit(engine, who, D("5"), "USD", priority=2**31, now=now)
+    assert credits.grant_credit(engine, who, D("5"), "usd", now=now).currency == "USD"
 
 
 def test_the_scheduler_writes_expiries_off_on_their_date_and_makes_paid_top_ups_usable(engine):
