@@ -341,8 +341,11 @@ def credit_note_issued(
     3. then the credits that paid the invoice are given back to their grants (customer balance, then prepaid,
        then free credit): free credit never becomes cash.
 
-    A top-up invoice's note takes its prepaid credit back instead (``_credit_topup``)."""
-    owner = _customer(session, invoice.customer_id or "", lock=True)
+    A top-up invoice's note takes its prepaid credit back instead (``_credit_topup``). An invoice of no known
+    customer has no ledger: nothing is written."""
+    owner = repository.get_customer(session, invoice.customer_id or "", for_update=True)
+    if owner is None:
+        return
     _settle(session, owner, now)
     if invoice.scope is InvoiceScope.CREDIT:
         _credit_topup(session, owner, invoice, note, to_balance, now)
@@ -465,7 +468,9 @@ def invoice_voided(session: Session, invoice: Invoice, now: dt.datetime) -> None
     and the balance it put on the customer's account (a negative invoice's amount, its credit notes' refunds) is
     taken back. If some of that balance has already paid other invoices, the void is refused (ConflictError):
     the customer has used money the void says was never owed."""
-    owner = _customer(session, invoice.customer_id or "", lock=True)
+    owner = repository.get_customer(session, invoice.customer_id or "", for_update=True)
+    if owner is None:
+        return
     _settle(session, owner, now)
     sources = [invoice.id, *_notes_of(session, invoice.id)]
     ids = session.execute(
