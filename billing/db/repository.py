@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from billing.core.domain import CancelReason, Customer, QuantityChange, Subscription, SubscriptionStatus
 from billing.db.tables import CustomerRow, SubscriptionQuantityRow, SubscriptionRow
-from dbkit import keyset_page, page_of, utcnow
+from dbkit import is_postgresql, keyset_page, page_of, utcnow
 
 __all__ = [
     "add_customer",
@@ -163,7 +163,7 @@ def lock_customers(session: Session, external_ids: Iterable[str]) -> None:
     external id order, as ``billing.credits`` does one by one. Every transaction that takes a customer's row and a
     number sequence's takes the customer's first, so that two never wait for each other in a circle."""
     wanted = sorted(set(external_ids))
-    if not wanted or session.get_bind().dialect.name != "postgresql":
+    if not wanted or not is_postgresql(session):
         return
     for offset in range(0, len(wanted), 5_000):
         statement = (
