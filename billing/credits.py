@@ -336,8 +336,8 @@ def credit_note_issued(
 
     1. what the invoice still has to be paid (an unpaid invoice's amount due) is reduced first, as Stripe does:
        a ``balance`` grant from the note, applied to the invoice at once (shown on it as "Credit note …");
-    2. then what was paid in cash (a paid invoice's amount due, less what earlier notes refunded) goes to the
-       customer's balance with ``to_balance`` (else it is refunded outside the engine);
+    2. then what was paid in cash (the payments the invoice received, less what earlier notes refunded) goes to
+       the customer's balance with ``to_balance`` (else it is refunded outside the engine);
     3. then the credits that paid the invoice are given back to their grants (customer balance, then prepaid,
        then free credit): free credit never becomes cash.
 
@@ -407,19 +407,21 @@ def _reduced(session: Session, invoice_id: int) -> Decimal:
 
 
 def _cash_refundable(session: Session, invoice: Invoice, note: Invoice) -> Decimal:
-    """What of a paid invoice was paid in cash and no earlier note gave back: its amount due when paid (its
-    total less the credits applied) less what earlier notes did not take off the amount due nor give back in
-    credits."""
-    if invoice.status is not InvoiceStatus.PAID:
-        return ZERO
+    """What of the invoice was paid in cash and no earlier note gave back: the payments it received
+    (``amount_paid``; for an invoice marked paid without a payment recorded, its total less the credits applied),
+    less what earlier notes did not take off the amount due nor give back in credits."""
+    current = with_credits(session, [invoice])[0]
     notes = _notes_of(session, invoice.id)
     earlier = [i for i in notes if i != note.id]
     legs = _invoice_legs(session, invoice.id)
     applied = sum((amount for _, _, kind, amount, _ in legs if kind == "application"), ZERO)
+    cash = current.amount_paid
+    if cash <= 0 and invoice.status is InvoiceStatus.PAID:
+        cash = invoice.total - applied
     reduced = sum((a for _, _, kind, a, source in legs if kind == "application" and source in earlier), ZERO)
     given_back = -sum((a for _, movement, _, a, _ in legs if movement.startswith("credit:")), ZERO)
     refunded = max(ZERO, sum((notes[i] for i in earlier), ZERO) - reduced - given_back)
-    return max(ZERO, invoice.total - applied - refunded)
+    return max(ZERO, cash - refunded)
 
 
 def _give_credits_back(session: Session, invoice: Invoice, note: Invoice, amount: Decimal, now: dt.datetime) -> None:
@@ -473,10 +475,20 @@ def invoice_voided(session: Session, invoice: Invoice, now: dt.datetime) -> None
         return
     _settle(session, owner, now)
     sources = [invoice.id, *_notes_of(session, invoice.id)]
-    ids = session.execute(
-        select(CreditGrantRow.id).where(CreditGrantRow.invoice_id.in_(sources), CreditGrantRow.kind == "balance")
-    ).scalars()
-    grants = _grants(session, owner.external_id, ids=list(ids))
+    ids = set(
+        session.execute(
+            select(CreditGrantRow.id).where(CreditGrantRow.invoice_id.in_(sources), CreditGrantRow.kind == "balance")
+        ).scalars()
+    )
+    if ids:  # (a payment's excess is the payment's: its reversal takes it back, not the void)
+        ids -= set(
+            session.execute(
+                select(CreditEntryRow.grant_id).where(
+                    CreditEntryRow.grant_id.in_(ids), CreditEntryRow.kind == "overpayment"
+                )
+            ).scalars()
+        )
+    grants = _grants(session, owner.external_id, ids=sorted(ids))
     spent = sum((g.amount - g.remaining for g in grants), ZERO)
     if spent > 0:
         raise ConflictError(

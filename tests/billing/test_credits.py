@@ -482,3 +482,44 @@ def test_a_credit_never_pays_an_in_advance_fee_of_a_period_that_begins_after_it_
     assert str(issued.total) == "38.50"
     assert applied(issued) == [("free", "5.50")] and str(issued.amount_due) == "33.00"
     holds(engine)
+
+
+def test_a_credit_note_of_a_partly_paid_invoice_reduces_what_is_due_then_refunds_the_payment(engine):
+    from billing import payments
+
+    who = customer(engine)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00"), "2026-04-02T00:00:00")
+    payments.record_payment(engine, march.number or "", D("30.00"), method="bank_transfer",
+                            received_on=dt.date(2026, 4, 5), now=at("2026-04-05T12:00:00"))
+    # 70.00 due: a note of 50.00 takes 50.00 off it, no balance
+    invoicing.create_credit_note(engine, march.number or "", D("50.00"), "outage", SETTINGS, dt.date(2026, 4, 6),
+                                 to_balance=True)
+    again = invoicing.get_invoice(engine, march.id)
+    assert (str(again.amount_paid), str(again.amount_due)) == ("30.00", "20.00")
+    assert bal(engine, who)[2] == "0.00"
+    # a note of 30.00 more: the 20.00 still due, then 10.00 of the 30.00 paid back to the balance
+    invoicing.create_credit_note(engine, march.number or "", D("30.00"), "outage", SETTINGS, dt.date(2026, 4, 6),
+                                 to_balance=True)
+    assert str(invoicing.get_invoice(engine, march.id).amount_due) == "0.00"
+    assert bal(engine, who) == ("0.00", "0.00", "10.00", "0.00")
+    # the last 20.00: the rest of the payment
+    invoicing.create_credit_note(engine, march.number or "", D("20.00"), "outage", SETTINGS, dt.date(2026, 4, 6),
+                                 to_balance=True)
+    assert bal(engine, who) == ("0.00", "0.00", "30.00", "0.00")
+    holds(engine)
+
+
+def test_a_reversed_overpayment_does_not_stand_in_the_way_of_a_void(engine):
+    from billing import payments
+
+    who = customer(engine)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00"), "2026-04-02T00:00:00")
+    paid = payments.record_payment(engine, march.number or "", D("130.00"), method="bank_transfer",
+                                   received_on=dt.date(2026, 4, 5), now=at("2026-04-05T12:00:00"))
+    assert str(paid.excess) == "30.00" and bal(engine, who)[2] == "30.00"
+    payments.reverse_payment(engine, paid.id, reason="bounced", now=at("2026-04-06T12:00:00"))
+    assert bal(engine, who)[2] == "0.00"
+    # the excess went with its payment's reversal: the void has no balance of its own to take back, nothing spent
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)
+    assert invoicing.get_invoice(engine, march.id).status is InvoiceStatus.VOID
+    holds(engine)
