@@ -4,6 +4,7 @@ at once; and across a finalization killed with SIGKILL inside its transaction, t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -75,10 +76,9 @@ def run_history(engine, who: str, history: list) -> None:
             clock = max(clock, dt.datetime.combine(month_start(month), dt.time(1), dt.UTC) + dt.timedelta(days=grace))
             issued.append(invoicing.finalize_invoice(engine, invoice_id, SETTINGS, clock.date(), now=clock).number)
         elif op[0] == "void" and op[1] < len(issued):
-            try:
+            # (refused when the balance it gave the customer has paid another invoice since)
+            with contextlib.suppress(ConflictError):
                 invoicing.set_invoice_status(engine, issued[op[1]], InvoiceStatus.VOID)
-            except ConflictError:
-                pass  # refused: the balance it gave the customer has paid another invoice since (or it is paid)
         credits.balance(engine, who, now=clock)  # expiries written as the clock passes them
 
 
