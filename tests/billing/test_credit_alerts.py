@@ -280,7 +280,9 @@ def test_a_top_up_paid_but_not_yet_made_usable_is_not_bought_again(engine):
                                  dt.date(2026, 4, 3), to_balance=True)
     assert [t[3] for t in topups(engine)] == ["paid"]
     [usd] = credits.balance(engine, who, now=at("2026-04-04T00:00:00"))
-    assert (str(usd.paid), str(usd.balance), len(topups(engine))) == ("50.00", "2.00", 1)
+    # (March is unpaid: the note takes 2.00 off what is due, 5.00 − 2.00 = 3.00, and puts nothing on the balance)
+    assert (str(usd.paid), str(usd.balance), len(topups(engine))) == ("50.00", "0.00", 1)
+    assert str(invoicing.get_invoice(engine, march.id).amount_due) == "3.00"
 
 
 def test_a_reversed_overpayment_taking_the_balance_to_zero_alerts(engine):
