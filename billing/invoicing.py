@@ -217,6 +217,7 @@ def create_credit_note(
     today: dt.date,
     *,
     to_balance: bool = False,
+    now: dt.datetime | None = None,
 ) -> Invoice:
     """A credit note against an issued invoice. It reduces first what the invoice still has to be paid; then,
     with ``to_balance``, what was paid in cash goes to the customer's balance (a ledger entry the next invoices
@@ -227,7 +228,7 @@ def create_credit_note(
             # the customer's row before the note's number sequence, as every writer of both takes them
             repository.get_customer(session, invoice.customer_id or "", for_update=True)
             note = store.create_credit_note(session, number, amount, reason, settings, today)
-            credits.credit_note_issued(session, invoice, note, to_balance=to_balance, now=clock(), settings=settings)
+            credits.credit_note_issued(session, invoice, note, to_balance=to_balance, now=clock(now), settings=settings)
             return note
         except ConflictError:
             raise

@@ -78,9 +78,10 @@ def november(engine: Engine, catalog: Catalog, monkeypatch: pytest.MonkeyPatch) 
     2 Nov  the top-up is paid by bank transfer (payment 1, 6.00)
     3 Nov  October's INV-2026-000002: fee 10.00 + 4 calls × 0.50 = 12.00, tax 2.40, total 14.40; credits applied:
            free 5.00, then paid 6.00; amount due 14.40 − 11.00 = 3.40
-    10 Nov credit note CN-2026-000001 of 1.20 (net 1.00 = 1.20 × 100 / 120, tax 0.20), refunded to the balance
-    12 Nov payment 2 of 5.00 for INV-2026-000002: it takes 3.40, the excess 1.60 goes to the balance
-    14 Nov payment 2 bounces: reversed, INV-2026-000002 owes 3.40 again, the 1.60 is taken back off the balance
+    10 Nov credit note CN-2026-000001 of 1.20 (net 1.00 = 1.20 × 100 / 120, tax 0.20): the invoice is unpaid, so
+           the note reduces what it owes, 3.40 − 1.20 = 2.20 (nothing goes to the balance)
+    12 Nov payment 2 of 5.00 for INV-2026-000002: it takes 2.20, the excess 2.80 goes to the balance
+    14 Nov payment 2 bounces: reversed, INV-2026-000002 owes 2.20 again, the 2.80 is taken back off the balance
     """
     create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC", tax_rate="20")
     subscribe(engine, catalog, "acme", "starter", OCTOBER.start)
@@ -97,12 +98,11 @@ def november(engine: Engine, catalog: Catalog, monkeypatch: pytest.MonkeyPatch) 
     [draft] = [i for i in list_invoices(engine) if i.number is None]
     issued = finalize_invoice(engine, draft.id, SETTINGS, dt.date(2026, 11, 3), now=at(3))
     assert (issued.number, issued.total, issued.amount_due) == ("INV-2026-000002", Decimal("14.40"), Decimal("3.40"))
-    note = create_credit_note(engine, "INV-2026-000002", Decimal("1.20"), "outage", SETTINGS, dt.date(2026, 11, 10))
-    with session_scope(engine) as session:
-        credits.refund_to_balance(session, note, note.total, at(10))
+    create_credit_note(engine, "INV-2026-000002", Decimal("1.20"), "outage", SETTINGS, dt.date(2026, 11, 10), now=at(10))
+    assert get_invoice(engine, "INV-2026-000002").amount_due == Decimal("2.20")
     paid = record_payment(engine, "INV-2026-000002", Decimal("5.00"), method="bank_transfer",
                           received_on=dt.date(2026, 11, 12), reference="TRX-2", now=at(12))
-    assert (paid.applied, paid.excess) == (Decimal("3.40"), Decimal("1.60"))
+    assert (paid.applied, paid.excess) == (Decimal("2.20"), Decimal("2.80"))
     reverse_payment(engine, paid.id, reason="returned by the bank", on=dt.date(2026, 11, 14), now=at(14))
     return engine
 
@@ -110,7 +110,7 @@ def november(engine: Engine, catalog: Catalog, monkeypatch: pytest.MonkeyPatch) 
 def test_the_journal_of_a_month_balances_and_says_what_happened(november):
     export = collect_export(november, NOVEMBER)
     assert export.problems() == []
-    assert export.totals() == {"USD": (Decimal("53.00"), Decimal("53.00"))}
+    assert export.totals() == {"USD": (Decimal("56.60"), Decimal("56.60"))}
     applied = _id(november, "INV-2026-000002")
     legs = [(e.date.day, e.entry, account, str(amount)) for e in export.entries for account, amount in e.legs]
     assert legs == [
@@ -129,14 +129,17 @@ def test_the_journal_of_a_month_balances_and_says_what_happened(november):
         (10, "credit_note:CN-2026-000001", "accounts_receivable", "-1.20"),
         (10, "credit_note:CN-2026-000001", "revenue:credit_notes", "1.00"),
         (10, "credit_note:CN-2026-000001", "tax_payable", "0.20"),
-        (10, f"credit:refund:{_id(november, 'CN-2026-000001')}", "accounts_receivable", "1.20"),
-        (10, f"credit:refund:{_id(november, 'CN-2026-000001')}", "credit_liability", "-1.20"),
-        (12, "credit:overpayment:2", "accounts_receivable", "1.60"),
-        (12, "credit:overpayment:2", "credit_liability", "-1.60"),
+        # the note reduces what the unpaid invoice owes: a balance grant of 1.20 applied to it at once
+        (10, f"credit:apply:{applied}:3", "accounts_receivable", "-1.20"),
+        (10, f"credit:apply:{applied}:3", "credit_liability", "1.20"),
+        (10, "credit:reduce:3", "accounts_receivable", "1.20"),
+        (10, "credit:reduce:3", "credit_liability", "-1.20"),
+        (12, "credit:overpayment:2", "accounts_receivable", "2.80"),
+        (12, "credit:overpayment:2", "credit_liability", "-2.80"),
         (12, "payment:2", "accounts_receivable", "-5.00"),
         (12, "payment:2", "cash", "5.00"),
-        (14, "credit:reversal:2", "accounts_receivable", "-1.60"),
-        (14, "credit:reversal:2", "credit_liability", "1.60"),
+        (14, "credit:reversal:2", "accounts_receivable", "-2.80"),
+        (14, "credit:reversal:2", "credit_liability", "2.80"),
         (14, "payment:2:reversal", "accounts_receivable", "5.00"),
         (14, "payment:2:reversal", "cash", "-5.00"),
     ]
@@ -144,12 +147,12 @@ def test_the_journal_of_a_month_balances_and_says_what_happened(november):
     for entry in export.entries:
         for account, amount in entry.legs:
             by_account[account] = by_account.get(account, Decimal(0)) + amount
-    # INV-2026-000002 owes its 3.40 again; the paid credit sold was used; cash 6.00 (the 5.00 bounced); tax due
-    # 2.40 − 0.20; the balance owes acme the credit note's 1.20 (the overpayment's 1.60 came back off it)
+    # INV-2026-000002 owes its 2.20 again; the paid credit sold was used; cash 6.00 (the 5.00 bounced); tax due
+    # 2.40 − 0.20; the balance owes acme nothing (the overpayment's 2.80 came back off it)
     assert {k: str(v) for k, v in by_account.items()} == {
-        "accounts_receivable": "3.40", "deferred_revenue": "0.00", "cash": "6.00", "revenue:subscription_fees":
+        "accounts_receivable": "2.20", "deferred_revenue": "0.00", "cash": "6.00", "revenue:subscription_fees":
         "-10.00", "revenue:usage:api_calls": "-2.00", "tax_payable": "-2.20", "promotional_credits": "5.00",
-        "revenue:credit_notes": "1.00", "credit_liability": "-1.20",
+        "revenue:credit_notes": "1.00", "credit_liability": "0.00",
     }
     # October's export holds none of it: everything was issued, paid or moved in November
     assert collect_export(november, OCTOBER).entries == []
@@ -176,7 +179,7 @@ def test_the_csv_files_have_their_columns_and_rows(november, tmp_path):
     assert [(r["number"], r["scope"], r["status"], r["total"], r["credits_applied"], r["amount_paid"], r["amount_due"])
             for r in rows] == [
         ("INV-2026-000001", "credit", "paid", "6.00", "0.00", "6.00", "0.00"),
-        ("INV-2026-000002", "period", "finalized", "14.40", "11.00", "0.00", "3.40"),  # the payment bounced
+        ("INV-2026-000002", "period", "finalized", "14.40", "12.20", "0.00", "2.20"),  # the payment bounced
     ]
     assert [(r["number"], r["refers_to"], r["net"], r["tax"], r["total"]) for r in _rows(
         tmp_path / "out" / "credit_notes.csv")] == [("CN-2026-000001", "INV-2026-000002", "1.00", "0.20", "1.20")]
@@ -186,8 +189,8 @@ def test_the_csv_files_have_their_columns_and_rows(november, tmp_path):
     assert [(r["payment"], r["kind"], r["date"], r["invoice_number"], r["amount"], r["applied"], r["to_balance"],
              r["reference"]) for r in _rows(tmp_path / "out" / "payments.csv")] == [
         ("1", "received", "2026-11-02", "INV-2026-000001", "6.00", "6.00", "0.00", "TRX-1"),
-        ("2", "received", "2026-11-12", "INV-2026-000002", "5.00", "3.40", "1.60", "TRX-2"),
-        ("2", "reversal", "2026-11-14", "INV-2026-000002", "-5.00", "-3.40", "-1.60", "TRX-2"),
+        ("2", "received", "2026-11-12", "INV-2026-000002", "5.00", "2.20", "2.80", "TRX-2"),
+        ("2", "reversal", "2026-11-14", "INV-2026-000002", "-5.00", "-2.20", "-2.80", "TRX-2"),
     ]
     lines = _rows(tmp_path / "out" / "invoice_lines.csv")
     assert [(r["document"], r["kind"], r["amount"], r["account"]) for r in lines if r["document"].startswith("INV")] == [
@@ -198,9 +201,9 @@ def test_the_csv_files_have_their_columns_and_rows(november, tmp_path):
     # a credit note's lines (when it stores them) go to revenue:credit_notes
     assert {r["account"] for r in lines if r["document"].startswith("CN")} <= {"revenue:credit_notes"}
     movements = _rows(tmp_path / "out" / "credit_movements.csv")
-    # every movement's two legs sum to zero; 7 movements: free grant, paid grant usable, 2 applications, refund,
-    # overpayment, its reversal
-    assert len(movements) == 14
+    # every movement's two legs sum to zero; 8 movements: free grant, paid grant usable, 2 applications, the
+    # credit note's reduction and its application, the overpayment, its reversal
+    assert len(movements) == 16
     assert sum(Decimal(r["amount"]) for r in movements) == 0
     # written again, the files are the same bytes
     first = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
@@ -216,7 +219,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_a_voided_invoice_is_reversed_and_its_credit_given_back(november, catalog, monkeypatch):
     """Beta: October's invoice 10.00 (no tax), 3.00 of free credit applied on 3 November, voided on 20 November;
     the credit comes back when the ledger is next brought up to date (20 November, 13:00). (Grants 1 to 4 are
-    acme's: free, paid, the credit note's balance, the overpayment's balance; beta's is 5.)"""
+    acme's: free, paid, the credit note's reduction, the overpayment's balance; beta's is 5.)"""
     create_customer(november, "beta", "Beta Ltd", None, "USD", "UTC")
     subscribe(november, catalog, "beta", "starter", OCTOBER.start)
     credits.grant_credit(november, "beta", Decimal("3.00"), "USD", now=at(1, 9))
@@ -240,7 +243,7 @@ def test_a_voided_invoice_is_reversed_and_its_credit_given_back(november, catalo
         (20, f"credit:void:{issued.id}:5", "accounts_receivable", "3.00"),
         (20, f"credit:void:{issued.id}:5", "promotional_credits", "-3.00"),
     ]
-    assert export.totals() == {"USD": (Decimal("79.00"), Decimal("79.00"))}  # 53.00 + 10 + 3 + 10 + 3
+    assert export.totals() == {"USD": (Decimal("82.60"), Decimal("82.60"))}  # 56.60 + 10 + 3 + 10 + 3
 
 
 def test_the_command_writes_json(november, db_url, tmp_path, monkeypatch):
@@ -251,7 +254,7 @@ def test_the_command_writes_json(november, db_url, tmp_path, monkeypatch):
                                               "--format", "json", "--json"])
         assert result.exit_code == 0, result.output
         summary = json.loads(result.output)
-        assert summary["journal"] == {"USD": {"debit": "53.00", "credit": "53.00"}} and summary["balanced"] is True
+        assert summary["journal"] == {"USD": {"debit": "56.60", "credit": "56.60"}} and summary["balanced"] is True
         journal = json.loads((tmp_path / "j" / "journal.json").read_text(encoding="utf-8"))
         assert journal[0] == {
             "entry": "invoice:INV-2026-000001", "line": "1", "date": "2026-11-01", "account": "accounts_receivable",
