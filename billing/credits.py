@@ -96,6 +96,7 @@ __all__ = [
     "settle_due",
     "spendable",
     "take_back_overpayment",
+    "take_back_topup",
     "with_credits",
 ]
 
@@ -254,6 +255,20 @@ def take_back_overpayment(
         _move(session, f"reversal:{payment_id}", "reversal", grant_id, -grant.remaining, "payment", None, now)
     _watch(session, owner, now, None)
     return grant.remaining
+
+
+def take_back_topup(session: Session, invoice: Invoice, payment_id: int, now: dt.datetime) -> Decimal:
+    """A top-up invoice owed again (a payment that paid it was reversed): what is left of the credit it sold leaves
+    the balance (a ``reversal`` movement, on the ``topup`` account) until the invoice is paid again; what the
+    customer spent of it stays spent (the invoice, owed again, is what pays for it). The amount taken back."""
+    owner = _customer(session, invoice.customer_id or "", lock=True)
+    _settle(session, owner, now)
+    taken = ZERO
+    for g in _grants(session, owner.external_id):
+        if g.kind == "paid" and g.invoice_id == invoice.id and g.usable and g.remaining > 0:
+            _move(session, f"reversal:{payment_id}:{g.id}", "reversal", g.id, -g.remaining, "topup", invoice.id, now)
+            taken += g.remaining
+    return taken
 
 
 def _insert_grant(
@@ -652,11 +667,35 @@ def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
             amount = g.amount - _reduced(session, g.invoice_id)
             if amount > 0:
                 _move(session, f"grant:{g.id}", "grant", g.id, amount, "topup", g.invoice_id, paid_topups[g.invoice_id])
+    _restore_topups(session, [g for g in grants if g.kind == "paid" and g.usable])
     _give_back_voided(session, [g.id for g in grants], now)
     for g in _grants(session, owner.external_id):
         if g.expires_at is not None and g.expires_at <= now and g.remaining > 0:
             count = _count(session, g.id, "expiry")
             _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, g.expires_at)
+
+
+def _restore_topups(session: Session, grants: list[Grant]) -> None:
+    """What reversals took back of these usable paid grants comes back once their top-up invoice is paid again."""
+    if not grants:
+        return
+    legs = session.execute(
+        select(CreditEntryRow.grant_id, CreditEntryRow.movement, CreditEntryRow.kind, CreditEntryRow.amount).where(
+            CreditEntryRow.grant_id.in_([g.id for g in grants]),
+            CreditEntryRow.account == "topup",
+            CreditEntryRow.kind.in_(("reversal", "grant")),
+        )
+    ).all()
+    owed: dict[int, Decimal] = defaultdict(lambda: ZERO)  # taken back by reversals (+), given back since (−)
+    for grant_id, movement, kind, amount in legs:
+        if kind == "reversal" or movement != f"grant:{grant_id}":  # (not the grant's first making usable)
+            owed[grant_id] += amount
+    taken_back = [g for g in grants if owed[g.id] > 0]
+    paid = _topups_paid(session, [g.invoice_id for g in taken_back])
+    for g in taken_back:
+        if g.invoice_id in paid:
+            movement = f"grant:{g.id}:{_count(session, g.id, 'grant') + 1}"
+            _move(session, movement, "grant", g.id, owed[g.id], "topup", g.invoice_id, paid[g.invoice_id])
 
 
 def settle_due(

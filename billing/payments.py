@@ -16,7 +16,8 @@ The rules (the README's "Payments and receivables" shows them with examples):
   again: a paid invoice goes back to ``finalized`` with its amount due restored. Its excess is taken back from the
   balance as far as it is still there (a ``reversal`` movement); what the customer already spent of it on later
   invoices stays spent, and the payment shows it as ``unrecovered``: money the customer owes outside any invoice
-  (collect it, or bill it).
+  (collect it, or bill it). A top-up invoice owed again takes back what is left of the credit it sold, until it is
+  paid again (``credits.take_back_topup``).
 - **Stripe.** ``invoice.paid`` records Stripe's ``amount_paid`` as a card payment whose reference is the Stripe
   invoice id, once per Stripe invoice (``source_key``), however often the webhook is delivered.
 - **Concurrency.** Every change locks the invoice's row first (PostgreSQL ``SELECT … FOR UPDATE``; SQLite's
@@ -49,7 +50,7 @@ from billing.errors import BillingInputError, ConflictError, NotFoundError
 from dbkit import for_update, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError
-from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus
 from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, round_money
 
 __all__ = [
@@ -303,6 +304,8 @@ def reverse_payment(
         owed_again = invoice.total - sum((c.amount for c in invoice.credits_applied), ZERO) - invoice.amount_paid
         if invoice.status is InvoiceStatus.PAID and row.applied > 0 and owed_again > 0:
             store.reopen_paid(session, invoice.id)
+            if invoice.scope is InvoiceScope.CREDIT:  # a top-up owed again: its credit is not the customer's yet
+                credits.take_back_topup(session, invoice, payment_id, instant)
         return _payments(session, ids=[payment_id])[0]
 
 

@@ -307,3 +307,37 @@ def test_the_ledger_records_the_overpayment_and_its_reversal_as_movements(engine
     ]
     with session_scope(engine) as session:
         assert credits.ledger_problems(session) == []
+
+
+def test_a_paid_top_up_is_usable_and_a_bounce_takes_back_what_is_left_until_it_is_paid_again(engine):
+    who = customer(engine)
+    grant = credits.grant_credit(engine, who, D("50.00"), "USD", paid=True, now=at("2026-03-05T00:00:00"))
+    topup = grant.invoice_number or ""
+    bounced = pay(engine, topup, "50.00", day="2026-03-06")
+    [usd] = credits.balance(engine, who)
+    assert (str(usd.paid), str(usd.pending)) == ("50.00", "0.00")  # paid by transfer: usable, as Stripe's would be
+    march = issued(engine, who, 3, "30.00")
+    # the credit pays March's 30.00: 50.00 − 30.00 = 20.00 left
+    assert ([(c.kind, str(c.amount)) for c in march.credits_applied], str(march.amount_due)) == (
+        [("paid", "30.00")], "0.00"
+    )
+    payments.reverse_payment(engine, bounced.id, on=dt.date(2026, 4, 3), now=NOW)
+    shown = invoicing.get_invoice(engine, topup)
+    assert (shown.status, str(shown.amount_due)) == (InvoiceStatus.FINALIZED, "50.00")
+    # the transfer bounced: the 20.00 left of the credit leaves the balance (the 30.00 spent is what the top-up
+    # invoice, owed again, pays for); April's 40.00 gets no credit
+    [usd] = credits.balance(engine, who)
+    assert str(usd.paid) == "0.00"
+    april = issued(engine, who, 4, "40.00")
+    assert (april.credits_applied, str(april.amount_due)) == ((), "40.00")
+    holds(engine)
+    # paid again: the 20.00 taken back is usable again; May's 25.00 takes it, 25.00 − 20.00 = 5.00 due
+    pay(engine, topup, "50.00", day="2026-04-16")
+    [usd] = credits.balance(engine, who)
+    assert str(usd.paid) == "20.00"
+    may = issued(engine, who, 5, "25.00")
+    assert ([(c.kind, str(c.amount)) for c in may.credits_applied], str(may.amount_due)) == (
+        [("paid", "20.00")], "5.00"
+    )
+    holds(engine)
+
