@@ -146,8 +146,7 @@ def record_payment(
     day = received_on or instant.date()
     if method not in PAYMENT_METHODS:
         raise BillingInputError(f"--method: expected one of {', '.join(PAYMENT_METHODS)}, got {method!r}")
-    if day > (instant + dt.timedelta(hours=14)).date():  # today somewhere on earth at the latest
-        raise BillingInputError(f"--date: {day.isoformat()} is in the future")
+    _check_not_future(day, instant)
     if reference is not None and (not reference.strip() or len(reference) > 255):
         raise BillingInputError("--reference: expected 1 to 255 characters")
     with session_scope(engine) as session:
@@ -176,6 +175,11 @@ def record_stripe_payment(
     if store.get_invoice(session, invoice.id).status in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
         store.set_status(session, invoice.id, InvoiceStatus.PAID)
     return payment
+
+
+def _check_not_future(day: dt.date, instant: dt.datetime) -> None:
+    if day > (instant + dt.timedelta(hours=14)).date():  # today somewhere on earth at the latest
+        raise BillingInputError(f"--date: {day.isoformat()} is in the future")
 
 
 def _locked_invoice(session: Session, key: str | int) -> Invoice:
@@ -277,9 +281,10 @@ def reverse_payment(
 ) -> Payment:
     """Reverse a payment (a bounced transfer): what it gave the invoice is owed again (a paid invoice goes back to
     finalized), its excess is taken back from the customer's balance as far as it is left. Once: reversing a
-    reversed payment is a conflict."""
+    reversed payment is a conflict; its day is neither before the payment's nor in the future."""
     instant = now or utcnow()
     day = on or instant.date()
+    _check_not_future(day, instant)
     with session_scope(engine) as session:
         found = session.execute(select(PaymentRow.invoice_id).where(PaymentRow.id == payment_id)).scalar_one_or_none()
         if found is None:

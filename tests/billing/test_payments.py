@@ -341,3 +341,12 @@ def test_a_paid_top_up_is_usable_and_a_bounce_takes_back_what_is_left_until_it_i
     )
     holds(engine)
 
+
+def test_a_reversal_is_not_dated_in_the_future(engine):
+    who = customer(engine)
+    invoice = issued(engine, who, 3, "100.00")
+    payment = pay(engine, invoice.number, "30.00")
+    with pytest.raises(BillingInputError, match="--date: 2026-04-22 is in the future"):
+        payments.reverse_payment(engine, payment.id, on=dt.date(2026, 4, 22), now=NOW)
+    assert not payments.get_payment(engine, payment.id).reversed
+    assert str(invoicing.get_invoice(engine, invoice.number).amount_due) == "70.00"
