@@ -334,14 +334,16 @@ def _credit_email(message: EmailMessage, notification: Notification, name: str) 
 
 
 def _invoice_email(engine: Engine, message: EmailMessage, notification: Notification, name: str) -> None:
-    """An issued invoice's e-mail, with its PDF (rendered now, from the stored invoice)."""
+    """An issued invoice's e-mail, with its PDF (rendered now, from the stored invoice, with the credits applied to
+    it and the payments received: its amount due is the one the API and the CLI show)."""
+    from billing.credits import with_credits  # (the credits queue this notification: imported when used)
     from billing.invoicing import printable  # imported late: invoicing queues notifications
     from invoices import store
     from invoices.render import render_pdf
 
     assert notification.invoice_id is not None
     with session_scope(dbkit.read_only(engine)) as session:
-        invoice = store.get_invoice(session, notification.invoice_id)
+        invoice = with_credits(session, [store.get_invoice(session, notification.invoice_id)])[0]
     invoice = printable(engine, invoice)
     number = invoice.number or str(invoice.id)
     message["Subject"] = f"Invoice {number} for {notification.period}"

@@ -10,18 +10,21 @@ import email
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from decimal import Decimal
 from email import policy
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from billing import credits
 from billing import customers as service
 from billing.config import Settings
 from billing.core.periods import month
@@ -497,6 +500,25 @@ def test_the_finalized_invoice_is_mailed_with_its_pdf_and_posted_as_json(engine,
     assert request.body["invoice"]["number"] == invoice.number
     assert request.body["invoice"]["total"] == "2.50"
     assert {a.channel for a in attempts_of(engine, notification_id)} == {"webhook", "email"}
+
+
+def test_the_mailed_pdf_shows_the_amount_due_after_the_credits_applied(engine, catalog, smtp_server, tmp_path):
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    port, mailbox = smtp_server()
+    add_customer(engine, catalog, "acme", email="ap@acme.test")
+    use(engine, catalog, "acme", 250, "a")
+    credits.grant_credit(engine, "acme", Decimal("1.00"), "USD", now=dt.datetime(2026, 3, 6, tzinfo=dt.UTC))
+    finalized_invoice(engine, catalog)  # 2.50, of which the credit pays 1.00: 1.50 due
+    assert deliver_pending(engine, settings(smtp_host="127.0.0.1", smtp_port=port)).sent == 1
+    [message] = mailbox.messages
+    [attachment] = list(message.iter_attachments())
+    (tmp_path / "invoice.pdf").write_bytes(attachment.get_content())
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(tmp_path / "invoice.pdf"), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    assert "Amount due $1.50" in lines and "Total $2.50" in lines
 
 
 def test_a_threshold_e_mail_and_a_channel_that_already_succeeded_is_not_sent_again(
