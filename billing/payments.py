@@ -397,7 +397,7 @@ def _invoice_id(session: Session, invoice: str | None) -> int | None:
     if invoice is None:
         return None
     try:
-        return store.get_invoice(session, int(invoice) if invoice.isascii() and invoice.isdigit() else invoice).id
+        return store.get_invoice(session, invoice).id  # (an id if all ASCII digits, else a number)
     except InvoiceNotFoundError as error:
         raise NotFoundError(str(error)) from None
 

@@ -91,7 +91,9 @@ def list_command(
 
 @payments_app.command("reverse")
 def reverse(
-    payment_id: int = typer.Argument(..., metavar="PAYMENT_ID", help="The payment's id (billing payments list)."),
+    payment_id: int = typer.Argument(
+        ..., metavar="PAYMENT_ID", min=1, max=2**63 - 1, help="The payment's id (billing payments list)."
+    ),
     reason: str | None = typer.Option(None, "--reason", help="Why (a bounced transfer, a charge-back)."),
     day: str | None = typer.Option(None, "--date", metavar="DATE", help="Day reversed (YYYY-MM-DD; default today)."),
     as_json: bool = JsonOption,

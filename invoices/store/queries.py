@@ -81,7 +81,9 @@ _UNPAID = and_(InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.status =
 def get_invoice(session: Session, key: int | str) -> Invoice:
     """An invoice by id, number or billing key."""
     statement = select(InvoiceRow)
-    if isinstance(key, int) or key.isdigit():
+    if isinstance(key, int) or (key.isascii() and key.isdigit()):
+        if not 0 < int(key) < 2**63:  # no row has an id the database cannot hold
+            raise InvoiceNotFoundError(f"no invoice {key!r}")
         statement = statement.where(InvoiceRow.id == int(key))
     else:
         statement = statement.where((InvoiceRow.number == key) | (InvoiceRow.billing_key == key))

@@ -60,3 +60,15 @@ def test_bad_input_is_a_clear_error(world):
     assert code == 1 and "no payment 99" in out
     code, out = run("invoices", "aging", "--as-of", "soon")
     assert code == 2 and "--as-of: expected a date YYYY-MM-DD" in out
+
+
+def test_ids_beyond_the_databases_range_are_not_found_rather_than_a_crash(world):
+    huge = "99999999999999999999"  # above 2**63 − 1: no row has it
+    code, out = run("payments", "reverse", huge)
+    assert code == 2 and "PAYMENT_ID" in out and "9223372036854775807" in out
+    code, out = run("payments", "record", huge, "--amount", "1.00", "--method", "cash")
+    assert (code, out) == (1, f"error: no invoice '{huge}'")
+    code, out = run("payments", "list", "--invoice", huge)
+    assert (code, out) == (1, f"error: no invoice '{huge}'")
+    code, out = run("invoices", "show", huge)
+    assert code == 1 and f"no invoice '{huge}'" in out
