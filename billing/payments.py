@@ -162,15 +162,15 @@ def record_stripe_payment(
 ) -> Payment | None:
     """In the webhook's transaction (``invoice`` locked by the caller): record what Stripe collected for
     ``invoice`` (``amount``; None: what is due now) as a card payment referenced by the Stripe invoice id, once per
-    Stripe invoice; then the invoice is paid, as Stripe says. None when nothing was recorded (recorded before, or
-    nothing to record)."""
+    Stripe invoice; then the invoice is paid, as Stripe says (a void invoice stays void, and all of the payment goes
+    to the balance). None when nothing was recorded (recorded before, or nothing to record)."""
     key = f"stripe:{stripe_invoice_id}" if stripe_invoice_id else None
     if key is not None and session.execute(select(PaymentRow.id).where(PaymentRow.source_key == key)).first():
         return None
     current = credits.with_credits(session, [store.get_invoice(session, invoice.id)])[0]
     value = current.amount_due if amount is None else round_money(amount, current.currency)
     payment = None
-    if value > 0:
+    if value > 0:  # (on a void invoice nothing is due: all of it goes to the balance)
         payment = _record(session, current, value, "card", stripe_invoice_id, when.date(), utcnow(), key)
     if store.get_invoice(session, invoice.id).status in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
         store.set_status(session, invoice.id, InvoiceStatus.PAID)

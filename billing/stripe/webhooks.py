@@ -7,6 +7,8 @@ else by our invoice number in its metadata):
   payment whose reference is the Stripe invoice id (``billing.payments``: once per Stripe invoice, an excess goes
   to the customer's balance), and our invoice becomes ``paid`` (from ``finalized``, or from ``uncollectible`` when
   a late payment recovers it; subscriptions cancelled meanwhile stay cancelled: the customer subscribes again).
+  A void invoice (voided here, still collected by Stripe) keeps its status: what Stripe collected is recorded all the
+  same, all of it on the customer's balance (nothing is owed on a void invoice), so no money received is dropped.
 - ``invoice.payment_failed`` → the invoice's dunning count goes up by one and the customer is notified
   (:func:`notify_payment_failed`). The failure is final when Stripe will not try again (``next_payment_attempt``
   is null) or when the count reaches the ``dunning_max_attempts`` setting (default 4).
@@ -65,6 +67,7 @@ class Outcome(StrEnum):
     PAID = "paid"  # our invoice became paid
     PAYMENT_FAILED = "payment_failed"  # a failure was counted, collection goes on
     UNCOLLECTIBLE = "uncollectible"  # our invoice became uncollectible, subscriptions cancelled
+    TO_BALANCE = "to_balance"  # our invoice is void: what Stripe collected went to the customer's balance
     IGNORED = "ignored"  # nothing to do (recorded all the same)
     DUPLICATE = "duplicate"  # the event id was processed before: nothing done
 
@@ -207,12 +210,14 @@ def _ignored(invoice: Invoice, event_type: str) -> Outcome:
 
 
 def _paid(session: Session, invoice: Invoice, data_object: dict[str, Any], created: dt.datetime) -> Outcome:
-    if invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
+    if invoice.status is InvoiceStatus.DRAFT:
         return _ignored(invoice, "invoice.paid")
     stripe_id = data_object.get("id")
     recorded = record_stripe_payment(
         session, invoice, _collected(data_object, invoice), stripe_id if isinstance(stripe_id, str) else None, created
     )
+    if invoice.status is InvoiceStatus.VOID:  # voided here, collected there: the money is the customer's
+        return Outcome.IGNORED if recorded is None else Outcome.TO_BALANCE
     if invoice.status is InvoiceStatus.PAID and recorded is None:
         return _ignored(invoice, "invoice.paid")  # paid before, and nothing more collected (or recorded already)
     return Outcome.PAID

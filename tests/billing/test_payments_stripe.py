@@ -65,3 +65,21 @@ def test_a_bank_transfer_before_the_push_is_taken_off_and_a_full_collection_over
     assert (str(last.applied), str(last.excess)) == ("41.50", "20.00")
     [usd] = credits.balance(engine, "acme")
     assert str(usd.balance) == "20.00"
+
+
+def test_what_stripe_collects_on_an_invoice_voided_here_is_kept_on_the_balance(engine, webhooks):
+    """Voiding an invoice does not stop Stripe collecting it: the money it collects is recorded (nothing is owed on
+    a void invoice, so all of it goes to the customer's balance), never dropped."""
+    add_customer(engine)
+    issue(engine)  # 61.50, pushed to Stripe as in_1
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+    assert post(webhooks, paid_event("evt_1", "in_1", 6150)).json()["outcome"] == "to_balance"
+    assert post(webhooks, paid_event("evt_2", "in_1", 6150)).json()["outcome"] == "ignored"  # recorded once
+    [payment] = payments.list_payments(engine, invoice=FIRST)
+    assert (str(payment.amount), str(payment.applied), str(payment.excess), payment.reference) == (
+        "61.50", "0.00", "61.50", "in_1"
+    )
+    invoice = invoicing.get_invoice(engine, FIRST)
+    assert (invoice.status, str(invoice.amount_paid), str(invoice.amount_due)) == (InvoiceStatus.VOID, "0.00", "0.00")
+    [usd] = credits.balance(engine, "acme")
+    assert str(usd.balance) == "61.50"
