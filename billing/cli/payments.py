@@ -39,6 +39,7 @@ def record(
     day: str | None = typer.Option(None, "--date", metavar="DATE", help="Day received (YYYY-MM-DD; default today)."),
     method: str = typer.Option(..., "--method", help="bank_transfer, card, cash or other."),
     reference: str | None = typer.Option(None, "--reference", help="The bank's or processor's reference."),
+    currency: str | None = typer.Option(None, "--currency", help="If given, must be the invoice's (a check)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Record a payment received against an issued invoice. The invoice takes what it is owed (it stays finalized
@@ -47,7 +48,7 @@ def record(
         try:
             value = service.parse_amount(amount)
             payment = service.record_payment(
-                engine, invoice, value, method=method, received_on=_day(day), reference=reference
+                engine, invoice, value, method=method, received_on=_day(day), reference=reference, currency=currency
             )
         except BillingError as error:
             fail(str(error))

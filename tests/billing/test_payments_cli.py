@@ -72,3 +72,11 @@ def test_ids_beyond_the_databases_range_are_not_found_rather_than_a_crash(world)
     assert (code, out) == (1, f"error: no invoice '{huge}'")
     code, out = run("invoices", "show", huge)
     assert code == 1 and f"no invoice '{huge}'" in out
+
+
+def test_the_currency_if_given_must_be_the_invoices(world):
+    code, out = run("payments", "record", "INV-2026-000001", "--amount", "1.00", "--method", "cash", "--currency", "EUR")
+    assert (code, out) == (2, "error: --currency: INV-2026-000001 is in USD, not EUR")
+    code, out = run("payments", "record", "INV-2026-000001", "--amount", "1.00", "--method", "cash", "--currency", "usd",
+                    "--date", "2026-11-10")
+    assert code == 0 and "payment 1: 1.00 USD received on 2026-11-10 against INV-2026-000001" in out
