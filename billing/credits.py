@@ -97,6 +97,7 @@ __all__ = [
     "spendable",
     "take_back_overpayment",
     "take_back_topup",
+    "taken_back",
     "with_credits",
 ]
 
@@ -669,10 +670,53 @@ def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
                 _move(session, f"grant:{g.id}", "grant", g.id, amount, "topup", g.invoice_id, paid_topups[g.invoice_id])
     _restore_topups(session, [g for g in grants if g.kind == "paid" and g.usable])
     _give_back_voided(session, [g.id for g in grants], now)
+    _take_back_reversed(session, owner, now)
     for g in _grants(session, owner.external_id):
         if g.expires_at is not None and g.expires_at <= now and g.remaining > 0:
             count = _count(session, g.id, "expiry")
             _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, g.expires_at)
+
+
+def _take_back_reversed(session: Session, owner: Customer, now: dt.datetime) -> None:
+    """Credit that came back (from an invoice voided since) to a grant whose money was reversed — a bounced
+    payment's excess, the credit of a top-up owed again — is taken back at once: it was never received."""
+    reversed_ids = set(
+        session.execute(
+            select(CreditEntryRow.grant_id)
+            .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+            .where(
+                CreditGrantRow.customer_external_id == owner.external_id,
+                CreditEntryRow.kind == "reversal",
+                CreditEntryRow.account.in_(("payment", "topup")),
+            )
+        ).scalars()
+    )
+    if not reversed_ids:
+        return
+    grants = [g for g in _grants(session, owner.external_id, ids=sorted(reversed_ids)) if g.remaining > 0]
+    paid = _topups_paid(session, [g.invoice_id for g in grants if g.kind == "paid"])
+    for g in grants:
+        if g.kind == "paid" and g.invoice_id in paid:
+            continue  # paid again: the credit is the customer's
+        account = "topup" if g.kind == "paid" else "payment"
+        movement = f"retake:{g.id}:{_count(session, g.id, 'reversal') + 1}"
+        _move(session, movement, "reversal", g.id, -g.remaining, account, None, now)
+
+
+def taken_back(session: Session, grant_ids: Sequence[int]) -> dict[int, Decimal]:
+    """What reversals took back from each of these grants (a reversed payment's ``recovered``)."""
+    found: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    if grant_ids:
+        rows = session.execute(
+            select(CreditEntryRow.grant_id, CreditEntryRow.amount).where(
+                CreditEntryRow.grant_id.in_(list(grant_ids)),
+                CreditEntryRow.kind == "reversal",
+                CreditEntryRow.account == "customer",
+            )
+        ).all()
+        for grant_id, amount in rows:
+            found[grant_id] -= amount
+    return dict(found)
 
 
 def _restore_topups(session: Session, grants: list[Grant]) -> None:

@@ -374,8 +374,7 @@ def payments_page(
         statement = _filtered(select(PaymentRow), invoice_id, customer)
         rows = session.scalars(keyset_page(statement, PaymentRow.id, limit=limit, after=after, before=before)).all()
         page, more = page_of(rows, limit=limit, before=before)
-        numbers = _numbers(session, [row.invoice_id for row in page])
-        return [_payment(row, numbers) for row in page], more
+        return _as_payments(session, page), more
 
 
 def payments_between(engine: Engine, start: dt.date, end: dt.date) -> list[Payment]:
@@ -388,9 +387,7 @@ def payments_between(engine: Engine, start: dt.date, end: dt.date) -> list[Payme
                 (PaymentRow.reversed_on >= start) & (PaymentRow.reversed_on < end),
             )
         )
-        rows = session.scalars(statement.order_by(PaymentRow.received_on, PaymentRow.id)).all()
-        numbers = _numbers(session, [row.invoice_id for row in rows])
-        return [_payment(row, numbers) for row in rows]
+        return _as_payments(session, session.scalars(statement.order_by(PaymentRow.received_on, PaymentRow.id)).all())
 
 
 def _invoice_id(session: Session, invoice: str | None) -> int | None:
@@ -420,16 +417,19 @@ def _payments(
     statement = _filtered(select(PaymentRow), invoice_id, customer)
     if ids is not None:
         statement = statement.where(PaymentRow.id.in_(list(ids)))
-    rows = session.scalars(statement.order_by(PaymentRow.id)).all()
-    numbers = _numbers(session, [row.invoice_id for row in rows])
-    return [_payment(row, numbers) for row in rows]
+    return _as_payments(session, session.scalars(statement.order_by(PaymentRow.id)).all())
 
 
-def _numbers(session: Session, invoice_ids: Sequence[int]) -> dict[int, str]:
-    return {i: n or "" for i, n in store.invoice_numbers(session, set(invoice_ids)).items()}
+def _as_payments(session: Session, rows: Sequence[PaymentRow]) -> list[Payment]:
+    """The rows as payments: their invoice numbers, and for a reversed one what the ledger took back of its excess
+    (more than at the reversal when credit it had paid came back since, from an invoice voided: taken back too)."""
+    numbers = {i: n or "" for i, n in store.invoice_numbers(session, {row.invoice_id for row in rows}).items()}
+    grants = [row.balance_grant_id for row in rows if row.reversed_at is not None and row.balance_grant_id]
+    taken = credits.taken_back(session, grants)
+    return [_payment(row, numbers, taken) for row in rows]
 
 
-def _payment(row: PaymentRow, numbers: dict[int, str]) -> Payment:
+def _payment(row: PaymentRow, numbers: dict[int, str], taken: dict[int, Decimal]) -> Payment:
     return Payment(
         row.id,
         row.invoice_id,
@@ -447,7 +447,9 @@ def _payment(row: PaymentRow, numbers: dict[int, str]) -> Payment:
         row.reversed_on,
         row.reversed_at,
         row.reversal_reason,
-        row.recovered,
+        round_money(taken.get(row.balance_grant_id or 0, row.recovered or ZERO), row.currency)
+        if row.reversed_at is not None
+        else None,
     )
 
 

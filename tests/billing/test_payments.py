@@ -350,3 +350,44 @@ def test_a_reversal_is_not_dated_in_the_future(engine):
         payments.reverse_payment(engine, payment.id, on=dt.date(2026, 4, 22), now=NOW)
     assert not payments.get_payment(engine, payment.id).reversed
     assert str(invoicing.get_invoice(engine, invoice.number).amount_due) == "70.00"
+
+
+def test_credit_of_a_bounced_payment_that_comes_back_from_a_voided_invoice_is_taken_back_too(engine):
+    who = customer(engine)
+    march = issued(engine, who, 3, "100.00")
+    bounced = pay(engine, march.number, "120.00")
+    april = issued(engine, who, 4, "15.00")  # paid by the 20.00 excess: 5.00 left on the balance
+    reversed_ = payments.reverse_payment(engine, bounced.id, now=at("2026-05-03T00:00:00"))
+    assert (str(reversed_.recovered), str(reversed_.unrecovered)) == ("5.00", "15.00")
+    # April is voided: the 15.00 the excess paid comes back to its grant — money that was never received, so it
+    # is taken back at once, and the payment has nothing unrecovered any more (20.00 taken back of 20.00)
+    invoicing.set_invoice_status(engine, april.number, InvoiceStatus.VOID)
+    [usd] = credits.balance(engine, who, now=at("2026-05-04T00:00:00"))
+    assert str(usd.balance) == "0.00"
+    shown = payments.get_payment(engine, bounced.id)
+    assert (str(shown.recovered), str(shown.unrecovered)) == ("20.00", "0.00")
+    assert payments.payment_json(shown)["balance_unrecovered"] == "0.00"
+    may = issued(engine, who, 5, "30.00")
+    assert (may.credits_applied, str(may.amount_due)) == ((), "30.00")
+    holds(engine)
+
+
+def test_credit_of_a_bounced_top_up_that_comes_back_from_a_voided_invoice_waits_for_the_top_up_to_be_paid(engine):
+    who = customer(engine)
+    grant = credits.grant_credit(engine, who, D("50.00"), "USD", paid=True, now=at("2026-03-05T00:00:00"))
+    topup = grant.invoice_number or ""
+    bounced = pay(engine, topup, "50.00", day="2026-03-06")
+    march = issued(engine, who, 3, "30.00")  # paid by the credit: 20.00 left
+    payments.reverse_payment(engine, bounced.id, on=dt.date(2026, 4, 3), now=NOW)  # 20.00 taken back
+    invoicing.set_invoice_status(engine, march.number, InvoiceStatus.VOID)  # its 30.00 comes back: taken back too
+    [usd] = credits.balance(engine, who)
+    assert str(usd.paid) == "0.00"
+    april = issued(engine, who, 4, "40.00")
+    assert (april.credits_applied, str(april.amount_due)) == ((), "40.00")
+    # paid again: all 50.00 is the customer's (20.00 + 30.00 taken back); May's 60.00 takes it → 10.00 due
+    pay(engine, topup, "50.00", day="2026-04-16")
+    may = issued(engine, who, 5, "60.00")
+    assert ([(c.kind, str(c.amount)) for c in may.credits_applied], str(may.amount_due)) == (
+        [("paid", "50.00")], "10.00"
+    )
+    holds(engine)
