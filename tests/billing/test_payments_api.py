@@ -81,6 +81,7 @@ def test_bad_payments_are_problems_naming_the_field(live_api):
         future = client.post(url, json={"amount": "1.00", "method": "cash", "date": "2999-01-01"})
         unknown = client.post("/v1/invoices/INV-1999-000001/payments", json={"amount": "1.00", "method": "cash"})
         missing = client.get("/v1/payments/999")
+        beyond = client.get("/v1/payments", params={"invoice": "99999999999999999999"})  # no id that large
         reverse_missing = client.post("/v1/payments/999/reverse")
     assert fraction.status_code == 422 and error_of(fraction)["field"] == "amount"
     assert zero.status_code == 422 and error_of(zero)["field"] == "amount"
@@ -88,6 +89,7 @@ def test_bad_payments_are_problems_naming_the_field(live_api):
     assert method.status_code == 422 and error_of(method)["field"] == "method"
     assert future.status_code == 422 and error_of(future)["field"] == "date"
     assert (unknown.status_code, missing.status_code, reverse_missing.status_code) == (404, 404, 404)
+    assert beyond.status_code == 404 and error_of(beyond)["message"] == "no invoice '99999999999999999999'"
 
 
 def test_a_draft_cannot_be_paid(live_api):
