@@ -510,8 +510,8 @@ def test_the_mailed_pdf_shows_the_amount_due_after_the_credits_applied(engine, c
     use(engine, catalog, "acme", 250, "a")
     credits.grant_credit(engine, "acme", Decimal("1.00"), "USD", now=dt.datetime(2026, 3, 6, tzinfo=dt.UTC))
     finalized_invoice(engine, catalog)  # 2.50, of which the credit pays 1.00: 1.50 due
-    assert deliver_pending(engine, settings(smtp_host="127.0.0.1", smtp_port=port)).sent == 1
-    [message] = mailbox.messages
+    deliver_pending(engine, settings(smtp_host="127.0.0.1", smtp_port=port))
+    [message] = [m for m in mailbox.messages if m["Subject"].startswith("Invoice ")]  # (besides the credit's alert)
     [attachment] = list(message.iter_attachments())
     (tmp_path / "invoice.pdf").write_bytes(attachment.get_content())
     text = subprocess.run(
