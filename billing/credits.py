@@ -269,6 +269,7 @@ def take_back_topup(session: Session, invoice: Invoice, payment_id: int, now: dt
         if g.kind == "paid" and g.invoice_id == invoice.id and g.usable and g.remaining > 0:
             _move(session, f"reversal:{payment_id}:{g.id}", "reversal", g.id, -g.remaining, "topup", invoice.id, now)
             taken += g.remaining
+    _watch(session, owner, now, None)
     return taken
 
 
