@@ -352,17 +352,22 @@ def _environment() -> Environment:
     )
 
 
-def _tax_rows(invoice: Invoice, fmt: Formatter) -> list[tuple[str, Decimal]]:
+def _tax_rows(invoice: Invoice, fmt: Formatter, *, included: bool = False) -> list[tuple[str, Decimal]]:
     """One row per rate (``invoice.taxes``): its name in the document's language when the catalogs know it
-    ("Tax", "VAT"), and its rate."""
+    ("Tax", "VAT"), and its rate. The tax added to the prices (``included`` False: the rows between the subtotal
+    and the total, so that they add up), or the tax already inside tax-inclusive prices (``included`` True:
+    "of which VAT (19 %)" rows under the total, which add nothing)."""
     rows = []
     for tax in invoice.taxes:
+        amount = tax.included if included else tax.amount - tax.included
+        if included and amount == 0 or not included and amount == 0 and tax.included != 0:
+            continue  # (a rate with no tax on top of its prices, only tax inside them, or the reverse)
         rate = fmt.percent(tax.rate)
         if tax.name == "Tax":
             label = fmt._("Tax (%(rate)s)", rate=rate)
         else:
             label = f"{fmt._(tax.name)} ({rate})"
-        rows.append((label, tax.amount))
+        rows.append((fmt._("of which %(tax)s", tax=label) if included else label, amount))
     return rows
 
 
@@ -431,6 +436,7 @@ def _context(invoice: Invoice) -> dict[str, Any]:
         ),
         "sections": _sections(invoice, fmt),
         "tax_rows": _tax_rows(invoice, fmt),
+        "included_tax_rows": _tax_rows(invoice, fmt, included=True),
         "reverse_charge": _reverse_charge(invoice, fmt),
         "amount_due": ZERO if settled else invoice.amount_due,
         "terms_days": terms_days,

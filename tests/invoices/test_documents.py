@@ -350,3 +350,31 @@ def test_an_exempt_buyers_reason_is_printed_once_in_the_documents_language() -> 
     assert pdf_text(render_pdf(invoice)).count("Exempt from tax: charity") == 1
     german = pdf_text(render_pdf(replace(invoice, locale="de_DE")))
     assert "Steuerbefreit: charity" in german and "Exempt from tax" not in german
+
+
+def test_tax_inside_tax_inclusive_prices_is_printed_under_the_total_and_adds_nothing() -> None:
+    from invoices.model import TaxLine
+
+    # prices of 394.45 that include 19 % VAT: tax 394.45 × 19 / 119 = 62.979… → 62.98, net 331.47; total 394.45
+    included = TaxLine(rate=Decimal(19), taxable=Decimal("331.47"), amount=Decimal("62.98"),
+                       included=Decimal("62.98"), name="VAT")  # fmt: skip
+    invoice = usd_invoice(taxes=(included,), tax=Decimal("62.98"), total=Decimal("394.45"))
+    rows = pdf_rows(render_pdf(invoice))
+    assert any(row.endswith("Subtotal $394.45") for row in rows)
+    assert any(row.endswith("Total $394.45") for row in rows)
+    assert any(row.endswith("of which VAT (19%) $62.98") for row in rows)
+    assert not any(row.endswith("VAT (19%) $62.98") and "of which" not in row for row in rows)  # nothing added
+    german = pdf_rows(render_pdf(replace(invoice, locale="de_DE")))
+    assert any(row.endswith("davon USt. (19 %) 62,98 $") for row in german)
+
+
+def test_a_rate_with_tax_on_top_and_tax_inside_prints_each_part_once() -> None:
+    from invoices.model import TaxLine
+
+    # 19 %: 300.00 of tax-exclusive prices (tax 57.00 added) and 119.00 of tax-inclusive ones (19.00 inside)
+    mixed = TaxLine(rate=Decimal(19), taxable=Decimal("400.00"), amount=Decimal("76.00"), included=Decimal("19.00"),
+                    name="VAT")  # fmt: skip
+    invoice = usd_invoice(taxes=(mixed,), tax=Decimal("76.00"), total=Decimal("451.45"))
+    rows = pdf_rows(render_pdf(invoice))
+    assert any(row.endswith("VAT (19%) $57.00") and "of which" not in row for row in rows)
+    assert any(row.endswith("of which VAT (19%) $19.00") for row in rows)
