@@ -360,7 +360,7 @@ def _tax_rows(invoice: Invoice, fmt: Formatter, *, included: bool = False) -> li
     rows = []
     for tax in invoice.taxes:
         amount = tax.included if included else tax.amount - tax.included
-        if included and amount == 0 or not included and amount == 0 and tax.included != 0:
+        if amount == 0 and (included or tax.included != 0):
             continue  # (a rate with no tax on top of its prices, only tax inside them, or the reverse)
         rate = fmt.percent(tax.rate)
         if tax.name == "Tax":
