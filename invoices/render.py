@@ -371,6 +371,27 @@ def _tax_rows(invoice: Invoice, fmt: Formatter, *, included: bool = False) -> li
     return rows
 
 
+# What pays part of an invoice below its total (``AppliedCredit.description``, written in English by the ledger).
+CREDIT_LABELS = (N_("Free credit"), N_("Prepaid credit"), N_("Customer balance"))
+
+
+def _credit_rows(invoice: Invoice, fmt: Formatter) -> list[tuple[str, Decimal]]:
+    """The credits applied to the invoice in the document's language: the kind of credit translated, the reason
+    given when it was granted kept as written ("Gratisguthaben: welcome"), a credit note named by its number."""
+    rows = []
+    for credit in invoice.credits_applied:
+        label = credit.description
+        for known in CREDIT_LABELS:
+            if label == known or label.startswith(known + ": "):
+                label = fmt._(known) + label[len(known) :]
+                break
+        else:
+            if label.startswith("Credit note "):
+                label = fmt._("Credit note %(number)s", number=label[len("Credit note ") :])
+        rows.append((label, credit.amount))
+    return rows
+
+
 # Tax names the catalogs translate (a tax's name comes from the configuration).
 TAX_NAMES = (N_("VAT"), N_("Sales tax"), N_("GST"))
 
@@ -437,6 +458,7 @@ def _context(invoice: Invoice) -> dict[str, Any]:
         "sections": _sections(invoice, fmt),
         "tax_rows": _tax_rows(invoice, fmt),
         "included_tax_rows": _tax_rows(invoice, fmt, included=True),
+        "credit_rows": _credit_rows(invoice, fmt),
         "reverse_charge": _reverse_charge(invoice, fmt),
         "amount_due": ZERO if settled else invoice.amount_due,
         "terms_days": terms_days,

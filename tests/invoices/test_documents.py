@@ -378,3 +378,19 @@ def test_a_rate_with_tax_on_top_and_tax_inside_prints_each_part_once() -> None:
     rows = pdf_rows(render_pdf(invoice))
     assert any(row.endswith("VAT (19%) $57.00") and "of which" not in row for row in rows)
     assert any(row.endswith("of which VAT (19%) $19.00") for row in rows)
+
+
+def test_credits_applied_read_in_the_documents_language() -> None:
+    from invoices.model import AppliedCredit
+
+    # total 469.40 − 10.00 free credit − 5.00 of a credit note's balance = 454.40 due
+    applied = (
+        AppliedCredit(kind="free", description="Free credit: welcome", amount=Decimal("10.00"), grant_id=1),
+        AppliedCredit(kind="balance", description="Credit note CN-2026-000003", amount=Decimal("5.00"), grant_id=2),
+    )
+    invoice = usd_invoice(credits_applied=applied, locale="de_DE")
+    rows = pdf_rows(render_pdf(invoice))
+    assert any(row.endswith("Gratisguthaben: welcome -10,00 $") for row in rows)
+    assert any(row.endswith("Gutschrift CN-2026-000003 -5,00 $") for row in rows)
+    assert any(row.endswith("Zahlbetrag 454,40 $") for row in rows)
+    assert not any("Free credit" in row or "Credit note" in row for row in rows)
