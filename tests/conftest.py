@@ -77,6 +77,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(autouse=True)
+def _close_cached_engines() -> Iterator[None]:
+    """After each test, the engines the services cached (``billing.db.engines.get_engine``) close their pooled
+    connections: a PostgreSQL run of the whole suite would otherwise keep dozens of idle connections open."""
+    yield
+    from billing.db.engines import dispose_engines
+
+    dispose_engines()
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
