@@ -54,11 +54,10 @@ def load_catalog_for_cli(path: object = None):  # type: ignore[no-untyped-def]
 
 
 def engine_for_cli():  # type: ignore[no-untyped-def]
-    """The engine of the configured database."""
-    from billing.config import get_settings
-    from billing.db import make_engine
+    """The engine of the configured database: the process's shared one, closed on exit (or between tests)."""
+    from billing.db.engines import get_engine
 
-    return make_engine(get_settings().database_url)
+    return get_engine()
 
 
 def finalize_settings():  # type: ignore[no-untyped-def]
