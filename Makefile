@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Browser tests (tests/web): Debian's Chromium, driven by Playwright for Python (a dev dependency that never
+# downloads a browser of its own), and axe-core from the npm registry, pinned, injected into the pages to check
+# their accessibility (MPL-2.0; installed into .cache/axe, not committed).
+AXE_VERSION := 4.14.1
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
 # WeasyPrint renders PDFs through Pango and subsets fonts with HarfBuzz (ten times faster than without it); the
 # tests turn PDFs into pictures with poppler's pdftoppm to look at them; Noto Sans CJK draws Japanese (and
 # Chinese, Korean) invoices, which DejaVu has no glyphs for. Installed from Debian's packages where the machine
@@ -25,17 +32,23 @@ system-deps:
 	fc-list 2>/dev/null | grep -qi 'DejaVu Sans' || missing="$$missing fonts-dejavu-core"; \
 	fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' || missing="$$missing fonts-noto-cjk"; \
 	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing from Debian's packages:$$missing"; \
 		(apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 		 (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) || \
-		echo "could not install$$missing: PDF rendering may fail or be slow"; \
+		echo "could not install$$missing: PDF rendering may fail or be slow, browser tests cannot run"; \
 	fi
+	@$(MAKE) --no-print-directory $(AXE)
+
+$(AXE):
+	npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@$(AXE_VERSION)
 
 demo: $(STAMP)
 	$(BIN)/python -m billing.demo
 
-test: $(STAMP)
+test: $(STAMP) $(AXE)
 	$(BIN)/python -m pytest
 
 # The suite on Python 3.12 too, in a venv of its own (.venv312): the first python3.12 found on the PATH or in
@@ -54,7 +67,7 @@ $(VENV312)/.installed: pyproject.toml
 print-py312:
 	@echo $(PY312)
 
-test-py312: $(VENV312)/.installed
+test-py312: $(VENV312)/.installed $(AXE)
 	$(VENV312)/bin/python -m pytest -q
 
 bench: $(STAMP)

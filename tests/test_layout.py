@@ -10,7 +10,7 @@ from pathlib import Path
 import billing
 
 ROOT = Path(__file__).resolve().parent.parent
-ENTRY_POINTS = {"billing.api", "billing.cli", "billing.demo", "billing.__main__"}
+ENTRY_POINTS = {"billing.api", "billing.cli", "billing.web", "billing.demo", "billing.__main__"}
 
 
 def _contract(name_start: str) -> dict:

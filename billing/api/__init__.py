@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     _add_service_routes(app)
     _add_routers(app)
+    _add_web(app)
     _install_openapi(app)
     _add_middleware(app)
     return app
@@ -168,6 +169,13 @@ def _add_routers(app: FastAPI) -> None:
     from billing.api.routes_stripe import router as stripe_router
 
     app.include_router(stripe_router)
+
+
+def _add_web(app: FastAPI) -> None:
+    """The web pages served beside the API: the customer portal and the finance console (``billing.web``)."""
+    from billing.web import install
+
+    install(app)
 
 
 def _install_openapi(app: FastAPI) -> None:
