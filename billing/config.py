@@ -346,6 +346,11 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    # The customer portal (billing.portal_links): the key its links are signed with (at least 32 characters; no
+    # link can be made or opened without it), and the address customers reach `billing serve` at, which links
+    # begin with.
+    portal_secret: SecretStr | None = None
+    public_url: str = "http://127.0.0.1:8000"
 
     @field_validator("notification_webhook_secret")
     @classmethod

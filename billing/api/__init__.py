@@ -22,6 +22,7 @@ Stripe signs), ``/healthz`` and ``/problems/{code}`` needs ``Authorization: Bear
                             GET/PUT /v1/customers/{id}/review
     routes_runs             POST /v1/billing-runs
     routes_metrics          GET /v1/metrics?period=YYYY-MM
+    routes_portal           POST /v1/customers/{id}/portal_links (a signed link to the customer portal)
 
 The conventions every route keeps:
 
@@ -62,6 +63,7 @@ from billing.api import (
     routes_overrides,
     routes_payments,
     routes_plans,
+    routes_portal,
     routes_runs,
     schemas,
 )
@@ -162,6 +164,7 @@ def _add_routers(app: FastAPI) -> None:
         routes_coupons,
         routes_credits,
         routes_payments,
+        routes_portal,
         routes_runs,
         routes_metrics,
     ):

@@ -51,6 +51,8 @@ __all__ = [
     "PeriodOut",
     "PlanListOut",
     "PlanOut",
+    "PortalLinkIn",
+    "PortalLinkOut",
     "PreviewOut",
     "SubscriptionIn",
     "SubscriptionListOut",
@@ -1349,3 +1351,29 @@ class CustomerReviewOut(_Out):
     note: str | None
     flagged_by: str | None
     flagged_at: dt.datetime | None
+
+
+class PortalLinkIn(_In):
+    """How long the link is good for, in days (default 7, at most 90)."""
+
+    model_config = examples({"days": 7})
+
+    days: StrictInt = Field(default=7, ge=1, le=90)
+
+
+class PortalLinkOut(_Out):
+    """A signed link to the customer's portal, good until ``expires_at``: send it to the customer."""
+
+    model_config = examples(
+        {
+            "object": "portal_link",
+            "customer": "acme",
+            "url": "https://billing.example.com/portal/link/v1.eyJjIjoiYWNtZSIsImUiOjE3OTk5OTk5OTl9.3q2-7w",
+            "expires_at": "2026-12-08T10:00:00Z",
+        }
+    )
+
+    object: Literal["portal_link"] = "portal_link"
+    customer: str
+    url: str
+    expires_at: dt.datetime

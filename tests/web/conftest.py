@@ -1,7 +1,9 @@
 """The browser harness: the real application served on 127.0.0.1, driven by Debian's Chromium through Playwright.
 
 - ``live_server``: the app ``billing serve`` serves (``billing.api.create_app``), run by uvicorn in a thread on a
-  free port, on a fresh, migrated database (SQLite, and PostgreSQL when ``BILLING_TEST_DATABASE_URL`` is set).
+  free port, on a fresh, migrated database (SQLite, and PostgreSQL when ``BILLING_TEST_DATABASE_URL`` is set),
+  with the catalog of ``live_catalog_path`` (the sample catalog unless a module overrides it) and a
+  ``portal_secret``.
 - ``browser`` / ``page``: Chromium from the system (``/usr/bin/chromium``, or ``BILLING_CHROMIUM``), never a
   browser Playwright downloads. ``phone_page``: the same at a phone's viewport.
 - ``axe_check(page)``: runs axe-core (installed from the npm registry by ``make system-deps`` into
@@ -84,7 +86,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def context(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    # bypass_csp: axe-core is injected as an inline script, which the pages' Content-Security-Policy forbids
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, bypass_csp=True)
     yield context
     context.close()
 
@@ -96,7 +99,9 @@ def page(context: Any) -> Any:
 
 @pytest.fixture
 def phone_page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2, accept_downloads=True, bypass_csp=True
+    )
     yield context.new_page()
     context.close()
 
@@ -170,17 +175,38 @@ def _free_socket() -> socket.socket:
     return sock
 
 
+PORTAL_SECRET = "portal-secret-of-the-tests-0123456789abcdef"
+
+
 @pytest.fixture
-def live_server(db_url: str, sample_catalog_path: Path) -> Iterator[LiveServer]:
-    """``billing serve``'s application (without its scheduler) on a free port of 127.0.0.1, on a fresh database."""
+def live_catalog_path(sample_catalog_path: Path) -> Path:
+    """The catalog the live server bills with (a test module may override this fixture)."""
+    return sample_catalog_path
+
+
+@pytest.fixture
+def live_server(db_url: str, live_catalog_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    """``billing serve``'s application (without its scheduler) on a free port of 127.0.0.1, on a fresh database;
+    the settings also in the environment, for the services that read the configured ones."""
     import uvicorn
 
     from billing.api import create_app
-    from billing.config import Settings
+    from billing.config import Settings, get_settings
 
-    settings = Settings(database_url=db_url, catalog=str(sample_catalog_path))
-    app = create_app(settings)
+    env = {
+        "BILLING_DATABASE_URL": db_url,
+        "BILLING_CATALOG": str(live_catalog_path),
+        "BILLING_CONFIG": str(ROOT / "config.toml"),
+        "BILLING_PORTAL_SECRET": PORTAL_SECRET,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
     sock = _free_socket()
+    host, port = sock.getsockname()
+    monkeypatch.setenv("BILLING_PUBLIC_URL", f"http://{host}:{port}")
+    settings = Settings()
+    app = create_app(settings)
     config = uvicorn.Config(app, log_level="warning", http="h11", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -189,10 +215,10 @@ def live_server(db_url: str, sample_catalog_path: Path) -> Iterator[LiveServer]:
         if not thread.is_alive():
             pytest.fail("the live server did not start (its error is logged above)")
         time.sleep(0.02)
-    host, port = sock.getsockname()
     try:
         yield LiveServer(f"http://{host}:{port}", db_url, settings, app)
     finally:
         server.should_exit = True
         thread.join()
         sock.close()
+        get_settings.cache_clear()

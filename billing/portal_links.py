@@ -1,0 +1,145 @@
+"""Links to the customer portal: signed, expiring, for one customer (``billing portal link CUSTOMER``,
+``POST /v1/customers/{id}/portal_links``).
+
+A link is ``<public_url>/portal/link/<token>``. The token is ``v1.<payload>.<signature>``: the payload the
+customer's external id and the instant the link expires (``{"c": "acme", "e": 1767225600}``, JSON in unpadded
+base64url), the signature HMAC-SHA256 of ``v1.<payload>`` under the ``portal_secret`` setting (unpadded
+base64url). Nothing is stored: whoever holds the secret makes links, and a link is good until it expires
+(changing ``portal_secret`` ends every link made before). Python's own ``hmac`` signs and checks it (compared in
+constant time); the format is small enough that a further library would add nothing but a dependency.
+
+Opening a link gives the browser a cookie holding the same token (``billing.web.portal``), checked again on
+every page: the portal stops answering when the link expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from billing.config import Settings
+from billing.customers import get_customer
+from billing.errors import BillingInputError
+from dbkit import utcnow
+
+__all__ = [
+    "DEFAULT_DAYS",
+    "MAX_DAYS",
+    "MIN_SECRET",
+    "PortalAccess",
+    "PortalLink",
+    "PortalLinkError",
+    "create_portal_link",
+    "portal_token",
+    "verify_portal_token",
+]
+
+VERSION = "v1"
+DEFAULT_DAYS = 7
+MAX_DAYS = 90
+MIN_SECRET = 32
+"""The fewest characters ``portal_secret`` may have."""
+PATH = "/portal/link/"
+
+
+class PortalLinkError(BillingInputError):
+    """A portal link that cannot be made (no secret set, an unknown customer, a bad number of days), or a token
+    that is not one of ours, or has expired (``expired``)."""
+
+    def __init__(self, message: str, *, expired: bool = False, customer: str | None = None) -> None:
+        super().__init__(message)
+        self.expired = expired
+        self.customer = customer
+
+
+@dataclass(frozen=True, slots=True)
+class PortalLink:
+    """A link made for ``customer``, good until ``expires_at``."""
+
+    customer: str
+    token: str
+    url: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PortalAccess:
+    """What a valid token gives: ``customer``'s portal until ``expires_at``."""
+
+    customer: str
+    expires_at: dt.datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _key(settings: Settings) -> bytes:
+    secret = settings.secret("portal_secret")
+    if len(secret) < MIN_SECRET:
+        raise PortalLinkError(
+            f"portal_secret: set it (BILLING_PORTAL_SECRET or portal_secret in the configuration) to at least "
+            f"{MIN_SECRET} random characters to make and open portal links, e.g. the output of "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return secret.encode("utf-8")
+
+
+def _signature(key: bytes, signed: str) -> str:
+    return _b64(hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest())
+
+
+def portal_token(settings: Settings, customer: str, expires_at: dt.datetime) -> str:
+    """The token of a link for ``customer`` that expires at ``expires_at``."""
+    payload = json.dumps({"c": customer, "e": int(expires_at.timestamp())}, separators=(",", ":"))
+    signed = f"{VERSION}.{_b64(payload.encode('utf-8'))}"
+    return f"{signed}.{_signature(_key(settings), signed)}"
+
+
+def verify_portal_token(settings: Settings, token: str, now: dt.datetime | None = None) -> PortalAccess:
+    """The customer a token is for and until when, if it is ours (its signature checks) and has not expired.
+
+    Raises PortalLinkError otherwise (``expired`` True, with ``customer``, for one that was ours but expired).
+    """
+    key = _key(settings)
+    version, _, rest = token.partition(".")
+    payload, _, signature = rest.partition(".")
+    if version != VERSION or not payload or not signature or len(token) > 2048:
+        raise PortalLinkError("not a portal link")
+    if not hmac.compare_digest(_signature(key, f"{version}.{payload}"), signature):
+        raise PortalLinkError("not a portal link (its signature does not check)")
+    try:
+        fields = json.loads(_unb64(payload))
+        customer, expires = str(fields["c"]), int(fields["e"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise PortalLinkError("not a portal link") from None
+    if (now or utcnow()).timestamp() >= expires:
+        raise PortalLinkError("this portal link has expired", expired=True, customer=customer)
+    return PortalAccess(customer, dt.datetime.fromtimestamp(expires, dt.UTC))
+
+
+def create_portal_link(
+    engine: Engine, settings: Settings, customer: str, *, days: int = DEFAULT_DAYS, now: dt.datetime | None = None
+) -> PortalLink:
+    """A link to ``customer``'s portal, good for ``days`` days (1 to :data:`MAX_DAYS`) from ``now``.
+
+    Raises NotFoundError for an unknown customer, PortalLinkError without a secret or for a bad ``days``.
+    """
+    if not 1 <= days <= MAX_DAYS:
+        raise PortalLinkError(f"--days: expected 1 to {MAX_DAYS} days, got {days}")
+    _key(settings)
+    found = get_customer(engine, customer)
+    expires_at = (now or utcnow()).replace(microsecond=0) + dt.timedelta(days=days)
+    token = portal_token(settings, found.external_id, expires_at)
+    return PortalLink(found.external_id, token, f"{settings.public_url.rstrip('/')}{PATH}{token}", expires_at)
