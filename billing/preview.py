@@ -174,7 +174,7 @@ def customer_usage(
     ]
     rules = get_settings().tax_rules()
     with session_scope(read_only(engine)) as session:
-        coupons = applied_coupons(session, [customer.external_id], period.start).get(customer.external_id, [])
+        coupons = applied_coupons(session, [customer.external_id], period).get(customer.external_id, [])
     preview = compose_period_invoice(customer, period, sections, [], catalog, as_of, coupons, tax_rules=rules)
     return CustomerUsage(
         customer=customer,

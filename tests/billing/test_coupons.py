@@ -309,6 +309,21 @@ def test_a_repeating_coupon_reduces_three_billing_periods_and_a_re_run_counts_no
 
 
 @pytest.mark.db
+def test_the_usage_preview_counts_the_periods_a_repeating_coupon_reduced_on_issued_invoices(engine, catalog):
+    """The preview of March, after February's invoice was issued with the coupon's line: March is its 2nd
+    period (30.00 − 20 % = 24.00); reading February's discount line once failed the preview."""
+    _customer(engine)
+    service.subscribe(engine, catalog, "acme", "basic", D(2026, 1, 1))
+    _create(engine, catalog, "THREE", percent="20", duration="repeating", months=3)
+    coupons.apply_coupon(engine, "THREE", "acme", now=APPLIED)
+    _bill(engine, catalog, JAN, FEB)
+    preview = customer_usage(engine, catalog, "acme", now=dt.datetime(2026, 3, 20, tzinfo=dt.UTC)).preview
+    [discount] = [line for line in preview.lines if line.kind is LineKind.DISCOUNT]
+    assert (str(discount.amount), discount.details.extra["billing_period"]) == ("-6.00", "2 of 3")
+    assert str(preview.totals.subtotal - preview.totals.discount) == "24.00"
+
+
+@pytest.mark.db
 def test_a_forever_coupon_with_a_fixed_amount_larger_than_the_invoice(engine, catalog):
     _customer(engine, tax_rate="10")
     service.subscribe(engine, catalog, "acme", "basic", D(2026, 1, 1))
