@@ -32,7 +32,7 @@ from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, Invo
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
 
-__all__ = ["invoice_json", "render_html", "render_pdf"]
+__all__ = ["Formatter", "invoice_json", "line_description", "render_html", "render_pdf"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "invoice.html.j2"
@@ -241,7 +241,13 @@ def _line_view(line: InvoiceLine, invoice: Invoice, fmt: Formatter) -> LineView:
     )
 
 
-def _description(line: InvoiceLine, invoice: Invoice, fmt: Formatter) -> str:
+def line_description(line: InvoiceLine, fmt: Formatter, invoice: Invoice | None = None) -> str:
+    """What the customer reads for a line (of ``invoice``, if it is one already: a credit note names the invoice
+    it credits), in ``fmt``'s language: also for a line of an invoice still to come (the usage preview's)."""
+    return _description(line, invoice, fmt)
+
+
+def _description(line: InvoiceLine, invoice: Invoice | None, fmt: Formatter) -> str:
     """What the customer reads for a line: the engine's phrases in the document's language, the catalog's names
     (meters, plans, coupons) as the catalog writes them."""
     extra = line.details.extra
@@ -257,7 +263,7 @@ def _description(line: InvoiceLine, invoice: Invoice, fmt: Formatter) -> str:
         return fmt._(_FEE_TIMING[extra["billing"]], period=period)
     if line.kind == LineKind.COMMITMENT:
         return fmt._("Minimum commitment true-up")
-    if line.kind == LineKind.CREDIT and invoice.kind is InvoiceKind.CREDIT_NOTE and invoice.refers_to:
+    if line.kind == LineKind.CREDIT and invoice and invoice.kind is InvoiceKind.CREDIT_NOTE and invoice.refers_to:
         return fmt._("Credit on invoice %(number)s", number=invoice.refers_to)
     return line.description
 

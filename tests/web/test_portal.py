@@ -4,14 +4,15 @@ invoice the month will bring, its credit and invoices, and downloads a PDF; the 
 pages and no console page; an expired or forged link is refused. Each page is written to build/screenshots/ and
 checked by axe-core (no serious or critical violation), on a desktop and on a phone.
 
-The data, worked by hand (catalog below, customer acme in Germany: de_DE, EUR, 19 % tax):
+The data, worked by hand (catalog below, customer acme in Germany: de_DE, EUR, 19 % tax, and the coupon TEN,
+10 % off 3 billing periods, applied before the first):
 
-- two months back (billed and finalized): fee 20.00 + 3 calls (the first 5 are free) = 20.00, tax 3.80,
-  total 23.80; a free credit of 5.00 pays part of it at finalization: 18.80 due, paid in full by bank transfer.
-- last month: fee 20.00, tax 3.80, total 23.80, unpaid.
+- two months back (billed and finalized): fee 20.00 + 3 calls (the first 5 are free) = 20.00, less 10 % = 18.00,
+  tax 3.42, total 21.42; a free credit of 5.00 pays part of it at finalization: 16.42 due, paid by bank transfer.
+- last month: the same 21.42, unpaid.
 - this month so far: 9 calls of an allowance of 10 (90 %: the 80 % level reached), 12.5 GB of storage;
-  projected: fee 20.00 + 4 calls × 0.10 = 0.40 + 12.5 GB × 0.50 = 6.25 → 26.65, tax 19 % 5.06
-  (5.0635 rounded half up), total 31.71.
+  projected: fee 20.00 + 4 calls × 0.10 = 0.40 + 12.5 GB × 0.50 = 6.25 → 26.65, less 10 % = 2.665 → 2.67
+  (half up), 23.98, tax 19 % 4.5562 → 4.56, total 28.54; the coupon's third and last period.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 from sqlalchemy import Engine
 
 from billing.config import get_settings
+from billing.coupons import apply_coupon, create_coupon, parse_coupon
 from billing.credits import grant_credit
 from billing.customers import create_customer, subscribe
 from billing.db import make_engine
@@ -121,6 +123,10 @@ def portal(live_server, live_catalog_path):
     create_customer(engine, "globex", "Globex Inc.", "ap@globex.example", "EUR", "UTC", "en_US", tax_rate=19)
     for who in ("acme", "globex"):
         subscribe(engine, catalog, who, "growth", FIRST.start)
+    before = FIRST.start - dt.timedelta(days=2)
+    ten = parse_coupon("TEN", percent="10", amount=None, currency=None, duration="repeating", months=3, today=before)
+    create_coupon(engine, catalog, ten)
+    apply_coupon(engine, "TEN", "acme", now=dt.datetime.combine(before, dt.time(12), dt.UTC))
     noon = dt.datetime.combine(FIRST.start + dt.timedelta(days=4), dt.time(12), dt.UTC)
     _events(engine, catalog, "acme", "first", noon, 3, None)
     grant_credit(engine, "acme", Decimal("5.00"), "EUR", reason="Welcome offer")
@@ -128,7 +134,7 @@ def portal(live_server, live_catalog_path):
         run_billing(engine, catalog, period)
         finalize_period(engine, period, FinalizeSettings(), period.end + dt.timedelta(days=2))
     [first] = [i for i in list_invoices(engine, customer="acme") if i.period_start == FIRST.start]
-    record_payment(engine, first.id, Decimal("18.80"), method="bank_transfer")
+    record_payment(engine, first.id, Decimal("16.42"), method="bank_transfer")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     _events(engine, catalog, "acme", "now", now, 9, "12.5")
     _events(engine, catalog, "globex", "now", now, 2, None)
@@ -162,7 +168,7 @@ def test_a_customer_opens_the_link_sees_usage_past_80_percent_and_downloads_a_pd
     assert calls.locator(".chip").inner_text() == "Warnstufe erreicht"
     assert calls.locator("svg.bar .fill").get_attribute("width") == "90.0"
     assert page.locator("li.meter", has_text="Storage").locator(".chip").inner_text().startswith("Kein Kontingent")
-    assert "31,71\xa0€" in page.locator(".summary").inner_text()
+    assert "28,54\xa0€" in page.locator(".summary").inner_text()
     axe_check(page)
     screenshot(page, "portal-usage")
 
@@ -171,7 +177,7 @@ def test_a_customer_opens_the_link_sees_usage_past_80_percent_and_downloads_a_pd
     assert rows.count() == 2
     newest, oldest = rows.nth(0), rows.nth(1)
     assert "Offen" in newest.inner_text() or "Überfällig" in newest.inner_text()
-    assert "Bezahlt" in oldest.inner_text() and "23,80\xa0€" in oldest.inner_text()
+    assert "Bezahlt" in oldest.inner_text() and "21,42\xa0€" in oldest.inner_text()
     number = oldest.locator("th").inner_text()
     with page.expect_download() as download:
         oldest.get_by_role("link", name=re.compile("PDF")).click()
@@ -195,8 +201,10 @@ def test_every_portal_page_in_the_customers_language_is_accessible_and_screensho
         axe_check(page)
         texts[name] = page.locator("main").inner_text()
         screenshot(page, f"portal-{name}")
-    # the projected invoice: 20.00 + 0.40 + 6.25 = 26.65, tax 5.06, total 31.71 (see the module's docstring)
-    assert "26,65\xa0€" in texts["upcoming"] and "5,06\xa0€" in texts["upcoming"] and "31,71\xa0€" in texts["upcoming"]
+    # the projected invoice (see the module's docstring), and the coupon in force for its last period
+    upcoming = texts["upcoming"]
+    assert all(amount in upcoming for amount in ("26,65\xa0€", "-2,67\xa0€", "4,56\xa0€", "28,54\xa0€")), upcoming
+    assert "TEN — 10\xa0% Rabatt auf 3 Abrechnungszeiträume" in upcoming and "Dieser Zeitraum" in upcoming
     # the credit: 5.00 granted, all of it applied to the first invoice
     assert (
         "Gratisguthaben" in texts["credits"]

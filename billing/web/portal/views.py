@@ -24,7 +24,8 @@ from billing.preview import CustomerUsage, ThresholdState, customer_usage
 from billing.web.common import PageFormat, page_format
 from dbkit import read_only, utcnow
 from invoices.i18n import N_
-from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from invoices.model import Invoice, InvoiceKind, InvoiceStatus, LineKind
+from invoices.render import line_description
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO
 
@@ -194,11 +195,12 @@ def upcoming_view(engine: Engine, catalog: Catalog, portal: Portal, now: dt.date
     totals = preview.totals
     lines = [
         {
-            "description": line.description,
+            "description": line_description(line, f.fmt),
             "quantity": f.quantity(line.quantity, line.unit) if line.quantity else "",
             "amount": f.money(line.amount),
         }
         for line in preview.lines
+        if line.kind is not LineKind.DISCOUNT  # shown as the discount under the subtotal, with the coupons below
     ]
     rows = [(f._("Subtotal"), f.money(totals.subtotal))]
     if totals.discount:
