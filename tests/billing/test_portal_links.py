@@ -1,0 +1,90 @@
+"""Links to the customer portal (``billing.portal_links``, ``billing portal link``): signed with ``portal_secret``,
+good until they expire and not a second after, refused when any part of them is changed or another secret signed
+them; made only for a customer that exists, for 1 to 90 days."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from billing.cli import app
+from billing.config import Settings, get_settings
+from billing.customers import create_customer
+from billing.errors import NotFoundError
+from billing.portal_links import PortalLinkError, create_portal_link, portal_token, verify_portal_token
+
+SECRET = "a-portal-secret-of-at-least-32-characters"
+SETTINGS = Settings(portal_secret=SECRET, public_url="https://billing.example.com/")
+NOW = dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC)
+runner = CliRunner()
+
+
+def test_a_token_names_its_customer_until_it_expires_and_not_a_second_longer():
+    token = portal_token(SETTINGS, "acme", NOW + dt.timedelta(days=7))
+    access = verify_portal_token(SETTINGS, token, NOW + dt.timedelta(days=7) - dt.timedelta(seconds=1))
+    assert (access.customer, access.expires_at) == ("acme", NOW + dt.timedelta(days=7))
+    with pytest.raises(PortalLinkError, match="expired") as expired:
+        verify_portal_token(SETTINGS, token, NOW + dt.timedelta(days=7))
+    assert (expired.value.expired, expired.value.customer) == (True, "acme")
+
+
+def test_a_changed_token_or_one_signed_with_another_secret_is_refused():
+    token = portal_token(SETTINGS, "acme", NOW + dt.timedelta(days=7))
+    version, payload, signature = token.split(".")
+    theirs = portal_token(SETTINGS, "globex", NOW + dt.timedelta(days=7)).split(".")[1]
+    other = Settings(portal_secret="another-secret-of-at-least-32-characters")
+    for forged in (
+        f"{version}.{theirs}.{signature}",  # another customer's payload under acme's signature
+        f"{version}.{payload}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}",  # one character of it changed
+        f"v2.{payload}.{signature}",
+        f"{version}.{payload}",
+        "",
+        portal_token(other, "acme", NOW + dt.timedelta(days=7)),
+    ):
+        with pytest.raises(PortalLinkError, match="not a portal link") as refused:
+            verify_portal_token(SETTINGS, forged, NOW)
+        assert not refused.value.expired
+
+
+def test_no_link_without_a_secret_long_enough():
+    for settings in (Settings(portal_secret=None), Settings(portal_secret="short")):
+        with pytest.raises(PortalLinkError, match="portal_secret: set it"):
+            portal_token(settings, "acme", NOW)
+        with pytest.raises(PortalLinkError, match="portal_secret"):
+            verify_portal_token(settings, "v1.e30.x", NOW)
+
+
+@pytest.mark.db
+def test_a_link_is_made_for_a_customer_that_exists_for_1_to_90_days(engine):
+    create_customer(engine, "acme", "Acme", None, "USD", "UTC")
+    link = create_portal_link(engine, SETTINGS, "acme", days=3, now=NOW)
+    assert link.url == f"https://billing.example.com/portal/link/{link.token}"
+    assert link.expires_at == NOW + dt.timedelta(days=3)
+    assert verify_portal_token(SETTINGS, link.token, NOW).customer == "acme"
+    with pytest.raises(NotFoundError):
+        create_portal_link(engine, SETTINGS, "nobody", now=NOW)
+    for days in (0, 91):
+        with pytest.raises(PortalLinkError, match="--days: expected 1 to 90 days"):
+            create_portal_link(engine, SETTINGS, "acme", days=days, now=NOW)
+
+
+@pytest.mark.db
+def test_billing_portal_link_prints_the_link_or_says_what_is_missing(cli_env, engine, monkeypatch):
+    create_customer(engine, "acme", "Acme", None, "USD", "UTC")
+    missing = runner.invoke(app, ["portal", "link", "acme"])
+    assert missing.exit_code == 1 and "portal_secret: set it" in missing.output
+    monkeypatch.setenv("BILLING_PORTAL_SECRET", SECRET)
+    monkeypatch.setenv("BILLING_PUBLIC_URL", "https://billing.example.com")
+    get_settings.cache_clear()
+    made = runner.invoke(app, ["portal", "link", "acme", "--days", "2", "--json"])
+    assert made.exit_code == 0, made.output
+    document = json.loads(made.stdout)
+    assert set(document) == {"object", "customer", "url", "expires_at"} and document["customer"] == "acme"
+    token = document["url"].removeprefix("https://billing.example.com/portal/link/")
+    assert verify_portal_token(get_settings(), token).customer == "acme"
+    assert runner.invoke(app, ["portal", "link", "acme", "--days", "0"]).exit_code == 2
+    unknown = runner.invoke(app, ["portal", "link", "nobody"])
+    assert unknown.exit_code == 1 and "nobody" in unknown.output
