@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py312 print-py312 bench lint system-deps translations clean
+.PHONY: demo serve-demo test test-py312 print-py312 bench lint system-deps translations clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -47,6 +47,13 @@ $(AXE):
 
 demo: $(STAMP)
 	$(BIN)/python -m billing.demo
+
+# The demo's database served on 127.0.0.1:8000 (no scheduler: the demo's quarter stays as it ended), with the
+# secret the demo signed its portal link with.
+serve-demo: $(STAMP)
+	@test -f out/billing.db -a -f out/portal-secret || { echo "run make demo first"; exit 1; }
+	BILLING_DATABASE_URL=sqlite:///$(CURDIR)/out/billing.db BILLING_PORTAL_SECRET="$$(cat out/portal-secret)" \
+		$(BIN)/billing serve --no-scheduler
 
 test: $(STAMP) $(AXE)
 	$(BIN)/python -m pytest

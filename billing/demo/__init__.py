@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import random
+import secrets
 import shutil
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ from billing.demo.receiver import ReceivedWebhook, run_receiver
 from billing.ingestion import ingest_path
 from billing.invoicing import finalize_opening_invoices, finalize_settings, printable
 from billing.notify import deliver_pending, list_notifications
+from billing.portal_links import create_portal_link
 from billing.run import RunReport, finalize_period, run_billing
 from invoices import store
 from invoices.model import Invoice, InvoiceScope
@@ -174,7 +176,19 @@ def main() -> None:
     _metrics(engine, catalog)
     _risk_backtest(engine, catalog)
     _accounting_export(engine)
+    _portal_link(engine, welcomed)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
+
+
+def _portal_link(engine: Engine, account: Account) -> None:
+    """A link to one demo customer's portal (the one granted credit), signed with a secret kept in
+    out/portal-secret, with which `make serve-demo` serves this database."""
+    secret = os.environ.get("BILLING_PORTAL_SECRET") or secrets.token_urlsafe(32)
+    (OUT / "portal-secret").write_text(secret, encoding="utf-8")
+    os.environ["BILLING_PORTAL_SECRET"] = secret
+    get_settings.cache_clear()
+    link = create_portal_link(engine, get_settings(), account.external_id, days=7)
+    console.print(f"customer portal of {account.external_id} (`make serve-demo` serves it for 7 days): {link.url}")
 
 
 def _month_of_usage(
