@@ -1,0 +1,238 @@
+"""What every console page takes: the settings, the database, the catalog, the signed-in staff member, the forms
+(CSRF-checked), the templates, and one way to answer an action (a notice, then back to a page).
+
+- **Session cookie** ``billing_console``: the session token (``billing.staff``), ``HttpOnly``, ``SameSite=Strict``,
+  ``Path=/console``, ``Secure`` when the console is reached over HTTPS.
+- **CSRF**: every ``POST`` carries ``csrf_token``, the session's token (``billing.staff.csrf_token``); one
+  without it, or with another session's, is answered 403 and changes nothing. A ``POST`` whose ``Origin`` is
+  another site is refused too. The sign-in form, which has no session yet, is protected by a double-submit
+  token: a random value in the ``billing_console_login`` cookie that the form must repeat.
+- A page asked for without a live session redirects to the sign-in page (303); a ``POST`` without one is a 403.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from billing import staff
+from billing.config import Settings, get_settings
+from billing.core.periods import Period, parse_month
+from billing.db.engines import engine_for_url
+from billing.errors import BillingError, BillingInputError
+from billing.staff import StaffSession
+from pricing_plans.loader import load_catalog_or_raise
+from pricing_plans.models import Catalog
+from pricing_plans.money import format_amount
+
+__all__ = [
+    "COOKIE",
+    "LOGIN_COOKIE",
+    "PREFIX",
+    "CsrfRefused",
+    "Form",
+    "LoginRequired",
+    "act",
+    "console_catalog",
+    "console_engine",
+    "console_settings",
+    "current_staff",
+    "month_or_none",
+    "posted_form",
+    "render",
+    "templates",
+]
+
+PREFIX = "/console"
+COOKIE = "billing_console"
+LOGIN_COOKIE = "billing_console_login"
+MAX_FORM = 256 * 1024
+HERE = Path(__file__).parent
+
+
+class LoginRequired(Exception):
+    """No live session: a page redirects to the sign-in page, a form is refused."""
+
+
+class CsrfRefused(Exception):
+    """A form without the session's CSRF token (or from another site): refused with 403."""
+
+
+Form = dict[str, str]
+
+
+# -- settings, database, catalog -----------------------------------------------------------------------------
+
+
+def console_settings(request: Request) -> Settings:
+    fixed: Settings | None = getattr(request.app.state, "settings", None)
+    return fixed if fixed is not None else get_settings()
+
+
+def console_engine(settings: Annotated[Settings, Depends(console_settings)]) -> Engine:
+    return engine_for_url(settings.database_url)
+
+
+_CATALOGS: dict[tuple[str, int, int], Catalog] = {}
+
+
+def console_catalog(settings: Annotated[Settings, Depends(console_settings)]) -> Catalog:
+    """The catalog named by the settings, read again when its file changes."""
+    path = str(settings.catalog)
+    status = os.stat(path)
+    key = (path, status.st_mtime_ns, status.st_size)
+    if key not in _CATALOGS:
+        _CATALOGS.clear()
+        _CATALOGS[key] = load_catalog_or_raise(path)
+    return _CATALOGS[key]
+
+
+# -- who is signed in, and what they post --------------------------------------------------------------------
+
+
+def current_staff(request: Request, engine: Annotated[Engine, Depends(console_engine)]) -> StaffSession:
+    found = staff.session_of(engine, request.cookies.get(COOKIE))
+    if found is None:
+        raise LoginRequired()
+    request.state.staff = found
+    return found
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+async def read_form(request: Request) -> Form:
+    """The request's url-encoded form, one value per name (the last one)."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    body = await request.body()
+    if len(body) > MAX_FORM:
+        raise BillingInputError("the form is too large")
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+    return {name: values[-1] for name, values in parsed.items()}
+
+
+async def posted_form(request: Request, who: Annotated[StaffSession, Depends(current_staff)]) -> Form:
+    """The form of a ``POST`` by the signed-in staff member, its CSRF token checked."""
+    form = await read_form(request)
+    if not _same_origin(request) or not staff.csrf_matches(request.cookies.get(COOKIE), form.get("csrf_token")):
+        raise CsrfRefused()
+    return form
+
+
+# -- pages ---------------------------------------------------------------------------------------------------
+
+
+def _money(amount: Any, currency: str) -> str:
+    if amount is None:
+        return "—"
+    return f"{format_amount(amount, currency)} {currency}"
+
+
+def _percent(value: Any) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def _when(value: dt.datetime | dt.date | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return value.isoformat()
+
+
+def _environment() -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(money=_money, percent=_percent, when=_when, q=lambda text: quote(str(text), safe=""))
+    environment.globals["prefix"] = PREFIX
+    return environment
+
+
+templates = _environment()
+
+NAV = (
+    ("runs", "Billing runs"),
+    ("approvals", "Approvals"),
+    ("invoices", "Invoices"),
+    ("customers", "Customers"),
+    ("notifications", "Notifications"),
+    ("metrics", "Metrics"),
+)
+
+
+def render(
+    request: Request, template: str, engine: Engine | None = None, *, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """A page: ``template`` with the signed-in staff member, the session's CSRF token, and the pending notice."""
+    who: StaffSession | None = getattr(request.state, "staff", None)
+    token = request.cookies.get(COOKIE)
+    notice = staff.take_notice(engine, who) if who is not None and engine is not None else None
+    html = templates.get_template(template).render(
+        staff=who,
+        csrf=staff.csrf_token(token) if who is not None and token else "",
+        notice=notice,
+        nav=NAV,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'",
+}
+
+
+def act(engine: Engine, who: StaffSession, back: str, action: Callable[[], str]) -> Response:
+    """Run ``action`` (a call of the services that returns what was done, in words); keep what was done, or why
+    it was refused, as the next page's notice; then back to ``back`` (303)."""
+    try:
+        done = "ok:" + action()
+    except BillingError as exc:
+        done = "error:" + str(exc)
+    except ValueError as exc:  # a date or a number that does not parse, before any service is called
+        done = "error:" + str(exc)
+    staff.set_notice(engine, who.id, done)
+    return RedirectResponse(PREFIX + back, status_code=303)
+
+
+async def act_async(engine: Engine, who: StaffSession, back: str, action: Callable[[], str]) -> Response:
+    return await run_in_threadpool(act, engine, who, back, action)
+
+
+def month_or_none(text: str | None) -> Period | None:
+    """A ``YYYY-MM`` from a query or a form, or None when blank; BillingInputError when it does not parse."""
+    if not text or not text.strip():
+        return None
+    try:
+        return parse_month(text)
+    except ValueError as exc:
+        raise BillingInputError(f"period: {exc}") from None
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{PREFIX}/login?next={quote(back, safe='')}", status_code=303)
