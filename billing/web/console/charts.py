@@ -51,7 +51,7 @@ def _text(x: float, y: float, text: str, *, anchor: str = "middle", fill: str = 
 def bridge_chart(figures: PeriodFigures, ident: str) -> Markup:
     """The MRR bridge of one period and currency: start, the movements up and down, end."""
     currency = figures.currency
-    width, height, left, top, bottom = 720, 300, 30, 30, 60
+    width, height, left, top, bottom = 720, 280, 30, 30, 40
     steps: list[tuple[str, str, Decimal, Decimal]] = []  # label, kind, from, to
     level = Decimal(0)
     for label, name, kind in BRIDGE:
@@ -77,7 +77,9 @@ def bridge_chart(figures: PeriodFigures, ident: str) -> Markup:
         amount = high - low
         sign = "+" if kind == "up" else "−" if kind == "down" else ""
         shown = f"{sign}{format_amount(amount, currency)}"
-        body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{bar:.1f}" fill="{COLORS[kind]}"/>')
+        body.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{bar:.1f}" fill="{COLORS[kind]}"/>'
+        )
         body.append(_text(x + slot * 0.35, y - 6, shown))
         body.append(_text(x + slot * 0.35, height - bottom + 18, label))
         words.append(f"{label} {shown}")
@@ -102,8 +104,8 @@ def cohort_heatmap(cohorts: Sequence[Cohort], attr: str, title: str, ident: str)
     ``revenue_retention`` or ``logo_retention``) as a percent."""
     columns = max((len(c.cells) for c in cohorts), default=0)
     cell_w, cell_h, left, top = 58, 26, 150, 40
-    width, height = left + max(columns, 1) * cell_w + 10, top + max(len(cohorts), 1) * cell_h + 10
-    body = [_text(left + columns * cell_w / 2, 14, "Periods since the cohort's first billed period")]
+    width, height = max(left + max(columns, 1) * cell_w + 10, 480), top + max(len(cohorts), 1) * cell_h + 10
+    body = [_text(left, 14, "Periods since the cohort's first billed period", anchor="start")]
     for offset in range(columns):
         body.append(_text(left + offset * cell_w + cell_w / 2, top - 8, str(offset)))
     for row, cohort in enumerate(cohorts):
@@ -123,19 +125,24 @@ def cohort_heatmap(cohorts: Sequence[Cohort], attr: str, title: str, ident: str)
 def aging_chart(totals: Sequence[AgingRow], ident: str) -> Markup:
     """Per currency, what is owed in each bucket of days overdue (bars)."""
     width, bar_h, left, top = 720, 22, 110, 30
-    rows = [(row.currency, bucket, amount) for row in totals for bucket, amount in zip(BUCKETS, row.buckets, strict=True)]
+    rows = [
+        (row.currency, bucket, amount) for row in totals for bucket, amount in zip(BUCKETS, row.buckets, strict=True)
+    ]
     height = top + max(len(rows), 1) * (bar_h + 6) + 10
     biggest: dict[str, Decimal] = {}
     for currency, _bucket, amount in rows:
         biggest[currency] = max(biggest.get(currency, Decimal(0)), amount)
     body = [_text(left, 16, "Owed by days overdue", anchor="start", weight="bold")]
+    if not rows:
+        body.append(_text(left, top + 15, "Nothing owed.", anchor="start"))
     words = []
     for i, (currency, bucket, amount) in enumerate(rows):
         y = top + i * (bar_h + 6)
         span = float(amount / biggest[currency]) * (width - left - 160) if biggest[currency] > 0 else 0.0
         shown = f"{format_amount(amount, currency)} {currency}"
         body.append(_text(left - 8, y + 15, f"{bucket} days" if bucket != "current" else "not yet due", anchor="end"))
-        body.append(f'<rect x="{left}" y="{y}" width="{max(span, 1.0):.1f}" height="{bar_h}" fill="{COLORS["total"]}"/>')
+        fill = COLORS["total"]
+        body.append(f'<rect x="{left}" y="{y}" width="{max(span, 1.0):.1f}" height="{bar_h}" fill="{fill}"/>')
         body.append(_text(left + span + 6, y + 15, shown, anchor="start"))
         words.append(f"{bucket}: {shown}")
     return _svg(width, height, ident, "Aged receivables", "; ".join(words) or "Nothing owed.", body)

@@ -93,13 +93,12 @@ def start_run(
             invoicing.check_period_finalizable(engine, period)
         report = run_billing(engine, catalog, period)
         numbers: list[str] = []
-        waiting = []
+        policy = ApprovalPolicy.configured(settings)
         if finalize:
-            policy = ApprovalPolicy.configured(settings)
             numbers = finalize_period(
                 engine, period, invoicing.finalize_settings(settings), dt.date.today(), approval=policy
             )
-            waiting = awaiting_approval(engine, policy, period_start=period.start)
+        waiting = awaiting_approval(engine, policy, period_start=period.start)
     except BillingError as exc:
         return render(
             request, "runs.html", engine, status_code=422, title="Billing runs", section="runs",

@@ -72,7 +72,12 @@ async def login(request: Request, engine: Annotated[Engine, Depends(console_engi
         return _login_page(request, str(exc), status=401)
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
     response.set_cookie(
-        COOKIE, token, max_age=SESSION_HOURS * 3600, path=PREFIX, httponly=True, samesite="strict",
+        COOKIE,
+        token,
+        max_age=SESSION_HOURS * 3600,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
         secure=_secure(request),
     )
     response.delete_cookie(LOGIN_COOKIE, path=PREFIX)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +110,30 @@ def sign_in(client: TestClient, key: str) -> str:
 
 
 @pytest.fixture
+def console_url(console: Console) -> Iterator[str]:
+    """The console's application on a real uvicorn (a thread, a free port of 127.0.0.1); its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(console.app, log_level="warning", http="h11", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:  # waits for the socket to be served (no timing is asserted)
+        if not thread.is_alive():
+            pytest.fail("the console's server did not start (its error is logged above)")
+        time.sleep(0.02)
+    host, port = sock.getsockname()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+
+@pytest.fixture
 def client(console: Console) -> Iterator[TestClient]:
     with TestClient(console.app, base_url="http://testserver") as client:
         yield client
@@ -116,3 +143,12 @@ def client(console: Console) -> Iterator[TestClient]:
 def staff(console: Console, client: TestClient) -> str:
     """``client`` signed in; the session's CSRF token."""
     return sign_in(client, console.key)
+
+
+@pytest.fixture
+def context(browser) -> Iterator[object]:
+    """The harness's browser context, letting axe-core in: the console's Content-Security-Policy allows only its
+    own scripts, so an injected one runs only with the policy bypassed (for the test's own script alone)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, bypass_csp=True)
+    yield context
+    context.close()
