@@ -7,7 +7,8 @@ second store of secrets, no password policy and no password hashing to keep up t
 
 - :func:`sign_in` checks the key and opens a session: a new random token (``bs_`` + 32 random bytes) that the
   browser keeps in an ``HttpOnly`` cookie; the database keeps only its SHA-256, the key it was opened with and its
-  expiry (:data:`SESSION_HOURS` after sign-in). The key itself is never stored by the console.
+  expiry (:data:`SESSION_HOURS` after sign-in). The key itself is never stored by the console. Rows of sessions
+  expired more than :data:`KEPT_DAYS` ago are removed at the next sign-in.
 - :func:`session_of` finds the live session of a token: not signed out, not expired, and its key not revoked
   since (revoking the key ends its sessions).
 - :func:`sign_out` ends a session; the cookie is then worth nothing, even if it was copied.
@@ -24,7 +25,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, select, update
 
 import dbkit
 from billing.apikeys import authenticate, hash_key
@@ -47,6 +48,8 @@ __all__ = [
 
 SESSION_HOURS = 12
 """How long a console session lasts after sign-in (a working day)."""
+KEPT_DAYS = 30
+"""Days an ended or expired session's row is kept (then removed at the next sign-in)."""
 TOKEN_PREFIX = "bs_"
 _MAX_TOKEN = 128
 
@@ -86,6 +89,9 @@ def sign_in(engine: Engine, key: str, *, now: dt.datetime | None = None) -> tupl
     instant = now or dbkit.utcnow()
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with session_scope(engine) as session:
+        session.execute(
+            delete(StaffSessionRow).where(StaffSessionRow.expires_at < instant - dt.timedelta(days=KEPT_DAYS))
+        )
         row = StaffSessionRow(
             token_hash=hash_key(token),
             api_key_id=found.id,
