@@ -155,6 +155,11 @@ def _when(value: dt.datetime | dt.date | None) -> str:
     return value.isoformat()
 
 
+def _days(start: dt.date, end: dt.date) -> str:
+    """A period ``[start, end)`` as the days it covers: ``2026-10-01 – 2026-10-31``."""
+    return f"{start.isoformat()} – {(end - dt.timedelta(days=1)).isoformat()}"
+
+
 def _environment() -> Environment:
     environment = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -162,7 +167,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(money=_money, percent=_percent, when=_when, q=lambda text: quote(str(text), safe=""))
+    environment.filters.update(
+        money=_money, percent=_percent, when=_when, days=_days, q=lambda text: quote(str(text), safe="")
+    )
     environment.globals["prefix"] = PREFIX
     return environment
 
