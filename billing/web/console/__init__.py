@@ -19,14 +19,22 @@ answer. Sign-in, sessions and CSRF: ``billing.web.console.base`` and ``billing.s
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from billing.config import Settings
 from billing.errors import BillingInputError, NotFoundError
 from billing.web.console import pages_customers, pages_invoices, pages_metrics, pages_notes, pages_runs, session
-from billing.web.console.base import HERE, PREFIX, CsrfRefused, LoginRequired, login_redirect, templates
+from billing.web.console.base import (
+    HERE,
+    PREFIX,
+    CsrfRefused,
+    LoginRequired,
+    current_staff,
+    login_redirect,
+    templates,
+)
 
 __all__ = ["create_console", "mount"]
 
@@ -40,8 +48,8 @@ def create_console(settings: Settings | None = None) -> FastAPI:
     for module in (session, pages_runs, pages_invoices, pages_customers, pages_notes, pages_metrics):
         console.include_router(module.router)
 
-    @console.get("/", include_in_schema=False)
-    def home() -> Response:
+    @console.get("/", include_in_schema=False, dependencies=[Depends(current_staff)])
+    def home() -> Response:  # signed in: the billing runs; else the sign-in page
         return RedirectResponse(f"{PREFIX}/runs", status_code=303)
 
     @console.exception_handler(LoginRequired)

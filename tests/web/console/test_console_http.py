@@ -37,6 +37,8 @@ def test_every_page_redirects_to_the_sign_in_page_without_a_session(client: Test
         answer = client.get(f"/console/{page}", follow_redirects=False)
         assert answer.status_code == 303
         assert answer.headers["location"] == f"/console/login?next=%2Fconsole%2F{page}"
+    home = client.get("/console/", follow_redirects=False)
+    assert (home.status_code, home.headers["location"]) == (303, "/console/login?next=%2Fconsole%2F")
 
 
 def test_an_api_key_is_exchanged_for_a_strict_http_only_session_cookie(console: Console, client: TestClient):
