@@ -16,7 +16,8 @@ __all__ = ["install"]
 
 def install(app: FastAPI) -> None:
     """Serve the web pages and their static files on ``app``."""
-    from billing.web import common, portal
+    from billing.web import common, console, portal
 
     common.install(app)
     portal.install(app)
+    console.install(app)

@@ -1,7 +1,8 @@
 """The finance console: server-rendered pages (Jinja2, no JavaScript build) at ``/console``, served by
 ``billing serve`` beside the HTTP API.
 
-``mount(app, settings)`` mounts it into an application (the API's); ``create_console(settings)`` builds it alone.
+``install(app)`` mounts it into the API's application (``billing.web.install``), with the settings that application
+was made with; ``create_console(settings)`` builds it alone.
 Pages, each a module:
 
     session         GET/POST /console/login, POST /console/logout
@@ -36,7 +37,7 @@ from billing.web.console.base import (
     templates,
 )
 
-__all__ = ["create_console", "mount"]
+__all__ = ["create_console", "install"]
 
 
 def create_console(settings: Settings | None = None) -> FastAPI:
@@ -80,6 +81,7 @@ def _refused(status: int, title: str, detail: str) -> HTMLResponse:
     return HTMLResponse(html, status_code=status)
 
 
-def mount(app: FastAPI, settings: Settings | None = None) -> None:
-    """Serve the console at ``/console`` in ``app``."""
-    app.mount(PREFIX, create_console(settings))
+def install(app: FastAPI) -> None:
+    """Serve the console at ``/console`` in ``app``, on the settings ``app`` was made with (``app.state.settings``;
+    None: the configured ones)."""
+    app.mount(PREFIX, create_console(getattr(app.state, "settings", None)))

@@ -1,6 +1,6 @@
 """The finance console over a test database: two customers billed in October 2026 on a one-plan catalog, an
-approval limit of 11.00 USD, a staff API key; the console mounted in the API's application as ``billing serve``
-mounts it."""
+approval limit of 11.00 USD, a staff API key; the console served by the API's application, as ``billing serve``
+serves it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from billing.customers import create_customer, subscribe
 from billing.db import make_engine
 from billing.db.engines import dispose_engines
 from billing.ingestion import ingest_batch
-from billing.web.console import mount
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
 
@@ -85,8 +84,7 @@ def console(db_url: str, tmp_path: Path) -> Iterator[Console]:
         calls(engine, catalog, who, count)
     _, key = create_api_key(engine, "Ada")
     settings = Settings(database_url=db_url, catalog=str(path), approval=Approval(limits={"USD": "11.00"}))
-    app = create_app(settings)
-    mount(app, settings)
+    app = create_app(settings)  # the console comes with it, at /console
     try:
         yield Console(app, engine, catalog, settings, key)
     finally:
