@@ -74,9 +74,10 @@ def customer_page(
     settings: Annotated[Settings, Depends(console_settings)],
 ) -> Response:
     customer = customers.get_customer(engine, external_id)
+    every_coupon = coupons.list_coupons(engine)
     held = [
         (stats.coupon, holder)
-        for stats in coupons.list_coupons(engine)
+        for stats in every_coupon
         for holder in stats.holders
         if holder.customer == customer.external_id
     ]
@@ -84,7 +85,7 @@ def customer_page(
         request, "customer.html", engine, title=customer.name, section="customers", customer=customer,
         subscriptions=customers.list_subscriptions(engine, customer.external_id),
         review=approval.customer_review(engine, customer.external_id),
-        held=held, all_coupons=[s.coupon for s in coupons.list_coupons(engine)],
+        held=held, all_coupons=[s.coupon for s in every_coupon],
         balances=credits.balance(engine, customer.external_id, settings=invoicing.finalize_settings(settings)),
         ledger=credits.ledger(engine, customer.external_id)[-20:],
         plans=sorted(catalog.plans), text_fields=TEXT_FIELDS, today=dt.date.today(),
