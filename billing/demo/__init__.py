@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 
 from billing import coupons, credits
 from billing import customers as service
+from billing.apikeys import create_api_key
 from billing.cli._common import print_table
 from billing.config import get_settings
 from billing.core.domain import SubscriptionTerms
@@ -177,6 +178,7 @@ def main() -> None:
     _risk_backtest(engine, catalog)
     _accounting_export(engine)
     _portal_link(engine, welcomed)
+    _console_key(engine)
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s — see out/invoices/")
 
 
@@ -189,6 +191,14 @@ def _portal_link(engine: Engine, account: Account) -> None:
     get_settings.cache_clear()
     link = create_portal_link(engine, get_settings(), account.external_id, days=7)
     console.print(f"customer portal of {account.external_id} (`make serve-demo` serves it for 7 days): {link.url}")
+
+
+def _console_key(engine: Engine) -> None:
+    """An API key for the finance console (kept in out/console-key too), and where `make serve-demo` serves it."""
+    _, key = create_api_key(engine, "demo finance")
+    (OUT / "console-key").write_text(key, encoding="utf-8")
+    address = f"{get_settings().public_url.rstrip('/')}/console"
+    console.print(f"finance console (`make serve-demo`): {address} — sign in with the API key {key}", highlight=False)
 
 
 def _month_of_usage(
