@@ -2,11 +2,13 @@
 ``POST /v1/customers/{id}/portal_links``).
 
 A link is ``<public_url>/portal/link/<token>``. The token is ``v1.<payload>.<signature>``: the payload the
-customer's external id and the instant the link expires (``{"c": "acme", "e": 1767225600}``, JSON in unpadded
-base64url), the signature HMAC-SHA256 of ``v1.<payload>`` under the ``portal_secret`` setting (unpadded
+customer's external id and the instant the link expires (``{"c": "acme", "e": 1767225600}``, JSON in UTF-8 in
+unpadded base64url), the signature HMAC-SHA256 of ``v1.<payload>`` under the ``portal_secret`` setting (unpadded
 base64url). Nothing is stored: whoever holds the secret makes links, and a link is good until it expires
 (changing ``portal_secret`` ends every link made before). Python's own ``hmac`` signs and checks it (compared in
-constant time); the format is small enough that a further library would add nothing but a dependency.
+constant time); the format is small enough that a further library would add nothing but a dependency. A token
+of more than :data:`MAX_TOKEN` characters, or with any character beyond ASCII, is refused before anything is
+compared.
 
 Opening a link gives the browser a cookie holding the same token (``billing.web.portal``), checked again on
 every page: the portal stops answering when the link expires.
@@ -32,6 +34,7 @@ from dbkit import utcnow
 __all__ = [
     "DEFAULT_DAYS",
     "MAX_DAYS",
+    "MAX_TOKEN",
     "MIN_SECRET",
     "PortalAccess",
     "PortalLink",
@@ -46,6 +49,8 @@ DEFAULT_DAYS = 7
 MAX_DAYS = 90
 MIN_SECRET = 32
 """The fewest characters ``portal_secret`` may have."""
+MAX_TOKEN = 2048
+"""The most characters a token may have (a customer id of 255 characters makes one of about 420)."""
 PATH = "/portal/link/"
 
 
@@ -102,7 +107,10 @@ def _signature(key: bytes, signed: str) -> str:
 
 def portal_token(settings: Settings, customer: str, expires_at: dt.datetime) -> str:
     """The token of a link for ``customer`` that expires at ``expires_at``."""
-    payload = json.dumps({"c": customer, "e": int(expires_at.timestamp())}, separators=(",", ":"))
+    # UTF-8, not \u escapes: a customer id of 255 characters of any script still makes a token of at most
+    # MAX_TOKEN characters (255 × 4 bytes in base64, about 1,400)
+    fields = {"c": customer, "e": int(expires_at.timestamp())}
+    payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
     signed = f"{VERSION}.{_b64(payload.encode('utf-8'))}"
     return f"{signed}.{_signature(_key(settings), signed)}"
 
@@ -113,20 +121,26 @@ def verify_portal_token(settings: Settings, token: str, now: dt.datetime | None 
     Raises PortalLinkError otherwise (``expired`` True, with ``customer``, for one that was ours but expired).
     """
     key = _key(settings)
+    if len(token) > MAX_TOKEN or not token.isascii():  # ours are short and ASCII: anything else is not compared
+        raise PortalLinkError("not a portal link")
     version, _, rest = token.partition(".")
     payload, _, signature = rest.partition(".")
-    if version != VERSION or not payload or not signature or len(token) > 2048:
+    if version != VERSION or not payload or not signature:
         raise PortalLinkError("not a portal link")
-    if not hmac.compare_digest(_signature(key, f"{version}.{payload}"), signature):
+    expected = _signature(key, f"{version}.{payload}").encode("ascii")
+    if not hmac.compare_digest(expected, signature.encode("ascii")):
         raise PortalLinkError("not a portal link (its signature does not check)")
     try:
         fields = json.loads(_unb64(payload))
-        customer, expires = str(fields["c"]), int(fields["e"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
+        customer, expires = fields["c"], fields["e"]
+        if not isinstance(customer, str) or type(expires) is not int:
+            raise TypeError(fields)
+        expires_at = dt.datetime.fromtimestamp(expires, dt.UTC)
+    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, OSError):
         raise PortalLinkError("not a portal link") from None
     if (now or utcnow()).timestamp() >= expires:
         raise PortalLinkError("this portal link has expired", expired=True, customer=customer)
-    return PortalAccess(customer, dt.datetime.fromtimestamp(expires, dt.UTC))
+    return PortalAccess(customer, expires_at)
 
 
 def create_portal_link(

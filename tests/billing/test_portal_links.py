@@ -88,3 +88,52 @@ def test_billing_portal_link_prints_the_link_or_says_what_is_missing(cli_env, en
     assert runner.invoke(app, ["portal", "link", "acme", "--days", "0"]).exit_code == 2
     unknown = runner.invoke(app, ["portal", "link", "nobody"])
     assert unknown.exit_code == 1 and "nobody" in unknown.output
+
+
+def _signed(settings: Settings, fields: object) -> str:
+    """A token signed with ``settings``' secret whose payload is ``fields`` as JSON (any shape)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    signed = "v1." + b64(json.dumps(fields).encode("utf-8"))
+    digest = hmac.new(SECRET.encode("utf-8"), signed.encode("ascii"), hashlib.sha256).digest()
+    return f"{signed}.{b64(digest)}"
+
+
+def test_a_token_with_characters_beyond_ascii_or_too_long_is_refused_not_an_error():
+    token = portal_token(SETTINGS, "acme", NOW + dt.timedelta(days=7))
+    version, payload, signature = token.split(".")
+    for forged in (
+        f"{version}.{payload}.{signature[:-1]}é",  # the signature (hmac.compare_digest refuses such str)
+        f"{version}.{payload}é.{signature}",  # the payload (it is signed as ASCII)
+        f"{version}.{payload}.{signature}\udcff",
+        f"{version}.{payload}.{signature}{'A' * 3000}",
+    ):
+        with pytest.raises(PortalLinkError, match="not a portal link"):
+            verify_portal_token(SETTINGS, forged, NOW)
+
+
+def test_a_signed_token_whose_expiry_is_not_an_instant_is_refused():
+    for fields in (
+        {"c": "acme", "e": 10**20},  # beyond any date
+        {"c": "acme", "e": -(10**20)},
+        {"c": "acme", "e": "1799999999"},
+        {"c": "acme", "e": 1799999999.5},
+        {"c": "acme", "e": True},
+        {"c": 42, "e": 1799999999},
+        ["acme", 1799999999],
+    ):
+        with pytest.raises(PortalLinkError, match="not a portal link"):
+            verify_portal_token(SETTINGS, _signed(SETTINGS, fields), NOW)
+    assert verify_portal_token(SETTINGS, _signed(SETTINGS, {"c": "acme", "e": 1799999999}), NOW).customer == "acme"
+
+
+def test_a_customer_id_of_255_characters_of_any_script_makes_a_link_that_opens():
+    for customer in ("é" * 255, "顧" * 255, "😀" * 255, "a" * 255):
+        token = portal_token(SETTINGS, customer, NOW + dt.timedelta(days=90))
+        assert token.isascii() and len(token) <= 2048, len(token)
+        assert verify_portal_token(SETTINGS, token, NOW).customer == customer
