@@ -19,6 +19,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
@@ -39,13 +40,14 @@ from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finali
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
-from invoices.model import Invoice, InvoiceScope, InvoiceStatus, Party, PaymentInstructions
+from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus, Party, PaymentInstructions
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
 __all__ = [
     "OpenPeriodError",
     "OpeningReport",
+    "PaymentState",
     "PeriodNotBegunError",
     "check_meters_charged_once",
     "check_period_begun",
@@ -60,6 +62,7 @@ __all__ = [
     "get_invoice",
     "invoices_page",
     "list_invoices",
+    "payment_state",
     "printable",
     "set_invoice_status",
     "write_opening_invoice",
@@ -122,6 +125,36 @@ def list_invoices(engine: Engine, **filters: object) -> list[Invoice]:
     with session_scope(engine) as session:
         found = credits.with_credits(session, store.list_invoices(session, **filters))  # type: ignore[arg-type]
     return [i for i in found if i.amount_due > 0] if filters.get("unpaid") else found
+
+
+class PaymentState(StrEnum):
+    """Where an issued document stands for its customer (``payment_state``)."""
+
+    CREDIT_NOTE = "credit_note"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+    PAID = "paid"
+    OVERDUE = "overdue"
+    PARTLY_PAID = "partly_paid"
+    OPEN = "open"
+
+
+def payment_state(invoice: Invoice, today: dt.date) -> PaymentState:
+    """An issued invoice's payment state on ``today`` (the customer's own date): a credit note, void or
+    uncollectible as its status says; paid once nothing is due (paid, or settled by credits and payments);
+    overdue the day after its due date while something is due; partly paid once a payment or credit paid part of
+    it; else open."""
+    if invoice.kind is InvoiceKind.CREDIT_NOTE:
+        return PaymentState.CREDIT_NOTE
+    if invoice.status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE):
+        return PaymentState(invoice.status.value)
+    if invoice.status is InvoiceStatus.PAID or invoice.amount_due <= 0:
+        return PaymentState.PAID
+    if invoice.due_date is not None and invoice.due_date < today:
+        return PaymentState.OVERDUE
+    if invoice.amount_paid > 0 or any(c.amount for c in invoice.credits_applied):
+        return PaymentState.PARTLY_PAID
+    return PaymentState.OPEN
 
 
 def invoices_page(

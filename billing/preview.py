@@ -82,6 +82,17 @@ class ThresholdState:
     reached: tuple[int, ...]
     notified: tuple[int, ...]
 
+    @property
+    def full(self) -> bool:
+        """The allowance used up: ``value >= limit``, exactly (``percent`` is rounded: 9,999 of 10,000 is 100.0 %
+        and not full)."""
+        return self.value >= self.spec.limit
+
+    @property
+    def blocked(self) -> bool:
+        """A hard limit reached: usage is refused until the period ends, as the entitlements answer it."""
+        return self.spec.hard_limit and self.full
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerUsage:

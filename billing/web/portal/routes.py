@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.config import Settings
 from billing.errors import NotFoundError
+from billing.invoicing import finalize_settings
 from billing.portal_links import PortalAccess, PortalLinkError, verify_portal_token
 from billing.web.common import SECURITY_HEADERS, PageFormat, page_format, render
 from billing.web.portal import views
@@ -60,12 +61,25 @@ def _access(settings: Settings, token: str | None) -> PortalAccess:
         raise PortalRefused(403, str(error), expired=error.expired, customer=error.customer) from None
 
 
-async def portal_customer(request: Request, settings: Annotated[Settings, Depends(get_api_settings)]) -> str:
-    """The customer the request's portal cookie names; PortalRefused without a valid, unexpired one."""
-    return _access(settings, request.cookies.get(COOKIE)).customer
+def _portal_of(engine: Engine, customer: str) -> views.Portal:
+    try:
+        return views.portal_of(engine, customer)
+    except NotFoundError:  # a link signed for an id billing does not know: no portal, as for a forged one
+        raise PortalRefused(403, "no such customer") from None
 
 
-Customer = Annotated[str, Depends(portal_customer)]
+async def portal_customer(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_api_settings)],
+    engine: Annotated[Engine, Depends(api_engine)],
+) -> views.Portal:
+    """The portal of the customer the request's portal cookie names; PortalRefused without a valid, unexpired
+    one, or for a customer billing does not know."""
+    access = _access(settings, request.cookies.get(COOKIE))
+    return await run_in_threadpool(_portal_of, engine, access.customer)
+
+
+Customer = Annotated[views.Portal, Depends(portal_customer)]
 DbEngine = Annotated[Engine, Depends(api_engine)]
 Settings_ = Annotated[Settings, Depends(get_api_settings)]
 Catalog_ = Annotated[Catalog, Depends(get_catalog)]
@@ -93,15 +107,13 @@ async def refused(request: Request, error: PortalRefused) -> Response:
 
 
 @router.get("/link/{token}")
-def open_link(
-    token: Annotated[str, Path(max_length=2048)], request: Request, engine: DbEngine, settings: Settings_
-) -> Response:
-    """A portal link: checked, then kept in a cookie until it expires; on to the portal's first page."""
+def open_link(token: str, request: Request, engine: DbEngine, settings: Settings_) -> Response:
+    """A portal link: checked (one too long is refused like any other that is not ours), then kept in a cookie
+    until it expires; on to the portal's first page. The cookie is ``Secure`` when the request came over HTTPS
+    (uvicorn reads ``X-Forwarded-Proto`` from the proxies it trusts) or the links are made for an HTTPS
+    ``public_url``."""
     access = _access(settings, token)
-    try:
-        views.portal_of(engine, access.customer)
-    except NotFoundError:
-        raise PortalRefused(403, "no such customer") from None
+    _portal_of(engine, access.customer)
     response = RedirectResponse("/portal/", status_code=303, headers=SECURITY_HEADERS)
     response.set_cookie(
         COOKIE,
@@ -110,16 +122,15 @@ def open_link(
         path="/portal",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or settings.public_url.lower().startswith("https://"),
     )
     return response
 
 
 def _page(
-    path: str, engine: Engine, customer: str, settings: Settings, build: Callable[[views.Portal], dict[str, Any]]
+    path: str, portal: views.Portal, settings: Settings, build: Callable[[views.Portal], dict[str, Any]]
 ) -> Response:
     """A portal page: the customer's formatting, the page's content from ``build``, the navigation."""
-    portal = views.portal_of(engine, customer)
     f = portal.f
     template, label = next((t, label) for p, t, label in PAGES if p == path)
     nav = [(p, f._(name), p == path) for p, _, name in PAGES]
@@ -127,32 +138,41 @@ def _page(
     return render(TEMPLATES, template, {**context, **build(portal)})
 
 
+def _not_found(portal: views.Portal, settings: Settings) -> Response:
+    """The portal's 404: in the customer's language, with its navigation, naming nothing of what was asked."""
+    f = portal.f
+    nav = [(p, f._(name), False) for p, _, name in PAGES]
+    context = {"f": f, "title": f._("Page not found"), "site": settings.seller.name, "nav": nav}
+    return render(TEMPLATES, "not_found.html.j2", context, status=404)
+
+
 @router.get("/")
 def usage(customer: Customer, engine: DbEngine, settings: Settings_, catalog: Catalog_) -> Response:
-    return _page("/portal/", engine, customer, settings, lambda p: views.usage_view(engine, catalog, p))
+    return _page("/portal/", customer, settings, lambda p: views.usage_view(engine, catalog, p))
 
 
 @router.get("/upcoming")
 def upcoming(customer: Customer, engine: DbEngine, settings: Settings_, catalog: Catalog_) -> Response:
-    return _page("/portal/upcoming", engine, customer, settings, lambda p: views.upcoming_view(engine, catalog, p))
+    return _page("/portal/upcoming", customer, settings, lambda p: views.upcoming_view(engine, catalog, p))
 
 
 @router.get("/credits")
 def credit(customer: Customer, engine: DbEngine, settings: Settings_) -> Response:
-    return _page("/portal/credits", engine, customer, settings, lambda p: views.credits_view(engine, p))
+    issuing = finalize_settings(settings)
+    return _page("/portal/credits", customer, settings, lambda p: views.credits_view(engine, p, issuing))
 
 
 @router.get("/invoices")
 def invoice_list(customer: Customer, engine: DbEngine, settings: Settings_) -> Response:
-    return _page("/portal/invoices", engine, customer, settings, lambda p: views.invoices_view(engine, p))
+    return _page("/portal/invoices", customer, settings, lambda p: views.invoices_view(engine, p))
 
 
 @router.get("/invoices/{number}.pdf")
-def invoice_pdf(number: Annotated[str, Path(max_length=255)], customer: Customer, engine: DbEngine) -> Response:
-    """One of the customer's issued invoices as a PDF; any other number is 404."""
-    invoice = views.visible_invoice(engine, customer, number) if _NUMBER.fullmatch(number) else None
+def invoice_pdf(number: str, customer: Customer, engine: DbEngine, settings: Settings_) -> Response:
+    """One of the customer's issued invoices as a PDF; any other number is the portal's 404 page."""
+    invoice = views.visible_invoice(engine, customer, number, settings) if _NUMBER.fullmatch(number) else None
     if invoice is None:
-        return Response("Not found", status_code=404, media_type="text/plain", headers=SECURITY_HEADERS)
+        return _not_found(customer, settings)
     return Response(
         render_pdf(invoice),
         media_type="application/pdf",
@@ -162,4 +182,10 @@ def invoice_pdf(number: Annotated[str, Path(max_length=255)], customer: Customer
 
 @router.get("/account")
 def account(customer: Customer, engine: DbEngine, settings: Settings_, catalog: Catalog_) -> Response:
-    return _page("/portal/account", engine, customer, settings, lambda p: views.account_view(engine, catalog, p))
+    return _page("/portal/account", customer, settings, lambda p: views.account_view(engine, catalog, p))
+
+
+@router.get("/{path:path}")
+def not_found(path: str, customer: Customer, settings: Settings_) -> Response:
+    """Any other page under ``/portal``: 404 in the customer's language (403 without a valid link)."""
+    return _not_found(customer, settings)

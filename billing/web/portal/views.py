@@ -10,22 +10,26 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
 from billing import credits, invoicing
+from billing.config import Settings
 from billing.core.coupons import AppliedCoupon, Duration
 from billing.core.domain import Customer
 from billing.core.periods import Period
 from billing.coupons import applied_coupons
 from billing.customers import get_customer
 from billing.db import repository, session_scope
+from billing.invoicing import PaymentState, payment_state
 from billing.preview import CustomerUsage, ThresholdState, customer_usage
 from billing.web.common import PageFormat, page_format
 from dbkit import read_only, utcnow
 from invoices.i18n import N_
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus, LineKind
 from invoices.render import line_description
+from invoices.store import FinalizeSettings
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO
 
@@ -88,11 +92,9 @@ _STATUS = {
 
 
 def _state(threshold: ThresholdState) -> str:
-    spec, percent = threshold.spec, threshold.percent
-    full = threshold.value >= spec.limit if percent is None else percent >= HUNDRED
-    if spec.hard_limit and full:
+    if threshold.blocked:
         return "blocked"
-    if full:
+    if threshold.full:
         return "over"
     return "warning" if threshold.reached else "ok"
 
@@ -232,11 +234,17 @@ _MOVEMENTS = {
 _GRANT_KINDS = {"free": N_("Free credit"), "paid": N_("Prepaid credit"), "balance": N_("Customer balance")}
 
 
-def credits_view(engine: Engine, portal: Portal, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The credit balance per currency and the ledger's movements of the customer's own account, newest first."""
+def credits_view(
+    engine: Engine, portal: Portal, settings: FinalizeSettings, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The credit balance per currency and the ledger's movements of the customer's own account, newest first.
+
+    The balance is ``billing credits balance``'s: reading it brings the ledger up to now, which may issue an
+    automatic top-up's invoice, numbered and dated with ``settings`` (the configured ones, as the CLI's and the
+    API's)."""
     f = portal.f
     customer = portal.customer.external_id
-    balances = credits.balance(engine, customer, now)
+    balances = credits.balance(engine, customer, now, settings)
     grants = {g.id: g for b in balances for g in b.grants}
     numbers = {i.id: i.number for i in invoicing.list_invoices(engine, customer=customer)}
     entries = [e for e in credits.ledger(engine, customer) if e.account == "customer"]
@@ -269,21 +277,20 @@ def credits_view(engine: Engine, portal: Portal, now: dt.datetime | None = None)
 # -- invoices ---------------------------------------------------------------------------------------------------
 
 
-def _payment_state(invoice: Invoice, today: dt.date, f: PageFormat) -> tuple[str, str]:
-    """The invoice's payment state as a (style, words) pair."""
-    if invoice.kind is InvoiceKind.CREDIT_NOTE:
-        return "info", f._("Credit note")
-    if invoice.status is InvoiceStatus.VOID:
-        return "muted", f._("Void")
-    if invoice.status is InvoiceStatus.UNCOLLECTIBLE:
-        return "bad", f._("Uncollectible")
-    if invoice.status is InvoiceStatus.PAID or invoice.amount_due <= 0:
-        return "good", f._("Paid")
-    if invoice.due_date is not None and invoice.due_date < today:
-        return "bad", f._("Overdue")
-    if invoice.amount_paid > 0 or invoice.credits_applied:
-        return "warn", f._("Partly paid")
-    return "warn", f._("Open")
+_PAYMENT_STATES = {  # invoicing.PaymentState → (style, words)
+    PaymentState.CREDIT_NOTE: ("info", N_("Credit note")),
+    PaymentState.VOID: ("muted", N_("Void")),
+    PaymentState.UNCOLLECTIBLE: ("bad", N_("Uncollectible")),
+    PaymentState.PAID: ("good", N_("Paid")),
+    PaymentState.OVERDUE: ("bad", N_("Overdue")),
+    PaymentState.PARTLY_PAID: ("warn", N_("Partly paid")),
+    PaymentState.OPEN: ("warn", N_("Open")),
+}
+
+
+def _today(portal: Portal, now: dt.datetime | None) -> dt.date:
+    """The customer's date now, in its timezone (an invoice is overdue, a subscription current, by its calendar)."""
+    return (now or utcnow()).astimezone(ZoneInfo(portal.customer.timezone)).date()
 
 
 def _issued(engine: Engine, customer: str) -> list[Invoice]:
@@ -296,10 +303,10 @@ def _issued(engine: Engine, customer: str) -> list[Invoice]:
 def invoices_view(engine: Engine, portal: Portal, now: dt.datetime | None = None) -> dict[str, Any]:
     """The invoices and credit notes issued to the customer, each with its payment state and its PDF."""
     f = portal.f
-    today = (now or utcnow()).astimezone(dt.UTC).date()
+    today = _today(portal, now)
     rows = []
     for invoice in _issued(engine, portal.customer.external_id):
-        style, state = _payment_state(invoice, today, f)
+        style, words = _PAYMENT_STATES[payment_state(invoice, today)]
         rows.append(
             {
                 "number": invoice.number,
@@ -309,18 +316,18 @@ def invoices_view(engine: Engine, portal: Portal, now: dt.datetime | None = None
                 "total": f.money(invoice.total, invoice.currency),
                 "amount_due": f.money(invoice.amount_due, invoice.currency),
                 "style": style,
-                "state": state,
+                "state": f._(words),
             }
         )
     return {"invoices": rows}
 
 
-def visible_invoice(engine: Engine, customer: str, number: str) -> Invoice | None:
-    """The customer's issued invoice or credit note numbered ``number``, ready to print; None for any other
-    (another customer's, a draft, none)."""
-    for invoice in _issued(engine, customer):
+def visible_invoice(engine: Engine, portal: Portal, number: str, settings: Settings) -> Invoice | None:
+    """The portal's customer's issued invoice or credit note numbered ``number``, ready to print (how to pay it
+    from ``settings``); None for any other (another customer's, a draft, none)."""
+    for invoice in _issued(engine, portal.customer.external_id):
         if invoice.number == number:
-            return invoicing.printable(engine, invoicing.get_invoice(engine, invoice.id))
+            return invoicing.printable(engine, invoicing.get_invoice(engine, invoice.id), settings)
     return None
 
 
@@ -337,7 +344,7 @@ def account_view(engine: Engine, catalog: Catalog, portal: Portal, now: dt.datet
     f, customer = portal.f, portal.customer
     with session_scope(read_only(engine)) as session:
         subscriptions = repository.subscriptions_of(session, customer.id)
-    today = (now or utcnow()).astimezone(dt.UTC).date()
+    today = _today(portal, now)
     details = [
         (f._("Name"), customer.name),
         (f._("Customer id"), customer.external_id),
