@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import gettext
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
@@ -32,7 +33,7 @@ from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, Invo
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
 
-__all__ = ["Formatter", "invoice_json", "line_description", "render_html", "render_pdf"]
+__all__ = ["Formatter", "invoice_json", "line_description", "render_html", "render_pdf", "tax_rows"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "invoice.html.j2"
@@ -359,12 +360,16 @@ def _environment() -> Environment:
 
 
 def _tax_rows(invoice: Invoice, fmt: Formatter, *, included: bool = False) -> list[tuple[str, Decimal]]:
-    """One row per rate (``invoice.taxes``): its name in the document's language when the catalogs know it
-    ("Tax", "VAT"), and its rate. The tax added to the prices (``included`` False: the rows between the subtotal
-    and the total, so that they add up), or the tax already inside tax-inclusive prices (``included`` True:
-    "of which VAT (19 %)" rows under the total, which add nothing)."""
+    return tax_rows(invoice.taxes, fmt, included=included)
+
+
+def tax_rows(taxes: Iterable[TaxLine], fmt: Formatter, *, included: bool = False) -> list[tuple[str, Decimal]]:
+    """One row per rate (an invoice's ``taxes``, a draft's ``tax_lines``): its name in the document's language
+    when the catalogs know it ("Tax", "VAT"), and its rate. The tax added to the prices (``included`` False: the
+    rows between the subtotal and the total, so that they add up), or the tax already inside tax-inclusive prices
+    (``included`` True: "of which VAT (19 %)" rows under the total, which add nothing)."""
     rows = []
-    for tax in invoice.taxes:
+    for tax in taxes:
         amount = tax.included if included else tax.amount - tax.included
         if amount == 0 and (included or tax.included != 0):
             continue  # (a rate with no tax on top of its prices, only tax inside them, or the reverse)

@@ -43,6 +43,13 @@ currency = "EUR"
 effective_from = 2025-01-01
 charges = [{ meter = "transfer_gb", model = "per_unit", unit_amount = 0.01 }]
 thresholds = [{ meter = "transfer_gb", allowance = 10000, levels = [80, 100], hard_limit = true }]
+
+[plans.gross]
+name = "Gross"
+currency = "EUR"
+effective_from = 2025-01-01
+tax_inclusive = true
+subscription = { fee = 119.00, billing = "in_arrears" }
 """
 
 
@@ -195,3 +202,18 @@ def test_the_credit_page_issues_a_due_automatic_top_up_with_the_configured_invoi
     topup = max(list_invoices(engine, customer="acme"), key=lambda i: i.id)
     assert topup.total == Decimal("50.00")
     assert topup.number == "TOPUP-2026-0002" and topup.seller.name == "Northwind"  # were INV-…, no seller
+
+
+def test_the_upcoming_invoice_adds_up_with_tax_inside_tax_inclusive_prices(engine, live_catalog_path):
+    catalog = load_catalog_or_raise(str(live_catalog_path))
+    create_customer(engine, "acme", "Acme GmbH", None, "EUR", "UTC", "de_DE", tax_rate=19, country="DE")
+    subscribe(engine, catalog, "acme", "gross", dt.date(2026, 3, 1))
+    shown = views.upcoming_view(
+        engine, catalog, views.portal_of(engine, "acme"), now=dt.datetime(2026, 3, 15, tzinfo=dt.UTC)
+    )
+    # 119.00 with the tax inside: 119 × 19 / 119 = 19.00 of it is tax, nothing is added to the total; as the
+    # invoice prints it, the tax is a row under the total ("of which … (19 %)"), not one added above it
+    assert shown["rows"] == [("Zwischensumme", "119,00\xa0€")]  # was also ("Steuer", "19,00 €") above 119,00 €
+    assert shown["total"] == "119,00\xa0€"
+    [(label, amount)] = shown["included"]
+    assert label.startswith("davon ") and "19\xa0%" in label and amount == "19,00\xa0€"

@@ -28,7 +28,7 @@ from billing.web.common import PageFormat, page_format
 from dbkit import read_only, utcnow
 from invoices.i18n import N_
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus, LineKind
-from invoices.render import line_description
+from invoices.render import line_description, tax_rows
 from invoices.store import FinalizeSettings
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO
@@ -207,14 +207,17 @@ def upcoming_view(engine: Engine, catalog: Catalog, portal: Portal, now: dt.date
     rows = [(f._("Subtotal"), f.money(totals.subtotal))]
     if totals.discount:
         rows.append((f._("Discount"), f.money(-totals.discount)))
-    if totals.tax or preview.tax_rate:
-        rows.append((f._("Tax"), f.money(totals.tax)))
+    # the taxes as the invoice will print them: added to the prices above the total, inside tax-inclusive prices
+    # ("of which VAT (19 %)") under it
+    rows.extend((label, f.money(amount)) for label, amount in tax_rows(preview.tax_lines, f.fmt))
+    included = [(label, f.money(amount)) for label, amount in tax_rows(preview.tax_lines, f.fmt, included=True)]
     return {
         "period": f.period(found.period.start, found.period.end),
         "as_of": f.datetime(found.as_of),
         "lines": lines,
         "rows": rows,
         "total": f.money(totals.total),
+        "included": included,
         "coupons": _coupons(engine, portal, found.period),
     }
 
