@@ -95,9 +95,14 @@ class AppliedCoupon:
     applied_on: dt.date
     periods_used: int = 0
 
-    def covers(self, period_start: dt.date) -> bool:
+    @property
+    def used_up(self) -> bool:
+        """It has reduced as many billing periods as it may (a coupon for once, or for some months): no more."""
         limit = self.coupon.periods
-        return period_start > self.applied_on and (limit is None or self.periods_used < limit)
+        return limit is not None and self.periods_used >= limit
+
+    def covers(self, period_start: dt.date) -> bool:
+        return period_start > self.applied_on and not self.used_up
 
 
 def coupon_of_line(line: InvoiceLine) -> str | None:

@@ -180,9 +180,8 @@ def _coupons(engine: Engine, portal: Portal, period: Period) -> list[dict[str, s
         applied = applied_coupons(session, [portal.customer.external_id], period).get(portal.customer.external_id, [])
     shown = []
     for coupon in applied:
-        limit = coupon.coupon.periods
-        if limit is not None and coupon.periods_used >= limit:
-            continue  # used up
+        if coupon.used_up:
+            continue
         when = f._("This period") if coupon.covers(period.start) else f._("From the next period")
         shown.append({"code": coupon.coupon.code, "terms": _coupon_terms(coupon, f), "when": when})
     return shown
