@@ -217,3 +217,27 @@ def test_the_upcoming_invoice_adds_up_with_tax_inside_tax_inclusive_prices(engin
     assert shown["total"] == "119,00\xa0€"
     [(label, amount)] = shown["included"]
     assert label.startswith("davon ") and "19\xa0%" in label and amount == "19,00\xa0€"
+
+
+def test_this_period_is_the_customers_month_in_its_timezone_and_a_customer_without_subscription_sees_none(
+    engine, live_catalog_path
+):
+    catalog = load_catalog_or_raise(str(live_catalog_path))
+    create_customer(engine, "tokyo", "Tokyo KK", None, "EUR", "Asia/Tokyo", "en_US")
+    create_customer(engine, "idle", "Idle Ltd", None, "EUR", "UTC", "en_US")
+    subscribe(engine, catalog, "tokyo", "metered", dt.date(2026, 1, 1))
+    # 31 March 15:30 UTC is 1 April 00:30 in Tokyo: April's usage there
+    when = dt.datetime(2026, 3, 31, 15, 30, tzinfo=dt.UTC)
+    event = {"id": "t1", "customer": "tokyo", "meter": "transfer_gb", "timestamp": when.isoformat(), "value": "8000"}
+    assert ingest_batch(engine, catalog, [event]).accepted == 1
+    now = dt.datetime(2026, 3, 31, 16, tzinfo=dt.UTC)
+    shown = views.usage_view(engine, catalog, views.portal_of(engine, "tokyo"), now=now)
+    assert shown["period"] == "April 2026" and shown["as_of"] == "Apr 1, 2026, 1:00:00\u202fAM"
+    [bar] = shown["bars"]
+    assert (bar.state, bar.description) == ("warning", "8,000\xa0GB of 10,000\xa0GB used (80%) · hard limit")
+    assert shown["total"] == "€80.00"  # 8,000 GB × 0.01
+    idle = views.portal_of(engine, "idle")
+    assert views.usage_view(engine, catalog, idle, now=now)["bars"] == []
+    upcoming = views.upcoming_view(engine, catalog, idle, now=now)
+    assert (upcoming["lines"], upcoming["total"], upcoming["coupons"]) == ([], "€0.00", [])
+    assert views.account_view(engine, catalog, idle, now=now)["subscriptions"] == []
