@@ -128,7 +128,7 @@ def _free_bar(label: str, quantity: Decimal, f: PageFormat, unit: str | None) ->
 
 def _bars(found: CustomerUsage, catalog: Catalog, f: PageFormat) -> list[Bar]:
     """A bar per meter (one per allowance of it), then one per spend cap."""
-    bars = []
+    bars: list[Bar] = []
     states = [t for t in found.thresholds if t.spec.kind == "usage"]
     meters = {m.code: m for m in found.meters}
     codes = list(meters) + sorted({t.spec.meter for t in states if t.spec.meter and t.spec.meter not in meters})
