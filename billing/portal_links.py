@@ -36,6 +36,7 @@ __all__ = [
     "MAX_DAYS",
     "MAX_TOKEN",
     "MIN_SECRET",
+    "PATH",
     "PortalAccess",
     "PortalLink",
     "PortalLinkError",

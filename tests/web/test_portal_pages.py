@@ -241,3 +241,28 @@ def test_this_period_is_the_customers_month_in_its_timezone_and_a_customer_witho
     upcoming = views.upcoming_view(engine, catalog, idle, now=now)
     assert (upcoming["lines"], upcoming["total"], upcoming["coupons"]) == ([], "€0.00", [])
     assert views.account_view(engine, catalog, idle, now=now)["subscriptions"] == []
+
+
+def test_the_access_log_hides_the_token_of_a_portal_link(live_server, acme):
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    access = logging.getLogger("uvicorn.access")
+    keep, level = Keep(), access.level
+    access.addHandler(keep)
+    access.setLevel(logging.INFO)
+    try:
+        with httpx.Client(base_url=live_server.url) as client:
+            assert client.get(acme.url, follow_redirects=True).status_code == 200
+    finally:
+        access.removeHandler(keep)
+        access.setLevel(level)
+    lines = [record.getMessage() for record in records]
+    assert any('"GET /portal/link/… HTTP/1.1" 303' in line for line in lines), lines
+    assert any('"GET /portal/ HTTP/1.1" 200' in line for line in lines), lines
+    assert not any(acme.token in line for line in lines)  # was written in full
