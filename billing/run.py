@@ -50,6 +50,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
+from billing.core.shards import Shard
 from billing.core.tax import TaxRules
 from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
@@ -149,6 +150,7 @@ def run_billing(
     now: dt.datetime | None = None,
     workers: int | None = None,
     only: Collection[Period] | None = None,
+    shard: Shard | None = None,
 ) -> RunReport:
     """Write (or refresh) the draft invoices of every billing period whose last day falls in ``period`` (a
     calendar month): one per customer and billing period — the month itself for plans billed on calendar months,
@@ -158,9 +160,11 @@ def run_billing(
     later run).
 
     ``now``: the instant of the run (default: the clock), up to which received usage counts. ``only``: bill just
-    these of those billing periods (the scheduler bills a week as it ends, before its month has)."""
+    these of those billing periods (the scheduler bills a week as it ends, before its month has). ``shard``: bill
+    only the customers of that shard (``billing.core.shards``) and touch no other customer's draft: the runs of
+    every shard of N, one after another or at the same time, write what one run writes."""
     check_period_begun(period, now)
-    billing_periods = _billing_periods(engine, catalog, period, customer, now)
+    billing_periods = _billing_periods(engine, catalog, period, customer, now, shard)
     report = RunReport(period=period)
     customers: set[str] = set()
     for billing_period in billing_periods.periods:
@@ -184,7 +188,7 @@ def usage_account(engine: Engine, catalog: Catalog, month: Period, *, customer: 
     """The events of the billing periods ``run_billing`` of ``month`` bills (of ``customer`` only, if given) —
     the month's and those of its weeks and anniversary months, each accounted as the run accounts them — rated
     or left unbilled, with why: what ``billing usage unbilled`` shows, without billing anything."""
-    billing_periods = _billing_periods(engine, catalog, month, customer, None)
+    billing_periods = _billing_periods(engine, catalog, month, customer, None, None)
     account = UsageAccount(month)
     for period in billing_periods.periods:
         report = RunReport(period=period)
@@ -235,7 +239,8 @@ def _remove_drafts_of_unbilled_periods(
     with session_scope(engine) as session:
         for start, end in sorted(store.draft_periods(session, month.start, month.end, customer)):
             if Period(start, end) not in billed:
-                removed += store.remove_stale_drafts(session, start, (), customer, period_end=end)
+                owned = None if billing_periods.shard is None else billing_periods.owns
+                removed += store.remove_stale_drafts(session, start, (), customer, period_end=end, owned=owned)
     return removed
 
 
@@ -264,6 +269,7 @@ class _BillingPeriods:
     cells: dict[str, set[Period]] = field(default_factory=dict)
     apart: set[int] = field(default_factory=set)  # billed on weeks or anniversary months: never in the month
     month_customers: set[str] = field(default_factory=set)  # with a subscription billed in the month
+    shard: Shard | None = None  # the run bills this shard's customers only
     elsewhere: frozenset[int] = field(init=False)  # the subscriptions billed in a period other than the month
 
     def __post_init__(self) -> None:
@@ -273,6 +279,10 @@ class _BillingPeriods:
     def periods(self) -> list[Period]:
         return sorted({self.month, *self.members}, key=lambda p: (p.end, p.start))
 
+    def owns(self, customer: str) -> bool:
+        """Whether the customer is the run's to bill (every customer without a shard)."""
+        return self.shard is None or self.shard.owns(customer)
+
     def bills(self, period: Period, subscription: Subscription) -> bool:
         if period == self.month:
             return subscription.id not in self.elsewhere
@@ -280,7 +290,8 @@ class _BillingPeriods:
 
 
 def _billing_periods(
-    engine: Engine, catalog: Catalog, month: Period, customer: str | None, now: dt.datetime | None
+    engine: Engine, catalog: Catalog, month: Period, customer: str | None, now: dt.datetime | None,
+    shard: Shard | None,
 ) -> _BillingPeriods:
     """The billing periods whose last day falls in ``month``: of each subscription whose plan does not bill it on
     calendar months (a week or an anniversary month), when the subscription covers a day of it or ended as it
@@ -291,6 +302,8 @@ def _billing_periods(
         found = repository.subscriptions_active_between(session, month.start - dt.timedelta(days=31), month.end)
     if customer is not None:
         found = [s for s in found if s.customer_external_id == customer]
+    if shard is not None:
+        found = [s for s in found if shard.owns(s.customer_external_id)]
     plans = resolve_plans(catalog, found).plans
     found_periods = _BillingPeriods(month, {}, {})
     for subscription in found:
@@ -314,7 +327,7 @@ def _billing_periods(
     }
     return _BillingPeriods(
         month, found_periods.members, found_periods.late_owner, found_periods.customers, found_periods.cells,
-        found_periods.apart, month_customers,
+        found_periods.apart, month_customers, shard,
     )
 
 
@@ -450,6 +463,11 @@ class _Scope:
     late_by_customer: dict[str, list[Period]]
     late_subscriptions_by_customer: dict[str, list[Subscription]]  # those whose plan is known
     coupons: dict[str, list[AppliedCoupon]]  # the coupons applied to each customer, as of the period
+    shard: Shard | None = None  # the run bills this shard's customers only
+
+    def owned(self) -> Callable[[str], bool] | None:
+        """The shard's test of a customer (None: every customer is the run's)."""
+        return None if self.shard is None else self.shard.owns
 
 
 def _load_scope(
@@ -464,7 +482,7 @@ def _load_scope(
     with session_scope(read_only(engine)) as session:
         # the day before the period too: a subscription that ended as the period began may owe a fee adjustment
         found = repository.subscriptions_active_between(session, period.start - dt.timedelta(days=1), period.end)
-        found = [s for s in found if billing_periods.bills(period, s)]
+        found = [s for s in found if billing_periods.bills(period, s) and billing_periods.owns(s.customer_external_id)]
         if customer is not None:
             found = [s for s in found if s.customer_external_id == customer]
         subscriptions = [s for s in found if s.overlaps(period.start, period.end)]
@@ -472,7 +490,7 @@ def _load_scope(
         late_periods = [
             (c, late)
             for c, late in late_event_periods(session, period, customer, lookback=LATE_USAGE_MONTHS)
-            if billing_periods.late_owner.get(c, billing_periods.month) == period
+            if billing_periods.late_owner.get(c, billing_periods.month) == period and billing_periods.owns(c)
         ]
         customer_ids = {s.customer_external_id for s in subscriptions}
         customer_ids |= {c for c, _ in late_periods}
@@ -498,7 +516,7 @@ def _load_scope(
     ]
     return _Scope(
         period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
-        customer_ids, plans, late_by_customer, late_subscriptions_by_customer, coupons,
+        customer_ids, plans, late_by_customer, late_subscriptions_by_customer, coupons, billing_periods.shard,
     )
 
 
@@ -535,7 +553,7 @@ def _account(
     if scope.period == billing_periods.month:
         account = account_usage(
             engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
-            customer=scope.customer, counted=counted, holes=billing_periods.cells,
+            customer=scope.customer, counted=counted, holes=billing_periods.cells, owned=scope.owned(),
         )
     else:
         owners = billing_periods.customers.get(scope.period, set())
@@ -780,7 +798,7 @@ def _settle(
         # (a customer the run could not rate keeps its draft: a catalog or data mistake deletes nothing)
         produced = written.produced | {period_key(c, scope.period) for c, _ in report.skipped}
         report.removed = store.remove_stale_drafts(
-            session, scope.period.start, produced, scope.customer, period_end=scope.period.end
+            session, scope.period.start, produced, scope.customer, period_end=scope.period.end, owned=scope.owned()
         )
     report.customers = len(written.customers)
 

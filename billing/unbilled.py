@@ -26,7 +26,7 @@ counted in one batch by ``meters.count_events``. Which customers have events at 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
@@ -182,16 +182,20 @@ def account_usage(
     counted: Mapping[int, Mapping[str, AnyUsage]] | None = None,
     only: Collection[str] | None = None,
     holes: Mapping[str, Collection[Period]] | None = None,
+    owned: Callable[[str], bool] | None = None,
 ) -> UsageAccount:
     """Count the events of ``period`` (of ``customer`` only, if given) a billing run rates, and name those it does
     not, given what the run bills: ``subscriptions`` (those covering a day of the period), their ``customers`` by
     external id (the others are looked up), their ``plans``; ``counted``: the usage the run aggregated for each
     subscription's window of the period, by subscription id. ``only``: account these customers only (those billed
     in a week or an anniversary month, when ``period`` is one); ``holes``: parts of each customer's period not to
-    account here (its weeks and anniversary months, when ``period`` is a calendar month: accounted with them)."""
+    account here (its weeks and anniversary months, when ``period`` is a calendar month: accounted with them);
+    ``owned``: account the customers it accepts only (a shard's)."""
     present = customers_by_meter(engine, customer)
     if only is not None:
         present = {meter: found & set(only) for meter, found in present.items()}
+    if owned is not None:
+        present = {meter: {c for c in found if owned(c)} for meter, found in present.items()}
     with_events = set().union(*present.values()) if present else set()
     owners = dict(customers)
     missing = with_events - owners.keys()

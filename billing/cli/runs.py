@@ -22,6 +22,7 @@ from billing.cli._common import (
     open_period_message,
 )
 from billing.core.periods import Period, parse_month
+from billing.core.shards import Shard, parse_shard
 from billing.errors import BillingError
 from billing.invoicing import check_period_finalizable
 from billing.run import RunReport, finalize_period, run_billing
@@ -39,18 +40,27 @@ def run(
         False, "--allow-open-period", help="With --finalize: finalize the current period before it has ended."
     ),
     customer: str | None = typer.Option(None, "--customer", help="Bill only this customer."),
+    shard: str | None = typer.Option(
+        None, "--shard", metavar="K/N",
+        help="Bill only shard K of N (customers split by a hash of their id); run every K for the whole run.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON (the API's fields)."),
 ) -> None:
     """Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.
 
     A period that has not begun is refused; the current one is billed as drafts (a preview) and finalized only
-    with --allow-open-period. Usage events the run does not bill are counted and named, with why."""
+    with --allow-open-period. Usage events the run does not bill are counted and named, with why.
+
+    --shard K/N splits the run across processes or machines: each shard writes its own customers' drafts, and
+    the N shards together write what one run writes; finalize once they are all done (`billing invoices finalize
+    --period`)."""
     try:
         billing_period = parse_month(period)
     except ValueError as error:
         fail(f"--period: {error}")
     if allow_open_period and not finalize:
         fail("--allow-open-period goes with --finalize")
+    part = _shard(shard, finalize)
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
     try:
@@ -74,7 +84,7 @@ def run(
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total, refresh=True)
 
-            report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance)
+            report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance, shard=part)
         numbers, awaiting = (
             _finalize(engine, billing_period, customer, allow_open_period) if finalize else ([], [])
         )
@@ -89,6 +99,18 @@ def run(
             f"{len(awaiting)} draft(s) wait for approval and were not finalized: `billing invoices pending-approval "
             f"--period {billing_period.label}` says why, `billing invoices approve` approves"
         )
+
+
+def _shard(text: str | None, finalize: bool) -> Shard | None:
+    """``--shard K/N`` read and checked (a usage error otherwise)."""
+    if text is None:
+        return None
+    if finalize:
+        fail("--shard: finalize once every shard has run (`billing invoices finalize --period`), not with --finalize")
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        fail(f"--shard: {error}")
 
 
 def _finalize(

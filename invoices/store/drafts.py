@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, cast
@@ -329,14 +329,17 @@ def remove_stale_drafts(
     customer: str | None = None,
     *,
     period_end: dt.date | None = None,
+    owned: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Delete the period drafts (scope ``period``) of the period starting ``period_start`` (and ending on
     ``period_end``, if given) whose key is
     not in ``keep`` (what a billing run of that period just wrote, found unchanged or could not rate): a customer
     whose subscription was ended before the period, or who has nothing left to invoice in it, must not keep a
     draft that finalization would issue. Only drafts, and only those: the others are neither deleted nor locked
-    (a concurrent finalization claims them as usual); its lines go with it. Returns the keys deleted."""
-    statement = select(InvoiceRow.id, InvoiceRow.billing_key).where(
+    (a concurrent finalization claims them as usual); its lines go with it. ``owned``: only the drafts of the
+    customers it accepts (a billing run of one shard of the customers leaves the others' alone). Returns the keys
+    deleted."""
+    statement = select(InvoiceRow.id, InvoiceRow.billing_key, InvoiceRow.customer_external_id).where(
         InvoiceRow.kind == InvoiceKind.INVOICE.value,
         InvoiceRow.status == InvoiceStatus.DRAFT.value,
         InvoiceRow.period_start == period_start,
@@ -347,7 +350,11 @@ def remove_stale_drafts(
     if period_end is not None:  # (a week and a month may start on the same day)
         statement = statement.where(InvoiceRow.period_end == period_end)
     kept = set(keep)
-    stale = sorted(invoice_id for invoice_id, key in session.execute(statement) if key not in kept)
+    stale = sorted(
+        invoice_id
+        for invoice_id, key, owner in session.execute(statement)
+        if key not in kept and (owned is None or owned(owner))
+    )
     removed: list[str] = []
     for offset in range(0, len(stale), 5000):
         # still a draft when its row is locked for the delete (one finalized meanwhile stays)
