@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from sqlalchemy import Connection, Engine, create_engine
@@ -61,9 +61,8 @@ PARALLEL_MIN_WINDOWS = 1000
 _SPLIT = 24  # bits of the low half of a duration in the exact weighted-sum product
 
 
-@dataclass(frozen=True, slots=True)
-class MeterAggregate:
-    """One meter's usage in one window.
+class MeterAggregate(NamedTuple):
+    """One meter's usage in one window (a named tuple: a run builds one per window and meter, by the million).
 
     Attributes:
       key: the window's key (the customer's external id when windows map customer → (start, end)).
@@ -102,13 +101,8 @@ def aggregate_usage(
         return {}
     filters = _Filters(received_until, received_after)
     codes = sorted(specs)
-    # The database computes count, sum, max and unique_count; numpy what it needs the events themselves for.
-    in_numpy = {
-        c
-        for c in codes
-        if specs[c].aggregation in _NUMPY_KINDS
-        or (specs[c].keep_event_values and specs[c].aggregation != "unique_count")
-    }
+    # The database computes every kind; numpy only the meters whose events are handed back one by one.
+    in_numpy = {c for c in codes if specs[c].keep_event_values and specs[c].aggregation != "unique_count"}
     in_database = [c for c in codes if c not in in_numpy]
     with _snapshot(engine) as connection:
         _load_windows(connection, customers, starts, ends)
@@ -129,41 +123,64 @@ def aggregate_usage(
                 totals.update(counting.result()[0])
         else:
             totals, overflowed = _totals(connection, in_database, specs, filters)
-        in_numpy |= overflowed
-        loaded = sorted(in_numpy | {c for c in codes if specs[c].keep_event_values})
+        if overflowed:
+            totals.update(_streamed_sums(connection, sorted(overflowed), filters))
+        latest = [c for c in in_database if specs[c].aggregation == "latest"]
+        latest_values = _latest_values(connection, latest, filters) if latest else {}
         weighted = [c for c in codes if specs[c].aggregation == "weighted_sum"]
         levels = _levels(connection, weighted, filters) if weighted else {}
+        dots = _weighted_dots(connection, [c for c in weighted if c in in_database], filters)
+        loaded = sorted(c for c in codes if specs[c].keep_event_values)
         events = _EventRows.load(connection, loaded, filters) if loaded else _EventRows.empty(loaded)
     computed = _compute(events, specs, levels, starts, ends)
+    for pair, value in latest_values.items():
+        totals[pair] = (totals[pair][0], from_scaled(value))
+    for pair in dots.keys() | {pair for pair in levels if pair[1] not in in_numpy}:
+        count, dot = dots.get(pair, (0, 0))
+        level, index = levels.get(pair, 0), pair[0]
+        totals[pair] = (count, _time_weighted(level, dot, starts[index], ends[index]) if count else from_scaled(level))
 
-    nothing = _Computed()
     results: dict[tuple[Any, str], MeterAggregate] = {}
     for code in codes:
-        spec = specs[code]
-        kind = spec.aggregation
-        from_numpy = code in in_numpy
+        if code in in_numpy:
+            results.update(_numpy_results(code, specs[code], keys, customers, computed, levels))
+            continue
+        found = totals.get
         for index, key in enumerate(keys):
-            found = computed.get((index, code), nothing)
-            if from_numpy:
-                count = found.count
-                if kind == "count":
-                    quantity = Decimal(count)
-                elif kind == "sum":
-                    quantity = from_scaled(found.total)
-                elif kind == "max":
-                    quantity = from_scaled(found.largest)
-                elif kind == "latest":
-                    quantity = from_scaled(found.latest)
-                else:  # weighted_sum
-                    quantity = found.weighted if found.count else from_scaled(levels.get((index, code), 0))
-            else:
-                count, number = totals.get((index, code), _NONE)
-                quantity = Decimal(count) if kind == "count" else number
-            values = (found.values or ()) if spec.keep_event_values else None
-            results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count, values)
+            count, quantity = found((index, code), _NONE)
+            results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count)
     return results
 
 
+def _numpy_results(
+    code: str,
+    spec: MeterSpec,
+    keys: list[Any],
+    customers: list[str],
+    computed: Mapping[tuple[int, str], _Computed],
+    levels: Mapping[tuple[int, str], int],
+) -> Iterator[tuple[tuple[Any, str], MeterAggregate]]:
+    """The aggregates of a meter whose events are handed back one by one, from the numpy kernels."""
+    kind = spec.aggregation
+    nothing = _Computed()
+    for index, key in enumerate(keys):
+        found = computed.get((index, code), nothing)
+        count = found.count
+        if kind == "count":
+            quantity = Decimal(count)
+        elif kind == "sum":
+            quantity = from_scaled(found.total)
+        elif kind == "max":
+            quantity = from_scaled(found.largest)
+        elif kind == "latest":
+            quantity = from_scaled(found.latest)
+        else:  # weighted_sum
+            quantity = found.weighted if found.count else from_scaled(levels.get((index, code), 0))
+        values = (found.values or ()) if spec.keep_event_values else None
+        yield (key, code), MeterAggregate(key, customers[index], code, quantity, count, values)
+
+
+# The kinds the aggregation by part (meters.split) still computes on the events loaded into numpy.
 _NUMPY_KINDS = frozenset({"latest", "weighted_sum"})
 _NONE = (0, Decimal(0))
 _KINDS = ("count", "sum", "max", "unique_count", "latest", "weighted_sum")
@@ -174,12 +191,18 @@ def _windows(windows: Mapping[Any, Window]) -> tuple[list[Any], list[str], list[
     customers: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
+    instants: dict[dt.datetime, int] = {}  # many windows share their bounds (customers of one timezone)
     for key, window in windows.items():
         if len(window) == 2:
             customer, (start, end) = key, window
         else:
             customer, start, end = window
-        start_us, end_us = to_epoch_us(start), to_epoch_us(end)
+        start_us = instants.get(start)
+        if start_us is None:
+            start_us = instants[start] = to_epoch_us(start)
+        end_us = instants.get(end)
+        if end_us is None:
+            end_us = instants[end] = to_epoch_us(end)
         if not isinstance(customer, str) or end_us <= start_us:
             raise ValueError(f"window {key!r}: expected a customer id and start < end, got {window!r}")
         keys.append(key)
@@ -312,6 +335,7 @@ def _is_overflow(exc: Exception) -> bool:
 
 _SQL_AGGREGATE = {
     "count": None,
+    "latest": None,  # its count; the value of its newest event: _latest_values
     "sum": "sum(e.value)",
     "max": "max(e.value)",
     "unique_count": "count(DISTINCT e.unique_value)",
@@ -330,7 +354,7 @@ def _totals(
         of_kind = [c for c in codes if specs[c].aggregation == kind]
         if not of_kind:
             continue
-        select = f"SELECT w.idx, {{meter}}, count(*), {expression or '0'}"
+        select = f"SELECT w.idx, {{meter}}, count(*), {expression or 'count(*)'}"
         savepoint = connection.begin_nested()
         try:
             rows = _query(connection, select, of_kind, _IN_WINDOW, filters, "GROUP BY w.idx, e.meter")
@@ -341,7 +365,7 @@ def _totals(
                 continue
             raise
         savepoint.commit()
-        if kind == "unique_count":
+        if kind in ("count", "latest", "unique_count"):  # (a latest meter's value: _latest_values)
             totals.update(((idx, meter), (count, Decimal(number))) for idx, meter, count, number in rows)
         else:
             totals.update(((idx, meter), (count, from_scaled(int(number or 0)))) for idx, meter, count, number in rows)
@@ -361,12 +385,119 @@ def _levels(connection: Connection, codes: list[str], filters: _Filters) -> dict
         savepoint.rollback()
         if not _is_overflow(exc):
             raise
-    rows = _query(connection, "SELECT w.idx, {meter}, e.value", codes, _BEFORE_WINDOW, filters)
     levels: dict[tuple[int, str], int] = {}
-    for idx, meter, value in rows:
-        if value:
-            levels[(idx, meter)] = levels.get((idx, meter), 0) + value
+    for rows in _streamed(connection, "SELECT w.idx, {meter}, e.value", codes, _BEFORE_WINDOW, filters):
+        for idx, meter, value in rows:
+            if value:
+                levels[(idx, meter)] = levels.get((idx, meter), 0) + value
     return levels
+
+
+_STREAM_ROWS = 50_000  # rows fetched at a time when Python sums them: memory grows with windows, not events
+
+
+def _streamed(
+    connection: Connection, select: str, meters: Sequence[str], window: str, filters: _Filters
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``select`` over the events of ``meters`` in (or before) each window, ``_STREAM_ROWS`` at a
+    time (never all of them at once)."""
+    marker = "%s" if is_postgresql(connection) else "?"
+    filter_sql, filter_params = filters.sql(marker)
+    where = _JOIN.format(meters=", ".join([marker] * len(meters)), window=window, filters=filter_sql)
+    driver: Any = connection.connection.dbapi_connection
+    # PostgreSQL: a server-side (named) cursor, so the rows stay on the server until fetched.
+    cursor = driver.cursor("usage_rows") if is_postgresql(connection) else driver.cursor()
+    try:
+        cursor.execute(f"{select.format(meter='e.meter')} {where}", (*meters, *filter_params))
+        while rows := cursor.fetchmany(_STREAM_ROWS):
+            yield rows
+    finally:
+        cursor.close()
+
+
+def _streamed_sums(
+    connection: Connection, codes: list[str], filters: _Filters
+) -> dict[tuple[int, str], tuple[int, Decimal]]:
+    """(events, sum) per (window, meter) of sum meters whose total overflows the database's 64-bit ``sum``
+    (SQLite), summed on Python integers as the rows stream by."""
+    found: dict[tuple[int, str], list[int]] = {}
+    for rows in _streamed(connection, "SELECT w.idx, {meter}, coalesce(e.value, 0)", codes, _IN_WINDOW, filters):
+        for idx, meter, value in rows:
+            counted = found.get((idx, meter))
+            if counted is None:
+                found[(idx, meter)] = [1, value]
+            else:
+                counted[0] += 1
+                counted[1] += value
+    return {key: (count, from_scaled(total)) for key, (count, total) in found.items()}
+
+
+def _latest_values(connection: Connection, codes: list[str], filters: _Filters) -> dict[tuple[int, str], int]:
+    """The value of each window's newest event (ties: the one stored last) of each ``latest`` meter: one index
+    seek per window, from the window's end backwards (the aggregation index is ordered by meter, customer and
+    instant), so nothing but one value per window leaves the database."""
+    marker = "%s" if is_postgresql(connection) else "?"
+    filter_sql, filter_params = filters.sql(marker)
+    sql = (
+        "SELECT w.idx, (SELECT coalesce(e.value, 0) FROM usage_events e "
+        f"WHERE e.meter = {marker} AND e.customer = w.customer {_IN_WINDOW} {filter_sql} "
+        "ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1) FROM usage_windows w"
+    )
+    found: dict[tuple[int, str], int] = {}
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for code in codes:
+            cursor.execute(sql, (code, *filter_params))
+            found.update(((idx, code), value) for idx, value in cursor.fetchall() if value is not None)
+    finally:
+        cursor.close()
+    return found
+
+
+def _weighted_dots(
+    connection: Connection, codes: list[str], filters: _Filters
+) -> dict[tuple[int, str], tuple[int, int]]:
+    """(events, Σ value × (window end − instant)) per (window, meter) of the weighted_sum meters, exactly, in
+    the database: PostgreSQL on ``numeric``; SQLite on two 64-bit sums, the duration split into its high and low
+    ``_SPLIT`` bits (a product or a sum that would overflow comes back a float, or raises: then the meters are
+    summed on Python integers as the rows stream by)."""
+    if not codes:
+        return {}
+    if is_postgresql(connection):
+        select = "SELECT w.idx, {meter}, count(*), sum(coalesce(e.value, 0)::numeric * (w.end_us - e.occurred_at))"
+        rows = _query(connection, select, codes, _IN_WINDOW, filters, "GROUP BY w.idx, e.meter")
+        return {(idx, meter): (count, int(dot)) for idx, meter, count, dot in rows}
+    mask = (1 << _SPLIT) - 1
+    select = (
+        "SELECT w.idx, {meter}, count(*), "
+        f"sum(coalesce(e.value, 0) * ((w.end_us - e.occurred_at) >> {_SPLIT})), "
+        f"sum(coalesce(e.value, 0) * ((w.end_us - e.occurred_at) & {mask}))"
+    )
+    savepoint = connection.begin_nested()
+    try:
+        rows = _query(connection, select, codes, _IN_WINDOW, filters, "GROUP BY w.idx, e.meter")
+        savepoint.commit()
+        if all(type(high) is int and type(low) is int for _, _, _, high, low in rows):
+            return {(idx, meter): (count, (high << _SPLIT) + low) for idx, meter, count, high, low in rows}
+    except Exception as exc:
+        savepoint.rollback()
+        if not _is_overflow(exc):
+            raise
+    found: dict[tuple[int, str], list[int]] = {}
+    select = "SELECT w.idx, {meter}, coalesce(e.value, 0), w.end_us - e.occurred_at"
+    for rows in _streamed(connection, select, codes, _IN_WINDOW, filters):
+        for idx, meter, value, remaining in rows:
+            counted = found.setdefault((idx, meter), [0, 0])
+            counted[0] += 1
+            counted[1] += value * remaining
+    return {key: (count, dot) for key, (count, dot) in found.items()}
+
+
+def _time_weighted(level: int, dot: int, start: int, end: int) -> Decimal:
+    """The time-weighted average level over ``[start, end)``: (level at the start × length + Σ value × time
+    left) / length, rounded half-even to the value scale."""
+    length = end - start
+    return from_scaled(_divide_half_even(level * length + dot, length))
 
 
 @dataclass(frozen=True, slots=True)
