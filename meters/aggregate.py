@@ -6,15 +6,22 @@ questions for all of them together, never one per customer: the windows go into 
 events are read through the aggregation index (meter, customer, occurred_at, value, received_at, unique_value),
 one index range per window and meter.
 
-Who computes what (measured; see ``benchmarks/aggregate.py``):
+Who computes what (measured; see ``benchmarks/aggregate.py`` and ``benchmarks/aggregate_scale.py``):
 
-- the database, exactly and fastest, on the fixed-point integers: ``count``, ``sum``, ``max`` and
+- the database, exactly, on the fixed-point integers, every kind: ``count``, ``sum``, ``max`` and
   ``count(DISTINCT unique_value)`` for ``unique_count`` (one grouped query per kind, each computing only what its
-  kind needs), and, for ``weighted_sum``, the level carried into each window (the sum of every earlier event);
-- numpy, on the events themselves (loaded as int64 arrays and sorted by window, meter, time, id): ``latest``,
-  ``weighted_sum``, the per-event values of meters that ask for them, and the sums of a window whose total
-  would overflow the database's 64-bit ``sum`` (SQLite). Every numpy sum is guarded: it runs in int64 only when
-  a bound proves it cannot overflow, otherwise on Python integers. Nothing is ever summed in floating point.
+  kind needs); ``latest``: its count, then the newest event's value by one index seek per window (``ORDER BY
+  occurred_at DESC, id DESC LIMIT 1`` along the aggregation index); ``weighted_sum``: the level carried into each
+  window (the sum of every earlier event) and Σ value × (window end − instant), on ``numeric`` (PostgreSQL) or
+  as two 64-bit sums with the duration split into its high and low bits (SQLite). Nothing but one row per window
+  and meter leaves the database, so memory grows with windows, not events;
+- Python integers, as the rows stream by in chunks of ``_STREAM_ROWS`` (memory still bounded by the windows):
+  what would overflow SQLite's 64-bit integers (its ``sum`` raises, a product turns into a float: both are
+  caught, and the meter is summed again exactly);
+- numpy, on the events themselves (loaded as int64 arrays and sorted by window, meter, time, id): only the
+  meters whose every event's value is handed back (``keep_event_values``: the ``percentage`` charge model),
+  which are as large as their events anyway. Every numpy sum is guarded: it runs in int64 only when a bound
+  proves it cannot overflow, otherwise on Python integers. Nothing is ever summed in floating point.
 
 The kinds:
 
@@ -40,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast, overload
 
 import numpy as np
 from sqlalchemy import Connection, Engine, create_engine
@@ -78,7 +85,7 @@ class MeterAggregate(NamedTuple):
     meter: str
     quantity: Decimal
     events: int
-    values: tuple[Decimal, ...] | None = None
+    values: Sequence[Decimal] | None = None
 
 
 def aggregate_usage(
@@ -297,6 +304,27 @@ _IN_WINDOW = "AND e.occurred_at >= w.start_us AND e.occurred_at < w.end_us"
 _BEFORE_WINDOW = "AND e.occurred_at < w.start_us"
 
 
+def _sql(
+    connection: Connection,
+    select: str,
+    meters: Sequence[str],
+    window: str,
+    filters: _Filters,
+    tail: str,
+    meter_case: bool,
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement of ``_query`` and ``_streamed``, and its parameters."""
+    marker = "%s" if is_postgresql(connection) else "?"
+    filter_sql, filter_params = filters.sql(marker)
+    where = _JOIN.format(meters=", ".join([marker] * len(meters)), window=window, filters=filter_sql)
+    meter_sql = "e.meter"
+    meter_params: tuple[str, ...] = ()
+    if meter_case:
+        meter_sql = "CASE e.meter " + " ".join(f"WHEN {marker} THEN {i}" for i in range(len(meters))) + " END"
+        meter_params = tuple(meters)
+    return f"{select.format(meter=meter_sql)} {where} {tail}", (*meter_params, *meters, *filter_params)
+
+
 def _query(
     connection: Connection,
     select: str,
@@ -310,18 +338,10 @@ def _query(
     """Run ``select`` over the events of ``meters`` in (or before) each window, through the DB-API cursor
     (plain tuples, no per-row wrapping). ``{meter}`` in ``select`` is the meter's code, or its index in
     ``meters`` when ``meter_case``."""
-    marker = "%s" if is_postgresql(connection) else "?"
-    filter_sql, filter_params = filters.sql(marker)
-    where = _JOIN.format(meters=", ".join([marker] * len(meters)), window=window, filters=filter_sql)
-    meter_sql = "e.meter"
-    meter_params: tuple[str, ...] = ()
-    if meter_case:
-        meter_sql = "CASE e.meter " + " ".join(f"WHEN {marker} THEN {i}" for i in range(len(meters))) + " END"
-        meter_params = tuple(meters)
-    sql = f"{select.format(meter=meter_sql)} {where} {tail}"
+    sql, params = _sql(connection, select, meters, window, filters, tail, meter_case)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, (*meter_params, *meters, *filter_params))
+        cursor.execute(sql, params)
         return cast("list[tuple[Any, ...]]", cursor.fetchall())
     finally:
         cursor.close()
@@ -397,18 +417,22 @@ _STREAM_ROWS = 50_000  # rows fetched at a time when Python sums them: memory gr
 
 
 def _streamed(
-    connection: Connection, select: str, meters: Sequence[str], window: str, filters: _Filters
+    connection: Connection,
+    select: str,
+    meters: Sequence[str],
+    window: str,
+    filters: _Filters,
+    *,
+    meter_case: bool = False,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The rows of ``select`` over the events of ``meters`` in (or before) each window, ``_STREAM_ROWS`` at a
     time (never all of them at once)."""
-    marker = "%s" if is_postgresql(connection) else "?"
-    filter_sql, filter_params = filters.sql(marker)
-    where = _JOIN.format(meters=", ".join([marker] * len(meters)), window=window, filters=filter_sql)
+    sql, params = _sql(connection, select, meters, window, filters, "", meter_case)
     driver: Any = connection.connection.dbapi_connection
     # PostgreSQL: a server-side (named) cursor, so the rows stay on the server until fetched.
     cursor = driver.cursor("usage_rows") if is_postgresql(connection) else driver.cursor()
     try:
-        cursor.execute(f"{select.format(meter='e.meter')} {where}", (*meters, *filter_params))
+        cursor.execute(sql, params)
         while rows := cursor.fetchmany(_STREAM_ROWS):
             yield rows
     finally:
@@ -519,10 +543,14 @@ class _EventRows:
     @classmethod
     def load(cls, connection: Connection, meters: list[str], filters: _Filters) -> _EventRows:
         select = "SELECT w.idx, {meter}, e.occurred_at, e.id, coalesce(e.value, 0)"
-        rows = _query(connection, select, meters, _IN_WINDOW, filters, meter_case=True)
-        if not rows:
+        # chunk by chunk into int64 columns: never a Python tuple per event for all the events at once
+        chunks = [
+            np.array(rows, dtype=np.int64)
+            for rows in _streamed(connection, select, meters, _IN_WINDOW, filters, meter_case=True)
+        ]
+        if not chunks:
             return cls.empty(meters)
-        window, meter, occurred_at, ids, value = np.array(rows, dtype=np.int64).T
+        window, meter, occurred_at, ids, value = np.concatenate(chunks).T
         return cls.sorted(meters, window, meter, occurred_at, ids, value)
 
     @classmethod
@@ -553,7 +581,7 @@ class _Computed:
     largest: int = 0
     latest: int = 0
     weighted: Decimal = Decimal(0)
-    values: tuple[Decimal, ...] | None = None
+    values: Sequence[Decimal] | None = None
 
 
 def _compute(
@@ -603,11 +631,49 @@ def _compute(
             out[(w, code)].weighted = from_scaled(_divide_half_even(integral, length))
     keep = [i for i, code in enumerate(codes) if specs[code].keep_event_values]
     if keep:
-        listed = values.tolist()
         bounds_start, bounds_end = group_starts.tolist(), group_ends.tolist()
         for i in keep:
-            out[(windows[i], codes[i])].values = tuple(from_scaled(v) for v in listed[bounds_start[i] : bounds_end[i]])
+            out[(windows[i], codes[i])].values = EventValues(values[bounds_start[i] : bounds_end[i]])
     return out
+
+
+class EventValues(Sequence[Decimal]):
+    """The values of a window's events in time order, as ``Decimal`` when read, kept as the fixed-point int64
+    array they were loaded as (8 bytes an event, where a tuple of ``Decimal`` takes about 130); equal to any
+    sequence of the same values (a tuple of them included)."""
+
+    __slots__ = ("_scaled",)
+
+    def __init__(self, scaled: np.ndarray) -> None:
+        self._scaled = scaled
+
+    def __len__(self) -> int:
+        return len(self._scaled)
+
+    @overload
+    def __getitem__(self, index: int) -> Decimal: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> EventValues: ...
+
+    def __getitem__(self, index: int | slice) -> Decimal | EventValues:
+        if isinstance(index, slice):
+            return EventValues(self._scaled[index])
+        return from_scaled(int(self._scaled[index]))
+
+    def __iter__(self) -> Iterator[Decimal]:
+        return map(from_scaled, self._scaled.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EventValues):
+            return bool(np.array_equal(self._scaled, other._scaled))
+        return isinstance(other, Sequence) and not isinstance(other, str) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"EventValues({tuple(self)!r})"
 
 
 def exact_group_sums(values: np.ndarray, starts: np.ndarray) -> list[int]:

@@ -144,7 +144,7 @@ def aggregate_split_usage(
 
 _Part = tuple[int, int | None, Group]  # (window index, filter position, group values)
 # what a part of a window found: (window index, filter position, group values, events, quantity, values)
-_Found = tuple[int, int | None, Group, int, Decimal, tuple[Decimal, ...] | None]
+_Found = tuple[int, int | None, Group, int, Decimal, Sequence[Decimal] | None]
 _new_tuple = tuple.__new__
 _SQL_AGGREGATE = {
     "count": "0",

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from dbkit import is_postgresql
 from meters import MeterAggregate, MeterSpec, aggregate_usage, ingest, ingestion_cutoff
+from meters import aggregate as aggregate_module
 from meters.aggregate import exact_group_dots, exact_group_sums
 
 UTC = dt.UTC
@@ -261,6 +262,60 @@ def test_a_carried_level_beyond_64_bits_stays_exact(engine: Engine) -> None:
     big = "999999999999.999999"
     store(engine, *(("acme", "storage_gb", f"2024-02-{day:02d}T00:00:00Z", big) for day in range(1, 11)))
     assert usage(engine)["storage_gb"] == Decimal(big) * 10  # the level carried all through March
+
+
+def test_latest_and_weighted_sum_leave_the_events_in_the_database(engine: Engine, monkeypatch) -> None:
+    # No meter here hands its events back one by one, so no event row is loaded: every kind is computed by the
+    # database, and what comes back is one row per window and meter (memory grows with windows, not events).
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("events loaded")
+
+    monkeypatch.setattr(aggregate_module._EventRows, "load", refuse)
+    store(
+        engine,
+        ("acme", "seats", "2024-03-20T00:00:00Z", "4"),
+        ("acme", "seats", "2024-03-25T00:00:00Z", "0"),  # the newest: 0 seats
+        ("globex", "seats", "2024-03-20T00:00:00Z", "4"),
+        ("globex", "seats", "2024-03-20T01:00:00+01:00", "5"),  # the same instant, stored last
+        ("acme", "storage_gb", "2024-02-10T00:00:00Z", "10"),  # level 10 carried into March
+        ("acme", "storage_gb", "2024-03-11T00:00:00Z", "20"),  # level 30 from 11 March
+    )
+    finalized = ingestion_cutoff(engine)
+    store(
+        engine, ("globex", "seats", "2024-03-30T00:00:00Z", "8"), ("acme", "storage_gb", "2024-03-21T00:00:00Z", "-15")
+    )
+    meters = [METERS["seats"], METERS["storage_gb"]]
+    both = {"acme": MARCH, "globex": MARCH}
+    found = aggregate_usage(engine, both, meters)
+    timely = aggregate_usage(engine, both, meters, received_until=finalized)
+    late = aggregate_usage(engine, both, meters, received_after=finalized)
+    assert found[("acme", "seats")] == MeterAggregate("acme", "acme", "seats", Decimal(0), 2)
+    assert (found[("globex", "seats")].quantity, found[("globex", "seats")].events) == (8, 3)
+    assert (timely[("globex", "seats")].quantity, late[("globex", "seats")].quantity) == (5, 8)
+    # 10 GB × 10 days + 30 GB × 10 days + 15 GB × 11 days = 565 GB-days / 31 = 18.2258064516… → 18.225806;
+    # received by the cutoff: 10 × 10 + 30 × 21 = 730 / 31 = 23.548387…; after it: −15 × 11 / 31 = −5.322580645…
+    assert (found[("acme", "storage_gb")].quantity, found[("acme", "storage_gb")].events) == (Decimal("18.225806"), 2)
+    assert timely[("acme", "storage_gb")].quantity == Decimal("23.548387")
+    assert late[("acme", "storage_gb")].quantity == Decimal("-5.322581")
+    # globex never stored any: 0, no events
+    assert (found[("globex", "storage_gb")].quantity, found[("globex", "storage_gb")].events) == (0, 0)
+
+
+def test_sums_too_large_for_the_database_are_streamed_in_chunks(engine: Engine, monkeypatch) -> None:
+    # SQLite: the 64-bit sums overflow, so the rows are summed on Python integers two at a time (PostgreSQL's
+    # numeric sums never overflow): the results are those of test_sums_beyond_64_bits_stay_exact.
+    monkeypatch.setattr(aggregate_module, "_STREAM_ROWS", 2)
+    big = "999999999999.999999"
+    store(engine, *(("acme", "bytes", f"2024-03-{day:02d}T00:00:00Z", big) for day in range(1, 11)))
+    store(engine, *(("acme", "storage_gb", f"2024-02-{day:02d}T00:00:00Z", big) for day in range(1, 4)))
+    store(
+        engine, ("acme", "storage_gb", "2024-03-16T12:00:00Z", big), ("acme", "storage_gb", "2024-03-01T00:00:00Z", big)
+    )
+    quantities = usage(engine)
+    assert quantities["bytes"] == Decimal(big) * 10
+    # 3 carried all month + 1 all month + 1 for 15.5 of 31 days = 4.5 × the value = 4,499,999,999,999.9999955
+    # → half-even at 6 places: …999996
+    assert quantities["storage_gb"] == Decimal("4499999999999.999996")
 
 
 def test_no_windows_or_no_meters(engine: Engine) -> None:
