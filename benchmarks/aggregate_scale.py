@@ -42,7 +42,7 @@ _SQLITE_LATEST = (
 _POSTGRES_LATEST = (
     "INSERT INTO usage_events (event_id, customer, meter, occurred_at, value, unique_value, properties, "
     "content_hash, received_at) "
-    "SELECT 'l' || i, 'c' || lpad((i % %(customers)s)::text, 5, '0'), 'seats', "
+    "SELECT 'l' || i, 'c' || lpad((i %% %(customers)s)::text, 5, '0'), 'seats', "
     "%(start)s + (i * 2654435761) %% %(span)s, ((i * 40503) %% 1000) * 1000000, NULL, NULL, i, "
     "%(start)s + (i * 2654435761) %% %(span)s + 1000 FROM generate_series(0::bigint, %(events)s - 1) i"
 )
