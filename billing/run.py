@@ -188,7 +188,7 @@ def usage_account(engine: Engine, catalog: Catalog, month: Period, *, customer: 
     """The events of the billing periods ``run_billing`` of ``month`` bills (of ``customer`` only, if given) —
     the month's and those of its weeks and anniversary months, each accounted as the run accounts them — rated
     or left unbilled, with why: what ``billing usage unbilled`` shows, without billing anything."""
-    billing_periods = _billing_periods(engine, catalog, month, customer, None, None)
+    billing_periods = _billing_periods(engine, catalog, month, customer, None)
     account = UsageAccount(month)
     for period in billing_periods.periods:
         report = RunReport(period=period)
@@ -291,7 +291,7 @@ class _BillingPeriods:
 
 def _billing_periods(
     engine: Engine, catalog: Catalog, month: Period, customer: str | None, now: dt.datetime | None,
-    shard: Shard | None,
+    shard: Shard | None = None,
 ) -> _BillingPeriods:
     """The billing periods whose last day falls in ``month``: of each subscription whose plan does not bill it on
     calendar months (a week or an anniversary month), when the subscription covers a day of it or ended as it
