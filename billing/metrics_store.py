@@ -1,49 +1,69 @@
-"""Loading what the revenue and churn figures need from the database, in five queries (two more for the coupons),
-and computing them.
+"""Loading what the revenue and churn figures need from the database, and computing them.
 
 The computation itself is :func:`billing.core.metrics.compute_figures`, which never sees a database. This module reads
-the customers and subscriptions through ``billing.db.repository`` and the invoice amounts through the invoice
-store (only the columns needed, lines summed per kind in Python: SQLite stores exact decimals as text, so the
-database never adds them up).
+the customers and subscriptions through ``billing.db.repository``; the invoices' billed revenue is summed by the
+database per currency, customer and month (:func:`billed_customer_months`: grouped queries whose exact sums run in
+the database, ``dbkit.exact``), so what reaches Python grows with customers, not with invoices.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import decimal
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import groupby
+from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, select, union_all
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import Subquery
 
 from billing.core.cohorts import Cohort, Grain, compute_cohorts
 from billing.core.coupons import CouponIssue
 from billing.core.domain import Customer, Subscription
-from billing.core.margin import LineRecord, Margin, Purchase, RepeatPurchases, margins, repeat_purchases
+from billing.core.margin import (
+    LineRecord,
+    Margin,
+    Purchase,
+    RepeatPurchases,
+    costs_of_goods,
+    declares_costs,
+    margins,
+    repeat_purchases,
+)
 from billing.core.metrics import (
-    BilledHistory,
+    ISSUED,
+    BilledAmounts,
+    BilledSummary,
+    CustomerMonth,
     InvoiceSummary,
     MetricsError,
     PeriodFigures,
-    billed_by_customer,
     compute_figures,
 )
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
-from billing.core.recognition import Recognition, RecognizedLine, recognize
+from billing.core.recognition import Recognition, RecognizedLine, credit_note_lines, recognize
 from billing.db import coupon_tables, override_tables, repository, session_scope
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
-from dbkit import read_only, utcnow
+from billing.db.tables import SubscriptionRow
+from dbkit import ExactDecimal, read_only, utcnow
+from dbkit.exact import exact_greatest, exact_least, exact_sub, exact_sum, month_of
 from invoices import store
 from invoices.model import InvoiceKind, InvoiceScope, LineKind
+from invoices.tables import InvoiceLineRow, InvoiceRow
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog
+from pricing_plans.money import ZERO
 
 __all__ = [
     "TRAILING_MONTHS",
     "MetricInputs",
     "cohorts_from_database",
+    "costs_from_database",
     "coupon_issues",
     "figures_from_database",
     "free_credits_applied",
@@ -77,19 +97,20 @@ class MetricInputs:
     invoices: tuple[InvoiceSummary, ...]
     overrides: Mapping[int, tuple[SubscriptionOverride, ...]] = field(default_factory=dict)
     coupons: tuple[CouponIssue, ...] = ()
-    billed: BilledHistory | None = None
+    billed: BilledSummary | None = None
 
 
 def load_metric_inputs(session: Session, periods: Sequence[Period], *, summed: bool = False) -> MetricInputs:
-    """Read the records for ``periods`` (consecutive, in order); with ``summed``, the invoices are read
-    :data:`CHUNK_MONTHS` months at a time and kept only as their billed revenue per customer and month
-    (``MetricInputs.billed``), so that memory grows with customers × months, not with invoices."""
+    """Read the records for ``periods`` (consecutive, in order); with ``summed``, the invoices are not read: the
+    database sums their billed revenue per customer and month, and only what the figures need of those sums is
+    kept (``MetricInputs.billed``, :func:`billed_summary`), so that memory grows with customers, not with
+    invoices."""
     if not periods:
         return MetricInputs((), (), ())
     first, last = months_before(periods[0], TRAILING_MONTHS).start, periods[-1].start
     subscriptions = tuple(repository.list_subscriptions(session))
     customers = tuple(repository.list_customers(session))
-    billed = _billed_history(session, first, last, subscriptions) if summed else None
+    billed = billed_summary(session, periods) if summed else None
     return MetricInputs(
         customers=customers,
         subscriptions=subscriptions,
@@ -98,30 +119,6 @@ def load_metric_inputs(session: Session, periods: Sequence[Period], *, summed: b
         coupons=tuple(coupon_issues(session, {c.external_id: c.currency for c in customers})),
         billed=billed,
     )
-
-
-CHUNK_MONTHS = 3
-"""How many months of invoices are read at once when only their sums are kept."""
-
-
-def _billed_history(
-    session: Session, first: dt.date, last: dt.date, subscriptions: Sequence[Subscription]
-) -> BilledHistory:
-    """The billed revenue from ``first`` to ``last`` (month starts), read a few months at a time. The invoice query
-    also returns the weeks and anniversary months that began before its first day; those were read with the
-    chunk before, so they are dropped from every chunk but the first."""
-    history = BilledHistory()
-    start = first
-    while start <= last:
-        end = start
-        for _ in range(CHUNK_MONTHS - 1):
-            end = min(_next_month(end), last)
-        chunk = _invoice_summaries(session, start, end, subscriptions)
-        if start != first:
-            chunk = [i for i in chunk if i.period_start >= start or i.kind is InvoiceKind.CREDIT_NOTE]
-        history.add(chunk)
-        start = _next_month(end)
-    return history
 
 
 def _next_month(day: dt.date) -> dt.date:
@@ -221,23 +218,25 @@ def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
     transaction."""
     with session_scope(read_only(engine)) as session:
         inputs = load_metric_inputs(session, periods, summed=True)
+        costs = costs_from_database(session, catalog, periods)
         as_of = utcnow()  # the report's date: redemptions after it do not count
     return compute_figures(
         inputs.customers, inputs.subscriptions, catalog, inputs.billed or inputs.invoices, periods,
-        negotiated=negotiated_plans(catalog, inputs), coupons=inputs.coupons, as_of=as_of,
+        negotiated=negotiated_plans(catalog, inputs), coupons=inputs.coupons, as_of=as_of, costs=costs,
     )  # fmt: skip
 
 
 def cohorts_from_database(
     engine: Engine, grain: Grain, currency: str | None = None, as_of: dt.datetime | None = None
 ) -> list[Cohort]:
-    """The revenue cohorts of the whole billing history (the periods ended by ``as_of``, default now), read in one
-    read-only transaction."""
+    """The revenue cohorts of the whole billing history (the periods ended by ``as_of``, default now; from each
+    currency's first issued period invoice on), read in one read-only transaction."""
     instant = as_of or utcnow()
     with session_scope(read_only(engine)) as session:
-        subscriptions = repository.list_subscriptions(session)
-        invoices = _invoice_summaries(session, dt.date(1900, 1, 1), instant.date(), subscriptions)
-    return compute_cohorts(billed_by_customer(invoices), grain, as_of=instant, currency=currency)
+        first, last = dt.date(1900, 1, 1), instant.date().replace(day=1)
+        starts = billing_history_starts(session, first, last)
+        rows = billed_customer_months(session, first, last)
+        return compute_cohorts(rows, grain, as_of=instant, currency=currency, history_start=starts)
 
 
 def margins_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Period]) -> list[Margin]:
@@ -279,11 +278,246 @@ def recognition_from_database(engine: Engine, periods: Sequence[Period]) -> list
     scopes = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value, InvoiceScope.OPENING.value)
     with session_scope(read_only(engine)) as session:
         lines = store.issued_lines(session, dt.date(1900, 1, 1), dt.date(9999, 1, 1), kinds, scopes)
+        notes = _credit_notes(session, scopes)
     records = [
         RecognizedLine(line.currency, line.amount, line.service_start, line.service_end, line.period_start or OPEN_END)
         for line in lines
     ]
+    for net, issued_on, credited in notes:
+        records.extend(credit_note_lines(net, issued_on, credited))
     return recognize(records, periods)
 
 
+def _credit_notes(session: Session, scopes: Sequence[str]) -> list[tuple[Decimal, dt.date, list[RecognizedLine]]]:
+    """Each issued credit note against an issued invoice of ``scopes``: its net amount, its issue date and the
+    credited invoice's lines."""
+    note, credited = aliased(InvoiceRow), aliased(InvoiceRow)
+    rows = session.execute(
+        select(note.subtotal, note.issue_date, note.refers_to_id)
+        .join(credited, credited.id == note.refers_to_id)
+        .where(note.kind == InvoiceKind.CREDIT_NOTE.value, note.status.in_(_ISSUED), credited.scope.in_(list(scopes)))
+        .order_by(note.id)
+    ).all()
+    wanted = sorted({invoice_id for _, _, invoice_id in rows})
+    lines: dict[int, list[RecognizedLine]] = defaultdict(list)
+    for start in range(0, len(wanted), 5000):
+        found = session.execute(
+            select(
+                InvoiceLineRow.invoice_id, InvoiceRow.currency, InvoiceLineRow.amount, InvoiceLineRow.service_start,
+                InvoiceLineRow.service_end, InvoiceRow.period_start,
+            )
+            .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+            .where(InvoiceLineRow.invoice_id.in_(wanted[start : start + 5000]))
+            .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
+        )  # fmt: skip
+        for invoice_id, currency, amount, service_start, service_end, period_start in found:
+            lines[invoice_id].append(RecognizedLine(currency, amount, service_start, service_end, period_start))
+    return [(net, issued_on, lines[invoice_id]) for net, issued_on, invoice_id in rows if issued_on is not None]
+
+
 OPEN_END = dt.date(9999, 12, 31)
+_EXACT = decimal.Context(prec=1000, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+
+
+def _month_billed(invoice: Any, subscription: Any) -> ColumnElement[str]:
+    """The month (``YYYY-MM-01``) an invoice's billed revenue counts in, as ``InvoiceSummary.billed_month``."""
+    service_start = case(
+        (subscription.start_date > invoice.period_start, subscription.start_date), else_=invoice.period_start
+    )
+    return case(
+        (invoice.scope.in_(_PERIOD_SCOPES), month_of(invoice.period_end, 1)),
+        (
+            and_(invoice.scope == InvoiceScope.OPENING.value, subscription.start_date.is_not(None)),
+            month_of(service_start),
+        ),
+        else_=month_of(invoice.period_start),
+    )
+
+
+_PERIOD_SCOPES = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value)
+_ISSUED = tuple(sorted(status.value for status in ISSUED))
+_USAGE_KINDS = (LineKind.USAGE.value, LineKind.LATE_USAGE.value)
+
+
+def _revenue_invoices(invoice: Any, first: dt.date, last: dt.date) -> ColumnElement[bool]:
+    """Issued invoices that are revenue (not a top-up) and may count in the months ``first`` to ``last``: every
+    invoice counts in a month from its period's start's to its period's last day's."""
+    return and_(
+        invoice.kind == InvoiceKind.INVOICE.value,
+        invoice.status.in_(_ISSUED),
+        invoice.scope != InvoiceScope.CREDIT.value,
+        invoice.period_end > first,
+        invoice.period_start < _next_month(last),
+    )
+
+
+def billed_customer_months(session: Session, first: dt.date, last: dt.date) -> Iterator[CustomerMonth]:
+    """Each customer's billed revenue of each month from ``first`` to ``last`` (month starts), as
+    ``billing.core.metrics.billed_by_customer`` counts it, by currency, customer and month. The database sums it
+    (``dbkit.exact``), one amount per row: each invoice's total and tax (its amount net of tax), the free credit
+    applied to it (up to that net amount) and the credit notes against it, grouped per currency, customer, month
+    and kind of amount; only those sums reach Python."""
+    parts = _billed_parts(first, last, lines=False)
+    grouped = (
+        select(parts.c.currency, parts.c.customer, parts.c.month, parts.c.part, exact_sum(parts.c.amount))
+        .group_by(parts.c.currency, parts.c.customer, parts.c.month, parts.c.part)
+        .order_by(parts.c.currency, parts.c.customer, parts.c.month)
+    )
+    result = session.connection().execute(grouped, execution_options={"yield_per": 10_000})
+    for (currency, customer, day), group in groupby(result, key=lambda row: (row[0], row[1], row[2])):
+        found = {part: amount for _, _, _, part, amount in group}
+        total = found["total"] if len(found) == 1 and "total" in found else _net(found)
+        yield CustomerMonth(currency, customer, dt.date.fromisoformat(day), total)
+
+
+def billed_months(session: Session, first: dt.date, last: dt.date) -> dict[tuple[str, dt.date], BilledAmounts]:
+    """The billed revenue of each month from ``first`` to ``last`` per currency, split by line kind (the sums of
+    :func:`billed_customer_months` over the customers, with the fee, usage and commitment lines apart)."""
+    parts = _billed_parts(first, last, lines=True)
+    grouped = select(parts.c.currency, parts.c.month, parts.c.part, exact_sum(parts.c.amount)).group_by(
+        parts.c.currency, parts.c.month, parts.c.part
+    )
+    found: dict[tuple[str, dt.date], dict[str, Decimal]] = defaultdict(dict)
+    for currency, day, part, amount in session.execute(grouped):
+        found[(currency, dt.date.fromisoformat(day))][part] = amount
+    return {key: _billed_amounts(amounts) for key, amounts in found.items()}
+
+
+def _billed_parts(first: dt.date, last: dt.date, *, lines: bool) -> Subquery:
+    """The amounts billed revenue is made of, one per row with its currency, customer, month and part: each
+    issued invoice's ``total`` and ``tax``, the ``free`` credit applied to it (up to its amount net of tax), the
+    subtotals of the ``credit_note``s against it and, with ``lines``, its fee, usage and commitment lines (their
+    kind as the part)."""
+    inv, sub = aliased(InvoiceRow), aliased(SubscriptionRow)
+    columns = (
+        inv.currency.label("currency"), inv.customer_external_id.label("customer"),
+        _month_billed(inv, sub).label("month"),
+    )  # fmt: skip
+    revenue = _revenue_invoices(inv, first, last)
+    totals = select(*columns, literal("total").label("part"), inv.total.label("amount"))
+    taxes = select(*columns, literal("tax"), inv.tax).where(inv.tax != 0)
+    free = (
+        select(CreditEntryRow.invoice_id.label("invoice_id"), exact_sum(CreditEntryRow.amount).label("amount"))
+        .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+        .where(CreditEntryRow.account == "invoice", CreditGrantRow.kind == "free")
+        .group_by(CreditEntryRow.invoice_id)
+        .subquery()
+    )
+    zero = literal(ZERO, ExactDecimal())
+    applied = exact_least(free.c.amount, exact_greatest(exact_sub(inv.total, inv.tax), zero))
+    frees = select(*columns, literal("free"), applied).join(free, free.c.invoice_id == inv.id)
+    note = aliased(InvoiceRow)
+    notes = (
+        select(*columns, literal("credit_note"), note.subtotal)
+        .select_from(note)
+        .join(inv, inv.id == note.refers_to_id)
+        .where(note.kind == InvoiceKind.CREDIT_NOTE.value, note.status.in_(_ISSUED))
+    )
+    branches = [totals, taxes, frees, notes]
+    if lines:
+        branches.append(
+            select(*columns, InvoiceLineRow.kind, InvoiceLineRow.amount)
+            .select_from(InvoiceLineRow)
+            .join(inv, inv.id == InvoiceLineRow.invoice_id)
+            .where(InvoiceLineRow.kind.in_(_SPLIT_KINDS))
+        )
+    parts = union_all(
+        *(branch.outerjoin(sub, sub.id == inv.subscription_id).where(revenue) for branch in branches)
+    ).subquery()
+    return select(parts).where(parts.c.month >= first.isoformat(), parts.c.month <= last.isoformat()).subquery()
+
+
+_SPLIT_KINDS = (LineKind.SUBSCRIPTION.value, *_USAGE_KINDS, LineKind.COMMITMENT.value)
+
+
+def _billed_amounts(parts: Mapping[str, Decimal]) -> BilledAmounts:
+    """A month's billed revenue from its summed parts: the invoices' totals less their tax, the free credit
+    applied and the credit notes; what the fee, usage and commitment lines do not account for is adjustments."""
+    with decimal.localcontext(_EXACT):
+        fee = parts.get(LineKind.SUBSCRIPTION.value, ZERO)
+        usage = sum((parts.get(kind, ZERO) for kind in _USAGE_KINDS), ZERO)
+        commitment = parts.get(LineKind.COMMITMENT.value, ZERO)
+        total = _net(parts)
+        return BilledAmounts(fee, usage, commitment, total - fee - usage - commitment)
+
+
+def _net(parts: Mapping[str, Decimal]) -> Decimal:
+    """The billed revenue of summed parts: totals − tax − free credit applied − credit notes."""
+    with decimal.localcontext(_EXACT):
+        total = parts.get("total", ZERO) - parts.get("tax", ZERO) - parts.get("free", ZERO)
+        return total - parts.get("credit_note", ZERO)
+
+
+def billing_history_starts(session: Session, first: dt.date, last: dt.date) -> dict[str, dt.date]:
+    """Per currency, the first month from ``first`` to ``last`` with an issued period invoice
+    (``billing.core.metrics.first_billed_periods``)."""
+    statement = (
+        select(InvoiceRow.currency, func.min(InvoiceRow.period_end))
+        .where(_revenue_invoices(InvoiceRow, first, last), InvoiceRow.scope == InvoiceScope.PERIOD.value)
+        .group_by(InvoiceRow.currency)
+    )
+    starts = {}
+    for currency, period_end in session.execute(statement):
+        month = (period_end - dt.timedelta(days=1)).replace(day=1)
+        if month <= last:
+            starts[currency] = month
+    return starts
+
+
+def invoiced_currencies(session: Session, first: dt.date, last: dt.date) -> set[str]:
+    """The currencies of the invoices of any status that may count in the months ``first`` to ``last``."""
+    statement = (
+        select(InvoiceRow.currency)
+        .distinct()
+        .where(InvoiceRow.period_end > first, InvoiceRow.period_start < _next_month(last))
+    )
+    return set(session.scalars(statement))
+
+
+def billed_summary(session: Session, periods: Sequence[Period]) -> BilledSummary:
+    """The billed revenue the figures of ``periods`` need (and of the 23 months before), summed by the database
+    per customer and month and kept by :class:`BilledSummary` (memory grows with customers)."""
+    first, last = months_before(periods[0], TRAILING_MONTHS).start, periods[-1].start
+    summary = BilledSummary(
+        periods, billing_history_starts(session, first, last), invoiced_currencies(session, first, last)
+    )
+    summary.add(billed_customer_months(session, first, last), billed_months(session, first, last))
+    return summary
+
+
+def costs_from_database(
+    session: Session, catalog: Catalog, periods: Sequence[Period]
+) -> dict[tuple[dt.date, str], Decimal]:
+    """The cost of goods of ``periods`` per (month, currency) (``billing.core.margin.costs_of_goods``): the units
+    of the usage lines and the subscriptions with a fee line of the issued period and progressive invoices, summed
+    and counted by the database per month, currency and meter or plan. Empty when the catalog declares no cost."""
+    if not periods or not declares_costs(catalog):
+        return {}
+    month = month_of(InvoiceRow.period_end, 1).label("month")
+    issued = and_(
+        InvoiceRow.kind == InvoiceKind.INVOICE.value,
+        InvoiceRow.status.in_(_ISSUED),
+        InvoiceRow.scope.in_(_PERIOD_SCOPES),
+        InvoiceRow.period_end > periods[0].start,
+        InvoiceRow.period_end <= periods[-1].end,
+    )
+    usage = (
+        select(month, InvoiceRow.currency, InvoiceLineRow.meter, exact_sum(InvoiceLineRow.quantity))
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(issued, InvoiceLineRow.kind == LineKind.USAGE.value, InvoiceLineRow.meter.is_not(None))
+        .group_by(month, InvoiceRow.currency, InvoiceLineRow.meter)
+    )
+    fees = (
+        select(
+            month, InvoiceRow.currency, InvoiceLineRow.plan_code, InvoiceLineRow.plan_version,
+            func.count(func.distinct(InvoiceLineRow.subscription_id)),
+        )
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(issued, InvoiceLineRow.kind == LineKind.SUBSCRIPTION.value, InvoiceLineRow.plan_code.is_not(None))
+        .group_by(month, InvoiceRow.currency, InvoiceLineRow.plan_code, InvoiceLineRow.plan_version)
+    )  # fmt: skip
+    return costs_of_goods(
+        ((dt.date.fromisoformat(m), c, meter, units) for m, c, meter, units in session.execute(usage)),
+        ((dt.date.fromisoformat(m), c, code, version, n) for m, c, code, version, n in session.execute(fees)),
+        catalog,
+    )

@@ -49,7 +49,10 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
 - **Trailing NRR / GRR billed** over n = 3 or 12 months, cohort-based: the base is the customers billed in the n
   months before the window ``[P − n + 1, P]``; NRR = Σ their billed revenue in the window / Σ their billed revenue
   in the n months before; GRR caps each customer's window revenue at its base revenue.
-- **ARPA** = billed revenue / billed customers; **CLV** = ARPA / customer churn rate.
+- **ARPA** = billed revenue / billed customers; **CLV** = ARPA / customer churn rate (of paying customers). When
+  the catalog declares costs (a meter's ``unit_cost``, a plan's ``subscription_cost``), CLV is on gross margin:
+  (billed revenue − cost of goods) / billed customers / customer churn rate, the cost of goods as the margins
+  count it (``billing.core.margin.costs_of_goods``).
 - **Coupon redemption rate** of P = coupons redeemed / coupons issued, over the coupons issued in P (by the UTC
   day of issue) to the customers billed in the currency, redeemed by the report's date: a coupon is redeemed when
   it first reduces one of the customer's finalized invoices (``billing.core.coupons.CouponIssue``).
@@ -61,9 +64,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from itertools import accumulate, groupby
+from typing import Any
 
 from billing.core.coupons import CouponIssue, coupon_counts
 from billing.core.domain import CancelReason, Customer, Subscription
@@ -80,6 +85,8 @@ __all__ = [
     "MRR_DECIMALS",
     "BilledAmounts",
     "BilledHistory",
+    "BilledSummary",
+    "CustomerMonth",
     "InvoiceSummary",
     "MetricsError",
     "PeriodFigures",
@@ -91,6 +98,7 @@ __all__ = [
     "format_money",
     "format_rate",
     "has_ended_everywhere",
+    "month_number",
     "plan_mrr",
     "ratio",
     "revenue_base",
@@ -333,6 +341,7 @@ class PeriodFigures:
     trailing_12: RevenueBase = field(default_factory=RevenueBase)
     coupons_issued: int = 0
     coupons_redeemed: int = 0
+    cost: Decimal | None = None
 
     def _rate(self, numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
         return ratio(numerator, denominator) if self.closed else None
@@ -402,12 +411,20 @@ class PeriodFigures:
         return self._rate(self.billed_revenue, self.billed_customers)
 
     @property
+    def gross_margin_rate(self) -> Decimal | None:
+        """(Billed revenue − cost of goods) / billed revenue; None when nothing declares a cost."""
+        return None if self.cost is None else self._rate(self.billed_revenue - self.cost, self.billed_revenue)
+
+    @property
     def clv(self) -> Decimal | None:
-        """Customer lifetime value estimate: ARPA / customer churn rate."""
-        arpa, churn = self.arpa, self.customer_churn_rate
-        if arpa is None or churn is None:
+        """Customer lifetime value estimate: ARPA / customer churn rate, on gross margin when costs are declared:
+        (billed revenue − cost of goods) / billed customers / customer churn rate."""
+        churn = self.customer_churn_rate
+        margin = self.billed_revenue if self.cost is None else self.billed_revenue - self.cost
+        per_account = self._rate(margin, self.billed_customers)
+        if per_account is None or churn is None:
             return None
-        return ratio(arpa, churn)
+        return ratio(per_account, churn)
 
 
 # -- formatting --------------------------------------------------------------------------------------------
@@ -551,9 +568,15 @@ class _History:
         with decimal.localcontext(_EXACT):
             for customer, subs in self.subscriptions.items():
                 active = [s for s in subs if s.active_on(day)]
-                if active:
+                if len(active) == 1:  # (the plan's MRR itself: not a new number per customer)
+                    state[customer] = self._mrr(active[0], day)
+                elif active:
                     state[customer] = sum((self._mrr(s, day) for s in active), ZERO)
         return state
+
+    def of_currency(self, state: Mapping[str, Decimal], currency: str) -> dict[str, Decimal]:
+        """The part of a :meth:`state_on` of the customers paying in ``currency``."""
+        return {c: m for c, m in state.items() if self.currency[c] == currency}
 
     def _mrr(self, subscription: Subscription, day: dt.date) -> Decimal:
         negotiated = self.negotiated.get(subscription.id)
@@ -631,19 +654,24 @@ def compute_figures(
     customers: Iterable[Customer],
     subscriptions: Iterable[Subscription],
     plans: Catalog | PlanIndex | Iterable[Plan],
-    invoices: Iterable[InvoiceSummary] | BilledHistory,
+    invoices: Iterable[InvoiceSummary] | BilledHistory | BilledSummary,
     periods: Sequence[Period],
     *,
     negotiated: Mapping[int, Negotiated] | None = None,
     coupons: Iterable[CouponIssue] = (),
     as_of: dt.datetime | None = None,
+    costs: Mapping[tuple[dt.date, str], Decimal] | None = None,
 ) -> list[PeriodFigures]:
     """The figures of each period, per currency: ordered by period, then currency.
 
-    ``coupons``: the coupons issued to customers, for the redemption rate; a redemption after ``as_of`` (the
-    report's date; None: whenever) does not count. A period that has not ended everywhere at ``as_of`` is open:
-    its ratios are all undefined. The trailing 12-month figures need the invoices of the 23 months before each
-    period.
+    ``costs``: the cost of goods per (month start, currency) where the catalog declares costs
+    (``billing.core.margin.costs_of_goods``): CLV is then on gross margin.
+
+    ``invoices``: the invoice summaries, or their billed revenue per customer and month already summed
+    (:class:`BilledHistory`; :class:`BilledSummary`, summed for these very periods). ``coupons``: the coupons
+    issued to customers, for the redemption rate; a redemption after ``as_of`` (the report's date; None: whenever)
+    does not count. A period that has not ended everywhere at ``as_of`` is open: its ratios are all undefined. The
+    trailing 12-month figures need the invoices of the 23 months before each period.
 
     The currencies are those of every customer and of every invoice; a currency with no activity in a period
     gets zeros and undefined ratios. ``plans`` is the catalog, or its plans by ``(code, version)``;
@@ -655,46 +683,58 @@ def compute_figures(
     """
     customers = list(customers)
     history = _History(customers, subscriptions, plans, negotiated)
-    summed = invoices if isinstance(invoices, BilledHistory) else BilledHistory.of(invoices)
-    billed, first_runs = summed.billed, summed.first_runs
-    currencies = sorted({c.currency for c in customers} | summed.currencies)
-    states: dict[dt.date, dict[str, Decimal]] = {}
-
-    def state_on(day: dt.date) -> dict[str, Decimal]:
-        if day not in states:
-            states[day] = history.state_on(day)
-        return states[day]
-
+    summary = _summary_of(invoices, periods)
+    currencies = sorted({c.currency for c in customers} | summary.currencies)
     issued = coupon_counts(coupons, periods, as_of)
     figures: list[PeriodFigures] = []
-    for period in periods:
-        start, end = state_on(period.start), state_on(period.end)
+    end_day: dt.date | None = None
+    end_state: dict[str, Decimal] = {}
+    for period in periods:  # only two days' states are held at once: the period's start and end
+        start_state = end_state if period.start == end_day else history.state_on(period.start)
+        end_day, end_state = period.end, history.state_on(period.end)
+        index = summary.index(period.start)
         for currency in currencies:
-            months = _Months(billed, currency, period, first_runs.get(currency))
             found = _period_figures(
-                _Instant({c: m for c, m in start.items() if history.currency[c] == currency}, months.billed(-1)),
-                _Instant({c: m for c, m in end.items() if history.currency[c] == currency}, months.billed(0)),
+                _Instant(history.of_currency(start_state, currency), summary.paying_test(currency, index - 1)),
+                _Instant(history.of_currency(end_state, currency), summary.paying_test(currency, index)),
                 history,
                 period,
+                summary.total(currency, index),
+                summary.billed_customers(currency, index),
             )
             counted = issued.get((period.start, currency), (0, 0))
             closed = as_of is None or has_ended_everywhere(period, as_of)
-            figures.append(_with_retention(found, currency, closed, months, counted))
+            found = replace(found, cost=(costs or {}).get((period.start, currency)))
+            figures.append(_with_retention(found, currency, closed, summary, period, counted))
     return figures
 
 
+def _summary_of(
+    invoices: Iterable[InvoiceSummary] | BilledHistory | BilledSummary, periods: Sequence[Period]
+) -> BilledSummary:
+    if isinstance(invoices, BilledSummary):
+        if tuple(invoices.periods) != tuple(periods):
+            raise ValueError("the billed revenue was summed for other periods")
+        return invoices
+    history = invoices if isinstance(invoices, BilledHistory) else BilledHistory.of(invoices)
+    summary = BilledSummary(periods, history.first_runs, history.currencies)
+    summary.add(history.customer_months(), history.month_totals())
+    return summary
+
+
 def _with_retention(
-    found: PeriodFigures, currency: str, closed: bool, months: _Months, coupons: tuple[int, int]
-) -> PeriodFigures:
+    found: PeriodFigures, currency: str, closed: bool, summary: BilledSummary, period: Period,
+    coupons: tuple[int, int],
+) -> PeriodFigures:  # fmt: skip
     """A period's figures with their currency, whether the period is closed, the revenue retention bases (month
     on month, trailing 3 and 12 months) and the coupons issued and redeemed."""
     return replace(
         found,
         currency=currency,
         closed=closed,
-        billed_base=months.retention(1),
-        trailing_3=months.retention(3),
-        trailing_12=months.retention(12),
+        billed_base=summary.retention(currency, period, 1),
+        trailing_3=summary.retention(currency, period, 3),
+        trailing_12=summary.retention(currency, period, 12),
         coupons_issued=coupons[0],
         coupons_redeemed=coupons[1],
     )
@@ -709,11 +749,21 @@ def has_ended_everywhere(period: Period, now: dt.datetime) -> bool:
     return (now.astimezone(dt.UTC) + LATEST_UTC_OFFSET).date() >= period.end
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerMonth:
+    """One customer's billed revenue of one month (``month``: its first day) in one currency."""
+
+    currency: str
+    customer: str
+    month: dt.date
+    total: Decimal
+
+
 @dataclass(slots=True)
 class BilledHistory:
     """The invoices as the figures use them: billed revenue per (currency, month) and customer, where each
     currency's billing history starts, and the currencies invoiced. Built a chunk of invoices at a time
-    (:meth:`add`), so that memory grows with customers × months, not with invoices."""
+    (:meth:`add`)."""
 
     billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]] = field(default_factory=dict)
     first_runs: dict[str, dt.date] = field(default_factory=dict)
@@ -739,6 +789,20 @@ class BilledHistory:
                 self.first_runs[currency] = first
         self.currencies.update(inv.currency for inv in chunk)
 
+    def customer_months(self) -> list[CustomerMonth]:
+        """The billed revenue as :class:`CustomerMonth` records, by currency, customer and month."""
+        rows = [
+            CustomerMonth(currency, customer, month, amounts.total)
+            for (currency, month), customers in self.billed.items()
+            for customer, amounts in customers.items()
+        ]
+        return sorted(rows, key=lambda r: (r.currency, r.customer, r.month))
+
+    def month_totals(self) -> dict[tuple[str, dt.date], BilledAmounts]:
+        """The billed revenue per (currency, month), split by line kind."""
+        with decimal.localcontext(_EXACT):
+            return {key: sum(customers.values(), BilledAmounts()) for key, customers in self.billed.items()}
+
 
 def first_billed_periods(invoices: Iterable[InvoiceSummary]) -> dict[str, dt.date]:
     """Per currency, the first month with an issued period invoice: where the billing history starts (before it,
@@ -752,60 +816,127 @@ def first_billed_periods(invoices: Iterable[InvoiceSummary]) -> dict[str, dt.dat
     return first
 
 
-class _Months:
-    """One currency's billed revenue by month and customer, seen from one period."""
+WINDOWS = (1, 3, 12)
+"""The revenue retention windows, in months: month on month, trailing 3 and trailing 12."""
 
-    def __init__(
-        self,
-        billed: Mapping[tuple[str, dt.date], Mapping[str, BilledAmounts]],
-        currency: str,
-        period: Period,
-        history_start: dt.date | None,
-    ) -> None:
-        self._billed, self._currency, self._period = billed, currency, period
-        self._history_start = history_start
 
-    def retention(self, months: int) -> RevenueBase:
-        """Revenue retention over ``months`` months up to this period, of the customers billed in the ``months``
-        before; an empty base when those reach before the billing history's start."""
-        if self._history_start is None or self._month(-2 * months + 1) < self._history_start:
-            return RevenueBase()
-        return revenue_base(self.window(-months, months), self.window(0, months))
+def month_number(day: dt.date) -> int:
+    """The month of ``day`` counted from year 0 (consecutive months are consecutive numbers)."""
+    return day.year * 12 + day.month - 1
 
-    def _month(self, offset: int) -> dt.date:
-        period = self._period
-        for _ in range(-offset):
-            period = period.previous()
-        return period.start
 
-    def billed(self, offset: int) -> Mapping[str, BilledAmounts]:
-        """Each customer's billed revenue of the period ``offset`` months from this one (0: this one)."""
-        return self._billed.get((self._currency, self._month(offset)), {})
+class BilledSummary:
+    """What the figures of some periods (months) need of the billed revenue, summed one customer at a time so
+    that memory grows with customers, not with invoices or months: per (currency, month) the billed revenue
+    and how many customers were billed > 0; per customer which months billed it > 0 (a bit per month); per
+    (currency, period, window) the revenue retention base. Feed it :class:`CustomerMonth` records grouped by
+    currency and customer (:meth:`add`; the database sums them: ``billing.metrics_store``)."""
 
-    def window(self, last: int, months: int) -> dict[str, Decimal]:
-        """Each customer's billed revenue over ``months`` months ending ``last`` months from this one."""
-        totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    def __init__(self, periods: Sequence[Period], first_runs: Mapping[str, dt.date], currencies: Iterable[str]):
+        self.periods = tuple(periods)
+        self.first_runs = dict(first_runs)
+        self.currencies = set(currencies)
+        self._origin = month_number(self.periods[0].start) if self.periods else 0
+        self._indexes = sorted({self.index(p.start) for p in self.periods})
+        self._low = (self._indexes[0] if self._indexes else 0) - 2 * max(WINDOWS) + 1
+        self._high = self._indexes[-1] if self._indexes else 0
+        self._totals: dict[tuple[str, int], BilledAmounts] = {}
+        self._counts: dict[tuple[str, int], int] = defaultdict(int)
+        self._positive: dict[tuple[str, str], int] = {}
+        self._bases: dict[tuple[str, int, int], list[Any]] = {}
+
+    def index(self, month: dt.date) -> int:
+        """The month's position relative to the first period's (0), as the summary counts months."""
+        return month_number(month) - self._origin
+
+    def add(self, rows: Iterable[CustomerMonth], months: Mapping[tuple[str, dt.date], BilledAmounts]) -> None:
+        """Add the billed revenue of customers, each customer's records together, and the billed revenue of each
+        (currency, month) split by line kind (the sum of the customers')."""
         with decimal.localcontext(_EXACT):
-            for offset in range(last - months + 1, last + 1):
-                for customer, amounts in self.billed(offset).items():
-                    totals[customer] += amounts.total
-        return dict(totals)
+            for (currency, customer), group in groupby(rows, key=lambda r: (r.currency, r.customer)):
+                self.currencies.add(currency)
+                self._add_customer(currency, customer, group)
+            for (currency, month), amounts in months.items():
+                key = (currency, self.index(month))
+                self._totals[key] = self._totals[key] + amounts if key in self._totals else amounts
+
+    def _add_customer(self, currency: str, customer: str, rows: Iterable[CustomerMonth]) -> None:
+        low, high = self._low, self._high
+        totals = [ZERO] * (high - low + 1)
+        mask = 0
+        for row in rows:
+            i = self.index(row.month)
+            if not low <= i <= high:
+                continue
+            totals[i - low] += row.total
+        for i in range(max(low, self._indexes[0] - 1), high + 1):
+            if totals[i - low] > 0:
+                self._counts[(currency, i)] += 1
+                mask |= 1 << (i - low)
+        if mask:
+            self._positive[(currency, customer)] = mask
+        prefix = [ZERO, *accumulate(totals)]
+        bases = self._bases
+        for index in self._indexes:
+            end = index - low + 1  # the window's months end at ``index``; the base's at ``index − months``
+            for months in WINDOWS:
+                middle = end - months
+                before = prefix[middle] - prefix[middle - months if middle > months else 0]
+                if before <= 0:
+                    continue
+                now = prefix[end] - prefix[middle]
+                base = bases.get((currency, index, months))
+                if base is None:
+                    bases[(currency, index, months)] = [1, before, now, min(before, now)]
+                else:
+                    base[0] += 1
+                    base[1] += before
+                    base[2] += now
+                    base[3] += min(before, now)
+
+    def total(self, currency: str, index: int) -> BilledAmounts:
+        """The billed revenue of the month at ``index``."""
+        return self._totals.get((currency, index), BilledAmounts())
+
+    def billed_customers(self, currency: str, index: int) -> int:
+        """How many customers were billed > 0 in the month at ``index``."""
+        return self._counts.get((currency, index), 0)
+
+    def paying_test(self, currency: str, index: int) -> Callable[[str], bool]:
+        """Whether a customer was billed > 0 in the month at ``index`` (from the month before the first period)."""
+        bit = 1 << (index - self._low)
+        positive = self._positive
+        return lambda customer: bool(positive.get((currency, customer), 0) & bit)
+
+    def retention(self, currency: str, period: Period, months: int) -> RevenueBase:
+        """Revenue retention over ``months`` months up to ``period``, of the customers billed in the ``months``
+        before; an empty base when those reach before the currency's billing history's start."""
+        history_start = self.first_runs.get(currency)
+        index = self.index(period.start)
+        if history_start is None or index - 2 * months + 1 < self.index(history_start):
+            return RevenueBase()
+        found = self._bases.get((currency, index, months))
+        if found is None:
+            return RevenueBase()
+        return RevenueBase(int(found[0]), found[1], found[2], found[3])
 
 
 @dataclass(frozen=True, slots=True)
 class _Instant:
-    """The customers active on the first day of a month with their MRR, and what each was billed in the month
-    that ends then."""
+    """The customers active on the first day of a month with their MRR, and whether each was billed > 0 in the
+    month that ends then."""
 
     active: Mapping[str, Decimal]
-    billed: Mapping[str, BilledAmounts]
+    billed_positive: Callable[[str], bool]
 
     def paying(self) -> set[str]:
         """Active customers with MRR > 0 (a paid plan) or billed revenue > 0 in the month that just ended."""
-        return {c for c, mrr in self.active.items() if mrr > 0 or (c in self.billed and self.billed[c].total > 0)}
+        return {c for c, mrr in self.active.items() if mrr > 0 or self.billed_positive(c)}
 
 
-def _period_figures(start: _Instant, end: _Instant, history: _History, period: Period) -> PeriodFigures:
+def _period_figures(
+    start: _Instant, end: _Instant, history: _History, period: Period, billed: BilledAmounts, billed_customers: int
+) -> PeriodFigures:
     """One currency's figures for one period: paying and free customer counts, the MRR bridge and what was
     billed (the retention bases are added by the caller)."""
     paying_start, paying_end = start.paying(), end.paying()
@@ -818,7 +949,6 @@ def _period_figures(start: _Instant, end: _Instant, history: _History, period: P
     with decimal.localcontext(_EXACT):
         mrr_start = sum(start.active.values(), ZERO)
         mrr_end = sum(end.active.values(), ZERO)
-        total = sum(end.billed.values(), BilledAmounts())
     return PeriodFigures(
         period=period,
         currency="",
@@ -839,8 +969,8 @@ def _period_figures(start: _Instant, end: _Instant, history: _History, period: P
         mrr_expansion=moves["expansion"],
         mrr_contraction=moves["contraction"],
         mrr_churned=moves["churned"],
-        billed=total,
-        billed_customers=sum(1 for amounts in end.billed.values() if amounts.total > 0),
+        billed=billed,
+        billed_customers=billed_customers,
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbkit import writelock
+from dbkit.exact import register_sqlite_functions
 
 __all__ = ["MIGRATIONS", "current_revision", "make_engine", "session_scope", "upgrade"]
 
@@ -47,6 +48,7 @@ def _setup_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA cache_size=-262144")
         cursor.close()
+        register_sqlite_functions(dbapi_connection)  # exact sums of money stored as text (dbkit.exact)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:

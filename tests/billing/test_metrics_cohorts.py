@@ -164,3 +164,33 @@ def test_metrics_without_a_period_or_a_sub_command_is_a_usage_error(billed_db):
     result = runner.invoke(app, ["metrics"], env=billed_db)
     assert result.exit_code == 2
     assert "--period" in result.output
+
+
+def test_cohorts_start_with_the_billing_history():
+    """The billing history of USD starts in August (its first period invoice); x was billed an opening fee in May,
+    before it: its first period is unknown, so it is in no cohort, and no cell lies before August.
+
+    Billed revenue (USD):   May   Jun   Jul   Aug   Sep
+      x (an opening fee)     30     –     –    40    40
+      y                       –     –     –    50     –
+      z                       –     –     –     –    20
+    """
+    billed = _billed(
+        {
+            ("USD", "x", D(2026, 5, 1)): "30",
+            ("USD", "x", D(2026, 8, 1)): "40",
+            ("USD", "x", D(2026, 9, 1)): "40",
+            ("USD", "y", D(2026, 8, 1)): "50",
+            ("USD", "z", D(2026, 9, 1)): "20",
+        }
+    )
+    as_of = dt.datetime(2026, 10, 15, tzinfo=dt.UTC)
+    found = compute_cohorts(billed, Grain.MONTH, as_of=as_of, history_start={"USD": D(2026, 8, 1)})
+    assert _table(found) == [
+        # August: y alone (50.00); September: y billed nothing → 0 / 1 = 0 %, 0 / 50 = 0 %
+        ("2026-08", 1, "50.00", [("100.0", "100.0"), ("0.0", "0.0")]),
+        # September: z (20.00)
+        ("2026-09", 1, "20.00", [("100.0", "100.0")]),
+    ]
+    # without the history's start, x makes a May cohort with 0 % in June and July, when nothing was billed yet
+    assert compute_cohorts(billed, Grain.MONTH, as_of=as_of)[0].period.label == "2026-05"
