@@ -11,6 +11,9 @@ lines and purchases come from ``billing.metrics_store``.
   without one would show the cost of a few meters as its whole cost, and an absurd markup).
 - **Gross margin** = revenue − cost; **gross margin rate** = (revenue − cost) / revenue; **markup** = (revenue −
   cost) / cost (cost 300, price 450 → 50 %). Undefined (n/a) when the denominator is 0 or no cost is declared.
+- **Cost of goods** of a month and currency = Σ the meters' costs + Σ the declared subscription costs (the cost
+  side of the margins, over every meter and plan): CLV applies the gross margin it leaves
+  (``billing.core.metrics``).
 - **Repeat purchase rate** of P = returning buyers / buyers in P, where a buyer bought a one-off purchase (a
   top-up of prepaid credit) in P, and a returning buyer had bought one in an earlier month too.
 """
@@ -28,7 +31,16 @@ from billing.core.periods import Period, month_of
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO
 
-__all__ = ["LineRecord", "Margin", "Purchase", "RepeatPurchases", "margins", "repeat_purchases"]
+__all__ = [
+    "LineRecord",
+    "Margin",
+    "Purchase",
+    "RepeatPurchases",
+    "costs_of_goods",
+    "declares_costs",
+    "margins",
+    "repeat_purchases",
+]
 
 _EXACT = decimal.Context(prec=1000, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
 _PLAN_KINDS = frozenset({"subscription", "usage", "commitment"})
@@ -159,4 +171,34 @@ def repeat_purchases(purchases: Iterable[Purchase], periods: Iterable[Period]) -
         for currency in sorted(by_currency):
             buyers = by_currency[currency]
             found.append(RepeatPurchases(period, currency, len(buyers), len(buyers & before[currency])))
+    return found
+
+
+def declares_costs(catalog: Catalog) -> bool:
+    """Whether any meter declares a ``unit_cost`` or any plan a ``subscription_cost``."""
+    return any(m.unit_cost for m in catalog.meters.values()) or any(
+        p.subscription_cost is not None for p in catalog.all_plans()
+    )
+
+
+def costs_of_goods(
+    usage: Iterable[tuple[dt.date, str, str, decimal.Decimal]],
+    subscriptions: Iterable[tuple[dt.date, str, str, int | None, int]],
+    catalog: Catalog,
+) -> dict[tuple[dt.date, str], decimal.Decimal]:
+    """The cost of what was sold per (month, currency), as the margins count it: ``unit_cost`` × the units of
+    each meter's usage lines (``usage``: month, currency, meter, units) + ``subscription_cost`` × the plan's
+    subscriptions with a fee line (``subscriptions``: month, currency, plan code, plan version, how many). Only
+    the (month, currency) pairs where something declares a cost are present."""
+    found: dict[tuple[dt.date, str], decimal.Decimal] = {}
+    with decimal.localcontext(_EXACT):
+        for month, currency, meter, units in usage:
+            cost = _meter_cost(catalog, meter, currency, units)
+            if cost is not None:
+                found[(month, currency)] = found.get((month, currency), ZERO) + cost
+        for month, currency, code, version, count in subscriptions:
+            record = LineRecord(month, currency, "subscription", None, code, version, None, ZERO, ZERO)
+            per_subscription = _subscription_cost(catalog, record)
+            if per_subscription is not None:
+                found[(month, currency)] = found.get((month, currency), ZERO) + per_subscription * count
     return found
