@@ -12,6 +12,10 @@ collect (``collect_export``: documents → voided → payments → credit moveme
 
 Payments come from the payments ledger (``billing.payments``): each payment received in P (its whole amount:
 the ledger's ``overpayment`` movement moves its excess on to the balance) and each reversal made in P.
+
+``revenue`` holds the month's recognized revenue per currency (``billing.core.recognition``, as ``billing metrics
+revenue`` prints it): billed, recognized, and the deferred revenue's opening, added and closing balances, which add
+up exactly (credit notes issued in the month take revenue back).
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ from billing.core.journal import (
     void_entry,
 )
 from billing.core.periods import Period
+from billing.core.recognition import Recognition
 from billing.db import repository, session_scope
 from billing.db.approval_tables import InvoiceApprovalRow
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
 from billing.errors import BillingInputError
+from billing.metrics_store import recognition_from_database
 from dbkit import as_utc, read_only
 from invoices import store
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
@@ -83,6 +89,15 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "amount", "document",
     ),
     "journal": ("entry", "line", "date", "account", "debit", "credit", "currency", "customer", "document", "memo"),
+    "revenue": (
+        "period",
+        "currency",
+        "billed",
+        "recognized",
+        "deferred_opening",
+        "deferred_added",
+        "deferred_closing",
+    ),
 }
 
 # Instants are dated in the customer's timezone; offsets run from −12 to +14 hours.
@@ -151,6 +166,7 @@ def collect_export(engine: Engine, period: Period) -> AccountingExport:
         "taxes": [row for d in documents for row in _tax_rows(d)],
         "credit_movements": [row for m in movements for row in _movement_rows(m, zones)],
         "journal": [row for entry in export.entries for row in _journal_rows(entry)],
+        "revenue": [_revenue_row(r) for r in recognition_from_database(engine, [period])],
     }
     return export
 
@@ -411,3 +427,17 @@ def _journal_rows(entry: JournalEntry) -> list[Row]:
         }
         for number, (account, amount) in enumerate(entry.legs, start=1)
     ]
+
+
+def _revenue_row(r: Recognition) -> Row:
+    """Billed, recognized and deferred revenue of the month in one currency (``billing metrics revenue``):
+    deferred_opening + deferred_added − recognized = deferred_closing exactly."""
+    return {
+        "period": r.period.label,
+        "currency": r.currency,
+        "billed": _money(r.billed, r.currency),
+        "recognized": _money(r.recognized, r.currency),
+        "deferred_opening": _money(r.deferred_opening, r.currency),
+        "deferred_added": _money(r.deferred_added, r.currency),
+        "deferred_closing": _money(r.deferred_closing, r.currency),
+    }

@@ -9,6 +9,13 @@ the lines come from ``billing.metrics_store``.
   period is recognized when billed.
 - **Deferred revenue** (billed, not yet recognized), per month: opening + added (billed in the month) − recognized
   in the month = closing; the closing of a month is the opening of the next.
+- A **credit note** takes back revenue in the month it is issued: its net amount, negative, shared over the lines
+  of the invoice it credits in proportion to their amounts, each part over its line's service period. In the
+  month of issue it is billed (added to deferred revenue, negative) and the part of the service period already
+  past at that month's end is recognized at once (negative: a reversal of revenue recognized before); the rest
+  reduces the months still to come. A note of 600.00 issued on 2026-07-15 against a 1,200.00 fee of 2026 (in
+  advance, 365 days): July takes −600 × 212 / 365 = −348.49 of recognized revenue and the deferred revenue falls
+  by 600 − 348.49 = 251.51; each later month recognizes its days of −600.
 """
 
 from __future__ import annotations
@@ -22,25 +29,30 @@ from dataclasses import dataclass
 from billing.core.periods import Period, month_of
 from pricing_plans.money import ZERO, round_money
 
-__all__ = ["Recognition", "RecognizedLine", "recognize"]
+__all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "recognize"]
 
 
 @dataclass(frozen=True, slots=True)
 class RecognizedLine:
-    """An issued line: its currency, amount, service period (None: none) and the day its invoice's period starts."""
+    """An issued line: its currency, amount, service period (None: none) and the day its invoice's period starts;
+    for a credit note's line (``amount`` negative), ``issued_on``: the note's issue date."""
 
     currency: str
     amount: decimal.Decimal
     service_start: dt.date | None
     service_end: dt.date | None
     invoice_start: dt.date
+    issued_on: dt.date | None = None
 
     @property
     def billed_on(self) -> dt.date:
-        return self.service_start or self.invoice_start
+        return self.issued_on or self.service_start or self.invoice_start
 
     def recognized_until(self, day: dt.date) -> decimal.Decimal:
-        """What of the line is recognized before ``day`` (cumulatively rounded)."""
+        """What of the line is recognized before ``day`` (cumulatively rounded); a credit note's line nothing
+        before its month of issue."""
+        if self.issued_on is not None and day <= self.issued_on.replace(day=1):
+            return ZERO
         start, end = self.service_start, self.service_end
         if start is None or end is None or end <= start:
             return self.amount if day > self.billed_on else ZERO
@@ -86,3 +98,25 @@ def _month(period: Period, currency: str, lines: Sequence[RecognizedLine]) -> Re
             billed += line.amount
         recognized += line.recognized_until(period.end) - before
     return Recognition(period, currency, billed, recognized, opening, opening + billed - recognized)
+
+
+def credit_note_lines(
+    net: decimal.Decimal, issued_on: dt.date, credited: Sequence[RecognizedLine]
+) -> list[RecognizedLine]:
+    """A credit note of ``net`` (positive, before tax) issued on ``issued_on`` as negative lines over the lines of
+    the invoice it credits (``credited``): each takes its share of ``net`` in proportion to its amount (rounded to
+    minor units, the last line taking what rounding leaves) and that line's service period, so the note takes
+    back revenue of the days each line covers."""
+    total = sum((line.amount for line in credited), ZERO)
+    if not credited or total == 0:
+        return []
+    currency = credited[0].currency
+    parts: list[RecognizedLine] = []
+    left = net
+    for index, line in enumerate(credited):
+        share = left if index == len(credited) - 1 else round_money(net * line.amount / total, currency)
+        left -= share
+        parts.append(
+            RecognizedLine(currency, -share, line.service_start, line.service_end, line.invoice_start, issued_on)
+        )
+    return parts

@@ -266,3 +266,18 @@ def test_the_command_writes_json(november, db_url, tmp_path, monkeypatch):
     finally:
         dispose_engines()
         get_settings.cache_clear()
+
+
+def test_the_export_has_the_months_recognized_revenue_and_the_credit_note_takes_it_back(november):
+    (row,) = collect_export(november, NOVEMBER).tables["revenue"]
+    # CN-2026-000001 (net 1.00, issued 10 Nov) against October's fee 10.00 and usage 2.00 of [10-01, 11-01):
+    # billed −1.00 in November and, October being past, recognized −1.00 at once; nothing deferred:
+    # 0.00 + (−1.00) − (−1.00) = 0.00
+    assert row == {
+        "period": "2026-11", "currency": "USD", "billed": "-1.00", "recognized": "-1.00",
+        "deferred_opening": "0.00", "deferred_added": "-1.00", "deferred_closing": "0.00",
+    }  # fmt: skip
+    (october,) = collect_export(november, OCTOBER).tables["revenue"]
+    # October: the fee and the usage of October, 10.00 + 2.00, recognized in October (the top-up sells credit: no
+    # revenue until used)
+    assert (october["billed"], october["recognized"], october["deferred_closing"]) == ("12.00", "12.00", "0.00")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from billing.cli import app
 from billing.cli.metrics import recognition_row
 from billing.core.periods import month
-from billing.core.recognition import RecognizedLine, recognize
+from billing.core.recognition import RecognizedLine, credit_note_lines, recognize
 
 D = dt.date
 runner = CliRunner()
@@ -67,3 +67,92 @@ def test_revenue_command_through_the_database(cli_env, engine, catalog_for_reven
     (row,) = json.loads(result.stdout)["data"]
     # a line without a service period, billed and recognized in its invoice's month
     assert (row["billed"], row["recognized"], row["deferred_closing"]) == ("31.00", "31.00", "0.00")
+
+
+# A yearly fee of 1,200.00 for 2026, billed in advance on January's invoice: [2026-01-01, 2027-01-01), 365 days;
+# a credit note of 600.00 (net) against it issued on 2026-07-15.
+FEE = RecognizedLine("USD", Decimal("1200.00"), D(2026, 1, 1), D(2027, 1, 1), D(2026, 1, 1))
+NOTE = credit_note_lines(Decimal("600.00"), D(2026, 7, 15), [FEE])
+
+
+def test_a_credit_note_takes_back_recognized_and_deferred_revenue_in_the_month_it_is_issued():
+    june, july, august, december = recognize([FEE, *NOTE], [month(2026, m) for m in (6, 7, 8, 12)])
+    # June, before the note: the fee's part 1200 × 181 / 365 − 1200 × 151 / 365 = 595.07 − 496.44 = 98.63;
+    # deferred 1200 − 595.07 = 604.93 at June's end
+    assert (june.billed, june.recognized, june.deferred_closing) == (
+        Decimal("0"),
+        Decimal("98.63"),
+        Decimal("604.93"),
+    )
+    # July: the fee's part 1200 × 212 / 365 = 696.99 − 595.07 = 101.92; the note is billed −600.00 and takes back
+    # at once what of it is past at July's end: −600 × 212 / 365 = −348.49 (January to July);
+    # recognized 101.92 − 348.49 = −246.57; deferred 604.93 − 600.00 + 246.57 = 251.50
+    # (= the fee's 1200 − 696.99 = 503.01 still to come, less the note's 600 − 348.49 = 251.51)
+    assert recognition_row(july) == {
+        "period": "2026-07", "currency": "USD", "billed": "-600.00", "recognized": "-246.57",
+        "deferred_opening": "604.93", "deferred_added": "-600.00", "deferred_closing": "251.50",
+    }  # fmt: skip
+    # August: the fee's 1200 × 243 / 365 = 798.90 − 696.99 = 101.91, the note's −600 × 243 / 365 = −399.45
+    # + 348.49 = −50.96: recognized 50.95, deferred 251.50 − 50.95 = 200.55
+    assert (august.recognized, august.deferred_closing) == (Decimal("50.95"), Decimal("200.55"))
+    # December: nothing left deferred
+    assert december.deferred_closing == Decimal("0.00")
+
+
+def test_with_a_credit_note_every_month_adds_up_and_the_year_recognizes_the_fee_less_the_note():
+    found = recognize([FEE, *NOTE], [month(2026, m) for m in range(1, 13)])
+    for before, after in pairwise(found):
+        assert after.deferred_opening == before.deferred_closing
+    for r in found:
+        assert r.deferred_opening + r.deferred_added - r.recognized == r.deferred_closing
+    assert sum((r.recognized for r in found), Decimal(0)) == Decimal("600.00")  # 1,200 − 600, to the cent
+
+
+def test_a_credit_note_is_shared_over_the_credited_lines_by_amount():
+    usage = RecognizedLine("USD", Decimal("300.00"), D(2026, 1, 1), D(2026, 2, 1), D(2026, 1, 1))
+    fee, use = credit_note_lines(Decimal("100.00"), D(2026, 3, 2), [FEE, usage])
+    # 100 × 1200 / 1500 = 80.00 over the fee's year, the rest 20.00 over January's usage
+    assert (fee.amount, fee.service_start, use.amount, use.service_end) == (
+        Decimal("-80.00"),
+        D(2026, 1, 1),
+        Decimal("-20.00"),
+        D(2026, 2, 1),
+    )
+    (march,) = recognize([usage, use], [month(2026, 3)])
+    # March: the usage (all of January) was recognized in January; the note takes back its 20.00 at once
+    assert (march.billed, march.recognized, march.deferred_closing) == (
+        Decimal("-20.00"),
+        Decimal("-20.00"),
+        Decimal("0.00"),
+    )
+
+
+def test_a_credit_note_reduces_recognized_revenue_through_the_database(engine):
+    from billing import customers as service
+    from billing.db import session_scope
+    from billing.metrics_store import recognition_from_database
+    from invoices import store
+    from invoices.model import DraftInvoice, InvoiceLine, Party
+    from tests.billing.test_metrics_db import SETTINGS
+
+    service.create_customer(engine, "a", name="A", email=None, currency="USD", timezone="UTC")
+    fee = InvoiceLine(
+        kind="subscription", description="2026", amount=Decimal("1200.00"), service_start=D(2026, 1, 1),
+        service_end=D(2027, 1, 1),
+    )  # fmt: skip
+    draft = DraftInvoice(
+        billing_key="period:a:2026-01", customer=Party(name="A", external_id="a"), currency="USD", locale="en_US",
+        period_start=D(2026, 1, 1), period_end=D(2026, 2, 1), lines=(fee,), tax_rate=Decimal(0),
+    )  # fmt: skip
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, draft).invoice_id
+        (number,) = store.finalize_many(session, [invoice_id], SETTINGS, D(2026, 1, 1))
+        store.create_credit_note(session, number, Decimal("600.00"), "goodwill", SETTINGS, D(2026, 7, 15))
+    june, july = recognition_from_database(engine, [month(2026, 6), month(2026, 7)])
+    # as worked above: June 98.63 recognized; July billed −600.00, recognized −246.57, deferred 251.50
+    assert (june.recognized, july.billed, july.recognized, july.deferred_closing) == (
+        Decimal("98.63"),
+        Decimal("-600.00"),
+        Decimal("-246.57"),
+        Decimal("251.50"),
+    )
