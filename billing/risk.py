@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 import dbkit
 from billing.config import Settings
 from billing.core.domain import Customer, Subscription
-from billing.core.metrics import plan_mrr
-from billing.core.periods import Period
+from billing.core.metrics import LATEST_UTC_OFFSET, plan_mrr
+from billing.core.periods import Period, month_of
 from billing.core.risk import Assessment, Backtest, RiskRules, Signals, assess, backtest, rank
 from billing.db import coupon_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
@@ -43,6 +43,7 @@ __all__ = [
     "backtest_periods",
     "churned_by_period",
     "gather_signals",
+    "last_closed_month",
     "queue_at_risk",
     "rules_from_settings",
 ]
@@ -317,3 +318,9 @@ def backtest_periods(
     found = {p: assess_period(engine, catalog, p, rules) for p in assessed}
     flags = {p: {a.customer for a in found[p] if a.at_risk} for p in assessed}
     return backtest(flags, churned_by_period(engine, observed)), found
+
+
+def last_closed_month(now: dt.datetime) -> Period:
+    """The latest month that has ended in every timezone at ``now`` (an aware instant): the one the scheduler
+    assesses (an open month's usage is partial, so it is never assessed)."""
+    return month_of((now.astimezone(dt.UTC) + LATEST_UTC_OFFSET).date()).previous()

@@ -15,6 +15,10 @@ job id              every        what
 ``thresholds``      15 minutes   ``billing.thresholds.check_thresholds`` of every customer's current month (the
                                  usage stored is evaluated by the reactor, below, within seconds)
 ``notifications``   minute       ``billing.notify.deliver_pending``: sends what is due, retries what failed
+``at_risk``         6 hours      assesses the churn risk of the last month that has ended in every timezone
+                                 (``billing.risk``, the ``[risk]`` rules) and queues a ``customer.at_risk``
+                                 notification for each customer at risk: once per customer and month (a unique
+                                 index; each process assesses a month once, a restart once more, adding nothing)
 ``stripe_sync``     15 minutes   ``billing.stripe.sync.sync_invoices`` when ``STRIPE_API_KEY`` is set
 ==================  ===========  =================================================================================
 
@@ -57,6 +61,7 @@ from sqlalchemy import Engine
 from billing.approval import ApprovalPolicy
 from billing.config import Settings, get_settings
 from billing.core.periods import Period, month_of
+from billing.core.risk import RiskRules
 from billing.db import repository, session_scope
 from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
@@ -75,11 +80,13 @@ __all__ = [
     "RETRY_DELAY",
     "CycleReport",
     "JobSpec",
+    "at_risk_job",
     "bill_closed_periods",
     "billing_cycle_job",
     "build_scheduler",
     "install_jobs",
     "notification_job",
+    "notify_at_risk",
     "start_scheduler",
     "stop_scheduler",
     "stripe_sync_job",
@@ -367,6 +374,36 @@ def notification_job() -> None:
 _waiting_reported = 0  # the notifications waiting for a destination, as last logged
 
 
+def at_risk_job() -> None:
+    """Queue the ``customer.at_risk`` notifications of the last month that has ended everywhere
+    (:func:`notify_at_risk`)."""
+    from billing.risk import rules_from_settings
+
+    settings = get_settings()
+    created = notify_at_risk(_engine(settings), _catalog(settings), rules_from_settings(settings), utcnow())
+    if created:
+        log.info("churn risk: %d customer(s) at risk, customer.at_risk queued", len(created))
+
+
+_risk_assessed: set[tuple[str, str]] = set()  # (database URL, month) assessed by this process
+
+
+def notify_at_risk(engine: Engine, catalog: Catalog, rules: RiskRules, now: dt.datetime) -> list[str]:
+    """Assess the last month that has ended in every timezone at ``now`` and queue a ``customer.at_risk``
+    notification for each customer at risk; the ids created. Each month is assessed once per process (the
+    assessment is of the month as it stood at its end, so it does not change); the notifications are once per
+    customer and month whatever runs them (``billing.risk.queue_at_risk``)."""
+    from billing.risk import assess_period, last_closed_month, queue_at_risk
+
+    period = last_closed_month(now)
+    key = (engine.url.render_as_string(hide_password=True), period.label)
+    if key in _risk_assessed:
+        return []
+    created = queue_at_risk(engine, assess_period(engine, catalog, period, rules))
+    _risk_assessed.add(key)
+    return created
+
+
 def stripe_sync_job() -> None:
     """Push finalized invoices to Stripe (only when ``STRIPE_API_KEY`` is set); raises if any push failed, so
     that the failure is logged and the job retried."""
@@ -400,6 +437,7 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("billing_cycle", billing_cycle_job, dt.timedelta(hours=1), dt.timedelta(days=1)),
     JobSpec("thresholds", threshold_job, dt.timedelta(minutes=15), dt.timedelta(minutes=15)),
     JobSpec("notifications", notification_job, dt.timedelta(minutes=1), dt.timedelta(minutes=5)),
+    JobSpec("at_risk", at_risk_job, dt.timedelta(hours=6), dt.timedelta(days=1)),
     JobSpec("stripe_sync", stripe_sync_job, dt.timedelta(minutes=15), dt.timedelta(hours=1)),
 )
 

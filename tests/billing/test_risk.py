@@ -205,3 +205,28 @@ def test_risk_from_the_database_and_one_notification_per_customer_and_period(eng
 def test_a_plan_of_fees_only_is_never_inactive():
     # no event for 30 days, but the plan charges no usage: nothing to send, no warning
     assert _rules(Signals("c", active_since=D(2026, 10, 1), metered=False)) == []
+
+
+def test_the_scheduler_assesses_the_last_month_ended_everywhere():
+    from billing.risk import last_closed_month
+
+    # UTC−12 is the last place a day ends: October has ended everywhere from 1 November 12:00 UTC
+    assert last_closed_month(dt.datetime(2026, 11, 1, 11, 59, tzinfo=dt.UTC)) == month(2026, 9)
+    assert last_closed_month(dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)) == OCTOBER
+    assert last_closed_month(dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC)) == OCTOBER
+
+
+def test_the_scheduler_queues_at_risk_once_per_customer_and_month(engine, risky):
+    from billing.notify.outbox import list_notifications
+    from billing.scheduler import JOBS, _risk_assessed, notify_at_risk
+
+    assert "at_risk" in {job.id for job in JOBS}
+    _risk_assessed.clear()
+    now = dt.datetime(2026, 11, 2, 13, tzinfo=dt.UTC)  # October has ended everywhere
+    # as worked above: a is at risk in October; b's cancellation and c's downgrade were not known by its end
+    assert len(notify_at_risk(engine, risky, RULES, now)) == 1
+    assert notify_at_risk(engine, risky, RULES, now + dt.timedelta(hours=6)) == []  # October assessed already
+    _risk_assessed.clear()  # a restarted process assesses October again: the notification exists, none is added
+    assert notify_at_risk(engine, risky, RULES, now + dt.timedelta(hours=12)) == []
+    found = sorted((n.customer, n.period) for n in list_notifications(engine) if n.kind == "customer.at_risk")
+    assert found == [("a", "2026-10")]
