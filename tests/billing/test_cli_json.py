@@ -511,6 +511,21 @@ def _stripe(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ["stripe", "sync", "--json"]
 
 
+def _portal_link(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.setenv("BILLING_PORTAL_SECRET", "s" * 32)
+    monkeypatch.setenv("BILLING_PUBLIC_URL", "https://billing.example.com")
+    get_settings.cache_clear()
+    return ["portal", "link", "acme", "--days", "3", "--json"]
+
+
+def _check_portal_link(doc: dict[str, Any], world: World) -> None:
+    assert (doc["object"], doc["customer"]) == ("portal_link", "acme")
+    assert doc["url"].startswith("https://billing.example.com/portal/link/")
+    expires = dt.datetime.fromisoformat(doc["expires_at"].replace("Z", "+00:00"))
+    # three days from now, to the minute of the command's run
+    assert abs(expires - dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)) < dt.timedelta(minutes=5)
+
+
 def _check_synced(doc: dict[str, Any], world: World) -> None:
     fake = world.notes["stripe"]
     assert (doc["synced"], doc["failed"]) == (1, 0)
@@ -831,6 +846,7 @@ CASES = [
     Case(("usage", "show"), _fixed("usage", "show", "beta", "--period", "2026-10", "--json"), _check_beta_usage),
     Case(("stripe", "sync"), _stripe, _check_synced),
     Case(("entitlements",), _fixed("entitlements", "acme", "--json"), _check_entitlements),
+    Case(("portal", "link"), _portal_link, _check_portal_link),
 ]
 
 
