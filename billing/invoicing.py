@@ -40,7 +40,15 @@ from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finali
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError, InvoiceStateError
-from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus, Party, PaymentInstructions
+from invoices.model import (
+    ALLOWED_TRANSITIONS,
+    Invoice,
+    InvoiceKind,
+    InvoiceScope,
+    InvoiceStatus,
+    Party,
+    PaymentInstructions,
+)
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
@@ -60,6 +68,7 @@ __all__ = [
     "finalize_opening_invoices",
     "finalize_settings",
     "get_invoice",
+    "invoice_actions",
     "invoices_page",
     "list_invoices",
     "payment_state",
@@ -219,6 +228,26 @@ def finalize_invoice(
             raise NotFoundError(str(error)) from None
         except InvoiceStateError as error:
             raise ConflictError(str(error)) from None
+
+
+def invoice_actions(invoice: Invoice) -> frozenset[str]:
+    """What can be done to ``invoice`` now, as the services that do it decide (a page offers these and no other):
+    ``finalize`` a draft; record a ``payment`` on an invoice that is owed (finalized or uncollectible:
+    ``payments.record_payment``); issue a ``credit_note`` against an issued invoice that is not void
+    (``create_credit_note``); ``void`` an invoice whose status allows it and that has no payment
+    (``set_invoice_status``, ``payments.check_can_void``). A credit note takes none of these."""
+    if invoice.kind is not InvoiceKind.INVOICE:
+        return frozenset()
+    if invoice.status is InvoiceStatus.DRAFT:
+        return frozenset({"finalize"})
+    found = set()
+    if invoice.status in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
+        found.add("payment")
+    if invoice.status is not InvoiceStatus.VOID:
+        found.add("credit_note")
+    if InvoiceStatus.VOID in ALLOWED_TRANSITIONS[invoice.status] and invoice.amount_paid == 0:
+        found.add("void")
+    return frozenset(found)
 
 
 def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) -> Invoice:

@@ -33,10 +33,11 @@ The rules (the README's "Payments and receivables" shows them with examples):
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, insert, or_, select, update
@@ -117,15 +118,15 @@ class Payment:
 # -- recording -------------------------------------------------------------------------------------------------
 
 
+_AMOUNT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
 def parse_amount(text: str, name: str = "--amount") -> Decimal:
-    """A decimal amount as typed ("30.00"), never through a float."""
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise BillingInputError(f"{name}: expected a decimal amount such as 30.00, got {text!r}") from None
-    if not value.is_finite():
+    """A decimal amount as typed ("30.00", "12.5"), never through a float: ASCII digits with an optional point
+    and sign, nothing else (no exponent, no separators, no other script's digits, which ``Decimal`` would take)."""
+    if not _AMOUNT.fullmatch(text.strip()):
         raise BillingInputError(f"{name}: expected a decimal amount such as 30.00, got {text!r}")
-    return value
+    return Decimal(text.strip())
 
 
 def record_payment(

@@ -21,6 +21,7 @@ answer. Sign-in, sessions and CSRF: ``billing.web.console.base`` and ``billing.s
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -30,6 +31,7 @@ from billing.web.console import pages_customers, pages_invoices, pages_metrics, 
 from billing.web.console.base import (
     HERE,
     PREFIX,
+    SECURITY_HEADERS,
     CsrfRefused,
     LoginRequired,
     current_staff,
@@ -73,12 +75,29 @@ def create_console(settings: Settings | None = None) -> FastAPI:
     def bad_input(request: Request, exc: BillingInputError) -> Response:
         return _refused(400, "Cannot show this page", str(exc))
 
+    @console.exception_handler(RequestValidationError)
+    def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return _refused(400, "Cannot show this page", _problems(exc))
+
     return console
 
 
 def _refused(status: int, title: str, detail: str) -> HTMLResponse:
     html = templates.get_template("refused.html").render(title=title, detail=detail, staff=None, nav=())
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _problems(exc: RequestValidationError) -> str:
+    """A path or query parameter that does not parse, named: "after: expected a whole number from 1 to …"."""
+    words = []
+    for error in exc.errors():
+        name = str(error.get("loc", ("", "?"))[-1])
+        words.append(
+            f"{name}: expected a whole number from 1 to 9223372036854775807, got {error.get('input')!r}"
+            if error.get("type", "").startswith(("int", "greater", "less"))
+            else f"{name}: {error.get('msg')}"
+        )
+    return "; ".join(words)
 
 
 def install(app: FastAPI) -> None:

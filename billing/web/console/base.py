@@ -7,49 +7,63 @@
   without it, or with another session's, is answered 403 and changes nothing. A ``POST`` whose ``Origin`` is
   another site is refused too. The sign-in form, which has no session yet, is protected by a double-submit
   token: a random value in the ``billing_console_login`` cookie that the form must repeat.
+- **Sent once**: each page's forms carry ``form_nonce``, a random value new on every page. A form that moves money
+  or issues (a payment, a credit note, a credit grant, finalize, void) is done once per value: the same form sent
+  again (a double click, a resent request) is answered as the first was and changes nothing more
+  (``billing.db.idempotency``, the store of the API's ``Idempotency-Key``, scoped to the session). A payment, a
+  credit note or a credit grant without it is refused.
 - A page asked for without a live session redirects to the sign-in page (303); a ``POST`` without one is a 403.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine
-from starlette.concurrency import run_in_threadpool
 
 from billing import staff
 from billing.config import Settings, get_settings
+from billing.core.metrics import format_money, format_rate
 from billing.core.periods import Period, parse_month
+from billing.db import idempotency
 from billing.db.engines import engine_for_url
 from billing.errors import BillingError, BillingInputError
 from billing.staff import StaffSession
 from pricing_plans.loader import load_catalog_or_raise
 from pricing_plans.models import Catalog
-from pricing_plans.money import format_amount
 
 __all__ = [
     "COOKIE",
     "LOGIN_COOKIE",
+    "NONCE",
     "PREFIX",
     "CsrfRefused",
     "Form",
+    "Id",
     "LoginRequired",
+    "PageId",
     "act",
     "console_catalog",
     "console_engine",
     "console_settings",
     "current_staff",
+    "date_field",
+    "int_field",
     "month_or_none",
     "posted_form",
     "render",
+    "required_once",
     "templates",
 ]
 
@@ -58,6 +72,12 @@ COOKIE = "billing_console"
 LOGIN_COOKIE = "billing_console_login"
 MAX_FORM = 256 * 1024
 HERE = Path(__file__).parent
+NONCE = "form_nonce"
+MAX_ID = 2**63 - 1
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+"""A row's id in a page's path: a whole number the database can hold (else a 400 page, never a server error)."""
+PageId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+"""``after`` / ``before`` of a list's page: an id, as :data:`Id`."""
 
 
 class LoginRequired(Exception):
@@ -138,13 +158,16 @@ async def posted_form(request: Request, who: Annotated[StaffSession, Depends(cur
 
 
 def _money(amount: Any, currency: str) -> str:
+    """An amount as ``billing metrics`` prints it (rounded half up to the currency's minor units), with its
+    currency."""
     if amount is None:
         return "—"
-    return f"{format_amount(amount, currency)} {currency}"
+    return f"{format_money(amount, currency)} {currency}"
 
 
 def _percent(value: Any) -> str:
-    return "—" if value is None else f"{value * 100:.1f} %"
+    """A fraction as ``billing metrics`` prints it (one decimal, half up)."""
+    return "—" if value is None else f"{format_rate(value)} %"
 
 
 def _when(value: dt.datetime | dt.date | None) -> str:
@@ -196,6 +219,7 @@ def render(
     html = templates.get_template(template).render(
         staff=who,
         csrf=staff.csrf_token(token) if who is not None and token else "",
+        nonce=secrets.token_urlsafe(16),
         notice=notice,
         nav=NAV,
         **context,
@@ -209,25 +233,93 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
 
 
-def act(engine: Engine, who: StaffSession, back: str, action: Callable[[], str]) -> Response:
-    """Run ``action`` (a call of the services that returns what was done, in words); keep what was done, or why
-    it was refused, as the next page's notice; then back to ``back`` (303)."""
+def _outcome(action: Callable[[], str]) -> str:
     try:
-        done = "ok:" + action()
+        return "ok:" + action()
     except BillingError as exc:
-        done = "error:" + str(exc)
+        return "error:" + str(exc)
     except ValueError as exc:  # a date or a number that does not parse, before any service is called
-        done = "error:" + str(exc)
+        return "error:" + str(exc)
+
+
+def act(
+    engine: Engine, who: StaffSession, back: str, action: Callable[[], str], *, once: Form | None = None
+) -> Response:
+    """Run ``action`` (a call of the services that returns what was done, in words); keep what was done, or why
+    it was refused, as the next page's notice; then back to ``back`` (303). With ``once`` (the posted form), the
+    form is done once per ``form_nonce`` (:func:`act_once`)."""
+    if once is not None and NONCE in once:
+        return act_once(engine, who, back, action, once)
+    staff.set_notice(engine, who.id, _outcome(action))
+    return RedirectResponse(PREFIX + back, status_code=303)
+
+
+def act_once(engine: Engine, who: StaffSession, back: str, action: Callable[[], str], form: Form) -> Response:
+    """:func:`act` once per ``form_nonce`` of the session: the same form again is answered with the first one's
+    notice and page; while the first still runs, with its page; another form with the same value is refused.
+    A form refused by the services keeps nothing (sent again, it is checked again)."""
+    nonce = form.get(NONCE, "")
+    if not nonce or len(nonce) > 255:
+        staff.set_notice(engine, who.id, f"error:{NONCE}: missing; reload the page and send the form again")
+        return RedirectResponse(PREFIX + back, status_code=303)
+    scope = hashlib.sha256(f"billing console session {who.id}".encode()).hexdigest()
+    sent = "&".join(f"{quote(k)}={quote(v)}" for k, v in sorted(form.items()) if k != "csrf_token")
+    claimed = idempotency.claim(engine, scope, nonce, hashlib.sha256(f"{back} {sent}".encode()).hexdigest())
+    if claimed.outcome == "replay" and claimed.answer is not None:
+        first = claimed.answer.body.decode()
+        staff.set_notice(engine, who.id, f"{first} (This form was sent twice; it was done once.)")
+        return RedirectResponse(claimed.answer.headers.get("location", PREFIX + back), status_code=303)
+    if claimed.outcome != "run":
+        if claimed.outcome == "reused":
+            staff.set_notice(
+                engine, who.id, "error:This page was used for another form already: reload it. Nothing was changed."
+            )
+        return RedirectResponse(PREFIX + back, status_code=303)
+    try:
+        done = _outcome(action)
+    except BaseException:
+        idempotency.release(engine, scope, nonce)
+        raise
+    if done.startswith("ok:"):
+        idempotency.complete(
+            engine, scope, nonce, idempotency.StoredAnswer(303, {"location": PREFIX + back}, done.encode())
+        )
+    else:
+        idempotency.release(engine, scope, nonce)
     staff.set_notice(engine, who.id, done)
     return RedirectResponse(PREFIX + back, status_code=303)
 
 
-async def act_async(engine: Engine, who: StaffSession, back: str, action: Callable[[], str]) -> Response:
-    return await run_in_threadpool(act, engine, who, back, action)
+def required_once(form: Form) -> Form:
+    """A form that moves money, for :func:`act`'s ``once``: done once per ``form_nonce``, refused without one."""
+    return form if form.get(NONCE) else {**form, NONCE: ""}
+
+
+def date_field(form: Form, name: str, label: str) -> dt.date | None:
+    """The form's date ``name`` (YYYY-MM-DD), None when blank; BillingInputError naming ``label`` when it does not
+    parse."""
+    text = form.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise BillingInputError(f"{label}: expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def int_field(form: Form, name: str, label: str, default: int | None = None) -> int:
+    """The form's whole number ``name`` (``default`` when blank); BillingInputError naming ``label`` when it is not
+    one."""
+    text = form.get(name, "").strip()
+    if not text and default is not None:
+        return default
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise BillingInputError(f"{label}: expected a whole number, got {text!r}")
+    return int(text)
 
 
 def month_or_none(text: str | None) -> Period | None:

@@ -2,7 +2,8 @@
 aged receivables (bars). Each chart is an ``<svg role="img">`` with a title and a description that say what it
 shows in words, and every value is also printed in a table beside it.
 
-Amounts are Decimals up to here; they become floats only as pixel positions. Labels print the Decimals."""
+Amounts are Decimals up to here; they become floats only as pixel positions. Labels print the Decimals as
+``billing metrics`` prints them (``format_money``, ``format_rate``: half up)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from markupsafe import Markup, escape
 
 from billing.core.aging import BUCKETS, AgingRow
 from billing.core.cohorts import Cohort
-from billing.core.metrics import PeriodFigures
-from pricing_plans.money import format_amount
+from billing.core.metrics import PeriodFigures, format_money, format_rate
 
 __all__ = ["aging_chart", "bridge_chart", "cohort_heatmap"]
 
@@ -76,7 +76,7 @@ def bridge_chart(figures: PeriodFigures, ident: str) -> Markup:
         bar = max(float(high - low) * scale, 1.0)
         amount = high - low
         sign = "+" if kind == "up" else "−" if kind == "down" else ""
-        shown = f"{sign}{format_amount(amount, currency)}"
+        shown = f"{sign}{format_money(amount, currency)}"
         body.append(
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{bar:.1f}" fill="{COLORS[kind]}"/>'
         )
@@ -116,7 +116,7 @@ def cohort_heatmap(cohorts: Sequence[Cohort], attr: str, title: str, ident: str)
             fill, ink = _cell_color(value)
             x = left + cell.offset * cell_w
             body.append(f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}"/>')
-            shown = "—" if value is None else f"{value * 100:.0f}%"
+            shown = "—" if value is None else f"{format_rate(value)}%"
             body.append(_text(x + cell_w / 2 - 1, y + 17, shown, fill=ink))
     description = f"{len(cohorts)} cohorts; each cell is the retention in a later period, in percent."
     return _svg(width, height, ident, title, description, body)
@@ -139,7 +139,7 @@ def aging_chart(totals: Sequence[AgingRow], ident: str) -> Markup:
     for i, (currency, bucket, amount) in enumerate(rows):
         y = top + i * (bar_h + 6)
         span = float(amount / biggest[currency]) * (width - left - 160) if biggest[currency] > 0 else 0.0
-        shown = f"{format_amount(amount, currency)} {currency}"
+        shown = f"{format_money(amount, currency)} {currency}"
         body.append(_text(left - 8, y + 15, f"{bucket} days" if bucket != "current" else "not yet due", anchor="end"))
         fill = COLORS["total"]
         body.append(f'<rect x="{left}" y="{y}" width="{max(span, 1.0):.1f}" height="{bar_h}" fill="{fill}"/>')

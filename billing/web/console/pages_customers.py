@@ -23,13 +23,17 @@ from billing.staff import StaffSession
 from billing.web.console.base import (
     PREFIX,
     Form,
+    Id,
     act,
     console_catalog,
     console_engine,
     console_settings,
     current_staff,
+    date_field,
+    int_field,
     posted_form,
     render,
+    required_once,
 )
 from pricing_plans.loader import loads_override
 from pricing_plans.models import Catalog
@@ -144,8 +148,10 @@ def subscribe(
     catalog: Annotated[Catalog, Depends(console_catalog)],
 ) -> Response:
     def add() -> str:
-        start = dt.date.fromisoformat(form.get("start", ""))
-        quantity = int(form.get("quantity", "1") or "1")
+        start = date_field(form, "start", "starting")
+        if start is None:
+            raise BillingInputError("starting: required, a date YYYY-MM-DD")
+        quantity = int_field(form, "quantity", "seats", default=1)
         made = customers.subscribe(engine, catalog, external_id, form.get("plan", ""), start, quantity)
         return f"Subscription {made.id} to {made.plan_code} from {made.start_date} added."
 
@@ -154,7 +160,7 @@ def subscribe(
 
 @router.post("/subscriptions/{subscription_id}/quantity", include_in_schema=False)
 def change_seats(
-    subscription_id: int,
+    subscription_id: Id,
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
@@ -163,8 +169,10 @@ def change_seats(
     owner = customers.get_subscription(engine, subscription_id).customer_external_id
 
     def seats() -> str:
-        on = dt.date.fromisoformat(form.get("effective_from", ""))
-        changed = customers.change_quantity(engine, catalog, subscription_id, int(form.get("quantity", "")), on)
+        on = date_field(form, "effective_from", "from")
+        if on is None:
+            raise BillingInputError("from: required, a date YYYY-MM-DD")
+        changed = customers.change_quantity(engine, catalog, subscription_id, int_field(form, "quantity", "seats"), on)
         return f"Subscription {changed.id}: {changed.quantity_on(on)} seats from {on}."
 
     return act(engine, who, f"/customers/{owner}", seats)
@@ -173,7 +181,7 @@ def change_seats(
 @router.get("/subscriptions/{subscription_id}/overrides", include_in_schema=False)
 def overrides_page(
     request: Request,
-    subscription_id: int,
+    subscription_id: Id,
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
 ) -> Response:
@@ -187,7 +195,7 @@ def overrides_page(
 
 @router.post("/subscriptions/{subscription_id}/overrides", include_in_schema=False)
 def set_overrides(
-    subscription_id: int,
+    subscription_id: Id,
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
@@ -197,9 +205,8 @@ def set_overrides(
         document, problems = loads_override(form.get("document", ""), "document")
         if document is None:
             raise BillingInputError.of([str(p) for p in problems])
-        start = form.get("effective_from", "").strip()
         version = overrides.set_override(
-            engine, catalog, subscription_id, document, dt.date.fromisoformat(start) if start else None
+            engine, catalog, subscription_id, document, date_field(form, "effective_from", "effective from")
         )
         return f"Negotiated prices recorded, from {version.effective_from}."
 
@@ -230,12 +237,11 @@ def grant_credit(
     settings: Annotated[Settings, Depends(console_settings)],
 ) -> Response:
     def grant() -> str:
-        expires = form.get("expires", "").strip()
         made = credits.grant_credit(
             engine, external_id, parse_amount(form.get("amount", ""), "amount"), form.get("currency", ""),
-            paid=form.get("paid") == "on", expires=dt.date.fromisoformat(expires) if expires else None,
+            paid=form.get("paid") == "on", expires=date_field(form, "expires", "expires"),
             reason=form.get("reason", "").strip() or None, settings=invoicing.finalize_settings(settings),
         )  # fmt: skip
         return f"Credit of {made.amount} {made.currency} granted ({made.kind})."
 
-    return act(engine, who, f"/customers/{external_id}", grant)
+    return act(engine, who, f"/customers/{external_id}", grant, once=required_once(form))

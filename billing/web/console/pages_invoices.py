@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -28,13 +29,17 @@ from billing.staff import StaffSession
 from billing.web.console.base import (
     PREFIX,
     Form,
+    Id,
+    PageId,
     act,
     console_engine,
     console_settings,
     current_staff,
+    date_field,
     month_or_none,
     posted_form,
     render,
+    required_once,
 )
 from invoices.model import InvoiceStatus
 from invoices.render import render_pdf
@@ -73,7 +78,7 @@ def approvals_page(
 
 @router.post("/invoices/{invoice_id}/approve", include_in_schema=False)
 def approve_invoice(
-    invoice_id: int,
+    invoice_id: Id,
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
@@ -89,7 +94,7 @@ def approve_invoice(
 
 @router.post("/invoices/{invoice_id}/finalize", include_in_schema=False)
 def finalize_invoice(
-    invoice_id: int,
+    invoice_id: Id,
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
@@ -102,7 +107,7 @@ def finalize_invoice(
         )  # fmt: skip
         return f"Invoice {issued.number} issued."
 
-    return act(engine, who, _back(form, f"/invoices/{invoice_id}"), finalize)
+    return act(engine, who, _back(form, f"/invoices/{invoice_id}"), finalize, once=form)
 
 
 @router.post("/approvals/finalize", include_in_schema=False)
@@ -124,7 +129,15 @@ def finalize_drafts(
         )  # fmt: skip
         return f"{len(numbers)} invoices of {period.label} issued."
 
-    return act(engine, who, f"/approvals?period={period_text}", finalize)
+    back = f"/approvals?period={quote(period_text.strip(), safe='')}" if _parses(period_text) else "/approvals"
+    return act(engine, who, back, finalize, once=form)
+
+
+def _parses(text: str) -> bool:
+    try:
+        return month_or_none(text) is not None
+    except BillingInputError:
+        return False
 
 
 def _back(form: Form, default: str) -> str:
@@ -145,8 +158,8 @@ def invoices_page(
     status: str = "",
     period: str = "",
     unpaid: bool = False,
-    after: int | None = None,
-    before: int | None = None,
+    after: PageId = None,
+    before: PageId = None,
 ) -> Response:
     q = q.strip()
     if q and status == "" and not period:
@@ -188,13 +201,14 @@ def invoice_page(
         waiting = found[0] if found else None
     return render(
         request, "invoice.html", engine, title=f"Invoice {invoice.number or invoice.id}", section="invoices",
-        invoice=invoice, payments=received, waiting=waiting, methods=PAYMENT_METHODS, today=dt.date.today(),
+        invoice=invoice, payments=received, waiting=waiting, actions=invoicing.invoice_actions(invoice),
+        methods=PAYMENT_METHODS, today=dt.date.today(),
     )  # fmt: skip
 
 
 @router.get("/invoices/{invoice_id}/pdf", include_in_schema=False)
 def invoice_pdf(
-    invoice_id: int,
+    invoice_id: Id,
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
     settings: Annotated[Settings, Depends(console_settings)],
@@ -209,7 +223,7 @@ def invoice_pdf(
 
 @router.post("/invoices/{invoice_id}/void", include_in_schema=False)
 def void_invoice(
-    invoice_id: int,
+    invoice_id: Id,
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
@@ -218,12 +232,12 @@ def void_invoice(
         voided = invoicing.set_invoice_status(engine, invoice_id, InvoiceStatus.VOID)
         return f"Invoice {voided.number} voided."
 
-    return act(engine, who, f"/invoices/{invoice_id}", void)
+    return act(engine, who, f"/invoices/{invoice_id}", void, once=form)
 
 
 @router.post("/invoices/{invoice_id}/credit-notes", include_in_schema=False)
 def credit_invoice(
-    invoice_id: int,
+    invoice_id: Id,
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
@@ -239,23 +253,22 @@ def credit_invoice(
         )  # fmt: skip
         return f"Credit note {note.number} of {note.total} {note.currency} issued against {invoice.number}."
 
-    return act(engine, who, f"/invoices/{invoice_id}", credit)
+    return act(engine, who, f"/invoices/{invoice_id}", credit, once=required_once(form))
 
 
 @router.post("/invoices/{invoice_id}/payments", include_in_schema=False)
 def pay_invoice(
-    invoice_id: int,
+    invoice_id: Id,
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
 ) -> Response:
     def pay() -> str:
-        received = form.get("received_on", "").strip()
         payment = record_payment(
             engine, invoice_id, parse_amount(form.get("amount", ""), "amount"), method=form.get("method", ""),
-            received_on=dt.date.fromisoformat(received) if received else None,
+            received_on=date_field(form, "received_on", "received on"),
             reference=form.get("reference", "").strip() or None,
         )  # fmt: skip
         return f"Payment of {payment.amount} {payment.currency} recorded against {payment.invoice_number}."
 
-    return act(engine, who, f"/invoices/{invoice_id}", pay)
+    return act(engine, who, f"/invoices/{invoice_id}", pay, once=required_once(form))

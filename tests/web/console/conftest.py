@@ -50,6 +50,7 @@ subscription = { fee = 5.00, billing = "in_arrears", seats = true }
 
 OCTOBER = month(2026, 10)
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+NONCE = re.compile(r'name="form_nonce" value="([^"]+)"')
 
 
 @dataclass
@@ -94,6 +95,11 @@ def console(db_url: str, tmp_path: Path) -> Iterator[Console]:
 
 def csrf_of(html: str) -> str:
     return CSRF.search(html).group(1)
+
+
+def nonce_of(client: TestClient, page: str) -> str:
+    """A fresh ``form_nonce`` of ``page``'s forms (each page shows a new one)."""
+    return NONCE.search(client.get(page).text).group(1)
 
 
 def sign_in(client: TestClient, key: str) -> str:

@@ -17,7 +17,7 @@ from billing.notify import deliver_pending, get_notification, list_notifications
 from billing.run import run_billing
 from invoices.model import InvoiceStatus
 from invoices.store import FinalizeSettings
-from tests.web.console.conftest import OCTOBER, Console, csrf_of, sign_in
+from tests.web.console.conftest import OCTOBER, Console, csrf_of, nonce_of, sign_in
 
 pytestmark = pytest.mark.db
 
@@ -202,6 +202,7 @@ def test_approve_then_finalize_then_record_a_payment(console: Console, client: T
         f"/console/invoices/{acme.id}/payments",
         data={
             "csrf_token": staff,
+            "form_nonce": nonce_of(client, f"/console/invoices/{acme.id}"),
             "amount": "12.00",
             "method": "bank_transfer",
             "received_on": "",
@@ -246,11 +247,18 @@ def test_invoices_search_and_filters(console: Console, client: TestClient, staff
 def test_void_and_credit_note(console: Console, client: TestClient, staff: str):
     acme, beta = _issued(console)
     credited = client.post(
-        f"/console/invoices/{acme.id}/credit-notes", data={"csrf_token": staff, "amount": "2.00", "reason": "outage"}
+        f"/console/invoices/{acme.id}/credit-notes",
+        data={
+            "csrf_token": staff,
+            "amount": "2.00",
+            "reason": "outage",
+            "form_nonce": nonce_of(client, "/console/runs"),
+        },
     )
     assert "Credit note CN-2026-000001 of 2.00 USD issued against INV-2026-000001." in credited.text
     too_much = client.post(
-        f"/console/invoices/{acme.id}/credit-notes", data={"csrf_token": staff, "amount": "50.00", "reason": "x"}
+        f"/console/invoices/{acme.id}/credit-notes",
+        data={"csrf_token": staff, "amount": "50.00", "reason": "x", "form_nonce": nonce_of(client, "/console/runs")},
     )
     assert "Refused:" in too_much.text
     voided = client.post(f"/console/invoices/{beta.id}/void", data={"csrf_token": staff})
@@ -352,7 +360,14 @@ def test_review_flag_coupon_and_credit(console: Console, client: TestClient, sta
 
     granted = client.post(
         "/console/customers/beta/credits",
-        data={"csrf_token": staff, "amount": "25.00", "currency": "USD", "reason": "goodwill", "expires": ""},
+        data={
+            "csrf_token": staff,
+            "amount": "25.00",
+            "currency": "USD",
+            "reason": "goodwill",
+            "expires": "",
+            "form_nonce": nonce_of(client, "/console/customers/beta"),
+        },
     )
     assert "Credit of 25.00 USD granted (free)." in granted.text
     [usd] = credits.balance(console.engine, "beta")
