@@ -523,7 +523,7 @@ def _check_portal_link(doc: dict[str, Any], world: World) -> None:
     assert doc["url"].startswith("https://billing.example.com/portal/link/")
     expires = dt.datetime.fromisoformat(doc["expires_at"].replace("Z", "+00:00"))
     # three days from now, to the minute of the command's run
-    assert abs(expires - dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)) < dt.timedelta(minutes=5)
+    assert abs(expires - dt.datetime.now(dt.UTC) - dt.timedelta(days=3)) < dt.timedelta(minutes=5)
 
 
 def _check_synced(doc: dict[str, Any], world: World) -> None:
