@@ -75,7 +75,7 @@ def bridge_chart(figures: PeriodFigures, ident: str) -> Markup:
         y = height - bottom - float(high) * scale
         bar = max(float(high - low) * scale, 1.0)
         amount = high - low
-        sign = "+" if kind == "up" else "−" if kind == "down" else ""
+        sign = "" if not amount else "+" if kind == "up" else "−" if kind == "down" else ""
         shown = f"{sign}{format_money(amount, currency)}"
         body.append(
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{bar:.1f}" fill="{COLORS[kind]}"/>'

@@ -415,3 +415,24 @@ def test_each_page_answers_with_headings_and_no_cache(client: TestClient, staff:
         assert answer.status_code == 200, (page, answer.text)
         assert "<h1>" in answer.text and answer.headers["cache-control"] == "no-store"
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_the_mrr_bridge_writes_no_sign_before_a_movement_of_nothing():
+    import datetime as dt
+    from decimal import Decimal
+
+    from billing.core.metrics import PeriodFigures
+    from billing.core.periods import Period
+    from billing.web.console.charts import bridge_chart
+
+    figures = PeriodFigures(
+        period=Period(dt.date(2026, 10, 1), dt.date(2026, 11, 1)),
+        currency="USD",
+        mrr_start=Decimal("20.00"),
+        mrr_new=Decimal("5.00"),
+        mrr_end=Decimal("25.00"),
+    )
+    svg = str(bridge_chart(figures, "bridge"))
+    # start 20.00, new +5.00, nothing else moved: the other movements read 0.00, neither +0.00 nor −0.00
+    assert ">+5.00<" in svg and svg.count(">0.00<") == 4, svg
+    assert "−0.00" not in svg and "+0.00" not in svg, svg
