@@ -7,7 +7,9 @@ on ``decimal.Decimal`` and hand back text, so the sums are exact on both databas
 reach the caller.
 
 - ``exact_sum(x)``: the sum of a group (NULLs ignored; NULL for a group of NULLs, as ``SUM``);
-- ``exact_sub(a, b)``: ``a − b``; ``exact_least(a, b)``, ``exact_greatest(a, b)``: the smaller, the larger;
+- ``exact_sub(a, b)``: ``a − b``; ``exact_least(a, b)``, ``exact_greatest(a, b)``: the smaller, the larger
+  (NULLs skipped, as PostgreSQL's ``LEAST`` and ``GREATEST``);
+- the results are the numbers, scale and sign NUMERIC gives (no exponent, no ``-0.00``);
 - ``month_of(day, days_before=0)``: the first day of the month of ``day − days_before`` days, as the text
   ``YYYY-MM-01`` (compare it with ``date.isoformat()``).
 """
@@ -133,19 +135,31 @@ class _Sum:
             self.total = _decimal(value) if total is None else _EXACT.add(total, _decimal(value))
 
     def finalize(self) -> str | None:
-        return None if self.total is None else str(self.total)
+        return None if self.total is None else _numeric(self.total)
+
+
+def _numeric(value: Decimal) -> str:
+    """``value`` as PostgreSQL's NUMERIC would give it back: no exponent (``1E+2`` is ``100``, the scale never
+    below 0) and no negative zero (``-0.00`` is ``0.00``)."""
+    if value.is_zero():
+        value = value.copy_abs()
+    return format(value, "f")
 
 
 def _sub(a: Any, b: Any) -> str | None:
-    return None if a is None or b is None else str(_EXACT.subtract(_decimal(a), _decimal(b)))
+    return None if a is None or b is None else _numeric(_EXACT.subtract(_decimal(a), _decimal(b)))
 
 
 def _least(a: Any, b: Any) -> str | None:
-    return None if a is None or b is None else str(min(_decimal(a), _decimal(b)))
+    """The smaller; NULLs are skipped, as PostgreSQL's ``LEAST`` does (NULL only when both are)."""
+    values = [_decimal(value) for value in (a, b) if value is not None]
+    return _numeric(min(values)) if values else None
 
 
 def _greatest(a: Any, b: Any) -> str | None:
-    return None if a is None or b is None else str(max(_decimal(a), _decimal(b)))
+    """The larger; NULLs are skipped, as PostgreSQL's ``GREATEST`` does."""
+    values = [_decimal(value) for value in (a, b) if value is not None]
+    return _numeric(max(values)) if values else None
 
 
 def register_sqlite_functions(dbapi_connection: Any) -> None:
