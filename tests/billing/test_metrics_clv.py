@@ -75,3 +75,24 @@ def test_the_database_sums_the_cost_of_goods_and_the_figures_carry_it(billed, en
         Decimal("15.000"),
         Decimal("0.85"),
     )
+
+
+def test_without_churn_clv_is_n_a_and_a_negative_margin_gives_a_negative_clv():
+    h = History()
+    for i in range(4):
+        h.sub(h.customer(f"c{i}"), "basic", D(2026, 1, 1))
+    invoices = [invoice(f"c{i}", MARCH.start, {"subscription": "10.00"}) for i in range(4)]
+    costs = {(MARCH.start, "USD"): Decimal("50.00")}
+    (kept,) = compute_figures(h.customers, h.subscriptions, CATALOG, invoices, [MARCH], costs=costs)
+    # nobody leaves: churn 0 / 4, CLV would divide by zero: n/a; gross margin (40 − 50) / 40 = −25 %
+    assert (figures_row(kept)["customer_churn_rate"], figures_row(kept)["clv"]) == ("0.0", "n/a")
+    assert kept.gross_margin_rate == Decimal("-0.25")
+    h.sub(h.customer("gone"), "basic", D(2026, 1, 1), D(2026, 3, 20))
+    invoices.append(invoice("gone", MARCH.start, {"subscription": "10.00"}))
+    (lost,) = compute_figures(h.customers, h.subscriptions, CATALOG, invoices, [MARCH], costs=costs)
+    # margin 50 − 50 = 0 over 5 billed customers / churn 1 / 5: CLV 0.00; with a cost of 75.00: −25.00 / 5 = −5.00
+    # a billed customer, / 0.2 = −25.00
+    assert figures_row(lost)["clv"] == "0.00"
+    costs = {(MARCH.start, "USD"): Decimal("75.00")}
+    (losing,) = compute_figures(h.customers, h.subscriptions, CATALOG, invoices, [MARCH], costs=costs)
+    assert figures_row(losing)["clv"] == "-25.00"
