@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import groupby
+from itertools import chain, groupby
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, select, union_all
@@ -240,21 +240,22 @@ def cohorts_from_database(
 
 
 def margins_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Period]) -> list[Margin]:
-    """Gross margin and markup per meter and per plan of ``periods`` (consecutive months), per currency."""
+    """Gross margin and markup per meter and per plan of ``periods`` (consecutive months), per currency. The lines
+    are streamed into the sums (memory grows with meters, plans and subscriptions, not with lines)."""
     if not periods:
         return []
     with session_scope(read_only(engine)) as session:
         lines = store.issued_lines(
             session, periods[0].start, periods[-1].end, ("subscription", "usage", "commitment")
         )
-    records = [
-        LineRecord(
-            (line.period_end - dt.timedelta(days=1)).replace(day=1), line.currency, line.kind, line.meter,
-            line.plan_code, line.plan_version, line.subscription_id, line.quantity, line.amount,
-        )
-        for line in lines
-    ]  # fmt: skip
-    return margins(records, catalog)
+        records = (
+            LineRecord(
+                (line.period_end - dt.timedelta(days=1)).replace(day=1), line.currency, line.kind, line.meter,
+                line.plan_code, line.plan_version, line.subscription_id, line.quantity, line.amount,
+            )
+            for line in lines
+        )  # fmt: skip
+        return margins(records, catalog)
 
 
 def repeat_purchases_from_database(engine: Engine, periods: Sequence[Period]) -> list[RepeatPurchases]:
@@ -271,21 +272,24 @@ def repeat_purchases_from_database(engine: Engine, periods: Sequence[Period]) ->
 
 def recognition_from_database(engine: Engine, periods: Sequence[Period]) -> list[Recognition]:
     """Billed, recognized and deferred revenue of ``periods`` (months), per currency, from every issued period,
-    progressive and opening invoice's lines (the whole history: the opening deferred revenue needs it)."""
+    progressive and opening invoice's lines (the whole history: the opening deferred revenue needs it). The lines
+    are streamed into the months' sums (each is recognized and rounded on its own): memory grows with the credit
+    notes' lines, not with every line."""
     if not periods:
         return []
     kinds = [kind.value for kind in LineKind]
     scopes = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value, InvoiceScope.OPENING.value)
     with session_scope(read_only(engine)) as session:
-        lines = store.issued_lines(session, dt.date(1900, 1, 1), dt.date(9999, 1, 1), kinds, scopes)
         notes = _credit_notes(session, scopes)
-    records = [
-        RecognizedLine(line.currency, line.amount, line.service_start, line.service_end, line.period_start or OPEN_END)
-        for line in lines
-    ]
-    for net, issued_on, credited in notes:
-        records.extend(credit_note_lines(net, issued_on, credited))
-    return recognize(records, periods)
+        lines = store.issued_lines(session, dt.date(1900, 1, 1), dt.date(9999, 1, 1), kinds, scopes)
+        records = (
+            RecognizedLine(
+                line.currency, line.amount, line.service_start, line.service_end, line.period_start or OPEN_END
+            )
+            for line in lines
+        )
+        credits = (part for net, issued_on, credited in notes for part in credit_note_lines(net, issued_on, credited))
+        return recognize(chain(records, credits), periods)
 
 
 def _credit_notes(session: Session, scopes: Sequence[str]) -> list[tuple[Decimal, dt.date, list[RecognizedLine]]]:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from billing.core.periods import Period, month_of
+from billing.core.periods import Period
 from pricing_plans.money import ZERO, round_money
 
 __all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "recognize"]
@@ -77,26 +77,41 @@ class Recognition:
 
 
 def recognize(lines: Iterable[RecognizedLine], periods: Sequence[Period]) -> list[Recognition]:
-    """Billed, recognized and deferred revenue of each of ``periods`` (months), per currency with any line."""
-    by_currency: dict[str, list[RecognizedLine]] = defaultdict(list)
+    """Billed, recognized and deferred revenue of each of ``periods`` (months), per currency with any line. The
+    lines are read once, each added to the months' sums as it comes (``lines`` may be streamed: memory grows with
+    months and currencies, not with lines)."""
+    bounds = sorted({p.start for p in periods} | {p.end for p in periods})
+    sums: dict[str, list[list[decimal.Decimal]]] = {}
     for line in lines:
-        by_currency[line.currency].append(line)
-    found: list[Recognition] = []
-    for period in periods:
-        for currency in sorted(by_currency):
-            found.append(_month(period, currency, by_currency[currency]))
-    return found
+        months = sums.get(line.currency)
+        if months is None:
+            months = sums[line.currency] = [[ZERO, ZERO, ZERO] for _ in periods]
+        _add_line(line, periods, bounds, months)
+    return [
+        _recognition(period, currency, *sums[currency][index])
+        for index, period in enumerate(periods)
+        for currency in sorted(sums)
+    ]
 
 
-def _month(period: Period, currency: str, lines: Sequence[RecognizedLine]) -> Recognition:
-    billed = recognized = opening = ZERO
-    for line in lines:
-        before = line.recognized_until(period.start)
-        if line.billed_on < period.start:
-            opening += line.amount - before
-        elif month_of(line.billed_on) == period:
-            billed += line.amount
-        recognized += line.recognized_until(period.end) - before
+def _add_line(
+    line: RecognizedLine, periods: Sequence[Period], bounds: Sequence[dt.date], months: list[list[decimal.Decimal]]
+) -> None:
+    """Add ``line`` to each month's [billed, recognized, deferred opening]."""
+    until = dict(zip(bounds, map(line.recognized_until, bounds), strict=True))
+    billed_on = line.billed_on
+    for sums, period in zip(months, periods, strict=True):
+        before = until[period.start]
+        if billed_on < period.start:
+            sums[2] += line.amount - before
+        elif billed_on < period.end:
+            sums[0] += line.amount
+        sums[1] += until[period.end] - before
+
+
+def _recognition(
+    period: Period, currency: str, billed: decimal.Decimal, recognized: decimal.Decimal, opening: decimal.Decimal
+) -> Recognition:
     return Recognition(period, currency, billed, recognized, opening, opening + billed - recognized)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -811,10 +811,11 @@ def issued_lines(
     last: dt.date,
     kinds: Collection[str],
     scopes: Collection[str] = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value),
-) -> list[IssuedLine]:
+) -> Iterator[IssuedLine]:
     """The lines of ``kinds`` of the issued invoices of ``scopes`` (period and progressive ones by default) whose
     billing period ends from ``first`` (exclusive) to ``last`` (inclusive): the lines of the months whose last
-    days lie in that range."""
+    days lie in that range. Streamed in chunks of 10,000 rows (read them before ``session`` ends): memory does not
+    grow with the lines."""
     rows = session.execute(
         select(
             InvoiceRow.customer_external_id, InvoiceRow.currency, InvoiceRow.period_end, InvoiceLineRow.kind,
@@ -831,12 +832,11 @@ def issued_lines(
             InvoiceRow.period_end <= last,
             InvoiceLineRow.kind.in_(list(kinds)),
         )
-        .order_by(InvoiceLineRow.id)
+        .order_by(InvoiceLineRow.id),
+        execution_options={"yield_per": 10_000},
     )
-    return [
-        IssuedLine(who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins)
-        for who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins in rows
-    ]
+    for who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins in rows:
+        yield IssuedLine(who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins)
 
 
 

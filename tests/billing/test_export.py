@@ -281,3 +281,25 @@ def test_the_export_has_the_months_recognized_revenue_and_the_credit_note_takes_
     # October: the fee and the usage of October, 10.00 + 2.00, recognized in October (the top-up sells credit: no
     # revenue until used)
     assert (october["billed"], october["recognized"], october["deferred_closing"]) == ("12.00", "12.00", "0.00")
+
+
+def test_the_revenue_file_is_what_billing_metrics_revenue_prints(november, db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("BILLING_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        for label in ("2026-10", "2026-11"):
+            done = CliRunner().invoke(cli_app, ["export", "--period", label, "--to", str(tmp_path / label),
+                                                "--format", "json"])  # fmt: skip
+            assert done.exit_code == 0, done.output
+            exported = json.loads((tmp_path / label / "revenue.json").read_text(encoding="utf-8"))
+            printed = CliRunner().invoke(cli_app, ["metrics", "revenue", "--period", label, "--json"])
+            assert printed.exit_code == 0, printed.output
+            assert exported == json.loads(printed.stdout)["data"]
+            for row in exported:  # opening + added − recognized = closing
+                opening, added, recognized, closing = (
+                    Decimal(row[k]) for k in ("deferred_opening", "deferred_added", "recognized", "deferred_closing")
+                )
+                assert opening + added - recognized == closing
+    finally:
+        dispose_engines()
+        get_settings.cache_clear()

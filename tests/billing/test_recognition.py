@@ -156,3 +156,31 @@ def test_a_credit_note_reduces_recognized_revenue_through_the_database(engine):
         Decimal("-246.57"),
         Decimal("251.50"),
     )
+
+
+def test_a_full_credit_and_two_partial_credits_leave_nothing_of_the_fee_and_every_currency_adds_up():
+    eur_fee = RecognizedLine("EUR", Decimal("90.00"), D(2026, 3, 1), D(2026, 6, 1), D(2026, 3, 1))
+    full = credit_note_lines(Decimal("1200.00"), D(2026, 2, 10), [FEE])  # all of the year, in February
+    # two partial credits of 30.00 and 60.00 against the EUR fee of March to May, in April and in August (after it)
+    parts = [*credit_note_lines(Decimal("30.00"), D(2026, 4, 30), [eur_fee]),
+             *credit_note_lines(Decimal("60.00"), D(2026, 8, 1), [eur_fee])]  # fmt: skip
+    months = [month(2026, m) for m in range(1, 13)]
+    found = recognize(iter([FEE, *full, eur_fee, *parts]), months)  # streamed: read once
+    for currency in ("EUR", "USD"):
+        mine = [r for r in found if r.currency == currency]
+        for before, after in pairwise(mine):
+            assert after.deferred_opening == before.deferred_closing
+        for r in mine:
+            assert r.deferred_opening + r.deferred_added - r.recognized == r.deferred_closing
+        assert sum((r.recognized for r in mine), Decimal(0)) == Decimal("0.00")  # fee − credits, to the cent
+        assert mine[-1].deferred_closing == Decimal("0.00")
+    usd = {r.period.label: r for r in found if r.currency == "USD"}
+    # January recognizes 1200 × 31 / 365 = 101.92; February: the fee's 1200 × 59 / 365 = 193.97 − 101.92 = 92.05,
+    # the full credit takes back the 193.97 of January and February at once: −101.92; deferred 0.00 from then on
+    assert (usd["2026-01"].recognized, usd["2026-02"].recognized) == (Decimal("101.92"), Decimal("-101.92"))
+    assert usd["2026-02"].deferred_closing == Decimal("0.00")
+    eur = {r.period.label: r for r in found if r.currency == "EUR"}
+    # April: the fee's part 90 × 61 / 92 = 59.67 − 90 × 31 / 92 = 30.33 → 29.34, and the credit of 30.00
+    # takes back 30 × 61 / 92 = 19.89 at once: 29.34 − 19.89 = 9.45; August: the 60.00 credit all at once
+    assert eur["2026-04"].recognized == Decimal("9.45")
+    assert (eur["2026-08"].billed, eur["2026-08"].recognized) == (Decimal("-60.00"), Decimal("-60.00"))
