@@ -245,9 +245,7 @@ def margins_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
     if not periods:
         return []
     with session_scope(read_only(engine)) as session:
-        lines = store.issued_lines(
-            session, periods[0].start, periods[-1].end, ("subscription", "usage", "commitment")
-        )
+        lines = store.issued_lines(session, periods[0].start, periods[-1].end, ("subscription", "usage", "commitment"))
         records = (
             LineRecord(
                 (line.period_end - dt.timedelta(days=1)).replace(day=1), line.currency, line.kind, line.meter,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 

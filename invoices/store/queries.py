@@ -835,8 +835,8 @@ def issued_lines(
         .order_by(InvoiceLineRow.id),
         execution_options={"yield_per": 10_000},
     )
-    for who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins in rows:
-        yield IssuedLine(who, currency, end, kind, meter, code, version, sub, quantity, amount, start, stop, scope, begins)
+    for row in rows:
+        yield IssuedLine(*row)
 
 
 

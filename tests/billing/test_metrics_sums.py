@@ -23,8 +23,16 @@ from tests.billing.test_metrics_db import SETTINGS, catalog  # noqa: F401  (the 
 D = dt.date
 
 
-def _issue(engine: Engine, key: str, customer: str, currency: str, start: dt.date, end: dt.date,
-           lines: dict[str, str], **extra: object) -> str:
+def _issue(
+    engine: Engine,
+    key: str,
+    customer: str,
+    currency: str,
+    start: dt.date,
+    end: dt.date,
+    lines: dict[str, str],
+    **extra: object,
+) -> str:
     draft = DraftInvoice(
         billing_key=key, customer=Party(name=customer.upper(), external_id=customer), currency=currency,
         locale="en_US", period_start=start, period_end=end,
@@ -68,7 +76,9 @@ def _populate(engine: Engine, catalog) -> None:  # noqa: F811
     )  # fmt: skip
     with session_scope(engine) as session:
         invoice_id = store.upsert_draft(session, draft).invoice_id
-        credits.finalize_with_credits(session, [invoice_id], SETTINGS, D(2026, 3, 1), now=dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+        credits.finalize_with_credits(
+            session, [invoice_id], SETTINGS, D(2026, 3, 1), now=dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+        )
     _issue(engine, "period:c:2026-03", "c", "USD", D(2026, 3, 1), D(2026, 4, 1), {"subscription": "0.00"})
     # d: an opening invoice of a yearly fee started on 03-10, billed with January's calendar period
     _issue(engine, "start:d", "d", "USD", D(2026, 1, 1), D(2027, 1, 1), {"subscription": "1200.00"},

@@ -230,3 +230,24 @@ def test_the_scheduler_queues_at_risk_once_per_customer_and_month(engine, risky)
     assert notify_at_risk(engine, risky, RULES, now + dt.timedelta(hours=12)) == []
     found = sorted((n.customer, n.period) for n in list_notifications(engine) if n.kind == "customer.at_risk")
     assert found == [("a", "2026-10")]
+
+
+def test_the_month_assessed_has_ended_in_adak_and_kiritimati():
+    from zoneinfo import ZoneInfo
+
+    from billing.risk import last_closed_month
+
+    def ended(period, zone: str, now: dt.datetime) -> bool:
+        end = dt.datetime.combine(period.end, dt.time(), tzinfo=ZoneInfo(zone))
+        return end <= now
+
+    # 1 November 2026 05:00 UTC: October has ended in UTC and in Kiritimati (UTC+14, since 31 October 10:00 UTC),
+    # not in Adak (UTC−9 until its summer time ends: 1 November 09:00 UTC)
+    now = dt.datetime(2026, 11, 1, 5, tzinfo=dt.UTC)
+    assert ended(OCTOBER, "Pacific/Kiritimati", now) and not ended(OCTOBER, "America/Adak", now)
+    assert last_closed_month(now) == month(2026, 9)
+    # 09:30 UTC: ended in Adak too, but not yet in UTC−12 (12:00 UTC)
+    assert last_closed_month(now.replace(hour=9, minute=30)) == month(2026, 9)
+    later = now.replace(hour=12)
+    assert last_closed_month(later) == OCTOBER
+    assert all(ended(OCTOBER, zone, later) for zone in ("Pacific/Kiritimati", "America/Adak", "Etc/GMT+12"))
