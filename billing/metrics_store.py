@@ -46,7 +46,7 @@ from billing.core.metrics import (
 )
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
-from billing.core.recognition import Recognition, RecognizedLine, credit_note_lines, recognize
+from billing.core.recognition import Recognition, RecognizedLine, credit_note_lines, net_of_invoice, recognize
 from billing.db import coupon_tables, override_tables, repository, session_scope
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
 from billing.db.tables import SubscriptionRow
@@ -275,19 +275,39 @@ def recognition_from_database(engine: Engine, periods: Sequence[Period]) -> list
     notes' lines, not with every line."""
     if not periods:
         return []
-    kinds = [kind.value for kind in LineKind]
     scopes = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value, InvoiceScope.OPENING.value)
     with session_scope(read_only(engine)) as session:
         notes = _credit_notes(session, scopes)
-        lines = store.issued_lines(session, dt.date(1900, 1, 1), dt.date(9999, 1, 1), kinds, scopes)
-        records = (
-            RecognizedLine(
-                line.currency, line.amount, line.service_start, line.service_end, line.period_start or OPEN_END
-            )
-            for line in lines
-        )
         credits = (part for net, issued_on, credited in notes for part in credit_note_lines(net, issued_on, credited))
-        return recognize(chain(records, credits), periods)
+        return recognize(chain(_recognized_lines(session, scopes), credits), periods)
+
+
+def _recognized_lines(session: Session, scopes: Sequence[str]) -> Iterator[RecognizedLine]:
+    """The lines of every issued invoice of ``scopes``, streamed an invoice at a time in chunks of 10,000 rows,
+    each invoice's followed by the parts that bring them to its revenue (its total less its tax:
+    :func:`billing.core.recognition.net_of_invoice`)."""
+    rows = session.execute(
+        select(
+            InvoiceRow.id, InvoiceRow.currency, InvoiceRow.period_start, InvoiceRow.total, InvoiceRow.tax,
+            InvoiceLineRow.amount, InvoiceLineRow.service_start, InvoiceLineRow.service_end,
+        )
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+            InvoiceRow.status.in_(_ISSUED),
+            InvoiceRow.scope.in_(list(scopes)),
+        )
+        .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position),
+        execution_options={"yield_per": 10_000},
+    )  # fmt: skip
+    for _, group in groupby(rows, key=lambda row: row[0]):
+        found = list(group)
+        lines = [
+            RecognizedLine(currency, amount, service_start, service_end, period_start or OPEN_END)
+            for _, currency, period_start, _, _, amount, service_start, service_end in found
+        ]
+        yield from lines
+        yield from net_of_invoice(lines, found[0].total - found[0].tax)
 
 
 def _credit_notes(session: Session, scopes: Sequence[str]) -> list[tuple[Decimal, dt.date, list[RecognizedLine]]]:

@@ -9,6 +9,9 @@ the lines come from ``billing.metrics_store``.
   period is recognized when billed.
 - **Deferred revenue** (billed, not yet recognized), per month: opening + added (billed in the month) − recognized
   in the month = closing; the closing of a month is the opening of the next.
+- An invoice's lines are brought to its revenue, its total less its tax: the tax inside tax-inclusive prices (and a
+  discount that is no line) is shared over its lines by amount, each part billed and recognized with its line (a
+  fee of 119.00 with 19 % inside is 100.00 of revenue).
 - A **credit note** takes back revenue in the month it is issued: its net amount, negative, shared over the lines
   of the invoice it credits in proportion to their amounts, each part over its line's service period. In the
   month of issue it is billed (added to deferred revenue, negative) and the part of the service period already
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from billing.core.periods import Period
 from pricing_plans.money import ZERO, round_money
 
-__all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "recognize"]
+__all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "net_of_invoice", "recognize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +124,43 @@ def credit_note_lines(
     the invoice it credits (``credited``): each takes its share of ``net`` in proportion to its amount (rounded to
     minor units, the last line taking what rounding leaves) and that line's service period, so the note takes
     back revenue of the days each line covers."""
-    total = sum((line.amount for line in credited), ZERO)
-    if not credited or total == 0:
+    return [
+        RecognizedLine(line.currency, -share, line.service_start, line.service_end, line.invoice_start, issued_on)
+        for line, share in zip(credited, _shares(net, credited), strict=False)
+    ]
+
+
+def net_of_invoice(lines: Sequence[RecognizedLine], net: decimal.Decimal) -> list[RecognizedLine]:
+    """What brings an invoice's ``lines`` to its revenue ``net`` (its total less its tax): the tax inside
+    tax-inclusive prices (and a discount that is no line), negative, shared over the lines by amount as a credit
+    note is, each part billed and recognized with its line. A fee of 119.00 with 19.00 of tax inside it is 100.00
+    of revenue: a part of −19.00 over the fee's days."""
+    if not lines:
         return []
-    currency = credited[0].currency
-    parts: list[RecognizedLine] = []
-    left = net
-    for index, line in enumerate(credited):
-        share = left if index == len(credited) - 1 else round_money(net * line.amount / total, currency)
+    gap = sum((line.amount for line in lines), ZERO) - net
+    if gap == 0:
+        return []
+    shares = _shares(gap, lines)
+    if not shares:  # lines adding up to nothing: the gap is revenue of the invoice's start
+        first = lines[0]
+        return [RecognizedLine(first.currency, -gap, None, None, first.invoice_start)]
+    return [
+        RecognizedLine(line.currency, -share, line.service_start, line.service_end, line.invoice_start)
+        for line, share in zip(lines, shares, strict=True)
+    ]
+
+
+def _shares(amount: decimal.Decimal, lines: Sequence[RecognizedLine]) -> list[decimal.Decimal]:
+    """``amount`` shared over ``lines`` in proportion to their amounts, rounded to minor units, the last line taking
+    what rounding leaves; none when the lines add up to nothing."""
+    total = sum((line.amount for line in lines), ZERO)
+    if not lines or total == 0:
+        return []
+    currency = lines[0].currency
+    shares: list[decimal.Decimal] = []
+    left = amount
+    for index, line in enumerate(lines):
+        share = left if index == len(lines) - 1 else round_money(amount * line.amount / total, currency)
         left -= share
-        parts.append(
-            RecognizedLine(currency, -share, line.service_start, line.service_end, line.invoice_start, issued_on)
-        )
-    return parts
+        shares.append(share)
+    return shares

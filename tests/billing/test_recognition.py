@@ -184,3 +184,44 @@ def test_a_full_credit_and_two_partial_credits_leave_nothing_of_the_fee_and_ever
     # takes back 30 × 61 / 92 = 19.89 at once: 29.34 − 19.89 = 9.45; August: the 60.00 credit all at once
     assert eur["2026-04"].recognized == Decimal("9.45")
     assert (eur["2026-08"].billed, eur["2026-08"].recognized) == (Decimal("-60.00"), Decimal("-60.00"))
+
+
+def test_tax_inside_prices_is_not_revenue_and_a_full_credit_takes_all_of_it_back(engine):
+    from billing import customers as service
+    from billing.db import session_scope
+    from billing.metrics_store import recognition_from_database
+    from invoices import store
+    from invoices.model import DraftInvoice, InvoiceLine, Party, TaxLine
+    from tests.billing.test_metrics_db import SETTINGS
+
+    service.create_customer(engine, "a", name="A", email=None, currency="USD", timezone="UTC")
+    # a fee of 119.00 with 19 % tax inside it (19.00), for January 2026, and a usage line of 11.90 (1.90 inside):
+    # revenue 100.00 + 10.00; the tax, 20.90 in all, is shared over the lines by amount: 19.00 and 1.90
+    lines = (
+        InvoiceLine(kind="subscription", description="January", amount=Decimal("119.00"),
+                    service_start=D(2026, 1, 1), service_end=D(2026, 2, 1)),
+        InvoiceLine(kind="usage", description="calls", amount=Decimal("11.90")),
+    )  # fmt: skip
+    taxes = (TaxLine(rate=Decimal(19), taxable=Decimal("110.00"), amount=Decimal("20.90"), included=Decimal("20.90")),)
+    draft = DraftInvoice(
+        billing_key="period:a:2026-01", customer=Party(name="A", external_id="a"), currency="USD", locale="en_US",
+        period_start=D(2026, 1, 1), period_end=D(2026, 2, 1), lines=lines, taxes=taxes,
+    )  # fmt: skip
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, draft).invoice_id
+        (number,) = store.finalize_many(session, [invoice_id], SETTINGS, D(2026, 2, 1))
+        # the whole invoice credited on 5 March: the note's net is 110.00 (130.90 less its 20.90 of tax)
+        note = store.create_credit_note(session, number, Decimal("130.90"), "refund", SETTINGS, D(2026, 3, 5))
+    assert note.subtotal == Decimal("110.00")
+    january, _, march = recognition_from_database(engine, [month(2026, m) for m in (1, 2, 3)])
+    assert (january.billed, january.recognized, january.deferred_closing) == (
+        Decimal("110.00"),
+        Decimal("110.00"),
+        Decimal("0.00"),
+    )
+    # March: the note takes back the 110.00, all of it past: nothing of the invoice is left as revenue
+    assert (march.billed, march.recognized, march.deferred_closing) == (
+        Decimal("-110.00"),
+        Decimal("-110.00"),
+        Decimal("0.00"),
+    )
