@@ -313,16 +313,14 @@ def _alert_delays(url: str, answered: dict[str, float]) -> list[float]:
     return [max(0.0, created[who] - answered[who]) for who in answered]
 
 
-def _backend(label: str, url: str, raw_url: str, scale: float, file_path: Path, file_rows: list[tuple[object, ...]],
-             file_raw_url: str, file_url: str) -> list[Figure]:
+def _http(label: str, url: str, raw_url: str, scale: float, catalog: Path) -> list[Figure]:
+    """The HTTP figures: batches, paced single events, acceptance → alert."""
     figures: list[Figure] = []
-    catalog = DATA / "api-ingest-catalog.toml"
-    catalog.write_text(CATALOG, encoding="utf-8")
     names = [f"api-{i:04d}" for i in range(200)]
     paced_count = max(500, int(RATE * PACED_SECONDS * scale))
     alert_names = [f"alert-{i:04d}" for i in range(paced_count // ALERT_EVERY)]
     first_of_month = dt.date.today().replace(day=1)
-    for target in (url, raw_url, file_url, file_raw_url):
+    for target in (url, raw_url):
         upgrade(target)
     _populate(url, names, "pro", first_of_month)
     _populate(url, alert_names, "tiny", first_of_month)
@@ -364,11 +362,17 @@ def _backend(label: str, url: str, raw_url: str, scale: float, file_path: Path, 
     d99 = _percentile(delays, 0.99)
     figures.append(Figure(f"acceptance → alert, p99 of {len(delays)} → {label}", d99, "s",
                           statistics.median(delays), "p50", "≤ 2 s", d99 <= 2))
+    return figures
 
-    # billing ingest of a file on a catalog with thresholds (every customer subscribed to a plan with two)
+
+def _file(label: str, catalog: Path, file_path: Path, file_rows: list[tuple[object, ...]], file_raw_url: str,
+          file_url: str) -> Figure:
+    """``billing ingest`` of a file on a catalog with thresholds (every customer subscribed to a plan with two)."""
     from billing.ingestion import ingest_path
     from pricing_plans.loader import load_catalog_or_raise
 
+    for target in (file_url, file_raw_url):
+        upgrade(target)
     _populate(file_url, customers(), "pro", dt.date(2024, 1, 1))
     file_engine = make_engine(file_url)
     file_catalog = load_catalog_or_raise(catalog)
@@ -383,18 +387,25 @@ def _backend(label: str, url: str, raw_url: str, scale: float, file_path: Path, 
     assert report is not None and not report.rejected, report.rejected[:3]  # type: ignore[union-attr]
     accepted = report.accepted  # type: ignore[union-attr]
     raw = _raw(file_raw_url, file_rows, CHUNK_SIZE)
-    figures.append(Figure(f"billing ingest {accepted:,} JSONL events, thresholds on → {label}", accepted / seconds,
-                          "events/s", len(file_rows) / raw,
-                          f"raw {'executemany' if label == 'SQLite' else 'COPY'}", "≥ 0.7× raw",
-                          seconds <= raw / 0.7))
+    return Figure(f"billing ingest {accepted:,} JSONL events, thresholds on → {label}", accepted / seconds,
+                  "events/s", len(file_rows) / raw, f"raw {'executemany' if label == 'SQLite' else 'COPY'}",
+                  "≥ 0.7× raw", seconds <= raw / 0.7)
+
+
+def _backend(label: str, url: str, raw_url: str, scale: float, parts: tuple[str, ...], file_url: str,
+             file_raw_url: str) -> list[Figure]:
+    catalog = DATA / "api-ingest-catalog.toml"
+    catalog.write_text(CATALOG, encoding="utf-8")
+    figures = _http(label, url, raw_url, scale, catalog) if "http" in parts else []
+    if "file" in parts:
+        file_path = events_file(max(1000, int(FILE_EVENTS * scale)))
+        figures.append(_file(label, catalog, file_path, parsed_rows(file_path), file_raw_url, file_url))
     return figures
 
 
-def run(scale: float, console: Console) -> list[Figure]:
+def run(scale: float, console: Console, parts: tuple[str, ...] = ("http", "file")) -> list[Figure]:
+    """Every figure; ``parts``: ``http`` (the server's), ``file`` (``billing ingest``'s), or both."""
     DATA.mkdir(exist_ok=True)
-    file_count = max(1000, int(FILE_EVENTS * scale))
-    file_path = events_file(file_count)
-    file_rows = parsed_rows(file_path)
     gc.freeze()
     figures: list[Figure] = []
     try:
@@ -403,7 +414,7 @@ def run(scale: float, console: Console) -> list[Figure]:
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
         urls = [f"sqlite:///{path}" for path in paths]
-        figures += _backend("SQLite", urls[0], urls[1], scale, file_path, file_rows, urls[3], urls[2])
+        figures += _backend("SQLite", urls[0], urls[1], scale, parts, urls[2], urls[3])
         for path in paths:
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
@@ -415,7 +426,7 @@ def run(scale: float, console: Console) -> list[Figure]:
                 postgres_schema(pg, "file") as file_url,
                 postgres_schema(pg, "fileraw") as file_raw,
             ):
-                figures += _backend("PostgreSQL", ours, raw, scale, file_path, file_rows, file_raw, file_url)
+                figures += _backend("PostgreSQL", ours, raw, scale, parts, file_url, file_raw)
     finally:
         gc.unfreeze()
     return figures

@@ -139,8 +139,9 @@ def serve(
         if not no_scheduler:
             schedulers.append(_Background(level).start())
 
-    # h11: it answers a request before reading a body it will refuse, and refuses oversized bodies 413
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower(), http="h11")
+    # uvicorn's fastest HTTP parser and event loop that are installed: httptools and uvloop (dependencies), else
+    # h11 and asyncio; the body limits hold on either (``billing.api.limits``)
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower(), http="auto")
     server = _server(config, start_jobs)
     # uvicorn hands a SIGTERM back to the previous handler once it has stopped serving: make that an exit through
     # the ``finally`` below (the default handler would kill the process before the scheduler is stopped).
