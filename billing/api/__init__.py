@@ -48,6 +48,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Engine
+from starlette.types import Receive, Scope, Send
 
 from billing.api import (
     errors,
@@ -73,7 +74,7 @@ from billing.api.idempotency import Idempotency
 from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from billing.api.pagination import reject_unknown_query
 from billing.apikeys import ApiKey, create_api_key, list_api_keys, revoke_api_key
-from billing.config import Settings
+from billing.config import Settings, get_settings
 from billing.db.engines import engine_for_url, get_engine
 
 __all__ = ["ApiError", "ApiKey", "create_api_key", "create_app", "list_api_keys", "revoke_api_key"]
@@ -110,9 +111,33 @@ def _with_examples(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+class _Api(FastAPI):
+    """The API: ``POST /v1/events`` without an ``Idempotency-Key`` is answered by its lean path
+    (``routes_events.serve_events``) before the middleware and the routing; every other request goes through
+    them."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if routes_events.takes(scope):
+            settings: Settings | None = self.state.settings
+            await routes_events.serve_events(
+                scope, receive, send, settings or get_settings(), lambda: _app_engine(self)
+            )
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _app_engine(app: FastAPI) -> Engine:
+    """The engine the app's routes use (the one ``api_engine`` gives, or its override)."""
+    override = app.dependency_overrides.get(api_engine)  # (an app that overrides the routes' engine)
+    if override is not None:
+        return override()  # type: ignore[no-any-return]
+    settings: Settings | None = app.state.settings
+    return engine_for_url(settings.database_url) if settings is not None else get_engine()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API application; ``settings`` (default: the configured ones) name the database and the catalog."""
-    app = FastAPI(
+    app = _Api(
         title="Billing engine",
         version="1.0.0",
         description=DESCRIPTION,
@@ -149,9 +174,7 @@ def _add_service_routes(app: FastAPI) -> None:
 
 
 def _add_routers(app: FastAPI) -> None:
-    """The API's routes, resource by resource, the Stripe webhooks last; ``POST /v1/events`` is served by its
-    fast route (``routes_events.FAST_ROUTE``, ahead of the others) and documented by its API route."""
-    app.router.routes.append(routes_events.FAST_ROUTE)
+    """The API's routes, resource by resource, the Stripe webhooks last."""
     for module in (
         routes_events,
         routes_customers,
@@ -199,15 +222,8 @@ def _add_middleware(app: FastAPI) -> None:
     """The idempotency keys, and the body limits outside them, on the engine the app's dependencies name."""
     from billing.api.routes_stripe import MAX_BODY as STRIPE_MAX_BODY
 
-    def engine() -> Engine:
-        override = app.dependency_overrides.get(api_engine)  # (an app that overrides the routes' engine)
-        if override is not None:
-            return override()  # type: ignore[no-any-return]
-        settings: Settings | None = app.state.settings
-        return engine_for_url(settings.database_url) if settings is not None else get_engine()
-
     # Outermost last: the body is bounded before the idempotency keys read it.
-    app.add_middleware(Idempotency, engine=engine)
+    app.add_middleware(Idempotency, engine=lambda: _app_engine(app))
     app.add_middleware(
         BodyLimit,
         default=DEFAULT_MAX_BODY,

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing.api.errors import ApiError
 
-__all__ = ["DEFAULT_MAX_BODY", "BodyLimit", "BodyTooLarge", "describe_limit", "read_body"]
+__all__ = ["DEFAULT_MAX_BODY", "BodyLimit", "BodyTooLarge", "content_length", "describe_limit", "read_body", "too_large"]
 
 DEFAULT_MAX_BODY = 1024 * 1024
 """A JSON request to a route that names no limit of its own (a customer, a subscription, a Stripe event)."""
@@ -43,6 +43,11 @@ def describe_limit(limit: int) -> str:
 
 def _message(limit: int, method: str, path: str) -> str:
     return f"body: at most {describe_limit(limit)} on {method} {path}"
+
+
+def too_large(limit: int, method: str, path: str) -> ApiError:
+    """The 413 of a body past ``limit``, answered with ``Connection: close``."""
+    return ApiError(413, "body_too_large", _message(limit, method, path), "body", {"Connection": "close"})
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -75,10 +80,9 @@ class BodyLimit:
         method, path = scope.get("method", ""), scope.get("path", "")
         limit = self.limit_for(path)
         headers = _headers(scope)
-        declared = _content_length(headers.get(b"content-length"))
+        declared = content_length(headers.get(b"content-length"))
         if declared is not None and declared > limit:
-            refusal = ApiError(413, "body_too_large", _message(limit, method, path), "body", {"Connection": "close"})
-            await refusal.response()(scope, receive, send)
+            await too_large(limit, method, path).response()(scope, receive, send)
             return
 
         # Is there body left that nobody read? None when the request has no body (nothing to wait for).
@@ -115,7 +119,7 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return found
 
 
-def _content_length(value: Any) -> int | None:
+def content_length(value: Any) -> int | None:
     """The declared length, or None when absent or not a number (the server refuses such framing itself)."""
     if value is None:
         return None
@@ -130,7 +134,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared ``Content-Length`` or the bytes received so far pass it. For routes that must hold to their limit
     even when mounted without :class:`BodyLimit`."""
     method, path = request.method, request.url.path
-    declared = _content_length(request.headers.get("content-length"))
+    declared = content_length(request.headers.get("content-length"))
     if declared is not None and declared > limit:
         raise BodyTooLarge(limit, method, path)
     chunks: list[bytes] = []
