@@ -16,6 +16,7 @@ if it exits while the server runs. Its reactor looks for newly stored events eve
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -43,6 +44,8 @@ __all__ = ["register", "serve"]
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 REACTOR_POLL = 0.25
 """Seconds between two looks of the scheduler process's reactor for events the server stored."""
+GC_YOUNG = 10_000
+"""Allocations between two collections of the garbage collector's youngest generation in the API's process."""
 RESTART_DELAY = 5
 """Seconds before a scheduler process that exited while the server runs is started again."""
 log = logging.getLogger(__name__)
@@ -97,13 +100,21 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def _server(config: uvicorn.Config, on_started: Callable[[], Any]) -> uvicorn.Server:
     """A uvicorn server that calls ``on_started`` (in a worker thread) once it listens, before serving; if that
-    raises, the server stops and the error goes on."""
+    raises, the server stops and the error goes on.
+
+    Once it listens, every object made so far (the modules, the app: about 170,000 objects) leaves the garbage
+    collector's view (``gc.freeze``): they live as long as the process, and a full collection that walked them
+    all took 100–250 ms, a pause every request in flight waited out, every few dozen batches of events. The
+    youngest generation is collected every :data:`GC_YOUNG` allocations instead of 700: a batch of 1,000 events
+    is mostly garbage by then, and was collected 7 times while alive (about 4 µs an event)."""
     import uvicorn
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started and not self.should_exit:
+                gc.freeze()  # (see the docstring)
+                gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
                 await asyncio.to_thread(on_started)
 
     return Server(config)
