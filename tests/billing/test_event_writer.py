@@ -3,11 +3,25 @@ transaction, each request answered with its own events' fates, indexed in its ow
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import http.client
+import json
+import socket
 import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
+from pathlib import Path
 
+import uvicorn
+from sqlalchemy import text
+
+from billing.api import create_app
 from billing.api.events import BatchOutcome, BatchWriter, _Pending
+from billing.apikeys import create_api_key
+from billing.config import Settings
 from billing.customers import create_customer
 from pricing_plans.loader import load_catalog_or_raise
 from tests.dates import ended_month
@@ -63,3 +77,93 @@ def test_a_writer_whose_thread_is_gone_starts_another(engine, sample_catalog_pat
     writer._thread = dead
     outcome = writer.submit(engine, catalog, [{"id": "y"}]).result(timeout=30)
     assert outcome.rejected == 1 and writer._thread is not dead
+
+
+@contextlib.contextmanager
+def _serving(db_url: str, catalog: Path) -> Iterator[int]:
+    """The API in a real uvicorn (its default HTTP parser) on 127.0.0.1, in a thread; yields its port."""
+    app = create_app(Settings(database_url=db_url, catalog=str(catalog)))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def test_50_concurrent_single_event_posts_are_each_stored_once_and_answered_after_their_commit(
+    db_url, engine, sample_catalog_path
+):
+    """Fifty clients at once, each posting one event: 20 new ids, the same 20 again (same content), 5 of them a
+    third time with other content, and 5 with an unknown customer. Whichever comes first, each id is accepted
+    once and stored once; a later post of the same content is a duplicate, of other content a conflict; and
+    every answer comes once its event is stored: the database holds it when the answer arrives."""
+    create_customer(engine, "acme", "Acme", None, "USD")
+    _, key = create_api_key(engine, "writer")
+    when = dt.datetime.combine(ended_month().start, dt.time(12), dt.UTC).isoformat()
+
+    def body(event_id: str, customer: str = "acme", region: str = "eu") -> bytes:
+        event = {"id": event_id, "customer": customer, "meter": "api_calls", "timestamp": when,
+                 "properties": {"region": region}}
+        return json.dumps({"events": [event]}).encode()
+
+    sent = [(f"e{n}", "eu") for n in range(20)] * 2 + [(f"e{n}", "us") for n in range(5)]
+    bodies = [body(event_id, region=region) for event_id, region in sent]
+    bodies += [body(f"x{n}", customer="nobody") for n in range(5)]
+    answers: list[tuple[str, str, dict[str, object], int]] = []  # id, region, its fate, its rows when answered
+    lock = threading.Lock()
+    start = threading.Barrier(len(bodies))
+
+    def post(port: int, content: bytes) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        start.wait(timeout=60)
+        connection.request("POST", "/v1/events", body=content,
+                           headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        event = json.loads(content)["events"][0]
+        rows = _stored(engine).get(event["id"], 0)  # read as soon as the answer arrives
+        connection.close()
+        assert response.status == 200 and answer["accepted"] + answer["duplicates"] + answer["rejected"] == 1
+        with lock:
+            answers.append((event["id"], event["properties"]["region"], answer["events"][0], rows))
+
+    with _serving(db_url, sample_catalog_path) as port:
+        threads = [threading.Thread(target=post, args=(port, content)) for content in bodies]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+    assert len(answers) == 50
+    assert all(fate["index"] == 0 for _, _, fate, _ in answers)  # indexed in its own request
+    accepted = {event_id: region for event_id, region, fate, _ in answers if fate["status"] == "accepted"}
+    assert sorted(accepted) == sorted(f"e{n}" for n in range(20))  # each id accepted once
+    for event_id, region, fate, rows in answers:
+        if event_id.startswith("x"):
+            assert (fate["status"], fate["reason"]) == ("rejected", "unknown customer 'nobody'")
+            continue
+        assert rows == 1  # stored, once, before the answer came
+        if fate["status"] == "accepted":
+            continue
+        if region == accepted[event_id]:
+            assert fate["status"] == "duplicate", (event_id, region, fate)
+        else:
+            assert (fate["status"], fate["reason"]) == (
+                "rejected", f"conflict: id {event_id!r} was already ingested with other content"
+            ), (event_id, region, fate)
+    assert _stored(engine) == {f"e{n}": 1 for n in range(20)}
+
+
+def _stored(engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT event_id, count(*) FROM usage_events GROUP BY event_id"))
+        return {event_id: count for event_id, count in rows}
