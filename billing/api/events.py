@@ -30,6 +30,7 @@ import orjson
 from sqlalchemy import Engine
 
 from billing.api.errors import printable
+from dbkit.dialect import is_postgresql
 from billing.ingestion import ingest_batch
 from meters.events import JSON_DECODER, RepeatedKeys
 from pricing_plans.models import Catalog
@@ -147,7 +148,9 @@ def _part(outcome: BatchOutcome, start: int, count: int) -> BatchOutcome:
 
 
 IDLE = 1.0
-"""Seconds without a batch after which the writer's thread ends (the next batch starts another)."""
+"""Seconds without a batch after which a writer's thread ends (the next batch starts another)."""
+PG_WRITERS = 4
+"""Threads that store batches at once on PostgreSQL (each on a connection of its own)."""
 POLL = 0.0002
 """On SQLite, how often the writer looks for the database's write lock while another process holds it
 (``dbkit.writelock``: a request waits for it, and SQLite's own busy handler sleeps 1, 2, 5, 10 ms and more)."""
@@ -175,11 +178,17 @@ class _Pending:
 
 
 class BatchWriter:
-    """The thread that stores the batches of concurrent requests together: it takes every batch handed to it
-    since its last transaction (up to ``max_events`` events, all for the same database and catalog), ingests
-    them in one, and settles each request's future with its own part of the outcome. A failure fails the
+    """The threads that store the batches of concurrent requests together: a thread takes every batch handed to
+    the writer since its last transaction (up to ``max_events`` events, all for the same database and catalog),
+    ingests them in one, and settles each request's future with its own part of the outcome. A failure fails the
     requests of that group only (nothing of theirs is stored, or what is stored is stored once: sending them
-    again is safe)."""
+    again is safe).
+
+    On SQLite one thread writes (the database has one write lock). On PostgreSQL up to :data:`PG_WRITERS`
+    threads do: a batch that arrives while one transaction waits for its commit to reach the disk starts the
+    next at once instead of waiting behind it, and PostgreSQL flushes commits that wait together in one write
+    of its log. A thread ends after :data:`IDLE` seconds without work.
+    """
 
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
@@ -189,20 +198,27 @@ class BatchWriter:
     def _reset(self) -> None:
         self._polling: tuple[Engine, Engine] | None = None  # the last engine, and it with ``sqlite_poll``
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: set[threading.Thread] = set()
+        self._idle: set[threading.Thread] = set()  # of those, the ones waiting for a batch
         self._start = threading.Lock()
 
     def submit(self, engine: Engine, catalog: Catalog, records: list[Any]) -> Future[BatchOutcome]:
         """Hand ``records`` to the writer; the future is settled once they are stored (or failed)."""
         future: Future[BatchOutcome] = Future()
-        with self._start:  # (the thread ends when idle, under this lock, only if nothing is queued)
+        with self._start:  # (a thread ends when idle, under this lock, only if nothing is queued)
             self._queue.put(_Pending(engine, catalog, records, future))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="events-writer", daemon=True)
-                self._thread.start()
+            self._threads = {thread for thread in self._threads if thread.is_alive()}
+            self._idle &= self._threads
+            limit = PG_WRITERS if is_postgresql(engine) else 1
+            if not self._threads or (not self._idle and len(self._threads) < limit):
+                thread = threading.Thread(target=self._run, name="events-writer", daemon=True)
+                self._threads.add(thread)
+                self._idle.add(thread)  # (until it has taken its first batch)
+                thread.start()
         return future
 
     def _run(self) -> None:
+        me = threading.current_thread()
         held: _Pending | None = None
         while True:
             if held is not None:
@@ -213,14 +229,20 @@ class BatchWriter:
                 except queue.Empty:  # idle: the thread ends (a process that forks wants no idle threads)
                     with self._start:
                         if self._queue.empty():
-                            self._thread = None
+                            self._threads.discard(me)
+                            self._idle.discard(me)
                             return
                     continue
+                with self._start:
+                    self._idle.discard(me)
             group, held = self._gather(first)
             try:
                 self._store(group)
             except Exception:  # (settling a future cannot fail; should anything else, the writer goes on)
                 log.exception("the event writer failed to answer a group of %d requests", len(group))
+            if held is None:
+                with self._start:
+                    self._idle.add(me)
 
     def _gather(self, first: _Pending) -> tuple[list[_Pending], _Pending | None]:
         """``first`` and the batches queued behind it that can share its transaction; the first one that cannot."""

@@ -74,9 +74,9 @@ def test_a_writer_whose_thread_is_gone_starts_another(engine, sample_catalog_pat
     dead = threading.Thread(target=lambda: None)  # as if the writer's thread had ended
     dead.start()
     dead.join(timeout=30)
-    writer._thread = dead
+    writer._threads, writer._idle = {dead}, {dead}
     outcome = writer.submit(engine, catalog, [{"id": "y"}]).result(timeout=30)
-    assert outcome.rejected == 1 and writer._thread is not dead
+    assert outcome.rejected == 1 and dead not in writer._threads and len(writer._threads) == 1
 
 
 @contextlib.contextmanager
