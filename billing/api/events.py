@@ -30,8 +30,8 @@ import orjson
 from sqlalchemy import Engine
 
 from billing.api.errors import printable
-from dbkit.dialect import is_postgresql
 from billing.ingestion import ingest_batch
+from dbkit.dialect import is_postgresql
 from meters.events import JSON_DECODER, RepeatedKeys
 from pricing_plans.models import Catalog
 

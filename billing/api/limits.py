@@ -28,7 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing.api.errors import ApiError
 
-__all__ = ["DEFAULT_MAX_BODY", "BodyLimit", "BodyTooLarge", "content_length", "describe_limit", "read_body", "too_large"]
+__all__ = [
+    "DEFAULT_MAX_BODY", "BodyLimit", "BodyTooLarge", "content_length", "describe_limit", "read_body", "too_large",
+]
 
 DEFAULT_MAX_BODY = 1024 * 1024
 """A JSON request to a route that names no limit of its own (a customer, a subscription, a Stripe event)."""

@@ -10,7 +10,6 @@ import json
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
