@@ -108,7 +108,7 @@ def test_a_server_that_listens_runs_the_billing_cycle_and_warns_without_a_notifi
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
         [invoice] = list_invoices(engine)
         assert (invoice.customer_id, invoice.status.value, str(invoice.total)) == ("acme", "finalized", "12.00")
-        assert scheduler_rows(engine) == 4  # billing_cycle, thresholds, notifications, stripe_sync
+        assert scheduler_rows(engine) == 5  # billing_cycle, thresholds, notifications, at_risk, stripe_sync
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
