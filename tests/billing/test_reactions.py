@@ -84,7 +84,11 @@ def alerts(engine) -> list[tuple[str, str, int, str]]:
     with session_scope(engine) as session:
         found = session.execute(
             select(NotificationRow.customer_external_id, NotificationRow.period, NotificationRow.level,
-                   NotificationRow.value).where(NotificationRow.level.is_not(None)).order_by(NotificationRow.customer_external_id, NotificationRow.level)
+                   NotificationRow.value).where(
+                NotificationRow.level.is_not(None),
+                # the threshold alerts (a server's scheduler may also queue churn-risk notifications)
+                NotificationRow.kind.in_(("usage.threshold_crossed", "spend.threshold_crossed")),
+            ).order_by(NotificationRow.customer_external_id, NotificationRow.level)
         ).all()
     return [(c, p, lv, str(v)) for c, p, lv, v in found]
 
