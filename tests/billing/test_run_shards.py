@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
 from billing import customers as service
@@ -22,6 +22,7 @@ from billing.db import session_scope
 from billing.metering import meter_specs
 from billing.run import finalize_period, run_billing
 from invoices import store
+from billing.db.tables import CustomerRow, SubscriptionRow
 from invoices.tables import InvoiceRow
 from meters import ingest
 from pricing_plans.loader import loads_catalog
@@ -160,6 +161,44 @@ def test_four_shards_one_after_another_write_the_invoices_of_one_run(engine, cat
     given = finalize_period(engine, MARCH, store.FinalizeSettings(), dt.date(2026, 4, 2))
     numbers = [number for _, number, *_ in _invoices(engine).values() if number]
     assert len(given) >= whole.created and len(numbers) == len(set(numbers))
+
+
+def _end_before_march(engine, customers: list[str]) -> None:
+    """End these customers' subscriptions on 15 February, as if they had left before March."""
+    with session_scope(engine) as session:
+        ids = select(CustomerRow.id).where(CustomerRow.external_id.in_(customers))
+        session.execute(
+            update(SubscriptionRow)
+            .where(SubscriptionRow.customer_id.in_(ids))
+            .values(end_date=dt.date(2026, 2, 15))
+        )
+
+
+def _draft_owners(engine) -> dict[str, str]:
+    with session_scope(engine) as session:
+        rows = session.execute(select(InvoiceRow.billing_key, InvoiceRow.customer_external_id))
+        return dict(rows.all())
+
+
+def test_the_drafts_of_customers_that_left_are_removed_by_their_own_shard_only(engine, catalog):
+    _customers_and_usage(engine, catalog)
+    run_billing(engine, catalog, MARCH)
+    owners = _draft_owners(engine)
+    gone = ["c02", "c03", "c06", "c10"]  # both weekly customers (their weeks are billed no more), two monthly ones
+    _end_before_march(engine, gone)
+
+    removed: dict[int, list[str]] = {}
+    for k in range(1, 5):
+        before = set(_draft_owners(engine))
+        removed[k] = run_billing(engine, catalog, MARCH, shard=Shard(k, 4)).removed
+        assert before - set(_draft_owners(engine)) == set(removed[k])
+        assert {shard_of(owners[key], 4) for key in removed[k]} <= {k}  # never another shard's draft
+    every = [key for keys in removed.values() for key in keys]
+    assert len(every) == len(set(every))
+    assert {owners[key] for key in every} == set(gone)
+    # what one run would do now: nothing left to remove, nothing to write again
+    whole = run_billing(engine, catalog, MARCH)
+    assert (whole.created, whole.updated, whole.removed) == (0, 0, [])
 
 
 @pytest.mark.slow
