@@ -187,7 +187,8 @@ def _numpy_results(
         yield (key, code), MeterAggregate(key, customers[index], code, quantity, count, values)
 
 
-# The kinds the aggregation by part (meters.split) still computes on the events loaded into numpy.
+# The kinds the aggregation by part (meters.split) computes with queries of their own (on the events loaded into
+# numpy only for a meter whose every event's value is handed back).
 _NUMPY_KINDS = frozenset({"latest", "weighted_sum"})
 _NONE = (0, Decimal(0))
 _KINDS = ("count", "sum", "max", "unique_count", "latest", "weighted_sum")

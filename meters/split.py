@@ -10,9 +10,16 @@ whole meter, with the same division of work:
   the part is a ``CASE`` over the event's properties (SQLite ``json_extract(properties, '$."country"')``,
   PostgreSQL ``properties::jsonb ->> 'country'``; property names and values are bound as parameters, never
   spliced into the SQL) and the query groups by window, part and the group's property values;
-- ``latest``, ``weighted_sum`` (the level carried into a window is per part too), the per-event values of meters
-  that keep them and the sums SQLite's 64-bit ``sum`` cannot hold: the events are loaded with their part, ranked
-  by the database (``DENSE_RANK``), and the numpy kernels of :mod:`meters.aggregate` run per (window, part).
+- ``latest``: the events ranked within their window and part by the database (``ROW_NUMBER() OVER (PARTITION
+  BY window, part, group ORDER BY occurred_at DESC, id DESC)``; ties: the one stored last) and the first kept,
+  with the part's count (``count(*) OVER``): one row per window and part leaves the database;
+- ``weighted_sum``: the level carried into each window's part (a grouped sum of the earlier events) and
+  Σ value × (window end − instant) grouped as ``count`` is, on ``numeric`` (PostgreSQL) or as two 64-bit sums of
+  the duration's high and low bits (SQLite); what 64 bits cannot hold is summed on Python integers as the rows
+  stream by, ``_STREAM_ROWS`` at a time;
+- the per-event values of meters that keep them and the sums SQLite's 64-bit ``sum`` cannot hold: the events are
+  loaded with their part, ranked by the database (``DENSE_RANK``), and the numpy kernels of
+  :mod:`meters.aggregate` run per (window, part).
 
 Nothing loops over events in Python. A part with no events in a window is absent from the result (a
 ``weighted_sum`` part whose level carried into the window is not zero is present).
@@ -35,6 +42,8 @@ from meters.aggregate import (
     _BEFORE_WINDOW,
     _IN_WINDOW,
     _NUMPY_KINDS,
+    _SPLIT,
+    _STREAM_ROWS,
     MeterAggregate,
     Window,
     _compute,
@@ -44,6 +53,7 @@ from meters.aggregate import (
     _is_overflow,
     _load_windows,
     _snapshot,
+    _time_weighted,
     _windows,
 )
 from meters.events import MeterSpec, from_scaled, meters_by_code
@@ -238,6 +248,43 @@ class _SplitSql:
         sql = f"SELECT s.idx, {', '.join(expressions)}, count(*), {aggregate} FROM ({inner}) s GROUP BY {positions}"
         return sql, (*params, *inner_params)
 
+    def newest(self, received: _Filters, meter: str) -> tuple[str, tuple[Any, ...]]:
+        """(idx, part, group columns…, count, value of the newest event) per window and part: the events ranked
+        within their part by the database (``ROW_NUMBER``, newest first; ties: the one stored last)."""
+        expressions, params = self.parts()
+        columns = [("e.occurred_at", "occurred_at"), ("e.id", "id"), ("coalesce(e.value, 0)", "value")]
+        inner, inner_params = self.inner(columns, _IN_WINDOW, received, meter)
+        named = "".join(f"{g} AS g{i}, " for i, g in enumerate(expressions))
+        groups = [f"g{i}" for i in range(1 + self.width)]
+        partition = ", ".join(["t.idx", *(f"t.{g}" for g in groups)])
+        sql = (
+            f"SELECT u.idx, {', '.join(f'u.{g}' for g in groups)}, u.n, u.value FROM ("
+            f"SELECT t.idx, {', '.join(f't.{g}' for g in groups)}, t.value, count(*) OVER (PARTITION BY {partition}) "
+            f"AS n, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY t.occurred_at DESC, t.id DESC) AS rn "
+            f"FROM (SELECT s.idx, {named}s.occurred_at, s.id, s.value FROM ({inner}) s) t) u WHERE u.rn = 1"
+        )
+        return sql, (*params, *inner_params)
+
+    def weighted(self, received: _Filters, meter: str, *, rows: bool = False) -> tuple[str, tuple[Any, ...]]:
+        """(idx, part, group columns…, count, Σ value × (window end − instant)) per window and part: on ``numeric``
+        (PostgreSQL), as two 64-bit sums of the duration's high and low bits (SQLite). ``rows``: each event's
+        (idx, part, group columns…, value, window end − instant) instead, for summing on Python integers."""
+        expressions, params = self.parts()
+        columns = [("coalesce(e.value, 0)", "value"), ("w.end_us - e.occurred_at", "remaining")]
+        inner, inner_params = self.inner(columns, _IN_WINDOW, received, meter)
+        if rows:
+            return f"SELECT s.idx, {', '.join(expressions)}, s.value, s.remaining FROM ({inner}) s", (
+                *params,
+                *inner_params,
+            )
+        if self.postgres:
+            dots = "sum(s.value::numeric * s.remaining)"
+        else:
+            dots = f"sum(s.value * (s.remaining >> {_SPLIT})), sum(s.value * (s.remaining & {(1 << _SPLIT) - 1}))"
+        positions = ", ".join(str(i) for i in range(1, 3 + self.width))
+        sql = f"SELECT s.idx, {', '.join(expressions)}, count(*), {dots} FROM ({inner}) s GROUP BY {positions}"
+        return sql, (*params, *inner_params)
+
     def ranked(self, received: _Filters, meter: str) -> tuple[str, tuple[Any, ...]]:
         """Each event of the windows: (idx, part, group columns…, occurred_at, id, value, rank of its part)."""
         expressions, params = self.parts()
@@ -297,6 +344,10 @@ def _split_meter(
 ) -> list[_Found]:
     """(window, position, group, events, quantity, values) per part of each window of one split meter."""
     kind = spec.aggregation
+    if kind in _NUMPY_KINDS and not spec.keep_event_values:
+        if kind == "latest":
+            return _grouped_parts(_run(connection, *sql.newest(received, spec.code)), "latest", sql.group_by)
+        return _weighted_parts(connection, spec.code, sql, received, starts, ends)
     in_numpy = kind in _NUMPY_KINDS or (spec.keep_event_values and kind != "unique_count")
     totals: dict[_Part, tuple[int, Decimal]] = {}
     if not in_numpy:
@@ -330,6 +381,60 @@ def _split_meter(
             count, quantity = found.count, _numpy_quantity(kind, found, levels.get(part, 0))
         results.append((*part, count, quantity, values))
     return results
+
+
+def _weighted_parts(
+    connection: Connection, meter: str, sql: _SplitSql, received: _Filters, starts: list[int], ends: list[int]
+) -> list[_Found]:
+    """(window, position, group, events, time-weighted level, None) per part of each window of a weighted_sum
+    meter, computed by the database: the level carried in and Σ value × time left, one row per window and part."""
+    width = sql.width
+    dots = _trim(
+        {_part(row, width): (row[-2], row[-1]) for row in _dots(connection, sql, received, meter, ends)}, sql.group_by
+    )
+    levels = _trim(
+        {_part(row, width): int(row[-1]) for row in _levels(connection, sql, received, meter) if row[-1]}, sql.group_by
+    )
+    found: list[_Found] = []
+    for part in dots.keys() | levels.keys():
+        index = part[0]
+        count, dot = dots.get(part, (0, 0))
+        level = levels.get(part, 0)
+        quantity = _time_weighted(level, dot, starts[index], ends[index]) if count else from_scaled(level)
+        found.append((*part, count, quantity, None))
+    return found
+
+
+def _dots(
+    connection: Connection, sql: _SplitSql, received: _Filters, meter: str, ends: list[int]
+) -> list[tuple[Any, ...]]:
+    """(idx, part, group columns…, count, Σ value × time left) per window and part, exactly: SQLite's two 64-bit
+    sums when every product and sum fits (a product that does not comes back a float, a sum that does not
+    raises), else summed on Python integers as the rows stream by, ``_STREAM_ROWS`` at a time."""
+    savepoint = connection.begin_nested()
+    try:
+        rows = _run(connection, *sql.weighted(received, meter))
+        savepoint.commit()
+        if sql.postgres:
+            return [(*row[:-1], int(row[-1])) for row in rows]
+        if all(type(high) is int and type(low) is int for *_, high, low in rows):
+            return [(*row[:-2], (row[-2] << _SPLIT) + row[-1]) for row in rows]
+    except Exception as exc:
+        savepoint.rollback()
+        if not _is_overflow(exc):
+            raise
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(*sql.weighted(received, meter, rows=True))
+        while chunk := cursor.fetchmany(_STREAM_ROWS):
+            for *part, value, remaining in chunk:
+                counted = sums.setdefault(tuple(part), [0, 0])
+                counted[0] += 1
+                counted[1] += value * remaining
+    finally:
+        cursor.close()
+    return [(*part, count, dot) for part, (count, dot) in sums.items()]
 
 
 def _numpy_quantity(kind: str, found: _Computed, level: int) -> Decimal:

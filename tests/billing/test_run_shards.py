@@ -19,10 +19,10 @@ from billing.cli import app
 from billing.core.periods import month
 from billing.core.shards import Shard, parse_shard, shard_of
 from billing.db import session_scope
+from billing.db.tables import CustomerRow, SubscriptionRow
 from billing.metering import meter_specs
 from billing.run import finalize_period, run_billing
 from invoices import store
-from billing.db.tables import CustomerRow, SubscriptionRow
 from invoices.tables import InvoiceRow
 from meters import ingest
 from pricing_plans.loader import loads_catalog
@@ -168,9 +168,7 @@ def _end_before_march(engine, customers: list[str]) -> None:
     with session_scope(engine) as session:
         ids = select(CustomerRow.id).where(CustomerRow.external_id.in_(customers))
         session.execute(
-            update(SubscriptionRow)
-            .where(SubscriptionRow.customer_id.in_(ids))
-            .values(end_date=dt.date(2026, 2, 15))
+            update(SubscriptionRow).where(SubscriptionRow.customer_id.in_(ids)).values(end_date=dt.date(2026, 2, 15))
         )
 
 

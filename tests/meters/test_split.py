@@ -249,3 +249,40 @@ def test_sums_beyond_64_bits_stay_exact_per_part(engine: Engine) -> None:
         ("bytes", None, ("us",)): ("1", 1),
         ("storage", None, ("eu",)): ("9999999999999.99999", 0),  # the level carried all through March
     }
+
+
+def test_latest_per_group_by_filter_and_group_ties_to_the_one_stored_last(engine: Engine) -> None:
+    store(
+        engine,
+        ("seats", "2024-03-05T00:00:00Z", "4", {"plan": "pro", "disk": "a"}),
+        ("seats", "2024-03-09T00:00:00Z", "6", {"plan": "pro", "disk": "a"}),
+        ("seats", "2024-03-09T00:00:00Z", "8", {"plan": "pro", "disk": "a"}),  # same instant, stored last: 8
+        ("seats", "2024-03-01T00:00:00Z", "2", {"plan": "pro", "disk": "b"}),
+        ("seats", "2024-03-30T00:00:00Z", "1", {"plan": "pro"}),  # no disk: group (None,)
+        ("seats", "2024-03-31T00:00:00Z", "7", {"plan": "free", "disk": "a"}),  # no filter matches
+        ("seats", "2024-04-01T00:00:00Z", "99", {"plan": "pro", "disk": "a"}),  # April: not in the window
+    )
+    split = Split.of([{"plan": ["pro"]}], group_by=[["disk"], []])
+    assert parts(engine, {"seats": split}) == {
+        ("seats", 0, ("a",)): ("8", 3),
+        ("seats", 0, ("b",)): ("2", 1),
+        ("seats", 0, (None,)): ("1", 1),
+        ("seats", None, ()): ("7", 1),
+    }
+
+
+def test_weighted_sum_per_group_beyond_64_bits_stays_exact(engine: Engine) -> None:
+    # big (scaled ~10^18) × 15 days' microseconds >> 24 (~7.7 × 10^4) does not fit 64 bits: SQLite's product turns
+    # into a float, and the parts are summed again on Python integers as the rows stream by.
+    big = "999999999999.999999"
+    store(
+        engine,
+        ("storage", "2024-03-17T00:00:00Z", big, {"r": "eu"}),  # the last 15 of March's 31 days
+        ("storage", "2024-02-20T00:00:00Z", "3", {"r": "us"}),  # us: 3 carried in
+        ("storage", "2024-03-01T00:00:00Z", "2", {"r": "us"}),  # +2 all month
+    )
+    by_region = Split.of([], group_by=[["r"]])
+    assert parts(engine, {"storage": by_region}) == {
+        ("storage", None, ("eu",)): ("483870967741.935483", 1),  # big × 15/31 = 483,870,967,741.9354834…
+        ("storage", None, ("us",)): ("5", 1),  # 3 × 31/31 + 2 × 31/31
+    }
