@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -31,8 +31,10 @@ from meters import (
     windows_with_late_events,
 )
 from pricing_plans.charge_models import MeterUsage
+from pricing_plans.charge_models.base import PerEventFees, PerEventFeeTerms
+from pricing_plans.charge_models.percentage import terms_of
 from pricing_plans.dimensions import DimensionedUsage, Part
-from pricing_plans.models import Catalog, Charge, Plan
+from pricing_plans.models import Catalog, Charge, PercentageCharge, Plan
 
 __all__ = [
     "AnyUsage",
@@ -63,19 +65,26 @@ def meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
 _SPECS: dict[int, tuple[Catalog, dict[str, MeterSpec]]] = {}  # the last catalogs' (kept alive while here)
 
 
-def _meter_specs(catalog: Catalog) -> dict[str, MeterSpec]:
-    per_event = {
-        charge.meter
-        for plan in catalog.all_plans()
-        for charge in plan.charges
-        if charge.model == "percentage"
-    }
+def _meter_specs(catalog: Catalog, plans: Iterable[Plan] = ()) -> dict[str, MeterSpec]:
+    """The meters of the catalog; the ``percentage`` charges of its plans and of ``plans`` (negotiated prices)
+    sum their fees per event in the database (their terms), those priced by dimension read each event's value."""
+    fees: dict[str, dict[PerEventFeeTerms, None]] = {}
+    per_event: set[str] = set()
+    for plan in (*catalog.all_plans(), *plans):
+        for charge in plan.charges:
+            if not isinstance(charge, PercentageCharge):
+                continue
+            if charge.is_dimensioned:
+                per_event.add(charge.meter)
+            if charge.rate is not None:  # (a charge with filters may price only the events they match)
+                fees.setdefault(charge.meter, {})[terms_of(charge)] = None
     return {
         code: MeterSpec(
             code=code,
             aggregation=meter.aggregation.value,
             unique_property=meter.unique_property,
             keep_event_values=code in per_event,
+            per_event_fees=tuple(fees.get(code, ())),
         )
         for code, meter in catalog.meters.items()
     }
@@ -117,13 +126,21 @@ def aggregate_windows(
     if not windows:
         return {}
     specs = meter_specs(catalog)
+    negotiated = _negotiated_percentages(catalog, plans or {})
+    if negotiated:
+        specs = _meter_specs(catalog, negotiated)
     if meters is not None:
         wanted = set(meters)
         specs = {code: spec for code, spec in specs.items() if code in wanted}
     found = aggregate_usage(engine, windows, specs, **filters)
     usage: dict[Any, dict[str, AnyUsage]] = {key: {} for key in windows}
     for (key, meter), aggregate in found.items():
-        usage[key][meter] = MeterUsage(quantity=aggregate.quantity, events=aggregate.events, values=aggregate.values)
+        fees = (
+            None
+            if aggregate.fees is None
+            else {cast(PerEventFeeTerms, t): PerEventFees(*f) for t, f in aggregate.fees.items()}
+        )
+        usage[key][meter] = MeterUsage(aggregate.quantity, aggregate.events, aggregate.values, fees)
     # windows whose plans split the meters alike share one query; few distinct splits however many windows
     charges = _dimensioned(windows, plans or {}, specs)
     by_split: dict[tuple[tuple[str, Split], ...], list[Any]] = {}
@@ -151,6 +168,28 @@ def aggregate_windows(
 
 
 _new_tuple = tuple.__new__
+
+
+def _negotiated_percentages(catalog: Catalog, plans: Mapping[Any, Plan]) -> list[Plan]:
+    """The plans of ``plans`` with a percentage charge the catalog's plans do not have (negotiated terms): their
+    terms are summed too."""
+    known = {id(plan) for plan in catalog.all_plans()}
+    found = {id(plan): plan for plan in plans.values() if id(plan) not in known}
+    catalog_terms = {
+        (c.meter, terms_of(c), c.is_dimensioned)
+        for plan in catalog.all_plans()
+        for c in plan.charges
+        if isinstance(c, PercentageCharge) and c.rate is not None
+    }
+    return [
+        plan
+        for plan in found.values()
+        if any(
+            isinstance(c, PercentageCharge)
+            and (c.rate is None or (c.meter, terms_of(c), c.is_dimensioned) not in catalog_terms)
+            for c in plan.charges
+        )
+    ]
 
 
 def _dimensioned(
@@ -288,9 +327,7 @@ def usage_from_event_file(
         report = ingest_file(engine, path, meter_specs(catalog), {customer})
         if report.rejected:
             first = report.rejected[0]
-            raise ValueError(
-                f"{path}:{first.line}: {first.reason} ({len(report.rejected)} event(s) rejected in all)"
-            )
+            raise ValueError(f"{path}:{first.line}: {first.reason} ({len(report.rejected)} event(s) rejected in all)")
         start, end = period.utc_window(timezone)
         plans = {"quote": plan} if plan is not None else None
         return aggregate_windows(engine, catalog, {"quote": (customer, start, end)}, plans)["quote"]

@@ -46,7 +46,9 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, NamedTuple, cast, overload
 
 import numpy as np
@@ -55,7 +57,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from dbkit.dialect import is_postgresql, read_only
-from meters.events import MeterSpec, from_scaled, meters_by_code, to_epoch_us
+from meters.events import VALUE_DIGITS, MeterSpec, from_scaled, meters_by_code, to_epoch_us
+from meters.fees import EventFees, FeeTerms, walk
 
 __all__ = ["MeterAggregate", "Window", "aggregate_usage"]
 
@@ -63,6 +66,7 @@ Window = tuple[dt.datetime, dt.datetime] | tuple[str, dt.datetime, dt.datetime]
 """``(start, end)`` when the window's key is the customer's external id, else ``(customer, start, end)``."""
 
 _INT64_LIMIT = 2**63
+_HUNDRED = Decimal(100)
 # PostgreSQL: from this many windows on, the count meters are aggregated on a second connection meanwhile.
 PARALLEL_MIN_WINDOWS = 1000
 _SPLIT = 24  # bits of the low half of a duration in the exact weighted-sum product
@@ -78,6 +82,7 @@ class MeterAggregate(NamedTuple):
       quantity: the aggregated quantity (see the module docstring), exact.
       events: the number of events in the window.
       values: each event's value in time order, for meters with ``keep_event_values``; else None.
+      fees: the events' fees summed under each of the meter's ``per_event_fees`` terms; else None.
     """
 
     key: Hashable
@@ -86,6 +91,7 @@ class MeterAggregate(NamedTuple):
     quantity: Decimal
     events: int
     values: Sequence[Decimal] | None = None
+    fees: Mapping[FeeTerms, EventFees] | None = None
 
 
 def aggregate_usage(
@@ -139,6 +145,11 @@ def aggregate_usage(
         dots = _weighted_dots(connection, [c for c in weighted if c in in_database], filters)
         loaded = sorted(c for c in codes if specs[c].keep_event_values)
         events = _EventRows.load(connection, loaded, filters) if loaded else _EventRows.empty(loaded)
+        fees = {
+            (c, terms): _per_event_fees(connection, c, terms, filters)
+            for c in codes
+            for terms in specs[c].per_event_fees
+        }
     computed = _compute(events, specs, levels, starts, ends)
     for pair, value in latest_values.items():
         totals[pair] = (totals[pair][0], from_scaled(value))
@@ -151,12 +162,28 @@ def aggregate_usage(
     for code in codes:
         if code in in_numpy:
             results.update(_numpy_results(code, specs[code], keys, customers, computed, levels))
-            continue
-        found = totals.get
-        for index, key in enumerate(keys):
-            count, quantity = found((index, code), _NONE)
-            results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count)
+        else:
+            found = totals.get
+            for index, key in enumerate(keys):
+                count, quantity = found((index, code), _NONE)
+                results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count)
+        if specs[code].per_event_fees:
+            _add_fees(results, code, specs[code].per_event_fees, keys, fees)
     return results
+
+
+def _add_fees(
+    results: dict[tuple[Any, str], MeterAggregate],
+    code: str,
+    all_terms: Sequence[FeeTerms],
+    keys: list[Any],
+    fees: Mapping[tuple[str, FeeTerms], Mapping[int, EventFees]],
+) -> None:
+    """Each window's fees per event of the meter, under each of its terms (none: no events)."""
+    nothing = EventFees()
+    for index, key in enumerate(keys):
+        found = {terms: fees[(code, terms)].get(index, nothing) for terms in all_terms}
+        results[(key, code)] = results[(key, code)]._replace(fees=found)
 
 
 def _numpy_results(
@@ -425,10 +452,11 @@ def _streamed(
     filters: _Filters,
     *,
     meter_case: bool = False,
+    tail: str = "",
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The rows of ``select`` over the events of ``meters`` in (or before) each window, ``_STREAM_ROWS`` at a
     time (never all of them at once)."""
-    sql, params = _sql(connection, select, meters, window, filters, "", meter_case)
+    sql, params = _sql(connection, select, meters, window, filters, tail, meter_case)
     driver: Any = connection.connection.dbapi_connection
     # PostgreSQL: a server-side (named) cursor, so the rows stay on the server until fetched.
     cursor = driver.cursor("usage_rows") if is_postgresql(connection) else driver.cursor()
@@ -516,6 +544,197 @@ def _weighted_dots(
             counted[0] += 1
             counted[1] += value * remaining
     return {key: (count, dot) for key, (count, dot) in found.items()}
+
+
+def _places(number: Decimal | None) -> int:
+    """The decimal places of ``number`` (0 for None or a whole number)."""
+    if number is None:
+        return 0
+    exponent = number.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def _per_event_fees(connection: Connection, code: str, terms: FeeTerms, filters: _Filters) -> dict[int, EventFees]:
+    """The fees of each window's events of meter ``code`` under ``terms`` (``percentage`` model), summed in the
+    database: each event's rank and running sum of value (window functions, in time order; ties: the one stored
+    first) tell the free part, the straddling event and each paid event's chargeable value; its fee is an integer
+    in units of 10^-(VALUE_DIGITS + 2 + places) — chargeable (scaled) × rate × 10^places + fixed — clamped and
+    summed exactly (PostgreSQL on ``numeric``; SQLite on 64-bit integers, every result's type checked). What does
+    not fit (or a free amount finer than the values' scale) is walked on ``Decimal`` as the events stream by,
+    ``_STREAM_ROWS`` at a time: memory grows with windows, not events."""
+    finer = [_places(x) - VALUE_DIGITS - 2 for x in (terms.fixed_amount, terms.minimum, terms.maximum)]
+    places = max(_places(terms.rate), *finer, 0)
+    unit = VALUE_DIGITS + 2 + places
+    constants = [int(terms.rate.scaleb(places)), int(terms.fixed_amount.scaleb(unit))]
+    constants += [int(x.scaleb(unit)) for x in (terms.minimum, terms.maximum) if x is not None]
+    free_amount = terms.free_amount.scaleb(VALUE_DIGITS)
+    exact = free_amount == free_amount.to_integral_value() and all(abs(c) < _INT64_LIMIT for c in constants)
+    if exact:
+        found = _summed_fees(connection, code, terms, filters, places, int(free_amount))
+        if found is not None:
+            return found
+    return _walked_fees(connection, code, terms, filters)
+
+
+# A scaled value's decimal places (0 … VALUE_DIGITS), as ``from_scaled`` gives them.
+_PLACES = (
+    "CASE "
+    + " ".join(f"WHEN x.v % {10 ** (VALUE_DIGITS - p)} = 0 THEN {p}" for p in range(VALUE_DIGITS))
+    + f" ELSE {VALUE_DIGITS} END"
+)
+
+
+def _fee_sql(terms: FeeTerms, places: int, free_amount: int, postgres: bool) -> str:
+    """The grouped query over ``x`` (idx, v, rn, cum) of one meter's events: one row per window."""
+    unit = VALUE_DIGITS + 2 + places
+    rate, fixed = int(terms.rate.scaleb(places)), int(terms.fixed_amount.scaleb(unit))
+    in_free = terms.free_events > 0 or free_amount > 0
+    considered = "1 = 0"
+    if in_free:
+        considered = " AND ".join(
+            ["1 = 1"]
+            + ([f"x.rn <= {terms.free_events}"] if terms.free_events else [])
+            + ([f"x.cum - x.v < {free_amount}"] if free_amount else [])
+        )
+    free = f"({considered}{f' AND x.cum <= {free_amount}' if free_amount else ''})"
+    straddle = f"({considered} AND x.cum > {free_amount})" if free_amount else "(1 = 0)"
+    value = "x.v::numeric" if postgres else "x.v"
+    places_sql = _PLACES.replace("%", "%%") if postgres else _PLACES  # (psycopg: a literal % doubled)
+    chargeable = f"CASE WHEN {straddle} THEN x.cum - {free_amount} ELSE x.v END"
+    fee = f"(CASE WHEN {straddle} THEN (x.cum - {free_amount}) ELSE {value} END) * {rate} + {fixed}"
+    low = high = "0"
+    final = "y.fee"
+    if terms.minimum is not None:  # raised to the minimum first, then cut to the maximum (as the model does)
+        minimum = int(terms.minimum.scaleb(unit))
+        low = f"CASE WHEN y.fee < {minimum} THEN 1 ELSE 0 END"
+        final = f"CASE WHEN y.fee < {minimum} THEN {minimum} ELSE y.fee END"
+    if terms.maximum is not None:
+        maximum = int(terms.maximum.scaleb(unit))
+        high = f"CASE WHEN {final} > {maximum} THEN 1 ELSE 0 END"
+        final = f"CASE WHEN {final} > {maximum} THEN {maximum} ELSE {final} END"
+    return (
+        "SELECT y.idx, sum(y.free), "
+        "sum(CASE WHEN y.free = 1 THEN y.v ELSE 0 END), "
+        f"sum(CASE WHEN y.straddle = 1 THEN {free_amount} - (y.cum - y.v) ELSE 0 END), "
+        "max(y.straddle), sum(1 - y.free), sum(CASE WHEN y.free = 0 THEN y.c ELSE 0 END), "
+        f"sum(CASE WHEN y.free = 0 THEN {low} ELSE 0 END), sum(CASE WHEN y.free = 0 THEN {high} ELSE 0 END), "
+        f"sum(CASE WHEN y.free = 0 THEN {final} ELSE 0 END), min(CASE WHEN y.v < 0 THEN y.rn END), "
+        # the decimal places of the values in each sum (the walk's Decimal sums keep them: 0.5 + 0.5 is 1.0)
+        "max(CASE WHEN y.free = 1 THEN y.pl ELSE 0 END), max(CASE WHEN y.free = 0 THEN y.pl ELSE 0 END), "
+        f"max(CASE WHEN y.free = 0 AND {low} = 0 AND {high} = 0 THEN y.pl + 1 ELSE 0 END), "
+        f"max(CASE WHEN y.straddle = 1 AND {low} = 0 AND {high} = 0 THEN 1 ELSE 0 END) "
+        f"FROM (SELECT x.idx, x.v, x.rn, x.cum, {places_sql} AS pl, CASE WHEN {free} THEN 1 ELSE 0 END AS free, "
+        f"CASE WHEN {straddle} THEN 1 ELSE 0 END AS straddle, {chargeable} AS c, {fee} AS fee FROM ({{events}}) x) y "
+        "GROUP BY y.idx"
+    )
+
+
+def _summed_fees(
+    connection: Connection, code: str, terms: FeeTerms, filters: _Filters, places: int, free_amount: int
+) -> dict[int, EventFees] | None:
+    """``_per_event_fees`` in the database; None when SQLite's 64 bits cannot hold it."""
+    postgres = is_postgresql(connection)
+    order = "PARTITION BY w.idx ORDER BY e.occurred_at, e.id"
+    select = (
+        "SELECT w.idx AS idx, coalesce(e.value, 0) AS v, ROW_NUMBER() OVER (" + order + ") AS rn, "
+        "sum(coalesce(e.value, 0)) OVER (" + order + " ROWS UNBOUNDED PRECEDING) AS cum"
+    )
+    events, params = _sql(connection, select, [code], _IN_WINDOW, filters, "", False)
+    sql = _fee_sql(terms, places, free_amount, postgres).format(events=events)
+    savepoint = connection.begin_nested()
+    try:
+        rows = _run_sql(connection, sql, params)
+        savepoint.commit()
+    except Exception as exc:
+        savepoint.rollback()
+        if _is_overflow(exc):
+            return None
+        raise
+    if not postgres and any(type(x) is not int for row in rows for x in row[1:10]):
+        return None  # a product beyond 64 bits came back a float
+    unit = VALUE_DIGITS + 2 + places
+    found: dict[int, EventFees] = {}
+    for idx, free, free_value, room, straddled, paid, chargeable, raised, cut, total, negative, *places_of in rows:
+        if negative is not None:
+            found[idx] = EventFees(negative=_negative(connection, code, idx, int(negative), filters))
+            continue
+        sums = (int(free_value) + int(room), int(chargeable), int(total))
+        counts = (int(free), bool(straddled), int(paid), int(raised), int(cut))
+        fees = _as_walked(terms, sums, counts, [int(p) for p in places_of], unit)
+        if fees is None:
+            return None
+        found[idx] = fees
+    return found
+
+
+def _exponent(number: Decimal | None) -> int:
+    exponent = 0 if number is None else number.as_tuple().exponent
+    return exponent if isinstance(exponent, int) else 0
+
+
+def _as_walked(
+    terms: FeeTerms, sums: tuple[int, int, int], counts: tuple[int, bool, int, int, int], places: list[int], unit: int
+) -> EventFees | None:
+    """A window's sums as the walk on ``Decimal`` writes them (the same number of decimal places: the exponent
+    of a Decimal sum is its terms' smallest), or None when one does not fit that many places."""
+    free_value, chargeable, total = sums
+    free, straddled, paid, raised, cut = counts
+    # (unclamped: the places of the paid events whose fee was not clamped + 1, 0 when there are none)
+    free_places, paid_places, unclamped, straddle_unclamped = places
+    if straddled:  # the straddling event pays value − (free_amount − the value already free)
+        free_places = max(free_places, -_exponent(terms.free_amount))
+        paid_places = max(paid_places, free_places)
+        if straddle_unclamped:
+            unclamped = max(unclamped, free_places + 1)
+    fraction = terms.rate / _HUNDRED
+    exponents = [0]
+    if unclamped:
+        exponents += [_exponent(fraction) - (unclamped - 1), _exponent(terms.fixed_amount)]
+    if raised:
+        exponents.append(_exponent(terms.minimum))
+    if cut:
+        exponents.append(_exponent(terms.maximum))
+    try:
+        shown = (
+            from_scaled(free_value).quantize(Decimal(1).scaleb(-free_places)),
+            from_scaled(chargeable).quantize(Decimal(1).scaleb(-paid_places)),
+            Decimal(total).scaleb(-unit).quantize(Decimal(1).scaleb(min(exponents))),
+        )
+    except InvalidOperation:
+        return None
+    if shown != (from_scaled(free_value), from_scaled(chargeable), Decimal(total).scaleb(-unit)):
+        return None
+    return EventFees(free, shown[0], straddled, paid, shown[1], raised, cut, shown[2])
+
+
+def _run_sql(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cast("list[tuple[Any, ...]]", cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _negative(connection: Connection, code: str, idx: int, rank: int, filters: _Filters) -> tuple[int, Decimal]:
+    """(index, value) of the ``rank``-th event (1-based, in time order) of window ``idx``: a negative one."""
+    marker = "%s" if is_postgresql(connection) else "?"
+    select = "SELECT coalesce(e.value, 0)"
+    sql, params = _sql(connection, select, [code], _IN_WINDOW + f" AND w.idx = {int(idx)}", filters, "", False)
+    sql += f" ORDER BY e.occurred_at, e.id LIMIT 1 OFFSET {marker}"
+    (value,) = _run_sql(connection, sql, (*params, rank - 1))[0]
+    return rank - 1, from_scaled(int(value))
+
+
+def _walked_fees(connection: Connection, code: str, terms: FeeTerms, filters: _Filters) -> dict[int, EventFees]:
+    """``_per_event_fees`` on ``Decimal``, each window's values walked in time order as the rows stream by."""
+    found: dict[int, EventFees] = {}
+    select = "SELECT w.idx, coalesce(e.value, 0)"
+    streamed = _streamed(connection, select, [code], _IN_WINDOW, filters, tail="ORDER BY w.idx, e.occurred_at, e.id")
+    rows = (row for chunk in streamed for row in chunk)
+    for idx, group in groupby(rows, key=itemgetter(0)):
+        found[idx] = walk(terms, (from_scaled(value) for _, value in group))
+    return found
 
 
 def _time_weighted(level: int, dot: int, start: int, end: int) -> Decimal:

@@ -34,9 +34,12 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation
-from typing import Any, Literal, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 from meters.errors import EventError
+
+if TYPE_CHECKING:
+    from meters.fees import FeeTerms
 
 __all__ = [
     "AGGREGATIONS",
@@ -115,12 +118,15 @@ class MeterSpec:
       unique_property: for ``unique_count``, the event property whose distinct values are counted.
       keep_event_values: also hand back each event's value in time order (the ``percentage`` charge model
         prices every transaction on its own).
+      per_event_fees: the terms of the fees per event to sum for each window in the database (the
+        ``percentage`` charges of the meter): ``MeterAggregate.fees``, without handing back each event's value.
     """
 
     code: str
     aggregation: Aggregation
     unique_property: str | None = None
     keep_event_values: bool = False
+    per_event_fees: tuple[FeeTerms, ...] = ()
 
     def __post_init__(self) -> None:
         aggregation = str(getattr(self.aggregation, "value", self.aggregation))

@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 from pricing_plans.money import ZERO
 
-__all__ = ["BreakdownRow", "ChargeAmount", "MeterUsage", "UnitAmountKind", "price_key"]
+__all__ = [
+    "BreakdownRow",
+    "ChargeAmount",
+    "MeterUsage",
+    "PerEventFeeTerms",
+    "PerEventFees",
+    "UnitAmountKind",
+    "price_key",
+]
 
 _T = TypeVar("_T")
 
@@ -27,6 +35,45 @@ def price_key(value: _T | None, key: str) -> _T:
 
 
 @dataclass(frozen=True, slots=True)
+class PerEventFeeTerms:
+    """What a fee per event (the ``percentage`` model) depends on: rate % × value + fixed_amount, clamped to
+    [minimum, maximum] when set, after the free part (the first ``free_events`` events and at most ``free_amount``
+    of value, whichever runs out first; 0: not set). Hashable: the key of a window's ``PerEventFees``."""
+
+    rate: Decimal
+    fixed_amount: Decimal = ZERO
+    free_events: int = 0
+    free_amount: Decimal = ZERO
+    minimum: Decimal | None = None
+    maximum: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PerEventFees:
+    """The fees of a window's events under some ``PerEventFeeTerms``, summed (by the database, or as the events
+    stream by): what the ``percentage`` model prints, without each event's value.
+
+    Attributes:
+      free_events: the events wholly inside the free part; ``free_value``: the value the free part covered.
+      straddled: whether one event straddled ``free_amount`` (its value above it paid).
+      paid_events, chargeable: the paid events and the value their rate applied to.
+      raised, cut: the paid events whose fee was raised to the minimum, cut to the maximum.
+      total: the sum of the paid events' clamped fees, exact.
+      negative: (index, value) of the first event with a negative value (the model prices no refunds), if any.
+    """
+
+    free_events: int = 0
+    free_value: Decimal = ZERO
+    straddled: bool = False
+    paid_events: int = 0
+    chargeable: Decimal = ZERO
+    raised: int = 0
+    cut: int = 0
+    total: Decimal = ZERO
+    negative: tuple[int, Decimal] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MeterUsage:
     """A meter's usage in one period, as a charge model needs it.
 
@@ -34,12 +81,15 @@ class MeterUsage:
       quantity: the meter's aggregated quantity (count, sum, GB-month, ...).
       events: how many events made it.
       values: each event's value in time order; needed by the ``percentage`` model (per-transaction fees,
-        free events), None otherwise.
+        free events) unless ``fees`` has its terms, None otherwise.
+      fees: the events' fees summed under the terms of each ``percentage`` charge of the meter (what that model
+        reads instead of ``values``), None otherwise.
     """
 
     quantity: Decimal = ZERO
     events: int = 0
     values: Sequence[Decimal] | None = None
+    fees: Mapping[PerEventFeeTerms, PerEventFees] | None = None
 
 
 class UnitAmountKind(StrEnum):

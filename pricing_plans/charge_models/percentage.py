@@ -12,15 +12,23 @@ a single event of value ``quantity``. A negative value (a refund) is refused: it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from pricing_plans.charge_models._tiers import show, show_amount
-from pricing_plans.charge_models.base import BreakdownRow, ChargeAmount, MeterUsage, UnitAmountKind, price_key
+from pricing_plans.charge_models.base import (
+    BreakdownRow,
+    ChargeAmount,
+    MeterUsage,
+    PerEventFees,
+    PerEventFeeTerms,
+    UnitAmountKind,
+    price_key,
+)
 from pricing_plans.models import PercentageCharge, percent
 from pricing_plans.money import ZERO
 
-__all__ = ["UNIT_AMOUNT_KIND", "rate"]
+__all__ = ["UNIT_AMOUNT_KIND", "fees_of", "rate", "terms_of"]
 
 # The breakdown rows' unit_amount is the rate in percent, and their units the value volume it applies to.
 UNIT_AMOUNT_KIND = UnitAmountKind.PERCENT
@@ -43,26 +51,40 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
-    """Sum of the paid events' clamped fees, unrounded."""
-    values = _event_values(usage)
-    percent_rate = price_key(charge.rate, "rate")
-    low, high = charge.per_transaction_min, charge.per_transaction_max
-    in_free = charge.free_events > 0 or charge.free_amount > 0
+def terms_of(charge: PercentageCharge) -> PerEventFeeTerms:
+    """The terms a percentage charge prices each event by (the key of ``MeterUsage.fees``)."""
+    return PerEventFeeTerms(
+        price_key(charge.rate, "rate"),
+        charge.fixed_amount,
+        charge.free_events,
+        charge.free_amount,
+        charge.per_transaction_min,
+        charge.per_transaction_max,
+    )
+
+
+def fees_of(terms: PerEventFeeTerms, values: Iterable[Decimal]) -> PerEventFees:
+    """The events' fees under ``terms``, walking their values in time order (what the database sums when it can:
+    ``meters.aggregate``). The free part covers the first ``free_events`` events and at most ``free_amount`` of
+    value, whichever runs out first; the event that straddles ``free_amount`` pays on its value above it. A
+    negative value stops the walk (``negative``): the model refuses it."""
+    low, high, fixed = terms.minimum, terms.maximum, terms.fixed_amount
+    fraction = percent(terms.rate)
+    in_free = terms.free_events > 0 or terms.free_amount > 0
     free_count = paid_count = raised = cut = 0
     straddled = False
     free_value = chargeable_total = total = ZERO
     for index, value in enumerate(values):
         if value < 0:
-            raise ValueError(f"event {index} has a negative value ({value}): the percentage model prices no refunds")
+            return PerEventFees(negative=(index, value))
         # Whichever limit runs out first ends the free part.
-        if in_free and charge.free_events and free_count == charge.free_events:
+        if in_free and terms.free_events and free_count == terms.free_events:
             in_free = False
-        if in_free and charge.free_amount and free_value == charge.free_amount:
+        if in_free and terms.free_amount and free_value == terms.free_amount:
             in_free = False
         chargeable = value
         if in_free:
-            room = charge.free_amount - free_value if charge.free_amount else value
+            room = terms.free_amount - free_value if terms.free_amount else value
             if value <= room:
                 free_count += 1
                 free_value += value
@@ -72,7 +94,7 @@ def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
             chargeable = value - room
             straddled = True
             in_free = False
-        fee = chargeable * percent(percent_rate) + charge.fixed_amount
+        fee = chargeable * fraction + fixed
         if low is not None and fee < low:
             fee, raised = low, raised + 1
         if high is not None and fee > high:
@@ -80,6 +102,27 @@ def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
         paid_count += 1
         chargeable_total += chargeable
         total += fee
+    return PerEventFees(free_count, free_value, straddled, paid_count, chargeable_total, raised, cut, total)
+
+
+def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
+    """Sum of the paid events' clamped fees, unrounded: from the fees summed for the charge's terms when the usage
+    has them, else walking each event's value."""
+    terms = terms_of(charge)
+    summed = usage.fees.get(terms) if usage.fees is not None else None
+    fees = summed if summed is not None else fees_of(terms, _event_values(usage))
+    if fees.negative is not None:
+        index, value = fees.negative
+        raise ValueError(f"event {index} has a negative value ({value}): the percentage model prices no refunds")
+    percent_rate, low, high = terms.rate, terms.minimum, terms.maximum
+    free_count, free_value, straddled = fees.free_events, fees.free_value, fees.straddled
+    paid_count, chargeable_total, raised, cut, total = (
+        fees.paid_events,
+        fees.chargeable,
+        fees.raised,
+        fees.cut,
+        fees.total,
+    )
 
     rows: list[BreakdownRow] = []
     sentences: list[str] = []
@@ -99,7 +142,14 @@ def rate(charge: PercentageCharge, usage: MeterUsage) -> ChargeAmount:
         note = _plural(paid_count, "event") + (f" ({clamped})" if clamped else "")
         rows.append(
             BreakdownRow(
-                len(rows) + 1, free_value, None, chargeable_total, percent_rate, fixed_total, total, note,
+                len(rows) + 1,
+                free_value,
+                None,
+                chargeable_total,
+                percent_rate,
+                fixed_total,
+                total,
+                note,
                 UNIT_AMOUNT_KIND,
             )
         )

@@ -71,7 +71,9 @@ def test_plans_are_resolved_and_an_unknown_plan_and_a_foreign_currency_reported_
     assert resolved.priced() == {1: catalog.plan("calls")}
     assert resolved.foreign_currency == {3}
     assert [(p.kind, p.customer) for p in resolved.problems] == [
-        ("unknown_plan", "acme"), ("currency", "acme"), ("unknown_plan", "acme")
+        ("unknown_plan", "acme"),
+        ("currency", "acme"),
+        ("unknown_plan", "acme"),
     ]  # in the order given, a subscription listed twice reported twice
     assert resolved.problems[1].message == "subscription 3: priced in EUR, the customer is billed in USD"
     assert resolved.problems[0].message.startswith("subscription 2: ")
@@ -203,3 +205,58 @@ def test_windows_of_plans_that_split_a_meter_differently(engine):
     assert parts(disk) == {Part(0): ("9.677419", 0), Part(None): ("4.838710", 0)}
     assert isinstance(disk, DimensionedUsage) and str(disk.total.quantity) == "14.516129"
     assert parts(usage["a"]["disk"]) == {Part(0): ("20", 1), Part(None): ("10", 1)}  # the whole month
+
+
+PAYMENTS = """
+[meters.payment_volume]
+name = "Payments"
+aggregation = "sum"
+
+[plans.card]
+name = "Card"
+currency = "USD"
+[[plans.card.charges]]
+meter = "payment_volume"
+model = "percentage"
+rate = 2.9
+fixed_amount = 0.30
+per_transaction_min = 0.50
+per_transaction_max = 25.00
+free_events = 2
+"""
+
+
+def test_percentage_fees_are_summed_by_the_database_negotiated_terms_too(engine):
+    from billing.metering import aggregate_windows
+    from meters.events import from_scaled
+    from pricing_plans.charge_models.percentage import rate
+
+    catalog, problems = loads_catalog(PAYMENTS, "payments.toml")
+    assert catalog is not None, problems
+    values = ["12", "5", "100", "2000", "0.10"]  # in time order
+    events = [
+        {
+            "id": f"p{n}",
+            "customer": "acme",
+            "meter": "payment_volume",
+            "timestamp": f"2026-03-0{n + 1}T00:00:00Z",
+            "value": value,
+        }
+        for n, value in enumerate(values)
+    ]
+    assert not ingest(
+        engine, events, meter_specs(catalog), {"acme"}, now=dt.datetime(2026, 3, 25, tzinfo=dt.UTC)
+    ).rejected
+    card = catalog.plan("card")
+    charge = card.charges[0]
+    deal = card.model_copy(update={"charges": [charge.model_copy(update={"rate": Decimal("1.5")})]})
+    window = ("acme", dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+    usage = aggregate_windows(engine, catalog, {"list": window, "deal": window}, {"list": card, "deal": deal})
+    listed, negotiated = usage["list"]["payment_volume"], usage["deal"]["payment_volume"]
+    assert listed.values is None and listed.events == 5  # no event's value loaded
+    # 12 and 5 free; 100: 2.90 + 0.30 = 3.20; 2000: 58.30 cut to 25.00; 0.10: 0.0029 + 0.30 raised to 0.50
+    assert rate(charge, listed).amount == Decimal("28.70")
+    walked = MeterUsage(listed.quantity, 5, tuple(from_scaled(int(Decimal(v) * 10**6)) for v in values))
+    assert rate(charge, listed) == rate(charge, walked)  # explanation and breakdown too
+    # negotiated 1.5 %: 100: 1.50 + 0.30 = 1.80; 2000: 30.30 cut to 25.00; 0.10: 0.50
+    assert rate(deal.charges[0], negotiated).amount == Decimal("27.30")
