@@ -37,6 +37,7 @@ from meters.events import (
     parse_event,
     to_epoch_us,
 )
+from meters.fees import EventFees, FeeTerms
 from meters.ingest import FileFormat, IngestReport, Rejection, ingest, ingest_file, ingestion_cutoff
 from meters.queries import (
     CountedWindow,
@@ -58,7 +59,9 @@ __all__ = [
     "Aggregation",
     "CountedWindow",
     "EventError",
+    "EventFees",
     "EventValidator",
+    "FeeTerms",
     "FileFormat",
     "IngestError",
     "IngestInterrupted",
