@@ -2,6 +2,8 @@
 
 MeteringError
 ├── EventError            one event cannot be accepted (ingestion turns it into a Rejection)
+├── ConflictingEvents     events stored with two contents under one id (an event store without a unique
+│                         index, two ingestions racing): nothing that counts them can be exact
 └── IngestError           a batch or file could not be ingested as a whole
     ├── MalformedFileError    the file cannot be read at all (a bad CSV header): nothing was stored
     └── IngestInterrupted     ingestion stopped part-way (database or I/O failure): ``report`` says
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from meters.ingest import IngestReport
 
-__all__ = ["EventError", "IngestError", "IngestInterrupted", "MalformedFileError", "MeteringError"]
+__all__ = ["ConflictingEvents", "EventError", "IngestError", "IngestInterrupted", "MalformedFileError", "MeteringError"]
 
 
 class MeteringError(Exception):
@@ -30,6 +32,21 @@ class EventError(MeteringError, ValueError):
     """
 
     event_id: str | None = None
+
+
+class ConflictingEvents(MeteringError):
+    """Raised by an aggregation that finds events stored with two contents under one id.
+
+    Attributes:
+      event_ids: the ids (the first 20 found).
+    """
+
+    def __init__(self, event_ids: list[str]):
+        self.event_ids = event_ids
+        super().__init__(
+            f"event id(s) stored with different contents: {', '.join(event_ids)} "
+            "(two ingestions raced with conflicting events; keep one version of each before billing)"
+        )
 
 
 class IngestError(MeteringError):

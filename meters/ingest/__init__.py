@@ -59,6 +59,7 @@ from meters.ingest.read import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "ChunkStore",
     "FileFormat",
     "IngestReport",
     "Progress",
@@ -105,7 +106,7 @@ class IngestReport:
 
 
 def ingest(
-    engine: Engine,
+    engine: Engine | ChunkStore,
     records: Iterable[Mapping[str, Any]],
     meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
     known_customers: Collection[str],
@@ -125,7 +126,7 @@ def ingest(
 
 
 def ingest_file(
-    engine: Engine,
+    engine: Engine | ChunkStore,
     source: str | os.PathLike[str] | IO[bytes],
     meters: Iterable[MeterSpec] | Mapping[str, MeterSpec],
     known_customers: Collection[str],
@@ -160,6 +161,14 @@ def ingest_file(
         return _Ingestion(engine, name, progress).run(chunks)
 
 
+class ChunkStore(Protocol):
+    """An event store that is not a SQL database (``meters.store``): stores a chunk of events on its own."""
+
+    def store_chunk(self, events: list[tuple[Any, ...]]) -> dict[str, int]:
+        """Store ``events`` (``UsageEvent`` tuples); the ids that were already stored, with their content hashes."""
+        ...
+
+
 class _ChunkWriter(Protocol):
     """Stores a chunk of events in the connection's transaction (``write_sqlite``, ``write_postgres``)."""
 
@@ -177,7 +186,7 @@ class _Ingestion:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | ChunkStore,
         source: str,
         progress: Progress | None = None,
         bytes_read: Callable[[], int] | None = None,
@@ -191,8 +200,11 @@ class _Ingestion:
         self.progress = progress
         self.bytes_read = bytes_read
         self.bytes_settled = 0
+        self.chunk_store = None if isinstance(engine, Engine) else engine
         self.write: _ChunkWriter = (
-            write_postgres.PostgresWriter() if is_postgresql(engine) else write_sqlite.SqliteWriter()
+            write_postgres.PostgresWriter()
+            if isinstance(engine, Engine) and is_postgresql(engine)
+            else write_sqlite.SqliteWriter()
         )
 
     def run(self, chunks: Iterator[Chunk]) -> IngestReport:
@@ -223,6 +235,12 @@ class _Ingestion:
         """Store ``events`` in one transaction; the ids that were already stored, with their content hashes."""
         if not events:
             return {}
+        if self.chunk_store is not None:
+            try:
+                return self.chunk_store.store_chunk(events)
+            except Exception as exc:
+                raise _WriteFailed() from exc
+        assert isinstance(self.engine, Engine)
         attempt = 0
         while True:
             attempt += 1

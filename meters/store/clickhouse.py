@@ -1,0 +1,618 @@
+"""The event store in ClickHouse: chDB (ClickHouse embedded in this process, ``chdb:///folder``) for one machine
+and the test suite, ``clickhouse-connect`` for a server or cluster (``clickhouse://user:password@host:8123/db``).
+The same SQL and the same table engine on both.
+
+Exactly once, whatever the merges:
+
+- **one row per event after a merge**: ``usage_events`` is a ``ReplacingMergeTree(version)`` ordered by
+  ``(customer, meter, occurred_at, event_id)``; a duplicate (same id, same content) has the same sorting key, so a
+  merge keeps one row of it: the first received (``version`` = 2^63 − ``received_at``, the largest wins);
+- **exact before any merge**: every query reads the events through ``FINAL`` restricted to the windows asked
+  about (the customers' key ranges), so a duplicate not merged yet is still counted once; nothing relies on a
+  merge having happened (the tests stop merges with ``SYSTEM STOP MERGES``);
+- **a batch stored once**: each chunk is inserted with a deterministic ``insert_deduplication_token`` (a digest of
+  its ids and contents): two processes inserting the same chunk, or a retry after a lost answer, store it once;
+- **conflicts**: before a chunk is inserted, the ids already stored are looked up; the same content is a
+  duplicate (not inserted again), other content a conflict (rejected), exactly as on SQL. Two ingestions racing
+  with different contents for one id can both get through: the aggregation then finds the id with two contents
+  and raises :class:`~meters.errors.ConflictingEvents` naming it, so no billing run counts it silently.
+
+Numbers are exact: ``value`` is ``Decimal(18, 6)`` (a value's magnitude is below 10^12 with 6 decimals), sums are
+``Decimal(38, 6)``, a weighted sum's ∫ level dt is summed in ``Decimal(76, 6)`` and divided, half-even, in Python
+(one number per window). Instants are integer microseconds since the epoch (UTC), as on SQL.
+
+Every aggregation runs in ClickHouse, one pass over the windows' events per query, and hands back one row per
+(window, meter) or part, never the events: ``count``/``sum``/``max`` (``countIf``/``sumIf``/``maxIf``),
+``unique_count`` (``uniqExact``), ``latest`` (``argMax`` by time, then order of arrival), ``weighted_sum`` (the
+level carried in, ``sumIf`` of the earlier events, and Σ value × (end − t) of the window's, so
+∫ level dt = level × (end − start) + Σ value × (end − t)); the per-event values a ``percentage`` charge prices are
+handed back as one sorted array per window.
+
+``received_at`` is stamped by this process's clock. On chDB (one process owns the folder) a lock orders every
+insert with the ingestion cutoff, so the cutoff is exact. On a server several hosts ingest at once: the cutoff is
+the server's clock less :data:`SERVER_CUTOFF_GRACE`, so an insert must complete within it (chunks take well under
+a second) and the hosts' clocks must agree to within it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import IO, Any, Protocol, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from dbkit.clock import utcnow
+from meters.aggregate import MeterAggregate, Window, _divide_half_even, _windows
+from meters.errors import ConflictingEvents
+from meters.events import VALUE_DIGITS, MeterSpec, from_epoch_us, from_scaled, meters_by_code, to_epoch_us
+from meters.ingest import FileFormat, IngestReport, Progress, ingest, ingest_file
+from meters.ingest.read import HASH, ID
+from meters.queries import CountedWindow
+from meters.split import PartKey, Split
+
+__all__ = ["SERVER_CUTOFF_GRACE", "TABLE_DDL", "ClickHouseEventStore", "usage_events_ddl"]
+
+Key = TypeVar("Key", bound=Hashable)
+Specs = Iterable[MeterSpec] | Mapping[str, MeterSpec]
+
+SERVER_CUTOFF_GRACE = dt.timedelta(seconds=5)
+"""On a server: how far behind its clock the ingestion cutoff is (inserts complete within it)."""
+
+_VERSION_BASE = 2**63
+_DEDUP_WINDOW = 100_000  # chunks whose tokens a table remembers
+
+
+def usage_events_ddl(table: str, engine: str = "ReplacingMergeTree(version)") -> str:
+    """The ``usage_events`` table (``engine``: a replicated engine on a cluster, see the README)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} ("
+        "event_id String, customer String, meter LowCardinality(String), "
+        "occurred_at Int64, value Nullable(Decimal(18, 6)), unique_value Nullable(String), "
+        "properties Nullable(String), content_hash Int64, received_at Int64, seq UInt32, "
+        f"version UInt64 MATERIALIZED toUInt64({_VERSION_BASE} - received_at), "
+        "INDEX ix_event_id event_id TYPE bloom_filter GRANULARITY 1, "
+        "INDEX ix_received_at received_at TYPE minmax GRANULARITY 1"
+        f") ENGINE = {engine} "
+        "PARTITION BY toYYYYMM(toDateTime(intDiv(occurred_at, 1000000), 'UTC')) "
+        "ORDER BY (customer, meter, occurred_at, event_id) "
+        f"SETTINGS non_replicated_deduplication_window = {_DEDUP_WINDOW}"
+    )
+
+
+TABLE_DDL = usage_events_ddl("usage_events")
+_COLUMNS = ("event_id", "customer", "meter", "occurred_at", "value", "unique_value", "properties", "content_hash")
+_INSERTED = (*_COLUMNS, "received_at", "seq")
+
+
+class _Client(Protocol):
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    def command(self, sql: str) -> None: ...
+
+    def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None: ...
+
+    def server_now(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+# --- chDB -----------------------------------------------------------------------------------------------------
+
+_CHDB_LOCK = threading.RLock()
+_CHDB: dict[str, Any] = {}  # the process's one chDB session: {"path": …, "session": …}
+
+
+def _chdb_session(path: str) -> Any:
+    """The process's chDB session of ``path`` (chDB holds one folder per process: another one closes it)."""
+    import chdb.session
+
+    with _CHDB_LOCK:
+        if _CHDB.get("path") != path:
+            if _CHDB.get("session") is not None:
+                _CHDB["session"].close()
+                _CHDB.clear()
+            os.makedirs(path, exist_ok=True)
+            _CHDB["session"] = chdb.session.Session(path)
+            _CHDB["path"] = path
+        return _CHDB["session"]
+
+
+def close_chdb() -> None:
+    """Close the process's chDB session, if any."""
+    with _CHDB_LOCK:
+        if _CHDB.get("session") is not None:
+            _CHDB["session"].close()
+        _CHDB.clear()
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _quoted(item: Any) -> str:
+    if isinstance(item, str):
+        return "'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(item, list | tuple):
+        return "[" + ",".join(_quoted(x) for x in item) + "]"
+    return str(item)
+
+
+def _param_text(value: Any) -> str:
+    """A query parameter in ClickHouse's text form (strings escaped, arrays of quoted items)."""
+    if isinstance(value, str):
+        return _escaped(value)
+    if isinstance(value, list | tuple):
+        return _quoted(value)
+    return str(value)
+
+
+def _converter(kind: str) -> Any:
+    """How a JSON value of ClickHouse type ``kind`` becomes the Python value clickhouse-connect gives."""
+    for wrapper in ("Nullable(", "LowCardinality("):
+        if kind.startswith(wrapper):
+            kind = kind[len(wrapper) : -1]
+    if kind.startswith("Array("):
+        inner = _converter(kind[6:-1])
+        return lambda items: None if items is None else [inner(x) for x in items]
+    if kind.startswith("Decimal"):
+        return lambda x: None if x is None else Decimal(str(x))
+    if kind.startswith(("Int", "UInt")):
+        return lambda x: None if x is None else int(x)
+    return lambda x: x
+
+
+class _ChdbClient:
+    def __init__(self, path: str):
+        self.path = path
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        texts = {name: _param_text(value) for name, value in (params or {}).items()}
+        with _CHDB_LOCK:
+            return _chdb_session(self.path).query(sql, "JSONCompact", params=texts)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        answer = json.loads(self._run(sql, params).bytes() or b"{}", parse_float=Decimal)
+        if not answer:
+            return []
+        converters = [_converter(column["type"]) for column in answer["meta"]]
+        return [tuple(c(x) for c, x in zip(converters, row, strict=True)) for row in answer["data"]]
+
+    def command(self, sql: str) -> None:
+        self._run(sql)
+
+    def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
+        lines = "\n".join(
+            json.dumps(dict(zip(_INSERTED, (*row[:4], _decimal_text(row[4]), *row[5:]), strict=True)))
+            for row in rows
+        )
+        self.command(
+            f"INSERT INTO {table} ({', '.join(_INSERTED)}) SETTINGS insert_deduplication_token = {_quoted(token)} "
+            f"FORMAT JSONEachRow\n{lines}\n"
+        )
+
+    def server_now(self) -> int:
+        return to_epoch_us(utcnow())
+
+    def close(self) -> None:
+        """The session stays open for the process (one folder per process)."""
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+# --- a ClickHouse server --------------------------------------------------------------------------------------
+
+
+class _ServerClient:
+    def __init__(self, **settings: Any):
+        import clickhouse_connect
+
+        self.client = clickhouse_connect.get_client(form_encode_query_params=True, **settings)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self.client.query(sql, parameters=dict(params or {})).result_rows]
+
+    def command(self, sql: str) -> None:
+        self.client.command(sql)
+
+    def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
+        self.client.insert(
+            table, rows, column_names=list(_INSERTED), settings={"insert_deduplication_token": token}
+        )
+
+    def server_now(self) -> int:
+        now = self.client.query("SELECT toUnixTimestamp64Micro(now64(6))").result_rows[0][0]
+        return int(now) - SERVER_CUTOFF_GRACE // dt.timedelta(microseconds=1)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- the store ------------------------------------------------------------------------------------------------
+
+
+def _windows_cte(customers: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    """The windows as a ClickHouse table ``w`` (idx, customer, start, end), passed as array parameters."""
+    sql = (
+        "w AS (SELECT toUInt32(t.1) AS idx, t.2 AS customer, t.3 AS start, t.4 AS end FROM "
+        "(SELECT arrayJoin(arrayZip(range(length({wc:Array(String)})), {wc:Array(String)}, "
+        "{ws:Array(Int64)}, {we:Array(Int64)})) AS t))"
+    )
+    return sql, {"wc": list(customers), "ws": list(starts), "we": list(ends)}
+
+
+class ClickHouseEventStore:
+    """The events in ClickHouse (see the module docstring)."""
+
+    def __init__(self, client: _Client, database: str, url: str, *, exact_cutoff: bool):
+        self.client = client
+        self.database = database
+        self.table = f"`{database}`.usage_events"
+        self._url = url
+        self._exact_cutoff = exact_cutoff
+        self._receiving = threading.Lock()
+        self._last_cutoff = 0
+
+    @classmethod
+    def open(cls, url: str) -> ClickHouseEventStore:
+        """``chdb:///folder[?database=name]`` or ``clickhouse[s]://user:password@host[:port]/database``."""
+        parts = urlsplit(url)
+        if parts.scheme == "chdb":
+            database = parse_qs(parts.query).get("database", ["default"])[0]
+            return cls(_ChdbClient(unquote(parts.path)), database, url, exact_cutoff=True)
+        database = unquote(parts.path.lstrip("/")) or "default"
+        client = _ServerClient(
+            host=parts.hostname or "localhost",
+            port=parts.port or (8443 if parts.scheme == "clickhouses" else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            database=database,
+            secure=parts.scheme == "clickhouses",
+        )
+        shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
+        return cls(client, database, shown, exact_cutoff=False)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def create_tables(self) -> None:
+        self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        self.client.command(usage_events_ddl(self.table))
+
+    def drop_tables(self) -> None:
+        """Drop the store's table (tests, benchmarks)."""
+        self.client.command(f"DROP TABLE IF EXISTS {self.table}")
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ingestion
+
+    def ingest(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        meters: Specs,
+        known_customers: Collection[str],
+        *,
+        source: str = "api",
+        now: dt.datetime | None = None,
+        earliest: Mapping[str, dt.datetime] | None = None,
+    ) -> IngestReport:
+        return ingest(self, records, meters, known_customers, source=source, now=now, earliest=earliest)
+
+    def ingest_file(
+        self,
+        source: str | os.PathLike[str] | IO[bytes],
+        meters: Specs,
+        known_customers: Collection[str],
+        *,
+        format: FileFormat | None = None,
+        now: dt.datetime | None = None,
+        earliest: Mapping[str, dt.datetime] | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        # parsed in this process: forked parsers and an in-process ClickHouse do not mix
+        return ingest_file(
+            self, source, meters, known_customers, format=format, now=now, earliest=earliest, progress=progress,
+            workers=0,
+        )
+
+    def store_chunk(self, events: list[tuple[Any, ...]]) -> dict[str, int]:
+        """Store a chunk (``UsageEvent`` tuples): the ids already stored are looked up first and left out (their
+        content hashes are handed back: duplicates or conflicts), the rest inserted with a deterministic
+        deduplication token."""
+        stored = self.stored_hashes([event[ID] for event in events])
+        fresh = [event for event in events if event[ID] not in stored]
+        if fresh:
+            digest = hashlib.blake2b(digest_size=16)
+            for event in sorted(fresh, key=lambda e: e[ID]):
+                digest.update(f"{event[ID]}\x1f{event[HASH]}\x1e".encode("utf-8", "surrogatepass"))
+            with self._receiving:
+                received_at = max(to_epoch_us(utcnow()), self._last_cutoff + 1)
+                rows = [
+                    (*event[:4], None if event[4] is None else from_scaled(event[4]), *event[5:], received_at, seq)
+                    for seq, event in enumerate(fresh)
+                ]
+                self.client.insert(self.table, rows, digest.hexdigest())
+        return stored
+
+    def stored_hashes(self, event_ids: Sequence[str]) -> dict[str, int]:
+        """The content hash of each of ``event_ids`` already stored (the first received, if raced)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(event_ids), 10_000):
+            rows = self.client.query(
+                f"SELECT event_id, argMax(content_hash, version) FROM {self.table} "
+                "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
+                {"ids": list(event_ids[start : start + 10_000])},
+            )
+            found.update((event_id, int(digest)) for event_id, digest in rows)
+        return found
+
+    def ingestion_cutoff(self) -> dt.datetime:
+        if not self._exact_cutoff:
+            return from_epoch_us(self.client.server_now())
+        with self._receiving:
+            now = max(to_epoch_us(utcnow()), self._last_cutoff)
+            self._last_cutoff = now
+        time.sleep(0)
+        return from_epoch_us(now)
+
+    # aggregation
+
+    def aggregate(
+        self,
+        windows: Mapping[Any, Window],
+        meters: Specs,
+        *,
+        received_until: dt.datetime | None = None,
+        received_after: dt.datetime | None = None,
+    ) -> dict[tuple[Any, str], MeterAggregate]:
+        specs = meters_by_code(meters)
+        keys, customers, starts, ends = _windows(windows)
+        if not keys or not specs:
+            return {}
+        query = _Query(self.table, specs, customers, starts, ends, received_until, received_after)
+        self._check_conflicts(query)
+        rows = self.client.query(*query.grouped())
+        found = {(row[0], row[1]): row for row in rows}
+        results: dict[tuple[Any, str], MeterAggregate] = {}
+        for code in sorted(specs):
+            spec = specs[code]
+            for index, key in enumerate(keys):
+                row = found.get((index, code))
+                count, quantity, values = _quantity(spec, row, starts[index], ends[index])
+                results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count, values)
+        return results
+
+    def aggregate_split(
+        self,
+        windows: Mapping[Any, Window],
+        meters: Specs,
+        splits: Mapping[str, Split],
+        *,
+        received_until: dt.datetime | None = None,
+        received_after: dt.datetime | None = None,
+    ) -> dict[PartKey, MeterAggregate]:
+        specs = meters_by_code(meters)
+        unknown = sorted(set(splits) - set(specs))
+        if unknown:
+            raise ValueError(f"split of unknown meter(s): {', '.join(unknown)}")
+        keys, customers, starts, ends = _windows(windows)
+        if not keys or not splits:
+            return {}
+        results: dict[PartKey, MeterAggregate] = {}
+        for code in sorted(splits):
+            spec = specs[code]
+            query = _Query(self.table, {code: spec}, customers, starts, ends, received_until, received_after)
+            self._check_conflicts(query)
+            for row in self.client.query(*query.grouped(splits[code])):
+                index, part, group = row[0], row[2], tuple(row[3])
+                count, quantity, values = _quantity(spec, (row[0], row[1], *row[4:]), starts[index], ends[index])
+                if count == 0 and (spec.aggregation != "weighted_sum" or not row[9]):
+                    continue  # a part with neither events in the window nor a level carried into it
+                position = None if part < 0 else int(part)
+                key = keys[index]
+                results[PartKey(key, code, position, group)] = MeterAggregate(
+                    key, customers[index], code, quantity, count, values
+                )
+        return results
+
+    def _check_conflicts(self, query: _Query) -> None:
+        """Raise :class:`ConflictingEvents` if an event of the windows is stored with two contents (two
+        ingestions raced with them)."""
+        sql, params = query.conflicts()
+        rows = self.client.query(sql, params)
+        if rows:
+            raise ConflictingEvents(sorted(row[0] for row in rows))
+
+    def count_events(
+        self, windows: Mapping[Key, tuple[str, dt.datetime, dt.datetime]], meters: Iterable[str]
+    ) -> dict[tuple[Key, str], int]:
+        codes = sorted(set(meters))
+        if not windows or not codes:
+            return {}
+        found = self.aggregate(windows, [MeterSpec(code, "count") for code in codes])
+        return {pair: aggregate.events for pair, aggregate in found.items() if aggregate.events}
+
+    def customers_by_meter(self, customer: str | None = None) -> dict[str, set[str]]:
+        where = "" if customer is None else "WHERE customer = {customer:String}"
+        rows = self.client.query(
+            f"SELECT meter, groupUniqArray(customer) FROM {self.table} {where} GROUP BY meter",
+            {} if customer is None else {"customer": customer},
+        )
+        return {meter: set(found) for meter, found in rows if found}
+
+    def late_windows(self, windows: Mapping[Key, CountedWindow]) -> set[Key]:
+        if not windows:
+            return set()
+        keys = list(windows)
+        spans = [windows[key] for key in keys]
+        cte, params = _windows_cte(
+            [w.customer for w in spans], [to_epoch_us(w.start) for w in spans], [to_epoch_us(w.end) for w in spans]
+        )
+        params["wu"] = [to_epoch_us(w.counted_until) for w in spans]
+        params["since"] = min(params["ws"])
+        params["until"] = max(params["we"])
+        rows = self.client.query(
+            f"WITH {cte}, e AS (SELECT customer, occurred_at, received_at FROM {self.table} FINAL "
+            "WHERE customer IN (SELECT customer FROM w) AND occurred_at >= {since:Int64} "
+            "AND occurred_at < {until:Int64}) "
+            "SELECT DISTINCT w.idx FROM e INNER JOIN w ON e.customer = w.customer "
+            "WHERE e.occurred_at >= w.start AND e.occurred_at < w.end "
+            "AND e.received_at > arrayElement({wu:Array(Int64)}, w.idx + 1)",
+            params,
+        )
+        return {keys[row[0]] for row in rows}
+
+
+_SCALE = Decimal(10) ** VALUE_DIGITS
+
+
+def _scaled(number: Decimal | None) -> int:
+    """A Decimal with at most 6 decimals as the meters' fixed-point integer, exactly."""
+    return 0 if number is None else int(number * _SCALE)
+
+
+def _quantity(
+    spec: MeterSpec, row: Sequence[Any] | None, start: int, end: int
+) -> tuple[int, Decimal, tuple[Decimal, ...] | None]:
+    """(events, quantity, values) of one (window, meter) row of :meth:`_Query.grouped`: idx, meter, count, sum,
+    max, distinct, latest, level, Σ value × (end − t), values."""
+    if row is None:
+        return 0, Decimal(0), (() if spec.keep_event_values else None)
+    count, total, largest, distinct, latest, level, dots, values = row[2:10]
+    kind = spec.aggregation
+    if kind == "count":
+        quantity = Decimal(count)
+    elif kind == "sum":
+        quantity = from_scaled(_scaled(total))
+    elif kind == "max":
+        quantity = from_scaled(_scaled(largest)) if count else Decimal(0)
+    elif kind == "unique_count":
+        quantity = Decimal(distinct)
+    elif kind == "latest":
+        quantity = from_scaled(_scaled(latest)) if count else Decimal(0)
+    else:  # weighted_sum: ∫ level dt / (end − start), rounded half-even to the value scale
+        length = end - start
+        quantity = from_scaled(_divide_half_even(_scaled(level) * length + _scaled(dots), length))
+    kept = tuple(from_scaled(_scaled(v)) for v in values) if spec.keep_event_values else None
+    return int(count), quantity, kept
+
+
+class _Query:
+    """The SQL of one aggregation over a set of windows."""
+
+    def __init__(
+        self,
+        table: str,
+        specs: Mapping[str, MeterSpec],
+        customers: Sequence[str],
+        starts: Sequence[int],
+        ends: Sequence[int],
+        received_until: dt.datetime | None,
+        received_after: dt.datetime | None,
+    ):
+        self.table = table
+        self.specs = specs
+        cte, self.params = _windows_cte(customers, starts, ends)
+        self.params.update(
+            meters=sorted(specs),
+            weighted=sorted(c for c, s in specs.items() if s.aggregation == "weighted_sum"),
+            uniques=sorted(c for c, s in specs.items() if s.aggregation == "unique_count"),
+            kept=sorted(c for c, s in specs.items() if s.keep_event_values),
+            since=min(starts),
+            until=max(ends),
+        )
+        received = []
+        if received_until is not None:
+            received.append("received_at <= {ru:Int64}")
+            self.params["ru"] = to_epoch_us(received_until)
+        if received_after is not None:
+            received.append("received_at > {ra:Int64}")
+            self.params["ra"] = to_epoch_us(received_after)
+        since = "" if self.params["weighted"] else "AND occurred_at >= {since:Int64} "
+        # FINAL over the windows' key ranges: a duplicate not merged yet is one row here (the first received);
+        # the received_at filters apply to that row, after FINAL, never to a later copy of it
+        self.events = (
+            f"{cte}, d AS (SELECT event_id, customer, meter, occurred_at, value, unique_value, properties, "
+            f"content_hash, received_at, seq FROM {table} FINAL "
+            "WHERE customer IN (SELECT customer FROM w) AND meter IN {meters:Array(String)} "
+            f"{since}AND occurred_at < {{until:Int64}}), "
+            "e AS (SELECT * FROM d" + (f" WHERE {' AND '.join(received)}" if received else "") + ")"
+        )
+
+    def conflicts(self) -> tuple[str, dict[str, Any]]:
+        """The ids of the windows' events stored with more than one content."""
+        sql = (
+            f"WITH {self.events} SELECT event_id FROM {self.table} "
+            "WHERE event_id IN (SELECT event_id FROM e) GROUP BY event_id HAVING uniqExact(content_hash) > 1 "
+            "ORDER BY event_id LIMIT 20"
+        )
+        return sql, self.params
+
+    def grouped(self, split: Split | None = None) -> tuple[str, dict[str, Any]]:
+        """One row per (window, meter[, part, group]): idx, meter, [part, group,] count, sum, max, distinct,
+        latest, level, Σ value × (end − t), values."""
+        inside = "e.occurred_at >= w.start"
+        value = "ifNull(e.value, toDecimal64(0, 6))"
+        columns = (
+            f"countIf({inside}), sumIf({value}, {inside}), maxIf({value}, {inside}), "
+            f"uniqExactIf(e.unique_value, {inside} AND has({{uniques:Array(String)}}, e.meter)), "
+            f"argMaxIf({value}, (e.occurred_at, e.received_at, e.seq), {inside}), "
+            f"sumIf({value}, NOT {inside}), "
+            f"sumIf(toDecimal256({value}, 6) * (w.end - e.occurred_at), {inside}), "
+            "arrayMap(x -> x.4, arraySort(groupArrayIf((e.occurred_at, e.received_at, e.seq, "
+            f"{value}), {inside} AND has({{kept:Array(String)}}, e.meter))))"
+        )
+        params = dict(self.params)
+        parts, group = "", "w.idx, e.meter"
+        if split is not None:
+            part_sql, group_sql = _split_sql(split, params)
+            parts, group = f"{part_sql} AS part, {group_sql} AS grp, ", "w.idx, e.meter, part, grp"
+        sql = (
+            f"WITH {self.events} SELECT w.idx, e.meter, {parts}{columns} "
+            "FROM e INNER JOIN w ON e.customer = w.customer "
+            f"WHERE e.occurred_at < w.end AND ({inside} OR has({{weighted:Array(String)}}, e.meter)) "
+            f"GROUP BY {group}"
+        )
+        return sql, params
+
+
+def _split_sql(split: Split, params: dict[str, Any]) -> tuple[str, str]:
+    """The part (the first matching filter's position, -1: none) and the group (an array of the group_by
+    properties' values, NULL where absent) of an event, as ClickHouse expressions; names and values bound."""
+    names: dict[str, str] = {}
+
+    def prop(key: str) -> str:
+        if key not in names:
+            names[key] = f"k{len(names)}"
+            params[names[key]] = key
+        name = names[key]
+        return f"ifNull(e.properties, '{{}}'), {{{name}:String}}"
+
+    tests = []
+    for position, pairs in enumerate(split.filters):
+        conditions = []
+        for number, (key, values) in enumerate(pairs):
+            params[f"f{position}_{number}"] = list(values)
+            conditions.append(
+                f"(JSONHas({prop(key)}) AND has({{f{position}_{number}:Array(String)}}, JSONExtractString({prop(key)})))"
+            )
+        tests.append(f"{' AND '.join(conditions)}, {position}")
+    part = f"multiIf({', '.join(tests)}, -1)" if tests else "-1"
+
+    def group(keys: tuple[str, ...]) -> str:
+        items = [f"if(JSONHas({prop(k)}), JSONExtractString({prop(k)}), NULL)" for k in keys]
+        return f"CAST([{', '.join(items)}], 'Array(Nullable(String))')"
+
+    branches = [f"part = {position}, {group(keys)}" for position, keys in enumerate(split.group_by[:-1])]
+    grp = f"multiIf({', '.join(branches)}, {group(split.group_by[-1])})" if branches else group(split.group_by[-1])
+    return part, grp
