@@ -332,17 +332,22 @@ class ClickHouseEventStore:
         stored = self.stored_hashes([event[ID] for event in events])
         fresh = [event for event in events if event[ID] not in stored]
         if fresh:
-            digest = hashlib.blake2b(digest_size=16)
-            for event in sorted(fresh, key=lambda e: e[ID]):
-                digest.update(f"{event[ID]}\x1f{event[HASH]}\x1e".encode("utf-8", "surrogatepass"))
-            with self._receiving:
-                received_at = max(to_epoch_us(utcnow()), self._last_cutoff + 1)
-                rows = [
-                    (*event[:4], None if event[4] is None else from_scaled(event[4]), *event[5:], received_at, seq)
-                    for seq, event in enumerate(fresh)
-                ]
-                self.client.insert(self.table, rows, digest.hexdigest())
+            self.insert_events(fresh)
         return stored
+
+    def insert_events(self, events: list[tuple[Any, ...]]) -> None:
+        """Insert ``events`` as they are, stamped received now, with the chunk's deduplication token (a digest of
+        its ids and content hashes): the same chunk inserted twice is stored once."""
+        digest = hashlib.blake2b(digest_size=16)
+        for event in sorted(events, key=lambda e: e[ID]):
+            digest.update(f"{event[ID]}\x1f{event[HASH]}\x1e".encode("utf-8", "surrogatepass"))
+        with self._receiving:
+            received_at = max(to_epoch_us(utcnow()), self._last_cutoff + 1)
+            rows = [
+                (*event[:4], None if event[4] is None else from_scaled(event[4]), *event[5:], received_at, seq)
+                for seq, event in enumerate(events)
+            ]
+            self.client.insert(self.table, rows, digest.hexdigest())
 
     def stored_hashes(self, event_ids: Sequence[str]) -> dict[str, int]:
         """The content hash of each of ``event_ids`` already stored (the first received, if raced)."""

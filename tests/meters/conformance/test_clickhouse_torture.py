@@ -1,0 +1,72 @@
+"""chDB with merges stopped: every event delivered twice, past the ingestion check as two racing ingestions
+would, some in conflicting form: the quantities are the clean SQLite store's before any merge and after
+``OPTIMIZE … FINAL``; the same chunk inserted twice is stored once (its deduplication token); conflicting
+contents stored under one id stop the aggregation rather than be counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meters import EventValidator, Split
+from meters.errors import ConflictingEvents
+from meters.store import EventStore
+from tests.meters.conformance.conftest import chdb_store
+from tests.meters.conformance.test_conformance import CUSTOMERS, MARCH, METERS, NOW, random_events
+
+
+def _answers(store: EventStore) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    windows = {c: (c, *MARCH) for c in ("acme", "globex")}
+    split = Split.of([{"country": ["US"]}], [["country"], []])
+    plain = store.aggregate(windows, METERS)
+    parts = store.aggregate_split(windows, METERS, {"sms": split, "storage_gb": split, "seats": split})
+    return (
+        {k: (str(a.quantity), a.events, a.values) for k, a in plain.items()},
+        {k: (str(a.quantity), a.events, a.values) for k, a in parts.items()},
+    )
+
+
+def _rows(store: Any) -> int:
+    return int(store.client.query(f"SELECT count() FROM {store.table}")[0][0])
+
+
+def test_duplicates_before_and_after_merges(chdb_folder: Path, reference: EventStore) -> None:
+    records = random_events(7)
+    reference.ingest(records, METERS, CUSTOMERS, now=NOW)
+    store: Any = chdb_store(chdb_folder)
+    store.client.command(f"SYSTEM STOP MERGES {store.table}")
+    validator = EventValidator(METERS, CUSTOMERS, NOW)
+    events = [validator.validate(record) for record in records]
+    # two ingestions racing: both pass the check, each inserts every event (received at its own instant)
+    store.insert_events(events[:250])
+    store.insert_events(events[100:])
+    store.insert_events(events[:150])
+    store.insert_events(events[:150])  # the same chunk again: its token drops it
+    assert _rows(store) == 250 + 300 + 150
+    # and an ordinary redelivery, some events changed: duplicates and conflicts, nothing stored
+    changed = [dict(r, value="1") if "value" in r else dict(r, customer="globex" if r["customer"] == "acme"
+               else "acme") for r in records[:40]]
+    report = store.ingest(records[300:] + changed, METERS, CUSTOMERS, now=NOW)
+    assert report.summary() == "accepted 0, duplicates 100, rejected 40"
+    assert _rows(store) == 700
+    assert _answers(store) == _answers(reference)
+    store.client.command(f"SYSTEM START MERGES {store.table}")
+    store.client.command(f"OPTIMIZE TABLE {store.table} FINAL")
+    assert _rows(store) == 400  # one row per event once merged
+    assert _answers(store) == _answers(reference)
+
+
+def test_raced_conflict_stops_the_aggregation(chdb_folder: Path) -> None:
+    store: Any = chdb_store(chdb_folder)
+    store.client.command(f"SYSTEM STOP MERGES {store.table}")
+    validator = EventValidator(METERS, CUSTOMERS, NOW)
+    record = {"id": "x", "customer": "acme", "meter": "bytes", "timestamp": "2024-03-02T00:00:00Z", "value": 1}
+    store.insert_events([validator.validate(record)])
+    store.insert_events([validator.validate(dict(record, timestamp="2024-03-03T00:00:00Z"))])
+    with pytest.raises(ConflictingEvents, match="x"):
+        store.aggregate({"acme": MARCH}, METERS)
+    # an ingestion check finds the first content stored
+    report = store.ingest([dict(record, value=2)], METERS, CUSTOMERS, now=NOW)
+    assert report.summary() == "accepted 0, duplicates 0, rejected 1"
