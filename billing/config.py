@@ -308,6 +308,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///billing.db"
+    # Where the usage events live (see README "The event store"): unset, in the billing database; else
+    # chdb:///folder, clickhouse://user:password@host:8123/database, or another SQL database's URL.
+    events_url: str | None = None
     catalog: str = "catalog.toml"
     timezone: str = "UTC"
     invoice_number_format: str = "INV-{year}-{seq:06d}"

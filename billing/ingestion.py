@@ -26,7 +26,8 @@ from billing.db.tables import CustomerRow
 from billing.metering import meter_specs
 from billing.reactions import react_to_usage, wake
 from dbkit import as_utc, is_sqlite, read_only, utcnow
-from meters import IngestReport, ingest, ingest_file
+from billing.event_store import event_store
+from meters import IngestReport
 from pricing_plans.models import Catalog
 
 __all__ = ["ingest_batch", "ingest_path", "known_customers", "late_usage_windows", "periods_touched"]
@@ -113,8 +114,8 @@ def ingest_batch(
     fall in are evaluated behind it (``billing.reactions``): this process's reactor, if it runs one, is woken."""
     instant = as_utc(now or utcnow())
     customers = known_customers(engine, _touched(records))
-    report = ingest(
-        engine, records, meter_specs(catalog), customers, now=instant, earliest=late_usage_windows(customers, instant)
+    report = event_store(engine).ingest(
+        records, meter_specs(catalog), customers, now=instant, earliest=late_usage_windows(customers, instant)
     )
     if report.accepted:
         wake()
@@ -135,8 +136,7 @@ def ingest_path(
     file's, and any other still pending)."""
     instant = as_utc(now or utcnow())
     customers = known_customers(engine)
-    report = ingest_file(
-        engine,
+    report = event_store(engine).ingest_file(
         source,
         meter_specs(catalog),
         customers,

@@ -21,15 +21,15 @@ from sqlalchemy.orm import Session
 
 from billing.core.periods import LATE_USAGE_MONTHS, Period
 from invoices import store
+from billing.event_store import event_store
 from meters import (
     CountedWindow,
     MeterSpec,
     Split,
-    aggregate_split_usage,
-    aggregate_usage,
     ingest_file,
     windows_with_late_events,
 )
+from meters.store.sql import SqlEventStore
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.charge_models.base import PerEventFees, PerEventFeeTerms
 from pricing_plans.charge_models.percentage import terms_of
@@ -132,7 +132,8 @@ def aggregate_windows(
     if meters is not None:
         wanted = set(meters)
         specs = {code: spec for code, spec in specs.items() if code in wanted}
-    found = aggregate_usage(engine, windows, specs, **filters)
+    store = event_store(engine)
+    found = store.aggregate(windows, specs, **filters)
     usage: dict[Any, dict[str, AnyUsage]] = {key: {} for key in windows}
     for (key, meter), aggregate in found.items():
         fees = (
@@ -154,7 +155,7 @@ def aggregate_windows(
         by_split.setdefault(signature, []).append(key)
         orders[key] = {meter: known[id(charge)][1] for meter, charge in by_meter.items()}
     for signature, keys in by_split.items():
-        parts = aggregate_split_usage(engine, {key: windows[key] for key in keys}, specs, dict(signature), **filters)
+        parts = store.aggregate_split({key: windows[key] for key in keys}, specs, dict(signature), **filters)
         split: dict[tuple[Any, str], dict[Part, MeterUsage]] = {(key, m): {} for key in keys for m, _ in signature}
         for (key, meter, position, group), aggregate in parts.items():
             index = None if position is None else orders[key][meter][position]
@@ -283,7 +284,11 @@ def late_event_periods(
         counted[(invoice.customer_external_id, issued_period)] = CountedWindow(
             invoice.customer_external_id, start, end, invoice.usage_cutoff
         )
-    late = windows_with_late_events(session, counted)
+    events = event_store(session.get_bind().engine)
+    if isinstance(events, SqlEventStore) and events.engine is session.get_bind().engine:
+        late = windows_with_late_events(session, counted)  # in the session's own transaction
+    else:
+        late = events.late_windows(counted)
     return sorted(late, key=lambda pair: (pair[0], pair[1].start))
 
 

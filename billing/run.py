@@ -54,6 +54,7 @@ from billing.core.shards import Shard
 from billing.core.tax import TaxRules
 from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
+from billing.event_store import event_store
 from billing.invoicing import check_period_begun, check_period_can_close, clock
 from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
@@ -71,7 +72,6 @@ from dbkit.dialect import read_only
 from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
 from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind
-from meters import ingestion_cutoff
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
 from pricing_plans.money import ZERO
@@ -402,7 +402,7 @@ def _run_period(
         report = RunReport(period=period)
         clock = _Clock(report)
         # Every event received up to this instant is committed and counted; later ones are late for the drafts.
-        usage_as_of = now or ingestion_cutoff(engine)
+        usage_as_of = now or event_store(engine).ingestion_cutoff()
         scope = _load_scope(engine, catalog, period, billing_periods, customer, report)
         clock.lap("load")
         usage = _aggregate(engine, catalog, scope, report)

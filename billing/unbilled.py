@@ -41,7 +41,7 @@ from billing.db import override_tables, repository, session_scope
 from billing.metering import AnyUsage, total_of
 from billing.usage_windows import ResolvedPlans, UsageKey, aggregate, resolve_plans, usage_windows
 from dbkit import read_only
-from meters import count_events, customers_by_meter
+from billing.event_store import event_store
 from pricing_plans.dimensions import DimensionedUsage
 from pricing_plans.models import Catalog, Plan
 
@@ -191,7 +191,7 @@ def account_usage(
     in a week or an anniversary month, when ``period`` is one); ``holes``: parts of each customer's period not to
     account here (its weeks and anniversary months, when ``period`` is a calendar month: accounted with them);
     ``owned``: account the customers it accepts only (a shard's)."""
-    present = customers_by_meter(engine, customer)
+    present = event_store(engine).customers_by_meter(customer)
     if only is not None:
         present = {meter: found & set(only) for meter, found in present.items()}
     if owned is not None:
@@ -318,8 +318,9 @@ def _count_segments(
                     uncatalogued[key] = (customer_id, *part.utc_window(timezone))
             else:
                 everything[key] = (customer_id, *part.utc_window(timezone))
-    events.update(count_events(engine, everything, meters))
-    events.update(count_events(engine, uncatalogued, strangers))
+    store = event_store(engine)
+    events.update(store.count_events(everything, meters))
+    events.update(store.count_events(uncatalogued, strangers))
     return segments, events
 
 

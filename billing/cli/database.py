@@ -182,6 +182,14 @@ def _migrate(url: str) -> None:
     except SQLAlchemyError as exc:
         fail(f"cannot migrate the database {shown}: {_reason(exc)}")
     console.print(f"database {shown} at revision {revision}", highlight=False)
+    from billing.event_store import create_event_tables
+
+    try:
+        events = create_event_tables(get_settings().events_url)
+    except Exception as exc:  # the event store's own error (ClickHouse, chDB, another SQL database)
+        fail(f"cannot create the event store's tables: {exc}")
+    if events is not None:
+        console.print(f"event store {events}: tables ready", highlight=False)
 
 
 def _reason(exc: SQLAlchemyError) -> str:

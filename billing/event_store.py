@@ -1,0 +1,65 @@
+"""Where the usage events live: the event store of the ``events_url`` setting (see :mod:`meters.store`).
+
+Unset (the default), the events live in the billing database itself, ``usage_events`` beside the billing state.
+``chdb:///folder`` or ``clickhouse://user:password@host:8123/database`` puts them in ClickHouse; a SQL URL in
+another SQL database. Billing state (customers, subscriptions, invoices, the ledger) never moves.
+
+Everything that reads or stores events asks :func:`event_store` for the store of the billing database's engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from sqlalchemy import Engine
+
+from billing.config import get_settings
+from meters.store import EventStore, is_clickhouse_url, open_event_store
+from meters.store.sql import SqlEventStore
+
+__all__ = ["create_event_tables", "event_store", "use_event_store"]
+
+_STORES: weakref.WeakKeyDictionary[Engine, EventStore] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def use_event_store(engine: Engine, store: EventStore) -> None:
+    """Keep the events of the billing database ``engine`` in ``store`` (an embedding application, the tests)."""
+    with _LOCK:
+        _STORES[engine] = store
+
+
+def event_store(engine: Engine) -> EventStore:
+    """The event store of the billing database ``engine``: the one given to :func:`use_event_store`, else the
+    ``events_url`` setting's, else the billing database itself."""
+    with _LOCK:
+        store = _STORES.get(engine)
+        if store is None:
+            store = _STORES[engine] = _configured(engine)
+        return store
+
+
+def _configured(engine: Engine) -> EventStore:
+    url = (get_settings().events_url or "").strip()
+    if not url or url == engine.url.render_as_string(hide_password=False):
+        return SqlEventStore(engine)
+    if is_clickhouse_url(url):
+        return open_event_store(url)
+    from billing.db.engines import engine_for_url
+
+    return SqlEventStore(engine_for_url(url))
+
+
+def create_event_tables(events_url: str | None) -> str | None:
+    """Create the tables of a separate event store (``billing db upgrade``); the store's URL, or None when the
+    events live in the billing database (its migrations made their table)."""
+    url = (events_url or "").strip()
+    if not url:
+        return None
+    store = open_event_store(url)
+    try:
+        store.create_tables()
+        return store.url
+    finally:
+        store.close()
