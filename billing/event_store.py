@@ -26,13 +26,18 @@ _LOCK = threading.Lock()
 
 def use_event_store(engine: Engine, store: EventStore) -> None:
     """Keep the events of the billing database ``engine`` in ``store`` (an embedding application, the tests)."""
+    while (origin := getattr(engine, "_proxied", None)) is not None:
+        engine = origin
     with _LOCK:
         _STORES[engine] = store
 
 
 def event_store(engine: Engine) -> EventStore:
     """The event store of the billing database ``engine``: the one given to :func:`use_event_store`, else the
-    ``events_url`` setting's, else the billing database itself."""
+    ``events_url`` setting's, else the billing database itself. An engine made from another by
+    ``execution_options`` (a read-only twin) has its origin's store."""
+    while (origin := getattr(engine, "_proxied", None)) is not None:
+        engine = origin
     with _LOCK:
         store = _STORES.get(engine)
         if store is None:

@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -92,6 +93,22 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def chdb_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test run's chDB folder (chDB holds one per process); each store in it has a database of its own."""
+    pytest.importorskip("chdb")
+    return tmp_path_factory.mktemp("chdb")
+
+
+def chdb_store(folder: Path) -> Any:
+    """A chDB event store in a database of its own, its table created."""
+    from meters.store.clickhouse import ClickHouseEventStore
+
+    store = ClickHouseEventStore.open(f"chdb://{folder}?database=t_{uuid.uuid4().hex[:12]}")
+    store.create_tables()
+    return store
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ is set) and chDB (ClickHouse in this process; one folder for the test run, a dat
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,24 +11,9 @@ import pytest
 from billing.db import make_engine
 from meters.store import EventStore
 from meters.store.sql import SqlEventStore
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, chdb_store
 
 STORES = [*BACKENDS, "chdb"]
-
-
-@pytest.fixture(scope="session")
-def chdb_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("chdb")
-    return tmp_path_factory.mktemp("chdb")
-
-
-def chdb_store(folder: Path) -> EventStore:
-    """A chDB store in a database of its own, its table created."""
-    from meters.store.clickhouse import ClickHouseEventStore
-
-    store = ClickHouseEventStore.open(f"chdb://{folder}?database=t_{uuid.uuid4().hex[:12]}")
-    store.create_tables()
-    return store
 
 
 @pytest.fixture(params=STORES)

@@ -13,7 +13,7 @@ import pytest
 from meters import EventValidator, Split
 from meters.errors import ConflictingEvents
 from meters.store import EventStore
-from tests.meters.conformance.conftest import chdb_store
+from tests.conftest import chdb_store
 from tests.meters.conformance.test_conformance import CUSTOMERS, MARCH, METERS, NOW, random_events
 
 
