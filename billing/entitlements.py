@@ -62,11 +62,13 @@ from billing.db import override_tables, repository, session_scope
 from billing.db.entitlement_tables import UsageCounterRow
 from billing.db.reaction_tables import UsageReactionRow
 from billing.errors import NotFoundError
+from billing.event_store import event_store
 from billing.metering import UsageWindow, aggregate_periods, meter_specs, total_of
 from billing.thresholds import ThresholdSpec, limits_of, plan_thresholds
 from billing.usage_windows import resolve_plans
 from dbkit import insert_for, read_only, utcnow
-from meters import MeterAggregate, MeterSpec, aggregate_usage, from_epoch_us, meter_totals, to_epoch_us
+from meters import MeterAggregate, MeterSpec, from_epoch_us, meter_totals, to_epoch_us
+from meters.store.sql import SqlEventStore
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
@@ -257,14 +259,12 @@ def _used(
             found = [counted.counters.get((spec.code, *window)) for spec in simple]
             after = counted.since(found)
             if after is not None:
-                since = meter_totals(
-                    engine, customer.external_id, simple, start, end, received_after=after, connection=connection
-                )
+                since = _meter_totals(engine, connection, customer.external_id, simple, start, end, after)
                 for spec, counter in zip(simple, found, strict=True):
                     assert counter is not None
                     used[spec.code] = _added(spec.aggregation, counter[:2], since[spec.code])
             else:
-                totals = meter_totals(engine, customer.external_id, simple, start, end, connection=connection)
+                totals = _meter_totals(engine, connection, customer.external_id, simple, start, end, None)
                 used.update({code: aggregate.quantity for code, aggregate in totals.items()})
         if len(simple) < len(codes):
             others[(period, part)] = UsageWindow(customer.external_id, customer.timezone, period, part)
@@ -276,6 +276,23 @@ def _used(
                     usage = aggregated[window_key].get(code)
                     used[code] = total_of(usage).quantity if usage is not None else ZERO
     return used
+
+
+def _meter_totals(
+    engine: Engine,
+    connection: Connection,
+    customer: str,
+    meters: list[MeterSpec],
+    start: dt.datetime,
+    end: dt.datetime,
+    received_after: int | None,
+) -> dict[str, MeterAggregate]:
+    """``meters.meter_totals`` in the request's transaction when the events live in the billing database, else the
+    event store's."""
+    events = event_store(engine)
+    if isinstance(events, SqlEventStore) and events.engine is engine:
+        return meter_totals(engine, customer, meters, start, end, received_after=received_after, connection=connection)
+    return events.meter_totals(customer, meters, start, end, received_after=received_after)
 
 
 def _part(candidate: _Candidate) -> Period:
@@ -363,7 +380,7 @@ def usage_counters(
     if not windows:
         return update
     needed = [specs[code] for code in sorted(set().union(*codes.values()))]
-    aggregated = aggregate_usage(engine, windows, needed, received_until=from_epoch_us(through))
+    aggregated = event_store(engine).aggregate(windows, needed, received_until=from_epoch_us(through))
     written = utcnow()
     rows: list[dict[str, object]] = [
         {

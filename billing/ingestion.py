@@ -23,10 +23,10 @@ from sqlalchemy import Engine, select
 
 from billing.core.periods import Period, late_usage_start, months_between
 from billing.db.tables import CustomerRow
+from billing.event_store import event_store
 from billing.metering import meter_specs
 from billing.reactions import react_to_usage, wake
 from dbkit import as_utc, is_sqlite, read_only, utcnow
-from billing.event_store import event_store
 from meters import IngestReport
 from pricing_plans.models import Catalog
 

@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing.core.periods import LATE_USAGE_MONTHS, Period
-from invoices import store
 from billing.event_store import event_store
+from invoices import store
 from meters import (
     CountedWindow,
     MeterSpec,

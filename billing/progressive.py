@@ -41,13 +41,13 @@ from billing.core.progressive import amounts_reached, compose_progressive_invoic
 from billing.core.rating import usage_charges
 from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
+from billing.event_store import event_store
 from billing.invoicing import finalize_settings
 from billing.metering import AnyUsage
 from billing.notify.outbox import queue_invoices_finalized
 from billing.usage_windows import UsageKey, aggregate, charged_usage, resolve_plans, usage_windows
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
-from meters import ingestion_cutoff
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import Catalog, Plan
 
@@ -101,7 +101,7 @@ def issue_progressive_invoices(
     targets = _targets(engine, catalog, instant, periods, wanted, report)
     if not targets:
         return report
-    usage_as_of = ingestion_cutoff(engine)
+    usage_as_of = event_store(engine).ingestion_cutoff()
     by_id = {t.subscription.id: t.subscription for t in targets}
     owners = {t.owner.external_id: t.owner for t in targets}
     windows = usage_windows([t.usage_key for t in targets], by_id, owners)

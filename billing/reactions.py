@@ -49,10 +49,11 @@ from billing.db import session_scope
 from billing.db.reaction_tables import UsageReactionRow
 from billing.db.tables import CustomerRow
 from billing.entitlements import usage_counters, write_counters
+from billing.event_store import event_store
 from billing.progressive import issue_progressive_invoices
 from billing.thresholds import Crossing, check_thresholds
 from dbkit import as_utc, insert_for, read_only, utcnow
-from meters import from_epoch_us, ingestion_cutoff, received_since, received_spans, to_epoch_us
+from meters import from_epoch_us, to_epoch_us
 from pricing_plans.models import Catalog
 
 __all__ = ["MIN_GAP", "POLL", "THRESHOLDS", "ReactionReport", "Reactor", "pending_since", "react_to_usage", "wake"]
@@ -97,17 +98,17 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
     report = ReactionReport()
     with _PASS:
         after = to_epoch_us(pending_since(engine))
-        with session_scope(read_only(engine)) as session:
-            pending = received_since(session, after)
+        events = event_store(engine)
+        pending = events.received_since(after)
         if not pending:  # nothing new: no ingestion cutoff to take (on PostgreSQL it waits for writers)
             report.received_through = from_epoch_us(after)
             return report
-        through = to_epoch_us(ingestion_cutoff(engine))
+        through = to_epoch_us(events.ingestion_cutoff())
         report.received_through = from_epoch_us(max(after, through))
         if through <= after:
             return report
+        spans = events.received_spans(after, through)
         with session_scope(read_only(engine)) as session:
-            spans = received_spans(session, after, through)
             zones = _timezones(session, spans)
         periods: dict[str, list[Period]] = {}
         for customer, (earliest, latest) in spans.items():

@@ -30,10 +30,10 @@ from billing.db import coupon_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.db.stripe_tables import DunningRow
 from billing.db.tables import SubscriptionRow
+from billing.event_store import event_store
 from billing.metering import UsageWindow, aggregate_periods, total_of
 from dbkit import read_only
 from invoices import store
-from meters.queries import last_events
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
 
@@ -164,7 +164,7 @@ def gather_signals(
         known_at = as_of or max((_end_instant(period, customers[c]) for c in active), default=dbkit.utcnow())
         known = _known(session, period, active, known_at)
     usage = _usage(engine, catalog, period, [customers[c] for c in active], by_customer)
-    last = last_events(engine, {c: min(_end_instant(period, customers[c]), known_at) for c in active})
+    last = event_store(engine).last_events({c: min(_end_instant(period, customers[c]), known_at) for c in active})
     signals = []
     for c in active:
         subs = by_customer[c]

@@ -38,10 +38,10 @@ from billing.core.compose import section_window
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
 from billing.db import override_tables, repository, session_scope
+from billing.event_store import event_store
 from billing.metering import AnyUsage, total_of
 from billing.usage_windows import ResolvedPlans, UsageKey, aggregate, resolve_plans, usage_windows
 from dbkit import read_only
-from billing.event_store import event_store
 from pricing_plans.dimensions import DimensionedUsage
 from pricing_plans.models import Catalog, Plan
 

@@ -55,10 +55,14 @@ def _empty_postgres_tables(url: str, schema: str) -> None:
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
-            tables = connection.execute(
-                text("SELECT tablename FROM pg_tables WHERE schemaname = :s AND tablename <> 'alembic_version'"),
-                {"s": schema},
-            ).scalars().all()
+            tables = (
+                connection.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = :s AND tablename <> 'alembic_version'"),
+                    {"s": schema},
+                )
+                .scalars()
+                .all()
+            )
             if tables:
                 names = ", ".join(f'"{schema}"."{t}"' for t in tables)
                 connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))

@@ -112,6 +112,33 @@ class EventStore(Protocol):
         after F (see :func:`meters.ingestion_cutoff`)."""
         ...
 
+    def received_since(self, after: int) -> bool:
+        """Whether any event was received after ``after`` (microseconds since the epoch)."""
+        ...
+
+    def received_spans(self, after: int, through: int) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+        """Per customer with events received in ``(after, through]``, the earliest and latest instant they occurred
+        at (see :func:`meters.received_spans`)."""
+        ...
+
+    def last_events(self, before: Mapping[str, dt.datetime]) -> dict[str, dt.datetime]:
+        """Each customer's last event instant before its instant in ``before`` (see
+        :func:`meters.queries.last_events`)."""
+        ...
+
+    def meter_totals(
+        self,
+        customer: str,
+        meters: Iterable[MeterSpec],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        received_after: int | None = None,
+    ) -> dict[str, MeterAggregate]:
+        """One customer's quantity of each meter in ``[start, end)``, for a request path (see
+        :func:`meters.meter_totals`)."""
+        ...
+
     def count_events(
         self, windows: Mapping[Key, tuple[str, dt.datetime, dt.datetime]], meters: Iterable[str]
     ) -> dict[tuple[Key, str], int]:

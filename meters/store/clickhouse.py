@@ -118,7 +118,7 @@ def _chdb_session(path: str) -> Any:
                 _CHDB["session"].close()
                 _CHDB.clear()
             os.makedirs(path, exist_ok=True)
-            _CHDB["session"] = chdb.session.Session(path)
+            _CHDB["session"] = chdb.session.Session(path)  # type: ignore[no-untyped-call]
             _CHDB["path"] = path
         return _CHDB["session"]
 
@@ -188,8 +188,7 @@ class _ChdbClient:
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
         lines = "\n".join(
-            json.dumps(dict(zip(_INSERTED, (*row[:4], _decimal_text(row[4]), *row[5:]), strict=True)))
-            for row in rows
+            json.dumps(dict(zip(_INSERTED, (*row[:4], _decimal_text(row[4]), *row[5:]), strict=True))) for row in rows
         )
         self.command(
             f"INSERT INTO {table} ({', '.join(_INSERTED)}) SETTINGS insert_deduplication_token = {_quoted(token)} "
@@ -223,9 +222,7 @@ class _ServerClient:
         self.client.command(sql)
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
-        self.client.insert(
-            table, rows, column_names=list(_INSERTED), settings={"insert_deduplication_token": token}
-        )
+        self.client.insert(table, rows, column_names=list(_INSERTED), settings={"insert_deduplication_token": token})
 
     def server_now(self) -> int:
         now = self.client.query("SELECT toUnixTimestamp64Micro(now64(6))").result_rows[0][0]
@@ -321,7 +318,14 @@ class ClickHouseEventStore:
     ) -> IngestReport:
         # parsed in this process: forked parsers and an in-process ClickHouse do not mix
         return ingest_file(
-            self, source, meters, known_customers, format=format, now=now, earliest=earliest, progress=progress,
+            self,
+            source,
+            meters,
+            known_customers,
+            format=format,
+            now=now,
+            earliest=earliest,
+            progress=progress,
             workers=0,
         )
 
@@ -437,6 +441,49 @@ class ClickHouseEventStore:
         rows = self.client.query(sql, params)
         if rows:
             raise ConflictingEvents(sorted(row[0] for row in rows))
+
+    def received_since(self, after: int) -> bool:
+        rows = self.client.query(
+            f"SELECT 1 FROM {self.table} WHERE received_at > {{after:Int64}} LIMIT 1", {"after": after}
+        )
+        return bool(rows)
+
+    def received_spans(self, after: int, through: int) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+        # a copy received later than the first is not news: the first received copy of each event, then the range
+        rows = self.client.query(
+            f"SELECT customer, min(occurred_at), max(occurred_at) FROM (SELECT customer, occurred_at, "
+            f"min(received_at) AS first FROM {self.table} WHERE event_id IN (SELECT event_id FROM {self.table} "
+            "WHERE received_at > {after:Int64} AND received_at <= {through:Int64}) "
+            "GROUP BY event_id, customer, occurred_at) "
+            "WHERE first > {after:Int64} AND first <= {through:Int64} GROUP BY customer",
+            {"after": after, "through": through},
+        )
+        return {customer: (from_epoch_us(earliest), from_epoch_us(latest)) for customer, earliest, latest in rows}
+
+    def last_events(self, before: Mapping[str, dt.datetime]) -> dict[str, dt.datetime]:
+        if not before:
+            return {}
+        customers = sorted(before)
+        rows = self.client.query(
+            f"SELECT customer, max(occurred_at) FROM {self.table} WHERE customer IN {{c:Array(String)}} "
+            "AND occurred_at < arrayElement({b:Array(Int64)}, indexOf({c:Array(String)}, customer)) "
+            "GROUP BY customer",
+            {"c": customers, "b": [to_epoch_us(before[c]) for c in customers]},
+        )
+        return {customer: from_epoch_us(last) for customer, last in rows}
+
+    def meter_totals(
+        self,
+        customer: str,
+        meters: Iterable[MeterSpec],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        received_after: int | None = None,
+    ) -> dict[str, MeterAggregate]:
+        after = None if received_after is None else from_epoch_us(received_after)
+        found = self.aggregate({customer: (start, end)}, meters, received_after=after)
+        return {meter: aggregate for (_, meter), aggregate in found.items()}
 
     def count_events(
         self, windows: Mapping[Key, tuple[str, dt.datetime, dt.datetime]], meters: Iterable[str]
@@ -608,9 +655,8 @@ def _split_sql(split: Split, params: dict[str, Any]) -> tuple[str, str]:
         conditions = []
         for number, (key, values) in enumerate(pairs):
             params[f"f{position}_{number}"] = list(values)
-            conditions.append(
-                f"(JSONHas({prop(key)}) AND has({{f{position}_{number}:Array(String)}}, JSONExtractString({prop(key)})))"
-            )
+            allowed = f"{{f{position}_{number}:Array(String)}}"
+            conditions.append(f"(JSONHas({prop(key)}) AND has({allowed}, JSONExtractString({prop(key)})))")
         tests.append(f"{' AND '.join(conditions)}, {position}")
     part = f"multiIf({', '.join(tests)}, -1)" if tests else "-1"
 

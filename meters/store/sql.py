@@ -15,7 +15,16 @@ from dbkit.dialect import read_only
 from meters.aggregate import MeterAggregate, Window, aggregate_usage
 from meters.events import MeterSpec
 from meters.ingest import FileFormat, IngestReport, Progress, ingest, ingest_file, ingestion_cutoff
-from meters.queries import CountedWindow, count_events, customers_by_meter, windows_with_late_events
+from meters.queries import (
+    CountedWindow,
+    count_events,
+    customers_by_meter,
+    last_events,
+    meter_totals,
+    received_since,
+    received_spans,
+    windows_with_late_events,
+)
 from meters.split import PartKey, Split, aggregate_split_usage
 from meters.tables import MetersBase
 
@@ -98,6 +107,28 @@ class SqlEventStore:
 
     def ingestion_cutoff(self) -> dt.datetime:
         return ingestion_cutoff(self.engine)
+
+    def received_since(self, after: int) -> bool:
+        with read_only(self.engine).connect() as connection, connection.begin():
+            return received_since(connection, after)
+
+    def received_spans(self, after: int, through: int) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+        with read_only(self.engine).connect() as connection, connection.begin():
+            return received_spans(connection, after, through)
+
+    def last_events(self, before: Mapping[str, dt.datetime]) -> dict[str, dt.datetime]:
+        return last_events(self.engine, before)
+
+    def meter_totals(
+        self,
+        customer: str,
+        meters: Iterable[MeterSpec],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        received_after: int | None = None,
+    ) -> dict[str, MeterAggregate]:
+        return meter_totals(self.engine, customer, meters, start, end, received_after=received_after)
 
     def count_events(
         self, windows: Mapping[Key, tuple[str, dt.datetime, dt.datetime]], meters: Iterable[str]

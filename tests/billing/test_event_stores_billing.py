@@ -24,8 +24,7 @@ from invoices import store as invoice_store
 from invoices.tables import InvoiceRow
 from meters import EventValidator
 from pricing_plans.loader import load_catalog_or_raise
-from tests.conftest import SAMPLE_CATALOG
-from tests.conftest import chdb_store
+from tests.conftest import SAMPLE_CATALOG, chdb_store
 
 MARCH, APRIL = month(2026, 3), month(2026, 4)
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
@@ -65,8 +64,12 @@ def events(seed: int, start: dt.datetime, days: int, count: int, prefix: str) ->
         customer = rng.choice(sorted(CUSTOMER_METERS))
         meter = rng.choice(CUSTOMER_METERS[customer])
         when = start + dt.timedelta(seconds=rng.randrange(days * 86400))
-        record: dict[str, Any] = {"id": f"{prefix}{n}", "customer": customer, "meter": meter,
-                                  "timestamp": when.isoformat()}
+        record: dict[str, Any] = {
+            "id": f"{prefix}{n}",
+            "customer": customer,
+            "meter": meter,
+            "timestamp": when.isoformat(),
+        }
         properties = {k: rng.choice(v) for k, v in PROPERTIES.get(meter, {}).items() if rng.random() < 0.9}
         if meter == "active_users":
             properties["user_id"] = f"u{rng.randrange(40)}"
@@ -87,8 +90,7 @@ APRIL_EVENTS = events(21, dt.datetime(2026, 4, 1, tzinfo=dt.UTC), 29, 300, "apr"
 
 def set_up(engine: Engine, catalog: Any) -> None:
     for customer, (plan, currency, timezone) in SUBSCRIBERS.items():
-        service.create_customer(engine, customer, customer.title(), f"ap@{customer}.test", currency,
-                                timezone=timezone)
+        service.create_customer(engine, customer, customer.title(), f"ap@{customer}.test", currency, timezone=timezone)
         service.subscribe(engine, catalog, customer, plan, dt.date(2026, 1, 1))
 
 
@@ -162,10 +164,10 @@ def test_the_same_invoices_on_chdb_with_duplicates_and_merges_stopped(
         events_store.insert_events(stored[:900])
         events_store.insert_events(stored[400:])
         events_store.insert_events(stored[:400])
-        conflicting = [dict(r, value="7") if "value" in r else dict(r, timestamp="2026-03-03T00:00:00Z")
-                       for r in MARCH_EVENTS[:50]]
-        report = events_store.ingest(conflicting + MARCH_EVENTS[1000:], meter_specs(catalog), set(SUBSCRIBERS),
-                                     now=NOW)
+        conflicting = [
+            dict(r, value="7") if "value" in r else dict(r, timestamp="2026-03-03T00:00:00Z") for r in MARCH_EVENTS[:50]
+        ]
+        report = events_store.ingest(conflicting + MARCH_EVENTS[1000:], meter_specs(catalog), set(SUBSCRIBERS), now=NOW)
         assert (report.accepted, report.duplicates, len(report.rejected)) == (0, 500, 50)
 
         def late_twice() -> None:  # the late events delivered a second time, past the check

@@ -46,8 +46,10 @@ def test_duplicates_before_and_after_merges(chdb_folder: Path, reference: EventS
     store.insert_events(events[:150])  # the same chunk again: its token drops it
     assert _rows(store) == 250 + 300 + 150
     # and an ordinary redelivery, some events changed: duplicates and conflicts, nothing stored
-    changed = [dict(r, value="1") if "value" in r else dict(r, customer="globex" if r["customer"] == "acme"
-               else "acme") for r in records[:40]]
+    changed = [
+        dict(r, value="1") if "value" in r else dict(r, customer="globex" if r["customer"] == "acme" else "acme")
+        for r in records[:40]
+    ]
     report = store.ingest(records[300:] + changed, METERS, CUSTOMERS, now=NOW)
     assert report.summary() == "accepted 0, duplicates 100, rejected 40"
     assert _rows(store) == 700

@@ -31,7 +31,9 @@ METERS = {
 CUSTOMERS = {"acme", "globex"}
 
 
-def event(n: int, meter: str, when: str, value: Any = None, customer: str = "acme", **properties: str) -> dict[str, Any]:
+def event(
+    n: int, meter: str, when: str, value: Any = None, customer: str = "acme", **properties: str
+) -> dict[str, Any]:
     record: dict[str, Any] = {"id": f"{meter}-{n}", "customer": customer, "meter": meter, "timestamp": when}
     if value is not None:
         record["value"] = value
@@ -99,8 +101,11 @@ def test_every_kind(event_store: EventStore) -> None:
     assert february["seats"] == ("0", 0)  # no event: 0
     assert february["peak"] == ("0", 0)
     # several windows of one customer, keyed freely; a customer without events gets zeros
-    windows = {"a": ("acme", *MARCH), "b": ("acme", MARCH[0], dt.datetime(2024, 3, 16, 12, tzinfo=UTC)),
-               "g": ("globex", *MARCH)}
+    windows = {
+        "a": ("acme", *MARCH),
+        "b": ("acme", MARCH[0], dt.datetime(2024, 3, 16, 12, tzinfo=UTC)),
+        "g": ("globex", *MARCH),
+    }
     found = event_store.aggregate(windows, METERS)
     assert str(found[("b", "storage_gb")].quantity) == "10"  # the first half: level 10 throughout
     assert str(found[("b", "seats")].quantity) == "9"  # March 10th's
@@ -136,14 +141,19 @@ def test_duplicates_and_conflicts(event_store: EventStore) -> None:
     assert again.summary() == "accepted 2, duplicates 8, rejected 0"
     assert again.duplicate_lines == list(range(8))
     changed = dict(EVENTS[4], value="1.6")
-    conflict = event_store.ingest([changed, dict(EVENTS[5], timestamp="2024-03-03T01:00:00+01:00")], METERS,
-                                  CUSTOMERS, now=NOW)
+    conflict = event_store.ingest(
+        [changed, dict(EVENTS[5], timestamp="2024-03-03T01:00:00+01:00")], METERS, CUSTOMERS, now=NOW
+    )
     # the same instant written with another offset is the same content
     assert conflict.summary() == "accepted 0, duplicates 1, rejected 1"
     assert conflict.rejected[0].reason == "conflict: id 'bytes-1' was already ingested with other content"
     # within one batch: a repeat with the same content is a duplicate, with other content a conflict
-    batch = [event(9, "bytes", "2024-03-09T00:00:00Z", 1), event(9, "bytes", "2024-03-09T00:00:00Z", 1),
-             event(10, "bytes", "2024-03-10T00:00:00Z", 1), event(10, "bytes", "2024-03-10T00:00:00Z", 2)]
+    batch = [
+        event(9, "bytes", "2024-03-09T00:00:00Z", 1),
+        event(9, "bytes", "2024-03-09T00:00:00Z", 1),
+        event(10, "bytes", "2024-03-10T00:00:00Z", 1),
+        event(10, "bytes", "2024-03-10T00:00:00Z", 2),
+    ]
     inner = event_store.ingest(batch, METERS, CUSTOMERS, now=NOW)
     assert inner.summary() == "accepted 2, duplicates 1, rejected 1"
     assert quantities(event_store)["bytes"] == ("8.75", 5)  # 1.5 + 2.25 + 3 + 1 + 1: the first contents
@@ -172,8 +182,9 @@ def test_late_usage(event_store: EventStore) -> None:
 
 
 def test_unbilled_usage(event_store: EventStore) -> None:
-    event_store.ingest([*EVENTS, event(11, "bytes", "2024-03-02T00:00:00Z", 5, customer="globex")], METERS,
-                       CUSTOMERS, now=NOW)
+    event_store.ingest(
+        [*EVENTS, event(11, "bytes", "2024-03-02T00:00:00Z", 5, customer="globex")], METERS, CUSTOMERS, now=NOW
+    )
     counted = event_store.count_events({"a": ("acme", *MARCH), "g": ("globex", *MARCH)}, ["api_calls", "bytes"])
     assert counted == {("a", "api_calls"): 3, ("a", "bytes"): 3, ("g", "bytes"): 1}
     by_meter = event_store.customers_by_meter()
@@ -188,15 +199,22 @@ def random_events(seed: int, count: int = 400) -> list[dict[str, Any]]:
     for n in range(count):
         meter = rng.choice(meters)
         when = dt.datetime(2024, 2, 1, tzinfo=UTC) + dt.timedelta(seconds=rng.randrange(0, 90 * 86400))
-        value = None if meter in ("api_calls", "active_users") else str(Decimal(rng.randrange(-10**9, 10**9)) / 10**6)
+        value = None if meter in ("api_calls", "active_users") else str(Decimal(rng.randrange(-(10**9), 10**9)) / 10**6)
         if meter != "storage_gb" and value is not None:
             value = value.lstrip("-")
         properties = {"country": rng.choice(["US", "CA", "FR"]), "user_id": f"u{rng.randrange(5)}"}
         if rng.random() < 0.3:
             del properties["country"]
-        records.append({"id": f"r{n}", "customer": rng.choice(["acme", "globex"]), "meter": meter,
-                        "timestamp": when.isoformat(), "properties": properties,
-                        **({"value": value} if value is not None else {})})
+        records.append(
+            {
+                "id": f"r{n}",
+                "customer": rng.choice(["acme", "globex"]),
+                "meter": meter,
+                "timestamp": when.isoformat(),
+                "properties": properties,
+                **({"value": value} if value is not None else {}),
+            }
+        )
     return records
 
 
@@ -205,8 +223,11 @@ def test_random_usage_matches_the_reference(event_store: EventStore, reference: 
     for store in (event_store, reference):
         store.ingest(records, METERS, CUSTOMERS, now=NOW)
         store.ingest(records[::3], METERS, CUSTOMERS, now=NOW)
-    windows = {(c, i): (c, MARCH[0] + dt.timedelta(days=i), MARCH[1] + dt.timedelta(days=2 * i))
-               for c in ("acme", "globex") for i in range(3)}
+    windows = {
+        (c, i): (c, MARCH[0] + dt.timedelta(days=i), MARCH[1] + dt.timedelta(days=2 * i))
+        for c in ("acme", "globex")
+        for i in range(3)
+    }
     split = Split.of([{"country": ["US", "CA"]}], [["country"], []])
     splits = {"sms": split, "storage_gb": split, "seats": split, "payments": split}
     for kind in ("aggregate", "aggregate_split"):
