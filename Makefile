@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,clickhouse]'
 	@touch $(STAMP)
 
 # Browser tests (tests/web): Debian's Chromium, driven by Playwright for Python (a dev dependency that never
@@ -68,7 +68,7 @@ $(VENV312)/.installed: pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	$(PY312) -m venv $(VENV312)
 	$(VENV312)/bin/pip install --quiet --upgrade pip
-	$(VENV312)/bin/pip install --quiet -e '.[dev]'
+	$(VENV312)/bin/pip install --quiet -e '.[dev,clickhouse]'
 	@touch $@
 
 print-py312:

@@ -68,8 +68,9 @@ _VERSION_BASE = 2**63
 _DEDUP_WINDOW = 100_000  # chunks whose tokens a table remembers
 
 
-def usage_events_ddl(table: str, engine: str = "ReplacingMergeTree(version)") -> str:
-    """The ``usage_events`` table (``engine``: a replicated engine on a cluster, see the README)."""
+def usage_events_ddl(table: str, engine: str = "ReplacingMergeTree(version)", dedup_window: int = _DEDUP_WINDOW) -> str:
+    """The ``usage_events`` table (``engine``: a replicated engine on a cluster, see the README;
+    ``dedup_window``: how many inserted blocks' tokens it remembers)."""
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ("
         "event_id String, customer String, meter LowCardinality(String), "
@@ -81,7 +82,7 @@ def usage_events_ddl(table: str, engine: str = "ReplacingMergeTree(version)") ->
         f") ENGINE = {engine} "
         "PARTITION BY toYYYYMM(toDateTime(intDiv(occurred_at, 1000000), 'UTC')) "
         "ORDER BY (customer, meter, occurred_at, event_id) "
-        f"SETTINGS non_replicated_deduplication_window = {_DEDUP_WINDOW}"
+        f"SETTINGS non_replicated_deduplication_window = {dedup_window}"
     )
 
 
@@ -187,12 +188,12 @@ class _ChdbClient:
         self._run(sql)
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
-        lines = "\n".join(
-            json.dumps(dict(zip(_INSERTED, (*row[:4], _decimal_text(row[4]), *row[5:]), strict=True))) for row in rows
-        )
+        # TabSeparated: the quickest for Python to write and for ClickHouse to read (data after FORMAT is not
+        # parsed as SQL, so no max_query_size applies)
+        lines = "\n".join("\t".join(map(_tsv, row)) for row in rows)
         self.command(
             f"INSERT INTO {table} ({', '.join(_INSERTED)}) SETTINGS insert_deduplication_token = {_quoted(token)} "
-            f"FORMAT JSONEachRow\n{lines}\n"
+            f"FORMAT TabSeparated\n{lines}\n"
         )
 
     def server_now(self) -> int:
@@ -202,8 +203,13 @@ class _ChdbClient:
         """The session stays open for the process (one folder per process)."""
 
 
-def _decimal_text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+def _tsv(value: Any) -> str:
+    """A field in ClickHouse's TabSeparated form (NULL is ``\\N``)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return _escaped(value).replace("\r", "\\r").replace("\0", "\\0")
+    return str(value)
 
 
 # --- a ClickHouse server --------------------------------------------------------------------------------------

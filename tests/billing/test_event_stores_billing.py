@@ -20,6 +20,7 @@ from billing.db import make_engine, session_scope
 from billing.event_store import event_store, use_event_store
 from billing.metering import meter_specs
 from billing.run import finalize_period, run_billing
+from dbkit import is_sqlite
 from invoices import store as invoice_store
 from invoices.tables import InvoiceRow
 from meters import EventValidator
@@ -146,7 +147,7 @@ def test_the_same_invoices_on_every_event_store(
 def test_the_same_invoices_on_chdb_with_duplicates_and_merges_stopped(
     engine: Engine, catalog: Any, chdb_folder: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if engine.dialect.name != "sqlite":
+    if not is_sqlite(engine):
         pytest.skip("the clean run's invoices are SQLite's")
     set_up(engine, catalog)
     ingest(engine, catalog, MARCH_EVENTS)

@@ -237,3 +237,14 @@ def test_random_usage_matches_the_reference(event_store: EventStore, reference: 
         assert {k: (str(a.quantity), a.events, a.values) for k, a in found.items()} == {
             k: (str(a.quantity), a.events, a.values) for k, a in expected.items()
         }
+
+
+def test_awkward_text_is_stored_as_given(event_store: EventStore) -> None:
+    awkward = "it's a \\ back\tslash\nand\rmore ü"
+    record = event(1, "sms", "2024-03-05T00:00:00Z", 1, country=awkward)
+    record["id"] = awkward
+    assert event_store.ingest([record], METERS, CUSTOMERS, now=NOW).summary() == "accepted 1, duplicates 0, rejected 0"
+    assert event_store.ingest([record], METERS, CUSTOMERS, now=NOW).summary() == "accepted 0, duplicates 1, rejected 0"
+    split = Split.of([{"country": [awkward]}], [["country"], []])
+    parts = event_store.aggregate_split({"acme": MARCH}, METERS, {"sms": split})
+    assert {(p.filter, p.group): str(a.quantity) for p, a in parts.items()} == {(0, (awkward,)): "1"}
