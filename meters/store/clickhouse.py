@@ -98,6 +98,10 @@ class _Client(Protocol):
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None: ...
 
+    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None: ...
+
+    def command_with(self, sql: str, params: Mapping[str, Any]) -> None: ...
+
     def server_now(self) -> int: ...
 
     def close(self) -> None: ...
@@ -187,6 +191,13 @@ class _ChdbClient:
     def command(self, sql: str) -> None:
         self._run(sql)
 
+    def command_with(self, sql: str, params: Mapping[str, Any]) -> None:
+        self._run(sql, params)
+
+    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        lines = "\n".join("\t".join(map(_tsv, row)) for row in rows)
+        self.command(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT TabSeparated\n{lines}\n")
+
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
         # TabSeparated: the quickest for Python to write and for ClickHouse to read (data after FORMAT is not
         # parsed as SQL, so no max_query_size applies)
@@ -227,6 +238,12 @@ class _ServerClient:
     def command(self, sql: str) -> None:
         self.client.command(sql)
 
+    def command_with(self, sql: str, params: Mapping[str, Any]) -> None:
+        self.client.command(sql, parameters=dict(params))
+
+    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        self.client.insert(table, rows, column_names=list(columns))
+
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
         self.client.insert(table, rows, column_names=list(_INSERTED), settings={"insert_deduplication_token": token})
 
@@ -258,6 +275,7 @@ class ClickHouseEventStore:
         self.client = client
         self.database = database
         self.table = f"`{database}`.usage_events"
+        self.conflicts = f"`{database}`.usage_event_conflicts"
         self._url = url
         self._exact_cutoff = exact_cutoff
         self._receiving = threading.Lock()
@@ -289,10 +307,15 @@ class ClickHouseEventStore:
     def create_tables(self) -> None:
         self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
         self.client.command(usage_events_ddl(self.table))
+        self.client.command(
+            f"CREATE TABLE IF NOT EXISTS {self.conflicts} (event_id String, customer String, found_at Int64) "
+            "ENGINE = ReplacingMergeTree ORDER BY (customer, event_id)"
+        )
 
     def drop_tables(self) -> None:
-        """Drop the store's table (tests, benchmarks)."""
+        """Drop the store's tables (tests, benchmarks)."""
         self.client.command(f"DROP TABLE IF EXISTS {self.table}")
+        self.client.command(f"DROP TABLE IF EXISTS {self.conflicts}")
 
     def close(self) -> None:
         self.client.close()
@@ -343,7 +366,49 @@ class ClickHouseEventStore:
         fresh = [event for event in events if event[ID] not in stored]
         if fresh:
             self.insert_events(fresh)
+            # Another ingestion may have stored some of these ids meanwhile with other content (it passed its
+            # check before this insert, or the other way round): the later of the two checks below sees both.
+            # The first received content stays; this chunk's events that lost are conflicts, and the ids are
+            # recorded, for the billing run to refuse until resolve_conflicts() removes the losing rows.
+            raced = self._raced([event[ID] for event in fresh])
+            mine = {event[ID]: event[HASH] for event in fresh}
+            stored.update({i: digest for i, digest in raced.items() if digest != mine[i]})
         return stored
+
+    def _raced(self, event_ids: Sequence[str]) -> dict[str, int]:
+        """Of ``event_ids``, those stored with more than one content (recorded), with the first received's hash."""
+        raced: dict[str, int] = {}
+        for start in range(0, len(event_ids), 10_000):
+            rows = self.client.query(
+                f"SELECT event_id, argMax(content_hash, version), groupUniqArray(customer) FROM {self.table} "
+                "WHERE event_id IN {ids:Array(String)} GROUP BY event_id HAVING uniqExact(content_hash) > 1",
+                {"ids": list(event_ids[start : start + 10_000])},
+            )
+            if rows:
+                now = to_epoch_us(utcnow())
+                found = [(event_id, customer, now) for event_id, _, customers in rows for customer in customers]
+                self.client.insert_plain(self.conflicts, ("event_id", "customer", "found_at"), found)
+            raced.update((event_id, int(digest)) for event_id, digest, _ in rows)
+        return raced
+
+    def resolve_conflicts(self) -> int:
+        """Delete the rows of raced conflicts that were received after the first content of their id, and forget
+        the conflicts: the first received content is the event, as on SQL. How many rows were deleted. The
+        deletion is a mutation: it waits for the table's merges to be allowed (``SYSTEM START MERGES``)."""
+        losing = self.client.query(
+            f"SELECT event_id, received_at FROM {self.table} WHERE event_id IN (SELECT event_id FROM {self.conflicts}) "
+            "AND (event_id, content_hash) NOT IN (SELECT event_id, argMax(content_hash, version) "
+            f"FROM {self.table} WHERE event_id IN (SELECT event_id FROM {self.conflicts}) GROUP BY event_id)"
+        )
+        if losing:
+            self.client.command_with(
+                f"DELETE FROM {self.table} WHERE (event_id, received_at) IN "
+                "(SELECT tupleElement(t, 1), tupleElement(t, 2) FROM (SELECT arrayJoin(arrayZip("
+                "{ids:Array(String)}, {at:Array(Int64)})) AS t))",
+                {"ids": [row[0] for row in losing], "at": [int(row[1]) for row in losing]},
+            )
+        self.client.command(f"TRUNCATE TABLE {self.conflicts}")
+        return len(losing)
 
     def insert_events(self, events: list[tuple[Any, ...]]) -> None:
         """Insert ``events`` as they are, stamped received now, with the chunk's deduplication token (a digest of
@@ -441,12 +506,15 @@ class ClickHouseEventStore:
         return results
 
     def _check_conflicts(self, query: _Query) -> None:
-        """Raise :class:`ConflictingEvents` if an event of the windows is stored with two contents (two
-        ingestions raced with them)."""
-        sql, params = query.conflicts()
-        rows = self.client.query(sql, params)
+        """Raise :class:`ConflictingEvents` if an event of the windows' customers is stored with two contents (two
+        ingestions raced with them, see :meth:`store_chunk`), until :meth:`resolve_conflicts`."""
+        rows = self.client.query(
+            f"SELECT DISTINCT event_id FROM {self.conflicts} WHERE customer IN {{wc:Array(String)}} "
+            "ORDER BY event_id LIMIT 20",
+            {"wc": query.params["wc"]},
+        )
         if rows:
-            raise ConflictingEvents(sorted(row[0] for row in rows))
+            raise ConflictingEvents([row[0] for row in rows])
 
     def received_since(self, after: int) -> bool:
         rows = self.client.query(
@@ -585,6 +653,8 @@ class _Query:
             meters=sorted(specs),
             weighted=sorted(c for c, s in specs.items() if s.aggregation == "weighted_sum"),
             uniques=sorted(c for c, s in specs.items() if s.aggregation == "unique_count"),
+            maxes=sorted(c for c, s in specs.items() if s.aggregation == "max"),
+            latests=sorted(c for c, s in specs.items() if s.aggregation == "latest"),
             kept=sorted(c for c, s in specs.items() if s.keep_event_values),
             since=min(starts),
             until=max(ends),
@@ -607,28 +677,23 @@ class _Query:
             "e AS (SELECT * FROM d" + (f" WHERE {' AND '.join(received)}" if received else "") + ")"
         )
 
-    def conflicts(self) -> tuple[str, dict[str, Any]]:
-        """The ids of the windows' events stored with more than one content."""
-        sql = (
-            f"WITH {self.events} SELECT event_id FROM {self.table} "
-            "WHERE event_id IN (SELECT event_id FROM e) GROUP BY event_id HAVING uniqExact(content_hash) > 1 "
-            "ORDER BY event_id LIMIT 20"
-        )
-        return sql, self.params
-
     def grouped(self, split: Split | None = None) -> tuple[str, dict[str, Any]]:
         """One row per (window, meter[, part, group]): idx, meter, [part, group,] count, sum, max, distinct,
         latest, level, Σ value × (end − t), values."""
         inside = "e.occurred_at >= w.start"
         value = "ifNull(e.value, toDecimal64(0, 6))"
+
+        def of(kind: str) -> str:  # this kind's meters' events of the window: each aggregate reads only those
+            return f"{inside} AND has({{{kind}:Array(String)}}, e.meter)"
+
         columns = (
-            f"countIf({inside}), sumIf({value}, {inside}), maxIf({value}, {inside}), "
-            f"uniqExactIf(e.unique_value, {inside} AND has({{uniques:Array(String)}}, e.meter)), "
-            f"argMaxIf({value}, (e.occurred_at, e.received_at, e.seq), {inside}), "
+            f"countIf({inside}), sumIf({value}, {inside}), maxIf({value}, {of('maxes')}), "
+            f"uniqExactIf(e.unique_value, {of('uniques')}), "
+            f"argMaxIf({value}, (e.occurred_at, e.received_at, e.seq), {of('latests')}), "
             f"sumIf({value}, NOT {inside}), "
-            f"sumIf(toDecimal256({value}, 6) * (w.end - e.occurred_at), {inside}), "
+            f"sumIf(toDecimal256({value}, 6) * (w.end - e.occurred_at), {of('weighted')}), "
             "arrayMap(x -> x.4, arraySort(groupArrayIf((e.occurred_at, e.received_at, e.seq, "
-            f"{value}), {inside} AND has({{kept:Array(String)}}, e.meter))))"
+            f"{value}), {of('kept')})))"
         )
         params = dict(self.params)
         parts, group = "", "w.idx, e.meter"

@@ -60,15 +60,29 @@ def test_duplicates_before_and_after_merges(chdb_folder: Path, reference: EventS
     assert _answers(store) == _answers(reference)
 
 
-def test_raced_conflict_stops_the_aggregation(chdb_folder: Path) -> None:
+def test_a_raced_conflict_is_reported_and_stops_the_aggregation_until_resolved(
+    chdb_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store: Any = chdb_store(chdb_folder)
     store.client.command(f"SYSTEM STOP MERGES {store.table}")
-    validator = EventValidator(METERS, CUSTOMERS, NOW)
-    record = {"id": "x", "customer": "acme", "meter": "bytes", "timestamp": "2024-03-02T00:00:00Z", "value": 1}
-    store.insert_events([validator.validate(record)])
-    store.insert_events([validator.validate(dict(record, timestamp="2024-03-03T00:00:00Z"))])
+    first = {"id": "x", "customer": "acme", "meter": "bytes", "timestamp": "2024-03-02T00:00:00Z", "value": 1}
+    other = dict(first, timestamp="2024-03-03T00:00:00Z", value=5)  # another sorting key: no merge joins them
+    assert store.ingest([first], METERS, CUSTOMERS, now=NOW).summary() == "accepted 1, duplicates 0, rejected 0"
+    # a second ingestion whose check ran before the first one's insert: it finds nothing and inserts too
+    monkeypatch.setattr(store, "stored_hashes", lambda ids: {})
+    raced = store.ingest([other], METERS, CUSTOMERS, now=NOW)
+    assert raced.summary() == "accepted 0, duplicates 0, rejected 1"  # its own check after the insert finds it
+    assert raced.rejected[0].reason == "conflict: id 'x' was already ingested with other content"
+    monkeypatch.undo()
+    assert _rows(store) == 2
     with pytest.raises(ConflictingEvents, match="x"):
         store.aggregate({"acme": MARCH}, METERS)
-    # an ingestion check finds the first content stored
-    report = store.ingest([dict(record, value=2)], METERS, CUSTOMERS, now=NOW)
-    assert report.summary() == "accepted 0, duplicates 0, rejected 1"
+    with pytest.raises(ConflictingEvents):
+        store.aggregate_split({"acme": MARCH}, METERS, {"bytes": Split.of()})
+    store.aggregate({"globex": MARCH}, METERS)  # another customer's windows are not concerned
+    # the first received content is the event, as on SQL (the deletion is a mutation: merges must run)
+    store.client.command(f"SYSTEM START MERGES {store.table}")
+    assert store.resolve_conflicts() == 1
+    found = store.aggregate({"acme": MARCH}, METERS)[("acme", "bytes")]
+    assert (str(found.quantity), found.events) == ("1", 1)
+    assert store.ingest([other], METERS, CUSTOMERS, now=NOW).summary() == "accepted 0, duplicates 0, rejected 1"
