@@ -185,3 +185,29 @@ def test_the_same_invoices_on_chdb_with_duplicates_and_merges_stopped(
         assert invoices(embedded) == expected[1]
     finally:
         embedded.dispose()
+
+
+def test_db_upgrade_creates_the_event_stores_tables(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("chdb")
+    folder = tmp_path / "events"
+    env = {
+        **os.environ,
+        "BILLING_DATABASE_URL": f"sqlite:///{tmp_path / 'billing.db'}",
+        "BILLING_EVENTS_URL": f"chdb://{folder}?database=billing",
+        "BILLING_CONFIG": "",
+        "COLUMNS": "1000",
+    }
+    command = [sys.executable, "-m", "billing", "db", "upgrade"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"event store chdb://{folder}?database=billing: tables ready" in result.stdout
+    check = (
+        "from meters.store import open_event_store; s = open_event_store(%r); "
+        "print(sorted(r[0] for r in s.client.query('SHOW TABLES FROM billing')))" % env["BILLING_EVENTS_URL"]
+    )
+    listed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert listed.stdout.strip() == "['usage_event_conflicts', 'usage_events']", listed.stderr
