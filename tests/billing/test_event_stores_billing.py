@@ -205,9 +205,10 @@ def test_db_upgrade_creates_the_event_stores_tables(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"event store chdb://{folder}?database=billing: tables ready" in result.stdout
+    url = env["BILLING_EVENTS_URL"]
     check = (
-        "from meters.store import open_event_store; s = open_event_store(%r); "
-        "print(sorted(r[0] for r in s.client.query('SHOW TABLES FROM billing')))" % env["BILLING_EVENTS_URL"]
+        f"from meters.store import open_event_store; s = open_event_store({url!r}); "
+        "print(sorted(r[0] for r in s.client.query('SHOW TABLES FROM billing')))"
     )
     listed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert listed.stdout.strip() == "['usage_event_conflicts', 'usage_events']", listed.stderr
