@@ -17,6 +17,8 @@ received events after their usage was counted), ``stored_event_ids``, ``customer
 which meter) and ``count_events`` answer what the orchestrator asks.
 
 Storage: ``meters.tables.UsageEventRow`` (timestamps as integer microseconds UTC, values as integers × 10^6).
+The functions above work on a SQL database's engine; ``meters.store`` puts every one of them behind one interface,
+``EventStore``, whose ClickHouse implementation (chDB in this process, or a server) answers alike.
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ def ingest(
     earliest: Mapping[str, dt.datetime] | None = None,
     chunk_size: int = CHUNK_SIZE,
 ) -> IngestReport:
-    """Ingest a batch of events (mappings, e.g. parsed JSON objects); rejections name each event's index.
+    """Ingest a batch of events (mappings, e.g. parsed JSON objects) into a SQL database (``engine``) or another
+    event store (a :class:`ChunkStore`, see ``meters.store``); rejections name each event's index.
 
     ``earliest``: where each customer's late-usage window begins; an older event is rejected (see
     :class:`EventValidator`)."""
