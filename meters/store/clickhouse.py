@@ -48,7 +48,7 @@ from typing import IO, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dbkit.clock import utcnow
-from meters.aggregate import MeterAggregate, Window, _divide_half_even, _windows
+from meters.aggregate import MeterAggregate, Window
 from meters.errors import ConflictingEvents
 from meters.events import VALUE_DIGITS, MeterSpec, from_epoch_us, from_scaled, meters_by_code, to_epoch_us
 from meters.ingest import FileFormat, IngestReport, Progress, ingest, ingest_file
@@ -597,6 +597,36 @@ class ClickHouseEventStore:
             params,
         )
         return {keys[row[0]] for row in rows}
+
+
+def _windows(windows: Mapping[Any, Window]) -> tuple[list[Any], list[str], list[int], list[int]]:
+    """Keys, customers, starts and ends (µs) of ``windows`` as :func:`meters.aggregate_usage` takes them."""
+    keys: list[Any] = []
+    customers: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for key, window in windows.items():
+        if len(window) == 2:
+            customer, (start, end) = key, window
+        else:
+            customer, start, end = window
+        start_us, end_us = to_epoch_us(start), to_epoch_us(end)
+        if not isinstance(customer, str) or end_us <= start_us:
+            raise ValueError(f"window {key!r}: expected a customer id and start < end, got {window!r}")
+        keys.append(key)
+        customers.append(customer)
+        starts.append(start_us)
+        ends.append(end_us)
+    return keys, customers, starts, ends
+
+
+def _divide_half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) rounded half-even, on integers."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
 
 
 _SCALE = Decimal(10) ** VALUE_DIGITS
