@@ -56,7 +56,7 @@ from meters.ingest.read import HASH, ID
 from meters.queries import CountedWindow
 from meters.split import PartKey, Split
 
-__all__ = ["SERVER_CUTOFF_GRACE", "TABLE_DDL", "ClickHouseEventStore", "usage_events_ddl"]
+__all__ = ["SERVER_CUTOFF_GRACE", "TABLE_DDL", "ClickHouseEventStore", "usage_event_ids_ddl", "usage_events_ddl"]
 
 Key = TypeVar("Key", bound=Hashable)
 Specs = Iterable[MeterSpec] | Mapping[str, MeterSpec]
@@ -86,6 +86,18 @@ def usage_events_ddl(table: str, engine: str = "ReplacingMergeTree(version)", de
     )
 
 
+def usage_event_ids_ddl(table: str, engine: str = "ReplacingMergeTree(version)") -> str:
+    """The ids of the stored events, ordered by id: what ingestion looks a chunk's ids up in (a lookup by the
+    primary key, whatever the number of events). A conflicting content is a row of its own."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (event_id String, content_hash Int64, customer String, "
+        f"received_at Int64, version UInt64 MATERIALIZED toUInt64({_VERSION_BASE} - received_at)"
+        f") ENGINE = {engine} ORDER BY (event_id, content_hash) "
+        f"SETTINGS non_replicated_deduplication_window = {_DEDUP_WINDOW}"
+    )
+
+
+_ID_COLUMNS = ("event_id", "content_hash", "customer", "received_at")
 TABLE_DDL = usage_events_ddl("usage_events")
 _COLUMNS = ("event_id", "customer", "meter", "occurred_at", "value", "unique_value", "properties", "content_hash")
 _INSERTED = (*_COLUMNS, "received_at", "seq")
@@ -98,7 +110,9 @@ class _Client(Protocol):
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None: ...
 
-    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None: ...
+    def insert_plain(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], token: str = ""
+    ) -> None: ...
 
     def command_with(self, sql: str, params: Mapping[str, Any]) -> None: ...
 
@@ -194,9 +208,12 @@ class _ChdbClient:
     def command_with(self, sql: str, params: Mapping[str, Any]) -> None:
         self._run(sql, params)
 
-    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], token: str = "") -> None:
         lines = "\n".join("\t".join(map(_tsv, row)) for row in rows)
-        self.command(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT TabSeparated\n{lines}\n")
+        self.command(
+            f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS insert_deduplication_token = {_quoted(token)} "
+            f"FORMAT TabSeparated\n{lines}\n"
+        )
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
         # TabSeparated: the quickest for Python to write and for ClickHouse to read (data after FORMAT is not
@@ -241,8 +258,9 @@ class _ServerClient:
     def command_with(self, sql: str, params: Mapping[str, Any]) -> None:
         self.client.command(sql, parameters=dict(params))
 
-    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        self.client.insert(table, rows, column_names=list(columns))
+    def insert_plain(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], token: str = "") -> None:
+        settings = {"insert_deduplication_token": token} if token else None
+        self.client.insert(table, rows, column_names=list(columns), settings=settings)
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], token: str) -> None:
         self.client.insert(table, rows, column_names=list(_INSERTED), settings={"insert_deduplication_token": token})
@@ -276,6 +294,7 @@ class ClickHouseEventStore:
         self.database = database
         self.table = f"`{database}`.usage_events"
         self.conflicts = f"`{database}`.usage_event_conflicts"
+        self.ids = f"`{database}`.usage_event_ids"
         self._url = url
         self._exact_cutoff = exact_cutoff
         self._receiving = threading.Lock()
@@ -307,6 +326,7 @@ class ClickHouseEventStore:
     def create_tables(self) -> None:
         self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
         self.client.command(usage_events_ddl(self.table))
+        self.client.command(usage_event_ids_ddl(self.ids))
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {self.conflicts} (event_id String, customer String, found_at Int64) "
             "ENGINE = ReplacingMergeTree ORDER BY (customer, event_id)"
@@ -316,6 +336,7 @@ class ClickHouseEventStore:
         """Drop the store's tables (tests, benchmarks)."""
         self.client.command(f"DROP TABLE IF EXISTS {self.table}")
         self.client.command(f"DROP TABLE IF EXISTS {self.conflicts}")
+        self.client.command(f"DROP TABLE IF EXISTS {self.ids}")
 
     def close(self) -> None:
         self.client.close()
@@ -380,7 +401,7 @@ class ClickHouseEventStore:
         raced: dict[str, int] = {}
         for start in range(0, len(event_ids), 10_000):
             rows = self.client.query(
-                f"SELECT event_id, argMax(content_hash, version), groupUniqArray(customer) FROM {self.table} "
+                f"SELECT event_id, argMax(content_hash, version), groupUniqArray(customer) FROM {self.ids} "
                 "WHERE event_id IN {ids:Array(String)} GROUP BY event_id HAVING uniqExact(content_hash) > 1",
                 {"ids": list(event_ids[start : start + 10_000])},
             )
@@ -400,9 +421,9 @@ class ClickHouseEventStore:
             "AND (event_id, content_hash) NOT IN (SELECT event_id, argMax(content_hash, version) "
             f"FROM {self.table} WHERE event_id IN (SELECT event_id FROM {self.conflicts}) GROUP BY event_id)"
         )
-        if losing:
+        for table in (self.table, self.ids) if losing else ():
             self.client.command_with(
-                f"DELETE FROM {self.table} WHERE (event_id, received_at) IN "
+                f"DELETE FROM {table} WHERE (event_id, received_at) IN "
                 "(SELECT tupleElement(t, 1), tupleElement(t, 2) FROM (SELECT arrayJoin(arrayZip("
                 "{ids:Array(String)}, {at:Array(Int64)})) AS t))",
                 {"ids": [row[0] for row in losing], "at": [int(row[1]) for row in losing]},
@@ -423,13 +444,17 @@ class ClickHouseEventStore:
                 for seq, event in enumerate(events)
             ]
             self.client.insert(self.table, rows, digest.hexdigest())
+            # the ids, ordered by id, that ingestion looks up (after the events: an id found is an event stored)
+            self.client.insert_plain(
+                self.ids, _ID_COLUMNS, [(e[ID], e[HASH], e[1], received_at) for e in events], digest.hexdigest()
+            )
 
     def stored_hashes(self, event_ids: Sequence[str]) -> dict[str, int]:
         """The content hash of each of ``event_ids`` already stored (the first received, if raced)."""
         found: dict[str, int] = {}
         for start in range(0, len(event_ids), 10_000):
             rows = self.client.query(
-                f"SELECT event_id, argMax(content_hash, version) FROM {self.table} "
+                f"SELECT event_id, argMax(content_hash, version) FROM {self.ids} "
                 "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
                 {"ids": list(event_ids[start : start + 10_000])},
             )

@@ -211,4 +211,4 @@ def test_db_upgrade_creates_the_event_stores_tables(tmp_path: Path) -> None:
         "print(sorted(r[0] for r in s.client.query('SHOW TABLES FROM billing')))"
     )
     listed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
-    assert listed.stdout.strip() == "['usage_event_conflicts', 'usage_events']", listed.stderr
+    assert listed.stdout.strip() == "['usage_event_conflicts', 'usage_event_ids', 'usage_events']", listed.stderr
