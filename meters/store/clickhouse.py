@@ -51,6 +51,7 @@ from dbkit.clock import utcnow
 from meters.aggregate import MeterAggregate, Window
 from meters.errors import ConflictingEvents
 from meters.events import VALUE_DIGITS, MeterSpec, from_epoch_us, from_scaled, meters_by_code, to_epoch_us
+from meters.fees import walk
 from meters.ingest import FileFormat, IngestReport, Progress, ingest, ingest_file
 from meters.ingest.read import HASH, ID
 from meters.queries import CountedWindow
@@ -494,7 +495,13 @@ class ClickHouseEventStore:
             for index, key in enumerate(keys):
                 row = found.get((index, code))
                 count, quantity, values = _quantity(spec, row, starts[index], ends[index])
-                results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count, values)
+                fees = None
+                if spec.per_event_fees:
+                    # a percentage charge's fees, walked over the window's values in time order
+                    walked = values if values is not None else _values(row)
+                    fees = {terms: walk(terms, walked) for terms in spec.per_event_fees}
+                    values = values if spec.keep_event_values else None
+                results[(key, code)] = MeterAggregate(key, customers[index], code, quantity, count, values, fees)
         return results
 
     def aggregate_split(
@@ -688,6 +695,11 @@ def _quantity(
     return int(count), quantity, kept
 
 
+def _values(row: Sequence[Any] | None) -> tuple[Decimal, ...]:
+    """The values of one (window, meter) row of :meth:`_Query.grouped`, in time order (none without a row)."""
+    return () if row is None else tuple(from_scaled(_scaled(v)) for v in row[9])
+
+
 class _Query:
     """The SQL of one aggregation over a set of windows."""
 
@@ -710,7 +722,7 @@ class _Query:
             uniques=sorted(c for c, s in specs.items() if s.aggregation == "unique_count"),
             maxes=sorted(c for c, s in specs.items() if s.aggregation == "max"),
             latests=sorted(c for c, s in specs.items() if s.aggregation == "latest"),
-            kept=sorted(c for c, s in specs.items() if s.keep_event_values),
+            kept=sorted(c for c, s in specs.items() if s.keep_event_values or s.per_event_fees),
             since=min(starts),
             until=max(ends),
         )
