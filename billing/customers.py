@@ -56,7 +56,7 @@ from billing.config import get_settings
 from billing.core.compose import opening_key
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.core.tax import COUNTRY_HINTS, MAX_RATE_PLACES, NOT_COUNTRIES, check_tax_id, tax_id_country
-from billing.db import repository, session_scope
+from billing.db import counters, repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.invoicing import check_meters_charged_once, drop_opening_draft, opening_plan, write_opening_invoice
 from dbkit import read_only, utcnow
@@ -223,6 +223,8 @@ def update_customer(
             return current
         updated = repository.update_customer(session, current.external_id, updates)
         assert updated is not None  # locked above
+        if "timezone" in updates:  # its usage counters are of calendar months in its timezone
+            counters.rebuild(session.connection(), [current.external_id])
         return updated
 
 

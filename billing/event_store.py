@@ -15,10 +15,11 @@ import weakref
 from sqlalchemy import Engine
 
 from billing.config import get_settings
+from meters.ingest import ON_STORED
 from meters.store import EventStore, is_clickhouse_url, open_event_store
 from meters.store.sql import SqlEventStore
 
-__all__ = ["create_event_tables", "event_store", "use_event_store"]
+__all__ = ["create_event_tables", "event_store", "events_counted", "use_event_store"]
 
 _STORES: weakref.WeakKeyDictionary[Engine, EventStore] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -53,7 +54,19 @@ def _configured(engine: Engine) -> EventStore:
         return open_event_store(url)
     from billing.db.engines import engine_for_url
 
-    return SqlEventStore(engine_for_url(url))
+    # the usage counters live beside the billing state: storing events in another database counts nothing there
+    return SqlEventStore(engine_for_url(url).execution_options(**{ON_STORED: None}))
+
+
+def events_counted(engine: Engine) -> bool:
+    """Whether the usage counters (``billing.db.counters``) count the events of the billing database ``engine``:
+    only when its events live in it, where the transaction that stores events adds them to the counters. Events
+    in another store (ClickHouse, chDB, another SQL database) are not counted: thresholds and entitlements then
+    aggregate them in their store, exactly, instead of reading counters."""
+    store = event_store(engine)
+    while (origin := getattr(engine, "_proxied", None)) is not None:
+        engine = origin
+    return isinstance(store, SqlEventStore) and store.engine is engine
 
 
 def create_event_tables(events_url: str | None) -> str | None:

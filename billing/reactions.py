@@ -11,10 +11,10 @@ what was stored since it last looked, through a cursor over the order in which e
             and every later one is received after F. A pass reacts to the events received in
             ``(received_through, F]`` — none skipped, however many ingestions commit concurrently;
   react     the customers of those events and the calendar months (in each customer's timezone) their events fall
-            in: ``check_thresholds`` of exactly those, in one batched evaluation; and those customers' usage
-            counters of their current windows (``billing.entitlements``), counted through F;
-  advance   ``received_through`` set to F in the very transaction that records the evaluations, notifications and
-            counters.
+            in (read from those events when they are few, else from the usage counters that counted them,
+            ``billing.db.counters``): ``check_thresholds`` of exactly those, in one batched evaluation that reads
+            the months' usage from the counters, kept in the transactions that stored the events;
+  advance   ``received_through`` set to F in the very transaction that records the evaluations and notifications.
 
 Exactly once: a crash before that transaction commits leaves the cursor where it was, and the next pass evaluates
 the same events again; a threshold notification is unique per crossing (subscription, period, threshold, level),
@@ -37,23 +37,23 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
 from billing.core.periods import Period, months_between
 from billing.db import session_scope
+from billing.db.counters import timezones_of, touched_months
 from billing.db.reaction_tables import UsageReactionRow
-from billing.db.tables import CustomerRow
-from billing.entitlements import usage_counters, write_counters
-from billing.event_store import event_store
+from billing.event_store import event_store, events_counted
 from billing.progressive import issue_progressive_invoices
 from billing.thresholds import Crossing, check_thresholds
 from dbkit import as_utc, insert_for, read_only, utcnow
 from meters import from_epoch_us, to_epoch_us
+from meters.store import EventStore
 from pricing_plans.models import Catalog
 
 __all__ = ["MIN_GAP", "POLL", "THRESHOLDS", "ReactionReport", "Reactor", "pending_since", "react_to_usage", "wake"]
@@ -85,9 +85,7 @@ def pending_since(engine: Engine, reaction: str = THRESHOLDS) -> dt.datetime:
     """The ``received_at`` after which stored events are still to be reacted to (the epoch when the reaction has
     no row: everything is)."""
     with session_scope(read_only(engine)) as session:
-        through = session.scalar(
-            select(UsageReactionRow.received_through).where(UsageReactionRow.name == reaction)
-        )
+        through = session.scalar(select(UsageReactionRow.received_through).where(UsageReactionRow.name == reaction))
     return from_epoch_us(through or 0)
 
 
@@ -107,14 +105,7 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
         report.received_through = from_epoch_us(max(after, through))
         if through <= after:
             return report
-        spans = events.received_spans(after, through)
-        with session_scope(read_only(engine)) as session:
-            zones = _timezones(session, spans)
-        periods: dict[str, list[Period]] = {}
-        for customer, (earliest, latest) in spans.items():
-            zone = zones.get(customer)
-            if zone is not None:
-                periods[customer] = months_between(earliest.astimezone(zone).date(), latest.astimezone(zone).date())
+        periods = _pending_months(engine, events, after, through)
         report.customers = len(periods)
         # Progressive invoices first, each in its own transaction: one issued before a crash is found issued by
         # the next pass, which evaluates the same events again (the cursor moves with the thresholds below).
@@ -122,11 +113,8 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
             issued = issue_progressive_invoices(engine, catalog, periods=periods, now=now)
             report.progressive = issued.issued
         instant = as_utc(now or utcnow())
-        # the entitlements' usage counters of the customers reacted to, counted through the cursor's new place
-        counters = usage_counters(engine, catalog, periods, through, instant)
 
         def in_transaction(session: Session) -> None:
-            write_counters(session, counters)
             _advance(session, THRESHOLDS, through)
 
         checked = check_thresholds(engine, catalog, periods=periods, now=instant, in_transaction=in_transaction)
@@ -134,16 +122,30 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
     return report
 
 
-def _timezones(session: Session, customers: Iterable[str]) -> dict[str, ZoneInfo]:
-    """Each customer's timezone (customers since deleted are left out: nothing of theirs is evaluated)."""
-    wanted = sorted(customers)
-    found: dict[str, ZoneInfo] = {}
-    for i in range(0, len(wanted), 5_000):
-        statement = select(CustomerRow.external_id, CustomerRow.timezone).where(
-            CustomerRow.external_id.in_(wanted[i : i + 5_000])
-        )
-        found.update((external_id, ZoneInfo(timezone)) for external_id, timezone in session.execute(statement))
-    return found
+_FEW = 20_000
+"""Up to this many pending events are read themselves (through the index of the order they were received in);
+more, and the usage counters say which customer months they touched."""
+
+
+def _pending_months(engine: Engine, events: EventStore, after: int, through: int) -> dict[str, list[Period]]:
+    """The calendar months (each customer's, in its timezone) that the events received after ``after`` fall in:
+    from those events themselves when they are few (an API's stream) or live outside the billing database (no
+    usage counters there), else from the usage counters that counted them (a file's million), one row per
+    customer month and meter instead of one per event."""
+    with read_only(engine).connect() as connection, connection.begin():
+        if events_counted(engine) and connection.execute(_PENDING, {"after": after, "few": _FEW}).scalar_one() >= _FEW:
+            return touched_months(connection, after)
+    spans = events.received_spans(after, through)
+    with read_only(engine).connect() as connection, connection.begin():
+        zones = {customer: ZoneInfo(zone) for customer, zone in timezones_of(connection, spans).items()}
+    return {
+        customer: months_between(earliest.astimezone(zones[customer]).date(), latest.astimezone(zones[customer]).date())
+        for customer, (earliest, latest) in spans.items()
+        if customer in zones  # a customer since deleted: nothing of it is evaluated
+    }
+
+
+_PENDING = text("SELECT count(*) FROM (SELECT 1 FROM usage_events WHERE received_at > :after LIMIT :few) AS pending")
 
 
 def _advance(session: Session, reaction: str, through: int) -> None:

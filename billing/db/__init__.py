@@ -26,12 +26,21 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``, set up for the engine's needs on SQLite and PostgreSQL."""
+    """An engine for ``url``, set up for the engine's needs on SQLite and PostgreSQL. Events it stores are added
+    to the usage counters in their own transaction (``billing.db.counters``)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": writelock.BUSY_TIMEOUT_SECONDS}, **kwargs)
         _setup_sqlite(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    engine.update_execution_options(meters_on_stored=_count_stored)
+    return engine
+
+
+def _count_stored(connection: Any, events: Any, received_at: int) -> None:
+    from billing.db.counters import count_stored
+
+    count_stored(connection, events, received_at)
 
 
 def _setup_sqlite(engine: Engine) -> None:

@@ -1,37 +1,35 @@
-"""Usage counters: each customer's usage of a meter over one window, kept up to date behind the request path so
-that an entitlement is answered without reading the window's events (created by migration 0019).
+"""Usage counters: each customer's events of a meter in one calendar month of its timezone, kept at store time
+(``billing.db.counters``; the table of migration 0026) so that thresholds and entitlements read a row instead of
+the month's events.
 
-A row holds the exact aggregate (``events``, ``quantity``) of the window's events received up to
-``counted_through`` (``received_at`` microseconds, ``meters``' clock): the usage reaction writes it in the
-transaction that moves its cursor past those events, for the current windows of every customer the pass reacted
-to, and never moves it back. Only ``count``, ``sum`` and ``max`` meters have counters (what can be added to).
+A row holds, for the events of its window stored so far: how many (``events``), the sum of their values
+(``total``, a fixed-point integer × 10^6 as ``meters`` stores values; NULL once it would leave 64 bits) and the
+largest value (``largest``, × 10^6; NULL when no event had one); ``received_through`` is the latest
+``received_at`` it counted.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
-
-from sqlalchemy import BigInteger, String
+from sqlalchemy import BigInteger, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import BillingBase
-from dbkit.types import ExactDecimal, UTCDateTime
 
 __all__ = ["UsageCounterRow"]
 
 
 class UsageCounterRow(BillingBase):
-    """A customer's usage of a meter over the UTC window ``[window_start, window_end)`` (microseconds), counted
-    through ``counted_through``."""
+    """A customer's events of a meter in the UTC window ``[window_start, window_end)`` (microseconds): the
+    calendar month of the customer's timezone."""
 
     __tablename__ = "usage_counters"
+    __table_args__ = (Index("ix_usage_counters_received_through", "received_through"),)
 
     customer_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     meter: Mapped[str] = mapped_column(String(255), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     window_end: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     events: Mapped[int] = mapped_column(BigInteger)
-    quantity: Mapped[Decimal] = mapped_column(ExactDecimal)
-    counted_through: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    total: Mapped[int | None] = mapped_column(BigInteger)
+    largest: Mapped[int | None] = mapped_column(BigInteger)
+    received_through: Mapped[int] = mapped_column(BigInteger)

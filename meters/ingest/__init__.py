@@ -15,6 +15,11 @@ read → validate → store, chunk by chunk:
   The database enforces the unique ``event_id``, so re-ingesting a file, or two processes ingesting it at
   once, never stores an event twice.
 
+Whatever must change with the events stored (the orchestrator's usage counters) is done in the chunk's own
+transaction: the ``meters_on_stored`` execution option of the engine, if set, is called as
+``on_stored(connection, events, received_at)`` with the events the chunk inserted (not its duplicates, not its
+conflicts) once they are stored, before the transaction commits.
+
 A chunk's outcome (its accepted events, duplicates and rejections) is reported only once its transaction is
 over, so the report always says exactly what is stored. If storing fails part-way, :class:`IngestInterrupted`
 carries the report of every chunk that was settled and the first line that was not; ingesting the same input
@@ -59,6 +64,7 @@ from meters.ingest.read import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "ON_STORED",
     "ChunkStore",
     "FileFormat",
     "IngestReport",
@@ -76,6 +82,9 @@ Progress = Callable[[int], None]
 """Called now and then with the number of bytes of the input settled so far."""
 
 _RETRIES = 3
+
+ON_STORED = "meters_on_stored"
+"""The execution option naming what to call, in each chunk's transaction, with the events the chunk inserted."""
 
 
 @dataclass
@@ -247,7 +256,13 @@ class _Ingestion:
             attempt += 1
             try:
                 with self.engine.connect() as connection, connection.begin():
-                    return self.write(connection, events, self.write.received_now(connection))
+                    received_at = self.write.received_now(connection)
+                    stored = self.write(connection, events, received_at)
+                    on_stored = connection.get_execution_options().get(ON_STORED)
+                    if on_stored is not None:
+                        inserted = events if not stored else [e for e in events if e[ID] not in stored]
+                        on_stored(connection, inserted, received_at)
+                    return stored
             except Exception as exc:
                 if attempt < _RETRIES and _is_transient(exc):
                     time.sleep(0.05 * attempt)

@@ -1,0 +1,339 @@
+"""Usage counters, kept at store time: every customer's events of each meter in each calendar month of the
+customer's timezone — how many, the sum of their values and the largest — added to in the very transaction that
+stores the events, so that threshold evaluation and entitlements read a row instead of scanning a period's events.
+
+Exact by construction:
+
+  newly stored only  ``meters`` calls :func:`count_stored` (the ``meters_on_stored`` execution option of every
+            billing engine, ``billing.db.make_engine``) in each chunk's transaction with the events that chunk
+            inserted: a duplicate (an id stored before, same content) and a conflicting redelivery (same id, other
+            content) insert nothing and count nothing; a chunk that rolls back takes its counts with it;
+  one upsert per counter  ``INSERT … ON CONFLICT DO UPDATE SET events = events + excluded.events, …``: the database
+            adds, so concurrent chunks (PostgreSQL: row locks taken in key order; SQLite: the write lock) never lose
+            an update; ``total`` is a fixed-point integer (values × 10^6, ``meters``' scale) and becomes NULL — "not
+            countable, aggregate the events" — before it could leave 64 bits;
+  every event, whatever its meter  counters are kept for every meter (the catalog may change a meter's
+            aggregation); a reader uses them for ``count`` (events), ``sum`` (total) and ``max`` (largest) only.
+            ``unique_count``, ``latest`` and ``weighted_sum`` do not add up and are aggregated from the events;
+  windows of a stable function  the window of an event is its calendar month in its customer's timezone (read
+            in the storing transaction); a timezone change recounts the customer's counters from its events in
+            the transaction that changes it (:func:`rebuild`), and migration 0026 counted the events stored before;
+  late events  counted like any other (the month they occurred in), whether or not that month is invoiced.
+
+``received_through`` is the latest ``received_at`` a counter counted: the usage reaction finds the customer
+months with events received since it last looked among the counters, not the events.
+
+:func:`check` recounts every counter from the events and names each that differs (``billing db check``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, bindparam, delete, select, text
+
+from billing.core.periods import Period, month_of
+from billing.db.entitlement_tables import UsageCounterRow
+from billing.db.tables import CustomerRow
+from dbkit.dialect import is_postgresql
+from meters import from_epoch_us, from_scaled, to_epoch_us
+from meters.ingest import write_postgres
+
+__all__ = [
+    "COUNTED_KINDS",
+    "Counter",
+    "CounterKey",
+    "Mismatch",
+    "check",
+    "count_stored",
+    "month_window",
+    "read_counters",
+    "rebuild",
+    "recount",
+    "touched_months",
+]
+
+COUNTED_KINDS = frozenset({"count", "sum", "max"})
+"""The aggregations a counter answers exactly; the others are aggregated from the events."""
+
+_LIMIT = 4 * 10**18  # two totals below it add up within 64 bits
+_NAMES = 900  # names per IN list
+
+CounterKey = tuple[str, str, int, int]  # (customer, meter, window start, window end): microseconds UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A customer's events of a meter in one window: how many, the sum of their values (× 10^6; None: too large to
+    count) and the largest value (× 10^6; None: no event had a value)."""
+
+    events: int
+    total: int | None
+    largest: int | None
+
+    def quantity(self, kind: str) -> Decimal | None:
+        """The meter's quantity as ``meters`` aggregates it, for ``kind``; None when a counter cannot say."""
+        if kind == "count":
+            return Decimal(self.events)
+        if kind == "sum":
+            return None if self.total is None else from_scaled(self.total)
+        if kind == "max":
+            return from_scaled(self.largest or 0)
+        return None
+
+
+def month_window(zone: ZoneInfo, timezone: str, occurred_at: int) -> tuple[int, int]:
+    """The calendar month (in ``timezone``) that the instant ``occurred_at`` (microseconds UTC) falls in, as UTC
+    microseconds ``[start, end)``."""
+    start, end = month_of(from_epoch_us(occurred_at).astimezone(zone).date()).utc_window(timezone)
+    return to_epoch_us(start), to_epoch_us(end)
+
+
+class _Windows:
+    """Each customer's month windows, worked out once per month."""
+
+    def __init__(self, timezones: Mapping[str, str]):
+        self.timezones = timezones
+        self.zones: dict[str, ZoneInfo] = {}
+        self.last: dict[str, tuple[int, int]] = {}
+
+    def of(self, customer: str, occurred_at: int) -> tuple[int, int] | None:
+        window = self.last.get(customer)
+        if window is not None and window[0] <= occurred_at < window[1]:
+            return window
+        timezone = self.timezones.get(customer)
+        if timezone is None:
+            return None
+        zone = self.zones.get(timezone)
+        if zone is None:
+            zone = self.zones[timezone] = ZoneInfo(timezone)
+        window = self.last[customer] = month_window(zone, timezone, occurred_at)
+        return window
+
+
+def _timezones(connection: Connection, customers: Iterable[str]) -> dict[str, str]:
+    wanted = sorted(set(customers))
+    found: dict[str, str] = {}
+    statement = select(CustomerRow.external_id, CustomerRow.timezone).where(
+        CustomerRow.external_id.in_(bindparam("names", expanding=True))
+    )
+    for i in range(0, len(wanted), _NAMES):
+        found.update(connection.execute(statement, {"names": wanted[i : i + _NAMES]}).all())
+    return found
+
+
+def _tally(events: Iterable[Sequence[Any]], windows: _Windows) -> dict[CounterKey, list[Any]]:
+    """(events, total, largest) by counter key; ``events``: (customer, meter, occurred_at, value) rows."""
+    tallies: dict[CounterKey, list[Any]] = {}
+    of = windows.of
+    for customer, meter, occurred_at, value in events:
+        window = of(customer, occurred_at)
+        if window is None:  # a customer since deleted: nothing of it is evaluated
+            continue
+        key = (customer, meter, window[0], window[1])
+        tally = tallies.get(key)
+        if tally is None:
+            tallies[key] = [1, value or 0, value]
+        else:
+            tally[0] += 1
+            if value is not None:
+                tally[1] += value
+                if tally[2] is None or value > tally[2]:
+                    tally[2] = value
+    return tallies
+
+
+_COLUMNS = (
+    "customer_external_id",
+    "meter",
+    "window_start",
+    "window_end",
+    "events",
+    "total",
+    "largest",
+    "received_through",
+)
+_ADD = f"""
+INSERT INTO usage_counters ({", ".join(_COLUMNS)}) VALUES ({{marks}})
+ON CONFLICT (customer_external_id, meter, window_start, window_end) DO UPDATE SET
+  events = usage_counters.events + excluded.events,
+  total = CASE WHEN usage_counters.total IS NULL OR excluded.total IS NULL
+                    OR abs(usage_counters.total) >= {_LIMIT} OR abs(excluded.total) >= {_LIMIT} THEN NULL
+               ELSE usage_counters.total + excluded.total END,
+  largest = CASE WHEN usage_counters.largest IS NULL OR excluded.largest > usage_counters.largest
+                 THEN excluded.largest ELSE usage_counters.largest END,
+  received_through = CASE WHEN excluded.received_through > usage_counters.received_through
+                          THEN excluded.received_through ELSE usage_counters.received_through END
+"""
+_ADD_SQLITE = _ADD.format(marks=", ".join("?" * len(_COLUMNS)))
+_ADD_POSTGRESQL = _ADD.format(marks=", ".join(["%s"] * len(_COLUMNS)))
+
+
+def count_stored(connection: Connection, events: Sequence[Sequence[Any]], received_at: int) -> None:
+    """Add the events a chunk stored (``meters``' event tuples: id, customer, meter, occurred_at, value, …) to
+    their counters, in the chunk's transaction: one executemany of the upsert, in key order (concurrent chunks
+    lock counters in one order, so they never deadlock)."""
+    if not events:
+        return
+    timezones = _timezones(connection, {event[1] for event in events})
+    tallies = _tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones))
+    if not tallies:
+        return
+    rows = [
+        (*key, tally[0], tally[1] if abs(tally[1]) < _LIMIT else None, tally[2], received_at)
+        for key, tally in sorted(tallies.items())
+    ]
+    sql = _ADD_POSTGRESQL if is_postgresql(connection) else _ADD_SQLITE
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, rows)  # psycopg pipelines it: one round trip
+    finally:
+        cursor.close()
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+def read_counters(
+    connection: Connection, customers: Iterable[str], starts: Iterable[int] | None = None
+) -> dict[CounterKey, Counter]:
+    """The counters of ``customers`` (only the windows starting at ``starts``, if given)."""
+    c = UsageCounterRow
+    statement = select(c.customer_external_id, c.meter, c.window_start, c.window_end, c.events, c.total, c.largest)
+    statement = statement.where(c.customer_external_id.in_(bindparam("names", expanding=True)))
+    wanted_starts = None if starts is None else sorted(set(starts))
+    if wanted_starts is not None:
+        statement = statement.where(c.window_start.in_(wanted_starts))
+    wanted = sorted(set(customers))
+    found: dict[CounterKey, Counter] = {}
+    for i in range(0, len(wanted), _NAMES):
+        for customer, meter, start, end, events, total, largest in connection.execute(
+            statement, {"names": wanted[i : i + _NAMES]}
+        ):
+            found[(customer, meter, start, end)] = Counter(events, total, largest)
+    return found
+
+
+def touched_months(connection: Connection, after: int) -> dict[str, list[Period]]:
+    """The calendar months (each customer's, in its timezone) with events received after ``after`` (microseconds):
+    the counters that counted one, through their ``received_through`` index — not the events."""
+    c = UsageCounterRow
+    statement = select(c.customer_external_id, c.window_start).where(c.received_through > after).distinct()
+    starts: dict[str, set[int]] = {}
+    for customer, start in connection.execute(statement):
+        starts.setdefault(customer, set()).add(start)
+    timezones = _timezones(connection, starts)
+    touched: dict[str, list[Period]] = {}
+    for customer, found in starts.items():
+        timezone = timezones.get(customer)
+        if timezone is not None:  # a customer since deleted: nothing of it is evaluated
+            zone = ZoneInfo(timezone)
+            touched[customer] = sorted({month_of(from_epoch_us(s).astimezone(zone).date()) for s in found})
+    return touched
+
+
+# -- recounting -------------------------------------------------------------------------------------------
+
+
+def recount(connection: Connection, customers: Iterable[str] | None = None) -> dict[CounterKey, Counter]:
+    """Every counter as the stored events make it (of ``customers`` only, if given: through the aggregation
+    index, for each meter they have counters of), read event by event."""
+    timezones = dict(connection.execute(select(CustomerRow.external_id, CustomerRow.timezone)).all())
+    windows = _Windows(timezones)
+    tallies: dict[CounterKey, list[Any]] = {}
+    sql = "SELECT customer, meter, occurred_at, value FROM usage_events"
+    if customers is None:
+        for key, tally in _tally(connection.execute(text(sql)), windows).items():
+            _merge(tallies, key, tally)
+    else:
+        names = sorted(set(customers))
+        statement = text(f"{sql} WHERE meter IN :meters AND customer IN :names").bindparams(
+            bindparam("meters", expanding=True), bindparam("names", expanding=True)
+        )
+        c = UsageCounterRow
+        for i in range(0, len(names), _NAMES):
+            batch = names[i : i + _NAMES]
+            meters = connection.execute(select(c.meter).where(c.customer_external_id.in_(batch)).distinct())
+            codes = sorted(meters.scalars())
+            if codes:
+                rows = connection.execute(statement, {"meters": codes, "names": batch})
+                for key, tally in _tally(rows, windows).items():
+                    _merge(tallies, key, tally)
+    return {key: Counter(t[0], t[1] if abs(t[1]) < _LIMIT else None, t[2]) for key, t in tallies.items()}
+
+
+def _merge(tallies: dict[CounterKey, list[Any]], key: CounterKey, tally: list[Any]) -> None:
+    known = tallies.get(key)
+    if known is None:
+        tallies[key] = tally
+        return
+    known[0] += tally[0]
+    known[1] += tally[1]
+    if tally[2] is not None and (known[2] is None or tally[2] > known[2]):
+        known[2] = tally[2]
+
+
+def rebuild(connection: Connection, customers: Iterable[str] | None = None) -> int:
+    """Count the counters again from the events (of ``customers`` only, if given), in the caller's transaction:
+    after a timezone change, and when the counters are first made. Returns how many counters there are."""
+    wanted = None if customers is None else sorted(set(customers))
+    if is_postgresql(connection):
+        # no chunk of events is being stored meanwhile, and none is until this transaction ends: a chunk that read
+        # the customer's old timezone is committed (and recounted below), a later one reads the new timezone
+        write_postgres.cutoff_now(connection)
+    counted = recount(connection, wanted)
+    c = UsageCounterRow
+    if wanted is None:
+        connection.execute(delete(c))
+    else:
+        for i in range(0, len(wanted), _NAMES):
+            connection.execute(delete(c).where(c.customer_external_id.in_(wanted[i : i + _NAMES])))
+    through = connection.execute(text("SELECT coalesce(max(received_at), 0) FROM usage_events")).scalar_one()
+    rows = [
+        {
+            "customer_external_id": key[0],
+            "meter": key[1],
+            "window_start": key[2],
+            "window_end": key[3],
+            "events": counter.events,
+            "total": counter.total,
+            "largest": counter.largest,
+            "received_through": through,
+        }
+        for key, counter in sorted(counted.items())
+    ]
+    if rows:
+        connection.execute(c.__table__.insert(), rows)
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A counter that differs from the events: what is stored (None: no counter) and what the events make."""
+
+    key: CounterKey
+    stored: Counter | None
+    counted: Counter | None
+
+
+def check(connection: Connection) -> tuple[int, list[Mismatch]]:
+    """Recount every counter from the events and compare: (counters compared, the ones that differ)."""
+    counted = recount(connection)
+    stored: dict[CounterKey, Counter] = {}
+    c = UsageCounterRow
+    rows = connection.execute(
+        select(c.customer_external_id, c.meter, c.window_start, c.window_end, c.events, c.total, c.largest)
+    )
+    for customer, meter, start, end, events, total, largest in rows:
+        stored[(customer, meter, start, end)] = Counter(events, total, largest)
+    differ = [
+        Mismatch(key, stored.get(key), counted.get(key))
+        for key in sorted(set(stored) | set(counted))
+        if stored.get(key) != counted.get(key)
+    ]
+    return len(set(stored) | set(counted)), differ
+
