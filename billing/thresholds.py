@@ -511,9 +511,7 @@ def _meters_needed(targets: Iterable[_Target]) -> set[str]:
     return needed
 
 
-def _span(
-    asked: Mapping[str, set[Period]] | None, period: Period | None, utc_day: dt.date
-) -> tuple[dt.date, dt.date]:
+def _span(asked: Mapping[str, set[Period]] | None, period: Period | None, utc_day: dt.date) -> tuple[dt.date, dt.date]:
     """The days ``[earliest, latest)`` the evaluated periods can fall in: those of the periods ``asked`` (by
     customer), of ``period``, or else of every customer's current month."""
     if asked is not None:

@@ -54,6 +54,7 @@ __all__ = [
     "read_counters",
     "rebuild",
     "recount",
+    "timezones_of",
     "touched_months",
 ]
 
@@ -100,6 +101,7 @@ class _Windows:
         self.timezones = timezones
         self.zones: dict[str, ZoneInfo] = {}
         self.last: dict[str, tuple[int, int]] = {}
+        self.months: dict[str, list[tuple[int, int]]] = {}
 
     def of(self, customer: str, occurred_at: int) -> tuple[int, int] | None:
         window = self.last.get(customer)
@@ -108,42 +110,58 @@ class _Windows:
         timezone = self.timezones.get(customer)
         if timezone is None:
             return None
-        zone = self.zones.get(timezone)
-        if zone is None:
-            zone = self.zones[timezone] = ZoneInfo(timezone)
-        window = self.last[customer] = month_window(zone, timezone, occurred_at)
+        months = self.months.setdefault(timezone, [])
+        for window in months:  # a timezone's months seen so far: a few
+            if window[0] <= occurred_at < window[1]:
+                break
+        else:
+            zone = self.zones.get(timezone)
+            if zone is None:
+                zone = self.zones[timezone] = ZoneInfo(timezone)
+            window = month_window(zone, timezone, occurred_at)
+            months.append(window)
+        self.last[customer] = window
         return window
 
 
-def _timezones(connection: Connection, customers: Iterable[str]) -> dict[str, str]:
+def timezones_of(connection: Connection, customers: Iterable[str]) -> dict[str, str]:
+    """The customers' timezones (a chunk naming thousands of customers: every customer's, in one read)."""
     wanted = sorted(set(customers))
+    statement = select(CustomerRow.external_id, CustomerRow.timezone)
+    if len(wanted) > _ALL_CUSTOMERS:
+        return dict(connection.execute(statement).all())
     found: dict[str, str] = {}
-    statement = select(CustomerRow.external_id, CustomerRow.timezone).where(
-        CustomerRow.external_id.in_(bindparam("names", expanding=True))
-    )
+    statement = statement.where(CustomerRow.external_id.in_(bindparam("names", expanding=True)))
     for i in range(0, len(wanted), _NAMES):
         found.update(connection.execute(statement, {"names": wanted[i : i + _NAMES]}).all())
     return found
 
 
+_ALL_CUSTOMERS = 2 * _NAMES
+
+
 def _tally(events: Iterable[Sequence[Any]], windows: _Windows) -> dict[CounterKey, list[Any]]:
-    """(events, total, largest) by counter key; ``events``: (customer, meter, occurred_at, value) rows."""
+    """[events, total, largest] by counter key; ``events``: (customer, meter, occurred_at, value) rows."""
     tallies: dict[CounterKey, list[Any]] = {}
+    last = windows.last  # each customer's window of its previous event (events mostly come in time order)
     of = windows.of
     for customer, meter, occurred_at, value in events:
-        window = of(customer, occurred_at)
-        if window is None:  # a customer since deleted: nothing of it is evaluated
-            continue
-        key = (customer, meter, window[0], window[1])
+        window = last.get(customer)
+        if window is None or not window[0] <= occurred_at < window[1]:
+            window = of(customer, occurred_at)
+            if window is None:  # a customer since deleted: nothing of it is evaluated
+                continue
+        key = (customer, meter, *window)
         tally = tallies.get(key)
         if tally is None:
             tallies[key] = [1, value or 0, value]
+        elif value is None:
+            tally[0] += 1
         else:
             tally[0] += 1
-            if value is not None:
-                tally[1] += value
-                if tally[2] is None or value > tally[2]:
-                    tally[2] = value
+            tally[1] += value
+            if tally[2] is None or value > tally[2]:
+                tally[2] = value
     return tallies
 
 
@@ -179,7 +197,7 @@ def count_stored(connection: Connection, events: Sequence[Sequence[Any]], receiv
     lock counters in one order, so they never deadlock)."""
     if not events:
         return
-    timezones = _timezones(connection, {event[1] for event in events})
+    timezones = timezones_of(connection, {event[1] for event in events})
     tallies = _tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones))
     if not tallies:
         return
@@ -226,7 +244,7 @@ def touched_months(connection: Connection, after: int) -> dict[str, list[Period]
     starts: dict[str, set[int]] = {}
     for customer, start in connection.execute(statement):
         starts.setdefault(customer, set()).add(start)
-    timezones = _timezones(connection, starts)
+    timezones = timezones_of(connection, starts)
     touched: dict[str, list[Period]] = {}
     for customer, found in starts.items():
         timezone = timezones.get(customer)
@@ -336,4 +354,3 @@ def check(connection: Connection) -> tuple[int, list[Mismatch]]:
         if stored.get(key) != counted.get(key)
     ]
     return len(set(stored) | set(counted)), differ
-

@@ -10,7 +10,7 @@ largest value (``largest``, × 10^6; NULL when no event had one); ``received_thr
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db.tables import BillingBase
@@ -23,7 +23,7 @@ class UsageCounterRow(BillingBase):
     calendar month of the customer's timezone."""
 
     __tablename__ = "usage_counters"
-    __table_args__ = (Index("ix_usage_counters_received_through", "received_through"),)
+    __table_args__ = {"sqlite_with_rowid": False}
 
     customer_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     meter: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -198,44 +198,39 @@ def test_the_credit_balance_is_what_the_customers_credit_can_pay_now(engine, cat
 def counters(engine):
     with session_scope(engine) as session:
         return sorted(
-            (r.customer_external_id, r.meter, str(r.quantity), r.events, r.counted_through)
+            (r.customer_external_id, r.meter, r.events, r.total, r.largest)
             for r in session.scalars(select(UsageCounterRow))
         )
 
 
-def test_the_reactions_counters_and_the_events_received_since_answer_exactly_as_the_events_do(engine, catalog):
+def test_the_counters_kept_at_store_time_answer_exactly_as_the_events_do(engine, catalog):
     customer(engine, catalog, "acme", "monthly", "America/New_York")
     send(engine, catalog, "acme", 600, "2026-03-10T12:00:00Z", "a")
     send(engine, catalog, "acme", 2, "2026-03-10T12:00:00Z", "t", meter="tokens", value="1.5")
-    assert counters(engine) == []  # nothing reacted to yet: the entitlement reads the window's events
+    # counted as they were stored, nothing reacted to: 600 calls; 2 tokens events of 1.5 = 3 (3,000,000 × 10^-6)
+    assert counters(engine) == [("acme", "api_calls", 600, 0, None), ("acme", "tokens", 2, 3_000_000, 1_500_000)]
     assert str(api_calls(engine, catalog).used) == "600"
-    react_to_usage(engine, catalog, now=NOW)
-    through = to_epoch_us(pending_since(engine))
-    # the reaction counted the customer's current windows through its cursor: 600 calls, 2 × 1.5 = 3 tokens
-    assert counters(engine) == [("acme", "api_calls", "600", 600, through), ("acme", "tokens", "3", 2, through)]
-    send(engine, catalog, "acme", 399, "2026-03-11T12:00:00Z", "b")  # not reacted to: counter + events since
+    send(engine, catalog, "acme", 399, "2026-03-11T12:00:00Z", "b")
     send(engine, catalog, "acme", 1, "2026-03-11T12:00:00Z", "t2", meter="tokens", value="0.5")
     pending = api_calls(engine, catalog)
     assert (str(pending.used), str(pending.remaining), pending.blocked) == ("999", "1", False)  # 600 + 399
     tokens = customer_entitlements(engine, catalog, "acme", meter="tokens", now=NOW).meters[0]
-    assert str(tokens.used) == "3.5"  # 3 counted + 0.5 since
-    react_to_usage(engine, catalog, now=NOW)
-    assert [row[:4] for row in counters(engine)] == [("acme", "api_calls", "999", 999), ("acme", "tokens", "3.5", 3)]
+    assert str(tokens.used) == "3.5"  # 3 + 0.5
     send(engine, catalog, "acme", 1, "2026-03-12T12:00:00Z", "c")  # the 1,000th: 100 % of the hard limit
     at = api_calls(engine, catalog)
     assert (str(at.used), str(at.remaining), at.blocked) == ("1000", "0", True)
     react_to_usage(engine, catalog, now=NOW)
-    assert api_calls(engine, catalog) == at  # the same answer from the counter alone
+    assert api_calls(engine, catalog) == at  # a reaction changes no counter
     with session_scope(engine) as session:  # the answer is the counter's: a counter made wrong shows through
         session.get(UsageCounterRow, ("acme", "api_calls", *[to_epoch_us(x) for x in at.period.utc_window(
             "America/New_York")])).events = 7
     assert str(api_calls(engine, catalog).used) == "7"
-    # April: the pass over the customer's first April events counts April's windows and drops March's counters,
-    # which no request reads any more
+    # April: a counter of its own, from zero; March's stays
     april = dt.datetime(2026, 4, 2, 12, tzinfo=dt.UTC)
     send(engine, catalog, "acme", 2, "2026-04-02T11:00:00Z", "apr", now=april)
-    react_to_usage(engine, catalog, now=april)
-    assert [row[:4] for row in counters(engine)] == [("acme", "api_calls", "2", 2), ("acme", "tokens", "0", 0)]
+    assert [row[:3] for row in counters(engine)] == [
+        ("acme", "api_calls", 2), ("acme", "api_calls", 7), ("acme", "tokens", 3)
+    ]
     assert str(api_calls(engine, catalog, now=april).used) == "2"
 
 
