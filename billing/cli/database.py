@@ -1,5 +1,6 @@
 """``billing db upgrade`` and ``billing init``: apply the migrations, or create a fresh database; ``billing db
-create-role``: the application's least-privilege PostgreSQL role."""
+create-role``: the application's least-privilege PostgreSQL role; ``billing db check``: the usage counters
+recounted from the events."""
 
 from __future__ import annotations
 
@@ -28,6 +29,46 @@ def db_upgrade() -> None:
     """Apply the migrations to the configured database (database_url) and print its revision."""
     url = get_settings().database_url
     _migrate(url)
+
+
+@db_app.command("check")
+def db_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Recount every usage counter from the stored events and compare (exit 1 when one differs).
+
+    Reads every event once (a read-only transaction: it changes nothing). Each counter that differs is named with
+    what is stored and what the events make (events, sum and largest value, in the meters' units × 10^6).
+    """
+    from billing.cli._common import database
+    from billing.cli._json import emit
+    from billing.db.counters import check
+
+    with database() as engine, engine.connect() as connection, connection.begin():
+        compared, differ = check(connection)
+    rows = [
+        {
+            "customer": key[0],
+            "meter": key[1],
+            "window_start": key[2],
+            "window_end": key[3],
+            "stored": None if stored is None else [stored.events, stored.total, stored.largest],
+            "counted": None if counted is None else [counted.events, counted.total, counted.largest],
+        }
+        for key, stored, counted in ((m.key, m.stored, m.counted) for m in differ)
+    ]
+    if as_json:
+        emit({"counters": compared, "differ": rows})
+    else:
+        console.print(f"usage counters: {compared} compared, {len(rows)} differ from the events", highlight=False)
+        for row in rows:
+            err_console.print(
+                f"  {row['customer']} {row['meter']} [{row['window_start']}, {row['window_end']}): "
+                f"stored {row['stored']}, the events make {row['counted']}",
+                highlight=False,
+            )
+    if rows:
+        raise typer.Exit(1)
 
 
 @db_app.command("create-role")

@@ -1,0 +1,199 @@
+"""Usage counters kept at store time, against a real database (SQLite and PostgreSQL): a duplicate and a
+conflicting redelivery count nothing, a late event counts in the month it occurred in, a timezone change recounts,
+a threshold is crossed exactly once across two ingestions read from the counters, and the counters always equal
+their recount from the events (``billing db check``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from billing import customers as service
+from billing.cli import app
+from billing.db import session_scope
+from billing.db.counters import check, month_window
+from billing.db.entitlement_tables import UsageCounterRow
+from billing.ingestion import ingest_batch
+from billing.notify import list_notifications
+from billing.reactions import react_to_usage
+from billing.thresholds import check_thresholds
+from pricing_plans.loader import loads_catalog
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+unit = "call"
+
+[meters.storage]
+name = "Storage"
+aggregation = "sum"
+unit = "GB"
+
+[meters.peak]
+name = "Peak"
+aggregation = "max"
+unit = "GB"
+
+[meters.seats]
+name = "Seats"
+aggregation = "unique_count"
+unique_property = "user"
+unit = "user"
+
+[plans.pro]
+name = "Pro"
+currency = "USD"
+charges = [
+  { meter = "api_calls", model = "per_unit", unit_amount = 0.01 },
+  { meter = "storage", model = "per_unit", unit_amount = 1 },
+]
+[[plans.pro.thresholds]]
+meter = "api_calls"
+allowance = 10
+levels = [50, 100]
+[[plans.pro.thresholds]]
+spend_cap = 5.00
+levels = [100]
+"""
+
+MARCH_NOW = dt.datetime(2026, 3, 20, 12, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def catalog():
+    loaded, problems = loads_catalog(CATALOG, "counters.toml")
+    assert not problems, problems
+    return loaded
+
+
+def customer(engine, catalog, who, timezone="UTC"):
+    service.create_customer(engine, who, who.title(), f"{who}@example.test", "USD", timezone=timezone)
+    service.subscribe(engine, catalog, who, "pro", dt.date(2026, 1, 1))
+
+
+def event(event_id, when, meter="api_calls", who="acme", **fields):
+    return {"id": event_id, "customer": who, "meter": meter, "timestamp": when, **fields}
+
+
+def send(engine, catalog, events, now=MARCH_NOW):
+    return ingest_batch(engine, catalog, events, now=now)
+
+
+def counters(engine):
+    """(customer, meter, month label, events, total, largest) of every counter."""
+    with session_scope(engine) as session:
+        rows = session.scalars(select(UsageCounterRow)).all()
+        found = []
+        for r in rows:
+            start = dt.datetime.fromtimestamp(r.window_start / 1_000_000, dt.UTC)
+            found.append((r.customer_external_id, r.meter, start.isoformat()[:16], r.events, r.total, r.largest))
+        return sorted(found)
+
+
+def agree(engine):
+    with engine.connect() as connection, connection.begin():
+        compared, differ = check(connection)
+    assert differ == []
+    return compared
+
+
+def test_a_duplicate_a_conflict_and_a_late_event_count_as_the_events_are_stored(engine, catalog):
+    customer(engine, catalog, "acme")
+    first = send(engine, catalog, [
+        event("c1", "2026-03-02T10:00:00Z"),
+        event("c2", "2026-03-03T10:00:00Z"),
+        event("s1", "2026-03-03T10:00:00Z", "storage", value="2.5"),
+        event("s2", "2026-03-04T10:00:00Z", "storage", value="0.25"),
+        event("p1", "2026-03-04T10:00:00Z", "peak", value="7"),
+        event("p2", "2026-03-05T10:00:00Z", "peak", value="3"),
+    ])
+    assert first.accepted == 6
+    # 2 calls; storage 2.5 + 0.25 = 2.75 GB (2,750,000 × 10^-6), largest 2.5; peak largest 7 (total 10)
+    assert counters(engine) == [
+        ("acme", "api_calls", "2026-03-01T00:00", 2, 0, None),
+        ("acme", "peak", "2026-03-01T00:00", 2, 10_000_000, 7_000_000),
+        ("acme", "storage", "2026-03-01T00:00", 2, 2_750_000, 2_500_000),
+    ]
+    again = send(engine, catalog, [
+        event("c1", "2026-03-02T10:00:00Z"),  # a duplicate: already counted
+        event("s1", "2026-03-03T10:00:00Z", "storage", value="99"),  # a conflict: rejected, not counted
+        event("c3", "2026-03-04T10:00:00Z"),  # new: 3 calls
+        event("late", "2026-02-27T23:00:00Z"),  # February, late: a counter of February's
+    ])
+    assert (again.accepted, again.duplicates, len(again.rejected)) == (2, 1, 1)
+    assert counters(engine) == [
+        ("acme", "api_calls", "2026-02-01T00:00", 1, 0, None),
+        ("acme", "api_calls", "2026-03-01T00:00", 3, 0, None),
+        ("acme", "peak", "2026-03-01T00:00", 2, 10_000_000, 7_000_000),
+        ("acme", "storage", "2026-03-01T00:00", 2, 2_750_000, 2_500_000),
+    ]
+    assert agree(engine) == 4
+
+
+def test_counters_are_calendar_months_of_the_customers_timezone_and_follow_a_change_of_it(engine, catalog):
+    customer(engine, catalog, "tokyo", timezone="Asia/Tokyo")
+    # 2026-02-28T16:00Z is 2026-03-01 01:00 in Tokyo: March there; 2026-02-28T14:00Z is still February (23:00)
+    send(engine, catalog, [
+        event("a", "2026-02-28T16:00:00Z", who="tokyo"),
+        event("b", "2026-02-28T14:00:00Z", who="tokyo"),
+    ])
+    # Tokyo's March starts 2026-02-28T15:00Z, its February 2026-01-31T15:00Z
+    assert [row[2:4] for row in counters(engine)] == [("2026-01-31T15:00", 1), ("2026-02-28T15:00", 1)]
+    service.update_customer(engine, "tokyo", {"timezone": "UTC"})
+    # recounted in the same transaction: both events are February in UTC
+    assert [row[2:4] for row in counters(engine)] == [("2026-02-01T00:00", 2)]
+    assert agree(engine) == 1
+
+
+def test_a_threshold_is_crossed_exactly_once_across_two_ingestions_from_the_counters(engine, catalog):
+    customer(engine, catalog, "acme")
+    # 4 calls of an allowance of 10: below 50 %
+    send(engine, catalog, [event(f"a{i}", "2026-03-05T10:00:00Z") for i in range(4)])
+    assert react_to_usage(engine, catalog, now=MARCH_NOW).created == []
+    # 4 + 3 = 7 ≥ 5 (50 %): one notification; the same events again (duplicates) add nothing
+    send(engine, catalog, [event(f"b{i}", "2026-03-06T10:00:00Z") for i in range(3)])
+    send(engine, catalog, [event(f"b{i}", "2026-03-06T10:00:00Z") for i in range(3)])
+    crossed = react_to_usage(engine, catalog, now=MARCH_NOW).created
+    assert [(c.threshold_key, c.level, str(c.value)) for c in crossed] == [("usage:api_calls", 50, "7")]
+    # re-evaluated from the counters: still 7, nothing new
+    assert check_thresholds(engine, catalog, now=MARCH_NOW).created == []
+    # 7 + 3 = 10 = 100 %; spend 10 × 0.01 + storage 4.75 × 1 = 4.85 < 5.00: no spend notification
+    send(engine, catalog, [event(f"c{i}", "2026-03-07T10:00:00Z") for i in range(3)]
+         + [event("st", "2026-03-07T10:00:00Z", "storage", value="4.75")])
+    crossed = react_to_usage(engine, catalog, now=MARCH_NOW).created
+    assert [(c.threshold_key, c.level, str(c.value)) for c in crossed] == [("usage:api_calls", 100, "10")]
+    # 0.16 GB more: spend 0.10 + 4.91 = 5.01 ≥ 5.00
+    send(engine, catalog, [event("st2", "2026-03-08T10:00:00Z", "storage", value="0.16")])
+    crossed = react_to_usage(engine, catalog, now=MARCH_NOW).created
+    assert [(c.threshold_key, c.level, str(c.value)) for c in crossed] == [("spend", 100, "5.01")]
+    # told once each, nothing lost
+    assert sorted(n.kind for n in list_notifications(engine)) == [
+        "spend.threshold_crossed", "usage.threshold_crossed", "usage.threshold_crossed"
+    ]
+    assert check_thresholds(engine, catalog, now=MARCH_NOW).created == []
+
+
+def test_a_wrong_counter_shows_in_the_evaluation_and_in_billing_db_check(engine, catalog, cli_env):
+    customer(engine, catalog, "acme")
+    send(engine, catalog, [event(f"a{i}", "2026-03-05T10:00:00Z") for i in range(3)])
+    runner = CliRunner()
+    result = runner.invoke(app, ["db", "check", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"counters": 1, "differ": []}
+    start, end = month_window(ZoneInfo("UTC"), "UTC", 1_772_705_000_000_000)  # 2026-03-05T10:03:20Z: March
+    with session_scope(engine) as session:
+        session.execute(update(UsageCounterRow).values(events=5))
+    # the evaluation reads the counter: 5 of 10 is 50 %
+    assert [c.level for c in check_thresholds(engine, catalog, now=MARCH_NOW).created] == [50]
+    result = runner.invoke(app, ["db", "check", "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["differ"] == [
+        {"customer": "acme", "meter": "api_calls", "window_start": start, "window_end": end,
+         "stored": [5, 0, None], "counted": [3, 0, None]}
+    ]
