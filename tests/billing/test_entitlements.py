@@ -19,7 +19,7 @@ from billing.db.entitlement_tables import UsageCounterRow
 from billing.entitlements import customer_entitlements
 from billing.errors import NotFoundError
 from billing.metering import meter_specs
-from billing.reactions import pending_since, react_to_usage
+from billing.reactions import react_to_usage
 from billing.thresholds import set_limit
 from meters import aggregate_usage, ingest, meter_totals, to_epoch_us
 from pricing_plans.loader import loads_catalog
