@@ -18,6 +18,7 @@ from billing.cli import app
 from billing.db import session_scope
 from billing.db.counters import check, month_window
 from billing.db.entitlement_tables import UsageCounterRow
+from billing.db.notification_tables import ThresholdEvaluationRow
 from billing.ingestion import ingest_batch
 from billing.notify import list_notifications
 from billing.reactions import react_to_usage
@@ -197,3 +198,30 @@ def test_a_wrong_counter_shows_in_the_evaluation_and_in_billing_db_check(engine,
         {"customer": "acme", "meter": "api_calls", "window_start": start, "window_end": end,
          "stored": [5, 0, None], "counted": [3, 0, None]}
     ]
+
+
+def test_many_customers_at_once_counted_and_evaluated_in_bulk(engine, catalog):
+    # 60 customers × (api_calls, storage) = 120 counters and 120 evaluations in one pass: the bulk paths
+    names = [f"c{n:02d}" for n in range(60)]
+    for who in names:
+        customer(engine, catalog, who)
+    batch = []
+    for n, who in enumerate(names):
+        batch += [event(f"{who}-{i}", "2026-03-05T10:00:00Z", who=who) for i in range(n % 12)]  # 0 … 11 calls
+        batch.append(event(f"{who}-s", "2026-03-05T10:00:00Z", "storage", who=who, value="1.5"))
+    assert send(engine, catalog, batch).accepted == len(batch)
+    assert agree(engine) == 60 + 55  # every storage counter; api_calls of the 55 customers with calls (n % 12 > 0)
+    crossed = react_to_usage(engine, catalog, now=MARCH_NOW).created
+    # 5 … 9 calls reach 50 % of 10, 10 and 11 reach 100 % too: per 12 customers 7 at 50 % and 2 at 100 %, × 5
+    assert sorted(c.level for c in crossed) == [50] * 35 + [100] * 10
+    with session_scope(engine) as session:
+        found = {
+            (r.customer_external_id, r.threshold_key): (str(r.value), r.highest_level)
+            for r in session.scalars(select(ThresholdEvaluationRow))
+        }
+    assert len(found) == 120
+    # c11: 11 calls (110 %), spend 11 × 0.01 + 1.5 × 1 = 1.61 of 5.00
+    assert found[("c11", "usage:api_calls")] == ("11", 100)
+    assert found[("c11", "spend")] == ("1.61", None)
+    assert found[("c12", "usage:api_calls")] == ("0", None)
+    assert react_to_usage(engine, catalog, now=MARCH_NOW).created == []
