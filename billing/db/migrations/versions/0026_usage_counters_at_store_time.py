@@ -4,7 +4,7 @@
 reaction, over subscription windows) are replaced: the table is made again and filled from the stored events.
 
 Revision ID: 0026
-Revises: 0024
+Revises: 0031
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from alembic import op
 from dbkit.types import ExactDecimal
 
 revision = "0026"
-down_revision = "0024"
+down_revision = "0031"
 branch_labels = None
 depends_on = None
 
