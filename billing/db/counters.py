@@ -234,7 +234,9 @@ def _copy_added(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
     cursor.execute(
         _ADD.replace(
             "VALUES ({marks})",
-            f"SELECT {columns} FROM usage_counters_staging ORDER BY customer_external_id, meter, window_start",
+            f"SELECT {columns} FROM usage_counters_staging "
+            # the order of the executemany path (Python sorts by code point, as collation "C" does on UTF-8)
+            'ORDER BY customer_external_id COLLATE "C", meter COLLATE "C", window_start, window_end',
         )
     )
     cursor.execute("DELETE FROM usage_counters_staging")
