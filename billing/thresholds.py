@@ -14,7 +14,10 @@ that arrives late: events of last month ingested today are alerted on in last mo
   load      the subscriptions covering a day of each period up to today (in each customer's timezone), their
             customers and limits; a period whose invoice the customer was already issued is left out (its
             usage is billed: an alert would come too late, and late usage is billed by a later invoice);
-  aggregate every subscription's part of its periods in ONE batched aggregation;
+  aggregate every subscription's part of its periods: from the usage counters kept as events are stored
+            (``billing.db.counters``) where a counter answers exactly (a whole calendar month; ``count``, ``sum``
+            and ``max`` meters; no dimensioned or per-event charge under a spend cap), the others in ONE batched
+            aggregation of their events;
   rate      spend = the period's usage charges so far, rated as the invoice rates them (``usage_charges``: the
             usage total of ``rate_period`` without its lines; pure);
   write     one transaction: each evaluation upserted, and each level reached inserted as a notification with
