@@ -299,7 +299,8 @@ def recount(connection: Connection, customers: Iterable[str] | None = None) -> d
     tallies: dict[CounterKey, list[Any]] = {}
     sql = "SELECT customer, meter, occurred_at, value FROM usage_events"
     if customers is None:
-        for key, tally in _tally(connection.execute(text(sql)), windows).items():
+        streamed = text(sql).execution_options(stream_results=True, yield_per=50_000)  # never all in memory
+        for key, tally in _tally(connection.execute(streamed), windows).items():
             _merge(tallies, key, tally)
     else:
         names = sorted(set(customers))
