@@ -197,6 +197,8 @@ def count_stored(connection: Connection, events: Sequence[Sequence[Any]], receiv
     lock counters in one order, so they never deadlock)."""
     if not events:
         return
+    if len(events) > _SQL_TALLY and not is_postgresql(connection) and _sqlite_added(connection, events, received_at):
+        return
     timezones = timezones_of(connection, {event[1] for event in events})
     tallies = _tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones))
     if not tallies:
@@ -217,6 +219,61 @@ def count_stored(connection: Connection, events: Sequence[Sequence[Any]], receiv
 
 
 _FEW = 100
+_SQL_TALLY = 1_000
+
+
+def _sqlite_added(connection: Connection, events: Sequence[Sequence[Any]], received_at: int) -> bool:
+    """SQLite, a large chunk: tally its rows in the database (one grouped ``INSERT … SELECT`` over the rowids the
+    chunk was given, joined to the month windows of its customers) instead of event by event in Python. The
+    chunk holds the write lock, so its rows are the last ``len(events)`` rowids, contiguous; anything unexpected
+    (another count, a sum beyond 64 bits) leaves it to the Python tally: False."""
+    last = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM usage_events").scalar_one()
+    first = last - len(events) + 1
+    ours = connection.exec_driver_sql("SELECT count(*) FROM usage_events WHERE id >= ?", (first,)).scalar_one()
+    if ours != len(events):
+        return False
+    spans = connection.exec_driver_sql(
+        "SELECT customer, min(occurred_at), max(occurred_at) FROM usage_events WHERE id >= ? GROUP BY customer",
+        (first,),
+    ).all()
+    windows = _Windows(timezones_of(connection, [customer for customer, _, _ in spans]))
+    rows: list[tuple[str, int, int]] = []
+    for customer, earliest, latest in spans:
+        window = windows.of(customer, earliest)
+        while window is not None:
+            rows.append((customer, *window))
+            window = None if latest < window[1] else windows.of(customer, window[1])
+    connection.exec_driver_sql(_WINDOWS)
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    savepoint = connection.begin_nested()
+    try:
+        cursor.executemany("INSERT INTO temp.usage_counter_windows VALUES (?, ?, ?)", rows)
+        cursor.execute(_ADD_GROUPED, (received_at, first))
+    except Exception as exc:
+        savepoint.rollback()
+        if "integer overflow" not in str(exc).lower():  # a sum beyond 64 bits: the Python tally says NULL
+            raise
+        return False
+    finally:
+        cursor.close()
+    savepoint.commit()
+    connection.exec_driver_sql("DELETE FROM temp.usage_counter_windows")
+    return True
+
+
+_WINDOWS = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS usage_counter_windows "
+    "(customer TEXT NOT NULL, window_start INTEGER NOT NULL, window_end INTEGER NOT NULL, "
+    "PRIMARY KEY (customer, window_start)) WITHOUT ROWID"
+)
+_ADD_GROUPED = _ADD.replace(
+    "VALUES ({marks})",
+    "SELECT e.customer, e.meter, w.window_start, w.window_end, count(*), "
+    f"CASE WHEN abs(coalesce(sum(e.value), 0)) < {_LIMIT} THEN coalesce(sum(e.value), 0) END, max(e.value), ? "
+    "FROM usage_events AS e JOIN temp.usage_counter_windows AS w ON w.customer = e.customer "
+    "AND e.occurred_at >= w.window_start AND e.occurred_at < w.window_end "
+    "WHERE e.id >= ? GROUP BY e.customer, e.meter, w.window_start, w.window_end",
+)
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS usage_counters_staging "
     "(LIKE usage_counters INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"

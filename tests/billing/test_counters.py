@@ -225,3 +225,23 @@ def test_many_customers_at_once_counted_and_evaluated_in_bulk(engine, catalog):
     assert found[("c11", "spend")] == ("1.61", None)
     assert found[("c12", "usage:api_calls")] == ("0", None)
     assert react_to_usage(engine, catalog, now=MARCH_NOW).created == []
+
+
+def test_a_large_chunk_across_months_and_timezones_counts_as_its_events_do(engine, catalog):
+    # 1,500 events in one chunk (SQLite tallies a chunk this large in the database): two customers, one in Tokyo,
+    # across the end of February (UTC and Tokyo's), duplicates of half of them sent again afterwards
+    customer(engine, catalog, "acme")
+    customer(engine, catalog, "tokyo", timezone="Asia/Tokyo")
+    start = dt.datetime(2026, 2, 27, tzinfo=dt.UTC)
+    batch = [
+        event(f"e{i}", (start + dt.timedelta(minutes=5 * i)).isoformat().replace("+00:00", "Z"),
+              ("api_calls", "storage", "peak")[i % 3], who=("acme", "tokyo")[i % 2],
+              **({} if i % 3 == 0 else {"value": f"{i % 7}.{i % 10}"}))
+        for i in range(1500)
+    ]
+    assert send(engine, catalog, batch).accepted == 1500
+    again = send(engine, catalog, batch[::2])
+    assert (again.accepted, again.duplicates) == (0, 750)
+    # 1,500 events over 5.2 days from 2026-02-27: each customer's February and March, each of three meters
+    assert agree(engine) == 2 * 2 * 3
+    assert sum(row[3] for row in counters(engine)) == 1500
