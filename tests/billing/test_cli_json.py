@@ -725,7 +725,13 @@ def _check_export(doc: dict[str, Any], world: World) -> None:
     assert doc["journal"] == {"USD": {"debit": "13.26", "credit": "13.26"}}
 
 
+def _check_counters(doc: dict[str, Any], world: World) -> None:
+    # the world's usage, counted as it was stored, recounted from the events: nothing differs
+    assert doc["differ"] == [] and doc["counters"] >= 1
+
+
 CASES = [
+    Case(("db", "check"), _fixed("db", "check", "--json"), _check_counters),
     Case(("export",), _export, _check_export),
     Case(("invoices", "pending-approval"), _flag_beta, _check_pending),
     Case(("invoices", "approve"), _fixed("invoices", "approve", "2", "--by", "controller", "--json"), _check_approved),
