@@ -6,6 +6,7 @@ their recount from the events (``billing db check``)."""
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 from zoneinfo import ZoneInfo
 
@@ -14,6 +15,7 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from billing import customers as service
+from billing.apikeys import create_api_key
 from billing.cli import app
 from billing.db import session_scope
 from billing.db.counters import check, month_window
@@ -24,6 +26,7 @@ from billing.notify import list_notifications
 from billing.reactions import react_to_usage
 from billing.thresholds import check_thresholds
 from pricing_plans.loader import loads_catalog
+from tests.billing.test_event_writer import _serving
 
 CATALOG = """
 [meters.api_calls]
@@ -245,3 +248,37 @@ def test_a_large_chunk_across_months_and_timezones_counts_as_its_events_do(engin
     # 1,500 events over 5.2 days from 2026-02-27: each customer's February and March, each of three meters
     assert agree(engine) == 2 * 2 * 3
     assert sum(row[3] for row in counters(engine)) == 1500
+
+
+def test_events_posted_over_http_are_counted_on_both_paths_and_billing_db_check_is_clean(
+    db_url, engine, sample_catalog_path, cli_env
+):
+    """Events posted to a real server: single events and a batch on the lean path (no ``Idempotency-Key``), a batch
+    with a key through the full middleware, a duplicate and a conflicting redelivery. Every stored event is
+    counted in its month, nothing else is, and ``billing db check`` finds every counter equal to its recount."""
+    service.create_customer(engine, "acme", "Acme", None, "USD")
+    _, key = create_api_key(engine, "writer")
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def post(port: int, events: list[dict[str, object]], **extra: str) -> dict[str, object]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/v1/events", body=json.dumps({"events": events}), headers={**headers, **extra})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
+        assert response.status == 200, answer
+        return answer
+
+    with _serving(db_url, sample_catalog_path) as port:
+        for n in range(3):  # single events, lean path
+            post(port, [event(f"s{n}", "2026-03-05T10:00:00Z")])
+        post(port, [event(f"b{n}", "2026-02-10T10:00:00Z") for n in range(4)])  # a batch, lean path
+        keyed = post(port, [event(f"k{n}", "2026-03-06T10:00:00Z") for n in range(2)], **{"Idempotency-Key": "k-1"})
+        assert keyed["accepted"] == 2
+        again = post(port, [event("s0", "2026-03-05T10:00:00Z"), event("s1", "2026-03-01T10:00:00Z")])
+        assert (again["duplicates"], again["rejected"]) == (1, 1)  # s0 the same, s1 with another timestamp
+    # March: 3 single + 2 keyed; February: the batch of 4
+    assert [(row[2], row[3]) for row in counters(engine)] == [("2026-02-01T00:00", 4), ("2026-03-01T00:00", 5)]
+    result = CliRunner().invoke(app, ["db", "check", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"counters": 2, "differ": []}
