@@ -53,6 +53,7 @@ from billing.db import override_tables, repository, session_scope
 from billing.db.counters import COUNTED_KINDS, Counter, CounterKey, read_counters
 from billing.db.notification_tables import CustomerLimitRow, NotificationRow, ThresholdEvaluationRow
 from billing.errors import BillingInputError, NotFoundError
+from billing.event_store import events_counted
 from billing.metering import AnyUsage, UsageWindow, meter_specs, total_of
 from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans, usage_windows
 from dbkit import as_utc, insert_for, is_postgresql, read_only, utcnow
@@ -422,8 +423,10 @@ def _usage(
     """aggregate: each target's usage of the meters its thresholds read. From the usage counters
     (``billing.db.counters``: one indexed read for all of them) when the target's window is a calendar month of
     its customer's timezone and a counter answers each of its meters exactly; the other targets' from their
-    events, in one batched aggregation."""
+    events, in one batched aggregation (every target's when the events live outside the billing database, where
+    no counter is kept)."""
     specs = meter_specs(catalog)
+    kept = events_counted(engine)  # no counters when the events live outside the billing database
     counted: dict[UsageKey, tuple[UsageWindow, set[str], tuple[int, int]]] = {}
     rest: dict[UsageKey, _Target] = {}
     for target in targets:
@@ -432,7 +435,7 @@ def _usage(
             continue
         needed = _meters_needed((target,))
         bounds = _month_bounds(window)
-        if bounds is not None and _countable(target, needed, specs):
+        if kept and bounds is not None and _countable(target, needed, specs):
             counted[target.usage_key] = (window, needed, bounds)
         else:
             rest[target.usage_key] = target

@@ -38,14 +38,20 @@ def db_check(
     """Recount every usage counter from the stored events and compare (exit 1 when one differs).
 
     Reads every event once (a read-only transaction: it changes nothing). Each counter that differs is named with
-    what is stored and what the events make (events, sum and largest value, in the meters' units × 10^6).
+    what is stored and what the events make (events, sum and largest value, in the meters' units × 10^6). When
+    the events live in another store (``events_url``), no counter is kept or read: it says so and checks nothing.
     """
     from billing.cli._common import database
     from billing.cli._json import emit
     from billing.db.counters import check
+    from billing.event_store import event_store, events_counted
 
-    with database() as engine, engine.connect() as connection, connection.begin():
-        compared, differ = check(connection)
+    with database() as engine:
+        if not events_counted(engine):  # nothing counted, nothing read: nothing to compare
+            _not_counted(event_store(engine).url, as_json)
+            return
+        with engine.connect() as connection, connection.begin():
+            compared, differ = check(connection)
     rows = [
         {
             "customer": key[0],
@@ -125,6 +131,19 @@ def db_create_role(
         f"keep running `billing db upgrade` as {role.owner}",
         highlight=False,
         soft_wrap=True,
+    )
+
+
+def _not_counted(store: str, as_json: bool) -> None:
+    from billing.cli._json import emit
+
+    if as_json:
+        emit({"counters": None, "differ": [], "event_store": store})
+        return
+    console.print(
+        f"usage counters: not kept, the events live in the event store {store}; thresholds and entitlements "
+        "aggregate them there (nothing to compare)",
+        highlight=False,
     )
 
 

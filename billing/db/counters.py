@@ -20,6 +20,9 @@ Exact by construction:
             the transaction that changes it (:func:`rebuild`), and migration 0026 counted the events stored before;
   late events  counted like any other (the month they occurred in), whether or not that month is invoiced.
 
+Events in another store (``events_url``: ClickHouse, chDB, another SQL database) are not counted, and counters
+are then never read (``billing.event_store.events_counted``): their readers aggregate those events in their store.
+
 ``received_through`` is the latest ``received_at`` a counter counted: the usage reaction finds the customer
 months with events received since it last looked among the counters, not the events.
 

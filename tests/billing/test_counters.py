@@ -8,19 +8,23 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
+import uuid
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from typer.testing import CliRunner
 
 from billing import customers as service
 from billing.apikeys import create_api_key
 from billing.cli import app
+from billing.config import get_settings
 from billing.db import session_scope
 from billing.db.counters import check, month_window
 from billing.db.entitlement_tables import UsageCounterRow
 from billing.db.notification_tables import ThresholdEvaluationRow
+from billing.entitlements import customer_entitlements
+from billing.event_store import create_event_tables, events_counted
 from billing.ingestion import ingest_batch
 from billing.notify import list_notifications
 from billing.reactions import react_to_usage
@@ -156,6 +160,11 @@ def test_counters_are_calendar_months_of_the_customers_timezone_and_follow_a_cha
 
 
 def test_a_threshold_is_crossed_exactly_once_across_two_ingestions_from_the_counters(engine, catalog):
+    cross_each_level_once(engine, catalog)
+    assert agree(engine) == 2
+
+
+def cross_each_level_once(engine, catalog):
     customer(engine, catalog, "acme")
     # 4 calls of an allowance of 10: below 50 %
     send(engine, catalog, [event(f"a{i}", "2026-03-05T10:00:00Z") for i in range(4)])
@@ -282,3 +291,30 @@ def test_events_posted_over_http_are_counted_on_both_paths_and_billing_db_check_
     result = CliRunner().invoke(app, ["db", "check", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"counters": 2, "differ": []}
+
+
+def test_events_in_chdb_are_not_counted_and_thresholds_entitlements_read_them_there(
+    engine, catalog, chdb_folder, cli_env, monkeypatch
+):
+    """``events_url`` pointing at chDB: the billing database stores no event and keeps no counter; thresholds are
+    each crossed exactly once, read from the events in chDB; entitlements too; ``billing db check`` says there is
+    nothing to compare, and where the events are."""
+    url = f"chdb://{chdb_folder}?database=t_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("BILLING_EVENTS_URL", url)
+    get_settings.cache_clear()
+    assert create_event_tables(url) is not None
+    assert not events_counted(engine)
+    cross_each_level_once(engine, catalog)
+    assert counters(engine) == []  # nothing counted in the billing database
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM usage_events")).scalar_one() == 0
+    # 10 calls and 4.91 GB of March, read from chDB
+    used = {e.meter: str(e.used) for e in customer_entitlements(engine, catalog, "acme", now=MARCH_NOW).meters}
+    assert used == {"api_calls": "10", "storage": "4.91"}
+    result = CliRunner().invoke(app, ["db", "check", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert (answer["counters"], answer["differ"], answer["event_store"].startswith("chdb://")) == (None, [], True)
+    result = CliRunner().invoke(app, ["db", "check"])
+    said = " ".join(result.stdout.split())  # (as the console wrapped it)
+    assert result.exit_code == 0 and "not kept, the events live in the event store chdb://" in said
