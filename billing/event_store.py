@@ -27,23 +27,23 @@ _LOCK = threading.Lock()
 
 def use_event_store(engine: Engine, store: EventStore) -> None:
     """Keep the events of the billing database ``engine`` in ``store`` (an embedding application, the tests)."""
-    while (origin := getattr(engine, "_proxied", None)) is not None:
-        engine = origin
     with _LOCK:
-        _STORES[engine] = store
+        _STORES[_origin(engine)] = store
 
 
 def event_store(engine: Engine) -> EventStore:
     """The event store of the billing database ``engine``: the one given to :func:`use_event_store`, else the
     ``events_url`` setting's, else the billing database itself. An engine made from another by
-    ``execution_options`` (a read-only twin) has its origin's store."""
-    while (origin := getattr(engine, "_proxied", None)) is not None:
-        engine = origin
+    ``execution_options`` (a read-only twin, a writer's polling one) has its origin's store; when that store is
+    the billing database itself, it is reached through the twin, with the twin's options."""
+    base = _origin(engine)
     with _LOCK:
-        store = _STORES.get(engine)
+        store = _STORES.get(base)
         if store is None:
-            store = _STORES[engine] = _configured(engine)
-        return store
+            store = _STORES[base] = _configured(base)
+    if base is not engine and isinstance(store, SqlEventStore) and store.engine is base:
+        return SqlEventStore(engine)
+    return store
 
 
 def _configured(engine: Engine) -> EventStore:
@@ -64,9 +64,16 @@ def events_counted(engine: Engine) -> bool:
     in another store (ClickHouse, chDB, another SQL database) are not counted: thresholds and entitlements then
     aggregate them in their store, exactly, instead of reading counters."""
     store = event_store(engine)
+    if not isinstance(store, SqlEventStore):
+        return False
+    return _origin(store.engine) is _origin(engine)
+
+
+def _origin(engine: Engine) -> Engine:
+    """The engine ``engine`` was made from by ``execution_options`` (itself if none)."""
     while (origin := getattr(engine, "_proxied", None)) is not None:
         engine = origin
-    return isinstance(store, SqlEventStore) and store.engine is engine
+    return engine
 
 
 def create_event_tables(events_url: str | None) -> str | None:

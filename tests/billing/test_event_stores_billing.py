@@ -212,3 +212,17 @@ def test_db_upgrade_creates_the_event_stores_tables(tmp_path: Path) -> None:
     )
     listed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert listed.stdout.strip() == "['usage_event_conflicts', 'usage_event_ids', 'usage_events']", listed.stderr
+
+
+def test_an_engine_twin_reaches_the_billing_databases_events_with_its_own_options(engine: Engine) -> None:
+    """The HTTP writer's twin of the engine (``sqlite_poll``) stores through itself, keeping its options, and its
+    events are counted like the engine's."""
+    from billing.event_store import events_counted
+    from meters.store.sql import SqlEventStore
+
+    twin = engine.execution_options(sqlite_poll=0.01)
+    store = event_store(twin)
+    assert isinstance(store, SqlEventStore) and store.engine is twin
+    assert twin.get_execution_options()["sqlite_poll"] == 0.01
+    assert event_store(engine).engine is engine
+    assert events_counted(twin) and events_counted(engine)
