@@ -27,7 +27,8 @@ The kinds:
 
 - ``count``: the number of events; ``sum``: the sum of the values; ``max``: the largest value (0 if none);
 - ``unique_count``: the number of distinct values of the meter's unique property;
-- ``latest``: the value of the newest event in the window (ties: the one stored last); 0 if none;
+- ``latest``: the value of the newest event in the window (ties: the one stored last; a chunk is stored
+  in the order of its ids); 0 if none;
 - ``weighted_sum``: events are increments (negative: decrements) of a level that carries over from earlier
   periods: the level at the window's start is the sum of every earlier event; the quantity is the time-weighted
   average level over the window, ∫ level dt / (end − start) — e.g. GB-month. It is the only quantity that is a

@@ -300,6 +300,7 @@ class ClickHouseEventStore:
         self._exact_cutoff = exact_cutoff
         self._receiving = threading.Lock()
         self._last_cutoff = 0
+        self._last_received = 0
 
     @classmethod
     def open(cls, url: str) -> ClickHouseEventStore:
@@ -439,7 +440,9 @@ class ClickHouseEventStore:
         for event in sorted(events, key=lambda e: e[ID]):
             digest.update(f"{event[ID]}\x1f{event[HASH]}\x1e".encode("utf-8", "surrogatepass"))
         with self._receiving:
-            received_at = max(to_epoch_us(utcnow()), self._last_cutoff + 1)
+            # after any cutoff taken, and after the chunk before (the order of arrival breaks ties of ``latest``)
+            received_at = max(to_epoch_us(utcnow()), self._last_cutoff + 1, self._last_received + 1)
+            self._last_received = received_at
             rows = [
                 (*event[:4], None if event[4] is None else from_scaled(event[4]), *event[5:], received_at, seq)
                 for seq, event in enumerate(events)
@@ -466,7 +469,7 @@ class ClickHouseEventStore:
         if not self._exact_cutoff:
             return from_epoch_us(self.client.server_now())
         with self._receiving:
-            now = max(to_epoch_us(utcnow()), self._last_cutoff)
+            now = max(to_epoch_us(utcnow()), self._last_cutoff, self._last_received)
             self._last_cutoff = now
         time.sleep(0)
         return from_epoch_us(now)
