@@ -94,6 +94,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+_EVENT_STORE_SCHEMES = ("sqlite", "postgresql", "chdb", "clickhouse", "clickhouses")
+
+
 class _ConfigFileSource(InitSettingsSource):
     """The configuration file as a settings source (below the environment variables)."""
 
@@ -354,6 +357,20 @@ class Settings(BaseSettings):
     # begin with.
     portal_secret: SecretStr | None = None
     public_url: str = "http://127.0.0.1:8000"
+
+    @field_validator("events_url")
+    @classmethod
+    def _event_store_url(cls, value: str | None) -> str | None:
+        """The event store's URL is refused here, when the settings are read, if its scheme names no store."""
+        if value is None or not value.strip():
+            return None
+        scheme = value.strip().split(":", 1)[0].lower()
+        if scheme.split("+", 1)[0] not in _EVENT_STORE_SCHEMES:
+            raise ValueError(
+                f"unknown scheme {scheme!r}: expected sqlite:///file.db, postgresql+psycopg://…, chdb:///folder or "
+                "clickhouse[s]://user:password@host:8123/database"
+            )
+        return value.strip()
 
     @field_validator("notification_webhook_secret")
     @classmethod

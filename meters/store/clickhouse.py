@@ -187,13 +187,29 @@ def _converter(kind: str) -> Any:
     return lambda x: x
 
 
+def _chdb_folder(url: str) -> str:
+    """The folder of a ``chdb:///absolute/folder`` URL (refused: a host, no path, a path that is a file)."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.netloc or not path.startswith("/"):
+        host = f" ({parts.netloc!r} read as a host)" if parts.netloc else ""
+        raise ValueError(f"events_url {url}: expected chdb:///absolute/folder{host}")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"events_url {url}: {path} is not a folder")
+    return path
+
+
 class _ChdbClient:
     def __init__(self, path: str):
         self.path = path
+        self.creating = False  # create_tables: the folder is made if missing
 
     def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         texts = {name: _param_text(value) for name, value in (params or {}).items()}
         with _CHDB_LOCK:
+            if _CHDB.get("path") != self.path and not self.creating and not os.path.isdir(self.path):
+                # a typo in events_url must not read as a store without usage
+                raise ValueError(f"the event store's folder {self.path} does not exist: billing db upgrade creates it")
             return _chdb_session(self.path).query(sql, "JSONCompact", params=texts)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -308,7 +324,7 @@ class ClickHouseEventStore:
         parts = urlsplit(url)
         if parts.scheme == "chdb":
             database = parse_qs(parts.query).get("database", ["default"])[0]
-            return cls(_ChdbClient(unquote(parts.path)), database, url, exact_cutoff=True)
+            return cls(_ChdbClient(_chdb_folder(url)), database, url, exact_cutoff=True)
         database = unquote(parts.path.lstrip("/")) or "default"
         client = _ServerClient(
             host=parts.hostname or "localhost",
@@ -326,6 +342,8 @@ class ClickHouseEventStore:
         return self._url
 
     def create_tables(self) -> None:
+        if isinstance(self.client, _ChdbClient):
+            self.client.creating = True
         self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
         self.client.command(usage_events_ddl(self.table))
         self.client.command(usage_event_ids_ddl(self.ids))

@@ -226,3 +226,49 @@ def test_an_engine_twin_reaches_the_billing_databases_events_with_its_own_option
     assert twin.get_execution_options()["sqlite_poll"] == 0.01
     assert event_store(engine).engine is engine
     assert events_counted(twin) and events_counted(engine)
+
+
+def test_db_upgrade_twice_and_a_bad_events_url(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("chdb")
+    env = {
+        **os.environ,
+        "BILLING_DATABASE_URL": f"sqlite:///{tmp_path / 'billing.db'}",
+        "BILLING_EVENTS_URL": f"chdb://{tmp_path / 'events'}",
+        "BILLING_CONFIG": "",
+        "COLUMNS": "1000",
+    }
+    command = [sys.executable, "-m", "billing", "db", "upgrade"]
+    for _ in range(2):  # the tables are created once, then found
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "tables ready" in result.stdout
+    env["BILLING_EVENTS_URL"] = "chdbx:///tmp/events"
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "events_url" in result.stderr and "chdbx" in result.stderr, result.stderr
+
+
+def test_a_chdb_url_names_an_absolute_folder_that_exists(tmp_path: Path) -> None:
+    pytest.importorskip("chdb")
+    from meters import MeterSpec
+    from meters.store import open_event_store
+
+    spec = MeterSpec("api_calls", "count")
+    with pytest.raises(ValueError, match=r"chdb:///absolute/folder.*'relative' read as a host"):
+        open_event_store("chdb://relative/folder")
+    with pytest.raises(ValueError, match="chdb:///absolute/folder"):
+        open_event_store("chdb:")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="not a folder"):
+        open_event_store(f"chdb://{tmp_path / 'file'}")
+    # a folder that is missing (a typo in events_url): refused, not created empty and read as no usage
+    missing = open_event_store(f"chdb://{tmp_path / 'missing'}")
+    with pytest.raises(ValueError, match=r"does not exist: billing db upgrade creates it"):
+        missing.aggregate(
+            {"acme": (dt.datetime(2024, 3, 1, tzinfo=dt.UTC), dt.datetime(2024, 4, 1, tzinfo=dt.UTC))}, [spec]
+        )
+    assert not (tmp_path / "missing").exists()
