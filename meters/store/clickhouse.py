@@ -293,6 +293,25 @@ class _ServerClient:
 # --- the store ------------------------------------------------------------------------------------------------
 
 
+class _ReceivingClock:
+    """Orders the ``received_at`` of inserts with the ingestion cutoffs: an insert holds ``lock`` from its stamp
+    to its end, a cutoff takes it, so no insert stamped at or before a cutoff is still under way."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_cutoff = 0
+        self.last_received = 0
+
+
+_CLOCKS: dict[str, _ReceivingClock] = {}
+
+
+def _folder_clock(path: str) -> _ReceivingClock:
+    """The process's clock of the chDB folder ``path`` (every store of the folder shares it)."""
+    with _CHDB_LOCK:
+        return _CLOCKS.setdefault(os.path.realpath(path), _ReceivingClock())
+
+
 def _windows_cte(customers: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> tuple[str, dict[str, Any]]:
     """The windows as a ClickHouse table ``w`` (idx, customer, start, end), passed as array parameters."""
     sql = (
@@ -314,9 +333,8 @@ class ClickHouseEventStore:
         self.ids = f"`{database}`.usage_event_ids"
         self._url = url
         self._exact_cutoff = exact_cutoff
-        self._receiving = threading.Lock()
-        self._last_cutoff = 0
-        self._last_received = 0
+        # on chDB, one for the folder in this process, whichever store of it inserts or takes the cutoff
+        self._clock = _folder_clock(client.path) if isinstance(client, _ChdbClient) else _ReceivingClock()
 
     @classmethod
     def open(cls, url: str) -> ClickHouseEventStore:
@@ -457,10 +475,11 @@ class ClickHouseEventStore:
         digest = hashlib.blake2b(digest_size=16)
         for event in sorted(events, key=lambda e: e[ID]):
             digest.update(f"{event[ID]}\x1f{event[HASH]}\x1e".encode("utf-8", "surrogatepass"))
-        with self._receiving:
+        clock = self._clock
+        with clock.lock:
             # after any cutoff taken, and after the chunk before (the order of arrival breaks ties of ``latest``)
-            received_at = max(to_epoch_us(utcnow()), self._last_cutoff + 1, self._last_received + 1)
-            self._last_received = received_at
+            received_at = max(to_epoch_us(utcnow()), clock.last_cutoff + 1, clock.last_received + 1)
+            clock.last_received = received_at
             rows = [
                 (*event[:4], None if event[4] is None else from_scaled(event[4]), *event[5:], received_at, seq)
                 for seq, event in enumerate(events)
@@ -486,9 +505,10 @@ class ClickHouseEventStore:
     def ingestion_cutoff(self) -> dt.datetime:
         if not self._exact_cutoff:
             return from_epoch_us(self.client.server_now())
-        with self._receiving:
-            now = max(to_epoch_us(utcnow()), self._last_cutoff, self._last_received)
-            self._last_cutoff = now
+        clock = self._clock
+        with clock.lock:
+            now = max(to_epoch_us(utcnow()), clock.last_cutoff, clock.last_received)
+            clock.last_cutoff = now
         time.sleep(0)
         return from_epoch_us(now)
 

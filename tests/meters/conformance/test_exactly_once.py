@@ -17,9 +17,7 @@ from tests.conftest import chdb_store
 from tests.meters.conformance.test_conformance import CUSTOMERS, MARCH, METERS, NOW, event
 
 UTC = dt.UTC
-T1 = dt.datetime(2024, 5, 1, 12, tzinfo=UTC)
-T2 = dt.datetime(2024, 5, 2, 12, tzinfo=UTC)
-BETWEEN = dt.datetime(2024, 5, 2, tzinfo=UTC)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _stopped(chdb_folder: Path) -> Any:
@@ -28,43 +26,36 @@ def _stopped(chdb_folder: Path) -> Any:
     return store
 
 
-def _insert_at(store: Any, monkeypatch: pytest.MonkeyPatch, when: dt.datetime, events: list[Any]) -> None:
-    import meters.store.clickhouse as clickhouse
-
-    monkeypatch.setattr(clickhouse, "utcnow", lambda: when)
-    store.insert_events(events)
-    monkeypatch.undo()
-
-
-def test_a_copy_received_later_counts_once_on_every_path(chdb_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_copy_received_later_counts_once_on_every_path(chdb_folder: Path) -> None:
     store = _stopped(chdb_folder)
     validator = EventValidator(METERS, CUSTOMERS, NOW)
     first = validator.validate(event(1, "bytes", "2024-03-02T00:00:00Z", "1.5"))
     other = validator.validate(event(2, "bytes", "2024-03-03T00:00:00Z", "2", customer="globex"))
-    _insert_at(store, monkeypatch, T1, [first])
-    _insert_at(store, monkeypatch, T2, [first, other])  # another chunking: another token, stored again
+    store.insert_events([first])
+    between = store.ingestion_cutoff()
+    store.insert_events([first, other])  # another chunking: another token, stored again (received after the cutoff)
+    through = store.ingestion_cutoff()
     assert int(store.client.query(f"SELECT count() FROM {store.table}")[0][0]) == 3
     plain = store.aggregate({"acme": MARCH}, METERS)[("acme", "bytes")]
     assert (str(plain.quantity), plain.events) == ("1.5", 1)
-    until = store.aggregate({"acme": MARCH}, METERS, received_until=BETWEEN)[("acme", "bytes")]
+    until = store.aggregate({"acme": MARCH}, METERS, received_until=between)[("acme", "bytes")]
     assert (str(until.quantity), until.events) == ("1.5", 1)
-    after = store.aggregate({"acme": MARCH}, METERS, received_after=BETWEEN)[("acme", "bytes")]
-    assert after.events == 0  # first received at T1: not after the cutoff
-    split = store.aggregate_split({"acme": MARCH}, METERS, {"bytes": Split.of()}, received_after=BETWEEN)
+    after = store.aggregate({"acme": MARCH}, METERS, received_after=between)[("acme", "bytes")]
+    assert after.events == 0  # first received before the cutoff: not after it
+    split = store.aggregate_split({"acme": MARCH}, METERS, {"bytes": Split.of()}, received_after=between)
     assert all(a.events == 0 for a in split.values())
     split = store.aggregate_split({"acme": MARCH}, METERS, {"bytes": Split.of()})
     assert [(str(a.quantity), a.events) for a in split.values()] == [("1.5", 1)]
-    windows = {"a": CountedWindow("acme", *MARCH, BETWEEN), "g": CountedWindow("globex", *MARCH, BETWEEN)}
+    windows = {"a": CountedWindow("acme", *MARCH, between), "g": CountedWindow("globex", *MARCH, between)}
     assert store.late_windows(windows) == {"g"}
     assert store.count_events({"a": ("acme", *MARCH)}, ["bytes"]) == {("a", "bytes"): 1}
     totals = store.meter_totals("acme", [METERS["bytes"]], *MARCH)
     assert (str(totals["bytes"].quantity), totals["bytes"].events) == ("1.5", 1)
-    us = 1_000_000
-    between = int(BETWEEN.timestamp()) * us
-    assert set(store.received_spans(between, int(T2.timestamp()) * us)) == {"globex"}
-    assert set(store.received_spans(0, between)) == {"acme"}
+    between_us, through_us = (int((at - EPOCH) / dt.timedelta(microseconds=1)) for at in (between, through))
+    assert set(store.received_spans(between_us, through_us)) == {"globex"}
+    assert set(store.received_spans(0, between_us)) == {"acme"}
     assert store.last_events({"acme": MARCH[1]}) == {"acme": dt.datetime(2024, 3, 2, tzinfo=UTC)}
-    assert store.received_since(int(T2.timestamp()) * us) is False
+    assert store.received_since(through_us) is False
 
 
 def test_a_batch_retried_after_its_ids_were_lost(chdb_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,3 +139,38 @@ def test_latest_ties_and_exact_values(event_store: EventStore) -> None:
     window = (start, start + dt.timedelta(seconds=2))
     found = event_store.aggregate({"acme": window, "globex": window}, TIES)
     assert (str(found[("acme", "level")].quantity), str(found[("globex", "level")].quantity)) == ("0", "0.000002")
+
+
+def test_a_cutoff_taken_by_another_store_of_the_folder_waits_for_an_insert(chdb_folder: Path) -> None:
+    import threading
+
+    inserting = chdb_store(chdb_folder)
+    cutting = type(inserting).open(inserting.url)  # another store of the same folder (another engine's)
+    started, go = threading.Event(), threading.Event()
+    real = inserting.client.insert
+
+    def slow(*args: Any) -> None:
+        started.set()
+        go.wait(30)
+        real(*args)
+
+    inserting.client.insert = slow
+    record = event(1, "bytes", "2024-03-02T00:00:00Z", "1.5")
+    worker = threading.Thread(target=inserting.ingest, args=([record], METERS, CUSTOMERS), kwargs={"now": NOW})
+    worker.start()
+    started.wait(30)
+    seen: dict[str, Any] = {}
+
+    def cut() -> None:
+        seen["cutoff"] = cutoff = cutting.ingestion_cutoff()
+        seen["counted"] = cutting.aggregate({"acme": MARCH}, METERS, received_until=cutoff)[("acme", "bytes")].events
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    cutter.join(2)  # blocked until the insert is done, or done already (the cutoff taken while it was under way)
+    go.set()
+    worker.join()
+    cutter.join()
+    # whatever a run counted at the cutoff is what is received by it: nothing received before it comes in later
+    later = cutting.aggregate({"acme": MARCH}, METERS, received_until=seen["cutoff"])[("acme", "bytes")].events
+    assert seen["counted"] == later
