@@ -454,10 +454,15 @@ class ClickHouseEventStore:
         """Delete the rows of raced conflicts that were received after the first content of their id, and forget
         the conflicts: the first received content is the event, as on SQL. How many rows were deleted. The
         deletion is a mutation: it waits for the table's merges to be allowed (``SYSTEM START MERGES``)."""
+        # the conflicts recorded now, and only those forgotten after: one recorded meanwhile stays, unresolved
+        recorded = [row[0] for row in self.client.query(f"SELECT DISTINCT event_id FROM {self.conflicts}")]
+        if not recorded:
+            return 0
         losing = self.client.query(
-            f"SELECT event_id, received_at FROM {self.table} WHERE event_id IN (SELECT event_id FROM {self.conflicts}) "
+            f"SELECT event_id, received_at FROM {self.table} WHERE event_id IN {{ids:Array(String)}} "
             "AND (event_id, content_hash) NOT IN (SELECT event_id, argMax(content_hash, version) "
-            f"FROM {self.table} WHERE event_id IN (SELECT event_id FROM {self.conflicts}) GROUP BY event_id)"
+            f"FROM {self.table} WHERE event_id IN {{ids:Array(String)}} GROUP BY event_id)",
+            {"ids": recorded},
         )
         for table in (self.table, self.ids) if losing else ():
             self.client.command_with(
@@ -466,7 +471,9 @@ class ClickHouseEventStore:
                 "{ids:Array(String)}, {at:Array(Int64)})) AS t))",
                 {"ids": [row[0] for row in losing], "at": [int(row[1]) for row in losing]},
             )
-        self.client.command(f"TRUNCATE TABLE {self.conflicts}")
+        self.client.command_with(
+            f"DELETE FROM {self.conflicts} WHERE event_id IN {{ids:Array(String)}}", {"ids": recorded}
+        )
         return len(losing)
 
     def insert_events(self, events: list[tuple[Any, ...]]) -> None:

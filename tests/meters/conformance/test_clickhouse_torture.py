@@ -86,3 +86,33 @@ def test_a_raced_conflict_is_reported_and_stops_the_aggregation_until_resolved(
     found = store.aggregate({"acme": MARCH}, METERS)[("acme", "bytes")]
     assert (str(found.quantity), found.events) == ("1", 1)
     assert store.ingest([other], METERS, CUSTOMERS, now=NOW).summary() == "accepted 0, duplicates 0, rejected 1"
+
+
+def test_a_conflict_raced_while_conflicts_are_resolved_is_kept(chdb_folder: Path) -> None:
+    store: Any = chdb_store(chdb_folder)
+    first = {"id": "x", "customer": "acme", "meter": "bytes", "timestamp": "2024-03-02T00:00:00Z", "value": 1}
+    also = {"id": "y", "customer": "acme", "meter": "bytes", "timestamp": "2024-03-05T00:00:00Z", "value": 2}
+    store.ingest([first], METERS, CUSTOMERS, now=NOW)
+    validator = EventValidator(METERS, CUSTOMERS, NOW)
+    store.insert_events([validator.validate(dict(first, timestamp="2024-03-03T00:00:00Z", value=5))])
+    store._raced(["x"])  # recorded, as the ingestion that lost records it
+    real = store.client.query
+    raced: list[bool] = []
+
+    def query(sql: str, params: Any = None) -> Any:
+        rows = real(sql, params)
+        if not raced and "usage_event_conflicts" in sql:  # resolve_conflicts has read the conflicts
+            raced.append(True)  # meanwhile, another id raced and was recorded
+            store.ingest([also], METERS, CUSTOMERS, now=NOW)
+            store.insert_events([validator.validate(dict(also, timestamp="2024-03-06T00:00:00Z", value=7))])
+            store._raced(["y"])
+        return rows
+
+    store.client.query = query
+    assert store.resolve_conflicts() == 1
+    store.client.query = real
+    with pytest.raises(ConflictingEvents, match="y"):  # not forgotten: it was not resolved
+        store.aggregate({"acme": MARCH}, METERS)
+    assert store.resolve_conflicts() == 1
+    found = store.aggregate({"acme": MARCH}, METERS)[("acme", "bytes")]
+    assert (str(found.quantity), found.events) == ("3", 2)  # x 1 and y 2, the first contents
