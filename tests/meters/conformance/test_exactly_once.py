@@ -174,3 +174,28 @@ def test_a_cutoff_taken_by_another_store_of_the_folder_waits_for_an_insert(chdb_
     # whatever a run counted at the cutoff is what is received by it: nothing received before it comes in later
     later = cutting.aggregate({"acme": MARCH}, METERS, received_until=seen["cutoff"])[("acme", "bytes")].events
     assert seen["counted"] == later
+
+
+def test_a_month_of_a_customer_east_of_utc_across_partitions(event_store: EventStore) -> None:
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    april = (dt.datetime(2024, 4, 1, tzinfo=berlin), dt.datetime(2024, 5, 1, tzinfo=berlin))
+    records = [
+        event(1, "bytes", "2024-03-31T21:59:59.999999Z", 1),  # 23:59:59.999999 in Berlin: March
+        event(2, "bytes", "2024-03-31T22:00:00Z", 2),  # midnight in Berlin: April, in March's UTC partition
+        event(3, "bytes", "2024-04-30T21:59:59.999999Z", 4),  # April in Berlin
+        event(4, "bytes", "2024-04-30T22:00:00Z", 8),  # May in Berlin
+        event(1, "storage_gb", "2024-03-31T22:00:00Z", 10),  # held all April
+    ]
+    copies = getattr(event_store, "insert_events", None)
+    if copies is not None:  # ClickHouse: merges stopped, every event stored twice
+        event_store.client.command(f"SYSTEM STOP MERGES {event_store.table}")  # type: ignore[attr-defined]
+        validator = EventValidator(METERS, CUSTOMERS, NOW)
+        copies([validator.validate(r) for r in records[::-1]][:3])
+    event_store.ingest(records, METERS, CUSTOMERS, now=NOW)
+    if copies is not None:
+        copies([validator.validate(r) for r in records])
+    found = event_store.aggregate({"acme": april}, METERS)
+    assert (str(found[("acme", "bytes")].quantity), found[("acme", "bytes")].events) == ("6", 2)  # 2 + 4
+    assert str(found[("acme", "storage_gb")].quantity) == "10"
