@@ -1,6 +1,6 @@
 """``billing db upgrade`` and ``billing init``: apply the migrations, or create a fresh database; ``billing db
 create-role``: the application's least-privilege PostgreSQL role; ``billing db check``: the usage counters
-recounted from the events."""
+recounted from the events; ``billing db resolve-conflicts``: the event store's raced conflicts."""
 
 from __future__ import annotations
 
@@ -75,6 +75,19 @@ def db_check(
             )
     if rows:
         raise typer.Exit(1)
+
+
+@db_app.command("resolve-conflicts")
+def db_resolve_conflicts() -> None:
+    """Keep the first received content of each event id stored with two contents (two ingestions raced on a
+    ClickHouse event store; a billing run refuses the customers concerned until then): delete the later ones."""
+    from billing.cli._common import engine_for_cli
+    from billing.event_store import event_store
+
+    store = event_store(engine_for_cli())
+    resolve = getattr(store, "resolve_conflicts", None)
+    deleted = 0 if resolve is None else int(resolve())  # a SQL store's unique index lets no conflict in
+    console.print(f"event store {store.url}: {deleted} conflicting event(s) deleted", highlight=False)
 
 
 @db_app.command("create-role")

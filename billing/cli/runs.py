@@ -26,6 +26,7 @@ from billing.core.shards import Shard, parse_shard
 from billing.errors import BillingError
 from billing.invoicing import check_period_finalizable
 from billing.run import RunReport, finalize_period, run_billing
+from meters.errors import ConflictingEvents
 from pricing_plans.money import format_amount
 
 
@@ -90,6 +91,8 @@ def run(
         )
     except BillingError as error:
         fail(open_period_message(error))
+    except ConflictingEvents as error:
+        fail(f"{error}; `billing db resolve-conflicts` keeps the first received content of each")
     if as_json:
         _json.emit(_json.run_json(report, numbers, awaiting))
         return

@@ -143,6 +143,7 @@ NO_DATA = {
     ("init",): "creates the database and says so",
     ("db", "upgrade"): "applies migrations and says so",
     ("db", "create-role"): "creates a database role and says so",
+    ("db", "resolve-conflicts"): "confirms how many conflicting events it deleted",
     ("serve",): "serves the API; it prints a log",
     ("invoices", "render"): "writes a document; --format json is the invoice's JSON",
     ("notifications", "retry"): "confirms that a notification is pending again",

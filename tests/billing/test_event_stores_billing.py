@@ -272,3 +272,35 @@ def test_a_chdb_url_names_an_absolute_folder_that_exists(tmp_path: Path) -> None
             {"acme": (dt.datetime(2024, 3, 1, tzinfo=dt.UTC), dt.datetime(2024, 4, 1, tzinfo=dt.UTC))}, [spec]
         )
     assert not (tmp_path / "missing").exists()
+
+
+def test_billing_run_refuses_a_raced_conflict_with_a_message(
+    engine: Engine, catalog: Any, cli_env: dict[str, str], chdb_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    from typer.testing import CliRunner
+
+    from billing.cli import app
+    from billing.config import get_settings
+
+    url = f"chdb://{chdb_folder}?database=cli_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("BILLING_EVENTS_URL", url)
+    get_settings.cache_clear()
+    store: Any = event_store(engine)
+    store.create_tables()
+    set_up(engine, catalog)
+    first = {"id": "x", "customer": "growth", "meter": "api_calls", "timestamp": "2026-03-02T00:00:00Z"}
+    ingest(engine, catalog, [first])
+    validator = EventValidator(meter_specs(catalog), set(SUBSCRIBERS), NOW)
+    store.insert_events([validator.validate(dict(first, timestamp="2026-03-03T00:00:00Z"))])  # a raced redelivery
+    store._raced(["x"])
+    result = CliRunner().invoke(app, ["run", "--period", "2026-03"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert "event id(s) stored with different contents: x" in result.output
+    assert "billing db resolve-conflicts" in result.output
+    resolved = CliRunner().invoke(app, ["db", "resolve-conflicts"], env={"COLUMNS": "400"})
+    assert resolved.exit_code == 0, resolved.output
+    assert resolved.output == f"event store {url}: 1 conflicting event(s) deleted\n"
+    billed = CliRunner().invoke(app, ["run", "--period", "2026-03"], env={"COLUMNS": "200"})
+    assert billed.exit_code == 0, billed.output
