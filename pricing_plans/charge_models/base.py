@@ -34,11 +34,14 @@ def price_key(value: _T | None, key: str) -> _T:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class PerEventFeeTerms:
     """What a fee per event (the ``percentage`` model) depends on: rate % × value + fixed_amount, clamped to
     [minimum, maximum] when set, after the free part (the first ``free_events`` events and at most ``free_amount``
-    of value, whichever runs out first; 0: not set). Hashable: the key of a window's ``PerEventFees``."""
+    of value, whichever runs out first; 0: not set). Hashable: the key of a window's ``PerEventFees``.
+
+    Equal only when written alike (2.9 is not 2.90): the sums keep the places of the terms they were summed
+    under, and an invoice prints them."""
 
     rate: Decimal
     fixed_amount: Decimal = ZERO
@@ -46,6 +49,16 @@ class PerEventFeeTerms:
     free_amount: Decimal = ZERO
     minimum: Decimal | None = None
     maximum: Decimal | None = None
+
+    def _written(self) -> tuple[object, ...]:
+        numbers = (self.rate, self.fixed_amount, self.free_amount, self.minimum, self.maximum)
+        return (self.free_events, *(None if x is None else x.as_tuple() for x in numbers))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PerEventFeeTerms) and self._written() == other._written()
+
+    def __hash__(self) -> int:
+        return hash(self._written())
 
 
 @dataclass(frozen=True, slots=True)
