@@ -90,3 +90,27 @@ def test_equal_terms_written_differently_in_two_plans_price_as_the_walk(engine):
         # 0.10: 0.0029 + 0.30 raised to 0.50; 12.5: 0.3625 + 0.30 = 0.6625; 0.59 + 3.20 + 0.50 + 0.6625 = 4.9525
         assert rate(charge, usage[key]["payment_volume"]).amount == Decimal("4.9525")
         assert _written(rate(charge, usage[key]["payment_volume"])) == _written(rate(charge, walked)), key
+
+
+def test_negotiated_terms_equal_to_the_plans_but_written_differently_price_as_the_walk(engine):
+    catalog, problems = loads_catalog(TWO_PLANS, "payments.toml")
+    assert catalog is not None, problems
+    _store(engine, catalog)
+    card = catalog.plan("card")
+    charge = card.charges[0]
+    deal = card.model_copy(update={"charges": [charge.model_copy(update={"fixed_amount": Decimal("0.30"), "free_amount": Decimal("60.0")})]})
+    usage = aggregate_windows(engine, catalog, {"list": WINDOW, "deal": WINDOW}, {"list": card, "deal": deal})
+    walked = MeterUsage(Decimal("182.6"), 5, _as_stored(VALUES))
+    # 10 × 2.9 % + 0.3 = 0.59; 3.2; 0.5 (raised); 0.6625: 4.9525
+    assert rate(deal.charges[0], usage["deal"]["payment_volume"]).amount == Decimal("4.9525")
+    for key, priced in (("list", charge), ("deal", deal.charges[0])):
+        assert _written(rate(priced, usage[key]["payment_volume"])) == _written(rate(priced, walked)), key
+
+
+def test_a_customer_without_events_prices_as_the_walk(engine):
+    catalog, problems = loads_catalog(TWO_PLANS, "payments.toml")
+    assert catalog is not None, problems
+    card = catalog.plan("card")
+    usage = aggregate_windows(engine, catalog, {"list": WINDOW}, {"list": card})["list"]["payment_volume"]
+    assert usage.events == 0
+    assert _written(rate(card.charges[0], usage)) == _written(rate(card.charges[0], MeterUsage()))
