@@ -98,7 +98,11 @@ def test_negotiated_terms_equal_to_the_plans_but_written_differently_price_as_th
     _store(engine, catalog)
     card = catalog.plan("card")
     charge = card.charges[0]
-    deal = card.model_copy(update={"charges": [charge.model_copy(update={"fixed_amount": Decimal("0.30"), "free_amount": Decimal("60.0")})]})
+    deal = card.model_copy(
+        update={
+            "charges": [charge.model_copy(update={"fixed_amount": Decimal("0.30"), "free_amount": Decimal("60.0")})]
+        }
+    )
     usage = aggregate_windows(engine, catalog, {"list": WINDOW, "deal": WINDOW}, {"list": card, "deal": deal})
     walked = MeterUsage(Decimal("182.6"), 5, _as_stored(VALUES))
     # 10 × 2.9 % + 0.3 = 0.59; 3.2; 0.5 (raised); 0.6625: 4.9525

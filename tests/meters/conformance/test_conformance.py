@@ -254,7 +254,7 @@ def test_events_at_one_instant_come_in_the_order_of_their_ids(event_store: Event
     tied = [event(n, "payments", "2024-03-05T12:00:00Z", value) for n, value in ((9, 30), (2, 5), (5, "0.5"))]
     seats = [event(n, "seats", "2024-03-05T12:00:00Z", value) for n, value in ((9, 1), (2, 2), (5, 3))]
     others = [event(100 + n, "api_calls", "2024-03-01T00:00:00Z") for n in range(150)]  # (a large batch)
-    for batch in (tied + seats, others + [event(7, "payments", "2024-03-05T12:00:00Z", 7)]):
+    for batch in (tied + seats, [*others, event(7, "payments", "2024-03-05T12:00:00Z", 7)]):
         assert not event_store.ingest(batch, METERS, CUSTOMERS, now=NOW).rejected
     found = event_store.aggregate({"acme": MARCH}, METERS)
     # one batch: payments-2 (5), payments-5 (0.5), payments-9 (30), whatever the order given; a later batch after
