@@ -5,12 +5,11 @@ cutoff by an advisory lock.
 
 from __future__ import annotations
 
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
 
-from meters.ingest.read import COLUMNS, ID
+from meters.ingest.read import COLUMNS
 
 __all__ = ["PostgresWriter", "cutoff_now"]
 
@@ -72,9 +71,7 @@ class PostgresWriter:
                     driver.cursor() as cursor,
                     cursor.copy(f"COPY usage_events ({COLUMNS}, received_at) FROM STDIN") as copy,
                 ):
-                    # in the order of their ids, as the other ways store a chunk: events at one instant come
-                    # in that order, whichever way (and whichever database) stored them
-                    for event in sorted(events, key=itemgetter(ID)):
+                    for event in events:
                         copy.write_row((*event, received_at))
             except Exception as exc:
                 savepoint.rollback()
@@ -91,7 +88,7 @@ class PostgresWriter:
         """A few events (an API request's): one ``INSERT … ON CONFLICT DO NOTHING RETURNING``, fewer round trips
         than a savepoint and a ``COPY``."""
         row = f"({', '.join(['%s'] * (len(COLUMNS.split(',')) + 1))})"
-        ordered = sorted(events, key=itemgetter(ID))  # one lock order on the unique index (no deadlock)
+        ordered = sorted(events, key=lambda event: event[0])  # one lock order on the unique index (no deadlock)
         with driver.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO usage_events ({COLUMNS}, received_at) VALUES {', '.join([row] * len(ordered))} "

@@ -5,7 +5,6 @@ database's single write lock: no other chunk, and no ingestion cutoff, runs mean
 
 from __future__ import annotations
 
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -37,10 +36,10 @@ class SqliteWriter:
         before = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM usage_events").scalar_one()
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(  # in the order of their ids, as PostgreSQL stores a chunk (events at one instant)
+            cursor.executemany(
                 f"INSERT INTO usage_events ({COLUMNS}, received_at) "
                 f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {int(received_at)}) ON CONFLICT (event_id) DO NOTHING",
-                sorted(events, key=itemgetter(ID)),
+                events,
             )
             if cursor.rowcount == len(events):
                 return {}
