@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from sqlalchemy.engine import Engine
 
 from benchmarks import Figure, timed
 from benchmarks.aggregate import CUSTOMERS, EVENTS, METERS, TIMEZONES, sqlite_database, windows
@@ -88,6 +89,24 @@ minimum = 500.00
 """
 
 
+def add_customers(engine: Engine, customers: int, timezones: list[str]) -> None:
+    """Customers ``c00000``… (timezones in turn), each subscribed to the ``bench`` plan since January 2024."""
+    with session_scope(engine) as session:
+        for i in range(customers):
+            record = repository.add_customer(
+                session,
+                external_id=f"c{i:05d}",
+                name=f"Customer {i}",
+                email=None,
+                currency="USD",
+                timezone=timezones[i % len(timezones)],
+                locale="en_US",
+            )
+            repository.add_subscription(
+                session, customer=record, plan_code="bench", plan_version=1, start_date=dt.date(2024, 1, 1)
+            )
+
+
 def run(scale: float, console: Console) -> list[Figure]:
     events, customers = max(1000, int(EVENTS * scale)), max(10, int(CUSTOMERS * scale))
     source = sqlite_database(events, customers, console)
@@ -99,20 +118,7 @@ def run(scale: float, console: Console) -> list[Figure]:
         shutil.copyfile(source, path)
         engine = make_engine(f"sqlite:///{path}")
         upgrade(engine)  # the cached events may predate the newest migrations
-        with session_scope(engine) as session:
-            for i in range(customers):
-                record = repository.add_customer(
-                    session,
-                    external_id=f"c{i:05d}",
-                    name=f"Customer {i}",
-                    email=None,
-                    currency="USD",
-                    timezone=TIMEZONES[i % len(TIMEZONES)],
-                    locale="en_US",
-                )
-                repository.add_subscription(
-                    session, customer=record, plan_code="bench", plan_version=1, start_date=dt.date(2024, 1, 1)
-                )
+        add_customers(engine, customers, TIMEZONES)
         # Start from a database at rest, as a production one is between runs: the copy flushed to disk and the
         # set-up's journal checkpointed (else the run's first checkpoint pays for fsyncing a just-copied file).
         raw = engine.raw_connection()  # (outside a transaction, which a checkpoint needs)

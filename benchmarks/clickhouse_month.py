@@ -1,0 +1,318 @@
+"""The ClickHouse event store on chDB at a month's scale: events seeded inside ClickHouse, each figure measured in
+a process of its own, with its peak memory (the process's ``VmHWM``, from ``wait4``), beside a baseline.
+
+- aggregate a month: ``ClickHouseEventStore.aggregate`` of every customer's own March (5 timezones) for the 6
+  kinds of ``benchmarks.aggregate``, beside a plain ``GROUP BY customer, meter`` ``sum(value)`` of the same rows
+  in a plain ``MergeTree`` table; 10,000,000 events for 10,000 customers at ``BENCH_SCALE=1``,
+  100,000,000 for 100,000 with ``BENCH_CLICKHOUSE_MONTH_100M=1`` (seeding and one pass of each: some minutes);
+- a ``latest`` meter: 10,000,000 events of one ``latest`` meter, the store's ``argMax`` beside the same
+  ``GROUP BY``;
+- the billing run: ``billing run --period 2024-03`` (the CLI, a catalog, customers and subscriptions in a SQLite
+  billing database) with ``events_url`` a chDB folder, beside the same run with the events in the SQLite
+  billing database; the same events (``benchmarks.aggregate``'s generator, 1,000,000 for 1,000 customers at
+  ``BENCH_SCALE=1``, copied into chDB with ClickHouse's ``sqlite()`` table function).
+
+The events are not generated in Python: ``INSERT … SELECT … FROM numbers(N)`` writes them straight into the
+store's ``usage_events`` (its schema, unique ids, pseudo-random customers, meters in ``benchmarks.aggregate``'s
+mix, instants and values from ``cityHash64`` of the row number: deterministic), the ids into
+``usage_event_ids`` as ingestion would, and the plain copy. The folder is cached under ``bench-data/`` by size.
+Every process's peak includes Python and chDB themselves: the third figure of each pair is that floor (a process
+that opens the folder and runs ``SELECT 1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks import DATA, Figure, best_of
+from benchmarks.aggregate import METERS, TIMEZONES, _month_span, sqlite_database, windows
+from meters.events import MeterSpec
+
+VERSION = 1  # of the seeding SQL: a cached folder of another version is seeded again
+_MIB = 1024 * 1024
+_DAY_US = 86_400_000_000
+_LATEST = [MeterSpec("seats", "latest")]
+_PLAIN = "plain_events"
+
+
+def _seed_sql(table: str, events: int, customers: int, latest_only: bool) -> str:
+    """Rows in the store's schema from ``numbers``: ``events`` in March, ``events // 200`` weighted_sum events in
+    February (the level carried into March) unless ``latest_only``."""
+    start, end = _month_span(customers)
+    history = 0 if latest_only else events // 200
+    mix = (
+        "'seats'"
+        if latest_only
+        else "multiIf(p < 60, 'api_calls', p < 80, 'bytes', p < 92, 'active_users', p < 95, 'peak_rps', "
+        "p < 98, 'storage_gb', 'seats')"
+    )
+    return (
+        f"INSERT INTO {table} (event_id, customer, meter, occurred_at, value, unique_value, properties, "
+        "content_hash, received_at, seq) "
+        f"SELECT concat('e', leftPad(toString(number + 1), 10, '0')), "
+        f"concat('c', leftPad(toString(cityHash64(number, 1) % {customers}), 5, '0')), m, t, "
+        "if(m = 'api_calls', NULL, toDecimal64(if(m = 'storage_gb', toInt64(cityHash64(number, 4) % 25) - 5, "
+        "toInt64(1 + cityHash64(number, 4) % 999999)), 6)), "
+        "if(m = 'active_users', concat('u', toString(cityHash64(number, 5) % 1000)), NULL), NULL, "
+        "reinterpretAsInt64(cityHash64(number, 6)), t + 1000, toUInt32(number % 50000) "
+        f"FROM (SELECT number, cityHash64(number, 2) % 100 AS p, "
+        f"if(number < {events}, {mix}, 'storage_gb') AS m, "
+        f"if(number < {events}, {start} + toInt64(cityHash64(number, 3) % {end - start}), "
+        f"{start - 29 * _DAY_US} + toInt64(cityHash64(number, 3) % {29 * _DAY_US})) AS t "
+        f"FROM numbers({events + history}))"
+    )
+
+
+def seeded_folder(events: int, customers: int, console: Console, *, latest_only: bool = False) -> Path:
+    """The cached chDB folder of ``events`` (database ``bench``: the store's tables and the plain copy)."""
+    from meters.store.clickhouse import ClickHouseEventStore, close_chdb, usage_events_ddl
+
+    kind = "latest" if latest_only else "month"
+    folder = DATA / f"chdb-{kind}-{events}-{customers}-v{VERSION}"
+    if (folder / "seeded").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    DATA.mkdir(exist_ok=True)
+    console.log(f"seeding {events:,} events ({kind}) into {folder.name} inside ClickHouse (once)...")
+    started = time.perf_counter()
+    store = ClickHouseEventStore.open(f"chdb://{folder}?database=bench")
+    try:
+        store.create_tables()
+        store.client.command(_seed_sql(store.table, events, customers, latest_only))
+        store.client.command(
+            f"INSERT INTO {store.ids} (event_id, content_hash, customer, received_at) "
+            f"SELECT event_id, content_hash, customer, received_at FROM {store.table}"
+        )
+        store.client.command(usage_events_ddl(f"`bench`.{_PLAIN}", "MergeTree", dedup_window=0))
+        columns = "event_id, customer, meter, occurred_at, value, unique_value, properties, content_hash, received_at, seq"
+        store.client.command(f"INSERT INTO `bench`.{_PLAIN} ({columns}) SELECT {columns} FROM {store.table}")
+        parts = store.client.query(
+            "SELECT count() FROM system.parts WHERE database = 'bench' AND table = 'usage_events' AND active"
+        )[0][0]
+    finally:
+        close_chdb()
+    (folder / "seeded").write_text(f"{events} {customers}\n")
+    console.log(f"seeded in {time.perf_counter() - started:.1f} s ({parts} active parts in usage_events)")
+    return folder
+
+
+# --- the measured process -------------------------------------------------------------------------------------
+
+
+def _child(folder: str, mode: str, customers: int, runs: int) -> dict[str, Any]:
+    """In the measured process: ``mode`` (aggregate, latest, group_by, idle) ``runs`` times; the best seconds."""
+    from meters.store.clickhouse import ClickHouseEventStore
+
+    store = ClickHouseEventStore.open(f"chdb://{folder}?database=bench")
+    start, end = _month_span(customers)
+    by_customer = windows(customers)
+    rows: list[int] = []
+
+    def aggregate(meters: list[MeterSpec]) -> None:
+        rows.append(len(store.aggregate(by_customer, meters)))
+
+    def group_by() -> None:
+        rows.append(
+            len(
+                store.client.query(
+                    f"SELECT customer, meter, sum(value) FROM `bench`.{_PLAIN} WHERE occurred_at >= {start} "
+                    f"AND occurred_at < {end} GROUP BY customer, meter"
+                )
+            )
+        )
+
+    work = {
+        "aggregate": lambda: aggregate(METERS),
+        "latest": lambda: aggregate(_LATEST),
+        "group_by": group_by,
+        "idle": lambda: store.client.query("SELECT 1"),
+    }[mode]
+    seconds = best_of(runs, work)
+    in_month = store.client.query(
+        f"SELECT count() FROM `bench`.{_PLAIN} WHERE occurred_at >= {start} AND occurred_at < {end}"
+    )[0][0]
+    return {"seconds": seconds, "rows": rows[-1] if rows else 0, "in_month": int(in_month)}
+
+
+def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak resident bytes ``VmHWM``, stdout) of a child process ``command``."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited {process.returncode}: {err.read().decode()[-2000:]}")
+        return seconds, usage.ru_maxrss * 1024, out.read().decode()
+
+
+def _in_child(folder: Path, mode: str, customers: int, runs: int) -> tuple[dict[str, Any], int]:
+    args = [sys.executable, "-m", "benchmarks.clickhouse_month", str(folder), mode, str(customers), str(runs)]
+    _, peak, out = measured(args)
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
+# --- the figures ----------------------------------------------------------------------------------------------
+
+
+def run(scale: float, console: Console) -> list[Figure]:
+    figures: list[Figure] = []
+    sizes = [max(10_000, int(10_000_000 * scale))]
+    if os.environ.get("BENCH_CLICKHOUSE_MONTH_100M"):
+        sizes.append(100_000_000)
+    for events in sizes:
+        figures.extend(_month(events, console))
+    figures.extend(_latest(max(10_000, int(10_000_000 * scale)), console))
+    figures.extend(_billing_run(max(1000, int(1_000_000 * scale)), console))
+    return figures
+
+
+def _month(events: int, console: Console) -> list[Figure]:
+    customers = max(events // 1000, 5)
+    folder = seeded_folder(events, customers, console)
+    runs = 1 if events > 20_000_000 else 3
+    console.log(f"aggregating the month of {events:,} events, {customers:,} windows (each in its own process)...")
+    aggregate, aggregate_peak = _in_child(folder, "aggregate", customers, runs)
+    group_by, group_peak = _in_child(folder, "group_by", customers, runs)
+    _, idle_peak = _in_child(folder, "idle", customers, 1)
+    in_month = aggregate["in_month"]
+    console.log(
+        f"{events:,}: aggregate {aggregate['seconds']:.2f} s, peak {aggregate_peak / _MIB:,.0f} MiB; GROUP BY "
+        f"{group_by['seconds']:.2f} s, peak {group_peak / _MIB:,.0f} MiB; idle process {idle_peak / _MIB:,.0f} MiB"
+    )
+    best = "best of 3" if runs > 1 else "one run after seeding"
+    return [
+        Figure(
+            f"chDB aggregate a seeded month, {in_month:,} events, {customers:,} windows, 6 kinds ({best})",
+            in_month / aggregate["seconds"],
+            "events/s",
+            in_month / group_by["seconds"],
+            "plain GROUP BY customer, meter",
+        ),
+        Figure(
+            f"chDB aggregate {in_month:,} events: peak RSS of its process (VmHWM; idle process "
+            f"{idle_peak / _MIB:,.0f} MiB; lower is better)",
+            aggregate_peak / _MIB,
+            "MiB",
+            group_peak / _MIB,
+            "the plain GROUP BY's process",
+        ),
+    ]
+
+
+def _latest(events: int, console: Console) -> list[Figure]:
+    customers = max(events // 1000, 5)
+    folder = seeded_folder(events, customers, console, latest_only=True)
+    console.log(f"aggregating {events:,} events of a latest meter (each in its own process)...")
+    latest, latest_peak = _in_child(folder, "latest", customers, 3)
+    group_by, group_peak = _in_child(folder, "group_by", customers, 3)
+    console.log(
+        f"latest: {latest['seconds']:.2f} s, peak {latest_peak / _MIB:,.0f} MiB; GROUP BY "
+        f"{group_by['seconds']:.2f} s, peak {group_peak / _MIB:,.0f} MiB"
+    )
+    return [
+        Figure(
+            f"chDB latest meter, {latest['in_month']:,} events, {customers:,} windows: peak RSS (VmHWM; "
+            f"{latest['in_month'] / latest['seconds']:,.0f} events/s vs GROUP BY's "
+            f"{latest['in_month'] / group_by['seconds']:,.0f}; lower is better)",
+            latest_peak / _MIB,
+            "MiB",
+            group_peak / _MIB,
+            "the plain GROUP BY's process",
+        )
+    ]
+
+
+# --- the billing run through the CLI --------------------------------------------------------------------------
+
+
+def _billing_run(events: int, console: Console) -> list[Figure]:
+    from benchmarks.billing_run import CATALOG, add_customers
+    from billing.db import make_engine, upgrade
+    from meters.store.clickhouse import ClickHouseEventStore, close_chdb
+
+    customers = max(10, events // 1000)
+    source = sqlite_database(events, customers, console)
+    with tempfile.TemporaryDirectory(prefix="bench-chdb-run-") as scratch:
+        root = Path(scratch)
+        (root / "catalog.toml").write_text(CATALOG)
+        for name in ("sqlite", "chdb"):
+            shutil.copyfile(source, root / f"{name}.db")
+            engine = make_engine(f"sqlite:///{root / name}.db")
+            upgrade(engine)
+            add_customers(engine, customers, TIMEZONES)
+            engine.dispose()
+        events_url = f"chdb://{root / 'events'}?database=events"
+        store = ClickHouseEventStore.open(events_url)
+        try:
+            store.create_tables()
+            store.client.command(_copy_sql(store.table, root / "chdb.db"))
+            copied = store.client.query(f"SELECT count() FROM {store.table}")[0][0]
+        finally:
+            close_chdb()
+        console.log(f"billing run through the CLI: {customers:,} customers, {copied:,} events, SQLite and chDB...")
+        results = {}
+        for name, url in (("sqlite", None), ("chdb", events_url)):
+            config = root / f"{name}.toml"
+            lines = [f'database_url = "sqlite:///{root / name}.db"', f'catalog = "{root / "catalog.toml"}"']
+            config.write_text("\n".join([*lines, f'events_url = "{url}"'] if url else lines) + "\n")
+            env = {**os.environ, "BILLING_CONFIG": str(config)}
+            command = [sys.executable, "-m", "billing.cli", "run", "--period", "2024-03", "--json"]
+            seconds, peak, out = measured(command, env)
+            report = json.loads(out)
+            results[name] = (seconds, peak, report)
+        same = _invoices(root / "sqlite.db") == _invoices(root / "chdb.db")
+    (sql_s, sql_peak, sql_report), (ch_s, ch_peak, ch_report) = results["sqlite"], results["chdb"]
+    console.log(
+        f"billing run: SQLite events {sql_s:.2f} s, peak {sql_peak / _MIB:,.0f} MiB; chDB events {ch_s:.2f} s, "
+        f"peak {ch_peak / _MIB:,.0f} MiB (created {sql_report.get('created')} / {ch_report.get('created')}; "
+        f"the same totals and content hashes: {same})"
+    )
+    assert same and sql_report.get("created") == customers, (sql_report, ch_report)
+    return [
+        Figure(
+            f"`billing run` (CLI) on chDB events, {customers:,} customers / {copied:,} events, "
+            f"peak RSS {ch_peak / _MIB:,.0f} MiB vs SQLite's {sql_peak / _MIB:,.0f} MiB",
+            customers / ch_s,
+            "customers/s",
+            customers / sql_s,
+            "the same run, events in the SQLite billing database",
+        )
+    ]
+
+
+def _invoices(path: Path) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(path)) as connection:
+        return connection.execute(
+            "SELECT customer_external_id, total, content_hash FROM invoices ORDER BY customer_external_id"
+        ).fetchall()
+
+
+def _copy_sql(table: str, sqlite_path: Path) -> str:
+    """The SQLite database's events into the store (values there are scaled by 10^6)."""
+    return (
+        f"INSERT INTO {table} (event_id, customer, meter, occurred_at, value, unique_value, properties, "
+        "content_hash, received_at, seq) SELECT event_id, customer, meter, occurred_at, "
+        "CAST(CAST(value AS Nullable(Decimal(38, 6))) / 1000000 AS Nullable(Decimal(18, 6))), unique_value, properties, "
+        "content_hash, received_at, 0 "
+        f"FROM sqlite('{sqlite_path}', 'usage_events')"
+    )
+
+
+if __name__ == "__main__":  # the measured process: FOLDER MODE CUSTOMERS RUNS
+    print(json.dumps(_child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
