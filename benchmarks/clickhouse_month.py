@@ -16,12 +16,13 @@ The events are not generated in Python: ``INSERT … SELECT … FROM numbers(N)`
 store's ``usage_events`` (its schema, unique ids, pseudo-random customers, meters in ``benchmarks.aggregate``'s
 mix, instants and values from ``cityHash64`` of the row number: deterministic), the ids into
 ``usage_event_ids`` as ingestion would, and the plain copy. The folder is cached under ``bench-data/`` by size.
-Every process's peak includes Python and chDB themselves: the third figure of each pair is that floor (a process
-that opens the folder and runs ``SELECT 1``).
+Every process's peak (its ``VmHWM``) includes Python and chDB themselves: the idle figure is that floor (a
+process that opens the folder and runs ``SELECT 1``).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -96,7 +97,9 @@ def seeded_folder(events: int, customers: int, console: Console, *, latest_only:
             f"SELECT event_id, content_hash, customer, received_at FROM {store.table}"
         )
         store.client.command(usage_events_ddl(f"`bench`.{_PLAIN}", "MergeTree", dedup_window=0))
-        columns = "event_id, customer, meter, occurred_at, value, unique_value, properties, content_hash, received_at, seq"
+        columns = (
+            "event_id, customer, meter, occurred_at, value, unique_value, properties, content_hash, received_at, seq"
+        )
         store.client.command(f"INSERT INTO `bench`.{_PLAIN} ({columns}) SELECT {columns} FROM {store.table}")
         parts = store.client.query(
             "SELECT count() FROM system.parts WHERE database = 'bench' AND table = 'usage_events' AND active"
@@ -146,25 +149,25 @@ def _child(folder: str, mode: str, customers: int, runs: int) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows[-1] if rows else 0, "in_month": int(in_month)}
 
 
-def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak resident bytes ``VmHWM``, stdout) of a child process ``command``."""
+def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """(wall seconds, stdout) of a child process ``command``. (Its peak memory is its own ``VmHWM``, which it
+    reports: ``wait4``'s ``ru_maxrss`` would count the parent's resident set the child had between fork and exec.)"""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(command, stdout=out, stderr=err, env=env, check=False)
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited {process.returncode}: {err.read().decode()[-2000:]}")
-        return seconds, usage.ru_maxrss * 1024, out.read().decode()
+        return seconds, out.read().decode()
 
 
 def _in_child(folder: Path, mode: str, customers: int, runs: int) -> tuple[dict[str, Any], int]:
     args = [sys.executable, "-m", "benchmarks.clickhouse_month", str(folder), mode, str(customers), str(runs)]
-    _, peak, out = measured(args)
-    return json.loads(out.strip().splitlines()[-1]), peak
+    _, out = measured(args)
+    result = json.loads(out.strip().splitlines()[-1])
+    return result, int(result["peak"])
 
 
 # --- the figures ----------------------------------------------------------------------------------------------
@@ -271,9 +274,10 @@ def _billing_run(events: int, console: Console) -> list[Figure]:
             config = root / f"{name}.toml"
             lines = [f'database_url = "sqlite:///{root / name}.db"', f'catalog = "{root / "catalog.toml"}"']
             config.write_text("\n".join([*lines, f'events_url = "{url}"'] if url else lines) + "\n")
-            env = {**os.environ, "BILLING_CONFIG": str(config)}
-            command = [sys.executable, "-m", "billing.cli", "run", "--period", "2024-03", "--json"]
-            seconds, peak, out = measured(command, env)
+            env = {**os.environ, "BILLING_CONFIG": str(config), "BENCH_VMHWM": str(root / "peak")}
+            command = [sys.executable, "-m", "benchmarks.clickhouse_month", "--cli", "run", "--period", "2024-03"]
+            seconds, out = measured([*command, "--json"], env)
+            peak = int((root / "peak").read_text())
             report = json.loads(out)
             results[name] = (seconds, peak, report)
         same = _invoices(root / "sqlite.db") == _invoices(root / "chdb.db")
@@ -308,11 +312,29 @@ def _copy_sql(table: str, sqlite_path: Path) -> str:
     return (
         f"INSERT INTO {table} (event_id, customer, meter, occurred_at, value, unique_value, properties, "
         "content_hash, received_at, seq) SELECT event_id, customer, meter, occurred_at, "
-        "CAST(CAST(value AS Nullable(Decimal(38, 6))) / 1000000 AS Nullable(Decimal(18, 6))), unique_value, properties, "
-        "content_hash, received_at, 0 "
+        "CAST(CAST(value AS Nullable(Decimal(38, 6))) / 1000000 AS Nullable(Decimal(18, 6))), unique_value, "
+        "properties, content_hash, received_at, 0 "
         f"FROM sqlite('{sqlite_path}', 'usage_events')"
     )
 
 
-if __name__ == "__main__":  # the measured process: FOLDER MODE CUSTOMERS RUNS
-    print(json.dumps(_child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+def _vmhwm() -> int:
+    """This process's peak resident set (``VmHWM``, bytes): what its own memory reached since its ``exec``."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def _write_vmhwm(path: str) -> None:
+    Path(path).write_text(str(_vmhwm()))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--cli":  # the billing CLI, its peak written at exit to the file $BENCH_VMHWM
+        atexit.register(_write_vmhwm, os.environ["BENCH_VMHWM"])
+        sys.argv = ["billing", *sys.argv[2:]]
+        from billing.cli import main
+
+        main()
+    else:  # the measured process: FOLDER MODE CUSTOMERS RUNS
+        print(json.dumps({**_child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])), "peak": _vmhwm()}))
