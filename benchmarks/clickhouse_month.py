@@ -4,7 +4,8 @@ a process of its own, with its peak memory (the process's ``VmHWM``, from ``wait
 - aggregate a month: ``ClickHouseEventStore.aggregate`` of every customer's own March (5 timezones) for the 6
   kinds of ``benchmarks.aggregate``, beside a plain ``GROUP BY customer, meter`` ``sum(value)`` of the same rows
   in a plain ``MergeTree`` table; 10,000,000 events for 10,000 customers at ``BENCH_SCALE=1``,
-  100,000,000 for 100,000 with ``BENCH_CLICKHOUSE_MONTH_100M=1`` (seeding and one pass of each: some minutes);
+  100,000,000 for 100,000 with ``BENCH_CLICKHOUSE_MONTH_100M=1`` (seeded in 13 minutes
+  on 2 cores, 13 GB on disk);
 - a ``latest`` meter: 10,000,000 events of one ``latest`` meter, the store's ``argMax`` beside the same
   ``GROUP BY``;
 - the billing run: ``billing run --period 2024-03`` (the CLI, a catalog, customers and subscriptions in a SQLite
