@@ -1,5 +1,5 @@
 """The ClickHouse event store on chDB at a month's scale: events seeded inside ClickHouse, each figure measured in
-a process of its own, with its peak memory (the process's ``VmHWM``, from ``wait4``), beside a baseline.
+a process of its own, with its peak memory (the process's own ``VmHWM``, which it reports), beside a baseline.
 
 - aggregate a month: ``ClickHouseEventStore.aggregate`` of every customer's own March (5 timezones) for the 6
   kinds of ``benchmarks.aggregate``, beside a plain ``GROUP BY customer, meter`` ``sum(value)`` of the same rows
