@@ -9,9 +9,13 @@ a process of its own, with its peak memory (the process's own ``VmHWM``, which i
 - a ``latest`` meter: 10,000,000 events of one ``latest`` meter, the store's ``argMax`` beside the same
   ``GROUP BY``;
 - the billing run: ``billing run --period 2024-03`` (the CLI, a catalog, customers and subscriptions in a SQLite
-  billing database) with ``events_url`` a chDB folder, beside the same run with the events in the SQLite
-  billing database; the same events (``benchmarks.aggregate``'s generator, 1,000,000 for 1,000 customers at
-  ``BENCH_SCALE=1``, copied into chDB with ClickHouse's ``sqlite()`` table function).
+  billing database) with ``events_url`` a chDB folder, and with ``events_url`` a PostgreSQL schema of its own,
+  each beside the same run with the events in the SQLite billing database; the same events
+  (``benchmarks.aggregate``'s generator, 1,000,000 for 1,000 customers at ``BENCH_SCALE=1``, copied into chDB
+  with ClickHouse's ``sqlite()`` table function, into PostgreSQL with ``COPY``); the three runs' invoices must be
+  identical (totals and content hashes). PostgreSQL is ``$BILLING_BENCH_DATABASE_URL``, else
+  ``$BILLING_TEST_DATABASE_URL``, else the local ``test`` database; its run is skipped, saying why, only when it
+  does not answer.
 
 The events are not generated in Python: ``INSERT … SELECT … FROM numbers(N)`` writes them straight into the
 store's ``usage_events`` (its schema, unique ids, pseudo-random customers, meters in ``benchmarks.aggregate``'s
@@ -32,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -252,10 +256,12 @@ def _billing_run(events: int, console: Console) -> list[Figure]:
 
     customers = max(10, events // 1000)
     source = sqlite_database(events, customers, console)
-    with tempfile.TemporaryDirectory(prefix="bench-chdb-run-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="bench-chdb-run-") as scratch, ExitStack() as stack:
         root = Path(scratch)
         (root / "catalog.toml").write_text(CATALOG)
-        for name in ("sqlite", "chdb"):
+        postgres = _postgres_events(stack, console)
+        names = ["sqlite", "chdb", *(["postgresql"] if postgres else [])]
+        for name in names:
             shutil.copyfile(source, root / f"{name}.db")
             engine = make_engine(f"sqlite:///{root / name}.db")
             upgrade(engine)
@@ -269,27 +275,32 @@ def _billing_run(events: int, console: Console) -> list[Figure]:
             copied = store.client.query(f"SELECT count() FROM {store.table}")[0][0]
         finally:
             close_chdb()
-        console.log(f"billing run through the CLI: {customers:,} customers, {copied:,} events, SQLite and chDB...")
-        results = {}
-        for name, url in (("sqlite", None), ("chdb", events_url)):
-            config = root / f"{name}.toml"
-            lines = [f'database_url = "sqlite:///{root / name}.db"', f'catalog = "{root / "catalog.toml"}"']
-            config.write_text("\n".join([*lines, f'events_url = "{url}"'] if url else lines) + "\n")
-            env = {**os.environ, "BILLING_CONFIG": str(config), "BENCH_VMHWM": str(root / "peak")}
-            command = [sys.executable, "-m", "benchmarks.clickhouse_month", "--cli", "run", "--period", "2024-03"]
-            seconds, out = measured([*command, "--json"], env)
-            peak = int((root / "peak").read_text())
-            report = json.loads(out)
-            results[name] = (seconds, peak, report)
-        same = _invoices(root / "sqlite.db") == _invoices(root / "chdb.db")
-    (sql_s, sql_peak, sql_report), (ch_s, ch_peak, ch_report) = results["sqlite"], results["chdb"]
+        urls: dict[str, str | None] = {"sqlite": None, "chdb": events_url}
+        if postgres:
+            urls["postgresql"] = postgres
+            started = time.perf_counter()
+            in_postgres = _copy_to_postgres(postgres, source)
+            console.log(f"copied {in_postgres:,} events into PostgreSQL in {time.perf_counter() - started:.1f} s")
+            assert in_postgres == copied, (in_postgres, copied)
+        console.log(
+            f"billing run through the CLI: {customers:,} customers, {copied:,} events, "
+            f"{', '.join(_LABELS[name] for name in names)}..."
+        )
+        results = {name: _cli_run(root, name, url) for name, url in urls.items()}
+        invoices = {name: _invoices(root / f"{name}.db") for name in names}
+    same = all(invoices[name] == invoices["sqlite"] for name in names)
     console.log(
-        f"billing run: SQLite events {sql_s:.2f} s, peak {sql_peak / _MIB:,.0f} MiB; chDB events {ch_s:.2f} s, "
-        f"peak {ch_peak / _MIB:,.0f} MiB (created {sql_report.get('created')} / {ch_report.get('created')}; "
-        f"the same totals and content hashes: {same})"
+        "billing run: "
+        + "; ".join(
+            f"{_LABELS[name]} events {seconds:.2f} s, peak {peak / _MIB:,.0f} MiB, created {report.get('created')}"
+            for name, (seconds, peak, report) in results.items()
+        )
     )
-    assert same and sql_report.get("created") == customers, (sql_report, ch_report)
-    return [
+    stores = [_LABELS[name] for name in names]
+    console.log(f"invoices (totals and content hashes) identical on {', '.join(stores[:-1])} and {stores[-1]}: {same}")
+    assert same and all(report.get("created") == customers for _, _, report in results.values()), results
+    (sql_s, sql_peak, _), (ch_s, ch_peak, _) = results["sqlite"], results["chdb"]
+    figures = [
         Figure(
             f"`billing run` (CLI) on chDB events, {customers:,} customers / {copied:,} events, "
             f"peak RSS {ch_peak / _MIB:,.0f} MiB vs SQLite's {sql_peak / _MIB:,.0f} MiB",
@@ -299,6 +310,85 @@ def _billing_run(events: int, console: Console) -> list[Figure]:
             "the same run, events in the SQLite billing database",
         )
     ]
+    if "postgresql" in results:
+        pg_s, pg_peak, _ = results["postgresql"]
+        figures.append(
+            Figure(
+                f"`billing run` (CLI) on PostgreSQL events, {customers:,} customers / {copied:,} events, "
+                f"peak RSS {pg_peak / _MIB:,.0f} MiB vs SQLite's {sql_peak / _MIB:,.0f} MiB",
+                customers / pg_s,
+                "customers/s",
+                customers / sql_s,
+                "the same run, events in the SQLite billing database",
+            )
+        )
+    return figures
+
+
+_LABELS = {"sqlite": "SQLite", "chdb": "chDB", "postgresql": "PostgreSQL"}
+_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+_COLUMNS = "event_id, customer, meter, occurred_at, value, unique_value, properties, content_hash, received_at"
+
+
+def _cli_run(root: Path, name: str, events_url: str | None) -> tuple[float, int, dict[str, Any]]:
+    """(wall seconds, peak resident set, the JSON report) of ``billing run --period 2024-03`` on ``name``.db."""
+    config = root / f"{name}.toml"
+    lines = [f'database_url = "sqlite:///{root / name}.db"', f'catalog = "{root / "catalog.toml"}"']
+    config.write_text("\n".join([*lines, f'events_url = "{events_url}"'] if events_url else lines) + "\n")
+    env = {**os.environ, "BILLING_CONFIG": str(config), "BENCH_VMHWM": str(root / "peak")}
+    command = [sys.executable, "-m", "benchmarks.clickhouse_month", "--cli", "run", "--period", "2024-03", "--json"]
+    seconds, out = measured(command, env)
+    return seconds, int((root / "peak").read_text()), json.loads(out)
+
+
+def _postgres_events(stack: ExitStack, console: Console) -> str | None:
+    """The URL of a fresh PostgreSQL schema for the events (dropped when ``stack`` closes), its ``usage_events``
+    made as ``billing db upgrade`` makes a separate store's; None, said why, when PostgreSQL does not answer."""
+    from sqlalchemy.exc import OperationalError
+
+    from benchmarks import postgres_schema, postgres_url
+    from billing.event_store import create_event_tables
+
+    try:
+        url = stack.enter_context(postgres_schema(postgres_url() or _POSTGRES, "month"))
+    except OperationalError as error:
+        console.log(f"PostgreSQL does not answer, its billing run is skipped: {str(error).splitlines()[0]}")
+        return None
+    create_event_tables(url)
+    return url
+
+
+def _copy_to_postgres(url: str, source: Path) -> int:
+    """The SQLite database's events into PostgreSQL's ``usage_events`` (``COPY``, the aggregation index made after
+    the rows as ``benchmarks.aggregate`` does); the count there."""
+    from billing.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection, closing(sqlite3.connect(source)) as sqlite:
+            driver = connection.connection.dbapi_connection
+            assert driver is not None
+            with driver.cursor() as cursor:
+                cursor.execute("DROP INDEX ix_usage_events_aggregation")
+                rows = sqlite.execute(f"SELECT {_COLUMNS} FROM usage_events ORDER BY id")
+                with cursor.copy(f"COPY usage_events ({_COLUMNS}) FROM STDIN") as copy:
+                    while chunk := rows.fetchmany(50_000):
+                        for row in chunk:
+                            copy.write_row(row)
+                cursor.execute(
+                    "CREATE INDEX ix_usage_events_aggregation ON usage_events "
+                    "(meter, customer, occurred_at, value, received_at, unique_value) INCLUDE (id)"
+                )
+                cursor.execute("SELECT count(*) FROM usage_events")
+                count = cursor.fetchone()
+            driver.commit()
+            driver.autocommit = True
+            driver.execute("VACUUM ANALYZE usage_events")
+            driver.autocommit = False
+        assert count is not None
+        return int(count[0])
+    finally:
+        engine.dispose()
 
 
 def _invoices(path: Path) -> list[tuple[Any, ...]]:
