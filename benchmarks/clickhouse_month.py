@@ -38,7 +38,7 @@ import tempfile
 import time
 from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 
@@ -361,13 +361,14 @@ def _postgres_events(stack: ExitStack, console: Console) -> str | None:
 def _copy_to_postgres(url: str, source: Path) -> int:
     """The SQLite database's events into PostgreSQL's ``usage_events`` (``COPY``, the aggregation index made after
     the rows as ``benchmarks.aggregate`` does); the count there."""
+    import psycopg
+
     from billing.db import make_engine
 
     engine = make_engine(url)
     try:
         with engine.connect() as connection, closing(sqlite3.connect(source)) as sqlite:
-            driver = connection.connection.dbapi_connection
-            assert driver is not None
+            driver = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
             with driver.cursor() as cursor:
                 cursor.execute("DROP INDEX ix_usage_events_aggregation")
                 rows = sqlite.execute(f"SELECT {_COLUMNS} FROM usage_events ORDER BY id")
