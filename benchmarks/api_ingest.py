@@ -40,7 +40,7 @@ from rich.console import Console
 from sqlalchemy import bindparam, text
 
 from benchmarks import DATA, Figure, postgres_schema, postgres_url, timed
-from benchmarks.ingest import _COLUMNS, customers, events_file, parsed_rows
+from benchmarks.ingest import _COLUMNS, THRESHOLDS_CATALOG, customers, events_file, parsed_rows
 from billing.apikeys import create_api_key
 from billing.db import make_engine, upgrade
 from meters.ingest import CHUNK_SIZE
@@ -54,46 +54,8 @@ CLIENTS = 8
 PACED_SECONDS = 10.0
 ALERT_EVERY = 10  # one event in this many of the paced run crosses an alert customer's allowance
 
-CATALOG = """
-[meters.api_calls]
-name = "API calls"
-aggregation = "count"
-unit = "call"
-
-[meters.payload_bytes]
-name = "Payload"
-aggregation = "sum"
-unit = "byte"
-
-[meters.active_users]
-name = "Active users"
-aggregation = "unique_count"
-unique_property = "user_id"
-unit = "user"
-
-[meters.storage_gb]
-name = "Storage"
-aggregation = "weighted_sum"
-unit = "GB"
-
-[plans.pro]
-name = "Pro"
-currency = "USD"
-[[plans.pro.charges]]
-meter = "api_calls"
-model = "per_unit"
-unit_amount = 0.001
-[[plans.pro.charges]]
-meter = "payload_bytes"
-model = "per_unit"
-unit_amount = 0.0000001
-[[plans.pro.thresholds]]
-meter = "api_calls"
-allowance = 50
-[[plans.pro.thresholds]]
-spend_cap = 5.00
-levels = [50, 80, 100]
-
+# the ingestion benchmark's catalog with thresholds, and a plan whose allowance one event crosses
+CATALOG = THRESHOLDS_CATALOG + """
 [plans.tiny]
 name = "Tiny"
 currency = "USD"
