@@ -27,6 +27,7 @@ from billing.errors import BillingError
 from billing.invoicing import check_period_finalizable
 from billing.run import RunReport, finalize_period, run_billing
 from meters.errors import ConflictingEvents
+from pricing_plans.models import Catalog
 from pricing_plans.money import format_amount
 
 
@@ -69,23 +70,7 @@ def run(
             check_period_finalizable(
                 engine, billing_period, customer=customer, allow_open_period=allow_open_period
             )
-        with Progress(
-            TextColumn("[bold]billing {task.fields[period]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("customers"),
-            TimeElapsedColumn(),
-            console=err_console if as_json else console,
-            transient=as_json,
-            disable=as_json and not err_console.is_terminal,
-            auto_refresh=False,  # no refresh thread: a big run is rated by forked worker processes
-        ) as progress:
-            task = progress.add_task("run", total=None, period=billing_period.label)
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total, refresh=True)
-
-            report = run_billing(engine, catalog, billing_period, customer=customer, progress=advance, shard=part)
+        report = _run_with_progress(engine, catalog, billing_period, customer, part, as_json)
         numbers, awaiting = (
             _finalize(engine, billing_period, customer, allow_open_period) if finalize else ([], [])
         )
@@ -102,6 +87,29 @@ def run(
             f"{len(awaiting)} draft(s) wait for approval and were not finalized: `billing invoices pending-approval "
             f"--period {billing_period.label}` says why, `billing invoices approve` approves"
         )
+
+
+def _run_with_progress(
+    engine: Engine, catalog: Catalog, billing_period: Period, customer: str | None, part: Shard | None, as_json: bool
+) -> RunReport:
+    """The run, its customers counted on a progress bar (on standard error with --json)."""
+    with Progress(
+        TextColumn("[bold]billing {task.fields[period]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("customers"),
+        TimeElapsedColumn(),
+        console=err_console if as_json else console,
+        transient=as_json,
+        disable=as_json and not err_console.is_terminal,
+        auto_refresh=False,  # no refresh thread: a big run is rated by forked worker processes
+    ) as progress:
+        task = progress.add_task("run", total=None, period=billing_period.label)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, refresh=True)
+
+        return run_billing(engine, catalog, billing_period, customer=customer, progress=advance, shard=part)
 
 
 def _shard(text: str | None, finalize: bool) -> Shard | None:
