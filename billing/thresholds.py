@@ -61,7 +61,7 @@ from invoices import store
 from meters import MeterSpec, to_epoch_us
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError
-from pricing_plans.models import Catalog, Plan
+from pricing_plans.models import Catalog, PercentageCharge, Plan
 from pricing_plans.money import HUNDRED, ZERO, D
 
 __all__ = [
@@ -473,12 +473,13 @@ def _bounds(month: Period, timezone: str) -> tuple[int, int]:
 
 def _countable(target: _Target, needed: set[str], specs: Mapping[str, MeterSpec]) -> bool:
     """Whether counters answer the target's thresholds exactly: every meter they read is counted (``count``,
-    ``sum``, ``max``), and a spend cap's charges need neither each event's value nor a split by dimension."""
+    ``sum``, ``max``), and a spend cap's charges need neither each event's value (a ``percentage`` charge prices
+    each event: its fees are summed from the events) nor a split by dimension."""
     if any(code not in specs or specs[code].aggregation not in COUNTED_KINDS for code in needed):
         return False
     if any(spec.kind == "spend" for spec in target.specs):
         charges = [charge for charge in target.plan.charges if charge.meter in needed]
-        if any(charge.is_dimensioned or specs[charge.meter].keep_event_values for charge in charges):
+        if any(charge.is_dimensioned or isinstance(charge, PercentageCharge) for charge in charges):
             return False
     return True
 

@@ -318,3 +318,36 @@ def test_events_in_chdb_are_not_counted_and_thresholds_entitlements_read_them_th
     result = CliRunner().invoke(app, ["db", "check"])
     said = " ".join(result.stdout.split())  # (as the console wrapped it)
     assert result.exit_code == 0 and "not kept, the events live in the event store chdb://" in said
+
+
+PERCENTAGE_CATALOG = """
+[meters.payments]
+name = "Payments"
+aggregation = "sum"
+unit = "USD"
+
+[plans.card]
+name = "Card"
+currency = "USD"
+charges = [
+  { meter = "payments", model = "percentage", rate = 10, fixed_amount = 1 },
+]
+[[plans.card.thresholds]]
+spend_cap = 25.00
+levels = [100]
+"""
+
+
+def test_a_spend_cap_on_a_percentage_charge_is_priced_event_by_event_not_from_the_counter(engine):
+    catalog, problems = loads_catalog(PERCENTAGE_CATALOG, "percentage.toml")
+    assert not problems, problems
+    service.create_customer(engine, "shop", "Shop", "shop@example.test", "USD")
+    service.subscribe(engine, catalog, "shop", "card", dt.date(2026, 1, 1))
+    # two payments of 100: 10 % + 1 each = 11 + 11 = 22.00 < 25.00
+    send(engine, catalog, [event(f"p{i}", "2026-03-05T10:00:00Z", "payments", who="shop", value="100")
+                           for i in range(2)])
+    assert check_thresholds(engine, catalog, now=MARCH_NOW).created == []
+    # a third: 33.00 ≥ 25.00
+    send(engine, catalog, [event("p2", "2026-03-06T10:00:00Z", "payments", who="shop", value="100")])
+    crossed = check_thresholds(engine, catalog, now=MARCH_NOW).created
+    assert [(c.threshold_key, c.level, str(c.value)) for c in crossed] == [("spend", 100, "33.00")]
