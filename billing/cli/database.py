@@ -37,21 +37,21 @@ def db_check(
 ) -> None:
     """Recount every usage counter from the stored events and compare (exit 1 when one differs).
 
-    Reads every event once (a read-only transaction: it changes nothing). Each counter that differs is named with
+    Reads every event once (one transaction that changes nothing and sees one instant: events stored meanwhile
+    are neither recounted nor compared). Each counter that differs is named with
     what is stored and what the events make (events, sum and largest value, in the meters' units × 10^6). When
     the events live in another store (``events_url``), no counter is kept or read: it says so and checks nothing.
     """
     from billing.cli._common import database
     from billing.cli._json import emit
-    from billing.db.counters import check
+    from billing.db.counters import checked
     from billing.event_store import event_store, events_counted
 
     with database() as engine:
         if not events_counted(engine):  # nothing counted, nothing read: nothing to compare
             _not_counted(event_store(engine).url, as_json)
             return
-        with engine.connect() as connection, connection.begin():
-            compared, differ = check(connection)
+        compared, differ = checked(engine)
     rows = [
         {
             "customer": key[0],

@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, delete, select, text
+from sqlalchemy import Connection, Engine, bindparam, delete, select, text
 
 from billing.core.periods import Period, month_of
 from billing.db.entitlement_tables import UsageCounterRow
@@ -52,6 +52,7 @@ __all__ = [
     "CounterKey",
     "Mismatch",
     "check",
+    "checked",
     "count_stored",
     "month_window",
     "read_counters",
@@ -449,3 +450,14 @@ def check(connection: Connection) -> tuple[int, list[Mismatch]]:
         if stored.get(key) != counted.get(key)
     ]
     return len(set(stored) | set(counted)), differ
+
+
+def checked(engine: Engine) -> tuple[int, list[Mismatch]]:
+    """:func:`check` in a transaction of its own that sees one state of the database: the events recounted and
+    the counters compared with them are of the same instant, however many chunks are stored meanwhile
+    (PostgreSQL: a repeatable-read snapshot; SQLite: the write lock, held by every transaction of the engine)."""
+    with engine.connect() as connection:
+        if is_postgresql(connection):
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            return check(connection)

@@ -29,6 +29,7 @@ from billing.ingestion import ingest_batch
 from billing.notify import list_notifications
 from billing.reactions import react_to_usage
 from billing.thresholds import check_thresholds
+from dbkit.dialect import is_postgresql
 from pricing_plans.loader import loads_catalog
 from tests.billing.test_event_writer import _serving
 
@@ -351,3 +352,22 @@ def test_a_spend_cap_on_a_percentage_charge_is_priced_event_by_event_not_from_th
     send(engine, catalog, [event("p2", "2026-03-06T10:00:00Z", "payments", who="shop", value="100")])
     crossed = check_thresholds(engine, catalog, now=MARCH_NOW).created
     assert [(c.threshold_key, c.level, str(c.value)) for c in crossed] == [("spend", 100, "33.00")]
+
+
+def test_billing_db_check_compares_one_instant_while_events_are_stored(engine, catalog, monkeypatch):
+    if not is_postgresql(engine):
+        pytest.skip("SQLite: the check holds the write lock, no chunk is stored meanwhile")
+    from billing.db import counters as module
+
+    customer(engine, catalog, "acme")
+    send(engine, catalog, [event("a1", "2026-03-05T10:00:00Z")])
+    recount = module.recount
+
+    def recount_then_store(connection, customers=None):
+        counted = recount(connection, customers)
+        send(engine, catalog, [event("a2", "2026-03-05T11:00:00Z")])  # stored (and counted) meanwhile
+        return counted
+
+    monkeypatch.setattr(module, "recount", recount_then_store)
+    # the recount made 1 event; the counter it is compared with is of the same instant: 1, not 2
+    assert module.checked(engine) == (1, [])
