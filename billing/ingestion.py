@@ -42,22 +42,30 @@ def known_customers(engine: Engine, only: Iterable[str] | None = None) -> dict[s
     found: dict[str, str] = {}
     if not wanted:
         return found
-    # Asked on every API batch: one statement per chunk through the driver, in its own read (SQLite's connections
-    # run statements outside an explicit transaction in a snapshot of their own; PostgreSQL's transaction is
-    # rolled back when the connection goes back to the pool).
-    mark = "?" if is_sqlite(engine) else "%s"
+    # Asked on every API batch: through the driver, one statement per chunk of names (PostgreSQL: one in all), in
+    # autocommit (SQLite's connections run a statement outside a transaction in a snapshot of its own; PostgreSQL's
+    # then has no transaction to roll back when the connection goes back to the pool: a round trip saved).
+    postgresql = not is_sqlite(engine)
     connection = engine.raw_connection()
+    driver: Any = connection.driver_connection
     try:
         cursor = connection.cursor()
-        for start in range(0, len(wanted), _NAMES_PER_QUERY):
+        if postgresql and not driver.autocommit:
+            driver.autocommit = True
+        if postgresql:
+            cursor.execute("SELECT external_id, timezone FROM customers WHERE external_id = ANY(%s)", (wanted,))
+            found.update(cursor.fetchall())
+        for start in range(0, 0 if postgresql else len(wanted), _NAMES_PER_QUERY):
             chunk = wanted[start : start + _NAMES_PER_QUERY]
             cursor.execute(
-                f"SELECT external_id, timezone FROM customers WHERE external_id IN ({', '.join([mark] * len(chunk))})",
+                f"SELECT external_id, timezone FROM customers WHERE external_id IN ({', '.join('?' * len(chunk))})",
                 chunk,
             )
-            found.update((external_id, timezone) for external_id, timezone in cursor.fetchall())
+            found.update(cursor.fetchall())
         cursor.close()
     finally:
+        if postgresql:
+            driver.autocommit = False
         connection.close()
     return found
 
