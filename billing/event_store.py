@@ -15,7 +15,7 @@ import weakref
 from sqlalchemy import Engine
 
 from billing.config import get_settings
-from meters.ingest import ON_STORED
+from meters.ingest import ON_PARSED, ON_STORED
 from meters.store import EventStore, is_clickhouse_url, open_event_store
 from meters.store.sql import SqlEventStore
 
@@ -55,7 +55,7 @@ def _configured(engine: Engine) -> EventStore:
     from billing.db.engines import engine_for_url
 
     # the usage counters live beside the billing state: storing events in another database counts nothing there
-    return SqlEventStore(engine_for_url(url).execution_options(**{ON_STORED: None}))
+    return SqlEventStore(engine_for_url(url).execution_options(**{ON_STORED: None, ON_PARSED: None}))
 
 
 def events_counted(engine: Engine) -> bool:

@@ -786,10 +786,37 @@ def _insert_notifications(session: Session, crossings: list[_Reached], catalog: 
     # One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id (not an ORM insert per notification): the ids are
     # those this transaction created.
     inserted: set[str] = set()
-    statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing().returning(NotificationRow.id)
-    for i in range(0, len(rows), _CHUNK):
-        inserted.update(session.execute(statement, rows[i : i + _CHUNK]).scalars())
+    if is_postgresql(session.connection()) and len(rows) > _FEW_EVALUATIONS:
+        inserted = _copy_notifications(session, rows)
+    else:
+        statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing()
+        for i in range(0, len(rows), _CHUNK):
+            inserted.update(session.execute(statement.returning(NotificationRow.id), rows[i : i + _CHUNK]).scalars())
     return [crossing for crossing in made if crossing.notification_id in inserted]
+
+
+def _copy_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """PostgreSQL, many notifications: ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT DO
+    NOTHING RETURNING id`` in the order of the crossings' key (multi-row statements of tens of thousands of values
+    cost the driver more to send than the database to run); the ids of the rows it inserted."""
+    columns = list(rows[0])
+    listed = ", ".join(columns)
+    driver: Any = session.connection().connection.dbapi_connection
+    with driver.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS notifications_staging "
+            "(LIKE notifications INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy(f"COPY notifications_staging ({listed}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row[column] for column in columns))
+        cursor.execute(
+            f"INSERT INTO notifications ({listed}) SELECT {listed} FROM notifications_staging "
+            "ORDER BY subscription_id, period, threshold_key, level ON CONFLICT DO NOTHING RETURNING id"
+        )
+        inserted = {found[0] for found in cursor.fetchall()}
+        cursor.execute("DELETE FROM notifications_staging")
+    return inserted
 
 
 def _notification(reached: _Reached, catalog: Catalog) -> tuple[dict[str, Any], Crossing]:

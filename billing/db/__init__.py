@@ -33,14 +33,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _setup_sqlite(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
-    engine.update_execution_options(meters_on_stored=_count_stored)
+    engine.update_execution_options(meters_on_stored=_count_stored, meters_on_parsed=_tally_parsed)
     return engine
 
 
-def _count_stored(connection: Any, events: Any, received_at: int) -> None:
+def _count_stored(connection: Any, events: Any, received_at: int, summary: object = None) -> None:
     from billing.db.counters import count_stored
 
-    count_stored(connection, events, received_at)
+    count_stored(connection, events, received_at, summary)
+
+
+def _tally_parsed(events: Any, known_customers: object) -> object:
+    from billing.db.counters import tally_parsed
+
+    return tally_parsed(events, known_customers)
 
 
 def _setup_sqlite(engine: Engine) -> None:

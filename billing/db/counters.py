@@ -51,6 +51,7 @@ __all__ = [
     "Counter",
     "CounterKey",
     "Mismatch",
+    "Parsed",
     "check",
     "checked",
     "count_stored",
@@ -58,6 +59,7 @@ __all__ = [
     "read_counters",
     "rebuild",
     "recount",
+    "tally_parsed",
     "timezones_of",
     "touched_months",
 ]
@@ -208,22 +210,62 @@ _ADD_SQLITE = _ADD.format(marks=", ".join("?" * len(_COLUMNS)))
 _ADD_POSTGRESQL = _ADD.format(marks=", ".join(["%s"] * len(_COLUMNS)))
 
 
-def count_stored(connection: Connection, events: Sequence[Sequence[Any]], received_at: int) -> None:
+def count_stored(
+    connection: Connection, events: Sequence[Sequence[Any]], received_at: int, summary: object = None
+) -> None:
     """Add the events a chunk stored (``meters``' event tuples: id, customer, meter, occurred_at, value, …) to
     their counters, in the chunk's transaction: one executemany of the upsert, in key order (concurrent chunks
-    lock counters in one order, so they never deadlock)."""
+    lock counters in one order, so they never deadlock). ``summary``: the chunk's :func:`tally_parsed`, made
+    while it was parsed; used if every customer's timezone is still the one it was made with."""
     if not events:
         return
-    if len(events) > _SQL_TALLY and not is_postgresql(connection) and _sqlite_added(connection, events, received_at):
-        return
-    timezones = timezones_of(connection, {event[1] for event in events})
-    tallies = _tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones))
-    if not tallies:
-        return
-    rows = [
-        (*key, tally[0], tally[1] if abs(tally[1]) < _LIMIT else None, tally[2], received_at)
+    rows = _parsed_rows(connection, summary) if isinstance(summary, Parsed) else None
+    if rows is None:
+        large = len(events) > _SQL_TALLY and not is_postgresql(connection)
+        if large and _sqlite_added(connection, events, received_at):
+            return
+        windows = _Windows(timezones_of(connection, {event[1] for event in events}))
+        rows = _rows(_tally(((e[1], e[2], e[3], e[4]) for e in events), windows))
+    if rows:
+        _add(connection, [(*row, received_at) for row in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A chunk's counters as tallied in the process that parsed it: the timezone of each of its customers then,
+    and the counters' rows in key order (without ``received_through``)."""
+
+    timezones: dict[str, str]
+    rows: list[tuple[Any, ...]]
+
+
+def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object) -> Parsed | None:
+    """``meters_on_parsed``: a chunk's counters, tallied where it is parsed (a worker process of a file's
+    ingestion) with the timezones the ingestion began with (``known_customers``: external id → timezone)."""
+    if not isinstance(known_customers, Mapping):
+        return None
+    timezones = {event[1]: known_customers[event[1]] for event in events if event[1] in known_customers}
+    return Parsed(timezones, _rows(_tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones))))
+
+
+def _parsed_rows(connection: Connection, parsed: Parsed) -> list[tuple[Any, ...]] | None:
+    """The rows of ``parsed`` if each of its customers still has the timezone it was tallied with (read in the
+    storing transaction, as :func:`rebuild` changes it); None if one changed or is gone."""
+    now = timezones_of(connection, parsed.timezones)
+    if any(now.get(customer) != timezone for customer, timezone in parsed.timezones.items()):
+        return None
+    return parsed.rows
+
+
+def _rows(tallies: dict[CounterKey, list[Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (*key, tally[0], tally[1] if abs(tally[1]) < _LIMIT else None, tally[2])
         for key, tally in sorted(tallies.items())
     ]
+
+
+def _add(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Add ``rows`` (in key order, each with its ``received_through``) to their counters."""
     postgresql = is_postgresql(connection)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:

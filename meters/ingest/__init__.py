@@ -17,8 +17,12 @@ read → validate → store, chunk by chunk:
 
 Whatever must change with the events stored (the orchestrator's usage counters) is done in the chunk's own
 transaction: the ``meters_on_stored`` execution option of the engine, if set, is called as
-``on_stored(connection, events, received_at)`` with the events the chunk inserted (not its duplicates, not its
-conflicts) once they are stored, before the transaction commits.
+``on_stored(connection, events, received_at, summary)`` with the events the chunk inserted (not its duplicates,
+not its conflicts) once they are stored, before the transaction commits. A JSON Lines file parsed by worker
+processes can have that work begun there: the ``meters_on_parsed`` execution option, if set, is called in the
+worker as ``on_parsed(events, known_customers)`` with each chunk's valid events, and what it returns is handed to
+``on_stored`` as ``summary`` when every one of them was inserted (else ``summary`` is None: the summary is of
+events that were not all stored).
 
 A chunk's outcome (its accepted events, duplicates and rejections) is reported only once its transaction is
 over, so the report always says exactly what is stored. If storing fails part-way, :class:`IngestInterrupted`
@@ -64,6 +68,7 @@ from meters.ingest.read import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "ON_PARSED",
     "ON_STORED",
     "ChunkStore",
     "FileFormat",
@@ -75,7 +80,7 @@ __all__ = [
     "ingestion_cutoff",
 ]
 
-CHUNK_SIZE = 50_000
+CHUNK_SIZE = 100_000
 """Events (file: lines) per transaction."""
 
 Progress = Callable[[int], None]
@@ -85,6 +90,9 @@ _RETRIES = 3
 
 ON_STORED = "meters_on_stored"
 """The execution option naming what to call, in each chunk's transaction, with the events the chunk inserted."""
+ON_PARSED = "meters_on_parsed"
+"""The execution option naming what to call in a parsing worker with each chunk's events (its result is the
+``summary`` handed to ``on_stored``)."""
 
 
 @dataclass
@@ -167,7 +175,8 @@ def ingest_file(
             return _Ingestion(engine, name, progress, lambda: lines.bytes).run(chunks)
         if workers is None:
             workers = min(4, (os.cpu_count() or 1) - 1)
-        chunks = jsonl_chunks(stream, settings, chunk_size, workers)
+        on_parsed = engine.get_execution_options().get(ON_PARSED) if isinstance(engine, Engine) else None
+        chunks = jsonl_chunks(stream, settings, chunk_size, workers, on_parsed)
         return _Ingestion(engine, name, progress).run(chunks)
 
 
@@ -222,7 +231,7 @@ class _Ingestion:
         try:
             for chunk in chunks:
                 next_line = chunk.first_line
-                self._settle(chunk, self._store(chunk.events))
+                self._settle(chunk, self._store(chunk.events, chunk.summary))
                 next_line = chunk.last_line + 1
         except MalformedFileError:
             raise
@@ -241,8 +250,9 @@ class _Ingestion:
             for customer, (earliest, latest) in sorted(self.spans.items())
         }
 
-    def _store(self, events: list[tuple[Any, ...]]) -> dict[str, int]:
-        """Store ``events`` in one transaction; the ids that were already stored, with their content hashes."""
+    def _store(self, events: list[tuple[Any, ...]], summary: object = None) -> dict[str, int]:
+        """Store ``events`` in one transaction; the ids that were already stored, with their content hashes.
+        ``summary``: what ``on_parsed`` made of them (handed to ``on_stored`` if all of them are inserted)."""
         if not events:
             return {}
         # Stored in the order of their ids, on every backend: events of one chunk share their received_at, so a
@@ -264,8 +274,10 @@ class _Ingestion:
                     stored = self.write(connection, events, received_at)
                     on_stored = connection.get_execution_options().get(ON_STORED)
                     if on_stored is not None:
-                        inserted = events if not stored else [e for e in events if e[ID] not in stored]
-                        on_stored(connection, inserted, received_at)
+                        if stored:
+                            on_stored(connection, [e for e in events if e[ID] not in stored], received_at, None)
+                        else:
+                            on_stored(connection, events, received_at, summary)
                     return stored
             except Exception as exc:
                 if attempt < _RETRIES and _is_transient(exc):

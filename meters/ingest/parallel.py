@@ -6,10 +6,10 @@ hand back, in file order: parsing and storing each take about one core.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from itertools import chain, islice
-from typing import IO
+from typing import IO, Any
 
 from dbkit.forkpool import can_fork, fork_pool
 from meters.events import EventValidator
@@ -17,22 +17,34 @@ from meters.ingest.read import Chunk, Settings, jsonl_block, jsonl_blocks
 
 __all__ = ["jsonl_chunks"]
 
+OnParsed = Callable[[list[tuple[Any, ...]], Collection[str]], object]
+"""``meters_on_parsed``: what a worker makes of a chunk's events (with the known customers), for ``on_stored``."""
+
 _worker_validator: EventValidator | None = None
+_worker_on_parsed: tuple[OnParsed, Collection[str]] | None = None
 
 
-def _prepare_worker(settings: Settings) -> None:
-    global _worker_validator
+def _prepare_worker(settings: Settings, on_parsed: OnParsed | None) -> None:
+    global _worker_validator, _worker_on_parsed
     _worker_validator = EventValidator(*settings)
+    _worker_on_parsed = None if on_parsed is None else (on_parsed, settings[1])
 
 
 def _jsonl_block_in_worker(first_line: int, block: list[bytes]) -> Chunk:
     assert _worker_validator is not None
-    return jsonl_block(_worker_validator, first_line, block, keep_raw=False)
+    chunk = jsonl_block(_worker_validator, first_line, block, keep_raw=False)
+    if _worker_on_parsed is not None and chunk.events:
+        on_parsed, known = _worker_on_parsed
+        chunk.summary = on_parsed(chunk.events, known)
+    return chunk
 
 
-def jsonl_chunks(stream: IO[bytes], settings: Settings, size: int, workers: int) -> Iterator[Chunk]:
+def jsonl_chunks(
+    stream: IO[bytes], settings: Settings, size: int, workers: int, on_parsed: OnParsed | None = None
+) -> Iterator[Chunk]:
     """A JSON Lines input, chunk by chunk, in order; validated by worker processes when it is more than one
-    chunk long and ``workers`` > 0, so that the caller stores a chunk while the next ones are parsed."""
+    chunk long and ``workers`` > 0, so that the caller stores a chunk while the next ones are parsed (each
+    chunk's ``summary`` made there by ``on_parsed``, when given)."""
     blocks = jsonl_blocks(stream, size)
     head = list(islice(blocks, 2))
     if len(head) < 2 or workers <= 0 or not can_fork():
@@ -44,7 +56,7 @@ def jsonl_chunks(stream: IO[bytes], settings: Settings, size: int, workers: int)
         return
     # The workers only parse (every module they need is already imported) and never touch the parent's database
     # connections.
-    with fork_pool(workers, initializer=_prepare_worker, initargs=(settings,)) as pool:
+    with fork_pool(workers, initializer=_prepare_worker, initargs=(settings, on_parsed)) as pool:
         in_flight: deque[tuple[Future[Chunk], list[bytes]]] = deque()
         try:
             for first_line, block in chain(head, blocks):

@@ -269,6 +269,7 @@ class Chunk:
     position: str = "line"
     block: list[bytes] | None = None
     size: int = 0  # bytes of input
+    summary: object = None  # what ``meters_on_parsed`` made of ``events`` (see ``meters.ingest``)
 
     def raw(self, index: int) -> object:
         if self.raws is not None:

@@ -214,8 +214,9 @@ def test_a_wrong_counter_shows_in_the_evaluation_and_in_billing_db_check(engine,
 
 
 def test_many_customers_at_once_counted_and_evaluated_in_bulk(engine, catalog):
-    # 60 customers × (api_calls, storage) = 120 counters and 120 evaluations in one pass: the bulk paths
-    names = [f"c{n:02d}" for n in range(60)]
+    # 144 customers × (api_calls, storage): 276 counters, 288 evaluations and 108 notifications in one pass (the
+    # bulk paths: on PostgreSQL, more than 100 of each are copied through a staging table)
+    names = [f"c{n:03d}" for n in range(144)]
     for who in names:
         customer(engine, catalog, who)
     batch = []
@@ -223,20 +224,26 @@ def test_many_customers_at_once_counted_and_evaluated_in_bulk(engine, catalog):
         batch += [event(f"{who}-{i}", "2026-03-05T10:00:00Z", who=who) for i in range(n % 12)]  # 0 … 11 calls
         batch.append(event(f"{who}-s", "2026-03-05T10:00:00Z", "storage", who=who, value="1.5"))
     assert send(engine, catalog, batch).accepted == len(batch)
-    assert agree(engine) == 60 + 55  # every storage counter; api_calls of the 55 customers with calls (n % 12 > 0)
+    assert agree(engine) == 144 + 132  # every storage counter; api_calls of the 132 with calls (n % 12 > 0)
     crossed = react_to_usage(engine, catalog, now=MARCH_NOW).created
-    # 5 … 9 calls reach 50 % of 10, 10 and 11 reach 100 % too: per 12 customers 7 at 50 % and 2 at 100 %, × 5
-    assert sorted(c.level for c in crossed) == [50] * 35 + [100] * 10
+    # 5 … 9 calls reach 50 % of 10, 10 and 11 reach 100 % too: per 12 customers 7 at 50 % and 2 at 100 %, × 12
+    assert sorted(c.level for c in crossed) == [50] * 84 + [100] * 24
     with session_scope(engine) as session:
         found = {
             (r.customer_external_id, r.threshold_key): (str(r.value), r.highest_level)
             for r in session.scalars(select(ThresholdEvaluationRow))
         }
-    assert len(found) == 120
-    # c11: 11 calls (110 %), spend 11 × 0.01 + 1.5 × 1 = 1.61 of 5.00
-    assert found[("c11", "usage:api_calls")] == ("11", 100)
-    assert found[("c11", "spend")] == ("1.61", None)
-    assert found[("c12", "usage:api_calls")] == ("0", None)
+    assert len(found) == 288
+    # c011: 11 calls (110 %), spend 11 × 0.01 + 1.5 × 1 = 1.61 of 5.00
+    assert found[("c011", "usage:api_calls")] == ("11", 100)
+    assert found[("c011", "spend")] == ("1.61", None)
+    assert found[("c012", "usage:api_calls")] == ("0", None)
+    stored = {(n.customer, n.level): n for n in list_notifications(engine)}
+    assert len(stored) == 108 and {c.notification_id for c in crossed} == {n.id for n in stored.values()}
+    told = stored[("c143", 100)]  # 143 % 12 = 11 calls
+    assert (told.kind, told.threshold_key, str(told.value), str(told.limit), told.period) == (
+        "usage.threshold_crossed", "usage:api_calls", "11", "10", "2026-03")
+    assert (told.payload["level_value"], told.payload["period_start"], told.status) == ("10", "2026-03-01", "pending")
     assert react_to_usage(engine, catalog, now=MARCH_NOW).created == []
 
 
@@ -371,3 +378,65 @@ def test_billing_db_check_compares_one_instant_while_events_are_stored(engine, c
     monkeypatch.setattr(module, "recount", recount_then_store)
     # the recount made 1 event; the counter it is compared with is of the same instant: 1, not 2
     assert module.checked(engine) == (1, [])
+
+
+def _file(tmp_path, batch):
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in batch), encoding="utf-8")
+    return path
+
+
+def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, catalog, tmp_path):
+    # 3 chunks of 400 lines parsed by a worker process, which tallies each chunk's counters: the counters equal
+    # their recount; the file again (every event a duplicate) and half of it in a new file count nothing more
+    from billing.ingestion import known_customers
+    from billing.metering import meter_specs
+    from meters import ingest_file
+
+    customer(engine, catalog, "acme")
+    customer(engine, catalog, "tokyo", timezone="Asia/Tokyo")
+    start = dt.datetime(2026, 2, 27, tzinfo=dt.UTC)
+    batch = [
+        event(f"w{i}", (start + dt.timedelta(minutes=9 * i)).isoformat().replace("+00:00", "Z"),
+              ("api_calls", "storage", "peak")[i % 3], who=("acme", "tokyo")[i % 2],
+              **({} if i % 3 == 0 else {"value": f"{i % 7}.{i % 10}"}))
+        for i in range(1200)
+    ]
+    path = _file(tmp_path, batch)
+
+    def ingest(source):
+        return ingest_file(
+            engine, source, meter_specs(catalog), known_customers(engine), now=MARCH_NOW, chunk_size=400, workers=1
+        )
+
+    assert ingest(path).accepted == 1200
+    # 1,200 events every 9 minutes from 2026-02-27: 7.5 days, each customer's February and March, three meters
+    assert agree(engine) == 2 * 2 * 3
+    assert sum(row[3] for row in counters(engine)) == 1200
+    before = counters(engine)
+    assert ingest(path).duplicates == 1200
+    assert ingest(_file(tmp_path, [*batch[::2], event("new", "2026-03-02T00:00:00Z")])).accepted == 1
+    assert sum(row[3] for row in counters(engine)) == 1201
+    assert [row for row in counters(engine) if row not in before] == [
+        ("acme", "api_calls", "2026-03-01T00:00", 1 + next(r[3] for r in before if r[:3] == (
+            "acme", "api_calls", "2026-03-01T00:00")), 0, None)
+    ]
+    assert agree(engine) == 12
+
+
+def test_a_timezone_changed_while_a_file_is_parsed_is_counted_in_the_new_one(engine, catalog, tmp_path):
+    # The workers tally with the timezones the ingestion began with (New York here); the database says UTC by
+    # the time the chunks are stored: each chunk is counted in the storing transaction's timezone instead.
+    from billing.metering import meter_specs
+    from meters import ingest_file
+
+    customer(engine, catalog, "acme")
+    # 02:00Z on 1 March is still February in New York (21:00 on the 28th), March in UTC
+    batch = [event(f"m{i}", f"2026-03-01T02:{i % 60:02d}:00Z") for i in range(300)]
+    report = ingest_file(
+        engine, _file(tmp_path, batch), meter_specs(catalog), {"acme": "America/New_York"}, now=MARCH_NOW, chunk_size=100,
+        workers=1,
+    )
+    assert report.accepted == 300
+    assert counters(engine) == [("acme", "api_calls", "2026-03-01T00:00", 300, 0, None)]
+    assert agree(engine) == 1
