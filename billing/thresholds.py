@@ -786,13 +786,29 @@ def _insert_notifications(session: Session, crossings: list[_Reached], catalog: 
     # One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id (not an ORM insert per notification): the ids are
     # those this transaction created.
     inserted: set[str] = set()
-    if is_postgresql(session.connection()) and len(rows) > _FEW_EVALUATIONS:
+    if len(rows) <= _FEW_EVALUATIONS:
+        statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing()
+        inserted.update(session.execute(statement.returning(NotificationRow.id), rows).scalars())
+    elif is_postgresql(session.connection()):
         inserted = _copy_notifications(session, rows)
     else:
-        statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing()
-        for i in range(0, len(rows), _CHUNK):
-            inserted.update(session.execute(statement.returning(NotificationRow.id), rows[i : i + _CHUNK]).scalars())
+        inserted = _executed_notifications(session, rows)
     return [crossing for crossing in made if crossing.notification_id in inserted]
+
+
+def _executed_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """SQLite, many notifications: one executemany of ``INSERT … ON CONFLICT DO NOTHING`` (a statement with
+    ``RETURNING`` is sent as many multi-row statements, each built anew); the transaction holds the write lock,
+    so when every row counts as inserted, every id is one of this transaction's; else the ids (new UUIDs) now
+    stored are."""
+    result = session.execute(insert_for(session, NotificationRow.__table__).on_conflict_do_nothing(), rows)
+    ids = [row["id"] for row in rows]
+    if result.rowcount == len(rows):  # type: ignore[attr-defined]
+        return set(ids)
+    found: set[str] = set()
+    for i in range(0, len(ids), _CHUNK):
+        found.update(session.scalars(select(NotificationRow.id).where(NotificationRow.id.in_(ids[i : i + _CHUNK]))))
+    return found
 
 
 def _copy_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str]:
