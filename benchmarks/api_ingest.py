@@ -10,9 +10,9 @@ baseline from the same run:
 - the delay from an event's acceptance (its answer received) to its alert (the notification row's
   ``created_at``), p99, for customers whose first event crosses their allowance, sent among the paced events.
   Target ≤ 2 s (the reactor's bound).
-- ``billing ingest`` of a JSON Lines file on a catalog with thresholds (``billing.ingestion.ingest_path``: the
-  command's work without its start-up: ingestion, then the one batched threshold evaluation of everything it
-  touched), beside raw ``executemany`` / ``COPY`` of the same rows in the same chunks. Target ≥ 0.7× raw.
+
+``billing ingest`` of a file on a catalog with thresholds is measured by ``benchmarks.ingest``, beside the raw
+insert of the same rows with the same pragmas.
 
 ``BENCH_SCALE`` scales the numbers of events (the paced run lasts 10 s at scale 1).
 """
@@ -40,15 +40,13 @@ from rich.console import Console
 from sqlalchemy import bindparam, text
 
 from benchmarks import DATA, Figure, postgres_schema, postgres_url, timed
-from benchmarks.ingest import _COLUMNS, THRESHOLDS_CATALOG, customers, events_file, parsed_rows
+from benchmarks.ingest import _COLUMNS, THRESHOLDS_CATALOG
 from billing.apikeys import create_api_key
 from billing.db import make_engine, upgrade
-from meters.ingest import CHUNK_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 1_000
 BATCH_EVENTS = 200_000
-FILE_EVENTS = 1_000_000
 RATE = 500
 CLIENTS = 8
 PACED_SECONDS = 10.0
@@ -176,6 +174,7 @@ def _raw(url: str, rows: list[tuple[object, ...]], chunk: int) -> float:
         connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA cache_size=-262144")  # as the engine's connections (billing.db)
         sql = f"INSERT INTO usage_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
         def go() -> None:
@@ -327,68 +326,30 @@ def _http(label: str, url: str, raw_url: str, scale: float, catalog: Path) -> li
     return figures
 
 
-def _file(label: str, catalog: Path, file_path: Path, file_rows: list[tuple[object, ...]], file_raw_url: str,
-          file_url: str) -> Figure:
-    """``billing ingest`` of a file on a catalog with thresholds (every customer subscribed to a plan with two)."""
-    from billing.ingestion import ingest_path
-    from pricing_plans.loader import load_catalog_or_raise
-
-    for target in (file_url, file_raw_url):
-        upgrade(target)
-    _populate(file_url, customers(), "pro", dt.date(2024, 1, 1))
-    file_engine = make_engine(file_url)
-    file_catalog = load_catalog_or_raise(catalog)
-    report = None
-
-    def ingest() -> None:
-        nonlocal report
-        report = ingest_path(file_engine, file_catalog, file_path, now=dt.datetime(2024, 4, 1, tzinfo=dt.UTC))
-
-    seconds = timed(ingest)
-    file_engine.dispose()
-    assert report is not None and not report.rejected, report.rejected[:3]  # type: ignore[union-attr]
-    accepted = report.accepted  # type: ignore[union-attr]
-    raw = _raw(file_raw_url, file_rows, CHUNK_SIZE)
-    return Figure(f"billing ingest {accepted:,} JSONL events, thresholds on → {label}", accepted / seconds,
-                  "events/s", len(file_rows) / raw, f"raw {'executemany' if label == 'SQLite' else 'COPY'}",
-                  "≥ 0.7× raw", seconds <= raw / 0.7)
-
-
-def _backend(label: str, url: str, raw_url: str, scale: float, parts: tuple[str, ...], file_url: str,
-             file_raw_url: str) -> list[Figure]:
+def _backend(label: str, url: str, raw_url: str, scale: float) -> list[Figure]:
     catalog = DATA / "api-ingest-catalog.toml"
     catalog.write_text(CATALOG, encoding="utf-8")
-    figures = _http(label, url, raw_url, scale, catalog) if "http" in parts else []
-    if "file" in parts:
-        file_path = events_file(max(1000, int(FILE_EVENTS * scale)))
-        figures.append(_file(label, catalog, file_path, parsed_rows(file_path), file_raw_url, file_url))
-    return figures
+    return _http(label, url, raw_url, scale, catalog)
 
 
-def run(scale: float, console: Console, parts: tuple[str, ...] = ("http", "file")) -> list[Figure]:
-    """Every figure; ``parts``: ``http`` (the server's), ``file`` (``billing ingest``'s), or both."""
+def run(scale: float, console: Console) -> list[Figure]:
+    """Every figure, on SQLite and (when configured) PostgreSQL."""
     DATA.mkdir(exist_ok=True)
     gc.freeze()
     figures: list[Figure] = []
     try:
-        paths = [DATA / f"api-{name}.db" for name in ("ours", "raw", "file", "file-raw")]
+        paths = [DATA / f"api-{name}.db" for name in ("ours", "raw")]
         for path in paths:
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
-        urls = [f"sqlite:///{path}" for path in paths]
-        figures += _backend("SQLite", urls[0], urls[1], scale, parts, urls[2], urls[3])
+        figures += _backend("SQLite", f"sqlite:///{paths[0]}", f"sqlite:///{paths[1]}", scale)
         for path in paths:
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
         pg = postgres_url()
         if pg:
-            with (
-                postgres_schema(pg, "api") as ours,
-                postgres_schema(pg, "apiraw") as raw,
-                postgres_schema(pg, "file") as file_url,
-                postgres_schema(pg, "fileraw") as file_raw,
-            ):
-                figures += _backend("PostgreSQL", ours, raw, scale, parts, file_url, file_raw)
+            with postgres_schema(pg, "api") as ours, postgres_schema(pg, "apiraw") as raw:
+                figures += _backend("PostgreSQL", ours, raw, scale)
     finally:
         gc.unfreeze()
     return figures
