@@ -64,9 +64,13 @@ def known_customers(engine: Engine, only: Iterable[str] | None = None) -> dict[s
             found.update(cursor.fetchall())
         cursor.close()
     finally:
-        if postgresql:
-            driver.autocommit = False
-        connection.close()
+        try:
+            if postgresql and not driver.closed:
+                driver.autocommit = False
+        except Exception:  # a connection that cannot be put back as it was is not put back (the first error goes on)
+            connection.invalidate()
+        finally:
+            connection.close()
     return found
 
 

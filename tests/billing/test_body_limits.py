@@ -167,7 +167,9 @@ def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
-            raise NoAnswer(f"the server closed the connection without an answer: {data!r}")
+            if data:
+                raise AssertionError(f"the server closed the connection in the middle of an answer: {data!r}")
+            raise NoAnswer("the server closed the connection without an answer")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")

@@ -380,13 +380,39 @@ def test_billing_db_check_compares_one_instant_while_events_are_stored(engine, c
     assert module.checked(engine) == (1, [])
 
 
+def _used_parsed_tallies(monkeypatch):
+    """Whether each stored chunk used its workers' tally (True) or was tallied in its transaction (False); the
+    file is parsed by a worker only in a process that runs one thread: the test waits for stray threads (a
+    writer's ends after a second idle), and says so if one stays."""
+    import threading
+    import time
+
+    import billing.db.counters as counters_module
+
+    deadline = time.monotonic() + 5
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if threading.active_count() > 1:
+        pytest.skip(f"threads still running, no worker would parse: {[t.name for t in threading.enumerate()]}")
+    used: list[bool] = []
+    real = counters_module._parsed_rows
+
+    def parsed_rows(connection, parsed):
+        rows = real(connection, parsed)
+        used.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(counters_module, "_parsed_rows", parsed_rows)
+    return used
+
+
 def _file(tmp_path, batch):
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(record) + "\n" for record in batch), encoding="utf-8")
     return path
 
 
-def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, catalog, tmp_path):
+def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, catalog, tmp_path, monkeypatch):
     # 3 chunks of 400 lines parsed by a worker process, which tallies each chunk's counters: the counters equal
     # their recount; the file again (every event a duplicate) and half of it in a new file count nothing more
     from billing.ingestion import known_customers
@@ -403,6 +429,7 @@ def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, ca
         for i in range(1200)
     ]
     path = _file(tmp_path, batch)
+    used = _used_parsed_tallies(monkeypatch)
 
     def ingest(source):
         return ingest_file(
@@ -410,6 +437,7 @@ def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, ca
         )
 
     assert ingest(path).accepted == 1200
+    assert used == [True, True, True]  # each chunk counted from its worker's tally
     # 1,200 events every 9 minutes from 2026-02-27: 7.5 days, each customer's February and March, three meters
     assert agree(engine) == 2 * 2 * 3
     assert sum(row[3] for row in counters(engine)) == 1200
@@ -424,7 +452,7 @@ def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, ca
     assert agree(engine) == 12
 
 
-def test_a_timezone_changed_while_a_file_is_parsed_is_counted_in_the_new_one(engine, catalog, tmp_path):
+def test_a_timezone_changed_while_a_file_is_parsed_is_counted_in_the_new_one(engine, catalog, tmp_path, monkeypatch):
     # The workers tally with the timezones the ingestion began with (New York here); the database says UTC by
     # the time the chunks are stored: each chunk is counted in the storing transaction's timezone instead.
     from billing.metering import meter_specs
@@ -433,10 +461,12 @@ def test_a_timezone_changed_while_a_file_is_parsed_is_counted_in_the_new_one(eng
     customer(engine, catalog, "acme")
     # 02:00Z on 1 March is still February in New York (21:00 on the 28th), March in UTC
     batch = [event(f"m{i}", f"2026-03-01T02:{i % 60:02d}:00Z") for i in range(300)]
+    used = _used_parsed_tallies(monkeypatch)
     report = ingest_file(
         engine, _file(tmp_path, batch), meter_specs(catalog), {"acme": "America/New_York"}, now=MARCH_NOW, chunk_size=100,
         workers=1,
     )
     assert report.accepted == 300
+    assert used == [False, False, False]  # each worker's tally was of New York: tallied again in UTC
     assert counters(engine) == [("acme", "api_calls", "2026-03-01T00:00", 300, 0, None)]
     assert agree(engine) == 1

@@ -166,3 +166,35 @@ def _stored(engine) -> dict[str, int]:
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT event_id, count(*) FROM usage_events GROUP BY event_id"))
         return {event_id: count for event_id, count in rows}
+
+
+def test_a_connection_lost_while_the_known_customers_are_read_gives_its_own_error_and_goes_back(engine):
+    # PostgreSQL: the lookup runs in autocommit on a pooled connection; killed under it, the lookup raises the
+    # database's own error (not "the connection is lost" from putting autocommit back) and the connection is
+    # given back to the pool (invalidated), not held while the error lives.
+    import psycopg
+    import pytest
+    from sqlalchemy import event
+
+    from billing.ingestion import known_customers
+    from dbkit.dialect import is_postgresql
+
+    if not is_postgresql(engine):
+        pytest.skip("PostgreSQL: SQLite's connections are in-process")
+    create_customer(engine, "acme", "Acme", "acme@example.test", "USD")
+    assert known_customers(engine, ["acme", "nobody"]) == {"acme": "UTC"}
+    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False).split("?")[0]
+
+    def kill(dbapi_connection, record, proxy):  # after the pool's check of the connection
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (dbapi_connection.info.backend_pid,))
+
+    event.listen(engine, "checkout", kill)
+    try:
+        with pytest.raises(psycopg.Error) as caught:
+            known_customers(engine, ["acme"])
+    finally:
+        event.remove(engine, "checkout", kill)
+    assert "terminat" in str(caught.value), caught.value
+    assert engine.pool.checkedout() == 0
+    assert known_customers(engine, ["acme"]) == {"acme": "UTC"}  # a fresh connection after the lost one

@@ -33,13 +33,14 @@ from billing.scheduler import bill_closed_periods
 from dbkit import is_sqlite, writelock
 from invoices.model import InvoiceStatus
 from invoices.store import FinalizeSettings
+from meters.ingest import CHUNK_SIZE
 from meters.tables import UsageEventRow
 from pricing_plans.loader import load_catalog_or_raise
 from tests.dates import ended_month
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = 2_000
-EVENTS_PER_FILE = 100_000
+EVENTS_PER_FILE = CHUNK_SIZE * 3 // 2  # two chunks: two write transactions, parsed by a worker process
 
 CATALOG = """
 [meters.api_calls]
@@ -198,7 +199,7 @@ def test_the_billing_cycle_of_2000_customers_while_events_arrive_through_the_api
 
 
 def test_four_ingest_processes_at_once_all_succeed(db_url, catalog_path, tmp_path):
-    """Four ``billing ingest`` processes, each with its own file of 100,000 events for 100 customers (two
+    """Four ``billing ingest`` processes, each with its own file of 150,000 events for 100 customers (two
     chunks, each its own write transaction), at once: all exit 0 and every event is stored once."""
     engine = engine_for_url(db_url)
     try:
