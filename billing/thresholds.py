@@ -35,7 +35,8 @@ import datetime as dt
 import functools
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -748,22 +749,13 @@ def _copy_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> No
     (a statement per row costs about ten times as much). The same rule: an older reading changes nothing."""
     columns = ", ".join(_EVALUATION_COLUMNS)
     updated = ", ".join(f"{column} = excluded.{column}" for column in _EVALUATION_COLUMNS[3:])
-    driver: Any = session.connection().connection.dbapi_connection
-    with driver.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS threshold_evaluations_staging "
-            "(LIKE threshold_evaluations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        with cursor.copy(f"COPY threshold_evaluations_staging ({columns}) FROM STDIN") as copy:
-            for row in evaluations:
-                copy.write_row(tuple(row[column] for column in _EVALUATION_COLUMNS))
+    with _staged(session, "threshold_evaluations", _EVALUATION_COLUMNS, evaluations) as cursor:
         cursor.execute(
             f"INSERT INTO threshold_evaluations ({columns}) SELECT {columns} FROM threshold_evaluations_staging "
             "ORDER BY subscription_id, period, threshold_key "
             f"ON CONFLICT (subscription_id, period, threshold_key) DO UPDATE SET {updated} "
             "WHERE threshold_evaluations.as_of <= excluded.as_of"
         )
-        cursor.execute("DELETE FROM threshold_evaluations_staging")
 
 
 def _insert_notifications(session: Session, crossings: list[_Reached], catalog: Catalog) -> list[Crossing]:
@@ -811,28 +803,35 @@ def _executed_notifications(session: Session, rows: list[dict[str, Any]]) -> set
     return found
 
 
+@contextmanager
+def _staged(session: Session, table: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Iterator[Any]:
+    """PostgreSQL: a cursor once ``rows`` (their ``columns``) are copied into ``<table>_staging``, a temporary table
+    like ``table`` made on the connection's first use; emptied when the block ends (and at every commit)."""
+    driver: Any = session.connection().connection.dbapi_connection
+    with driver.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {table}_staging (LIKE {table} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy(f"COPY {table}_staging ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row[column] for column in columns))
+        yield cursor
+        cursor.execute(f"DELETE FROM {table}_staging")
+
+
 def _copy_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """PostgreSQL, many notifications: ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT DO
     NOTHING RETURNING id`` in the order of the crossings' key (multi-row statements of tens of thousands of values
     cost the driver more to send than the database to run); the ids of the rows it inserted."""
     columns = list(rows[0])
     listed = ", ".join(columns)
-    driver: Any = session.connection().connection.dbapi_connection
-    with driver.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS notifications_staging "
-            "(LIKE notifications INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        with cursor.copy(f"COPY notifications_staging ({listed}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(tuple(row[column] for column in columns))
+    with _staged(session, "notifications", columns, rows) as cursor:
         cursor.execute(
             f"INSERT INTO notifications ({listed}) SELECT {listed} FROM notifications_staging "
             "ORDER BY subscription_id, period, threshold_key, level ON CONFLICT DO NOTHING RETURNING id"
         )
-        inserted = {found[0] for found in cursor.fetchall()}
-        cursor.execute("DELETE FROM notifications_staging")
-    return inserted
+        return {found[0] for found in cursor.fetchall()}
 
 
 def _notification(reached: _Reached, catalog: Catalog) -> tuple[dict[str, Any], Crossing]:

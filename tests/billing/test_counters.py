@@ -90,6 +90,18 @@ def event(event_id, when, meter="api_calls", who="acme", **fields):
     return {"id": event_id, "customer": who, "meter": meter, "timestamp": when, **fields}
 
 
+def mixed(prefix, count, *, minutes):
+    """``count`` events every ``minutes`` from 2026-02-27 (UTC): calls, storage and peak in turn, of acme and tokyo
+    in turn, the values a mix of decimals."""
+    start = dt.datetime(2026, 2, 27, tzinfo=dt.UTC)
+    return [
+        event(f"{prefix}{i}", (start + dt.timedelta(minutes=minutes * i)).isoformat().replace("+00:00", "Z"),
+              ("api_calls", "storage", "peak")[i % 3], who=("acme", "tokyo")[i % 2],
+              **({} if i % 3 == 0 else {"value": f"{i % 7}.{i % 10}"}))
+        for i in range(count)
+    ]
+
+
 def send(engine, catalog, events, now=MARCH_NOW):
     return ingest_batch(engine, catalog, events, now=now)
 
@@ -252,13 +264,7 @@ def test_a_large_chunk_across_months_and_timezones_counts_as_its_events_do(engin
     # across the end of February (UTC and Tokyo's), duplicates of half of them sent again afterwards
     customer(engine, catalog, "acme")
     customer(engine, catalog, "tokyo", timezone="Asia/Tokyo")
-    start = dt.datetime(2026, 2, 27, tzinfo=dt.UTC)
-    batch = [
-        event(f"e{i}", (start + dt.timedelta(minutes=5 * i)).isoformat().replace("+00:00", "Z"),
-              ("api_calls", "storage", "peak")[i % 3], who=("acme", "tokyo")[i % 2],
-              **({} if i % 3 == 0 else {"value": f"{i % 7}.{i % 10}"}))
-        for i in range(1500)
-    ]
+    batch = mixed("e", 1500, minutes=5)
     assert send(engine, catalog, batch).accepted == 1500
     again = send(engine, catalog, batch[::2])
     assert (again.accepted, again.duplicates) == (0, 750)
@@ -421,13 +427,7 @@ def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, ca
 
     customer(engine, catalog, "acme")
     customer(engine, catalog, "tokyo", timezone="Asia/Tokyo")
-    start = dt.datetime(2026, 2, 27, tzinfo=dt.UTC)
-    batch = [
-        event(f"w{i}", (start + dt.timedelta(minutes=9 * i)).isoformat().replace("+00:00", "Z"),
-              ("api_calls", "storage", "peak")[i % 3], who=("acme", "tokyo")[i % 2],
-              **({} if i % 3 == 0 else {"value": f"{i % 7}.{i % 10}"}))
-        for i in range(1200)
-    ]
+    batch = mixed("w", 1200, minutes=9)
     path = _file(tmp_path, batch)
     used = _used_parsed_tallies(monkeypatch)
 
