@@ -775,8 +775,9 @@ def _insert_notifications(session: Session, crossings: list[_Reached], catalog: 
         made.append(crossing)
     if not rows:
         return []
-    # One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING id (not an ORM insert per notification): the ids are
-    # those this transaction created.
+    # INSERT … ON CONFLICT DO NOTHING (not an ORM insert per notification), and the ids this transaction created:
+    # a few by one multi-row statement RETURNING them; many, on PostgreSQL through a staging table, on SQLite by
+    # one executemany.
     inserted: set[str] = set()
     if len(rows) <= _FEW_EVALUATIONS:
         statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing()
