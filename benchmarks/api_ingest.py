@@ -155,6 +155,23 @@ def _until_reacting(base: str, key: str, url: str, customer: str) -> None:
         engine.dispose()
 
 
+def _reacted(url: str) -> None:
+    """Wait until the server's reactor has reacted to every event stored (its cursor past the last one)."""
+    from billing.event_store import event_store
+    from billing.reactions import pending_since
+    from meters import to_epoch_us
+
+    engine = make_engine(url)
+    try:
+        deadline = time.monotonic() + 120
+        while event_store(engine).received_since(to_epoch_us(pending_since(engine))):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server's reactor did not catch up within 120 s")
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
 def _events(prefix: str, names: list[str], count: int, when: dt.datetime) -> list[dict[str, object]]:
     stamp = when.isoformat().replace("+00:00", "Z")
     return [
@@ -336,7 +353,7 @@ def _http(label: str, url: str, raw_url: str, scale: float, catalog: Path) -> li
                               count / baseline, raw, "≥ 0.5× raw", ours <= 2 * baseline))
         figures.append(Figure(f"the same from {CLIENTS_AT_ONCE} clients at once → {label}", count / together,
                               "events/s", count / baseline, raw))
-        time.sleep(2)  # the reactor takes in the batches first
+        _reacted(url)  # the reactor takes in the batches first (the paced clients would wait for its cores)
         latencies, answered = _paced(base, key, names, alert_names, paced_count)
         p50, p99 = _percentile(latencies, 0.5) * 1000, _percentile(latencies, 0.99) * 1000
         h50 = statistics.median(health) * 1000
