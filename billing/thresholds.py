@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -57,7 +57,7 @@ from billing.errors import BillingInputError, NotFoundError
 from billing.event_store import events_counted
 from billing.metering import AnyUsage, UsageWindow, meter_specs, total_of
 from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans, usage_windows
-from dbkit import as_utc, insert_for, is_postgresql, read_only, utcnow
+from dbkit import as_utc, insert_for, insert_many_ignoring, is_postgresql, read_only, utcnow
 from invoices import store
 from meters import MeterSpec, to_epoch_us
 from pricing_plans.charge_models import MeterUsage
@@ -766,11 +766,12 @@ def _insert_notifications(session: Session, crossings: list[_Reached], catalog: 
     existing = _existing_keys(session, {(c.target.subscription.id, c.target.period.label) for c in crossings})
     rows: list[dict[str, Any]] = []
     made: list[Crossing] = []
+    created_at = utcnow()  # one instant for the check's notifications (a crossing's levels are told in order)
     for reached in crossings:
         target = reached.target
         if (target.subscription.id, target.period.label, reached.spec.key, reached.level) in existing:
             continue
-        values, crossing = _notification(reached, catalog)
+        values, crossing = _notification(reached, catalog, created_at)
         rows.append(values)
         made.append(crossing)
     if not rows:
@@ -790,13 +791,13 @@ def _insert_notifications(session: Session, crossings: list[_Reached], catalog: 
 
 
 def _executed_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """SQLite, many notifications: one executemany of ``INSERT … ON CONFLICT DO NOTHING`` (a statement with
-    ``RETURNING`` is sent as many multi-row statements, each built anew); the transaction holds the write lock,
-    so when every row counts as inserted, every id is one of this transaction's; else the ids (new UUIDs) now
-    stored are."""
-    result = session.execute(insert_for(session, NotificationRow.__table__).on_conflict_do_nothing(), rows)
+    """SQLite, many notifications: one executemany of ``INSERT … ON CONFLICT DO NOTHING`` on the driver's cursor
+    (a statement with ``RETURNING`` is sent as many multi-row statements, each built anew); the transaction holds
+    the write lock, so when every row counts as inserted, every id is one of this transaction's; else the ids (new
+    UUIDs) now stored are."""
+    inserted = insert_many_ignoring(session.connection(), NotificationRow.__table__, rows)
     ids = [row["id"] for row in rows]
-    if result.rowcount == len(rows):  # type: ignore[attr-defined]
+    if inserted == len(rows):
         return set(ids)
     found: set[str] = set()
     for i in range(0, len(ids), _CHUNK):
@@ -835,14 +836,13 @@ def _copy_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str
         return {found[0] for found in cursor.fetchall()}
 
 
-def _notification(reached: _Reached, catalog: Catalog) -> tuple[dict[str, Any], Crossing]:
+def _notification(reached: _Reached, catalog: Catalog, created_at: dt.datetime) -> tuple[dict[str, Any], Crossing]:
     """A crossing's notification row (its payload what the webhook and the e-mail say), and the crossing."""
     subscription, plan, period = reached.target.subscription, reached.target.plan, reached.target.period
     spec, level, value = reached.spec, reached.level, reached.value
     kind = "usage.threshold_crossed" if spec.kind == "usage" else "spend.threshold_crossed"
     currency = plan.currency if spec.kind == "spend" else None
     notification_id = str(uuid.uuid4())
-    created_at = utcnow()
     payload = _payload(reached, catalog, currency, created_at)
     values = {
         "id": notification_id,
@@ -857,7 +857,7 @@ def _notification(reached: _Reached, catalog: Catalog) -> tuple[dict[str, Any], 
         "value": value,
         "limit_value": spec.limit,
         "currency": currency,
-        "payload": json.dumps(payload, sort_keys=True),
+        "payload": orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode(),
         "status": "pending",
         "attempts": 0,
         "next_attempt_at": created_at,

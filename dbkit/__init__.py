@@ -8,7 +8,16 @@ It knows no table of anyone's: it is plumbing, and ``pricing_plans`` never needs
 from __future__ import annotations
 
 from dbkit.clock import as_utc, utcnow
-from dbkit.dialect import dialect_of, for_update, insert_for, insert_ignoring, is_postgresql, is_sqlite, read_only
+from dbkit.dialect import (
+    dialect_of,
+    for_update,
+    insert_for,
+    insert_ignoring,
+    insert_many_ignoring,
+    is_postgresql,
+    is_sqlite,
+    read_only,
+)
 from dbkit.forkpool import can_fork, fork_pool
 from dbkit.pagination import keyset_page, page_of
 from dbkit.types import ID_TYPE, NAMING, ExactDecimal, UTCDateTime, new_metadata
@@ -25,6 +34,7 @@ __all__ = [
     "fork_pool",
     "insert_for",
     "insert_ignoring",
+    "insert_many_ignoring",
     "is_postgresql",
     "is_sqlite",
     "keyset_page",

@@ -64,10 +64,14 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
-    """A timestamp with time zone that reads back as an aware UTC ``datetime`` on every database."""
+    """A timestamp with time zone that reads back as an aware UTC ``datetime`` on every database. Written as UTC
+    (an instant with another offset is converted first: SQLite keeps no offset, and would read it back shifted)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return as_utc(value) if isinstance(value, dt.datetime) else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         return None if value is None else as_utc(value)

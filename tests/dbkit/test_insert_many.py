@@ -1,0 +1,58 @@
+"""dbkit.insert_many_ignoring: rows go in through the driver with the columns' own bind processing (an exact
+decimal as text on SQLite, an aware instant read back as the same instant), a row whose unique key is already
+stored is skipped, and the count says how many went in."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Column, Engine, Integer, String, Table, UniqueConstraint, select
+
+from dbkit import insert_many_ignoring, is_sqlite
+from dbkit.types import ExactDecimal, UTCDateTime, new_metadata
+
+_METADATA = new_metadata()
+_READINGS = Table(
+    "many_readings",
+    _METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("key", String, nullable=False),
+    Column("amount", ExactDecimal),
+    Column("at", UTCDateTime),
+    UniqueConstraint("key"),
+)
+_AT = dt.datetime(2024, 3, 31, 22, 30, tzinfo=dt.timezone(dt.timedelta(hours=-2)))  # 2024-04-01 00:30 UTC
+
+
+def test_inserts_processed_values_and_skips_stored_keys(engine: Engine) -> None:
+    _METADATA.create_all(engine)
+    try:
+        with engine.begin() as connection:
+            first = [
+                {"key": "a", "amount": Decimal("12.50"), "at": _AT},
+                {"key": "b", "amount": Decimal("-0.0001"), "at": _AT},  # the same instant object: processed once
+                {"key": "c", "amount": None, "at": None},
+            ]
+            assert insert_many_ignoring(connection, _READINGS, first) == 3
+        with engine.begin() as connection:
+            again = [
+                {"key": "b", "amount": Decimal("99"), "at": _AT},  # already stored: skipped, not overwritten
+                {"key": "d", "amount": Decimal("1E+2"), "at": dt.datetime(2024, 4, 1, 0, 30, tzinfo=dt.UTC)},
+            ]
+            inserted = insert_many_ignoring(connection, _READINGS, again)
+            if is_sqlite(engine):  # exact on SQLite; psycopg's executemany may count only the last statement
+                assert inserted == 1
+            assert insert_many_ignoring(connection, _READINGS, []) == 0
+        with engine.connect() as connection:
+            rows = connection.execute(select(_READINGS.c.key, _READINGS.c.amount, _READINGS.c.at)).all()
+    finally:
+        _METADATA.drop_all(engine)
+    stored = {key: (None if amount is None else str(amount), at) for key, amount, at in rows}
+    instant = dt.datetime(2024, 4, 1, 0, 30, tzinfo=dt.UTC)
+    assert stored == {
+        "a": ("12.50", instant),
+        "b": ("-0.0001", instant),
+        "c": (None, None),
+        "d": ("1E+2" if is_sqlite(engine) else "100", instant),
+    }
