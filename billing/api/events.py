@@ -1,6 +1,7 @@
 """A batch of usage events from ``POST /v1/events``: parsed with exact decimals by the events' own JSON reader
 (``meters.events.JSON_DECODER``: an object that repeats a key is kept as such, so that the event is rejected at
-its index rather than read as "the last one wins"), ingested through ``billing.ingestion.ingest_batch``, and each
+its index rather than read as "the last one wins"; the usual body, which has neither a fraction nor a repeated
+key, by orjson, to the same result), ingested through ``billing.ingestion.ingest_batch``, and each
 event's fate told apart.
 
 Batches that arrive together are stored together (:class:`BatchWriter`, group commit): one thread of the process
@@ -77,6 +78,65 @@ def parse_batch(body: bytes, max_events: int) -> list[Any]:
     Raises BatchError when the body is not ``{"events": [...]}`` of at most
     ``max_events`` items, or names ``events`` twice.
     """
+    events = _plain_batch(body)
+    if events is None:
+        events = _read_strictly(body)
+    if len(events) > max_events:
+        raise BatchError("events", f"at most {max_events:,} events per batch, got {len(events):,}")
+    return events
+
+
+def _plain_batch(body: bytes) -> list[Any] | None:
+    """The usual body, read by orjson (a tenth of the strict reader's time): ``{"events": [...]}`` without a
+    backslash, a number with a fraction or an exponent, or a repeated key; None for anything else, which the
+    strict reader reads (and tells what is wrong with).
+
+    Without a backslash, every string of the body (every key, every string value) is written between two quote
+    characters and no other quote character occurs; a repeated key would be one string more in the body than in
+    what orjson made of it (which keeps one of them), so the quotes are counted against the strings read."""
+    if b"\\" in body:
+        return None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict or len(document) != 1 or type(document.get("events")) is not list:
+        return None
+    strings = _strings(document)
+    if strings is None or body.count(b'"') != 2 * strings:
+        return None
+    events: list[Any] = document["events"]
+    return events
+
+
+def _strings(value: Any) -> int | None:
+    """How many strings (keys and values) ``value`` holds, or None if it holds a float (the strict reader makes
+    that number a Decimal)."""
+    kind = type(value)
+    if kind is str:
+        return 1
+    if kind is dict:
+        count = len(value)
+        values = value.values()
+    elif kind is list:
+        count = 0
+        values = value
+    else:
+        return None if kind is float else 0
+    for item in values:
+        kind = type(item)
+        if kind is str:
+            count += 1
+        elif kind is dict or kind is list or kind is float:
+            inner = _strings(item)
+            if inner is None:
+                return None
+            count += inner
+    return count
+
+
+def _read_strictly(body: bytes) -> list[Any]:
+    """The ``events`` list of any body, read by the events' own JSON reader; BatchError when it is not one."""
     if not body.strip():
         raise BatchError("body", "required: a JSON object {\"events\": [...]}")
     try:
@@ -100,8 +160,6 @@ def parse_batch(body: bytes, max_events: int) -> list[Any]:
     events = document.get("events")
     if not isinstance(events, list):
         raise BatchError("events", "required: a list of events")
-    if len(events) > max_events:
-        raise BatchError("events", f"at most {max_events:,} events per batch, got {len(events):,}")
     return events
 
 
