@@ -149,7 +149,6 @@ def _shift_forward(period: Period, forward: int) -> Period:
     return period
 
 
-
 def gather_signals(
     engine: Engine, catalog: Catalog, period: Period, rules: RiskRules, as_of: dt.datetime | None = None
 ) -> list[Signals]:

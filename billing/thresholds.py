@@ -57,7 +57,7 @@ from billing.errors import BillingInputError, NotFoundError
 from billing.event_store import events_counted
 from billing.metering import AnyUsage, UsageWindow, meter_specs, total_of
 from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans, usage_windows
-from dbkit import as_utc, insert_for, insert_many_ignoring, is_postgresql, read_only, utcnow
+from dbkit import among, as_utc, insert_for, insert_many_ignoring, is_postgresql, read_only, utcnow
 from invoices import store
 from meters import MeterSpec, to_epoch_us
 from pricing_plans.charge_models import MeterUsage
@@ -270,7 +270,7 @@ def limits_of(session: Session, customers: Iterable[str] | None) -> dict[str, di
         rows = []
         for i in range(0, len(wanted), _CHUNK):
             chunk = wanted[i : i + _CHUNK]
-            rows += session.execute(statement.where(CustomerLimitRow.customer_external_id.in_(chunk)))
+            rows += session.execute(statement.where(among(session, CustomerLimitRow.customer_external_id, chunk)))
     for customer, key, limit in rows:
         found.setdefault(customer, {})[key] = limit
     return found
@@ -915,7 +915,7 @@ def _existing_keys(session: Session, pairs: set[tuple[int, str]]) -> set[tuple[i
     for i in range(0, len(ids), _CHUNK):
         n = NotificationRow
         statement = select(n.subscription_id, n.period, n.threshold_key, n.level).where(
-            n.subscription_id.in_(ids[i : i + _CHUNK]), n.period.in_(periods)
+            among(session, n.subscription_id, ids[i : i + _CHUNK]), n.period.in_(periods)
         )
         found.update((s, p, k, lv) for s, p, k, lv in session.execute(statement) if s is not None)
     return found

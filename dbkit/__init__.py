@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dbkit.clock import as_utc, utcnow
 from dbkit.dialect import (
+    among,
     dialect_of,
     for_update,
     insert_for,
@@ -27,6 +28,7 @@ __all__ = [
     "NAMING",
     "ExactDecimal",
     "UTCDateTime",
+    "among",
     "as_utc",
     "can_fork",
     "dialect_of",

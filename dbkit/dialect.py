@@ -4,6 +4,7 @@
   ``on_conflict_do_update`` on both databases);
 - ``insert_ignoring(session, table, values)``: insert a row unless it conflicts with one already there;
   ``insert_many_ignoring(connection, table, rows)`` the same for many rows at once, through the driver;
+- ``among(bind, column, values)``: ``column IN values``, as one array parameter on PostgreSQL;
 - ``for_update(bind, statement)``: ``SELECT … FOR UPDATE`` on PostgreSQL; SQLite has no row locks, and its
   write transactions begin IMMEDIATE, so they already hold the database's write lock;
 - ``read_only(engine)``: an engine whose SQLite transactions begin DEFERRED (readers never queue for the write
@@ -15,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 __all__ = [
+    "among",
     "dialect_of",
     "for_update",
     "insert_for",
@@ -49,6 +51,14 @@ def is_postgresql(bind: Bind) -> bool:
 
 def is_sqlite(bind: Bind) -> bool:
     return dialect_of(bind).name == "sqlite"
+
+
+def among(bind: Bind, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(%s)`` with the values as one array parameter (psycopg parses
+    a statement of thousands of parameters anew each time it is sent, at more cost than the database's to run it)."""
+    if is_postgresql(bind):
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
+    return column.in_(values)  # type: ignore[no-any-return]
 
 
 def insert_for(bind: Bind, table: Any) -> Any:

@@ -138,7 +138,7 @@ def _strings(value: Any) -> int | None:
 def _read_strictly(body: bytes) -> list[Any]:
     """The ``events`` list of any body, read by the events' own JSON reader; BatchError when it is not one."""
     if not body.strip():
-        raise BatchError("body", "required: a JSON object {\"events\": [...]}")
+        raise BatchError("body", 'required: a JSON object {"events": [...]}')
     try:
         text = body.decode("utf-8")
         document, end = JSON_DECODER.raw_decode(text.strip())
@@ -151,12 +151,12 @@ def _read_strictly(body: bytes) -> list[Any]:
     except (RecursionError, ValueError) as exc:
         raise BatchError("body", f"not valid JSON ({exc})") from None
     if not isinstance(document, dict):
-        raise BatchError("body", "expected a JSON object {\"events\": [...]}")
+        raise BatchError("body", 'expected a JSON object {"events": [...]}')
     if isinstance(document, RepeatedKeys):
         raise BatchError(document.repeated[0], "duplicate key (a key may appear once in an object)")
     unknown = sorted(key for key in document if key != "events")
     if unknown:
-        raise BatchError(unknown[0], "unknown field (the body holds only \"events\")")
+        raise BatchError(unknown[0], 'unknown field (the body holds only "events")')
     events = document.get("events")
     if not isinstance(events, list):
         raise BatchError("events", "required: a list of events")

@@ -42,7 +42,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, select, text
 from billing.core.periods import Period, month_of
 from billing.db.entitlement_tables import UsageCounterRow
 from billing.db.tables import CustomerRow
-from dbkit.dialect import is_postgresql
+from dbkit.dialect import among, is_postgresql
 from meters import from_epoch_us, from_scaled, to_epoch_us
 from meters.ingest import write_postgres
 
@@ -375,8 +375,10 @@ def read_counters(
     if wanted_starts is not None and len(wanted) > _ALL_CUSTOMERS:
         batches = [statement]
     else:
-        named = statement.where(c.customer_external_id.in_(bindparam("names", expanding=True)))
-        batches = [named.params(names=wanted[i : i + _NAMES]) for i in range(0, len(wanted), _NAMES)]
+        batches = [
+            statement.where(among(connection, c.customer_external_id, wanted[i : i + _NAMES]))
+            for i in range(0, len(wanted), _NAMES)
+        ]
     chosen = set(wanted)
     found: dict[CounterKey, Counter] = {}
     for batch in batches:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from billing.core.overrides import SubscriptionOverride
 from billing.db.tables import BillingBase
-from dbkit import keyset_page, page_of
+from dbkit import among, keyset_page, page_of
 from dbkit.clock import utcnow
 from dbkit.types import ID_TYPE, UTCDateTime
 
@@ -103,7 +103,7 @@ def overrides_of(session: Session, subscription_ids: Iterable[int]) -> dict[int,
     for offset in range(0, len(wanted), _CHUNK):
         statement = (
             select(SubscriptionOverrideRow)
-            .where(SubscriptionOverrideRow.subscription_id.in_(wanted[offset : offset + _CHUNK]))
+            .where(among(session, SubscriptionOverrideRow.subscription_id, wanted[offset : offset + _CHUNK]))
             .order_by(SubscriptionOverrideRow.effective_from, SubscriptionOverrideRow.id)
         )
         for row in session.scalars(statement):

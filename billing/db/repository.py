@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from billing.core.domain import CancelReason, Customer, QuantityChange, Subscription, SubscriptionStatus
 from billing.db.tables import CustomerRow, SubscriptionQuantityRow, SubscriptionRow
-from dbkit import is_postgresql, keyset_page, page_of, utcnow
+from dbkit import among, is_postgresql, keyset_page, page_of, utcnow
 
 __all__ = [
     "add_customer",
@@ -48,8 +48,22 @@ _CHUNK = 5_000
 _CUSTOMER_COLUMNS = tuple(
     getattr(CustomerRow, name)
     for name in (
-        "id", "external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate",
-        "webhook_secret", "country", "region", "tax_id", "tax_exempt_reason", "archived_at",
+        "id",
+        "external_id",
+        "name",
+        "email",
+        "currency",
+        "timezone",
+        "locale",
+        "address",
+        "webhook_url",
+        "tax_rate",
+        "webhook_secret",
+        "country",
+        "region",
+        "tax_id",
+        "tax_exempt_reason",
+        "archived_at",
     )
 )
 
@@ -139,8 +153,19 @@ def get_customer(session: Session, external_id: str, *, for_update: bool = False
 
 # What ``update_customer`` may change (the currency and the external id never change).
 UPDATABLE = (
-    "name", "email", "address", "country", "region", "tax_id", "tax_exempt_reason", "tax_rate", "locale", "timezone",
-    "webhook_url", "webhook_secret", "archived_at",
+    "name",
+    "email",
+    "address",
+    "country",
+    "region",
+    "tax_id",
+    "tax_exempt_reason",
+    "tax_rate",
+    "locale",
+    "timezone",
+    "webhook_url",
+    "webhook_secret",
+    "archived_at",
 )
 
 
@@ -210,7 +235,7 @@ def customers_by_external_id(session: Session, ids: Iterable[str] | None = None)
     found: dict[str, Customer] = {}
     for i in range(0, len(wanted), _CHUNK):
         # Plain rows, not mapped objects: their fields are all a Customer needs, and nothing is kept to flush.
-        query = select(*_CUSTOMER_COLUMNS).where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
+        query = select(*_CUSTOMER_COLUMNS).where(among(session, CustomerRow.external_id, wanted[i : i + _CHUNK]))
         found.update((values[1], _customer_of(values)) for values in session.execute(query))
     return found
 
@@ -356,7 +381,14 @@ def subscriptions_of_customers(session: Session, external_ids: Iterable[str]) ->
 _SUBSCRIPTION_COLUMNS = tuple(
     getattr(SubscriptionRow, name)
     for name in (
-        "id", "customer_id", "plan_code", "plan_version", "start_date", "end_date", "status", "cancel_reason",
+        "id",
+        "customer_id",
+        "plan_code",
+        "plan_version",
+        "start_date",
+        "end_date",
+        "status",
+        "cancel_reason",
         "previous_subscription_id",
     )
 )
@@ -390,7 +422,7 @@ def subscriptions_active_between(
     wanted = sorted(set(customers))
     found: list[Subscription] = []
     for i in range(0, len(wanted), _CHUNK):  # chunks in customer order, each ordered: the whole list is
-        chunk = query.where(CustomerRow.external_id.in_(wanted[i : i + _CHUNK]))
+        chunk = query.where(among(session, CustomerRow.external_id, wanted[i : i + _CHUNK]))
         found += _subscriptions_with_quantities(session.execute(chunk))
     return found
 

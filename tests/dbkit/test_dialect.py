@@ -1,4 +1,6 @@
-"""dbkit.insert_many_ignoring: rows go in through the driver with the columns' own bind processing (an exact
+"""dbkit.among: the rows whose column is among the values, however many (one array parameter on PostgreSQL).
+
+dbkit.insert_many_ignoring: rows go in through the driver with the columns' own bind processing (an exact
 decimal as text on SQLite, an aware instant read back as the same instant), a row whose unique key is already
 stored is skipped, and the count says how many went in."""
 
@@ -9,7 +11,7 @@ from decimal import Decimal
 
 from sqlalchemy import Column, Engine, Integer, String, Table, UniqueConstraint, select
 
-from dbkit import insert_many_ignoring, is_sqlite
+from dbkit import among, insert_many_ignoring, is_sqlite
 from dbkit.types import ExactDecimal, UTCDateTime, new_metadata
 
 _METADATA = new_metadata()
@@ -56,3 +58,25 @@ def test_inserts_processed_values_and_skips_stored_keys(engine: Engine) -> None:
         "c": (None, None),
         "d": ("1E+2" if is_sqlite(engine) else "100", instant),
     }
+
+
+def test_among_picks_the_rows_of_the_values_given(engine: Engine) -> None:
+    _METADATA.create_all(engine)
+    keys = [f"k{i:05d}" for i in range(3_000)] + ["it's", "a,b", '{"x"}', "ünï"]
+    try:
+        with engine.begin() as connection:
+            insert_many_ignoring(connection, _READINGS, [{"key": key, "amount": None, "at": None} for key in keys])
+        with engine.connect() as connection:
+
+            def picked(values: list[str]) -> list[str]:
+                statement = select(_READINGS.c.key).where(among(connection, _READINGS.c.key, values))
+                return sorted(connection.execute(statement).scalars())
+
+            wanted = [*keys[::7], "absent"]
+            assert picked(wanted) == sorted(keys[::7])
+            assert picked(["it's", "a,b", '{"x"}', "ünï"]) == sorted(["it's", "a,b", '{"x"}', "ünï"])
+            assert picked([]) == []
+            ids = connection.execute(select(_READINGS.c.id).where(among(connection, _READINGS.c.id, [1, 2, 3_004])))
+            assert sorted(ids.scalars()) == [1, 2, 3_004]
+    finally:
+        _METADATA.drop_all(engine)
