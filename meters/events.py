@@ -305,7 +305,8 @@ class EventValidator:
         # customer id → the same string: every event of a customer then holds one string object, which keeps
         # memory down and lets pickle (worker processes) send it once per chunk.
         self.customers = {customer: customer for customer in known_customers}
-        self.texts: dict[str, str] = {}  # the same for repeated property maps, up to _TEXTS_CACHED of them
+        # (unique property, *pairs) of a valid property map → its stored text and unique value (_known_properties)
+        self.texts: dict[tuple[Any, ...], tuple[str | None, str | None]] = {}
         self.max_occurred_at = to_epoch_us(now + MAX_FUTURE)
         # customer → (window start in µs, as shown); an event at or after ``recent`` is inside every window,
         # so the hot path compares one integer and looks nothing up.
@@ -351,15 +352,10 @@ class EventValidator:
         properties = record.get("properties")
         if (properties is None or properties == {}) and (meter is None or not meter.unique_property):
             properties = unique_value = None
+        elif type(properties) is dict and meter is not None:
+            properties, unique_value = self._known_properties(properties, meter, problems)
         else:
             properties, unique_value = self._properties(properties, meter, problems)
-            if properties is not None:
-                texts = self.texts
-                cached = texts.get(properties)
-                if cached is not None:
-                    properties = cached
-                elif len(texts) < _TEXTS_CACHED:
-                    texts[properties] = properties
 
         if problems:
             raise EventError("; ".join(problems))
@@ -373,6 +369,25 @@ class EventValidator:
             properties,
             content_hash(customer, meter_code, occurred_at, value, properties),  # type: ignore[arg-type]
         )
+
+    def _known_properties(
+        self, value: dict[str, Any], meter: MeterSpec, problems: list[str]
+    ) -> tuple[str | None, str | None]:
+        """:meth:`_properties` of a plain object, remembered (up to ``_TEXTS_CACHED`` of them) by its pairs and the
+        meter's unique property when valid: a batch or file repeats the same few property maps, and each of them
+        is then one string object."""
+        try:
+            key = (meter.unique_property, *value.items())
+            known = self.texts.get(key)
+        except TypeError:  # a value that is no string (a list, an object): never valid
+            return self._properties(value, meter, problems)
+        if known is not None:
+            return known
+        before = len(problems)
+        found = self._properties(value, meter, problems)
+        if len(problems) == before and len(self.texts) < _TEXTS_CACHED:
+            self.texts[key] = found
+        return found
 
     def _timestamp(self, value: Any, problems: list[str]) -> int | None:
         if value is None or value == "":

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meters import EventError, MeterSpec, UsageEvent, from_epoch_us, from_scaled, parse_event, to_epoch_us
-from meters.events import RepeatedKeys, keys_once, parse_json_line
+from meters.events import EventValidator, RepeatedKeys, keys_once, parse_json_line
 
 NOW = dt.datetime(2024, 4, 1, 12, 0, tzinfo=dt.UTC)
 METERS = [
@@ -61,6 +61,35 @@ def test_a_valid_event_becomes_the_stored_row() -> None:
     assert stored.properties == '{"card":"visa","region":"eu"}'  # canonical: sorted keys
     assert stored.unique_value is None
     assert stored.timestamp == dt.datetime(2024, 3, 10, 12, tzinfo=dt.UTC)
+
+
+def test_a_validator_remembers_property_maps_only_as_valid_for_their_meter() -> None:
+    """One validator, many events with the same property maps (a batch, a file): each map is read as the first
+    time, whatever was read before: for another meter, in another order, repeating a key, or invalid."""
+    validator = EventValidator(METERS, CUSTOMERS, NOW)
+
+    def read(meter: str, properties: object) -> tuple[str | None, str | None] | str:
+        record = event(meter=meter, value=None if meter in ("api_calls", "active_users") else "1")
+        record["properties"] = properties
+        try:
+            stored = validator.validate(record)
+        except EventError as error:
+            return str(error)
+        return stored.properties, stored.unique_value
+
+    users = {"user_id": "u1", "region": "eu"}
+    for _ in range(2):  # the second time, from what the validator remembered
+        assert read("api_calls", users) == ('{"region":"eu","user_id":"u1"}', None)
+        assert read("active_users", users) == ('{"region":"eu","user_id":"u1"}', "u1")
+        assert read("active_users", {"region": "eu", "user_id": "u1"}) == ('{"region":"eu","user_id":"u1"}', "u1")
+        missing = "missing property 'user_id' (meter 'active_users' counts its unique values)"
+        assert read("active_users", {"region": "eu"}) == missing
+        assert read("api_calls", {"n": 1}) == "property 'n' must be a string (got a number)"
+        assert read("api_calls", {"n": ["a"]}) == "property 'n' must be a string (got a list)"
+        assert read("api_calls", RepeatedKeys([("k", "a"), ("k", "a")])) == "duplicate key 'k' in 'properties'"
+        assert read("api_calls", {"k": "a\ud800"}) == "'properties' hold an invalid unicode escape"
+    first, again = (validator.validate(event(id=f"e{i}", properties={"region": "eu"})) for i in range(2))
+    assert first.properties is again.properties  # one string object for a repeated map
 
 
 @pytest.mark.parametrize(
