@@ -308,11 +308,15 @@ class EventValidator:
         # (unique property, *pairs) of a valid property map → its stored text and unique value (_known_properties)
         self.texts: dict[tuple[Any, ...], tuple[str | None, str | None]] = {}
         self.max_occurred_at = to_epoch_us(now + MAX_FUTURE)
-        # customer → (window start in µs, as shown); an event at or after ``recent`` is inside every window,
-        # so the hot path compares one integer and looks nothing up.
-        self.earliest = {
-            customer: (to_epoch_us(start), start.isoformat()) for customer, start in (earliest or {}).items()
-        }
+        # customer → (window start in µs, the start); an event at or after ``recent`` is inside every window,
+        # so the hot path compares one integer and looks nothing up. (Customers of one timezone share a start.)
+        in_us: dict[dt.datetime, int] = {}
+        self.earliest: dict[str, tuple[int, dt.datetime]] = {}
+        for customer, start in (earliest or {}).items():
+            start_us = in_us.get(start)
+            if start_us is None:
+                start_us = in_us[start] = to_epoch_us(start)
+            self.earliest[customer] = (start_us, start)
         self.recent = max((start for start, _ in self.earliest.values()), default=0)
 
     def validate(self, record: Mapping[str, Any]) -> UsageEvent:
@@ -422,7 +426,7 @@ class EventValidator:
         if window is not None and occurred_at < window[0]:
             problems.append(
                 f"timestamp {value!r} is older than the late-usage window of customer {customer!r}, which begins "
-                f"at {window[1]}: usage that old is never billed"
+                f"at {window[1].isoformat()}: usage that old is never billed"
             )
 
     @staticmethod
