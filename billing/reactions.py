@@ -29,8 +29,10 @@ received meanwhile); events stored by another process (the API's, for ``billing 
 A pass is followed by a rest of ``MIN_GAP``, or of as long as the pass took if longer: under a heavy stream of
 events the reactor uses at most half of a core, and each pass takes in everything received meanwhile (a pass costs
 by the customers it evaluates, so it grows less than the events it follows: about a second for 10,000 customers).
-An event is evaluated within one rest + one pass of its acceptance (``poll`` + one pass when another process
-stored it): well under 2 s at a steady few hundred events per second; twice the longest pass at most.
+An event accepted just after a pass took its cutoff waits for that pass to end, the rest after it and the next
+pass: it is evaluated within ``MIN_GAP`` + two passes of its acceptance while passes are shorter than ``MIN_GAP``,
+within about three passes when they are longer (``poll`` more when another process stored it): well under 2 s at a
+steady few hundred events per second.
 """
 
 from __future__ import annotations

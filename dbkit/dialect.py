@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, any_, bindparam
+from sqlalchemy import ColumnElement, Connection, Engine, Select, String, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -57,7 +57,10 @@ def among(bind: Bind, column: Any, values: Sequence[Any]) -> ColumnElement[bool]
     """``column IN values``; on PostgreSQL ``column = ANY(%s)`` with the values as one array parameter (psycopg parses
     a statement of thousands of parameters anew each time it is sent, at more cost than the database's to run it)."""
     if is_postgresql(bind):
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
+        # an array of the column's type, but never of a length (a cast to VARCHAR(n) would cut a longer value to
+        # one that may be stored)
+        element = String() if isinstance(column.type, String) else column.type
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
 
 
@@ -78,16 +81,20 @@ def insert_many_ignoring(connection: Connection, table: Any, rows: Sequence[Mapp
     The parameters are made by the columns' own bind processors, once per distinct value of a column that repeats
     the same object row after row (such as one instant): for 42,750 notification rows, 0.4 s of Python work
     besides the database's instead of the 0.7 s of a Core executemany, which builds and processes a parameter
-    dictionary per row."""
+    dictionary per row. The rows name every column with a default set in Python (none is filled in here)."""
     if not rows:
         return 0
     dialect = connection.dialect
     columns = list(rows[0])
-    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns]
+    unfilled = sorted(c.key for c in table.c if c.default is not None and c.key not in rows[0])
+    if unfilled:
+        raise ValueError(f"insert_many_ignoring: rows of {table.name} must give {', '.join(unfilled)}")
+    processors = [table.c[key].type.dialect_impl(dialect).bind_processor(dialect) for key in columns]
     placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer
     sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([placeholder] * len(columns))}) "
-        "ON CONFLICT DO NOTHING"
+        f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(table.c[key].name) for key in columns)}) "
+        f"VALUES ({', '.join([placeholder] * len(columns))}) ON CONFLICT DO NOTHING"
     )
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -106,7 +113,7 @@ def _bound(
         values = []
         for i, (column, process) in enumerate(zip(columns, processors, strict=True)):
             value = row[column]
-            if process is not None and value is not None:
+            if process is not None:
                 seen, processed = last[i]
                 if value is not seen:
                     processed = process(value)

@@ -102,16 +102,23 @@ def _plain_batch(body: bytes) -> list[Any] | None:
         return None
     if type(document) is not dict or len(document) != 1 or type(document.get("events")) is not list:
         return None
-    strings = _strings(document)
+    strings = _strings(document, _DEPTH)
     if strings is None or body.count(b'"') != 2 * strings:
         return None
     events: list[Any] = document["events"]
     return events
 
 
-def _strings(value: Any) -> int | None:
+_DEPTH = 16
+"""Levels of nesting the fast way reads (an event is three deep in its body); anything deeper is the strict
+reader's to read or refuse, as it always did (orjson reads 1,024 levels, the strict reader fewer)."""
+
+
+def _strings(value: Any, depth: int) -> int | None:
     """How many strings (keys and values) ``value`` holds, or None if it holds a float (the strict reader makes
-    that number a Decimal)."""
+    that number a Decimal) or is nested more than ``depth`` levels deep."""
+    if depth == 0:
+        return None
     kind = type(value)
     if kind is str:
         return 1
@@ -128,7 +135,7 @@ def _strings(value: Any) -> int | None:
         if kind is str:
             count += 1
         elif kind is dict or kind is list or kind is float:
-            inner = _strings(item)
+            inner = _strings(item, depth - 1)
             if inner is None:
                 return None
             count += inner

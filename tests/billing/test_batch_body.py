@@ -105,3 +105,20 @@ def _written(value: Any) -> str:
 def test_any_body_reads_the_same_as_with_the_strict_reader(events: list[list[tuple[str, Any]]]) -> None:
     body = ('{"events": [' + ", ".join(_written(("object", pairs)) for pairs in events) + "]}").encode()
     assert _same(parse_batch(body, 100), _read_strictly(body))
+
+
+@pytest.mark.parametrize("depth", [14, 15, 16, 17, 100, 981, 982, 983, 1000, 1022, 1030])
+def test_a_deeply_nested_body_is_the_strict_readers_to_read_or_refuse(depth: int) -> None:
+    """orjson reads up to 1,024 levels, the strict reader fewer (the interpreter's recursion limit): a deep body
+    is read, or refused with a BatchError (the API's 422), exactly as the strict reader does; never an error of
+    another kind (the API's 500)."""
+    body = b'{"events": [' + b"[" * depth + b"]" * depth + b"]}"
+
+    def outcome(read: Any) -> object:
+        try:
+            return read(body)
+        except BatchError as error:
+            return ("refused", error.field)
+
+    assert _same(outcome(lambda b: parse_batch(b, 10)), outcome(_read_strictly))
+    assert (_plain_batch(body) is None) == (depth >= 15)  # 16 levels read: the object, "events", 14 lists

@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import Column, Engine, Integer, String, Table, UniqueConstraint, select
+import pytest
+from sqlalchemy import JSON, Column, Engine, Integer, String, Table, UniqueConstraint, insert, select
 
 from dbkit import among, insert_many_ignoring, is_sqlite
 from dbkit.types import ExactDecimal, UTCDateTime, new_metadata
@@ -22,7 +23,16 @@ _READINGS = Table(
     Column("key", String, nullable=False),
     Column("amount", ExactDecimal),
     Column("at", UTCDateTime),
+    Column("code", String(5)),
     UniqueConstraint("key"),
+)
+_ODD = Table(  # a reserved word for a name, a JSON column, a default set in Python
+    "many_odd",
+    _METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("order", Integer),
+    Column("doc", JSON),
+    Column("tries", Integer, default=0),
 )
 _AT = dt.datetime(2024, 3, 31, 22, 30, tzinfo=dt.timezone(dt.timedelta(hours=-2)))  # 2024-04-01 00:30 UTC
 
@@ -65,7 +75,11 @@ def test_among_picks_the_rows_of_the_values_given(engine: Engine) -> None:
     keys = [f"k{i:05d}" for i in range(3_000)] + ["it's", "a,b", '{"x"}', "ünï"]
     try:
         with engine.begin() as connection:
-            insert_many_ignoring(connection, _READINGS, [{"key": key, "amount": None, "at": None} for key in keys])
+            insert_many_ignoring(
+                connection,
+                _READINGS,
+                [{"key": key, "amount": None, "at": None, "code": key[:5]} for key in [*keys, "abcde"]],
+            )
         with engine.connect() as connection:
 
             def picked(values: list[str]) -> list[str]:
@@ -78,5 +92,32 @@ def test_among_picks_the_rows_of_the_values_given(engine: Engine) -> None:
             assert picked([]) == []
             ids = connection.execute(select(_READINGS.c.id).where(among(connection, _READINGS.c.id, [1, 2, 3_004])))
             assert sorted(ids.scalars()) == [1, 2, 3_004]
+            # a value longer than a VARCHAR(n) column is no value of it (never cut to n characters and matched)
+            short = connection.execute(select(_READINGS.c.id).where(among(connection, _READINGS.c.code, ["abcdeXYZ"])))
+            assert short.scalars().all() == []
+            exact = connection.execute(select(_READINGS.c.key).where(among(connection, _READINGS.c.code, ["abcde"])))
+            assert exact.scalars().all() == ["abcde"]
     finally:
         _METADATA.drop_all(engine)
+
+
+def test_insert_many_writes_what_a_core_insert_writes_and_fills_in_no_default(engine: Engine) -> None:
+    _METADATA.create_all(engine)
+    try:
+        with engine.begin() as connection:
+            rows = [
+                {"id": 1, "order": 7, "doc": None, "tries": 2},
+                {"id": 2, "order": 8, "doc": {"a": [1]}, "tries": 0},
+            ]
+            assert insert_many_ignoring(connection, _ODD, rows) == 2
+            connection.execute(insert(_ODD), [{"id": 3, "order": 9, "doc": None, "tries": 2}])  # the Core way
+            with pytest.raises(ValueError, match="rows of many_odd must give tries"):
+                insert_many_ignoring(connection, _ODD, [{"id": 4, "order": 1, "doc": None}])
+        with engine.connect() as connection:
+            stored = connection.execute(select(_ODD.c.order, _ODD.c.doc, _ODD.c.tries).order_by(_ODD.c.id)).all()
+            # JSON null, as Core writes it (not SQL NULL)
+            raw = connection.execute(select(_ODD.c.id).where(_ODD.c.doc.is_(None))).scalars().all()
+    finally:
+        _METADATA.drop_all(engine)
+    assert [tuple(row) for row in stored] == [(7, None, 2), (8, {"a": [1]}, 0), (9, None, 2)]
+    assert raw == []
