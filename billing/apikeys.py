@@ -193,13 +193,8 @@ def authenticate(engine: Engine, key: str) -> ApiKey | None:
 
 _BY_HASH = (
     select(
-        ApiKeyRow.id,
-        ApiKeyRow.name,
-        ApiKeyRow.prefix,
-        ApiKeyRow.key_hash,
-        ApiKeyRow.created_at,
-        ApiKeyRow.revoked_at,
-        CustomerRow.external_id,
+        ApiKeyRow.id, ApiKeyRow.name, ApiKeyRow.prefix, ApiKeyRow.key_hash, ApiKeyRow.created_at,
+        ApiKeyRow.revoked_at, CustomerRow.external_id,
     )
     .outerjoin(CustomerRow, CustomerRow.id == ApiKeyRow.customer_id)
     .where(ApiKeyRow.key_hash == bindparam("digest"))

@@ -148,37 +148,32 @@ def _reasons(
     found: list[WaitReason] = []
     limit = policy.limits.get(draft.currency)
     if limit is not None and draft.total > limit:
-        found.append(
-            WaitReason(
-                Reason.ABOVE_LIMIT,
-                f"total {format_amount(draft.total, draft.currency)} {draft.currency} is above the approval limit "
-                f"{limit} {draft.currency}",
-            )
-        )
+        found.append(WaitReason(
+            Reason.ABOVE_LIMIT,
+            f"total {format_amount(draft.total, draft.currency)} {draft.currency} is above the approval limit "
+            f"{limit} {draft.currency}",
+        ))
     if policy.late_usage and draft.late_periods:
         periods = ", ".join(f"{start:%Y-%m}" if start.day == 1 else start.isoformat() for start in draft.late_periods)
         found.append(WaitReason(Reason.LATE_USAGE, f"holds late usage of {periods}"))
     if review is not None:
         note = f": {review.note}" if review.note else ""
-        found.append(
-            WaitReason(
-                Reason.CUSTOMER_REVIEW,
-                f"customer {draft.customer_external_id} is flagged for review (by {review.flagged_by}){note}",
-            )
-        )
+        found.append(WaitReason(
+            Reason.CUSTOMER_REVIEW,
+            f"customer {draft.customer_external_id} is flagged for review (by {review.flagged_by}){note}",
+        ))
     return tuple(found)
 
 
-def review_drafts(
-    session: Session, drafts: Sequence[store.DraftForReview], policy: ApprovalPolicy
-) -> list[DraftApproval]:
+def review_drafts(session: Session, drafts: Sequence[store.DraftForReview], policy: ApprovalPolicy) -> list[
+    DraftApproval
+]:
     """Each draft with why it would wait and its approval (two queries per call)."""
     reviews = _reviews(session, {d.customer_external_id for d in drafts})
     approvals = _approvals(session, [d.invoice_id for d in drafts])
     return [
-        DraftApproval(
-            draft, _reasons(draft, policy, reviews.get(draft.customer_external_id)), approvals.get(draft.invoice_id)
-        )
+        DraftApproval(draft, _reasons(draft, policy, reviews.get(draft.customer_external_id)),
+                      approvals.get(draft.invoice_id))
         for draft in drafts
     ]
 
@@ -342,10 +337,8 @@ def _reviews(session: Session, customers: Iterable[str]) -> dict[str, CustomerRe
             select(CustomerReviewRow).where(CustomerReviewRow.customer_external_id.in_(wanted[offset : offset + 5000]))
         ).scalars()
         found.update(
-            {
-                r.customer_external_id: CustomerReview(r.customer_external_id, r.note, r.flagged_by, r.flagged_at)
-                for r in rows
-            }
+            {r.customer_external_id: CustomerReview(r.customer_external_id, r.note, r.flagged_by, r.flagged_at)
+             for r in rows}
         )
     return found
 

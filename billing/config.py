@@ -297,7 +297,7 @@ class Approval(BaseModel):
             return value
         for currency, limit in value.items():
             if isinstance(limit, float) or not isinstance(limit, (str, int)):
-                raise ValueError(f'{currency}: expected the limit as a string such as "10000.00", got {limit!r}')
+                raise ValueError(f"{currency}: expected the limit as a string such as \"10000.00\", got {limit!r}")
             if not (isinstance(currency, str) and len(currency) == 3 and currency.isupper()):
                 raise ValueError(f"{currency!r}: expected a currency code such as USD")
         return {currency: str(limit) for currency, limit in value.items()}

@@ -244,7 +244,9 @@ def overpayment_to_balance(
     return grant_id
 
 
-def take_back_overpayment(session: Session, customer: str, grant_id: int, payment_id: int, now: dt.datetime) -> Decimal:
+def take_back_overpayment(
+    session: Session, customer: str, grant_id: int, payment_id: int, now: dt.datetime
+) -> Decimal:
     """A reversed payment's excess taken back from the customer's balance: what is left of its grant (a
     ``reversal`` movement); what the customer already spent of it stays spent. The amount taken back."""
     owner = _customer(session, customer, lock=True)
@@ -741,7 +743,9 @@ def _restore_topups(session: Session, grants: list[Grant]) -> None:
             _move(session, movement, "grant", g.id, owed[g.id], "topup", g.invoice_id, paid[g.invoice_id])
 
 
-def settle_due(engine: Engine, now: dt.datetime | None = None, settings: store.FinalizeSettings | None = None) -> int:
+def settle_due(
+    engine: Engine, now: dt.datetime | None = None, settings: store.FinalizeSettings | None = None
+) -> int:
     """Bring the ledgers up to ``now`` of the customers with a grant that has expired or is paid on a top-up
     invoice (expiries written on their date, paid top-ups made usable, credits of voided invoices given back),
     each customer in its own transaction, then their alerts and automatic top-ups; how many customers were
@@ -896,7 +900,9 @@ def configure(
         return found, [g for g in found.grants if g.id in issued]
 
 
-def _watch(session: Session, owner: Customer, now: dt.datetime, settings: store.FinalizeSettings | None) -> list[int]:
+def _watch(
+    session: Session, owner: Customer, now: dt.datetime, settings: store.FinalizeSettings | None
+) -> list[int]:
     """After the customer's credit moved, in the same transaction, its row locked: each currency's alerts, and
     its automatic top-up if one is due (the ids of the paid grants issued). Without ``settings`` (a payment's
     movement, which knows no invoice numbering), the alerts only: a top-up due waits for the next settling."""
@@ -1062,15 +1068,11 @@ def _awaited(session: Session, grants: list[Grant]) -> dict[int, Decimal]:
     """What each paid grant not usable yet waits for: its amount less its top-up's credit notes, while the top-up
     invoice is open (finalized, not paid); nothing once it is void or uncollectible."""
     ids = [g.invoice_id for g in grants if g.invoice_id is not None]
-    open_ = (
-        set(
-            session.execute(
-                select(InvoiceRow.id).where(InvoiceRow.id.in_(ids), InvoiceRow.status == InvoiceStatus.FINALIZED.value)
-            ).scalars()
-        )
-        if ids
-        else set()
-    )
+    open_ = set(
+        session.execute(
+            select(InvoiceRow.id).where(InvoiceRow.id.in_(ids), InvoiceRow.status == InvoiceStatus.FINALIZED.value)
+        ).scalars()
+    ) if ids else set()
     return {
         g.id: max(ZERO, g.amount - _reduced(session, g.invoice_id))
         for g in grants

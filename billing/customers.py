@@ -91,31 +91,11 @@ __all__ = [
 ]
 
 CSV_COLUMNS = (
-    "external_id",
-    "name",
-    "email",
-    "currency",
-    "timezone",
-    "locale",
-    "address",
-    "webhook_url",
-    "tax_rate",
-    "country",
-    "region",
-    "tax_id",
-    "tax_exempt_reason",
+    "external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate", "country",
+    "region", "tax_id", "tax_exempt_reason",
 )
 UPDATABLE_FIELDS = (
-    "name",
-    "email",
-    "address",
-    "country",
-    "region",
-    "tax_id",
-    "tax_exempt_reason",
-    "locale",
-    "timezone",
-    "tax_rate",
+    "name", "email", "address", "country", "region", "tax_id", "tax_exempt_reason", "locale", "timezone", "tax_rate",
     "webhook_url",
 )
 REQUIRED_CSV_COLUMNS = ("external_id", "name", "currency")
@@ -219,11 +199,8 @@ def update_customer(
     bad field (a field that cannot change, such as the currency, among them); ConflictError for archiving a
     customer with a subscription still running (``archive_customer``).
     """
-    fixed = [
-        f"{name}: cannot be changed (changeable: {', '.join(UPDATABLE_FIELDS)})"
-        for name in changes
-        if name not in UPDATABLE_FIELDS
-    ]
+    fixed = [f"{name}: cannot be changed (changeable: {', '.join(UPDATABLE_FIELDS)})" for name in changes
+             if name not in UPDATABLE_FIELDS]
     with session_scope(engine) as session:
         current = _customer_or_raise(session, external_id, for_update=True)
         merged = {name: changes.get(name, getattr(current, name)) for name in UPDATABLE_FIELDS}

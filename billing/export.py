@@ -64,98 +64,29 @@ FORMATS = ("csv", "json")
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "invoices": (
-        "number",
-        "status",
-        "scope",
-        "customer",
-        "customer_name",
-        "currency",
-        "issue_date",
-        "due_date",
-        "period_start",
-        "period_end",
-        "subtotal",
-        "discount",
-        "tax_rate",
-        "tax",
-        "total",
-        "credits_applied",
-        "amount_paid",
-        "amount_due",
-        "approved_by",
-        "approved_at",
+        "number", "status", "scope", "customer", "customer_name", "currency", "issue_date", "due_date",
+        "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "credits_applied",
+        "amount_paid", "amount_due", "approved_by", "approved_at",
     ),
     "invoice_lines": (
-        "document",
-        "position",
-        "section",
-        "kind",
-        "description",
-        "meter",
-        "quantity",
-        "unit",
-        "amount",
-        "service_start",
-        "service_end",
-        "plan_code",
-        "plan_version",
-        "account",
+        "document", "position", "section", "kind", "description", "meter", "quantity", "unit", "amount",
+        "service_start", "service_end", "plan_code", "plan_version", "account",
     ),
     "credit_notes": (
-        "number",
-        "refers_to",
-        "status",
-        "customer",
-        "customer_name",
-        "currency",
-        "issue_date",
-        "net",
-        "tax_rate",
-        "tax",
-        "total",
-        "reason",
+        "number", "refers_to", "status", "customer", "customer_name", "currency", "issue_date", "net", "tax_rate",
+        "tax", "total", "reason",
     ),
     "payments": (
-        "payment",
-        "kind",
-        "date",
-        "invoice_number",
-        "customer",
-        "currency",
-        "amount",
-        "applied",
-        "to_balance",
-        "method",
-        "reference",
+        "payment", "kind", "date", "invoice_number", "customer", "currency", "amount", "applied", "to_balance",
+        "method", "reference",
     ),
     "taxes": (
-        "document",
-        "kind",
-        "customer",
-        "currency",
-        "issue_date",
-        "tax_name",
-        "country",
-        "region",
-        "tax_rate",
-        "taxable",
-        "tax",
-        "tax_included",
-        "reverse_charge",
-        "exempt_reason",
+        "document", "kind", "customer", "currency", "issue_date", "tax_name", "country", "region", "tax_rate",
+        "taxable", "tax", "tax_included", "reverse_charge", "exempt_reason",
     ),
     "credit_movements": (
-        "movement",
-        "kind",
-        "date",
-        "effective_at",
-        "grant_id",
-        "grant_kind",
-        "customer",
-        "currency",
-        "account",
-        "amount",
-        "document",
+        "movement", "kind", "date", "effective_at", "grant_id", "grant_kind", "customer", "currency", "account",
+        "amount", "document",
     ),
     "journal": ("entry", "line", "date", "account", "debit", "credit", "currency", "customer", "document", "memo"),
     "revenue": (
@@ -218,9 +149,8 @@ def collect_export(engine: Engine, period: Period) -> AccountingExport:
         )
         movements = _movements(session, period)
         zones = _zones(session, customers | {c.customer_external_id for c in changes} | {m.customer for m in movements})
-        changed = {
-            d.id: d for d in credits.with_credits(session, store.get_invoices(session, [c.invoice_id for c in changes]))
-        }
+        changed = {d.id: d for d in credits.with_credits(session, store.get_invoices(session, [c.invoice_id
+                                                                                                 for c in changes]))}
         dated = [(c, _local(c.changed_at, zones, c.customer_external_id)) for c in changes]
         dated = [(c, day) for c, day in dated if period.contains(day)]
         voided = [(changed[c.invoice_id], day) for c, day in dated]
@@ -312,21 +242,11 @@ def _movements(session: Session, period: Period) -> list[_Movement]:
     for movement, legs in grouped.items():
         entry, grant_kind, customer, currency = legs[0]
         document = numbers.get(entry.invoice_id) or "" if entry.invoice_id is not None else ""
-        found.append(
-            _Movement(
-                movement,
-                entry.kind,
-                entry.grant_id,
-                grant_kind,
-                customer,
-                currency,
-                as_utc(entry.effective_at),
-                document,
-                tuple(
-                    _Leg(e.movement, e.kind, e.account, e.amount, e.grant_id, as_utc(e.effective_at)) for e, *_ in legs
-                ),
-            )
-        )
+        found.append(_Movement(
+            movement, entry.kind, entry.grant_id, grant_kind, customer, currency, as_utc(entry.effective_at),
+            document,
+            tuple(_Leg(e.movement, e.kind, e.account, e.amount, e.grant_id, as_utc(e.effective_at)) for e, *_ in legs),
+        ))
     return sorted(found, key=lambda m: (m.effective_at, m.movement))
 
 
@@ -345,21 +265,12 @@ def _payment_events(period: Period, recorded: Sequence[payments.Payment]) -> lis
     events = []
     for p in recorded:
         if period.contains(p.received_on):
-            booked = Payment(
-                str(p.id), p.received_on, p.invoice_number, p.customer, p.currency, p.amount, p.method, p.reference
-            )
+            booked = Payment(str(p.id), p.received_on, p.invoice_number, p.customer, p.currency, p.amount, p.method,
+                             p.reference)
             events.append(_PaymentEvent("received", booked, p))
         if p.reversed_on is not None and period.contains(p.reversed_on):
-            booked = Payment(
-                f"{p.id}:reversal",
-                p.reversed_on,
-                p.invoice_number,
-                p.customer,
-                p.currency,
-                -p.amount,
-                p.method,
-                p.reference,
-            )
+            booked = Payment(f"{p.id}:reversal", p.reversed_on, p.invoice_number, p.customer, p.currency, -p.amount,
+                             p.method, p.reference)
             events.append(_PaymentEvent("reversal", booked, p))
     return sorted(events, key=lambda e: (e.booked.date, e.recorded.id, e.kind))
 
@@ -400,18 +311,10 @@ def _journal(
     entries = [(0, document_entry(d)) for d in documents]
     entries += [(1, void_entry(invoice, day)) for invoice, day in voided]
     for m in movements:
-        booked = credit_entry(
-            CreditMovement(
-                m.movement,
-                m.kind,
-                m.grant_kind,
-                _local(m.effective_at, zones, m.customer),
-                m.customer,
-                m.currency,
-                m.customer_amount,
-                m.document,
-            )
-        )
+        booked = credit_entry(CreditMovement(
+            m.movement, m.kind, m.grant_kind, _local(m.effective_at, zones, m.customer), m.customer, m.currency,
+            m.customer_amount, m.document,
+        ))
         if booked is not None:
             entries.append((2, booked))
     entries += [(3, payment_entry(p)) for p in payments]
@@ -433,24 +336,14 @@ def _invoice_row(invoice: Invoice, approval: InvoiceApprovalRow | None) -> Row:
     currency = invoice.currency
     applied = sum((c.amount for c in invoice.credits_applied), Decimal(0))
     return {
-        "number": invoice.number,
-        "status": invoice.status.value,
-        "scope": invoice.scope.value,
-        "customer": invoice.customer_id,
-        "customer_name": invoice.customer.name,
-        "currency": currency,
-        "issue_date": _day(invoice.issue_date),
-        "due_date": _day(invoice.due_date),
-        "period_start": _day(invoice.period_start),
-        "period_end": _day(invoice.period_end),
-        "subtotal": _money(invoice.subtotal, currency),
-        "discount": _money(invoice.discount, currency),
-        "tax_rate": str(invoice.tax_rate),
-        "tax": _money(invoice.tax, currency),
-        "total": _money(invoice.total, currency),
-        "credits_applied": _money(applied, currency),
-        "amount_paid": _money(invoice.amount_paid, currency),
-        "amount_due": _money(invoice.amount_due, currency),
+        "number": invoice.number, "status": invoice.status.value, "scope": invoice.scope.value,
+        "customer": invoice.customer_id, "customer_name": invoice.customer.name, "currency": currency,
+        "issue_date": _day(invoice.issue_date), "due_date": _day(invoice.due_date),
+        "period_start": _day(invoice.period_start), "period_end": _day(invoice.period_end),
+        "subtotal": _money(invoice.subtotal, currency), "discount": _money(invoice.discount, currency),
+        "tax_rate": str(invoice.tax_rate), "tax": _money(invoice.tax, currency),
+        "total": _money(invoice.total, currency), "credits_applied": _money(applied, currency),
+        "amount_paid": _money(invoice.amount_paid, currency), "amount_due": _money(invoice.amount_due, currency),
         "approved_by": approval.approved_by if approval else None,
         "approved_at": as_utc(approval.approved_at).isoformat() if approval else None,
     }
@@ -459,19 +352,11 @@ def _invoice_row(invoice: Invoice, approval: InvoiceApprovalRow | None) -> Row:
 def _line_rows(document: Invoice) -> list[Row]:
     return [
         {
-            "document": document.number,
-            "position": str(position),
-            "section": line.section,
-            "kind": line.kind.value,
-            "description": line.description,
-            "meter": line.meter,
-            "quantity": str(line.quantity),
-            "unit": line.unit,
-            "amount": _money(line.amount, document.currency),
-            "service_start": _day(line.service_start),
-            "service_end": _day(line.service_end),
-            "plan_code": line.plan_code,
-            "plan_version": None if line.plan_version is None else str(line.plan_version),
+            "document": document.number, "position": str(position), "section": line.section,
+            "kind": line.kind.value, "description": line.description, "meter": line.meter,
+            "quantity": str(line.quantity), "unit": line.unit, "amount": _money(line.amount, document.currency),
+            "service_start": _day(line.service_start), "service_end": _day(line.service_end),
+            "plan_code": line.plan_code, "plan_version": None if line.plan_version is None else str(line.plan_version),
             "account": line_account(line, document),
         }
         for position, line in enumerate(document.lines, start=1)
@@ -481,18 +366,10 @@ def _line_rows(document: Invoice) -> list[Row]:
 def _credit_note_row(note: Invoice) -> Row:
     currency = note.currency
     return {
-        "number": note.number,
-        "refers_to": note.refers_to,
-        "status": note.status.value,
-        "customer": note.customer_id,
-        "customer_name": note.customer.name,
-        "currency": currency,
-        "issue_date": _day(note.issue_date),
-        "net": _money(note.subtotal, currency),
-        "tax_rate": str(note.tax_rate),
-        "tax": _money(note.tax, currency),
-        "total": _money(note.total, currency),
-        "reason": note.reason,
+        "number": note.number, "refers_to": note.refers_to, "status": note.status.value,
+        "customer": note.customer_id, "customer_name": note.customer.name, "currency": currency,
+        "issue_date": _day(note.issue_date), "net": _money(note.subtotal, currency), "tax_rate": str(note.tax_rate),
+        "tax": _money(note.tax, currency), "total": _money(note.total, currency), "reason": note.reason,
     }
 
 
@@ -503,17 +380,10 @@ def _payment_row(event: _PaymentEvent) -> Row:
     sign = -1 if event.kind == "reversal" else 1
     to_balance = p.excess if event.kind == "received" else -(p.recovered or Decimal(0))
     return {
-        "payment": str(p.id),
-        "kind": event.kind,
-        "date": event.booked.date.isoformat(),
-        "invoice_number": p.invoice_number,
-        "customer": p.customer,
-        "currency": currency,
-        "amount": _money(sign * p.amount, currency),
-        "applied": _money(sign * p.applied, currency),
-        "to_balance": _money(to_balance, currency),
-        "method": p.method,
-        "reference": p.reference,
+        "payment": str(p.id), "kind": event.kind, "date": event.booked.date.isoformat(),
+        "invoice_number": p.invoice_number, "customer": p.customer, "currency": currency,
+        "amount": _money(sign * p.amount, currency), "applied": _money(sign * p.applied, currency),
+        "to_balance": _money(to_balance, currency), "method": p.method, "reference": p.reference,
     }
 
 
@@ -523,20 +393,12 @@ def _tax_rows(document: Invoice) -> list[Row]:
     currency = document.currency
     return [
         {
-            "document": document.number,
-            "kind": document.kind.value,
-            "customer": document.customer_id,
-            "currency": currency,
-            "issue_date": _day(document.issue_date),
-            "tax_name": tax.name,
-            "country": tax.country,
-            "region": tax.region,
-            "tax_rate": str(tax.rate),
-            "taxable": _money(sign * tax.taxable, currency),
-            "tax": _money(sign * tax.amount, currency),
+            "document": document.number, "kind": document.kind.value, "customer": document.customer_id,
+            "currency": currency, "issue_date": _day(document.issue_date), "tax_name": tax.name,
+            "country": tax.country, "region": tax.region, "tax_rate": str(tax.rate),
+            "taxable": _money(sign * tax.taxable, currency), "tax": _money(sign * tax.amount, currency),
             "tax_included": _money(sign * tax.included, currency),
-            "reverse_charge": "true" if tax.reverse_charge else "false",
-            "exempt_reason": tax.exempt_reason,
+            "reverse_charge": "true" if tax.reverse_charge else "false", "exempt_reason": tax.exempt_reason,
         }
         for tax in taxes_of(document)
     ]
@@ -546,17 +408,10 @@ def _movement_rows(movement: _Movement, zones: Mapping[str, ZoneInfo]) -> list[R
     day = _local(movement.effective_at, zones, movement.customer).isoformat()
     return [
         {
-            "movement": movement.movement,
-            "kind": movement.kind,
-            "date": day,
-            "effective_at": movement.effective_at.isoformat(),
-            "grant_id": str(movement.grant_id),
-            "grant_kind": movement.grant_kind,
-            "customer": movement.customer,
-            "currency": movement.currency,
-            "account": leg.account,
-            "amount": _money(leg.amount, movement.currency),
-            "document": movement.document,
+            "movement": movement.movement, "kind": movement.kind, "date": day,
+            "effective_at": movement.effective_at.isoformat(), "grant_id": str(movement.grant_id),
+            "grant_kind": movement.grant_kind, "customer": movement.customer, "currency": movement.currency,
+            "account": leg.account, "amount": _money(leg.amount, movement.currency), "document": movement.document,
         }
         for leg in sorted(movement.legs, key=lambda leg: leg.account)
     ]
@@ -565,16 +420,10 @@ def _movement_rows(movement: _Movement, zones: Mapping[str, ZoneInfo]) -> list[R
 def _journal_rows(entry: JournalEntry) -> list[Row]:
     return [
         {
-            "entry": entry.entry,
-            "line": str(number),
-            "date": entry.date.isoformat(),
-            "account": account,
+            "entry": entry.entry, "line": str(number), "date": entry.date.isoformat(), "account": account,
             "debit": _money(max(amount, Decimal(0)), entry.currency),
-            "credit": _money(max(-amount, Decimal(0)), entry.currency),
-            "currency": entry.currency,
-            "customer": entry.customer,
-            "document": entry.document,
-            "memo": entry.memo,
+            "credit": _money(max(-amount, Decimal(0)), entry.currency), "currency": entry.currency,
+            "customer": entry.customer, "document": entry.document, "memo": entry.memo,
         }
         for number, (account, amount) in enumerate(entry.legs, start=1)
     ]

@@ -184,14 +184,8 @@ def invoices_page(
     with session_scope(read_only(engine)) as session:
         while True:  # finalized invoices that credits paid in full are not unpaid: pages are read until one is full
             page, more = store.invoices_page(
-                session,
-                limit=limit,
-                after=after,
-                before=before,
-                customer=customer,
-                period_start=period_start,
-                status=status,
-                unpaid=unpaid,
+                session, limit=limit, after=after, before=before, customer=customer, period_start=period_start,
+                status=status, unpaid=unpaid,
             )
             page = credits.with_credits(session, page)
             kept = [i for i in page if i.amount_due > 0] if unpaid else page

@@ -203,7 +203,12 @@ def _check_payable(invoice: Invoice, amount: Decimal, currency: str | None) -> N
         raise ConflictError(f"{name} is void: nothing can be paid on it")
     if currency is not None and currency.strip().upper() != invoice.currency:
         raise BillingInputError(f"--currency: {name} is in {invoice.currency}, not {currency.strip().upper()}")
-    if not amount.is_finite() or amount <= 0 or amount >= MAX_AMOUNT or round_money(amount, invoice.currency) != amount:
+    if (
+        not amount.is_finite()
+        or amount <= 0
+        or amount >= MAX_AMOUNT
+        or round_money(amount, invoice.currency) != amount
+    ):
         raise BillingInputError(
             f"--amount: expected a positive amount below {MAX_AMOUNT:,} in whole minor units of {invoice.currency} "
             f"(got {amount})"
@@ -467,7 +472,9 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
     day = as_of or utcnow().date()
     with session_scope(read_only(engine)) as session:
         later = session.scalars(
-            select(PaymentRow.invoice_id).where(or_(PaymentRow.received_on > day, PaymentRow.reversed_on > day))
+            select(PaymentRow.invoice_id).where(
+                or_(PaymentRow.received_on > day, PaymentRow.reversed_on > day)
+            )
         ).all()
         open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later))
         ids = [r.id for r in open_invoices]

@@ -123,7 +123,9 @@ def _own_period(
     return own.pop() if len(own) == 1 else current_period(customer, now)
 
 
-def _named_period(catalog: Catalog, customer: Customer, subscriptions: Iterable[Subscription], named: Period) -> Period:
+def _named_period(
+    catalog: Catalog, customer: Customer, subscriptions: Iterable[Subscription], named: Period
+) -> Period:
     """The billing period ``named`` designates for the customer's subscriptions that share a day with it: itself
     (a calendar month, a week, ``START..END``) when it is theirs; a calendar month names the anniversary month
     ending in it. A month of a weekly plan, or a period that is not theirs, is refused (BillingInputError) with
@@ -176,12 +178,8 @@ def customer_usage(
     progressive = _billed_progressively(engine, customer, period)
     sections = [
         Section(
-            s,
-            plans[s.id],
-            charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]),
-            billed.get(s.id),
-            advance_plan=_advance_plan(resolved, s, period),
-            billed=progressive.get(s.id),
+            s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id),
+            advance_plan=_advance_plan(resolved, s, period), billed=progressive.get(s.id),
         )
         for s in active
     ]
@@ -265,7 +263,9 @@ def _usage(
 ) -> dict[UsageKey | str, dict[str, AnyUsage]]:
     """In one batch: the customer's usage over the whole period (``_WHOLE``) and each subscription's part (split
     by dimension for its plan's charges priced so)."""
-    windows: dict[UsageKey | str, UsageWindow] = {_WHOLE: UsageWindow(customer.external_id, customer.timezone, period)}
+    windows: dict[UsageKey | str, UsageWindow] = {
+        _WHOLE: UsageWindow(customer.external_id, customer.timezone, period)
+    }
     keys = [UsageKey(s.id, period) for s in active]
     for key, window in usage_windows(keys, {s.id: s for s in active}, {customer.external_id: customer}).items():
         windows[key] = window

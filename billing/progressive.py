@@ -146,7 +146,9 @@ def _targets(
         return _open_targets(session, covering, resolved.for_period)
 
 
-def _billing_periods(subscription: Subscription, plan: Plan, months: Iterable[Period], today: dt.date) -> list[Period]:
+def _billing_periods(
+    subscription: Subscription, plan: Plan, months: Iterable[Period], today: dt.date
+) -> list[Period]:
     """The subscription's billing periods with a day in ``months`` up to ``today`` that it covers a day of, and
     that have not ended (a progressive invoice is issued during its period: once it has ended, its own invoice
     bills it all)."""
@@ -236,19 +238,9 @@ def _issue(
     coupons = applied_coupons(session, [owner.external_id], period).get(owner.external_id, [])
     earlier = store.progressive_lines(session, [owner.external_id], period.start, period.end) if coupons else {}
     draft = compose_progressive_invoice(
-        owner,
-        subscription,
-        target.plan,
-        period,
-        usage,
-        own,
-        level,
-        through=through,
-        catalog=catalog,
-        usage_as_of=usage_as_of,
-        tax_rules=get_settings().tax_rules(),
-        coupons=coupons,
-        earlier=earlier.get(owner.external_id, ()),
+        owner, subscription, target.plan, period, usage, own, level,
+        through=through, catalog=catalog, usage_as_of=usage_as_of, tax_rules=get_settings().tax_rules(),
+        coupons=coupons, earlier=earlier.get(owner.external_id, ()),
     )
     outcome = store.upsert_draft(session, draft)
     if outcome.action == "issued":

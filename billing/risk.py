@@ -149,6 +149,7 @@ def _shift_forward(period: Period, forward: int) -> Period:
     return period
 
 
+
 def gather_signals(
     engine: Engine, catalog: Catalog, period: Period, rules: RiskRules, as_of: dt.datetime | None = None
 ) -> list[Signals]:

@@ -172,14 +172,8 @@ def run_billing(
             continue
         main = billing_period == period
         part, billed = _run_period(
-            engine,
-            catalog,
-            billing_period,
-            billing_periods,
-            customer,
-            progress=progress if main else None,
-            now=now,
-            workers=workers,
+            engine, catalog, billing_period, billing_periods, customer,
+            progress=progress if main else None, now=now, workers=workers,
         )
         customers |= billed
         _merge(report, part, main=main)
@@ -296,11 +290,7 @@ class _BillingPeriods:
 
 
 def _billing_periods(
-    engine: Engine,
-    catalog: Catalog,
-    month: Period,
-    customer: str | None,
-    now: dt.datetime | None,
+    engine: Engine, catalog: Catalog, month: Period, customer: str | None, now: dt.datetime | None,
     shard: Shard | None = None,
 ) -> _BillingPeriods:
     """The billing periods whose last day falls in ``month``: of each subscription whose plan does not bill it on
@@ -336,14 +326,8 @@ def _billing_periods(
         if s.id not in elsewhere and s.overlaps(month.start - dt.timedelta(days=1), month.end)
     }
     return _BillingPeriods(
-        month,
-        found_periods.members,
-        found_periods.late_owner,
-        found_periods.customers,
-        found_periods.cells,
-        found_periods.apart,
-        month_customers,
-        shard,
+        month, found_periods.members, found_periods.late_owner, found_periods.customers, found_periods.cells,
+        found_periods.apart, month_customers, shard,
     )
 
 
@@ -531,19 +515,8 @@ def _load_scope(
         if any(_bills(s, plans.plans[s.id], late) for s in late_subscriptions_by_customer.get(c, ()))
     ]
     return _Scope(
-        period,
-        customer,
-        subscriptions,
-        ended_as_it_began,
-        late_periods,
-        late_subscriptions,
-        customers,
-        customer_ids,
-        plans,
-        late_by_customer,
-        late_subscriptions_by_customer,
-        coupons,
-        billing_periods.shard,
+        period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
+        customer_ids, plans, late_by_customer, late_subscriptions_by_customer, coupons, billing_periods.shard,
     )
 
 
@@ -568,12 +541,8 @@ def _aggregate(
 
 
 def _account(
-    engine: Engine,
-    catalog: Catalog,
-    scope: _Scope,
-    usage: Mapping[UsageKey, Mapping[str, AnyUsage]],
-    report: RunReport,
-    billing_periods: _BillingPeriods,
+    engine: Engine, catalog: Catalog, scope: _Scope, usage: Mapping[UsageKey, Mapping[str, AnyUsage]],
+    report: RunReport, billing_periods: _BillingPeriods,
 ) -> None:
     """aggregate, the end: how many of the period's events the run rates, and which it leaves unbilled, with why
     (``billing.unbilled``; the windows just aggregated are not counted again). Each customer's time is accounted
@@ -583,30 +552,15 @@ def _account(
     counted = {key.subscription: found for key, found in usage.items() if not key.late and key.period == scope.period}
     if scope.period == billing_periods.month:
         account = account_usage(
-            engine,
-            catalog,
-            scope.period,
-            scope.subscriptions,
-            scope.customers,
-            scope.plans,
-            customer=scope.customer,
-            counted=counted,
-            holes=billing_periods.cells,
-            owned=scope.owned(),
+            engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
+            customer=scope.customer, counted=counted, holes=billing_periods.cells, owned=scope.owned(),
         )
     else:
         owners = billing_periods.customers.get(scope.period, set())
         subscriptions, plans = _covering(engine, catalog, scope, owners)
         account = account_usage(
-            engine,
-            catalog,
-            scope.period,
-            subscriptions,
-            scope.customers,
-            plans,
-            customer=scope.customer,
-            counted=counted,
-            only=owners,
+            engine, catalog, scope.period, subscriptions, scope.customers, plans,
+            customer=scope.customer, counted=counted, only=owners,
         )
     report.events = account.rated
     report.unbilled = account.unbilled
@@ -910,12 +864,9 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
         return [], f"plan currency differs from the customer's {owner.currency}"
     sections = [
         Section(
-            s,
-            plans[s.id],
-            charged_usage(inputs.usage.get(UsageKey(s.id, period), {}), plans[s.id]),
+            s, plans[s.id], charged_usage(inputs.usage.get(UsageKey(s.id, period), {}), plans[s.id]),
             billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
-            advance_plan=_advance_plan(inputs, s),
-            billed=inputs.progressive.get(s.id),
+            advance_plan=_advance_plan(inputs, s), billed=inputs.progressive.get(s.id),
         )
         for s in own
     ]
@@ -949,15 +900,8 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
             if opening is not None:
                 drafts.append(opening)
     draft = compose_period_invoice(
-        owner,
-        period,
-        sections,
-        late,
-        inputs.catalog,
-        inputs.usage_as_of,
-        inputs.coupons.get(customer_id, ()),
-        inputs.tax_rules,
-        inputs.earlier.get(customer_id, ()),
+        owner, period, sections, late, inputs.catalog, inputs.usage_as_of, inputs.coupons.get(customer_id, ()),
+        inputs.tax_rules, inputs.earlier.get(customer_id, ()),
     )
     # A customer with a subscription in the period gets its invoice, even one with nothing on it (it records that
     # the period was billed); one without gets none when nothing is left to bill: late usage that re-rates to
@@ -1102,7 +1046,9 @@ def finalize_period(
         closing = store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD, ending_by=period.end)
         if wanted is not None:
             closing &= wanted
-        owners = repository.customers_by_external_id(session, closing | {s.customer_external_id for s in starting})
+        owners = repository.customers_by_external_id(
+            session, closing | {s.customer_external_id for s in starting}
+        )
         zones = {c: owners[c].timezone if c in owners else "UTC" for c in closing}
         check_period_can_close(period, zones, now=instant, allow_open_period=allow_open_period)
         started = [

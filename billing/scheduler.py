@@ -312,10 +312,7 @@ def billing_cycle_job() -> None:
     settings = get_settings()
     policy = ApprovalPolicy.configured(settings)
     report = bill_closed_periods(
-        _engine(settings),
-        _catalog(settings),
-        finalize_settings(settings),
-        settings.finalize_grace_days,
+        _engine(settings), _catalog(settings), finalize_settings(settings), settings.finalize_grace_days,
         approval=policy,
     )
     # credits expired by now written off on their date, paid top-ups made usable; then alerts and automatic top-ups
@@ -348,7 +345,9 @@ def progressive_job() -> None:
     from billing.progressive import issue_progressive_invoices
 
     settings = get_settings()
-    report = issue_progressive_invoices(_engine(settings), _catalog(settings), finalize_settings(settings))
+    report = issue_progressive_invoices(
+        _engine(settings), _catalog(settings), finalize_settings(settings)
+    )
     if report.issued:
         log.info("progressive billing: issued %s", ", ".join(report.issued))
 

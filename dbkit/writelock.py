@@ -194,9 +194,8 @@ def _acquire(database: str | None) -> threading.Lock | None:
             return lock
     finally:
         _leave_waiting(True)
-    log.warning(
-        "a writer of this process held the database for %d s; beginning without waiting for it", BUSY_TIMEOUT_SECONDS
-    )
+    log.warning("a writer of this process held the database for %d s; beginning without waiting for it",
+                BUSY_TIMEOUT_SECONDS)
     return None
 
 

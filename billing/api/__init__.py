@@ -168,13 +168,8 @@ def _add_service_routes(app: FastAPI) -> None:
         if kind is None:
             raise not_found(f"no problem type {code!r}")
         return JSONResponse(
-            {
-                "type": f"/problems/{code}",
-                "code": code,
-                "status": kind.status,
-                "title": kind.title,
-                "description": kind.description,
-            }
+            {"type": f"/problems/{code}", "code": code, "status": kind.status, "title": kind.title,
+             "description": kind.description}
         )
 
 
@@ -214,7 +209,9 @@ def _install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             app.openapi_schema = _with_examples(problem_openapi(document))
         return app.openapi_schema
 

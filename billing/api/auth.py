@@ -31,7 +31,9 @@ async def require_key(
     """The request's valid API key; 401 without one."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
-        raise ApiError(401, "unauthorized", "Authorization: expected 'Bearer <API key>'", "Authorization", challenge)
+        raise ApiError(
+            401, "unauthorized", "Authorization: expected 'Bearer <API key>'", "Authorization", challenge
+        )
     key = recently_valid(engine, credentials.credentials) or await run_in_threadpool(
         authenticate, engine, credentials.credentials
     )

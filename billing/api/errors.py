@@ -142,20 +142,12 @@ class FieldError(BaseModel):
     """One invalid field and what was expected of it."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "field": "currency",
-                    "message": "unknown currency 'EUX' (expected an ISO 4217 code such as USD, EUR, JPY)",
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{"field": "currency", "message": "unknown currency 'EUX' (expected an ISO 4217 "
+                                                                       "code such as USD, EUR, JPY)"}]}
     )
 
-    field: str = Field(
-        description="A dotted path into the body (`events[3].value`), a query or path parameter, "
-        "or a header (`Authorization`)."
-    )
+    field: str = Field(description="A dotted path into the body (`events[3].value`), a query or path parameter, "
+                       "or a header (`Authorization`).")
     message: str = Field(description="What is wrong with it, for a person.")
 
 
@@ -174,10 +166,8 @@ class Problem(BaseModel):
                     "code": "invalid_input",
                     "errors": [
                         {"field": "email", "message": "expected an address like name@example.com, got 'x'"},
-                        {
-                            "field": "currency",
-                            "message": "unknown currency 'EUX' (expected an ISO 4217 code such as USD, EUR, JPY)",
-                        },
+                        {"field": "currency",
+                         "message": "unknown currency 'EUX' (expected an ISO 4217 code such as USD, EUR, JPY)"},
                     ],
                 }
             ]
@@ -189,9 +179,8 @@ class Problem(BaseModel):
     status: int = Field(description="The HTTP status code.")
     detail: str = Field(description="This occurrence, for a person: every problem found, each naming its field.")
     code: str = Field(description="The kind of problem as a stable machine-readable name (the end of `type`).")
-    errors: list[FieldError] = Field(
-        description="Every invalid field with its message; empty when no field is to blame."
-    )
+    errors: list[FieldError] = Field(description="Every invalid field with its message; empty when no field is to "
+                                     "blame.")
 
 
 _STATUS_TEXT = {

@@ -132,7 +132,9 @@ class Idempotency:
         try:
             body = await _read_all(receive)
         except BodyTooLarge as exc:
-            await ApiError(413, "body_too_large", str(exc.detail), "body", exc.headers).response()(scope, receive, send)
+            await ApiError(413, "body_too_large", str(exc.detail), "body", exc.headers).response()(
+                scope, receive, send
+            )
             return
         if body is None:  # nobody to answer, and no whole request to run
             return
@@ -208,7 +210,8 @@ def _conflict(found: idempotency.Claim, key: str) -> ApiError | None:
         return ApiError(
             409,
             "idempotency_key_reused",
-            f"{HEADER}: {key!r} was sent with another request (method, path or body); use a new key for a new request",
+            f"{HEADER}: {key!r} was sent with another request (method, path or body); use a new key for a new "
+            "request",
             HEADER,
         )
     if found.outcome == "running":

@@ -29,13 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from billing.api.errors import ApiError
 
 __all__ = [
-    "DEFAULT_MAX_BODY",
-    "BodyLimit",
-    "BodyTooLarge",
-    "content_length",
-    "describe_limit",
-    "read_body",
-    "too_large",
+    "DEFAULT_MAX_BODY", "BodyLimit", "BodyTooLarge", "content_length", "describe_limit", "read_body", "too_large",
 ]
 
 DEFAULT_MAX_BODY = 1024 * 1024

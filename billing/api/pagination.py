@@ -75,19 +75,13 @@ def page_params(
     ] = DEFAULT_LIMIT,
     starting_after: Annotated[
         str | None,
-        Query(
-            min_length=1,
-            max_length=255,
-            description="The items after the one with this id (the last id of the previous page).",
-        ),
+        Query(min_length=1, max_length=255, description="The items after the one with this id (the last id of the "
+              "previous page)."),
     ] = None,
     ending_before: Annotated[
         str | None,
-        Query(
-            min_length=1,
-            max_length=255,
-            description="The items right before the one with this id (the first id of the next page).",
-        ),
+        Query(min_length=1, max_length=255, description="The items right before the one with this id (the first id "
+              "of the next page)."),
     ] = None,
 ) -> Page:
     """The page a list route was asked for (a FastAPI dependency)."""

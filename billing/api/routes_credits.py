@@ -71,16 +71,8 @@ async def create_grant(
     customer = storable_path(customer_id, "customer")
     try:
         grant = await run_in_threadpool(
-            service.grant_credit,
-            engine,
-            customer,
-            Decimal(body.amount),
-            body.currency,
-            paid=body.paid,
-            expires=body.expires,
-            priority=body.priority,
-            reason=body.reason,
-            settings=finalize_settings(settings),
+            service.grant_credit, engine, customer, Decimal(body.amount), body.currency, paid=body.paid,
+            expires=body.expires, priority=body.priority, reason=body.reason, settings=finalize_settings(settings),
         )
     except ConflictError:
         raise
@@ -182,12 +174,7 @@ async def put_settings(
     topup = None if body.auto_topup is None else (Decimal(body.auto_topup.below), Decimal(body.auto_topup.amount))
     try:
         found, _ = await run_in_threadpool(
-            service.configure,
-            engine,
-            customer,
-            currency,
-            low_balance=low,
-            auto_topup=topup,
+            service.configure, engine, customer, currency, low_balance=low, auto_topup=topup,
             settings=finalize_settings(settings),
         )
     except BillingInputError as exc:

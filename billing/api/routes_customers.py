@@ -130,7 +130,9 @@ def subscription_out(subscription: Subscription) -> SubscriptionOut:
         cancel_reason=None if s.cancel_reason is None else s.cancel_reason.value,  # type: ignore[arg-type]
         previous_subscription_id=s.previous_subscription_id,
         quantity=s.latest_quantity,
-        quantities=[QuantityOut(effective_from=day, quantity=quantity) for day, quantity in s.quantity_schedule],
+        quantities=[
+            QuantityOut(effective_from=day, quantity=quantity) for day, quantity in s.quantity_schedule
+        ],
     )
 
 
@@ -203,14 +205,18 @@ def create_customer(
     return CustomerCreatedOut(**customer_out(customer).model_dump(), webhook_secret=customer.webhook_secret)
 
 
-@router.get("/v1/customers", summary="List customers", response_model=CustomerListOut, operation_id="listCustomers")
+@router.get(
+    "/v1/customers", summary="List customers", response_model=CustomerListOut, operation_id="listCustomers"
+)
 def list_customers(
     engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     page: Annotated[Page, Depends(page_params)],
 ) -> CustomerListOut:
     """The customers, by external id, a page at a time (the cursors are external ids)."""
-    found, more = service.customers_page(engine, limit=page.limit, after=page.starting_after, before=page.ending_before)
+    found, more = service.customers_page(
+        engine, limit=page.limit, after=page.starting_after, before=page.ending_before
+    )
     return CustomerListOut(data=[customer_out(customer) for customer in found], has_more=more)
 
 
@@ -340,7 +346,6 @@ def _preview_out(preview: DraftInvoice, currency: str) -> PreviewOut:
         total=format_amount(totals.total, currency),
     )
 
-
 # -- subscriptions -----------------------------------------------------------------------------------------
 
 
@@ -360,12 +365,10 @@ _SUBSCRIPTION_ID = "$response.body#/id"
             "headers": _LOCATION,
             "links": {
                 "GetSubscription": {
-                    "operationId": "getSubscription",
-                    "parameters": {"subscription_id": _SUBSCRIPTION_ID},
+                    "operationId": "getSubscription", "parameters": {"subscription_id": _SUBSCRIPTION_ID}
                 },
                 "CancelSubscription": {
-                    "operationId": "cancelSubscription",
-                    "parameters": {"subscription_id": _SUBSCRIPTION_ID},
+                    "operationId": "cancelSubscription", "parameters": {"subscription_id": _SUBSCRIPTION_ID}
                 },
             },
         },

@@ -62,7 +62,9 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
     response_model=EventBatchOut,
     operation_id="createEvents",
     responses={**ERROR_RESPONSES, **POST_ERROR_RESPONSES},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EVENT_BATCH_SCHEMA}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": EVENT_BATCH_SCHEMA}}}
+    },
 )
 async def post_events(
     request: Request,
@@ -103,19 +105,13 @@ async def serve_events(
         return
     except Exception as exc:  # answered as the app's handler of unexpected errors answers them
         log.exception("POST %s failed", PATH, exc_info=exc)
-        await _problem(
-            ApiError(500, "internal_error", "internal error; the server logged it"), scope, receive, send, reader.done
-        )
+        await _problem(ApiError(500, "internal_error", "internal error; the server logged it"), scope, receive, send,
+                       reader.done)
         return
     if answer is None:  # the client went away
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(answer)).encode())],
-        }
-    )
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(answer)).encode())]})
     await send({"type": "http.response.body", "body": answer})
 
 
@@ -126,11 +122,9 @@ async def _answer(
         refuse_unknown_query(Request(scope), PATH, frozenset())
     catalog = await get_catalog(settings)
     scheme, credentials = get_authorization_scheme_param(headers.get(b"authorization", b"").decode("latin-1"))
-    bearer = (
-        HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
-        if (scheme and credentials and scheme.lower() == "bearer")
-        else None
-    )
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials) if (
+        scheme and credentials and scheme.lower() == "bearer"
+    ) else None
     await require_unbound_key(await require_key(engine, bearer))
     body = await reader.read()
     return None if body is None else await _store(body, engine, catalog)

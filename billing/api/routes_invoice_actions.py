@@ -122,12 +122,7 @@ def create_credit_note(
         raise ApiError(422, "invalid_request", f"amount: expected a decimal, got {body.amount!r}", "amount") from None
     try:
         note = invoicing.create_credit_note(
-            engine,
-            invoice.number,
-            amount,
-            body.reason,
-            invoicing.finalize_settings(settings),
-            dt.date.today(),
+            engine, invoice.number, amount, body.reason, invoicing.finalize_settings(settings), dt.date.today(),
             to_balance=body.to_balance,
         )
     except ConflictError:

@@ -25,13 +25,8 @@ from billing.errors import BillingInputError, ConflictError
 
 router = APIRouter(tags=["payments"], responses=ERROR_RESPONSES)
 
-_FIELDS = {
-    "--amount": "amount",
-    "--currency": "currency",
-    "--date": "date",
-    "--method": "method",
-    "--reference": "reference",
-}
+_FIELDS = {"--amount": "amount", "--currency": "currency", "--date": "date", "--method": "method",
+           "--reference": "reference"}
 
 PaymentId = Annotated[int, Path(description="The payment's id.", ge=1, le=2**63 - 1, examples=[4])]
 
@@ -74,14 +69,8 @@ async def create_payment(
     invoice = _visible_invoice(engine, key, invoice_id)
     try:
         payment = await run_in_threadpool(
-            service.record_payment,
-            engine,
-            invoice.id,
-            Decimal(body.amount),
-            method=body.method,
-            received_on=body.date,
-            reference=body.reference,
-            currency=body.currency,
+            service.record_payment, engine, invoice.id, Decimal(body.amount), method=body.method,
+            received_on=body.date, reference=body.reference, currency=body.currency,
         )
     except ConflictError:
         raise
@@ -103,10 +92,7 @@ def list_payments(
     included."""
     after, before = page.ids()
     found, more = service.payments_page(
-        engine,
-        limit=page.limit,
-        after=after,
-        before=before,
+        engine, limit=page.limit, after=after, before=before,
         invoice=None if invoice is None else storable_path(invoice, "invoice"),
         customer=None if customer is None else storable_path(customer, "customer"),
     )

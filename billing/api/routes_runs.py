@@ -62,7 +62,9 @@ def create_billing_run(
     if body.allow_open_period and not body.finalize:
         raise BillingInputError("allow_open_period: only with finalize")
     if body.finalize:  # refused before anything is written: a period that has not ended is not issued
-        invoicing.check_period_finalizable(engine, period, customer=customer, allow_open_period=body.allow_open_period)
+        invoicing.check_period_finalizable(
+            engine, period, customer=customer, allow_open_period=body.allow_open_period
+        )
     report = run_billing(engine, catalog, period, customer=customer)
     numbers: list[str] = []
     awaiting: list[int] = []

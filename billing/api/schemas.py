@@ -94,104 +94,45 @@ class _Out(BaseModel):
 
 _PERIOD = {"start": "2026-10-01", "end": "2026-11-01"}
 _CUSTOMER = {
-    "external_id": "acme",
-    "name": "Acme Corp",
-    "email": "ap@acme.example",
-    "currency": "USD",
-    "timezone": "America/New_York",
-    "locale": "en_US",
-    "address": ["1 Main St", "Springfield"],
-    "webhook_url": "https://hooks.acme.example/billing",
-    "tax_rate": "10",
-    "country": "US",
-    "region": "NY",
-    "tax_id": None,
-    "tax_exempt_reason": None,
-    "archived_at": None,
+    "external_id": "acme", "name": "Acme Corp", "email": "ap@acme.example", "currency": "USD",
+    "timezone": "America/New_York", "locale": "en_US", "address": ["1 Main St", "Springfield"],
+    "webhook_url": "https://hooks.acme.example/billing", "tax_rate": "10", "country": "US", "region": "NY",
+    "tax_id": None, "tax_exempt_reason": None, "archived_at": None,
 }
 _SUBSCRIPTION = {
-    "id": 1,
-    "customer": "acme",
-    "plan": "api_growth",
-    "plan_version": 1,
-    "start_date": "2026-10-01",
-    "end_date": None,
-    "status": "active",
-    "cancel_reason": None,
-    "previous_subscription_id": None,
-    "quantity": 1,
-    "quantities": [{"effective_from": "2026-10-01", "quantity": 1}],
+    "id": 1, "customer": "acme", "plan": "api_growth", "plan_version": 1, "start_date": "2026-10-01",
+    "end_date": None, "status": "active", "cancel_reason": None, "previous_subscription_id": None,
+    "quantity": 1, "quantities": [{"effective_from": "2026-10-01", "quantity": 1}],
 }
 _INVOICE_SUMMARY = {
-    "id": 7,
-    "number": "INV-2026-000007",
-    "kind": "invoice",
-    "status": "finalized",
-    "customer": "acme",
-    "currency": "USD",
-    "period": _PERIOD,
-    "issue_date": "2026-11-03",
-    "due_date": "2026-11-17",
-    "subtotal": "52.75",
-    "tax": "5.28",
-    "total": "58.03",
-    "amount_paid": "20.00",
-    "amount_due": "38.03",
+    "id": 7, "number": "INV-2026-000007", "kind": "invoice", "status": "finalized", "customer": "acme",
+    "currency": "USD", "period": _PERIOD, "issue_date": "2026-11-03", "due_date": "2026-11-17",
+    "subtotal": "52.75", "tax": "5.28", "total": "58.03", "amount_paid": "20.00", "amount_due": "38.03",
 }
 _INVOICE_LINE = {
-    "section": "API Growth",
-    "kind": "usage",
-    "description": "API calls",
-    "meter": "api_calls",
-    "model": "graduated",
-    "dimension": None,
-    "quantity": "12000",
-    "unit": "call",
-    "amount": "4.00",
-    "service_period": _PERIOD,
-    "details": {
-        "tiers": [
-            {"up_to": "10000", "quantity": "10000", "amount": "0.00"},
-            {"up_to": "250000", "quantity": "2000", "amount": "4.00"},
-        ]
-    },
+    "section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls", "model": "graduated",
+    "dimension": None, "quantity": "12000", "unit": "call", "amount": "4.00", "service_period": _PERIOD,
+    "details": {"tiers": [{"up_to": "10000", "quantity": "10000", "amount": "0.00"},
+                          {"up_to": "250000", "quantity": "2000", "amount": "4.00"}]},
 }
 _PLAN = {
-    "code": "api_growth",
-    "version": 1,
-    "versions": [1, 2],
-    "key": "api_growth",
-    "effective_from": "2025-01-01",
-    "name": "API Growth",
-    "description": "Self-serve API access with 10,000 calls a month included",
-    "currency": "USD",
-    "interval": "month",
-    "billing_anchor": "calendar",
+    "code": "api_growth", "version": 1, "versions": [1, 2], "key": "api_growth", "effective_from": "2025-01-01",
+    "name": "API Growth", "description": "Self-serve API access with 10,000 calls a month included",
+    "currency": "USD", "interval": "month", "billing_anchor": "calendar",
     "subscription": {"fee": "49.00", "billing": "in_advance", "trial_days": 0, "seats": False},
     "charges": [
-        {
-            "meter": "api_calls",
-            "description": None,
-            "model": "graduated",
-            "tiers": [
-                {"up_to": "10000", "unit_amount": "0", "flat_amount": "0"},
-                {"up_to": None, "unit_amount": "0.002", "flat_amount": "0"},
-            ],
-        },
+        {"meter": "api_calls", "description": None, "model": "graduated",
+         "tiers": [{"up_to": "10000", "unit_amount": "0", "flat_amount": "0"},
+                   {"up_to": None, "unit_amount": "0.002", "flat_amount": "0"}]},
         {"meter": "storage_gb", "description": None, "model": "per_unit", "unit_amount": "0.25"},
     ],
     "commitment": None,
-    "thresholds": [
-        {"meter": "api_calls", "allowance": "10000", "spend_cap": None, "levels": [80, 100], "hard_limit": True}
-    ],
+    "thresholds": [{"meter": "api_calls", "allowance": "10000", "spend_cap": None, "levels": [80, 100],
+                    "hard_limit": True}],
     "progressive_billing": None,
 }
 _METRICS_ROW = {
-    "period": "2026-10",
-    "currency": "USD",
-    "customers_start": "40",
-    "customers_end": "42",
-    "mrr_end": "2450.00",
+    "period": "2026-10", "currency": "USD", "customers_start": "40", "customers_end": "42", "mrr_end": "2450.00",
     "billed_revenue": "3120.55",
 }
 
@@ -250,15 +191,9 @@ class EventBatchOut(_Out):
     """The outcome of a batch: the counts, and each event's status in input order."""
 
     model_config = examples(
-        {
-            "accepted": 1,
-            "duplicates": 1,
-            "rejected": 0,
-            "events": [
-                {"index": 0, "id": "evt-1", "status": "accepted", "reason": None},
-                {"index": 1, "id": "evt-1", "status": "duplicate", "reason": None},
-            ],
-        }
+        {"accepted": 1, "duplicates": 1, "rejected": 0, "events": [
+            {"index": 0, "id": "evt-1", "status": "accepted", "reason": None},
+            {"index": 1, "id": "evt-1", "status": "duplicate", "reason": None}]}
     )
 
     accepted: int
@@ -277,14 +212,8 @@ class CustomerIn(_In):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {
-                    "external_id": "acme",
-                    "name": "Acme Corp",
-                    "email": "ap@acme.example",
-                    "currency": "USD",
-                    "timezone": "Europe/Berlin",
-                    "tax_rate": "19",
-                }
+                {"external_id": "acme", "name": "Acme Corp", "email": "ap@acme.example", "currency": "USD",
+                 "timezone": "Europe/Berlin", "tax_rate": "19"}
             ]
         },
     )
@@ -508,18 +437,8 @@ class TaxOut(_Out):
     is the part inside the prices); a reverse charge or an exemption is 0 % with its ``note``."""
 
     model_config = examples(
-        {
-            "name": "VAT",
-            "country": "DE",
-            "region": None,
-            "rate": "19",
-            "taxable_amount": "100.00",
-            "tax_amount": "19.00",
-            "tax_included": "0.00",
-            "reverse_charge": False,
-            "exempt_reason": None,
-            "note": None,
-        }
+        {"name": "VAT", "country": "DE", "region": None, "rate": "19", "taxable_amount": "100.00",
+         "tax_amount": "19.00", "tax_included": "0.00", "reverse_charge": False, "exempt_reason": None, "note": None}
     )
 
     name: str
@@ -539,51 +458,18 @@ class InvoiceOut(_Out):
 
     model_config = examples(
         {
-            "id": 7,
-            "number": "INV-2026-000007",
-            "kind": "invoice",
-            "status": "finalized",
+            "id": 7, "number": "INV-2026-000007", "kind": "invoice", "status": "finalized",
             "billing_key": "period:acme:2026-10",
-            "customer": {
-                "external_id": "acme",
-                "name": "Acme Corp",
-                "address": ["1 Main St"],
-                "email": None,
-                "tax_id": None,
-            },
+            "customer": {"external_id": "acme", "name": "Acme Corp", "address": ["1 Main St"], "email": None,
+                         "tax_id": None},
             "seller": {"name": "Example Billing GmbH", "address": [], "email": None, "tax_id": None},
-            "currency": "USD",
-            "locale": "en_US",
-            "period": _PERIOD,
-            "issue_date": "2026-11-03",
-            "due_date": "2026-11-17",
-            "refers_to": None,
-            "reason": None,
-            "lines": [_INVOICE_LINE],
-            "subtotal": "4.00",
-            "discount": "0.00",
-            "tax_rate": "10",
-            "tax": "0.40",
-            "tax_included": "0.00",
-            "taxes": [
-                {
-                    "name": "Tax",
-                    "country": None,
-                    "region": None,
-                    "rate": "10",
-                    "taxable_amount": "4.00",
-                    "tax_amount": "0.40",
-                    "tax_included": "0.00",
-                    "reverse_charge": False,
-                    "exempt_reason": None,
-                    "note": None,
-                }
-            ],
-            "reverse_charge": False,
-            "tax_notes": [],
-            "total": "4.40",
-            "credits_applied": [],
-            "amount_paid": "0.00",
+            "currency": "USD", "locale": "en_US", "period": _PERIOD, "issue_date": "2026-11-03",
+            "due_date": "2026-11-17", "refers_to": None, "reason": None, "lines": [_INVOICE_LINE],
+            "subtotal": "4.00", "discount": "0.00", "tax_rate": "10", "tax": "0.40", "tax_included": "0.00",
+            "taxes": [{"name": "Tax", "country": None, "region": None, "rate": "10", "taxable_amount": "4.00",
+                       "tax_amount": "0.40", "tax_included": "0.00", "reverse_charge": False, "exempt_reason": None,
+                       "note": None}],
+            "reverse_charge": False, "tax_notes": [], "total": "4.40", "credits_applied": [], "amount_paid": "0.00",
             "amount_due": "4.40",
         }
     )
@@ -627,9 +513,8 @@ class InvoiceOut(_Out):
 class MeterUsageOut(_Out):
     """A meter's usage in the period so far (a weighted sum: the period's average level)."""
 
-    model_config = examples(
-        {"meter": "api_calls", "name": "API calls", "unit": "call", "quantity": "12000", "events": 12000}
-    )
+    model_config = examples({"meter": "api_calls", "name": "API calls", "unit": "call", "quantity": "12000",
+                             "events": 12000})
 
     meter: str
     name: str
@@ -643,18 +528,8 @@ class ThresholdOut(_Out):
     already notified (from the notifications)."""
 
     model_config = examples(
-        {
-            "subscription_id": 1,
-            "key": "usage:api_calls",
-            "kind": "usage",
-            "meter": "api_calls",
-            "limit": "10000",
-            "value": "12000",
-            "percent": "120.0",
-            "levels": [80, 100],
-            "reached": [80, 100],
-            "notified": [80, 100],
-        }
+        {"subscription_id": 1, "key": "usage:api_calls", "kind": "usage", "meter": "api_calls", "limit": "10000",
+         "value": "12000", "percent": "120.0", "levels": [80, 100], "reached": [80, 100], "notified": [80, 100]}
     )
 
     subscription_id: int
@@ -673,17 +548,8 @@ class PreviewLineOut(_Out):
     """One line of the upcoming invoice."""
 
     model_config = examples(
-        {
-            "section": "API Growth",
-            "kind": "usage",
-            "description": "API calls",
-            "meter": "api_calls",
-            "dimension": None,
-            "quantity": "12000",
-            "unit": "call",
-            "amount": "4.00",
-            "subscription_id": 1,
-        }
+        {"section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls",
+         "dimension": None, "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}
     )
 
     section: str
@@ -703,37 +569,12 @@ class PreviewOut(_Out):
     """The upcoming invoice of the period as it stands, rated exactly as the billing run will rate it."""
 
     model_config = examples(
-        {
-            "currency": "USD",
-            "lines": [
-                {
-                    "section": "API Growth",
-                    "kind": "subscription",
-                    "description": "API Growth",
-                    "meter": None,
-                    "dimension": None,
-                    "quantity": "1",
-                    "unit": None,
-                    "amount": "49.00",
-                    "subscription_id": 1,
-                },
-                {
-                    "section": "API Growth",
-                    "kind": "usage",
-                    "description": "API calls",
-                    "meter": "api_calls",
-                    "dimension": None,
-                    "quantity": "12000",
-                    "unit": "call",
-                    "amount": "4.00",
-                    "subscription_id": 1,
-                },
-            ],
-            "subtotal": "53.00",
-            "tax_rate": "10",
-            "tax": "5.30",
-            "total": "58.30",
-        }
+        {"currency": "USD", "lines": [
+            {"section": "API Growth", "kind": "subscription", "description": "API Growth", "meter": None,
+             "dimension": None, "quantity": "1", "unit": None, "amount": "49.00", "subscription_id": 1},
+            {"section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls",
+             "dimension": None, "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}],
+         "subtotal": "53.00", "tax_rate": "10", "tax": "5.30", "total": "58.30"}
     )
 
     currency: str
@@ -748,26 +589,12 @@ class UsageOut(_Out):
     """A customer's period so far: usage per meter, thresholds, and the upcoming invoice."""
 
     model_config = examples(
-        {
-            "customer": "acme",
-            "currency": "USD",
-            "timezone": "America/New_York",
-            "period": _PERIOD,
-            "label": "2026-10",
-            "as_of": "2026-10-20T08:32:18.182270Z",
-            "meters": [
-                {"meter": "api_calls", "name": "API calls", "unit": "call", "quantity": "12000", "events": 12000}
-            ],
-            "thresholds": [],
-            "preview": {
-                "currency": "USD",
-                "lines": [],
-                "subtotal": "0.00",
-                "tax_rate": "10",
-                "tax": "0.00",
-                "total": "0.00",
-            },
-        }
+        {"customer": "acme", "currency": "USD", "timezone": "America/New_York", "period": _PERIOD,
+         "label": "2026-10", "as_of": "2026-10-20T08:32:18.182270Z",
+         "meters": [{"meter": "api_calls", "name": "API calls", "unit": "call", "quantity": "12000",
+                     "events": 12000}],
+         "thresholds": [], "preview": {"currency": "USD", "lines": [], "subtotal": "0.00", "tax_rate": "10",
+                                       "tax": "0.00", "total": "0.00"}}
     )
 
     customer: str
@@ -784,16 +611,9 @@ class UsageOut(_Out):
 # -- entitlements ----------------------------------------------------------------------------------------------
 
 _ENTITLEMENT = {
-    "meter": "api_calls",
-    "used": "10000",
-    "limit": "10000",
-    "remaining": "0",
-    "blocked": True,
-    "hard_limit": True,
-    "resets_at": "2026-11-01T04:00:00Z",
-    "period": {"start": "2026-10-01", "end": "2026-11-01"},
-    "subscription_id": 1,
-    "credit_balance": "25.00",
+    "meter": "api_calls", "used": "10000", "limit": "10000", "remaining": "0", "blocked": True, "hard_limit": True,
+    "resets_at": "2026-11-01T04:00:00Z", "period": {"start": "2026-10-01", "end": "2026-11-01"},
+    "subscription_id": 1, "credit_balance": "25.00",
 }
 
 
@@ -806,18 +626,9 @@ class EntitlementOut(_Out):
 
     model_config = examples(
         _ENTITLEMENT,
-        {
-            "meter": "storage_gb",
-            "used": "12.5",
-            "limit": None,
-            "remaining": None,
-            "blocked": False,
-            "hard_limit": False,
-            "resets_at": "2026-11-01T04:00:00Z",
-            "period": {"start": "2026-10-01", "end": "2026-11-01"},
-            "subscription_id": 1,
-            "credit_balance": "25.00",
-        },
+        {"meter": "storage_gb", "used": "12.5", "limit": None, "remaining": None, "blocked": False,
+         "hard_limit": False, "resets_at": "2026-11-01T04:00:00Z",
+         "period": {"start": "2026-10-01", "end": "2026-11-01"}, "subscription_id": 1, "credit_balance": "25.00"},
     )
 
     meter: str
@@ -836,12 +647,8 @@ class EntitlementsOut(_Out):
     """A customer's entitlement to each meter its current subscriptions charge for or give an allowance of."""
 
     model_config = examples(
-        {
-            "customer": "acme",
-            "timezone": "America/New_York",
-            "as_of": "2026-10-20T08:32:18.182270Z",
-            "entitlements": [_ENTITLEMENT],
-        }
+        {"customer": "acme", "timezone": "America/New_York", "as_of": "2026-10-20T08:32:18.182270Z",
+         "entitlements": [_ENTITLEMENT]}
     )
 
     customer: str
@@ -931,20 +738,15 @@ class UnbilledOut(_Out):
     no_subscription, meter_not_charged, unknown_plan, customer_skipped, unknown_customer, unpriced)."""
 
     model_config = examples(
-        {
-            "customer": "latecomer",
-            "meter": "api_calls",
-            "reason": "before_start",
-            "detail": "before its subscription started on 2026-10-15",
-            "events": 100,
-            "message": "100 events of customer latecomer (api_calls) before its subscription started on 2026-10-15",
-        }
+        {"customer": "latecomer", "meter": "api_calls", "reason": "before_start",
+         "detail": "before its subscription started on 2026-10-15", "events": 100,
+         "message": "100 events of customer latecomer (api_calls) before its subscription started on 2026-10-15"}
     )
 
     customer: str
     meter: str
     reason: str
-    detail: str = Field(description='The reason in words ("before its subscription started on 2026-10-15").')
+    detail: str = Field(description="The reason in words (\"before its subscription started on 2026-10-15\").")
     events: int
     message: str
 
@@ -964,33 +766,16 @@ class BillingRunOut(_Out):
     customers skipped, the totals per currency, and the numbers finalized."""
 
     model_config = examples(
-        {
-            "period": _PERIOD,
-            "label": "2026-10",
-            "created": 40,
-            "updated": 2,
-            "unchanged": 0,
-            "removed": 1,
-            "issued_untouched": 0,
-            "late_lines": 3,
-            "billing_periods": [{"period": {"start": "2026-10-19", "end": "2026-10-26"}, "label": "2026-W43"}],
-            "events": {"accepted": 125100, "rated": 125000, "unbilled": 100},
-            "unbilled": [
-                {
-                    "customer": "latecomer",
-                    "meter": "api_calls",
-                    "reason": "before_start",
-                    "detail": "before its subscription started on 2026-10-15",
-                    "events": 100,
-                    "message": "100 events of customer latecomer (api_calls) before its subscription started on "
-                    "2026-10-15",
-                }
-            ],
-            "totals": {"USD": "3120.55", "EUR": "980.00"},
-            "skipped": [],
-            "finalized": ["INV-2026-000101", "INV-2026-000102"],
-            "awaiting_approval": [4711],
-        }
+        {"period": _PERIOD, "label": "2026-10", "created": 40, "updated": 2, "unchanged": 0, "removed": 1,
+         "issued_untouched": 0, "late_lines": 3,
+         "billing_periods": [{"period": {"start": "2026-10-19", "end": "2026-10-26"}, "label": "2026-W43"}],
+         "events": {"accepted": 125100, "rated": 125000, "unbilled": 100},
+         "unbilled": [{"customer": "latecomer", "meter": "api_calls", "reason": "before_start",
+                       "detail": "before its subscription started on 2026-10-15", "events": 100,
+                       "message": "100 events of customer latecomer (api_calls) before its subscription started on "
+                       "2026-10-15"}],
+         "totals": {"USD": "3120.55", "EUR": "980.00"}, "skipped": [],
+         "finalized": ["INV-2026-000101", "INV-2026-000102"], "awaiting_approval": [4711]}
     )
 
     period: PeriodOut
@@ -1089,40 +874,23 @@ def decimal_text(value: Decimal) -> str:
 
 _OVERRIDE_TABLES = {
     "subscription": {"fee": "39.00", "billing": "in_advance"},
-    "charges": [
-        {
-            "meter": "api_calls",
-            "model": "graduated",
-            "tiers": [{"up_to": "100000", "unit_amount": "0"}, {"up_to": "inf", "unit_amount": "0.0010"}],
-        }
-    ],
+    "charges": [{"meter": "api_calls", "model": "graduated", "tiers": [
+        {"up_to": "100000", "unit_amount": "0"}, {"up_to": "inf", "unit_amount": "0.0010"}]}],
 }
 _OVERRIDE = {
-    "id": 3,
-    "subscription_id": 1,
-    "effective_from": "2026-12-01",
-    "created_at": "2026-11-20T09:30:00Z",
-    "subscription": _OVERRIDE_TABLES["subscription"],
-    "charges": _OVERRIDE_TABLES["charges"],
-    "commitment": None,
-    "thresholds": None,
-    "progressive_billing": None,
+    "id": 3, "subscription_id": 1, "effective_from": "2026-12-01", "created_at": "2026-11-20T09:30:00Z",
+    "subscription": _OVERRIDE_TABLES["subscription"], "charges": _OVERRIDE_TABLES["charges"], "commitment": None,
+    "thresholds": None, "progressive_billing": None,
 }
 
 OVERRIDE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "effective_from": {
-            "type": "string",
-            "format": "date",
-            "description": "A billing-period boundary (default: the first period not yet invoiced).",
-        },
+        "effective_from": {"type": "string", "format": "date", "description": "A billing-period boundary "
+                           "(default: the first period not yet invoiced)."},
         "subscription": {"type": "object", "description": "Replaces the plan's [subscription] (the fee)."},
-        "charges": {
-            "type": "array",
-            "items": {"type": "object", "required": ["meter"]},
-            "description": "Each replaces the plan's charge on its meter, or adds one.",
-        },
+        "charges": {"type": "array", "items": {"type": "object", "required": ["meter"]},
+                    "description": "Each replaces the plan's charge on its meter, or adds one."},
         "commitment": {"type": "object", "description": "Replaces the plan's [commitment]."},
         "thresholds": {"type": "array", "items": {"type": "object"}, "description": "Replace the plan's."},
         "progressive_billing": {"type": "object", "description": "Replaces the plan's [progressive_billing]."},
@@ -1168,14 +936,8 @@ class CreditGrantIn(_In):
     paid); it expires at the start of ``expires`` in the customer's timezone."""
 
     model_config = examples(
-        {
-            "amount": "50.00",
-            "currency": "USD",
-            "paid": False,
-            "expires": "2027-01-01",
-            "priority": 0,
-            "reason": "Welcome offer",
-        }
+        {"amount": "50.00", "currency": "USD", "paid": False, "expires": "2027-01-01", "priority": 0,
+         "reason": "Welcome offer"}
     )
 
     amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
@@ -1187,19 +949,9 @@ class CreditGrantIn(_In):
 
 
 _GRANT: dict[str, Any] = {
-    "id": 3,
-    "customer": "acme",
-    "kind": "free",
-    "currency": "USD",
-    "amount": "50.00",
-    "remaining": "50.00",
-    "usable": True,
-    "priority": 0,
-    "expires": "2027-01-01",
-    "expires_at": "2027-01-01T05:00:00+00:00",
-    "reason": "Welcome offer",
-    "invoice": None,
-    "created_at": "2026-11-03T10:00:00+00:00",
+    "id": 3, "customer": "acme", "kind": "free", "currency": "USD", "amount": "50.00", "remaining": "50.00",
+    "usable": True, "priority": 0, "expires": "2027-01-01", "expires_at": "2027-01-01T05:00:00+00:00",
+    "reason": "Welcome offer", "invoice": None, "created_at": "2026-11-03T10:00:00+00:00",
 }
 
 
@@ -1236,17 +988,9 @@ class CreditBalanceOut(_Out):
     """A customer's credit in one currency, and what is set for it."""
 
     model_config = examples(
-        {
-            "currency": "USD",
-            "free": "50.00",
-            "paid": "0.00",
-            "balance": "20.32",
-            "total": "70.32",
-            "pending": "0.00",
-            "low_balance": "20.00",
-            "auto_topup": {"below": "10.00", "amount": "50.00"},
-            "grants": [_GRANT],
-        }
+        {"currency": "USD", "free": "50.00", "paid": "0.00", "balance": "20.32", "total": "70.32",
+         "pending": "0.00", "low_balance": "20.00", "auto_topup": {"below": "10.00", "amount": "50.00"},
+         "grants": [_GRANT]}
     )
 
     currency: str
@@ -1300,17 +1044,9 @@ class CreditEntryOut(_Out):
     """One leg of a movement of credit; the legs of a movement sum to zero."""
 
     model_config = examples(
-        {
-            "id": 5,
-            "movement": "apply:7:3",
-            "kind": "application",
-            "account": "customer",
-            "grant": 3,
-            "invoice": 7,
-            "amount": "-12.00",
-            "effective_at": "2026-11-03T10:00:00+00:00",
-            "recorded_at": "2026-11-03T10:00:00+00:00",
-        }
+        {"id": 5, "movement": "apply:7:3", "kind": "application", "account": "customer", "grant": 3, "invoice": 7,
+         "amount": "-12.00", "effective_at": "2026-11-03T10:00:00+00:00",
+         "recorded_at": "2026-11-03T10:00:00+00:00"}
     )
 
     id: int
@@ -1336,26 +1072,12 @@ class CreditEntryListOut(_Out):
 # -- coupons -----------------------------------------------------------------------------------------------
 
 _COUPON = {
-    "code": "SPRING",
-    "percent_off": "20",
-    "amount_off": None,
-    "currency": None,
-    "duration": "repeating",
-    "months": 3,
-    "plans": ["starter"],
-    "max_redemptions": 100,
-    "expires_on": "2026-12-01",
-    "created_at": "2026-10-01T09:00:00Z",
-    "issued": 3,
-    "applied": 2,
-    "redeemed": 1,
-    "redemption_rate": "0.3333",
+    "code": "SPRING", "percent_off": "20", "amount_off": None, "currency": None, "duration": "repeating",
+    "months": 3, "plans": ["starter"], "max_redemptions": 100, "expires_on": "2026-12-01",
+    "created_at": "2026-10-01T09:00:00Z", "issued": 3, "applied": 2, "redeemed": 1, "redemption_rate": "0.3333",
 }
 _COUPON_HOLDER = {
-    "coupon": "SPRING",
-    "customer": "acme",
-    "issued_at": "2026-10-01T09:00:00Z",
-    "applied_on": "2026-10-01",
+    "coupon": "SPRING", "customer": "acme", "issued_at": "2026-10-01T09:00:00Z", "applied_on": "2026-10-01",
     "redeemed_at": None,
 }
 
@@ -1441,13 +1163,8 @@ class PaymentIn(_In):
     (default today, UTC), how, and the bank's or processor's reference."""
 
     model_config = examples(
-        {
-            "amount": "30.00",
-            "currency": "USD",
-            "date": "2026-11-10",
-            "method": "bank_transfer",
-            "reference": "TRX-2026-1110-4471",
-        }
+        {"amount": "30.00", "currency": "USD", "date": "2026-11-10", "method": "bank_transfer",
+         "reference": "TRX-2026-1110-4471"}
     )
 
     amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
@@ -1469,22 +1186,10 @@ class PaymentReversalIn(_In):
 
 
 _PAYMENT: dict[str, Any] = {
-    "id": 4,
-    "invoice": "INV-2026-000007",
-    "customer": "acme",
-    "currency": "USD",
-    "amount": "30.00",
-    "applied": "30.00",
-    "to_balance": "0.00",
-    "method": "bank_transfer",
-    "reference": "TRX-2026-1110-4471",
-    "received_on": "2026-11-10",
-    "recorded_at": "2026-11-10T09:12:00+00:00",
-    "status": "succeeded",
-    "reversed_on": None,
-    "reversal_reason": None,
-    "balance_recovered": None,
-    "balance_unrecovered": None,
+    "id": 4, "invoice": "INV-2026-000007", "customer": "acme", "currency": "USD", "amount": "30.00",
+    "applied": "30.00", "to_balance": "0.00", "method": "bank_transfer", "reference": "TRX-2026-1110-4471",
+    "received_on": "2026-11-10", "recorded_at": "2026-11-10T09:12:00+00:00", "status": "succeeded",
+    "reversed_on": None, "reversal_reason": None, "balance_recovered": None, "balance_unrecovered": None,
 }
 
 
@@ -1524,23 +1229,17 @@ class PaymentListOut(_Out):
 
 
 _AGING_ROW: dict[str, Any] = {
-    "customer": "acme",
-    "name": "Acme Corp",
-    "currency": "USD",
-    "invoices": 2,
-    "current": "0.00",
-    "1-30": "38.03",
-    "31-60": "0.00",
-    "61-90": "0.00",
-    "90+": "120.00",
-    "total": "158.03",
+    "customer": "acme", "name": "Acme Corp", "currency": "USD", "invoices": 2, "current": "0.00", "1-30": "38.03",
+    "31-60": "0.00", "61-90": "0.00", "90+": "120.00", "total": "158.03",
 }
 
 
 class AgingRowOut(_Out):
     """What one customer (a total row: every customer) owes in one currency, by days overdue."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [_AGING_ROW]})
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra={"examples": [_AGING_ROW]}
+    )
 
     customer: str | None = None
     name: str | None = None
@@ -1558,12 +1257,8 @@ class AgingOut(_Out):
     """Aged receivables on ``as_of``: a row per customer and currency, the totals per currency."""
 
     model_config = examples(
-        {
-            "as_of": "2026-11-30",
-            "buckets": ["current", "1-30", "31-60", "61-90", "90+"],
-            "data": [_AGING_ROW],
-            "totals": [{k: v for k, v in _AGING_ROW.items() if k not in ("customer", "name")}],
-        }
+        {"as_of": "2026-11-30", "buckets": ["current", "1-30", "31-60", "61-90", "90+"], "data": [_AGING_ROW],
+         "totals": [{k: v for k, v in _AGING_ROW.items() if k not in ("customer", "name")}]}
     )
 
     as_of: dt.date
@@ -1575,22 +1270,11 @@ class AgingOut(_Out):
 # -- approval before issuing ---------------------------------------------------------------------------------
 
 _WAITING = {
-    "invoice_id": 4711,
-    "billing_key": "period:acme:2026-10",
-    "scope": "period",
-    "customer": "acme",
-    "currency": "USD",
-    "period_start": "2026-10-01",
-    "period_end": "2026-11-01",
-    "total": "12400.00",
-    "content_hash": "9f2c…",
-    "awaiting_approval": True,
+    "invoice_id": 4711, "billing_key": "period:acme:2026-10", "scope": "period", "customer": "acme",
+    "currency": "USD", "period_start": "2026-10-01", "period_end": "2026-11-01", "total": "12400.00",
+    "content_hash": "9f2c…", "awaiting_approval": True,
     "reasons": [{"code": "above_limit", "message": "total 12400.00 USD is above the approval limit 10000.00 USD"}],
-    "approved": False,
-    "approval_outdated": False,
-    "approved_by": None,
-    "approved_at": None,
-    "approval_note": None,
+    "approved": False, "approval_outdated": False, "approved_by": None, "approved_at": None, "approval_note": None,
 }
 
 
@@ -1644,13 +1328,8 @@ class ApproveIn(_In):
     note: ApiText | None = Field(default=None, max_length=1000)
 
 
-_REVIEW = {
-    "customer": "acme",
-    "review": True,
-    "note": "disputed usage",
-    "flagged_by": "api key finance",
-    "flagged_at": "2026-11-02T09:30:00+00:00",
-}
+_REVIEW = {"customer": "acme", "review": True, "note": "disputed usage", "flagged_by": "api key finance",
+           "flagged_at": "2026-11-02T09:30:00+00:00"}
 
 
 class CustomerReviewIn(_In):

@@ -138,19 +138,15 @@ def auto_topup(
 
 
 def _configure(customer: str, currency: str, as_json: bool, **changes: object) -> None:
-    names = {
-        "currency": "--currency",
-        "low_balance": "--below",
-        "auto_topup.below": "--below",
-        "auto_topup.amount": "--amount",
-    }
+    names = {"currency": "--currency", "low_balance": "--below", "auto_topup.below": "--below",
+             "auto_topup.amount": "--amount"}
     with database() as engine:
         try:
             found, issued = service.configure(engine, customer, currency, settings=finalize_settings(), **changes)
         except BillingError as error:
             message = str(error)
             name = message.partition(":")[0]
-            fail(names[name] + message[len(name) :] if name in names else message)
+            fail(names[name] + message[len(name):] if name in names else message)
     if as_json:
         _json.emit(service.balance_json(customer, [found])["balances"][0])
         return

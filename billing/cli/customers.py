@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(subscriptions_app, name="subscriptions")
 
 
+
+
 def _catalog() -> Catalog:
     catalog: Catalog = load_catalog_for_cli()
     return catalog
@@ -65,6 +67,8 @@ def _table(*headers: str) -> Table:
     for header in headers:
         table.add_column(header, overflow="fold", min_width=10 if header in ("Start", "End") else len(header))
     return table
+
+
 
 
 def _print_secret(customer: Customer, heading: str) -> None:

@@ -46,16 +46,14 @@ def export(
     totals = {c: (format_amount(d, c), format_amount(k, c)) for c, (d, k) in done.totals().items()}
     problems = done.problems()
     if as_json:
-        _json.emit(
-            {
-                "period": month.label,
-                "files": [
-                    {"name": path.name, "path": str(path), "rows": len(done.tables[path.stem])} for path in done.files
-                ],
-                "journal": {c: {"debit": d, "credit": k} for c, (d, k) in totals.items()},
-                "balanced": not problems,
-            }
-        )
+        _json.emit({
+            "period": month.label,
+            "files": [
+                {"name": path.name, "path": str(path), "rows": len(done.tables[path.stem])} for path in done.files
+            ],
+            "journal": {c: {"debit": d, "credit": k} for c, (d, k) in totals.items()},
+            "balanced": not problems,
+        })
     else:
         table = Table(title=f"Accounting export {month.label} → {to}")
         table.add_column("File")

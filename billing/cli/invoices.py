@@ -148,10 +148,8 @@ def _get(key: str) -> Invoice:
 def _invoice_table(invoice: Invoice) -> Table:
     currency = invoice.currency
     title = f"{invoice.kind.value.replace('_', ' ')} {invoice.number or f'(draft {invoice.id})'} — {invoice.status}"
-    table = Table(
-        title=title,
-        caption=f"{invoice.customer.name} ({invoice.customer.external_id}), period {invoice.period_label}, {currency}",
-    )
+    table = Table(title=title, caption=f"{invoice.customer.name} ({invoice.customer.external_id}), "
+                  f"period {invoice.period_label}, {currency}")
     table.add_column("Section / line")
     table.add_column("Quantity", justify="right")
     table.add_column("Amount", justify="right")
@@ -207,11 +205,7 @@ def finalize(
         return
     try:
         invoice = invoicing.finalize_invoice(
-            engine,
-            key,
-            finalize_settings(),
-            dt.date.today(),
-            allow_open_period=allow_open_period,  # type: ignore[arg-type]
+            engine, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
             approval=ApprovalPolicy.configured(),
         )
     except BillingError as error:
@@ -228,11 +222,7 @@ def _finalize_period(engine: Engine, period: str, allow_open_period: bool, as_js
     policy = ApprovalPolicy.configured()
     try:
         numbers = finalize_period(
-            engine,
-            month,
-            finalize_settings(),
-            dt.date.today(),
-            allow_open_period=allow_open_period,
+            engine, month, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,
             approval=policy,
         )
     except BillingError as error:
@@ -251,13 +241,12 @@ def _finalize_period(engine: Engine, period: str, allow_open_period: bool, as_js
 def pending_approval(
     period: str | None = typer.Option(None, "--period", help="YYYY-MM"),
     customer: str | None = typer.Option(None, "--customer"),
-    as_json: bool = typer.Option(False, "--json", help='Print JSON: {"data": [...]} as the API answers.'),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: {\"data\": [...]} as the API answers."),
 ) -> None:
     """The drafts that wait for approval before they are issued, each with why (above the approval limit of its
     currency, late usage, customer flagged for review)."""
-    waiting = awaiting_approval(
-        engine_for_cli(), ApprovalPolicy.configured(), period_start=_period_start(period), customer=customer
-    )
+    waiting = awaiting_approval(engine_for_cli(), ApprovalPolicy.configured(), period_start=_period_start(period),
+                                customer=customer)
     if as_json:
         _json.emit({"data": [draft_approval_json(item) for item in waiting], "has_more": False})
         return
@@ -274,13 +263,8 @@ def _print_pending(waiting: list[DraftApproval]) -> None:
         if item.outdated:
             why += f" (approved by {item.approval.approved_by} before its content changed)"  # type: ignore[union-attr]
         label = f"{draft.period_start:%Y-%m}" if draft.period_start.day == 1 else draft.period_start.isoformat()
-        table.add_row(
-            str(draft.invoice_id),
-            draft.customer_external_id,
-            label,
-            f"{format_amount(draft.total, draft.currency)} {draft.currency}",
-            why,
-        )
+        table.add_row(str(draft.invoice_id), draft.customer_external_id, label,
+                      f"{format_amount(draft.total, draft.currency)} {draft.currency}", why)
     print_table(table)
 
 
@@ -318,10 +302,8 @@ def approve(
     for item in approved:
         draft = item.draft
         needed = "" if item.reasons else " (it did not need approval)"
-        console.print(
-            f"approved draft {draft.invoice_id} of {draft.customer_external_id}: "
-            f"{format_amount(draft.total, draft.currency)} {draft.currency}{needed}"
-        )
+        console.print(f"approved draft {draft.invoice_id} of {draft.customer_external_id}: "
+                      f"{format_amount(draft.total, draft.currency)} {draft.currency}{needed}")
     if not approved:
         console.print("no draft of the period waits for approval")
 
@@ -356,9 +338,8 @@ def credit(
     except ValueError:
         fail(f"--amount: expected a number, got {amount!r}")
     try:
-        note = invoicing.create_credit_note(
-            engine_for_cli(), number, value, reason, finalize_settings(), dt.date.today(), to_balance=to_balance
-        )
+        note = invoicing.create_credit_note(engine_for_cli(), number, value, reason, finalize_settings(),
+                                            dt.date.today(), to_balance=to_balance)
     except BillingError as error:
         fail(str(error))
     if as_json:

@@ -254,6 +254,8 @@ def print_tables(figures: Sequence[PeriodFigures]) -> None:
         print_table(table)
 
 
+
+
 def print_coupons(coupons: Sequence[CouponStats]) -> None:
     """Each coupon's redemption rate over all time: redeemed / issued."""
     if not coupons:
@@ -712,7 +714,7 @@ def margin_row(m: Margin) -> dict[str, str]:
 def print_margins(found: Sequence[Margin], repeats: Sequence[RepeatPurchases]) -> None:
     if not found and not repeats:
         console.print("nothing billed in the range: no margins", highlight=False)
-    for label, currency in sorted({(m.period.label, m.currency) for m in found}):
+    for (label, currency) in sorted({(m.period.label, m.currency) for m in found}):
         table = Table(title=f"Margin and markup {label}, {currency}", box=box.SIMPLE_HEAD, title_justify="left")
         for header in ("", "Units", "Revenue", "Cost", "Gross margin", "Margin rate", "Markup"):
             table.add_column(header, justify="left" if not header else "right", no_wrap=True)

@@ -32,12 +32,16 @@ def register(app: typer.Typer) -> None:
     customers_app.command("set-limit")(customers_set_limit)
 
 
+
+
 def _table(title: str, *headers: str) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
     for header in headers:
         justify = "right" if header in ("Level", "Value", "Limit", "Attempts") else "left"
         table.add_column(header, overflow="fold", justify=justify)  # type: ignore[arg-type]
     return table
+
+
 
 
 def warn_without_destination(settings: Settings) -> None:
@@ -79,19 +83,8 @@ def notifications_list(
     if not found:
         console.print("no notifications")
         return
-    table = _table(
-        "Notifications",
-        "ID",
-        "Kind",
-        "Customer",
-        "Period",
-        "What",
-        "Value",
-        "Limit",
-        "Status",
-        "Attempts",
-        "Last error",
-    )
+    table = _table("Notifications", "ID", "Kind", "Customer", "Period", "What", "Value", "Limit", "Status",
+                   "Attempts", "Last error")
     for n in found:
         unit = n.currency or n.payload.get("unit") or ""
         cells = (
@@ -234,29 +227,12 @@ def _print_check_report(report: CheckReport, as_json: bool) -> None:
         )
         return
     if report.created:
-        table = _table(
-            "Thresholds crossed",
-            "Customer",
-            "Subscription",
-            "Period",
-            "Threshold",
-            "Level",
-            "Value",
-            "Limit",
-            "Notification",
-        )
+        table = _table("Thresholds crossed", "Customer", "Subscription", "Period", "Threshold", "Level", "Value",
+                       "Limit", "Notification")
         for c in report.created:
             unit = c.currency or c.unit or ""
-            cells = (
-                c.customer,
-                str(c.subscription_id),
-                c.period,
-                c.threshold_key,
-                f"{c.level} %",
-                str(c.value),
-                f"{c.limit} {unit}".strip(),
-                c.notification_id,
-            )
+            cells = (c.customer, str(c.subscription_id), c.period, c.threshold_key, f"{c.level} %", str(c.value),
+                     f"{c.limit} {unit}".strip(), c.notification_id)
             table.add_row(*map(Text, cells))
         print_table(table)
     console.print(

@@ -84,15 +84,8 @@ def list_command(
     for p in found:
         status = f"reversed {p.reversed_on}" if p.reversed else "succeeded"
         table.add_row(
-            str(p.id),
-            p.invoice_number,
-            p.customer,
-            p.received_on.isoformat(),
-            p.method,
-            p.reference or "",
-            f"{format_amount(p.amount, p.currency)} {p.currency}",
-            format_amount(p.excess, p.currency),
-            status,
+            str(p.id), p.invoice_number, p.customer, p.received_on.isoformat(), p.method, p.reference or "",
+            f"{format_amount(p.amount, p.currency)} {p.currency}", format_amount(p.excess, p.currency), status,
         )
     print_table(table)
 

@@ -44,7 +44,5 @@ def customers_review(
         console.print(f"customer {customer} is not flagged for review")
     else:
         why = f": {review.note}" if review.note else ""
-        console.print(
-            f"customer {customer} is flagged for review (by {review.flagged_by}, "
-            f"{review.flagged_at:%Y-%m-%d %H:%M} UTC){why}; each of its drafts waits for approval"
-        )
+        console.print(f"customer {customer} is flagged for review (by {review.flagged_by}, "
+                      f"{review.flagged_at:%Y-%m-%d %H:%M} UTC){why}; each of its drafts waits for approval")

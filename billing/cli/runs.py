@@ -43,9 +43,7 @@ def run(
     ),
     customer: str | None = typer.Option(None, "--customer", help="Bill only this customer."),
     shard: str | None = typer.Option(
-        None,
-        "--shard",
-        metavar="K/N",
+        None, "--shard", metavar="K/N",
         help="Bill only shard K of N (customers split by a hash of their id); run every K for the whole run.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON (the API's fields)."),
@@ -69,9 +67,13 @@ def run(
     engine = engine_for_cli()
     try:
         if finalize:  # refused before anything is written
-            check_period_finalizable(engine, billing_period, customer=customer, allow_open_period=allow_open_period)
+            check_period_finalizable(
+                engine, billing_period, customer=customer, allow_open_period=allow_open_period
+            )
         report = _run_with_progress(engine, catalog, billing_period, customer, part, as_json)
-        numbers, awaiting = _finalize(engine, billing_period, customer, allow_open_period) if finalize else ([], [])
+        numbers, awaiting = (
+            _finalize(engine, billing_period, customer, allow_open_period) if finalize else ([], [])
+        )
     except BillingError as error:
         fail(open_period_message(error))
     except ConflictingEvents as error:
@@ -128,13 +130,8 @@ def _finalize(
     """The period's drafts finalized but those waiting for approval: the numbers given, the ids left waiting."""
     policy = ApprovalPolicy.configured()
     numbers = finalize_period(
-        engine,
-        billing_period,
-        finalize_settings(),
-        dt.date.today(),
-        customer=customer,
-        allow_open_period=allow_open_period,
-        approval=policy,
+        engine, billing_period, finalize_settings(), dt.date.today(), customer=customer,
+        allow_open_period=allow_open_period, approval=policy,
     )
     waiting = awaiting_approval(engine, policy, period_start=billing_period.start, customer=customer)
     return numbers, [item.draft.invoice_id for item in waiting]
@@ -160,10 +157,8 @@ def _print_report(report: RunReport, finalized: list[str] | None) -> None:
     for currency, total in sorted(report.totals.items()):
         table.add_row(f"total {currency}", format_amount(total, currency))
     table.add_row("rating worker processes", str(report.rating_workers))
-    table.add_row(
-        "seconds (load/aggregate/rate/write)",
-        " / ".join(f"{report.seconds.get(k, 0):.2f}" for k in ("load", "aggregate", "rate", "write")),
-    )
+    table.add_row("seconds (load/aggregate/rate/write)",
+                  " / ".join(f"{report.seconds.get(k, 0):.2f}" for k in ("load", "aggregate", "rate", "write")))
     console.print(table)
     if report.skipped:
         skipped = Table(title="Customers skipped")

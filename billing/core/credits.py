@@ -135,11 +135,8 @@ def alerts_due(state: AlertState, balance: Decimal, level: Decimal | None) -> tu
     when one movement does both)."""
     below = level is not None and balance < level
     depleted = balance <= 0
-    alerts = [
-        name
-        for name, now, before in (("low", below, state.below_low), ("depleted", depleted, state.depleted))
-        if now and not before
-    ]
+    alerts = [name for name, now, before in (("low", below, state.below_low), ("depleted", depleted, state.depleted))
+              if now and not before]
     after = AlertState(
         below,
         depleted,

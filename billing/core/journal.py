@@ -138,15 +138,8 @@ class CreditMovement:
     document: str = ""
 
 
-def _entry(
-    entry: str,
-    date: dt.date,
-    currency: str,
-    customer: str,
-    document: str,
-    memo: str,
-    postings: Iterable[tuple[str, Decimal]],
-) -> JournalEntry:
+def _entry(entry: str, date: dt.date, currency: str, customer: str, document: str, memo: str,
+           postings: Iterable[tuple[str, Decimal]]) -> JournalEntry:
     """The postings summed per account, receivable and cash first, then the accounts by name; zero legs left out."""
     summed: dict[str, Decimal] = defaultdict(lambda: ZERO)
     for account, amount in postings:
@@ -194,56 +187,32 @@ def document_entry(document: Invoice) -> JournalEntry:
         postings = [(RECEIVABLE, -document.total), (CREDIT_NOTES, document.subtotal)]
         postings += [(TAX, tax.amount) for tax in taxes_of(document)]
         memo = f"credit note {document.number} for {document.refers_to}"
-        return _entry(
-            f"credit_note:{document.number}",
-            document.issue_date,
-            document.currency,
-            customer,
-            document.number,
-            memo,
-            postings,
-        )
+        return _entry(f"credit_note:{document.number}", document.issue_date, document.currency, customer,
+                      document.number, memo, postings)
     postings = [(RECEIVABLE, document.total)]
-    postings += [
-        (line_account(line, document), -line.amount) for line in document.lines if line.kind is not LineKind.DISCOUNT
-    ]
+    postings += [(line_account(line, document), -line.amount) for line in document.lines
+                 if line.kind is not LineKind.DISCOUNT]
     postings.append((DISCOUNTS, document.discount))
     for tax in taxes_of(document):
         # tax inside tax-inclusive prices is credited to the lines' revenue with them: moved out to tax payable
         postings += [(TAX, -tax.amount), (TAX_INCLUDED, tax.included)]
     what = "top-up invoice" if document.scope is InvoiceScope.CREDIT else "invoice"
-    return _entry(
-        f"invoice:{document.number}",
-        document.issue_date,
-        document.currency,
-        customer,
-        document.number,
-        f"{what} {document.number} issued",
-        postings,
-    )
+    return _entry(f"invoice:{document.number}", document.issue_date, document.currency, customer, document.number,
+                  f"{what} {document.number} issued", postings)
 
 
 def void_entry(document: Invoice, date: dt.date) -> JournalEntry:
     """An issued invoice voided on ``date``: its entry reversed."""
     issued = document_entry(document)
     return JournalEntry(
-        f"void:{document.number}",
-        date,
-        issued.currency,
-        issued.customer,
-        issued.document,
-        f"invoice {document.number} voided",
-        tuple((account, -amount) for account, amount in issued.legs),
+        f"void:{document.number}", date, issued.currency, issued.customer, issued.document,
+        f"invoice {document.number} voided", tuple((account, -amount) for account, amount in issued.legs),
     )
 
 
 def payment_entry(payment: Payment) -> JournalEntry:
     return _entry(
-        f"payment:{payment.id}",
-        payment.date,
-        payment.currency,
-        payment.customer,
-        payment.invoice_number,
+        f"payment:{payment.id}", payment.date, payment.currency, payment.customer, payment.invoice_number,
         f"payment for {payment.invoice_number} ({payment.method})",
         [(CASH, payment.amount), (RECEIVABLE, -payment.amount)],
     )
@@ -270,15 +239,8 @@ def credit_entry(movement: CreditMovement) -> JournalEntry | None:
         return None
     else:  # a kind of movement this journal does not know: refused, never left out silently
         raise ValueError(f"{movement.movement}: no journal entry for a credit movement of kind {movement.kind!r}")
-    return _entry(
-        f"credit:{movement.movement}",
-        movement.date,
-        movement.currency,
-        movement.customer,
-        movement.document,
-        memo,
-        postings,
-    )
+    return _entry(f"credit:{movement.movement}", movement.date, movement.currency, movement.customer,
+                  movement.document, memo, postings)
 
 
 def unbalanced(entries: Sequence[JournalEntry]) -> list[str]:
@@ -288,7 +250,6 @@ def unbalanced(entries: Sequence[JournalEntry]) -> list[str]:
     totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
     for e in entries:
         totals[e.currency] += e.balance
-    problems += [
-        f"{currency}: debits and credits differ by {total}" for currency, total in sorted(totals.items()) if total != 0
-    ]
+    problems += [f"{currency}: debits and credits differ by {total}" for currency, total in sorted(totals.items())
+                 if total != 0]
     return problems

@@ -974,7 +974,9 @@ def _period_figures(
     )
 
 
-def _mrr_moves(start: Mapping[str, Decimal], end: Mapping[str, Decimal], reactivated: set[str]) -> dict[str, Decimal]:
+def _mrr_moves(
+    start: Mapping[str, Decimal], end: Mapping[str, Decimal], reactivated: set[str]
+) -> dict[str, Decimal]:
     """The MRR bridge: each customer's change from the period's start to its end, as new, reactivation,
     expansion, contraction or churned MRR."""
     moves = {"new": ZERO, "reactivation": ZERO, "expansion": ZERO, "contraction": ZERO, "churned": ZERO}

@@ -163,7 +163,9 @@ def parse_period(text: str) -> Period:
         return Period(start, end)
     if _MONTH.match(text):
         return parse_month(text)
-    raise ValueError(f"expected a month as YYYY-MM, an ISO week as YYYY-Www or START..END (ISO dates), got {text!r}")
+    raise ValueError(
+        f"expected a month as YYYY-MM, an ISO week as YYYY-Www or START..END (ISO dates), got {text!r}"
+    )
 
 
 def month_of(day: dt.date) -> Period:

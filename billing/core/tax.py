@@ -157,7 +157,12 @@ def treatment(rules: TaxRules, buyer: Buyer) -> Treatment:
     if buyer.exempt_reason:
         return Treatment(country=country, region=region, exempt_reason=buyer.exempt_reason)
     seller = rules.seller_country
-    if seller in EU_COUNTRIES and country in EU_COUNTRIES and country != seller and buyer.tax_id:
+    if (
+        seller in EU_COUNTRIES
+        and country in EU_COUNTRIES
+        and country != seller
+        and buyer.tax_id
+    ):
         return Treatment(name="VAT", country=country, region=region, reverse_charge=True)
     if buyer.tax_rate:
         return Treatment(flat=buyer.tax_rate, country=country, region=region)
@@ -251,7 +256,9 @@ def _grouped(
     return groups
 
 
-def _take(amount: Decimal, left: Left, plans: Container[str] | None) -> tuple[dict[Group, Decimal], Left, Decimal]:
+def _take(
+    amount: Decimal, left: Left, plans: Container[str] | None
+) -> tuple[dict[Group, Decimal], Left, Decimal]:
     """``amount`` (a discount: negative) shared among the groups of the lines of ``plans`` (None: all lines), in
     proportion to what is left of them, no group's part beyond what is left of it; the parts, what is left of each
     line after, and what could not be placed."""

@@ -48,22 +48,8 @@ _CHUNK = 5_000
 _CUSTOMER_COLUMNS = tuple(
     getattr(CustomerRow, name)
     for name in (
-        "id",
-        "external_id",
-        "name",
-        "email",
-        "currency",
-        "timezone",
-        "locale",
-        "address",
-        "webhook_url",
-        "tax_rate",
-        "webhook_secret",
-        "country",
-        "region",
-        "tax_id",
-        "tax_exempt_reason",
-        "archived_at",
+        "id", "external_id", "name", "email", "currency", "timezone", "locale", "address", "webhook_url", "tax_rate",
+        "webhook_secret", "country", "region", "tax_id", "tax_exempt_reason", "archived_at",
     )
 )
 
@@ -153,19 +139,8 @@ def get_customer(session: Session, external_id: str, *, for_update: bool = False
 
 # What ``update_customer`` may change (the currency and the external id never change).
 UPDATABLE = (
-    "name",
-    "email",
-    "address",
-    "country",
-    "region",
-    "tax_id",
-    "tax_exempt_reason",
-    "tax_rate",
-    "locale",
-    "timezone",
-    "webhook_url",
-    "webhook_secret",
-    "archived_at",
+    "name", "email", "address", "country", "region", "tax_id", "tax_exempt_reason", "tax_rate", "locale", "timezone",
+    "webhook_url", "webhook_secret", "archived_at",
 )
 
 
@@ -381,14 +356,7 @@ def subscriptions_of_customers(session: Session, external_ids: Iterable[str]) ->
 _SUBSCRIPTION_COLUMNS = tuple(
     getattr(SubscriptionRow, name)
     for name in (
-        "id",
-        "customer_id",
-        "plan_code",
-        "plan_version",
-        "start_date",
-        "end_date",
-        "status",
-        "cancel_reason",
+        "id", "customer_id", "plan_code", "plan_version", "start_date", "end_date", "status", "cancel_reason",
         "previous_subscription_id",
     )
 )

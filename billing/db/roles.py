@@ -160,16 +160,12 @@ def _grant(connection: Connection, name: str, database: str, schema: str, owner:
     _ddl(
         connection,
         "ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I",
-        owner,
-        schema,
-        name,
+        owner, schema, name,
     )
     _ddl(
         connection,
         "ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I GRANT USAGE, SELECT ON SEQUENCES TO %I",
-        owner,
-        schema,
-        name,
+        owner, schema, name,
     )
     return int(
         connection.execute(

@@ -49,7 +49,9 @@ class StripeInvoiceSyncRow(BillingBase):
     """
 
     __tablename__ = "stripe_invoice_syncs"
-    __table_args__ = (CheckConstraint("step IN ('pending', 'customer', 'invoice', 'items', 'finalized')", name="step"),)
+    __table_args__ = (
+        CheckConstraint("step IN ('pending', 'customer', 'invoice', 'items', 'finalized')", name="step"),
+    )
 
     invoice_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     invoice_number: Mapped[str] = mapped_column(String(64), unique=True)

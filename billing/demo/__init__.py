@@ -79,45 +79,17 @@ PLAN_MIX = (
     ("ai_tokens", 0.04),
 )
 PLACES = {
-    "USD": [
-        ("America/New_York", "en_US"),
-        ("America/Los_Angeles", "en_US"),
-        ("America/Chicago", "en_US"),
-        ("Europe/London", "en_GB"),
-        ("UTC", "en_US"),
-    ],
-    "EUR": [
-        ("Europe/Berlin", "de_DE"),
-        ("Europe/Paris", "fr_FR"),
-        ("Europe/Madrid", "es_ES"),
-        ("Europe/Dublin", "en_IE"),
-    ],
+    "USD": [("America/New_York", "en_US"), ("America/Los_Angeles", "en_US"), ("America/Chicago", "en_US"),
+            ("Europe/London", "en_GB"), ("UTC", "en_US")],
+    "EUR": [("Europe/Berlin", "de_DE"), ("Europe/Paris", "fr_FR"), ("Europe/Madrid", "es_ES"),
+            ("Europe/Dublin", "en_IE")],
     "JPY": [("Asia/Tokyo", "ja_JP")],
     "RUB": [("Europe/Moscow", "ru_RU"), ("Asia/Yekaterinburg", "ru_RU")],
 }
 TAX = {"USD": Decimal(0), "EUR": Decimal(19), "JPY": Decimal(10), "RUB": Decimal(20)}
-NAMES = (
-    "Acme",
-    "Globex",
-    "Initech",
-    "Umbrella",
-    "Hooli",
-    "Stark",
-    "Wayne",
-    "Wonka",
-    "Tyrell",
-    "Cyberdyne",
-    "Soylent",
-    "Vandelay",
-    "Pied Piper",
-    "Aperture",
-    "Massive Dynamic",
-    "Nakatomi",
-    "Oscorp",
-    "Gringotts",
-    "Monarch",
-    "Dunder",
-)
+NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne",
+         "Soylent", "Vandelay", "Pied Piper", "Aperture", "Massive Dynamic", "Nakatomi", "Oscorp", "Gringotts",
+         "Monarch", "Dunder")
 SUFFIXES = ("Labs", "Systems", "Analytics", "Cloud", "Works", "Studio", "Logistics", "Health", "Retail", "Media")
 
 
@@ -142,9 +114,7 @@ def _print_run(period: Period, report: RunReport, numbers: list[str]) -> None:
     console.print(
         f"billing run: {report.invoices} invoices ({report.customers} customers, {report.events:,} events "
         f"rated, {report.late_lines} late-usage lines), {len(numbers)} finalized "
-        f"({numbers[0]} … {numbers[-1]})"
-        if numbers
-        else "no invoices"
+        f"({numbers[0]} … {numbers[-1]})" if numbers else "no invoices"
     )
     # usage no invoice will carry: events outside a subscription (local days vs UTC timestamps), payments sent
     # after an upgrade to a plan that does not charge them (`billing usage unbilled --period` lists them)
@@ -232,11 +202,7 @@ def _console_key(engine: Engine) -> None:
 
 
 def _month_of_usage(
-    engine: Engine,
-    catalog: Catalog,
-    accounts: list[Account],
-    period: Period,
-    rng: random.Random,
+    engine: Engine, catalog: Catalog, accounts: list[Account], period: Period, rng: random.Random,
     late_file: Path | None,
 ) -> None:
     """The month's usage generated and ingested as it would arrive: its first two weeks on the 15th, the rest by
@@ -256,10 +222,8 @@ def _month_of_usage(
 
 def _parts(total: int | str, events: int, parts: dict[Part, int | str]) -> DimensionedUsage:
     """Sample usage of a charge priced by dimension: each part's quantity (one event per unit, or ``events``)."""
-
     def usage(quantity: int | str, count: int) -> MeterUsage:
         return MeterUsage(quantity=Decimal(quantity), events=count)
-
     return DimensionedUsage({p: usage(q, min(events, int(Decimal(q)))) for p, q in parts.items()}, usage(total, events))
 
 
@@ -275,16 +239,8 @@ SAMPLE_USAGE: dict[str, MeterUsage | DimensionedUsage] = {
     # US & Canada 12,000; Germany 1,500 outbound and 300 inbound; 200 to other countries
     "sms": _parts(14_000, 14_000, {Part(0): 12_000, Part(1): 1_500, Part(2): 300, Part(None): 200}),
     # vCPU-hours: Frankfurt 1,000 standard and 120 GPU, Stockholm 2,000 standard, another region 500 standard
-    "vm_hours": _parts(
-        3_620,
-        120,
-        {
-            Part(0, ("standard-v3",)): 1_000,
-            Part(0, ("gpu-a100",)): 120,
-            Part(1, ("standard-v3",)): 2_000,
-            Part(None, ("standard-v3",)): 500,
-        },
-    ),
+    "vm_hours": _parts(3_620, 120, {Part(0, ("standard-v3",)): 1_000, Part(0, ("gpu-a100",)): 120,
+                                    Part(1, ("standard-v3",)): 2_000, Part(None, ("standard-v3",)): 500}),
     "object_storage": _parts(120, 2, {Part(0): 80, Part(1): 40}),  # GB-months in Frankfurt and Stockholm
     "warehouse_storage": MeterUsage(quantity=Decimal(2 * 10**12), events=2),  # 2 TB held all month
     "compute_credits": _parts(140, 31, {Part(0): 100, Part(1): 40}),  # standard and enterprise editions
@@ -336,23 +292,13 @@ def _grant_credit(engine: Engine, account: Account) -> None:
     1 October in its timezone: it pays August's and September's invoices (their periods began before it expired),
     never October's."""
     grant = credits.grant_credit(
-        engine,
-        account.external_id,
-        Decimal(40),
-        account.currency,
-        expires=dt.date(2026, 10, 1),
-        reason="welcome offer",
-        now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
+        engine, account.external_id, Decimal(40), account.currency, expires=dt.date(2026, 10, 1),
+        reason="welcome offer", now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
     )
-    credits.configure(
-        engine,
-        account.external_id,
-        account.currency,
-        low_balance=Decimal(15),
-        now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
-    )
+    credits.configure(engine, account.external_id, account.currency, low_balance=Decimal(15),
+                      now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
     console.print(
-        f'credit: {grant.amount} {grant.currency} of free credit to {account.external_id} ("welcome offer"), '
+        f"credit: {grant.amount} {grant.currency} of free credit to {account.external_id} (\"welcome offer\"), "
         "expiring on 2026-10-01; it pays the invoices at finalization, after tax; an alert when it falls below "
         f"15.00 {grant.currency}, another when it is used up"
     )
@@ -389,15 +335,8 @@ def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> li
             account.cancel_on = dt.date(2026, rng.choice((9, 10)), rng.choice((1, 12, 25)))
             account.cancel_reason = "involuntary" if fate < 0.12 else "voluntary"
         service.create_customer(
-            engine,
-            external_id,
-            name,
-            f"billing@{external_id}.example",
-            currency,
-            timezone=timezone,
-            locale=locale,
-            address=(f"{number} Market Street", "Suite 100"),
-            tax_rate=TAX[currency],
+            engine, external_id, name, f"billing@{external_id}.example", currency, timezone=timezone,
+            locale=locale, address=(f"{number} Market Street", "Suite 100"), tax_rate=TAX[currency],
         )
         if plan == "meetings":  # licences, and for half of them the recording-storage add-on beside the plan
             account.seats, account.add_on = rng.randrange(3, 40), rng.random() < 0.5
@@ -423,13 +362,8 @@ def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> li
     by_plan = Counter(a.plan for a in accounts)
     for plan in sorted(by_plan):
         own = [a for a in accounts if a.plan == plan]
-        table.add_row(
-            plan,
-            str(by_plan[plan]),
-            str(sum(a.start >= MONTHS[0].start for a in own)),
-            str(sum(a.upgrade_on is not None for a in own)),
-            str(sum(a.cancel_on is not None for a in own)),
-        )
+        table.add_row(plan, str(by_plan[plan]), str(sum(a.start >= MONTHS[0].start for a in own)),
+                      str(sum(a.upgrade_on is not None for a in own)), str(sum(a.cancel_on is not None for a in own)))
     console.print(table)
     return accounts
 
@@ -439,12 +373,7 @@ def _coupons(engine: Engine, catalog: Catalog, accounts: list[Account]) -> None:
     the first customers with the add-on (in July for three, in August for three more), and issued in August to
     as many others who never use it: the metrics show its redemption rate."""
     coupon = coupons.parse_coupon(
-        "STORAGE20",
-        percent="20",
-        amount=None,
-        currency=None,
-        duration="repeating",
-        months=3,
+        "STORAGE20", percent="20", amount=None, currency=None, duration="repeating", months=3,
         plans=["meetings_storage"],
     )
     coupons.create_coupon(engine, catalog, coupon)
@@ -479,61 +408,34 @@ def _events_for(account: Account, period: Period, rng: random.Random) -> Iterato
         moment = dt.datetime.combine(day, dt.time(rng.randrange(24), rng.randrange(60), rng.randrange(60)), dt.UTC)
         return moment.isoformat().replace("+00:00", "Z")
 
-    calls = {
-        "api_growth": (300, 3000),
-        "enterprise": (1000, 3000),
-        "enterprise_annual": (1000, 3000),
-        "starter_jp": (500, 7000),
-    }.get(account.plan)
+    calls = {"api_growth": (300, 3000), "enterprise": (1000, 3000), "enterprise_annual": (1000, 3000),
+             "starter_jp": (500, 7000)}.get(account.plan)
     if calls:
         low, high = calls
         heavy = account.heavy and account.plan == "api_growth"
         n = rng.randrange(8500, 12500) if heavy else rng.randrange(low, high)
         for i in range(n):
-            yield {
-                "id": f"{prefix}-c{i}",
-                "customer": account.external_id,
-                "meter": "api_calls",
-                "timestamp": at(rng.choice(days)),
-            }
+            yield {"id": f"{prefix}-c{i}", "customer": account.external_id, "meter": "api_calls",
+                   "timestamp": at(rng.choice(days))}
         for i in range(rng.randrange(1, 4)):
             gigabytes = Decimal(rng.randrange(1, 400)) / 4 * (1 if i == 0 or rng.random() < 0.7 else -1)
-            yield {
-                "id": f"{prefix}-s{i}",
-                "customer": account.external_id,
-                "meter": "storage_gb",
-                "timestamp": at(rng.choice(days)),
-                "value": str(gigabytes if i == 0 else gigabytes / 4),
-            }
+            yield {"id": f"{prefix}-s{i}", "customer": account.external_id, "meter": "storage_gb",
+                   "timestamp": at(rng.choice(days)), "value": str(gigabytes if i == 0 else gigabytes / 4)}
     if account.plan == "seats":
         users = rng.randrange(180, 240) if account.heavy else rng.randrange(3, 60)
         for i in range(users * 2):
-            yield {
-                "id": f"{prefix}-u{i}",
-                "customer": account.external_id,
-                "meter": "active_users",
-                "timestamp": at(rng.choice(days)),
-                "properties": {"user_id": f"u{i % users}"},
-            }
+            yield {"id": f"{prefix}-u{i}", "customer": account.external_id, "meter": "active_users",
+                   "timestamp": at(rng.choice(days)), "properties": {"user_id": f"u{i % users}"}}
     if account.plan in ("payments", "enterprise", "enterprise_annual"):
         for i in range(rng.randrange(20, 300)):
             amount = Decimal(rng.randrange(500, 250000)) / 100
-            yield {
-                "id": f"{prefix}-p{i}",
-                "customer": account.external_id,
-                "meter": "payment_volume",
-                "timestamp": at(rng.choice(days)),
-                "value": str(amount),
-            }
+            yield {"id": f"{prefix}-p{i}", "customer": account.external_id, "meter": "payment_volume",
+                   "timestamp": at(rng.choice(days)), "value": str(amount)}
     maker = _DIMENSIONED_EVENTS.get(account.plan)
     if maker is not None:
         for i, (meter, value, properties) in enumerate(maker(account, days, rng)):
-            event: dict[str, object] = {
-                "id": f"{prefix}-d{i}",
-                "customer": account.external_id,
-                "meter": meter,
-                "timestamp": at(rng.choice(days)),
-            }
+            event: dict[str, object] = {"id": f"{prefix}-d{i}", "customer": account.external_id, "meter": meter,
+                                        "timestamp": at(rng.choice(days))}
             if value is not None:
                 event["value"] = value
             if properties:
@@ -555,15 +457,8 @@ def _sms_events(account: Account, days: list[dt.date], rng: random.Random) -> _M
 
 
 def _cloud_events(account: Account, days: list[dt.date], rng: random.Random) -> _Made:
-    machines = rng.sample(
-        [
-            ("eu-central-1", "standard-v3"),
-            ("eu-central-1", "gpu-a100"),
-            ("eu-north-1", "standard-v3"),
-            ("us-east-1", "standard-v3"),
-        ],
-        k=rng.randrange(1, 4),
-    )
+    machines = rng.sample([("eu-central-1", "standard-v3"), ("eu-central-1", "gpu-a100"),
+                           ("eu-north-1", "standard-v3"), ("us-east-1", "standard-v3")], k=rng.randrange(1, 4))
     for region, platform in machines:
         vcpus = rng.choice((2, 4, 8, 16)) if platform == "standard-v3" else 1
         for _ in days:  # one event a day: the vCPU-hours the machines ran
@@ -634,8 +529,7 @@ def _print_progressive(engine: Engine, period: Period) -> None:
     """The progressive invoices the month's first weeks of usage issued (plans with ``progressive_billing``)."""
     with session_scope(engine) as session:
         found = [
-            i
-            for i in store.list_invoices(session, period_start=period.start)
+            i for i in store.list_invoices(session, period_start=period.start)
             if i.scope is InvoiceScope.PROGRESSIVE and i.number
         ]
     if found:
@@ -654,34 +548,19 @@ def _write_late_usage(path: Path, accounts: list[Account], period: Period, rng: 
         for account in late:
             for i in range(rng.randrange(500, 1500)):
                 day = period.end - dt.timedelta(days=1 + i % 3)
-                out.write(
-                    json.dumps(
-                        {
-                            "id": f"{account.external_id}-{period.label}-late{i}",
-                            "customer": account.external_id,
-                            "meter": "api_calls",
-                            "timestamp": f"{day.isoformat()}T18:00:00Z",
-                        }
-                    )
-                    + "\n"
-                )
+                out.write(json.dumps({"id": f"{account.external_id}-{period.label}-late{i}",
+                                      "customer": account.external_id, "meter": "api_calls",
+                                      "timestamp": f"{day.isoformat()}T18:00:00Z"}) + "\n")
     return path
 
 
 def _ingest(engine: Engine, catalog: Catalog, path: Path, count: int, now: dt.datetime) -> None:
     """Ingest a file as it would have arrived at ``now`` (thresholds are checked right after, for that month)."""
-    with Progress(
-        TextColumn(f"ingest {path.name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("bytes"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with Progress(TextColumn(f"ingest {path.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("bytes"),
+                  TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("ingest", total=path.stat().st_size)
-        report = ingest_path(
-            engine, catalog, path, now=now, progress=lambda done: progress.update(task, completed=done)
-        )
+        report = ingest_path(engine, catalog, path, now=now,
+                             progress=lambda done: progress.update(task, completed=done))
     console.print(f"{path.name}: {report.summary()} ({count:,} events generated)")
 
 
@@ -719,9 +598,8 @@ class _Printer:
 
     def finish(self, engine: Engine) -> None:
         self.print_issued(engine)
-        with Progress(
-            TextColumn("PDF invoices"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
+        with Progress(TextColumn("PDF invoices"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
             task = progress.add_task("pdf", total=len(self.sent))
             for future in as_completed(self.printing):
                 progress.advance(task, future.result())
@@ -742,9 +620,8 @@ def _summary(engine: Engine, summaries: list[tuple[Period, RunReport, list[str]]
     for period, report, numbers in summaries:
         own = [i for i in invoices if i.period_start == period.start]
         totals = {c: sum((i.total for i in own if i.currency == c), ZERO) for c in currencies}
-        table.add_row(
-            period.label, str(len(numbers)), *(format_amount(totals[c], c) for c in currencies), str(report.late_lines)
-        )
+        table.add_row(period.label, str(len(numbers)), *(format_amount(totals[c], c) for c in currencies),
+                      str(report.late_lines))
     console.print(table)
 
 
@@ -835,13 +712,8 @@ def _accounting_export(engine: Engine) -> None:
             f"{format_amount(debit, currency)} / {format_amount(credit, currency)} {currency}"
             for currency, (debit, credit) in done.totals().items()
         )
-        table.add_row(
-            period.label,
-            str(len(done.tables["invoices"])),
-            str(len(done.tables["credit_notes"])),
-            str(len(done.tables["journal"])),
-            totals or "—",
-        )
+        table.add_row(period.label, str(len(done.tables["invoices"])), str(len(done.tables["credit_notes"])),
+                      str(len(done.tables["journal"])), totals or "—")
         if done.problems():
             raise RuntimeError(f"the journal of {period.label} does not balance: {done.problems()}")
     print_table(table)

@@ -35,13 +35,8 @@ def record_payments_and_age(engine: Engine, console: Console) -> None:
         if amount <= Decimal(0):
             continue
         payments.record_payment(
-            engine,
-            invoice.number,
-            amount,
-            method="card" if index % 2 else "bank_transfer",
-            received_on=invoice.issue_date + dt.timedelta(days=10),
-            reference=f"DEMO-{index:04d}",
-            now=NOW,
+            engine, invoice.number, amount, method="card" if index % 2 else "bank_transfer",
+            received_on=invoice.issue_date + dt.timedelta(days=10), reference=f"DEMO-{index:04d}", now=NOW,
         )
         partial, full = partial + half, full + (not half)
     console.print(
@@ -53,9 +48,8 @@ def record_payments_and_age(engine: Engine, console: Console) -> None:
     # do not compare)
     oldest = {id(r): max(i for i, amount in enumerate(r.buckets) if amount > 0) for r in report.rows}
     worst = sorted(report.rows, key=lambda r: (-oldest[id(r)], -r.invoices, r.customer or ""))[:SHOWN]
-    shown = payments.Aging(
-        report.as_of, tuple(sorted(worst, key=lambda r: (r.customer or "", r.currency))), report.totals
-    )
+    shown = payments.Aging(report.as_of, tuple(sorted(worst, key=lambda r: (r.customer or "", r.currency))),
+                           report.totals)
     print_table(aging_table(shown))
     shown_count = min(SHOWN, len(report.rows))
     console.print(

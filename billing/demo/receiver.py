@@ -72,7 +72,9 @@ def _handler(inbox: _Inbox) -> type[BaseHTTPRequestHandler]:
                 body = None
             with inbox.lock:
                 status, duplicate = inbox.answer(key, verified)
-                inbox.received.append(ReceivedWebhook(key, verified, duplicate, status, body, raw, dict(self.headers)))
+                inbox.received.append(
+                    ReceivedWebhook(key, verified, duplicate, status, body, raw, dict(self.headers))
+                )
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -74,6 +74,7 @@ _BATCH = 10
 _MIN_LEASE = dt.timedelta(minutes=10)
 
 
+
 @dataclass
 class DeliveryReport:
     """What ``deliver_pending`` did: notifications sent, to be retried, dead; channel attempts made; and how many
@@ -118,7 +119,7 @@ def destination_warning(settings: Settings) -> str | None:
         return None
     return (
         "no notification destination is configured (notification_webhook_url, smtp_host): notifications stay "
-        'pending, marked "no destination configured", and are delivered once one is; only customers with a '
+        "pending, marked \"no destination configured\", and are delivered once one is; only customers with a "
         "webhook_url of their own get theirs meanwhile"
     )
 

@@ -265,21 +265,19 @@ def queue_invoices_finalized(session: Session, invoices: Sequence[Invoice]) -> l
             "invoice": invoice_json(invoice),
             "created_at": now.isoformat(),
         }
-        rows.append(
-            {
-                "id": str(uuid.uuid4()),
-                "kind": "invoice.finalized",
-                "customer_external_id": invoice.customer_id or "",
-                "invoice_id": invoice.id,
-                "period": period,
-                "currency": invoice.currency,
-                "payload": json.dumps(payload, sort_keys=True, default=str),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
+        rows.append({
+            "id": str(uuid.uuid4()),
+            "kind": "invoice.finalized",
+            "customer_external_id": invoice.customer_id or "",
+            "invoice_id": invoice.id,
+            "period": period,
+            "currency": invoice.currency,
+            "payload": json.dumps(payload, sort_keys=True, default=str),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        })
     if not rows:
         return []
     table = NotificationRow.__table__

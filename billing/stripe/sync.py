@@ -239,7 +239,9 @@ def sync_invoices(
     if limit is not None and limit < 1:
         raise BillingInputError(f"limit: expected a positive number, got {limit}")
     client = (
-        client_or_settings if isinstance(client_or_settings, stripe.StripeClient) else stripe_client(client_or_settings)
+        client_or_settings
+        if isinstance(client_or_settings, stripe.StripeClient)
+        else stripe_client(client_or_settings)
     )
     installation = installation_id(engine)
     with session_scope(read_only(engine)) as session:
@@ -476,7 +478,9 @@ class _Push:
                 raise
         hosted = getattr(finalized, "hosted_invoice_url", None)
         with session_scope(self.engine) as session:
-            self._save(session, step=SyncStep.FINALIZED.value, synced_at=utcnow(), hosted_invoice_url=hosted or None)
+            self._save(
+                session, step=SyncStep.FINALIZED.value, synced_at=utcnow(), hosted_invoice_url=hosted or None
+            )
         self.step = SyncStep.FINALIZED
 
 
@@ -484,3 +488,4 @@ def _describe(error: stripe.StripeError) -> str:
     """A Stripe error in one line: its class and the first line of its message."""
     message = (error.user_message or str(error) or "").strip().splitlines()
     return f"{type(error).__name__}: {message[0] if message else 'no message'}"
+

@@ -252,7 +252,9 @@ def _payment_failed(
     dunning.updated_at = utcnow()
     final = next_attempt is None or dunning.failed_attempts >= max_attempts
     session.flush()
-    notify_payment_failed(session, invoice, attempt=dunning.failed_attempts, final=final, next_attempt_at=next_attempt)
+    notify_payment_failed(
+        session, invoice, attempt=dunning.failed_attempts, final=final, next_attempt_at=next_attempt
+    )
     if not final:
         return Outcome.PAYMENT_FAILED
     _collection_failed(session, invoice, stripe_invoice_id, created)

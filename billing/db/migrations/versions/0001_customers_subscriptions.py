@@ -54,8 +54,7 @@ def upgrade() -> None:
             ["customer_id"], ["customers.id"], name="fk_subscriptions_customer_id_customers", ondelete="RESTRICT"
         ),
         sa.ForeignKeyConstraint(
-            ["previous_subscription_id"],
-            ["subscriptions.id"],
+            ["previous_subscription_id"], ["subscriptions.id"],
             name="fk_subscriptions_previous_subscription_id_subscriptions",
         ),
         sa.CheckConstraint("end_date IS NULL OR end_date >= start_date", name="ck_subscriptions_end_after_start"),

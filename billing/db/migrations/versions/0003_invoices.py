@@ -21,29 +21,9 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # What an issued invoice can never change. Its status may still move on (finalized → paid | void |
 # uncollectible), never back to draft, and never away from paid or void.
 FROZEN_COLUMNS = (
-    "billing_key",
-    "kind",
-    "number",
-    "customer_external_id",
-    "customer",
-    "seller",
-    "currency",
-    "locale",
-    "timezone",
-    "period_start",
-    "period_end",
-    "subtotal",
-    "discount",
-    "tax_rate",
-    "tax",
-    "total",
-    "issue_date",
-    "due_date",
-    "refers_to_id",
-    "reason",
-    "finalized_at",
-    "usage_as_of",
-    "content_hash",
+    "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale", "timezone",
+    "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "issue_date", "due_date",
+    "refers_to_id", "reason", "finalized_at", "usage_as_of", "content_hash",
 )
 MESSAGE = "invoice is issued: its number, amounts and lines cannot change"
 

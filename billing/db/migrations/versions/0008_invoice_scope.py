@@ -23,29 +23,9 @@ depends_on = None
 
 # What an issued invoice can never change, as migration 0003 froze it, and from here on.
 FROZEN_BEFORE = (
-    "billing_key",
-    "kind",
-    "number",
-    "customer_external_id",
-    "customer",
-    "seller",
-    "currency",
-    "locale",
-    "timezone",
-    "period_start",
-    "period_end",
-    "subtotal",
-    "discount",
-    "tax_rate",
-    "tax",
-    "total",
-    "issue_date",
-    "due_date",
-    "refers_to_id",
-    "reason",
-    "finalized_at",
-    "usage_as_of",
-    "content_hash",
+    "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale", "timezone",
+    "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "issue_date", "due_date",
+    "refers_to_id", "reason", "finalized_at", "usage_as_of", "content_hash",
 )
 FROZEN_COLUMNS = (*FROZEN_BEFORE, "scope", "subscription_id")
 MESSAGE = "invoice is issued: its number, amounts and lines cannot change"

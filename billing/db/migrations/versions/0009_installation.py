@@ -35,7 +35,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("id", name="uq_installation_id"),
         sa.CheckConstraint("singleton = 1", name="ck_installation_one_row"),
     )
-    op.bulk_insert(installation, [{"singleton": 1, "id": uuid.uuid4().hex, "created_at": dt.datetime.now(dt.UTC)}])
+    op.bulk_insert(
+        installation, [{"singleton": 1, "id": uuid.uuid4().hex, "created_at": dt.datetime.now(dt.UTC)}]
+    )
     op.add_column(
         "stripe_invoice_syncs",
         sa.Column("key_prefix", sa.String(32), nullable=False, server_default=sa.text("''")),

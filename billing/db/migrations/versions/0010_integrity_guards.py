@@ -38,31 +38,9 @@ depends_on = None
 
 # What an issued invoice can never change, as migration 0008 froze it (the id is now frozen on every invoice).
 FROZEN_COLUMNS = (
-    "billing_key",
-    "kind",
-    "number",
-    "customer_external_id",
-    "customer",
-    "seller",
-    "currency",
-    "locale",
-    "timezone",
-    "period_start",
-    "period_end",
-    "subtotal",
-    "discount",
-    "tax_rate",
-    "tax",
-    "total",
-    "issue_date",
-    "due_date",
-    "refers_to_id",
-    "reason",
-    "finalized_at",
-    "usage_as_of",
-    "content_hash",
-    "scope",
-    "subscription_id",
+    "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale", "timezone",
+    "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "issue_date", "due_date",
+    "refers_to_id", "reason", "finalized_at", "usage_as_of", "content_hash", "scope", "subscription_id",
 )
 MESSAGE = "invoice is issued: its number, amounts and lines cannot change"
 ID_MESSAGE = "invoice id cannot change: its lines and credit notes refer to it"
@@ -74,10 +52,8 @@ INSERT_MESSAGE = "a new invoice is a draft (a credit note: finalized); its statu
 EVENT_MESSAGE = "usage event is counted by an issued invoice: it cannot be deleted or changed"
 
 # (OLD.status, NEW.status) pairs the lifecycle allows besides staying put.
-ALLOWED = (
-    "(OLD.status = 'draft' AND NEW.status = 'finalized') OR (OLD.status = 'finalized' AND NEW.status IN "
+ALLOWED = "(OLD.status = 'draft' AND NEW.status = 'finalized') OR (OLD.status = 'finalized' AND NEW.status IN " \
     "('paid', 'void', 'uncollectible')) OR (OLD.status = 'uncollectible' AND NEW.status IN ('paid', 'void'))"
-)
 # 14 hours in microseconds, and a day: usage_events.occurred_at is microseconds since 1970-01-01T00:00:00Z.
 WIDEN = 14 * 3600 * 1_000_000
 DAY = 86400 * 1_000_000

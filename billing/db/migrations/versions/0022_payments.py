@@ -37,31 +37,9 @@ ACCOUNTS_AFTER = ACCOUNTS_BEFORE + ", 'payment'"
 
 # As migration 0010 wrote them: what an issued invoice can never change, and the messages.
 FROZEN_COLUMNS = (
-    "billing_key",
-    "kind",
-    "number",
-    "customer_external_id",
-    "customer",
-    "seller",
-    "currency",
-    "locale",
-    "timezone",
-    "period_start",
-    "period_end",
-    "subtotal",
-    "discount",
-    "tax_rate",
-    "tax",
-    "total",
-    "issue_date",
-    "due_date",
-    "refers_to_id",
-    "reason",
-    "finalized_at",
-    "usage_as_of",
-    "content_hash",
-    "scope",
-    "subscription_id",
+    "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale", "timezone",
+    "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "issue_date", "due_date",
+    "refers_to_id", "reason", "finalized_at", "usage_as_of", "content_hash", "scope", "subscription_id",
 )
 MESSAGE = "invoice is issued: its number, amounts and lines cannot change"
 ID_MESSAGE = "invoice id cannot change: its lines and credit notes refer to it"
@@ -101,9 +79,7 @@ def upgrade() -> None:
         sa.CheckConstraint("method IN ('bank_transfer', 'card', 'cash', 'other')", name="ck_payments_method"),
         sa.CheckConstraint("CAST(amount AS NUMERIC) > 0", name="ck_payments_amount_positive"),
         sa.ForeignKeyConstraint(
-            ["balance_grant_id"],
-            ["credit_grants.id"],
-            name="fk_payments_balance_grant_id_credit_grants",
+            ["balance_grant_id"], ["credit_grants.id"], name="fk_payments_balance_grant_id_credit_grants",
             ondelete="RESTRICT",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_payments"),
@@ -135,14 +111,14 @@ def _ledger_checks(kinds_old: str, kinds_new: str, accounts_old: str, accounts_n
         return
     if bind.execute(sa.text(f"SELECT count(*) FROM credit_entries WHERE kind NOT IN ({kinds_new})")).scalar_one():
         raise RuntimeError("the credit ledger holds movements the narrower definition refuses")
-    if bind.execute(sa.text(f"SELECT count(*) FROM credit_entries WHERE account NOT IN ({accounts_new})")).scalar_one():
+    if bind.execute(
+        sa.text(f"SELECT count(*) FROM credit_entries WHERE account NOT IN ({accounts_new})")
+    ).scalar_one():
         raise RuntimeError("the credit ledger holds accounts the narrower definition refuses")
     version = bind.exec_driver_sql("PRAGMA schema_version").scalar_one()
     bind.exec_driver_sql("PRAGMA writable_schema = ON")
-    for old, new in (
-        (f"kind IN ({kinds_old})", f"kind IN ({kinds_new})"),
-        (f"account IN ({accounts_old})", f"account IN ({accounts_new})"),
-    ):
+    for old, new in ((f"kind IN ({kinds_old})", f"kind IN ({kinds_new})"),
+                     (f"account IN ({accounts_old})", f"account IN ({accounts_new})")):
         bind.execute(
             sa.text(
                 "UPDATE sqlite_master SET sql = replace(sql, :old, :new) "

@@ -27,31 +27,9 @@ depends_on = None
 
 # migration 0010's list, then this one's column
 FROZEN_BEFORE = (
-    "billing_key",
-    "kind",
-    "number",
-    "customer_external_id",
-    "customer",
-    "seller",
-    "currency",
-    "locale",
-    "timezone",
-    "period_start",
-    "period_end",
-    "subtotal",
-    "discount",
-    "tax_rate",
-    "tax",
-    "total",
-    "issue_date",
-    "due_date",
-    "refers_to_id",
-    "reason",
-    "finalized_at",
-    "usage_as_of",
-    "content_hash",
-    "scope",
-    "subscription_id",
+    "billing_key", "kind", "number", "customer_external_id", "customer", "seller", "currency", "locale", "timezone",
+    "period_start", "period_end", "subtotal", "discount", "tax_rate", "tax", "total", "issue_date", "due_date",
+    "refers_to_id", "reason", "finalized_at", "usage_as_of", "content_hash", "scope", "subscription_id",
 )
 FROZEN_AFTER = (*FROZEN_BEFORE, "taxes")
 MESSAGE = "invoice is issued: its number, amounts and lines cannot change"
