@@ -114,11 +114,17 @@ def test_a_deeply_nested_body_is_the_strict_readers_to_read_or_refuse(depth: int
     another kind (the API's 500)."""
     body = b'{"events": [' + b"[" * depth + b"]" * depth + b"]}"
 
-    def outcome(read: Any) -> object:
+    def outcome(read: Any) -> tuple[object, ...]:
+        """Refused (and for which field), or read: how deep its lists go (walked without recursion: Python 3.12's
+        reader reads deeper than the interpreter recurses)."""
         try:
-            return read(body)
+            node = read(body)
         except BatchError as error:
             return ("refused", error.field)
+        levels = 0
+        while type(node) is list and node:
+            levels, node = levels + 1, node[0]
+        return ("read", levels, node)
 
-    assert _same(outcome(lambda b: parse_batch(b, 10)), outcome(_read_strictly))
+    assert outcome(lambda b: parse_batch(b, 10)) == outcome(_read_strictly)
     assert (_plain_batch(body) is None) == (depth >= 15)  # 16 levels read: the object, "events", 14 lists
