@@ -191,9 +191,8 @@ def grant_credit(
         if expires is not None and expires <= instant.astimezone(_zone(owner)).date():
             raise BillingInputError(f"--expires: {expires.isoformat()} is not after today in {owner.timezone}")
         _settle(session, owner, instant)
-        grant_id = _insert_grant(
-            session, owner, currency, "paid" if paid else "free", amount, priority, expires, reason, instant
-        )
+        kind = "paid" if paid else "free"
+        grant_id = _insert_grant(session, owner, currency, kind, amount, priority, expires, reason, instant, None, "AMOUNT")
         if paid:
             _sell_topup(session, owner, grant_id, amount, currency, finalize, instant)
         else:
@@ -238,7 +237,9 @@ def overpayment_to_balance(
     any balance. The grant's id."""
     owner = _customer(session, invoice.customer_id or "", lock=True)
     reason = f"overpayment of invoice {invoice.number} (payment {payment_id})"
-    grant_id = _insert_grant(session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id)
+    grant_id = _insert_grant(
+        session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id, "--amount"
+    )
     _move(session, f"overpayment:{payment_id}", "overpayment", grant_id, amount, "payment", invoice.id, now)
     _watch(session, owner, now, None)
     return grant_id
@@ -284,7 +285,17 @@ def _insert_grant(
     reason: str | None,
     now: dt.datetime,
     invoice_id: int | None = None,
+    field: str = "amount",
 ) -> int:
+    """A new grant's row (its movement is the caller's). Refused (``field`` named) when what the customer would
+    then hold in ``currency`` — grants' remainders and the unpaid top-ups' amounts — reaches ``MAX_AMOUNT``: no
+    balance is ever a sum the money code refuses to read back."""
+    held = sum((g.remaining if g.usable else g.amount for g in _grants_in(session, owner, currency)), ZERO)
+    if held + amount >= MAX_AMOUNT:
+        raise BillingInputError(
+            f"{field}: {owner.external_id} would hold {held + amount:,} {currency} of credit and balance; "
+            f"what a customer holds must stay below {MAX_AMOUNT:,} {currency}"
+        )
     return session.execute(
         insert(CreditGrantRow)
         .values(

@@ -231,6 +231,10 @@ def test_bad_grants_are_refused_naming_the_field(engine):
     with pytest.raises(BillingInputError, match="--priority: expected a whole number from 0 to 1,000,000, got 2147483648"):
         credits.grant_credit(engine, who, D("5"), "USD", priority=2**31, now=now)
     assert credits.grant_credit(engine, who, D("5"), "usd", now=now).currency == "USD"
+    # what the customer holds stays below the largest amount: 5 + 999,999,999,999,995 reaches it
+    with pytest.raises(BillingInputError, match=r"AMOUNT: .* would hold 1,000,000,000,000,000.00 USD of credit"):
+        credits.grant_credit(engine, who, D("999999999999995"), "USD", now=now)
+    assert str(credits.grant_credit(engine, who, D("999999999999994.99"), "USD", now=now).amount) == "999999999999994.99"
 
 
 def test_the_scheduler_writes_expiries_off_on_their_date_and_makes_paid_top_ups_usable(engine):

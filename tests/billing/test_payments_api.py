@@ -92,6 +92,26 @@ def test_bad_payments_are_problems_naming_the_field(live_api):
     assert beyond.status_code == 404 and error_of(beyond)["message"] == "no invoice '99999999999999999999'"
 
 
+def test_overpayments_that_would_take_the_balance_past_the_largest_amount_are_refused_naming_the_amount(live_api):
+    add_customer(live_api)
+    subscribe(live_api)
+    month_usage(live_api)
+    [number] = bill_month(live_api)  # 13.15 due
+    url = f"/v1/invoices/{number}/payments"
+    with live_api.client() as client:
+        first = client.post(url, json={"amount": "509597621067316.80", "method": "bank_transfer"})
+        second = client.post(url, json={"amount": "509597621067316.80", "method": "bank_transfer"})
+        [usd] = client.get("/v1/customers/acme/credits/balance").json()["balances"]
+        payments = client.get("/v1/payments").json()["data"]
+    assert first.status_code == 201 and first.json()["to_balance"] == "509597621067303.65"
+    # 509,597,621,067,303.65 held + 509,597,621,067,316.80 = 1,019,195,242,134,620.45: refused, nothing recorded
+    assert second.status_code == 422, second.text
+    assert error_of(second)["field"] == "amount"
+    assert "would hold 1,019,195,242,134,620.45 USD" in error_of(second)["message"]
+    assert usd["balance"] == "509597621067303.65"
+    assert [p["amount"] for p in payments] == ["509597621067316.80"]
+
+
 def test_a_draft_cannot_be_paid(live_api):
     from billing.run import run_billing
 
