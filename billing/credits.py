@@ -192,7 +192,9 @@ def grant_credit(
             raise BillingInputError(f"--expires: {expires.isoformat()} is not after today in {owner.timezone}")
         _settle(session, owner, instant)
         kind = "paid" if paid else "free"
-        grant_id = _insert_grant(session, owner, currency, kind, amount, priority, expires, reason, instant, None, "AMOUNT")
+        grant_id = _insert_grant(
+            session, owner, currency, kind, amount, priority, expires, reason, instant, None, "AMOUNT"
+        )
         if paid:
             _sell_topup(session, owner, grant_id, amount, currency, finalize, instant)
         else:

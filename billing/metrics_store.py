@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import chain, groupby
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, select, union_all
@@ -32,6 +33,7 @@ from billing.core.margin import (
     costs_of_goods,
     declares_costs,
     margins,
+    net_of_tax,
     repeat_purchases,
 )
 from billing.core.metrics import (
@@ -244,16 +246,34 @@ def margins_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
     are streamed into the sums (memory grows with meters, plans and subscriptions, not with lines)."""
     if not periods:
         return []
+    inclusive = {(p.code, p.version) for versions in catalog.plans.values() for p in versions if p.tax_inclusive}
     with session_scope(read_only(engine)) as session:
-        lines = store.issued_lines(session, periods[0].start, periods[-1].end, ("subscription", "usage", "commitment"))
+        lines = store.issued_lines(session, periods[0].start, periods[-1].end, None)
         records = (
-            LineRecord(
-                (line.period_end - dt.timedelta(days=1)).replace(day=1), line.currency, line.kind, line.meter,
-                line.plan_code, line.plan_version, line.subscription_id, line.quantity, line.amount,
-            )
-            for line in lines
-        )  # fmt: skip
+            record
+            for _, invoice in groupby(lines, key=attrgetter("invoice_id"))
+            for record in _margin_records(list(invoice), inclusive)
+        )
         return margins(records, catalog)
+
+
+def _margin_records(lines: list[store.IssuedLine], inclusive: set[tuple[str, int]]) -> list[LineRecord]:
+    """One invoice's fee, usage and commitment lines as the margins read them: the tax inside its tax-inclusive
+    plans' prices (shared over all of their lines) taken out."""
+    records = [
+        LineRecord(
+            (line.period_end - dt.timedelta(days=1)).replace(day=1), line.currency, line.kind, line.meter,
+            line.plan_code, line.plan_version, line.subscription_id, line.quantity, line.amount,
+        )
+        for line in lines
+    ]  # fmt: skip
+    taxed = [i for i, line in enumerate(lines) if (line.plan_code, line.plan_version) in inclusive]
+    if taxed and lines:
+        records = net_of_tax(records, taxed, lines[0].taxes)
+    return [record for record in records if record.kind in _MARGIN_KINDS]
+
+
+_MARGIN_KINDS = frozenset({"subscription", "usage", "commitment"})
 
 
 def repeat_purchases_from_database(engine: Engine, periods: Sequence[Period]) -> list[RepeatPurchases]:

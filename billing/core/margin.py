@@ -2,7 +2,8 @@
 lines and purchases come from ``billing.metrics_store``.
 
 - **Per meter** (currency c, month P): revenue = Σ amount of the meter's usage lines billed in P (before
-  invoice-level discounts and tax); units = Σ their quantities (every unit rated, free ones included); cost =
+  invoice-level discounts and tax; a tax-inclusive plan's line less its share of the tax inside,
+  :func:`net_of_tax`); units = Σ their quantities (every unit rated, free ones included); cost =
   ``unit_cost[c]`` × units. Late-usage lines (differences of an earlier month re-rated) are left out: their
   quantity is the whole month's, not the late part.
 - **Per plan**: revenue = Σ amount of the plan's fee, usage and commitment lines billed in P; cost = the cost of its
@@ -23,13 +24,14 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from billing.core.metrics import ratio
 from billing.core.periods import Period, month_of
+from invoices.model import TaxLine
 from pricing_plans.models import Catalog
-from pricing_plans.money import ZERO
+from pricing_plans.money import ZERO, round_money
 
 __all__ = [
     "LineRecord",
@@ -39,10 +41,12 @@ __all__ = [
     "costs_of_goods",
     "declares_costs",
     "margins",
+    "net_of_tax",
     "repeat_purchases",
 ]
 
 _EXACT = decimal.Context(prec=1000, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+_SHARE = decimal.Context(prec=34)  # a share and what it takes out of a line, rounded to minor units after
 _PLAN_KINDS = frozenset({"subscription", "usage", "commitment"})
 
 
@@ -125,6 +129,26 @@ def margins(lines: Iterable[LineRecord], catalog: Catalog) -> list[Margin]:
             cost = (plan_costs.get(key) or ZERO) + sum(declared, ZERO) if declared else None
             found.append(Margin("plan", key[2], month_of(key[0]), key[1], revenue, cost))
     return sorted(found, key=lambda x: (x.period, x.currency, x.scope, x.key))
+
+
+def net_of_tax(lines: Sequence[LineRecord], inclusive: Collection[int], taxes: Iterable[TaxLine]) -> list[LineRecord]:
+    """An invoice's ``lines`` with the tax inside tax-inclusive prices taken out of the lines at positions
+    ``inclusive`` (its tax-inclusive plans' lines): what its taxes say is inside them (Σ ``included``), shared over
+    those lines by amount, each share rounded to minor units and the last line taking what rounding leaves. A fee
+    of 119.00 and calls of 59.50 with 28.50 of tax inside are 100.00 and 50.00 of revenue."""
+    inside = sum((tax.included for tax in taxes), ZERO)
+    gross = sum((lines[i].amount for i in inclusive), ZERO)
+    if not inside or not gross:
+        return list(lines)
+    out = list(lines)
+    left = inside
+    with decimal.localcontext(_SHARE):  # (rounded: also where the sums' exact context is in force)
+        for n, i in enumerate(inclusive):
+            last = n == len(inclusive) - 1
+            share = left if last else round_money(inside * lines[i].amount / gross, lines[i].currency)
+            left -= share
+            out[i] = replace(lines[i], amount=lines[i].amount - share)
+    return out
 
 
 def _subscription_cost(catalog: Catalog, line: LineRecord) -> decimal.Decimal | None:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
 from dbkit import as_utc, keyset_page, page_of
@@ -787,7 +787,8 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
 class IssuedLine:
     """A line of an issued invoice (finalized, paid or uncollectible; not a credit note), with what margin figures
     need of its invoice: whose, which currency, its billing period (the month its last day falls in is the line's
-    month), and the line's kind, meter, plan, subscription, quantity and amount."""
+    month), and the line's kind, meter, plan, subscription, quantity and amount; its invoice's id and taxes (the
+    tax inside tax-inclusive prices is in the amount)."""
 
     customer_external_id: str
     currency: str
@@ -803,25 +804,27 @@ class IssuedLine:
     service_end: dt.date | None = None
     scope: str = InvoiceScope.PERIOD.value
     period_start: dt.date | None = None
+    invoice_id: int = 0
+    taxes: tuple[TaxLine, ...] = ()
 
 
 def issued_lines(
     session: Session,
     first: dt.date,
     last: dt.date,
-    kinds: Collection[str],
+    kinds: Collection[str] | None,
     scopes: Collection[str] = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value),
 ) -> Iterator[IssuedLine]:
-    """The lines of ``kinds`` of the issued invoices of ``scopes`` (period and progressive ones by default) whose
-    billing period ends from ``first`` (exclusive) to ``last`` (inclusive): the lines of the months whose last
-    days lie in that range. Streamed in chunks of 10,000 rows (read them before ``session`` ends): memory does not
-    grow with the lines."""
+    """The lines of ``kinds`` (None: all) of the issued invoices of ``scopes`` (period and progressive ones by
+    default) whose billing period ends from ``first`` (exclusive) to ``last`` (inclusive): the lines of the months
+    whose last days lie in that range, an invoice's together. Streamed in chunks of 10,000 rows (read them before
+    ``session`` ends): memory does not grow with the lines."""
     rows = session.execute(
         select(
             InvoiceRow.customer_external_id, InvoiceRow.currency, InvoiceRow.period_end, InvoiceLineRow.kind,
             InvoiceLineRow.meter, InvoiceLineRow.plan_code, InvoiceLineRow.plan_version, InvoiceLineRow.subscription_id,
             InvoiceLineRow.quantity, InvoiceLineRow.amount, InvoiceLineRow.service_start, InvoiceLineRow.service_end,
-            InvoiceRow.scope, InvoiceRow.period_start,
+            InvoiceRow.scope, InvoiceRow.period_start, InvoiceRow.id, InvoiceRow.taxes,
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(
@@ -830,13 +833,20 @@ def issued_lines(
             InvoiceRow.scope.in_(list(scopes)),
             InvoiceRow.period_end > first,
             InvoiceRow.period_end <= last,
-            InvoiceLineRow.kind.in_(list(kinds)),
+            true() if kinds is None else InvoiceLineRow.kind.in_(list(kinds)),
         )
-        .order_by(InvoiceLineRow.id),
+        .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.id),
         execution_options={"yield_per": 10_000},
     )
+    parsed: tuple[int, tuple[TaxLine, ...]] = (0, ())  # an invoice's lines come together: its taxes read once
     for row in rows:
-        yield IssuedLine(*row)
+        if row.id != parsed[0]:
+            parsed = (row.id, taxes_from_json(row.taxes) or ())
+        yield IssuedLine(
+            row.customer_external_id, row.currency, row.period_end, row.kind, row.meter, row.plan_code,
+            row.plan_version, row.subscription_id, row.quantity, row.amount, row.service_start, row.service_end,
+            row.scope, row.period_start, row.id, parsed[1],
+        )
 
 
 

@@ -165,3 +165,84 @@ def test_margin_command_through_the_database(billed):
     # top-ups in October: a (bought in September too) and b: 1 / 2 = 50 %
     repeat = rows[("repeat_purchases", "")]
     assert (repeat["buyers"], repeat["returning_buyers"], repeat["repeat_purchase_rate"]) == ("2", "1", "50.0")
+
+
+def test_the_tax_inside_a_tax_inclusive_price_is_no_revenue():
+    from billing.core.margin import net_of_tax
+    from invoices.model import TaxLine
+
+    lines = [line("subscription", "gross", 1, "119.00"), line("usage", "gross", 1, "29.99", "calls", "100"),
+             line("subscription", "net", 2, "50.00")]
+    # 19 % on 100.00 + 25.20 inside the gross plan's 148.99, on top of the net plan's 50.00: one rate, one line
+    taxes = [TaxLine(rate=Decimal(19), taxable=Decimal("175.20"), amount=Decimal("33.29"), included=Decimal("23.79"))]
+    fee, calls, other = net_of_tax(lines, [0, 1], taxes)
+    # the fee: 23.79 × 119.00 / 148.99 = 19.000… → 19.00 → 100.00; the calls take the rest, 4.79 → 25.20
+    assert (str(fee.amount), str(calls.amount), str(other.amount)) == ("100.00", "25.20", "50.00")
+    # nothing inside: the lines as they are
+    assert net_of_tax(lines, [0, 1], [TaxLine(rate=Decimal(0), taxable=Decimal("198.99"), amount=Decimal(0))]) == lines
+
+
+INCLUSIVE_CATALOG = """
+[meters.calls]
+name = "Calls"
+aggregation = "count"
+unit_cost = { EUR = 0.01 }
+
+[plans.gross]
+name = "Gross"
+currency = "EUR"
+tax_inclusive = true
+subscription = { fee = 119, billing = "in_arrears" }
+subscription_cost = 10
+charges = [{ meter = "calls", model = "per_unit", unit_amount = 0.0595 }]
+
+[plans.net]
+name = "Net"
+currency = "EUR"
+subscription = { fee = 50, billing = "in_arrears" }
+"""
+
+
+def test_margin_of_a_tax_inclusive_plan_is_its_prices_less_the_tax_inside(cli_env, engine, tmp_path, monkeypatch):
+    from billing.config import Settings, get_settings
+    from billing.core.compose import Section, compose_period_invoice
+    from billing.core.domain import Customer, Subscription, SubscriptionStatus
+    from billing.db import session_scope
+    from invoices import store
+    from pricing_plans.charge_models.base import MeterUsage
+    from tests.billing.test_metrics_db import SETTINGS
+
+    path = tmp_path / "inclusive.toml"
+    path.write_text(INCLUSIVE_CATALOG, encoding="utf-8")
+    catalog, problems = loads_catalog(INCLUSIVE_CATALOG, str(path))
+    assert not problems and catalog is not None
+    rules = Settings(seller={"name": "Verkäufer GmbH", "country": "DE"}, tax={"rates": {"DE": 19}}).tax_rules()
+    buyer = Customer(id=1, external_id="kunde", name="Kunde", email=None, currency="EUR", timezone="UTC",
+                     locale="de_DE", address=(), webhook_url=None, tax_rate=Decimal(0), country="DE")
+    subs = [Subscription(id=i, customer_id=1, customer_external_id="kunde", plan_code=code, plan_version=1,
+                         start_date=dt.date(2026, 1, 1), end_date=None, status=SubscriptionStatus.ACTIVE,
+                         cancel_reason=None, previous_subscription_id=None) for i, code in ((1, "gross"), (2, "net"))]
+    usage = {"calls": MeterUsage(Decimal(1000))}
+    sections = [Section(subs[0], catalog.plan("gross"), usage), Section(subs[1], catalog.plan("net"), {})]
+    draft = compose_period_invoice(buyer, month(2026, 10), sections, [], catalog, tax_rules=rules)
+    # gross: fee 119.00 + calls 1,000 × 0.0595 = 59.50: 178.50 with 19 % inside (28.50): 150.00 taxed;
+    # net: 50.00 + 19 % = 9.50 on top. Total 178.50 + 50.00 + 9.50 = 238.00
+    assert [(str(t.taxable), str(t.amount), str(t.included)) for t in draft.taxes] == [("200.00", "38.00", "28.50")]
+    assert str(draft.totals.total) == "238.00"
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, draft).invoice_id
+        store.finalize_many(session, [invoice_id], SETTINGS, dt.date(2026, 11, 1))
+    monkeypatch.setenv("BILLING_CATALOG", str(path))
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["metrics", "margin", "--period", "2026-10", "--json"],
+                           env={**cli_env, "BILLING_CATALOG": str(path)})
+    assert result.exit_code == 0, result.output
+    rows = {(r["scope"], r.get("key", "")): r for r in json.loads(result.stdout)["data"]}
+    # share 28.50 / 178.50: the fee 119.00 − 19.00 = 100.00, the calls 59.50 − 9.50 = 50.00
+    # calls: revenue 50.00, cost 1,000 × 0.01 = 10.00, markup 40 / 10 = 400 %
+    assert (rows[("meter", "calls")]["revenue"], rows[("meter", "calls")]["markup"]) == ("50.00", "400.0")
+    # gross: revenue 150.00 (not 178.50), cost 10.00 + 10 = 20.00, margin 130.00
+    gross = rows[("plan", "gross")]
+    assert (gross["revenue"], gross["cost"], gross["gross_margin"]) == ("150.00", "20.00", "130.00")
+    # net's prices hold no tax: its revenue is its fee
+    assert rows[("plan", "net")]["revenue"] == "50.00"
