@@ -80,6 +80,7 @@ __all__ = [
     "apply_credits",
     "balance_in",
     "balance_json",
+    "check_room",
     "configure",
     "credit_note_issued",
     "credits_of",
@@ -191,10 +192,9 @@ def grant_credit(
         if expires is not None and expires <= instant.astimezone(_zone(owner)).date():
             raise BillingInputError(f"--expires: {expires.isoformat()} is not after today in {owner.timezone}")
         _settle(session, owner, instant)
+        check_room(session, owner.external_id, currency, amount, instant, "AMOUNT")
         kind = "paid" if paid else "free"
-        grant_id = _insert_grant(
-            session, owner, currency, kind, amount, priority, expires, reason, instant, None, "AMOUNT"
-        )
+        grant_id = _insert_grant(session, owner, currency, kind, amount, priority, expires, reason, instant)
         if paid:
             _sell_topup(session, owner, grant_id, amount, currency, finalize, instant)
         else:
@@ -239,12 +239,29 @@ def overpayment_to_balance(
     any balance. The grant's id."""
     owner = _customer(session, invoice.customer_id or "", lock=True)
     reason = f"overpayment of invoice {invoice.number} (payment {payment_id})"
-    grant_id = _insert_grant(
-        session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id, "--amount"
-    )
+    grant_id = _insert_grant(session, owner, invoice.currency, "balance", amount, 0, None, reason, now, invoice.id)
     _move(session, f"overpayment:{payment_id}", "overpayment", grant_id, amount, "payment", invoice.id, now)
     _watch(session, owner, now, None)
     return grant_id
+
+
+def check_room(
+    session: Session, customer: str, currency: str, amount: Decimal, now: dt.datetime, field: str
+) -> None:
+    """Refuse (``field`` named) what would take the customer's credit and balance in ``currency`` — what its
+    balance shows: free, paid and cash balance held, and paid credit awaited — to ``MAX_AMOUNT`` or beyond, as
+    another ``amount`` of it: a grant, a payment's excess."""
+    owner = _customer(session, customer, lock=True)
+    _settle(session, owner, now)  # (expired credit written off first)
+    grants = _grants_in(session, owner, currency)
+    awaited = _awaited(session, [g for g in grants if g.kind == "paid" and not g.usable])
+    held = _balance_of(currency, grants, awaited=awaited)
+    total = held.total + held.pending + amount
+    if total >= MAX_AMOUNT:
+        raise BillingInputError(
+            f"{field}: {customer} would hold {total:,} {currency} of credit and balance; what a customer holds in a "
+            f"currency must stay below {MAX_AMOUNT:,}"
+        )
 
 
 def take_back_overpayment(
@@ -287,17 +304,7 @@ def _insert_grant(
     reason: str | None,
     now: dt.datetime,
     invoice_id: int | None = None,
-    field: str = "amount",
 ) -> int:
-    """A new grant's row (its movement is the caller's). Refused (``field`` named) when what the customer would
-    then hold in ``currency`` — grants' remainders and the unpaid top-ups' amounts — reaches ``MAX_AMOUNT``: no
-    balance is ever a sum the money code refuses to read back."""
-    held = sum((g.remaining if g.usable else g.amount for g in _grants_in(session, owner, currency)), ZERO)
-    if held + amount >= MAX_AMOUNT:
-        raise BillingInputError(
-            f"{field}: {owner.external_id} would hold {held + amount:,} {currency} of credit and balance; "
-            f"what a customer holds must stay below {MAX_AMOUNT:,} {currency}"
-        )
     return session.execute(
         insert(CreditGrantRow)
         .values(
@@ -1093,6 +1100,13 @@ def _awaited(session: Session, grants: list[Grant]) -> dict[int, Decimal]:
     }
 
 
+def _summed(amount: Decimal, currency: str) -> Decimal:
+    """A sum of rounded amounts, in minor units: read back as it is, however large (grants and payments are each
+    checked, :func:`check_room`; credit given back by a void can still add up past the largest amount, and a
+    balance is never an error to read)."""
+    return amount.quantize(Decimal(1).scaleb(-minor_digits(currency)))
+
+
 def _balance_of(
     currency: str,
     grants: list[Grant],
@@ -1100,11 +1114,11 @@ def _balance_of(
     awaited: dict[int, Decimal] | None = None,
 ) -> Balance:
     def held(kind: str) -> Decimal:
-        return round_money(sum((g.remaining for g in grants if g.kind == kind and g.usable), ZERO), currency)
+        return _summed(sum((g.remaining for g in grants if g.kind == kind and g.usable), ZERO), currency)
 
     if awaited is None:
         awaited = {g.id: g.amount for g in grants if g.kind == "paid" and not g.usable}
-    pending = round_money(sum((awaited.get(g.id, ZERO) for g in grants), ZERO), currency)
+    pending = _summed(sum((awaited.get(g.id, ZERO) for g in grants), ZERO), currency)
     found = Balance(currency, held("free"), held("paid"), held("balance"), pending, tuple(grants))
     if account is None:
         return found

@@ -155,6 +155,10 @@ def record_payment(
         _check_payable(invoice, amount, currency)
         if reference is not None:
             _check_new_reference(session, invoice, reference)
+        if amount > invoice.amount_due:  # the excess goes to the balance: as much as it may hold
+            credits.check_room(
+                session, invoice.customer_id or "", invoice.currency, amount - invoice.amount_due, instant, "--amount"
+            )
         return _record(session, invoice, amount, method, reference, day, instant, None)
 
 

@@ -133,20 +133,33 @@ def margins(lines: Iterable[LineRecord], catalog: Catalog) -> list[Margin]:
 
 def net_of_tax(lines: Sequence[LineRecord], inclusive: Collection[int], taxes: Iterable[TaxLine]) -> list[LineRecord]:
     """An invoice's ``lines`` with the tax inside tax-inclusive prices taken out of the lines at positions
-    ``inclusive`` (its tax-inclusive plans' lines): what its taxes say is inside them (Σ ``included``), shared over
-    those lines by amount, each share rounded to minor units and the last line taking what rounding leaves. A fee
-    of 119.00 and calls of 59.50 with 28.50 of tax inside are 100.00 and 50.00 of revenue."""
-    inside = sum((tax.included for tax in taxes), ZERO)
-    gross = sum((lines[i].amount for i in inclusive), ZERO)
-    if not inside or not gross:
+    ``inclusive`` (its tax-inclusive plans' lines), before discounts as every revenue here is:
+
+    - one rate with tax inside (its ``included`` not 0): each line less amount × rate / (100 + rate), rounded to
+      minor units — 119.00 at 19 % is 100.00, whatever a coupon took off the invoice;
+    - several: the tax inside (Σ ``included``) shared over those lines by amount, the largest line taking what
+      rounding leaves (the invoice does not say which line was taxed at which rate; the sum is exact);
+    - none (an exempt buyer, a reverse charge): the lines as they are."""
+    inside = [tax for tax in taxes if tax.included]
+    if not inside or not inclusive:
         return list(lines)
     out = list(lines)
-    left = inside
     with decimal.localcontext(_SHARE):  # (rounded: also where the sums' exact context is in force)
-        for n, i in enumerate(inclusive):
-            last = n == len(inclusive) - 1
-            share = left if last else round_money(inside * lines[i].amount / gross, lines[i].currency)
-            left -= share
+        rates = {tax.rate for tax in inside}
+        if len(rates) == 1:
+            rate = rates.pop()
+            for i in inclusive:
+                tax = round_money(lines[i].amount * rate / (100 + rate), lines[i].currency)
+                out[i] = replace(lines[i], amount=lines[i].amount - tax)
+            return out
+        total = sum((tax.included for tax in inside), ZERO)
+        gross = sum((lines[i].amount for i in inclusive), ZERO)
+        if not gross:
+            return out
+        shares = {i: round_money(total * lines[i].amount / gross, lines[i].currency) for i in inclusive}
+        largest = max(inclusive, key=lambda i: abs(lines[i].amount))
+        shares[largest] += total - sum(shares.values(), ZERO)
+        for i, share in shares.items():
             out[i] = replace(lines[i], amount=lines[i].amount - share)
     return out
 

@@ -527,3 +527,44 @@ def test_a_reversed_overpayment_does_not_stand_in_the_way_of_a_void(engine):
     invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)
     assert invoicing.get_invoice(engine, march.id).status is InvoiceStatus.VOID
     holds(engine)
+
+
+# -- the largest amount a customer may hold ------------------------------------------------------------------
+
+BIG = Decimal("999999999999990.00")  # 10 below 10^15
+
+
+def test_a_credit_note_that_only_reduces_what_is_due_is_taken_whatever_the_customer_holds(engine):
+    who = customer(engine)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "30.00"), "2026-04-02T00:00:00")
+    credits.grant_credit(engine, who, BIG, "USD", now=at("2026-04-03T00:00:00"))
+    # 20.00 off the 30.00 due: applied to the invoice at once, nothing more is held
+    note = invoicing.create_credit_note(engine, march.number or "", Decimal("20.00"), "goodwill", SETTINGS,
+                                        dt.date(2026, 4, 4), now=at("2026-04-04T00:00:00"))
+    assert str(note.total) == "20.00"
+    [usd] = credits.balance(engine, who, now=at("2026-04-05T00:00:00"))
+    assert (str(usd.free), str(usd.balance)) == ("999999999999990.00", "0.00")
+
+
+def test_credit_given_back_past_the_largest_amount_is_still_read_and_invoices_still_finalize(engine):
+    who = customer(engine)
+    credits.grant_credit(engine, who, BIG, "USD", now=at("2026-03-10T00:00:00"))
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "30.00"), "2026-04-02T00:00:00")
+    assert str(march.amount_due) == "0.00"  # paid by the free grant: 999,999,999,999,960.00 left
+    credits.grant_credit(engine, who, Decimal("39.99"), "USD", now=at("2026-04-03T00:00:00"))  # 999,999,999,999,999.99
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)  # the 30.00 comes back
+    [usd] = credits.balance(engine, who, now=at("2026-04-05T00:00:00"))
+    assert str(usd.free) == "1000000000000029.99"  # read as it is, not an error
+    april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "5.00"), "2026-05-02T00:00:00")
+    assert str(april.amount_due) == "0.00"
+    # but nothing more is granted
+    with pytest.raises(BillingInputError, match=r"AMOUNT: acme would hold 1,000,000,000,000,025\.00 USD"):
+        credits.grant_credit(engine, who, Decimal("0.01"), "USD", now=at("2026-05-03T00:00:00"))
+
+
+def test_a_void_top_up_holds_nothing_and_leaves_room_for_grants(engine):
+    who = customer(engine)
+    paid = credits.grant_credit(engine, who, Decimal("900000000000000.00"), "USD", paid=True, now=at("2026-03-10T00:00:00"))
+    invoicing.set_invoice_status(engine, paid.invoice_number or "", InvoiceStatus.VOID)
+    more = credits.grant_credit(engine, who, Decimal("200000000000000.00"), "USD", now=at("2026-03-12T00:00:00"))
+    assert str(more.amount) == "200000000000000.00"

@@ -173,13 +173,27 @@ def test_the_tax_inside_a_tax_inclusive_price_is_no_revenue():
 
     lines = [line("subscription", "gross", 1, "119.00"), line("usage", "gross", 1, "29.99", "calls", "100"),
              line("subscription", "net", 2, "50.00")]
-    # 19 % on 100.00 + 25.20 inside the gross plan's 148.99, on top of the net plan's 50.00: one rate, one line
+    # one rate, 19 %, with tax inside: 119.00 × 19 / 119 = 19.00 → 100.00; 29.99 × 19 / 119 = 4.788… → 4.79 → 25.20
     taxes = [TaxLine(rate=Decimal(19), taxable=Decimal("175.20"), amount=Decimal("33.29"), included=Decimal("23.79"))]
     fee, calls, other = net_of_tax(lines, [0, 1], taxes)
-    # the fee: 23.79 × 119.00 / 148.99 = 19.000… → 19.00 → 100.00; the calls take the rest, 4.79 → 25.20
     assert (str(fee.amount), str(calls.amount), str(other.amount)) == ("100.00", "25.20", "50.00")
-    # nothing inside: the lines as they are
+    # a 50 % coupon halves the tax inside the invoice, not the price before discounts: still 100.00 and 25.20
+    halved = [TaxLine(rate=Decimal(19), taxable=Decimal("112.60"), amount=Decimal("21.40"), included=Decimal("11.90"))]
+    assert [str(r.amount) for r in net_of_tax(lines, [0, 1], halved)] == ["100.00", "25.20", "50.00"]
+    # nothing inside (an exempt buyer): the lines as they are
     assert net_of_tax(lines, [0, 1], [TaxLine(rate=Decimal(0), taxable=Decimal("198.99"), amount=Decimal(0))]) == lines
+    # two rates inside: 19.00 + 7.00 = 26.00 shared by amount over 119.00 and 107.00 (226.00):
+    # 26 × 119 / 226 = 13.690… → 13.69; 26 × 107 / 226 = 12.309… → 12.31; the sum is exact
+    two = [line("subscription", "gross", 1, "119.00"), line("subscription", "books", 2, "107.00")]
+    rates = [TaxLine(rate=Decimal(19), taxable=Decimal("100.00"), amount=Decimal("19.00"), included=Decimal("19.00")),
+             TaxLine(rate=Decimal(7), taxable=Decimal("100.00"), amount=Decimal("7.00"), included=Decimal("7.00"))]
+    assert [str(r.amount) for r in net_of_tax(two, [0, 1], rates)] == ["105.31", "94.69"]
+    # the rounding left over goes to the largest line, not the last: 3 × 0.10 then 90.00, 1.00 of tax inside at
+    # two rates: 1 × 0.10 / 90.30 = 0.0011… → 0.00 each; 90.00 takes the 1.00
+    small = [line("usage", "gross", 1, "0.10", "calls", "1")] * 3 + [line("subscription", "gross", 1, "90.00")]
+    split = [TaxLine(rate=Decimal(19), taxable=Decimal("1"), amount=Decimal("0.50"), included=Decimal("0.50")),
+             TaxLine(rate=Decimal(7), taxable=Decimal("1"), amount=Decimal("0.50"), included=Decimal("0.50"))]
+    assert [str(r.amount) for r in net_of_tax(small, [0, 1, 2, 3], split)] == ["0.10", "0.10", "0.10", "89.00"]
 
 
 INCLUSIVE_CATALOG = """
