@@ -70,7 +70,15 @@ from invoices.model import (
     LineKind,
 )
 from invoices.tables import InvoiceRow
-from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, minor_digits, round_money
+from pricing_plans.money import (
+    MAX_AMOUNT,
+    ZERO,
+    format_amount,
+    format_sum,
+    minor_digits,
+    round_money,
+    sum_in_minor_units,
+)
 
 __all__ = [
     "KEEP",
@@ -1042,7 +1050,7 @@ def spendable(session: Session, customer: str, currency: str, now: dt.datetime) 
             (CreditGrantRow.expires_at.is_(None)) | (CreditGrantRow.expires_at > now),
         )
     )
-    return round_money(sum(session.scalars(statement), ZERO), currency)
+    return sum_in_minor_units(sum(session.scalars(statement), ZERO), currency)
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
@@ -1100,13 +1108,6 @@ def _awaited(session: Session, grants: list[Grant]) -> dict[int, Decimal]:
     }
 
 
-def _summed(amount: Decimal, currency: str) -> Decimal:
-    """A sum of rounded amounts, in minor units: read back as it is, however large (grants and payments are each
-    checked, :func:`check_room`; credit given back by a void can still add up past the largest amount, and a
-    balance is never an error to read)."""
-    return amount.quantize(Decimal(1).scaleb(-minor_digits(currency)))
-
-
 def _balance_of(
     currency: str,
     grants: list[Grant],
@@ -1114,11 +1115,11 @@ def _balance_of(
     awaited: dict[int, Decimal] | None = None,
 ) -> Balance:
     def held(kind: str) -> Decimal:
-        return _summed(sum((g.remaining for g in grants if g.kind == kind and g.usable), ZERO), currency)
+        return sum_in_minor_units(sum((g.remaining for g in grants if g.kind == kind and g.usable), ZERO), currency)
 
     if awaited is None:
         awaited = {g.id: g.amount for g in grants if g.kind == "paid" and not g.usable}
-    pending = _summed(sum((awaited.get(g.id, ZERO) for g in grants), ZERO), currency)
+    pending = sum_in_minor_units(sum((awaited.get(g.id, ZERO) for g in grants), ZERO), currency)
     found = Balance(currency, held("free"), held("paid"), held("balance"), pending, tuple(grants))
     if account is None:
         return found
@@ -1332,7 +1333,7 @@ def grant_json(grant: Grant) -> dict[str, Any]:
 
 def balance_json(customer: str, balances: Sequence[Balance]) -> dict[str, Any]:
     def money(b: Balance, amount: Decimal) -> str:
-        return format_amount(amount, b.currency)
+        return format_sum(amount, b.currency)  # (a balance is read however large: check_room)
 
     return {
         "customer": customer,

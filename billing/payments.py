@@ -52,7 +52,7 @@ from dbkit import for_update, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError
 from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus
-from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, round_money
+from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, format_sum, round_money
 
 __all__ = [
     "PAYMENT_METHODS",
@@ -539,8 +539,8 @@ def aging_json(aging: Aging) -> dict[str, Any]:
     def row(r: AgingRow) -> dict[str, Any]:
         shown: dict[str, Any] = {"customer": r.customer, "name": r.customer_name} if r.customer is not None else {}
         shown |= {"currency": r.currency, "invoices": r.invoices}
-        shown |= {bucket: format_amount(amount, r.currency) for bucket, amount in zip(BUCKETS, r.buckets, strict=True)}
-        return shown | {"total": format_amount(r.total, r.currency)}
+        shown |= {bucket: format_sum(amount, r.currency) for bucket, amount in zip(BUCKETS, r.buckets, strict=True)}
+        return shown | {"total": format_sum(r.total, r.currency)}
 
     return {
         "as_of": aging.as_of.isoformat(),

@@ -25,11 +25,13 @@ __all__ = [
     "Rounding",
     "check_amount",
     "format_amount",
+    "format_sum",
     "is_known_currency",
     "minor_digits",
     "minor_units",
     "number_problem",
     "round_money",
+    "sum_in_minor_units",
 ]
 
 ZERO = Decimal(0)
@@ -147,3 +149,18 @@ def minor_units(amount: Decimal, currency: str) -> int:
 def format_amount(amount: Decimal, currency: str) -> str:
     """The canonical string of an amount: exactly the currency's minor digits ("49.00", "1500" for JPY)."""
     return str(check_amount(amount, currency).quantize(_quantum(currency)))
+
+
+def sum_in_minor_units(amount: Decimal, currency: str) -> Decimal:
+    """A sum of amounts that were each checked and rounded (a customer's balance, receivables' totals), in the
+    currency's minor digits however large it is: such a sum may pass :data:`MAX_AMOUNT` (many invoices of a
+    customer, every customer's) and is still read and shown, never an error."""
+    return amount.quantize(_quantum(currency), context=_WIDE)
+
+
+def format_sum(amount: Decimal, currency: str) -> str:
+    """The canonical string of :func:`sum_in_minor_units` ("2000000000000000.00")."""
+    return str(sum_in_minor_units(amount, currency))
+
+
+_WIDE = decimal.Context(prec=60)

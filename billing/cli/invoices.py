@@ -28,7 +28,7 @@ from billing.core.periods import parse_month
 from billing.errors import BillingError
 from billing.run import finalize_period
 from invoices.model import Invoice, InvoiceStatus
-from pricing_plans.money import D, format_amount
+from pricing_plans.money import D, format_amount, format_sum
 
 invoices_app = typer.Typer(help="Invoices and credit notes.", no_args_is_help=True)
 
@@ -111,12 +111,12 @@ def aging_table(report: payments.Aging) -> Table:
     for column in ("Customer", "Currency", "Invoices", *BUCKETS, "Total"):
         table.add_column(column, justify="left" if column in ("Customer", "Currency") else "right", no_wrap=True)
     for row in report.rows:
-        cells = [format_amount(amount, row.currency) for amount in (*row.buckets, row.total)]
+        cells = [format_sum(amount, row.currency) for amount in (*row.buckets, row.total)]
         table.add_row(row.customer or "", row.currency, str(row.invoices), *cells)
     if report.totals:
         table.add_section()
     for row in report.totals:
-        cells = [format_amount(amount, row.currency) for amount in (*row.buckets, row.total)]
+        cells = [format_sum(amount, row.currency) for amount in (*row.buckets, row.total)]
         table.add_row("[bold]Total[/]", row.currency, str(row.invoices), *cells)
     return table
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from pricing_plans.money import ZERO, round_money
+from pricing_plans.money import ZERO, sum_in_minor_units
 
 __all__ = ["BUCKETS", "AgingRow", "OpenAmount", "age_receivables", "bucket_of"]
 
@@ -86,4 +86,4 @@ def age_receivables(amounts: Iterable[OpenAmount], as_of: dt.date) -> tuple[list
 
 
 def _rounded(buckets: list[Decimal], currency: str) -> tuple[Decimal, ...]:
-    return tuple(round_money(amount, currency) for amount in buckets)  # (the amounts are exact already)
+    return tuple(sum_in_minor_units(amount, currency) for amount in buckets)  # (sums of exact amounts, any size)

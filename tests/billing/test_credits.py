@@ -555,6 +555,7 @@ def test_credit_given_back_past_the_largest_amount_is_still_read_and_invoices_st
     invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)  # the 30.00 comes back
     [usd] = credits.balance(engine, who, now=at("2026-04-05T00:00:00"))
     assert str(usd.free) == "1000000000000029.99"  # read as it is, not an error
+    assert credits.balance_json(who, [usd])["balances"][0]["total"] == "1000000000000029.99"
     april = finalize(engine, draft(engine, who, dt.date(2026, 4, 1), "5.00"), "2026-05-02T00:00:00")
     assert str(april.amount_due) == "0.00"
     # but nothing more is granted

@@ -275,6 +275,19 @@ def test_aged_receivables_per_customer_and_currency_on_fixed_dates(engine):
     ]
 
 
+def test_receivables_that_add_up_past_the_largest_amount_are_aged_not_an_error(engine):
+    acme = customer(engine, "acme")
+    # two invoices of 600,000,000,000,000.00 each (each below 10^15; together 1.2 × 10^15)
+    issued(engine, acme, 1, "600000000000000.00")
+    issued(engine, acme, 2, "600000000000000.00")
+    aging = payments.aged_receivables(engine, dt.date(2026, 3, 10))
+    # January's due 16 Feb: 22 days late on 10 March → 1-30; February's due 16 March → current
+    assert payments.aging_json(aging)["totals"] == [
+        {"currency": "USD", "invoices": 2, "current": "600000000000000.00", "1-30": "600000000000000.00",
+         "31-60": "0.00", "61-90": "0.00", "90+": "0.00", "total": "1200000000000000.00"}
+    ]
+
+
 def test_payments_between_lists_received_and_reversed_in_the_period(engine):
     who = customer(engine)
     invoice = issued(engine, who, 3, "100.00")
