@@ -680,7 +680,8 @@ def subscribe(
 
     Refused: an unknown customer (NotFoundError), an unknown plan or one not yet in effect, a plan priced in
     another currency than the customer's, an overlapping subscription to the same plan or to a plan charging one of
-    its meters (each event would be billed twice), a bad quantity.
+    its meters (each event would be billed twice), a start inside a period the customer is already invoiced for
+    (its days there would never be billed), a bad quantity.
     """
     start = _date("start", start)
     plan = _plan_for_start(catalog, plan_code, start)
@@ -691,6 +692,7 @@ def subscribe(
         _check_not_archived(customer)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, start)
+        _check_start_not_invoiced(session, customer, start)
         subscription = repository.add_subscription(
             session,
             customer=customer,
@@ -977,6 +979,18 @@ def _check_not_invoiced(
             f"date: cannot {action} subscription {subscription.id} on {end.isoformat()}: it is invoiced through "
             f"{last_day}; {advice} {invoiced_until.isoformat()} or later, and correct issued invoices with a "
             "credit note (billing invoices credit)"
+        )
+
+
+def _check_start_not_invoiced(session: Session, customer: Customer, start: dt.date) -> None:
+    """A start inside a period whose invoice is issued would never be billed for its days there (nor for the fee
+    billed in advance on that invoice): refused, as an end date there is."""
+    invoiced_until = store.invoiced_until(session, customer.external_id)
+    if invoiced_until is not None and start < invoiced_until:
+        last_day = (invoiced_until - dt.timedelta(days=1)).isoformat()
+        raise BillingInputError(
+            f"start: cannot start a subscription of customer {customer.external_id!r} on {start.isoformat()}: it is "
+            f"invoiced through {last_day}; start it on {invoiced_until.isoformat()} or later"
         )
 
 

@@ -487,6 +487,12 @@ def _load_scope(
             found = [s for s in found if s.customer_external_id == customer]
         subscriptions = [s for s in found if s.overlaps(period.start, period.end)]
         ended_as_it_began = [s for s in found if s.end_date == period.start]
+        # a subscription cancelled (or changed) on its start day covers no day, but its opening invoice, if issued,
+        # billed a fee in advance that its period's invoice gives back
+        ended_as_it_began += [
+            s for s in repository.subscriptions_ended_as_they_began(session, period, customer)
+            if billing_periods.bills(period, s) and billing_periods.owns(s.customer_external_id)
+        ]
         late_periods = [
             (c, late)
             for c, late in late_event_periods(session, period, customer, lookback=LATE_USAGE_MONTHS)

@@ -168,7 +168,9 @@ def _reductions(
             explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(base, currency)}"
         else:
             assert coupon.amount_off is not None
-            amount = min(coupon.amount_off, base)
+            # in the currency's minor units, however it was written (10 → 10.00; 100.00 JPY → 100): the discount
+            # line, and the tax's share of it per rate, are in them
+            amount = min(round_money(coupon.amount_off, currency, rounding), base)
             lost = coupon.amount_off - amount
             explanation = f"{format_amount(coupon.amount_off, currency)} off {format_amount(base, currency)}"
             if lost:

@@ -266,10 +266,13 @@ def _take(
     def covers(line: InvoiceLine) -> bool:
         return plans is None or line.plan_code in plans
 
-    covered: dict[Group, Decimal] = {}
+    # what is left of each group's covered lines, negative ones included (a fee paid in advance, adjusted): a
+    # group whose lines net to nothing or less takes no part, and none takes more than its net
+    netted: dict[Group, Decimal] = {}
     for other, key, rest in left:
-        if covers(other) and rest > 0:
-            covered[key] = covered.get(key, ZERO) + rest
+        if covers(other):
+            netted[key] = netted.get(key, ZERO) + rest
+    covered = {key: rest for key, rest in netted.items() if rest > 0}
     if not covered:
         return {}, left, amount
     exponent = amount.as_tuple().exponent
@@ -280,7 +283,7 @@ def _take(
     # each covered line keeps its part of what is left of its group (exact fractions: weights only)
     after = [
         (other, key, rest + shares.get(key, ZERO) * rest / covered[key])
-        if covers(other) and rest > 0 and key in covered
+        if covers(other) and key in covered
         else (other, key, rest)
         for other, key, rest in left
     ]

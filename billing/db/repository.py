@@ -16,6 +16,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from billing.core.domain import CancelReason, Customer, QuantityChange, Subscription, SubscriptionStatus
+from billing.core.periods import Period
 from billing.db.tables import CustomerRow, SubscriptionQuantityRow, SubscriptionRow
 from dbkit import among, is_postgresql, keyset_page, page_of, utcnow
 
@@ -360,6 +361,28 @@ _SUBSCRIPTION_COLUMNS = tuple(
         "previous_subscription_id",
     )
 )
+
+
+def subscriptions_ended_as_they_began(
+    session: Session, period: Period, customer: str | None = None
+) -> list[Subscription]:
+    """The subscriptions (of ``customer`` only, if given) that ended on their start day, a day of ``period``: they
+    cover no day, but an opening invoice may have billed them a fee."""
+    quantities = SubscriptionQuantityRow
+    query = (
+        select(*_SUBSCRIPTION_COLUMNS, CustomerRow.external_id, quantities.effective_from, quantities.quantity)
+        .join(CustomerRow, CustomerRow.id == SubscriptionRow.customer_id)
+        .outerjoin(quantities, quantities.subscription_id == SubscriptionRow.id)
+        .where(
+            SubscriptionRow.end_date == SubscriptionRow.start_date,
+            SubscriptionRow.start_date >= period.start,
+            SubscriptionRow.start_date < period.end,
+        )
+        .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id, quantities.effective_from)
+    )
+    if customer is not None:
+        query = query.where(CustomerRow.external_id == customer)
+    return _subscriptions_with_quantities(session.execute(query))
 
 
 def subscriptions_active_between(

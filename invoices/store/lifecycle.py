@@ -280,7 +280,8 @@ def credited_taxes(
     amount: Decimal, invoice: Invoice, rounding: Rounding = Rounding.HALF_UP, before: Sequence[TaxLine] = ()
 ) -> tuple[TaxLine, ...]:
     """``amount`` (tax included) of ``invoice`` split over its rates in proportion to what is left to credit of
-    each (what the rate adds to the total, taxable + tax, less what the credit notes ``before`` gave back of it),
+    each (what the rate adds to the total, taxable + tax, less what the credit notes ``before`` gave back of it; a
+    rate that took from the total gives back in proportion, negative),
     the last rate taking what rounding leaves; each part's net = round(part × 100 / (100 + rate)), its tax = part −
     net, except a part that is all that is left of its rate: it gives back the rest of its net and tax exactly. So
     credit notes that credit the whole invoice give back each rate's net and tax as billed."""
@@ -295,7 +296,11 @@ def credited_taxes(
         (tax.taxable - given.get(tax.rate, (ZERO, ZERO))[0], tax.amount - given.get(tax.rate, (ZERO, ZERO))[1])
         for tax in sources
     ]
-    weights = [max(net + tax, ZERO) for net, tax in rests]
+    # a rate that took something off the invoice (a refund line's: negative) gives it back in proportion too, so
+    # that crediting all of the invoice gives back each rate as billed; only what is left in all counts
+    weights = [net + tax for net, tax in rests]
+    if sum(weights, ZERO) <= 0:
+        weights = [max(weight, ZERO) for weight in weights]
     whole = sum(weights, ZERO)
     parts: list[TaxLine] = []
     left = amount
