@@ -671,7 +671,7 @@ def _caps(invoice: Invoice, grants: list[Grant], timezone: str) -> dict[int, Dec
     began = _began(invoice)
     services = [(day_start(line.service_start or began, timezone), line.amount) for line in invoice.lines]
     return {
-        g.id: payable_before(services, g.expires_at, invoice.tax_rate, invoice.currency)
+        g.id: payable_before(services, g.expires_at, invoice.total, invoice.currency)
         for g in grants
         if g.expires_at is not None
     }

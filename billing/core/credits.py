@@ -76,12 +76,20 @@ def day_start(day: dt.date, timezone: str) -> dt.datetime:
 
 
 def payable_before(
-    services: Iterable[tuple[dt.datetime, Decimal]], expires_at: dt.datetime, tax_rate: Decimal, currency: str
+    services: Sequence[tuple[dt.datetime, Decimal]], expires_at: dt.datetime, total: Decimal, currency: str
 ) -> Decimal:
-    """The most a credit expiring at ``expires_at`` pays of an invoice whose lines are ``services`` (when each
-    line's service began, its amount before tax): the lines that began before it expired, with their tax."""
+    """The most a credit expiring at ``expires_at`` pays of an invoice of ``total`` whose lines are ``services``
+    (when each line's service began, its amount): the lines that began before it expired, as their share of the
+    lines makes of the total — with their tax added (or already inside a tax-inclusive price), and their part of
+    the invoice's discounts taken off. 5.50 of 38.50 in lines, total 38.50 (tax inside): 5.50; total 42.35 (10 %
+    added): 6.05."""
+    lines = sum((amount for _, amount in services), ZERO)
     before = sum((amount for began, amount in services if began < expires_at), ZERO)
-    return round_money(before * (100 + tax_rate) / 100, currency)
+    if before == lines:
+        return max(total, ZERO)
+    if lines <= 0 or before <= 0:
+        return ZERO
+    return min(round_money(total * before / lines, currency), max(total, ZERO))
 
 
 def usable_for(expires_at: dt.datetime | None, period_began: dt.datetime) -> bool:

@@ -488,6 +488,33 @@ def test_a_credit_never_pays_an_in_advance_fee_of_a_period_that_begins_after_it_
     holds(engine)
 
 
+def test_an_expiring_credit_pays_a_tax_inclusive_line_with_the_tax_already_inside(engine):
+    from invoices.model import TaxLine
+
+    who = customer(engine, tax_rate="10")
+    credits.grant_credit(engine, who, D("100.00"), "USD", expires=dt.date(2026, 4, 1), now=at("2026-02-10T00:00:00"))
+    lines = (
+        InvoiceLine(kind=LineKind.USAGE, description="March usage", amount=D("5.50"),
+                    service_start=dt.date(2026, 3, 1), service_end=dt.date(2026, 4, 1)),
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="Fee, April (in advance)", amount=D("33.00"),
+                    service_start=dt.date(2026, 4, 1), service_end=dt.date(2026, 5, 1)),
+    )
+    march = DraftInvoice(
+        billing_key=f"period:{who}:2026-03", customer=Party(name=who, external_id=who), currency="USD",
+        locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=lines,
+        tax_rate=D("10"), timezone="UTC",
+        taxes=(TaxLine(rate=D(10), taxable=D("35.00"), amount=D("3.50"), included=D("3.50")),),
+    )
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, march).invoice_id
+    issued = finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    # prices with 10 % inside: 5.50 + 33.00 = 38.50 in all; the credit pays the March usage as priced, 5.50 (its
+    # tax is inside it: not 5.50 × 1.10 = 6.05, which would pay 0.55 of April's fee)
+    assert str(issued.total) == "38.50"
+    assert applied(issued) == [("free", "5.50")] and str(issued.amount_due) == "33.00"
+    holds(engine)
+
+
 def test_a_credit_note_of_a_partly_paid_invoice_reduces_what_is_due_then_refunds_the_payment(engine):
     from billing import payments
 
