@@ -47,7 +47,7 @@ from billing.core.compose import (
 )
 from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
+from billing.core.fees import fee_period_to_adjust, opening_fee, opening_fee_period, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
 from billing.core.shards import Shard
@@ -664,11 +664,20 @@ def _billed_fees(
     session: Session, catalog: Catalog, scope: _Scope, adjustable: Mapping[int, Period]
 ) -> dict[FeeKey, Decimal]:
     """What invoices bill as the adjustable fees. The opening drafts this run writes count with the amount it
-    composes now, not as stored before (an issued one as it was issued)."""
+    composes now, not as stored before (an issued one as it was issued); so does the opening draft of a
+    subscription that began in an earlier period (its fee period the one adjusted), still a draft: it is composed
+    anew when it is issued, the subscription's end taken into account."""
     plans, period = scope.plans.plans, scope.period
     openings = {s.id: s for s in scope.subscriptions if s.id in adjustable and period.contains(s.start_date)}
-    stored_openings = store.stored_drafts(session, [opening_key(i) for i in openings])
+    earlier = {
+        s.id: s for s in [*scope.subscriptions, *scope.ended_as_it_began]
+        if s.id in adjustable and s.id not in openings and s.start_date < period.start
+        and opening_fee_period(s, plans[s.id]).start == adjustable[s.id].start
+    }  # fmt: skip
+    stored_openings = store.stored_drafts(session, [opening_key(i) for i in [*openings, *earlier]])
     issued_openings = {key for key, known in stored_openings.items() if known.status != InvoiceStatus.DRAFT.value}
+    openings |= {i: s for i, s in earlier.items() if opening_key(i) in stored_openings and opening_key(i) not in
+                 issued_openings}  # fmt: skip
     rewritten = [opening_key(i) for i in openings if opening_key(i) not in issued_openings]
     fees_billed = store.billed_fees(
         session,

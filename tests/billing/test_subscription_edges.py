@@ -1,6 +1,8 @@
 """Subscriptions at the edges of what is issued (SQLite and PostgreSQL): one cancelled or changed on its start day
 after its opening invoice was issued gets that fee back; one cancelled the next day pays that day; a start inside
-a period the customer is already invoiced for is refused (its days there would never be billed)."""
+a period the customer is already invoiced for is refused (its days there would never be billed); a quarterly
+subscription cancelled while its opening invoice is still a draft is adjusted against that invoice as it will be
+issued."""
 
 from __future__ import annotations
 
@@ -39,6 +41,12 @@ subscription = { fee = 31.00, billing = "in_arrears" }
 name = "Addon"
 currency = "USD"
 subscription = { fee = 30.00, billing = "in_advance" }
+
+[plans.qadv]
+name = "QAdv"
+currency = "USD"
+interval = "quarter"
+subscription = { fee = 300.00, billing = "in_advance" }
 """
 
 D = dt.date
@@ -118,3 +126,15 @@ def test_a_start_inside_an_invoiced_period_is_refused(engine, catalog):
                        r"2026-03-17: it is invoiced through 2026-03-31; start it on 2026-04-01 or later"):
         service.subscribe(engine, catalog, "acme", "addon", D(2026, 3, 17))
     assert service.subscribe(engine, catalog, "acme", "addon", D(2026, 4, 1)).start_date == D(2026, 4, 1)
+
+
+def test_a_quarterly_fee_is_adjusted_against_its_opening_draft_as_it_will_be_issued(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", "qadv", D(2026, 2, 10))  # drafted: 300 × 50 / 90 = 166.67
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 15))
+    bill(engine, catalog, 2026, 3)  # February was never run: the opening is still a draft
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 4, 2)))
+    bill(engine, catalog, 2026, 4)
+    # 10 February – 14 March: 19 + 14 = 33 of Q1's 90 days: 300 × 33 / 90 = 110.00, all on the opening invoice
+    # (not 110.00 − 56.67 against the 166.67 drafted before the cancellation)
+    assert fee_lines(engine, sub.id) == [(f"start:{sub.id}", "110.00")]
