@@ -667,9 +667,14 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
 
 def _caps(invoice: Invoice, grants: list[Grant], timezone: str) -> dict[int, Decimal]:
     """The most each expiring grant pays of the invoice: its lines whose service began before the grant expired
-    (a line without service dates began with the invoice's period)."""
+    (a line without service dates began with the invoice's period), as their share of the invoice's total; a
+    discount line is no service (the total holds it, shared by every line)."""
     began = _began(invoice)
-    services = [(day_start(line.service_start or began, timezone), line.amount) for line in invoice.lines]
+    services = [
+        (day_start(line.service_start or began, timezone), line.amount)
+        for line in invoice.lines
+        if line.kind != LineKind.DISCOUNT
+    ]
     return {
         g.id: payable_before(services, g.expires_at, invoice.total, invoice.currency)
         for g in grants

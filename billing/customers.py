@@ -63,7 +63,7 @@ from dbkit import read_only, utcnow
 from invoices import store
 from invoices.model import InvoiceStatus
 from pricing_plans.errors import UnknownPlanError
-from pricing_plans.models import Catalog, Plan
+from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
 from pricing_plans.money import HUNDRED, ZERO, D, is_known_currency
 
 __all__ = [
@@ -692,7 +692,7 @@ def subscribe(
         _check_not_archived(customer)
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, start)
-        _check_start_not_invoiced(session, customer, start)
+        _check_start_not_invoiced(session, customer, plan, start)
         subscription = repository.add_subscription(
             session,
             customer=customer,
@@ -707,12 +707,19 @@ def subscribe(
 
 
 def cancel_subscription(
-    engine: Engine, subscription_id: int, end_date: dt.date, reason: CancelReason | str = "voluntary"
+    engine: Engine,
+    subscription_id: int,
+    end_date: dt.date,
+    reason: CancelReason | str = "voluntary",
+    *,
+    catalog: Catalog | None = None,
 ) -> Subscription:
     """End a subscription on ``end_date`` (exclusive: its last day is the day before) for ``reason``.
 
     An opening invoice still in draft is dropped when the subscription no longer covers any day (cancelled on its
-    start day); otherwise it is refreshed to the days covered when it is finalized (or by the billing run).
+    start day); otherwise, given the ``catalog``, it is written again for the days covered, in the same
+    transaction, so that however it is issued (``billing invoices finalize``, a period's finalization, the
+    scheduler) it bills what the billing runs adjust against.
 
     Refused: an unknown subscription (NotFoundError), a reason other than voluntary or involuntary, an end date
     before the start date, a subscription already cancelled.
@@ -726,7 +733,8 @@ def cancel_subscription(
         cancelled = repository.cancel_subscription(
             session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=utcnow()
         )
-        _settle_opening_draft(session, None, cancelled)
+        owner = None if catalog is None else repository.get_customer(session, cancelled.customer_external_id)
+        _settle_opening_draft(session, catalog, cancelled, owner)
         return cancelled
 
 
@@ -982,10 +990,13 @@ def _check_not_invoiced(
         )
 
 
-def _check_start_not_invoiced(session: Session, customer: Customer, start: dt.date) -> None:
-    """A start inside a period whose invoice is issued would never be billed for its days there (nor for the fee
-    billed in advance on that invoice): refused, as an end date there is."""
-    invoiced_until = store.invoiced_until(session, customer.external_id)
+def _check_start_not_invoiced(session: Session, customer: Customer, plan: Plan, start: dt.date) -> None:
+    """A plan billed on calendar months started inside a month whose invoice is issued would never be billed for
+    its days there (nor for the fee billed in advance on that invoice): refused, as an end date there is. (A
+    weekly or anniversary plan is billed on periods of its own, none of them issued before it starts.)"""
+    if plan.interval is Interval.WEEK or plan.billing_anchor is not BillingAnchor.CALENDAR:
+        return
+    invoiced_until = store.invoiced_until(session, customer.external_id, calendar_months=True)
     if invoiced_until is not None and start < invoiced_until:
         last_day = (invoiced_until - dt.timedelta(days=1)).isoformat()
         raise BillingInputError(

@@ -47,7 +47,7 @@ from billing.core.compose import (
 )
 from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import fee_period_to_adjust, opening_fee, opening_fee_period, schedule_of
+from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
 from billing.core.shards import Shard
@@ -294,12 +294,14 @@ def _billing_periods(
     shard: Shard | None = None,
 ) -> _BillingPeriods:
     """The billing periods whose last day falls in ``month``: of each subscription whose plan does not bill it on
-    calendar months (a week or an anniversary month), when the subscription covers a day of it or ended as it
-    began, and it has begun somewhere."""
+    calendar months (a week or an anniversary month), when the subscription covers a day of it, ended as it
+    began, or ended on its start day inside it (an opening fee to give back), and it has begun somewhere."""
     instant = clock(now)
     with session_scope(read_only(engine)) as session:
         # a billing period ending in the month began at most 31 days before the month
-        found = repository.subscriptions_active_between(session, month.start - dt.timedelta(days=31), month.end)
+        window = Period(month.start - dt.timedelta(days=31), month.end)
+        found = repository.subscriptions_active_between(session, window.start, window.end)
+        found += repository.subscriptions_ended_as_they_began(session, window, customer)
     if customer is not None:
         found = [s for s in found if s.customer_external_id == customer]
     if shard is not None:
@@ -314,7 +316,11 @@ def _billing_periods(
         if schedule.billing_period(month.start) != month:  # (an anniversary month from the 1st is the month)
             found_periods.apart.add(subscription.id)
         for period in schedule.billing_periods_ending_in(month):
-            covers = subscription.overlaps(period.start, period.end) or subscription.end_date == period.start
+            covers = (
+                subscription.overlaps(period.start, period.end)
+                or subscription.end_date == period.start
+                or (subscription.end_date == subscription.start_date and period.contains(subscription.start_date))
+            )
             if period != month and covers and has_begun_anywhere(period, instant):
                 _add_member(found_periods, subscription, period)
         _add_cells(found_periods, subscription, schedule)
@@ -664,20 +670,11 @@ def _billed_fees(
     session: Session, catalog: Catalog, scope: _Scope, adjustable: Mapping[int, Period]
 ) -> dict[FeeKey, Decimal]:
     """What invoices bill as the adjustable fees. The opening drafts this run writes count with the amount it
-    composes now, not as stored before (an issued one as it was issued); so does the opening draft of a
-    subscription that began in an earlier period (its fee period the one adjusted), still a draft: it is composed
-    anew when it is issued, the subscription's end taken into account."""
+    composes now, not as stored before (an issued one as it was issued)."""
     plans, period = scope.plans.plans, scope.period
     openings = {s.id: s for s in scope.subscriptions if s.id in adjustable and period.contains(s.start_date)}
-    earlier = {
-        s.id: s for s in [*scope.subscriptions, *scope.ended_as_it_began]
-        if s.id in adjustable and s.id not in openings and s.start_date < period.start
-        and opening_fee_period(s, plans[s.id]).start == adjustable[s.id].start
-    }  # fmt: skip
-    stored_openings = store.stored_drafts(session, [opening_key(i) for i in [*openings, *earlier]])
+    stored_openings = store.stored_drafts(session, [opening_key(i) for i in openings])
     issued_openings = {key for key, known in stored_openings.items() if known.status != InvoiceStatus.DRAFT.value}
-    openings |= {i: s for i, s in earlier.items() if opening_key(i) in stored_openings and opening_key(i) not in
-                 issued_openings}  # fmt: skip
     rewritten = [opening_key(i) for i in openings if opening_key(i) not in issued_openings]
     fees_billed = store.billed_fees(
         session,

@@ -445,6 +445,7 @@ def get_subscription(
 def cancel_subscription(
     subscription_id: SubscriptionId,
     engine: Annotated[Engine, Depends(api_engine)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     body: Annotated[CancelIn | None, Body()] = None,
 ) -> SubscriptionOut:
@@ -455,7 +456,7 @@ def cancel_subscription(
         subscription = service.get_subscription(engine, subscription_id)
         customer = service.get_customer(engine, subscription.customer_external_id)
         end = dt.datetime.now(ZoneInfo(customer.timezone)).date()
-    return subscription_out(service.cancel_subscription(engine, subscription_id, end, body.reason))
+    return subscription_out(service.cancel_subscription(engine, subscription_id, end, body.reason, catalog=catalog))
 
 
 @router.post(

@@ -334,8 +334,9 @@ def subscriptions_cancel(
 ) -> None:
     """Cancel a subscription: it covers days up to, not including, DATE."""
     sid, end = _subscription_id(subscription_id), _date("--date", date)
+    catalog = _catalog()  # (an opening invoice still in draft is written again for the days covered)
     with database() as engine:
-        subscription = service.cancel_subscription(engine, sid, end, reason)
+        subscription = service.cancel_subscription(engine, sid, end, reason, catalog=catalog)
     if as_json:
         _json.emit(_json.subscription_json(subscription))
         return

@@ -352,9 +352,13 @@ def _create_accounts(engine: Engine, catalog: Catalog, rng: random.Random) -> li
                 service.change_plan(engine, catalog, subscription.id, upgrade_to, account.upgrade_on)
                 account.plan = upgrade_to
         if account.cancel_on:
-            service.cancel_subscription(engine, subscription.id, account.cancel_on, account.cancel_reason)
+            service.cancel_subscription(
+                engine, subscription.id, account.cancel_on, account.cancel_reason, catalog=catalog
+            )
             if add_on is not None:
-                service.cancel_subscription(engine, add_on.id, account.cancel_on, account.cancel_reason)
+                service.cancel_subscription(
+                    engine, add_on.id, account.cancel_on, account.cancel_reason, catalog=catalog
+                )
         accounts.append(account)
     table = Table(title=f"{len(accounts)} customers")
     for column in ("Plan", "Customers", "Starting in the quarter", "Upgrading", "Cancelling"):

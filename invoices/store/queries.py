@@ -342,14 +342,25 @@ def issued_period_invoices(
     return issued
 
 
-def invoiced_until(session: Session, customer: str) -> dt.date | None:
-    """The end of the last period for which ``customer`` has an issued (not void) period invoice, if any."""
+def invoiced_until(session: Session, customer: str, *, calendar_months: bool = False) -> dt.date | None:
+    """The end of the last period for which ``customer`` has an issued (not void) period invoice, if any; with
+    ``calendar_months``, of the invoices of calendar months only (not of weeks nor anniversary months)."""
     statement = select(func.max(InvoiceRow.period_end)).where(
         InvoiceRow.customer_external_id == customer,
         InvoiceRow.scope == InvoiceScope.PERIOD.value,
         InvoiceRow.status.in_(_ISSUED),
     )
-    return session.execute(statement).scalar_one_or_none()
+    if not calendar_months:
+        return session.execute(statement).scalar_one_or_none()
+    periods = session.execute(
+        select(InvoiceRow.period_start, InvoiceRow.period_end).where(
+            InvoiceRow.customer_external_id == customer,
+            InvoiceRow.scope == InvoiceScope.PERIOD.value,
+            InvoiceRow.status.in_(_ISSUED),
+        )
+    ).all()
+    months = [end for start, end in periods if start.day == 1 and end == (start + dt.timedelta(days=32)).replace(day=1)]
+    return max(months, default=None)
 
 
 # --- drafts and what is issued, for finalization ---------------------------------------------------------

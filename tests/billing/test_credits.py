@@ -515,6 +515,31 @@ def test_an_expiring_credit_pays_a_tax_inclusive_line_with_the_tax_already_insid
     holds(engine)
 
 
+def test_an_expiring_credit_pays_its_share_of_a_discounted_invoice(engine):
+    who = customer(engine, tax_rate="10")
+    credits.grant_credit(engine, who, D("100.00"), "USD", expires=dt.date(2026, 4, 1), now=at("2026-02-10T00:00:00"))
+    lines = (
+        InvoiceLine(kind=LineKind.USAGE, description="March usage", amount=D("5.00"),
+                    service_start=dt.date(2026, 3, 1), service_end=dt.date(2026, 4, 1)),
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="Fee, April (in advance)", amount=D("30.00"),
+                    service_start=dt.date(2026, 4, 1), service_end=dt.date(2026, 5, 1)),
+        InvoiceLine(kind=LineKind.DISCOUNT, description="Coupon", amount=D("-10.00")),
+    )
+    march = DraftInvoice(
+        billing_key=f"period:{who}:2026-03", customer=Party(name=who, external_id=who), currency="USD",
+        locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=lines,
+        tax_rate=D("10"), timezone="UTC",
+    )
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, march).invoice_id
+    issued = finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    # (5.00 + 30.00 − 10.00) × 1.10 = 27.50; the March usage is 5 of the 35.00 of service: 27.50 × 5 / 35 = 3.93
+    # (the discount, which has no service dates, is shared by every line, not taken from the March usage alone)
+    assert str(issued.total) == "27.50"
+    assert applied(issued) == [("free", "3.93")] and str(issued.amount_due) == "23.57"
+    holds(engine)
+
+
 def test_a_credit_note_of_a_partly_paid_invoice_reduces_what_is_due_then_refunds_the_payment(engine):
     from billing import payments
 

@@ -42,6 +42,18 @@ name = "Addon"
 currency = "USD"
 subscription = { fee = 30.00, billing = "in_advance" }
 
+[plans.wk]
+name = "Weekly"
+currency = "USD"
+interval = "week"
+subscription = { fee = 7.00, billing = "in_advance" }
+
+[plans.anniv]
+name = "Anniversary"
+currency = "USD"
+billing_anchor = "subscription_start"
+subscription = { fee = 31.00, billing = "in_advance" }
+
 [plans.qadv]
 name = "QAdv"
 currency = "USD"
@@ -128,13 +140,48 @@ def test_a_start_inside_an_invoiced_period_is_refused(engine, catalog):
     assert service.subscribe(engine, catalog, "acme", "addon", D(2026, 4, 1)).start_date == D(2026, 4, 1)
 
 
-def test_a_quarterly_fee_is_adjusted_against_its_opening_draft_as_it_will_be_issued(engine, catalog):
+@pytest.mark.parametrize("issue", ["scheduler", "finalize"])
+def test_a_cancellation_writes_the_opening_draft_again_for_the_days_covered(engine, catalog, issue):
+    from billing import invoicing
+
     service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
     sub = service.subscribe(engine, catalog, "acme", "qadv", D(2026, 2, 10))  # drafted: 300 × 50 / 90 = 166.67
-    service.cancel_subscription(engine, sub.id, D(2026, 3, 15))
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 15), catalog=catalog)
     bill(engine, catalog, 2026, 3)  # February was never run: the opening is still a draft
-    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 4, 2)))
+    if issue == "scheduler":
+        finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 4, 2)))
+    else:  # billing invoices finalize: the draft as it is stored
+        invoicing.finalize_invoice(engine, f"start:{sub.id}", SETTINGS, D(2026, 4, 2), now=at(D(2026, 4, 2)))
     bill(engine, catalog, 2026, 4)
     # 10 February – 14 March: 19 + 14 = 33 of Q1's 90 days: 300 × 33 / 90 = 110.00, all on the opening invoice
-    # (not 110.00 − 56.67 against the 166.67 drafted before the cancellation)
+    # however it is issued (not 110.00 − 56.67 against the 166.67 drafted before the cancellation)
     assert fee_lines(engine, sub.id) == [(f"start:{sub.id}", "110.00")]
+
+
+def test_a_start_inside_a_week_already_invoiced_is_taken_for_a_plan_billed_on_months(engine, catalog):
+    from billing.core.periods import Period
+
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "wk", D(2026, 3, 2))
+    week = Period(D(2026, 3, 16), D(2026, 3, 23))
+    run_billing(engine, catalog, month(2026, 3), now=at(D(2026, 3, 23)), only=[week])
+    finalize_period(engine, week, SETTINGS, D(2026, 3, 23), now=at(D(2026, 3, 23)))
+    # the week of 16–22 March is issued, March's calendar invoice is not: a monthly plan from 20 March is billed
+    # on it in full
+    assert service.subscribe(engine, catalog, "acme", "adv", D(2026, 3, 20)).start_date == D(2026, 3, 20)
+
+
+@pytest.mark.parametrize(("plan", "opening", "period_key"), [("wk", "6.00", "period:acme:2026-W12"),
+                                                            ("anniv", "31.00", "period:acme:2026-03-17..2026-04-17")])
+def test_a_weekly_or_anniversary_subscription_cancelled_on_its_start_day_gets_its_fee_back(
+    engine, catalog, plan, opening, period_key
+):
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", plan, D(2026, 3, 17))
+    # weekly: 7.00 × 6 / 7 days (Tuesday 17 – Sunday 22 March) = 6.00; anniversary: a whole month from the 17th
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 3, 17), 9))
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 17), catalog=catalog)
+    bill(engine, catalog, 2026, 3)
+    bill(engine, catalog, 2026, 4)
+    # the invoice of its first billing period gives the fee back
+    assert fee_lines(engine, sub.id) == [(f"start:{sub.id}", opening), (period_key, f"-{opening}")]
