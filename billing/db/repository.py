@@ -363,22 +363,29 @@ _SUBSCRIPTION_COLUMNS = tuple(
 )
 
 
+def _subscriptions_where(*conditions: Any) -> Select[Any]:
+    """The subscriptions meeting ``conditions``, with their customer's external id and each quantity change, in
+    customer external id, start date, id and effective date order (:func:`_subscriptions_with_quantities` reads
+    them)."""
+    quantities = SubscriptionQuantityRow
+    return (
+        select(*_SUBSCRIPTION_COLUMNS, CustomerRow.external_id, quantities.effective_from, quantities.quantity)
+        .join(CustomerRow, CustomerRow.id == SubscriptionRow.customer_id)
+        .outerjoin(quantities, quantities.subscription_id == SubscriptionRow.id)
+        .where(*conditions)
+        .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id, quantities.effective_from)
+    )
+
+
 def subscriptions_ended_as_they_began(
     session: Session, period: Period, customer: str | None = None
 ) -> list[Subscription]:
     """The subscriptions (of ``customer`` only, if given) that ended on their start day, a day of ``period``: they
     cover no day, but an opening invoice may have billed them a fee."""
-    quantities = SubscriptionQuantityRow
-    query = (
-        select(*_SUBSCRIPTION_COLUMNS, CustomerRow.external_id, quantities.effective_from, quantities.quantity)
-        .join(CustomerRow, CustomerRow.id == SubscriptionRow.customer_id)
-        .outerjoin(quantities, quantities.subscription_id == SubscriptionRow.id)
-        .where(
-            SubscriptionRow.end_date == SubscriptionRow.start_date,
-            SubscriptionRow.start_date >= period.start,
-            SubscriptionRow.start_date < period.end,
-        )
-        .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id, quantities.effective_from)
+    query = _subscriptions_where(
+        SubscriptionRow.end_date == SubscriptionRow.start_date,
+        SubscriptionRow.start_date >= period.start,
+        SubscriptionRow.start_date < period.end,
     )
     if customer is not None:
         query = query.where(CustomerRow.external_id == customer)
@@ -394,19 +401,12 @@ def subscriptions_active_between(
     A subscription that ended on its start day covers no day and is left out. Ordered by customer external id,
     start date, id.
     """
-    quantities = SubscriptionQuantityRow
-    query = (
-        select(*_SUBSCRIPTION_COLUMNS, CustomerRow.external_id, quantities.effective_from, quantities.quantity)
-        .join(CustomerRow, CustomerRow.id == SubscriptionRow.customer_id)
-        .outerjoin(quantities, quantities.subscription_id == SubscriptionRow.id)
-        .where(
-            SubscriptionRow.start_date < end,
-            or_(
-                SubscriptionRow.end_date.is_(None),
-                and_(SubscriptionRow.end_date > start, SubscriptionRow.end_date > SubscriptionRow.start_date),
-            ),
-        )
-        .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id, quantities.effective_from)
+    query = _subscriptions_where(
+        SubscriptionRow.start_date < end,
+        or_(
+            SubscriptionRow.end_date.is_(None),
+            and_(SubscriptionRow.end_date > start, SubscriptionRow.end_date > SubscriptionRow.start_date),
+        ),
     )
     if customers is None:
         return _subscriptions_with_quantities(session.execute(query))

@@ -464,6 +464,18 @@ def test_credit_notes_of_top_ups_take_the_prepaid_credit_back(engine):
     holds(engine)
 
 
+def _march_at_ten_percent(engine, who: str, lines: tuple, taxes: tuple | None = None):
+    """A March invoice of ``lines`` taxed at 10 % (or as ``taxes`` say), finalized on 2 April."""
+    march = DraftInvoice(
+        billing_key=f"period:{who}:2026-03", customer=Party(name=who, external_id=who), currency="USD",
+        locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=lines,
+        tax_rate=D("10"), timezone="UTC", taxes=taxes,
+    )
+    with session_scope(engine) as session:
+        invoice_id = store.upsert_draft(session, march).invoice_id
+    return finalize(engine, invoice_id, "2026-04-02T00:00:00")
+
+
 def test_a_credit_never_pays_an_in_advance_fee_of_a_period_that_begins_after_it_expired(engine):
     who = customer(engine, tax_rate="10")
     credits.grant_credit(engine, who, D("100.00"), "USD", expires=dt.date(2026, 4, 1), now=at("2026-02-10T00:00:00"))
@@ -473,14 +485,7 @@ def test_a_credit_never_pays_an_in_advance_fee_of_a_period_that_begins_after_it_
         InvoiceLine(kind=LineKind.SUBSCRIPTION, description="Fee, April (in advance)", amount=D("30.00"),
                     service_start=dt.date(2026, 4, 1), service_end=dt.date(2026, 5, 1)),
     )
-    march = DraftInvoice(
-        billing_key=f"period:{who}:2026-03", customer=Party(name=who, external_id=who), currency="USD",
-        locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=lines,
-        tax_rate=D("10"), timezone="UTC",
-    )
-    with session_scope(engine) as session:
-        invoice_id = store.upsert_draft(session, march).invoice_id
-    issued = finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    issued = _march_at_ten_percent(engine, who, lines)
     # (5.00 + 30.00) × 1.10 = 38.50; the credit expired as April began: it pays the March usage with its tax,
     # 5.00 × 1.10 = 5.50, not the April fee
     assert str(issued.total) == "38.50"
@@ -499,15 +504,8 @@ def test_an_expiring_credit_pays_a_tax_inclusive_line_with_the_tax_already_insid
         InvoiceLine(kind=LineKind.SUBSCRIPTION, description="Fee, April (in advance)", amount=D("33.00"),
                     service_start=dt.date(2026, 4, 1), service_end=dt.date(2026, 5, 1)),
     )
-    march = DraftInvoice(
-        billing_key=f"period:{who}:2026-03", customer=Party(name=who, external_id=who), currency="USD",
-        locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=lines,
-        tax_rate=D("10"), timezone="UTC",
-        taxes=(TaxLine(rate=D(10), taxable=D("35.00"), amount=D("3.50"), included=D("3.50")),),
-    )
-    with session_scope(engine) as session:
-        invoice_id = store.upsert_draft(session, march).invoice_id
-    issued = finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    inside = (TaxLine(rate=D(10), taxable=D("35.00"), amount=D("3.50"), included=D("3.50")),)
+    issued = _march_at_ten_percent(engine, who, lines, inside)
     # prices with 10 % inside: 5.50 + 33.00 = 38.50 in all; the credit pays the March usage as priced, 5.50 (its
     # tax is inside it: not 5.50 × 1.10 = 6.05, which would pay 0.55 of April's fee)
     assert str(issued.total) == "38.50"
@@ -525,14 +523,7 @@ def test_an_expiring_credit_pays_its_share_of_a_discounted_invoice(engine):
                     service_start=dt.date(2026, 4, 1), service_end=dt.date(2026, 5, 1)),
         InvoiceLine(kind=LineKind.DISCOUNT, description="Coupon", amount=D("-10.00")),
     )
-    march = DraftInvoice(
-        billing_key=f"period:{who}:2026-03", customer=Party(name=who, external_id=who), currency="USD",
-        locale="en_US", period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=lines,
-        tax_rate=D("10"), timezone="UTC",
-    )
-    with session_scope(engine) as session:
-        invoice_id = store.upsert_draft(session, march).invoice_id
-    issued = finalize(engine, invoice_id, "2026-04-02T00:00:00")
+    issued = _march_at_ten_percent(engine, who, lines)
     # (5.00 + 30.00 − 10.00) × 1.10 = 27.50; the March usage is 5 of the 35.00 of service: 27.50 × 5 / 35 = 3.93
     # (the discount, which has no service dates, is shared by every line, not taken from the March usage alone)
     assert str(issued.total) == "27.50"
