@@ -467,7 +467,7 @@ def _cloud_events(account: Account, days: list[dt.date], rng: random.Random) -> 
         vcpus = rng.choice((2, 4, 8, 16)) if platform == "standard-v3" else 1
         for _ in days:  # one event a day: the vCPU-hours the machines ran
             yield "vm_hours", str(vcpus * 24), {"region": region, "platform": platform}
-    for region in {region for region, _ in machines}:
+    for region in sorted({region for region, _ in machines}):  # (in one order: the same invoices every run)
         yield "object_storage", str(rng.randrange(20, 400)), {"region": region}
 
 
