@@ -362,6 +362,13 @@ def batch_chunks(validator: EventValidator, records: list[Any], size: int) -> It
     The hot loop of a request: the common case (a valid event whose id is new in the chunk) is inlined; anything
     else (not an object, invalid, an id met again) goes through :meth:`_ChunkBuilder.add`, which does the same.
     """
+    if 0 < len(records) <= size:
+        events = validator.validate_all(records)
+        if events is not None:  # the usual batch: every event valid, no id given twice
+            chunk = Chunk(0, len(records) - 1, events, list(range(len(records))), list(records), position="index")
+            chunk.spans = spans_of(events)
+            yield chunk
+            return
     for start in range(0, len(records), size):
         builder = _ChunkBuilder(validator, start, "index")
         chunk = builder.chunk

@@ -434,3 +434,94 @@ def test_meter_specs_check_themselves() -> None:
         MeterSpec("users", "unique_count")
     with pytest.raises(ValueError, match="unique_property"):
         MeterSpec("calls", "count", unique_property="user_id")
+
+
+# -- a batch validated a column at a time ---------------------------------------------------------------------
+
+_FIELD_VALUES = {
+    "id": st.sampled_from(["e1", "e2", "e3", "é4", "", "x" * 256, "a\x00b", 7, None]),
+    "customer": st.sampled_from(["acme", "globex", "initech", "", 3, None]),
+    "meter": st.sampled_from(["api_calls", "payments", "peak", "storage_gb", "active_users", "nope", 1]),
+    "timestamp": st.sampled_from([
+        "2024-03-10T12:00:00Z", "2024-03-10T12:00:00.123456+05:30", "2024-03-10T12:00:00", "2024-04-03T12:00:00Z",
+        "1969-12-31T23:59:59Z", "2023-03-31T23:59:59Z", "yesterday", "", 5,
+    ]),
+    "value": st.one_of(
+        st.none(), st.integers(-3, 10**12 + 1), st.booleans(),
+        st.sampled_from(["12.5", "-1", "1e3", "", "0.0000001", Decimal("2.50"), Decimal("NaN"), [1]]),
+    ),
+    "properties": st.one_of(
+        st.none(), st.just({}), st.dictionaries(st.sampled_from(["user_id", "region", "é"]),
+                                                st.one_of(st.sampled_from(["u1", "eu", "", "a\x00"]), st.integers()),
+                                                max_size=2),
+        st.sampled_from([[], "p"]),
+    ),
+    "extra": st.integers(),
+}
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> object:
+    """Mostly valid events (the meters' usual values), now and then with a field of any kind, or no object."""
+    if draw(st.integers(0, 30)) == 0:
+        return draw(st.sampled_from([None, [], "event", RepeatedKeys([("id", "a"), ("id", "b")])]))
+    meter = draw(st.sampled_from(["api_calls", "payments", "peak", "storage_gb", "active_users"]))
+    record: dict[str, object] = {
+        "id": f"u{draw(st.integers(0, 30))}",
+        "customer": draw(st.sampled_from(["acme", "globex"])),
+        "meter": meter,
+        "timestamp": draw(st.sampled_from(["2024-03-10T12:00:00Z", "2024-03-31T23:30:00.25-02:00"])),
+    }
+    if meter != "api_calls" or draw(st.booleans()):
+        record["value"] = draw(st.sampled_from([3, 0, "12.5", Decimal("0.000001"), 10**12 - 1]))
+    if meter == "active_users" or draw(st.booleans()):
+        record["properties"] = {"user_id": draw(st.sampled_from(["u1", "u2"]))}
+    for name, values in _FIELD_VALUES.items():
+        if draw(st.integers(0, 12)) == 0:
+            record[name] = draw(values)
+    if draw(st.integers(0, 12)) == 0:
+        del record[draw(st.sampled_from(sorted(record)))]
+    return record
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=st.lists(_records(), min_size=1, max_size=6), window=st.booleans())
+def test_a_batch_validated_a_column_at_a_time_is_validated_as_event_by_event(records: list[object], window: bool) -> None:
+    """``validate_all`` gives exactly what ``validate`` gives each event, or None when one is not a valid event or
+    an id is given twice."""
+    earliest = {"acme": dt.datetime(2024, 3, 1, tzinfo=dt.UTC)} if window else None
+    validator = EventValidator(METERS, CUSTOMERS, NOW, earliest)
+    one_by_one: list[tuple[object, ...]] | None = []
+    for record in records:
+        try:
+            assert isinstance(record, dict)
+            one_by_one.append(tuple(validator.validate(record)))  # type: ignore[union-attr]
+        except (EventError, AssertionError):
+            one_by_one = None
+            break
+    if one_by_one is not None and len({event[0] for event in one_by_one}) < len(one_by_one):
+        one_by_one = None
+    together = EventValidator(METERS, CUSTOMERS, NOW, earliest).validate_all(records)
+    if together is None:  # may decline a valid batch (another unique property, a window), never take a bad one
+        return
+    assert together == one_by_one
+
+
+def test_a_usual_batch_is_validated_a_column_at_a_time() -> None:
+    """The usual batches are taken by ``validate_all``: every meter, values as numbers and strings, properties."""
+    records = [
+        event(id="a", meter="api_calls", value=None, properties={"region": "eu"}),
+        event(id="b", customer="globex", meter="payments", value="12.5"),
+        event(id="c", meter="peak", value=Decimal("3.25"), timestamp="2024-03-10T13:00:00.5+01:00"),
+        event(id="d", meter="storage_gb", value=-2),
+        event(id="e", meter="payments", value=7, properties={}),
+    ]
+    validator = EventValidator(METERS, CUSTOMERS, NOW)
+    assert validator.validate_all(records) == [tuple(validator.validate(record)) for record in records]
+    stored = validator.validate_all(records)
+    assert stored is not None
+    assert stored[1][4] == 12_500_000 and stored[2][3] == to_epoch_us(dt.datetime(2024, 3, 10, 12, 0, 0, 500000,
+                                                                                   tzinfo=dt.UTC))
+    assert stored[0][6] == '{"region":"eu"}' and stored[3][4] == -2_000_000
+    assert EventValidator(METERS, CUSTOMERS, NOW).validate_all([*records, event(id="a")]) is None  # an id twice
+    assert EventValidator(METERS, CUSTOMERS, NOW).validate_all([*records, event(id="f", value="1,5")]) is None
