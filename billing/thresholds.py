@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,7 +58,17 @@ from billing.errors import BillingInputError, NotFoundError
 from billing.event_store import events_counted
 from billing.metering import AnyUsage, UsageWindow, meter_specs, total_of
 from billing.usage_windows import UsageKey, aggregate, events_in, resolve_plans, usage_windows
-from dbkit import among, as_utc, insert_for, insert_many_ignoring, is_postgresql, read_only, utcnow
+from dbkit import (
+    BoundRows,
+    among,
+    as_utc,
+    bind_rows,
+    insert_bound,
+    insert_for,
+    is_postgresql,
+    read_only,
+    utcnow,
+)
 from invoices import store
 from meters import MeterSpec, to_epoch_us
 from pricing_plans.charge_models import MeterUsage
@@ -374,8 +385,9 @@ def check_thresholds(
     are evaluated, over the part of the period they cover. A customer's period whose invoice is issued is left
     out (``CheckReport.issued``). ``customers``: only those customers. ``now`` is when "today" is (default:
     the clock). Safe to run from any number of processes at once. ``in_transaction`` is called in the
-    transaction that records the evaluations and notifications (in one of its own when there is nothing to record):
-    whatever it writes is committed with them, or not at all.
+    transaction that records the notifications (in one of its own when there is nothing to record): whatever it
+    writes is committed with them, or not at all. The evaluations (the latest reading of each threshold, never
+    overwritten by an older one) are recorded in that transaction too, or, on SQLite, in short ones just before it.
 
     Raises BillingInputError when ``period`` has not begun anywhere yet.
     """
@@ -547,16 +559,49 @@ def _write(
     report: CheckReport,
     in_transaction: Callable[[Session], None] | None,
 ) -> None:
-    """write: the evaluations and the notifications of the levels reached in one transaction, with whatever
-    ``in_transaction`` writes (in a transaction of its own when there are no evaluations)."""
-    if evaluations:
-        with session_scope(engine) as session:
-            _record_evaluations(session, evaluations)
-            report.created = _insert_notifications(session, crossings, catalog)
-            if in_transaction is not None:
-                in_transaction(session)
-    else:
+    """write: the evaluations, then the notifications of the levels reached with whatever ``in_transaction``
+    writes (in a transaction of its own when there are no evaluations).
+
+    PostgreSQL: all in one transaction. SQLite: the transactions hold the database's one write lock, which the
+    API's event writer waits for (a request waits behind them), so they are short: what can be made before is
+    (the notifications' rows, every row bound for the database), and the evaluations are upserted
+    :data:`_EVALUATIONS_AT_ONCE` at a time, each in a transaction of its own, with a pause between two in which a
+    waiting writer takes its turn. Exactly once still holds: a crossing is told by its notification, whose
+    unique key and ``in_transaction`` (the usage reaction's cursor) are committed together; an evaluation is a
+    reading, which the next check reads again."""
+    if not evaluations:
         _finish(engine, in_transaction)
+        return
+    rows, made = _notification_rows(engine, crossings, catalog)
+    bound_notifications = None
+    if not is_postgresql(engine):
+        _upsert_evaluations(engine, bind_rows(engine, ThresholdEvaluationRow.__table__, evaluations))
+        bound_notifications = bind_rows(engine, NotificationRow.__table__, rows) if rows else None
+    with session_scope(engine) as session:
+        if is_postgresql(session.connection()):
+            _record_evaluations(session, evaluations)
+        inserted = _insert_notifications(session, rows, bound_notifications)
+        report.created = [crossing for crossing in made if crossing.notification_id in inserted]
+        if in_transaction is not None:
+            in_transaction(session)
+
+
+_EVALUATIONS_AT_ONCE = 100
+"""SQLite: evaluations upserted per transaction (about a millisecond of the write lock)."""
+_TURN = 0.001
+"""SQLite: seconds between two such transactions (the API's event writer looks for the lock every 0.2 ms)."""
+
+
+def _upsert_evaluations(engine: Engine, evaluations: BoundRows) -> None:
+    """SQLite: upsert the evaluations (bound), :data:`_EVALUATIONS_AT_ONCE` per transaction; a reading older than
+    the one stored (a slower concurrent check) changes nothing."""
+    values = evaluations.values
+    for start in range(0, len(values), _EVALUATIONS_AT_ONCE):
+        if start:
+            time.sleep(_TURN)
+        part = BoundRows(evaluations.table, evaluations.columns, values[start : start + _EVALUATIONS_AT_ONCE])
+        with session_scope(engine) as session:
+            insert_bound(session.connection(), part, key=_EVALUATION_KEY, newer="as_of")
 
 
 def _finish(engine: Engine, in_transaction: Callable[[Session], None] | None) -> None:
@@ -706,9 +751,13 @@ def _spend(target: _Target, usage: Mapping[str, AnyUsage], catalog: Catalog) -> 
     return usage_charges(target.subscription, target.plan, usage, target.period, rounding=catalog.rounding)
 
 
+_EVALUATION_KEY = ("subscription_id", "period", "threshold_key")
+
+
 def _record_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> None:
-    """Upsert each evaluation; a reading older than the one stored (a slower concurrent check) changes nothing.
-    A Core executemany on the table (not the ORM's bulk insert, which builds a state per row)."""
+    """PostgreSQL: upsert each evaluation; a reading older than the one stored (a slower concurrent check) changes
+    nothing. A Core executemany on the table (not the ORM's bulk insert, which builds a state per row). (SQLite:
+    :func:`_upsert_evaluations`.)"""
     table = ThresholdEvaluationRow.__table__
     statement = insert_for(session, table)
     excluded = statement.excluded
@@ -758,12 +807,16 @@ def _copy_evaluations(session: Session, evaluations: list[dict[str, Any]]) -> No
         )
 
 
-def _insert_notifications(session: Session, crossings: list[_Reached], catalog: Catalog) -> list[Crossing]:
-    """Insert a notification per crossing not yet notified, in (subscription, threshold, level) order; returns the
-    ones this transaction created. The unique key makes a concurrent insert of the same crossing do nothing."""
+def _notification_rows(
+    engine: Engine, crossings: list[_Reached], catalog: Catalog
+) -> tuple[list[dict[str, Any]], list[Crossing]]:
+    """The notification of each crossing not yet notified (read before the transaction that inserts them: one
+    notified meanwhile by a concurrent check is left out by the unique key then), in (subscription, threshold,
+    level) order, and the crossings they tell."""
     if not crossings:
-        return []
-    existing = _existing_keys(session, {(c.target.subscription.id, c.target.period.label) for c in crossings})
+        return [], []
+    with session_scope(read_only(engine)) as session:
+        existing = _existing_keys(session, {(c.target.subscription.id, c.target.period.label) for c in crossings})
     rows: list[dict[str, Any]] = []
     made: list[Crossing] = []
     created_at = utcnow()  # one instant for the check's notifications (a crossing's levels are told in order)
@@ -774,30 +827,34 @@ def _insert_notifications(session: Session, crossings: list[_Reached], catalog: 
         values, crossing = _notification(reached, catalog, created_at)
         rows.append(values)
         made.append(crossing)
+    return rows, made
+
+
+def _insert_notifications(session: Session, rows: list[dict[str, Any]], bound: BoundRows | None) -> set[str]:
+    """Insert the notifications ``rows`` (``bound``: the same, bound for SQLite) unless already there (the unique
+    key makes a concurrent insert of the same crossing do nothing); the ids this transaction inserted."""
     if not rows:
-        return []
+        return set()
     # INSERT … ON CONFLICT DO NOTHING (not an ORM insert per notification), and the ids this transaction created:
-    # a few by one multi-row statement RETURNING them; many, on PostgreSQL through a staging table, on SQLite by
-    # one executemany.
-    inserted: set[str] = set()
+    # on PostgreSQL, a few by one multi-row statement RETURNING them, many through a staging table; on SQLite by
+    # one executemany of the rows bound before the transaction.
+    if bound is not None:
+        return _executed_notifications(session, bound)
     if len(rows) <= _FEW_EVALUATIONS:
         statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing()
-        inserted.update(session.execute(statement.returning(NotificationRow.id), rows).scalars())
-    elif is_postgresql(session.connection()):
-        inserted = _copy_notifications(session, rows)
-    else:
-        inserted = _executed_notifications(session, rows)
-    return [crossing for crossing in made if crossing.notification_id in inserted]
+        return set(session.execute(statement.returning(NotificationRow.id), rows).scalars())
+    return _copy_notifications(session, rows)
 
 
-def _executed_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """SQLite, many notifications: one executemany of ``INSERT … ON CONFLICT DO NOTHING`` on the driver's cursor
-    (a statement with ``RETURNING`` is sent as many multi-row statements, each built anew); the transaction holds
-    the write lock, so when every row counts as inserted, every id is one of this transaction's; else the ids (new
-    UUIDs) now stored are."""
-    inserted = insert_many_ignoring(session.connection(), NotificationRow.__table__, rows)
-    ids = [row["id"] for row in rows]
-    if inserted == len(rows):
+def _executed_notifications(session: Session, rows: BoundRows) -> set[str]:
+    """SQLite: one executemany of ``INSERT … ON CONFLICT DO NOTHING`` on the driver's cursor (a statement with
+    ``RETURNING`` is sent as many multi-row statements, each built anew); the transaction holds the write lock, so
+    when every row counts as inserted, every id is one of this transaction's; else the ids (new UUIDs) now stored
+    are."""
+    inserted = insert_bound(session.connection(), rows)
+    position = rows.columns.index("id")
+    ids = [row[position] for row in rows.values]
+    if inserted == len(ids):
         return set(ids)
     found: set[str] = set()
     for i in range(0, len(ids), _CHUNK):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dbkit.clock import as_utc, utcnow
 from dbkit.dialect import (
+    BoundRows,
     among,
+    bind_rows,
     dialect_of,
     for_update,
+    insert_bound,
     insert_for,
     insert_ignoring,
     insert_many_ignoring,
@@ -26,14 +29,17 @@ from dbkit.types import ID_TYPE, NAMING, ExactDecimal, UTCDateTime, new_metadata
 __all__ = [
     "ID_TYPE",
     "NAMING",
+    "BoundRows",
     "ExactDecimal",
     "UTCDateTime",
     "among",
     "as_utc",
+    "bind_rows",
     "can_fork",
     "dialect_of",
     "for_update",
     "fork_pool",
+    "insert_bound",
     "insert_for",
     "insert_ignoring",
     "insert_many_ignoring",

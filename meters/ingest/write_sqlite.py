@@ -32,8 +32,6 @@ class SqliteWriter:
         return to_epoch_us(utcnow())
 
     def __call__(self, connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
-        # The write lock is held: the rows with an id above ``before`` are this chunk's.
-        before = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM usage_events").scalar_one()
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(
@@ -41,8 +39,13 @@ class SqliteWriter:
                 f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {int(received_at)}) ON CONFLICT (event_id) DO NOTHING",
                 events,
             )
-            if cursor.rowcount == len(events):
+            inserted = cursor.rowcount
+            if inserted == len(events):
                 return {}
+            # The write lock is held, and SQLite gives a new row the id after the greatest: this chunk's rows are
+            # the last ``inserted`` ids, and the rows with an id up to ``before`` were stored before it.
+            cursor.execute("SELECT coalesce(max(id), 0) FROM usage_events")
+            before = cursor.fetchone()[0] - inserted
             stored: dict[str, int] = {}
             ids = [event[ID] for event in events]
             for start in range(0, len(ids), _LOOKUP):
