@@ -135,7 +135,7 @@ def serve(
 
     from billing.api import create_app
     from billing.cli.notifications import warn_without_destination
-    from billing.db.engines import dispose_engines
+    from billing.db.engines import checkpoint_in_background, dispose_engines
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -143,6 +143,7 @@ def serve(
     _logging(level)
     settings = get_settings()
     _check_database(settings.database_url)
+    checkpoint_in_background()  # (SQLite) the API's event writer never copies the log while a request waits
     warn_without_destination(settings)
     schedulers: list[_Background] = []
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from dbkit import writelock
+from dbkit import checkpoints, writelock
 from dbkit.exact import register_sqlite_functions
 
 __all__ = ["MIGRATIONS", "current_revision", "make_engine", "session_scope", "upgrade"]
@@ -25,12 +25,14 @@ __all__ = ["MIGRATIONS", "current_revision", "make_engine", "session_scope", "up
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any) -> Engine:
     """An engine for ``url``, set up for the engine's needs on SQLite and PostgreSQL. Events it stores are added
-    to the usage counters in their own transaction (``billing.db.counters``)."""
+    to the usage counters in their own transaction (``billing.db.counters``). ``background_checkpoints``
+    (SQLite): the write-ahead log is copied into the database file by a thread of the process instead of by the
+    commit that fills it (``dbkit.checkpoints``; a serving process's)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": writelock.BUSY_TIMEOUT_SECONDS}, **kwargs)
-        _setup_sqlite(engine)
+        _setup_sqlite(engine, background_checkpoints)
     else:
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     engine.update_execution_options(meters_on_stored=_count_stored, meters_on_parsed=_tally_parsed)
@@ -49,7 +51,7 @@ def _tally_parsed(events: Any, known_customers: object) -> object:
     return tally_parsed(events, known_customers)
 
 
-def _setup_sqlite(engine: Engine) -> None:
+def _setup_sqlite(engine: Engine, background_checkpoints: bool) -> None:
     database = engine.url.database
 
     @event.listens_for(engine, "connect")
@@ -64,6 +66,8 @@ def _setup_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA cache_size=-262144")
         cursor.close()
         register_sqlite_functions(dbapi_connection)  # exact sums of money stored as text (dbkit.exact)
+        if background_checkpoints and database:
+            checkpoints.run_in_background(dbapi_connection, database)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:

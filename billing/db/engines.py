@@ -14,10 +14,18 @@ from sqlalchemy import Engine
 from billing.config import get_settings
 from billing.db import make_engine
 
-__all__ = ["dispose_engines", "engine_for_url", "get_engine"]
+__all__ = ["checkpoint_in_background", "dispose_engines", "engine_for_url", "get_engine"]
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+_background_checkpoints = False
+
+
+def checkpoint_in_background() -> None:
+    """Make the process's SQLite engines (those made from now on) leave the copying of the write-ahead log to a
+    thread (``dbkit.checkpoints``): the API's process, whose writes keep requests waiting."""
+    global _background_checkpoints
+    _background_checkpoints = True
 
 
 def engine_for_url(url: str) -> Engine:
@@ -25,7 +33,7 @@ def engine_for_url(url: str) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _engines[url] = make_engine(url)
+            engine = _engines[url] = make_engine(url, background_checkpoints=_background_checkpoints)
         return engine
 
 

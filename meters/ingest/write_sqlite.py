@@ -44,8 +44,8 @@ class SqliteWriter:
                 return {}
             # The write lock is held, and SQLite gives a new row the id after the greatest: this chunk's rows are
             # the last ``inserted`` ids, and the rows with an id up to ``before`` were stored before it.
-            cursor.execute("SELECT coalesce(max(id), 0) FROM usage_events")
-            before = cursor.fetchone()[0] - inserted
+            greatest: int = cursor.execute("SELECT coalesce(max(id), 0) FROM usage_events").fetchone()[0]
+            before = greatest - inserted
             stored: dict[str, int] = {}
             ids = [event[ID] for event in events]
             for start in range(0, len(ids), _LOOKUP):

@@ -1,5 +1,8 @@
 """dbkit.among: the rows whose column is among the values, however many (one array parameter on PostgreSQL).
 
+dbkit.insert_bound: rows bound before the transaction (bind_rows) go in the same way, or update the row of their
+unique key only when that row's reading is not newer.
+
 dbkit.insert_many_ignoring: rows go in through the driver with the columns' own bind processing (an exact
 decimal as text on SQLite, an aware instant read back as the same instant), a row whose unique key is already
 stored is skipped, and the count says how many went in."""
@@ -12,7 +15,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import JSON, Column, Engine, Integer, String, Table, UniqueConstraint, insert, select
 
-from dbkit import among, insert_many_ignoring, is_sqlite
+from dbkit import among, bind_rows, insert_bound, insert_many_ignoring, is_sqlite
 from dbkit.types import ExactDecimal, UTCDateTime, new_metadata
 
 _METADATA = new_metadata()
@@ -121,3 +124,34 @@ def test_insert_many_writes_what_a_core_insert_writes_and_fills_in_no_default(en
         _METADATA.drop_all(engine)
     assert [tuple(row) for row in stored] == [(7, None, 2), (8, {"a": [1]}, 0), (9, None, 2)]
     assert raw == []
+
+
+def test_bound_rows_update_the_row_of_their_key_unless_it_holds_a_newer_reading(engine: Engine) -> None:
+    _METADATA.create_all(engine)
+    later = _AT + dt.timedelta(minutes=5)
+    try:
+        first = bind_rows(engine, _READINGS, [
+            {"key": "a", "amount": Decimal("1.50"), "at": _AT, "code": "x"},
+            {"key": "b", "amount": Decimal("2"), "at": later, "code": "y"},
+        ])
+        with engine.begin() as connection:
+            insert_bound(connection, first, key=("key",), newer="at")
+        again = bind_rows(engine, _READINGS, [
+            {"key": "a", "amount": Decimal("3.25"), "at": later, "code": "z"},  # newer: updates
+            {"key": "b", "amount": Decimal("9"), "at": _AT, "code": "w"},  # older than the stored one: kept out
+            {"key": "c", "amount": None, "at": _AT, "code": None},  # new
+        ])
+        with engine.begin() as connection:
+            insert_bound(connection, again, key=("key",), newer="at")
+            insert_bound(connection, bind_rows(engine, _READINGS, []))  # nothing to send
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(_READINGS.c.key, _READINGS.c.amount, _READINGS.c.at, _READINGS.c.code).order_by(_READINGS.c.key)
+            ).all()
+    finally:
+        _METADATA.drop_all(engine)
+    assert [(key, None if amount is None else str(amount), at, code) for key, amount, at, code in rows] == [
+        ("a", "3.25", later.astimezone(dt.UTC), "z"),
+        ("b", "2", later.astimezone(dt.UTC), "y"),
+        ("c", None, _AT.astimezone(dt.UTC), None),
+    ]
