@@ -406,7 +406,7 @@ class EventValidator:
             return None
         occurred = self._instants(stamps)
         values = _scaled_all(list(map(dict.get, records, repeat("value"))), codes, specs)  # type: ignore[arg-type]
-        described = self._texts_of(list(map(dict.get, records, repeat("properties"))), specs)  # type: ignore[arg-type]
+        described = self._texts_of(list(map(dict.get, records, repeat("properties"))), codes, specs)  # type: ignore[arg-type]
         if occurred is None or values is None or described is None:
             return None
         stored_customers = list(map(customers.__getitem__, given))
@@ -433,32 +433,37 @@ class EventValidator:
         return occurred
 
     def _texts_of(
-        self, maps: list[Any], specs: Mapping[str, MeterSpec]
+        self, maps: list[Any], codes: tuple[str, ...], specs: Mapping[str, MeterSpec]
     ) -> tuple[list[str | None], list[str | None]] | None:
         """Every property map's stored text and unique value (as :meth:`validate` makes them), or None if one is
-        invalid. Each distinct map is looked at once; the meters of the batch must share their unique property
-        (an event without properties is one with ``{}``: the same to :meth:`validate`)."""
-        meters = list(specs.values())
-        if len({meter.unique_property for meter in meters}) != 1:
-            return None
+        invalid. Each distinct map is looked at once for each unique property its events' meters count (an event
+        without properties is one with ``{}``: the same to :meth:`validate`)."""
         kinds = set(map(type, maps))
         if not kinds <= {dict, type(None)}:
             return None
         if type(None) in kinds:
             maps = [_NO_PROPERTIES if value is None else value for value in maps]
+        by_unique = {meter.unique_property: meter for meter in specs.values()}
         try:
             pairs = list(map(tuple, map(dict.items, maps)))
-            distinct = set(pairs)
+            if len(by_unique) > 1:
+                unique_of = {code: meter.unique_property for code, meter in specs.items()}
+                keys: list[Any] = list(zip(map(unique_of.__getitem__, codes), pairs, strict=True))
+            else:
+                keys = pairs
+            distinct = set(keys)
         except TypeError:  # a value that is no string (a list, an object): never valid
             return None
+        only = next(iter(by_unique.values())) if len(by_unique) == 1 else None
         problems: list[str] = []
-        texts: dict[tuple[Any, ...], str | None] = {}
-        uniques: dict[tuple[Any, ...], str | None] = {}
+        texts: dict[Any, str | None] = {}
+        uniques: dict[Any, str | None] = {}
         for key in distinct:
-            texts[key], uniques[key] = self._known_properties(dict(key), meters[0], problems)
+            meter, items = (only, key) if only is not None else (by_unique[key[0]], key[1])
+            texts[key], uniques[key] = self._known_properties(dict(items), meter, problems)
             if problems:
                 return None
-        return list(map(texts.__getitem__, pairs)), list(map(uniques.__getitem__, pairs))
+        return list(map(texts.__getitem__, keys)), list(map(uniques.__getitem__, keys))
 
     def _known_properties(
         self, value: dict[str, Any], meter: MeterSpec, problems: list[str]

@@ -11,6 +11,10 @@ a billing run, a threshold evaluation or a PDF never holds the interpreter lock 
 writes still share the database's one write lock with the requests': ``dbkit.writelock``). The child stops when
 asked (SIGTERM, SIGINT) and when the server's process is gone; it is started again, after an error in the log,
 if it exits while the server runs. Its reactor looks for newly stored events every :data:`REACTOR_POLL` seconds.
+It runs at a lower priority (:data:`SCHEDULER_NICENESS`): its work is batch work, and on a busy machine the
+requests get the CPU first (the reactor's write transactions are short, so a request seldom waits for one that
+was held up). On SQLite the API's process copies the write-ahead log in a thread of its own
+(``dbkit.checkpoints``), never in the commit of a request.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ GC_YOUNG = 10_000
 """Allocations between two collections of the garbage collector's youngest generation in the API's process."""
 RESTART_DELAY = 5
 """Seconds before a scheduler process that exited while the server runs is started again."""
+SCHEDULER_NICENESS = 10
+"""How much lower the scheduler process's CPU priority is than the server's (``nice``)."""
 log = logging.getLogger(__name__)
 _NOISY = ("apscheduler.executors", "alembic", "weasyprint", "fontTools")  # a line per job run, step, page
 
@@ -227,6 +233,7 @@ def background() -> None:
     from billing.scheduler import start_scheduler, stop_scheduler
 
     level, server = sys.argv[1], int(sys.argv[2])
+    os.nice(SCHEDULER_NICENESS)
     _logging(level)
     stopping: list[int] = []  # (a signal handler only appends: nothing it could wait for)
     for signum in (signal.SIGTERM, signal.SIGINT):

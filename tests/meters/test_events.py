@@ -525,3 +525,72 @@ def test_a_usual_batch_is_validated_a_column_at_a_time() -> None:
     assert stored[0][6] == '{"region":"eu"}' and stored[3][4] == -2_000_000
     assert EventValidator(METERS, CUSTOMERS, NOW).validate_all([*records, event(id="a")]) is None  # an id twice
     assert EventValidator(METERS, CUSTOMERS, NOW).validate_all([*records, event(id="f", value="1,5")]) is None
+
+
+_LINES = [
+    '{"id": "{id}", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z"}',
+    '{"id":"{id}","customer":"globex","meter":"payments","timestamp":"2024-03-10T12:00:00+02:00","value":12.5}',
+    '{"id": "{id}", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", "value": "7"}',
+    '{"id": "{id}", "customer": "acme", "meter": "peak", "timestamp": "2024-03-10T12:00:00Z", "value": 1e3}',
+    '{"id": "{id}", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z", '
+    '"properties": {"region": "eu"}}',
+    '  {"id": "{id}", "customer": "acme", "meter": "storage_gb", "timestamp": "2024-03-10T12:00:00Z", "value": -2}  ',
+    # repeated keys, a backslash, a bad number, NaN, not an object, blank, trailing garbage, a float property
+    '{"id": "{id}", "id": "x{id}", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z"}',
+    '{"id": "{id}", "customer": "ac\\u006de", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z"}',
+    '{"id": "{id}", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", "value": 1.0000001}',
+    '{"id": "{id}", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", "value": NaN}',
+    '[1, 2]',
+    '',
+    '{"id": "{id}", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z"} x',
+    '{"id": "{id}", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z", '
+    '"properties": {"region": 1.5}}',
+]
+_USUAL = 6  # the first six are valid events
+_LINE = st.sampled_from(_LINES[:_USUAL] * 25 + _LINES[_USUAL:])  # now and then an unusual line
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.tuples(_LINE, st.sampled_from([False] * 30 + [True])), min_size=16, max_size=24))
+def test_a_usual_stretch_of_json_lines_is_read_as_line_by_line(lines: list[tuple[str, bool]]) -> None:
+    """A stretch of JSON Lines read a column at a time (orjson, ``validate_all``) gives the events that reading
+    and validating it line by line gives, or is left to that reading (anything unusual: a repeated key, an id
+    twice, a blank line, a backslash, an invalid line)."""
+    from meters.ingest.read import _usual_block
+
+    # ids: one per line, but now and then the id of the line before
+    texts = [template.replace("{id}", f"e{index - (again and index > 0)}") for index, (template, again) in enumerate(lines)]
+    block = [f"{text}\n".encode() for text in texts]
+    chunk = _usual_block(EventValidator(METERS, CUSTOMERS, NOW), 7, block, keep_raw=True)
+    if chunk is None:
+        return
+    validator = EventValidator(METERS, CUSTOMERS, NOW)
+    one_by_one = []
+    for text in texts:
+        record = parse_json_line(text)  # strictly: a repeated key is an error
+        assert not isinstance(record, RepeatedKeys)
+        one_by_one.append(tuple(validator.validate(record)))
+    assert len({event[0] for event in one_by_one}) == len(one_by_one)
+    assert chunk.events == one_by_one
+    assert chunk.lines == list(range(7, 7 + len(texts))) and chunk.raws == texts and chunk.last_line == 6 + len(texts)
+
+
+def test_a_usual_stretch_is_read_a_column_at_a_time() -> None:
+    """The usual stretch is taken (a fraction read again as a Decimal), and one repeated key leaves it to the
+    line-by-line reading, which rejects that line."""
+    from meters.ingest.read import _usual_block, jsonl_block
+
+    texts = [
+        f'{{"id": "e{n}", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", '
+        f'"value": {n}.25}}'
+        for n in range(20)
+    ]
+    chunk = _usual_block(EventValidator(METERS, CUSTOMERS, NOW), 1, [t.encode() for t in texts], keep_raw=False)
+    assert chunk is not None and chunk.raws is None
+    assert [event[4] for event in chunk.events[:3]] == [250_000, 1_250_000, 2_250_000]
+    texts[5] = texts[5].replace('"customer": "acme"', '"customer": "acme", "customer": "globex"')
+    block = [t.encode() for t in texts]
+    assert _usual_block(EventValidator(METERS, CUSTOMERS, NOW), 1, block, keep_raw=False) is None
+    read = jsonl_block(EventValidator(METERS, CUSTOMERS, NOW), 1, block, keep_raw=False)
+    assert len(read.events) == 19 and [r.line for r in read.rejections] == [6]
+    assert "duplicate key 'customer'" in read.rejections[0].reason
