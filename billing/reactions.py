@@ -14,7 +14,9 @@ what was stored since it last looked, through a cursor over the order in which e
             in (read from those events when they are few, else from the usage counters that counted them,
             ``billing.db.counters``): ``check_thresholds`` of exactly those, in one batched evaluation that reads
             the months' usage from the counters, kept in the transactions that stored the events;
-  advance   ``received_through`` set to F in the very transaction that records the evaluations and notifications.
+  advance   ``received_through`` set to F in the very transaction that records the notifications (and, on
+            PostgreSQL, the evaluations; on SQLite those are upserted just before, in short transactions of their
+            own: ``billing.thresholds``).
 
 Exactly once: a crash before that transaction commits leaves the cursor where it was, and the next pass evaluates
 the same events again; a threshold notification is unique per crossing (subscription, period, threshold, level),

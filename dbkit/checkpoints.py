@@ -16,7 +16,9 @@ copying to one thread per database file, on a connection of its own:
   writes long instead of growing.
 
 The checkpoints are SQLite's own; they decide nothing about what is stored (a log that is not copied yet is read
-from, and is durable, as before). Other processes on the same database keep their autocheckpoint.
+from, and is durable, as before). Other processes on the same database keep their autocheckpoint. Should the
+thread be gone (or a reader hold the log from starting over), a commit still copies the log once it is
+:data:`SAFETY_NET` pages long. :func:`stop` ends the thread (an engine's disposal does).
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 
 from dbkit import writelock
 
-__all__ = ["EVERY", "RESTART", "run_in_background"]
+__all__ = ["EVERY", "RESTART", "SAFETY_NET", "run_in_background", "stop"]
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,10 @@ EVERY = 0.05
 """Seconds between two checkpoints."""
 RESTART = 1.0
 """Seconds between two checkpoints after which the log starts over."""
+SAFETY_NET = 10_000
+"""Pages (40 MB) of log after which a commit copies it after all (SQLite's autocheckpoint, 1,000 by default)."""
 
-_threads: dict[str, threading.Thread] = {}
+_threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
 _guard = threading.Lock()
 
 
@@ -58,33 +61,48 @@ def run_in_background(connection: sqlite3.Connection, database: str) -> None:
     lock = writelock.process_lock(database)
     if lock is None:
         return
-    connection.execute("PRAGMA wal_autocheckpoint=0")
+    connection.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET}")
     key = os.path.realpath(database)
-    thread = _threads.get(key)
-    if thread is not None and thread.is_alive():
+    running = _threads.get(key)
+    if running is not None and running[0].is_alive():
         return
     with _guard:
-        thread = _threads.get(key)
-        if thread is None or not thread.is_alive():
+        running = _threads.get(key)
+        if running is None or not running[0].is_alive():
+            stopping = threading.Event()
             thread = threading.Thread(
-                target=_checkpoints, args=(database, lock, time.sleep), name="sqlite-checkpoints", daemon=True
+                target=_checkpoints, args=(database, lock, stopping), name="sqlite-checkpoints", daemon=True
             )
-            _threads[key] = thread
+            _threads[key] = (thread, stopping)
             thread.start()
 
 
-def _checkpoints(database: str, lock: threading.Lock, sleep: Callable[[float], None]) -> None:
-    """The thread: checkpoints of ``database`` for as long as the process runs."""
-    connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA wal_autocheckpoint=0")
+def stop(database: str) -> None:
+    """End this process's checkpoint thread for the file ``database``, if it runs (waiting for its checkpoint)."""
+    with _guard:
+        running = _threads.pop(os.path.realpath(database), None)
+    if running is not None:
+        running[1].set()
+        running[0].join()
+
+
+def _checkpoints(database: str, lock: threading.Lock, stopping: threading.Event) -> None:
+    """The thread: checkpoints of ``database`` until ``stopping`` is set."""
+    connection: sqlite3.Connection | None = None
     restarted = time.monotonic()
-    while True:
-        sleep(EVERY)
-        try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            if time.monotonic() - restarted >= RESTART:
-                with lock:  # no write of this process meanwhile: its next one starts the log over
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                restarted = time.monotonic()
-        except sqlite3.Error as exc:  # (a checkpoint that cannot run now is tried again at the next turn)
-            log.warning("checkpoint of %s failed: %s", database, exc)
+    try:
+        while not stopping.wait(EVERY):
+            try:
+                if connection is None:
+                    connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+                    connection.execute("PRAGMA wal_autocheckpoint=0")
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if time.monotonic() - restarted >= RESTART:
+                    with lock:  # no write of this process meanwhile: its next one starts the log over
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    restarted = time.monotonic()
+            except Exception as exc:  # (tried again at the next turn; the safety net holds meanwhile)
+                log.warning("checkpoint of %s failed: %s", database, exc)
+    finally:
+        if connection is not None:
+            connection.close()

@@ -53,6 +53,11 @@ def _tally_parsed(events: Any, known_customers: object) -> object:
 
 def _setup_sqlite(engine: Engine, background_checkpoints: bool) -> None:
     database = engine.url.database
+    if background_checkpoints and database:
+
+        @event.listens_for(engine, "engine_disposed")
+        def _on_dispose(_engine: Engine) -> None:
+            checkpoints.stop(database)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -478,7 +478,10 @@ def _usual_block(validator: EventValidator, first_line: int, block: list[bytes],
     if float in set(map(type, values)):
         for index, value in enumerate(values):
             if type(value) is float:
-                records[index] = parse_json_line(texts[index], strict=False)
+                try:
+                    records[index] = parse_json_line(texts[index], strict=False)
+                except EventError:  # (orjson reads deeper nesting than the standard library's reader)
+                    return None
                 values[index] = records[index].get("value")
     events = validator.validate_all(records)
     if events is None:

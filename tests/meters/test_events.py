@@ -594,3 +594,23 @@ def test_a_usual_stretch_is_read_a_column_at_a_time() -> None:
     read = jsonl_block(EventValidator(METERS, CUSTOMERS, NOW), 1, block, keep_raw=False)
     assert len(read.events) == 19 and [r.line for r in read.rejections] == [6]
     assert "duplicate key 'customer'" in read.rejections[0].reason
+
+
+def test_a_stretch_with_a_line_nested_deeper_than_the_exact_reader_reads_is_read_line_by_line() -> None:
+    """orjson reads 1,024 levels of nesting, the reader of exact decimals fewer: a line with a fraction, read again
+    by that reader, that nests deeper leaves the stretch to the line-by-line reading, which rejects that line."""
+    from meters.ingest.read import _usual_block, jsonl_block
+
+    texts = [
+        f'{{"id": "e{n}", "customer": "acme", "meter": "api_calls", "timestamp": "2024-03-10T12:00:00Z"}}'
+        for n in range(20)
+    ]
+    deep = "[" * 1010 + "]" * 1010
+    texts[3] = (
+        '{"id": "deep", "customer": "acme", "meter": "payments", "timestamp": "2024-03-10T12:00:00Z", '
+        f'"value": 1.5, "properties": {{"a": {deep}}}}}'
+    )
+    block = [t.encode() for t in texts]
+    assert _usual_block(EventValidator(METERS, CUSTOMERS, NOW), 1, block, keep_raw=False) is None
+    read = jsonl_block(EventValidator(METERS, CUSTOMERS, NOW), 1, block, keep_raw=False)
+    assert len(read.events) == 19 and [r.line for r in read.rejections] == [4]
