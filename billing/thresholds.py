@@ -386,8 +386,7 @@ def check_thresholds(
     out (``CheckReport.issued``). ``customers``: only those customers. ``now`` is when "today" is (default:
     the clock). Safe to run from any number of processes at once. ``in_transaction`` is called in the
     transaction that records the notifications (in one of its own when there is nothing to record): whatever it
-    writes is committed with them, or not at all. The evaluations (the latest reading of each threshold, never
-    overwritten by an older one) are recorded in that transaction too, or, on SQLite, in short ones just before it.
+    writes is committed with them, or not at all. The evaluations are recorded in it too (SQLite: just before).
 
     Raises BillingInputError when ``period`` has not begun anywhere yet.
     """
@@ -573,12 +572,13 @@ def _write(
         _finish(engine, in_transaction)
         return
     rows, made = _notification_rows(engine, crossings, catalog)
+    postgresql = is_postgresql(engine)
     bound_notifications = None
-    if not is_postgresql(engine):
+    if not postgresql:
         _upsert_evaluations(engine, bind_rows(engine, ThresholdEvaluationRow.__table__, evaluations))
         bound_notifications = bind_rows(engine, NotificationRow.__table__, rows) if rows else None
     with session_scope(engine) as session:
-        if is_postgresql(session.connection()):
+        if postgresql:
             _record_evaluations(session, evaluations)
         inserted = _insert_notifications(session, rows, bound_notifications)
         report.created = [crossing for crossing in made if crossing.notification_id in inserted]
