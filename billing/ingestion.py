@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -30,7 +32,7 @@ from dbkit import as_utc, is_sqlite, read_only, utcnow
 from meters import IngestReport
 from pricing_plans.models import Catalog
 
-__all__ = ["ingest_batch", "ingest_path", "known_customers", "late_usage_windows", "periods_touched"]
+__all__ = ["TRUSTED", "ingest_batch", "ingest_path", "known_customers", "late_usage_windows", "periods_touched"]
 
 
 def known_customers(engine: Engine, only: Iterable[str] | None = None) -> dict[str, str]:
@@ -104,6 +106,37 @@ def periods_touched(report: IngestReport, customers: Mapping[str, str]) -> dict[
     return touched
 
 
+TRUSTED = 1.0
+"""Seconds an API batch trusts a customer it found (a batch of single events arrives many times a second)."""
+
+_RECENT: weakref.WeakKeyDictionary[Engine, dict[str, tuple[str, float]]] = weakref.WeakKeyDictionary()
+_RECENT_MOST = 100_000  # customers remembered per engine (forgotten all at once beyond it)
+
+
+def _recently_known(engine: Engine, names: set[str]) -> dict[str, str]:
+    """:func:`known_customers` among ``names``, those found within :data:`TRUSTED` seconds taken as found."""
+    recent = _RECENT.get(engine)
+    if recent is None:
+        recent = _RECENT.setdefault(engine, {})
+    now = time.monotonic()
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for name in names:
+        known = recent.get(name)
+        if known is not None and now - known[1] < TRUSTED:
+            found[name] = known[0]
+        else:
+            missing.append(name)
+    if missing:
+        fresh = known_customers(engine, missing)
+        if len(recent) + len(fresh) > _RECENT_MOST:
+            recent.clear()
+        for name, timezone in fresh.items():
+            recent[name] = (timezone, now)
+        found.update(fresh)
+    return found
+
+
 def _touched(records: Iterable[Mapping[str, Any]]) -> set[str]:
     """The customers a batch names that the database can be asked about (text it can store: no NUL character,
     no lone surrogate); any other is unknown, and validation says so."""
@@ -123,9 +156,14 @@ def ingest_batch(
     engine: Engine, catalog: Catalog, records: list[Mapping[str, Any]], *, now: dt.datetime | None = None
 ) -> IngestReport:
     """Ingest an API batch (rejections name each event's index). The thresholds of the periods its stored events
-    fall in are evaluated behind it (``billing.reactions``): this process's reactor, if it runs one, is woken."""
+    fall in are evaluated behind it (``billing.reactions``): this process's reactor, if it runs one, is woken.
+
+    A customer found in the database is trusted to exist, with the timezone read, for :data:`TRUSTED` seconds
+    (customers are never deleted; a timezone changed meanwhile moves the late-usage window of those seconds'
+    events by the difference of the two zones, and their counters are kept in the new one all the same: they
+    read the timezone as they count)."""
     instant = as_utc(now or utcnow())
-    customers = known_customers(engine, _touched(records))
+    customers = _recently_known(engine, _touched(records))
     report = event_store(engine).ingest(
         records, meter_specs(catalog), customers, now=instant, earliest=late_usage_windows(customers, instant)
     )

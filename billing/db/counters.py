@@ -207,6 +207,17 @@ ON CONFLICT (customer_external_id, meter, window_start, window_end) DO UPDATE SE
                           THEN excluded.received_through ELSE usage_counters.received_through END
 """
 _ADD_SQLITE = _ADD.format(marks=", ".join("?" * len(_COLUMNS)))
+_ADD_WHERE_UNCHANGED = (
+    _ADD.replace(
+        "VALUES ({marks})",
+        f"SELECT {', '.join('rows.' + column for column in _COLUMNS)} "
+        f"FROM (VALUES {{rows}}) AS rows ({', '.join(_COLUMNS)}, timezone) "
+        "JOIN customers ON customers.external_id = rows.customer_external_id AND customers.timezone = rows.timezone "
+        "ORDER BY 1, 2, 3, 4",
+    )
+    + " RETURNING customer_external_id"
+)
+_TYPED_COUNTER = f"({', '.join(['%s::text'] * 2 + ['%s::bigint'] * 6)}, %s::text)"
 _ADD_POSTGRESQL = _ADD.format(marks=", ".join(["%s"] * len(_COLUMNS)))
 
 
@@ -219,7 +230,15 @@ def count_stored(
     while it was parsed; used if every customer's timezone is still the one it was made with."""
     if not events:
         return
-    rows = _parsed_rows(connection, summary) if isinstance(summary, Parsed) else None
+    rows = None
+    if isinstance(summary, Parsed):
+        if is_postgresql(connection) and len(summary.rows) <= _FEW:
+            counted = _added_where_unchanged(connection, summary, received_at)
+            if len(counted) == len(summary.timezones):
+                return
+            events = [event for event in events if event[1] not in counted]  # a customer's timezone changed
+        else:
+            rows = _parsed_rows(connection, summary)
     if rows is None:
         large = len(events) > _SQL_TALLY and not is_postgresql(connection)
         if large and _sqlite_added(connection, events, received_at):
@@ -255,6 +274,23 @@ def _parsed_rows(connection: Connection, parsed: Parsed) -> list[tuple[Any, ...]
     if any(now.get(customer) != timezone for customer, timezone in parsed.timezones.items()):
         return None
     return parsed.rows
+
+
+def _added_where_unchanged(connection: Connection, parsed: Parsed, received_at: int) -> set[str]:
+    """PostgreSQL, a few counters (an API request's): add the rows of ``parsed`` of each customer whose timezone
+    is still the one they were tallied with, in one statement that reads the timezones as it adds (the
+    statement's snapshot is taken under the ingestion lock, as :func:`rebuild`'s change of a timezone is); the
+    customers whose rows were added."""
+    rows = [(*row, received_at, parsed.timezones[row[0]]) for row in parsed.rows]
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            _ADD_WHERE_UNCHANGED.format(rows=", ".join([_TYPED_COUNTER] * len(rows))),
+            [value for row in rows for value in row],
+        )
+        return {customer for (customer,) in cursor.fetchall()}
+    finally:
+        cursor.close()
 
 
 def _rows(tallies: dict[CounterKey, list[Any]]) -> list[tuple[Any, ...]]:

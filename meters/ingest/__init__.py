@@ -140,7 +140,18 @@ def ingest(
     :class:`EventValidator`)."""
     validator = EventValidator(meters, known_customers, now or utcnow(), earliest)
     chunks = batch_chunks(validator, records if isinstance(records, list) else list(records), chunk_size)
+    on_parsed = engine.get_execution_options().get(ON_PARSED) if isinstance(engine, Engine) else None
+    if on_parsed is not None:
+        chunks = _summarized(chunks, on_parsed, known_customers)
     return _Ingestion(engine, source, list_duplicates=True).run(chunks)
+
+
+def _summarized(chunks: Iterator[Chunk], on_parsed: Callable[..., object], known: object) -> Iterator[Chunk]:
+    """The chunks, each with what ``on_parsed`` makes of its events (as a file's parsing worker does)."""
+    for chunk in chunks:
+        if chunk.events:
+            chunk.summary = on_parsed(chunk.events, known)
+        yield chunk
 
 
 def ingest_file(
@@ -191,12 +202,9 @@ class ChunkStore(Protocol):
 class _ChunkWriter(Protocol):
     """Stores a chunk of events in the connection's transaction (``write_sqlite``, ``write_postgres``)."""
 
-    def received_now(self, connection: Connection) -> int:
-        """The chunk's ``received_at`` (microseconds since the epoch), ordered with any ingestion cutoff."""
-        ...
-
-    def __call__(self, connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
-        """Store ``events``; the ids that were already stored, with their content hashes."""
+    def store(self, connection: Connection, events: list[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
+        """Store ``events``: their ``received_at`` (microseconds since the epoch, ordered with any ingestion
+        cutoff), and the ids that were already stored, with their content hashes."""
         ...
 
 
@@ -270,8 +278,7 @@ class _Ingestion:
             attempt += 1
             try:
                 with self.engine.connect() as connection, connection.begin():
-                    received_at = self.write.received_now(connection)
-                    stored = self.write(connection, events, received_at)
+                    received_at, stored = self.write.store(connection, events)
                     on_stored = connection.get_execution_options().get(ON_STORED)
                     if on_stored is not None:
                         if stored:

@@ -30,6 +30,18 @@ def cutoff_now(connection: Connection) -> int:
 SMALL = 100
 """Chunks of at most this many events are inserted with one statement rather than copied."""
 
+# The lock, then the clock read under it (``clock`` reads from ``lock``, so it is computed once the lock is held),
+# then the rows with that clock; the clock comes back even when no row was inserted.
+_INSERT_SMALL = (
+    f"WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK}) AS held), "
+    f"clock AS MATERIALIZED (SELECT ({_DATABASE_CLOCK.removeprefix('SELECT ')}) AS t FROM lock), "
+    f"inserted AS (INSERT INTO usage_events ({COLUMNS}, received_at) "
+    f"SELECT rows.*, clock.t FROM (VALUES {{rows}}) AS rows ({COLUMNS}) CROSS JOIN clock ORDER BY 1 "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
+    "SELECT clock.t, inserted.event_id FROM clock LEFT JOIN inserted ON true"
+)
+_TYPED_ROW = "(%s::text, %s::text, %s::text, %s::bigint, %s::bigint, %s::text, %s::text, %s::bigint)"
+
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS usage_events_staging ("
     "event_id text, customer text, meter text, occurred_at bigint, value bigint, unique_value text, "
@@ -51,19 +63,12 @@ class PostgresWriter:
     def __init__(self) -> None:
         self.optimistic = True
 
-    def received_now(self, connection: Connection) -> int:
-        """The chunk's ``received_at``, read under the shared advisory lock (no cutoff is being taken): the lock,
-        then the clock, two statements sent at once (one round trip), run in that order."""
-        driver: Any = connection.connection.dbapi_connection
-        with driver.cursor() as cursor:
-            cursor.execute(f"SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK}); {_DATABASE_CLOCK}")
-            cursor.nextset()
-            return int(cursor.fetchone()[0])
-
-    def __call__(self, connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
+    def store(self, connection: Connection, events: list[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
+        """Store ``events``: their ``received_at``, and the ids that were already stored, with their hashes."""
         driver: Any = connection.connection.dbapi_connection
         if len(events) <= SMALL:
-            return self._inserted(driver, events, received_at)
+            return self._inserted(driver, events)
+        received_at = self._received_now(driver)
         if self.optimistic:
             savepoint = connection.begin_nested()
             try:
@@ -80,27 +85,38 @@ class PostgresWriter:
                 self.optimistic = False
             else:
                 savepoint.commit()
-                return {}
-        return self._classified(driver, events, received_at)
+                return received_at, {}
+        return received_at, self._classified(driver, events, received_at)
 
     @staticmethod
-    def _inserted(driver: Any, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
-        """A few events (an API request's): one ``INSERT … ON CONFLICT DO NOTHING RETURNING``, fewer round trips
-        than a savepoint and a ``COPY``."""
-        row = f"({', '.join(['%s'] * (len(COLUMNS.split(',')) + 1))})"
+    def _received_now(driver: Any) -> int:
+        """The chunk's ``received_at``, read under the shared advisory lock (no cutoff is being taken): the lock,
+        then the clock, two statements sent at once (one round trip), run in that order."""
+        with driver.cursor() as cursor:
+            cursor.execute(f"SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK}); {_DATABASE_CLOCK}")
+            cursor.nextset()
+            return int(cursor.fetchone()[0])
+
+    @staticmethod
+    def _inserted(driver: Any, events: list[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
+        """A few events (an API request's): one statement takes the shared lock, reads the clock under it and
+        inserts them with it as their ``received_at`` (``ON CONFLICT DO NOTHING``), answering the clock and the
+        ids inserted: a statement's round trip and its cost in the driver (for one event, more than the rest of
+        storing it) instead of three."""
         ordered = sorted(events, key=lambda event: event[0])  # one lock order on the unique index (no deadlock)
         with driver.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO usage_events ({COLUMNS}, received_at) VALUES {', '.join([row] * len(ordered))} "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                [value for event in ordered for value in (*event, received_at)],
+                _INSERT_SMALL.format(rows=", ".join([_TYPED_ROW] * len(ordered))),
+                [value for event in ordered for value in event],
             )
-            inserted = {found[0] for found in cursor.fetchall()}
+            answered = cursor.fetchall()
+            received_at = int(answered[0][0])
+            inserted = {event_id for _, event_id in answered}
             refused = [event[0] for event in ordered if event[0] not in inserted]
             if not refused:
-                return {}
+                return received_at, {}
             cursor.execute("SELECT event_id, content_hash FROM usage_events WHERE event_id = ANY(%s)", (refused,))
-            return dict(cursor.fetchall())
+            return received_at, dict(cursor.fetchall())
 
     @staticmethod
     def _classified(driver: Any, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:

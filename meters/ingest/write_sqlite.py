@@ -27,11 +27,14 @@ def cutoff_now(connection: Connection) -> int:
 class SqliteWriter:
     """Stores a chunk; returns the ids that were already stored, with their content hashes."""
 
-    def received_now(self, connection: Connection) -> int:
-        """The chunk's ``received_at``: the write lock is already held, so no cutoff is being taken."""
-        return to_epoch_us(utcnow())
+    def store(self, connection: Connection, events: list[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
+        """Store ``events``: their ``received_at`` (the clock: the write lock is already held, so no cutoff is
+        being taken), and the ids that were already stored, with their content hashes."""
+        received_at = to_epoch_us(utcnow())
+        return received_at, self._stored(connection, events, received_at)
 
-    def __call__(self, connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
+    @staticmethod
+    def _stored(connection: Connection, events: list[tuple[Any, ...]], received_at: int) -> dict[str, int]:
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(

@@ -402,13 +402,20 @@ def _used_parsed_tallies(monkeypatch):
         pytest.skip(f"threads still running, no worker would parse: {[t.name for t in threading.enumerate()]}")
     used: list[bool] = []
     real = counters_module._parsed_rows
+    real_added = counters_module._added_where_unchanged
 
     def parsed_rows(connection, parsed):
         rows = real(connection, parsed)
         used.append(rows is not None)
         return rows
 
+    def added_where_unchanged(connection, parsed, received_at):  # (PostgreSQL, a chunk of a few counters)
+        counted = real_added(connection, parsed, received_at)
+        used.append(len(counted) == len(parsed.timezones))
+        return counted
+
     monkeypatch.setattr(counters_module, "_parsed_rows", parsed_rows)
+    monkeypatch.setattr(counters_module, "_added_where_unchanged", added_where_unchanged)
     return used
 
 
@@ -470,3 +477,38 @@ def test_a_timezone_changed_while_a_file_is_parsed_is_counted_in_the_new_one(eng
     assert used == [False, False, False]  # each worker's tally was of New York: tallied again in UTC
     assert counters(engine) == [("acme", "api_calls", "2026-03-01T00:00", 300, 0, None)]
     assert agree(engine) == 1
+
+
+def test_a_batch_after_a_timezone_change_is_counted_in_the_new_one_though_its_customers_were_trusted(
+    engine, catalog, monkeypatch
+):
+    # An API batch trusts the customers it found for a second (their timezones with them), and tallies its
+    # counters in those timezones; the change below commits within that second: the changed customer's events
+    # are counted in its new timezone, read as they are stored, the other customer's as tallied.
+    import billing.ingestion
+
+    monkeypatch.setattr(billing.ingestion, "TRUSTED", 3600.0)  # (however slow the machine)
+    customer(engine, catalog, "acme")
+    customer(engine, catalog, "tokyo", timezone="Asia/Tokyo")
+    used = _used_parsed_tallies(monkeypatch)
+    send(engine, catalog, [event("a0", "2026-03-05T10:00:00Z"), event("t0", "2026-03-05T10:00:00Z", who="tokyo")])
+    service.update_customer(engine, "tokyo", {"timezone": "UTC"})
+    # 2026-02-28T16:00Z: March in Tokyo (01:00 on the 1st), February in UTC
+    send(engine, catalog, [event("a1", "2026-02-28T16:00:00Z"), event("t1", "2026-02-28T16:00:00Z", who="tokyo")])
+    assert used == [True, False]  # the second batch's tally of Tokyo was not used
+    assert counters(engine) == [
+        ("acme", "api_calls", "2026-02-01T00:00", 1, 0, None),
+        ("acme", "api_calls", "2026-03-01T00:00", 1, 0, None),
+        ("tokyo", "api_calls", "2026-02-01T00:00", 1, 0, None),
+        ("tokyo", "api_calls", "2026-03-01T00:00", 1, 0, None),
+    ]
+    assert agree(engine) == 4
+
+
+def test_a_customer_not_found_is_looked_for_again_by_the_next_batch(engine, catalog):
+    # only customers found are trusted: one created after a batch named it is known to the next batch at once
+    first = send(engine, catalog, [event("n0", "2026-03-05T10:00:00Z", who="newco")])
+    assert (first.accepted, [r.reason for r in first.rejected]) == (0, ["unknown customer 'newco'"])
+    customer(engine, catalog, "newco")
+    assert send(engine, catalog, [event("n1", "2026-03-05T10:00:00Z", who="newco")]).accepted == 1
+    assert counters(engine) == [("newco", "api_calls", "2026-03-01T00:00", 1, 0, None)]

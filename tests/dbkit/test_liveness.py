@@ -1,0 +1,60 @@
+"""dbkit.liveness: a pooled connection is pinged when it comes out of the pool after sitting idle, not when it
+was in use a moment ago; one the server closed meanwhile is replaced before anyone uses it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from dbkit.liveness import ping_after_idle
+
+
+@pytest.fixture
+def pinged(db_url, monkeypatch):
+    """An engine of one pooled connection that pings it after 0.2 s idle, and the list of its pings."""
+    engine = create_engine(db_url, pool_size=1, max_overflow=0)
+    ping_after_idle(engine, idle=0.2)
+    pings: list[float] = []
+    real = engine.dialect.do_ping
+
+    def do_ping(dbapi_connection):
+        pings.append(time.monotonic())
+        return real(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", do_ping)
+    yield engine, pings
+    engine.dispose()
+
+
+def test_a_connection_is_pinged_when_new_or_idle_not_when_just_used(pinged):
+    engine, pings = pinged
+    with engine.connect() as connection:  # new: never handed out before
+        connection.execute(text("SELECT 1"))
+    assert len(pings) == 1
+    for _ in range(3):  # back in the pool a moment ago: no ping
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    assert len(pings) == 1
+    time.sleep(0.3)  # idle longer than 0.2 s: pinged once more
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert len(pings) == 2
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(pinged, db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL: a server that closes a client's connection")
+    engine, pings = pinged
+    with engine.connect() as connection:
+        first = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    other = create_engine(db_url, poolclass=None)
+    with other.connect() as admin:
+        assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar_one() is True
+    other.dispose()
+    time.sleep(0.3)
+    with engine.connect() as connection:  # the ping finds it closed: the pool connects again
+        second = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    assert second != first
+    assert len(pings) == 3  # the first connection twice (new, then idle), its replacement once (new)
