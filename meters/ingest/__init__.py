@@ -362,7 +362,10 @@ def ingestion_cutoff(engine: Engine) -> dt.datetime:
     Waits for the chunks being stored at that moment (a fraction of a second), then reads the clock that
     ingestion stamps ``received_at`` with.
     """
-    with engine.connect() as connection, connection.begin():
-        writer = write_postgres if is_postgresql(connection) else write_sqlite
-        now = writer.cutoff_now(connection)
+    with engine.connect() as connection:
+        if is_postgresql(connection):
+            now = write_postgres.cutoff_at_once(connection)
+        else:
+            with connection.begin():
+                now = write_sqlite.cutoff_now(connection)
     return from_epoch_us(now)

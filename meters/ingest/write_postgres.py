@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from meters.ingest.read import COLUMNS
 
-__all__ = ["PostgresWriter", "cutoff_now"]
+__all__ = ["PostgresWriter", "cutoff_at_once", "cutoff_now"]
 
 # The advisory lock that orders a chunk's received_at with the ingestion cutoff: each chunk holds it shared while
 # it is stored, a cutoff takes it exclusively for the instant it reads the clock.
@@ -22,10 +22,33 @@ _DATABASE_CLOCK = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)
 
 
 def cutoff_now(connection: Connection) -> int:
-    """The ingestion cutoff, microseconds since the epoch, read once the chunks being stored are committed."""
+    """The ingestion cutoff, microseconds since the epoch, read once the chunks being stored are committed; no
+    chunk is stored until the connection's transaction ends (``billing.db.counters.rebuild`` counts under it)."""
     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_RECEIVING_LOCK})")
     return int(connection.exec_driver_sql(_DATABASE_CLOCK).scalar_one())
 
+
+def cutoff_at_once(connection: Connection) -> int:
+    """The ingestion cutoff as :func:`cutoff_now` reads it, in one statement of a transaction of its own (the
+    connection in autocommit mode): the lock is taken, the clock read and the lock released by the database in
+    one go. (Held by a transaction of the client's, the lock stayed taken for the client's round trips, and every
+    chunk waited for them: the reactor's process, which takes a cutoff every pass, runs at a lower priority, and
+    a busy machine could leave it waiting for a core while it held the lock.)"""
+    driver: Any = connection.connection.dbapi_connection
+    autocommit = driver.autocommit
+    driver.autocommit = True
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(_CUTOFF_AT_ONCE)
+            return int(cursor.fetchone()[0])
+    finally:
+        driver.autocommit = autocommit
+
+
+_CUTOFF_AT_ONCE = (
+    f"WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({_RECEIVING_LOCK}) AS held) "
+    f"SELECT ({_DATABASE_CLOCK.removeprefix('SELECT ')}) FROM lock"
+)
 
 SMALL = 100
 """Chunks of at most this many events are inserted with one statement rather than copied."""

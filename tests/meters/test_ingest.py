@@ -495,6 +495,38 @@ def test_the_ingestion_cutoff_parts_events_received_before_it_from_those_after(e
     assert from_epoch_us(received["before"]) <= cutoff < from_epoch_us(received["after"])
 
 
+def test_a_cutoff_waits_for_the_chunk_being_stored_and_counts_it_before(engine: Engine) -> None:
+    # A chunk's transaction is held open (after its insert, before its commit); a cutoff taken meanwhile returns
+    # only once that chunk is committed, and the chunk is received before it; a chunk stored after it, after.
+    import threading
+
+    from meters.ingest import ON_STORED
+
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(connection: object, events: object, received_at: int, summary: object = None) -> None:
+        inside.set()
+        assert release.wait(10)
+
+    held = engine.execution_options(**{ON_STORED: hold})
+    storing = threading.Thread(target=ingest, args=(held, [json.loads(line("held"))], METERS, CUSTOMERS), kwargs={
+        "now": NOW})
+    storing.start()
+    assert inside.wait(10)
+    taken: list[dt.datetime] = []
+    cutting = threading.Thread(target=lambda: taken.append(ingestion_cutoff(engine)))
+    cutting.start()
+    cutting.join(0.5)
+    assert cutting.is_alive() and not taken  # waiting for the chunk's transaction
+    release.set()
+    storing.join(10)
+    cutting.join(10)
+    ingest(engine, [json.loads(line("later"))], METERS, CUSTOMERS, now=NOW)
+    with engine.connect() as connection:
+        received = dict(connection.execute(select(UsageEventRow.event_id, UsageEventRow.received_at)).all())
+    assert from_epoch_us(received["held"]) <= taken[0] < from_epoch_us(received["later"])
+
+
 # -- concurrency -----------------------------------------------------------------------------------------
 
 _INGEST_IN_A_PROCESS = """
