@@ -900,14 +900,14 @@ class _Texts:
 
     def __init__(self, created_at: dt.datetime):
         self.created_at = created_at.isoformat()
-        self._periods: dict[Period, tuple[str, str, str]] = {}
+        self._periods: dict[int, tuple[str, str, str]] = {}  # by id: the check's periods live as long as this
         self._levels: dict[tuple[Decimal, int], str] = {}
 
     def period(self, period: Period) -> tuple[str, str, str]:
         """The period's label, first day and end, as the payload writes them."""
-        found = self._periods.get(period)
+        found = self._periods.get(id(period))
         if found is None:
-            found = self._periods[period] = (period.label, period.start.isoformat(), period.end.isoformat())
+            found = self._periods[id(period)] = (period.label, period.start.isoformat(), period.end.isoformat())
         return found
 
     def level(self, limit: Decimal, level: int) -> str:

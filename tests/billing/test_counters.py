@@ -512,3 +512,39 @@ def test_a_customer_not_found_is_looked_for_again_by_the_next_batch(engine, cata
     customer(engine, catalog, "newco")
     assert send(engine, catalog, [event("n1", "2026-03-05T10:00:00Z", who="newco")]).accepted == 1
     assert counters(engine) == [("newco", "api_calls", "2026-03-01T00:00", 1, 0, None)]
+
+
+def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine, catalog, tmp_path, monkeypatch):
+    # 150 customers in each of two chunks of 300 lines: 150 counters each, more than a list of values takes; on
+    # PostgreSQL the worker writes them in COPY's text format (a backslash in an id escaped), the storing
+    # transaction adds the received_through; the counters equal their recount.
+    from billing.ingestion import known_customers
+    from billing.metering import meter_specs
+    from meters import ingest_file
+
+    names = [f"c{i:03d}" for i in range(149)] + ["back\\slash"]
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO customers (external_id, name, currency, timezone, locale, address, tax_rate, "
+                 "created_at) VALUES (:e, :e, 'USD', 'UTC', 'en_US', '', 0, :now)"),
+            [{"e": name, "now": MARCH_NOW} for name in names],
+        )
+    batch = [event(f"k{i}", f"2026-03-0{1 + i % 9}T10:00:00Z", who=names[i % 150]) for i in range(600)]
+    used = _used_parsed_tallies(monkeypatch)
+    report = ingest_file(
+        engine, _file(tmp_path, batch), meter_specs(catalog), known_customers(engine), now=MARCH_NOW,
+        chunk_size=300, workers=1,
+    )
+    assert report.accepted == 600
+    assert used == [True, True]
+    assert ("back\\slash", "api_calls", "2026-03-01T00:00", 4, 0, None) in counters(engine)
+    assert agree(engine) == 150
+
+
+def test_counters_in_copy_text_escape_what_copy_reads_as_special():
+    from billing.db.counters import _copy_text
+
+    rows = [("a\\b\tc\nd\re", "api_calls", 1, 2, 3, None, 5), ("acme", "peak", 10, 20, 1, 7_000_000, None)]
+    assert _copy_text(rows) == (
+        b"a\\\\b\\tc\\nd\\re\tapi_calls\t1\t2\t3\t\\N\t5\t\n" b"acme\tpeak\t10\t20\t1\t7000000\t\\N\t\n"
+    )
