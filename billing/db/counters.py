@@ -285,17 +285,11 @@ def _copy_text(rows: list[tuple[Any, ...]]) -> bytes:
     driver, they cost the storing process a second of every 100,000 events), each line ending with the tab
     before ``received_through``, which the storing transaction adds (a tab and a newline end every line and
     occur nowhere else: a value's tab, newline and backslash are escaped)."""
-    escaped: dict[str, str] = {}
+    escaped = _Escaped()
     lines = []
     for customer, meter, start, end, events, total, largest in rows:
-        name = escaped.get(customer)
-        if name is None:
-            name = escaped[customer] = _copy_escaped(customer)
-        code = escaped.get(meter)
-        if code is None:
-            code = escaped[meter] = _copy_escaped(meter)
         lines.append(
-            f"{name}\t{code}\t{start}\t{end}\t{events}\t{_NULL if total is None else total}\t"
+            f"{escaped[customer]}\t{escaped[meter]}\t{start}\t{end}\t{events}\t{_NULL if total is None else total}\t"
             f"{_NULL if largest is None else largest}\t\n"
         )
     return "".join(lines).encode()
@@ -304,8 +298,13 @@ def _copy_text(rows: list[tuple[Any, ...]]) -> bytes:
 _NULL = "\\N"
 
 
-def _copy_escaped(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+class _Escaped(dict[str, str]):
+    """Texts as ``COPY``'s text format writes them (backslash, tab, newline and carriage return escaped), each
+    escaped once (a chunk names each customer and meter many times)."""
+
+    def __missing__(self, text: str) -> str:
+        escaped = self[text] = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        return escaped
 
 
 def _parsed_rows(connection: Connection, parsed: Parsed) -> list[tuple[Any, ...]] | None:
