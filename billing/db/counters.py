@@ -208,16 +208,19 @@ ON CONFLICT (customer_external_id, meter, window_start, window_end) DO UPDATE SE
 """
 _ADD_SQLITE = _ADD.format(marks=", ".join("?" * len(_COLUMNS)))
 _ADD_WHERE_UNCHANGED = (
-    "WITH added AS ("
+    f"WITH rows ({', '.join(_COLUMNS)}, timezone) AS (VALUES {{rows}}), "
+    # every row's customer still in the timezone it was tallied with (a customer's rows all name it)
+    "unchanged AS MATERIALIZED (SELECT count(*) = (SELECT count(*) FROM rows) AS same FROM rows JOIN customers "
+    "ON customers.external_id = rows.customer_external_id AND customers.timezone = rows.timezone), "
+    "added AS ("
     + _ADD.replace(
         "VALUES ({marks})",
-        f"SELECT {', '.join('rows.' + column for column in _COLUMNS)} "
-        f"FROM (VALUES {{rows}}) AS rows ({', '.join(_COLUMNS)}, timezone) "
-        "JOIN customers ON customers.external_id = rows.customer_external_id AND customers.timezone = rows.timezone "
+        f"SELECT {', '.join('rows.' + column for column in _COLUMNS)} FROM rows CROSS JOIN unchanged "
+        "WHERE unchanged.same "
         # the order of every other path (Python sorts by code point, as collation "C" does on UTF-8)
         'ORDER BY rows.customer_external_id COLLATE "C", rows.meter COLLATE "C", rows.window_start, rows.window_end',
     )
-    + " RETURNING customer_external_id) SELECT DISTINCT customer_external_id FROM added"
+    + ") SELECT same FROM unchanged"
 )
 _TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text")  # (and the timezone)
 _TYPED_ROW = f"({', '.join(f'%s::{kind}' for kind in _TYPES)})"
@@ -236,13 +239,11 @@ def count_stored(
     rows = None
     if isinstance(summary, Parsed):
         if is_postgresql(connection) and len(summary.rows) <= _FEW:
-            counted = _added_where_unchanged(connection, summary, received_at)
-            if len(counted) == len(summary.timezones):
-                return
-            events = [event for event in events if event[1] not in counted]  # a customer's timezone changed
+            if _added_if_unchanged(connection, summary, received_at):
+                return  # (else a customer's timezone changed: nothing was added, the chunk is tallied again)
         else:
             rows = _parsed_rows(connection, summary)
-            if rows is not None and summary.copy_text is not None and is_postgresql(connection):
+            if rows is not None and summary.copy_text is not None and _copies_utf8(connection):
                 text = summary.copy_text.replace(b"\t\n", b"\t%d\n" % received_at)
                 cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
@@ -298,6 +299,13 @@ def _copy_text(rows: list[tuple[Any, ...]]) -> bytes:
 _NULL = "\\N"
 
 
+def _copies_utf8(connection: Connection) -> bool:
+    """PostgreSQL, its connection's text in UTF-8 (the encoding of :func:`_copy_text`)."""
+    if not is_postgresql(connection):
+        return False
+    return bool(connection.connection.dbapi_connection.info.encoding == "utf-8")  # type: ignore[union-attr]
+
+
 class _Escaped(dict[str, str]):
     """Texts as ``COPY``'s text format writes them (backslash, tab, newline and carriage return escaped), each
     escaped once (a chunk names each customer and meter many times)."""
@@ -316,11 +324,12 @@ def _parsed_rows(connection: Connection, parsed: Parsed) -> list[tuple[Any, ...]
     return parsed.rows
 
 
-def _added_where_unchanged(connection: Connection, parsed: Parsed, received_at: int) -> set[str]:
-    """PostgreSQL, a few counters (an API request's): add the rows of ``parsed`` of each customer whose timezone
-    is still the one they were tallied with, in one statement that reads the timezones as it adds (the
-    statement's snapshot is taken under the ingestion lock, as :func:`rebuild`'s change of a timezone is); the
-    customers whose rows were added. (A read of the timezones, then the upsert: two statements.)"""
+def _added_if_unchanged(connection: Connection, parsed: Parsed, received_at: int) -> bool:
+    """PostgreSQL, a few counters (an API request's): add the rows of ``parsed`` if each of its customers still
+    has the timezone they were tallied with, in one statement that reads the timezones as it adds (its snapshot is
+    taken under the ingestion lock, as :func:`rebuild`'s change of a timezone is); whether it added them. All or
+    none: adding some, then the rest tallied again, would lock counters out of key order. (A read of the
+    timezones, then the upsert: two statements.)"""
     timezones = parsed.timezones
     rows = [(*row, received_at, timezones[row[0]]) for row in parsed.rows]
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -329,7 +338,7 @@ def _added_where_unchanged(connection: Connection, parsed: Parsed, received_at: 
             _ADD_WHERE_UNCHANGED.format(rows=", ".join([_TYPED_ROW] * len(rows))),
             [value for row in rows for value in row],
         )
-        return {customer for (customer,) in cursor.fetchall()}
+        return bool(cursor.fetchone()[0])
     finally:
         cursor.close()
 

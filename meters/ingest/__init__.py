@@ -362,10 +362,10 @@ def ingestion_cutoff(engine: Engine) -> dt.datetime:
     Waits for the chunks being stored at that moment (a fraction of a second), then reads the clock that
     ingestion stamps ``received_at`` with.
     """
-    with engine.connect() as connection:
-        if is_postgresql(connection):
+    if is_postgresql(engine):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             now = write_postgres.cutoff_at_once(connection)
-        else:
-            with connection.begin():
-                now = write_sqlite.cutoff_now(connection)
+    else:
+        with engine.connect() as connection, connection.begin():
+            now = write_sqlite.cutoff_now(connection)
     return from_epoch_us(now)

@@ -29,20 +29,12 @@ def cutoff_now(connection: Connection) -> int:
 
 
 def cutoff_at_once(connection: Connection) -> int:
-    """The ingestion cutoff as :func:`cutoff_now` reads it, in one statement of a transaction of its own (the
-    connection in autocommit mode): the lock is taken, the clock read and the lock released by the database in
-    one go. (Held by a transaction of the client's, the lock stayed taken for the client's round trips, and every
-    chunk waited for them: the reactor's process, which takes a cutoff every pass, runs at a lower priority, and
-    a busy machine could leave it waiting for a core while it held the lock.)"""
-    driver: Any = connection.connection.dbapi_connection
-    autocommit = driver.autocommit
-    driver.autocommit = True
-    try:
-        with driver.cursor() as cursor:
-            cursor.execute(_CUTOFF_AT_ONCE)
-            return int(cursor.fetchone()[0])
-    finally:
-        driver.autocommit = autocommit
+    """The ingestion cutoff as :func:`cutoff_now` reads it, in one statement of a transaction of its own
+    (``connection``: in autocommit mode): the lock is taken, the clock read and the lock released by the database
+    in one go. (Held by a transaction of the client's, the lock stayed taken for the client's round trips, and
+    every chunk waited for them: the reactor's process, which takes a cutoff every pass, runs at a lower priority,
+    and a busy machine could leave it waiting for a core while it held the lock.)"""
+    return int(connection.exec_driver_sql(_CUTOFF_AT_ONCE).scalar_one())
 
 
 _CUTOFF_AT_ONCE = (
@@ -59,7 +51,8 @@ _INSERT_SMALL = (
     f"WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK}) AS held), "
     f"clock AS MATERIALIZED (SELECT ({_DATABASE_CLOCK.removeprefix('SELECT ')}) AS t FROM lock), "
     f"inserted AS (INSERT INTO usage_events ({COLUMNS}, received_at) "
-    f"SELECT rows.*, clock.t FROM (VALUES {{rows}}) AS rows ({COLUMNS}) CROSS JOIN clock ORDER BY 1 "
+    f"SELECT rows.*, clock.t FROM (VALUES {{rows}}) AS rows ({COLUMNS}) CROSS JOIN clock "
+    'ORDER BY rows.event_id COLLATE "C" '
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
     "SELECT clock.t, inserted.event_id FROM clock LEFT JOIN inserted ON true"
 )
@@ -152,7 +145,7 @@ class PostgresWriter:
             # The ids not inserted are those already stored, possibly by a transaction that committed meanwhile.
             cursor.execute(
                 f"WITH inserted AS (INSERT INTO usage_events ({COLUMNS}, received_at) "
-                f"SELECT {COLUMNS}, %s FROM usage_events_staging ORDER BY event_id "
+                f'SELECT {COLUMNS}, %s FROM usage_events_staging ORDER BY event_id COLLATE "C" '
                 "ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
                 "SELECT s.event_id FROM usage_events_staging s "
                 "WHERE NOT EXISTS (SELECT 1 FROM inserted i WHERE i.event_id = s.event_id)",
