@@ -273,7 +273,8 @@ class Parsed:
 
 def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object) -> Parsed | None:
     """``meters_on_parsed``: a chunk's counters, tallied where it is parsed (a worker process of a file's
-    ingestion) with the timezones the ingestion began with (``known_customers``: external id → timezone)."""
+    ingestion; an API batch's in process) with the timezones the ingestion began with (``known_customers``:
+    external id → timezone)."""
     if not isinstance(known_customers, Mapping):
         return None
     timezones = {event[1]: known_customers[event[1]] for event in events if event[1] in known_customers}

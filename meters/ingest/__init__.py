@@ -22,7 +22,7 @@ not its conflicts) once they are stored, before the transaction commits. A JSON 
 processes can have that work begun there: the ``meters_on_parsed`` execution option, if set, is called in the
 worker as ``on_parsed(events, known_customers)`` with each chunk's valid events, and what it returns is handed to
 ``on_stored`` as ``summary`` when every one of them was inserted (else ``summary`` is None: the summary is of
-events that were not all stored).
+events that were not all stored). An API batch's chunks are handed to it too, in process, before they are stored.
 
 A chunk's outcome (its accepted events, duplicates and rejections) is reported only once its transaction is
 over, so the report always says exactly what is stored. If storing fails part-way, :class:`IngestInterrupted`
