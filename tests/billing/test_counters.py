@@ -548,3 +548,36 @@ def test_counters_in_copy_text_escape_what_copy_reads_as_special():
     assert _copy_text(rows) == (
         b"a\\\\b\\tc\\nd\\re\tapi_calls\t1\t2\t3\t\\N\t5\t\n" b"acme\tpeak\t10\t20\t1\t7000000\t\\N\t\n"
     )
+
+
+def test_after_the_database_drops_its_connections_one_batch_fails_and_the_next_ones_are_stored(db_url, catalog):
+    """The API's path on the product's engine (a pooled connection is pinged only after a second idle, or once a
+    connection of the pool was found lost): the database drops every connection while they are in steady use; the
+    first batch fails (its error is the lost connection's, and sending it again is safe), every later one is
+    stored on a new connection, and the counters agree with the events."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL: a server that closes a client's connections")
+    from billing.db import make_engine
+
+    engine = make_engine(db_url, pool_size=3, max_overflow=0)
+    try:
+        customer(engine, catalog, "acme")
+        held = [engine.connect() for _ in range(3)]  # three pooled connections, each used a moment ago
+        pids = [connection.execute(text("SELECT pg_backend_pid()")).scalar_one() for connection in held]
+        for connection in held:
+            connection.close()
+        with make_engine(db_url).connect() as admin:
+            for pid in pids:
+                assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+        outcomes = []
+        for n in range(5):
+            try:
+                outcomes.append(send(engine, catalog, [event(f"after-{n}", "2026-03-20T11:00:00Z")]).accepted)
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+        assert isinstance(outcomes[0], str) and outcomes[1:] == [1, 1, 1, 1], outcomes
+        assert send(engine, catalog, [event("after-0", "2026-03-20T11:00:00Z")]).accepted == 1  # sent again
+        assert [row[:4] for row in counters(engine)] == [("acme", "api_calls", "2026-03-01T00:00", 5)]
+        agree(engine)
+    finally:
+        engine.dispose()

@@ -1,0 +1,79 @@
+"""Pinging pooled connections only when they may have gone stale.
+
+SQLAlchemy's ``pool_pre_ping`` asks the server before every checkout whether the connection still works: a
+round trip, and the driver's cost of a statement, each time. An API request storing one event on PostgreSQL
+checks a connection out once or twice, and the ping was a fifth of the request's CPU in the serving process.
+:func:`ping_after_idle` pings a connection only when it may have gone stale:
+
+- it sat in the pool for longer than ``idle`` seconds (or was never handed out), or
+- a connection of the same pool was found lost since it was last checked in: the server restarted, or dropped
+  its clients, and every connection of that time is suspect.
+
+A connection is found lost when the pool invalidates it (SQLAlchemy does so when a statement it runs finds the
+server gone, and when the rollback of a returned connection fails) or when it comes back to the pool closed (a
+statement sent straight through the driver found the server gone, and the caller's error went up past
+SQLAlchemy). So a restart of the database fails the statements that were under way, and then the one request
+per process that finds the server gone first, as ``pool_pre_ping`` would not; each other pooled connection is
+pinged and replaced before anyone uses it. (A request that fails that way can be sent again: events, and every
+POST with an ``Idempotency-Key``, are idempotent.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DisconnectionError
+
+__all__ = ["IDLE", "ping_after_idle"]
+
+IDLE = 1.0
+"""Seconds a connection may sit in the pool and be handed out without a ping."""
+
+_CHECKED_IN = "dbkit_checked_in"
+
+
+class _Lost:
+    """When a connection of the pool was last found lost (``time.monotonic()``; minus infinity: never)."""
+
+    def __init__(self) -> None:
+        self.at = float("-inf")
+        self._lock = threading.Lock()
+
+    def now(self) -> None:
+        with self._lock:
+            self.at = time.monotonic()
+
+
+def ping_after_idle(engine: Engine, idle: float = IDLE) -> None:
+    """Ping each connection handed out by ``engine``'s pool that was idle longer than ``idle`` seconds, or that
+    was checked in before a connection of the pool was found lost; one that does not answer is replaced (the
+    pool connects again, up to three times), as with ``pool_pre_ping``."""
+    dialect = engine.dialect
+    lost = _Lost()
+
+    @event.listens_for(engine.pool, "invalidate")
+    def _invalidated(_dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+        lost.now()
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is None or getattr(dbapi_connection, "closed", False):
+            lost.now()
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get(_CHECKED_IN)
+        if last is not None and time.monotonic() - last <= idle and last > lost.at:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise DisconnectionError(f"the connection did not answer a ping: {exc}") from exc
+            raise
+        if not alive:
+            raise DisconnectionError("the connection did not answer a ping")
