@@ -276,15 +276,41 @@ def create_credit_note(
     return get_invoice(session, credit_id)
 
 
+def _within(shares: list[Decimal], weights: list[Decimal]) -> list[Decimal]:
+    """``shares`` (of an amount no greater than the weights' sum, none of them negative) moved so that none is
+    below zero or above its weight: rounding each share can leave the last one, which takes what rounding leaves, a
+    cent past what is left of its rate, or below zero. What one share has too much (or too little) goes to (or
+    comes from) the others, in order, as far as each has room; if they have too little, ``shares`` as they were."""
+    given = shares
+    shares = list(shares)
+    for index, (share, weight) in enumerate(zip(shares, weights, strict=True)):
+        excess = share - weight if share > weight else min(share, ZERO)
+        if not excess:
+            continue
+        shares[index] = share - excess
+        for other, room_weight in enumerate(weights):
+            if other == index or not excess:
+                continue
+            room = room_weight - shares[other] if excess > 0 else -shares[other]
+            moved = min(excess, room) if excess > 0 else max(excess, room)
+            shares[other] += moved
+            excess -= moved
+        if excess:
+            return given
+    return shares
+
+
 def credited_taxes(
     amount: Decimal, invoice: Invoice, rounding: Rounding = Rounding.HALF_UP, before: Sequence[TaxLine] = ()
 ) -> tuple[TaxLine, ...]:
     """``amount`` (tax included) of ``invoice`` split over its rates in proportion to what is left to credit of
     each (what the rate adds to the total, taxable + tax, less what the credit notes ``before`` gave back of it; a
     rate that took from the total gives back in proportion, negative),
-    the last rate taking what rounding leaves; each part's net = round(part × 100 / (100 + rate)), its tax = part −
-    net, except a part that is all that is left of its rate: it gives back the rest of its net and tax exactly. So
-    credit notes that credit the whole invoice give back each rate's net and tax as billed."""
+    the last rate taking what rounding leaves (no part, though, above what is left of its rate, nor below zero: the
+    cent goes to another rate); each part's net = round(part × 100 / (100 + rate)), its tax = part − net, neither
+    above what is left of the rate's net and tax (a cent moves from one to the other), except a part that is all
+    that is left of its rate: it gives back the rest of its net and tax exactly. So credit notes that credit the
+    whole invoice give back each rate's net and tax as billed, and no partial one more of either."""
     given: dict[Decimal, tuple[Decimal, Decimal]] = {}
     for tax in before:
         net, amount_of = given.get(tax.rate, (ZERO, ZERO))
@@ -302,15 +328,22 @@ def credited_taxes(
     if sum(weights, ZERO) <= 0:
         weights = [max(weight, ZERO) for weight in weights]
     whole = sum(weights, ZERO)
-    parts: list[TaxLine] = []
+    shares: list[Decimal] = []
     left = amount
-    for index, (source, weight, rest) in enumerate(zip(sources, weights, rests, strict=True)):
-        last = index == len(sources) - 1
-        part = left if last or whole == 0 else round_money(amount * weight / whole, invoice.currency, rounding)
-        left -= part
-        if part == weight and weight != 0:
+    for index, weight in enumerate(weights):
+        last = index == len(weights) - 1
+        share = left if last or whole == 0 else round_money(amount * weight / whole, invoice.currency, rounding)
+        left -= share
+        shares.append(share)
+    if all(weight >= 0 for weight in weights):
+        shares = _within(shares, weights)
+    parts: list[TaxLine] = []
+    for source, share, weight, rest in zip(sources, shares, weights, rests, strict=True):
+        if share == weight and weight != 0:
             net = rest[0]
         else:
-            net = round_money(part * 100 / (100 + source.rate), invoice.currency, rounding)
-        parts.append(replace(source, taxable=net, amount=part - net, included=round_money(ZERO, invoice.currency)))
+            net = round_money(share * 100 / (100 + source.rate), invoice.currency, rounding)
+            if rest[0] >= 0 and rest[1] >= 0 and 0 <= share <= weight:  # no more net, nor tax, than is left
+                net = min(max(net, share - rest[1], ZERO), rest[0], share)
+        parts.append(replace(source, taxable=net, amount=share - net, included=round_money(ZERO, invoice.currency)))
     return tuple(parts)
