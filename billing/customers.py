@@ -84,6 +84,7 @@ __all__ = [
     "list_subscriptions",
     "new_webhook_secret",
     "rotate_webhook_secret",
+    "settle_opening_draft",
     "subscribe",
     "subscriptions_page",
     "unarchive_customer",
@@ -734,7 +735,7 @@ def cancel_subscription(
             session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=utcnow()
         )
         owner = None if catalog is None else repository.get_customer(session, cancelled.customer_external_id)
-        _settle_opening_draft(session, catalog, cancelled, owner)
+        settle_opening_draft(session, catalog, cancelled, owner)
         return cancelled
 
 
@@ -764,7 +765,7 @@ def change_plan(
         _check_currency(plan, customer)
         _check_no_overlap(session, customer, plan.code, on, ignore=old.id)
         ended = repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=utcnow())
-        _settle_opening_draft(session, catalog, ended, customer)
+        settle_opening_draft(session, catalog, ended, customer)
         subscription = repository.add_subscription(
             session,
             customer=customer,
@@ -809,7 +810,7 @@ def change_quantity(engine: Engine, catalog: Catalog, subscription_id: int, quan
         customer = _customer_or_raise(session, subscription.customer_external_id)
         changed = repository.set_quantity(session, subscription, quantity, on)
         if on == subscription.start_date:
-            _settle_opening_draft(session, catalog, changed, customer)
+            settle_opening_draft(session, catalog, changed, customer)
         return changed
 
 
@@ -861,11 +862,12 @@ def subscriptions_page(
         )
 
 
-def _settle_opening_draft(
+def settle_opening_draft(
     session: Session, catalog: Catalog | None, subscription: Subscription, customer: Customer | None = None
 ) -> None:
     """An ended subscription's opening invoice, while it is a draft: dropped if the subscription covers no day;
-    else, given the catalog, written again for the days it covers."""
+    else, given the catalog, written again for the days it covers (in ``session``'s transaction: every path that
+    ends a subscription calls it, a Stripe webhook's involuntary cancellation included)."""
     if not subscription.overlaps(subscription.start_date, None):
         drop_opening_draft(session, subscription.id)
         return

@@ -11,6 +11,7 @@ answered 413 ``body_too_large`` without being read further, decoded or verified.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import stripe
@@ -20,13 +21,14 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from billing.api.deps import api_engine, get_api_settings
+from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.api.errors import ApiError, Problem, field_of
 from billing.api.limits import BodyTooLarge, read_body
 from billing.config import Settings
 from billing.errors import BillingInputError
 from billing.stripe.webhooks import handle_event
 from dbkit import utcnow
+from pricing_plans.models import Catalog
 
 __all__ = ["MAX_BODY", "SIGNATURE_TOLERANCE_SECONDS", "receive_stripe_webhook", "router"]
 
@@ -52,6 +54,16 @@ class WebhookReceipt(BaseModel):
 router = APIRouter(tags=["stripe"])
 
 
+async def _catalog_if_readable(settings: Annotated[Settings, Depends(get_api_settings)]) -> Catalog | None:
+    """The server's catalog, or None when it cannot be read (logged by ``get_catalog``): Stripe's events are
+    processed anyway (a subscription cancelled for a failed collection then keeps its opening draft, if any, unless
+    it covers no day)."""
+    try:
+        return await get_catalog(settings)
+    except ApiError:
+        return None
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     """A problem, as the API answers every error; the field is what the message starts with
     (``Stripe-Signature``, ``body``)."""
@@ -73,6 +85,7 @@ async def receive_stripe_webhook(
     request: Request,
     engine: Annotated[Engine, Depends(api_engine)],
     settings: Annotated[Settings, Depends(get_api_settings)],
+    catalog: Annotated[Catalog | None, Depends(_catalog_if_readable)],
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Verify the ``Stripe-Signature`` of the raw body and process the event once."""
@@ -113,7 +126,7 @@ async def receive_stripe_webhook(
     except (ValueError, TypeError, AttributeError):  # signed, but not JSON, or JSON that is not an object
         return _error(400, "invalid_payload", "body: expected a Stripe event (a JSON object)")
     try:
-        outcome = await run_in_threadpool(handle_event, engine, event)
+        outcome = await run_in_threadpool(functools.partial(handle_event, engine, event, catalog=catalog))
     except BillingInputError as exc:
         return _error(400, "invalid_payload", f"body: {exc}")
     receipt = WebhookReceipt(event_id=str(event.to_dict().get("id")), outcome=str(outcome))

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from billing.config import get_settings
 from billing.core.domain import CancelReason, SubscriptionStatus
+from billing.customers import settle_opening_draft
 from billing.db import repository, session_scope
 from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
@@ -50,6 +51,7 @@ from billing.payments import record_stripe_payment
 from dbkit import for_update, insert_for, utcnow
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
 from invoices.store import get_invoice, invoice_id_by_number, lock_invoice, set_status
+from pricing_plans.models import Catalog
 from pricing_plans.money import minor_digits
 
 __all__ = [
@@ -94,11 +96,15 @@ def notify_payment_failed(
     )
 
 
-def handle_event(engine: Engine, event: Any, *, max_attempts: int | None = None) -> str:
+def handle_event(
+    engine: Engine, event: Any, *, max_attempts: int | None = None, catalog: Catalog | None = None
+) -> str:
     """Process one verified Stripe event (a ``stripe.Event`` or its JSON as a mapping) in one transaction.
 
-    Returns the :class:`Outcome`. ``max_attempts`` overrides the ``dunning_max_attempts`` setting. Raises
-    BillingInputError when ``event`` has no id or type.
+    Returns the :class:`Outcome`. ``max_attempts`` overrides the ``dunning_max_attempts`` setting. ``catalog``:
+    the plans, with which a subscription cancelled for a failed collection has its opening invoice, still a
+    draft, written again for the days it covers (without it, such a draft is only dropped when it covers no day).
+    Raises BillingInputError when ``event`` has no id or type.
     """
     data = _as_dict(event)
     event_id, event_type = data.get("id"), data.get("type")
@@ -119,7 +125,7 @@ def handle_event(engine: Engine, event: Any, *, max_attempts: int | None = None)
         data_object = envelope.get("object") if isinstance(envelope, dict) else None
         if not isinstance(data_object, dict):
             data_object = {}
-        outcome = _apply(session, event_type, data_object, created, max_attempts)
+        outcome = _apply(session, event_type, data_object, created, max_attempts, catalog)
         session.execute(
             update(StripeWebhookEventRow)
             .where(StripeWebhookEventRow.event_id == event_id)
@@ -164,7 +170,12 @@ def _claim(session: Session, event_id: str, event_type: str, created: dt.datetim
 
 
 def _apply(
-    session: Session, event_type: str, data_object: dict[str, Any], created: dt.datetime, max_attempts: int
+    session: Session,
+    event_type: str,
+    data_object: dict[str, Any],
+    created: dt.datetime,
+    max_attempts: int,
+    catalog: Catalog | None,
 ) -> Outcome:
     if event_type not in ("invoice.paid", "invoice.payment_failed", "invoice.marked_uncollectible"):
         return Outcome.IGNORED
@@ -176,10 +187,12 @@ def _apply(
         return _paid(session, invoice, data_object, created)
     if event_type == "invoice.payment_failed":
         next_attempt = _from_timestamp(data_object.get("next_payment_attempt"))
-        return _payment_failed(session, invoice, data_object.get("id"), created, next_attempt, max_attempts)
+        return _payment_failed(
+            session, invoice, data_object.get("id"), created, next_attempt, max_attempts, catalog
+        )
     if invoice.status is not InvoiceStatus.FINALIZED:
         return _ignored(invoice, event_type)
-    _collection_failed(session, invoice, data_object.get("id"), created)
+    _collection_failed(session, invoice, data_object.get("id"), created, catalog)
     return Outcome.UNCOLLECTIBLE
 
 
@@ -241,6 +254,7 @@ def _payment_failed(
     created: dt.datetime,
     next_attempt: dt.datetime | None,
     max_attempts: int,
+    catalog: Catalog | None,
 ) -> Outcome:
     if invoice.status is not InvoiceStatus.FINALIZED:
         # Paid (a failure delivered after the success), void, or already given up on.
@@ -257,7 +271,7 @@ def _payment_failed(
     )
     if not final:
         return Outcome.PAYMENT_FAILED
-    _collection_failed(session, invoice, stripe_invoice_id, created)
+    _collection_failed(session, invoice, stripe_invoice_id, created, catalog)
     return Outcome.UNCOLLECTIBLE
 
 
@@ -279,7 +293,9 @@ def _dunning_row(session: Session, invoice: Invoice, stripe_invoice_id: Any) -> 
     return session.execute(statement).scalar_one()
 
 
-def _collection_failed(session: Session, invoice: Invoice, stripe_invoice_id: Any, when: dt.datetime) -> None:
+def _collection_failed(
+    session: Session, invoice: Invoice, stripe_invoice_id: Any, when: dt.datetime, catalog: Catalog | None
+) -> None:
     """Collection has failed for good: the invoice is uncollectible and the customer churns involuntarily."""
     dunning = _dunning_row(session, invoice, stripe_invoice_id)
     set_status(session, invoice.id, InvoiceStatus.UNCOLLECTIBLE)
@@ -287,10 +303,12 @@ def _collection_failed(session: Session, invoice: Invoice, stripe_invoice_id: An
     dunning.final_at = when
     dunning.updated_at = utcnow()
     session.flush()
-    _cancel_involuntarily(session, invoice, when)
+    _cancel_involuntarily(session, invoice, when, catalog)
 
 
-def _cancel_involuntarily(session: Session, invoice: Invoice, when: dt.datetime) -> None:
+def _cancel_involuntarily(session: Session, invoice: Invoice, when: dt.datetime, catalog: Catalog | None) -> None:
+    """Cancel the customer's subscriptions active on the failure day, as ``billing subscriptions cancel`` does
+    (their opening drafts settled for the days they now cover)."""
     customer = repository.get_customer(session, invoice.customer_id or "", for_update=True)
     if customer is None:
         log.warning("invoice %s names customer %r, who does not exist", invoice.number, invoice.customer_id)
@@ -303,9 +321,10 @@ def _cancel_involuntarily(session: Session, invoice: Invoice, when: dt.datetime)
         locked = repository.get_subscription(session, subscription.id, for_update=True)
         if locked is None or locked.status is not SubscriptionStatus.ACTIVE:
             continue
-        repository.cancel_subscription(
+        cancelled = repository.cancel_subscription(
             session, subscription.id, end_date=day, reason=CancelReason.INVOLUNTARY, cancelled_at=now
         )
+        settle_opening_draft(session, catalog, cancelled, customer)
         log.warning(
             "subscription %d of %s cancelled on %s: payment of %s failed (involuntary churn)",
             subscription.id,

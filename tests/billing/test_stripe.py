@@ -835,13 +835,15 @@ def invoice_event(
 
 
 @pytest.fixture
-def webhooks(engine, monkeypatch) -> Iterator[TestClient]:
-    """The webhook router in an app of its own, on the test database."""
+def webhooks(engine, monkeypatch, request) -> Iterator[TestClient]:
+    """The webhook router in an app of its own, on the test database and the test module's catalog (if any)."""
+    catalog = request.getfixturevalue("catalog") if "catalog" in request.fixturenames else None
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     get_settings.cache_clear()
     app = FastAPI()
     app.include_router(router)
     app.dependency_overrides[api_engine] = lambda: engine
+    app.dependency_overrides[routes_stripe._catalog_if_readable] = lambda: catalog
     with TestClient(app) as test_client:
         yield test_client
     get_settings.cache_clear()
@@ -1011,6 +1013,35 @@ def test_payment_failures_then_the_final_one_churn_the_customer_involuntarily(en
         "duplicate"
     )
     assert dunning(engine, invoice).failed_attempts == 3
+
+
+def _opening_total(engine: Engine, subscription_id: int) -> str | None:
+    """The total of a subscription's opening invoice (``start:ID``) while it is a draft; None if there is none."""
+    with session_scope(engine) as session:
+        drafts = [i for i in store.list_invoices(session) if i.billing_key == f"start:{subscription_id}"]
+    return str(drafts[0].total) if drafts and drafts[0].status is InvoiceStatus.DRAFT else None
+
+
+def test_an_involuntary_cancellation_settles_the_opening_drafts_as_a_cancellation_does(engine, webhooks, catalog):
+    """The customer's subscriptions cancelled for a failed collection have their opening invoices, still drafts,
+    written again for the days they now cover (as ``billing subscriptions cancel`` writes them), so that the
+    scheduler does not issue a month's fee for a subscription that ended a week in, or any fee for one that ended
+    on its start day."""
+    add_customer(engine)
+    support = customers.subscribe(engine, catalog, "acme", "support", dt.date(2026, 5, 1))
+    storage = customers.subscribe(engine, catalog, "acme", "storage", dt.date(2026, 5, 9))
+    # in advance, prorated: 10.00 for 1–31 May; 3 × 23/31 = 2.225… → 2.23 for 9–31 May
+    assert (_opening_total(engine, support.id), _opening_total(engine, storage.id)) == ("10.00", "2.23")
+    issue(engine)
+
+    failed_on = dt.datetime(2026, 5, 9, 12, tzinfo=dt.UTC)
+    answer = post(webhooks, invoice_event("evt_gone", "invoice.marked_uncollectible", created=failed_on))
+
+    assert answer.json()["outcome"] == "uncollectible"
+    assert customers.get_subscription(engine, support.id).end_date == dt.date(2026, 5, 9)
+    assert _opening_total(engine, support.id) == "2.58"  # 1–8 May: 10 × 8/31 = 2.580… → 2.58
+    assert customers.get_subscription(engine, storage.id).end_date == dt.date(2026, 5, 9)  # its start day
+    assert _opening_total(engine, storage.id) is None  # it covers no day: no fee
 
 
 def test_reaching_dunning_max_attempts_is_final_even_if_stripe_would_retry(engine, webhooks, catalog, monkeypatch):
