@@ -753,6 +753,9 @@ def change_plan(
     on = _date("date", on)
     plan = _plan_for_start(catalog, new_plan_code, on)
     with session_scope(engine) as session:
+        # the customer before the subscription, as every writer of both takes them (never a circle of waits)
+        repository.lock_customers(session, [_subscription_or_raise(session, subscription_id, locked=False)
+                                            .customer_external_id])
         old = _subscription_or_raise(session, subscription_id)
         _check_can_end(old, on, "change the plan of")
         _check_not_invoiced(session, old, on, "change the plan of")
@@ -908,8 +911,8 @@ def _customer_or_raise(session: Session, external_id: str, *, for_update: bool =
     return customer
 
 
-def _subscription_or_raise(session: Session, subscription_id: int) -> Subscription:
-    subscription = repository.get_subscription(session, subscription_id, for_update=True)
+def _subscription_or_raise(session: Session, subscription_id: int, *, locked: bool = True) -> Subscription:
+    subscription = repository.get_subscription(session, subscription_id, for_update=locked)
     if subscription is None:
         raise NotFoundError(f"unknown subscription {subscription_id}")
     return subscription

@@ -218,6 +218,9 @@ def finalize_invoice(
             if invoice.status == InvoiceStatus.DRAFT:
                 _check_can_issue(session, invoice, instant, allow_open_period)
                 if approval is not None:
+                    # the customer before the draft, as every writer of both takes them (finalizing, a
+                    # subscription's cancellation by a Stripe webhook): never two waiting for each other in a circle
+                    repository.lock_customers(session, [invoice.customer_id or ""])
                     store.lock_invoice(session, invoice.id)
                     check_approved(session, invoice.id, approval)
             credits.finalize_with_credits(session, [invoice.id], settings, today, instant)
@@ -560,8 +563,13 @@ def _finalize_opening(
     report: OpeningReport,
     approval: ApprovalPolicy | None = None,
 ) -> None:
+    found = repository.get_subscription(session, subscription_id)
+    assert found is not None  # subscriptions are never deleted
+    # the customer before the subscription and its draft, as every writer of them takes them (a Stripe webhook's
+    # cancellation, a plan change): never two waiting for each other in a circle
+    repository.lock_customers(session, [found.customer_external_id])
     subscription = repository.get_subscription(session, subscription_id, for_update=True)
-    assert subscription is not None  # subscriptions are never deleted
+    assert subscription is not None
     owner = repository.get_customer(session, subscription.customer_external_id)
     assert owner is not None
     if not subscription.overlaps(subscription.start_date, None):

@@ -209,7 +209,9 @@ def _evaluate(
     if not reached:
         return
     with session_scope(engine) as session:
-        repository.get_subscription(session, subscription.id, for_update=True)  # one issuer at a time
+        # one issuer at a time; the customer first, as every writer of both takes them (never a circle of waits)
+        repository.lock_customers(session, [subscription.customer_external_id])
+        repository.get_subscription(session, subscription.id, for_update=True)
         keys = store.progressive_keys(session, [subscription.id], period.start).get(subscription.id, [])
         invoiced = max((level_of(key) for key in keys), default=None)
         if invoiced is not None and invoiced >= reached[-1]:

@@ -6,16 +6,16 @@ checks a connection out once or twice, and the ping was a fifth of the request's
 :func:`ping_after_idle` pings a connection only when it may have gone stale:
 
 - it sat in the pool for longer than ``idle`` seconds (or was never handed out), or
-- a connection of the same pool was found lost since it was last checked in: the server restarted, or dropped
-  its clients, and every connection of that time is suspect.
+- a connection of the same pool was found lost since it was last handed out: the server restarted, or dropped
+  its clients, and every connection in use or in the pool then is suspect.
 
 A connection is found lost when the pool invalidates it (SQLAlchemy does so when a statement it runs finds the
 server gone, and when the rollback of a returned connection fails) or when it comes back to the pool closed (a
-statement sent straight through the driver found the server gone, and the caller's error went up past
-SQLAlchemy). So a restart of the database fails the statements that were under way, and then the one request
-per process that finds the server gone first, as ``pool_pre_ping`` would not; each other pooled connection is
-pinged and replaced before anyone uses it. (A request that fails that way can be sent again: events, and every
-POST with an ``Idempotency-Key``, are idempotent.)
+statement sent straight through the driver found the server gone, and the caller's error went up past SQLAlchemy).
+So a restart of the database fails the statements that were under way, and then the request that finds the server
+gone first (and any that took a connection before that one failed), as ``pool_pre_ping`` would not; every connection
+handed out after that is pinged first, and replaced if the server is gone. (A request that fails that way can be
+sent again: events, and every POST with an ``Idempotency-Key``, are idempotent.)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ IDLE = 1.0
 """Seconds a connection may sit in the pool and be handed out without a ping."""
 
 _CHECKED_IN = "dbkit_checked_in"
+_CHECKED_OUT = "dbkit_checked_out"
 
 
 class _Lost:
@@ -49,7 +50,7 @@ class _Lost:
 
 def ping_after_idle(engine: Engine, idle: float = IDLE) -> None:
     """Ping each connection handed out by ``engine``'s pool that was idle longer than ``idle`` seconds, or that
-    was checked in before a connection of the pool was found lost; one that does not answer is replaced (the
+    was last handed out before a connection of the pool was found lost; one that does not answer is replaced (the
     pool connects again, up to three times), as with ``pool_pre_ping``."""
     dialect = engine.dialect
     lost = _Lost()
@@ -66,8 +67,12 @@ def ping_after_idle(engine: Engine, idle: float = IDLE) -> None:
 
     @event.listens_for(engine.pool, "checkout")
     def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        last = record.info.get(_CHECKED_IN)
-        if last is not None and time.monotonic() - last <= idle and last > lost.at:
+        now = time.monotonic()
+        last_in, last_out = record.info.get(_CHECKED_IN), record.info.get(_CHECKED_OUT)
+        record.info[_CHECKED_OUT] = now  # (a ping that fails replaces the connection, and its record's info)
+        # trusted: back in the pool a moment ago, and handed out last after the last loss found (a connection
+        # handed out before it, in use while the server went away, may come back after it, unaware)
+        if last_in is not None and last_out is not None and now - last_in <= idle and last_out > lost.at:
             return
         try:
             alive = dialect.do_ping(dbapi_connection)

@@ -308,7 +308,8 @@ def _collection_failed(
 
 def _cancel_involuntarily(session: Session, invoice: Invoice, when: dt.datetime, catalog: Catalog | None) -> None:
     """Cancel the customer's subscriptions active on the failure day, as ``billing subscriptions cancel`` does
-    (their opening drafts settled for the days they now cover)."""
+    (their opening drafts settled for the days they now cover). Locks: the issued invoice (taken by the caller),
+    then the customer, then its subscriptions and their drafts: the order every other writer takes them in."""
     customer = repository.get_customer(session, invoice.customer_id or "", for_update=True)
     if customer is None:
         log.warning("invoice %s names customer %r, who does not exist", invoice.number, invoice.customer_id)

@@ -1044,6 +1044,67 @@ def test_an_involuntary_cancellation_settles_the_opening_drafts_as_a_cancellatio
     assert _opening_total(engine, storage.id) is None  # it covers no day: no fee
 
 
+@pytest.mark.parametrize("finalizer", ["api", "scheduler"])
+def test_an_involuntary_cancellation_and_finalizing_the_opening_draft_at_once_never_deadlock(
+    engine, catalog, monkeypatch, finalizer
+):
+    """PostgreSQL: the webhook cancelling the subscriptions (the failed invoice, the customer, the subscription,
+    its opening draft) and finalizing that opening draft — by the API with an approval policy (which took the
+    draft, then the customer), or by the scheduler (the subscription, the draft, then the customer) — waited for
+    each other in a circle; all now take the customer first. The finalization is held up with what it locked while
+    the webhook arrives: both finish, one after the other."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL: row locks (SQLite's write transaction holds the whole database)")
+    from billing.approval import ApprovalPolicy
+
+    add_customer(engine)
+    support = customers.subscribe(engine, catalog, "acme", "support", dt.date(2026, 5, 1))
+    issue(engine)
+    with session_scope(engine) as session:
+        opening_id = next(i.id for i in store.list_invoices(session) if i.billing_key == f"start:{support.id}")
+    held_up = "check_approved" if finalizer == "api" else "write_opening_invoice"
+    real = getattr(invoicing, held_up)
+
+    def slowly(*args, **kwargs):
+        found = real(*args, **kwargs)
+        time.sleep(0.5)  # what the finalization locked so far stays locked meanwhile
+        return found
+
+    monkeypatch.setattr(invoicing, held_up, slowly)
+    outcomes: dict[str, object] = {}
+
+    def finalize():
+        try:
+            if finalizer == "api":
+                outcomes["finalize"] = invoicing.finalize_invoice(
+                    engine, opening_id, SETTINGS, dt.date(2026, 5, 2), approval=ApprovalPolicy()
+                ).status
+            else:
+                report = invoicing.finalize_opening_invoices(
+                    engine, catalog, SETTINGS, now=dt.datetime(2026, 5, 2, 12, tzinfo=dt.UTC), customer="acme"
+                )
+                outcomes["finalize"] = InvoiceStatus.FINALIZED if report.finalized else report
+        except Exception as exc:  # a deadlock would be reported here, or in the webhook's thread
+            outcomes["finalize"] = exc
+
+    def webhook():
+        event = json.loads(invoice_event("evt_race", "invoice.marked_uncollectible",
+                                         created=dt.datetime(2026, 5, 9, 12, tzinfo=dt.UTC)))
+        try:
+            outcomes["webhook"] = handle_event(engine, event, catalog=catalog)
+        except Exception as exc:
+            outcomes["webhook"] = exc
+
+    first = threading.Thread(target=finalize)
+    first.start()
+    time.sleep(0.2)
+    second = threading.Thread(target=webhook)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert outcomes == {"finalize": InvoiceStatus.FINALIZED, "webhook": "uncollectible"}, outcomes
+
+
 def test_reaching_dunning_max_attempts_is_final_even_if_stripe_would_retry(engine, webhooks, catalog, monkeypatch):
     monkeypatch.setenv("BILLING_DUNNING_MAX_ATTEMPTS", "2")
     get_settings.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -121,5 +122,32 @@ def test_after_the_server_drops_every_connection_one_request_fails_not_one_per_c
                 outcomes.append(type(exc).__name__)
         assert isinstance(outcomes[0], str), outcomes  # the first finds the server gone
         assert all(isinstance(pid, int) and pid not in pids for pid in outcomes[1:]), outcomes
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_in_use_while_the_server_went_away_is_pinged_after_it_comes_back(db_url):
+    """One connection is held (in use) while the server drops every connection; another request finds the server
+    gone; the held one comes back to the pool after that, unaware: it is pinged before anyone uses it again."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL: a server that closes a client's connections")
+    engine = create_engine(db_url, pool_size=2, max_overflow=0)
+    ping_after_idle(engine, idle=60.0)
+    try:
+        held = engine.connect()
+        held_pid = held.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        held.commit()  # (idle in the application's hands: no transaction open)
+        first = _raw_statement(engine, "SELECT pg_backend_pid()")  # the other pooled connection, used a moment ago
+        admin = create_engine(db_url)
+        with admin.connect() as connection:
+            for pid in (first, held_pid):
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.dispose()
+        time.sleep(0.2)
+        with pytest.raises(psycopg.OperationalError):  # the request that finds the server gone
+            _raw_statement(engine, "SELECT pg_backend_pid()")
+        held.close()  # back in the pool after the loss was found, never told
+        pids = [_raw_statement(engine, "SELECT pg_backend_pid()") for _ in range(4)]
+        assert first not in pids and held_pid not in pids
     finally:
         engine.dispose()
