@@ -45,6 +45,7 @@ from billing.errors import BillingInputError
 from billing.stripe.sync import STRIPE_API_VERSION, SyncStep, stripe_client, stripe_items, sync_invoices
 from billing.stripe.webhooks import handle_event
 from dbkit import utcnow
+from dbkit.dialect import is_postgresql
 from invoices import store
 from invoices.model import DraftInvoice, Invoice, InvoiceLine, InvoiceStatus, Party
 from invoices.render import render_html
@@ -1053,7 +1054,7 @@ def test_an_involuntary_cancellation_and_finalizing_the_opening_draft_at_once_ne
     draft, then the customer), or by the scheduler (the subscription, the draft, then the customer) — waited for
     each other in a circle; all now take the customer first. The finalization is held up with what it locked while
     the webhook arrives: both finish, one after the other."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgresql(engine):
         pytest.skip("PostgreSQL: row locks (SQLite's write transaction holds the whole database)")
     from billing.approval import ApprovalPolicy
 
