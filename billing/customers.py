@@ -754,8 +754,8 @@ def change_plan(
     plan = _plan_for_start(catalog, new_plan_code, on)
     with session_scope(engine) as session:
         # the customer before the subscription, as every writer of both takes them (never a circle of waits)
-        repository.lock_customers(session, [_subscription_or_raise(session, subscription_id, locked=False)
-                                            .customer_external_id])
+        known = _subscription_or_raise(session, subscription_id, locked=False)
+        repository.lock_customers(session, [known.customer_external_id])
         old = _subscription_or_raise(session, subscription_id)
         _check_can_end(old, on, "change the plan of")
         _check_not_invoiced(session, old, on, "change the plan of")

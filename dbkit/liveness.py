@@ -20,7 +20,6 @@ sent again: events, and every POST with an ``Idempotency-Key``, are idempotent.)
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -39,13 +38,10 @@ _CHECKED_OUT = "dbkit_checked_out"
 class _Lost:
     """When a connection of the pool was last found lost (``time.monotonic()``; minus infinity: never)."""
 
-    def __init__(self) -> None:
-        self.at = float("-inf")
-        self._lock = threading.Lock()
+    at = float("-inf")
 
     def now(self) -> None:
-        with self._lock:
-            self.at = time.monotonic()
+        self.at = time.monotonic()
 
 
 def ping_after_idle(engine: Engine, idle: float = IDLE) -> None:
