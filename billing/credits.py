@@ -100,6 +100,7 @@ __all__ = [
     "invoice_voided",
     "ledger",
     "ledger_problems",
+    "note_reductions",
     "overpayment_to_balance",
     "refund_to_balance",
     "settle_due",
@@ -418,6 +419,24 @@ def _reduce_due(session: Session, owner: Customer, invoice: Invoice, note: Invoi
     _move(session, f"reduce:{note.id}", "refund", grant_id, take, "refund", note.id, now)
     _move(session, f"apply:{invoice.id}:{grant_id}", "application", grant_id, -take, "invoice", invoice.id, now)
     return take
+
+
+def note_reductions(session: Session, note_ids: Sequence[int]) -> dict[int, tuple[int, Decimal]]:
+    """What each of these credit notes took off its invoice's amount due (step 1 of :func:`credit_note_issued`):
+    note id → (the ``balance`` grant from the note, applied to the invoice at once; the amount). A note that took
+    nothing off (its invoice was paid, void, or a top-up) is not in it."""
+    found: dict[int, tuple[int, Decimal]] = {}
+    movements = {f"reduce:{note_id}": note_id for note_id in note_ids}
+    names = list(movements)
+    for start in range(0, len(names), 1000):
+        rows = session.execute(
+            select(CreditEntryRow.movement, CreditEntryRow.grant_id, CreditEntryRow.amount).where(
+                CreditEntryRow.movement.in_(names[start : start + 1000]), CreditEntryRow.account == "customer"
+            )
+        )
+        for movement, grant_id, amount in rows:
+            found[movements[movement]] = (grant_id, amount)
+    return found
 
 
 def _notes_of(session: Session, invoice_id: int) -> dict[int, Decimal]:

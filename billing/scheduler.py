@@ -405,8 +405,8 @@ def notify_at_risk(engine: Engine, catalog: Catalog, rules: RiskRules, now: dt.d
 
 
 def stripe_sync_job() -> None:
-    """Push finalized invoices to Stripe (only when ``STRIPE_API_KEY`` is set); raises if any push failed, so
-    that the failure is logged and the job retried."""
+    """Push finalized invoices to Stripe, and carry there the voids and credit notes of those pushed before (only
+    when ``STRIPE_API_KEY`` is set); raises if anything failed, so that the failure is logged and the job retried."""
     if not get_settings().secret("stripe_api_key"):
         log.debug("stripe sync: STRIPE_API_KEY is not set; nothing pushed")
         return
@@ -415,9 +415,13 @@ def stripe_sync_job() -> None:
     report = sync_invoices(_engine(get_settings()))
     if report.synced:
         log.info("stripe sync: pushed %d invoice(s)", len(report.synced))
+    carried = [adjustment for adjustment in report.adjustments if adjustment.ok]
+    if carried:
+        log.info("stripe sync: carried %d void(s) and credit note(s)", len(carried))
     if not report.ok:
-        failures = "; ".join(f"{r.invoice_number}: {r.error}" for r in report.failed)
-        raise RuntimeError(f"stripe sync: {len(report.failed)} invoice(s) not pushed: {failures}")
+        failures = [f"{r.invoice_number}: {r.error}" for r in report.failed]
+        failures += [f"{a.document}: {a.error}" for a in report.adjustments if not a.ok]
+        raise RuntimeError(f"stripe sync: {len(failures)} not carried to Stripe: {'; '.join(failures)}")
 
 
 # -- the scheduler -----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Stripe's tables: which Stripe customer is which of ours, how far each invoice got on its way to Stripe, which
 webhook events were already processed, and each invoice's dunning record.
 
-Created by migration 0005 (``stripe_invoice_syncs.key_prefix`` by 0009). The invoices live in another package's
+Created by migration 0005 (``stripe_invoice_syncs.key_prefix`` by 0009; what a push carried of the credits, the
+void carried to Stripe and ``stripe_credit_notes`` by 0032). The invoices live in another package's
 metadata, so ``invoice_id`` columns carry no foreign key; an issued invoice is never deleted (the database refuses
 it), so they cannot dangle.
 """
@@ -16,7 +17,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from billing.db.tables import BillingBase, utcnow
 from dbkit.types import UTCDateTime
 
-__all__ = ["SYNC_STEPS", "DunningRow", "StripeCustomerRow", "StripeInvoiceSyncRow", "StripeWebhookEventRow"]
+__all__ = [
+    "SYNC_STEPS",
+    "DunningRow",
+    "StripeCreditNoteRow",
+    "StripeCustomerRow",
+    "StripeInvoiceSyncRow",
+    "StripeWebhookEventRow",
+]
 
 # The steps of an invoice's push, in order; a sync row records the last one completed.
 SYNC_STEPS = ("pending", "customer", "invoice", "items", "finalized")
@@ -46,6 +54,12 @@ class StripeInvoiceSyncRow(BillingBase):
 
     ``hosted_invoice_url`` is Stripe's page where the customer pays the invoice online, recorded when the push
     finalizes it (migration 0029) and printed on the invoice.
+
+    ``pushed_credits``: a JSON list of the credit grants whose application the push's items took off the amount
+    due (a credit note issued before the push is in it already, and is not carried again); None for a push
+    completed before migration 0032 (a note issued before its ``synced_at`` is taken as in it). ``voided_at`` and
+    ``void_outcome``: the invoice's void carried to Stripe (``voided``), or found paid there (``paid``: Stripe had
+    collected it, nothing was voided; the payment's webhook puts it on the customer's balance).
     """
 
     __tablename__ = "stripe_invoice_syncs"
@@ -67,6 +81,35 @@ class StripeInvoiceSyncRow(BillingBase):
     synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     key_prefix: Mapped[str] = mapped_column(String(32), server_default=text("''"))
     hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
+    pushed_credits: Mapped[str | None] = mapped_column(Text)
+    voided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    void_outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class StripeCreditNoteRow(BillingBase):
+    """A credit note of a pushed invoice, carried to Stripe as a Stripe credit note (``billing.stripe.adjust``).
+
+    ``amount``: what the note took off the invoice's amount due here, in minor units; ``mode``: ``pre_payment``
+    (the Stripe invoice was open: the credit note lowers what Stripe collects) or ``out_of_band`` (Stripe had
+    collected it: the credit note is recorded there, the money is on the customer's balance here), chosen before
+    the request and kept, so a retry after a lost answer sends the same request under the same key.
+    ``stripe_credit_note_id`` and ``synced_at`` are set once Stripe answered; ``last_error`` keeps the last failure.
+    """
+
+    __tablename__ = "stripe_credit_notes"
+    __table_args__ = (CheckConstraint("mode IN ('pre_payment', 'out_of_band')", name="mode"),)
+
+    credit_note_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    credit_note_number: Mapped[str] = mapped_column(String(64), unique=True)
+    invoice_id: Mapped[int] = mapped_column(BigInteger)
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[str | None] = mapped_column(String(16))
+    stripe_credit_note_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class StripeWebhookEventRow(BillingBase):

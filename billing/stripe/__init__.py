@@ -1,4 +1,5 @@
-"""Stripe: pushing finalized invoices for collection (``sync``) and applying what Stripe's webhooks report
+"""Stripe: pushing finalized invoices for collection (``sync``), carrying later voids and credit notes there
+(``adjust``), and applying what Stripe's webhooks report
 (``webhooks``). The HTTP route that receives them is ``billing.api.routes_stripe``; nothing here knows FastAPI.
 
 Every request names the Stripe API version this code was written and tested against,
@@ -9,6 +10,17 @@ created with the same version, so that events arrive in the shape ``webhooks`` r
 
 from __future__ import annotations
 
-__all__ = ["STRIPE_API_VERSION"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import stripe
+
+__all__ = ["STRIPE_API_VERSION", "describe_error"]
 
 STRIPE_API_VERSION = "2026-10-28.endive"
+
+
+def describe_error(error: stripe.StripeError) -> str:
+    """A Stripe error in one line: its class and the first line of its message."""
+    message = (error.user_message or str(error) or "").strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else 'no message'}"

@@ -62,7 +62,8 @@ from billing.db import session_scope
 from billing.db.installation import installation_id
 from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
 from billing.errors import BillingInputError
-from billing.stripe import STRIPE_API_VERSION
+from billing.stripe import STRIPE_API_VERSION, describe_error
+from billing.stripe.adjust import Adjustment, sync_adjustments
 from dbkit import insert_ignoring, read_only, utcnow
 from invoices import store
 from invoices.model import Invoice, LineKind
@@ -143,9 +144,11 @@ class InvoiceSync:
 
 @dataclass(frozen=True, slots=True)
 class SyncReport:
-    """What a sync run did: one entry per invoice it worked on, in order."""
+    """What a sync run did: one entry per invoice it worked on, in order, then the voids and credit notes it
+    carried to Stripe after their invoices' push (``billing.stripe.adjust``)."""
 
     results: tuple[InvoiceSync, ...] = ()
+    adjustments: tuple[Adjustment, ...] = ()
 
     @property
     def synced(self) -> tuple[InvoiceSync, ...]:
@@ -157,7 +160,7 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and all(adjustment.ok for adjustment in self.adjustments)
 
 
 def idempotency_key(prefix: str, invoice_number: str, step: str) -> str:
@@ -228,7 +231,8 @@ def sync_invoices(
     limit: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> SyncReport:
-    """Push every finalized invoice not yet completely in Stripe (at most ``limit``), oldest first.
+    """Push every finalized invoice not yet completely in Stripe (at most ``limit``), oldest first; then carry
+to Stripe the voids and credit notes of pushed invoices issued since (``billing.stripe.adjust``).
 
     ``client_or_settings``: a ready ``StripeClient``, or the settings to build one from (``STRIPE_API_KEY`` and
     ``stripe_api_base``; None: the configured settings); a client handed in is held to
@@ -254,7 +258,7 @@ def sync_invoices(
         results.append(_Push(engine, client, installation, invoice_id).run())
         if progress:
             progress(done, total)
-    return SyncReport(tuple(results))
+    return SyncReport(tuple(results), sync_adjustments(engine, client))
 
 
 def _invoices_to_push(session: Session, limit: int | None) -> list[int]:
@@ -303,7 +307,7 @@ class _Push:
             if self.step is SyncStep.ITEMS:
                 self._finalize()
         except stripe.StripeError as exc:
-            return self._failed(_describe(exc))
+            return self._failed(describe_error(exc))
         log.info("pushed %s to Stripe as %s", self.invoice.number, self.stripe_invoice_id)
         return self._result()
 
@@ -461,8 +465,10 @@ class _Push:
             self.item_ids.append(created.id)
             with session_scope(self.engine) as session:
                 self._save(session, stripe_item_ids=json.dumps(self.item_ids))
+        # the credits the items took off the amount due: a credit note among them is in Stripe's invoice already
+        credits = sorted(int(item.key.removeprefix("credit:")) for item in items if item.key.startswith("credit:"))
         with session_scope(self.engine) as session:
-            self._save(session, step=SyncStep.ITEMS.value)
+            self._save(session, step=SyncStep.ITEMS.value, pushed_credits=json.dumps(credits))
         self.step = SyncStep.ITEMS
 
     def _finalize(self) -> None:
@@ -482,10 +488,4 @@ class _Push:
                 session, step=SyncStep.FINALIZED.value, synced_at=utcnow(), hosted_invoice_url=hosted or None
             )
         self.step = SyncStep.FINALIZED
-
-
-def _describe(error: stripe.StripeError) -> str:
-    """A Stripe error in one line: its class and the first line of its message."""
-    message = (error.user_message or str(error) or "").strip().splitlines()
-    return f"{type(error).__name__}: {message[0] if message else 'no message'}"
 

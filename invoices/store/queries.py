@@ -628,6 +628,15 @@ def invoice_numbers(session: Session, invoice_ids: Collection[int]) -> dict[int,
     return found
 
 
+def invoice_currencies(session: Session, invoice_ids: Collection[int]) -> dict[int, str]:
+    """The currencies of these invoices, by id."""
+    ids, found = list(invoice_ids), {}
+    for offset in range(0, len(ids), _CHUNK):
+        statement = select(InvoiceRow.id, InvoiceRow.currency).where(InvoiceRow.id.in_(ids[offset : offset + _CHUNK]))
+        found.update({row.id: row.currency for row in session.execute(statement)})
+    return found
+
+
 def finalized_invoice_ids(session: Session) -> list[int]:
     """The ids of the invoices (not credit notes) that are finalized and not yet paid, void or given up on,
     oldest first."""
@@ -637,6 +646,49 @@ def finalized_invoice_ids(session: Session) -> list[int]:
         .order_by(InvoiceRow.id)
     )
     return list(session.scalars(statement))
+
+
+def void_among(session: Session, invoice_ids: Collection[int]) -> set[int]:
+    """Which of these invoices are void."""
+    ids, found = list(invoice_ids), set[int]()
+    for offset in range(0, len(ids), _CHUNK):
+        statement = select(InvoiceRow.id).where(
+            InvoiceRow.id.in_(ids[offset : offset + _CHUNK]), InvoiceRow.status == InvoiceStatus.VOID.value
+        )
+        found.update(session.scalars(statement))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedNote:
+    """A credit note of an invoice: its id, number, the credited invoice's id, its total (tax included) and
+    currency, and when it was issued."""
+
+    id: int
+    number: str
+    invoice_id: int
+    total: Decimal
+    currency: str
+    issued_at: dt.datetime
+
+
+def credit_notes_of(session: Session, invoice_ids: Collection[int]) -> list[IssuedNote]:
+    """The credit notes of these invoices, in the order they were issued."""
+    ids, found = list(invoice_ids), list[IssuedNote]()
+    for offset in range(0, len(ids), _CHUNK):
+        statement = select(
+            InvoiceRow.id, InvoiceRow.number, InvoiceRow.refers_to_id, InvoiceRow.total, InvoiceRow.currency,
+            InvoiceRow.finalized_at,
+        ).where(
+            InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value,
+            InvoiceRow.refers_to_id.in_(ids[offset : offset + _CHUNK]),
+            InvoiceRow.number.is_not(None),
+        )
+        for row in session.execute(statement):
+            found.append(
+                IssuedNote(row.id, row.number, row.refers_to_id, row.total, row.currency, as_utc(row.finalized_at))
+            )
+    return sorted(found, key=lambda note: note.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,10 @@ class FakeStripe:
             return self._create_item(form)
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "invoices"] and parts[3] == "finalize":
             return self._finalize(parts[2], form)
+        if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "invoices"] and parts[3] == "void":
+            return self._void(parts[2])
+        if method == "POST" and path == "/v1/credit_notes":
+            return self._credit_note(form)
         if method == "GET" and len(parts) == 3 and parts[1] in ("customers", "invoices"):
             obj = self.objects.get(parts[2])
             if obj is None:
@@ -343,6 +347,51 @@ class FakeStripe:
             invoice["status"] = "open"
             invoice["next_payment_attempt"] = now + 3600 if invoice["auto_advance"] else None
         return 200, invoice
+
+
+    def pay(self, invoice_id: str) -> None:
+        """Stripe collects the invoice: it is paid in full."""
+        invoice = self.objects[invoice_id]
+        invoice["amount_paid"], invoice["amount_remaining"], invoice["status"] = invoice["amount_remaining"], 0, "paid"
+
+    def _void(self, invoice_id: str) -> tuple[int, dict[str, Any]]:
+        invoice = self.objects.get(invoice_id)
+        if invoice is None:
+            return 404, _error("invalid_request_error", f"No such invoice: '{invoice_id}'", "resource_missing")
+        if invoice["status"] not in ("open", "uncollectible"):
+            return 400, _error("invalid_request_error", f"You can only void open invoices (this one is {invoice['status']}).")
+        invoice["status"] = "void"
+        invoice["status_transitions"]["voided_at"] = int(time.time())
+        return 200, invoice
+
+    def _credit_note(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Stripe's rules as far as the sync meets them: an open invoice's note lowers what is left to pay (and
+        pays it when nothing is left); a paid invoice's note must say where its amount went (here: out of band)."""
+        invoice = self.objects.get(form.get("invoice", ""))
+        if invoice is None:
+            return 404, _error("invalid_request_error", "No such invoice", "resource_missing")
+        amount, out_of_band = int(form["amount"]), int(form.get("out_of_band_amount", "0"))
+        if invoice["status"] == "open":
+            if out_of_band or amount > invoice["amount_remaining"]:
+                return 400, _error("invalid_request_error", "The credit note exceeds what is left to pay.")
+            invoice["amount_remaining"] -= amount
+            invoice["amount_due"] -= amount
+            if not invoice["amount_remaining"]:
+                invoice["status"] = "paid"
+            kind = "pre_payment"
+        elif invoice["status"] == "paid":
+            if out_of_band != amount:
+                return 400, _error("invalid_request_error", "A paid invoice's credit note must refund, credit or "
+                                   "record out of band its whole amount.")
+            kind = "post_payment"
+        else:
+            return 400, _error("invalid_request_error", f"You cannot credit a {invoice['status']} invoice.")
+        note = {"id": self._new_id("cn"), "object": "credit_note", "invoice": invoice["id"], "amount": amount,
+                "currency": invoice["currency"], "customer": invoice["customer"], "type": kind,
+                "out_of_band_amount": out_of_band or None, "memo": form.get("memo"), "status": "issued",
+                "metadata": _nested(form, "metadata")}
+        self.objects[note["id"]] = note
+        return 200, note
 
 
 def _error(kind: str, message: str, code: str | None = None) -> dict[str, Any]:

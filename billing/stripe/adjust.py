@@ -1,0 +1,250 @@
+"""Carrying to Stripe what happens to an invoice here after its push (``billing stripe sync`` runs it after the
+pushes, and so does the scheduler's ``stripe_sync`` job):
+
+- a **void**: the Stripe invoice is voided (``POST /v1/invoices/{id}/void``), so that Stripe stops collecting it.
+  If Stripe has collected it already, nothing is voided (``paid``): the ``invoice.paid`` webhook records the
+  money, which goes to the customer's balance here, and the invoice stays void.
+- a **credit note** that took part of an unpaid invoice's amount due here (step 1 of
+  ``billing.credits.credit_note_issued``) after the push carried that invoice's credits: a Stripe credit note of
+  the same amount, in the mode the Stripe invoice called for when it was first tried — ``pre_payment`` while it is
+  open (Stripe then collects that much less), ``out_of_band`` once it is paid (Stripe records the note; what it
+  collected beyond what is due here is on the customer's balance here). The mode is stored before the request
+  (set once: two runs at once send the same request), so that a retry after a lost answer sends the same request
+  under the same idempotency key.
+
+A note that took nothing off the amount due (its invoice was paid here already, or it refunds what was paid) moves
+no money Stripe holds: the engine refunds to the customer's balance or leaves the refund to the finance team, in
+Stripe if that is where it was paid.
+
+Idempotency keys, from the push's stored key prefix: ``<prefix>:INV-2026-000001:void`` and
+``<prefix>:CN-2026-000001:credit_note`` (``…:credit_note:out_of_band``). Stripe refusing a request (its state
+does not allow it) is reported on the invoice's or the note's row (``last_error``) and tried again at the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+import stripe
+from sqlalchemy import Engine, select, update
+
+from billing.credits import note_reductions
+from billing.db import session_scope
+from billing.db.stripe_tables import StripeCreditNoteRow, StripeInvoiceSyncRow
+from billing.stripe import STRIPE_API_VERSION, describe_error
+from dbkit import insert_ignoring, read_only, utcnow
+from invoices import store
+from invoices.store import IssuedNote
+from pricing_plans.money import minor_units
+
+__all__ = ["Adjustment", "sync_adjustments"]
+
+log = logging.getLogger(__name__)
+
+PRE_PAYMENT = "pre_payment"
+OUT_OF_BAND = "out_of_band"
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A void or a credit note carried to Stripe (or tried).
+
+    Attributes:
+      kind: ``void`` or ``credit_note``.
+      document: our invoice's number (a void) or the credit note's.
+      invoice_number: the invoice it concerns.
+      stripe_invoice_id: the Stripe invoice.
+      currency: the invoice's currency.
+      amount: what a credit note took off the amount due, carried to Stripe (None for a void).
+      outcome: ``voided`` or ``paid`` (a void), ``pre_payment`` or ``out_of_band`` (a credit note); None on error.
+      stripe_credit_note_id: the Stripe credit note made.
+      error: why it was not carried this time.
+    """
+
+    kind: str
+    document: str
+    invoice_number: str
+    stripe_invoice_id: str
+    currency: str
+    amount: Decimal | None = None
+    outcome: str | None = None
+    stripe_credit_note_id: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pushed:
+    invoice_id: int
+    number: str
+    stripe_invoice_id: str
+    key_prefix: str
+    synced_at: Any
+    pushed_credits: frozenset[int] | None
+    voided: bool
+    currency: str
+
+
+def sync_adjustments(engine: Engine, client: stripe.StripeClient) -> tuple[Adjustment, ...]:
+    """Carry to Stripe every void and credit note of a pushed invoice not carried yet (see the module's note)."""
+    with session_scope(read_only(engine)) as session:
+        rows = session.scalars(select(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.step == "finalized")).all()
+        currencies = store.invoice_currencies(session, [row.invoice_id for row in rows])
+        pushed = {
+            row.invoice_id: _Pushed(
+                row.invoice_id, row.invoice_number, row.stripe_invoice_id or "", row.key_prefix, row.synced_at,
+                None if row.pushed_credits is None else frozenset(json.loads(row.pushed_credits)),
+                row.voided_at is not None,
+                currencies.get(row.invoice_id, ""),
+            )
+            for row in rows
+        }
+        void = store.void_among(session, [p.invoice_id for p in pushed.values() if not p.voided])
+        carried = set(
+            session.scalars(
+                select(StripeCreditNoteRow.credit_note_id).where(StripeCreditNoteRow.synced_at.is_not(None))
+            )
+        )
+        notes = [note for note in store.credit_notes_of(session, list(pushed)) if note.id not in carried]
+        reductions = note_reductions(session, [note.id for note in notes])
+    results = [_void(engine, client, pushed[invoice_id]) for invoice_id in sorted(void)]
+    for note in notes:
+        reduction = reductions.get(note.id)
+        if reduction is not None and _after_push(note, reduction[0], pushed[note.invoice_id]):
+            results.append(_credit(engine, client, note, reduction[1], pushed[note.invoice_id]))
+    return tuple(results)
+
+
+def _after_push(note: IssuedNote, grant_id: int, pushed: _Pushed) -> bool:
+    """Whether the note's reduction of the amount due is not in the push's items already."""
+    if pushed.pushed_credits is not None:
+        return grant_id not in pushed.pushed_credits
+    return pushed.synced_at is None or note.issued_at > pushed.synced_at  # a push completed before migration 0032
+
+
+def _options(key: str | None = None) -> Any:
+    options: dict[str, str] = {"stripe_version": STRIPE_API_VERSION}
+    if key is not None:
+        options["idempotency_key"] = key
+    return options
+
+
+def _key(prefix: str, document: str, step: str) -> str:
+    return f"{prefix}:{document}:{step}" if prefix else f"{document}:{step}"
+
+
+def _void(engine: Engine, client: stripe.StripeClient, pushed: _Pushed) -> Adjustment:
+    """Void the Stripe invoice of a pushed invoice voided here."""
+    result = Adjustment("void", pushed.number, pushed.number, pushed.stripe_invoice_id, pushed.currency)
+    try:
+        try:
+            client.v1.invoices.void_invoice(
+                pushed.stripe_invoice_id, options=_options(_key(pushed.key_prefix, pushed.number, "void"))
+            )
+            outcome = "voided"
+        except stripe.InvalidRequestError:
+            found = client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
+            if found.status not in ("void", "paid"):
+                raise
+            outcome = "voided" if found.status == "void" else "paid"
+    except stripe.StripeError as exc:
+        message = describe_error(exc)
+        log.warning("Stripe: the void of %s was not carried: %s", pushed.number, message)
+        with session_scope(engine) as session:
+            session.execute(_sync_row(pushed).values(last_error=f"void: {message}", updated_at=utcnow()))
+        return replace(result, error=message)
+    with session_scope(engine) as session:
+        now = utcnow()
+        session.execute(_sync_row(pushed).values(voided_at=now, void_outcome=outcome, last_error=None, updated_at=now))
+    log.info("Stripe: %s voided (%s)", pushed.number, outcome)
+    return replace(result, outcome=outcome)
+
+
+def _sync_row(pushed: _Pushed) -> Any:
+    return update(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.invoice_id == pushed.invoice_id)
+
+
+def _credit(
+    engine: Engine, client: stripe.StripeClient, note: IssuedNote, taken: Decimal, pushed: _Pushed
+) -> Adjustment:
+    """Carry one credit note as a Stripe credit note of ``taken`` (what it took off the amount due here)."""
+    result = Adjustment("credit_note", note.number, pushed.number, pushed.stripe_invoice_id, note.currency, taken)
+    amount = minor_units(taken, note.currency)
+    try:
+        mode = _mode(engine, client, note, amount, pushed)
+        params: dict[str, Any] = {
+            "invoice": pushed.stripe_invoice_id,
+            "amount": amount,
+            "memo": f"Credit note {note.number}",
+            "metadata": {"billing_credit_note_number": note.number, "billing_invoice_number": pushed.number},
+        }
+        step = "credit_note"
+        if mode == OUT_OF_BAND:
+            params["out_of_band_amount"] = amount
+            step = "credit_note:out_of_band"
+        created = client.v1.credit_notes.create(
+            params=params, options=_options(_key(pushed.key_prefix, note.number, step))  # type: ignore[arg-type]
+        )
+    except stripe.StripeError as exc:
+        message = describe_error(exc)
+        log.warning("Stripe: credit note %s was not carried: %s", note.number, message)
+        with session_scope(engine) as session:
+            values: dict[str, Any] = {"last_error": message}
+            if isinstance(exc, stripe.InvalidRequestError):  # refused, nothing done: the next run chooses again
+                values["mode"] = None
+            session.execute(_note_row(note).values(**values))
+        return replace(result, error=message)
+    with session_scope(engine) as session:
+        session.execute(
+            _note_row(note).values(stripe_credit_note_id=created.id, synced_at=utcnow(), last_error=None)
+        )
+    log.info("Stripe: credit note %s carried as %s (%s)", note.number, created.id, mode)
+    return replace(result, outcome=mode, stripe_credit_note_id=created.id)
+
+
+def _note_row(note: IssuedNote) -> Any:
+    return update(StripeCreditNoteRow).where(StripeCreditNoteRow.credit_note_id == note.id)
+
+
+def _mode(engine: Engine, client: stripe.StripeClient, note: IssuedNote, amount: int, pushed: _Pushed) -> str:
+    """The note's mode: the stored one, or (the first time, or after a refusal) the one the Stripe invoice's
+    status calls for, stored before the request; the first one stored wins."""
+    with session_scope(engine) as session:
+        insert_ignoring(
+            session,
+            StripeCreditNoteRow.__table__,
+            {
+                "credit_note_id": note.id,
+                "credit_note_number": note.number,
+                "invoice_id": note.invoice_id,
+                "stripe_invoice_id": pushed.stripe_invoice_id,
+                "amount": amount,
+                "attempts": 0,
+                "created_at": utcnow(),
+            },
+        )
+        session.execute(_note_row(note).values(attempts=StripeCreditNoteRow.attempts + 1))
+        stored = session.scalar(_stored_mode(note))
+    if stored is not None:
+        return str(stored)
+    # the first time (or after a refusal): what the Stripe invoice's status calls for
+    found = client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
+    if found.status == "void":
+        raise stripe.InvalidRequestError(f"the Stripe invoice {pushed.stripe_invoice_id} is void", None)
+    chosen = OUT_OF_BAND if found.status == "paid" else PRE_PAYMENT
+    with session_scope(engine) as session:
+        session.execute(_note_row(note).where(StripeCreditNoteRow.mode.is_(None)).values(mode=chosen))
+        return str(session.scalar(_stored_mode(note)))
+
+
+def _stored_mode(note: IssuedNote) -> Any:
+    return select(StripeCreditNoteRow.mode).where(StripeCreditNoteRow.credit_note_id == note.id)
+
+

@@ -1,0 +1,198 @@
+"""Voids and credit notes issued after an invoice's push, carried to Stripe by ``billing stripe sync``
+(``billing.stripe.adjust``), against the local stand-in for api.stripe.com of ``test_stripe``, on SQLite and
+PostgreSQL. The invoice: 49.00 + 12.50 = 61.50 USD, pushed as 4,900 + 1,250 = 6,150 cents."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, select
+from typer.testing import CliRunner
+
+from billing import invoicing
+from billing.cli import app as cli_app
+from billing.config import get_settings
+from billing.db import session_scope
+from billing.db.stripe_tables import StripeCreditNoteRow
+from billing.stripe.sync import sync_invoices
+from invoices.model import InvoiceStatus
+from tests.billing.test_stripe import (  # noqa: F401 (fixtures)
+    API_KEY,
+    FIRST,
+    ISSUED,
+    SETTINGS,
+    add_customer,
+    client,
+    fake_stripe,
+    issue,
+    stripe_key,
+    sync_row,
+)
+
+NOTE = "CN-2026-000001"
+
+
+def pushed(engine: Engine, client) -> str:  # noqa: F811
+    """The 61.50 invoice issued and pushed: its Stripe id."""
+    add_customer(engine)
+    issue(engine)
+    assert sync_invoices(engine, client).ok
+    return sync_row(engine).stripe_invoice_id or ""
+
+
+def credit(engine: Engine, amount: str, number: str = FIRST) -> None:
+    invoicing.create_credit_note(engine, number, Decimal(amount), "service outage", SETTINGS, ISSUED)
+
+
+def note_row(engine: Engine, number: str = NOTE) -> StripeCreditNoteRow:
+    with session_scope(engine) as session:
+        return session.execute(
+            select(StripeCreditNoteRow).where(StripeCreditNoteRow.credit_note_number == number)
+        ).scalar_one()
+
+
+def test_a_void_after_the_push_voids_the_stripe_invoice_once(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+    before = len(fake_stripe.posts())
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and report.results == ()
+    assert [(a.kind, a.document, a.outcome) for a in report.adjustments] == [("void", FIRST, "voided")]
+    assert fake_stripe.posts()[before:] == [(f"/v1/invoices/{stripe_id}/void", stripe_key(engine, "void"))]
+    assert fake_stripe.objects[stripe_id]["status"] == "void"
+    row = sync_row(engine)
+    assert row.void_outcome == "voided" and row.voided_at is not None and row.last_error is None
+    again = sync_invoices(engine, client)
+    assert again.adjustments == () and len(fake_stripe.posts()) == before + 1
+
+
+def test_a_void_of_an_invoice_stripe_has_collected_voids_nothing_and_is_not_tried_again(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    fake_stripe.pay(stripe_id)  # collected; its webhook has not arrived yet
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and [(a.kind, a.outcome) for a in report.adjustments] == [("void", "paid")]
+    assert fake_stripe.objects[stripe_id]["status"] == "paid" and sync_row(engine).void_outcome == "paid"
+    assert sync_invoices(engine, client).adjustments == ()
+
+
+def test_a_credit_note_on_an_open_stripe_invoice_lowers_what_stripe_collects(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    credit(engine, "20.00")  # 61.50 due → 41.50
+    before = len(fake_stripe.posts())
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok
+    [adjustment] = report.adjustments
+    assert (adjustment.kind, adjustment.document, str(adjustment.amount), adjustment.outcome) == (
+        "credit_note", NOTE, "20.00", "pre_payment"
+    )
+    assert fake_stripe.posts()[before:] == [("/v1/credit_notes", stripe_key(engine, "credit_note", NOTE))]
+    form = fake_stripe.requests[-1].form
+    assert form == {
+        "invoice": stripe_id,
+        "amount": "2000",
+        "memo": f"Credit note {NOTE}",
+        "metadata[billing_credit_note_number]": NOTE,
+        "metadata[billing_invoice_number]": FIRST,
+    }
+    assert fake_stripe.objects[stripe_id]["amount_remaining"] == 4150  # what is due here: 41.50
+    assert str(invoicing.get_invoice(engine, FIRST).amount_due) == "41.50"
+    row = note_row(engine)
+    assert (row.mode, row.amount, row.stripe_credit_note_id) == ("pre_payment", 2000, adjustment.stripe_credit_note_id)
+    assert sync_invoices(engine, client).adjustments == () and len(fake_stripe.of("credit_note")) == 1
+
+
+def test_a_credit_note_of_the_whole_amount_due_leaves_stripe_nothing_to_collect(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    credit(engine, "61.50")
+    assert sync_invoices(engine, client).ok
+    assert fake_stripe.objects[stripe_id]["amount_remaining"] == 0 and fake_stripe.objects[stripe_id]["status"] == "paid"
+
+
+def test_a_credit_note_after_stripe_collected_is_recorded_there_out_of_band(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    fake_stripe.pay(stripe_id)  # collected 61.50; its webhook has not arrived yet, so 20.00 comes off what is due here
+    credit(engine, "20.00")
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and [(a.outcome, str(a.amount)) for a in report.adjustments] == [("out_of_band", "20.00")]
+    assert fake_stripe.posts()[-1] == ("/v1/credit_notes", stripe_key(engine, "credit_note:out_of_band", NOTE))
+    assert fake_stripe.requests[-1].form["out_of_band_amount"] == "2000"
+    assert fake_stripe.of("credit_note")[0]["type"] == "post_payment"
+
+
+def test_a_credit_note_issued_before_the_push_is_in_the_pushed_items_and_not_carried_again(engine, fake_stripe, client):  # noqa: F811
+    add_customer(engine)
+    issue(engine)
+    credit(engine, "20.00")
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and report.adjustments == ()
+    stripe_invoice = fake_stripe.of("invoice")[0]
+    assert [item["amount"] for item in fake_stripe.of("invoiceitem")] == [4900, 1250, -2000]
+    assert stripe_invoice["amount_due"] == 4150 and fake_stripe.of("credit_note") == []
+    assert len(json.loads(sync_row(engine).pushed_credits or "[]")) == 1
+    credit(engine, "1.50", FIRST)  # a second note, after the push: carried
+    assert [a.document for a in sync_invoices(engine, client).adjustments] == ["CN-2026-000002"]
+    assert fake_stripe.objects[stripe_invoice["id"]]["amount_remaining"] == 4000
+
+
+@pytest.mark.parametrize("mode", ["drop", "refuse"])
+def test_a_credit_note_whose_request_failed_is_sent_again_under_the_same_key_and_made_once(
+    engine, fake_stripe, client, mode  # noqa: F811
+):
+    stripe_id = pushed(engine, client)
+    credit(engine, "20.00")
+    key = stripe_key(engine, "credit_note", NOTE)
+    fake_stripe.fail(key, mode)
+
+    first = sync_invoices(engine, client)
+
+    assert not first.ok and first.adjustments[0].error is not None
+    assert note_row(engine).synced_at is None and note_row(engine).last_error is not None
+    second = sync_invoices(engine, client)
+    assert second.ok and [a.outcome for a in second.adjustments] == ["pre_payment"]
+    assert [p for p in fake_stripe.posts() if p[0] == "/v1/credit_notes"] == [("/v1/credit_notes", key)] * 2
+    assert len(fake_stripe.of("credit_note")) == 1 and fake_stripe.objects[stripe_id]["amount_remaining"] == 4150
+    assert (fake_stripe.replayed == [key]) is (mode == "drop")  # a dropped answer is replayed, a refusal is redone
+
+
+def test_a_credit_note_of_a_paid_invoice_moves_no_money_stripe_holds_and_is_not_carried(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.PAID)
+    credit(engine, "20.00")  # nothing was due: it refunds what was paid (outside the engine)
+    assert sync_invoices(engine, client).adjustments == () and fake_stripe.of("credit_note") == []
+    assert fake_stripe.objects[stripe_id]["amount_remaining"] == 6150
+
+
+def test_billing_stripe_sync_prints_the_voids_and_credit_notes_it_carried(cli_env, engine, fake_stripe, client, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    monkeypatch.setenv("BILLING_STRIPE_API_BASE", fake_stripe.url)
+    get_settings.cache_clear()
+    pushed(engine, client)
+    credit(engine, "20.00")
+
+    result = CliRunner().invoke(cli_app, ["stripe", "sync", "--json"])
+
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    shown = json.loads(result.stdout)
+    assert shown["invoices"] == [] and shown["failed"] == 0
+    [carried] = shown["adjustments"]
+    assert {k: carried[k] for k in ("kind", "document", "invoice_number", "amount", "outcome", "ok")} == {
+        "kind": "credit_note", "document": NOTE, "invoice_number": FIRST, "amount": "20.00", "outcome": "pre_payment",
+        "ok": True,
+    }
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+    table = CliRunner().invoke(cli_app, ["stripe", "sync"])
+    assert table.exit_code == 0, (table.stdout, table.stderr)
+    assert "voided" in table.stdout and "carried 1, failed 0" in table.stdout
