@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
-from billing import invoicing
+from billing import invoicing, payments
 from billing.cli import app as cli_app
 from billing.config import get_settings
 from billing.db import session_scope
@@ -26,9 +26,12 @@ from tests.billing.test_stripe import (  # noqa: F401 (fixtures)
     add_customer,
     client,
     fake_stripe,
+    invoice_event,
     issue,
+    post,
     stripe_key,
     sync_row,
+    webhooks,
 )
 
 NOTE = "CN-2026-000001"
@@ -110,11 +113,35 @@ def test_a_credit_note_on_an_open_stripe_invoice_lowers_what_stripe_collects(eng
     assert sync_invoices(engine, client).adjustments == () and len(fake_stripe.of("credit_note")) == 1
 
 
-def test_a_credit_note_of_the_whole_amount_due_leaves_stripe_nothing_to_collect(engine, fake_stripe, client):  # noqa: F811
+def paid_event(stripe_id: str, amount_paid: int) -> str:
+    event = json.loads(invoice_event("evt_paid", "invoice.paid", stripe_invoice=stripe_id, number=None))
+    event["data"]["object"]["amount_paid"] = amount_paid
+    return json.dumps(event)
+
+
+def test_what_stripe_collects_after_the_note_pays_the_invoice_exactly(engine, fake_stripe, client, webhooks):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    credit(engine, "20.00")
+    assert sync_invoices(engine, client).ok
+    fake_stripe.pay(stripe_id)
+    assert fake_stripe.objects[stripe_id]["amount_paid"] == 4150
+
+    assert post(webhooks, paid_event(stripe_id, 4150)).json()["outcome"] == "paid"
+
+    invoice = invoicing.get_invoice(engine, FIRST)
+    assert invoice.status is InvoiceStatus.PAID and str(invoice.amount_paid) == "41.50"
+    assert [str(p.amount) for p in payments.list_payments(engine, invoice=FIRST)] == ["41.50"]
+
+
+def test_a_credit_note_of_the_whole_amount_due_leaves_stripe_nothing_to_collect(engine, fake_stripe, client, webhooks):  # noqa: F811
     stripe_id = pushed(engine, client)
     credit(engine, "61.50")
     assert sync_invoices(engine, client).ok
     assert fake_stripe.objects[stripe_id]["amount_remaining"] == 0 and fake_stripe.objects[stripe_id]["status"] == "paid"
+    # Stripe tells the invoice paid (nothing collected): ours is paid too, with no payment
+    assert post(webhooks, paid_event(stripe_id, 0)).json()["outcome"] == "paid"
+    assert invoicing.get_invoice(engine, FIRST).status is InvoiceStatus.PAID
+    assert payments.list_payments(engine, invoice=FIRST) == []
 
 
 def test_a_credit_note_after_stripe_collected_is_recorded_there_out_of_band(engine, fake_stripe, client):  # noqa: F811
