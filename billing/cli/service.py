@@ -120,7 +120,8 @@ def _print_adjustments(report: SyncReport) -> None:
 
 _OUTCOMES = {
     "voided": "Stripe invoice voided",
-    "paid": "paid in Stripe before the void: nothing voided (the payment goes to the balance)",
+    "deleted": "draft Stripe invoice deleted",
+    "paid": "paid in Stripe before the void: nothing voided",
     "pre_payment": "credit note: Stripe collects that much less",
     "out_of_band": "credit note recorded (paid in Stripe: the amount is on the balance here)",
 }

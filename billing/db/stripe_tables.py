@@ -1,7 +1,7 @@
 """Stripe's tables: which Stripe customer is which of ours, how far each invoice got on its way to Stripe, which
 webhook events were already processed, and each invoice's dunning record.
 
-Created by migration 0005 (``stripe_invoice_syncs.key_prefix`` by 0009; what a push carried of the credits, the
+Created by migration 0005 (``stripe_invoice_syncs.key_prefix`` by 0009; the keys of a push's items, the
 void carried to Stripe and ``stripe_credit_notes`` by 0032). The invoices live in another package's
 metadata, so ``invoice_id`` columns carry no foreign key; an issued invoice is never deleted (the database refuses
 it), so they cannot dangle.
@@ -55,9 +55,10 @@ class StripeInvoiceSyncRow(BillingBase):
     ``hosted_invoice_url`` is Stripe's page where the customer pays the invoice online, recorded when the push
     finalizes it (migration 0029) and printed on the invoice.
 
-    ``pushed_credits``: a JSON list of the credit grants whose application the push's items took off the amount
-    due (a credit note issued before the push is in it already, and is not carried again); None for a push
-    completed before migration 0032 (a note issued before its ``synced_at`` is taken as in it). ``voided_at`` and
+    ``stripe_item_keys``: the step keys of those items (``item:1``, ``tax``, ``credit:<grant id>`` …), in the
+    same order: a retry creates the items whose key is missing, and a credit note whose credit is among them is in
+    the Stripe invoice already, never carried again; None for a push begun before migration 0032 (its items were
+    created in order; a note issued before its ``synced_at`` is taken as in it). ``voided_at`` and
     ``void_outcome``: the invoice's void carried to Stripe (``voided``), or found paid there (``paid``: Stripe had
     collected it, nothing was voided; the payment's webhook puts it on the customer's balance).
     """
@@ -81,7 +82,7 @@ class StripeInvoiceSyncRow(BillingBase):
     synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     key_prefix: Mapped[str] = mapped_column(String(32), server_default=text("''"))
     hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
-    pushed_credits: Mapped[str | None] = mapped_column(Text)
+    stripe_item_keys: Mapped[str | None] = mapped_column(Text)
     voided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     void_outcome: Mapped[str | None] = mapped_column(String(16))
 

@@ -1,22 +1,27 @@
 """Carrying to Stripe what happens to an invoice here after its push (``billing stripe sync`` runs it after the
 pushes, and so does the scheduler's ``stripe_sync`` job):
 
-- a **void**: the Stripe invoice is voided (``POST /v1/invoices/{id}/void``), so that Stripe stops collecting it.
-  If Stripe has collected it already, nothing is voided (``paid``): the ``invoice.paid`` webhook records the
-  money, which goes to the customer's balance here, and the invoice stays void.
+- a **void**: the Stripe invoice is voided (``POST /v1/invoices/{id}/void``), so that Stripe stops collecting it;
+  one whose push had not finished is voided too if Stripe finalized it, or deleted while it is a draft. If Stripe
+  has collected it already, nothing is voided (``paid``): the ``invoice.paid`` webhook records the money, which
+  goes to the customer's balance here, and the invoice stays void. A credit note of an invoice void here is not
+  carried (the void is).
 - a **credit note** that took part of an unpaid invoice's amount due here (step 1 of
   ``billing.credits.credit_note_issued``) after the push carried that invoice's credits: a Stripe credit note of
   the same amount, in the mode the Stripe invoice called for when it was first tried — ``pre_payment`` while it is
   open (Stripe then collects that much less), ``out_of_band`` once it is paid (Stripe records the note; what it
   collected beyond what is due here is on the customer's balance here). The mode is stored before the request
   (set once: two runs at once send the same request), so that a retry after a lost answer sends the same request
-  under the same idempotency key.
+  under the same idempotency key; a retry first looks among the Stripe invoice's credit notes for one made by an
+  earlier attempt (``metadata[billing_credit_note_number]``): Stripe forgets keys after a day.
 
 A note that took nothing off the amount due (its invoice was paid here already, or it refunds what was paid) moves
 no money Stripe holds: the engine refunds to the customer's balance or leaves the refund to the finance team, in
 Stripe if that is where it was paid.
 
-Idempotency keys, from the push's stored key prefix: ``<prefix>:INV-2026-000001:void`` and
+A note is in the push already when its credit is one of the push's items (``credit:<grant id>``, recorded by key
+as each item is created, whichever run creates it). Idempotency keys, from the push's stored key prefix (this
+installation's id for a push begun before there was one): ``<prefix>:INV-2026-000001:void`` and
 ``<prefix>:CN-2026-000001:credit_note`` (``…:credit_note:out_of_band``). Stripe refusing a request (its state
 does not allow it) is reported on the invoice's or the note's row (``last_error``) and tried again at the next run.
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 import stripe
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
 from billing.credits import note_reductions
 from billing.db import session_scope
@@ -82,51 +88,88 @@ class Adjustment:
 
 @dataclass(frozen=True, slots=True)
 class _Pushed:
+    """An invoice whose push created its Stripe invoice (finalized there, or not yet)."""
+
     invoice_id: int
     number: str
     stripe_invoice_id: str
-    key_prefix: str
+    key_prefix: str  # the push's, or this installation's id for a push begun before there was one
+    finalized: bool
     synced_at: Any
-    pushed_credits: frozenset[int] | None
+    pushed_credits: frozenset[int] | None  # None: a push begun before its items' keys were stored
     voided: bool
     currency: str
 
 
-def sync_adjustments(engine: Engine, client: stripe.StripeClient) -> tuple[Adjustment, ...]:
-    """Carry to Stripe every void and credit note of a pushed invoice not carried yet (see the module's note)."""
+def sync_adjustments(engine: Engine, client: stripe.StripeClient, installation: str) -> tuple[Adjustment, ...]:
+    """Carry to Stripe every void of an invoice whose Stripe invoice exists, and every credit note of a pushed
+    invoice, not carried yet (see the module's note); ``installation``: this installation's id (the keys' prefix
+    of a push begun before there was one)."""
     with session_scope(read_only(engine)) as session:
-        rows = session.scalars(select(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.step == "finalized")).all()
-        currencies = store.invoice_currencies(session, [row.invoice_id for row in rows])
-        pushed = {
-            row.invoice_id: _Pushed(
-                row.invoice_id, row.invoice_number, row.stripe_invoice_id or "", row.key_prefix, row.synced_at,
-                None if row.pushed_credits is None else frozenset(json.loads(row.pushed_credits)),
-                row.voided_at is not None,
-                currencies.get(row.invoice_id, ""),
-            )
-            for row in rows
-        }
+        pushed = _pushed(session, installation)
         void = store.void_among(session, [p.invoice_id for p in pushed.values() if not p.voided])
+        void_here = void | {p.invoice_id for p in pushed.values() if p.voided}
         carried = set(
             session.scalars(
                 select(StripeCreditNoteRow.credit_note_id).where(StripeCreditNoteRow.synced_at.is_not(None))
             )
         )
-        notes = [note for note in store.credit_notes_of(session, list(pushed)) if note.id not in carried]
+        finalized = [p.invoice_id for p in pushed.values() if p.finalized and p.invoice_id not in void_here]
+        notes = [note for note in store.credit_notes_of(session, finalized) if note.id not in carried]
         reductions = note_reductions(session, [note.id for note in notes])
-    results = [_void(engine, client, pushed[invoice_id]) for invoice_id in sorted(void)]
+    results = [_guarded(engine, client, pushed[invoice_id], None, None) for invoice_id in sorted(void)]
     for note in notes:
         reduction = reductions.get(note.id)
         if reduction is not None and _after_push(note, reduction[0], pushed[note.invoice_id]):
-            results.append(_credit(engine, client, note, reduction[1], pushed[note.invoice_id]))
+            results.append(_guarded(engine, client, pushed[note.invoice_id], note, reduction[1]))
     return tuple(results)
+
+
+def _pushed(session: Session, installation: str) -> dict[int, _Pushed]:
+    """Every invoice whose Stripe invoice was created, by id."""
+    rows = session.scalars(
+        select(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.stripe_invoice_id.is_not(None))
+    ).all()
+    currencies = store.invoice_currencies(session, [row.invoice_id for row in rows])
+    return {
+        row.invoice_id: _Pushed(
+            row.invoice_id, row.invoice_number, row.stripe_invoice_id or "", row.key_prefix or installation,
+            row.step == "finalized", row.synced_at, _credits_in(row.stripe_item_keys), row.voided_at is not None,
+            currencies.get(row.invoice_id, ""),
+        )
+        for row in rows
+    }
+
+
+def _credits_in(item_keys: str | None) -> frozenset[int] | None:
+    """The credit grants whose application the push's items took off the amount due (``credit:<grant id>``)."""
+    if item_keys is None:
+        return None
+    return frozenset(int(key.removeprefix("credit:")) for key in json.loads(item_keys) if key.startswith("credit:"))
 
 
 def _after_push(note: IssuedNote, grant_id: int, pushed: _Pushed) -> bool:
     """Whether the note's reduction of the amount due is not in the push's items already."""
     if pushed.pushed_credits is not None:
         return grant_id not in pushed.pushed_credits
-    return pushed.synced_at is None or note.issued_at > pushed.synced_at  # a push completed before migration 0032
+    return pushed.synced_at is None or note.issued_at > pushed.synced_at  # a push begun before migration 0032
+
+
+def _guarded(
+    engine: Engine, client: stripe.StripeClient, pushed: _Pushed, note: IssuedNote | None, taken: Decimal | None
+) -> Adjustment:
+    """A void (``note`` None) or a credit note carried; an unexpected error (the database's) is reported as this
+    one's, and the others are still carried."""
+    try:
+        if note is None or taken is None:
+            return _void(engine, client, pushed)
+        return _credit(engine, client, note, taken, pushed)
+    except Exception as exc:  # reported, logged, tried again at the next run
+        log.exception("Stripe: %s was not carried", pushed.number if note is None else note.number)
+        kind, document = ("void", pushed.number) if note is None else ("credit_note", note.number)
+        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
+        return Adjustment(kind, document, pushed.number, pushed.stripe_invoice_id, pushed.currency, taken,
+                          error=message)
 
 
 def _options(key: str | None = None) -> Any:
@@ -137,23 +180,25 @@ def _options(key: str | None = None) -> Any:
 
 
 def _key(prefix: str, document: str, step: str) -> str:
-    return f"{prefix}:{document}:{step}" if prefix else f"{document}:{step}"
+    return f"{prefix}:{document}:{step}"
 
 
 def _void(engine: Engine, client: stripe.StripeClient, pushed: _Pushed) -> Adjustment:
-    """Void the Stripe invoice of a pushed invoice voided here."""
+    """Stop Stripe collecting an invoice voided here: void its Stripe invoice, or delete it if the push had not
+    finalized it yet (a draft); if Stripe has collected it, nothing (``paid``)."""
     result = Adjustment("void", pushed.number, pushed.number, pushed.stripe_invoice_id, pushed.currency)
     try:
-        try:
+        found = client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
+        if found.status == "draft":
+            client.v1.invoices.delete(pushed.stripe_invoice_id, options=_options())
+            outcome = "deleted"
+        elif found.status in ("open", "uncollectible"):
             client.v1.invoices.void_invoice(
                 pushed.stripe_invoice_id, options=_options(_key(pushed.key_prefix, pushed.number, "void"))
             )
             outcome = "voided"
-        except stripe.InvalidRequestError:
-            found = client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
-            if found.status not in ("void", "paid"):
-                raise
-            outcome = "voided" if found.status == "void" else "paid"
+        else:
+            outcome = "paid" if found.status == "paid" else "voided"
     except stripe.StripeError as exc:
         message = describe_error(exc)
         log.warning("Stripe: the void of %s was not carried: %s", pushed.number, message)
@@ -178,20 +223,10 @@ def _credit(
     result = Adjustment("credit_note", note.number, pushed.number, pushed.stripe_invoice_id, note.currency, taken)
     amount = minor_units(taken, note.currency)
     try:
-        mode = _mode(engine, client, note, amount, pushed)
-        params: dict[str, Any] = {
-            "invoice": pushed.stripe_invoice_id,
-            "amount": amount,
-            "memo": f"Credit note {note.number}",
-            "metadata": {"billing_credit_note_number": note.number, "billing_invoice_number": pushed.number},
-        }
-        step = "credit_note"
-        if mode == OUT_OF_BAND:
-            params["out_of_band_amount"] = amount
-            step = "credit_note:out_of_band"
-        created = client.v1.credit_notes.create(
-            params=params, options=_options(_key(pushed.key_prefix, note.number, step))  # type: ignore[arg-type]
-        )
+        mode, attempts = _mode(engine, client, note, amount, pushed)
+        created = _made_before(client, note, pushed) if attempts > 1 else None
+        if created is None:
+            created = _create_note(client, note, amount, mode, pushed)
     except stripe.StripeError as exc:
         message = describe_error(exc)
         log.warning("Stripe: credit note %s was not carried: %s", note.number, message)
@@ -209,13 +244,44 @@ def _credit(
     return replace(result, outcome=mode, stripe_credit_note_id=created.id)
 
 
+def _create_note(client: stripe.StripeClient, note: IssuedNote, amount: int, mode: str, pushed: _Pushed) -> Any:
+    params: dict[str, Any] = {
+        "invoice": pushed.stripe_invoice_id,
+        "amount": amount,
+        "memo": f"Credit note {note.number}",
+        "metadata": {"billing_credit_note_number": note.number, "billing_invoice_number": pushed.number},
+    }
+    step = "credit_note"
+    if mode == OUT_OF_BAND:
+        params["out_of_band_amount"] = amount
+        step = "credit_note:out_of_band"
+    return client.v1.credit_notes.create(
+        params=params, options=_options(_key(pushed.key_prefix, note.number, step))  # type: ignore[arg-type]
+    )
+
+
+def _made_before(client: stripe.StripeClient, note: IssuedNote, pushed: _Pushed) -> Any:
+    """The Stripe credit note an earlier attempt made of this note, if its answer was lost (and Stripe has
+    forgotten its key since: a day later, the same key would make another one); None if there is none."""
+    listed = client.v1.credit_notes.list(
+        params={"invoice": pushed.stripe_invoice_id, "limit": 100}, options=_options()  # type: ignore[arg-type]
+    )
+    for made in listed.auto_paging_iter():
+        if (made.to_dict().get("metadata") or {}).get("billing_credit_note_number") == note.number:
+            return made
+    return None
+
+
 def _note_row(note: IssuedNote) -> Any:
     return update(StripeCreditNoteRow).where(StripeCreditNoteRow.credit_note_id == note.id)
 
 
-def _mode(engine: Engine, client: stripe.StripeClient, note: IssuedNote, amount: int, pushed: _Pushed) -> str:
-    """The note's mode: the stored one, or (the first time, or after a refusal) the one the Stripe invoice's
-    status calls for, stored before the request; the first one stored wins."""
+def _mode(
+    engine: Engine, client: stripe.StripeClient, note: IssuedNote, amount: int, pushed: _Pushed
+) -> tuple[str, int]:
+    """The note's mode — the stored one, or (the first time, or after a refusal) the one the Stripe invoice's
+    status calls for, stored before the request; the first one stored wins — and its attempts, this one
+    included."""
     with session_scope(engine) as session:
         insert_ignoring(
             session,
@@ -231,20 +297,22 @@ def _mode(engine: Engine, client: stripe.StripeClient, note: IssuedNote, amount:
             },
         )
         session.execute(_note_row(note).values(attempts=StripeCreditNoteRow.attempts + 1))
-        stored = session.scalar(_stored_mode(note))
+        stored, attempts = session.execute(_stored_mode(note)).one()
     if stored is not None:
-        return str(stored)
-    # the first time (or after a refusal): what the Stripe invoice's status calls for
+        return str(stored), int(attempts)
     found = client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
     if found.status == "void":
         raise stripe.InvalidRequestError(f"the Stripe invoice {pushed.stripe_invoice_id} is void", None)
     chosen = OUT_OF_BAND if found.status == "paid" else PRE_PAYMENT
     with session_scope(engine) as session:
         session.execute(_note_row(note).where(StripeCreditNoteRow.mode.is_(None)).values(mode=chosen))
-        return str(session.scalar(_stored_mode(note)))
+        stored, attempts = session.execute(_stored_mode(note)).one()
+    return str(stored), int(attempts)
 
 
 def _stored_mode(note: IssuedNote) -> Any:
-    return select(StripeCreditNoteRow.mode).where(StripeCreditNoteRow.credit_note_id == note.id)
+    return select(StripeCreditNoteRow.mode, StripeCreditNoteRow.attempts).where(
+        StripeCreditNoteRow.credit_note_id == note.id
+    )
 
 

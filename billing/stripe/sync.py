@@ -64,7 +64,7 @@ from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
 from billing.errors import BillingInputError
 from billing.stripe import STRIPE_API_VERSION, describe_error
 from billing.stripe.adjust import Adjustment, sync_adjustments
-from dbkit import insert_ignoring, read_only, utcnow
+from dbkit import for_update, insert_ignoring, read_only, utcnow
 from invoices import store
 from invoices.model import Invoice, LineKind
 from invoices.store import get_invoice
@@ -258,7 +258,7 @@ to Stripe the voids and credit notes of pushed invoices issued since (``billing.
         results.append(_Push(engine, client, installation, invoice_id).run())
         if progress:
             progress(done, total)
-    return SyncReport(tuple(results), sync_adjustments(engine, client))
+    return SyncReport(tuple(results), sync_adjustments(engine, client, installation))
 
 
 def _invoices_to_push(session: Session, limit: int | None) -> list[int]:
@@ -286,6 +286,7 @@ class _Push:
     stripe_customer_id: str | None = None
     stripe_invoice_id: str | None = None
     item_ids: list[str] = field(default_factory=list)
+    item_keys: list[str] | None = None  # the steps' keys of those items (None: a push begun before migration 0032)
 
     def run(self) -> InvoiceSync:
         with session_scope(self.engine) as session:
@@ -328,6 +329,7 @@ class _Push:
                 "customer_external_id": self.invoice.customer_id or "",
                 "step": SyncStep.PENDING.value,
                 "stripe_item_ids": "[]",
+                "stripe_item_keys": "[]",
                 "attempts": 0,
                 "started_at": now,
                 "updated_at": now,
@@ -349,6 +351,7 @@ class _Push:
         self.stripe_customer_id = row.stripe_customer_id
         self.stripe_invoice_id = row.stripe_invoice_id
         self.item_ids = list(json.loads(row.stripe_item_ids))
+        self.item_keys = None if row.stripe_item_keys is None else list(json.loads(row.stripe_item_keys))
 
     def _save(self, session: Session, **values: Any) -> None:
         session.execute(
@@ -446,8 +449,16 @@ class _Push:
         self.stripe_invoice_id, self.step = created.id, SyncStep.INVOICE
 
     def _create_items(self, items: list[StripeItem]) -> None:
+        """Create the items not created yet, found by their keys (an item of a credit applied since an earlier run
+        of this push is created too); each one's Stripe id and key stored at once, beside those another run may
+        have stored meanwhile (the same key makes the same item: Stripe answers it again)."""
+        if self.item_keys is None:  # begun before item keys were stored: its items were the first ones, in order
+            known = min(len(items), len(self.item_ids))
+            self._record_items(items[:known], self.item_ids[:known])
         currency = self.invoice.currency.lower()
-        for item in items[len(self.item_ids) :]:
+        for item in items:
+            if item.key in (self.item_keys or ()):
+                continue
             metadata = {"billing_invoice_number": self.number}
             if item.line is not None:
                 metadata["billing_invoice_line"] = str(item.line)
@@ -462,14 +473,24 @@ class _Push:
                 },
                 options=self._options(item.key),
             )
-            self.item_ids.append(created.id)
-            with session_scope(self.engine) as session:
-                self._save(session, stripe_item_ids=json.dumps(self.item_ids))
-        # the credits the items took off the amount due: a credit note among them is in Stripe's invoice already
-        credits = sorted(int(item.key.removeprefix("credit:")) for item in items if item.key.startswith("credit:"))
+            self._record_items([item], [created.id])
         with session_scope(self.engine) as session:
-            self._save(session, step=SyncStep.ITEMS.value, pushed_credits=json.dumps(credits))
+            self._save(session, step=SyncStep.ITEMS.value)
         self.step = SyncStep.ITEMS
+
+    def _record_items(self, items: list[StripeItem], stripe_ids: list[str]) -> None:
+        """Store these items as created, added to what the row holds (read under its lock)."""
+        with session_scope(self.engine) as session:
+            statement = select(StripeInvoiceSyncRow).where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
+            row = session.execute(for_update(session, statement)).scalar_one()
+            keys = [] if row.stripe_item_keys is None else list(json.loads(row.stripe_item_keys))
+            ids = list(json.loads(row.stripe_item_ids)) if keys else []
+            for item, stripe_id in zip(items, stripe_ids, strict=True):
+                if item.key not in keys:
+                    keys.append(item.key)
+                    ids.append(stripe_id)
+            self._save(session, stripe_item_ids=json.dumps(ids), stripe_item_keys=json.dumps(keys))
+        self.item_ids, self.item_keys = ids, keys
 
     def _finalize(self) -> None:
         stripe_invoice_id = self.stripe_invoice_id or ""

@@ -132,6 +132,9 @@ class FakeStripe:
             def do_POST(self) -> None:
                 fake._handle(self, "POST")
 
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -236,6 +239,15 @@ class FakeStripe:
             return self._void(parts[2])
         if method == "POST" and path == "/v1/credit_notes":
             return self._credit_note(form)
+        if method == "GET" and path == "/v1/credit_notes":
+            notes = [o for o in self.objects.values() if o["object"] == "credit_note" and o["invoice"] == form.get("invoice")]
+            return 200, {"object": "list", "data": notes, "has_more": False, "url": "/v1/credit_notes"}
+        if method == "DELETE" and len(parts) == 3 and parts[1] == "invoices":
+            invoice = self.objects.get(parts[2])
+            if invoice is None or invoice["status"] != "draft":
+                return 400, _error("invalid_request_error", "You can only delete draft invoices.")
+            del self.objects[parts[2]]
+            return 200, {"id": parts[2], "object": "invoice", "deleted": True}
         if method == "GET" and len(parts) == 3 and parts[1] in ("customers", "invoices"):
             obj = self.objects.get(parts[2])
             if obj is None:

@@ -16,7 +16,7 @@ from billing.cli import app as cli_app
 from billing.config import get_settings
 from billing.db import session_scope
 from billing.db.stripe_tables import StripeCreditNoteRow
-from billing.stripe.sync import sync_invoices
+from billing.stripe.sync import stripe_items, sync_invoices
 from invoices.model import InvoiceStatus
 from tests.billing.test_stripe import (  # noqa: F401 (fixtures)
     API_KEY,
@@ -168,16 +168,15 @@ def test_a_credit_note_issued_before_the_push_is_in_the_pushed_items_and_not_car
     stripe_invoice = fake_stripe.of("invoice")[0]
     assert [item["amount"] for item in fake_stripe.of("invoiceitem")] == [4900, 1250, -2000]
     assert stripe_invoice["amount_due"] == 4150 and fake_stripe.of("credit_note") == []
-    assert len(json.loads(sync_row(engine).pushed_credits or "[]")) == 1
+    keys = json.loads(sync_row(engine).stripe_item_keys or "null")
+    assert keys[:2] == ["item:1", "item:2"] and len(keys) == 3 and keys[2].startswith("credit:")
     credit(engine, "1.50", FIRST)  # a second note, after the push: carried
     assert [a.document for a in sync_invoices(engine, client).adjustments] == ["CN-2026-000002"]
     assert fake_stripe.objects[stripe_invoice["id"]]["amount_remaining"] == 4000
 
 
 @pytest.mark.parametrize("mode", ["drop", "refuse"])
-def test_a_credit_note_whose_request_failed_is_sent_again_under_the_same_key_and_made_once(
-    engine, fake_stripe, client, mode  # noqa: F811
-):
+def test_a_credit_note_whose_request_failed_is_made_once(engine, fake_stripe, client, mode):  # noqa: F811
     stripe_id = pushed(engine, client)
     credit(engine, "20.00")
     key = stripe_key(engine, "credit_note", NOTE)
@@ -189,9 +188,11 @@ def test_a_credit_note_whose_request_failed_is_sent_again_under_the_same_key_and
     assert note_row(engine).synced_at is None and note_row(engine).last_error is not None
     second = sync_invoices(engine, client)
     assert second.ok and [a.outcome for a in second.adjustments] == ["pre_payment"]
-    assert [p for p in fake_stripe.posts() if p[0] == "/v1/credit_notes"] == [("/v1/credit_notes", key)] * 2
     assert len(fake_stripe.of("credit_note")) == 1 and fake_stripe.objects[stripe_id]["amount_remaining"] == 4150
-    assert (fake_stripe.replayed == [key]) is (mode == "drop")  # a dropped answer is replayed, a refusal is redone
+    sent = [p for p in fake_stripe.posts() if p[0] == "/v1/credit_notes"]
+    # a refusal did nothing: sent again under the same key; a lost answer: the note made is found in Stripe
+    assert sent == [("/v1/credit_notes", key)] * (2 if mode == "refuse" else 1)
+    assert note_row(engine).stripe_credit_note_id == fake_stripe.of("credit_note")[0]["id"]
 
 
 def test_a_credit_note_of_a_paid_invoice_moves_no_money_stripe_holds_and_is_not_carried(engine, fake_stripe, client):  # noqa: F811
@@ -223,3 +224,105 @@ def test_billing_stripe_sync_prints_the_voids_and_credit_notes_it_carried(cli_en
     table = CliRunner().invoke(cli_app, ["stripe", "sync"])
     assert table.exit_code == 0, (table.stdout, table.stderr)
     assert "voided" in table.stdout and "carried 1, failed 0" in table.stdout
+
+
+def test_a_note_then_a_void_before_the_next_sync_carries_only_the_void(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    credit(engine, "20.00")
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and [(a.kind, a.outcome) for a in report.adjustments] == [("void", "voided")]
+    assert fake_stripe.objects[stripe_id]["status"] == "void" and fake_stripe.of("credit_note") == []
+    assert sync_invoices(engine, client).adjustments == ()
+
+
+def test_a_void_stops_stripe_collecting_an_invoice_whose_push_did_not_finish(engine, fake_stripe, client):  # noqa: F811
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(stripe_key(engine, "finalize"), "drop")  # finalized in Stripe, the answer lost
+    assert not sync_invoices(engine, client).ok and sync_row(engine).step == "items"
+    stripe_id = sync_row(engine).stripe_invoice_id or ""
+    assert fake_stripe.objects[stripe_id]["status"] == "open"  # Stripe collects it
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and report.results == () and [a.outcome for a in report.adjustments] == ["voided"]
+    assert fake_stripe.objects[stripe_id]["status"] == "void"
+
+
+def test_a_void_deletes_the_draft_stripe_invoice_of_a_push_stopped_on_the_way(engine, fake_stripe, client):  # noqa: F811
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(stripe_key(engine, "item:2"), "refuse")
+    assert not sync_invoices(engine, client).ok
+    stripe_id = sync_row(engine).stripe_invoice_id or ""
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and [a.outcome for a in report.adjustments] == ["deleted"]
+    assert stripe_id not in fake_stripe.objects and sync_row(engine).void_outcome == "deleted"
+
+
+def test_a_note_issued_while_a_push_is_stopped_becomes_one_of_its_items(engine, fake_stripe, client):  # noqa: F811
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(stripe_key(engine, "item:2"), "refuse")
+    assert not sync_invoices(engine, client).ok  # item:1 made
+    credit(engine, "20.00")
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and report.adjustments == ()
+    stripe_invoice = fake_stripe.of("invoice")[0]
+    assert [item["amount"] for item in fake_stripe.of("invoiceitem")] == [4900, 1250, -2000]
+    assert stripe_invoice["amount_due"] == 4150 and fake_stripe.of("credit_note") == []  # 41.50, as due here
+    assert sync_invoices(engine, client).adjustments == ()
+
+
+def test_a_note_whose_answer_was_lost_and_whose_key_stripe_forgot_is_found_not_made_again(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    credit(engine, "20.00")
+    fake_stripe.fail(stripe_key(engine, "credit_note", NOTE), "drop")
+    assert not sync_invoices(engine, client).ok
+    fake_stripe.forget_keys()  # a day later
+
+    report = sync_invoices(engine, client)
+
+    [made] = fake_stripe.of("credit_note")
+    assert report.ok and report.adjustments[0].stripe_credit_note_id == made["id"]
+    assert note_row(engine).stripe_credit_note_id == made["id"]
+    assert fake_stripe.objects[stripe_id]["amount_remaining"] == 4150
+
+
+def test_two_pushes_at_once_never_credit_a_note_twice(engine, fake_stripe, client):  # noqa: F811
+    """Run A reads the invoice before the note, run B after it and pushes everything; A then finishes with its
+    own (older) items: the credit B pushed stays recorded, so the note is not carried on top of it."""
+    from billing.credits import with_credits
+    from billing.db.installation import installation_id
+    from billing.stripe.sync import _Push
+    from invoices import store
+
+    add_customer(engine)
+    invoice = issue(engine)
+    run_a = _Push(engine, client, installation_id(engine), invoice.id)
+    with session_scope(engine) as session:
+        run_a.invoice = with_credits(session, [store.get_invoice(session, invoice.id)])[0]
+        run_a._load_state(session)
+    items_a = stripe_items(run_a.invoice)
+    run_a._ensure_customer()
+    run_a._create_invoice()
+    credit(engine, "20.00")
+    assert sync_invoices(engine, client).ok  # run B: item:1, item:2, credit, finalized
+
+    run_a._create_items(items_a)
+    run_a._finalize()
+    report = sync_invoices(engine, client)
+
+    stripe_invoice = fake_stripe.of("invoice")[0]
+    assert report.ok and report.adjustments == () and fake_stripe.of("credit_note") == []
+    assert [item["amount"] for item in fake_stripe.of("invoiceitem")] == [4900, 1250, -2000]
+    assert stripe_invoice["amount_remaining"] == 4150

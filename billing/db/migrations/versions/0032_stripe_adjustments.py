@@ -1,5 +1,5 @@
-"""Voids and credit notes carried to Stripe after an invoice's push (``billing.stripe.adjust``): what a push carried
-of the credits (``stripe_invoice_syncs.pushed_credits``), the void carried (``voided_at``, ``void_outcome``), and
+"""Voids and credit notes carried to Stripe after an invoice's push (``billing.stripe.adjust``): the keys of a push's
+items (``stripe_invoice_syncs.stripe_item_keys``), the void carried (``voided_at``, ``void_outcome``), and
 ``stripe_credit_notes``.
 
 Revision ID: 0032
@@ -18,7 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("stripe_invoice_syncs", sa.Column("pushed_credits", sa.Text(), nullable=True))
+    op.add_column("stripe_invoice_syncs", sa.Column("stripe_item_keys", sa.Text(), nullable=True))
     op.add_column("stripe_invoice_syncs", sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("stripe_invoice_syncs", sa.Column("void_outcome", sa.String(16), nullable=True))
     op.create_table(
@@ -45,4 +45,4 @@ def downgrade() -> None:
     op.drop_table("stripe_credit_notes")
     op.drop_column("stripe_invoice_syncs", "void_outcome")
     op.drop_column("stripe_invoice_syncs", "voided_at")
-    op.drop_column("stripe_invoice_syncs", "pushed_credits")
+    op.drop_column("stripe_invoice_syncs", "stripe_item_keys")
