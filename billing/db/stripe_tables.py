@@ -94,7 +94,9 @@ class StripeCreditNoteRow(BillingBase):
     (the Stripe invoice was open: the credit note lowers what Stripe collects) or ``out_of_band`` (Stripe had
     collected it: the credit note is recorded there, the money is on the customer's balance here), chosen before
     the request and kept, so a retry after a lost answer sends the same request under the same key.
-    ``stripe_credit_note_id`` and ``synced_at`` are set once Stripe answered; ``last_error`` keeps the last failure.
+    ``stripe_credit_note_id`` and ``synced_at`` are set once Stripe answered; ``last_error`` keeps the last failure;
+    ``refusals`` counts the requests Stripe refused (nothing done: the next one goes under a key of its own, as
+    Stripe answers a key it refused with the same refusal for a day).
     """
 
     __tablename__ = "stripe_credit_notes"
@@ -108,6 +110,7 @@ class StripeCreditNoteRow(BillingBase):
     mode: Mapped[str | None] = mapped_column(String(16))
     stripe_credit_note_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    refusals: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -22,7 +22,8 @@ Stripe if that is where it was paid.
 A note is in the push already when its credit is one of the push's items (``credit:<grant id>``, recorded by key
 as each item is created, whichever run creates it). Idempotency keys, from the push's stored key prefix (this
 installation's id for a push begun before there was one): ``<prefix>:INV-2026-000001:void`` and
-``<prefix>:CN-2026-000001:credit_note`` (``…:credit_note:out_of_band``). Stripe refusing a request (its state
+``<prefix>:CN-2026-000001:credit_note`` (``…:credit_note:out_of_band``; after Stripe refused one, ``…:2``,
+``…:3``: Stripe answers a refused key with the same refusal for a day). Stripe refusing a request (its state
 does not allow it) is reported on the invoice's or the note's row (``last_error``) and tried again at the next run.
 """
 
@@ -223,17 +224,17 @@ def _credit(
     result = Adjustment("credit_note", note.number, pushed.number, pushed.stripe_invoice_id, note.currency, taken)
     amount = minor_units(taken, note.currency)
     try:
-        mode, attempts = _mode(engine, client, note, amount, pushed)
+        mode, attempts, refusals = _mode(engine, client, note, amount, pushed)
         created = _made_before(client, note, pushed) if attempts > 1 else None
         if created is None:
-            created = _create_note(client, note, amount, mode, pushed)
+            created = _create_note(client, note, amount, mode, pushed, refusals)
     except stripe.StripeError as exc:
         message = describe_error(exc)
         log.warning("Stripe: credit note %s was not carried: %s", note.number, message)
         with session_scope(engine) as session:
             values: dict[str, Any] = {"last_error": message}
             if isinstance(exc, stripe.InvalidRequestError):  # refused, nothing done: the next run chooses again
-                values["mode"] = None
+                values.update(mode=None, refusals=StripeCreditNoteRow.refusals + 1)
             session.execute(_note_row(note).values(**values))
         return replace(result, error=message)
     with session_scope(engine) as session:
@@ -244,7 +245,9 @@ def _credit(
     return replace(result, outcome=mode, stripe_credit_note_id=created.id)
 
 
-def _create_note(client: stripe.StripeClient, note: IssuedNote, amount: int, mode: str, pushed: _Pushed) -> Any:
+def _create_note(
+    client: stripe.StripeClient, note: IssuedNote, amount: int, mode: str, pushed: _Pushed, refusals: int
+) -> Any:
     params: dict[str, Any] = {
         "invoice": pushed.stripe_invoice_id,
         "amount": amount,
@@ -255,6 +258,8 @@ def _create_note(client: stripe.StripeClient, note: IssuedNote, amount: int, mod
     if mode == OUT_OF_BAND:
         params["out_of_band_amount"] = amount
         step = "credit_note:out_of_band"
+    if refusals:
+        step += f":{refusals + 1}"  # after a refusal, whose key Stripe answers with it again for a day
     return client.v1.credit_notes.create(
         params=params, options=_options(_key(pushed.key_prefix, note.number, step))  # type: ignore[arg-type]
     )
@@ -278,10 +283,10 @@ def _note_row(note: IssuedNote) -> Any:
 
 def _mode(
     engine: Engine, client: stripe.StripeClient, note: IssuedNote, amount: int, pushed: _Pushed
-) -> tuple[str, int]:
+) -> tuple[str, int, int]:
     """The note's mode — the stored one, or (the first time, or after a refusal) the one the Stripe invoice's
-    status calls for, stored before the request; the first one stored wins — and its attempts, this one
-    included."""
+    status calls for, stored before the request; the first one stored wins — its attempts, this one included,
+    and the refusals so far."""
     with session_scope(engine) as session:
         insert_ignoring(
             session,
@@ -293,25 +298,26 @@ def _mode(
                 "stripe_invoice_id": pushed.stripe_invoice_id,
                 "amount": amount,
                 "attempts": 0,
+                "refusals": 0,
                 "created_at": utcnow(),
             },
         )
         session.execute(_note_row(note).values(attempts=StripeCreditNoteRow.attempts + 1))
-        stored, attempts = session.execute(_stored_mode(note)).one()
+        stored, attempts, refusals = session.execute(_stored_mode(note)).one()
     if stored is not None:
-        return str(stored), int(attempts)
+        return str(stored), int(attempts), int(refusals)
     found = client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
     if found.status == "void":
         raise stripe.InvalidRequestError(f"the Stripe invoice {pushed.stripe_invoice_id} is void", None)
     chosen = OUT_OF_BAND if found.status == "paid" else PRE_PAYMENT
     with session_scope(engine) as session:
         session.execute(_note_row(note).where(StripeCreditNoteRow.mode.is_(None)).values(mode=chosen))
-        stored, attempts = session.execute(_stored_mode(note)).one()
-    return str(stored), int(attempts)
+        stored, attempts, refusals = session.execute(_stored_mode(note)).one()
+    return str(stored), int(attempts), int(refusals)
 
 
 def _stored_mode(note: IssuedNote) -> Any:
-    return select(StripeCreditNoteRow.mode, StripeCreditNoteRow.attempts).where(
+    return select(StripeCreditNoteRow.mode, StripeCreditNoteRow.attempts, StripeCreditNoteRow.refusals).where(
         StripeCreditNoteRow.credit_note_id == note.id
     )
 

@@ -179,6 +179,7 @@ class FakeStripe:
         url = urlsplit(handler.path)
         pairs = parse_qsl(body if method == "POST" else url.query, keep_blank_values=True)
         key = handler.headers.get("Idempotency-Key") if method == "POST" else None
+        saves_refusals = url.path == "/v1/credit_notes"  # as Stripe does (the endpoint ran and refused)
         extra: dict[str, str] = {}
         with self._lock:
             self.requests.append(Recorded(method, url.path, dict(pairs), key, handler.headers.get("Stripe-Version")))
@@ -202,7 +203,7 @@ class FakeStripe:
             else:
                 status, payload = self._route(method, url.path, dict(pairs))
             data = json.dumps(payload).encode("utf-8")
-            if key is not None and status == 200:
+            if key is not None and (status == 200 or (status == 400 and saves_refusals)):
                 self._saved[key] = _Saved(url.path, pairs, status, data)
             if key is not None:
                 extra["Original-Request"] = key

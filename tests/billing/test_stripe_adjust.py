@@ -326,3 +326,22 @@ def test_two_pushes_at_once_never_credit_a_note_twice(engine, fake_stripe, clien
     assert report.ok and report.adjustments == () and fake_stripe.of("credit_note") == []
     assert [item["amount"] for item in fake_stripe.of("invoiceitem")] == [4900, 1250, -2000]
     assert stripe_invoice["amount_remaining"] == 4150
+
+
+def test_a_credit_note_stripe_refused_goes_under_a_new_key_next_time(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    fake_stripe.objects[stripe_id]["amount_remaining"] = 1000  # Stripe collected part of it meanwhile
+    credit(engine, "20.00")
+    key = stripe_key(engine, "credit_note", NOTE)
+
+    refused = sync_invoices(engine, client)
+
+    assert not refused.ok and "InvalidRequestError" in (refused.adjustments[0].error or "")
+    assert (note_row(engine).mode, note_row(engine).refusals) == (None, 1)
+    assert sync_invoices(engine, client).adjustments[0].error == refused.adjustments[0].error  # still refused
+    fake_stripe.objects[stripe_id]["amount_remaining"] = 6150  # that part refunded in Stripe
+    carried = sync_invoices(engine, client)
+    assert carried.ok and [a.outcome for a in carried.adjustments] == ["pre_payment"]
+    sent = [p[1] for p in fake_stripe.posts() if p[0] == "/v1/credit_notes"]
+    assert sent == [key, f"{key}:2", f"{key}:3"] and len(fake_stripe.of("credit_note")) == 1
+    assert fake_stripe.objects[stripe_id]["amount_remaining"] == 4150

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("mode", sa.String(16), nullable=True),
         sa.Column("stripe_credit_note_id", sa.String(255), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("refusals", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=True),
