@@ -189,8 +189,10 @@ def _void(engine: Engine, client: stripe.StripeClient, pushed: _Pushed) -> Adjus
     finalized it yet (a draft); if Stripe has collected it, nothing (``paid``)."""
     result = Adjustment("void", pushed.number, pushed.number, pushed.stripe_invoice_id, pushed.currency)
     try:
-        found = client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
-        if found.status == "draft":
+        found = _retrieved(client, pushed)
+        if found is None:
+            outcome = "deleted"  # deleted by an earlier run whose answer was lost
+        elif found.status == "draft":
             client.v1.invoices.delete(pushed.stripe_invoice_id, options=_options())
             outcome = "deleted"
         elif found.status in ("open", "uncollectible"):
@@ -211,6 +213,16 @@ def _void(engine: Engine, client: stripe.StripeClient, pushed: _Pushed) -> Adjus
         session.execute(_sync_row(pushed).values(voided_at=now, void_outcome=outcome, last_error=None, updated_at=now))
     log.info("Stripe: %s voided (%s)", pushed.number, outcome)
     return replace(result, outcome=outcome)
+
+
+def _retrieved(client: stripe.StripeClient, pushed: _Pushed) -> Any:
+    """The Stripe invoice; None if it is gone (a draft, which only a void here deletes)."""
+    try:
+        return client.v1.invoices.retrieve(pushed.stripe_invoice_id, options=_options())
+    except stripe.InvalidRequestError as exc:
+        if exc.code == "resource_missing" and not pushed.finalized:
+            return None
+        raise
 
 
 def _sync_row(pushed: _Pushed) -> Any:

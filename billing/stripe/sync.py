@@ -66,7 +66,7 @@ from billing.stripe import STRIPE_API_VERSION, describe_error
 from billing.stripe.adjust import Adjustment, sync_adjustments
 from dbkit import for_update, insert_ignoring, read_only, utcnow
 from invoices import store
-from invoices.model import Invoice, LineKind
+from invoices.model import Invoice, InvoiceStatus, LineKind
 from invoices.store import get_invoice
 from pricing_plans.money import minor_units
 
@@ -309,6 +309,8 @@ class _Push:
                 self._finalize()
         except stripe.StripeError as exc:
             return self._failed(describe_error(exc))
+        except ValueError as exc:  # what Stripe would collect is not what is due here: not finalized
+            return self._failed(str(exc))
         log.info("pushed %s to Stripe as %s", self.invoice.number, self.stripe_invoice_id)
         return self._result()
 
@@ -494,6 +496,7 @@ class _Push:
 
     def _finalize(self) -> None:
         stripe_invoice_id = self.stripe_invoice_id or ""
+        self._check_draft(stripe_invoice_id)
         try:
             finalized = self.client.v1.invoices.finalize_invoice(
                 stripe_invoice_id, params={"auto_advance": True}, options=self._options("finalize")
@@ -509,4 +512,26 @@ class _Push:
                 session, step=SyncStep.FINALIZED.value, synced_at=utcnow(), hosted_invoice_url=hosted or None
             )
         self.step = SyncStep.FINALIZED
+
+    def _check_draft(self, stripe_invoice_id: str) -> None:
+        """Before Stripe collects, its draft must ask exactly what is due here now. The items of a credit applied
+        since this run read the invoice (a credit note issued meanwhile, pushed or not by another run at once) are
+        created first, under their keys (another run's item is answered again); anything else that differs (a
+        payment recorded since, a void) raises ValueError: the push stops there, reported, rather than collect the
+        wrong amount."""
+        found = self.client.v1.invoices.retrieve(stripe_invoice_id, options=self._options())
+        if found.status != "draft":
+            return  # finalized by an earlier attempt whose answer was lost
+        with session_scope(self.engine) as session:
+            current = with_credits(session, [get_invoice(session, self.invoice_id)])[0]
+        items = stripe_items(current)
+        if any(item.key not in (self.item_keys or ()) for item in items):
+            self._create_items(items)
+            found = self.client.v1.invoices.retrieve(stripe_invoice_id, options=self._options())
+        due = minor_units(current.amount_due, current.currency)
+        if current.status is not InvoiceStatus.FINALIZED or found.amount_due != due:
+            raise ValueError(
+                f"{self.number}: the Stripe invoice {stripe_invoice_id} asks {found.amount_due} minor units and "
+                f"{due} are due here ({current.status}): not finalized (correct or delete the draft in Stripe)"
+            )
 

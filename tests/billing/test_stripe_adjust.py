@@ -345,3 +345,61 @@ def test_a_credit_note_stripe_refused_goes_under_a_new_key_next_time(engine, fak
     sent = [p[1] for p in fake_stripe.posts() if p[0] == "/v1/credit_notes"]
     assert sent == [key, f"{key}:2", f"{key}:3"] and len(fake_stripe.of("credit_note")) == 1
     assert fake_stripe.objects[stripe_id]["amount_remaining"] == 4150
+
+
+def test_a_void_whose_draft_deletion_answer_was_lost_is_settled(engine, fake_stripe, client):  # noqa: F811
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(stripe_key(engine, "item:2"), "refuse")
+    assert not sync_invoices(engine, client).ok
+    stripe_id = sync_row(engine).stripe_invoice_id or ""
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+    del fake_stripe.objects[stripe_id]  # deleted by a run whose answer was lost
+
+    report = sync_invoices(engine, client)
+
+    assert report.ok and [a.outcome for a in report.adjustments] == ["deleted"]
+    assert sync_invoices(engine, client).adjustments == ()
+
+
+def test_a_note_whose_item_another_run_made_with_its_answer_lost_is_pushed_once(engine, fake_stripe, client):  # noqa: F811
+    from billing.credits import with_credits
+    from billing.db.installation import installation_id
+    from billing.stripe.sync import _Push
+    from invoices import store
+
+    add_customer(engine)
+    invoice = issue(engine)
+    run_a = _Push(engine, client, installation_id(engine), invoice.id)
+    with session_scope(engine) as session:
+        run_a.invoice = with_credits(session, [store.get_invoice(session, invoice.id)])[0]
+        run_a._load_state(session)
+    items_a = stripe_items(run_a.invoice)
+    run_a._ensure_customer()
+    run_a._create_invoice()
+    credit(engine, "20.00")
+    credit_key = next(i.key for i in stripe_items(invoicing.get_invoice(engine, FIRST)) if i.key.startswith("credit:"))
+    fake_stripe.fail(stripe_key(engine, credit_key), "drop")
+    assert not sync_invoices(engine, client).ok  # run B: its credit item made in Stripe, the answer lost
+
+    run_a._create_items(items_a)
+    run_a._finalize()  # the draft checked against what is due now: the credit item made again from its key
+    report = sync_invoices(engine, client)
+
+    assert report.ok and report.adjustments == () and fake_stripe.of("credit_note") == []
+    assert [item["amount"] for item in fake_stripe.of("invoiceitem")] == [4900, 1250, -2000]
+    assert fake_stripe.of("invoice")[0]["amount_remaining"] == 4150 and stripe_key(engine, credit_key) in fake_stripe.replayed
+
+
+def test_a_draft_that_no_longer_asks_what_is_due_is_not_finalized(engine, fake_stripe, client):  # noqa: F811
+    add_customer(engine)
+    issue(engine)
+    payments.record_payment(engine, FIRST, Decimal("10.00"), method="bank_transfer", received_on=ISSUED)
+    fake_stripe.fail(stripe_key(engine, "finalize"), "refuse")
+    assert not sync_invoices(engine, client).ok  # items 4900, 1250, payments -1000: 5150
+    payments.record_payment(engine, FIRST, Decimal("5.00"), method="bank_transfer", received_on=ISSUED)
+
+    report = sync_invoices(engine, client)
+
+    assert not report.ok and "asks 5150 minor units and 4650 are due here" in (report.failed[0].error or "")
+    assert fake_stripe.of("invoice")[0]["status"] == "draft" and sync_row(engine).step == "items"
