@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         FinalizeSettings,
         InvoiceAmounts,
         IssuedLine,
+        IssuedNote,
         IssuedPeriod,
         OpeningDraft,
         Receivable,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         billed_fees,
         claim_drafts,
         create_credit_note,
+        credit_notes_of,
         customers_with_drafts,
         customers_with_issued_invoice,
         customers_with_progressive_invoices,
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
         get_invoice,
         get_invoices,
         invoice_amounts,
+        invoice_currencies,
         invoice_id_by_number,
         invoice_numbers,
         invoiced_until,
@@ -98,6 +101,7 @@ if TYPE_CHECKING:
         stored_drafts,
         touch_drafts,
         upsert_draft,
+        void_among,
     )
 
 __all__ = [
@@ -119,6 +123,7 @@ __all__ = [
     "InvoiceStateError",
     "InvoiceStatus",
     "IssuedLine",
+    "IssuedNote",
     "IssuedPeriod",
     "LineDetails",
     "LineKind",
@@ -135,6 +140,7 @@ __all__ = [
     "claim_drafts",
     "compute_totals",
     "create_credit_note",
+    "credit_notes_of",
     "customers_with_drafts",
     "customers_with_issued_invoice",
     "customers_with_progressive_invoices",
@@ -149,6 +155,7 @@ __all__ = [
     "get_invoice",
     "get_invoices",
     "invoice_amounts",
+    "invoice_currencies",
     "invoice_id_by_number",
     "invoice_json",
     "invoice_numbers",
@@ -178,6 +185,7 @@ __all__ = [
     "taxes_to_json",
     "touch_drafts",
     "upsert_draft",
+    "void_among",
 ]
 
 # The names that load their module on first use (see the module's note): the renderers', and the store's.
