@@ -14,9 +14,12 @@ from typer.testing import CliRunner
 from billing import invoicing, payments
 from billing.cli import app as cli_app
 from billing.config import get_settings
+from billing.credits import with_credits
 from billing.db import session_scope
+from billing.db.installation import installation_id
 from billing.db.stripe_tables import StripeCreditNoteRow
-from billing.stripe.sync import stripe_items, sync_invoices
+from billing.stripe.sync import StripeItem, _Push, stripe_items, sync_invoices
+from invoices import store
 from invoices.model import InvoiceStatus
 from tests.billing.test_stripe import (  # noqa: F401 (fixtures)
     API_KEY,
@@ -298,23 +301,25 @@ def test_a_note_whose_answer_was_lost_and_whose_key_stripe_forgot_is_found_not_m
     assert fake_stripe.objects[stripe_id]["amount_remaining"] == 4150
 
 
+def push_begun(engine: Engine, client) -> tuple[_Push, list[StripeItem]]:  # noqa: F811
+    """A push of the 61.50 invoice that read it and made its Stripe customer and invoice, its items not yet: the
+    push and the items it read."""
+    add_customer(engine)
+    invoice = issue(engine)
+    push = _Push(engine, client, installation_id(engine), invoice.id)
+    with session_scope(engine) as session:
+        push.invoice = with_credits(session, [store.get_invoice(session, invoice.id)])[0]
+        push._load_state(session)
+    items = stripe_items(push.invoice)
+    push._ensure_customer()
+    push._create_invoice()
+    return push, items
+
+
 def test_two_pushes_at_once_never_credit_a_note_twice(engine, fake_stripe, client):  # noqa: F811
     """Run A reads the invoice before the note, run B after it and pushes everything; A then finishes with its
     own (older) items: the credit B pushed stays recorded, so the note is not carried on top of it."""
-    from billing.credits import with_credits
-    from billing.db.installation import installation_id
-    from billing.stripe.sync import _Push
-    from invoices import store
-
-    add_customer(engine)
-    invoice = issue(engine)
-    run_a = _Push(engine, client, installation_id(engine), invoice.id)
-    with session_scope(engine) as session:
-        run_a.invoice = with_credits(session, [store.get_invoice(session, invoice.id)])[0]
-        run_a._load_state(session)
-    items_a = stripe_items(run_a.invoice)
-    run_a._ensure_customer()
-    run_a._create_invoice()
+    run_a, items_a = push_begun(engine, client)
     credit(engine, "20.00")
     assert sync_invoices(engine, client).ok  # run B: item:1, item:2, credit, finalized
 
@@ -363,20 +368,7 @@ def test_a_void_whose_draft_deletion_answer_was_lost_is_settled(engine, fake_str
 
 
 def test_a_note_whose_item_another_run_made_with_its_answer_lost_is_pushed_once(engine, fake_stripe, client):  # noqa: F811
-    from billing.credits import with_credits
-    from billing.db.installation import installation_id
-    from billing.stripe.sync import _Push
-    from invoices import store
-
-    add_customer(engine)
-    invoice = issue(engine)
-    run_a = _Push(engine, client, installation_id(engine), invoice.id)
-    with session_scope(engine) as session:
-        run_a.invoice = with_credits(session, [store.get_invoice(session, invoice.id)])[0]
-        run_a._load_state(session)
-    items_a = stripe_items(run_a.invoice)
-    run_a._ensure_customer()
-    run_a._create_invoice()
+    run_a, items_a = push_begun(engine, client)
     credit(engine, "20.00")
     credit_key = next(i.key for i in stripe_items(invoicing.get_invoice(engine, FIRST)) if i.key.startswith("credit:"))
     fake_stripe.fail(stripe_key(engine, credit_key), "drop")
