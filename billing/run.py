@@ -21,11 +21,10 @@ drafts once rating overlaps writing) and gives ``rating``, the time spent rating
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -68,6 +67,7 @@ from billing.usage_windows import (
     resolve_plans,
     usage_windows,
 )
+from dbkit.collection import cyclic_collection_paused
 from dbkit.dialect import read_only
 from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
@@ -404,7 +404,7 @@ def _run_period(
     workers: int | None,
 ) -> tuple[RunReport, set[str]]:
     """Bill one billing period: its report, and the customers it wrote an invoice for."""
-    with _without_cyclic_collection():
+    with cyclic_collection_paused():  # many small, short-lived objects beside large long-lived ones (usage)
         report = RunReport(period=period)
         clock = _Clock(report)
         # Every event received up to this instant is committed and counted; later ones are late for the drafts.
@@ -422,19 +422,6 @@ def _run_period(
         _settle(engine, scope, written, usage_as_of, report)
         clock.lap("write")
         return report, written.customers
-
-
-@contextmanager
-def _without_cyclic_collection() -> Iterator[None]:
-    """A run builds many small, short-lived objects and keeps large ones (usage for every customer) alive: the
-    cyclic collector would rescan those again and again. Nothing here makes reference cycles worth it."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 # What issued invoices billed for an earlier period: {(customer, subscription): {(meter, dimension) (None: the

@@ -1,6 +1,6 @@
 """The database kit the packages that own tables share (``meters``, ``invoices``, ``billing.db``): column types,
 the naming convention, the handful of SQLite/PostgreSQL differences, SQLite's write lock (``writelock``), the
-clock, one fork-worker pool, and keyset pagination.
+clock, one fork-worker pool (and bulk work without the cyclic collector), and keyset pagination.
 
 It knows no table of anyone's: it is plumbing, and ``pricing_plans`` never needs it.
 """
@@ -8,6 +8,7 @@ It knows no table of anyone's: it is plumbing, and ``pricing_plans`` never needs
 from __future__ import annotations
 
 from dbkit.clock import as_utc, utcnow
+from dbkit.collection import cyclic_collection_paused
 from dbkit.dialect import (
     BoundRows,
     among,
@@ -36,6 +37,7 @@ __all__ = [
     "as_utc",
     "bind_rows",
     "can_fork",
+    "cyclic_collection_paused",
     "dialect_of",
     "for_update",
     "fork_pool",

@@ -40,6 +40,8 @@ from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
+import orjson
+
 from meters.errors import EventError
 
 if TYPE_CHECKING:
@@ -437,7 +439,8 @@ class EventValidator:
     ) -> tuple[list[str | None], list[str | None]] | None:
         """Every property map's stored text and unique value (as :meth:`validate` makes them), or None if one is
         invalid. Each distinct map is looked at once for each unique property its events' meters count (an event
-        without properties is one with ``{}``: the same to :meth:`validate`)."""
+        without properties is one with ``{}``: the same to :meth:`validate`). A map is told by its JSON text
+        (orjson's, in C: a bytes object keeps its hash, where a tuple of pairs is hashed again at every lookup)."""
         kinds = set(map(type, maps))
         if not kinds <= {dict, type(None)}:
             return None
@@ -445,25 +448,24 @@ class EventValidator:
             maps = [_NO_PROPERTIES if value is None else value for value in maps]
         by_unique = {meter.unique_property: meter for meter in specs.values()}
         try:
-            pairs = list(map(tuple, map(dict.items, maps)))
-            if len(by_unique) > 1:
-                unique_of = {code: meter.unique_property for code, meter in specs.items()}
-                keys: list[Any] = list(zip(map(unique_of.__getitem__, codes), pairs, strict=True))
-            else:
-                keys = pairs
-            distinct = set(keys)
-        except TypeError:  # a value that is no string (a list, an object): never valid
+            dumped = list(map(orjson.dumps, maps))
+        except TypeError:  # (a value orjson cannot write, such as a Decimal: never valid property text)
             return None
+        if len(by_unique) > 1:
+            unique_of = {code: meter.unique_property for code, meter in specs.items()}
+            keys: list[Any] = list(zip(map(unique_of.__getitem__, codes), dumped, strict=True))
+        else:
+            keys = dumped
+        distinct: dict[Any, Any] = dict(zip(keys, maps, strict=True))  # each map's text → that map
         only = next(iter(by_unique.values())) if len(by_unique) == 1 else None
         problems: list[str] = []
-        texts: dict[Any, str | None] = {}
-        uniques: dict[Any, str | None] = {}
-        for key in distinct:
-            meter, items = (only, key) if only is not None else (by_unique[key[0]], key[1])
-            texts[key], uniques[key] = self._known_properties(dict(items), meter, problems)
+        for key, value in distinct.items():
+            meter = only if only is not None else by_unique[key[0]]
+            distinct[key] = self._known_properties(value, meter, problems)
             if problems:
                 return None
-        return list(map(texts.__getitem__, keys)), list(map(uniques.__getitem__, keys))
+        found = list(map(distinct.__getitem__, keys))
+        return list(map(_FIRST, found)), list(map(_SECOND, found))
 
     def _known_properties(
         self, value: dict[str, Any], meter: MeterSpec, problems: list[str]
@@ -577,6 +579,8 @@ _tzinfo = attrgetter("tzinfo")
 _blake2b_64 = partial(hashlib.blake2b, digest_size=8)
 _digest = hashlib.blake2b.digest
 _NO_PROPERTIES: dict[str, Any] = {}
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 
 
 def _texts(values: tuple[Any, ...]) -> bool:

@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import repeat
+from operator import is_not, itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -277,9 +279,119 @@ def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object) -> Pa
     external id → timezone)."""
     if not isinstance(known_customers, Mapping):
         return None
-    timezones = {event[1]: known_customers[event[1]] for event in events if event[1] in known_customers}
-    rows = _rows(_tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones)))
+    named = set(map(itemgetter(1), events))
+    timezones = {customer: known_customers[customer] for customer in named if customer in known_customers}
+    rows = _tallied_rows(events, timezones) if len(events) >= _ARRAY_TALLY else None
+    if rows is None:
+        rows = _rows(_tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones)))
     return Parsed(timezones, rows, _copy_text(rows) if len(rows) > _FEW else None)
+
+
+_ARRAY_TALLY = 5_000
+"""Events from which a chunk is tallied with numpy (:func:`_tallied_rows`): a file's chunks, not an API batch's."""
+
+
+def _tallied_rows(events: Sequence[Sequence[Any]], timezones: Mapping[str, str]) -> list[tuple[Any, ...]] | None:
+    """``_rows(_tally(…))`` of a large chunk, the same rows made with numpy (a chunk of 100,000 events in a third of
+    the time): each event's counter key as one integer, the events sorted by it, each run of equal keys summed.
+    None when a value, or a sum of them, would not fit in 64 bits (the caller tallies such a chunk in Python).
+    Events of a customer without a timezone are left out, as :func:`_tally` leaves them."""
+    import numpy as np
+
+    columns = _Columns.of(events, timezones)
+    if columns is None:
+        return None
+    if not len(columns.who):
+        return []
+    windows, at = _event_windows(columns, timezones)
+    slots, meters = len(windows), len(columns.meters)
+    keys = (columns.who * meters + columns.what) * slots + at
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    firsts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    present = columns.present[order]
+    counts = np.diff(np.r_[firsts, len(keys)]).tolist()
+    totals = np.add.reduceat(columns.values[order], firsts).tolist()
+    valued = np.logical_or.reduceat(present, firsts).tolist()
+    lowest = np.iinfo(np.int64).min  # (never the largest of a counter with a value: ``valued`` says which have one)
+    largest = np.maximum.reduceat(np.where(present, columns.values[order], lowest), firsts).tolist()
+    group = keys[firsts]
+    window_of = (group % slots).tolist()
+    meter_of = (group // slots % meters).tolist()
+    customer_of = (group // slots // meters).tolist()
+    names, codes = columns.names, columns.meters
+    return [
+        (names[c], codes[m], *windows[w], n, t if abs(t) < _LIMIT else None, big if v else None)
+        for c, m, w, n, t, v, big in zip(customer_of, meter_of, window_of, counts, totals, valued, largest, strict=True)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """A chunk's events as int64 columns (those of customers with a timezone): customer (its position in ``names``,
+    sorted), meter (in ``meters``, sorted), occurred_at, value (0 for none) and whether it has a value."""
+
+    names: list[str]
+    meters: list[str]
+    who: Any
+    what: Any
+    occurred: Any
+    values: Any
+    present: Any
+
+    @staticmethod
+    def of(events: Sequence[Sequence[Any]], timezones: Mapping[str, str]) -> _Columns | None:
+        import numpy as np
+
+        count = len(events)
+        customers = list(map(itemgetter(1), events))
+        meters = list(map(itemgetter(2), events))
+        names = sorted(set(customers).intersection(timezones))
+        codes = sorted(set(meters))
+        raw = list(map(itemgetter(4), events))
+        try:
+            occurred = np.fromiter(map(itemgetter(3), events), np.int64, count)
+            values = np.fromiter(map(_NONE_AS_ZERO.get, raw, raw), np.int64, count)  # (a value is its own default)
+        except (OverflowError, TypeError):
+            return None
+        position = {name: index for index, name in enumerate(names)}
+        who = np.fromiter(map(position.get, customers, repeat(-1)), np.int64, count)
+        what = np.fromiter(map({code: index for index, code in enumerate(codes)}.__getitem__, meters), np.int64, count)
+        present = np.fromiter(map(is_not, raw, repeat(None)), np.bool_, count)
+        kept = who >= 0
+        if not kept.all():
+            who, what, occurred, values, present = who[kept], what[kept], occurred[kept], values[kept], present[kept]
+        if len(values) and int(np.abs(values).max()) > (2**63 - 1) // len(values):
+            return None  # a sum of them could leave 64 bits
+        return _Columns(names, codes, who, what, occurred, values, present)
+
+
+_NONE_AS_ZERO: dict[Any, int] = {None: 0}
+
+
+def _event_windows(columns: _Columns, timezones: Mapping[str, str]) -> tuple[list[tuple[int, int]], Any]:
+    """The month windows the events fall in (each of their customer's timezone), in key order, and each event's
+    window by its position among them."""
+    import numpy as np
+
+    zones = sorted({timezones[name] for name in columns.names})
+    zone_of = np.array([zones.index(timezones[name]) for name in columns.names], np.int64)[columns.who]
+    windows: list[tuple[int, int]] = []
+    at = np.empty(len(columns.who), np.int64)
+    for index, timezone in enumerate(zones):
+        mine = zone_of == index
+        instants = columns.occurred[mine]
+        zone = ZoneInfo(timezone)
+        found = [month_window(zone, timezone, int(instants.min()))]
+        while found[-1][1] <= int(instants.max()):
+            found.append(month_window(zone, timezone, found[-1][1]))
+        starts = np.array([start for start, _ in found], np.int64)
+        at[mine] = np.searchsorted(starts, instants, side="right") - 1 + len(windows)
+        windows += found
+    order = sorted(range(len(windows)), key=windows.__getitem__)
+    rank = np.empty(len(windows), np.int64)
+    rank[order] = np.arange(len(windows))
+    return [windows[i] for i in order], rank[at]
 
 
 def _copy_text(rows: list[tuple[Any, ...]]) -> bytes:

@@ -37,12 +37,14 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import IO, Any, Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from dbkit.clock import utcnow
+from dbkit.collection import cyclic_collection_paused
 from dbkit.dialect import is_postgresql
 from meters.errors import IngestInterrupted, MalformedFileError
 from meters.events import EventValidator, MeterSpec, from_epoch_us, meters_by_code
@@ -87,6 +89,8 @@ Progress = Callable[[int], None]
 """Called now and then with the number of bytes of the input settled so far."""
 
 _RETRIES = 3
+
+_BY_ID = itemgetter(ID)  # (a valid event's id is text)
 
 ON_STORED = "meters_on_stored"
 """The execution option naming what to call, in each chunk's transaction, with the events the chunk inserted."""
@@ -237,10 +241,11 @@ class _Ingestion:
     def run(self, chunks: Iterator[Chunk]) -> IngestReport:
         next_line = 0  # the first line (index) whose fate is not settled
         try:
-            for chunk in chunks:
-                next_line = chunk.first_line
-                self._settle(chunk, self._store(chunk.events, chunk.summary))
-                next_line = chunk.last_line + 1
+            with cyclic_collection_paused():  # (chunks of events: no cycles, and many objects to walk)
+                for chunk in chunks:
+                    next_line = chunk.first_line
+                    self._settle(chunk, self._store(chunk.events, chunk.summary))
+                    next_line = chunk.last_line + 1
         except MalformedFileError:
             raise
         except BaseException as exc:
@@ -266,7 +271,7 @@ class _Ingestion:
         # Stored in the order of their ids, on every backend: events of one chunk share their received_at, so a
         # tie of ``latest`` (one instant) goes to the greatest id, whatever the writer (PostgreSQL's inserts take
         # the unique index's locks in id order) and whatever the store
-        events = sorted(events, key=_by_id)
+        events = sorted(events, key=_BY_ID)
         if self.chunk_store is not None:
             try:
                 return self.chunk_store.store_chunk(events)
@@ -334,10 +339,6 @@ class _Ingestion:
         self.report.duplicates += 1
         if self.list_duplicates:
             self.report.duplicate_lines.append(line)
-
-
-def _by_id(event: tuple[Any, ...]) -> str:
-    return str(event[ID])
 
 
 class _WriteFailed(Exception):

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
-from itertools import chain, islice
+from itertools import chain, islice, pairwise
 from typing import IO, Any
 
+from dbkit.collection import cyclic_collection_paused
 from dbkit.forkpool import can_fork, fork_pool
 from meters.events import EventValidator
 from meters.ingest.read import Chunk, Settings, jsonl_block, jsonl_blocks
@@ -32,10 +33,11 @@ def _prepare_worker(settings: Settings, on_parsed: OnParsed | None) -> None:
 
 def _jsonl_block_in_worker(first_line: int, block: list[bytes]) -> Chunk:
     assert _worker_validator is not None
-    chunk = jsonl_block(_worker_validator, first_line, block, keep_raw=False)
-    if _worker_on_parsed is not None and chunk.events:
-        on_parsed, known = _worker_on_parsed
-        chunk.summary = on_parsed(chunk.events, known)
+    with cyclic_collection_paused():
+        chunk = jsonl_block(_worker_validator, first_line, block, keep_raw=False)
+        if _worker_on_parsed is not None and chunk.events:
+            on_parsed, known = _worker_on_parsed
+            chunk.summary = on_parsed(chunk.events, known)
     return chunk
 
 
@@ -59,7 +61,7 @@ def jsonl_chunks(
     with fork_pool(workers, initializer=_prepare_worker, initargs=(settings, on_parsed)) as pool:
         in_flight: deque[tuple[Future[Chunk], list[bytes]]] = deque()
         try:
-            for first_line, block in chain(head, blocks):
+            for first_line, block in chain(_ramp(*head[0]), head[1:], blocks):
                 in_flight.append((pool.submit(_jsonl_block_in_worker, first_line, block), block))
                 if len(in_flight) > workers:
                     yield _received(*in_flight.popleft())
@@ -68,6 +70,17 @@ def jsonl_chunks(
         finally:
             for future, _ in in_flight:
                 future.cancel()
+
+
+def _ramp(first_line: int, block: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    """The first block in parts of an eighth, an eighth, a quarter and a half: the caller waits for the first part
+    to be parsed before it can store anything, then stores each part while the worker parses the next, larger one
+    (the first chunk of a file of 100,000-line chunks is stored after 12,500 lines are parsed, not 100,000)."""
+    if len(block) < 8:
+        yield first_line, block
+        return
+    for start, end in pairwise([0, len(block) // 8, len(block) // 4, len(block) // 2, len(block)]):
+        yield first_line + start, block[start:end]
 
 
 def _received(future: Future[Chunk], block: list[bytes]) -> Chunk:

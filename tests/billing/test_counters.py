@@ -426,8 +426,9 @@ def _file(tmp_path, batch):
 
 
 def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, catalog, tmp_path, monkeypatch):
-    # 3 chunks of 400 lines parsed by a worker process, which tallies each chunk's counters: the counters equal
-    # their recount; the file again (every event a duplicate) and half of it in a new file count nothing more
+    # 3 chunks of 400 lines parsed by a worker process (the first in parts of 50, 50, 100 and 200), which tallies
+    # each chunk's counters: the counters equal their recount; the file again (every event a duplicate) and half
+    # of it in a new file count nothing more
     from billing.ingestion import known_customers
     from billing.metering import meter_specs
     from meters import ingest_file
@@ -444,7 +445,7 @@ def test_a_file_parsed_by_workers_is_counted_as_its_events_are_stored(engine, ca
         )
 
     assert ingest(path).accepted == 1200
-    assert used == [True, True, True]  # each chunk counted from its worker's tally
+    assert used == [True] * 6  # each chunk counted from its worker's tally
     # 1,200 events every 9 minutes from 2026-02-27: 7.5 days, each customer's February and March, three meters
     assert agree(engine) == 2 * 2 * 3
     assert sum(row[3] for row in counters(engine)) == 1200
@@ -474,7 +475,7 @@ def test_a_timezone_changed_while_a_file_is_parsed_is_counted_in_the_new_one(eng
         workers=1,
     )
     assert report.accepted == 300
-    assert used == [False, False, False]  # each worker's tally was of New York: tallied again in UTC
+    assert used == [False] * 6  # (the first chunk in 4 parts) each worker's tally was of New York: tallied again in UTC
     assert counters(engine) == [("acme", "api_calls", "2026-03-01T00:00", 300, 0, None)]
     assert agree(engine) == 1
 
@@ -515,9 +516,10 @@ def test_a_customer_not_found_is_looked_for_again_by_the_next_batch(engine, cata
 
 
 def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine, catalog, tmp_path, monkeypatch):
-    # 150 customers in each of two chunks of 300 lines: 150 counters each, more than a list of values takes; on
-    # PostgreSQL the worker writes them in COPY's text format (a backslash in an id escaped), the storing
-    # transaction adds the received_through; the counters equal their recount.
+    # 150 customers in each of two chunks of 300 lines (the first stored in parts: the last of them holds 150
+    # events): 150 counters, more than a list of values takes; on PostgreSQL the worker writes them in COPY's text
+    # format (a backslash in an id escaped), the storing transaction adds the received_through; the counters equal
+    # their recount.
     from billing.ingestion import known_customers
     from billing.metering import meter_specs
     from meters import ingest_file
@@ -536,7 +538,7 @@ def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine
         chunk_size=300, workers=1,
     )
     assert report.accepted == 600
-    assert used == [True, True]
+    assert used == [True] * 5  # (the first chunk in parts of 37, 38, 75 and 150)
     assert ("back\\slash", "api_calls", "2026-03-01T00:00", 4, 0, None) in counters(engine)
     assert agree(engine) == 150
 

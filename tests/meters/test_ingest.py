@@ -461,6 +461,21 @@ def test_chunks_and_worker_processes_count_the_same(engine: Engine, tmp_path: Pa
     assert progress[-1] == path.stat().st_size and progress == sorted(progress)
 
 
+@pytest.mark.parametrize(("workers", "sizes"), [(1, [4, 4, 8, 16, 32, 32, 4]), (0, [32, 32, 32, 4])])
+def test_a_worker_parses_the_first_chunk_in_growing_parts(engine: Engine, tmp_path: Path, workers: int,
+                                                          sizes: list[int]) -> None:
+    # The storing process waits only for an eighth of the first chunk before it stores; each transaction's events
+    # (``meters_on_stored``) tell the parts. Parsed in process, the chunks are the chunk size.
+    from meters.ingest import ON_STORED
+
+    path = write(tmp_path / "ramp.jsonl", *(line(f"e{i:03d}") for i in range(100)))
+    stored_sizes: list[int] = []
+    hooked = engine.execution_options(**{ON_STORED: lambda _c, events, _r, _s: stored_sizes.append(len(events))})
+    report = ingest_file(hooked, path, METERS, CUSTOMERS, now=NOW, chunk_size=32, workers=workers)
+    assert report.accepted == 100 == stored(engine)
+    assert stored_sizes == sizes
+
+
 class _FailingStream(io.RawIOBase):
     """Lines of events, then an I/O error (a disk or a pipe that fails part-way)."""
 
