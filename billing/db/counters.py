@@ -209,20 +209,39 @@ ON CONFLICT (customer_external_id, meter, window_start, window_end) DO UPDATE SE
                           THEN excluded.received_through ELSE usage_counters.received_through END
 """
 _ADD_SQLITE = _ADD.format(marks=", ".join("?" * len(_COLUMNS)))
-_ADD_WHERE_UNCHANGED = (
-    f"WITH rows ({', '.join(_COLUMNS)}, timezone) AS (VALUES {{rows}}), "
-    # every row's customer still in the timezone it was tallied with (a customer's rows all name it)
-    "unchanged AS MATERIALIZED (SELECT count(*) = (SELECT count(*) FROM rows) AS same FROM rows JOIN customers "
-    "ON customers.external_id = rows.customer_external_id AND customers.timezone = rows.timezone), "
-    "added AS ("
-    + _ADD.replace(
-        "VALUES ({marks})",
-        f"SELECT {', '.join('rows.' + column for column in _COLUMNS)} FROM rows CROSS JOIN unchanged "
-        "WHERE unchanged.same "
-        # the order of every other path (Python sorts by code point, as collation "C" does on UTF-8)
-        'ORDER BY rows.customer_external_id COLLATE "C", rows.meter COLLATE "C", rows.window_start, rows.window_end',
+def _added_where_unchanged(rows: str) -> str:
+    """The upsert of the counter rows ``rows`` (with their customers' timezones as tallied) if every customer is
+    still in that timezone, as the sub-statements ``unchanged`` (whether none changed) and ``added``."""
+    return (
+        # every row's customer still in the timezone it was tallied with (a customer's rows all name it)
+        f"unchanged AS MATERIALIZED (SELECT count(*) = (SELECT count(*) FROM {rows}) AS same FROM {rows} rows "
+        "JOIN customers ON customers.external_id = rows.customer_external_id AND customers.timezone = rows.timezone), "
+        "added AS ("
+        + _ADD.replace(
+            "VALUES ({marks})",
+            f"SELECT {', '.join('rows.' + column for column in _COLUMNS)} FROM {rows} rows CROSS JOIN unchanged "
+            "WHERE unchanged.same "
+            # the order of every other path (Python sorts by code point, as collation "C" does on UTF-8)
+            'ORDER BY rows.customer_external_id COLLATE "C", rows.meter COLLATE "C", rows.window_start, '
+            "rows.window_end",
+        )
+        + ")"
     )
-    + ") SELECT same FROM unchanged"
+
+
+_ADD_WHERE_UNCHANGED = (
+    f"WITH listed ({', '.join(_COLUMNS)}, timezone) AS (VALUES {{rows}}), "
+    + _added_where_unchanged("listed").replace("{", "{{").replace("}", "}}")
+    + " SELECT same FROM unchanged"
+)
+_CHECKED_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS usage_counters_checked "
+    "(LIKE usage_counters INCLUDING DEFAULTS, timezone text NOT NULL) ON COMMIT DELETE ROWS"
+)
+_ADD_CHECKED = (  # (the table is emptied by the same statement: its sub-statements share one snapshot)
+    "WITH "
+    + _added_where_unchanged("usage_counters_checked")
+    + ", emptied AS (DELETE FROM usage_counters_checked) SELECT same FROM unchanged"
 )
 _TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text")  # (and the timezone)
 _TYPED_ROW = f"({', '.join(f'%s::{kind}' for kind in _TYPES)})"
@@ -240,19 +259,11 @@ def count_stored(
         return
     rows = None
     if isinstance(summary, Parsed):
-        if is_postgresql(connection) and len(summary.rows) <= _FEW:
+        if is_postgresql(connection):
             if _added_if_unchanged(connection, summary, received_at):
                 return  # (else a customer's timezone changed: nothing was added, the chunk is tallied again)
         else:
             rows = _parsed_rows(connection, summary)
-            if rows is not None and summary.copy_text is not None and _copies_utf8(connection):
-                text = summary.copy_text.replace(b"\t\n", b"\t%d\n" % received_at)
-                cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                try:
-                    _copy_added(cursor, rows, text)
-                finally:
-                    cursor.close()
-                return
     if rows is None:
         large = len(events) > _SQL_TALLY and not is_postgresql(connection)
         if large and _sqlite_added(connection, events, received_at):
@@ -284,7 +295,7 @@ def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object) -> Pa
     rows = _tallied_rows(events, timezones) if len(events) >= _ARRAY_TALLY else None
     if rows is None:
         rows = _rows(_tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones)))
-    return Parsed(timezones, rows, _copy_text(rows) if len(rows) > _FEW else None)
+    return Parsed(timezones, rows, _copy_text(rows, timezones) if len(rows) > _FEW else None)
 
 
 _ARRAY_TALLY = 5_000
@@ -394,29 +405,22 @@ def _event_windows(columns: _Columns, timezones: Mapping[str, str]) -> tuple[lis
     return [windows[i] for i in order], rank[at]
 
 
-def _copy_text(rows: list[tuple[Any, ...]]) -> bytes:
+def _copy_text(rows: list[tuple[Any, ...]], timezones: Mapping[str, str]) -> bytes:
     """``rows`` as lines of ``COPY``'s text format (made where the chunk is parsed: written row by row by the
-    driver, they cost the storing process a second of every 100,000 events), each line ending with the tab
-    before ``received_through``, which the storing transaction adds (a tab and a newline end every line and
-    occur nowhere else: a value's tab, newline and backslash are escaped)."""
+    driver, they cost the storing process a second of every 100,000 events), each with its customer's timezone
+    (as tallied) and ending with the tab before ``received_through``, which the storing transaction adds (a tab
+    and a newline end every line and occur nowhere else: a value's tab, newline and backslash are escaped)."""
     escaped = _Escaped()
     lines = []
     for customer, meter, start, end, events, total, largest in rows:
         lines.append(
             f"{escaped[customer]}\t{escaped[meter]}\t{start}\t{end}\t{events}\t{_NULL if total is None else total}\t"
-            f"{_NULL if largest is None else largest}\t\n"
+            f"{_NULL if largest is None else largest}\t{escaped[timezones[customer]]}\t\n"
         )
     return "".join(lines).encode()
 
 
 _NULL = "\\N"
-
-
-def _copies_utf8(connection: Connection) -> bool:
-    """PostgreSQL, its connection's text in UTF-8 (the encoding of :func:`_copy_text`)."""
-    if not is_postgresql(connection):
-        return False
-    return bool(connection.connection.dbapi_connection.info.encoding == "utf-8")  # type: ignore[union-attr]
 
 
 class _Escaped(dict[str, str]):
@@ -438,15 +442,17 @@ def _parsed_rows(connection: Connection, parsed: Parsed) -> list[tuple[Any, ...]
 
 
 def _added_if_unchanged(connection: Connection, parsed: Parsed, received_at: int) -> bool:
-    """PostgreSQL, a few counters (an API request's): add the rows of ``parsed`` if each of its customers still
-    has the timezone they were tallied with, in one statement that reads the timezones as it adds (its snapshot is
-    taken under the ingestion lock, as :func:`rebuild`'s change of a timezone is); whether it added them. All or
-    none: adding some, then the rest tallied again, would lock counters out of key order. (A read of the
-    timezones, then the upsert: two statements.)"""
+    """PostgreSQL: add the rows of ``parsed`` if each of its customers still has the timezone they were tallied
+    with, in one statement that reads the timezones as it adds (its snapshot is taken under the ingestion lock,
+    as :func:`rebuild`'s change of a timezone is); whether it added them. All or none: adding some, then the rest
+    tallied again, would lock counters out of key order. (A read of the timezones, then the upsert: two
+    statements, and the names sent twice.) A few rows go in the statement itself, many through a table."""
     timezones = parsed.timezones
-    rows = [(*row, received_at, timezones[row[0]]) for row in parsed.rows]
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
+        if len(parsed.rows) > _FEW:
+            return _copied_if_unchanged(cursor, parsed, received_at)
+        rows = [(*row, received_at, timezones[row[0]]) for row in parsed.rows]
         cursor.execute(
             _ADD_WHERE_UNCHANGED.format(rows=", ".join([_TYPED_ROW] * len(rows))),
             [value for row in rows for value in row],
@@ -454,6 +460,23 @@ def _added_if_unchanged(connection: Connection, parsed: Parsed, received_at: int
         return bool(cursor.fetchone()[0])
     finally:
         cursor.close()
+
+
+def _copied_if_unchanged(cursor: Any, parsed: Parsed, received_at: int) -> bool:
+    """:func:`_added_if_unchanged` of many counters: their rows, each with the timezone it was tallied in, copied
+    into a temporary table (from the text its worker wrote, when the connection speaks UTF-8), then one statement
+    that compares the timezones, adds the rows if none changed and empties the table."""
+    cursor.execute(_CHECKED_STAGING)
+    columns = f"{', '.join(_COLUMNS[:-1])}, timezone, received_through"  # (the order of :func:`_copy_text`)
+    with cursor.copy(f"COPY usage_counters_checked ({columns}) FROM STDIN") as copy:
+        if parsed.copy_text is not None and cursor.connection.info.encoding == "utf-8":
+            copy.write(parsed.copy_text.replace(b"\t\n", b"\t%d\n" % received_at))
+        else:
+            timezones = parsed.timezones
+            for row in parsed.rows:
+                copy.write_row((*row, timezones[row[0]], received_at))
+    cursor.execute(_ADD_CHECKED)
+    return bool(cursor.fetchone()[0])
 
 
 def _rows(tallies: dict[CounterKey, list[Any]]) -> list[tuple[Any, ...]]:

@@ -543,12 +543,47 @@ def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine
     assert agree(engine) == 150
 
 
+def test_a_chunk_of_many_counters_tallied_in_a_timezone_since_changed_is_counted_in_the_new_one(
+    engine, catalog, tmp_path, monkeypatch
+):
+    # 150 customers; the workers tally c000 in New York (the timezone the ingestion began with), the database says
+    # UTC: a chunk of 150 counters with c000's is not added (on PostgreSQL the statement that compares the timezones adds
+    # nothing), it is tallied again in the storing transaction's timezones instead.
+    from billing.ingestion import known_customers
+    from billing.metering import meter_specs
+    from meters import ingest_file
+
+    names = [f"c{i:03d}" for i in range(150)]
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO customers (external_id, name, currency, timezone, locale, address, tax_rate, "
+                 "created_at) VALUES (:e, :e, 'USD', 'UTC', 'en_US', '', 0, :now)"),
+            [{"e": name, "now": MARCH_NOW} for name in names],
+        )
+    # 02:00Z on 1 March: February in New York, March in UTC
+    batch = [event(f"z{i}", f"2026-03-01T02:{i % 60:02d}:00Z", who=names[i % 150]) for i in range(300)]
+    began_with = {**known_customers(engine), "c000": "America/New_York"}
+    used = _used_parsed_tallies(monkeypatch)
+    report = ingest_file(
+        engine, _file(tmp_path, batch), meter_specs(catalog), began_with, now=MARCH_NOW, chunk_size=150, workers=1
+    )
+    assert report.accepted == 300
+    # two chunks of 150 lines, the first in parts of 18, 19, 38 and 75: c000's events are lines 1 and 151 (the
+    # first part and the second chunk), the other parts' tallies are used
+    assert used == [False, True, True, True, False]
+    assert ("c000", "api_calls", "2026-03-01T00:00", 2, 0, None) in counters(engine)
+    assert sum(row[3] for row in counters(engine)) == 300
+    assert agree(engine) == 150
+
+
 def test_counters_in_copy_text_escape_what_copy_reads_as_special():
     from billing.db.counters import _copy_text
 
     rows = [("a\\b\tc\nd\re", "api_calls", 1, 2, 3, None, 5), ("acme", "peak", 10, 20, 1, 7_000_000, None)]
-    assert _copy_text(rows) == (
-        b"a\\\\b\\tc\\nd\\re\tapi_calls\t1\t2\t3\t\\N\t5\t\n" b"acme\tpeak\t10\t20\t1\t7000000\t\\N\t\n"
+    zones = {"a\\b\tc\nd\re": "Asia/Tokyo", "acme": "UTC"}
+    assert _copy_text(rows, zones) == (
+        b"a\\\\b\\tc\\nd\\re\tapi_calls\t1\t2\t3\t\\N\t5\tAsia/Tokyo\t\n"
+        b"acme\tpeak\t10\t20\t1\t7000000\t\\N\tUTC\t\n"
     )
 
 
