@@ -198,5 +198,5 @@ def ingest_path(
         earliest=late_usage_windows(customers, instant),
     )
     if report.accepted:
-        react_to_usage(engine, catalog, now=instant)
+        react_to_usage(engine, catalog, now=instant, make_way=False)  # (a file's chunks held the lock longer)
     return report

@@ -96,10 +96,14 @@ def pending_since(engine: Engine, reaction: str = THRESHOLDS) -> dt.datetime:
     return from_epoch_us(through or 0)
 
 
-def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None = None) -> ReactionReport:
+def react_to_usage(
+    engine: Engine, catalog: Catalog, *, now: dt.datetime | None = None, make_way: bool = True
+) -> ReactionReport:
     """One pass: evaluate the thresholds of the customer months that the events received since the last pass
     fall in, and move the cursor past them in the same transaction. Safe to run from any number of threads and
-    processes at once; ``now`` is "today" for the evaluation (default: the clock)."""
+    processes at once; ``now`` is "today" for the evaluation (default: the clock). ``make_way=False``: a batch
+    command's pass, whose SQLite transactions need not be kept short for an API writer (see
+    :func:`billing.thresholds.check_thresholds`)."""
     report = ReactionReport()
     with _PASS, cyclic_collection_paused():  # (tens of thousands of rows and notifications: no cycles among them)
         after = to_epoch_us(pending_since(engine))
@@ -124,7 +128,9 @@ def react_to_usage(engine: Engine, catalog: Catalog, *, now: dt.datetime | None 
         def in_transaction(session: Session) -> None:
             _advance(session, THRESHOLDS, through)
 
-        checked = check_thresholds(engine, catalog, periods=periods, now=instant, in_transaction=in_transaction)
+        checked = check_thresholds(
+            engine, catalog, periods=periods, now=instant, in_transaction=in_transaction, make_way=make_way
+        )
         report.created = checked.created
     return report
 

@@ -376,6 +376,7 @@ def check_thresholds(
     period: Period | None = None,
     periods: Mapping[str, Iterable[Period]] | None = None,
     in_transaction: Callable[[Session], None] | None = None,
+    make_way: bool = True,
 ) -> CheckReport:
     """Evaluate thresholds and create one notification per level reached.
 
@@ -386,7 +387,9 @@ def check_thresholds(
     out (``CheckReport.issued``). ``customers``: only those customers. ``now`` is when "today" is (default:
     the clock). Safe to run from any number of processes at once. ``in_transaction`` is called in the
     transaction that records the notifications (in one of its own when there is nothing to record): whatever it
-    writes is committed with them, or not at all. The evaluations are recorded in it too (SQLite: just before).
+    writes is committed with them, or not at all. The evaluations are recorded in it too (SQLite: just before, in
+    short transactions that make way for an API writer between them; ``make_way=False``, a batch command's check,
+    in one).
 
     Raises BillingInputError when ``period`` has not begun anywhere yet.
     """
@@ -425,7 +428,7 @@ def check_thresholds(
     report.subscriptions = len(targets)
     evaluations, crossings = _evaluate(targets, usage, catalog, as_of, report.skipped)
     report.evaluations = len(evaluations)
-    _write(engine, catalog, evaluations, crossings, report, in_transaction)
+    _write(engine, catalog, evaluations, crossings, report, in_transaction, make_way)
     return report
 
 
@@ -557,6 +560,7 @@ def _write(
     crossings: list[_Reached],
     report: CheckReport,
     in_transaction: Callable[[Session], None] | None,
+    make_way: bool = True,
 ) -> None:
     """write: the evaluations, then the notifications of the levels reached with whatever ``in_transaction``
     writes (in a transaction of its own when there are no evaluations).
@@ -575,7 +579,8 @@ def _write(
     postgresql = is_postgresql(engine)
     bound_notifications = None
     if not postgresql:
-        _upsert_evaluations(engine, bind_rows(engine, ThresholdEvaluationRow.__table__, evaluations))
+        bound = bind_rows(engine, ThresholdEvaluationRow.__table__, evaluations)
+        _upsert_evaluations(engine, bound, _EVALUATIONS_AT_ONCE if make_way else len(evaluations))
         bound_notifications = bind_rows(engine, NotificationRow.__table__, rows) if rows else None
     with session_scope(engine) as session:
         if postgresql:
@@ -592,14 +597,14 @@ _TURN = 0.001
 """SQLite: seconds between two such transactions (the API's event writer looks for the lock every 0.2 ms)."""
 
 
-def _upsert_evaluations(engine: Engine, evaluations: BoundRows) -> None:
-    """SQLite: upsert the evaluations (bound), :data:`_EVALUATIONS_AT_ONCE` per transaction; a reading older than
-    the one stored (a slower concurrent check) changes nothing."""
+def _upsert_evaluations(engine: Engine, evaluations: BoundRows, at_once: int) -> None:
+    """SQLite: upsert the evaluations (bound), ``at_once`` per transaction, with a pause between two; a reading
+    older than the one stored (a slower concurrent check) changes nothing."""
     values = evaluations.values
-    for start in range(0, len(values), _EVALUATIONS_AT_ONCE):
+    for start in range(0, len(values), at_once):
         if start:
             time.sleep(_TURN)
-        part = BoundRows(evaluations.table, evaluations.columns, values[start : start + _EVALUATIONS_AT_ONCE])
+        part = BoundRows(evaluations.table, evaluations.columns, values[start : start + at_once])
         with session_scope(engine) as session:
             insert_bound(session.connection(), part, key=_EVALUATION_KEY, newer="as_of")
 
