@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -886,10 +887,37 @@ def _staged(session: Session, table: str, columns: Sequence[str], rows: Iterable
 
 
 def _copy_notifications(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """PostgreSQL, many notifications: ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT DO
-    NOTHING RETURNING id`` in the order of the crossings' key (multi-row statements of tens of thousands of values
-    cost the driver more to send than the database to run); the ids of the rows it inserted."""
+    """PostgreSQL, many notifications: ``COPY`` straight into the table, in the order of the crossings' key, inside
+    a savepoint; the ids of the rows inserted. If one of the crossings is already told (a concurrent check's
+    notification, committed meanwhile: the unique key refuses it), the savepoint is rolled back and the rows go
+    through :func:`_staged_notifications`."""
     columns = list(rows[0])
+    ordered = sorted(rows, key=_BY_CROSSING)  # (the unique key's locks in the order every other path takes them)
+    driver: Any = session.connection().connection.dbapi_connection
+    with driver.cursor() as cursor:
+        cursor.execute(f"SAVEPOINT {_NOTIFICATIONS_COPIED}")
+        try:
+            with cursor.copy(f"COPY notifications ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in ordered:
+                    copy.write_row(tuple(row[column] for column in columns))
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
+                raise
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {_NOTIFICATIONS_COPIED}")
+        else:
+            return {row["id"] for row in rows}
+    return _staged_notifications(session, columns, rows)
+
+
+_BY_CROSSING = itemgetter("subscription_id", "period", "threshold_key", "level")
+_NOTIFICATIONS_COPIED = "notifications_copied"
+
+
+def _staged_notifications(session: Session, columns: list[str], rows: list[dict[str, Any]]) -> set[str]:
+    """PostgreSQL, many notifications, some perhaps told already: ``COPY`` into a temporary table, then one ``INSERT
+    … SELECT … ON CONFLICT DO NOTHING RETURNING id`` in the order of the crossings' key (multi-row statements of
+    tens of thousands of values cost the driver more to send than the database to run); the ids of the rows it
+    inserted."""
     listed = ", ".join(columns)
     with _staged(session, "notifications", columns, rows) as cursor:
         cursor.execute(

@@ -42,6 +42,8 @@ _CUTOFF_AT_ONCE = (
     f"SELECT ({_DATABASE_CLOCK.removeprefix('SELECT ')}) FROM lock"
 )
 
+_OPTIMISTIC = "meters_optimistic_copy"  # the savepoint an optimistic COPY is rolled back to
+
 SMALL = 100
 """Chunks of at most this many events are inserted with one statement rather than copied."""
 
@@ -84,9 +86,9 @@ class PostgresWriter:
         driver: Any = connection.connection.dbapi_connection
         if len(events) <= SMALL:
             return self._inserted(driver, events)
-        received_at = self._received_now(driver)
-        if self.optimistic:
-            savepoint = connection.begin_nested()
+        optimistic = self.optimistic
+        received_at = self._received_now(driver, optimistic)
+        if optimistic:
             try:
                 with (
                     driver.cursor() as cursor,
@@ -95,21 +97,23 @@ class PostgresWriter:
                     for event in events:
                         copy.write_row((*event, received_at))
             except Exception as exc:
-                savepoint.rollback()
                 if getattr(exc, "sqlstate", None) != "23505":  # unique_violation
-                    raise
+                    raise  # (the transaction is rolled back)
+                with driver.cursor() as cursor:
+                    cursor.execute(f"ROLLBACK TO SAVEPOINT {_OPTIMISTIC}")
                 self.optimistic = False
             else:
-                savepoint.commit()
-                return received_at, {}
+                return received_at, {}  # (the savepoint is released by the commit)
         return received_at, self._classified(driver, events, received_at)
 
     @staticmethod
-    def _received_now(driver: Any) -> int:
+    def _received_now(driver: Any, savepoint: bool) -> int:
         """The chunk's ``received_at``, read under the shared advisory lock (no cutoff is being taken): the lock,
-        then the clock, two statements sent at once (one round trip), run in that order."""
+        then the clock (and the savepoint of an optimistic ``COPY``), statements sent at once (one round trip),
+        run in that order."""
         with driver.cursor() as cursor:
-            cursor.execute(f"SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK}); {_DATABASE_CLOCK}")
+            after = f"; SAVEPOINT {_OPTIMISTIC}" if savepoint else ""
+            cursor.execute(f"SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK}); {_DATABASE_CLOCK}{after}")
             cursor.nextset()
             return int(cursor.fetchone()[0])
 

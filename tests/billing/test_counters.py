@@ -259,6 +259,40 @@ def test_many_customers_at_once_counted_and_evaluated_in_bulk(engine, catalog):
     assert react_to_usage(engine, catalog, now=MARCH_NOW).created == []
 
 
+def test_crossings_told_meanwhile_by_a_concurrent_check_are_not_told_twice(engine, catalog, monkeypatch):
+    # 144 customers cross 50 % (5 calls of 10) and are told; then 72 of them reach 100 %. The second check does
+    # not see the first's notifications before it writes (as when a concurrent check commits them meanwhile): it
+    # tries the 72 customers' 144 crossings, their 72 at 50 % told already are refused by the unique key
+    # (PostgreSQL: the copy into the table fails, is rolled back, and the rows go through the staging table), and
+    # only the 72 at 100 % are new.
+    import billing.thresholds
+
+    names = [f"c{n:03d}" for n in range(144)]
+    for who in names:
+        customer(engine, catalog, who)
+    five = [event(f"{who}-{i}", "2026-03-05T10:00:00Z", who=who) for who in names for i in range(5)]
+    assert send(engine, catalog, five).accepted == 720
+    first = react_to_usage(engine, catalog, now=MARCH_NOW).created
+    assert sorted(c.level for c in first) == [50] * 144
+    more = [event(f"{who}-{i}", "2026-03-06T10:00:00Z", who=who) for who in names[::2] for i in range(5, 10)]
+    assert send(engine, catalog, more).accepted == 360
+    monkeypatch.setattr(billing.thresholds, "_existing_keys", lambda session, pairs: set())
+    staged: list[int] = []
+    real = billing.thresholds._staged_notifications
+
+    def spy(session, columns, rows):
+        staged.append(len(rows))
+        return real(session, columns, rows)
+
+    monkeypatch.setattr(billing.thresholds, "_staged_notifications", spy)
+    second = react_to_usage(engine, catalog, now=MARCH_NOW).created
+    assert staged == ([144] if is_postgresql(engine) else [])  # (the first check copied its 144 at once)
+    assert sorted((c.customer, c.level) for c in second) == [(who, 100) for who in names[::2]]
+    stored = list_notifications(engine)
+    assert len(stored) == 216 == len({(n.customer, n.level) for n in stored})
+    assert {n.id for n in stored} == {c.notification_id for c in first + second}
+
+
 def test_a_large_chunk_across_months_and_timezones_counts_as_its_events_do(engine, catalog):
     # 1,500 events in one chunk (SQLite tallies a chunk this large in the database): two customers, one in Tokyo,
     # across the end of February (UTC and Tokyo's), duplicates of half of them sent again afterwards
