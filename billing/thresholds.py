@@ -849,7 +849,8 @@ def _insert_notifications(session: Session, rows: list[dict[str, Any]], bound: B
         return _executed_notifications(session, bound)
     if len(rows) <= _FEW_EVALUATIONS:
         statement = insert_for(session, NotificationRow.__table__).on_conflict_do_nothing()
-        return set(session.execute(statement.returning(NotificationRow.id), rows).scalars())
+        ordered = sorted(rows, key=_BY_CROSSING)  # (the unique key's locks in the order of every other path)
+        return set(session.execute(statement.returning(NotificationRow.id), ordered).scalars())
     return _copy_notifications(session, rows)
 
 
@@ -922,7 +923,9 @@ def _staged_notifications(session: Session, columns: list[str], rows: list[dict[
     with _staged(session, "notifications", columns, rows) as cursor:
         cursor.execute(
             f"INSERT INTO notifications ({listed}) SELECT {listed} FROM notifications_staging "
-            "ORDER BY subscription_id, period, threshold_key, level ON CONFLICT DO NOTHING RETURNING id"
+            # (the order of the other paths: Python sorts text by code point, as collation "C" does on UTF-8)
+            'ORDER BY subscription_id, period COLLATE "C", threshold_key COLLATE "C", level '
+            "ON CONFLICT DO NOTHING RETURNING id"
         )
         return {found[0] for found in cursor.fetchall()}
 

@@ -439,17 +439,22 @@ class EventValidator:
     ) -> tuple[list[str | None], list[str | None]] | None:
         """Every property map's stored text and unique value (as :meth:`validate` makes them), or None if one is
         invalid. Each distinct map is looked at once for each unique property its events' meters count (an event
-        without properties is one with ``{}``: the same to :meth:`validate`). A map is told by its JSON text
-        (orjson's, in C: a bytes object keeps its hash, where a tuple of pairs is hashed again at every lookup)."""
+        without properties is one with ``{}``: the same to :meth:`validate`). A map of text is told by its JSON
+        text (orjson's, in C: a bytes object keeps its hash, where a tuple of pairs is hashed again at every
+        lookup)."""
         kinds = set(map(type, maps))
         if not kinds <= {dict, type(None)}:
             return None
         if type(None) in kinds:
             maps = [_NO_PROPERTIES if value is None else value for value in maps]
         by_unique = {meter.unique_property: meter for meter in specs.values()}
+        # Plain text values only (any other value is never valid; orjson would write a date, a UUID or an enum
+        # member as a string too, and tell its map apart from a valid one no more)
+        if not set(map(type, chain.from_iterable(map(dict.values, maps)))) <= _PLAIN_TEXT:
+            return None
         try:
             dumped = list(map(orjson.dumps, maps))
-        except TypeError:  # (a value orjson cannot write, such as a Decimal: never valid property text)
+        except TypeError:  # (a key that is no text)
             return None
         if len(by_unique) > 1:
             unique_of = {code: meter.unique_property for code, meter in specs.items()}
@@ -579,6 +584,7 @@ _tzinfo = attrgetter("tzinfo")
 _blake2b_64 = partial(hashlib.blake2b, digest_size=8)
 _digest = hashlib.blake2b.digest
 _NO_PROPERTIES: dict[str, Any] = {}
+_PLAIN_TEXT = frozenset({str})
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
 

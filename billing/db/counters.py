@@ -372,8 +372,8 @@ class _Columns:
         kept = who >= 0
         if not kept.all():
             who, what, occurred, values, present = who[kept], what[kept], occurred[kept], values[kept], present[kept]
-        if len(values) and int(np.abs(values).max()) > (2**63 - 1) // len(values):
-            return None  # a sum of them could leave 64 bits
+        if len(values) and max(int(values.max()), -int(values.min())) > (2**63 - 1) // len(values):
+            return None  # a sum of them could leave 64 bits (as Python ints: -2^63 has no int64 opposite)
         return _Columns(names, codes, who, what, occurred, values, present)
 
 

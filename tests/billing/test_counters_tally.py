@@ -106,3 +106,10 @@ def test_the_numpy_tally_equals_the_plain_one(drawn):
 def test_a_chunk_of_customers_without_a_timezone_counts_nothing(zones):
     events = [event("acme", "api_calls", "2026-03-02T00:00:00+00:00")]
     assert _tallied_rows(events, zones) == []
+
+
+def test_the_lowest_64_bit_value_is_left_to_the_plain_tally():
+    lowest = -(2**63)
+    events = [event("acme", "storage", f"2026-03-0{day}T00:00:00+00:00", lowest) for day in (1, 2)]
+    assert _tallied_rows(events, ZONES) is None  # (its sum leaves 64 bits; np.abs(-2^63) is -2^63)
+    assert plain(events, ZONES)[0][5] is None  # no total: "aggregate the events"

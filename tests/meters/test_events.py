@@ -614,3 +614,14 @@ def test_a_stretch_with_a_line_nested_deeper_than_the_exact_reader_reads_is_read
     assert _usual_block(EventValidator(METERS, CUSTOMERS, NOW), 1, block, keep_raw=False) is None
     read = jsonl_block(EventValidator(METERS, CUSTOMERS, NOW), 1, block, keep_raw=False)
     assert len(read.events) == 19 and [r.line for r in read.rejections] == [4]
+
+
+def test_a_map_whose_value_orjson_writes_as_text_is_not_taken_for_the_text() -> None:
+    """A Python caller's property that is a date (orjson writes it as a string) is invalid, whatever valid map of
+    the same text follows it in the batch."""
+    validator = EventValidator(METERS, CUSTOMERS, NOW)
+    dated = event(id="d0", properties={"region": dt.datetime(2024, 1, 1)})
+    records = [dated] + [event(id=f"d{i}", properties={"region": "2024-01-01T00:00:00"}) for i in range(1, 20)]
+    with pytest.raises(EventError, match="property 'region' must be a string"):
+        validator.validate(dated)
+    assert validator.validate_all(records) is None
