@@ -37,7 +37,8 @@ def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any
     else:
         engine = create_engine(url, **kwargs)
         ping_after_idle(engine)  # (``pool_pre_ping`` pings before every checkout: a round trip each)
-    engine.update_execution_options(meters_on_stored=_count_stored, meters_on_parsed=_tally_parsed)
+    parsed = _tally_parsed_for_sqlite if url.startswith("sqlite") else _tally_parsed
+    engine.update_execution_options(meters_on_stored=_count_stored, meters_on_parsed=parsed)
     return engine
 
 
@@ -51,6 +52,12 @@ def _tally_parsed(events: Any, known_customers: object) -> object:
     from billing.db.counters import tally_parsed
 
     return tally_parsed(events, known_customers)
+
+
+def _tally_parsed_for_sqlite(events: Any, known_customers: object) -> object:
+    from billing.db.counters import tally_parsed
+
+    return tally_parsed(events, known_customers, copy_text=False)  # (the COPY text is for PostgreSQL)
 
 
 def _setup_sqlite(engine: Engine, background_checkpoints: bool) -> None:

@@ -284,10 +284,10 @@ class Parsed:
     copy_text: bytes | None = None  # many rows: in COPY's text format, each line ending where received_through goes
 
 
-def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object) -> Parsed | None:
+def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object, *, copy_text: bool = True) -> Parsed | None:
     """``meters_on_parsed``: a chunk's counters, tallied where it is parsed (a worker process of a file's
     ingestion; an API batch's in process) with the timezones the ingestion began with (``known_customers``:
-    external id → timezone)."""
+    external id → timezone); with their text for PostgreSQL's ``COPY`` when there are many (``copy_text``)."""
     if not isinstance(known_customers, Mapping):
         return None
     named = set(map(itemgetter(1), events))
@@ -295,7 +295,7 @@ def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object) -> Pa
     rows = _tallied_rows(events, timezones) if len(events) >= _ARRAY_TALLY else None
     if rows is None:
         rows = _rows(_tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones)))
-    return Parsed(timezones, rows, _copy_text(rows, timezones) if len(rows) > _FEW else None)
+    return Parsed(timezones, rows, _copy_text(rows, timezones) if copy_text and len(rows) > _FEW else None)
 
 
 _ARRAY_TALLY = 5_000

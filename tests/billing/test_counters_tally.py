@@ -113,3 +113,16 @@ def test_the_lowest_64_bit_value_is_left_to_the_plain_tally():
     events = [event("acme", "storage", f"2026-03-0{day}T00:00:00+00:00", lowest) for day in (1, 2)]
     assert _tallied_rows(events, ZONES) is None  # (its sum leaves 64 bits; np.abs(-2^63) is -2^63)
     assert plain(events, ZONES)[0][5] is None  # no total: "aggregate the events"
+
+
+def test_the_copy_text_of_many_counters_is_written_for_postgresql_only():
+    from billing.db import make_engine
+
+    events = [event(f"c{i:03d}", "api_calls", "2026-03-05T00:00:00+00:00") for i in range(150)]
+    zones = {f"c{i:03d}": "UTC" for i in range(150)}
+    for url, written in (("sqlite://", False), ("postgresql+psycopg://nobody@127.0.0.1:1/none", True)):
+        engine = make_engine(url)  # (no connection is made)
+        parsed = engine.get_execution_options()["meters_on_parsed"](events, zones)
+        assert len(parsed.rows) == 150
+        assert (parsed.copy_text is not None) is written
+        engine.dispose()
