@@ -28,7 +28,7 @@ from billing.db.tables import CustomerRow
 from billing.event_store import event_store
 from billing.metering import meter_specs
 from billing.reactions import react_to_usage, wake
-from dbkit import as_utc, is_sqlite, read_only, utcnow
+from dbkit import as_utc, cyclic_collection_paused, is_sqlite, read_only, utcnow
 from meters import IngestReport
 from pricing_plans.models import Catalog
 
@@ -198,5 +198,6 @@ def ingest_path(
         earliest=late_usage_windows(customers, instant),
     )
     if report.accepted:
-        react_to_usage(engine, catalog, now=instant, make_way=False)  # (a file's chunks held the lock longer)
+        with cyclic_collection_paused():  # (a batch command's pass: tens of thousands of rows, no cycles among them)
+            react_to_usage(engine, catalog, now=instant, make_way=False)  # (a file's chunks held the lock longer)
     return report

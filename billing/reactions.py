@@ -58,7 +58,7 @@ from billing.db.reaction_tables import UsageReactionRow
 from billing.event_store import event_store, events_counted
 from billing.progressive import issue_progressive_invoices
 from billing.thresholds import Crossing, check_thresholds
-from dbkit import as_utc, cyclic_collection_paused, insert_for, read_only, utcnow
+from dbkit import as_utc, insert_for, read_only, utcnow
 from meters import from_epoch_us, to_epoch_us
 from meters.store import EventStore
 from pricing_plans.models import Catalog
@@ -105,7 +105,7 @@ def react_to_usage(
     command's pass, whose SQLite transactions need not be kept short for an API writer (see
     :func:`billing.thresholds.check_thresholds`)."""
     report = ReactionReport()
-    with _PASS, cyclic_collection_paused():  # (tens of thousands of rows and notifications: no cycles among them)
+    with _PASS:
         after = to_epoch_us(pending_since(engine))
         events = event_store(engine)
         pending = events.received_since(after)
