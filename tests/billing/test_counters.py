@@ -549,6 +549,16 @@ def test_a_customer_not_found_is_looked_for_again_by_the_next_batch(engine, cata
     assert counters(engine) == [("newco", "api_calls", "2026-03-01T00:00", 1, 0, None)]
 
 
+def _customers_in_bulk(engine, names):
+    """Customers in UTC, without subscriptions, in one statement."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO customers (external_id, name, currency, timezone, locale, address, tax_rate, "
+                 "created_at) VALUES (:e, :e, 'USD', 'UTC', 'en_US', '', 0, :now)"),
+            [{"e": name, "now": MARCH_NOW} for name in names],
+        )
+
+
 def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine, catalog, tmp_path, monkeypatch):
     # 150 customers in each of two chunks of 300 lines (the first stored in parts: the last of them holds 150
     # events): 150 counters, more than a list of values takes; on PostgreSQL the worker writes them in COPY's text
@@ -559,12 +569,7 @@ def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine
     from meters import ingest_file
 
     names = [f"c{i:03d}" for i in range(149)] + ["back\\slash"]
-    with engine.begin() as connection:
-        connection.execute(
-            text("INSERT INTO customers (external_id, name, currency, timezone, locale, address, tax_rate, "
-                 "created_at) VALUES (:e, :e, 'USD', 'UTC', 'en_US', '', 0, :now)"),
-            [{"e": name, "now": MARCH_NOW} for name in names],
-        )
+    _customers_in_bulk(engine, names)
     batch = [event(f"k{i}", f"2026-03-0{1 + i % 9}T10:00:00Z", who=names[i % 150]) for i in range(600)]
     used = _used_parsed_tallies(monkeypatch)
     report = ingest_file(
@@ -581,19 +586,14 @@ def test_a_chunk_of_many_counters_tallied_in_a_timezone_since_changed_is_counted
     engine, catalog, tmp_path, monkeypatch
 ):
     # 150 customers; the workers tally c000 in New York (the timezone the ingestion began with), the database says
-    # UTC: a chunk of 150 counters with c000's is not added (on PostgreSQL the statement that compares the timezones adds
-    # nothing), it is tallied again in the storing transaction's timezones instead.
+    # UTC: a chunk of 150 counters with c000's is not added (on PostgreSQL the statement that compares the
+    # timezones adds nothing), it is tallied again in the storing transaction's timezones instead.
     from billing.ingestion import known_customers
     from billing.metering import meter_specs
     from meters import ingest_file
 
     names = [f"c{i:03d}" for i in range(150)]
-    with engine.begin() as connection:
-        connection.execute(
-            text("INSERT INTO customers (external_id, name, currency, timezone, locale, address, tax_rate, "
-                 "created_at) VALUES (:e, :e, 'USD', 'UTC', 'en_US', '', 0, :now)"),
-            [{"e": name, "now": MARCH_NOW} for name in names],
-        )
+    _customers_in_bulk(engine, names)
     # 02:00Z on 1 March: February in New York, March in UTC
     batch = [event(f"z{i}", f"2026-03-01T02:{i % 60:02d}:00Z", who=names[i % 150]) for i in range(300)]
     began_with = {**known_customers(engine), "c000": "America/New_York"}
