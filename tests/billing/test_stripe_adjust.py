@@ -256,13 +256,20 @@ def test_a_void_stops_stripe_collecting_an_invoice_whose_push_did_not_finish(eng
     assert fake_stripe.objects[stripe_id]["status"] == "void"
 
 
-def test_a_void_deletes_the_draft_stripe_invoice_of_a_push_stopped_on_the_way(engine, fake_stripe, client):  # noqa: F811
+def _voided_after_a_stopped_push(engine, stripe, stripe_client) -> str:
+    """The first invoice, its push stopped at its second item (a Stripe draft left), then voided here: the id of
+    the Stripe draft."""
     add_customer(engine)
     issue(engine)
-    fake_stripe.fail(stripe_key(engine, "item:2"), "refuse")
-    assert not sync_invoices(engine, client).ok
+    stripe.fail(stripe_key(engine, "item:2"), "refuse")
+    assert not sync_invoices(engine, stripe_client).ok
     stripe_id = sync_row(engine).stripe_invoice_id or ""
     invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+    return stripe_id
+
+
+def test_a_void_deletes_the_draft_stripe_invoice_of_a_push_stopped_on_the_way(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = _voided_after_a_stopped_push(engine, fake_stripe, client)
 
     report = sync_invoices(engine, client)
 
@@ -353,12 +360,7 @@ def test_a_credit_note_stripe_refused_goes_under_a_new_key_next_time(engine, fak
 
 
 def test_a_void_whose_draft_deletion_answer_was_lost_is_settled(engine, fake_stripe, client):  # noqa: F811
-    add_customer(engine)
-    issue(engine)
-    fake_stripe.fail(stripe_key(engine, "item:2"), "refuse")
-    assert not sync_invoices(engine, client).ok
-    stripe_id = sync_row(engine).stripe_invoice_id or ""
-    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+    stripe_id = _voided_after_a_stopped_push(engine, fake_stripe, client)
     del fake_stripe.objects[stripe_id]  # deleted by a run whose answer was lost
 
     report = sync_invoices(engine, client)
