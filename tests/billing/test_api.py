@@ -91,7 +91,7 @@ class LiveApi:
         """An httpx client with ``Authorization: Bearer`` (``key`` default: the unbound key; "" for none)."""
         key = self.key if key is None else key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
 def _serve(app: object) -> tuple[uvicorn.Server, threading.Thread, str]:
@@ -572,7 +572,7 @@ def test_metrics_of_a_month(live_api):
 def test_requests_without_a_valid_key_get_401(live_api):
     old, revoked = create_api_key(live_api.engine, "old")
     revoke_api_key(live_api.engine, old.id)
-    with httpx.Client(base_url=live_api.url) as client:
+    with httpx.Client(base_url=live_api.url, timeout=60) as client:
         responses = [
             client.get("/v1/customers"),
             client.get("/v1/customers", headers={"Authorization": "Basic dXNlcjpwYXNz"}),

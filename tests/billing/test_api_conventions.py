@@ -188,7 +188,7 @@ def test_every_error_is_one_schema_in_the_openapi_document_and_the_server_sends_
         document = client.get("/openapi.json").json()
         answers = [
             client.get("/v1/customers", params={"limt": "1"}),  # 400
-            httpx.get(f"{live_api.url}/v1/customers"),  # 401
+            httpx.get(f"{live_api.url}/v1/customers", timeout=60),  # 401
             client.get("/v1/customers/nobody"),  # 404
             client.get("/v1/nothing-here"),  # 404, no such route
             client.delete("/v1/customers/acme"),  # 405
@@ -216,7 +216,7 @@ def test_every_error_is_one_schema_in_the_openapi_document_and_the_server_sends_
                 assert answer["content"] == {
                     "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
                 }, (method, path, status)
-    with httpx.Client(base_url=live_api.url) as client:
+    with httpx.Client(base_url=live_api.url, timeout=60) as client:
         described = client.get("/problems/invalid_query").json()
         unknown = client.get("/problems/nope")
     assert described["status"] == 400 and described["title"] == "Invalid query"

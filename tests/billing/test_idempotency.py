@@ -104,7 +104,7 @@ def test_a_revoked_key_gets_no_stored_answer_back(live_api):
 
 
 def test_a_request_refused_before_it_ran_keeps_nothing_but_a_refusal_of_the_engine_is_kept(live_api):
-    with httpx.Client(base_url=live_api.url) as anonymous:
+    with httpx.Client(base_url=live_api.url, timeout=60) as anonymous:
         unauthenticated = post(anonymous, "/v1/customers", ACME, "k")
     with live_api.client() as client:
         malformed = post(client, "/v1/customers", {"external_id": "acme"}, "k")  # 422 invalid_request

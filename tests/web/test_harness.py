@@ -17,7 +17,7 @@ INACCESSIBLE = ACCESSIBLE.replace("<p>Hello.</p>", '<img src="data:image/gif;bas
 
 
 def test_the_live_server_serves_the_application_in_the_browser(live_server, page):
-    assert httpx.get(live_server("/healthz")).json() == {"status": "ok"}
+    assert httpx.get(live_server("/healthz"), timeout=60).json() == {"status": "ok"}
     page.goto(live_server("/static/base.css"))
     assert "box-sizing" in page.content()
 

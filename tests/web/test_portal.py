@@ -232,7 +232,7 @@ def test_the_link_reaches_no_other_customers_pages_nor_the_console(live_server, 
     assert response.status in (401, 403, 404) or "/login" in page.url
     # over plain HTTP with acme's cookie: the same, and the API (which takes no cookie) answers 401
     cookie = {"billing_portal": portal.token}
-    with httpx.Client(base_url=live_server.url, cookies=cookie) as client:
+    with httpx.Client(base_url=live_server.url, timeout=60, cookies=cookie) as client:
         for number in theirs:
             assert client.get(f"/portal/invoices/{number}.pdf").status_code == 404
         assert client.get("/portal/invoices/INV-9999-999999.pdf").status_code == 404
@@ -259,11 +259,11 @@ def test_an_expired_or_forged_link_is_refused(live_server, portal, page, axe_che
     # a token for globex signed with another secret; acme's token with its customer changed
     payload, signature = portal.token.split(".")[1:]
     forged = f"v1.{payload[:-2]}xx.{signature}"
-    with httpx.Client(base_url=live_server.url) as client:
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
         assert client.get(f"/portal/link/{forged}").status_code == 403
         assert client.get("/portal/").status_code == 403  # no cookie
     for token, status in ((expired, 403), (forged, 403), (portal.token, 200)):
-        with httpx.Client(base_url=live_server.url, cookies={"billing_portal": token}) as client:
+        with httpx.Client(base_url=live_server.url, timeout=60, cookies={"billing_portal": token}) as client:
             assert client.get("/portal/").status_code == status
 
 
@@ -276,7 +276,7 @@ def test_the_api_makes_links_for_a_customer_and_a_bound_key_only_for_its_own(liv
         _, own = create_api_key(engine, "acme's system", "acme")
     finally:
         engine.dispose()
-    with httpx.Client(base_url=live_server.url) as client:
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
         made = client.post(
             "/v1/customers/acme/portal_links",
             json={"days": 3},

@@ -86,7 +86,7 @@ def _refused(response: httpx.Response) -> None:
 
 def test_a_link_too_long_or_beyond_ascii_or_for_an_unknown_customer_is_refused_with_the_page(live_server, acme):
     ghost = portal_token(get_settings(), "ghost", dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
-    with httpx.Client(base_url=live_server.url) as client:
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
         _refused(client.get("/portal/link/v1." + "A" * 3000 + ".B"))  # was a 422 problem+json
         _refused(client.get("/portal/link/v1.eyJjIjoiYWNtZSJ9.%C3%A9"))  # was a 500
         _refused(client.get(f"/portal/link/{ghost}"))
@@ -98,7 +98,7 @@ def test_a_link_too_long_or_beyond_ascii_or_for_an_unknown_customer_is_refused_w
 def test_a_page_or_invoice_that_is_not_the_customers_is_a_404_page_in_its_language(live_server, acme, engine_of_live):
     [theirs] = [i.number for i in list_invoices(engine_of_live, customer="globex")]
     assert theirs
-    with httpx.Client(base_url=live_server.url, follow_redirects=True) as client:
+    with httpx.Client(base_url=live_server.url, timeout=60, follow_redirects=True) as client:
         assert client.get(acme.url).status_code == 200
         for path in (
             "/portal/no-such-page",
@@ -112,13 +112,13 @@ def test_a_page_or_invoice_that_is_not_the_customers_is_a_404_page_in_its_langua
             assert "Content-Security-Policy" in response.headers
             assert '<html lang="de-DE">' in response.text and "Seite nicht gefunden" in response.text
             assert theirs not in response.text and "Globex" not in response.text
-    with httpx.Client(base_url=live_server.url) as client:  # no link: refused, not a 404
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:  # no link: refused, not a 404
         _refused(client.get("/portal/no-such-page"))
 
 
 def test_the_cookie_is_secure_behind_https(live_server, acme, db_url, live_catalog_path):
     # uvicorn (as billing serve runs it) trusts X-Forwarded-Proto from 127.0.0.1, a proxy on the same machine
-    with httpx.Client(base_url=live_server.url) as client:
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
         opened = client.get(acme.url, headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
         assert opened.status_code == 303 and "; Secure" in opened.headers["set-cookie"]
         plain = client.get(acme.url, follow_redirects=False)
@@ -257,7 +257,7 @@ def test_the_access_log_hides_the_token_of_a_portal_link(live_server, acme):
     access.addHandler(keep)
     access.setLevel(logging.INFO)
     try:
-        with httpx.Client(base_url=live_server.url) as client:
+        with httpx.Client(base_url=live_server.url, timeout=60) as client:
             assert client.get(acme.url, follow_redirects=True).status_code == 200
     finally:
         access.removeHandler(keep)

@@ -472,7 +472,7 @@ def test_a_payment_sent_twice_at_once_is_recorded_once(console: Console, console
     import httpx
 
     acme, _ = _issued(console)
-    with httpx.Client(base_url=console_url) as browser:
+    with httpx.Client(base_url=console_url, timeout=60) as browser:
         login = browser.get("/console/login")
         browser.post("/console/login", data={"api_key": console.key, "csrf_token": csrf_of(login.text)})
         page = browser.get(f"/console/invoices/{acme.id}").text
