@@ -244,6 +244,12 @@ _ADD_CHECKED = (  # (the table is emptied by the same statement: its sub-stateme
     + ", emptied AS (DELETE FROM usage_counters_checked) SELECT same FROM unchanged"
 )
 _TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text")  # (and the timezone)
+_ADD_UNNESTED = (  # the rows as one array per column: one statement, one round trip
+    f"WITH listed ({', '.join(_COLUMNS)}, timezone) AS "
+    f"(SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for kind in _TYPES)})), "
+    + _added_where_unchanged("listed")
+    + " SELECT same FROM unchanged"
+)
 _TYPED_ROW = f"({', '.join(f'%s::{kind}' for kind in _TYPES)})"
 _ADD_POSTGRESQL = _ADD.format(marks=", ".join(["%s"] * len(_COLUMNS)))
 
@@ -295,7 +301,7 @@ def tally_parsed(events: Sequence[Sequence[Any]], known_customers: object, *, co
     rows = _tallied_rows(events, timezones) if len(events) >= _ARRAY_TALLY else None
     if rows is None:
         rows = _rows(_tally(((e[1], e[2], e[3], e[4]) for e in events), _Windows(timezones)))
-    return Parsed(timezones, rows, _copy_text(rows, timezones) if copy_text and len(rows) > _FEW else None)
+    return Parsed(timezones, rows, _copy_text(rows, timezones) if copy_text and len(rows) > _MANY else None)
 
 
 _ARRAY_TALLY = 5_000
@@ -450,9 +456,12 @@ def _added_if_unchanged(connection: Connection, parsed: Parsed, received_at: int
     timezones = parsed.timezones
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        if len(parsed.rows) > _FEW:
+        if len(parsed.rows) > _MANY:
             return _copied_if_unchanged(cursor, parsed, received_at)
         rows = [(*row, received_at, timezones[row[0]]) for row in parsed.rows]
+        if len(rows) > _FEW:
+            cursor.execute(_ADD_UNNESTED, [list(column) for column in zip(*rows, strict=True)])
+            return bool(cursor.fetchone()[0])
         cursor.execute(
             _ADD_WHERE_UNCHANGED.format(rows=", ".join([_TYPED_ROW] * len(rows))),
             [value for row in rows for value in row],
@@ -500,6 +509,7 @@ def _add(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
 
 
 _FEW = 100
+_MANY = 5_000
 _SQL_TALLY = 1_000
 
 

@@ -582,12 +582,15 @@ def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine
     assert agree(engine) == 150
 
 
+@pytest.mark.parametrize("copied", [False, True], ids=["one statement", "copied"])
 def test_a_chunk_of_many_counters_tallied_in_a_timezone_since_changed_is_counted_in_the_new_one(
-    engine, catalog, tmp_path, monkeypatch
+    engine, catalog, tmp_path, monkeypatch, copied
 ):
     # 150 customers; the workers tally c000 in New York (the timezone the ingestion began with), the database says
     # UTC: a chunk of 150 counters with c000's is not added (on PostgreSQL the statement that compares the
-    # timezones adds nothing), it is tallied again in the storing transaction's timezones instead.
+    # timezones adds nothing), it is tallied again in the storing transaction's timezones instead. On PostgreSQL,
+    # 150 counters go as arrays in one statement, or (past ``_MANY``, a file's chunk) through a table.
+    from billing.db import counters as counters_module
     from billing.ingestion import known_customers
     from billing.metering import meter_specs
     from meters import ingest_file
@@ -598,6 +601,11 @@ def test_a_chunk_of_many_counters_tallied_in_a_timezone_since_changed_is_counted
     batch = [event(f"z{i}", f"2026-03-01T02:{i % 60:02d}:00Z", who=names[i % 150]) for i in range(300)]
     began_with = {**known_customers(engine), "c000": "America/New_York"}
     used = _used_parsed_tallies(monkeypatch)
+    copies: list[int] = []
+    if copied:
+        monkeypatch.setattr(counters_module, "_MANY", 149)
+        through_table = counters_module._copied_if_unchanged
+        monkeypatch.setattr(counters_module, "_copied_if_unchanged", lambda *a: copies.append(1) or through_table(*a))
     report = ingest_file(
         engine, _file(tmp_path, batch), meter_specs(catalog), began_with, now=MARCH_NOW, chunk_size=150, workers=1
     )
@@ -605,6 +613,7 @@ def test_a_chunk_of_many_counters_tallied_in_a_timezone_since_changed_is_counted
     # two chunks of 150 lines, the first in parts of 18, 19, 38 and 75: c000's events are lines 1 and 151 (the
     # first part and the second chunk), the other parts' tallies are used
     assert used == [False, True, True, True, False]
+    assert copies == ([1] if copied and is_postgresql(engine) else [])  # (the second chunk's 150 counters)
     assert ("c000", "api_calls", "2026-03-01T00:00", 2, 0, None) in counters(engine)
     assert sum(row[3] for row in counters(engine)) == 300
     assert agree(engine) == 150
