@@ -39,6 +39,7 @@ from operator import is_not, itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy import Connection, Engine, bindparam, delete, select, text
 
 from billing.core.periods import Period, month_of
@@ -244,9 +245,10 @@ _ADD_CHECKED = (  # (the table is emptied by the same statement: its sub-stateme
     + ", emptied AS (DELETE FROM usage_counters_checked) SELECT same FROM unchanged"
 )
 _TYPES = ("text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text")  # (and the timezone)
-_ADD_UNNESTED = (  # the rows as one array per column: one statement, one round trip
-    f"WITH listed ({', '.join(_COLUMNS)}, timezone) AS "
-    f"(SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for kind in _TYPES)})), "
+_ADD_LISTED = (  # the rows as one JSON array of arrays (orjson writes it at once): one statement, one round trip
+    f"WITH listed ({', '.join(_COLUMNS)}, timezone) AS (SELECT "
+    + ", ".join(f"(element->>{i})::{kind}" for i, kind in enumerate(_TYPES))
+    + " FROM jsonb_array_elements(%s::jsonb) element), "
     + _added_where_unchanged("listed")
     + " SELECT same FROM unchanged"
 )
@@ -459,8 +461,8 @@ def _added_if_unchanged(connection: Connection, parsed: Parsed, received_at: int
         if len(parsed.rows) > _MANY:
             return _copied_if_unchanged(cursor, parsed, received_at)
         rows = [(*row, received_at, timezones[row[0]]) for row in parsed.rows]
-        if len(rows) > _FEW:
-            cursor.execute(_ADD_UNNESTED, [list(column) for column in zip(*rows, strict=True)])
+        if len(rows) > _FEW:  # (arrays of the columns cost the driver 4.5 ms per 1,000 rows; JSON text 0.1 ms)
+            cursor.execute(_ADD_LISTED, (orjson.dumps(rows).decode(),))
             return bool(cursor.fetchone()[0])
         cursor.execute(
             _ADD_WHERE_UNCHANGED.format(rows=", ".join([_TYPED_ROW] * len(rows))),
