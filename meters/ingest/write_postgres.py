@@ -108,31 +108,27 @@ class PostgresWriter:
 
     @staticmethod
     def _received_now(driver: Any, savepoint: bool) -> int:
-        """The chunk's ``received_at``, read under the shared advisory lock (no cutoff is being taken): the
-        transaction's ``BEGIN``, the lock, then the clock (and the savepoint of an optimistic ``COPY``), sent in one
-        pipeline (one round trip), run in that order."""
-        with driver.cursor() as lock, driver.cursor() as clock:
-            with driver.pipeline():
-                lock.execute(f"SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK})")
-                clock.execute(_DATABASE_CLOCK)
-                if savepoint:
-                    lock.execute(f"SAVEPOINT {_OPTIMISTIC}")
-            return int(clock.fetchone()[0])
+        """The chunk's ``received_at``, read under the shared advisory lock (no cutoff is being taken): the lock,
+        then the clock (and the savepoint of an optimistic ``COPY``), statements sent at once (one round trip),
+        run in that order."""
+        with driver.cursor() as cursor:
+            after = f"; SAVEPOINT {_OPTIMISTIC}" if savepoint else ""
+            cursor.execute(f"SELECT pg_advisory_xact_lock_shared({_RECEIVING_LOCK}); {_DATABASE_CLOCK}{after}")
+            cursor.nextset()
+            return int(cursor.fetchone()[0])
 
     @staticmethod
     def _inserted(driver: Any, events: list[tuple[Any, ...]]) -> tuple[int, dict[str, int]]:
         """A few events (an API request's): one statement takes the shared lock, reads the clock under it and
         inserts them with it as their ``received_at`` (``ON CONFLICT DO NOTHING``), answering the clock and the
         ids inserted: a statement's round trip and its cost in the driver (for one event, more than the rest of
-        storing it) instead of three; sent in a pipeline with the transaction's ``BEGIN`` (one round trip, not
-        two)."""
+        storing it) instead of three."""
         ordered = sorted(events, key=lambda event: event[0])  # one lock order on the unique index (no deadlock)
         with driver.cursor() as cursor:
-            with driver.pipeline():
-                cursor.execute(
-                    _INSERT_SMALL.format(rows=", ".join([_TYPED_ROW] * len(ordered))),
-                    [value for event in ordered for value in event],
-                )
+            cursor.execute(
+                _INSERT_SMALL.format(rows=", ".join([_TYPED_ROW] * len(ordered))),
+                [value for event in ordered for value in event],
+            )
             answered = cursor.fetchall()
             received_at = int(answered[0][0])
             inserted = {event_id for _, event_id in answered}

@@ -559,11 +559,15 @@ def _customers_in_bulk(engine, names):
         )
 
 
-def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine, catalog, tmp_path, monkeypatch):
+@pytest.mark.parametrize("copied", [False, True], ids=["as JSON", "copied"])
+def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(
+    engine, catalog, tmp_path, monkeypatch, copied
+):
     # 150 customers in each of two chunks of 300 lines (the first stored in parts: the last of them holds 150
-    # events): 150 counters, more than a list of values takes; on PostgreSQL the worker writes them in COPY's text
-    # format (a backslash in an id escaped), the storing transaction adds the received_through; the counters equal
-    # their recount.
+    # events): 150 counters, more than a list of values takes. On PostgreSQL they go as one JSON parameter, or,
+    # past ``_MANY`` (a file's chunk), the worker writes them in COPY's text format (a backslash in an id escaped)
+    # and the storing transaction adds the received_through; either way the counters equal their recount.
+    from billing.db import counters as counters_module
     from billing.ingestion import known_customers
     from billing.metering import meter_specs
     from meters import ingest_file
@@ -572,12 +576,24 @@ def test_a_chunk_of_many_counters_is_added_from_the_text_its_worker_wrote(engine
     _customers_in_bulk(engine, names)
     batch = [event(f"k{i}", f"2026-03-0{1 + i % 9}T10:00:00Z", who=names[i % 150]) for i in range(600)]
     used = _used_parsed_tallies(monkeypatch)
+    texts: list[bool] = []
+    if copied:
+        monkeypatch.setattr(counters_module, "_MANY", 149)
+        through_table = counters_module._copied_if_unchanged
+
+        def copied_from(cursor, parsed, received_at):
+            texts.append(parsed.copy_text is not None)
+            return through_table(cursor, parsed, received_at)
+
+        monkeypatch.setattr(counters_module, "_copied_if_unchanged", copied_from)
     report = ingest_file(
         engine, _file(tmp_path, batch), meter_specs(catalog), known_customers(engine), now=MARCH_NOW,
         chunk_size=300, workers=1,
     )
     assert report.accepted == 600
     assert used == [True] * 5  # (the first chunk in parts of 37, 38, 75 and 150)
+    # (PostgreSQL: the last part and the second chunk, 150 counters each, from the text their worker wrote)
+    assert texts == ([True, True] if copied and is_postgresql(engine) else [])
     assert ("back\\slash", "api_calls", "2026-03-01T00:00", 4, 0, None) in counters(engine)
     assert agree(engine) == 150
 
@@ -589,7 +605,7 @@ def test_a_chunk_of_many_counters_tallied_in_a_timezone_since_changed_is_counted
     # 150 customers; the workers tally c000 in New York (the timezone the ingestion began with), the database says
     # UTC: a chunk of 150 counters with c000's is not added (on PostgreSQL the statement that compares the
     # timezones adds nothing), it is tallied again in the storing transaction's timezones instead. On PostgreSQL,
-    # 150 counters go as arrays in one statement, or (past ``_MANY``, a file's chunk) through a table.
+    # 150 counters go as one JSON parameter, or (past ``_MANY``, a file's chunk) through a table.
     from billing.db import counters as counters_module
     from billing.ingestion import known_customers
     from billing.metering import meter_specs
