@@ -397,29 +397,16 @@ def check_thresholds(
     report = CheckReport()
     instant = as_utc(now or utcnow())
     utc_day = instant.date()
-    wanted = None if customers is None else set(customers)
-    asked: dict[str, set[Period]] | None = None
-    if periods is not None:
-        asked = {c: set(found) for c, found in periods.items() if wanted is None or c in wanted}
-        asked = {c: found for c, found in asked.items() if found}
-        wanted = set(asked)
+    asked, wanted = _asked(periods, None if customers is None else set(customers))
     if wanted is not None and not wanted:
         _finish(engine, in_transaction)
         return report
     if period is not None and period.start > utc_day + dt.timedelta(days=1):
         raise BillingInputError(f"period {period.label} has not begun (it starts on {period.start.isoformat()})")
-
-    def periods_of(owner: Customer) -> Iterable[Period]:
-        if asked is not None:
-            return sorted(asked[owner.external_id])
-        if period is not None:
-            return (period,)
-        return (month_of(_today(instant, owner)),)
-
     earliest, latest = _span(asked, period, utc_day)
     as_of = utcnow()
     scope = _load(engine, earliest, latest, wanted)
-    targets = _targets(catalog, scope, instant, periods_of, report)
+    targets = _targets(catalog, scope, instant, _periods_of(asked, period, instant), report)
     _leave_out_issued(engine, targets, report)
     # aggregate: one batch
     by_id = {target.subscription.id: target.subscription for target in targets.values()}
@@ -431,6 +418,33 @@ def check_thresholds(
     report.evaluations = len(evaluations)
     _write(engine, catalog, evaluations, crossings, report, in_transaction, make_way)
     return report
+
+
+def _asked(
+    periods: Mapping[str, Iterable[Period]] | None, wanted: set[str] | None
+) -> tuple[dict[str, set[Period]] | None, set[str] | None]:
+    """The months ``periods`` asks of each customer (of the ``wanted`` ones; none without a month), and the
+    customers wanted then: those it names, or ``wanted`` when it is None."""
+    if periods is None:
+        return None, wanted
+    asked = {c: set(found) for c, found in periods.items() if wanted is None or c in wanted}
+    asked = {c: found for c, found in asked.items() if found}
+    return asked, set(asked)
+
+
+def _periods_of(
+    asked: Mapping[str, set[Period]] | None, period: Period | None, instant: dt.datetime
+) -> Callable[[Customer], Iterable[Period]]:
+    """The periods evaluated of a customer: those asked of it, ``period``, or its current calendar month."""
+
+    def periods_of(owner: Customer) -> Iterable[Period]:
+        if asked is not None:
+            return sorted(asked[owner.external_id])
+        if period is not None:
+            return (period,)
+        return (month_of(_today(instant, owner)),)
+
+    return periods_of
 
 
 def _usage(
