@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from billing import credits
+from billing import credits, invoicing
 from billing.approval import ApprovalPolicy, issuable
 from billing.config import get_settings
 from billing.core.compose import (
@@ -49,12 +49,14 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
+from billing.core.periods import month as calendar_month
 from billing.core.shards import Shard
 from billing.core.tax import TaxRules
 from billing.coupons import applied_coupons
 from billing.db import override_tables, repository, session_scope
+from billing.errors import ConflictError
 from billing.event_store import event_store
-from billing.invoicing import check_period_begun, check_period_can_close, clock
+from billing.invoicing import check_period_begun, check_period_can_close, check_period_finalizable, clock
 from billing.metering import AnyUsage, late_event_periods
 from billing.notify.outbox import queue_invoices_finalized
 from billing.progressive import billed_progressively
@@ -71,7 +73,7 @@ from dbkit.collection import cyclic_collection_paused
 from dbkit.dialect import read_only
 from dbkit.forkpool import can_fork, fork_pool
 from invoices import store
-from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind
+from invoices.model import DraftInvoice, Invoice, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind
 from pricing_plans.errors import AmountOutOfRangeError
 from pricing_plans.models import BillingAnchor, Catalog, Interval, Plan
 from pricing_plans.money import ZERO
@@ -80,7 +82,9 @@ __all__ = [
     "PeriodsApart",
     "RunReport",
     "finalize_billing_period",
+    "finalize_draft_fresh",
     "finalize_period",
+    "finalize_period_fresh",
     "periods_apart",
     "run_billing",
     "usage_account",
@@ -1018,6 +1022,7 @@ def finalize_period(
     now: dt.datetime | None = None,
     allow_open_period: bool = False,
     approval: ApprovalPolicy | None = None,
+    leave: Collection[str] = (),
 ) -> list[str]:
     """Finalize the period's drafts — its period invoices (of every billing period whose last day falls in it)
     and the opening invoices of the subscriptions that start in it (a yearly plan's is dated by its fee year) —
@@ -1029,7 +1034,8 @@ def finalize_period(
     timezone of a customer with a period draft, nothing is finalized (``OpenPeriodError``); with
     ``allow_open_period`` the current period is, a period that has not begun never. An opening invoice waits for
     its subscription to start. ``today`` is the issue date. With an ``approval`` policy, the drafts that wait for
-    approval (``billing.approval``) stay drafts; the others are issued.
+    approval (``billing.approval``) stay drafts; the others are issued. The drafts of the customers in ``leave``
+    stay drafts (those a billing run just now could not rate: :func:`finalize_period_fresh`).
 
     Finding the drafts only reads (it never holds SQLite's write lock); each batch claims its drafts again in its
     own write transaction."""
@@ -1045,6 +1051,10 @@ def finalize_period(
         closing = store.customers_with_drafts(session, period.start, InvoiceScope.PERIOD, ending_by=period.end)
         if wanted is not None:
             closing &= wanted
+        if leave:
+            closing -= set(leave)
+            starting = [s for s in starting if s.customer_external_id not in leave]
+            wanted = closing | {s.customer_external_id for s in starting}
         owners = repository.customers_by_external_id(
             session, closing | {s.customer_external_id for s in starting}
         )
@@ -1060,6 +1070,75 @@ def finalize_period(
         # dated by its fee year, which would issue it before the subscription starts)
         ids = store.drafts_of_period(session, period.start, started, customers=wanted, ending_by=period.end)
     return _issue(engine, ids, settings, today, batch, approval)
+
+
+def finalize_period_fresh(
+    engine: Engine,
+    catalog: Catalog,
+    period: Period,
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    *,
+    customer: str | None = None,
+    now: dt.datetime | None = None,
+    allow_open_period: bool = False,
+    approval: ApprovalPolicy | None = None,
+) -> tuple[RunReport, list[str]]:
+    """Finalize the period's drafts (of ``customer`` only, if given) as a billing run writes them now: each is
+    rated again first (:func:`run_billing`), so what is issued bills the subscriptions, prices and usage as they
+    stand at the finalization, not as they stood when the draft was written (a cancellation, a plan or seat change
+    since, events received since: a draft written before a mid-month cancellation would bill the whole month's
+    fee). Refused before anything is written (``OpenPeriodError``) when the period has not ended for one of its
+    customers, as ``billing run --finalize`` is. A customer the run cannot rate now (``RunReport.skipped``: a plan
+    missing from the catalog) keeps its draft, unissued, as the run keeps it. The run's report and the numbers
+    given; with an ``approval`` policy a draft the run changed waits again (its approval was of other content)."""
+    instant = clock(now)
+    check_period_finalizable(engine, period, customer=customer, now=instant, allow_open_period=allow_open_period)
+    report = run_billing(engine, catalog, period, customer=customer, now=instant)
+    numbers = finalize_period(
+        engine, period, settings, today, customer=customer, now=instant, allow_open_period=allow_open_period,
+        approval=approval, leave={who for who, _ in report.skipped},
+    )  # fmt: skip
+    return report, numbers
+
+
+def finalize_draft_fresh(
+    engine: Engine,
+    catalog: Catalog,
+    key: str | int,
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    *,
+    now: dt.datetime | None = None,
+    allow_open_period: bool = False,
+    approval: ApprovalPolicy | None = None,
+) -> Invoice:
+    """``invoicing.finalize_invoice`` of one draft rated again first: a period draft is written again by a billing
+    run of its customer's month (the month its period's last day falls in), as :func:`finalize_period_fresh`
+    does for a whole period. An opening draft needs no run: the services that change its subscription write it
+    again in their own transaction. Refused (``ConflictError``, nothing finalized) when the run cannot rate the
+    customer now, or finds nothing left to bill in that period (the draft is then deleted, as every run deletes
+    it)."""
+    draft = invoicing.get_invoice(engine, key)
+    if draft.status is InvoiceStatus.DRAFT and draft.scope is InvoiceScope.PERIOD and draft.customer_id is not None:
+        customer, instant = draft.customer_id, clock(now)
+        last = draft.period_end - dt.timedelta(days=1)
+        report = run_billing(engine, catalog, calendar_month(last.year, last.month), customer=customer, now=instant)
+        reasons = [why for who, why in report.skipped if who == customer]
+        if reasons:
+            raise ConflictError(
+                f"invoice {draft.id}: customer {customer!r} cannot be rated now ({reasons[0]}), so its draft cannot "
+                "be brought up to date; nothing was finalized"
+            )
+        if draft.billing_key in report.removed:
+            raise ConflictError(
+                f"invoice {draft.id}: customer {customer!r} has nothing left to bill for "
+                f"{draft.period_start.isoformat()} to {last.isoformat()} (a subscription ended before it), so its "
+                "draft was deleted; nothing was finalized"
+            )
+    return invoicing.finalize_invoice(
+        engine, key, settings, today, now=now, allow_open_period=allow_open_period, approval=approval
+    )
 
 
 def finalize_billing_period(

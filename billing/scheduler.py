@@ -248,9 +248,10 @@ def _finalize_apart(
     """Finalize each customer's draft of a week or anniversary month ending in ``apart.month`` once ``grace``
     has passed since the period ended in its timezone, one finalization per period and issue date."""
     invoices = _period_invoices(engine, apart.month)
+    unrated = {who for who, _ in report.skipped}  # (a draft its run could not refresh is not issued)
     for period, owners in sorted(apart.customers.items(), key=lambda item: (item[0].end, item[0].start)):
         due: dict[dt.date, list[str]] = {}
-        for customer in sorted(owners):
+        for customer in sorted(owners - unrated):
             draft = invoices.get((customer, period.start, period.end)) is False
             if draft and customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
                 due.setdefault(today[customer], []).append(customer)
@@ -274,7 +275,7 @@ def _finalize_due(
     (``today``)."""
     drafts = _draft_customers(engine, period)
     due: dict[dt.date, list[str]] = {}
-    for customer in sorted(drafts):
+    for customer in sorted(drafts - {who for who, _ in report.skipped}):  # (a draft its run could not refresh)
         # never before the period has ended in the customer's timezone, whatever the grace (an issued invoice
         # cannot be changed); a preview draft of the current period stays a draft
         if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):

@@ -15,15 +15,17 @@ from sqlalchemy import Engine
 
 from billing import invoicing
 from billing.api.auth import ApiKey, require_unbound_key
-from billing.api.deps import api_engine, get_api_settings
+from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
 from billing.api.routes_invoices import InvoiceKey, _visible_invoice
 from billing.api.schemas import CreditNoteIn, InvoiceOut
 from billing.approval import ApprovalPolicy
 from billing.config import Settings
 from billing.errors import BillingInputError, ConflictError
+from billing.run import finalize_draft_fresh
 from invoices.model import Invoice, InvoiceStatus
 from invoices.render import invoice_json
+from pricing_plans.models import Catalog
 
 __all__ = ["router"]
 
@@ -44,6 +46,7 @@ def _out(engine: Engine, invoice: Invoice) -> InvoiceOut:
 def finalize_invoice(
     invoice_id: InvoiceKey,
     engine: Annotated[Engine, Depends(api_engine)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
     settings: Annotated[Settings, Depends(get_api_settings)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
     allow_open_period: Annotated[
@@ -55,12 +58,15 @@ def finalize_invoice(
     ] = False,
 ) -> InvoiceOut:
     """Give a draft the next gap-free number, dated today; its ``invoice.finalized`` notification is queued with
-    it. An invoice that is not a draft is a 409; a period invoice whose period has not ended in its customer's
-    timezone is a 422 (``allow_open_period`` issues the current period early), and nothing is finalized. A draft
-    that waits for approval is a 409 (``POST /v1/invoices/{id}/approve`` first)."""
+    it. A period invoice is rated again first, by a billing run of its customer's month, so that it bills the
+    subscriptions, prices and usage as they are now. An invoice that is not a draft is a 409; a period invoice
+    whose period has not ended in its customer's timezone is a 422 (``allow_open_period`` issues the current period
+    early), and nothing is finalized. A draft that waits for approval is a 409 (``POST /v1/invoices/{id}/approve``
+    first), as is one whose customer cannot be rated now or has nothing left to bill in that period."""
     draft = _visible_invoice(engine, key, invoice_id)
-    issued = invoicing.finalize_invoice(
+    issued = finalize_draft_fresh(
         engine,
+        catalog,
         draft.id,
         invoicing.finalize_settings(settings),
         dt.date.today(),

@@ -78,6 +78,7 @@ def create_billing_run(
             customer=customer,
             allow_open_period=body.allow_open_period,
             approval=policy,
+            leave={who for who, _ in report.skipped},
         )
         waiting = awaiting_approval(engine, policy, period_start=period.start, customer=customer)
         awaiting = [item.draft.invoice_id for item in waiting]

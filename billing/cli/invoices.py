@@ -18,16 +18,19 @@ from billing.cli import _json
 from billing.cli._common import (
     console,
     engine_for_cli,
+    err_console,
     fail,
     finalize_settings,
+    load_catalog_for_cli,
     open_period_message,
     print_table,
 )
 from billing.core.aging import BUCKETS
 from billing.core.periods import parse_month
 from billing.errors import BillingError
-from billing.run import finalize_period
+from billing.run import finalize_draft_fresh, finalize_period_fresh
 from invoices.model import Invoice, InvoiceStatus
+from pricing_plans.models import Catalog
 from pricing_plans.money import D, format_amount, format_sum
 
 invoices_app = typer.Typer(help="Invoices and credit notes.", no_args_is_help=True)
@@ -191,21 +194,23 @@ def finalize(
         False, "--json", help="Print JSON: the invoice (the API's fields), or with --period the numbers given."
     ),
 ) -> None:
-    """Finalize one draft, or every draft of a period: each gets the next gap-free number. A period invoice is
-    finalized once its period has ended in its customer's timezone (--allow-open-period: the current period
-    too, never one to come). A draft that waits for approval is refused (by id) or left a draft (--period):
-    `billing invoices approve` first."""
+    """Finalize one draft, or every draft of a period: each gets the next gap-free number. Each period draft is
+    rated again first (a billing run of its customer's month), so it bills the subscriptions, prices and usage as
+    they are now. A period invoice is finalized once its period has ended in its customer's timezone
+    (--allow-open-period: the current period too, never one to come). A draft that waits for approval is refused
+    (by id) or left a draft (--period): `billing invoices approve` first."""
     if (key is None) == (period is None):
         fail("give either an invoice id or --period YYYY-MM")
     engine = engine_for_cli()
+    catalog = load_catalog_for_cli()
     if period is not None:
         start = _period_start(period)
         assert start is not None
-        _finalize_period(engine, period, allow_open_period, as_json)
+        _finalize_period(engine, catalog, period, allow_open_period, as_json)
         return
     try:
-        invoice = invoicing.finalize_invoice(
-            engine, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
+        invoice = finalize_draft_fresh(
+            engine, catalog, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
             approval=ApprovalPolicy.configured(),
         )
     except BillingError as error:
@@ -216,22 +221,28 @@ def finalize(
     console.print(f"finalized {invoice.number}: {format_amount(invoice.total, invoice.currency)} {invoice.currency}")
 
 
-def _finalize_period(engine: Engine, period: str, allow_open_period: bool, as_json: bool) -> None:
-    """Every draft of the period but those waiting for approval, which are listed."""
+def _finalize_period(engine: Engine, catalog: Catalog, period: str, allow_open_period: bool, as_json: bool) -> None:
+    """Every draft of the period, rated again first, but those waiting for approval, which are listed, and those
+    of customers the run could not rate, which are named."""
     month = parse_month(period)
     policy = ApprovalPolicy.configured()
     try:
-        numbers = finalize_period(
-            engine, month, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,
+        report, numbers = finalize_period_fresh(
+            engine, catalog, month, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,
             approval=policy,
         )
     except BillingError as error:
         fail(open_period_message(error))
+    for who, why in report.skipped:
+        err_console.print(f"[yellow]left a draft:[/] {escape(who)} cannot be rated now: {escape(why)}", highlight=False)
     waiting = awaiting_approval(engine, policy, period_start=month.start)
     if as_json:
         _json.emit({"finalized": numbers, "awaiting_approval": [item.draft.invoice_id for item in waiting]})
         return
-    console.print(f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else ""))
+    refreshed = f" ({report.updated} draft(s) rated again first: changed since written)" if report.updated else ""
+    console.print(
+        f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else "") + refreshed
+    )
     if waiting:
         console.print(f"{len(waiting)} draft(s) wait for approval and were not finalized:")
         _print_pending(waiting)

@@ -72,7 +72,7 @@ def run(
             )
         report = _run_with_progress(engine, catalog, billing_period, customer, part, as_json)
         numbers, awaiting = (
-            _finalize(engine, billing_period, customer, allow_open_period) if finalize else ([], [])
+            _finalize(engine, billing_period, customer, allow_open_period, report) if finalize else ([], [])
         )
     except BillingError as error:
         fail(open_period_message(error))
@@ -125,13 +125,14 @@ def _shard(text: str | None, finalize: bool) -> Shard | None:
 
 
 def _finalize(
-    engine: Engine, billing_period: Period, customer: str | None, allow_open_period: bool
+    engine: Engine, billing_period: Period, customer: str | None, allow_open_period: bool, report: RunReport
 ) -> tuple[list[str], list[int]]:
-    """The period's drafts finalized but those waiting for approval: the numbers given, the ids left waiting."""
+    """The period's drafts finalized but those waiting for approval and those of the customers the run could not
+    rate (listed among the skipped): the numbers given, the ids left waiting."""
     policy = ApprovalPolicy.configured()
     numbers = finalize_period(
         engine, billing_period, finalize_settings(), dt.date.today(), customer=customer,
-        allow_open_period=allow_open_period, approval=policy,
+        allow_open_period=allow_open_period, approval=policy, leave={who for who, _ in report.skipped},
     )
     waiting = awaiting_approval(engine, policy, period_start=billing_period.start, customer=customer)
     return numbers, [item.draft.invoice_id for item in waiting]

@@ -294,6 +294,28 @@ def test_lenient_numbers_repeated_keys_and_events_older_than_the_late_usage_wind
     }
 
 
+def test_a_draft_finalized_after_a_cancellation_is_rated_again_first(live_api):
+    """A draft written while the subscription ran the whole month, then a cancellation on the 11th (its last day
+    the 10th): finalizing it over HTTP issues the fee for 10 days, not the month's 10.00."""
+    add_customer(live_api)
+    sid = subscribe(live_api)["id"]
+    run_billing(live_api.engine, live_api.catalog, MONTH)
+    with live_api.client() as client:
+        draft = client.get("/v1/invoices", params={"customer": "acme"}).json()["data"][0]
+        before = client.get(f"/v1/invoices/{draft['id']}").json()
+        end = (MONTH.start + dt.timedelta(days=10)).isoformat()
+        assert client.post(f"/v1/subscriptions/{sid}/cancel", json={"date": end}).status_code == 200
+        issued = client.post(f"/v1/invoices/{draft['id']}/finalize")
+    assert issued.status_code == 200, issued.text
+    fee = [line["amount"] for line in before["lines"] if line["kind"] == "subscription"]
+    assert fee == ["10.00"]
+    days = (MONTH.end - MONTH.start).days  # 10.00 × 10 days of the month's 28 to 31
+    prorated = {28: "3.57", 29: "3.45", 30: "3.33", 31: "3.23"}[days]
+    body = issued.json()
+    assert (body["id"], body["status"]) == (draft["id"], "finalized")
+    assert [line["amount"] for line in body["lines"] if line["kind"] == "subscription"] == [prorated]
+
+
 def test_usage_posted_today_for_last_month_is_alerted_in_last_month(live_api):
     """13 API calls of last month, posted today, against an allowance of 5 (260 %): the reaction to that usage
     creates the 80 % and 100 % alerts, last month's. A customer whose invoice of last month is issued gets none."""

@@ -32,7 +32,7 @@ from billing.scheduler import (
 )
 from invoices.model import InvoiceStatus
 from invoices.store import FinalizeSettings
-from pricing_plans.loader import load_catalog_or_raise
+from pricing_plans.loader import load_catalog_or_raise, loads_catalog
 from pricing_plans.models import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +154,27 @@ def test_the_billing_cycle_follows_each_customers_timezone_and_the_grace_period(
     ]
     again = bill_closed_periods(engine, catalog, settings, 2, now=dt.datetime(2026, 11, 3, 13, tzinfo=dt.UTC))
     assert again.billed == {} and again.finalized == []
+
+
+def test_the_billing_cycle_leaves_a_draft_it_cannot_rate_now(engine, catalog):
+    """October's draft written, then the plan gone from the catalog: the next cycle cannot rate the customer, so
+    it does not issue the draft as it was written (it logs the customer as skipped); once the plan is back, the
+    cycle issues it."""
+    october = month(2026, 10)
+    customer_with_usage(engine, catalog, "acme", "UTC", october)
+    settings = FinalizeSettings()
+    drafted = bill_closed_periods(engine, catalog, settings, 5, now=dt.datetime(2026, 11, 1, 5, tzinfo=dt.UTC))
+    assert drafted.billed == {"2026-10": 1} and drafted.finalized == []
+    other = '[plans.other]\nname = "Other"\ncurrency = "USD"\nsubscription = { fee = 1.00, billing = "in_arrears" }\n'
+    plan_gone, problems = loads_catalog(CATALOG[: CATALOG.index("[plans.starter]")] + other, "gone.toml")
+    assert not problems
+    later = dt.datetime(2026, 11, 8, 12, tzinfo=dt.UTC)  # past the grace of 5 days
+    left = bill_closed_periods(engine, plan_gone, settings, 5, now=later)
+    assert left.finalized == [] and {who for who, _ in left.skipped} == {"acme"}
+    assert [(i.customer_id, i.status) for i in list_invoices(engine)] == [("acme", InvoiceStatus.DRAFT)]
+    issued = bill_closed_periods(engine, catalog, settings, 5, now=later)
+    assert issued.finalized == ["INV-2026-000001"] and issued.skipped == []
+    assert [(i.status, i.total) for i in list_invoices(engine)] == [(InvoiceStatus.FINALIZED, 12)]
 
 
 def failing_job() -> None:

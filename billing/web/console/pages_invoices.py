@@ -24,7 +24,7 @@ from billing import approval, invoicing, payments
 from billing.config import Settings
 from billing.errors import BillingInputError, NotFoundError
 from billing.payments import PAYMENT_METHODS, parse_amount, record_payment
-from billing.run import finalize_period
+from billing.run import finalize_draft_fresh, finalize_period_fresh
 from billing.staff import StaffSession
 from billing.web.console.base import (
     PREFIX,
@@ -32,6 +32,7 @@ from billing.web.console.base import (
     Id,
     PageId,
     act,
+    console_catalog,
     console_engine,
     console_settings,
     current_staff,
@@ -43,6 +44,7 @@ from billing.web.console.base import (
 )
 from invoices.model import InvoiceStatus
 from invoices.render import render_pdf
+from pricing_plans.models import Catalog
 
 __all__ = ["router"]
 
@@ -98,11 +100,12 @@ def finalize_invoice(
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
+    catalog: Annotated[Catalog, Depends(console_catalog)],
     settings: Annotated[Settings, Depends(console_settings)],
 ) -> Response:
     def finalize() -> str:
-        issued = invoicing.finalize_invoice(
-            engine, invoice_id, invoicing.finalize_settings(settings), dt.date.today(),
+        issued = finalize_draft_fresh(
+            engine, catalog, invoice_id, invoicing.finalize_settings(settings), dt.date.today(),
             approval=approval.ApprovalPolicy.configured(settings),
         )  # fmt: skip
         return f"Invoice {issued.number} issued."
@@ -115,6 +118,7 @@ def finalize_drafts(
     form: Annotated[Form, Depends(posted_form)],
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
+    catalog: Annotated[Catalog, Depends(console_catalog)],
     settings: Annotated[Settings, Depends(console_settings)],
 ) -> Response:
     period_text = form.get("period", "")
@@ -123,11 +127,12 @@ def finalize_drafts(
         period = month_or_none(period_text)
         if period is None:
             raise BillingInputError("period: required, as YYYY-MM")
-        numbers = finalize_period(
-            engine, period, invoicing.finalize_settings(settings), dt.date.today(),
+        report, numbers = finalize_period_fresh(
+            engine, catalog, period, invoicing.finalize_settings(settings), dt.date.today(),
             approval=approval.ApprovalPolicy.configured(settings),
         )  # fmt: skip
-        return f"{len(numbers)} invoices of {period.label} issued."
+        left = f" {len(report.skipped)} left as drafts: their customers cannot be rated now." if report.skipped else ""
+        return f"{len(numbers)} invoices of {period.label} issued.{left}"
 
     back = f"/approvals?period={quote(period_text.strip(), safe='')}" if _parses(period_text) else "/approvals"
     return act(engine, who, back, finalize, once=form)

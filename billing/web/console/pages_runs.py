@@ -96,8 +96,9 @@ def start_run(
         policy = ApprovalPolicy.configured(settings)
         if finalize:
             numbers = finalize_period(
-                engine, period, invoicing.finalize_settings(settings), dt.date.today(), approval=policy
-            )
+                engine, period, invoicing.finalize_settings(settings), dt.date.today(), approval=policy,
+                leave={who for who, _ in report.skipped},
+            )  # fmt: skip
         waiting = awaiting_approval(engine, policy, period_start=period.start)
     except BillingError as exc:
         return render(

@@ -1,0 +1,159 @@
+"""Finalizing issues what a billing run writes now, not a draft as it was written (SQLite and PostgreSQL): a draft
+written before a mid-month cancellation is rated again when it is finalized (by period, by id, by the command),
+so the customer pays for the days the subscription ran; a customer the run cannot rate keeps its draft, unissued;
+a draft whose period has nothing left to bill is refused by id."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from billing import customers as service
+from billing.cli import app
+from billing.config import get_settings
+from billing.core.periods import month
+from billing.db import make_engine, session_scope
+from billing.errors import ConflictError
+from billing.run import finalize_draft_fresh, finalize_period, finalize_period_fresh, run_billing
+from invoices import store
+from pricing_plans.loader import loads_catalog
+
+pytestmark = pytest.mark.db
+
+CATALOG = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.adv]
+name = "Adv"
+currency = "USD"
+subscription = { fee = 31.00, billing = "in_advance" }
+
+[plans.arr]
+name = "Arr"
+currency = "USD"
+subscription = { fee = 31.00, billing = "in_arrears" }
+"""
+
+WITHOUT_ARR = CATALOG[: CATALOG.index("[plans.arr]")]
+
+D = dt.date
+SETTINGS = store.FinalizeSettings()
+MARCH = month(2026, 3)
+
+
+def load(text: str = CATALOG):
+    loaded, problems = loads_catalog(text, "fresh.toml")
+    assert not problems, problems
+    return loaded
+
+
+@pytest.fixture
+def catalog():
+    return load()
+
+
+def at(day: dt.date, hour: int = 12) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour), dt.UTC)
+
+
+def fee_lines(engine, key: str) -> tuple[str, list[tuple[str, str]]]:
+    """The invoice's status and its subscription lines: (description, amount)."""
+    with session_scope(engine) as session:
+        invoice = store.get_invoice(session, key)
+        return invoice.status.value, [(line.description, str(line.amount)) for line in invoice.lines
+                                      if line.kind == "subscription"]
+
+
+def march_preview_then_cancelled(engine, catalog, plan: str) -> int:
+    """acme on ``plan`` since 1 January, February issued on 1 March; March's draft written on 10 March (a preview);
+    then the subscription cancelled on 16 March (its last day the 15th). The March draft's id."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", plan, D(2026, 1, 1))
+    for number in (1, 2):
+        period = month(2026, number)
+        run_billing(engine, catalog, period, now=at(period.end))
+        finalize_period(engine, period, SETTINGS, period.end, now=at(period.end))
+    run_billing(engine, catalog, MARCH, now=at(D(2026, 3, 10)))
+    status, lines = fee_lines(engine, "period:acme:2026-03")
+    # as written before the cancellation: March's whole fee in arrears, April's in advance
+    assert (status, [amount for _, amount in lines]) == ("draft", ["31.00"])
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 16), catalog=catalog)
+    with session_scope(engine) as session:
+        return store.get_invoice(session, "period:acme:2026-03").id
+
+
+def test_a_period_finalized_after_a_cancellation_bills_the_days_the_subscription_ran(engine, catalog):
+    march_preview_then_cancelled(engine, catalog, "arr")
+    report, numbers = finalize_period_fresh(engine, catalog, MARCH, SETTINGS, D(2026, 4, 1), now=at(D(2026, 4, 1)))
+    assert (report.updated, len(numbers)) == (1, 1)
+    # 31.00 × 15 of 31 days
+    assert fee_lines(engine, "period:acme:2026-03") == ("finalized", [("Arr subscription, 2026-03 (in arrears)",
+                                                                         "15.00")])
+
+
+def test_an_advance_fee_finalized_after_a_cancellation_is_given_back_not_billed_again(engine, catalog):
+    march_preview_then_cancelled(engine, catalog, "adv")
+    # February's invoice billed March in advance (31.00); the draft of 10 March billed April in advance
+    assert [amount for _, amount in fee_lines(engine, "period:acme:2026-02")[1]] == ["31.00"]
+    finalize_period_fresh(engine, catalog, MARCH, SETTINGS, D(2026, 4, 1), now=at(D(2026, 4, 1)))
+    status, lines = fee_lines(engine, "period:acme:2026-03")
+    # no April fee; March's: 15 of 31 days ran, 31.00 was billed: 15.00 − 31.00
+    assert (status, [amount for _, amount in lines]) == ("finalized", ["-16.00"])
+
+
+def test_one_draft_finalized_by_id_is_rated_again_first(engine, catalog):
+    draft = march_preview_then_cancelled(engine, catalog, "arr")
+    issued = finalize_draft_fresh(engine, catalog, draft, SETTINGS, D(2026, 4, 1), now=at(D(2026, 4, 1)))
+    assert (issued.id, str(issued.total)) == (draft, "15.00")
+    assert fee_lines(engine, "period:acme:2026-03")[1] == [("Arr subscription, 2026-03 (in arrears)", "15.00")]
+
+
+def test_a_customer_the_run_cannot_rate_keeps_its_draft(engine, catalog):
+    draft = march_preview_then_cancelled(engine, catalog, "arr")
+    service.create_customer(engine, "beta", "Beta", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "beta", "adv", D(2026, 3, 1))
+    missing = load(WITHOUT_ARR)  # plan arr is gone from the catalog: acme cannot be rated
+    report, numbers = finalize_period_fresh(engine, missing, MARCH, SETTINGS, D(2026, 4, 1), now=at(D(2026, 4, 1)))
+    assert {who for who, _ in report.skipped} == {"acme"}
+    assert len(numbers) == 2  # beta's opening invoice and its March invoice; acme's draft stays one
+    assert fee_lines(engine, "period:acme:2026-03") == ("draft", [("Arr subscription, 2026-03 (in arrears)", "31.00")])
+    with pytest.raises(ConflictError, match=r"customer .acme. cannot be rated now .*nothing was finalized"):
+        finalize_draft_fresh(engine, missing, draft, SETTINGS, D(2026, 4, 1), now=at(D(2026, 4, 1)))
+    assert fee_lines(engine, "period:acme:2026-03")[0] == "draft"
+
+
+def test_a_draft_whose_period_has_nothing_left_to_bill_is_refused_by_id_and_deleted(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", "arr", D(2026, 3, 1))
+    run_billing(engine, catalog, MARCH, now=at(D(2026, 3, 10)))
+    draft = fee_lines(engine, "period:acme:2026-03")
+    assert draft == ("draft", [("Arr subscription, 2026-03 (in arrears)", "31.00")])
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 1), catalog=catalog)  # on its start day: no day covered
+    with session_scope(engine) as session:
+        draft_id = store.get_invoice(session, "period:acme:2026-03").id
+    with pytest.raises(ConflictError, match="nothing left to bill for 2026-03-01 to 2026-03-31"):
+        finalize_draft_fresh(engine, catalog, draft_id, SETTINGS, D(2026, 4, 1), now=at(D(2026, 4, 1)))
+    with session_scope(engine) as session:
+        assert store.stored_drafts(session, ["period:acme:2026-03"]) == {}
+
+
+def test_the_command_finalizes_a_period_as_rated_now(cli_env, catalog, tmp_path: Path, monkeypatch):
+    path = tmp_path / "fresh.toml"
+    path.write_text(CATALOG, encoding="utf-8")
+    monkeypatch.setenv("BILLING_CATALOG", str(path))
+    get_settings.cache_clear()
+    engine = make_engine(cli_env["BILLING_DATABASE_URL"])
+    try:
+        march_preview_then_cancelled(engine, catalog, "arr")
+        done = CliRunner().invoke(app, ["invoices", "finalize", "--period", "2026-03"])
+        assert done.exit_code == 0, done.output
+        assert "finalized 1 invoice(s)" in done.output
+        assert "(1 draft(s) rated again first: changed since written)" in " ".join(done.output.split())
+        assert fee_lines(engine, "period:acme:2026-03")[1] == [("Arr subscription, 2026-03 (in arrears)", "15.00")]
+    finally:
+        engine.dispose()
