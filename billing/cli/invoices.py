@@ -28,7 +28,7 @@ from billing.cli._common import (
 from billing.core.aging import BUCKETS
 from billing.core.periods import parse_month
 from billing.errors import BillingError
-from billing.run import finalize_draft_fresh, finalize_period_fresh
+from billing.run import RunReport, finalize_draft_fresh, finalize_period, finalize_period_fresh
 from invoices.model import Invoice, InvoiceStatus
 from pricing_plans.models import Catalog
 from pricing_plans.money import D, format_amount, format_sum
@@ -190,24 +190,31 @@ def finalize(
     allow_open_period: bool = typer.Option(
         False, "--allow-open-period", help="Also finalize the current period before it has ended."
     ),
+    as_written: bool = typer.Option(
+        False, "--as-written", help="With --period: issue the drafts as the last runs wrote them, without rating "
+        "them again (right after the `billing run --shard` runs of the period).",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print JSON: the invoice (the API's fields), or with --period the numbers given."
     ),
 ) -> None:
     """Finalize one draft, or every draft of a period: each gets the next gap-free number. Each period draft is
     rated again first (a billing run of its customer's month), so it bills the subscriptions, prices and usage as
-    they are now. A period invoice is finalized once its period has ended in its customer's timezone
-    (--allow-open-period: the current period too, never one to come). A draft that waits for approval is refused
-    (by id) or left a draft (--period): `billing invoices approve` first."""
+    they are now (--as-written: as written). A period invoice is finalized once its period has ended in its
+    customer's timezone (--allow-open-period: the current period too, never one to come). A draft that waits for
+    approval is refused (by id) or left a draft (--period): `billing invoices approve` first."""
     if (key is None) == (period is None):
         fail("give either an invoice id or --period YYYY-MM")
+    if as_written and period is None:
+        fail("--as-written goes with --period")
     engine = engine_for_cli()
-    catalog = load_catalog_for_cli()
+    catalog = None if as_written else load_catalog_for_cli()
     if period is not None:
         start = _period_start(period)
         assert start is not None
         _finalize_period(engine, catalog, period, allow_open_period, as_json)
         return
+    assert catalog is not None
     try:
         invoice = finalize_draft_fresh(
             engine, catalog, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
@@ -221,16 +228,24 @@ def finalize(
     console.print(f"finalized {invoice.number}: {format_amount(invoice.total, invoice.currency)} {invoice.currency}")
 
 
-def _finalize_period(engine: Engine, catalog: Catalog, period: str, allow_open_period: bool, as_json: bool) -> None:
-    """Every draft of the period, rated again first, but those waiting for approval, which are listed, and those
-    of customers the run could not rate, which are named."""
+def _finalize_period(
+    engine: Engine, catalog: Catalog | None, period: str, allow_open_period: bool, as_json: bool
+) -> None:
+    """Every draft of the period, rated again first (unless there is no ``catalog``: as written), but those waiting
+    for approval, which are listed, and those of customers the run could not rate, which are named."""
     month = parse_month(period)
     policy = ApprovalPolicy.configured()
+    settings, today = finalize_settings(), dt.date.today()
     try:
-        report, numbers = finalize_period_fresh(
-            engine, catalog, month, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,
-            approval=policy,
-        )
+        if catalog is None:
+            report = RunReport(period=month)
+            numbers = finalize_period(
+                engine, month, settings, today, allow_open_period=allow_open_period, approval=policy
+            )
+        else:
+            report, numbers = finalize_period_fresh(
+                engine, catalog, month, settings, today, allow_open_period=allow_open_period, approval=policy
+            )
     except BillingError as error:
         fail(open_period_message(error))
     for who, why in report.skipped:

@@ -150,10 +150,27 @@ def test_the_command_finalizes_a_period_as_rated_now(cli_env, catalog, tmp_path:
     engine = make_engine(cli_env["BILLING_DATABASE_URL"])
     try:
         march_preview_then_cancelled(engine, catalog, "arr")
+        misused = CliRunner().invoke(app, ["invoices", "finalize", "1", "--as-written"])
+        assert misused.exit_code == 2 and "--as-written goes with --period" in misused.output
         done = CliRunner().invoke(app, ["invoices", "finalize", "--period", "2026-03"])
         assert done.exit_code == 0, done.output
         assert "finalized 1 invoice(s)" in done.output
         assert "(1 draft(s) rated again first: changed since written)" in " ".join(done.output.split())
         assert fee_lines(engine, "period:acme:2026-03")[1] == [("Arr subscription, 2026-03 (in arrears)", "15.00")]
+    finally:
+        engine.dispose()
+
+
+def test_the_command_can_issue_drafts_as_written(cli_env, catalog, tmp_path: Path):
+    """``--as-written``: right after the shards' runs, the drafts are issued without a run of the whole period (so
+    here, written before the cancellation, the month's fee)."""
+    engine = make_engine(cli_env["BILLING_DATABASE_URL"])
+    try:
+        march_preview_then_cancelled(engine, catalog, "arr")
+        done = CliRunner().invoke(app, ["invoices", "finalize", "--period", "2026-03", "--as-written"])
+        assert done.exit_code == 0, done.output
+        assert "finalized 1 invoice(s)" in done.output and "rated again" not in done.output
+        assert fee_lines(engine, "period:acme:2026-03") == ("finalized", [("Arr subscription, 2026-03 (in arrears)",
+                                                                             "31.00")])
     finally:
         engine.dispose()
