@@ -16,7 +16,7 @@ When (one rule for the CLI, the API and the scheduler; the clock is read here, `
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -57,6 +57,7 @@ __all__ = [
     "OpeningReport",
     "PaymentState",
     "PeriodNotBegunError",
+    "check_draft_can_issue",
     "check_meters_charged_once",
     "check_period_begun",
     "check_period_can_close",
@@ -73,6 +74,7 @@ __all__ = [
     "list_invoices",
     "payment_state",
     "printable",
+    "refresh_opening_drafts",
     "set_invoice_status",
     "write_opening_invoice",
 ]
@@ -401,6 +403,16 @@ def _named(customers: list[str], timezones: Mapping[str, str], shown: int = 5) -
     return f"customer {listed}" if len(customers) == 1 else f"{len(customers)} customers: {listed}"
 
 
+def check_draft_can_issue(
+    engine: Engine, invoice: Invoice, *, now: dt.datetime | None = None, allow_open_period: bool = False
+) -> None:
+    """``finalize_invoice``'s rules for one draft, checked before anything is written: its period has ended in its
+    customer's timezone (a period invoice; ``allow_open_period``: the current one too), its subscription has
+    started (an opening invoice). ``OpenPeriodError`` otherwise."""
+    with session_scope(read_only(engine)) as session:
+        _check_can_issue(session, invoice, clock(now), allow_open_period)
+
+
 def _check_can_issue(session: Session, invoice: Invoice, instant: dt.datetime, allow_open_period: bool) -> None:
     """The rules above for one draft: its period (a period invoice), its subscription's start (an opening one)."""
     owner = repository.get_customer(session, invoice.customer_id or "")
@@ -554,6 +566,18 @@ def finalize_opening_invoices(
     return report
 
 
+def refresh_opening_drafts(engine: Engine, catalog: Catalog, subscription_ids: Iterable[int]) -> OpeningReport:
+    """Compose the opening drafts of these subscriptions again from the subscriptions and customers as they are now,
+    each in its own transaction, as ``finalize_opening_invoices`` does before it issues one (a customer's tax rate
+    changed since, a cancellation made without the catalog): the drafts dropped (a subscription that covers no day,
+    or no fee in advance any more) and those left as they are (a plan version gone from the catalog), with why."""
+    report = OpeningReport()
+    for subscription_id in subscription_ids:
+        with session_scope(engine) as session:
+            _rewrite_opening(session, catalog, subscription_id, report)
+    return report
+
+
 def _finalize_opening(
     session: Session,
     catalog: Catalog,
@@ -563,6 +587,25 @@ def _finalize_opening(
     report: OpeningReport,
     approval: ApprovalPolicy | None = None,
 ) -> None:
+    rewritten = _rewrite_opening(session, catalog, subscription_id, report)
+    if rewritten is None:
+        return
+    owner, invoice_id = rewritten
+    if approval is not None and not issuable(session, [invoice_id], approval):
+        report.held.append(invoice_id)
+        return
+    report.finalized += credits.finalize_with_credits(
+        session, [invoice_id], settings, _local_today(owner, instant), instant
+    )
+    # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
+    queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, [invoice_id])))
+
+
+def _rewrite_opening(
+    session: Session, catalog: Catalog, subscription_id: int, report: OpeningReport
+) -> tuple[Customer, int] | None:
+    """The subscription's opening draft written again (its customer and subscription locked): its owner and id, or
+    None when there is no draft to issue (dropped, issued meanwhile, its plan gone: recorded in ``report``)."""
     found = repository.get_subscription(session, subscription_id)
     assert found is not None  # subscriptions are never deleted
     # the customer before the subscription and its draft, as every writer of them takes them (a Stripe webhook's
@@ -575,27 +618,18 @@ def _finalize_opening(
     if not subscription.overlaps(subscription.start_date, None):
         if drop_opening_draft(session, subscription.id):
             report.dropped.append(subscription.id)
-        return
+        return None
     try:
         plan = opening_plan(session, catalog, subscription)
     except UnknownPlanError as error:
         report.skipped.append((owner.external_id, f"subscription {subscription.id}: {error}"))
-        return
+        return None
     outcome = write_opening_invoice(session, catalog, owner, subscription, plan, only_draft=True)
     if outcome is None:  # no fee to bill in advance any more, or issued meanwhile by someone else
         if drop_opening_draft(session, subscription.id):
             report.dropped.append(subscription.id)
-        return
-    if outcome.action == "issued":
-        return
-    if approval is not None and not issuable(session, [outcome.invoice_id], approval):
-        report.held.append(outcome.invoice_id)
-        return
-    report.finalized += credits.finalize_with_credits(
-        session, [outcome.invoice_id], settings, _local_today(owner, instant), instant
-    )
-    # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
-    queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, [outcome.invoice_id])))
+        return None
+    return None if outcome.action == "issued" else (owner, outcome.invoice_id)
 
 
 def _local_today(customer: Customer, instant: dt.datetime) -> dt.date:

@@ -184,7 +184,8 @@ def run_billing(
     report.customers = len(customers)
     report.unbilled = _merged(report.unbilled)
     if only is None:
-        report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer)
+        unrated = {who for who, _ in report.skipped}
+        report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer, unrated)
     return report
 
 
@@ -233,17 +234,22 @@ def _merged(groups: list[UnbilledUsage]) -> list[UnbilledUsage]:
 
 
 def _remove_drafts_of_unbilled_periods(
-    engine: Engine, billing_periods: _BillingPeriods, customer: str | None
+    engine: Engine, billing_periods: _BillingPeriods, customer: str | None, unrated: Collection[str] = ()
 ) -> list[str]:
     """Delete the period drafts of the weeks and anniversary months ending in the month that the run no longer
     bills (no subscription is billed in them now: ended before, or moved to another plan): each billed period's
-    own run removed its stale drafts already."""
+    own run removed its stale drafts already. The drafts of the customers the run could not rate (``unrated``:
+    a plan gone from the catalog, whose subscriptions cannot say how they are billed) are kept, as every run
+    keeps them."""
     month, billed = billing_periods.month, set(billing_periods.periods)
     removed: list[str] = []
+
+    def owned(owner: str) -> bool:
+        return owner not in unrated and billing_periods.owns(owner)
+
     with session_scope(engine) as session:
         for start, end in sorted(store.draft_periods(session, month.start, month.end, customer)):
             if Period(start, end) not in billed:
-                owned = None if billing_periods.shard is None else billing_periods.owns
                 removed += store.remove_stale_drafts(session, start, (), customer, period_end=end, owned=owned)
     return removed
 
@@ -862,7 +868,15 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     owner = inputs.customers.get(customer_id)
     if owner is None:
         return [], "customer not found"
-    own = [s for s in inputs.by_customer.get(customer_id, []) if s.id in plans]
+    settled = [
+        s for s in inputs.ended_by_customer.get(customer_id, ())
+        if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start))
+    ]  # fmt: skip
+    if any(s.id not in plans for s in [*inputs.by_customer.get(customer_id, []), *settled]):
+        # A plan gone from the catalog (listed among the skipped already): the customer's draft is kept as it was,
+        # never written again without that subscription's charges.
+        return [], None
+    own = inputs.by_customer.get(customer_id, [])
     if any(s.id in inputs.foreign_currency for s in own):
         return [], f"plan currency differs from the customer's {owner.currency}"
     sections = [
@@ -875,21 +889,9 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     ]
     sections += [
         Section(s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True)
-        for s in inputs.ended_by_customer.get(customer_id, ())
-        if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start))
+        for s in settled
     ]
-    late = [
-        LateUsage(
-            subscription=s,
-            plan=(plan := _plan_of_period(inputs, s, late_period)),
-            period=late_period,
-            usage=charged_usage(inputs.usage.get(UsageKey(s.id, late_period, late=True), {}), plan),
-            billed=inputs.billed[late_period].get((customer_id, s.id), {}),
-        )
-        for late_period in inputs.late_by_customer.get(customer_id, ())
-        for s in inputs.late_subscriptions_by_customer.get(customer_id, ())
-        if s.overlaps(late_period.start, late_period.end) and _bills(s, plans[s.id], late_period)
-    ]
+    late = _late_usage(inputs, customer_id)
     if not sections and not late:
         # (a customer who left as the period began has nothing to settle)
         return [], ("no active subscription in the period" if customer_id in inputs.by_customer else None)
@@ -912,6 +914,22 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     if draft.lines or any(not section.fee_only for section in sections):
         drafts.append(draft)
     return drafts, None
+
+
+def _late_usage(inputs: _RatingInputs, customer_id: str) -> list[LateUsage]:
+    """The customer's late usage of earlier periods, each to be rated again against what was billed for it."""
+    return [
+        LateUsage(
+            subscription=s,
+            plan=(plan := _plan_of_period(inputs, s, late_period)),
+            period=late_period,
+            usage=charged_usage(inputs.usage.get(UsageKey(s.id, late_period, late=True), {}), plan),
+            billed=inputs.billed[late_period].get((customer_id, s.id), {}),
+        )
+        for late_period in inputs.late_by_customer.get(customer_id, ())
+        for s in inputs.late_subscriptions_by_customer.get(customer_id, ())
+        if s.overlaps(late_period.start, late_period.end) and _bills(s, inputs.plans[s.id], late_period)
+    ]
 
 
 def _plan_of_period(inputs: _RatingInputs, subscription: Subscription, period: Period) -> Plan:
@@ -1085,16 +1103,24 @@ def finalize_period_fresh(
     approval: ApprovalPolicy | None = None,
 ) -> tuple[RunReport, list[str]]:
     """Finalize the period's drafts (of ``customer`` only, if given) as a billing run writes them now: each is
-    rated again first (:func:`run_billing`), so what is issued bills the subscriptions, prices and usage as they
-    stand at the finalization, not as they stood when the draft was written (a cancellation, a plan or seat change
-    since, events received since: a draft written before a mid-month cancellation would bill the whole month's
-    fee). Refused before anything is written (``OpenPeriodError``) when the period has not ended for one of its
-    customers, as ``billing run --finalize`` is. A customer the run cannot rate now (``RunReport.skipped``: a plan
-    missing from the catalog) keeps its draft, unissued, as the run keeps it. The run's report and the numbers
-    given; with an ``approval`` policy a draft the run changed waits again (its approval was of other content)."""
+    rated again first (:func:`run_billing`; the opening drafts it issues by ``invoicing.refresh_opening_drafts``),
+    so what is issued bills the subscriptions, customers, prices and usage as they stand at the finalization, not
+    as they stood when the draft was written (a cancellation, a plan or seat change since, events received since:
+    a draft written before a mid-month cancellation would bill the whole month's fee). Refused before anything is
+    written (``OpenPeriodError``) when the period has not ended for one of its customers, as ``billing run
+    --finalize`` is. A customer whose draft cannot be rated now (``RunReport.skipped``: a plan missing from the
+    catalog) keeps its drafts, unissued. The run's report (its ``skipped`` with the opening drafts' too) and the
+    numbers given; with an ``approval`` policy a draft the run changed waits again (its approval was of other
+    content). ``now``: the instant of the finalization (default: the clock; the run then counts the usage stored
+    up to the ingestion cutoff, as every run does)."""
     instant = clock(now)
     check_period_finalizable(engine, period, customer=customer, now=instant, allow_open_period=allow_open_period)
-    report = run_billing(engine, catalog, period, customer=customer, now=instant)
+    report = run_billing(engine, catalog, period, customer=customer, now=now)
+    with session_scope(read_only(engine)) as session:
+        subscriptions = [repository.get_subscription(session, d.subscription_id)
+                         for d in store.opening_drafts(session, customer)]  # fmt: skip
+    starting = [s.id for s in subscriptions if s is not None and period.contains(s.start_date)]
+    report.skipped += invoicing.refresh_opening_drafts(engine, catalog, starting).skipped
     numbers = finalize_period(
         engine, period, settings, today, customer=customer, now=instant, allow_open_period=allow_open_period,
         approval=approval, leave={who for who, _ in report.skipped},
@@ -1113,32 +1139,44 @@ def finalize_draft_fresh(
     allow_open_period: bool = False,
     approval: ApprovalPolicy | None = None,
 ) -> Invoice:
-    """``invoicing.finalize_invoice`` of one draft rated again first: a period draft is written again by a billing
-    run of its customer's month (the month its period's last day falls in), as :func:`finalize_period_fresh`
-    does for a whole period. An opening draft needs no run: the services that change its subscription write it
-    again in their own transaction. Refused (``ConflictError``, nothing finalized) when the run cannot rate the
-    customer now, or finds nothing left to bill in that period (the draft is then deleted, as every run deletes
-    it)."""
+    """``invoicing.finalize_invoice`` of one draft composed again first, once the rules of its issue are checked
+    (``OpenPeriodError`` before anything is written): a period draft by a billing run of its customer's month (the
+    month its period's last day falls in), an opening draft from its subscription and customer as they are now, as
+    :func:`finalize_period_fresh` does for a whole period. Refused (``ConflictError``, nothing finalized) when the
+    customer cannot be rated now, or there is nothing left to bill (the draft is then deleted, as every run deletes
+    it). ``now``: as for :func:`finalize_period_fresh`."""
     draft = invoicing.get_invoice(engine, key)
-    if draft.status is InvoiceStatus.DRAFT and draft.scope is InvoiceScope.PERIOD and draft.customer_id is not None:
-        customer, instant = draft.customer_id, clock(now)
-        last = draft.period_end - dt.timedelta(days=1)
-        report = run_billing(engine, catalog, calendar_month(last.year, last.month), customer=customer, now=instant)
-        reasons = [why for who, why in report.skipped if who == customer]
-        if reasons:
-            raise ConflictError(
-                f"invoice {draft.id}: customer {customer!r} cannot be rated now ({reasons[0]}), so its draft cannot "
-                "be brought up to date; nothing was finalized"
-            )
-        if draft.billing_key in report.removed:
-            raise ConflictError(
-                f"invoice {draft.id}: customer {customer!r} has nothing left to bill for "
-                f"{draft.period_start.isoformat()} to {last.isoformat()} (a subscription ended before it), so its "
-                "draft was deleted; nothing was finalized"
-            )
+    if draft.status is InvoiceStatus.DRAFT and draft.customer_id is not None:
+        invoicing.check_draft_can_issue(engine, draft, now=now, allow_open_period=allow_open_period)
+        if draft.scope is InvoiceScope.PERIOD:
+            last = draft.period_end - dt.timedelta(days=1)
+            report = run_billing(engine, catalog, calendar_month(last.year, last.month), customer=draft.customer_id,
+                                 now=now)  # fmt: skip
+            _check_rewritten(draft, report.skipped, draft.billing_key in report.removed)
+        elif draft.scope is InvoiceScope.OPENING and draft.subscription_id is not None:
+            opening = invoicing.refresh_opening_drafts(engine, catalog, [draft.subscription_id])
+            _check_rewritten(draft, opening.skipped, bool(opening.dropped))
     return invoicing.finalize_invoice(
         engine, key, settings, today, now=now, allow_open_period=allow_open_period, approval=approval
     )
+
+
+def _check_rewritten(draft: Invoice, skipped: list[tuple[str, str]], removed: bool) -> None:
+    """Refuse to finalize ``draft`` when composing it again could not rate its customer, or removed it."""
+    customer = draft.customer_id
+    reasons = [why for who, why in skipped if who == customer]
+    if reasons:
+        raise ConflictError(
+            f"invoice {draft.id}: customer {customer!r} cannot be rated now ({reasons[0]}), so its draft cannot be "
+            "brought up to date; nothing was finalized"
+        )
+    if removed:
+        last = draft.period_end - dt.timedelta(days=1)
+        raise ConflictError(
+            f"invoice {draft.id}: customer {customer!r} has nothing left to bill for "
+            f"{draft.period_start.isoformat()} to {last.isoformat()} (its subscription covers none of it now), so "
+            "its draft was deleted; nothing was finalized"
+        )
 
 
 def finalize_billing_period(

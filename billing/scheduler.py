@@ -47,7 +47,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -176,13 +176,16 @@ def bill_closed_periods(
     for period in [*periods, latest.next()]:
         apart = periods_apart(engine, catalog, period, now=instant)
         whole = False  # whether a run of the whole month billed its weeks and anniversary months too
+        before = len(report.skipped)  # (a draft this period's runs could not rate now is not issued)
         if period != latest.next():  # the current month is billed when it has closed
             whole = _bill_period(engine, catalog, period, apart, today, report)
-            _finalize_due(engine, period, settings, today, grace, instant, report, approval)
+            unrated = {who for who, _ in report.skipped[before:]}
+            _finalize_due(engine, period, settings, today, grace, instant, report, approval, unrated)
         if apart.customers:
             if not whole:
                 _bill_apart(engine, catalog, apart, today, report)
-            _finalize_apart(engine, apart, settings, today, grace, instant, report, approval)
+            unrated = {who for who, _ in report.skipped[before:]}
+            _finalize_apart(engine, apart, settings, today, grace, instant, report, approval, unrated)
     return report
 
 
@@ -244,14 +247,15 @@ def _finalize_apart(
     instant: dt.datetime,
     report: CycleReport,
     approval: ApprovalPolicy | None = None,
+    unrated: Collection[str] = frozenset(),
 ) -> None:
     """Finalize each customer's draft of a week or anniversary month ending in ``apart.month`` once ``grace``
-    has passed since the period ended in its timezone, one finalization per period and issue date."""
+    has passed since the period ended in its timezone, one finalization per period and issue date; not those of
+    the ``unrated`` customers (whom the runs of the month could not rate now: their drafts are not current)."""
     invoices = _period_invoices(engine, apart.month)
-    unrated = {who for who, _ in report.skipped}  # (a draft its run could not refresh is not issued)
     for period, owners in sorted(apart.customers.items(), key=lambda item: (item[0].end, item[0].start)):
         due: dict[dt.date, list[str]] = {}
-        for customer in sorted(owners - unrated):
+        for customer in sorted(owners - set(unrated)):
             draft = invoices.get((customer, period.start, period.end)) is False
             if draft and customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
                 due.setdefault(today[customer], []).append(customer)
@@ -270,12 +274,13 @@ def _finalize_due(
     instant: dt.datetime,
     report: CycleReport,
     approval: ApprovalPolicy | None = None,
+    unrated: Collection[str] = frozenset(),
 ) -> None:
     """Finalize the customers' drafts of ``period`` once ``grace`` has passed since it closed in their timezone
-    (``today``)."""
+    (``today``); not those of the ``unrated`` customers (whom the period's run could not rate now)."""
     drafts = _draft_customers(engine, period)
     due: dict[dt.date, list[str]] = {}
-    for customer in sorted(drafts - {who for who, _ in report.skipped}):  # (a draft its run could not refresh)
+    for customer in sorted(drafts - set(unrated)):
         # never before the period has ended in the customer's timezone, whatever the grace (an issued invoice
         # cannot be changed); a preview draft of the current period stays a draft
         if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):

@@ -248,12 +248,19 @@ def _finalize_period(
             )
     except BillingError as error:
         fail(open_period_message(error))
+    unrated: dict[str, str] = {}
     for who, why in report.skipped:
-        err_console.print(f"[yellow]left a draft:[/] {escape(who)} cannot be rated now: {escape(why)}", highlight=False)
+        unrated.setdefault(who, why)
     waiting = awaiting_approval(engine, policy, period_start=month.start)
     if as_json:
-        _json.emit({"finalized": numbers, "awaiting_approval": [item.draft.invoice_id for item in waiting]})
+        _json.emit({
+            "finalized": numbers,
+            "awaiting_approval": [item.draft.invoice_id for item in waiting],
+            "skipped": [{"customer": who, "reason": why} for who, why in sorted(unrated.items())],
+        })  # fmt: skip
         return
+    for who, why in sorted(unrated.items()):
+        err_console.print(f"[yellow]left a draft:[/] {escape(who)} cannot be rated now: {escape(why)}", highlight=False)
     refreshed = f" ({report.updated} draft(s) rated again first: changed since written)" if report.updated else ""
     console.print(
         f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else "") + refreshed

@@ -6,6 +6,8 @@ a draft whose period has nothing left to bill is refused by id."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,11 @@ from billing.config import get_settings
 from billing.core.periods import month
 from billing.db import make_engine, session_scope
 from billing.errors import ConflictError
+from billing.ingestion import ingest_batch
+from billing.invoicing import OpenPeriodError
 from billing.run import finalize_draft_fresh, finalize_period, finalize_period_fresh, run_billing
 from invoices import store
+from meters.ingest import write_postgres, write_sqlite
 from pricing_plans.loader import loads_catalog
 
 pytestmark = pytest.mark.db
@@ -37,9 +42,17 @@ subscription = { fee = 31.00, billing = "in_advance" }
 name = "Arr"
 currency = "USD"
 subscription = { fee = 31.00, billing = "in_arrears" }
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = 1.00 }]
+
+[plans.wk]
+name = "Weekly"
+currency = "USD"
+interval = "week"
+subscription = { fee = 7.00, billing = "in_arrears" }
 """
 
-WITHOUT_ARR = CATALOG[: CATALOG.index("[plans.arr]")]
+WITHOUT_ARR = CATALOG[: CATALOG.index("[plans.arr]")] + CATALOG[CATALOG.index("[plans.wk]") :]
+WITHOUT_WK = CATALOG[: CATALOG.index("[plans.wk]")]
 
 D = dt.date
 SETTINGS = store.FinalizeSettings()
@@ -174,3 +187,84 @@ def test_the_command_can_issue_drafts_as_written(cli_env, catalog, tmp_path: Pat
                                                                              "31.00")])
     finally:
         engine.dispose()
+
+
+def calls(count: int, first: int = 0) -> list[dict]:
+    return [{"id": f"e{n}", "customer": "acme", "meter": "api_calls", "timestamp": "2026-10-20T12:00:00Z"}
+            for n in range(first, first + count)]
+
+
+@pytest.mark.parametrize("how", ["period", "id"])
+def test_an_event_being_stored_while_a_finalization_runs_is_billed(engine, catalog, monkeypatch, how):
+    """The run of a finalization counts the usage stored up to the ingestion cutoff, which waits for the chunks
+    being stored: an event whose chunk commits while the finalization runs is on the invoice (a cutoff read from the
+    clock would leave it on none: received before it, so never late, yet not stored when the month was counted)."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "arr", D(2026, 10, 1))
+    assert ingest_batch(engine, catalog, calls(3), now=at(D(2026, 10, 20))).accepted == 3
+    run_billing(engine, catalog, month(2026, 10))  # the draft: 31.00 + 3 calls
+    stored = threading.Event()
+    writers = [write_sqlite.SqliteWriter, write_postgres.PostgresWriter]
+    originals = {writer: writer.store for writer in writers}
+
+    def store_slowly(self, connection, events):
+        done = originals[type(self)](self, connection, events)  # stored, its chunk's transaction still open
+        stored.set()
+        time.sleep(1)
+        return done
+
+    for writer in writers:
+        monkeypatch.setattr(writer, "store", store_slowly)
+    late = threading.Thread(target=ingest_batch, args=(engine, catalog, calls(1, first=99)))
+    late.start()
+    assert stored.wait(30)
+    if how == "period":
+        finalize_period_fresh(engine, catalog, month(2026, 10), SETTINGS, D(2026, 11, 2))
+    else:
+        finalize_draft_fresh(engine, catalog, "period:acme:2026-10", SETTINGS, D(2026, 11, 2))
+    late.join()
+    with session_scope(engine) as session:
+        issued = store.get_invoice(session, "period:acme:2026-10")
+    assert (issued.status.value, str(issued.total)) == ("finalized", "35.00")  # 31.00 + 4 calls × 1.00
+
+
+def test_an_opening_draft_finalized_by_id_is_composed_again(engine, catalog):
+    """Subscribed from 16 November on a plan billed in advance (its opening draft: 16 of 30 days of 31.00, no tax),
+    then the customer's tax rate set to 20 %: the opening invoice issued by id is taxed."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "adv", D(2026, 11, 16))
+    with session_scope(engine) as session:
+        written = store.get_invoice(session, "start:1")
+    assert (str(written.tax), str(written.total)) == ("0.00", "15.50")  # 31.00 × 15 / 30
+    service.update_customer(engine, "acme", {"tax_rate": "20"})
+    issued = finalize_draft_fresh(engine, catalog, written.id, SETTINGS, D(2026, 11, 20), now=at(D(2026, 11, 20)))
+    assert (issued.status.value, str(issued.tax), str(issued.total)) == ("finalized", "3.10", "18.60")
+
+
+def test_a_weekly_customer_that_cannot_be_rated_keeps_its_week_drafts(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "wk", D(2026, 9, 28))
+    run_billing(engine, catalog, month(2026, 10), now=at(D(2026, 11, 2)))
+    with session_scope(engine) as session:
+        weeks = sorted(key for key in store.stored_drafts(session, [f"period:acme:2026-W{n}" for n in range(40, 45)]))
+    assert weeks == ["period:acme:2026-W40", "period:acme:2026-W41", "period:acme:2026-W42", "period:acme:2026-W43"]
+    gone = load(WITHOUT_WK)
+    with session_scope(engine) as session:
+        week = store.get_invoice(session, "period:acme:2026-W41").id
+    with pytest.raises(ConflictError, match="cannot be rated now"):
+        finalize_draft_fresh(engine, gone, week, SETTINGS, D(2026, 11, 2), now=at(D(2026, 11, 2)))
+    report, numbers = finalize_period_fresh(engine, gone, month(2026, 10), SETTINGS, D(2026, 11, 2),
+                                            now=at(D(2026, 11, 2)))
+    assert numbers == [] and {who for who, _ in report.skipped} == {"acme"} and report.removed == []
+    with session_scope(engine) as session:
+        assert sorted(store.stored_drafts(session, weeks)) == weeks  # every week still a draft
+
+
+def test_a_refused_finalization_by_id_writes_nothing(engine, catalog):
+    """A draft of the current month, finalized by id without allow_open_period: refused before the run, so the
+    draft stays as it was written (the cancellation since is not in it yet)."""
+    draft = march_preview_then_cancelled(engine, catalog, "arr")
+    with pytest.raises(OpenPeriodError, match="has not ended"):
+        finalize_draft_fresh(engine, catalog, draft, SETTINGS, D(2026, 3, 20), now=at(D(2026, 3, 20)))
+    assert fee_lines(engine, "period:acme:2026-03") == ("draft", [("Arr subscription, 2026-03 (in arrears)",
+                                                                     "31.00")])

@@ -15,12 +15,13 @@ from sqlalchemy import Engine, select
 
 from billing.config import get_settings
 from billing.core.periods import Period, month, month_of
-from billing.customers import create_customer, subscribe
+from billing.customers import cancel_subscription, create_customer, subscribe
 from billing.db import make_engine, session_scope
 from billing.db.engines import dispose_engines
 from billing.db.scheduler_tables import SchedulerJobRow
 from billing.ingestion import ingest_batch
 from billing.invoicing import list_invoices
+from billing.run import run_billing
 from billing.scheduler import (
     JOBS,
     RETRY_DELAY,
@@ -175,6 +176,31 @@ def test_the_billing_cycle_leaves_a_draft_it_cannot_rate_now(engine, catalog):
     issued = bill_closed_periods(engine, catalog, settings, 5, now=later)
     assert issued.finalized == ["INV-2026-000001"] and issued.skipped == []
     assert [(i.status, i.total) for i in list_invoices(engine)] == [(InvoiceStatus.FINALIZED, 12)]
+
+
+ADDON = '\n[plans.addon]\nname = "Addon"\ncurrency = "USD"\nsubscription = { fee = 30.00, billing = "in_advance" }\n'
+LEGACY = '\n[plans.legacy]\nname = "Legacy"\ncurrency = "USD"\nsubscription = { fee = 5.00, billing = "in_arrears" }\n'
+
+
+def test_a_customer_left_unrated_in_one_period_has_its_other_periods_issued(engine, catalog):
+    """Two plans gone from the catalog: an add-on whose opening invoice is dated November, and a plan acme left in
+    September. The cycle leaves September's draft as it was written (its run cannot rate acme: it does not write it
+    again without that plan's fee) and the add-on's opening draft, and issues October's, which neither is in."""
+    wider, problems = loads_catalog(CATALOG + ADDON + LEGACY, "wider.toml")
+    assert not problems
+    customer_with_usage(engine, wider, "acme", "UTC", month(2026, 9))
+    legacy = subscribe(engine, wider, "acme", "legacy", dt.date(2026, 9, 1))
+    cancel_subscription(engine, legacy.id, dt.date(2026, 9, 20), catalog=wider)
+    subscribe(engine, wider, "acme", "addon", dt.date(2026, 11, 5))
+    run_billing(engine, wider, month(2026, 9), now=dt.datetime(2026, 10, 1, 12, tzinfo=dt.UTC))
+    report = bill_closed_periods(engine, catalog, FinalizeSettings(), 5, now=dt.datetime(2026, 11, 8, 12, tzinfo=dt.UTC))
+    assert report.finalized == ["INV-2026-000001"]
+    assert [(i.period_start, i.status, str(i.total)) for i in list_invoices(engine)] == [
+        # as written before, never again without legacy's line: 10.00 + 4 × 0.50 + 19 of 30 days of 5.00 (3.17)
+        (dt.date(2026, 9, 1), InvoiceStatus.DRAFT, "15.17"),
+        (dt.date(2026, 10, 1), InvoiceStatus.FINALIZED, "10.00"),
+        (dt.date(2026, 11, 1), InvoiceStatus.DRAFT, "26.00"),  # the add-on's opening invoice: 26 of 30 days
+    ]
 
 
 def failing_job() -> None:

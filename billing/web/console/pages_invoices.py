@@ -131,7 +131,8 @@ def finalize_drafts(
             engine, catalog, period, invoicing.finalize_settings(settings), dt.date.today(),
             approval=approval.ApprovalPolicy.configured(settings),
         )  # fmt: skip
-        left = f" {len(report.skipped)} left as drafts: their customers cannot be rated now." if report.skipped else ""
+        unrated = sorted({who for who, _ in report.skipped})
+        left = f" Left as drafts, cannot be rated now: {', '.join(unrated)}." if unrated else ""
         return f"{len(numbers)} invoices of {period.label} issued.{left}"
 
     back = f"/approvals?period={quote(period_text.strip(), safe='')}" if _parses(period_text) else "/approvals"
