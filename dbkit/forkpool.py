@@ -56,8 +56,29 @@ def fork_pool(
 def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
     gc.freeze()
     _die_with_parent()
+    _keep_freed_memory()
     if initializer is not None:
         initializer(*initargs)
+
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2  # glibc's mallopt parameters (malloc.h)
+
+
+def _keep_freed_memory() -> None:
+    """Keep the memory this worker frees for its next task rather than give it back to the system. A worker
+    builds and drops hundreds of megabytes a task (a file's chunk of 100,000 lines: its text, the parsed records,
+    the events); by default glibc hands the top of its heap back once it is freed, and the next task faults every
+    page in again: measured, about 124,000 page faults a chunk, a third of a parsing worker's CPU spent in the
+    kernel. With a trim threshold of 1 GiB and 64 MiB of padding, about 32,000. The worker dies with its job and
+    its memory with it. Other C libraries (musl, macOS) keep their own ways."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this interpreter runs on
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(_M_TOP_PAD, 64 << 20)
 
 
 def _die_with_parent() -> None:
