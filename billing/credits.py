@@ -100,6 +100,7 @@ __all__ = [
     "invoice_voided",
     "ledger",
     "ledger_problems",
+    "lock_owners",
     "note_reductions",
     "overpayment_to_balance",
     "refund_to_balance",
@@ -567,6 +568,16 @@ def invoice_voided(session: Session, invoice: Invoice, now: dt.datetime) -> None
 # -- applying at finalization ----------------------------------------------------------------------------------
 
 
+def lock_owners(session: Session, invoice_ids: Sequence[int]) -> None:
+    """Lock the customers of these invoices (in the order ``repository.lock_customers`` takes them): what every
+    writer of a customer's invoices takes first, before the invoices themselves."""
+    if invoice_ids:
+        owners = session.execute(
+            select(InvoiceRow.customer_external_id).where(InvoiceRow.id.in_(list(invoice_ids))).distinct()
+        ).scalars()
+        repository.lock_customers(session, [owner for owner in owners if owner is not None])
+
+
 def finalize_with_credits(
     session: Session,
     invoice_ids: Sequence[int],
@@ -577,11 +588,7 @@ def finalize_with_credits(
     """``store.finalize_many``, then the customers' credits applied to each invoice, in the same transaction.
     The invoices' customers are locked first, before the number sequence (the order every other writer of both
     takes them in: a paid grant, a credit note to the balance), so that two transactions never deadlock."""
-    if invoice_ids:
-        owners = session.execute(
-            select(InvoiceRow.customer_external_id).where(InvoiceRow.id.in_(list(invoice_ids))).distinct()
-        ).scalars()
-        repository.lock_customers(session, [owner for owner in owners if owner is not None])
+    lock_owners(session, invoice_ids)
     numbers = store.finalize_many(session, invoice_ids, settings, today)
     apply_credits(session, invoice_ids, now or utcnow(), settings)
     return numbers

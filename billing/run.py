@@ -62,6 +62,7 @@ from billing.notify.outbox import queue_invoices_finalized
 from billing.progressive import billed_progressively
 from billing.unbilled import UnbilledUsage, UsageAccount, account_usage
 from billing.usage_windows import (
+    PlanProblem,
     ResolvedPlans,
     UsageKey,
     aggregate,
@@ -81,6 +82,7 @@ from pricing_plans.money import ZERO
 __all__ = [
     "PeriodsApart",
     "RunReport",
+    "finalize_after_run",
     "finalize_billing_period",
     "finalize_draft_fresh",
     "finalize_period",
@@ -184,7 +186,7 @@ def run_billing(
     report.customers = len(customers)
     report.unbilled = _merged(report.unbilled)
     if only is None:
-        unrated = {who for who, _ in report.skipped}
+        unrated = {who for who, _ in report.skipped} | {p.customer for p in billing_periods.unknown}
         report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer, unrated)
     return report
 
@@ -280,6 +282,7 @@ class _BillingPeriods:
     apart: set[int] = field(default_factory=set)  # billed on weeks or anniversary months: never in the month
     month_customers: set[str] = field(default_factory=set)  # with a subscription billed in the month
     shard: Shard | None = None  # the run bills this shard's customers only
+    unknown: tuple[PlanProblem, ...] = ()  # subscriptions whose plan the catalog lacks (which periods bill them?)
     elsewhere: frozenset[int] = field(init=False)  # the subscriptions billed in a period other than the month
 
     def __post_init__(self) -> None:
@@ -316,7 +319,8 @@ def _billing_periods(
         found = [s for s in found if s.customer_external_id == customer]
     if shard is not None:
         found = [s for s in found if shard.owns(s.customer_external_id)]
-    plans = resolve_plans(catalog, found).plans
+    resolved = resolve_plans(catalog, found)
+    plans = resolved.plans
     found_periods = _BillingPeriods(month, {}, {})
     for subscription in found:
         plan = plans.get(subscription.id)
@@ -343,7 +347,7 @@ def _billing_periods(
     }
     return _BillingPeriods(
         month, found_periods.members, found_periods.late_owner, found_periods.customers, found_periods.cells,
-        found_periods.apart, month_customers, shard,
+        found_periods.apart, month_customers, shard, tuple(resolved.unknown),
     )
 
 
@@ -467,6 +471,8 @@ class _Scope:
     late_subscriptions_by_customer: dict[str, list[Subscription]]  # those whose plan is known
     coupons: dict[str, list[AppliedCoupon]]  # the coupons applied to each customer, as of the period
     shard: Shard | None = None  # the run bills this shard's customers only
+    unrated: Mapping[str, str] = field(default_factory=dict)  # customers not billed now (a plan gone), with why
+    kept: frozenset[str] = frozenset()  # customers whose drafts stay, whatever the run writes (a plan gone)
 
     def owned(self) -> Callable[[str], bool] | None:
         """The shard's test of a customer (None: every customer is the run's)."""
@@ -523,10 +529,25 @@ def _load_scope(
         for c, late in late_periods
         if any(_bills(s, plans.plans[s.id], late) for s in late_subscriptions_by_customer.get(c, ()))
     ]
+    unrated = _unrated(period, plans, billing_periods, report)
     return _Scope(
         period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
         customer_ids, plans, late_by_customer, late_subscriptions_by_customer, coupons, billing_periods.shard,
+        unrated=unrated,
+        kept=frozenset(p.customer for p in billing_periods.unknown),
     )
+
+
+def _unrated(
+    period: Period, plans: ResolvedPlans, billing_periods: _BillingPeriods, report: RunReport
+) -> dict[str, str]:
+    """The customers the run does not rate in ``period``, with why: a subscription of theirs in it whose plan is
+    gone, or one billed in another of the month's periods as far as the run can tell (the plan said which) whose
+    days this period shares (added to ``report.skipped``)."""
+    elsewhere = [p for p in billing_periods.unknown if p.subscription.overlaps(period.start, period.end)]
+    known_problems = {p.subscription.id for p in plans.unknown}
+    report.skipped += [(p.customer, p.message) for p in elsewhere if p.subscription.id not in known_problems]
+    return {p.customer: p.message for p in reversed([*plans.unknown, *elsewhere])}
 
 
 def _aggregate(
@@ -563,13 +584,14 @@ def _account(
         account = account_usage(
             engine, catalog, scope.period, scope.subscriptions, scope.customers, scope.plans,
             customer=scope.customer, counted=counted, holes=billing_periods.cells, owned=scope.owned(),
+            unrated=scope.unrated,
         )
     else:
         owners = billing_periods.customers.get(scope.period, set())
         subscriptions, plans = _covering(engine, catalog, scope, owners)
         account = account_usage(
             engine, catalog, scope.period, subscriptions, scope.customers, plans,
-            customer=scope.customer, counted=counted, only=owners,
+            customer=scope.customer, counted=counted, only=owners, unrated=scope.unrated,
         )
     report.events = account.rated
     report.unbilled = account.unbilled
@@ -722,6 +744,7 @@ def _rating_inputs(
         coupons=scope.coupons,
         tax_rules=get_settings().tax_rules(),
         earlier=billed.earlier,
+        unrated=frozenset(scope.unrated),
     )
 
 
@@ -806,6 +829,8 @@ def _settle(
         store.touch_drafts(session, written.unchanged, usage_as_of)
         # (a customer the run could not rate keeps its draft: a catalog or data mistake deletes nothing)
         produced = written.produced | {period_key(c, scope.period) for c, _ in report.skipped}
+        # (nor the drafts of a customer with a subscription whose plan is gone: which periods it bills is unknown)
+        produced |= {period_key(c, scope.period) for c in [*scope.unrated, *scope.kept]}
         report.removed = store.remove_stale_drafts(
             session, scope.period.start, produced, scope.customer, period_end=scope.period.end, owned=scope.owned()
         )
@@ -839,6 +864,7 @@ class _RatingInputs:
     coupons: Mapping[str, list[AppliedCoupon]]
     tax_rules: TaxRules | None = None  # the configuration's (``billing.core.tax``)
     earlier: Mapping[str, list[InvoiceLine]] = field(default_factory=dict)  # the period's progressive invoices' lines
+    unrated: Collection[str] = frozenset()  # customers not rated now: their drafts are kept as they are
 
 
 @dataclass(frozen=True, slots=True)
@@ -868,14 +894,14 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     owner = inputs.customers.get(customer_id)
     if owner is None:
         return [], "customer not found"
+    if customer_id in inputs.unrated:
+        # A plan gone from the catalog (listed among the skipped already): the customer's draft is kept as it was,
+        # never written again without that subscription's charges (its fee, its usage, late or not).
+        return [], None
     settled = [
         s for s in inputs.ended_by_customer.get(customer_id, ())
         if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start))
     ]  # fmt: skip
-    if any(s.id not in plans for s in [*inputs.by_customer.get(customer_id, []), *settled]):
-        # A plan gone from the catalog (listed among the skipped already): the customer's draft is kept as it was,
-        # never written again without that subscription's charges.
-        return [], None
     own = inputs.by_customer.get(customer_id, [])
     if any(s.id in inputs.foreign_currency for s in own):
         return [], f"plan currency differs from the customer's {owner.currency}"
@@ -1116,16 +1142,39 @@ def finalize_period_fresh(
     instant = clock(now)
     check_period_finalizable(engine, period, customer=customer, now=instant, allow_open_period=allow_open_period)
     report = run_billing(engine, catalog, period, customer=customer, now=now)
+    numbers = finalize_after_run(
+        engine, catalog, period, report, settings, today, customer=customer, now=instant,
+        allow_open_period=allow_open_period, approval=approval,
+    )  # fmt: skip
+    return report, numbers
+
+
+def finalize_after_run(
+    engine: Engine,
+    catalog: Catalog,
+    period: Period,
+    report: RunReport,
+    settings: store.FinalizeSettings,
+    today: dt.date,
+    *,
+    customer: str | None = None,
+    now: dt.datetime | None = None,
+    allow_open_period: bool = False,
+    approval: ApprovalPolicy | None = None,
+) -> list[str]:
+    """Finalize the period's drafts right after ``report``'s run of it (``billing run --finalize``): the opening
+    drafts it issues composed again first (a weekly subscription's first week may end in the next month, whose run
+    composes it), the drafts of the customers the run or that composing could not rate left as they are (added to
+    ``report.skipped``), the others issued (``finalize_period``); the numbers given."""
     with session_scope(read_only(engine)) as session:
         subscriptions = [repository.get_subscription(session, d.subscription_id)
                          for d in store.opening_drafts(session, customer)]  # fmt: skip
     starting = [s.id for s in subscriptions if s is not None and period.contains(s.start_date)]
     report.skipped += invoicing.refresh_opening_drafts(engine, catalog, starting).skipped
-    numbers = finalize_period(
-        engine, period, settings, today, customer=customer, now=instant, allow_open_period=allow_open_period,
+    return finalize_period(
+        engine, period, settings, today, customer=customer, now=now, allow_open_period=allow_open_period,
         approval=approval, leave={who for who, _ in report.skipped},
     )  # fmt: skip
-    return report, numbers
 
 
 def finalize_draft_fresh(
@@ -1219,6 +1268,9 @@ def _issue(
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:
+            # the customers before their drafts, as every writer of both takes them (a refresh of an opening draft,
+            # a Stripe webhook's cancellation): never two transactions waiting for each other in a circle
+            credits.lock_owners(session, ids[offset : offset + batch])
             chunk = store.claim_drafts(session, ids[offset : offset + batch])
             if approval is not None:
                 chunk = issuable(session, chunk, approval)

@@ -177,14 +177,18 @@ def bill_closed_periods(
         apart = periods_apart(engine, catalog, period, now=instant)
         whole = False  # whether a run of the whole month billed its weeks and anniversary months too
         before = len(report.skipped)  # (a draft this period's runs could not rate now is not issued)
+        rated: set[str] | None = set()  # the customers billed for the whole month by this cycle (None: all)
         if period != latest.next():  # the current month is billed when it has closed
-            whole = _bill_period(engine, catalog, period, apart, today, report)
-            unrated = {who for who, _ in report.skipped[before:]}
-            _finalize_due(engine, period, settings, today, grace, instant, report, approval, unrated)
+            rated = _bill_period(engine, catalog, period, apart, today, report)
+            whole = rated is None
+        # Its weeks and anniversary months are billed before the month's drafts are issued: finalizing the month
+        # issues the drafts of every billing period ending in it, each written by this cycle.
+        if apart.customers and not whole:
+            _bill_apart(engine, catalog, apart, today, report)
+        unrated = {who for who, _ in report.skipped[before:]}
+        if period != latest.next():
+            _finalize_due(engine, catalog, period, settings, today, grace, instant, report, approval, unrated, rated)
         if apart.customers:
-            if not whole:
-                _bill_apart(engine, catalog, apart, today, report)
-            unrated = {who for who, _ in report.skipped[before:]}
             _finalize_apart(engine, apart, settings, today, grace, instant, report, approval, unrated)
     return report
 
@@ -196,25 +200,25 @@ def _bill_period(
     apart: PeriodsApart,
     today: dict[str, dt.date],
     report: CycleReport,
-) -> bool:
+) -> set[str] | None:
     """Bill ``period`` for the customers billed on it (a subscription billed on calendar months: not only weeks
     or anniversary months, ``apart``) in whose timezone (``today``) it has closed and who have no issued invoice
-    of the month yet: in one run when it has closed for every such customer (True: that run billed the month's
-    weeks and anniversary months too), else customer by customer."""
+    of the month yet: in one run when it has closed for every such customer (None: that run billed every
+    customer, the month's weeks and anniversary months too), else customer by customer (those billed)."""
     subscribed = apart.month_customers
     with session_scope(read_only(engine)) as session:
         issued = store.customers_with_issued_invoice(session, period.start, period_end=period.end)
     closed = {c for c in subscribed if c in today and today[c] >= period.end}
     pending = closed - issued
     if not pending:
-        return False
+        return set()
     report.billed[period.label] = len(pending)
     if closed == subscribed:
         report.skipped += run_billing(engine, catalog, period).skipped
-        return True
+        return None
     for customer in sorted(pending):
         report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
-    return False
+    return pending
 
 
 def _bill_apart(
@@ -265,8 +269,26 @@ def _finalize_apart(
             )
 
 
+def _rated_whole(
+    engine: Engine, catalog: Catalog, period: Period, customers: list[str], rated: Collection[str] | None,
+    report: CycleReport,
+) -> list[str]:
+    """``customers``, each billed for the whole of ``period`` by this cycle (a run of it for those ``rated`` does
+    not name), but those that run could not rate (added to ``report.skipped``)."""
+    kept = []
+    for customer in customers:
+        if rated is not None and customer not in rated:
+            skipped = run_billing(engine, catalog, period, customer=customer).skipped
+            report.skipped += skipped
+            if skipped:
+                continue
+        kept.append(customer)
+    return kept
+
+
 def _finalize_due(
     engine: Engine,
+    catalog: Catalog,
     period: Period,
     settings: FinalizeSettings,
     today: dict[str, dt.date],
@@ -275,9 +297,13 @@ def _finalize_due(
     report: CycleReport,
     approval: ApprovalPolicy | None = None,
     unrated: Collection[str] = frozenset(),
+    rated: Collection[str] | None = None,
 ) -> None:
     """Finalize the customers' drafts of ``period`` once ``grace`` has passed since it closed in their timezone
-    (``today``); not those of the ``unrated`` customers (whom the period's run could not rate now)."""
+    (``today``); not those of the ``unrated`` customers (whom the period's run could not rate now). Finalizing a
+    month issues the drafts of every billing period ending in it: a due customer this cycle did not bill for the
+    whole month (``rated``; None: every customer) is billed for it first, its weeks and anniversary months
+    included, so that a draft of a week its subscription no longer covers is deleted, not issued."""
     drafts = _draft_customers(engine, period)
     due: dict[dt.date, list[str]] = {}
     for customer in sorted(drafts - set(unrated)):
@@ -285,6 +311,8 @@ def _finalize_due(
         # cannot be changed); a preview draft of the current period stays a draft
         if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
             due.setdefault(today[customer], []).append(customer)
+    for day, customers in due.items():
+        due[day] = _rated_whole(engine, catalog, period, customers, rated, report)
     # One finalization per issue date ("today" in the customers' timezones), not one per customer: each reads
     # the period's drafts and subscriptions once (per customer, that reading grew with the square of the
     # customers, and so did the time other writers waited).

@@ -9,7 +9,8 @@ it is unbilled, for one of these reasons (``Reason``):
 - ``before_start`` / ``after_end`` / ``no_subscription``: no subscription of C covers t (before its next one
   started, after its last one ended, or C has none at all);
 - ``unknown_plan``: the subscriptions covering t are on a plan version the catalog does not have;
-- ``customer_skipped``: the run skips C (a plan priced in another currency than the customer's);
+- ``customer_skipped``: the run skips C (a plan priced in another currency than the customer's, or another of C's
+  subscriptions on a plan version the catalog does not have: C's draft is kept as it was);
 - ``meter_not_charged``: the plans covering t do not charge M (or M is not in the catalog at all);
 - ``unpriced``: M's charge prices its events by dimension, has no default price, and the event matches none of
   its filters (the rating engine leaves it off the invoice: ``RatedPeriod.unpriced``).
@@ -183,6 +184,7 @@ def account_usage(
     only: Collection[str] | None = None,
     holes: Mapping[str, Collection[Period]] | None = None,
     owned: Callable[[str], bool] | None = None,
+    unrated: Mapping[str, str] | None = None,
 ) -> UsageAccount:
     """Count the events of ``period`` (of ``customer`` only, if given) a billing run rates, and name those it does
     not, given what the run bills: ``subscriptions`` (those covering a day of the period), their ``customers`` by
@@ -190,7 +192,8 @@ def account_usage(
     subscription's window of the period, by subscription id. ``only``: account these customers only (those billed
     in a week or an anniversary month, when ``period`` is one); ``holes``: parts of each customer's period not to
     account here (its weeks and anniversary months, when ``period`` is a calendar month: accounted with them);
-    ``owned``: account the customers it accepts only (a shard's)."""
+    ``owned``: account the customers it accepts only (a shard's); ``unrated``: the customers the run does not rate
+    now (a subscription whose plan is gone), with why."""
     present = event_store(engine).customers_by_meter(customer)
     if only is not None:
         present = {meter: found & set(only) for meter, found in present.items()}
@@ -210,8 +213,8 @@ def account_usage(
     )
     skipped = _skipped_customers(by_customer, plans, owners)
     history = _gap_history(engine, segments, events, owners)
-    account = _account(period, catalog, plans, segments, events, owners, skipped, history)
-    _unpriced(account, segments, counted or {}, plans.plans, skipped)
+    account = _account(period, catalog, plans, segments, events, owners, skipped, history, unrated or {})
+    _unpriced(account, segments, counted or {}, plans.plans, {**skipped, **(unrated or {})})
     return account
 
 
@@ -350,9 +353,10 @@ def _account(
     owners: Mapping[str, Customer],
     skipped: Mapping[str, str],
     history: Mapping[str, list[Subscription]],
+    unrated: Mapping[str, str],
 ) -> UsageAccount:
     """Sort the counted events into those the run rates and those it does not, the latter grouped by customer,
-    meter and why."""
+    meter and why (``unrated``: customers the run does not rate now although their plan charges the meter)."""
     charged = {sub_id: frozenset(charge.meter for charge in plan.charges) for sub_id, plan in plans.plans.items()}
     account = UsageAccount(period)
     groups: dict[tuple[str, str, Reason, str], int] = {}
@@ -365,7 +369,9 @@ def _account(
         elif not segment.covering:
             why = _gap(segment, history.get(segment.customer, []))
         elif segment.customer not in skipped and any(meter in charged.get(s.id, ()) for s in segment.covering):
-            why = None  # rated
+            why = None  # rated, unless the customer is not rated now at all
+            if segment.customer in unrated:
+                why = Reason.CUSTOMER_SKIPPED, f"while the run skips the customer: {unrated[segment.customer]}"
         else:
             why = _covered(segment, meter, plans, skipped, catalog)
         if why is None:

@@ -30,7 +30,7 @@ from billing.api.schemas import (
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.config import Settings
 from billing.errors import BillingInputError
-from billing.run import finalize_period, run_billing
+from billing.run import finalize_after_run, run_billing
 from pricing_plans.models import Catalog
 from pricing_plans.money import format_amount
 
@@ -70,15 +70,16 @@ def create_billing_run(
     awaiting: list[int] = []
     if body.finalize:
         policy = ApprovalPolicy.configured(settings)
-        numbers = finalize_period(
+        numbers = finalize_after_run(
             engine,
+            catalog,
             period,
+            report,
             invoicing.finalize_settings(settings),
             dt.date.today(),
             customer=customer,
             allow_open_period=body.allow_open_period,
             approval=policy,
-            leave={who for who, _ in report.skipped},
         )
         waiting = awaiting_approval(engine, policy, period_start=period.start, customer=customer)
         awaiting = [item.draft.invoice_id for item in waiting]

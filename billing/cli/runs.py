@@ -25,7 +25,7 @@ from billing.core.periods import Period, parse_month
 from billing.core.shards import Shard, parse_shard
 from billing.errors import BillingError
 from billing.invoicing import check_period_finalizable
-from billing.run import RunReport, finalize_period, run_billing
+from billing.run import RunReport, finalize_after_run, run_billing
 from meters.errors import ConflictingEvents
 from pricing_plans.models import Catalog
 from pricing_plans.money import format_amount
@@ -72,7 +72,7 @@ def run(
             )
         report = _run_with_progress(engine, catalog, billing_period, customer, part, as_json)
         numbers, awaiting = (
-            _finalize(engine, billing_period, customer, allow_open_period, report) if finalize else ([], [])
+            _finalize(engine, catalog, billing_period, customer, allow_open_period, report) if finalize else ([], [])
         )
     except BillingError as error:
         fail(open_period_message(error))
@@ -125,14 +125,19 @@ def _shard(text: str | None, finalize: bool) -> Shard | None:
 
 
 def _finalize(
-    engine: Engine, billing_period: Period, customer: str | None, allow_open_period: bool, report: RunReport
+    engine: Engine,
+    catalog: Catalog,
+    billing_period: Period,
+    customer: str | None,
+    allow_open_period: bool,
+    report: RunReport,
 ) -> tuple[list[str], list[int]]:
     """The period's drafts finalized but those waiting for approval and those of the customers the run could not
     rate (listed among the skipped): the numbers given, the ids left waiting."""
     policy = ApprovalPolicy.configured()
-    numbers = finalize_period(
-        engine, billing_period, finalize_settings(), dt.date.today(), customer=customer,
-        allow_open_period=allow_open_period, approval=policy, leave={who for who, _ in report.skipped},
+    numbers = finalize_after_run(
+        engine, catalog, billing_period, report, finalize_settings(), dt.date.today(), customer=customer,
+        allow_open_period=allow_open_period, approval=policy,
     )
     waiting = awaiting_approval(engine, policy, period_start=billing_period.start, customer=customer)
     return numbers, [item.draft.invoice_id for item in waiting]

@@ -21,7 +21,8 @@ from billing.db import make_engine, session_scope
 from billing.errors import ConflictError
 from billing.ingestion import ingest_batch
 from billing.invoicing import OpenPeriodError
-from billing.run import finalize_draft_fresh, finalize_period, finalize_period_fresh, run_billing
+from billing.run import finalize_after_run, finalize_draft_fresh, finalize_period, finalize_period_fresh, run_billing
+from billing.scheduler import bill_closed_periods
 from invoices import store
 from meters.ingest import write_postgres, write_sqlite
 from pricing_plans.loader import loads_catalog
@@ -49,10 +50,22 @@ name = "Weekly"
 currency = "USD"
 interval = "week"
 subscription = { fee = 7.00, billing = "in_arrears" }
+
+[plans.wka]
+name = "Weekly ahead"
+currency = "USD"
+interval = "week"
+subscription = { fee = 7.00, billing = "in_advance" }
+
+[plans.legacy]
+name = "Legacy"
+currency = "USD"
+subscription = { fee = 30.00, billing = "in_advance" }
 """
 
 WITHOUT_ARR = CATALOG[: CATALOG.index("[plans.arr]")] + CATALOG[CATALOG.index("[plans.wk]") :]
-WITHOUT_WK = CATALOG[: CATALOG.index("[plans.wk]")]
+WITHOUT_WK = CATALOG[: CATALOG.index("[plans.wk]")] + CATALOG[CATALOG.index("[plans.wka]") :]
+WITHOUT_LEGACY = CATALOG[: CATALOG.index("[plans.legacy]")]
 
 D = dt.date
 SETTINGS = store.FinalizeSettings()
@@ -268,3 +281,82 @@ def test_a_refused_finalization_by_id_writes_nothing(engine, catalog):
         finalize_draft_fresh(engine, catalog, draft, SETTINGS, D(2026, 3, 20), now=at(D(2026, 3, 20)))
     assert fee_lines(engine, "period:acme:2026-03") == ("draft", [("Arr subscription, 2026-03 (in arrears)",
                                                                      "31.00")])
+
+
+def drafts_and_issued(engine) -> list[tuple[str, str, str]]:
+    """(billing key, status, total) of every invoice."""
+    with session_scope(engine) as session:
+        return sorted((i.billing_key, i.status.value, str(i.total)) for i in store.list_invoices(session))
+
+
+def test_the_scheduler_issues_a_customers_weeks_as_its_cycle_rates_them(engine, catalog):
+    """acme billed weekly, cancelled on 15 October after October's weeks were written; beta's October already
+    issued (so the cycle bills no whole month). The cycle rates the weeks before it issues the month's drafts:
+    week 42 bills 3 of its 7 days, week 43 nothing (its draft deleted)."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.create_customer(engine, "beta", "Beta", None, "USD", timezone="UTC")
+    weekly = service.subscribe(engine, catalog, "acme", "wk", D(2026, 9, 28))
+    service.subscribe(engine, catalog, "beta", "arr", D(2026, 10, 1))
+    october = month(2026, 10)
+    run_billing(engine, catalog, october, now=at(D(2026, 11, 1)))
+    finalize_period(engine, october, SETTINGS, D(2026, 11, 1), customer="beta", now=at(D(2026, 11, 1)))
+    service.cancel_subscription(engine, weekly.id, D(2026, 10, 15), catalog=catalog)
+    bill_closed_periods(engine, catalog, SETTINGS, 5, now=at(D(2026, 11, 8)))
+    assert [row for row in drafts_and_issued(engine) if row[0].startswith("period:acme")] == [
+        ("period:acme:2026-W40", "finalized", "7.00"),
+        ("period:acme:2026-W41", "finalized", "7.00"),
+        ("period:acme:2026-W42", "finalized", "3.00"),  # 12 to 14 October
+    ]
+
+
+def test_a_run_keeps_the_week_drafts_of_a_customer_it_cannot_rate_beside_others(engine, catalog):
+    for who, plan in (("acme", "wk"), ("beta", "wka")):
+        service.create_customer(engine, who, who.title(), None, "USD", timezone="UTC")
+        service.subscribe(engine, catalog, who, plan, D(2026, 9, 28))
+    october = month(2026, 10)
+    run_billing(engine, catalog, october, now=at(D(2026, 11, 1)))
+    weeks = [f"period:acme:2026-W{n}" for n in range(40, 44)]
+    with session_scope(engine) as session:
+        assert sorted(store.stored_drafts(session, weeks)) == weeks
+    again = run_billing(engine, load(WITHOUT_WK), october, now=at(D(2026, 11, 2)))
+    assert {who for who, _ in again.skipped} == {"acme"} and again.removed == []
+    with session_scope(engine) as session:
+        assert sorted(store.stored_drafts(session, weeks)) == weeks
+
+
+def test_a_run_that_cannot_rate_a_customer_never_writes_its_draft_without_that_plan(engine, catalog):
+    """arr and legacy (30.00 in advance) from September; September issued (it billed October's 30.00 in advance);
+    legacy cancelled on 1 October: October's draft gives the 30.00 back. With legacy gone from the catalog, a run
+    keeps that draft as it was, and counts acme's events as skipped, not rated."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "arr", D(2026, 9, 1))
+    legacy = service.subscribe(engine, catalog, "acme", "legacy", D(2026, 9, 1))
+    september, october = month(2026, 9), month(2026, 10)
+    run_billing(engine, catalog, september, now=at(D(2026, 10, 1)))
+    finalize_period(engine, september, SETTINGS, D(2026, 10, 1), now=at(D(2026, 10, 1)))
+    service.cancel_subscription(engine, legacy.id, D(2026, 10, 1), catalog=catalog)
+    assert ingest_batch(engine, catalog, calls(5), now=at(D(2026, 10, 20))).accepted == 5
+    run_billing(engine, catalog, october, now=at(D(2026, 11, 1)))
+    written = [row for row in drafts_and_issued(engine) if row[0] == "period:acme:2026-10"]
+    assert written == [("period:acme:2026-10", "draft", "6.00")]  # 31.00 + 5 calls − 30.00 given back
+    again = run_billing(engine, load(WITHOUT_LEGACY), october, now=at(D(2026, 11, 2)))
+    assert {who for who, _ in again.skipped} == {"acme"} and (again.updated, again.events) == (0, 0)
+    assert [(g.customer, g.meter, g.reason.value, g.events) for g in again.unbilled] == [
+        ("acme", "api_calls", "customer_skipped", 5)
+    ]
+    assert [row for row in drafts_and_issued(engine) if row[0] == "period:acme:2026-10"] == written
+
+
+def test_a_run_finalized_at_once_composes_its_opening_drafts_again(engine, catalog):
+    """A weekly plan billed in advance from Thursday 29 October (its first week ends in November: October's run
+    does not compose its opening invoice), then the customer's tax rate set to 20 %: `billing run --finalize` of
+    October issues the opening invoice taxed (4 of 7 days of 7.00: 4.00, tax 0.80)."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "wka", D(2026, 10, 29))
+    service.update_customer(engine, "acme", {"tax_rate": "20"})
+    october = month(2026, 10)
+    report = run_billing(engine, catalog, october, now=at(D(2026, 11, 2)))
+    finalize_after_run(engine, catalog, october, report, SETTINGS, D(2026, 11, 2), now=at(D(2026, 11, 2)))
+    with session_scope(engine) as session:
+        opening = store.get_invoice(session, "start:1")
+    assert (opening.status.value, str(opening.tax), str(opening.total)) == ("finalized", "0.80", "4.80")

@@ -19,7 +19,7 @@ from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.config import Settings
 from billing.core.periods import Period, month
 from billing.errors import BillingError, BillingInputError
-from billing.run import finalize_period, run_billing, usage_account
+from billing.run import finalize_after_run, run_billing, usage_account
 from billing.staff import StaffSession
 from billing.web.console.base import (
     Form,
@@ -95,9 +95,9 @@ def start_run(
         numbers: list[str] = []
         policy = ApprovalPolicy.configured(settings)
         if finalize:
-            numbers = finalize_period(
-                engine, period, invoicing.finalize_settings(settings), dt.date.today(), approval=policy,
-                leave={who for who, _ in report.skipped},
+            numbers = finalize_after_run(
+                engine, catalog, period, report, invoicing.finalize_settings(settings), dt.date.today(),
+                approval=policy,
             )  # fmt: skip
         waiting = awaiting_approval(engine, policy, period_start=period.start)
     except BillingError as exc:
