@@ -37,11 +37,13 @@ from billing.api.routes_stripe import router
 from billing.cli import app as cli_app
 from billing.config import Settings, get_settings
 from billing.core.domain import CancelReason, SubscriptionStatus
+from billing.core.periods import month as calendar_month
 from billing.db import make_engine, session_scope, upgrade
 from billing.db.engines import dispose_engines, get_engine
 from billing.db.installation import installation_id
 from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
+from billing.run import finalize_period
 from billing.stripe.sync import STRIPE_API_VERSION, SyncStep, stripe_client, stripe_items, sync_invoices
 from billing.stripe.webhooks import handle_event
 from dbkit import utcnow
@@ -1108,14 +1110,15 @@ def test_an_involuntary_cancellation_settles_the_opening_drafts_as_a_cancellatio
     assert _opening_total(engine, storage.id) is None  # it covers no day: no fee
 
 
-@pytest.mark.parametrize("finalizer", ["api", "scheduler"])
+@pytest.mark.parametrize("finalizer", ["api", "scheduler", "period"])
 def test_an_involuntary_cancellation_and_finalizing_the_opening_draft_at_once_never_deadlock(
     engine, catalog, monkeypatch, finalizer
 ):
     """PostgreSQL: the webhook cancelling the subscriptions (the failed invoice, the customer, the subscription,
     its opening draft) and finalizing that opening draft — by the API with an approval policy (which took the
-    draft, then the customer), or by the scheduler (the subscription, the draft, then the customer) — waited for
-    each other in a circle; all now take the customer first. The finalization is held up with what it locked while
+    draft, then the customer), by the scheduler (the subscription, the draft, then the customer), or with its
+    period's drafts (the drafts, then the customers) — waited for each other in a circle; all now take the
+    customer first. The finalization is held up with what it locked while
     the webhook arrives: both finish, one after the other."""
     if not is_postgresql(engine):
         pytest.skip("PostgreSQL: row locks (SQLite's write transaction holds the whole database)")
@@ -1126,15 +1129,16 @@ def test_an_involuntary_cancellation_and_finalizing_the_opening_draft_at_once_ne
     issue(engine)
     with session_scope(engine) as session:
         opening_id = next(i.id for i in store.list_invoices(session) if i.billing_key == f"start:{support.id}")
-    held_up = "check_approved" if finalizer == "api" else "write_opening_invoice"
-    real = getattr(invoicing, held_up)
+    held_up = {"api": "check_approved", "scheduler": "write_opening_invoice", "period": "claim_drafts"}[finalizer]
+    where = store if finalizer == "period" else invoicing
+    real = getattr(where, held_up)
 
     def slowly(*args, **kwargs):
         found = real(*args, **kwargs)
         time.sleep(0.5)  # what the finalization locked so far stays locked meanwhile
         return found
 
-    monkeypatch.setattr(invoicing, held_up, slowly)
+    monkeypatch.setattr(where, held_up, slowly)
     outcomes: dict[str, object] = {}
 
     def finalize():
@@ -1143,6 +1147,10 @@ def test_an_involuntary_cancellation_and_finalizing_the_opening_draft_at_once_ne
                 outcomes["finalize"] = invoicing.finalize_invoice(
                     engine, opening_id, SETTINGS, dt.date(2026, 5, 2), approval=ApprovalPolicy()
                 ).status
+            elif finalizer == "period":
+                numbers = finalize_period(engine, calendar_month(2026, 5), SETTINGS, dt.date(2026, 5, 2),
+                                          now=dt.datetime(2026, 5, 2, 12, tzinfo=dt.UTC), customer="acme")
+                outcomes["finalize"] = InvoiceStatus.FINALIZED if numbers else numbers
             else:
                 report = invoicing.finalize_opening_invoices(
                     engine, catalog, SETTINGS, now=dt.datetime(2026, 5, 2, 12, tzinfo=dt.UTC), customer="acme"
