@@ -114,6 +114,7 @@ class RunReport:
     rating_workers: int = 0  # worker processes that rated the drafts (0: rated in this process)
     removed: list[str] = field(default_factory=list)  # drafts of the period it deleted: nothing to bill now
     periods: list[Period] = field(default_factory=list)  # the weeks and anniversary months billed beside the month
+    unrated: set[str] = field(default_factory=set)  # customers among the skipped whose drafts it left as they were
 
     @property
     def unbilled_events(self) -> int:
@@ -186,7 +187,7 @@ def run_billing(
     report.customers = len(customers)
     report.unbilled = _merged(report.unbilled)
     if only is None:
-        unrated = {who for who, _ in report.skipped} | {p.customer for p in billing_periods.unknown}
+        unrated = report.unrated | {p.customer for p in billing_periods.unknown}
         report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer, unrated)
     return report
 
@@ -347,7 +348,8 @@ def _billing_periods(
     }
     return _BillingPeriods(
         month, found_periods.members, found_periods.late_owner, found_periods.customers, found_periods.cells,
-        found_periods.apart, month_customers, shard, tuple(resolved.unknown),
+        found_periods.apart, month_customers, shard,
+        tuple(p for p in resolved.unknown if p.subscription.overlaps(month.start, month.end)),
     )
 
 
@@ -394,6 +396,7 @@ def _merge(report: RunReport, part: RunReport, *, main: bool) -> None:
     for name in ("created", "updated", "unchanged", "issued_untouched", "invoices", "events", "late_lines"):
         setattr(report, name, getattr(report, name) + getattr(part, name))
     report.skipped += part.skipped
+    report.unrated |= part.unrated
     report.unbilled += part.unbilled
     report.finalized += part.finalized
     report.removed += part.removed
@@ -529,7 +532,7 @@ def _load_scope(
         for c, late in late_periods
         if any(_bills(s, plans.plans[s.id], late) for s in late_subscriptions_by_customer.get(c, ()))
     ]
-    unrated = _unrated(period, plans, billing_periods, report)
+    unrated = _unrated(period, plans, billing_periods, report, [*subscriptions, *ended_as_it_began])
     return _Scope(
         period, customer, subscriptions, ended_as_it_began, late_periods, late_subscriptions, customers,
         customer_ids, plans, late_by_customer, late_subscriptions_by_customer, coupons, billing_periods.shard,
@@ -539,7 +542,11 @@ def _load_scope(
 
 
 def _unrated(
-    period: Period, plans: ResolvedPlans, billing_periods: _BillingPeriods, report: RunReport
+    period: Period,
+    plans: ResolvedPlans,
+    billing_periods: _BillingPeriods,
+    report: RunReport,
+    billed_here: list[Subscription],
 ) -> dict[str, str]:
     """The customers the run does not rate in ``period``, with why: a subscription of theirs in it whose plan is
     gone, or one billed in another of the month's periods as far as the run can tell (the plan said which) whose
@@ -547,7 +554,12 @@ def _unrated(
     elsewhere = [p for p in billing_periods.unknown if p.subscription.overlaps(period.start, period.end)]
     known_problems = {p.subscription.id for p in plans.unknown}
     report.skipped += [(p.customer, p.message) for p in elsewhere if p.subscription.id not in known_problems]
-    return {p.customer: p.message for p in reversed([*plans.unknown, *elsewhere])}
+    # (a late-usage subscription whose plan is gone only leaves its late lines out: listed, rated again later)
+    billed = {s.id for s in billed_here}
+    unrated = {p.customer: p.message for p in reversed([*plans.unknown, *elsewhere]) if p.subscription.id in billed
+               or p in elsewhere}  # fmt: skip
+    report.unrated |= set(unrated)
+    return unrated
 
 
 def _aggregate(
@@ -789,6 +801,7 @@ def _write_drafts(
             clock.lap("rate")
             report.seconds["rating"] = report.seconds.get("rating", 0.0) + chunk.seconds
             report.skipped += chunk.skipped
+            report.unrated |= {who for who, _ in chunk.skipped}
             for draft in chunk.rated:
                 _write_draft(writer, draft, stored.get(draft.billing_key), written, report)
             done += chunk.customers
@@ -828,7 +841,7 @@ def _settle(
     with session_scope(engine) as session:
         store.touch_drafts(session, written.unchanged, usage_as_of)
         # (a customer the run could not rate keeps its draft: a catalog or data mistake deletes nothing)
-        produced = written.produced | {period_key(c, scope.period) for c, _ in report.skipped}
+        produced = written.produced | {period_key(c, scope.period) for c in report.unrated}
         # (nor the drafts of a customer with a subscription whose plan is gone: which periods it bills is unknown)
         produced |= {period_key(c, scope.period) for c in [*scope.unrated, *scope.kept]}
         report.removed = store.remove_stale_drafts(
@@ -1134,8 +1147,8 @@ def finalize_period_fresh(
     as they stood when the draft was written (a cancellation, a plan or seat change since, events received since:
     a draft written before a mid-month cancellation would bill the whole month's fee). Refused before anything is
     written (``OpenPeriodError``) when the period has not ended for one of its customers, as ``billing run
-    --finalize`` is. A customer whose draft cannot be rated now (``RunReport.skipped``: a plan missing from the
-    catalog) keeps its drafts, unissued. The run's report (its ``skipped`` with the opening drafts' too) and the
+    --finalize`` is. A customer whose draft cannot be rated now (``RunReport.unrated``: a plan missing from the
+    catalog) keeps its drafts, unissued. The run's report (its ``unrated`` with the opening drafts' too) and the
     numbers given; with an ``approval`` policy a draft the run changed waits again (its approval was of other
     content). ``now``: the instant of the finalization (default: the clock; the run then counts the usage stored
     up to the ingestion cutoff, as every run does)."""
@@ -1170,10 +1183,12 @@ def finalize_after_run(
         subscriptions = [repository.get_subscription(session, d.subscription_id)
                          for d in store.opening_drafts(session, customer)]  # fmt: skip
     starting = [s.id for s in subscriptions if s is not None and period.contains(s.start_date)]
-    report.skipped += invoicing.refresh_opening_drafts(engine, catalog, starting).skipped
+    openings = invoicing.refresh_opening_drafts(engine, catalog, starting).skipped
+    report.skipped += openings
+    report.unrated |= {who for who, _ in openings}
     return finalize_period(
         engine, period, settings, today, customer=customer, now=now, allow_open_period=allow_open_period,
-        approval=approval, leave={who for who, _ in report.skipped},
+        approval=approval, leave=report.unrated,
     )  # fmt: skip
 
 
@@ -1201,7 +1216,8 @@ def finalize_draft_fresh(
             last = draft.period_end - dt.timedelta(days=1)
             report = run_billing(engine, catalog, calendar_month(last.year, last.month), customer=draft.customer_id,
                                  now=now)  # fmt: skip
-            _check_rewritten(draft, report.skipped, draft.billing_key in report.removed)
+            left = [(who, why) for who, why in report.skipped if who in report.unrated]
+            _check_rewritten(draft, left, draft.billing_key in report.removed)
         elif draft.scope is InvoiceScope.OPENING and draft.subscription_id is not None:
             opening = invoicing.refresh_opening_drafts(engine, catalog, [draft.subscription_id])
             _check_rewritten(draft, opening.skipped, bool(opening.dropped))

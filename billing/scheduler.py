@@ -67,7 +67,7 @@ from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.reactions import POLL, Reactor
-from billing.run import PeriodsApart, finalize_billing_period, finalize_period, periods_apart, run_billing
+from billing.run import PeriodsApart, RunReport, finalize_billing_period, finalize_period, periods_apart, run_billing
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.model import InvoiceScope
@@ -112,6 +112,7 @@ class CycleReport:
     billed: dict[str, int] = field(default_factory=dict)
     finalized: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    unrated: list[str] = field(default_factory=list)  # customers whose drafts its runs left as they were
 
 
 def finalize_settings(settings: Settings) -> FinalizeSettings:
@@ -176,7 +177,7 @@ def bill_closed_periods(
     for period in [*periods, latest.next()]:
         apart = periods_apart(engine, catalog, period, now=instant)
         whole = False  # whether a run of the whole month billed its weeks and anniversary months too
-        before = len(report.skipped)  # (a draft this period's runs could not rate now is not issued)
+        before = len(report.unrated)  # (a draft this period's runs could not rate now is not issued)
         rated: set[str] | None = set()  # the customers billed for the whole month by this cycle (None: all)
         if period != latest.next():  # the current month is billed when it has closed
             rated = _bill_period(engine, catalog, period, apart, today, report)
@@ -185,7 +186,7 @@ def bill_closed_periods(
         # issues the drafts of every billing period ending in it, each written by this cycle.
         if apart.customers and not whole:
             _bill_apart(engine, catalog, apart, today, report)
-        unrated = {who for who, _ in report.skipped[before:]}
+        unrated = set(report.unrated[before:])
         if period != latest.next():
             _finalize_due(engine, catalog, period, settings, today, grace, instant, report, approval, unrated, rated)
         if apart.customers:
@@ -214,10 +215,10 @@ def _bill_period(
         return set()
     report.billed[period.label] = len(pending)
     if closed == subscribed:
-        report.skipped += run_billing(engine, catalog, period).skipped
+        _ran(report, run_billing(engine, catalog, period))
         return None
     for customer in sorted(pending):
-        report.skipped += run_billing(engine, catalog, period, customer=customer).skipped
+        _ran(report, run_billing(engine, catalog, period, customer=customer))
     return pending
 
 
@@ -234,11 +235,11 @@ def _bill_apart(
         if not pending:
             continue
         if ended == owners:
-            report.skipped += run_billing(engine, catalog, apart.month, only=[period]).skipped
+            _ran(report, run_billing(engine, catalog, apart.month, only=[period]))
         else:
             for customer in sorted(pending):
                 run = run_billing(engine, catalog, apart.month, customer=customer, only=[period])
-                report.skipped += run.skipped
+                _ran(report, run)
         report.billed[period.label] = report.billed.get(period.label, 0) + len(pending)
 
 
@@ -269,6 +270,13 @@ def _finalize_apart(
             )
 
 
+def _ran(report: CycleReport, run: RunReport) -> RunReport:
+    """``run``'s skipped customers added to the cycle's report."""
+    report.skipped += run.skipped
+    report.unrated += sorted(run.unrated)
+    return run
+
+
 def _rated_whole(
     engine: Engine, catalog: Catalog, period: Period, customers: list[str], rated: Collection[str] | None,
     report: CycleReport,
@@ -278,9 +286,8 @@ def _rated_whole(
     kept = []
     for customer in customers:
         if rated is not None and customer not in rated:
-            skipped = run_billing(engine, catalog, period, customer=customer).skipped
-            report.skipped += skipped
-            if skipped:
+            run = _ran(report, run_billing(engine, catalog, period, customer=customer))
+            if customer in run.unrated:
                 continue
         kept.append(customer)
     return kept
@@ -311,8 +318,10 @@ def _finalize_due(
         # cannot be changed); a preview draft of the current period stays a draft
         if customer in today and today[customer] >= period.end + max(grace, dt.timedelta(0)):
             due.setdefault(today[customer], []).append(customer)
-    for day, customers in due.items():
+    for day, customers in list(due.items()):
         due[day] = _rated_whole(engine, catalog, period, customers, rated, report)
+        if not due[day]:  # (every one of that day's customers left as it was)
+            del due[day]
     # One finalization per issue date ("today" in the customers' timezones), not one per customer: each reads
     # the period's drafts and subscriptions once (per customer, that reading grew with the square of the
     # customers, and so did the time other writers waited).

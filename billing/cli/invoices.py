@@ -248,9 +248,10 @@ def _finalize_period(
             )
     except BillingError as error:
         fail(open_period_message(error))
-    unrated: dict[str, str] = {}
+    unrated: dict[str, str] = {}  # the customers whose drafts were left as they were, with the first reason
     for who, why in report.skipped:
-        unrated.setdefault(who, why)
+        if who in report.unrated:
+            unrated.setdefault(who, why)
     waiting = awaiting_approval(engine, policy, period_start=month.start)
     if as_json:
         _json.emit({

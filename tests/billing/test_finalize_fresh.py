@@ -360,3 +360,55 @@ def test_a_run_finalized_at_once_composes_its_opening_drafts_again(engine, catal
     with session_scope(engine) as session:
         opening = store.get_invoice(session, "start:1")
     assert (opening.status.value, str(opening.tax), str(opening.total)) == ("finalized", "0.80", "4.80")
+
+
+def test_a_plan_gone_that_ended_before_the_month_holds_nothing_back(engine, catalog):
+    """legacy ended on 20 September (now gone from the catalog); arr from 1 October, its draft written on the 10th,
+    then cancelled on its start day. October's finalization deletes the draft (nothing to bill) and issues nothing:
+    the old plan neither keeps the draft nor holds the customer."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    legacy = service.subscribe(engine, catalog, "acme", "legacy", D(2026, 9, 1))
+    service.cancel_subscription(engine, legacy.id, D(2026, 9, 20), catalog=catalog)
+    arr = service.subscribe(engine, catalog, "acme", "arr", D(2026, 10, 1))
+    october = month(2026, 10)
+    run_billing(engine, catalog, october, now=at(D(2026, 10, 10)))
+    service.cancel_subscription(engine, arr.id, D(2026, 10, 1), catalog=catalog)  # covers no day now
+    report, numbers = finalize_period_fresh(engine, load(WITHOUT_LEGACY), october, SETTINGS, D(2026, 11, 1),
+                                            now=at(D(2026, 11, 1)))
+    assert (numbers, report.unrated, report.removed) == ([], set(), ["period:acme:2026-10"])
+    assert [row for row in drafts_and_issued(engine) if "2026-10" in row[0]] == []
+
+
+def test_late_usage_on_a_plan_gone_does_not_hold_the_customer(engine, catalog):
+    """legacy until 15 February, then arr; February issued; an event of 20 February received on 5 March (late
+    usage of February, under arr). With legacy gone from the catalog, March is still issued (31.00 and the late
+    call); legacy's late lines (none here) would be left out and listed among the skipped."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    legacy = service.subscribe(engine, catalog, "acme", "legacy", D(2026, 1, 1))
+    service.change_plan(engine, catalog, legacy.id, "arr", D(2026, 2, 15))
+    february = month(2026, 2)
+    run_billing(engine, catalog, february, now=at(D(2026, 3, 1)))
+    finalize_period(engine, february, SETTINGS, D(2026, 3, 1), now=at(D(2026, 3, 1)))
+    late = [{"id": "late-1", "customer": "acme", "meter": "api_calls", "timestamp": "2026-02-20T12:00:00Z"}]
+    assert ingest_batch(engine, catalog, late, now=at(D(2026, 3, 5))).accepted == 1
+    report, numbers = finalize_period_fresh(engine, load(WITHOUT_LEGACY), MARCH, SETTINGS, D(2026, 4, 1),
+                                            now=at(D(2026, 4, 1)))
+    assert report.unrated == set() and len(numbers) == 1
+    assert [row for row in drafts_and_issued(engine) if "2026-03" in row[0]] == [
+        ("period:acme:2026-03", "finalized", "32.00")
+    ]
+
+
+def test_the_cycle_goes_on_when_every_due_customer_of_a_day_is_left(engine, catalog):
+    """acme on arr and on wk; October's month invoice issued by id, week 43 still a draft; then wk gone from the
+    catalog. The cycle's run of acme's October cannot rate it, leaves its draft, and the cycle finishes."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "arr", D(2026, 10, 1))
+    service.subscribe(engine, catalog, "acme", "wk", D(2026, 9, 28))
+    bill_closed_periods(engine, catalog, SETTINGS, 10, now=at(D(2026, 11, 2)))
+    with session_scope(engine) as session:
+        month_draft = store.get_invoice(session, "period:acme:2026-10").id
+    finalize_draft_fresh(engine, catalog, month_draft, SETTINGS, D(2026, 11, 3), now=at(D(2026, 11, 3)))
+    report = bill_closed_periods(engine, load(WITHOUT_WK), SETTINGS, 10, now=at(D(2026, 11, 12)))
+    assert "acme" in report.unrated and report.finalized == []
+    assert ("period:acme:2026-W43", "draft", "7.00") in drafts_and_issued(engine)

@@ -131,7 +131,7 @@ def finalize_drafts(
             engine, catalog, period, invoicing.finalize_settings(settings), dt.date.today(),
             approval=approval.ApprovalPolicy.configured(settings),
         )  # fmt: skip
-        unrated = sorted({who for who, _ in report.skipped})
+        unrated = sorted(report.unrated)
         left = f" Left as drafts, cannot be rated now: {', '.join(unrated)}." if unrated else ""
         return f"{len(numbers)} invoices of {period.label} issued.{left}"
 
