@@ -186,9 +186,12 @@ def run_billing(
         _merge(report, part, main=main)
     report.customers = len(customers)
     report.unbilled = _merged(report.unbilled)
+    # (the drafts of a customer with a subscription whose plan is gone are kept in every period: never issued)
+    report.unrated |= {p.customer for p in billing_periods.unknown}
+    report.skipped += [(p.customer, p.message) for p in billing_periods.unknown]
+    report.skipped = list(dict.fromkeys(report.skipped))  # (one message per week it was found in: once)
     if only is None:
-        unrated = report.unrated | {p.customer for p in billing_periods.unknown}
-        report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer, unrated)
+        report.removed += _remove_drafts_of_unbilled_periods(engine, billing_periods, customer, report.unrated)
     return report
 
 
@@ -348,9 +351,25 @@ def _billing_periods(
     }
     return _BillingPeriods(
         month, found_periods.members, found_periods.late_owner, found_periods.customers, found_periods.cells,
-        found_periods.apart, month_customers, shard,
-        tuple(p for p in resolved.unknown if p.subscription.overlaps(month.start, month.end)),
+        found_periods.apart, month_customers, shard, _unknown_here(engine, month, resolved.unknown),
     )
+
+
+def _unknown_here(engine: Engine, month: Period, unknown: list[PlanProblem]) -> tuple[PlanProblem, ...]:
+    """The subscriptions whose plan is gone that may be billed in the month: those sharing a day with it, and
+    those that ended before it but share a day with a draft of their customer's ending in it (a week or an
+    anniversary month that began in the month before)."""
+    found = []
+    for problem in unknown:
+        subscription = problem.subscription
+        if subscription.overlaps(month.start, month.end):
+            found.append(problem)
+            continue
+        with session_scope(read_only(engine)) as session:
+            drafts = store.draft_periods(session, month.start, month.end, problem.customer)
+        if any(Period(start, end) != month and subscription.overlaps(start, end) for start, end in drafts):
+            found.append(problem)
+    return tuple(found)
 
 
 def _add_member(found: _BillingPeriods, subscription: Subscription, period: Period) -> None:
@@ -541,6 +560,16 @@ def _load_scope(
     )
 
 
+def _may_bill(subscription: Subscription, period: Period) -> bool:
+    """Whether ``period`` may bill ``subscription`` (as ``_billing_periods`` decides: it covers a day of it, ended
+    as it began, or ended on its start day inside it)."""
+    return (
+        subscription.overlaps(period.start, period.end)
+        or subscription.end_date == period.start
+        or (subscription.end_date == subscription.start_date and period.contains(subscription.start_date))
+    )
+
+
 def _unrated(
     period: Period,
     plans: ResolvedPlans,
@@ -551,7 +580,7 @@ def _unrated(
     """The customers the run does not rate in ``period``, with why: a subscription of theirs in it whose plan is
     gone, or one billed in another of the month's periods as far as the run can tell (the plan said which) whose
     days this period shares (added to ``report.skipped``)."""
-    elsewhere = [p for p in billing_periods.unknown if p.subscription.overlaps(period.start, period.end)]
+    elsewhere = [p for p in billing_periods.unknown if _may_bill(p.subscription, period)]
     known_problems = {p.subscription.id for p in plans.unknown}
     report.skipped += [(p.customer, p.message) for p in elsewhere if p.subscription.id not in known_problems]
     # (a late-usage subscription whose plan is gone only leaves its late lines out: listed, rated again later)

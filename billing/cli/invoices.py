@@ -257,7 +257,7 @@ def _finalize_period(
         _json.emit({
             "finalized": numbers,
             "awaiting_approval": [item.draft.invoice_id for item in waiting],
-            "skipped": [{"customer": who, "reason": why} for who, why in sorted(unrated.items())],
+            "left_as_drafts": [{"customer": who, "reason": why} for who, why in sorted(unrated.items())],
         })  # fmt: skip
         return
     for who, why in sorted(unrated.items()):

@@ -819,7 +819,7 @@ CASES = [
         ("invoices", "finalize"),
         _fixed("invoices", "finalize", "--period", "2026-10", "--json"),
         lambda doc, world: (
-            doc == {"finalized": [_next_number()], "awaiting_approval": [], "skipped": []} or pytest.fail(str(doc))
+            doc == {"finalized": [_next_number()], "awaiting_approval": [], "left_as_drafts": []} or pytest.fail(str(doc))
         ),
     ),
     Case(("invoices", "void"), _fixed("invoices", "void", "INV-2026-000001", "--json"), _check_voided),

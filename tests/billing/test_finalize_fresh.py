@@ -412,3 +412,45 @@ def test_the_cycle_goes_on_when_every_due_customer_of_a_day_is_left(engine, cata
     report = bill_closed_periods(engine, load(WITHOUT_WK), SETTINGS, 10, now=at(D(2026, 11, 12)))
     assert "acme" in report.unrated and report.finalized == []
     assert ("period:acme:2026-W43", "draft", "7.00") in drafts_and_issued(engine)
+
+
+WITHOUT_WKA = CATALOG[: CATALOG.index("[plans.wka]")] + CATALOG[CATALOG.index("[plans.legacy]") :]
+
+
+def test_a_week_draft_of_a_plan_gone_that_ended_before_the_month_is_kept_and_held(engine, catalog):
+    """wk from 28 September to 29 October: November's run writes week 44 (26 October to 1 November: 4 of its days,
+    4.00). With wk gone from the catalog, November's finalization keeps that draft, unissued (not deleted as if
+    nothing were left to bill), and finalizing it by id is refused for what it is."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    weekly = service.subscribe(engine, catalog, "acme", "wk", D(2026, 9, 28))
+    service.cancel_subscription(engine, weekly.id, D(2026, 10, 30), catalog=catalog)
+    november = month(2026, 11)
+    run_billing(engine, catalog, november, now=at(D(2026, 11, 2)))
+    assert ("period:acme:2026-W44", "draft", "4.00") in drafts_and_issued(engine)
+    gone = load(WITHOUT_WK)
+    with session_scope(engine) as session:
+        week = store.get_invoice(session, "period:acme:2026-W44").id
+    with pytest.raises(ConflictError, match="cannot be rated now"):
+        finalize_draft_fresh(engine, gone, week, SETTINGS, D(2026, 12, 1), now=at(D(2026, 12, 1)))
+    report, numbers = finalize_period_fresh(engine, gone, november, SETTINGS, D(2026, 12, 1), now=at(D(2026, 12, 1)))
+    assert (numbers, report.unrated, report.removed) == ([], {"acme"}, [])
+    assert ("period:acme:2026-W44", "draft", "4.00") in drafts_and_issued(engine)
+
+
+def test_a_week_that_gives_back_a_fee_of_a_plan_gone_is_never_issued_without_it(engine, catalog):
+    """wk and wka (7.00 a week in advance) from 5 October; wka cancelled as week 46 begins (9 November): week 46's
+    draft bills wk's 7.00 and gives wka's 7.00 back (0.00). With wka gone from the catalog, neither a run nor the
+    scheduler writes that week again without the 7.00 given back, nor issues it."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "wk", D(2026, 10, 5))
+    ahead = service.subscribe(engine, catalog, "acme", "wka", D(2026, 10, 5))
+    bill_closed_periods(engine, catalog, SETTINGS, 3, now=at(D(2026, 11, 12)))
+    service.cancel_subscription(engine, ahead.id, D(2026, 11, 9), catalog=catalog)
+    bill_closed_periods(engine, catalog, SETTINGS, 3, now=at(D(2026, 11, 16)))
+    assert ("period:acme:2026-W46", "draft", "0.00") in drafts_and_issued(engine)
+    gone = load(WITHOUT_WKA)
+    again = run_billing(engine, gone, month(2026, 11), now=at(D(2026, 11, 17)))
+    assert "acme" in again.unrated and again.updated == 0
+    cycle = bill_closed_periods(engine, gone, SETTINGS, 3, now=at(D(2026, 11, 20)))
+    assert "acme" in cycle.unrated and cycle.finalized == []
+    assert ("period:acme:2026-W46", "draft", "0.00") in drafts_and_issued(engine)
