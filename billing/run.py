@@ -87,6 +87,7 @@ __all__ = [
     "finalize_draft_fresh",
     "finalize_period",
     "finalize_period_fresh",
+    "held_customers",
     "periods_apart",
     "run_billing",
     "usage_account",
@@ -1219,6 +1220,13 @@ def finalize_after_run(
         engine, period, settings, today, customer=customer, now=now, allow_open_period=allow_open_period,
         approval=approval, leave=report.unrated,
     )  # fmt: skip
+
+
+def held_customers(engine: Engine, catalog: Catalog, period: Period) -> dict[str, str]:
+    """The customers a run of ``period`` would leave as they are because of the catalog (a subscription it may
+    bill whose plan is gone), with why: what a finalization of drafts as written must leave too."""
+    unknown = _billing_periods(engine, catalog, period, None, None).unknown
+    return {problem.customer: problem.message for problem in reversed(unknown)}
 
 
 def finalize_draft_fresh(

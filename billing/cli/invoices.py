@@ -28,7 +28,7 @@ from billing.cli._common import (
 from billing.core.aging import BUCKETS
 from billing.core.periods import parse_month
 from billing.errors import BillingError
-from billing.run import RunReport, finalize_draft_fresh, finalize_period, finalize_period_fresh
+from billing.run import RunReport, finalize_draft_fresh, finalize_period, finalize_period_fresh, held_customers
 from invoices.model import Invoice, InvoiceStatus
 from pricing_plans.models import Catalog
 from pricing_plans.money import D, format_amount, format_sum
@@ -192,7 +192,8 @@ def finalize(
     ),
     as_written: bool = typer.Option(
         False, "--as-written", help="With --period: issue the drafts as the last runs wrote them, without rating "
-        "them again (right after the `billing run --shard` runs of the period).",
+        "them again (right after the `billing run --shard` runs of the period); those of customers with a plan "
+        "gone from the catalog stay drafts.",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print JSON: the invoice (the API's fields), or with --period the numbers given."
@@ -208,13 +209,12 @@ def finalize(
     if as_written and period is None:
         fail("--as-written goes with --period")
     engine = engine_for_cli()
-    catalog = None if as_written else load_catalog_for_cli()
+    catalog = load_catalog_for_cli()
     if period is not None:
         start = _period_start(period)
         assert start is not None
-        _finalize_period(engine, catalog, period, allow_open_period, as_json)
+        _finalize_period(engine, catalog, period, allow_open_period, as_json, as_written=as_written)
         return
-    assert catalog is not None
     try:
         invoice = finalize_draft_fresh(
             engine, catalog, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
@@ -229,18 +229,19 @@ def finalize(
 
 
 def _finalize_period(
-    engine: Engine, catalog: Catalog | None, period: str, allow_open_period: bool, as_json: bool
+    engine: Engine, catalog: Catalog, period: str, allow_open_period: bool, as_json: bool, *, as_written: bool
 ) -> None:
-    """Every draft of the period, rated again first (unless there is no ``catalog``: as written), but those waiting
-    for approval, which are listed, and those of customers the run could not rate, which are named."""
+    """Every draft of the period, rated again first (unless ``as_written``), but those waiting for approval, which
+    are listed, and those of customers that cannot be rated now (a plan gone from the catalog), which are named."""
     month = parse_month(period)
     policy = ApprovalPolicy.configured()
     settings, today = finalize_settings(), dt.date.today()
     try:
-        if catalog is None:
-            report = RunReport(period=month)
+        if as_written:
+            held = held_customers(engine, catalog, month)
+            report = RunReport(period=month, skipped=list(held.items()), unrated=set(held))
             numbers = finalize_period(
-                engine, month, settings, today, allow_open_period=allow_open_period, approval=policy
+                engine, month, settings, today, allow_open_period=allow_open_period, approval=policy, leave=held
             )
         else:
             report, numbers = finalize_period_fresh(

@@ -6,6 +6,7 @@ a draft whose period has nothing left to bill is refused by id."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from pathlib import Path
@@ -187,12 +188,25 @@ def test_the_command_finalizes_a_period_as_rated_now(cli_env, catalog, tmp_path:
         engine.dispose()
 
 
-def test_the_command_can_issue_drafts_as_written(cli_env, catalog, tmp_path: Path):
+def test_the_command_can_issue_drafts_as_written(cli_env, catalog, tmp_path: Path, monkeypatch):
     """``--as-written``: right after the shards' runs, the drafts are issued without a run of the whole period (so
-    here, written before the cancellation, the month's fee)."""
+    here, written before the cancellation, the month's fee), but those of a customer with a plan gone from the
+    catalog, which stay drafts."""
+    path = tmp_path / "fresh.toml"
+    monkeypatch.setenv("BILLING_CATALOG", str(path))
     engine = make_engine(cli_env["BILLING_DATABASE_URL"])
     try:
         march_preview_then_cancelled(engine, catalog, "arr")
+        path.write_text(WITHOUT_ARR, encoding="utf-8")
+        get_settings.cache_clear()
+        held = CliRunner().invoke(app, ["invoices", "finalize", "--period", "2026-03", "--as-written", "--json"])
+        assert held.exit_code == 0, held.output
+        assert json.loads(held.output) == {"finalized": [], "awaiting_approval": [], "left_as_drafts": [
+            {"customer": "acme", "reason": "subscription 1: unknown plan 'arr' (known plans: adv, legacy, wk, wka)"}
+        ]}
+        assert fee_lines(engine, "period:acme:2026-03")[0] == "draft"
+        path.write_text(CATALOG, encoding="utf-8")
+        get_settings.cache_clear()
         done = CliRunner().invoke(app, ["invoices", "finalize", "--period", "2026-03", "--as-written"])
         assert done.exit_code == 0, done.output
         assert "finalized 1 invoice(s)" in done.output and "rated again" not in done.output
