@@ -21,14 +21,17 @@ from meters.store.sql import SqlEventStore
 
 __all__ = ["create_event_tables", "event_store", "events_counted", "use_event_store"]
 
-_STORES: weakref.WeakKeyDictionary[Engine, EventStore] = weakref.WeakKeyDictionary()
+_STORES: weakref.WeakKeyDictionary[Engine, EventStore | None] = weakref.WeakKeyDictionary()
+"""Each billing database's event store; None for the billing database itself (a store that held its engine would
+keep the engine alive for ever: a weak dictionary's value must not refer to its key)."""
 _LOCK = threading.Lock()
 
 
 def use_event_store(engine: Engine, store: EventStore) -> None:
     """Keep the events of the billing database ``engine`` in ``store`` (an embedding application, the tests)."""
+    base = _origin(engine)
     with _LOCK:
-        _STORES[_origin(engine)] = store
+        _STORES[base] = _kept(base, store)
 
 
 def event_store(engine: Engine) -> EventStore:
@@ -38,12 +41,16 @@ def event_store(engine: Engine) -> EventStore:
     the billing database itself, it is reached through the twin, with the twin's options."""
     base = _origin(engine)
     with _LOCK:
-        store = _STORES.get(base)
-        if store is None:
-            store = _STORES[base] = _configured(base)
-    if base is not engine and isinstance(store, SqlEventStore) and store.engine is base:
-        return SqlEventStore(engine)
-    return store
+        if base in _STORES:
+            store = _STORES[base]
+        else:
+            store = _STORES[base] = _kept(base, _configured(base))
+    return SqlEventStore(engine) if store is None else store
+
+
+def _kept(base: Engine, store: EventStore) -> EventStore | None:
+    """What :data:`_STORES` keeps of ``base``'s ``store``: None when it is the billing database itself."""
+    return None if isinstance(store, SqlEventStore) and store.engine is base else store
 
 
 def _configured(engine: Engine) -> EventStore:

@@ -43,7 +43,7 @@ from billing.config import get_settings
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["register", "serve"]
+__all__ = ["KEEP_ALIVE", "register", "serve"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 REACTOR_POLL = 0.25
@@ -52,6 +52,12 @@ GC_YOUNG = 10_000
 """Allocations between two collections of the garbage collector's youngest generation in the API's process."""
 RESTART_DELAY = 5
 """Seconds before a scheduler process that exited while the server runs is started again."""
+KEEP_ALIVE = 75
+"""Seconds an idle keep-alive connection stays open (uvicorn's default is 5). A server that closes an idle
+connection races the client's next request on it: one sent as the close crosses it fails with a connection
+reset, and a POST is not retried. Clients keep idle connections for less than this (httpx 5 s, a load balancer
+60 s), so they close first; any pause of the process longer than 5 s (a full garbage collection of a large
+heap) no longer turns into failed requests."""
 SCHEDULER_NICENESS = 10
 """How much lower the scheduler process's CPU priority is than the server's (``nice``)."""
 log = logging.getLogger(__name__)
@@ -159,7 +165,8 @@ def serve(
 
     # uvicorn's fastest HTTP parser and event loop that are installed: httptools and uvloop (dependencies), else
     # h11 and asyncio; the body limits hold on either (``billing.api.limits``)
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower(), http="auto")
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level.lower(), http="auto",
+                            timeout_keep_alive=KEEP_ALIVE)
     server = _server(config, start_jobs)
     # uvicorn hands a SIGTERM back to the previous handler once it has stopped serving: make that an exit through
     # the ``finally`` below (the default handler would kill the process before the scheduler is stopped).

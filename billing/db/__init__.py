@@ -8,7 +8,6 @@ Alembic migration (``billing db upgrade``).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,17 +116,16 @@ def _setup_sqlite(engine: Engine, background_checkpoints: bool) -> None:
         writelock.ended(dbapi_connection, only_if_held=True)
 
 
-_SESSION_FACTORIES: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+# A sessionmaker is a class of its own: made once, bound to each transaction's engine when called. (One kept per
+# engine, in a weak dictionary, kept every engine alive: the sessionmaker holds its engine, and with it the
+# engine's compiled statements, for the life of the process.)
+_SESSIONS = sessionmaker(expire_on_commit=False)
 
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
-    factory = _SESSION_FACTORIES.get(engine)
-    if factory is None:
-        # A sessionmaker is a class of its own: made once per engine, not once per transaction.
-        factory = _SESSION_FACTORIES[engine] = sessionmaker(engine, expire_on_commit=False)
-    with factory.begin() as session:
+    with _SESSIONS(bind=engine) as session, session.begin():
         yield session
 
 

@@ -92,6 +92,18 @@ def test_a_server_whose_port_is_taken_exits_1_and_runs_no_job(engine, env, tmp_p
     assert "address already in use" in stderr.lower()
 
 
+def _get_healthz(connection: socket.socket) -> bytes:
+    """``GET /healthz`` on an open connection: the answer's status line, or b"" if the server had closed it."""
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: billing\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
 def test_a_server_that_listens_runs_the_billing_cycle_and_warns_without_a_notification_destination(
     engine, env, tmp_path
 ):
@@ -109,6 +121,11 @@ def test_a_server_that_listens_runs_the_billing_cycle_and_warns_without_a_notifi
         [invoice] = list_invoices(engine)
         assert (invoice.customer_id, invoice.status.value, str(invoice.total)) == ("acme", "finalized", "12.00")
         assert scheduler_rows(engine) == 5  # billing_cycle, thresholds, notifications, at_risk, stripe_sync
+        # an idle keep-alive connection stays open past uvicorn's default of 5 s (``billing.cli.serve.KEEP_ALIVE``)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            assert _get_healthz(connection) == b"HTTP/1.1 200 OK"
+            time.sleep(6)
+            assert _get_healthz(connection) == b"HTTP/1.1 200 OK"
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)

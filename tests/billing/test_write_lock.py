@@ -24,6 +24,7 @@ from sqlalchemy import event, func, select
 
 from billing.api import create_app
 from billing.apikeys import create_api_key
+from billing.cli.serve import KEEP_ALIVE
 from billing.config import Settings, get_settings
 from billing.core.periods import month_of
 from billing.db import repository, session_scope
@@ -68,7 +69,9 @@ def _serve(app: object) -> tuple[uvicorn.Server, threading.Thread, str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",  # type: ignore[arg-type]
+                            timeout_keep_alive=KEEP_ALIVE)  # as ``billing serve`` keeps idle connections
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -140,12 +143,19 @@ def test_the_billing_cycle_of_2000_customers_while_events_arrive_through_the_api
     posted: list[str] = []
     failures: list[str] = []
 
+    answered: dict[int, float] = {}  # when each client's last answer came
+
     def post(client: httpx.Client, events: list[dict]) -> None:
+        began = time.monotonic()
+        gap = began - answered.get(id(client), began)
         try:
             response = client.post("/v1/events", json={"events": events})
         except httpx.HTTPError as exc:
-            failures.append(f"{type(exc).__name__}: {exc}")
+            failures.append(f"{type(exc).__name__}: {exc} (sent {gap:.3f} s after the client's previous answer, "
+                            f"failed after {time.monotonic() - began:.3f} s)")
             return
+        finally:
+            answered[id(client)] = time.monotonic()
         if response.status_code != 200 or response.json()["accepted"] != len(events):
             failures.append(f"HTTP {response.status_code}: {response.text[:300]}")
         posted.extend(e["id"] for e in events)
