@@ -386,7 +386,8 @@ def test_over_http_an_open_period_is_not_issued_unless_asked_and_a_period_to_com
     as drafts, issued only with ``allow_open_period``; a billing run that would finalize it writes nothing."""
     today = dt.datetime.now(dt.UTC).date()
     current = today.replace(day=1)
-    coming = (current + dt.timedelta(days=32)).replace(day=1)
+    # the month after next: next month has begun somewhere (UTC+14) from 10:00 UTC on this month's last day
+    coming = (current + dt.timedelta(days=62)).replace(day=1)
     add_customer(live_api, timezone="UTC")
     subscribe(live_api, start=current.isoformat())
     with live_api.client() as client:
