@@ -269,7 +269,7 @@ def _record(
         session.execute(update(PaymentRow).where(PaymentRow.id == payment_id).values(balance_grant_id=grant_id))
     open_statuses = (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE)
     if invoice.status in open_statuses and applied == invoice.amount_due:
-        store.set_status(session, invoice.id, InvoiceStatus.PAID)
+        store.set_status(session, invoice.id, InvoiceStatus.PAID, now=now)
     return _payments(session, ids=[payment_id])[0]
 
 

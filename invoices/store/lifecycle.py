@@ -122,8 +122,11 @@ def lock_invoice(session: Session, invoice_id: int) -> None:
     session.execute(for_update(session, select(InvoiceRow.id).where(InvoiceRow.id == invoice_id)))
 
 
-def set_status(session: Session, invoice_id: int, status: InvoiceStatus) -> Invoice:
-    """Move an issued invoice on (finalized → paid | void | uncollectible); anything else is refused."""
+def set_status(
+    session: Session, invoice_id: int, status: InvoiceStatus, *, now: dt.datetime | None = None
+) -> Invoice:
+    """Move an issued invoice on (finalized → paid | void | uncollectible) at ``now`` (default: the clock);
+    anything else is refused."""
     statement = for_update(session, select(InvoiceRow).where(InvoiceRow.id == invoice_id))
     row = session.execute(statement).scalar_one_or_none()
     if row is None:
@@ -133,11 +136,11 @@ def set_status(session: Session, invoice_id: int, status: InvoiceStatus) -> Invo
         return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()))
     if status not in ALLOWED_TRANSITIONS[current]:
         raise InvoiceStateError(f"invoice {row.number or row.id} is {current}; it cannot become {status}")
-    now = utcnow()
+    instant = now or utcnow()
     session.execute(
         update(InvoiceRow)
         .where(InvoiceRow.id == invoice_id)
-        .values(status=status.value, status_changed_at=now, updated_at=now)
+        .values(status=status.value, status_changed_at=instant, updated_at=instant)
     )
     return get_invoice(session, invoice_id)
 

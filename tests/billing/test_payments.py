@@ -10,12 +10,14 @@ import threading
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
 from billing import credits, invoicing, payments
 from billing.core.aging import bucket_of
 from billing.db import session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from invoices.model import InvoiceStatus
+from invoices.tables import InvoiceRow
 from tests.billing.test_credits import at, customer, draft, finalize, holds
 
 pytestmark = pytest.mark.db
@@ -404,3 +406,18 @@ def test_credit_of_a_bounced_top_up_that_comes_back_from_a_voided_invoice_waits_
         [("paid", "50.00")], "10.00"
     )
     holds(engine)
+
+
+def test_a_top_up_paid_at_an_instant_is_paid_and_its_credit_usable_from_that_instant(engine):
+    """The instant a payment is recorded at (``now``) is when its invoice became paid, not the clock's: the paid
+    credit's movement, which the month's export reads, is dated by it."""
+    who = customer(engine)
+    grant = credits.grant_credit(engine, who, D("50.00"), "USD", paid=True, now=at("2026-03-05T00:00:00"))
+    pay(engine, grant.invoice_number or "", "50.00", day="2026-03-06")
+    [usd] = credits.balance(engine, who)  # (which brings the ledger up to date)
+    assert str(usd.paid) == "50.00"
+    [usable] = [e for e in credits.ledger(engine, who) if e.movement == f"grant:{grant.id}" and e.account == "customer"]
+    assert (str(usable.amount), usable.effective_at) == ("50.00", NOW)
+    with session_scope(engine) as session:
+        changed = session.scalar(select(InvoiceRow.status_changed_at).where(InvoiceRow.number == grant.invoice_number))
+    assert changed == NOW
