@@ -125,8 +125,9 @@ def lock_invoice(session: Session, invoice_id: int) -> None:
 def set_status(
     session: Session, invoice_id: int, status: InvoiceStatus, *, now: dt.datetime | None = None
 ) -> Invoice:
-    """Move an issued invoice on (finalized → paid | void | uncollectible) at ``now`` (default: the clock);
-    anything else is refused."""
+    """Move an issued invoice on (finalized → paid | void | uncollectible); anything else is refused. ``now``: when
+    the change took effect (a payment recorded at an instant; default: the clock), the instant the credits ledger
+    dates what follows from it by (a paid top-up's credit becomes usable)."""
     statement = for_update(session, select(InvoiceRow).where(InvoiceRow.id == invoice_id))
     row = session.execute(statement).scalar_one_or_none()
     if row is None:
@@ -136,11 +137,11 @@ def set_status(
         return _to_invoice(row, _lines_of(session, [row.id]).get(row.id, ()))
     if status not in ALLOWED_TRANSITIONS[current]:
         raise InvoiceStateError(f"invoice {row.number or row.id} is {current}; it cannot become {status}")
-    instant = now or utcnow()
+    written = utcnow()
     session.execute(
         update(InvoiceRow)
         .where(InvoiceRow.id == invoice_id)
-        .values(status=status.value, status_changed_at=instant, updated_at=instant)
+        .values(status=status.value, status_changed_at=now or written, updated_at=written)
     )
     return get_invoice(session, invoice_id)
 
