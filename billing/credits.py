@@ -47,6 +47,7 @@ from billing.core.credits import (
     alerts_due,
     allocate,
     day_start,
+    net_of_discounts,
     payable_before,
     topup_due,
     usable_for,
@@ -694,12 +695,18 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
 def _caps(invoice: Invoice, grants: list[Grant], timezone: str) -> dict[int, Decimal]:
     """The most each expiring grant pays of the invoice: its lines whose service began before the grant expired
     (a line without service dates began with the invoice's period), as their share of the invoice's total; a
-    discount line is no service (the total holds it, shared by every line)."""
+    discount line is no service: it is shared among the lines it reduces (those of its plans, for a coupon
+    restricted to some)."""
     began = _began(invoice)
-    services = [
-        (day_start(line.service_start or began, timezone), line.amount)
+    billed = [line for line in invoice.lines if line.kind != LineKind.DISCOUNT]
+    discounts = [
+        (line.amount, line.details.extra.get("plans") or None)
         for line in invoice.lines
-        if line.kind != LineKind.DISCOUNT
+        if line.kind == LineKind.DISCOUNT
+    ]
+    nets = net_of_discounts([(line.plan_code, line.amount) for line in billed], discounts)
+    services = [
+        (day_start(line.service_start or began, timezone), net) for line, net in zip(billed, nets, strict=True)
     ]
     return {
         g.id: payable_before(services, g.expires_at, invoice.total, invoice.currency)

@@ -161,11 +161,18 @@ def _reductions(
         if not applied.covers(period_start) or (coupon.amount_off is not None and coupon.currency != currency):
             continue
         covered = [i for i, line in enumerate(billed) if _covered(coupon, line)]
-        eligible = sum((remaining[i] for i in covered), ZERO)
-        base = min(max(ZERO, eligible), max(ZERO, sum(remaining, ZERO)))
+        eligible = max(ZERO, sum((remaining[i] for i in covered), ZERO))
+        left = max(ZERO, sum(remaining, ZERO))  # what is left of the invoice: no coupon takes it below zero
+        base = min(eligible, left)
         if coupon.percent_off is not None:
-            amount = min(round_money(base * coupon.percent_off / 100, currency, rounding), base)
-            explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(base, currency)}"
+            # the percentage of the lines it covers, taking at most what is left of the invoice: 50 % off support's
+            # 20.00 on an invoice left at 5.00 by another plan's refund takes 5.00 (not 50 % of the 5.00)
+            base = eligible
+            off = round_money(eligible * coupon.percent_off / 100, currency, rounding)
+            amount = min(off, left)
+            explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(eligible, currency)}"
+            if amount < off:
+                explanation += f"; at most the {format_amount(left, currency)} left of the invoice"
         else:
             assert coupon.amount_off is not None
             # in the currency's minor units, however it was written (10 → 10.00; 100.00 JPY → 100): the discount

@@ -21,7 +21,7 @@ and until when. No database, no clock.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -37,6 +37,7 @@ __all__ = [
     "allocate",
     "application_order",
     "day_start",
+    "net_of_discounts",
     "payable_before",
     "topup_due",
     "usable_for",
@@ -92,6 +93,28 @@ def payable_before(
     return min(round_money(total * before / lines, currency), max(total, ZERO))
 
 
+def net_of_discounts(
+    lines: Sequence[tuple[str | None, Decimal]], discounts: Sequence[tuple[Decimal, Collection[str] | None]]
+) -> list[Decimal]:
+    """What is left of each line (its plan, its amount) once the discounts (each a negative amount and the plans
+    it reduces; None: every plan) took their part, in order: a discount from the lines of its plans in proportion
+    to what is left of them, what it takes beyond them from every line (as the tax shares a discount,
+    ``billing.core.tax``). Exact fractions: they weigh lines, they are not amounts."""
+    left = [amount for _, amount in lines]
+    for amount, plans in discounts:
+        rest = amount
+        for scope in (plans, None) if plans else (None,):
+            covered = [i for i, (plan, _) in enumerate(lines) if (scope is None or plan in scope) and left[i] > 0]
+            whole = sum((left[i] for i in covered), ZERO)
+            if rest >= 0 or whole <= 0:
+                continue
+            placed = max(rest, -whole)
+            for i in covered:
+                left[i] = left[i] * (whole + placed) / whole
+            rest -= placed
+    return left
+
+
 def usable_for(expires_at: dt.datetime | None, period_began: dt.datetime) -> bool:
     """Whether a credit expiring at ``expires_at`` pays for a period that began at ``period_began``."""
     return expires_at is None or period_began < expires_at
@@ -111,18 +134,23 @@ def allocate(
 ) -> list[Allocation]:
     """What each grant pays of ``amount`` (an invoice's total), in application order, never more than it has.
     ``caps``: the most of the invoice a grant may pay (the part billed for service that began before it expired,
-    ``payable_before``), counting what the grants before it paid."""
-    left = max(amount, ZERO)
+    ``payable_before``). The parts are nested (a grant expiring earlier may pay less of the invoice, never
+    another part of it), so each grant pays from the part the fewest others may pay first: a credit that never
+    expires, applied first, pays the fee for the days after another one's expiry, leaving it the days before."""
+    total = max(amount, ZERO)
+    limits = {grant.id: min(max(caps[grant.id], ZERO), total) for grant in grants if caps and grant.id in caps}
+    bounds = sorted({*limits.values(), total})
+    room = [high - low for low, high in zip([ZERO, *bounds[:-1]], bounds, strict=True)]  # each layer's part
     allocations: list[Allocation] = []
     for grant in application_order(grants):
-        if left <= 0:
-            break
-        take = min(grant.available, left)
-        if caps is not None and grant.id in caps:
-            take = min(take, caps[grant.id] - (max(amount, ZERO) - left))
+        want = max(grant.available, ZERO)
+        take = ZERO
+        for layer in range(bounds.index(limits.get(grant.id, total)), -1, -1):  # the outermost first
+            part = min(room[layer], want - take)
+            room[layer] -= part
+            take += part
         if take > 0:
             allocations.append(Allocation(grant.id, take))
-            left -= take
     return allocations
 
 

@@ -143,6 +143,14 @@ def test_discounts_never_take_an_invoice_below_zero():
     assert _amounts(discounts) == ["-26.50", "-26.50"]
     assert str(compute_totals([*LINES, *discounts], "USD").total) == "0.00"
 
+    # 50 % off support only, on an invoice left at 5.00 by a refund of basic's fee: 50 % of support's 20.00 is
+    # 10.00, at most the 5.00 left of the invoice (not 50 % of those 5.00)
+    refunded = [_line("20.00", "support"), _line("-15.00")]
+    half_support = _applied(_coupon(percent_off=Decimal(50), plans=("support",)))
+    [capped] = discount_lines(refunded, [half_support], FEB.start, "USD")
+    assert str(capped.amount) == "-5.00"
+    assert capped.details.explanation == "50 % of 20.00; at most the 5.00 left of the invoice"
+    assert str(compute_totals([*refunded, capped], "USD").total) == "0.00"
 
 def test_a_coupon_covers_the_periods_after_the_day_applied_and_its_duration():
     once, three = (

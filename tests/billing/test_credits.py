@@ -531,6 +531,48 @@ def test_an_expiring_credit_pays_its_share_of_a_discounted_invoice(engine):
     holds(engine)
 
 
+def test_a_credit_that_never_expires_applied_first_leaves_an_expiring_one_the_days_before_its_expiry(engine):
+    who = customer(engine, tax_rate="10")
+    now = at("2026-02-10T00:00:00")
+    credits.grant_credit(engine, who, D("10.00"), "USD", priority=0, reason="forever", now=now)
+    credits.grant_credit(engine, who, D("5.00"), "USD", priority=5, expires=dt.date(2026, 4, 1), reason="soon", now=now)
+    lines = (
+        InvoiceLine(kind=LineKind.USAGE, description="March usage", amount=D("5.00"),
+                    service_start=dt.date(2026, 3, 1), service_end=dt.date(2026, 4, 1)),
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="Fee, April (in advance)", amount=D("30.00"),
+                    service_start=dt.date(2026, 4, 1), service_end=dt.date(2026, 5, 1)),
+    )
+    issued = _march_at_ten_percent(engine, who, lines)
+    # 38.50 in all, of which "soon" may pay the March usage with its tax, 5.50. "forever" comes first (priority 0)
+    # and may pay any of it: its 10.00 go to the April fee (33.00), which "soon" may not pay, so "soon" still pays
+    # all it has, 5.00 (taken back from its write-off on 1 April): 38.50 − 15.00 = 23.50 due
+    assert applied(issued) == [("free", "10.00"), ("free", "5.00")] and str(issued.amount_due) == "23.50"
+    assert bal(engine, who)[0] == "0.00"
+    holds(engine)
+
+
+def test_an_expiring_credit_pays_its_lines_less_only_the_coupons_that_reduce_them(engine):
+    from invoices.model import LineDetails
+
+    who = customer(engine, tax_rate="10")
+    credits.grant_credit(engine, who, D("100.00"), "USD", expires=dt.date(2026, 4, 1), now=at("2026-02-10T00:00:00"))
+    lines = (
+        InvoiceLine(kind=LineKind.USAGE, description="March usage", amount=D("5.00"), plan_code="basic",
+                    plan_version=1, service_start=dt.date(2026, 3, 1), service_end=dt.date(2026, 4, 1)),
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="Support, April (in advance)", amount=D("30.00"),
+                    plan_code="support", plan_version=1, service_start=dt.date(2026, 4, 1),
+                    service_end=dt.date(2026, 5, 1)),
+        InvoiceLine(kind=LineKind.DISCOUNT, description="Coupon HALF: 50 % off support", amount=D("-15.00"),
+                    details=LineDetails(extra={"coupon": "HALF", "plans": ["support"]})),
+    )
+    issued = _march_at_ten_percent(engine, who, lines)
+    # (5.00 + 30.00 − 15.00) × 1.10 = 22.00; the coupon reduces support only, so the March usage is still 5.00 of
+    # the 20.00 left: 22.00 × 5 / 20 = 5.50 (shared by every line it would be 22.00 × 5 / 35 = 3.14)
+    assert str(issued.total) == "22.00"
+    assert applied(issued) == [("free", "5.50")] and str(issued.amount_due) == "16.50"
+    holds(engine)
+
+
 def test_a_credit_note_of_a_partly_paid_invoice_reduces_what_is_due_then_refunds_the_payment(engine):
     from billing import payments
 
