@@ -153,7 +153,8 @@ def collect_export(engine: Engine, period: Period) -> AccountingExport:
                                                                                                  for c in changes]))}
         dated = [(c, _local(c.changed_at, zones, c.customer_external_id)) for c in changes]
         dated = [(c, day) for c, day in dated if period.contains(day)]
-        voided = [(changed[c.invoice_id], day) for c, day in dated]
+        notes = _notes_of(session, list(changed))
+        voided = [(changed[c.invoice_id], day, notes.get(c.invoice_id, [])) for c, day in dated]
         approvals = _approvals(session, [d.id for d in documents])
     received = _payment_events(period, payments.payments_between(engine, period.start, period.end))
     movements = [m for m in movements if period.contains(_local(m.effective_at, zones, m.customer))]
@@ -275,6 +276,16 @@ def _payment_events(period: Period, recorded: Sequence[payments.Payment]) -> lis
     return sorted(events, key=lambda e: (e.booked.date, e.recorded.id, e.kind))
 
 
+def _notes_of(session: Session, invoice_ids: Sequence[int]) -> dict[int, list[Invoice]]:
+    """The credit notes of each of these invoices (what a void of it leaves booked otherwise)."""
+    issued = store.credit_notes_of(session, invoice_ids)
+    documents = {note.id: note for note in store.get_invoices(session, [n.id for n in issued])}
+    found: dict[int, list[Invoice]] = defaultdict(list)
+    for note in issued:
+        found[note.invoice_id].append(documents[note.id])
+    return found
+
+
 def _approvals(session: Session, invoice_ids: Sequence[int]) -> dict[int, InvoiceApprovalRow]:
     found: dict[int, InvoiceApprovalRow] = {}
     ids = sorted(set(invoice_ids))
@@ -302,14 +313,14 @@ def _local(instant: dt.datetime, zones: Mapping[str, ZoneInfo], customer: str) -
 
 def _journal(
     documents: Sequence[Invoice],
-    voided: Sequence[tuple[Invoice, dt.date]],
+    voided: Sequence[tuple[Invoice, dt.date, Sequence[Invoice]]],
     payments: Sequence[Payment],
     movements: Sequence[_Movement],
     zones: Mapping[str, ZoneInfo],
 ) -> list[JournalEntry]:
     """Every entry of the period, by date, then documents, voids, credit, payments, each by its id."""
     entries = [(0, document_entry(d)) for d in documents]
-    entries += [(1, void_entry(invoice, day)) for invoice, day in voided]
+    entries += [(1, void_entry(invoice, day, notes)) for invoice, day, notes in voided]
     for m in movements:
         booked = credit_entry(CreditMovement(
             m.movement, m.kind, m.grant_kind, _local(m.effective_at, zones, m.customer), m.customer, m.currency,

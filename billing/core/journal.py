@@ -201,13 +201,13 @@ def document_entry(document: Invoice) -> JournalEntry:
                   f"{what} {document.number} issued", postings)
 
 
-def void_entry(document: Invoice, date: dt.date) -> JournalEntry:
-    """An issued invoice voided on ``date``: its entry reversed."""
+def void_entry(document: Invoice, date: dt.date, notes: Sequence[Invoice] = ()) -> JournalEntry:
+    """An issued invoice voided on ``date``: its entry reversed, less what its credit ``notes`` took off it (their
+    entries reversed with it: the void undoes what the notes left of the invoice, and nothing of it stays booked)."""
     issued = document_entry(document)
-    return JournalEntry(
-        f"void:{document.number}", date, issued.currency, issued.customer, issued.document,
-        f"invoice {document.number} voided", tuple((account, -amount) for account, amount in issued.legs),
-    )
+    postings = [(account, -amount) for e in (issued, *map(document_entry, notes)) for account, amount in e.legs]
+    return _entry(f"void:{document.number}", date, issued.currency, issued.customer, issued.document,
+                  f"invoice {document.number} voided", postings)
 
 
 def payment_entry(payment: Payment) -> JournalEntry:

@@ -246,6 +246,36 @@ def test_a_voided_invoice_is_reversed_and_its_credit_given_back(november, catalo
     assert export.totals() == {"USD": (Decimal("82.60"), Decimal("82.60"))}  # 56.60 + 10 + 3 + 10 + 3
 
 
+
+def test_a_voided_invoice_with_a_credit_note_leaves_nothing_booked(november, catalog, monkeypatch):
+    """Beta's October invoice of 10.00, a credit note of 4.00 on 10 November, voided on 20 November: the void
+    reverses the 6.00 the note left of it, and the month's entries leave every account of beta's at 0.00."""
+    from billing.invoicing import create_credit_note, set_invoice_status
+
+    create_customer(november, "beta", "Beta Ltd", None, "USD", "UTC")
+    subscribe(november, catalog, "beta", "starter", OCTOBER.start)
+    run_billing(november, catalog, OCTOBER, customer="beta", now=at(1, 0))
+    [draft] = [i for i in list_invoices(november, customer="beta")]
+    issued = finalize_invoice(november, draft.id, SETTINGS, dt.date(2026, 11, 3), now=at(3))
+    note = create_credit_note(november, issued.number or "", Decimal("4.00"), "outage", SETTINGS,
+                              dt.date(2026, 11, 10), now=at(10))
+    monkeypatch.setattr("invoices.store.lifecycle.utcnow", lambda: at(20))
+    monkeypatch.setattr("billing.invoicing.clock", lambda now=None: at(20))
+    set_invoice_status(november, issued.number or "", InvoiceStatus.VOID)  # (the balance the note gave taken back)
+    monkeypatch.undo()
+    export = collect_export(november, NOVEMBER)
+    assert export.problems() == []
+    [void] = [e for e in export.entries if e.entry == f"void:{issued.number}"]
+    assert [(account, str(amount)) for account, amount in void.legs] == [
+        ("accounts_receivable", "-6.00"), ("revenue:credit_notes", "-4.00"), ("revenue:subscription_fees", "10.00"),
+    ]
+    net: dict[str, Decimal] = {}
+    for entry in export.entries:
+        if entry.customer == "beta":
+            for account, amount in entry.legs:
+                net[account] = net.get(account, Decimal(0)) + amount
+    assert note.number is not None and set(net.values()) == {Decimal(0)}, net
+
 def test_the_command_writes_json(november, db_url, tmp_path, monkeypatch):
     monkeypatch.setenv("BILLING_DATABASE_URL", db_url)
     get_settings.cache_clear()

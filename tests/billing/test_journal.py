@@ -82,6 +82,26 @@ def test_a_credit_note_balances(amount, rate):
     assert dict(entry.legs)["accounts_receivable"] == -amount
 
 
+
+def test_a_void_of_an_invoice_with_a_credit_note_leaves_nothing_booked():
+    """119.00 (100.00 + 19 % VAT), a credit note of 30.00 (25.21 + 4.79 VAT), then the void: together the three
+    entries leave every account at 0.00 (the void reverses the 89.00 the note left, not the 119.00)."""
+    issued = invoice([InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal("100.00"))],
+                     Decimal(19))
+    note = invoice([InvoiceLine(kind=LineKind.CREDIT, description="credit", amount=Decimal("25.21"))], Decimal(19),
+                   kind=InvoiceKind.CREDIT_NOTE, scope=InvoiceScope.CREDIT, number="CN-2026-000001")
+    note = replace(note, tax=Decimal("4.79"), total=Decimal("30.00"), taxes=())
+    voided = void_entry(issued, DAY, [note])
+    assert [(account, str(amount)) for account, amount in voided.legs] == [
+        ("accounts_receivable", "-89.00"), ("revenue:credit_notes", "-25.21"),
+        ("revenue:subscription_fees", "100.00"), ("tax_payable", "14.21"),
+    ]
+    net: dict[str, Decimal] = {}
+    for entry in (document_entry(issued), document_entry(note), voided):
+        for account, amount in entry.legs:
+            net[account] = net.get(account, Decimal(0)) + amount
+    assert unbalanced([voided]) == [] and set(net.values()) == {Decimal(0)}
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(["grant", "application", "expiry", "reinstatement", "void", "refund", "overpayment", "reversal"]),
