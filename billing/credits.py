@@ -1186,17 +1186,22 @@ def entries_page(
         return [_entry(row) for row in page], more
 
 
-def credits_of(session: Session, invoice_ids: Sequence[int]) -> dict[int, tuple[AppliedCredit, ...]]:
-    """What credits paid of each invoice (net of what went back when it was voided), in application order."""
+def credits_of(
+    session: Session, invoice_ids: Sequence[int], before: dt.datetime | None = None
+) -> dict[int, tuple[AppliedCredit, ...]]:
+    """What credits paid of each invoice, in application order; ``before``: only what they had paid before that
+    instant (a credit note's reduction of what is due is applied when the note is issued)."""
     if not invoice_ids:
         return {}
-    rows = session.execute(
+    statement = (
         select(CreditEntryRow, CreditGrantRow.kind, CreditGrantRow.reason)
         .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
         .where(CreditEntryRow.invoice_id.in_(list(invoice_ids)), CreditEntryRow.account == "invoice")
         .where(CreditEntryRow.kind == "application")
-        .order_by(CreditEntryRow.id)
-    ).all()
+    )
+    if before is not None:
+        statement = statement.where(CreditEntryRow.effective_at < before)
+    rows = session.execute(statement.order_by(CreditEntryRow.id)).all()
     found: dict[int, list[AppliedCredit]] = defaultdict(list)
     for entry, kind, reason in rows:
         found[entry.invoice_id or 0].append(AppliedCredit(kind, _describe(kind, reason), entry.amount, entry.grant_id))

@@ -482,7 +482,8 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
         ).all()
         open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later))
         ids = [r.id for r in open_invoices]
-        applied = credits.credits_of(session, ids)
+        # (the credits applied by the end of the day, UTC: a credit note issued later did not reduce it then)
+        applied = credits.credits_of(session, ids, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC))
         paid = _paid_as_of(session, ids, day)
     amounts = []
     for r in open_invoices:

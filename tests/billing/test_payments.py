@@ -277,6 +277,26 @@ def test_aged_receivables_per_customer_and_currency_on_fixed_dates(engine):
     ]
 
 
+
+def test_aged_receivables_count_a_credit_note_from_its_issue_on(engine):
+    from tests.billing.test_credits import SETTINGS
+
+    acme = customer(engine, "acme")
+    march = issued(engine, acme, 3, "119.00")  # issued 2 April, due 16 April
+    pay(engine, march.number, "50.00", day="2026-04-10")
+    invoicing.create_credit_note(engine, march.number or "", Decimal("30.00"), "outage", SETTINGS,
+                                 dt.date(2026, 4, 25), now=at("2026-04-25T09:00:00"))
+
+    def owed(day: dt.date) -> list[tuple[str, ...]]:
+        return [tuple(str(b) for b in r.buckets) for r in payments.aged_receivables(engine, day).rows]
+
+    # 119.00 − 50.00 = 69.00 owed on 15 April (current) and on 20 April (4 days overdue); the note of 25 April
+    # takes 30.00 off from that day on: 39.00, 9 days overdue
+    assert owed(dt.date(2026, 4, 15)) == [("69.00", "0.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 4, 20)) == [("0.00", "69.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 4, 24)) == [("0.00", "69.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 4, 25)) == [("0.00", "39.00", "0.00", "0.00", "0.00")]
+
 def test_receivables_that_add_up_past_the_largest_amount_are_aged_not_an_error(engine):
     acme = customer(engine, "acme")
     # two invoices of 600,000,000,000,000.00 each (each below 10^15; together 1.2 × 10^15)
