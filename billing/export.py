@@ -336,7 +336,8 @@ def _journal(
 
 
 def _money(amount: Decimal | None, currency: str) -> str | None:
-    return None if amount is None else format_amount(amount, currency)
+    """``amount`` in the currency's minor units; a zero as 0.00, never -0.00 (a credit note's sign on nothing)."""
+    return None if amount is None else format_amount(abs(amount) if amount == 0 else amount, currency)
 
 
 def _day(day: dt.date | None) -> str | None:

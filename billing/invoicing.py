@@ -51,6 +51,7 @@ from invoices.model import (
 )
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
+from pricing_plans.money import Rounding
 
 __all__ = [
     "OpenPeriodError",
@@ -71,6 +72,7 @@ __all__ = [
     "get_invoice",
     "invoice_actions",
     "invoices_page",
+    "issue_day",
     "list_invoices",
     "payment_state",
     "printable",
@@ -285,16 +287,18 @@ def create_credit_note(
     *,
     to_balance: bool = False,
     now: dt.datetime | None = None,
+    rounding: Rounding = Rounding.HALF_UP,
 ) -> Invoice:
     """A credit note against an issued invoice. It reduces first what the invoice still has to be paid; then,
     with ``to_balance``, what was paid in cash goes to the customer's balance (a ledger entry the next invoices
-    use); the credits that paid the invoice go back to their grants (``credits.credit_note_issued``)."""
+    use); the credits that paid the invoice go back to their grants (``credits.credit_note_issued``). ``rounding``:
+    the catalog's, which splits the note into net and tax per rate as the invoices were rounded."""
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, number)
             # the customer's row before the note's number sequence, as every writer of both takes them
             repository.get_customer(session, invoice.customer_id or "", for_update=True)
-            note = store.create_credit_note(session, number, amount, reason, settings, today)
+            note = store.create_credit_note(session, number, amount, reason, settings, today, rounding)
             credits.credit_note_issued(session, invoice, note, to_balance=to_balance, now=clock(now), settings=settings)
             return note
         except ConflictError:
@@ -327,6 +331,12 @@ class OpenPeriodError(BillingInputError):
 def clock(now: dt.datetime | None = None) -> dt.datetime:
     """``now`` as an aware UTC instant; the clock's when None (the one place the rules below read it)."""
     return as_utc(now) if now is not None else utcnow()
+
+
+def issue_day(now: dt.datetime | None = None) -> dt.date:
+    """The day an action by hand (the CLI, the API, the console) issues a document on: the UTC date at ``now``
+    (default: the clock), whatever the host's own timezone; the scheduler issues on each customer's own date."""
+    return clock(now).date()
 
 
 def check_period_begun(period: Period, now: dt.datetime | None = None, *, action: str = "a billing run") -> None:

@@ -6,7 +6,6 @@ invoice whose status does not allow the change is a 409 ``conflict``. Keys bound
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
@@ -69,7 +68,7 @@ def finalize_invoice(
         catalog,
         draft.id,
         invoicing.finalize_settings(settings),
-        dt.date.today(),
+        invoicing.issue_day(),
         allow_open_period=allow_open_period,
         approval=ApprovalPolicy.configured(settings),
     )
@@ -114,6 +113,7 @@ def create_credit_note(
     response: Response,
     engine: Annotated[Engine, Depends(api_engine)],
     settings: Annotated[Settings, Depends(get_api_settings)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> InvoiceOut:
     """Issue a credit note of ``amount`` (tax included) against an issued invoice, numbered in its own gap-free
@@ -128,8 +128,8 @@ def create_credit_note(
         raise ApiError(422, "invalid_request", f"amount: expected a decimal, got {body.amount!r}", "amount") from None
     try:
         note = invoicing.create_credit_note(
-            engine, invoice.number, amount, body.reason, invoicing.finalize_settings(settings), dt.date.today(),
-            to_balance=body.to_balance,
+            engine, invoice.number, amount, body.reason, invoicing.finalize_settings(settings), invoicing.issue_day(),
+            to_balance=body.to_balance, rounding=catalog.rounding,
         )
     except ConflictError:
         raise

@@ -7,7 +7,6 @@ a generous timeout, and an ``Idempotency-Key`` so that a retry does not run it t
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -76,7 +75,7 @@ def create_billing_run(
             period,
             report,
             invoicing.finalize_settings(settings),
-            dt.date.today(),
+            invoicing.issue_day(),
             customer=customer,
             allow_open_period=body.allow_open_period,
             approval=policy,

@@ -217,7 +217,7 @@ def finalize(
         return
     try:
         invoice = finalize_draft_fresh(
-            engine, catalog, key, finalize_settings(), dt.date.today(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
+            engine, catalog, key, finalize_settings(), invoicing.issue_day(), allow_open_period=allow_open_period,  # type: ignore[arg-type]
             approval=ApprovalPolicy.configured(),
         )
     except BillingError as error:
@@ -235,7 +235,7 @@ def _finalize_period(
     are listed, and those of customers that cannot be rated now (a plan gone from the catalog), which are named."""
     month = parse_month(period)
     policy = ApprovalPolicy.configured()
-    settings, today = finalize_settings(), dt.date.today()
+    settings, today = finalize_settings(), invoicing.issue_day()
     try:
         if as_written:
             held = held_customers(engine, catalog, month)
@@ -374,7 +374,8 @@ def credit(
         fail(f"--amount: expected a number, got {amount!r}")
     try:
         note = invoicing.create_credit_note(engine_for_cli(), number, value, reason, finalize_settings(),
-                                            dt.date.today(), to_balance=to_balance)
+                                            invoicing.issue_day(), to_balance=to_balance,
+                                            rounding=load_catalog_for_cli().rounding)
     except BillingError as error:
         fail(str(error))
     if as_json:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,7 +22,7 @@ from billing.cli._common import (
 from billing.core.periods import Period, parse_month
 from billing.core.shards import Shard, parse_shard
 from billing.errors import BillingError
-from billing.invoicing import check_period_finalizable
+from billing.invoicing import check_period_finalizable, issue_day
 from billing.run import RunReport, finalize_after_run, run_billing
 from meters.errors import ConflictingEvents
 from pricing_plans.models import Catalog
@@ -136,7 +134,7 @@ def _finalize(
     rate (listed among the skipped): the numbers given, the ids left waiting."""
     policy = ApprovalPolicy.configured()
     numbers = finalize_after_run(
-        engine, catalog, billing_period, report, finalize_settings(), dt.date.today(), customer=customer,
+        engine, catalog, billing_period, report, finalize_settings(), issue_day(), customer=customer,
         allow_open_period=allow_open_period, approval=policy,
     )
     waiting = awaiting_approval(engine, policy, period_start=billing_period.start, customer=customer)

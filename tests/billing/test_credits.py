@@ -6,6 +6,7 @@ applying nothing; and the ledger's invariants after each."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from decimal import Decimal
 
@@ -571,6 +572,48 @@ def test_an_expiring_credit_pays_its_lines_less_only_the_coupons_that_reduce_the
     assert str(issued.total) == "22.00"
     assert applied(issued) == [("free", "5.50")] and str(issued.amount_due) == "16.50"
     holds(engine)
+
+
+def test_a_credit_note_is_split_into_net_and_tax_with_the_catalogs_rounding(engine):
+    from pricing_plans.money import Rounding
+
+    who = customer(engine, tax_rate="20")
+    issued = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00", tax_rate="20"), "2026-04-02T00:00:00")
+    assert str(issued.total) == "120.00"
+    # 30.15 back, tax included: net 30.15 × 100 / 120 = 25.125, half to even 25.12 (half up would say 25.13), tax
+    # the rest, 5.03
+    note = invoicing.create_credit_note(engine, issued.number or "", D("30.15"), "outage", SETTINGS,
+                                        dt.date(2026, 4, 3), rounding=Rounding.HALF_EVEN)
+    assert (str(note.subtotal), str(note.tax), str(note.total)) == ("25.12", "5.03", "30.15")
+    up = invoicing.create_credit_note(engine, issued.number or "", D("30.15"), "outage", SETTINGS,
+                                      dt.date(2026, 4, 3))
+    assert (str(up.subtotal), str(up.tax)) == ("25.13", "5.02")
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT-14", "Etc/GMT+12"])  # UTC+14, UTC−12: at any hour one is not UTC's day
+def test_the_cli_issues_a_credit_note_on_the_utc_date_whatever_the_hosts_timezone(engine, cli_env, monkeypatch, zone):
+    import time
+
+    from typer.testing import CliRunner
+
+    from billing.cli import app
+    from dbkit import utcnow
+
+    who = customer(engine)
+    issued = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "10.00"), "2026-04-02T00:00:00")
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        before = utcnow().date()
+        result = CliRunner().invoke(app, ["invoices", "credit", issued.number or "", "--amount", "1.00", "--reason",
+                                          "outage", "--json"], env=cli_env)
+        after = utcnow().date()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert result.exit_code == 0, result.output
+    note = json.loads(result.output)
+    assert note["issue_date"] in {before.isoformat(), after.isoformat()}
 
 
 def test_a_credit_note_of_a_partly_paid_invoice_reduces_what_is_due_then_refunds_the_payment(engine):

@@ -183,8 +183,9 @@ def test_the_csv_files_have_their_columns_and_rows(november, tmp_path):
     ]
     assert [(r["number"], r["refers_to"], r["net"], r["tax"], r["total"]) for r in _rows(
         tmp_path / "out" / "credit_notes.csv")] == [("CN-2026-000001", "INV-2026-000002", "1.00", "0.20", "1.20")]
-    assert [(r["document"], r["tax_rate"], r["taxable"], r["tax"]) for r in _rows(tmp_path / "out" / "taxes.csv")] == [
-        ("INV-2026-000002", "20", "12.00", "2.40"), ("CN-2026-000001", "20", "-1.00", "-0.20")
+    assert [(r["document"], r["tax_rate"], r["taxable"], r["tax"], r["tax_included"])
+            for r in _rows(tmp_path / "out" / "taxes.csv")] == [
+        ("INV-2026-000002", "20", "12.00", "2.40", "0.00"), ("CN-2026-000001", "20", "-1.00", "-0.20", "0.00")
     ]
     assert [(r["payment"], r["kind"], r["date"], r["invoice_number"], r["amount"], r["applied"], r["to_balance"],
              r["reference"]) for r in _rows(tmp_path / "out" / "payments.csv")] == [

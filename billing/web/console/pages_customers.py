@@ -7,7 +7,6 @@ its details (edit: ``POST /console/customers/{id}``), review flag (``…/review`
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -92,7 +91,7 @@ def customer_page(
         held=held, all_coupons=[s.coupon for s in every_coupon],
         balances=credits.balance(engine, customer.external_id, settings=invoicing.finalize_settings(settings)),
         ledger=credits.ledger(engine, customer.external_id)[-20:],
-        plans=sorted(catalog.plans), text_fields=TEXT_FIELDS, today=dt.date.today(),
+        plans=sorted(catalog.plans), text_fields=TEXT_FIELDS, today=invoicing.issue_day(),
         invoices=invoicing.invoices_page(engine, limit=10, customer=customer.external_id)[0],
     )  # fmt: skip
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated
 from urllib.parse import quote
@@ -105,7 +104,7 @@ def finalize_invoice(
 ) -> Response:
     def finalize() -> str:
         issued = finalize_draft_fresh(
-            engine, catalog, invoice_id, invoicing.finalize_settings(settings), dt.date.today(),
+            engine, catalog, invoice_id, invoicing.finalize_settings(settings), invoicing.issue_day(),
             approval=approval.ApprovalPolicy.configured(settings),
         )  # fmt: skip
         return f"Invoice {issued.number} issued."
@@ -128,7 +127,7 @@ def finalize_drafts(
         if period is None:
             raise BillingInputError("period: required, as YYYY-MM")
         report, numbers = finalize_period_fresh(
-            engine, catalog, period, invoicing.finalize_settings(settings), dt.date.today(),
+            engine, catalog, period, invoicing.finalize_settings(settings), invoicing.issue_day(),
             approval=approval.ApprovalPolicy.configured(settings),
         )  # fmt: skip
         unrated = sorted(report.unrated)
@@ -208,7 +207,7 @@ def invoice_page(
     return render(
         request, "invoice.html", engine, title=f"Invoice {invoice.number or invoice.id}", section="invoices",
         invoice=invoice, payments=received, waiting=waiting, actions=invoicing.invoice_actions(invoice),
-        methods=PAYMENT_METHODS, today=dt.date.today(),
+        methods=PAYMENT_METHODS, today=invoicing.issue_day(),
     )  # fmt: skip
 
 
@@ -248,6 +247,7 @@ def credit_invoice(
     who: Annotated[StaffSession, Depends(current_staff)],
     engine: Annotated[Engine, Depends(console_engine)],
     settings: Annotated[Settings, Depends(console_settings)],
+    catalog: Annotated[Catalog, Depends(console_catalog)],
 ) -> Response:
     def credit() -> str:
         invoice = invoicing.get_invoice(engine, invoice_id)
@@ -255,7 +255,8 @@ def credit_invoice(
             raise BillingInputError(f"invoice {invoice_id} is a draft: only issued invoices take credit notes")
         note = invoicing.create_credit_note(
             engine, invoice.number, parse_amount(form.get("amount", ""), "amount"), form.get("reason", ""),
-            invoicing.finalize_settings(settings), dt.date.today(), to_balance=form.get("to_balance") == "on",
+            invoicing.finalize_settings(settings), invoicing.issue_day(), to_balance=form.get("to_balance") == "on",
+            rounding=catalog.rounding,
         )  # fmt: skip
         return f"Credit note {note.number} of {note.total} {note.currency} issued against {invoice.number}."
 

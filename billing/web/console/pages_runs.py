@@ -96,7 +96,7 @@ def start_run(
         policy = ApprovalPolicy.configured(settings)
         if finalize:
             numbers = finalize_after_run(
-                engine, catalog, period, report, invoicing.finalize_settings(settings), dt.date.today(),
+                engine, catalog, period, report, invoicing.finalize_settings(settings), invoicing.issue_day(),
                 approval=policy,
             )  # fmt: skip
         waiting = awaiting_approval(engine, policy, period_start=period.start)
