@@ -27,7 +27,7 @@ from sqlalchemy import Engine, select
 from billing.config import get_settings
 from billing.core.compose import BilledKey, Section, compose_period_invoice, period_key, section_window
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import fee_period_to_adjust, schedule_of
+from billing.core.fees import fee_period_to_adjust, fees_paid, schedule_of
 from billing.core.overrides import SubscriptionOverride, fee_period_repriced
 from billing.core.periods import Period, billing_period_named, month_of
 from billing.coupons import applied_coupons
@@ -174,12 +174,13 @@ def customer_usage(
     active, resolved = _priced_subscriptions(catalog, customer, subscriptions, period, overrides)
     plans = resolved.priced()
     usage = _usage(engine, catalog, customer, period, active, plans)
-    billed = _billed_in_advance(engine, customer, period, active, resolved)
+    billed, paid = _billed_in_advance(engine, customer, period, active, resolved)
     progressive = _billed_progressively(engine, customer, period)
     sections = [
         Section(
             s, plans[s.id], charged_usage(usage.get(UsageKey(s.id, period), {}), plans[s.id]), billed.get(s.id),
             advance_plan=_advance_plan(resolved, s, period), billed=progressive.get(s.id),
+            billed_fee_paid=paid.get(s.id),
         )
         for s in active
     ]
@@ -215,10 +216,10 @@ def _advance_plan(resolved: ResolvedPlans, subscription: Subscription, period: P
 
 def _billed_in_advance(
     engine: Engine, customer: Customer, period: Period, active: Iterable[Subscription], resolved: ResolvedPlans
-) -> dict[int, Decimal]:
+) -> tuple[dict[int, Decimal], dict[int, Decimal]]:
     """What invoices billed in advance for the fee periods the period's invoice adjusts (a subscription ending in
-    it, seats changing in it, a negotiated price starting with it), by subscription: the preview settles them as
-    the run will."""
+    it, seats changing in it, a negotiated price starting with it), and what their discounts left of those they
+    reduced, by subscription: the preview settles them as the run will."""
     plans = resolved.plans
     adjusted = {s.id: f for s in active if (f := fee_period_to_adjust(s, plans[s.id], period)) is not None}
     for s in active:
@@ -227,12 +228,13 @@ def _billed_in_advance(
         if s.id not in adjusted and repriced is not None:
             adjusted[s.id] = repriced
     if not adjusted:
-        return {}
+        return {}, {}
+    keys, excluded = [(i, f.start) for i, f in adjusted.items()], [period_key(customer.external_id, period)]
     with session_scope(read_only(engine)) as session:
-        billed = store.billed_fees(
-            session, [(i, f.start) for i, f in adjusted.items()], exclude=[period_key(customer.external_id, period)]
-        )
-    return {i: billed[(i, f.start)] for i, f in adjusted.items()}
+        billed = store.billed_fees(session, keys, exclude=excluded)
+        paid = fees_paid([i.lines for i in store.fee_invoices(session, keys, exclude=excluded)], set(keys))
+    gross = {i: billed[(i, f.start)] for i, f in adjusted.items()}
+    return gross, {i: paid[(i, f.start)] for i, f in adjusted.items() if paid.get((i, f.start), gross[i]) != gross[i]}
 
 
 def _priced_subscriptions(

@@ -46,7 +46,7 @@ from billing.core.compose import (
 )
 from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import fee_period_to_adjust, opening_fee, schedule_of
+from billing.core.fees import fee_period_to_adjust, fees_paid, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
 from billing.core.periods import month as calendar_month
@@ -673,6 +673,7 @@ class _Billed:
         billing only): the period's invoice bills the rest.
       earlier: the lines of the period's progressive invoices of each customer holding a coupon (their discounts
         count in the period's).
+      fees_paid: what the discounts of the invoices that billed them left of those fees, where they took something.
     """
 
     late: dict[Period, BilledUsage]
@@ -680,6 +681,7 @@ class _Billed:
     fees: dict[FeeKey, Decimal]
     progressive: dict[int, dict[BilledKey, Decimal]] = field(default_factory=dict)
     earlier: dict[str, list[InvoiceLine]] = field(default_factory=dict)
+    fees_paid: dict[FeeKey, Decimal] = field(default_factory=dict)
 
 
 def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
@@ -687,12 +689,12 @@ def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
     with session_scope(read_only(engine)) as session:
         late = _billed_late(session, scope)
         adjustable = _adjustable_fees(scope)
-        fees = _billed_fees(session, catalog, scope, adjustable)
+        fees, paid = _billed_fees(session, catalog, scope, adjustable)
         owners = store.customers_with_progressive_invoices(session, scope.period.start) & scope.customer_ids
         progressive = billed_progressively(session, owners, scope.period)
         # (one indexed query found whether any customer of the run has a progressive invoice in the period)
         earlier = store.progressive_lines(session, owners & set(scope.coupons), scope.period.start, scope.period.end)
-    return _Billed(late, adjustable, fees, progressive, earlier)
+    return _Billed(late, adjustable, fees, progressive, earlier, paid)
 
 
 def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:
@@ -729,19 +731,19 @@ def _adjustable_fees(scope: _Scope) -> dict[int, Period]:
 
 def _billed_fees(
     session: Session, catalog: Catalog, scope: _Scope, adjustable: Mapping[int, Period]
-) -> dict[FeeKey, Decimal]:
-    """What invoices bill as the adjustable fees. The opening drafts this run writes count with the amount it
-    composes now, not as stored before (an issued one as it was issued)."""
+) -> tuple[dict[FeeKey, Decimal], dict[FeeKey, Decimal]]:
+    """What invoices bill as the adjustable fees, and what their discounts left of those they reduced. The opening
+    drafts this run writes count with the amount it composes now, not as stored before (an issued one as it was
+    issued; an opening invoice has no discount)."""
     plans, period = scope.plans.plans, scope.period
     openings = {s.id: s for s in scope.subscriptions if s.id in adjustable and period.contains(s.start_date)}
     stored_openings = store.stored_drafts(session, [opening_key(i) for i in openings])
     issued_openings = {key for key, known in stored_openings.items() if known.status != InvoiceStatus.DRAFT.value}
     rewritten = [opening_key(i) for i in openings if opening_key(i) not in issued_openings]
-    fees_billed = store.billed_fees(
-        session,
-        [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()],
-        exclude=[period_key(c, period) for c in scope.customer_ids] + rewritten,
-    )
+    keys = [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()]
+    excluded = [period_key(c, period) for c in scope.customer_ids] + rewritten
+    fees_billed = store.billed_fees(session, keys, exclude=excluded)
+    paid = fees_paid([i.lines for i in store.fee_invoices(session, keys, exclude=excluded)], set(keys))
     for sub_id, subscription in openings.items():
         if opening_key(sub_id) in issued_openings:
             continue
@@ -749,7 +751,9 @@ def _billed_fees(
         if fee is not None:
             key = (sub_id, adjustable[sub_id].start)
             fees_billed[key] = fees_billed.get(key, ZERO) + fee.amount
-    return fees_billed
+            if key in paid:
+                paid[key] += fee.amount
+    return fees_billed, {key: amount for key, amount in paid.items() if amount != fees_billed.get(key)}
 
 
 def _rating_inputs(
@@ -778,6 +782,7 @@ def _rating_inputs(
         ended_by_customer=ended_by_customer,
         adjustable=billed.adjustable,
         fees_billed=billed.fees,
+        fees_paid=billed.fees_paid,
         late_by_customer=scope.late_by_customer,
         late_subscriptions_by_customer=scope.late_subscriptions_by_customer,
         billed=billed.late,
@@ -899,6 +904,7 @@ class _RatingInputs:
     ended_by_customer: Mapping[str, list[Subscription]]
     adjustable: Mapping[int, Period]
     fees_billed: Mapping[FeeKey, Decimal]
+    fees_paid: Mapping[FeeKey, Decimal]  # what discounts left of the fees billed they reduced
     late_by_customer: Mapping[str, list[Period]]
     late_subscriptions_by_customer: Mapping[str, list[Subscription]]
     billed: Mapping[Period, BilledUsage]
@@ -953,11 +959,13 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
             s, plans[s.id], charged_usage(inputs.usage.get(UsageKey(s.id, period), {}), plans[s.id]),
             billed_fee=fees_billed.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
             advance_plan=_advance_plan(inputs, s), billed=inputs.progressive.get(s.id),
+            billed_fee_paid=inputs.fees_paid.get((s.id, adjustable[s.id].start)) if s.id in adjustable else None,
         )
         for s in own
     ]
     sections += [
-        Section(s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True)
+        Section(s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True,
+                billed_fee_paid=inputs.fees_paid.get((s.id, adjustable[s.id].start)))
         for s in settled
     ]
     late = _late_usage(inputs, customer_id)

@@ -68,6 +68,8 @@ class Section:
     ``advance_plan`` prices the in-advance fee of the next fee period, when a negotiated price changes it.
     ``billed`` is what progressive invoices issued during the period billed for its usage, by (meter,
     dimension): each usage line bills the rest, rate(all usage of the period) − billed, so tiers stay right.
+    ``billed_fee_paid`` is what the discounts of those invoices left of ``billed_fee`` (``fees.fees_paid``), when
+    they took something off it: a fee that stops early gives back its share of what was paid.
     """
 
     subscription: Subscription
@@ -77,6 +79,7 @@ class Section:
     fee_only: bool = False
     advance_plan: Plan | None = None
     billed: Mapping[BilledKey, Decimal] | None = None
+    billed_fee_paid: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,9 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
     subscription, plan = section.subscription, section.plan
     title = _section_title(plan, subscription, period)
     if section.fee_only:
-        adjustment = fee_adjustment(subscription, plan, period, section.billed_fee, catalog.rounding)
+        adjustment = fee_adjustment(
+            subscription, plan, period, section.billed_fee, catalog.rounding, section.billed_fee_paid
+        )
         return [_placed(adjustment, title, subscription, plan)] if adjustment else []
     rated = rate_period(subscription, plan, section.usage, period, meters=catalog.meters, rounding=catalog.rounding)
     fees = period_fees(
@@ -148,6 +153,7 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
         billed_in_advance_fee=section.billed_fee,
         rounding=catalog.rounding,
         advance_plan=section.advance_plan,
+        paid_in_advance=section.billed_fee_paid,
     )
     usage_lines = rated.usage_lines if not section.billed else rest_to_bill(rated.usage_lines, section.billed)
     lines = [

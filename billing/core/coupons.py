@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from billing.core.fees import refund_of_paid
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
 from pricing_plans.money import ZERO, Rounding, format_amount, round_money
@@ -201,7 +202,7 @@ def _take(remaining: list[Decimal], covered: list[int], amount: Decimal) -> None
 
 
 def _covered(coupon: Coupon, line: InvoiceLine) -> bool:
-    if line.kind is LineKind.DISCOUNT:
+    if line.kind is LineKind.DISCOUNT or refund_of_paid(line):  # (a refund already net of its discount)
         return False
     return not coupon.plans or line.plan_code in coupon.plans
 

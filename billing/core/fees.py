@@ -27,9 +27,11 @@ charged for the rest of the fee period, removed seats credited (``fee_period_to_
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from billing.core.credits import net_of_discounts
 from billing.core.domain import Terms
 from billing.core.periods import Period, Schedule
 from invoices.model import InvoiceLine, LineDetails, LineKind
@@ -38,6 +40,7 @@ from pricing_plans.money import Rounding, round_money
 from pricing_plans.proration import fee_for_period, seat_fee_for_period
 
 __all__ = [
+    "REFUND_OF_PAID",
     "PeriodFees",
     "advance_fee",
     "advance_fee_period",
@@ -48,10 +51,12 @@ __all__ = [
     "fee_adjustment",
     "fee_period_for",
     "fee_period_to_adjust",
+    "fees_paid",
     "opening_fee",
     "opening_fee_period",
     "period_fees",
     "rate_fee",
+    "refund_of_paid",
     "schedule_of",
     "seat_changes_in",
     "usage_periods_per_fee_period",
@@ -228,12 +233,52 @@ def _seats_priced(plan: Plan) -> bool:
     return plan.subscription is not None and plan.subscription.seats
 
 
+REFUND_OF_PAID = "refund_of_paid"
+"""A line's ``details.extra`` key: the line gives back part of a fee as it was paid, its discount already taken
+off (``fee_adjustment``), so no coupon reduces it (``billing.core.coupons``, ``billing.core.tax``)."""
+
+
+def refund_of_paid(line: InvoiceLine) -> bool:
+    """The line gives back part of a fee net of the discounts it had (see :data:`REFUND_OF_PAID`)."""
+    return bool(line.details.extra.get(REFUND_OF_PAID))
+
+
+def fees_paid(
+    documents: Iterable[Sequence[InvoiceLine]], keys: Collection[tuple[int, dt.date]]
+) -> dict[tuple[int, dt.date], Decimal]:
+    """What the subscription fee lines of each of ``keys`` (subscription, fee period start) came to once the
+    discount lines of their invoices (``documents``: each invoice's lines) took their part of them, as
+    ``billing.core.credits.net_of_discounts`` shares a discount (exact fractions, not rounded)."""
+    paid: dict[tuple[int, dt.date], Decimal] = {}
+    for lines in documents:
+        billed = [line for line in lines if line.kind is not LineKind.DISCOUNT]
+        discounts = [
+            (line.amount, line.details.extra.get("plans") or None) for line in lines if line.kind is LineKind.DISCOUNT
+        ]
+        nets = net_of_discounts([(line.plan_code, line.amount) for line in billed], discounts)
+        for line, net in zip(billed, nets, strict=True):
+            key = (line.subscription_id or 0, line.service_start or dt.date.min)
+            if line.kind is LineKind.SUBSCRIPTION and key in keys:
+                paid[key] = paid.get(key, Decimal(0)) + net
+    return paid
+
+
 def fee_adjustment(
-    terms: Terms, plan: Plan, period: Period, billed: Decimal | None, rounding: Rounding = Rounding.HALF_UP
+    terms: Terms,
+    plan: Plan,
+    period: Period,
+    billed: Decimal | None,
+    rounding: Rounding = Rounding.HALF_UP,
+    paid: Decimal | None = None,
 ) -> InvoiceLine | None:
     """The fee for the days the subscription really ran in the fee period covering ``period`` minus ``billed``,
     what earlier invoices billed in advance for it (negative: a credit, as the proration rules want). None when
-    nothing was billed in advance, or when the difference is zero."""
+    nothing was billed in advance, or when the difference is zero.
+
+    ``paid``: what those invoices' coupons left of ``billed`` (``fees_paid``), when they took something off it. A
+    credit then gives back its share of what was paid, not of the price: 28.00 billed with 50 % off (14.00 paid),
+    half the days used, gives back 7.00, not 14.00. Such a line is a refund already net of its discount: no coupon
+    reduces it again (``REFUND_OF_PAID``)."""
     if billed is None:
         return None
     fee_period = fee_period_for(terms, plan, period)
@@ -245,7 +290,17 @@ def fee_adjustment(
     if difference == 0:
         return None
     explanation = f"{due.details.explanation or ''}; {billed} billed in advance; difference {difference}"
-    adjustment = {"due": str(due.amount), "billed_in_advance": str(billed), "explanation": explanation}
+    adjustment: dict[str, object] = {"due": str(due.amount), "billed_in_advance": str(billed)}
+    marks: dict[str, object] = {}
+    if difference < 0 and paid is not None and 0 <= paid < billed:
+        after = round_money(paid, plan.currency, rounding)
+        difference = round_money(difference * paid / billed, plan.currency, rounding)
+        explanation += f"; {after} of it paid after discounts: {difference}"
+        adjustment["paid_after_discounts"] = str(after)
+        marks[REFUND_OF_PAID] = True
+        if difference == 0:
+            return None
+    adjustment["explanation"] = explanation
     quantity, details_explanation = due.quantity, due.details.explanation
     ended = terms.end_date is not None and terms.end_date <= period.end and terms.end_date < fee_period.end
     reason = f"adjusted to the end on {terms.end_date}" if ended else "adjusted to the fee now in force"
@@ -263,7 +318,7 @@ def fee_adjustment(
         quantity=quantity,
         description=description,
         details=replace(
-            due.details, explanation=details_explanation, extra={**due.details.extra, "adjustment": adjustment}
+            due.details, explanation=details_explanation, extra={**due.details.extra, "adjustment": adjustment, **marks}
         ),
     )
 
@@ -305,6 +360,7 @@ def period_fees(
     billed_in_advance_fee: Decimal | None,
     rounding: Rounding = Rounding.HALF_UP,
     advance_plan: Plan | None = None,
+    paid_in_advance: Decimal | None = None,
 ) -> PeriodFees:
     """The fees the invoice of billing period ``period`` carries for one subscription.
 
@@ -312,7 +368,8 @@ def period_fees(
     ``billed_in_advance_fee`` what earlier invoices billed in advance for it, when the subscription ends in
     ``period`` before that fee period does (see ``fee_period_to_adjust``) or a negotiated price takes effect with
     it. ``advance_plan`` prices the next fee period's in-advance fee when it differs from ``plan`` (a negotiated
-    price in force from then, which may give a plan without a fee one).
+    price in force from then, which may give a plan without a fee one). ``paid_in_advance``: what discounts left of
+    ``billed_in_advance_fee`` (see ``fee_adjustment``).
     """
     if billed_in_arrears(plan):
         return PeriodFees(in_arrears=covering_fee if arrears_fee_due(terms, plan, period) else None)
@@ -321,6 +378,6 @@ def period_fees(
         return PeriodFees()
     upcoming = advance_fee_period(terms, ahead, period)
     return PeriodFees(
-        adjustment=fee_adjustment(terms, plan, period, billed_in_advance_fee, rounding),
+        adjustment=fee_adjustment(terms, plan, period, billed_in_advance_fee, rounding, paid_in_advance),
         in_advance=None if upcoming is None else advance_fee(terms, ahead, upcoming, rounding),
     )

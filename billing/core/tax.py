@@ -35,6 +35,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from billing.core.domain import Customer
+from billing.core.fees import refund_of_paid
 from invoices.model import InvoiceLine, LineKind, TaxLine
 from pricing_plans.models import Plan
 from pricing_plans.money import ZERO, Rounding, round_money
@@ -263,8 +264,8 @@ def _take(
     proportion to what is left of them, no group's part beyond what is left of it; the parts, what is left of each
     line after, and what could not be placed."""
 
-    def covers(line: InvoiceLine) -> bool:
-        return plans is None or line.plan_code in plans
+    def covers(line: InvoiceLine) -> bool:  # (a refund already net of its discount takes no part of another)
+        return (plans is None or line.plan_code in plans) and not refund_of_paid(line)
 
     # what is left of each group's covered lines, negative ones included (a fee paid in advance, adjusted): a
     # group whose lines net to nothing or less takes no part, and none takes more than its net

@@ -294,6 +294,31 @@ def billed_fees(
     return billed
 
 
+def fee_invoices(
+    session: Session, fees: Iterable[tuple[int, dt.date]], *, exclude: Iterable[str] = ()
+) -> list[Invoice]:
+    """The invoices (with their lines) that bill a subscription fee line of one of ``fees`` (subscription, fee
+    period start) counted by :func:`billed_fees`: what their discounts took of those lines is what was paid."""
+    wanted = set(fees)
+    if not wanted:
+        return []
+    statement = (
+        select(InvoiceLineRow.invoice_id, InvoiceLineRow.subscription_id, InvoiceLineRow.service_start)
+        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
+        .where(
+            InvoiceRow.status.in_(_BILLED),
+            InvoiceRow.kind == InvoiceKind.INVOICE.value,
+            InvoiceLineRow.kind == LineKind.SUBSCRIPTION.value,
+            InvoiceLineRow.subscription_id.in_(sorted({subscription for subscription, _ in wanted})),
+        )
+    )
+    excluded = list(exclude)
+    if excluded:
+        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
+    ids = sorted({invoice_id for invoice_id, *key in session.execute(statement) if tuple(key) in wanted})
+    return get_invoices(session, ids)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedPeriod:
     """An issued period invoice, as late usage is measured against it.

@@ -257,6 +257,38 @@ def _discounts(engine, customer: str = "acme") -> list[tuple[str, str, str]]:
     return found
 
 
+
+@pytest.mark.db
+@pytest.mark.parametrize("duration", ["once", "forever"])
+def test_a_fee_paid_with_a_discount_that_stops_early_gives_back_its_share_of_what_was_paid(engine, duration):
+    ahead, problems = loads_catalog(CATALOG + """
+[plans.ahead]                # 28.00 a month in advance
+name = "Ahead"
+currency = "USD"
+subscription = { fee = 28.00, billing = "in_advance" }
+""", "coupons.toml")
+    assert ahead is not None, problems
+    _customer(engine)
+    subscription = service.subscribe(engine, ahead, "acme", "ahead", D(2026, 1, 1))
+    _create(engine, ahead, "HALF", percent="50", duration=duration)
+    coupons.apply_coupon(engine, "HALF", "acme", now=dt.datetime(2025, 12, 20, 12, tzinfo=dt.UTC))
+    _bill(engine, ahead, JAN)
+    # January's invoice bills February's fee in advance with 50 % off: 28.00 − 14.00 = 14.00 paid for February
+    january = _invoice(engine, "period:acme:2026-01")
+    assert (str(january.discount), str(january.total)) == ("14.00", "14.00")
+    service.cancel_subscription(engine, subscription.id, D(2026, 2, 15), catalog=ahead)
+    _bill(engine, ahead, FEB)
+    # it ran 14 of February's 28 days: the fee due is 14.00 of the 28.00 billed, −14.00 at the price; of what was
+    # paid, 14.00, half comes back: −7.00 (whether the coupon still runs or not: the refund is already net of it)
+    february = _invoice(engine, "period:acme:2026-02")
+    [adjustment] = february.lines
+    assert (str(adjustment.amount), format_amount(february.discount, "USD"), str(february.total)) == (
+        "-7.00", "0.00", "-7.00"
+    )
+    assert adjustment.details.extra["adjustment"]["paid_after_discounts"] == "14.00"
+    preview = customer_usage(engine, ahead, "acme", FEB, now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
+    assert [str(line.amount) for line in preview.preview.lines] == ["-7.00"]  # the upcoming invoice, as the run wrote it
+
 @pytest.mark.db
 def test_a_once_coupon_reduces_the_next_billing_period_only(engine, catalog):
     _customer(engine)
