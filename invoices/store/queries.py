@@ -10,6 +10,7 @@ import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.orm import Session, aliased
@@ -273,19 +274,7 @@ def billed_fees(
     wanted = set(fees)
     if not wanted:
         return {}
-    statement = (
-        select(InvoiceLineRow.subscription_id, InvoiceLineRow.service_start, InvoiceLineRow.amount)
-        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-        .where(
-            InvoiceRow.status.in_(_BILLED),
-            InvoiceRow.kind == InvoiceKind.INVOICE.value,
-            InvoiceLineRow.kind == LineKind.SUBSCRIPTION.value,
-            InvoiceLineRow.subscription_id.in_(sorted({subscription for subscription, _ in wanted})),
-        )
-    )
-    excluded = list(exclude)
-    if excluded:
-        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
+    statement = _fee_lines(wanted, exclude, InvoiceLineRow.amount)
     billed: dict[tuple[int, dt.date], Decimal] = dict.fromkeys(wanted, ZERO)
     for subscription_id, service_start, amount in session.execute(statement):
         key = (subscription_id, service_start)
@@ -302,8 +291,16 @@ def fee_invoices(
     wanted = set(fees)
     if not wanted:
         return []
+    statement = _fee_lines(wanted, exclude, InvoiceLineRow.invoice_id)
+    ids = sorted({invoice_id for *key, invoice_id in session.execute(statement) if tuple(key) in wanted})
+    return get_invoices(session, ids)
+
+
+def _fee_lines(wanted: set[tuple[int, dt.date]], exclude: Iterable[str], column: Any) -> Any:
+    """(subscription, service start, ``column``) of the subscription fee lines of ``wanted``'s subscriptions on
+    invoices that are not void, except those whose billing keys are in ``exclude``."""
     statement = (
-        select(InvoiceLineRow.invoice_id, InvoiceLineRow.subscription_id, InvoiceLineRow.service_start)
+        select(InvoiceLineRow.subscription_id, InvoiceLineRow.service_start, column)
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(
             InvoiceRow.status.in_(_BILLED),
@@ -313,10 +310,7 @@ def fee_invoices(
         )
     )
     excluded = list(exclude)
-    if excluded:
-        statement = statement.where(InvoiceRow.billing_key.not_in(excluded))
-    ids = sorted({invoice_id for invoice_id, *key in session.execute(statement) if tuple(key) in wanted})
-    return get_invoices(session, ids)
+    return statement.where(InvoiceRow.billing_key.not_in(excluded)) if excluded else statement
 
 
 @dataclass(frozen=True, slots=True)
