@@ -46,7 +46,7 @@ from billing.core.compose import (
 )
 from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import fee_period_to_adjust, fees_paid, opening_fee, schedule_of
+from billing.core.fees import billed_and_paid, fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
 from billing.core.periods import month as calendar_month
@@ -742,8 +742,8 @@ def _billed_fees(
     rewritten = [opening_key(i) for i in openings if opening_key(i) not in issued_openings]
     keys = [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()]
     excluded = [period_key(c, period) for c in scope.customer_ids] + rewritten
-    fees_billed = store.billed_fees(session, keys, exclude=excluded)
-    paid = fees_paid([i.lines for i in store.fee_invoices(session, keys, exclude=excluded)], set(keys))
+    documents = store.fee_invoices(session, keys, exclude=excluded)
+    fees_billed, paid = billed_and_paid([invoice.lines for invoice in documents], set(keys))
     for sub_id, subscription in openings.items():
         if opening_key(sub_id) in issued_openings:
             continue

@@ -68,7 +68,7 @@ class Section:
     ``advance_plan`` prices the in-advance fee of the next fee period, when a negotiated price changes it.
     ``billed`` is what progressive invoices issued during the period billed for its usage, by (meter,
     dimension): each usage line bills the rest, rate(all usage of the period) − billed, so tiers stay right.
-    ``billed_fee_paid`` is what the discounts of those invoices left of ``billed_fee`` (``fees.fees_paid``), when
+    ``billed_fee_paid`` is what the discounts of those invoices left of ``billed_fee`` (``fees.billed_and_paid``), when
     they took something off it: a fee that stops early gives back its share of what was paid.
     """
 

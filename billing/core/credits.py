@@ -97,9 +97,10 @@ def net_of_discounts(
     lines: Sequence[tuple[str | None, Decimal]], discounts: Sequence[tuple[Decimal, Collection[str] | None]]
 ) -> list[Decimal]:
     """What is left of each line (its plan, its amount) once the discounts (each a negative amount and the plans
-    it reduces; None: every plan) took their part, in order: a discount from the lines of its plans in proportion
-    to what is left of them, what it takes beyond them from every line (as the tax shares a discount,
-    ``billing.core.tax``). Exact fractions: they weigh lines, they are not amounts."""
+    it reduces; None: every plan) took their part, in order: a discount from the positive lines of its plans in
+    proportion to what is left of them, what it takes beyond them from every positive line. A negative line (a
+    refund) takes no part and is left as it is (the tax, ``billing.core.tax``, nets each rate's lines first, as
+    its amounts per rate must). Exact fractions: they weigh lines, they are not amounts."""
     left = [amount for _, amount in lines]
     for amount, plans in discounts:
         rest = amount

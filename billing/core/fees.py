@@ -45,13 +45,13 @@ __all__ = [
     "advance_fee",
     "advance_fee_period",
     "arrears_fee_due",
+    "billed_and_paid",
     "billed_in_advance",
     "billed_in_arrears",
     "ends_in",
     "fee_adjustment",
     "fee_period_for",
     "fee_period_to_adjust",
-    "fees_paid",
     "opening_fee",
     "opening_fee_period",
     "period_fees",
@@ -243,24 +243,34 @@ def refund_of_paid(line: InvoiceLine) -> bool:
     return bool(line.details.extra.get(REFUND_OF_PAID))
 
 
-def fees_paid(
+def billed_and_paid(
     documents: Iterable[Sequence[InvoiceLine]], keys: Collection[tuple[int, dt.date]]
-) -> dict[tuple[int, dt.date], Decimal]:
-    """What the subscription fee lines of each of ``keys`` (subscription, fee period start) came to once the
-    discount lines of their invoices (``documents``: each invoice's lines) took their part of them, as
-    ``billing.core.credits.net_of_discounts`` shares a discount (exact fractions, not rounded)."""
-    paid: dict[tuple[int, dt.date], Decimal] = {}
+) -> tuple[dict[tuple[int, dt.date], Decimal], dict[tuple[int, dt.date], Decimal]]:
+    """What the subscription fee lines of ``documents`` (each invoice's lines) bill for each of ``keys``
+    (subscription, fee period start; 0 for a key none bills), at the price, and what they came to once the discount
+    lines of their invoices took their part (``billing.core.credits.net_of_discounts``; exact fractions, not
+    rounded). A refund already net of its discount (``REFUND_OF_PAID``) counts at the price as the difference it
+    gave back, and as paid at its amount: a second adjustment of the same fee period starts from both."""
+    billed = dict.fromkeys(keys, Decimal(0))
+    paid = dict.fromkeys(keys, Decimal(0))
     for lines in documents:
-        billed = [line for line in lines if line.kind is not LineKind.DISCOUNT]
+        charged = [line for line in lines if line.kind is not LineKind.DISCOUNT]
         discounts = [
             (line.amount, line.details.extra.get("plans") or None) for line in lines if line.kind is LineKind.DISCOUNT
         ]
-        nets = net_of_discounts([(line.plan_code, line.amount) for line in billed], discounts)
-        for line, net in zip(billed, nets, strict=True):
+        nets = net_of_discounts([(line.plan_code, line.amount) for line in charged], discounts)
+        for line, net in zip(charged, nets, strict=True):
             key = (line.subscription_id or 0, line.service_start or dt.date.min)
-            if line.kind is LineKind.SUBSCRIPTION and key in keys:
-                paid[key] = paid.get(key, Decimal(0)) + net
-    return paid
+            if line.kind is not LineKind.SUBSCRIPTION or key not in billed:
+                continue
+            if refund_of_paid(line):
+                terms = line.details.extra["adjustment"]
+                billed[key] += Decimal(str(terms["due"])) - Decimal(str(terms["billed_in_advance"]))
+                paid[key] += line.amount
+            else:
+                billed[key] += line.amount
+                paid[key] += net
+    return billed, paid
 
 
 def fee_adjustment(
@@ -275,7 +285,7 @@ def fee_adjustment(
     what earlier invoices billed in advance for it (negative: a credit, as the proration rules want). None when
     nothing was billed in advance, or when the difference is zero.
 
-    ``paid``: what those invoices' coupons left of ``billed`` (``fees_paid``), when they took something off it. A
+    ``paid``: what those invoices' coupons left of ``billed`` (``billed_and_paid``), when they took something off it. A
     credit then gives back its share of what was paid, not of the price: 28.00 billed with 50 % off (14.00 paid),
     half the days used, gives back 7.00, not 14.00. Such a line is a refund already net of its discount: no coupon
     reduces it again (``REFUND_OF_PAID``)."""

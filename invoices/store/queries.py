@@ -41,13 +41,13 @@ __all__ = [
     "Receivable",
     "StatusChange",
     "billed_by_period",
-    "billed_fees",
     "customers_with_drafts",
     "customers_with_issued_invoice",
     "customers_with_progressive_invoices",
     "draft_periods",
     "drafts_for_review",
     "drafts_of_period",
+    "fee_invoices",
     "finalized_invoice_ids",
     "get_invoice",
     "get_invoices",
@@ -266,28 +266,13 @@ def customers_with_progressive_invoices(session: Session, period_start: dt.date)
     return {customer for customer in session.scalars(statement) if customer is not None}
 
 
-def billed_fees(
-    session: Session, fees: Iterable[tuple[int, dt.date]], *, exclude: Iterable[str] = ()
-) -> dict[tuple[int, dt.date], Decimal]:
-    """What invoices that are not void bill as the subscription fee of each (subscription, fee period start),
-    except the invoices being written now (billing keys in ``exclude``)."""
-    wanted = set(fees)
-    if not wanted:
-        return {}
-    statement = _fee_lines(wanted, exclude, InvoiceLineRow.amount)
-    billed: dict[tuple[int, dt.date], Decimal] = dict.fromkeys(wanted, ZERO)
-    for subscription_id, service_start, amount in session.execute(statement):
-        key = (subscription_id, service_start)
-        if key in billed:
-            billed[key] += amount
-    return billed
-
-
 def fee_invoices(
     session: Session, fees: Iterable[tuple[int, dt.date]], *, exclude: Iterable[str] = ()
 ) -> list[Invoice]:
-    """The invoices (with their lines) that bill a subscription fee line of one of ``fees`` (subscription, fee
-    period start) counted by :func:`billed_fees`: what their discounts took of those lines is what was paid."""
+    """The invoices (with their lines) that are not void and bill a subscription fee line of one of ``fees``
+    (subscription, fee period start), except those whose billing keys are in ``exclude`` (the invoices being
+    written now): what they billed for those fees and what their discounts left of it
+    (``billing.core.fees.billed_and_paid``)."""
     wanted = set(fees)
     if not wanted:
         return []

@@ -140,6 +140,40 @@ def test_an_advance_fee_of_a_fee_period_left_early_is_adjusted(catalog):
     assert fees.fee_adjustment(leaving, plan, MARCH, None) is None  # nothing was billed in advance
 
 
+def test_a_fee_paid_with_a_discount_gives_back_its_share_of_what_was_paid_adjustment_after_adjustment(catalog):
+    from dataclasses import replace
+
+    from invoices.model import InvoiceLine
+
+    plan = catalog.plan("yearly")  # 365.00 a year in advance
+    start = dt.date(2026, 1, 1)
+    # the year billed with 50 % off: 365.00 at the price, 182.50 paid
+    billed_on = [
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal("365.00"), subscription_id=1,
+                    service_start=start, plan_code="yearly"),
+        InvoiceLine(kind=LineKind.DISCOUNT, description="Coupon HALF", amount=Decimal("-182.50")),
+    ]
+    billed, paid = fees.billed_and_paid([billed_on], {(1, start)})
+    assert (billed[(1, start)], paid[(1, start)]) == (Decimal("365.00"), Decimal("182.50"))
+    # ended after 182 days: 182.00 due at the price, −183.00; of what was paid, 183/365 comes back: −91.50
+    first = fees.fee_adjustment(terms(start, dt.date(2026, 7, 2)), plan, month(2026, 7), billed[(1, start)],
+                                paid=paid[(1, start)])
+    assert first is not None and str(first.amount) == "-91.50" and fees.refund_of_paid(first)
+    assert first.details.extra["adjustment"]["paid_after_discounts"] == "182.50"
+    # a second adjustment of the same year starts from 182.00 at the price (the refund counts as the −183.00 it
+    # stood for) and 91.00 paid: ended after 100 days instead, 100.00 due, −82.00, of which 91/182 comes back,
+    # −41.00; paid in all 182.50 − 91.50 − 41.00 = 50.00, half of the 100 days' price
+    refunded = replace(first, subscription_id=1, service_start=start)
+    billed, paid = fees.billed_and_paid([billed_on, [refunded]], {(1, start)})
+    assert (billed[(1, start)], paid[(1, start)]) == (Decimal("182.00"), Decimal("91.00"))
+    second = fees.fee_adjustment(terms(start, dt.date(2026, 4, 11)), plan, month(2026, 4), billed[(1, start)],
+                                 paid=paid[(1, start)])
+    assert second is not None and str(second.amount) == "-41.00"
+    # a fee that grows again is billed at the price, as before (the coupon in force, if any, reduces it there)
+    grown = fees.fee_adjustment(terms(start), plan, month(2026, 4), Decimal("182.00"), paid=Decimal("91.00"))
+    assert grown is not None and str(grown.amount) == "183.00" and not fees.refund_of_paid(grown)
+
+
 def test_period_fees_put_together(catalog):
     advance, arrears = catalog.plan("advance"), catalog.plan("arrears")
     leaving = terms(dt.date(2026, 1, 1), end=dt.date(2026, 3, 11))
