@@ -30,7 +30,7 @@ from billing.approval import ApprovalPolicy, check_approved, issuable
 from billing.config import Settings, get_settings
 from billing.core.compose import compose_opening_invoice
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import opening_fee_period
+from billing.core.fees import given_back_elsewhere, opening_fee_period
 from billing.core.overrides import fee_anchor, negotiate
 from billing.core.periods import Period, PeriodState, has_begun_anywhere, period_state
 from billing.db import override_tables, repository, session_scope
@@ -46,12 +46,13 @@ from invoices.model import (
     InvoiceKind,
     InvoiceScope,
     InvoiceStatus,
+    LineKind,
     Party,
     PaymentInstructions,
 )
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
-from pricing_plans.money import Rounding
+from pricing_plans.money import ZERO, Rounding, round_money
 
 __all__ = [
     "OpenPeriodError",
@@ -288,17 +289,25 @@ def create_credit_note(
     to_balance: bool = False,
     now: dt.datetime | None = None,
     rounding: Rounding = Rounding.HALF_UP,
+    catalog: Catalog | None = None,
 ) -> Invoice:
     """A credit note against an issued invoice. It reduces first what the invoice still has to be paid; then,
     with ``to_balance``, what was paid in cash goes to the customer's balance (a ledger entry the next invoices
     use); the credits that paid the invoice go back to their grants (``credits.credit_note_issued``). ``rounding``:
-    the catalog's, which splits the note into net and tax per rate as the invoices were rounded."""
+    the catalog's, which splits the note into net and tax per rate as the invoices were rounded; ``catalog``, when
+    given, sets it and tells which plans' prices hold the tax, for what later invoices gave back of the invoice's
+    fees (``_fees_given_back``)."""
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, number)
             # the customer's row before the note's number sequence, as every writer of both takes them
             repository.get_customer(session, invoice.customer_id or "", for_update=True)
-            note = store.create_credit_note(session, number, amount, reason, settings, today, rounding)
+            if catalog is not None:
+                rounding = catalog.rounding
+            given_back = _fees_given_back(session, invoice, rounding, catalog)
+            note = store.create_credit_note(
+                session, number, amount, reason, settings, today, rounding, given_back=given_back
+            )
             credits.credit_note_issued(session, invoice, note, to_balance=to_balance, now=clock(now), settings=settings)
             return note
         except ConflictError:
@@ -309,6 +318,31 @@ def create_credit_note(
             raise ConflictError(str(error)) from None
         except ValueError as error:
             raise BillingInputError(str(error)) from None
+
+
+def _fees_given_back(session: Session, invoice: Invoice, rounding: Rounding, catalog: Catalog | None) -> Decimal:
+    """What later issued invoices gave back, tax included, of the subscription fees ``invoice`` billed
+    (``fees.given_back_elsewhere``). A draft that gives some back is a conflict: once issued it may give back less
+    for the note (the run counts notes), or, issued as it stands, more than the note leaves."""
+    keys = {
+        (line.subscription_id, line.service_start)
+        for line in invoice.lines
+        if line.kind is LineKind.SUBSCRIPTION and line.subscription_id and line.service_start and line.amount > 0
+    }
+    if invoice.kind is not InvoiceKind.INVOICE or not keys:
+        return ZERO
+    others = [found for found, _ in store.fee_invoices(session, keys) if found.id != invoice.id]
+    for other in others:
+        refunds = [line for line in other.lines if line.kind is LineKind.SUBSCRIPTION and line.amount < 0]
+        if other.status is InvoiceStatus.DRAFT and any((r.subscription_id, r.service_start) in keys for r in refunds):
+            raise ConflictError(
+                f"{invoice.number}: the draft {other.billing_key} gives back part of a fee it billed; finalize that "
+                "draft first, then credit what is left"
+            )
+    inclusive = None if catalog is None else {
+        (plan.code, plan.version) for versions in catalog.plans.values() for plan in versions if plan.tax_inclusive
+    }
+    return round_money(given_back_elsewhere(invoice, others, inclusive), invoice.currency, rounding)
 
 
 # -- when a period may be billed and issued --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, select
 from billing.config import get_settings
 from billing.core.compose import BilledKey, Section, compose_period_invoice, period_key, section_window
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import billed_and_paid, fee_period_to_adjust, schedule_of
+from billing.core.fees import billed_and_paid, credited_as_billed, fee_period_to_adjust, schedule_of
 from billing.core.overrides import SubscriptionOverride, fee_period_repriced
 from billing.core.periods import Period, billing_period_named, month_of
 from billing.coupons import applied_coupons
@@ -232,7 +232,9 @@ def _billed_in_advance(
     keys, excluded = [(i, f.start) for i, f in adjusted.items()], [period_key(customer.external_id, period)]
     with session_scope(read_only(engine)) as session:
         documents = store.fee_invoices(session, keys, exclude=excluded)
-    billed, paid = billed_and_paid([invoice.lines for invoice in documents], set(keys))
+    billed, paid = billed_and_paid(
+        [(invoice.lines, credited_as_billed(invoice.taxes, notes)) for invoice, notes in documents], set(keys)
+    )
     gross = {i: billed[(i, f.start)] for i, f in adjusted.items()}
     return gross, {i: paid[(i, f.start)] for i, f in adjusted.items() if paid.get((i, f.start), gross[i]) != gross[i]}
 

@@ -46,7 +46,7 @@ from billing.core.compose import (
 )
 from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import billed_and_paid, fee_period_to_adjust, opening_fee, schedule_of
+from billing.core.fees import billed_and_paid, credited_as_billed, fee_period_to_adjust, opening_fee, schedule_of
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
 from billing.core.periods import month as calendar_month
@@ -732,9 +732,9 @@ def _adjustable_fees(scope: _Scope) -> dict[int, Period]:
 def _billed_fees(
     session: Session, catalog: Catalog, scope: _Scope, adjustable: Mapping[int, Period]
 ) -> tuple[dict[FeeKey, Decimal], dict[FeeKey, Decimal]]:
-    """What invoices bill as the adjustable fees, and what their discounts left of those they reduced. The opening
-    drafts this run writes count with the amount it composes now, not as stored before (an issued one as it was
-    issued; an opening invoice has no discount)."""
+    """What invoices bill as the adjustable fees, and what their discounts and credit notes left of those they
+    reduced. The opening drafts this run writes count with the amount it composes now, not as stored before (an
+    issued one as it was issued, its credit notes too; an opening invoice has no discount)."""
     plans, period = scope.plans.plans, scope.period
     openings = {s.id: s for s in scope.subscriptions if s.id in adjustable and period.contains(s.start_date)}
     stored_openings = store.stored_drafts(session, [opening_key(i) for i in openings])
@@ -743,7 +743,9 @@ def _billed_fees(
     keys = [(sub_id, fee_period.start) for sub_id, fee_period in adjustable.items()]
     excluded = [period_key(c, period) for c in scope.customer_ids] + rewritten
     documents = store.fee_invoices(session, keys, exclude=excluded)
-    fees_billed, paid = billed_and_paid([invoice.lines for invoice in documents], set(keys))
+    fees_billed, paid = billed_and_paid(
+        [(invoice.lines, credited_as_billed(invoice.taxes, notes)) for invoice, notes in documents], set(keys)
+    )
     for sub_id, subscription in openings.items():
         if opening_key(sub_id) in issued_openings:
             continue

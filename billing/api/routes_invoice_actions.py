@@ -117,8 +117,9 @@ def create_credit_note(
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> InvoiceOut:
     """Issue a credit note of ``amount`` (tax included) against an issued invoice, numbered in its own gap-free
-    sequence. More than is left to credit, or an amount that is not in whole minor units, is a 422; a draft, a
-    void invoice or a credit note is a 409."""
+    sequence. More than is left to credit (its total less earlier notes and what later invoices gave back of its
+    fees), or an amount that is not in whole minor units, is a 422; a draft, a void invoice, a credit note, or an
+    invoice whose fee a draft gives back in part is a 409."""
     invoice = _visible_invoice(engine, key, invoice_id)
     if invoice.number is None:
         raise ApiError(409, "conflict", f"invoice {invoice.id} is a draft: only issued invoices take credit notes")
@@ -129,7 +130,7 @@ def create_credit_note(
     try:
         note = invoicing.create_credit_note(
             engine, invoice.number, amount, body.reason, invoicing.finalize_settings(settings), invoicing.issue_day(),
-            to_balance=body.to_balance, rounding=catalog.rounding,
+            to_balance=body.to_balance, catalog=catalog,
         )
     except ConflictError:
         raise

@@ -375,7 +375,7 @@ def credit(
     try:
         note = invoicing.create_credit_note(engine_for_cli(), number, value, reason, finalize_settings(),
                                             invoicing.issue_day(), to_balance=to_balance,
-                                            rounding=load_catalog_for_cli().rounding)
+                                            catalog=load_catalog_for_cli())
     except BillingError as error:
         fail(str(error))
     if as_json:

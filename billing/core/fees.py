@@ -34,7 +34,7 @@ from decimal import Decimal
 from billing.core.credits import net_of_discounts
 from billing.core.domain import Terms
 from billing.core.periods import Period, Schedule
-from invoices.model import InvoiceLine, LineDetails, LineKind
+from invoices.model import Invoice, InvoiceLine, LineDetails, LineKind, TaxLine
 from pricing_plans.models import BillingAnchor, FeeBilling, Interval, Plan
 from pricing_plans.money import Rounding, round_money
 from pricing_plans.proration import fee_for_period, seat_fee_for_period
@@ -48,10 +48,12 @@ __all__ = [
     "billed_and_paid",
     "billed_in_advance",
     "billed_in_arrears",
+    "credited_as_billed",
     "ends_in",
     "fee_adjustment",
     "fee_period_for",
     "fee_period_to_adjust",
+    "given_back_elsewhere",
     "opening_fee",
     "opening_fee_period",
     "period_fees",
@@ -60,6 +62,7 @@ __all__ = [
     "schedule_of",
     "seat_changes_in",
     "usage_periods_per_fee_period",
+    "with_tax",
 ]
 
 
@@ -244,21 +247,23 @@ def refund_of_paid(line: InvoiceLine) -> bool:
 
 
 def billed_and_paid(
-    documents: Iterable[Sequence[InvoiceLine]], keys: Collection[tuple[int, dt.date]]
+    documents: Iterable[tuple[Sequence[InvoiceLine], Decimal]], keys: Collection[tuple[int, dt.date]]
 ) -> tuple[dict[tuple[int, dt.date], Decimal], dict[tuple[int, dt.date], Decimal]]:
-    """What the subscription fee lines of ``documents`` (each invoice's lines) bill for each of ``keys``
-    (subscription, fee period start; 0 for a key none bills), at the price, and what they came to once the discount
-    lines of their invoices took their part (``billing.core.credits.net_of_discounts``; exact fractions, not
+    """What the subscription fee lines of ``documents`` (each invoice's lines, and what its credit notes gave back
+    of it before tax) bill for each of ``keys`` (subscription, fee period start; 0 for a key none bills), at the
+    price, and what they came to once the discount lines of their invoices took their part
+    (``billing.core.credits.net_of_discounts``) and the credit notes theirs (``_credited``; exact fractions, not
     rounded). A refund already net of its discount (``REFUND_OF_PAID``) counts at the price as the difference it
     gave back, and as paid at its amount: a second adjustment of the same fee period starts from both."""
     billed = dict.fromkeys(keys, Decimal(0))
     paid = dict.fromkeys(keys, Decimal(0))
-    for lines in documents:
+    for lines, credited in documents:
         charged = [line for line in lines if line.kind is not LineKind.DISCOUNT]
         discounts = [
             (line.amount, line.details.extra.get("plans") or None) for line in lines if line.kind is LineKind.DISCOUNT
         ]
         nets = net_of_discounts([(line.plan_code, line.amount) for line in charged], discounts)
+        nets = _credited(charged, nets, credited)
         for line, net in zip(charged, nets, strict=True):
             key = (line.subscription_id or 0, line.service_start or dt.date.min)
             if line.kind is not LineKind.SUBSCRIPTION or key not in billed:
@@ -271,6 +276,76 @@ def billed_and_paid(
                 billed[key] += line.amount
                 paid[key] += net
     return billed, paid
+
+
+def _credited(lines: Sequence[InvoiceLine], nets: list[Decimal], credited: Decimal) -> list[Decimal]:
+    """What is left of each line's ``nets`` once the invoice's credit notes gave back ``credited`` (before tax): a
+    note is taken from the invoice's other charges first (usage, most often what a note corrects), then from its
+    subscription fees in proportion. So a fee's later refund never gives back more than the notes left of the
+    invoice: 28.00 of fee and 72.00 of usage, a note of 72.00 leaves the fee whole; a note of 86.00 leaves 14.00."""
+    if credited <= 0:
+        return nets
+    kinds = [
+        ("fee" if line.kind is LineKind.SUBSCRIPTION else "other", net) for line, net in zip(lines, nets, strict=True)
+    ]
+    return net_of_discounts(kinds, [(-credited, {"other"})])
+
+
+def given_back_elsewhere(
+    invoice: Invoice, others: Iterable[Invoice], inclusive: Collection[tuple[str, int]] | None = None
+) -> Decimal:
+    """What ``others`` (issued invoices) gave back, tax included, of the subscription fees that ``invoice`` billed:
+    each fee's negative lines there (its refund when it stopped early, seats removed), in the share of the fee this
+    invoice billed, each with the tax it bears on its own invoice (``with_tax``; ``inclusive``: the plan versions
+    whose prices hold the tax). A credit note of the invoice can give back no more than what is left of it once
+    these are counted (``billing.invoicing.create_credit_note``): 31.00 + 10 % billed, −15.00 − 1.50 given back on
+    the next invoice, a note of at most 34.10 − 16.50 = 17.60."""
+    here: dict[tuple[int, dt.date], Decimal] = {}
+    for line in invoice.lines:
+        if line.kind is LineKind.SUBSCRIPTION and line.subscription_id and line.amount > 0:
+            key = (line.subscription_id, line.service_start or dt.date.min)
+            here[key] = here.get(key, Decimal(0)) + line.amount
+    billed, refunded = dict(here), dict.fromkeys(here, Decimal(0))
+    for other in others:
+        for line in other.lines:
+            key = (line.subscription_id or 0, line.service_start or dt.date.min)
+            if line.kind is not LineKind.SUBSCRIPTION or key not in here:
+                continue
+            if line.amount > 0:
+                billed[key] += line.amount
+            else:
+                refunded[key] -= with_tax(other, line, inclusive)
+    return sum((refunded[key] * here[key] / billed[key] for key in here), Decimal(0))
+
+
+def with_tax(invoice: Invoice, line: InvoiceLine, inclusive: Collection[tuple[str, int]] | None = None) -> Decimal:
+    """``line``'s amount with the tax it bears on ``invoice``: on an invoice with one rate, the amount itself for a
+    plan whose prices hold the tax (``inclusive``: those plans' (code, version)), amount × (100 + rate) / 100 for
+    the others;
+    otherwise (several rates, or ``inclusive`` not known) the invoice's total over what its lines add up to after
+    discounts: exact when its lines share one rate and one kind of price, an average of them when not."""
+    rates = {tax.rate for tax in invoice.taxes}
+    if inclusive is not None and len(rates) == 1:
+        held = (line.plan_code, line.plan_version) in inclusive
+        return line.amount if held else line.amount * (100 + rates.pop()) / 100
+    lines = invoice.subtotal - invoice.discount
+    return line.amount * invoice.total / lines if lines != 0 and invoice.total != 0 else line.amount
+
+
+def credited_as_billed(taxes: Sequence[TaxLine], credited: Sequence[TaxLine]) -> Decimal:
+    """What credit notes gave back of an invoice (the tax lines of each, ``credited``), in the terms of the
+    invoice's lines (``taxes``: the invoice's): a rate's lines add up to its net plus, for prices with the tax
+    inside, the tax included, so a note's part at a rate counts that share of its net and tax. A note of 15.50 on
+    31.00 of prices with 10 % inside (14.09 + 1.41) counts 15.50; on 31.00 + 10 % (15.50 = 14.09 + 1.41), 14.09."""
+    billed: dict[Decimal, tuple[Decimal, Decimal]] = {}
+    for tax in taxes:
+        lines, gross = billed.get(tax.rate, (Decimal(0), Decimal(0)))
+        billed[tax.rate] = (lines + tax.taxable + tax.included, gross + tax.taxable + tax.amount)
+    found = Decimal(0)
+    for part in credited:
+        lines, gross = billed.get(part.rate, (Decimal(0), Decimal(0)))
+        found += (part.taxable + part.amount) * lines / gross if gross != 0 else part.taxable
+    return found
 
 
 def fee_adjustment(

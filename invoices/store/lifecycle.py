@@ -195,10 +195,14 @@ def create_credit_note(
     settings: FinalizeSettings,
     today: dt.date,
     rounding: Rounding = Rounding.HALF_UP,
+    *,
+    given_back: Decimal = ZERO,
 ) -> Invoice:
     """Issue a credit note for part or all of an issued invoice (its own gap-free ``CN-`` sequence).
 
-    ``amount`` is what the customer gets back, tax included; it cannot exceed what is left to credit.
+    ``amount`` is what the customer gets back, tax included; it cannot exceed what is left to credit: the total
+    less earlier notes and ``given_back``, what other invoices already gave back of it (tax included; the billing
+    service knows: a subscription fee refunded when it stopped early).
     """
     invoice = get_invoice(session, invoice_number)
     if invoice.kind is not InvoiceKind.INVOICE or invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
@@ -214,9 +218,12 @@ def create_credit_note(
             InvoiceRow.refers_to_id == invoice.id, InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value
         )
     ).scalars().all()
-    left = invoice.total - sum((row.total for row in credited), ZERO)
+    left = invoice.total - sum((row.total for row in credited), ZERO) - given_back
     if amount > left:
-        raise ValueError(f"{invoice_number} has {left} {invoice.currency} left to credit; {amount} is too much")
+        elsewhere = f" ({given_back} of it given back on later invoices)" if given_back else ""
+        raise ValueError(
+            f"{invoice_number} has {max(left, ZERO)} {invoice.currency} left to credit{elsewhere}; {amount} is too much"
+        )
     # Split the credited total back into net and tax per rate of the invoice (what earlier credit notes left of
     # each), so tax reports stay right.
     taxes = credited_taxes(amount, invoice, rounding, [tax for row in credited for tax in stored_taxes(row)])

@@ -268,17 +268,26 @@ def customers_with_progressive_invoices(session: Session, period_start: dt.date)
 
 def fee_invoices(
     session: Session, fees: Iterable[tuple[int, dt.date]], *, exclude: Iterable[str] = ()
-) -> list[Invoice]:
+) -> list[tuple[Invoice, tuple[TaxLine, ...]]]:
     """The invoices (with their lines) that are not void and bill a subscription fee line of one of ``fees``
     (subscription, fee period start), except those whose billing keys are in ``exclude`` (the invoices being
-    written now): what they billed for those fees and what their discounts left of it
-    (``billing.core.fees.billed_and_paid``)."""
+    written now), each with the tax lines of its credit notes (what they gave back of it per rate): what they
+    billed for those fees and what their discounts and notes left of it (``billing.core.fees.billed_and_paid``)."""
     wanted = set(fees)
     if not wanted:
         return []
     statement = _fee_lines(wanted, exclude, InvoiceLineRow.invoice_id)
     ids = sorted({invoice_id for *key, invoice_id in session.execute(statement) if tuple(key) in wanted})
-    return get_invoices(session, ids)
+    credited: dict[int, list[TaxLine]] = {invoice_id: [] for invoice_id in ids}
+    for offset in range(0, len(ids), _CHUNK):
+        notes = select(InvoiceRow).where(
+            InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value,
+            InvoiceRow.refers_to_id.in_(ids[offset : offset + _CHUNK]),
+            InvoiceRow.status.in_(_BILLED),
+        )
+        for note in session.scalars(notes):
+            credited[note.refers_to_id or 0].extend(stored_taxes(note))
+    return [(invoice, tuple(credited[invoice.id])) for invoice in get_invoices(session, ids)]
 
 
 def _fee_lines(wanted: set[tuple[int, dt.date]], exclude: Iterable[str], column: Any) -> Any:

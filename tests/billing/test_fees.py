@@ -153,7 +153,7 @@ def test_a_fee_paid_with_a_discount_gives_back_its_share_of_what_was_paid_adjust
                     service_start=start, plan_code="yearly"),
         InvoiceLine(kind=LineKind.DISCOUNT, description="Coupon HALF", amount=Decimal("-182.50")),
     ]
-    billed, paid = fees.billed_and_paid([billed_on], {(1, start)})
+    billed, paid = fees.billed_and_paid([(billed_on, Decimal(0))], {(1, start)})
     assert (billed[(1, start)], paid[(1, start)]) == (Decimal("365.00"), Decimal("182.50"))
     # ended after 182 days: 182.00 due at the price, −183.00; of what was paid, 183/365 comes back: −91.50
     first = fees.fee_adjustment(terms(start, dt.date(2026, 7, 2)), plan, month(2026, 7), billed[(1, start)],
@@ -164,7 +164,7 @@ def test_a_fee_paid_with_a_discount_gives_back_its_share_of_what_was_paid_adjust
     # stood for) and 91.00 paid: ended after 100 days instead, 100.00 due, −82.00, of which 91/182 comes back,
     # −41.00; paid in all 182.50 − 91.50 − 41.00 = 50.00, half of the 100 days' price
     refunded = replace(first, subscription_id=1, service_start=start)
-    billed, paid = fees.billed_and_paid([billed_on, [refunded]], {(1, start)})
+    billed, paid = fees.billed_and_paid([(billed_on, Decimal(0)), ([refunded], Decimal(0))], {(1, start)})
     assert (billed[(1, start)], paid[(1, start)]) == (Decimal("182.00"), Decimal("91.00"))
     second = fees.fee_adjustment(terms(start, dt.date(2026, 4, 11)), plan, month(2026, 4), billed[(1, start)],
                                  paid=paid[(1, start)])
@@ -172,6 +172,82 @@ def test_a_fee_paid_with_a_discount_gives_back_its_share_of_what_was_paid_adjust
     # a fee that grows again is billed at the price, as before (the coupon in force, if any, reduces it there)
     grown = fees.fee_adjustment(terms(start), plan, month(2026, 4), Decimal("182.00"), paid=Decimal("91.00"))
     assert grown is not None and str(grown.amount) == "183.00" and not fees.refund_of_paid(grown)
+
+
+@pytest.mark.parametrize(("credited", "paid"), [("0", "28.00"), ("72.00", "28.00"), ("86.00", "14.00"),
+                                              ("100.00", "0.00")])
+def test_a_credit_note_is_taken_from_the_invoices_other_charges_before_its_fees(credited, paid):
+    from invoices.model import InvoiceLine
+
+    start = dt.date(2026, 2, 1)
+    lines = [
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal("28.00"), subscription_id=1,
+                    service_start=start, plan_code="ahead"),
+        InvoiceLine(kind=LineKind.USAGE, description="calls", amount=Decimal("72.00"), subscription_id=1,
+                    service_start=dt.date(2026, 1, 1), plan_code="ahead"),
+    ]
+    # a note up to the usage's 72.00 leaves the fee paid in full; 86.00 takes 14.00 of it too; 100.00 all of it
+    billed, left = fees.billed_and_paid([(lines, Decimal(credited))], {(1, start)})
+    assert (str(billed[(1, start)]), f"{left[(1, start)]:.2f}") == ("28.00", paid)
+
+
+def test_a_credit_note_beyond_the_other_charges_is_taken_from_each_fee_in_proportion():
+    from invoices.model import InvoiceLine
+
+    start = dt.date(2026, 2, 1)
+    lines = [
+        InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal(amount), subscription_id=sub,
+                    service_start=start, plan_code=plan)
+        for sub, plan, amount in [(1, "a", "30.00"), (2, "b", "10.00")]
+    ] + [InvoiceLine(kind=LineKind.USAGE, description="calls", amount=Decimal("5.00"), plan_code="a")]
+    # 25.00 back: 5.00 from the usage, the other 20.00 from the 40.00 of fees, half of each
+    _, left = fees.billed_and_paid([(lines, Decimal("25.00"))], {(1, start), (2, start)})
+    assert (f"{left[(1, start)]:.2f}", f"{left[(2, start)]:.2f}") == ("15.00", "5.00")
+
+
+def _invoice(lines: list, rate: str = "0"):
+    from invoices.model import Invoice, InvoiceKind, InvoiceStatus, Party, compute_totals
+
+    totals = compute_totals(lines, "USD", Decimal(rate))
+    return Invoice(
+        id=1, number="INV-1", kind=InvoiceKind.INVOICE, status=InvoiceStatus.FINALIZED, billing_key="k",
+        customer=Party(name="Acme"), seller=Party(name="Seller"), currency="USD", locale="en_US",
+        period_start=dt.date(2026, 3, 1), period_end=dt.date(2026, 4, 1), lines=tuple(lines), subtotal=totals.subtotal,
+        discount=totals.discount, tax_rate=Decimal(rate), tax=totals.tax, total=totals.total,
+    )
+
+
+def test_what_later_invoices_gave_back_of_a_fee_counts_in_the_share_the_invoice_billed_of_it_with_their_tax():
+    from invoices.model import InvoiceLine
+
+    start = dt.date(2026, 3, 1)
+
+    def fee(amount: str, sub: int = 1) -> InvoiceLine:
+        return InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal(amount), subscription_id=sub,
+                           service_start=start, plan_code="seats")
+
+    billing = _invoice([fee("30.00"), fee("12.00", sub=2), InvoiceLine(
+        kind=LineKind.USAGE, description="calls", amount=Decimal("-5.00"), subscription_id=1)])
+    # subscription 1's fee: 30.00 here, 10.00 more for a seat added on another invoice, 20.00 + 10 % given back on a
+    # third: this invoice billed 3/4 of it, so 16.50 of the 22.00 refund is its; subscription 2's 12.00 + 10 % given
+    # back in full, 13.20: 29.70 (a fee it did not bill counts nothing)
+    others = [_invoice([fee("10.00")]), _invoice([fee("-20.00"), fee("-12.00", sub=2)], rate="10"),
+              _invoice([fee("-99.00", sub=3)])]
+    assert f"{fees.given_back_elsewhere(billing, others):.2f}" == "29.70"
+    assert str(fees.given_back_elsewhere(billing, [])) == "0"
+
+
+def test_a_credit_note_counts_in_the_terms_of_the_lines_it_credits():
+    from invoices.model import TaxLine
+
+    # 15.50 credited of 31.00 + 10 % (14.09 + 1.41): the lines hold the net, 14.09 of them credited
+    exclusive = [TaxLine(rate=Decimal(10), taxable=Decimal("31.00"), amount=Decimal("3.10"))]
+    note = [TaxLine(rate=Decimal(10), taxable=Decimal("14.09"), amount=Decimal("1.41"))]
+    assert f"{fees.credited_as_billed(exclusive, note):.2f}" == "14.09"
+    # of 31.00 with the 10 % inside (28.18 + 2.82): the lines hold the tax too, 15.50 of them credited
+    inclusive = [TaxLine(rate=Decimal(10), taxable=Decimal("28.18"), amount=Decimal("2.82"), included=Decimal("2.82"))]
+    assert f"{fees.credited_as_billed(inclusive, note):.2f}" == "15.50"
+    assert str(fees.credited_as_billed(inclusive, [])) == "0"
 
 
 def test_period_fees_put_together(catalog):

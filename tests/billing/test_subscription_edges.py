@@ -14,8 +14,9 @@ import pytest
 from billing import customers as service
 from billing.core.periods import month
 from billing.db import session_scope
-from billing.errors import BillingInputError
-from billing.invoicing import finalize_opening_invoices
+from billing.errors import BillingInputError, ConflictError
+from billing.invoicing import create_credit_note, finalize_opening_invoices
+from billing.preview import customer_usage
 from billing.run import finalize_period, run_billing
 from invoices import store
 from pricing_plans.loader import loads_catalog
@@ -30,6 +31,12 @@ aggregation = "count"
 [plans.adv]
 name = "Adv"
 currency = "USD"
+subscription = { fee = 31.00, billing = "in_advance" }
+
+[plans.inc]
+name = "Inc"
+currency = "USD"
+tax_inclusive = true
 subscription = { fee = 31.00, billing = "in_advance" }
 
 [plans.arr]
@@ -88,6 +95,11 @@ def fee_lines(engine, sub_id: int) -> list[tuple[str, str]]:
         ]
 
 
+def credit(engine, catalog, number: str, amount: Decimal, day: dt.date):
+    """A credit note as the CLI, the API and the console issue one (with the catalog)."""
+    return create_credit_note(engine, number, amount, "goodwill", SETTINGS, day, catalog=catalog)
+
+
 def bill(engine, catalog, year: int, month_: int) -> None:
     period = month(year, month_)
     day = period.end + dt.timedelta(days=1)
@@ -128,6 +140,89 @@ def test_a_subscription_cancelled_the_day_after_its_start_pays_that_day(engine, 
     bill(engine, catalog, 2026, 3)
     # 31.00 × 1 / 31 = 1.00 due: 15.00 billed, 14.00 back
     assert fee_lines(engine, sub.id) == [(f"start:{sub.id}", "15.00"), ("period:acme:2026-03", "-14.00")]
+
+
+@pytest.mark.parametrize("plan", ["adv", "inc"])
+@pytest.mark.parametrize(("credited", "refund"), [(None, "-15.00"), ("15.50", "-7.50"), ("31.00", None)])
+def test_a_fee_credited_by_a_note_and_then_stopped_early_gives_back_only_what_the_note_left(
+    engine, catalog, credited, refund, plan
+):
+    # without tax, or with 10 % inside the price (a note of 15.50 is 14.09 + 1.41: half of the fee all the same)
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC", tax_rate=10 if plan == "inc" else 0)
+    sub = service.subscribe(engine, catalog, "acme", plan, D(2026, 3, 1))
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 3, 1), 9))  # March's 31.00
+    if credited is not None:
+        with session_scope(engine) as session:
+            number = store.get_invoice(session, f"start:{sub.id}").number
+        credit(engine, catalog, number, Decimal(credited), D(2026, 3, 5))
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 17))
+    # 16 of March's 31 days ran: 16.00 due of the 31.00 billed, −15.00; a note of 15.50 left half of the fee paid,
+    # so half of that comes back (−7.50: 15.50 + 7.50 = 23.00 back of 31.00, 8.00 paid for 16 days at half the
+    # price); a note of all of it left nothing to give back (before, −15.00 each time: up to 46.00 back of 31.00)
+    preview = customer_usage(engine, catalog, "acme", month(2026, 3), now=at(D(2026, 3, 20)))
+    assert [str(line.amount) for line in preview.preview.lines] == ([refund] if refund else [])
+    bill(engine, catalog, 2026, 3)
+    assert fee_lines(engine, sub.id) == [(f"start:{sub.id}", "31.00")] + (
+        [("period:acme:2026-03", refund)] if refund else []
+    )
+
+
+@pytest.mark.parametrize(("tax_rate", "total", "left", "given_back"), [
+    (0, "31.00", "16.00", "15.00"),
+    (10, "34.10", "17.60", "16.50"),  # 31.00 + 3.10 billed; −15.00 − 1.50 given back
+])
+def test_a_credit_note_after_a_fee_was_given_back_credits_only_what_is_left(
+    engine, catalog, tax_rate, total, left, given_back
+):
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC", tax_rate=tax_rate)
+    sub = service.subscribe(engine, catalog, "acme", "adv", D(2026, 3, 1))
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 3, 1), 9))  # March's 31.00
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 17))
+    bill(engine, catalog, 2026, 3)  # −15.00 on March's invoice: 16.00 of the 31.00 stays paid
+    with session_scope(engine) as session:
+        opening = store.get_invoice(session, f"start:{sub.id}")
+        assert str(store.get_invoice(session, "period:acme:2026-03").total) == f"-{given_back}"
+    assert str(opening.total) == total
+    with pytest.raises(BillingInputError, match=rf"has {left} USD left to credit \({given_back} of it given back on "
+                       rf"later invoices\); {total} is too much"):
+        credit(engine, catalog, opening.number, Decimal(total), D(2026, 4, 3))
+    note = credit(engine, catalog, opening.number, Decimal(left), D(2026, 4, 3))
+    assert str(note.total) == left
+    number = opening.number
+    with pytest.raises(BillingInputError, match=r"has 0\.00 USD left to credit"):
+        credit(engine, catalog, number, Decimal("0.01"), D(2026, 4, 3))
+
+
+def test_a_credit_note_waits_while_a_draft_gives_back_part_of_a_fee_the_invoice_billed(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    sub = service.subscribe(engine, catalog, "acme", "adv", D(2026, 3, 1))
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 3, 1), 9))
+    service.cancel_subscription(engine, sub.id, D(2026, 3, 17))
+    run_billing(engine, catalog, month(2026, 3), now=at(D(2026, 4, 1)))  # a draft giving back 15.00
+    with session_scope(engine) as session:
+        number = store.get_invoice(session, f"start:{sub.id}").number
+    # issued as it stands after a note, it would give back 15.00 more than the note left; written again, less than
+    # the limit the note was held to: the note waits for it
+    with pytest.raises(ConflictError, match=r"the draft period:acme:2026-03 gives back part of a fee it billed"):
+        credit(engine, catalog, number, Decimal("16.00"), D(2026, 4, 1))
+    finalize_period(engine, month(2026, 3), SETTINGS, D(2026, 4, 1), now=at(D(2026, 4, 1)))
+    assert str(credit(engine, catalog, number, Decimal("16.00"), D(2026, 4, 1)).total) == "16.00"
+
+
+def test_a_credit_note_counts_a_fee_given_back_with_the_tax_of_the_invoice_that_gave_it_back(engine, catalog):
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC", tax_rate=10)
+    adv = service.subscribe(engine, catalog, "acme", "adv", D(2026, 2, 1))
+    service.subscribe(engine, catalog, "acme", "inc", D(2026, 2, 1))
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 2, 1), 9))
+    bill(engine, catalog, 2026, 2)  # March in advance: 31.00 + 3.10 and 31.00 with its tax inside, 65.10
+    service.cancel_subscription(engine, adv.id, D(2026, 3, 17))
+    bill(engine, catalog, 2026, 3)  # −15.00 − 1.50 given back
+    with session_scope(engine) as session:
+        february = store.get_invoice(session, "period:acme:2026-02")
+    assert str(february.total) == "65.10"
+    # 65.10 − 16.50 = 48.60 left (the February invoice's own mix of prices, 1.05 on average, would say 49.35)
+    with pytest.raises(BillingInputError, match=r"has 48\.60 USD left to credit \(16\.50 of it given back"):
+        credit(engine, catalog, february.number, Decimal("49.35"), D(2026, 4, 3))
 
 
 def test_a_start_inside_an_invoiced_period_is_refused(engine, catalog):

@@ -256,7 +256,7 @@ def credit_invoice(
         note = invoicing.create_credit_note(
             engine, invoice.number, parse_amount(form.get("amount", ""), "amount"), form.get("reason", ""),
             invoicing.finalize_settings(settings), invoicing.issue_day(), to_balance=form.get("to_balance") == "on",
-            rounding=catalog.rounding,
+            catalog=catalog,
         )  # fmt: skip
         return f"Credit note {note.number} of {note.total} {note.currency} issued against {invoice.number}."
 
