@@ -250,11 +250,12 @@ def billed_and_paid(
     documents: Iterable[tuple[Sequence[InvoiceLine], Decimal]], keys: Collection[tuple[int, dt.date]]
 ) -> tuple[dict[tuple[int, dt.date], Decimal], dict[tuple[int, dt.date], Decimal]]:
     """What the subscription fee lines of ``documents`` (each invoice's lines, and what its credit notes gave back
-    of it before tax) bill for each of ``keys`` (subscription, fee period start; 0 for a key none bills), at the
-    price, and what they came to once the discount lines of their invoices took their part
-    (``billing.core.credits.net_of_discounts``) and the credit notes theirs (``_credited``; exact fractions, not
-    rounded). A refund already net of its discount (``REFUND_OF_PAID``) counts at the price as the difference it
-    gave back, and as paid at its amount: a second adjustment of the same fee period starts from both."""
+    of it in the terms of its lines, ``credited_as_billed``) bill for each of ``keys`` (subscription, fee period
+    start; 0 for a key none bills), at the price, and what they came to once the discount lines of their invoices
+    took their part (``billing.core.credits.net_of_discounts``) and the credit notes theirs (``_credited``; exact
+    fractions, not rounded). A refund already net of its discount (``REFUND_OF_PAID``) counts at the price as the
+    difference it gave back, and as paid at its amount: a second adjustment of the same fee period starts from
+    both."""
     billed = dict.fromkeys(keys, Decimal(0))
     paid = dict.fromkeys(keys, Decimal(0))
     for lines, credited in documents:
@@ -279,10 +280,10 @@ def billed_and_paid(
 
 
 def _credited(lines: Sequence[InvoiceLine], nets: list[Decimal], credited: Decimal) -> list[Decimal]:
-    """What is left of each line's ``nets`` once the invoice's credit notes gave back ``credited`` (before tax): a
-    note is taken from the invoice's other charges first (usage, most often what a note corrects), then from its
-    subscription fees in proportion. So a fee's later refund never gives back more than the notes left of the
-    invoice: 28.00 of fee and 72.00 of usage, a note of 72.00 leaves the fee whole; a note of 86.00 leaves 14.00."""
+    """What is left of each line's ``nets`` once the invoice's credit notes gave back ``credited`` (in the terms of
+    its lines): a note is taken from the invoice's other charges first (usage, most often what a note corrects),
+    then from its subscription fees in proportion. So a fee's later refund never gives back more than the notes
+    left of the invoice: 28.00 of fee and 72.00 of usage, a note of 72.00 leaves the fee whole; 86.00 leaves 14.00."""
     if credited <= 0:
         return nets
     kinds = [
@@ -294,7 +295,7 @@ def _credited(lines: Sequence[InvoiceLine], nets: list[Decimal], credited: Decim
 def given_back_elsewhere(
     invoice: Invoice, others: Iterable[Invoice], inclusive: Collection[tuple[str, int]] | None = None
 ) -> Decimal:
-    """What ``others`` (issued invoices) gave back, tax included, of the subscription fees that ``invoice`` billed:
+    """What ``others`` (the other invoices) gave back, tax included, of the subscription fees that ``invoice`` billed:
     each fee's negative lines there (its refund when it stopped early, seats removed), in the share of the fee this
     invoice billed, each with the tax it bears on its own invoice (``with_tax``; ``inclusive``: the plan versions
     whose prices hold the tax). A credit note of the invoice can give back no more than what is left of it once
@@ -321,9 +322,8 @@ def given_back_elsewhere(
 def with_tax(invoice: Invoice, line: InvoiceLine, inclusive: Collection[tuple[str, int]] | None = None) -> Decimal:
     """``line``'s amount with the tax it bears on ``invoice``: on an invoice with one rate, the amount itself for a
     plan whose prices hold the tax (``inclusive``: those plans' (code, version)), amount × (100 + rate) / 100 for
-    the others;
-    otherwise (several rates, or ``inclusive`` not known) the invoice's total over what its lines add up to after
-    discounts: exact when its lines share one rate and one kind of price, an average of them when not."""
+    the others; otherwise (several rates, or ``inclusive`` not known) the invoice's total over what its lines add
+    up to after discounts: exact when its lines share one rate and one kind of price, an average of them if not."""
     rates = {tax.rate for tax in invoice.taxes}
     if inclusive is not None and len(rates) == 1:
         held = (line.plan_code, line.plan_version) in inclusive
