@@ -53,7 +53,7 @@ from enum import StrEnum
 from typing import Any
 
 import stripe
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, case, select, update
 from sqlalchemy.orm import Session
 
 from billing.config import Settings, get_settings
@@ -356,6 +356,15 @@ class _Push:
         self.item_keys = None if row.stripe_item_keys is None else list(json.loads(row.stripe_item_keys))
 
     def _save(self, session: Session, **values: Any) -> None:
+        """Store this run's progress. A step never moves back: another run of the same push may have gone further
+        since this one read the row (finished it, even), and what it stored stands."""
+        if "step" in values:
+            steps = list(SyncStep)
+            step = SyncStep(values["step"])
+            further = [s.value for s in steps[steps.index(step) :]]
+            values["step"] = case(
+                (StripeInvoiceSyncRow.step.in_(further), StripeInvoiceSyncRow.step), else_=step.value
+            )
         session.execute(
             update(StripeInvoiceSyncRow)
             .where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)

@@ -44,6 +44,7 @@ from billing.db.installation import installation_id
 from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
 from billing.run import finalize_period
+from billing.stripe import sync as sync_module
 from billing.stripe.sync import STRIPE_API_VERSION, SyncStep, stripe_client, stripe_items, sync_invoices
 from billing.stripe.webhooks import handle_event
 from dbkit import utcnow
@@ -654,6 +655,37 @@ def test_a_request_carried_out_whose_answer_was_lost_is_not_carried_out_twice(en
     assert sorted(set(posted)) == sorted(
         stripe_key(engine, s) for s in ("customer", "invoice", "item:1", "item:2", "finalize")
     )
+
+
+def test_a_push_that_ends_after_another_run_finished_it_never_sets_it_back(engine, fake_stripe, client, monkeypatch):
+    """Two runs push one invoice at once: run A reads the row at ``invoice``, run B finishes the push, then A
+    stores its items and fails at its last request. The row stays ``finalized`` (it went back to ``items``, and
+    the next run pushed the invoice again)."""
+    add_customer(engine)
+    issue(engine)
+    fake_stripe.fail(stripe_key(engine, "item:2"), "refuse")
+    assert not sync_invoices(engine, client).ok
+    assert sync_row(engine).step == "invoice"
+    original = sync_module._Push._create_items
+    other_runs: list[Any] = []
+    began: list[bool] = []
+
+    def create_items_while_another_run_finishes(push: Any, items: list[Any]) -> None:
+        if not began:  # run A, after reading the row: run B goes all the way first
+            began.append(True)
+            other_runs.append(sync_invoices(engine, client))
+            fake_stripe.fail(stripe_key(engine, "finalize"), "refuse")  # A's own finalize fails
+        original(push, items)
+
+    monkeypatch.setattr(sync_module._Push, "_create_items", create_items_while_another_run_finishes)
+    run_a = sync_invoices(engine, client)
+
+    assert [r.step for r in other_runs[0].results] == [SyncStep.FINALIZED]
+    assert not run_a.ok and run_a.failed[0].error.startswith("APIError")
+    row = sync_row(engine)
+    assert row.step == "finalized" and row.last_error == run_a.failed[0].error
+    assert sync_invoices(engine, client).results == ()  # nothing left to push
+    assert len(fake_stripe.of("invoice")) == 1 and len(fake_stripe.of("invoiceitem")) == 2
 
 
 def test_every_request_names_the_pinned_api_version(engine, fake_stripe, client):
