@@ -45,13 +45,14 @@ from sqlalchemy.orm import Session
 
 from billing import credits
 from billing.core.aging import BUCKETS, AgingRow, OpenAmount, age_receivables
-from billing.db import session_scope
+from billing.core.credits import day_start
+from billing.db import repository, session_scope
 from billing.db.payment_tables import PAYMENT_METHODS, PaymentRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from dbkit import for_update, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError
-from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus
+from invoices.model import AppliedCredit, Invoice, InvoiceKind, InvoiceScope, InvoiceStatus
 from pricing_plans.money import MAX_AMOUNT, ZERO, format_amount, format_sum, round_money
 
 __all__ = [
@@ -472,7 +473,8 @@ class Aging:
 
 def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: str | None = None) -> Aging:
     """What was owed at the end of ``as_of`` (default: today, UTC), by how long it was overdue: the invoices issued
-    by then and not paid by then — credits applied, payments received by then and not reversed by then."""
+    by then and not paid by then — credits applied by the end of that day in the customer's timezone, payments
+    received by then and not reversed by then."""
     day = as_of or utcnow().date()
     with session_scope(read_only(engine)) as session:
         later = session.scalars(
@@ -482,8 +484,7 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
         ).all()
         open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later))
         ids = [r.id for r in open_invoices]
-        # (the credits applied by the end of the day, UTC: a credit note issued later did not reduce it then)
-        applied = credits.credits_of(session, ids, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC))
+        applied = _applied_by_day_end(session, open_invoices, day)
         paid = _paid_as_of(session, ids, day)
     amounts = []
     for r in open_invoices:
@@ -492,6 +493,22 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
             amounts.append(OpenAmount(r.customer_external_id, r.customer_name, r.currency, due, r.due_date))
     rows, totals = age_receivables(amounts, day)
     return Aging(day, tuple(rows), tuple(totals))
+
+
+def _applied_by_day_end(
+    session: Session, invoices: Sequence[store.Receivable], day: dt.date
+) -> dict[int, tuple[AppliedCredit, ...]]:
+    """The credits applied to each invoice by the end of ``day`` in its customer's timezone (a credit note issued
+    at 01:00 on the next day there, still ``day`` in UTC, did not reduce it then)."""
+    owners = repository.customers_by_external_id(session, {r.customer_external_id for r in invoices})
+    by_zone: dict[str, list[int]] = defaultdict(list)
+    for r in invoices:
+        owner = owners.get(r.customer_external_id)
+        by_zone[owner.timezone if owner is not None else "UTC"].append(r.id)
+    applied: dict[int, tuple[AppliedCredit, ...]] = {}
+    for timezone, ids in by_zone.items():
+        applied.update(credits.credits_of(session, ids, day_start(day + dt.timedelta(days=1), timezone)))
+    return applied
 
 
 def _paid_as_of(session: Session, invoice_ids: list[int], day: dt.date) -> dict[int, Decimal]:

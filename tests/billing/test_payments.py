@@ -297,6 +297,23 @@ def test_aged_receivables_count_a_credit_note_from_its_issue_on(engine):
     assert owed(dt.date(2026, 4, 24)) == [("0.00", "69.00", "0.00", "0.00", "0.00")]
     assert owed(dt.date(2026, 4, 25)) == [("0.00", "39.00", "0.00", "0.00", "0.00")]
 
+def test_aged_receivables_cut_a_credit_note_at_the_end_of_the_day_in_the_customers_timezone(engine):
+    from tests.billing.test_credits import SETTINGS
+
+    tokyo = customer(engine, "kaisha", timezone="Asia/Tokyo")
+    march = issued(engine, tokyo, 3, "119.00")  # issued 2 April, due 16 April
+    # 16:00 UTC on 24 April is 01:00 on 25 April in Tokyo: the note is of the 25th there
+    invoicing.create_credit_note(engine, march.number or "", Decimal("30.00"), "outage", SETTINGS,
+                                 dt.date(2026, 4, 25), now=at("2026-04-24T16:00:00"))
+
+    def owed(day: dt.date) -> list[tuple[str, ...]]:
+        return [tuple(str(b) for b in r.buckets) for r in payments.aged_receivables(engine, day).rows]
+
+    # at the end of 24 April in Tokyo the whole 119.00 was owed, 8 days overdue; from the 25th, 119.00 − 30.00
+    assert owed(dt.date(2026, 4, 24)) == [("0.00", "119.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 4, 25)) == [("0.00", "89.00", "0.00", "0.00", "0.00")]
+
+
 def test_receivables_that_add_up_past_the_largest_amount_are_aged_not_an_error(engine):
     acme = customer(engine, "acme")
     # two invoices of 600,000,000,000,000.00 each (each below 10^15; together 1.2 × 10^15)
