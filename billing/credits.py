@@ -358,7 +358,7 @@ def _sell_topup(
         scope=InvoiceScope.CREDIT,
     )
     outcome = store.upsert_draft(session, draft)
-    store.finalize_many(session, [outcome.invoice_id], settings, today)
+    store.finalize_many(session, [outcome.invoice_id], settings, today, now)
     session.execute(
         CreditGrantRow.__table__.update()  # type: ignore[attr-defined]
         .where(CreditGrantRow.id == grant_id)
@@ -590,8 +590,9 @@ def finalize_with_credits(
     The invoices' customers are locked first, before the number sequence (the order every other writer of both
     takes them in: a paid grant, a credit note to the balance), so that two transactions never deadlock."""
     lock_owners(session, invoice_ids)
-    numbers = store.finalize_many(session, invoice_ids, settings, today)
-    apply_credits(session, invoice_ids, now or utcnow(), settings)
+    instant = now or utcnow()
+    numbers = store.finalize_many(session, invoice_ids, settings, today, instant)
+    apply_credits(session, invoice_ids, instant, settings)
     return numbers
 
 

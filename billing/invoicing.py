@@ -297,6 +297,7 @@ def create_credit_note(
     the catalog's, which splits the note into net and tax per rate as the invoices were rounded; ``catalog``, when
     given, sets it and tells which plans' prices hold the tax, for what later invoices gave back of the invoice's
     fees (``_fees_given_back``)."""
+    instant = clock(now)
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, number)
@@ -306,9 +307,9 @@ def create_credit_note(
                 rounding = catalog.rounding
             given_back = _fees_given_back(session, invoice, rounding, catalog)
             note = store.create_credit_note(
-                session, number, amount, reason, settings, today, rounding, given_back=given_back
+                session, number, amount, reason, settings, today, rounding, given_back=given_back, now=instant
             )
-            credits.credit_note_issued(session, invoice, note, to_balance=to_balance, now=clock(now), settings=settings)
+            credits.credit_note_issued(session, invoice, note, to_balance=to_balance, now=instant, settings=settings)
             return note
         except ConflictError:
             raise

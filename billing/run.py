@@ -1166,7 +1166,7 @@ def finalize_period(
         # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
         # dated by its fee year, which would issue it before the subscription starts)
         ids = store.drafts_of_period(session, period.start, started, customers=wanted, ending_by=period.end)
-    return _issue(engine, ids, settings, today, batch, approval)
+    return _issue(engine, ids, settings, today, batch, approval, instant)
 
 
 def finalize_period_fresh(
@@ -1314,7 +1314,7 @@ def finalize_billing_period(
         owners = repository.customers_by_external_id(session, set(customers))
     zones = {c: owners[c].timezone if c in owners else "UTC" for c in customers}
     check_period_can_close(period, zones, now=instant)
-    return _issue(engine, ids, settings, today, batch, approval)
+    return _issue(engine, ids, settings, today, batch, approval, instant)
 
 
 def _issue(
@@ -1324,10 +1324,12 @@ def _issue(
     today: dt.date,
     batch: int,
     approval: ApprovalPolicy | None = None,
+    now: dt.datetime | None = None,
 ) -> list[str]:
     """Number the drafts ``ids``, ``batch`` per transaction; drafts another process finalized meanwhile are left
     to it, and (with ``approval``) those that wait for approval stay drafts — decided on the claimed rows, in the
-    transaction that issues them, so a draft rewritten meanwhile is judged as it now is."""
+    transaction that issues them, so a draft rewritten meanwhile is judged as it now is. ``now``: the instant they
+    are issued (default: the clock)."""
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:
@@ -1337,7 +1339,7 @@ def _issue(
             chunk = store.claim_drafts(session, ids[offset : offset + batch])
             if approval is not None:
                 chunk = issuable(session, chunk, approval)
-            numbers += credits.finalize_with_credits(session, chunk, settings, today)
+            numbers += credits.finalize_with_credits(session, chunk, settings, today, now)
             # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
             queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, chunk)))
     return numbers

@@ -56,9 +56,12 @@ class FinalizeSettings:
     seller: Party = field(default_factory=lambda: Party(name=""))
 
 
-def finalize(session: Session, invoice_id: int, settings: FinalizeSettings, today: dt.date) -> Invoice:
-    """Finalize one draft: the next gap-free number, issue and due dates, the seller's snapshot."""
-    finalize_many(session, [invoice_id], settings, today)
+def finalize(
+    session: Session, invoice_id: int, settings: FinalizeSettings, today: dt.date, now: dt.datetime | None = None
+) -> Invoice:
+    """Finalize one draft: the next gap-free number, issue and due dates, the seller's snapshot; ``now``: the
+    instant it is issued (``finalized_at``; default: the clock)."""
+    finalize_many(session, [invoice_id], settings, today, now)
     return get_invoice(session, invoice_id)
 
 
@@ -77,9 +80,14 @@ def claim_drafts(session: Session, invoice_ids: Sequence[int]) -> list[int]:
 
 
 def finalize_many(
-    session: Session, invoice_ids: Sequence[int], settings: FinalizeSettings, today: dt.date
+    session: Session,
+    invoice_ids: Sequence[int],
+    settings: FinalizeSettings,
+    today: dt.date,
+    now: dt.datetime | None = None,
 ) -> list[str]:
-    """Finalize drafts in one transaction, numbered consecutively in the order given; returns their numbers."""
+    """Finalize drafts in one transaction, numbered consecutively in the order given; returns their numbers.
+    ``now``: the instant they are issued (``finalized_at``; default: the clock)."""
     if not invoice_ids:
         return []
     rows = session.execute(
@@ -94,7 +102,8 @@ def finalize_many(
     kind = InvoiceKind.INVOICE
     number_format = settings.invoice_number_format
     numbers = next_numbers(session, sequence_name(kind, number_format, today.year), len(invoice_ids))
-    now = utcnow()
+    written = utcnow()
+    issued = now or written
     assigned = [number_format.format(year=today.year, seq=seq) for seq in numbers]
     session.execute(
         update(InvoiceRow),
@@ -106,9 +115,9 @@ def finalize_many(
                 "issue_date": today,
                 "due_date": today + dt.timedelta(days=settings.payment_terms_days),
                 "seller": json.dumps(settings.seller.as_dict(), sort_keys=True),
-                "finalized_at": now,
-                "status_changed_at": now,
-                "updated_at": now,
+                "finalized_at": issued,
+                "status_changed_at": issued,
+                "updated_at": written,
             }
             for invoice_id, number in zip(invoice_ids, assigned, strict=True)
         ],
@@ -197,12 +206,14 @@ def create_credit_note(
     rounding: Rounding = Rounding.HALF_UP,
     *,
     given_back: Decimal = ZERO,
+    now: dt.datetime | None = None,
 ) -> Invoice:
     """Issue a credit note for part or all of an issued invoice (its own gap-free ``CN-`` sequence).
 
     ``amount`` is what the customer gets back, tax included; it cannot exceed what is left to credit: the total
     less earlier notes and ``given_back``, what other invoices already gave back of it (tax included; the billing
-    service knows: a subscription fee refunded when it stopped early).
+    service knows: a subscription fee refunded when it stopped early). ``now``: the instant it is issued
+    (``finalized_at``; default: the clock).
     """
     invoice = get_invoice(session, invoice_number)
     if invoice.kind is not InvoiceKind.INVOICE or invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
@@ -239,7 +250,7 @@ def create_credit_note(
     tax = amount - net  # what makes net + tax exactly the credited amount
     number_format = settings.credit_note_number_format
     seq = next_numbers(session, sequence_name(InvoiceKind.CREDIT_NOTE, number_format, today.year))[0]
-    now = utcnow()
+    now, issued = utcnow(), now or utcnow()
     # Written as a draft with its line, then issued: the database takes lines only on a draft.
     credit_id = session.execute(
         insert(InvoiceRow)
@@ -280,8 +291,8 @@ def create_credit_note(
         .values(
             number=number_format.format(year=today.year, seq=seq),
             status=InvoiceStatus.FINALIZED.value,
-            finalized_at=now,
-            status_changed_at=now,
+            finalized_at=issued,
+            status_changed_at=issued,
         )
     )
     return get_invoice(session, credit_id)

@@ -465,12 +465,14 @@ def test_a_coupon_is_redeemed_when_it_first_reduces_a_finalized_invoice(engine, 
     _bill(engine, catalog, JAN)
     run_billing(engine, catalog, FEB)  # February's drafts carry the discount: not yet a redemption
     assert (coupons.get_coupon(engine, "SPRING").issued, coupons.get_coupon(engine, "SPRING").redeemed) == (3, 0)
-    finalize_period(engine, FEB, SETTINGS, D(2026, 3, 1), customer="acme")
+    issued_at = dt.datetime(2026, 3, 1, 6, 30, tzinfo=dt.UTC)
+    finalize_period(engine, FEB, SETTINGS, D(2026, 3, 1), customer="acme", now=issued_at)
     stats = coupons.get_coupon(engine, "SPRING")
     # issued to 3, redeemed by acme only: 1 / 3
     assert (stats.issued, stats.applied, stats.redeemed) == (3, 2, 1)
     assert coupons.coupon_json(stats.coupon, stats)["redemption_rate"] == "0.3333"
-    assert [h.customer for h in stats.holders if h.redeemed_at is not None] == ["acme"]
+    # redeemed when the invoice was issued, the run's instant (not the clock's when the test runs)
+    assert [(h.customer, h.redeemed_at) for h in stats.holders if h.redeemed_at is not None] == [("acme", issued_at)]
     rows = [figures_row(f) for f in figures_from_database(engine, catalog, [JAN, FEB])]
     # the three were issued on 15 January: January 1 / 3 = 33.3 %; none issued in February
     assert [(r["period"], r["coupons_issued"], r["coupons_redeemed"], r["coupon_redemption_rate"]) for r in rows] == [

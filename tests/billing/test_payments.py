@@ -303,8 +303,9 @@ def test_aged_receivables_cut_a_credit_note_at_the_end_of_the_day_in_the_custome
     tokyo = customer(engine, "kaisha", timezone="Asia/Tokyo")
     march = issued(engine, tokyo, 3, "119.00")  # issued 2 April, due 16 April
     # 16:00 UTC on 24 April is 01:00 on 25 April in Tokyo: the note is of the 25th there
-    invoicing.create_credit_note(engine, march.number or "", Decimal("30.00"), "outage", SETTINGS,
-                                 dt.date(2026, 4, 25), now=at("2026-04-24T16:00:00"))
+    note = invoicing.create_credit_note(engine, march.number or "", Decimal("30.00"), "outage", SETTINGS,
+                                        dt.date(2026, 4, 25), now=at("2026-04-24T16:00:00"))
+    assert note.finalized_at == at("2026-04-24T16:00:00")  # issued at the instant given, not the clock's
 
     def owed(day: dt.date) -> list[tuple[str, ...]]:
         return [tuple(str(b) for b in r.buckets) for r in payments.aged_receivables(engine, day).rows]
