@@ -2,10 +2,13 @@
 ``POST /v1/customers/{id}/portal_links``).
 
 A link is ``<public_url>/portal/link/<token>``. The token is ``v1.<payload>.<signature>``: the payload the
-customer's external id and the instant the link expires (``{"c": "acme", "e": 1767225600}``, JSON in UTF-8 in
-unpadded base64url), the signature HMAC-SHA256 of ``v1.<payload>`` under the ``portal_secret`` setting (unpadded
-base64url). Nothing is stored: whoever holds the secret makes links, and a link is good until it expires
-(changing ``portal_secret`` ends every link made before). Python's own ``hmac`` signs and checks it (compared in
+customer's external id, the instant the link expires in seconds and the instant it was made in milliseconds
+(``{"c": "acme", "e": 1767225600, "i": 1766620800000}``, JSON in UTF-8 in unpadded base64url), the signature
+HMAC-SHA256 of ``v1.<payload>`` under the ``portal_secret`` setting (unpadded base64url). No link is stored:
+whoever holds the secret makes links, and a link is good until it expires, or until the customer's links are
+revoked (``billing portal revoke CUSTOMER``: every link made for that customer before then is refused, one made
+before links held the instant they were made too; table ``portal_link_revocations``). Changing
+``portal_secret`` ends every link of every customer. Python's own ``hmac`` signs and checks it (compared in
 constant time); the format is small enough that a further library would add nothing but a dependency. A token
 of more than :data:`MAX_TOKEN` characters, or with any character beyond ASCII, is refused before anything is
 compared.
@@ -24,12 +27,14 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from billing.config import Settings
 from billing.customers import get_customer
+from billing.db import session_scope
+from billing.db.portal_tables import PortalRevocationRow
 from billing.errors import BillingInputError
-from dbkit import utcnow
+from dbkit import as_utc, insert_ignoring, read_only, utcnow
 
 __all__ = [
     "DEFAULT_DAYS",
@@ -40,8 +45,11 @@ __all__ = [
     "PortalAccess",
     "PortalLink",
     "PortalLinkError",
+    "PortalRevocation",
+    "check_not_revoked",
     "create_portal_link",
     "portal_token",
+    "revoke_portal_links",
     "verify_portal_token",
 ]
 
@@ -53,6 +61,7 @@ MIN_SECRET = 32
 MAX_TOKEN = 2048
 """The most characters a token may have (a customer id of 255 characters makes one of about 420)."""
 PATH = "/portal/link/"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class PortalLinkError(BillingInputError):
@@ -77,10 +86,20 @@ class PortalLink:
 
 @dataclass(frozen=True, slots=True)
 class PortalAccess:
-    """What a valid token gives: ``customer``'s portal until ``expires_at``."""
+    """What a valid token gives: ``customer``'s portal until ``expires_at``; ``issued_at``: when the link was made
+    (None for a link made before links held it)."""
 
     customer: str
     expires_at: dt.datetime
+    issued_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PortalRevocation:
+    """``customer``'s portal links made before ``revoked_at`` are refused."""
+
+    customer: str
+    revoked_at: dt.datetime
 
 
 def _b64(data: bytes) -> str:
@@ -106,11 +125,14 @@ def _signature(key: bytes, signed: str) -> str:
     return _b64(hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest())
 
 
-def portal_token(settings: Settings, customer: str, expires_at: dt.datetime) -> str:
-    """The token of a link for ``customer`` that expires at ``expires_at``."""
+def portal_token(
+    settings: Settings, customer: str, expires_at: dt.datetime, issued_at: dt.datetime | None = None
+) -> str:
+    """The token of a link for ``customer`` that expires at ``expires_at``, made at ``issued_at`` (default: now)."""
     # UTF-8, not \u escapes: a customer id of 255 characters of any script still makes a token of at most
     # MAX_TOKEN characters (255 × 4 bytes in base64, about 1,400)
-    fields = {"c": customer, "e": int(expires_at.timestamp())}
+    issued = _millis(issued_at or utcnow())
+    fields = {"c": customer, "e": int(expires_at.timestamp()), "i": issued}
     payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
     signed = f"{VERSION}.{_b64(payload.encode('utf-8'))}"
     return f"{signed}.{_signature(_key(settings), signed)}"
@@ -133,15 +155,16 @@ def verify_portal_token(settings: Settings, token: str, now: dt.datetime | None 
         raise PortalLinkError("not a portal link (its signature does not check)")
     try:
         fields = json.loads(_unb64(payload))
-        customer, expires = fields["c"], fields["e"]
-        if not isinstance(customer, str) or type(expires) is not int:
+        customer, expires, issued = fields["c"], fields["e"], fields.get("i")
+        if not isinstance(customer, str) or type(expires) is not int or type(issued) not in (int, type(None)):
             raise TypeError(fields)
         expires_at = dt.datetime.fromtimestamp(expires, dt.UTC)
+        issued_at = None if issued is None else _from_millis(issued)
     except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, OSError):
         raise PortalLinkError("not a portal link") from None
     if (now or utcnow()).timestamp() >= expires:
         raise PortalLinkError("this portal link has expired", expired=True, customer=customer)
-    return PortalAccess(customer, expires_at)
+    return PortalAccess(customer, expires_at, issued_at)
 
 
 def create_portal_link(
@@ -155,6 +178,50 @@ def create_portal_link(
         raise PortalLinkError(f"--days: expected 1 to {MAX_DAYS} days, got {days}")
     _key(settings)
     found = get_customer(engine, customer)
-    expires_at = (now or utcnow()).replace(microsecond=0) + dt.timedelta(days=days)
-    token = portal_token(settings, found.external_id, expires_at)
+    issued_at = now or utcnow()
+    expires_at = issued_at.replace(microsecond=0) + dt.timedelta(days=days)
+    token = portal_token(settings, found.external_id, expires_at, issued_at)
     return PortalLink(found.external_id, token, f"{settings.public_url.rstrip('/')}{PATH}{token}", expires_at)
+
+
+def _millis(instant: dt.datetime) -> int:
+    """An instant in whole milliseconds since the epoch (exact: no float on the way)."""
+    return (as_utc(instant) - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def _from_millis(millis: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=millis)
+
+
+def revoke_portal_links(engine: Engine, customer: str, *, now: dt.datetime | None = None) -> PortalRevocation:
+    """End every portal link made for ``customer`` before ``now`` (default: the clock, to the millisecond): each
+    is refused from the next page it opens on, the one already open included (its cookie holds the link). Links
+    made afterwards open as usual. Revoking again moves the instant on. NotFoundError for an unknown customer."""
+    found = get_customer(engine, customer)
+    instant = _from_millis(_millis(now or utcnow()))
+    with session_scope(engine) as session:
+        # two revocations at once: the first inserts, both then move the row's instant on under its lock
+        insert_ignoring(
+            session,
+            PortalRevocationRow.__table__,
+            {"customer_external_id": found.external_id, "revoked_at": instant},
+        )
+        row = session.get(PortalRevocationRow, found.external_id, with_for_update=True)
+        assert row is not None
+        if as_utc(row.revoked_at) < instant:
+            row.revoked_at = instant
+        instant = as_utc(row.revoked_at)
+    return PortalRevocation(found.external_id, instant)
+
+
+def check_not_revoked(engine: Engine, access: PortalAccess) -> None:
+    """Raise PortalLinkError (``expired``: the customer is told the link has ended, in its language) if the
+    customer's links were revoked after this one was made (or it was made before links held that instant)."""
+    with session_scope(read_only(engine)) as session:
+        revoked_at = session.scalar(
+            select(PortalRevocationRow.revoked_at).where(
+                PortalRevocationRow.customer_external_id == access.customer
+            )
+        )
+    if revoked_at is not None and (access.issued_at is None or access.issued_at <= as_utc(revoked_at)):
+        raise PortalLinkError("this portal link has been revoked", expired=True, customer=access.customer)

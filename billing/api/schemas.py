@@ -53,6 +53,7 @@ __all__ = [
     "PlanOut",
     "PortalLinkIn",
     "PortalLinkOut",
+    "PortalRevocationOut",
     "PreviewOut",
     "SubscriptionIn",
     "SubscriptionListOut",
@@ -1377,3 +1378,16 @@ class PortalLinkOut(_Out):
     customer: str
     url: str
     expires_at: dt.datetime
+
+
+class PortalRevocationOut(_Out):
+    """Every portal link made for ``customer`` before ``revoked_at`` is refused from now on, on the next page it
+    opens; links made afterwards open as usual."""
+
+    model_config = examples(
+        {"object": "portal_link_revocation", "customer": "acme", "revoked_at": "2026-12-01T09:30:00.123000Z"}
+    )
+
+    object: Literal["portal_link_revocation"] = "portal_link_revocation"
+    customer: str
+    revoked_at: dt.datetime

@@ -81,7 +81,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) and run the scheduler: billing runs for closed "
         "periods, finalization after the grace period, threshold checks, notification delivery and Stripe sync.",
     ),
-    "portal": (("portal",), "The customer portal: make a link to send to a customer."),
+    "portal": (("portal",), "The customer portal: make a link to send to a customer, or end the links sent."),
     "apikeys": (("apikeys",), "API keys for the HTTP API: create, list, revoke."),
     "db": (("database",), "The database: migrations, the application's role."),
 }

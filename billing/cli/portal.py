@@ -1,5 +1,6 @@
 """``billing portal link CUSTOMER [--days N]``: a signed, expiring link to the customer's portal
-(``billing.portal_links``), to send to the customer."""
+(``billing.portal_links``), to send to the customer; ``billing portal revoke CUSTOMER``: end every link made for
+the customer so far."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from billing.cli._common import database
 
 __all__ = ["register"]
 
-portal_app = typer.Typer(help="The customer portal: make a link to send to a customer.", no_args_is_help=True)
+portal_app = typer.Typer(
+    help="The customer portal: make a link to send to a customer, or end the links sent.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,3 +42,21 @@ def link(
         return
     typer.echo(found.url)
     typer.echo(f"portal link for {found.customer}, good until {expires}", err=True)
+
+
+@portal_app.command("revoke")
+def revoke(
+    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the revocation's record as JSON.")] = False,
+) -> None:
+    """End every portal link made for CUSTOMER until now: each is refused from the next page it opens (a portal
+    open in a browser included). Links made afterwards open as usual."""
+    from billing.portal_links import revoke_portal_links
+
+    with database() as engine:
+        revoked = revoke_portal_links(engine, customer)
+    at = _json.timestamp(revoked.revoked_at)
+    if as_json:
+        _json.emit({"object": "portal_link_revocation", "customer": revoked.customer, "revoked_at": at})
+        return
+    typer.echo(f"every portal link made for {revoked.customer} before {at} is refused from now on")

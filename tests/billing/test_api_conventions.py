@@ -239,7 +239,7 @@ def test_every_schema_has_examples_that_fit_it_and_operation_ids_are_consistent(
             models[name].model_validate(example)
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
-    verbs = "list|get|create|cancel|change|finalize|void|receive|issue|apply|reverse"
+    verbs = "list|get|create|cancel|change|finalize|void|receive|issue|apply|reverse|revoke"
     assert [i for i in ids if not re.fullmatch(rf"({verbs})[A-Z][A-Za-z]+", i)] == []
     for path, operations in document["paths"].items():
         for method, operation in operations.items():

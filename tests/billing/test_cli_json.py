@@ -527,6 +527,12 @@ def _check_portal_link(doc: dict[str, Any], world: World) -> None:
     assert abs(expires - dt.datetime.now(dt.UTC) - dt.timedelta(days=3)) < dt.timedelta(minutes=5)
 
 
+def _check_revoked(doc: dict[str, Any], world: World) -> None:
+    assert (doc["object"], doc["customer"]) == ("portal_link_revocation", "acme")
+    revoked = dt.datetime.fromisoformat(doc["revoked_at"].replace("Z", "+00:00"))
+    assert dt.timedelta(0) <= dt.datetime.now(dt.UTC) - revoked < dt.timedelta(minutes=5)
+
+
 def _check_synced(doc: dict[str, Any], world: World) -> None:
     fake = world.notes["stripe"]
     assert (doc["synced"], doc["failed"]) == (1, 0)
@@ -856,6 +862,7 @@ CASES = [
     Case(("stripe", "sync"), _stripe, _check_synced),
     Case(("entitlements",), _fixed("entitlements", "acme", "--json"), _check_entitlements),
     Case(("portal", "link"), _portal_link, _check_portal_link),
+    Case(("portal", "revoke"), _fixed("portal", "revoke", "acme", "--json"), _check_revoked),
 ]
 
 

@@ -14,7 +14,14 @@ from billing.cli import app
 from billing.config import Settings, get_settings
 from billing.customers import create_customer
 from billing.errors import NotFoundError
-from billing.portal_links import PortalLinkError, create_portal_link, portal_token, verify_portal_token
+from billing.portal_links import (
+    PortalLinkError,
+    check_not_revoked,
+    create_portal_link,
+    portal_token,
+    revoke_portal_links,
+    verify_portal_token,
+)
 
 SECRET = "a-portal-secret-of-at-least-32-characters"
 SETTINGS = Settings(portal_secret=SECRET, public_url="https://billing.example.com/")
@@ -137,3 +144,49 @@ def test_a_customer_id_of_255_characters_of_any_script_makes_a_link_that_opens()
         token = portal_token(SETTINGS, customer, NOW + dt.timedelta(days=90))
         assert token.isascii() and len(token) <= 2048, len(token)
         assert verify_portal_token(SETTINGS, token, NOW).customer == customer
+
+
+@pytest.mark.db
+def test_revoking_refuses_the_links_made_before_to_the_millisecond_and_links_without_their_making_instant(engine):
+    create_customer(engine, "acme", "Acme", None, "USD", "UTC")
+    create_customer(engine, "globex", "Globex", None, "USD", "UTC")
+    before = create_portal_link(engine, SETTINGS, "acme", now=NOW)
+    unstamped = _signed(SETTINGS, {"c": "acme", "e": int((NOW + dt.timedelta(days=7)).timestamp())})
+    theirs = create_portal_link(engine, SETTINGS, "globex", now=NOW)
+    check_not_revoked(engine, verify_portal_token(SETTINGS, unstamped, NOW))  # nothing revoked yet: it opens
+
+    revoked = revoke_portal_links(engine, "acme", now=NOW + dt.timedelta(hours=1, microseconds=2500))
+
+    assert (revoked.customer, revoked.revoked_at) == ("acme", NOW + dt.timedelta(hours=1, milliseconds=2))
+    at_once = create_portal_link(engine, SETTINGS, "acme", now=revoked.revoked_at)
+    after = create_portal_link(engine, SETTINGS, "acme", now=revoked.revoked_at + dt.timedelta(milliseconds=1))
+    for link in (before.token, unstamped, at_once.token):
+        access = verify_portal_token(SETTINGS, link, NOW + dt.timedelta(hours=2))
+        with pytest.raises(PortalLinkError, match="has been revoked") as refused:
+            check_not_revoked(engine, access)
+        assert (refused.value.expired, refused.value.customer) == (True, "acme")
+    for link in (after.token, theirs.token):
+        check_not_revoked(engine, verify_portal_token(SETTINGS, link, NOW + dt.timedelta(hours=2)))
+    # revoking again moves the instant on, never back
+    assert revoke_portal_links(engine, "acme", now=NOW).revoked_at == revoked.revoked_at
+    again = revoke_portal_links(engine, "acme", now=NOW + dt.timedelta(days=1))
+    assert again.revoked_at == NOW + dt.timedelta(days=1)
+    with pytest.raises(PortalLinkError, match="has been revoked"):
+        check_not_revoked(engine, verify_portal_token(SETTINGS, after.token, NOW + dt.timedelta(days=2)))
+    with pytest.raises(NotFoundError):
+        revoke_portal_links(engine, "nobody")
+
+
+@pytest.mark.db
+def test_billing_portal_revoke_ends_the_links_and_says_so(cli_env, engine):
+    create_customer(engine, "acme", "Acme", None, "USD", "UTC")
+    done = runner.invoke(app, ["portal", "revoke", "acme", "--json"])
+    assert done.exit_code == 0, done.output
+    document = json.loads(done.stdout)
+    assert (document["object"], document["customer"]) == ("portal_link_revocation", "acme")
+    at = dt.datetime.fromisoformat(document["revoked_at"].replace("Z", "+00:00"))
+    assert dt.timedelta(0) <= dt.datetime.now(dt.UTC) - at < dt.timedelta(minutes=5)
+    said = runner.invoke(app, ["portal", "revoke", "acme"])
+    assert said.exit_code == 0 and "every portal link made for acme before" in said.stdout
+    unknown = runner.invoke(app, ["portal", "revoke", "nobody"])
+    assert unknown.exit_code == 1 and "nobody" in unknown.output

@@ -9,11 +9,13 @@ chosen request with a 500 or carry it out and then drop the connection, to simul
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -121,6 +123,7 @@ class FakeStripe:
     failures: dict[str, str] = field(default_factory=dict)
     _saved: dict[str, _Saved] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _connections: list[socket.socket] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def start(self) -> FakeStripe:
@@ -128,6 +131,10 @@ class FakeStripe:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                fake._connections.append(self.connection)
 
             def do_GET(self) -> None:
                 fake._handle(self, "GET")
@@ -148,8 +155,14 @@ class FakeStripe:
         return self
 
     def stop(self) -> None:
+        """Stop serving, and end the connections clients keep open (HTTP/1.1 keeps them alive), so that no
+        handler thread outlives the server: a billing run forks its rating workers only in a process of one
+        thread."""
         self._server.shutdown()
         self._server.server_close()
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)
 
     @property

@@ -266,3 +266,38 @@ def test_the_access_log_hides_the_token_of_a_portal_link(live_server, acme):
     assert any('"GET /portal/link/… HTTP/1.1" 303' in line for line in lines), lines
     assert any('"GET /portal/ HTTP/1.1" 200' in line for line in lines), lines
     assert not any(acme.token in line for line in lines)  # was written in full
+
+
+def test_revoking_a_customers_links_ends_its_open_portal_and_every_link_made_before_but_no_later_one(
+    live_server, acme, engine_of_live
+):
+    from billing.apikeys import create_api_key
+
+    _, admin = create_api_key(engine_of_live, "finance")
+    _, globex_key = create_api_key(engine_of_live, "globex's system", "globex")
+    theirs = create_portal_link(engine_of_live, get_settings(), "globex")
+    finance = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=live_server.url, timeout=60, follow_redirects=True) as browser:
+        assert browser.get(acme.url).status_code == 200  # the portal open, its cookie held
+        with httpx.Client(base_url=live_server.url, timeout=60) as api:
+            assert api.post(
+                "/v1/customers/acme/portal_links/revoke", headers={"Authorization": f"Bearer {globex_key}"}
+            ).status_code == 404  # a key bound to another customer
+            assert api.post("/v1/customers/nobody/portal_links/revoke", headers=finance).status_code == 404
+            revoked = api.post("/v1/customers/acme/portal_links/revoke", headers=finance)
+            assert revoked.status_code == 200, revoked.text
+            body = revoked.json()
+            assert (body["object"], body["customer"]) == ("portal_link_revocation", "acme")
+            at = dt.datetime.fromisoformat(body["revoked_at"].replace("Z", "+00:00"))
+            assert dt.timedelta(0) <= dt.datetime.now(dt.UTC) - at < dt.timedelta(minutes=5)
+            made = api.post("/v1/customers/acme/portal_links", headers=finance)
+            assert made.status_code == 201
+        # the open portal is refused on its next page, told in its language that the link has ended
+        ended = browser.get("/portal/invoices")
+        _refused(ended)
+        assert "Dieser Link ist abgelaufen" in ended.text
+    with httpx.Client(base_url=live_server.url, timeout=60, follow_redirects=True) as client:
+        _refused(client.get(acme.url))  # the link itself, opened again
+    for url in (made.json()["url"], theirs.url):  # made after it; another customer's
+        with httpx.Client(base_url=live_server.url, timeout=60, follow_redirects=True) as client:
+            assert client.get(url).status_code == 200, url

@@ -17,7 +17,7 @@ from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.config import Settings
 from billing.errors import NotFoundError
 from billing.invoicing import finalize_settings
-from billing.portal_links import PortalAccess, PortalLinkError, verify_portal_token
+from billing.portal_links import PortalAccess, PortalLinkError, check_not_revoked, verify_portal_token
 from billing.web.common import SECURITY_HEADERS, PageFormat, page_format, render
 from billing.web.portal import views
 from dbkit import utcnow
@@ -61,9 +61,13 @@ def _access(settings: Settings, token: str | None) -> PortalAccess:
         raise PortalRefused(403, str(error), expired=error.expired, customer=error.customer) from None
 
 
-def _portal_of(engine: Engine, customer: str) -> views.Portal:
+def _portal_of(engine: Engine, access: PortalAccess) -> views.Portal:
+    """The portal a checked link opens, unless the customer's links were revoked since it was made."""
     try:
-        return views.portal_of(engine, customer)
+        check_not_revoked(engine, access)
+        return views.portal_of(engine, access.customer)
+    except PortalLinkError as error:
+        raise PortalRefused(403, str(error), expired=error.expired, customer=error.customer) from None
     except NotFoundError:  # a link signed for an id billing does not know: no portal, as for a forged one
         raise PortalRefused(403, "no such customer") from None
 
@@ -73,10 +77,10 @@ async def portal_customer(
     settings: Annotated[Settings, Depends(get_api_settings)],
     engine: Annotated[Engine, Depends(api_engine)],
 ) -> views.Portal:
-    """The portal of the customer the request's portal cookie names; PortalRefused without a valid, unexpired
-    one, or for a customer billing does not know."""
+    """The portal of the customer the request's portal cookie names; PortalRefused without a valid, unexpired,
+    unrevoked one, or for a customer billing does not know."""
     access = _access(settings, request.cookies.get(COOKIE))
-    return await run_in_threadpool(_portal_of, engine, access.customer)
+    return await run_in_threadpool(_portal_of, engine, access)
 
 
 Customer = Annotated[views.Portal, Depends(portal_customer)]
@@ -113,7 +117,7 @@ def open_link(token: str, request: Request, engine: DbEngine, settings: Settings
     (uvicorn reads ``X-Forwarded-Proto`` from the proxies it trusts) or the links are made for an HTTPS
     ``public_url``."""
     access = _access(settings, token)
-    _portal_of(engine, access.customer)
+    _portal_of(engine, access)
     response = RedirectResponse("/portal/", status_code=303, headers=SECURITY_HEADERS)
     response.set_cookie(
         COOKIE,
