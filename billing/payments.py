@@ -45,8 +45,7 @@ from sqlalchemy.orm import Session
 
 from billing import credits
 from billing.core.aging import BUCKETS, AgingRow, OpenAmount, age_receivables
-from billing.core.credits import day_start
-from billing.db import repository, session_scope
+from billing.db import session_scope
 from billing.db.payment_tables import PAYMENT_METHODS, PaymentRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from dbkit import for_update, keyset_page, page_of, read_only, utcnow
@@ -473,8 +472,8 @@ class Aging:
 
 def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: str | None = None) -> Aging:
     """What was owed at the end of ``as_of`` (default: today, UTC), by how long it was overdue: the invoices issued
-    by then and not paid by then — credits applied by the end of that day in the customer's timezone, payments
-    received by then and not reversed by then."""
+    by then and not paid by then — credits applied by the documents issued by then (a credit note from its issue
+    date on), payments received by then and not reversed by then."""
     day = as_of or utcnow().date()
     with session_scope(read_only(engine)) as session:
         later = session.scalars(
@@ -498,17 +497,15 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
 def _applied_by_day_end(
     session: Session, invoices: Sequence[store.Receivable], day: dt.date
 ) -> dict[int, tuple[AppliedCredit, ...]]:
-    """The credits applied to each invoice by the end of ``day`` in its customer's timezone (a credit note issued
-    at 01:00 on the next day there, still ``day`` in UTC, did not reduce it then)."""
-    owners = repository.customers_by_external_id(session, {r.customer_external_id for r in invoices})
-    by_zone: dict[str, list[int]] = defaultdict(list)
-    for r in invoices:
-        owner = owners.get(r.customer_external_id)
-        by_zone[owner.timezone if owner is not None else "UTC"].append(r.id)
-    applied: dict[int, tuple[AppliedCredit, ...]] = {}
-    for timezone, ids in by_zone.items():
-        applied.update(credits.credits_of(session, ids, day_start(day + dt.timedelta(days=1), timezone)))
-    return applied
+    """The credits applied to each invoice by the end of ``day``, by the date of the document that applied them:
+    the invoice's own (credits paid it when it was issued: counted, as the invoice is), a credit note's (what it
+    took off the amount due counts from the note's issue date on). The dates the documents bear, not the instant
+    in UTC: the scheduler dates them in the customer's timezone, an action by hand in UTC."""
+    ids = [r.id for r in invoices]
+    later = [note.id for note in store.credit_notes_of(session, ids) if note.issue_date and note.issue_date > day]
+    not_yet = {grant_id for grant_id, _ in credits.note_reductions(session, later).values()}
+    applied = credits.credits_of(session, ids)
+    return {i: tuple(c for c in found if c.grant_id not in not_yet) for i, found in applied.items()}
 
 
 def _paid_as_of(session: Session, invoice_ids: list[int], day: dt.date) -> dict[int, Decimal]:

@@ -1166,7 +1166,7 @@ def finalize_period(
         # period invoices by their period; opening invoices by their subscription's start (a yearly plan's is
         # dated by its fee year, which would issue it before the subscription starts)
         ids = store.drafts_of_period(session, period.start, started, customers=wanted, ending_by=period.end)
-    return _issue(engine, ids, settings, today, batch, approval, instant)
+    return _issue(engine, ids, settings, today, batch, approval, now)
 
 
 def finalize_period_fresh(
@@ -1314,7 +1314,7 @@ def finalize_billing_period(
         owners = repository.customers_by_external_id(session, set(customers))
     zones = {c: owners[c].timezone if c in owners else "UTC" for c in customers}
     check_period_can_close(period, zones, now=instant)
-    return _issue(engine, ids, settings, today, batch, approval, instant)
+    return _issue(engine, ids, settings, today, batch, approval, now)
 
 
 def _issue(
@@ -1329,7 +1329,7 @@ def _issue(
     """Number the drafts ``ids``, ``batch`` per transaction; drafts another process finalized meanwhile are left
     to it, and (with ``approval``) those that wait for approval stay drafts — decided on the claimed rows, in the
     transaction that issues them, so a draft rewritten meanwhile is judged as it now is. ``now``: the instant they
-    are issued (default: the clock)."""
+    are issued and their credits applied (default: the clock as each batch is issued)."""
     numbers: list[str] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:

@@ -376,7 +376,10 @@ class _Push:
         with session_scope(self.engine) as session:
             session.execute(
                 update(StripeInvoiceSyncRow)
-                .where(StripeInvoiceSyncRow.invoice_id == self.invoice.id)
+                .where(
+                    StripeInvoiceSyncRow.invoice_id == self.invoice.id,
+                    StripeInvoiceSyncRow.step != SyncStep.FINALIZED.value,  # another run finished it meanwhile
+                )
                 .values(last_error=message, updated_at=utcnow())
             )
         return self._result(error=message)

@@ -250,7 +250,8 @@ def create_credit_note(
     tax = amount - net  # what makes net + tax exactly the credited amount
     number_format = settings.credit_note_number_format
     seq = next_numbers(session, sequence_name(InvoiceKind.CREDIT_NOTE, number_format, today.year))[0]
-    now, issued = utcnow(), now or utcnow()
+    written = utcnow()
+    issued = now or written
     # Written as a draft with its line, then issued: the database takes lines only on a draft.
     credit_id = session.execute(
         insert(InvoiceRow)
@@ -278,8 +279,8 @@ def create_credit_note(
             due_date=today,
             refers_to_id=invoice.id,
             reason=reason,
-            created_at=now,
-            updated_at=now,
+            created_at=written,
+            updated_at=written,
         )
         .returning(InvoiceRow.id)
     ).scalar_one()

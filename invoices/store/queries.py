@@ -675,7 +675,7 @@ def void_among(session: Session, invoice_ids: Collection[int]) -> set[int]:
 @dataclass(frozen=True, slots=True)
 class IssuedNote:
     """A credit note of an invoice: its id, number, the credited invoice's id, its total (tax included) and
-    currency, and when it was issued."""
+    currency, when it was issued, and the date it bears."""
 
     id: int
     number: str
@@ -683,6 +683,7 @@ class IssuedNote:
     total: Decimal
     currency: str
     issued_at: dt.datetime
+    issue_date: dt.date | None = None
 
 
 def credit_notes_of(session: Session, invoice_ids: Collection[int]) -> list[IssuedNote]:
@@ -691,7 +692,7 @@ def credit_notes_of(session: Session, invoice_ids: Collection[int]) -> list[Issu
     for offset in range(0, len(ids), _CHUNK):
         statement = select(
             InvoiceRow.id, InvoiceRow.number, InvoiceRow.refers_to_id, InvoiceRow.total, InvoiceRow.currency,
-            InvoiceRow.finalized_at,
+            InvoiceRow.finalized_at, InvoiceRow.issue_date,
         ).where(
             InvoiceRow.kind == InvoiceKind.CREDIT_NOTE.value,
             InvoiceRow.refers_to_id.in_(ids[offset : offset + _CHUNK]),
@@ -699,7 +700,10 @@ def credit_notes_of(session: Session, invoice_ids: Collection[int]) -> list[Issu
         )
         for row in session.execute(statement):
             found.append(
-                IssuedNote(row.id, row.number, row.refers_to_id, row.total, row.currency, as_utc(row.finalized_at))
+                IssuedNote(
+                    row.id, row.number, row.refers_to_id, row.total, row.currency, as_utc(row.finalized_at),
+                    row.issue_date,
+                )
             )
     return sorted(found, key=lambda note: note.id)
 

@@ -297,22 +297,35 @@ def test_aged_receivables_count_a_credit_note_from_its_issue_on(engine):
     assert owed(dt.date(2026, 4, 24)) == [("0.00", "69.00", "0.00", "0.00", "0.00")]
     assert owed(dt.date(2026, 4, 25)) == [("0.00", "39.00", "0.00", "0.00", "0.00")]
 
-def test_aged_receivables_cut_a_credit_note_at_the_end_of_the_day_in_the_customers_timezone(engine):
-    from tests.billing.test_credits import SETTINGS
+def test_aged_receivables_count_a_credit_from_the_date_the_document_that_applied_it_bears(engine):
+    from tests.billing.test_credits import SETTINGS, draft
 
-    tokyo = customer(engine, "kaisha", timezone="Asia/Tokyo")
-    march = issued(engine, tokyo, 3, "119.00")  # issued 2 April, due 16 April
-    # 16:00 UTC on 24 April is 01:00 on 25 April in Tokyo: the note is of the 25th there
+    tokyo, la = customer(engine, "kaisha", timezone="Asia/Tokyo"), customer(engine, "studio", timezone="America/Los_Angeles")
+    credits.grant_credit(engine, tokyo, D("60.00"), "USD", now=at("2026-03-05T00:00:00"))
+    credits.grant_credit(engine, la, D("25.00"), "USD", now=at("2026-03-05T00:00:00"))
+    # finalized by hand at 20:00 UTC on 2 April (already the 3rd in Tokyo): dated 2 April, the UTC date
+    march = invoicing.finalize_invoice(engine, draft(engine, tokyo, dt.date(2026, 3, 1), "100.00"), SETTINGS,
+                                       dt.date(2026, 4, 2), now=at("2026-04-02T20:00:00"))
+    # issued on its own date in Los Angeles, 2 April at 20:00 there (03:00 UTC on the 3rd), as the scheduler does
+    theirs = invoicing.finalize_invoice(engine, draft(engine, la, dt.date(2026, 3, 1), "50.00"), SETTINGS,
+                                        dt.date(2026, 4, 2), now=at("2026-04-03T03:00:00"))
+    assert (str(march.amount_due), str(theirs.amount_due)) == ("40.00", "25.00")
+    # a note by hand at 16:00 UTC on 24 April (01:00 on the 25th in Tokyo), dated the 24th as it is issued
     note = invoicing.create_credit_note(engine, march.number or "", Decimal("30.00"), "outage", SETTINGS,
-                                        dt.date(2026, 4, 25), now=at("2026-04-24T16:00:00"))
-    assert note.finalized_at == at("2026-04-24T16:00:00")  # issued at the instant given, not the clock's
+                                        invoicing.issue_day(at("2026-04-24T16:00:00")), now=at("2026-04-24T16:00:00"))
+    assert (note.issue_date, note.finalized_at) == (dt.date(2026, 4, 24), at("2026-04-24T16:00:00"))
 
-    def owed(day: dt.date) -> list[tuple[str, ...]]:
-        return [tuple(str(b) for b in r.buckets) for r in payments.aged_receivables(engine, day).rows]
+    def owed(day: dt.date) -> dict[str, tuple[str, ...]]:
+        return {r.customer: tuple(str(b) for b in r.buckets) for r in payments.aged_receivables(engine, day).rows}
 
-    # at the end of 24 April in Tokyo the whole 119.00 was owed, 8 days overdue; from the 25th, 119.00 − 30.00
-    assert owed(dt.date(2026, 4, 24)) == [("0.00", "119.00", "0.00", "0.00", "0.00")]
-    assert owed(dt.date(2026, 4, 25)) == [("0.00", "89.00", "0.00", "0.00", "0.00")]
+    # on 2 April each invoice is owed less the credit that paid part of it when it was issued (100.00 − 60.00;
+    # 50.00 − 25.00), both due 16 April
+    assert owed(dt.date(2026, 4, 2)) == {
+        "kaisha": ("40.00", "0.00", "0.00", "0.00", "0.00"), "studio": ("25.00", "0.00", "0.00", "0.00", "0.00")
+    }
+    # the note takes 30.00 off from its date on, the 24th: 40.00 then 10.00, 7 and 8 days overdue
+    assert owed(dt.date(2026, 4, 23))["kaisha"] == ("0.00", "40.00", "0.00", "0.00", "0.00")
+    assert owed(dt.date(2026, 4, 24))["kaisha"] == ("0.00", "10.00", "0.00", "0.00", "0.00")
 
 
 def test_receivables_that_add_up_past_the_largest_amount_are_aged_not_an_error(engine):
