@@ -60,7 +60,9 @@ class StripeInvoiceSyncRow(BillingBase):
     the Stripe invoice already, never carried again; None for a push begun before migration 0032 (its items were
     created in order; a note issued before its ``synced_at`` is taken as in it). ``voided_at`` and
     ``void_outcome``: the invoice's void carried to Stripe (``voided``), or found paid there (``paid``: Stripe had
-    collected it, nothing was voided; the payment's webhook puts it on the customer's balance).
+    collected it, nothing was voided; the payment's webhook puts it on the customer's balance). ``void_refusals``
+    counts the voids Stripe refused (migration 0034): the next one goes under a key of its own, as Stripe answers a
+    key it refused with the same refusal for a day.
     """
 
     __tablename__ = "stripe_invoice_syncs"
@@ -85,6 +87,7 @@ class StripeInvoiceSyncRow(BillingBase):
     stripe_item_keys: Mapped[str | None] = mapped_column(Text)
     voided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     void_outcome: Mapped[str | None] = mapped_column(String(16))
+    void_refusals: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class StripeCreditNoteRow(BillingBase):

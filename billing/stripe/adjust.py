@@ -23,8 +23,9 @@ A note is in the push already when its credit is one of the push's items (``cred
 as each item is created, whichever run creates it). Idempotency keys, from the push's stored key prefix (this
 installation's id for a push begun before there was one): ``<prefix>:INV-2026-000001:void`` and
 ``<prefix>:CN-2026-000001:credit_note`` (``…:credit_note:out_of_band``; after Stripe refused one, ``…:2``,
-``…:3``: Stripe answers a refused key with the same refusal for a day). Stripe refusing a request (its state
-does not allow it) is reported on the invoice's or the note's row (``last_error``) and tried again at the next run.
+``…:3``: Stripe answers a refused key with the same refusal for a day; a void likewise, ``…:void:2``). Stripe
+refusing a request (its state does not allow it) is reported on the invoice's or the note's row (``last_error``)
+and tried again at the next run.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class _Pushed:
     pushed_credits: frozenset[int] | None  # None: a push begun before its items' keys were stored
     voided: bool
     currency: str
+    void_refusals: int = 0
 
 
 def sync_adjustments(engine: Engine, client: stripe.StripeClient, installation: str) -> tuple[Adjustment, ...]:
@@ -136,7 +138,7 @@ def _pushed(session: Session, installation: str) -> dict[int, _Pushed]:
         row.invoice_id: _Pushed(
             row.invoice_id, row.invoice_number, row.stripe_invoice_id or "", row.key_prefix or installation,
             row.step == "finalized", row.synced_at, _credits_in(row.stripe_item_keys), row.voided_at is not None,
-            currencies.get(row.invoice_id, ""),
+            currencies.get(row.invoice_id, ""), row.void_refusals,
         )
         for row in rows
     }
@@ -196,9 +198,7 @@ def _void(engine: Engine, client: stripe.StripeClient, pushed: _Pushed) -> Adjus
             client.v1.invoices.delete(pushed.stripe_invoice_id, options=_options())
             outcome = "deleted"
         elif found.status in ("open", "uncollectible"):
-            client.v1.invoices.void_invoice(
-                pushed.stripe_invoice_id, options=_options(_key(pushed.key_prefix, pushed.number, "void"))
-            )
+            _void_open(engine, client, pushed)
             outcome = "voided"
         else:
             outcome = "paid" if found.status == "paid" else "voided"
@@ -213,6 +213,20 @@ def _void(engine: Engine, client: stripe.StripeClient, pushed: _Pushed) -> Adjus
         session.execute(_sync_row(pushed).values(voided_at=now, void_outcome=outcome, last_error=None, updated_at=now))
     log.info("Stripe: %s voided (%s)", pushed.number, outcome)
     return replace(result, outcome=outcome)
+
+
+def _void_open(engine: Engine, client: stripe.StripeClient, pushed: _Pushed) -> None:
+    """Void an open Stripe invoice; a refusal is counted (Stripe did nothing), so that the next run's request goes
+    under a key of its own (``…:void:2``): Stripe answers a key it refused with the same refusal for a day."""
+    step = "void" if not pushed.void_refusals else f"void:{pushed.void_refusals + 1}"
+    try:
+        client.v1.invoices.void_invoice(
+            pushed.stripe_invoice_id, options=_options(_key(pushed.key_prefix, pushed.number, step))
+        )
+    except stripe.InvalidRequestError:
+        with session_scope(engine) as session:
+            session.execute(_sync_row(pushed).values(void_refusals=StripeInvoiceSyncRow.void_refusals + 1))
+        raise
 
 
 def _retrieved(client: stripe.StripeClient, pushed: _Pushed) -> Any:

@@ -195,7 +195,8 @@ class FakeStripe:
         url = urlsplit(handler.path)
         pairs = parse_qsl(body if method == "POST" else url.query, keep_blank_values=True)
         key = handler.headers.get("Idempotency-Key") if method == "POST" else None
-        saves_refusals = url.path == "/v1/credit_notes"  # as Stripe does (the endpoint ran and refused)
+        # as Stripe does (the endpoint ran and refused)
+        saves_refusals = url.path == "/v1/credit_notes" or url.path.endswith("/void")
         extra: dict[str, str] = {}
         with self._lock:
             self.requests.append(Recorded(method, url.path, dict(pairs), key, handler.headers.get("Stripe-Version")))
@@ -389,6 +390,8 @@ class FakeStripe:
             return 404, _error("invalid_request_error", f"No such invoice: '{invoice_id}'", "resource_missing")
         if invoice["status"] not in ("open", "uncollectible"):
             return 400, _error("invalid_request_error", f"You can only void open invoices (this one is {invoice['status']}).")
+        if invoice.get("payment_processing"):  # set by a test: a payment under way that Stripe waits for
+            return 400, _error("invalid_request_error", "This invoice has a payment processing and can't be voided.")
         invoice["status"] = "void"
         invoice["status_transitions"]["voided_at"] = int(time.time())
         return 200, invoice

@@ -76,6 +76,27 @@ def test_a_void_after_the_push_voids_the_stripe_invoice_once(engine, fake_stripe
     assert again.adjustments == () and len(fake_stripe.posts()) == before + 1
 
 
+def test_a_void_stripe_refused_goes_under_a_new_key_next_time(engine, fake_stripe, client):  # noqa: F811
+    stripe_id = pushed(engine, client)
+    fake_stripe.objects[stripe_id]["payment_processing"] = True  # Stripe refuses to void it for now
+    invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.VOID)
+    key = stripe_key(engine, "void")
+
+    refused = sync_invoices(engine, client)
+
+    assert not refused.ok and "payment processing" in (refused.adjustments[0].error or "")
+    assert (sync_row(engine).void_refusals, sync_row(engine).voided_at) == (1, None)
+    assert sync_invoices(engine, client).adjustments[0].error == refused.adjustments[0].error  # still refused
+    fake_stripe.objects[stripe_id]["payment_processing"] = False  # the payment failed: Stripe can void it now
+    carried = sync_invoices(engine, client)
+    assert carried.ok and [a.outcome for a in carried.adjustments] == ["voided"]
+    # under the key Stripe refused, it would have answered the same refusal for a day
+    sent = [p[1] for p in fake_stripe.posts() if p[0] == f"/v1/invoices/{stripe_id}/void"]
+    assert sent == [key, f"{key}:2", f"{key}:3"] and fake_stripe.objects[stripe_id]["status"] == "void"
+    assert (sync_row(engine).void_outcome, sync_row(engine).void_refusals) == ("voided", 2)
+    assert sync_invoices(engine, client).adjustments == ()
+
+
 def test_a_void_of_an_invoice_stripe_has_collected_voids_nothing_and_is_not_tried_again(engine, fake_stripe, client):  # noqa: F811
     stripe_id = pushed(engine, client)
     fake_stripe.pay(stripe_id)  # collected; its webhook has not arrived yet
