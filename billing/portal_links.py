@@ -50,6 +50,7 @@ __all__ = [
     "create_portal_link",
     "portal_token",
     "revoke_portal_links",
+    "revoked_at",
     "verify_portal_token",
 ]
 
@@ -214,14 +215,19 @@ def revoke_portal_links(engine: Engine, customer: str, *, now: dt.datetime | Non
     return PortalRevocation(found.external_id, instant)
 
 
+def revoked_at(engine: Engine, customer: str) -> dt.datetime | None:
+    """When ``customer``'s portal links were last revoked (the links made before then are refused); None if
+    never."""
+    with session_scope(read_only(engine)) as session:
+        found = session.scalar(
+            select(PortalRevocationRow.revoked_at).where(PortalRevocationRow.customer_external_id == customer)
+        )
+    return None if found is None else as_utc(found)
+
+
 def check_not_revoked(engine: Engine, access: PortalAccess) -> None:
     """Raise PortalLinkError (``expired``: the customer is told the link has ended, in its language) if the
     customer's links were revoked after this one was made (or it was made before links held that instant)."""
-    with session_scope(read_only(engine)) as session:
-        revoked_at = session.scalar(
-            select(PortalRevocationRow.revoked_at).where(
-                PortalRevocationRow.customer_external_id == access.customer
-            )
-        )
-    if revoked_at is not None and (access.issued_at is None or access.issued_at <= as_utc(revoked_at)):
+    revoked = revoked_at(engine, access.customer)
+    if revoked is not None and (access.issued_at is None or access.issued_at <= revoked):
         raise PortalLinkError("this portal link has been revoked", expired=True, customer=access.customer)

@@ -1,9 +1,10 @@
 """Customers: ``GET /console/customers`` (a page at a time, or one by id) and ``GET /console/customers/{id}``:
 its details (edit: ``POST /console/customers/{id}``), review flag (``…/review``), subscriptions (subscribe:
 ``…/subscriptions``; seats: ``POST /console/subscriptions/{id}/quantity``; negotiated prices:
-``GET/POST /console/subscriptions/{id}/overrides``), coupons (``…/coupons``) and credits (balance, ledger, grant:
-``…/credits``). Each form calls the service the CLI's command calls (``billing.customers``, ``billing.overrides``,
-``billing.coupons``, ``billing.credits``, ``billing.approval``)."""
+``GET/POST /console/subscriptions/{id}/overrides``), coupons (``…/coupons``), credits (balance, ledger, grant:
+``…/credits``) and its portal links (end them all: ``…/portal/revoke``). Each form calls the service the CLI's
+command calls (``billing.customers``, ``billing.overrides``, ``billing.coupons``, ``billing.credits``,
+``billing.approval``, ``billing.portal_links``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Engine
 
-from billing import approval, coupons, credits, customers, invoicing, overrides
+from billing import approval, coupons, credits, customers, invoicing, overrides, portal_links
 from billing.config import Settings
 from billing.customers import UPDATABLE_FIELDS
 from billing.errors import BillingInputError, NotFoundError
@@ -93,6 +94,7 @@ def customer_page(
         ledger=credits.ledger(engine, customer.external_id)[-20:],
         plans=sorted(catalog.plans), text_fields=TEXT_FIELDS, today=invoicing.issue_day(),
         invoices=invoicing.invoices_page(engine, limit=10, customer=customer.external_id)[0],
+        portal_revoked=portal_links.revoked_at(engine, customer.external_id),
     )  # fmt: skip
 
 
@@ -120,6 +122,23 @@ def edit_customer(
         return f"Customer {external_id} saved."
 
     return act(engine, who, f"/customers/{external_id}", edit)
+
+
+@router.post("/customers/{external_id}/portal/revoke", include_in_schema=False)
+def revoke_portal_links(
+    external_id: str,
+    form: Annotated[Form, Depends(posted_form)],
+    who: Annotated[StaffSession, Depends(current_staff)],
+    engine: Annotated[Engine, Depends(console_engine)],
+) -> Response:
+    def revoke() -> str:
+        revoked = portal_links.revoke_portal_links(engine, external_id)
+        return (
+            f"Every portal link made for {revoked.customer} before {revoked.revoked_at:%Y-%m-%d %H:%M:%S} UTC is "
+            "refused from now on."
+        )
+
+    return act(engine, who, f"/customers/{external_id}", revoke)
 
 
 @router.post("/customers/{external_id}/review", include_in_schema=False)

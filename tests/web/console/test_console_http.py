@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from fastapi.testclient import TestClient
 
-from billing import approval, coupons, credits, customers, invoicing, payments
+from billing import approval, coupons, credits, customers, invoicing, payments, portal_links
 from billing.apikeys import create_api_key, list_api_keys, revoke_api_key
 from billing.config import Settings
 from billing.core.coupons import Coupon, Duration
@@ -372,6 +372,26 @@ def test_review_flag_coupon_and_credit(console: Console, client: TestClient, sta
     assert "Credit of 25.00 USD granted (free)." in granted.text
     [usd] = credits.balance(console.engine, "beta")
     assert str(usd.free) == "25.00"
+
+
+def test_ending_a_customers_portal_links(console: Console, client: TestClient, staff: str):
+    from billing.portal_links import PortalAccess, PortalLinkError, check_not_revoked
+
+    assert "No link ended by hand" in client.get("/console/customers/beta").text
+    sent = PortalAccess("beta", dt.datetime(2099, 1, 1, tzinfo=dt.UTC), dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    check_not_revoked(console.engine, sent)  # opens
+
+    ended = client.post("/console/customers/beta/portal/revoke", data={"csrf_token": staff})
+
+    assert "Every portal link made for beta before" in ended.text and "is refused from now on." in ended.text
+    assert "Links made before" in ended.text  # the page says since when
+    with pytest.raises(PortalLinkError, match="has been revoked"):
+        check_not_revoked(console.engine, sent)
+    other = PortalAccess("acme", sent.expires_at, sent.issued_at)
+    check_not_revoked(console.engine, other)  # another customer's: untouched
+    unknown = client.post("/console/customers/nobody/portal/revoke", data={"csrf_token": staff})
+    assert unknown.status_code == 404  # back to the customer's page, which does not exist
+    assert portal_links.revoked_at(console.engine, "nobody") is None
 
 
 def test_an_unknown_customer_is_a_404_page(client: TestClient, staff: str):
