@@ -265,8 +265,7 @@ def check_room(
     owner = _customer(session, customer, lock=True)
     _settle(session, owner, now)  # (expired credit written off first)
     grants = _grants_in(session, owner, currency)
-    awaited = _awaited(session, [g for g in grants if g.kind == "paid" and not g.usable])
-    held = _balance_of(currency, grants, awaited=awaited)
+    held = _balance_of(currency, grants, awaited=_awaited(session, grants))
     total = held.total + held.pending + amount
     if total >= MAX_AMOUNT:
         raise BillingInputError(
@@ -787,10 +786,13 @@ def taken_back(session: Session, grant_ids: Sequence[int]) -> dict[int, Decimal]
     return dict(found)
 
 
-def _restore_topups(session: Session, grants: list[Grant]) -> None:
-    """What reversals took back of these usable paid grants comes back once their top-up invoice is paid again."""
+def _held_back(session: Session, grants: list[Grant]) -> dict[int, Decimal]:
+    """What each of these usable paid grants had taken back by reversals (its top-up invoice owed again) and has
+    not had back since, less what credit notes took off the top-up's amount due while it was owed again (the
+    customer pays that much less for it): what it gets back once the top-up invoice is paid again. A 50.00
+    top-up taken back whole, then a note of 20.00: 30.00."""
     if not grants:
-        return
+        return {}
     legs = session.execute(
         select(CreditEntryRow.grant_id, CreditEntryRow.movement, CreditEntryRow.kind, CreditEntryRow.amount).where(
             CreditEntryRow.grant_id.in_([g.id for g in grants]),
@@ -799,15 +801,33 @@ def _restore_topups(session: Session, grants: list[Grant]) -> None:
         )
     ).all()
     owed: dict[int, Decimal] = defaultdict(lambda: ZERO)  # taken back by reversals (+), given back since (−)
+    first: dict[int, Decimal] = {}  # what the grant's first making usable gave
     for grant_id, movement, kind, amount in legs:
         if kind == "reversal" or movement != f"grant:{grant_id}":  # (not the grant's first making usable)
             owed[grant_id] += amount
-    taken_back = [g for g in grants if owed[g.id] > 0]
-    paid = _topups_paid(session, [g.invoice_id for g in taken_back])
-    for g in taken_back:
+        else:
+            first[grant_id] = -amount
+    held: dict[int, Decimal] = {}
+    for g in grants:
+        if owed[g.id] > 0 and g.invoice_id is not None:
+            # every note that reduced the amount due after the first making usable did so while it was owed again
+            reduced_since = _reduced(session, g.invoice_id) - (g.amount - first.get(g.id, g.amount))
+            if owed[g.id] - reduced_since > 0:
+                held[g.id] = owed[g.id] - reduced_since
+    return held
+
+
+def _restore_topups(session: Session, grants: list[Grant]) -> None:
+    """What reversals took back of these usable paid grants comes back once their top-up invoice is paid again
+    (:func:`_held_back`)."""
+    held = _held_back(session, grants)
+    by_id = {g.id: g for g in grants}
+    paid = _topups_paid(session, [by_id[grant_id].invoice_id for grant_id in held])
+    for grant_id, amount in held.items():
+        g = by_id[grant_id]
         if g.invoice_id in paid:
             movement = f"grant:{g.id}:{_count(session, g.id, 'grant') + 1}"
-            _move(session, movement, "grant", g.id, owed[g.id], "topup", g.invoice_id, paid[g.invoice_id])
+            _move(session, movement, "grant", g.id, amount, "topup", g.invoice_id, paid[g.invoice_id])
 
 
 def settle_due(
@@ -975,20 +995,25 @@ def _watch(
     movement, which knows no invoice numbering), the alerts only: a top-up due waits for the next settling."""
     grants = _grants(session, owner.external_id)
     accounts = _accounts(session, owner.external_id)
-    waiting = [g.invoice_id for g in grants if g.kind == "paid" and not g.usable and g.invoice_id is not None]
-    statuses = _statuses(session, waiting)
+    topups = [g.invoice_id for g in grants if g.kind == "paid" and g.invoice_id is not None]
+    statuses = _statuses(session, topups)
     issued: list[int] = []
     for currency in sorted({g.currency for g in grants} | set(accounts)):
         mine = [g for g in grants if g.currency == currency]
         held = _balance_of(currency, mine)
         row = accounts.get(currency) or _new_account(session, owner, currency, now)
         _alert(session, owner, row, held, now)
-        # a top-up on its way: its invoice unpaid, or paid and not yet made usable (the next settling does that)
-        coming = (InvoiceStatus.FINALIZED.value, InvoiceStatus.PAID.value)
-        unpaid = any(statuses.get(g.invoice_id or 0) in coming for g in mine if g.kind == "paid" and not g.usable)
+        # a top-up on its way: its invoice unpaid (a bounced one, whose credit was usable once, too), or paid and
+        # not yet made usable (the next settling does that)
+        unpaid = any(
+            statuses.get(g.invoice_id or 0) == InvoiceStatus.FINALIZED.value
+            or (statuses.get(g.invoice_id or 0) == InvoiceStatus.PAID.value and not g.usable)
+            for g in mine
+            if g.kind == "paid"
+        )
         last = next((g for g in mine if g.id == row.topup_grant_id), None)
         ended = (InvoiceStatus.VOID.value, InvoiceStatus.UNCOLLECTIBLE.value)
-        paused = last is not None and not last.usable and statuses.get(last.invoice_id or 0) in ended
+        paused = last is not None and statuses.get(last.invoice_id or 0) in ended
         due = topup_due(held.paid, row.topup_below, unpaid=unpaid, paused=paused)
         if settings is not None and row.topup_amount is not None and due:
             reason = f"automatic top-up (paid credit below {format_amount(row.topup_below or ZERO, currency)})"
@@ -1110,7 +1135,7 @@ def balance(
         _watch(session, owner, instant, settings or store.FinalizeSettings())
         grants = _grants(session, owner.external_id)
         accounts = _accounts(session, owner.external_id)
-        awaited = _awaited(session, [g for g in grants if g.kind == "paid" and not g.usable])
+        awaited = _awaited(session, grants)
     currencies = sorted({g.currency for g in grants} | {owner.currency} | set(accounts))
     return [
         _balance_of(currency, [g for g in grants if g.currency == currency], accounts.get(currency), awaited)
@@ -1132,19 +1157,18 @@ def balance_in(
 
 
 def _awaited(session: Session, grants: list[Grant]) -> dict[int, Decimal]:
-    """What each paid grant not usable yet waits for: its amount less its top-up's credit notes, while the top-up
-    invoice is open (finalized, not paid); nothing once it is void or uncollectible."""
-    ids = [g.invoice_id for g in grants if g.invoice_id is not None]
+    """What each paid grant waits for while its top-up invoice is open (finalized, not paid; nothing once it is
+    void or uncollectible): one not usable yet its amount less its top-up's credit notes, one usable whose top-up
+    is owed again (a payment reversed) what was held back (:func:`_held_back`)."""
+    ids = [g.invoice_id for g in grants if g.kind == "paid" and g.invoice_id is not None]
     open_ = set(
         session.execute(
             select(InvoiceRow.id).where(InvoiceRow.id.in_(ids), InvoiceRow.status == InvoiceStatus.FINALIZED.value)
         ).scalars()
     ) if ids else set()
-    return {
-        g.id: max(ZERO, g.amount - _reduced(session, g.invoice_id))
-        for g in grants
-        if g.invoice_id in open_ and g.invoice_id is not None
-    }
+    waiting = [g for g in grants if g.kind == "paid" and g.invoice_id in open_ and g.invoice_id is not None]
+    awaited = {g.id: max(ZERO, g.amount - _reduced(session, g.invoice_id)) for g in waiting if not g.usable}
+    return awaited | _held_back(session, [g for g in waiting if g.usable])
 
 
 def _balance_of(

@@ -4,7 +4,7 @@ credit (``billing.core.journal``).
 
 What belongs to month P (dated in each customer's timezone, as its invoices are): the invoices and credit notes
 issued in P (``issue_date``), the invoices voided in P, the payments received in P, the credit ledger's movements
-effective in P. Money is a decimal string with the currency's digits ("12.50", "1500" for JPY), never a float;
+of P (each on the date of the document or payment that made it, else its instant's day: ``_dated``). Money is a decimal string with the currency's digits ("12.50", "1500" for JPY), never a float;
 every file lists its rows in a fixed order, so two exports of the same data are identical.
 
 collect (``collect_export``: documents → voided → payments → credit movements → journal) → write
@@ -24,8 +24,8 @@ import csv
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -51,11 +51,12 @@ from billing.core.recognition import Recognition
 from billing.db import repository, session_scope
 from billing.db.approval_tables import InvoiceApprovalRow
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
+from billing.db.payment_tables import PaymentRow
 from billing.errors import BillingInputError
 from billing.metrics_store import recognition_from_database
 from dbkit import as_utc, read_only
 from invoices import store
-from invoices.model import Invoice, InvoiceKind, InvoiceStatus
+from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus
 from pricing_plans.money import format_amount
 
 __all__ = ["COLUMNS", "FORMATS", "AccountingExport", "collect_export", "export_period", "write_export"]
@@ -102,6 +103,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 # Instants are dated in the customer's timezone; offsets run from −12 to +14 hours.
 _WIDEN = dt.timedelta(hours=14)
+# Credit movements are booked on the date of the document or payment that made them (``_dated``), which can be a
+# day or two from their instant (a payment recorded on the 2nd as received on the 31st): read a few days around.
+_WIDEN_MOVEMENTS = dt.timedelta(days=7)
 
 Row = dict[str, str | None]
 
@@ -149,6 +153,8 @@ def collect_export(engine: Engine, period: Period) -> AccountingExport:
         )
         movements = _movements(session, period)
         zones = _zones(session, customers | {c.customer_external_id for c in changes} | {m.customer for m in movements})
+        movements = [m for m in _dated(session, movements, zones) if m.date is not None and period.contains(m.date)]
+        topups = store.scopes_by_number(session, {d.refers_to for d in documents if d.refers_to is not None})
         changed = {d.id: d for d in credits.with_credits(session, store.get_invoices(session, [c.invoice_id
                                                                                                  for c in changes]))}
         dated = [(c, _local(c.changed_at, zones, c.customer_external_id)) for c in changes]
@@ -157,15 +163,15 @@ def collect_export(engine: Engine, period: Period) -> AccountingExport:
         voided = [(changed[c.invoice_id], day, notes.get(c.invoice_id, [])) for c, day in dated]
         approvals = _approvals(session, [d.id for d in documents])
     received = _payment_events(period, payments.payments_between(engine, period.start, period.end))
-    movements = [m for m in movements if period.contains(_local(m.effective_at, zones, m.customer))]
-    export.entries = _journal(documents, voided, [event.booked for event in received], movements, zones)
+    of_topups = {d.id for d in documents if d.refers_to is not None and topups.get(d.refers_to) is InvoiceScope.CREDIT}
+    export.entries = _journal(documents, of_topups, voided, [event.booked for event in received], movements)
     export.tables = {
         "invoices": [_invoice_row(d, approvals.get(d.id)) for d in documents if d.kind is InvoiceKind.INVOICE],
         "invoice_lines": [row for d in documents for row in _line_rows(d)],
         "credit_notes": [_credit_note_row(d) for d in documents if d.kind is InvoiceKind.CREDIT_NOTE],
         "payments": [_payment_row(event) for event in received],
         "taxes": [row for d in documents for row in _tax_rows(d)],
-        "credit_movements": [row for m in movements for row in _movement_rows(m, zones)],
+        "credit_movements": [row for m in movements for row in _movement_rows(m)],
         "journal": [row for entry in export.entries for row in _journal_rows(entry)],
         "revenue": [_revenue_row(r) for r in recognition_from_database(engine, [period])],
     }
@@ -217,38 +223,96 @@ class _Movement:
     effective_at: dt.datetime
     document: str
     legs: tuple[_Leg, ...]
+    invoice_id: int | None = None  # the document it concerns
+    source: int | None = None  # the document the grant came from (a top-up invoice, a credit note…)
+    date: dt.date | None = None  # the day it is booked (:func:`_dated`)
 
     @property
     def customer_amount(self) -> Decimal:
         return sum((leg.amount for leg in self.legs if leg.account == "customer"), Decimal(0))
+
+    @property
+    def account(self) -> str:
+        """The ledger's other account of the movement (``invoice``, ``topup``, ``refund``…)."""
+        return next((leg.account for leg in self.legs if leg.account != "customer"), "")
 
 
 def _movements(session: Session, period: Period) -> list[_Movement]:
     """The ledger's movements effective around ``period`` (widened by the timezones' offsets), in
     (effective_at, movement) order."""
     rows = session.execute(
-        select(CreditEntryRow, CreditGrantRow.kind, CreditGrantRow.customer_external_id, CreditGrantRow.currency)
+        select(
+            CreditEntryRow, CreditGrantRow.kind, CreditGrantRow.customer_external_id, CreditGrantRow.currency,
+            CreditGrantRow.invoice_id,
+        )
         .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
         .where(
-            CreditEntryRow.effective_at >= _instant(period.start) - _WIDEN,
-            CreditEntryRow.effective_at < _instant(period.end) + _WIDEN,
+            CreditEntryRow.effective_at >= _instant(period.start) - _WIDEN_MOVEMENTS,
+            CreditEntryRow.effective_at < _instant(period.end) + _WIDEN_MOVEMENTS,
         )
         .order_by(CreditEntryRow.effective_at, CreditEntryRow.movement, CreditEntryRow.account)
     ).all()
     numbers = store.invoice_numbers(session, {r[0].invoice_id for r in rows if r[0].invoice_id is not None})
-    grouped: dict[str, list[tuple[CreditEntryRow, str, str, str]]] = {}
-    for entry, grant_kind, customer, currency in rows:
-        grouped.setdefault(entry.movement, []).append((entry, grant_kind, customer, currency))
+    grouped: dict[str, list[tuple[CreditEntryRow, str, str, str, int | None]]] = {}
+    for entry, grant_kind, customer, currency, source in rows:
+        grouped.setdefault(entry.movement, []).append((entry, grant_kind, customer, currency, source))
     found = []
     for movement, legs in grouped.items():
-        entry, grant_kind, customer, currency = legs[0]
+        entry, grant_kind, customer, currency, source = legs[0]
         document = numbers.get(entry.invoice_id) or "" if entry.invoice_id is not None else ""
         found.append(_Movement(
             movement, entry.kind, entry.grant_id, grant_kind, customer, currency, as_utc(entry.effective_at),
             document,
             tuple(_Leg(e.movement, e.kind, e.account, e.amount, e.grant_id, as_utc(e.effective_at)) for e, *_ in legs),
+            entry.invoice_id, source,
         ))
     return sorted(found, key=lambda m: (m.effective_at, m.movement))
+
+
+def _dated(session: Session, movements: Sequence[_Movement], zones: Mapping[str, ZoneInfo]) -> list[_Movement]:
+    """Each movement with the day it is booked: the date of the document that made it, as that document's entry
+    is booked and as aged receivables count it — credit applied when an invoice was issued (or a negative
+    invoice's refund) on the invoice's issue date; what a credit note did (the amount due it took off, the money
+    it put on the balance, the credit it gave back) on the note's; a payment's excess on the day the payment was
+    received, taken back on the day it was reversed. Every other movement (a grant, an expiry, a void's credit
+    given back) on its instant's day in the customer's timezone. (The scheduler dates a document in the customer's
+    timezone, an action by hand in UTC: near midnight the instant's local day and the document's differ.)"""
+    invoice_ids = {m.invoice_id for m in movements if m.invoice_id is not None}
+    notes = {(note.id, note.invoice_id) for note in store.credit_notes_of(session, invoice_ids)}
+    note_ids = {int(m.movement.split(":")[1]) for m in movements if m.movement.startswith("credit:")}
+    issued = store.issue_dates(session, invoice_ids | note_ids)
+    paid = _payment_days(session, {int(m.movement.split(":")[1]) for m in movements
+                                   if m.kind in ("overpayment", "reversal") and m.account == "payment"
+                                   and not m.movement.startswith("retake:")})
+    dated = []
+    for m in movements:
+        day: dt.date | None = None
+        prefix, _, rest = m.movement.partition(":")
+        if prefix == "apply" and m.invoice_id is not None:
+            # a credit note's amount off the invoice's amount due (its own grant, applied at once), or credit
+            # applied when the invoice was issued
+            day = issued.get(m.source if (m.source, m.invoice_id) in notes else m.invoice_id)  # type: ignore[arg-type]
+        elif prefix in ("refund", "reduce") and m.invoice_id is not None:
+            day = issued.get(m.invoice_id)
+        elif prefix == "credit":
+            day = issued.get(int(rest.split(":")[0]))
+        elif prefix in ("overpayment", "reversal") and m.account == "payment":
+            received, reversed_on = paid.get(int(rest.split(":")[0]), (None, None))
+            day = received if prefix == "overpayment" else reversed_on
+        dated.append(replace(m, date=day or _local(m.effective_at, zones, m.customer)))
+    return dated
+
+
+def _payment_days(session: Session, payment_ids: set[int]) -> dict[int, tuple[dt.date, dt.date | None]]:
+    """The day each payment was received, and reversed (None: not reversed)."""
+    if not payment_ids:
+        return {}
+    rows = session.execute(
+        select(PaymentRow.id, PaymentRow.received_on, PaymentRow.reversed_on).where(
+            PaymentRow.id.in_(sorted(payment_ids))
+        )
+    )
+    return {row.id: (row.received_on, row.reversed_on) for row in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,18 +377,20 @@ def _local(instant: dt.datetime, zones: Mapping[str, ZoneInfo], customer: str) -
 
 def _journal(
     documents: Sequence[Invoice],
+    of_topups: Collection[int],
     voided: Sequence[tuple[Invoice, dt.date, Sequence[Invoice]]],
     payments: Sequence[Payment],
     movements: Sequence[_Movement],
-    zones: Mapping[str, ZoneInfo],
 ) -> list[JournalEntry]:
-    """Every entry of the period, by date, then documents, voids, credit, payments, each by its id."""
-    entries = [(0, document_entry(d)) for d in documents]
+    """Every entry of the period, by date, then documents, voids, credit, payments, each by its id;
+    ``of_topups``: the ids of the credit notes among ``documents`` that credit a top-up invoice."""
+    entries = [(0, document_entry(d, of_topup=d.id in of_topups)) for d in documents]
     entries += [(1, void_entry(invoice, day, notes)) for invoice, day, notes in voided]
     for m in movements:
+        assert m.date is not None
         booked = credit_entry(CreditMovement(
-            m.movement, m.kind, m.grant_kind, _local(m.effective_at, zones, m.customer), m.customer, m.currency,
-            m.customer_amount, m.document,
+            m.movement, m.kind, m.grant_kind, m.date, m.customer, m.currency, m.customer_amount, m.document,
+            m.account,
         ))
         if booked is not None:
             entries.append((2, booked))
@@ -416,8 +482,8 @@ def _tax_rows(document: Invoice) -> list[Row]:
     ]
 
 
-def _movement_rows(movement: _Movement, zones: Mapping[str, ZoneInfo]) -> list[Row]:
-    day = _local(movement.effective_at, zones, movement.customer).isoformat()
+def _movement_rows(movement: _Movement) -> list[Row]:
+    day = _day(movement.date)
     return [
         {
             "movement": movement.movement, "kind": movement.kind, "date": day,

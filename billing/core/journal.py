@@ -23,7 +23,8 @@ Entries:
 
 - **an invoice issued**: Dr receivable (total); Cr revenue per line's account; Dr discounts; Cr tax payable. A
   top-up invoice (a paid grant's): Dr receivable, Cr deferred revenue.
-- **a credit note**: Dr credit notes (net), Dr tax payable (its tax), Cr receivable (total).
+- **a credit note**: Dr credit notes (net), Dr tax payable (its tax), Cr receivable (total). A top-up invoice's
+  note: Dr deferred revenue, Cr receivable (it takes back prepaid credit sold, never revenue).
 - **an invoice voided**: the invoice's entry reversed, on the day it was voided.
 - **a payment**: Dr cash, Cr receivable (its whole amount: an overpayment's excess is moved on to the balance by
   the ledger's ``overpayment`` movement). A payment reversed: the same with a negative amount.
@@ -34,7 +35,11 @@ Entries:
   liability, and a ``reversal`` (such an amount taken back): the reverse; an ``expiry`` of paid credit or balance:
   Dr its account, Cr breakage; a ``reinstatement`` reverses an expiry. A free grant, its expiry and its
   reinstatement move no money (nothing was booked for it): no entry. A paid grant made usable when its top-up
-  invoice is paid: no entry either (the top-up invoice booked the deferred revenue, its payment the cash).
+  invoice is paid: no entry either (the top-up invoice booked the deferred revenue, its payment the cash); nor
+  prepaid credit taken back while its top-up invoice is owed again (a ``reversal`` on the ``topup`` account: the
+  reversed payment's entry puts the invoice back in the receivable, and the credit sold stays deferred revenue),
+  nor prepaid credit a note of its top-up invoice takes back (a ``void`` on the ``topup`` account: the note's
+  entry books it).
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ class CreditMovement:
     currency: str
     amount: Decimal
     document: str = ""
+    account: str = ""  # the ledger's other account of the movement (``invoice``, ``topup``, ``refund``…)
 
 
 def _entry(entry: str, date: dt.date, currency: str, customer: str, document: str, memo: str,
@@ -179,12 +185,14 @@ def taxes_of(document: Invoice) -> list[TaxLine]:
     ]
 
 
-def document_entry(document: Invoice) -> JournalEntry:
-    """An issued invoice or credit note's entry, on its issue date."""
+def document_entry(document: Invoice, *, of_topup: bool = False) -> JournalEntry:
+    """An issued invoice or credit note's entry, on its issue date; ``of_topup``: the credit note is of a top-up
+    invoice (it takes back prepaid credit sold: deferred revenue, not revenue)."""
     assert document.number is not None and document.issue_date is not None, "only issued documents are booked"
     customer = document.customer_id or ""
     if document.kind is InvoiceKind.CREDIT_NOTE:
-        postings = [(RECEIVABLE, -document.total), (CREDIT_NOTES, document.subtotal)]
+        given_back = DEFERRED if of_topup else CREDIT_NOTES
+        postings = [(RECEIVABLE, -document.total), (given_back, document.subtotal)]
         postings += [(TAX, tax.amount) for tax in taxes_of(document)]
         memo = f"credit note {document.number} for {document.refers_to}"
         return _entry(f"credit_note:{document.number}", document.issue_date, document.currency, customer,
@@ -205,7 +213,9 @@ def void_entry(document: Invoice, date: dt.date, notes: Sequence[Invoice] = ()) 
     """An issued invoice voided on ``date``: its entry reversed, less what its credit ``notes`` took off it (their
     entries reversed with it: the void undoes what the notes left of the invoice, and nothing of it stays booked)."""
     issued = document_entry(document)
-    postings = [(account, -amount) for e in (issued, *map(document_entry, notes)) for account, amount in e.legs]
+    topup = document.scope is InvoiceScope.CREDIT
+    noted = [document_entry(note, of_topup=topup) for note in notes]
+    postings = [(account, -amount) for e in (issued, *noted) for account, amount in e.legs]
     return _entry(f"void:{document.number}", date, issued.currency, issued.customer, issued.document,
                   f"invoice {document.number} voided", postings)
 
@@ -220,9 +230,12 @@ def payment_entry(payment: Payment) -> JournalEntry:
 
 def credit_entry(movement: CreditMovement) -> JournalEntry | None:
     """The entry of a movement of the credit ledger; None for one that moves no money (free credit granted,
-    expired or reinstated; a paid grant made usable)."""
+    expired or reinstated; a paid grant made usable, or its credit held back while its top-up invoice is owed
+    again) or that a document's entry books (prepaid credit a note of its top-up invoice takes back)."""
     account = GRANT_ACCOUNTS[movement.grant_kind]
     amount = movement.amount
+    if movement.account == "topup" and movement.kind in ("reversal", "void"):
+        return None  # prepaid credit held back or taken back by a note: booked by the payment's or note's entry
     if movement.kind in ("application", "void"):  # customer leg: −spent / +given back
         postings = [(account, -amount), (RECEIVABLE, amount)]
         what = "applied to" if movement.kind == "application" else "given back from voided"

@@ -56,6 +56,7 @@ __all__ = [
     "invoice_numbers",
     "invoiced_until",
     "invoices_page",
+    "issue_dates",
     "issued_between",
     "issued_lines",
     "issued_period_invoices",
@@ -66,6 +67,7 @@ __all__ = [
     "progressive_keys",
     "progressive_lines",
     "receivables",
+    "scopes_by_number",
     "status_changes_between",
 ]
 
@@ -638,6 +640,28 @@ def invoice_numbers(session: Session, invoice_ids: Collection[int]) -> dict[int,
     for offset in range(0, len(ids), _CHUNK):
         statement = select(InvoiceRow.id, InvoiceRow.number).where(InvoiceRow.id.in_(ids[offset : offset + _CHUNK]))
         found.update({row.id: row.number for row in session.execute(statement)})
+    return found
+
+
+def issue_dates(session: Session, invoice_ids: Collection[int]) -> dict[int, dt.date]:
+    """The dates these issued documents (invoices and credit notes) bear, by id; a draft is left out."""
+    ids, found = list(invoice_ids), {}
+    for offset in range(0, len(ids), _CHUNK):
+        statement = select(InvoiceRow.id, InvoiceRow.issue_date).where(
+            InvoiceRow.id.in_(ids[offset : offset + _CHUNK]), InvoiceRow.number.is_not(None)
+        )
+        found.update({row.id: row.issue_date for row in session.execute(statement) if row.issue_date is not None})
+    return found
+
+
+def scopes_by_number(session: Session, numbers: Collection[str]) -> dict[str, InvoiceScope]:
+    """The scopes of the invoices (not credit notes) numbered ``numbers``, by number."""
+    wanted, found = sorted(numbers), {}
+    for offset in range(0, len(wanted), _CHUNK):
+        statement = select(InvoiceRow.number, InvoiceRow.scope).where(
+            InvoiceRow.number.in_(wanted[offset : offset + _CHUNK]), InvoiceRow.kind == InvoiceKind.INVOICE.value
+        )
+        found.update({row.number: InvoiceScope(row.scope) for row in session.execute(statement)})
     return found
 
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, update
 
-from billing import credits, invoicing
+from billing import credits, invoicing, payments
 from billing.db import session_scope
 from billing.db.credit_tables import CreditAccountRow
 from billing.db.notification_tables import NotificationRow
@@ -297,4 +297,28 @@ def test_a_reversed_overpayment_taking_the_balance_to_zero_alerts(engine):
     # the transfer bounces: the 20.00 is taken back, the balance is 0.00 → depleted
     payments.reverse_payment(engine, paid.id, reason="bounced", on=dt.date(2026, 4, 12), now=at("2026-04-12T00:00:00"))
     assert alerts(engine) == [("credit.balance_depleted", "0.00", "0.00", 1)]
+    holds(engine)
+
+
+def test_no_automatic_top_up_while_a_bounced_one_is_owed_again(engine):
+    """The first automatic top-up is paid (its credit usable), then its payment bounces: it is owed again, so no
+    second one is issued (one was, at the next read: the bounced top-up's credit had been usable once, and only
+    top-ups never made usable counted as on their way). Paid again, its credit is back and none is due."""
+    who = customer(engine)
+    _, [first] = credits.configure(engine, who, "USD", auto_topup=(D("10.00"), D("50.00")),
+                                   now=at("2026-02-10T00:00:00"))
+    number = first.invoice_number or ""
+    paid = payments.record_payment(engine, number, D("50.00"), method="bank_transfer",
+                                   received_on=dt.date(2026, 2, 11), now=at("2026-02-11T00:00:00"))
+    [usd] = credits.balance(engine, who, now=at("2026-02-12T00:00:00"))
+    assert str(usd.paid) == "50.00"
+    payments.reverse_payment(engine, paid.id, on=dt.date(2026, 2, 13), now=at("2026-02-13T00:00:00"))
+    [usd] = credits.balance(engine, who, now=at("2026-02-14T00:00:00"))
+    credits.settle_due(engine, at("2026-02-15T00:00:00"))
+    assert (str(usd.paid), str(usd.pending)) == ("0.00", "50.00")
+    assert topups(engine) == [("50.00", "automatic top-up (paid credit below 10.00)", True, "finalized")]
+    payments.record_payment(engine, number, D("50.00"), method="bank_transfer", received_on=dt.date(2026, 2, 16),
+                            now=at("2026-02-16T00:00:00"))
+    [usd] = credits.balance(engine, who, now=at("2026-02-17T00:00:00"))
+    assert (str(usd.paid), len(topups(engine))) == ("50.00", 1)
     holds(engine)

@@ -334,3 +334,148 @@ def test_the_revenue_file_is_what_billing_metrics_revenue_prints(november, db_ur
     finally:
         dispose_engines()
         get_settings.cache_clear()
+
+
+def _accounts(engine: Engine, *periods) -> dict[str, str]:
+    """Each account's net over the months' journals (debit positive), zeros left out."""
+    net: dict[str, Decimal] = {}
+    for period in periods:
+        export = collect_export(engine, period)
+        assert export.problems() == []
+        for entry in export.entries:
+            for account, amount in entry.legs:
+                net[account] = net.get(account, Decimal(0)) + amount
+    return {account: str(amount) for account, amount in sorted(net.items()) if amount != 0}
+
+
+def test_a_credit_note_of_a_top_up_takes_back_deferred_revenue_not_revenue(engine):
+    """A top-up sold prepaid credit (deferred revenue), never revenue: its note takes deferred revenue back. Paid
+    50.00, a note of 20.00 to the balance: 30.00 of prepaid credit left (deferred revenue), 20.00 owed to the
+    customer (credit liability), nothing receivable, no revenue moved. (Booked as revenue given back, the note
+    left credit notes at 20.00 and the receivable at -20.00: the credit taken back credited it a second time.)"""
+    create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC")
+    topup = credits.grant_credit(engine, "acme", Decimal("50.00"), "USD", paid=True, settings=SETTINGS, now=at(2))
+    record_payment(engine, topup.invoice_number or "", Decimal("50.00"), method="bank_transfer",
+                   received_on=dt.date(2026, 11, 3), now=at(3))
+    create_credit_note(engine, topup.invoice_number or "", Decimal("20.00"), "unused", SETTINGS,
+                       dt.date(2026, 11, 10), to_balance=True, now=at(10))
+    [usd] = credits.balance(engine, "acme", now=at(11))
+    assert (str(usd.paid), str(usd.balance)) == ("30.00", "20.00")
+    assert _accounts(engine, NOVEMBER) == {
+        "cash": "50.00", "credit_liability": "-20.00", "deferred_revenue": "-30.00",
+    }
+
+
+def test_a_note_of_an_unpaid_top_up_leaves_no_deferred_revenue_once_its_credit_is_spent(engine):
+    """An unpaid top-up of 50.00, a note of 20.00 (30.00 due), paid 30.00, and the 30.00 of credit spent on
+    December's invoice: nothing deferred is left, and no revenue but the invoice's."""
+    create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC")
+    topup = credits.grant_credit(engine, "acme", Decimal("50.00"), "USD", paid=True, settings=SETTINGS, now=at(2))
+    create_credit_note(engine, topup.invoice_number or "", Decimal("20.00"), "smaller pack", SETTINGS,
+                       dt.date(2026, 11, 5), now=at(5))
+    record_payment(engine, topup.invoice_number or "", Decimal("30.00"), method="bank_transfer",
+                   received_on=dt.date(2026, 11, 6), now=at(6))
+    spent = finalize_invoice(engine, _draft(engine, "acme", "30.00"), SETTINGS, dt.date(2026, 11, 20),
+                                          now=at(20))
+    assert str(spent.amount_due) == "0.00"
+    assert _accounts(engine, NOVEMBER) == {"cash": "30.00", "revenue:subscription_fees": "-30.00"}
+
+
+def test_a_bounced_top_up_holds_its_credit_back_and_moves_no_money_for_it(engine):
+    """README's example: a 50.00 top-up paid, 30.00 of it spent, the transfer bounces (20.00 held back), April's
+    40.00 unpaid, paid again (20.00 back), May's 25.00 takes it: 45.00 receivable (40.00 + 5.00), nothing owed to
+    the customer. (Booked as the balance's, holding the credit back took 20.00 off the receivable and put 20.00 on
+    the credit liability's debit side.)"""
+    create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC")
+    topup = credits.grant_credit(engine, "acme", Decimal("50.00"), "USD", paid=True, settings=SETTINGS, now=at(2))
+    number = topup.invoice_number or ""
+    bounced = record_payment(engine, number, Decimal("50.00"), method="bank_transfer",
+                             received_on=dt.date(2026, 11, 3), now=at(3))
+    finalize_invoice(engine, _draft(engine, "acme", "30.00", 1), SETTINGS, dt.date(2026, 11, 4), now=at(4))
+    reverse_payment(engine, bounced.id, on=dt.date(2026, 11, 5), now=at(5))
+    [usd] = credits.balance(engine, "acme", now=at(5, 13))
+    assert (str(usd.paid), str(usd.pending)) == ("0.00", "20.00")  # held back until the top-up is paid again
+    assert _accounts(engine, NOVEMBER) == {
+        "accounts_receivable": "50.00", "deferred_revenue": "-20.00", "revenue:subscription_fees": "-30.00",
+    }
+    finalize_invoice(engine, _draft(engine, "acme", "40.00", 2), SETTINGS, dt.date(2026, 11, 6), now=at(6))
+    record_payment(engine, number, Decimal("50.00"), method="bank_transfer", received_on=dt.date(2026, 11, 7),
+                   now=at(7))
+    may = finalize_invoice(engine, _draft(engine, "acme", "25.00", 3), SETTINGS, dt.date(2026, 11, 8),
+                                        now=at(8))
+    assert str(may.amount_due) == "5.00"
+    assert _accounts(engine, NOVEMBER) == {
+        "accounts_receivable": "45.00", "cash": "50.00", "revenue:subscription_fees": "-95.00",
+    }
+
+
+def test_credit_movements_are_booked_on_the_date_of_the_document_that_made_them(engine):
+    """Issued by hand, a document bears the UTC date; its credit movements are booked with it, in its month, as
+    aged receivables count them. Tokyo (UTC+9): 100.00 issued at 20:00 UTC on 31 March (5:00 on 1 April there),
+    60.00 of free credit applied: March's receivable is 40.00, not 100.00. Los Angeles (UTC-7): 50.00 issued at
+    02:00 UTC on 1 April (19:00 on 31 March there), 25.00 applied: April's receivable is 25.00, and March holds
+    none of it (it was -25.00). A note by hand at 16:00 UTC on 30 April (1 May in Tokyo):
+    the note takes what is due off in April, with the note (it was in May's export)."""
+    march, april, may = month(2026, 3), month(2026, 4), month(2026, 5)
+    create_customer(engine, "kaisha", "Kaisha", None, "USD", "Asia/Tokyo")
+    create_customer(engine, "studio", "Studio", None, "USD", "America/Los_Angeles")
+    late_march = dt.datetime(2026, 3, 31, 20, tzinfo=dt.UTC)
+    credits.grant_credit(engine, "kaisha", Decimal("60.00"), "USD", now=late_march - dt.timedelta(days=2))
+    credits.grant_credit(engine, "studio", Decimal("25.00"), "USD", now=late_march - dt.timedelta(days=2))
+    tokyo = finalize_invoice(engine, _draft(engine, "kaisha", "100.00", month=2), SETTINGS,
+                                          dt.date(2026, 3, 31), now=late_march)
+    angeles = finalize_invoice(engine, _draft(engine, "studio", "50.00", month=2), SETTINGS,
+                                            dt.date(2026, 4, 1), now=dt.datetime(2026, 4, 1, 2, tzinfo=dt.UTC))
+    assert (str(tokyo.amount_due), str(angeles.amount_due)) == ("40.00", "25.00")
+    journal = collect_export(engine, march).entries
+    assert {(e.entry, e.date.isoformat()) for e in journal if e.customer == "kaisha"} == {
+        ("invoice:INV-2026-000001", "2026-03-31"), (f"credit:apply:{tokyo.id}:1", "2026-03-31"),
+    }
+    assert _accounts(engine, march) == {
+        "accounts_receivable": "40.00", "promotional_credits": "60.00", "revenue:subscription_fees": "-100.00",
+    }
+    assert _accounts(engine, april) == {
+        "accounts_receivable": "25.00", "promotional_credits": "25.00", "revenue:subscription_fees": "-50.00",
+    }
+    create_credit_note(engine, "INV-2026-000001", Decimal("40.00"), "outage", SETTINGS, dt.date(2026, 4, 30),
+                       now=dt.datetime(2026, 4, 30, 16, tzinfo=dt.UTC))
+    assert [e.entry for e in collect_export(engine, may).entries] == []
+    # the note, then the 40.00 it took off the amount due (a balance grant applied at once), all on 30 April
+    assert [(e.entry, e.date.isoformat()) for e in collect_export(engine, april).entries if e.customer == "kaisha"] == [
+        ("credit_note:CN-2026-000001", "2026-04-30"), ("credit:apply:1:3", "2026-04-30"),
+        ("credit:reduce:3", "2026-04-30"),
+    ]
+
+
+def _draft(engine: Engine, who: str, amount: str, n: int = 1, month: int = 10) -> int:
+    """A draft of ``who`` with one fee line of ``amount`` (the ``n``-th billing key of the month)."""
+    from invoices.model import DraftInvoice, InvoiceLine, LineKind, Party
+
+    start = dt.date(2026, month, 1)
+    draft = DraftInvoice(
+        billing_key=f"period:{who}:2026-{month:02d}:{n}", customer=Party(name=who, external_id=who), currency="USD",
+        locale="en_US", period_start=start, period_end=(start + dt.timedelta(days=31)).replace(day=1),
+        lines=(InvoiceLine(kind=LineKind.SUBSCRIPTION, description="fee", amount=Decimal(amount)),),
+        tax_rate=Decimal(0), timezone="UTC",
+    )
+    with session_scope(engine) as session:
+        return store.upsert_draft(session, draft).invoice_id
+
+
+def test_a_payment_s_excess_is_booked_on_the_day_the_payment_was_received(engine):
+    """A transfer of 120.00 for an invoice of 100.00, received on 31 October and recorded on 2 November: the
+    payment and its 20.00 excess put on the balance are both October's (the excess was November's, leaving
+    October's receivable at -20.00); reversed on 30 November, recorded on 2 December, both in November."""
+    create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC")
+    finalize_invoice(engine, _draft(engine, "acme", "100.00", month=9), SETTINGS, dt.date(2026, 10, 2),
+                     now=dt.datetime(2026, 10, 2, tzinfo=dt.UTC))
+    paid = record_payment(engine, "INV-2026-000001", Decimal("120.00"), method="bank_transfer",
+                          received_on=dt.date(2026, 10, 31), now=at(2))
+    assert _accounts(engine, OCTOBER) == {
+        "cash": "120.00", "credit_liability": "-20.00", "revenue:subscription_fees": "-100.00",
+    }
+    assert _accounts(engine, NOVEMBER) == {}
+    reverse_payment(engine, paid.id, on=dt.date(2026, 11, 30), now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+    assert _accounts(engine, NOVEMBER) == {"accounts_receivable": "100.00", "cash": "-120.00",
+                                           "credit_liability": "20.00"}
+    assert _accounts(engine, month(2026, 12)) == {}

@@ -17,6 +17,7 @@ from billing.core.aging import bucket_of
 from billing.db import session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from invoices.model import InvoiceStatus
+from invoices.store import FinalizeSettings
 from invoices.tables import InvoiceRow
 from tests.billing.test_credits import at, customer, draft, finalize, holds
 
@@ -472,3 +473,29 @@ def test_a_top_up_paid_at_an_instant_is_paid_and_its_credit_usable_from_that_ins
     with session_scope(engine) as session:
         changed = session.scalar(select(InvoiceRow.status_changed_at).where(InvoiceRow.number == grant.invoice_number))
     assert changed == NOW
+
+
+def test_a_bounced_top_up_credited_then_paid_again_gives_back_only_what_was_paid_for(engine):
+    """50.00 top-up paid, the transfer bounces (all 50.00 held back, shown as pending), a note of 20.00 takes
+    30.00 off what is owed, 30.00 paid: 30.00 of credit comes back, not 50.00 (20.00 nobody paid for)."""
+    who = customer(engine)
+    grant = credits.grant_credit(engine, who, D("50.00"), "USD", paid=True, now=at("2026-03-05T00:00:00"))
+    topup = grant.invoice_number or ""
+    bounced = pay(engine, topup, "50.00", day="2026-03-06")
+    [usd] = credits.balance(engine, who)
+    assert str(usd.paid) == "50.00"  # usable
+    payments.reverse_payment(engine, bounced.id, on=dt.date(2026, 3, 10), now=NOW)
+    [usd] = credits.balance(engine, who)
+    assert (str(usd.paid), str(usd.pending)) == ("0.00", "50.00")
+    invoicing.create_credit_note(engine, topup, D("20.00"), "smaller pack", FinalizeSettings(), dt.date(2026, 4, 1))
+    [usd] = credits.balance(engine, who)
+    assert str(usd.pending) == "30.00"
+    assert str(invoicing.get_invoice(engine, topup).amount_due) == "30.00"
+    pay(engine, topup, "30.00", day="2026-04-16")
+    [usd] = credits.balance(engine, who)
+    assert (str(usd.paid), str(usd.pending)) == ("30.00", "0.00")
+    may = issued(engine, who, 5, "45.00")
+    assert ([(c.kind, str(c.amount)) for c in may.credits_applied], str(may.amount_due)) == (
+        [("paid", "30.00")], "15.00"
+    )
+    holds(engine)
