@@ -4,7 +4,8 @@ credit (``billing.core.journal``).
 
 What belongs to month P (dated in each customer's timezone, as its invoices are): the invoices and credit notes
 issued in P (``issue_date``), the invoices voided in P, the payments received in P, the credit ledger's movements
-of P (each on the date of the document or payment that made it, else its instant's day: ``_dated``). Money is a decimal string with the currency's digits ("12.50", "1500" for JPY), never a float;
+of P (each on the date of the document or payment that made it, else its instant's day: ``_dated``). Money is a
+decimal string with the currency's digits ("12.50", "1500" for JPY), never a float;
 every file lists its rows in a fixed order, so two exports of the same data are identical.
 
 collect (``collect_export``: documents → voided → payments → credit movements → journal) → write
