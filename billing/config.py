@@ -107,7 +107,10 @@ class _ConfigFileSource(InitSettingsSource):
 
 class Seller(BaseModel):
     """Who issues the invoices, as printed on them; ``country`` (ISO 3166-1 alpha-2) is where it is established
-    for tax (an EU country makes EU business buyers of other member states reverse-charged)."""
+    for tax (an EU country makes EU business buyers of other member states reverse-charged). An unknown key is
+    refused (a misspelt ``country`` would turn the reverse charge off without a word)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = "Example Billing Co."
     address: list[str] = []
@@ -121,10 +124,18 @@ class Seller(BaseModel):
         if value is None or not value.strip():
             return None
         code = value.strip().upper()
-        if not _COUNTRY.fullmatch(code) or code in _COUNTRY_HINTS:
+        if not _COUNTRY.fullmatch(code) or code in _COUNTRY_HINTS or not _known_country(code):
             hint = f" ({_COUNTRY_HINTS[code]})" if code in _COUNTRY_HINTS else ""
             raise ValueError(f"expected an ISO 3166-1 alpha-2 country code such as IE, got {value!r}{hint}")
         return code
+
+
+def _known_country(code: str) -> bool:
+    """Whether Babel's data (ISO 3166-1) knows the country, as a customer's is checked (not a region such as EU,
+    nor an unknown or private-use code such as XX or ZZ)."""
+    from babel import Locale  # (loaded only when a seller country is set)
+
+    return code in Locale("en").territories and code not in ("EU", "EZ", "UN", "QO", "ZZ", "XA", "XB")
 
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
@@ -137,7 +148,9 @@ _RATE_KEY = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 class Tax(BaseModel):
     """Tax rates by buyer country (``DE``) or region (``US-NY``): a percentage (``19``: the standard rate), or a
     table ``{ standard = 19, reduced = 7, name = "MwSt." }`` whose other keys are the rates of plans' tax
-    categories. ``name`` (default "VAT") is what the tax is called on invoices."""
+    categories. ``name`` (default "VAT") is what the tax is called on invoices. An unknown key is refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = "VAT"
     rates: dict[str, Any] = {}
@@ -318,7 +331,7 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     invoice_number_format: str = "INV-{year}-{seq:06d}"
     credit_note_number_format: str = "CN-{year}-{seq:06d}"
-    payment_terms_days: int = 14
+    payment_terms_days: int = Field(default=14, ge=0, le=3650)
     finalize_grace_days: int = 2
     # Stripe: the secret key (Stripe's own variable STRIPE_API_KEY; without it nothing is pushed), the secret its
     # webhooks are signed with (STRIPE_WEBHOOK_SECRET), where the SDK sends its requests (tests point it at a

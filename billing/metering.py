@@ -329,7 +329,9 @@ def usage_from_event_file(
     engine = make_engine(f"sqlite:///{Path(scratch.name) / 'quote.db'}")
     try:
         upgrade(engine)
-        report = ingest_file(engine, path, meter_specs(catalog), {customer})
+        # every customer of the file is known (another's event is checked like the rest, then left out of the
+        # customer's usage by the aggregation)
+        report = ingest_file(engine, path, meter_specs(catalog), customers | {customer})
         if report.rejected:
             first = report.rejected[0]
             raise ValueError(f"{path}:{first.line}: {first.reason} ({len(report.rejected)} event(s) rejected in all)")

@@ -41,7 +41,7 @@ from invoices.model import (
 )
 
 if TYPE_CHECKING:
-    from invoices.render import invoice_json, render_html, render_pdf
+    from invoices.render import invoice_json, render_html, render_pdf, tax_json
     from invoices.store import (
         LINE_FIELDS,
         DraftForReview,
@@ -185,6 +185,7 @@ __all__ = [
     "set_status",
     "status_changes_between",
     "stored_drafts",
+    "tax_json",
     "taxes_from_json",
     "taxes_to_json",
     "touch_drafts",
@@ -193,7 +194,7 @@ __all__ = [
 ]
 
 # The names that load their module on first use (see the module's note): the renderers', and the store's.
-_RENDERED = frozenset({"invoice_json", "render_html", "render_pdf"})
+_RENDERED = frozenset({"invoice_json", "render_html", "render_pdf", "tax_json"})
 
 
 def __getattr__(name: str) -> object:

@@ -33,7 +33,7 @@ from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, Invo
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
 
-__all__ = ["Formatter", "invoice_json", "line_description", "render_html", "render_pdf", "tax_rows"]
+__all__ = ["Formatter", "invoice_json", "line_description", "render_html", "render_pdf", "tax_json", "tax_rows"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "invoice.html.j2"
@@ -65,7 +65,7 @@ def _line_json(line: InvoiceLine, currency: str) -> dict[str, Any]:
     }
 
 
-def _tax_json(tax: TaxLine, currency: str) -> dict[str, Any]:
+def tax_json(tax: TaxLine, currency: str) -> dict[str, Any]:
     """One rate's tax: amounts in the currency's minor digits, the rate as a plain percentage."""
     return {
         "name": tax.name,
@@ -105,7 +105,7 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
         "tax_rate": str(invoice.tax_rate),
         "tax": format_amount(invoice.tax, currency),
         "tax_included": format_amount(invoice.tax_included, currency),
-        "taxes": [_tax_json(tax, currency) for tax in invoice.taxes],
+        "taxes": [tax_json(tax, currency) for tax in invoice.taxes],
         "reverse_charge": invoice.reverse_charge,
         "tax_notes": list(dict.fromkeys(tax.note for tax in invoice.taxes if tax.note)),
         "total": format_amount(invoice.total, currency),

@@ -33,6 +33,7 @@ from billing.api.schemas import (
     SubscriptionIn,
     SubscriptionListOut,
     SubscriptionOut,
+    TaxOut,
     ThresholdOut,
     UsageOut,
     decimal_text,
@@ -42,6 +43,7 @@ from billing.core.periods import Period, parse_month, parse_period
 from billing.errors import BillingInputError, ConflictError
 from billing.preview import MeterTotal, ThresholdState, customer_usage
 from invoices.model import DraftInvoice
+from invoices.render import tax_json
 from pricing_plans.models import Catalog
 from pricing_plans.money import format_amount
 
@@ -341,8 +343,11 @@ def _preview_out(preview: DraftInvoice, currency: str) -> PreviewOut:
             for line in preview.lines
         ],
         subtotal=format_amount(totals.subtotal, currency),
+        discount=format_amount(totals.discount, currency),
         tax_rate=decimal_text(preview.tax_rate),
         tax=format_amount(totals.tax, currency),
+        tax_included=format_amount(totals.tax_included, currency),
+        taxes=[TaxOut.model_validate(tax_json(tax, currency)) for tax in preview.tax_lines],
         total=format_amount(totals.total, currency),
     )
 

@@ -575,14 +575,21 @@ class PreviewOut(_Out):
              "dimension": None, "quantity": "1", "unit": None, "amount": "49.00", "subscription_id": 1},
             {"section": "API Growth", "kind": "usage", "description": "API calls", "meter": "api_calls",
              "dimension": None, "quantity": "12000", "unit": "call", "amount": "4.00", "subscription_id": 1}],
-         "subtotal": "53.00", "tax_rate": "10", "tax": "5.30", "total": "58.30"}
+         "subtotal": "53.00", "discount": "0.00", "tax_rate": "10", "tax": "5.30", "tax_included": "0.00",
+         "taxes": [{"name": "Tax", "country": None, "region": None, "rate": "10", "taxable_amount": "53.00",
+                    "tax_amount": "5.30", "tax_included": "0.00", "reverse_charge": False, "exempt_reason": None,
+                    "note": None}],
+         "total": "58.30"}
     )
 
     currency: str
     lines: list[PreviewLineOut]
     subtotal: str
-    tax_rate: str
+    discount: str = Field(description="What the coupons take off (their lines are among ``lines``).")
+    tax_rate: str = Field(description="The main rate (the only one, usually); ``taxes`` lists every rate.")
     tax: str
+    tax_included: str = Field(description="The part of ``tax`` already inside tax-inclusive prices.")
+    taxes: list[TaxOut] = Field(description="The tax per rate; total = subtotal − discount + tax − tax_included.")
     total: str
 
 
@@ -594,8 +601,9 @@ class UsageOut(_Out):
          "label": "2026-10", "as_of": "2026-10-20T08:32:18.182270Z",
          "meters": [{"meter": "api_calls", "name": "API calls", "unit": "call", "quantity": "12000",
                      "events": 12000}],
-         "thresholds": [], "preview": {"currency": "USD", "lines": [], "subtotal": "0.00", "tax_rate": "10",
-                                       "tax": "0.00", "total": "0.00"}}
+         "thresholds": [], "preview": {"currency": "USD", "lines": [], "subtotal": "0.00", "discount": "0.00",
+                                       "tax_rate": "10", "tax": "0.00", "tax_included": "0.00", "taxes": [],
+                                       "total": "0.00"}}
     )
 
     customer: str

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -110,3 +111,23 @@ def progress_bar(label: str) -> Progress:
         transient=True,
         disable=not err_console.is_terminal,
     )
+
+
+def tax_rows(taxes: list[dict[str, Any]]) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]]]:
+    """A document's tax rows in a terminal table, ``taxes`` as ``invoices.render.tax_json`` writes them: the tax
+    added to the prices, one row per rate between the subtotal and the total, so that they add up (with the
+    rate's note, if any); and the tax already inside tax-inclusive prices, "of which" rows under the total. A
+    rate with both kinds of price has a row of each: 100.00 + 19 % and 119.00 with 19 % inside make "19 % on top
+    of the prices 19.00" and "of which 19 % inside the prices 19.00", not 38.00 once."""
+    added: list[tuple[str, str, str | None]] = []
+    inside: list[tuple[str, str]] = []
+    for tax in taxes:
+        amount, included = Decimal(tax["tax_amount"]), Decimal(tax["tax_included"])
+        name = f"{tax['name']} {tax['rate']} %"
+        if included == 0:
+            added.append((f"{name} of {tax['taxable_amount']}", tax["tax_amount"], tax["note"]))
+            continue
+        if amount != included:
+            added.append((f"{name} on top of the prices", str(amount - included), tax["note"]))
+        inside.append((f"  of which {name} inside the prices", tax["tax_included"]))
+    return added, inside

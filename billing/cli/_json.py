@@ -204,6 +204,8 @@ def run_json(report: RunReport, finalized: list[str], awaiting: list[int] | None
 def usage_json(found: CustomerUsage) -> dict[str, Any]:
     """A customer's period so far (``UsageOut``): usage per meter, each threshold, and the upcoming invoice with
     amounts in the customer's currency."""
+    from invoices.render import tax_json
+
     currency = found.customer.currency
     preview = found.preview
     totals = preview.totals
@@ -242,8 +244,11 @@ def usage_json(found: CustomerUsage) -> dict[str, Any]:
                 for line in preview.lines
             ],
             "subtotal": format_amount(totals.subtotal, currency),
+            "discount": format_amount(totals.discount, currency),
             "tax_rate": decimal_text(preview.tax_rate),
             "tax": format_amount(totals.tax, currency),
+            "tax_included": format_amount(totals.tax_included, currency),
+            "taxes": [tax_json(tax, currency) for tax in preview.tax_lines],
             "total": format_amount(totals.total, currency),
         },
     }

@@ -24,6 +24,7 @@ from billing.cli._common import (
     load_catalog_for_cli,
     open_period_message,
     print_table,
+    tax_rows,
 )
 from billing.core.aging import BUCKETS
 from billing.core.periods import parse_month
@@ -166,14 +167,16 @@ def _invoice_table(invoice: Invoice) -> Table:
     table.add_row("Subtotal", "", format_amount(invoice.subtotal, currency))
     if invoice.discount:
         table.add_row("Discounts", "", f"-{format_amount(invoice.discount, currency)}")
-    for tax in invoice.taxes:
-        label = f"{tax.name} {tax.rate.normalize():f} % of {format_amount(tax.taxable, currency)}"
-        if tax.included:
-            label += " (included in the prices)"
-        table.add_row(escape(label), "", format_amount(tax.amount, currency))
-        if tax.note:
-            table.add_row(f"  [italic]{escape(tax.note)}[/]", "", "")
+    from invoices.render import tax_json  # (the renderer's imports only where a document is shown)
+
+    added, inside = tax_rows([tax_json(tax, currency) for tax in invoice.taxes])
+    for label, amount, note in added:
+        table.add_row(escape(label), "", amount)
+        if note:
+            table.add_row(f"  [italic]{escape(note)}[/]", "", "")
     table.add_row("[bold]Total[/]", "", f"[bold]{format_amount(invoice.total, currency)}[/]")
+    for label, amount in inside:
+        table.add_row(f"[italic]{escape(label)}[/]", "", f"[italic]{amount}[/]")
     for credit in invoice.credits_applied:
         table.add_row(credit.description, "", f"-{format_amount(credit.amount, currency)}")
     if invoice.amount_paid:

@@ -7,6 +7,7 @@ none of the group's commands is taken for a customer. A customer whose id is the
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -17,7 +18,15 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from billing.cli import _json
-from billing.cli._common import console, database, engine_for_cli, fail, load_catalog_for_cli, print_table
+from billing.cli._common import (
+    console,
+    database,
+    engine_for_cli,
+    fail,
+    load_catalog_for_cli,
+    print_table,
+    tax_rows,
+)
 from billing.core.periods import Period, parse_month, parse_period
 from billing.preview import customer_usage
 from billing.run import usage_account
@@ -132,8 +141,16 @@ def _print_usage(usage: dict[str, Any]) -> None:
         invoice.add_row(Text(f"  {line['description']}"), Text(quantity), line["amount"])
     invoice.add_section()
     invoice.add_row("Subtotal", "", preview["subtotal"])
-    invoice.add_row(f"Tax ({preview['tax_rate']} %)", "", preview["tax"])
+    if Decimal(preview["discount"]):
+        invoice.add_row("Discounts", "", f"-{preview['discount']}")
+    added, inside = tax_rows(preview["taxes"])
+    for label, amount, note in added:
+        invoice.add_row(Text(label), "", amount)
+        if note:
+            invoice.add_row(Text(f"  {note}", style="italic"), "", "")
     invoice.add_row(Text("Total", style="bold"), "", Text(preview["total"], style="bold"))
+    for label, amount in inside:
+        invoice.add_row(Text(label, style="italic"), "", Text(amount, style="italic"))
     print_table(invoice)
 
 

@@ -216,6 +216,7 @@ def create_credit_note(
     (``finalized_at``; default: the clock).
     """
     invoice = get_invoice(session, invoice_number)
+    invoice_number = invoice.number or invoice_number  # (given by id or billing key: its number from here on)
     if invoice.kind is not InvoiceKind.INVOICE or invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
         raise InvoiceStateError(
             f"{invoice_number} is a {invoice.status} {invoice.kind}: only issued invoices take credit notes"

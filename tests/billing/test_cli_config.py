@@ -107,6 +107,26 @@ def test_a_config_file_that_is_not_toml_is_named_with_its_line(tmp_path):
     assert f"error: {broken}: not valid TOML:" in result.output and "(at line 2, column 8)" in result.output
 
 
+@pytest.mark.parametrize(
+    ("written", "named"),
+    [
+        ('[seller]\ncountry = "XX"\n', "seller.country: Value error, expected an ISO 3166-1 alpha-2 country code"),
+        ('[seller]\ncountryy = "IE"\n', "seller.countryy: Extra inputs are not permitted"),
+        ('[tax]\nnmae = "MwSt."\n', "tax.nmae: Extra inputs are not permitted"),
+        ("payment_terms_days = -30\n", "payment_terms_days: Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_setting_that_cannot_be_right_is_refused_naming_the_file_and_key(tmp_path, written, named):
+    """A seller country no one has (XX), a misspelt key of [seller] or [tax] (a misspelt seller country turned
+    the EU reverse charge off without a word) and negative payment terms (a due date before the issue date) were
+    accepted."""
+    path = tmp_path / "config.toml"
+    path.write_text(written, encoding="utf-8")
+    result = CliRunner().invoke(app, ["--config", str(path), "plans", "validate"])
+    assert result.exit_code == 1
+    assert f"error: {path}: {named}" in " ".join(result.output.split())
+
+
 def test_init_writes_into_the_config_files_folder_whatever_the_working_directory(project, tmp_path):
     result = CliRunner().invoke(app, ["--config", str(project / "config.toml"), "init"])
     assert result.exit_code == 0, result.output

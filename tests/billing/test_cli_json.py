@@ -967,7 +967,7 @@ def test_usage_shows_each_meter_the_thresholds_and_the_upcoming_invoice(world: W
         "API calls 6 call 0.75",
         "Compute minutes 20 minute 0.30",
         "Subtotal 11.05",
-        "Tax (20 %) 2.21",
+        "Tax 20 % of 11.05 2.21",
         "Total 13.26",
     ):
         assert expected in lines, (expected, result.stdout)

@@ -69,6 +69,24 @@ def test_events_are_aggregated_for_the_percentage_model(tmp_path):
     ]
 
 
+def test_customer_picks_its_events_from_a_file_of_several_customers(tmp_path):
+    """--customer quotes that customer's events of a file that holds other customers' too (their events were
+    refused as of an unknown customer, and no quote was possible); without it, such a file asks for it."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(
+        json.dumps({"id": f"e{i}", "customer": who, "meter": "api_calls", "timestamp": "2026-03-10T10:00:00Z",
+                    "value": 1}) + "\n"
+        for i, who in enumerate(["acme", "globex", "globex", "acme", "acme"])
+    ))
+    result = quote("--plan", "api_growth", "--events", str(events), "--customer", "acme", "--period", "2026-03", "--json")
+    assert result.exit_code == 0, result.output
+    calls = [line for line in json.loads(result.stdout)["lines"] if line["meter"] == "api_calls"]
+    assert [line["quantity"] for line in calls] == ["3"]  # acme's three, not globex's two
+    refused = quote("--plan", "api_growth", "--events", str(events), "--period", "2026-03", "--json")
+    assert refused.exit_code == 1
+    assert "events of several customers (acme, globex): add --customer" in " ".join(refused.output.split())
+
+
 def test_bad_input_names_what_is_wrong():
     result = quote("--plan", "nope", "--usage", "api_calls=1")
     assert result.exit_code == 1 and "unknown plan 'nope'" in result.output

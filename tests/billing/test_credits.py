@@ -697,3 +697,14 @@ def test_a_void_top_up_holds_nothing_and_leaves_room_for_grants(engine):
     invoicing.set_invoice_status(engine, paid.invoice_number or "", InvoiceStatus.VOID)
     more = credits.grant_credit(engine, who, Decimal("200000000000000.00"), "USD", now=at("2026-03-12T00:00:00"))
     assert str(more.amount) == "200000000000000.00"
+
+
+def test_a_credit_note_asked_for_by_invoice_id_names_the_invoice_by_its_number(engine):
+    """The line and billing key of a note carry the credited invoice's number however it was asked for (by id,
+    they carried the internal id: "Credit for invoice 1: outage")."""
+    who = customer(engine)
+    march = finalize(engine, draft(engine, who, dt.date(2026, 3, 1), "100.00"), "2026-04-02T00:00:00")
+    note = invoicing.create_credit_note(engine, str(march.id), D("10.00"), "outage", SETTINGS, dt.date(2026, 4, 3))
+    assert ([line.description for line in note.lines], note.billing_key, note.refers_to) == (
+        [f"Credit for invoice {march.number}: outage"], f"credit:{march.number}:1", march.number
+    )
