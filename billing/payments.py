@@ -39,13 +39,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from billing import credits
 from billing.core.aging import BUCKETS, AgingRow, OpenAmount, age_receivables
-from billing.db import session_scope
+from billing.db import repository, session_scope
 from billing.db.payment_tables import PAYMENT_METHODS, PaymentRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from dbkit import for_update, keyset_page, page_of, read_only, utcnow
@@ -472,8 +473,9 @@ class Aging:
 
 def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: str | None = None) -> Aging:
     """What was owed at the end of ``as_of`` (default: today, UTC), by how long it was overdue: the invoices issued
-    by then and not paid by then — credits applied by the documents issued by then (a credit note from its issue
-    date on), payments received by then and not reversed by then."""
+    by then and neither paid nor voided by then — credits applied by the documents issued by then (a credit note
+    from its issue date on), payments received by then and not reversed by then; an invoice voided after that day
+    (in its customer's timezone, as the export books the void) was still owed on it."""
     day = as_of or utcnow().date()
     with session_scope(read_only(engine)) as session:
         later = session.scalars(
@@ -481,7 +483,8 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
                 or_(PaymentRow.received_on > day, PaymentRow.reversed_on > day)
             )
         ).all()
-        open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later))
+        voided = _voided_after(session, day)
+        open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later), voided=voided)
         ids = [r.id for r in open_invoices]
         applied = _applied_by_day_end(session, open_invoices, day)
         paid = _paid_as_of(session, ids, day)
@@ -492,6 +495,21 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
             amounts.append(OpenAmount(r.customer_external_id, r.customer_name, r.currency, due, r.due_date))
     rows, totals = age_receivables(amounts, day)
     return Aging(day, tuple(rows), tuple(totals))
+
+
+def _voided_after(session: Session, day: dt.date) -> set[int]:
+    """The invoices voided after ``day``: on a later day in their customer's timezone."""
+    since = dt.datetime.combine(day, dt.time(), dt.UTC) - dt.timedelta(hours=14)  # (offsets run to +14 hours)
+    changes = store.status_changes_between(session, since, utcnow() + dt.timedelta(days=1), [InvoiceStatus.VOID])
+    zones = {
+        external_id: ZoneInfo(owner.timezone)
+        for external_id, owner in repository.customers_by_external_id(
+            session, {c.customer_external_id for c in changes}
+        ).items()
+    }
+    return {
+        c.invoice_id for c in changes if c.changed_at.astimezone(zones.get(c.customer_external_id, dt.UTC)).date() > day
+    }
 
 
 def _applied_by_day_end(

@@ -753,16 +753,24 @@ class Receivable:
 
 
 def receivables(
-    session: Session, *, customer: str | None = None, issued_by: dt.date | None = None, also: Collection[int] = ()
+    session: Session,
+    *,
+    customer: str | None = None,
+    issued_by: dt.date | None = None,
+    also: Collection[int] = (),
+    voided: Collection[int] = (),
 ) -> list[Receivable]:
     """The invoices (not credit notes) waiting for payment (``finalized``), issued on or before ``issued_by`` if
-    given, plus the issued invoices among ``also`` (ids: paid ones that were still owed on a past day), of one
-    customer or all, by customer and id."""
-    wanted = _UNPAID if not also else or_(
-        _UNPAID,
-        and_(InvoiceRow.id.in_(list(also)), InvoiceRow.kind == InvoiceKind.INVOICE.value,
-             InvoiceRow.status.in_(_ISSUED)),
-    )
+    given, plus the issued invoices among ``also`` (ids: paid ones that were still owed on a past day) and the
+    void ones among ``voided`` (voided since a past day, when they were still owed), of one customer or all, by
+    customer and id."""
+    wanted = _UNPAID
+    if also:
+        wanted = or_(wanted, and_(InvoiceRow.id.in_(list(also)), InvoiceRow.kind == InvoiceKind.INVOICE.value,
+                                  InvoiceRow.status.in_(_ISSUED)))
+    if voided:
+        wanted = or_(wanted, and_(InvoiceRow.id.in_(list(voided)), InvoiceRow.kind == InvoiceKind.INVOICE.value,
+                                  InvoiceRow.status == InvoiceStatus.VOID.value))
     statement = select(
         InvoiceRow.id, InvoiceRow.number, InvoiceRow.status, InvoiceRow.customer_external_id, InvoiceRow.customer,
         InvoiceRow.currency, InvoiceRow.total, InvoiceRow.issue_date, InvoiceRow.due_date,

@@ -329,6 +329,28 @@ def test_aged_receivables_count_a_credit_from_the_date_the_document_that_applied
     assert owed(dt.date(2026, 4, 24))["kaisha"] == ("0.00", "10.00", "0.00", "0.00", "0.00")
 
 
+def test_aged_receivables_as_of_a_past_day_hold_an_invoice_voided_since(engine, monkeypatch):
+    """An invoice owed on 4 May and voided on 5 May in New York (02:00 UTC on the 6th) was owed at the end of 4 May,
+    as the export's receivable says (it dropped out of every earlier day's aging once voided); at the end of the
+    5th, its customer's day of the void, it is not."""
+    ny = customer(engine, "acme", timezone="America/New_York")
+    credits.grant_credit(engine, ny, D("30.00"), "USD", now=at("2026-03-05T00:00:00"))
+    march = issued(engine, ny, 3, "100.00")  # issued 2 April, due 16 April; 30.00 of it paid by the credit
+    monkeypatch.setattr("invoices.store.lifecycle.utcnow", lambda: at("2026-05-06T02:00:00"))
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)
+    monkeypatch.undo()
+
+    def owed(day: dt.date) -> list[tuple[str, ...]]:
+        return [tuple(str(b) for b in r.buckets) for r in payments.aged_receivables(engine, day).rows]
+
+    # 100.00 − 30.00 = 70.00, due 16 April: 18 days overdue on 4 May; nothing from the 5th (the credit went back
+    # to the customer with the void)
+    assert owed(dt.date(2026, 4, 20)) == [("0.00", "70.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 5, 4)) == [("0.00", "70.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 5, 5)) == []
+    assert owed(dt.date(2026, 4, 1)) == []  # (before it was issued)
+
+
 def test_receivables_that_add_up_past_the_largest_amount_are_aged_not_an_error(engine):
     acme = customer(engine, "acme")
     # two invoices of 600,000,000,000,000.00 each (each below 10^15; together 1.2 × 10^15)
