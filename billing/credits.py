@@ -741,7 +741,10 @@ def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
     for g in _grants(session, owner.external_id):
         if g.expires_at is not None and g.expires_at <= now and g.remaining > 0:
             count = _count(session, g.id, "expiry")
-            _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, g.expires_at)
+            # written off on its expiry the first time; credit that came back after that (an invoice voided since)
+            # is written off when it came back, never on a day already booked before it did
+            when = g.expires_at if count == 0 else now
+            _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, when)
 
 
 def _take_back_reversed(session: Session, owner: Customer, now: dt.datetime) -> None:

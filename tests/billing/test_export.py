@@ -23,7 +23,7 @@ from billing.db import session_scope
 from billing.db.engines import dispose_engines
 from billing.export import COLUMNS, collect_export, export_period
 from billing.ingestion import ingest_batch
-from billing.invoicing import create_credit_note, finalize_invoice, get_invoice, list_invoices
+from billing.invoicing import create_credit_note, finalize_invoice, get_invoice, list_invoices, set_invoice_status
 from billing.payments import record_payment, reverse_payment
 from billing.run import run_billing
 from invoices import store
@@ -479,3 +479,34 @@ def test_a_payment_s_excess_is_booked_on_the_day_the_payment_was_received(engine
     assert _accounts(engine, NOVEMBER) == {"accounts_receivable": "100.00", "cash": "-120.00",
                                            "credit_liability": "20.00"}
     assert _accounts(engine, month(2026, 12)) == {}
+
+
+def test_credit_that_comes_back_after_it_expired_is_written_off_when_it_comes_back(engine, monkeypatch):
+    """50.00 of paid credit expiring on 1 April is written off then; the March invoice of 25.00 finalized on 5
+    April takes 15.00 of it back from the write-off (its period began before the expiry) and 10.00 of free credit;
+    voided on 10 May, the 15.00 comes back and is written off again on 10 May, not on 1 April: April's export is
+    the same after the void as before it."""
+    create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC")
+    april, may = month(2026, 4), month(2026, 5)
+    paid = credits.grant_credit(engine, "acme", Decimal("50.00"), "USD", paid=True, expires=dt.date(2026, 4, 1),
+                                settings=SETTINGS, now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
+    record_payment(engine, paid.invoice_number or "", Decimal("50.00"), method="bank_transfer",
+                   received_on=dt.date(2026, 2, 21), now=dt.datetime(2026, 2, 21, tzinfo=dt.UTC))
+    credits.grant_credit(engine, "acme", Decimal("10.00"), "USD", expires=dt.date(2026, 4, 1),
+                         now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
+    march = finalize_invoice(engine, _draft(engine, "acme", "25.00", month=3), SETTINGS, dt.date(2026, 4, 5),
+                             now=dt.datetime(2026, 4, 5, 12, tzinfo=dt.UTC))
+    assert [(c.kind, str(c.amount)) for c in march.credits_applied] == [("free", "10.00"), ("paid", "15.00")]
+    before = _accounts(engine, april)
+    assert before == {"deferred_revenue": "50.00", "promotional_credits": "10.00", "revenue:breakage": "-35.00",
+                      "revenue:subscription_fees": "-25.00"}
+    voided_at = dt.datetime(2026, 5, 10, 12, tzinfo=dt.UTC)
+    for clock in ("billing.invoicing.utcnow", "invoices.store.lifecycle.utcnow"):
+        monkeypatch.setattr(clock, lambda: voided_at)
+    set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)
+    monkeypatch.undo()
+    assert _accounts(engine, april) == before
+    # May: the void (fees +25.00, the receivable net of the credits given back), the free 10.00 back (expired again:
+    # free credit moves no money), the paid 15.00 back and written off again that day
+    assert _accounts(engine, may) == {"promotional_credits": "-10.00", "revenue:breakage": "-15.00",
+                                      "revenue:subscription_fees": "25.00"}
