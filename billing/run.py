@@ -46,7 +46,15 @@ from billing.core.compose import (
 )
 from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import billed_and_paid, credited_as_billed, fee_period_to_adjust, opening_fee, schedule_of
+from billing.core.fees import (
+    arrears_fee_left_unbilled,
+    billed_and_paid,
+    credited_as_billed,
+    fee_period_to_adjust,
+    opening_fee,
+    rate_fee,
+    schedule_of,
+)
 from billing.core.overrides import Negotiated, fee_anchor, fee_period_repriced
 from billing.core.periods import LATE_USAGE_MONTHS, Period, Schedule, has_begun_anywhere
 from billing.core.periods import month as calendar_month
@@ -674,6 +682,8 @@ class _Billed:
       earlier: the lines of the period's progressive invoices of each customer holding a coupon (their discounts
         count in the period's).
       fees_paid: what the discounts of the invoices that billed them left of those fees, where they took something.
+      arrears: the fee period of each subscription that left it as the period began, whose in-arrears fee may be
+        left unbilled (``fees.arrears_fee_left_unbilled``); what invoices billed of it is in ``fees``.
     """
 
     late: dict[Period, BilledUsage]
@@ -682,6 +692,7 @@ class _Billed:
     progressive: dict[int, dict[BilledKey, Decimal]] = field(default_factory=dict)
     earlier: dict[str, list[InvoiceLine]] = field(default_factory=dict)
     fees_paid: dict[FeeKey, Decimal] = field(default_factory=dict)
+    arrears: dict[int, Period] = field(default_factory=dict)
 
 
 def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
@@ -689,12 +700,18 @@ def _load_billed(engine: Engine, catalog: Catalog, scope: _Scope) -> _Billed:
     with session_scope(read_only(engine)) as session:
         late = _billed_late(session, scope)
         adjustable = _adjustable_fees(scope)
-        fees, paid = _billed_fees(session, catalog, scope, adjustable)
+        arrears = {
+            s.id: fee_period
+            for s in scope.ended_as_it_began
+            if s.id in scope.plans.plans
+            and (fee_period := arrears_fee_left_unbilled(s, scope.plans.plans[s.id], scope.period)) is not None
+        }
+        fees, paid = _billed_fees(session, catalog, scope, adjustable | arrears)
         owners = store.customers_with_progressive_invoices(session, scope.period.start) & scope.customer_ids
         progressive = billed_progressively(session, owners, scope.period)
         # (one indexed query found whether any customer of the run has a progressive invoice in the period)
         earlier = store.progressive_lines(session, owners & set(scope.coupons), scope.period.start, scope.period.end)
-    return _Billed(late, adjustable, fees, progressive, earlier, paid)
+    return _Billed(late, adjustable, fees, progressive, earlier, paid, arrears)
 
 
 def _billed_late(session: Session, scope: _Scope) -> dict[Period, BilledUsage]:
@@ -785,6 +802,7 @@ def _rating_inputs(
         adjustable=billed.adjustable,
         fees_billed=billed.fees,
         fees_paid=billed.fees_paid,
+        arrears=billed.arrears,
         late_by_customer=scope.late_by_customer,
         late_subscriptions_by_customer=scope.late_subscriptions_by_customer,
         billed=billed.late,
@@ -916,6 +934,7 @@ class _RatingInputs:
     tax_rules: TaxRules | None = None  # the configuration's (``billing.core.tax``)
     earlier: Mapping[str, list[InvoiceLine]] = field(default_factory=dict)  # the period's progressive invoices' lines
     unrated: Collection[str] = frozenset()  # customers not rated now: their drafts are kept as they are
+    arrears: Mapping[int, Period] = field(default_factory=dict)  # (``_Billed.arrears``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -949,10 +968,6 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
         # A plan gone from the catalog (listed among the skipped already): the customer's draft is kept as it was,
         # never written again without that subscription's charges (its fee, its usage, late or not).
         return [], None
-    settled = [
-        s for s in inputs.ended_by_customer.get(customer_id, ())
-        if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start))
-    ]  # fmt: skip
     own = inputs.by_customer.get(customer_id, [])
     if any(s.id in inputs.foreign_currency for s in own):
         return [], f"plan currency differs from the customer's {owner.currency}"
@@ -965,11 +980,7 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
         )
         for s in own
     ]
-    sections += [
-        Section(s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True,
-                billed_fee_paid=inputs.fees_paid.get((s.id, adjustable[s.id].start)))
-        for s in settled
-    ]
+    sections += _ended_sections(inputs, customer_id)
     late = _late_usage(inputs, customer_id)
     if not sections and not late:
         # (a customer who left as the period began has nothing to settle)
@@ -993,6 +1004,24 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
     if draft.lines or any(not section.fee_only for section in sections):
         drafts.append(draft)
     return drafts, None
+
+
+def _ended_sections(inputs: _RatingInputs, customer_id: str) -> list[Section]:
+    """The sections of the customer's subscriptions that ended as the period began: an in-advance fee billed for
+    longer than they ran, adjusted; an in-arrears fee of a fee period they left early that no invoice billed."""
+    plans, fees_billed, adjustable, arrears = inputs.plans, inputs.fees_billed, inputs.adjustable, inputs.arrears
+    sections = []
+    for s in inputs.ended_by_customer.get(customer_id, ()):
+        if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start)):
+            sections.append(Section(
+                s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True,
+                billed_fee_paid=inputs.fees_paid.get((s.id, adjustable[s.id].start)),
+            ))
+        elif s.id in arrears and not fees_billed.get((s.id, arrears[s.id].start)):
+            fee = rate_fee(s, plans[s.id], arrears[s.id], inputs.catalog.rounding)
+            if fee is not None and fee.amount:
+                sections.append(Section(s, plans[s.id], {}, fee_only=True, arrears_fee=fee))
+    return sections
 
 
 def _late_usage(inputs: _RatingInputs, customer_id: str) -> list[LateUsage]:

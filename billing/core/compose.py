@@ -70,6 +70,8 @@ class Section:
     dimension): each usage line bills the rest, rate(all usage of the period) − billed, so tiers stay right.
     ``billed_fee_paid`` is what the discounts of those invoices left of ``billed_fee`` (``fees.billed_and_paid``), when
     they took something off it: a fee that stops early gives back its share of what was paid.
+    ``arrears_fee``: with ``fee_only``, the in-arrears fee of the fee period the subscription left as the period
+    began, which no invoice billed (``fees.arrears_fee_left_unbilled``).
     """
 
     subscription: Subscription
@@ -80,6 +82,7 @@ class Section:
     advance_plan: Plan | None = None
     billed: Mapping[BilledKey, Decimal] | None = None
     billed_fee_paid: Decimal | None = None
+    arrears_fee: InvoiceLine | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +146,7 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
         adjustment = fee_adjustment(
             subscription, plan, period, section.billed_fee, catalog.rounding, section.billed_fee_paid
         )
-        return [_placed(adjustment, title, subscription, plan)] if adjustment else []
+        return [_placed(line, title, subscription, plan) for line in (adjustment, section.arrears_fee) if line]
     rated = rate_period(subscription, plan, section.usage, period, meters=catalog.meters, rounding=catalog.rounding)
     fees = period_fees(
         subscription,

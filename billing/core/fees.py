@@ -45,6 +45,7 @@ __all__ = [
     "advance_fee",
     "advance_fee_period",
     "arrears_fee_due",
+    "arrears_fee_left_unbilled",
     "billed_and_paid",
     "billed_in_advance",
     "billed_in_arrears",
@@ -182,6 +183,19 @@ def arrears_fee_due(terms: Terms, plan: Plan, period: Period) -> bool:
     if fee_period.end == period.end:
         return True
     return ends_in(terms, period) and terms.end_date is not None and terms.end_date < fee_period.end
+
+
+def arrears_fee_left_unbilled(terms: Terms, plan: Plan, period: Period) -> Period | None:
+    """The fee period of an in-arrears fee that the subscription left as billing period ``period`` began (its end
+    date on ``period.start``) before that fee period's end, if any: its fee, prorated to the days it ran, was due on
+    the invoice of the billing period before, which does not bill it if it was issued before the subscription was
+    ended (a quarterly fee from 24 April, cancelled on 1 June once May was issued: May's invoice expected the
+    quarter to run on). The invoice of ``period`` then bills it, if nothing did. None otherwise."""
+    end = terms.end_date
+    if not billed_in_arrears(plan) or end is None or end != period.start or terms.start_date >= end:
+        return None
+    fee_period = schedule_of(terms, plan).fee_period(end - dt.timedelta(days=1))
+    return fee_period if end < fee_period.end else None
 
 
 def advance_fee_period(terms: Terms, plan: Plan, period: Period) -> Period | None:

@@ -66,6 +66,18 @@ name = "QAdv"
 currency = "USD"
 interval = "quarter"
 subscription = { fee = 300.00, billing = "in_advance" }
+
+[plans.qarr]
+name = "QArr"
+currency = "USD"
+interval = "quarter"
+subscription = { fee = 30.00, billing = "in_arrears", seats = true }
+
+[plans.yarr]
+name = "YArr"
+currency = "USD"
+interval = "year"
+subscription = { fee = 1200.00, billing = "in_arrears" }
 """
 
 D = dt.date
@@ -280,3 +292,37 @@ def test_a_weekly_or_anniversary_subscription_cancelled_on_its_start_day_gets_it
     bill(engine, catalog, 2026, 4)
     # the invoice of its first billing period gives the fee back
     assert fee_lines(engine, sub.id) == [(f"start:{sub.id}", opening), (period_key, f"-{opening}")]
+
+
+def test_an_in_arrears_fee_left_on_the_first_of_a_month_already_invoiced_is_billed_on_the_next_invoice(
+    engine, catalog
+):
+    """A quarterly fee in arrears (30.00 a seat, 3 seats) from 24 April; May is issued, then the subscription is
+    cancelled from 1 June: the quarter's fee for 24 April–31 May, 30 × 3 × 38/91 = 37.58, was due on May's invoice,
+    which expected the quarter to run on; June's invoice bills it (no invoice ever did). A yearly fee in arrears
+    from 17 September left on 1 March for another plan once February is issued: 1,200 × 59/365 = 193.97 for
+    1 January–28 February, on March's invoice. Left on 2 March instead, March bills it as before (60 days:
+    197.26). Had the cancellation come before May's run, May would have billed it, and June nothing."""
+    for who in ("a", "b", "c", "e"):
+        service.create_customer(engine, who, who.upper(), None, "USD", timezone="UTC")
+    quarterly = service.subscribe(engine, catalog, "a", "qarr", D(2025, 4, 24), quantity=3)
+    yearly = service.subscribe(engine, catalog, "b", "yarr", D(2025, 9, 17))
+    control = service.subscribe(engine, catalog, "c", "yarr", D(2025, 9, 17))
+    early = service.subscribe(engine, catalog, "e", "qarr", D(2025, 4, 24), quantity=3)
+    service.cancel_subscription(engine, early.id, D(2025, 6, 1))  # known before May's run
+    for month_ in (4, 5):
+        bill(engine, catalog, 2025, month_)
+    service.cancel_subscription(engine, quarterly.id, D(2025, 6, 1))
+    for month_ in range(6, 13):
+        bill(engine, catalog, 2025, month_)
+    for month_ in (1, 2):
+        bill(engine, catalog, 2026, month_)
+    service.change_plan(engine, catalog, yearly.id, "qadv", D(2026, 3, 1))
+    service.change_plan(engine, catalog, control.id, "qadv", D(2026, 3, 2))
+    for month_ in (3, 4):
+        bill(engine, catalog, 2026, month_)
+    assert fee_lines(engine, quarterly.id) == [("period:a:2025-06", "37.58")]
+    assert fee_lines(engine, early.id) == [("period:e:2025-05", "37.58")]
+    # 2025: 17 September – 31 December, 106 days: 1,200 × 106/365 = 348.49
+    assert fee_lines(engine, yearly.id) == [("period:b:2025-12", "348.49"), ("period:b:2026-03", "193.97")]
+    assert fee_lines(engine, control.id) == [("period:c:2025-12", "348.49"), ("period:c:2026-03", "197.26")]
