@@ -59,6 +59,15 @@ DE = { standard = 19, reduced = 7, name = "MwSt." }
 
 runner = CliRunner()
 
+# 100.00 + 19 % on top, 119.00 with 19 % inside, 50.00 + 7 %: 269.00 + 19.00 + 3.50 = 291.50
+ROWS = [
+    "Subtotal 269.00",
+    "MwSt. 19 % on top of the prices 19.00",
+    "MwSt. 7 % of 50.00 3.50",
+    "Total 291.50",
+    "of which MwSt. 19 % inside the prices 19.00",
+]
+
 
 @pytest.fixture
 def german(cli_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -88,22 +97,10 @@ def test_an_invoice_with_two_rates_and_a_tax_inclusive_price_adds_up_in_the_term
     assert ran.exit_code == 0, ran.output
     shown = runner.invoke(app, ["invoices", "show", "INV-2026-000001"], env={"COLUMNS": "160"})
     assert shown.exit_code == 0, shown.output
-    assert _rows(shown.output)[:5] == [
-        "Subtotal 269.00",
-        "MwSt. 19 % on top of the prices 19.00",
-        "MwSt. 7 % of 50.00 3.50",
-        "Total 291.50",
-        "of which MwSt. 19 % inside the prices 19.00",
-    ]
+    assert _rows(shown.output)[:5] == ROWS
     upcoming = runner.invoke(app, ["usage", "de"], env={"COLUMNS": "160"})
     assert upcoming.exit_code == 0, upcoming.output
-    assert _rows(upcoming.output)[:5] == [
-        "Subtotal 269.00",
-        "MwSt. 19 % on top of the prices 19.00",
-        "MwSt. 7 % of 50.00 3.50",
-        "Total 291.50",
-        "of which MwSt. 19 % inside the prices 19.00",
-    ]
+    assert _rows(upcoming.output)[:5] == ROWS
 
 
 def test_the_tax_rows_of_a_rate_with_prices_of_both_kinds():
