@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from billing.core.compose import bill_to
@@ -58,7 +58,7 @@ from billing.db.credit_tables import CreditAccountRow, CreditEntryRow, CreditGra
 from billing.db.notification_tables import NotificationRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.notify.outbox import queue_invoices_finalized
-from dbkit import insert_for, keyset_page, page_of, read_only, utcnow
+from dbkit import as_utc, insert_for, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.model import (
     AppliedCredit,
@@ -515,6 +515,14 @@ def _credit_topup(
     reduces the amount due, and the credit becomes usable, once paid, less what the notes took off."""
     [grant] = [g for g in _grants(session, owner.external_id) if g.kind == "paid" and g.invoice_id == invoice.id]
     if invoice.status is not InvoiceStatus.PAID:
+        if grant.usable:  # paid once, its payment reversed: what was spent of it stays to be paid for
+            held = _held_back(session, [grant]).get(grant.id, ZERO)
+            if note.total > held:
+                raise ConflictError(
+                    f"{invoice.number} sold {format_amount(grant.amount, grant.currency)} {grant.currency} of prepaid "
+                    f"credit, of which {format_amount(held, grant.currency)} is left unspent: a credit note of it can "
+                    "take back at most that"
+                )
         _reduce_due(session, owner, invoice, note, now)
         return
     if note.total > grant.remaining:
@@ -741,10 +749,20 @@ def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:
     for g in _grants(session, owner.external_id):
         if g.expires_at is not None and g.expires_at <= now and g.remaining > 0:
             count = _count(session, g.id, "expiry")
-            # written off on its expiry the first time; credit that came back after that (an invoice voided since)
-            # is written off when it came back, never on a day already booked before it did
-            when = g.expires_at if count == 0 else now
+            # written off on its expiry day; credit that came back to it after that (an invoice it paid voided
+            # since) when it came back, never on a day already booked before it did
+            when = max(g.expires_at, _last_given_at(session, g.id) or g.expires_at)
             _move(session, f"expiry:{g.id}:{count + 1}", "expiry", g.id, -g.remaining, "expired", None, when)
+
+
+def _last_given_at(session: Session, grant_id: int) -> dt.datetime | None:
+    """When credit was last put on the grant (granted, made usable, given back by a void, reinstated)."""
+    found = session.execute(
+        select(func.max(CreditEntryRow.effective_at)).where(
+            CreditEntryRow.grant_id == grant_id, CreditEntryRow.account == "customer", CreditEntryRow.amount > 0
+        )
+    ).scalar()
+    return None if found is None else as_utc(found)
 
 
 def _take_back_reversed(session: Session, owner: Customer, now: dt.datetime) -> None:

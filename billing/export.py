@@ -29,9 +29,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, or_, select
 from sqlalchemy.orm import Session
 
 from billing import credits, payments
@@ -253,6 +254,7 @@ def _movements(session: Session, period: Period) -> list[_Movement]:
         )
         .order_by(CreditEntryRow.effective_at, CreditEntryRow.movement, CreditEntryRow.account)
     ).all()
+    rows = [*rows, *_recorded_later(session, period, {r[0].movement for r in rows})]
     numbers = store.invoice_numbers(session, {r[0].invoice_id for r in rows if r[0].invoice_id is not None})
     grouped: dict[str, list[tuple[CreditEntryRow, str, str, str, int | None]]] = {}
     for entry, grant_kind, customer, currency, source in rows:
@@ -270,13 +272,43 @@ def _movements(session: Session, period: Period) -> list[_Movement]:
     return sorted(found, key=lambda m: (m.effective_at, m.movement))
 
 
+def _recorded_later(session: Session, period: Period, read: set[str]) -> list[Any]:
+    """The movements of the payments received or reversed in ``period`` that were recorded long after (a
+    payment's excess is booked on the day it was received, its taking back on the day it was reversed: any day
+    before the one it was recorded on), which the window around the period did not read."""
+    received = session.execute(
+        select(PaymentRow.id, PaymentRow.received_on, PaymentRow.reversed_on).where(
+            or_(
+                and_(PaymentRow.received_on >= period.start, PaymentRow.received_on < period.end),
+                and_(PaymentRow.reversed_on >= period.start, PaymentRow.reversed_on < period.end),
+            )
+        )
+    ).all()
+    names = [f"overpayment:{row.id}" for row in received if period.contains(row.received_on)]
+    names += [f"reversal:{row.id}" for row in received if row.reversed_on and period.contains(row.reversed_on)]
+    wanted = sorted(set(names) - read)
+    found: list[Any] = []
+    for start in range(0, len(wanted), 1000):
+        found += session.execute(
+            select(
+                CreditEntryRow, CreditGrantRow.kind, CreditGrantRow.customer_external_id, CreditGrantRow.currency,
+                CreditGrantRow.invoice_id,
+            )
+            .join(CreditGrantRow, CreditGrantRow.id == CreditEntryRow.grant_id)
+            .where(CreditEntryRow.movement.in_(wanted[start : start + 1000]))
+            .order_by(CreditEntryRow.movement, CreditEntryRow.account)
+        ).all()
+    return found
+
+
 def _dated(session: Session, movements: Sequence[_Movement], zones: Mapping[str, ZoneInfo]) -> list[_Movement]:
     """Each movement with the day it is booked: the date of the document that made it, as that document's entry
-    is booked and as aged receivables count it — credit applied when an invoice was issued (or a negative
-    invoice's refund) on the invoice's issue date; what a credit note did (the amount due it took off, the money
-    it put on the balance, the credit it gave back) on the note's; a payment's excess on the day the payment was
-    received, taken back on the day it was reversed. Every other movement (a grant, an expiry, a void's credit
-    given back) on its instant's day in the customer's timezone. (The scheduler dates a document in the customer's
+    is booked and as aged receivables count it — credit applied when an invoice was issued (taken back from its
+    write-off for it first, if it had expired; or a negative invoice's refund) on the invoice's issue date; what a
+    credit note did (the amount due it took off, the money it put on the balance, the credit it gave back) on the
+    note's; a payment's excess on the day the payment was received, taken back on the day it was reversed. Every
+    other movement (a grant, an expiry, a void's credit given back) on its instant's day in the customer's
+    timezone. (The scheduler dates a document in the customer's
     timezone, an action by hand in UTC: near midnight the instant's local day and the document's differ.)"""
     invoice_ids = {m.invoice_id for m in movements if m.invoice_id is not None}
     notes = {(note.id, note.invoice_id) for note in store.credit_notes_of(session, invoice_ids)}
@@ -289,9 +321,9 @@ def _dated(session: Session, movements: Sequence[_Movement], zones: Mapping[str,
     for m in movements:
         day: dt.date | None = None
         prefix, _, rest = m.movement.partition(":")
-        if prefix == "apply" and m.invoice_id is not None:
+        if prefix in ("apply", "reinstate") and m.invoice_id is not None:
             # a credit note's amount off the invoice's amount due (its own grant, applied at once), or credit
-            # applied when the invoice was issued
+            # applied when the invoice was issued (and taken back from its write-off for it, first)
             day = issued.get(m.source if (m.source, m.invoice_id) in notes else m.invoice_id)  # type: ignore[arg-type]
         elif prefix in ("refund", "reduce") and m.invoice_id is not None:
             day = issued.get(m.invoice_id)

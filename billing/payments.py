@@ -483,7 +483,7 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
                 or_(PaymentRow.received_on > day, PaymentRow.reversed_on > day)
             )
         ).all()
-        voided = _voided_after(session, day)
+        voided = _voided_after(session, day, customer)
         open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later), voided=voided)
         ids = [r.id for r in open_invoices]
         applied = _applied_by_day_end(session, open_invoices, day)
@@ -497,10 +497,13 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
     return Aging(day, tuple(rows), tuple(totals))
 
 
-def _voided_after(session: Session, day: dt.date) -> set[int]:
-    """The invoices voided after ``day``: on a later day in their customer's timezone."""
+def _voided_after(session: Session, day: dt.date, customer: str | None) -> set[int]:
+    """The invoices (of ``customer``, if given) voided after ``day``: on a later day in their customer's timezone.
+    (Only an invoice's last status change is kept: one given up on before that day and voided after it counts as
+    owed then.)"""
     since = dt.datetime.combine(day, dt.time(), dt.UTC) - dt.timedelta(hours=14)  # (offsets run to +14 hours)
     changes = store.status_changes_between(session, since, utcnow() + dt.timedelta(days=1), [InvoiceStatus.VOID])
+    changes = [c for c in changes if customer is None or c.customer_external_id == customer]
     zones = {
         external_id: ZoneInfo(owner.timezone)
         for external_id, owner in repository.customers_by_external_id(

@@ -463,19 +463,20 @@ def _draft(engine: Engine, who: str, amount: str, n: int = 1, month: int = 10) -
 
 
 def test_a_payment_s_excess_is_booked_on_the_day_the_payment_was_received(engine):
-    """A transfer of 120.00 for an invoice of 100.00, received on 31 October and recorded on 2 November: the
+    """A transfer of 120.00 for an invoice of 100.00, received on 31 October and recorded on 12 November: the
     payment and its 20.00 excess put on the balance are both October's (the excess was November's, leaving
-    October's receivable at -20.00); reversed on 30 November, recorded on 2 December, both in November."""
+    October's receivable at -20.00; recorded more than a week after, it was in no month); reversed on 30 November,
+    recorded on 15 December, both in November."""
     create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC")
     finalize_invoice(engine, _draft(engine, "acme", "100.00", month=9), SETTINGS, dt.date(2026, 10, 2),
                      now=dt.datetime(2026, 10, 2, tzinfo=dt.UTC))
     paid = record_payment(engine, "INV-2026-000001", Decimal("120.00"), method="bank_transfer",
-                          received_on=dt.date(2026, 10, 31), now=at(2))
+                          received_on=dt.date(2026, 10, 31), now=at(12))
     assert _accounts(engine, OCTOBER) == {
         "cash": "120.00", "credit_liability": "-20.00", "revenue:subscription_fees": "-100.00",
     }
     assert _accounts(engine, NOVEMBER) == {}
-    reverse_payment(engine, paid.id, on=dt.date(2026, 11, 30), now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+    reverse_payment(engine, paid.id, on=dt.date(2026, 11, 30), now=dt.datetime(2026, 12, 15, tzinfo=dt.UTC))
     assert _accounts(engine, NOVEMBER) == {"accounts_receivable": "100.00", "cash": "-120.00",
                                            "credit_liability": "20.00"}
     assert _accounts(engine, month(2026, 12)) == {}
@@ -510,3 +511,49 @@ def test_credit_that_comes_back_after_it_expired_is_written_off_when_it_comes_ba
     # free credit moves no money), the paid 15.00 back and written off again that day
     assert _accounts(engine, may) == {"promotional_credits": "-10.00", "revenue:breakage": "-15.00",
                                       "revenue:subscription_fees": "25.00"}
+
+
+
+def test_credit_spent_before_it_expired_and_given_back_after_is_written_off_when_it_comes_back(engine, monkeypatch):
+    """25.00 of paid credit expiring on 10 April, spent in full on March's invoice on 2 April: nothing to write off
+    on the 10th. March is voided on 10 May: the 25.00 comes back and is written off that day (it was written off
+    on 10 April, rewriting April's export)."""
+    create_customer(engine, "acme", "Acme Corp", None, "USD", "UTC")
+    paid = credits.grant_credit(engine, "acme", Decimal("25.00"), "USD", paid=True, expires=dt.date(2026, 4, 10),
+                                settings=SETTINGS, now=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
+    record_payment(engine, paid.invoice_number or "", Decimal("25.00"), method="bank_transfer",
+                   received_on=dt.date(2026, 2, 21), now=dt.datetime(2026, 2, 21, tzinfo=dt.UTC))
+    march = finalize_invoice(engine, _draft(engine, "acme", "25.00", month=3), SETTINGS, dt.date(2026, 4, 2),
+                             now=dt.datetime(2026, 4, 2, 12, tzinfo=dt.UTC))
+    assert str(march.amount_due) == "0.00"
+    credits.balance(engine, "acme", now=dt.datetime(2026, 4, 20, tzinfo=dt.UTC))  # (settled: nothing written off)
+    before = _accounts(engine, month(2026, 4))
+    assert before == {"deferred_revenue": "25.00", "revenue:subscription_fees": "-25.00"}
+    voided_at = dt.datetime(2026, 5, 10, 12, tzinfo=dt.UTC)
+    for clock in ("billing.invoicing.utcnow", "invoices.store.lifecycle.utcnow"):
+        monkeypatch.setattr(clock, lambda: voided_at)
+    set_invoice_status(engine, march.number or "", InvoiceStatus.VOID)
+    monkeypatch.undo()
+    assert _accounts(engine, month(2026, 4)) == before
+    assert _accounts(engine, month(2026, 5)) == {"revenue:breakage": "-25.00", "revenue:subscription_fees": "25.00"}
+
+
+def test_credit_taken_back_from_its_write_off_is_booked_with_the_invoice_that_takes_it(engine):
+    """Tokyo: 60.00 of paid credit expired on 20 March (written off in March); February's 100.00, issued by hand at
+    20:00 UTC on 31 March (1 April in Tokyo, dated 31 March), takes it back from the write-off and applies it: the
+    reinstatement is March's with the invoice and the application (it was April's: March showed 60.00 of breakage
+    that never happened)."""
+    create_customer(engine, "kaisha", "Kaisha", None, "USD", "Asia/Tokyo")
+    paid = credits.grant_credit(engine, "kaisha", Decimal("60.00"), "USD", paid=True, expires=dt.date(2026, 3, 20),
+                                settings=SETTINGS, now=dt.datetime(2026, 2, 10, tzinfo=dt.UTC))
+    record_payment(engine, paid.invoice_number or "", Decimal("60.00"), method="bank_transfer",
+                   received_on=dt.date(2026, 2, 11), now=dt.datetime(2026, 2, 11, tzinfo=dt.UTC))
+    credits.balance(engine, "kaisha", now=dt.datetime(2026, 3, 25, tzinfo=dt.UTC))  # (written off)
+    invoice = finalize_invoice(engine, _draft(engine, "kaisha", "100.00", month=2), SETTINGS, dt.date(2026, 3, 31),
+                               now=dt.datetime(2026, 3, 31, 20, tzinfo=dt.UTC))
+    assert str(invoice.amount_due) == "40.00"
+    # March: the write-off (deferred +60, breakage -60), taken back (-60, +60), applied (+60; receivable -60)
+    assert _accounts(engine, month(2026, 3)) == {
+        "accounts_receivable": "40.00", "deferred_revenue": "60.00", "revenue:subscription_fees": "-100.00",
+    }
+    assert _accounts(engine, month(2026, 4)) == {}

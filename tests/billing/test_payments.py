@@ -521,3 +521,23 @@ def test_a_bounced_top_up_credited_then_paid_again_gives_back_only_what_was_paid
         [("paid", "30.00")], "15.00"
     )
     holds(engine)
+
+
+def test_a_note_of_a_bounced_top_up_takes_back_at_most_what_is_held_back(engine):
+    """50.00 top-up paid, 30.00 of it spent, the transfer bounces (20.00 held back, 50.00 owed): a note of 40.00
+    would leave 10.00 to pay for 30.00 spent, and is refused; one of 20.00 leaves 30.00 to pay, and nothing
+    comes back once paid."""
+    who = customer(engine)
+    grant = credits.grant_credit(engine, who, D("50.00"), "USD", paid=True, now=at("2026-03-05T00:00:00"))
+    topup = grant.invoice_number or ""
+    bounced = pay(engine, topup, "50.00", day="2026-03-06")
+    issued(engine, who, 3, "30.00")  # paid by the credit
+    payments.reverse_payment(engine, bounced.id, on=dt.date(2026, 4, 3), now=NOW)
+    with pytest.raises(ConflictError, match=r"of which 20\.00 is left unspent: a credit note of it"):
+        invoicing.create_credit_note(engine, topup, D("40.00"), "smaller pack", FinalizeSettings(), dt.date(2026, 4, 5))
+    invoicing.create_credit_note(engine, topup, D("20.00"), "smaller pack", FinalizeSettings(), dt.date(2026, 4, 5))
+    assert str(invoicing.get_invoice(engine, topup).amount_due) == "30.00"
+    pay(engine, topup, "30.00", day="2026-04-16")
+    [usd] = credits.balance(engine, who)
+    assert (str(usd.paid), str(usd.pending)) == ("0.00", "0.00")
+    holds(engine)
