@@ -317,6 +317,7 @@ def _dated(session: Session, movements: Sequence[_Movement], zones: Mapping[str,
     paid = _payment_days(session, {int(m.movement.split(":")[1]) for m in movements
                                    if m.kind in ("overpayment", "reversal") and m.account == "payment"
                                    and not m.movement.startswith("retake:")})
+    written_off = _written_off_on(session, [m for m in movements if m.kind == "reinstatement"], zones)
     dated = []
     for m in movements:
         day: dt.date | None = None
@@ -325,6 +326,8 @@ def _dated(session: Session, movements: Sequence[_Movement], zones: Mapping[str,
             # a credit note's amount off the invoice's amount due (its own grant, applied at once), or credit
             # applied when the invoice was issued (and taken back from its write-off for it, first)
             day = issued.get(m.source if (m.source, m.invoice_id) in notes else m.invoice_id)  # type: ignore[arg-type]
+            if prefix == "reinstate" and day is not None and m.movement in written_off:
+                day = max(day, written_off[m.movement])  # (never before the write-off it takes back from)
         elif prefix in ("refund", "reduce") and m.invoice_id is not None:
             day = issued.get(m.invoice_id)
         elif prefix == "credit":
@@ -334,6 +337,29 @@ def _dated(session: Session, movements: Sequence[_Movement], zones: Mapping[str,
             day = received if prefix == "overpayment" else reversed_on
         dated.append(replace(m, date=day or _local(m.effective_at, zones, m.customer)))
     return dated
+
+
+def _written_off_on(
+    session: Session, reinstatements: Sequence[_Movement], zones: Mapping[str, ZoneInfo]
+) -> dict[str, dt.date]:
+    """For each reinstatement, the day the write-off it takes back from was booked: its grant's last expiry
+    before it, on that instant's day in the customer's timezone (an invoice issued by hand is dated by the UTC
+    date, which can be a day before the write-off's day there)."""
+    if not reinstatements:
+        return {}
+    rows = session.execute(
+        select(CreditEntryRow.grant_id, CreditEntryRow.effective_at).where(
+            CreditEntryRow.grant_id.in_(sorted({m.grant_id for m in reinstatements})),
+            CreditEntryRow.kind == "expiry",
+            CreditEntryRow.account == "customer",
+        )
+    ).all()
+    found = {}
+    for m in reinstatements:
+        before = [as_utc(at) for grant_id, at in rows if grant_id == m.grant_id and as_utc(at) <= m.effective_at]
+        if before:
+            found[m.movement] = _local(max(before), zones, m.customer)
+    return found
 
 
 def _payment_days(session: Session, payment_ids: set[int]) -> dict[int, tuple[dt.date, dt.date | None]]:

@@ -557,3 +557,24 @@ def test_credit_taken_back_from_its_write_off_is_booked_with_the_invoice_that_ta
         "accounts_receivable": "40.00", "deferred_revenue": "60.00", "revenue:subscription_fees": "-100.00",
     }
     assert _accounts(engine, month(2026, 4)) == {}
+
+
+def test_a_reinstatement_is_never_booked_before_the_write_off_it_takes_back_from(engine):
+    """Tokyo: 60.00 of paid credit expiring on 1 April (15:00 UTC on 31 March), February's 100.00 issued by hand at
+    16:00 UTC on 31 March (1 April there; dated 31 March, the UTC date): written off on 1 April, it is taken back
+    from the write-off on 1 April too, and the application is March's with the invoice. (Booked with the invoice,
+    the reinstatement put 60.00 of negative breakage in March, a month without the write-off.)"""
+    create_customer(engine, "kaisha", "Kaisha", None, "USD", "Asia/Tokyo")
+    paid = credits.grant_credit(engine, "kaisha", Decimal("60.00"), "USD", paid=True, expires=dt.date(2026, 4, 1),
+                                settings=SETTINGS, now=dt.datetime(2026, 2, 10, tzinfo=dt.UTC))
+    record_payment(engine, paid.invoice_number or "", Decimal("60.00"), method="bank_transfer",
+                   received_on=dt.date(2026, 2, 11), now=dt.datetime(2026, 2, 11, tzinfo=dt.UTC))
+    invoice = finalize_invoice(engine, _draft(engine, "kaisha", "100.00", month=2), SETTINGS, dt.date(2026, 3, 31),
+                               now=dt.datetime(2026, 3, 31, 16, tzinfo=dt.UTC))
+    assert str(invoice.amount_due) == "40.00"
+    # March: the invoice and the application (deferred revenue still held the 60.00); April: the write-off and
+    # its taking back, which net to nothing
+    assert _accounts(engine, month(2026, 3)) == {
+        "accounts_receivable": "40.00", "deferred_revenue": "60.00", "revenue:subscription_fees": "-100.00",
+    }
+    assert _accounts(engine, month(2026, 4)) == {}
