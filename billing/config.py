@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from billing.core.countries import COUNTRY_HINTS, is_country
 from billing.errors import BillingInputError
 
 if TYPE_CHECKING:
@@ -124,24 +125,13 @@ class Seller(BaseModel):
         if value is None or not value.strip():
             return None
         code = value.strip().upper()
-        if not _COUNTRY.fullmatch(code) or code in _COUNTRY_HINTS or not _known_country(code):
-            hint = f" ({_COUNTRY_HINTS[code]})" if code in _COUNTRY_HINTS else ""
+        if code in COUNTRY_HINTS or not is_country(code):
+            hint = f" ({COUNTRY_HINTS[code]})" if code in COUNTRY_HINTS else ""
             raise ValueError(f"expected an ISO 3166-1 alpha-2 country code such as IE, got {value!r}{hint}")
         return code
 
 
-def _known_country(code: str) -> bool:
-    """Whether Babel's data (ISO 3166-1) knows the country, as a customer's is checked (not a region such as EU,
-    nor an unknown or private-use code such as XX or ZZ)."""
-    from babel import Locale  # (loaded only when a seller country is set)
-
-    return code in Locale("en").territories and code not in ("EU", "EZ", "UN", "QO", "ZZ", "XA", "XB")
-
-
-_COUNTRY = re.compile(r"[A-Z]{2}")
 _RATE_PLACES = 4  # (billing.core.tax.MAX_RATE_PLACES)
-# (as billing.core.tax.COUNTRY_HINTS: not imported here, where settings are read)
-_COUNTRY_HINTS = {"EL": "Greece is GR; EL is only its VAT prefix", "UK": "the United Kingdom is GB"}
 _RATE_KEY = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 
 
@@ -169,8 +159,8 @@ class Tax(BaseModel):
         for key, value in rates.items():
             if not _RATE_KEY.fullmatch(key):
                 problems.append(f"{key}: expected a country code (DE) or a country and region (US-NY)")
-            elif key[:2] in _COUNTRY_HINTS:
-                problems.append(f"{key}: not a country code ({_COUNTRY_HINTS[key[:2]]})")
+            elif key[:2] in COUNTRY_HINTS:
+                problems.append(f"{key}: not a country code ({COUNTRY_HINTS[key[:2]]})")
             table = dict(value) if isinstance(value, dict) else {"standard": value}
             if "standard" not in table:
                 problems.append(f"{key}: a table of rates needs its standard rate")

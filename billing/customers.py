@@ -54,8 +54,9 @@ from sqlalchemy.orm import Session
 
 from billing.config import get_settings
 from billing.core.compose import opening_key
+from billing.core.countries import COUNTRY_HINTS, is_country
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
-from billing.core.tax import COUNTRY_HINTS, MAX_RATE_PLACES, NOT_COUNTRIES, check_tax_id, tax_id_country
+from billing.core.tax import MAX_RATE_PLACES, check_tax_id, tax_id_country
 from billing.db import counters, repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.invoicing import check_meters_charged_once, drop_opening_draft, opening_plan, write_opening_invoice
@@ -441,7 +442,7 @@ def _country(code: str | None, problems: list[str]) -> str | None:
     code = code.upper()
     if code in COUNTRY_HINTS:
         problems.append(f"country: {code!r} is not an ISO 3166-1 country code: {COUNTRY_HINTS[code]}")
-    elif not (len(code) == 2 and code.isalpha() and code in Locale("en").territories) or code in NOT_COUNTRIES:
+    elif not is_country(code):
         problems.append(f"country: expected an ISO 3166-1 alpha-2 country code such as DE, got {code!r}")
     return code
 

@@ -16,7 +16,7 @@ When (one rule for the CLI, the API and the scheduler; the clock is read here, `
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -33,7 +33,7 @@ from billing.core.domain import Customer, Subscription
 from billing.core.fees import given_back_elsewhere, opening_fee_period
 from billing.core.overrides import fee_anchor, negotiate
 from billing.core.periods import Period, PeriodState, has_begun_anywhere, period_state
-from billing.db import override_tables, repository, session_scope
+from billing.db import coupon_tables, override_tables, repository, session_scope
 from billing.db.stripe_tables import StripeInvoiceSyncRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.notify.outbox import queue_invoice_finalized, queue_invoices_finalized
@@ -67,6 +67,7 @@ __all__ = [
     "clock",
     "create_credit_note",
     "drop_opening_draft",
+    "earlier_drafts",
     "finalize_invoice",
     "finalize_opening_invoices",
     "finalize_settings",
@@ -79,6 +80,7 @@ __all__ = [
     "printable",
     "refresh_opening_drafts",
     "set_invoice_status",
+    "waits_for_earlier",
     "write_opening_invoice",
 ]
 
@@ -222,6 +224,9 @@ def finalize_invoice(
             invoice = store.get_invoice(session, key)
             if invoice.status == InvoiceStatus.DRAFT:
                 _check_can_issue(session, invoice, instant, allow_open_period)
+                earlier = earlier_drafts(session, [invoice.id]).get(invoice.id)
+                if earlier is not None:
+                    raise ConflictError(f"{waits_for_earlier(invoice, earlier)}; nothing was finalized")
                 if approval is not None:
                     # the customer before the draft, as every writer of both takes them (finalizing, a
                     # subscription's cancellation by a Stripe webhook): never two waiting for each other in a circle
@@ -476,6 +481,29 @@ def _check_can_issue(session: Session, invoice: Invoice, instant: dt.datetime, a
         check_period_can_close(
             period, {invoice.customer_id or "": zone}, now=instant, allow_open_period=allow_open_period
         )
+
+
+def earlier_drafts(
+    session: Session, invoice_ids: Sequence[int], *, issued_along: Collection[int] | None = None
+) -> dict[int, store.EarlierDraft]:
+    """The earlier unissued draft each period draft among ``invoice_ids`` waits for (``store.earlier_drafts``:
+    one billing a fee period it bills too, or any, for a customer holding a coupon)."""
+
+    def holders(customers: Collection[str]) -> set[str]:
+        return {c.customer for c in coupon_tables.customer_coupons(session, customers) if c.applied_on is not None}
+
+    return store.earlier_drafts(session, invoice_ids, issued_along=issued_along, coupon_holders=holders)
+
+
+def waits_for_earlier(draft: Invoice, earlier: store.EarlierDraft) -> str:
+    """Why ``draft`` is not issued before ``earlier``, and what to do."""
+    last, earlier_last = draft.period_end - dt.timedelta(days=1), earlier.period_end - dt.timedelta(days=1)
+    return (
+        f"invoice {draft.id} ({draft.period_start.isoformat()} to {last.isoformat()}) waits for the customer's "
+        f"earlier draft, invoice {earlier.invoice_id} ({earlier.period_start.isoformat()} to "
+        f"{earlier_last.isoformat()}): a later invoice adjusts against what earlier ones bill, so they are issued "
+        f"in the order of their periods; finalize invoice {earlier.invoice_id} first"
+    )
 
 
 # -- opening invoices ------------------------------------------------------------------------------------------

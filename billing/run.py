@@ -99,6 +99,7 @@ __all__ = [
     "periods_apart",
     "run_billing",
     "usage_account",
+    "waiting_for_earlier",
 ]
 
 
@@ -124,6 +125,8 @@ class RunReport:
     removed: list[str] = field(default_factory=list)  # drafts of the period it deleted: nothing to bill now
     periods: list[Period] = field(default_factory=list)  # the weeks and anniversary months billed beside the month
     unrated: set[str] = field(default_factory=set)  # customers among the skipped whose drafts it left as they were
+    # drafts its finalization left because their customer has an earlier one unissued (also among the skipped)
+    waiting: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def unbilled_events(self) -> int:
@@ -1008,19 +1011,24 @@ def _rate_customer(inputs: _RatingInputs, customer_id: str) -> tuple[list[DraftI
 
 def _ended_sections(inputs: _RatingInputs, customer_id: str) -> list[Section]:
     """The sections of the customer's subscriptions that ended as the period began: an in-advance fee billed for
-    longer than they ran, adjusted; an in-arrears fee of a fee period they left early that no invoice billed."""
+    longer than they ran, adjusted; an in-arrears fee of a fee period they left early that no invoice billed; and
+    what the period's progressive invoices billed of their usage, given back (they cover none of it now: cancelled
+    or changed from the period's first day after a progressive invoice)."""
     plans, fees_billed, adjustable, arrears = inputs.plans, inputs.fees_billed, inputs.adjustable, inputs.arrears
     sections = []
     for s in inputs.ended_by_customer.get(customer_id, ()):
+        billed = inputs.progressive.get(s.id)
         if s.id in adjustable and fees_billed.get((s.id, adjustable[s.id].start)):
             sections.append(Section(
                 s, plans[s.id], {}, billed_fee=fees_billed.get((s.id, adjustable[s.id].start)), fee_only=True,
-                billed_fee_paid=inputs.fees_paid.get((s.id, adjustable[s.id].start)),
+                billed_fee_paid=inputs.fees_paid.get((s.id, adjustable[s.id].start)), billed=billed,
             ))
-        elif s.id in arrears and not fees_billed.get((s.id, arrears[s.id].start)):
+            continue
+        fee = None
+        if s.id in arrears and not fees_billed.get((s.id, arrears[s.id].start)):
             fee = rate_fee(s, plans[s.id], arrears[s.id], inputs.catalog.rounding)
-            if fee is not None and fee.amount:
-                sections.append(Section(s, plans[s.id], {}, fee_only=True, arrears_fee=fee))
+        if (fee is not None and fee.amount) or billed:
+            sections.append(Section(s, plans[s.id], {}, fee_only=True, arrears_fee=fee if fee else None, billed=billed))
     return sections
 
 
@@ -1255,10 +1263,13 @@ def finalize_after_run(
     openings = invoicing.refresh_opening_drafts(engine, catalog, starting).skipped
     report.skipped += openings
     report.unrated |= {who for who, _ in openings}
-    return finalize_period(
+    numbers = finalize_period(
         engine, period, settings, today, customer=customer, now=now, allow_open_period=allow_open_period,
         approval=approval, leave=report.unrated,
     )  # fmt: skip
+    report.waiting = waiting_for_earlier(engine, period, customer=customer)
+    report.skipped += report.waiting
+    return numbers
 
 
 def held_customers(engine: Engine, catalog: Catalog, period: Period) -> dict[str, str]:
@@ -1360,6 +1371,7 @@ def _issue(
     transaction that issues them, so a draft rewritten meanwhile is judged as it now is. ``now``: the instant they
     are issued and their credits applied (default: the clock as each batch is issued)."""
     numbers: list[str] = []
+    held: list[int] = []
     for offset in range(0, len(ids), batch):
         with session_scope(engine) as session:
             # the customers before their drafts, as every writer of both takes them (a refresh of an opening draft,
@@ -1368,7 +1380,31 @@ def _issue(
             chunk = store.claim_drafts(session, ids[offset : offset + batch])
             if approval is not None:
                 chunk = issuable(session, chunk, approval)
+            # a draft whose customer has an earlier one unissued (held for approval, not yet finalized) waits
+            waiting = invoicing.earlier_drafts(session, chunk)
+            held += [invoice_id for invoice_id in chunk if invoice_id in waiting]
+            chunk = [invoice_id for invoice_id in chunk if invoice_id not in waiting]
             numbers += credits.finalize_with_credits(session, chunk, settings, today, now)
             # In the same transaction: an invoice is issued if and only if its e-mail and webhook are queued.
             queue_invoices_finalized(session, credits.with_credits(session, store.get_invoices(session, chunk)))
+    if held and len(ids) > batch:  # (the draft it waited for may have been issued by a later batch)
+        numbers += _issue(engine, held, settings, today, len(held), approval, now)
     return numbers
+
+
+def waiting_for_earlier(
+    engine: Engine, period: Period, *, customer: str | None = None, customers: Collection[str] | None = None
+) -> list[tuple[str, str]]:
+    """The period's drafts (of every billing period ending in it; ``customer``'s, or those of ``customers``, if
+    given) that a finalization leaves because their customer has an earlier draft unissued, each as (customer,
+    why): invoices are issued in the order of their periods."""
+    with session_scope(read_only(engine)) as session:
+        ids = store.drafts_of_period(
+            session, period.start, (), customer=customer, customers=customers, ending_by=period.end
+        )
+        found = invoicing.earlier_drafts(session, ids, issued_along=())
+        drafts = {invoice.id: invoice for invoice in store.get_invoices(session, sorted(found))}
+    return [
+        (earlier.customer_external_id, invoicing.waits_for_earlier(drafts[invoice_id], earlier))
+        for invoice_id, earlier in found.items()
+    ]

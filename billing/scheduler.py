@@ -67,7 +67,15 @@ from billing.db.scheduler_tables import SCHEDULER_JOBS_TABLE
 from billing.invoicing import finalize_opening_invoices
 from billing.invoicing import finalize_settings as configured_finalize_settings
 from billing.reactions import POLL, Reactor
-from billing.run import PeriodsApart, RunReport, finalize_billing_period, finalize_period, periods_apart, run_billing
+from billing.run import (
+    PeriodsApart,
+    RunReport,
+    finalize_billing_period,
+    finalize_period,
+    periods_apart,
+    run_billing,
+    waiting_for_earlier,
+)
 from dbkit import as_utc, read_only, utcnow
 from invoices import store
 from invoices.model import InvoiceScope
@@ -329,6 +337,8 @@ def _finalize_due(
         report.finalized += finalize_period(
             engine, period, settings, day, customers=customers, now=instant, approval=approval
         )
+    if due:  # (a draft whose customer has an earlier one unissued waits for it: said, and tried next cycle)
+        report.skipped += waiting_for_earlier(engine, period, customers={c for cs in due.values() for c in cs})
 
 
 # -- the jobs (module-level: the job store keeps references to them) -----------------------------------------

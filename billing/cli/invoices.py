@@ -29,7 +29,14 @@ from billing.cli._common import (
 from billing.core.aging import BUCKETS
 from billing.core.periods import parse_month
 from billing.errors import BillingError
-from billing.run import RunReport, finalize_draft_fresh, finalize_period, finalize_period_fresh, held_customers
+from billing.run import (
+    RunReport,
+    finalize_draft_fresh,
+    finalize_period,
+    finalize_period_fresh,
+    held_customers,
+    waiting_for_earlier,
+)
 from invoices.model import Invoice, InvoiceStatus
 from pricing_plans.models import Catalog
 from pricing_plans.money import D, format_amount, format_sum
@@ -246,6 +253,7 @@ def _finalize_period(
             numbers = finalize_period(
                 engine, month, settings, today, allow_open_period=allow_open_period, approval=policy, leave=held
             )
+            report.waiting = waiting_for_earlier(engine, month)
         else:
             report, numbers = finalize_period_fresh(
                 engine, catalog, month, settings, today, allow_open_period=allow_open_period, approval=policy
@@ -256,16 +264,19 @@ def _finalize_period(
     for who, why in report.skipped:
         if who in report.unrated:
             unrated.setdefault(who, why)
+    left = sorted([*unrated.items(), *report.waiting])
     waiting = awaiting_approval(engine, policy, period_start=month.start)
     if as_json:
         _json.emit({
             "finalized": numbers,
             "awaiting_approval": [item.draft.invoice_id for item in waiting],
-            "left_as_drafts": [{"customer": who, "reason": why} for who, why in sorted(unrated.items())],
+            "left_as_drafts": [{"customer": who, "reason": why} for who, why in left],
         })  # fmt: skip
         return
     for who, why in sorted(unrated.items()):
         err_console.print(f"[yellow]left a draft:[/] {escape(who)} cannot be rated now: {escape(why)}", highlight=False)
+    for who, why in report.waiting:
+        err_console.print(f"[yellow]left a draft:[/] {escape(who)}: {escape(why)}", highlight=False)
     refreshed = f" ({report.updated} draft(s) rated again first: changed since written)" if report.updated else ""
     console.print(
         f"finalized {len(numbers)} invoice(s)" + (f": {numbers[0]} … {numbers[-1]}" if numbers else "") + refreshed

@@ -13,6 +13,7 @@ An invoice for customer-period P holds, per subscription active in P (a section 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -25,7 +26,7 @@ from billing.core.rating import rate_period
 from billing.core.tax import TaxRules, customer_taxes
 from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, LineDetails, LineKind, Party
 from pricing_plans.charge_models import MeterUsage
-from pricing_plans.dimensions import DimensionedUsage
+from pricing_plans.dimensions import NONE_LABEL, DimensionedUsage
 from pricing_plans.models import Catalog, Plan
 from pricing_plans.money import ZERO
 
@@ -146,7 +147,12 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
         adjustment = fee_adjustment(
             subscription, plan, period, section.billed_fee, catalog.rounding, section.billed_fee_paid
         )
-        return [_placed(line, title, subscription, plan) for line in (adjustment, section.arrears_fee) if line]
+        given_back = _given_back_in_full(section, period, catalog) if section.billed else []
+        return [
+            _placed(line, title, subscription, plan)
+            for line in (adjustment, section.arrears_fee, *given_back)
+            if line
+        ]
     rated = rate_period(subscription, plan, section.usage, period, meters=catalog.meters, rounding=catalog.rounding)
     fees = period_fees(
         subscription,
@@ -169,12 +175,23 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
     return [_placed(line, title, subscription, plan) for line in lines if line is not None]
 
 
+def _given_back_in_full(section: Section, period: Period, catalog: Catalog) -> list[InvoiceLine]:
+    """What the period's progressive invoices billed of the usage of a subscription that covers none of the
+    period now (it ended as the period began), given back charge by charge."""
+    billed = section.billed or {}
+    rated = rate_period(section.subscription, section.plan, {}, period, meters=catalog.meters,
+                        rounding=catalog.rounding)  # fmt: skip
+    return [line for line in rest_to_bill(rated.usage_lines, billed) if _billed_key(line) in billed]
+
+
 def rest_to_bill(
     lines: Sequence[InvoiceLine], billed: Mapping[BilledKey, Decimal], note: str = "rest of the period"
 ) -> list[InvoiceLine]:
     """Usage lines less what was billed of them before in the same period (by progressive invoices): each line's
     amount becomes rated − billed, its account in ``details.extra["billed_to_date"]``; a line billed in full
-    before is left out."""
+    before is left out. What was billed of a charge, or of a part of one, that no line rates now is given back
+    on a line of its own (``_given_back``): the subscription no longer covers that usage (cancelled or changed
+    from a day before it), or the charge is split otherwise (an override adds a ``group_by``)."""
     rest = []
     for line in lines:
         before = billed.get(_billed_key(line))
@@ -192,7 +209,64 @@ def rest_to_bill(
         }
         details = replace(line.details, extra={**line.details.extra, "billed_to_date": account})
         rest.append(replace(line, description=f"{line.description} ({note})", amount=difference, details=details))
+    rated = {_billed_key(line) for line in lines}
+    for key, before in billed.items():
+        if key is not None and key not in rated and before != 0:
+            rest.append(_given_back(key, before, lines, note))
     return rest
+
+
+def _given_back(key: tuple[str, str | None], before: Decimal, lines: Sequence[InvoiceLine], note: str) -> InvoiceLine:
+    """A line giving back ``before``, billed of the charge part ``key`` (meter, dimension) that no line of
+    ``lines`` rates now; named as the meter's lines are, with the part's filter and group values."""
+    meter, dimension = key
+    same_meter = next((line for line in lines if line.meter == meter), None)
+    description = meter if same_meter is None else _charge_name(same_meter)
+    if dimension is not None:
+        description = f"{description} — {_dimension_label(dimension)}"
+    account = {
+        "charge": description,
+        "rated": "0",
+        "billed_before": str(before),
+        "explanation": f"no usage of it is rated in the period now; {before} was billed on progressive invoices",
+    }
+    period_start = lines[0].service_start if lines else None
+    period_end = lines[0].service_end if lines else None
+    return InvoiceLine(
+        kind=LineKind.USAGE,
+        description=f"{description} ({note})",
+        amount=-before,
+        quantity=ZERO,
+        unit=same_meter.unit if same_meter is not None else None,
+        service_start=period_start,
+        service_end=period_end,
+        meter=meter,
+        model=same_meter.model if same_meter is not None else None,
+        details=LineDetails(explanation=account["explanation"], extra={"billed_to_date": account}),
+        dimension=dimension,
+    )
+
+
+def _charge_name(line: InvoiceLine) -> str:
+    """The name of the charge a usage line rates, without the part its dimension names."""
+    if line.dimension is None:
+        return line.description
+    label = f" — {_dimension_label(line.dimension)}"
+    return line.description.removesuffix(label) if line.description.endswith(label) else (
+        line.description.partition(" — ")[0]
+    )
+
+
+def _dimension_label(dimension: str) -> str:
+    """A part's stored key (``pricing_plans.dimensions.dimension_key``: canonical JSON) as words: its filter's
+    values, then its group's, as the lines of the part read."""
+    try:
+        content = json.loads(dimension)
+        values = [", ".join(map(str, v)) for v in (content.get("filter") or {}).values()]
+        values += [NONE_LABEL if v is None else str(v) for v in (content.get("group") or {}).values()]
+    except (ValueError, AttributeError, TypeError):
+        return dimension
+    return " — ".join(values) or dimension
 
 
 def late_usage_lines(late: LateUsage, catalog: Catalog) -> list[InvoiceLine]:

@@ -136,13 +136,24 @@ def discount_lines(
             taken[code] = taken.get(code, ZERO) - line.amount
     billed = [*(line for line in earlier if line.kind is not LineKind.DISCOUNT), *lines]
     discounts: list[InvoiceLine] = []
-    for applied, amount, base, explanation in _reductions(billed, coupons, period_start, currency, rounding):
+    reductions = _reductions(billed, coupons, period_start, currency, rounding)
+    for applied, amount, base, explanation in reductions:
         before = taken.get(applied.coupon.code, ZERO)
         if amount - before == 0:
             continue
         if before:
             explanation += f"; less {format_amount(before, currency)} taken off by earlier invoices of the period"
         discounts.append(_line(applied, amount - before, base, explanation))
+    # a coupon that takes nothing off the period now (its usage given back) gives back what earlier invoices took
+    reducing = {applied.coupon.code for applied, *_ in reductions}
+    for applied in coupons:
+        before = taken.get(applied.coupon.code, ZERO)
+        if before and applied.coupon.code not in reducing:
+            explanation = (
+                f"nothing to take off the period now; {format_amount(before, currency)} taken off by earlier "
+                "invoices of the period, given back"
+            )
+            discounts.append(_line(applied, -before, ZERO, explanation))
     return discounts
 
 

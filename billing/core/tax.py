@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+from billing.core.countries import COUNTRY_HINTS, NOT_COUNTRIES
 from billing.core.domain import Customer
 from billing.core.fees import refund_of_paid
 from invoices.model import InvoiceLine, LineKind, TaxLine
@@ -75,13 +76,6 @@ EU_COUNTRIES = frozenset(
 # A tax rate (percent) has at most this many decimal places (8.875, 14.975, 7.7).
 MAX_RATE_PLACES = 4
 
-# Codes that look like a country's but are not one: what to write instead.
-COUNTRY_HINTS = {
-    "EL": "Greece is GR (EL is only the prefix of its VAT numbers)",
-    "UK": "the United Kingdom is GB",
-}
-# Codes Babel names that are groups of countries or placeholders, not a country a buyer is in.
-NOT_COUNTRIES = frozenset({"EU", "EZ", "UN", "QO", "ZZ"})
 _VAT_PREFIX = {"GR": "EL"}
 _PREFIX_COUNTRY = {"EL": "GR", "XI": "GB"}
 _SEPARATORS = re.compile(r"[\s.\-/]")

@@ -35,6 +35,7 @@ from invoices.store.lifecycle import (
 from invoices.store.numbering import next_numbers, sequence_name
 from invoices.store.queries import (
     DraftForReview,
+    EarlierDraft,
     InvoiceAmounts,
     IssuedLine,
     IssuedNote,
@@ -50,6 +51,7 @@ from invoices.store.queries import (
     draft_periods,
     drafts_for_review,
     drafts_of_period,
+    earlier_drafts,
     fee_invoices,
     finalized_invoice_ids,
     get_invoice,
@@ -82,6 +84,7 @@ __all__ = [
     "DraftOutcome",
     "DraftRow",
     "DraftWriter",
+    "EarlierDraft",
     "FinalizeSettings",
     "InvoiceAmounts",
     "IssuedLine",
@@ -103,6 +106,7 @@ __all__ = [
     "draft_row",
     "drafts_for_review",
     "drafts_of_period",
+    "earlier_drafts",
     "fee_invoices",
     "finalize",
     "finalize_many",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,7 @@ from pricing_plans.money import ZERO
 
 __all__ = [
     "DraftForReview",
+    "EarlierDraft",
     "InvoiceAmounts",
     "IssuedLine",
     "IssuedPeriod",
@@ -47,6 +48,7 @@ __all__ = [
     "draft_periods",
     "drafts_for_review",
     "drafts_of_period",
+    "earlier_drafts",
     "fee_invoices",
     "finalized_invoice_ids",
     "get_invoice",
@@ -488,6 +490,105 @@ def period_drafts(
     )
     wanted = set(customers)
     return [invoice_id for invoice_id, owner in session.execute(statement) if owner in wanted]
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierDraft:
+    """An unissued draft (a period or an opening invoice) of a customer for a period that ended before the start
+    of another draft of the same customer, which waits for it."""
+
+    invoice_id: int
+    customer_external_id: str
+    period_start: dt.date
+    period_end: dt.date
+
+
+def earlier_drafts(
+    session: Session,
+    invoice_ids: Sequence[int],
+    *,
+    issued_along: Collection[int] | None = None,
+    coupon_holders: Callable[[Collection[str]], Collection[str]] | None = None,
+) -> dict[int, EarlierDraft]:
+    """For each period draft among ``invoice_ids``, the first unissued draft of its customer that it waits for: a
+    period or an opening invoice whose period ended by the day the draft's begins, not issued along with it (among
+    ``issued_along``, by default ``invoice_ids``), and whose content the draft's depends on. A later invoice
+    adjusts against what earlier ones bill: the fee of a fee period both bill a line of (an in-advance fee given
+    back when a subscription stops early; the same subscription and service start), and, for the customers
+    ``coupon_holders`` names among those it is given (holding a coupon), the periods a coupon already reduced.
+    Issued before such an earlier draft, it would adjust against content that is not final."""
+    if not invoice_ids:
+        return {}
+    along = set(invoice_ids if issued_along is None else issued_along)
+    wanted: dict[int, tuple[str, dt.date]] = {}
+    id_list = sorted(set(invoice_ids))
+    for offset in range(0, len(id_list), _CHUNK):
+        statement = select(InvoiceRow.id, InvoiceRow.customer_external_id, InvoiceRow.period_start).where(
+            InvoiceRow.id.in_(id_list[offset : offset + _CHUNK]),
+            InvoiceRow.status == InvoiceStatus.DRAFT.value,
+            InvoiceRow.scope == InvoiceScope.PERIOD.value,
+        )
+        wanted.update({invoice_id: (owner or "", start) for invoice_id, owner, start in session.execute(statement)})
+    owners = {owner for owner, _ in wanted.values()}
+    drafts = _earlier_candidates(session, owners, set())
+    fees = _fee_keys(session, [*wanted, *(d.invoice_id for found in drafts.values() for d in found)])
+    holders = set(coupon_holders(sorted(owners)) if coupon_holders is not None and owners else ())
+    waits: dict[int, EarlierDraft] = {}
+    while True:  # a draft issued along that itself waits is not issued: those after it that depend on it wait too
+        for invoice_id, (owner, start) in wanted.items():
+            billing = fees.get(invoice_id, set())
+            earlier = next(
+                (
+                    d for d in drafts.get(owner, ())
+                    if d.invoice_id not in along and d.period_end <= start
+                    and (owner in holders or fees.get(d.invoice_id, set()) & billing)
+                ),
+                None,
+            )  # fmt: skip
+            if earlier is not None:
+                waits[invoice_id] = earlier
+        if not along & set(waits):
+            return waits
+        along -= set(waits)
+
+
+def _earlier_candidates(session: Session, owners: set[str], along: set[int]) -> dict[str, list[EarlierDraft]]:
+    """The unissued period and opening drafts of ``owners`` but those in ``along``, by customer, in period order."""
+    found: dict[str, list[EarlierDraft]] = {}
+    listed = sorted(owners)
+    for offset in range(0, len(listed), _CHUNK):
+        statement = (
+            select(InvoiceRow.id, InvoiceRow.customer_external_id, InvoiceRow.period_start, InvoiceRow.period_end)
+            .where(
+                InvoiceRow.customer_external_id.in_(listed[offset : offset + _CHUNK]),
+                InvoiceRow.status == InvoiceStatus.DRAFT.value,
+                InvoiceRow.scope.in_([InvoiceScope.PERIOD.value, InvoiceScope.OPENING.value]),
+            )
+            .order_by(InvoiceRow.period_start, InvoiceRow.id)
+        )
+        for row in session.execute(statement):
+            if row.id not in along:
+                found.setdefault(row.customer_external_id, []).append(EarlierDraft(*row))
+    return found
+
+
+def _fee_keys(session: Session, invoice_ids: Sequence[int]) -> dict[int, set[tuple[int, dt.date]]]:
+    """The (subscription, service start) of each invoice's subscription fee lines: the fee periods it bills."""
+    keys: dict[int, set[tuple[int, dt.date]]] = {}
+    listed = sorted(set(invoice_ids))
+    for offset in range(0, len(listed), _CHUNK):
+        statement = select(
+            InvoiceLineRow.invoice_id, InvoiceLineRow.subscription_id, InvoiceLineRow.service_start
+        ).where(
+            InvoiceLineRow.invoice_id.in_(listed[offset : offset + _CHUNK]),
+            InvoiceLineRow.kind == LineKind.SUBSCRIPTION.value,
+            InvoiceLineRow.subscription_id.is_not(None),
+            InvoiceLineRow.service_start.is_not(None),
+        )
+        for invoice_id, subscription_id, start in session.execute(statement):
+            if subscription_id is not None and start is not None:  # (as selected: for the type checker)
+                keys.setdefault(invoice_id, set()).add((subscription_id, start))
+    return keys
 
 
 def drafts_of_period(

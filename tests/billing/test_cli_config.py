@@ -111,6 +111,7 @@ def test_a_config_file_that_is_not_toml_is_named_with_its_line(tmp_path):
     ("written", "named"),
     [
         ('[seller]\ncountry = "XX"\n', "seller.country: Value error, expected an ISO 3166-1 alpha-2 country code"),
+        ('[seller]\ncountry = "XB"\n', "seller.country: Value error, expected an ISO 3166-1 alpha-2 country code"),
         ('[seller]\ncountryy = "IE"\n', "seller.countryy: Extra inputs are not permitted"),
         ('[tax]\nnmae = "MwSt."\n', "tax.nmae: Extra inputs are not permitted"),
         ("payment_terms_days = -30\n", "payment_terms_days: Input should be greater than or equal to 0"),

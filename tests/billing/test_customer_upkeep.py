@@ -282,7 +282,7 @@ def test_credit_notes_that_credit_an_invoice_in_thirds_give_back_each_rate_exact
 
 @pytest.mark.db
 def test_a_customers_country_is_a_country(engine):
-    """Babel also names groups (EU) and placeholders (ZZ); EL and UK are not ISO codes (Greece is GR, the United
+    """Babel also names groups (EU), placeholders (ZZ) and pseudo-locales (XA, XB); EL and UK are not ISO codes (Greece is GR, the United
     Kingdom GB): each is refused with what to write instead."""
     add(engine, "cus_1")
     for code, problem in [
@@ -291,6 +291,7 @@ def test_a_customers_country_is_a_country(engine):
         ("uk", "country: 'UK' is not an ISO 3166-1 country code: the United Kingdom is GB"),
         ("EU", "country: expected an ISO 3166-1 alpha-2 country code such as DE, got 'EU'"),
         ("ZZ", "country: expected an ISO 3166-1 alpha-2 country code such as DE, got 'ZZ'"),
+        ("XA", "country: expected an ISO 3166-1 alpha-2 country code such as DE, got 'XA'"),  # Babel's pseudo-locale
     ]:
         with pytest.raises(BillingInputError) as refused:
             service.update_customer(engine, "cus_1", {"country": code})

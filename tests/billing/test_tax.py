@@ -315,8 +315,8 @@ def test_greece_is_gr_and_the_united_kingdom_gb_in_the_configuration():
     with pytest.raises(ValidationError) as raised:
         Settings(seller={"country": "EL"}, tax={"rates": {"EL": 24, "UK": 20, "GR": 24}})
     text = str(raised.value)
-    assert "got 'EL' (Greece is GR; EL is only its VAT prefix)" in text
-    assert "EL: not a country code (Greece is GR; EL is only its VAT prefix)" in text
+    assert "got 'EL' (Greece is GR (EL is only the prefix of its VAT numbers))" in text
+    assert "EL: not a country code (Greece is GR (EL is only the prefix of its VAT numbers))" in text
     assert "UK: not a country code (the United Kingdom is GB)" in text
     assert "GR:" not in text
     greek = Settings(seller={"country": "GR"}, tax={"rates": {"GR": 24}}).tax_rules()

@@ -132,6 +132,9 @@ def finalize_drafts(
         )  # fmt: skip
         unrated = sorted(report.unrated)
         left = f" Left as drafts, cannot be rated now: {', '.join(unrated)}." if unrated else ""
+        earlier = sorted({who for who, _ in report.waiting})
+        if earlier:
+            left += f" Left as drafts until their earlier drafts are issued: {', '.join(earlier)}."
         return f"{len(numbers)} invoices of {period.label} issued.{left}"
 
     back = f"/approvals?period={quote(period_text.strip(), safe='')}" if _parses(period_text) else "/approvals"
