@@ -12,13 +12,13 @@ import datetime as dt
 import decimal
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from itertools import chain, groupby
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Engine, Select, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
@@ -44,7 +44,9 @@ from billing.core.metrics import (
     InvoiceSummary,
     MetricsError,
     PeriodFigures,
+    billed_by_customer,
     compute_figures,
+    with_line_months,
 )
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
@@ -89,8 +91,9 @@ class MetricInputs:
     Attributes:
       customers: every customer.
       subscriptions: every subscription (earlier ones tell a reactivation from a new customer).
-      invoices: the invoices whose period starts from 23 months before the range to the range's last period,
-        and the credit notes against them, draft and void included (the computation filters by status).
+      invoices: the invoices whose period ends on or after the first day 23 months before the range (a line
+        counts in the month its service begins: any of them may bill service of the range), and the credit notes
+        against them, draft and void included (the computation filters by status).
       overrides: every version of the subscriptions' negotiated prices, by subscription id.
     """
 
@@ -109,14 +112,15 @@ def load_metric_inputs(session: Session, periods: Sequence[Period], *, summed: b
     invoices."""
     if not periods:
         return MetricInputs((), (), ())
-    first, last = months_before(periods[0], TRAILING_MONTHS).start, periods[-1].start
+    first = months_before(periods[0], TRAILING_MONTHS).start
     subscriptions = tuple(repository.list_subscriptions(session))
+    starts = {s.id: s.start_date for s in subscriptions}
     customers = tuple(repository.list_customers(session))
     billed = billed_summary(session, periods) if summed else None
     return MetricInputs(
         customers=customers,
         subscriptions=subscriptions,
-        invoices=() if summed else tuple(_invoice_summaries(session, first, last, subscriptions)),
+        invoices=() if summed else tuple(_invoice_summaries(session, first, starts)),
         overrides=override_tables.overrides_of(session, [s.id for s in subscriptions]),
         coupons=tuple(coupon_issues(session, {c.external_id: c.currency for c in customers})),
         billed=billed,
@@ -188,28 +192,36 @@ def free_credits_applied(session: Session, invoice_ids: Sequence[int]) -> dict[i
 
 
 def _invoice_summaries(
-    session: Session, first: dt.date, last: dt.date, subscriptions: Sequence[Subscription]
+    session: Session, first: dt.date, starts: Mapping[int, dt.date], among: Any = None
 ) -> list[InvoiceSummary]:
-    starts = {s.id: s.start_date for s in subscriptions}
-    invoices = store.invoice_amounts(session, first, last)
+    """The invoices whose lines may count from ``first`` on (``store.invoice_amounts``; ``among``: a select of the
+    invoice ids to keep to), their lines dated by the month their service begins (``starts``: the subscriptions'
+    start dates by id)."""
+    invoices = store.invoice_amounts(session, first, among=among)
     free = free_credits_applied(session, [i.invoice_id for i in invoices])
     return [
-        InvoiceSummary(
-            number=invoice.number,
-            kind=invoice.kind,
-            status=invoice.status,
-            customer_external_id=invoice.customer_external_id,
-            currency=invoice.currency,
-            period_start=invoice.period_start,
-            subtotal=invoice.subtotal,
-            discount=invoice.discount,
-            refers_to=invoice.refers_to,
-            line_amounts=invoice.line_amounts,
-            period_end=invoice.period_end,
-            scope=invoice.scope,
-            tax_included=invoice.tax_included,
-            free_credits=free.get(invoice.invoice_id, Decimal(0)),
-            service_start=starts.get(invoice.subscription_id or 0),
+        with_line_months(
+            InvoiceSummary(
+                number=invoice.number,
+                kind=invoice.kind,
+                status=invoice.status,
+                customer_external_id=invoice.customer_external_id,
+                currency=invoice.currency,
+                period_start=invoice.period_start,
+                subtotal=invoice.subtotal,
+                discount=invoice.discount,
+                refers_to=invoice.refers_to,
+                line_amounts=invoice.line_amounts,
+                period_end=invoice.period_end,
+                scope=invoice.scope,
+                tax_included=invoice.tax_included,
+                free_credits=free.get(invoice.invoice_id, Decimal(0)),
+                service_start=starts.get(invoice.subscription_id or 0),
+            ),
+            (
+                (kind, service_start, service_end, starts.get(subscription or 0), amount)
+                for kind, service_start, service_end, subscription, amount in invoice.dated_lines
+            ),
         )
         for invoice in invoices
     ]
@@ -382,8 +394,8 @@ _USAGE_KINDS = (LineKind.USAGE.value, LineKind.LATE_USAGE.value)
 
 
 def _revenue_invoices(invoice: Any, first: dt.date, last: dt.date) -> ColumnElement[bool]:
-    """Issued invoices that are revenue (not a top-up) and may count in the months ``first`` to ``last``: every
-    invoice counts in a month from its period's start's to its period's last day's."""
+    """Issued invoices that are revenue (not a top-up) whose billing period overlaps the months ``first`` to
+    ``last``."""
     return and_(
         invoice.kind == InvoiceKind.INVOICE.value,
         invoice.status.in_(_ISSUED),
@@ -393,12 +405,86 @@ def _revenue_invoices(invoice: Any, first: dt.date, last: dt.date) -> ColumnElem
     )
 
 
-def billed_customer_months(session: Session, first: dt.date, last: dt.date) -> Iterator[CustomerMonth]:
+def _revenue_from(invoice: Any, first: dt.date) -> ColumnElement[bool]:
+    """Issued invoices that are revenue (not a top-up) and may bill service from ``first`` on: their period ends
+    on or after it (a fee in advance begins where its invoice's period ends; usage billed late comes later)."""
+    return and_(
+        invoice.kind == InvoiceKind.INVOICE.value,
+        invoice.status.in_(_ISSUED),
+        invoice.scope != InvoiceScope.CREDIT.value,
+        invoice.period_end >= first,
+    )
+
+
+def _spread_invoices(first: dt.date) -> Select[Any]:
+    """The ids of the revenue invoices with a line billing service outside the invoice's billing period (a fee
+    billed in advance, usage billed late), which may count in another month than the invoice's
+    (``billing.core.metrics.line_month``). ``_Spread`` splits their billed revenue by month in Python; the
+    database sums the rest."""
+    inv, line = aliased(InvoiceRow), aliased(InvoiceLineRow)
+    return (
+        select(line.invoice_id)
+        .distinct()
+        .join(inv, inv.id == line.invoice_id)
+        .where(
+            _revenue_from(inv, first),
+            line.kind != LineKind.DISCOUNT.value,
+            or_(line.service_start < inv.period_start, line.service_start >= inv.period_end),
+        )
+    )
+
+
+@dataclass(slots=True)
+class _Spread:
+    """What the invoices whose lines count in another month than the invoice's (``_spread_invoices``) change in
+    the database's sums, which count each invoice whole in its month: their billed revenue split by month
+    (``billed_parts``) less the same counted whole, per (currency, customer) and month, and per (currency, month)
+    by line kind; the months ``first`` to ``last``."""
+
+    customers: dict[tuple[str, str], dict[dt.date, Decimal]] = field(default_factory=dict)
+    months: dict[tuple[str, dt.date], BilledAmounts] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session, first: dt.date, last: dt.date) -> _Spread:
+        spread = cls()
+        ids = list(session.scalars(_spread_invoices(first)))
+        if not ids:
+            return spread
+        starts = {key: day for key, day in session.execute(select(SubscriptionRow.id, SubscriptionRow.start_date))}
+        with decimal.localcontext(_EXACT):
+            for i in range(0, len(ids), 5000):
+                summaries = _invoice_summaries(session, first, starts, among=ids[i : i + 5000])
+                lumped = [replace(summary, dated_lines=()) for summary in summaries]
+                spread._add(billed_by_customer(summaries), first, last)
+                spread._add(billed_by_customer(lumped), first, last, sign=-1)
+        return spread
+
+    def _add(
+        self, billed: Mapping[tuple[str, dt.date], Mapping[str, BilledAmounts]], first: dt.date, last: dt.date,
+        sign: int = 1,
+    ) -> None:  # fmt: skip
+        for (currency, month), customers in billed.items():
+            if not first <= month <= last:
+                continue
+            for customer, amounts in customers.items():
+                per_month = self.customers.setdefault((currency, customer), {})
+                per_month[month] = per_month.get(month, ZERO) + sign * amounts.total
+            key, total = (currency, month), sum(customers.values(), BilledAmounts())
+            if sign < 0:
+                total = BilledAmounts(-total.subscription, -total.usage, -total.commitment, -total.adjustments)
+            self.months[key] = self.months[key] + total if key in self.months else total
+
+
+def billed_customer_months(
+    session: Session, first: dt.date, last: dt.date, spread: _Spread | None = None
+) -> Iterator[CustomerMonth]:
     """Each customer's billed revenue of each month from ``first`` to ``last`` (month starts), as
-    ``billing.core.metrics.billed_by_customer`` counts it, by currency, customer and month. The database sums it
+    ``billing.core.metrics.billed_by_customer`` counts it, each customer's months together. The database sums it
     (``dbkit.exact``), one amount per row: each invoice's total and tax (its amount net of tax), the free credit
     applied to it (up to that net amount) and the credit notes against it, grouped per currency, customer, month
-    and kind of amount; only those sums reach Python."""
+    and kind of amount; only those sums reach Python, with what the invoices whose lines count in another month
+    change in them (``_Spread``)."""
+    spread = spread or _Spread.load(session, first, last)
     parts = _billed_parts(first, last, lines=False)
     grouped = (
         select(parts.c.currency, parts.c.customer, parts.c.month, parts.c.part, exact_sum(parts.c.amount))
@@ -406,15 +492,26 @@ def billed_customer_months(session: Session, first: dt.date, last: dt.date) -> I
         .order_by(parts.c.currency, parts.c.customer, parts.c.month)
     )
     result = session.connection().execute(grouped, execution_options={"yield_per": 10_000})
-    for (currency, customer, day), group in groupby(result, key=lambda row: (row[0], row[1], row[2])):
-        found = {part: amount for _, _, _, part, amount in group}
-        total = found["total"] if len(found) == 1 and "total" in found else _net(found)
-        yield CustomerMonth(currency, customer, dt.date.fromisoformat(day), total)
+    for (currency, customer), rows in groupby(result, key=lambda row: (row[0], row[1])):
+        months: dict[dt.date, Decimal] = spread.customers.pop((currency, customer), {})
+        for day, group in groupby(rows, key=lambda row: row[2]):
+            found = {part: amount for _, _, _, part, amount in group}
+            total = found["total"] if len(found) == 1 and "total" in found else _net(found)
+            month = dt.date.fromisoformat(day)
+            months[month] = months[month] + total if month in months else total
+        for month in sorted(months):
+            yield CustomerMonth(currency, customer, month, months[month])
+    for (currency, customer), months in sorted(spread.customers.items()):
+        for month in sorted(months):
+            yield CustomerMonth(currency, customer, month, months[month])
 
 
-def billed_months(session: Session, first: dt.date, last: dt.date) -> dict[tuple[str, dt.date], BilledAmounts]:
+def billed_months(
+    session: Session, first: dt.date, last: dt.date, spread: _Spread | None = None
+) -> dict[tuple[str, dt.date], BilledAmounts]:
     """The billed revenue of each month from ``first`` to ``last`` per currency, split by line kind (the sums of
     :func:`billed_customer_months` over the customers, with the fee, usage and commitment lines apart)."""
+    spread = spread or _Spread.load(session, first, last)
     parts = _billed_parts(first, last, lines=True)
     grouped = select(parts.c.currency, parts.c.month, parts.c.part, exact_sum(parts.c.amount)).group_by(
         parts.c.currency, parts.c.month, parts.c.part
@@ -422,20 +519,25 @@ def billed_months(session: Session, first: dt.date, last: dt.date) -> dict[tuple
     found: dict[tuple[str, dt.date], dict[str, Decimal]] = defaultdict(dict)
     for currency, day, part, amount in session.execute(grouped):
         found[(currency, dt.date.fromisoformat(day))][part] = amount
-    return {key: _billed_amounts(amounts) for key, amounts in found.items()}
+    months = {key: _billed_amounts(amounts) for key, amounts in found.items()}
+    with decimal.localcontext(_EXACT):
+        for key, amounts in spread.months.items():
+            months[key] = months[key] + amounts if key in months else amounts
+    return months
 
 
 def _billed_parts(first: dt.date, last: dt.date, *, lines: bool) -> Subquery:
     """The amounts billed revenue is made of, one per row with its currency, customer, month and part: each
     issued invoice's ``total`` and ``tax``, the ``free`` credit applied to it (up to its amount net of tax), the
     subtotals of the ``credit_note``s against it and, with ``lines``, its fee, usage and commitment lines (their
-    kind as the part)."""
+    kind as the part). Each invoice counts whole in its month (``InvoiceSummary.billed_month``); ``_Spread``
+    moves the lines that count in another."""
     inv, sub = aliased(InvoiceRow), aliased(SubscriptionRow)
     columns = (
         inv.currency.label("currency"), inv.customer_external_id.label("customer"),
         _month_billed(inv, sub).label("month"),
     )  # fmt: skip
-    revenue = _revenue_invoices(inv, first, last)
+    revenue = _revenue_from(inv, first)
     totals = select(*columns, literal("total").label("part"), inv.total.label("amount"))
     taxes = select(*columns, literal("tax"), inv.tax).where(inv.tax != 0)
     free = (
@@ -523,7 +625,9 @@ def billed_summary(session: Session, periods: Sequence[Period]) -> BilledSummary
     summary = BilledSummary(
         periods, billing_history_starts(session, first, last), invoiced_currencies(session, first, last)
     )
-    summary.add(billed_customer_months(session, first, last), billed_months(session, first, last))
+    spread = _Spread.load(session, first, last)
+    months = billed_months(session, first, last, spread)  # (before the customers' rows take theirs)
+    summary.add(billed_customer_months(session, first, last, spread), months)
     return summary
 
 

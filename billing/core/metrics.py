@@ -38,8 +38,10 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
 - **NRR** = (start + expansion − contraction − churned) / start; **GRR** = (start − contraction − churned) / start.
 - **Billed revenue** of P = Σ (subtotal − discount − tax included in tax-inclusive prices − free credits
   applied) of the issued invoices (finalized, paid or uncollectible; kind invoice; not a top-up selling prepaid
-  credit, which is a liability until used) that count in P (``InvoiceSummary.billed_month``), minus the subtotals
-  (net of tax) of issued credit notes against those invoices. Free credits are subtracted at the amount applied,
+  credit, which is a liability until used), minus the subtotals (net of tax) of issued credit notes against them,
+  each line counted in the month of the service it bills (``line_month``: with its invoice, in
+  ``InvoiceSummary.billed_month``, unless billed in advance or late) and what an invoice takes off as a whole
+  shared among its lines' months (``billed_parts``). Free credits are subtracted at the amount applied,
   up to the invoice's net amount; paid credits are revenue when used, so an invoice they pay counts in full. Split
   by line kind: subscription, usage (with late usage), commitment, and credits & discounts (everything else, the
   tax inside tax-inclusive prices and the free credits taken off there), which add up to the billed revenue.
@@ -92,17 +94,21 @@ __all__ = [
     "PeriodFigures",
     "RevenueBase",
     "billed_by_customer",
+    "billed_parts",
     "compute_figures",
     "figures_row",
     "first_billed_periods",
     "format_money",
     "format_rate",
     "has_ended_everywhere",
+    "line_month",
     "month_number",
     "plan_mrr",
     "ratio",
     "revenue_base",
+    "share_by_month",
     "summarize_invoice",
+    "with_line_months",
 ]
 
 JSON_KEYS = (
@@ -183,12 +189,15 @@ class InvoiceSummary:
       subtotal, discount: before tax; the billed amount of an invoice is ``subtotal − discount − tax_included``.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs.
       tax_included: the tax inside tax-inclusive prices (part of the lines and the subtotal, not revenue).
-      period_end, scope: the end of the billing period (exclusive) and what the invoice bills: a period invoice
-        counts in the month its period's last day falls in (``billed_month``), an opening invoice in the month it
-        starts; an invoice of scope ``credit`` sells prepaid credit and is not revenue.
+      period_end, scope: the end of the billing period (exclusive) and what the invoice bills; an invoice of scope
+        ``credit`` sells prepaid credit and is not revenue.
       free_credits: the free (promotional) credit applied to the invoice, tax included.
       service_start: an opening invoice's subscription's start (its fee is billed from then, not from the start
         of the fee's calendar period).
+      dated_lines: the line amounts per month they count in and kind, as ``(month, kind, amount)`` triples (month
+        None: the invoice's own, ``billed_month``), where a line counts in another month than the invoice
+        (``line_month``: a fee billed in advance, usage billed late); empty when every line counts in
+        ``billed_month``.
     """
 
     number: str | None
@@ -206,13 +215,15 @@ class InvoiceSummary:
     tax_included: Decimal = ZERO
     free_credits: Decimal = ZERO
     service_start: dt.date | None = None
+    dated_lines: tuple[tuple[dt.date | None, str, Decimal], ...] = ()
 
     @property
     def billed_month(self) -> dt.date:
-        """The first day of the month whose billed revenue the invoice counts in: the month its billing period's
-        last day falls in (as the run of that month bills it: a week or an anniversary month ending in it; a
-        progressive invoice of the period with it), or, for an opening invoice, the month its service starts in
-        (the subscription's start: a yearly fee opened on 10 March counts in March, not in January)."""
+        """The first day of the month an invoice's lines with no service period count in (and all of what it takes
+        off when none of its lines has one): the month its billing period's last day falls in (as the run of that
+        month bills it: a week or an anniversary month ending in it; a progressive invoice of the period with it),
+        or, for an opening invoice, the month its service starts in (the subscription's start: a yearly fee
+        opened on 10 March counts in March, not in January)."""
         if self.scope is InvoiceScope.OPENING and self.service_start is not None:
             return max(self.service_start, self.period_start).replace(day=1)
         if self.period_end is None or self.scope not in (InvoiceScope.PERIOD, InvoiceScope.PROGRESSIVE):
@@ -220,12 +231,36 @@ class InvoiceSummary:
         return (self.period_end - dt.timedelta(days=1)).replace(day=1)
 
 
-def summarize_invoice(invoice: Invoice) -> InvoiceSummary:
-    """The :class:`InvoiceSummary` of a stored invoice (its lines summed per kind)."""
+def line_month(
+    invoice: InvoiceSummary,
+    service_start: dt.date | None,
+    service_end: dt.date | None,
+    subscription_start: dt.date | None = None,
+) -> dt.date | None:
+    """The first day of the month a line of ``invoice`` counts in when that is not the invoice's own month
+    (``billed_month``), else None. A line billing service of the invoice's own billing period (or with no service
+    period) counts with the invoice. A line billed in advance, for service that begins after the period, counts in
+    the month its service begins (or its subscription starts, when later): February's fee on January's invoice
+    in February. A line billing an earlier period (usage billed late) counts in the month of that period's last
+    day, where that period's invoice counted: March's late usage in March."""
+    end = invoice.period_end
+    if service_start is None or end is None or invoice.period_start <= service_start < end:
+        return None
+    if service_start >= end:
+        begins = max(service_start, subscription_start or service_start)
+        month = begins.replace(day=1)
+    else:
+        month = (service_start if service_end is None else service_end - dt.timedelta(days=1)).replace(day=1)
+    return None if month == invoice.billed_month else month
+
+
+def summarize_invoice(invoice: Invoice, starts: Mapping[int, dt.date] | None = None) -> InvoiceSummary:
+    """The :class:`InvoiceSummary` of a stored invoice (its lines summed per kind, and per kind and the month
+    they count in, ``line_month``; ``starts``: the subscriptions' start dates by id)."""
     amounts: dict[str, Decimal] = {}
     for line in invoice.lines:
         amounts[line.kind] = amounts.get(line.kind, ZERO) + line.amount
-    return InvoiceSummary(
+    summary = InvoiceSummary(
         number=invoice.number,
         kind=invoice.kind,
         status=invoice.status,
@@ -240,6 +275,28 @@ def summarize_invoice(invoice: Invoice) -> InvoiceSummary:
         scope=invoice.scope,
         tax_included=invoice.tax_included,
     )
+    dated = (
+        (line.kind, line.service_start, line.service_end, (starts or {}).get(line.subscription_id or 0), line.amount)
+        for line in invoice.lines
+    )
+    return with_line_months(summary, dated)
+
+
+def with_line_months(
+    summary: InvoiceSummary, lines: Iterable[tuple[str, dt.date | None, dt.date | None, dt.date | None, Decimal]]
+) -> InvoiceSummary:
+    """``summary`` with its ``dated_lines``, from its lines as ``(kind, service_start, service_end, subscription
+    start, amount)`` (``line_month``); unchanged when every line counts in the invoice's month."""
+    found: dict[tuple[dt.date | None, str], Decimal] = {}
+    moved = False
+    with decimal.localcontext(_EXACT):
+        for kind, service_start, service_end, subscription_start, amount in lines:
+            month = line_month(summary, service_start, service_end, subscription_start)
+            moved = moved or month is not None
+            found[(month, str(kind))] = found.get((month, str(kind)), ZERO) + amount
+    if not moved:
+        return summary
+    return replace(summary, dated_lines=tuple((month, kind, amount) for (month, kind), amount in found.items()))
 
 
 # -- outputs -----------------------------------------------------------------------------------------------
@@ -601,8 +658,10 @@ class _History:
 def billed_by_customer(
     invoices: Iterable[InvoiceSummary],
 ) -> dict[tuple[str, dt.date], dict[str, BilledAmounts]]:
-    """Billed revenue per (currency, period start) and customer: issued invoices' ``subtotal − discount`` split
-    by line kind, less the subtotals of issued credit notes against them."""
+    """Billed revenue per (currency, month start) and customer: each issued invoice's ``subtotal − discount``
+    (less the tax inside its prices and the free credit applied) split by month (``billed_parts``) and line kind,
+    less the subtotals of issued credit notes against them, shared among the credited invoice's months as what
+    it takes off is."""
     billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]] = defaultdict(dict)
     issued: dict[str, InvoiceSummary] = {}
     credit_notes: list[InvoiceSummary] = []
@@ -612,7 +671,9 @@ def billed_by_customer(
             credited = issued.get(note.refers_to or "")
             if credited is None:  # against a void, draft or unloaded invoice, which counts for nothing here
                 continue
-            _add_billed(billed, credited, BilledAmounts(adjustments=-note.subtotal))
+            weights = {month: sum(kinds.values(), ZERO) for month, kinds in _month_lines(credited).items()}
+            for month, part in share_by_month(-note.subtotal, weights, credited.billed_month).items():
+                _add_billed(billed, credited, month, BilledAmounts(adjustments=part))
     return billed
 
 
@@ -632,20 +693,76 @@ def _sum_invoices(
             continue
         if inv.number is not None:
             issued[inv.number] = inv
-        lines = dict(inv.line_amounts)
-        subscription = lines.get(LineKind.SUBSCRIPTION, ZERO)
-        usage = sum((amount for kind, amount in lines.items() if kind in USAGE_LINE_KINDS), ZERO)
-        commitment = lines.get(LineKind.COMMITMENT, ZERO)
-        net = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
-        total = net - min(inv.free_credits, max(net, ZERO))  # free credit given away is no revenue
-        amounts = BilledAmounts(subscription, usage, commitment, total - subscription - usage - commitment)
-        _add_billed(billed, inv, amounts)
+        for month, amounts in billed_parts(inv).items():
+            _add_billed(billed, inv, month, amounts)
+
+
+def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
+    """An invoice's billed revenue per month (first day), split by line kind. Each line counts in its month
+    (``line_month``: the invoice's own, ``billed_month``, unless it bills service outside the invoice's billing
+    period): a fee billed in advance on January's invoice counts in February, March's usage billed late in March,
+    as if each line had been billed by the run of its own period. What the invoice takes off
+    as a whole (its discount, the tax inside tax-inclusive prices, the free credit applied) is shared among those
+    months in proportion to their lines (``share_by_month``)."""
+    months = _month_lines(inv)
+    net = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
+    total = net - min(inv.free_credits, max(net, ZERO))  # free credit given away is no revenue
+    weights = {month: sum(kinds.values(), ZERO) for month, kinds in months.items()}
+    shares = share_by_month(total - sum(weights.values(), ZERO), weights, inv.billed_month)
+    parts: dict[dt.date, BilledAmounts] = {}
+    for month in sorted(months.keys() | shares.keys()):
+        kinds = months.get(month, {})
+        subscription = kinds.get(LineKind.SUBSCRIPTION, ZERO)
+        usage = sum((amount for kind, amount in kinds.items() if kind in USAGE_LINE_KINDS), ZERO)
+        commitment = kinds.get(LineKind.COMMITMENT, ZERO)
+        other = weights.get(month, ZERO) - subscription - usage - commitment + shares.get(month, ZERO)
+        parts[month] = BilledAmounts(subscription, usage, commitment, other)
+    return parts
+
+
+def _month_lines(inv: InvoiceSummary) -> dict[dt.date, dict[str, Decimal]]:
+    """An invoice's line amounts per month their service begins in and kind, discounts left out (the discount is
+    shared as the invoice's)."""
+    anchor = inv.billed_month
+    lines = inv.dated_lines or tuple((None, kind, amount) for kind, amount in inv.line_amounts)
+    months: dict[dt.date, dict[str, Decimal]] = {}
+    for month, kind, amount in lines:
+        if kind == LineKind.DISCOUNT:
+            continue
+        kinds = months.setdefault(month or anchor, {})
+        kinds[kind] = kinds.get(kind, ZERO) + amount
+    return months
+
+
+def share_by_month(amount: Decimal, weights: Mapping[dt.date, Decimal], anchor: dt.date) -> dict[dt.date, Decimal]:
+    """``amount`` shared among the months in proportion to their positive ``weights``, each part rounded to the
+    decimal places of ``amount`` (half to even) on the running sum, so that the parts add up to it exactly: 10.00
+    over weights 1, 1, 1 is 3.33, 3.34, 3.33. All of it in the one month with a positive weight, or in ``anchor``
+    when none has."""
+    if amount == 0:
+        return {}
+    positive = sorted((month, weight) for month, weight in weights.items() if weight > 0)
+    if len(positive) <= 1:
+        return {positive[0][0] if positive else anchor: amount}
+    whole = sum((weight for _, weight in positive), ZERO)
+    quantum = Decimal(1).scaleb(min(amount.as_tuple().exponent, 0))  # type: ignore[arg-type]
+    parts: dict[dt.date, Decimal] = {}
+    done = running = ZERO
+    for month, weight in positive:
+        running += weight
+        upto = _DIVIDE.divide(_DIVIDE.multiply(amount, running), whole).quantize(quantum, context=_DIVIDE)
+        parts[month] = upto - done
+        done = upto
+    return parts
 
 
 def _add_billed(
-    billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]], invoice: InvoiceSummary, amounts: BilledAmounts
+    billed: dict[tuple[str, dt.date], dict[str, BilledAmounts]],
+    invoice: InvoiceSummary,
+    month: dt.date,
+    amounts: BilledAmounts,
 ) -> None:
-    per_customer = billed[(invoice.currency, invoice.billed_month)]
+    per_customer = billed[(invoice.currency, month)]
     customer = invoice.customer_external_id
     per_customer[customer] = per_customer.get(customer, BilledAmounts()) + amounts
 

@@ -901,6 +901,8 @@ class InvoiceAmounts:
       subtotal, discount: before tax; invoice_id: the internal id; subscription_id: an opening invoice's
         subscription.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs sorted by kind.
+      dated_lines: the sum of the line amounts per kind, service period and subscription, as ``(kind,
+        service_start, service_end, subscription_id, amount)`` (None where a line has none).
       tax_included: the tax inside tax-inclusive prices (in the lines and the subtotal, not revenue).
     """
 
@@ -919,22 +921,18 @@ class InvoiceAmounts:
     tax_included: Decimal = ZERO
     invoice_id: int = 0
     subscription_id: int | None = None
+    dated_lines: tuple[tuple[str, dt.date | None, dt.date | None, int | None, Decimal], ...] = ()
 
 
-def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[InvoiceAmounts]:
-    """The invoices whose period starts from ``first`` to ``last`` (both included) — and the period invoices of
-    the weeks and anniversary months that began before ``first`` and end after it — and the credit notes against them,
-    drafts and void ones included, in id order (two queries; the lines are summed here, not by the database:
-    SQLite stores exact decimals as text)."""
-    dated = or_(
-        InvoiceRow.period_start.between(first, last),
-        and_(
-            InvoiceRow.period_start >= first - dt.timedelta(days=31),
-            InvoiceRow.period_start < first,
-            InvoiceRow.period_end > first,
-            InvoiceRow.scope == InvoiceScope.PERIOD.value,
-        ),
-    )
+def invoice_amounts(session: Session, first: dt.date, *, among: Any = None) -> list[InvoiceAmounts]:
+    """The invoices whose period ends on or after ``first`` (their lines may bill service from ``first`` on: a fee
+    in advance, usage billed late) and the credit notes against them, drafts and void ones included, in id order
+    (two queries; the lines are summed here, not by the database: SQLite stores exact decimals as text).
+    ``among``: a select of invoice ids to keep to (then ``first`` is ignored)."""
+    if among is not None:
+        dated: ColumnElement[bool] = InvoiceRow.id.in_(among)
+    else:
+        dated = InvoiceRow.period_end >= first
     in_range = select(InvoiceRow.id).where(InvoiceRow.kind == InvoiceKind.INVOICE.value, dated)
     wanted = or_(
         and_(InvoiceRow.kind == InvoiceKind.INVOICE.value, dated),
@@ -943,34 +941,30 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
     credited = aliased(InvoiceRow)
     rows = session.execute(
         select(
-            InvoiceRow.id,
-            InvoiceRow.number,
-            InvoiceRow.kind,
-            InvoiceRow.status,
-            InvoiceRow.customer_external_id,
-            InvoiceRow.currency,
-            InvoiceRow.period_start,
-            InvoiceRow.subtotal,
-            InvoiceRow.discount,
-            credited.number,
-            InvoiceRow.period_end,
-            InvoiceRow.scope,
-            InvoiceRow.taxes,
-            InvoiceRow.subscription_id,
+            InvoiceRow.id, InvoiceRow.number, InvoiceRow.kind, InvoiceRow.status, InvoiceRow.customer_external_id,
+            InvoiceRow.currency, InvoiceRow.period_start, InvoiceRow.subtotal, InvoiceRow.discount, credited.number,
+            InvoiceRow.period_end, InvoiceRow.scope, InvoiceRow.taxes, InvoiceRow.subscription_id,
         )
         .outerjoin(credited, credited.id == InvoiceRow.refers_to_id)
         .where(wanted)
         .order_by(InvoiceRow.id)
-    ).all()
+    ).all()  # fmt: skip
     amounts: dict[int, dict[str, Decimal]] = {}
+    dated_lines: dict[int, dict[tuple[str, dt.date | None, dt.date | None, int | None], Decimal]] = {}
     lines = session.execute(
-        select(InvoiceLineRow.invoice_id, InvoiceLineRow.kind, InvoiceLineRow.amount)
+        select(
+            InvoiceLineRow.invoice_id, InvoiceLineRow.kind, InvoiceLineRow.amount, InvoiceLineRow.service_start,
+            InvoiceLineRow.service_end, InvoiceLineRow.subscription_id,
+        )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(wanted)
-    )
-    for invoice_id, line_kind, amount in lines:
+    )  # fmt: skip
+    for invoice_id, line_kind, amount, service_start, service_end, subscription_id in lines:
         per_kind = amounts.setdefault(invoice_id, {})
         per_kind[line_kind] = per_kind.get(line_kind, ZERO) + amount
+        per_start = dated_lines.setdefault(invoice_id, {})
+        key = (line_kind, service_start, service_end, subscription_id)
+        per_start[key] = per_start.get(key, ZERO) + amount
     return [
         InvoiceAmounts(
             number=number,
@@ -988,6 +982,7 @@ def invoice_amounts(session: Session, first: dt.date, last: dt.date) -> list[Inv
             tax_included=sum((tax.included for tax in taxes_from_json(taxes) or ()), ZERO),
             invoice_id=invoice_id,
             subscription_id=subscription_id,
+            dated_lines=tuple((*key, amount) for key, amount in dated_lines.get(invoice_id, {}).items()),
         )
         for (
             invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to,

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from billing import customers as service
 from billing.cli import app
 from billing.config import get_settings
-from billing.core.metrics import JSON_KEYS, figures_row
+from billing.core.metrics import JSON_KEYS, billed_by_customer, figures_row
 from billing.core.periods import month
 from billing.db import session_scope
 from billing.metrics_store import figures_from_database, load_metric_inputs
@@ -234,7 +234,7 @@ def test_figures_from_the_database(engine, catalog):
     )
 
 
-def test_loading_reads_the_invoices_of_the_range_and_the_23_months_before(engine, catalog):
+def test_loading_reads_the_invoices_that_may_bill_the_range_and_the_23_months_before(engine, catalog):
     populate(engine, catalog)
     with session_scope(engine) as session:
         inputs = load_metric_inputs(session, [MARCH])
@@ -253,7 +253,11 @@ def test_loading_reads_the_invoices_of_the_range_and_the_23_months_before(engine
         dt.date(2026, 3, 10),
         dt.date(2026, 3, 1),
     )
-    assert later.invoices == ()  # April 2026 to March 2028: nothing invoiced
+    # April 2026 to March 2028: the invoices whose period ends from 1 April 2026 on are read (a fee billed in
+    # advance on March's invoice would count in April): March's five and its draft, but none of their lines counts
+    # in that time
+    assert sorted(i.period_end for i in later.invoices if i.scope.value == "period") == [dt.date(2026, 4, 1)] * 6
+    assert all(month < dt.date(2026, 4, 1) for _, month in billed_by_customer(later.invoices))
 
 
 @pytest.fixture
