@@ -264,8 +264,10 @@ def _finalize_apart(
 ) -> None:
     """Finalize each customer's draft of a week or anniversary month ending in ``apart.month`` once ``grace``
     has passed since the period ended in its timezone, one finalization per period and issue date; not those of
-    the ``unrated`` customers (whom the runs of the month could not rate now: their drafts are not current)."""
+    the ``unrated`` customers (whom the runs of the month could not rate now: their drafts are not current). A
+    draft left waiting for its customer's earlier one is added to ``report.skipped``, with why."""
     invoices = _period_invoices(engine, apart.month)
+    tried: set[str] = set()
     for period, owners in sorted(apart.customers.items(), key=lambda item: (item[0].end, item[0].start)):
         due: dict[dt.date, list[str]] = {}
         for customer in sorted(owners - set(unrated)):
@@ -276,6 +278,10 @@ def _finalize_apart(
             report.finalized += finalize_billing_period(
                 engine, period, settings, day, customers=customers, now=instant, approval=approval
             )
+            tried.update(customers)
+    if tried:  # (as for the month's drafts: a draft waiting for an earlier one is said, and tried next cycle)
+        waiting = waiting_for_earlier(engine, apart.month, customers=tried)
+        report.skipped += [item for item in waiting if item not in report.skipped]
 
 
 def _ran(report: CycleReport, run: RunReport) -> RunReport:

@@ -7,6 +7,7 @@ still issues a draft whose earlier one a later batch issued."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,17 @@ from typer.testing import CliRunner
 
 from billing import coupons
 from billing import customers as service
+from billing.approval import ApprovalPolicy
 from billing.cli import app
 from billing.core.periods import Period, month
 from billing.db import make_engine, session_scope
 from billing.errors import ConflictError
 from billing.invoicing import finalize_invoice
+from billing.metering import meter_specs
 from billing.run import finalize_draft_fresh, finalize_period, finalize_period_fresh, run_billing
 from billing.scheduler import bill_closed_periods
 from invoices import store
+from meters import ingest
 from pricing_plans.loader import loads_catalog
 from tests.billing.test_subscription_edges import CATALOG, SETTINGS, D, at, bill
 
@@ -192,3 +196,59 @@ def test_a_draft_waits_for_an_earlier_one_that_itself_waits(engine):
     assert [(key, status) for key, status, _ in invoices(engine)[-3:]] == [
         ("period:acme:2026-W13", "draft"), ("period:acme:2026-W14", "draft"), ("period:acme:2026-W15", "draft")
     ]
+
+
+ANNIVERSARY = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.anni]
+name = "Anniversary"
+currency = "USD"
+billing_anchor = "subscription_start"
+[plans.anni.subscription]
+fee = 20.00
+billing = "in_advance"
+[[plans.anni.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 1.00
+"""
+
+
+def test_the_scheduler_says_which_anniversary_draft_waits(engine):
+    """The same for an anniversary month ending in the month still open. 20.00 in advance from 15 January and 1.00
+    a call, 10 % off with a coupon: the anniversary month of 15 March – 14 April (10 calls, and the fee of 15 April
+    – 14 May: 27.00) waits for approval above 25.00; the cycle of 16 May finalizes the one that ended on 14 May
+    (no call, the next fee: 18.00), which waits for it (the coupon counts the periods it reduced), and says so."""
+    loaded, problems = loads_catalog(ANNIVERSARY, "anniversary.toml")
+    assert not problems, problems
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    sub = service.subscribe(engine, loaded, "acme", "anni", D(2026, 1, 15))
+    coupons.create_coupon(
+        engine, loaded, coupons.parse_coupon("TEN", percent="10", amount=None, currency=None, duration="forever")
+    )
+    coupons.apply_coupon(engine, "TEN", "acme", now=at(D(2026, 1, 15)))
+    with session_scope(engine) as session:
+        opening = store.get_invoice(session, f"start:{sub.id}").id
+    finalize_draft_fresh(engine, loaded, opening, SETTINGS, D(2026, 1, 15), now=at(D(2026, 1, 15)))
+    bill(engine, loaded, 2026, 2)
+    bill(engine, loaded, 2026, 3)
+    calls = [
+        {"id": f"c{i}", "customer": "acme", "meter": "api_calls", "timestamp": "2026-04-01T12:00:00Z"}
+        for i in range(10)
+    ]
+    assert not ingest(engine, calls, meter_specs(loaded), {"acme"}).rejected
+    held = ApprovalPolicy(limits={"USD": Decimal("25.00")})
+    report = bill_closed_periods(engine, loaded, SETTINGS, 0, now=at(D(2026, 5, 16)), lookback=1, approval=held)
+    assert report.finalized == []
+    drafts = [(key, total) for key, status, total in invoices(engine) if status == "draft"]
+    assert drafts == [
+        ("period:acme:2026-03-15..2026-04-15", "27.00"),
+        ("period:acme:2026-04-15..2026-05-15", "18.00"),
+    ]
+    ((customer, why),) = [item for item in report.skipped if "waits for" in item[1]]
+    assert customer == "acme" and why.startswith("invoice 5 (2026-04-15 to 2026-05-14) waits for the customer's ")
+    assert why.endswith("invoice 4 (2026-03-15 to 2026-04-14): a later invoice adjusts against what earlier ones "
+                        "bill, so they are issued in the order of their periods; finalize invoice 4 first")  # fmt: skip
