@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Engine, Select, and_, case, func, literal,
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
+from billing.config import get_settings
 from billing.core.cohorts import Cohort, Grain, compute_cohorts
 from billing.core.coupons import CouponIssue
 from billing.core.domain import Customer, Subscription
@@ -51,6 +52,7 @@ from billing.core.metrics import (
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
 from billing.core.recognition import Recognition, RecognizedLine, credit_note_lines, net_of_invoice, recognize
+from billing.core.tax import TaxRules
 from billing.db import coupon_tables, override_tables, repository, session_scope
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
 from billing.db.tables import SubscriptionRow
@@ -227,9 +229,12 @@ def _invoice_summaries(
     ]
 
 
-def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Period]) -> list[PeriodFigures]:
+def figures_from_database(
+    engine: Engine, catalog: Catalog, periods: Sequence[Period], tax_rules: TaxRules | None = None
+) -> list[PeriodFigures]:
     """The figures of ``periods`` (consecutive months, in order) per currency, read in one read-only
-    transaction."""
+    transaction; ``tax_rules``: the configuration's unless given (the tax inside tax-inclusive prices is no
+    MRR)."""
     with session_scope(read_only(engine)) as session:
         inputs = load_metric_inputs(session, periods, summed=True)
         costs = costs_from_database(session, catalog, periods)
@@ -237,6 +242,7 @@ def figures_from_database(engine: Engine, catalog: Catalog, periods: Sequence[Pe
     return compute_figures(
         inputs.customers, inputs.subscriptions, catalog, inputs.billed or inputs.invoices, periods,
         negotiated=negotiated_plans(catalog, inputs), coupons=inputs.coupons, as_of=as_of, costs=costs,
+        tax_rules=get_settings().tax_rules() if tax_rules is None else tax_rules,
     )  # fmt: skip
 
 
@@ -394,15 +400,9 @@ _USAGE_KINDS = (LineKind.USAGE.value, LineKind.LATE_USAGE.value)
 
 
 def _revenue_invoices(invoice: Any, first: dt.date, last: dt.date) -> ColumnElement[bool]:
-    """Issued invoices that are revenue (not a top-up) whose billing period overlaps the months ``first`` to
-    ``last``."""
-    return and_(
-        invoice.kind == InvoiceKind.INVOICE.value,
-        invoice.status.in_(_ISSUED),
-        invoice.scope != InvoiceScope.CREDIT.value,
-        invoice.period_end > first,
-        invoice.period_start < _next_month(last),
-    )
+    """Issued invoices that are revenue (not a top-up), read as the pure path reads them (``_revenue_from``),
+    whose period starts by the end of the month ``last``."""
+    return and_(_revenue_from(invoice, first), invoice.period_start < _next_month(last))
 
 
 def _revenue_from(invoice: Any, first: dt.date) -> ColumnElement[bool]:
@@ -417,8 +417,9 @@ def _revenue_from(invoice: Any, first: dt.date) -> ColumnElement[bool]:
 
 
 def _spread_invoices(first: dt.date) -> Select[Any]:
-    """The ids of the revenue invoices with a line billing service outside the invoice's billing period (a fee
-    billed in advance, usage billed late), which may count in another month than the invoice's
+    """The ids of the revenue invoices with a line billing service that begins after the invoice's billing period
+    or ended before it (a fee billed in advance, usage billed late), which may count in another month than the
+    invoice's
     (``billing.core.metrics.line_month``). ``_Spread`` splits their billed revenue by month in Python; the
     database sums the rest."""
     inv, line = aliased(InvoiceRow), aliased(InvoiceLineRow)
@@ -429,7 +430,10 @@ def _spread_invoices(first: dt.date) -> Select[Any]:
         .where(
             _revenue_from(inv, first),
             line.kind != LineKind.DISCOUNT.value,
-            or_(line.service_start < inv.period_start, line.service_start >= inv.period_end),
+            or_(
+                line.service_start >= inv.period_end,
+                func.coalesce(line.service_end, line.service_start) <= inv.period_start,
+            ),
         )
     )
 
@@ -613,7 +617,7 @@ def invoiced_currencies(session: Session, first: dt.date, last: dt.date) -> set[
     statement = (
         select(InvoiceRow.currency)
         .distinct()
-        .where(InvoiceRow.period_end > first, InvoiceRow.period_start < _next_month(last))
+        .where(InvoiceRow.period_end >= first, InvoiceRow.period_start < _next_month(last))
     )
     return set(session.scalars(statement))
 

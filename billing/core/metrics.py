@@ -24,7 +24,8 @@ Definitions (P = ``[P.start, P.end)``; ``P.end`` is the first day after the peri
 - **MRR** of a customer on day t = Σ over their subscriptions active on t of the plan's fee normalized to a
   month (``Plan.monthly_fee``: a weekly fee × 52 / 12, a quarterly fee / 3, a yearly fee / 12; times the seats
   held on t on a plan priced per seat) + the commitment minimum normalized to a month the same way
-  (``per_month``), kept to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before the display.
+  (``per_month``), net of the tax inside a tax-inclusive plan's prices at the customer's rate (``plan_mrr``), kept
+  to 12 decimal places (``MRR_DECIMALS``), never rounded to minor units before the display.
   A subscription with negotiated prices counts the fee and minimum of the plan in force on t (its override then).
 - **MRR movements** per customer, m0 = MRR on ``P.start``, m1 = MRR on ``P.end``: m0 = 0 < m1 → **new**, or
   **reactivation** if the customer is a reactivated customer (so a customer already active on a free plan who
@@ -76,6 +77,7 @@ from billing.core.coupons import CouponIssue, coupon_counts
 from billing.core.domain import CancelReason, Customer, Subscription
 from billing.core.overrides import Negotiated
 from billing.core.periods import Period
+from billing.core.tax import TaxRules, buyer, treatment
 from billing.errors import BillingError
 from invoices.model import Invoice, InvoiceKind, InvoiceScope, InvoiceStatus, LineKind
 from pricing_plans.models import Catalog, Plan, per_month
@@ -238,19 +240,22 @@ def line_month(
     subscription_start: dt.date | None = None,
 ) -> dt.date | None:
     """The first day of the month a line of ``invoice`` counts in when that is not the invoice's own month
-    (``billed_month``), else None. A line billing service of the invoice's own billing period (or with no service
-    period) counts with the invoice. A line billed in advance, for service that begins after the period, counts in
-    the month its service begins (or its subscription starts, when later): February's fee on January's invoice
-    in February. A line billing an earlier period (usage billed late) counts in the month of that period's last
+    (``billed_month``), else None. A line whose service overlaps the invoice's billing period (or with no service
+    period) counts with the invoice: its own usage, a quarter's or a year's fee on a monthly invoice (or its
+    refund). A line billed in advance, for service that begins after the period, counts in the month its service
+    begins (or its subscription starts, when later): February's fee on January's invoice in February. A line
+    billing service that ended before the period (usage billed late) counts in the month of that service's last
     day, where that period's invoice counted: March's late usage in March."""
     end = invoice.period_end
-    if service_start is None or end is None or invoice.period_start <= service_start < end:
+    if service_start is None or end is None:
         return None
     if service_start >= end:
         begins = max(service_start, subscription_start or service_start)
         month = begins.replace(day=1)
-    else:
+    elif (service_start if service_end is None else service_end) <= invoice.period_start < end:
         month = (service_start if service_end is None else service_end - dt.timedelta(days=1)).replace(day=1)
+    else:  # (service overlapping the period: a quarter's or a year's fee on a monthly invoice, or its refund)
+        return None
     return None if month == invoice.billed_month else month
 
 
@@ -554,17 +559,20 @@ def figures_row(figures: PeriodFigures) -> dict[str, str]:
 # -- computation -------------------------------------------------------------------------------------------
 
 
-def plan_mrr(plan: Plan, quantity: int = 1) -> Decimal:
+def plan_mrr(plan: Plan, quantity: int = 1, tax_rate: Decimal = ZERO) -> Decimal:
     """A plan's contribution to MRR: its fee normalized to a month (times ``quantity`` seats on a plan priced per
     seat) plus its commitment minimum normalized to a month (both × 52 / 12 on a weekly plan, / 3 on a quarterly
-    one, / 12 on a yearly one), kept to :data:`MRR_DECIMALS` decimal places."""
+    one, / 12 on a yearly one), net of tax, kept to :data:`MRR_DECIMALS` decimal places. A tax-inclusive plan's
+    prices hold the buyer's tax (``tax_rate``, percent): 119.00 a month at 19 % is 100.00 of MRR."""
     with decimal.localcontext(_DIVIDE):
         fee = plan.monthly_fee
         if plan.subscription is not None and plan.subscription.seats:
             fee = fee * quantity
         minimum = plan.commitment.minimum if plan.commitment is not None else ZERO
         minimum = per_month(minimum, plan.interval)
-        return (fee + minimum).quantize(_MRR_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
+        gross = fee + minimum
+        net = gross * HUNDRED / (HUNDRED + tax_rate) if plan.tax_inclusive and tax_rate else gross
+        return net.quantize(_MRR_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
 
 
 PlanIndex = Mapping[tuple[str, int], Plan]
@@ -591,8 +599,13 @@ class _History:
         subscriptions: Iterable[Subscription],
         plans: Catalog | PlanIndex | Iterable[Plan],
         negotiated: Mapping[int, Negotiated] | None = None,
+        tax_rules: TaxRules | None = None,
     ) -> None:
+        customers = list(customers)
         self.currency: dict[str, str] = {c.external_id: c.currency for c in customers}
+        # how each customer is taxed: the tax inside a tax-inclusive plan's prices is not revenue
+        rules = tax_rules or TaxRules()
+        self.taxed = {c.external_id: treatment(rules, buyer(c)) for c in customers}
         index = _plan_index(plans)
         self.subscriptions: dict[str, list[Subscription]] = defaultdict(list)
         self.mrr_of: dict[int, Decimal] = {}
@@ -615,7 +628,7 @@ class _History:
                     f"customer {sub.customer_external_id!r} pays in {currency}; figures never mix currencies"
                 )
             self.subscriptions[sub.customer_external_id].append(sub)
-            self.mrr_of[sub.id] = plan_mrr(plan, sub.quantity)
+            self.mrr_of[sub.id] = plan_mrr(plan, sub.quantity, self._tax_rate(sub, plan))
             if sub.quantity_changes and plan.subscription is not None and plan.subscription.seats:
                 self.per_seat[sub.id] = plan
 
@@ -635,12 +648,22 @@ class _History:
         """The part of a :meth:`state_on` of the customers paying in ``currency``."""
         return {c: m for c, m in state.items() if self.currency[c] == currency}
 
+    def _tax_rate(self, subscription: Subscription, plan: Plan) -> Decimal:
+        """The tax rate (percent) inside ``plan``'s prices for the subscription's customer; 0 for a tax-exclusive
+        plan, a reverse-charged or an exempt buyer."""
+        if not plan.tax_inclusive:
+            return ZERO
+        return self.taxed[subscription.customer_external_id].rate(plan.tax_category)
+
     def _mrr(self, subscription: Subscription, day: dt.date) -> Decimal:
         negotiated = self.negotiated.get(subscription.id)
         if negotiated is not None:
-            return plan_mrr(negotiated.plan_on(day), subscription.quantity_on(day))
-        plan = self.per_seat.get(subscription.id)
-        return self.mrr_of[subscription.id] if plan is None else plan_mrr(plan, subscription.quantity_on(day))
+            plan = negotiated.plan_on(day)
+            return plan_mrr(plan, subscription.quantity_on(day), self._tax_rate(subscription, plan))
+        seats = self.per_seat.get(subscription.id)
+        if seats is None:
+            return self.mrr_of[subscription.id]
+        return plan_mrr(seats, subscription.quantity_on(day), self._tax_rate(subscription, seats))
 
     def had_subscription_before(self, customer: str, day: dt.date) -> bool:
         return any(s.start_date < day and _covers_a_day(s) for s in self.subscriptions.get(customer, ()))
@@ -710,7 +733,8 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
     weights = {month: sum(kinds.values(), ZERO) for month, kinds in months.items()}
     shares = share_by_month(total - sum(weights.values(), ZERO), weights, inv.billed_month)
     parts: dict[dt.date, BilledAmounts] = {}
-    for month in sorted(months.keys() | shares.keys()):
+    # (the invoice's own month is always there, if only with 0: an issued invoice bills its customer in it)
+    for month in sorted(months.keys() | shares.keys() | {inv.billed_month}):
         kinds = months.get(month, {})
         subscription = kinds.get(LineKind.SUBSCRIPTION, ZERO)
         usage = sum((amount for kind, amount in kinds.items() if kind in USAGE_LINE_KINDS), ZERO)
@@ -778,8 +802,12 @@ def compute_figures(
     coupons: Iterable[CouponIssue] = (),
     as_of: dt.datetime | None = None,
     costs: Mapping[tuple[dt.date, str], Decimal] | None = None,
+    tax_rules: TaxRules | None = None,
 ) -> list[PeriodFigures]:
     """The figures of each period, per currency: ordered by period, then currency.
+
+    ``tax_rules``: the configuration's (None: none, each customer's own rate), for the tax inside the prices of
+    tax-inclusive plans, which MRR leaves out (``plan_mrr``).
 
     ``costs``: the cost of goods per (month start, currency) where the catalog declares costs
     (``billing.core.margin.costs_of_goods``): CLV is then on gross margin.
@@ -799,7 +827,7 @@ def compute_figures(
     another currency than its customer's.
     """
     customers = list(customers)
-    history = _History(customers, subscriptions, plans, negotiated)
+    history = _History(customers, subscriptions, plans, negotiated, tax_rules)
     summary = _summary_of(invoices, periods)
     currencies = sorted({c.currency for c in customers} | summary.currencies)
     issued = coupon_counts(coupons, periods, as_of)

@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from billing import customers as service
+from billing.core.domain import Customer, Subscription, SubscriptionStatus
 from billing.core.metrics import (
     BilledAmounts,
     InvoiceSummary,
@@ -20,11 +21,14 @@ from billing.core.metrics import (
     compute_figures,
     figures_row,
     line_month,
+    plan_mrr,
     share_by_month,
     with_line_months,
 )
 from billing.core.periods import month
+from billing.core.tax import CountryRates, TaxRules
 from billing.db import session_scope
+from billing.invoicing import finalize_invoice
 from billing.metering import meter_specs
 from billing.metrics_store import billed_customer_months, figures_from_database, load_metric_inputs
 from billing.run import finalize_period, run_billing
@@ -203,3 +207,153 @@ def test_billed_revenue_of_a_plan_billed_in_advance_with_usage_billed_late(engin
     assert str(figures[1].nrr_billed) == str(Decimal("13.00") / Decimal("17.00"))
     at_once = compute_figures(whole.customers, whole.subscriptions, catalog, whole.invoices, periods)
     assert [figures_row(f) for f in at_once] == [figures_row(f) for f in figures]
+
+
+INCLUSIVE = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.gross]
+name = "Gross"
+currency = "EUR"
+tax_inclusive = true
+[plans.gross.subscription]
+fee = 119.00
+billing = "in_arrears"
+[plans.gross.commitment]
+minimum = 357.00
+"""
+
+
+def _customer(external_id: str, **tax) -> Customer:
+    return Customer(
+        id=len(external_id), external_id=external_id, name=external_id, email=None, currency="EUR", timezone="UTC",
+        locale="en_US", address=(), webhook_url=None, tax_rate=tax.pop("tax_rate", Decimal(0)), **tax,
+    )  # fmt: skip
+
+
+def test_mrr_leaves_out_the_tax_inside_a_tax_inclusive_plans_prices():
+    """119.00 a month with a minimum of 357.00 a month, tax included: at 19 % (Germany) 100.00 + 300.00 of MRR; at
+    20 % (France) 99.166666666667 + 297.50; a business in Austria (reverse charge from a German seller) and an
+    exempt buyer pay the same prices with no tax in them: 119.00 + 357.00; a flat 10 % of the customer's own:
+    108.181818181818 + 324.545454545455."""
+    catalog, problems = loads_catalog(INCLUSIVE, "gross.toml")
+    assert not problems, problems
+    rules = TaxRules(seller_country="DE", rates={"DE": CountryRates(Decimal(19)), "FR": CountryRates(Decimal(20))})
+    customers = [
+        _customer("de", country="DE"),
+        _customer("fr", country="FR"),
+        _customer("at", country="AT", tax_id="ATU13585627"),
+        _customer("ex", country="DE", tax_exempt_reason="charity"),
+        _customer("own", tax_rate=Decimal(10)),
+    ]
+    subscriptions = [
+        Subscription(
+            id=i, customer_id=c.id, customer_external_id=c.external_id, plan_code="gross", plan_version=1,
+            start_date=JAN, end_date=None, status=SubscriptionStatus.ACTIVE, cancel_reason=None,
+            previous_subscription_id=None,
+        )
+        for i, c in enumerate(customers, 1)
+    ]  # fmt: skip
+    (figures,) = compute_figures(customers, subscriptions, catalog, [], [month(2026, 2)], tax_rules=rules)
+    # 400.00 + 396.666666666667 + 476.00 + 476.00 + 432.727272727273
+    assert str(figures.mrr_start) == "2181.393939393940"
+    assert str(plan_mrr(catalog.plan("gross"), tax_rate=Decimal(20))) == "396.666666666667"
+    assert str(plan_mrr(catalog.plan("gross"), tax_rate=Decimal(10))) == "432.727272727273"
+    # without the rules (none configured), only the customer's own rate is known
+    (untaxed,) = compute_figures(customers, subscriptions, catalog, [], [month(2026, 2)])
+    assert str(untaxed.mrr_start) == "2336.727272727273"  # 4 × 476.00 + 432.727272727273
+
+
+LONGER = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.annual]
+name = "Annual in arrears"
+currency = "USD"
+interval = "year"
+[plans.annual.subscription]
+fee = 1200.00
+billing = "in_arrears"
+
+[plans.quarterly]
+name = "Quarterly in advance"
+currency = "USD"
+interval = "quarter"
+[plans.quarterly.subscription]
+fee = 300.00
+billing = "in_advance"
+
+[plans.quarterly_arrears]
+name = "Quarterly in arrears"
+currency = "USD"
+interval = "quarter"
+[plans.quarterly_arrears.subscription]
+fee = 300.00
+billing = "in_arrears"
+"""
+
+
+def _bill_months(engine, catalog, months) -> None:
+    for year, number in months:
+        period = month(year, number)
+        run_billing(engine, catalog, period)
+        finalize_period(engine, period, store.FinalizeSettings(), period.end + dt.timedelta(days=1))
+
+
+def _months_of(engine, customer: str, first: dt.date, last: dt.date) -> dict[str, str]:
+    with session_scope(engine) as session:
+        rows = list(billed_customer_months(session, first, last))
+        whole = load_metric_inputs(session, [month(last.year, last.month)])
+    pure = {
+        day.isoformat()[:7]: str(customers[customer].total)
+        for (_, day), customers in billed_by_customer(whole.invoices).items()
+        if customer in customers and first <= day <= last and customers[customer].total
+    }
+    found = {r.month.isoformat()[:7]: str(r.total) for r in rows if r.customer == customer and r.total}
+    assert found == pure
+    return found
+
+
+@pytest.mark.db
+def test_a_fee_longer_than_the_billing_period_counts_with_the_invoice_that_bills_it(engine):
+    """A fee (or its refund) whose service overlaps the invoice's month is the invoice's own, not late: a yearly
+    fee in arrears cancelled from 15 June (1 January – 14 June, 165 of 365 days: 542.47) counts in June, not in
+    December, the month its fee year ends; a quarterly fee in advance of 300.00 from 1 April counts in April (its
+    opening invoice) and its refund for 15 May – 30 June (47 of 91 days: −154.95) in May, not in June."""
+    catalog, problems = loads_catalog(LONGER, "longer.toml")
+    assert not problems, problems
+    for name in ("ann", "quinn"):
+        service.create_customer(engine, name, name.title(), None, "USD")
+    annual = service.subscribe(engine, catalog, "ann", "annual", JAN)
+    service.cancel_subscription(engine, annual.id, D(2026, 6, 15), catalog=catalog)
+    quarterly = service.subscribe(engine, catalog, "quinn", "quarterly", D(2026, 4, 1))  # its opening invoice
+    finalize_invoice(engine, f"start:{quarterly.id}", store.FinalizeSettings(), D(2026, 4, 1))
+    service.cancel_subscription(engine, quarterly.id, D(2026, 5, 15), catalog=catalog)
+    _bill_months(engine, catalog, [(2026, number) for number in range(4, 8)])
+    assert _months_of(engine, "ann", JAN, D(2026, 12, 1)) == {"2026-06": "542.47"}
+    assert _months_of(engine, "quinn", JAN, D(2026, 12, 1)) == {"2026-04": "300.00", "2026-05": "-154.95"}
+
+
+@pytest.mark.db
+def test_the_billing_history_starts_where_both_paths_say_at_the_lookback_edge(engine):
+    """A quarterly fee in arrears since July 2024: the third quarter's invoice ends on 1 October 2024, the first
+    day read for September–October 2026 (23 months before): its history starts in September 2024 for the
+    database's sums as for the invoices, so the 12-month retention is defined on both (it was n/a on one)."""
+    catalog, problems = loads_catalog(LONGER, "longer.toml")
+    assert not problems, problems
+    service.create_customer(engine, "cy", "Cy", None, "USD")
+    service.subscribe(engine, catalog, "cy", "quarterly_arrears", D(2024, 7, 1))
+    quarters = [(2024, 9), (2024, 12), (2025, 3), (2025, 6), (2025, 9), (2025, 12), (2026, 3), (2026, 6), (2026, 9)]
+    _bill_months(engine, catalog, quarters)
+    periods = [month(2026, 9), month(2026, 10)]
+    summed = figures_from_database(engine, catalog, periods)
+    with session_scope(engine) as session:
+        whole = load_metric_inputs(session, periods)
+    at_once = compute_figures(whole.customers, whole.subscriptions, catalog, whole.invoices, periods)
+    assert [figures_row(f) for f in summed] == [figures_row(f) for f in at_once]
+    # September 2026 against September 2025's trailing year: 4 × 300.00 both
+    assert str(summed[0].trailing_12.previous) == "1200.00" and summed[0].nrr_trailing(12) == 1
