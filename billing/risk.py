@@ -13,7 +13,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -21,11 +21,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 import dbkit
-from billing.config import Settings
+from billing.config import Settings, get_settings
 from billing.core.domain import Customer, Subscription
 from billing.core.metrics import LATEST_UTC_OFFSET, plan_mrr
 from billing.core.periods import Period, month_of
 from billing.core.risk import Assessment, Backtest, RiskRules, Signals, assess, backtest, rank
+from billing.core.tax import Treatment, buyer, treatment
 from billing.db import coupon_tables, repository, session_scope
 from billing.db.notification_tables import NotificationRow
 from billing.db.stripe_tables import DunningRow
@@ -68,12 +69,14 @@ def rules_from_settings(settings: Settings) -> RiskRules:
 @dataclass(frozen=True, slots=True)
 class Known:
     """What the database knew at the period's end, besides usage: when each subscription was cancelled (a plan
-    change included), failed payments, the limits reached and the coupons applied."""
+    change included), failed payments, the limits reached, the coupons applied and how each customer is taxed
+    (the tax inside a tax-inclusive plan's prices is no MRR)."""
 
     cancelled: Mapping[int, dt.datetime | None]
     failed_payments: Mapping[str, int]
     limits_reached: Mapping[str, tuple[str, ...]]
     coupons: Mapping[str, list[coupon_tables.CustomerCoupon]]
+    taxed: Mapping[str, Treatment] = field(default_factory=dict)
 
 
 def _shift(period: Period, back: int) -> Period:
@@ -162,7 +165,9 @@ def gather_signals(
             by_customer[sub.customer_external_id].append(sub)
         active = sorted(c for c, subs in by_customer.items() if _active(subs, period.last_day) and c in customers)
         known_at = as_of or max((_end_instant(period, customers[c]) for c in active), default=dbkit.utcnow())
-        known = _known(session, period, active, known_at)
+        tax_rules = get_settings().tax_rules()
+        taxed = {c: treatment(tax_rules, buyer(customers[c])) for c in active}
+        known = replace(_known(session, period, active, known_at), taxed=taxed)
     usage = _usage(engine, catalog, period, [customers[c] for c in active], by_customer)
     last = event_store(engine).last_events({c: min(_end_instant(period, customers[c]), known_at) for c in active})
     signals = []
@@ -235,7 +240,7 @@ def _signals_of(
         if sub.cancel_reason is not None:
             cancellation = True
         else:
-            downgrade = downgrade or _is_downgrade(catalog, sub, subs)
+            downgrade = downgrade or _is_downgrade(catalog, sub, subs, known.taxed.get(customer, Treatment()))
     since = min((s.start_date for s in subs if s.end_date is None or s.end_date > period.start), default=None)
     return Signals(
         customer=customer,
@@ -252,13 +257,17 @@ def _signals_of(
     )
 
 
-def _is_downgrade(catalog: Catalog, ending: Subscription, subs: Sequence[Subscription]) -> bool:
-    """Whether the plan change that ends ``ending`` moves to a plan with a lower MRR."""
+def _is_downgrade(
+    catalog: Catalog, ending: Subscription, subs: Sequence[Subscription], taxed: Treatment = Treatment()
+) -> bool:
+    """Whether the plan change that ends ``ending`` moves to a plan with a lower MRR (net of the tax inside
+    tax-inclusive prices, at the customer's rate ``taxed``, as ``billing metrics`` counts it)."""
     successor = next((s for s in subs if s.previous_subscription_id == ending.id), None)
     old, new = _plan(catalog, ending), _plan(catalog, successor) if successor is not None else None
     if old is None or new is None or successor is None:
         return False
-    return plan_mrr(new, successor.quantity) < plan_mrr(old, ending.quantity_on(ending.start_date))
+    after = plan_mrr(new, successor.quantity, taxed.rate(new.tax_category))
+    return after < plan_mrr(old, ending.quantity_on(ending.start_date), taxed.rate(old.tax_category))
 
 
 def assess_period(

@@ -267,7 +267,7 @@ def _finalize_apart(
     the ``unrated`` customers (whom the runs of the month could not rate now: their drafts are not current). A
     draft left waiting for its customer's earlier one is added to ``report.skipped``, with why."""
     invoices = _period_invoices(engine, apart.month)
-    tried: set[str] = set()
+    tried: list[tuple[Period, list[str]]] = []
     for period, owners in sorted(apart.customers.items(), key=lambda item: (item[0].end, item[0].start)):
         due: dict[dt.date, list[str]] = {}
         for customer in sorted(owners - set(unrated)):
@@ -278,9 +278,11 @@ def _finalize_apart(
             report.finalized += finalize_billing_period(
                 engine, period, settings, day, customers=customers, now=instant, approval=approval
             )
-            tried.update(customers)
-    if tried:  # (as for the month's drafts: a draft waiting for an earlier one is said, and tried next cycle)
-        waiting = waiting_for_earlier(engine, apart.month, customers=tried)
+            tried.append((period, customers))
+    # (as for the month's drafts: a draft of the periods tried waiting for an earlier one is said, and tried next
+    # cycle)
+    for period, customers in tried:
+        waiting = waiting_for_earlier(engine, period, customers=customers)
         report.skipped += [item for item in waiting if item not in report.skipped]
 
 

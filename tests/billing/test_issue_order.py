@@ -252,3 +252,51 @@ def test_the_scheduler_says_which_anniversary_draft_waits(engine):
     assert customer == "acme" and why.startswith("invoice 5 (2026-04-15 to 2026-05-14) waits for the customer's ")
     assert why.endswith("invoice 4 (2026-03-15 to 2026-04-14): a later invoice adjusts against what earlier ones "
                         "bill, so they are issued in the order of their periods; finalize invoice 4 first")  # fmt: skip
+
+
+WEEKLY_HELD = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.wk]
+name = "Weekly"
+currency = "USD"
+interval = "week"
+[plans.wk.subscription]
+fee = 7.00
+billing = "in_arrears"
+[[plans.wk.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 1.00
+"""
+
+
+def test_the_scheduler_says_only_the_weeks_it_tried_wait(engine):
+    """7.00 a week and 1.00 a call, 10 % off with a coupon: week 8 (30 calls: 33.30) waits for approval above
+    25.00. The cycle of 17 March, 3 days' grace, tries weeks 9 and 10, which wait for it, and says so; week 11
+    (9–15 March) is due only on the 19th, is not tried, and is not said to wait."""
+    loaded, problems = loads_catalog(WEEKLY_HELD, "weekly.toml")
+    assert not problems, problems
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, loaded, "acme", "wk", D(2026, 2, 2))
+    coupons.create_coupon(
+        engine, loaded, coupons.parse_coupon("TEN", percent="10", amount=None, currency=None, duration="forever")
+    )
+    coupons.apply_coupon(engine, "TEN", "acme", now=at(D(2026, 2, 2)))
+    calls = [
+        {"id": f"c{i}", "customer": "acme", "meter": "api_calls", "timestamp": "2026-02-18T12:00:00Z"}
+        for i in range(30)
+    ]
+    assert not ingest(engine, calls, meter_specs(loaded), {"acme"}).rejected
+    held = ApprovalPolicy(limits={"USD": Decimal("25.00")})
+    report = bill_closed_periods(engine, loaded, SETTINGS, 3, now=at(D(2026, 3, 17)), lookback=1, approval=held)
+    assert [(key, status, total) for key, status, total in invoices(engine) if status == "draft"] == [
+        ("period:acme:2026-W08", "draft", "33.30"),
+        ("period:acme:2026-W09", "draft", "6.30"),
+        ("period:acme:2026-W10", "draft", "6.30"),
+        ("period:acme:2026-W11", "draft", "6.30"),
+    ]
+    waiting = [why.partition(" waits for")[0] for _, why in report.skipped if "waits for" in why]
+    assert waiting == ["invoice 4 (2026-02-23 to 2026-03-01)", "invoice 5 (2026-03-02 to 2026-03-08)"]

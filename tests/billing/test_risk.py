@@ -251,3 +251,32 @@ def test_the_month_assessed_has_ended_in_adak_and_kiritimati():
     later = now.replace(hour=12)
     assert last_closed_month(later) == OCTOBER
     assert all(ended(OCTOBER, zone, later) for zone in ("Pacific/Kiritimati", "America/Adak", "Etc/GMT+12"))
+
+
+def test_a_downgrade_compares_mrr_net_of_the_tax_inside_prices():
+    """From 119.00 tax included (100.00 net at 19 %) to 110.00 plus tax is an expansion, as ``billing metrics``
+    counts it, not a downgrade; at 0 % (a reverse-charged buyer) 119.00 → 110.00 is one."""
+    from billing.core.domain import Subscription, SubscriptionStatus
+    from billing.core.tax import Treatment
+    from billing.risk import _is_downgrade
+    from pricing_plans.loader import loads_catalog
+
+    catalog, problems = loads_catalog(
+        '[meters.calls]\nname = "Calls"\naggregation = "count"\n'
+        '[plans.gross]\nname = "Gross"\ncurrency = "EUR"\ntax_inclusive = true\n'
+        'subscription = { fee = 119.00, billing = "in_arrears" }\n'
+        '[plans.net]\nname = "Net"\ncurrency = "EUR"\nsubscription = { fee = 110.00, billing = "in_arrears" }\n',
+        "plans.toml",
+    )
+    assert not problems, problems
+
+    def sub(id_: int, plan: str, start: dt.date, end: dt.date | None, previous: int | None) -> Subscription:
+        return Subscription(
+            id=id_, customer_id=1, customer_external_id="c", plan_code=plan, plan_version=1, start_date=start,
+            end_date=end, status=SubscriptionStatus.ACTIVE, cancel_reason=None, previous_subscription_id=previous,
+        )  # fmt: skip
+
+    ending = sub(1, "gross", dt.date(2026, 1, 1), dt.date(2026, 11, 1), None)
+    subs = [ending, sub(2, "net", dt.date(2026, 11, 1), None, 1)]
+    assert not _is_downgrade(catalog, ending, subs, Treatment(flat=Decimal(19)))
+    assert _is_downgrade(catalog, ending, subs, Treatment())
