@@ -806,11 +806,9 @@ def compute_figures(
 ) -> list[PeriodFigures]:
     """The figures of each period, per currency: ordered by period, then currency.
 
-    ``tax_rules``: the configuration's (None: none, each customer's own rate), for the tax inside the prices of
-    tax-inclusive plans, which MRR leaves out (``plan_mrr``).
-
-    ``costs``: the cost of goods per (month start, currency) where the catalog declares costs
-    (``billing.core.margin.costs_of_goods``): CLV is then on gross margin.
+    ``tax_rules``: the configuration's (None: each customer's own rate), for the tax inside tax-inclusive prices,
+    which MRR leaves out (``plan_mrr``). ``costs``: the cost of goods per (month start, currency) where the catalog
+    declares costs (``billing.core.margin.costs_of_goods``): CLV is then on gross margin.
 
     ``invoices``: the invoice summaries, or their billed revenue per customer and month already summed
     (:class:`BilledHistory`; :class:`BilledSummary`, summed for these very periods). ``coupons``: the coupons
