@@ -26,6 +26,7 @@ from billing.config import get_settings
 from billing.core.cohorts import Cohort, Grain, compute_cohorts
 from billing.core.coupons import CouponIssue
 from billing.core.domain import Customer, Subscription
+from billing.core.fees import ADJUSTMENT
 from billing.core.margin import (
     LineRecord,
     Margin,
@@ -42,6 +43,7 @@ from billing.core.metrics import (
     BilledAmounts,
     BilledSummary,
     CustomerMonth,
+    DatedLine,
     InvoiceSummary,
     MetricsError,
     PeriodFigures,
@@ -60,7 +62,7 @@ from dbkit import ExactDecimal, read_only, utcnow
 from dbkit.exact import exact_greatest, exact_least, exact_sub, exact_sum, month_of
 from invoices import store
 from invoices.model import InvoiceKind, InvoiceScope, LineKind
-from invoices.tables import InvoiceLineRow, InvoiceRow
+from invoices.tables import InvoiceLineRow, InvoiceRow, details_have
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO
@@ -199,7 +201,7 @@ def _invoice_summaries(
     """The invoices whose lines may count from ``first`` on (``store.invoice_amounts``; ``among``: a select of the
     invoice ids to keep to), their lines dated by the month their service begins (``starts``: the subscriptions'
     start dates by id)."""
-    invoices = store.invoice_amounts(session, first, among=among)
+    invoices = store.invoice_amounts(session, first, among=among, mark=ADJUSTMENT)
     free = free_credits_applied(session, [i.invoice_id for i in invoices])
     return [
         with_line_months(
@@ -221,8 +223,8 @@ def _invoice_summaries(
                 service_start=starts.get(invoice.subscription_id or 0),
             ),
             (
-                (kind, service_start, service_end, starts.get(subscription or 0), amount)
-                for kind, service_start, service_end, subscription, amount in invoice.dated_lines
+                DatedLine(kind, service_start, service_end, starts.get(subscription or 0), amount, adjusts)
+                for kind, service_start, service_end, subscription, adjusts, amount in invoice.dated_lines
             ),
         )
         for invoice in invoices
@@ -418,8 +420,8 @@ def _revenue_from(invoice: Any, first: dt.date) -> ColumnElement[bool]:
 
 def _spread_invoices(first: dt.date) -> Select[Any]:
     """The ids of the revenue invoices with a line billing service that begins after the invoice's billing period
-    or ended before it (a fee billed in advance, usage billed late), which may count in another month than the
-    invoice's
+    or ended before it (a fee billed in advance, usage billed late), or adjusting a fee billed in advance for the
+    fee period that began with the invoice's billing period, which may count in another month than the invoice's
     (``billing.core.metrics.line_month``). ``_Spread`` splits their billed revenue by month in Python; the
     database sums the rest."""
     inv, line = aliased(InvoiceRow), aliased(InvoiceLineRow)
@@ -433,6 +435,7 @@ def _spread_invoices(first: dt.date) -> Select[Any]:
             or_(
                 line.service_start >= inv.period_end,
                 func.coalesce(line.service_end, line.service_start) <= inv.period_start,
+                and_(line.service_start == inv.period_start, details_have(line.details, ADJUSTMENT)),
             ),
         )
     )

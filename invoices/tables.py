@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    ColumnElement,
     Date,
     ForeignKey,
     Index,
@@ -106,6 +108,12 @@ class InvoiceLineRow(InvoicesBase):
     plan_version: Mapped[int | None]
     # the part of a charge priced by event dimension the line bills (canonical JSON), NULL for every other line
     dimension: Mapped[str | None] = mapped_column(Text)
+
+
+def details_have(details: Any, key: str) -> ColumnElement[bool]:
+    """A line's ``details`` column has ``key`` as a key: the details are stored as compact JSON
+    (``LineDetails.to_json``), where a key is ``"key":`` and a quote inside a string value is escaped."""
+    return details.contains(f'"{key}":', autoescape=True)  # type: ignore[no-any-return]
 
 
 class NumberSequenceRow(InvoicesBase):

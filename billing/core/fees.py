@@ -40,6 +40,7 @@ from pricing_plans.money import Rounding, round_money
 from pricing_plans.proration import fee_for_period, seat_fee_for_period
 
 __all__ = [
+    "ADJUSTMENT",
     "REFUND_OF_PAID",
     "PeriodFees",
     "advance_fee",
@@ -250,6 +251,10 @@ def _seats_priced(plan: Plan) -> bool:
     return plan.subscription is not None and plan.subscription.seats
 
 
+ADJUSTMENT = "adjustment"
+"""A line's ``details.extra`` key: the line adjusts a fee billed in advance (``fee_adjustment``: the days it really
+ran, a price now in force, seats changed), with what was due and what was billed; its service is that fee's."""
+
 REFUND_OF_PAID = "refund_of_paid"
 """A line's ``details.extra`` key: the line gives back part of a fee as it was paid, its discount already taken
 off (``fee_adjustment``), so no coupon reduces it (``billing.core.coupons``, ``billing.core.tax``)."""
@@ -284,7 +289,7 @@ def billed_and_paid(
             if line.kind is not LineKind.SUBSCRIPTION or key not in billed:
                 continue
             if refund_of_paid(line):
-                terms = line.details.extra["adjustment"]
+                terms = line.details.extra[ADJUSTMENT]
                 billed[key] += Decimal(str(terms["due"])) - Decimal(str(terms["billed_in_advance"]))
                 paid[key] += line.amount
             else:
@@ -417,7 +422,7 @@ def fee_adjustment(
         quantity=quantity,
         description=description,
         details=replace(
-            due.details, explanation=details_explanation, extra={**due.details.extra, "adjustment": adjustment, **marks}
+            due.details, explanation=details_explanation, extra={**due.details.extra, ADJUSTMENT: adjustment, **marks}
         ),
     )
 

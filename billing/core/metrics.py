@@ -71,10 +71,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from itertools import accumulate, groupby
-from typing import Any
+from typing import Any, NamedTuple
 
 from billing.core.coupons import CouponIssue, coupon_counts
 from billing.core.domain import CancelReason, Customer, Subscription
+from billing.core.fees import ADJUSTMENT
 from billing.core.overrides import Negotiated
 from billing.core.periods import Period
 from billing.core.tax import TaxRules, buyer, treatment
@@ -91,6 +92,7 @@ __all__ = [
     "BilledHistory",
     "BilledSummary",
     "CustomerMonth",
+    "DatedLine",
     "InvoiceSummary",
     "MetricsError",
     "PeriodFigures",
@@ -233,23 +235,39 @@ class InvoiceSummary:
         return (self.period_end - dt.timedelta(days=1)).replace(day=1)
 
 
+class DatedLine(NamedTuple):
+    """What ``line_month`` needs of an invoice line: its kind, service period, its subscription's start, amount,
+    and whether it adjusts a fee billed in advance (``billing.core.fees.ADJUSTMENT``)."""
+
+    kind: str
+    service_start: dt.date | None
+    service_end: dt.date | None
+    subscription_start: dt.date | None
+    amount: Decimal
+    adjusts_advance: bool = False
+
+
 def line_month(
     invoice: InvoiceSummary,
     service_start: dt.date | None,
     service_end: dt.date | None,
     subscription_start: dt.date | None = None,
+    adjusts_advance: bool = False,
 ) -> dt.date | None:
     """The first day of the month a line of ``invoice`` counts in when that is not the invoice's own month
     (``billed_month``), else None. A line whose service overlaps the invoice's billing period (or with no service
     period) counts with the invoice: its own usage, a quarter's or a year's fee on a monthly invoice (or its
     refund). A line billed in advance, for service that begins after the period, counts in the month its service
-    begins (or its subscription starts, when later): February's fee on January's invoice in February. A line
-    billing service that ended before the period (usage billed late) counts in the month of that service's last
-    day, where that period's invoice counted: March's late usage in March."""
+    begins (or its subscription starts, when later): February's fee on January's invoice in February; and so does
+    the adjustment of that fee (``adjusts_advance``) on the invoice of the period it began with: an anniversary
+    month's fee from 15 January, billed in advance, and its refund when cancelled on 25 January, on the invoice of
+    15 January – 14 February, both in January. A line billing service that ended before the period (usage billed
+    late) counts in the month of that service's last day, where that period's invoice counted: March's late usage
+    in March."""
     end = invoice.period_end
     if service_start is None or end is None:
         return None
-    if service_start >= end:
+    if service_start >= end or (adjusts_advance and service_start == invoice.period_start):
         begins = max(service_start, subscription_start or service_start)
         month = begins.replace(day=1)
     elif (service_start if service_end is None else service_end) <= invoice.period_start < end:
@@ -281,22 +299,23 @@ def summarize_invoice(invoice: Invoice, starts: Mapping[int, dt.date] | None = N
         tax_included=invoice.tax_included,
     )
     dated = (
-        (line.kind, line.service_start, line.service_end, (starts or {}).get(line.subscription_id or 0), line.amount)
+        DatedLine(
+            line.kind, line.service_start, line.service_end, (starts or {}).get(line.subscription_id or 0),
+            line.amount, ADJUSTMENT in line.details.extra,
+        )
         for line in invoice.lines
-    )
+    )  # fmt: skip
     return with_line_months(summary, dated)
 
 
-def with_line_months(
-    summary: InvoiceSummary, lines: Iterable[tuple[str, dt.date | None, dt.date | None, dt.date | None, Decimal]]
-) -> InvoiceSummary:
-    """``summary`` with its ``dated_lines``, from its lines as ``(kind, service_start, service_end, subscription
-    start, amount)`` (``line_month``); unchanged when every line counts in the invoice's month."""
+def with_line_months(summary: InvoiceSummary, lines: Iterable[DatedLine]) -> InvoiceSummary:
+    """``summary`` with its ``dated_lines``, from its lines (``line_month``); unchanged when every line counts in
+    the invoice's month."""
     found: dict[tuple[dt.date | None, str], Decimal] = {}
     moved = False
     with decimal.localcontext(_EXACT):
-        for kind, service_start, service_end, subscription_start, amount in lines:
-            month = line_month(summary, service_start, service_end, subscription_start)
+        for kind, service_start, service_end, subscription_start, amount, adjusts in lines:
+            month = line_month(summary, service_start, service_end, subscription_start, adjusts)
             moved = moved or month is not None
             found[(month, str(kind))] = found.get((month, str(kind)), ZERO) + amount
     if not moved:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
 from dbkit import as_utc, keyset_page, page_of
@@ -29,7 +29,7 @@ from invoices.model import (
     TaxLine,
     taxes_from_json,
 )
-from invoices.tables import InvoiceLineRow, InvoiceRow
+from invoices.tables import InvoiceLineRow, InvoiceRow, details_have
 from pricing_plans.money import ZERO
 
 __all__ = [
@@ -901,8 +901,9 @@ class InvoiceAmounts:
       subtotal, discount: before tax; invoice_id: the internal id; subscription_id: an opening invoice's
         subscription.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs sorted by kind.
-      dated_lines: the sum of the line amounts per kind, service period and subscription, as ``(kind,
-        service_start, service_end, subscription_id, amount)`` (None where a line has none).
+      dated_lines: the sum of the line amounts per kind, service period, subscription and mark, as ``(kind,
+        service_start, service_end, subscription_id, marked, amount)`` (None where a line has none; ``marked``:
+        the line's details have the key ``invoice_amounts`` was asked about).
       tax_included: the tax inside tax-inclusive prices (in the lines and the subtotal, not revenue).
     """
 
@@ -921,14 +922,17 @@ class InvoiceAmounts:
     tax_included: Decimal = ZERO
     invoice_id: int = 0
     subscription_id: int | None = None
-    dated_lines: tuple[tuple[str, dt.date | None, dt.date | None, int | None, Decimal], ...] = ()
+    dated_lines: tuple[tuple[str, dt.date | None, dt.date | None, int | None, bool, Decimal], ...] = ()
 
 
-def invoice_amounts(session: Session, first: dt.date, *, among: Any = None) -> list[InvoiceAmounts]:
+def invoice_amounts(
+    session: Session, first: dt.date, *, among: Any = None, mark: str | None = None
+) -> list[InvoiceAmounts]:
     """The invoices whose period ends on or after ``first`` (their lines may bill service from ``first`` on: a fee
     in advance, usage billed late) and the credit notes against them, drafts and void ones included, in id order
     (two queries; the lines are summed here, not by the database: SQLite stores exact decimals as text).
-    ``among``: a select of invoice ids to keep to (then ``first`` is ignored)."""
+    ``among``: a select of invoice ids to keep to (then ``first`` is ignored); ``mark``: a key of the lines'
+    ``details`` each dated line says it has or not."""
     if among is not None:
         dated: ColumnElement[bool] = InvoiceRow.id.in_(among)
     else:
@@ -950,20 +954,21 @@ def invoice_amounts(session: Session, first: dt.date, *, among: Any = None) -> l
         .order_by(InvoiceRow.id)
     ).all()  # fmt: skip
     amounts: dict[int, dict[str, Decimal]] = {}
-    dated_lines: dict[int, dict[tuple[str, dt.date | None, dt.date | None, int | None], Decimal]] = {}
+    dated_lines: dict[int, dict[tuple[str, dt.date | None, dt.date | None, int | None, bool], Decimal]] = {}
+    marked = false() if mark is None else details_have(InvoiceLineRow.details, mark)
     lines = session.execute(
         select(
             InvoiceLineRow.invoice_id, InvoiceLineRow.kind, InvoiceLineRow.amount, InvoiceLineRow.service_start,
-            InvoiceLineRow.service_end, InvoiceLineRow.subscription_id,
+            InvoiceLineRow.service_end, InvoiceLineRow.subscription_id, marked,
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(wanted)
     )  # fmt: skip
-    for invoice_id, line_kind, amount, service_start, service_end, subscription_id in lines:
+    for invoice_id, line_kind, amount, service_start, service_end, subscription_id, has_mark in lines:
         per_kind = amounts.setdefault(invoice_id, {})
         per_kind[line_kind] = per_kind.get(line_kind, ZERO) + amount
         per_start = dated_lines.setdefault(invoice_id, {})
-        key = (line_kind, service_start, service_end, subscription_id)
+        key = (line_kind, service_start, service_end, subscription_id, bool(has_mark))
         per_start[key] = per_start.get(key, ZERO) + amount
     return [
         InvoiceAmounts(

@@ -15,6 +15,7 @@ from billing import customers as service
 from billing.core.domain import Customer, Subscription, SubscriptionStatus
 from billing.core.metrics import (
     BilledAmounts,
+    DatedLine,
     InvoiceSummary,
     billed_by_customer,
     billed_parts,
@@ -53,7 +54,7 @@ def _invoice(lines, **extra) -> InvoiceSummary:
     for kind, _, _, amount in lines:
         amounts[kind] = amounts.get(kind, Decimal(0)) + Decimal(amount)
     summary = InvoiceSummary(line_amounts=tuple(sorted(amounts.items())), **fields)  # type: ignore[arg-type]
-    return with_line_months(summary, ((k, s, e, None, Decimal(a)) for k, s, e, a in lines))
+    return with_line_months(summary, (DatedLine(k, s, e, None, Decimal(a)) for k, s, e, a in lines))
 
 
 def _totals(parts: dict[dt.date, BilledAmounts]) -> dict[str, str]:
@@ -357,3 +358,53 @@ def test_the_billing_history_starts_where_both_paths_say_at_the_lookback_edge(en
     assert [figures_row(f) for f in summed] == [figures_row(f) for f in at_once]
     # September 2026 against September 2025's trailing year: 4 × 300.00 both
     assert str(summed[0].trailing_12.previous) == "1200.00" and summed[0].nrr_trailing(12) == 1
+
+
+ANNIVERSARY = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.anniv]
+name = "Anniversary in advance"
+currency = "USD"
+billing_anchor = "subscription_start"
+[plans.anniv.subscription]
+fee = 31.00
+billing = "in_advance"
+"""
+
+
+@pytest.mark.db
+def test_the_adjustment_of_a_fee_paid_in_advance_counts_where_the_fee_did(engine):
+    """An anniversary month in advance from 15 January (31.00 for 15 January – 14 February, on its opening
+    invoice: January), cancelled from 25 January: 10 of 31 days due, 10.00, so −21.00 on the invoice of 15 January
+    – 14 February, which February's run bills. The adjustment belongs to the fee it adjusts: January 10.00 and
+    nothing in February (it was January 31.00 and February −21.00, a month of negative revenue). A second customer
+    adds a month in advance from 15 February (billed on the same invoice, in February) and stops on 20 February:
+    its 31.00 of 15 February – 14 March counts in February, its −24.00 there too (5 of 28 days due, 5.54; −25.46)."""
+    catalog, problems = loads_catalog(ANNIVERSARY, "anniversary.toml")
+    assert not problems, problems
+    for name in ("ann", "bo"):
+        service.create_customer(engine, name, name.title(), None, "USD")
+    ann = service.subscribe(engine, catalog, "ann", "anniv", D(2026, 1, 15))
+    bo = service.subscribe(engine, catalog, "bo", "anniv", D(2026, 1, 15))
+    for sub in (ann, bo):
+        finalize_invoice(engine, f"start:{sub.id}", store.FinalizeSettings(), D(2026, 1, 15))
+    service.cancel_subscription(engine, ann.id, D(2026, 1, 25), catalog=catalog)
+    _bill_months(engine, catalog, [(2026, 1), (2026, 2)])
+    service.cancel_subscription(engine, bo.id, D(2026, 2, 20), catalog=catalog)
+    _bill_months(engine, catalog, [(2026, 3)])
+    with session_scope(engine) as session:
+        lines = [
+            (invoice.customer.external_id, line.service_start.isoformat(), str(line.amount))
+            for listed in store.list_invoices(session)
+            for invoice in [store.get_invoice(session, listed.billing_key)]
+            for line in invoice.lines
+        ]
+    assert sorted(lines) == [
+        ("ann", "2026-01-15", "-21.00"), ("ann", "2026-01-15", "31.00"),
+        ("bo", "2026-01-15", "31.00"), ("bo", "2026-02-15", "-25.46"), ("bo", "2026-02-15", "31.00"),
+    ]  # fmt: skip
+    assert _months_of(engine, "ann", JAN, D(2026, 4, 1)) == {"2026-01": "10.00"}
+    assert _months_of(engine, "bo", JAN, D(2026, 4, 1)) == {"2026-01": "31.00", "2026-02": "5.54"}
