@@ -24,7 +24,7 @@ from sqlalchemy.sql import Subquery
 
 from billing.config import get_settings
 from billing.core.cohorts import Cohort, Grain, compute_cohorts
-from billing.core.coupons import CouponIssue
+from billing.core.coupons import COUPON_PLANS, CouponIssue
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import ADJUSTMENT
 from billing.core.margin import (
@@ -201,7 +201,7 @@ def _invoice_summaries(
     """The invoices whose lines may count from ``first`` on (``store.invoice_amounts``; ``among``: a select of the
     invoice ids to keep to), their lines dated by the month their service begins (``starts``: the subscriptions'
     start dates by id)."""
-    invoices = store.invoice_amounts(session, first, among=among, mark=ADJUSTMENT)
+    invoices = store.invoice_amounts(session, first, among=among, mark=ADJUSTMENT, reduces=COUPON_PLANS)
     free = free_credits_applied(session, [i.invoice_id for i in invoices])
     return [
         with_line_months(
@@ -223,8 +223,8 @@ def _invoice_summaries(
                 service_start=starts.get(invoice.subscription_id or 0),
             ),
             (
-                DatedLine(kind, service_start, service_end, starts.get(subscription or 0), amount, adjusts)
-                for kind, service_start, service_end, subscription, adjusts, amount in invoice.dated_lines
+                DatedLine(kind, service_start, service_end, starts.get(subscription or 0), amount, adjusts, plans)
+                for kind, service_start, service_end, subscription, adjusts, plans, amount in invoice.dated_lines
             ),
         )
         for invoice in invoices

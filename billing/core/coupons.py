@@ -27,6 +27,7 @@ from invoices.model import InvoiceLine, LineDetails, LineKind
 from pricing_plans.money import ZERO, Rounding, format_amount, round_money
 
 __all__ = [
+    "COUPON_PLANS",
     "DISCOUNT_SECTION",
     "AppliedCoupon",
     "Coupon",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 DISCOUNT_SECTION = "Discounts"
+
+COUPON_PLANS = "plans"
+"""A discount line's ``details.extra`` key: the plans its coupon reduces (absent: every plan)."""
 
 
 class Duration(StrEnum):
@@ -225,7 +229,7 @@ def _line(applied: AppliedCoupon, amount: Decimal, base: Decimal, explanation: s
     if limit is not None:
         extra["billing_period"] = f"{applied.periods_used + 1} of {limit}"
     if coupon.plans:
-        extra["plans"] = list(coupon.plans)
+        extra[COUPON_PLANS] = list(coupon.plans)
     return InvoiceLine(
         kind=LineKind.DISCOUNT,
         description=f"Coupon {coupon.code}: {coupon.terms}",

@@ -73,7 +73,7 @@ from decimal import Decimal
 from itertools import accumulate, groupby
 from typing import Any, NamedTuple
 
-from billing.core.coupons import CouponIssue, coupon_counts
+from billing.core.coupons import COUPON_PLANS, CouponIssue, coupon_counts
 from billing.core.domain import CancelReason, Customer, Subscription
 from billing.core.fees import ADJUSTMENT
 from billing.core.overrides import Negotiated
@@ -106,6 +106,7 @@ __all__ = [
     "format_rate",
     "has_ended_everywhere",
     "line_month",
+    "line_plans",
     "month_number",
     "plan_mrr",
     "ratio",
@@ -198,10 +199,10 @@ class InvoiceSummary:
       free_credits: the free (promotional) credit applied to the invoice, tax included.
       service_start: an opening invoice's subscription's start (its fee is billed from then, not from the start
         of the fee's calendar period).
-      dated_lines: the line amounts per month they count in and kind, as ``(month, kind, amount)`` triples (month
-        None: the invoice's own, ``billed_month``), where a line counts in another month than the invoice
-        (``line_month``: a fee billed in advance, usage billed late); empty when every line counts in
-        ``billed_month``.
+      dated_lines: the line amounts per month they count in, kind and plans, as ``(month, kind, amount, plans)``
+        (month None: the invoice's own, ``billed_month``; plans: a charge's plan, the plans a discount reduces, none
+        for every plan), where a line counts in another month than the invoice (``line_month``: a fee billed in
+        advance, usage billed late); empty when every line counts in ``billed_month``.
     """
 
     number: str | None
@@ -219,7 +220,7 @@ class InvoiceSummary:
     tax_included: Decimal = ZERO
     free_credits: Decimal = ZERO
     service_start: dt.date | None = None
-    dated_lines: tuple[tuple[dt.date | None, str, Decimal], ...] = ()
+    dated_lines: tuple[tuple[dt.date | None, str, Decimal, tuple[str, ...]], ...] = ()
 
     @property
     def billed_month(self) -> dt.date:
@@ -237,7 +238,8 @@ class InvoiceSummary:
 
 class DatedLine(NamedTuple):
     """What ``line_month`` needs of an invoice line: its kind, service period, its subscription's start, amount,
-    and whether it adjusts a fee billed in advance (``billing.core.fees.ADJUSTMENT``)."""
+    and whether it adjusts a fee billed in advance (``billing.core.fees.ADJUSTMENT``); and what ``billed_parts``
+    needs: the plan of a charge, the plans a discount reduces (its coupon's; none: every plan)."""
 
     kind: str
     service_start: dt.date | None
@@ -245,6 +247,7 @@ class DatedLine(NamedTuple):
     subscription_start: dt.date | None
     amount: Decimal
     adjusts_advance: bool = False
+    plans: tuple[str, ...] = ()
 
 
 def line_month(
@@ -301,26 +304,36 @@ def summarize_invoice(invoice: Invoice, starts: Mapping[int, dt.date] | None = N
     dated = (
         DatedLine(
             line.kind, line.service_start, line.service_end, (starts or {}).get(line.subscription_id or 0),
-            line.amount, ADJUSTMENT in line.details.extra,
+            line.amount, ADJUSTMENT in line.details.extra, line_plans(line.kind, line.plan_code, line.details.extra),
         )
         for line in invoice.lines
     )  # fmt: skip
     return with_line_months(summary, dated)
 
 
+def line_plans(kind: str, plan_code: str | None, extra: Mapping[str, Any]) -> tuple[str, ...]:
+    """The plans of a line for ``DatedLine.plans``: a discount's coupon's plans (``COUPON_PLANS`` of its details;
+    none: every plan), a charge's plan (none: a line of no plan)."""
+    if kind == LineKind.DISCOUNT:
+        return tuple(sorted(str(plan) for plan in extra.get(COUPON_PLANS) or ()))
+    return () if plan_code is None else (plan_code,)
+
+
 def with_line_months(summary: InvoiceSummary, lines: Iterable[DatedLine]) -> InvoiceSummary:
     """``summary`` with its ``dated_lines``, from its lines (``line_month``); unchanged when every line counts in
     the invoice's month."""
-    found: dict[tuple[dt.date | None, str], Decimal] = {}
+    found: dict[tuple[dt.date | None, str, tuple[str, ...]], Decimal] = {}
     moved = False
     with decimal.localcontext(_EXACT):
-        for kind, service_start, service_end, subscription_start, amount, adjusts in lines:
+        for kind, service_start, service_end, subscription_start, amount, adjusts, plans in lines:
             month = line_month(summary, service_start, service_end, subscription_start, adjusts)
             moved = moved or month is not None
-            found[(month, str(kind))] = found.get((month, str(kind)), ZERO) + amount
+            key = (month, str(kind), plans)
+            found[key] = found.get(key, ZERO) + amount
     if not moved:
         return summary
-    return replace(summary, dated_lines=tuple((month, kind, amount) for (month, kind), amount in found.items()))
+    dated = tuple((month, kind, amount, plans) for (month, kind, plans), amount in found.items())
+    return replace(summary, dated_lines=dated)
 
 
 # -- outputs -----------------------------------------------------------------------------------------------
@@ -745,12 +758,16 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
     period): a fee billed in advance on January's invoice counts in February, March's usage billed late in March,
     as if each line had been billed by the run of its own period. What the invoice takes off
     as a whole (its discount, the tax inside tax-inclusive prices, the free credit applied) is shared among those
-    months in proportion to their lines (``share_by_month``)."""
+    months in proportion to their lines (``share_by_month``); a discount for some plans only (a coupon's), among
+    the months of those plans' lines."""
     months = _month_lines(inv)
     net = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
     total = net - min(inv.free_credits, max(net, ZERO))  # free credit given away is no revenue
     weights = {month: sum(kinds.values(), ZERO) for month, kinds in months.items()}
-    shares = share_by_month(total - sum(weights.values(), ZERO), weights, inv.billed_month)
+    shares = _plan_discount_shares(inv, weights)
+    rest = total - sum(weights.values(), ZERO) - sum(shares.values(), ZERO)
+    for month, share in share_by_month(rest, weights, inv.billed_month).items():
+        shares[month] = shares.get(month, ZERO) + share
     parts: dict[dt.date, BilledAmounts] = {}
     # (the invoice's own month is always there, if only with 0: an issued invoice bills its customer in it)
     for month in sorted(months.keys() | shares.keys() | {inv.billed_month}):
@@ -763,13 +780,33 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
     return parts
 
 
+def _plan_discount_shares(inv: InvoiceSummary, weights: Mapping[dt.date, Decimal]) -> dict[dt.date, Decimal]:
+    """The discount lines of ``inv`` for some plans only, each shared among the months of those plans' lines (in
+    proportion to them, ``share_by_month``), or among all of the invoice's months (``weights``) when none of those
+    plans' lines is there; per month."""
+    anchor = inv.billed_month
+    shares: dict[dt.date, Decimal] = {}
+    for _, kind, amount, plans in inv.dated_lines:
+        if kind != LineKind.DISCOUNT or not plans or not amount:
+            continue
+        of_plans: dict[dt.date, Decimal] = {}
+        for month, other, part, of in inv.dated_lines:
+            if other != LineKind.DISCOUNT and of and of[0] in plans:
+                of_plans[month or anchor] = of_plans.get(month or anchor, ZERO) + part
+        if not any(weight > 0 for weight in of_plans.values()):
+            of_plans = dict(weights)
+        for month, share in share_by_month(amount, of_plans, anchor).items():
+            shares[month] = shares.get(month, ZERO) + share
+    return shares
+
+
 def _month_lines(inv: InvoiceSummary) -> dict[dt.date, dict[str, Decimal]]:
     """An invoice's line amounts per month their service begins in and kind, discounts left out (the discount is
     shared as the invoice's)."""
     anchor = inv.billed_month
-    lines = inv.dated_lines or tuple((None, kind, amount) for kind, amount in inv.line_amounts)
+    lines = inv.dated_lines or tuple((None, kind, amount, ()) for kind, amount in inv.line_amounts)
     months: dict[dt.date, dict[str, Decimal]] = {}
-    for month, kind, amount in lines:
+    for month, kind, amount, _ in lines:
         if kind == LineKind.DISCOUNT:
             continue
         kinds = months.setdefault(month or anchor, {})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, false, func, null, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
 from dbkit import as_utc, keyset_page, page_of
@@ -901,9 +901,10 @@ class InvoiceAmounts:
       subtotal, discount: before tax; invoice_id: the internal id; subscription_id: an opening invoice's
         subscription.
       line_amounts: the sum of the line amounts per line kind, as ``(kind, amount)`` pairs sorted by kind.
-      dated_lines: the sum of the line amounts per kind, service period, subscription and mark, as ``(kind,
-        service_start, service_end, subscription_id, marked, amount)`` (None where a line has none; ``marked``:
-        the line's details have the key ``invoice_amounts`` was asked about).
+      dated_lines: the sum of the line amounts per kind, service period, subscription, mark and plans, as ``(kind,
+        service_start, service_end, subscription_id, marked, plans, amount)`` (None where a line has none;
+        ``marked``: the line's details have the key ``invoice_amounts`` was asked about; ``plans``: a charge's
+        plan, or the plans a discount line's details list under the key it was asked about, sorted).
       tax_included: the tax inside tax-inclusive prices (in the lines and the subtotal, not revenue).
     """
 
@@ -922,17 +923,18 @@ class InvoiceAmounts:
     tax_included: Decimal = ZERO
     invoice_id: int = 0
     subscription_id: int | None = None
-    dated_lines: tuple[tuple[str, dt.date | None, dt.date | None, int | None, bool, Decimal], ...] = ()
+    dated_lines: tuple[tuple[str, dt.date | None, dt.date | None, int | None, bool, tuple[str, ...], Decimal], ...] = ()
 
 
 def invoice_amounts(
-    session: Session, first: dt.date, *, among: Any = None, mark: str | None = None
+    session: Session, first: dt.date, *, among: Any = None, mark: str | None = None, reduces: str | None = None
 ) -> list[InvoiceAmounts]:
     """The invoices whose period ends on or after ``first`` (their lines may bill service from ``first`` on: a fee
     in advance, usage billed late) and the credit notes against them, drafts and void ones included, in id order
     (two queries; the lines are summed here, not by the database: SQLite stores exact decimals as text).
     ``among``: a select of invoice ids to keep to (then ``first`` is ignored); ``mark``: a key of the lines'
-    ``details`` each dated line says it has or not."""
+    ``details`` each dated line says it has or not; ``reduces``: the key of a discount line's ``details`` that
+    lists the plans it reduces."""
     if among is not None:
         dated: ColumnElement[bool] = InvoiceRow.id.in_(among)
     else:
@@ -954,21 +956,30 @@ def invoice_amounts(
         .order_by(InvoiceRow.id)
     ).all()  # fmt: skip
     amounts: dict[int, dict[str, Decimal]] = {}
-    dated_lines: dict[int, dict[tuple[str, dt.date | None, dt.date | None, int | None, bool], Decimal]] = {}
+    dated_lines: dict[int, dict[tuple[str, dt.date | None, dt.date | None, int | None, bool, tuple[str, ...]], Decimal]]
+    dated_lines = {}
     marked = false() if mark is None else details_have(InvoiceLineRow.details, mark)
+    discounted = InvoiceLineRow.kind == LineKind.DISCOUNT.value
+    if reduces is not None:
+        discounted = and_(discounted, details_have(InvoiceLineRow.details, reduces))
+    reduced = case((discounted, InvoiceLineRow.details), else_=null())
     lines = session.execute(
         select(
             InvoiceLineRow.invoice_id, InvoiceLineRow.kind, InvoiceLineRow.amount, InvoiceLineRow.service_start,
-            InvoiceLineRow.service_end, InvoiceLineRow.subscription_id, marked,
+            InvoiceLineRow.service_end, InvoiceLineRow.subscription_id, marked, InvoiceLineRow.plan_code, reduced,
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(wanted)
     )  # fmt: skip
-    for invoice_id, line_kind, amount, service_start, service_end, subscription_id, has_mark in lines:
+    for invoice_id, line_kind, amount, service_start, service_end, subscription_id, has_mark, plan, details in lines:
         per_kind = amounts.setdefault(invoice_id, {})
         per_kind[line_kind] = per_kind.get(line_kind, ZERO) + amount
         per_start = dated_lines.setdefault(invoice_id, {})
-        key = (line_kind, service_start, service_end, subscription_id, bool(has_mark))
+        plans: tuple[str, ...] = () if plan is None else (plan,)
+        if line_kind == LineKind.DISCOUNT.value:
+            listed = json.loads(details).get(reduces) if details is not None and reduces is not None else None
+            plans = tuple(sorted(str(code) for code in listed or ()))
+        key = (line_kind, service_start, service_end, subscription_id, bool(has_mark), plans)
         per_start[key] = per_start.get(key, ZERO) + amount
     return [
         InvoiceAmounts(

@@ -408,3 +408,81 @@ def test_the_adjustment_of_a_fee_paid_in_advance_counts_where_the_fee_did(engine
     ]  # fmt: skip
     assert _months_of(engine, "ann", JAN, D(2026, 4, 1)) == {"2026-01": "10.00"}
     assert _months_of(engine, "bo", JAN, D(2026, 4, 1)) == {"2026-01": "31.00", "2026-02": "5.54"}
+
+
+def test_a_discount_for_some_plans_is_shared_among_the_months_of_their_lines():
+    """January's invoice: 20.00 of the base plan's January usage and the add-on's 30.00 for February in advance; a
+    coupon of 50 % on the add-on only takes 15.00, all of it off February (shared among all lines it was 6.00 off
+    January and 9.00 off February). A 10 % coupon on every plan (−5.00) is shared by all: −2.00 and −3.00. A
+    coupon for a plan with no line here is shared by all too."""
+    lines = [
+        ("usage", JAN, FEB, "20.00", ("base",)), ("subscription", FEB, MAR, "30.00", ("addon",)),
+        ("discount", None, None, "-15.00", ("addon",)), ("discount", None, None, "-5.00", ()),
+    ]  # fmt: skip
+    fields = {
+        "number": "INV-1", "kind": InvoiceKind.INVOICE, "status": InvoiceStatus.FINALIZED,
+        "customer_external_id": "ada", "currency": "USD", "period_start": JAN, "period_end": FEB,
+        "subtotal": Decimal("50.00"), "discount": Decimal("20.00"),
+        "line_amounts": (("discount", Decimal("-20.00")), ("subscription", Decimal("30.00")), ("usage", Decimal("20.00"))),
+    }  # fmt: skip
+    dated = [DatedLine(k, s, e, None, Decimal(a), plans=p) for k, s, e, a, p in lines]
+    parts = billed_parts(with_line_months(InvoiceSummary(**fields), dated))  # type: ignore[arg-type]
+    assert parts == {
+        JAN: BilledAmounts(usage=Decimal("20.00"), adjustments=Decimal("-2.00")),
+        FEB: BilledAmounts(subscription=Decimal("30.00"), adjustments=Decimal("-18.00")),
+    }
+    dated[2] = dated[2]._replace(plans=("other",))
+    parts = billed_parts(with_line_months(InvoiceSummary(**fields), dated))  # type: ignore[arg-type]
+    assert _totals(parts) == {"2026-01": "12.00", "2026-02": "18.00"}  # (−20.00 shared 2 : 3)
+
+
+ADD_ON = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.base]
+name = "Base"
+currency = "USD"
+[[plans.base.charges]]
+meter = "api_calls"
+model = "per_unit"
+unit_amount = 0.10
+
+[plans.addon]
+name = "Add-on"
+currency = "USD"
+[plans.addon.subscription]
+fee = 30.00
+billing = "in_advance"
+"""
+
+
+@pytest.mark.db
+def test_a_coupon_for_an_add_on_billed_in_advance_comes_off_the_add_ons_month(engine):
+    """The base plan's usage in arrears (200 calls in January: 20.00) and an add-on of 30.00 a month in advance
+    from 1 January, with a coupon of 50 % on the add-on applied on 31 December (from the next billing period,
+    January's): January's invoice bills 20.00 of
+    January's usage and February's 30.00 less 15.00. January 20.00 (January's fee came on its opening invoice,
+    before the coupon: 30.00 more), February 15.00."""
+    from billing import coupons
+
+    catalog, problems = loads_catalog(ADD_ON, "add_on.toml")
+    assert not problems, problems
+    service.create_customer(engine, "ada", "Ada", None, "USD")
+    service.subscribe(engine, catalog, "ada", "base", JAN)
+    addon = service.subscribe(engine, catalog, "ada", "addon", JAN)
+    finalize_invoice(engine, f"start:{addon.id}", store.FinalizeSettings(), JAN)
+    coupon = coupons.parse_coupon(
+        "ADDON50", percent="50", amount=None, currency=None, duration="forever", plans=["addon"], today=D(2025, 12, 1)
+    )
+    coupons.create_coupon(engine, catalog, coupon)
+    coupons.apply_coupon(engine, "ADDON50", "ada", now=dt.datetime(2025, 12, 31, tzinfo=dt.UTC))
+    assert not ingest(engine, _calls(200, "2026-01-10", "a"), meter_specs(catalog), {"ada"}).rejected
+    _bill_months(engine, catalog, [(2026, 1)])
+    with session_scope(engine) as session:
+        january = store.get_invoice(session, "period:ada:2026-01")
+    assert sorted((line.kind, str(line.amount)) for line in january.lines) == [
+        ("discount", "-15.00"), ("subscription", "30.00"), ("usage", "20.00")
+    ]  # fmt: skip
+    assert _months_of(engine, "ada", JAN, MAR) == {"2026-01": "50.00", "2026-02": "15.00"}
