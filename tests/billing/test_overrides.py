@@ -414,3 +414,53 @@ def test_a_fee_given_to_a_plan_without_one_is_billed_from_the_period_it_starts(e
         ("usage", "api_calls", "0.10"),
         ("subscription", None, "25.00"),
     ]
+
+
+QUARTERLY = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.quarterly]
+name = "Quarterly"
+currency = "USD"
+interval = "quarter"
+subscription = { fee = 300.00, billing = "in_advance" }
+"""
+
+
+def test_a_cancellation_known_early_is_refunded_by_the_invoice_of_the_period_it_ends_in(engine):
+    """300.00 a quarter in advance from 1 January (the second quarter's on March's invoice); 240.00 negotiated from
+    1 April; an end on 15 May recorded before April's run. April adjusts the quarter to the price now in force as if
+    it ran the quarter: 240.00 − 300.00 = −60.00; May gives back the days after the end: 44 of 91 days, 116.04 due,
+    240.00 billed, −123.96. (April's invoice carried all of −183.96, "adjusted to the fee now in force", six weeks
+    before the subscription ended, and May's nothing.)"""
+    quarterly, problems = loads_catalog(QUARTERLY, "quarterly.toml")
+    assert not problems, problems
+    service.create_customer(engine, "acme", "Acme", None, "USD")
+    subscription = service.subscribe(engine, quarterly, "acme", "quarterly", dt.date(2026, 1, 1))
+    finalize_opening_invoices(engine, quarterly, SETTINGS, now=dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC))
+    for number in (1, 2, 3):
+        run_billing(engine, quarterly, month(2026, number))
+        finalize_period(engine, month(2026, number), SETTINGS, month(2026, number).end)
+    negotiated = deal("[subscription]\nfee = 240.00\n")
+    overrides.set_override(engine, quarterly, subscription.id, negotiated, dt.date(2026, 4, 1))
+    service.cancel_subscription(engine, subscription.id, dt.date(2026, 5, 15), catalog=quarterly)
+    for number in (4, 5, 6):
+        run_billing(engine, quarterly, month(2026, number))
+        finalize_period(engine, month(2026, number), SETTINGS, month(2026, number).end)
+    fees = {
+        key: [(line.description, str(line.amount)) for line in invoice_of(engine, key).lines]
+        for key in ("period:acme:2026-03", "period:acme:2026-04", "period:acme:2026-05")
+    }
+    assert fees == {
+        "period:acme:2026-03": [("Quarterly subscription, 2026-Q2 (in advance)", "300.00")],
+        "period:acme:2026-04": [
+            ("Quarterly (negotiated price) subscription, 2026-Q2: adjusted to the fee now in force", "-60.00")
+        ],
+        "period:acme:2026-05": [
+            ("Quarterly (negotiated price) subscription, 2026-Q2: adjusted to the end on 2026-05-15", "-123.96")
+        ],
+    }
+    with session_scope(engine) as session:  # (June bills nothing: no invoice)
+        assert "period:acme:2026-06" not in {listed.billing_key for listed in store.list_invoices(session)}
