@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from billing.core.credits import net_of_discounts
-from billing.core.domain import SubscriptionTerms, Terms
+from billing.core.domain import Terms
 from billing.core.periods import Period, Schedule
 from invoices.model import Invoice, InvoiceLine, LineDetails, LineKind, TaxLine
 from pricing_plans.models import BillingAnchor, FeeBilling, Interval, Plan
@@ -382,15 +382,9 @@ def fee_adjustment(
     ``paid``: what those invoices' coupons left of ``billed`` (``billed_and_paid``), when they took something off it. A
     credit then gives back its share of what was paid, not of the price: 28.00 billed with 50 % off (14.00 paid),
     half the days used, gives back 7.00, not 14.00. Such a line is a refund already net of its discount: no coupon
-    reduces it again (``REFUND_OF_PAID``).
-
-    An end after ``period`` is not this invoice's to refund: a quarter's fee adjusted to a price in force from 1
-    April, the subscription ending on 15 May, is adjusted in April as if it ran the quarter, and May's invoice gives
-    back the days after the end."""
+    reduces it again (``REFUND_OF_PAID``)."""
     if billed is None:
         return None
-    if terms.end_date is not None and terms.end_date > period.end:
-        terms = SubscriptionTerms(terms.start_date, None, terms.quantity, terms.quantity_changes)
     fee_period = fee_period_for(terms, plan, period)
     # seat changes count once their day has come in this billing period; later ones wait for their own invoice
     due = rate_fee(terms, plan, fee_period, rounding, seats_as_of=period.end - dt.timedelta(days=1))
