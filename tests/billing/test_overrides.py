@@ -414,3 +414,50 @@ def test_a_fee_given_to_a_plan_without_one_is_billed_from_the_period_it_starts(e
         ("usage", "api_calls", "0.10"),
         ("subscription", None, "25.00"),
     ]
+
+
+QUARTERLY = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.quarterly]
+name = "Quarterly"
+currency = "USD"
+interval = "quarter"
+subscription = { fee = 300.00, billing = "in_advance" }
+"""
+
+
+def test_a_fee_billed_to_a_known_end_is_adjusted_to_a_new_price_up_to_that_end(engine):
+    """300.00 a quarter in advance from 1 January, its end on 15 May recorded before March's run: March bills the
+    second quarter up to the end, 44 of 91 days, 145.05. 240.00 negotiated from 1 April: April adjusts it to the
+    new price for the same days, 116.04 − 145.05 = −29.01, and May has nothing left to give back. (Adjusting as if
+    the quarter ran to its end charged +94.95 in April and gave back −123.96 in May.)"""
+    quarterly, problems = loads_catalog(QUARTERLY, "quarterly.toml")
+    assert not problems, problems
+    service.create_customer(engine, "acme", "Acme", None, "USD")
+    subscription = service.subscribe(engine, quarterly, "acme", "quarterly", dt.date(2026, 1, 1))
+    finalize_opening_invoices(engine, quarterly, SETTINGS, now=dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC))
+
+    def bill(*numbers: int) -> None:
+        for number in numbers:
+            run_billing(engine, quarterly, month(2026, number))
+            finalize_period(engine, month(2026, number), SETTINGS, month(2026, number).end)
+
+    bill(1, 2)
+    service.cancel_subscription(engine, subscription.id, dt.date(2026, 5, 15), catalog=quarterly)
+    bill(3)
+    negotiated = deal("[subscription]\nfee = 240.00\n")
+    overrides.set_override(engine, quarterly, subscription.id, negotiated, dt.date(2026, 4, 1))
+    bill(4, 5, 6)
+    with session_scope(engine) as session:
+        fees = {
+            listed.billing_key: [str(line.amount) for line in store.get_invoice(session, listed.billing_key).lines]
+            for listed in store.list_invoices(session)
+        }
+    assert {key: amounts for key, amounts in fees.items() if amounts} == {
+        f"start:{subscription.id}": ["300.00"],
+        "period:acme:2026-03": ["145.05"],
+        "period:acme:2026-04": ["-29.01"],
+    }
