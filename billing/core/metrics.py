@@ -758,13 +758,16 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
     period): a fee billed in advance on January's invoice counts in February, March's usage billed late in March,
     as if each line had been billed by the run of its own period. What the invoice takes off
     as a whole (its discount, the tax inside tax-inclusive prices, the free credit applied) is shared among those
-    months in proportion to their lines (``share_by_month``); a discount for some plans only (a coupon's), among
-    the months of those plans' lines."""
+    months in proportion to their lines (``share_by_month``): the tax inside prices in proportion to the lines it is
+    in, refunds included (an anniversary month's refund counting with its fee a month before the invoice takes its
+    own tax there); a discount for some plans only (a coupon's), among the months of those plans' lines."""
     months = _month_lines(inv)
     net = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
     total = net - min(inv.free_credits, max(net, ZERO))  # free credit given away is no revenue
     weights = {month: sum(kinds.values(), ZERO) for month, kinds in months.items()}
     shares = _plan_discount_shares(inv, weights)
+    for month, share in share_by_month(-inv.tax_included, weights, inv.billed_month, signed=True).items():
+        shares[month] = shares.get(month, ZERO) + share
     rest = total - sum(weights.values(), ZERO) - sum(shares.values(), ZERO)
     for month, share in share_by_month(rest, weights, inv.billed_month).items():
         shares[month] = shares.get(month, ZERO) + share
@@ -814,21 +817,24 @@ def _month_lines(inv: InvoiceSummary) -> dict[dt.date, dict[str, Decimal]]:
     return months
 
 
-def share_by_month(amount: Decimal, weights: Mapping[dt.date, Decimal], anchor: dt.date) -> dict[dt.date, Decimal]:
-    """``amount`` shared among the months in proportion to their positive ``weights``, each part rounded to the
-    decimal places of ``amount`` (half to even) on the running sum, so that the parts add up to it exactly: 10.00
-    over weights 1, 1, 1 is 3.33, 3.34, 3.33. All of it in the one month with a positive weight, or in ``anchor``
-    when none has."""
+def share_by_month(
+    amount: Decimal, weights: Mapping[dt.date, Decimal], anchor: dt.date, *, signed: bool = False
+) -> dict[dt.date, Decimal]:
+    """``amount`` shared among the months in proportion to their positive ``weights`` (``signed``: to all of them,
+    negative ones too, as the tax inside prices is in a refund), each part rounded to the decimal places of
+    ``amount`` (half to even) on the running sum, so that the parts add up to it exactly: 10.00 over weights 1, 1,
+    1 is 3.33, 3.34, 3.33. All of it in the one month with a positive (``signed``: non-zero) weight, or in
+    ``anchor`` when none has (``signed``: when they add up to zero)."""
     if amount == 0:
         return {}
-    positive = sorted((month, weight) for month, weight in weights.items() if weight > 0)
-    if len(positive) <= 1:
-        return {positive[0][0] if positive else anchor: amount}
-    whole = sum((weight for _, weight in positive), ZERO)
+    taking = sorted((month, weight) for month, weight in weights.items() if weight > 0 or (signed and weight))
+    whole = sum((weight for _, weight in taking), ZERO)
+    if len(taking) <= 1 or whole == 0:
+        return {taking[0][0] if len(taking) == 1 else anchor: amount}
     quantum = Decimal(1).scaleb(min(amount.as_tuple().exponent, 0))  # type: ignore[arg-type]
     parts: dict[dt.date, Decimal] = {}
     done = running = ZERO
-    for month, weight in positive:
+    for month, weight in taking:
         running += weight
         upto = _DIVIDE.divide(_DIVIDE.multiply(amount, running), whole).quantize(quantum, context=_DIVIDE)
         parts[month] = upto - done

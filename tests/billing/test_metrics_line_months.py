@@ -486,3 +486,47 @@ def test_a_coupon_for_an_add_on_billed_in_advance_comes_off_the_add_ons_month(en
         ("discount", "-15.00"), ("subscription", "30.00"), ("usage", "20.00")
     ]  # fmt: skip
     assert _months_of(engine, "ada", JAN, MAR) == {"2026-01": "50.00", "2026-02": "15.00"}
+
+
+def test_the_tax_inside_prices_is_shared_with_the_refunds_it_is_in():
+    """The tax inside prices is in a refund as in a charge. January's invoice: 5 seats at 11.90 for February in
+    advance (59.50, tax at 19 % inside: 9.50) and −35.70 given back for 3 seats of December (5.70 inside), 3.80
+    inside in all: February 59.50 − 9.50 = 50.00, December −35.70 + 5.70 = −30.00 (shared among the positive lines
+    only, all 3.80 came off February: 55.70 and −35.70). Weights that net to nothing leave the tax in the invoice's
+    own month."""
+    lines = [("subscription", FEB, MAR, "59.50"), ("subscription", D(2025, 12, 1), JAN, "-35.70")]
+    parts = billed_parts(_invoice(lines, tax_included=Decimal("3.80")))
+    assert _totals(parts) == {"2025-12": "-30.00", "2026-01": "0", "2026-02": "50.00"}
+    assert share_by_month(Decimal("3.80"), {JAN: Decimal("59.50"), FEB: Decimal("-35.70")}, JAN, signed=True) == {
+        JAN: Decimal("9.50"),
+        FEB: Decimal("-5.70"),
+    }
+    assert share_by_month(Decimal("0.01"), {JAN: Decimal("1.00"), FEB: Decimal("-1.00")}, MAR, signed=True) == {
+        MAR: Decimal("0.01")
+    }
+
+
+ANNIVERSARY_GROSS = ANNIVERSARY.replace('currency = "USD"\n', 'currency = "USD"\ntax_inclusive = true\n')
+
+
+@pytest.mark.db
+def test_a_refund_counting_with_its_fee_takes_its_tax_with_it(engine):
+    """The anniversary month in advance from 15 January, tax included at 19 %, cancelled from 25 January: 31.00 on
+    the opening invoice (4.95 of tax inside: 26.05), −21.00 on the invoice of 15 January – 14 February (−3.35
+    inside: −17.65), both January's: 8.40, and nothing in February (the refund's tax stayed there: 5.05 and 3.35)."""
+    catalog, problems = loads_catalog(ANNIVERSARY_GROSS, "anniversary.toml")
+    assert not problems, problems
+    assert next(iter(catalog.plans["anniv"])).tax_inclusive
+    service.create_customer(engine, "ann", "Ann", None, "USD", tax_rate=Decimal(19))
+    ann = service.subscribe(engine, catalog, "ann", "anniv", D(2026, 1, 15))
+    finalize_invoice(engine, f"start:{ann.id}", store.FinalizeSettings(), D(2026, 1, 15))
+    service.cancel_subscription(engine, ann.id, D(2026, 1, 25), catalog=catalog)
+    _bill_months(engine, catalog, [(2026, 1), (2026, 2), (2026, 3)])
+    with session_scope(engine) as session:
+        taxed = sorted(
+            (str(invoice.subtotal), str(invoice.tax_included))
+            for listed in store.list_invoices(session)
+            for invoice in [store.get_invoice(session, listed.billing_key)]
+        )
+    assert taxed == [("-21.00", "-3.35"), ("31.00", "4.95")]
+    assert _months_of(engine, "ann", JAN, D(2026, 4, 1)) == {"2026-01": "8.40"}
