@@ -758,8 +758,8 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
     period): a fee billed in advance on January's invoice counts in February, March's usage billed late in March,
     as if each line had been billed by the run of its own period. What the invoice takes off
     as a whole (its discount, the tax inside tax-inclusive prices, the free credit applied) is shared among those
-    months in proportion to their lines (``share_by_month``): the tax inside prices in proportion to the lines it is
-    in, refunds included (an anniversary month's refund counting with its fee a month before the invoice takes its
+    months in proportion to their lines (``share_by_month``): the tax inside prices of an invoice of refunds only in
+    proportion to them (an anniversary month's refund counting with its fee a month before the invoice takes its
     own tax there); a discount for some plans only (a coupon's), among the months of those plans' lines."""
     months = _month_lines(inv)
     net = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
@@ -820,17 +820,19 @@ def _month_lines(inv: InvoiceSummary) -> dict[dt.date, dict[str, Decimal]]:
 def share_by_month(
     amount: Decimal, weights: Mapping[dt.date, Decimal], anchor: dt.date, *, signed: bool = False
 ) -> dict[dt.date, Decimal]:
-    """``amount`` shared among the months in proportion to their positive ``weights`` (``signed``: to all of them,
-    negative ones too, as the tax inside prices is in a refund), each part rounded to the decimal places of
-    ``amount`` (half to even) on the running sum, so that the parts add up to it exactly: 10.00 over weights 1, 1,
-    1 is 3.33, 3.34, 3.33. All of it in the one month with a positive (``signed``: non-zero) weight, or in
-    ``anchor`` when none has (``signed``: when they add up to zero)."""
+    """``amount`` shared among the months in proportion to their positive ``weights`` (``signed``, when none is
+    positive: to the negative ones, as the tax inside prices is in refunds), each part rounded to the decimal
+    places of ``amount`` (half to even) on the running sum, so that the parts add up to it exactly: 10.00 over
+    weights 1, 1, 1 is 3.33, 3.34, 3.33. All of it in the one month taking a part, or in ``anchor`` when none
+    does. (Weights of both signs are never mixed: their sum can be near zero, and the parts unbounded.)"""
     if amount == 0:
         return {}
-    taking = sorted((month, weight) for month, weight in weights.items() if weight > 0 or (signed and weight))
+    taking = sorted((month, weight) for month, weight in weights.items() if weight > 0)
+    if signed and not taking:
+        taking = sorted((month, weight) for month, weight in weights.items() if weight < 0)
     whole = sum((weight for _, weight in taking), ZERO)
-    if len(taking) <= 1 or whole == 0:
-        return {taking[0][0] if len(taking) == 1 else anchor: amount}
+    if len(taking) <= 1:
+        return {taking[0][0] if taking else anchor: amount}
     quantum = Decimal(1).scaleb(min(amount.as_tuple().exponent, 0))  # type: ignore[arg-type]
     parts: dict[dt.date, Decimal] = {}
     done = running = ZERO

@@ -488,22 +488,19 @@ def test_a_coupon_for_an_add_on_billed_in_advance_comes_off_the_add_ons_month(en
     assert _months_of(engine, "ada", JAN, MAR) == {"2026-01": "50.00", "2026-02": "15.00"}
 
 
-def test_the_tax_inside_prices_is_shared_with_the_refunds_it_is_in():
-    """The tax inside prices is in a refund as in a charge. January's invoice: 5 seats at 11.90 for February in
-    advance (59.50, tax at 19 % inside: 9.50) and −35.70 given back for 3 seats of December (5.70 inside), 3.80
-    inside in all: February 59.50 − 9.50 = 50.00, December −35.70 + 5.70 = −30.00 (shared among the positive lines
-    only, all 3.80 came off February: 55.70 and −35.70). Weights that net to nothing leave the tax in the invoice's
-    own month."""
-    lines = [("subscription", FEB, MAR, "59.50"), ("subscription", D(2025, 12, 1), JAN, "-35.70")]
-    parts = billed_parts(_invoice(lines, tax_included=Decimal("3.80")))
-    assert _totals(parts) == {"2025-12": "-30.00", "2026-01": "0", "2026-02": "50.00"}
-    assert share_by_month(Decimal("3.80"), {JAN: Decimal("59.50"), FEB: Decimal("-35.70")}, JAN, signed=True) == {
-        JAN: Decimal("9.50"),
-        FEB: Decimal("-5.70"),
-    }
-    assert share_by_month(Decimal("0.01"), {JAN: Decimal("1.00"), FEB: Decimal("-1.00")}, MAR, signed=True) == {
-        MAR: Decimal("0.01")
-    }
+def test_the_tax_inside_the_prices_of_refunds_only_is_shared_among_their_months():
+    """January's invoice gives back 35.70 for December and 11.90 for November, tax at 19 % inside (5.70 and 1.90,
+    7.60 in all): December −30.00, November −10.00, and nothing in January (shared among positive lines only,
+    none, all 7.60 was January's revenue). Where some lines are positive, they take it, as before: weights of both
+    signs can add up to nearly nothing, and parts in proportion to them be far beyond the lines (0.16 over
+    +100.00 and −99.99 would be +1600.00 and −1599.84)."""
+    nov = D(2025, 11, 1)
+    lines = [("subscription", D(2025, 12, 1), JAN, "-35.70"), ("subscription", nov, D(2025, 12, 1), "-11.90")]
+    parts = billed_parts(_invoice(lines, tax_included=Decimal("-7.60")))
+    assert _totals(parts) == {"2025-11": "-10.00", "2025-12": "-30.00", "2026-01": "0"}
+    weights = {JAN: Decimal("100.00"), FEB: Decimal("-99.99")}
+    assert share_by_month(Decimal("0.16"), weights, MAR, signed=True) == {JAN: Decimal("0.16")}
+    assert share_by_month(Decimal("0.01"), {FEB: Decimal("0")}, MAR, signed=True) == {MAR: Decimal("0.01")}
 
 
 ANNIVERSARY_GROSS = ANNIVERSARY.replace('currency = "USD"\n', 'currency = "USD"\ntax_inclusive = true\n')
