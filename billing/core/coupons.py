@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
 from billing.core.fees import refund_of_paid
@@ -206,14 +206,23 @@ def _reductions(
 
 
 def _take(remaining: list[Decimal], covered: list[int], amount: Decimal) -> None:
-    """Take ``amount`` off the covered lines' remaining amounts, line by line: a later coupon covering the same
-    lines reduces only what is left of them."""
-    for i in covered:
-        take = min(max(remaining[i], ZERO), amount)
-        remaining[i] -= take
-        amount -= take
-        if amount <= 0:
-            return
+    """Take ``amount`` off the covered lines' remaining amounts in proportion to what is left of them (their
+    positive amounts; each part in the amount's decimal places, on the running sum so the parts add up to it), as
+    the tax on the discount is shared (``billing.core.tax``): a later coupon covering some of the same lines
+    reduces only what is left of them. 10 % off every line (5.00 of 20.00 and 30.00) leaves 27.00 of the second,
+    whichever line comes first, for a coupon of 50 % off it (13.50)."""
+    positive = [i for i in covered if remaining[i] > 0]
+    whole = sum((remaining[i] for i in positive), ZERO)
+    if whole <= 0:
+        return
+    exponent = amount.as_tuple().exponent
+    quantum = Decimal(1).scaleb(exponent if isinstance(exponent, int) and exponent < 0 else 0)
+    done = running = ZERO
+    for i in positive:
+        running += remaining[i]
+        upto = min(amount, (amount * running / whole).quantize(quantum, rounding=ROUND_HALF_EVEN))
+        remaining[i] -= upto - done
+        done = upto
 
 
 def _covered(coupon: Coupon, line: InvoiceLine) -> bool:

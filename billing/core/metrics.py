@@ -760,12 +760,13 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
     as a whole (its discount, the tax inside tax-inclusive prices, the free credit applied) is shared among those
     months in proportion to their lines (``share_by_month``): the tax inside prices of an invoice of refunds only in
     proportion to them (an anniversary month's refund counting with its fee a month before the invoice takes its
-    own tax there); a discount for some plans only (a coupon's), among the months of those plans' lines."""
+    own tax there); each discount line in proportion to what the discounts before it left of the lines it reduces
+    (a coupon for some plans: of those plans' lines; ``_discount_shares``)."""
     months = _month_lines(inv)
     net = inv.subtotal - inv.discount - inv.tax_included  # (the tax inside prices: under adjustments)
     total = net - min(inv.free_credits, max(net, ZERO))  # free credit given away is no revenue
     weights = {month: sum(kinds.values(), ZERO) for month, kinds in months.items()}
-    shares = _plan_discount_shares(inv, weights)
+    shares = _discount_shares(inv)
     for month, share in share_by_month(-inv.tax_included, weights, inv.billed_month, signed=True).items():
         shares[month] = shares.get(month, ZERO) + share
     rest = total - sum(weights.values(), ZERO) - sum(shares.values(), ZERO)
@@ -783,24 +784,43 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
     return parts
 
 
-def _plan_discount_shares(inv: InvoiceSummary, weights: Mapping[dt.date, Decimal]) -> dict[dt.date, Decimal]:
-    """The discount lines of ``inv`` for some plans only, each shared among the months of those plans' lines (in
-    proportion to them, ``share_by_month``), or among all of the invoice's months (``weights``) when none of those
-    plans' lines is there; per month."""
+def _discount_shares(inv: InvoiceSummary) -> dict[dt.date, Decimal]:
+    """The discount lines of ``inv`` shared among its months, per month, in the order the invoice took them off:
+    each in proportion to what the discounts before it left of the lines it reduces (``share_by_month``), those of
+    its coupon's plans (or every line, for a coupon of every plan or when none of its plans' lines is there). 10 %
+    off every plan after 50 % off an add-on's 30.00 for February, beside the base plan's 20.00 for January, takes
+    3.50: 2.00 off January and 1.50 off February, as it took them."""
     anchor = inv.billed_month
+    left: dict[tuple[dt.date, str | None], Decimal] = {}  # what is left per month and plan (None: no plan)
+    for month, kind, amount, plans in inv.dated_lines:
+        if kind != LineKind.DISCOUNT:
+            key = (month or anchor, plans[0] if plans else None)
+            left[key] = left.get(key, ZERO) + amount
     shares: dict[dt.date, Decimal] = {}
     for _, kind, amount, plans in inv.dated_lines:
-        if kind != LineKind.DISCOUNT or not plans or not amount:
+        if kind != LineKind.DISCOUNT or not amount:
             continue
-        of_plans: dict[dt.date, Decimal] = {}
-        for month, other, part, of in inv.dated_lines:
-            if other != LineKind.DISCOUNT and of and of[0] in plans:
-                of_plans[month or anchor] = of_plans.get(month or anchor, ZERO) + part
-        if not any(weight > 0 for weight in of_plans.values()):
-            of_plans = dict(weights)
-        for month, share in share_by_month(amount, of_plans, anchor).items():
+        covered = [key for key in left if not plans or key[1] in plans]
+        if not any(left[key] > 0 for key in covered):
+            covered = list(left)
+        of_months: dict[dt.date, Decimal] = {}
+        for key in covered:
+            of_months[key[0]] = of_months.get(key[0], ZERO) + left[key]
+        for month, share in share_by_month(amount, of_months, anchor).items():
             shares[month] = shares.get(month, ZERO) + share
+            _take_from(left, [key for key in covered if key[0] == month], share)
     return shares
+
+
+def _take_from(
+    left: dict[tuple[dt.date, str | None], Decimal], keys: list[tuple[dt.date, str | None]], share: Decimal
+) -> None:
+    """Take ``share`` (negative) off the positive amounts ``left`` under ``keys``, in proportion to them: what a
+    later discount's share is weighed by."""
+    whole = sum((left[key] for key in keys if left[key] > 0), ZERO)
+    for key in keys:
+        if whole > 0 and left[key] > 0:
+            left[key] += _DIVIDE.divide(_DIVIDE.multiply(share, left[key]), whole)
 
 
 def _month_lines(inv: InvoiceSummary) -> dict[dt.date, dict[str, Decimal]]:

@@ -904,7 +904,8 @@ class InvoiceAmounts:
       dated_lines: the sum of the line amounts per kind, service period, subscription, mark and plans, as ``(kind,
         service_start, service_end, subscription_id, marked, plans, amount)`` (None where a line has none;
         ``marked``: the line's details have the key ``invoice_amounts`` was asked about; ``plans``: a charge's
-        plan, or the plans a discount line's details list under the key it was asked about, sorted).
+        plan, or the plans a discount line's details list under the key it was asked about, sorted), in the order
+        of the invoice's lines (of each sum's first line: discounts in the order they were taken off).
       tax_included: the tax inside tax-inclusive prices (in the lines and the subtotal, not revenue).
     """
 
@@ -970,6 +971,7 @@ def invoice_amounts(
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(wanted)
+        .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)  # (discounts in the order they were taken)
     )  # fmt: skip
     for invoice_id, line_kind, amount, service_start, service_end, subscription_id, has_mark, plan, details in lines:
         per_kind = amounts.setdefault(invoice_id, {})

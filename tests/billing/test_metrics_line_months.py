@@ -413,27 +413,33 @@ def test_the_adjustment_of_a_fee_paid_in_advance_counts_where_the_fee_did(engine
 def test_a_discount_for_some_plans_is_shared_among_the_months_of_their_lines():
     """January's invoice: 20.00 of the base plan's January usage and the add-on's 30.00 for February in advance; a
     coupon of 50 % on the add-on only takes 15.00, all of it off February (shared among all lines it was 6.00 off
-    January and 9.00 off February). A 10 % coupon on every plan (−5.00) is shared by all: −2.00 and −3.00. A
-    coupon for a plan with no line here is shared by all too."""
+    January and 9.00 off February). A 10 % coupon on every plan after it takes 10 % of the 35.00 left, 3.50: 2.00
+    off January's 20.00 and 1.50 off the 15.00 left of February's (shared by the lines before any discount it was
+    1.40 and 2.10). A coupon for a plan with no line here is shared by all too."""
     lines = [
         ("usage", JAN, FEB, "20.00", ("base",)), ("subscription", FEB, MAR, "30.00", ("addon",)),
-        ("discount", None, None, "-15.00", ("addon",)), ("discount", None, None, "-5.00", ()),
+        ("discount", None, None, "-15.00", ("addon",)), ("discount", None, None, "-3.50", ()),
     ]  # fmt: skip
     fields = {
         "number": "INV-1", "kind": InvoiceKind.INVOICE, "status": InvoiceStatus.FINALIZED,
         "customer_external_id": "ada", "currency": "USD", "period_start": JAN, "period_end": FEB,
-        "subtotal": Decimal("50.00"), "discount": Decimal("20.00"),
-        "line_amounts": (("discount", Decimal("-20.00")), ("subscription", Decimal("30.00")), ("usage", Decimal("20.00"))),
+        "subtotal": Decimal("50.00"), "discount": Decimal("18.50"),
+        "line_amounts": (("discount", Decimal("-18.50")), ("subscription", Decimal("30.00")), ("usage", Decimal("20.00"))),
     }  # fmt: skip
     dated = [DatedLine(k, s, e, None, Decimal(a), plans=p) for k, s, e, a, p in lines]
     parts = billed_parts(with_line_months(InvoiceSummary(**fields), dated))  # type: ignore[arg-type]
     assert parts == {
         JAN: BilledAmounts(usage=Decimal("20.00"), adjustments=Decimal("-2.00")),
-        FEB: BilledAmounts(subscription=Decimal("30.00"), adjustments=Decimal("-18.00")),
+        FEB: BilledAmounts(subscription=Decimal("30.00"), adjustments=Decimal("-16.50")),
     }
-    dated[2] = dated[2]._replace(plans=("other",))
+    # in the other order, 10 % of the whole 50.00 first (2.00 and 3.00 off), then 50 % of the add-on's 27.00 left
+    fields |= {"discount": Decimal("18.50")}
+    dated[2:] = [dated[3]._replace(amount=Decimal("-5.00")), dated[2]._replace(amount=Decimal("-13.50"))]
     parts = billed_parts(with_line_months(InvoiceSummary(**fields), dated))  # type: ignore[arg-type]
-    assert _totals(parts) == {"2026-01": "12.00", "2026-02": "18.00"}  # (−20.00 shared 2 : 3)
+    assert _totals(parts) == {"2026-01": "18.00", "2026-02": "13.50"}
+    dated[3] = dated[3]._replace(plans=("other",))  # 13.50 of a plan with no line: off the 45.00 left, 2 : 3
+    parts = billed_parts(with_line_months(InvoiceSummary(**fields), dated))  # type: ignore[arg-type]
+    assert _totals(parts) == {"2026-01": "12.60", "2026-02": "18.90"}
 
 
 ADD_ON = """
@@ -486,6 +492,43 @@ def test_a_coupon_for_an_add_on_billed_in_advance_comes_off_the_add_ons_month(en
         ("discount", "-15.00"), ("subscription", "30.00"), ("usage", "20.00")
     ]  # fmt: skip
     assert _months_of(engine, "ada", JAN, MAR) == {"2026-01": "50.00", "2026-02": "15.00"}
+
+
+@pytest.mark.db
+def test_coupons_come_off_the_months_in_the_order_they_were_taken(engine):
+    """As above, ada's 50 % off the add-on (−15.00) then 10 % off every plan, of the 35.00 left (−3.50: 2.00 off
+    January's usage, 1.50 off February's fee); bob's 10 % first, of 50.00 (−5.00: 2.00 and 3.00 off), then 50 % of
+    the add-on's 27.00 left (−13.50). Both January 48.00 (the opening fee's 30.00 with it), February 13.50: a
+    discount shared by the lines before any discount, or in another order, makes ada's January 48.60."""
+    from billing import coupons
+
+    catalog, problems = loads_catalog(ADD_ON, "add_on.toml")
+    assert not problems, problems
+    for name in ("ada", "bob"):
+        service.create_customer(engine, name, name.title(), None, "USD")
+        service.subscribe(engine, catalog, name, "base", JAN)
+        addon = service.subscribe(engine, catalog, name, "addon", JAN)
+        finalize_invoice(engine, f"start:{addon.id}", store.FinalizeSettings(), JAN)
+        events = [event | {"customer": name} for event in _calls(200, "2026-01-10", name)]
+        assert not ingest(engine, events, meter_specs(catalog), {name}).rejected
+    for code, percent, plans in (("ADDON50", "50", ["addon"]), ("LOYAL10", "10", [])):
+        coupon = coupons.parse_coupon(
+            code, percent=percent, amount=None, currency=None, duration="forever", plans=plans, today=D(2025, 12, 1)
+        )
+        coupons.create_coupon(engine, catalog, coupon)
+    for name, first, then in (("ada", "ADDON50", "LOYAL10"), ("bob", "LOYAL10", "ADDON50")):
+        coupons.apply_coupon(engine, first, name, now=dt.datetime(2025, 12, 30, tzinfo=dt.UTC))
+        coupons.apply_coupon(engine, then, name, now=dt.datetime(2025, 12, 31, tzinfo=dt.UTC))
+    _bill_months(engine, catalog, [(2026, 1)])
+    with session_scope(engine) as session:
+        discounts = {
+            name: [str(line.amount) for line in store.get_invoice(session, f"period:{name}:2026-01").lines
+                   if line.kind == "discount"]
+            for name in ("ada", "bob")
+        }  # fmt: skip
+    assert discounts == {"ada": ["-15.00", "-3.50"], "bob": ["-5.00", "-13.50"]}
+    for name in ("ada", "bob"):
+        assert _months_of(engine, name, JAN, MAR) == {"2026-01": "48.00", "2026-02": "13.50"}
 
 
 def test_the_tax_inside_the_prices_of_refunds_only_is_shared_among_their_months():

@@ -4,6 +4,7 @@ reverse charge, exempt buyers, tax-inclusive plans, two rates on one invoice, th
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -13,7 +14,7 @@ from billing.core.compose import Section, compose_opening_invoice, compose_perio
 from billing.core.coupons import AppliedCoupon, Coupon, Duration
 from billing.core.domain import Customer, Subscription, SubscriptionStatus
 from billing.core.periods import month
-from billing.core.tax import REVERSE_CHARGE_NOTE, Buyer, TaxRules, check_tax_id, treatment
+from billing.core.tax import REVERSE_CHARGE_NOTE, Buyer, TaxRules, check_tax_id, customer_taxes, treatment
 from invoices.model import TaxLine
 from pricing_plans.loader import loads_catalog
 from pricing_plans.money import Rounding
@@ -217,17 +218,24 @@ def test_a_second_coupon_is_shared_among_what_the_first_left_of_each_rate(catalo
 
 
 def test_a_coupon_never_takes_a_rate_below_zero(catalog):
-    """40.00 off everything, then 100 % off the e-books (7 %): the second coupon's base is the e-books' 50.00, but
-    only 36.67 of them is left after the first; the 13.33 more comes off the 19 % rate, not below zero at 7 %."""
+    """40.00 off everything, then 100 % off the e-books (7 %): the first takes 26.67 of the 100.00 at 19 % and
+    13.33 of the e-books' 50.00 (100 : 50), and the second all that is left of the e-books, 36.67. A period's last
+    invoice can carry more off the e-books than its own lines have left (its earlier invoices took less): 50.00
+    then, whose 13.33 more comes off the 19 % rate, not below zero at 7 %."""
     forty = AppliedCoupon(Coupon("FORTY", Duration.FOREVER, amount_off=Decimal("40.00"), currency="EUR"),
                           dt.date(2026, 1, 1), 0)
     books = AppliedCoupon(Coupon("BOOKS", Duration.FOREVER, percent_off=Decimal(100), plans=("books",)),
                           dt.date(2026, 1, 1), 0)
     draft = invoice(catalog, customer(country="DE"), "standard", "books", coupons=[forty, books])
-    # 40.00 → 26.67 and 13.33 (100 : 50); then 50.00 → 36.67 (all that is left at 7 %) and 13.33 at 19 %:
+    assert [str(line.amount) for line in draft.lines if line.kind == "discount"] == ["-40.00", "-36.67"]
+    # 19 %: 100.00 − 26.67 = 73.33 → 13.93; 7 %: 50.00 − 13.33 − 36.67 = 0.00
+    assert taxes(draft) == [("19", "73.33", "13.93", "0.00"), ("7", "0.00", "0.00", "0.00")]
+    assert (str(draft.totals.discount), str(draft.totals.total)) == ("76.67", "87.26")
+    lines = [line if line.amount != Decimal("-36.67") else replace(line, amount=Decimal("-50.00")) for line in draft.lines]
+    plans = [catalog.plan("standard"), catalog.plan("books")]
+    _, more = customer_taxes(customer(country="DE"), RULES, lines, plans)
     # 19 %: 100.00 − 26.67 − 13.33 = 60.00 → 11.40; 7 %: 50.00 − 13.33 − 36.67 = 0.00
-    assert taxes(draft) == [("19", "60.00", "11.40", "0.00"), ("7", "0.00", "0.00", "0.00")]
-    assert (str(draft.totals.discount), str(draft.totals.total)) == ("90.00", "71.40")
+    assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in more] == [("19", "60.00", "11.40"), ("7", "0.00", "0.00")]
 
 
 def test_tax_is_rounded_once_per_rate_on_the_sum_not_per_line(catalog):
