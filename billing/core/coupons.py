@@ -18,8 +18,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
+from fractions import Fraction
 
 from billing.core.fees import refund_of_paid
 from billing.core.periods import Period
@@ -170,21 +171,24 @@ def _reductions(
 ) -> list[tuple[AppliedCoupon, Decimal, Decimal, str]]:
     """(coupon, amount off, the amount it was taken from, how) for each coupon that reduces ``lines``."""
     billed = [line for line in lines if line.kind is not LineKind.DISCOUNT]
-    remaining = [line.amount for line in billed]  # what each line has left once earlier coupons took their part
+    # what each line has left once earlier coupons took their part (``_take``): exact fractions, which weigh the
+    # lines and are no amounts, so that neither the order of the lines nor their split over a period's invoices
+    # changes a cent
+    remaining = [Fraction(line.amount) for line in billed]
     found: list[tuple[AppliedCoupon, Decimal, Decimal, str]] = []
     for applied in coupons:
         coupon = applied.coupon
         if not applied.covers(period_start) or (coupon.amount_off is not None and coupon.currency != currency):
             continue
         covered = [i for i, line in enumerate(billed) if _covered(coupon, line)]
-        eligible = max(ZERO, sum((remaining[i] for i in covered), ZERO))
-        left = max(ZERO, sum(remaining, ZERO))  # what is left of the invoice: no coupon takes it below zero
-        base = min(eligible, left)
+        exact = max(Fraction(0), sum((remaining[i] for i in covered), Fraction(0)))
+        eligible = round_money(_decimal(exact), currency, rounding)
+        left = round_money(_decimal(max(Fraction(0), sum(remaining, Fraction(0)))), currency)  # (exact: in minor units)
         if coupon.percent_off is not None:
             # the percentage of the lines it covers, taking at most what is left of the invoice: 50 % off support's
             # 20.00 on an invoice left at 5.00 by another plan's refund takes 5.00 (not 50 % of the 5.00)
             base = eligible
-            off = round_money(eligible * coupon.percent_off / 100, currency, rounding)
+            off = round_money(_decimal(exact * Fraction(coupon.percent_off) / 100), currency, rounding)
             amount = min(off, left)
             explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(eligible, currency)}"
             if amount < off:
@@ -193,6 +197,7 @@ def _reductions(
             assert coupon.amount_off is not None
             # in the currency's minor units, however it was written (10 → 10.00; 100.00 JPY → 100): the discount
             # line, and the tax's share of it per rate, are in them
+            base = min(eligible, left)
             amount = min(round_money(coupon.amount_off, currency, rounding), base)
             lost = coupon.amount_off - amount
             explanation = f"{format_amount(coupon.amount_off, currency)} off {format_amount(base, currency)}"
@@ -200,29 +205,29 @@ def _reductions(
                 explanation += f"; {format_amount(lost, currency)} unused, lost"
         if amount <= 0:
             continue
-        _take(remaining, covered, amount)
+        _take(remaining, covered, Fraction(amount))
         found.append((applied, amount, base, explanation))
     return found
 
 
-def _take(remaining: list[Decimal], covered: list[int], amount: Decimal) -> None:
-    """Take ``amount`` off the covered lines' remaining amounts in proportion to what is left of them (their
-    positive amounts; each part in the amount's decimal places, on the running sum so the parts add up to it), as
-    the tax on the discount is shared (``billing.core.tax``): a later coupon covering some of the same lines
-    reduces only what is left of them. 10 % off every line (5.00 of 20.00 and 30.00) leaves 27.00 of the second,
-    whichever line comes first, for a coupon of 50 % off it (13.50)."""
+def _decimal(value: Fraction) -> Decimal:
+    """``value`` as a Decimal: exact when it ends within 60 digits (a sum in minor units, a percentage of one, to
+    be rounded once), else far closer than any rounding to minor units can tell."""
+    with localcontext(prec=60):
+        return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def _take(remaining: list[Fraction], covered: list[int], amount: Fraction) -> None:
+    """Take ``amount`` off the covered lines' remaining amounts in proportion to what is left of them (of their
+    positive amounts), as prepaid credit weighs an invoice's lines (``billing.core.credits.net_of_discounts``):
+    a later coupon covering some of the same lines reduces only what is left of them. 10 % off every line (5.00 of
+    20.00 and 30.00) leaves 27.00 of the second, whichever line comes first, for a coupon of 50 % off it (13.50)."""
     positive = [i for i in covered if remaining[i] > 0]
-    whole = sum((remaining[i] for i in positive), ZERO)
+    whole = sum((remaining[i] for i in positive), Fraction(0))
     if whole <= 0:
         return
-    exponent = amount.as_tuple().exponent
-    quantum = Decimal(1).scaleb(exponent if isinstance(exponent, int) and exponent < 0 else 0)
-    done = running = ZERO
     for i in positive:
-        running += remaining[i]
-        upto = min(amount, (amount * running / whole).quantize(quantum, rounding=ROUND_HALF_EVEN))
-        remaining[i] -= upto - done
-        done = upto
+        remaining[i] -= amount * remaining[i] / whole
 
 
 def _covered(coupon: Coupon, line: InvoiceLine) -> bool:

@@ -74,6 +74,7 @@ from itertools import accumulate, groupby
 from typing import Any, NamedTuple
 
 from billing.core.coupons import COUPON_PLANS, CouponIssue, coupon_counts
+from billing.core.credits import net_of_discounts
 from billing.core.domain import CancelReason, Customer, Subscription
 from billing.core.fees import ADJUSTMENT
 from billing.core.overrides import Negotiated
@@ -322,17 +323,17 @@ def line_plans(kind: str, plan_code: str | None, extra: Mapping[str, Any]) -> tu
 def with_line_months(summary: InvoiceSummary, lines: Iterable[DatedLine]) -> InvoiceSummary:
     """``summary`` with its ``dated_lines``, from its lines (``line_month``); unchanged when every line counts in
     the invoice's month."""
-    found: dict[tuple[dt.date | None, str, tuple[str, ...]], Decimal] = {}
+    found: dict[tuple[dt.date | None, str, tuple[str, ...], int], Decimal] = {}
     moved = False
     with decimal.localcontext(_EXACT):
-        for kind, service_start, service_end, subscription_start, amount, adjusts, plans in lines:
+        for n, (kind, service_start, service_end, subscription_start, amount, adjusts, plans) in enumerate(lines):
             month = line_month(summary, service_start, service_end, subscription_start, adjusts)
             moved = moved or month is not None
-            key = (month, str(kind), plans)
+            key = (month, str(kind), plans, n if kind == LineKind.DISCOUNT else -1)  # (discounts: each in order)
             found[key] = found.get(key, ZERO) + amount
     if not moved:
         return summary
-    dated = tuple((month, kind, amount, plans) for (month, kind, plans), amount in found.items())
+    dated = tuple((month, kind, amount, plans) for (month, kind, plans, _), amount in found.items())
     return replace(summary, dated_lines=dated)
 
 
@@ -785,42 +786,25 @@ def billed_parts(inv: InvoiceSummary) -> dict[dt.date, BilledAmounts]:
 
 
 def _discount_shares(inv: InvoiceSummary) -> dict[dt.date, Decimal]:
-    """The discount lines of ``inv`` shared among its months, per month, in the order the invoice took them off:
-    each in proportion to what the discounts before it left of the lines it reduces (``share_by_month``), those of
-    its coupon's plans (or every line, for a coupon of every plan or when none of its plans' lines is there). 10 %
-    off every plan after 50 % off an add-on's 30.00 for February, beside the base plan's 20.00 for January, takes
-    3.50: 2.00 off January and 1.50 off February, as it took them."""
+    """The discount lines of ``inv`` shared among its months, per month, as the discounts took them off its lines
+    (``billing.core.credits.net_of_discounts``: in order, each from what the ones before it left of the lines of
+    its coupon's plans): 10 % off every plan after 50 % off an add-on's 30.00 for February, beside the base plan's
+    20.00 for January, takes 3.50 of the 35.00 left, 2.00 off January and 1.50 off February."""
     anchor = inv.billed_month
-    left: dict[tuple[dt.date, str | None], Decimal] = {}  # what is left per month and plan (None: no plan)
+    lines: dict[tuple[dt.date, str | None], Decimal] = {}  # per month and plan (None: a line of no plan)
+    discounts: list[tuple[Decimal, tuple[str, ...] | None]] = []
     for month, kind, amount, plans in inv.dated_lines:
-        if kind != LineKind.DISCOUNT:
+        if kind == LineKind.DISCOUNT:
+            discounts.append((amount, plans or None))
+        else:
             key = (month or anchor, plans[0] if plans else None)
-            left[key] = left.get(key, ZERO) + amount
-    shares: dict[dt.date, Decimal] = {}
-    for _, kind, amount, plans in inv.dated_lines:
-        if kind != LineKind.DISCOUNT or not amount:
-            continue
-        covered = [key for key in left if not plans or key[1] in plans]
-        if not any(left[key] > 0 for key in covered):
-            covered = list(left)
-        of_months: dict[dt.date, Decimal] = {}
-        for key in covered:
-            of_months[key[0]] = of_months.get(key[0], ZERO) + left[key]
-        for month, share in share_by_month(amount, of_months, anchor).items():
-            shares[month] = shares.get(month, ZERO) + share
-            _take_from(left, [key for key in covered if key[0] == month], share)
-    return shares
-
-
-def _take_from(
-    left: dict[tuple[dt.date, str | None], Decimal], keys: list[tuple[dt.date, str | None]], share: Decimal
-) -> None:
-    """Take ``share`` (negative) off the positive amounts ``left`` under ``keys``, in proportion to them: what a
-    later discount's share is weighed by."""
-    whole = sum((left[key] for key in keys if left[key] > 0), ZERO)
-    for key in keys:
-        if whole > 0 and left[key] > 0:
-            left[key] += _DIVIDE.divide(_DIVIDE.multiply(share, left[key]), whole)
+            lines[key] = lines.get(key, ZERO) + amount
+    nets = net_of_discounts([(plan, amount) for (_, plan), amount in lines.items()], discounts)
+    taken: dict[dt.date, Decimal] = {}
+    for ((month, _), amount), net in zip(lines.items(), nets, strict=True):
+        taken[month] = taken.get(month, ZERO) + amount - net
+    whole = sum((amount for amount, _ in discounts), ZERO)
+    return share_by_month(whole, taken if whole < 0 else {}, anchor)
 
 
 def _month_lines(inv: InvoiceSummary) -> dict[dt.date, dict[str, Decimal]]:

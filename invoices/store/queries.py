@@ -905,7 +905,8 @@ class InvoiceAmounts:
         service_start, service_end, subscription_id, marked, plans, amount)`` (None where a line has none;
         ``marked``: the line's details have the key ``invoice_amounts`` was asked about; ``plans``: a charge's
         plan, or the plans a discount line's details list under the key it was asked about, sorted), in the order
-        of the invoice's lines (of each sum's first line: discounts in the order they were taken off).
+        of the invoice's lines (of each sum's first line; discount lines each on its own, in the order they were
+        taken off).
       tax_included: the tax inside tax-inclusive prices (in the lines and the subtotal, not revenue).
     """
 
@@ -957,8 +958,7 @@ def invoice_amounts(
         .order_by(InvoiceRow.id)
     ).all()  # fmt: skip
     amounts: dict[int, dict[str, Decimal]] = {}
-    dated_lines: dict[int, dict[tuple[str, dt.date | None, dt.date | None, int | None, bool, tuple[str, ...]], Decimal]]
-    dated_lines = {}
+    dated_lines: dict[int, dict[tuple[Any, ...], Decimal]] = {}  # (a discount's key ends with its place)
     marked = false() if mark is None else details_have(InvoiceLineRow.details, mark)
     discounted = InvoiceLineRow.kind == LineKind.DISCOUNT.value
     if reduces is not None:
@@ -981,7 +981,9 @@ def invoice_amounts(
         if line_kind == LineKind.DISCOUNT.value:
             listed = json.loads(details).get(reduces) if details is not None and reduces is not None else None
             plans = tuple(sorted(str(code) for code in listed or ()))
-        key = (line_kind, service_start, service_end, subscription_id, bool(has_mark), plans)
+        key: tuple[Any, ...] = (line_kind, service_start, service_end, subscription_id, bool(has_mark), plans)
+        if line_kind == LineKind.DISCOUNT.value:  # each on its own, in order (one after another takes what it left)
+            key += (len(per_start),)
         per_start[key] = per_start.get(key, ZERO) + amount
     return [
         InvoiceAmounts(
@@ -1000,7 +1002,7 @@ def invoice_amounts(
             tax_included=sum((tax.included for tax in taxes_from_json(taxes) or ()), ZERO),
             invoice_id=invoice_id,
             subscription_id=subscription_id,
-            dated_lines=tuple((*key, amount) for key, amount in dated_lines.get(invoice_id, {}).items()),
+            dated_lines=tuple((*key[:6], amount) for key, amount in dated_lines.get(invoice_id, {}).items()),
         )
         for (
             invoice_id, number, kind, status, customer, currency, period_start, subtotal, discount, refers_to,

@@ -131,6 +131,27 @@ def test_a_plan_restricted_coupon_reduces_only_its_plans_sections():
     assert _amounts(discount_lines(LINES, [fixed_support], FEB.start, "USD")) == ["-20.00"]
 
 
+def test_a_coupon_takes_its_part_off_its_lines_in_proportion_whatever_their_order_or_split():
+    """10 % off every plan (33.75: 3.375 → 3.38), then 50 % off ``api``: of what the first left of api's 23.52,
+    23.52 × 30.37 / 33.75 = 21.1645… → 10.58, whichever line comes first and however a period's progressive
+    invoices split the lines (taken line by line, it was 50 % of 20.14 or of 23.52, 10.07 or 11.76; rounded line
+    by line, 10.59 on the split)."""
+    coupons = [
+        _applied(_coupon(code="ALL10", percent_off=Decimal(10))),
+        _applied(_coupon(code="API50", percent_off=Decimal(50), plans=("api",))),
+    ]
+    api, support = _line("23.52", "api", LineKind.USAGE), _line("10.23", "support")
+    for lines in ([api, support], [support, api]):
+        assert _amounts(discount_lines(lines, coupons, FEB.start, "USD")) == ["-3.38", "-10.58"]
+    early = [_line("16.72", "api", LineKind.USAGE), _line("2.87", "support")]
+    first = discount_lines(early, coupons, FEB.start, "USD")
+    late = [_line("6.80", "api", LineKind.USAGE), _line("7.36", "support")]
+    then = discount_lines(late, coupons, FEB.start, "USD", earlier=[*early, *first])
+    taken = {code: sum(-line.amount for line in [*first, *then] if line.details.extra["coupon"] == code)
+             for code in ("ALL10", "API50")}  # fmt: skip
+    assert {code: str(amount) for code, amount in taken.items()} == {"ALL10": "3.38", "API50": "10.58"}
+
+
 def test_discounts_never_take_an_invoice_below_zero():
     refund = [_line("30.00"), _line("-40.00")]  # a fee adjustment larger than the fee: −10.00
     assert discount_lines(refund, [_applied(_coupon(percent_off=Decimal(50)))], FEB.start, "USD") == []

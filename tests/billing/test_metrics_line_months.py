@@ -442,6 +442,27 @@ def test_a_discount_for_some_plans_is_shared_among_the_months_of_their_lines():
     assert _totals(parts) == {"2026-01": "12.60", "2026-02": "18.90"}
 
 
+def test_discounts_for_the_same_plans_stay_apart_in_their_order():
+    """100.00 of January's usage, an add-on's 100.00 for February; 10 % off every plan (−20.00: 10.00 off each),
+    50 % off the add-on (−45.00 of its 90.00 left), 10 % off every plan again (−13.50 of the 135.00 left: 9.00 and
+    4.50). January 81.00, February 40.50; the two coupons for every plan summed into one before the add-on's made
+    them 83.25 and 38.25."""
+    lines = [
+        ("usage", JAN, FEB, "100.00", ("base",)), ("subscription", FEB, MAR, "100.00", ("addon",)),
+        ("discount", None, None, "-20.00", ()), ("discount", None, None, "-45.00", ("addon",)),
+        ("discount", None, None, "-13.50", ()),
+    ]  # fmt: skip
+    fields = {
+        "number": "INV-1", "kind": InvoiceKind.INVOICE, "status": InvoiceStatus.FINALIZED,
+        "customer_external_id": "ada", "currency": "USD", "period_start": JAN, "period_end": FEB,
+        "subtotal": Decimal("200.00"), "discount": Decimal("78.50"),
+        "line_amounts": (("discount", Decimal("-78.50")), ("subscription", Decimal("100.00")), ("usage", Decimal("100.00"))),
+    }  # fmt: skip
+    dated = [DatedLine(k, s, e, None, Decimal(a), plans=p) for k, s, e, a, p in lines]
+    parts = billed_parts(with_line_months(InvoiceSummary(**fields), dated))  # type: ignore[arg-type]
+    assert _totals(parts) == {"2026-01": "81.00", "2026-02": "40.50"}
+
+
 ADD_ON = """
 [meters.api_calls]
 name = "API calls"
