@@ -10,6 +10,7 @@ from __future__ import annotations
 import decimal
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 from functools import cache
 
 from babel.numbers import get_currency_precision, list_currencies
@@ -24,6 +25,7 @@ __all__ = [
     "D",
     "Rounding",
     "check_amount",
+    "exact_decimal",
     "format_amount",
     "format_sum",
     "is_known_currency",
@@ -128,6 +130,14 @@ def minor_digits(currency: str) -> int:
 @cache
 def _quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-minor_digits(currency))
+
+
+def exact_decimal(value: Fraction) -> Decimal:
+    """``value`` (exact fractions weigh what discounts left of lines) as a Decimal: exact when it ends within 60
+    digits, as a sum in minor units or a percentage of one does, else far closer than rounding to minor units can
+    tell (it is rounded once, after)."""
+    with decimal.localcontext(prec=60):
+        return Decimal(value.numerator) / Decimal(value.denominator)
 
 
 def round_money(amount: Decimal, currency: str, rounding: Rounding = Rounding.HALF_UP) -> Decimal:

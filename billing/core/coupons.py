@@ -18,14 +18,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 
 from billing.core.fees import refund_of_paid
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
-from pricing_plans.money import ZERO, Rounding, format_amount, round_money
+from pricing_plans.money import ZERO, Rounding, exact_decimal, format_amount, round_money
 
 __all__ = [
     "COUPON_PLANS",
@@ -182,13 +182,13 @@ def _reductions(
             continue
         covered = [i for i, line in enumerate(billed) if _covered(coupon, line)]
         exact = max(Fraction(0), sum((remaining[i] for i in covered), Fraction(0)))
-        eligible = round_money(_decimal(exact), currency, rounding)
-        left = round_money(_decimal(max(Fraction(0), sum(remaining, Fraction(0)))), currency)  # (exact: in minor units)
+        eligible = round_money(exact_decimal(exact), currency, rounding)
+        left = round_money(exact_decimal(max(Fraction(0), sum(remaining, Fraction(0)))), currency)  # (exact)
         if coupon.percent_off is not None:
             # the percentage of the lines it covers, taking at most what is left of the invoice: 50 % off support's
             # 20.00 on an invoice left at 5.00 by another plan's refund takes 5.00 (not 50 % of the 5.00)
             base = eligible
-            off = round_money(_decimal(exact * Fraction(coupon.percent_off) / 100), currency, rounding)
+            off = round_money(exact_decimal(exact * Fraction(coupon.percent_off) / 100), currency, rounding)
             amount = min(off, left)
             explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(eligible, currency)}"
             if amount < off:
@@ -208,13 +208,6 @@ def _reductions(
         _take(remaining, covered, Fraction(amount))
         found.append((applied, amount, base, explanation))
     return found
-
-
-def _decimal(value: Fraction) -> Decimal:
-    """``value`` as a Decimal: exact when it ends within 60 digits (a sum in minor units, a percentage of one, to
-    be rounded once), else far closer than any rounding to minor units can tell."""
-    with localcontext(prec=60):
-        return Decimal(value.numerator) / Decimal(value.denominator)
 
 
 def _take(remaining: list[Fraction], covered: list[int], amount: Fraction) -> None:

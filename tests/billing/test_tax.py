@@ -11,11 +11,11 @@ import pytest
 
 from billing.config import Settings
 from billing.core.compose import Section, compose_opening_invoice, compose_period_invoice
-from billing.core.coupons import AppliedCoupon, Coupon, Duration
+from billing.core.coupons import AppliedCoupon, Coupon, Duration, discount_lines
 from billing.core.domain import Customer, Subscription, SubscriptionStatus
 from billing.core.periods import month
 from billing.core.tax import REVERSE_CHARGE_NOTE, Buyer, TaxRules, check_tax_id, customer_taxes, treatment
-from invoices.model import TaxLine
+from invoices.model import InvoiceLine, LineKind, TaxLine
 from pricing_plans.loader import loads_catalog
 from pricing_plans.money import Rounding
 
@@ -236,6 +236,26 @@ def test_a_coupon_never_takes_a_rate_below_zero(catalog):
     _, more = customer_taxes(customer(country="DE"), RULES, lines, plans)
     # 19 %: 100.00 − 26.67 − 13.33 = 60.00 → 11.40; 7 %: 50.00 − 13.33 − 36.67 = 0.00
     assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in more] == [("19", "60.00", "11.40"), ("7", "0.00", "0.00")]
+
+
+def test_what_discounts_leave_of_a_rate_is_exact(catalog):
+    """E-books of 6.15 and 29.01 (7 %), 10 % off everything (−3.52), then 100 % off them (−31.64): one 7 % line
+    with nothing taxable. Each line's remainder kept in 28 digits added up to 31.6399…, and the 0.01 beyond it
+    made a line of −0.01 at 19 %, a rate of no line."""
+    books = catalog.plan("books")
+    lines = [
+        InvoiceLine(kind=LineKind.USAGE, description="e-books", amount=Decimal(amount), plan_code="books",
+                    plan_version=books.version)
+        for amount in ("6.15", "29.01")
+    ]  # fmt: skip
+    coupons = [
+        AppliedCoupon(Coupon(code, Duration.FOREVER, percent_off=Decimal(percent)), dt.date(2026, 1, 1), 0)
+        for code, percent in (("ALL10", 10), ("ALL100", 100))
+    ]
+    discounts = discount_lines(lines, coupons, MARCH.start, "EUR")
+    assert [str(line.amount) for line in discounts] == ["-3.52", "-31.64"]
+    _, found = customer_taxes(customer(country="DE"), RULES, [*lines, *discounts], [books])
+    assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in found] == [("7", "0.00", "0.00")]
 
 
 def test_tax_is_rounded_once_per_rate_on_the_sum_not_per_line(catalog):
