@@ -10,7 +10,6 @@ from __future__ import annotations
 import decimal
 from decimal import Decimal
 from enum import StrEnum
-from fractions import Fraction
 from functools import cache
 
 from babel.numbers import get_currency_precision, list_currencies
@@ -21,11 +20,11 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_FRACTION_DIGITS",
     "ONE",
+    "WEIGHTS",
     "ZERO",
     "D",
     "Rounding",
     "check_amount",
-    "exact_decimal",
     "format_amount",
     "format_sum",
     "is_known_currency",
@@ -33,6 +32,7 @@ __all__ = [
     "minor_units",
     "number_problem",
     "round_money",
+    "settled",
     "sum_in_minor_units",
 ]
 
@@ -132,12 +132,17 @@ def _quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-minor_digits(currency))
 
 
-def exact_decimal(value: Fraction) -> Decimal:
-    """``value`` (exact fractions weigh what discounts left of lines) as a Decimal: exact when it ends within 60
-    digits, as a sum in minor units or a percentage of one does, else far closer than rounding to minor units can
-    tell (it is rounded once, after)."""
-    with decimal.localcontext(prec=60):
-        return Decimal(value.numerator) / Decimal(value.denominator)
+WEIGHTS = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
+"""The context of weights: what discounts leave of an invoice's lines, in proportion to them (no amounts)."""
+
+_SETTLED = Decimal(1).scaleb(-40)
+
+
+def settled(weight: Decimal) -> Decimal:
+    """``weight`` (computed in :data:`WEIGHTS`) to 40 decimal places, rid of the noise of its last digits: what
+    10 % and 100 % off left of 6.15 and 29.01, 31.6399…9 in 60 digits, is 31.64 again and rounds down to what it
+    is. A weight that is not in minor units keeps 40 decimals, closer than rounding to them can tell."""
+    return weight.quantize(_SETTLED, context=WEIGHTS)
 
 
 def round_money(amount: Decimal, currency: str, rounding: Rounding = Rounding.HALF_UP) -> Decimal:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
-from fractions import Fraction
 
 from billing.core.fees import refund_of_paid
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
-from pricing_plans.money import ZERO, Rounding, exact_decimal, format_amount, round_money
+from pricing_plans.money import WEIGHTS, ZERO, Rounding, format_amount, round_money, settled
 
 __all__ = [
     "COUPON_PLANS",
@@ -171,24 +170,24 @@ def _reductions(
 ) -> list[tuple[AppliedCoupon, Decimal, Decimal, str]]:
     """(coupon, amount off, the amount it was taken from, how) for each coupon that reduces ``lines``."""
     billed = [line for line in lines if line.kind is not LineKind.DISCOUNT]
-    # what each line has left once earlier coupons took their part (``_take``): exact fractions, which weigh the
-    # lines and are no amounts, so that neither the order of the lines nor their split over a period's invoices
-    # changes a cent
-    remaining = [Fraction(line.amount) for line in billed]
+    # what each line has left once earlier coupons took their part (``_take``): weights, no amounts, to 60 digits
+    # and settled, so that neither the order of the lines nor their split over a period's invoices changes a cent
+    remaining = [line.amount for line in billed]
     found: list[tuple[AppliedCoupon, Decimal, Decimal, str]] = []
     for applied in coupons:
         coupon = applied.coupon
         if not applied.covers(period_start) or (coupon.amount_off is not None and coupon.currency != currency):
             continue
         covered = [i for i, line in enumerate(billed) if _covered(coupon, line)]
-        exact = max(Fraction(0), sum((remaining[i] for i in covered), Fraction(0)))
-        eligible = round_money(exact_decimal(exact), currency, rounding)
-        left = round_money(exact_decimal(max(Fraction(0), sum(remaining, Fraction(0)))), currency)  # (exact)
+        with localcontext(WEIGHTS):
+            exact = max(ZERO, settled(sum((remaining[i] for i in covered), ZERO)))
+            left = round_money(max(ZERO, settled(sum(remaining, ZERO))), currency)  # (in minor units)
+        eligible = round_money(exact, currency, rounding)
         if coupon.percent_off is not None:
             # the percentage of the lines it covers, taking at most what is left of the invoice: 50 % off support's
             # 20.00 on an invoice left at 5.00 by another plan's refund takes 5.00 (not 50 % of the 5.00)
             base = eligible
-            off = round_money(exact_decimal(exact * Fraction(coupon.percent_off) / 100), currency, rounding)
+            off = round_money(WEIGHTS.divide(WEIGHTS.multiply(exact, coupon.percent_off), 100), currency, rounding)
             amount = min(off, left)
             explanation = f"{coupon.percent_off.normalize():f} % of {format_amount(eligible, currency)}"
             if amount < off:
@@ -205,22 +204,23 @@ def _reductions(
                 explanation += f"; {format_amount(lost, currency)} unused, lost"
         if amount <= 0:
             continue
-        _take(remaining, covered, Fraction(amount))
+        _take(remaining, covered, amount)
         found.append((applied, amount, base, explanation))
     return found
 
 
-def _take(remaining: list[Fraction], covered: list[int], amount: Fraction) -> None:
+def _take(remaining: list[Decimal], covered: list[int], amount: Decimal) -> None:
     """Take ``amount`` off the covered lines' remaining amounts in proportion to what is left of them (of their
     positive amounts), as prepaid credit weighs an invoice's lines (``billing.core.credits.net_of_discounts``):
     a later coupon covering some of the same lines reduces only what is left of them. 10 % off every line (5.00 of
     20.00 and 30.00) leaves 27.00 of the second, whichever line comes first, for a coupon of 50 % off it (13.50)."""
     positive = [i for i in covered if remaining[i] > 0]
-    whole = sum((remaining[i] for i in positive), Fraction(0))
-    if whole <= 0:
-        return
-    for i in positive:
-        remaining[i] -= amount * remaining[i] / whole
+    with localcontext(WEIGHTS):
+        whole = sum((remaining[i] for i in positive), ZERO)
+        if whole <= 0:
+            return
+        for i in positive:
+            remaining[i] -= amount * remaining[i] / whole
 
 
 def _covered(coupon: Coupon, line: InvoiceLine) -> bool:

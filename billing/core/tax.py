@@ -31,8 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
-from fractions import Fraction
+from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import Any
 
 from billing.core.countries import COUNTRY_HINTS, NOT_COUNTRIES
@@ -40,7 +39,7 @@ from billing.core.domain import Customer
 from billing.core.fees import refund_of_paid
 from invoices.model import InvoiceLine, LineKind, TaxLine
 from pricing_plans.models import Plan
-from pricing_plans.money import ZERO, Rounding, exact_decimal, round_money
+from pricing_plans.money import WEIGHTS, ZERO, Rounding, round_money, settled
 
 __all__ = [
     "COUNTRY_HINTS",
@@ -218,7 +217,7 @@ def invoice_taxes(
 
 
 Group = tuple[Decimal, bool]  # (rate, prices include tax)
-Left = list[tuple[InvoiceLine, Group, Fraction]]  # each line, its group, what discounts left of it (exactly)
+Left = list[tuple[InvoiceLine, Group, Decimal]]  # each line, its group, what discounts left of it (a weight)
 
 
 def _grouped(
@@ -235,7 +234,7 @@ def _grouped(
         if line.plan_code is not None and line.plan_version is not None:
             terms = plans.get((line.plan_code, line.plan_version), terms)
         key = (rule.rate(terms.category), terms.inclusive)
-        left.append((line, key, Fraction(line.amount)))
+        left.append((line, key, line.amount))
         groups[key] = groups.get(key, ZERO) + line.amount
     for line in lines:
         if line.kind is not LineKind.DISCOUNT:
@@ -264,26 +263,27 @@ def _take(
 
     # what is left of each group's covered lines, negative ones included (a fee paid in advance, adjusted): a
     # group whose lines net to nothing or less takes no part, and none takes more than its net
-    netted: dict[Group, Fraction] = {}
-    for other, key, rest in left:
-        if covers(other):
-            netted[key] = netted.get(key, Fraction(0)) + rest
-    covered = {key: rest for key, rest in netted.items() if rest > 0}
-    if not covered:
-        return {}, left, amount
-    exponent = amount.as_tuple().exponent
-    quantum = Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)
-    whole = sum(covered.values(), Fraction(0))
-    placed = max(amount, -exact_decimal(whole).quantize(quantum, rounding=ROUND_DOWN))
-    shares = _shares(placed, {key: exact_decimal(rest) for key, rest in covered.items()}, next(iter(covered)))
-    # each covered line keeps its part of what is left of its group (exact fractions: weights only; in 28 digits
-    # 6.15 and 29.01 less 3.52 left 31.6399…, and 100 % off them put −0.01 on a rate of no line)
-    after = [
-        (other, key, rest + Fraction(shares.get(key, ZERO)) * rest / covered[key])
-        if covers(other) and key in covered
-        else (other, key, rest)
-        for other, key, rest in left
-    ]
+    with localcontext(WEIGHTS):
+        netted: dict[Group, Decimal] = {}
+        for other, key, rest in left:
+            if covers(other):
+                netted[key] = netted.get(key, ZERO) + rest
+        covered = {key: settled(rest) for key, rest in netted.items() if settled(rest) > 0}
+        if not covered:
+            return {}, left, amount
+        exponent = amount.as_tuple().exponent
+        quantum = Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)
+        whole = sum(covered.values(), ZERO)
+        placed = max(amount, -whole.quantize(quantum, rounding=ROUND_DOWN))
+        shares = _shares(placed, covered, next(iter(covered)))
+        # each covered line keeps its part of what is left of its group (weights to 60 digits, settled: in 28
+        # digits 6.15 and 29.01 less 3.52 left 31.6399…, and 100 % off them put −0.01 on a rate of no line)
+        after = [
+            (other, key, rest + shares.get(key, ZERO) * rest / covered[key])
+            if covers(other) and key in covered
+            else (other, key, rest)
+            for other, key, rest in left
+        ]
     return shares, after, amount - placed
 
 
