@@ -799,10 +799,11 @@ def _discount_shares(inv: InvoiceSummary) -> dict[dt.date, Decimal]:
         else:
             key = (month or anchor, plans[0] if plans else None)
             lines[key] = lines.get(key, ZERO) + amount
-    nets = net_of_discounts([(plan, amount) for (_, plan), amount in lines.items()], discounts)
     taken: dict[dt.date, Decimal] = {}
-    for ((month, _), amount), net in zip(lines.items(), nets, strict=True):
-        taken[month] = taken.get(month, ZERO) + amount - net
+    with decimal.localcontext(_DIVIDE):  # (weights: a third of what is left is no exact amount)
+        nets = net_of_discounts([(plan, amount) for (_, plan), amount in lines.items()], discounts)
+        for ((month, _), amount), net in zip(lines.items(), nets, strict=True):
+            taken[month] = taken.get(month, ZERO) + amount - net
     whole = sum((amount for amount, _ in discounts), ZERO)
     return share_by_month(whole, taken if whole < 0 else {}, anchor)
 

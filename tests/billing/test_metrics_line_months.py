@@ -463,6 +463,17 @@ def test_discounts_for_the_same_plans_stay_apart_in_their_order():
     dated = [DatedLine(k, s, e, None, Decimal(a), plans=p) for k, s, e, a, p in lines]
     parts = billed_parts(with_line_months(InvoiceSummary(**_with_plans_fields(lines)), dated))  # type: ignore[arg-type]
     assert _totals(parts) == {"2026-01": "81.00", "2026-02": "40.50"}
+    # 1.00 off 10.00 and 20.00 leaves 9.666… and 19.333…: no exact amounts, weights (the report sums exactly)
+    lines = [
+        ("usage", JAN, FEB, "10.00", ("base",)), ("subscription", FEB, MAR, "20.00", ("addon",)),
+        ("discount", None, None, "-1.00", ()), ("discount", None, None, "-2.00", ()),
+    ]  # fmt: skip
+    dated = [DatedLine(k, s, e, None, Decimal(a), plans=p) for k, s, e, a, p in lines]
+    summary = with_line_months(InvoiceSummary(**_with_plans_fields(lines)), dated)  # type: ignore[arg-type]
+    billed = billed_by_customer([summary])
+    assert {day.isoformat()[:7]: str(c["ada"].total) for (_, day), c in billed.items()} == {
+        "2026-01": "9.00", "2026-02": "18.00"
+    }
 
 
 ADD_ON = """
