@@ -245,7 +245,8 @@ def _grouped(
         if rest:  # more than is left of the plans it reduced (a coupon's base is their amount before the others)
             more, left, rest = _take(rest, left, None)
             shares = {k: shares.get(k, ZERO) + more.get(k, ZERO) for k in shares.keys() | more.keys()}
-            shares[fallback] = shares.get(fallback, ZERO) + rest
+            if rest:  # (placed in full on other lines: no line of nothing at the standard rate)
+                shares[fallback] = shares.get(fallback, ZERO) + rest
         for key, share in shares.items():
             groups[key] = groups.get(key, ZERO) + share
     return groups

@@ -15,7 +15,7 @@ from billing.core.coupons import AppliedCoupon, Coupon, Duration, discount_lines
 from billing.core.domain import Customer, Subscription, SubscriptionStatus
 from billing.core.periods import month
 from billing.core.tax import REVERSE_CHARGE_NOTE, Buyer, TaxRules, check_tax_id, customer_taxes, treatment
-from invoices.model import InvoiceLine, LineKind, TaxLine
+from invoices.model import InvoiceLine, LineDetails, LineKind, TaxLine
 from pricing_plans.loader import loads_catalog
 from pricing_plans.money import Rounding
 
@@ -37,6 +37,14 @@ currency = "EUR"
 tax_category = "reduced"
 [plans.books.subscription]
 fee = 50.00
+billing = "in_arrears"
+
+[plans.magazines]
+name = "Magazines"
+currency = "EUR"
+tax_category = "reduced"
+[plans.magazines.subscription]
+fee = 30.00
 billing = "in_arrears"
 
 [plans.gross]
@@ -256,6 +264,23 @@ def test_what_discounts_leave_of_a_rate_is_exact(catalog):
     assert [str(line.amount) for line in discounts] == ["-3.52", "-31.64"]
     _, found = customer_taxes(customer(country="DE"), RULES, [*lines, *discounts], [books])
     assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in found] == [("7", "0.00", "0.00")]
+
+
+def test_a_discount_placed_in_full_on_other_lines_adds_no_line_at_the_standard_rate(catalog):
+    """E-books 50.00 and magazines 30.00, both at 7 %, and a period's last invoice carrying 60.00 off the e-books
+    (more than their 50.00: its earlier invoices took less). The 10.00 beyond them comes off the magazines, so all
+    of it is placed at 7 %: 50.00 + 30.00 − 60.00 = 20.00 → 1.40, and no tax line of nothing at 19 %, a rate of
+    no line of the invoice."""
+    books, magazines = catalog.plan("books"), catalog.plan("magazines")
+    lines = [
+        InvoiceLine(kind=LineKind.USAGE, description=plan.name, amount=Decimal(amount), plan_code=plan.code,
+                    plan_version=plan.version)
+        for plan, amount in ((books, "50.00"), (magazines, "30.00"))
+    ]  # fmt: skip
+    off = InvoiceLine(kind=LineKind.DISCOUNT, description="Coupon BOOKS", amount=Decimal("-60.00"),
+                      details=LineDetails(extra={"coupon": "BOOKS", "plans": ["books"]}))  # fmt: skip
+    _, found = customer_taxes(customer(country="DE"), RULES, [*lines, off], [books, magazines])
+    assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in found] == [("7", "20.00", "1.40")]
 
 
 def test_tax_is_rounded_once_per_rate_on_the_sum_not_per_line(catalog):
