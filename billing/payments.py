@@ -473,9 +473,10 @@ class Aging:
 
 def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: str | None = None) -> Aging:
     """What was owed at the end of ``as_of`` (default: today, UTC), by how long it was overdue: the invoices issued
-    by then and neither paid nor voided by then — credits applied by the documents issued by then (a credit note
-    from its issue date on), payments received by then and not reversed by then; an invoice voided after that day
-    (in its customer's timezone, as the export books the void) was still owed on it."""
+    by then and neither paid, voided nor given up on (``uncollectible``) by then — credits applied by the documents
+    issued by then (a credit note from its issue date on), payments received by then and not reversed by then; an
+    invoice voided or marked uncollectible after that day (in its customer's timezone, as the export books the
+    void) was still owed on it."""
     day = as_of or utcnow().date()
     with session_scope(read_only(engine)) as session:
         later = session.scalars(
@@ -483,8 +484,10 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
                 or_(PaymentRow.received_on > day, PaymentRow.reversed_on > day)
             )
         ).all()
-        voided = _voided_after(session, day, customer)
-        open_invoices = store.receivables(session, customer=customer, issued_by=day, also=set(later), voided=voided)
+        given_up = _given_up_after(session, day, customer)
+        open_invoices = store.receivables(
+            session, customer=customer, issued_by=day, also=set(later), given_up=given_up
+        )
         ids = [r.id for r in open_invoices]
         applied = _applied_by_day_end(session, open_invoices, day)
         paid = _paid_as_of(session, ids, day)
@@ -497,12 +500,13 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
     return Aging(day, tuple(rows), tuple(totals))
 
 
-def _voided_after(session: Session, day: dt.date, customer: str | None) -> set[int]:
-    """The invoices (of ``customer``, if given) voided after ``day``: on a later day in their customer's timezone.
-    (Only an invoice's last status change is kept: one given up on before that day and voided after it counts as
-    owed then.)"""
+def _given_up_after(session: Session, day: dt.date, customer: str | None) -> set[int]:
+    """The invoices (of ``customer``, if given) voided or marked uncollectible after ``day``: on a later day in
+    their customer's timezone. (Only an invoice's last status change is kept: one given up on before that day and
+    voided or paid after it counts as owed then.)"""
     since = dt.datetime.combine(day, dt.time(), dt.UTC) - dt.timedelta(hours=14)  # (offsets run to +14 hours)
-    changes = store.status_changes_between(session, since, utcnow() + dt.timedelta(days=1), [InvoiceStatus.VOID])
+    given_up = [InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE]
+    changes = store.status_changes_between(session, since, utcnow() + dt.timedelta(days=1), given_up)
     changes = [c for c in changes if customer is None or c.customer_external_id == customer]
     zones = {
         external_id: ZoneInfo(owner.timezone)

@@ -351,6 +351,28 @@ def test_aged_receivables_as_of_a_past_day_hold_an_invoice_voided_since(engine, 
     assert owed(dt.date(2026, 4, 1)) == []  # (before it was issued)
 
 
+def test_aged_receivables_as_of_a_past_day_hold_an_invoice_given_up_on_since(engine, monkeypatch):
+    """An invoice owed on 4 May and marked uncollectible on 5 May in New York (02:00 UTC on the 6th) was owed at
+    the end of 4 May: an aging as of a past day says the same whenever it is asked (it dropped out of every earlier
+    day's aging once given up on). From the 5th on, given up on, it is no longer aged."""
+    ny = customer(engine, "acme", timezone="America/New_York")
+    credits.grant_credit(engine, ny, D("30.00"), "USD", now=at("2026-03-05T00:00:00"))
+    march = issued(engine, ny, 3, "100.00")  # issued 2 April, due 16 April; 30.00 of it paid by the credit
+
+    def owed(day: dt.date) -> list[tuple[str, ...]]:
+        return [tuple(str(b) for b in r.buckets) for r in payments.aged_receivables(engine, day).rows]
+
+    before = owed(dt.date(2026, 5, 4))
+    monkeypatch.setattr("invoices.store.lifecycle.utcnow", lambda: at("2026-05-06T02:00:00"))
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.UNCOLLECTIBLE)
+    monkeypatch.undo()
+    # 100.00 − 30.00 = 70.00, due 16 April: 18 days overdue on 4 May, before and after it was given up on
+    assert before == owed(dt.date(2026, 5, 4)) == [("0.00", "70.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 4, 20)) == [("0.00", "70.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 5, 5)) == []
+    assert owed(dt.date(2026, 4, 1)) == []  # (before it was issued)
+
+
 def test_receivables_that_add_up_past_the_largest_amount_are_aged_not_an_error(engine):
     acme = customer(engine, "acme")
     # two invoices of 600,000,000,000,000.00 each (each below 10^15; together 1.2 × 10^15)
