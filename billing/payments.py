@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -314,7 +314,7 @@ def reverse_payment(
         invoice = credits.with_credits(session, [store.get_invoice(session, row.invoice_id)])[0]
         owed_again = invoice.total - sum((c.amount for c in invoice.credits_applied), ZERO) - invoice.amount_paid
         if invoice.status is InvoiceStatus.PAID and row.applied > 0 and owed_again > 0:
-            store.reopen_paid(session, invoice.id)
+            store.reopen_paid(session, invoice.id, now=instant)
             if invoice.scope is InvoiceScope.CREDIT:  # a top-up owed again: its credit is not the customer's yet
                 credits.take_back_topup(session, invoice, payment_id, instant)
         return _payments(session, ids=[payment_id])[0]
@@ -485,9 +485,8 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
             )
         ).all()
         given_up = _given_up_after(session, day, customer)
-        open_invoices = store.receivables(
-            session, customer=customer, issued_by=day, also=set(later), given_up=given_up
-        )
+        candidates = store.receivables(session, customer=customer, issued_by=day, also=set(later), given_up=given_up)
+        open_invoices = _owed_on(session, candidates, day)
         ids = [r.id for r in open_invoices]
         applied = _applied_by_day_end(session, open_invoices, day)
         paid = _paid_as_of(session, ids, day)
@@ -501,21 +500,37 @@ def aged_receivables(engine: Engine, as_of: dt.date | None = None, *, customer: 
 
 
 def _given_up_after(session: Session, day: dt.date, customer: str | None) -> set[int]:
-    """The invoices (of ``customer``, if given) voided or marked uncollectible after ``day``: on a later day in
-    their customer's timezone. (Only an invoice's last status change is kept: one given up on before that day and
-    voided or paid after it counts as owed then.)"""
+    """The invoices (of ``customer``, if given) voided or marked uncollectible after ``day``, on a later day in
+    their customer's timezone: they may still have been owed on it."""
     since = dt.datetime.combine(day, dt.time(), dt.UTC) - dt.timedelta(hours=14)  # (offsets run to +14 hours)
     given_up = [InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE]
     changes = store.status_changes_between(session, since, utcnow() + dt.timedelta(days=1), given_up)
     changes = [c for c in changes if customer is None or c.customer_external_id == customer]
-    zones = {
-        external_id: ZoneInfo(owner.timezone)
-        for external_id, owner in repository.customers_by_external_id(
-            session, {c.customer_external_id for c in changes}
-        ).items()
-    }
+    zones = _zones(session, {c.customer_external_id for c in changes})
     return {
         c.invoice_id for c in changes if c.changed_at.astimezone(zones.get(c.customer_external_id, dt.UTC)).date() > day
+    }
+
+
+def _owed_on(session: Session, invoices: Sequence[store.Receivable], day: dt.date) -> list[store.Receivable]:
+    """``invoices`` less those voided or given up on (``uncollectible``) by the end of ``day`` in their customer's
+    timezone, by their status history: one marked uncollectible before it and paid or voided since was not owed
+    on it. (What was paid of the others by then is the payments' to say.)"""
+    histories = store.status_histories(session, [r.id for r in invoices])
+    zones = _zones(session, {r.customer_external_id for r in invoices})
+
+    def status_then(receivable: store.Receivable) -> InvoiceStatus | None:
+        zone = zones.get(receivable.customer_external_id, dt.UTC)
+        taken = [status for status, since in histories.get(receivable.id, ()) if since.astimezone(zone).date() <= day]
+        return taken[-1] if taken else None
+
+    return [r for r in invoices if status_then(r) not in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE)]
+
+
+def _zones(session: Session, customers: Collection[str]) -> dict[str, ZoneInfo]:
+    return {
+        external_id: ZoneInfo(owner.timezone)
+        for external_id, owner in repository.customers_by_external_id(session, set(customers)).items()
     }
 
 

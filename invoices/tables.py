@@ -85,6 +85,23 @@ class InvoiceRow(InvoicesBase):
     status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class InvoiceStatusChangeRow(InvoicesBase):
+    """Each status an issued invoice or credit note took (``finalized`` first), and when: what it was on a past
+    day (aged receivables). Written with the change, in its transaction; since migration 0035, which began it with
+    what was known (the finalization, and the last change if another)."""
+
+    __tablename__ = "invoice_status_changes"
+    __table_args__ = (
+        Index("ix_invoice_status_changes_invoice", "invoice_id", "changed_at"),
+        Index("ix_invoice_status_changes_changed_at", "changed_at"),  # (the moves of a month, of a day on)
+    )
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class InvoiceLineRow(InvoicesBase):
     __tablename__ = "invoice_lines"
     __table_args__ = (Index("ix_invoice_lines_invoice", "invoice_id", "position"),)

@@ -75,6 +75,7 @@ from invoices.store.queries import (
     receivables,
     scopes_by_number,
     status_changes_between,
+    status_histories,
     void_among,
 )
 
@@ -138,6 +139,7 @@ __all__ = [
     "sequence_name",
     "set_status",
     "status_changes_between",
+    "status_histories",
     "stored_drafts",
     "touch_drafts",
     "upsert_draft",

@@ -31,7 +31,7 @@ from invoices.model import (
 )
 from invoices.store.numbering import next_numbers, sequence_name
 from invoices.store.queries import _lines_of, _to_invoice, get_invoice, stored_taxes
-from invoices.tables import InvoiceLineRow, InvoiceRow
+from invoices.tables import InvoiceLineRow, InvoiceRow, InvoiceStatusChangeRow
 from pricing_plans.money import ZERO, Rounding, round_money
 
 __all__ = [
@@ -122,7 +122,16 @@ def finalize_many(
             for invoice_id, number in zip(invoice_ids, assigned, strict=True)
         ],
     )
+    _record_statuses(session, [(invoice_id, InvoiceStatus.FINALIZED, issued) for invoice_id in invoice_ids])
     return assigned
+
+
+def _record_statuses(session: Session, changes: Sequence[tuple[int, InvoiceStatus, dt.datetime]]) -> None:
+    """Add each (invoice, status it took, when) to the invoices' status history."""
+    session.execute(
+        insert(InvoiceStatusChangeRow),
+        [{"invoice_id": invoice_id, "status": status.value, "changed_at": at} for invoice_id, status, at in changes],
+    )
 
 
 def lock_invoice(session: Session, invoice_id: int) -> None:
@@ -152,25 +161,27 @@ def set_status(
         .where(InvoiceRow.id == invoice_id)
         .values(status=status.value, status_changed_at=now or written, updated_at=written)
     )
+    _record_statuses(session, [(invoice_id, status, now or written)])
     return get_invoice(session, invoice_id)
 
 
-def reopen_paid(session: Session, invoice_id: int) -> Invoice:
+def reopen_paid(session: Session, invoice_id: int, *, now: dt.datetime | None = None) -> Invoice:
     """A paid invoice back to ``finalized``: a payment it was paid with was reversed (a bounced transfer), so it is
     owed again. The only way back from ``paid`` (the database allows it too, since migration 0022); an invoice that
-    is not paid is refused."""
+    is not paid is refused. ``now``: when it was owed again (the reversal's instant; default: the clock)."""
     statement = for_update(session, select(InvoiceRow.status, InvoiceRow.number).where(InvoiceRow.id == invoice_id))
     row = session.execute(statement).one_or_none()
     if row is None:
         raise InvoiceNotFoundError(f"no invoice with id {invoice_id}")
     if row.status != InvoiceStatus.PAID.value:
         raise InvoiceStateError(f"invoice {row.number or invoice_id} is {row.status}, not paid: it cannot be reopened")
-    now = utcnow()
+    written = utcnow()
     session.execute(
         update(InvoiceRow)
         .where(InvoiceRow.id == invoice_id)
-        .values(status=InvoiceStatus.FINALIZED.value, status_changed_at=now, updated_at=now)
+        .values(status=InvoiceStatus.FINALIZED.value, status_changed_at=now or written, updated_at=written)
     )
+    _record_statuses(session, [(invoice_id, InvoiceStatus.FINALIZED, now or written)])
     return get_invoice(session, invoice_id)
 
 
@@ -297,6 +308,7 @@ def create_credit_note(
             status_changed_at=issued,
         )
     )
+    _record_statuses(session, [(credit_id, InvoiceStatus.FINALIZED, issued)])
     return get_invoice(session, credit_id)
 
 

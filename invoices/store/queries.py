@@ -29,7 +29,7 @@ from invoices.model import (
     TaxLine,
     taxes_from_json,
 )
-from invoices.tables import InvoiceLineRow, InvoiceRow, details_have
+from invoices.tables import InvoiceLineRow, InvoiceRow, InvoiceStatusChangeRow, details_have
 from pricing_plans.money import ZERO
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "receivables",
     "scopes_by_number",
     "status_changes_between",
+    "status_histories",
 ]
 
 _CHUNK = 5000
@@ -1102,7 +1103,7 @@ def issued_between(session: Session, first: dt.date, last: dt.date) -> list[Invo
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """An issued invoice's last status change: to ``status`` at ``changed_at``."""
+    """An issued invoice's status change: to ``status`` at ``changed_at``."""
 
     invoice_id: int
     number: str
@@ -1114,24 +1115,42 @@ class StatusChange:
 def status_changes_between(
     session: Session, start: dt.datetime, end: dt.datetime, statuses: Collection[InvoiceStatus]
 ) -> list[StatusChange]:
-    """The invoices (not credit notes) that moved to one of ``statuses`` in ``[start, end)`` (their last move), in
-    number order."""
+    """The moves of invoices (not credit notes) to one of ``statuses`` in ``[start, end)``, from their status
+    history, in number order, then in the order they were made."""
+    change = InvoiceStatusChangeRow
     statement = (
-        select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.customer_external_id, InvoiceRow.status,
-               InvoiceRow.status_changed_at)
+        select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.customer_external_id, change.status, change.changed_at)
+        .join(change, change.invoice_id == InvoiceRow.id)
         .where(
             InvoiceRow.kind == InvoiceKind.INVOICE.value,
-            InvoiceRow.status.in_([s.value for s in statuses]),
-            InvoiceRow.status_changed_at >= start,
-            InvoiceRow.status_changed_at < end,
+            change.status.in_([s.value for s in statuses]),
+            change.changed_at >= start,
+            change.changed_at < end,
         )
-        .order_by(InvoiceRow.number)
+        .order_by(InvoiceRow.number, change.changed_at, change.id)
     )
     return [
         StatusChange(invoice_id, number or "", customer, InvoiceStatus(status), as_utc(changed_at))
         for invoice_id, number, customer, status, changed_at in session.execute(statement)
-        if changed_at is not None
     ]
+
+
+def status_histories(
+    session: Session, invoice_ids: Collection[int]
+) -> dict[int, tuple[tuple[InvoiceStatus, dt.datetime], ...]]:
+    """Each issued document's statuses, (status, since when) in the order it took them (``finalized`` first)."""
+    found: dict[int, list[tuple[InvoiceStatus, dt.datetime]]] = {}
+    ids = sorted(invoice_ids)
+    change = InvoiceStatusChangeRow
+    for offset in range(0, len(ids), 5_000):
+        rows = session.execute(
+            select(change.invoice_id, change.status, change.changed_at)
+            .where(change.invoice_id.in_(ids[offset : offset + 5_000]))
+            .order_by(change.invoice_id, change.changed_at, change.id)
+        )
+        for invoice_id, status, changed_at in rows:
+            found.setdefault(invoice_id, []).append((InvoiceStatus(status), as_utc(changed_at)))
+    return {invoice_id: tuple(history) for invoice_id, history in found.items()}
 
 
 # --- rows to records -------------------------------------------------------------------------------------

@@ -408,3 +408,36 @@ def test_0021_widens_the_notification_kinds_and_keeps_every_delivery_attempt(fre
         assert tuple(counts) == (1, 1)
     finally:
         engine.dispose()
+
+
+def test_0035_begins_the_status_history_with_what_was_known_and_can_be_undone_and_redone(fresh_url):
+    """Each issued document's finalization, and its last status change if another; nothing for a draft."""
+    import datetime as dt
+
+    from alembic import command
+
+    from billing.db import _alembic_config
+
+    upgrade(fresh_url, "0034")
+    engine = make_engine(fresh_url)
+    try:
+        with engine.begin() as connection:
+            for invoice_id, key in ((1, "period:acme:2026-03"), (2, "period:beta:2026-03"), (3, "period:acme:2026-04")):
+                connection.execute(text(PERIOD_INVOICE), {"id": invoice_id, "key": key, "kind": "invoice"})
+            for invoice_id in (1, 2):
+                connection.execute(text(ISSUE), {"id": invoice_id, "status": "finalized", "number": f"INV-{invoice_id}"})
+            connection.execute(text(
+                "UPDATE invoices SET status = 'uncollectible', status_changed_at = '2026-05-05 12:00:00' WHERE id = 2"
+            ))  # fmt: skip
+        issued, given_up = dt.datetime(2026, 4, 2, 10, tzinfo=dt.UTC), dt.datetime(2026, 5, 5, 12, tzinfo=dt.UTC)
+        expected = {1: (("finalized", issued),), 2: (("finalized", issued), ("uncollectible", given_up))}
+        for _ in range(2):
+            upgrade(engine)
+            with session_scope(engine) as session:
+                found = store.status_histories(session, [1, 2, 3])
+            assert {i: tuple((s.value, at) for s, at in history) for i, history in found.items()} == expected
+            command.downgrade(_alembic_config(engine), "0034")
+            with pytest.raises(DBAPIError), engine.begin() as connection:
+                connection.execute(text("SELECT count(*) FROM invoice_status_changes"))
+    finally:
+        engine.dispose()

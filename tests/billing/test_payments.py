@@ -373,6 +373,40 @@ def test_aged_receivables_as_of_a_past_day_hold_an_invoice_given_up_on_since(eng
     assert owed(dt.date(2026, 4, 1)) == []  # (before it was issued)
 
 
+def test_aged_receivables_follow_each_invoices_status_history(engine, monkeypatch):
+    """Two invoices of 100.00 issued 2 April (due 16 April), both given up on on 5 May; acme's voided on 20 May,
+    beta's paid after all on 25 May, the payment bouncing on 28 May. Both were owed on 4 May (18 days overdue); from
+    5 May neither was, given up on, until beta's was owed again from the 28th (42 days overdue on 28 May: 31-60).
+    (With only an invoice's last status change, both counted as owed from 5 May to their void or payment.)"""
+    from invoices import store
+
+    acme, beta = customer(engine, "acme"), customer(engine, "beta")
+    voided, paid = issued(engine, acme, 3, "100.00"), issued(engine, beta, 3, "100.00")
+    monkeypatch.setattr("invoices.store.lifecycle.utcnow", lambda: at("2026-05-05T12:00:00"))
+    for invoice in (voided, paid):
+        invoicing.set_invoice_status(engine, invoice.number or "", InvoiceStatus.UNCOLLECTIBLE)
+    monkeypatch.setattr("invoices.store.lifecycle.utcnow", lambda: at("2026-05-20T12:00:00"))
+    invoicing.set_invoice_status(engine, voided.number or "", InvoiceStatus.VOID)
+    monkeypatch.undo()
+    payment = payments.record_payment(engine, paid.number or "", D("100.00"), method="bank_transfer",
+                                      received_on=dt.date(2026, 5, 25), now=at("2026-05-25T12:00:00"))
+    payments.reverse_payment(engine, payment.id, on=dt.date(2026, 5, 28), now=at("2026-05-28T12:00:00"))
+
+    def owed(day: int) -> dict[str, tuple[str, ...]]:
+        aging = payments.aged_receivables(engine, dt.date(2026, 5, day))
+        return {r.customer: tuple(str(b) for b in r.buckets) for r in aging.rows}
+
+    overdue = ("0.00", "100.00", "0.00", "0.00", "0.00")
+    assert owed(4) == {"acme": overdue, "beta": overdue}
+    assert owed(5) == owed(10) == owed(22) == owed(26) == {}
+    assert owed(28) == {"beta": ("0.00", "0.00", "100.00", "0.00", "0.00")}
+    with session_scope(engine) as session:
+        history = store.status_histories(session, [paid.id])[paid.id]
+    assert [(status.value, f"{since:%d %b}") for status, since in history] == [
+        ("finalized", "02 Apr"), ("uncollectible", "05 May"), ("paid", "25 May"), ("finalized", "28 May")
+    ]
+
+
 def test_receivables_that_add_up_past_the_largest_amount_are_aged_not_an_error(engine):
     acme = customer(engine, "acme")
     # two invoices of 600,000,000,000,000.00 each (each below 10^15; together 1.2 × 10^15)
