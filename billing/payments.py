@@ -179,7 +179,7 @@ def record_stripe_payment(
     if value > 0:  # (on a void invoice nothing is due: all of it goes to the balance)
         payment = _record(session, current, value, "card", stripe_invoice_id, when.date(), utcnow(), key)
     if store.get_invoice(session, invoice.id).status in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
-        store.set_status(session, invoice.id, InvoiceStatus.PAID)
+        store.set_status(session, invoice.id, InvoiceStatus.PAID, now=when)  # (when Stripe collected it)
     return payment
 
 

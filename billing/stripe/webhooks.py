@@ -298,7 +298,7 @@ def _collection_failed(
 ) -> None:
     """Collection has failed for good: the invoice is uncollectible and the customer churns involuntarily."""
     dunning = _dunning_row(session, invoice, stripe_invoice_id)
-    set_status(session, invoice.id, InvoiceStatus.UNCOLLECTIBLE)
+    set_status(session, invoice.id, InvoiceStatus.UNCOLLECTIBLE, now=when)  # (when Stripe gave up: the event's)
     dunning.final = True
     dunning.final_at = when
     dunning.updated_at = utcnow()

@@ -32,7 +32,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, insert, select
 from typer.testing import CliRunner
 
-from billing import customers, invoicing
+from billing import customers, invoicing, payments
 from billing.api import routes_stripe
 from billing.api.deps import api_engine
 from billing.api.routes_stripe import router
@@ -1118,6 +1118,9 @@ def test_payment_failures_then_the_final_one_churn_the_customer_involuntarily(en
         cancelled = customers.get_subscription(engine, subscription.id)
         assert cancelled.status is SubscriptionStatus.CANCELLED
         assert (cancelled.end_date, cancelled.cancel_reason) == (dt.date(2026, 5, 9), CancelReason.INVOLUNTARY)
+    # given up on from Stripe's instant, however late the event was delivered: owed on 8 May, not from the 9th
+    assert [r.customer for r in payments.aged_receivables(engine, dt.date(2026, 5, 8)).rows] == ["acme"]
+    assert payments.aged_receivables(engine, dt.date(2026, 5, 9)).rows == ()
     untouched = customers.get_subscription(engine, legacy.id)
     assert (untouched.end_date, untouched.cancel_reason) == (dt.date(2026, 2, 1), CancelReason.VOLUNTARY)
     assert customers.get_subscription(engine, later.id).status is SubscriptionStatus.ACTIVE  # not yet started
