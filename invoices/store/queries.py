@@ -78,7 +78,6 @@ _CHUNK = 5000
 _BILLED = ("draft", "finalized", "paid", "uncollectible")  # not void: a void invoice billed nothing
 _ISSUED = ("finalized", "paid", "uncollectible")  # issued and not void
 # issued invoices waiting for payment (an uncollectible one was given up on: it is listed by its status)
-_GIVEN_UP = ("void", "uncollectible")
 _UNPAID = and_(InvoiceRow.kind == InvoiceKind.INVOICE.value, InvoiceRow.status == InvoiceStatus.FINALIZED.value)
 
 
@@ -865,15 +864,15 @@ def receivables(
 ) -> list[Receivable]:
     """The invoices (not credit notes) waiting for payment (``finalized``), issued on or before ``issued_by`` if
     given, plus the issued invoices among ``also`` (ids: paid ones that were still owed on a past day) and the
-    void or uncollectible ones among ``given_up`` (voided or given up on since a past day, when they were still
-    owed), of one customer or all, by customer and id."""
+    issued or void ones among ``given_up`` (voided or given up on since a past day, when they were still owed,
+    whatever they became after), of one customer or all, by customer and id."""
     wanted = _UNPAID
     if also:
         wanted = or_(wanted, and_(InvoiceRow.id.in_(list(also)), InvoiceRow.kind == InvoiceKind.INVOICE.value,
                                   InvoiceRow.status.in_(_ISSUED)))
     if given_up:
         wanted = or_(wanted, and_(InvoiceRow.id.in_(list(given_up)), InvoiceRow.kind == InvoiceKind.INVOICE.value,
-                                  InvoiceRow.status.in_(_GIVEN_UP)))
+                                  InvoiceRow.status.in_((*_ISSUED, InvoiceStatus.VOID.value))))
     statement = select(
         InvoiceRow.id, InvoiceRow.number, InvoiceRow.status, InvoiceRow.customer_external_id, InvoiceRow.customer,
         InvoiceRow.currency, InvoiceRow.total, InvoiceRow.issue_date, InvoiceRow.due_date,

@@ -371,6 +371,12 @@ def test_aged_receivables_as_of_a_past_day_hold_an_invoice_given_up_on_since(eng
     assert owed(dt.date(2026, 4, 20)) == [("0.00", "70.00", "0.00", "0.00", "0.00")]
     assert owed(dt.date(2026, 5, 5)) == []
     assert owed(dt.date(2026, 4, 1)) == []  # (before it was issued)
+    # marked paid by hand on 7 May (no payment recorded): 4 May still says 70.00, and nothing is owed after
+    monkeypatch.setattr("invoices.store.lifecycle.utcnow", lambda: at("2026-05-07T12:00:00"))
+    invoicing.set_invoice_status(engine, march.number or "", InvoiceStatus.PAID)
+    monkeypatch.undo()
+    assert owed(dt.date(2026, 5, 4)) == [("0.00", "70.00", "0.00", "0.00", "0.00")]
+    assert owed(dt.date(2026, 5, 5)) == owed(dt.date(2026, 5, 8)) == []
 
 
 def test_aged_receivables_follow_each_invoices_status_history(engine, monkeypatch):
