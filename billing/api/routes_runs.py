@@ -1,7 +1,8 @@
 """``POST /v1/billing-runs``: the billing run of a period, as ``billing run --period P [--customer C]
 [--finalize]`` does it. Thin: parse, call ``billing.run``, shape its report.
 
-A run creates nothing that is read back as such: it answers 200 with what it did, and the drafts it wrote are at
+A run answers 200 with what it did and its record's ``id``: ``GET /v1/billing-runs`` lists the runs done (by
+anyone: the CLI, the API, the console), ``GET /v1/billing-runs/{id}`` gives one, and the drafts it wrote are at
 ``GET /v1/invoices?period=YYYY-MM``. It runs while the request waits (a large run takes a while: give the client
 a generous timeout, and an ``Idempotency-Key`` so that a retry does not run it twice at once)."""
 
@@ -9,33 +10,32 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import Engine
 
-from billing import customers, invoicing
+from billing import customers, invoicing, run_history
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES
+from billing.api.pagination import Page, page_params
 from billing.api.routes_customers import month_param, storable_path
 from billing.api.schemas import (
-    BilledPeriodOut,
     BillingRunIn,
+    BillingRunListOut,
     BillingRunOut,
-    PeriodOut,
-    RunEventsOut,
-    SkippedOut,
-    UnbilledOut,
+    BillingRunRecordOut,
 )
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.config import Settings
 from billing.errors import BillingInputError
 from billing.run import finalize_after_run, run_billing
 from pricing_plans.models import Catalog
-from pricing_plans.money import format_amount
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["billing runs"], responses={**ERROR_RESPONSES, **POST_ERROR_RESPONSES})
+router = APIRouter(tags=["billing runs"], responses=ERROR_RESPONSES)
+
+RunId = Annotated[int, Path(description="The billing run's id.", ge=1, le=2**63 - 1, examples=[12])]
 
 
 @router.post(
@@ -43,6 +43,7 @@ router = APIRouter(tags=["billing runs"], responses={**ERROR_RESPONSES, **POST_E
     summary="Run the billing of a period",
     response_model=BillingRunOut,
     operation_id="createBillingRun",
+    responses=POST_ERROR_RESPONSES,
 )
 def create_billing_run(
     body: BillingRunIn,
@@ -64,40 +65,54 @@ def create_billing_run(
         invoicing.check_period_finalizable(
             engine, period, customer=customer, allow_open_period=body.allow_open_period
         )
-    report = run_billing(engine, catalog, period, customer=customer)
-    numbers: list[str] = []
-    awaiting: list[int] = []
-    if body.finalize:
-        policy = ApprovalPolicy.configured(settings)
-        numbers = finalize_after_run(
-            engine,
-            catalog,
-            period,
-            report,
-            invoicing.finalize_settings(settings),
-            invoicing.issue_day(),
-            customer=customer,
-            allow_open_period=body.allow_open_period,
-            approval=policy,
-        )
-        waiting = awaiting_approval(engine, policy, period_start=period.start, customer=customer)
-        awaiting = [item.draft.invoice_id for item in waiting]
-    return BillingRunOut(
-        period=PeriodOut(start=period.start, end=period.end),
-        label=period.label,
-        created=report.created,
-        updated=report.updated,
-        unchanged=report.unchanged,
-        removed=len(report.removed),
-        issued_untouched=report.issued_untouched,
-        late_lines=report.late_lines,
-        billing_periods=[
-            BilledPeriodOut(period=PeriodOut(start=p.start, end=p.end), label=p.label) for p in report.periods
-        ],
-        events=RunEventsOut(accepted=report.accepted, rated=report.events, unbilled=report.unbilled_events),
-        unbilled=[UnbilledOut(**group.as_dict()) for group in report.unbilled],
-        totals={currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},
-        skipped=[SkippedOut(customer=who, reason=why) for who, why in report.skipped],
-        finalized=numbers,
-        awaiting_approval=awaiting,
+    with run_history.recorded(
+        engine, period, source="api", actor=f"api key {key.name}", customer=customer, finalize=body.finalize
+    ) as recording:
+        report = run_billing(engine, catalog, period, customer=customer)
+        numbers: list[str] = []
+        awaiting: list[int] = []
+        if body.finalize:
+            policy = ApprovalPolicy.configured(settings)
+            numbers = finalize_after_run(
+                engine, catalog, period, report, invoicing.finalize_settings(settings), invoicing.issue_day(),
+                customer=customer, allow_open_period=body.allow_open_period, approval=policy,
+            )  # fmt: skip
+            waiting = awaiting_approval(engine, policy, period_start=period.start, customer=customer)
+            awaiting = [item.draft.invoice_id for item in waiting]
+        recording.done(report, numbers, awaiting)
+    return BillingRunOut.model_validate({**(recording.report or {}), "id": recording.id})
+
+
+@router.get(
+    "/v1/billing-runs", summary="List billing runs", response_model=BillingRunListOut, operation_id="listBillingRuns"
+)
+def list_billing_runs(
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+    page: Annotated[Page, Depends(page_params)],
+    period: Annotated[
+        str | None, Query(max_length=7, description="Only the runs of this month, YYYY-MM.", examples=["2026-10"])
+    ] = None,
+) -> BillingRunListOut:
+    """The billing runs done — from the CLI, the API and the console — by id, a page at a time (the cursors are
+    run ids), of one month or all: who started each, when, how it ended, and what it did."""
+    after, before = page.ids()
+    month = None if period is None else month_param(period)
+    found, more = run_history.runs_page(engine, limit=page.limit, after=after, before=before, period=month)
+    return BillingRunListOut(
+        data=[BillingRunRecordOut.model_validate(run_history.run_json(run)) for run in found], has_more=more
     )
+
+
+@router.get(
+    "/v1/billing-runs/{run_id}",
+    summary="Get a billing run",
+    response_model=BillingRunRecordOut,
+    operation_id="getBillingRun",
+)
+def get_billing_run(
+    run_id: RunId,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> BillingRunRecordOut:
+    return BillingRunRecordOut.model_validate(run_history.run_json(run_history.get_run(engine, run_id)))

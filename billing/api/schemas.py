@@ -23,7 +23,10 @@ __all__ = [
     "AutoTopupOut",
     "BilledPeriodOut",
     "BillingRunIn",
+    "BillingRunListOut",
     "BillingRunOut",
+    "BillingRunRecordOut",
+    "BillingRunReportOut",
     "CancelIn",
     "CouponCustomerIn",
     "CouponHolderOut",
@@ -770,12 +773,8 @@ class BilledPeriodOut(_Out):
     label: str
 
 
-class BillingRunOut(_Out):
-    """What a billing run did: drafts written, refreshed, unchanged and removed, issued invoices left alone, the
-    customers skipped, the totals per currency, and the numbers finalized."""
-
-    model_config = examples(
-        {"period": _PERIOD, "label": "2026-10", "created": 40, "updated": 2, "unchanged": 0, "removed": 1,
+_RUN_REPORT: dict[str, Any] = {
+         "period": _PERIOD, "label": "2026-10", "created": 40, "updated": 2, "unchanged": 0, "removed": 1,
          "issued_untouched": 0, "late_lines": 3,
          "billing_periods": [{"period": {"start": "2026-10-19", "end": "2026-10-26"}, "label": "2026-W43"}],
          "events": {"accepted": 125100, "rated": 125000, "unbilled": 100},
@@ -784,8 +783,14 @@ class BillingRunOut(_Out):
                        "message": "100 events of customer latecomer (api_calls) before its subscription started on "
                        "2026-10-15"}],
          "totals": {"USD": "3120.55", "EUR": "980.00"}, "skipped": [],
-         "finalized": ["INV-2026-000101", "INV-2026-000102"], "awaiting_approval": [4711]}
-    )
+         "finalized": ["INV-2026-000101", "INV-2026-000102"], "awaiting_approval": [4711]}  # fmt: skip
+
+
+class BillingRunReportOut(_Out):
+    """What a billing run did: drafts written, refreshed, unchanged and removed, issued invoices left alone, the
+    customers skipped, the totals per currency, and the numbers finalized."""
+
+    model_config = examples(_RUN_REPORT)
 
     period: PeriodOut
     label: str
@@ -809,6 +814,55 @@ class BillingRunOut(_Out):
         description="When the run was asked to finalize: the ids of the period's drafts left as drafts because they "
         "wait for approval (GET /v1/invoices/pending-approval says why).",
     )
+
+
+class BillingRunOut(BillingRunReportOut):
+    """A billing run just done: what it did, and its record's ``id`` (``GET /v1/billing-runs/{id}``)."""
+
+    model_config = examples({**_RUN_REPORT, "id": 12})
+
+    id: int = Field(description="The run's record in the history of billing runs.")
+
+
+_RUN_RECORD: dict[str, Any] = {
+    "id": 12, "period": _PERIOD, "label": "2026-10", "customer": None, "shard": None, "finalize": True,
+    "source": "console", "actor": "console: Ada Lovelace", "started_at": "2026-11-03T09:14:02Z",
+    "finished_at": "2026-11-03T09:14:31Z", "outcome": "completed", "error": None, "report": _RUN_REPORT,
+}  # fmt: skip
+
+
+class BillingRunRecordOut(_Out):
+    """A billing run as recorded: who started it, when, what it was asked, how it ended, and what it did."""
+
+    model_config = examples(_RUN_RECORD)
+
+    id: int
+    period: PeriodOut = Field(description="The calendar month it billed.")
+    label: str
+    customer: str | None = Field(description="The one customer it billed (null: every customer).")
+    shard: str | None = Field(description="The shard it billed, K/N (null: every customer).")
+    finalize: bool = Field(description="Whether it was asked to number the period's drafts.")
+    source: Literal["cli", "api", "console", "scheduler"] = Field(description="Where it was started.")
+    actor: str | None = Field(
+        description="Who started it: the operating-system user (cli), the API key's name (api), the signed-in key "
+        "(console); null when unknown."
+    )
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = Field(description="Null while running, or when its process was killed.")
+    outcome: Literal["running", "completed", "failed"] = Field(
+        description="running (or stopped without ending: running the period again is safe), completed, failed."
+    )
+    error: str | None = Field(description="Why it failed.")
+    report: BillingRunReportOut | None = Field(description="What it did, once completed.")
+
+
+class BillingRunListOut(_Out):
+    """A page of billing runs, by id."""
+
+    model_config = examples({"data": [_RUN_RECORD], "has_more": False})
+
+    data: list[BillingRunRecordOut]
+    has_more: bool = Field(description="Whether more runs lie beyond this page (in the direction walked).")
 
 
 # -- invoice actions -----------------------------------------------------------------------------------------

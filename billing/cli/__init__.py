@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("runs",),
         "Write (or refresh) one draft invoice per customer for the period; with --finalize, number them.",
     ),
+    "runs": (("runs",), "Billing runs done: who started each, when, and what it did."),
     "invoices": (("invoices",), "Invoices and credit notes."),
     "export": (
         ("export",),

@@ -175,27 +175,10 @@ def plan_json(catalog: Catalog, plan: Plan) -> dict[str, Any]:
 
 
 def run_json(report: RunReport, finalized: list[str], awaiting: list[int] | None = None) -> dict[str, Any]:
-    """What a billing run did (``BillingRunOut``): the drafts written, refreshed, unchanged and removed, the weeks
-    and anniversary months billed beside the month, the period's usage events (accepted = rated + unbilled) with
-    each unbilled group named, the totals per currency, the customers skipped, the numbers finalized and the
-    drafts left waiting for approval."""
-    return {
-        "period": period_json(report.period),
-        "label": report.period.label,
-        "created": report.created,
-        "updated": report.updated,
-        "unchanged": report.unchanged,
-        "removed": len(report.removed),
-        "issued_untouched": report.issued_untouched,
-        "late_lines": report.late_lines,
-        "billing_periods": [{"period": period_json(p), "label": p.label} for p in report.periods],
-        "events": {"accepted": report.accepted, "rated": report.events, "unbilled": report.unbilled_events},
-        "unbilled": [group.as_dict() for group in report.unbilled],
-        "totals": {currency: format_amount(total, currency) for currency, total in sorted(report.totals.items())},
-        "skipped": [{"customer": customer, "reason": reason} for customer, reason in report.skipped],
-        "finalized": list(finalized),
-        "awaiting_approval": list(awaiting or []),
-    }
+    """What a billing run did (``BillingRunOut`` without its record's id): ``billing.run_history.report_json``."""
+    from billing.run_history import report_json
+
+    return report_json(report, finalized, awaiting or [])
 
 
 # -- a customer's usage (UsageOut) -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from billing import approval, invoicing, payments
+from billing import approval, invoicing, payments, run_history
 from billing.approval import ApprovalPolicy, DraftApproval, awaiting_approval, draft_approval_json
 from billing.cli import _json
 from billing.cli._common import (
@@ -247,17 +247,22 @@ def _finalize_period(
     policy = ApprovalPolicy.configured()
     settings, today = finalize_settings(), invoicing.issue_day()
     try:
-        if as_written:
-            held = held_customers(engine, catalog, month)
-            report = RunReport(period=month, skipped=list(held.items()), unrated=set(held))
-            numbers = finalize_period(
-                engine, month, settings, today, allow_open_period=allow_open_period, approval=policy, leave=held
-            )
-            report.waiting = waiting_for_earlier(engine, month)
-        else:
-            report, numbers = finalize_period_fresh(
-                engine, catalog, month, settings, today, allow_open_period=allow_open_period, approval=policy
-            )
+        with run_history.recorded(
+            engine, month, source="cli", actor=run_history.cli_user(), finalize=True
+        ) as recording:
+            if as_written:
+                held = held_customers(engine, catalog, month)
+                report = RunReport(period=month, skipped=list(held.items()), unrated=set(held))
+                numbers = finalize_period(
+                    engine, month, settings, today, allow_open_period=allow_open_period, approval=policy, leave=held
+                )
+                report.waiting = waiting_for_earlier(engine, month)
+            else:
+                report, numbers = finalize_period_fresh(
+                    engine, catalog, month, settings, today, allow_open_period=allow_open_period, approval=policy
+                )
+            waiting = awaiting_approval(engine, policy, period_start=month.start)
+            recording.done(report, numbers, [item.draft.invoice_id for item in waiting])
     except BillingError as error:
         fail(open_period_message(error))
     unrated: dict[str, str] = {}  # the customers whose drafts were left as they were, with the first reason
@@ -265,7 +270,6 @@ def _finalize_period(
         if who in report.unrated:
             unrated.setdefault(who, why)
     left = sorted([*unrated.items(), *report.waiting])
-    waiting = awaiting_approval(engine, policy, period_start=month.start)
     if as_json:
         _json.emit({
             "finalized": numbers,

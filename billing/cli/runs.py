@@ -8,16 +8,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 
+from billing import run_history
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.cli import _json
 from billing.cli._common import (
     console,
+    database,
     engine_for_cli,
     err_console,
     fail,
     finalize_settings,
     load_catalog_for_cli,
     open_period_message,
+    print_table,
 )
 from billing.core.periods import Period, parse_month
 from billing.core.shards import Shard, parse_shard
@@ -28,9 +31,14 @@ from meters.errors import ConflictingEvents
 from pricing_plans.models import Catalog
 from pricing_plans.money import format_amount
 
+runs_app = typer.Typer(help="Billing runs done: who started each, when, and what it did.", no_args_is_help=True)
+
+JsonOption = typer.Option(False, "--json", help="Print JSON (the API's fields) instead of text.")
+
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    app.add_typer(runs_app, name="runs")
 
 
 def run(
@@ -68,18 +76,26 @@ def run(
             check_period_finalizable(
                 engine, billing_period, customer=customer, allow_open_period=allow_open_period
             )
-        report = _run_with_progress(engine, catalog, billing_period, customer, part, as_json)
-        numbers, awaiting = (
-            _finalize(engine, catalog, billing_period, customer, allow_open_period, report) if finalize else ([], [])
-        )
+        with run_history.recorded(
+            engine, billing_period, source="cli", actor=run_history.cli_user(), customer=customer,
+            shard=None if part is None else part.label, finalize=finalize,
+        ) as recording:  # fmt: skip
+            report = _run_with_progress(engine, catalog, billing_period, customer, part, as_json)
+            numbers, awaiting = (
+                _finalize(engine, catalog, billing_period, customer, allow_open_period, report)
+                if finalize
+                else ([], [])
+            )
+            recording.done(report, numbers, awaiting)
     except BillingError as error:
         fail(open_period_message(error))
     except ConflictingEvents as error:
         fail(f"{error}; `billing db resolve-conflicts` keeps the first received content of each")
     if as_json:
-        _json.emit(_json.run_json(report, numbers, awaiting))
+        _json.emit({"id": recording.id, **_json.run_json(report, numbers, awaiting)})
         return
     _print_report(report, numbers if finalize else None)
+    console.print(f"recorded as billing run {recording.id} (`billing runs show {recording.id}`)", highlight=False)
     if awaiting:
         console.print(
             f"{len(awaiting)} draft(s) wait for approval and were not finalized: `billing invoices pending-approval "
@@ -173,3 +189,104 @@ def _print_report(report: RunReport, finalized: list[str] | None) -> None:
         console.print(skipped)
     for group in report.unbilled:
         console.print(f"[yellow]unbilled:[/] {escape(group.message)}", highlight=False, soft_wrap=True)
+
+
+# -- billing runs list | show ----------------------------------------------------------------------------------
+
+
+@runs_app.command("list")
+def list_command(
+    period: str | None = typer.Option(None, "--period", help="Only the runs of this month, YYYY-MM."),
+    limit: int = typer.Option(20, "--limit", min=1, max=1000, help="At most this many, the latest first."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The latest billing runs, latest first: when, who, what for, how it ended, what it wrote and issued."""
+    try:
+        month = None if period is None else parse_month(period)
+    except ValueError as error:
+        fail(f"--period: {error}")
+    with database() as engine:
+        found, more = run_history.runs_page(engine, limit=limit, period=month, newest_first=True)
+    if as_json:
+        _json.emit({"data": [run_history.run_json(r) for r in found], "has_more": more})
+        return
+    scope = f" of {month.label}" if month else ""
+    table = Table(title=f"{len(found)} billing run(s){scope}" + (", more before" if more else ""))
+    numeric = ("Id", "Seconds", "Written", "Finalized", "Skipped")
+    for column in ("Id", "Started (UTC)", "Period", "Scope", "By", "Outcome", *numeric[1:], "Totals"):
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for r in found:
+        report = r.report or {}
+        table.add_row(
+            str(r.id), r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.period.label + (" +finalize" if r.finalize else ""),
+            _scope(r), f"{r.source}: {r.actor}" if r.actor else r.source, _outcome(r),
+            "" if r.seconds is None else f"{r.seconds:.1f}",
+            f"{report['created']} new, {report['updated']} refreshed" if report else "",
+            str(len(report["finalized"])) if report else "", str(len(report["skipped"])) if report else "",
+            ", ".join(f"{amount} {currency}" for currency, amount in report.get("totals", {}).items()),
+        )  # fmt: skip
+    print_table(table)
+
+
+@runs_app.command("show")
+def show(
+    run_id: int = typer.Argument(..., metavar="RUN_ID", min=1, max=2**63 - 1, help="The run's id (billing runs list)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """One billing run: who started it and when, what it was asked, how it ended, and its report."""
+    with database() as engine:
+        try:
+            found = run_history.get_run(engine, run_id)
+        except BillingError as error:
+            fail(str(error))
+    if as_json:
+        _json.emit(run_history.run_json(found))
+        return
+    table = Table(title=f"Billing run {found.id}: {found.period.label}", show_header=False)
+    table.add_column("What")
+    table.add_column("Value")
+    table.add_row("started (UTC)", found.started_at.isoformat(sep=" ", timespec="seconds"))
+    table.add_row("by", f"{found.source}: {found.actor}" if found.actor else found.source)
+    table.add_row("scope", _scope(found) + (", then finalize" if found.finalize else ""))
+    table.add_row("outcome", _outcome(found))
+    if found.seconds is not None:
+        table.add_row("seconds", f"{found.seconds:.1f}")
+    report = found.report
+    if report:
+        for key, what in (("created", "invoices written (new)"), ("updated", "drafts refreshed"),
+                          ("unchanged", "drafts unchanged"), ("removed", "drafts removed (nothing to invoice now)"),
+                          ("issued_untouched", "issued, left untouched"), ("late_lines", "late-usage lines")):
+            table.add_row(what, str(report[key]))
+        events = report["events"]
+        table.add_row("usage events (rated / unbilled)", f"{events['rated']:,} / {events['unbilled']:,}")
+        table.add_row("finalized", str(len(report["finalized"])))
+        table.add_row("waiting for approval", str(len(report["awaiting_approval"])))
+        for currency, amount in report["totals"].items():
+            table.add_row(f"total {currency}", amount)
+    print_table(table)
+    if report and report["skipped"]:
+        skipped = Table(title="Customers skipped")
+        skipped.add_column("Customer")
+        skipped.add_column("Why")
+        for item in report["skipped"]:
+            skipped.add_row(item["customer"], item["reason"])
+        print_table(skipped)
+    for group in (report or {}).get("unbilled", []):
+        console.print(f"[yellow]unbilled:[/] {escape(group['message'])}", highlight=False, soft_wrap=True)
+
+
+def _scope(found: run_history.BillingRun) -> str:
+    if found.customer is not None:
+        return f"customer {found.customer}"
+    if found.shard is not None:
+        return f"shard {found.shard}"
+    return "every customer"
+
+
+def _outcome(found: run_history.BillingRun) -> str:
+    if found.outcome == "failed":
+        return f"failed: {found.error}"
+    if found.outcome == "running":
+        return "running (or stopped without ending: run the period again)"
+    return found.outcome

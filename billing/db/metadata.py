@@ -16,6 +16,7 @@ import billing.db.override_tables  # its table lives on BillingBase.metadata
 import billing.db.payment_tables  # its table lives on BillingBase.metadata
 import billing.db.portal_tables  # its table lives on BillingBase.metadata
 import billing.db.reaction_tables  # its table lives on BillingBase.metadata
+import billing.db.run_tables  # its table lives on BillingBase.metadata
 import billing.db.scheduler_tables  # its tables live on BillingBase.metadata
 import billing.db.staff_tables  # its table lives on BillingBase.metadata
 import billing.db.stripe_tables  # noqa: F401  (its tables live on BillingBase.metadata)

@@ -15,6 +15,7 @@ allowance of 5 API calls with alerts at 80 % and 100 %. In October 2026:
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -339,9 +340,40 @@ def _check_quote(doc: dict[str, Any], world: World) -> None:
 
 def _check_run(doc: dict[str, Any], world: World) -> None:
     # acme's invoice is issued: left alone; beta's draft is already right
+    assert doc.get("id", 1) == 1  # (the first run recorded; a stored report has no id of its own)
     assert (doc["label"], doc["created"], doc["unchanged"], doc["issued_untouched"]) == ("2026-10", 0, 1, 1)
     assert doc["events"] == {"accepted": 10, "rated": 10, "unbilled": 0}
     assert (doc["totals"], doc["finalized"]) == ({"USD": "10.00"}, [])
+
+
+def _after_two_runs(*args: str) -> Any:
+    """``args``, after ``billing run --period 2026-10`` and ``billing invoices finalize --period 2026-10``."""
+
+    def prepared(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        for command in (["run", "--period", "2026-10"], ["invoices", "finalize", "--period", "2026-10"]):
+            result = runner.invoke(app, command)
+            assert result.exit_code == 0, (command, result.stdout, result.stderr)
+        return list(args)
+
+    return prepared
+
+
+def _check_runs(doc: dict[str, Any], world: World) -> None:
+    finalize, run = doc["data"]  # the latest first
+    assert doc["has_more"] is False
+    assert (finalize["id"], finalize["finalize"], finalize["source"], finalize["outcome"]) == (2, True, "cli", "completed")
+    assert finalize["actor"] == getpass.getuser() and finalize["error"] is None
+    assert (finalize["report"]["finalized"], finalize["report"]["totals"]) == ([_next_number()], {"USD": "10.00"})
+    assert (run["id"], run["finalize"], run["customer"], run["shard"]) == (1, False, None, None)
+    _check_run(run["report"], world)
+    assert run["started_at"].endswith("Z") and run["finished_at"] >= run["started_at"]
+
+
+def _check_first_run(doc: dict[str, Any], world: World) -> None:
+    assert (doc["id"], doc["label"], doc["period"], doc["outcome"]) == (
+        1, "2026-10", {"start": "2026-10-01", "end": "2026-11-01"}, "completed"
+    )
+    _check_run(doc["report"], world)
 
 
 def _ingest(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -843,6 +875,8 @@ CASES = [
         _check_quote,
     ),
     Case(("run",), _fixed("run", "--period", "2026-10", "--json"), _check_run),
+    Case(("runs", "list"), _after_two_runs("runs", "list", "--json"), _check_runs),
+    Case(("runs", "show"), _after_two_runs("runs", "show", "1", "--json"), _check_first_run),
     Case(("ingest",), _ingest, _check_ingested, exit_code=1),
     Case(("notifications", "list"), _fixed("notifications", "list", "--json"), _check_notifications),
     Case(("notifications", "deliver"), _fixed("notifications", "deliver", "--json"), _check_delivered),
@@ -942,8 +976,11 @@ def test_the_json_is_what_the_api_answers(world: World):
 
     cli_run = _cli_json("run", "--period", "2026-10")
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), catalog=str(world.catalog_path))
-    api_run = routes_runs.create_billing_run(BillingRunIn(period="2026-10"), engine, catalog, settings, _api_key())
-    assert cli_run == dumped(api_run)
+    api_run = dumped(routes_runs.create_billing_run(BillingRunIn(period="2026-10"), engine, catalog, settings, _api_key()))
+    assert (cli_run.pop("id"), api_run.pop("id")) == (1, 2)  # each recorded
+    assert cli_run == api_run
+    for run_id in (1, 2):
+        assert _cli_json("runs", "show", str(run_id)) == dumped(routes_runs.get_billing_run(run_id, engine, _api_key()))
 
 
 # -- billing usage CUSTOMER -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Engine
 
-from billing import approval, invoicing, payments
+from billing import approval, invoicing, payments, run_history
 from billing.config import Settings
 from billing.errors import BillingInputError, NotFoundError
 from billing.payments import PAYMENT_METHODS, parse_amount, record_payment
@@ -126,10 +126,13 @@ def finalize_drafts(
         period = month_or_none(period_text)
         if period is None:
             raise BillingInputError("period: required, as YYYY-MM")
-        report, numbers = finalize_period_fresh(
-            engine, catalog, period, invoicing.finalize_settings(settings), invoicing.issue_day(),
-            approval=approval.ApprovalPolicy.configured(settings),
-        )  # fmt: skip
+        policy = approval.ApprovalPolicy.configured(settings)
+        with run_history.recorded(engine, period, source="console", actor=who.actor, finalize=True) as recording:
+            report, numbers = finalize_period_fresh(
+                engine, catalog, period, invoicing.finalize_settings(settings), invoicing.issue_day(), approval=policy
+            )
+            waiting = approval.awaiting_approval(engine, policy, period_start=period.start)
+            recording.done(report, numbers, [item.draft.invoice_id for item in waiting])
         unrated = sorted(report.unrated)
         left = f" Left as drafts, cannot be rated now: {', '.join(unrated)}." if unrated else ""
         earlier = sorted({who for who, _ in report.waiting})

@@ -10,11 +10,11 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from sqlalchemy import Engine
 
-from billing import invoicing
+from billing import invoicing, run_history
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.config import Settings
 from billing.core.periods import Period, month
@@ -37,6 +37,8 @@ from pricing_plans.models import Catalog
 __all__ = ["router"]
 
 router = APIRouter()
+
+RUNS_SHOWN = 50  # the latest runs of the month on its page
 
 
 def last_month(today: dt.date | None = None) -> Period:
@@ -67,10 +69,23 @@ def runs_page(
     usage = None
     if account:
         usage = usage_account(engine, catalog, chosen)
+    runs, more = run_history.runs_page(engine, limit=RUNS_SHOWN, period=chosen, newest_first=True)
     return render(
         request, "runs.html", engine, title="Billing runs", section="runs", period=chosen, counts=counts,
-        totals=totals, usage=usage,
+        totals=totals, usage=usage, runs=runs, more_runs=more,
     )  # fmt: skip
+
+
+@router.get("/runs/{run_id}", include_in_schema=False)
+def run_page(
+    request: Request,
+    run_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    who: Annotated[StaffSession, Depends(current_staff)],
+    engine: Annotated[Engine, Depends(console_engine)],
+) -> Response:
+    """One recorded run: who started it, when, how it ended, and its report."""
+    run = run_history.get_run(engine, run_id)
+    return render(request, "run.html", engine, title=f"Billing run {run.id}", section="runs", run=run)
 
 
 @router.post("/runs", include_in_schema=False)
@@ -91,15 +106,17 @@ def start_run(
             raise BillingInputError("period: required, as YYYY-MM")
         if finalize:
             invoicing.check_period_finalizable(engine, period)
-        report = run_billing(engine, catalog, period)
-        numbers: list[str] = []
-        policy = ApprovalPolicy.configured(settings)
-        if finalize:
-            numbers = finalize_after_run(
-                engine, catalog, period, report, invoicing.finalize_settings(settings), invoicing.issue_day(),
-                approval=policy,
-            )  # fmt: skip
-        waiting = awaiting_approval(engine, policy, period_start=period.start)
+        with run_history.recorded(engine, period, source="console", actor=who.actor, finalize=finalize) as recording:
+            report = run_billing(engine, catalog, period)
+            numbers: list[str] = []
+            policy = ApprovalPolicy.configured(settings)
+            if finalize:
+                numbers = finalize_after_run(
+                    engine, catalog, period, report, invoicing.finalize_settings(settings), invoicing.issue_day(),
+                    approval=policy,
+                )  # fmt: skip
+            waiting = awaiting_approval(engine, policy, period_start=period.start)
+            recording.done(report, numbers, [item.draft.invoice_id for item in waiting])
     except BillingError as exc:
         return render(
             request, "runs.html", engine, status_code=422, title="Billing runs", section="runs",
@@ -108,7 +125,7 @@ def start_run(
         )  # fmt: skip
     return render(
         request, "run_report.html", engine, title=f"Billing run {period.label}", section="runs", period=period,
-        report=report, finalized=numbers, waiting=waiting, finalize=finalize,
+        report=report, finalized=numbers, waiting=waiting, finalize=finalize, run_id=recording.id,
     )  # fmt: skip
 
 
