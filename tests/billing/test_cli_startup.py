@@ -133,7 +133,7 @@ def test_shell_completion_completes_commands_and_subcommands():
 
 def test_a_mistyped_command_is_a_usage_error_with_a_suggestion():
     result = CliRunner().invoke(app, ["rn"])
-    assert result.exit_code == 2 and "No such command 'rn'. Did you mean 'run'?" in result.output
+    assert result.exit_code == 2 and "No such command 'rn'. Did you mean 'run', 'runs'?" in result.output
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,67 @@
+"""The record of each billing run (``billing.run_history``): how a run that fails, is interrupted or is killed is
+recorded. (What a completed run records is tested through the CLI, the API and the console.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from sqlalchemy import Engine
+
+from billing import run_history
+from billing.core.periods import month
+from billing.errors import BillingInputError
+from tests.dates import this_year
+
+pytestmark = pytest.mark.db
+
+OCTOBER = month(2026, 10)
+STARTED = dt.datetime(2026, 11, 3, 9, 14, 2, tzinfo=dt.UTC)
+
+
+def test_a_run_that_raises_is_recorded_as_failed_with_why_and_the_error_goes_on(engine: Engine):
+    with pytest.raises(RuntimeError, match="disk full"):
+        with run_history.recorded(engine, OCTOBER, source="cli", actor="ops", shard="2/4", now=STARTED):
+            raise RuntimeError("disk full")
+    with pytest.raises(BillingInputError):
+        with run_history.recorded(engine, OCTOBER, source="api", actor="api key Ada", finalize=True):
+            raise BillingInputError("period 2026-10 has not ended in the timezone of acme")
+    with pytest.raises(KeyboardInterrupt):
+        with run_history.recorded(engine, OCTOBER, source="cli", customer="acme"):
+            raise KeyboardInterrupt
+    runs, more = run_history.runs_page(engine, limit=10)
+    assert more is False
+    assert [(r.id, r.outcome, r.error, r.report) for r in runs] == [
+        (1, "failed", "RuntimeError: disk full", None),
+        (2, "failed", "period 2026-10 has not ended in the timezone of acme", None),  # as the user read it
+        (3, "failed", "interrupted", None),
+    ]
+    first = runs[0]
+    assert (first.started_at, first.shard, first.actor, first.source) == (STARTED, "2/4", "ops", "cli")
+    assert first.finished_at is not None and first.finished_at > STARTED
+    assert (runs[1].finalize, runs[2].customer) == (True, "acme")
+    assert [r.id for r in run_history.runs_page(engine, limit=2, newest_first=True)[0]] == [3, 2]
+
+
+def test_a_run_whose_process_is_killed_stays_running_and_a_new_run_is_recorded_beside_it(engine: Engine, db_url: str):
+    script = textwrap.dedent(f"""
+        import os
+        from billing import run_history
+        from billing.core.periods import month
+        from billing.db import make_engine
+
+        with run_history.recorded(make_engine({db_url!r}), month(2026, 10), source="cli", actor="ops"):
+            os._exit(9)  # killed mid-run: no exception, no end
+    """)
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr
+    with run_history.recorded(engine, OCTOBER, source="cli", actor="ops") as recording:
+        pass  # (a run that did nothing: completed, with no report)
+    stopped, again = run_history.runs_page(engine, limit=10)[0]
+    assert (stopped.outcome, stopped.finished_at, stopped.seconds, stopped.report) == ("running", None, None, None)
+    assert (again.id, again.outcome, again.report) == (recording.id, "completed", None)
+    assert stopped.started_at.year == again.started_at.year == this_year()
+    assert run_history.run_json(stopped)["finished_at"] is None
