@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 
-from billing import coupons, credits
+from billing import coupons, credits, run_history
 from billing import customers as service
 from billing.apikeys import create_api_key
 from billing.cli._common import print_table
@@ -159,8 +159,10 @@ def main() -> None:
         console.rule(f"[bold]{period.label}")
         _month_of_usage(engine, catalog, accounts, period, rng, late_file)
         # (no simulated clock for the run: late usage is told by when events were received, and they were just now)
-        report = run_billing(engine, catalog, period)
-        numbers = finalize_period(engine, period, finalize_settings(), period.end + dt.timedelta(days=2))
+        with run_history.recorded(engine, period, source="cli", actor="make demo", finalize=True) as recording:
+            report = run_billing(engine, catalog, period)
+            numbers = finalize_period(engine, period, finalize_settings(), period.end + dt.timedelta(days=2))
+            recording.done(report, numbers)
         printer.print_issued(engine)
         delivered = deliver_pending(engine, get_settings())
         console.print(f"notifications: {delivered.sent} delivered to the local receiver, {delivered.dead} dead")

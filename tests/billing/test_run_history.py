@@ -23,15 +23,14 @@ STARTED = dt.datetime(2026, 11, 3, 9, 14, 2, tzinfo=dt.UTC)
 
 
 def test_a_run_that_raises_is_recorded_as_failed_with_why_and_the_error_goes_on(engine: Engine):
-    with pytest.raises(RuntimeError, match="disk full"):
-        with run_history.recorded(engine, OCTOBER, source="cli", actor="ops", shard="2/4", now=STARTED):
-            raise RuntimeError("disk full")
-    with pytest.raises(BillingInputError):
-        with run_history.recorded(engine, OCTOBER, source="api", actor="api key Ada", finalize=True):
-            raise BillingInputError("period 2026-10 has not ended in the timezone of acme")
-    with pytest.raises(KeyboardInterrupt):
-        with run_history.recorded(engine, OCTOBER, source="cli", customer="acme"):
-            raise KeyboardInterrupt
+    failing = run_history.recorded(engine, OCTOBER, source="cli", actor="ops", shard="2/4", now=STARTED)
+    with pytest.raises(RuntimeError, match="disk full"), failing:
+        raise RuntimeError("disk full")
+    refused = run_history.recorded(engine, OCTOBER, source="api", actor="api key Ada", finalize=True)
+    with pytest.raises(BillingInputError), refused:
+        raise BillingInputError("period 2026-10 has not ended in the timezone of acme")
+    with pytest.raises(KeyboardInterrupt), run_history.recorded(engine, OCTOBER, source="cli", customer="acme"):
+        raise KeyboardInterrupt
     runs, more = run_history.runs_page(engine, limit=10)
     assert more is False
     assert [(r.id, r.outcome, r.error, r.report) for r in runs] == [
