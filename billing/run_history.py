@@ -5,8 +5,8 @@ Every billing run started by a person or a program is recorded — ``billing run
 in two writes of their own, outside the run's transactions:
 
 - when it starts: the period, the customer or shard it was limited to, whether it finalizes, where it came from
-  (``cli``, ``api``, ``console``) and who (the operating-system user, the API key's name, the console's signed-in
-  key), with outcome ``running``;
+  (``cli``, ``api``, ``console``) and who (the operating-system user, the API key's name, the name of the key
+  signed in to the console), with outcome ``running``;
 - when it ends: ``completed`` with its report (what ``POST /v1/billing-runs`` answers: drafts written, refreshed,
   unchanged and removed, events rated and unbilled, totals per currency, the customers skipped and why, the
   numbers finalized, the drafts left waiting for approval), or ``failed`` with why (the error as the user saw it;

@@ -66,7 +66,7 @@ def create_billing_run(
             engine, period, customer=customer, allow_open_period=body.allow_open_period
         )
     with run_history.recorded(
-        engine, period, source="api", actor=f"api key {key.name}", customer=customer, finalize=body.finalize
+        engine, period, source="api", actor=key.name, customer=customer, finalize=body.finalize
     ) as recording:
         report = run_billing(engine, catalog, period, customer=customer)
         numbers: list[str] = []

@@ -826,7 +826,7 @@ class BillingRunOut(BillingRunReportOut):
 
 _RUN_RECORD: dict[str, Any] = {
     "id": 12, "period": _PERIOD, "label": "2026-10", "customer": None, "shard": None, "finalize": True,
-    "source": "console", "actor": "console: Ada Lovelace", "started_at": "2026-11-03T09:14:02Z",
+    "source": "console", "actor": "Ada Lovelace", "started_at": "2026-11-03T09:14:02Z",
     "finished_at": "2026-11-03T09:14:31Z", "outcome": "completed", "error": None, "report": _RUN_REPORT,
 }  # fmt: skip
 
@@ -844,8 +844,8 @@ class BillingRunRecordOut(_Out):
     finalize: bool = Field(description="Whether it was asked to number the period's drafts.")
     source: Literal["cli", "api", "console", "scheduler"] = Field(description="Where it was started.")
     actor: str | None = Field(
-        description="Who started it: the operating-system user (cli), the API key's name (api), the signed-in key "
-        "(console); null when unknown."
+        description="Who started it: the operating-system user (cli), the API key's name (api), the name of the key "
+        "signed in (console); null when unknown."
     )
     started_at: dt.datetime
     finished_at: dt.datetime | None = Field(description="Null while running, or when its process was killed.")

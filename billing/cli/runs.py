@@ -246,7 +246,7 @@ def show(
     table = Table(title=f"Billing run {found.id}: {found.period.label}", show_header=False)
     table.add_column("What")
     table.add_column("Value")
-    table.add_row("started (UTC)", found.started_at.isoformat(sep=" ", timespec="seconds"))
+    table.add_row("started (UTC)", found.started_at.strftime("%Y-%m-%d %H:%M:%S"))
     table.add_row("by", f"{found.source}: {found.actor}" if found.actor else found.source)
     table.add_row("scope", _scope(found) + (", then finalize" if found.finalize else ""))
     table.add_row("outcome", _outcome(found))

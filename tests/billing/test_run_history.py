@@ -26,7 +26,7 @@ def test_a_run_that_raises_is_recorded_as_failed_with_why_and_the_error_goes_on(
     failing = run_history.recorded(engine, OCTOBER, source="cli", actor="ops", shard="2/4", now=STARTED)
     with pytest.raises(RuntimeError, match="disk full"), failing:
         raise RuntimeError("disk full")
-    refused = run_history.recorded(engine, OCTOBER, source="api", actor="api key Ada", finalize=True)
+    refused = run_history.recorded(engine, OCTOBER, source="api", actor="Ada", finalize=True)
     with pytest.raises(BillingInputError), refused:
         raise BillingInputError("period 2026-10 has not ended in the timezone of acme")
     with pytest.raises(KeyboardInterrupt), run_history.recorded(engine, OCTOBER, source="cli", customer="acme"):

@@ -127,7 +127,7 @@ def finalize_drafts(
         if period is None:
             raise BillingInputError("period: required, as YYYY-MM")
         policy = approval.ApprovalPolicy.configured(settings)
-        with run_history.recorded(engine, period, source="console", actor=who.actor, finalize=True) as recording:
+        with run_history.recorded(engine, period, source="console", actor=who.key_name, finalize=True) as recording:
             report, numbers = finalize_period_fresh(
                 engine, catalog, period, invoicing.finalize_settings(settings), invoicing.issue_day(), approval=policy
             )

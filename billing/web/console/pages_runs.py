@@ -106,7 +106,7 @@ def start_run(
             raise BillingInputError("period: required, as YYYY-MM")
         if finalize:
             invoicing.check_period_finalizable(engine, period)
-        with run_history.recorded(engine, period, source="console", actor=who.actor, finalize=finalize) as recording:
+        with run_history.recorded(engine, period, source="console", actor=who.key_name, finalize=finalize) as recording:
             report = run_billing(engine, catalog, period)
             numbers: list[str] = []
             policy = ApprovalPolicy.configured(settings)

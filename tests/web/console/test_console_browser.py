@@ -123,3 +123,26 @@ def test_every_main_page_passes_axe_and_is_photographed(
         page.goto(console_url + path)
         assert page.locator("h1").count() == 1, path
         _check(page, axe_check, screenshot, name)
+
+
+def test_the_runs_of_a_month_are_listed_and_each_opens_its_record(
+    console: Console, console_url: str, page, axe_check, screenshot
+):
+    _sign_in(page, console_url, console.key)
+    for finalize in (False, True):
+        page.get_by_label("Period (YYYY-MM)").first.fill("2026-10")
+        if finalize:
+            page.get_by_label("Also finalize the drafts that need no approval").check()
+        page.get_by_role("button", name="Run billing").click()
+        page.get_by_role("heading", name="Billing run of 2026-10").wait_for()
+        page.goto(f"{console_url}/console/runs?period=2026-10")
+    history = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Outcome"))
+    rows = history.locator("tbody tr")
+    assert rows.count() == 2
+    assert rows.first.locator("td").first.inner_text() == "2"  # the latest first
+    assert "then finalize" in rows.first.inner_text() and "console: Ada" in rows.first.inner_text()
+    _check(page, axe_check, screenshot, "runs-history")
+    page.get_by_role("link", name="2", exact=True).click()
+    page.get_by_role("heading", name="Billing run 2: 2026-10").wait_for()
+    assert page.get_by_role("link", name="INV-2026-000001").count() == 1  # beta's; acme's waits for approval
+    _check(page, axe_check, screenshot, "run-record")

@@ -69,7 +69,7 @@ def test_the_api_records_its_runs_and_lists_every_run_a_page_at_a_time(console: 
     first = _api(client, console, "GET", "/v1/billing-runs", params={"limit": 1}).json()
     assert first["has_more"] is True
     [run] = first["data"]
-    assert (run["id"], run["source"], run["actor"], run["customer"], run["finalize"]) == (1, "api", "api key Ada", None, False)
+    assert (run["id"], run["source"], run["actor"], run["customer"], run["finalize"]) == (1, "api", "Ada", None, False)
     assert (run["outcome"], run["error"], run["label"]) == ("completed", None, "2026-10")
     assert run["report"]["created"] == 2 and run["report"]["totals"] == {"USD": "22.50"}
     assert run["started_at"].endswith("Z") and run["finished_at"] >= run["started_at"]
