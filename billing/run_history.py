@@ -10,7 +10,7 @@ in two writes of their own, outside the run's transactions:
 - when it ends: ``completed`` with its report (what ``POST /v1/billing-runs`` answers: drafts written, refreshed,
   unchanged and removed, events rated and unbilled, totals per currency, the customers skipped and why, the
   numbers finalized, the drafts left waiting for approval), or ``failed`` with why (the error as the user saw it;
-  ``interrupted`` for Ctrl-C).
+  ``interrupted`` for Ctrl-C; for an internal error only its type: its details are in the log).
 
 A run whose process was killed keeps ``running`` with no end: it wrote each customer's invoice in its own
 transaction, and running the period again completes it without billing anyone twice. A record that cannot be
@@ -134,12 +134,13 @@ def recorded(
 
 
 def _why(exc: BaseException) -> str:
-    """What the user saw: a billing error's own message, else the exception's type and message."""
+    """What the user was told: a billing error's own message; for anything else only its type (its message may
+    hold SQL and its values, which an API user is not shown: the process that ran the run logged it whole)."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     if isinstance(exc, BillingError | ConflictingEvents):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"internal error ({type(exc).__name__}): the log of the process that ran it has the details"
 
 
 def _end(engine: Engine, run_id: int, outcome: str, *, error: str | None = None, report: Any = None) -> None:
@@ -150,7 +151,7 @@ def _end(engine: Engine, run_id: int, outcome: str, *, error: str | None = None,
                 .where(BillingRunRow.id == run_id, BillingRunRow.outcome == "running")
                 .values(
                     outcome=outcome, finished_at=clock(), error=error,
-                    report=None if report is None else json.dumps(report, sort_keys=True),
+                    report=None if report is None else json.dumps(report),
                 )
             )
     except Exception:  # (the run's invoices are written: a record that cannot be ended is logged, not raised)

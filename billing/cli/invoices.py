@@ -247,6 +247,7 @@ def _finalize_period(
     policy = ApprovalPolicy.configured()
     settings, today = finalize_settings(), invoicing.issue_day()
     try:
+        invoicing.check_period_finalizable(engine, month, allow_open_period=allow_open_period)  # (before the record)
         with run_history.recorded(
             engine, month, source="cli", actor=run_history.cli_user(), finalize=True
         ) as recording:

@@ -35,6 +35,8 @@ runs_app = typer.Typer(help="Billing runs done: who started each, when, and what
 
 JsonOption = typer.Option(False, "--json", help="Print JSON (the API's fields) instead of text.")
 
+MAX_ID_LENGTH = 255  # a customer's external id (as the API caps it)
+
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
@@ -69,6 +71,8 @@ def run(
     if allow_open_period and not finalize:
         fail("--allow-open-period goes with --finalize")
     part = _shard(shard, finalize)
+    if customer is not None and len(customer) > MAX_ID_LENGTH:
+        fail(f"--customer: a customer id has at most {MAX_ID_LENGTH} characters, got {len(customer)}")
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
     try:
@@ -185,7 +189,7 @@ def _print_report(report: RunReport, finalized: list[str] | None) -> None:
         skipped.add_column("Customer")
         skipped.add_column("Why")
         for customer_id, reason in report.skipped:
-            skipped.add_row(customer_id, reason)
+            skipped.add_row(escape(customer_id), escape(reason))
         console.print(skipped)
     for group in report.unbilled:
         console.print(f"[yellow]unbilled:[/] {escape(group.message)}", highlight=False, soft_wrap=True)
@@ -220,11 +224,11 @@ def list_command(
         table.add_row(
             str(r.id), r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.period.label + (" +finalize" if r.finalize else ""),
-            _scope(r), f"{r.source}: {r.actor}" if r.actor else r.source, _outcome(r),
+            escape(_scope(r)), escape(_by(r)), escape(_outcome(r)),
             "" if r.seconds is None else f"{r.seconds:.1f}",
             f"{report['created']} new, {report['updated']} refreshed" if report else "",
             str(len(report["finalized"])) if report else "", str(len(report["skipped"])) if report else "",
-            ", ".join(f"{amount} {currency}" for currency, amount in report.get("totals", {}).items()),
+            escape(", ".join(f"{amount} {currency}" for currency, amount in report.get("totals", {}).items())),
         )  # fmt: skip
     print_table(table)
 
@@ -247,9 +251,9 @@ def show(
     table.add_column("What")
     table.add_column("Value")
     table.add_row("started (UTC)", found.started_at.strftime("%Y-%m-%d %H:%M:%S"))
-    table.add_row("by", f"{found.source}: {found.actor}" if found.actor else found.source)
-    table.add_row("scope", _scope(found) + (", then finalize" if found.finalize else ""))
-    table.add_row("outcome", _outcome(found))
+    table.add_row("by", escape(_by(found)))
+    table.add_row("scope", escape(_scope(found) + (", then finalize" if found.finalize else "")))
+    table.add_row("outcome", escape(_outcome(found)))
     if found.seconds is not None:
         table.add_row("seconds", f"{found.seconds:.1f}")
     report = found.report
@@ -263,17 +267,21 @@ def show(
         table.add_row("finalized", str(len(report["finalized"])))
         table.add_row("waiting for approval", str(len(report["awaiting_approval"])))
         for currency, amount in report["totals"].items():
-            table.add_row(f"total {currency}", amount)
+            table.add_row(f"total {escape(currency)}", escape(amount))
     print_table(table)
     if report and report["skipped"]:
         skipped = Table(title="Customers skipped")
         skipped.add_column("Customer")
         skipped.add_column("Why")
         for item in report["skipped"]:
-            skipped.add_row(item["customer"], item["reason"])
+            skipped.add_row(escape(item["customer"]), escape(item["reason"]))
         print_table(skipped)
     for group in (report or {}).get("unbilled", []):
         console.print(f"[yellow]unbilled:[/] {escape(group['message'])}", highlight=False, soft_wrap=True)
+
+
+def _by(found: run_history.BillingRun) -> str:
+    return f"{found.source}: {found.actor}" if found.actor else found.source
 
 
 def _scope(found: run_history.BillingRun) -> str:

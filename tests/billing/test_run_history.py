@@ -10,8 +10,10 @@ import textwrap
 
 import pytest
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
 from billing import run_history
+from billing.cli import app
 from billing.core.periods import month
 from billing.errors import BillingInputError
 from tests.dates import this_year
@@ -34,7 +36,8 @@ def test_a_run_that_raises_is_recorded_as_failed_with_why_and_the_error_goes_on(
     runs, more = run_history.runs_page(engine, limit=10)
     assert more is False
     assert [(r.id, r.outcome, r.error, r.report) for r in runs] == [
-        (1, "failed", "RuntimeError: disk full", None),
+        # (an internal error's message may hold SQL and values: only its type, the log has the rest)
+        (1, "failed", "internal error (RuntimeError): the log of the process that ran it has the details", None),
         (2, "failed", "period 2026-10 has not ended in the timezone of acme", None),  # as the user read it
         (3, "failed", "interrupted", None),
     ]
@@ -64,3 +67,22 @@ def test_a_run_whose_process_is_killed_stays_running_and_a_new_run_is_recorded_b
     assert (again.id, again.outcome, again.report) == (recording.id, "completed", None)
     assert stopped.started_at.year == again.started_at.year == this_year()
     assert run_history.run_json(stopped)["finished_at"] is None
+
+
+def test_the_commands_print_stored_text_as_it_is_never_as_markup(engine: Engine, cli_env: dict[str, str]):
+    refused = run_history.recorded(engine, OCTOBER, source="api", actor="[bold]ops", customer="x[/]")
+    with pytest.raises(BillingInputError), refused:
+        raise BillingInputError("customer x[/] has no [red]subscription[/red]")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["runs", "list"], terminal_width=300)
+    assert listed.exit_code == 0, listed.output
+    assert "customer x[/]" in listed.output and "api: [bold]ops" in listed.output
+    shown = runner.invoke(app, ["runs", "show", "1"], terminal_width=300)
+    assert shown.exit_code == 0, shown.output
+    assert "failed: customer x[/] has no [red]subscription[/red]" in shown.output
+
+
+def test_a_customer_id_longer_than_any_is_refused_before_the_run(cli_env: dict[str, str]):
+    result = CliRunner().invoke(app, ["run", "--period", "2026-10", "--customer", "c" * 256])
+    assert result.exit_code == 2  # a usage error
+    assert "--customer: a customer id has at most 255 characters, got 256" in result.output

@@ -323,13 +323,17 @@ def int_field(form: Form, name: str, label: str, default: int | None = None) -> 
 
 
 def month_or_none(text: str | None) -> Period | None:
-    """A ``YYYY-MM`` from a query or a form, or None when blank; BillingInputError when it does not parse."""
+    """A ``YYYY-MM`` from a query or a form, or None when blank; BillingInputError when it does not parse or its
+    year is not 1971 to 9998 (as the API's)."""
     if not text or not text.strip():
         return None
     try:
-        return parse_month(text)
+        period = parse_month(text)
     except ValueError as exc:
         raise BillingInputError(f"period: {exc}") from None
+    if not 1971 <= period.start.year <= 9998:
+        raise BillingInputError(f"period: expected a year from 1971 to 9998, got {text.strip()!r}")
+    return period
 
 
 def login_redirect(request: Request) -> RedirectResponse:

@@ -126,6 +126,7 @@ def finalize_drafts(
         period = month_or_none(period_text)
         if period is None:
             raise BillingInputError("period: required, as YYYY-MM")
+        invoicing.check_period_finalizable(engine, period)  # (refused before anything is written, or recorded)
         policy = approval.ApprovalPolicy.configured(settings)
         with run_history.recorded(engine, period, source="console", actor=who.key_name, finalize=True) as recording:
             report, numbers = finalize_period_fresh(

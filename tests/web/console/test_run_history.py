@@ -53,6 +53,11 @@ def test_a_run_that_fails_is_recorded_with_why(client: TestClient, staff: str):
     shown = client.get("/console/runs/1").text
     assert "<strong>failed</strong>: " in shown and "has not begun" in shown
     assert "2099-01" in client.get("/console/runs", params={"period": "2099-01"}).text
+    # finalizing a period that has not ended is refused before it starts: no record
+    finalizing = client.post("/console/approvals/finalize", data={"period": "2099-01", "csrf_token": staff})
+    assert "Refused:" in finalizing.text and "has not begun" in finalizing.text
+    assert client.get("/console/runs/2").status_code == 404
+    assert client.get("/console/runs", params={"period": "0001-01"}).status_code == 400  # (was a 500)
 
 
 def _api(client: TestClient, console: Console, method: str, url: str, **kwargs):
