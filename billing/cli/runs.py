@@ -64,15 +64,7 @@ def run(
     --shard K/N splits the run across processes or machines: each shard writes its own customers' drafts, and
     the N shards together write what one run writes; finalize once they are all done (`billing invoices finalize
     --period`)."""
-    try:
-        billing_period = parse_month(period)
-    except ValueError as error:
-        fail(f"--period: {error}")
-    if allow_open_period and not finalize:
-        fail("--allow-open-period goes with --finalize")
-    part = _shard(shard, finalize)
-    if customer is not None and len(customer) > MAX_ID_LENGTH:
-        fail(f"--customer: a customer id has at most {MAX_ID_LENGTH} characters, got {len(customer)}")
+    billing_period, part = _checked(period, finalize, allow_open_period, customer, shard)
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
     try:
@@ -105,6 +97,22 @@ def run(
             f"{len(awaiting)} draft(s) wait for approval and were not finalized: `billing invoices pending-approval "
             f"--period {billing_period.label}` says why, `billing invoices approve` approves"
         )
+
+
+def _checked(
+    period: str, finalize: bool, allow_open_period: bool, customer: str | None, shard: str | None
+) -> tuple[Period, Shard | None]:
+    """``billing run``'s options read and checked (a usage error otherwise): the month and the shard."""
+    try:
+        billing_period = parse_month(period)
+    except ValueError as error:
+        fail(f"--period: {error}")
+    if allow_open_period and not finalize:
+        fail("--allow-open-period goes with --finalize")
+    part = _shard(shard, finalize)
+    if customer is not None and len(customer) > MAX_ID_LENGTH:
+        fail(f"--customer: a customer id has at most {MAX_ID_LENGTH} characters, got {len(customer)}")
+    return billing_period, part
 
 
 def _run_with_progress(
