@@ -27,7 +27,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select, update
@@ -97,7 +97,7 @@ class Recording:
     """A run being recorded: its record's ``id``; the caller says what it did with :meth:`done`."""
 
     id: int
-    report: dict[str, Any] | None = field(default=None)
+    report: dict[str, Any] | None = None
 
     def done(self, report: RunReport, finalized: Sequence[str] = (), awaiting: Sequence[int] = ()) -> None:
         self.report = report_json(report, finalized, awaiting)
