@@ -173,17 +173,23 @@ class LazyGroup(TyperGroup):
         self.commands = commands
 
     def invoke(self, ctx: Any) -> Any:
-        """Run the command; a configuration file that cannot be read is one message and exit 1, whichever
-        command read it."""
+        """Run the command; a configuration file that cannot be read, a database that cannot be reached or lacks
+        a table (not initialized, or not upgraded to this version) is one message and exit 1, whichever command
+        met it."""
         try:
             return super().invoke(ctx)
         except Exception as error:
             config = sys.modules.get("billing.config")
-            if config is None or not isinstance(error, config.ConfigError):
-                raise
-            from billing.cli._common import fail
+            if config is not None and isinstance(error, config.ConfigError):
+                from billing.cli._common import fail
 
-            fail(str(error), code=1)
+                fail(str(error), code=1)
+            errors = sys.modules.get("sqlalchemy.exc")
+            if errors is not None and isinstance(error, (errors.OperationalError, errors.ProgrammingError)):
+                from billing.cli._common import database_message, fail
+
+                fail(database_message(error), code=1)
+            raise
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # the names, without loading the commands

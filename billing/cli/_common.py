@@ -14,6 +14,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlalchemy.exc import SQLAlchemyError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -83,13 +84,47 @@ def database() -> Iterator[Engine]:
     except BillingError as exc:
         fail(str(exc))
     except SQLAlchemyError as exc:
-        original = getattr(exc, "orig", None)
-        reason = str(original if original is not None else exc).strip().splitlines()[0]
-        if any(sign in reason for sign in ("no such table", "does not exist", "unable to open")):
-            reason += " (is the database initialized? run `billing init` or `billing db upgrade`)"
-        fail(f"database: {reason}")
+        fail(database_message(exc))
     finally:
         engine.dispose()
+
+
+_MISSING = ("no such table", "no such column", "does not exist", "unable to open")
+
+
+def database_message(exc: SQLAlchemyError) -> str:
+    """A database error in one line: the database's own message (without SQLAlchemy's statement dump); when it
+    misses a table or a column, why: a database not initialized, or at an older revision than this version's
+    tables, with the command that brings it up to date."""
+    original = getattr(exc, "orig", None)
+    reason = str(original if original is not None else exc).strip().splitlines()[0]
+    if any(sign in reason.lower() for sign in _MISSING):
+        return f"database: {reason} ({_schema_state()})"
+    return f"database: {reason}"
+
+
+def _schema_state() -> str:
+    """What the configured database's revision says of its tables."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from billing.config import get_settings
+    from billing.db import current_revision, head_revision, make_engine
+
+    unknown = "is the database initialized? run `billing init` or `billing db upgrade`"
+    try:
+        engine = make_engine(get_settings().database_url)
+        try:
+            revision = current_revision(engine)
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, OSError):
+        return unknown
+    head = head_revision()
+    if revision is None:
+        return "the database is not initialized: run `billing init` or `billing db upgrade`"
+    if revision != head:
+        return f"the database is at revision {revision}, this version needs {head}: run `billing db upgrade`"
+    return unknown
 
 
 def print_table(table: Table) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from billing.cli import _json
-from billing.cli._common import console, engine_for_cli, fail
+from billing.cli._common import console, database_message, engine_for_cli, fail
 from billing.errors import BillingError
 
 __all__ = ["register"]
@@ -20,14 +20,6 @@ apikeys_app = typer.Typer(help="API keys for the HTTP API: create, list, revoke.
 
 def register(app: typer.Typer) -> None:
     app.add_typer(apikeys_app, name="apikeys")
-
-
-def _database_error(exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None)
-    reason = str(original if original is not None else exc).strip().splitlines()[0]
-    if any(sign in reason for sign in ("no such table", "does not exist", "unable to open")):
-        reason += " (is the database initialized? run `billing init` or `billing db upgrade`)"
-    return f"database: {reason}"
 
 
 @apikeys_app.command("create")
@@ -49,7 +41,7 @@ def create(
     except BillingError as exc:
         fail(str(exc))
     except SQLAlchemyError as exc:
-        fail(_database_error(exc))
+        fail(database_message(exc))
     finally:
         engine.dispose()
     scope = f"customer {key.customer}" if key.customer else "all customers"
@@ -74,7 +66,7 @@ def list_command(
     try:
         keys = list_api_keys(engine)
     except SQLAlchemyError as exc:
-        fail(_database_error(exc))
+        fail(database_message(exc))
     finally:
         engine.dispose()
     if as_json:
@@ -108,7 +100,7 @@ def revoke(
     except BillingError as exc:
         fail(str(exc))
     except SQLAlchemyError as exc:
-        fail(_database_error(exc))
+        fail(database_message(exc))
     finally:
         engine.dispose()
     console.print(f"API key {key.id} ({key.name}) revoked", highlight=False)

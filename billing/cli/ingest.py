@@ -20,7 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from sqlalchemy.exc import SQLAlchemyError
 
 from billing.cli import _json
-from billing.cli._common import engine_for_cli, err_console, fail, load_catalog_for_cli
+from billing.cli._common import database_message, engine_for_cli, err_console, fail, load_catalog_for_cli
 from billing.ingestion import ingest_path
 from meters import IngestInterrupted, IngestReport, MalformedFileError
 
@@ -58,9 +58,7 @@ def ingest(
         _finish(error.report, rejects_path, as_json)
         fail(str(error))
     except SQLAlchemyError as error:
-        original = getattr(error, "orig", None)
-        reason = str(original if original is not None else error).strip().splitlines()[0]
-        fail(f"database: {reason} (is it initialized? run `billing init` or `billing db upgrade`)")
+        fail(database_message(error))
     finally:
         engine.dispose()
     _finish(report, rejects_path, as_json)

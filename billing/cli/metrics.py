@@ -17,7 +17,15 @@ from rich import box
 from rich.table import Table
 
 from billing.cli import _json
-from billing.cli._common import console, engine_for_cli, err_console, fail, load_catalog_for_cli, print_table
+from billing.cli._common import (
+    console,
+    database_message,
+    engine_for_cli,
+    err_console,
+    fail,
+    load_catalog_for_cli,
+    print_table,
+)
 from billing.core.cohorts import Cohort, Grain
 from billing.core.metrics import JSON_KEYS, PeriodFigures, figures_row, format_money, format_rate, ratio
 from billing.core.periods import Period, parse_month
@@ -138,9 +146,7 @@ def _figures(catalog: Catalog, periods: list[Period]) -> tuple[list[PeriodFigure
     except BillingError as exc:
         fail(str(exc))
     except SQLAlchemyError as exc:
-        original = getattr(exc, "orig", None)
-        reason = str(original if original is not None else exc).strip().splitlines()[0]
-        fail(f"database: {reason} (is it initialized? run `billing init` or `billing db upgrade`)")
+        fail(database_message(exc))
     finally:
         engine.dispose()
 
@@ -445,9 +451,7 @@ def _cohorts(grain: Grain, currency: str | None) -> list[Cohort]:
     try:
         return cohorts_from_database(engine, grain, currency)
     except SQLAlchemyError as exc:
-        original = getattr(exc, "orig", None)
-        reason = str(original if original is not None else exc).strip().splitlines()[0]
-        fail(f"database: {reason} (is it initialized? run `billing init` or `billing db upgrade`)")
+        fail(database_message(exc))
     finally:
         engine.dispose()
 

@@ -68,20 +68,9 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
-def _head_revision() -> str | None:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    from billing.db import MIGRATIONS
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
 def _check_database(url: str) -> None:
     """A fresh SQLite database is created; any other database must be at the newest revision."""
-    from billing.db import current_revision, make_engine, upgrade
+    from billing.db import current_revision, head_revision, make_engine, upgrade
 
     try:
         parsed = make_url(url)
@@ -91,7 +80,7 @@ def _check_database(url: str) -> None:
     engine = make_engine(url)
     try:
         revision = current_revision(engine)
-        head = _head_revision()
+        head = head_revision()
         if revision is None and parsed.get_backend_name() == "sqlite":
             upgrade(engine)
             console.print(f"created the database {shown} (revision {head})", highlight=False)

@@ -20,7 +20,7 @@ from dbkit import checkpoints, writelock
 from dbkit.exact import register_sqlite_functions
 from dbkit.liveness import ping_after_idle
 
-__all__ = ["MIGRATIONS", "current_revision", "make_engine", "session_scope", "upgrade"]
+__all__ = ["MIGRATIONS", "current_revision", "head_revision", "make_engine", "session_scope", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -148,7 +148,18 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     command.upgrade(_alembic_config(engine_or_url), revision)
 
 
+def head_revision() -> str | None:
+    """The newest revision of the migrations: the one this version's tables are."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: not initialized)."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as connection:

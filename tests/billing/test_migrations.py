@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -441,3 +442,41 @@ def test_0035_begins_the_status_history_with_what_was_known_and_can_be_undone_an
                 connection.execute(text("SELECT count(*) FROM invoice_status_changes"))
     finally:
         engine.dispose()
+
+
+def test_a_command_on_a_database_at_an_older_revision_names_the_upgrade(fresh_url, tmp_path, monkeypatch):
+    """``billing run`` and ``billing runs list`` on a database at 0035 (before the run history's table): one line
+    naming the revision it is at, the one this version needs and the command that upgrades it; exit 1, no
+    traceback. Upgraded, the same commands work."""
+    from typer.testing import CliRunner
+
+    from billing.cli import app
+    from billing.config import get_settings
+    from billing.db import head_revision
+    from tests.conftest import SAMPLE_CATALOG
+
+    upgrade(fresh_url, "0035")
+    monkeypatch.setenv("BILLING_DATABASE_URL", fresh_url)
+    monkeypatch.setenv("BILLING_CATALOG", str(SAMPLE_CATALOG))
+    monkeypatch.setenv("BILLING_CONFIG", str(tmp_path / "config.toml"))
+    (tmp_path / "config.toml").write_text("", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    head = head_revision()
+    assert head is not None and head > "0035"
+    try:
+        for args in (["run", "--period", "2026-10"], ["runs", "list"]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 1, (args, result.output)
+            assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+            assert "billing_runs" in result.stderr
+            assert f"the database is at revision 0035, this version needs {head}: run `billing db upgrade`" in (
+                " ".join(result.stderr.split())
+            )
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        result = runner.invoke(app, ["runs", "list", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == {"data": [], "has_more": False}
+    finally:
+        get_settings.cache_clear()
