@@ -480,3 +480,74 @@ def test_a_command_on_a_database_at_an_older_revision_names_the_upgrade(fresh_ur
         assert json.loads(result.stdout) == {"data": [], "has_more": False}
     finally:
         get_settings.cache_clear()
+
+
+RUN = (
+    "INSERT INTO billing_runs (id, period_start, period_end, finalize, source, actor, started_at, outcome)"
+    " VALUES (1, '2026-10-01', '2026-11-01', :finalize, 'cli', 'ada', '2026-11-02 09:00:00', 'running')"
+)
+END_RUN = (
+    "UPDATE billing_runs SET outcome = :outcome, finished_at = '2026-11-02 09:01:00', report = '{}' WHERE id = 1"
+)
+
+
+def _refused(engine: Engine, statement: str, message: str, **values: object) -> None:
+    with pytest.raises(DBAPIError, match=message), engine.begin() as connection:
+        connection.execute(text(statement), values)
+
+
+def test_0037_keeps_the_status_history_and_the_run_records_as_written_and_can_be_undone(fresh_url):
+    """A status change is never updated nor deleted; a billing run's record is ended once, while running, and
+    changes nothing else, then nothing at all; no record is deleted, nor replaced by an insert on its id.
+    Downgraded to 0036, the same statements go through."""
+    from alembic import command
+
+    from billing.db import _alembic_config
+
+    upgrade(fresh_url, "0037")
+    engine = make_engine(fresh_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(PERIOD_INVOICE), {"id": 1, "key": "period:acme:2026-03", "kind": "invoice"})
+            connection.execute(text(ISSUE), {"id": 1, "status": "finalized", "number": "INV-1"})
+            connection.execute(text(
+                "INSERT INTO invoice_status_changes (id, invoice_id, status, changed_at)"
+                " VALUES (1, 1, 'finalized', '2026-04-02 10:00:00')"
+            ))  # fmt: skip
+            connection.execute(text(RUN), {"finalize": False})
+        history = "invoice status history: a status change is recorded once"
+        _refused(engine, "UPDATE invoice_status_changes SET changed_at = '2026-04-01 10:00:00'", history)
+        _refused(engine, "UPDATE invoice_status_changes SET status = 'paid'", history)
+        _refused(engine, "DELETE FROM invoice_status_changes", history)
+        ended_once = "billing run record: it is ended once"
+        _refused(engine, "UPDATE billing_runs SET actor = 'mallory'", ended_once)  # (running: only how it ended)
+        _refused(engine, "UPDATE billing_runs SET finalize = :f", ended_once, f=True)
+        with engine.begin() as connection:
+            assert connection.execute(text(END_RUN), {"outcome": "completed"}).rowcount == 1
+        _refused(engine, END_RUN, ended_once, outcome="failed")
+        _refused(engine, "UPDATE billing_runs SET report = NULL", ended_once)
+        kept = "billing run record: the history of runs is kept"
+        _refused(engine, "DELETE FROM billing_runs", kept)
+        if fresh_url.startswith("sqlite"):
+            _refused(engine, RUN.replace("INSERT", "INSERT OR REPLACE"), kept, finalize=True)
+            _refused(
+                engine,
+                "INSERT OR REPLACE INTO invoice_status_changes (id, invoice_id, status, changed_at)"
+                " VALUES (1, 1, 'paid', '2026-04-03 10:00:00')",
+                history,
+            )
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT actor, outcome, finalize FROM billing_runs")).one() == (
+                "ada", "completed", False,
+            )
+            assert connection.execute(text("SELECT status FROM invoice_status_changes")).scalars().all() == [
+                "finalized"
+            ]
+        command.downgrade(_alembic_config(engine), "0036")
+        with engine.begin() as connection:
+            assert connection.execute(text("UPDATE billing_runs SET actor = 'grace'")).rowcount == 1
+            assert connection.execute(text("DELETE FROM invoice_status_changes")).rowcount == 1
+            assert connection.execute(text("DELETE FROM billing_runs")).rowcount == 1
+        upgrade(engine)
+    finally:
+        engine.dispose()
