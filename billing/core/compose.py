@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -22,7 +22,7 @@ from billing.core.coupons import AppliedCoupon, discount_lines
 from billing.core.domain import Customer, Subscription
 from billing.core.fees import fee_adjustment, opening_fee, opening_fee_period, period_fees
 from billing.core.periods import Period
-from billing.core.rating import rate_period
+from billing.core.rating import part_line_name, rate_period
 from billing.core.tax import TaxRules, customer_taxes
 from invoices.model import DraftInvoice, InvoiceLine, InvoiceScope, LineDetails, LineKind, Party
 from pricing_plans.charge_models import MeterUsage
@@ -33,11 +33,13 @@ from pricing_plans.money import ZERO
 __all__ = [
     "BilledKey",
     "LateUsage",
+    "Namer",
     "Section",
     "bill_to",
     "compose_opening_invoice",
     "compose_period_invoice",
     "late_usage_lines",
+    "line_namer",
     "opening_key",
     "period_key",
     "rest_to_bill",
@@ -164,7 +166,11 @@ def section_lines(section: Section, period: Period, catalog: Catalog) -> list[In
         advance_plan=section.advance_plan,
         paid_in_advance=section.billed_fee_paid,
     )
-    usage_lines = rated.usage_lines if not section.billed else rest_to_bill(rated.usage_lines, section.billed)
+    usage_lines = (
+        rated.usage_lines
+        if not section.billed
+        else rest_to_bill(rated.usage_lines, section.billed, namer=line_namer(plan, catalog))
+    )
     lines = [
         fees.in_arrears,
         *usage_lines,
@@ -181,17 +187,31 @@ def _given_back_in_full(section: Section, period: Period, catalog: Catalog) -> l
     billed = section.billed or {}
     rated = rate_period(section.subscription, section.plan, {}, period, meters=catalog.meters,
                         rounding=catalog.rounding)  # fmt: skip
-    return [line for line in rest_to_bill(rated.usage_lines, billed) if _billed_key(line) in billed]
+    given_back = rest_to_bill(rated.usage_lines, billed, namer=line_namer(section.plan, catalog))
+    return [line for line in given_back if _billed_key(line) in billed]
+
+
+Namer = Callable[[str, str | None], str | None]
+"""The description of a usage line of a charge part (meter, dimension), if the plan has that part."""
+
+
+def line_namer(plan: Plan, catalog: Catalog) -> Namer:
+    """How ``plan`` names a usage line of a charge part (``rating.part_line_name``)."""
+    return lambda meter, dimension: part_line_name(plan, catalog.meters, meter, dimension)
 
 
 def rest_to_bill(
-    lines: Sequence[InvoiceLine], billed: Mapping[BilledKey, Decimal], note: str = "rest of the period"
+    lines: Sequence[InvoiceLine],
+    billed: Mapping[BilledKey, Decimal],
+    note: str = "rest of the period",
+    namer: Namer | None = None,
 ) -> list[InvoiceLine]:
     """Usage lines less what was billed of them before in the same period (by progressive invoices): each line's
     amount becomes rated − billed, its account in ``details.extra["billed_to_date"]``; a line billed in full
     before is left out. What was billed of a charge, or of a part of one, that no line rates now is given back
-    on a line of its own (``_given_back``): the subscription no longer covers that usage (cancelled or changed
-    from a day before it), or the charge is split otherwise (an override adds a ``group_by``)."""
+    on a line of its own (``_given_back``, named by ``namer`` as the plan names that part's lines, else after the
+    lines of the same meter): the subscription no longer covers that usage (cancelled or changed from a day
+    before it), or the charge is split otherwise (an override adds a ``group_by``)."""
     rest = []
     for line in lines:
         before = billed.get(_billed_key(line))
@@ -212,18 +232,23 @@ def rest_to_bill(
     rated = {_billed_key(line) for line in lines}
     for key, before in billed.items():
         if key is not None and key not in rated and before != 0:
-            rest.append(_given_back(key, before, lines, note))
+            rest.append(_given_back(key, before, lines, note, namer))
     return rest
 
 
-def _given_back(key: tuple[str, str | None], before: Decimal, lines: Sequence[InvoiceLine], note: str) -> InvoiceLine:
+def _given_back(
+    key: tuple[str, str | None], before: Decimal, lines: Sequence[InvoiceLine], note: str, namer: Namer | None
+) -> InvoiceLine:
     """A line giving back ``before``, billed of the charge part ``key`` (meter, dimension) that no line of
-    ``lines`` rates now; named as the meter's lines are, with the part's filter and group values."""
+    ``lines`` rates now; named as the plan names that part's lines (its filter's name: "Transfer — Europe"), else
+    as the meter's lines are, with the part's filter and group values ("Transfer — de, fr")."""
     meter, dimension = key
     same_meter = next((line for line in lines if line.meter == meter), None)
-    description = meter if same_meter is None else _charge_name(same_meter)
-    if dimension is not None:
-        description = f"{description} — {_dimension_label(dimension)}"
+    description = namer(meter, dimension) if namer is not None else None
+    if description is None:
+        description = meter if same_meter is None else _charge_name(same_meter)
+        if dimension is not None:
+            description = f"{description} — {_dimension_label(dimension)}"
     account = {
         "charge": description,
         "rated": "0",

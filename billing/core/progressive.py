@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
-from billing.core.compose import BilledKey, bill_to, rest_to_bill
+from billing.core.compose import BilledKey, bill_to, line_namer, rest_to_bill
 from billing.core.coupons import AppliedCoupon, discount_lines
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period
@@ -79,7 +79,9 @@ def compose_progressive_invoice(
     title = plan.name  # the invoice's billing period says "usage to date …, reached …"
     lines = [
         replace(line, section=title, subscription_id=subscription.id, plan_code=plan.code, plan_version=plan.version)
-        for line in rest_to_bill(rated.usage_lines, billed, note="since the last invoice")
+        for line in rest_to_bill(
+            rated.usage_lines, billed, note="since the last invoice", namer=line_namer(plan, catalog)
+        )
     ]
     if coupons:
         lines += discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding, earlier)

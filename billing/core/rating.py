@@ -23,6 +23,7 @@ dimensioned charge is its unmatched, ungrouped usage.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,6 +44,7 @@ __all__ = [
     "RatedPeriod",
     "UnpricedUsage",
     "commitment_minimum",
+    "part_line_name",
     "rate_period",
     "usage_charges",
 ]
@@ -240,6 +242,45 @@ def _part_label(charge: Charge, part: Part) -> str:
     labels = [] if part.filter is None else [charge.filters[part.filter].label]
     labels += [NONE_LABEL if value is None else value for value in part.group]
     return " — ".join(labels)
+
+
+def part_line_name(plan: Plan, meters: Mapping[str, Meter], meter: str, dimension: str | None) -> str | None:
+    """The description ``plan`` gives a usage line of the charge part ``(meter, dimension)`` (``dimension``: the
+    part's ``dimension_key``; None: a line of the whole charge): the charge's name, then the part's label — its
+    filter's name, not its values — as ``rate_period`` names it. None when no charge of the plan has that part
+    (the charge or its filter is gone, or it is split otherwise now)."""
+    for charge in plan.charges:
+        if charge.meter != meter:
+            continue
+        found = meters.get(meter)
+        name = charge.description or (found.name if found is not None else meter)
+        if dimension is None:
+            return name
+        part = _part_of(charge, dimension) if charge.is_dimensioned else None
+        if part is not None:
+            label = _part_label(charge, part)
+            return f"{name} — {label}" if label else name
+    return None
+
+
+def _part_of(charge: Charge, dimension: str) -> Part | None:
+    """The part of ``charge`` whose ``dimension_key`` is ``dimension``, if it has one."""
+    try:
+        content = json.loads(dimension)
+        group = content.get("group") or {}
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(group, dict):
+        return None
+    for index in (None, *range(len(charge.filters))):
+        keys = charge.group_by_of(index)
+        part = Part(index, tuple(group.get(key) for key in keys) if group else ())
+        try:
+            if dimension_key(charge, part) == dimension:
+                return part
+        except ValueError:  # (a group of other keys than the filter's)
+            continue
+    return None
 
 
 def _usage_line(charge: Charge, meter: Meter | None, rated_part: _RatedPart, period: Period) -> InvoiceLine:

@@ -135,3 +135,38 @@ def test_a_coupons_discount_on_usage_given_back_is_given_back_too(engine, groupe
     issued = march(engine, cat)
     assert (issued[0][1][1][1], issued[1][1][-1][1]) == (off, off.removeprefix("-"))
     assert sum(Decimal(total) for total, _ in issued) == 0
+
+
+FILTERED = """
+[meters.transfer]
+name = "Transfer"
+aggregation = "count"
+unit = "GB"
+
+[plans.steps]
+name = "Steps"
+currency = "USD"
+[[plans.steps.charges]]
+meter = "transfer"
+model = "per_unit"
+unit_amount = 1.00
+[[plans.steps.charges.filters]]
+name = "Europe"
+properties = { region = ["eu", "fr"] }
+group_by = ["region"]
+unit_amount = 1.00
+[plans.steps.progressive_billing]
+amounts = [50.00]
+"""
+
+
+def test_a_filtered_part_given_back_is_named_by_its_filter_as_its_lines_are(engine):
+    """The 60 GB in eu match the filter "Europe" (eu, fr), grouped by region: billed on a progressive invoice as
+    "Transfer — Europe — eu", then given back under the same name (before: "Transfer — eu, fr — eu", the
+    filter's values) when the subscription is cancelled from 5 March, before any usage of the period."""
+    cat, problems = loads_catalog(FILTERED, "filtered.toml")
+    assert not problems, problems
+    progressive_then(engine, cat, "cancel", 5)
+    issued = march(engine, cat)
+    assert issued[0] == ("60.00", [("Transfer — Europe — eu", "60.00")])
+    assert issued[1] == ("-60.00", [("Transfer", "0.00"), ("Transfer — Europe — eu (rest of the period)", "-60.00")])

@@ -390,3 +390,55 @@ def test_a_plain_charge_given_dimensioned_usage_rates_the_meters_total() -> None
     rated = rate(loaded, "plain", {"sms": usage})
     assert lines(rated) == [("SMS", "9", "0.09")]  # 9 × 0.01 = 0.09
     assert rated.usage_lines[0].dimension is None
+
+
+def test_part_line_name_names_each_part_as_its_rated_line_reads():
+    """``part_line_name`` gives every part the description ``rate_period`` gives its line: for each part with
+    usage, the same; for a dimension the plan has no part of (a filter's content changed), None."""
+    from billing.core.rating import part_line_name
+    from pricing_plans import dimension_key
+
+    cat = catalog("""
+[plans.p]
+name = "P"
+currency = "USD"
+[[plans.p.charges]]
+meter = "sms"
+model = "per_unit"
+unit_amount = "0.01"
+group_by = ["carrier"]
+[[plans.p.charges.filters]]
+name = "Europe"
+properties = { country = ["de", "fr"] }
+group_by = []
+unit_amount = "0.02"
+[[plans.p.charges.filters]]
+properties = { country = ["us", "ca"] }
+unit_amount = "0.03"
+[[plans.p.charges]]
+meter = "gb"
+model = "per_unit"
+unit_amount = "0.50"
+description = "Data out"
+""")
+    plan = cat.plan("p")
+    charge = plan.charges[0]
+    events = [({"country": "de"}, 1), ({"country": "us", "carrier": "att"}, 1), ({"country": "jp"}, 1),
+              ({"country": "br", "carrier": "vivo"}, 1)]  # fmt: skip
+    usage = split(charge, events)
+    rated = rate_period(TERMS, plan, {"sms": usage}, PERIOD, meters=cat.meters)
+    lines = {line.dimension: line.description for line in rated.usage_lines if line.meter == "sms"}
+    # Europe is not grouped; the unnamed filter takes the charge's group_by; the unmatched events too (jp has no
+    # carrier: "(none)")
+    assert sorted(lines.values()) == ["SMS — (none)", "SMS — Europe", "SMS — us, ca — att", "SMS — vivo"]
+    for dimension, description in lines.items():
+        assert part_line_name(plan, cat.meters, "sms", dimension) == description
+    assert {part_line_name(plan, cat.meters, "sms", dimension_key(charge, part)) for part in usage.parts} == set(
+        lines.values()
+    )
+    assert part_line_name(plan, cat.meters, "gb", None) == "Data out"
+    assert part_line_name(plan, cat.meters, "sms", None) == "SMS"
+    gone = '{"filter":{"country":["at","de","fr"]},"group":{}}'  # (the filter's content since changed)
+    assert part_line_name(plan, cat.meters, "sms", gone) is None
+    assert part_line_name(plan, cat.meters, "sms", "not json") is None
+    assert part_line_name(plan, cat.meters, "calls", None) is None
