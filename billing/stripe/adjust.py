@@ -44,10 +44,10 @@ from billing.credits import note_reductions
 from billing.db import session_scope
 from billing.db.stripe_tables import StripeCreditNoteRow, StripeInvoiceSyncRow
 from billing.stripe import STRIPE_API_VERSION, describe_error
+from billing.stripe.amounts import to_stripe
 from dbkit import insert_ignoring, read_only, utcnow
 from invoices import store
 from invoices.store import IssuedNote
-from pricing_plans.money import minor_units
 
 __all__ = ["Adjustment", "sync_adjustments"]
 
@@ -248,7 +248,7 @@ def _credit(
 ) -> Adjustment:
     """Carry one credit note as a Stripe credit note of ``taken`` (what it took off the amount due here)."""
     result = Adjustment("credit_note", note.number, pushed.number, pushed.stripe_invoice_id, note.currency, taken)
-    amount = minor_units(taken, note.currency)
+    amount = to_stripe(taken, note.currency)
     try:
         mode, attempts, refusals = _mode(engine, client, note, amount, pushed)
         created = _made_before(client, note, pushed) if attempts > 1 else None

@@ -64,11 +64,11 @@ from billing.db.stripe_tables import StripeCustomerRow, StripeInvoiceSyncRow
 from billing.errors import BillingInputError
 from billing.stripe import STRIPE_API_VERSION, describe_error
 from billing.stripe.adjust import Adjustment, sync_adjustments
+from billing.stripe.amounts import collectable, to_stripe
 from dbkit import for_update, insert_ignoring, read_only, utcnow
 from invoices import store
 from invoices.model import Invoice, InvoiceStatus, LineKind
 from invoices.store import get_invoice
-from pricing_plans.money import minor_units
 
 __all__ = [
     "STRIPE_API_VERSION",
@@ -194,33 +194,41 @@ def stripe_items(invoice: Invoice) -> list[StripeItem]:
     sum) and the tax if not zero, then the credits applied and the payments received already (negative) and, for a
     negative total, what goes to the customer's balance.
 
-    Raises ValueError if an amount is not in whole minor units or if the items do not add up to the amount due.
+    Amounts are Stripe's integers of the currency (``amounts.to_stripe``: 5 ISK is 500). Raises ValueError if an
+    amount does not fit Stripe's units, if the items do not add up to the amount due, or if Stripe cannot collect
+    the amount due (a three-decimal currency's amount not ending in 0: ``amounts.collectable``).
     """
     currency = invoice.currency
     items = [
-        StripeItem(f"item:{position}", line.description, minor_units(line.amount, currency), position)
+        StripeItem(f"item:{position}", line.description, to_stripe(line.amount, currency), position)
         for position, line in enumerate(invoice.lines, start=1)
         if line.kind is not LineKind.DISCOUNT
     ]
     if invoice.discount:
-        items.append(StripeItem("discount", "Discount", -minor_units(invoice.discount, currency)))
+        items.append(StripeItem("discount", "Discount", -to_stripe(invoice.discount, currency)))
     # The tax added on top, per rate (the tax included in tax-inclusive prices is inside their lines already); one
     # rate keeps the step key ``tax``, several are ``tax:1``, ``tax:2``…
     added = [tax for tax in invoice.taxes if tax.amount - tax.included]
     for index, tax in enumerate(added, start=1):
         key = "tax" if len(added) == 1 else f"tax:{index}"
         label = f"{tax.name} ({tax.rate.normalize():f} %)"
-        items.append(StripeItem(key, label, minor_units(tax.amount - tax.included, currency)))
+        items.append(StripeItem(key, label, to_stripe(tax.amount - tax.included, currency)))
     for credit in invoice.credits_applied:  # paid already: the credits are taken off what Stripe collects
-        items.append(StripeItem(f"credit:{credit.grant_id}", credit.description, -minor_units(credit.amount, currency)))
+        items.append(StripeItem(f"credit:{credit.grant_id}", credit.description, -to_stripe(credit.amount, currency)))
     if invoice.amount_paid:  # received already (a bank transfer): Stripe collects the rest
-        items.append(StripeItem("payments", "Payments received", -minor_units(invoice.amount_paid, currency)))
+        items.append(StripeItem("payments", "Payments received", -to_stripe(invoice.amount_paid, currency)))
     if invoice.total < 0:  # the customer's balance holds it: nothing is refunded through Stripe
-        items.append(StripeItem("balance", "To the customer's balance", -minor_units(invoice.total, currency)))
+        items.append(StripeItem("balance", "To the customer's balance", -to_stripe(invoice.total, currency)))
     pushed = sum(item.amount for item in items)
-    due = minor_units(invoice.amount_due, currency)
+    due = to_stripe(invoice.amount_due, currency)
     if pushed != due:
         raise ValueError(f"{invoice.number}: the items add up to {pushed} minor units, the amount due is {due}")
+    if not collectable(due, currency):
+        raise ValueError(
+            f"{invoice.number}: {invoice.amount_due} {currency} is due, and Stripe collects {currency} only in "
+            "multiples of 0.010 (the last of its three decimals 0): not pushed; collect it another way and record "
+            "the payment (billing payments record)"
+        )
     return items
 
 
@@ -540,7 +548,7 @@ class _Push:
         if any(item.key not in (self.item_keys or ()) for item in items):
             self._create_items(items)
             found = self.client.v1.invoices.retrieve(stripe_invoice_id, options=self._options())
-        due = minor_units(current.amount_due, current.currency)
+        due = to_stripe(current.amount_due, current.currency)
         if current.status is not InvoiceStatus.FINALIZED or found.amount_due != due:
             raise ValueError(
                 f"{self.number}: the Stripe invoice {stripe_invoice_id} asks {found.amount_due} minor units and "

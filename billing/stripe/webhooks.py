@@ -48,11 +48,11 @@ from billing.db import repository, session_scope
 from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
 from billing.payments import record_stripe_payment
+from billing.stripe.amounts import from_stripe
 from dbkit import for_update, insert_for, utcnow
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus
 from invoices.store import get_invoice, invoice_id_by_number, lock_invoice, set_status
 from pricing_plans.models import Catalog
-from pricing_plans.money import minor_digits
 
 __all__ = [
     "Outcome",
@@ -237,14 +237,15 @@ def _paid(session: Session, invoice: Invoice, data_object: dict[str, Any], creat
 
 
 def _collected(data_object: dict[str, Any], invoice: Invoice) -> Decimal | None:
-    """What Stripe says it collected (``amount_paid``, in minor units of the invoice's currency); None when it
-    does not say, or says it in another currency."""
+    """What Stripe says it collected (``amount_paid``, in Stripe's minor units of the invoice's currency:
+    ``amounts.from_stripe``); None when it does not say, says it in another currency, or in fractions the
+    currency does not have here."""
     amount, currency = data_object.get("amount_paid"), data_object.get("currency")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
         return None
     if not isinstance(currency, str) or currency.upper() != invoice.currency:
         return None
-    return Decimal(amount).scaleb(-minor_digits(invoice.currency))
+    return from_stripe(amount, invoice.currency)
 
 
 def _payment_failed(

@@ -582,6 +582,49 @@ def test_amounts_are_integer_minor_units_of_the_invoice_currency(engine, fake_st
     assert fake_stripe.of("invoice")[0]["currency"] == "jpy"
 
 
+@pytest.mark.parametrize(("currency", "amounts", "sent", "due"), [
+    ("ISK", ("5000", "250"), ("500000", "25000"), 525000),  # no minor unit here, two decimals in Stripe's API
+    ("COP", ("100001", "5000"), ("10000100", "500000"), 10500100),
+    ("KWD", ("31.500", "0.120"), ("31500", "120"), 31620),  # three decimals, the amount due ending in 0
+])  # fmt: skip
+def test_amounts_are_stripes_minor_units_and_what_it_collects_is_read_back_in_them(
+    engine, fake_stripe, client, webhooks, currency, amounts, sent, due
+):
+    """Stripe's API takes ISK and COP in hundredths though they have no minor unit here (Babel: 0 places): 5,250
+    ISK is sent as 525000 (before: 5250, which Stripe read as 52.50 ISK and collected, and whose ``invoice.paid``
+    of 5250 was recorded as the 5,250 ISK due), and its ``invoice.paid`` of 525000 records 5250 ISK paid. KWD:
+    in thousandths."""
+    add_customer(engine, "jon", currency)
+    issue(engine, "jon", currency, (("Hosting", amounts[0]), ("Support", amounts[1])))
+    assert sync_invoices(engine, client).ok
+    assert [(r.form["amount"], r.form["currency"]) for r in fake_stripe.requests if r.path == "/v1/invoiceitems"] == [
+        (sent[0], currency.lower()), (sent[1], currency.lower()),
+    ]
+    [stripe_invoice] = fake_stripe.of("invoice")
+    assert stripe_invoice["amount_due"] == due
+    event = json.loads(invoice_event("evt_paid", "invoice.paid", stripe_invoice=stripe_invoice["id"]))
+    event["data"]["object"].update(currency=currency.lower(), amount_paid=due)
+    assert post(webhooks, json.dumps(event)).json()["outcome"] == "paid"
+    invoice = invoicing.get_invoice(engine, FIRST)
+    total = str(sum((Decimal(a) for a in amounts), Decimal(0)))
+    assert invoice.status is InvoiceStatus.PAID and str(invoice.amount_paid) == total
+    assert [str(p.amount) for p in payments.list_payments(engine, invoice=FIRST)] == [total]
+
+
+def test_a_three_decimal_amount_due_not_ending_in_0_is_not_pushed_and_says_why(engine, fake_stripe, client):
+    """Stripe charges KWD, BHD, JOD, OMR and TND only in multiples of 0.010: 31.506 KWD due is not pushed (nothing
+    is created there, where it would fail when charged), the reason recorded."""
+    add_customer(engine, "nasser", "KWD")
+    issue(engine, "nasser", "KWD", (("Hosting", "31.500"), ("Support", "0.006")))
+    report = sync_invoices(engine, client)
+    assert not report.ok and fake_stripe.requests == []
+    [failed] = report.results
+    assert failed.error == (
+        f"{FIRST}: 31.506 KWD is due, and Stripe collects KWD only in multiples of 0.010 (the last of its three "
+        "decimals 0): not pushed; collect it another way and record the payment (billing payments record)"
+    )
+
+
 def test_discount_and_tax_become_items_so_stripe_asks_for_our_total(engine, fake_stripe, client):
     add_customer(engine)
     invoice = issue(engine, lines=(("Growth plan", "100.00"),), discount="10.00", tax_rate="19")
@@ -1370,3 +1413,20 @@ def test_the_printed_invoice_links_stripes_hosted_page_while_something_is_due(en
     invoicing.set_invoice_status(engine, FIRST, InvoiceStatus.PAID)
     paid = invoicing.printable(engine, invoicing.get_invoice(engine, FIRST), Settings())
     assert paid.payment is not None and paid.payment.pay_online_url is None  # nothing left to pay there
+
+
+def test_stripes_units_of_each_kind_of_currency():
+    """Two decimals in Stripe's API unless Stripe lists the currency as zero- or three-decimal, whatever its own
+    minor unit (ISK, HUF, COP: none here); what Stripe reports in fractions a currency has no unit for here is not
+    an amount here."""
+    from billing.stripe.amounts import collectable, from_stripe, to_stripe
+
+    assert [to_stripe(Decimal(a), c) for a, c in (("12.50", "USD"), ("1500", "JPY"), ("5", "ISK"), ("12963", "HUF"),
+                                                    ("5.124", "KWD"), ("7", "UGX"))] == [1250, 1500, 500, 1296300,
+                                                                                        5124, 7]  # fmt: skip
+    with pytest.raises(ValueError, match=r"0.5 JPY: Stripe takes JPY amounts with at most 0 decimal places"):
+        to_stripe(Decimal("0.5"), "JPY")
+    assert (from_stripe(500, "isk"), from_stripe(550, "ISK"), from_stripe(1250, "usd"), from_stripe(5124, "KWD")) == (
+        Decimal("5"), None, Decimal("12.50"), Decimal("5.124"),
+    )
+    assert (collectable(5124, "KWD"), collectable(5120, "kwd"), collectable(5125, "USD")) == (False, True, True)
