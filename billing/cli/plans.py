@@ -155,7 +155,7 @@ def _plans_table(catalog: Catalog) -> Table:
         if plan.effective_from is not None:
             about.append(f"from {plan.effective_from.isoformat()}")
         charges = "\n".join(f"{c.meter}: {c.model}{_dimensions_note(c)}" for c in plan.charges) or "—"
-        minimum = format_amount(plan.commitment.minimum, plan.currency) if plan.commitment else "—"
+        minimum = _as_written(plan.commitment.minimum, plan.currency) if plan.commitment else "—"
         table.add_row(
             "\n".join(about),
             _fee(plan).replace(" ", "\n", 1).replace(", ", "\n").replace("per seat ", "per seat\n"),
@@ -164,6 +164,13 @@ def _plans_table(catalog: Catalog) -> Table:
             end_section=True,
         )
     return table
+
+
+def _as_written(amount: Decimal, currency: str) -> str:
+    """A catalog amount as the catalog gives it, with at least the currency's minor digits: 49 USD is "49.00",
+    and a fee of 100000.50 COP stays "100000.50" (never rounded here to what one invoice of it bills: proration
+    and the catalog's rounding make that)."""
+    return format_amount(amount, currency) if round_money(amount, currency) == amount else f"{amount.normalize():f}"
 
 
 def _dimensions_note(charge: Charge) -> str:
@@ -182,7 +189,7 @@ def _fee(plan: Plan, per: str = "") -> str:
         return "—" if not per else "none"
     fee = plan.subscription
     seat = " per seat" if fee.seats else ""
-    amount = format_amount(fee.fee, plan.currency) + seat + (f" per {per}," if per else "")
+    amount = _as_written(fee.fee, plan.currency) + seat + (f" per {per}," if per else "")
     text = f"{amount} {fee.billing.value.replace('_', ' ')}"
     return f"{text}, {fee.trial_days}-day trial" if fee.trial_days else text
 
@@ -210,7 +217,7 @@ def _print_plan(catalog: Catalog, plan: Plan) -> None:
     if plan.commitment is not None:
         facts.add_row(
             "commitment",
-            f"usage charges trued up to {format_amount(plan.commitment.minimum, plan.currency)} "
+            f"usage charges trued up to {_as_written(plan.commitment.minimum, plan.currency)} "
             f"per {plan.interval.value}",
         )
     for threshold in plan.thresholds:
@@ -218,11 +225,11 @@ def _print_plan(catalog: Catalog, plan: Plan) -> None:
         if threshold.allowance is not None:
             what = f"allowance {_number(threshold.allowance)} {threshold.meter}"
         else:
-            what = f"spend cap {format_amount(threshold.spend_cap or D(0), plan.currency)}"
+            what = f"spend cap {_as_written(threshold.spend_cap or D(0), plan.currency)}"
         hard = " (hard limit)" if threshold.hard_limit else ""
         facts.add_row("threshold", f"{escape(what)} at {levels}{hard}")
     if plan.progressive_billing is not None:
-        amounts = ", ".join(format_amount(amount, plan.currency) for amount in plan.progressive_billing.amounts)
+        amounts = ", ".join(_as_written(amount, plan.currency) for amount in plan.progressive_billing.amounts)
         reach = f"usage invoiced when the period's usage charges reach {amounts} {plan.currency}"
         facts.add_row("progressive billing", reach)
     console.print(facts)

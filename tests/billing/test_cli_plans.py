@@ -173,6 +173,30 @@ def test_show_rounds_to_the_currencys_minor_units(runner: CliRunner) -> None:
     assert row(result.output, "1")[:2] == ["1", "0"]
 
 
+def test_show_gives_catalog_amounts_as_written_not_rounded_half_even(runner: CliRunner, tmp_path: Path) -> None:
+    """A fee of 10.125 USD and a minimum of 20.0005 KWD are shown as written (before: 10.12 and 20.000, rounded
+    half to even, where one whole month bills 10.13 and trues up to 20.001 with the catalog's half_up); whole
+    amounts keep the currency's digits (5.00)."""
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[meters.calls]\nname = "Calls"\naggregation = "count"\n'
+        '[plans.us]\nname = "US"\ncurrency = "USD"\nsubscription = { fee = "10.125" }\n'
+        'charges = [{ meter = "calls", model = "per_unit", unit_amount = "1" }]\n'
+        '[plans.us.progressive_billing]\namounts = ["5"]\n'
+        '[plans.kw]\nname = "KW"\ncurrency = "KWD"\ncommitment = { minimum = "20.0005" }\n'
+        'charges = [{ meter = "calls", model = "per_unit", unit_amount = "1" }]\n',
+        encoding="utf-8",
+    )
+    shown = {}
+    for plan in ("us", "kw"):
+        result = runner.invoke(app, ["plans", "show", plan, "--catalog", str(path)])
+        assert result.exit_code == 0, result.output
+        shown[plan] = " ".join(result.output.split())
+    assert "subscription fee 10.125 per month, in advance" in shown["us"]
+    assert "usage invoiced when the period's usage charges reach 5.00 USD" in shown["us"]
+    assert "usage charges trued up to 20.0005 per month" in shown["kw"]
+
+
 def test_show_a_percentage_charge_treats_n_as_one_payment(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "catalog.toml"
     path.write_text(PAYMENTS, encoding="utf-8")
