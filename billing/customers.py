@@ -360,8 +360,13 @@ def _text(problems: list[str], field: str, value: Any, limit: int, required: boo
 
 
 def _external_id(external: str | None, problems: list[str]) -> str | None:
-    if external is not None and not _NO_SPACE.fullmatch(external):
-        problems.append(f"external_id: expected an id without spaces or control characters, got {external!r}")
+    """An id names the customer in the API's paths (``/v1/customers/{id}``): no ``/`` (a path's separator, even
+    written %2F), and not ``.`` or ``..`` (which clients resolve away)."""
+    if external is not None and (not _NO_SPACE.fullmatch(external) or "/" in external or external in (".", "..")):
+        problems.append(
+            "external_id: expected an id without spaces, control characters or '/', and not '.' or '..', "
+            f"got {external!r}"
+        )
     return external
 
 

@@ -293,9 +293,18 @@ def input_error(exc: BillingInputError, default_field: str | None = None, code: 
     return ApiError(422, code or "invalid_input", str(exc), errors=errors)
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRANCHES = frozenset({"int", "str", "float", "decimal", "bool", "none"})
+
+
 def _location(loc: Sequence[int | str]) -> str:
-    """``("body", "events", 3, "value")`` → ``events[3].value``; the request part (body, query…) is dropped."""
+    """``("body", "events", 3, "value")`` → ``events[3].value``; the request part (body, query…) is dropped, and
+    so are the names pydantic gives a union's branches (``amount_off.function-after[…]``, ``amount_off.int``: the
+    field is ``amount_off``)."""
     parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else list(loc)
+    parts = [part for part in parts if isinstance(part, int) or _NAME.fullmatch(part)]
+    while len(parts) > 1 and isinstance(parts[-1], str) and parts[-1] in _BRANCHES:
+        parts.pop()
     text = ""
     for part in parts:
         if isinstance(part, int):
@@ -319,7 +328,8 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             message = "required"
         elif error.get("type") == "extra_forbidden":
             message = "unknown field"
-        problems.append((field, message))
+        if all(seen != field for seen, _ in problems):  # (a union's branches each say why: the first is enough)
+            problems.append((field, message))
     if not problems:
         return ApiError(422, "invalid_request", "the request is invalid").response()
     detail = "; ".join(f"{field}: {text}" for field, text in problems)
@@ -342,6 +352,10 @@ def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # (the framework's answer to a body its JSON parser gave up on: nested too deeply, say)
+        message = "body: not JSON this server reads (nested too deeply?)"
+        return ApiError(422, "invalid_request", message, "body").response()
     codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
     code = codes.get(exc.status_code, "http_error")
     field = "body" if exc.status_code == 413 else None
@@ -350,7 +364,26 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no such route: {request.method} {request.url.path}"
     elif exc.status_code == 405 and message == "Method Not Allowed":
         message = f"{request.url.path} does not take {request.method}"
-    return ApiError(exc.status_code, code, message, field, headers=getattr(exc, "headers", None)).response()
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed(request)}
+    return ApiError(exc.status_code, code, message, field, headers=headers).response()
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route of the path takes (the router names only the first route's that matched)."""
+    from starlette.routing import Match, Route
+
+    methods: set[str] = set()
+    routes = list(request.app.router.routes)
+    while routes:
+        route = routes.pop()
+        inner = getattr(route, "original_router", None)  # (a router included whole: its own routes)
+        if inner is not None:
+            routes += inner.routes
+        elif isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -77,8 +77,14 @@ def _valid_key(raw: bytes) -> str | None:
 
 
 def credential_scope(authorization: bytes | None) -> str:
-    """Whose keys these are: the SHA-256 (hex) of the request's ``Authorization`` header."""
-    return hashlib.sha256(authorization or b"").hexdigest()
+    """Whose keys these are: the SHA-256 (hex) of the request's ``Authorization`` header as ``Bearer <API key>``,
+    however the header writes the scheme and the spaces around the key (``bearer  <API key>`` is the same
+    credential, as the routes read it: one request, not two)."""
+    text = (authorization or b"").decode("latin-1").strip()
+    scheme, _, credentials = text.partition(" ")
+    if scheme.lower() == "bearer":
+        text = f"Bearer {credentials.strip()}"
+    return hashlib.sha256(text.encode("latin-1")).hexdigest()
 
 
 def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:

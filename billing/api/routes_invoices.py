@@ -17,6 +17,7 @@ from billing.api.errors import ERROR_RESPONSES, not_found
 from billing.api.pagination import Page, page_params
 from billing.api.routes_customers import MAX_ID, MONTH_PATTERN, month_param, storable_path
 from billing.api.schemas import InvoiceListOut, InvoiceOut, InvoiceSummaryOut, PeriodOut
+from billing.errors import NotFoundError
 from invoices.model import Invoice
 from invoices.render import invoice_json, render_pdf
 from pricing_plans.money import format_amount
@@ -41,7 +42,10 @@ def _visible_invoice(engine: Engine, key: ApiKey, invoice_key: str) -> Invoice:
         raise not_found(f"no invoice {text!r}")
     else:
         lookup = text
-    invoice = invoicing.get_invoice(engine, lookup)
+    try:
+        invoice = invoicing.get_invoice(engine, lookup)
+    except NotFoundError:  # (said as of another customer's: a bound key tells no difference)
+        raise not_found(f"no invoice {text!r}") from None
     if key.customer is not None and invoice.customer_id != key.customer:
         raise not_found(f"no invoice {text!r}")
     return invoice

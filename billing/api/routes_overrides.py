@@ -18,7 +18,7 @@ from billing.api.deps import api_engine, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
 from billing.api.pagination import Page, page_params
 from billing.api.routes_customers import SubscriptionId
-from billing.api.schemas import OVERRIDE_SCHEMA, OverrideListOut, OverrideOut
+from billing.api.schemas import FIRST_DAY, LAST_DAY, OVERRIDE_SCHEMA, OverrideListOut, OverrideOut
 from billing.core.overrides import SubscriptionOverride
 from pricing_plans.models import Catalog
 
@@ -77,17 +77,25 @@ def _body(raw: bytes) -> tuple[dict[str, Any], dt.date | None]:
         document = json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(422, "invalid_request", f"body: not JSON ({exc})", "body") from None
+    except RecursionError:
+        raise ApiError(422, "invalid_request", "body: not JSON this server reads (nested too deeply)", "body") from None
     if not isinstance(document, dict):
         raise ApiError(422, "invalid_request", "body: expected a JSON object (the override's tables)", "body")
     effective = document.pop("effective_from", None)
     if effective is None:
         return document, None
     try:
-        return document, dt.date.fromisoformat(effective) if isinstance(effective, str) else _not_a_date(effective)
+        day = dt.date.fromisoformat(effective) if isinstance(effective, str) else _not_a_date(effective)
     except ValueError:
         raise ApiError(
             422, "invalid_input", f"effective_from: expected a date (YYYY-MM-DD), got {effective!r}", "effective_from"
         ) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ApiError(
+            422, "invalid_input", f"effective_from: expected a date from 1971-01-01 to 9998-12-31, got {effective!r}",
+            "effective_from",
+        )
+    return document, day
 
 
 def _not_a_date(value: Any) -> dt.date:

@@ -5,7 +5,6 @@ float), call ``billing.payments``, shape. Keys bound to a customer see none of t
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from typing import Annotated
 
@@ -20,7 +19,7 @@ from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
 from billing.api.pagination import Page, page_params
 from billing.api.routes_customers import storable_path
 from billing.api.routes_invoices import InvoiceKey, _visible_invoice
-from billing.api.schemas import AgingOut, PaymentIn, PaymentListOut, PaymentOut, PaymentReversalIn
+from billing.api.schemas import AgingOut, ApiDate, PaymentIn, PaymentListOut, PaymentOut, PaymentReversalIn
 from billing.errors import BillingInputError, ConflictError
 
 router = APIRouter(tags=["payments"], responses=ERROR_RESPONSES)
@@ -142,7 +141,7 @@ async def reverse_payment(
 def get_aging(
     engine: Annotated[Engine, Depends(api_engine)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
-    as_of: Annotated[dt.date | None, Query(description="The day to age on (default today, UTC).")] = None,
+    as_of: Annotated[ApiDate | None, Query(description="The day to age on (default today, UTC).")] = None,
     customer: Annotated[str | None, Query(max_length=255, description="A customer's external id.")] = None,
 ) -> AgingOut:
     """What each customer owes per currency at the end of ``as_of``, by days past the due date: ``current`` (not

@@ -1,16 +1,17 @@
 """``POST /v1/billing-runs``: the billing run of a period, as ``billing run --period P [--customer C]
 [--finalize]`` does it. Thin: parse, call ``billing.run``, shape its report.
 
-A run answers 200 with what it did and its record's ``id``: ``GET /v1/billing-runs`` lists the runs done (by
-anyone: the CLI, the API, the console), ``GET /v1/billing-runs/{id}`` gives one, and the drafts it wrote are at
-``GET /v1/invoices?period=YYYY-MM``. It runs while the request waits (a large run takes a while: give the client
-a generous timeout, and an ``Idempotency-Key`` so that a retry does not run it twice at once)."""
+A run answers 201 with what it did and its record's ``id`` (``Location`` names the record): ``GET
+/v1/billing-runs`` lists the runs done (by anyone: the CLI, the API, the console), ``GET /v1/billing-runs/{id}``
+gives one, and the drafts it wrote are at ``GET /v1/invoices?period=YYYY-MM``. It runs while the request waits (a
+large run takes a while: give the client a generous timeout, and an ``Idempotency-Key`` so that a retry does not
+run it twice at once)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy import Engine
 
 from billing import customers, invoicing, run_history
@@ -42,8 +43,15 @@ RunId = Annotated[int, Path(description="The billing run's id.", ge=1, le=2**63 
     "/v1/billing-runs",
     summary="Run the billing of a period",
     response_model=BillingRunOut,
+    status_code=201,
     operation_id="createBillingRun",
-    responses=POST_ERROR_RESPONSES,
+    responses={
+        **POST_ERROR_RESPONSES,
+        201: {
+            "description": "What the run did, and its record's id",
+            "headers": {"Location": {"description": "The run's record.", "schema": {"type": "string"}}},
+        },
+    },
 )
 def create_billing_run(
     body: BillingRunIn,
@@ -51,6 +59,7 @@ def create_billing_run(
     catalog: Annotated[Catalog, Depends(get_catalog)],
     settings: Annotated[Settings, Depends(get_api_settings)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
+    response: Response,
 ) -> BillingRunOut:
     """Write (or refresh) one draft invoice per customer for ``period`` (of ``customer`` only, if given); with
     ``finalize``, number the period's drafts, each with its ``invoice.finalized`` notification. Running it again
@@ -80,6 +89,7 @@ def create_billing_run(
             waiting = awaiting_approval(engine, policy, period_start=period.start, customer=customer)
             awaiting = [item.draft.invoice_id for item in waiting]
         recording.done(report, numbers, awaiting)
+    response.headers["Location"] = f"/v1/billing-runs/{recording.id}"  # (the run's record)
     return BillingRunOut.model_validate({**(recording.report or {}), "id": recording.id})
 
 

@@ -11,13 +11,15 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "EVENT_BATCH_SCHEMA",
     "MAX_BATCH",
     "AgingOut",
     "AgingRowOut",
+    "ApiDate",
     "ApiText",
     "AutoTopupIn",
     "AutoTopupOut",
@@ -81,6 +83,26 @@ def _storable(value: str) -> str:
 
 ApiText = Annotated[StrictStr, AfterValidator(_storable)]
 """Text a database can store."""
+
+FIRST_DAY, LAST_DAY = dt.date(1971, 1, 1), dt.date(9998, 12, 31)
+"""The days a request may name (the years ``month_param`` takes): a billing period, a due date or a month's
+figures computed from a day of year 1 or 9999 would leave the calendar."""
+
+
+def _day_text(value: Any) -> Any:
+    if not isinstance(value, str | dt.date) or isinstance(value, dt.datetime):
+        raise PydanticCustomError("date_type", "expected a date (YYYY-MM-DD)")
+    return value
+
+
+def _plausible_day(value: dt.date) -> dt.date:
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise PydanticCustomError("date_range", "expected a date from 1971-01-01 to 9998-12-31")
+    return value
+
+
+ApiDate = Annotated[dt.date, BeforeValidator(_day_text), AfterValidator(_plausible_day)]
+"""A day in a request: written YYYY-MM-DD (not a number of seconds), from 1971 to 9998."""
 
 
 def examples(*values: dict[str, Any]) -> ConfigDict:
@@ -222,7 +244,10 @@ class CustomerIn(_In):
         },
     )
 
-    external_id: ApiText = Field(max_length=255)
+    external_id: ApiText = Field(
+        max_length=255,
+        description="Your id of the customer, used in paths: no spaces, control characters or '/'; not '.' or '..'.",
+    )
     name: ApiText = Field(max_length=255)
     email: ApiText | None = Field(default=None, max_length=320)
     currency: ApiText = Field(max_length=3)
@@ -308,7 +333,7 @@ class SubscriptionIn(_In):
 
     customer: ApiText = Field(max_length=255)
     plan: ApiText = Field(max_length=100)
-    start: dt.date
+    start: ApiDate
     quantity: StrictInt = Field(
         default=1, ge=1, le=1_000_000, description="Seats from the start; above 1 only on a plan priced per seat."
     )
@@ -321,7 +346,7 @@ class QuantityIn(_In):
     model_config = examples({"quantity": 8, "effective_from": "2026-04-11"})
 
     quantity: StrictInt = Field(ge=1, le=1_000_000, description="The number of seats.")
-    effective_from: dt.date | None = Field(default=None, description="The first day with them.")
+    effective_from: ApiDate | None = Field(default=None, description="The first day with them.")
 
 
 class CancelIn(_In):
@@ -330,7 +355,7 @@ class CancelIn(_In):
 
     model_config = examples({"date": "2026-12-01", "reason": "voluntary"})
 
-    date: dt.date | None = None
+    date: ApiDate | None = None
     reason: Literal["voluntary", "involuntary"] = "voluntary"
 
 
@@ -1006,7 +1031,7 @@ class CreditGrantIn(_In):
     amount: ApiText = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$", description="A positive decimal string.")
     currency: ApiText = Field(min_length=3, max_length=3, description="ISO 4217 code.")
     paid: bool = False
-    expires: dt.date | None = None
+    expires: ApiDate | None = None
     priority: int = Field(default=0, ge=0, le=1_000_000, description="Lower numbers are used first.")
     reason: ApiText | None = Field(default=None, max_length=1000)
 
@@ -1162,7 +1187,7 @@ class CouponIn(_In):
     months: StrictInt | None = Field(default=None, ge=1, le=1200)
     plans: list[Annotated[ApiText, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
     max_redemptions: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)
-    expires_on: dt.date | None = Field(default=None, description="From this day on it can no longer be issued.")
+    expires_on: ApiDate | None = Field(default=None, description="From this day on it can no longer be issued.")
 
 
 class CouponCustomerIn(_In):
@@ -1234,7 +1259,7 @@ class PaymentIn(_In):
     currency: ApiText | None = Field(
         default=None, min_length=3, max_length=3, description="ISO 4217 code; if given, the invoice's."
     )
-    date: dt.date | None = Field(default=None, description="The day received (default today, UTC).")
+    date: ApiDate | None = Field(default=None, description="The day received (default today, UTC).")
     method: Literal["bank_transfer", "card", "cash", "other"]
     reference: ApiText | None = Field(default=None, min_length=1, max_length=255)
 
@@ -1245,7 +1270,7 @@ class PaymentReversalIn(_In):
     model_config = examples({"reason": "transfer returned by the bank", "date": "2026-11-14"})
 
     reason: ApiText | None = Field(default=None, max_length=1000)
-    date: dt.date | None = Field(default=None, description="The day reversed (default today, UTC).")
+    date: ApiDate | None = Field(default=None, description="The day reversed (default today, UTC).")
 
 
 _PAYMENT: dict[str, Any] = {

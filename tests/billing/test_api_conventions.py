@@ -320,7 +320,8 @@ def test_a_billing_run_finalize_void_and_credit_over_http(live_api):
         voided = client.post(f"/v1/invoices/{number}/void")
         bad_period = client.post("/v1/billing-runs", json={"period": "2026-13"})
         unknown_customer = client.post("/v1/billing-runs", json={"period": MONTH.label, "customer": "nobody"})
-    assert run.status_code == 200, run.text
+    assert run.status_code == 201, run.text
+    assert run.headers["Location"] == f"/v1/billing-runs/{run.json()['id']}"
     report = run.json()
     assert (report["label"], report["created"], report["updated"]) == (MONTH.label, 2, 0)
     assert report["events"] == {"accepted": 8, "rated": 8, "unbilled": 0} and report["unbilled"] == []
@@ -338,7 +339,7 @@ def test_a_billing_run_finalize_void_and_credit_over_http(live_api):
     assert "10.00 USD left to credit" in error_of(too_much)["message"]
     assert bad_amount.status_code == 422 and error_of(bad_amount)["field"] == "amount"
     assert void_draft.status_code == 409 and credit_draft.status_code == 409
-    assert rest.status_code == 200 and len(rest.json()["finalized"]) == 1
+    assert rest.status_code == 201 and len(rest.json()["finalized"]) == 1
     assert voided.status_code == 200 and (voided.json()["status"], voided.json()["number"]) == ("void", number)
     assert bad_period.status_code == 422 and error_of(bad_period)["field"] == "period"
     assert unknown_customer.status_code == 404
@@ -405,7 +406,7 @@ def test_over_http_an_open_period_is_not_issued_unless_asked_and_a_period_to_com
     assert future_run.status_code == 422
     assert f"its first day is {coming.isoformat()}" in error_of(future_run)["message"]
     assert alone.status_code == 422 and error_of(alone)["field"] == "allow_open_period"
-    assert preview.status_code == 200 and preview.json()["created"] == 1 and preview.json()["finalized"] == []
+    assert preview.status_code == 201 and preview.json()["created"] == 1 and preview.json()["finalized"] == []
     assert refused.status_code == 422 and "nothing was finalized" in error_of(refused)["message"]
     assert still_draft == "draft"
     assert allowed.status_code == 200 and allowed.json()["status"] == "finalized"

@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from fastapi import Response
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
@@ -976,7 +977,8 @@ def test_the_json_is_what_the_api_answers(world: World):
 
     cli_run = _cli_json("run", "--period", "2026-10")
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), catalog=str(world.catalog_path))
-    api_run = dumped(routes_runs.create_billing_run(BillingRunIn(period="2026-10"), engine, catalog, settings, _api_key()))
+    api_run = dumped(routes_runs.create_billing_run(BillingRunIn(period="2026-10"), engine, catalog, settings, _api_key(),
+                                                      Response()))
     assert (cli_run.pop("id"), api_run.pop("id")) == (1, 2)  # each recorded
     assert cli_run == api_run
     for run_id in (1, 2):

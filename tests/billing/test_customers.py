@@ -176,13 +176,26 @@ def test_every_bad_field_is_reported_at_once(engine):
             tax_rate="120",
         )
     assert errors_of(excinfo).split("; ") == [
-        "external_id: expected an id without spaces or control characters, got 'acme corp'",
+        "external_id: expected an id without spaces, control characters or '/', and not '.' or '..', got 'acme corp'",
         "name: required, got nothing",
         "email: expected an address like name@example.com, got 'not-an-address'",
         "locale: unknown locale 'xx' (expected a locale such as en_US, de_DE, fr)",
         "webhook_url: expected an http:// or https:// URL, got 'ftp://hooks.example'",
         "tax_rate: expected a percentage between 0 and 100 (19 for 19 %), got 120",
     ]
+
+
+@pytest.mark.parametrize("external_id", ["a/b", "/", ".", ".."])
+def test_an_id_the_apis_paths_cannot_carry_is_refused(engine, external_id):
+    """``/v1/customers/a%2Fb`` reaches the router as ``/v1/customers/a/b``, and clients resolve ``.`` and ``..``
+    away: such a customer could be created and never read back over HTTP."""
+    with pytest.raises(BillingInputError) as excinfo:
+        add(engine, external_id)
+    assert errors_of(excinfo) == (
+        f"external_id: expected an id without spaces, control characters or '/', and not '.' or '..', "
+        f"got {external_id!r}"
+    )
+    assert [c.external_id for c in service.list_customers(engine)] == []
 
 
 def test_a_float_tax_rate_is_refused(engine):

@@ -66,7 +66,8 @@ def _api(client: TestClient, console: Console, method: str, url: str, **kwargs):
 
 def test_the_api_records_its_runs_and_lists_every_run_a_page_at_a_time(console: Console, client: TestClient):
     made = _api(client, console, "POST", "/v1/billing-runs", json={"period": "2026-10"})
-    assert made.status_code == 200, made.text
+    assert made.status_code == 201, made.text
+    assert made.headers["Location"] == "/v1/billing-runs/1"
     assert (made.json()["id"], made.json()["created"], made.json()["totals"]) == (1, 2, {"USD": "22.50"})
     beta = _api(client, console, "POST", "/v1/billing-runs", json={"period": "2026-10", "customer": "beta"}).json()
     assert (beta["id"], beta["unchanged"]) == (2, 1)
