@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from fastapi import Response
 
 from billing import customers as service
 from billing.core.periods import month
@@ -300,7 +301,7 @@ def test_the_json_report_lists_the_weeks_and_anniversary_months_as_the_api_does(
     customer(engine, catalog, "anna", "anniversary", D(2026, 1, 31))
     customer(engine, catalog, "wes", "weekly", D(2026, 3, 18))
     settings = Settings(database_url=cli_env["BILLING_DATABASE_URL"], catalog=path)
-    api = routes_runs.create_billing_run(BillingRunIn(period="2026-03"), engine, catalog, settings, api_key())
+    api = routes_runs.create_billing_run(BillingRunIn(period="2026-03"), engine, catalog, settings, api_key(), Response())
     result = CliRunner().invoke(app, ["run", "--period", "2026-03", "--json"])
     assert result.exit_code == 0, result.output
     cli = json.loads(result.stdout)
