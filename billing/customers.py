@@ -208,7 +208,9 @@ def update_customer(
         merged = {name: changes.get(name, getattr(current, name)) for name in UPDATABLE_FIELDS}
         if merged["address"] is None:  # cleared
             merged["address"] = ()
-        fields, problems = _customer_fields(external_id=current.external_id, currency=current.currency, **merged)
+        fields, problems = _customer_fields(
+            external_id=current.external_id, currency=current.currency, stored_id=True, **merged
+        )
         problems = fixed + problems
         if problems:
             raise BillingInputError(f"customer {external_id!r}: " + "; ".join(problems), problems)
@@ -316,16 +318,19 @@ def _customer_fields(
     region: Any = None,
     tax_id: Any = None,
     tax_exempt_reason: Any = None,
+    stored_id: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """The customer's fields, normalized (text stripped, currency upper-cased, locale canonical), and every
-    problem found, each as ``field: what was expected, got what``, in the order of the fields."""
+    problem found, each as ``field: what was expected, got what``, in the order of the fields. ``stored_id``: the
+    id is a stored customer's, not checked again (one with a '/', from before ids were refused it, stays
+    updatable)."""
     problems: list[str] = []
 
     def text(field: str, value: Any, limit: int, required: bool = True) -> str | None:
         return _text(problems, field, value, limit, required)
 
     fields: dict[str, Any] = {
-        "external_id": _external_id(text("external_id", external_id, 255), problems),
+        "external_id": external_id if stored_id else _external_id(text("external_id", external_id, 255), problems),
         "name": text("name", name, 255),
         "email": _email_address(text("email", email, 320, required=False), problems),
         "currency": _currency_code(text("currency", currency, 3), problems),

@@ -8,6 +8,7 @@ Request bodies refuse unknown fields; text refuses NUL characters and lone surro
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -89,8 +90,13 @@ FIRST_DAY, LAST_DAY = dt.date(1971, 1, 1), dt.date(9998, 12, 31)
 figures computed from a day of year 1 or 9999 would leave the calendar."""
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _day_text(value: Any) -> Any:
-    if not isinstance(value, str | dt.date) or isinstance(value, dt.datetime):
+    """Only a day written YYYY-MM-DD: not a number of seconds (``0``, ``"1000166400"``), not an instant."""
+    written = isinstance(value, str) and _DAY.fullmatch(value) is not None
+    if isinstance(value, dt.datetime) or not (written or isinstance(value, dt.date)):
         raise PydanticCustomError("date_type", "expected a date (YYYY-MM-DD)")
     return value
 

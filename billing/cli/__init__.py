@@ -173,9 +173,9 @@ class LazyGroup(TyperGroup):
         self.commands = commands
 
     def invoke(self, ctx: Any) -> Any:
-        """Run the command; a configuration file that cannot be read, a database that cannot be reached or lacks
-        a table (not initialized, or not upgraded to this version) is one message and exit 1, whichever command
-        met it."""
+        """Run the command; a configuration file that cannot be read, a database that cannot be reached, is busy
+        or lacks a table (not initialized, or not upgraded to this version) is one message and exit 1, whichever
+        command met it."""
         try:
             return super().invoke(ctx)
         except Exception as error:
@@ -186,9 +186,12 @@ class LazyGroup(TyperGroup):
                 fail(str(error), code=1)
             errors = sys.modules.get("sqlalchemy.exc")
             if errors is not None and isinstance(error, (errors.OperationalError, errors.ProgrammingError)):
-                from billing.cli._common import database_message, fail
+                from billing.cli._common import database_message, fail, missing_schema
 
-                fail(database_message(error), code=1)
+                # (the database unreachable, busy, or without a table: its message; any other statement the
+                # database refused is a fault here, and keeps its traceback)
+                if isinstance(error, errors.OperationalError) or missing_schema(error):
+                    fail(database_message(error), code=1)
             raise
 
     def list_commands(self, ctx: Any) -> list[str]:

@@ -94,23 +94,28 @@ _MISSING = ("no such table", "no such column", "does not exist", "unable to open
 
 def database_message(exc: SQLAlchemyError) -> str:
     """A database error in one line: the database's own message (without SQLAlchemy's statement dump); when it
-    misses a table or a column, why: a database not initialized, or at an older revision than this version's
-    tables, with the command that brings it up to date."""
+    misses a table or a column, why, if the database's revision says: not initialized, or at another revision
+    than this version's tables, with what to do."""
     original = getattr(exc, "orig", None)
     reason = str(original if original is not None else exc).strip().splitlines()[0]
-    if any(sign in reason.lower() for sign in _MISSING):
-        return f"database: {reason} ({_schema_state()})"
-    return f"database: {reason}"
+    state = _schema_state() if any(sign in reason.lower() for sign in _MISSING) else None
+    return f"database: {reason}" if state is None else f"database: {reason} ({state})"
 
 
-def _schema_state() -> str:
-    """What the configured database's revision says of its tables."""
+def missing_schema(exc: SQLAlchemyError) -> bool:
+    """Whether the error is of a table or a column the database lacks."""
+    original = getattr(exc, "orig", None)
+    reason = str(original if original is not None else exc).lower()
+    return any(sign in reason for sign in _MISSING)
+
+
+def _schema_state() -> str | None:
+    """What the configured database's revision says of its tables (None: nothing, it is this version's)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from billing.config import get_settings
-    from billing.db import current_revision, head_revision, make_engine
+    from billing.db import current_revision, head_revision, known_revision, make_engine
 
-    unknown = "is the database initialized? run `billing init` or `billing db upgrade`"
     try:
         engine = make_engine(get_settings().database_url)
         try:
@@ -118,13 +123,15 @@ def _schema_state() -> str:
         finally:
             engine.dispose()
     except (SQLAlchemyError, OSError):
-        return unknown
+        return "is the database initialized? run `billing init` or `billing db upgrade`"
     head = head_revision()
     if revision is None:
         return "the database is not initialized: run `billing init` or `billing db upgrade`"
-    if revision != head:
-        return f"the database is at revision {revision}, this version needs {head}: run `billing db upgrade`"
-    return unknown
+    if revision == head:
+        return None
+    if not known_revision(revision):
+        return f"the database is at revision {revision}, newer than this version's {head}: use the newer version"
+    return f"the database is at revision {revision}, this version needs {head}: run `billing db upgrade`"
 
 
 def print_table(table: Table) -> None:

@@ -20,7 +20,15 @@ from dbkit import checkpoints, writelock
 from dbkit.exact import register_sqlite_functions
 from dbkit.liveness import ping_after_idle
 
-__all__ = ["MIGRATIONS", "current_revision", "head_revision", "make_engine", "session_scope", "upgrade"]
+__all__ = [
+    "MIGRATIONS",
+    "current_revision",
+    "head_revision",
+    "known_revision",
+    "make_engine",
+    "session_scope",
+    "upgrade",
+]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -148,14 +156,28 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     command.upgrade(_alembic_config(engine_or_url), revision)
 
 
-def head_revision() -> str | None:
-    """The newest revision of the migrations: the one this version's tables are."""
+def _scripts() -> Any:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str | None:
+    """The newest revision of the migrations: the one this version's tables are."""
+    return _scripts().get_current_head()  # type: ignore[no-any-return]
+
+
+def known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of this version's migrations (a newer version's is not)."""
+    from alembic.util import CommandError
+
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -44,7 +44,7 @@ from billing.credits import note_reductions
 from billing.db import session_scope
 from billing.db.stripe_tables import StripeCreditNoteRow, StripeInvoiceSyncRow
 from billing.stripe import STRIPE_API_VERSION, describe_error
-from billing.stripe.amounts import to_stripe
+from billing.stripe.amounts import collectable, to_stripe
 from dbkit import insert_ignoring, read_only, utcnow
 from invoices import store
 from invoices.store import IssuedNote
@@ -249,6 +249,15 @@ def _credit(
     """Carry one credit note as a Stripe credit note of ``taken`` (what it took off the amount due here)."""
     result = Adjustment("credit_note", note.number, pushed.number, pushed.stripe_invoice_id, note.currency, taken)
     amount = to_stripe(taken, note.currency)
+    if not collectable(amount, note.currency):  # (Stripe would collect, or refund, an amount it cannot)
+        message = (
+            f"{taken} {note.currency} credited, and Stripe collects and refunds {note.currency} only in multiples "
+            "of 0.010: not carried; settle it with the customer another way"
+        )
+        log.warning("Stripe: credit note %s was not carried: %s", note.number, message)
+        with session_scope(engine) as session:
+            session.execute(_note_row(note).values(last_error=message))
+        return replace(result, error=message)
     try:
         mode, attempts, refusals = _mode(engine, client, note, amount, pushed)
         created = _made_before(client, note, pushed) if attempts > 1 else None

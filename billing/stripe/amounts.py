@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pricing_plans.money import minor_digits
-
 __all__ = ["THREE_DECIMAL", "ZERO_DECIMAL", "collectable", "from_stripe", "stripe_digits", "to_stripe"]
 
 ZERO_DECIMAL = frozenset(
@@ -49,13 +47,11 @@ def to_stripe(amount: Decimal, currency: str) -> int:
     return int(scaled)
 
 
-def from_stripe(amount: int, currency: str) -> Decimal | None:
-    """Stripe's integer ``amount`` of ``currency`` as an amount here (1250 USD → 12.50, 500 ISK → 5); None when it
-    has more places than the currency has here (5.50 ISK: not an amount an invoice here can be paid)."""
-    value = Decimal(amount).scaleb(-stripe_digits(currency))
-    places = minor_digits(currency.upper())
-    quantized = value.quantize(Decimal(1).scaleb(-places))
-    return quantized if quantized == value else None
+def from_stripe(amount: int, currency: str) -> Decimal:
+    """Stripe's integer ``amount`` of ``currency`` as an amount (1250 USD → 12.50, 500 ISK → 5), exactly: what
+    Stripe collected in fractions the currency has no unit for here (5.50 ISK, collected for an invoice pushed in
+    the wrong units) is rounded when it is recorded, never taken for the whole amount due."""
+    return Decimal(amount).scaleb(-stripe_digits(currency))
 
 
 def collectable(amount: int, currency: str) -> bool:

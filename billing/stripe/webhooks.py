@@ -238,8 +238,7 @@ def _paid(session: Session, invoice: Invoice, data_object: dict[str, Any], creat
 
 def _collected(data_object: dict[str, Any], invoice: Invoice) -> Decimal | None:
     """What Stripe says it collected (``amount_paid``, in Stripe's minor units of the invoice's currency:
-    ``amounts.from_stripe``); None when it does not say, says it in another currency, or in fractions the
-    currency does not have here."""
+    ``amounts.from_stripe``); None when it does not say, or says it in another currency."""
     amount, currency = data_object.get("amount_paid"), data_object.get("currency")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
         return None

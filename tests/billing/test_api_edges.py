@@ -33,6 +33,9 @@ def test_days_out_of_the_calendars_reach_are_refused_by_name_never_a_500(live_ap
         override = client.put(f"/v1/subscriptions/{subscription['id']}/overrides",
                               json={"effective_from": "9999-12-31", "subscription": {"fee": "10.00"}})  # fmt: skip
         cancel = client.post(f"/v1/subscriptions/{subscription['id']}/cancel", json={"date": 0})
+        seconds = client.get("/v1/receivables/aging", params={"as_of": "1000166400"})
+        instant = client.post("/v1/subscriptions", json={"customer": "acme", "plan": "starter",
+                                                         "start": "2025-02-01T00:00:00Z"})  # fmt: skip
         grant = client.post("/v1/customers/acme/credits/grants",
                             json={"amount": "5.00", "currency": "USD", "expires": "9999-12-31"})  # fmt: skip
         still = client.get("/v1/receivables/aging", params={"as_of": "2026-11-30"})
@@ -43,6 +46,8 @@ def test_days_out_of_the_calendars_reach_are_refused_by_name_never_a_500(live_ap
         "detail": f"effective_from: {outside}, got '9999-12-31'", "errors": [("effective_from", f"{outside}, got '9999-12-31'")],
     }  # fmt: skip
     assert problem(cancel)["errors"] == [("date", "expected a date (YYYY-MM-DD)")]
+    assert problem(seconds)["errors"] == [("as_of", "expected a date (YYYY-MM-DD)")]
+    assert problem(instant)["errors"] == [("start", "expected a date (YYYY-MM-DD)")]
     assert problem(grant)["errors"] == [("expires", outside)]
     assert still.status_code == 200, still.text
 

@@ -198,6 +198,20 @@ def test_an_id_the_apis_paths_cannot_carry_is_refused(engine, external_id):
     assert [c.external_id for c in service.list_customers(engine)] == []
 
 
+def test_a_customer_stored_with_such_an_id_before_stays_updatable(engine):
+    """Created before ids with '/' were refused (here: written straight to the table), it is updated as any
+    other; only new ids are checked."""
+    from sqlalchemy import update
+
+    from billing.db.tables import CustomerRow
+
+    add(engine, "acme-eu")
+    with session_scope(engine) as session:
+        session.execute(update(CustomerRow).where(CustomerRow.external_id == "acme-eu").values(external_id="acme/eu"))
+    updated = service.update_customer(engine, "acme/eu", {"email": "ap@acme.example"})
+    assert (updated.external_id, updated.email) == ("acme/eu", "ap@acme.example")
+
+
 def test_a_float_tax_rate_is_refused(engine):
     with pytest.raises(BillingInputError, match=r"^tax_rate: "):
         add(engine, tax_rate=19.5)

@@ -478,6 +478,19 @@ def test_a_command_on_a_database_at_an_older_revision_names_the_upgrade(fresh_ur
         result = runner.invoke(app, ["runs", "list", "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout) == {"data": [], "has_more": False}
+        # a newer version migrated it (its revision unknown here) and the table is gone: upgrading cannot help
+        engine = make_engine(fresh_url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+                connection.execute(text("DROP TABLE billing_runs"))
+        finally:
+            engine.dispose()
+        result = runner.invoke(app, ["runs", "list"])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+        assert f"the database is at revision 9999, newer than this version's {head}: use the newer version" in (
+            " ".join(result.stderr.split())
+        )
     finally:
         get_settings.cache_clear()
 

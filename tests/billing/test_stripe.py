@@ -1417,8 +1417,7 @@ def test_the_printed_invoice_links_stripes_hosted_page_while_something_is_due(en
 
 def test_stripes_units_of_each_kind_of_currency():
     """Two decimals in Stripe's API unless Stripe lists the currency as zero- or three-decimal, whatever its own
-    minor unit (ISK, HUF, COP: none here); what Stripe reports in fractions a currency has no unit for here is not
-    an amount here."""
+    minor unit (ISK, HUF, COP: none here); what Stripe reports is read exactly (5.50 ISK: rounded when recorded)."""
     from billing.stripe.amounts import collectable, from_stripe, to_stripe
 
     assert [to_stripe(Decimal(a), c) for a, c in (("12.50", "USD"), ("1500", "JPY"), ("5", "ISK"), ("12963", "HUF"),
@@ -1427,6 +1426,6 @@ def test_stripes_units_of_each_kind_of_currency():
     with pytest.raises(ValueError, match=r"0.5 JPY: Stripe takes JPY amounts with at most 0 decimal places"):
         to_stripe(Decimal("0.5"), "JPY")
     assert (from_stripe(500, "isk"), from_stripe(550, "ISK"), from_stripe(1250, "usd"), from_stripe(5124, "KWD")) == (
-        Decimal("5"), None, Decimal("12.50"), Decimal("5.124"),
+        Decimal("5"), Decimal("5.50"), Decimal("12.50"), Decimal("5.124"),
     )
     assert (collectable(5124, "KWD"), collectable(5120, "kwd"), collectable(5125, "USD")) == (False, True, True)

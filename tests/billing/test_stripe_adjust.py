@@ -418,3 +418,25 @@ def test_a_draft_that_no_longer_asks_what_is_due_is_not_finalized(engine, fake_s
 
     assert not report.ok and "asks 5150 minor units and 4650 are due here" in (report.failed[0].error or "")
     assert fake_stripe.of("invoice")[0]["status"] == "draft" and sync_row(engine).step == "items"
+
+
+def test_a_three_decimal_credit_note_stripe_could_not_settle_is_not_carried(engine, fake_stripe, client):  # noqa: F811
+    """31.620 KWD pushed, then 1.005 credited: carried, it would leave Stripe to collect 30.615, which it cannot
+    (three-decimal amounts end in 0); the note is not carried and the sync says why. 1.010 is carried."""
+    add_customer(engine, "nasser", "KWD")
+    issue(engine, "nasser", "KWD", (("Hosting", "31.500"), ("Support", "0.120")))
+    assert sync_invoices(engine, client).ok
+    credit(engine, "1.005")
+    report = sync_invoices(engine, client)
+    assert not report.ok and fake_stripe.of("credit_note") == []
+    [adjustment] = report.adjustments
+    assert adjustment.error == (
+        "1.005 KWD credited, and Stripe collects and refunds KWD only in multiples of 0.010: not carried; settle it "
+        "with the customer another way"
+    )
+    credit(engine, "1.010", FIRST)
+    report = sync_invoices(engine, client)
+    assert [(a.document, a.error) for a in report.adjustments] == [
+        (NOTE, adjustment.error), ("CN-2026-000002", None),
+    ]
+    assert [n["amount"] for n in fake_stripe.of("credit_note")] == [1010]
