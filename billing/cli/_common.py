@@ -98,7 +98,7 @@ def database_message(exc: SQLAlchemyError) -> str:
     than this version's tables, with what to do."""
     original = getattr(exc, "orig", None)
     reason = str(original if original is not None else exc).strip().splitlines()[0]
-    state = _schema_state() if any(sign in reason.lower() for sign in _MISSING) else None
+    state = _schema_state() if missing_schema(exc) else None
     return f"database: {reason}" if state is None else f"database: {reason} ({state})"
 
 
