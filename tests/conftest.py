@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +92,18 @@ def _close_cached_engines() -> Iterator[None]:
     from billing.db.engines import dispose_engines
 
     dispose_engines()
+
+
+@pytest.fixture
+def one_thread() -> None:
+    """This process runs one thread, so that it may fork parsing or rating workers (``dbkit.forkpool.can_fork``):
+    waits for the threads earlier tests left (a writer's or a server's, which end once idle), and fails naming
+    any that stays."""
+    deadline = time.monotonic() + 30
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if threading.active_count() > 1:
+        pytest.fail(f"threads still running, no worker could fork: {[t.name for t in threading.enumerate()]}")
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Engine
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from billing.api import (
     errors,
@@ -69,7 +69,7 @@ from billing.api import (
     schemas,
 )
 from billing.api.deps import api_engine
-from billing.api.errors import PROBLEMS, ApiError, install_error_handlers, not_found, problem_openapi
+from billing.api.errors import HEAD_REQUEST, PROBLEMS, ApiError, install_error_handlers, not_found, problem_openapi
 from billing.api.idempotency import Idempotency
 from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from billing.api.pagination import reject_unknown_query
@@ -123,7 +123,24 @@ class _Api(FastAPI):
                 scope, receive, send, settings or get_settings(), lambda: _app_engine(self)
             )
             return
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            as_get, headers_only = _as_get(scope, send)
+            await super().__call__(as_get, receive, headers_only)
+            return
         await super().__call__(scope, receive, send)
+
+
+def _as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
+    """A ``HEAD`` request answered as its ``GET`` (RFC 9110 9.3.2): the same status and headers, the
+    ``Content-Length`` of the body it would have had, no body. (The routes take ``GET`` only: a route of both
+    would list each operation twice in the OpenAPI document.)"""
+
+    async def headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return {**scope, "method": "GET", HEAD_REQUEST: True}, headers_only
 
 
 def _app_engine(app: FastAPI) -> Engine:

@@ -38,6 +38,7 @@ from billing.errors import BillingInputError, ConflictError, NotFoundError
 
 __all__ = [
     "ERROR_RESPONSES",
+    "HEAD_REQUEST",
     "POST_ERROR_RESPONSES",
     "PROBLEMS",
     "PROBLEM_MEDIA_TYPE",
@@ -350,6 +351,15 @@ def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return not_found(str(exc)).response()
 
 
+HEAD_REQUEST = "billing.head_request"
+"""The scope key that marks a ``HEAD`` request the application answers as its ``GET`` (``billing.api``)."""
+
+
+def _method(request: Request) -> str:
+    """The request's method as the client sent it (a ``HEAD`` is routed as its ``GET``)."""
+    return "HEAD" if request.scope.get(HEAD_REQUEST) else request.method
+
+
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
@@ -361,9 +371,9 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     field = "body" if exc.status_code == 413 else None
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
-        message = f"no such route: {request.method} {request.url.path}"
+        message = f"no such route: {_method(request)} {request.url.path}"
     elif exc.status_code == 405 and message == "Method Not Allowed":
-        message = f"{request.url.path} does not take {request.method}"
+        message = f"{request.url.path} does not take {_method(request)}"
     headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
         headers = {**(headers or {}), "Allow": _allowed(request)}
@@ -383,6 +393,8 @@ def _allowed(request: Request) -> str:
             routes += inner.routes
         elif isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")  # (answered as the GET, without its body)
     return ", ".join(sorted(methods))
 
 

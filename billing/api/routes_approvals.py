@@ -72,7 +72,7 @@ def pending_approval(
     "/v1/invoices/{invoice_id}/approve",
     summary="Approve a draft invoice",
     response_model=DraftApprovalOut,
-    operation_id="createInvoiceApproval",
+    operation_id="approveInvoice",
     responses=POST_ERROR_RESPONSES,
 )
 def approve_invoice(
@@ -117,6 +117,7 @@ def get_customer_review(
     summary="Flag a customer for review, or clear the flag",
     response_model=CustomerReviewOut,
     operation_id="changeCustomerReview",
+    responses=POST_ERROR_RESPONSES,
 )
 def change_customer_review(
     customer_id: CustomerId,

@@ -136,6 +136,22 @@ def test_a_405_allows_every_method_the_path_takes(live_api):
     without PATCH."""
     with live_api.client() as client:
         listed, one = client.delete("/v1/customers"), client.delete("/v1/customers/acme")
-    assert (listed.status_code, listed.headers["Allow"]) == (405, "GET, POST")
-    assert (one.status_code, one.headers["Allow"]) == (405, "GET, PATCH")
+    assert (listed.status_code, listed.headers["Allow"]) == (405, "GET, HEAD, POST")
+    assert (one.status_code, one.headers["Allow"]) == (405, "GET, HEAD, PATCH")
+
+
+@pytest.mark.db
+def test_a_head_is_answered_as_its_get_without_the_body(live_api):
+    """``HEAD`` on a resource was a 405 though ``GET`` reads it (RFC 9110 9.3.2: the server answers it as the GET,
+    its Content-Length included, no body)."""
+    add_customer(live_api)
+    with live_api.client() as client:
+        got, head = client.get("/v1/customers/acme"), client.head("/v1/customers/acme")
+        missing, events = client.head("/v1/customers/nobody"), client.head("/v1/events")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == str(len(got.content)) == got.headers["content-length"]
+    assert head.headers["content-type"] == got.headers["content-type"] == "application/json"
+    assert (missing.status_code, missing.content, missing.headers["content-type"]) == (
+        404, b"", "application/problem+json")  # fmt: skip
+    assert (events.status_code, events.headers["Allow"]) == (405, "POST")
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -411,11 +410,8 @@ def test_a_run_killed_part_way_and_run_again_gives_the_same_invoices(engine, db_
 
 
 
-def test_rating_in_worker_processes_writes_the_invoices_rating_here_writes(engine, catalog, monkeypatch):
+def test_rating_in_worker_processes_writes_the_invoices_rating_here_writes(engine, catalog, monkeypatch, one_thread):
     monkeypatch.setattr(billing_run, "_CHUNK", 2)  # nine customers: five chunks, rated by two workers
-    deadline = time.monotonic() + 30  # a run forks only in a process of one thread: earlier tests' idle ones end
-    while threading.active_count() > 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
     for n in range(9):
         service.create_customer(engine, f"c{n}", f"C{n}", None, "USD", timezone="UTC" if n % 2 else "Asia/Tokyo")
     subscribed = {n: service.subscribe(engine, catalog, f"c{n}", "basic", dt.date(2026, 1, 1)) for n in (0, 1, 2, 5, 7)}

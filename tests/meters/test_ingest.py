@@ -463,7 +463,7 @@ def test_chunks_and_worker_processes_count_the_same(engine: Engine, tmp_path: Pa
 
 @pytest.mark.parametrize(("workers", "sizes"), [(1, [4, 4, 8, 16, 32, 32, 4]), (0, [32, 32, 32, 4])])
 def test_a_worker_parses_the_first_chunk_in_growing_parts(engine: Engine, tmp_path: Path, workers: int,
-                                                          sizes: list[int]) -> None:
+                                                          sizes: list[int], one_thread: None) -> None:
     # The storing process waits only for an eighth of the first chunk before it stores; each transaction's events
     # (``meters_on_stored``) tell the parts. Parsed in process, the chunks are the chunk size.
     from meters.ingest import ON_STORED
