@@ -176,9 +176,13 @@ def _open_targets(
     issued, with the highest amount each was invoiced at so far."""
     targets: list[_Target] = []
     starts = sorted({period.start for _, _, period in covering})
-    issued = {start: store.customers_with_issued_invoice(session, start) for start in starts}
+    # (a period's own invoice: a week's issued invoice starting on the 1st leaves the month's open)
+    ends = sorted({(period.start, period.end) for _, _, period in covering})
+    issued = {(a, b): store.customers_with_issued_invoice(session, a, period_end=b) for a, b in ends}
     for start in starts:
-        open_ = [(s, o, p) for s, o, p in covering if p.start == start and o.external_id not in issued[start]]
+        open_ = [
+            (s, o, p) for s, o, p in covering if p.start == start and o.external_id not in issued[(p.start, p.end)]
+        ]
         here = [(s, o, p, plan) for s, o, p in open_ if (plan := plan_for(s.id, p)).progressive_billing is not None]
         keys = store.progressive_keys(session, [s.id for s, _, _, _ in here], start)
         for subscription, owner, period, plan in here:

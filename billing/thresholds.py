@@ -696,15 +696,16 @@ def _billing_periods_over(schedule: Schedule, days: Period, until: dt.date) -> l
 def _leave_out_issued(engine: Engine, targets: dict[_TargetKey, _Target], report: CheckReport) -> None:
     """Remove the targets whose customer's invoice of the period is issued (finalized, paid, void or
     uncollectible): the usage of that period is billed, and what arrives now is late usage of a later invoice."""
-    starts = {target.period.start for target in targets.values()}
-    if not starts:
+    periods = {(target.period.start, target.period.end) for target in targets.values()}
+    if not periods:
         return
+    # (a period's own invoice: a week's issued invoice starting on the 1st leaves the month's open)
     with session_scope(read_only(engine)) as session:
-        issued = {start: store.customers_with_issued_invoice(session, start) for start in sorted(starts)}
+        issued = {(a, b): store.customers_with_issued_invoice(session, a, period_end=b) for a, b in sorted(periods)}
     left_out: set[tuple[str, str]] = set()
     for key, target in list(targets.items()):
         customer = target.subscription.customer_external_id
-        if customer in issued[target.period.start]:
+        if customer in issued[(target.period.start, target.period.end)]:
             del targets[key]
             left_out.add((customer, target.period.label))
     report.issued = sorted(left_out)

@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from billing import customers as service
 from billing.cli import app
 from billing.config import get_settings
-from billing.core.periods import month, month_of
+from billing.core.periods import Period, month, month_of
 from billing.db import session_scope
 from billing.db.notification_tables import NotificationRow, ThresholdEvaluationRow
 from billing.errors import BillingInputError, NotFoundError
 from billing.ingestion import ingest_batch, ingest_path
+from billing.invoicing import list_invoices
 from billing.metering import meter_specs
 from billing.reactions import react_to_usage
 from billing.run import finalize_period, run_billing
@@ -560,3 +561,51 @@ def test_a_spend_too_large_for_an_invoice_is_skipped_and_every_other_alert_still
     ]
     assert [who for who, _ in checked.skipped] == ["big"]
     assert "costs more than an invoice line may hold" in checked.skipped[0][1]
+
+
+WEEK_AND_MONTH = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+[meters.storage]
+name = "Storage"
+aggregation = "sum"
+
+[plans.calls]
+name = "Calls"
+currency = "USD"
+charges = [{ meter = "api_calls", model = "per_unit", unit_amount = 1.00 }]
+thresholds = [{ meter = "api_calls", allowance = 10, levels = [80, 100] }]
+progressive_billing = { amounts = [10.00] }
+
+[plans.weekly]
+name = "Weekly storage"
+currency = "USD"
+interval = "week"
+charges = [{ meter = "storage", model = "per_unit", unit_amount = 1.00 }]
+"""
+
+
+def test_an_issued_invoice_of_a_week_starting_on_the_1st_leaves_the_months_thresholds_and_progressive_billing(engine):
+    """A customer on a monthly plan and a weekly one: the week of 1–7 June 2026 (a Monday) is invoiced and issued
+    on 10 June. Its invoice starts on 1 June as June's does: it was taken for June's, so 12 calls of 10 (120 %)
+    made no alert and no progressive invoice (12 calls × 1.00 reach the 10.00 amount)."""
+    catalog, problems = loads_catalog(WEEK_AND_MONTH, "week_and_month.toml")
+    assert not problems, problems
+    customer(engine, catalog, "acme", "calls")
+    service.subscribe(engine, catalog, "acme", "weekly", dt.date(2026, 1, 1))
+    now = dt.datetime(2026, 6, 10, 12, tzinfo=dt.UTC)
+    stored = {"id": "s1", "customer": "acme", "meter": "storage", "timestamp": "2026-06-02T00:00:00Z", "value": 3}
+    assert ingest_batch(engine, catalog, [stored], now=now).accepted == 1
+    week = Period(dt.date(2026, 6, 1), dt.date(2026, 6, 8))
+    run_billing(engine, catalog, month(2026, 6), only=[week], now=now)
+    assert len(finalize_period(engine, week, FinalizeSettings(), dt.date(2026, 6, 10), customer="acme", now=now)) == 1
+
+    assert ingest_batch(engine, catalog, batch("acme", 12, "2026-06-10T10:00:00Z", "c"), now=now).accepted == 12
+    reaction = react_to_usage(engine, catalog, now=now)
+    assert [(c.period, c.level, str(c.value)) for c in reaction.created] == [("2026-06", 80, "12"), ("2026-06", 100, "12")]
+    assert len(reaction.progressive) == 1
+    assert check_thresholds(engine, catalog, now=now).issued == []
+    (progressive,) = [i for i in list_invoices(engine, customer="acme") if i.number == reaction.progressive[0]]
+    assert (progressive.period_start, progressive.period_end, str(progressive.total)) == (
+        dt.date(2026, 6, 1), dt.date(2026, 7, 1), "12.00")  # fmt: skip
