@@ -61,7 +61,7 @@ from billing.thresholds import Crossing, check_thresholds
 from dbkit import as_utc, insert_for, read_only, utcnow
 from meters import from_epoch_us, to_epoch_us
 from meters.store import EventStore
-from pricing_plans.models import Catalog
+from pricing_plans.models import Aggregation, Catalog
 
 __all__ = ["MIN_GAP", "POLL", "THRESHOLDS", "ReactionReport", "Reactor", "pending_since", "react_to_usage", "wake"]
 
@@ -117,13 +117,15 @@ def react_to_usage(
         if through <= after:
             return report
         periods = _pending_months(engine, events, after, through)
+        instant = as_utc(now or utcnow())
+        if any(meter.aggregation is Aggregation.WEIGHTED_SUM for meter in catalog.meters.values()):
+            periods = _through_this_month(engine, periods, instant)
         report.customers = len(periods)
         # Progressive invoices first, each in its own transaction: one issued before a crash is found issued by
         # the next pass, which evaluates the same events again (the cursor moves with the thresholds below).
         if any(plan.progressive_billing is not None for plan in catalog.all_plans()):
             issued = issue_progressive_invoices(engine, catalog, periods=periods, now=now)
             report.progressive = issued.issued
-        instant = as_utc(now or utcnow())
 
         def in_transaction(session: Session) -> None:
             _advance(session, THRESHOLDS, through)
@@ -155,6 +157,21 @@ def _pending_months(engine: Engine, events: EventStore, after: int, through: int
         customer: months_between(earliest.astimezone(zones[customer]).date(), latest.astimezone(zones[customer]).date())
         for customer, (earliest, latest) in spans.items()
         if customer in zones  # a customer since deleted: nothing of it is evaluated
+    }
+
+
+def _through_this_month(engine: Engine, periods: dict[str, list[Period]], instant: dt.datetime) -> dict[str, list[Period]]:
+    """Each customer's months from the first of ``periods`` through the one it is in now: a ``weighted_sum``
+    level carries over, so a late event raises every later month (one of January, received in March, puts
+    February over its limit as much as January)."""
+    with read_only(engine).connect() as connection, connection.begin():
+        zones = timezones_of(connection, periods)
+    return {
+        customer: months_between(
+            min(m.start for m in months), max(max(m.start for m in months), instant.astimezone(ZoneInfo(zone)).date())
+        )
+        for customer, months in periods.items()
+        if months and (zone := zones.get(customer)) is not None
     }
 
 

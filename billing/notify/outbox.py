@@ -403,8 +403,9 @@ def settle_round(
 
 
 def retry(engine: Engine, notification_id: str, *, now: dt.datetime | None = None) -> Notification:
-    """Put a dead notification back to pending, due now, with a fresh count of attempts (its last error is kept
-    until it is sent). Only a dead one: BillingInputError otherwise; NotFoundError if unknown."""
+    """Put a dead notification back to pending, due now, with a fresh count of attempts (its last error stays on
+    record, as on any notification sent after a failed round: what went wrong before it got through). Only a dead
+    one: BillingInputError otherwise; NotFoundError if unknown."""
     moment = dbkit.as_utc(now) if now is not None else dbkit.utcnow()
     with session_scope(engine) as session:
         statement = dbkit.for_update(session, select(NotificationRow).where(NotificationRow.id == notification_id))

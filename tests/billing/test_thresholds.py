@@ -609,3 +609,32 @@ def test_an_issued_invoice_of_a_week_starting_on_the_1st_leaves_the_months_thres
     (progressive,) = [i for i in list_invoices(engine, customer="acme") if i.number == reaction.progressive[0]]
     assert (progressive.period_start, progressive.period_end, str(progressive.total)) == (
         dt.date(2026, 6, 1), dt.date(2026, 7, 1), "12.00")  # fmt: skip
+
+
+STORAGE = """
+[meters.storage]
+name = "Storage"
+aggregation = "weighted_sum"
+unit = "GB"
+
+[plans.store]
+name = "Store"
+currency = "USD"
+charges = [{ meter = "storage", model = "per_unit", unit_amount = 1.00 }]
+thresholds = [{ meter = "storage", allowance = 100, levels = [100] }]
+"""
+
+
+def test_a_late_weighted_sum_event_is_alerted_in_every_later_month_it_raises(engine):
+    """+500 GB on 31 January 23:00 UTC, received on 2 March: January holds it one hour of 744 (0.67 GB-month,
+    nothing), February all month (500 of 100) and March since its start (500). The reaction evaluated January
+    alone; February was never told and March waited for the scheduler's check."""
+    catalog, problems = loads_catalog(STORAGE, "storage.toml")
+    assert not problems, problems
+    customer(engine, catalog, "acme", "store")
+    now = dt.datetime(2026, 3, 2, 12, tzinfo=dt.UTC)
+    event = {"id": "s1", "customer": "acme", "meter": "storage", "timestamp": "2026-01-31T23:00:00Z", "value": 500}
+    assert ingest_batch(engine, catalog, [event], now=now).accepted == 1
+    reaction = react_to_usage(engine, catalog, now=now)
+    assert [(c.period, c.level, str(c.value)) for c in reaction.created] == [("2026-02", 100, "500"), ("2026-03", 100, "500")]
+    assert check_thresholds(engine, catalog, now=now).created == []
