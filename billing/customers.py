@@ -56,6 +56,8 @@ from billing.config import get_settings
 from billing.core.compose import opening_key
 from billing.core.countries import COUNTRY_HINTS, is_country
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
+from billing.core.fees import schedule_of
+from billing.core.periods import Period
 from billing.core.tax import MAX_RATE_PLACES, check_tax_id, tax_id_country
 from billing.db import counters, repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
@@ -741,7 +743,7 @@ def cancel_subscription(
     with session_scope(engine) as session:
         subscription = _subscription_or_raise(session, subscription_id)
         _check_can_end(subscription, end_date, "cancel")
-        _check_not_invoiced(session, subscription, end_date, "cancel")
+        _check_not_invoiced(session, subscription, end_date, "cancel", plan=_known_plan(catalog, subscription))
         cancelled = repository.cancel_subscription(
             session, subscription.id, end_date=end_date, reason=cancel_reason, cancelled_at=utcnow()
         )
@@ -769,7 +771,7 @@ def change_plan(
         repository.lock_customers(session, [known.customer_external_id])
         old = _subscription_or_raise(session, subscription_id)
         _check_can_end(old, on, "change the plan of")
-        _check_not_invoiced(session, old, on, "change the plan of")
+        _check_not_invoiced(session, old, on, "change the plan of", plan=_known_plan(catalog, old))
         if (old.plan_code, old.plan_version) == (plan.code, plan.version):
             raise BillingInputError(
                 f"plan: subscription {old.id} is already on plan {plan.code!r} version {plan.version}"
@@ -818,7 +820,7 @@ def change_quantity(engine: Engine, catalog: Catalog, subscription_id: int, quan
                 f"date: {on.isoformat()} is outside subscription {subscription.id} "
                 f"(from {subscription.start_date.isoformat()}, until {last})"
             )
-        _check_not_invoiced(session, subscription, on, "change the quantity of", "change it from")
+        _check_not_invoiced(session, subscription, on, "change the quantity of", "change it from", plan=plan)
         if on == subscription.start_date:
             _check_opening_not_issued(session, subscription)
         customer = _customer_or_raise(session, subscription.customer_external_id)
@@ -962,6 +964,16 @@ def _subscription_plan(catalog: Catalog, subscription: Subscription) -> Plan:
         raise BillingInputError(f"plan: {exc}") from None
 
 
+def _known_plan(catalog: Catalog | None, subscription: Subscription) -> Plan | None:
+    """The subscription's plan version, if the catalog is given and still has it."""
+    if catalog is None:
+        return None
+    try:
+        return catalog.plan(subscription.plan_code, subscription.plan_version)
+    except UnknownPlanError:
+        return None
+
+
 def _check_opening_not_issued(session: Session, subscription: Subscription) -> None:
     """The quantity at the start is what the opening invoice bills: once that invoice is issued, it stays."""
     known = store.stored_drafts(session, [opening_key(subscription.id)]).get(opening_key(subscription.id))
@@ -992,11 +1004,27 @@ def _check_can_end(subscription: Subscription, end: dt.date, action: str) -> Non
 
 
 def _check_not_invoiced(
-    session: Session, subscription: Subscription, end: dt.date, action: str, advice: str = "end it on"
+    session: Session,
+    subscription: Subscription,
+    end: dt.date,
+    action: str,
+    advice: str = "end it on",
+    *,
+    plan: Plan | None = None,
 ) -> None:
     """An end date inside a period whose invoice is already issued would leave that invoice billing days the
-    subscription no longer has; such a correction is a credit note, so the date is refused with that advice."""
-    invoiced_until = store.invoiced_until(session, subscription.customer_external_id)
+    subscription no longer has; such a correction is a credit note, so the date is refused with that advice.
+    Given the subscription's ``plan``, only the invoices of its own billing periods count (an anniversary
+    subscription's days from the 15th are not on the calendar month's invoice of another plan); without it, every
+    period invoice of the customer."""
+    of = None
+    if plan is not None:
+        schedule = schedule_of(subscription, plan)
+
+        def of(start: dt.date, end: dt.date) -> bool:
+            return schedule.billing_period(start) == Period(start, end)
+
+    invoiced_until = store.invoiced_until(session, subscription.customer_external_id, of=of)
     if invoiced_until is not None and end < invoiced_until:
         last_day = (invoiced_until - dt.timedelta(days=1)).isoformat()
         raise BillingInputError(

@@ -33,7 +33,7 @@ from billing.core.overrides import (
     negotiate,
     negotiated_plan,
 )
-from billing.core.periods import Schedule
+from billing.core.periods import Period, Schedule
 from billing.db import override_tables, repository, session_scope
 from billing.errors import BillingInputError, NotFoundError
 from billing.invoicing import check_meters_charged_once, write_opening_invoice
@@ -186,7 +186,11 @@ def _effective_from(session: Session, subscription: Subscription, plan: Plan, wa
     within the subscription's life."""
     schedule = schedule_of(subscription, plan)
     first = first_period_start(subscription, plan)
-    invoiced_until = store.invoiced_until(session, subscription.customer_external_id)
+    invoiced_until = store.invoiced_until(  # (of its own billing periods: another plan's invoices bill other days)
+        session,
+        subscription.customer_external_id,
+        of=lambda start, end: schedule.billing_period(start) == Period(start, end),
+    )
     open_from = _boundary_from(schedule, max(first, invoiced_until or first))
     if wanted is None:
         wanted = open_from

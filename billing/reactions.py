@@ -160,7 +160,9 @@ def _pending_months(engine: Engine, events: EventStore, after: int, through: int
     }
 
 
-def _through_this_month(engine: Engine, periods: dict[str, list[Period]], instant: dt.datetime) -> dict[str, list[Period]]:
+def _through_this_month(
+    engine: Engine, periods: dict[str, list[Period]], instant: dt.datetime
+) -> dict[str, list[Period]]:
     """Each customer's months from the first of ``periods`` through the one it is in now: a ``weighted_sum``
     level carries over, so a late event raises every later month (one of January, received in March, puts
     February over its limit as much as January)."""

@@ -360,14 +360,23 @@ def issued_period_invoices(
     return issued
 
 
-def invoiced_until(session: Session, customer: str, *, calendar_months: bool = False) -> dt.date | None:
+def invoiced_until(
+    session: Session,
+    customer: str,
+    *,
+    calendar_months: bool = False,
+    of: Callable[[dt.date, dt.date], bool] | None = None,
+) -> dt.date | None:
     """The end of the last period for which ``customer`` has an issued (not void) period invoice, if any; with
-    ``calendar_months``, of the invoices of calendar months only (not of weeks nor anniversary months)."""
+    ``calendar_months``, of the invoices of calendar months only (not of weeks nor anniversary months); with
+    ``of``, of the invoices whose period (start, end) it takes (one subscription's billing periods)."""
     statement = select(func.max(InvoiceRow.period_end)).where(
         InvoiceRow.customer_external_id == customer,
         InvoiceRow.scope == InvoiceScope.PERIOD.value,
         InvoiceRow.status.in_(_ISSUED),
     )
+    if of is not None:
+        calendar_months = True  # (read every period, then keep those ``of`` takes)
     if not calendar_months:
         return session.execute(statement).scalar_one_or_none()
     periods = session.execute(
@@ -377,6 +386,8 @@ def invoiced_until(session: Session, customer: str, *, calendar_months: bool = F
             InvoiceRow.status.in_(_ISSUED),
         )
     ).all()
+    if of is not None:
+        return max((end for start, end in periods if of(start, end)), default=None)
     months = [end for start, end in periods if start.day == 1 and end == (start + dt.timedelta(days=32)).replace(day=1)]
     return max(months, default=None)
 

@@ -61,6 +61,12 @@ currency = "USD"
 billing_anchor = "subscription_start"
 subscription = { fee = 31.00, billing = "in_advance" }
 
+[plans.aarr]
+name = "AnnArr"
+currency = "USD"
+billing_anchor = "subscription_start"
+subscription = { fee = 31.00, billing = "in_arrears" }
+
 [plans.qadv]
 name = "QAdv"
 currency = "USD"
@@ -326,3 +332,23 @@ def test_an_in_arrears_fee_left_on_the_first_of_a_month_already_invoiced_is_bill
     # 2025: 17 September – 31 December, 106 days: 1,200 × 106/365 = 348.49
     assert fee_lines(engine, yearly.id) == [("period:b:2025-12", "348.49"), ("period:b:2026-03", "193.97")]
     assert fee_lines(engine, control.id) == [("period:c:2025-12", "348.49"), ("period:c:2026-03", "197.26")]
+
+
+def test_a_subscription_ends_inside_its_own_period_not_yet_invoiced_whatever_another_plan_has_issued(engine, catalog):
+    """An anniversary subscription from 15 January beside a calendar one: once March is billed, the calendar
+    invoice runs through 31 March but the anniversary one only through 14 March. Cancelling the anniversary
+    subscription on 20 March was refused ("invoiced through 2026-03-31"), as if the calendar invoice billed its
+    days; the calendar subscription's own March is issued, and its end there is still refused."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    anniversary = service.subscribe(engine, catalog, "acme", "aarr", D(2026, 1, 15))
+    calendar = service.subscribe(engine, catalog, "acme", "arr", D(2026, 1, 1))
+    for number in (1, 2, 3):
+        bill(engine, catalog, 2026, number)
+    with pytest.raises(BillingInputError, match="it is invoiced through 2026-03-31; end it on 2026-04-01 or later"):
+        service.cancel_subscription(engine, calendar.id, D(2026, 3, 20), catalog=catalog)
+    with pytest.raises(BillingInputError, match="it is invoiced through 2026-03-14; end it on 2026-03-15 or later"):
+        service.change_plan(engine, catalog, anniversary.id, "adv", D(2026, 3, 10))
+    service.cancel_subscription(engine, anniversary.id, D(2026, 3, 20), catalog=catalog)
+    bill(engine, catalog, 2026, 4)
+    # 15–19 March: 5 of the 31 days of 15 March – 14 April, 31.00 × 5 / 31 = 5.00
+    assert fee_lines(engine, anniversary.id)[-1] == ("period:acme:2026-03-15..2026-04-15", "5.00")
