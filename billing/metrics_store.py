@@ -53,7 +53,14 @@ from billing.core.metrics import (
 )
 from billing.core.overrides import Negotiated, SubscriptionOverride, negotiate
 from billing.core.periods import Period
-from billing.core.recognition import Recognition, RecognizedLine, credit_note_lines, net_of_invoice, recognize
+from billing.core.recognition import (
+    Recognition,
+    RecognizedLine,
+    credit_note_lines,
+    net_of_invoice,
+    recognize,
+    served,
+)
 from billing.core.tax import TaxRules
 from billing.db import coupon_tables, override_tables, repository, session_scope
 from billing.db.credit_tables import CreditEntryRow, CreditGrantRow
@@ -317,12 +324,22 @@ def recognition_from_database(engine: Engine, periods: Sequence[Period]) -> list
         return []
     scopes = (InvoiceScope.PERIOD.value, InvoiceScope.PROGRESSIVE.value, InvoiceScope.OPENING.value)
     with session_scope(read_only(engine)) as session:
-        notes = _credit_notes(session, scopes)
+        runs = _subscription_runs(session)
+        notes = _credit_notes(session, scopes, runs)
         credits = (part for net, issued_on, credited in notes for part in credit_note_lines(net, issued_on, credited))
-        return recognize(chain(_recognized_lines(session, scopes), credits), periods)
+        return recognize(chain(_recognized_lines(session, scopes, runs), credits), periods)
 
 
-def _recognized_lines(session: Session, scopes: Sequence[str]) -> Iterator[RecognizedLine]:
+_Runs = Mapping[int, tuple[dt.date, dt.date | None]]
+
+
+def _subscription_runs(session: Session) -> dict[int, tuple[dt.date, dt.date | None]]:
+    """Each subscription's first day and its end (exclusive; None while open-ended)."""
+    rows = session.execute(select(SubscriptionRow.id, SubscriptionRow.start_date, SubscriptionRow.end_date))
+    return {subscription: (start, end) for subscription, start, end in rows}
+
+
+def _recognized_lines(session: Session, scopes: Sequence[str], runs: _Runs) -> Iterator[RecognizedLine]:
     """The lines of every issued invoice of ``scopes``, streamed an invoice at a time in chunks of 10,000 rows,
     each invoice's followed by the parts that bring them to its revenue (its total less its tax:
     :func:`billing.core.recognition.net_of_invoice`)."""
@@ -330,6 +347,7 @@ def _recognized_lines(session: Session, scopes: Sequence[str]) -> Iterator[Recog
         select(
             InvoiceRow.id, InvoiceRow.currency, InvoiceRow.period_start, InvoiceRow.total, InvoiceRow.tax,
             InvoiceLineRow.amount, InvoiceLineRow.service_start, InvoiceLineRow.service_end,
+            InvoiceLineRow.subscription_id,
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(
@@ -343,14 +361,16 @@ def _recognized_lines(session: Session, scopes: Sequence[str]) -> Iterator[Recog
     for _, group in groupby(rows, key=lambda row: row[0]):
         found = list(group)
         lines = [
-            RecognizedLine(currency, amount, service_start, service_end, period_start or OPEN_END)
-            for _, currency, period_start, _, _, amount, service_start, service_end in found
+            RecognizedLine(currency, amount, *served(start, end, runs.get(sub or 0)), period_start or OPEN_END)
+            for _, currency, period_start, _, _, amount, start, end, sub in found
         ]
         yield from lines
         yield from net_of_invoice(lines, found[0].total - found[0].tax)
 
 
-def _credit_notes(session: Session, scopes: Sequence[str]) -> list[tuple[Decimal, dt.date, list[RecognizedLine]]]:
+def _credit_notes(
+    session: Session, scopes: Sequence[str], runs: _Runs
+) -> list[tuple[Decimal, dt.date, list[RecognizedLine]]]:
     """Each issued credit note against an issued invoice of ``scopes``: its net amount, its issue date and the
     credited invoice's lines."""
     note, credited = aliased(InvoiceRow), aliased(InvoiceRow)
@@ -366,14 +386,15 @@ def _credit_notes(session: Session, scopes: Sequence[str]) -> list[tuple[Decimal
         found = session.execute(
             select(
                 InvoiceLineRow.invoice_id, InvoiceRow.currency, InvoiceLineRow.amount, InvoiceLineRow.service_start,
-                InvoiceLineRow.service_end, InvoiceRow.period_start,
+                InvoiceLineRow.service_end, InvoiceRow.period_start, InvoiceLineRow.subscription_id,
             )
             .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
             .where(InvoiceLineRow.invoice_id.in_(wanted[start : start + 5000]))
             .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
         )  # fmt: skip
-        for invoice_id, currency, amount, service_start, service_end, period_start in found:
-            lines[invoice_id].append(RecognizedLine(currency, amount, service_start, service_end, period_start))
+        for invoice_id, currency, amount, start, end, period_start, sub in found:
+            served_days = served(start, end, runs.get(sub or 0))
+            lines[invoice_id].append(RecognizedLine(currency, amount, *served_days, period_start))
     return [(net, issued_on, lines[invoice_id]) for net, issued_on, invoice_id in rows if issued_on is not None]
 
 

@@ -2,7 +2,9 @@
 the lines come from ``billing.metrics_store``.
 
 - A line is **billed** in the month its service period begins (a line without one — a discount, a credit — in the
-  month of its invoice's period start).
+  month of its invoice's period start). A subscription's line serves only the days the subscription runs: its
+  fee period cut to them (:func:`served`), so a yearly fee prorated from 10 March is billed in March and recognized
+  from 10 March, and a quarter's fee adjusted to the 10 days before an end on 11 April is April's alone.
 - It is **recognized** over the days of its service period ``[start, end)``: recognized to date through a day =
   the line's amount × the days covered so far / its days, rounded to the currency's minor units; each month takes
   the difference (cumulative rounding), so a line's parts add up to its amount exactly. A line without a service
@@ -31,7 +33,20 @@ from dataclasses import dataclass
 from billing.core.periods import Period
 from pricing_plans.money import ZERO, round_money
 
-__all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "net_of_invoice", "recognize"]
+__all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "net_of_invoice", "recognize", "served"]
+
+
+def served(
+    start: dt.date | None, end: dt.date | None, runs: tuple[dt.date, dt.date | None] | None
+) -> tuple[dt.date | None, dt.date | None]:
+    """A line's service period ``[start, end)`` cut to the days its subscription runs (``runs``: its start and its
+    end, exclusive, None while open-ended; None for a line of no subscription). A line that serves none of them (a
+    fee given back in full) is left as an empty period at the first day it would: recognized when billed."""
+    if start is None or end is None or runs is None:
+        return start, end
+    first = max(start, runs[0])
+    last = end if runs[1] is None else min(end, runs[1])
+    return first, max(first, last)
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,3 +225,63 @@ def test_tax_inside_prices_is_not_revenue_and_a_full_credit_takes_all_of_it_back
         Decimal("-110.00"),
         Decimal("0.00"),
     )
+
+
+SERVED = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.yearly]
+name = "Yearly"
+currency = "USD"
+interval = "year"
+subscription = { fee = 365.00, billing = "in_advance" }
+
+[plans.quarterly]
+name = "Quarterly"
+currency = "USD"
+interval = "quarter"
+subscription = { fee = 300.00, billing = "in_advance" }
+"""
+
+
+def test_a_prorated_fee_is_revenue_of_the_days_its_subscription_runs_only(engine):
+    """A yearly fee (365.00 in advance) from 10 March 2026: the opening invoice bills 365 × 297 / 365 = 297.00 for
+    10 March – 31 December, yet 25.22 was recognized in January (297 × 31 / 365, over the whole year). Served
+    days only: March 297 × 22 / 297 = 22.00, April 297 × 52 / 297 − 22.00 = 30.00. And a quarter (300.00 in
+    advance, billed on March's invoice) given back to the 10 days before an end on 11 April (300 × 10 / 91 =
+    32.97, a line of −267.03): April recognizes all 32.97, May and June nothing (10.87, 11.23 and 10.87 before)."""
+    from billing import customers as service
+    from billing.invoicing import finalize_invoice
+    from billing.metrics_store import recognition_from_database
+    from billing.run import finalize_period, run_billing
+    from invoices.store import FinalizeSettings
+    from pricing_plans.loader import loads_catalog
+
+    catalog, problems = loads_catalog(SERVED, "served.toml")
+    assert not problems, problems
+    for who in ("y", "q"):
+        service.create_customer(engine, who, who.upper(), None, "USD", "UTC")
+    yearly = service.subscribe(engine, catalog, "y", "yearly", D(2026, 3, 10))
+    at = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+    assert str(finalize_invoice(engine, f"start:{yearly.id}", FinalizeSettings(), D(2026, 3, 10), now=at).total) == (
+        "297.00")  # fmt: skip
+    year = [(r.period.label, str(r.billed), str(r.recognized)) for r in recognition_from_database(
+        engine, [month(2026, m) for m in (1, 2, 3, 4)])]  # fmt: skip
+    assert year == [("2026-01", "0", "0.00"), ("2026-02", "0", "0.00"), ("2026-03", "297.00", "22.00"),
+                    ("2026-04", "0", "30.00")]  # fmt: skip
+
+    quarterly = service.subscribe(engine, catalog, "q", "quarterly", D(2026, 1, 1))
+    for number in (1, 2, 3, 4):
+        if number == 4:
+            service.cancel_subscription(engine, quarterly.id, D(2026, 4, 11), catalog=catalog)
+        day = month(2026, number).end + dt.timedelta(days=2)
+        run_billing(engine, catalog, month(2026, number), customer="q", now=dt.datetime.combine(day, dt.time(1), dt.UTC))
+        finalize_period(engine, month(2026, number), FinalizeSettings(), day, customer="q")
+    q2 = [(r.period.label, str(r.billed), str(r.recognized), str(r.deferred_closing))
+          for r in recognition_from_database(engine, [month(2026, m) for m in (4, 5, 6)]) if r.currency == "USD"]
+    # (the yearly fee goes on: 297 × 30 / 297 in April, 31 in May, 30 in June, beside the quarter)
+    # deferred: the yearly 297.00 less 22.00 + 30.00 = 245.00 after April, then 214.00, then 184.00
+    assert q2 == [("2026-04", "32.97", "62.97", "245.00"), ("2026-05", "0", "31.00", "214.00"),
+                  ("2026-06", "0", "30.00", "184.00")]  # fmt: skip
