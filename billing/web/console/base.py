@@ -135,6 +135,9 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
+_MAX_FIELDS = 200
+
+
 async def read_form(request: Request) -> Form:
     """The request's url-encoded form, one value per name (the last one)."""
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -142,7 +145,10 @@ async def read_form(request: Request) -> Form:
     body = await request.body()
     if len(body) > MAX_FORM:
         raise BillingInputError("the form is too large")
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+    try:
+        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+    except ValueError:  # (more fields than any form of the console has)
+        raise BillingInputError(f"the form has more than {_MAX_FIELDS} fields") from None
     return {name: values[-1] for name, values in parsed.items()}
 
 

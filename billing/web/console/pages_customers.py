@@ -9,6 +9,7 @@ command calls (``billing.customers``, ``billing.overrides``, ``billing.coupons``
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -45,6 +46,11 @@ PAGE = 50
 TEXT_FIELDS = tuple(name for name in UPDATABLE_FIELDS if name != "address")
 
 
+def customer_path(external_id: str) -> str:
+    """The console path of a customer's page (its id encoded whole: ``a?b`` is not customer ``a``)."""
+    return f"/customers/{quote(external_id, safe='')}"
+
+
 @router.get("/customers", include_in_schema=False)
 def customers_page(
     request: Request,
@@ -58,7 +64,7 @@ def customers_page(
     if q:
         try:
             found = customers.get_customer(engine, q)
-            return RedirectResponse(f"{PREFIX}/customers/{found.external_id}", status_code=303)
+            return RedirectResponse(PREFIX + customer_path(found.external_id), status_code=303)
         except NotFoundError:
             pass
     listed, more = customers.customers_page(engine, limit=PAGE, after=after, before=before)
@@ -118,10 +124,16 @@ def edit_customer(
     engine: Annotated[Engine, Depends(console_engine)],
 ) -> Response:
     def edit() -> str:
-        customers.update_customer(engine, external_id, _changes(form))
+        before = customers.get_customer(engine, external_id).webhook_url
+        saved = customers.update_customer(engine, external_id, _changes(form))
+        if saved.webhook_url != before and saved.webhook_secret:  # (made for the new URL: shown this once)
+            return (
+                f"Customer {external_id} saved. Its new webhook secret, shown this once (webhooks to the new URL "
+                f"are signed with it): {saved.webhook_secret}"
+            )
         return f"Customer {external_id} saved."
 
-    return act(engine, who, f"/customers/{external_id}", edit)
+    return act(engine, who, customer_path(external_id), edit)
 
 
 @router.post("/customers/{external_id}/portal/revoke", include_in_schema=False)
@@ -138,7 +150,7 @@ def revoke_portal_links(
             "refused from now on."
         )
 
-    return act(engine, who, f"/customers/{external_id}", revoke)
+    return act(engine, who, customer_path(external_id), revoke)
 
 
 @router.post("/customers/{external_id}/review", include_in_schema=False)
@@ -154,7 +166,7 @@ def review_customer(
         approval.set_customer_review(engine, external_id, flag, by=who.actor, note=note)
         return f"Customer {external_id} {'flagged for review' if flag else 'no longer flagged for review'}."
 
-    return act(engine, who, f"/customers/{external_id}", review)
+    return act(engine, who, customer_path(external_id), review)
 
 
 @router.post("/customers/{external_id}/subscriptions", include_in_schema=False)
@@ -173,7 +185,7 @@ def subscribe(
         made = customers.subscribe(engine, catalog, external_id, form.get("plan", ""), start, quantity)
         return f"Subscription {made.id} to {made.plan_code} from {made.start_date} added."
 
-    return act(engine, who, f"/customers/{external_id}", add)
+    return act(engine, who, customer_path(external_id), add)
 
 
 @router.post("/subscriptions/{subscription_id}/quantity", include_in_schema=False)
@@ -193,7 +205,7 @@ def change_seats(
         changed = customers.change_quantity(engine, catalog, subscription_id, int_field(form, "quantity", "seats"), on)
         return f"Subscription {changed.id}: {changed.quantity_on(on)} seats from {on}."
 
-    return act(engine, who, f"/customers/{owner}", seats)
+    return act(engine, who, customer_path(owner), seats)
 
 
 @router.get("/subscriptions/{subscription_id}/overrides", include_in_schema=False)
@@ -243,7 +255,7 @@ def apply_coupon(
         held = coupons.apply_coupon(engine, code, external_id)
         return f"Coupon {code} applied from {held.applied_on}."
 
-    return act(engine, who, f"/customers/{external_id}", apply)
+    return act(engine, who, customer_path(external_id), apply)
 
 
 @router.post("/customers/{external_id}/credits", include_in_schema=False)
@@ -262,4 +274,4 @@ def grant_credit(
         )  # fmt: skip
         return f"Credit of {made.amount} {made.currency} granted ({made.kind})."
 
-    return act(engine, who, f"/customers/{external_id}", grant, once=required_once(form))
+    return act(engine, who, customer_path(external_id), grant, once=required_once(form))

@@ -353,6 +353,16 @@ def test_error_pages_carry_the_security_headers(client: TestClient, staff: str):
     assert refused.status_code == 403 and "frame-ancestors 'none'" in refused.headers["content-security-policy"]
 
 
+def test_a_form_of_too_many_fields_or_bytes_is_a_400_page_before_any_check(client: TestClient):
+    """201 fields to the sign-in form was a plain-text 500 with a traceback in the log (the parser's limit)."""
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    many = client.post("/console/login", content="&".join(f"f{i}=x" for i in range(201)), headers=headers)
+    large = client.post("/console/login", content="a=" + "x" * 300_000, headers=headers)
+    for answer, words in ((many, "the form has more than 200 fields"), (large, "the form is too large")):
+        assert (answer.status_code, answer.headers["content-type"].split(";")[0]) == (400, "text/html")
+        assert words in answer.text
+
+
 def test_finalizing_a_period_that_does_not_parse_goes_back_to_approvals(client: TestClient, staff: str):
     answer = client.post(
         "/console/approvals/finalize",
@@ -494,3 +504,34 @@ def test_a_payment_sent_twice_at_once_is_recorded_once(console: Console, console
         thread.join()
     assert sorted(answers) == [303, 303]
     assert [str(p.amount) for p in payments.list_payments(console.engine, invoice=acme.number)] == ["12.00"]
+
+
+def test_a_customer_id_with_a_question_mark_lands_on_its_own_page(console: Console, client: TestClient, staff: str):
+    """``a?b`` is a customer id; the search and every form went back to ``/console/customers/a?b``, the page of
+    customer ``a`` (the flag was set on ``a?b``, the notice shown over ``a``'s page)."""
+    customers.create_customer(console.engine, "a?b", "Question Inc.", None, "USD", "UTC")
+    customers.create_customer(console.engine, "a", "Plain Inc.", None, "USD", "UTC")
+    found = client.get("/console/customers", params={"q": "a?b"}, follow_redirects=False)
+    assert found.headers["location"] == "/console/customers/a%3Fb"
+    form = {"csrf_token": staff, "form_nonce": nonce_of(client, "/console/customers/a%3Fb"), "review": "on"}
+    flagged = client.post("/console/customers/a%3Fb/review", data=form, follow_redirects=False)
+    assert flagged.headers["location"] == "/console/customers/a%3Fb"
+    page = client.get(flagged.headers["location"]).text
+    assert "Question Inc." in page and "Plain Inc." not in page
+
+
+def test_a_new_webhook_url_saved_in_the_console_shows_its_new_secret_once(
+    console: Console, client: TestClient, staff: str
+):
+    """The console made a new secret for a new URL and never showed it: the receiver could verify nothing."""
+    form = {"csrf_token": staff, "name": "Acme Inc.", "webhook_url": "https://hooks.acme.example/billing"}
+    saved = client.post("/console/customers/acme", data=form)
+    secret = customers.get_customer(console.engine, "acme").webhook_secret
+    assert secret and secret.startswith("whsec_")
+    assert _notice(saved.text) == (
+        "Customer acme saved. Its new webhook secret, shown this once (webhooks to the new URL are signed with it): "
+        f"{secret}"
+    )
+    again = client.post("/console/customers/acme", data={**form, "name": "Acme Inc. (EU)"})
+    assert _notice(again.text) == "Customer acme saved."
+    assert customers.get_customer(console.engine, "acme").webhook_secret == secret
