@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.core.domain import Terms
-from billing.core.fees import fee_period_for, rate_fee, usage_periods_per_fee_period
+from billing.core.fees import fee_period_for, rate_fee, schedule_of, usage_periods_per_fee_period
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
 from pricing_plans.charge_models import BreakdownRow, ChargeAmount, MeterUsage, rate_charge
@@ -107,22 +107,38 @@ def _active_days(terms: Terms, period: Period) -> int:
     return max(0, (end - start).days)
 
 
-def commitment_minimum(terms: Terms, plan: Plan, period: Period) -> Decimal:
+def commitment_minimum(
+    terms: Terms, plan: Plan, period: Period, rounding: Rounding = Rounding.HALF_UP
+) -> Decimal:
     """The minimum commitment owed for a billing period, at full precision.
 
-    The minimum is per fee period; a quarterly or yearly plan's is trued up ratably each monthly billing period
-    (minimum / 3, minimum / 12); a subscription active for part of the period owes the minimum prorated by its
-    active days.
+    The minimum is per fee period; a quarterly or yearly plan's is trued up ratably each monthly billing period,
+    rounded cumulatively so that the months' shares add up to it: the k-th month of n owes
+    round(minimum × k / n) − round(minimum × (k − 1) / n) (100.00 a quarter: 33.33, 33.34, 33.33; 2,000.00 a
+    year: 166.67, 166.66, 166.67…, never 99.99 or 2,000.04). A subscription active for part of the period owes its
+    share prorated by its active days (multiplied before it is divided: one rounding, at the end).
     """
     if plan.commitment is None:
         return ZERO
     minimum = plan.commitment.minimum
     if (periods := usage_periods_per_fee_period(plan)) != 1:
-        minimum = minimum / periods
+        month = _position_in_fee_period(terms, plan, period)
+        minimum = round_money(minimum * month / periods, plan.currency, rounding) - round_money(
+            minimum * (month - 1) / periods, plan.currency, rounding
+        )
     active = _active_days(terms, period)
     if active != period.days:
         minimum = minimum * active / period.days
     return minimum
+
+
+def _position_in_fee_period(terms: Terms, plan: Plan, period: Period) -> int:
+    """Which billing period of its fee period ``period`` is: 1 for the first month of a quarter, up to 3 (12)."""
+    schedule = schedule_of(terms, plan)
+    current, position = schedule.billing_period(fee_period_for(terms, plan, period).start), 1
+    while current.start < period.start:
+        current, position = schedule.next_billing_period(current), position + 1
+    return position
 
 
 def rate_period(
@@ -342,7 +358,7 @@ def _commitment_line(
 ) -> InvoiceLine | None:
     if plan.commitment is None:
         return None
-    minimum = round_money(commitment_minimum(terms, plan, period), plan.currency, rounding)
+    minimum = round_money(commitment_minimum(terms, plan, period, rounding), plan.currency, rounding)
     amount = true_up(minimum, usage_total)
     if amount <= 0:
         return None

@@ -477,3 +477,59 @@ def test_a_rerun_removes_the_drafts_of_weeks_no_longer_billed(engine, catalog) -
     with session_scope(engine) as session:
         keys = sorted(i.billing_key for i in store.list_invoices(session, period_start=D(2026, 3, 1)))
     assert keys == ["period:wes:2026-W10", "period:wes:2026-W11"]
+
+
+SHARES = """
+[meters.calls]
+name = "Calls"
+aggregation = "count"
+
+[plans.q]
+name = "Quarterly"
+currency = "USD"
+interval = "quarter"
+commitment = { minimum = 100.00 }
+
+[plans.qa]
+name = "Quarterly from the start day"
+currency = "USD"
+interval = "quarter"
+billing_anchor = "subscription_start"
+commitment = { minimum = 100.00 }
+
+[plans.y]
+name = "Yearly"
+currency = "USD"
+interval = "year"
+commitment = { minimum = 2000.00 }
+
+[plans.y121]
+name = "Yearly 121"
+currency = "USD"
+interval = "year"
+commitment = { minimum = 121.00 }
+"""
+
+
+def test_the_monthly_shares_of_a_quarterly_or_yearly_commitment_add_up_to_it() -> None:
+    """Each month was owed the minimum / 3 (/ 12) rounded on its own: a quarter of 100.00 billed 3 × 33.33 = 99.99,
+    a year of 2,000.00 12 × 166.67 = 2,000.04. Rounded cumulatively, the k-th month owes round(M × k / n) −
+    round(M × (k − 1) / n)."""
+    catalog, problems = loads_catalog(SHARES, "shares.toml")
+    assert not problems, problems
+
+    def shares(code: str, start: dt.date, periods: list[Period]) -> list[str]:
+        terms = SubscriptionTerms(start)
+        return [str(round(commitment_minimum(terms, catalog.plan(code), p), 2)) for p in periods]
+
+    assert shares("q", D(2026, 1, 1), [month(2026, m) for m in (1, 2, 3)]) == ["33.33", "33.34", "33.33"]
+    yearly = shares("y", D(2026, 1, 1), [month(2026, m) for m in range(1, 13)])
+    assert yearly[:3] == ["166.67", "166.66", "166.67"] and sum(map(Decimal, yearly)) == Decimal("2000.00")
+    # a quarter from 15 January: its months are 15 January – 14 February, …; the third ends on 14 April
+    anniversary = [Period(D(2026, 1, 15), D(2026, 2, 15)), Period(D(2026, 2, 15), D(2026, 3, 15)),
+                   Period(D(2026, 3, 15), D(2026, 4, 15))]  # fmt: skip
+    assert shares("qa", D(2026, 1, 15), anniversary) == ["33.33", "33.34", "33.33"]
+    # from 22 April, 9 of April's 30 days: April is the 4th month, round(121 × 4 / 12) − round(121 × 3 / 12) =
+    # 40.33 − 30.25 = 10.08, × 9 / 30 = 3.024 → 3.02
+    assert commitment_minimum(SubscriptionTerms(D(2026, 4, 22)), catalog.plan("y121"), month(2026, 4)) == Decimal(
+        "3.024")  # fmt: skip
