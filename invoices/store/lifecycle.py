@@ -234,6 +234,7 @@ def create_credit_note(
         )
     if round_money(amount, invoice.currency, rounding) != amount or amount <= 0:
         raise ValueError(f"--amount must be positive and in whole minor units of {invoice.currency} (got {amount})")
+    amount = round_money(amount, invoice.currency, rounding)  # (10 and 1E+1 are stored as 10.00)
     if not reason.strip():
         raise ValueError("a credit note needs a reason")
     credited = session.execute(
@@ -245,7 +246,8 @@ def create_credit_note(
     if amount > left:
         elsewhere = f" ({given_back} of it given back on later invoices)" if given_back else ""
         raise ValueError(
-            f"{invoice_number} has {max(left, ZERO)} {invoice.currency} left to credit{elsewhere}; {amount} is too much"
+            f"{invoice_number} has {round_money(max(left, ZERO), invoice.currency, rounding)} {invoice.currency} left "
+            f"to credit{elsewhere}; {amount} is too much"
         )
     # Split the credited total back into net and tax per rate of the invoice (what earlier credit notes left of
     # each), so tax reports stay right.

@@ -352,3 +352,23 @@ def test_a_subscription_ends_inside_its_own_period_not_yet_invoiced_whatever_ano
     bill(engine, catalog, 2026, 4)
     # 15–19 March: 5 of the 31 days of 15 March – 14 April, 31.00 × 5 / 31 = 5.00
     assert fee_lines(engine, anniversary.id)[-1] == ("period:acme:2026-03-15..2026-04-15", "5.00")
+
+
+@pytest.mark.parametrize("typed", ["10", "1E+1", "10.000"])
+def test_a_credit_note_is_stored_in_the_currencys_minor_units_however_its_amount_was_typed(engine, catalog, typed):
+    """``--amount 10`` or ``1e1`` was stored as typed: the note's total and its ledger legs read "10" and "1E+1"
+    in JSON, where money has exactly the currency's minor digits."""
+    from billing import credits
+
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "arr", D(2026, 3, 1))
+    bill(engine, catalog, 2026, 3)
+    (march,) = [i for i in store_invoices(engine) if i.number]
+    note = create_credit_note(engine, march.number, Decimal(typed), "goodwill", SETTINGS, D(2026, 4, 3), to_balance=True)
+    assert (str(note.total), str(note.subtotal), str(note.tax)) == ("10.00", "10.00", "0.00")
+    assert {str(abs(entry.amount)) for entry in credits.ledger(engine, "acme")} == {"10.00"}
+
+
+def store_invoices(engine):
+    with session_scope(engine) as session:
+        return store.list_invoices(session)
