@@ -187,7 +187,12 @@ def customer_usage(
     rules = get_settings().tax_rules()
     with session_scope(read_only(engine)) as session:
         coupons = applied_coupons(session, [customer.external_id], period).get(customer.external_id, [])
-    preview = compose_period_invoice(customer, period, sections, [], catalog, as_of, coupons, tax_rules=rules)
+        # (what the period's progressive invoices took off already: the period's discounts add up, as the run's)
+        earlier = store.progressive_lines(session, [customer.external_id], period.start, period.end) if coupons else {}
+    preview = compose_period_invoice(
+        customer, period, sections, [], catalog, as_of, coupons, tax_rules=rules,
+        earlier=earlier.get(customer.external_id, ()),
+    )  # fmt: skip
     return CustomerUsage(
         customer=customer,
         period=period,

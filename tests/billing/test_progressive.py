@@ -376,3 +376,27 @@ def test_a_draft_of_the_period_written_before_a_progressive_invoice_is_not_issue
     finalize_period(engine, MARCH, SETTINGS, dt.date(2026, 4, 2), now=_at(2, month_number=4))
     # the period's invoice bills the rest: 130.00 − 125.00 = 5.00; one invoice would have billed 130.00
     assert [str(i.total) for i in _invoices(engine, "acme")] == ["125.00", "5.00"]
+
+
+@pytest.mark.db
+def test_the_upcoming_invoice_counts_what_the_periods_progressive_invoices_took_off(engine, catalog):
+    """10.00 off every period, applied in February. 300 calls × 0.50 = 150.00 reach 100.00: the progressive
+    invoice takes the 10.00 (140.00). 20 more calls (10.00) are the upcoming invoice's: the period's coupon is spent,
+    so it bills 10.00; the preview took the 10.00 off again (0.00) where the run's draft does not."""
+    from billing.coupons import apply_coupon, create_coupon
+    from billing.core.coupons import Coupon, Duration
+
+    _customer(engine, catalog, "acme", "steps")
+    create_coupon(engine, catalog, Coupon(code="F10", amount_off=Decimal("10.00"), currency="USD",
+                                          duration=Duration.FOREVER))  # fmt: skip
+    apply_coupon(engine, "F10", "acme", now=dt.datetime(2026, 2, 15, tzinfo=dt.UTC))
+    _calls(engine, catalog, "acme", 300, "2026-03-05T10:00:00Z", "a", _at(10))
+    assert _progressive(engine, catalog, _at(10)) == ["INV-2026-000001"]
+    assert str(_invoices(engine, "acme")[0].total) == "140.00"
+    _calls(engine, catalog, "acme", 20, "2026-03-12T10:00:00Z", "b", _at(20))
+    preview = customer_usage(engine, catalog, "acme", now=_at(20)).preview
+    assert ([(line.kind, str(line.amount)) for line in preview.lines], str(preview.totals.total)) == (
+        [(LineKind.USAGE, "10.00")], "10.00")  # fmt: skip
+    run_billing(engine, catalog, MARCH, now=_at(20))
+    (draft,) = [i for i in list_invoices(engine, customer="acme", with_lines=True) if i.number is None]
+    assert str(draft.total) == "10.00"
