@@ -383,8 +383,8 @@ def test_the_upcoming_invoice_counts_what_the_periods_progressive_invoices_took_
     """10.00 off every period, applied in February. 300 calls × 0.50 = 150.00 reach 100.00: the progressive
     invoice takes the 10.00 (140.00). 20 more calls (10.00) are the upcoming invoice's: the period's coupon is spent,
     so it bills 10.00; the preview took the 10.00 off again (0.00) where the run's draft does not."""
-    from billing.coupons import apply_coupon, create_coupon
     from billing.core.coupons import Coupon, Duration
+    from billing.coupons import apply_coupon, create_coupon
 
     _customer(engine, catalog, "acme", "steps")
     create_coupon(engine, catalog, Coupon(code="F10", amount_off=Decimal("10.00"), currency="USD",
