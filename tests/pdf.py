@@ -57,3 +57,12 @@ def pdf_pictures(pdf: bytes, folder: Path, dpi: int = 60) -> list[Path]:
     source.write_bytes(pdf)
     subprocess.run([_tool("pdftoppm"), "-png", "-r", str(dpi), str(source), str(folder / "page")], check=True)
     return sorted(folder.glob("page*.png"), key=lambda path: int(path.stem.rsplit("-", 1)[1]))
+
+
+def pdf_words(pdf: bytes) -> tuple[float, list[tuple[float, float, str]]]:
+    """The first page's width and each word of the document with where it starts and ends across the page (in
+    points, from the left edge)."""
+    laid = _run("pdftotext", pdf, "-bbox")
+    width = float(re.search(r'<page width="([\d.]+)"', laid).group(1))  # type: ignore[union-attr]
+    words = re.findall(r'<word xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>', laid)
+    return width, [(float(start), float(end), word) for start, end, word in words]

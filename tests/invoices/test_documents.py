@@ -21,7 +21,7 @@ from invoices.i18n import LOCALE_DIR, catalog_languages, catalog_problems, trans
 from invoices.model import InvoiceLine, InvoiceStatus, LineDetails, LineKind, Party, PaymentInstructions
 from invoices.render import invoice_json, render_html, render_pdf
 from tests.invoices.test_render import credit_note, eur_invoice, jpy_invoice, long_invoice, tier, usd_invoice
-from tests.pdf import pdf_fonts, pdf_pictures, pdf_rows, pdf_text
+from tests.pdf import pdf_fonts, pdf_pictures, pdf_rows, pdf_text, pdf_words
 
 PAYMENT = PaymentInstructions(
     bank_name="Bank of Ireland",
@@ -394,3 +394,18 @@ def test_credits_applied_read_in_the_documents_language() -> None:
     assert any(row.endswith("Gutschrift CN-2026-000003 -5,00 $") for row in rows)
     assert any(row.endswith("Zahlbetrag 454,40 $") for row in rows)
     assert not any("Free credit" in row or "Credit note" in row for row in rows)
+
+
+def test_a_word_longer_than_its_column_breaks_and_every_amount_stays_on_the_page() -> None:
+    """A line split by an event property whose value is a 64-character digest widened the lines table past the A4
+    page: the Quantity and Amount columns were drawn off it, and no amount of those lines could be read."""
+    digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    invoice = usd_invoice()
+    lines = tuple(replace(line, description=f"{line.description} — sha256:{digest}") for line in invoice.lines)
+    pdf = render_pdf(replace(invoice, lines=lines))
+    width, words = pdf_words(pdf)
+    margin = 16 / 25.4 * 72  # the page's 16 mm side margins, in points
+    assert [word for _, end, word in words if end > width - margin + 0.5] == []
+    text = pdf_text(pdf)
+    for line in invoice.lines:
+        assert f"${line.amount:,}" in text, line.amount
