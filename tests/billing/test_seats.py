@@ -482,3 +482,17 @@ def test_a_quote_prices_a_number_of_seats(tmp_path):
         ("subscription", "33.33"),
         ("usage", "3.00"),
     ]
+
+
+def test_an_error_prints_its_bracketed_words(capsys):
+    """The CLI's errors were read as rich markup: "its [subscription] has no seats = true" printed "its  has no
+    seats = true"."""
+    import typer
+
+    from billing.cli._common import fail
+
+    with pytest.raises(typer.Exit) as exited:
+        fail("quantity: plan 'basic' is not priced per seat (its [subscription] has no seats = true)")
+    assert exited.value.exit_code == 1
+    assert "error: quantity: plan 'basic' is not priced per seat (its [subscription] has no seats = true)" in " ".join(
+        capsys.readouterr().err.split())  # fmt: skip
