@@ -207,6 +207,11 @@ class _Outline:
         effective = table.get("effective_from")
         if isinstance(effective, dt.datetime):
             effective = effective.date()
+        elif isinstance(effective, str) and len(effective) == 10:  # (as the plan model reads it)
+            try:
+                effective = dt.date.fromisoformat(effective)
+            except ValueError:
+                effective = None
         currency = text(table.get("currency"))
         interval = text(table.get("interval", Interval.MONTH.value))
         return cls(

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NoReturn
 
 from pydantic import (
     AfterValidator,
@@ -120,11 +120,30 @@ def _bound(value: Any) -> Any:
     return _number(number)
 
 
+def _day(value: Any) -> Any:
+    """A day: a TOML date (``2026-01-01``, unquoted), or the same written ``"YYYY-MM-DD"`` (a record dumped to
+    JSON loads back); never a number (``0`` was read as 1970-01-01, seconds since the epoch)."""
+    if value is None or isinstance(value, dt.date):  # (a datetime: the model takes one at midnight)
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value) if len(value) == 10 else _not_a_day(value)
+        except ValueError:
+            _not_a_day(value)
+    return _not_a_day(value)
+
+
+def _not_a_day(value: Any) -> NoReturn:
+    raise ValueError(f"expected a date (YYYY-MM-DD), got {value!r}")
+
+
 def _in_range(value: Decimal | None) -> Decimal | None:
     """Every number of the catalog is one the engine keeps exactly: below 10^15, at most 12 decimal places
     (``pricing_plans.money.MAX_AMOUNT``), so no amount computed from it is ever rounded away or overflows."""
     if value is not None and (problem := number_problem(value)) is not None:
         raise ValueError(problem)
+    if value is not None and value.is_zero() and value.is_signed():
+        return abs(value)  # (-0.0 is zero: never printed as -0.00)
     return value
 
 
@@ -759,7 +778,7 @@ class Plan(_Record):
     key: str
     code: str
     version: VersionNumber = 1
-    effective_from: dt.date | None = None
+    effective_from: Annotated[dt.date | None, BeforeValidator(_day)] = None
     name: str
     description: str | None = None
     currency: str

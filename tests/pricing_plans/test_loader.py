@@ -958,3 +958,56 @@ def test_the_sample_catalog_loads_without_problems() -> None:
     jp = catalog.plan("starter_jp")
     assert jp.subscription is not None and jp.subscription.fee == Decimal(5000)
     assert isinstance(jp.charges[0], PackageCharge)
+
+
+def test_an_effective_from_written_as_a_number_is_refused_and_one_in_quotes_is_ordered() -> None:
+    """``effective_from = 0`` was read as 1970-01-01 (seconds since the epoch) and ``"2020-01-01"`` as a date the
+    version order did not look at: three versions dated 2025, 2020 and 1970 loaded, and a subscription from June
+    2025 got version 3."""
+    assert problems(
+        """
+[plans.api]
+name = "API"
+currency = "USD"
+effective_from = 2025-01-01
+
+[plans.api_v2]
+code = "api"
+version = 2
+name = "API"
+currency = "USD"
+effective_from = "2020-01-01"
+
+[plans.api_v3]
+code = "api"
+version = 3
+name = "API"
+currency = "USD"
+effective_from = 0
+"""
+    ) == [
+        "catalog.toml: plans.api_v3.effective_from: expected a date (YYYY-MM-DD), got 0",
+        "catalog.toml: plans.api_v2.effective_from: must be after version 1's effective_from (got 2020-01-01, not "
+        "after 2025-01-01)",
+    ]
+
+
+def test_a_negative_zero_is_zero() -> None:
+    """``fee = -0.0`` passed the ≥ 0 check and was printed as -0.00 on quotes and ``plans show``."""
+    catalog, found = loads_catalog(
+        """
+[meters.calls]
+name = "Calls"
+aggregation = "count"
+
+[plans.p]
+name = "P"
+currency = "USD"
+subscription = { fee = -0.0 }
+charges = [{ meter = "calls", model = "per_unit", unit_amount = -0.0 }]
+""",
+        "catalog.toml",
+    )
+    assert found == [] and catalog is not None
+    plan = catalog.plan("p")
+    assert (str(plan.subscription.fee), str(plan.charges[0].unit_amount)) == ("0.0", "0.0")
