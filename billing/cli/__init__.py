@@ -185,6 +185,10 @@ class LazyGroup(TyperGroup):
 
                 fail(str(error), code=1)
             errors = sys.modules.get("sqlalchemy.exc")
+            if errors is not None and type(error) is errors.DatabaseError:  # ("file is not a database")
+                from billing.cli._common import database_message, fail
+
+                fail(database_message(error), code=1)
             if errors is not None and isinstance(error, (errors.OperationalError, errors.ProgrammingError)):
                 from billing.cli._common import database_message, fail, missing_schema
 

@@ -27,7 +27,7 @@ from billing.cli._common import (
     tax_rows,
 )
 from billing.core.aging import BUCKETS
-from billing.core.periods import parse_month
+from billing.core.periods import FIRST_YEAR, LAST_YEAR, parse_month
 from billing.errors import BillingError
 from billing.run import (
     RunReport,
@@ -109,6 +109,8 @@ def aging(
             day = dt.date.fromisoformat(as_of)
         except ValueError:
             fail(f"--as-of: expected a date YYYY-MM-DD, got {as_of!r}")
+        if not FIRST_YEAR <= day.year <= LAST_YEAR:
+            fail(f"--as-of: expected a date from {FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31, got {as_of!r}")
     report = payments.aged_receivables(engine_for_cli(), day, customer=customer)
     if as_json:
         _json.emit(payments.aging_json(report))

@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 
-from billing import run_history
+from billing import customers, run_history
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.cli import _json
 from billing.cli._common import (
@@ -24,7 +24,7 @@ from billing.cli._common import (
 )
 from billing.core.periods import Period, parse_month
 from billing.core.shards import Shard, parse_shard
-from billing.errors import BillingError
+from billing.errors import BillingError, NotFoundError
 from billing.invoicing import check_period_finalizable, issue_day
 from billing.run import RunReport, finalize_after_run, run_billing
 from meters.errors import ConflictingEvents
@@ -67,6 +67,11 @@ def run(
     billing_period, part = _checked(period, finalize, allow_open_period, customer, shard)
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
+    if customer is not None:  # (a typo bills nothing: refused, not a completed run of no one)
+        try:
+            customers.get_customer(engine, customer)
+        except NotFoundError as error:
+            fail(f"--customer: {error}")
     try:
         if finalize:  # refused before anything is written
             check_period_finalizable(

@@ -21,6 +21,8 @@ from pricing_plans.models import Interval
 
 __all__ = [
     "EARLIEST_UTC_OFFSET",
+    "FIRST_YEAR",
+    "LAST_YEAR",
     "LATE_USAGE_MONTHS",
     "Period",
     "PeriodState",
@@ -138,7 +140,18 @@ def parse_month(text: str) -> Period:
     match = _MONTH.match(text.strip())
     if not match or not 1 <= int(match.group(2)) <= 12:
         raise ValueError(f"expected a month as YYYY-MM, got {text!r}")
+    _check_year(int(match.group(1)), text)
     return month(int(match.group(1)), int(match.group(2)))
+
+
+FIRST_YEAR, LAST_YEAR = 1971, 9998
+"""The years a named period may fall in: every computation around it (a month back, a timezone's day either side)
+stays inside the calendar, as the API's days do."""
+
+
+def _check_year(year: int, text: str) -> None:
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"expected a period from {FIRST_YEAR} to {LAST_YEAR}, got {text!r}")
 
 
 def parse_period(text: str) -> Period:
@@ -147,6 +160,7 @@ def parse_period(text: str) -> Period:
     text = text.strip()
     week = _WEEK.match(text)
     if week:
+        _check_year(int(week.group(1)), text)
         try:
             start = dt.date.fromisocalendar(int(week.group(1)), int(week.group(2)), 1)
         except ValueError:
@@ -160,6 +174,8 @@ def parse_period(text: str) -> Period:
             raise ValueError(f"expected START..END with valid ISO dates, got {text!r}") from None
         if not start < end:
             raise ValueError(f"expected START..END with START before END (exclusive), got {text!r}")
+        _check_year(start.year, text)
+        _check_year(end.year, text)
         return Period(start, end)
     if _MONTH.match(text):
         return parse_month(text)

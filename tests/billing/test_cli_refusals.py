@@ -1,0 +1,53 @@
+"""User mistakes the CLI answers with one line and an exit status, never a traceback (SQLite and PostgreSQL where
+a database is read): a customer id that names no one, a period outside the calendar's reach, a file that is not
+a database. Each was a completed run of no one or a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from billing.cli import app
+from billing.config import get_settings
+
+
+def test_a_run_for_a_customer_that_does_not_exist_is_refused_and_records_nothing(cli_env):
+    runner = CliRunner()
+    refused = runner.invoke(app, ["run", "--period", "2026-10", "--customer", "TYPO"])
+    assert (refused.exit_code, refused.stderr.strip()) == (2, "error: --customer: unknown customer 'TYPO'")
+    listed = runner.invoke(app, ["runs", "list", "--json"])
+    assert listed.exit_code == 0 and '"data": []' in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--period", "0001-01"], "--period: expected a period from 1971 to 9998, got '0001-01'"),
+        (["invoices", "list", "--period", "0001-01"], "--period: expected a period from 1971 to 9998, got '0001-01'"),
+        (["invoices", "aging", "--as-of", "0001-01-01"],
+         "--as-of: expected a date from 1971-01-01 to 9998-12-31, got '0001-01-01'"),
+        (["usage", "unbilled", "--period", "0001-01"], "--period: expected a period from 1971 to 9998, got '0001-01'"),
+    ],
+)  # fmt: skip
+def test_a_period_outside_the_calendars_reach_is_a_usage_error(cli_env, args, message):
+    """Year 1 overflowed a month back or a timezone's day either side: OverflowError tracebacks, and a failed run
+    recorded as period '1-01'."""
+    result = CliRunner().invoke(app, args)
+    assert (result.exit_code, " ".join(result.stderr.split())) == (2, f"error: {message}")
+
+
+def test_a_file_that_is_not_a_database_is_named_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``invoices list``, ``run``, ``metrics revenue`` on such a file printed a DatabaseError traceback."""
+    garbage = tmp_path / "billing.db"
+    garbage.write_text("not a database\n" * 200)
+    monkeypatch.setenv("BILLING_DATABASE_URL", f"sqlite:///{garbage}")
+    monkeypatch.setenv("BILLING_CATALOG", str(Path(__file__).resolve().parents[2] / "catalog.toml"))
+    get_settings.cache_clear()
+    try:
+        for args in (["invoices", "list"], ["run", "--period", "2026-10"], ["metrics", "revenue", "--period", "2026-10"]):
+            result = CliRunner().invoke(app, args)
+            assert (result.exit_code, result.stderr.strip()) == (1, "error: database: file is not a database"), args
+    finally:
+        get_settings.cache_clear()
