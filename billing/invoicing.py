@@ -270,6 +270,11 @@ def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) ->
     with session_scope(engine) as session:
         try:
             invoice = store.get_invoice(session, key)
+            if invoice.kind is InvoiceKind.CREDIT_NOTE:  # (its amounts are booked and counted as issued, for good)
+                raise ConflictError(
+                    f"{invoice.number} is a credit note: it stays as issued (it cannot be {status.value}); to undo "
+                    "it, void the invoice it credits"
+                )
             if status is InvoiceStatus.VOID:
                 store.lock_invoice(session, invoice.id)
                 payments.check_can_void(session, invoice.id)

@@ -372,3 +372,20 @@ def test_a_credit_note_is_stored_in_the_currencys_minor_units_however_its_amount
 def store_invoices(engine):
     with session_scope(engine) as session:
         return store.list_invoices(session)
+
+
+def test_a_credit_note_cannot_be_voided(engine, catalog):
+    """Voiding a note only changed its status: it still counted against what was left to credit and its journal
+    entries stayed, while the export's revenue no longer took it off. It stays as issued; voiding the invoice it
+    credits undoes both."""
+    from billing.invoicing import set_invoice_status
+    from invoices.model import InvoiceStatus
+
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    service.subscribe(engine, catalog, "acme", "arr", D(2026, 3, 1))
+    bill(engine, catalog, 2026, 3)
+    (march,) = [i for i in store_invoices(engine) if i.number]
+    note = credit(engine, catalog, march.number, Decimal("5.00"), D(2026, 4, 3))
+    with pytest.raises(ConflictError, match=rf"^{note.number} is a credit note: it stays as issued \(it cannot be void"):
+        set_invoice_status(engine, note.number, InvoiceStatus.VOID)
+    assert set_invoice_status(engine, march.number, InvoiceStatus.VOID).status is InvoiceStatus.VOID
