@@ -779,6 +779,7 @@ def change_plan(
         customer = _customer_or_raise(session, old.customer_external_id, for_update=True)
         _check_not_archived(customer)
         _check_currency(plan, customer)
+        _check_start_not_invoiced(session, customer, plan, on)  # (the new plan's days there, as a subscribe's)
         _check_no_overlap(session, customer, plan.code, on, ignore=old.id)
         ended = repository.cancel_subscription(session, old.id, end_date=on, reason=None, cancelled_at=utcnow())
         settle_opening_draft(session, catalog, ended, customer)

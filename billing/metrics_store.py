@@ -361,7 +361,7 @@ def _recognized_lines(session: Session, scopes: Sequence[str], runs: _Runs) -> I
     for _, group in groupby(rows, key=lambda row: row[0]):
         found = list(group)
         lines = [
-            RecognizedLine(currency, amount, *served(start, end, runs.get(sub or 0)), period_start or OPEN_END)
+            RecognizedLine(currency, amount, *served(start, end, runs.get(sub or 0), amount), period_start or OPEN_END)
             for _, currency, period_start, _, _, amount, start, end, sub in found
         ]
         yield from lines
@@ -393,7 +393,7 @@ def _credit_notes(
             .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
         )  # fmt: skip
         for invoice_id, currency, amount, start, end, period_start, sub in found:
-            served_days = served(start, end, runs.get(sub or 0))
+            served_days = served(start, end, runs.get(sub or 0), amount)
             lines[invoice_id].append(RecognizedLine(currency, amount, *served_days, period_start))
     return [(net, issued_on, lines[invoice_id]) for net, issued_on, invoice_id in rows if issued_on is not None]
 

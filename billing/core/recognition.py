@@ -2,9 +2,9 @@
 the lines come from ``billing.metrics_store``.
 
 - A line is **billed** in the month its service period begins (a line without one — a discount, a credit — in the
-  month of its invoice's period start). A subscription's line serves only the days the subscription runs: its
-  fee period cut to them (:func:`served`), so a yearly fee prorated from 10 March is billed in March and recognized
-  from 10 March, and a quarter's fee adjusted to the 10 days before an end on 11 April is April's alone.
+  month of its invoice's period start). A subscription's line serves only the days the subscription runs
+  (:func:`served`): a yearly fee prorated from 10 March is billed in March and recognized from 10 March, and a
+  quarter's fee given back after an end on 11 April leaves April's 10 days alone.
 - It is **recognized** over the days of its service period ``[start, end)``: recognized to date through a day =
   the line's amount × the days covered so far / its days, rounded to the currency's minor units; each month takes
   the difference (cumulative rounding), so a line's parts add up to its amount exactly. A line without a service
@@ -37,16 +37,24 @@ __all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "net_of_invoice
 
 
 def served(
-    start: dt.date | None, end: dt.date | None, runs: tuple[dt.date, dt.date | None] | None
+    start: dt.date | None,
+    end: dt.date | None,
+    runs: tuple[dt.date, dt.date | None] | None,
+    amount: decimal.Decimal = ZERO,
 ) -> tuple[dt.date | None, dt.date | None]:
-    """A line's service period ``[start, end)`` cut to the days its subscription runs (``runs``: its start and its
-    end, exclusive, None while open-ended; None for a line of no subscription). A line that serves none of them (a
-    fee given back in full) is left as an empty period at the first day it would: recognized when billed."""
+    """A line's service period ``[start, end)`` as its subscription serves it (``runs``: its start and its end,
+    exclusive, None while open-ended; None for a line of no subscription): a fee starts no earlier than its
+    subscription (a yearly fee prorated from 10 March is revenue from 10 March); a line giving part of a fee back
+    (negative) after the subscription's end inside its period serves the days it gives back, from that end (the
+    quarter's 300.00 and −267.03 for the days after 11 April leave 32.97 of April's days, none of May's). An end
+    not yet given back changes nothing, so a cancellation scheduled for May does not restate April. A period cut
+    to nothing is left empty at its first day: recognized when billed."""
     if start is None or end is None or runs is None:
         return start, end
     first = max(start, runs[0])
-    last = end if runs[1] is None else min(end, runs[1])
-    return first, max(first, last)
+    if amount < 0 and runs[1] is not None and first < runs[1] < end:
+        first = runs[1]
+    return first, max(first, end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,3 +285,37 @@ def test_a_prorated_fee_is_revenue_of_the_days_its_subscription_runs_only(engine
     # deferred: the yearly 297.00 less 22.00 + 30.00 = 245.00 after April, then 214.00, then 184.00
     assert q2 == [("2026-04", "32.97", "62.97", "245.00"), ("2026-05", "0", "31.00", "214.00"),
                   ("2026-06", "0", "30.00", "184.00")]  # fmt: skip
+
+
+def test_a_cancellation_scheduled_ahead_restates_nothing_until_its_fee_is_given_back(engine):
+    """Q2's 300.00 in advance (billed on March's invoice); on 10 April the subscription is cancelled from 15 May.
+    April stays 300 × 30 / 91 = 98.90 (it was 204.55 for as long as the give-back was not issued: the fee squeezed
+    into 1 April – 14 May). May's invoice gives back 300 − 300 × 44 / 91 = −154.95 for the 47 days from 15 May:
+    May 300 × 61 / 91 − 98.90 = 102.20, less −154.95 × 17 / 47 = 56.05: 46.15; June nothing."""
+    from billing import customers as service
+    from billing.metrics_store import recognition_from_database
+    from billing.run import finalize_period, run_billing
+    from invoices.store import FinalizeSettings
+    from pricing_plans.loader import loads_catalog
+
+    catalog, problems = loads_catalog(SERVED, "served.toml")
+    assert not problems, problems
+    service.create_customer(engine, "q", "Q", None, "USD", "UTC")
+    quarterly = service.subscribe(engine, catalog, "q", "quarterly", D(2026, 1, 1))
+
+    def bill(number: int) -> None:
+        day = month(2026, number).end + dt.timedelta(days=2)
+        run_billing(engine, catalog, month(2026, number), now=dt.datetime.combine(day, dt.time(1), dt.UTC))
+        finalize_period(engine, month(2026, number), FinalizeSettings(), day)
+
+    def recognized() -> list[str]:
+        return [str(r.recognized) for r in recognition_from_database(engine, [month(2026, m) for m in (4, 5, 6)])]
+
+    for number in (1, 2, 3):
+        bill(number)
+    assert recognized() == ["98.90", "102.20", "98.90"]
+    service.cancel_subscription(engine, quarterly.id, D(2026, 5, 15), catalog=catalog)
+    assert recognized() == ["98.90", "102.20", "98.90"]
+    for number in (4, 5, 6):
+        bill(number)
+    assert recognized() == ["98.90", "46.15", "0.00"]

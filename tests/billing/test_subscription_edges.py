@@ -348,6 +348,9 @@ def test_a_subscription_ends_inside_its_own_period_not_yet_invoiced_whatever_ano
         service.cancel_subscription(engine, calendar.id, D(2026, 3, 20), catalog=catalog)
     with pytest.raises(BillingInputError, match="it is invoiced through 2026-03-14; end it on 2026-03-15 or later"):
         service.change_plan(engine, catalog, anniversary.id, "adv", D(2026, 3, 10))
+    # a change to a calendar plan on 20 March would start it inside the issued March: refused, as a subscribe is
+    with pytest.raises(BillingInputError, match="start: cannot start a subscription of customer 'acme' on 2026-03-20"):
+        service.change_plan(engine, catalog, anniversary.id, "adv", D(2026, 3, 20))
     service.cancel_subscription(engine, anniversary.id, D(2026, 3, 20), catalog=catalog)
     bill(engine, catalog, 2026, 4)
     # 15–19 March: 5 of the 31 days of 15 March – 14 April, 31.00 × 5 / 31 = 5.00
