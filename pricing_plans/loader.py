@@ -207,7 +207,7 @@ class _Outline:
         effective = table.get("effective_from")
         if isinstance(effective, dt.datetime):
             effective = effective.date()
-        elif isinstance(effective, str) and len(effective) == 10:  # (as the plan model reads it)
+        elif isinstance(effective, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", effective):  # (as the model reads it)
             try:
                 effective = dt.date.fromisoformat(effective)
             except ValueError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from enum import StrEnum
@@ -120,6 +121,9 @@ def _bound(value: Any) -> Any:
     return _number(number)
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _day(value: Any) -> Any:
     """A day: a TOML date (``2026-01-01``, unquoted), or the same written ``"YYYY-MM-DD"`` (a record dumped to
     JSON loads back); never a number (``0`` was read as 1970-01-01, seconds since the epoch)."""
@@ -127,7 +131,7 @@ def _day(value: Any) -> Any:
         return value
     if isinstance(value, str):
         try:
-            return dt.date.fromisoformat(value) if len(value) == 10 else _not_a_day(value)
+            return dt.date.fromisoformat(value) if _DAY.fullmatch(value) else _not_a_day(value)
         except ValueError:
             _not_a_day(value)
     return _not_a_day(value)
