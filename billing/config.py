@@ -17,6 +17,7 @@ import base64
 import binascii
 import os
 import re
+import string
 import tomllib
 from decimal import Decimal
 from functools import lru_cache
@@ -96,6 +97,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 _EVENT_STORE_SCHEMES = ("sqlite", "postgresql", "chdb", "clickhouse", "clickhouses")
+# What an invoice or credit note number may look like (the settings check each number format against it).
+_INVOICE_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 
 
 class _ConfigFileSource(InitSettingsSource):
@@ -374,6 +377,26 @@ class Settings(BaseSettings):
                 "clickhouse[s]://user:password@host:8123/database"
             )
         return value.strip()
+
+    @field_validator("invoice_number_format", "credit_note_number_format")
+    @classmethod
+    def _number_format(cls, value: str) -> str:
+        """A number format is tried here, when the settings are read, instead of failing the first finalization:
+        it takes ``{year}`` and ``{seq}`` only, must hold ``{seq}`` (else every number of a year is the same), and
+        its numbers are letters, digits and ``. _ - /``, as links and file names can carry them."""
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        if "seq" not in fields:
+            raise ValueError(f"{value!r}: expected a format holding {{seq}}, such as INV-{{year}}-{{seq:06d}}")
+        try:
+            sample = value.format(year=2026, seq=1)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"{value!r}: expected only {{year}} and {{seq}} in the format ({error!s})") from None
+        if not _INVOICE_NUMBER.fullmatch(sample):
+            raise ValueError(
+                f"{value!r} makes numbers such as {sample!r}: expected letters, digits and . _ - / only, "
+                "beginning with a letter or digit, at most 64 characters"
+            )
+        return value
 
     @field_validator("notification_webhook_secret")
     @classmethod

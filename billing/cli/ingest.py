@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -47,6 +48,7 @@ def ingest(
     if file != "-" and not Path(file).is_file():
         fail(f"{file}: no such file")
     rejects_path = rejects or Path("stdin.rejected.jsonl" if file == "-" else f"{file}.rejected.jsonl")
+    _check_writable(rejects_path)
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
     try:
@@ -82,10 +84,27 @@ def _finish(report: IngestReport, rejects_path: Path, as_json: bool) -> None:
     else:
         typer.echo(report.summary())
     if report.rejected:
-        with rejects_path.open("w", encoding="utf-8") as out:
+        try:
+            with rejects_path.open("w", encoding="utf-8") as out:
+                for rejection in report.rejected:
+                    out.write(rejection.as_json() + "\n")
+        except OSError as error:
+            # The good events are stored: the reasons must not be lost with the file, so they go to stderr.
             for rejection in report.rejected:
-                out.write(rejection.as_json() + "\n")
+                sys.stderr.write(rejection.as_json() + "\n")
+            fail(f"--rejects: cannot write {rejects_path} ({error.strerror}); the rejected events are above", code=1)
         err_console.print(f"rejected events written to {rejects_path}", highlight=False)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, before anything is stored, a rejects file that could not be written afterwards."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        fail(f"--rejects: {path} is a folder; expected a file name", code=2)
+    if not folder.is_dir():
+        fail(f"--rejects: cannot write {path}: no folder {folder}", code=2)
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        fail(f"--rejects: cannot write {path}: permission denied", code=2)
 
 
 @contextlib.contextmanager

@@ -115,6 +115,18 @@ def test_a_config_file_that_is_not_toml_is_named_with_its_line(tmp_path):
         ('[seller]\ncountryy = "IE"\n', "seller.countryy: Extra inputs are not permitted"),
         ('[tax]\nnmae = "MwSt."\n', "tax.nmae: Extra inputs are not permitted"),
         ("payment_terms_days = -30\n", "payment_terms_days: Input should be greater than or equal to 0"),
+        (  # every invoice of a year would have had the one number: the second finalization failed
+            'invoice_number_format = "INV-{year}"\n',
+            "invoice_number_format: Value error, 'INV-{year}': expected a format holding {seq}",
+        ),
+        (  # the first finalization failed with a KeyError
+            'credit_note_number_format = "CN-{month}-{seq}"\n',
+            "credit_note_number_format: Value error, 'CN-{month}-{seq}': expected only {year} and {seq} in the format",
+        ),
+        (  # a number no link or file name could carry
+            'invoice_number_format = "INV #{seq}"\n',
+            "invoice_number_format: Value error, 'INV #{seq}' makes numbers such as 'INV #1': expected letters, digits",
+        ),
     ],
 )
 def test_a_setting_that_cannot_be_right_is_refused_naming_the_file_and_key(tmp_path, written, named):

@@ -152,6 +152,31 @@ def test_standard_input_with_a_format(env: dict[str, str], tmp_path: Path) -> No
     )
 
 
+def test_a_rejects_file_that_cannot_be_written_is_refused_before_anything_is_stored(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "usage.jsonl"
+    path.write_text(event("r1") + "\n" + event("r2", customer="initech") + "\n", encoding="utf-8")
+    no_folder = runner.invoke(app, ["ingest", str(path), "--rejects", str(tmp_path / "missing" / "r.jsonl")])
+    assert no_folder.exit_code == 2
+    assert f"--rejects: cannot write {tmp_path / 'missing' / 'r.jsonl'}: no folder" in no_folder.stderr
+    a_folder = runner.invoke(app, ["ingest", str(path), "--rejects", str(tmp_path)])
+    assert a_folder.exit_code == 2 and "is a folder; expected a file name" in a_folder.stderr
+    assert stored(env) == []  # refused before the good event was stored
+
+
+def test_rejection_reasons_go_to_stderr_when_their_file_cannot_be_written(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "usage.jsonl"
+    path.write_text(event("r1") + "\n" + event("r2", customer="initech") + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["ingest", str(path), "--rejects", "/dev/full"])  # every write fails: no space
+    assert result.exit_code == 1
+    assert result.stdout.strip() == "accepted 1, duplicates 0, rejected 1"
+    reasons = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [(r["line"], r["reason"]) for r in reasons] == [(2, "unknown customer 'initech'")]
+    assert "cannot write /dev/full" in result.stderr and "the rejected events are above" in result.stderr
+    assert len(stored(env)) == 1  # the good event is stored; the bad one is reported
+
+
 def test_bad_input_is_one_clear_error(env: dict[str, str], tmp_path: Path) -> None:
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 1 and "no such file" in missing.stderr

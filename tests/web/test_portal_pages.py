@@ -301,3 +301,26 @@ def test_revoking_a_customers_links_ends_its_open_portal_and_every_link_made_bef
     for url in (made.json()["url"], theirs.url):  # made after it; another customer's
         with httpx.Client(base_url=live_server.url, timeout=60, follow_redirects=True) as client:
             assert client.get(url).status_code == 200, url
+
+
+def test_an_invoice_whose_number_holds_a_slash_is_listed_and_downloaded(engine, db_url, live_catalog_path):
+    settings = Settings(
+        database_url=db_url,
+        catalog=str(live_catalog_path),
+        portal_secret="a-portal-secret-of-at-least-32-characters",
+        invoice_number_format="RE/{year}/{seq:04d}",
+    )
+    create_customer(engine, "acme", "Acme GmbH", None, "EUR", "UTC", "en_US")
+    configured = FinalizeSettings(invoice_number_format=settings.invoice_number_format, seller=Party(name="Northwind"))
+    grant_credit(engine, "acme", Decimal("20.00"), "EUR", paid=True, settings=configured)
+    [number] = [i.number for i in list_invoices(engine, customer="acme")]
+    year = number.split("/")[1]
+    assert number == f"RE/{year}/0001" and year.isdigit()
+    link = create_portal_link(engine, settings, "acme")
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        assert client.get(f"/portal/link/{link.token}").status_code == 200
+        assert f'href="/portal/invoices/{number}.pdf"' in client.get("/portal/invoices").text
+        pdf = client.get(f"/portal/invoices/{number}.pdf")  # was the 404 page: the route took no "/"
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+        assert pdf.headers["content-disposition"] == f'attachment; filename="RE-{year}-0001.pdf"'
+        assert client.get(f"/portal/invoices/RE/{year}/0002.pdf").status_code == 404

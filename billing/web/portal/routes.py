@@ -29,7 +29,7 @@ __all__ = ["COOKIE", "PortalRefused", "refused", "router"]
 
 COOKIE = "billing_portal"
 TEMPLATES = FilePath(__file__).resolve().parent / "templates"
-_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")  # as the settings allow a number to look
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
@@ -171,7 +171,7 @@ def invoice_list(customer: Customer, engine: DbEngine, settings: Settings_) -> R
     return _page("/portal/invoices", customer, settings, lambda p: views.invoices_view(engine, p))
 
 
-@router.get("/invoices/{number}.pdf")
+@router.get("/invoices/{number:path}.pdf")  # a number may hold "/" (RE/2026/0001)
 def invoice_pdf(number: str, customer: Customer, engine: DbEngine, settings: Settings_) -> Response:
     """One of the customer's issued invoices as a PDF; any other number is the portal's 404 page."""
     invoice = views.visible_invoice(engine, customer, number, settings) if _NUMBER.fullmatch(number) else None
@@ -180,7 +180,7 @@ def invoice_pdf(number: str, customer: Customer, engine: DbEngine, settings: Set
     return Response(
         render_pdf(invoice),
         media_type="application/pdf",
-        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{number}.pdf"'},
+        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{number.replace("/", "-")}.pdf"'},
     )
 
 
