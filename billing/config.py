@@ -24,7 +24,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from billing.core.countries import COUNTRY_HINTS, is_country
@@ -395,6 +404,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{value!r} makes numbers such as {sample!r}: expected letters, digits and . _ - / only, "
                 "beginning with a letter or digit, at most 64 characters"
+            )
+        return value
+
+    @field_validator("credit_note_number_format")
+    @classmethod
+    def _numbers_apart(cls, value: str, info: ValidationInfo) -> str:
+        """Invoices and credit notes count in sequences of their own: one format for both would give a credit note
+        the number of an invoice, and its finalization would fail."""
+        if value == info.data.get("invoice_number_format"):
+            raise ValueError(
+                f"expected a format other than invoice_number_format ({value!r}), such as CN-{{year}}-{{seq:06d}}"
             )
         return value
 

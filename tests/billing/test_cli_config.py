@@ -123,6 +123,10 @@ def test_a_config_file_that_is_not_toml_is_named_with_its_line(tmp_path):
             'credit_note_number_format = "CN-{month}-{seq}"\n',
             "credit_note_number_format: Value error, 'CN-{month}-{seq}': expected only {year} and {seq} in the format",
         ),
+        (  # a credit note took an invoice's number and its finalization failed
+            'invoice_number_format = "D-{seq}"\ncredit_note_number_format = "D-{seq}"\n',
+            "credit_note_number_format: Value error, expected a format other than invoice_number_format ('D-{seq}')",
+        ),
         (  # a number no link or file name could carry
             'invoice_number_format = "INV #{seq}"\n',
             "invoice_number_format: Value error, 'INV #{seq}' makes numbers such as 'INV #1': expected letters, digits",
