@@ -686,4 +686,6 @@ def _syntax_problem(filename: str, exc: ValueError, text: str) -> CatalogProblem
         line = max(len(text.splitlines()), 1)
         message = message[: found.start()] + " at the end of the file"
     suffix = f" (column {column})" if column is not None else ""
+    if text.startswith("\ufeff") and line == 1 and column == 1:  # what Windows editors write first, unseen
+        suffix += ": the file begins with a byte order mark; save it as UTF-8 without BOM"
     return CatalogProblem(filename, "", f"invalid TOML: {message}{suffix}", line=line)

@@ -121,6 +121,27 @@ def _bound(value: Any) -> Any:
     return _number(number)
 
 
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+
+
+def _code(value: str) -> str:
+    """A meter's or plan's code: what events, commands and addresses (``/v1/plans/{code}``) name it by."""
+    if not _CODE.fullmatch(value):
+        raise ValueError(
+            f"expected 1 to 100 letters, digits and _ - . : beginning with a letter or digit, got {value!r}"
+        )
+    return value
+
+
+def _name(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"expected the name people read on invoices and pages, got {value!r}")
+    return value
+
+
+Code = Annotated[str, AfterValidator(_code)]
+Name = Annotated[str, AfterValidator(_name)]
+
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -218,8 +239,8 @@ class Meter(_Record):
         and markup figures (every unit costs, free ones included); a currency without one has no cost figures.
     """
 
-    code: str
-    name: str
+    code: Code
+    name: Name
     aggregation: Aggregation
     unit: str = "unit"
     unit_plural: str | None = None
@@ -727,6 +748,12 @@ class Threshold(_Record):
             raise _located("meter", message="not allowed with spend_cap (a spend cap is on money, not a meter)")
         if list(self.levels) != sorted(set(self.levels)):
             raise _located("levels", message=f"must increase without repeats (got {list(self.levels)})")
+        if not self.levels and not self.hard_limit:  # it would never do anything
+            raise _located(
+                "levels",
+                message="give at least one level (a percentage of the limit, such as 80 or 100); only a hard limit "
+                "may have none (it blocks without alerting)",
+            )
         if self.hard_limit and self.allowance is None:
             raise _located(
                 "hard_limit",
@@ -779,11 +806,11 @@ class Plan(_Record):
         currency (the cost side of the plan's margin), if declared.
     """
 
-    key: str
-    code: str
+    key: Code
+    code: Code
     version: VersionNumber = 1
     effective_from: Annotated[dt.date | None, BeforeValidator(_day)] = None
-    name: str
+    name: Name
     description: str | None = None
     currency: str
     interval: Interval = Interval.MONTH
