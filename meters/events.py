@@ -561,6 +561,9 @@ class EventValidator:
         if bad:
             problems.extend(f"property {key!r} must be a string (got {_kind(value[key])})" for key in bad)
             return None, None
+        if any("\x00" in key or "\x00" in item for key, item in value.items()):  # (_quote writes it as \u0000)
+            problems.append("'properties' hold a NUL character")
+            return None, None
         text = "{" + ",".join([f"{_quote(key)}:{_quote(item)}" for key, item in sorted(value.items())]) + "}"
         if not _valid_text(text):
             problems.append("'properties' hold an invalid unicode escape")

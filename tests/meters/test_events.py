@@ -402,6 +402,10 @@ def test_text_the_database_cannot_store() -> None:
     assert reason(id="\ud800") == "'id' holds a NUL character or an invalid unicode escape"
     assert reason(id="x" * 256) == "'id' is longer than 255 characters"
     assert reason(properties={"note": "\udfff"}) == "'properties' hold an invalid unicode escape"
+    # were stored, and PostgreSQL then refused every plan's query that reads the properties as jsonb
+    assert reason(properties={"country": "U\x00S"}) == "'properties' hold a NUL character"
+    assert reason(properties={"no\x00te": "x"}) == "'properties' hold a NUL character"
+    assert valid(properties={"note": "\\u0000"}).properties == '{"note":"\\\\u0000"}'  # a backslash and u0000: text
 
 
 def test_every_problem_of_an_event_is_reported_at_once() -> None:
