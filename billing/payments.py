@@ -168,8 +168,9 @@ def record_stripe_payment(
 ) -> Payment | None:
     """In the webhook's transaction (``invoice`` locked by the caller): record what Stripe collected for
     ``invoice`` (``amount``; None: what is due now) as a card payment referenced by the Stripe invoice id, once per
-    Stripe invoice; then the invoice is paid, as Stripe says (a void invoice stays void, and all of the payment goes
-    to the balance). None when nothing was recorded (recorded before, or nothing to record)."""
+    Stripe invoice; then the invoice is paid if nothing is left due here, dated by ``when`` (a void invoice stays
+    void, and all of the payment goes to the balance). None when nothing was recorded (recorded before, or nothing
+    to record)."""
     key = f"stripe:{stripe_invoice_id}" if stripe_invoice_id else None
     if key is not None and session.execute(select(PaymentRow.id).where(PaymentRow.source_key == key)).first():
         return None
@@ -177,9 +178,13 @@ def record_stripe_payment(
     value = current.amount_due if amount is None else round_money(amount, current.currency)
     payment = None
     if value > 0:  # (on a void invoice nothing is due: all of it goes to the balance)
-        payment = _record(session, current, value, "card", stripe_invoice_id, when.date(), utcnow(), key)
-    if store.get_invoice(session, invoice.id).status in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE):
+        payment = _record(session, current, value, "card", stripe_invoice_id, when.date(), utcnow(), key, paid_at=when)
+    after = credits.with_credits(session, [store.get_invoice(session, invoice.id)])[0]
+    if after.status in (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE) and after.amount_due <= 0:
         store.set_status(session, invoice.id, InvoiceStatus.PAID, now=when)  # (when Stripe collected it)
+    # Less than is due here (a transfer reversed after the push, an amount below Stripe's minimum charge, which
+    # Stripe marks paid and carries to the customer's next Stripe invoice): what Stripe collected is recorded,
+    # and the rest stays due here, in the receivables, instead of being written off by a status.
     return payment
 
 
@@ -241,9 +246,11 @@ def _record(
     day: dt.date,
     now: dt.datetime,
     source_key: str | None,
+    paid_at: dt.datetime | None = None,
 ) -> Payment:
     """Write the payment against ``invoice`` (locked, with its credits and payments), its excess to the balance,
-    and the invoice paid if nothing is due any more."""
+    and the invoice paid if nothing is due any more (dated ``paid_at``, when the payment was made, if known; else
+    ``now``)."""
     currency = invoice.currency
     amount = round_money(amount, currency)
     applied = min(amount, invoice.amount_due)
@@ -270,7 +277,7 @@ def _record(
         session.execute(update(PaymentRow).where(PaymentRow.id == payment_id).values(balance_grant_id=grant_id))
     open_statuses = (InvoiceStatus.FINALIZED, InvoiceStatus.UNCOLLECTIBLE)
     if invoice.status in open_statuses and applied == invoice.amount_due:
-        store.set_status(session, invoice.id, InvoiceStatus.PAID, now=now)
+        store.set_status(session, invoice.id, InvoiceStatus.PAID, now=paid_at or now)
     return _payments(session, ids=[payment_id])[0]
 
 

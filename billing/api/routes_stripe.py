@@ -134,9 +134,10 @@ async def receive_stripe_webhook(
 
 
 def _signed_at(header: str) -> int:
-    """The timestamp (``t=``) of a ``Stripe-Signature`` header that verified, so it has one."""
+    """The timestamp (``t=``) of a ``Stripe-Signature`` header that verified, so it has one, read as the SDK read
+    it to verify (``t=1796176737=x`` is 1796176737, not an error)."""
     for item in header.split(","):
-        name, _, value = item.partition("=")
-        if name == "t":
-            return int(value)
+        parts = item.split("=", 2)
+        if parts[0] == "t" and len(parts) > 1:
+            return int(parts[1])
     raise ValueError("Stripe-Signature: no timestamp")  # unreachable once the signature verified

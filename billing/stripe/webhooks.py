@@ -45,7 +45,8 @@ from billing.config import get_settings
 from billing.core.domain import CancelReason, SubscriptionStatus
 from billing.customers import settle_opening_draft
 from billing.db import repository, session_scope
-from billing.db.stripe_tables import DunningRow, StripeInvoiceSyncRow, StripeWebhookEventRow
+from billing.db.installation import InstallationRow
+from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
 from billing.payments import record_stripe_payment
 from billing.stripe.amounts import from_stripe
@@ -197,24 +198,63 @@ def _apply(
 
 
 def _our_invoice(session: Session, data_object: dict[str, Any]) -> Invoice | None:
+    """The invoice a Stripe invoice event is about: by the Stripe invoice's id, as its push stored it; else (a push
+    that stopped before storing it) by the number in the Stripe invoice's metadata, if nothing there says it is
+    another database's (every event of a Stripe account reaches every endpoint: staging's ``INV-2026-000001`` is
+    not production's)."""
     stripe_id = data_object.get("id")
     invoice_id = None
     if isinstance(stripe_id, str) and stripe_id:
         invoice_id = session.execute(
             select(StripeInvoiceSyncRow.invoice_id).where(StripeInvoiceSyncRow.stripe_invoice_id == stripe_id)
         ).scalar_one_or_none()
-    if invoice_id is None:
-        metadata = data_object.get("metadata")
-        number = metadata.get("billing_invoice_number") if isinstance(metadata, dict) else None
-        if not isinstance(number, str) or not number:
-            return None
-        invoice_id = invoice_id_by_number(session, number, InvoiceKind.INVOICE)
+    by_number = invoice_id is None
+    if by_number:
+        invoice_id = _by_number(session, data_object)
         if invoice_id is None:
             return None
     # Lock the invoice first, then its dunning row: every event takes them in that order, so two events about
     # one invoice wait for each other instead of deadlocking, and each sees the status the other left.
     lock_invoice(session, invoice_id)
-    return get_invoice(session, invoice_id)
+    invoice = get_invoice(session, invoice_id)
+    if by_number and not _same_customer(session, invoice, data_object):
+        return None
+    return invoice
+
+
+def _by_number(session: Session, data_object: dict[str, Any]) -> int | None:
+    metadata = data_object.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    number = metadata.get("billing_invoice_number")
+    if not isinstance(number, str) or not number:
+        return None
+    invoice_id = invoice_id_by_number(session, number, InvoiceKind.INVOICE)
+    if invoice_id is None:
+        return None
+    installation = metadata.get("billing_installation")  # (pushes before it was written have none)
+    if installation is not None and installation != session.execute(select(InstallationRow.id)).scalar_one_or_none():
+        return None
+    if metadata.get("billing_invoice_id", str(invoice_id)) != str(invoice_id):
+        return None
+    pushed_as = session.execute(
+        select(StripeInvoiceSyncRow.stripe_invoice_id).where(StripeInvoiceSyncRow.invoice_id == invoice_id)
+    ).scalar_one_or_none()
+    return None if pushed_as is not None else invoice_id  # pushed here as another Stripe invoice: not this one
+
+
+def _same_customer(session: Session, invoice: Invoice, data_object: dict[str, Any]) -> bool:
+    metadata = data_object.get("metadata")
+    named = metadata.get("billing_customer_id") if isinstance(metadata, dict) else None
+    if named is not None and named != (invoice.customer_id or ""):
+        return False
+    theirs = data_object.get("customer")
+    ours = session.execute(
+        select(StripeCustomerRow.stripe_customer_id).where(
+            StripeCustomerRow.customer_external_id == (invoice.customer_id or "")
+        )
+    ).scalar_one_or_none()
+    return not (isinstance(theirs, str) and ours is not None and theirs != ours)
 
 
 def _ignored(invoice: Invoice, event_type: str) -> Outcome:
