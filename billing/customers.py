@@ -57,7 +57,7 @@ from billing.core.compose import opening_key
 from billing.core.countries import COUNTRY_HINTS, is_country
 from billing.core.domain import CancelReason, Customer, Subscription, SubscriptionStatus
 from billing.core.fees import schedule_of
-from billing.core.periods import Period
+from billing.core.periods import FIRST_YEAR, LAST_YEAR, Period
 from billing.core.tax import MAX_RATE_PLACES, check_tax_id, tax_id_country
 from billing.db import counters, repository, session_scope
 from billing.errors import BillingInputError, ConflictError, NotFoundError
@@ -906,8 +906,14 @@ def _reading(engine: Engine) -> AbstractContextManager[Session]:
 
 
 def _date(field: str, value: Any) -> dt.date:
+    """A day a subscription starts, changes or ends on: in 1971-9998, the years billing periods are made of (as
+    the API's days are), so that its periods, opening invoice and fee periods can be computed."""
     if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
         raise BillingInputError(f"{field}: expected a date (YYYY-MM-DD), got {value!r}")
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise BillingInputError(
+            f"{field}: expected a date from {FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31, got {value.isoformat()}"
+        )
     return value
 
 

@@ -51,3 +51,25 @@ def test_a_file_that_is_not_a_database_is_named_in_one_line(tmp_path: Path, monk
             assert (result.exit_code, result.stderr.strip()) == (1, "error: database: file is not a database"), args
     finally:
         get_settings.cache_clear()
+
+
+def test_a_subscription_day_outside_the_calendars_reach_is_refused_in_one_line(cli_env):
+    """``subscribe --start 9999-12-31`` and ``subscriptions change … --date 9999-12-31`` ended in a traceback (year
+    10000 is out of range, computing the period after); ``--start 0001-01-01`` was accepted."""
+    runner = CliRunner()
+    added = runner.invoke(
+        app, ["customers", "add", "acme", "--name", "Acme", "--email", "ap@acme.example", "--currency", "USD"]
+    )
+    assert added.exit_code == 0, added.output
+    for day in ("9999-12-31", "0001-01-01"):
+        refused = runner.invoke(app, ["subscribe", "acme", "api_growth", "--start", day])
+        assert (refused.exit_code, refused.stderr.strip()) == (
+            1,
+            f"error: start: expected a date from 1971-01-01 to 9998-12-31, got {day}",
+        )
+    assert runner.invoke(app, ["subscribe", "acme", "api_growth", "--start", "2026-03-01"]).exit_code == 0
+    changed = runner.invoke(app, ["subscriptions", "change", "1", "enterprise_annual", "--date", "9999-12-31"])
+    assert (changed.exit_code, changed.stderr.strip()) == (
+        1,
+        "error: date: expected a date from 1971-01-01 to 9998-12-31, got 9999-12-31",
+    )
