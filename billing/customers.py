@@ -227,11 +227,27 @@ def update_customer(
             updates["archived_at"] = None
         if not updates:
             return current
+        if "timezone" in updates:
+            _check_timezone_free(session, current)
         updated = repository.update_customer(session, current.external_id, updates)
         assert updated is not None  # locked above
         if "timezone" in updates:  # its usage counters are of calendar months in its timezone
             counters.rebuild(session.connection(), [current.external_id])
         return updated
+
+
+def _check_timezone_free(session: Session, customer: Customer) -> None:
+    """A customer's timezone is where its periods begin and end: once a period is invoiced, the next one begins
+    where that one ended, at midnight there. A new timezone would begin it at another instant, and the usage of
+    the hours between would be billed twice (east) or never (west)."""
+    through = store.invoiced_until(session, customer.external_id)
+    if through is not None:
+        last_day = (through - dt.timedelta(days=1)).isoformat()
+        raise ConflictError(
+            f"customer {customer.external_id!r}: timezone: cannot change once a period is invoiced ("
+            f"{customer.external_id} is invoiced through {last_day} in {customer.timezone}): the next period would "
+            "begin at another instant than that one ended, and the usage between would be billed twice or never"
+        )
 
 
 def archive_customer(engine: Engine, external_id: str, *, today: dt.date | None = None) -> Customer:

@@ -55,6 +55,7 @@ rates = { DE = { standard = 19, reduced = 7 }, FR = 20 }
 """
 
 MARCH = month(2026, 3)
+D = dt.date
 VALID_DE_VAT = "DE136695976"
 
 
@@ -91,6 +92,29 @@ def taxes(invoice) -> list[tuple[str, str, str, str]]:
 
 
 # -- updating --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_the_timezone_is_fixed_once_a_period_is_invoiced(engine, catalog):
+    """March issued in UTC, then acme moved to Pacific/Kiritimati (UTC+14): April began at 1 April 00:00 there,
+    31 March 10:00 UTC, and the usage of those 14 hours was billed in March and again in April (moving west, to
+    Honolulu, the 10 hours after 1 April 00:00 UTC were billed in neither). A draft is re-rated: it may change."""
+    add(engine, "acme")
+    service.subscribe(engine, catalog, "acme", "standard", D(2026, 3, 1))
+    run_billing(engine, catalog, MARCH)
+    assert service.update_customer(engine, "acme", {"timezone": "Europe/Paris"}).timezone == "Europe/Paris"
+    service.update_customer(engine, "acme", {"timezone": "UTC"})
+    assert len(bill_march(engine, catalog)) == 1
+    for timezone in ("Pacific/Kiritimati", "Pacific/Honolulu"):
+        with pytest.raises(ConflictError) as refused:
+            service.update_customer(engine, "acme", {"timezone": timezone, "name": "Acme Ltd"})
+        assert str(refused.value) == (
+            "customer 'acme': timezone: cannot change once a period is invoiced (acme is invoiced through "
+            "2026-03-31 in UTC): the next period would begin at another instant than that one ended, and the usage "
+            "between would be billed twice or never"
+        )
+    assert (service.get_customer(engine, "acme").timezone, service.get_customer(engine, "acme").name) == ("UTC", "Acme")
+    assert service.update_customer(engine, "acme", {"timezone": "UTC", "name": "Acme Ltd"}).name == "Acme Ltd"
 
 
 @pytest.mark.db
