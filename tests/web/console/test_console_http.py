@@ -429,6 +429,24 @@ def test_the_metrics_page_draws_its_charts_as_svg(console: Console, client: Test
     assert "Aged receivables" in page.text and "22.50 USD" in page.text  # both invoices still owed
 
 
+def test_the_metrics_table_has_every_movement_of_the_bridge_so_its_rows_add_up(
+    console: Console, client: TestClient, staff: str
+):
+    """It had no Reactivation column: a customer returning on a 100.00 plan read start 10.00, no movement, end
+    110.00."""
+    import re
+
+    from billing.web.console.charts import BRIDGE
+
+    _issued(console)
+    page = client.get("/console/metrics", params={"period": "2026-10"}).text
+    header = re.search(r"<th scope=\"col\">Month</th>(.*?)</tr>", page, re.S)
+    assert header is not None
+    columns = re.findall(r">([^<]+)</th>", header.group(1))
+    movements = ["MRR start", *(label for label, _, kind in BRIDGE if kind != "total"), "MRR end"]
+    assert columns[: len(movements)] == movements
+
+
 def test_each_page_answers_with_headings_and_no_cache(client: TestClient, staff: str):
     for page in PAGES:
         answer = client.get(f"/console/{page}")
