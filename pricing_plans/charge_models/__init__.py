@@ -7,7 +7,6 @@ percent), for rows read back from where they were stored without it.
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Callable
 from typing import Any
 
@@ -54,20 +53,13 @@ UNIT_AMOUNT_KINDS: dict[str, UnitAmountKind] = {
 }
 
 
-# A quantity (up to 28 digits, a weighted sum's) × a price (up to 27) has up to 55 digits: in Python's default
-# 28 the product was rounded before the line was, and a product just short of a half cent
-# (…794.004999999999999662…) became one (…794.005000…) and rounded up a cent.
-_PRODUCTS = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
-
-
 def rate_charge(charge: Charge, usage: MeterUsage) -> ChargeAmount:
-    """Rate one charge of a plan for one period's usage of its meter (unrounded: exact, in 60 digits)."""
+    """Rate one charge of a plan for one period's usage of its meter (unrounded)."""
     try:
         model = REGISTRY[charge.model]
     except KeyError:
         raise ValueError(f"unknown charge model {charge.model!r} (known: {', '.join(REGISTRY)})") from None
-    with decimal.localcontext(_PRODUCTS):
-        return model(charge, usage)
+    return model(charge, usage)
 
 
 def unit_amount_kind(model: str | None) -> UnitAmountKind:

@@ -90,13 +90,3 @@ def test_registry_dispatches_to_per_unit() -> None:
 def test_registry_fails_loudly_on_an_unknown_model() -> None:
     with pytest.raises(ValueError, match="unknown charge model 'tiered'"):
         rate_charge(SimpleNamespace(model="tiered"), MeterUsage())
-
-
-def test_a_product_beyond_28_digits_is_rounded_once_not_twice() -> None:
-    """0.749562111997 × 3,076,262,721,778.597299439456982 (a weighted sum's 28 digits) is exactly
-    2,305,849,982,794.004999999999999662747613054: 2,305,849,982,794.00 half up. In 28 digits the product was
-    2,305,849,982,794.005000000000000, and the line 794.01."""
-    price = charge('model = "per_unit"\nmeter = "storage_gb"\nunit_amount = 0.749562111997\n')
-    rated = rate_charge(price, MeterUsage(quantity=D("3076262721778.597299439456982")))
-    assert str(rated.amount) == "2305849982794.004999999999999662747613054"
-    assert str(round_money(rated.amount, "USD", Rounding.HALF_UP)) == "2305849982794.00"
