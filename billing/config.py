@@ -107,7 +107,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 _EVENT_STORE_SCHEMES = ("sqlite", "postgresql", "chdb", "clickhouse", "clickhouses")
 # What an invoice or credit note number may look like (the settings check each number format against it).
-_INVOICE_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
+_INVOICE_NUMBER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/ -]{0,62}[A-Za-z0-9])?")
+_SAMPLE_SEQUENCE = (1, 12, 1234567)  # (a format is tried on these: "{seq:,}" makes 1,234,567)
 
 
 class _ConfigFileSource(InitSettingsSource):
@@ -397,14 +398,15 @@ class Settings(BaseSettings):
         if "seq" not in fields:
             raise ValueError(f"{value!r}: expected a format holding {{seq}}, such as INV-{{year}}-{{seq:06d}}")
         try:
-            sample = value.format(year=2026, seq=1)
+            samples = [value.format(year=2026, seq=seq) for seq in _SAMPLE_SEQUENCE]
         except (KeyError, IndexError, ValueError) as error:
             raise ValueError(f"{value!r}: expected only {{year}} and {{seq}} in the format ({error!s})") from None
-        if not _INVOICE_NUMBER.fullmatch(sample):
-            raise ValueError(
-                f"{value!r} makes numbers such as {sample!r}: expected letters, digits and . _ - / only, "
-                "beginning with a letter or digit, at most 64 characters"
-            )
+        for sample in samples:
+            if not _INVOICE_NUMBER.fullmatch(sample):
+                raise ValueError(
+                    f"{value!r} makes numbers such as {sample!r}: expected letters, digits, spaces and . _ - / "
+                    "only, beginning and ending with a letter or digit, at most 64 characters"
+                )
         return value
 
     @field_validator("credit_note_number_format")
@@ -412,9 +414,13 @@ class Settings(BaseSettings):
     def _numbers_apart(cls, value: str, info: ValidationInfo) -> str:
         """Invoices and credit notes count in sequences of their own: one format for both would give a credit note
         the number of an invoice, and its finalization would fail."""
-        if value == info.data.get("invoice_number_format"):
+        invoices = info.data.get("invoice_number_format")
+        if invoices is not None and any(
+            value.format(year=2026, seq=seq) == invoices.format(year=2026, seq=seq) for seq in _SAMPLE_SEQUENCE
+        ):
             raise ValueError(
-                f"expected a format other than invoice_number_format ({value!r}), such as CN-{{year}}-{{seq:06d}}"
+                f"expected a format whose numbers are not invoice_number_format's ({value!r}), such as "
+                "CN-{year}-{seq:06d}"
             )
         return value
 

@@ -228,7 +228,7 @@ def update_customer(
         if not updates:
             return current
         if "timezone" in updates:
-            _check_timezone_free(session, current)
+            _check_timezone_free(session, current, updates["timezone"])
         updated = repository.update_customer(session, current.external_id, updates)
         assert updated is not None  # locked above
         if "timezone" in updates:  # its usage counters are of calendar months in its timezone
@@ -236,17 +236,22 @@ def update_customer(
         return updated
 
 
-def _check_timezone_free(session: Session, customer: Customer) -> None:
+def _check_timezone_free(session: Session, customer: Customer, timezone: str) -> None:
     """A customer's timezone is where its periods begin and end: once a period is invoiced, the next one begins
-    where that one ended, at midnight there. A new timezone would begin it at another instant, and the usage of
-    the hours between would be billed twice (east) or never (west)."""
+    where that one ended, at midnight there. A timezone whose midnight of that day is another instant would begin
+    it elsewhere, and the usage of the hours between would be billed twice (east) or never (west); one whose
+    midnight is the same instant (``Asia/Calcutta`` → ``Asia/Kolkata``, ``UTC`` → ``Europe/London`` in winter) is
+    a change from there on."""
     through = store.invoiced_until(session, customer.external_id)
-    if through is not None:
+    midnight = dt.time(0)
+    if through is not None and dt.datetime.combine(through, midnight, zoneinfo.ZoneInfo(customer.timezone)) != (
+        dt.datetime.combine(through, midnight, zoneinfo.ZoneInfo(timezone))
+    ):
         last_day = (through - dt.timedelta(days=1)).isoformat()
         raise ConflictError(
-            f"customer {customer.external_id!r}: timezone: cannot change once a period is invoiced ("
-            f"{customer.external_id} is invoiced through {last_day} in {customer.timezone}): the next period would "
-            "begin at another instant than that one ended, and the usage between would be billed twice or never"
+            f"customer {customer.external_id!r}: timezone: {customer.external_id} is invoiced through {last_day} "
+            f"in {customer.timezone}; midnight of {through.isoformat()} in {timezone} is another instant, so the "
+            "next period would not begin where that one ended, and the usage between would be billed twice or never"
         )
 
 

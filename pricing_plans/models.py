@@ -748,12 +748,6 @@ class Threshold(_Record):
             raise _located("meter", message="not allowed with spend_cap (a spend cap is on money, not a meter)")
         if list(self.levels) != sorted(set(self.levels)):
             raise _located("levels", message=f"must increase without repeats (got {list(self.levels)})")
-        if not self.levels and not self.hard_limit:  # it would never do anything
-            raise _located(
-                "levels",
-                message="give at least one level (a percentage of the limit, such as 80 or 100); only a hard limit "
-                "may have none (it blocks without alerting)",
-            )
         if self.hard_limit and self.allowance is None:
             raise _located(
                 "hard_limit",

@@ -48,7 +48,8 @@ def ingest(
     if file != "-" and not Path(file).is_file():
         fail(f"{file}: no such file")
     rejects_path = rejects or Path("stdin.rejected.jsonl" if file == "-" else f"{file}.rejected.jsonl")
-    _check_writable(rejects_path)
+    if rejects is not None:  # (the default beside the input is written only if something is rejected)
+        _check_writable(rejects)
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
     try:
@@ -104,7 +105,7 @@ def _check_writable(path: Path) -> None:
     if not folder.is_dir():
         fail(f"--rejects: cannot write {path}: no folder {folder}", code=2)
     if not os.access(path if path.exists() else folder, os.W_OK):
-        fail(f"--rejects: cannot write {path}: permission denied", code=2)
+        fail(f"--rejects: cannot write {path}: not writable", code=2)
 
 
 @contextlib.contextmanager

@@ -462,7 +462,6 @@ class _Push:
                     "billing_invoice_number": self.number,
                     "billing_invoice_id": str(invoice.id),
                     "billing_customer_id": invoice.customer_id or "",
-                    "billing_installation": self.installation,  # (webhooks tell this database's from another's)
                 },
             },
             options=self._options("invoice"),

@@ -45,7 +45,6 @@ from billing.config import get_settings
 from billing.core.domain import CancelReason, SubscriptionStatus
 from billing.customers import settle_opening_draft
 from billing.db import repository, session_scope
-from billing.db.installation import InstallationRow
 from billing.db.stripe_tables import DunningRow, StripeCustomerRow, StripeInvoiceSyncRow, StripeWebhookEventRow
 from billing.errors import BillingInputError
 from billing.payments import record_stripe_payment
@@ -68,6 +67,7 @@ class Outcome(StrEnum):
     """What processing an event did."""
 
     PAID = "paid"  # our invoice became paid
+    PARTLY_PAID = "partly_paid"  # what Stripe collected was recorded, and some is still due here
     PAYMENT_FAILED = "payment_failed"  # a failure was counted, collection goes on
     UNCOLLECTIBLE = "uncollectible"  # our invoice became uncollectible, subscriptions cancelled
     TO_BALANCE = "to_balance"  # our invoice is void: what Stripe collected went to the customer's balance
@@ -232,9 +232,6 @@ def _by_number(session: Session, data_object: dict[str, Any]) -> int | None:
     invoice_id = invoice_id_by_number(session, number, InvoiceKind.INVOICE)
     if invoice_id is None:
         return None
-    installation = metadata.get("billing_installation")  # (pushes before it was written have none)
-    if installation is not None and installation != session.execute(select(InstallationRow.id)).scalar_one_or_none():
-        return None
     if metadata.get("billing_invoice_id", str(invoice_id)) != str(invoice_id):
         return None
     pushed_as = session.execute(
@@ -273,7 +270,10 @@ def _paid(session: Session, invoice: Invoice, data_object: dict[str, Any], creat
         return Outcome.IGNORED if recorded is None else Outcome.TO_BALANCE
     if invoice.status is InvoiceStatus.PAID and recorded is None:
         return _ignored(invoice, "invoice.paid")  # paid before, and nothing more collected (or recorded already)
-    return Outcome.PAID
+    if get_invoice(session, invoice.id).status is InvoiceStatus.PAID:
+        return Outcome.PAID
+    log.warning("Stripe marked %s paid, and less than is due here was collected: the rest stays due", invoice.number)
+    return Outcome.PARTLY_PAID
 
 
 def _collected(data_object: dict[str, Any], invoice: Invoice) -> Decimal | None:

@@ -125,11 +125,21 @@ def test_a_config_file_that_is_not_toml_is_named_with_its_line(tmp_path):
         ),
         (  # a credit note took an invoice's number and its finalization failed
             'invoice_number_format = "D-{seq}"\ncredit_note_number_format = "D-{seq}"\n',
-            "credit_note_number_format: Value error, expected a format other than invoice_number_format ('D-{seq}')",
+            "credit_note_number_format: Value error, expected a format whose numbers are not "
+            "invoice_number_format's ('D-{seq}')",
+        ),
+        (  # another spelling of the same numbers
+            'invoice_number_format = "D-{seq}"\ncredit_note_number_format = "D-{seq:d}"\n',
+            "credit_note_number_format: Value error, expected a format whose numbers are not "
+            "invoice_number_format's ('D-{seq:d}')",
         ),
         (  # a number no link or file name could carry
             'invoice_number_format = "INV #{seq}"\n',
             "invoice_number_format: Value error, 'INV #{seq}' makes numbers such as 'INV #1': expected letters, digits",
+        ),
+        (  # fine up to invoice 999, then INV-1,000
+            'invoice_number_format = "INV-{seq:,}"\n',
+            "invoice_number_format: Value error, 'INV-{seq:,}' makes numbers such as 'INV-1,234,567': expected",
         ),
     ],
 )
@@ -166,3 +176,12 @@ def test_settings_are_read_from_the_environment_only_by_the_settings_model():
     assert readers == []
     cli_reads = (ROOT / "billing" / "cli" / "__init__.py").read_text(encoding="utf-8")
     assert "STRIPE_" not in cli_reads and "os.environ.get(\"BILLING_CONFIG\"" in cli_reads
+
+
+def test_a_number_format_with_a_space_is_kept():
+    """Accepted before number formats were checked; an installation using one must still start."""
+    from billing.config import Settings
+
+    assert Settings(invoice_number_format="INV {year}-{seq:05d}").invoice_number_format == "INV {year}-{seq:05d}"
+    with pytest.raises(ValueError, match="makes numbers such as 'INV 1 '"):
+        Settings(invoice_number_format="INV {seq} ")

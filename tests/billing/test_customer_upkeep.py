@@ -98,7 +98,8 @@ def taxes(invoice) -> list[tuple[str, str, str, str]]:
 def test_the_timezone_is_fixed_once_a_period_is_invoiced(engine, catalog):
     """March issued in UTC, then acme moved to Pacific/Kiritimati (UTC+14): April began at 1 April 00:00 there,
     31 March 10:00 UTC, and the usage of those 14 hours was billed in March and again in April (moving west, to
-    Honolulu, the 10 hours after 1 April 00:00 UTC were billed in neither). A draft is re-rated: it may change."""
+    Honolulu, the 10 hours after 1 April 00:00 UTC were billed in neither). A draft is re-rated: it may change; so
+    may a timezone whose midnight of 1 April is the same instant."""
     add(engine, "acme")
     service.subscribe(engine, catalog, "acme", "standard", D(2026, 3, 1))
     run_billing(engine, catalog, MARCH)
@@ -109,12 +110,15 @@ def test_the_timezone_is_fixed_once_a_period_is_invoiced(engine, catalog):
         with pytest.raises(ConflictError) as refused:
             service.update_customer(engine, "acme", {"timezone": timezone, "name": "Acme Ltd"})
         assert str(refused.value) == (
-            "customer 'acme': timezone: cannot change once a period is invoiced (acme is invoiced through "
-            "2026-03-31 in UTC): the next period would begin at another instant than that one ended, and the usage "
+            "customer 'acme': timezone: acme is invoiced through 2026-03-31 in UTC; midnight of 2026-04-01 in "
+            f"{timezone} is another instant, so the next period would not begin where that one ended, and the usage "
             "between would be billed twice or never"
         )
     assert (service.get_customer(engine, "acme").timezone, service.get_customer(engine, "acme").name) == ("UTC", "Acme")
-    assert service.update_customer(engine, "acme", {"timezone": "UTC", "name": "Acme Ltd"}).name == "Acme Ltd"
+    # the same midnight: a change from there on (another name of UTC; London keeps UTC until 29 March, not 1 April)
+    assert service.update_customer(engine, "acme", {"timezone": "Etc/UTC", "name": "Acme Ltd"}).name == "Acme Ltd"
+    with pytest.raises(ConflictError):
+        service.update_customer(engine, "acme", {"timezone": "Europe/London"})  # BST from 29 March: 23:00 UTC
 
 
 @pytest.mark.db

@@ -1013,9 +1013,9 @@ charges = [{ meter = "calls", model = "per_unit", unit_amount = -0.0 }]
     assert (str(plan.subscription.fee), str(plan.charges[0].unit_amount)) == ("0.0", "0.0")
 
 
-def test_empty_or_unaddressable_codes_blank_names_and_a_threshold_without_levels_are_refused() -> None:
+def test_empty_or_unaddressable_codes_and_blank_names_are_refused() -> None:
     """Each was accepted: a meter events could only name as "", a plan whose code no address or command could
-    carry (``/v1/plans/a b``), names that print nothing on an invoice, a threshold that could never alert."""
+    carry (``/v1/plans/a b``), names that print nothing on an invoice."""
     assert problems(
         """
 [meters.""]
@@ -1027,10 +1027,7 @@ name = ""
 code = "a b"
 currency = "USD"
 charges = [{ meter = "api_calls", model = "per_unit", unit_amount = 0.01 }]
-thresholds = [
-  { meter = "api_calls", allowance = 100, levels = [] },
-  { meter = "api_calls", allowance = 200, levels = [], hard_limit = true },  # blocks without alerting: fine
-]
+thresholds = [{ meter = "api_calls", allowance = 100, levels = [] }]  # shown, never alerted on: fine
 """
     ) == [
         "catalog.toml: meters.\"\".code: expected 1 to 100 letters, digits and _ - . : beginning with a letter or "
@@ -1039,8 +1036,6 @@ thresholds = [
         "catalog.toml: plans.growth.code: expected 1 to 100 letters, digits and _ - . : beginning with a letter or "
         "digit, got 'a b'",
         "catalog.toml: plans.growth.name: expected the name people read on invoices and pages, got ''",
-        "catalog.toml: plans.growth.thresholds[0].levels: give at least one level (a percentage of the limit, such "
-        "as 80 or 100); only a hard limit may have none (it blocks without alerting)",
     ]
     assert problems(f'\n[plans.{"p" * 101}]\nname = "Long"\ncurrency = "USD"\n')[0].endswith(f"got '{'p' * 101}'")
 

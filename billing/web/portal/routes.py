@@ -29,7 +29,7 @@ __all__ = ["COOKIE", "PortalRefused", "refused", "router"]
 
 COOKIE = "billing_portal"
 TEMPLATES = FilePath(__file__).resolve().parent / "templates"
-_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")  # as the settings allow a number to look
+_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/ -]{0,254}")  # as the settings allow a number to look
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
