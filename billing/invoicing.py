@@ -276,6 +276,9 @@ def set_invoice_status(engine: Engine, key: str | int, status: InvoiceStatus) ->
                     "it, void the invoice it credits"
                 )
             if status is InvoiceStatus.VOID:
+                # the customer first, then the invoice, as a credit note and a payment take them (a void then a
+                # credit note at once deadlocked on PostgreSQL: each held the lock the other waited for)
+                credits.lock_owners(session, [invoice.id])
                 store.lock_invoice(session, invoice.id)
                 payments.check_can_void(session, invoice.id)
             changed = store.set_status(session, invoice.id, status)

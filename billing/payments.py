@@ -197,6 +197,7 @@ def _locked_invoice(session: Session, key: str | int) -> Invoice:
     """The invoice, its row locked for this transaction, with its credits and payments."""
     try:
         invoice_id = store.get_invoice(session, key).id
+        credits.lock_owners(session, [invoice_id])  # (the customer first, as every writer of its invoices)
         store.lock_invoice(session, invoice_id)
         return credits.with_credits(session, [store.get_invoice(session, invoice_id)])[0]
     except InvoiceNotFoundError as error:

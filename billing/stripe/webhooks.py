@@ -41,6 +41,7 @@ import stripe
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from billing import credits
 from billing.config import get_settings
 from billing.core.domain import CancelReason, SubscriptionStatus
 from billing.customers import settle_opening_draft
@@ -213,8 +214,10 @@ def _our_invoice(session: Session, data_object: dict[str, Any]) -> Invoice | Non
         invoice_id = _by_number(session, data_object)
         if invoice_id is None:
             return None
-    # Lock the invoice first, then its dunning row: every event takes them in that order, so two events about
-    # one invoice wait for each other instead of deadlocking, and each sees the status the other left.
+    # Lock the customer, the invoice, then its dunning row: every event takes them in that order (and a void, a
+    # payment or a credit note the first two), so two writers of one invoice wait for each other instead of
+    # deadlocking, and each sees the status the other left.
+    credits.lock_owners(session, [invoice_id])
     lock_invoice(session, invoice_id)
     invoice = get_invoice(session, invoice_id)
     if by_number and not _same_customer(session, invoice, data_object):

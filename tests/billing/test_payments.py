@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from sqlalchemy import select
@@ -212,6 +213,45 @@ def test_two_payments_at_once_never_over_apply(engine):
     assert (shown.status, str(shown.amount_paid)) == (InvoiceStatus.PAID, "100.00")
     [usd] = credits.balance(engine, who)
     assert str(usd.balance) == "40.00"
+
+
+def _at_once(*actions) -> list[str]:
+    """Run the actions in threads released together; what each did: ``ok`` or its error's type."""
+    barrier = threading.Barrier(len(actions))
+    outcomes = [""] * len(actions)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            actions[index]()
+            outcomes[index] = "ok"
+        except Exception as error:  # (reported, and asserted on)
+            outcomes[index] = type(error).__name__
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(actions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_a_void_or_a_payment_at_the_moment_of_a_credit_note_waits_for_it(engine):
+    """On PostgreSQL a void (or a payment beyond what is due) locked the invoice, then the customer; a credit note
+    the customer, then the invoice (its row's foreign key): 139 pairs of 140 deadlocked, one side a 500. Each now
+    waits for the other: a void and a note, either order, end with the invoice void; a payment and a note both
+    stand."""
+    who = customer(engine)
+    note = partial(invoicing.create_credit_note, engine, amount=D("10.00"), reason="race", today=dt.date(2026, 12, 2))
+    note = partial(note, settings=invoicing.finalize_settings(), now=NOW)
+    for round_ in range(1, 4):
+        voided = issued(engine, who, round_, "100.00").number
+        paid = issued(engine, who, round_ + 4, "100.00").number
+        void = partial(invoicing.set_invoice_status, engine, voided, InvoiceStatus.VOID)
+        outcomes = _at_once(void, partial(note, voided))
+        assert outcomes[0] == "ok" and outcomes[1] in ("ok", "ConflictError"), outcomes  # (the note: void first)
+        assert invoicing.get_invoice(engine, voided).status is InvoiceStatus.VOID
+        assert _at_once(partial(pay, engine, paid, "120.00"), partial(note, paid)) == ["ok", "ok"]
 
 
 def test_unpaid_lists_the_invoices_with_an_amount_due(engine):
