@@ -452,8 +452,8 @@ def test_the_dashboards_figures_are_those_of_billing_metrics(
     page = client.get("/console/metrics", params={"period": "2026-10"}).text
     row = re.search(r"<tr><td>2026-10</td>(.*?)</tr>", page).group(1)
     cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r'<td class="num">(.*?)</td>', row)]
-    names = ("mrr_start", "mrr_new", "mrr_expansion", "mrr_contraction", "mrr_churned", "mrr_end", "customers_end",
-             "customer_churn_rate", "nrr", "billed_revenue")  # fmt: skip
+    names = ("mrr_start", "mrr_new", "mrr_reactivation", "mrr_expansion", "mrr_contraction", "mrr_churned",
+             "mrr_end", "customers_end", "customer_churn_rate", "nrr", "billed_revenue")  # fmt: skip
     expected = []
     for name in names:
         value = usd[name]
