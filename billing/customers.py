@@ -812,6 +812,7 @@ def change_plan(
             start_date=on,
             previous_subscription_id=old.id,
             quantity=old.quantity_on(on) if _per_seat(plan) else 1,
+            chain_start=old.trial_from,  # its trial counts from the first plan's start: no new trial
         )
         meters = {charge.meter for charge in plan.charges}
         check_meters_charged_once(session, catalog, subscription, meters, ignore=old.id)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from invoices.errors import InvoiceError, InvoiceNotFoundError, InvoiceStateError
 from invoices.model import (
+    DISCOUNT_SECTION,
     AppliedCredit,
     DraftInvoice,
     Invoice,
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DISCOUNT_SECTION",
     "LINE_FIELDS",
     "AppliedCredit",
     "DraftForReview",

@@ -21,6 +21,7 @@ from pricing_plans.charge_models import BreakdownRow, unit_amount_kind
 from pricing_plans.money import ZERO, Rounding, check_amount, round_money
 
 __all__ = [
+    "DISCOUNT_SECTION",
     "AppliedCredit",
     "DraftInvoice",
     "Invoice",
@@ -146,6 +147,10 @@ class LineKind(StrEnum):
     LATE_USAGE = "late_usage"  # usage of an already invoiced period: what it rates to now minus what was billed
     CREDIT = "credit"  # a credit note's line
     DISCOUNT = "discount"  # a coupon's reduction (negative), before tax; counted in ``discount``, not the subtotal
+
+
+# The section of the discount lines: stored in English, as every section, and shown in the document's language.
+DISCOUNT_SECTION = "Discounts"
 
 
 # One encoder for every line: ``json.dumps`` with options builds a new one per call.

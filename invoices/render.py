@@ -29,7 +29,16 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from invoices.i18n import N_, translations, unit_name
-from invoices.model import Invoice, InvoiceKind, InvoiceLine, InvoiceScope, InvoiceStatus, LineKind, TaxLine
+from invoices.model import (
+    DISCOUNT_SECTION,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceScope,
+    InvoiceStatus,
+    LineKind,
+    TaxLine,
+)
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
 
@@ -328,7 +337,10 @@ def _credited(invoice: Invoice) -> tuple[InvoiceLine, ...]:
 def _heading(section: str, lines: list[InvoiceLine], fmt: Formatter) -> str:
     """A section's heading: the plan's name as the catalog writes it (with the days it covers when it covers
     part of the period), the mark of a negotiated price (which the engine appends to the plan's name) in the
-    document's language; a section of late usage says so, and of which period."""
+    document's language; a section of late usage says so, and of which period; the discounts' heading is in the
+    document's language."""
+    if section == DISCOUNT_SECTION and all(line.kind == LineKind.DISCOUNT for line in lines):
+        return fmt._("Discounts")
     late = lines[0].details.extra.get("late")
     if isinstance(late, dict) and "plan" in late and all(line.kind == LineKind.LATE_USAGE for line in lines):
         first = lines[0]

@@ -2,8 +2,10 @@
 
 A period is half-open ``[period_start, period_end)`` in dates already in the customer's timezone (the caller
 converts). The fee is charged for the active days: the active window is
-``[max(period_start, subscription_start + trial_days), min(period_end, subscription_end or period_end))``,
-so ``subscription_end`` is exclusive (the first day no longer active) and trial days are free.
+``[max(period_start, subscription_start, trial_from + trial_days), min(period_end, subscription_end or period_end))``,
+so ``subscription_end`` is exclusive (the first day no longer active) and trial days are free. The trial counts
+from ``trial_from``: the subscription's start, or for one that continues another by a plan change, the start of
+the first (a plan change never gives a new trial, nor cuts one short: the new plan's trial days, from that day).
 amount = fee × active_days / period_days at full precision; a wholly active period is exactly the fee.
 
 A fee per seat (``seat_fee_for_period``) is the same sum over the quantity's segments: fee × seats × the
@@ -19,7 +21,7 @@ from pricing_plans.charge_models.base import ChargeAmount
 from pricing_plans.models import SubscriptionFee
 from pricing_plans.money import ZERO
 
-__all__ = ["fee_for_period", "seat_fee_for_period"]
+__all__ = ["fee_for_period", "seat_fee_for_period", "trial_ends"]
 
 
 def fee_for_period(
@@ -28,12 +30,15 @@ def fee_for_period(
     period_end: date,
     subscription_start: date,
     subscription_end: date | None,
+    *,
+    trial_from: date | None = None,
 ) -> ChargeAmount:
-    """The subscription fee for one period, prorated by active days (unrounded)."""
+    """The subscription fee for one period, prorated by active days (unrounded); the trial counts from
+    ``trial_from`` (None: ``subscription_start``)."""
     if period_end <= period_start:
         raise ValueError(f"empty billing period [{period_start}, {period_end}): its end must come after its start")
     period_days = (period_end - period_start).days
-    paid_from = max(period_start, subscription_start + timedelta(days=fee.trial_days))
+    paid_from = _paid_from(fee, period_start, subscription_start, trial_from)
     active_until = min(period_end, subscription_end or period_end)
     active_days = max(0, (active_until - paid_from).days)
     amount_text = format(fee.fee, "f")
@@ -58,6 +63,8 @@ def seat_fee_for_period(
     subscription_start: date,
     subscription_end: date | None,
     seats: Sequence[tuple[date, int]],
+    *,
+    trial_from: date | None = None,
 ) -> ChargeAmount:
     """The fee per seat for one period (unrounded): for each part of the active window with the same number of
     seats, fee × seats × its days / period days. ``seats`` is the quantity schedule, (from, seats) by date; the
@@ -65,7 +72,7 @@ def seat_fee_for_period(
     if period_end <= period_start:
         raise ValueError(f"empty billing period [{period_start}, {period_end}): its end must come after its start")
     period_days = (period_end - period_start).days
-    paid_from = max(period_start, subscription_start + timedelta(days=fee.trial_days))
+    paid_from = _paid_from(fee, period_start, subscription_start, trial_from)
     active_until = min(period_end, subscription_end or period_end)
     amount_text = format(fee.fee, "f")
     parts: list[tuple[int, int]] = []  # (seats, days)
@@ -75,7 +82,9 @@ def seat_fee_for_period(
         if end > start:
             parts.append((count, (end - start).days))
     if not parts:
-        return fee_for_period(fee, period_start, period_end, subscription_start, subscription_end)
+        return fee_for_period(
+            fee, period_start, period_end, subscription_start, subscription_end, trial_from=trial_from
+        )
     if len(parts) == 1 and parts[0][1] == period_days:
         count = parts[0][0]
         return ChargeAmount(
@@ -85,3 +94,13 @@ def seat_fee_for_period(
     amount = sum((fee.fee * count * days for count, days in parts), ZERO) / period_days
     terms = " + ".join(f"{amount_text} × {count} seats × {days}/{period_days} days" for count, days in parts)
     return ChargeAmount(amount, (), terms)
+
+
+def trial_ends(fee: SubscriptionFee, subscription_start: date, trial_from: date | None = None) -> date:
+    """The first day paid for: the trial's days counted from ``trial_from`` (None: ``subscription_start``), never
+    before the subscription starts."""
+    return max(subscription_start, (trial_from or subscription_start) + timedelta(days=fee.trial_days))
+
+
+def _paid_from(fee: SubscriptionFee, period_start: date, subscription_start: date, trial_from: date | None) -> date:
+    return max(period_start, trial_ends(fee, subscription_start, trial_from))

@@ -23,7 +23,7 @@ from enum import StrEnum
 
 from billing.core.fees import refund_of_paid
 from billing.core.periods import Period
-from invoices.model import InvoiceLine, LineDetails, LineKind
+from invoices.model import DISCOUNT_SECTION, InvoiceLine, LineDetails, LineKind
 from pricing_plans.money import WEIGHTS, ZERO, Rounding, format_amount, round_money, settled
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "discount_lines",
 ]
 
-DISCOUNT_SECTION = "Discounts"
 
 COUPON_PLANS = "plans"
 """A discount line's ``details.extra`` key: the plans its coupon reduces (absent: every plan)."""

@@ -110,6 +110,8 @@ class Subscription:
       previous_subscription_id: the subscription this one replaced by a plan change, if any.
       quantity: the number of seats at the start (1 unless the plan is priced per seat).
       quantity_changes: later quantities, each from its effective date, in date order.
+      chain_start: for a subscription that replaced another by a plan change, the start date of the first of
+        that chain (its plan's trial counts from there: a plan change gives no new trial); None otherwise.
     """
 
     id: int
@@ -124,6 +126,12 @@ class Subscription:
     previous_subscription_id: int | None
     quantity: int = 1
     quantity_changes: tuple[QuantityChange, ...] = ()
+    chain_start: dt.date | None = None
+
+    @property
+    def trial_from(self) -> dt.date:
+        """The day its plan's trial counts from: the start of its chain of plan changes."""
+        return self.chain_start or self.start_date
 
     def quantity_on(self, day: dt.date) -> int:
         """The number of seats on ``day``."""
@@ -168,6 +176,9 @@ class Terms(Protocol):
     @property
     def quantity_changes(self) -> tuple[QuantityChange, ...]: ...
 
+    @property
+    def trial_from(self) -> dt.date: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionTerms:
@@ -177,3 +188,9 @@ class SubscriptionTerms:
     end_date: dt.date | None = None
     quantity: int = 1
     quantity_changes: tuple[QuantityChange, ...] = ()
+    chain_start: dt.date | None = None  # the start of the chain of plan changes it continues, if any
+
+    @property
+    def trial_from(self) -> dt.date:
+        """The day the plan's trial counts from."""
+        return self.chain_start or self.start_date

@@ -37,7 +37,7 @@ from billing.core.periods import Period, Schedule
 from invoices.model import Invoice, InvoiceLine, LineDetails, LineKind, TaxLine
 from pricing_plans.models import BillingAnchor, FeeBilling, Interval, Plan
 from pricing_plans.money import Rounding, round_money
-from pricing_plans.proration import fee_for_period, seat_fee_for_period
+from pricing_plans.proration import fee_for_period, seat_fee_for_period, trial_ends
 
 __all__ = [
     "ADJUSTMENT",
@@ -120,11 +120,24 @@ def rate_fee(
     if plan.subscription.seats:
         schedule = _seat_schedule(terms, seats_as_of)
         charge = seat_fee_for_period(
-            plan.subscription, fee_period.start, fee_period.end, terms.start_date, terms.end_date, schedule
+            plan.subscription,
+            fee_period.start,
+            fee_period.end,
+            terms.start_date,
+            terms.end_date,
+            schedule,
+            trial_from=terms.trial_from,
         )
         quantity = Decimal(_seats_held(schedule, fee_period)[-1])
     else:
-        charge = fee_for_period(plan.subscription, fee_period.start, fee_period.end, terms.start_date, terms.end_date)
+        charge = fee_for_period(
+            plan.subscription,
+            fee_period.start,
+            fee_period.end,
+            terms.start_date,
+            terms.end_date,
+            trial_from=terms.trial_from,
+        )
     timing = "in advance" if billing is FeeBilling.IN_ADVANCE else "in arrears"
     return InvoiceLine(
         kind=LineKind.SUBSCRIPTION,
@@ -433,7 +446,7 @@ def _seat_change_terms(terms: Terms, plan: Plan, fee_period: Period, changes: li
     assert plan.subscription is not None
     fee = plan.subscription.fee
     until = min(fee_period.end, terms.end_date or fee_period.end)
-    paid_from = terms.start_date + dt.timedelta(days=plan.subscription.trial_days)
+    paid_from = trial_ends(plan.subscription, terms.start_date, terms.trial_from)
     parts = []
     for day, before, after in changes:
         days = max(0, (until - max(day, paid_from)).days)

@@ -231,6 +231,7 @@ def _subscription(row: SubscriptionRow, customer_external_id: str) -> Subscripti
         status=SubscriptionStatus(row.status),
         cancel_reason=None if row.cancel_reason is None else CancelReason(row.cancel_reason),
         previous_subscription_id=row.previous_subscription_id,
+        chain_start=row.chain_start,
     )
 
 
@@ -240,7 +241,9 @@ _REASONS = {reason.value: reason for reason in CancelReason}
 
 def _subscription_of(values: Sequence[Any]) -> Subscription:
     """A subscription from the values of ``_SUBSCRIPTION_COLUMNS`` and its customer's external id, in order."""
-    (id_, customer_id, plan_code, plan_version, start_date, end_date, status, reason, previous, external_id) = values
+    (id_, customer_id, plan_code, plan_version, start_date, end_date, status, reason, previous, chain, external_id) = (
+        values
+    )
     return Subscription(
         id=id_,
         customer_id=customer_id,
@@ -252,6 +255,7 @@ def _subscription_of(values: Sequence[Any]) -> Subscription:
         status=_STATUSES[status],
         cancel_reason=None if reason is None else _REASONS[reason],
         previous_subscription_id=previous,
+        chain_start=chain,
     )
 
 
@@ -270,8 +274,10 @@ def add_subscription(
     start_date: dt.date,
     previous_subscription_id: int | None = None,
     quantity: int = 1,
+    chain_start: dt.date | None = None,
 ) -> Subscription:
-    """Insert an active, open-ended subscription with ``quantity`` seats from its start."""
+    """Insert an active, open-ended subscription with ``quantity`` seats from its start (``chain_start``: the
+    start of the chain of plan changes it continues)."""
     row = SubscriptionRow(
         customer_id=customer.id,
         plan_code=plan_code,
@@ -279,6 +285,7 @@ def add_subscription(
         start_date=start_date,
         status=SubscriptionStatus.ACTIVE.value,
         previous_subscription_id=previous_subscription_id,
+        chain_start=chain_start,
     )
     session.add(row)
     session.flush()
@@ -358,7 +365,7 @@ _SUBSCRIPTION_COLUMNS = tuple(
     getattr(SubscriptionRow, name)
     for name in (
         "id", "customer_id", "plan_code", "plan_version", "start_date", "end_date", "status", "cancel_reason",
-        "previous_subscription_id",
+        "previous_subscription_id", "chain_start",
     )
 )
 

@@ -62,6 +62,8 @@ class SubscriptionRow(BillingBase):
     status: Mapped[str] = mapped_column(String(16), default="active")
     cancel_reason: Mapped[str | None] = mapped_column(String(16))
     previous_subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"))
+    # A plan change's subscription: the start date of the first of its chain, which its trial counts from.
+    chain_start: Mapped[dt.date | None] = mapped_column(Date)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -564,3 +564,50 @@ def test_0037_keeps_the_status_history_and_the_run_records_as_written_and_can_be
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+def test_0038_gives_each_plan_change_the_start_of_its_chain(fresh_url):
+    """Subscriptions stored before 0038: 1 (from 1 March) changed to 2 on 10 March, changed to 3 on 20 March; 4
+    on its own. After it, 2 and 3 count their trial from 1 March (``chain_start``); 1 and 4 keep none (their own
+    start). Downgraded to 0037, the column is gone."""
+    from alembic import command
+
+    from billing.db import _alembic_config
+
+    upgrade(fresh_url, "0037")
+    engine = make_engine(fresh_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO customers (id, external_id, name, currency, timezone, locale, address, tax_rate,"
+                " created_at) VALUES (1, 'acme', 'Acme', 'USD', 'UTC', 'en_US', '[]', '0', '2026-03-01 00:00:00')"
+            ))  # fmt: skip
+            for id_, start, end, previous in (
+                (1, "2026-03-01", "2026-03-10", None),
+                (2, "2026-03-10", "2026-03-20", 1),
+                (3, "2026-03-20", None, 2),
+                (4, "2026-02-15", None, None),
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO subscriptions (id, customer_id, plan_code, plan_version, start_date, end_date,"
+                        " status, previous_subscription_id, created_at) VALUES (:id, 1, 'p', 1, :start, :end,"
+                        " :status, :previous, '2026-03-01 00:00:00')"
+                    ),
+                    {"id": id_, "start": start, "end": end, "previous": previous,
+                     "status": "active" if end is None else "cancelled"},
+                )  # fmt: skip
+        upgrade(engine)
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT id, chain_start FROM subscriptions ORDER BY id")).all()
+        assert [(id_, str(chain) if chain else None) for id_, chain in rows] == [
+            (1, None), (2, "2026-03-01"), (3, "2026-03-01"), (4, None),
+        ]  # fmt: skip
+        command.downgrade(_alembic_config(engine), "0037")
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT count(*) FROM subscriptions")).scalar_one() == 4
+            with pytest.raises(DBAPIError):
+                connection.execute(text("SELECT chain_start FROM subscriptions"))
+        upgrade(engine)
+    finally:
+        engine.dispose()

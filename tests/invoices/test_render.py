@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from invoices.model import (
+    DISCOUNT_SECTION,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -470,6 +471,24 @@ def test_html_eur_invoice_in_german() -> None:
     assert f">0,01{NBSP}€</td>" in html
     assert "10.000 – 100.000" in html
     assert 'lang="de-DE"' in html
+
+
+def test_html_discount_section_heading_in_the_documents_language() -> None:
+    """A coupon's line sits in the section stored as "Discounts"; a German invoice heads it "Rabatte" (the
+    engine's word, translated), as its totals row. Same totals as ``eur_invoice``: the 50.00 now a coupon line."""
+    base = eur_invoice()
+    coupon = InvoiceLine(
+        kind="discount",
+        description="Coupon TREUE50",
+        amount=Decimal("-50.00"),
+        section=DISCOUNT_SECTION,
+    )
+    html = render_html(replace(base, lines=(*base.lines, coupon), discount=Decimal("50.00")))
+    assert '<tr class="section"><td colspan="3">Rabatte</td></tr>' in html
+    assert "Discounts" not in html
+    assert f"-50,00{NBSP}€" in html
+    english = render_html(replace(base, locale="en_US", lines=(*base.lines, coupon), discount=Decimal("50.00")))
+    assert '<tr class="section"><td colspan="3">Discounts</td></tr>' in english
 
 
 def test_html_credit_note() -> None:

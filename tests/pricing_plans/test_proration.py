@@ -10,7 +10,7 @@ import pytest
 
 from pricing_plans.models import SubscriptionFee
 from pricing_plans.money import D, round_money
-from pricing_plans.proration import fee_for_period
+from pricing_plans.proration import fee_for_period, seat_fee_for_period, trial_ends
 
 MONTHLY = "fee = 30.00"
 OCTOBER = (date(2025, 10, 1), date(2025, 11, 1))  # 31 days, half-open
@@ -75,6 +75,42 @@ def test_trial_over_the_whole_period() -> None:
     result = fee_for_period(fee(MONTHLY + "\ntrial_days = 30"), *OCTOBER, date(2025, 10, 10), None)
     assert result.amount == 0
     assert result.explanation == "no active days in the period (in trial until 2025-11-08): 0"
+
+
+def test_a_plan_change_continues_the_trial_it_began() -> None:
+    """A subscription that replaced another on 5 October by a plan change, whose chain began on 1 October: its
+    14 trial days count from 1 October, not 5. Pays from 15 October: 15..31 = 17 days, 30 × 17 / 31 = 16.451… →
+    16.45 (counted from its own start it would pay 13 days, 12.58)."""
+    result = fee_for_period(
+        fee(MONTHLY + "\ntrial_days = 14"), *OCTOBER, date(2025, 10, 5), None, trial_from=date(2025, 10, 1)
+    )
+    assert usd(result.amount) == "16.45"
+    assert result.explanation == "30.00 × 17/31 days"
+
+
+def test_a_plan_change_after_the_trial_gives_no_new_one() -> None:
+    """The chain began 1 September; the plan changed on 20 October, after the 14 trial days: the new plan's
+    subscription pays from its first day, 20..31 = 12 days: 30 × 12 / 31 = 11.612… → 11.61."""
+    result = fee_for_period(
+        fee(MONTHLY + "\ntrial_days = 14"), *OCTOBER, date(2025, 10, 20), None, trial_from=date(2025, 9, 1)
+    )
+    assert usd(result.amount) == "11.61"
+    assert trial_ends(fee(MONTHLY + "\ntrial_days = 14"), date(2025, 10, 20), date(2025, 9, 1)) == date(2025, 10, 20)
+    assert trial_ends(fee(MONTHLY + "\ntrial_days = 14"), date(2025, 10, 20)) == date(2025, 11, 3)
+
+
+def test_a_seat_fee_continues_the_trial_too() -> None:
+    """3 seats at 30.00 on a subscription from 5 October whose chain began 1 October, 14 trial days: 3 × 30 ×
+    17/31 = 49.354… → 49.35."""
+    result = seat_fee_for_period(
+        fee(MONTHLY + "\ntrial_days = 14\nseats = true"),
+        *OCTOBER,
+        date(2025, 10, 5),
+        None,
+        [(date(2025, 10, 5), 3)],
+        trial_from=date(2025, 10, 1),
+    )
+    assert usd(result.amount) == "49.35"
 
 
 @pytest.mark.parametrize(
