@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import gettext
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
@@ -42,7 +42,16 @@ from invoices.model import (
 from pricing_plans.charge_models import BreakdownRow
 from pricing_plans.money import ZERO, format_amount, minor_digits, round_money
 
-__all__ = ["Formatter", "invoice_json", "line_description", "render_html", "render_pdf", "tax_json", "tax_rows"]
+__all__ = [
+    "Formatter",
+    "coupon_terms",
+    "invoice_json",
+    "line_description",
+    "render_html",
+    "render_pdf",
+    "tax_json",
+    "tax_rows",
+]
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "invoice.html.j2"
@@ -275,7 +284,35 @@ def _description(line: InvoiceLine, invoice: Invoice | None, fmt: Formatter) -> 
         return fmt._("Minimum commitment true-up")
     if line.kind == LineKind.CREDIT and invoice and invoice.kind is InvoiceKind.CREDIT_NOTE and invoice.refers_to:
         return fmt._("Credit on invoice %(number)s", number=invoice.refers_to)
+    terms = extra.get("terms")
+    if line.kind == LineKind.DISCOUNT and isinstance(terms, dict) and isinstance(fmt.words, gettext.GNUTranslations):
+        worded = coupon_terms(fmt, terms)  # (in English the line's own description says the same)
+        if worded is not None:
+            return fmt._("Coupon %(code)s: %(terms)s", code=extra.get("coupon", ""), terms=worded)
     return line.description
+
+
+def coupon_terms(fmt: Formatter, terms: Mapping[str, object]) -> str | None:
+    """A coupon's terms in ``fmt``'s language ("20 % Rabatt auf 3 Abrechnungszeiträume"), from what a discount line
+    records of them (``Coupon.terms_json``: ``percent_off`` or ``amount_off`` and ``currency``, ``duration``,
+    ``months``); None when they cannot be read."""
+    try:
+        if "percent_off" in terms:
+            off = fmt.percent(Decimal(str(terms["percent_off"])))
+        else:
+            currency = str(terms.get("currency") or fmt.currency)
+            off = Formatter(currency, fmt.locale, fmt.words).money(Decimal(str(terms["amount_off"])))
+    except (KeyError, ArithmeticError, ValueError):
+        return None
+    duration, months = terms.get("duration"), terms.get("months")
+    if duration == "once":
+        return fmt._("%(off)s off one billing period", off=off)
+    if duration == "forever":
+        return fmt._("%(off)s off every billing period", off=off)
+    if duration != "repeating" or not isinstance(months, int) or isinstance(months, bool):
+        return None
+    plural = fmt.words.ngettext("%(off)s off %(count)s billing period", "%(off)s off %(count)s billing periods", months)
+    return plural % {"off": off, "count": months}
 
 
 _FEE_TIMING = {

@@ -78,6 +78,21 @@ class Coupon:
         return None
 
     @property
+    def terms_json(self) -> dict[str, object]:
+        """Its terms as a discount line records them, for the invoice to word in its language:
+        ``{"percent_off": "20", "duration": "repeating", "months": 3}`` or ``{"amount_off": "10.00", "currency":
+        "USD", "duration": "once"}``."""
+        found: dict[str, object]
+        if self.percent_off is not None:
+            found = {"percent_off": str(self.percent_off)}
+        else:
+            found = {"amount_off": str(self.amount_off), "currency": self.currency}
+        found["duration"] = self.duration.value
+        if self.duration is Duration.REPEATING:
+            found["months"] = self.months
+        return found
+
+    @property
     def terms(self) -> str:
         """``20 % off`` or ``10.00 USD off``, then its duration."""
         if self.percent_off is not None:
@@ -230,7 +245,7 @@ def _covered(coupon: Coupon, line: InvoiceLine) -> bool:
 
 def _line(applied: AppliedCoupon, amount: Decimal, base: Decimal, explanation: str) -> InvoiceLine:
     coupon = applied.coupon
-    extra: dict[str, object] = {"coupon": coupon.code, "discounted": str(base)}
+    extra: dict[str, object] = {"coupon": coupon.code, "discounted": str(base), "terms": coupon.terms_json}
     limit = coupon.periods
     if limit is not None:
         extra["billing_period"] = f"{applied.periods_used + 1} of {limit}"

@@ -184,6 +184,10 @@ def test_a_coupon_covers_the_periods_after_the_day_applied_and_its_duration():
     assert _applied(_coupon(percent_off=Decimal(10)), used=120).covers(MAY.start)  # forever
     line = discount_lines(LINES, [_applied(three, used=2)], APR.start, "USD")[0]
     assert line.details.extra["billing_period"] == "3 of 3"
+    # its terms, for the invoice to word in the customer's language
+    assert line.details.extra["terms"] == {"percent_off": "10", "duration": "repeating", "months": 3}
+    [fixed] = discount_lines(LINES, [_applied(_coupon(amount_off=Decimal("5.00"), currency="USD"))], FEB.start, "USD")
+    assert fixed.details.extra["terms"] == {"amount_off": "5.00", "currency": "USD", "duration": "forever"}
 
 
 def test_the_redemption_rate_counts_the_coupons_issued_in_each_period_redeemed_by_the_report_date():

@@ -27,7 +27,8 @@ from invoices.model import (
     Party,
     compute_totals,
 )
-from invoices.render import invoice_json, render_html, render_pdf
+from invoices.i18n import translations
+from invoices.render import Formatter, invoice_json, line_description, render_html, render_pdf
 from pricing_plans.charge_models import BreakdownRow, UnitAmountKind
 
 NBSP = "\xa0"
@@ -477,18 +478,45 @@ def test_html_discount_section_heading_in_the_documents_language() -> None:
     """A coupon's line sits in the section stored as "Discounts"; a German invoice heads it "Rabatte" (the
     engine's word, translated), as its totals row. Same totals as ``eur_invoice``: the 50.00 now a coupon line."""
     base = eur_invoice()
+    terms = {"amount_off": "50.00", "currency": "EUR", "duration": "once"}
     coupon = InvoiceLine(
         kind="discount",
-        description="Coupon TREUE50",
+        description="Coupon TREUE50: 50.00 EUR off, once",
         amount=Decimal("-50.00"),
         section=DISCOUNT_SECTION,
+        details=LineDetails(extra={"coupon": "TREUE50", "terms": terms}),
     )
     html = render_html(replace(base, lines=(*base.lines, coupon), discount=Decimal("50.00")))
     assert '<tr class="section"><td colspan="3">Rabatte</td></tr>' in html
-    assert "Discounts" not in html
+    assert f"Gutschein TREUE50: 50,00{NBSP}€ Rabatt auf einen Abrechnungszeitraum" in html
+    assert "Discounts" not in html and "Coupon" not in html
     assert f"-50,00{NBSP}€" in html
     english = render_html(replace(base, locale="en_US", lines=(*base.lines, coupon), discount=Decimal("50.00")))
     assert '<tr class="section"><td colspan="3">Discounts</td></tr>' in english
+    assert "Coupon TREUE50: 50.00 EUR off, once" in english  # the line's own words
+
+
+@pytest.mark.parametrize(
+    ("months", "worded"),
+    [
+        (1, "скидка 20{NBSP}% на 1 расчётный период"),
+        (3, "скидка 20{NBSP}% на 3 расчётных периода"),
+        (5, "скидка 20{NBSP}% на 5 расчётных периодов"),
+        (21, "скидка 20{NBSP}% на 21 расчётный период"),
+    ],
+)
+def test_a_repeating_coupons_terms_take_the_languages_plural(months: int, worded: str) -> None:
+    """Russian has three forms: 1 and 21 период, 3 периода, 5 периодов."""
+    terms = {"percent_off": "20", "duration": "repeating", "months": months}
+    line = InvoiceLine(
+        kind="discount",
+        description="Coupon SPRING",
+        amount=Decimal("-10.00"),
+        section=DISCOUNT_SECTION,
+        details=LineDetails(extra={"coupon": "SPRING", "terms": terms}),
+    )
+    fmt = Formatter("RUB", "ru_RU", translations("ru_RU"))
+    assert line_description(line, fmt) == "Купон SPRING: " + worded.format(NBSP=NBSP)
 
 
 def test_html_credit_note() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from billing import credits, invoicing
 from billing.config import Settings
-from billing.core.coupons import AppliedCoupon, Duration
+from billing.core.coupons import AppliedCoupon
 from billing.core.domain import Customer
 from billing.core.periods import Period
 from billing.coupons import applied_coupons
@@ -28,7 +28,7 @@ from billing.web.common import PageFormat, page_format
 from dbkit import read_only, utcnow
 from invoices.i18n import N_
 from invoices.model import Invoice, InvoiceKind, InvoiceStatus, LineKind
-from invoices.render import line_description, tax_rows
+from invoices.render import coupon_terms, line_description, tax_rows
 from invoices.store import FinalizeSettings
 from pricing_plans.models import Catalog
 from pricing_plans.money import ZERO
@@ -160,17 +160,8 @@ def usage_view(engine: Engine, catalog: Catalog, portal: Portal, now: dt.datetim
 
 
 def _coupon_terms(applied: AppliedCoupon, f: PageFormat) -> str:
-    coupon = applied.coupon
-    if coupon.percent_off is not None:
-        off = f.percent(coupon.percent_off)
-    else:
-        off = f.money(coupon.amount_off or ZERO, coupon.currency)
-    if coupon.duration is Duration.ONCE:
-        return f._("%(off)s off one billing period", off=off)
-    if coupon.duration is Duration.FOREVER:
-        return f._("%(off)s off every billing period", off=off)
-    months = coupon.months or 0
-    return f.ngettext("%(off)s off %(count)s billing period", "%(off)s off %(count)s billing periods", months, off=off)
+    """Worded as the invoice words the coupon's discount line."""
+    return coupon_terms(f.fmt, applied.coupon.terms_json) or applied.coupon.terms
 
 
 def _coupons(engine: Engine, portal: Portal, period: Period) -> list[dict[str, str]]:
