@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from invoices.i18n import translations
 from invoices.model import (
     DISCOUNT_SECTION,
     Invoice,
@@ -27,7 +28,6 @@ from invoices.model import (
     Party,
     compute_totals,
 )
-from invoices.i18n import translations
 from invoices.render import Formatter, invoice_json, line_description, render_html, render_pdf
 from pricing_plans.charge_models import BreakdownRow, UnitAmountKind
 
