@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,7 @@ from billing.core.recognition import (
     Recognition,
     RecognizedLine,
     credit_note_lines,
+    discount_parts,
     net_of_invoice,
     recognize,
     served,
@@ -341,13 +343,16 @@ def _subscription_runs(session: Session) -> dict[int, tuple[dt.date, dt.date | N
 
 def _recognized_lines(session: Session, scopes: Sequence[str], runs: _Runs) -> Iterator[RecognizedLine]:
     """The lines of every issued invoice of ``scopes``, streamed an invoice at a time in chunks of 10,000 rows,
-    each invoice's followed by the parts that bring them to its revenue (its total less its tax:
-    :func:`billing.core.recognition.net_of_invoice`)."""
+    each invoice's discount lines shared over the lines they reduce
+    (:func:`billing.core.recognition.discount_parts`), then the parts that bring them to its revenue (its total
+    less its tax: :func:`billing.core.recognition.net_of_invoice`)."""
+    discount = InvoiceLineRow.kind == LineKind.DISCOUNT.value
     rows = session.execute(
         select(
             InvoiceRow.id, InvoiceRow.currency, InvoiceRow.period_start, InvoiceRow.total, InvoiceRow.tax,
             InvoiceLineRow.amount, InvoiceLineRow.service_start, InvoiceLineRow.service_end,
-            InvoiceLineRow.subscription_id,
+            InvoiceLineRow.subscription_id, InvoiceLineRow.plan_code, discount,
+            case((discount, InvoiceLineRow.details), else_=None),
         )
         .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
         .where(
@@ -360,12 +365,31 @@ def _recognized_lines(session: Session, scopes: Sequence[str], runs: _Runs) -> I
     )  # fmt: skip
     for _, group in groupby(rows, key=lambda row: row[0]):
         found = list(group)
-        lines = [
-            RecognizedLine(currency, amount, *served(start, end, runs.get(sub or 0), amount), period_start or OPEN_END)
-            for _, currency, period_start, _, _, amount, start, end, sub in found
-        ]
-        yield from lines
-        yield from net_of_invoice(lines, found[0].total - found[0].tax)
+        lines: list[tuple[RecognizedLine, str | None]] = []  # each with its plan
+        discounts: list[tuple[RecognizedLine, str | None]] = []  # each with its details
+        for _, currency, period_start, _, _, amount, start, end, sub, plan, is_discount, details in found:
+            line = RecognizedLine(
+                currency, amount, *served(start, end, runs.get(sub or 0), amount), period_start or OPEN_END
+            )
+            if is_discount:
+                discounts.append((line, details))
+            else:
+                lines.append((line, plan))
+        revenue = [line for line, _ in lines]
+        for line, details in discounts:
+            plans = _coupon_plans(details)
+            revenue += discount_parts(line, [line for line, plan in lines if not plans or plan in plans])
+        yield from revenue
+        yield from net_of_invoice(revenue, found[0].total - found[0].tax)
+
+
+def _coupon_plans(details: str | None) -> list[str]:
+    """The plans a discount line's coupon reduces, from its stored details (none: every plan)."""
+    try:
+        found = json.loads(details or "{}").get(COUPON_PLANS)
+    except (ValueError, AttributeError):
+        return []
+    return [str(plan) for plan in found] if isinstance(found, list) else []
 
 
 def _credit_notes(
@@ -389,7 +413,10 @@ def _credit_notes(
                 InvoiceLineRow.service_end, InvoiceRow.period_start, InvoiceLineRow.subscription_id,
             )
             .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-            .where(InvoiceLineRow.invoice_id.in_(wanted[start : start + 5000]))
+            .where(  # (a note is shared over what the invoice billed, its discounts already netted in its amount)
+                InvoiceLineRow.invoice_id.in_(wanted[start : start + 5000]),
+                InvoiceLineRow.kind != LineKind.DISCOUNT.value,
+            )
             .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
         )  # fmt: skip
         for invoice_id, currency, amount, start, end, period_start, sub in found:

@@ -14,6 +14,10 @@ the lines come from ``billing.metrics_store``.
 - An invoice's lines are brought to its revenue, its total less its tax: the tax inside tax-inclusive prices (and a
   discount that is no line) is shared over its lines by amount, each part billed and recognized with its line (a
   fee of 119.00 with 19 % inside is 100.00 of revenue).
+- A **discount line** (a coupon's) reduces the revenue of the lines it reduces: shared over them by amount (the
+  lines of its plans, when the coupon is restricted to some), each part billed and recognized with its line. A
+  100 % coupon on April's fee billed in advance on March's invoice leaves March and April at nothing, not March
+  at −fee and April at +fee.
 - A **credit note** takes back revenue in the month it is issued: its net amount, negative, shared over the lines
   of the invoice it credits in proportion to their amounts, each part over its line's service period. In the
   month of issue it is billed (added to deferred revenue, negative) and the part of the service period already
@@ -33,7 +37,15 @@ from dataclasses import dataclass
 from billing.core.periods import Period
 from pricing_plans.money import ZERO, round_money
 
-__all__ = ["Recognition", "RecognizedLine", "credit_note_lines", "net_of_invoice", "recognize", "served"]
+__all__ = [
+    "Recognition",
+    "RecognizedLine",
+    "credit_note_lines",
+    "discount_parts",
+    "net_of_invoice",
+    "recognize",
+    "served",
+]
 
 
 def served(
@@ -169,6 +181,19 @@ def net_of_invoice(lines: Sequence[RecognizedLine], net: decimal.Decimal) -> lis
         return [RecognizedLine(first.currency, -gap, None, None, first.invoice_start)]
     return [
         RecognizedLine(line.currency, -share, line.service_start, line.service_end, line.invoice_start)
+        for line, share in zip(lines, shares, strict=True)
+    ]
+
+
+def discount_parts(discount: RecognizedLine, lines: Sequence[RecognizedLine]) -> list[RecognizedLine]:
+    """A discount line (negative, without a service period) as parts of the ``lines`` it reduces, shared by amount,
+    each over its line's service period; the line itself (revenue of its invoice's start) when they add up to
+    nothing."""
+    shares = _shares(discount.amount, lines)
+    if not shares:
+        return [discount]
+    return [
+        RecognizedLine(line.currency, share, line.service_start, line.service_end, line.invoice_start)
         for line, share in zip(lines, shares, strict=True)
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from decimal import Decimal
 from itertools import pairwise
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from billing.cli import app
 from billing.cli.metrics import recognition_row
 from billing.core.periods import month
-from billing.core.recognition import RecognizedLine, credit_note_lines, recognize
+from billing.core.recognition import RecognizedLine, credit_note_lines, discount_parts, recognize
 
 D = dt.date
 runner = CliRunner()
@@ -319,3 +320,63 @@ def test_a_cancellation_scheduled_ahead_restates_nothing_until_its_fee_is_given_
     for number in (4, 5, 6):
         bill(number)
     assert recognized() == ["98.90", "46.15", "0.00"]
+
+
+def test_a_discount_is_shared_over_the_lines_it_reduces():
+    """A 100 % coupon (−100.00, no service period) on an invoice of April's period that bills May's fee in advance
+    (100.00 over May): the coupon's part goes over May, so April and May are both nothing — not −100.00 in April
+    and +100.00 in May. A coupon of the plan "b" only (−30.00) goes over b's line alone."""
+    may_fee = RecognizedLine("USD", Decimal("100.00"), D(2026, 5, 1), D(2026, 6, 1), D(2026, 4, 1))
+    coupon = RecognizedLine("USD", Decimal("-100.00"), None, None, D(2026, 4, 1))
+    parts = discount_parts(coupon, [may_fee])
+    assert parts == [RecognizedLine("USD", Decimal("-100.00"), D(2026, 5, 1), D(2026, 6, 1), D(2026, 4, 1))]
+    april, may = recognize([may_fee, *parts], [month(2026, 4), month(2026, 5)])
+    assert [(str(r.billed), str(r.recognized)) for r in (april, may)] == [("0", "0.00"), ("0.00", "0.00")]
+    # over two lines by amount: 60.00 and 40.00 of a −50.00 coupon take −30.00 and −20.00
+    usage = RecognizedLine("USD", Decimal("40.00"), D(2026, 4, 1), D(2026, 5, 1), D(2026, 4, 1))
+    shared = discount_parts(replace(coupon, amount=Decimal("-50.00")), [replace(may_fee, amount=Decimal("60")), usage])
+    assert [(str(p.amount), p.service_start) for p in shared] == [("-30.00", D(2026, 5, 1)), ("-20.00", D(2026, 4, 1))]
+    # nothing to share over (lines adding up to nothing): the coupon's line as it is, revenue of its invoice's start
+    assert discount_parts(coupon, []) == [coupon]
+
+
+def test_a_coupon_on_a_fee_billed_in_advance_is_revenue_of_the_fees_month_through_the_database(engine):
+    """100.00 a month in advance from 1 March; a 100 % coupon for once applied on 15 March reduces the billing period
+    of April, whose invoice bills May's fee: 100.00 − 100.00. Revenue: March 100.00 (the opening invoice), April
+    100.00 (billed on March's invoice), May nothing — the coupon is May's, not April's."""
+    from billing import coupons
+    from billing import customers as service
+    from billing.core.coupons import Coupon, Duration
+    from billing.invoicing import finalize_opening_invoices
+    from billing.metrics_store import recognition_from_database
+    from billing.run import finalize_period, run_billing
+    from invoices.store import FinalizeSettings
+    from pricing_plans.loader import loads_catalog
+
+    catalog, problems = loads_catalog(ADVANCE, "advance.toml")
+    assert not problems, problems
+    service.create_customer(engine, "acme", "Acme", None, "USD", "UTC")
+    service.subscribe(engine, catalog, "acme", "adv", D(2026, 3, 1))
+    finalize_opening_invoices(engine, catalog, FinalizeSettings(), now=dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC))
+    coupons.create_coupon(engine, catalog, Coupon(code="FREE", duration=Duration.ONCE, percent_off=Decimal(100)))
+    coupons.apply_coupon(engine, "FREE", "acme", now=dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC))
+    for number in (3, 4):
+        day = month(2026, number).end + dt.timedelta(days=1)
+        run_billing(engine, catalog, month(2026, number), now=dt.datetime.combine(day, dt.time(1), dt.UTC))
+        finalize_period(engine, month(2026, number), FinalizeSettings(), day)
+    found = [(r.period.label, str(r.billed), str(r.recognized), str(r.deferred_closing))
+             for r in recognition_from_database(engine, [month(2026, m) for m in (3, 4, 5)])]  # fmt: skip
+    assert found == [("2026-03", "100.00", "100.00", "0.00"), ("2026-04", "100.00", "100.00", "0.00"),
+                     ("2026-05", "0.00", "0.00", "0.00")]  # fmt: skip
+
+
+ADVANCE = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.adv]
+name = "Advance"
+currency = "USD"
+subscription = { fee = 100.00, billing = "in_advance" }
+"""
