@@ -660,7 +660,8 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
     ).first()
     if done is not None or invoice.total <= 0:
         return
-    began = day_start(_began(invoice), owner.timezone)
+    starts = _service_starts(session, invoice)
+    began = day_start(_began(invoice, starts), owner.timezone)
     grants = [g for g in _grants(session, owner.external_id) if g.currency == invoice.currency and g.usable]
     written_off = _written_off(session, [g.id for g in grants])
     views = [
@@ -675,7 +676,7 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
         for g in grants
     ]
     remaining = {g.id: g.remaining for g in grants}
-    for part in allocate(views, invoice.total, _caps(invoice, grants, owner.timezone)):
+    for part in allocate(views, invoice.total, _caps(invoice, starts, grants, owner.timezone)):
         back = part.amount - min(remaining[part.grant_id], part.amount)
         if back > 0:  # the period began before the credit expired: take back from its write-off
             _move(
@@ -700,22 +701,21 @@ def _apply_one(session: Session, owner: Customer, invoice: Invoice, now: dt.date
         )
 
 
-def _caps(invoice: Invoice, grants: list[Grant], timezone: str) -> dict[int, Decimal]:
+def _caps(invoice: Invoice, starts: list[dt.date | None], grants: list[Grant], timezone: str) -> dict[int, Decimal]:
     """The most each expiring grant pays of the invoice: its lines whose service began before the grant expired
-    (a line without service dates began with the invoice's period), as their share of the invoice's total; a
-    discount line is no service: it is shared among the lines it reduces (those of its plans, for a coupon
-    restricted to some)."""
-    began = _began(invoice)
-    billed = [line for line in invoice.lines if line.kind != LineKind.DISCOUNT]
+    (``starts``, by line; a line without service dates began with the invoice's period), as their share of the
+    invoice's total; a discount line is no service: it is shared among the lines it reduces (those of its plans,
+    for a coupon restricted to some)."""
+    began = _began(invoice, starts)
+    lines = zip(invoice.lines, starts, strict=True)
+    billed = [(line, start) for line, start in lines if line.kind != LineKind.DISCOUNT]
     discounts = [
         (line.amount, line.details.extra.get("plans") or None)
         for line in invoice.lines
         if line.kind == LineKind.DISCOUNT
     ]
-    nets = net_of_discounts([(line.plan_code, line.amount) for line in billed], discounts)
-    services = [
-        (day_start(line.service_start or began, timezone), net) for line, net in zip(billed, nets, strict=True)
-    ]
+    nets = net_of_discounts([(line.plan_code, line.amount) for line, _ in billed], discounts)
+    services = [(day_start(start or began, timezone), net) for (_, start), net in zip(billed, nets, strict=True)]
     return {
         g.id: payable_before(services, g.expires_at, invoice.total, invoice.currency)
         for g in grants
@@ -723,13 +723,25 @@ def _caps(invoice: Invoice, grants: list[Grant], timezone: str) -> dict[int, Dec
     }
 
 
-def _began(invoice: Invoice) -> dt.date:
-    """The first day of what the invoice bills: its billing period; for an opening invoice, its subscription's
-    first fee period (the earliest service day of its lines)."""
+def _began(invoice: Invoice, starts: list[dt.date | None]) -> dt.date:
+    """The first day of what the invoice bills: its billing period; for an opening invoice, the day its
+    subscription started (the earliest service day of its lines, ``starts``)."""
     if invoice.scope is InvoiceScope.OPENING:
-        starts = [line.service_start for line in invoice.lines if line.service_start is not None]
-        return min(starts, default=invoice.period_start)
+        return min((start for start in starts if start is not None), default=invoice.period_start)
     return invoice.period_start
+
+
+def _service_starts(session: Session, invoice: Invoice) -> list[dt.date | None]:
+    """The day each line's service began: its service period's start, but not before its subscription started
+    (a fee prorated from the 15th serves from the 15th, though its service period is the fee period's)."""
+    ids = {line.subscription_id for line in invoice.lines if line.subscription_id is not None}
+    began = dict(repository.subscription_starts(session, ids)) if ids else {}
+    return [
+        max(line.service_start, began[line.subscription_id])
+        if line.service_start is not None and line.subscription_id in began
+        else line.service_start
+        for line in invoice.lines
+    ]
 
 
 def _settle(session: Session, owner: Customer, now: dt.datetime) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "lock_customers",
     "set_quantity",
     "set_webhook_secret",
+    "subscription_starts",
     "subscriptions_active_between",
     "subscriptions_of",
     "subscriptions_of_customers",
@@ -382,6 +383,18 @@ def _subscriptions_where(*conditions: Any) -> Select[Any]:
         .where(*conditions)
         .order_by(CustomerRow.external_id, SubscriptionRow.start_date, SubscriptionRow.id, quantities.effective_from)
     )
+
+
+def subscription_starts(session: Session, ids: Iterable[int]) -> list[tuple[int, dt.date]]:
+    """(id, start date) of the subscriptions with these ids (those that exist)."""
+    wanted = sorted(set(ids))
+    found: list[tuple[int, dt.date]] = []
+    for i in range(0, len(wanted), _CHUNK):
+        query = select(SubscriptionRow.id, SubscriptionRow.start_date).where(
+            SubscriptionRow.id.in_(wanted[i : i + _CHUNK])
+        )
+        found += [(id_, start) for id_, start in session.execute(query)]
+    return found
 
 
 def subscriptions_ended_as_they_began(

@@ -708,3 +708,52 @@ def test_a_credit_note_asked_for_by_invoice_id_names_the_invoice_by_its_number(e
     assert ([line.description for line in note.lines], note.billing_key, note.refers_to) == (
         [f"Credit for invoice {march.number}: outage"], f"credit:{march.number}:1", march.number
     )
+
+
+PRORATED = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.adv]
+name = "Advance"
+currency = "USD"
+subscription = { fee = 28.00, billing = "in_advance" }
+
+[plans.arr]
+name = "Arrears"
+currency = "USD"
+subscription = { fee = 56.00, billing = "in_arrears" }
+"""
+
+
+def test_a_credit_never_pays_a_fee_of_a_subscription_that_started_after_it_expired(engine):
+    """A credit of 100.00 expiring on 10 February; subscriptions from 15 February. Their fee lines' service period
+    is February's fee period (from the 1st), yet they serve from the 15th: the opening invoice (28.00 × 14/28 =
+    14.00 in advance) and February's invoice (56.00 × 14/28 = 28.00 in arrears) are due in full, no credit
+    applied (a credit never pays a line whose service began after it expired); one from 5 February is paid by it
+    (28.00 × 24/28 = 24.00)."""
+    from billing.core.periods import month
+    from billing.invoicing import finalize_opening_invoices
+    from billing.run import finalize_period, run_billing
+    from pricing_plans.loader import loads_catalog
+
+    catalog, problems = loads_catalog(PRORATED, "prorated.toml")
+    assert not problems, problems
+    late, early = customer(engine, "late"), customer(engine, "early")
+    for who in (late, early):
+        credits.grant_credit(engine, who, D("100.00"), "USD", expires=dt.date(2026, 2, 10), now=at("2026-02-01T00:00:00"))
+    opening = service.subscribe(engine, catalog, late, "adv", dt.date(2026, 2, 15))
+    service.subscribe(engine, catalog, late, "arr", dt.date(2026, 2, 15))
+    paid = service.subscribe(engine, catalog, early, "adv", dt.date(2026, 2, 5))
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at("2026-02-15T12:00:00"))
+    first = invoicing.get_invoice(engine, f"start:{opening.id}")
+    assert (str(first.total), applied(first), str(first.amount_due)) == ("14.00", [], "14.00")
+    covered = invoicing.get_invoice(engine, f"start:{paid.id}")
+    assert (str(covered.total), applied(covered), str(covered.amount_due)) == ("24.00", [("free", "24.00")], "0.00")
+    run_billing(engine, catalog, month(2026, 2), customer=late, now=at("2026-03-01T01:00:00"))
+    finalize_period(engine, month(2026, 2), SETTINGS, dt.date(2026, 3, 1), customer=late)
+    february = invoicing.get_invoice(engine, "period:late:2026-02")
+    # March's in-advance fee (28.00, from 1 March) and February's arrears fee (28.00): neither began before 10 February
+    assert (str(february.total), applied(february), str(february.amount_due)) == ("56.00", [], "56.00")
+    holds(engine)

@@ -566,10 +566,11 @@ def test_0037_keeps_the_status_history_and_the_run_records_as_written_and_can_be
         engine.dispose()
 
 
-def test_0038_gives_each_plan_change_the_start_of_its_chain(fresh_url):
+def test_0038_leaves_the_plan_changes_before_it_on_the_terms_they_were_invoiced_on(fresh_url):
     """Subscriptions stored before 0038: 1 (from 1 March) changed to 2 on 10 March, changed to 3 on 20 March; 4
-    on its own. After it, 2 and 3 count their trial from 1 March (``chain_start``); 1 and 4 keep none (their own
-    start). Downgraded to 0037, the column is gone."""
+    on its own. After it none has a ``chain_start``: each trial still counts from its own start, as their fees
+    were invoiced (a cancellation of 3 is settled on the terms its fee was billed on). Downgraded to 0037, the
+    column is gone."""
     from alembic import command
 
     from billing.db import _alembic_config
@@ -601,7 +602,7 @@ def test_0038_gives_each_plan_change_the_start_of_its_chain(fresh_url):
         with engine.begin() as connection:
             rows = connection.execute(text("SELECT id, chain_start FROM subscriptions ORDER BY id")).all()
         assert [(id_, str(chain) if chain else None) for id_, chain in rows] == [
-            (1, None), (2, "2026-03-01"), (3, "2026-03-01"), (4, None),
+            (1, None), (2, None), (3, None), (4, None),
         ]  # fmt: skip
         command.downgrade(_alembic_config(engine), "0037")
         with engine.begin() as connection:

@@ -1,7 +1,10 @@
 """A subscription's ``chain_start``: for one that replaced another by a plan change, the start date of the first of
 that chain of plan changes. Its plan's trial counts from there, so that a plan change never gives a new trial.
 
-The subscriptions that replaced another are filled in by following ``previous_subscription_id`` back to the first.
+The subscriptions stored before are left without one (their trial counts from their own start, as it did): their
+fees were invoiced on those terms already, and a later adjustment (a cancellation, a seat change) of a fee billed in
+advance must be made on the terms it was billed on. A plan change made from this version on continues the trial of
+the subscription it replaces.
 
 Revision ID: 0038
 Revises: 0037
@@ -17,22 +20,9 @@ down_revision = "0037"
 branch_labels = None
 depends_on = None
 
-# Each subscription with the start date of the first of its chain (a recursive query: SQLite and PostgreSQL).
-_FILL = """
-WITH RECURSIVE chain(id, first_start) AS (
-    SELECT id, start_date FROM subscriptions WHERE previous_subscription_id IS NULL
-    UNION ALL
-    SELECT s.id, chain.first_start FROM subscriptions s JOIN chain ON s.previous_subscription_id = chain.id
-)
-UPDATE subscriptions
-SET chain_start = (SELECT chain.first_start FROM chain WHERE chain.id = subscriptions.id)
-WHERE previous_subscription_id IS NOT NULL
-"""
-
 
 def upgrade() -> None:
     op.add_column("subscriptions", sa.Column("chain_start", sa.Date(), nullable=True))
-    op.execute(_FILL)
 
 
 def downgrade() -> None:
