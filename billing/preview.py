@@ -9,7 +9,9 @@ agree line by line for the same usage. Thresholds are the catalog's (or the cust
 
 The preview carries the discount lines of the coupons applied to the customer that cover the period, as the
 invoice will (the billing periods a repeating coupon already reduced are counted from the issued and draft
-invoices before it). It leaves out late usage of earlier, already issued periods (which the run adds to this
+invoices before it), and the fees of the subscriptions that ended as the period began (an in-advance fee billed for
+longer than they ran, given back; an in-arrears fee no invoice billed), as the run settles them. It leaves out late
+usage of earlier, already issued periods (which the run adds to this
 period's invoice) and a new subscription's opening invoice (a separate document).
 """
 
@@ -27,7 +29,14 @@ from sqlalchemy import Engine, select
 from billing.config import get_settings
 from billing.core.compose import BilledKey, Section, compose_period_invoice, period_key, section_window
 from billing.core.domain import Customer, Subscription
-from billing.core.fees import billed_and_paid, credited_as_billed, fee_period_to_adjust, schedule_of
+from billing.core.fees import (
+    arrears_fee_left_unbilled,
+    billed_and_paid,
+    credited_as_billed,
+    fee_period_to_adjust,
+    rate_fee,
+    schedule_of,
+)
 from billing.core.overrides import SubscriptionOverride, fee_period_repriced
 from billing.core.periods import Period, billing_period_named, month_of
 from billing.coupons import applied_coupons
@@ -171,10 +180,10 @@ def customer_usage(
         overrides = override_tables.overrides_of(session, {s.id for s in subscriptions})
     period = _named_period(catalog, customer, subscriptions, period) if period else None
     period = period or _own_period(catalog, customer, subscriptions, as_of)
-    active, resolved = _priced_subscriptions(catalog, customer, subscriptions, period, overrides)
+    active, ended, resolved = _priced_subscriptions(catalog, customer, subscriptions, period, overrides)
     plans = resolved.priced()
     usage = _usage(engine, catalog, customer, period, active, plans)
-    billed, paid = _billed_in_advance(engine, customer, period, active, resolved)
+    billed, paid = _billed_in_advance(engine, customer, period, active, resolved, ended)
     progressive = _billed_progressively(engine, customer, period)
     sections = [
         Section(
@@ -184,6 +193,7 @@ def customer_usage(
         )
         for s in active
     ]
+    sections += _ended_sections(catalog, period, ended, plans, (billed, paid), progressive)
     rules = get_settings().tax_rules()
     with session_scope(read_only(engine)) as session:
         coupons = applied_coupons(session, [customer.external_id], period).get(customer.external_id, [])
@@ -220,13 +230,23 @@ def _advance_plan(resolved: ResolvedPlans, subscription: Subscription, period: P
 
 
 def _billed_in_advance(
-    engine: Engine, customer: Customer, period: Period, active: Iterable[Subscription], resolved: ResolvedPlans
+    engine: Engine,
+    customer: Customer,
+    period: Period,
+    active: Sequence[Subscription],
+    resolved: ResolvedPlans,
+    ended: Sequence[Subscription] = (),
 ) -> tuple[dict[int, Decimal], dict[int, Decimal]]:
     """What invoices billed in advance for the fee periods the period's invoice adjusts (a subscription ending in
-    it, seats changing in it, a negotiated price starting with it), and what their discounts left of those they
+    it or as it began, seats changing in it, a negotiated price starting with it), and of the in-arrears fee
+    periods a subscription that ended as it began left early, and what their discounts left of those they
     reduced, by subscription: the preview settles them as the run will."""
     plans = resolved.plans
-    adjusted = {s.id: f for s in active if (f := fee_period_to_adjust(s, plans[s.id], period)) is not None}
+    adjusted = {s.id: f for s in [*active, *ended] if (f := fee_period_to_adjust(s, plans[s.id], period)) is not None}
+    for s in ended:
+        unbilled = arrears_fee_left_unbilled(s, plans[s.id], period)
+        if s.id not in adjusted and unbilled is not None:
+            adjusted[s.id] = unbilled
     for s in active:
         negotiated = resolved.negotiated.get(s.id)
         repriced = None if negotiated is None else fee_period_repriced(s, negotiated, period)
@@ -250,16 +270,56 @@ def _priced_subscriptions(
     subscriptions: Iterable[Subscription],
     period: Period,
     overrides: Mapping[int, Sequence[SubscriptionOverride]],
-) -> tuple[list[Subscription], ResolvedPlans]:
-    """The customer's subscriptions in ``period`` that can be priced, and their plans (negotiated prices in force
-    included); one whose plan is unknown or priced in another currency is left out of the preview (and logged), as
-    the run leaves it off the invoice."""
+) -> tuple[list[Subscription], list[Subscription], ResolvedPlans]:
+    """The customer's subscriptions in ``period`` that can be priced, those that ended as it began (on its first
+    day, or on their own start day inside it: the run settles their fees), and their plans (negotiated prices in
+    force included); one whose plan is unknown or priced in another currency is left out of the preview (and
+    logged), as the run leaves it off the invoice."""
+    subscriptions = list(subscriptions)
     in_period = [s for s in subscriptions if section_window(s, period) is not None]
-    resolved = resolve_plans(catalog, in_period, {customer.external_id: customer}, overrides=overrides, period=period)
+    ended = [
+        s
+        for s in subscriptions
+        if s.end_date == period.start or (s.end_date == s.start_date and period.contains(s.start_date))
+    ]
+    resolved = resolve_plans(
+        catalog, [*in_period, *ended], {customer.external_id: customer}, overrides=overrides, period=period
+    )
     for problem in resolved.problems:
         log.warning("usage of %s: %s (skipped)", customer.external_id, problem.message)
     plans = resolved.priced()
-    return [s for s in in_period if s.id in plans], resolved
+    return [s for s in in_period if s.id in plans], [s for s in ended if s.id in plans], resolved
+
+
+def _ended_sections(
+    catalog: Catalog,
+    period: Period,
+    ended: Sequence[Subscription],
+    plans: Mapping[int, Plan],
+    fees: tuple[Mapping[int, Decimal], Mapping[int, Decimal]],
+    progressive: Mapping[int, dict[BilledKey, Decimal]],
+) -> list[Section]:
+    """The sections of the subscriptions that ended as the period began, as the run writes them
+    (``billing.run._ended_sections``): an in-advance fee billed for longer than they ran, adjusted; an in-arrears
+    fee of a fee period they left early that no invoice billed; what progressive invoices billed, given back.
+    ``fees``: what invoices billed of the fee periods concerned, and what their discounts left of it."""
+    billed, paid = fees
+    sections = []
+    for s in ended:
+        given_back = progressive.get(s.id)
+        plan = plans[s.id]
+        if billed.get(s.id) and fee_period_to_adjust(s, plan, period) is not None:
+            sections.append(Section(
+                s, plan, {}, billed_fee=billed[s.id], fee_only=True, billed_fee_paid=paid.get(s.id), billed=given_back
+            ))  # fmt: skip
+            continue
+        unbilled = arrears_fee_left_unbilled(s, plan, period)
+        fee = None
+        if unbilled is not None and not billed.get(s.id):
+            fee = rate_fee(s, plan, unbilled, catalog.rounding)
+        if (fee is not None and fee.amount) or given_back:
+            sections.append(Section(s, plan, {}, fee_only=True, arrears_fee=fee if fee else None, billed=given_back))
+    return sections
 
 
 def _usage(

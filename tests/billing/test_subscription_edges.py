@@ -392,3 +392,36 @@ def test_a_credit_note_cannot_be_voided(engine, catalog):
     with pytest.raises(ConflictError, match=rf"^{note.number} is a credit note: it stays as issued \(it cannot be void"):
         set_invoice_status(engine, note.number, InvoiceStatus.VOID)
     assert set_invoice_status(engine, march.number, InvoiceStatus.VOID).status is InvoiceStatus.VOID
+
+
+def test_the_preview_settles_the_fees_of_a_subscription_that_ended_as_the_period_began(engine, catalog):
+    """The usage preview agrees with the invoice on a subscription that ended on the period's first day. Adv
+    (31.00 in advance) from 1 March, March's invoice issued with April's fee; changed to Addon (30.00 in
+    advance) on 1 April: April's invoice bills May's 30.00 and gives back Adv's April 31.00: −1.00. QArr (30.00 a
+    seat a quarter, in arrears) from 1 April, April and May issued, cancelled with an end on 1 June: June's invoice
+    bills the 61 days it ran, 30 × 61/91 = 20.109… → 20.11 (the preview showed nothing of either)."""
+    service.create_customer(engine, "acme", "Acme", None, "USD", timezone="UTC")
+    adv = service.subscribe(engine, catalog, "acme", "adv", D(2026, 3, 1))
+    finalize_opening_invoices(engine, catalog, SETTINGS, now=at(D(2026, 3, 1)))
+    bill(engine, catalog, 2026, 3)
+    service.change_plan(engine, catalog, adv.id, "addon", D(2026, 4, 1))
+    preview = customer_usage(engine, catalog, "acme", month(2026, 4), now=at(D(2026, 4, 20)))
+    assert [str(line.amount) for line in preview.preview.lines] == ["30.00", "-31.00"]
+    assert str(preview.preview.totals.total) == "-1.00"
+    bill(engine, catalog, 2026, 4)
+    with session_scope(engine) as session:
+        assert str(store.get_invoice(session, "period:acme:2026-04").total) == "-1.00"
+
+    service.create_customer(engine, "bee", "Bee", None, "USD", timezone="UTC")
+    quarterly = service.subscribe(engine, catalog, "bee", "qarr", D(2026, 4, 1))
+    for number in (4, 5):
+        period = month(2026, number)
+        day = period.end + dt.timedelta(days=1)
+        run_billing(engine, catalog, period, customer="bee", now=at(day))
+        finalize_period(engine, period, SETTINGS, day, customer="bee", now=at(day))
+    service.cancel_subscription(engine, quarterly.id, D(2026, 6, 1), catalog=catalog)
+    june = customer_usage(engine, catalog, "bee", month(2026, 6), now=at(D(2026, 6, 20)))
+    assert [str(line.amount) for line in june.preview.lines] == ["20.11"]
+    run_billing(engine, catalog, month(2026, 6), customer="bee", now=at(D(2026, 7, 1)))
+    with session_scope(engine) as session:
+        assert str(store.get_invoice(session, "period:bee:2026-06").total) == "20.11"
