@@ -272,9 +272,15 @@ def _description(line: InvoiceLine, invoice: Invoice | None, fmt: Formatter) -> 
     extra = line.details.extra
     period = fmt.period(line.service_start, line.service_end)
     late = extra.get("late")
+    translated = isinstance(fmt.words, gettext.GNUTranslations)  # (in English the engine's own words stand)
     if line.kind == LineKind.LATE_USAGE and isinstance(late, dict) and "charge" in late:
         late_usage = fmt._("late usage of %(period)s", period=period)
-        return f"{late['charge']} — {late_usage}"
+        # (a true-up re-rated keeps its ``minimum``: the engine's words, translated)
+        charge = fmt._("Minimum commitment true-up") if translated and "minimum" in extra else late["charge"]
+        return f"{charge} — {late_usage}"
+    if translated and line.kind == LineKind.LATE_USAGE and late is None and line.meter is None:
+        # a true-up given back once late usage covered the minimum (the one late line without an account)
+        return f"{fmt._('Minimum commitment true-up')} — {fmt._('late usage of %(period)s', period=period)}"
     to_date = extra.get("billed_to_date")
     if isinstance(to_date, dict) and "charge" in to_date:
         return str(to_date["charge"])
@@ -284,8 +290,12 @@ def _description(line: InvoiceLine, invoice: Invoice | None, fmt: Formatter) -> 
         return fmt._("Minimum commitment true-up")
     if line.kind == LineKind.CREDIT and invoice and invoice.kind is InvoiceKind.CREDIT_NOTE and invoice.refers_to:
         return fmt._("Credit on invoice %(number)s", number=invoice.refers_to)
+    if translated and line.kind == LineKind.CREDIT and invoice and invoice.kind is InvoiceKind.INVOICE and (
+        invoice.scope is InvoiceScope.CREDIT
+    ):
+        return f"{fmt._('Prepaid credit')} ({invoice.currency})"  # a top-up invoice's credit sold
     terms = extra.get("terms")
-    if line.kind == LineKind.DISCOUNT and isinstance(terms, dict) and isinstance(fmt.words, gettext.GNUTranslations):
+    if line.kind == LineKind.DISCOUNT and isinstance(terms, dict) and translated:
         worded = coupon_terms(fmt, terms)  # (in English the line's own description says the same)
         if worded is not None:
             return fmt._("Coupon %(code)s: %(terms)s", code=extra.get("coupon", ""), terms=worded)

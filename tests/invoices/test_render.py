@@ -22,6 +22,7 @@ from invoices.model import (
     Invoice,
     InvoiceKind,
     InvoiceLine,
+    InvoiceScope,
     InvoiceStatus,
     LineDetails,
     LineKind,
@@ -494,6 +495,35 @@ def test_html_discount_section_heading_in_the_documents_language() -> None:
     english = render_html(replace(base, locale="en_US", lines=(*base.lines, coupon), discount=Decimal("50.00")))
     assert '<tr class="section"><td colspan="3">Discounts</td></tr>' in english
     assert "Coupon TREUE50: 50.00 EUR off, once" in english  # the line's own words
+
+
+def test_a_late_true_up_and_a_top_up_are_worded_in_the_documents_language() -> None:
+    """A minimum commitment's true-up re-rated by late usage, and the credit a top-up invoice sells: the engine's
+    words, in German ("Ausgleich zur Mindestabnahme — Nachberechnung …", "Prepaid credit" translated)."""
+    fmt = Formatter("EUR", "de_DE", translations("de_DE"))
+    late = {"period": "2026-02", "charge": "Minimum commitment true-up (Enterprise)", "plan": "Enterprise",
+            "rated_now": "90.00", "billed_before": "120.00"}  # fmt: skip
+    re_rated = InvoiceLine(
+        kind="late_usage", description="Minimum commitment true-up (Enterprise) — late usage of 2026-02",
+        amount=Decimal("-30.00"), service_start=dt.date(2026, 2, 1), service_end=dt.date(2026, 3, 1),
+        details=LineDetails(extra={"minimum": "500.00", "late": late}),
+    )  # fmt: skip
+    german = "Ausgleich zur Mindestabnahme — " + fmt._("late usage of %(period)s", period="Februar 2026")
+    assert line_description(re_rated, fmt) == german and "Minimum" not in german
+    given_back = InvoiceLine(  # (as the engine composes it: no account, no meter)
+        kind="late_usage", description="Minimum commitment true-up of 2026-02, adjusted for late usage",
+        amount=Decimal("-120.00"), service_start=dt.date(2026, 2, 1), service_end=dt.date(2026, 3, 1),
+        details=LineDetails(explanation="now 0 − billed 120.00"),
+    )  # fmt: skip
+    assert line_description(given_back, fmt) == german
+    sold = InvoiceLine(kind="credit", description="Prepaid credit (EUR)", amount=Decimal("100.00"))
+    topup = replace(eur_invoice(), lines=(sold,), scope=InvoiceScope.CREDIT, billing_key="topup:7")
+    assert line_description(sold, fmt, topup) == f"{fmt._('Prepaid credit')} (EUR)"
+    assert fmt._("Prepaid credit") != "Prepaid credit"
+    english = Formatter("EUR", "en_US")
+    assert line_description(sold, english, topup) == "Prepaid credit (EUR)"
+    assert line_description(re_rated, english) == "Minimum commitment true-up (Enterprise) — late usage of February 2026"
+    assert line_description(given_back, english) == "Minimum commitment true-up of 2026-02, adjusted for late usage"
 
 
 @pytest.mark.parametrize(
