@@ -58,7 +58,7 @@ from billing.core.recognition import (
     Recognition,
     RecognizedLine,
     credit_note_lines,
-    discount_parts,
+    net_of_discount_lines,
     net_of_invoice,
     recognize,
     served,
@@ -343,8 +343,8 @@ def _subscription_runs(session: Session) -> dict[int, tuple[dt.date, dt.date | N
 
 def _recognized_lines(session: Session, scopes: Sequence[str], runs: _Runs) -> Iterator[RecognizedLine]:
     """The lines of every issued invoice of ``scopes``, streamed an invoice at a time in chunks of 10,000 rows,
-    each invoice's discount lines shared over the lines they reduce
-    (:func:`billing.core.recognition.discount_parts`), then the parts that bring them to its revenue (its total
+    each invoice's lines net of the discount lines that reduce them
+    (:func:`billing.core.recognition.net_of_discount_lines`), then the parts that bring them to its revenue (its total
     less its tax: :func:`billing.core.recognition.net_of_invoice`)."""
     discount = InvoiceLineRow.kind == LineKind.DISCOUNT.value
     rows = session.execute(
@@ -365,22 +365,24 @@ def _recognized_lines(session: Session, scopes: Sequence[str], runs: _Runs) -> I
     )  # fmt: skip
     for _, group in groupby(rows, key=lambda row: row[0]):
         found = list(group)
-        lines: list[tuple[RecognizedLine, str | None]] = []  # each with its plan
-        discounts: list[tuple[RecognizedLine, str | None]] = []  # each with its details
-        for _, currency, period_start, _, _, amount, start, end, sub, plan, is_discount, details in found:
-            line = RecognizedLine(
-                currency, amount, *served(start, end, runs.get(sub or 0), amount), period_start or OPEN_END
-            )
-            if is_discount:
-                discounts.append((line, details))
-            else:
-                lines.append((line, plan))
-        revenue = [line for line, _ in lines]
-        for line, details in discounts:
-            plans = _coupon_plans(details)
-            revenue += discount_parts(line, [line for line, plan in lines if not plans or plan in plans])
+        revenue = _net_lines([(*row[1:3], *row[5:]) for row in found], runs)
         yield from revenue
         yield from net_of_invoice(revenue, found[0].total - found[0].tax)
+
+
+def _net_lines(rows: Sequence[Sequence[Any]], runs: _Runs) -> list[RecognizedLine]:
+    """One invoice's lines net of its discount lines, from rows of (currency, its period's start, amount, service
+    start, service end, subscription, plan, whether a discount line, its details if one)."""
+    lines: list[tuple[RecognizedLine, str | None]] = []
+    discounts: list[tuple[RecognizedLine, Sequence[str]]] = []
+    for currency, period_start, amount, start, end, sub, plan, is_discount, details in rows:
+        served_days = served(start, end, runs.get(sub or 0), amount)
+        line = RecognizedLine(currency, amount, *served_days, period_start or OPEN_END)
+        if is_discount:
+            discounts.append((line, _coupon_plans(details)))
+        else:
+            lines.append((line, plan))
+    return net_of_discount_lines(lines, discounts)
 
 
 def _coupon_plans(details: str | None) -> list[str]:
@@ -406,22 +408,21 @@ def _credit_notes(
     ).all()
     wanted = sorted({invoice_id for _, _, invoice_id in rows})
     lines: dict[int, list[RecognizedLine]] = defaultdict(list)
+    discount = InvoiceLineRow.kind == LineKind.DISCOUNT.value
     for start in range(0, len(wanted), 5000):
         found = session.execute(
             select(
-                InvoiceLineRow.invoice_id, InvoiceRow.currency, InvoiceLineRow.amount, InvoiceLineRow.service_start,
-                InvoiceLineRow.service_end, InvoiceRow.period_start, InvoiceLineRow.subscription_id,
+                InvoiceLineRow.invoice_id, InvoiceRow.currency, InvoiceRow.period_start, InvoiceLineRow.amount,
+                InvoiceLineRow.service_start, InvoiceLineRow.service_end, InvoiceLineRow.subscription_id,
+                InvoiceLineRow.plan_code, discount, case((discount, InvoiceLineRow.details), else_=None),
             )
             .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-            .where(  # (a note is shared over what the invoice billed, its discounts already netted in its amount)
-                InvoiceLineRow.invoice_id.in_(wanted[start : start + 5000]),
-                InvoiceLineRow.kind != LineKind.DISCOUNT.value,
-            )
+            .where(InvoiceLineRow.invoice_id.in_(wanted[start : start + 5000]))
             .order_by(InvoiceLineRow.invoice_id, InvoiceLineRow.position)
         )  # fmt: skip
-        for invoice_id, currency, amount, start, end, period_start, sub in found:
-            served_days = served(start, end, runs.get(sub or 0), amount)
-            lines[invoice_id].append(RecognizedLine(currency, amount, *served_days, period_start))
+        # (a note is shared over what the invoice billed net of its discounts, as the invoice's revenue is)
+        for invoice_id, group in groupby(found, key=lambda row: row[0]):
+            lines[invoice_id] = _net_lines([row[1:] for row in group], runs)
     return [(net, issued_on, lines[invoice_id]) for net, issued_on, invoice_id in rows if issued_on is not None]
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from invoices.errors import InvoiceError, InvoiceNotFoundError, InvoiceStateError
 from invoices.model import (
+    COUPON_TERMS,
     DISCOUNT_SECTION,
     AppliedCredit,
     DraftInvoice,
@@ -111,6 +112,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "COUPON_TERMS",
     "DISCOUNT_SECTION",
     "LINE_FIELDS",
     "AppliedCredit",

@@ -21,6 +21,7 @@ from pricing_plans.charge_models import BreakdownRow, unit_amount_kind
 from pricing_plans.money import ZERO, Rounding, check_amount, round_money
 
 __all__ = [
+    "COUPON_TERMS",
     "DISCOUNT_SECTION",
     "AppliedCredit",
     "DraftInvoice",
@@ -151,6 +152,8 @@ class LineKind(StrEnum):
 
 # The section of the discount lines: stored in English, as every section, and shown in the document's language.
 DISCOUNT_SECTION = "Discounts"
+# A discount line's ``details.extra`` key: its coupon's terms, for the invoice to word in its language.
+COUPON_TERMS = "terms"
 
 
 # One encoder for every line: ``json.dumps`` with options builds a new one per call.

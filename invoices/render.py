@@ -30,6 +30,7 @@ from markupsafe import Markup
 
 from invoices.i18n import N_, translations, unit_name
 from invoices.model import (
+    COUPON_TERMS,
     DISCOUNT_SECTION,
     Invoice,
     InvoiceKind,
@@ -294,7 +295,7 @@ def _description(line: InvoiceLine, invoice: Invoice | None, fmt: Formatter) -> 
         invoice.scope is InvoiceScope.CREDIT
     ):
         return f"{fmt._('Prepaid credit')} ({invoice.currency})"  # a top-up invoice's credit sold
-    terms = extra.get("terms")
+    terms = extra.get(COUPON_TERMS)
     if line.kind == LineKind.DISCOUNT and isinstance(terms, dict) and translated:
         worded = coupon_terms(fmt, terms)  # (in English the line's own description says the same)
         if worded is not None:

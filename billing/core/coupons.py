@@ -23,7 +23,7 @@ from enum import StrEnum
 
 from billing.core.fees import refund_of_paid
 from billing.core.periods import Period
-from invoices.model import DISCOUNT_SECTION, InvoiceLine, LineDetails, LineKind
+from invoices.model import COUPON_TERMS, DISCOUNT_SECTION, InvoiceLine, LineDetails, LineKind
 from pricing_plans.money import WEIGHTS, ZERO, Rounding, format_amount, round_money, settled
 
 __all__ = [
@@ -245,7 +245,7 @@ def _covered(coupon: Coupon, line: InvoiceLine) -> bool:
 
 def _line(applied: AppliedCoupon, amount: Decimal, base: Decimal, explanation: str) -> InvoiceLine:
     coupon = applied.coupon
-    extra: dict[str, object] = {"coupon": coupon.code, "discounted": str(base), "terms": coupon.terms_json}
+    extra: dict[str, object] = {"coupon": coupon.code, "discounted": str(base), COUPON_TERMS: coupon.terms_json}
     limit = coupon.periods
     if limit is not None:
         extra["billing_period"] = f"{applied.periods_used + 1} of {limit}"

@@ -14,8 +14,9 @@ the lines come from ``billing.metrics_store``.
 - An invoice's lines are brought to its revenue, its total less its tax: the tax inside tax-inclusive prices (and a
   discount that is no line) is shared over its lines by amount, each part billed and recognized with its line (a
   fee of 119.00 with 19 % inside is 100.00 of revenue).
-- A **discount line** (a coupon's) reduces the revenue of the lines it reduces: shared over them by amount (the
-  lines of its plans, when the coupon is restricted to some), each part billed and recognized with its line. A
+- A **discount line** (a coupon's) reduces the revenue of the lines it reduces: taken from them by amount (the
+  positive lines of its plans, when the coupon is restricted to some; never a refund), each line billed and
+  recognized net of it (``net_of_discount_lines``); a credit note is shared over those net lines. A
   100 % coupon on April's fee billed in advance on March's invoice leaves March and April at nothing, not March
   at −fee and April at +fee.
 - A **credit note** takes back revenue in the month it is issued: its net amount, negative, shared over the lines
@@ -32,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from billing.core.periods import Period
 from pricing_plans.money import ZERO, round_money
@@ -41,7 +42,7 @@ __all__ = [
     "Recognition",
     "RecognizedLine",
     "credit_note_lines",
-    "discount_parts",
+    "net_of_discount_lines",
     "net_of_invoice",
     "recognize",
     "served",
@@ -159,9 +160,12 @@ def credit_note_lines(
     the invoice it credits (``credited``): each takes its share of ``net`` in proportion to its amount (rounded to
     minor units, the last line taking what rounding leaves) and that line's service period, so the note takes
     back revenue of the days each line covers."""
+    shares = _shares(net, credited)
+    if not shares:  # (lines adding up to nothing: the note is revenue taken back the day it is issued)
+        return [RecognizedLine(credited[0].currency, -net, None, None, issued_on, issued_on)] if credited else []
     return [
         RecognizedLine(line.currency, -share, line.service_start, line.service_end, line.invoice_start, issued_on)
-        for line, share in zip(credited, _shares(net, credited), strict=False)
+        for line, share in zip(credited, shares, strict=True)
     ]
 
 
@@ -185,17 +189,31 @@ def net_of_invoice(lines: Sequence[RecognizedLine], net: decimal.Decimal) -> lis
     ]
 
 
-def discount_parts(discount: RecognizedLine, lines: Sequence[RecognizedLine]) -> list[RecognizedLine]:
-    """A discount line (negative, without a service period) as parts of the ``lines`` it reduces, shared by amount,
-    each over its line's service period; the line itself (revenue of its invoice's start) when they add up to
-    nothing."""
-    shares = _shares(discount.amount, lines)
-    if not shares:
-        return [discount]
-    return [
-        RecognizedLine(line.currency, share, line.service_start, line.service_end, line.invoice_start)
-        for line, share in zip(lines, shares, strict=True)
-    ]
+def net_of_discount_lines(
+    lines: Sequence[tuple[RecognizedLine, str | None]], discounts: Sequence[tuple[RecognizedLine, Sequence[str]]]
+) -> list[RecognizedLine]:
+    """An invoice's ``lines`` (each with its plan) net of its discount lines (each with the plans its coupon
+    reduces; none: every plan), as the coupon reduced them: each discount is taken from the positive lines of its
+    plans in proportion to what is left of them (rounded to minor units, the last line taking the rest), what is
+    left of it from every positive line; a negative line (a refund) takes no part. What no positive line can take
+    stays a line of its own, revenue of its invoice's start."""
+    left = [line.amount for line, _ in lines]
+    rests: list[RecognizedLine] = []
+    for discount, plans in discounts:
+        rest = discount.amount
+        for scope in (plans, None) if plans else (None,):
+            covered = [i for i, (_, plan) in enumerate(lines) if (scope is None or plan in scope) and left[i] > 0]
+            whole = sum((left[i] for i in covered), ZERO)
+            if rest >= 0 or whole <= 0:
+                continue
+            take = max(rest, -whole)
+            shares = _shares(take, [replace(lines[i][0], amount=left[i]) for i in covered])
+            for i, share in zip(covered, shares, strict=True):
+                left[i] += share
+            rest -= take
+        if rest != 0:
+            rests.append(replace(discount, amount=rest))
+    return [replace(line, amount=amount) for (line, _), amount in zip(lines, left, strict=True)] + rests
 
 
 def _shares(amount: decimal.Decimal, lines: Sequence[RecognizedLine]) -> list[decimal.Decimal]:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
@@ -19,7 +19,17 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from dbkit import for_update, is_sqlite, utcnow, writelock
-from invoices.model import DraftInvoice, InvoiceKind, InvoiceScope, InvoiceStatus, TaxLine, taxes_to_json
+from invoices.model import (
+    COUPON_TERMS,
+    DraftInvoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceScope,
+    InvoiceStatus,
+    LineKind,
+    TaxLine,
+    taxes_to_json,
+)
 from invoices.tables import InvoiceLineRow, InvoiceRow
 
 __all__ = [
@@ -310,8 +320,10 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
         values["taxes"] = taxes_to_json(taxes)
     # The hash reads every stored value once; the lines' details are JSON already, so nothing is encoded twice.
     digest = hashlib.sha256(repr(sorted(values.items())).encode())
-    # (a line's dimension is hashed only when it has one: a draft stored before lines had one hashes as before)
-    digest.update(repr([line if line[-1] is not None else line[:-1] for line in lines]).encode())
+    # (a line's dimension is hashed only when it has one: a draft stored before lines had one hashes as before;
+    # a discount line's coupon terms are not hashed, as before they were kept: its description says them)
+    hashed = [_hashed_line(line, row) for line, row in zip(draft.lines, lines, strict=True)]
+    digest.update(repr([row if row[-1] is not None else row[:-1] for row in hashed]).encode())
     values["content_hash"] = digest.hexdigest()
     values.setdefault("taxes", None)
     values["usage_as_of"] = draft.usage_as_of
@@ -320,6 +332,15 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
     values["scope"] = draft.scope.value
     values["subscription_id"] = draft.subscription_id
     return values, lines
+
+
+def _hashed_line(line: InvoiceLine, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A line's stored values as its draft's hash reads them: a discount line's details without its coupon's
+    ``terms`` (kept for the invoice to word them in its language; the description says the same)."""
+    if line.kind != LineKind.DISCOUNT or COUPON_TERMS not in line.details.extra:
+        return row
+    extra = {key: value for key, value in line.details.extra.items() if key != COUPON_TERMS}
+    return (*row[:11], replace(line.details, extra=extra).to_json(), *row[12:])
 
 
 def remove_stale_drafts(

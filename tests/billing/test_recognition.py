@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from billing.cli import app
 from billing.cli.metrics import recognition_row
 from billing.core.periods import month
-from billing.core.recognition import RecognizedLine, credit_note_lines, discount_parts, recognize
+from billing.core.recognition import RecognizedLine, credit_note_lines, net_of_discount_lines, recognize
 
 D = dt.date
 runner = CliRunner()
@@ -322,22 +322,40 @@ def test_a_cancellation_scheduled_ahead_restates_nothing_until_its_fee_is_given_
     assert recognized() == ["98.90", "46.15", "0.00"]
 
 
-def test_a_discount_is_shared_over_the_lines_it_reduces():
+def test_a_discount_is_taken_from_the_lines_it_reduces():
     """A 100 % coupon (−100.00, no service period) on an invoice of April's period that bills May's fee in advance
-    (100.00 over May): the coupon's part goes over May, so April and May are both nothing — not −100.00 in April
-    and +100.00 in May. A coupon of the plan "b" only (−30.00) goes over b's line alone."""
+    (100.00 over May): the fee is billed net of it, so April and May are both nothing — not −100.00 in April and
+    +100.00 in May."""
     may_fee = RecognizedLine("USD", Decimal("100.00"), D(2026, 5, 1), D(2026, 6, 1), D(2026, 4, 1))
     coupon = RecognizedLine("USD", Decimal("-100.00"), None, None, D(2026, 4, 1))
-    parts = discount_parts(coupon, [may_fee])
-    assert parts == [RecognizedLine("USD", Decimal("-100.00"), D(2026, 5, 1), D(2026, 6, 1), D(2026, 4, 1))]
-    april, may = recognize([may_fee, *parts], [month(2026, 4), month(2026, 5)])
+    netted = net_of_discount_lines([(may_fee, "adv")], [(coupon, ())])
+    assert netted == [replace(may_fee, amount=Decimal("0.00"))]
+    april, may = recognize(netted, [month(2026, 4), month(2026, 5)])
     assert [(str(r.billed), str(r.recognized)) for r in (april, may)] == [("0", "0.00"), ("0.00", "0.00")]
-    # over two lines by amount: 60.00 and 40.00 of a −50.00 coupon take −30.00 and −20.00
-    usage = RecognizedLine("USD", Decimal("40.00"), D(2026, 4, 1), D(2026, 5, 1), D(2026, 4, 1))
-    shared = discount_parts(replace(coupon, amount=Decimal("-50.00")), [replace(may_fee, amount=Decimal("60")), usage])
-    assert [(str(p.amount), p.service_start) for p in shared] == [("-30.00", D(2026, 5, 1)), ("-20.00", D(2026, 4, 1))]
-    # nothing to share over (lines adding up to nothing): the coupon's line as it is, revenue of its invoice's start
-    assert discount_parts(coupon, []) == [coupon]
+
+
+def test_a_coupon_of_some_plans_is_taken_from_their_positive_lines_never_from_a_refund():
+    """Usage 200.00 and a refund of −150.00 of plan "qa", a fee 60.00 of plan "mb"; a coupon of qa −25.00 comes off
+    qa's usage alone (200 → 175.00): the refund and mb's fee stay as they are. A coupon of every plan, −52.00,
+    off the positive lines by amount: 200 × 52/260 = 40.00 and the rest, 12.00, from the fee. One that no positive
+    line can take stays a line of its own."""
+    usage = RecognizedLine("USD", Decimal("200.00"), D(2026, 2, 1), D(2026, 3, 1), D(2026, 2, 1))
+    refund = RecognizedLine("USD", Decimal("-150.00"), D(2026, 2, 15), D(2026, 4, 1), D(2026, 2, 1))
+    fee = RecognizedLine("USD", Decimal("60.00"), D(2026, 2, 1), D(2026, 3, 1), D(2026, 2, 1))
+    lines = [(usage, "qa"), (refund, "qa"), (fee, "mb")]
+    coupon = RecognizedLine("USD", Decimal("-25.00"), None, None, D(2026, 2, 1))
+    assert [str(line.amount) for line in net_of_discount_lines(lines, [(coupon, ["qa"])])] == [
+        "175.00", "-150.00", "60.00"
+    ]  # fmt: skip
+    every = replace(coupon, amount=Decimal("-52.00"))
+    assert [str(line.amount) for line in net_of_discount_lines(lines, [(every, ())])] == ["160.00", "-150.00", "48.00"]
+    assert net_of_discount_lines([(refund, "qa")], [(coupon, ())]) == [refund, coupon]
+
+
+def test_a_credit_note_with_nothing_to_share_over_is_taken_back_the_day_it_is_issued():
+    nothing = RecognizedLine("USD", Decimal("0.00"), D(2026, 4, 1), D(2026, 7, 1), D(2026, 3, 1))
+    [back] = credit_note_lines(Decimal("10.00"), D(2026, 4, 2), [nothing])
+    assert (str(back.amount), back.service_start, back.billed_on) == ("-10.00", None, D(2026, 4, 2))
 
 
 def test_a_coupon_on_a_fee_billed_in_advance_is_revenue_of_the_fees_month_through_the_database(engine):

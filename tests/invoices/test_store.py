@@ -284,6 +284,24 @@ def test_only_an_opening_or_progressive_invoice_names_a_subscription():
         replace(draft(), subscription_id=42)
 
 
+def test_a_coupons_terms_kept_on_its_line_leave_the_drafts_hash_as_it_was():
+    """A discount line records its coupon's terms (for the invoice to word them) since a later version: a draft
+    with a coupon hashes as it did before, so its approval still holds; its description, which says the terms,
+    is hashed."""
+    fee = InvoiceLine(kind="subscription", description="Growth, March", amount=Decimal("100.00"))
+    coupon = InvoiceLine(kind="discount", description="Coupon SAVE20: 20 % off, forever", amount=Decimal("-20.00"),
+                         section="Discounts", details=LineDetails(extra={"coupon": "SAVE20", "discounted": "100.00"}))
+    terms = replace(coupon, details=LineDetails(extra={**coupon.details.extra, "terms": {"percent_off": "20"}}))
+    reworded = replace(terms, description="Coupon SAVE20: 25 % off, forever")
+
+    def content_hash(line: InvoiceLine) -> str:
+        return store.draft_row(replace(draft(), lines=(fee, line)))[0]["content_hash"]
+
+    assert content_hash(terms) == content_hash(coupon)
+    assert content_hash(reworded) != content_hash(coupon)
+    assert json.loads(store.draft_row(replace(draft(), lines=(fee, terms)))[1][1][11])["terms"] == {"percent_off": "20"}
+
+
 def test_the_content_hash_reads_what_the_customer_sees_not_the_scope():
     # The same drafts hash to the same value release after release: a changed hash rewrites every draft.
     lines = (
