@@ -80,6 +80,7 @@ __all__ = [
     "change_quantity",
     "create_customer",
     "customers_page",
+    "field_problems",
     "get_customer",
     "get_subscription",
     "import_customers",
@@ -370,6 +371,24 @@ def _customer_fields(
         fields["country"] = tax_id_country(fields["tax_id"])
     fields["tax_exempt_reason"] = text("tax_exempt_reason", tax_exempt_reason, 500, required=False)
     return fields, problems
+
+
+_LEADING_FIELD = re.compile(r"[a-z_]+")
+_BLANK_CUSTOMER = {
+    "external_id": "x", "name": "x", "email": None, "currency": "USD", "timezone": None, "locale": "en_US",
+    "address": (), "webhook_url": None, "tax_rate": 0,
+}
+
+
+def field_problems(given: Mapping[str, Any]) -> list[str]:
+    """The problems of the customer fields in ``given`` alone (``CSV_COLUMNS`` names, values as a request gives
+    them), each checked as a new customer's is (a tax id against the country given beside it); fields not given
+    are not checked, and neither is anything a stored customer decides (a taken id). For an answer that must name
+    every invalid field when a request is refused before the engine sees it."""
+    known = {name: value for name, value in given.items() if name in CSV_COLUMNS}
+    _, problems = _customer_fields(**(_BLANK_CUSTOMER | known))
+    named = (_LEADING_FIELD.match(problem) for problem in problems)
+    return [problem for problem, field in zip(problems, named, strict=True) if field and field.group() in known]
 
 
 def _text(problems: list[str], field: str, value: Any, limit: int, required: bool) -> str | None:

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +46,7 @@ __all__ = [
     "FieldError",
     "Problem",
     "ProblemKind",
+    "body_checked_by",
     "field_of",
     "input_error",
     "install_error_handlers",
@@ -317,6 +318,46 @@ def _location(loc: Sequence[int | str]) -> str:
     return text
 
 
+_ENGINE_CHECK = "__billing_body_check__"
+_Route = TypeVar("_Route", bound=Callable[..., Any])
+
+
+def body_checked_by(check: Callable[[Mapping[str, Any]], Iterable[str]]) -> Callable[[_Route], _Route]:
+    """Mark a route whose body the engine checks beyond its schema: when the schema refuses the body, ``check``
+    runs on the fields the schema did not refuse (values as sent), and what it finds (``field: message``) joins the
+    problem, so that one answer names every invalid field (a 40-character ``locale`` and a bad ``email``)."""
+
+    def mark(route: _Route) -> _Route:
+        setattr(route, _ENGINE_CHECK, check)
+        return route
+
+    return mark
+
+
+def _engine_problems(request: Request, body: Any, named: set[str]) -> list[tuple[str, str]]:
+    """What the route's engine check (``body_checked_by``) finds in the fields of ``body`` not ``named``."""
+    check = getattr(request.scope.get("endpoint"), _ENGINE_CHECK, None)
+    if check is None or not isinstance(body, dict):
+        return []
+    rest = {name: value for name, value in body.items() if name not in named}
+    try:
+        found = list(check(rest))
+    except Exception:  # (the schema's refusal stands on its own: a check the odd body trips up adds nothing)
+        log.debug("the engine's check of a refused body failed", exc_info=True)
+        return []
+    problems = []
+    for text in found:
+        field = field_of(text, None)
+        if field is not None and _top(field) not in named:
+            problems.append((field, _without_field(text, field)))
+    return problems
+
+
+def _top(field: str) -> str:
+    """The body's own field a location is in: ``address[2]`` → ``address``."""
+    return re.split(r"[.\[]", field, maxsplit=1)[0]
+
+
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems: list[tuple[str, str]] = []
@@ -333,6 +374,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             problems.append((field, message))
     if not problems:
         return ApiError(422, "invalid_request", "the request is invalid").response()
+    problems += _engine_problems(request, getattr(exc, "body", None), {_top(field) for field, _ in problems})
     detail = "; ".join(f"{field}: {text}" for field, text in problems)
     return ApiError(422, "invalid_request", detail, errors=problems).response()
 

@@ -3,7 +3,10 @@ and ``POST /v1/coupons/{code}/apply``. Thin: parse, call ``billing.coupons``, sh
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Response
@@ -13,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from billing import coupons as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_catalog
-from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, input_error
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, body_checked_by, input_error
 from billing.api.pagination import Page, page_params, paginate
 from billing.api.schemas import CouponCustomerIn, CouponHolderOut, CouponIn, CouponListOut, CouponOut
 from billing.errors import BillingInputError
@@ -36,6 +39,27 @@ def coupon_out(stats: service.CouponStats, *, holders: bool = False) -> CouponOu
     return CouponOut.model_validate(document)
 
 
+def coupon_problems(given: Mapping[str, Any]) -> list[str]:
+    """The problems ``parse_coupon`` finds in the fields of a coupon's body that are ``given`` (as sent), for the
+    answer that refuses the body for other fields too."""
+    expires = given.get("expires_on")
+    try:
+        service.parse_coupon(
+            str(given.get("code", "X")),
+            percent=None if given.get("percent_off") is None else str(given["percent_off"]),
+            amount=None if given.get("amount_off") is None else str(given["amount_off"]),
+            currency=given.get("currency"),
+            duration=str(given.get("duration", "once" if given.get("months") is None else "repeating")),
+            months=given.get("months"),
+            plans=given.get("plans", ()),
+            max_redemptions=given.get("max_redemptions"),
+            expires_on=dt.date.fromisoformat(expires) if isinstance(expires, str) else None,
+        )
+    except BillingInputError as exc:
+        return [problem for problem in exc.problems if re.split(r"[:.\[]", problem, maxsplit=1)[0] in given]
+    return []
+
+
 @router.post(
     "/v1/coupons",
     status_code=201,
@@ -44,6 +68,7 @@ def coupon_out(stats: service.CouponStats, *, holders: bool = False) -> CouponOu
     operation_id="createCoupon",
     responses={**POST_ERROR_RESPONSES, 201: {"description": "The coupon", "headers": _LOCATION}},
 )
+@body_checked_by(coupon_problems)
 def create_coupon(
     body: CouponIn,
     response: Response,

@@ -15,7 +15,14 @@ from sqlalchemy import Engine
 from billing import customers as service
 from billing.api.auth import ApiKey, require_key, require_unbound_key
 from billing.api.deps import api_engine, get_catalog
-from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, input_error, not_found
+from billing.api.errors import (
+    ERROR_RESPONSES,
+    POST_ERROR_RESPONSES,
+    ApiError,
+    body_checked_by,
+    input_error,
+    not_found,
+)
 from billing.api.pagination import Page, page_params
 from billing.api.schemas import (
     CancelIn,
@@ -168,6 +175,7 @@ def customer_location(external_id: str) -> str:
         },
     },
 )
+@body_checked_by(service.field_problems)
 def create_customer(
     body: CustomerIn,
     response: Response,
@@ -240,6 +248,7 @@ def get_customer(
     operation_id="changeCustomer",
     responses=POST_ERROR_RESPONSES,
 )
+@body_checked_by(service.field_problems)
 def update_customer(
     customer_id: CustomerId,
     body: CustomerPatchIn,

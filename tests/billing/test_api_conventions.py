@@ -181,6 +181,35 @@ def test_a_problem_names_every_invalid_field_with_its_own_message(live_api):
     assert problem["detail"] == "; ".join(f"{e['field']}: {e['message']}" for e in problem["errors"])
 
 
+def test_a_body_the_schema_refuses_still_has_its_other_fields_checked_by_the_engine(live_api):
+    """A 40-character locale is the schema's refusal; the bad email, the unknown currency and a VAT number that
+    fails its check digits are the engine's: one answer names all four, the schema's first. A patch and a coupon
+    are checked the same way; a field the schema refused is not named twice."""
+    with live_api.client() as client:
+        created = client.post(
+            "/v1/customers",
+            json={"external_id": "acme", "name": "Acme", "email": "not-mail", "currency": "EUX", "locale": "x" * 40,
+                  "tax_id": "DE136695977"},
+        )
+        add_customer(live_api)
+        patched = client.patch("/v1/customers/acme", json={"email": "still-not-mail", "name": 7})
+        coupon = client.post(
+            "/v1/coupons", json={"code": "SPRING", "percent_off": "120", "duration": "repeating", "months": 0}
+        )
+    assert created.status_code == 422, created.text
+    assert [(e["field"], e["message"]) for e in created.json()["errors"]] == [
+        ("locale", "String should have at most 35 characters"),
+        ("email", "expected an address like name@example.com, got 'not-mail'"),
+        ("currency", "unknown currency 'EUX' (expected an ISO 4217 code such as USD, EUR, JPY)"),
+        ("tax_id", "'DE136695977': not a valid VAT number of Germany (wrong check digit)"),
+    ]
+    assert [e["field"] for e in patched.json()["errors"]] == ["name", "email"]
+    assert [(e["field"], e["message"]) for e in coupon.json()["errors"]] == [
+        ("months", "Input should be greater than or equal to 1"),
+        ("percent_off", "expected a number above 0 and at most 100, got 120"),
+    ]
+
+
 def test_every_error_is_one_schema_in_the_openapi_document_and_the_server_sends_that(live_api):
     add_customer(live_api)
     subscribe(live_api)
