@@ -123,16 +123,17 @@ def _checked(
 def _run_with_progress(
     engine: Engine, catalog: Catalog, billing_period: Period, customer: str | None, part: Shard | None, as_json: bool
 ) -> RunReport:
-    """The run, its customers counted on a progress bar (on standard error with --json)."""
+    """The run, its customers counted on a progress bar: on standard error, and only on a terminal (standard
+    output holds the report alone, piped or not); with --json it is cleared once done."""
     with Progress(
         TextColumn("[bold]billing {task.fields[period]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("customers"),
         TimeElapsedColumn(),
-        console=err_console if as_json else console,
+        console=err_console,
         transient=as_json,
-        disable=as_json and not err_console.is_terminal,
+        disable=not err_console.is_terminal,
         auto_refresh=False,  # no refresh thread: a big run is rated by forked worker processes
     ) as progress:
         task = progress.add_task("run", total=None, period=billing_period.label)

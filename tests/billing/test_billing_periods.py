@@ -457,6 +457,7 @@ def test_billing_run_period_names_the_month_and_lists_the_periods_it_billed(
     text = " ".join(result.output.split())
     assert "billing periods besides the month │ 2026-W12, 2026-W13, 2026-02-28..2026-03-31" in text
     assert "total USD │ 43.00" in text
+    assert "billing 2026-03" not in result.stdout  # (the progress bar: on a terminal's standard error only)
     with session_scope(engine) as session:
         keys = sorted(i.billing_key for i in store.list_invoices(session, period_start=D(2026, 3, 1)))
     assert keys == ["period:anna:2026-02-28..2026-03-31", "period:wes:2026-W12", "period:wes:2026-W13"]
