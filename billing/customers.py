@@ -38,7 +38,7 @@ import io
 import re
 import secrets
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -380,15 +380,18 @@ _BLANK_CUSTOMER = {
 }
 
 
-def field_problems(given: Mapping[str, Any]) -> list[str]:
+def field_problems(given: Mapping[str, Any], refused: Collection[str] = ()) -> list[str]:
     """The problems of the customer fields in ``given`` alone (``CSV_COLUMNS`` names, values as a request gives
-    them), each checked as a new customer's is (a tax id against the country given beside it); fields not given
-    are not checked, and neither is anything a stored customer decides (a taken id). For an answer that must name
-    every invalid field when a request is refused before the engine sees it."""
+    them), each checked as a new customer's is (a tax id against the country given beside it, or its own prefix
+    where the country was ``refused`` for other reasons); fields not given are not checked, and neither is anything
+    a stored customer decides (a taken id). For an answer that must name every invalid field when a request is
+    refused before the engine sees it."""
     known = {name: value for name, value in given.items() if name in CSV_COLUMNS}
+    # (a region and a tax id are checked against the country: without it, a stored one decides, or a refused one)
+    checked = set(known) if "country" in known else set(known) - {"region", "tax_id"}
     _, problems = _customer_fields(**(_BLANK_CUSTOMER | known))
     named = (_LEADING_FIELD.match(problem) for problem in problems)
-    return [problem for problem, field in zip(problems, named, strict=True) if field and field.group() in known]
+    return [problem for problem, field in zip(problems, named, strict=True) if field and field.group() in checked]
 
 
 def _text(problems: list[str], field: str, value: Any, limit: int, required: bool) -> str | None:

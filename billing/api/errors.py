@@ -43,6 +43,7 @@ __all__ = [
     "PROBLEMS",
     "PROBLEM_MEDIA_TYPE",
     "ApiError",
+    "BodyCheck",
     "FieldError",
     "Problem",
     "ProblemKind",
@@ -322,10 +323,14 @@ _ENGINE_CHECK = "__billing_body_check__"
 _Route = TypeVar("_Route", bound=Callable[..., Any])
 
 
-def body_checked_by(check: Callable[[Mapping[str, Any]], Iterable[str]]) -> Callable[[_Route], _Route]:
+BodyCheck = Callable[[Mapping[str, Any], frozenset[str]], Iterable[str]]
+
+
+def body_checked_by(check: BodyCheck) -> Callable[[_Route], _Route]:
     """Mark a route whose body the engine checks beyond its schema: when the schema refuses the body, ``check``
-    runs on the fields the schema did not refuse (values as sent), and what it finds (``field: message``) joins the
-    problem, so that one answer names every invalid field (a 40-character ``locale`` and a bad ``email``)."""
+    runs on the fields the schema did not refuse (values as sent; then the names of those it refused), and what it
+    finds of those fields (``field: message``) joins the problem, so that one answer names every invalid field (a
+    40-character ``locale`` and a bad ``email``)."""
 
     def mark(route: _Route) -> _Route:
         setattr(route, _ENGINE_CHECK, check)
@@ -341,7 +346,7 @@ def _engine_problems(request: Request, body: Any, named: set[str]) -> list[tuple
         return []
     rest = {name: value for name, value in body.items() if name not in named}
     try:
-        found = list(check(rest))
+        found = list(check(rest, frozenset(named)))
     except Exception:  # (the schema's refusal stands on its own: a check the odd body trips up adds nothing)
         log.debug("the engine's check of a refused body failed", exc_info=True)
         return []

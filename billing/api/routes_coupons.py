@@ -39,25 +39,32 @@ def coupon_out(stats: service.CouponStats, *, holders: bool = False) -> CouponOu
     return CouponOut.model_validate(document)
 
 
-def coupon_problems(given: Mapping[str, Any]) -> list[str]:
-    """The problems ``parse_coupon`` finds in the fields of a coupon's body that are ``given`` (as sent), for the
-    answer that refuses the body for other fields too."""
-    expires = given.get("expires_on")
+def coupon_problems(given: Mapping[str, Any], refused: frozenset[str]) -> list[str]:
+    """The problems ``parse_coupon`` finds in the fields of a coupon's body that are ``given`` (as sent), the fields
+    ``refused`` for other reasons taken as some valid value (a refused ``amount_off`` is an amount off: its
+    currency is not out of place), for the answer that refuses the body for those too."""
+    fields = {**{name: _STAND_IN[name] for name in refused if name in _STAND_IN}, **given}
+    if "duration" in refused:
+        fields["duration"] = "once" if fields.get("months") is None else "repeating"
+    expires = fields.get("expires_on")
     try:
         service.parse_coupon(
-            str(given.get("code", "X")),
-            percent=None if given.get("percent_off") is None else str(given["percent_off"]),
-            amount=None if given.get("amount_off") is None else str(given["amount_off"]),
-            currency=given.get("currency"),
-            duration=str(given.get("duration", "once" if given.get("months") is None else "repeating")),
-            months=given.get("months"),
-            plans=given.get("plans", ()),
-            max_redemptions=given.get("max_redemptions"),
+            str(fields.get("code", "X")),
+            percent=None if fields.get("percent_off") is None else str(fields["percent_off"]),
+            amount=None if fields.get("amount_off") is None else str(fields["amount_off"]),
+            currency=fields.get("currency"),
+            duration=str(fields.get("duration", "once")),
+            months=fields.get("months"),
+            plans=fields.get("plans", ()),
+            max_redemptions=fields.get("max_redemptions"),
             expires_on=dt.date.fromisoformat(expires) if isinstance(expires, str) else None,
         )
     except BillingInputError as exc:
         return [problem for problem in exc.problems if re.split(r"[:.\[]", problem, maxsplit=1)[0] in given]
     return []
+
+
+_STAND_IN: dict[str, Any] = {"code": "X", "percent_off": "1", "amount_off": "1", "currency": "USD", "months": 1}
 
 
 @router.post(
