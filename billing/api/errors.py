@@ -375,6 +375,8 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             message = "required"
         elif error.get("type") == "extra_forbidden":
             message = "unknown field"
+        elif error.get("type") == "value_error":  # (our own validators' words, without pydantic's preamble)
+            message = message.removeprefix("Value error, ")
         if all(seen != field for seen, _ in problems):  # (a union's branches each say why: the first is enough)
             problems.append((field, message))
     if not problems:

@@ -18,21 +18,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query, Request
+from pydantic import BeforeValidator
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from billing.api.errors import ApiError
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Page", "page_params", "paginate", "reject_unknown_query"]
+__all__ = ["DEFAULT_LIMIT", "DIGITS_ONLY", "MAX_LIMIT", "Page", "page_params", "paginate", "reject_unknown_query"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_ID = 2**63 - 1
 
 T = TypeVar("T")
+
+
+def _digits_only(value: Any) -> Any:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError(f"expected an id (a whole number), got {value!r}")
+    return value
+
+
+DIGITS_ONLY = BeforeValidator(_digits_only)
+"""An id in a path is its digits only, as a cursor is: ``1_0``, ``+1``, ``1.0`` and `` 1`` are no ids (lax
+integer parsing read ``1_0`` as 10)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from billing import credits as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, not_found
-from billing.api.pagination import Page, page_params
+from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.routes_customers import CustomerId, customer_location, storable_path
 from billing.api.schemas import (
     CreditBalanceOut,
@@ -35,7 +35,7 @@ router = APIRouter(tags=["credits"], responses=ERROR_RESPONSES)
 
 _FIELDS = {"AMOUNT": "amount", "--currency": "currency", "--expires": "expires", "--priority": "priority"}
 
-GrantId = Annotated[int, Path(description="The grant's id.", ge=1, examples=[3])]
+GrantId = Annotated[int, DIGITS_ONLY, Path(description="The grant's id.", ge=1, examples=[3])]
 Currency = Annotated[str, Path(description="ISO 4217 code.", min_length=3, max_length=3, examples=["USD"])]
 
 

@@ -23,7 +23,7 @@ from billing.api.errors import (
     input_error,
     not_found,
 )
-from billing.api.pagination import Page, page_params
+from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.schemas import (
     CancelIn,
     CustomerCreatedOut,
@@ -60,7 +60,7 @@ MAX_ID = 2**63 - 1
 MONTH_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"
 """A month from 1970-01 to 9999-12 (``month_param`` takes 1971 to 9998)."""
 CustomerId = Annotated[str, Path(description="The customer's external id.", max_length=255, examples=["acme"])]
-SubscriptionId = Annotated[int, Path(ge=1, le=MAX_ID, description="The subscription's id.", examples=[1])]
+SubscriptionId = Annotated[int, DIGITS_ONLY, Path(ge=1, le=MAX_ID, description="The subscription's id.", examples=[1])]
 
 
 BillingPeriodParam = Annotated[

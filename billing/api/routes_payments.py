@@ -16,7 +16,7 @@ from billing import payments as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
-from billing.api.pagination import Page, page_params
+from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.routes_customers import storable_path
 from billing.api.routes_invoices import InvoiceKey, _visible_invoice
 from billing.api.schemas import AgingOut, ApiDate, PaymentIn, PaymentListOut, PaymentOut, PaymentReversalIn
@@ -27,7 +27,7 @@ router = APIRouter(tags=["payments"], responses=ERROR_RESPONSES)
 _FIELDS = {"--amount": "amount", "--currency": "currency", "--date": "date", "--method": "method",
            "--reference": "reference"}
 
-PaymentId = Annotated[int, Path(description="The payment's id.", ge=1, le=2**63 - 1, examples=[4])]
+PaymentId = Annotated[int, DIGITS_ONLY, Path(description="The payment's id.", ge=1, le=2**63 - 1, examples=[4])]
 
 
 def payment_location(payment_id: int) -> str:

@@ -18,7 +18,7 @@ from billing import customers, invoicing, run_history
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES
-from billing.api.pagination import Page, page_params
+from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.routes_customers import month_param, storable_path
 from billing.api.schemas import (
     BillingRunIn,
@@ -36,7 +36,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["billing runs"], responses=ERROR_RESPONSES)
 
-RunId = Annotated[int, Path(description="The billing run's id.", ge=1, le=2**63 - 1, examples=[12])]
+RunId = Annotated[int, DIGITS_ONLY, Path(description="The billing run's id.", ge=1, le=2**63 - 1, examples=[12])]
 
 
 @router.post(

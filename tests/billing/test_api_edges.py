@@ -155,3 +155,23 @@ def test_a_head_is_answered_as_its_get_without_the_body(live_api):
         404, b"", "application/problem+json")  # fmt: skip
     assert (events.status_code, events.headers["Allow"]) == (405, "POST")
 
+
+
+@pytest.mark.db
+def test_an_id_in_a_path_is_its_digits_only(live_api):
+    """``/v1/subscriptions/1_0`` was subscription 10 (lax integer parsing reads ``1_0`` as 10), and ``1.0``, ``+1``
+    were subscription 1; an id in a path is now read as a cursor is, digits only."""
+    ids = []
+    for n in range(10):
+        add_customer(live_api, f"c{n}")
+        ids.append(subscribe(live_api, f"c{n}")["id"])
+    assert ids[-1] == 10
+    with live_api.client() as client:
+        answers = {path: client.get(f"/v1/subscriptions/{path}") for path in ("1_0", "1.0", "+1", "%201", "10")}
+    assert {path: answer.status_code for path, answer in answers.items()} == {
+        "1_0": 422, "1.0": 422, "+1": 422, "%201": 422, "10": 200
+    }
+    assert problem(answers["1_0"])["errors"] == [
+        ("subscription_id", "expected an id (a whole number), got '1_0'")
+    ]
+    assert answers["10"].json()["id"] == 10
