@@ -48,12 +48,14 @@ __all__ = [
     "Problem",
     "ProblemKind",
     "body_checked_by",
+    "currency_problems",
     "field_of",
     "input_error",
     "install_error_handlers",
     "not_found",
     "printable",
     "problem_openapi",
+    "unknown_in_body",
 ]
 
 log = logging.getLogger(__name__)
@@ -283,6 +285,14 @@ def field_of(message: str, default: str | None = None) -> str | None:
     return match.group(1) if match else default
 
 
+def unknown_in_body(exc: NotFoundError, field: str) -> ApiError | NotFoundError:
+    """An unknown resource the body names in ``field`` (``unknown customer 'x'``): the request's field is wrong,
+    not its URL, so a 422 naming it (as an unknown plan is), not a 404; any other NotFoundError as it is."""
+    if not str(exc).startswith(f"unknown {field} "):
+        return exc
+    return ApiError(422, "invalid_input", f"{field}: {exc}", field)
+
+
 def input_error(exc: BillingInputError, default_field: str | None = None, code: str | None = None) -> ApiError:
     """The engine's refusal as a problem: 409 for a :class:`ConflictError`, else 422; every problem it lists as
     an entry of ``errors`` (those that name no field under ``default_field``, or left out without one)."""
@@ -337,6 +347,20 @@ def body_checked_by(check: BodyCheck) -> Callable[[_Route], _Route]:
         return route
 
     return mark
+
+
+def currency_problems(given: Mapping[str, Any], refused: frozenset[str] = frozenset()) -> list[str]:
+    """A body's ``currency``, if given as text, checked as the engine checks it (an ISO 4217 code it knows)."""
+    from pricing_plans.money import minor_digits
+
+    code = given.get("currency")
+    if not isinstance(code, str):
+        return []
+    try:
+        minor_digits(code.strip().upper())
+    except ValueError as error:
+        return [f"currency: {error}"]
+    return []
 
 
 def _engine_problems(request: Request, body: Any, named: set[str]) -> list[tuple[str, str]]:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query, Request
-from pydantic import BeforeValidator
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
 
 from billing.api.errors import ApiError
 

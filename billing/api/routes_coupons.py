@@ -16,10 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from billing import coupons as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_catalog
-from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, body_checked_by, input_error
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, body_checked_by, input_error, unknown_in_body
 from billing.api.pagination import Page, page_params, paginate
 from billing.api.schemas import CouponCustomerIn, CouponHolderOut, CouponIn, CouponListOut, CouponOut
-from billing.errors import BillingInputError
+from billing.errors import BillingInputError, NotFoundError
 from pricing_plans.models import Catalog
 
 router = APIRouter(tags=["coupons"], responses=ERROR_RESPONSES)
@@ -130,6 +130,8 @@ async def _hand(action: str, code: str, body: CouponCustomerIn, response: Respon
     act = service.issue_coupon if action == "issue" else service.apply_coupon
     try:
         held = await run_in_threadpool(act, engine, code, body.customer)
+    except NotFoundError as exc:
+        raise unknown_in_body(exc, "customer") from None
     except BillingInputError as exc:
         raise input_error(exc) from None
     response.headers["Location"] = coupon_location(code)

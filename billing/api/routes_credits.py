@@ -15,7 +15,14 @@ from starlette.concurrency import run_in_threadpool
 from billing import credits as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings
-from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, not_found
+from billing.api.errors import (
+    ERROR_RESPONSES,
+    POST_ERROR_RESPONSES,
+    ApiError,
+    body_checked_by,
+    currency_problems,
+    not_found,
+)
 from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.routes_customers import CustomerId, customer_location, storable_path
 from billing.api.schemas import (
@@ -57,6 +64,7 @@ def grant_location(customer: str, grant_id: int) -> str:
         },
     },
 )
+@body_checked_by(currency_problems)
 async def create_grant(
     customer_id: CustomerId,
     body: CreditGrantIn,

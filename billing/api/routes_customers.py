@@ -22,6 +22,7 @@ from billing.api.errors import (
     body_checked_by,
     input_error,
     not_found,
+    unknown_in_body,
 )
 from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.schemas import (
@@ -47,7 +48,7 @@ from billing.api.schemas import (
 )
 from billing.core.domain import Customer, Subscription
 from billing.core.periods import Period, parse_month, parse_period
-from billing.errors import BillingInputError, ConflictError
+from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.preview import MeterTotal, ThresholdState, customer_usage
 from invoices.model import DraftInvoice
 from invoices.render import tax_json
@@ -400,7 +401,10 @@ def create_subscription(
     seats (above 1 only on a plan priced per seat). A customer may hold several plans at once (add-ons); one
     overlapping a subscription of the customer to the same plan is a 409 ``conflict`` (more of it is more seats).
     """
-    subscription = service.subscribe(engine, catalog, body.customer, body.plan, body.start, body.quantity)
+    try:
+        subscription = service.subscribe(engine, catalog, body.customer, body.plan, body.start, body.quantity)
+    except NotFoundError as exc:
+        raise unknown_in_body(exc, "customer") from None
     response.headers["Location"] = f"/v1/subscriptions/{subscription.id}"
     return subscription_out(subscription)
 

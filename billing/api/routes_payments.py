@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from billing import payments as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine
-from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, body_checked_by, currency_problems
 from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.routes_customers import storable_path
 from billing.api.routes_invoices import InvoiceKey, _visible_invoice
@@ -56,6 +56,7 @@ def _invalid(exc: BillingInputError) -> ApiError:
         },
     },
 )
+@body_checked_by(currency_problems)
 async def create_payment(
     invoice_id: InvoiceKey,
     body: PaymentIn,

@@ -9,7 +9,8 @@ run it twice at once)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy import Engine
@@ -17,7 +18,7 @@ from sqlalchemy import Engine
 from billing import customers, invoicing, run_history
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_api_settings, get_catalog
-from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES
+from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError, body_checked_by, unknown_in_body
 from billing.api.pagination import DIGITS_ONLY, Page, page_params
 from billing.api.routes_customers import month_param, storable_path
 from billing.api.schemas import (
@@ -28,7 +29,7 @@ from billing.api.schemas import (
 )
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.config import Settings
-from billing.errors import BillingInputError
+from billing.errors import BillingInputError, NotFoundError
 from billing.run import finalize_after_run, run_billing
 from pricing_plans.models import Catalog
 
@@ -37,6 +38,17 @@ __all__ = ["router"]
 router = APIRouter(tags=["billing runs"], responses=ERROR_RESPONSES)
 
 RunId = Annotated[int, DIGITS_ONLY, Path(description="The billing run's id.", ge=1, le=2**63 - 1, examples=[12])]
+
+
+def _period_problems(given: Mapping[str, Any], refused: frozenset[str]) -> list[str]:
+    """A run's ``period``, if given as text, checked as the run checks it (for a body refused for other fields)."""
+    if not isinstance(given.get("period"), str):
+        return []
+    try:
+        month_param(given["period"])
+    except ApiError as error:
+        return [error.message]
+    return []
 
 
 @router.post(
@@ -53,6 +65,7 @@ RunId = Annotated[int, DIGITS_ONLY, Path(description="The billing run's id.", ge
         },
     },
 )
+@body_checked_by(_period_problems)
 def create_billing_run(
     body: BillingRunIn,
     engine: Annotated[Engine, Depends(api_engine)],
@@ -67,7 +80,10 @@ def create_billing_run(
     period = month_param(body.period)
     customer = None
     if body.customer is not None:
-        customer = customers.get_customer(engine, storable_path(body.customer, "customer")).external_id
+        try:
+            customer = customers.get_customer(engine, storable_path(body.customer, "customer")).external_id
+        except NotFoundError as exc:
+            raise unknown_in_body(exc, "customer") from None
     if body.allow_open_period and not body.finalize:
         raise BillingInputError("allow_open_period: only with finalize")
     if body.finalize:  # refused before anything is written: a period that has not ended is not issued

@@ -421,7 +421,10 @@ def test_subscriptions_are_created_and_cancelled(live_api):
     assert overlapping.status_code == 409 and "overlaps" in error_of(overlapping)["message"]
     assert other_currency.status_code == 422 and error_of(other_currency)["field"] == "plan"
     assert unknown_plan.status_code == 422 and error_of(unknown_plan)["field"] == "plan"
-    assert unknown_customer.status_code == 404
+    # (the body's customer is wrong, not the URL: a 422 naming it, as for an unknown plan)
+    assert unknown_customer.status_code == 422 and error_of(unknown_customer) == {
+        "code": "invalid_input", "message": "customer: unknown customer 'x'", "field": "customer"
+    }
     assert bad_date.status_code == 422 and error_of(bad_date)["field"] == "start"
     assert cancelled.status_code == 200, cancelled.text
     assert (cancelled.json()["status"], cancelled.json()["end_date"], cancelled.json()["cancel_reason"]) == (

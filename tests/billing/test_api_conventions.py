@@ -375,7 +375,7 @@ def test_a_billing_run_finalize_void_and_credit_over_http(live_api):
     assert rest.status_code == 201 and len(rest.json()["finalized"]) == 1
     assert voided.status_code == 200 and (voided.json()["status"], voided.json()["number"]) == ("void", number)
     assert bad_period.status_code == 422 and error_of(bad_period)["field"] == "period"
-    assert unknown_customer.status_code == 404
+    assert unknown_customer.status_code == 422 and error_of(unknown_customer)["field"] == "customer"
 
 
 def test_a_key_bound_to_a_customer_sees_none_of_the_new_routes(live_api):

@@ -175,3 +175,28 @@ def test_an_id_in_a_path_is_its_digits_only(live_api):
         ("subscription_id", "expected an id (a whole number), got '1_0'")
     ]
     assert answers["10"].json()["id"] == 10
+
+
+@pytest.mark.db
+def test_a_refused_body_names_its_other_invalid_fields_and_an_unknown_customer_in_it(live_api):
+    """A run's impossible period beside a non-boolean ``finalize``, and a grant's or a payment's unknown currency
+    beside a non-decimal amount, named only the schema's field; an unknown customer in a body was a 404 naming no
+    field (the URL was right: the body's customer was not)."""
+    add_customer(live_api)
+    with live_api.client() as client:
+        run = client.post("/v1/billing-runs", json={"period": "2099-99", "finalize": "maybe"})
+        grant = client.post("/v1/customers/acme/credits/grants", json={"amount": "x", "currency": "QQQ"})
+        nobody = client.post("/v1/billing-runs", json={"period": "2026-10", "customer": "nobody"})
+        coupon = client.post("/v1/coupons", json={"code": "SPRING", "percent_off": "10", "duration": "once"})
+        apply = client.post("/v1/coupons/SPRING/apply", json={"customer": "nobody"})
+        unknown_coupon = client.post("/v1/coupons/NOPE/apply", json={"customer": "acme"})
+    assert problem(run)["errors"] == [
+        ("finalize", "Input should be a valid boolean, unable to interpret input"),
+        ("period", "expected a month as YYYY-MM, got '2099-99'"),
+    ]
+    assert [field for field, _ in problem(grant)["errors"]] == ["amount", "currency"]
+    assert problem(grant)["errors"][1][1].startswith("unknown currency 'QQQ'")
+    assert coupon.status_code == 201
+    for answer in (nobody, apply):
+        assert answer.status_code == 422 and problem(answer)["errors"] == [("customer", "unknown customer 'nobody'")]
+    assert unknown_coupon.status_code == 404  # (the URL's coupon)
