@@ -5,8 +5,9 @@ A ``POST`` (or ``PUT``) that carries ``Idempotency-Key: <key>`` (1 to 255 printa
 does) is run once per key and credential (``Authorization``) for 24 hours; keys live in the database
 (``billing.db.idempotency``), so this holds across restarts and across API processes on one database:
 
-- the same key with the same request (method, path, query and body, byte for byte) gets the first answer again,
-  status, body, ``Content-Type`` and ``Location``, with ``Idempotent-Replayed: true``;
+- the same key with the same request (method, path, query and body: a JSON body as the same JSON, whatever the
+  order of its keys and its spacing, its numbers as written; any other body byte for byte) gets the first answer
+  again, status, body, ``Content-Type`` and ``Location``, with ``Idempotent-Replayed: true``;
 - the same key with another request is refused, 409 ``idempotency_key_reused``;
 - the same key while its first request is still running is refused, 409 ``idempotency_key_in_progress`` with
   ``Retry-After``: of two requests with one key at once, one runs and the other is told to come back. A request
@@ -47,7 +48,7 @@ from billing.api.limits import BodyTooLarge
 from billing.db import idempotency
 from dbkit import utcnow
 
-__all__ = ["HEADER", "REPLAYED_HEADER", "Idempotency", "credential_scope", "request_fingerprint"]
+__all__ = ["HEADER", "REPLAYED_HEADER", "Idempotency", "canonical_json", "credential_scope", "request_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,50 @@ def credential_scope(authorization: bytes | None) -> str:
 
 
 def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
-    """What a key was first sent with: the SHA-256 (hex) of the method, path, query string and body."""
-    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), query, body])).hexdigest()
+    """What a key was first sent with: the SHA-256 (hex) of the method, path, query string and body (a JSON body
+    in its canonical form, ``canonical_json``)."""
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), query, canonical_json(body)])).hexdigest()
+
+
+class _Number:
+    """A JSON number as written (``1.0`` and ``1.00`` are two requests, as the engine reads them)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _Repeated(ValueError):
+    """An object names a key twice: which one counts is the parser's choice, so the body is kept as sent."""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _Repeated
+    return found
+
+
+def _written(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(json.dumps(key) + ":" + _written(value[key]) for key in sorted(value)) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_written(item) for item in value) + "]"
+    if isinstance(value, _Number):
+        return value.text
+    return json.dumps(value)
+
+
+def canonical_json(body: bytes) -> bytes:
+    """A JSON ``body`` written one way (keys sorted, no spaces, strings escaped alike, numbers as written), so that
+    a client that writes the same object again on a retry sends the same request; any other body as it is."""
+    try:
+        value = json.loads(body, object_pairs_hook=_pairs, parse_float=_Number, parse_int=_Number,
+                           parse_constant=_Number)  # fmt: skip
+        return _written(value).encode()
+    except (ValueError, RecursionError):  # (not JSON, a repeated key, nested past the parser's reach)
+        return body
 
 
 def _kept(status: int, body: bytes) -> bool:

@@ -62,6 +62,24 @@ def test_a_retry_with_the_same_key_gets_the_first_answer_and_another_request_a_4
     assert without.status_code == 409 and without.json()["code"] == "already_exists"  # no key: it runs again
 
 
+def test_the_same_json_written_otherwise_is_the_same_request(live_api):
+    """A client that writes the object again on a retry (its keys in another order, other spacing, ``\u00e9``
+    for ``é``) was refused 409 ``idempotency_key_reused``; it gets the first answer. A number written otherwise
+    (``19`` against ``19.0``) is another request, as a repeated key is (which one counts is the parser's)."""
+    first_body = b'{"external_id": "acme", "name": "Acm\xc3\xa9", "currency": "USD", "tax_rate": 19}'
+    same = b'{"tax_rate":19,"currency":"USD","name":"Acm\\u00e9","external_id":"acme"}'
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k"}
+    with live_api.client() as client:
+        first = client.post("/v1/customers", content=first_body, headers=headers)
+        retry = client.post("/v1/customers", content=same, headers=headers)
+        other_number = client.post("/v1/customers", content=same.replace(b"19", b"19.0"), headers=headers)
+        repeated = client.post("/v1/customers", content=first_body[:-1] + b', "name": "X"}', headers=headers)
+    assert first.status_code == 201 and first.json()["name"] == "Acmé"
+    assert (retry.status_code, retry.json(), retry.headers["idempotent-replayed"]) == (201, first.json(), "true")
+    for other in (other_number, repeated):
+        assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+
+
 def test_keys_belong_to_the_api_key_that_sent_them(live_api):
     _, other = create_api_key(live_api.engine, "another client")
     with live_api.client() as client, live_api.client(other) as other_client:
