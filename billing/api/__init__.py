@@ -70,7 +70,7 @@ from billing.api import (
 )
 from billing.api.deps import api_engine
 from billing.api.errors import HEAD_REQUEST, PROBLEMS, ApiError, install_error_handlers, not_found, problem_openapi
-from billing.api.idempotency import Idempotency
+from billing.api.idempotency import HEADER, REPLAYED_HEADER, Idempotency
 from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from billing.api.pagination import reject_unknown_query
 from billing.apikeys import ApiKey, create_api_key, list_api_keys, revoke_api_key
@@ -108,6 +108,58 @@ def _with_examples(document: dict[str, Any]) -> dict[str, Any]:
         extra = models[name].model_config.get("json_schema_extra") if name in models else None
         if isinstance(extra, dict) and "examples" in extra:
             schema["examples"] = jsonable_encoder(extra["examples"])
+    return document
+
+
+_EVENT_BATCH_EXAMPLE = {
+    "events": [
+        {"id": "evt-1", "customer": "acme", "meter": "api_calls", "timestamp": "2026-10-05T12:00:00Z"},
+        {"id": "evt-2", "customer": "acme", "meter": "storage_gb", "timestamp": "2026-10-05T12:00:00Z",
+         "value": "12.5", "properties": {"region": "eu"}},
+    ]
+}
+
+
+def _with_event_batch(document: dict[str, Any]) -> dict[str, Any]:
+    """The body of ``POST /v1/events`` (a JSON schema its route reads by itself) as the component
+    ``EventBatchIn``, with its examples, as every other body is."""
+    schemas_ = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas_["EventBatchIn"] = {
+        **schemas.EVENT_BATCH_SCHEMA,
+        "title": "EventBatchIn",
+        "description": "Up to 10,000 usage events, each told apart in the answer.",
+        "examples": [_EVENT_BATCH_EXAMPLE],
+    }
+    body = document["paths"][routes_events.PATH]["post"]["requestBody"]["content"]["application/json"]
+    body["schema"] = {"$ref": "#/components/schemas/EventBatchIn"}
+    return document
+
+
+_IDEMPOTENCY_KEY = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Runs the request once: the same key and request within 24 hours get the first answer again "
+    f"(with `{REPLAYED_HEADER}: true`), the same key with another request a 409 `idempotency_key_reused`.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "example": "4f9d2c1e-6b1a-4c8e-9a57-0f3d2b7e8a10",
+}
+STRIPE_WEBHOOKS = "/v1/stripe/webhooks"
+_REPLAYED = {"description": "`true` on an answer given again for an Idempotency-Key.", "schema": {"type": "string"}}
+
+
+def _with_idempotency(document: dict[str, Any]) -> dict[str, Any]:
+    """Every ``POST`` and ``PUT`` an API key sends takes an ``Idempotency-Key`` header, and the answers a key
+    keeps (a success, an engine's refusal) may say they are replayed."""
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method not in ("post", "put") or path == STRIPE_WEBHOOKS:  # (Stripe's signature, not an API key)
+                continue
+            operation["parameters"] = [*operation.get("parameters", []), _IDEMPOTENCY_KEY]
+            answers = operation.get("responses", {})
+            for status, answer in answers.items():
+                if status[0] == "2" or status in ("404", "409", "422"):  # (the answers a key keeps)
+                    answers[status] = {**answer, "headers": {**answer.get("headers", {}), REPLAYED_HEADER: _REPLAYED}}
     return document
 
 
@@ -229,7 +281,7 @@ def _install_openapi(app: FastAPI) -> None:
             document = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
-            app.openapi_schema = _with_examples(problem_openapi(document))
+            app.openapi_schema = _with_idempotency(_with_event_batch(_with_examples(problem_openapi(document))))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
