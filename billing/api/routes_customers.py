@@ -36,6 +36,7 @@ from billing.api.schemas import (
     PeriodOut,
     PreviewLineOut,
     PreviewOut,
+    PlanChangeIn,
     QuantityIn,
     QuantityOut,
     SubscriptionIn,
@@ -475,6 +476,41 @@ def cancel_subscription(
         customer = service.get_customer(engine, subscription.customer_external_id)
         end = dt.datetime.now(ZoneInfo(customer.timezone)).date()
     return subscription_out(service.cancel_subscription(engine, subscription_id, end, body.reason, catalog=catalog))
+
+
+@router.post(
+    "/v1/subscriptions/{subscription_id}/change-plan",
+    status_code=201,
+    summary="Change a subscription's plan",
+    response_model=SubscriptionOut,
+    operation_id="changeSubscriptionPlan",
+    responses={
+        **POST_ERROR_RESPONSES,
+        201: {"description": "The new subscription", "headers": _LOCATION},
+    },
+    tags=["subscriptions"],
+)
+def change_subscription_plan(
+    subscription_id: SubscriptionId,
+    body: PlanChangeIn,
+    response: Response,
+    engine: Annotated[Engine, Depends(api_engine)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> SubscriptionOut:
+    """Move the subscription to ``plan`` on ``date`` (default: today in the customer's timezone), as ``billing
+    subscriptions change`` does: it ends the day before (no churn), and the new subscription, answered with its
+    ``Location``, starts on ``date`` with the plan's version in effect then and ``previous_subscription_id``
+    naming this one; fees paid in advance are settled on the next invoice. A date inside an invoiced period, or
+    the plan and version the subscription has, is a 422; an ended subscription a 409."""
+    on = body.date
+    if on is None:
+        subscription = service.get_subscription(engine, subscription_id)
+        customer = service.get_customer(engine, subscription.customer_external_id)
+        on = dt.datetime.now(ZoneInfo(customer.timezone)).date()
+    changed = service.change_plan(engine, catalog, subscription_id, body.plan, on)
+    response.headers["Location"] = f"/v1/subscriptions/{changed.id}"
+    return subscription_out(changed)
 
 
 @router.post(

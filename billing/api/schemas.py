@@ -55,6 +55,7 @@ __all__ = [
     "PaymentOut",
     "PaymentReversalIn",
     "PeriodOut",
+    "PlanChangeIn",
     "PlanListOut",
     "PlanOut",
     "PortalLinkIn",
@@ -363,6 +364,16 @@ class CancelIn(_In):
 
     date: ApiDate | None = None
     reason: Literal["voluntary", "involuntary"] = "voluntary"
+
+
+class PlanChangeIn(_In):
+    """Move a subscription to ``plan`` on ``date`` (default: today in the customer's timezone): the subscription
+    ends the day before, and a new one to the version of ``plan`` in effect that day starts on it."""
+
+    model_config = examples({"plan": "api_scale", "date": "2026-11-01"})
+
+    plan: ApiText = Field(max_length=100, description="The new plan's code.")
+    date: ApiDate | None = Field(default=None, description="The first day on the new plan.")
 
 
 class QuantityOut(_Out):

@@ -457,3 +457,31 @@ def test_over_http_an_open_period_is_not_issued_unless_asked_and_a_period_to_com
     assert refused.status_code == 422 and "nothing was finalized" in error_of(refused)["message"]
     assert still_draft == "draft"
     assert allowed.status_code == 200 and allowed.json()["status"] == "finalized"
+
+
+def test_a_plan_change_over_http_ends_the_subscription_and_answers_the_new_one(live_api):
+    """``billing subscriptions change`` had no route: ``POST /v1/subscriptions/{id}/change-plan`` ends the
+    subscription the day before ``date`` (no churn reason) and answers 201 with the new subscription, which points
+    back to it; the plan it has already, an unknown plan, a second change of the ended one are refused."""
+    add_customer(live_api)
+    old = subscribe(live_api, start=MONTH.start.isoformat())
+    day = (MONTH.start + dt.timedelta(days=10)).isoformat()
+    with live_api.client() as client:
+        changed = client.post(f"/v1/subscriptions/{old['id']}/change-plan", json={"plan": "team", "date": day})
+        ended = client.get(f"/v1/subscriptions/{old['id']}").json()
+        located = client.get(changed.headers["location"]).json()
+        again = client.post(f"/v1/subscriptions/{old['id']}/change-plan", json={"plan": "starter", "date": day})
+        same = client.post(f"/v1/subscriptions/{changed.json()['id']}/change-plan", json={"plan": "team"})
+        unknown = client.post(f"/v1/subscriptions/{changed.json()['id']}/change-plan", json={"plan": "gold"})
+        missing = client.post("/v1/subscriptions/999999/change-plan", json={"plan": "team"})
+    assert changed.status_code == 201, changed.text
+    new = changed.json()
+    assert (new["plan"], new["start_date"], new["previous_subscription_id"], new["status"]) == (
+        "team", day, old["id"], "active"
+    )
+    assert located == new and changed.headers["location"] == f"/v1/subscriptions/{new['id']}"
+    assert (ended["end_date"], ended["status"], ended["cancel_reason"]) == (day, "cancelled", None)
+    assert again.status_code == 409, again.text
+    assert same.status_code == 422 and error_of(same)["field"] == "plan"
+    assert unknown.status_code == 422 and error_of(unknown)["field"] == "plan"
+    assert missing.status_code == 404
