@@ -272,6 +272,26 @@ def update_customer(
     return CustomerCreatedOut(**customer_out(customer).model_dump(), webhook_secret=secret)
 
 
+@router.post(
+    "/v1/customers/{customer_id}/webhook_secret/rotate",
+    summary="Give the customer's webhook endpoint a new secret",
+    response_model=CustomerCreatedOut,
+    operation_id="rotateCustomerWebhookSecret",
+    responses=POST_ERROR_RESPONSES,
+)
+def rotate_webhook_secret(
+    customer_id: CustomerId,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> CustomerCreatedOut:
+    """A new ``webhook_secret`` for the customer's ``webhook_url``, in this answer only (``billing customers
+    rotate-webhook-secret``): the old one stops signing at once, and a notification its receiver refuses meanwhile
+    is retried with backoff. A customer without a ``webhook_url`` is a 422 (its notifications are signed with the
+    service's own secret)."""
+    customer = service.rotate_webhook_secret(engine, storable_path(customer_id, "customer"))
+    return CustomerCreatedOut(**customer_out(customer).model_dump(), webhook_secret=customer.webhook_secret)
+
+
 @router.get(
     "/v1/customers/{customer_id}/usage",
     summary="A customer's usage, thresholds and upcoming invoice",

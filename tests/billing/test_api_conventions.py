@@ -286,7 +286,7 @@ def test_every_schema_has_examples_that_fit_it_and_operation_ids_are_consistent(
             assert ("Idempotent-Replayed" in success.get("headers", {})) == keyed, path
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
-    verbs = "list|get|create|cancel|change|finalize|void|approve|receive|issue|apply|reverse|revoke"
+    verbs = "list|get|create|cancel|change|finalize|void|approve|receive|issue|apply|reverse|revoke|rotate"
     assert [i for i in ids if not re.fullmatch(rf"({verbs})[A-Z][A-Za-z]+", i)] == []
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -485,3 +485,22 @@ def test_a_plan_change_over_http_ends_the_subscription_and_answers_the_new_one(l
     assert same.status_code == 422 and error_of(same)["field"] == "plan"
     assert unknown.status_code == 422 and error_of(unknown)["field"] == "plan"
     assert missing.status_code == 404
+
+
+def test_a_webhook_secret_is_rotated_over_http_and_shown_once(live_api):
+    """``billing customers rotate-webhook-secret`` had no route: the answer carries the new secret (a customer read
+    afterwards does not), which is not the one the create answered; a customer without a webhook_url is a 422."""
+    with live_api.client() as client:
+        created = client.post("/v1/customers", json={"external_id": "acme", "name": "Acme", "currency": "USD",
+                                                     "webhook_url": "https://hooks.acme.example/b"})  # fmt: skip
+        rotated = client.post("/v1/customers/acme/webhook_secret/rotate")
+        read = client.get("/v1/customers/acme").json()
+        add_customer(live_api, "beta")
+        without = client.post("/v1/customers/beta/webhook_secret/rotate")
+        unknown = client.post("/v1/customers/nobody/webhook_secret/rotate")
+    first = created.json()["webhook_secret"]
+    assert rotated.status_code == 200, rotated.text
+    assert re.fullmatch(r"whsec_[0-9a-f]{48}", rotated.json()["webhook_secret"]) and rotated.json()["webhook_secret"] != first
+    assert "webhook_secret" not in read
+    assert without.status_code == 422 and "has no webhook_url" in error_of(without)["message"]
+    assert unknown.status_code == 404
