@@ -61,6 +61,7 @@ from billing.api import (
     routes_invoice_actions,
     routes_invoices,
     routes_metrics,
+    routes_notifications,
     routes_overrides,
     routes_payments,
     routes_plans,
@@ -259,6 +260,7 @@ def _add_routers(app: FastAPI) -> None:
         routes_portal,
         routes_runs,
         routes_metrics,
+        routes_notifications,
     ):
         app.include_router(module.router)
     from billing.api.routes_stripe import router as stripe_router

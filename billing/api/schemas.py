@@ -50,6 +50,8 @@ __all__ = [
     "InvoiceSummaryOut",
     "MeterUsageOut",
     "MetricsListOut",
+    "NotificationListOut",
+    "NotificationOut",
     "PaymentIn",
     "PaymentListOut",
     "PaymentOut",
@@ -1249,6 +1251,47 @@ class CouponOut(_Out):
     redeemed: int
     redemption_rate: str | None
     customers: list[CouponHolderOut] | None = None
+
+
+_NOTIFICATION: dict[str, Any] = {
+    "id": "6f1c2a9e-4b7d-4e0a-9c3f-2d8e5b1a7c40", "kind": "usage.threshold_crossed", "customer": "acme",
+    "period": "2026-10", "status": "sent", "attempts": 0, "last_error": None,
+    "created_at": "2026-10-14T09:30:02Z", "next_attempt_at": "2026-10-14T09:30:02Z", "sent_at": "2026-10-14T09:30:03Z",
+    "subscription_id": 1, "invoice_id": None, "threshold": "usage:api_calls", "level": 80,
+    "payload": {"customer": "acme", "meter": "api_calls", "value": "8000", "limit": "10000", "level": 80},
+}
+
+
+class NotificationOut(_Out):
+    """A notification (a usage or spend threshold crossed, an invoice finalized, a credit balance low or spent, a
+    customer at risk) and where its delivery stands, as ``billing notifications list`` shows it."""
+
+    model_config = examples(_NOTIFICATION)
+
+    id: str = Field(description="Its id, the Idempotency-Key and webhook-id of every delivery attempt.")
+    kind: str
+    customer: str
+    period: str
+    status: Literal["pending", "sent", "dead"]
+    attempts: int = Field(description="Delivery rounds that failed.")
+    last_error: str | None
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime
+    sent_at: dt.datetime | None
+    subscription_id: int | None
+    invoice_id: int | None
+    threshold: str | None = Field(description="A threshold crossing's threshold: usage:METER or spend.")
+    level: int | None = Field(description="A threshold crossing's level, percent.")
+    payload: dict[str, Any] = Field(description="The webhook's body after its id and kind.")
+
+
+class NotificationListOut(_Out):
+    """A page of the notifications, oldest first."""
+
+    model_config = examples({"data": [_NOTIFICATION], "has_more": False})
+
+    data: list[NotificationOut]
+    has_more: bool = Field(description="Whether more notifications lie beyond this page (in the direction walked).")
 
 
 class CouponListOut(_Out):

@@ -59,6 +59,7 @@ __all__ = [
     "get_notification",
     "list_notifications",
     "mark_waiting",
+    "notifications_page",
     "queue_invoice_finalized",
     "queue_invoices_finalized",
     "record_attempt",
@@ -197,6 +198,43 @@ def list_notifications(
         statement = statement.limit(limit)
     with _reading(engine) as session:
         return [_to_notification(row) for row in session.scalars(statement)]
+
+
+def notifications_page(
+    engine: Engine,
+    *,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+    status: str | None = None,
+    customer: str | None = None,
+) -> tuple[list[Notification], bool]:
+    """At most ``limit`` notifications, oldest first (by creation, then id), after the notification ``after`` or
+    right before ``before``, optionally of one status and one customer; and whether more lie that way. A cursor
+    that names no notification is refused (BillingInputError naming ``starting_after`` / ``ending_before``)."""
+    if status is not None and status not in NOTIFICATION_STATUSES:
+        raise BillingInputError(f"status: expected one of {', '.join(NOTIFICATION_STATUSES)}, got {status!r}")
+    statement = select(NotificationRow)
+    if status is not None:
+        statement = statement.where(NotificationRow.status == status)
+    if customer is not None:
+        statement = statement.where(NotificationRow.customer_external_id == customer)
+    created, key = NotificationRow.created_at, NotificationRow.id
+    with _reading(engine) as session:
+        for field, cursor in (("starting_after", after), ("ending_before", before)):
+            if cursor is None:
+                continue
+            row = session.get(NotificationRow, cursor)
+            if row is None:
+                raise BillingInputError(f"{field}: unknown notification {cursor!r}")
+            later = or_(created > row.created_at, and_(created == row.created_at, key > row.id))
+            earlier = or_(created < row.created_at, and_(created == row.created_at, key < row.id))
+            statement = statement.where(later if field == "starting_after" else earlier)
+        backward = before is not None and after is None
+        order = (created.desc(), key.desc()) if backward else (created, key)
+        rows = list(session.scalars(statement.order_by(*order).limit(limit + 1)))
+        found = [_to_notification(row) for row in rows[:limit]]
+    return (found[::-1] if backward else found), len(rows) > limit
 
 
 def get_notification(engine: Engine, notification_id: str) -> Notification:

@@ -504,3 +504,35 @@ def test_a_webhook_secret_is_rotated_over_http_and_shown_once(live_api):
     assert "webhook_secret" not in read
     assert without.status_code == 422 and "has no webhook_url" in error_of(without)["message"]
     assert unknown.status_code == 404
+
+
+def test_notifications_are_listed_a_page_at_a_time_as_the_cli_lists_them(live_api):
+    """``billing notifications list`` had no route: ``GET /v1/notifications`` walks them oldest first, forward and
+    backward, by customer and by status, and each is the CLI's ``--json`` object."""
+    from billing.cli._json import notification_json
+    from billing.notify import list_notifications
+
+    ids = many_customers(live_api, 5)
+    bill_month(live_api)  # five invoices finalized: five notifications, pending (nowhere to send them)
+    with live_api.client() as client:
+        whole = client.get("/v1/notifications").json()
+        forward, cursor = [], {}
+        while True:
+            page = client.get("/v1/notifications", params={"limit": "2", **cursor}).json()
+            forward += [n["id"] for n in page["data"]]
+            if not page["has_more"]:
+                break
+            cursor = {"starting_after": page["data"][-1]["id"]}
+        back = client.get("/v1/notifications", params={"limit": "2", "ending_before": forward[-1]}).json()
+        one = client.get("/v1/notifications", params={"customer": ids[3]}).json()
+        sent = client.get("/v1/notifications", params={"status": "sent"}).json()
+        unknown = client.get("/v1/notifications", params={"starting_after": "nope"})
+        bad_status = client.get("/v1/notifications", params={"status": "lost"})
+    assert [n["id"] for n in whole["data"]] == forward and len(forward) == 5 and whole["has_more"] is False
+    assert ([n["id"] for n in back["data"]], back["has_more"]) == (forward[2:4], True)
+    assert [(n["kind"], n["customer"], n["status"]) for n in one["data"]] == [("invoice.finalized", ids[3], "pending")]
+    assert sent == {"data": [], "has_more": False}
+    assert unknown.status_code == 422 and error_of(unknown)["field"] == "starting_after"
+    assert bad_status.status_code == 422 and error_of(bad_status)["field"] == "status"
+    cli = [notification_json(n) for n in list_notifications(live_api.engine)]
+    assert sorted(whole["data"], key=lambda n: n["id"]) == sorted(cli, key=lambda n: n["id"])
