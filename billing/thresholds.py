@@ -214,7 +214,7 @@ def set_limit(
     """
     problems: list[str] = []
     if (allowance is None) == (spend_cap is None):
-        problems.append("give either an allowance (with --meter) or a spend cap")
+        problems.append("allowance: give an allowance (with its meter) or a spend cap: one of the two")
     if allowance is not None and not meter:
         problems.append("meter: required with an allowance")
     if spend_cap is not None and meter:
@@ -228,12 +228,12 @@ def set_limit(
         try:
             number = D(raw)
         except (TypeError, ValueError) as exc:
-            problems.append(f"{name}: {exc}")
+            problems.append(f"{name.replace(' ', '_')}: {exc}")
             continue
         if number < 0:
-            problems.append(f"{name}: must be >= 0 (got {raw})")
+            problems.append(f"{name.replace(' ', '_')}: must be >= 0 (got {raw})")
     if problems or number is None:
-        raise BillingInputError("; ".join(problems))
+        raise BillingInputError.of(problems)
     kind: ThresholdKind = "usage" if allowance is not None else "spend"
     key = threshold_key(kind, meter)
     limit_meter = meter if kind == "usage" else None

@@ -60,6 +60,7 @@ from billing.api import (
     routes_events,
     routes_invoice_actions,
     routes_invoices,
+    routes_limits,
     routes_metrics,
     routes_notifications,
     routes_overrides,
@@ -249,6 +250,7 @@ def _add_routers(app: FastAPI) -> None:
         routes_events,
         routes_customers,
         routes_entitlements,
+        routes_limits,
         routes_plans,
         routes_approvals,  # before routes_invoices: /v1/invoices/pending-approval is not an invoice's id
         routes_invoices,

@@ -48,6 +48,9 @@ __all__ = [
     "InvoiceListOut",
     "InvoiceOut",
     "InvoiceSummaryOut",
+    "LimitIn",
+    "LimitListOut",
+    "LimitOut",
     "MeterUsageOut",
     "MetricsListOut",
     "NotificationListOut",
@@ -1251,6 +1254,44 @@ class CouponOut(_Out):
     redeemed: int
     redemption_rate: str | None
     customers: list[CouponHolderOut] | None = None
+
+
+class LimitIn(_In):
+    """A customer's own allowance of a meter (``meter`` and ``allowance``, in its units) or spend cap (``spend_cap``:
+    usage charges per period, in the plan's currency), replacing the catalog's in its thresholds."""
+
+    model_config = examples({"meter": "api_calls", "allowance": "50000"}, {"spend_cap": "500.00"})
+
+    meter: ApiText | None = Field(default=None, max_length=255)
+    allowance: Annotated[ApiText, Field(max_length=32)] | StrictInt | None = None
+    spend_cap: Annotated[ApiText, Field(max_length=32)] | StrictInt | None = None
+
+
+class LimitOut(_Out):
+    """A customer's own limit: ``threshold`` is ``usage:METER`` (an allowance, in the meter's units) or ``spend``
+    (a spend cap, in the plan's currency)."""
+
+    model_config = examples(
+        {"customer": "acme", "threshold": "usage:api_calls", "kind": "usage", "meter": "api_calls", "limit": "50000"}
+    )
+
+    customer: str
+    threshold: str
+    kind: Literal["usage", "spend"]
+    meter: str | None
+    limit: str = Field(description="A decimal string.")
+
+
+class LimitListOut(_Out):
+    """A page of a customer's own limits, by threshold."""
+
+    model_config = examples(
+        {"data": [{"customer": "acme", "threshold": "spend", "kind": "spend", "meter": None, "limit": "500"}],
+         "has_more": False}
+    )
+
+    data: list[LimitOut]
+    has_more: bool = Field(description="Whether more limits lie beyond this page (in the direction walked).")
 
 
 _NOTIFICATION: dict[str, Any] = {

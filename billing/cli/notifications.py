@@ -3,6 +3,7 @@ thin wrappers over ``billing.notify`` and ``billing.thresholds``."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,6 +16,7 @@ from billing.cli import _json
 from billing.cli._common import console, database, err_console, load_catalog_for_cli, print_table, progress_bar
 from billing.cli.customers import customers_app
 from billing.config import Settings, get_settings
+from billing.errors import BillingInputError
 
 if TYPE_CHECKING:
     from billing.thresholds import CheckReport
@@ -256,6 +258,12 @@ def customers_set_limit(
 
     catalog = load_catalog_for_cli()
     with database() as engine:
-        limit = set_limit(engine, catalog, customer, meter=meter, allowance=allowance, spend_cap=spend_cap)
+        try:
+            limit = set_limit(engine, catalog, customer, meter=meter, allowance=allowance, spend_cap=spend_cap)
+        except BillingInputError as exc:  # (the service names the API's fields: here they are options)
+            options = {"spend_cap": "--spend-cap", "allowance": "--allowance", "meter": "--meter"}
+            raise BillingInputError.of(
+                [re.sub(r"^(spend_cap|allowance|meter):", lambda m: options[m[1]] + ":", p) for p in exc.problems]
+            ) from None
     what = f"allowance of {limit.meter}" if limit.kind == "usage" else "spend cap"
     console.print(f"customer {limit.customer}: {what} set to {limit.limit}", highlight=False, markup=False)

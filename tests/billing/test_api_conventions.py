@@ -536,3 +536,28 @@ def test_notifications_are_listed_a_page_at_a_time_as_the_cli_lists_them(live_ap
     assert bad_status.status_code == 422 and error_of(bad_status)["field"] == "status"
     cli = [notification_json(n) for n in list_notifications(live_api.engine)]
     assert sorted(whole["data"], key=lambda n: n["id"]) == sorted(cli, key=lambda n: n["id"])
+
+
+def test_a_customers_own_limits_are_set_and_listed_over_http(live_api):
+    """``billing customers set-limit`` had no route: ``PUT /v1/customers/{id}/limits`` sets an allowance or a spend
+    cap (again: replaced), ``GET`` lists them by threshold; each invalid field is named."""
+    add_customer(live_api)
+    with live_api.client() as client:
+        usage = client.put("/v1/customers/acme/limits", json={"meter": "api_calls", "allowance": "50000"})
+        client.put("/v1/customers/acme/limits", json={"spend_cap": 700})
+        spend = client.put("/v1/customers/acme/limits", json={"spend_cap": "500.00"})
+        listed = client.get("/v1/customers/acme/limits").json()
+        first = client.get("/v1/customers/acme/limits", params={"limit": "1"}).json()
+        both = client.put("/v1/customers/acme/limits", json={"meter": "nope", "allowance": "-1", "spend_cap": "5"})
+        neither = client.put("/v1/customers/acme/limits", json={})
+        unknown = client.put("/v1/customers/nobody/limits", json={"spend_cap": "5"})
+    assert usage.status_code == 200, usage.text
+    assert usage.json() == {"customer": "acme", "threshold": "usage:api_calls", "kind": "usage", "meter": "api_calls",
+                            "limit": "50000"}  # fmt: skip
+    assert spend.json()["limit"] == "500.00"
+    assert [(x["threshold"], x["limit"]) for x in listed["data"]] == [("spend", "500.00"), ("usage:api_calls", "50000")]
+    assert ([x["threshold"] for x in first["data"]], first["has_more"]) == (["spend"], True)
+    assert both.status_code == 422
+    assert [e["field"] for e in both.json()["errors"]] == ["allowance", "meter", "meter", "allowance"]
+    assert neither.status_code == 422 and error_of(neither)["field"] == "allowance"
+    assert unknown.status_code == 404

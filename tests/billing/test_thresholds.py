@@ -330,9 +330,9 @@ def test_a_customer_limit_replaces_the_allowance_and_can_add_a_spend_cap(engine,
 
 def test_set_limit_refuses_bad_input(engine, catalog):
     customer(engine, catalog, "acme", "calls")
-    with pytest.raises(BillingInputError, match="either an allowance"):
+    with pytest.raises(BillingInputError, match="an allowance \\(with its meter\\) or a spend cap: one of the two"):
         set_limit(engine, catalog, "acme", meter="api_calls")
-    with pytest.raises(BillingInputError, match="either an allowance"):
+    with pytest.raises(BillingInputError, match="an allowance \\(with its meter\\) or a spend cap: one of the two"):
         set_limit(engine, catalog, "acme", meter="api_calls", allowance=1, spend_cap=1)
     with pytest.raises(BillingInputError, match="unknown meter 'nope'"):
         set_limit(engine, catalog, "acme", meter="nope", allowance=1)
@@ -454,7 +454,7 @@ def test_set_limit_and_thresholds_check_commands(cli_env, engine, catalog, tmp_p
     assert result.exit_code == 0, result.output
     assert "allowance of api_calls set to 100" in result.stdout
     result = runner.invoke(app, ["customers", "set-limit", "acme", "--spend-cap", "x"])
-    assert result.exit_code == 1 and "spend cap: not a number" in result.stderr
+    assert result.exit_code == 2 and "--spend-cap: not a number" in result.stderr  # (a bad option: a usage error)
 
     result = runner.invoke(app, ["thresholds", "check"])
     assert result.exit_code == 0, result.output
