@@ -62,7 +62,8 @@ def test_a_bad_coupon_is_a_problem_naming_every_invalid_field(live_api):
     assert unknown_plan.status_code == 422 and error_of(unknown_plan)["field"] == "plans"
     assert euros.status_code == 201
     assert wrong_currency.status_code == 422 and error_of(wrong_currency)["field"] == "currency"
-    assert missing.status_code == nobody.status_code == 404
+    assert missing.status_code == 404  # (the URL's coupon; the body's customer is a field)
+    assert nobody.status_code == 422 and error_of(nobody)["field"] == "customer"
 
 
 def test_coupons_are_listed_by_code_a_page_at_a_time_and_a_create_runs_once_per_idempotency_key(live_api):
