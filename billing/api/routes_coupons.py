@@ -102,7 +102,7 @@ def create_coupon(
     except BillingInputError as exc:
         raise input_error(exc, "code", "already_exists" if "exists already" in str(exc) else None) from None
     response.headers["Location"] = coupon_location(created.code)
-    return coupon_out(service.CouponStats(created))
+    return coupon_out(service.CouponStats(created), holders=True)  # (as GET answers it: no holders yet)
 
 
 @router.get("/v1/coupons", summary="List coupons", response_model=CouponListOut, operation_id="listCoupons")

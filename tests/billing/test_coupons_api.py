@@ -24,6 +24,7 @@ def test_a_coupon_is_created_read_issued_and_applied(live_api):
         body = created.json()
         assert (body["percent_off"], body["amount_off"], body["months"], body["plans"]) == ("20", None, 3, ["starter"])
         assert (body["issued"], body["redeemed"], body["redemption_rate"]) == (0, 0, None)
+        assert body == client.get(created.headers["location"]).json()  # (the create answers what GET reads)
         issued = client.post("/v1/coupons/SPRING/issue", json={"customer": "beta"})
         applied = client.post("/v1/coupons/SPRING/apply", json={"customer": "acme"})
         again = client.post("/v1/coupons/SPRING/apply", json={"customer": "acme"})
