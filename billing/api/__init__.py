@@ -73,7 +73,7 @@ from billing.api import (
 from billing.api.deps import api_engine
 from billing.api.errors import HEAD_REQUEST, PROBLEMS, ApiError, install_error_handlers, not_found, problem_openapi
 from billing.api.idempotency import HEADER, REPLAYED_HEADER, Idempotency
-from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit
+from billing.api.limits import DEFAULT_MAX_BODY, BodyLimit, require_json_body
 from billing.api.pagination import reject_unknown_query
 from billing.apikeys import ApiKey, create_api_key, list_api_keys, revoke_api_key
 from billing.config import Settings, get_settings
@@ -213,7 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        dependencies=[Depends(reject_unknown_query)],
+        dependencies=[Depends(reject_unknown_query), Depends(require_json_body)],
     )
     app.state.settings = settings  # None: the configured settings (billing.api.deps)
     install_error_handlers(app)

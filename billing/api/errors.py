@@ -109,6 +109,9 @@ PROBLEMS: dict[str, ProblemKind] = {
         "Idempotency-Key in progress",
         "a request with this Idempotency-Key is still running; retry after it (Retry-After says when)",
     ),
+    "unsupported_media_type": ProblemKind(
+        415, "Unsupported media type", "a body sent as another Content-Type than application/json"
+    ),
     "body_too_large": ProblemKind(
         413,
         "Body too large",
@@ -194,6 +197,7 @@ _STATUS_TEXT = {
     404: "Not found (or not visible to this key)",
     409: "Conflict with what is stored, or an Idempotency-Key reused or in progress",
     413: "Body too large",
+    415: "A body that is not application/json",
     422: "Invalid input; `errors` names every invalid field",
     500: "Internal error",
 }
@@ -204,9 +208,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 """The error answers every route may give, for the OpenAPI document (all :class:`Problem`)."""
 
 POST_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": _STATUS_TEXT[status]} for status in (409, 413)
+    status: {"model": Problem, "description": _STATUS_TEXT[status]} for status in (409, 413, 415)
 }
-"""The further error answers of a ``POST`` (a conflict, a reused Idempotency-Key, a body too large)."""
+"""The further error answers of a ``POST`` (a conflict, a reused Idempotency-Key, a body too large or not
+JSON)."""
 
 
 class ApiError(Exception):

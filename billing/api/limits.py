@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fastapi import params
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from billing.api.errors import ApiError
 
 __all__ = [
-    "DEFAULT_MAX_BODY", "BodyLimit", "BodyTooLarge", "content_length", "describe_limit", "read_body", "too_large",
+    "DEFAULT_MAX_BODY", "BodyLimit", "BodyTooLarge", "content_length", "describe_limit", "read_body",
+    "require_json_body", "too_large",
 ]
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -147,3 +150,23 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(limit, method, path)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def require_json_body(request: Request) -> None:
+    """A body a route of the API reads as JSON comes as JSON (``application/json``, or a ``+json`` type): another
+    ``Content-Type``, or none, is a 415 ``unsupported_media_type``, not a 422 that the body is no object. An
+    app-wide dependency, run before the body is validated; the web pages' forms are not the API's."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.body_field is None or not route.path.startswith("/v1/"):
+        return
+    if isinstance(route.body_field.field_info, params.Form):
+        return
+    declared = request.headers.get("content-type")
+    sent = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if not sent:
+        return
+    kind = (declared or "").partition(";")[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        got = repr(kind) if kind else "none"
+        raise ApiError(415, "unsupported_media_type", f"Content-Type: expected application/json, got {got}",
+                       "Content-Type")  # fmt: skip

@@ -200,3 +200,31 @@ def test_a_refused_body_names_its_other_invalid_fields_and_an_unknown_customer_i
     for answer in (nobody, apply):
         assert answer.status_code == 422 and problem(answer)["errors"] == [("customer", "unknown customer 'nobody'")]
     assert unknown_coupon.status_code == 404  # (the URL's coupon)
+
+
+@pytest.mark.db
+def test_a_body_sent_as_another_media_type_is_a_415(live_api):
+    """A customer's JSON sent as ``text/plain`` was a 422 "Input should be a valid dictionary"; it is a 415 naming
+    Content-Type, as is a body sent without one (the framework reads only what says it is JSON).
+    ``application/json; charset=utf-8`` and a ``+json`` type are JSON; a body-less action is not asked for one."""
+    body = b'{"external_id": "%s", "name": "Acme", "currency": "USD"}'
+    with live_api.client() as client:
+        plain = client.post("/v1/customers", content=body % b"a", headers={"Content-Type": "text/plain"})
+        form = client.post("/v1/customers", content=b"external_id=a", headers={
+            "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        charset = client.post("/v1/customers", content=body % b"b", headers={
+            "Content-Type": "application/json; charset=utf-8"})  # fmt: skip
+        plus = client.post("/v1/customers", content=body % b"c", headers={"Content-Type": "application/merge+json"})
+        bare = client.post("/v1/customers", content=body % b"d", headers={"Content-Type": ""})
+        unsaid = client.post("/v1/customers", content=body % b"e")  # (httpx sends no Content-Type with content)
+    assert (plain.status_code, problem(plain)["code"]) == (415, "unsupported_media_type")
+    assert problem(plain)["errors"] == [("Content-Type", "expected application/json, got 'text/plain'")]
+    assert form.status_code == 415
+    assert [r.status_code for r in (charset, plus)] == [201, 201]
+    assert "content-type" not in unsaid.request.headers
+    for none in (bare, unsaid):
+        assert problem(none)["errors"] == [("Content-Type", "expected application/json, got none")]
+    with live_api.client() as client:
+        subscription = client.post("/v1/subscriptions", json={"customer": "b", "plan": "starter", "start": "2026-10-01"})
+        cancel = client.post(f"/v1/subscriptions/{subscription.json()['id']}/cancel")  # (no body, no type)
+    assert cancel.status_code == 200, cancel.text
