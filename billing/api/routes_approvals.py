@@ -36,7 +36,7 @@ router = APIRouter(tags=["invoices"], responses=ERROR_RESPONSES)
     "/v1/invoices/pending-approval",
     summary="List the drafts waiting for approval",
     response_model=DraftApprovalListOut,
-    operation_id="listPendingApproval",
+    operation_id="listDraftsPendingApproval",
 )
 def pending_approval(
     engine: Annotated[Engine, Depends(api_engine)],

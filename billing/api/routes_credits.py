@@ -200,7 +200,7 @@ def _currency_out(customer: str, found: service.Balance) -> CreditBalanceOut:
     "/v1/customers/{customer_id}/credits/ledger",
     summary="A customer's credit ledger",
     response_model=CreditEntryListOut,
-    operation_id="listCreditEntries",
+    operation_id="listCreditLedgerEntries",
 )
 def list_entries(
     customer_id: CustomerId,
