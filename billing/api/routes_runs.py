@@ -26,11 +26,12 @@ from billing.api.schemas import (
     BillingRunListOut,
     BillingRunOut,
     BillingRunRecordOut,
+    UnbilledUsageOut,
 )
 from billing.approval import ApprovalPolicy, awaiting_approval
 from billing.config import Settings
 from billing.errors import BillingInputError, NotFoundError
-from billing.run import finalize_after_run, run_billing
+from billing.run import finalize_after_run, run_billing, usage_account
 from pricing_plans.models import Catalog
 
 __all__ = ["router"]
@@ -142,3 +143,24 @@ def get_billing_run(
     key: Annotated[ApiKey, Depends(require_unbound_key)],
 ) -> BillingRunRecordOut:
     return BillingRunRecordOut.model_validate(run_history.run_json(run_history.get_run(engine, run_id)))
+
+
+@router.get(
+    "/v1/unbilled-usage",
+    summary="The usage events a month's billing run leaves unbilled, and why",
+    response_model=UnbilledUsageOut,
+    operation_id="getUnbilledUsage",
+)
+def get_unbilled_usage(
+    engine: Annotated[Engine, Depends(api_engine)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+    period: Annotated[str, Query(max_length=7, description="The month, YYYY-MM.", examples=["2026-10"])],
+    customer: Annotated[str | None, Query(max_length=255, description="Only this customer's events.")] = None,
+) -> UnbilledUsageOut:
+    """The month's accepted usage events that a billing run of it does not bill, by customer, meter and reason
+    (no subscription covering them, a meter the plan does not charge, a customer unknown to billing, …), with the
+    count of those it rates: rated + unbilled = every event of the month's billing periods (``billing usage
+    unbilled``). Nothing is billed."""
+    account = usage_account(engine, catalog, month_param(period), customer=customer)
+    return UnbilledUsageOut.model_validate(account.as_dict())

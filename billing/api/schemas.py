@@ -71,6 +71,7 @@ __all__ = [
     "SubscriptionListOut",
     "SubscriptionOut",
     "ThresholdOut",
+    "UnbilledUsageOut",
     "UsageOut",
 ]
 
@@ -808,6 +809,25 @@ class UnbilledOut(_Out):
     detail: str = Field(description="The reason in words (\"before its subscription started on 2026-10-15\").")
     events: int
     message: str
+
+
+class UnbilledUsageOut(_Out):
+    """The events of a month's billing periods as a billing run of it would account them now (``billing usage
+    unbilled``): ``accepted`` = ``rated`` + ``unbilled_events``, and the unbilled by customer, meter and reason."""
+
+    model_config = examples(
+        {"period": "2026-10", "accepted": 125100, "rated": 125000, "unbilled_events": 100,
+         "unbilled": [{"customer": "latecomer", "meter": "api_calls", "reason": "before_start",
+                       "detail": "before its subscription started on 2026-10-15", "events": 100,
+                       "message": "100 events of customer latecomer (api_calls) before its subscription started on "
+                       "2026-10-15"}]}
+    )
+
+    period: str
+    accepted: int = Field(description="Every stored usage event of the month's billing periods.")
+    rated: int = Field(description="Events a run would rate.")
+    unbilled_events: int = Field(description="Events no invoice will carry (by group in ``unbilled``).")
+    unbilled: list[UnbilledOut]
 
 
 class BilledPeriodOut(_Out):

@@ -561,3 +561,33 @@ def test_a_customers_own_limits_are_set_and_listed_over_http(live_api):
     assert [e["field"] for e in both.json()["errors"]] == ["allowance", "meter", "meter", "allowance"]
     assert neither.status_code == 422 and error_of(neither)["field"] == "allowance"
     assert unknown.status_code == 404
+
+
+def test_the_usage_a_run_leaves_unbilled_is_read_over_http_as_the_cli_reads_it(live_api):
+    """``billing usage unbilled`` had no route: ``GET /v1/unbilled-usage`` accounts a month's events without
+    billing anything. acme's 8 events are rated; 2 of latecomer's 3 calls fall before its subscription starts on
+    the 10th: 11 accepted = 9 rated + 2 unbilled."""
+    from billing.run import usage_account
+    from tests.billing.test_api import post_events
+
+    add_customer(live_api)
+    subscribe(live_api)
+    month_usage(live_api)
+    add_customer(live_api, "latecomer")
+    subscribe(live_api, "latecomer", start=(MONTH.start + dt.timedelta(days=9)).isoformat())
+    assert post_events(live_api, [event(f"late-{day}", "latecomer", day=day) for day in (3, 5, 12)]).json()["accepted"] == 3
+    with live_api.client() as client:
+        whole = client.get("/v1/unbilled-usage", params={"period": MONTH.label})
+        one = client.get("/v1/unbilled-usage", params={"period": MONTH.label, "customer": "acme"})
+        bad = client.get("/v1/unbilled-usage", params={"period": "2026-13"})
+        invoices = client.get("/v1/invoices").json()
+    assert whole.status_code == 200, whole.text
+    body = whole.json()
+    assert (body["accepted"], body["rated"], body["unbilled_events"]) == (11, 9, 2)
+    assert [(g["customer"], g["meter"], g["reason"], g["events"]) for g in body["unbilled"]] == [
+        ("latecomer", "api_calls", "before_start", 2)
+    ]
+    assert body == usage_account(live_api.engine, live_api.catalog, MONTH).as_dict()
+    assert (one.json()["accepted"], one.json()["unbilled"]) == (8, [])
+    assert bad.status_code == 422 and error_of(bad)["field"] == "period"
+    assert invoices == {"data": [], "has_more": False}  # (nothing billed)
