@@ -197,7 +197,9 @@ def ingest_path(
         now=instant,
         earliest=late_usage_windows(customers, instant),
     )
-    if report.accepted:
-        with cyclic_collection_paused():  # (a batch command's pass: tens of thousands of rows, no cycles among them)
-            react_to_usage(engine, catalog, now=instant, make_way=False)  # (a file's chunks held the lock longer)
+    # Even when this file stored nothing new: an earlier ingest stopped (Ctrl-C, a kill) after storing its events
+    # and before reacting leaves them pending, and its input sent again is all duplicates. (Nothing pending: one
+    # indexed read.)
+    with cyclic_collection_paused():  # (a batch command's pass: tens of thousands of rows, no cycles among them)
+        react_to_usage(engine, catalog, now=instant, make_way=False)  # (a file's chunks held the lock longer)
     return report

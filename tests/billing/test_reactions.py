@@ -162,6 +162,29 @@ def test_a_file_is_evaluated_at_its_end_with_what_was_pending(engine, catalog, t
     assert react_to_usage(engine, catalog).created == []
 
 
+def test_a_file_sent_again_after_an_ingest_stopped_before_reacting_evaluates_what_it_stored(
+    engine, catalog, tmp_path, monkeypatch
+):
+    """Ctrl-C after a file's last chunk was stored and before its pass: every event stored, none evaluated. The
+    file sent again is all duplicates: it reacted only when it stored something, so the alerts never came (only a
+    ``thresholds check`` brought them); now its pass evaluates what was pending."""
+    customer(engine, catalog, "acme")
+    path = tmp_path / "usage.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in calls("acme", 10, "a")), encoding="utf-8")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("billing.ingestion.react_to_usage", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_path(engine, catalog, path)
+    monkeypatch.undo()
+    assert alerts(engine) == []
+    again = ingest_path(engine, catalog, path)
+    assert (again.accepted, again.duplicates) == (0, 10)
+    assert alerts(engine) == [("acme", THIS_MONTH, 80, "10"), ("acme", THIS_MONTH, 100, "10")]
+
+
 def test_the_reactor_evaluates_what_an_ingestion_of_its_process_stored(engine, catalog):
     customer(engine, catalog, "acme")
     reactor = Reactor(engine, lambda: catalog, poll=60.0, gap=0.0).start()  # only a wake-up makes it look
