@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -54,6 +55,9 @@ def fork_pool(
 
 
 def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the work (and says what was stored); a worker
+    # printing its own KeyboardInterrupt traceback would only bury that
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
     _die_with_parent()
     _keep_freed_memory()

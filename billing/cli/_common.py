@@ -84,11 +84,35 @@ def database() -> Iterator[Engine]:
     try:
         yield engine
     except BillingError as exc:
-        fail(str(exc))
+        fail(*_as_options(exc))
     except SQLAlchemyError as exc:
         fail(database_message(exc))
     finally:
         engine.dispose()
+
+
+def _as_options(exc: Exception) -> tuple[str, int | None]:
+    """The engine's refusal in the command's words: a problem about a field the command takes as an option
+    (``email: expected an address…`` from ``--email``) names the option, and a refusal whose every problem is an
+    option's value is a usage error (exit 2, as a bad ``--period`` is); any other keeps the engine's words (exit
+    1 unless it names an option already)."""
+    from typer._click.globals import get_current_context
+
+    context = get_current_context(silent=True)
+    options = {name for param in context.command.params for name in param.opts} if context is not None else set()
+    problems = list(getattr(exc, "problems", None) or [str(exc)])
+    worded, named = [], 0
+    for problem in problems:
+        field, colon, rest = problem.partition(": ")
+        option = "--" + field.replace("_", "-")
+        if colon and field.isidentifier() and option in options:
+            worded.append(f"{option}: {rest}")
+            named += 1
+        else:
+            worded.append(problem)
+    if not named:
+        return str(exc), None
+    return "; ".join(worded), 2 if named == len(problems) else 1
 
 
 _MISSING = ("no such table", "no such column", "does not exist", "unable to open")

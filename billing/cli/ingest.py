@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,21 +45,29 @@ def ingest(
     """Ingest usage events; each event id is stored once, however often it is sent."""
     if format is not None and format not in ("jsonl", "csv"):
         fail(f"--format: expected jsonl or csv, got {format!r}")
-    if file != "-" and not Path(file).is_file():
+    if file != "-" and Path(file).is_dir():
+        fail(f"{file}: is a folder; expected a file of events")
+    if file != "-" and not Path(file).exists():
         fail(f"{file}: no such file")
     rejects_path = rejects or Path("stdin.rejected.jsonl" if file == "-" else f"{file}.rejected.jsonl")
     if rejects is not None:  # (the default beside the input is written only if something is rejected)
-        _check_writable(rejects)
+        _check_writable(rejects, None if file == "-" else Path(file))
     catalog = load_catalog_for_cli()
     engine = engine_for_cli()
     try:
-        with _progress(file) as advance:
-            report = ingest_path(engine, catalog, file, file_format=format, progress=advance)
+        with _progress(file) as advance, _source(file) as source:
+            report = ingest_path(engine, catalog, source, file_format=format, progress=advance)
     except MalformedFileError as error:
         fail(str(error))
     except IngestInterrupted as error:
         _finish(error.report, rejects_path, as_json)
+        if isinstance(error.cause, KeyboardInterrupt):
+            fail(f"interrupted at line {error.line:,}: the events before it are stored; ingesting the same input "
+                 "again is safe", code=130)  # fmt: skip
         fail(str(error))
+    except KeyboardInterrupt:  # (before the file was read, or after it was stored, while thresholds were evaluated)
+        fail("interrupted: what was stored stays stored; ingesting the same input again is safe and evaluates the "
+             "thresholds of everything stored", code=130)  # fmt: skip
     except SQLAlchemyError as error:
         fail(database_message(error))
     finally:
@@ -97,11 +105,14 @@ def _finish(report: IngestReport, rejects_path: Path, as_json: bool) -> None:
         err_console.print(f"rejected events written to {rejects_path}", highlight=False)
 
 
-def _check_writable(path: Path) -> None:
-    """Refuse, before anything is stored, a rejects file that could not be written afterwards."""
+def _check_writable(path: Path, source: Path | None) -> None:
+    """Refuse, before anything is stored, a rejects file that could not be written afterwards, or that would
+    overwrite the input (``source``)."""
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         fail(f"--rejects: {path} is a folder; expected a file name", code=2)
+    if source is not None and path.exists() and os.path.samefile(path, source):
+        fail(f"--rejects: {path} is the input file; expected another file name", code=2)
     if not folder.is_dir():
         fail(f"--rejects: cannot write {path}: no folder {folder}", code=2)
     if not os.access(path if path.exists() else folder, os.W_OK):
@@ -109,9 +120,20 @@ def _check_writable(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _source(file: str) -> Iterator[str | IO[bytes]]:
+    """What to read: the file's path, or, for a pipe or a device named by path (``/dev/stdin``, ``<(…)``), the
+    stream itself, read as standard input is (one pass, no seeking)."""
+    if file == "-" or Path(file).is_file():
+        yield file
+        return
+    with open(file, "rb") as stream:
+        yield stream
+
+
+@contextlib.contextmanager
 def _progress(file: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar over the bytes of the file (indeterminate for standard input)."""
-    total = os.path.getsize(file) if file != "-" else None
+    """A progress bar over the bytes of the file (indeterminate for standard input, a pipe or a device)."""
+    total = os.path.getsize(file) if file != "-" and Path(file).is_file() else None
     bar = Progress(
         TextColumn("ingesting"),
         BarColumn(),

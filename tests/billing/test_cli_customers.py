@@ -135,12 +135,13 @@ def test_add_refuses_a_duplicate_and_bad_input(env):
         refused("customers", "add", "acme", "--name", "A", "--email", "a@a.example", "--currency", "EUR").strip()
         == "error: customer 'acme' already exists"
     )
-    message = refused("customers", "add", "new", "--name", "N", "--email", "n@n.example", "--currency", "EUX")
-    assert "currency: unknown currency 'EUX'" in message
+    message = refused("customers", "add", "new", "--name", "N", "--email", "n@n.example", "--currency", "EUX", code=2)
+    assert "--currency: unknown currency 'EUX'" in message  # (an option's value: a usage error)
     message = refused(
-        "customers", "add", "new", "--name", "N", "--email", "n@n.example", "--currency", "EUR", "--tax-rate", "x"
+        "customers", "add", "new", "--name", "N", "--email", "n@n.example", "--currency", "EUR", "--tax-rate", "x",
+        code=2,
     )
-    assert "tax_rate: expected a percentage" in message
+    assert "--tax-rate: expected a percentage" in message
 
 
 def test_import_reports_each_bad_row_with_its_line_and_exits_1(env, tmp_path):
@@ -227,13 +228,16 @@ def test_subscription_errors_are_one_message_and_exit_1_or_2_for_usage(env):
         "subscribe", "acme", "starter", "--start", "2024-02-30", code=2
     )
     assert "already has subscription 1 to plan 'pro'" in refused("subscribe", "acme", "pro", "--start", "2024-03-01")
-    assert "before its start date 2024-01-15" in refused("subscriptions", "cancel", "1", "--date", "2024-01-01")
-    assert "reason: expected voluntary or involuntary" in refused(
-        "subscriptions", "cancel", "1", "--date", "2024-02-01", "--reason", "bored"
+    # an option's value the engine refuses is named as the option, a usage error (exit 2) as a malformed one is
+    assert "--date: cannot cancel subscription 1 on 2024-01-01, before its start date 2024-01-15" in refused(
+        "subscriptions", "cancel", "1", "--date", "2024-01-01", code=2
+    )
+    assert "--reason: expected voluntary or involuntary" in refused(
+        "subscriptions", "cancel", "1", "--date", "2024-02-01", "--reason", "bored", code=2
     )
     assert "unknown subscription 42" in refused("subscriptions", "cancel", "42", "--date", "2024-02-01")
     assert "ID: expected a subscription id" in refused("subscriptions", "cancel", "one", "--date", "2024-02-01", code=2)
-    assert "status: expected active or cancelled" in refused("subscriptions", "list", "--status", "paused")
+    assert "--status: expected active or cancelled" in refused("subscriptions", "list", "--status", "paused", code=2)
 
 
 def test_a_broken_catalog_is_reported(env, tmp_path, monkeypatch):
@@ -311,8 +315,8 @@ def test_customers_update_changes_the_options_given_and_refuses_a_bad_vat_id(env
         "locale": "de_DE", "timezone": "Europe/Berlin", "archived_at": None,
     }
     refused = billing("customers", "update", "cus_1", "--tax-id", "DE123")
-    assert refused.exit_code == 1
-    assert "customer 'cus_1': tax_id: 'DE123': not a valid VAT number of Germany (wrong length)" in refused.stderr
+    assert refused.exit_code == 2
+    assert "--tax-id: 'DE123': not a valid VAT number of Germany (wrong length)" in refused.stderr
     # an empty value clears an optional field
     assert json.loads(ok("customers", "update", "cus_1", "--tax-id", "", "--json"))["tax_id"] is None
     assert billing("customers", "update", "cus_1").exit_code == 2  # nothing to change

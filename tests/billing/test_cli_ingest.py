@@ -325,3 +325,64 @@ def test_ingest_killed_mid_file_leaves_no_worker_behind(env: dict[str, str], tmp
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_ctrl_c_stops_an_ingest_in_one_message_and_the_same_input_again_stores_the_rest(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Ctrl-C reaches the whole process group: each parsing worker printed its own KeyboardInterrupt traceback,
+    and the command exited 1 with ``(KeyboardInterrupt: )``. Now the workers leave it to the command, which says
+    what was stored and exits 130 (as ``billing run`` does); the same input again stores exactly the rest."""
+    total = 3 * CHUNK_SIZE + 7
+    each = [event(f"c{i}", customer=("acme", "globex")[i % 2]) + "\n" for i in range(total)]
+    lines = "".join(each)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billing.cli", "ingest", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(), cwd=tmp_path,
+        start_new_session=True,  # (its own process group, as a terminal's foreground job is)
+    )  # fmt: skip
+    try:
+        assert process.stdin is not None
+        process.stdin.write("".join(each[: 2 * CHUNK_SIZE]).encode())
+        process.stdin.flush()  # and kept open: the command waits for the rest of the file
+        assert _wait_for(lambda: _children(process.pid) or process.poll() is not None, 120)
+        assert process.poll() is None
+        time.sleep(1)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err.decode() and "KeyboardInterrupt" not in err.decode()
+    assert "error: interrupted" in err.decode() and "again is safe" in err.decode()
+    first = len(stored(env))
+    path = tmp_path / "all.jsonl"
+    path.write_text(lines, encoding="utf-8")
+    again = runner.invoke(app, ["ingest", str(path), "--json"])
+    assert again.exit_code == 0, again.output
+    counts = json.loads(again.stdout)
+    assert (counts["accepted"], counts["duplicates"]) == (total - first, first)
+    assert len(stored(env)) == total
+
+
+def test_the_rejects_file_is_never_the_input_and_a_folder_or_a_pipe_is_told_apart(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """``--rejects`` naming the input overwrote it with the rejected lines; a folder was "no such file", and so
+    was a pipe named by path (``/dev/stdin``, ``<(…)``), which is now read as standard input is."""
+    path = tmp_path / "usage.jsonl"
+    text = event("p1") + "\n" + event("p2", customer="initech") + "\n"
+    path.write_text(text, encoding="utf-8")
+    same = runner.invoke(app, ["ingest", str(path), "--rejects", str(path)])
+    assert same.exit_code == 2 and f"--rejects: {path} is the input file" in same.stderr
+    assert path.read_text(encoding="utf-8") == text and stored(env) == []
+    folder = runner.invoke(app, ["ingest", str(tmp_path)])
+    assert folder.exit_code == 1 and "is a folder; expected a file of events" in folder.stderr
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat {path} > {fifo}"])
+    piped = runner.invoke(app, ["ingest", str(fifo), "--rejects", str(tmp_path / "r.jsonl")])
+    writer.wait(timeout=30)
+    assert piped.exit_code == 1 and piped.stdout.strip() == "accepted 1, duplicates 0, rejected 1"

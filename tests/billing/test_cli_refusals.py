@@ -64,12 +64,12 @@ def test_a_subscription_day_outside_the_calendars_reach_is_refused_in_one_line(c
     for day in ("9999-12-31", "0001-01-01"):
         refused = runner.invoke(app, ["subscribe", "acme", "api_growth", "--start", day])
         assert (refused.exit_code, refused.stderr.strip()) == (
-            1,
-            f"error: start: expected a date from 1971-01-01 to 9998-12-31, got {day}",
+            2,
+            f"error: --start: expected a date from 1971-01-01 to 9998-12-31, got {day}",
         )
     assert runner.invoke(app, ["subscribe", "acme", "api_growth", "--start", "2026-03-01"]).exit_code == 0
     changed = runner.invoke(app, ["subscriptions", "change", "1", "enterprise_annual", "--date", "9999-12-31"])
     assert (changed.exit_code, changed.stderr.strip()) == (
-        1,
-        "error: date: expected a date from 1971-01-01 to 9998-12-31, got 9999-12-31",
+        2,
+        "error: --date: expected a date from 1971-01-01 to 9998-12-31, got 9999-12-31",
     )

@@ -468,7 +468,7 @@ def test_set_limit_and_thresholds_check_commands(cli_env, engine, catalog, tmp_p
     assert "usage.threshold_crossed" in result.stdout and "usage:api_calls 80 %" in result.stdout
     assert "no notifications" in runner.invoke(app, ["notifications", "list", "--status", "sent"]).stdout
     result = runner.invoke(app, ["notifications", "list", "--status", "lost"])
-    assert result.exit_code == 1 and "expected one of pending, sent, dead" in result.stderr
+    assert result.exit_code == 2 and "--status: expected one of pending, sent, dead" in result.stderr  # (a bad option)
 
 
 def test_thresholds_check_of_a_given_period(cli_env, engine, catalog, tmp_path, monkeypatch):
