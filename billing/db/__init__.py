@@ -39,14 +39,33 @@ def make_engine(url: str, *, background_checkpoints: bool = False, **kwargs: Any
     (SQLite): the write-ahead log is copied into the database file by a thread of the process instead of by the
     commit that fills it (``dbkit.checkpoints``; a serving process's)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": writelock.BUSY_TIMEOUT_SECONDS}, **kwargs)
+        engine = _engine(url, connect_args={"timeout": writelock.BUSY_TIMEOUT_SECONDS}, **kwargs)
         _setup_sqlite(engine, background_checkpoints)
     else:
-        engine = create_engine(url, **kwargs)
+        engine = _engine(url, **kwargs)
         ping_after_idle(engine)  # (``pool_pre_ping`` pings before every checkout: a round trip each)
     parsed = _tally_parsed_for_sqlite if url.startswith("sqlite") else _tally_parsed
     engine.update_execution_options(meters_on_stored=_count_stored, meters_on_parsed=parsed)
     return engine
+
+
+def _engine(url: str, **kwargs: Any) -> Engine:
+    """``create_engine``, a URL it cannot use (no such dialect, a driver not installed, not a URL at all) refused
+    as a setting (``ConfigError``: one line, with the URL's password hidden) rather than a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from billing.config import ConfigError
+
+    try:
+        return create_engine(url, **kwargs)
+    except (ArgumentError, ImportError) as error:
+        try:
+            shown = make_url(url).render_as_string(hide_password=True)
+        except ArgumentError:
+            shown = url
+        hint = " (expected sqlite:///FILE or postgresql+psycopg://user@host/database)"
+        raise ConfigError(f"database_url: cannot use {shown!r}: {error}{hint}") from None
 
 
 def _count_stored(connection: Any, events: Any, received_at: int, summary: object = None) -> None:

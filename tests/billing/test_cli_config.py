@@ -185,3 +185,25 @@ def test_a_number_format_with_a_space_is_kept():
     assert Settings(invoice_number_format="INV {year}-{seq:05d}").invoice_number_format == "INV {year}-{seq:05d}"
     with pytest.raises(ValueError, match="makes numbers such as 'INV 1 '"):
         Settings(invoice_number_format="INV {seq} ")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "why"),
+    [
+        ("bogus://x", "'bogus://x'", "Can't load plugin: sqlalchemy.dialects:bogus"),
+        ("mysql://u:secret@h/db", "'mysql://u:***@h/db'", "No module named 'MySQLdb'"),
+        ("not a url", "'not a url'", "Could not parse SQLAlchemy URL"),
+    ],
+)
+def test_a_database_url_that_cannot_be_used_is_one_line_naming_the_setting(url, shown, why, tmp_path, monkeypatch):
+    """A dialect that does not exist, a driver not installed, a string that is no URL: each was a traceback on
+    every command; now one line naming the setting, the URL (its password hidden) and why; exit 1."""
+    monkeypatch.setenv("BILLING_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("", encoding="utf-8")
+    monkeypatch.setenv("BILLING_DATABASE_URL", url)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["customers", "list"])
+    get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: database_url: cannot use {shown}: ") and why in result.stderr
+    assert "Traceback" not in result.output and "secret" not in result.output
