@@ -35,7 +35,7 @@ from billing.config import Settings, get_settings
 from billing.db import repository, session_scope
 from billing.db.approval_tables import CustomerReviewRow, InvoiceApprovalRow
 from billing.errors import ConflictError, NotFoundError
-from dbkit import read_only, utcnow
+from dbkit import iso_instant, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError
 from invoices.model import InvoiceStatus
@@ -365,7 +365,7 @@ def draft_approval_json(item: DraftApproval) -> dict[str, Any]:
         "approved": item.approved,
         "approval_outdated": item.outdated,
         "approved_by": approval.approved_by if approval else None,
-        "approved_at": approval.approved_at.isoformat() if approval else None,
+        "approved_at": iso_instant(approval.approved_at) if approval else None,
         "approval_note": approval.note if approval else None,
     }
 
@@ -377,5 +377,5 @@ def review_json(review: CustomerReview | None, customer: str) -> dict[str, Any]:
         "review": review is not None,
         "note": review.note if review else None,
         "flagged_by": review.flagged_by if review else None,
-        "flagged_at": review.flagged_at.isoformat() if review else None,
+        "flagged_at": iso_instant(review.flagged_at) if review else None,
     }

@@ -58,7 +58,7 @@ from billing.db.credit_tables import CreditAccountRow, CreditEntryRow, CreditGra
 from billing.db.notification_tables import NotificationRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
 from billing.notify.outbox import queue_invoices_finalized
-from dbkit import as_utc, insert_for, keyset_page, page_of, read_only, utcnow
+from dbkit import as_utc, insert_for, iso_instant, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.model import (
     AppliedCredit,
@@ -1082,7 +1082,7 @@ def _alert(session: Session, owner: Customer, row: CreditAccountRow, held: Balan
             "paid": format_amount(held.paid, currency),
             "cash_balance": format_amount(held.balance, currency),
             "pending": format_amount(held.pending, currency),
-            "created_at": now.isoformat(),
+            "created_at": iso_instant(now),
         }
         values = {
             "id": str(uuid.uuid5(_ALERTS, f"{kind}:{owner.external_id}:{currency}:{number}")),
@@ -1425,10 +1425,10 @@ def grant_json(grant: Grant) -> dict[str, Any]:
         "usable": grant.usable,
         "priority": grant.priority,
         "expires": None if grant.expires_on is None else grant.expires_on.isoformat(),
-        "expires_at": None if grant.expires_at is None else grant.expires_at.isoformat(),
+        "expires_at": None if grant.expires_at is None else iso_instant(grant.expires_at),
         "reason": grant.reason,
         "invoice": grant.invoice_number,
-        "created_at": grant.created_at.isoformat(),
+        "created_at": iso_instant(grant.created_at),
     }
 
 
@@ -1466,6 +1466,6 @@ def entry_json(entry: Entry) -> dict[str, Any]:
         "grant": entry.grant_id,
         "invoice": entry.invoice_id,
         "amount": str(entry.amount),
-        "effective_at": entry.effective_at.isoformat(),
-        "recorded_at": entry.recorded_at.isoformat(),
+        "effective_at": iso_instant(entry.effective_at),
+        "recorded_at": iso_instant(entry.recorded_at),
     }

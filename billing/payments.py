@@ -49,7 +49,7 @@ from billing.core.aging import BUCKETS, AgingRow, OpenAmount, age_receivables
 from billing.db import repository, session_scope
 from billing.db.payment_tables import PAYMENT_METHODS, PaymentRow
 from billing.errors import BillingInputError, ConflictError, NotFoundError
-from dbkit import for_update, keyset_page, page_of, read_only, utcnow
+from dbkit import for_update, iso_instant, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.errors import InvoiceNotFoundError
 from invoices.model import AppliedCredit, Invoice, InvoiceKind, InvoiceScope, InvoiceStatus
@@ -589,7 +589,7 @@ def payment_json(payment: Payment) -> dict[str, Any]:
         "method": payment.method,
         "reference": payment.reference,
         "received_on": payment.received_on.isoformat(),
-        "recorded_at": payment.recorded_at.isoformat(),
+        "recorded_at": iso_instant(payment.recorded_at),
         "status": "reversed" if payment.reversed else "succeeded",
         "reversed_on": None if payment.reversed_on is None else payment.reversed_on.isoformat(),
         "reversal_reason": payment.reversal_reason,

@@ -33,7 +33,7 @@ from billing.db.stripe_tables import DunningRow
 from billing.db.tables import SubscriptionRow
 from billing.event_store import event_store
 from billing.metering import UsageWindow, aggregate_periods, total_of
-from dbkit import read_only
+from dbkit import iso_instant, read_only
 from invoices import store
 from pricing_plans.errors import UnknownPlanError
 from pricing_plans.models import Catalog, Plan
@@ -292,7 +292,7 @@ def queue_at_risk(engine: Engine, assessments: Iterable[Assessment]) -> list[str
             "level": a.level,
             "reasons": [{"rule": r.rule.value, "detail": r.detail, "points": r.points} for r in a.reasons],
             "expansion_signals": list(a.expansion),
-            "created_at": now.isoformat(),
+            "created_at": iso_instant(now),
         }
         rows.append({
             "id": str(uuid.uuid4()), "kind": "customer.at_risk", "customer_external_id": a.customer,

@@ -67,6 +67,7 @@ from dbkit import (
     insert_bound,
     insert_for,
     is_postgresql,
+    iso_instant,
     read_only,
     utcnow,
 )
@@ -950,7 +951,7 @@ class _Texts:
     and bounds, each level's value (tens of thousands of notifications in a pass after a large file)."""
 
     def __init__(self, created_at: dt.datetime):
-        self.created_at = created_at.isoformat()
+        self.created_at = iso_instant(created_at)
         self._periods: dict[int, tuple[str, str, str]] = {}  # by id: the check's periods live as long as this
         self._levels: dict[tuple[Decimal, int], str] = {}
 

@@ -7,7 +7,7 @@ It knows no table of anyone's: it is plumbing, and ``pricing_plans`` never needs
 
 from __future__ import annotations
 
-from dbkit.clock import as_utc, utcnow
+from dbkit.clock import as_utc, iso_instant, utcnow
 from dbkit.collection import cyclic_collection_paused
 from dbkit.dialect import (
     BoundRows,
@@ -47,6 +47,7 @@ __all__ = [
     "insert_many_ignoring",
     "is_postgresql",
     "is_sqlite",
+    "iso_instant",
     "keyset_page",
     "new_metadata",
     "page_of",

@@ -301,7 +301,7 @@ def queue_invoices_finalized(session: Session, invoices: Sequence[Invoice]) -> l
             "period": period,
             "invoice_number": invoice.number,
             "invoice": invoice_json(invoice),
-            "created_at": now.isoformat(),
+            "created_at": dbkit.iso_instant(now),
         }
         rows.append({
             "id": str(uuid.uuid4()),

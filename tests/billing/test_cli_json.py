@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -909,6 +910,15 @@ def test_every_data_command_prints_one_json_document(case: Case, world: World, m
     assert result.exit_code == case.exit_code, (args, result.stdout, result.stderr)
     document = json.loads(result.stdout)  # all of standard output: one document, nothing else
     case.check(document, world)
+    assert [t for t in _strings(document) if re.fullmatch(r"\d{4}-\d\d-\d\dT[^ ]*\+00:00", t)] == []  # UTC: "Z"
+
+
+def _strings(document: Any) -> list[str]:
+    """Every string of a JSON document, values of nested objects and lists included."""
+    if isinstance(document, str):
+        return [document]
+    values = document.values() if isinstance(document, dict) else document if isinstance(document, list) else []
+    return [text for value in values for text in _strings(value)]
 
 
 def _leaves(command: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
