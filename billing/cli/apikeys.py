@@ -90,6 +90,7 @@ def list_command(
 @apikeys_app.command("revoke")
 def revoke(
     key_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=2**63 - 1, help="The key's id (apikeys list).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the revoked key as a JSON object.")] = False,
 ) -> None:
     """Revoke a key: it is refused from the next request on."""
     from billing.apikeys import revoke_api_key
@@ -103,4 +104,7 @@ def revoke(
         fail(database_message(exc))
     finally:
         engine.dispose()
+    if as_json:
+        _json.emit(_json.api_key_json(key))
+        return
     console.print(f"API key {key.id} ({key.name}) revoked", highlight=False)

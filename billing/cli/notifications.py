@@ -150,12 +150,16 @@ def notifications_deliver(
 @notifications_app.command("retry")
 def notifications_retry(
     notification_id: Annotated[str, typer.Argument(metavar="ID", help="The id of a dead notification.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Put a dead notification back to pending; the next `billing notifications deliver` sends it."""
     from billing.notify import retry
 
     with database() as engine:
         notification = retry(engine, notification_id)
+    if as_json:
+        _json.emit(_json.notification_json(notification))
+        return
     console.print(f"notification {notification.id} is pending again", highlight=False, markup=False)
 
 
@@ -251,9 +255,10 @@ def customers_set_limit(
     spend_cap: Annotated[
         str | None, typer.Option("--spend-cap", metavar="X", help="Usage charges per period, in the plan's currency.")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Set the customer's own allowance of a meter (--meter M --allowance N) or spend cap (--spend-cap X),
-    replacing the catalog's in their thresholds."""
+    replacing the catalog's in their thresholds (--json: the limit as the API answers it)."""
     from billing.thresholds import set_limit
 
     catalog = load_catalog_for_cli()
@@ -265,5 +270,9 @@ def customers_set_limit(
             raise BillingInputError.of(
                 [re.sub(r"^(spend_cap|allowance|meter):", lambda m: options[m[1]] + ":", p) for p in exc.problems]
             ) from None
+    if as_json:
+        _json.emit({"customer": limit.customer, "threshold": limit.key, "kind": limit.kind, "meter": limit.meter,
+                    "limit": f"{limit.limit:f}"})  # fmt: skip
+        return
     what = f"allowance of {limit.meter}" if limit.kind == "usage" else "spend cap"
     console.print(f"customer {limit.customer}: {what} set to {limit.limit}", highlight=False, markup=False)

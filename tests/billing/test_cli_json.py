@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi import Response
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from billing import coupons, credits, customers, overrides
@@ -149,9 +149,6 @@ NO_DATA = {
     ("db", "resolve-conflicts"): "confirms how many conflicting events it deleted",
     ("serve",): "serves the API; it prints a log",
     ("invoices", "render"): "writes a document; --format json is the invoice's JSON",
-    ("notifications", "retry"): "confirms that a notification is pending again",
-    ("apikeys", "revoke"): "confirms that a key is revoked",
-    ("customers", "set-limit"): "confirms the limit set",
 }
 
 
@@ -434,6 +431,31 @@ def _check_keys(doc: dict[str, Any], world: World) -> None:
     (key,) = doc["data"]
     assert (key["id"], key["name"], key["customer"], key["revoked_at"]) == (1, "ci", None, None)
     assert key["prefix"] == list_api_keys(world.engine)[0].prefix and "secret" not in key
+
+
+def _check_revoked_key(doc: dict[str, Any], world: World) -> None:
+    assert (doc["id"], doc["name"]) == (1, "ci") and doc["revoked_at"].endswith("Z")
+    assert list_api_keys(world.engine)[0].revoked_at is not None
+
+
+def _dead_notification(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from billing.notify import list_notifications
+
+    first = list_notifications(world.engine)[0]
+    with world.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE notifications SET status = 'dead', attempts = 8 WHERE id = :id"), {"id": first.id}
+        )
+    world.notes["dead"] = first.id
+    return ["notifications", "retry", first.id, "--json"]
+
+
+def _check_retried(doc: dict[str, Any], world: World) -> None:
+    assert (doc["id"], doc["status"], doc["attempts"]) == (world.notes["dead"], "pending", 0)
+
+
+def _check_limit(doc: dict[str, Any], world: World) -> None:
+    assert doc == {"customer": "beta", "threshold": "spend", "kind": "spend", "meter": None, "limit": "250.50"}
 
 
 def _check_new_key(doc: dict[str, Any], world: World) -> None:
@@ -884,6 +906,12 @@ CASES = [
     Case(("notifications", "deliver"), _fixed("notifications", "deliver", "--json"), _check_delivered),
     Case(("thresholds", "check"), _lower_limit, _check_thresholds),
     Case(("apikeys", "list"), _fixed("apikeys", "list", "--json"), _check_keys),
+    Case(("apikeys", "revoke"), _fixed("apikeys", "revoke", "1", "--json"), _check_revoked_key),
+    Case(("notifications", "retry"), _dead_notification, _check_retried),
+    Case(
+        ("customers", "set-limit"), _fixed("customers", "set-limit", "beta", "--spend-cap", "250.50", "--json"),
+        _check_limit,
+    ),
     Case(
         ("apikeys", "create"), _fixed("apikeys", "create", "--name", "deploy", "--customer", "acme", "--json"), _check_new_key
     ),
