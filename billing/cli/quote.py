@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from rich.markup import escape
@@ -54,6 +55,10 @@ def quote(
     """Rate one customer-period: the fee, each charge with its breakdown, the commitment true-up, the total."""
     if bool(usage) == bool(events):
         fail("give the usage either as --usage METER=QUANTITY ... or as --events FILE.jsonl (one of the two)", code=2)
+    try:
+        ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        fail(f"--timezone: unknown timezone {timezone!r} (expected an IANA name such as Europe/Berlin or UTC)")
     cat = load_catalog_for_cli(catalog)
     start_day = _parse_date(start, "--start") if start else None
     try:

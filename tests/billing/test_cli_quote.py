@@ -96,3 +96,18 @@ def test_bad_input_names_what_is_wrong():
     assert result.exit_code == 2 and "unknown meter 'bogus'" in result.output
     result = quote("--plan", "api_growth", "--period", "2026-13", "--usage", "api_calls=1")
     assert result.exit_code == 2 and "YYYY-MM" in result.output
+
+
+def test_an_unknown_timezone_is_a_usage_error_with_usage_and_with_events(tmp_path):
+    """``--timezone Mars/X`` was a ZoneInfoNotFoundError traceback with --events and silently accepted with
+    --usage."""
+    events = tmp_path / "e.jsonl"
+    events.write_text("", encoding="utf-8")
+    for given in (["--usage", "api_calls=5"], ["--events", str(events)]):
+        result = CliRunner().invoke(
+            app, ["quote", "--plan", "api_growth", *given, "--period", "2026-11", "--timezone", "Mars/X"]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (
+            "error: --timezone: unknown timezone 'Mars/X' (expected an IANA name such as Europe/Berlin or UTC)"
+        )
