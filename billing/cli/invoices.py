@@ -39,7 +39,7 @@ from billing.run import (
 )
 from invoices.model import Invoice, InvoiceStatus
 from pricing_plans.models import Catalog
-from pricing_plans.money import D, format_amount, format_sum
+from pricing_plans.money import format_amount, format_sum
 
 invoices_app = typer.Typer(help="Invoices and credit notes.", no_args_is_help=True)
 
@@ -389,10 +389,10 @@ def credit(
 ) -> None:
     """Issue a credit note against an invoice (its own gap-free CN- sequence); --to-balance puts its amount on
     the customer's balance."""
-    try:
-        value = D(amount)
-    except ValueError:
-        fail(f"--amount: expected a number, got {amount!r}")
+    try:  # (as payments record reads its amount: plain decimal notation, no 1e3, no 1_000)
+        value = payments.parse_amount(amount)
+    except BillingError as error:
+        fail(str(error))
     try:
         note = invoicing.create_credit_note(engine_for_cli(), number, value, reason, finalize_settings(),
                                             invoicing.issue_day(), to_balance=to_balance,

@@ -73,3 +73,13 @@ def test_a_subscription_day_outside_the_calendars_reach_is_refused_in_one_line(c
         2,
         "error: --date: expected a date from 1971-01-01 to 9998-12-31, got 9999-12-31",
     )
+
+
+@pytest.mark.parametrize("typed", ["1e3", "1_000", "NaN", "١٠"])
+def test_a_credit_notes_amount_is_plain_decimal_notation_as_a_payments_is(cli_env, typed):
+    """``invoices credit --amount 1e3`` issued a credit note of 1000.00 where ``payments record --amount 1e3`` and
+    the console refuse it; now refused the same way, before the invoice is looked at."""
+    refused = CliRunner().invoke(app, ["invoices", "credit", "INV-1", "--amount", typed, "--reason", "x"])
+    assert (refused.exit_code, refused.stderr.strip()) == (
+        2, f"error: --amount: expected a decimal amount such as 30.00, got {typed!r}"
+    )
