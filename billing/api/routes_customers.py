@@ -473,6 +473,13 @@ def get_subscription(
     return subscription_out(service.get_subscription(engine, subscription_id))
 
 
+def _customers_today(engine: Engine, subscription_id: int) -> dt.date:
+    """Today in the timezone of the subscription's customer: an action's day when the body gives none."""
+    subscription = service.get_subscription(engine, subscription_id)
+    customer = service.get_customer(engine, subscription.customer_external_id)
+    return dt.datetime.now(ZoneInfo(customer.timezone)).date()
+
+
 @router.post(
     "/v1/subscriptions/{subscription_id}/cancel",
     summary="Cancel a subscription",
@@ -490,11 +497,7 @@ def cancel_subscription(
 ) -> SubscriptionOut:
     """End the subscription on ``date`` (exclusive; default today in the customer's timezone)."""
     body = body or CancelIn()
-    end = body.date
-    if end is None:
-        subscription = service.get_subscription(engine, subscription_id)
-        customer = service.get_customer(engine, subscription.customer_external_id)
-        end = dt.datetime.now(ZoneInfo(customer.timezone)).date()
+    end = body.date or _customers_today(engine, subscription_id)
     return subscription_out(service.cancel_subscription(engine, subscription_id, end, body.reason, catalog=catalog))
 
 
@@ -523,11 +526,7 @@ def change_subscription_plan(
     ``Location``, starts on ``date`` with the plan's version in effect then and ``previous_subscription_id``
     naming this one; fees paid in advance are settled on the next invoice. A date inside an invoiced period, or
     the plan and version the subscription has, is a 422; an ended subscription a 409."""
-    on = body.date
-    if on is None:
-        subscription = service.get_subscription(engine, subscription_id)
-        customer = service.get_customer(engine, subscription.customer_external_id)
-        on = dt.datetime.now(ZoneInfo(customer.timezone)).date()
+    on = body.date or _customers_today(engine, subscription_id)
     changed = service.change_plan(engine, catalog, subscription_id, body.plan, on)
     response.headers["Location"] = f"/v1/subscriptions/{changed.id}"
     return subscription_out(changed)
@@ -552,9 +551,5 @@ def change_subscription_quantity(
     timezone), as ``billing subscriptions quantity`` does: a date inside an invoiced period is a 422; in advance
     the added seats are charged (removed ones credited) for the rest of the period on the next invoice; in arrears
     each seat is billed for the days it is held."""
-    on = body.effective_from
-    if on is None:
-        subscription = service.get_subscription(engine, subscription_id)
-        customer = service.get_customer(engine, subscription.customer_external_id)
-        on = dt.datetime.now(ZoneInfo(customer.timezone)).date()
+    on = body.effective_from or _customers_today(engine, subscription_id)
     return subscription_out(service.change_quantity(engine, catalog, subscription_id, body.quantity, on))
