@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -200,6 +201,9 @@ class CustomerLimit:
     limit: Decimal
 
 
+_LIMIT = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,12})?")
+
+
 def set_limit(
     engine: Engine,
     catalog: Catalog,
@@ -226,11 +230,12 @@ def set_limit(
     for name, raw in (("allowance", allowance), ("spend cap", spend_cap)):
         if raw is None:
             continue
-        try:
-            number = D(raw)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{name.replace(' ', '_')}: {exc}")
+        text = str(raw).strip()
+        if not _LIMIT.fullmatch(text):  # (plain decimal notation, as amounts are: no 1e3, no 1_000, no NaN)
+            problems.append(f"{name.replace(' ', '_')}: not a number: expected a decimal such as 250.00 (at most 15 "
+                            f"digits before the point and 12 after), got {raw!r}")  # fmt: skip
             continue
+        number = D(text)
         if number < 0:
             problems.append(f"{name.replace(' ', '_')}: must be >= 0 (got {raw})")
     if problems or number is None:

@@ -57,6 +57,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY = 255
 
 _KEPT_HEADERS = (b"content-type", b"location")
+_PARSE_INLINE = 64 * 1024
 _NOT_KEPT_STATUS = frozenset({400, 401, 405, 413, 415})
 _NOT_KEPT_CODES = frozenset({"invalid_request", "too_many_events"})
 _COMPLETE_ATTEMPTS = 3
@@ -189,8 +190,16 @@ class Idempotency:
             return
 
         owner = credential_scope(authorization)
-        fingerprint = request_fingerprint(scope["method"], scope.get("path", ""), scope.get("query_string", b""), body)
-        found = await run_in_threadpool(idempotency.claim, engine, owner, key, fingerprint)
+        method, path, query = scope["method"], scope.get("path", ""), scope.get("query_string", b"")
+        # (parsing a large body is work for a thread, not for the event loop that serves the other requests)
+        fingerprint = (
+            request_fingerprint(method, path, query, body)
+            if len(body) <= _PARSE_INLINE
+            else await run_in_threadpool(request_fingerprint, method, path, query, body)
+        )
+        # a key first sent before fingerprints were of canonical JSON was of the body's bytes: still the same request
+        legacy = hashlib.sha256(b"\n".join([method.encode(), path.encode(), query, body])).hexdigest()
+        found = await run_in_threadpool(idempotency.claim, engine, owner, key, fingerprint, also=legacy)
         if found.outcome == "replay":
             assert found.answer is not None
             await _replay(found.answer, send)

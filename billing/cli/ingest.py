@@ -49,7 +49,8 @@ def ingest(
         fail(f"{file}: is a folder; expected a file of events")
     if file != "-" and not Path(file).exists():
         fail(f"{file}: no such file")
-    rejects_path = rejects or Path("stdin.rejected.jsonl" if file == "-" else f"{file}.rejected.jsonl")
+    streamed = file == "-" or not Path(file).is_file()  # (a pipe or a device: read, and its rejects named, as stdin's)
+    rejects_path = rejects or Path("stdin.rejected.jsonl" if streamed else f"{file}.rejected.jsonl")
     if rejects is not None:  # (the default beside the input is written only if something is rejected)
         _check_writable(rejects, None if file == "-" else Path(file))
     catalog = load_catalog_for_cli()

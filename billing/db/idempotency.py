@@ -92,7 +92,15 @@ _CLAIM_ATTEMPTS = 5
 """How often :func:`claim` inserts again when the row it collided with was deleted before it could read it."""
 
 
-def claim(engine: Engine, scope: str, key: str, fingerprint: str, *, now: dt.datetime | None = None) -> Claim:
+def claim(
+    engine: Engine,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    *,
+    now: dt.datetime | None = None,
+    also: str | None = None,
+) -> Claim:
     """Claim ``key`` of ``scope`` for a request with ``fingerprint``, in one transaction (two requests with one key
     at once: one runs, the other is told it is running).
 
@@ -120,7 +128,8 @@ def claim(engine: Engine, scope: str, key: str, fingerprint: str, *, now: dt.dat
             raise RuntimeError(
                 f"Idempotency-Key {key!r}: released and taken again {_CLAIM_ATTEMPTS} times while being claimed"
             )
-        if row.fingerprint != fingerprint:
+        # (``also``: the same request as an earlier version fingerprinted it, for a key first sent before it changed)
+        if row.fingerprint not in (fingerprint, also):
             return Claim("reused", started_at=row.created_at)
         if row.status is None:
             if row.started_at + LEASE > now:

@@ -182,14 +182,7 @@ def list_notifications(
     """Notifications, oldest first (a crossing's levels in order), optionally of one status and one customer."""
     if status is not None and status not in NOTIFICATION_STATUSES:
         raise BillingInputError(f"status: expected one of {', '.join(NOTIFICATION_STATUSES)}, got {status!r}")
-    statement = select(NotificationRow).order_by(
-        NotificationRow.created_at,
-        NotificationRow.customer_external_id,
-        NotificationRow.subscription_id,
-        NotificationRow.threshold_key,
-        NotificationRow.level,
-        NotificationRow.id,
-    )
+    statement = select(NotificationRow).order_by(*_PAGE_ORDER)
     if status is not None:
         statement = statement.where(NotificationRow.status == status)
     if customer is not None:
@@ -209,9 +202,10 @@ def notifications_page(
     status: str | None = None,
     customer: str | None = None,
 ) -> tuple[list[Notification], bool]:
-    """At most ``limit`` notifications, oldest first (by creation, then id), after the notification ``after`` or
-    right before ``before``, optionally of one status and one customer; and whether more lie that way. A cursor
-    that names no notification is refused (BillingInputError naming ``starting_after`` / ``ending_before``)."""
+    """At most ``limit`` notifications in the order ``list_notifications`` gives (oldest first, a crossing's levels
+    in order), after the notification ``after`` or right before ``before``, optionally of one status and one
+    customer; and whether more lie that way. A cursor that names no notification is refused (BillingInputError
+    naming ``starting_after`` / ``ending_before``)."""
     if status is not None and status not in NOTIFICATION_STATUSES:
         raise BillingInputError(f"status: expected one of {', '.join(NOTIFICATION_STATUSES)}, got {status!r}")
     statement = select(NotificationRow)
@@ -219,22 +213,40 @@ def notifications_page(
         statement = statement.where(NotificationRow.status == status)
     if customer is not None:
         statement = statement.where(NotificationRow.customer_external_id == customer)
-    created, key = NotificationRow.created_at, NotificationRow.id
+    order = _PAGE_ORDER
     with _reading(engine) as session:
         for field, cursor in (("starting_after", after), ("ending_before", before)):
             if cursor is None:
                 continue
-            row = session.get(NotificationRow, cursor)
+            row = session.execute(select(*order).where(NotificationRow.id == cursor)).first()
             if row is None:
                 raise BillingInputError(f"{field}: unknown notification {cursor!r}")
-            later = or_(created > row.created_at, and_(created == row.created_at, key > row.id))
-            earlier = or_(created < row.created_at, and_(created == row.created_at, key < row.id))
-            statement = statement.where(later if field == "starting_after" else earlier)
+            statement = statement.where(_beyond(order, tuple(row), later=field == "starting_after"))
         backward = before is not None and after is None
-        order = (created.desc(), key.desc()) if backward else (created, key)
-        rows = list(session.scalars(statement.order_by(*order).limit(limit + 1)))
+        ordered = statement.order_by(*(column.desc() for column in order) if backward else order)
+        rows = list(session.scalars(ordered.limit(limit + 1)))
         found = [_to_notification(row) for row in rows[:limit]]
     return (found[::-1] if backward else found), len(rows) > limit
+
+
+_PAGE_ORDER: tuple[ColumnElement[Any], ...] = (
+    NotificationRow.created_at,
+    NotificationRow.customer_external_id,
+    func.coalesce(NotificationRow.subscription_id, 0),
+    func.coalesce(NotificationRow.threshold_key, ""),
+    func.coalesce(NotificationRow.level, 0),
+    NotificationRow.id,
+)
+"""``list_notifications``'s order with no null in it (a keyset compares values), the id last: a total order."""
+
+
+def _beyond(order: Sequence[ColumnElement[Any]], values: Sequence[Any], *, later: bool) -> ColumnElement[bool]:
+    """The rows after (``later``) or before ``values`` in ``order``, compared column by column."""
+    alternatives = []
+    for index, column in enumerate(order):
+        same = [earlier == value for earlier, value in zip(order[:index], values[:index], strict=True)]
+        alternatives.append(and_(*same, column > values[index] if later else column < values[index]))
+    return or_(*alternatives)
 
 
 def get_notification(engine: Engine, notification_id: str) -> Notification:

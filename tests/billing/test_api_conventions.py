@@ -511,9 +511,13 @@ def test_notifications_are_listed_a_page_at_a_time_as_the_cli_lists_them(live_ap
     backward, by customer and by status, and each is the CLI's ``--json`` object."""
     from billing.cli._json import notification_json
     from billing.notify import list_notifications
+    from billing.reactions import react_to_usage
 
     ids = many_customers(live_api, 5)
-    bill_month(live_api)  # five invoices finalized: five notifications, pending (nowhere to send them)
+    for who in ids[:2]:  # 6 calls of an allowance of 5: two levels crossed at once, told in order (80, then 100)
+        month_usage(live_api, who)
+    react_to_usage(live_api.engine, live_api.catalog)
+    bill_month(live_api)  # five invoices finalized: five notifications more, pending (nowhere to send them)
     with live_api.client() as client:
         whole = client.get("/v1/notifications").json()
         forward, cursor = [], {}
@@ -528,14 +532,17 @@ def test_notifications_are_listed_a_page_at_a_time_as_the_cli_lists_them(live_ap
         sent = client.get("/v1/notifications", params={"status": "sent"}).json()
         unknown = client.get("/v1/notifications", params={"starting_after": "nope"})
         bad_status = client.get("/v1/notifications", params={"status": "lost"})
-    assert [n["id"] for n in whole["data"]] == forward and len(forward) == 5 and whole["has_more"] is False
-    assert ([n["id"] for n in back["data"]], back["has_more"]) == (forward[2:4], True)
+    assert [n["id"] for n in whole["data"]] == forward and len(forward) == 9 and whole["has_more"] is False
+    assert ([n["id"] for n in back["data"]], back["has_more"]) == (forward[6:8], True)
+    assert [(n["kind"], n["customer"], n["level"]) for n in whole["data"][:4]] == [
+        ("usage.threshold_crossed", ids[0], 80), ("usage.threshold_crossed", ids[0], 100),
+        ("usage.threshold_crossed", ids[1], 80), ("usage.threshold_crossed", ids[1], 100),
+    ]  # fmt: skip
     assert [(n["kind"], n["customer"], n["status"]) for n in one["data"]] == [("invoice.finalized", ids[3], "pending")]
     assert sent == {"data": [], "has_more": False}
     assert unknown.status_code == 422 and error_of(unknown)["field"] == "starting_after"
     assert bad_status.status_code == 422 and error_of(bad_status)["field"] == "status"
-    cli = [notification_json(n) for n in list_notifications(live_api.engine)]
-    assert sorted(whole["data"], key=lambda n: n["id"]) == sorted(cli, key=lambda n: n["id"])
+    assert whole["data"] == [notification_json(n) for n in list_notifications(live_api.engine)]  # in its order
 
 
 def test_a_customers_own_limits_are_set_and_listed_over_http(live_api):
@@ -551,6 +558,8 @@ def test_a_customers_own_limits_are_set_and_listed_over_http(live_api):
         both = client.put("/v1/customers/acme/limits", json={"meter": "nope", "allowance": "-1", "spend_cap": "5"})
         neither = client.put("/v1/customers/acme/limits", json={})
         unknown = client.put("/v1/customers/nobody/limits", json={"spend_cap": "5"})
+        notation = [client.put("/v1/customers/acme/limits", json={"spend_cap": cap}) for cap in ("1e3", "1_000",
+                    "1e999999", "9" * 16)]  # fmt: skip
     assert usage.status_code == 200, usage.text
     assert usage.json() == {"customer": "acme", "threshold": "usage:api_calls", "kind": "usage", "meter": "api_calls",
                             "limit": "50000"}  # fmt: skip
@@ -561,6 +570,8 @@ def test_a_customers_own_limits_are_set_and_listed_over_http(live_api):
     assert [e["field"] for e in both.json()["errors"]] == ["allowance", "meter", "meter", "allowance"]
     assert neither.status_code == 422 and error_of(neither)["field"] == "allowance"
     assert unknown.status_code == 404
+    # plain decimal notation, bounded, as every amount of the API (1e999999 was stored, a 1 MB answer after)
+    assert [(r.status_code, error_of(r)["field"]) for r in notation] == [(422, "spend_cap")] * 4
 
 
 def test_the_usage_a_run_leaves_unbilled_is_read_over_http_as_the_cli_reads_it(live_api):

@@ -340,6 +340,8 @@ def test_ctrl_c_stops_an_ingest_in_one_message_and_the_same_input_again_stores_t
         [sys.executable, "-m", "billing.cli", "ingest", "-"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(), cwd=tmp_path,
         start_new_session=True,  # (its own process group, as a terminal's foreground job is)
+        # Ctrl-C as a terminal delivers it: a job started in the background (CI's) inherits SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         assert process.stdin is not None
@@ -368,7 +370,7 @@ def test_ctrl_c_stops_an_ingest_in_one_message_and_the_same_input_again_stores_t
 
 
 def test_the_rejects_file_is_never_the_input_and_a_folder_or_a_pipe_is_told_apart(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--rejects`` naming the input overwrote it with the rejected lines; a folder was "no such file", and so
     was a pipe named by path (``/dev/stdin``, ``<(…)``), which is now read as standard input is."""
@@ -386,3 +388,10 @@ def test_the_rejects_file_is_never_the_input_and_a_folder_or_a_pipe_is_told_apar
     piped = runner.invoke(app, ["ingest", str(fifo), "--rejects", str(tmp_path / "r.jsonl")])
     writer.wait(timeout=30)
     assert piped.exit_code == 1 and piped.stdout.strip() == "accepted 1, duplicates 0, rejected 1"
+    # without --rejects, a pipe's rejects are named as standard input's, in the working folder
+    writer = subprocess.Popen(["sh", "-c", f"sed 's/p1/p3/; s/p2/p4/' {path} > {fifo}"])
+    monkeypatch.chdir(tmp_path)
+    again = runner.invoke(app, ["ingest", str(fifo)])
+    writer.wait(timeout=30)
+    assert again.exit_code == 1 and "rejected events written to stdin.rejected.jsonl" in again.stderr
+    assert json.loads((tmp_path / "stdin.rejected.jsonl").read_text(encoding="utf-8"))["line"] == 2

@@ -80,6 +80,27 @@ def test_the_same_json_written_otherwise_is_the_same_request(live_api):
         assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
 
 
+def test_a_key_first_sent_before_the_fingerprint_was_of_canonical_json_still_replays(live_api):
+    """A key stored by the earlier version carries the hash of the body's bytes: its retry, the same bytes, still
+    gets the stored answer (a 409 would tell the client to use a new key, and the request would run twice)."""
+    import hashlib
+
+    body = b'{"external_id": "acme", "name": "Acme", "currency": "USD"}'
+    legacy = hashlib.sha256(b"\n".join([b"POST", b"/v1/customers", b"", body])).hexdigest()
+    assert legacy != request_fingerprint("POST", "/v1/customers", b"", body)
+    owner = credential_scope(f"Bearer {live_api.key}".encode())
+    stored = idempotency.StoredAnswer(201, {"content-type": "application/json"}, b'{"stored": true}')
+    assert idempotency.claim(live_api.engine, owner, "old-key", legacy).outcome == "run"
+    idempotency.complete(live_api.engine, owner, "old-key", stored)
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "old-key"}
+    with live_api.client() as client:
+        retry = client.post("/v1/customers", content=body, headers=headers)
+        other = client.post("/v1/customers", content=body.replace(b"Acme", b"Acne"), headers=headers)
+        assert customers(client) == []  # never run
+    assert (retry.status_code, retry.json(), retry.headers["idempotent-replayed"]) == (201, {"stored": True}, "true")
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+
+
 def test_keys_belong_to_the_api_key_that_sent_them(live_api):
     _, other = create_api_key(live_api.engine, "another client")
     with live_api.client() as client, live_api.client(other) as other_client:
