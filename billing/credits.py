@@ -61,6 +61,8 @@ from billing.notify.outbox import queue_invoices_finalized
 from dbkit import as_utc, insert_for, iso_instant, keyset_page, page_of, read_only, utcnow
 from invoices import store
 from invoices.model import (
+    LINE_TAX_INCLUSIVE,
+    LINE_TAX_RATE,
     AppliedCredit,
     DraftInvoice,
     Invoice,
@@ -715,12 +717,26 @@ def _caps(invoice: Invoice, starts: list[dt.date | None], grants: list[Grant], t
         if line.kind == LineKind.DISCOUNT
     ]
     nets = net_of_discounts([(line.plan_code, line.amount) for line, _ in billed], discounts)
-    services = [(day_start(start or began, timezone), net) for (_, start), net in zip(billed, nets, strict=True)]
+    weights = _with_tax([line for line, _ in billed], nets)
+    services = [(day_start(start or began, timezone), w) for (_, start), w in zip(billed, weights, strict=True)]
     return {
         g.id: payable_before(services, g.expires_at, invoice.total, invoice.currency)
         for g in grants
         if g.expires_at is not None
     }
+
+
+def _with_tax(lines: list[InvoiceLine], nets: list[Decimal]) -> list[Decimal]:
+    """What each line adds to the invoice's total, less its part of the discounts: on an invoice whose lines are
+    not all taxed alike (each line then says its rate, ``LINE_TAX_RATE``), its net with its own tax added, or as
+    it is when its price has the tax inside; otherwise its net (the total's tax is then in proportion)."""
+    if not lines or any(LINE_TAX_RATE not in line.details.extra for line in lines):
+        return nets
+    rates = [Decimal(line.details.extra[LINE_TAX_RATE]) for line in lines]
+    return [
+        net if line.details.extra.get(LINE_TAX_INCLUSIVE) else net * (100 + rate) / 100
+        for line, net, rate in zip(lines, nets, rates, strict=True)
+    ]
 
 
 def _began(invoice: Invoice, starts: list[dt.date | None]) -> dt.date:

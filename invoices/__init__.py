@@ -24,6 +24,8 @@ from invoices.errors import InvoiceError, InvoiceNotFoundError, InvoiceStateErro
 from invoices.model import (
     COUPON_TERMS,
     DISCOUNT_SECTION,
+    LINE_TAX_INCLUSIVE,
+    LINE_TAX_RATE,
     AppliedCredit,
     DraftInvoice,
     Invoice,
@@ -115,6 +117,8 @@ __all__ = [
     "COUPON_TERMS",
     "DISCOUNT_SECTION",
     "LINE_FIELDS",
+    "LINE_TAX_INCLUSIVE",
+    "LINE_TAX_RATE",
     "AppliedCredit",
     "DraftForReview",
     "DraftInvoice",

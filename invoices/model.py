@@ -23,6 +23,8 @@ from pricing_plans.money import ZERO, Rounding, check_amount, round_money
 __all__ = [
     "COUPON_TERMS",
     "DISCOUNT_SECTION",
+    "LINE_TAX_INCLUSIVE",
+    "LINE_TAX_RATE",
     "AppliedCredit",
     "DraftInvoice",
     "Invoice",
@@ -154,6 +156,12 @@ class LineKind(StrEnum):
 DISCOUNT_SECTION = "Discounts"
 # A discount line's ``details.extra`` key: its coupon's terms, for the invoice to word in its language.
 COUPON_TERMS = "terms"
+# A line's ``details.extra`` keys on an invoice of more than one tax rate or kind of price: the rate its amount is
+# taxed at (a string, "19") and, for a price with the tax inside, ``true``. Written when the draft is composed, as
+# the tax was computed then; read to pay a part of the invoice with its own tax (an expiring credit). Not hashed:
+# the invoice's taxes say the same.
+LINE_TAX_RATE = "tax_rate"
+LINE_TAX_INCLUSIVE = "tax_inclusive"
 
 
 # One encoder for every line: ``json.dumps`` with options builds a new one per call.

@@ -388,7 +388,7 @@ def compose_period_invoice(
     if coupons:
         lines.extend(discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding, earlier))
     plans = [p for s in sections for p in (s.plan, s.advance_plan)] + [item.plan for item in late]
-    rate, taxes = customer_taxes(customer, tax_rules, lines, plans, catalog.rounding)
+    rate, taxes, taxed = customer_taxes(customer, tax_rules, lines, plans, catalog.rounding)
     return DraftInvoice(
         billing_key=period_key(customer.external_id, period),
         scope=InvoiceScope.PERIOD,
@@ -397,7 +397,7 @@ def compose_period_invoice(
         locale=customer.locale,
         period_start=period.start,
         period_end=period.end,
-        lines=tuple(lines),
+        lines=taxed,
         tax_rate=rate,
         taxes=taxes,
         rounding=catalog.rounding,
@@ -417,7 +417,7 @@ def compose_opening_invoice(
     fee_period = opening_fee_period(subscription, plan)
     title = _section_title(plan, subscription, fee_period)
     lines = (_placed(fee, title, subscription, plan),)
-    rate, taxes = customer_taxes(customer, tax_rules, lines, [plan], catalog.rounding)
+    rate, taxes, taxed = customer_taxes(customer, tax_rules, lines, [plan], catalog.rounding)
     return DraftInvoice(
         billing_key=opening_key(subscription.id),
         scope=InvoiceScope.OPENING,
@@ -427,7 +427,7 @@ def compose_opening_invoice(
         locale=customer.locale,
         period_start=fee_period.start,
         period_end=fee_period.end,
-        lines=lines,
+        lines=taxed,
         tax_rate=rate,
         taxes=taxes,
         rounding=catalog.rounding,

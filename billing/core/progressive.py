@@ -85,7 +85,7 @@ def compose_progressive_invoice(
     ]
     if coupons:
         lines += discount_lines(lines, coupons, period.start, customer.currency, catalog.rounding, earlier)
-    rate, taxes = customer_taxes(customer, tax_rules, lines, [plan], catalog.rounding)
+    rate, taxes, taxed = customer_taxes(customer, tax_rules, lines, [plan], catalog.rounding)
     return DraftInvoice(
         billing_key=progressive_key(subscription.id, period, level),
         scope=InvoiceScope.PROGRESSIVE,
@@ -95,7 +95,7 @@ def compose_progressive_invoice(
         locale=customer.locale,
         period_start=period.start,
         period_end=period.end,
-        lines=tuple(lines),
+        lines=taxed,
         tax_rate=rate,
         taxes=taxes,
         rounding=catalog.rounding,

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import Any
 
 from billing.core.countries import COUNTRY_HINTS, NOT_COUNTRIES
 from billing.core.domain import Customer
 from billing.core.fees import refund_of_paid
-from invoices.model import InvoiceLine, LineKind, TaxLine
+from invoices.model import LINE_TAX_INCLUSIVE, LINE_TAX_RATE, InvoiceLine, LineKind, TaxLine
 from pricing_plans.models import Plan
 from pricing_plans.money import WEIGHTS, ZERO, Rounding, round_money, settled
 
@@ -230,10 +230,7 @@ def _grouped(
     for line in lines:
         if line.kind is LineKind.DISCOUNT:
             continue
-        terms = PlanTax()
-        if line.plan_code is not None and line.plan_version is not None:
-            terms = plans.get((line.plan_code, line.plan_version), terms)
-        key = (rule.rate(terms.category), terms.inclusive)
+        key = _group_of(line, rule, plans)
         left.append((line, key, line.amount))
         groups[key] = groups.get(key, ZERO) + line.amount
     for line in lines:
@@ -250,6 +247,36 @@ def _grouped(
         for key, share in shares.items():
             groups[key] = groups.get(key, ZERO) + share
     return groups
+
+
+def _group_of(line: InvoiceLine, rule: Treatment, plans: Mapping[tuple[str, int], PlanTax]) -> Group:
+    """The rate a line is taxed at and whether its price has the tax inside (a line of no plan: exclusive,
+    standard)."""
+    terms = PlanTax()
+    if line.plan_code is not None and line.plan_version is not None:
+        terms = plans.get((line.plan_code, line.plan_version), terms)
+    return (rule.rate(terms.category), terms.inclusive)
+
+
+def _marked(
+    lines: Sequence[InvoiceLine], rule: Treatment, plans: Mapping[tuple[str, int], PlanTax]
+) -> list[InvoiceLine]:
+    """``lines``, each (but a discount line, which is shared among the lines it reduces) with its rate and kind of
+    price in its details (``LINE_TAX_RATE``, ``LINE_TAX_INCLUSIVE``) when they are not all taxed alike: what pays a
+    part of the invoice pays that part's own tax (an expiring credit, ``billing.core.credits.payable_before``)."""
+    groups = [None if line.kind is LineKind.DISCOUNT else _group_of(line, rule, plans) for line in lines]
+    if len({group for group in groups if group is not None}) < 2:
+        return list(lines)
+    marked = []
+    for line, group in zip(lines, groups, strict=True):
+        if group is not None:
+            rate, inclusive = group
+            extra = {**line.details.extra, LINE_TAX_RATE: f"{rate.normalize():f}"}
+            if inclusive:
+                extra[LINE_TAX_INCLUSIVE] = True
+            line = replace(line, details=replace(line.details, extra=extra))
+        marked.append(line)
+    return marked
 
 
 def _take(
@@ -407,10 +434,12 @@ def customer_taxes(
     lines: Sequence[InvoiceLine],
     plans: Iterable[Plan | None],
     rounding: Rounding = Rounding.HALF_UP,
-) -> tuple[Decimal, tuple[TaxLine, ...]]:
-    """The main rate (the rate of the largest taxable amount) and the taxes of a draft of ``customer`` with
-    ``lines`` from ``plans``, under ``rules`` (None: no configured rules, the customer's own rate)."""
+) -> tuple[Decimal, tuple[TaxLine, ...], tuple[InvoiceLine, ...]]:
+    """The main rate (the rate of the largest taxable amount), the taxes of a draft of ``customer`` with ``lines``
+    from ``plans``, under ``rules`` (None: no configured rules, the customer's own rate), and the lines, each with
+    its own rate when they are not all taxed alike."""
     rule = treatment(rules or TaxRules(), buyer(customer))
-    taxes = invoice_taxes(lines, rule, plan_terms(plans), customer.currency, rounding)
+    terms = plan_terms(plans)
+    taxes = invoice_taxes(lines, rule, terms, customer.currency, rounding)
     main = max(taxes, key=lambda tax: abs(tax.taxable)).rate if taxes else rule.rate(STANDARD)
-    return main, taxes
+    return main, taxes, tuple(_marked(lines, rule, terms))

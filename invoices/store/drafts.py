@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from dbkit import for_update, is_sqlite, utcnow, writelock
 from invoices.model import (
     COUPON_TERMS,
+    LINE_TAX_INCLUSIVE,
+    LINE_TAX_RATE,
     DraftInvoice,
     InvoiceKind,
     InvoiceLine,
@@ -335,12 +337,18 @@ def draft_row(draft: DraftInvoice) -> DraftRow:
 
 
 def _hashed_line(line: InvoiceLine, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A line's stored values as its draft's hash reads them: a discount line's details without its coupon's
-    ``terms`` (kept for the invoice to word them in its language; the description says the same)."""
-    if line.kind != LineKind.DISCOUNT or COUPON_TERMS not in line.details.extra:
+    """A line's stored values as its draft's hash reads them: its details without its tax rate (the invoice's
+    taxes are hashed) and, for a discount line, without its coupon's ``terms`` (kept for the invoice to word them in
+    its language; the description says the same). A draft stored before lines kept either hashes as before."""
+    unhashed = _UNHASHED_DISCOUNT if line.kind == LineKind.DISCOUNT else _UNHASHED
+    if unhashed.isdisjoint(line.details.extra):
         return row
-    extra = {key: value for key, value in line.details.extra.items() if key != COUPON_TERMS}
+    extra = {key: value for key, value in line.details.extra.items() if key not in unhashed}
     return (*row[:11], replace(line.details, extra=extra).to_json(), *row[12:])
+
+
+_UNHASHED = frozenset({LINE_TAX_RATE, LINE_TAX_INCLUSIVE})
+_UNHASHED_DISCOUNT = _UNHASHED | {COUPON_TERMS}
 
 
 def remove_stale_drafts(

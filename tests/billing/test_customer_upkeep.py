@@ -350,3 +350,57 @@ def test_a_top_up_invoice_names_the_buyer_with_its_tax_id_and_country(engine):
                                  now=dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC))
     (invoice,) = [i for i in invoicing.list_invoices(engine, customer="b2b") if i.id == grant.invoice_id]
     assert (invoice.customer.tax_id, invoice.customer.country, str(invoice.total)) == (VALID_DE_VAT, "DE", "50.00")
+
+
+
+AHEAD = """
+[meters.api_calls]
+name = "API calls"
+aggregation = "count"
+
+[plans.ahead]
+name = "Ahead"
+currency = "EUR"
+subscription = { fee = 100, billing = "in_advance" }
+
+[plans.books]
+name = "E-books"
+currency = "EUR"
+tax_category = "reduced"
+"""
+
+
+@pytest.mark.db
+@pytest.mark.parametrize(("books", "included"), [("fee = 50", "0.00"), ("fee = 53.50", "3.50")])
+def test_an_expiring_credit_pays_the_lines_before_its_expiry_with_their_own_tax(engine, tax_config, books, included):
+    """March's invoice of a German consumer: the e-books of March at 7 % and, in advance, April's fee at 19 %. A
+    credit that expired as April began pays the e-books with their tax, 53.50, not their share of the net (50.00
+    of 150.00) of the whole invoice's 172.50, 57.50, which paid 4.00 of April's fee. With the e-books' price
+    tax-inclusive (53.50, of which 3.50 tax) it pays the same 53.50 (not 172.50 × 53.50 / 153.50 = 60.12)."""
+    from billing import credits
+
+    inclusive = "tax_inclusive = true\n" if included != "0.00" else ""
+    catalog, problems = loads_catalog(
+        AHEAD + inclusive + f'subscription = {{ {books}, billing = "in_arrears" }}\n', "test.toml"
+    )
+    assert problems == []
+    add(engine, "consumer", country="DE")
+    february = month(2026, 2)
+    service.subscribe(engine, catalog, "consumer", "ahead", february.start)
+    service.subscribe(engine, catalog, "consumer", "books", MARCH.start)
+    run_billing(engine, catalog, february)
+    finalize_period(engine, february, FinalizeSettings(), february.end)
+    credits.grant_credit(engine, "consumer", Decimal("500.00"), "EUR", expires=dt.date(2026, 4, 1),
+                         now=dt.datetime(2026, 3, 10, tzinfo=dt.UTC))
+    (number,) = bill_march(engine, catalog)
+    invoice = invoicing.get_invoice(engine, number)
+    assert [(line.plan_code, str(line.amount), str(line.service_start)) for line in invoice.lines] == [
+        ("ahead", "100.00", "2026-04-01"),
+        ("books", books.removeprefix("fee = ") if included != "0.00" else "50.00", "2026-03-01"),
+    ]
+    assert taxes(invoice) == [("19", "100.00", "19.00", "0.00"), ("7", "50.00", "3.50", included)]
+    assert str(invoice.total) == "172.50"
+    assert [str(c.amount) for c in invoice.credits_applied] == ["53.50"]
+    assert str(invoice.amount_due) == "119.00"
+    # each line says its rate, as the invoice's taxes do; the rate is not part of what a re-run compares
+    assert [line.details.extra.get("tax_rate") for line in invoice.lines] == ["19", "7"]

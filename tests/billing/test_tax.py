@@ -241,9 +241,22 @@ def test_a_coupon_never_takes_a_rate_below_zero(catalog):
     assert (str(draft.totals.discount), str(draft.totals.total)) == ("76.67", "87.26")
     lines = [line if line.amount != Decimal("-36.67") else replace(line, amount=Decimal("-50.00")) for line in draft.lines]
     plans = [catalog.plan("standard"), catalog.plan("books")]
-    _, more = customer_taxes(customer(country="DE"), RULES, lines, plans)
+    _, more, _ = customer_taxes(customer(country="DE"), RULES, lines, plans)
     # 19 %: 100.00 − 26.67 − 13.33 = 60.00 → 11.40; 7 %: 50.00 − 13.33 − 36.67 = 0.00
     assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in more] == [("19", "60.00", "11.40"), ("7", "0.00", "0.00")]
+
+
+def test_each_line_says_its_rate_only_when_an_invoices_lines_are_not_all_taxed_alike(catalog):
+    """A German consumer's Standard (19 %) and E-books (7 %), 40.00 off everything: each priced line records its
+    rate, the shared discount line none; for a French consumer both plans are at 20 %, and nothing is recorded."""
+    forty = AppliedCoupon(Coupon("FORTY", Duration.FOREVER, amount_off=Decimal("40.00"), currency="EUR"),
+                          dt.date(2026, 1, 1), 0)
+    draft = invoice(catalog, customer(country="DE"), "standard", "books", coupons=[forty])
+    assert [(str(line.kind), line.details.extra.get("tax_rate")) for line in draft.lines] == [
+        ("subscription", "19"), ("subscription", "7"), ("discount", None)
+    ]
+    alike = invoice(catalog, customer(country="FR"), "standard", "books", coupons=[forty])
+    assert [line.details.extra.get("tax_rate") for line in alike.lines] == [None, None, None]
 
 
 def test_what_discounts_leave_of_a_rate_is_exact(catalog):
@@ -262,7 +275,7 @@ def test_what_discounts_leave_of_a_rate_is_exact(catalog):
     ]
     discounts = discount_lines(lines, coupons, MARCH.start, "EUR")
     assert [str(line.amount) for line in discounts] == ["-3.52", "-31.64"]
-    _, found = customer_taxes(customer(country="DE"), RULES, [*lines, *discounts], [books])
+    _, found, _ = customer_taxes(customer(country="DE"), RULES, [*lines, *discounts], [books])
     assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in found] == [("7", "0.00", "0.00")]
 
 
@@ -279,7 +292,7 @@ def test_a_discount_placed_in_full_on_other_lines_adds_no_line_at_the_standard_r
     ]  # fmt: skip
     off = InvoiceLine(kind=LineKind.DISCOUNT, description="Coupon BOOKS", amount=Decimal("-60.00"),
                       details=LineDetails(extra={"coupon": "BOOKS", "plans": ["books"]}))  # fmt: skip
-    _, found = customer_taxes(customer(country="DE"), RULES, [*lines, off], [books, magazines])
+    _, found, _ = customer_taxes(customer(country="DE"), RULES, [*lines, off], [books, magazines])
     assert [(f"{t.rate:f}", str(t.taxable), str(t.amount)) for t in found] == [("7", "20.00", "1.40")]
 
 

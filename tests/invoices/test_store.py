@@ -302,6 +302,23 @@ def test_a_coupons_terms_kept_on_its_line_leave_the_drafts_hash_as_it_was():
     assert json.loads(store.draft_row(replace(draft(), lines=(fee, terms)))[1][1][11])["terms"] == {"percent_off": "20"}
 
 
+def test_the_tax_rates_kept_on_the_lines_leave_the_drafts_hash_as_it_was():
+    """The lines of an invoice of several rates record their own rate since a later version: such a draft hashes
+    as it did before (the invoice's taxes, which are hashed, say the same), so its approval still holds."""
+    fee = InvoiceLine(kind="subscription", description="Growth, March", amount=Decimal("100.00"))
+    books = InvoiceLine(kind="usage", description="E-books", amount=Decimal("50.00"))
+
+    def rated(line: InvoiceLine, rate: str, inclusive: bool = False) -> InvoiceLine:
+        extra = {"tax_rate": rate} | ({"tax_inclusive": True} if inclusive else {})
+        return replace(line, details=LineDetails(extra=extra))
+
+    def content_hash(*lines: InvoiceLine) -> str:
+        return store.draft_row(replace(draft(), lines=lines))[0]["content_hash"]
+
+    assert content_hash(rated(fee, "19"), rated(books, "7", inclusive=True)) == content_hash(fee, books)
+    assert content_hash(rated(fee, "19"), replace(books, amount=Decimal("50.01"))) != content_hash(fee, books)
+
+
 def test_the_content_hash_reads_what_the_customer_sees_not_the_scope():
     # The same drafts hash to the same value release after release: a changed hash rewrites every draft.
     lines = (
