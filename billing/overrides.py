@@ -44,11 +44,13 @@ from pricing_plans.loader import OVERRIDE_KEYS, loads_override
 from pricing_plans.models import Catalog, Plan
 
 __all__ = [
+    "get_override",
     "list_overrides",
     "negotiated_plans",
     "override_json",
     "overrides_page",
     "read_override_file",
+    "record_override",
     "set_override",
 ]
 
@@ -83,6 +85,20 @@ def set_override(
     billing period not yet invoiced). Problems name ``source`` (the file) when given, else only the field
     (``charges[0].tiers[1].up_to: …``), as the API reports them. NotFoundError for an unknown subscription.
     The same tables from the same date again record nothing: the version recorded is returned."""
+    return record_override(engine, catalog, subscription_id, document, effective_from, source=source)[0]
+
+
+def record_override(
+    engine: Engine,
+    catalog: Catalog,
+    subscription_id: int,
+    document: Mapping[str, Any],
+    effective_from: dt.date | None = None,
+    *,
+    source: str | None = None,
+) -> tuple[SubscriptionOverride, bool]:
+    """``set_override``, and whether it recorded a new version (False: the same tables from the same date were
+    recorded already)."""
     with session_scope(engine) as session:
         subscription = repository.get_subscription(session, subscription_id, for_update=True)
         if subscription is None:
@@ -95,14 +111,14 @@ def set_override(
         existing = _existing(session, subscription.id)
         same_day = [o for o in existing if o.effective_from == start]
         if same_day and same_day[-1].document == override_tables.document_json(document):
-            return same_day[-1]  # recorded already: sending it again records nothing new
+            return same_day[-1], False  # recorded already: sending it again records nothing new
         negotiated, _ = negotiate(plan, existing, catalog)
         _check_fee_change(subscription, negotiated, effective, start)
         added = {charge.meter for charge in effective.charges} - {charge.meter for charge in plan.charges}
         check_meters_charged_once(session, catalog, subscription, added)
         override = override_tables.add_override(session, subscription.id, start, document)
         _refresh_opening(session, catalog, subscription, negotiated, override, effective)
-        return override
+        return override, True
 
 
 def list_overrides(engine: Engine, subscription_id: int) -> list[SubscriptionOverride]:
@@ -110,6 +126,16 @@ def list_overrides(engine: Engine, subscription_id: int) -> list[SubscriptionOve
     with session_scope(read_only(engine)) as session:
         _subscription_or_raise(session, subscription_id)
         return list(override_tables.overrides_of(session, [subscription_id]).get(subscription_id, ()))
+
+
+def get_override(engine: Engine, subscription_id: int, override_id: int) -> SubscriptionOverride:
+    """One version of the subscription's overrides; NotFoundError for an unknown subscription or version."""
+    with session_scope(read_only(engine)) as session:
+        _subscription_or_raise(session, subscription_id)
+        for override in _existing(session, subscription_id):
+            if override.id == override_id:
+                return override
+    raise NotFoundError(f"unknown override {override_id} of subscription {subscription_id}")
 
 
 def overrides_page(

@@ -18,6 +18,7 @@ from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, body_checked_by, input_error, unknown_in_body
 from billing.api.pagination import Page, page_params, paginate
+from billing.api.routes_customers import LOCATION
 from billing.api.schemas import CouponCustomerIn, CouponHolderOut, CouponIn, CouponListOut, CouponOut
 from billing.errors import BillingInputError, NotFoundError
 from pricing_plans.models import Catalog
@@ -25,7 +26,6 @@ from pricing_plans.models import Catalog
 router = APIRouter(tags=["coupons"], responses=ERROR_RESPONSES)
 
 CouponCode = Annotated[str, Path(description="The coupon's code.", max_length=64, examples=["SPRING"])]
-_LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
 
 
 def coupon_location(code: str) -> str:
@@ -73,7 +73,7 @@ _STAND_IN: dict[str, Any] = {"code": "X", "percent_off": "1", "amount_off": "1",
     summary="Create a coupon",
     response_model=CouponOut,
     operation_id="createCoupon",
-    responses={**POST_ERROR_RESPONSES, 201: {"description": "The coupon", "headers": _LOCATION}},
+    responses={**POST_ERROR_RESPONSES, 201: {"description": "The coupon", "headers": LOCATION}},
 )
 @body_checked_by(coupon_problems)
 def create_coupon(
@@ -144,7 +144,7 @@ async def _hand(action: str, code: str, body: CouponCustomerIn, response: Respon
     summary="Issue a coupon to a customer",
     response_model=CouponHolderOut,
     operation_id="issueCoupon",
-    responses={**POST_ERROR_RESPONSES, 201: {"description": "The customer's coupon", "headers": _LOCATION}},
+    responses={**POST_ERROR_RESPONSES, 201: {"description": "The customer's coupon", "headers": LOCATION}},
 )
 async def issue_coupon(
     code: CouponCode,
@@ -164,7 +164,7 @@ async def issue_coupon(
     summary="Apply a coupon to a customer's subscriptions",
     response_model=CouponHolderOut,
     operation_id="applyCoupon",
-    responses={**POST_ERROR_RESPONSES, 201: {"description": "The customer's coupon", "headers": _LOCATION}},
+    responses={**POST_ERROR_RESPONSES, 201: {"description": "The customer's coupon", "headers": LOCATION}},
 )
 async def apply_coupon(
     code: CouponCode,

@@ -152,7 +152,7 @@ def subscription_out(subscription: Subscription) -> SubscriptionOut:
 _EXTERNAL_ID = "$response.body#/external_id"  # OpenAPI links: a created customer's id feeds the reads
 
 
-_LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
+LOCATION = {"Location": {"description": "The new resource's URL.", "schema": {"type": "string"}}}
 
 
 def customer_location(external_id: str) -> str:
@@ -169,7 +169,7 @@ def customer_location(external_id: str) -> str:
         **POST_ERROR_RESPONSES,
         201: {
             "description": "The customer",
-            "headers": _LOCATION,
+            "headers": LOCATION,
             "links": {
                 "GetCustomer": {"operationId": "getCustomer", "parameters": {"customer_id": _EXTERNAL_ID}},
                 "GetCustomerUsage": {"operationId": "getCustomerUsage", "parameters": {"customer_id": _EXTERNAL_ID}},
@@ -398,7 +398,7 @@ _SUBSCRIPTION_ID = "$response.body#/id"
         **POST_ERROR_RESPONSES,
         201: {
             "description": "The subscription",
-            "headers": _LOCATION,
+            "headers": LOCATION,
             "links": {
                 "GetSubscription": {
                     "operationId": "getSubscription", "parameters": {"subscription_id": _SUBSCRIPTION_ID}
@@ -509,7 +509,7 @@ def cancel_subscription(
     operation_id="changeSubscriptionPlan",
     responses={
         **POST_ERROR_RESPONSES,
-        201: {"description": "The new subscription", "headers": _LOCATION},
+        201: {"description": "The new subscription", "headers": LOCATION},
     },
     tags=["subscriptions"],
 )

@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -16,13 +16,15 @@ from billing import overrides as service
 from billing.api.auth import ApiKey, require_unbound_key
 from billing.api.deps import api_engine, get_catalog
 from billing.api.errors import ERROR_RESPONSES, POST_ERROR_RESPONSES, ApiError
-from billing.api.pagination import Page, page_params
-from billing.api.routes_customers import SubscriptionId
+from billing.api.pagination import DIGITS_ONLY, MAX_ID, Page, page_params
+from billing.api.routes_customers import LOCATION, SubscriptionId
 from billing.api.schemas import FIRST_DAY, LAST_DAY, OVERRIDE_SCHEMA, OverrideListOut, OverrideOut
 from billing.core.overrides import SubscriptionOverride
 from pricing_plans.models import Catalog
 
 router = APIRouter(tags=["subscriptions"], responses=ERROR_RESPONSES)
+
+OverrideId = Annotated[int, DIGITS_ONLY, Path(ge=1, le=MAX_ID, description="The version's id.", examples=[1])]
 
 
 def override_out(override: SubscriptionOverride) -> OverrideOut:
@@ -47,17 +49,39 @@ def list_overrides(
     return OverrideListOut(data=[override_out(o) for o in found], has_more=more)
 
 
+@router.get(
+    "/v1/subscriptions/{subscription_id}/overrides/{override_id}",
+    summary="Retrieve one version of a subscription's negotiated prices",
+    response_model=OverrideOut,
+    operation_id="getSubscriptionOverride",
+)
+def get_override(
+    subscription_id: SubscriptionId,
+    override_id: OverrideId,
+    engine: Annotated[Engine, Depends(api_engine)],
+    key: Annotated[ApiKey, Depends(require_unbound_key)],
+) -> OverrideOut:
+    """One version, as its ``PUT`` answered it; 404 for an unknown subscription or version."""
+    return override_out(service.get_override(engine, subscription_id, override_id))
+
+
 @router.put(
     "/v1/subscriptions/{subscription_id}/overrides",
     summary="Negotiate a subscription's prices from a date",
     response_model=OverrideOut,
     operation_id="createSubscriptionOverride",
-    responses=POST_ERROR_RESPONSES,
+    status_code=201,
+    responses={
+        **POST_ERROR_RESPONSES,
+        200: {"description": "The same tables from the same date were recorded already: that version, unchanged."},
+        201: {"description": "A new version, recorded.", "headers": LOCATION},
+    },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": OVERRIDE_SCHEMA}}}},
 )
 async def put_override(
     subscription_id: SubscriptionId,
     request: Request,
+    response: Response,
     engine: Annotated[Engine, Depends(api_engine)],
     catalog: Annotated[Catalog, Depends(get_catalog)],
     key: Annotated[ApiKey, Depends(require_unbound_key)],
@@ -65,9 +89,15 @@ async def put_override(
     """Record a version of the subscription's negotiated prices: each of ``subscription``, ``charges`` (by
     meter), ``commitment``, ``thresholds`` given replaces the plan's from ``effective_from`` (a billing-period
     boundary; default: the first period not yet invoiced). Validated as the catalog is: each invalid field is
-    named (``charges[0].tiers[1].up_to``). The same body again records nothing new."""
+    named (``charges[0].tiers[1].up_to``). A new version answers 201 with its ``Location``; the same body again
+    records nothing new and answers 200 with the version recorded."""
     document, effective_from = _body(await request.body())
-    override = await run_in_threadpool(service.set_override, engine, catalog, subscription_id, document, effective_from)
+    override, created = await run_in_threadpool(
+        service.record_override, engine, catalog, subscription_id, document, effective_from
+    )
+    response.headers["Location"] = f"/v1/subscriptions/{subscription_id}/overrides/{override.id}"
+    if not created:
+        response.status_code = 200
     return override_out(override)
 
 

@@ -58,15 +58,22 @@ def test_a_negotiated_price_is_put_listed_and_prices_the_next_period(live_api):
     with live_api.client() as client:
         assert client.get(path(subscription)).json() == {"data": [], "has_more": False}
         created = client.put(path(subscription), json=DEAL)
-        assert created.status_code == 200, created.text
+        assert created.status_code == 201, created.text
         version = created.json()
+        assert created.headers["Location"] == f"{path(subscription)}/{version['id']}"
+        assert client.get(created.headers["Location"]).json() == version
+        # the same tables from the same date again: nothing new, the version recorded, 200
+        same = client.put(path(subscription), json=DEAL)
+        assert (same.status_code, same.json(), same.headers["Location"]) == (200, version, created.headers["Location"])
+        assert client.get(f"{path(subscription)}/{version['id'] + 100}").status_code == 404
+        assert client.get(f"/v1/subscriptions/999/overrides/{version['id']}").status_code == 404
         # the default date: the first period not yet invoiced; numbers as decimal strings, exactly as sent
         assert version["effective_from"] == NEXT.start.isoformat()
         assert version["charges"][0]["tiers"][1] == {"up_to": "inf", "unit_amount": "0.1"}
         assert version["commitment"] == {"minimum": "5.00"}
         assert (version["subscription"], version["thresholds"]) == (None, None)
         later = client.put(path(subscription), json={"effective_from": NEXT.end.isoformat()})
-        assert later.status_code == 200, later.text
+        assert later.status_code == 201, later.text
         listed = client.get(path(subscription), params={"limit": 1}).json()
         rest = client.get(path(subscription), params={"starting_after": str(version["id"])}).json()
     assert listed == {"data": [version], "has_more": True}
@@ -135,7 +142,8 @@ def test_a_put_with_an_idempotency_key_is_recorded_once(live_api):
         first = client.put(path(subscription), json=DEAL, headers=headers)
         again = client.put(path(subscription), json=DEAL, headers=headers)
         listed = client.get(path(subscription)).json()
-    assert first.status_code == again.status_code == 200
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Location"] == first.headers["Location"]
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
     assert len(listed["data"]) == 1
 
