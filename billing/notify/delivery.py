@@ -4,9 +4,9 @@
 outside any transaction:
 
 - **webhook** — ``POST`` to the customer's ``webhook_url``, else the global ``notification_webhook_url``, with the
-  JSON body ``{"id", "kind", "customer", "period", ...}`` and the Standard Webhooks headers ``webhook-id: <id>``
-  (the same on every attempt), ``webhook-timestamp`` and ``webhook-signature`` (``billing.notify.signing``:
-  signed with that endpoint's secret, never sent unsigned). Any 2xx answer is a delivery.
+  JSON body ``{"id", "kind", "type", "timestamp", "customer", "period", ...}`` and the Standard Webhooks headers
+  ``webhook-id: <id>`` (the same on every attempt), ``webhook-timestamp`` and ``webhook-signature``
+  (``billing.notify.signing``: signed with that endpoint's secret, never sent unsigned). Any 2xx answer is a delivery.
 - **e-mail** — over SMTP (``smtp_host``, ``smtp_port``, ``smtp_from``, optional ``smtp_username`` /
   ``smtp_password`` / ``smtp_starttls``) to the customer's address; ``invoice.finalized`` carries the invoice
   PDF, a credit alert (``credit.balance_low``, ``credit.balance_depleted``) says the balance and the level. The
@@ -126,8 +126,17 @@ def destination_warning(settings: Settings) -> str | None:
 
 
 def webhook_body(notification: Notification) -> bytes:
-    """The webhook's JSON body: ``id`` and ``kind``, then the payload fixed at creation (the same every attempt)."""
-    document = {"id": notification.id, "kind": notification.kind, **notification.payload}
+    """The webhook's JSON body: ``id`` and ``kind``, the payload fixed at creation, and the Standard Webhooks
+    payload fields ``type`` (the kind) and ``timestamp`` (when the notification was created, ``Z``); the same
+    bytes every attempt. The payload's fields stay at the top level, where receivers read them, not under
+    ``data``."""
+    document = {
+        "id": notification.id,
+        "kind": notification.kind,
+        **notification.payload,
+        "type": notification.kind,
+        "timestamp": dbkit.iso_instant(notification.created_at),
+    }
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -40,6 +40,12 @@ def test_a_delivered_webhook_verifies_with_the_standardwebhooks_library(engine, 
     payload = Webhook(SECRET).verify(request.raw, headers)  # raises unless it verifies
 
     assert payload["id"] == notification_id and payload["kind"] == "usage.threshold_crossed"
+    # the specification's payload fields: the type, and when it happened (the notification's creation, to the
+    # microsecond, in UTC), beside the payload's own fields
+    created = get_notification(engine, notification_id).created_at
+    assert payload["type"] == "usage.threshold_crossed"
+    assert payload["timestamp"] == created.isoformat().replace("+00:00", "Z") and payload["timestamp"].endswith("Z")
+    assert payload["meter"] == "api_calls"
     assert headers["webhook-id"] == notification_id and request.raw == webhook_body(get_notification(engine, notification_id))
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 600
     assert headers["webhook-signature"].startswith("v1,")
