@@ -15,10 +15,10 @@ from rich.table import Table
 
 from billing.cli._common import console, fail, load_catalog_for_cli
 from billing.core.domain import SubscriptionTerms
-from billing.core.fees import schedule_of
+from billing.core.fees import billed_in_advance, fee_period_for, schedule_of
 from billing.core.overrides import NEGOTIATED
 from billing.core.periods import Period, billing_period_named, parse_period
-from billing.core.rating import RatedPeriod, rate_period
+from billing.core.rating import RatedPeriod, quote_period
 from billing.metering import AnyUsage, usage_from_event_file
 from pricing_plans.charge_models import MeterUsage
 from pricing_plans.errors import AmountOutOfRangeError, UnknownPlanError
@@ -81,13 +81,14 @@ def quote(
         fail(f"--quantity: plan {chosen.code!r} is not priced per seat, so its quantity is 1")
     terms = SubscriptionTerms(start_date=first_day, quantity=quantity)
     try:
-        rated = rate_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
+        rated = quote_period(terms, chosen, meter_usage, billing_period, meters=cat.meters, rounding=cat.rounding)
     except AmountOutOfRangeError as error:
         fail(str(error))
     if as_json:
         print(json.dumps(quote_json(rated), indent=2))
     else:
         _print_quote(rated, billing_period)
+        _print_fee_elsewhere(rated, chosen, terms, billing_period)
 
 
 def _usage_to_quote(
@@ -225,6 +226,22 @@ def _print_quote(rated: RatedPeriod, period: Period) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _print_fee_elsewhere(rated: RatedPeriod, plan: Plan, terms: SubscriptionTerms, period: Period) -> None:
+    """Why a plan with a fee has none in this quote: its fee period is longer than the billing period, and the
+    fee is billed once, as that fee period begins (in advance) or ends (in arrears)."""
+    if rated.fee_line is not None or plan.subscription is None:
+        return
+    fee_period = fee_period_for(terms, plan, period)
+    when = "in advance (as it begins, or as the subscription starts)" if billed_in_advance(plan) else (
+        "in arrears, as it ends"
+    )
+    console.print(
+        f"no subscription fee in {period.label}: the fee of {fee_period.label} is billed once, {when}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _plain(number: Decimal) -> str:

@@ -15,7 +15,8 @@ Which invoice carries the fee of a fee period depends on how the plan bills it:
   period it ends in, the fee for the days it really ran minus what was billed: usually a credit
   (``fee_period_to_adjust``, ``fee_adjustment``).
 
-``period_fees`` puts these together for one subscription on the invoice of one billing period.
+``period_fees`` puts these together for one subscription on the invoice of one billing period; ``quoted_fee`` gives
+the fee a quote of one billing period shows, the one the run bills once per fee period.
 
 A plan priced per seat (``seats = true``) bills fee × seats for the days each number of seats was held. In arrears
 the fee of a fee period follows every quantity change in it. In advance a fee period is billed with the seats on
@@ -59,6 +60,7 @@ __all__ = [
     "opening_fee",
     "opening_fee_period",
     "period_fees",
+    "quoted_fee",
     "rate_fee",
     "refund_of_paid",
     "schedule_of",
@@ -498,3 +500,29 @@ def period_fees(
         adjustment=fee_adjustment(terms, plan, period, billed_in_advance_fee, rounding, paid_in_advance),
         in_advance=None if upcoming is None else advance_fee(terms, ahead, upcoming, rounding),
     )
+
+
+def quoted_fee(terms: Terms, plan: Plan, period: Period, rounding: Rounding = Rounding.HALF_UP) -> InvoiceLine | None:
+    """The subscription fee a quote of billing period ``period`` shows: the fee the billing run bills once per fee
+    period, quoted with the billing period it is billed for, as the run places it.
+
+    - In arrears: the fee of the fee period that ends with ``period`` (or that the subscription leaves in it), which
+      the run bills on ``period``'s invoice (``period_fees``).
+    - In advance: the fee of the fee period that begins with ``period``, which the run bills as ``period`` begins:
+      on the opening invoice when the subscription starts in ``period`` (``opening_fee``: the fee period it starts
+      in, prorated from its start), otherwise on the invoice of the billing period before, issued as that one ends
+      (``period_fees``' in-advance fee).
+
+    None on a fee period's other billing periods: a quarterly plan's fee is in one of three monthly quotes, a yearly
+    plan's in one of twelve. A weekly or monthly plan's fee period is its billing period: each quote has its fee.
+    What an end date or a change of seats adjusts of a fee paid in advance is not quoted."""
+    if billed_in_arrears(plan):
+        covering = rate_fee(terms, plan, fee_period_for(terms, plan, period), rounding)
+        due = period_fees(terms, plan, period, covering_fee=covering, billed_in_advance_fee=None, rounding=rounding)
+        return due.in_arrears
+    if not billed_in_advance(plan) or terms.start_date >= period.end:
+        return None
+    if terms.start_date >= period.start:
+        return opening_fee(terms, plan, rounding)
+    before = schedule_of(terms, plan).previous_billing_period(period)
+    return period_fees(terms, plan, before, covering_fee=None, billed_in_advance_fee=None, rounding=rounding).in_advance

@@ -1,12 +1,14 @@
 """The rating engine: plan + aggregated usage + period → invoice lines. Pure: no database, no clock.
 
-``rate_period`` rates one subscription for one billing period. ``billing quote`` and the billing run both call
-it, so a quote and an invoice for the same usage always agree, line by line. Each line is computed at full
-precision and rounded once to the currency's minor units; the subtotal is the sum of the rounded lines.
+``rate_period`` rates one subscription for one billing period. ``billing quote`` (through ``quote_period``) and
+the billing run both call it, so a quote and an invoice for the same usage agree, line by line. Each line is
+computed at full precision and rounded once to the currency's minor units; the subtotal is the sum of the rounded
+lines.
 
 Which fee lands on which invoice (an in-advance fee for the period that starts, an in-arrears fee for the
 period that ended) is ``billing.core.fees``' business: ``rate_period`` always gives the fee *for* the fee period
-that covers the billing period, as ``fees.rate_fee`` rates it.
+that covers the billing period, as ``fees.rate_fee`` rates it; ``quote_period`` gives instead the fee the run bills
+for the billing period (``fees.quoted_fee``), so that a quarterly or yearly fee is quoted once per fee period.
 
 Rating makes invoice lines without a place: composing an invoice puts them in their section and records the
 subscription and plan version they came from.
@@ -25,12 +27,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from billing.core.domain import Terms
-from billing.core.fees import fee_period_for, rate_fee, schedule_of, usage_periods_per_fee_period
+from billing.core.fees import fee_period_for, quoted_fee, rate_fee, schedule_of, usage_periods_per_fee_period
 from billing.core.periods import Period
 from invoices.model import InvoiceLine, LineDetails, LineKind
 from pricing_plans.charge_models import BreakdownRow, ChargeAmount, MeterUsage, rate_charge
@@ -45,6 +47,7 @@ __all__ = [
     "UnpricedUsage",
     "commitment_minimum",
     "part_line_name",
+    "quote_period",
     "rate_period",
     "usage_charges",
 ]
@@ -180,6 +183,24 @@ def rate_period(
     )
     _check_subtotal(plan, period_rated.subtotal)
     return period_rated
+
+
+def quote_period(
+    terms: Terms,
+    plan: Plan,
+    usage: Mapping[str, Usage],
+    period: Period,
+    *,
+    meters: Mapping[str, Meter] | None = None,
+    rounding: Rounding = Rounding.HALF_UP,
+) -> RatedPeriod:
+    """What the billing run bills one subscription for one billing period, as ``billing quote`` shows it:
+    ``rate_period``'s usage lines and true-up, with the fee the run bills for ``period`` (``fees.quoted_fee``: in
+    advance, the fee of the fee period beginning with it or the opening fee of a subscription starting in it; in
+    arrears, the fee of the fee period ending with it) in place of the fee of the fee period covering it. A
+    quarterly plan's fee is in one month's quote of three; a monthly plan's in each."""
+    rated = rate_period(terms, plan, usage, period, meters=meters, rounding=rounding)
+    return replace(rated, fee_line=quoted_fee(terms, plan, period, rounding))
 
 
 def usage_charges(
