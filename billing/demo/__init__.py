@@ -38,7 +38,7 @@ from billing.cli._common import print_table
 from billing.config import get_settings
 from billing.core.domain import SubscriptionTerms
 from billing.core.periods import Period, month
-from billing.core.rating import rate_period
+from billing.core.rating import quote_period
 from billing.db import make_engine, session_scope, upgrade
 from billing.demo.receiver import ReceivedWebhook, run_receiver
 from billing.ingestion import ingest_path
@@ -255,7 +255,7 @@ SAMPLE_USAGE: dict[str, MeterUsage | DimensionedUsage] = {
 
 def _quotes(catalog: Catalog) -> None:
     """The catalog validated, and a quote of one month of ``SAMPLE_USAGE`` for each of its plans, as an
-    established subscription (started on 1 January) pays it."""
+    established subscription (started on 1 January) pays it: an annual plan's fee is billed once, with January."""
     table = Table(
         title="Quotes: one month of sample usage on each plan (billing quote)",
         caption="150,000 calls, 42.5 GB-months, 900 build minutes, 37 active users, 25 payments of 730.00; "
@@ -268,7 +268,7 @@ def _quotes(catalog: Catalog) -> None:
         usage = {charge.meter: SAMPLE_USAGE[charge.meter] for charge in plan.charges}
         per_seat = plan.subscription is not None and plan.subscription.seats
         terms = SubscriptionTerms(established.start_date, quantity=12) if per_seat else established
-        rated = rate_period(terms, plan, usage, MONTHS[0], meters=catalog.meters, rounding=catalog.rounding)
+        rated = quote_period(terms, plan, usage, MONTHS[0], meters=catalog.meters, rounding=catalog.rounding)
         table.add_row(
             f"{plan.code} ({plan.currency}/{plan.interval.value}{', 12 seats' if per_seat else ''})",
             str(plan.version),
